@@ -1,0 +1,74 @@
+#pragma once
+
+// Drover's error codes. Errors are values (caf::error) carrying one of these
+// codes in the "drover" category plus a human-readable context string; they
+// cross actor and node boundaries like any CAF error. Register the category
+// with `register_error_category(cfg)` so `actor_system::render` prints them.
+
+#include <caf/error.hpp>
+#include <caf/make_message.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace caf {
+class actor_system_config;
+} // namespace caf
+
+namespace drover {
+
+/// Stable numeric values: they travel between nodes. Append only.
+enum class errc : uint8_t {
+  none = 0,
+  /// Decoding: the input ended before the message did.
+  truncated = 1,
+  /// Decoding: the input exceeds the configured size limit.
+  too_large = 2,
+  /// Decoding: the bytes or the JSON text are not a valid message.
+  malformed = 3,
+  /// Decoding: nesting deeper than the configured limit.
+  too_deep = 4,
+  /// A field holds a value outside its allowed range.
+  invalid_value = 5,
+  /// Supervision: a child restarted more often than its intensity allows.
+  restart_intensity_exceeded = 6,
+  /// Supervision: a supervisor gave up and escalated to its parent.
+  escalated = 7,
+  /// Supervision: a child did not stop within its shutdown timeout.
+  shutdown_timeout = 8,
+  /// A named entity (child, job, ...) does not exist.
+  not_found = 9,
+  /// A request arrived in a state that cannot serve it (e.g. shutting down).
+  unavailable = 10,
+  /// Configuration is invalid.
+  bad_config = 11,
+};
+
+/// The error category atom for `errc`.
+constexpr caf::atom_value errc_category = caf::atom("drover");
+
+const char* to_string(errc x);
+
+inline caf::error make_error(errc x) {
+  return caf::error{static_cast<uint8_t>(x), errc_category};
+}
+
+inline caf::error make_error(errc x, std::string context) {
+  return caf::error{static_cast<uint8_t>(x), errc_category,
+                    caf::make_message(std::move(context))};
+}
+
+/// True if `err` is the Drover error `x`.
+inline bool is(const caf::error& err, errc x) {
+  return err.category() == errc_category
+         && err.code() == static_cast<uint8_t>(x);
+}
+
+/// Renders any Drover error as "drover: <code> (<context>)" without needing
+/// an actor system; other categories fall back to CAF's to_string.
+std::string describe(const caf::error& err);
+
+/// Lets `actor_system::render` print Drover errors.
+void register_error_category(caf::actor_system_config& cfg);
+
+} // namespace drover

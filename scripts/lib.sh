@@ -1,0 +1,90 @@
+# Shared by scripts/run and scripts/test. Source it; do not run it.
+#
+# Installs what a fresh Debian bookworm machine lacks, configures and builds
+# the project, and manages the private PostgreSQL under .drover/.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE_DIR=${DROVER_STATE_DIR:-$ROOT/.drover}
+JOBS=${DROVER_JOBS:-$(nproc)}
+
+# Debian packages the build and the tests need.
+PACKAGES=(g++ cmake make pkgconf ccache libcaf-dev capnproto libcapnp-dev
+  libpq-dev postgresql libboost-program-options-dev libboost-dev catch2
+  libssl-dev)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# build <build-dir> [extra cmake args...]
+build() {
+  local dir=$1; shift
+  if [ ! -f "$dir/CMakeCache.txt" ]; then
+    log "configuring $dir"
+    cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+  fi
+  log "building $dir"
+  cmake --build "$dir" -j "$JOBS"
+}
+
+# --- private PostgreSQL -------------------------------------------------
+# Data in $STATE_DIR/pg/data, socket in $STATE_DIR/pg/run, no TCP listener,
+# never the machine's default cluster. Exports DROVER_PG_URL.
+
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+PG_DIR=$STATE_DIR/pg
+
+# Runs a PostgreSQL binary as the owner of the data directory: initdb and
+# postgres refuse to run as root, so root uses the 'postgres' account.
+pg_run() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg_start() {
+  mkdir -p "$PG_DIR/run"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$PG_DIR"; fi
+  if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+    log "initialising private PostgreSQL in $PG_DIR/data"
+    pg_run "$PG_BIN/initdb" -D "$PG_DIR/data" -U drover -A trust \
+      --no-instructions >"$PG_DIR/initdb.log" 2>&1 \
+      || { cat "$PG_DIR/initdb.log" >&2; return 1; }
+  fi
+  if ! pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+    log "starting private PostgreSQL (socket in $PG_DIR/run)"
+    pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
+      -o "-k $PG_DIR/run -c listen_addresses=''" start >/dev/null \
+      || { tail -n 20 "$PG_DIR/server.log" >&2; return 1; }
+  fi
+  if ! pg_run "$PG_BIN/psql" -h "$PG_DIR/run" -U drover -d postgres -tAc \
+      "select 1 from pg_database where datname = 'drover'" | grep -q 1; then
+    pg_run "$PG_BIN/createdb" -h "$PG_DIR/run" -U drover drover
+  fi
+  export DROVER_PG_URL="postgresql:///drover?host=$PG_DIR/run&user=drover"
+}
+
+pg_stop() {
+  if [ -f "$PG_DIR/data/postmaster.pid" ]; then
+    pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null || true
+  fi
+}
