@@ -17,4 +17,50 @@ using ping_atom = caf::atom_constant<caf::atom("ping")>;
 
 using ok_atom = caf::atom_constant<caf::atom("ok")>;
 
+// -- jobs -------------------------------------------------------------------
+
+using submit_atom = caf::atom_constant<caf::atom("submit")>;
+using append_atom = caf::atom_constant<caf::atom("append")>;
+using get_atom = caf::atom_constant<caf::atom("get_job")>;
+using events_atom = caf::atom_constant<caf::atom("events")>;
+using list_atom = caf::atom_constant<caf::atom("list")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using redrive_atom = caf::atom_constant<caf::atom("redrive")>;
+using purge_atom = caf::atom_constant<caf::atom("purge")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using all_atom = caf::atom_constant<caf::atom("all")>;
+
+// -- progress ---------------------------------------------------------------
+
+/// Job supervisor -> publisher: a progress report of a running attempt.
+using publish_atom = caf::atom_constant<caf::atom("publish")>;
+/// Publisher -> subscriber: a (coalesced) progress update.
+using progress_atom = caf::atom_constant<caf::atom("progress")>;
+/// Job supervisor -> publisher, publisher -> subscriber: terminal state.
+using final_atom = caf::atom_constant<caf::atom("final")>;
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+using unsubscribe_atom = caf::atom_constant<caf::atom("unsubscr")>;
+
+// -- workers ----------------------------------------------------------------
+
+/// Worker -> queue: ready for one attempt of the given resource class.
+using ready_atom = caf::atom_constant<caf::atom("ready")>;
+/// Job supervisor -> worker: run this lease.
+using run_atom = caf::atom_constant<caf::atom("run")>;
+/// Worker -> job supervisor: the attempt ended.
+using done_atom = caf::atom_constant<caf::atom("done")>;
+/// Worker -> job supervisor: a checkpoint to persist.
+using checkpoint_atom = caf::atom_constant<caf::atom("checkpt")>;
+
+} // namespace drover
+
+namespace drover {
+
+/// Job supervisor -> queue: the job waits for a retry (carries the record).
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+/// Job supervisor -> queue: the job supervisor is done with its job.
+using finished_atom = caf::atom_constant<caf::atom("finished")>;
+/// Job supervisor -> worker: stop waiting for this attempt (forced stop).
+using abandon_atom = caf::atom_constant<caf::atom("abandon")>;
+
 } // namespace drover

@@ -19,6 +19,9 @@ const char* to_string(errc x) {
     case errc::not_found: return "not_found";
     case errc::unavailable: return "unavailable";
     case errc::bad_config: return "bad_config";
+    case errc::conflict: return "conflict";
+    case errc::invalid_request: return "invalid_request";
+    case errc::stale_attempt: return "stale_attempt";
   }
   return "unknown";
 }

@@ -42,6 +42,12 @@ enum class errc : uint8_t {
   unavailable = 10,
   /// Configuration is invalid.
   bad_config = 11,
+  /// Idempotency: the key is taken by a job with a different spec.
+  conflict = 12,
+  /// A submission or command failed validation; the context says why.
+  invalid_request = 13,
+  /// A finished or superseded attempt tried to report (fencing).
+  stale_attempt = 14,
 };
 
 /// The error category atom for `errc`.

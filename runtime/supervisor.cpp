@@ -6,6 +6,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 
 #include <algorithm>
@@ -73,10 +74,13 @@ struct supervisor_state {
   /// one_for_all: consecutive whole-group restarts, and the timer guard.
   uint32_t group_consecutive = 0;
   uint64_t group_generation = 0;
-  /// Children we linked to whose exit message has not arrived yet. The link's
-  /// exit message and the monitor's down message race; this set tells a
-  /// child's exit apart from a stop request by our own parent.
-  std::set<caf::actor_addr> linked;
+  /// Children alive right now. Shared with the functor attached at start,
+  /// which kills them if this supervisor terminates without stopping them
+  /// (e.g. it was killed). Links would do that too, but CAF makes a linked
+  /// peer's `kill` exit fatal, so one killed worker would take the whole
+  /// tree down.
+  std::shared_ptr<std::set<caf::actor_addr>> alive
+    = std::make_shared<std::set<caf::actor_addr>>();
 
 };
 
@@ -127,11 +131,8 @@ bool start_child(self_ptr self, child& c) {
   c.handle = std::move(handle);
   c.state = child_state::running;
   c.started_at = now(self);
-  // The monitor drives restarts; the link makes sure the child dies with us
-  // even when we are killed without a chance to stop it.
   self->monitor(c.handle);
-  self->link_to(c.handle);
-  self->state.linked.insert(c.handle.address());
+  self->state.alive->insert(c.handle.address());
   return true;
 }
 
@@ -264,6 +265,7 @@ void on_down(self_ptr self, caf::down_msg& dm) {
   if (c == nullptr)
     return; // a stale incarnation or someone we do not supervise
   c->handle = nullptr;
+  st.alive->erase(dm.source);
   if (dm.reason && !is_normal_exit(dm.reason))
     c->last_exit = self->system().render(dm.reason);
   if (st.current == mode::shutting_down
@@ -340,10 +342,13 @@ caf::typed_response_promise<tree_node> describe(self_ptr self) {
                                                  : child_state::running;
   root.strat = st.flags.strat;
   root.uptime_ms = ms_between(st.started_at, now(self));
+  auto asks = [](const child& c) {
+    return (c.spec.kind == child_kind::supervisor || c.spec.describable)
+           && c.state == child_state::running;
+  };
   for (auto& c : st.children) {
     root.children.push_back(leaf_of(self, c));
-    if (c.spec.kind == child_kind::supervisor
-        && c.state == child_state::running)
+    if (asks(c))
       ++fan->pending;
   }
   if (fan->pending == 0) {
@@ -352,8 +357,7 @@ caf::typed_response_promise<tree_node> describe(self_ptr self) {
   }
   for (size_t i = 0; i < st.children.size(); ++i) {
     auto& c = st.children[i];
-    if (c.spec.kind != child_kind::supervisor
-        || c.state != child_state::running)
+    if (!asks(c))
       continue;
     auto finish = [fan] {
       if (--fan->pending == 0)
@@ -367,7 +371,8 @@ caf::typed_response_promise<tree_node> describe(self_ptr self) {
           // Our view of the child (state, restarts, uptime) wins; the
           // child contributes its strategy and its own subtree.
           auto& slot = fan->result.children[i];
-          slot.strat = sub.strat;
+          if (slot.kind == child_kind::supervisor)
+            slot.strat = sub.strat;
           slot.children = std::move(sub.children);
           finish();
         },
@@ -395,12 +400,12 @@ caf::behavior supervisor_impl(self_ptr self, supervisor_spec spec) {
   self->set_down_handler(
     [self](caf::down_msg& dm) { on_down(self, dm); });
   self->set_exit_handler([self](caf::exit_msg& em) {
-    // Children are linked only so they die with us if we are killed; their
-    // own exits are handled by the monitor's down message.
-    if (self->state.linked.erase(em.source) > 0)
-      return;
     // Our own supervisor (or the node) asks us to stop.
     begin_shutdown(self, std::move(em.reason));
+  });
+  self->attach_functor([alive = st.alive](const caf::error&) {
+    for (const auto& child : *alive)
+      caf::anon_send_exit(child, caf::exit_reason::kill);
   });
   // Every request we make has its own error continuation; this only keeps a
   // stray error message from killing the supervisor (CAF's default).

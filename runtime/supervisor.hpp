@@ -73,6 +73,9 @@ struct child_spec {
   restart_type restart = restart_type::permanent;
   /// Supervisor children are asked to describe their own subtree.
   child_kind kind = child_kind::worker;
+  /// A worker that answers `describe_atom` with a tree_node of its own
+  /// (e.g. the queue listing its running jobs) is asked too.
+  bool describable = false;
   /// How long an orderly stop waits for the child before killing it.
   std::chrono::milliseconds shutdown_timeout{5000};
 };

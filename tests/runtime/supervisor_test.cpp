@@ -481,3 +481,28 @@ TEST_CASE("invalid supervisor specs are rejected and spawn nothing",
   expect_bad({"s", flags(), {no_factory}}, "no start function");
   CHECK(fx.p->starts.empty());
 }
+
+TEST_CASE("a killed child is restarted; a killed supervisor takes its "
+          "children along",
+          "[supervisor]") {
+  fixture fx;
+  auto sup = fx.start({"root", flags(), {worker("a", fx.p)}});
+  fx.self->monitor(sup);
+  auto first = fx.p->latest("a");
+  fx.self->send_exit(first, caf::exit_reason::kill);
+  fx.run();
+  fx.advance(10ms);
+  CHECK(fx.downs().empty()); // the supervisor survived
+  REQUIRE(fx.p->count("a") == 2);
+  auto second = fx.p->latest("a");
+  fx.self->monitor(second);
+  fx.self->send_exit(sup, caf::exit_reason::kill);
+  fx.run();
+  auto downs = fx.downs();
+  REQUIRE(downs.size() == 2);
+  bool child_down = false;
+  for (auto& dm : downs)
+    if (dm.source == second.address())
+      child_down = dm.reason == caf::exit_reason::kill;
+  CHECK(child_down); // no orphan left running
+}

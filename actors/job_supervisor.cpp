@@ -1,0 +1,440 @@
+#include "actors/job_supervisor.hpp"
+
+#include "runtime/codec.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/submit.hpp"
+#include "runtime/retry.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <iostream>
+#include <random>
+
+namespace drover {
+
+namespace {
+
+using timeout_atom = caf::atom_constant<caf::atom("js_timeout")>;
+using grace_atom = caf::atom_constant<caf::atom("js_grace")>;
+using persist_atom = caf::atom_constant<caf::atom("js_persist")>;
+
+constexpr auto store_timeout = std::chrono::seconds{30};
+
+enum class phase {
+  loading,  ///< reading the record
+  starting, ///< `started` being appended
+  running,  ///< the worker runs the attempt
+  stopping, ///< cancel or timeout signalled; waiting for the end or grace
+  finishing ///< outcome being written; everything else is ignored
+};
+
+struct js_state {
+  job_supervisor_config cfg;
+  job_record rec;
+  const registered_handler* handler = nullptr;
+  uint32_t attempt = 0;
+  phase current = phase::loading;
+  bool cancel_requested = false;
+  bool timed_out = false;
+  /// Latest progress not yet persisted, and when progress was last written.
+  bool has_pending_progress = false;
+  progress_update pending_progress;
+  bool persist_armed = false;
+  int64_t last_persist_ms = 0;
+  std::minstd_rand rng;
+
+  static inline const char* name = "drover.job_supervisor";
+};
+
+using self_ptr = caf::stateful_actor<js_state>*;
+
+int64_t now_ms(self_ptr self) {
+  return self->state.cfg.clock_ms();
+}
+
+job_event make_event(self_ptr self, event_kind kind) {
+  job_event ev;
+  ev.job_id = self->state.cfg.job_id;
+  ev.kind = kind;
+  ev.attempt = self->state.attempt;
+  ev.at_ms = now_ms(self);
+  return ev;
+}
+
+void log_failure(self_ptr self, const std::string& what,
+                 const caf::error& err) {
+  std::cerr << "drover: job " << self->state.cfg.job_id << ": " << what
+            << ": " << describe(err) << std::endl;
+}
+
+/// Appends one event whose outcome only matters if it fails. Always a
+/// request: a plain send would get the store's reply as an unexpected
+/// message (and an error reply would kill us).
+void append_quietly(self_ptr self, job_event ev, const char* what) {
+  self->request(self->state.cfg.store, store_timeout, append_atom::value,
+                std::vector<job_event>{std::move(ev)})
+    .then([](ok_atom) {},
+          [self, what](caf::error& err) { log_failure(self, what, err); });
+}
+
+/// The worker never got the attempt: hand it back to the queue.
+void release_worker(self_ptr self) {
+  auto& st = self->state;
+  self->send(st.cfg.queue, ready_atom::value, resource_class_of(st.rec.spec),
+             st.cfg.worker_id, st.cfg.worker);
+}
+
+void finish(self_ptr self, job_status status) {
+  auto& st = self->state;
+  self->send(st.cfg.queue, finished_atom::value, st.cfg.job_id, status);
+  self->quit();
+}
+
+/// Appends the terminal or retry events, then tells everyone.
+void conclude(self_ptr self, std::vector<job_event> events,
+              job_status status) {
+  auto& st = self->state;
+  st.current = phase::finishing;
+  self->request(st.cfg.store, store_timeout, append_atom::value,
+                std::move(events))
+    .then(
+      [self, status](ok_atom) {
+        auto& st = self->state;
+        if (status == job_status::retrying) {
+          auto rec = st.rec;
+          rec.status = job_status::retrying;
+          self->send(st.cfg.queue, retry_atom::value, std::move(rec));
+          finish(self, status);
+          return;
+        }
+        // Terminal: publish the record as the store now has it.
+        self->request(st.cfg.store, store_timeout, get_atom::value,
+                      st.cfg.job_id)
+          .then(
+            [self, status](job_record& rec) {
+              self->send(self->state.cfg.publisher, final_atom::value,
+                         std::move(rec));
+              finish(self, status);
+            },
+            [self, status](caf::error& err) {
+              log_failure(self, "reading the final record", err);
+              finish(self, status);
+            });
+      },
+      [self, status](caf::error& err) {
+        log_failure(self, "writing the attempt's outcome", err);
+        finish(self, status);
+      });
+}
+
+/// The attempt failed with `error`: retry or fail for good.
+void fail_attempt(self_ptr self, error_info error,
+                  std::vector<job_event> events = {}) {
+  auto& st = self->state;
+  if (st.cancel_requested) {
+    auto ev = make_event(self, event_kind::cancelled);
+    ev.reason = "cancelled while running";
+    events.push_back(std::move(ev));
+    conclude(self, std::move(events), job_status::cancelled);
+    return;
+  }
+  static const std::vector<std::string> no_codes;
+  const auto& non_retryable = st.handler != nullptr
+                                ? st.handler->options.retry.non_retryable
+                                : no_codes;
+  std::uniform_real_distribution<double> dist{0.0, 1.0};
+  auto decision = decide_retry(st.rec, error, non_retryable, now_ms(self),
+                               dist(st.rng));
+  if (decision.retry) {
+    auto ev = make_event(self, event_kind::retry_scheduled);
+    ev.error = error;
+    ev.next_attempt_at_ms = decision.next_attempt_at_ms;
+    st.rec.retry_at_ms = decision.next_attempt_at_ms;
+    events.push_back(std::move(ev));
+    conclude(self, std::move(events), job_status::retrying);
+    return;
+  }
+  error.message += " (" + decision.reason + ")";
+  auto failed = make_event(self, event_kind::failed);
+  failed.error = error;
+  events.push_back(std::move(failed));
+  auto dlq = make_event(self, event_kind::dead_lettered);
+  dlq.error = error;
+  events.push_back(std::move(dlq));
+  conclude(self, std::move(events), job_status::failed);
+}
+
+void persist_progress(self_ptr self) {
+  auto& st = self->state;
+  if (!st.has_pending_progress || st.current == phase::finishing)
+    return;
+  auto ev = make_event(self, event_kind::progressed);
+  ev.progress = std::move(st.pending_progress);
+  ev.progress.checkpoint.clear();
+  st.has_pending_progress = false;
+  st.last_persist_ms = now_ms(self);
+  append_quietly(self, std::move(ev), "persisting progress");
+}
+
+/// Starts the cooperative stop of the running attempt (cancel or timeout);
+/// the grace timer forces it.
+void begin_stop(self_ptr self) {
+  auto& st = self->state;
+  st.current = phase::stopping;
+  self->send(st.cfg.worker, cancel_atom::value, st.cfg.job_id, st.attempt);
+  auto grace = st.handler != nullptr ? st.handler->options.cancel_grace
+                                     : std::chrono::milliseconds{5000};
+  self->delayed_send(self, grace, grace_atom::value, st.attempt);
+}
+
+void start_attempt(self_ptr self) {
+  auto& st = self->state;
+  st.handler = st.cfg.handlers->find(st.rec.spec.type);
+  st.attempt = st.rec.attempt + 1;
+  auto started = make_event(self, event_kind::started);
+  started.worker_id = st.cfg.worker_id;
+  st.current = phase::starting;
+  self->request(st.cfg.store, store_timeout, append_atom::value,
+                std::vector<job_event>{std::move(started)})
+    .then(
+      [self](ok_atom) {
+        auto& st = self->state;
+        st.current = phase::running;
+        st.rec.status = job_status::processing;
+        st.rec.attempt = st.attempt;
+        self->monitor(st.cfg.worker);
+        lease l;
+        l.job_id = st.cfg.job_id;
+        l.spec = st.rec.spec;
+        l.checkpoint = st.rec.checkpoint;
+        l.attempt = st.attempt;
+        self->send(st.cfg.worker, run_atom::value, std::move(l),
+                   caf::actor{self});
+        if (st.rec.spec.timeout_ms > 0)
+          self->delayed_send(self,
+                             std::chrono::milliseconds{st.rec.spec.timeout_ms},
+                             timeout_atom::value, st.attempt);
+        if (st.cancel_requested) {
+          // A cancel arrived while `started` was being written.
+          append_quietly(self, make_event(self, event_kind::cancel_requested),
+                         "recording the cancel request");
+          begin_stop(self);
+        }
+      },
+      [self](caf::error& err) {
+        log_failure(self, "starting the attempt", err);
+        release_worker(self);
+        finish(self, self->state.rec.status);
+      });
+}
+
+void on_record(self_ptr self, job_record& rec) {
+  auto& st = self->state;
+  st.rec = std::move(rec);
+  st.attempt = st.rec.attempt;
+  if (st.rec.status != job_status::queued) {
+    // Cancelled (or otherwise moved on) while it waited: nothing to run.
+    release_worker(self);
+    finish(self, st.rec.status);
+    return;
+  }
+  if (st.cancel_requested) {
+    release_worker(self);
+    auto ev = make_event(self, event_kind::cancelled);
+    ev.reason = "cancelled before it started";
+    conclude(self, {std::move(ev)}, job_status::cancelled);
+    return;
+  }
+  start_attempt(self);
+}
+
+void on_done(self_ptr self, completion& c) {
+  auto& st = self->state;
+  if (c.attempt != st.attempt
+      || (st.current != phase::running && st.current != phase::stopping))
+    return; // fenced: a superseded attempt or already concluded
+  std::vector<job_event> events;
+  if (st.has_pending_progress) {
+    // Keep the last reported progress in the history before the outcome.
+    auto ev = make_event(self, event_kind::progressed);
+    ev.progress = std::move(st.pending_progress);
+    ev.progress.checkpoint.clear();
+    st.has_pending_progress = false;
+    events.push_back(std::move(ev));
+  }
+  switch (c.outcome) {
+    case completion_outcome::succeeded: {
+      // Work that finished wins over a late cancel: its effects happened.
+      if (!c.result.empty()) {
+        if (auto err = validate_json(c.result)) {
+          fail_attempt(self,
+                       {"invalid_result",
+                        "the handler returned a result that is not JSON: "
+                          + describe(err),
+                        false},
+                       std::move(events));
+          return;
+        }
+      }
+      auto ev = make_event(self, event_kind::completed);
+      ev.result = c.result.empty() ? "null" : std::move(c.result);
+      events.push_back(std::move(ev));
+      conclude(self, std::move(events), job_status::completed);
+      return;
+    }
+    case completion_outcome::cancelled:
+      if (!st.cancel_requested && !st.timed_out) {
+        fail_attempt(self,
+                     {"cancelled_by_handler",
+                      "the handler reported cancelled, but nobody asked",
+                      false},
+                     std::move(events));
+        return;
+      }
+      break;
+    case completion_outcome::failed_permanent:
+      c.error.retryable = false;
+      if (!st.cancel_requested) {
+        fail_attempt(self, std::move(c.error), std::move(events));
+        return;
+      }
+      break;
+    case completion_outcome::failed_retryable:
+    case completion_outcome::timed_out:
+      if (!st.timed_out) {
+        c.error.retryable = true;
+        fail_attempt(self, std::move(c.error), std::move(events));
+        return;
+      }
+      break;
+  }
+  // Ended because we asked it to stop.
+  if (st.timed_out && !st.cancel_requested) {
+    fail_attempt(self,
+                 {"timeout",
+                  "the attempt exceeded its timeout of "
+                    + std::to_string(st.rec.spec.timeout_ms) + " ms",
+                  true},
+                 std::move(events));
+    return;
+  }
+  fail_attempt(self, {"cancelled", "cancelled", false}, std::move(events));
+}
+
+caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.rng.seed(static_cast<std::minstd_rand::result_type>(st.cfg.seed));
+  self->set_error_handler([self](caf::error& err) {
+    log_failure(self, "unexpected error message", err);
+  });
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (dm.source != st.cfg.worker.address())
+      return;
+    if (st.current != phase::running && st.current != phase::stopping)
+      return;
+    auto lost = make_event(self, event_kind::worker_lost);
+    lost.worker_id = st.cfg.worker_id;
+    fail_attempt(self,
+                 {"worker_lost",
+                  "worker " + st.cfg.worker_id
+                    + " died during the attempt: "
+                    + self->system().render(dm.reason),
+                  true},
+                 {std::move(lost)});
+  });
+  self->request(st.cfg.store, store_timeout, get_atom::value, st.cfg.job_id)
+    .then([self](job_record& rec) { on_record(self, rec); },
+          [self](caf::error& err) {
+            log_failure(self, "reading the job", err);
+            // Without the record we cannot know the resource class; the
+            // worker was reserved for this job, so give it back as is.
+            auto& st = self->state;
+            self->send(st.cfg.queue, ready_atom::value, std::string{},
+                       st.cfg.worker_id, st.cfg.worker);
+            finish(self, job_status::queued);
+          });
+  return {
+    [self](cancel_atom) {
+      auto& st = self->state;
+      if (st.cancel_requested)
+        return;
+      st.cancel_requested = true;
+      if (st.current == phase::running) {
+        append_quietly(self, make_event(self, event_kind::cancel_requested),
+                       "recording the cancel request");
+        begin_stop(self);
+      }
+      // loading/starting: handled once the record / start is in;
+      // stopping (timeout): the outcome becomes cancelled.
+    },
+    [self](progress_atom, progress_update& update) {
+      auto& st = self->state;
+      if (update.attempt != st.attempt
+          || (st.current != phase::running && st.current != phase::stopping))
+        return;
+      self->send(st.cfg.publisher, publish_atom::value, update);
+      st.pending_progress = std::move(update);
+      st.has_pending_progress = true;
+      if (st.persist_armed)
+        return;
+      auto since = now_ms(self) - st.last_persist_ms;
+      auto interval = st.cfg.progress_persist_interval.count();
+      if (since >= interval) {
+        persist_progress(self);
+        return;
+      }
+      st.persist_armed = true;
+      self->delayed_send(self, std::chrono::milliseconds{interval - since},
+                         persist_atom::value);
+    },
+    [self](persist_atom) {
+      self->state.persist_armed = false;
+      persist_progress(self);
+    },
+    [self](checkpoint_atom, const std::string& job_id, uint32_t attempt,
+           std::string& bytes) {
+      auto& st = self->state;
+      if (job_id != st.cfg.job_id || attempt != st.attempt
+          || (st.current != phase::running && st.current != phase::stopping))
+        return;
+      auto ev = make_event(self, event_kind::checkpointed);
+      ev.checkpoint = std::move(bytes);
+      append_quietly(self, std::move(ev), "persisting a checkpoint");
+    },
+    [self](done_atom, completion& c) { on_done(self, c); },
+    [self](timeout_atom, uint32_t attempt) {
+      auto& st = self->state;
+      if (attempt != st.attempt || st.current != phase::running)
+        return;
+      st.timed_out = true;
+      begin_stop(self);
+    },
+    [self](grace_atom, uint32_t attempt) {
+      auto& st = self->state;
+      if (attempt != st.attempt || st.current != phase::stopping)
+        return;
+      // The attempt ignored the cooperative stop: force it. The worker
+      // fences its late reports and frees itself when the thread ends.
+      self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
+                 st.attempt);
+      completion forced;
+      forced.job_id = st.cfg.job_id;
+      forced.attempt = st.attempt;
+      forced.outcome = completion_outcome::cancelled;
+      on_done(self, forced);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_job_supervisor(caf::actor_system& sys,
+                                job_supervisor_config config) {
+  return sys.spawn(job_supervisor_impl, std::move(config));
+}
+
+} // namespace drover

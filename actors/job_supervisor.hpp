@@ -1,0 +1,64 @@
+#pragma once
+
+// The job supervisor: one actor per running job, spawned by the queue. It
+// owns the attempt — starting it, its timeout, its cancellation, fencing of
+// everything the attempt reports — and decides what follows it: completed,
+// a retry after backoff, or failed into the dead-letter queue.
+//
+// Life of one job supervisor:
+//   1. reads the job's record from the store; anything but `queued` (e.g.
+//      cancelled meanwhile) ends it without starting anything;
+//   2. appends `started` (attempt n+1) and sends the lease to its worker,
+//      which it monitors;
+//   3. relays the attempt's progress to the publisher, persists progress at
+//      a bounded rate and every checkpoint at once;
+//   4. on the attempt's end (or its timeout, a cancel, the worker's death)
+//      appends the outcome's events, tells the queue, publishes the final
+//      record on a terminal state, and exits.
+// Timeouts and cancellation are cooperative first (the handler's
+// `cancelled()` turns true, exec sends SIGTERM), forced after the handler's
+// cancel grace: the worker is told to abandon the attempt, whose late
+// reports are then fenced off.
+//
+// Protocol:
+//   (cancel_atom)                          from the queue: cancel the job
+//   (progress_atom, progress_update)       from the worker
+//   (checkpoint_atom, job_id, attempt, bytes) from the worker
+//   (done_atom, completion)                from the worker
+// To the queue: (retry_atom, job_record), (finished_atom, job_id, status).
+// To the worker: (run_atom, lease, self), (cancel_atom, job_id, attempt),
+// (abandon_atom, job_id, attempt).
+
+#include "actors/progress_publisher.hpp"
+#include "actors/store.hpp"
+#include "runtime/task.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace drover {
+
+struct job_supervisor_config {
+  std::string job_id;
+  /// The worker that will run the attempt (idle, reserved by the queue).
+  caf::actor worker;
+  std::string worker_id;
+  caf::actor queue;
+  store_actor store;
+  progress_actor publisher;
+  std::shared_ptr<const handler_registry> handlers;
+  std::chrono::milliseconds progress_persist_interval{1000};
+  std::function<int64_t()> clock_ms;
+  /// Seed of the retry jitter.
+  uint64_t seed = 1;
+};
+
+caf::actor spawn_job_supervisor(caf::actor_system& sys,
+                                job_supervisor_config config);
+
+} // namespace drover

@@ -1,0 +1,169 @@
+// The in-memory store: the store protocol (actors/store.hpp) with every
+// guarantee but durability. Jobs live in an ordered map keyed by job id
+// (ids sort by submission time), each with its record and its history.
+
+#include "actors/store.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/job_state.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <map>
+#include <set>
+
+namespace drover {
+
+namespace {
+
+struct job_entry {
+  job_record record;
+  std::vector<job_event> history;
+};
+
+struct memory_store_state {
+  std::map<std::string, job_entry> jobs;
+  /// (tenant, idempotency key) -> job id.
+  std::map<std::pair<std::string, std::string>, std::string> idempotency;
+  /// Jobs currently in the dead-letter queue.
+  std::set<std::string> dlq;
+
+  static inline const char* name = "drover.memory_store";
+};
+
+using store_self
+  = store_actor::stateful_pointer<memory_store_state>;
+
+caf::error not_found(const std::string& job_id) {
+  return make_error(errc::not_found, "no job '" + job_id + "'");
+}
+
+bool matches(const job_record& rec, const job_query& q) {
+  if (q.status >= 0 && static_cast<int32_t>(rec.status) != q.status)
+    return false;
+  if (q.dead_lettered && !rec.dead_lettered)
+    return false;
+  if (!q.tenant.empty() && rec.spec.tenant != q.tenant)
+    return false;
+  if (!q.type.empty() && rec.spec.type != q.type)
+    return false;
+  return true;
+}
+
+} // namespace
+
+store_actor spawn_memory_store(caf::actor_system& sys) {
+  return sys.spawn([](store_self self) -> store_actor::behavior_type {
+    // A stray message or error must not take the store down (CAF's
+    // defaults for typed actors quit).
+    self->set_default_handler(caf::print_and_drop);
+    self->set_error_handler([](caf::error&) {});
+    return {
+      [self](submit_atom, job_event& ev) -> caf::result<job_record> {
+        auto& st = self->state;
+        if (ev.kind != event_kind::submitted)
+          return make_error(errc::invalid_value,
+                            "submit needs a 'submitted' event");
+        const auto& key = ev.spec.idempotency_key;
+        if (!key.empty()) {
+          auto i = st.idempotency.find({ev.spec.tenant, key});
+          if (i != st.idempotency.end()) {
+            const auto& existing = st.jobs.at(i->second).record;
+            if (existing.spec == ev.spec)
+              return existing;
+            return make_error(errc::conflict,
+                              "idempotency key '" + key
+                                + "' is taken by job " + existing.job_id
+                                + " with a different spec");
+          }
+        }
+        if (st.jobs.count(ev.job_id) > 0)
+          return make_error(errc::conflict,
+                            "job id '" + ev.job_id + "' exists");
+        ev.sequence = 1;
+        job_entry entry;
+        if (auto err = apply(entry.record, ev))
+          return err;
+        entry.history.push_back(ev);
+        auto rec = entry.record;
+        if (!key.empty())
+          st.idempotency.emplace(std::make_pair(ev.spec.tenant, key),
+                                 ev.job_id);
+        st.jobs.emplace(ev.job_id, std::move(entry));
+        return rec;
+      },
+      [self](append_atom, std::vector<job_event>& events) -> caf::result<ok_atom> {
+        auto& st = self->state;
+        // Validate the whole batch against copies first: all or nothing.
+        std::map<std::string, job_record> staged;
+        for (auto& ev : events) {
+          auto s = staged.find(ev.job_id);
+          if (s == staged.end()) {
+            auto j = st.jobs.find(ev.job_id);
+            if (j == st.jobs.end())
+              return not_found(ev.job_id);
+            s = staged.emplace(ev.job_id, j->second.record).first;
+          }
+          if (ev.sequence == 0)
+            ev.sequence = s->second.sequence + 1;
+          if (auto err = apply(s->second, ev))
+            return err;
+        }
+        for (auto& ev : events) {
+          auto& entry = st.jobs.at(ev.job_id);
+          entry.history.push_back(std::move(ev));
+        }
+        for (auto& kv : staged) {
+          auto& entry = st.jobs.at(kv.first);
+          if (kv.second.dead_lettered)
+            st.dlq.insert(kv.first);
+          else
+            st.dlq.erase(kv.first);
+          entry.record = std::move(kv.second);
+        }
+        return ok_atom::value;
+      },
+      [self](get_atom, const std::string& job_id) -> caf::result<job_record> {
+        auto& st = self->state;
+        auto i = st.jobs.find(job_id);
+        if (i == st.jobs.end())
+          return not_found(job_id);
+        return i->second.record;
+      },
+      [self](events_atom,
+             const std::string& job_id) -> caf::result<std::vector<job_event>> {
+        auto& st = self->state;
+        auto i = st.jobs.find(job_id);
+        if (i == st.jobs.end())
+          return not_found(job_id);
+        return i->second.history;
+      },
+      [self](list_atom,
+             const job_query& q) -> caf::result<std::vector<job_record>> {
+        auto& st = self->state;
+        if (q.limit == 0 || q.limit > 10000)
+          return make_error(errc::invalid_request,
+                            "limit must be within [1, 10000]");
+        std::vector<job_record> result;
+        if (q.dead_lettered) {
+          for (auto i = st.dlq.upper_bound(q.after);
+               i != st.dlq.end() && result.size() < q.limit; ++i) {
+            const auto& rec = st.jobs.at(*i).record;
+            if (matches(rec, q))
+              result.push_back(rec);
+          }
+          return result;
+        }
+        for (auto i = st.jobs.upper_bound(q.after);
+             i != st.jobs.end() && result.size() < q.limit; ++i)
+          if (matches(i->second.record, q))
+            result.push_back(i->second.record);
+        return result;
+      },
+    };
+  });
+}
+
+} // namespace drover

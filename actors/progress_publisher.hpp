@@ -1,0 +1,80 @@
+#pragma once
+
+// The progress publisher: fans progress of running jobs out to subscribers
+// (SSE streams, WebSockets, the C++ client, examples), coalescing chatty
+// handlers and computing an ETA from the observed rate.
+//
+// Protocol:
+//   (publish_atom, progress_update)      job supervisor -> publisher.
+//        One report of a running attempt (`stages` = full stage list when
+//        it changed, empty = unchanged). Reports from an attempt older than
+//        the newest seen for that job are dropped (fencing). While a final
+//        record is retained, reports of its attempt (or older) are dropped
+//        too; a newer attempt (redrive) discards the retained final.
+//   (final_atom, job_record)             job supervisor -> publisher.
+//        The job reached a terminal state. Pending coalesced progress is
+//        flushed first, then every subscriber gets the final record and its
+//        subscription ends. The final record is remembered for a while so a
+//        late subscriber still gets it. Everything else known about the
+//        job is released at once.
+//   (subscribe_atom, job_id, subscriber) -> ok_atom
+//        Subscribes `subscriber` (monitored; dropped when it dies). If the
+//        job has progress already, the latest update is sent at once; if it
+//        finished recently, the final record is sent at once (and no
+//        subscription is kept). Subscribing again is harmless: nobody gets
+//        the same update twice. A null subscriber is refused with
+//        errc::invalid_value.
+//   (unsubscribe_atom, job_id, subscriber)
+//        Ends the subscription; unknown pairs are ignored.
+//
+// Subscribers receive:
+//   (progress_atom, progress_update)  at most one per job per coalescing
+//        interval (the latest wins; no update is delayed by more than one
+//        interval), with `eta_ms` filled in (-1 while unknown) and `stages`
+//        always the full current list. The snapshot a new subscriber gets
+//        at once does not count against that. `checkpoint` is always empty:
+//        checkpoints are for the store, not for subscribers.
+//   (final_atom, job_record)          exactly once per terminal state.
+
+#include "runtime/atoms.hpp"
+#include "runtime/model.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+namespace drover {
+
+using progress_actor = caf::typed_actor<
+  caf::reacts_to<publish_atom, progress_update>,
+  caf::reacts_to<final_atom, job_record>,
+  caf::replies_to<subscribe_atom, std::string, caf::actor>::with<ok_atom>,
+  caf::reacts_to<unsubscribe_atom, std::string, caf::actor>>;
+
+struct progress_options {
+  /// Minimum spacing of updates per job towards subscribers; 0 = none.
+  std::chrono::milliseconds coalesce_interval{100};
+  /// How long a final record is kept for late subscribers; 0 = not kept.
+  std::chrono::milliseconds final_retention{60000};
+  /// Upper bound on remembered final records (oldest dropped first); 0 =
+  /// none kept.
+  size_t max_retained_finals = 10000;
+};
+
+progress_actor spawn_progress_publisher(caf::actor_system& sys,
+                                        progress_options options = {});
+
+/// ETA from observed progress: given the first and the latest sample of an
+/// attempt (percent, Unix ms), the remaining milliseconds (from
+/// `latest_at_ms`) at the observed average rate. 0 once `latest_percent`
+/// reaches 100; -1 when unknown: no forward movement, time not moving
+/// forward, non-finite input, or a result beyond int64.
+int64_t estimate_eta_ms(double first_percent, int64_t first_at_ms,
+                        double latest_percent, int64_t latest_at_ms);
+
+} // namespace drover

@@ -1,0 +1,631 @@
+#include "actors/queue.hpp"
+
+#include "actors/job_supervisor.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/ids.hpp"
+#include "runtime/retry.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <iostream>
+#include <map>
+#include <random>
+#include <set>
+#include <unordered_map>
+
+namespace drover {
+
+namespace {
+
+using due_atom = caf::atom_constant<caf::atom("q_due")>;
+
+constexpr auto store_timeout = std::chrono::seconds{30};
+
+/// One ready job: all the queue keeps per queued job (the id fits the
+/// string's small buffer, so no allocation).
+struct ready_entry {
+  std::string job_id;
+  /// ready-since + priority * aging interval, Unix ms: smaller runs first.
+  int64_t key;
+};
+
+struct class_queues {
+  std::array<std::deque<ready_entry>, 3> by_priority;
+  std::deque<caf::actor> idle_workers;
+};
+
+/// A scheduled job or a retry waiting for its time.
+struct delayed_entry {
+  int64_t due_ms;
+  std::string job_id;
+  std::string resource_class;
+  priority prio;
+
+  bool operator<(const delayed_entry& other) const {
+    return std::tie(due_ms, job_id) < std::tie(other.due_ms, other.job_id);
+  }
+};
+
+struct running_entry {
+  caf::actor job_supervisor;
+  caf::actor worker;
+  std::string resource_class;
+  int64_t started_ms;
+};
+
+struct queue_state {
+  queue_deps deps;
+  queue_options opts;
+  std::map<std::string, class_queues> classes;
+  std::set<delayed_entry> delayed;
+  /// Due time the timer is armed for (0 = none) and its guard.
+  int64_t armed_due_ms = 0;
+  uint64_t timer_generation = 0;
+  std::unordered_map<std::string, running_entry> running;
+  /// Job supervisor address -> job id, to resolve a crashed one.
+  std::map<caf::actor_addr, std::string> supervisor_jobs;
+  struct worker_info {
+    std::string resource_class;
+    std::string worker_id;
+  };
+  /// Workers we monitor.
+  std::map<caf::actor_addr, worker_info> workers;
+  queue_stats stats;
+  std::mt19937_64 rng;
+  job_id_generator ids{1};
+
+  static inline const char* name = "drover.queue";
+};
+
+using self_ptr = caf::stateful_actor<queue_state>*;
+
+int64_t now_ms(self_ptr self) {
+  return self->state.opts.clock_ms();
+}
+
+int64_t aging_ms(self_ptr self) {
+  return self->state.opts.aging_interval.count();
+}
+
+size_t prio_index(priority p) {
+  auto i = static_cast<size_t>(p);
+  return i < 3 ? i : 2;
+}
+
+void log_failure(const std::string& what, const caf::error& err) {
+  std::cerr << "drover: queue: " << what << ": " << describe(err)
+            << std::endl;
+}
+
+void dispatch(self_ptr self, const std::string& cls);
+
+void push_ready(self_ptr self, std::string job_id, priority prio,
+                const std::string& cls) {
+  auto& q = self->state.classes[cls];
+  auto i = prio_index(prio);
+  q.by_priority[i].push_back(
+    {std::move(job_id),
+     now_ms(self) + static_cast<int64_t>(i) * aging_ms(self)});
+  dispatch(self, cls);
+}
+
+/// Picks the ready entry with the smallest key (see the aging rule).
+bool pop_next(class_queues& q, ready_entry& out, size_t& prio_out) {
+  int best = -1;
+  for (size_t i = 0; i < 3; ++i) {
+    auto& dq = q.by_priority[i];
+    if (dq.empty())
+      continue;
+    if (best < 0
+        || dq.front().key < q.by_priority[static_cast<size_t>(best)].front().key)
+      best = static_cast<int>(i);
+  }
+  if (best < 0)
+    return false;
+  auto& dq = q.by_priority[static_cast<size_t>(best)];
+  out = std::move(dq.front());
+  dq.pop_front();
+  prio_out = static_cast<size_t>(best);
+  return true;
+}
+
+void dispatch(self_ptr self, const std::string& cls) {
+  auto& st = self->state;
+  auto qi = st.classes.find(cls);
+  if (qi == st.classes.end())
+    return;
+  auto& q = qi->second;
+  while (!q.idle_workers.empty()) {
+    ready_entry entry;
+    size_t prio = 0;
+    if (!pop_next(q, entry, prio))
+      return;
+    auto worker = std::move(q.idle_workers.front());
+    q.idle_workers.pop_front();
+    job_supervisor_config cfg;
+    cfg.job_id = entry.job_id;
+    cfg.worker = worker;
+    auto wi = st.workers.find(worker.address());
+    cfg.worker_id = wi != st.workers.end() ? wi->second.worker_id : "worker";
+    cfg.queue = caf::actor{self};
+    cfg.store = st.deps.store;
+    cfg.publisher = st.deps.publisher;
+    cfg.handlers = st.deps.handlers;
+    cfg.progress_persist_interval = st.opts.progress_persist_interval;
+    cfg.clock_ms = st.opts.clock_ms;
+    cfg.seed = st.rng();
+    auto js = spawn_job_supervisor(self->system(), std::move(cfg));
+    self->monitor(js);
+    st.supervisor_jobs.emplace(js.address(), entry.job_id);
+    st.running.emplace(entry.job_id,
+                       running_entry{js, worker, cls, now_ms(self)});
+    ++st.stats.dispatched[prio];
+  }
+}
+
+void arm_timer(self_ptr self) {
+  auto& st = self->state;
+  if (st.delayed.empty()) {
+    st.armed_due_ms = 0;
+    return;
+  }
+  auto due = st.delayed.begin()->due_ms;
+  if (st.armed_due_ms != 0 && st.armed_due_ms <= due)
+    return; // an earlier (or the same) wake-up is already armed
+  st.armed_due_ms = due;
+  auto delay = std::max<int64_t>(0, due - now_ms(self));
+  self->delayed_send(self, std::chrono::milliseconds{delay}, due_atom::value,
+                     ++st.timer_generation);
+}
+
+void push_delayed(self_ptr self, delayed_entry entry) {
+  self->state.delayed.insert(std::move(entry));
+  arm_timer(self);
+}
+
+/// Moves every due job to the ready queues (after the store recorded it).
+void on_due(self_ptr self) {
+  auto& st = self->state;
+  st.armed_due_ms = 0;
+  auto now = now_ms(self);
+  while (!st.delayed.empty() && st.delayed.begin()->due_ms <= now) {
+    auto entry = *st.delayed.begin();
+    st.delayed.erase(st.delayed.begin());
+    job_event ev;
+    ev.job_id = entry.job_id;
+    ev.kind = event_kind::queued;
+    ev.at_ms = now;
+    self->request(st.deps.store, store_timeout, append_atom::value,
+                  std::vector<job_event>{std::move(ev)})
+      .then(
+        [self, entry](ok_atom) {
+          push_ready(self, entry.job_id, entry.prio, entry.resource_class);
+        },
+        [entry](caf::error& err) {
+          // Typically: cancelled while it waited. The store has the truth.
+          log_failure("job " + entry.job_id + " could not become ready", err);
+        });
+  }
+  arm_timer(self);
+}
+
+/// Puts a job the store just accepted where its status says.
+void enqueue(self_ptr self, const job_record& rec) {
+  const auto& cls = resource_class_of(rec.spec);
+  switch (rec.status) {
+    case job_status::queued:
+      push_ready(self, rec.job_id, rec.spec.prio, cls);
+      break;
+    case job_status::scheduled:
+      push_delayed(self, {rec.spec.run_at_ms, rec.job_id, cls, rec.spec.prio});
+      break;
+    case job_status::retrying:
+      push_delayed(self, {rec.retry_at_ms, rec.job_id, cls, rec.spec.prio});
+      break;
+    default:
+      break;
+  }
+}
+
+/// Removes a waiting job from the queue structures; false if not there.
+bool remove_waiting(self_ptr self, const std::string& job_id) {
+  auto& st = self->state;
+  for (auto& kv : st.classes)
+    for (auto& dq : kv.second.by_priority) {
+      auto i = std::find_if(dq.begin(), dq.end(), [&](const ready_entry& e) {
+        return e.job_id == job_id;
+      });
+      if (i != dq.end()) {
+        dq.erase(i);
+        return true;
+      }
+    }
+  for (auto i = st.delayed.begin(); i != st.delayed.end(); ++i)
+    if (i->job_id == job_id) {
+      st.delayed.erase(i);
+      arm_timer(self);
+      return true;
+    }
+  return false;
+}
+
+/// Appends one event, then reads the record and publishes it as final.
+caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
+  auto& st = self->state;
+  auto rp = self->make_response_promise<ok_atom>();
+  auto job_id = ev.job_id;
+  self->request(st.deps.store, store_timeout, append_atom::value,
+                std::vector<job_event>{std::move(ev)})
+    .then(
+      [self, rp, job_id](ok_atom) mutable {
+        rp.deliver(ok_atom::value);
+        ++self->state.stats.cancelled;
+        self->request(self->state.deps.store, store_timeout, get_atom::value,
+                      job_id)
+          .then(
+            [self](job_record& rec) {
+              if (is_terminal(rec.status))
+                self->send(self->state.deps.publisher, final_atom::value,
+                           std::move(rec));
+            },
+            [](caf::error&) {});
+      },
+      [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
+/// A job supervisor died without concluding its job: settle the attempt.
+void resolve_orphan(self_ptr self, const std::string& job_id,
+                    running_entry entry, const caf::error& reason) {
+  auto& st = self->state;
+  self->request(st.deps.store, store_timeout, get_atom::value, job_id)
+    .then(
+      [self, entry, reason](job_record& rec) {
+        auto& st = self->state;
+        if (rec.status == job_status::queued) {
+          // It never started: the job waits again, the worker is free.
+          st.classes[entry.resource_class].idle_workers.push_back(entry.worker);
+          push_ready(self, rec.job_id, rec.spec.prio, entry.resource_class);
+          return;
+        }
+        if (rec.status != job_status::processing)
+          return;
+        self->send(entry.worker, abandon_atom::value, rec.job_id, rec.attempt);
+        error_info err{"supervisor_lost",
+                       "the job's supervisor died: "
+                         + self->system().render(reason),
+                       true};
+        const auto* h = st.deps.handlers->find(rec.spec.type);
+        std::vector<std::string> none;
+        std::uniform_real_distribution<double> u{0.0, 1.0};
+        auto decision = decide_retry(
+          rec, err, h ? h->options.retry.non_retryable : none, now_ms(self),
+          u(st.rng));
+        std::vector<job_event> events;
+        job_event ev;
+        ev.job_id = rec.job_id;
+        ev.attempt = rec.attempt;
+        ev.at_ms = now_ms(self);
+        ev.error = err;
+        if (decision.retry) {
+          ev.kind = event_kind::retry_scheduled;
+          ev.next_attempt_at_ms = decision.next_attempt_at_ms;
+          events.push_back(ev);
+        } else {
+          ev.error.message += " (" + decision.reason + ")";
+          ev.kind = event_kind::failed;
+          events.push_back(ev);
+          ev.kind = event_kind::dead_lettered;
+          events.push_back(ev);
+        }
+        auto retry_at = decision.next_attempt_at_ms;
+        self->request(st.deps.store, store_timeout, append_atom::value,
+                      std::move(events))
+          .then(
+            [self, rec, retry_at, retry = decision.retry](ok_atom) {
+              if (retry)
+                push_delayed(self, {retry_at, rec.job_id,
+                                    resource_class_of(rec.spec),
+                                    rec.spec.prio});
+              else
+                ++self->state.stats.failed;
+            },
+            [](caf::error& err) {
+              log_failure("settling an orphaned attempt", err);
+            });
+      },
+      [](caf::error& err) { log_failure("reading an orphaned job", err); });
+}
+
+/// Redrives one DLQ job: `redriven`, then back into the ready queue.
+void redrive_one(self_ptr self, const std::string& job_id,
+                 std::function<void(caf::error)> done) {
+  auto& st = self->state;
+  self->request(st.deps.store, store_timeout, get_atom::value, job_id)
+    .then(
+      [self, done](job_record& rec) {
+        job_event ev;
+        ev.job_id = rec.job_id;
+        ev.kind = event_kind::redriven;
+        ev.attempt = rec.attempt;
+        ev.at_ms = now_ms(self);
+        ev.reason = "redriven from the dead-letter queue";
+        self->request(self->state.deps.store, store_timeout,
+                      append_atom::value, std::vector<job_event>{ev})
+          .then(
+            [self, done, rec](ok_atom) {
+              push_ready(self, rec.job_id, rec.spec.prio,
+                         resource_class_of(rec.spec));
+              done(caf::none);
+            },
+            [done](caf::error& err) { done(std::move(err)); });
+      },
+      [done](caf::error& err) { done(std::move(err)); });
+}
+
+/// Applies `one` to every DLQ job (one page of up to 10,000), counting
+/// successes.
+void for_all_dead_letters(
+  self_ptr self, caf::typed_response_promise<uint32_t> rp,
+  std::function<void(const std::string&, std::function<void(caf::error)>)>
+    one) {
+  job_query q;
+  q.dead_lettered = true;
+  q.limit = 10000;
+  self->request(self->state.deps.store, store_timeout, list_atom::value, q)
+    .then(
+      [rp, one](std::vector<job_record>& jobs) mutable {
+        if (jobs.empty()) {
+          rp.deliver(uint32_t{0});
+          return;
+        }
+        struct tally {
+          size_t pending;
+          uint32_t ok = 0;
+          caf::typed_response_promise<uint32_t> rp;
+        };
+        auto t = std::make_shared<tally>(tally{jobs.size(), 0, rp});
+        for (const auto& rec : jobs)
+          one(rec.job_id, [t](caf::error err) {
+            if (!err)
+              ++t->ok;
+            if (--t->pending == 0)
+              t->rp.deliver(t->ok);
+          });
+      },
+      [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+}
+
+void purge_one(self_ptr self, const std::string& job_id,
+               std::function<void(caf::error)> done) {
+  job_event ev;
+  ev.job_id = job_id;
+  ev.kind = event_kind::purged;
+  ev.at_ms = now_ms(self);
+  ev.reason = "purged from the dead-letter queue";
+  self->request(self->state.deps.store, store_timeout, append_atom::value,
+                std::vector<job_event>{std::move(ev)})
+    .then([done](ok_atom) { done(caf::none); },
+          [done](caf::error& err) { done(std::move(err)); });
+}
+
+caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
+  auto& st = self->state;
+  st.deps = std::move(deps);
+  st.opts = std::move(opts);
+  if (!st.opts.clock_ms)
+    st.opts.clock_ms = system_clock_ms;
+  auto seed = st.opts.seed != 0 ? st.opts.seed : std::random_device{}();
+  st.rng.seed(seed);
+  st.ids = job_id_generator{st.rng()};
+  self->set_error_handler(
+    [](caf::error& err) { log_failure("unexpected error message", err); });
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    auto w = st.workers.find(dm.source);
+    if (w != st.workers.end()) {
+      auto& idle = st.classes[w->second.resource_class].idle_workers;
+      idle.erase(std::remove_if(idle.begin(), idle.end(),
+                                [&](const caf::actor& a) {
+                                  return a.address() == dm.source;
+                                }),
+                 idle.end());
+      st.workers.erase(w);
+      return;
+    }
+    auto j = st.supervisor_jobs.find(dm.source);
+    if (j == st.supervisor_jobs.end())
+      return;
+    auto job_id = j->second;
+    st.supervisor_jobs.erase(j);
+    auto r = st.running.find(job_id);
+    if (r == st.running.end())
+      return; // concluded normally (finished_atom came first)
+    auto entry = r->second;
+    st.running.erase(r);
+    resolve_orphan(self, job_id, std::move(entry), dm.reason);
+  });
+  return {
+    [self](submit_atom, submit_request& req) -> caf::result<job_record> {
+      auto& st = self->state;
+      auto now = now_ms(self);
+      auto spec = prepare_spec(req, *st.deps.handlers, st.opts.limits, now);
+      if (!spec)
+        return std::move(spec.error());
+      job_event ev;
+      ev.job_id = st.ids.next(now);
+      ev.kind = event_kind::submitted;
+      ev.at_ms = now;
+      ev.spec = std::move(*spec);
+      auto rp = self->make_response_promise<job_record>();
+      auto id = ev.job_id;
+      self->request(st.deps.store, store_timeout, submit_atom::value,
+                    std::move(ev))
+        .then(
+          [self, rp, id](job_record& rec) mutable {
+            // Another id means an idempotent duplicate: nothing to queue.
+            if (rec.job_id == id)
+              enqueue(self, rec);
+            rp.deliver(std::move(rec));
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
+    [self](cancel_atom, const std::string& job_id) -> caf::result<ok_atom> {
+      auto& st = self->state;
+      auto r = st.running.find(job_id);
+      if (r != st.running.end()) {
+        self->send(r->second.job_supervisor, cancel_atom::value);
+        return ok_atom::value;
+      }
+      remove_waiting(self, job_id);
+      // Waiting or not (e.g. between the timer and the ready queue), the
+      // store decides: a finished job refuses `cancelled`.
+      job_event ev;
+      ev.job_id = job_id;
+      ev.kind = event_kind::cancelled;
+      ev.at_ms = now_ms(self);
+      ev.reason = "cancelled before it ran";
+      return append_and_publish(self, std::move(ev));
+    },
+    [self](redrive_atom, const std::string& job_id) -> caf::result<ok_atom> {
+      auto rp = self->make_response_promise<ok_atom>();
+      redrive_one(self, job_id, [rp](caf::error err) mutable {
+        if (err)
+          rp.deliver(std::move(err));
+        else
+          rp.deliver(ok_atom::value);
+      });
+      return rp;
+    },
+    [self](redrive_atom, all_atom) -> caf::result<uint32_t> {
+      auto rp = self->make_response_promise<uint32_t>();
+      for_all_dead_letters(self, rp,
+                           [self](const std::string& id,
+                                  std::function<void(caf::error)> done) {
+                             redrive_one(self, id, std::move(done));
+                           });
+      return rp;
+    },
+    [self](purge_atom, const std::string& job_id) -> caf::result<ok_atom> {
+      auto rp = self->make_response_promise<ok_atom>();
+      purge_one(self, job_id, [rp](caf::error err) mutable {
+        if (err)
+          rp.deliver(std::move(err));
+        else
+          rp.deliver(ok_atom::value);
+      });
+      return rp;
+    },
+    [self](purge_atom, all_atom) -> caf::result<uint32_t> {
+      auto rp = self->make_response_promise<uint32_t>();
+      for_all_dead_letters(self, rp,
+                           [self](const std::string& id,
+                                  std::function<void(caf::error)> done) {
+                             purge_one(self, id, std::move(done));
+                           });
+      return rp;
+    },
+    [self](stats_atom) -> queue_stats {
+      auto& st = self->state;
+      auto s = st.stats;
+      auto now = now_ms(self);
+      s.depth = {};
+      s.oldest_age_ms = {};
+      s.idle_workers = 0;
+      for (auto& kv : st.classes) {
+        s.idle_workers += kv.second.idle_workers.size();
+        for (size_t i = 0; i < 3; ++i) {
+          const auto& dq = kv.second.by_priority[i];
+          s.depth[i] += dq.size();
+          if (!dq.empty()) {
+            auto since = dq.front().key - static_cast<int64_t>(i) * aging_ms(self);
+            s.oldest_age_ms[i] = std::max(s.oldest_age_ms[i], now - since);
+          }
+        }
+      }
+      s.delayed = st.delayed.size();
+      s.running = st.running.size();
+      return s;
+    },
+    [self](describe_atom) -> tree_node {
+      auto& st = self->state;
+      tree_node n;
+      n.name = "queue";
+      n.kind = child_kind::worker;
+      auto now = now_ms(self);
+      for (const auto& kv : st.running) {
+        tree_node job;
+        job.name = "job " + kv.first;
+        job.kind = child_kind::worker;
+        job.restart = restart_type::temporary;
+        job.uptime_ms = now - kv.second.started_ms;
+        n.children.push_back(std::move(job));
+      }
+      return n;
+    },
+    [self](ready_atom, std::string& cls, std::string& worker_id,
+           caf::actor& worker) {
+      auto& st = self->state;
+      auto w = st.workers.find(worker.address());
+      if (w == st.workers.end()) {
+        if (cls.empty())
+          return; // a stranger without a class: nothing to do with it
+        self->monitor(worker);
+        w = st.workers
+              .emplace(worker.address(),
+                       queue_state::worker_info{cls, std::move(worker_id)})
+              .first;
+      }
+      auto cls_name = w->second.resource_class;
+      st.classes[cls_name].idle_workers.push_back(std::move(worker));
+      dispatch(self, cls_name);
+    },
+    [self](retry_atom, job_record& rec) {
+      ++self->state.stats.retried;
+      enqueue(self, rec);
+    },
+    [self](finished_atom, const std::string& job_id, job_status status) {
+      auto& st = self->state;
+      st.running.erase(job_id);
+      switch (status) {
+        case job_status::completed:
+          ++st.stats.completed;
+          break;
+        case job_status::failed:
+          ++st.stats.failed;
+          break;
+        case job_status::cancelled:
+          ++st.stats.cancelled;
+          break;
+        default:
+          break;
+      }
+    },
+    [self](due_atom, uint64_t generation) {
+      if (generation == self->state.timer_generation)
+        on_due(self);
+    },
+  };
+}
+
+} // namespace
+
+int64_t system_clock_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
+    .count();
+}
+
+queue_actor spawn_queue(caf::actor_system& sys, queue_deps deps,
+                        queue_options options) {
+  return caf::actor_cast<queue_actor>(
+    sys.spawn(queue_impl, std::move(deps), std::move(options)));
+}
+
+} // namespace drover

@@ -1,0 +1,123 @@
+#pragma once
+
+// The queue: a node's job queue and dispatcher (a "queue shard").
+//
+// It validates submissions, has the store record them, keeps ready jobs in
+// priority order with aging, holds scheduled jobs and retries in a timer
+// structure, and hands ready jobs to idle workers by spawning one job
+// supervisor per running job (actors/job_supervisor.hpp).
+//
+// A queued job is a record, not an actor: the queue keeps a small entry per
+// job (id, priority key); the job's full record lives in the store and is
+// read when the job starts.
+//
+// Priorities and aging: a job of priority p (high = 0, normal = 1, low = 2)
+// that became ready at time t is ordered by the key t + p * aging_interval,
+// oldest key first. A high job therefore beats a normal one that became
+// ready less than one aging interval earlier, but a low job that has waited
+// 2 * aging_interval is served before any high job that arrived after it
+// had waited that long: a low job's wait is bounded by 2 * aging_interval
+// plus the work that was already ahead of it.
+//
+// Scheduled jobs (run_at, delay) and retries wait in an ordered set keyed by
+// their due time; a single timer armed for the earliest one moves due jobs
+// to the ready queues. Nothing polls.
+//
+// Protocol (clients):
+//   (submit_atom, submit_request)      -> job_record
+//       Validates (errc::invalid_request / too_large, nothing created),
+//       has the store commit the `submitted` event, then queues the job.
+//       An idempotent duplicate returns the existing job and queues nothing.
+//   (cancel_atom, job_id)              -> ok_atom
+//       Queued, scheduled or retrying jobs end `cancelled` at once; running
+//       ones get a cooperative cancel, a grace period, then a forced stop.
+//   (redrive_atom, job_id)             -> ok_atom      DLQ: run it again
+//   (redrive_atom, all_atom)           -> uint32_t     DLQ: all of them
+//   (purge_atom, job_id)               -> ok_atom      DLQ: drop it
+//   (purge_atom, all_atom)             -> uint32_t
+//   (stats_atom)                       -> queue_stats
+//   (describe_atom)                    -> tree_node    running jobs
+// Protocol (runtime):
+//   (ready_atom, resource_class, worker_id, worker)   a worker is idle
+//   from job supervisors: see job_supervisor.hpp
+
+#include "actors/progress_publisher.hpp"
+#include "actors/store.hpp"
+#include "runtime/atoms.hpp"
+#include "runtime/submit.hpp"
+#include "runtime/task.hpp"
+#include "runtime/tree.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <array>
+#include <chrono>
+#include <functional>
+#include <memory>
+
+namespace drover {
+
+/// Per-priority figures (index = priority: high, normal, low).
+struct queue_stats {
+  std::array<uint64_t, 3> depth{};
+  /// Age of the oldest ready job per priority, ms; 0 when empty.
+  std::array<int64_t, 3> oldest_age_ms{};
+  /// Jobs started per priority since the queue started.
+  std::array<uint64_t, 3> dispatched{};
+  /// Scheduled jobs and retries waiting for their time.
+  uint64_t delayed = 0;
+  uint64_t running = 0;
+  uint64_t idle_workers = 0;
+  uint64_t completed = 0;
+  uint64_t failed = 0;
+  uint64_t cancelled = 0;
+  uint64_t retried = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, queue_stats& x) {
+  return f(caf::meta::type_name("queue_stats"), x.depth, x.oldest_age_ms,
+           x.dispatched, x.delayed, x.running, x.idle_workers, x.completed,
+           x.failed, x.cancelled, x.retried);
+}
+
+using queue_actor = caf::typed_actor<
+  caf::replies_to<submit_atom, submit_request>::with<job_record>,
+  caf::replies_to<cancel_atom, std::string>::with<ok_atom>,
+  caf::replies_to<redrive_atom, std::string>::with<ok_atom>,
+  caf::replies_to<redrive_atom, all_atom>::with<uint32_t>,
+  caf::replies_to<purge_atom, std::string>::with<ok_atom>,
+  caf::replies_to<purge_atom, all_atom>::with<uint32_t>,
+  caf::replies_to<stats_atom>::with<queue_stats>,
+  caf::replies_to<describe_atom>::with<tree_node>,
+  caf::reacts_to<ready_atom, std::string, std::string, caf::actor>>;
+
+struct queue_options {
+  /// See the aging rule above.
+  std::chrono::milliseconds aging_interval{10000};
+  submit_limits limits;
+  /// How often a running job's progress is written to the store (the
+  /// publisher sees every coalesced update regardless).
+  std::chrono::milliseconds progress_persist_interval{1000};
+  /// Unix time in ms. Tests derive it from the actor clock.
+  std::function<int64_t()> clock_ms;
+  /// Seeds job ids and retry jitter; 0 = random.
+  uint64_t seed = 0;
+};
+
+struct queue_deps {
+  store_actor store;
+  progress_actor publisher;
+  std::shared_ptr<const handler_registry> handlers;
+};
+
+queue_actor spawn_queue(caf::actor_system& sys, queue_deps deps,
+                        queue_options options);
+
+/// Unix milliseconds from the system clock.
+int64_t system_clock_ms();
+
+} // namespace drover

@@ -1,0 +1,73 @@
+#pragma once
+
+// The store: durable truth about jobs. Every state transition reaches it as
+// an event; it validates each event against the job's current state
+// (runtime/job_state: sequence, legal transition, fencing), appends it to
+// the job's history and updates the job's current record. Implementations:
+// memory (this file's spawn_memory_store; for experiments and unit tests)
+// and PostgreSQL (durable; drops in behind the same interface).
+//
+// Protocol:
+//   (submit_atom, job_event)                       -> job_record
+//       Creates a job from its `submitted` event (sequence is assigned by
+//       the store). If the spec carries an idempotency key already used by
+//       the same tenant: the same spec returns the existing job's record and
+//       creates nothing; a different spec fails with `errc::conflict`.
+//   (append_atom, std::vector<job_event>)          -> ok_atom
+//       Appends events (sequence 0 = assigned by the store). The batch is
+//       all-or-nothing: one illegal event rejects the whole batch with the
+//       state machine's error, and nothing is written.
+//   (get_atom, job_id)                             -> job_record
+//   (events_atom, job_id)                          -> std::vector<job_event>
+//       The job's full history in sequence order.
+//   (list_atom, job_query)                         -> std::vector<job_record>
+//       Jobs matching the query, in job-id (= submission) order, paged by
+//       `after` and `limit`.
+// Unknown job ids fail with `errc::not_found`.
+
+#include "runtime/atoms.hpp"
+#include "runtime/model.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <string>
+#include <vector>
+
+namespace drover {
+
+/// Filter and page for `list_atom`.
+struct job_query {
+  /// Only jobs in this status; -1 = any (values of job_status otherwise).
+  int32_t status = -1;
+  /// Only jobs currently in the dead-letter queue.
+  bool dead_lettered = false;
+  /// Only this tenant's jobs; empty = all tenants.
+  std::string tenant;
+  /// Only this job type; empty = all types.
+  std::string type;
+  /// Page: jobs with an id greater than this; empty = from the start.
+  std::string after;
+  /// Page size, at most 10,000.
+  uint32_t limit = 100;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, job_query& x) {
+  return f(caf::meta::type_name("job_query"), x.status, x.dead_lettered,
+           x.tenant, x.type, x.after, x.limit);
+}
+
+using store_actor = caf::typed_actor<
+  caf::replies_to<submit_atom, job_event>::with<job_record>,
+  caf::replies_to<append_atom, std::vector<job_event>>::with<ok_atom>,
+  caf::replies_to<get_atom, std::string>::with<job_record>,
+  caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
+  caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>>;
+
+/// An in-memory store: every guarantee except durability.
+store_actor spawn_memory_store(caf::actor_system& sys);
+
+} // namespace drover

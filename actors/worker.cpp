@@ -1,0 +1,183 @@
+#include "actors/worker.hpp"
+
+#include "runtime/atoms.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <thread>
+
+namespace drover {
+
+namespace {
+
+/// Turns the handler's reports into messages to its worker; runs on the
+/// handler's thread.
+class relay_sink : public task_sink {
+public:
+  explicit relay_sink(caf::actor worker) : worker_(std::move(worker)) {
+    // nop
+  }
+
+  void on_progress(const progress_update& update) override {
+    caf::anon_send(worker_, progress_atom::value, update);
+  }
+
+  void on_checkpoint(const std::string& job_id, uint32_t attempt,
+                     const std::string& bytes) override {
+    caf::anon_send(worker_, checkpoint_atom::value, job_id, attempt, bytes);
+  }
+
+private:
+  caf::actor worker_;
+};
+
+struct worker_state {
+  worker_config cfg;
+  bool busy = false;
+  std::string job_id;
+  uint32_t attempt = 0;
+  /// Where reports go; null once the attempt was abandoned.
+  caf::actor job_supervisor;
+  std::shared_ptr<task_context> ctx;
+
+  ~worker_state() {
+    // The worker dies (crash, kill, shutdown) with an attempt in flight:
+    // ask the handler to stop so no program or thread runs on unowned.
+    if (ctx)
+      ctx->request_cancel();
+  }
+
+  static inline const char* name = "drover.worker";
+};
+
+using self_ptr = caf::stateful_actor<worker_state>*;
+
+bool is_current(self_ptr self, const std::string& job_id, uint32_t attempt) {
+  auto& st = self->state;
+  return st.busy && st.job_id == job_id && st.attempt == attempt;
+}
+
+void announce_ready(self_ptr self) {
+  auto& st = self->state;
+  self->send(st.cfg.queue, ready_atom::value, st.cfg.resource_class,
+             st.cfg.worker_id, caf::actor{self});
+}
+
+void run_attempt(self_ptr self, lease& l, caf::actor js) {
+  auto& st = self->state;
+  st.busy = true;
+  st.job_id = l.job_id;
+  st.attempt = l.attempt;
+  st.job_supervisor = std::move(js);
+  const auto* handler = st.cfg.handlers->find(l.spec.type);
+  if (handler == nullptr) {
+    completion c;
+    c.job_id = l.job_id;
+    c.attempt = l.attempt;
+    c.outcome = completion_outcome::failed_permanent;
+    c.error = {"unknown_type",
+               "no handler for job type '" + l.spec.type + "' on worker "
+                 + st.cfg.worker_id,
+               false};
+    self->send(self, done_atom::value, std::move(c));
+    return;
+  }
+  auto me = caf::actor{self};
+  st.ctx = std::make_shared<task_context>(
+    l.job_id, l.attempt, std::move(l.spec.input), std::move(l.checkpoint),
+    std::make_shared<relay_sink>(me), st.cfg.clock_ms);
+  // The body owns copies of everything it touches: its thread may outlive
+  // this worker (a handler that ignores cancellation).
+  auto body = [ctx = st.ctx, fn = handler->fn, me] {
+    task_outcome out;
+    try {
+      out = fn(*ctx);
+    } catch (const std::exception& e) {
+      out = task_outcome::retryable("handler_exception", e.what());
+    } catch (...) {
+      out = task_outcome::retryable("handler_exception",
+                                    "the handler threw a non-std exception");
+    }
+    completion c;
+    c.job_id = ctx->job_id();
+    c.attempt = ctx->attempt();
+    c.outcome = out.outcome();
+    c.result = out.result();
+    c.error = out.error();
+    caf::anon_send(me, done_atom::value, std::move(c));
+  };
+  if (st.cfg.executor)
+    st.cfg.executor(std::move(body));
+  else
+    std::thread{std::move(body)}.detach();
+}
+
+caf::behavior worker_impl(self_ptr self, worker_config cfg) {
+  self->state.cfg = std::move(cfg);
+  announce_ready(self);
+  return {
+    [self](run_atom, lease& l, caf::actor& js) {
+      auto& st = self->state;
+      if (st.busy) {
+        // The queue never double-books a worker; refuse loudly if it does.
+        completion c;
+        c.job_id = l.job_id;
+        c.attempt = l.attempt;
+        c.outcome = completion_outcome::failed_retryable;
+        c.error = {"worker_busy", "worker " + st.cfg.worker_id + " is busy",
+                   true};
+        self->send(js, done_atom::value, std::move(c));
+        return;
+      }
+      run_attempt(self, l, std::move(js));
+    },
+    [self](progress_atom, progress_update& update) {
+      auto& st = self->state;
+      if (is_current(self, update.job_id, update.attempt) && st.job_supervisor)
+        self->send(st.job_supervisor, progress_atom::value, std::move(update));
+    },
+    [self](checkpoint_atom, std::string& job_id, uint32_t attempt,
+           std::string& bytes) {
+      auto& st = self->state;
+      if (is_current(self, job_id, attempt) && st.job_supervisor)
+        self->send(st.job_supervisor, checkpoint_atom::value,
+                   std::move(job_id), attempt, std::move(bytes));
+    },
+    [self](done_atom, completion& c) {
+      auto& st = self->state;
+      if (!is_current(self, c.job_id, c.attempt))
+        return;
+      if (st.job_supervisor)
+        self->send(st.job_supervisor, done_atom::value, std::move(c));
+      st.busy = false;
+      st.job_supervisor = nullptr;
+      st.ctx.reset();
+      announce_ready(self);
+    },
+    [self](cancel_atom, const std::string& job_id, uint32_t attempt) {
+      auto& st = self->state;
+      if (is_current(self, job_id, attempt) && st.ctx)
+        st.ctx->request_cancel();
+    },
+    [self](abandon_atom, const std::string& job_id, uint32_t attempt) {
+      auto& st = self->state;
+      if (!is_current(self, job_id, attempt))
+        return;
+      st.job_supervisor = nullptr;
+      if (st.ctx)
+        st.ctx->request_cancel();
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_worker(caf::actor_system& sys, worker_config config) {
+  return sys.spawn(worker_impl, std::move(config));
+}
+
+} // namespace drover

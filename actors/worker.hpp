@@ -1,0 +1,49 @@
+#pragma once
+
+// A worker: one slot of one resource class. It runs one attempt at a time,
+// each on a thread of its own (handlers may block for hours; CAF's
+// scheduler threads never run them), and relays what the handler reports.
+//
+// Protocol:
+//   on start and whenever it is free again: (ready_atom, class, self) to
+//   the queue.
+//   (run_atom, lease, job_supervisor)        run one attempt; reports go to
+//       `job_supervisor`: (progress_atom, progress_update),
+//       (checkpoint_atom, job_id, attempt, bytes), finally
+//       (done_atom, completion). A handler that throws fails the attempt
+//       (retryable "handler_exception"); an unknown job type fails it for
+//       good ("unknown_type").
+//   (cancel_atom, job_id, attempt)           cooperative cancel: the
+//       handler's `cancelled()` turns true and its cancel callbacks run.
+//   (abandon_atom, job_id, attempt)          forced stop: nothing more from
+//       this attempt is relayed; the worker stays busy until the handler's
+//       thread actually returns, so the slot count never lies.
+// If the worker actor dies mid-attempt, the attempt is cancelled (exec
+// programs get SIGTERM, then SIGKILL) and its supervisor sees the death.
+
+#include "runtime/task.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace drover {
+
+struct worker_config {
+  std::string worker_id;
+  std::string resource_class = "cpu";
+  caf::actor queue;
+  std::shared_ptr<const handler_registry> handlers;
+  /// Unix ms for progress timestamps.
+  std::function<int64_t()> clock_ms;
+  /// Runs one attempt's body. Default (empty): a new detached thread per
+  /// attempt. Deterministic tests pass an executor they drive by hand.
+  std::function<void(std::function<void()>)> executor;
+};
+
+caf::actor spawn_worker(caf::actor_system& sys, worker_config config);
+
+} // namespace drover

@@ -1,0 +1,724 @@
+// The built-in job types `exec` and `sleep`; docs/handlers.md is the
+// user-facing contract (inputs, results, error codes, cancellation).
+
+#include "runtime/errors.hpp"
+#include "runtime/subprocess.hpp"
+#include "runtime/task.hpp"
+
+#include <capnp/compat/json.h>
+#include <capnp/message.h>
+#include <kj/exception.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include <signal.h>
+#include <sys/stat.h>
+
+namespace drover {
+namespace {
+
+using json_value = capnp::JsonValue;
+
+/// Deep enough for every valid input of the built-in types.
+constexpr uint32_t max_json_depth = 16;
+
+/// exec: how much of the end of stdout goes into the result.
+constexpr size_t stdout_tail_bytes = 4096;
+
+/// exec: a stdout line longer than this is plain output, never a progress
+/// report (bounds the line buffer).
+constexpr size_t max_progress_line = 4096;
+
+/// exec: the runtime's forced stop comes this long after our SIGKILL.
+constexpr std::chrono::milliseconds exec_stop_margin{2000};
+
+/// sleep: upper bounds of its inputs.
+constexpr int64_t max_sleep_ms = 86'400'000;
+constexpr int64_t max_sleep_steps = 10'000;
+
+// -- text helpers -------------------------------------------------------------
+
+std::string errno_text(int error) {
+  char buf[256];
+  return strerror_r(error, buf, sizeof(buf)); // GNU variant: returns the text
+}
+
+void append_utf8(std::string& out, uint32_t code_point) {
+  if (code_point < 0x80) {
+    out += static_cast<char>(code_point);
+  } else if (code_point < 0x800) {
+    out += static_cast<char>(0xC0 | (code_point >> 6));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  } else if (code_point < 0x10000) {
+    out += static_cast<char>(0xE0 | (code_point >> 12));
+    out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (code_point >> 18));
+    out += static_cast<char>(0x80 | ((code_point >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  }
+}
+
+/// Length of the well-formed UTF-8 sequence at the start of `str`, or 0.
+size_t utf8_sequence_length(std::string_view str) {
+  auto byte = [&str](size_t i) { return static_cast<unsigned char>(str[i]); };
+  auto lead = byte(0);
+  if (lead < 0x80)
+    return 1;
+  size_t length;
+  uint32_t min_code_point;
+  uint32_t code_point;
+  if ((lead & 0xE0) == 0xC0) {
+    length = 2;
+    min_code_point = 0x80;
+    code_point = lead & 0x1F;
+  } else if ((lead & 0xF0) == 0xE0) {
+    length = 3;
+    min_code_point = 0x800;
+    code_point = lead & 0x0F;
+  } else if ((lead & 0xF8) == 0xF0) {
+    length = 4;
+    min_code_point = 0x10000;
+    code_point = lead & 0x07;
+  } else {
+    return 0;
+  }
+  if (str.size() < length)
+    return 0;
+  for (size_t i = 1; i < length; ++i) {
+    if ((byte(i) & 0xC0) != 0x80)
+      return 0;
+    code_point = (code_point << 6) | (byte(i) & 0x3F);
+  }
+  if (code_point < min_code_point || code_point > 0x10FFFF
+      || (code_point >= 0xD800 && code_point <= 0xDFFF))
+    return 0;
+  return length;
+}
+
+/// Program output and user input are bytes; messages and results must be
+/// UTF-8. Each byte that isn't part of a well-formed sequence becomes
+/// U+FFFD.
+std::string valid_utf8(std::string_view str) {
+  std::string out;
+  out.reserve(str.size());
+  while (!str.empty()) {
+    auto length = utf8_sequence_length(str);
+    if (length == 0) {
+      out += "\xEF\xBF\xBD";
+      length = 1;
+    } else {
+      out.append(str.substr(0, length));
+    }
+    str.remove_prefix(length);
+  }
+  return out;
+}
+
+/// A JSON string literal for arbitrary bytes (invalid UTF-8 replaced).
+std::string json_string(std::string_view bytes) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (char c : valid_utf8(bytes)) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += "\\u00";
+          out += hex[(c >> 4) & 0xF];
+          out += hex[c & 0xF];
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+/// User-supplied text for an error message: valid UTF-8, control
+/// characters replaced, shortened, in single quotes.
+std::string quote_for_message(std::string_view str) {
+  constexpr size_t max_bytes = 200;
+  auto text = valid_utf8(str);
+  for (auto& c : text)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F)
+      c = '?';
+  if (text.size() > max_bytes) {
+    auto cut = max_bytes;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80)
+      --cut; // don't split a character
+    text.resize(cut);
+    text += "...";
+  }
+  return "'" + text + "'";
+}
+
+std::string trim_trailing_space(std::string str) {
+  auto end = str.find_last_not_of(" \t\r\n");
+  str.erase(end == std::string::npos ? 0 : end + 1);
+  return str;
+}
+
+/// The last `capacity` bytes of a stream, in bounded memory.
+class tail_buffer {
+public:
+  explicit tail_buffer(size_t capacity) : capacity_(capacity) {
+    // nop
+  }
+
+  void append(std::string_view bytes) {
+    if (bytes.size() >= capacity_) {
+      truncated_ = truncated_ || bytes.size() > capacity_ || !buf_.empty();
+      buf_.assign(bytes.substr(bytes.size() - capacity_));
+      return;
+    }
+    buf_.append(bytes);
+    if (buf_.size() > 2 * capacity_) { // amortised trimming
+      buf_.erase(0, buf_.size() - capacity_);
+      truncated_ = true;
+    }
+  }
+
+  /// As valid UTF-8; a character cut in half at the start is dropped.
+  std::string text() const {
+    std::string_view tail{buf_};
+    if (tail.size() > capacity_)
+      tail.remove_prefix(tail.size() - capacity_);
+    if (truncated_ || tail.size() < buf_.size())
+      for (int i = 0; i < 3 && !tail.empty()
+                      && (static_cast<unsigned char>(tail[0]) & 0xC0) == 0x80;
+           ++i)
+        tail.remove_prefix(1);
+    return valid_utf8(tail);
+  }
+
+private:
+  size_t capacity_;
+  std::string buf_;
+  bool truncated_ = false;
+};
+
+// -- JSON input ---------------------------------------------------------------
+
+bool is_hex_digit(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')
+         || (c >= 'A' && c <= 'F');
+}
+
+uint32_t hex_value(std::string_view digits) {
+  uint32_t value = 0;
+  for (char c : digits)
+    value = value * 16
+            + static_cast<uint32_t>(c <= '9'   ? c - '0'
+                                    : c <= 'F' ? c - 'A' + 10
+                                               : c - 'a' + 10);
+  return value;
+}
+
+/// Cap'n Proto 0.9.2's JSON decoder gets every \uXXXX escape that contains
+/// a hex letter wrong (it reads a-f as 0-5; fixed upstream in 2022, PR
+/// 1552) and doesn't pair surrogates, so "\u00e9" would reach a program as
+/// "I". This rewrites exactly those escapes, inside string literals, into
+/// the UTF-8 they denote (the decoder takes raw UTF-8 and raw control
+/// characters in strings); a quote or backslash stays escaped, an unpaired
+/// surrogate becomes U+FFFD. Anything malformed is left for the decoder to
+/// reject.
+std::string fix_unicode_escapes(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  auto escape_at = [&text](size_t i) {
+    return i + 6 <= text.size() && text[i] == '\\' && text[i + 1] == 'u'
+           && std::all_of(text.begin() + i + 2, text.begin() + i + 6,
+                          is_hex_digit);
+  };
+  bool in_string = false;
+  size_t i = 0;
+  while (i < text.size()) {
+    char c = text[i];
+    if (c == '"') {
+      in_string = !in_string;
+    } else if (in_string && c == '\\' && i + 1 < text.size()) {
+      if (!escape_at(i)) {
+        out.append(text.substr(i, 2)); // \" \\ \n ... (or garbage)
+        i += 2;
+        continue;
+      }
+      auto digits = text.substr(i + 2, 4);
+      auto code_point = hex_value(digits);
+      size_t consumed = 6;
+      if (code_point >= 0xD800 && code_point <= 0xDBFF) {
+        auto low = escape_at(i + 6) ? hex_value(text.substr(i + 8, 4)) : 0;
+        if (low >= 0xDC00 && low <= 0xDFFF) {
+          code_point = 0x10000 + ((code_point - 0xD800) << 10) + (low - 0xDC00);
+          consumed = 12;
+        } else {
+          code_point = 0xFFFD;
+        }
+      } else if (code_point >= 0xDC00 && code_point <= 0xDFFF) {
+        code_point = 0xFFFD;
+      } else if (std::none_of(digits.begin(), digits.end(),
+                              [](char d) { return d > '9'; })) {
+        out.append(text.substr(i, 6)); // decoded correctly as it is
+        i += 6;
+        continue;
+      }
+      if (code_point == '"')
+        out += "\\\"";
+      else if (code_point == '\\')
+        out += "\\\\";
+      else
+        append_utf8(out, code_point);
+      i += consumed;
+      continue;
+    }
+    out += c;
+    ++i;
+  }
+  return out;
+}
+
+/// Parses `text` into `message`; returns "" and sets `root`, or the reason
+/// the text isn't acceptable JSON.
+std::string parse_json(const std::string& text,
+                       capnp::MallocMessageBuilder& message,
+                       json_value::Reader& root) {
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos)
+    return "input must be a JSON object, got nothing";
+  auto fixed = fix_unicode_escapes(text);
+  capnp::JsonCodec codec;
+  codec.setMaxNestingDepth(max_json_depth);
+  auto builder = message.initRoot<json_value>();
+  try {
+    codec.decodeRaw(kj::ArrayPtr<const char>{fixed.data(), fixed.size()},
+                    builder);
+  } catch (const kj::Exception& ex) {
+    // KJ prefixes the failed condition ("expected x == y; "): keep the
+    // sentence meant for people.
+    std::string description = ex.getDescription().cStr();
+    auto sentence = description.rfind("; ");
+    if (sentence != std::string::npos)
+      description.erase(0, sentence + 2);
+    return "input is not valid JSON: " + description;
+  }
+  root = builder.asReader();
+  return {};
+}
+
+std::string_view kind_name(json_value::Reader value) {
+  switch (value.which()) {
+    case json_value::NULL_:
+      return "null";
+    case json_value::BOOLEAN:
+      return "a boolean";
+    case json_value::NUMBER:
+      return "a number";
+    case json_value::STRING:
+      return "a string";
+    case json_value::ARRAY:
+      return "an array";
+    case json_value::OBJECT:
+      return "an object";
+    default:
+      return "a function call";
+  }
+}
+
+std::string to_std_string(capnp::Text::Reader text) {
+  return std::string{text.begin(), text.size()};
+}
+
+/// The members of the object `value`; rejects other kinds of values,
+/// duplicate keys and keys not in `allowed`.
+std::string object_members(json_value::Reader value,
+                           std::initializer_list<std::string_view> allowed,
+                           std::map<std::string, json_value::Reader>& out) {
+  if (!value.isObject())
+    return "input must be a JSON object, got " + std::string{kind_name(value)};
+  for (auto member : value.getObject()) {
+    auto name = to_std_string(member.getName());
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      std::string expected;
+      for (auto key : allowed)
+        expected += (expected.empty() ? "" : ", ") + std::string{key};
+      return "unknown key " + quote_for_message(name) + " (expected: " + expected + ")";
+    }
+    if (!out.emplace(name, member.getValue()).second)
+      return "duplicate key " + quote_for_message(name);
+  }
+  return {};
+}
+
+/// `value` as an integer within [lo, hi], or the reason it isn't one.
+std::string read_integer(json_value::Reader value, std::string_view name,
+                         int64_t lo, int64_t hi, int64_t& out) {
+  auto expected = std::string{name} + " must be an integer in ["
+                  + std::to_string(lo) + ", " + std::to_string(hi) + "], got ";
+  if (!value.isNumber())
+    return expected + std::string{kind_name(value)};
+  auto number = value.getNumber();
+  if (!std::isfinite(number) || number != std::floor(number)
+      || number < static_cast<double>(lo) || number > static_cast<double>(hi)) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.15g", number);
+    return expected + buf;
+  }
+  out = static_cast<int64_t>(number);
+  return {};
+}
+
+/// `value` as a string free of NUL characters (argv, env and cwd end up as
+/// C strings).
+std::string read_c_string(json_value::Reader value, const std::string& name,
+                          std::string& out) {
+  if (!value.isString())
+    return name + " must be a string, got " + std::string{kind_name(value)};
+  out = to_std_string(value.getString());
+  if (out.find('\0') != std::string::npos)
+    return name + " contains a NUL character";
+  return {};
+}
+
+// -- exec ---------------------------------------------------------------------
+
+std::string parse_exec_input(const std::string& input, subprocess_spec& spec) {
+  capnp::MallocMessageBuilder message;
+  json_value::Reader root;
+  if (auto err = parse_json(input, message, root); !err.empty())
+    return err;
+  std::map<std::string, json_value::Reader> members;
+  if (auto err = object_members(root, {"argv", "env", "cwd", "stdin"}, members);
+      !err.empty())
+    return err;
+  auto argv = members.find("argv");
+  if (argv == members.end())
+    return "'argv' is required: the program and its arguments, e.g. "
+           "{\"argv\": [\"ls\", \"-l\"]}";
+  if (!argv->second.isArray())
+    return "argv must be an array of strings, got "
+           + std::string{kind_name(argv->second)};
+  auto args = argv->second.getArray();
+  if (args.size() == 0)
+    return "argv must not be empty: its first element is the program";
+  for (unsigned i = 0; i < args.size(); ++i) {
+    std::string arg;
+    auto name = "argv[" + std::to_string(i) + "]";
+    if (auto err = read_c_string(args[i], name, arg); !err.empty())
+      return err;
+    spec.argv.push_back(std::move(arg));
+  }
+  if (spec.argv[0].empty())
+    return "argv[0] (the program) must not be empty";
+  if (auto env = members.find("env"); env != members.end()) {
+    if (!env->second.isObject())
+      return "env must be an object of strings, got "
+             + std::string{kind_name(env->second)};
+    for (auto variable : env->second.getObject()) {
+      auto name = to_std_string(variable.getName());
+      if (name.empty())
+        return "env names must not be empty";
+      if (name.find('\0') != std::string::npos)
+        return "env name " + quote_for_message(name) + " contains a NUL character";
+      if (name.find('=') != std::string::npos)
+        return "env name " + quote_for_message(name) + " must not contain '='";
+      for (const auto& seen : spec.env)
+        if (seen.first == name)
+          return "env name " + quote_for_message(name) + " appears twice";
+      std::string value;
+      if (auto err = read_c_string(variable.getValue(),
+                                   "env value of " + quote_for_message(name), value);
+          !err.empty())
+        return err;
+      spec.env.emplace_back(std::move(name), std::move(value));
+    }
+  }
+  if (auto cwd = members.find("cwd"); cwd != members.end()) {
+    if (auto err = read_c_string(cwd->second, "cwd", spec.cwd); !err.empty())
+      return err;
+    if (spec.cwd.empty())
+      return "cwd must not be empty (omit it to keep the node's)";
+  }
+  if (auto in = members.find("stdin"); in != members.end()) {
+    if (!in->second.isString())
+      return "stdin must be a string, got "
+             + std::string{kind_name(in->second)};
+    spec.stdin_text = to_std_string(in->second.getString());
+  }
+  return {};
+}
+
+/// Splits the program's stdout into lines: `PROGRESS <percent> [stage]`
+/// lines become progress reports, everything else goes to a bounded tail.
+class stdout_scanner {
+public:
+  explicit stdout_scanner(task_context& ctx) : ctx_(ctx) {
+    // nop
+  }
+
+  void feed(std::string_view bytes) {
+    while (!bytes.empty()) {
+      auto newline = bytes.find('\n');
+      auto piece = bytes.substr(
+          0, newline == std::string_view::npos ? bytes.size() : newline + 1);
+      bytes.remove_prefix(piece.size());
+      if (in_long_line_) {
+        tail_.append(piece);
+        in_long_line_ = piece.back() != '\n';
+        continue;
+      }
+      line_.append(piece);
+      if (line_.back() == '\n') {
+        end_line();
+      } else if (line_.size() > max_progress_line) {
+        tail_.append(line_);
+        line_.clear();
+        in_long_line_ = true;
+      }
+    }
+  }
+
+  /// At EOF: a last line without a newline counts as a line.
+  void finish() {
+    if (!line_.empty())
+      end_line();
+  }
+
+  std::string tail() const {
+    return tail_.text();
+  }
+
+private:
+  void end_line() {
+    if (!report_progress(line_))
+      tail_.append(line_);
+    line_.clear();
+  }
+
+  /// False if `line` isn't a progress line. A progress line the context
+  /// rejects (backwards, out of range) is dropped: a program's report
+  /// mistakes don't fail its job.
+  bool report_progress(std::string_view line) {
+    constexpr std::string_view keyword = "PROGRESS";
+    constexpr std::string_view blanks = " \t";
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+      line.remove_suffix(1);
+    if (line.substr(0, keyword.size()) != keyword
+        || line.size() == keyword.size()
+        || blanks.find(line[keyword.size()]) == std::string_view::npos)
+      return false;
+    line.remove_prefix(keyword.size());
+    line.remove_prefix(std::min(line.find_first_not_of(blanks), line.size()));
+    auto token = line.substr(0, line.find_first_of(blanks));
+    double percent = 0;
+    auto [end, ec]
+        = std::from_chars(token.data(), token.data() + token.size(), percent);
+    if (token.empty() || ec != std::errc{}
+        || end != token.data() + token.size())
+      return false;
+    line.remove_prefix(token.size());
+    line.remove_prefix(std::min(line.find_first_not_of(blanks), line.size()));
+    line.remove_suffix(
+        line.size() - std::min(line.find_last_not_of(blanks) + 1, line.size()));
+    [[maybe_unused]] auto rejected = ctx_.progress(percent, valid_utf8(line));
+    return true;
+  }
+
+  task_context& ctx_;
+  std::string line_;
+  bool in_long_line_ = false;
+  tail_buffer tail_{stdout_tail_bytes};
+};
+
+std::string signal_text(int sig) {
+  auto abbrev = sigabbrev_np(sig);
+  auto text = "killed by signal " + std::to_string(sig);
+  if (abbrev != nullptr)
+    text += std::string{" (SIG"} + abbrev + ")";
+  return text;
+}
+
+task_outcome run_exec(task_context& ctx, const builtin_options& options) {
+  subprocess_spec spec;
+  if (auto err = parse_exec_input(ctx.input(), spec); !err.empty())
+    return task_outcome::permanent("invalid_input", err);
+  if (!spec.cwd.empty()) {
+    struct stat info;
+    if (stat(spec.cwd.c_str(), &info) != 0)
+      return task_outcome::permanent("invalid_input", "cwd " + quote_for_message(spec.cwd)
+                                                          + ": "
+                                                          + errno_text(errno));
+    if (!S_ISDIR(info.st_mode))
+      return task_outcome::permanent(
+          "invalid_input", "cwd " + quote_for_message(spec.cwd) + " is not a directory");
+  }
+  spec.kill_grace = options.exec_kill_grace;
+  // The callback stays registered after we return (there's no way to
+  // unregister), so it owns the eventfd it writes to.
+  auto stop = stop_signal::make();
+  if (!stop) {
+    auto error = errno;
+    return task_outcome::retryable("spawn_failed", "cannot create an eventfd: "
+                                                       + errno_text(error));
+  }
+  ctx.on_cancel([stop] { stop->raise(); });
+  if (ctx.cancelled())
+    return task_outcome::cancelled();
+  stdout_scanner out{ctx};
+  tail_buffer err_tail{options.stderr_tail_bytes};
+  auto result = run_subprocess(
+      spec, [&out](std::string_view bytes) { out.feed(bytes); },
+      [&err_tail](std::string_view bytes) { err_tail.append(bytes); },
+      stop.get());
+  out.finish();
+  using status = subprocess_result::status;
+  auto stderr_or = [&err_tail](const std::string& fallback) {
+    auto text = trim_trailing_space(err_tail.text());
+    return text.empty() ? fallback : text;
+  };
+  switch (result.how) {
+    case status::spawn_failed:
+      return task_outcome::retryable(
+          "spawn_failed", result.step + " failed: " + errno_text(result.error));
+    case status::exec_failed:
+      if (result.step == "execvp")
+        return task_outcome::permanent("exec_failed",
+                                       "cannot execute " + quote_for_message(spec.argv[0])
+                                           + ": " + errno_text(result.error));
+      if (result.step == "chdir")
+        return task_outcome::permanent(
+            "exec_failed", "cannot change to directory " + quote_for_message(spec.cwd)
+                               + ": " + errno_text(result.error));
+      return task_outcome::retryable("spawn_failed",
+                                     "cannot set up the program's stdio: "
+                                         + errno_text(result.error));
+    default:
+      break;
+  }
+  if (result.stop_requested)
+    return task_outcome::cancelled();
+  switch (result.how) {
+    case status::exited: {
+      if (result.exit_code == 0)
+        return task_outcome::success("{\"exit_code\":0,\"stdout_tail\":"
+                                     + json_string(out.tail()) + "}");
+      auto code = std::to_string(result.exit_code);
+      return task_outcome::retryable("exit_" + code,
+                                     stderr_or("exited with status " + code));
+    }
+    case status::signaled:
+      return task_outcome::retryable("signal_" + std::to_string(result.signal),
+                                     stderr_or(signal_text(result.signal)));
+    default:
+      return task_outcome::retryable("exit_unknown",
+                                     "the program ended but its exit status "
+                                     "was lost (reaped elsewhere)");
+  }
+}
+
+// -- sleep --------------------------------------------------------------------
+
+struct sleep_request {
+  int64_t ms = 0;
+  int64_t steps = 1;
+};
+
+std::string parse_sleep_input(const std::string& input, sleep_request& req) {
+  capnp::MallocMessageBuilder message;
+  json_value::Reader root;
+  if (auto err = parse_json(input, message, root); !err.empty())
+    return err;
+  std::map<std::string, json_value::Reader> members;
+  if (auto err = object_members(root, {"ms", "steps"}, members); !err.empty())
+    return err;
+  auto ms = members.find("ms");
+  if (ms == members.end())
+    return "'ms' is required: how long to sleep, in milliseconds";
+  if (auto err = read_integer(ms->second, "ms", 0, max_sleep_ms, req.ms);
+      !err.empty())
+    return err;
+  if (auto steps = members.find("steps"); steps != members.end())
+    if (auto err
+        = read_integer(steps->second, "steps", 0, max_sleep_steps, req.steps);
+        !err.empty())
+      return err;
+  return {};
+}
+
+task_outcome run_sleep(task_context& ctx) {
+  sleep_request req;
+  if (auto err = parse_sleep_input(ctx.input(), req); !err.empty())
+    return task_outcome::permanent("invalid_input", err);
+  auto result = "{\"slept_ms\":" + std::to_string(req.ms) + "}";
+  if (req.ms == 0)
+    return task_outcome::success(result);
+  using std::chrono::milliseconds;
+  if (req.steps == 0) {
+    if (ctx.wait_for_cancel(milliseconds{req.ms}))
+      return task_outcome::cancelled();
+    return task_outcome::success(result);
+  }
+  // Step i ends at ms * i / steps, so the steps add up to exactly ms.
+  for (int64_t i = 1; i <= req.steps; ++i) {
+    auto step = req.ms * i / req.steps - req.ms * (i - 1) / req.steps;
+    if (ctx.wait_for_cancel(milliseconds{step}))
+      return task_outcome::cancelled();
+    // Rising by construction, so never rejected.
+    [[maybe_unused]] auto err = ctx.progress(100.0 * static_cast<double>(i)
+                                             / static_cast<double>(req.steps));
+  }
+  return task_outcome::success(result);
+}
+
+} // namespace
+
+caf::error register_builtin_handlers(handler_registry& registry,
+                                     const builtin_options& options) {
+  constexpr std::chrono::milliseconds max_kill_grace{24 * 3600 * 1000};
+  if (options.exec_kill_grace.count() < 0
+      || options.exec_kill_grace > max_kill_grace)
+    return make_error(errc::bad_config,
+                      "exec_kill_grace must be within [0, 24 h]");
+  // Both or neither.
+  for (const char* type : {"exec", "sleep"})
+    if (registry.find(type) != nullptr)
+      return make_error(errc::bad_config, std::string{"handler '"} + type
+                                              + "': already registered");
+  handler_options exec_options;
+  exec_options.resource_class = "cpu";
+  exec_options.cancel_grace = options.exec_kill_grace + exec_stop_margin;
+  auto exec_fn
+      = [options](task_context& ctx) { return run_exec(ctx, options); };
+  if (auto err = registry.register_handler("exec", exec_fn, exec_options))
+    return err;
+  handler_options sleep_options;
+  sleep_options.resource_class = "cpu";
+  sleep_options.cancel_grace = std::chrono::milliseconds{1000};
+  return registry.register_handler("sleep", run_sleep, sleep_options);
+}
+
+} // namespace drover

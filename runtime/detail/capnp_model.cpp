@@ -1,0 +1,655 @@
+#include "runtime/detail/capnp_model.hpp"
+
+#include "runtime/errors.hpp"
+
+#include <capnp/schema.h>
+
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+namespace drover::detail {
+
+caf::error read_context::charge(uint64_t n, const char* where) {
+  if (n > element_budget)
+    return make_error(errc::too_large,
+                      std::string{where} + ": " + std::to_string(n)
+                          + " list elements cannot fit in the input");
+  element_budget -= n;
+  return {};
+}
+
+namespace {
+
+// -- primitive helpers --------------------------------------------------------
+
+capnp::Text::Reader as_text(const std::string& x) {
+  // std::string keeps a NUL after its last character, as Text requires.
+  return {x.data(), x.size()};
+}
+
+capnp::Data::Reader as_data(const std::string& x) {
+  return {reinterpret_cast<const kj::byte*>(x.data()), x.size()};
+}
+
+std::string to_std(capnp::Text::Reader x) {
+  return {x.cStr(), x.size()};
+}
+
+std::string to_std(capnp::Data::Reader x) {
+  return {reinterpret_cast<const char*>(x.begin()), x.size()};
+}
+
+caf::error invalid(const char* where, const std::string& what) {
+  return make_error(errc::invalid_value, std::string{where} + ": " + what);
+}
+
+/// Reads an enum, rejecting values the schema does not list (a newer peer
+/// may know more; this node can't act on them). The model enums mirror the
+/// schema enums value for value (tests/runtime/codec_test.cpp checks).
+template <class Model, class Wire>
+caf::error read_enum(Wire in, Model& out, const char* where) {
+  static_assert(std::is_enum<Wire>::value, "Wire must be an enum");
+  auto value = static_cast<uint16_t>(in);
+  if (value >= capnp::Schema::from<Wire>().getEnumerants().size())
+    return invalid(where, "unknown enum value " + std::to_string(value));
+  out = static_cast<Model>(value);
+  return {};
+}
+
+template <class Wire, class Model>
+Wire to_wire(Model x) {
+  return static_cast<Wire>(static_cast<uint16_t>(x));
+}
+
+caf::error check_percent(double x, const char* where) {
+  if (!std::isfinite(x) || x < 0.0 || x > 100.0)
+    return invalid(where, std::to_string(x) + " is not in [0, 100]");
+  return {};
+}
+
+caf::error check_non_negative(int64_t x, const char* where) {
+  if (x < 0)
+    return invalid(where, std::to_string(x) + " is negative");
+  return {};
+}
+
+caf::error check_eta(int64_t x, const char* where) {
+  if (x < -1)
+    return invalid(where, std::to_string(x) + " is below -1 (unknown)");
+  return {};
+}
+
+/// Reads a struct list into `out`, element by element.
+template <class Model, class WireList>
+caf::error read_list(WireList in, std::vector<Model>& out, const char* where,
+                     read_context& ctx) {
+  if (auto err = ctx.charge(in.size(), where))
+    return err;
+  out.clear();
+  out.reserve(in.size());
+  for (auto item : in) {
+    Model x;
+    if (auto err = read(item, x, ctx))
+      return err;
+    out.push_back(std::move(x));
+  }
+  return {};
+}
+
+template <class Model, class WireListBuilder>
+void write_list(WireListBuilder out, const std::vector<Model>& xs) {
+  for (unsigned i = 0; i < xs.size(); ++i)
+    write(out[i], xs[i]);
+}
+
+} // namespace
+
+// Shorthand for the error-propagation idiom used by every read function.
+#define DROVER_TRY(expr)                                                       \
+  do {                                                                         \
+    if (auto drover_try_err = (expr))                                          \
+      return drover_try_err;                                                   \
+  } while (false)
+
+// -- job_spec.capnp -----------------------------------------------------------
+
+void write(schema::BackoffPolicy::Builder out, const backoff_policy& x) {
+  out.setInitialDelayMs(x.initial_delay_ms);
+  out.setMaxDelayMs(x.max_delay_ms);
+  out.setMultiplier(x.multiplier);
+  out.setJitter(x.jitter);
+}
+
+caf::error read(schema::BackoffPolicy::Reader in, backoff_policy& x,
+                read_context&) {
+  x.initial_delay_ms = in.getInitialDelayMs();
+  x.max_delay_ms = in.getMaxDelayMs();
+  x.multiplier = in.getMultiplier();
+  x.jitter = in.getJitter();
+  DROVER_TRY(
+      check_non_negative(x.initial_delay_ms, "BackoffPolicy.initialDelayMs"));
+  DROVER_TRY(check_non_negative(x.max_delay_ms, "BackoffPolicy.maxDelayMs"));
+  if (!std::isfinite(x.multiplier) || x.multiplier < 1.0)
+    return invalid("BackoffPolicy.multiplier",
+                   std::to_string(x.multiplier) + " is not a finite >= 1");
+  if (!std::isfinite(x.jitter) || x.jitter < 0.0 || x.jitter > 1.0)
+    return invalid("BackoffPolicy.jitter",
+                   std::to_string(x.jitter) + " is not in [0, 1]");
+  return {};
+}
+
+void write(schema::ResourceRequest::Builder out, const resource_request& x) {
+  if (!x.name.empty())
+    out.setName(as_text(x.name));
+  out.setAmount(x.amount);
+}
+
+caf::error read(schema::ResourceRequest::Reader in, resource_request& x,
+                read_context&) {
+  x.name = to_std(in.getName());
+  x.amount = in.getAmount();
+  if (x.amount == 0)
+    return invalid("ResourceRequest.amount", "0 is not >= 1");
+  return {};
+}
+
+void write(schema::JobSpec::Builder out, const job_spec& x) {
+  if (!x.type.empty())
+    out.setType(as_text(x.type));
+  if (!x.input.empty())
+    out.setInput(as_text(x.input));
+  out.setPriority(to_wire<schema::Priority>(x.prio));
+  out.setRunAtMs(x.run_at_ms);
+  out.setMaxAttempts(x.max_attempts);
+  if (x.backoff != backoff_policy{})
+    write(out.initBackoff(), x.backoff);
+  out.setTimeoutMs(x.timeout_ms);
+  if (!x.idempotency_key.empty())
+    out.setIdempotencyKey(as_text(x.idempotency_key));
+  if (!x.tenant.empty())
+    out.setTenant(as_text(x.tenant));
+  if (!x.resources.empty())
+    write_list(out.initResources(x.resources.size()), x.resources);
+  if (!x.callback_url.empty())
+    out.setCallbackUrl(as_text(x.callback_url));
+  if (!x.rate_limit_key.empty())
+    out.setRateLimitKey(as_text(x.rate_limit_key));
+  if (!x.breaker_key.empty())
+    out.setBreakerKey(as_text(x.breaker_key));
+}
+
+caf::error read(schema::JobSpec::Reader in, job_spec& x, read_context& ctx) {
+  x.type = to_std(in.getType());
+  x.input = to_std(in.getInput());
+  DROVER_TRY(read_enum(in.getPriority(), x.prio, "JobSpec.priority"));
+  x.run_at_ms = in.getRunAtMs();
+  DROVER_TRY(check_non_negative(x.run_at_ms, "JobSpec.runAtMs"));
+  x.max_attempts = in.getMaxAttempts();
+  if (x.max_attempts == 0)
+    return invalid("JobSpec.maxAttempts", "0 is not >= 1");
+  // An absent backoff reads as the schema defaults, equal to ours.
+  DROVER_TRY(read(in.getBackoff(), x.backoff, ctx));
+  x.timeout_ms = in.getTimeoutMs();
+  DROVER_TRY(check_non_negative(x.timeout_ms, "JobSpec.timeoutMs"));
+  x.idempotency_key = to_std(in.getIdempotencyKey());
+  x.tenant = to_std(in.getTenant());
+  DROVER_TRY(
+      read_list(in.getResources(), x.resources, "JobSpec.resources", ctx));
+  x.callback_url = to_std(in.getCallbackUrl());
+  x.rate_limit_key = to_std(in.getRateLimitKey());
+  x.breaker_key = to_std(in.getBreakerKey());
+  return {};
+}
+
+// -- progress.capnp -----------------------------------------------------------
+
+void write(schema::Stage::Builder out, const stage& x) {
+  if (!x.name.empty())
+    out.setName(as_text(x.name));
+  out.setState(to_wire<schema::StageState>(x.state));
+  out.setPercent(x.percent);
+}
+
+caf::error read(schema::Stage::Reader in, stage& x, read_context&) {
+  x.name = to_std(in.getName());
+  DROVER_TRY(read_enum(in.getState(), x.state, "Stage.state"));
+  x.percent = in.getPercent();
+  return check_percent(x.percent, "Stage.percent");
+}
+
+void write(schema::ProgressUpdate::Builder out, const progress_update& x) {
+  if (!x.job_id.empty())
+    out.setJobId(as_text(x.job_id));
+  out.setAttempt(x.attempt);
+  out.setPercent(x.percent);
+  if (!x.stage.empty())
+    out.setStage(as_text(x.stage));
+  if (!x.message.empty())
+    out.setMessage(as_text(x.message));
+  out.setAtMs(x.at_ms);
+  out.setEtaMs(x.eta_ms);
+  if (!x.stages.empty())
+    write_list(out.initStages(x.stages.size()), x.stages);
+  if (!x.checkpoint.empty())
+    out.setCheckpoint(as_data(x.checkpoint));
+}
+
+caf::error read(schema::ProgressUpdate::Reader in, progress_update& x,
+                read_context& ctx) {
+  x.job_id = to_std(in.getJobId());
+  x.attempt = in.getAttempt();
+  x.percent = in.getPercent();
+  DROVER_TRY(check_percent(x.percent, "ProgressUpdate.percent"));
+  x.stage = to_std(in.getStage());
+  x.message = to_std(in.getMessage());
+  x.at_ms = in.getAtMs();
+  x.eta_ms = in.getEtaMs();
+  DROVER_TRY(check_eta(x.eta_ms, "ProgressUpdate.etaMs"));
+  DROVER_TRY(read_list(in.getStages(), x.stages, "ProgressUpdate.stages", ctx));
+  x.checkpoint = to_std(in.getCheckpoint());
+  return {};
+}
+
+// -- job_record.capnp ---------------------------------------------------------
+
+void write(schema::ErrorInfo::Builder out, const error_info& x) {
+  if (!x.code.empty())
+    out.setCode(as_text(x.code));
+  if (!x.message.empty())
+    out.setMessage(as_text(x.message));
+  out.setRetryable(x.retryable);
+}
+
+caf::error read(schema::ErrorInfo::Reader in, error_info& x, read_context&) {
+  x.code = to_std(in.getCode());
+  x.message = to_std(in.getMessage());
+  x.retryable = in.getRetryable();
+  return {};
+}
+
+void write(schema::JobRecord::Builder out, const job_record& x) {
+  if (!x.job_id.empty())
+    out.setJobId(as_text(x.job_id));
+  out.setStatus(to_wire<schema::JobStatus>(x.status));
+  write(out.initSpec(), x.spec);
+  out.setAttempt(x.attempt);
+  out.setRetryCount(x.retry_count);
+  out.setProgress(x.progress);
+  out.setCreatedAtMs(x.created_at_ms);
+  out.setStartedAtMs(x.started_at_ms);
+  out.setCompletedAtMs(x.completed_at_ms);
+  out.setRetryAtMs(x.retry_at_ms);
+  if (!x.worker_id.empty())
+    out.setWorkerId(as_text(x.worker_id));
+  out.setLeaseExpiryMs(x.lease_expiry_ms);
+  if (!x.result.empty())
+    out.setResult(as_text(x.result));
+  if (x.error != error_info{})
+    write(out.initError(), x.error);
+  if (!x.stages.empty())
+    write_list(out.initStages(x.stages.size()), x.stages);
+  out.setEtaMs(x.eta_ms);
+  if (!x.checkpoint.empty())
+    out.setCheckpoint(as_data(x.checkpoint));
+  out.setCheckpointAttempt(x.checkpoint_attempt);
+  out.setCancelRequested(x.cancel_requested);
+  out.setSequence(x.sequence);
+  out.setDeadLettered(x.dead_lettered);
+}
+
+caf::error read(schema::JobRecord::Reader in, job_record& x,
+                read_context& ctx) {
+  x.job_id = to_std(in.getJobId());
+  DROVER_TRY(read_enum(in.getStatus(), x.status, "JobRecord.status"));
+  DROVER_TRY(read(in.getSpec(), x.spec, ctx));
+  x.attempt = in.getAttempt();
+  x.retry_count = in.getRetryCount();
+  x.progress = in.getProgress();
+  DROVER_TRY(check_percent(x.progress, "JobRecord.progress"));
+  x.created_at_ms = in.getCreatedAtMs();
+  x.started_at_ms = in.getStartedAtMs();
+  x.completed_at_ms = in.getCompletedAtMs();
+  x.retry_at_ms = in.getRetryAtMs();
+  x.worker_id = to_std(in.getWorkerId());
+  x.lease_expiry_ms = in.getLeaseExpiryMs();
+  x.result = to_std(in.getResult());
+  DROVER_TRY(read(in.getError(), x.error, ctx));
+  DROVER_TRY(read_list(in.getStages(), x.stages, "JobRecord.stages", ctx));
+  x.eta_ms = in.getEtaMs();
+  DROVER_TRY(check_eta(x.eta_ms, "JobRecord.etaMs"));
+  x.checkpoint = to_std(in.getCheckpoint());
+  x.checkpoint_attempt = in.getCheckpointAttempt();
+  x.cancel_requested = in.getCancelRequested();
+  x.sequence = in.getSequence();
+  x.dead_lettered = in.getDeadLettered();
+  return {};
+}
+
+// -- job_event.capnp ----------------------------------------------------------
+
+using details_which = schema::JobEvent::Details::Which;
+
+details_which details_of(event_kind x) {
+  switch (x) {
+    case event_kind::submitted:
+      return details_which::SPEC;
+    case event_kind::scheduled:
+      return details_which::RUN_AT_MS;
+    case event_kind::queued:
+      return details_which::NONE;
+    case event_kind::started:
+    case event_kind::lease_expired:
+    case event_kind::worker_lost:
+      return details_which::LEASE;
+    case event_kind::progressed:
+      return details_which::PROGRESS;
+    case event_kind::checkpointed:
+      return details_which::CHECKPOINT;
+    case event_kind::retry_scheduled:
+      return details_which::RETRY;
+    case event_kind::completed:
+      return details_which::RESULT;
+    case event_kind::failed:
+    case event_kind::dead_lettered:
+      return details_which::ERROR;
+    case event_kind::cancel_requested:
+    case event_kind::cancelled:
+    case event_kind::redriven:
+    case event_kind::purged:
+      return details_which::REASON;
+  }
+  return details_which::NONE;
+}
+
+void write(schema::JobEvent::Builder out, const job_event& x) {
+  if (!x.job_id.empty())
+    out.setJobId(as_text(x.job_id));
+  out.setSequence(x.sequence);
+  out.setAttempt(x.attempt);
+  out.setAtMs(x.at_ms);
+  out.setKind(to_wire<schema::EventKind>(x.kind));
+  auto details = out.initDetails();
+  switch (details_of(x.kind)) {
+    case details_which::NONE:
+      details.setNone();
+      break;
+    case details_which::SPEC:
+      write(details.initSpec(), x.spec);
+      break;
+    case details_which::RUN_AT_MS:
+      details.setRunAtMs(x.run_at_ms);
+      break;
+    case details_which::LEASE: {
+      auto lease_info = details.initLease();
+      if (!x.worker_id.empty())
+        lease_info.setWorkerId(as_text(x.worker_id));
+      lease_info.setLeaseExpiryMs(x.lease_expiry_ms);
+      break;
+    }
+    case details_which::PROGRESS:
+      write(details.initProgress(), x.progress);
+      break;
+    case details_which::CHECKPOINT:
+      details.setCheckpoint(as_data(x.checkpoint));
+      break;
+    case details_which::RETRY: {
+      auto retry = details.initRetry();
+      if (x.error != error_info{})
+        write(retry.initError(), x.error);
+      retry.setNextAttemptAtMs(x.next_attempt_at_ms);
+      break;
+    }
+    case details_which::RESULT:
+      details.setResult(as_text(x.result));
+      break;
+    case details_which::ERROR:
+      write(details.initError(), x.error);
+      break;
+    case details_which::REASON:
+      details.setReason(as_text(x.reason));
+      break;
+  }
+}
+
+caf::error read(schema::JobEvent::Reader in, job_event& x, read_context& ctx) {
+  x.job_id = to_std(in.getJobId());
+  x.sequence = in.getSequence();
+  x.attempt = in.getAttempt();
+  x.at_ms = in.getAtMs();
+  DROVER_TRY(read_enum(in.getKind(), x.kind, "JobEvent.kind"));
+  auto details = in.getDetails();
+  auto expected = details_of(x.kind);
+  if (details.which() != expected)
+    return invalid("JobEvent.details",
+                   "member #" + std::to_string(details.which())
+                       + " does not match kind " + to_string(x.kind)
+                       + " (expects member #" + std::to_string(expected) + ")");
+  switch (expected) {
+    case details_which::NONE:
+      break;
+    case details_which::SPEC:
+      DROVER_TRY(read(details.getSpec(), x.spec, ctx));
+      break;
+    case details_which::RUN_AT_MS:
+      x.run_at_ms = details.getRunAtMs();
+      break;
+    case details_which::LEASE: {
+      auto lease_info = details.getLease();
+      x.worker_id = to_std(lease_info.getWorkerId());
+      x.lease_expiry_ms = lease_info.getLeaseExpiryMs();
+      break;
+    }
+    case details_which::PROGRESS:
+      DROVER_TRY(read(details.getProgress(), x.progress, ctx));
+      break;
+    case details_which::CHECKPOINT:
+      x.checkpoint = to_std(details.getCheckpoint());
+      break;
+    case details_which::RETRY: {
+      auto retry = details.getRetry();
+      DROVER_TRY(read(retry.getError(), x.error, ctx));
+      x.next_attempt_at_ms = retry.getNextAttemptAtMs();
+      break;
+    }
+    case details_which::RESULT:
+      x.result = to_std(details.getResult());
+      break;
+    case details_which::ERROR:
+      DROVER_TRY(read(details.getError(), x.error, ctx));
+      break;
+    case details_which::REASON:
+      x.reason = to_std(details.getReason());
+      break;
+  }
+  return {};
+}
+
+// -- node_protocol.capnp ------------------------------------------------------
+
+void write(schema::ResourceCapacity::Builder out, const resource_capacity& x) {
+  if (!x.resource_class.empty())
+    out.setResourceClass(as_text(x.resource_class));
+  out.setSlots(x.slots);
+}
+
+caf::error read(schema::ResourceCapacity::Reader in, resource_capacity& x,
+                read_context&) {
+  x.resource_class = to_std(in.getResourceClass());
+  x.slots = in.getSlots();
+  return {};
+}
+
+void write(schema::RegisterWorker::Builder out, const register_worker& x) {
+  if (!x.node_id.empty())
+    out.setNodeId(as_text(x.node_id));
+  if (!x.worker_id.empty())
+    out.setWorkerId(as_text(x.worker_id));
+  if (!x.capacity.empty())
+    write_list(out.initCapacity(x.capacity.size()), x.capacity);
+  if (!x.job_types.empty()) {
+    auto types = out.initJobTypes(x.job_types.size());
+    for (unsigned i = 0; i < x.job_types.size(); ++i)
+      types.set(i, as_text(x.job_types[i]));
+  }
+}
+
+caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
+                read_context& ctx) {
+  x.node_id = to_std(in.getNodeId());
+  x.worker_id = to_std(in.getWorkerId());
+  DROVER_TRY(
+      read_list(in.getCapacity(), x.capacity, "RegisterWorker.capacity", ctx));
+  auto types = in.getJobTypes();
+  DROVER_TRY(ctx.charge(types.size(), "RegisterWorker.jobTypes"));
+  x.job_types.reserve(types.size());
+  for (auto type : types)
+    x.job_types.push_back(to_std(type));
+  return {};
+}
+
+void write(schema::Lease::Builder out, const lease& x) {
+  if (!x.job_id.empty())
+    out.setJobId(as_text(x.job_id));
+  out.setAttempt(x.attempt);
+  write(out.initSpec(), x.spec);
+  if (!x.checkpoint.empty())
+    out.setCheckpoint(as_data(x.checkpoint));
+  out.setLeaseExpiryMs(x.lease_expiry_ms);
+}
+
+caf::error read(schema::Lease::Reader in, lease& x, read_context& ctx) {
+  x.job_id = to_std(in.getJobId());
+  x.attempt = in.getAttempt();
+  DROVER_TRY(read(in.getSpec(), x.spec, ctx));
+  x.checkpoint = to_std(in.getCheckpoint());
+  x.lease_expiry_ms = in.getLeaseExpiryMs();
+  return {};
+}
+
+void write(schema::LeaseBatch::Builder out, const lease_batch& x) {
+  if (!x.leases.empty())
+    write_list(out.initLeases(x.leases.size()), x.leases);
+}
+
+caf::error read(schema::LeaseBatch::Reader in, lease_batch& x,
+                read_context& ctx) {
+  return read_list(in.getLeases(), x.leases, "LeaseBatch.leases", ctx);
+}
+
+void write(schema::RunningAttempt::Builder out, const running_attempt& x) {
+  if (!x.job_id.empty())
+    out.setJobId(as_text(x.job_id));
+  out.setAttempt(x.attempt);
+}
+
+caf::error read(schema::RunningAttempt::Reader in, running_attempt& x,
+                read_context&) {
+  x.job_id = to_std(in.getJobId());
+  x.attempt = in.getAttempt();
+  return {};
+}
+
+void write(schema::Heartbeat::Builder out, const heartbeat& x) {
+  if (!x.node_id.empty())
+    out.setNodeId(as_text(x.node_id));
+  out.setAtMs(x.at_ms);
+  if (!x.running.empty())
+    write_list(out.initRunning(x.running.size()), x.running);
+}
+
+caf::error read(schema::Heartbeat::Reader in, heartbeat& x, read_context& ctx) {
+  x.node_id = to_std(in.getNodeId());
+  x.at_ms = in.getAtMs();
+  return read_list(in.getRunning(), x.running, "Heartbeat.running", ctx);
+}
+
+void write(schema::ProgressBatch::Builder out, const progress_batch& x) {
+  if (!x.updates.empty())
+    write_list(out.initUpdates(x.updates.size()), x.updates);
+}
+
+caf::error read(schema::ProgressBatch::Reader in, progress_batch& x,
+                read_context& ctx) {
+  return read_list(in.getUpdates(), x.updates, "ProgressBatch.updates", ctx);
+}
+
+void write(schema::Completion::Builder out, const completion& x) {
+  if (!x.job_id.empty())
+    out.setJobId(as_text(x.job_id));
+  out.setAttempt(x.attempt);
+  out.setOutcome(to_wire<schema::CompletionOutcome>(x.outcome));
+  if (!x.result.empty())
+    out.setResult(as_text(x.result));
+  if (x.error != error_info{})
+    write(out.initError(), x.error);
+}
+
+caf::error read(schema::Completion::Reader in, completion& x,
+                read_context& ctx) {
+  x.job_id = to_std(in.getJobId());
+  x.attempt = in.getAttempt();
+  DROVER_TRY(read_enum(in.getOutcome(), x.outcome, "Completion.outcome"));
+  x.result = to_std(in.getResult());
+  return read(in.getError(), x.error, ctx);
+}
+
+void write(schema::CompletionBatch::Builder out, const completion_batch& x) {
+  if (!x.completions.empty())
+    write_list(out.initCompletions(x.completions.size()), x.completions);
+}
+
+caf::error read(schema::CompletionBatch::Reader in, completion_batch& x,
+                read_context& ctx) {
+  return read_list(in.getCompletions(), x.completions,
+                   "CompletionBatch.completions", ctx);
+}
+
+// -- admin.capnp --------------------------------------------------------------
+
+void write(schema::TreeNode::Builder out, const tree_node& x) {
+  if (!x.name.empty())
+    out.setName(as_text(x.name));
+  out.setKind(to_wire<schema::ChildKind>(x.kind));
+  out.setState(to_wire<schema::ChildState>(x.state));
+  out.setRestart(to_wire<schema::RestartType>(x.restart));
+  out.setStrategy(to_wire<schema::Strategy>(x.strat));
+  out.setRestarts(x.restarts);
+  out.setUptimeMs(x.uptime_ms);
+  if (!x.last_exit.empty())
+    out.setLastExit(as_text(x.last_exit));
+  if (!x.children.empty())
+    write_list(out.initChildren(x.children.size()), x.children);
+}
+
+// Recursion depth is bounded by the reader's nesting limit (bytes) or the
+// JSON depth limit (JSON).
+caf::error read(schema::TreeNode::Reader in, tree_node& x, read_context& ctx) {
+  x.name = to_std(in.getName());
+  DROVER_TRY(read_enum(in.getKind(), x.kind, "TreeNode.kind"));
+  DROVER_TRY(read_enum(in.getState(), x.state, "TreeNode.state"));
+  DROVER_TRY(read_enum(in.getRestart(), x.restart, "TreeNode.restart"));
+  DROVER_TRY(read_enum(in.getStrategy(), x.strat, "TreeNode.strategy"));
+  x.restarts = in.getRestarts();
+  x.uptime_ms = in.getUptimeMs();
+  x.last_exit = to_std(in.getLastExit());
+  return read_list(in.getChildren(), x.children, "TreeNode.children", ctx);
+}
+
+void write(schema::TreeSnapshot::Builder out, const tree_snapshot& x) {
+  if (!x.node_id.empty())
+    out.setNodeId(as_text(x.node_id));
+  out.setTakenAtMs(x.taken_at_ms);
+  write(out.initRoot(), x.root);
+}
+
+caf::error read(schema::TreeSnapshot::Reader in, tree_snapshot& x,
+                read_context& ctx) {
+  x.node_id = to_std(in.getNodeId());
+  x.taken_at_ms = in.getTakenAtMs();
+  return read(in.getRoot(), x.root, ctx);
+}
+
+#undef DROVER_TRY
+
+} // namespace drover::detail

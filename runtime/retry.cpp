@@ -1,0 +1,45 @@
+#include "runtime/retry.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace drover {
+
+int64_t retry_delay_ms(const backoff_policy& policy, uint32_t retry_count,
+                       double uniform01) {
+  auto initial = static_cast<double>(std::max<int64_t>(0, policy.initial_delay_ms));
+  auto max = static_cast<double>(std::max(policy.max_delay_ms,
+                                          policy.initial_delay_ms));
+  auto n = std::min<uint32_t>(retry_count, 1000);
+  auto base = std::min(max, initial * std::pow(std::max(1.0, policy.multiplier),
+                                               static_cast<double>(n)));
+  auto jitter = std::clamp(policy.jitter, 0.0, 1.0);
+  auto u = std::clamp(uniform01, 0.0, 1.0);
+  auto delay = std::max(initial, base * (1.0 - jitter * u));
+  return static_cast<int64_t>(std::llround(delay));
+}
+
+retry_decision decide_retry(const job_record& rec, const error_info& error,
+                            const std::vector<std::string>& non_retryable,
+                            int64_t now_ms, double uniform01) {
+  retry_decision result;
+  if (!error.retryable
+      || std::find(non_retryable.begin(), non_retryable.end(), error.code)
+           != non_retryable.end()) {
+    result.reason = "non-retryable error";
+    return result;
+  }
+  // retry_count counts the retries already used in this round (reset by a
+  // redrive); this attempt is number retry_count + 1 of the round.
+  if (rec.retry_count + 1 >= rec.spec.max_attempts) {
+    result.reason = "attempts exhausted (" + std::to_string(rec.spec.max_attempts)
+                    + ")";
+    return result;
+  }
+  result.retry = true;
+  result.next_attempt_at_ms
+    = now_ms + retry_delay_ms(rec.spec.backoff, rec.retry_count, uniform01);
+  return result;
+}
+
+} // namespace drover

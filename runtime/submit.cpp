@@ -1,0 +1,254 @@
+#include "runtime/submit.hpp"
+
+#include "runtime/codec.hpp"
+#include "runtime/errors.hpp"
+
+#include <cctype>
+#include <cmath>
+#include <ctime>
+
+namespace drover {
+
+namespace {
+
+caf::error invalid(std::string what) {
+  return make_error(errc::invalid_request, std::move(what));
+}
+
+bool is_digits(const std::string& s, size_t pos, size_t n) {
+  if (pos + n > s.size())
+    return false;
+  for (size_t i = pos; i < pos + n; ++i)
+    if (!std::isdigit(static_cast<unsigned char>(s[i])))
+      return false;
+  return true;
+}
+
+int to_int(const std::string& s, size_t pos, size_t n) {
+  return std::stoi(s.substr(pos, n));
+}
+
+bool valid_key_text(const std::string& s) {
+  for (auto c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      return false;
+  return true;
+}
+
+} // namespace
+
+caf::optional<int64_t> parse_rfc3339_ms(const std::string& t) {
+  // YYYY-MM-DDTHH:MM:SS[.fff...](Z|+HH:MM|-HH:MM)
+  if (t.size() < 20 || !is_digits(t, 0, 4) || t[4] != '-'
+      || !is_digits(t, 5, 2) || t[7] != '-' || !is_digits(t, 8, 2)
+      || (t[10] != 'T' && t[10] != 't' && t[10] != ' ') || !is_digits(t, 11, 2)
+      || t[13] != ':' || !is_digits(t, 14, 2) || t[16] != ':'
+      || !is_digits(t, 17, 2))
+    return caf::none;
+  int year = to_int(t, 0, 4);
+  int month = to_int(t, 5, 2);
+  int day = to_int(t, 8, 2);
+  int hour = to_int(t, 11, 2);
+  int minute = to_int(t, 14, 2);
+  int second = to_int(t, 17, 2);
+  static constexpr int days_in_month[] = {31, 29, 31, 30, 31, 30,
+                                          31, 31, 30, 31, 30, 31};
+  if (month < 1 || month > 12 || day < 1 || day > days_in_month[month - 1]
+      || hour > 23 || minute > 59 || second > 60)
+    return caf::none;
+  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (month == 2 && day == 29 && !leap)
+    return caf::none;
+  size_t pos = 19;
+  int64_t millis = 0;
+  if (pos < t.size() && t[pos] == '.') {
+    ++pos;
+    size_t digits = 0;
+    while (pos < t.size() && std::isdigit(static_cast<unsigned char>(t[pos]))) {
+      if (digits < 3)
+        millis = millis * 10 + (t[pos] - '0');
+      ++digits;
+      ++pos;
+    }
+    if (digits == 0)
+      return caf::none;
+    for (size_t i = digits; i < 3; ++i)
+      millis *= 10;
+  }
+  int64_t offset_minutes = 0;
+  if (pos < t.size() && (t[pos] == 'Z' || t[pos] == 'z')) {
+    ++pos;
+  } else if (pos < t.size() && (t[pos] == '+' || t[pos] == '-')) {
+    if (!is_digits(t, pos + 1, 2) || pos + 3 >= t.size() || t[pos + 3] != ':'
+        || !is_digits(t, pos + 4, 2))
+      return caf::none;
+    int oh = to_int(t, pos + 1, 2);
+    int om = to_int(t, pos + 4, 2);
+    if (oh > 23 || om > 59)
+      return caf::none;
+    offset_minutes = (oh * 60 + om) * (t[pos] == '+' ? 1 : -1);
+    pos += 6;
+  } else {
+    return caf::none;
+  }
+  if (pos != t.size())
+    return caf::none;
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = std::min(second, 59); // a leap second counts as :59
+  int64_t secs = static_cast<int64_t>(timegm(&tm)) - offset_minutes * 60;
+  return secs * 1000 + millis;
+}
+
+const std::string& resource_class_of(const job_spec& spec) {
+  static const std::string default_class = "cpu";
+  return spec.resources.empty() ? default_class : spec.resources.front().name;
+}
+
+caf::expected<job_spec> prepare_spec(const submit_request& req,
+                                     const handler_registry& handlers,
+                                     const submit_limits& limits,
+                                     int64_t now_ms) {
+  if (req.type.empty())
+    return invalid("type is required");
+  const auto* handler = handlers.find(req.type);
+  if (handler == nullptr)
+    return invalid("unknown job type '" + req.type.substr(0, 128) + "'");
+  const auto& defaults = handler->options.retry;
+  job_spec spec;
+  spec.type = req.type;
+  // Input: size first (cheap), then well-formedness and depth.
+  if (req.input.size() > limits.max_input_bytes)
+    return make_error(errc::too_large,
+                      "input is " + std::to_string(req.input.size())
+                        + " bytes; the limit is "
+                        + std::to_string(limits.max_input_bytes));
+  if (!req.input.empty()) {
+    decode_limits dl;
+    dl.max_bytes = limits.max_input_bytes;
+    dl.max_json_depth = limits.max_input_depth;
+    if (auto err = validate_json(req.input, dl))
+      return invalid("input is not valid JSON: " + describe(err));
+  }
+  spec.input = req.input;
+  // Priority.
+  if (req.priority) {
+    if (*req.priority < 0 || *req.priority > 2)
+      return invalid("priority must be high (0), normal (1) or low (2), got "
+                     + std::to_string(*req.priority));
+    spec.prio = static_cast<priority>(*req.priority);
+  }
+  // Attempts.
+  if (req.max_attempts) {
+    if (*req.max_attempts <= 0)
+      return invalid("max_attempts must be at least 1, got "
+                     + std::to_string(*req.max_attempts));
+    if (*req.max_attempts > limits.max_attempts)
+      return invalid("max_attempts must be at most "
+                     + std::to_string(limits.max_attempts) + ", got "
+                     + std::to_string(*req.max_attempts));
+    spec.max_attempts = static_cast<uint32_t>(*req.max_attempts);
+  } else {
+    spec.max_attempts = defaults.max_attempts;
+  }
+  // Timeout.
+  if (req.timeout_ms) {
+    if (*req.timeout_ms <= 0)
+      return invalid("timeout must be positive, got "
+                     + std::to_string(*req.timeout_ms) + " ms");
+    if (*req.timeout_ms > limits.max_timeout_ms)
+      return invalid("timeout must be at most "
+                     + std::to_string(limits.max_timeout_ms) + " ms");
+    spec.timeout_ms = *req.timeout_ms;
+  } else {
+    spec.timeout_ms = defaults.timeout_ms;
+  }
+  // Backoff.
+  if (req.backoff) {
+    const auto& b = *req.backoff;
+    if (b.initial_delay_ms < 0 || b.max_delay_ms < b.initial_delay_ms)
+      return invalid("backoff needs 0 <= initial_delay_ms <= max_delay_ms");
+    if (b.max_delay_ms > limits.max_schedule_ahead_ms)
+      return invalid("backoff max_delay_ms is absurdly large");
+    if (!std::isfinite(b.multiplier) || b.multiplier < 1.0
+        || b.multiplier > 100.0)
+      return invalid("backoff multiplier must be within [1, 100]");
+    if (!(b.jitter >= 0.0 && b.jitter <= 1.0))
+      return invalid("backoff jitter must be within [0, 1]");
+    spec.backoff = b;
+  } else {
+    spec.backoff = defaults.backoff;
+  }
+  // Schedule.
+  if (req.run_at && req.delay_ms)
+    return invalid("give run_at or delay, not both");
+  if (req.run_at) {
+    auto at = parse_rfc3339_ms(*req.run_at);
+    if (!at)
+      return invalid("run_at '" + req.run_at->substr(0, 64)
+                     + "' is not an RFC 3339 time such as "
+                       "2026-12-01T10:00:00Z");
+    if (*at - now_ms > limits.max_schedule_ahead_ms)
+      return invalid("run_at is too far in the future (limit "
+                     + std::to_string(limits.max_schedule_ahead_ms / 86400000)
+                     + " days)");
+    spec.run_at_ms = *at > now_ms ? *at : 0; // a past time means now
+  }
+  if (req.delay_ms) {
+    if (*req.delay_ms < 0)
+      return invalid("delay must not be negative");
+    if (*req.delay_ms > limits.max_schedule_ahead_ms)
+      return invalid("delay is too long");
+    spec.run_at_ms = *req.delay_ms > 0 ? now_ms + *req.delay_ms : 0;
+  }
+  // Keys and URLs.
+  auto check_key = [&](const std::string& v, const char* name) -> caf::error {
+    if (v.size() > limits.max_key_bytes)
+      return invalid(std::string{name} + " is longer than "
+                     + std::to_string(limits.max_key_bytes) + " bytes");
+    if (!valid_key_text(v))
+      return invalid(std::string{name} + " contains control characters");
+    return caf::none;
+  };
+  if (auto err = check_key(req.tenant, "tenant"))
+    return err;
+  if (auto err = check_key(req.idempotency_key, "idempotency_key"))
+    return err;
+  if (auto err = check_key(req.rate_limit_key, "rate_limit_key"))
+    return err;
+  if (auto err = check_key(req.breaker_key, "breaker_key"))
+    return err;
+  if (!req.callback_url.empty()) {
+    const auto& u = req.callback_url;
+    if (u.size() > limits.max_url_bytes || !valid_key_text(u)
+        || (u.rfind("https://", 0) != 0 && u.rfind("http://", 0) != 0))
+      return invalid("callback_url must be an http(s) URL of at most "
+                     + std::to_string(limits.max_url_bytes) + " bytes");
+  }
+  spec.tenant = req.tenant;
+  spec.idempotency_key = req.idempotency_key;
+  spec.rate_limit_key = req.rate_limit_key;
+  spec.breaker_key = req.breaker_key;
+  spec.callback_url = req.callback_url;
+  // Resources.
+  if (req.resources.size() > 1)
+    return invalid("a job may ask for one resource class");
+  if (req.resources.empty()) {
+    if (handler->options.resource_class != "cpu")
+      spec.resources.push_back({handler->options.resource_class, 1});
+  } else {
+    const auto& r = req.resources.front();
+    if (r.name.empty() || r.name.size() > 64 || !valid_key_text(r.name))
+      return invalid("resource class must be 1 to 64 printable characters");
+    if (r.amount != 1)
+      return invalid("a job occupies exactly one slot of its resource class");
+    spec.resources.push_back(r);
+  }
+  return spec;
+}
+
+} // namespace drover

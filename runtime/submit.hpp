@@ -1,0 +1,86 @@
+#pragma once
+
+// Submissions: what a client asks for, and how it becomes a job spec.
+//
+// A submit_request leaves every optional field unset to mean "the job
+// type's default" (its handler's retry policy, timeout and resource class).
+// `prepare_spec` validates the request against the registered handlers and
+// the limits, fills in defaults and returns the effective job_spec that is
+// stored — or a specific error (`errc::invalid_request`, or `errc::too_large`
+// for an oversized input), in which case nothing is created.
+
+#include "runtime/model.hpp"
+#include "runtime/task.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/expected.hpp>
+#include <caf/optional.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace drover {
+
+struct submit_request {
+  /// Required: a registered job type.
+  std::string type;
+  /// JSON text; "" = no input (null).
+  std::string input;
+  std::string tenant;
+  std::string idempotency_key;
+  std::string callback_url;
+  std::string rate_limit_key;
+  std::string breaker_key;
+  /// Overrides the type's resource class; at most one entry for now.
+  std::vector<resource_request> resources;
+  /// high = 0, normal = 1, low = 2; anything else is refused.
+  caf::optional<int32_t> priority;
+  /// RFC 3339 UTC time ("2026-12-01T10:00:00Z", fractional seconds and
+  /// numeric offsets accepted). Mutually exclusive with delay_ms.
+  caf::optional<std::string> run_at;
+  /// Run no earlier than this many ms after submission.
+  caf::optional<int64_t> delay_ms;
+  caf::optional<int32_t> max_attempts;
+  caf::optional<int64_t> timeout_ms;
+  caf::optional<backoff_policy> backoff;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, submit_request& x) {
+  return f(caf::meta::type_name("submit_request"), x.type, x.input, x.tenant,
+           x.idempotency_key, x.callback_url, x.rate_limit_key, x.breaker_key,
+           x.resources, x.priority, x.run_at, x.delay_ms, x.max_attempts,
+           x.timeout_ms, x.backoff);
+}
+
+struct submit_limits {
+  /// Largest accepted input, in bytes of JSON text.
+  size_t max_input_bytes = 1024 * 1024;
+  /// Deepest accepted input nesting.
+  size_t max_input_depth = 64;
+  /// Upper bound for max_attempts.
+  int32_t max_attempts = 1000;
+  /// How far in the future run_at / delay may point.
+  int64_t max_schedule_ahead_ms = 366LL * 24 * 3600 * 1000;
+  /// Upper bound for a per-attempt timeout.
+  int64_t max_timeout_ms = 7LL * 24 * 3600 * 1000;
+  /// Bounds of string fields.
+  size_t max_key_bytes = 256;
+  size_t max_url_bytes = 2048;
+};
+
+/// Validates `req` and builds the effective spec. `now_ms` is the Unix time
+/// of submission.
+caf::expected<job_spec> prepare_spec(const submit_request& req,
+                                     const handler_registry& handlers,
+                                     const submit_limits& limits,
+                                     int64_t now_ms);
+
+/// Parses an RFC 3339 time to Unix ms; none if malformed.
+caf::optional<int64_t> parse_rfc3339_ms(const std::string& text);
+
+/// The resource class a spec occupies.
+const std::string& resource_class_of(const job_spec& spec);
+
+} // namespace drover

@@ -1,0 +1,119 @@
+#pragma once
+
+// Runs one external program to completion on the calling thread. The
+// program's argv is executed directly (fork + execvp, never a shell), in a
+// process group of its own, with stdout and stderr streamed to callbacks and
+// stdin fed from a string (or /dev/null). A stop request makes the group get
+// SIGTERM, then SIGKILL after a grace period. When `run_subprocess` returns,
+// the program has been reaped and every process still in its group has been
+// sent SIGKILL, so nothing it started in the background outlives it (except
+// processes that left the group on purpose, e.g. with setsid).
+//
+// Linux only: uses pidfd_open, eventfd, prctl(PR_SET_PDEATHSIG) and
+// close_range. The exec job type (runtime/builtin_handlers.cpp) is the user.
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace drover {
+
+/// Asks a running `run_subprocess` to stop its program. Owns an eventfd;
+/// `raise` only writes to it, so it may be called from any thread (and from
+/// a signal handler), any number of times, even after `run_subprocess`
+/// returned. Shared because whoever may call `raise` (e.g. a callback
+/// registered with `task_context::on_cancel`, which is never unregistered)
+/// must keep the descriptor open for as long as it might call it.
+class stop_signal {
+public:
+  /// nullptr, with errno set, when no eventfd can be created.
+  static std::shared_ptr<stop_signal> make();
+
+  ~stop_signal();
+  stop_signal(const stop_signal&) = delete;
+  stop_signal& operator=(const stop_signal&) = delete;
+
+  void raise() const noexcept;
+
+  /// Becomes readable once `raise` was called.
+  int fd() const noexcept {
+    return fd_;
+  }
+
+private:
+  explicit stop_signal(int fd) : fd_(fd) {
+    // nop
+  }
+
+  int fd_;
+};
+
+/// What to run and how.
+struct subprocess_spec {
+  /// Program and arguments, passed unchanged. Must not be empty; no element
+  /// may contain a NUL byte. argv[0] is looked up in the child's PATH unless
+  /// it contains a slash.
+  std::vector<std::string> argv;
+  /// Added to the caller's environment, replacing variables of the same
+  /// name. Names must be non-empty and contain neither '=' nor NUL.
+  std::vector<std::pair<std::string, std::string>> env;
+  /// Working directory of the program; empty = the caller's.
+  std::string cwd;
+  /// Written to the program's stdin, which is closed afterwards (or as soon
+  /// as the program closes its end). nullopt = stdin is /dev/null.
+  std::optional<std::string> stdin_text;
+  /// After a stop request: how long the group has to exit after SIGTERM
+  /// before it gets SIGKILL.
+  std::chrono::milliseconds kill_grace{5000};
+};
+
+/// How the program ended.
+struct subprocess_result {
+  enum class status {
+    /// Ended with `exit_code`.
+    exited,
+    /// Ended by signal `signal`.
+    signaled,
+    /// The program never started: a resource ran out in the caller
+    /// (`step` = "pipe2", "fork", ...; `error` = errno). Worth retrying.
+    spawn_failed,
+    /// The child could not set up or run the program: `step` = "chdir",
+    /// "execvp" or "setup"; `error` = errno.
+    exec_failed,
+    /// The program ended, but something else reaped it first (e.g. SIGCHLD
+    /// set to SIG_IGN), so its status is unknown.
+    unknown,
+  };
+
+  status how = status::unknown;
+  int exit_code = -1;
+  int signal = 0;
+  int error = 0;
+  std::string step;
+  /// True if a stop request was seen before the program's end was: the
+  /// program then got SIGTERM (and maybe SIGKILL).
+  bool stop_requested = false;
+};
+
+/// Receives a chunk of the program's output. Runs on the calling thread.
+using output_callback = std::function<void(std::string_view)>;
+
+/// Runs `spec` and blocks until the program has ended; see the file
+/// comment. Output chunks go to `on_stdout` / `on_stderr` as they arrive
+/// (either may be empty). `stop` may be nullptr; otherwise it must stay
+/// alive until this returns. The calling thread must stay alive until this
+/// returns too (PR_SET_PDEATHSIG is tied to the thread that forks). Never
+/// throws for problems of the program; exceptions from the callbacks or
+/// from allocation propagate after the program's group has been killed and
+/// the program reaped.
+subprocess_result run_subprocess(const subprocess_spec& spec,
+                                 const output_callback& on_stdout,
+                                 const output_callback& on_stderr,
+                                 const stop_signal* stop);
+
+} // namespace drover

@@ -1,0 +1,749 @@
+// The job lifecycle on one node, deterministically: CAF's test coordinator
+// runs every actor on the test thread, the actor clock only moves when the
+// test advances it, and handler bodies run when the test says so (a manual
+// executor instead of a thread per attempt).
+
+#include "actors/job_system.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <deque>
+#include <map>
+
+using namespace drover;
+using namespace std::chrono_literals;
+using std::chrono::milliseconds;
+
+namespace {
+
+constexpr int64_t epoch_ms = 1'800'000'000'000;
+
+caf::actor_system_config& testing_config(caf::actor_system_config& cfg) {
+  cfg.set("scheduler.policy", caf::atom("testing"));
+  register_types(cfg);
+  return cfg;
+}
+
+/// Attempt bodies, run by the test (in order) on the test thread.
+struct manual_executor {
+  std::deque<std::function<void()>> bodies;
+};
+
+/// What the test handlers did, for assertions.
+struct journal {
+  std::vector<std::string> ran; // job input of each attempt, in order
+  std::map<std::string, std::string> seen_checkpoint;
+  std::vector<std::string> progress_errors;
+  int flaky_failures_left = 0;
+  bool fail_permanently = true;
+};
+
+std::shared_ptr<handler_registry> make_handlers(std::shared_ptr<journal> j) {
+  auto r = std::make_shared<handler_registry>();
+  handler_options fast;
+  fast.retry.max_attempts = 3;
+  fast.retry.backoff = {1000, 60000, 2.0, 0.0}; // exact delays: 1s, 2s, 4s
+  fast.cancel_grace = 500ms;
+  REQUIRE_FALSE(r->register_handler(
+    "noop",
+    [j](task_context& ctx) {
+      j->ran.push_back(ctx.input());
+      return task_outcome::success(R"({"ok": true})");
+    },
+    fast));
+  REQUIRE_FALSE(r->register_handler(
+    "flaky",
+    [j](task_context& ctx) {
+      j->ran.push_back(ctx.input());
+      if (j->flaky_failures_left > 0) {
+        --j->flaky_failures_left;
+        return task_outcome::retryable("flaky", "try again");
+      }
+      return task_outcome::success();
+    },
+    fast));
+  REQUIRE_FALSE(r->register_handler(
+    "fatal",
+    [j](task_context& ctx) {
+      j->ran.push_back(ctx.input());
+      if (j->fail_permanently)
+        return task_outcome::permanent("bad_input", "cannot work with this");
+      return task_outcome::success();
+    },
+    fast));
+  REQUIRE_FALSE(r->register_handler(
+    "thrower",
+    [j](task_context& ctx) -> task_outcome {
+      j->ran.push_back(ctx.input());
+      throw std::runtime_error("handler blew up");
+    },
+    fast));
+  // Waits "forever" unless cancelled: the body returns cancelled if the
+  // cancel flag is set when the test runs it, success otherwise.
+  REQUIRE_FALSE(r->register_handler(
+    "blocker",
+    [j](task_context& ctx) {
+      j->ran.push_back(ctx.input());
+      return ctx.cancelled() ? task_outcome::cancelled()
+                             : task_outcome::success();
+    },
+    fast));
+  // Stages and checkpoints: attempt 1 does two stages, checkpoints, fails;
+  // later attempts resume from the checkpoint.
+  REQUIRE_FALSE(r->register_handler(
+    "staged",
+    [j](task_context& ctx) {
+      j->ran.push_back(ctx.input());
+      j->seen_checkpoint[std::to_string(ctx.attempt())]
+        = ctx.last_checkpoint();
+      REQUIRE_FALSE(ctx.declare_stages({"fetch", "render", "upload"}));
+      if (ctx.last_checkpoint().empty()) {
+        REQUIRE_FALSE(ctx.progress(10, "fetch"));
+        REQUIRE_FALSE(ctx.progress(50, "render"));
+        REQUIRE_FALSE(ctx.checkpoint("rendered"));
+        if (auto err = ctx.progress(30, "render")) // backwards: refused
+          j->progress_errors.push_back(describe(err));
+        if (auto err = ctx.progress(101))
+          j->progress_errors.push_back(describe(err));
+        return task_outcome::retryable("upload_failed", "network");
+      }
+      REQUIRE_FALSE(ctx.progress(60, "upload"));
+      REQUIRE_FALSE(ctx.progress(100, "upload"));
+      return task_outcome::success(R"({"resumed_from": ")"
+                                   + ctx.last_checkpoint() + "\"}");
+    },
+    fast));
+  handler_options gpu = fast;
+  gpu.resource_class = "gpu";
+  REQUIRE_FALSE(r->register_handler(
+    "render3d",
+    [j](task_context& ctx) {
+      j->ran.push_back(ctx.input());
+      return task_outcome::success();
+    },
+    gpu));
+  return r;
+}
+
+struct fixture {
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+  caf::scheduler::test_coordinator& sched;
+  caf::scoped_actor self;
+  std::shared_ptr<journal> j = std::make_shared<journal>();
+  std::shared_ptr<manual_executor> exec = std::make_shared<manual_executor>();
+  std::shared_ptr<job_system_handles> handles
+    = std::make_shared<job_system_handles>();
+  /// Every worker incarnation, in start order.
+  std::vector<std::pair<std::string, caf::actor>> workers;
+  supervisor_actor root;
+
+  explicit fixture(std::map<std::string, uint32_t> slots = {{"cpu", 1}},
+                   milliseconds aging = 10s)
+    : sys(testing_config(cfg)),
+      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())),
+      self(sys, true) {
+    job_system_config jc;
+    jc.slots = std::move(slots);
+    jc.handlers = make_handlers(j);
+    jc.queue.aging_interval = aging;
+    jc.queue.seed = 7;
+    jc.queue.progress_persist_interval = 1s;
+    auto* sys_ptr = &sys;
+    jc.queue.clock_ms = [sys_ptr] {
+      return epoch_ms
+             + std::chrono::duration_cast<milliseconds>(
+                 sys_ptr->clock().now().time_since_epoch())
+                 .count();
+    };
+    jc.progress.coalesce_interval = 100ms;
+    jc.executor = [e = exec](std::function<void()> body) {
+      e->bodies.push_back(std::move(body));
+    };
+    jc.flags.seed = 3;
+    jc.on_worker_started = [this](const std::string& id, const caf::actor& w) {
+      workers.emplace_back(id, w);
+    };
+    supervisor_spec spec{"node:test", {}, {job_system_child(jc, handles)}};
+    auto sup = spawn_supervisor(sys, spec);
+    REQUIRE(sup);
+    root = *sup;
+    run();
+  }
+
+  ~fixture() {
+    self->send_exit(root, caf::exit_reason::kill);
+    run();
+  }
+
+  void run() {
+    sched.run();
+  }
+
+  void advance(milliseconds d) {
+    sched.advance_time(d);
+    run();
+  }
+
+  int64_t now() {
+    return epoch_ms
+           + std::chrono::duration_cast<milliseconds>(
+               sys.clock().now().time_since_epoch())
+               .count();
+  }
+
+  /// Runs the oldest pending attempt body; false if none is pending.
+  bool run_body() {
+    if (exec->bodies.empty())
+      return false;
+    auto body = std::move(exec->bodies.front());
+    exec->bodies.pop_front();
+    body();
+    run();
+    return true;
+  }
+
+  template <class T, class Handle, class... Ts>
+  caf::expected<T> ask(const Handle& dest, Ts&&... xs) {
+    self->send(dest, std::forward<Ts>(xs)...);
+    run();
+    caf::expected<T> result{make_error(errc::unavailable, "no answer")};
+    self->receive([&](T& x) { result = std::move(x); },
+                  [&](caf::error& err) { result = std::move(err); },
+                  caf::after(0s) >> [] {});
+    return result;
+  }
+
+  job_record submit(submit_request req) {
+    auto rec = ask<job_record>(handles->queue(), submit_atom::value, req);
+    INFO((rec ? "" : describe(rec.error())));
+    REQUIRE(rec);
+    return *rec;
+  }
+
+  job_record submit(const std::string& type, const std::string& input = "",
+                    int prio = 1) {
+    submit_request req;
+    req.type = type;
+    req.input = input;
+    req.priority = prio;
+    return submit(std::move(req));
+  }
+
+  job_record get(const std::string& id) {
+    auto rec = ask<job_record>(handles->store(), get_atom::value, id);
+    REQUIRE(rec);
+    return *rec;
+  }
+
+  std::vector<event_kind> kinds(const std::string& id) {
+    auto evs = ask<std::vector<job_event>>(handles->store(),
+                                           events_atom::value, id);
+    REQUIRE(evs);
+    std::vector<event_kind> result;
+    for (auto& ev : *evs)
+      result.push_back(ev.kind);
+    return result;
+  }
+
+  std::vector<job_event> events(const std::string& id) {
+    auto evs = ask<std::vector<job_event>>(handles->store(),
+                                           events_atom::value, id);
+    REQUIRE(evs);
+    return *evs;
+  }
+
+  queue_stats stats() {
+    auto s = ask<queue_stats>(handles->queue(), stats_atom::value);
+    REQUIRE(s);
+    return *s;
+  }
+
+  caf::error cancel(const std::string& id) {
+    auto r = ask<ok_atom>(handles->queue(), cancel_atom::value, id);
+    return r ? caf::error{} : r.error();
+  }
+
+  /// Everything the test's scoped actor received as a subscriber.
+  std::vector<caf::message> inbox() {
+    std::vector<caf::message> result;
+    bool more = true;
+    while (more)
+      self->receive(
+        [&](progress_atom, progress_update& u) {
+          result.push_back(caf::make_message(progress_atom::value, u));
+        },
+        [&](final_atom, job_record& r) {
+          result.push_back(caf::make_message(final_atom::value, r));
+        },
+        caf::after(0s) >> [&] { more = false; });
+    return result;
+  }
+};
+
+using ek = event_kind;
+
+} // namespace
+
+TEST_CASE("a job is acknowledged, runs on a worker and completes",
+          "[lifecycle]") {
+  fixture fx;
+  auto rec = fx.submit("noop", R"({"n": 1})");
+  CHECK(rec.status == job_status::queued);
+  CHECK(rec.job_id.size() == 14);
+  REQUIRE(fx.exec->bodies.size() == 1); // dispatched to the only worker
+  CHECK(fx.get(rec.job_id).status == job_status::processing);
+  REQUIRE(fx.run_body());
+  auto done = fx.get(rec.job_id);
+  CHECK(done.status == job_status::completed);
+  CHECK(done.result == R"({"ok": true})");
+  CHECK(done.attempt == 1);
+  CHECK(done.worker_id == "cpu-0");
+  CHECK(fx.kinds(rec.job_id)
+        == std::vector<ek>{ek::submitted, ek::started, ek::completed});
+  CHECK(fx.j->ran == std::vector<std::string>{R"({"n": 1})"});
+  auto s = fx.stats();
+  CHECK(s.completed == 1);
+  CHECK(s.running == 0);
+  CHECK(s.idle_workers == 1);
+}
+
+TEST_CASE("priorities order ready jobs and aging bounds a low job's wait",
+          "[lifecycle]") {
+  fixture fx{{{"cpu", 1}}, 10s};
+  auto blocker = fx.submit("noop", "\"busy\"");
+  auto low = fx.submit("noop", "\"low\"", 2);
+  std::vector<job_record> early_high;
+  for (int i = 0; i < 5; ++i)
+    early_high.push_back(fx.submit("noop", "\"high-early\"", 0));
+  auto normal = fx.submit("noop", "\"normal\"", 1);
+  // A flood of high jobs keeps arriving after the low one has aged 2x10s.
+  fx.advance(25s);
+  for (int i = 0; i < 5; ++i)
+    fx.submit("noop", "\"high-late\"", 0);
+  while (fx.run_body()) {
+  }
+  std::vector<std::string> expected{"\"busy\""};
+  for (int i = 0; i < 5; ++i)
+    expected.push_back("\"high-early\"");
+  expected.push_back("\"normal\""); // key t+10s
+  expected.push_back("\"low\"");    // key t+20s: before highs from t+25s
+  for (int i = 0; i < 5; ++i)
+    expected.push_back("\"high-late\"");
+  CHECK(fx.j->ran == expected);
+  auto s = fx.stats();
+  CHECK(s.dispatched[0] == 10);
+  CHECK(s.dispatched[1] == 2);
+  CHECK(s.dispatched[2] == 1);
+}
+
+TEST_CASE("stats report depth and the oldest job's age per priority",
+          "[lifecycle]") {
+  fixture fx;
+  fx.submit("noop", "\"busy\"");
+  fx.submit("noop", "\"a\"", 2);
+  fx.advance(3s);
+  fx.submit("noop", "\"b\"", 2);
+  fx.submit("noop", "\"c\"", 0);
+  auto s = fx.stats();
+  CHECK(s.depth[0] == 1);
+  CHECK(s.depth[1] == 0);
+  CHECK(s.depth[2] == 2);
+  CHECK(s.oldest_age_ms[2] == 3000);
+  CHECK(s.oldest_age_ms[0] == 0);
+  CHECK(s.running == 1);
+}
+
+TEST_CASE("delayed and scheduled jobs wait for their time without polling",
+          "[lifecycle]") {
+  fixture fx;
+  submit_request req;
+  req.type = "noop";
+  req.delay_ms = 5000;
+  auto delayed = fx.submit(req);
+  CHECK(delayed.status == job_status::scheduled);
+  CHECK(delayed.spec.run_at_ms == fx.now() + 5000);
+  submit_request at;
+  at.type = "noop";
+  at.input = "\"at\"";
+  // An RFC 3339 time 2 s from the test clock's now.
+  auto when = (fx.now() + 2000) / 1000;
+  std::time_t tt = static_cast<std::time_t>(when);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&tt));
+  at.run_at = std::string{buf};
+  auto scheduled = fx.submit(at);
+  CHECK(scheduled.status == job_status::scheduled);
+  CHECK(fx.stats().delayed == 2);
+  CHECK(fx.exec->bodies.empty());
+  fx.advance(milliseconds{when * 1000 - fx.now() - 1});
+  CHECK(fx.exec->bodies.empty()); // not a millisecond early
+  fx.advance(1ms);
+  REQUIRE(fx.run_body());
+  CHECK(fx.j->ran == std::vector<std::string>{"\"at\""});
+  fx.advance(milliseconds{delayed.spec.run_at_ms - fx.now() - 1});
+  CHECK(fx.exec->bodies.empty());
+  fx.advance(1ms);
+  REQUIRE(fx.run_body());
+  CHECK(fx.get(delayed.job_id).status == job_status::completed);
+  CHECK(fx.kinds(delayed.job_id)
+        == std::vector<ek>{ek::submitted, ek::queued, ek::started,
+                           ek::completed});
+}
+
+TEST_CASE("retries back off exponentially, then the job is dead-lettered",
+          "[lifecycle]") {
+  fixture fx;
+  fx.j->flaky_failures_left = 100;
+  auto rec = fx.submit("flaky");
+  REQUIRE(fx.run_body()); // attempt 1 fails
+  auto r1 = fx.get(rec.job_id);
+  CHECK(r1.status == job_status::retrying);
+  CHECK(r1.retry_count == 1);
+  CHECK(r1.error.code == "flaky");
+  fx.advance(999ms);
+  CHECK(fx.exec->bodies.empty()); // backoff: 1000 ms, not less
+  fx.advance(1ms);
+  REQUIRE(fx.run_body()); // attempt 2 fails
+  fx.advance(1999ms);
+  CHECK(fx.exec->bodies.empty()); // backoff: 2000 ms
+  fx.advance(1ms);
+  REQUIRE(fx.run_body()); // attempt 3 fails: max_attempts reached
+  auto failed = fx.get(rec.job_id);
+  CHECK(failed.status == job_status::failed);
+  CHECK(failed.dead_lettered);
+  CHECK(failed.attempt == 3);
+  CHECK(failed.error.message.find("attempts exhausted (3)")
+        != std::string::npos);
+  CHECK(fx.kinds(rec.job_id)
+        == std::vector<ek>{ek::submitted, ek::started, ek::retry_scheduled,
+                           ek::queued, ek::started, ek::retry_scheduled,
+                           ek::queued, ek::started, ek::failed,
+                           ek::dead_lettered});
+  fx.advance(60s);
+  CHECK(fx.exec->bodies.empty()); // never runs again by itself
+}
+
+TEST_CASE("the dead-letter queue: list, inspect, redrive, purge",
+          "[lifecycle]") {
+  fixture fx;
+  auto a = fx.submit("fatal", "\"a\"");
+  REQUIRE(fx.run_body());
+  auto b = fx.submit("fatal", "\"b\"");
+  REQUIRE(fx.run_body());
+  auto c = fx.submit("fatal", "\"c\"");
+  REQUIRE(fx.run_body());
+  job_query q;
+  q.dead_lettered = true;
+  auto dlq = fx.ask<std::vector<job_record>>(fx.handles->store(),
+                                             list_atom::value, q);
+  REQUIRE(dlq);
+  REQUIRE(dlq->size() == 3);
+  CHECK((*dlq)[0].error.code == "bad_input");
+  CHECK((*dlq)[0].attempt == 1); // permanent: no retries
+  // Redrive one: it runs again (and now succeeds).
+  fx.j->fail_permanently = false;
+  auto r = fx.ask<ok_atom>(fx.handles->queue(), redrive_atom::value,
+                           a.job_id);
+  REQUIRE(r);
+  REQUIRE(fx.run_body());
+  auto ra = fx.get(a.job_id);
+  CHECK(ra.status == job_status::completed);
+  CHECK(ra.attempt == 2);
+  // Purge one: it leaves the DLQ, stays failed, can't be redriven.
+  REQUIRE(fx.ask<ok_atom>(fx.handles->queue(), purge_atom::value, b.job_id));
+  CHECK(fx.get(b.job_id).status == job_status::failed);
+  CHECK_FALSE(fx.get(b.job_id).dead_lettered);
+  CHECK_FALSE(
+    fx.ask<ok_atom>(fx.handles->queue(), redrive_atom::value, b.job_id));
+  // Redrive all: only c is left.
+  auto n = fx.ask<uint32_t>(fx.handles->queue(), redrive_atom::value,
+                            all_atom::value);
+  REQUIRE(n);
+  CHECK(*n == 1);
+  REQUIRE(fx.run_body());
+  CHECK(fx.get(c.job_id).status == job_status::completed);
+  dlq = fx.ask<std::vector<job_record>>(fx.handles->store(), list_atom::value,
+                                        q);
+  REQUIRE(dlq);
+  CHECK(dlq->empty());
+  CHECK(fx.kinds(a.job_id)
+        == std::vector<ek>{ek::submitted, ek::started, ek::failed,
+                           ek::dead_lettered, ek::redriven, ek::started,
+                           ek::completed});
+}
+
+TEST_CASE("a per-attempt timeout stops the attempt and the retry policy "
+          "applies",
+          "[lifecycle]") {
+  fixture fx;
+  submit_request req;
+  req.type = "blocker";
+  req.timeout_ms = 1000;
+  req.max_attempts = 2;
+  auto rec = fx.submit(req);
+  REQUIRE(fx.exec->bodies.size() == 1);
+  fx.advance(999ms);
+  CHECK(fx.get(rec.job_id).status == job_status::processing);
+  fx.advance(1ms); // timeout: cooperative cancel of the attempt
+  REQUIRE(fx.run_body()); // the handler sees cancelled() and stops
+  auto r = fx.get(rec.job_id);
+  CHECK(r.status == job_status::retrying);
+  CHECK(r.error.code == "timeout");
+  fx.advance(1000ms);
+  REQUIRE(fx.exec->bodies.size() == 1); // attempt 2
+  fx.advance(1000ms);                   // times out as well
+  fx.advance(500ms);                    // ...and ignores it past the grace
+  r = fx.get(rec.job_id);
+  CHECK(r.status == job_status::failed);
+  CHECK(r.error.code == "timeout");
+  CHECK(r.dead_lettered);
+  // The abandoned attempt still holds its worker until its body returns:
+  // the next job waits rather than oversubscribing the slot.
+  fx.submit("noop", "\"next\"");
+  CHECK(fx.exec->bodies.size() == 1);
+  REQUIRE(fx.run_body()); // the abandoned body finishes (success, fenced)
+  CHECK(fx.get(rec.job_id).status == job_status::failed);
+  REQUIRE(fx.run_body()); // now the next job runs
+  CHECK(fx.j->ran.back() == "\"next\"");
+}
+
+TEST_CASE("cancelling queued and scheduled jobs", "[lifecycle]") {
+  fixture fx;
+  fx.submit("noop", "\"busy\"");
+  auto queued = fx.submit("noop", "\"never\"");
+  submit_request later;
+  later.type = "noop";
+  later.delay_ms = 60000;
+  auto scheduled = fx.submit(later);
+  REQUIRE(fx.ask<ok_atom>(fx.handles->publisher(), subscribe_atom::value,
+                          queued.job_id, caf::actor{fx.self}));
+  REQUIRE_FALSE(fx.cancel(queued.job_id));
+  REQUIRE_FALSE(fx.cancel(scheduled.job_id));
+  CHECK(fx.get(queued.job_id).status == job_status::cancelled);
+  CHECK(fx.get(scheduled.job_id).status == job_status::cancelled);
+  auto msgs = fx.inbox();
+  REQUIRE(msgs.size() == 1);
+  CHECK(msgs[0].match_element<final_atom>(0));
+  while (fx.run_body()) {
+  }
+  fx.advance(61s);
+  CHECK(fx.j->ran == std::vector<std::string>{"\"busy\""});
+  // A finished job cannot be cancelled.
+  auto err = fx.cancel(queued.job_id);
+  CHECK(err);
+  CHECK(describe(err).find("finished job") != std::string::npos);
+  CHECK(fx.stats().cancelled == 2);
+}
+
+TEST_CASE("cancelling a running job: cooperative, then forced after the grace",
+          "[lifecycle]") {
+  fixture fx;
+  auto coop = fx.submit("blocker", "\"coop\"");
+  REQUIRE_FALSE(fx.cancel(coop.job_id));
+  CHECK(fx.get(coop.job_id).cancel_requested);
+  REQUIRE(fx.run_body()); // sees cancelled() at once
+  CHECK(fx.get(coop.job_id).status == job_status::cancelled);
+  CHECK(fx.kinds(coop.job_id)
+        == std::vector<ek>{ek::submitted, ek::started, ek::cancel_requested,
+                           ek::cancelled});
+  // This one ignores the request: forced after 500 ms.
+  auto stubborn = fx.submit("blocker", "\"stubborn\"");
+  REQUIRE(fx.exec->bodies.size() == 1);
+  REQUIRE_FALSE(fx.cancel(stubborn.job_id));
+  fx.advance(499ms);
+  CHECK(fx.get(stubborn.job_id).status == job_status::processing);
+  fx.advance(1ms);
+  CHECK(fx.get(stubborn.job_id).status == job_status::cancelled);
+  REQUIRE(fx.run_body()); // the late body returns cancelled: fenced off
+  CHECK(fx.get(stubborn.job_id).status == job_status::cancelled);
+  auto k = fx.kinds(stubborn.job_id);
+  CHECK(std::count(k.begin(), k.end(), ek::completed) == 0);
+}
+
+TEST_CASE("a resumed attempt starts from its last checkpoint; stages and "
+          "monotonic progress",
+          "[lifecycle]") {
+  fixture fx;
+  auto rec = fx.submit("staged", "\"video\"");
+  REQUIRE(fx.ask<ok_atom>(fx.handles->publisher(), subscribe_atom::value,
+                          rec.job_id, caf::actor{fx.self}));
+  REQUIRE(fx.run_body()); // attempt 1: fetch, render, checkpoint, fail
+  CHECK(fx.j->seen_checkpoint["1"].empty());
+  REQUIRE(fx.j->progress_errors.size() == 2);
+  CHECK(fx.j->progress_errors[0].find("backwards") != std::string::npos);
+  CHECK(fx.j->progress_errors[1].find("within [0, 100]") != std::string::npos);
+  auto r = fx.get(rec.job_id);
+  CHECK(r.status == job_status::retrying);
+  CHECK(r.checkpoint == "rendered");
+  CHECK(r.checkpoint_attempt == 1);
+  fx.advance(1000ms);
+  REQUIRE(fx.run_body()); // attempt 2 resumes
+  CHECK(fx.j->seen_checkpoint["2"] == "rendered");
+  fx.advance(1s); // let the publisher flush
+  auto done = fx.get(rec.job_id);
+  CHECK(done.status == job_status::completed);
+  CHECK(done.result == R"({"resumed_from": "rendered"})");
+  REQUIRE(done.stages.size() == 3);
+  for (const auto& s : done.stages)
+    CHECK(s.state == stage_state::done);
+  // What subscribers saw never went backwards within an attempt and ended
+  // with exactly one final event.
+  auto msgs = fx.inbox();
+  REQUIRE_FALSE(msgs.empty());
+  double last = -1;
+  uint32_t attempt = 0;
+  int finals = 0;
+  for (auto& m : msgs) {
+    if (m.match_element<progress_atom>(0)) {
+      const auto& u = m.get_as<progress_update>(1);
+      if (u.attempt != attempt) {
+        attempt = u.attempt;
+        last = -1;
+      }
+      CHECK(u.percent >= last);
+      CHECK(u.percent <= 100);
+      last = u.percent;
+    } else {
+      ++finals;
+      CHECK(m.get_as<job_record>(1).status == job_status::completed);
+    }
+  }
+  CHECK(finals == 1);
+  CHECK(msgs.back().match_element<final_atom>(0));
+  // Progress reached the audit log too (rate-limited), never decreasing
+  // within an attempt.
+  auto evs = fx.events(rec.job_id);
+  auto progressed = std::count_if(evs.begin(), evs.end(), [](auto& ev) {
+    return ev.kind == ek::progressed;
+  });
+  CHECK(progressed >= 2);
+  auto checkpoints = std::count_if(evs.begin(), evs.end(), [](auto& ev) {
+    return ev.kind == ek::checkpointed;
+  });
+  CHECK(checkpoints == 1);
+}
+
+TEST_CASE("a handler that throws fails the attempt; the retry policy applies",
+          "[lifecycle]") {
+  fixture fx;
+  submit_request req;
+  req.type = "thrower";
+  req.max_attempts = 2;
+  auto rec = fx.submit(req);
+  REQUIRE(fx.run_body());
+  auto r = fx.get(rec.job_id);
+  CHECK(r.status == job_status::retrying);
+  CHECK(r.error.code == "handler_exception");
+  CHECK(r.error.message.find("handler blew up") != std::string::npos);
+  fx.advance(1s);
+  REQUIRE(fx.run_body());
+  CHECK(fx.get(rec.job_id).status == job_status::failed);
+}
+
+TEST_CASE("a worker that crashes mid-attempt is restarted and the job retried",
+          "[lifecycle]") {
+  fixture fx;
+  auto rec = fx.submit("noop", "\"survivor\"");
+  REQUIRE(fx.exec->bodies.size() == 1);
+  REQUIRE(fx.workers.size() == 1);
+  auto first_worker = fx.workers.back().second;
+  fx.self->send_exit(first_worker, caf::exit_reason::kill);
+  fx.run();
+  auto r = fx.get(rec.job_id);
+  CHECK(r.status == job_status::retrying);
+  CHECK(r.error.code == "worker_lost");
+  fx.advance(10ms); // the workers supervisor's restart backoff
+  REQUIRE(fx.workers.size() == 2); // restarted by the workers supervisor
+  CHECK(fx.workers.back().first == "cpu-0");
+  CHECK(fx.workers.back().second != first_worker);
+  // The dead worker's attempt body may still finish: nothing it says counts.
+  REQUIRE(fx.run_body());
+  CHECK(fx.get(rec.job_id).status == job_status::retrying);
+  fx.advance(1s);
+  REQUIRE(fx.run_body()); // attempt 2 on the new worker
+  auto done = fx.get(rec.job_id);
+  CHECK(done.status == job_status::completed);
+  CHECK(done.attempt == 2);
+  auto k = fx.kinds(rec.job_id);
+  CHECK(k == std::vector<ek>{ek::submitted, ek::started, ek::worker_lost,
+                             ek::retry_scheduled, ek::queued, ek::started,
+                             ek::completed});
+  auto tree = fx.ask<tree_node>(fx.root, describe_atom::value);
+  REQUIRE(tree);
+  const auto& jobs = tree->children.at(0);
+  const auto& workers = jobs.children.at(3);
+  CHECK(workers.name == "workers");
+  CHECK(workers.children.at(0).restarts == 1);
+}
+
+TEST_CASE("submissions that fail validation create nothing", "[lifecycle]") {
+  fixture fx;
+  submit_request bad;
+  bad.type = "nope";
+  auto r = fx.ask<job_record>(fx.handles->queue(), submit_atom::value, bad);
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::invalid_request));
+  bad.type = "noop";
+  bad.max_attempts = 0;
+  r = fx.ask<job_record>(fx.handles->queue(), submit_atom::value, bad);
+  REQUIRE_FALSE(r);
+  bad.max_attempts = 1;
+  bad.input = std::string(2 * 1024 * 1024, ' ');
+  r = fx.ask<job_record>(fx.handles->queue(), submit_atom::value, bad);
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::too_large));
+  auto all = fx.ask<std::vector<job_record>>(fx.handles->store(),
+                                             list_atom::value, job_query{});
+  REQUIRE(all);
+  CHECK(all->empty());
+  CHECK(fx.exec->bodies.empty());
+}
+
+TEST_CASE("idempotency keys: same spec same job, different spec conflict",
+          "[lifecycle]") {
+  fixture fx;
+  submit_request req;
+  req.type = "blocker";
+  req.tenant = "acme";
+  req.idempotency_key = "export-42";
+  auto first = fx.submit(req);
+  auto again = fx.submit(req);
+  CHECK(again.job_id == first.job_id);
+  req.input = R"({"other": true})";
+  auto conflict
+    = fx.ask<job_record>(fx.handles->queue(), submit_atom::value, req);
+  REQUIRE_FALSE(conflict);
+  CHECK(is(conflict.error(), errc::conflict));
+  // Another tenant may use the same key.
+  req.tenant = "globex";
+  auto other = fx.submit(req);
+  CHECK(other.job_id != first.job_id);
+  CHECK(fx.exec->bodies.size() == 1); // one worker, the duplicate not queued
+  auto all = fx.ask<std::vector<job_record>>(fx.handles->store(),
+                                             list_atom::value, job_query{});
+  REQUIRE(all);
+  CHECK(all->size() == 2);
+}
+
+TEST_CASE("resource classes: jobs only run on workers of their class",
+          "[lifecycle]") {
+  fixture fx{{{"cpu", 1}, {"gpu", 1}}};
+  fx.submit("noop", "\"cpu-job-1\"");
+  fx.submit("noop", "\"cpu-job-2\"");
+  fx.submit("render3d", "\"gpu-job\"");
+  CHECK(fx.exec->bodies.size() == 2); // one per class
+  while (fx.run_body()) {
+  }
+  CHECK(fx.j->ran.size() == 3);
+  CHECK(std::count(fx.j->ran.begin(), fx.j->ran.end(), "\"gpu-job\"") == 1);
+}

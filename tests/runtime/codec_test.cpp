@@ -1,0 +1,586 @@
+#include "runtime/codec.hpp"
+
+#include "model_samples.hpp"
+#include "runtime/errors.hpp"
+
+// Only to forge messages our encoder never writes (unknown enum values,
+// mismatched event details).
+#include "schemas/admin.capnp.h"
+#include "schemas/job_event.capnp.h"
+#include "schemas/job_record.capnp.h"
+#include "schemas/job_spec.capnp.h"
+#include "schemas/node_protocol.capnp.h"
+#include "schemas/progress.capnp.h"
+
+#include <capnp/message.h>
+#include <capnp/schema.h>
+#include <capnp/serialize.h>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace drover;
+
+namespace {
+
+/// The errc of `err`, or errc::none when it isn't a Drover error.
+errc code_of(const caf::error& err) {
+  if (err.category() != errc_category)
+    return errc::none;
+  return static_cast<errc>(err.code());
+}
+
+template <class T>
+void check_round_trip(const T& x) {
+  auto bytes = to_bytes(x);
+  CHECK(bytes.size() % 8 == 0);
+  auto from_b = from_bytes<T>(bytes);
+  REQUIRE(from_b);
+  CHECK(*from_b == x);
+  auto json = to_json(x);
+  INFO("JSON: " << json);
+  auto from_j = from_json<T>(json);
+  if (!from_j)
+    FAIL(describe(from_j.error()));
+  CHECK(*from_j == x);
+  // Encoding is deterministic: the decoded value encodes identically.
+  CHECK(to_bytes(*from_j) == bytes);
+}
+
+template <class T>
+void check_round_trip_non_default(const T& x) {
+  REQUIRE(x != T{});
+  check_round_trip(x);
+  check_round_trip(T{});
+}
+
+std::vector<char> forge(capnp::MessageBuilder& message) {
+  auto words = capnp::messageToFlatArray(message);
+  auto chars = words.asChars();
+  return {chars.begin(), chars.end()};
+}
+
+/// Seed for randomised tests: $DROVER_TEST_SEED if set, else random. Always
+/// printed so a failure can be replayed.
+uint64_t test_seed() {
+  uint64_t seed;
+  // Tests run one at a time; nothing modifies the environment meanwhile.
+  // NOLINTNEXTLINE(concurrency-mt-unsafe)
+  const char* env = std::getenv("DROVER_TEST_SEED");
+  if (env != nullptr)
+    seed = std::strtoull(env, nullptr, 10);
+  else
+    seed = std::random_device{}();
+  std::cout << "codec_test seed: " << seed
+            << " (replay with DROVER_TEST_SEED=" << seed << ")\n";
+  return seed;
+}
+
+} // namespace
+
+TEST_CASE("every struct round-trips through bytes and JSON", "[codec]") {
+  SECTION("job_spec and its parts") {
+    check_round_trip_non_default(samples::backoff());
+    check_round_trip_non_default(samples::resource("gpu", 2));
+    check_round_trip_non_default(samples::spec());
+  }
+  SECTION("progress") {
+    check_round_trip_non_default(
+        samples::make_stage("x", stage_state::failed, 12.5));
+    check_round_trip_non_default(samples::progress());
+  }
+  SECTION("job_record") {
+    check_round_trip_non_default(samples::error());
+    check_round_trip_non_default(samples::record());
+  }
+  SECTION("job_event, one per kind") {
+    for (auto kind : samples::all_event_kinds) {
+      INFO("kind " << to_string(kind));
+      check_round_trip_non_default(samples::event(kind));
+    }
+  }
+  SECTION("node protocol") {
+    check_round_trip_non_default(samples::capacity("gpu", 2));
+    check_round_trip_non_default(samples::registration());
+    check_round_trip_non_default(samples::make_lease("job-9", 5));
+    check_round_trip_non_default(samples::leases());
+    check_round_trip_non_default(samples::running("job-9", 5));
+    check_round_trip_non_default(samples::beat());
+    check_round_trip_non_default(samples::progress_updates());
+    check_round_trip_non_default(samples::done(completion_outcome::timed_out));
+    check_round_trip_non_default(samples::completions());
+  }
+  SECTION("admin: a tree three levels deep") {
+    auto tree = samples::tree();
+    REQUIRE(tree.children.at(0).children.size() == 2);
+    check_round_trip_non_default(tree);
+    check_round_trip_non_default(samples::snapshot());
+  }
+}
+
+namespace {
+
+/// "one_for_one" -> "oneForOne"; camelCase input is returned unchanged.
+std::string camel(const std::string& name) {
+  std::string result;
+  bool upper = false;
+  for (char c : name) {
+    if (c == '_') {
+      upper = true;
+      continue;
+    }
+    result += upper ? static_cast<char>(c - 'a' + 'A') : c;
+    upper = false;
+  }
+  return result;
+}
+
+/// Model enum `Model` lists the same values, in the same order and under
+/// the same names, as schema enum `Wire`.
+template <class Model, class Wire>
+void check_enum_mirrors_schema() {
+  auto enumerants = capnp::Schema::from<Wire>().getEnumerants();
+  INFO("schema enum "
+       << capnp::Schema::from<Wire>().getShortDisplayName().cStr());
+  REQUIRE(enumerants.size() > 0);
+  for (auto enumerant : enumerants) {
+    auto value = static_cast<Model>(enumerant.getOrdinal());
+    CHECK(camel(to_string(value)) == enumerant.getProto().getName().cStr());
+  }
+}
+
+} // namespace
+
+TEST_CASE("model enums mirror the schema enums", "[codec]") {
+  check_enum_mirrors_schema<priority, schema::Priority>();
+  check_enum_mirrors_schema<job_status, schema::JobStatus>();
+  check_enum_mirrors_schema<stage_state, schema::StageState>();
+  check_enum_mirrors_schema<event_kind, schema::EventKind>();
+  check_enum_mirrors_schema<completion_outcome, schema::CompletionOutcome>();
+  check_enum_mirrors_schema<child_kind, schema::ChildKind>();
+  check_enum_mirrors_schema<child_state, schema::ChildState>();
+  check_enum_mirrors_schema<restart_type, schema::RestartType>();
+  check_enum_mirrors_schema<strategy, schema::Strategy>();
+  // Our own enums have no names past the schema's last enumerant.
+  auto past = [](auto schema_enum) {
+    return capnp::Schema::from<decltype(schema_enum)>().getEnumerants().size();
+  };
+  CHECK(
+      std::string{to_string(static_cast<event_kind>(past(schema::EventKind{})))}
+      == "unknown");
+  CHECK(
+      std::string{to_string(static_cast<job_status>(past(schema::JobStatus{})))}
+      == "unknown");
+  CHECK(std::string{to_string(static_cast<priority>(past(schema::Priority{})))}
+        == "unknown");
+  CHECK(std::string{
+            to_string(static_cast<stage_state>(past(schema::StageState{})))}
+        == "unknown");
+  CHECK(std::string{to_string(
+            static_cast<completion_outcome>(past(schema::CompletionOutcome{})))}
+        == "unknown");
+}
+
+TEST_CASE("enum names follow the schema and parse back", "[codec]") {
+  CHECK(std::string{to_string(event_kind::retry_scheduled)}
+        == "retryScheduled");
+  CHECK(std::string{to_string(completion_outcome::timed_out)} == "timedOut");
+  event_kind kind = event_kind::submitted;
+  CHECK(from_string("deadLettered", kind));
+  CHECK(kind == event_kind::dead_lettered);
+  CHECK(from_string("worker_lost", kind));
+  CHECK(kind == event_kind::worker_lost);
+  CHECK_FALSE(from_string("bogus", kind));
+  CHECK(kind == event_kind::worker_lost);
+  for (auto k : samples::all_event_kinds) {
+    event_kind parsed = event_kind::submitted;
+    CHECK(from_string(to_string(k), parsed));
+    CHECK(parsed == k);
+  }
+  job_status status = job_status::queued;
+  CHECK(from_string("cancelled", status));
+  CHECK(status == job_status::cancelled);
+  CHECK(is_terminal(status));
+  CHECK_FALSE(is_terminal(job_status::retrying));
+  priority prio = priority::normal;
+  CHECK(from_string("low", prio));
+  CHECK(prio == priority::low);
+  stage_state state = stage_state::pending;
+  CHECK(from_string("skipped", state));
+  CHECK(state == stage_state::skipped);
+  completion_outcome outcome = completion_outcome::succeeded;
+  CHECK(from_string("failed_permanent", outcome));
+  CHECK(outcome == completion_outcome::failed_permanent);
+}
+
+TEST_CASE("JSON embeds payloads, writes 64-bit integers as strings",
+          "[codec][json]") {
+  SECTION("job input is embedded, not quoted") {
+    auto json = to_json(samples::spec());
+    CHECK_THAT(json, Catch::Contains(
+                         R"("input":{"file":"in.mp4","sizes":[720,1080],)"));
+    CHECK_THAT(json, !Catch::Contains(R"("input":")"));
+    CHECK_THAT(json, Catch::Contains(R"("priority":"high")"));
+  }
+  SECTION("results are embedded in records, events and completions") {
+    CHECK_THAT(to_json(samples::record()),
+               Catch::Contains(R"("result":{"url":"s3://out/1.mp4")"));
+    CHECK_THAT(to_json(samples::event(event_kind::completed)),
+               Catch::Contains(R"("result":{"ok":true,"n":[1,2,3]})"));
+    CHECK_THAT(to_json(samples::done(completion_outcome::succeeded)),
+               Catch::Contains(R"("result":{"url":"s3://out/1.mp4"})"));
+  }
+  SECTION("any JSON value is a valid input") {
+    for (std::string input : {R"("text")", "42", "[1,[2,[3]]]", "true"}) {
+      job_spec x;
+      x.input = input;
+      auto json = to_json(x);
+      CHECK_THAT(json, Catch::Contains(R"("input":)" + input));
+      auto back = from_json<job_spec>(json);
+      REQUIRE(back);
+      CHECK(back->input == input);
+    }
+  }
+  SECTION("input is re-serialised compactly when it comes in as JSON") {
+    auto x = from_json<job_spec>(R"({"input": { "a" : [ 1 , 2.5 ] } })");
+    REQUIRE(x);
+    CHECK(x->input == R"({"a":[1,2.5]})");
+  }
+  SECTION("JSON null and no input are the same: empty") {
+    auto x = from_json<job_spec>(R"({"input": null})");
+    REQUIRE(x);
+    CHECK(x->input.empty());
+    CHECK_THAT(to_json(job_spec{}), !Catch::Contains("input"));
+  }
+  SECTION("input that is not JSON is shown as a JSON string") {
+    job_spec x;
+    x.input = "not json {";
+    CHECK_THAT(to_json(x), Catch::Contains(R"("input":"not json {")"));
+  }
+  SECTION("64-bit integers are strings out, strings or numbers in") {
+    auto json = to_json(samples::record());
+    CHECK_THAT(json, Catch::Contains(R"("createdAtMs":"1700000000123")"));
+    CHECK_THAT(json, Catch::Contains(R"("sequence":"18446744073709551615")"));
+    auto x = from_json<job_record>(R"({"createdAtMs": 1700000000123,
+                                       "startedAtMs": "1700000000456"})");
+    REQUIRE(x);
+    CHECK(x->created_at_ms == 1700000000123);
+    CHECK(x->started_at_ms == 1700000000456);
+  }
+  SECTION("checkpoints are base64") {
+    auto json = to_json(samples::progress());
+    CHECK_THAT(json, Catch::Contains(R"("checkpoint":"Y2sAAf+AIGVuZA==")"));
+  }
+  SECTION("unknown fields are ignored") {
+    auto x = from_json<job_spec>(R"({"type": "t", "addedLater": [1, 2]})");
+    REQUIRE(x);
+    CHECK(x->type == "t");
+  }
+}
+
+TEST_CASE("truncated bytes are errc::truncated", "[codec][bytes]") {
+  auto bytes = to_bytes(samples::record());
+  REQUIRE(bytes.size() > 64);
+  for (size_t cut : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9},
+                     size_t{16}, size_t{20}, bytes.size() / 2, bytes.size() - 9,
+                     bytes.size() - 8, bytes.size() - 1}) {
+    INFO("cut at " << cut << " of " << bytes.size());
+    caf::expected<job_record> x{job_record{}};
+    REQUIRE_NOTHROW(x = from_bytes<job_record>(bytes.data(), cut));
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::truncated);
+  }
+}
+
+TEST_CASE("sizes that don't match the message", "[codec][bytes]") {
+  auto bytes = to_bytes(samples::spec());
+  SECTION("trailing bytes, odd or whole words, are malformed") {
+    for (size_t extra : {1, 3, 8, 13}) {
+      INFO("extra " << extra);
+      auto padded = bytes;
+      padded.resize(bytes.size() + extra, '\0');
+      auto x = from_bytes<job_spec>(padded);
+      REQUIRE_FALSE(x);
+      CHECK(code_of(x.error()) == errc::malformed);
+      CHECK_THAT(describe(x.error()), Catch::Contains("past the message"));
+    }
+  }
+  SECTION("a segment table announcing too many segments is malformed") {
+    std::vector<char> forged(16, '\0');
+    forged[0] = forged[1] = '\xff'; // 65536 segments
+    auto x = from_bytes<job_spec>(forged);
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::malformed);
+  }
+  SECTION("an empty first segment is malformed") {
+    std::vector<char> forged(8, '\0');
+    auto x = from_bytes<job_spec>(forged);
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::malformed);
+  }
+}
+
+TEST_CASE("input over max_bytes is errc::too_large", "[codec]") {
+  decode_limits limits;
+  auto bytes = to_bytes(samples::record());
+  auto json = to_json(samples::record());
+  limits.max_bytes = bytes.size() - 8;
+  auto x = from_bytes<job_record>(bytes, limits);
+  REQUIRE_FALSE(x);
+  CHECK(code_of(x.error()) == errc::too_large);
+  limits.max_bytes = json.size() - 1;
+  auto y = from_json<job_record>(json, limits);
+  REQUIRE_FALSE(y);
+  CHECK(code_of(y.error()) == errc::too_large);
+  limits.max_bytes = json.size();
+  CHECK(from_json<job_record>(json, limits));
+  SECTION("the default is 16 MiB, checked before anything else") {
+    std::string huge((size_t{16} << 20) + 1, ' ');
+    auto z = from_json<job_spec>(huge);
+    REQUIRE_FALSE(z);
+    CHECK(code_of(z.error()) == errc::too_large);
+  }
+}
+
+TEST_CASE("the traversal limit is enforced", "[codec][bytes]") {
+  decode_limits limits;
+  limits.traversal_limit_words = 16;
+  auto x = from_bytes<job_record>(to_bytes(samples::record()), limits);
+  REQUIRE_FALSE(x);
+  CHECK(code_of(x.error()) == errc::too_large);
+  CHECK_THAT(describe(x.error()), Catch::Contains("traversal limit"));
+}
+
+TEST_CASE("a huge list of empty structs in a tiny message is refused",
+          "[codec][bytes]") {
+  // Hand-made message: LeaseBatch whose `leases` claims 1M zero-size
+  // elements in no space at all. Cap'n Proto accepts it (it charges one
+  // word per element to the 8M-word traversal limit); the codec must not
+  // allocate a million leases for 32 bytes of input.
+  uint64_t words[4] = {
+      uint64_t{3} << 32,        // 1 segment of 3 words
+      uint64_t{1} << 48,        // root: struct, 0 data, 1 ptr
+      1 | (uint64_t{7} << 32),  // list, composite, 0 words
+      (uint64_t{1000000} << 2), // tag: 1M elements of size 0
+  };
+  std::vector<char> bytes(sizeof(words));
+  std::memcpy(bytes.data(), words, sizeof(words));
+  auto x = from_bytes<lease_batch>(bytes);
+  REQUIRE_FALSE(x);
+  CHECK(code_of(x.error()) == errc::too_large);
+  CHECK_THAT(describe(x.error()), Catch::Contains("LeaseBatch.leases"));
+}
+
+TEST_CASE("nesting beyond the limits is errc::too_deep", "[codec]") {
+  SECTION("bytes: a tree deeper than nesting_limit") {
+    auto deep = to_bytes(samples::chain(100));
+    auto x = from_bytes<tree_node>(deep);
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::too_deep);
+    // A tree of 30 levels fits the default limit.
+    check_round_trip(samples::chain(30));
+  }
+  SECTION("bytes: a lower nesting_limit applies") {
+    decode_limits limits;
+    limits.nesting_limit = 4;
+    auto x = from_bytes<tree_node>(to_bytes(samples::tree()), limits);
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::too_deep);
+  }
+  SECTION("JSON: a tree deeper than max_json_depth") {
+    auto json = to_json(samples::chain(40));
+    auto x = from_json<tree_node>(json);
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::too_deep);
+    decode_limits limits;
+    limits.max_json_depth = 128;
+    auto y = from_json<tree_node>(json, limits);
+    REQUIRE(y);
+    CHECK(*y == samples::chain(40));
+  }
+  SECTION("JSON: job input nested deeper than max_json_depth") {
+    std::string input(100, '[');
+    input += std::string(100, ']');
+    auto x = from_json<job_spec>(R"({"input":)" + input + "}");
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::too_deep);
+    CHECK(code_of(validate_json(input)) == errc::too_deep);
+  }
+}
+
+TEST_CASE("malformed and mistyped JSON", "[codec][json]") {
+  struct bad_json {
+    const char* text;
+    errc expected;
+  };
+  bad_json cases[] = {
+      {"", errc::truncated},
+      {"not json", errc::malformed},
+      {R"({"jobId" "x"})", errc::malformed},
+      {R"({"jobId": "x"} trailing)", errc::malformed},
+      {R"({"jobId": )", errc::truncated},
+      {R"([1, 2])", errc::malformed},         // not an object
+      {R"({"jobId": 5})", errc::malformed},   // number for Text
+      {R"({"spec": 5})", errc::malformed},    // number for a struct
+      {R"({"stages": {}})", errc::malformed}, // object for a list
+      {R"({"createdAtMs": "soon"})", errc::malformed},
+      {R"({"progress": "abc"})", errc::malformed},
+      {R"({"checkpoint": "!!not base64!!"})", errc::malformed},
+      {R"({"checkpoint": 5})", errc::malformed},
+      {R"({"attempt": -1})", errc::invalid_value},         // UInt32
+      {R"({"attempt": 4294967296})", errc::invalid_value}, // UInt32
+      {R"({"createdAtMs": 1.5})", errc::invalid_value},    // Int64
+      {R"({"progress": 100.5})", errc::invalid_value},
+      {R"({"progress": "NaN"})", errc::invalid_value},
+      {R"({"etaMs": -2})", errc::invalid_value},
+      {R"({"spec": {"maxAttempts": 0}})", errc::invalid_value},
+      {R"({"spec": {"backoff": {"jitter": 1.5}}})", errc::invalid_value},
+      {R"({"spec": {"backoff": {"multiplier": 0.5}}})", errc::invalid_value},
+      {R"({"spec": {"timeoutMs": -1}})", errc::invalid_value},
+      {R"({"spec": {"resources": [{"name": "gpu", "amount": 0}]}})",
+       errc::invalid_value},
+      {R"({"stages": [{"percent": -1}]})", errc::invalid_value},
+  };
+  for (const auto& c : cases) {
+    INFO("JSON: " << c.text);
+    caf::expected<job_record> x{job_record{}};
+    REQUIRE_NOTHROW(x = from_json<job_record>(c.text));
+    REQUIRE_FALSE(x);
+    INFO("error: " << describe(x.error()));
+    CHECK(code_of(x.error()) == c.expected);
+  }
+}
+
+TEST_CASE("unknown enum values are errc::invalid_value", "[codec]") {
+  SECTION("JSON: unknown name") {
+    auto x = from_json<job_record>(R"({"status": "paused"})");
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::invalid_value);
+    CHECK_THAT(describe(x.error()), Catch::Contains("paused"));
+  }
+  SECTION("JSON: enums are names, a number is the wrong type") {
+    auto x = from_json<job_event>(R"({"kind": 7})");
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::malformed);
+    CHECK_THAT(describe(x.error()), Catch::Contains("Expected enum value"));
+  }
+  SECTION("bytes: every enum of a record and a tree") {
+    capnp::MallocMessageBuilder message;
+    auto record = message.initRoot<schema::JobRecord>();
+    record.setStatus(static_cast<schema::JobStatus>(7));
+    auto x = from_bytes<job_record>(forge(message));
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::invalid_value);
+    CHECK_THAT(describe(x.error()), Catch::Contains("JobRecord.status"));
+
+    record.setStatus(schema::JobStatus::FAILED);
+    record.initSpec().setPriority(static_cast<schema::Priority>(3));
+    x = from_bytes<job_record>(forge(message));
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::invalid_value);
+    CHECK_THAT(describe(x.error()), Catch::Contains("JobSpec.priority"));
+
+    record.getSpec().setPriority(schema::Priority::LOW);
+    record.initStages(1)[0].setState(static_cast<schema::StageState>(5));
+    x = from_bytes<job_record>(forge(message));
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::invalid_value);
+    CHECK_THAT(describe(x.error()), Catch::Contains("Stage.state"));
+  }
+}
+
+TEST_CASE("event details must match the event kind", "[codec]") {
+  capnp::MallocMessageBuilder message;
+  auto event = message.initRoot<schema::JobEvent>();
+  event.setKind(schema::EventKind::COMPLETED);
+  event.initDetails().initSpec().setType("t"); // completed carries a result
+  auto x = from_bytes<job_event>(forge(message));
+  REQUIRE_FALSE(x);
+  CHECK(code_of(x.error()) == errc::invalid_value);
+  CHECK_THAT(describe(x.error()), Catch::Contains("does not match kind"));
+  auto y = from_json<job_event>(R"({"kind": "failed",
+                                    "details": {"reason": "x"}})");
+  REQUIRE_FALSE(y);
+  CHECK(code_of(y.error()) == errc::invalid_value);
+}
+
+TEST_CASE("garbage never throws", "[codec][bytes]") {
+  auto seed = test_seed();
+  std::mt19937_64 rng{seed};
+  auto byte = [&rng] { return static_cast<char>(rng() & 0xff); };
+  const errc acceptable[] = {errc::truncated, errc::too_large, errc::malformed,
+                             errc::too_deep, errc::invalid_value};
+  auto check_error = [&](const caf::error& err) {
+    INFO("error: " << describe(err));
+    auto code = code_of(err);
+    CHECK(std::find(std::begin(acceptable), std::end(acceptable), code)
+          != std::end(acceptable));
+  };
+  SECTION("random bytes") {
+    for (int i = 0; i < 2000; ++i) {
+      std::vector<char> bytes(rng() % 200);
+      for (auto& b : bytes)
+        b = byte();
+      caf::expected<job_record> x{job_record{}};
+      REQUIRE_NOTHROW(x = from_bytes<job_record>(bytes));
+      if (!x)
+        check_error(x.error());
+    }
+  }
+  SECTION("valid messages with random bytes flipped") {
+    const std::vector<char> originals[]
+        = {to_bytes(samples::record()), to_bytes(samples::leases()),
+           to_bytes(samples::snapshot())};
+    for (int i = 0; i < 3000; ++i) {
+      auto bytes = originals[i % 3];
+      // Keep the segment table (mostly) intact to reach the reader.
+      for (auto flips = 1 + rng() % 4; flips > 0; --flips)
+        bytes[8 + rng() % (bytes.size() - 8)] = byte();
+      REQUIRE_NOTHROW([&] {
+        switch (i % 3) {
+          case 0:
+            if (auto x = from_bytes<job_record>(bytes); !x)
+              check_error(x.error());
+            break;
+          case 1:
+            if (auto x = from_bytes<lease_batch>(bytes); !x)
+              check_error(x.error());
+            break;
+          default:
+            if (auto x = from_bytes<tree_snapshot>(bytes); !x)
+              check_error(x.error());
+        }
+      }());
+    }
+  }
+  SECTION("random JSON-ish text") {
+    const char alphabet[] = R"({}[]:,"0123456789.-+eEtrufalsn \abc)";
+    for (int i = 0; i < 2000; ++i) {
+      std::string text(rng() % 80, ' ');
+      for (auto& c : text)
+        c = alphabet[rng() % (sizeof(alphabet) - 1)];
+      caf::expected<job_event> x{job_event{}};
+      REQUIRE_NOTHROW(x = from_json<job_event>(text));
+      if (!x)
+        check_error(x.error());
+    }
+  }
+}
+
+TEST_CASE("validate_json accepts one JSON value within limits", "[codec]") {
+  CHECK_FALSE(validate_json(R"({"a":[1,2,{"b":null}]})"));
+  CHECK_FALSE(validate_json("42"));
+  CHECK(code_of(validate_json("{")) == errc::truncated);
+  CHECK(code_of(validate_json("{} {}")) == errc::malformed);
+  decode_limits limits;
+  limits.max_bytes = 4;
+  CHECK(code_of(validate_json("[1,2,3]", limits)) == errc::too_large);
+}

@@ -1,0 +1,1 @@
+set(DROVER_HANDLER_TEST_SOURCES runtime/builtin_handlers_test.cpp)

@@ -1,0 +1,173 @@
+#include "runtime/submit.hpp"
+
+#include "runtime/errors.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace drover;
+
+namespace {
+
+constexpr int64_t now = 1'780'000'000'000; // 2026-05-28
+
+handler_registry registry() {
+  handler_registry r;
+  handler_options gpu;
+  gpu.resource_class = "gpu";
+  gpu.retry.max_attempts = 7;
+  gpu.retry.timeout_ms = 60000;
+  gpu.retry.backoff.initial_delay_ms = 250;
+  REQUIRE_FALSE(r.register_handler(
+    "transcode", [](task_context&) { return task_outcome::success(); }, gpu));
+  REQUIRE_FALSE(r.register_handler(
+    "noop", [](task_context&) { return task_outcome::success(); }));
+  return r;
+}
+
+submit_request req(std::string type = "noop") {
+  submit_request r;
+  r.type = std::move(type);
+  return r;
+}
+
+void expect_invalid(const submit_request& r, const std::string& fragment,
+                    errc code = errc::invalid_request,
+                    submit_limits limits = {}) {
+  auto handlers = registry();
+  auto spec = prepare_spec(r, handlers, limits, now);
+  REQUIRE_FALSE(spec);
+  INFO(describe(spec.error()));
+  CHECK(is(spec.error(), code));
+  CHECK(describe(spec.error()).find(fragment) != std::string::npos);
+}
+
+} // namespace
+
+TEST_CASE("defaults come from the job type, overrides from the request",
+          "[submit]") {
+  auto handlers = registry();
+  auto spec = prepare_spec(req("transcode"), handlers, {}, now);
+  REQUIRE(spec);
+  CHECK(spec->max_attempts == 7);
+  CHECK(spec->timeout_ms == 60000);
+  CHECK(spec->backoff.initial_delay_ms == 250);
+  CHECK(resource_class_of(*spec) == "gpu");
+  CHECK(spec->prio == priority::normal);
+  auto r = req("transcode");
+  r.max_attempts = 2;
+  r.timeout_ms = 5;
+  r.priority = 0;
+  r.input = R"({"url": "s3://x"})";
+  r.delay_ms = 1500;
+  r.resources = {{"cpu", 1}};
+  spec = prepare_spec(r, handlers, {}, now);
+  REQUIRE(spec);
+  CHECK(spec->max_attempts == 2);
+  CHECK(spec->timeout_ms == 5);
+  CHECK(spec->prio == priority::high);
+  CHECK(spec->input == R"({"url": "s3://x"})");
+  CHECK(spec->run_at_ms == now + 1500);
+  CHECK(resource_class_of(*spec) == "cpu");
+}
+
+TEST_CASE("every validation error is specific", "[submit]") {
+  expect_invalid(req(""), "type is required");
+  expect_invalid(req("nope"), "unknown job type 'nope'");
+  auto r = req();
+  r.priority = 3;
+  expect_invalid(r, "priority must be high (0), normal (1) or low (2), got 3");
+  r.priority = -1;
+  expect_invalid(r, "got -1");
+  r = req();
+  r.max_attempts = 0;
+  expect_invalid(r, "max_attempts must be at least 1, got 0");
+  r.max_attempts = -4;
+  expect_invalid(r, "got -4");
+  r.max_attempts = 1'000'000;
+  expect_invalid(r, "max_attempts must be at most 1000");
+  r = req();
+  r.timeout_ms = 0;
+  expect_invalid(r, "timeout must be positive, got 0 ms");
+  r.timeout_ms = -10;
+  expect_invalid(r, "timeout must be positive, got -10 ms");
+  r = req();
+  r.run_at = std::string{"tomorrow"};
+  expect_invalid(r, "run_at 'tomorrow' is not an RFC 3339 time");
+  r.run_at = std::string{"2026-13-01T00:00:00Z"};
+  expect_invalid(r, "is not an RFC 3339 time");
+  r.run_at = std::string{"2026-02-29T00:00:00Z"}; // not a leap year
+  expect_invalid(r, "is not an RFC 3339 time");
+  r.run_at = std::string{"2999-01-01T00:00:00Z"};
+  expect_invalid(r, "run_at is too far in the future");
+  r = req();
+  r.run_at = std::string{"2026-12-01T10:00:00Z"};
+  r.delay_ms = 5;
+  expect_invalid(r, "give run_at or delay, not both");
+  r = req();
+  r.delay_ms = -1;
+  expect_invalid(r, "delay must not be negative");
+  r = req();
+  r.input = "{\"a\": ";
+  expect_invalid(r, "input is not valid JSON");
+  r.input = "{} {}";
+  expect_invalid(r, "input is not valid JSON");
+  r.input = std::string(100, '[') + std::string(100, ']');
+  expect_invalid(r, "input is not valid JSON");
+  r = req();
+  submit_limits small;
+  small.max_input_bytes = 16;
+  r.input = R"({"data": "0123456789abcdef"})";
+  expect_invalid(r, "the limit is 16", errc::too_large, small);
+  r = req();
+  r.callback_url = "ftp://example.org/hook";
+  expect_invalid(r, "callback_url must be an http(s) URL");
+  r = req();
+  r.idempotency_key = std::string(300, 'k');
+  expect_invalid(r, "idempotency_key is longer than 256 bytes");
+  r.idempotency_key = "a\nb";
+  expect_invalid(r, "control characters");
+  r = req();
+  r.resources = {{"gpu", 2}};
+  expect_invalid(r, "exactly one slot");
+  r = req();
+  backoff_policy b;
+  b.jitter = 2;
+  r.backoff = b;
+  expect_invalid(r, "jitter must be within [0, 1]");
+}
+
+TEST_CASE("the default input limit is 1 MiB", "[submit]") {
+  auto handlers = registry();
+  auto r = req();
+  r.input = "\"" + std::string(1024 * 1024, 'x') + "\"";
+  auto spec = prepare_spec(r, handlers, {}, now);
+  REQUIRE_FALSE(spec);
+  CHECK(is(spec.error(), errc::too_large));
+  r.input = "\"" + std::string(1024 * 1024 - 2, 'x') + "\"";
+  CHECK(prepare_spec(r, handlers, {}, now));
+}
+
+TEST_CASE("RFC 3339 times", "[submit]") {
+  CHECK(parse_rfc3339_ms("1970-01-01T00:00:00Z") == int64_t{0});
+  CHECK(parse_rfc3339_ms("2026-12-01T10:00:00Z") == int64_t{1796119200000});
+  CHECK(parse_rfc3339_ms("2026-12-01T10:00:00.25Z") == int64_t{1796119200250});
+  CHECK(parse_rfc3339_ms("2026-12-01T11:30:00+01:30")
+        == int64_t{1796119200000});
+  CHECK(parse_rfc3339_ms("2026-12-01T08:00:00-02:00")
+        == int64_t{1796119200000});
+  CHECK_FALSE(parse_rfc3339_ms("2026-12-01 10:00:00"));
+  CHECK_FALSE(parse_rfc3339_ms("2026-12-01T10:00:00"));
+  CHECK_FALSE(parse_rfc3339_ms("2026-12-01T25:00:00Z"));
+  CHECK_FALSE(parse_rfc3339_ms("2026-12-01T10:00:00Zjunk"));
+  CHECK_FALSE(parse_rfc3339_ms("2026-12-01T10:00:00.Z"));
+  CHECK_FALSE(parse_rfc3339_ms(""));
+}
+
+TEST_CASE("a past run_at means now", "[submit]") {
+  auto handlers = registry();
+  auto r = req();
+  r.run_at = std::string{"2020-01-01T00:00:00Z"};
+  auto spec = prepare_spec(r, handlers, {}, now);
+  REQUIRE(spec);
+  CHECK(spec->run_at_ms == 0);
+}

@@ -1,0 +1,6 @@
+# Codec and type-ID tests, included by tests/CMakeLists.txt into the unit
+# test executable (paths relative to tests/).
+set(DROVER_RUNTIME_TEST_SOURCES
+  runtime/codec_test.cpp
+  runtime/type_ids_test.cpp
+)
