@@ -44,6 +44,7 @@
 #include "actors/progress_publisher.hpp"
 #include "actors/store.hpp"
 #include "runtime/atoms.hpp"
+#include "runtime/job_api.hpp"
 #include "runtime/submit.hpp"
 #include "runtime/task.hpp"
 #include "runtime/tree.hpp"
@@ -59,30 +60,6 @@
 #include <memory>
 
 namespace drover {
-
-/// Per-priority figures (index = priority: high, normal, low).
-struct queue_stats {
-  std::array<uint64_t, 3> depth{};
-  /// Age of the oldest ready job per priority, ms; 0 when empty.
-  std::array<int64_t, 3> oldest_age_ms{};
-  /// Jobs started per priority since the queue started.
-  std::array<uint64_t, 3> dispatched{};
-  /// Scheduled jobs and retries waiting for their time.
-  uint64_t delayed = 0;
-  uint64_t running = 0;
-  uint64_t idle_workers = 0;
-  uint64_t completed = 0;
-  uint64_t failed = 0;
-  uint64_t cancelled = 0;
-  uint64_t retried = 0;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, queue_stats& x) {
-  return f(caf::meta::type_name("queue_stats"), x.depth, x.oldest_age_ms,
-           x.dispatched, x.delayed, x.running, x.idle_workers, x.completed,
-           x.failed, x.cancelled, x.retried);
-}
 
 using queue_actor = caf::typed_actor<
   caf::replies_to<submit_atom, submit_request>::with<job_record>,

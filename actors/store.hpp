@@ -26,6 +26,7 @@
 // Unknown job ids fail with `errc::not_found`.
 
 #include "runtime/atoms.hpp"
+#include "runtime/job_api.hpp"
 #include "runtime/model.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -37,28 +38,6 @@
 #include <vector>
 
 namespace drover {
-
-/// Filter and page for `list_atom`.
-struct job_query {
-  /// Only jobs in this status; -1 = any (values of job_status otherwise).
-  int32_t status = -1;
-  /// Only jobs currently in the dead-letter queue.
-  bool dead_lettered = false;
-  /// Only this tenant's jobs; empty = all tenants.
-  std::string tenant;
-  /// Only this job type; empty = all types.
-  std::string type;
-  /// Page: jobs with an id greater than this; empty = from the start.
-  std::string after;
-  /// Page size, at most 10,000.
-  uint32_t limit = 100;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, job_query& x) {
-  return f(caf::meta::type_name("job_query"), x.status, x.dead_lettered,
-           x.tenant, x.type, x.after, x.limit);
-}
 
 using store_actor = caf::typed_actor<
   caf::replies_to<submit_atom, job_event>::with<job_record>,

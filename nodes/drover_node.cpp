@@ -2,11 +2,15 @@
 // `--roles all` on one machine is the zero-setup default.
 //
 // Life cycle: parse and validate the config (exit 2 on a bad one), start the
-// root supervisor, publish it as the node's admin endpoint (CAF network
-// layer, Cap'n Proto payloads), print one "ready" line, then wait. SIGINT or
-// SIGTERM starts an orderly shutdown of the tree (exit 0); a root supervisor
-// that escalates ends the process with exit 1.
+// root supervisor with the job system below it (store, progress publisher,
+// queue, workers; the built-in job types `exec` and `sleep`), publish the
+// node API actor (CAF network layer; droverctl talks to it), print one
+// "ready" line, then wait. SIGINT or SIGTERM starts an orderly shutdown of
+// the tree (exit 0); a root supervisor that escalates ends the process with
+// exit 1.
 
+#include "actors/api.hpp"
+#include "actors/job_system.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/supervisor.hpp"
@@ -30,12 +34,27 @@
 
 namespace {
 
-/// The node's supervision tree. Later issues hang the store, queues,
-/// workers and gateway below the root according to the roles.
-drover::supervisor_spec node_tree(const drover::node_config& cfg) {
+/// The node's supervision tree: for now every node runs all roles (the
+/// in-memory store until the PostgreSQL store lands).
+caf::expected<drover::supervisor_spec>
+node_tree(const drover::node_config& cfg,
+          std::shared_ptr<drover::job_system_handles> handles) {
+  auto handlers = std::make_shared<drover::handler_registry>();
+  drover::builtin_options builtins;
+  builtins.exec_kill_grace = cfg.exec_kill_grace;
+  if (auto err = drover::register_builtin_handlers(*handlers, builtins))
+    return err;
+  drover::job_system_config jobs;
+  jobs.slots = cfg.slots;
+  jobs.handlers = handlers;
+  jobs.queue.aging_interval = cfg.aging_interval;
+  jobs.queue.limits.max_input_bytes = cfg.max_input_bytes;
+  if (auto err = drover::validate(jobs))
+    return err;
   drover::supervisor_spec root;
   root.name = "node:" + cfg.node_id;
   root.flags.strat = drover::strategy::one_for_one;
+  root.children.push_back(drover::job_system_child(jobs, std::move(handles)));
   return root;
 }
 
@@ -45,17 +64,25 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   caf_cfg.load<caf::io::middleman>();
   drover::apply(cfg, caf_cfg);
   caf::actor_system sys{caf_cfg};
-  auto root = drover::spawn_supervisor(sys, node_tree(cfg));
+  auto handles = std::make_shared<drover::job_system_handles>();
+  auto tree = node_tree(cfg, handles);
+  if (!tree) {
+    std::cerr << "drover-node: " << drover::describe(tree.error()) << '\n';
+    return 2;
+  }
+  auto root = drover::spawn_supervisor(sys, std::move(*tree));
   if (!root) {
     std::cerr << "drover-node: " << drover::describe(root.error()) << '\n';
     return 1;
   }
-  auto port = sys.middleman().publish(*root, cfg.admin_port,
+  auto api = drover::spawn_api(sys, handles, *root);
+  auto port = sys.middleman().publish(api, cfg.admin_port,
                                       cfg.admin_host.c_str(), true);
   if (!port) {
     std::cerr << "drover-node: cannot listen on " << cfg.admin_host << ':'
               << cfg.admin_port << ": " << sys.render(port.error()) << '\n';
     caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
     return 1;
   }
   std::cout << "drover-node " << cfg.node_id << " ready: roles=";
@@ -103,6 +130,7 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     pthread_kill(signal_waiter.native_handle(), SIGTERM);
   }
   signal_waiter.join();
+  caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
   if (asked_to_stop && (!reason || reason == caf::exit_reason::user_shutdown)) {
     std::cout << "drover-node " << cfg.node_id << " stopped" << std::endl;
     return 0;

@@ -2,6 +2,7 @@
 // user-facing contract (inputs, results, error codes, cancellation).
 
 #include "runtime/errors.hpp"
+#include "runtime/json_text.hpp"
 #include "runtime/subprocess.hpp"
 #include "runtime/task.hpp"
 
@@ -50,24 +51,6 @@ constexpr int64_t max_sleep_steps = 10'000;
 std::string errno_text(int error) {
   char buf[256];
   return strerror_r(error, buf, sizeof(buf)); // GNU variant: returns the text
-}
-
-void append_utf8(std::string& out, uint32_t code_point) {
-  if (code_point < 0x80) {
-    out += static_cast<char>(code_point);
-  } else if (code_point < 0x800) {
-    out += static_cast<char>(0xC0 | (code_point >> 6));
-    out += static_cast<char>(0x80 | (code_point & 0x3F));
-  } else if (code_point < 0x10000) {
-    out += static_cast<char>(0xE0 | (code_point >> 12));
-    out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (code_point & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (code_point >> 18));
-    out += static_cast<char>(0x80 | ((code_point >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (code_point & 0x3F));
-  }
 }
 
 /// Length of the well-formed UTF-8 sequence at the start of `str`, or 0.
@@ -226,83 +209,6 @@ private:
 
 // -- JSON input ---------------------------------------------------------------
 
-bool is_hex_digit(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')
-         || (c >= 'A' && c <= 'F');
-}
-
-uint32_t hex_value(std::string_view digits) {
-  uint32_t value = 0;
-  for (char c : digits)
-    value = value * 16
-            + static_cast<uint32_t>(c <= '9'   ? c - '0'
-                                    : c <= 'F' ? c - 'A' + 10
-                                               : c - 'a' + 10);
-  return value;
-}
-
-/// Cap'n Proto 0.9.2's JSON decoder gets every \uXXXX escape that contains
-/// a hex letter wrong (it reads a-f as 0-5; fixed upstream in 2022, PR
-/// 1552) and doesn't pair surrogates, so "\u00e9" would reach a program as
-/// "I". This rewrites exactly those escapes, inside string literals, into
-/// the UTF-8 they denote (the decoder takes raw UTF-8 and raw control
-/// characters in strings); a quote or backslash stays escaped, an unpaired
-/// surrogate becomes U+FFFD. Anything malformed is left for the decoder to
-/// reject.
-std::string fix_unicode_escapes(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  auto escape_at = [&text](size_t i) {
-    return i + 6 <= text.size() && text[i] == '\\' && text[i + 1] == 'u'
-           && std::all_of(text.begin() + i + 2, text.begin() + i + 6,
-                          is_hex_digit);
-  };
-  bool in_string = false;
-  size_t i = 0;
-  while (i < text.size()) {
-    char c = text[i];
-    if (c == '"') {
-      in_string = !in_string;
-    } else if (in_string && c == '\\' && i + 1 < text.size()) {
-      if (!escape_at(i)) {
-        out.append(text.substr(i, 2)); // \" \\ \n ... (or garbage)
-        i += 2;
-        continue;
-      }
-      auto digits = text.substr(i + 2, 4);
-      auto code_point = hex_value(digits);
-      size_t consumed = 6;
-      if (code_point >= 0xD800 && code_point <= 0xDBFF) {
-        auto low = escape_at(i + 6) ? hex_value(text.substr(i + 8, 4)) : 0;
-        if (low >= 0xDC00 && low <= 0xDFFF) {
-          code_point = 0x10000 + ((code_point - 0xD800) << 10) + (low - 0xDC00);
-          consumed = 12;
-        } else {
-          code_point = 0xFFFD;
-        }
-      } else if (code_point >= 0xDC00 && code_point <= 0xDFFF) {
-        code_point = 0xFFFD;
-      } else if (std::none_of(digits.begin(), digits.end(),
-                              [](char d) { return d > '9'; })) {
-        out.append(text.substr(i, 6)); // decoded correctly as it is
-        i += 6;
-        continue;
-      }
-      if (code_point == '"')
-        out += "\\\"";
-      else if (code_point == '\\')
-        out += "\\\\";
-      else
-        append_utf8(out, code_point);
-      i += consumed;
-      continue;
-    }
-    out += c;
-    ++i;
-  }
-  return out;
-}
-
 /// Parses `text` into `message`; returns "" and sets `root`, or the reason
 /// the text isn't acceptable JSON.
 std::string parse_json(const std::string& text,
@@ -310,6 +216,8 @@ std::string parse_json(const std::string& text,
                        json_value::Reader& root) {
   if (text.find_first_not_of(" \t\r\n") == std::string::npos)
     return "input must be a JSON object, got nothing";
+  // Cap'n Proto 0.9.2 misreads \uXXXX escapes with hex letters
+  // (runtime/json_text.hpp); the rewrite never makes the text longer.
   auto fixed = fix_unicode_escapes(text);
   capnp::JsonCodec codec;
   codec.setMaxNestingDepth(max_json_depth);

@@ -2,6 +2,7 @@
 
 #include "runtime/detail/capnp_model.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/json_text.hpp"
 
 #include <capnp/compat/json.h>
 #include <capnp/message.h>
@@ -107,8 +108,13 @@ public:
     }
     // Text that is not valid JSON (never accepted by from_json; possible in
     // bytes from elsewhere) is shown as a JSON string rather than failing.
-    auto failure = kj::runCatchingExceptions(
-        [&codec, &input, &output] { codec.decodeRaw(input, output); });
+    // Payload text may hold \uXXXX escapes that Cap'n Proto 0.9.2 misreads
+    // (e.g. from the binary API): runtime/json_text.hpp.
+    auto fixed = fix_unicode_escapes({input.begin(), input.size()});
+    auto failure = kj::runCatchingExceptions([&codec, &fixed, &output] {
+      codec.decodeRaw(kj::ArrayPtr<const char>{fixed.data(), fixed.size()},
+                      output);
+    });
     if (failure != nullptr)
       output.setString(input);
   }
@@ -249,12 +255,15 @@ caf::expected<T> from_json(std::string_view text, const decode_limits& limits) {
   T result;
   caf::error err;
   auto failure = kj::runCatchingExceptions([&] {
+    // After the size check, so the limit applies to the input as it came;
+    // the rewrite never makes the text longer (runtime/json_text.hpp).
+    auto fixed = fix_unicode_escapes(text);
     drover_json_codec codec{limits.max_json_depth};
     capnp::MallocMessageBuilder message;
     auto root = message.initRoot<wire>();
-    codec.get().decode(kj::ArrayPtr<const char>{text.data(), text.size()},
+    codec.get().decode(kj::ArrayPtr<const char>{fixed.data(), fixed.size()},
                        root);
-    detail::read_context ctx{text.size()};
+    detail::read_context ctx{fixed.size()};
     err = detail::read(root.asReader(), result, ctx);
   });
   KJ_IF_MAYBE (e, failure)
@@ -307,10 +316,12 @@ caf::error validate_json(std::string_view text, const decode_limits& limits) {
                                            + " bytes, the limit is "
                                            + std::to_string(limits.max_bytes));
   auto failure = kj::runCatchingExceptions([&] {
+    // As in from_json: checked at its original size, then rewritten.
+    auto fixed = fix_unicode_escapes(text);
     capnp::JsonCodec codec;
     codec.setMaxNestingDepth(limits.max_json_depth);
     capnp::MallocMessageBuilder message;
-    codec.decodeRaw(kj::ArrayPtr<const char>{text.data(), text.size()},
+    codec.decodeRaw(kj::ArrayPtr<const char>{fixed.data(), fixed.size()},
                     message.initRoot<capnp::JsonValue>());
   });
   KJ_IF_MAYBE (e, failure)

@@ -76,6 +76,10 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   int64_t heartbeat = cfg.heartbeat_interval.count();
   int64_t conn_timeout = cfg.connection_timeout.count();
   int64_t shutdown = cfg.shutdown_timeout.count();
+  std::string slots = "cpu=2";
+  int64_t aging = cfg.aging_interval.count();
+  int64_t max_input = static_cast<int64_t>(cfg.max_input_bytes);
+  int64_t kill_grace = cfg.exec_kill_grace.count();
   po::options_description general{"drover-node options"};
   general.add_options()
     ("help,h", "print this help and exit")
@@ -98,7 +102,15 @@ caf::expected<parse_outcome> parse_node_config(int argc,
     ("shutdown-timeout-ms", po::value(&shutdown)->default_value(shutdown),
      "deadline for an orderly shutdown")
     ("state-dir", po::value(&cfg.state_dir)->default_value(cfg.state_dir),
-     "folder for local state");
+     "folder for local state")
+    ("slots", po::value(&slots)->default_value(slots),
+     "worker slots per resource class, e.g. cpu=4,gpu=1")
+    ("aging-interval-ms", po::value(&aging)->default_value(aging),
+     "priority aging: a low job waits at most 2x this behind newer high jobs")
+    ("max-input-bytes", po::value(&max_input)->default_value(max_input),
+     "largest accepted job input")
+    ("exec-kill-grace-ms", po::value(&kill_grace)->default_value(kill_grace),
+     "exec jobs: SIGTERM to SIGKILL on cancel or timeout");
   try {
     po::variables_map vm;
     // Command line first: Boost keeps the first value stored.
@@ -132,6 +144,22 @@ caf::expected<parse_outcome> parse_node_config(int argc,
       || !in_range(shutdown, 0, 3600000))
     return make_error(errc::bad_config,
                       "time settings must be within [0, 3600000] ms");
+  if (!in_range(aging, 1, 86400000))
+    return make_error(errc::bad_config,
+                      "aging-interval-ms must be within [1, 86400000]");
+  if (!in_range(max_input, 1, 256LL * 1024 * 1024))
+    return make_error(errc::bad_config,
+                      "max-input-bytes must be within [1, 268435456]");
+  if (!in_range(kill_grace, 0, 86400000))
+    return make_error(errc::bad_config,
+                      "exec-kill-grace-ms must be within [0, 86400000]");
+  auto parsed_slots = parse_slots(slots);
+  if (!parsed_slots)
+    return std::move(parsed_slots.error());
+  cfg.slots = std::move(*parsed_slots);
+  cfg.aging_interval = std::chrono::milliseconds{aging};
+  cfg.max_input_bytes = static_cast<size_t>(max_input);
+  cfg.exec_kill_grace = std::chrono::milliseconds{kill_grace};
   cfg.admin_port = static_cast<uint16_t>(admin_port);
   cfg.scheduler_threads = static_cast<uint32_t>(threads);
   cfg.heartbeat_interval = std::chrono::milliseconds{heartbeat};
@@ -151,6 +179,44 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   }
   if (auto err = validate(cfg))
     return err;
+  return result;
+}
+
+caf::expected<std::map<std::string, uint32_t>>
+parse_slots(const std::string& text) {
+  std::map<std::string, uint32_t> result;
+  std::string::size_type pos = 0;
+  while (pos < text.size()) {
+    auto comma = text.find(',', pos);
+    auto item = text.substr(pos, comma == std::string::npos ? std::string::npos
+                                                            : comma - pos);
+    pos = comma == std::string::npos ? text.size() : comma + 1;
+    if (item.empty())
+      continue;
+    auto eq = item.find('=');
+    auto bad = [&item](const std::string& why) {
+      return make_error(errc::bad_config,
+                        "slots entry '" + item + "': " + why);
+    };
+    if (eq == std::string::npos || eq == 0)
+      return bad("expected class=count");
+    auto name = item.substr(0, eq);
+    auto count = item.substr(eq + 1);
+    if (count.empty() || count.size() > 4
+        || count.find_first_not_of("0123456789") != std::string::npos)
+      return bad("count must be a number within [1, 1024]");
+    auto n = std::stoul(count);
+    if (n < 1 || n > 1024)
+      return bad("count must be a number within [1, 1024]");
+    for (auto c : name)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-'
+            || c == '_'))
+        return bad("class names may only contain letters, digits, - and _");
+    if (!result.emplace(name, static_cast<uint32_t>(n)).second)
+      return bad("class listed twice");
+  }
+  if (result.empty())
+    return make_error(errc::bad_config, "slots must name at least one class");
   return result;
 }
 

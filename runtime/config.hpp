@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <iosfwd>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,19 @@ struct node_config {
   std::chrono::milliseconds shutdown_timeout{30000};
   /// Folder for local state (PostgreSQL data directory, later).
   std::string state_dir = ".drover";
+  /// Worker slots per resource class ("cpu=4,gpu=1").
+  std::map<std::string, uint32_t> slots{{"cpu", 2}};
+  /// Priority aging: see actors/queue.hpp.
+  std::chrono::milliseconds aging_interval{10000};
+  /// Largest accepted job input (JSON text).
+  size_t max_input_bytes = 1024 * 1024;
+  /// exec jobs: SIGTERM-to-SIGKILL grace on cancel or timeout.
+  std::chrono::milliseconds exec_kill_grace{5000};
 };
+
+/// Parses "cpu=4,gpu=1"; errc::bad_config naming the bad part.
+caf::expected<std::map<std::string, uint32_t>>
+parse_slots(const std::string& text);
 
 /// Outcome of parsing: either a config to run with, or a request to print
 /// help/version and exit successfully.

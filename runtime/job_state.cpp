@@ -132,6 +132,9 @@ caf::error apply(job_record& rec, const job_event& ev) {
       next.completed_at_ms = ev.at_ms;
       next.lease_expiry_ms = 0;
       next.eta_ms = -1;
+      for (auto& s : next.stages)
+        if (s.state == stage_state::running)
+          s.state = stage_state::failed;
       break;
     case event_kind::dead_lettered:
       if (rec.status != job_status::failed || rec.dead_lettered)
@@ -169,6 +172,9 @@ caf::error apply(job_record& rec, const job_event& ev) {
       next.eta_ms = -1;
       if (!ev.reason.empty())
         next.error = error_info{"cancelled", ev.reason, false};
+      for (auto& s : next.stages)
+        if (s.state == stage_state::running || s.state == stage_state::pending)
+          s.state = stage_state::skipped;
       break;
   }
   next.sequence = ev.sequence;

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cmath>
 #include <ctime>
+#include <tuple>
 
 namespace drover {
 
@@ -102,6 +103,17 @@ caf::optional<int64_t> parse_rfc3339_ms(const std::string& t) {
   tm.tm_sec = std::min(second, 59); // a leap second counts as :59
   int64_t secs = static_cast<int64_t>(timegm(&tm)) - offset_minutes * 60;
   return secs * 1000 + millis;
+}
+
+bool operator==(const submit_request& x, const submit_request& y) {
+  return std::tie(x.type, x.input, x.tenant, x.idempotency_key,
+                  x.callback_url, x.rate_limit_key, x.breaker_key,
+                  x.resources, x.priority, x.run_at, x.delay_ms,
+                  x.max_attempts, x.timeout_ms, x.backoff)
+         == std::tie(y.type, y.input, y.tenant, y.idempotency_key,
+                     y.callback_url, y.rate_limit_key, y.breaker_key,
+                     y.resources, y.priority, y.run_at, y.delay_ms,
+                     y.max_attempts, y.timeout_ms, y.backoff);
 }
 
 const std::string& resource_class_of(const job_spec& spec) {

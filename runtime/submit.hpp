@@ -11,7 +11,6 @@
 
 #include "runtime/model.hpp"
 #include "runtime/task.hpp"
-#include "runtime/type_ids.hpp"
 
 #include <caf/expected.hpp>
 #include <caf/optional.hpp>
@@ -46,13 +45,7 @@ struct submit_request {
   caf::optional<backoff_policy> backoff;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, submit_request& x) {
-  return f(caf::meta::type_name("submit_request"), x.type, x.input, x.tenant,
-           x.idempotency_key, x.callback_url, x.rate_limit_key, x.breaker_key,
-           x.resources, x.priority, x.run_at, x.delay_ms, x.max_attempts,
-           x.timeout_ms, x.backoff);
-}
+bool operator==(const submit_request& x, const submit_request& y);
 
 struct submit_limits {
   /// Largest accepted input, in bytes of JSON text.

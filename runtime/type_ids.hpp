@@ -18,11 +18,14 @@
 // is added here without a test.
 
 #include "runtime/codec.hpp"
+#include "runtime/job_api.hpp"
+#include "runtime/submit.hpp"
 #include "runtime/model.hpp"
 #include "runtime/tree.hpp"
 
 #include <caf/error.hpp>
 #include <caf/none.hpp>
+#include <caf/meta/type_name.hpp>
 #include <caf/type_id.hpp>
 
 #include <utility>
@@ -49,6 +52,9 @@ CAF_ADD_TYPE_ID(drover, (std::vector<drover::job_record>))
 CAF_ADD_TYPE_ID(drover, (std::vector<drover::job_event>))
 CAF_ADD_TYPE_ID(drover, (drover::lease))
 CAF_ADD_TYPE_ID(drover, (drover::completion))
+CAF_ADD_TYPE_ID(drover, (drover::submit_request))
+CAF_ADD_TYPE_ID(drover, (drover::job_query))
+CAF_ADD_TYPE_ID(drover, (drover::queue_stats))
 
 CAF_END_TYPE_ID_BLOCK(drover)
 
@@ -113,5 +119,30 @@ DROVER_INSPECT_AS_CAPNP(tree_node)
 DROVER_INSPECT_AS_CAPNP(tree_snapshot)
 
 #undef DROVER_INSPECT_AS_CAPNP
+
+// Request/answer types of the job API without a schema of their own yet:
+// CAF's field-by-field binary format. (Their members that are model types
+// still travel as Cap'n Proto bytes.)
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, submit_request& x) {
+  return f(caf::meta::type_name("submit_request"), x.type, x.input, x.tenant,
+           x.idempotency_key, x.callback_url, x.rate_limit_key, x.breaker_key,
+           x.resources, x.priority, x.run_at, x.delay_ms, x.max_attempts,
+           x.timeout_ms, x.backoff);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, job_query& x) {
+  return f(caf::meta::type_name("job_query"), x.status, x.dead_lettered,
+           x.tenant, x.type, x.after, x.limit);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, queue_stats& x) {
+  return f(caf::meta::type_name("queue_stats"), x.depth, x.oldest_age_ms,
+           x.dispatched, x.delayed, x.running, x.idle_workers, x.completed,
+           x.failed, x.cancelled, x.retried);
+}
 
 } // namespace drover

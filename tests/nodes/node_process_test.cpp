@@ -60,21 +60,25 @@ public:
     close(pidfd_);
   }
 
-  /// Reads stdout until a line containing `needle`; returns that line.
+  /// Reads stdout (or stderr) until a line containing `needle`; returns
+  /// that line. Lines read on the way are kept for drain_all().
   std::optional<std::string> wait_for_line(const std::string& needle,
-                                           std::chrono::milliseconds timeout) {
+                                           std::chrono::milliseconds timeout,
+                                           bool from_stderr = false) {
     auto deadline = clock_type::now() + timeout;
+    auto& buf = from_stderr ? err_buf_ : out_buf_;
+    auto fd = from_stderr ? err_ : out_;
+    size_t scanned = 0;
     for (;;) {
-      auto nl = out_buf_.find('\n');
+      auto nl = buf.find('\n', scanned);
       while (nl != std::string::npos) {
-        auto line = out_buf_.substr(0, nl);
-        out_buf_.erase(0, nl + 1);
-        lines_.push_back(line);
+        auto line = buf.substr(scanned, nl - scanned);
+        scanned = nl + 1;
         if (line.find(needle) != std::string::npos)
           return line;
-        nl = out_buf_.find('\n');
+        nl = buf.find('\n', scanned);
       }
-      if (!read_some(out_, out_buf_, deadline))
+      if (!read_some(fd, buf, deadline))
         return std::nullopt;
     }
   }
@@ -132,7 +136,6 @@ private:
   int pidfd_ = -1;
   std::string out_buf_;
   std::string err_buf_;
-  std::vector<std::string> lines_;
   std::optional<int> status_;
 };
 
@@ -223,4 +226,79 @@ TEST_CASE("droverctl rejects bad usage with status 2", "[node]") {
   CHECK(out.find("unknown command 'frobnicate'") != std::string::npos);
   auto [rc2, out2] = droverctl({"tree", "--port", "99999"});
   CHECK(rc2 == 2);
+}
+
+namespace {
+
+std::string job_id_of(const std::string& json) {
+  auto key = std::string{"\"jobId\":\""};
+  auto pos = json.find(key);
+  REQUIRE(pos != std::string::npos);
+  auto end = json.find('"', pos + key.size());
+  return json.substr(pos + key.size(), end - pos - key.size());
+}
+
+} // namespace
+
+TEST_CASE("jobs submitted with droverctl run on the node", "[node]") {
+  process node{{DROVER_NODE_BIN, "--node-id", "jobs", "--admin-port", "0"}};
+  auto ready = node.wait_for_line("ready", 30s);
+  REQUIRE(ready);
+  auto port = admin_port_of(*ready);
+  auto [rc, out] = droverctl({"submit", "sleep", "--port", port, "--input",
+                              R"({"ms": 200, "steps": 4})", "--wait"});
+  INFO(out);
+  CHECK(rc == 0);
+  CHECK(out.find("\"status\":\"completed\"") != std::string::npos);
+  CHECK(out.find("\"slept_ms\":200") != std::string::npos);
+  CHECK(out.find("100%") != std::string::npos); // progress was streamed
+  auto [brc, bad] = droverctl({"submit", "exec", "--port", port, "--input",
+                               R"({"argv": []})", "--max-attempts", "1",
+                               "--wait"});
+  CHECK(brc == 1);
+  CHECK(bad.find("invalid_input") != std::string::npos);
+  auto [vrc, verr] = droverctl({"submit", "sleep", "--port", port,
+                                "--max-attempts", "0"});
+  CHECK(vrc == 1);
+  CHECK(verr.find("max_attempts must be at least 1") != std::string::npos);
+  node.signal(SIGTERM);
+  auto st = node.wait_exit(30s);
+  REQUIRE(st);
+  CHECK(WIFEXITED(*st));
+}
+
+TEST_CASE("cancelling an exec job whose program ignores SIGTERM kills it",
+          "[node]") {
+  process node{{DROVER_NODE_BIN, "--node-id", "cancel", "--admin-port", "0",
+                "--exec-kill-grace-ms", "300"}};
+  auto ready = node.wait_for_line("ready", 30s);
+  REQUIRE(ready);
+  auto port = admin_port_of(*ready);
+  // The program reports its pid as a stage name, then ignores SIGTERM.
+  auto script = std::string{"trap '' TERM; echo PROGRESS 10 pid-$$; "
+                            "while :; do sleep 0.05; done"};
+  auto input = std::string{R"({"argv": ["sh", "-c", ")"} + script + "\"]}";
+  auto [rc, out] = droverctl({"submit", "exec", "--port", port, "--input",
+                              input});
+  REQUIRE(rc == 0);
+  auto id = job_id_of(out);
+  process waiter{{DROVER_CTL_BIN, "wait", id, "--port", port}};
+  // droverctl wait prints progress lines to stderr; the first one names
+  // the pid, and means the program runs (and ignores SIGTERM) now.
+  auto progress = waiter.wait_for_line("pid-", 30s, true);
+  REQUIRE(progress);
+  auto [crc, cout_] = droverctl({"cancel", id, "--port", port});
+  CHECK(crc == 0);
+  auto wst = waiter.wait_exit(30s);
+  REQUIRE(wst);
+  auto all = waiter.drain_all();
+  INFO(all);
+  CHECK(all.find("\"status\":\"cancelled\"") != std::string::npos);
+  auto p = progress->find("pid-");
+  REQUIRE(p != std::string::npos);
+  auto pid = std::stoi(progress->substr(p + 4));
+  CHECK(kill(pid, 0) == -1); // killed and reaped: no zombie
+  CHECK(errno == ESRCH);
+  node.signal(SIGTERM);
+  REQUIRE(node.wait_exit(30s));
 }

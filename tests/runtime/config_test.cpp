@@ -49,6 +49,10 @@ TEST_CASE("command line values are parsed", "[config]") {
   CHECK(r->config.roles == std::vector<std::string>{"coordinator", "worker"});
   CHECK(r->config.admin_port == 0);
   CHECK(r->config.scheduler_threads == 1);
+  r = parse({"--slots", "cpu=4,gpu=1"});
+  REQUIRE(r);
+  CHECK(r->config.slots == std::map<std::string, uint32_t>{{"cpu", 4},
+                                                           {"gpu", 1}});
 }
 
 TEST_CASE("the command line wins over the config file", "[config]") {
@@ -79,6 +83,12 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
               "1000"},
              "connection-timeout-ms must exceed");
   expect_bad({"--config", "/nonexistent/drover.ini"}, "cannot read config");
+  expect_bad({"--slots", "cpu"}, "expected class=count");
+  expect_bad({"--slots", "cpu=0"}, "within [1, 1024]");
+  expect_bad({"--slots", "cpu=2,cpu=3"}, "listed twice");
+  expect_bad({"--slots", "c pu=2"}, "class names");
+  expect_bad({"--slots", ","}, "at least one class");
+  expect_bad({"--aging-interval-ms", "0"}, "aging-interval-ms");
 }
 
 TEST_CASE("a config file with an unknown key is refused", "[config]") {

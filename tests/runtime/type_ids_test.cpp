@@ -95,6 +95,39 @@ TEST_CASE("every type of the type-ID block round-trips through CAF",
   check_caf_round_trip(f.sys, samples::make_lease("job-7", 4));
   check_caf_round_trip(f.sys,
                        samples::done(completion_outcome::failed_permanent));
+  submit_request req;
+  req.type = "exec";
+  req.input = R"({"argv": ["true"]})";
+  req.tenant = "acme";
+  req.idempotency_key = "k-1";
+  req.resources = {{"gpu", 1}};
+  req.priority = 0;
+  req.run_at = std::string{"2026-12-01T10:00:00Z"};
+  req.max_attempts = 4;
+  req.timeout_ms = 600000;
+  req.backoff = backoff_policy{500, 9000, 3.0, 0.5};
+  check_caf_round_trip(f.sys, req);
+  check_caf_round_trip(f.sys, submit_request{});
+  job_query q;
+  q.status = 5;
+  q.dead_lettered = true;
+  q.tenant = "acme";
+  q.type = "exec";
+  q.after = "j0000000000001";
+  q.limit = 50;
+  check_caf_round_trip(f.sys, q);
+  queue_stats st;
+  st.depth = {1, 2, 3};
+  st.oldest_age_ms = {4, 5, 6};
+  st.dispatched = {7, 8, 9};
+  st.delayed = 10;
+  st.running = 11;
+  st.idle_workers = 12;
+  st.completed = 13;
+  st.failed = 14;
+  st.cancelled = 15;
+  st.retried = 16;
+  check_caf_round_trip(f.sys, st);
   // Adding a type to the block without a round trip above fails here.
   constexpr auto block_size
       = caf::id_block::drover::end - caf::id_block::drover::begin;

@@ -1,0 +1,36 @@
+#pragma once
+
+// The node API: one stable actor per node that remote clients (droverctl,
+// later the HTTP gateway on another node) talk to over CAF's network layer.
+// It outlives restarts of the job system and forwards each request to the
+// part that currently serves it, so a client's handle never goes stale.
+//
+// Protocol (each forwarded with `delegate`; the answer comes from the part):
+//   (submit_atom, submit_request)          -> job_record        queue
+//   (cancel_atom, job_id)                  -> ok_atom           queue
+//   (redrive_atom, job_id | all_atom)      -> ok_atom | uint32_t queue
+//   (purge_atom, job_id | all_atom)        -> ok_atom | uint32_t queue
+//   (stats_atom)                           -> queue_stats       queue
+//   (get_atom, job_id)                     -> job_record        store
+//   (events_atom, job_id)                  -> vector<job_event> store
+//   (list_atom, job_query)                 -> vector<job_record> store
+//   (subscribe_atom, job_id, subscriber)   -> ok_atom           publisher
+//   (unsubscribe_atom, job_id, subscriber)                      publisher
+//   (describe_atom)                        -> tree_node         root
+// While a part is restarting, requests fail with `errc::unavailable`.
+
+#include "actors/job_system.hpp"
+#include "runtime/supervisor.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include <memory>
+
+namespace drover {
+
+caf::actor spawn_api(caf::actor_system& sys,
+                     std::shared_ptr<const job_system_handles> handles,
+                     supervisor_actor root);
+
+} // namespace drover
