@@ -140,6 +140,13 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
           return not_found(job_id);
         return i->second.history;
       },
+      [self](recover_atom) -> std::vector<job_record> {
+        std::vector<job_record> result;
+        for (const auto& kv : self->state.jobs)
+          if (!is_terminal(kv.second.record.status))
+            result.push_back(kv.second.record);
+        return result;
+      },
       [self](list_atom,
              const job_query& q) -> caf::result<std::vector<job_record>> {
         auto& st = self->state;

@@ -104,13 +104,26 @@ void log_failure(const std::string& what, const caf::error& err) {
 
 void dispatch(self_ptr self, const std::string& cls);
 
+/// `ready_since_ms` defaults to now; recovery passes the original time so
+/// recovered jobs keep their place.
 void push_ready(self_ptr self, std::string job_id, priority prio,
-                const std::string& cls) {
+                const std::string& cls, int64_t ready_since_ms = 0) {
   auto& q = self->state.classes[cls];
   auto i = prio_index(prio);
-  q.by_priority[i].push_back(
-    {std::move(job_id),
-     now_ms(self) + static_cast<int64_t>(i) * aging_ms(self)});
+  auto since = ready_since_ms > 0 ? ready_since_ms : now_ms(self);
+  auto& dq = q.by_priority[i];
+  ready_entry entry{std::move(job_id),
+                    since + static_cast<int64_t>(i) * aging_ms(self)};
+  // Keys are non-decreasing within a FIFO except for recovered jobs, which
+  // go where their age puts them.
+  if (dq.empty() || dq.back().key <= entry.key)
+    dq.push_back(std::move(entry));
+  else
+    dq.insert(std::upper_bound(dq.begin(), dq.end(), entry,
+                               [](const ready_entry& x, const ready_entry& y) {
+                                 return x.key < y.key;
+                               }),
+              std::move(entry));
   dispatch(self, cls);
 }
 
@@ -279,6 +292,66 @@ caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
   return rp;
 }
 
+/// Settles an attempt that was running when its owner vanished (its job
+/// supervisor died, or the node restarted): the retry policy decides
+/// between a retry (resuming from the last committed checkpoint) and the
+/// dead-letter queue.
+void settle_interrupted(self_ptr self, const job_record& rec,
+                        error_info err) {
+  auto& st = self->state;
+  const auto* h = st.deps.handlers->find(rec.spec.type);
+  std::vector<std::string> none;
+  std::uniform_real_distribution<double> u{0.0, 1.0};
+  auto decision = decide_retry(rec, err,
+                               h ? h->options.retry.non_retryable : none,
+                               now_ms(self), u(st.rng));
+  std::vector<job_event> events;
+  job_event ev;
+  ev.job_id = rec.job_id;
+  ev.attempt = rec.attempt;
+  ev.at_ms = now_ms(self);
+  ev.kind = event_kind::worker_lost;
+  ev.worker_id = rec.worker_id;
+  events.push_back(ev);
+  ev.worker_id.clear();
+  ev.error = err;
+  if (decision.retry) {
+    ev.kind = event_kind::retry_scheduled;
+    ev.next_attempt_at_ms = decision.next_attempt_at_ms;
+    events.push_back(ev);
+  } else {
+    ev.error.message += " (" + decision.reason + ")";
+    ev.kind = event_kind::failed;
+    events.push_back(ev);
+    ev.kind = event_kind::dead_lettered;
+    events.push_back(ev);
+  }
+  auto retry_at = decision.next_attempt_at_ms;
+  self->request(st.deps.store, store_timeout, append_atom::value,
+                std::move(events))
+    .then(
+      [self, rec, retry_at, retry = decision.retry](ok_atom) {
+        if (retry) {
+          ++self->state.stats.retried;
+          push_delayed(self, {retry_at, rec.job_id,
+                              resource_class_of(rec.spec), rec.spec.prio});
+          return;
+        }
+        ++self->state.stats.failed;
+        self->request(self->state.deps.store, store_timeout, get_atom::value,
+                      rec.job_id)
+          .then(
+            [self](job_record& final_rec) {
+              self->send(self->state.deps.publisher, final_atom::value,
+                         std::move(final_rec));
+            },
+            [](caf::error&) {});
+      },
+      [](caf::error& err) {
+        log_failure("settling an interrupted attempt", err);
+      });
+}
+
 /// A job supervisor died without concluding its job: settle the attempt.
 void resolve_orphan(self_ptr self, const std::string& job_id,
                     running_entry entry, const caf::error& reason) {
@@ -296,50 +369,53 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
         if (rec.status != job_status::processing)
           return;
         self->send(entry.worker, abandon_atom::value, rec.job_id, rec.attempt);
-        error_info err{"supervisor_lost",
-                       "the job's supervisor died: "
-                         + self->system().render(reason),
-                       true};
-        const auto* h = st.deps.handlers->find(rec.spec.type);
-        std::vector<std::string> none;
-        std::uniform_real_distribution<double> u{0.0, 1.0};
-        auto decision = decide_retry(
-          rec, err, h ? h->options.retry.non_retryable : none, now_ms(self),
-          u(st.rng));
-        std::vector<job_event> events;
-        job_event ev;
-        ev.job_id = rec.job_id;
-        ev.attempt = rec.attempt;
-        ev.at_ms = now_ms(self);
-        ev.error = err;
-        if (decision.retry) {
-          ev.kind = event_kind::retry_scheduled;
-          ev.next_attempt_at_ms = decision.next_attempt_at_ms;
-          events.push_back(ev);
-        } else {
-          ev.error.message += " (" + decision.reason + ")";
-          ev.kind = event_kind::failed;
-          events.push_back(ev);
-          ev.kind = event_kind::dead_lettered;
-          events.push_back(ev);
-        }
-        auto retry_at = decision.next_attempt_at_ms;
-        self->request(st.deps.store, store_timeout, append_atom::value,
-                      std::move(events))
-          .then(
-            [self, rec, retry_at, retry = decision.retry](ok_atom) {
-              if (retry)
-                push_delayed(self, {retry_at, rec.job_id,
-                                    resource_class_of(rec.spec),
-                                    rec.spec.prio});
-              else
-                ++self->state.stats.failed;
-            },
-            [](caf::error& err) {
-              log_failure("settling an orphaned attempt", err);
-            });
+        settle_interrupted(self, rec,
+                           {"supervisor_lost",
+                            "the job's supervisor died: "
+                              + self->system().render(reason),
+                            true});
       },
       [](caf::error& err) { log_failure("reading an orphaned job", err); });
+}
+
+/// Rebuilds the queue from the store's non-terminal jobs: ready queues,
+/// timers, and the attempts that were running when the node went down.
+void recover(self_ptr self) {
+  auto& st = self->state;
+  self->request(st.deps.store, store_timeout, recover_atom::value)
+    .then(
+      [self](std::vector<job_record>& jobs) {
+        size_t interrupted = 0;
+        for (auto& rec : jobs) {
+          switch (rec.status) {
+            case job_status::queued:
+              push_ready(self, rec.job_id, rec.spec.prio,
+                         resource_class_of(rec.spec),
+                         std::max(rec.created_at_ms, rec.spec.run_at_ms));
+              break;
+            case job_status::scheduled:
+            case job_status::retrying:
+              enqueue(self, rec);
+              break;
+            case job_status::processing:
+              ++interrupted;
+              settle_interrupted(
+                self, rec,
+                {"node_restarted",
+                 "the node stopped while attempt "
+                   + std::to_string(rec.attempt) + " was running",
+                 true});
+              break;
+            default:
+              break;
+          }
+        }
+        if (!jobs.empty())
+          std::cerr << "drover: queue: recovered " << jobs.size()
+                    << " unfinished jobs (" << interrupted
+                    << " interrupted attempts)" << std::endl;
+      },
+      [](caf::error& err) { log_failure("recovering unfinished jobs", err); });
 }
 
 /// Redrives one DLQ job: `redriven`, then back into the ready queue.
@@ -425,6 +501,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.ids = job_id_generator{st.rng()};
   self->set_error_handler(
     [](caf::error& err) { log_failure("unexpected error message", err); });
+  recover(self);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     auto w = st.workers.find(dm.source);

@@ -23,6 +23,11 @@
 //   (list_atom, job_query)                         -> std::vector<job_record>
 //       Jobs matching the query, in job-id (= submission) order, paged by
 //       `after` and `limit`.
+//   (recover_atom)                                 -> std::vector<job_record>
+//       Every job that is not terminal, in job-id order: what a queue
+//       rebuilds its ready queues, timers and running attempts from.
+// Reads answer with committed state only: a record is never shown in a
+// state whose events are not durable yet.
 // Unknown job ids fail with `errc::not_found`.
 
 #include "runtime/atoms.hpp"
@@ -44,7 +49,8 @@ using store_actor = caf::typed_actor<
   caf::replies_to<append_atom, std::vector<job_event>>::with<ok_atom>,
   caf::replies_to<get_atom, std::string>::with<job_record>,
   caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
-  caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>>;
+  caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
+  caf::replies_to<recover_atom>::with<std::vector<job_record>>>;
 
 /// An in-memory store: every guarantee except durability.
 store_actor spawn_memory_store(caf::actor_system& sys);

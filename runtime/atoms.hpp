@@ -29,6 +29,8 @@ using redrive_atom = caf::atom_constant<caf::atom("redrive")>;
 using purge_atom = caf::atom_constant<caf::atom("purge")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using all_atom = caf::atom_constant<caf::atom("all")>;
+/// Store: every non-terminal job, for a queue rebuilding its state.
+using recover_atom = caf::atom_constant<caf::atom("recover")>;
 
 // -- progress ---------------------------------------------------------------
 

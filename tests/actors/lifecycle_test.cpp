@@ -4,6 +4,7 @@
 // executor instead of a thread per attempt).
 
 #include "actors/job_system.hpp"
+#include "actors/worker.hpp"
 
 #include "runtime/errors.hpp"
 #include "runtime/type_ids.hpp"
@@ -746,4 +747,133 @@ TEST_CASE("resource classes: jobs only run on workers of their class",
   }
   CHECK(fx.j->ran.size() == 3);
   CHECK(std::count(fx.j->ran.begin(), fx.j->ran.end(), "\"gpu-job\"") == 1);
+}
+
+TEST_CASE("a queue rebuilds itself from the store's unfinished jobs",
+          "[lifecycle][recovery]") {
+  // A store that already holds jobs in every unfinished state, as after a
+  // node restart; then a fresh queue and worker start on top of it.
+  caf::actor_system_config cfg;
+  caf::actor_system sys{testing_config(cfg)};
+  auto& sched = dynamic_cast<caf::scheduler::test_coordinator&>(
+    sys.scheduler());
+  caf::scoped_actor self{sys, true};
+  auto clock_ms = [&sys] {
+    return epoch_ms
+           + std::chrono::duration_cast<milliseconds>(
+               sys.clock().now().time_since_epoch())
+               .count();
+  };
+  auto store = spawn_memory_store(sys);
+  auto j = std::make_shared<journal>();
+  auto handlers = make_handlers(j);
+  auto put = [&](job_event ev) {
+    self->send(store, submit_atom::value, ev);
+    sched.run();
+    self->receive([](job_record&) {}, [](caf::error& err) {
+      FAIL(describe(err));
+    });
+  };
+  auto add = [&](std::vector<job_event> evs) {
+    self->send(store, append_atom::value, evs);
+    sched.run();
+    self->receive([](ok_atom) {}, [](caf::error& err) {
+      FAIL(describe(err));
+    });
+  };
+  auto now = clock_ms();
+  auto submitted = [&](const std::string& id, const std::string& type,
+                       int64_t run_at = 0) {
+    job_event ev;
+    ev.job_id = id;
+    ev.kind = ek::submitted;
+    ev.at_ms = now;
+    ev.spec.type = type;
+    ev.spec.input = "\"" + id + "\"";
+    ev.spec.max_attempts = 3;
+    ev.spec.backoff = {1000, 60000, 2.0, 0.0};
+    ev.spec.run_at_ms = run_at;
+    return ev;
+  };
+  auto event = [&](const std::string& id, ek kind, uint32_t attempt) {
+    job_event ev;
+    ev.job_id = id;
+    ev.kind = kind;
+    ev.attempt = attempt;
+    ev.at_ms = now;
+    return ev;
+  };
+  put(submitted("a-queued", "noop"));
+  put(submitted("b-scheduled", "noop", now + 5000));
+  put(submitted("c-retrying", "flaky"));
+  auto retry = event("c-retrying", ek::retry_scheduled, 1);
+  retry.next_attempt_at_ms = now + 3000;
+  add({event("c-retrying", ek::started, 1), retry});
+  put(submitted("d-running", "staged"));
+  auto cp = event("d-running", ek::checkpointed, 1);
+  cp.checkpoint = "rendered";
+  add({event("d-running", ek::started, 1), cp});
+
+  auto publisher = spawn_progress_publisher(sys);
+  queue_options qo;
+  qo.clock_ms = clock_ms;
+  qo.seed = 5;
+  auto queue = spawn_queue(sys, {store, publisher, handlers}, qo);
+  auto exec = std::make_shared<manual_executor>();
+  worker_config wc;
+  wc.worker_id = "cpu-0";
+  wc.queue = caf::actor_cast<caf::actor>(queue);
+  wc.handlers = handlers;
+  wc.clock_ms = clock_ms;
+  wc.executor = [exec](std::function<void()> body) {
+    exec->bodies.push_back(std::move(body));
+  };
+  auto worker = spawn_worker(sys, wc);
+  sched.run();
+  auto run_body = [&] {
+    if (exec->bodies.empty())
+      return false;
+    auto body = std::move(exec->bodies.front());
+    exec->bodies.pop_front();
+    body();
+    sched.run();
+    return true;
+  };
+  auto get = [&](const std::string& id) {
+    job_record rec;
+    self->send(store, get_atom::value, id);
+    sched.run();
+    self->receive([&](job_record& r) { rec = std::move(r); },
+                  [](caf::error& err) { FAIL(describe(err)); });
+    return rec;
+  };
+  // The interrupted attempt is settled by the retry policy at once.
+  auto d = get("d-running");
+  CHECK(d.status == job_status::retrying);
+  CHECK(d.error.code == "node_restarted");
+  // The queued job runs first.
+  REQUIRE(run_body());
+  CHECK(j->ran.back() == "\"a-queued\"");
+  sched.advance_time(1000ms); // d's backoff
+  sched.run();
+  REQUIRE(run_body());
+  CHECK(j->ran.back() == "\"d-running\"");
+  CHECK(j->seen_checkpoint["2"] == "rendered"); // resumed, not restarted
+  CHECK(get("d-running").status == job_status::completed);
+  sched.advance_time(2000ms); // c's retry time (now + 3 s)
+  sched.run();
+  REQUIRE(run_body());
+  CHECK(j->ran.back() == "\"c-retrying\"");
+  sched.advance_time(2000ms); // b's run_at (now + 5 s)
+  sched.run();
+  REQUIRE(run_body());
+  CHECK(j->ran.back() == "\"b-scheduled\"");
+  for (auto id : {"a-queued", "b-scheduled", "c-retrying", "d-running"})
+    CHECK(get(id).status == job_status::completed);
+  for (auto& h : std::vector<caf::actor>{
+         caf::actor_cast<caf::actor>(queue), worker,
+         caf::actor_cast<caf::actor>(publisher),
+         caf::actor_cast<caf::actor>(store)})
+    self->send_exit(h, caf::exit_reason::kill);
+  sched.run();
 }
