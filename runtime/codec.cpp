@@ -6,12 +6,14 @@
 
 #include <capnp/compat/json.h>
 #include <capnp/message.h>
+#include <capnp/schema.h>
 #include <capnp/serialize.h>
 #include <kj/encoding.h>
 #include <kj/exception.h>
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace drover {
 
@@ -156,6 +158,7 @@ public:
   explicit drover_json_codec(size_t max_depth) {
     codec_.setMaxNestingDepth(max_depth);
     codec_.addFieldHandler(field<schema::JobSpec>("input"), json_);
+    codec_.addFieldHandler(field<schema::SubmitRequest>("input"), json_);
     codec_.addFieldHandler(field<schema::JobRecord>("result"), json_);
     codec_.addFieldHandler(field<schema::JobEvent::Details>("result"), json_);
     codec_.addFieldHandler(field<schema::Completion>("result"), json_);
@@ -183,6 +186,98 @@ private:
   capnp::JsonCodec codec_;
 };
 
+// -- optional members in JSON -------------------------------------------------
+
+using field_list = std::vector<capnp::StructSchema::Field>;
+
+/// The optional members of `schema`: groups holding exactly
+/// `union { unset @n :Void; value @m :T; }` (schemas/job_api.capnp).
+field_list find_optional_members(capnp::StructSchema schema) {
+  field_list result;
+  for (auto field : schema.getNonUnionFields()) {
+    if (!field.getProto().isGroup())
+      continue;
+    auto group = field.getType().asStruct();
+    auto members = group.getUnionFields();
+    if (group.getFields().size() == 2 && members.size() == 2
+        && members[0].getProto().getName() == "unset"
+        && members[0].getType().isVoid()
+        && members[1].getProto().getName() == "value")
+      result.push_back(field);
+  }
+  return result;
+}
+
+template <class Wire>
+const field_list& optional_members() {
+  static const field_list result
+      = find_optional_members(capnp::Schema::from<Wire>());
+  return result;
+}
+
+bool is_optional_member(const field_list& optionals, kj::StringPtr name) {
+  for (auto field : optionals)
+    if (field.getProto().getName() == name)
+      return true;
+  return false;
+}
+
+/// Cap'n Proto's codec writes an optional member as a group object,
+/// `"priority": {"value": "high"}` or `"priority": {"unset": null}`; the API
+/// form is `"priority": "high"` or nothing. Copies `in` (an object) to `out`
+/// that way.
+void lift_optional_members(capnp::JsonValue::Reader in,
+                           capnp::JsonValue::Builder out,
+                           const field_list& optionals) {
+  auto lifted = [&optionals](capnp::JsonValue::Field::Reader field)
+      -> kj::Maybe<capnp::JsonValue::Reader> {
+    if (!is_optional_member(optionals, field.getName()))
+      return field.getValue();
+    auto group = field.getValue();
+    if (group.isObject() && group.getObject().size() == 1
+        && group.getObject()[0].getName() == "value")
+      return group.getObject()[0].getValue();
+    return nullptr; // unset
+  };
+  auto fields = in.getObject();
+  unsigned count = 0;
+  for (auto field : fields)
+    if (lifted(field) != nullptr)
+      ++count;
+  auto outs = out.initObject(count);
+  unsigned i = 0;
+  for (auto field : fields)
+    KJ_IF_MAYBE (value, lifted(field)) {
+      outs[i].setName(field.getName());
+      outs[i].setValue(*value);
+      ++i;
+    }
+}
+
+/// The reverse of lift_optional_members for decoding: copies the object
+/// `in` to `out` with each optional member's value `x` wrapped as the group
+/// object `{"value": x}`, and JSON null as `{}` (the group reset: unset).
+/// Absent members stay absent (unset).
+void wrap_optional_members(capnp::JsonValue::Reader in,
+                           capnp::JsonValue::Builder out,
+                           const field_list& optionals) {
+  auto fields = in.getObject();
+  auto outs = out.initObject(fields.size());
+  for (unsigned i = 0; i < fields.size(); ++i) {
+    auto field = fields[i];
+    outs[i].setName(field.getName());
+    if (!is_optional_member(optionals, field.getName())) {
+      outs[i].setValue(field.getValue());
+    } else if (field.getValue().isNull()) {
+      outs[i].initValue().initObject(0);
+    } else {
+      auto member = outs[i].initValue().initObject(1)[0];
+      member.setName("value");
+      member.setValue(field.getValue());
+    }
+  }
+}
+
 /// Depth allowed when embedding payloads while encoding: payloads were
 /// validated when they entered the system; this only bounds the parser's
 /// recursion for text that was not.
@@ -207,7 +302,17 @@ std::string encode_json(const T& x) {
   auto root = message.initRoot<wire>();
   detail::write(root, x);
   drover_json_codec codec{encode_max_depth};
-  auto text = codec.get().encode(root.asReader());
+  const auto& optionals = optional_members<wire>();
+  if (optionals.empty()) {
+    auto text = codec.get().encode(root.asReader());
+    return {text.cStr(), text.size()};
+  }
+  capnp::MallocMessageBuilder json;
+  auto as_groups = json.initRoot<capnp::JsonValue>();
+  codec.get().encode(root.asReader(), as_groups);
+  auto lifted = json.getOrphanage().newOrphan<capnp::JsonValue>();
+  lift_optional_members(as_groups.asReader(), lifted.get(), optionals);
+  auto text = codec.get().encodeRaw(lifted.getReader());
   return {text.cStr(), text.size()};
 }
 
@@ -261,8 +366,24 @@ caf::expected<T> from_json(std::string_view text, const decode_limits& limits) {
     drover_json_codec codec{limits.max_json_depth};
     capnp::MallocMessageBuilder message;
     auto root = message.initRoot<wire>();
-    codec.get().decode(kj::ArrayPtr<const char>{fixed.data(), fixed.size()},
-                       root);
+    kj::ArrayPtr<const char> input{fixed.data(), fixed.size()};
+    const auto& optionals = optional_members<wire>();
+    if (optionals.empty()) {
+      codec.get().decode(input, root);
+    } else {
+      // What JsonCodec::decode(text, root) does, with the API form of
+      // optional members turned into the groups the codec expects.
+      capnp::MallocMessageBuilder json;
+      auto parsed = json.initRoot<capnp::JsonValue>();
+      codec.get().decodeRaw(input, parsed);
+      if (parsed.isObject()) {
+        auto wrapped = json.getOrphanage().newOrphan<capnp::JsonValue>();
+        wrap_optional_members(parsed.asReader(), wrapped.get(), optionals);
+        codec.get().decode(wrapped.getReader(), root);
+      } else {
+        codec.get().decode(parsed.asReader(), root); // fails: not an object
+      }
+    }
     detail::read_context ctx{fixed.size()};
     err = detail::read(root.asReader(), result, ctx);
   });
@@ -307,6 +428,9 @@ DROVER_CODEC_INSTANTIATE(completion)
 DROVER_CODEC_INSTANTIATE(completion_batch)
 DROVER_CODEC_INSTANTIATE(tree_node)
 DROVER_CODEC_INSTANTIATE(tree_snapshot)
+DROVER_CODEC_INSTANTIATE(submit_request)
+DROVER_CODEC_INSTANTIATE(job_query)
+DROVER_CODEC_INSTANTIATE(queue_stats)
 
 #undef DROVER_CODEC_INSTANTIATE
 

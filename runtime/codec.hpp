@@ -1,8 +1,9 @@
 #pragma once
 
-// Encoding of Drover's model (runtime/model.hpp, runtime/tree.hpp) as
-// Cap'n Proto bytes (schemas/*.capnp) and as JSON derived from the same
-// schemas.
+// Encoding of Drover's model (runtime/model.hpp, runtime/tree.hpp) and of
+// the job API's requests and answers (runtime/submit.hpp,
+// runtime/job_api.hpp) as Cap'n Proto bytes (schemas/*.capnp) and as JSON
+// derived from the same schemas.
 //
 // Contract:
 // - Encoding never fails on valid model values: `to_bytes` and `to_json`
@@ -35,11 +36,27 @@
 //   in bytes, which hold the payload text verbatim). Opaque bytes
 //   (checkpoints) are base64 strings. Unknown fields are ignored (newer
 //   clients may send fields this version does not know).
+// - JSON string escapes are decoded correctly, \uXXXX included: Cap'n Proto
+//   0.9.2 misreads escapes with hex letters, so every input is repaired
+//   first (runtime/json_text.hpp). A surrogate pair becomes its code point;
+//   an unpaired surrogate becomes U+FFFD (never an error).
+// - Optional members (schemas/job_api.capnp: a group holding
+//   `union { unset :Void; value :T; }`, as in SubmitRequest and JobQuery)
+//   are plain fields in JSON: `"priority": "high"` when set, left out when
+//   unset; an absent field or JSON null reads as unset. This applies to the
+//   members of the encoded struct itself, which is how the API uses them.
+// - submit_request.priority and job_query.status are int32 in C++ and
+//   enums on the wire: a value outside the enum (other than job_query's -1,
+//   "any") is encoded as one the enum doesn't have, so decoding it is
+//   invalid_value (bytes) rather than a silently different value; in JSON
+//   it is written as a number, which, as for every enum, reads as malformed.
 //
 // Cap'n Proto and KJ stay out of this header on purpose: most translation
 // units only need the signatures.
 
+#include "runtime/job_api.hpp"
 #include "runtime/model.hpp"
+#include "runtime/submit.hpp"
 #include "runtime/tree.hpp"
 
 #include <caf/expected.hpp>
@@ -102,6 +119,9 @@ DROVER_CODEC_ENCODE(completion)
 DROVER_CODEC_ENCODE(completion_batch)
 DROVER_CODEC_ENCODE(tree_node)
 DROVER_CODEC_ENCODE(tree_snapshot)
+DROVER_CODEC_ENCODE(submit_request)
+DROVER_CODEC_ENCODE(job_query)
+DROVER_CODEC_ENCODE(queue_stats)
 
 #undef DROVER_CODEC_ENCODE
 
@@ -149,6 +169,9 @@ DROVER_CODEC_DECODE(completion)
 DROVER_CODEC_DECODE(completion_batch)
 DROVER_CODEC_DECODE(tree_node)
 DROVER_CODEC_DECODE(tree_snapshot)
+DROVER_CODEC_DECODE(submit_request)
+DROVER_CODEC_DECODE(job_query)
+DROVER_CODEC_DECODE(queue_stats)
 
 #undef DROVER_CODEC_DECODE
 

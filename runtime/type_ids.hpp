@@ -3,7 +3,7 @@
 // Drover's message types for CAF: the project's one type-ID block and an
 // `inspect` overload per type.
 //
-// Every model type in the block crosses nodes as Cap'n Proto bytes (a
+// Every type in the block crosses nodes as Cap'n Proto bytes (a
 // std::vector of them as a CAF sequence of such byte strings): when CAF
 // serializes one, `inspect` encodes it with runtime/codec's `to_bytes` and
 // hands CAF a std::vector<char>; when CAF deserializes, it reads that
@@ -25,7 +25,6 @@
 
 #include <caf/error.hpp>
 #include <caf/none.hpp>
-#include <caf/meta/type_name.hpp>
 #include <caf/type_id.hpp>
 
 #include <utility>
@@ -117,32 +116,10 @@ DROVER_INSPECT_AS_CAPNP(completion)
 DROVER_INSPECT_AS_CAPNP(completion_batch)
 DROVER_INSPECT_AS_CAPNP(tree_node)
 DROVER_INSPECT_AS_CAPNP(tree_snapshot)
+DROVER_INSPECT_AS_CAPNP(submit_request)
+DROVER_INSPECT_AS_CAPNP(job_query)
+DROVER_INSPECT_AS_CAPNP(queue_stats)
 
 #undef DROVER_INSPECT_AS_CAPNP
-
-// Request/answer types of the job API without a schema of their own yet:
-// CAF's field-by-field binary format. (Their members that are model types
-// still travel as Cap'n Proto bytes.)
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, submit_request& x) {
-  return f(caf::meta::type_name("submit_request"), x.type, x.input, x.tenant,
-           x.idempotency_key, x.callback_url, x.rate_limit_key, x.breaker_key,
-           x.resources, x.priority, x.run_at, x.delay_ms, x.max_attempts,
-           x.timeout_ms, x.backoff);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, job_query& x) {
-  return f(caf::meta::type_name("job_query"), x.status, x.dead_lettered,
-           x.tenant, x.type, x.after, x.limit);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, queue_stats& x) {
-  return f(caf::meta::type_name("queue_stats"), x.depth, x.oldest_age_ms,
-           x.dispatched, x.delayed, x.running, x.idle_workers, x.completed,
-           x.failed, x.cancelled, x.retried);
-}
 
 } // namespace drover

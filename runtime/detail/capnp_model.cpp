@@ -4,9 +4,11 @@
 
 #include <capnp/schema.h>
 
+#include <array>
 #include <cmath>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 namespace drover::detail {
 
@@ -102,6 +104,57 @@ void write_list(WireListBuilder out, const std::vector<Model>& xs) {
   for (unsigned i = 0; i < xs.size(); ++i)
     write(out[i], xs[i]);
 }
+
+/// The raw value to write for an enum the model holds as a plain int32
+/// (submit_request.priority, job_query.status): the value itself when a
+/// uint16 can hold it, else 65535. No schema enum has that many enumerants,
+/// so a value outside the enum is never written as one inside it; reading
+/// it back fails with errc::invalid_value.
+template <class Wire>
+Wire int_to_wire(int32_t x) {
+  static_assert(std::is_enum<Wire>::value, "Wire must be an enum");
+  return static_cast<Wire>(x >= 0 && x <= 0xffff ? static_cast<uint16_t>(x)
+                                                 : uint16_t{0xffff});
+}
+
+/// Reads an enum into the plain int32 the model holds it as.
+template <class Model, class Wire>
+caf::error read_int_enum(Wire in, int32_t& out, const char* where) {
+  Model value{};
+  if (auto err = read_enum(in, value, where))
+    return err;
+  out = static_cast<int32_t>(value);
+  return {};
+}
+
+/// Reads an optional member, a group `union { unset @n :Void; value @m :T; }`
+/// (schemas/job_api.capnp), into a caf::optional: unset leaves `out` empty,
+/// value calls `read_value(in.getValue(), out)`. A union member this version
+/// doesn't know is errc::invalid_value.
+template <class Group, class Value, class ReadValue>
+caf::error read_optional(Group in, caf::optional<Value>& out, const char* where,
+                         ReadValue read_value) {
+  out = caf::none;
+  if (in.isUnset())
+    return {};
+  if (!in.isValue())
+    return invalid(where, "unknown union member #"
+                              + std::to_string(static_cast<int>(in.which())));
+  Value value{};
+  if (auto err = read_value(in.getValue(), value))
+    return err;
+  out = std::move(value);
+  return {};
+}
+
+/// read_value for read_optional: a primitive taken as is.
+struct plain {
+  template <class In, class Out>
+  caf::error operator()(In in, Out& out) const {
+    out = static_cast<Out>(in);
+    return {};
+  }
+};
 
 } // namespace
 
@@ -648,6 +701,160 @@ caf::error read(schema::TreeSnapshot::Reader in, tree_snapshot& x,
   x.node_id = to_std(in.getNodeId());
   x.taken_at_ms = in.getTakenAtMs();
   return read(in.getRoot(), x.root, ctx);
+}
+
+// -- job_api.capnp ------------------------------------------------------------
+
+void write(schema::SubmitRequest::Builder out, const submit_request& x) {
+  if (!x.type.empty())
+    out.setType(as_text(x.type));
+  if (!x.input.empty())
+    out.setInput(as_text(x.input));
+  // Unset optional members stay as a zeroed message has them: `unset`.
+  if (x.priority)
+    out.getPriority().setValue(int_to_wire<schema::Priority>(*x.priority));
+  if (x.run_at)
+    out.getRunAt().setValue(as_text(*x.run_at));
+  if (x.delay_ms)
+    out.getDelayMs().setValue(*x.delay_ms);
+  if (x.max_attempts)
+    out.getMaxAttempts().setValue(*x.max_attempts);
+  if (x.timeout_ms)
+    out.getTimeoutMs().setValue(*x.timeout_ms);
+  if (!x.idempotency_key.empty())
+    out.setIdempotencyKey(as_text(x.idempotency_key));
+  if (!x.tenant.empty())
+    out.setTenant(as_text(x.tenant));
+  if (!x.callback_url.empty())
+    out.setCallbackUrl(as_text(x.callback_url));
+  if (!x.resources.empty())
+    write_list(out.initResources(x.resources.size()), x.resources);
+  if (x.backoff)
+    write(out.getBackoff().initValue(), *x.backoff);
+  if (!x.rate_limit_key.empty())
+    out.setRateLimitKey(as_text(x.rate_limit_key));
+  if (!x.breaker_key.empty())
+    out.setBreakerKey(as_text(x.breaker_key));
+}
+
+// Types and enum values only: ranges and consistency (max_attempts >= 1,
+// run_at xor delay, key lengths) are prepare_spec's (runtime/submit.hpp),
+// which answers the client with a specific error.
+caf::error read(schema::SubmitRequest::Reader in, submit_request& x,
+                read_context& ctx) {
+  x.type = to_std(in.getType());
+  x.input = to_std(in.getInput());
+  DROVER_TRY(read_optional(
+      in.getPriority(), x.priority, "SubmitRequest.priority",
+      [](schema::Priority value, int32_t& out) {
+        return read_int_enum<priority>(value, out, "SubmitRequest.priority");
+      }));
+  DROVER_TRY(read_optional(in.getRunAt(), x.run_at, "SubmitRequest.runAt",
+                           [](capnp::Text::Reader value, std::string& out) {
+                             out = to_std(value);
+                             return caf::error{};
+                           }));
+  DROVER_TRY(read_optional(in.getDelayMs(), x.delay_ms, "SubmitRequest.delayMs",
+                           plain{}));
+  DROVER_TRY(read_optional(in.getMaxAttempts(), x.max_attempts,
+                           "SubmitRequest.maxAttempts", plain{}));
+  DROVER_TRY(read_optional(in.getTimeoutMs(), x.timeout_ms,
+                           "SubmitRequest.timeoutMs", plain{}));
+  x.idempotency_key = to_std(in.getIdempotencyKey());
+  x.tenant = to_std(in.getTenant());
+  x.callback_url = to_std(in.getCallbackUrl());
+  DROVER_TRY(read_list(in.getResources(), x.resources,
+                       "SubmitRequest.resources", ctx));
+  DROVER_TRY(read_optional(
+      in.getBackoff(), x.backoff, "SubmitRequest.backoff",
+      [&ctx](schema::BackoffPolicy::Reader value, backoff_policy& out) {
+        return read(value, out, ctx);
+      }));
+  x.rate_limit_key = to_std(in.getRateLimitKey());
+  x.breaker_key = to_std(in.getBreakerKey());
+  return {};
+}
+
+void write(schema::JobQuery::Builder out, const job_query& x) {
+  // -1 = any status = unset; anything else is written as a value.
+  if (x.status != -1)
+    out.getStatus().setValue(int_to_wire<schema::JobStatus>(x.status));
+  out.setDeadLettered(x.dead_lettered);
+  if (!x.tenant.empty())
+    out.setTenant(as_text(x.tenant));
+  if (!x.type.empty())
+    out.setType(as_text(x.type));
+  if (!x.after.empty())
+    out.setAfter(as_text(x.after));
+  out.setLimit(x.limit);
+}
+
+// The page size is the store's to check (it answers with a specific error).
+caf::error read(schema::JobQuery::Reader in, job_query& x, read_context&) {
+  caf::optional<int32_t> status;
+  DROVER_TRY(read_optional(in.getStatus(), status, "JobQuery.status",
+                           [](schema::JobStatus value, int32_t& out) {
+                             return read_int_enum<job_status>(
+                                 value, out, "JobQuery.status");
+                           }));
+  x.status = status ? *status : -1;
+  x.dead_lettered = in.getDeadLettered();
+  x.tenant = to_std(in.getTenant());
+  x.type = to_std(in.getType());
+  x.after = to_std(in.getAfter());
+  x.limit = in.getLimit();
+  return {};
+}
+
+namespace {
+
+// Per-priority arrays (index = Priority ordinal: high, normal, low).
+
+template <class Builder, class T>
+void write_per_priority(Builder out, const std::array<T, 3>& x) {
+  out.setHigh(x[0]);
+  out.setNormal(x[1]);
+  out.setLow(x[2]);
+}
+
+template <class Reader, class T>
+void read_per_priority(Reader in, std::array<T, 3>& x) {
+  x = {in.getHigh(), in.getNormal(), in.getLow()};
+}
+
+} // namespace
+
+void write(schema::QueueStats::Builder out, const queue_stats& x) {
+  // All-zero arrays stay absent, which reads as all zeros.
+  if (x.depth != std::array<uint64_t, 3>{})
+    write_per_priority(out.initDepth(), x.depth);
+  if (x.oldest_age_ms != std::array<int64_t, 3>{})
+    write_per_priority(out.initOldestAgeMs(), x.oldest_age_ms);
+  if (x.dispatched != std::array<uint64_t, 3>{})
+    write_per_priority(out.initDispatched(), x.dispatched);
+  out.setDelayed(x.delayed);
+  out.setRunning(x.running);
+  out.setIdleWorkers(x.idle_workers);
+  out.setCompleted(x.completed);
+  out.setFailed(x.failed);
+  out.setCancelled(x.cancelled);
+  out.setRetried(x.retried);
+}
+
+caf::error read(schema::QueueStats::Reader in, queue_stats& x, read_context&) {
+  read_per_priority(in.getDepth(), x.depth);
+  read_per_priority(in.getOldestAgeMs(), x.oldest_age_ms);
+  for (auto age : x.oldest_age_ms)
+    DROVER_TRY(check_non_negative(age, "QueueStats.oldestAgeMs"));
+  read_per_priority(in.getDispatched(), x.dispatched);
+  x.delayed = in.getDelayed();
+  x.running = in.getRunning();
+  x.idle_workers = in.getIdleWorkers();
+  x.completed = in.getCompleted();
+  x.failed = in.getFailed();
+  x.cancelled = in.getCancelled();
+  x.retried = in.getRetried();
+  return {};
 }
 
 #undef DROVER_TRY

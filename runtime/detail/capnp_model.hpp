@@ -9,15 +9,19 @@
 // which decodes to the same default.
 //
 // `read(reader, x, ctx)` fills a default-constructed x and validates: enum
-// values the schema does not know, out-of-range numbers and event details
-// that do not match the event kind yield errc::invalid_value; list elements
-// beyond the context's budget yield errc::too_large. It may throw
-// kj::Exception (malformed input); the caller catches.
+// values and union members the schema does not know, out-of-range numbers
+// and event details that do not match the event kind yield
+// errc::invalid_value; list elements beyond the context's budget yield
+// errc::too_large. It may throw kj::Exception (malformed input); the caller
+// catches.
 
+#include "runtime/job_api.hpp"
 #include "runtime/model.hpp"
+#include "runtime/submit.hpp"
 #include "runtime/tree.hpp"
 
 #include "schemas/admin.capnp.h"
+#include "schemas/job_api.capnp.h"
 #include "schemas/job_event.capnp.h"
 #include "schemas/job_record.capnp.h"
 #include "schemas/job_spec.capnp.h"
@@ -75,6 +79,9 @@ DROVER_SCHEMA_OF(completion, Completion)
 DROVER_SCHEMA_OF(completion_batch, CompletionBatch)
 DROVER_SCHEMA_OF(tree_node, TreeNode)
 DROVER_SCHEMA_OF(tree_snapshot, TreeSnapshot)
+DROVER_SCHEMA_OF(submit_request, SubmitRequest)
+DROVER_SCHEMA_OF(job_query, JobQuery)
+DROVER_SCHEMA_OF(queue_stats, QueueStats)
 
 #undef DROVER_SCHEMA_OF
 

@@ -152,6 +152,12 @@ TEST_CASE("CAF's stringification renders messages as JSON", "[type_ids]") {
   auto msg = caf::make_message(samples::beat());
   CHECK_THAT(caf::deep_to_string(msg), Catch::Contains(R"("nodeId":"node-b")"));
   CHECK_THAT(caf::to_string(msg), Catch::Contains(R"("nodeId":"node-b")"));
+  submit_request req;
+  req.type = "exec";
+  req.priority = 0;
+  CHECK(caf::deep_to_string(req) == R"({"type":"exec","priority":"high"})");
+  CHECK_THAT(caf::deep_to_string(caf::make_message(job_query{})),
+             Catch::Contains(R"("limit":100)"));
 }
 
 TEST_CASE("bad bytes from a peer are an error, not an exception",
