@@ -78,6 +78,8 @@ struct queue_state {
   queue_stats stats;
   std::mt19937_64 rng;
   job_id_generator ids{1};
+  /// Backoff of the recovery retries.
+  std::chrono::milliseconds recover_delay{0};
 
   static inline const char* name = "drover.queue";
 };
@@ -415,7 +417,16 @@ void recover(self_ptr self) {
                     << " unfinished jobs (" << interrupted
                     << " interrupted attempts)" << std::endl;
       },
-      [](caf::error& err) { log_failure("recovering unfinished jobs", err); });
+      [self](caf::error& err) {
+        // Without recovery, acknowledged jobs would sit in the store
+        // unseen: keep trying (the store may still be connecting).
+        auto& st = self->state;
+        log_failure("recovering unfinished jobs (will retry)", err);
+        st.recover_delay = std::min(std::max(st.recover_delay * 2,
+                                             std::chrono::milliseconds{100}),
+                                    std::chrono::milliseconds{5000});
+        self->delayed_send(self, st.recover_delay, recover_atom::value);
+      });
 }
 
 /// Redrives one DLQ job: `redriven`, then back into the ready queue.
@@ -684,6 +695,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           break;
       }
     },
+    [self](recover_atom) { recover(self); },
     [self](due_atom, uint64_t generation) {
       if (generation == self->state.timer_generation)
         on_due(self);

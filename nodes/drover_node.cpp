@@ -11,6 +11,7 @@
 
 #include "actors/api.hpp"
 #include "actors/job_system.hpp"
+#include "actors/pg_store.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/supervisor.hpp"
@@ -34,8 +35,7 @@
 
 namespace {
 
-/// The node's supervision tree: for now every node runs all roles (the
-/// in-memory store until the PostgreSQL store lands).
+/// The node's supervision tree: for now every node runs all roles.
 caf::expected<drover::supervisor_spec>
 node_tree(const drover::node_config& cfg,
           std::shared_ptr<drover::job_system_handles> handles) {
@@ -49,6 +49,13 @@ node_tree(const drover::node_config& cfg,
   jobs.handlers = handlers;
   jobs.queue.aging_interval = cfg.aging_interval;
   jobs.queue.limits.max_input_bytes = cfg.max_input_bytes;
+  if (cfg.store == "postgres") {
+    drover::pg_store_config pg;
+    pg.conninfo = cfg.pg_url;
+    jobs.make_store = [pg](caf::actor_system& sys) {
+      return drover::spawn_pg_store(sys, pg);
+    };
+  }
   if (auto err = drover::validate(jobs))
     return err;
   drover::supervisor_spec root;
@@ -88,7 +95,8 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   std::cout << "drover-node " << cfg.node_id << " ready: roles=";
   for (size_t i = 0; i < cfg.roles.size(); ++i)
     std::cout << (i > 0 ? "," : "") << cfg.roles[i];
-  std::cout << " admin=" << cfg.admin_host << ':' << *port << std::endl;
+  std::cout << " store=" << cfg.store << " admin=" << cfg.admin_host << ':'
+            << *port << std::endl;
   // Signals are blocked in every thread (the mask was set before CAF
   // started its threads); this one thread takes them synchronously.
   std::atomic<bool> asked_to_stop{false};

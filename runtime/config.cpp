@@ -61,6 +61,11 @@ caf::error validate(const node_config& cfg) {
     return bad("shutdown-timeout-ms must be positive");
   if (cfg.state_dir.empty())
     return bad("state-dir must not be empty");
+  if (cfg.store != "memory" && cfg.store != "postgres")
+    return bad("store must be 'postgres' or 'memory', got '" + cfg.store
+               + "'");
+  if (cfg.store == "postgres" && cfg.pg_url.empty())
+    return bad("--store postgres needs --pg-url");
   return caf::none;
 }
 
@@ -110,7 +115,11 @@ caf::expected<parse_outcome> parse_node_config(int argc,
     ("max-input-bytes", po::value(&max_input)->default_value(max_input),
      "largest accepted job input")
     ("exec-kill-grace-ms", po::value(&kill_grace)->default_value(kill_grace),
-     "exec jobs: SIGTERM to SIGKILL on cancel or timeout");
+     "exec jobs: SIGTERM to SIGKILL on cancel or timeout")
+    ("store", po::value(&cfg.store)->default_value(cfg.store),
+     "job store: postgres (durable) or memory (nothing survives a restart)")
+    ("pg-url", po::value(&cfg.pg_url),
+     "PostgreSQL connection string for --store postgres");
   try {
     po::variables_map vm;
     // Command line first: Boost keeps the first value stored.

@@ -43,6 +43,10 @@ struct node_config {
   size_t max_input_bytes = 1024 * 1024;
   /// exec jobs: SIGTERM-to-SIGKILL grace on cancel or timeout.
   std::chrono::milliseconds exec_kill_grace{5000};
+  /// "postgres" (durable) or "memory" (experiments; nothing survives).
+  std::string store = "memory";
+  /// libpq connection string for store=postgres.
+  std::string pg_url;
 };
 
 /// Parses "cpu=4,gpu=1"; errc::bad_config naming the bad part.

@@ -89,6 +89,8 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad({"--slots", "c pu=2"}, "class names");
   expect_bad({"--slots", ","}, "at least one class");
   expect_bad({"--aging-interval-ms", "0"}, "aging-interval-ms");
+  expect_bad({"--store", "redis"}, "store must be 'postgres' or 'memory'");
+  expect_bad({"--store", "postgres"}, "needs --pg-url");
 }
 
 TEST_CASE("a config file with an unknown key is refused", "[config]") {

@@ -1,0 +1,655 @@
+#include "actors/pg_store.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/job_state.hpp"
+#include "runtime/pg.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <iostream>
+#include <map>
+#include <memory>
+#include <set>
+#include <unordered_map>
+
+// Local-only messages between the store and its I/O threads.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(drover::pg::write_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(drover::pg::write_result)
+
+namespace drover {
+
+namespace {
+
+using write_atom = caf::atom_constant<caf::atom("pg_write")>;
+using committed_atom = caf::atom_constant<caf::atom("pg_commtd")>;
+using key_atom = caf::atom_constant<caf::atom("pg_key")>;
+using reconnect_atom = caf::atom_constant<caf::atom("pg_reconn")>;
+
+// -- I/O actor: one connection, blocking calls, its own thread ----------------
+
+struct io_state {
+  std::string conninfo;
+  bool migrate = false;
+  std::unique_ptr<pg::session> db;
+
+  static inline const char* name = "drover.pg_io";
+};
+
+using io_ptr = caf::stateful_actor<io_state>*;
+
+/// The session, connected (and migrated, for the writer) — or the error.
+caf::expected<pg::session*> connected(io_ptr self) {
+  auto& st = self->state;
+  if (st.db && st.db->ok())
+    return st.db.get();
+  if (st.db) {
+    if (auto err = st.db->reconnect())
+      return err;
+  } else {
+    auto s = pg::session::open(st.conninfo);
+    if (!s)
+      return std::move(s.error());
+    st.db = std::make_unique<pg::session>(std::move(*s));
+  }
+  if (st.migrate)
+    if (auto err = st.db->migrate())
+      return err;
+  return st.db.get();
+}
+
+template <class F>
+auto with_db(io_ptr self, F f) -> decltype(f(std::declval<pg::session&>())) {
+  auto db = connected(self);
+  if (!db)
+    return std::move(db.error());
+  return f(**db);
+}
+
+/// For reads, which are safe to repeat: a connection found broken (e.g.
+/// the server restarted since the last call) is reopened and the read
+/// tried once more.
+template <class F>
+auto read_db(io_ptr self, F f) -> decltype(f(std::declval<pg::session&>())) {
+  auto r = with_db(self, f);
+  if (!r && is(r.error(), errc::unavailable) && self->state.db
+      && !self->state.db->ok())
+    return with_db(self, f);
+  return r;
+}
+
+caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate) {
+  self->state.conninfo = std::move(conninfo);
+  self->state.migrate = migrate;
+  self->set_error_handler([](caf::error&) {});
+  return {
+    [self](write_atom, const pg::write_batch& b)
+      -> caf::result<pg::write_result> {
+      auto r = with_db(self, [&](pg::session& db) { return db.write(b); });
+      if (!r)
+        return std::move(r.error());
+      return std::move(*r);
+    },
+    [self](committed_atom, const pg::write_batch& b) -> caf::result<bool> {
+      auto r = with_db(self, [&](pg::session& db) { return db.committed(b); });
+      if (!r)
+        return std::move(r.error());
+      return *r;
+    },
+    [self](get_atom, const std::string& id) -> caf::result<job_record> {
+      auto r = read_db(self, [&](pg::session& db) { return db.load_job(id); });
+      if (!r)
+        return std::move(r.error());
+      return std::move(*r);
+    },
+    [self](events_atom,
+           const std::string& id) -> caf::result<std::vector<job_event>> {
+      auto r = read_db(self,
+                       [&](pg::session& db) { return db.load_events(id); });
+      if (!r)
+        return std::move(r.error());
+      return std::move(*r);
+    },
+    [self](list_atom, const job_query& q)
+      -> caf::result<std::vector<job_record>> {
+      auto r = read_db(self, [&](pg::session& db) { return db.list(q); });
+      if (!r)
+        return std::move(r.error());
+      return std::move(*r);
+    },
+    [self](recover_atom) -> caf::result<std::vector<job_record>> {
+      auto r = read_db(self, [&](pg::session& db) { return db.live_jobs(); });
+      if (!r)
+        return std::move(r.error());
+      return std::move(*r);
+    },
+    [self](key_atom, const std::string& tenant,
+           const std::string& key) -> caf::result<job_record> {
+      auto r = read_db(self, [&](pg::session& db) {
+        return db.find_by_key(tenant, key);
+      });
+      if (!r)
+        return std::move(r.error());
+      return std::move(*r);
+    },
+    [self](ping_atom) -> caf::result<ok_atom> {
+      auto db = connected(self);
+      if (!db)
+        return std::move(db.error());
+      return ok_atom::value;
+    },
+  };
+}
+
+// -- the store actor ----------------------------------------------------------
+
+/// Called once the batch holding an operation committed (or failed).
+using completion_fn
+  = std::function<void(const caf::error&, const pg::write_result*)>;
+
+struct batch {
+  /// Jobs created in this batch, and jobs that got events (in order).
+  std::vector<std::string> submitted;
+  std::set<std::string> touched;
+  std::vector<job_event> events;
+  std::vector<completion_fn> completions;
+  uint64_t generation = 0;
+
+  bool empty() const {
+    return completions.empty();
+  }
+};
+
+struct pg_store_state {
+  pg_store_config cfg;
+  caf::actor writer;
+  caf::actor reader;
+  /// Current record per job as of the accepted (possibly uncommitted)
+  /// events: validation works on it.
+  std::unordered_map<std::string, job_record> cache;
+  /// Jobs with accepted events not committed yet -> last batch touching
+  /// them. A read of such a job goes to PostgreSQL (committed state).
+  std::unordered_map<std::string, uint64_t> dirty;
+  /// (tenant, idempotency key) -> job id, for jobs in the cache.
+  std::map<std::pair<std::string, std::string>, std::string> keys;
+  /// Jobs being loaded from PostgreSQL, with the operations waiting for it.
+  std::unordered_map<std::string, std::vector<std::function<void()>>> loading;
+  batch pending;
+  std::unique_ptr<batch> inflight;
+  uint64_t next_generation = 1;
+  bool available = true;
+  std::chrono::milliseconds reconnect_delay{0};
+  bool reconnecting = false;
+
+  static inline const char* name = "drover.pg_store";
+};
+
+// Untyped inside (the reconnect timer is private), typed handle outside.
+using self_ptr = caf::stateful_actor<pg_store_state>*;
+
+caf::error unavailable(const std::string& why) {
+  return make_error(errc::unavailable, "the job store is unavailable: " + why);
+}
+
+void log(const std::string& what) {
+  std::cerr << "drover: pg_store: " << what << std::endl;
+}
+
+void flush(self_ptr self);
+void start_reconnect(self_ptr self);
+
+void evict_if_needed(self_ptr self) {
+  auto& st = self->state;
+  if (st.cache.size() <= st.cfg.max_cached_jobs + st.cfg.max_cached_jobs / 10)
+    return;
+  for (auto i = st.cache.begin();
+       i != st.cache.end() && st.cache.size() > st.cfg.max_cached_jobs;) {
+    if (is_terminal(i->second.status) && st.dirty.count(i->first) == 0) {
+      const auto& spec = i->second.spec;
+      if (!spec.idempotency_key.empty())
+        st.keys.erase({spec.tenant, spec.idempotency_key});
+      i = st.cache.erase(i);
+    } else {
+      ++i;
+    }
+  }
+}
+
+/// Forgets everything the store accepted but could not commit.
+void discard(self_ptr self, const batch& b) {
+  auto& st = self->state;
+  auto forget = [&](const std::string& id) {
+    auto i = st.cache.find(id);
+    if (i != st.cache.end()) {
+      const auto& spec = i->second.spec;
+      if (!spec.idempotency_key.empty())
+        st.keys.erase({spec.tenant, spec.idempotency_key});
+      st.cache.erase(i);
+    }
+    st.dirty.erase(id);
+  };
+  for (const auto& id : b.submitted)
+    forget(id);
+  for (const auto& id : b.touched)
+    forget(id);
+}
+
+void finish_batch(self_ptr self, std::unique_ptr<batch> b,
+                  const caf::error& err, const pg::write_result* result) {
+  auto& st = self->state;
+  if (err) {
+    // The pending batch was validated on top of the failed one: it goes
+    // too. Records are reloaded from PostgreSQL on their next use.
+    auto pending = std::move(st.pending);
+    st.pending = batch{};
+    discard(self, *b);
+    discard(self, pending);
+    for (auto& f : b->completions)
+      f(err, nullptr);
+    for (auto& f : pending.completions)
+      f(err, nullptr);
+    start_reconnect(self);
+    return;
+  }
+  auto clean = [&](const std::string& id) {
+    auto d = st.dirty.find(id);
+    if (d != st.dirty.end() && d->second == b->generation)
+      st.dirty.erase(d);
+  };
+  for (const auto& id : b->submitted)
+    clean(id);
+  for (const auto& id : b->touched)
+    clean(id);
+  for (auto& f : b->completions)
+    f(caf::none, result);
+  evict_if_needed(self);
+}
+
+void flush(self_ptr self) {
+  auto& st = self->state;
+  if (st.inflight || st.pending.empty())
+    return;
+  auto b = std::make_unique<batch>(std::move(st.pending));
+  st.pending = batch{};
+  st.pending.generation = st.next_generation++;
+  pg::write_batch wb;
+  std::set<std::string> new_jobs(b->submitted.begin(), b->submitted.end());
+  for (const auto& id : b->submitted)
+    wb.submits.push_back(st.cache.at(id));
+  for (const auto& id : b->touched)
+    if (new_jobs.count(id) == 0)
+      wb.updates.push_back(st.cache.at(id));
+  wb.events = b->events;
+  st.inflight = std::move(b);
+  auto shared_wb = std::make_shared<pg::write_batch>(std::move(wb));
+  self->request(st.writer, st.cfg.io_timeout, write_atom::value, *shared_wb)
+    .then(
+      [self](pg::write_result& result) {
+        auto b = std::move(self->state.inflight);
+        finish_batch(self, std::move(b), caf::none, &result);
+        flush(self);
+      },
+      [self, shared_wb](caf::error& err) {
+        auto& st = self->state;
+        if (describe(err).find("outcome unknown") == std::string::npos) {
+          auto b = std::move(st.inflight);
+          finish_batch(self, std::move(b), unavailable(describe(err)),
+                       nullptr);
+          flush(self);
+          return;
+        }
+        // The connection broke during COMMIT: ask PostgreSQL what happened.
+        self->request(st.writer, st.cfg.io_timeout, committed_atom::value,
+                      *shared_wb)
+          .then(
+            [self](bool committed) {
+              auto b = std::move(self->state.inflight);
+              if (committed) {
+                pg::write_result none;
+                finish_batch(self, std::move(b), caf::none, &none);
+              } else {
+                finish_batch(self, std::move(b),
+                             unavailable("the transaction did not commit"),
+                             nullptr);
+              }
+              flush(self);
+            },
+            [self](caf::error& err2) {
+              auto b = std::move(self->state.inflight);
+              finish_batch(self, std::move(b),
+                           unavailable("commit outcome unknown ("
+                                       + describe(err2)
+                                       + "); retry with the same idempotency "
+                                         "key"),
+                           nullptr);
+              flush(self);
+            });
+      });
+}
+
+void enqueue_op(self_ptr self, completion_fn done) {
+  auto& st = self->state;
+  st.pending.completions.push_back(std::move(done));
+  if (!st.inflight || st.pending.completions.size() >= st.cfg.max_batch) {
+    // Idle: commit at once. Busy: this op rides with the next batch, which
+    // leaves as soon as the current one commits.
+    flush(self);
+  }
+}
+
+void start_reconnect(self_ptr self) {
+  auto& st = self->state;
+  st.available = false;
+  if (st.reconnecting)
+    return;
+  st.reconnecting = true;
+  st.reconnect_delay = st.cfg.reconnect_min;
+  log("PostgreSQL unreachable; writes are refused until it is back");
+  self->delayed_send(self, st.reconnect_delay, reconnect_atom::value);
+}
+
+void try_reconnect(self_ptr self) {
+  auto& st = self->state;
+  self->request(st.writer, st.cfg.io_timeout, ping_atom::value)
+    .then(
+      [self](ok_atom) {
+        auto& st = self->state;
+        st.available = true;
+        st.reconnecting = false;
+        log("PostgreSQL is back; accepting writes again");
+      },
+      [self](caf::error&) {
+        auto& st = self->state;
+        st.reconnect_delay = std::min(st.reconnect_delay * 2,
+                                      st.cfg.reconnect_max);
+        self->delayed_send(self, st.reconnect_delay, reconnect_atom::value);
+      });
+}
+
+/// Makes sure every job in `ids` is in the cache, then runs `then`; runs
+/// `fail` with the first load error instead.
+void with_loaded(self_ptr self, std::vector<std::string> ids,
+                 std::function<void()> then,
+                 std::function<void(caf::error)> fail) {
+  auto& st = self->state;
+  std::vector<std::string> missing;
+  for (auto& id : ids)
+    if (st.cache.count(id) == 0)
+      missing.push_back(id);
+  if (missing.empty()) {
+    then();
+    return;
+  }
+  struct gate {
+    size_t left;
+    caf::error err;
+    std::function<void()> then;
+    std::function<void(caf::error)> fail;
+  };
+  auto g = std::make_shared<gate>(gate{missing.size(), {}, std::move(then),
+                                       std::move(fail)});
+  for (auto& id : missing) {
+    auto waiter = [g] {
+      if (--g->left == 0) {
+        if (g->err)
+          g->fail(g->err);
+        else
+          g->then();
+      }
+    };
+    auto l = st.loading.find(id);
+    if (l != st.loading.end()) {
+      l->second.push_back(std::move(waiter));
+      continue;
+    }
+    st.loading[id].push_back(std::move(waiter));
+    self->request(st.reader, st.cfg.io_timeout, get_atom::value, id)
+      .then(
+        [self, id](job_record& rec) {
+          auto& st = self->state;
+          st.cache.emplace(id, rec); // never overwrite newer accepted state
+          const auto& spec = rec.spec;
+          if (!spec.idempotency_key.empty())
+            st.keys.emplace(std::make_pair(spec.tenant, spec.idempotency_key),
+                            id);
+          auto waiters = std::move(st.loading[id]);
+          st.loading.erase(id);
+          for (auto& w : waiters)
+            w();
+        },
+        [self, id, g](caf::error& err) {
+          auto& st = self->state;
+          g->err = err;
+          auto waiters = std::move(st.loading[id]);
+          st.loading.erase(id);
+          for (auto& w : waiters)
+            w();
+        });
+  }
+}
+
+/// Validates and accepts `events` (all loaded); answers via `rp` after the
+/// commit.
+void accept_append(self_ptr self, std::vector<job_event> events,
+                   caf::typed_response_promise<ok_atom> rp) {
+  auto& st = self->state;
+  std::map<std::string, job_record> staged;
+  for (auto& ev : events) {
+    auto s = staged.find(ev.job_id);
+    if (s == staged.end()) {
+      auto c = st.cache.find(ev.job_id);
+      if (c == st.cache.end()) {
+        rp.deliver(make_error(errc::not_found, "no job '" + ev.job_id + "'"));
+        return;
+      }
+      s = staged.emplace(ev.job_id, c->second).first;
+    }
+    if (ev.sequence == 0)
+      ev.sequence = s->second.sequence + 1;
+    if (auto err = apply(s->second, ev)) {
+      rp.deliver(std::move(err));
+      return;
+    }
+  }
+  auto gen = st.pending.generation;
+  for (auto& kv : staged) {
+    st.cache[kv.first] = std::move(kv.second);
+    st.dirty[kv.first] = gen;
+    st.pending.touched.insert(kv.first);
+  }
+  for (auto& ev : events)
+    st.pending.events.push_back(std::move(ev));
+  enqueue_op(self, [rp](const caf::error& err,
+                        const pg::write_result*) mutable {
+    if (err)
+      rp.deliver(err);
+    else
+      rp.deliver(ok_atom::value);
+  });
+}
+
+/// An idempotency key was already taken: same spec -> that job, otherwise
+/// a conflict.
+void answer_duplicate(self_ptr self, const job_spec& spec,
+                      caf::typed_response_promise<job_record> rp) {
+  auto& st = self->state;
+  self->request(st.reader, st.cfg.io_timeout, key_atom::value, spec.tenant,
+                spec.idempotency_key)
+    .then(
+      [spec, rp](job_record& existing) mutable {
+        if (existing.spec == spec)
+          rp.deliver(std::move(existing));
+        else
+          rp.deliver(make_error(errc::conflict,
+                                "idempotency key '" + spec.idempotency_key
+                                  + "' is taken by job " + existing.job_id
+                                  + " with a different spec"));
+      },
+      [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+}
+
+caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
+  {
+    auto& st = self->state;
+    st.cfg = cfg;
+    st.pending.generation = st.next_generation++;
+    st.writer = self->system().spawn<caf::detached>(io_impl, cfg.conninfo,
+                                                    true);
+    // Both connections migrate (idempotent, under an advisory lock), so a
+    // read never races the schema's creation.
+    st.reader = self->system().spawn<caf::detached>(io_impl, cfg.conninfo,
+                                                    true);
+    // The I/O actors live and die with the store.
+    self->link_to(st.writer);
+    self->link_to(st.reader);
+    self->set_default_handler(caf::print_and_drop);
+    self->set_error_handler([](caf::error&) {});
+    // Learn early whether PostgreSQL is there (and migrate it).
+    self->request(st.writer, st.cfg.io_timeout, ping_atom::value)
+      .then([](ok_atom) {},
+            [self](caf::error& err) {
+              log("cannot reach PostgreSQL: " + describe(err));
+              start_reconnect(self);
+            });
+    return {
+      [self](submit_atom, job_event& ev) -> caf::result<job_record> {
+        auto& st = self->state;
+        if (!st.available)
+          return unavailable("reconnecting to PostgreSQL");
+        if (ev.kind != event_kind::submitted)
+          return make_error(errc::invalid_value,
+                            "submit needs a 'submitted' event");
+        auto rp = self->make_response_promise<job_record>();
+        const auto& spec = ev.spec;
+        if (!spec.idempotency_key.empty()) {
+          auto k = st.keys.find({spec.tenant, spec.idempotency_key});
+          if (k != st.keys.end()) {
+            auto existing_id = k->second;
+            auto reply = [self, existing_id, spec, rp]() mutable {
+              auto& st = self->state;
+              auto c = st.cache.find(existing_id);
+              if (c == st.cache.end()) {
+                answer_duplicate(self, spec, rp);
+                return;
+              }
+              if (c->second.spec == spec)
+                rp.deliver(c->second);
+              else
+                rp.deliver(make_error(errc::conflict,
+                                      "idempotency key '"
+                                        + spec.idempotency_key
+                                        + "' is taken by job " + existing_id
+                                        + " with a different spec"));
+            };
+            if (st.dirty.count(existing_id) > 0) {
+              // Not committed yet: answer once it is (or is not).
+              enqueue_op(self, [self, reply, spec,
+                                rp](const caf::error& err,
+                                    const pg::write_result*) mutable {
+                if (err)
+                  rp.deliver(err);
+                else
+                  reply();
+              });
+            } else {
+              reply();
+            }
+            return rp;
+          }
+        }
+        ev.sequence = 1;
+        job_record rec;
+        if (auto err = apply(rec, ev))
+          return err;
+        if (st.cache.count(ev.job_id) > 0)
+          return make_error(errc::conflict,
+                            "job id '" + ev.job_id + "' exists");
+        auto id = ev.job_id;
+        st.cache.emplace(id, rec);
+        st.dirty[id] = st.pending.generation;
+        if (!spec.idempotency_key.empty())
+          st.keys.emplace(std::make_pair(spec.tenant, spec.idempotency_key),
+                          id);
+        st.pending.submitted.push_back(id);
+        st.pending.events.push_back(std::move(ev));
+        enqueue_op(self, [self, id, rec,
+                          rp](const caf::error& err,
+                              const pg::write_result* result) mutable {
+          if (err) {
+            rp.deliver(err);
+            return;
+          }
+          const auto& dups = result->duplicate_submits;
+          if (std::find(dups.begin(), dups.end(), id) == dups.end()) {
+            rp.deliver(rec);
+            return;
+          }
+          // Another node (or an earlier run) holds the key.
+          auto& st = self->state;
+          st.cache.erase(id);
+          st.dirty.erase(id);
+          st.keys.erase({rec.spec.tenant, rec.spec.idempotency_key});
+          answer_duplicate(self, rec.spec, rp);
+        });
+        return rp;
+      },
+      [self](append_atom, std::vector<job_event>& events)
+        -> caf::result<ok_atom> {
+        auto& st = self->state;
+        if (!st.available)
+          return unavailable("reconnecting to PostgreSQL");
+        auto rp = self->make_response_promise<ok_atom>();
+        std::vector<std::string> ids;
+        for (const auto& ev : events)
+          ids.push_back(ev.job_id);
+        auto shared = std::make_shared<std::vector<job_event>>(
+          std::move(events));
+        with_loaded(
+          self, std::move(ids),
+          [self, shared, rp] { accept_append(self, std::move(*shared), rp); },
+          [rp](caf::error err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [self](get_atom, const std::string& id) -> caf::result<job_record> {
+        auto& st = self->state;
+        auto c = st.cache.find(id);
+        if (c != st.cache.end() && st.dirty.count(id) == 0)
+          return c->second;
+        auto rp = self->make_response_promise<job_record>();
+        rp.delegate(st.reader, get_atom::value, id);
+        return rp;
+      },
+      [self](events_atom,
+             const std::string& id) -> caf::result<std::vector<job_event>> {
+        auto rp = self->make_response_promise<std::vector<job_event>>();
+        rp.delegate(self->state.reader, events_atom::value, id);
+        return rp;
+      },
+      [self](list_atom,
+             const job_query& q) -> caf::result<std::vector<job_record>> {
+        if (q.limit == 0 || q.limit > 10000)
+          return make_error(errc::invalid_request,
+                            "limit must be within [1, 10000]");
+        auto rp = self->make_response_promise<std::vector<job_record>>();
+        rp.delegate(self->state.reader, list_atom::value, q);
+        return rp;
+      },
+      [self](recover_atom) -> caf::result<std::vector<job_record>> {
+        auto rp = self->make_response_promise<std::vector<job_record>>();
+        rp.delegate(self->state.reader, recover_atom::value);
+        return rp;
+      },
+      [self](reconnect_atom) { try_reconnect(self); },
+    };
+  }
+}
+
+} // namespace
+
+store_actor spawn_pg_store(caf::actor_system& sys, pg_store_config cfg) {
+  return caf::actor_cast<store_actor>(sys.spawn(pg_store_impl, std::move(cfg)));
+}
+
+} // namespace drover

@@ -1,0 +1,49 @@
+#pragma once
+
+// The PostgreSQL store: the store protocol (actors/store.hpp) with
+// durability. A submit or an append is answered only after the transaction
+// holding its events has committed (synchronous_commit on).
+//
+// Group commit: writes from all actors accumulate while one transaction is
+// in flight and go out together in the next one (at most `max_batch`
+// operations per transaction), so durability costs one fsync per batch,
+// not per job. libpq runs on two dedicated threads (detached actors, one
+// connection each: writer and reader), never on CAF's scheduler threads.
+//
+// The store keeps the current record of the jobs it writes in memory to
+// validate new events with the state machine before they are written (a
+// cache, rebuilt from PostgreSQL on a miss). Reads answer with committed
+// state only.
+//
+// When PostgreSQL is unreachable, writes fail at once with
+// `errc::unavailable` (never acknowledged without a commit) while the store
+// reconnects with backoff; a write whose commit outcome is unknown is
+// re-read, not guessed.
+
+#include "actors/store.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+namespace drover {
+
+struct pg_store_config {
+  /// libpq connection string (e.g. "postgresql:///drover?host=/run/pg").
+  std::string conninfo;
+  /// Upper bound of operations (submits + appends) per transaction.
+  size_t max_batch = 2000;
+  /// Records kept for validation; finished jobs beyond this are evicted.
+  size_t max_cached_jobs = 200000;
+  /// Reconnect backoff bounds.
+  std::chrono::milliseconds reconnect_min{100};
+  std::chrono::milliseconds reconnect_max{5000};
+  /// Give up on one database call after this long.
+  std::chrono::milliseconds io_timeout{60000};
+};
+
+store_actor spawn_pg_store(caf::actor_system& sys, pg_store_config cfg);
+
+} // namespace drover

@@ -1,0 +1,1199 @@
+#include "runtime/pg.hpp"
+
+#include "runtime/errors.hpp"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace drover::pg {
+
+static_assert(std::is_same_v<Oid, uint32_t>, "libpq's Oid is 32 bits");
+
+namespace {
+
+// Type OIDs of the built-in types we send (fixed in pg_type.dat).
+constexpr uint32_t bool_oid = 16;
+constexpr uint32_t bytea_oid = 17;
+constexpr uint32_t int8_oid = 20;
+constexpr uint32_t int2_oid = 21;
+constexpr uint32_t int4_oid = 23;
+constexpr uint32_t text_oid = 25;
+
+/// Key of the transaction-level advisory lock that serialises migrations
+/// ("drover" in ASCII).
+constexpr int64_t migration_lock_key = 0x64726f766572;
+
+constexpr auto int64_max
+    = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+constexpr auto int32_max
+    = static_cast<uint32_t>(std::numeric_limits<int32_t>::max());
+
+std::string trimmed(const char* msg) {
+  std::string str = msg != nullptr ? msg : "";
+  while (!str.empty() && (str.back() == '\n' || str.back() == ' '))
+    str.pop_back();
+  return str;
+}
+
+std::string prefixed(std::string_view what, std::string msg) {
+  if (what.empty())
+    return msg;
+  std::string str{what};
+  str += ": ";
+  str += msg;
+  return str;
+}
+
+/// The context string of a Drover error (empty for others).
+std::string context_of(const caf::error& err) {
+  const auto& ctx = err.context();
+  if (ctx.size() == 1 && ctx.match_element<std::string>(0))
+    return ctx.get_as<std::string>(0);
+  return caf::to_string(err);
+}
+
+/// The Drover code of `err`; decoders only return Drover errors, anything
+/// else counts as malformed.
+errc code_of(const caf::error& err) {
+  if (err.category() == errc_category)
+    return static_cast<errc>(err.code());
+  return errc::malformed;
+}
+
+/// Maps an SQLSTATE (https://www.postgresql.org/docs/15/errcodes-appendix.html)
+/// of a server that is still connected.
+errc classify(const std::string& state) {
+  if (state == "23505") // unique_violation
+    return errc::conflict;
+  auto cls = state.substr(0, 2);
+  if (cls == "08"     // connection exception
+      || cls == "40"  // transaction rollback: serialization, deadlock
+      || cls == "53"  // insufficient resources: disk full, out of memory
+      || cls == "55"  // object not in prerequisite state: lock timeout
+      || cls == "57"  // operator intervention: shutdown, cancel
+      || cls == "58"  // system error: I/O
+      || cls == "XX") // internal error
+    return errc::unavailable;
+  if (cls == "42"     // syntax error or access rule: missing schema, privileges
+      || cls == "28"  // invalid authorization
+      || cls == "3D"  // invalid catalog (database) name
+      || cls == "3F") // invalid schema name
+    return errc::bad_config;
+  return errc::invalid_value; // 22 data exception, 23 integrity, ...
+}
+
+void collect_notice(void* arg, const char* message) {
+  auto* log = static_cast<notice_log*>(arg);
+  if (log == nullptr || !log->keep)
+    return;
+  if (log->items.size() >= notice_log::capacity)
+    log->items.pop_front();
+  log->items.emplace_back(trimmed(message));
+}
+
+/// "($1,$2),($3,$4)" for `rows` rows of `cols` parameters.
+std::string values_list(size_t rows, size_t cols) {
+  std::string str;
+  str.reserve(rows * cols * 7);
+  size_t n = 1;
+  for (size_t r = 0; r < rows; ++r) {
+    str += r == 0 ? "(" : ",(";
+    for (size_t c = 0; c < cols; ++c) {
+      if (c != 0)
+        str += ',';
+      str += '$';
+      str += std::to_string(n++);
+    }
+    str += ')';
+  }
+  return str;
+}
+
+/// Calls `fn(first, last)` for consecutive slices of [0, n) small enough
+/// that `cols` parameters per row stay within libpq's limit. Stops at the
+/// first error.
+template <class F>
+caf::error for_chunks(size_t n, size_t cols, F fn) {
+  const size_t rows_per_chunk = max_params / cols;
+  for (size_t first = 0; first < n; first += rows_per_chunk)
+    if (auto err = fn(first, std::min(n, first + rows_per_chunk)))
+      return err;
+  return caf::none;
+}
+
+template <class T>
+bool parse_number(std::string_view str, T& out) {
+  auto [end, ec] = std::from_chars(str.data(), str.data() + str.size(), out);
+  return ec == std::errc{} && end == str.data() + str.size();
+}
+
+caf::error invalid(std::string msg) {
+  return make_error(errc::invalid_value, std::move(msg));
+}
+
+caf::error check_record(const job_record& rec, const char* role) {
+  if (rec.job_id.empty())
+    return invalid(std::string{role} + " without a job id");
+  if (rec.sequence == 0 || rec.sequence > int64_max)
+    return invalid(std::string{role} + " of job '" + rec.job_id
+                   + "' has sequence " + std::to_string(rec.sequence)
+                   + " (must be within [1, 2^63-1])");
+  return caf::none;
+}
+
+/// The projection columns of `rec`, in the order of `job_columns`.
+void add_job_columns(params& ps, const job_record& rec, int64_t updated_at_ms) {
+  ps.text(rec.job_id)
+      .text(rec.spec.tenant)
+      .text(rec.spec.type)
+      .text_or_null(rec.spec.idempotency_key)
+      .int16(static_cast<int16_t>(rec.status))
+      .int16(static_cast<int16_t>(rec.spec.prio))
+      .boolean(rec.dead_lettered)
+      .int64(rec.created_at_ms)
+      .int64(updated_at_ms);
+  if (rec.completed_at_ms != 0)
+    ps.int64(rec.completed_at_ms);
+  else
+    ps.null_int64();
+  ps.int64(static_cast<int64_t>(rec.sequence)).bytes(to_bytes(rec));
+}
+
+constexpr const char* job_columns
+    = "job_id, tenant, type, idempotency_key, status, priority, dead_lettered, "
+      "created_at_ms, updated_at_ms, completed_at_ms, seq, record";
+constexpr size_t job_column_count = 12;
+
+} // namespace
+
+// -- result -------------------------------------------------------------------
+
+result& result::operator=(result&& other) noexcept {
+  if (this != &other) {
+    if (res_ != nullptr)
+      PQclear(res_);
+    res_ = std::exchange(other.res_, nullptr);
+  }
+  return *this;
+}
+
+result::~result() {
+  if (res_ != nullptr)
+    PQclear(res_);
+}
+
+int result::rows() const {
+  return res_ != nullptr ? PQntuples(res_) : 0;
+}
+
+int result::columns() const {
+  return res_ != nullptr ? PQnfields(res_) : 0;
+}
+
+bool result::is_null(int row, int col) const {
+  return res_ == nullptr || PQgetisnull(res_, row, col) != 0;
+}
+
+std::string_view result::value(int row, int col) const {
+  if (res_ == nullptr)
+    return {};
+  return {PQgetvalue(res_, row, col),
+          static_cast<size_t>(PQgetlength(res_, row, col))};
+}
+
+uint64_t result::affected() const {
+  uint64_t n = 0;
+  if (res_ != nullptr)
+    parse_number(std::string_view{PQcmdTuples(res_)}, n);
+  return n;
+}
+
+int64_t binary_int(std::string_view wire) {
+  uint64_t x = 0;
+  for (unsigned char c : wire)
+    x = (x << 8) | c;
+  switch (wire.size()) {
+    case 2:
+      return static_cast<int16_t>(x);
+    case 4:
+      return static_cast<int32_t>(x);
+    default:
+      return static_cast<int64_t>(x);
+  }
+}
+
+// -- params -------------------------------------------------------------------
+
+void params::reserve(size_t n) {
+  values_.reserve(n);
+  types_.reserve(n);
+  formats_.reserve(n);
+  nulls_.reserve(n);
+}
+
+void params::add(std::string value, uint32_t type, int format, bool null) {
+  values_.push_back(std::move(value));
+  types_.push_back(type);
+  formats_.push_back(format);
+  nulls_.push_back(null ? 1 : 0);
+}
+
+params& params::text(std::string_view x) {
+  if (invalid_.empty() && x.find('\0') != std::string_view::npos)
+    invalid_ = "text parameter $" + std::to_string(values_.size() + 1)
+               + " holds a NUL byte";
+  add(std::string{x}, text_oid, 0, false);
+  return *this;
+}
+
+params& params::text_or_null(std::string_view x) {
+  if (x.empty()) {
+    add({}, text_oid, 0, true);
+    return *this;
+  }
+  return text(x);
+}
+
+params& params::int16(int16_t x) {
+  add(std::to_string(x), int2_oid, 0, false);
+  return *this;
+}
+
+params& params::int32(int32_t x) {
+  add(std::to_string(x), int4_oid, 0, false);
+  return *this;
+}
+
+params& params::int64(int64_t x) {
+  add(std::to_string(x), int8_oid, 0, false);
+  return *this;
+}
+
+params& params::null_int64() {
+  add({}, int8_oid, 0, true);
+  return *this;
+}
+
+params& params::boolean(bool x) {
+  add(x ? "t" : "f", bool_oid, 0, false);
+  return *this;
+}
+
+params& params::bytes(const char* data, size_t size) {
+  add(std::string{data, size}, bytea_oid, 1, false);
+  return *this;
+}
+
+// -- connection ---------------------------------------------------------------
+
+connection::connection() noexcept = default;
+
+connection::connection(pg_conn* conn)
+    : conn_(conn), notices_(std::make_unique<notice_log>()) {
+  // libpq's default processor prints to stderr; collect instead.
+  PQsetNoticeProcessor(conn_, collect_notice, notices_.get());
+}
+
+connection::connection(connection&& other) noexcept
+    : conn_(std::exchange(other.conn_, nullptr)),
+      notices_(std::move(other.notices_)) {}
+
+connection& connection::operator=(connection&& other) noexcept {
+  if (this != &other) {
+    if (conn_ != nullptr)
+      PQfinish(conn_);
+    conn_ = std::exchange(other.conn_, nullptr);
+    notices_ = std::move(other.notices_);
+  }
+  return *this;
+}
+
+connection::~connection() {
+  if (conn_ != nullptr)
+    PQfinish(conn_);
+}
+
+caf::expected<connection> connection::open(const std::string& conninfo) {
+  // Keywords are processed in order and later ones win: the defaults come
+  // before dbname (which expands `conninfo`), the encoding after it.
+  const char* const keywords[] = {
+      "connect_timeout",
+      "keepalives",
+      "keepalives_idle",
+      "keepalives_interval",
+      "keepalives_count",
+      "fallback_application_name",
+      "dbname",
+      "client_encoding",
+      nullptr,
+  };
+  const char* const values[] = {
+      "10", "1", "30", "10", "3", "drover", conninfo.c_str(), "UTF8", nullptr,
+  };
+  PGconn* raw = PQconnectdbParams(keywords, values, 1);
+  if (raw == nullptr)
+    return make_error(errc::unavailable,
+                      "cannot connect to PostgreSQL: out of memory");
+  connection conn{raw};
+  if (PQstatus(raw) != CONNECTION_OK)
+    return make_error(errc::unavailable, "cannot connect to PostgreSQL: "
+                                             + trimmed(PQerrorMessage(raw)));
+  return caf::expected<connection>{std::move(conn)};
+}
+
+bool connection::connection_ok() const {
+  return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK;
+}
+
+caf::error connection::failure(pg_result* res, std::string_view what) const {
+  std::string msg;
+  std::string state;
+  if (res != nullptr) {
+    if (const char* s = PQresultErrorField(res, PG_DIAG_SQLSTATE))
+      state = s;
+    if (const char* m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))
+      msg = m;
+    else
+      msg = trimmed(PQresultErrorMessage(res));
+    if (const char* d = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL)) {
+      msg += " (";
+      msg += d;
+      msg += ')';
+    }
+  }
+  if (!connection_ok()) {
+    auto conn_msg = conn_ != nullptr ? trimmed(PQerrorMessage(conn_))
+                                     : std::string{"not connected"};
+    if (!conn_msg.empty() && conn_msg != msg)
+      msg = msg.empty() ? conn_msg : msg + "; " + conn_msg;
+    if (!state.empty())
+      msg += " [SQLSTATE " + state + "]";
+    return make_error(errc::unavailable,
+                      prefixed(what, "PostgreSQL unavailable: " + msg));
+  }
+  if (state.empty()) {
+    // A client-side failure on a healthy connection (or a result status we
+    // never ask for).
+    if (msg.empty() && res != nullptr)
+      msg = std::string{"unexpected result "}
+            + PQresStatus(PQresultStatus(res));
+    return make_error(errc::invalid_value, prefixed(what, msg));
+  }
+  return make_error(classify(state),
+                    prefixed(what, msg + " [SQLSTATE " + state + "]"));
+}
+
+caf::expected<result> connection::exec(const std::string& sql, const params& ps,
+                                       bool binary_results,
+                                       std::string_view what) {
+  if (conn_ == nullptr)
+    return make_error(errc::unavailable,
+                      prefixed(what, "PostgreSQL unavailable: not connected"));
+  if (!ps.invalid_.empty())
+    return make_error(errc::invalid_value, prefixed(what, ps.invalid_));
+  if (ps.size() > max_params)
+    return make_error(errc::invalid_value,
+                      prefixed(what, std::to_string(ps.size())
+                                         + " parameters in one statement"));
+  const auto n = ps.size();
+  std::vector<const char*> values(n);
+  std::vector<int> lengths(n);
+  for (size_t i = 0; i < n; ++i) {
+    values[i] = ps.nulls_[i] != 0 ? nullptr : ps.values_[i].data();
+    lengths[i] = static_cast<int>(ps.values_[i].size());
+  }
+  result res{PQexecParams(conn_, sql.c_str(), static_cast<int>(n),
+                          ps.types_.data(), values.data(), lengths.data(),
+                          ps.formats_.data(), binary_results ? 1 : 0)};
+  if (res) {
+    auto status = PQresultStatus(res.get());
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+      return caf::expected<result>{std::move(res)};
+  }
+  return failure(res.get(), what);
+}
+
+caf::error connection::exec_script(const std::string& sql,
+                                   std::string_view what) {
+  if (conn_ == nullptr)
+    return make_error(errc::unavailable,
+                      prefixed(what, "PostgreSQL unavailable: not connected"));
+  result res{PQexec(conn_, sql.c_str())};
+  if (res) {
+    auto status = PQresultStatus(res.get());
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+      return caf::none;
+  }
+  return failure(res.get(), what);
+}
+
+bool connection::in_transaction() const {
+  if (conn_ == nullptr)
+    return false;
+  auto st = PQtransactionStatus(conn_);
+  return st == PQTRANS_INTRANS || st == PQTRANS_INERROR || st == PQTRANS_ACTIVE;
+}
+
+int connection::backend_pid() const {
+  return conn_ != nullptr ? PQbackendPID(conn_) : 0;
+}
+
+std::vector<std::string> connection::take_notices() {
+  std::vector<std::string> out;
+  if (notices_) {
+    out.assign(std::make_move_iterator(notices_->items.begin()),
+               std::make_move_iterator(notices_->items.end()));
+    notices_->items.clear();
+  }
+  return out;
+}
+
+void connection::drop_notices() {
+  if (notices_) {
+    notices_->keep = false;
+    notices_->items.clear();
+  }
+}
+
+caf::expected<std::string> conninfo_with(
+    const std::string& conninfo,
+    const std::vector<std::pair<std::string, std::string>>& settings) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (opts == nullptr) {
+    auto msg = err != nullptr ? trimmed(err) : std::string{"out of memory"};
+    if (err != nullptr)
+      PQfreemem(err);
+    return make_error(errc::bad_config,
+                      "cannot parse the connection string: " + msg);
+  }
+  std::vector<std::pair<std::string, std::string>> kv;
+  for (auto* opt = opts; opt->keyword != nullptr; ++opt)
+    if (opt->val != nullptr)
+      kv.emplace_back(opt->keyword, opt->val);
+  PQconninfoFree(opts);
+  for (const auto& [key, val] : settings) {
+    auto i = std::find_if(kv.begin(), kv.end(), [&key = key](const auto& x) {
+      return x.first == key;
+    });
+    if (i != kv.end())
+      i->second = val;
+    else
+      kv.emplace_back(key, val);
+  }
+  std::string out;
+  for (const auto& [key, val] : kv) {
+    if (!out.empty())
+      out += ' ';
+    out += key;
+    out += "='";
+    for (char c : val) {
+      if (c == '\'' || c == '\\')
+        out += '\\';
+      out += c;
+    }
+    out += '\'';
+  }
+  return out;
+}
+
+// -- session ------------------------------------------------------------------
+
+session::session(std::string conninfo, connection conn, decode_limits limits)
+    : conninfo_(std::move(conninfo)), conn_(std::move(conn)), limits_(limits) {}
+
+caf::expected<session> session::open(const std::string& conninfo,
+                                     decode_limits limits) {
+  auto conn = connection::open(conninfo);
+  if (!conn)
+    return std::move(conn.error());
+  session s{conninfo, std::move(*conn), limits};
+  if (auto err = s.prepare_connection())
+    return err;
+  return caf::expected<session>{std::move(s)};
+}
+
+caf::error session::prepare_connection() {
+  // Acknowledged means committed: never run with synchronous_commit off,
+  // whatever the server's default. (local, remote_write, on, remote_apply
+  // all wait for the local flush and are kept.)
+  auto res = conn_.exec("SELECT current_setting('synchronous_commit')", {},
+                        false, "reading synchronous_commit");
+  if (!res)
+    return std::move(res.error());
+  if (res->rows() == 1 && res->value(0, 0) == "off") {
+    auto set = conn_.exec("SET synchronous_commit = on", {}, false,
+                          "enabling synchronous_commit");
+    if (!set)
+      return std::move(set.error());
+  }
+  return caf::none;
+}
+
+caf::error session::reconnect() {
+  auto conn = connection::open(conninfo_);
+  if (!conn) {
+    conn_ = connection{};
+    return std::move(conn.error());
+  }
+  conn_ = std::move(*conn);
+  return prepare_connection();
+}
+
+caf::error session::rollback_quietly() {
+  if (!conn_.in_transaction())
+    return caf::none;
+  auto res = conn_.exec("ROLLBACK", {}, false, "rolling back");
+  return res ? caf::none : std::move(res.error());
+}
+
+caf::expected<int32_t> session::schema_version() {
+  auto exists
+      = conn_.exec("SELECT to_regclass('drover.schema_migrations') IS NOT NULL",
+                   {}, false, "reading the schema version");
+  if (!exists)
+    return std::move(exists.error());
+  if (exists->value(0, 0) != "t")
+    return int32_t{0};
+  auto res = conn_.exec(
+      "SELECT coalesce(max(version), 0) FROM drover.schema_migrations", {},
+      false, "reading the schema version");
+  if (!res)
+    return std::move(res.error());
+  int32_t version = 0;
+  if (!parse_number(res->value(0, 0), version))
+    return make_error(errc::malformed, "unreadable schema version");
+  return version;
+}
+
+caf::error session::migrate() {
+  if (auto err = rollback_quietly())
+    return err;
+  auto fail = [this](caf::error err) {
+    rollback_quietly();
+    return err;
+  };
+  if (auto res = conn_.exec("BEGIN", {}, false, "migrating"); !res)
+    return std::move(res.error());
+  // Held until COMMIT/ROLLBACK: concurrent migrators queue up here, and each
+  // sees what the previous one committed.
+  if (auto res = conn_.exec("SELECT pg_advisory_xact_lock($1)",
+                            params{}.int64(migration_lock_key), false,
+                            "taking the migration lock");
+      !res)
+    return fail(std::move(res.error()));
+  auto exists
+      = conn_.exec("SELECT to_regclass('drover.schema_migrations') IS NOT NULL",
+                   {}, false, "migrating");
+  if (!exists)
+    return fail(std::move(exists.error()));
+  if (exists->value(0, 0) != "t") {
+    auto err = conn_.exec_script(
+        "CREATE SCHEMA IF NOT EXISTS drover;\n"
+        "CREATE TABLE drover.schema_migrations (\n"
+        "  version     integer PRIMARY KEY,\n"
+        "  description text NOT NULL,\n"
+        "  applied_at  timestamptz NOT NULL DEFAULT now()\n"
+        ");\n"
+        "COMMENT ON TABLE drover.schema_migrations IS\n"
+        "  'Drover schema versions applied (runtime/pg_schema.cpp)';\n",
+        "creating drover.schema_migrations");
+    if (err)
+      return fail(std::move(err));
+  }
+  auto applied_res
+      = conn_.exec("SELECT version, description FROM drover.schema_migrations "
+                   "ORDER BY version",
+                   {}, false, "reading drover.schema_migrations");
+  if (!applied_res)
+    return fail(std::move(applied_res.error()));
+  const auto& known = migrations();
+  std::map<int32_t, std::string> applied;
+  for (int row = 0; row < applied_res->rows(); ++row) {
+    int32_t version = 0;
+    if (!parse_number(applied_res->value(row, 0), version))
+      return fail(make_error(errc::malformed, "unreadable schema version"));
+    auto description = std::string{applied_res->value(row, 1)};
+    auto i = std::find_if(known.begin(), known.end(), [version](const auto& m) {
+      return m.version == version;
+    });
+    if (i == known.end())
+      return fail(make_error(
+          errc::bad_config,
+          "the database has schema version " + std::to_string(version)
+              + ", which this binary does not know (newest: "
+              + std::to_string(known.empty() ? 0 : known.back().version)
+              + ")"));
+    if (description != i->description)
+      return fail(make_error(
+          errc::bad_config,
+          "schema version " + std::to_string(version) + " in the database is '"
+              + description + "', this binary's is '" + i->description + "'"));
+    applied.emplace(version, std::move(description));
+  }
+  for (const auto& m : known) {
+    if (applied.count(m.version) > 0)
+      continue;
+    auto what = "applying schema version " + std::to_string(m.version);
+    if (auto err = conn_.exec_script(m.sql, what))
+      return fail(std::move(err));
+    auto rec = conn_.exec(
+        "INSERT INTO drover.schema_migrations (version, description) "
+        "VALUES ($1, $2)",
+        params{}.int32(m.version).text(m.description), false, what);
+    if (!rec)
+      return fail(std::move(rec.error()));
+  }
+  if (auto res = conn_.exec("COMMIT", {}, false, "committing the migration");
+      !res)
+    return fail(std::move(res.error()));
+  return caf::none;
+}
+
+// -- writing ------------------------------------------------------------------
+
+namespace {
+
+/// (tenant, idempotency key) -> id of the job holding it, for `keys`.
+caf::expected<std::map<std::pair<std::string, std::string>, std::string>>
+key_holders(connection& conn,
+            const std::vector<std::pair<std::string, std::string>>& keys) {
+  std::map<std::pair<std::string, std::string>, std::string> out;
+  auto err = for_chunks(keys.size(), 2, [&](size_t first, size_t last) {
+    params ps;
+    ps.reserve((last - first) * 2);
+    for (size_t i = first; i < last; ++i)
+      ps.text(keys[i].first).text(keys[i].second);
+    auto res = conn.exec(
+        "SELECT j.tenant, j.idempotency_key, j.job_id FROM drover.jobs j JOIN "
+        "(VALUES "
+            + values_list(last - first, 2)
+            + ") AS v(tenant, key) "
+              "ON j.tenant = v.tenant AND j.idempotency_key = v.key",
+        ps, false, "looking up idempotency keys");
+    if (!res)
+      return std::move(res.error());
+    for (int row = 0; row < res->rows(); ++row)
+      out.emplace(std::make_pair(std::string{res->value(row, 0)},
+                                 std::string{res->value(row, 1)}),
+                  std::string{res->value(row, 2)});
+    return caf::error{};
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+/// job id -> stored seq, for those of `ids` that exist.
+caf::expected<std::unordered_map<std::string, int64_t>>
+job_seqs(connection& conn, const std::vector<std::string>& ids) {
+  std::unordered_map<std::string, int64_t> out;
+  auto err = for_chunks(ids.size(), 1, [&](size_t first, size_t last) {
+    params ps;
+    ps.reserve(last - first);
+    for (size_t i = first; i < last; ++i)
+      ps.text(ids[i]);
+    auto res = conn.exec("SELECT j.job_id, j.seq FROM drover.jobs j JOIN "
+                         "(VALUES "
+                             + values_list(last - first, 1)
+                             + ") AS v(job_id) ON j.job_id = v.job_id",
+                         ps, false, "looking up jobs");
+    if (!res)
+      return std::move(res.error());
+    for (int row = 0; row < res->rows(); ++row) {
+      int64_t seq = 0;
+      if (!parse_number(res->value(row, 1), seq))
+        return make_error(errc::malformed, "unreadable seq");
+      out.emplace(std::string{res->value(row, 0)}, seq);
+    }
+    return caf::error{};
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+} // namespace
+
+caf::expected<write_result> session::write(const write_batch& batch) {
+  write_result out;
+  if (batch.submits.empty() && batch.events.empty() && batch.updates.empty())
+    return out;
+  // Refuse batches that contradict themselves before touching the database.
+  std::unordered_set<std::string_view> submit_ids;
+  std::unordered_set<std::string_view> update_ids;
+  for (const auto& rec : batch.submits) {
+    if (auto err = check_record(rec, "submit"))
+      return err;
+    if (!submit_ids.insert(rec.job_id).second)
+      return invalid("job '" + rec.job_id + "' is submitted twice in a batch");
+  }
+  for (const auto& rec : batch.updates) {
+    if (auto err = check_record(rec, "update"))
+      return err;
+    if (!update_ids.insert(rec.job_id).second)
+      return invalid("job '" + rec.job_id + "' is updated twice in a batch");
+  }
+  // at_ms of each job's newest event in the batch: the projection's
+  // updated_at_ms.
+  std::unordered_map<std::string_view, std::pair<uint64_t, int64_t>> newest;
+  for (const auto& ev : batch.events) {
+    if (submit_ids.count(ev.job_id) == 0 && update_ids.count(ev.job_id) == 0)
+      return invalid("event " + std::to_string(ev.sequence) + " of job '"
+                     + ev.job_id
+                     + "' comes without a submit or an update of its job");
+    if (ev.sequence == 0 || ev.sequence > int64_max)
+      return invalid("event of job '" + ev.job_id + "' has sequence "
+                     + std::to_string(ev.sequence));
+    if (ev.attempt > int32_max)
+      return invalid("event of job '" + ev.job_id + "' has attempt "
+                     + std::to_string(ev.attempt));
+    auto& n = newest[ev.job_id];
+    if (ev.sequence >= n.first)
+      n = {ev.sequence, ev.at_ms};
+  }
+  auto updated_at = [&newest](const job_record& rec) {
+    if (auto i = newest.find(rec.job_id); i != newest.end())
+      return i->second.second;
+    return std::max(
+        {rec.created_at_ms, rec.started_at_ms, rec.completed_at_ms});
+  };
+
+  if (auto err = rollback_quietly())
+    return err;
+  if (auto res = conn_.exec("BEGIN", {}, false, "writing a batch"); !res)
+    return std::move(res.error());
+  auto fail = [this](caf::error err) {
+    rollback_quietly();
+    return err;
+  };
+
+  // 1. Submits. ON CONFLICT DO NOTHING covers the job id and the
+  // idempotency key, also between rows of the same statement (the first
+  // row wins) and against concurrent transactions (we wait for theirs).
+  std::unordered_set<std::string_view> skipped;
+  if (!batch.submits.empty()) {
+    std::unordered_set<std::string> inserted;
+    auto err = for_chunks(
+        batch.submits.size(), job_column_count, [&](size_t first, size_t last) {
+          params ps;
+          ps.reserve((last - first) * job_column_count);
+          for (size_t i = first; i < last; ++i)
+            add_job_columns(ps, batch.submits[i], updated_at(batch.submits[i]));
+          auto res = conn_.exec(
+              std::string{"INSERT INTO drover.jobs ("} + job_columns
+                  + ") VALUES " + values_list(last - first, job_column_count)
+                  + " ON CONFLICT DO NOTHING RETURNING job_id",
+              ps, false, "inserting submitted jobs");
+          if (!res)
+            return std::move(res.error());
+          for (int row = 0; row < res->rows(); ++row)
+            inserted.emplace(res->value(row, 0));
+          return caf::error{};
+        });
+    if (err)
+      return fail(std::move(err));
+    if (inserted.size() < batch.submits.size()) {
+      std::vector<std::pair<std::string, std::string>> keys;
+      for (const auto& rec : batch.submits)
+        if (inserted.count(rec.job_id) == 0
+            && !rec.spec.idempotency_key.empty())
+          keys.emplace_back(rec.spec.tenant, rec.spec.idempotency_key);
+      auto holders = key_holders(conn_, keys);
+      if (!holders)
+        return fail(std::move(holders.error()));
+      for (const auto& rec : batch.submits) {
+        if (inserted.count(rec.job_id) > 0)
+          continue;
+        auto holder = holders->end();
+        if (!rec.spec.idempotency_key.empty())
+          holder = holders->find(
+              std::make_pair(rec.spec.tenant, rec.spec.idempotency_key));
+        if (holder == holders->end() || holder->second == rec.job_id)
+          // The id itself is taken: a job written earlier, e.g. this very
+          // batch after an unknown outcome (see committed()).
+          return fail(
+              make_error(errc::conflict, "job '" + rec.job_id + "' exists"));
+        out.duplicate_submits.push_back(rec.job_id);
+        skipped.insert(rec.job_id);
+      }
+    }
+  }
+
+  // 2. Events: multi-row INSERTs, payloads as binary bytea. A (job, seq)
+  // that exists is a unique violation: conflict.
+  std::vector<const job_event*> events;
+  events.reserve(batch.events.size());
+  for (const auto& ev : batch.events)
+    if (skipped.count(ev.job_id) == 0)
+      events.push_back(&ev);
+  constexpr size_t event_cols = 6;
+  auto err
+      = for_chunks(events.size(), event_cols, [&](size_t first, size_t last) {
+          params ps;
+          ps.reserve((last - first) * event_cols);
+          for (size_t i = first; i < last; ++i) {
+            const auto& ev = *events[i];
+            ps.text(ev.job_id)
+                .int64(static_cast<int64_t>(ev.sequence))
+                .int32(static_cast<int32_t>(ev.attempt))
+                .int16(static_cast<int16_t>(ev.kind))
+                .int64(ev.at_ms)
+                .bytes(to_bytes(ev));
+          }
+          auto res = conn_.exec("INSERT INTO drover.events (job_id, seq, "
+                                "attempt, kind, at_ms, payload) "
+                                "VALUES "
+                                    + values_list(last - first, event_cols),
+                                ps, false, "appending events");
+          return res ? caf::error{} : std::move(res.error());
+        });
+  if (err)
+    return fail(std::move(err));
+
+  // 3. Projections of existing jobs, in job-id order (a stable lock order
+  // between concurrent writers). Each must move the stored one forward.
+  std::vector<const job_record*> updates;
+  updates.reserve(batch.updates.size());
+  for (const auto& rec : batch.updates)
+    if (skipped.count(rec.job_id) == 0)
+      updates.push_back(&rec);
+  std::sort(updates.begin(), updates.end(),
+            [](const job_record* x, const job_record* y) {
+              return x->job_id < y->job_id;
+            });
+  constexpr size_t update_cols = 8;
+  err = for_chunks(updates.size(), update_cols, [&](size_t first, size_t last) {
+    params ps;
+    ps.reserve((last - first) * update_cols);
+    for (size_t i = first; i < last; ++i) {
+      const auto& rec = *updates[i];
+      ps.text(rec.job_id)
+          .int16(static_cast<int16_t>(rec.status))
+          .int16(static_cast<int16_t>(rec.spec.prio))
+          .boolean(rec.dead_lettered)
+          .int64(updated_at(rec));
+      if (rec.completed_at_ms != 0)
+        ps.int64(rec.completed_at_ms);
+      else
+        ps.null_int64();
+      ps.int64(static_cast<int64_t>(rec.sequence)).bytes(to_bytes(rec));
+    }
+    auto res = conn_.exec(
+        "UPDATE drover.jobs AS j SET status = v.status, priority = v.priority, "
+        "dead_lettered = v.dead_lettered, updated_at_ms = v.updated_at_ms, "
+        "completed_at_ms = v.completed_at_ms, seq = v.seq, record = v.record "
+        "FROM (VALUES "
+            + values_list(last - first, update_cols)
+            + ") AS v(job_id, status, priority, dead_lettered, updated_at_ms, "
+              "completed_at_ms, seq, record) "
+              "WHERE j.job_id = v.job_id AND j.seq < v.seq RETURNING j.job_id",
+        ps, false, "updating jobs");
+    if (!res)
+      return std::move(res.error());
+    if (static_cast<size_t>(res->rows()) == last - first)
+      return caf::error{};
+    std::unordered_set<std::string_view> done;
+    for (int row = 0; row < res->rows(); ++row)
+      done.insert(res->value(row, 0));
+    for (size_t i = first; i < last; ++i) {
+      const auto& rec = *updates[i];
+      if (done.count(rec.job_id) > 0)
+        continue;
+      auto stored = job_seqs(conn_, {rec.job_id});
+      if (!stored)
+        return std::move(stored.error());
+      if (stored->empty())
+        return make_error(errc::not_found,
+                          "no job '" + rec.job_id + "' to update");
+      return make_error(errc::conflict,
+                        "job '" + rec.job_id + "' is at seq "
+                            + std::to_string(stored->begin()->second)
+                            + ", the update carries seq "
+                            + std::to_string(rec.sequence));
+    }
+    return caf::error{};
+  });
+  if (err)
+    return fail(std::move(err));
+
+  // 4. COMMIT. If the connection breaks now, the server may or may not have
+  // committed: only a re-read can tell.
+  auto res = conn_.exec("COMMIT", {}, false, "committing");
+  if (!res) {
+    if (!conn_.connection_ok())
+      return make_error(errc::unavailable,
+                        "outcome unknown: " + context_of(res.error()));
+    return fail(std::move(res.error()));
+  }
+  return out;
+}
+
+caf::expected<bool> session::committed(const write_batch& batch) {
+  if (auto err = rollback_quietly())
+    return err;
+  // One snapshot for every read below.
+  if (auto res = conn_.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                            {}, false, "checking a batch");
+      !res)
+    return std::move(res.error());
+  auto fail = [this](caf::error err) {
+    rollback_quietly();
+    return err;
+  };
+  std::unordered_set<std::string_view> with_events;
+  for (const auto& ev : batch.events)
+    with_events.insert(ev.job_id);
+  // Which submitted and updated jobs exist, at which seq.
+  std::vector<std::string> ids;
+  for (const auto& rec : batch.submits)
+    ids.push_back(rec.job_id);
+  for (const auto& rec : batch.updates)
+    ids.push_back(rec.job_id);
+  auto seqs = job_seqs(conn_, ids);
+  if (!seqs)
+    return fail(std::move(seqs.error()));
+  // Absent submits whose key another job holds: a retry reports them as
+  // duplicates whatever happened, so they are no evidence either way.
+  std::vector<std::pair<std::string, std::string>> keys;
+  for (const auto& rec : batch.submits)
+    if (seqs->count(rec.job_id) == 0 && !rec.spec.idempotency_key.empty())
+      keys.emplace_back(rec.spec.tenant, rec.spec.idempotency_key);
+  auto holders = key_holders(conn_, keys);
+  if (!holders)
+    return fail(std::move(holders.error()));
+  std::unordered_set<std::string_view> neutral;
+  for (const auto& rec : batch.submits) {
+    if (seqs->count(rec.job_id) > 0 || rec.spec.idempotency_key.empty())
+      continue;
+    auto i = holders->find({rec.spec.tenant, rec.spec.idempotency_key});
+    if (i != holders->end() && i->second != rec.job_id)
+      neutral.insert(rec.job_id);
+  }
+  size_t present = 0;
+  size_t absent = 0;
+  // Jobs without events in the batch: judged by their projection.
+  for (const auto& rec : batch.submits) {
+    if (neutral.count(rec.job_id) > 0 || with_events.count(rec.job_id) > 0)
+      continue;
+    ++(seqs->count(rec.job_id) > 0 ? present : absent);
+  }
+  for (const auto& rec : batch.updates) {
+    if (neutral.count(rec.job_id) > 0 || with_events.count(rec.job_id) > 0)
+      continue;
+    auto i = seqs->find(rec.job_id);
+    auto stored = i != seqs->end() && i->second >= 0
+                  && static_cast<uint64_t>(i->second) >= rec.sequence;
+    ++(stored ? present : absent);
+  }
+  // Events: stored, and stored as written.
+  std::vector<const job_event*> events;
+  for (const auto& ev : batch.events)
+    if (neutral.count(ev.job_id) == 0)
+      events.push_back(&ev);
+  std::map<std::pair<std::string_view, uint64_t>, const job_event*> wanted;
+  for (const auto* ev : events)
+    wanted.emplace(std::make_pair(std::string_view{ev->job_id}, ev->sequence),
+                   ev);
+  size_t found = 0;
+  auto err = for_chunks(events.size(), 2, [&](size_t first, size_t last) {
+    params ps;
+    ps.reserve((last - first) * 2);
+    for (size_t i = first; i < last; ++i)
+      ps.text(events[i]->job_id)
+          .int64(static_cast<int64_t>(events[i]->sequence));
+    auto res = conn_.exec(
+        "SELECT e.job_id, e.seq, e.payload FROM drover.events e JOIN (VALUES "
+            + values_list(last - first, 2)
+            + ") AS v(job_id, seq) ON e.job_id = v.job_id AND e.seq = v.seq",
+        ps, true, "checking a batch's events");
+    if (!res)
+      return std::move(res.error());
+    for (int row = 0; row < res->rows(); ++row) {
+      auto job_id = res->value(row, 0);
+      auto seq = static_cast<uint64_t>(binary_int(res->value(row, 1)));
+      auto payload = res->value(row, 2);
+      auto i = wanted.find({job_id, seq});
+      if (i == wanted.end())
+        continue;
+      auto stored
+          = from_bytes<job_event>(payload.data(), payload.size(), limits_);
+      if (!stored || *stored != *i->second)
+        return make_error(errc::conflict,
+                          "event " + std::to_string(seq) + " of job '"
+                              + std::string{job_id}
+                              + "' is stored with a different content");
+      ++found;
+    }
+    return caf::error{};
+  });
+  if (err)
+    return fail(std::move(err));
+  present += found;
+  absent += events.size() - found;
+  rollback_quietly();
+  if (present > 0 && absent > 0)
+    return make_error(errc::conflict,
+                      "batch partially stored: " + std::to_string(present)
+                          + " of " + std::to_string(present + absent)
+                          + " items present");
+  return present > 0;
+}
+
+// -- reading ------------------------------------------------------------------
+
+caf::expected<job_record> session::decode_record(std::string_view job_id,
+                                                 std::string_view bytes) const {
+  auto rec = from_bytes<job_record>(bytes.data(), bytes.size(), limits_);
+  if (!rec)
+    return make_error(code_of(rec.error()), "drover.jobs row '"
+                                                + std::string{job_id}
+                                                + "' holds a corrupt record: "
+                                                + context_of(rec.error()));
+  if (rec->job_id != job_id)
+    return make_error(errc::malformed, "drover.jobs row '" + std::string{job_id}
+                                           + "' holds the record of job '"
+                                           + rec->job_id + "'");
+  return rec;
+}
+
+caf::expected<std::vector<job_record>>
+session::query_records(const std::string& sql, const params& ps,
+                       std::string_view what) {
+  // Binary results: record bytes arrive as they are, no hex decoding.
+  auto res = conn_.exec(sql, ps, true, what);
+  if (!res)
+    return std::move(res.error());
+  std::vector<job_record> out;
+  out.reserve(static_cast<size_t>(res->rows()));
+  for (int row = 0; row < res->rows(); ++row) {
+    auto rec = decode_record(res->value(row, 0), res->value(row, 1));
+    if (!rec)
+      return std::move(rec.error());
+    out.push_back(std::move(*rec));
+  }
+  return out;
+}
+
+caf::expected<job_record> session::load_job(const std::string& job_id) {
+  auto recs = query_records(
+      "SELECT job_id, record FROM drover.jobs WHERE job_id = $1",
+      params{}.text(job_id), "loading a job");
+  if (!recs)
+    return std::move(recs.error());
+  if (recs->empty())
+    return make_error(errc::not_found, "no job '" + job_id + "'");
+  return std::move(recs->front());
+}
+
+caf::expected<std::vector<job_event>>
+session::load_events(const std::string& job_id) {
+  auto res = conn_.exec(
+      "SELECT seq, payload FROM drover.events WHERE job_id = $1 ORDER BY seq",
+      params{}.text(job_id), true, "loading events");
+  if (!res)
+    return std::move(res.error());
+  if (res->rows() == 0)
+    return make_error(errc::not_found, "no events of job '" + job_id + "'");
+  std::vector<job_event> out;
+  out.reserve(static_cast<size_t>(res->rows()));
+  for (int row = 0; row < res->rows(); ++row) {
+    auto seq = static_cast<uint64_t>(binary_int(res->value(row, 0)));
+    auto payload = res->value(row, 1);
+    auto ev = from_bytes<job_event>(payload.data(), payload.size(), limits_);
+    auto where
+        = "drover.events row ('" + job_id + "', " + std::to_string(seq) + ")";
+    if (!ev)
+      return make_error(code_of(ev.error()), where + " holds a corrupt event: "
+                                                 + context_of(ev.error()));
+    if (ev->job_id != job_id || ev->sequence != seq)
+      return make_error(errc::malformed, where + " holds event "
+                                             + std::to_string(ev->sequence)
+                                             + " of job '" + ev->job_id + "'");
+    out.push_back(std::move(*ev));
+  }
+  return out;
+}
+
+caf::expected<std::vector<job_record>> session::list(const job_query& q) {
+  if (q.limit == 0 || q.limit > 10000)
+    return make_error(errc::invalid_request, "limit must be within [1, 10000]");
+  if (q.status > static_cast<int32_t>(job_status::cancelled))
+    return std::vector<job_record>{};
+  params ps;
+  std::string sql = "SELECT job_id, record FROM drover.jobs WHERE job_id > $1";
+  ps.text(q.after);
+  auto next = [&ps] { return "$" + std::to_string(ps.size() + 1); };
+  if (q.status >= 0) {
+    sql += " AND status = " + next();
+    ps.int16(static_cast<int16_t>(q.status));
+  }
+  if (q.dead_lettered)
+    sql += " AND dead_lettered";
+  if (!q.tenant.empty()) {
+    sql += " AND tenant = " + next();
+    ps.text(q.tenant);
+  }
+  if (!q.type.empty()) {
+    sql += " AND type = " + next();
+    ps.text(q.type);
+  }
+  sql += " ORDER BY job_id LIMIT " + next();
+  ps.int64(q.limit);
+  return query_records(sql, ps, "listing jobs");
+}
+
+caf::expected<std::vector<job_record>>
+session::live_jobs(const std::string& after, uint32_t limit) {
+  // The predicate repeats jobs_live's so the partial index applies.
+  std::string sql = "SELECT job_id, record FROM drover.jobs "
+                    "WHERE status IN (0, 1, 2, 3) AND job_id > $1 "
+                    "ORDER BY job_id";
+  params ps;
+  ps.text(after);
+  if (limit > 0) {
+    sql += " LIMIT $2";
+    ps.int64(limit);
+  }
+  return query_records(sql, ps, "loading live jobs");
+}
+
+caf::expected<job_record> session::find_by_key(const std::string& tenant,
+                                               const std::string& key) {
+  if (key.empty())
+    return make_error(errc::not_found, "no idempotency key given");
+  auto recs = query_records("SELECT job_id, record FROM drover.jobs "
+                            "WHERE tenant = $1 AND idempotency_key = $2",
+                            params{}.text(tenant).text(key),
+                            "looking up an idempotency key");
+  if (!recs)
+    return std::move(recs.error());
+  if (recs->empty())
+    return make_error(errc::not_found, "no job of tenant '" + tenant
+                                           + "' with idempotency key '" + key
+                                           + "'");
+  return std::move(recs->front());
+}
+
+caf::expected<uint64_t> session::purge_finished(int64_t before_ms,
+                                                int32_t max_jobs) {
+  auto res = conn_.exec("SELECT drover.purge_finished($1, $2)",
+                        params{}.int64(before_ms).int32(max_jobs), false,
+                        "purging finished jobs");
+  if (!res)
+    return std::move(res.error());
+  uint64_t n = 0;
+  if (res->rows() != 1 || !parse_number(res->value(0, 0), n))
+    return make_error(errc::malformed, "unreadable purge count");
+  return n;
+}
+
+} // namespace drover::pg

@@ -1,0 +1,348 @@
+#pragma once
+
+// The blocking PostgreSQL layer under the store: libpq behind RAII wrappers,
+// the schema's migrations and one `session` per connection with the
+// operations the store actor needs (batched writes, reads, recovery,
+// retention).
+//
+// Threading: every call blocks on the network. Call it from a dedicated
+// thread (a detached actor or the store's own thread), never from a CAF
+// scheduler thread. A `connection` or `session` is used by one thread at a
+// time; distinct sessions are independent.
+//
+// Errors are values, nothing here throws (allocation failure aside):
+//   unavailable    the connection is missing or broke (context holds
+//                  libpq's message), the server refused service (shutdown,
+//                  out of resources) or a transient conflict (serialization
+//                  failure, deadlock) rolled the transaction back; retry
+//                  after `reconnect()` when `ok()` is false. A write whose
+//                  COMMIT was sent but not answered says "outcome unknown":
+//                  ask `committed()` before retrying.
+//   conflict       a unique key is taken (an event sequence or a job id that
+//                  exists), a projection is not older than its update, or
+//                  `committed()` found only part of a batch.
+//   not_found      no such job.
+//   invalid_value  a constraint or value the database refused, a value that
+//                  does not fit its column, text with NUL bytes, a batch
+//                  that contradicts itself.
+//   invalid_request  a list query outside its limits.
+//   malformed, truncated, too_large, ...  a stored payload that does not
+//                  decode (runtime/codec); a corrupt row is an error, never
+//                  a crash.
+//   bad_config     the database schema is newer than this binary or its
+//                  migrations were edited.
+//
+// SQL is parameterised everywhere: values travel as parameters (bytea in
+// binary), never spliced into statement text. The only unparameterised text
+// is the migrations' own constant SQL.
+
+#include "runtime/codec.hpp"
+#include "runtime/job_api.hpp"
+#include "runtime/model.hpp"
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// libpq's handle types (PGconn, PGresult), declared here so that this
+// header does not pull in libpq-fe.h.
+struct pg_conn;
+struct pg_result;
+
+namespace drover::pg {
+
+// -- results ------------------------------------------------------------------
+
+/// Owns one PGresult (PQclear on destruction). Values are text or binary
+/// depending on how the query asked for them.
+class result {
+public:
+  result() noexcept = default;
+  /// Takes ownership of `res` (may be null).
+  explicit result(pg_result* res) noexcept : res_(res) {}
+  result(result&& other) noexcept : res_(std::exchange(other.res_, nullptr)) {}
+  result& operator=(result&& other) noexcept;
+  result(const result&) = delete;
+  result& operator=(const result&) = delete;
+  ~result();
+
+  int rows() const;
+  int columns() const;
+  bool is_null(int row, int col) const;
+  /// The raw value (binary results: the wire bytes); valid while `*this`
+  /// lives.
+  std::string_view value(int row, int col) const;
+  /// Affected rows of INSERT/UPDATE/DELETE (PQcmdTuples), 0 if none.
+  uint64_t affected() const;
+
+  pg_result* get() const noexcept {
+    return res_;
+  }
+  explicit operator bool() const noexcept {
+    return res_ != nullptr;
+  }
+
+private:
+  pg_result* res_ = nullptr;
+};
+
+/// Reads a binary int2/int4/int8 value (network byte order).
+int64_t binary_int(std::string_view wire);
+
+// -- parameters ---------------------------------------------------------------
+
+/// Parameters of one statement, owned and typed (the server never has to
+/// guess a type). Text must not contain NUL bytes: libpq passes text as C
+/// strings, so a NUL would silently truncate the value; such a value marks
+/// the list invalid and the statement is refused with `invalid_value`.
+class params {
+public:
+  params& text(std::string_view x);
+  /// `x` or SQL NULL when empty.
+  params& text_or_null(std::string_view x);
+  params& int16(int16_t x);
+  params& int32(int32_t x);
+  params& int64(int64_t x);
+  /// An int8 parameter that is SQL NULL.
+  params& null_int64();
+  params& boolean(bool x);
+  /// bytea, sent in binary.
+  params& bytes(const char* data, size_t size);
+  params& bytes(const std::vector<char>& x) {
+    return bytes(x.data(), x.size());
+  }
+
+  size_t size() const noexcept {
+    return values_.size();
+  }
+  bool empty() const noexcept {
+    return values_.empty();
+  }
+  void reserve(size_t n);
+
+private:
+  friend class connection;
+  void add(std::string value, uint32_t type, int format, bool null);
+
+  std::vector<std::string> values_;
+  std::vector<uint32_t> types_;
+  std::vector<int> formats_;
+  std::vector<char> nulls_;
+  /// Why the list can't be sent; empty = fine.
+  std::string invalid_;
+};
+
+/// libpq's limit on parameters per statement.
+constexpr size_t max_params = 65535;
+
+// -- connections --------------------------------------------------------------
+
+/// Notices the server sent (RAISE NOTICE, "relation exists, skipping"...).
+/// They are collected, never printed: the last `capacity` are kept.
+struct notice_log {
+  static constexpr size_t capacity = 64;
+  bool keep = true;
+  std::deque<std::string> items;
+};
+
+/// Owns one PGconn (PQfinish on destruction) and its notice processor.
+class connection {
+public:
+  /// Connects. `conninfo` is a libpq connection string or URI. Defaults
+  /// that `conninfo` may override: connect_timeout=10, TCP keepalives
+  /// (idle 30 s, interval 10 s, 3 probes), fallback_application_name
+  /// "drover". Always: client_encoding UTF8. Fails with `unavailable`.
+  static caf::expected<connection> open(const std::string& conninfo);
+
+  connection() noexcept;
+  connection(connection&&) noexcept;
+  connection& operator=(connection&&) noexcept;
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection();
+
+  /// True if the connection exists and libpq considers it healthy. A broken
+  /// socket is noticed by the next call, not before.
+  bool connection_ok() const;
+
+  /// Runs one statement with `ps` (PQexecParams). Rows come back as text,
+  /// or in binary with `binary_results`. Any failure is an error (see the
+  /// header comment); `what` prefixes its context.
+  caf::expected<result> exec(const std::string& sql, const params& ps = {},
+                             bool binary_results = false,
+                             std::string_view what = {});
+
+  /// Runs constant SQL that may hold several statements and no parameters
+  /// (PQexec). For migrations only; never pass values in `sql`.
+  caf::error exec_script(const std::string& sql, std::string_view what = {});
+
+  /// True inside a transaction block (open or failed).
+  bool in_transaction() const;
+
+  /// The server process of this connection (pg_backend_pid()), 0 if none.
+  int backend_pid() const;
+
+  /// Returns and clears the collected notices.
+  std::vector<std::string> take_notices();
+  /// Drops notices instead of collecting them.
+  void drop_notices();
+
+  pg_conn* get() const noexcept {
+    return conn_;
+  }
+
+private:
+  explicit connection(pg_conn* conn);
+  caf::error failure(pg_result* res, std::string_view what) const;
+
+  pg_conn* conn_ = nullptr;
+  /// Heap-allocated so its address, given to libpq, survives moves.
+  std::unique_ptr<notice_log> notices_;
+};
+
+/// `conninfo` with `settings` (libpq keywords such as "dbname", "user")
+/// replaced or added; everything else kept. Lets tests and tools point at
+/// another database of the same server.
+caf::expected<std::string>
+conninfo_with(const std::string& conninfo,
+              const std::vector<std::pair<std::string, std::string>>& settings);
+
+// -- schema -------------------------------------------------------------------
+
+/// One schema change. Versions are consecutive from 1; a released
+/// migration never changes (its description is checked at start).
+struct migration {
+  int32_t version;
+  const char* description;
+  /// Constant SQL, run in the migrating transaction.
+  const char* sql;
+};
+
+/// All migrations in version order (runtime/pg_schema.cpp).
+const std::vector<migration>& migrations();
+
+// -- sessions -----------------------------------------------------------------
+
+/// One group commit: what a batch of store operations changes, written in
+/// one transaction.
+struct write_batch {
+  /// New jobs: their record after the `submitted` event (and whatever else
+  /// the batch applies, if the caller folds it in). Job ids unique.
+  std::vector<job_record> submits;
+  /// Every event of the batch, the submitted ones included, with sequences
+  /// assigned. Each event's job appears in `submits` or `updates`.
+  std::vector<job_event> events;
+  /// Projections of existing jobs after the batch (or of new jobs after
+  /// more events than their submit record holds). Job ids unique.
+  std::vector<job_record> updates;
+};
+
+struct write_result {
+  /// Submits not written because another job holds their (tenant,
+  /// idempotency key): created earlier or earlier in the same batch. Their
+  /// events and updates were skipped. Look the holder up with
+  /// `find_by_key`.
+  std::vector<std::string> duplicate_submits;
+};
+
+/// One connection to Drover's database. Not thread-safe: one thread at a
+/// time. Movable.
+class session {
+public:
+  /// Connects (see connection::open) and makes sure the session commits
+  /// synchronously (a server default of synchronous_commit=off is raised to
+  /// on for this session; stronger settings are kept). Does not migrate.
+  static caf::expected<session> open(const std::string& conninfo,
+                                     decode_limits limits = {});
+
+  /// Applies the missing migrations in one transaction under a
+  /// transaction-level advisory lock: safe to run twice and from several
+  /// processes at once. A role that may not create anything can still call
+  /// it once the schema is current (it then only reads
+  /// drover.schema_migrations).
+  caf::error migrate();
+
+  /// Schema version in the database (0 = none).
+  caf::expected<int32_t> schema_version();
+
+  bool ok() const {
+    return conn_.connection_ok();
+  }
+
+  /// Replaces the connection with a new one to the same database. On
+  /// failure the session stays broken and `ok()` false.
+  caf::error reconnect();
+
+  /// Writes `batch` in one transaction (committed synchronously): inserts
+  /// the submits (skipping those whose idempotency key is taken, see
+  /// write_result), appends the events of the others, updates the
+  /// projections (each must be newer than the stored one). All or nothing:
+  /// on any error the transaction is rolled back, except when the
+  /// connection broke during COMMIT: then the error is `unavailable` with
+  /// "outcome unknown" in its context, and `committed()` tells.
+  caf::expected<write_result> write(const write_batch& batch);
+
+  /// After "outcome unknown": whether `batch` is in the database. true =
+  /// every event of the batch is stored (as written), false = none is
+  /// (writing it again is safe), error `conflict` = only some are or some
+  /// differ. Events of submits that are absent while another job holds
+  /// their idempotency key don't count (a retry reports them as
+  /// duplicates); a batch without events is judged by its submits and
+  /// updates.
+  caf::expected<bool> committed(const write_batch& batch);
+
+  /// The job's current record; `not_found` if unknown.
+  caf::expected<job_record> load_job(const std::string& job_id);
+
+  /// The job's events in sequence order; `not_found` if it has none.
+  caf::expected<std::vector<job_event>> load_events(const std::string& job_id);
+
+  /// Jobs matching `q` in job-id order (the memory store's semantics:
+  /// status, dead_lettered, tenant and type filters, `after` cursor,
+  /// limit within [1, 10000]).
+  caf::expected<std::vector<job_record>> list(const job_query& q);
+
+  /// Non-terminal jobs (queued, scheduled, processing, retrying) in job-id
+  /// order, for recovery; paged by `after` and `limit` (0 = all).
+  caf::expected<std::vector<job_record>>
+  live_jobs(const std::string& after = {}, uint32_t limit = 0);
+
+  /// The job holding (tenant, key); `not_found` if none.
+  caf::expected<job_record> find_by_key(const std::string& tenant,
+                                        const std::string& key);
+
+  /// Deletes up to `max_jobs` finished jobs (completed, cancelled, failed
+  /// outside the dead-letter queue) whose completion is older than
+  /// `before_ms`, with their events (drover.purge_finished). Returns how
+  /// many jobs went.
+  caf::expected<uint64_t> purge_finished(int64_t before_ms, int32_t max_jobs);
+
+  /// The underlying connection (administration, tests).
+  connection& conn() noexcept {
+    return conn_;
+  }
+
+private:
+  session(std::string conninfo, connection conn, decode_limits limits);
+  caf::error prepare_connection();
+  caf::error rollback_quietly();
+  caf::expected<std::vector<job_record>> query_records(const std::string& sql,
+                                                       const params& ps,
+                                                       std::string_view what);
+  caf::expected<job_record> decode_record(std::string_view job_id,
+                                          std::string_view bytes) const;
+
+  std::string conninfo_;
+  connection conn_;
+  decode_limits limits_;
+};
+
+} // namespace drover::pg

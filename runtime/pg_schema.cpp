@@ -1,0 +1,207 @@
+// Drover's PostgreSQL schema as versioned migrations (see runtime/pg.hpp).
+// A migration that has shipped never changes: add a new version instead.
+
+#include "runtime/pg.hpp"
+
+namespace drover::pg {
+
+namespace {
+
+// Version 1: the audit log, the current-state projection and retention.
+const char* const v1_sql = R"sql(
+-- Privileges ------------------------------------------------------------------
+--
+-- Development clusters (scripts/lib.sh) connect as a superuser that owns
+-- everything. A production deployment separates the roles:
+--
+--   drover_owner   NOLOGIN. Owns schema drover, its tables and functions and
+--                  applies migrations (an operator or a migration job does
+--                  SET ROLE drover_owner and runs the node's migrate step).
+--                  Nodes never connect as the owner: an owner can ALTER the
+--                  tables and DISABLE the append-only trigger.
+--   drover_app     What nodes log in as. Once the schema is current,
+--                  session::migrate() only reads drover.schema_migrations.
+--                    GRANT USAGE ON SCHEMA drover TO drover_app;
+--                    GRANT SELECT ON drover.schema_migrations TO drover_app;
+--                    GRANT SELECT, INSERT ON drover.events TO drover_app;
+--                    GRANT SELECT, INSERT, UPDATE ON drover.jobs TO drover_app;
+--                  and nothing else: no UPDATE, DELETE or TRUNCATE on the
+--                  log, no DELETE on the projection. Retention goes through
+--                    GRANT EXECUTE ON FUNCTION
+--                      drover.purge_finished(bigint, integer) TO drover_app;
+--                  (or to a separate retention role instead).
+--
+-- Superusers bypass privileges (not triggers, though they may disable
+-- them): never run nodes as a superuser outside development.
+
+-- The audit log ---------------------------------------------------------------
+
+-- One row per state transition, never changed. payload is the Cap'n Proto
+-- JobEvent (schemas/job_event.capnp); the other columns repeat what queries
+-- and operators need without decoding it. No foreign key to drover.jobs:
+-- it would cost an index probe per appended event, and the store writes an
+-- event and its projection in one transaction anyway.
+CREATE TABLE drover.events (
+  job_id  text COLLATE "C" NOT NULL,
+  seq     bigint   NOT NULL CHECK (seq >= 1),
+  attempt integer  NOT NULL CHECK (attempt >= 0),
+  kind    smallint NOT NULL CHECK (kind >= 0),
+  at_ms   bigint   NOT NULL,
+  payload bytea    NOT NULL,
+  PRIMARY KEY (job_id, seq)
+);
+
+COMMENT ON TABLE drover.events IS
+  'Drover audit log: one row per job state transition; append-only.';
+
+-- Refuses every change to the log. The one exception is retention:
+-- drover.purge_finished() runs with drover.retention = 'on' (its own SET
+-- clause, so the setting ends with the function) and as the owner of the
+-- log (SECURITY DEFINER). Anybody may set a custom setting, so the setting
+-- alone opens nothing: the current user must also own the table, and in
+-- production the application role is not the owner and has no DELETE
+-- privilege in the first place.
+CREATE FUNCTION drover.refuse_event_change() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF TG_OP = 'DELETE'
+     AND current_setting('drover.retention', true) = 'on'
+     AND current_user = (SELECT pg_get_userbyid(c.relowner)
+                           FROM pg_class c WHERE c.oid = TG_RELID) THEN
+    RETURN OLD;
+  END IF;
+  RAISE EXCEPTION 'drover.events is append-only: % refused', TG_OP
+    USING ERRCODE = 'restrict_violation',
+          HINT = 'The audit log only grows; finished jobs are removed by '
+                 'drover.purge_finished().';
+END
+$$;
+
+CREATE TRIGGER events_append_only
+  BEFORE UPDATE OR DELETE ON drover.events
+  FOR EACH ROW EXECUTE FUNCTION drover.refuse_event_change();
+
+CREATE TRIGGER events_no_truncate
+  BEFORE TRUNCATE ON drover.events
+  FOR EACH STATEMENT EXECUTE FUNCTION drover.refuse_event_change();
+
+REVOKE UPDATE, DELETE, TRUNCATE ON drover.events FROM PUBLIC;
+
+-- The current-state projection ------------------------------------------------
+
+-- One row per job: its record after the last applied event (seq). Written
+-- in the same transaction as the events it reflects, so it never
+-- contradicts the log. record is the Cap'n Proto JobRecord
+-- (schemas/job_record.capnp); the other columns are what queries filter on.
+-- Collation "C": job ids sort bytewise, like the ids' own order and the
+-- in-memory store's. fillfactor 80 leaves room for HOT updates (progress
+-- changes no indexed column).
+CREATE TABLE drover.jobs (
+  job_id          text COLLATE "C" PRIMARY KEY,
+  tenant          text COLLATE "C" NOT NULL,
+  type            text COLLATE "C" NOT NULL,
+  -- NULL when the job has none.
+  idempotency_key text COLLATE "C" CHECK (idempotency_key <> ''),
+  -- JobStatus: 0 queued, 1 scheduled, 2 processing, 3 retrying,
+  -- 4 completed, 5 failed, 6 cancelled.
+  status          smallint NOT NULL CHECK (status BETWEEN 0 AND 6),
+  -- Priority: 0 high, 1 normal, 2 low.
+  priority        smallint NOT NULL CHECK (priority BETWEEN 0 AND 2),
+  dead_lettered   boolean  NOT NULL DEFAULT false,
+  created_at_ms   bigint   NOT NULL,
+  -- Time of the last applied event.
+  updated_at_ms   bigint   NOT NULL,
+  -- Time of the terminal transition; NULL while not terminal.
+  completed_at_ms bigint,
+  seq             bigint   NOT NULL CHECK (seq >= 1),
+  record          bytea    NOT NULL,
+  CONSTRAINT jobs_dlq_holds_failed CHECK (NOT dead_lettered OR status = 5)
+) WITH (fillfactor = 80);
+
+COMMENT ON TABLE drover.jobs IS
+  'Drover jobs: current state, derived from drover.events.';
+
+-- One job per (tenant, idempotency key).
+CREATE UNIQUE INDEX jobs_idempotency ON drover.jobs (tenant, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+-- Status queries, paged by job id.
+CREATE INDEX jobs_status ON drover.jobs (status, job_id);
+-- The dead-letter queue.
+CREATE INDEX jobs_dlq ON drover.jobs (job_id) WHERE dead_lettered;
+-- Recovery: the non-terminal jobs (queries must repeat this predicate).
+CREATE INDEX jobs_live ON drover.jobs (job_id) WHERE status IN (0, 1, 2, 3);
+-- A tenant's jobs.
+CREATE INDEX jobs_tenant ON drover.jobs (tenant, job_id);
+-- Retention: what drover.purge_finished() may remove, oldest first.
+CREATE INDEX jobs_purgeable ON drover.jobs (completed_at_ms)
+  WHERE status IN (4, 5, 6) AND NOT dead_lettered;
+
+REVOKE DELETE, TRUNCATE ON drover.jobs FROM PUBLIC;
+
+-- Retention -------------------------------------------------------------------
+
+-- Policy: a job leaves the database, events and projection together, once
+-- it is finished for good -- completed, cancelled, or failed and NOT in the
+-- dead-letter queue (a dead-lettered job can still be redriven) -- and its
+-- completion is older than before_ms. Live jobs are never touched: a job
+-- is a candidate only through its projection row, which must exist, be
+-- terminal and be old; a row that is being written is skipped (SKIP
+-- LOCKED) and one that changed is re-checked. At most max_jobs jobs per
+-- call, oldest first, so callers purge in short transactions. Returns the
+-- number of jobs removed.
+--
+-- SECURITY DEFINER: runs as the owner, the only role the append-only
+-- trigger lets delete, and only while drover.retention is 'on' -- which
+-- this function's SET clause does for its own duration. In production the
+-- application role is not the owner; it may only EXECUTE this function.
+CREATE FUNCTION drover.purge_finished(before_ms bigint, max_jobs integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET drover.retention = 'on'
+AS $$
+DECLARE
+  purged bigint;
+BEGIN
+  IF before_ms IS NULL OR max_jobs IS NULL OR max_jobs <= 0 THEN
+    RETURN 0;
+  END IF;
+  WITH victims AS (
+    SELECT j.job_id
+      FROM drover.jobs j
+     WHERE j.status IN (4, 5, 6) AND NOT j.dead_lettered
+       AND j.completed_at_ms < before_ms
+     ORDER BY j.completed_at_ms
+     LIMIT max_jobs
+       FOR UPDATE SKIP LOCKED
+  ), gone AS (
+    DELETE FROM drover.jobs j
+     USING victims v
+     WHERE j.job_id = v.job_id
+    RETURNING j.job_id
+  ), gone_events AS (
+    DELETE FROM drover.events e
+     USING gone g
+     WHERE e.job_id = g.job_id
+  )
+  SELECT count(*) INTO purged FROM gone;
+  RETURN purged;
+END
+$$;
+
+REVOKE ALL ON FUNCTION drover.purge_finished(bigint, integer) FROM PUBLIC;
+)sql";
+
+} // namespace
+
+const std::vector<migration>& migrations() {
+  static const std::vector<migration> all{
+      {1, "audit log, job projection, retention", v1_sql},
+  };
+  return all;
+}
+
+} // namespace drover::pg

@@ -1,0 +1,968 @@
+// Integration tests of runtime/pg against a real PostgreSQL: the server
+// DROVER_PG_URL points at (scripts/test starts a private one and sets it).
+// Every test case works in its own database, created fresh and dropped at
+// the end, so cases are independent and may run in parallel.
+
+#include "runtime/pg.hpp"
+#include "support/test_db.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/job_state.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <thread>
+
+using namespace drover;
+using drover::testing::test_db;
+using drover::testing::random_suffix;
+using drover::testing::server_url;
+using drover::testing::run;
+
+namespace {
+
+// -- helpers ------------------------------------------------------------------
+
+template <class T>
+T value_of(caf::expected<T>&& x) {
+  if (!x)
+    FAIL(describe(x.error()));
+  return std::move(*x);
+}
+
+/// The error `x` holds; fails the test if it holds a value.
+template <class T>
+caf::error error_of(caf::expected<T>&& x) {
+  if (x)
+    FAIL("expected an error, got a value");
+  return std::move(x.error());
+}
+
+void require_ok(const caf::error& err) {
+  if (err)
+    FAIL(describe(err));
+}
+
+/// Runs SQL that must succeed.
+/// Runs SQL that must fail; returns the error.
+caf::error refused(pg::connection& conn, const std::string& sql) {
+  auto res = conn.exec(sql);
+  if (res)
+    FAIL("'" << sql << "' should have failed");
+  return res.error();
+}
+
+int64_t count(pg::connection& conn, const std::string& sql,
+              const pg::params& ps = {}) {
+  auto res = run(conn, sql, ps);
+  REQUIRE(res.rows() == 1);
+  return std::stoll(std::string{res.value(0, 0)});
+}
+
+bool mentions(const caf::error& err, const std::string& text) {
+  return describe(err).find(text) != std::string::npos;
+}
+
+/// A login role for the duration of a test (roles are cluster-wide).
+/// Declare it before the test_db whose objects it is granted on, so the
+/// database is gone when the role is dropped.
+class test_role {
+public:
+  test_role() : name_("drover_test_role_" + random_suffix()) {
+    admin_ = value_of(pg::connection::open(server_url()));
+    run(admin_, "CREATE ROLE " + name_ + " LOGIN");
+  }
+  ~test_role() {
+    if (admin_.connection_ok())
+      admin_.exec("DROP ROLE IF EXISTS " + name_);
+  }
+  test_role(const test_role&) = delete;
+  test_role& operator=(const test_role&) = delete;
+
+  const std::string& name() const {
+    return name_;
+  }
+
+private:
+  std::string name_;
+  pg::connection admin_;
+};
+
+job_spec make_spec(std::string tenant, std::string type, std::string key) {
+  job_spec spec;
+  spec.tenant = std::move(tenant);
+  spec.type = std::move(type);
+  spec.idempotency_key = std::move(key);
+  spec.input = R"({"file":"in.mp4"})";
+  return spec;
+}
+
+/// A job's history built through the state machine, so records and events
+/// always agree. `add_to` moves what has not been written yet into a batch.
+class job {
+public:
+  job(std::string id, job_spec spec, int64_t at_ms = 1000) {
+    job_event ev;
+    ev.job_id = std::move(id);
+    ev.kind = event_kind::submitted;
+    ev.spec = std::move(spec);
+    ev.at_ms = at_ms;
+    push(std::move(ev));
+    submitted_ = rec_;
+  }
+
+  const std::string& id() const {
+    return rec_.job_id;
+  }
+  const job_record& record() const {
+    return rec_;
+  }
+  const std::vector<job_event>& events() const {
+    return events_;
+  }
+
+  job& start(int64_t at_ms) {
+    auto ev = next(event_kind::started, at_ms);
+    ev.attempt = rec_.attempt + 1;
+    ev.worker_id = "worker-1";
+    ev.lease_expiry_ms = at_ms + 30000;
+    return push(std::move(ev));
+  }
+
+  job& progress(double percent, int64_t at_ms) {
+    auto ev = next(event_kind::progressed, at_ms);
+    ev.progress.job_id = rec_.job_id;
+    ev.progress.percent = percent;
+    ev.progress.at_ms = at_ms;
+    ev.progress.attempt = rec_.attempt;
+    ev.progress.message = "working";
+    return push(std::move(ev));
+  }
+
+  job& checkpoint(std::string bytes, int64_t at_ms) {
+    auto ev = next(event_kind::checkpointed, at_ms);
+    ev.checkpoint = std::move(bytes);
+    return push(std::move(ev));
+  }
+
+  job& complete(int64_t at_ms) {
+    auto ev = next(event_kind::completed, at_ms);
+    ev.result = R"({"ok":true})";
+    return push(std::move(ev));
+  }
+
+  job& fail(int64_t at_ms) {
+    auto ev = next(event_kind::failed, at_ms);
+    ev.error = error_info{"boom", "it broke", false};
+    return push(std::move(ev));
+  }
+
+  job& dead_letter(int64_t at_ms) {
+    auto ev = next(event_kind::dead_lettered, at_ms);
+    ev.error = error_info{"boom", "it broke", false};
+    return push(std::move(ev));
+  }
+
+  job& purge_from_dlq(int64_t at_ms) {
+    auto ev = next(event_kind::purged, at_ms);
+    ev.reason = "operator";
+    return push(std::move(ev));
+  }
+
+  job& cancel(int64_t at_ms) {
+    auto ev = next(event_kind::cancelled, at_ms);
+    ev.reason = "user";
+    return push(std::move(ev));
+  }
+
+  /// Adds the unwritten part of the history to `batch`: the submit if not
+  /// written yet, the new events, and the projection if it moved past
+  /// what the submit (or the last write) holds.
+  void add_to(pg::write_batch& batch) {
+    if (written_ == 0)
+      batch.submits.push_back(submitted_);
+    uint64_t last = written_ == 0 ? 1 : events_[written_ - 1].sequence;
+    for (size_t i = written_; i < events_.size(); ++i)
+      batch.events.push_back(events_[i]);
+    if (rec_.sequence > last)
+      batch.updates.push_back(rec_);
+    written_ = events_.size();
+  }
+
+private:
+  job_event next(event_kind kind, int64_t at_ms) const {
+    job_event ev;
+    ev.job_id = rec_.job_id;
+    ev.kind = kind;
+    ev.attempt = rec_.attempt;
+    ev.at_ms = at_ms;
+    return ev;
+  }
+
+  job& push(job_event ev) {
+    ev.sequence = rec_.sequence + 1;
+    if (auto err = apply(rec_, ev))
+      FAIL(describe(err));
+    events_.push_back(std::move(ev));
+    return *this;
+  }
+
+  job_record rec_;
+  job_record submitted_;
+  std::vector<job_event> events_;
+  size_t written_ = 0;
+};
+
+pg::write_batch batch_of(std::initializer_list<job*> jobs) {
+  pg::write_batch batch;
+  for (auto* j : jobs)
+    j->add_to(batch);
+  return batch;
+}
+
+std::vector<std::string> ids_of(const std::vector<job_record>& recs) {
+  std::vector<std::string> out;
+  for (const auto& rec : recs)
+    out.push_back(rec.job_id);
+  return out;
+}
+
+} // namespace
+
+// -- schema -------------------------------------------------------------------
+
+TEST_CASE("migrations create the schema and are safe to run twice", "[pg]") {
+  test_db db;
+  auto s = db.session(false);
+  CHECK(value_of(s.schema_version()) == 0);
+  require_ok(s.migrate());
+  require_ok(s.migrate());
+  const auto& all = pg::migrations();
+  REQUIRE_FALSE(all.empty());
+  CHECK(value_of(s.schema_version()) == all.back().version);
+  auto& conn = s.conn();
+  CHECK(count(conn, "SELECT count(*) FROM drover.schema_migrations")
+        == static_cast<int64_t>(all.size()));
+  for (const char* rel :
+       {"drover.events", "drover.jobs", "drover.schema_migrations",
+        "drover.jobs_idempotency", "drover.jobs_status", "drover.jobs_dlq",
+        "drover.jobs_live", "drover.jobs_tenant"})
+    CHECK(count(conn,
+                "SELECT count(*) FROM pg_class WHERE oid = "
+                "to_regclass($1)",
+                pg::params{}.text(rel))
+          == 1);
+  CHECK(count(conn, "SELECT count(*) FROM pg_proc WHERE oid = "
+                    "'drover.purge_finished(bigint, integer)'::regprocedure")
+        == 1);
+  // A second session sees a current schema and changes nothing.
+  auto other = db.session(false);
+  require_ok(other.migrate());
+  CHECK(count(conn, "SELECT count(*) FROM drover.schema_migrations")
+        == static_cast<int64_t>(all.size()));
+}
+
+TEST_CASE("concurrent migrations serialise on the advisory lock", "[pg]") {
+  test_db db;
+  constexpr int n = 4;
+  std::vector<pg::session> sessions;
+  for (int i = 0; i < n; ++i)
+    sessions.push_back(db.session(false));
+  std::vector<caf::error> errors(n);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back([&, i] {
+      ready.fetch_add(1);
+      while (ready.load() < n)
+        std::this_thread::yield();
+      errors[i] = sessions[i].migrate();
+    });
+  for (auto& t : threads)
+    t.join();
+  for (auto& err : errors)
+    require_ok(err);
+  CHECK(
+      count(sessions[0].conn(), "SELECT count(*) FROM drover.schema_migrations")
+      == static_cast<int64_t>(pg::migrations().size()));
+}
+
+TEST_CASE("notices are collected, not printed", "[pg]") {
+  test_db db;
+  auto conn = db.connect();
+  run(conn, "DO $$ BEGIN RAISE NOTICE 'hello from the server'; END $$");
+  auto notices = conn.take_notices();
+  REQUIRE(notices.size() == 1);
+  CHECK(notices[0].find("hello from the server") != std::string::npos);
+  CHECK(conn.take_notices().empty());
+  conn.drop_notices();
+  run(conn, "DO $$ BEGIN RAISE NOTICE 'dropped'; END $$");
+  CHECK(conn.take_notices().empty());
+}
+
+// -- writing and reading ------------------------------------------------------
+
+TEST_CASE("events and projections agree and replay to the stored record",
+          "[pg]") {
+  test_db db;
+  auto s = db.session();
+  job a{"j-a", make_spec("acme", "video.transcode", "order-1"), 1000};
+  job b{"j-b", make_spec("acme", "export", ""), 1001};
+  // Batch 1: a's submit; b's submit and start together.
+  b.start(1002);
+  auto first = value_of(s.write(batch_of({&a, &b})));
+  CHECK(first.duplicate_submits.empty());
+  // Batch 2: a runs to completion, binary checkpoint included.
+  a.start(2000)
+      .progress(40, 2100)
+      .checkpoint(std::string{"ck\0\x01\xff", 5}, 2200)
+      .progress(80, 2300)
+      .complete(2400);
+  value_of(s.write(batch_of({&a})));
+  for (auto* j : {&a, &b}) {
+    INFO(j->id());
+    auto rec = value_of(s.load_job(j->id()));
+    CHECK(rec == j->record());
+    auto events = value_of(s.load_events(j->id()));
+    CHECK(events == j->events());
+    CHECK(value_of(replay(events)) == rec);
+  }
+  CHECK(ids_of(value_of(s.list(job_query{})))
+        == std::vector<std::string>{"j-a", "j-b"});
+  auto& conn = s.conn();
+  auto row = run(conn, "SELECT status, priority, dead_lettered, created_at_ms, "
+                       "updated_at_ms, completed_at_ms, seq, tenant, type, "
+                       "idempotency_key FROM drover.jobs WHERE job_id = 'j-a'");
+  CHECK(row.value(0, 0) == "4");
+  CHECK(row.value(0, 2) == "f");
+  CHECK(row.value(0, 3) == "1000");
+  CHECK(row.value(0, 4) == "2400");
+  CHECK(row.value(0, 5) == "2400");
+  CHECK(row.value(0, 6) == "6");
+  CHECK(row.value(0, 7) == "acme");
+  CHECK(row.value(0, 9) == "order-1");
+  CHECK(run(conn, "SELECT idempotency_key FROM drover.jobs "
+                  "WHERE job_id = 'j-b'")
+            .is_null(0, 0));
+  CHECK(count(conn, "SELECT count(*) FROM drover.events") == 8);
+  CHECK(is(error_of(s.load_job("nope")), errc::not_found));
+  CHECK(is(error_of(s.load_events("nope")), errc::not_found));
+  CHECK(value_of(s.find_by_key("acme", "order-1")) == a.record());
+  CHECK(is(error_of(s.find_by_key("other", "order-1")), errc::not_found));
+  CHECK(is(error_of(s.find_by_key("acme", "")), errc::not_found));
+}
+
+TEST_CASE("a batch is all or nothing", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  job a{"j-a", make_spec("t", "x", "")};
+  value_of(s.write(batch_of({&a})));
+  auto& conn = s.conn();
+  SECTION("an update of an unknown job") {
+    job c{"j-c", make_spec("t", "x", "")};
+    a.start(2000);
+    auto batch = batch_of({&a});
+    auto ghost = c.record();
+    ghost.sequence = 2;
+    batch.updates.push_back(ghost);
+    batch.events.push_back(c.events()[0]);
+    batch.events.back().sequence = 2;
+    auto err = error_of(s.write(batch));
+    CHECK(is(err, errc::not_found));
+    CHECK(mentions(err, "j-c"));
+  }
+  SECTION("an update that does not move the projection forward") {
+    auto stale = a.record();
+    pg::write_batch batch;
+    batch.updates.push_back(stale);
+    auto err = error_of(s.write(batch));
+    CHECK(is(err, errc::conflict));
+    CHECK(mentions(err, "is at seq 1"));
+  }
+  SECTION("an event that exists") {
+    pg::write_batch batch;
+    a.start(2000);
+    batch.events.push_back(a.events()[0]);
+    batch.updates.push_back(a.record());
+    auto err = error_of(s.write(batch));
+    CHECK(is(err, errc::conflict));
+    CHECK(mentions(err, "23505"));
+  }
+  SECTION("an event without its job in the batch") {
+    a.start(2000);
+    pg::write_batch batch;
+    batch.events.push_back(a.events()[1]);
+    CHECK(is(error_of(s.write(batch)), errc::invalid_value));
+  }
+  SECTION("a job id that exists") {
+    job again{"j-a", make_spec("t", "x", "")};
+    auto err = error_of(s.write(batch_of({&again})));
+    CHECK(is(err, errc::conflict));
+    CHECK(mentions(err, "'j-a' exists"));
+  }
+  // Nothing of the failed batch arrived; the session is usable.
+  CHECK(count(conn, "SELECT count(*) FROM drover.events") == 1);
+  CHECK(count(conn, "SELECT count(*) FROM drover.jobs") == 1);
+  CHECK(value_of(s.load_job("j-a")).sequence == 1);
+  CHECK_FALSE(conn.in_transaction());
+}
+
+TEST_CASE("batches beyond the parameter limit are split", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  // 12,000 events of 6 parameters and 12,000 submits of 12 each exceed
+  // 65,535 parameters several times over.
+  std::vector<job> jobs;
+  jobs.reserve(6000);
+  for (int i = 0; i < 6000; ++i) {
+    char id[16];
+    std::snprintf(id, sizeof(id), "j%06d", i);
+    jobs.emplace_back(id, make_spec("t", "x", id), 1000 + i);
+    jobs.back().start(5000 + i);
+  }
+  pg::write_batch batch;
+  for (auto& j : jobs)
+    j.add_to(batch);
+  REQUIRE(batch.events.size() == 12000);
+  CHECK(value_of(s.write(batch)).duplicate_submits.empty());
+  auto& conn = s.conn();
+  CHECK(count(conn, "SELECT count(*) FROM drover.events") == 12000);
+  CHECK(count(conn, "SELECT count(*) FROM drover.jobs WHERE status = 2")
+        == 6000);
+  CHECK(value_of(s.committed(batch)));
+  CHECK(value_of(s.load_job("j005999")) == jobs.back().record());
+}
+
+// -- the audit log is append-only ---------------------------------------------
+
+TEST_CASE("the audit log refuses UPDATE, DELETE and TRUNCATE", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  job a{"j-a", make_spec("t", "x", "")};
+  a.start(2000).complete(3000);
+  value_of(s.write(batch_of({&a})));
+  auto conn = db.connect();
+  auto err = refused(conn, "UPDATE drover.events SET at_ms = 0");
+  CHECK(is(err, errc::invalid_value));
+  CHECK(mentions(err, "drover.events is append-only: UPDATE refused"));
+  err = refused(conn, "DELETE FROM drover.events WHERE job_id = 'j-a'");
+  CHECK(mentions(err, "drover.events is append-only: DELETE refused"));
+  err = refused(conn, "TRUNCATE drover.events");
+  CHECK(mentions(err, "drover.events is append-only: TRUNCATE refused"));
+  CHECK(count(conn, "SELECT count(*) FROM drover.events") == 3);
+  // Privileges: PUBLIC holds none of the forbidden ones.
+  CHECK(count(conn, "SELECT count(*) FROM information_schema.role_table_grants "
+                    "WHERE table_schema = 'drover' AND table_name = 'events' "
+                    "AND grantee = 'PUBLIC'")
+        == 0);
+}
+
+TEST_CASE("an application role can append and purge but never delete", "[pg]") {
+  test_role app; // outlives the database
+  test_db db;
+  auto owner = db.session();
+  job old{"j-old", make_spec("t", "x", "")};
+  old.start(1100).complete(1200);
+  value_of(owner.write(batch_of({&old})));
+  // The grants the schema's comments prescribe for drover_app.
+  auto& conn = owner.conn();
+  const auto& role = app.name();
+  run(conn, "GRANT USAGE ON SCHEMA drover TO " + role);
+  run(conn, "GRANT SELECT ON drover.schema_migrations TO " + role);
+  run(conn, "GRANT SELECT, INSERT ON drover.events TO " + role);
+  run(conn, "GRANT SELECT, INSERT, UPDATE ON drover.jobs TO " + role);
+  run(conn, "GRANT EXECUTE ON FUNCTION drover.purge_finished(bigint, integer) "
+            "TO "
+                + role);
+  auto s = value_of(pg::session::open(
+      value_of(pg::conninfo_with(db.url(), {{"user", role}}))));
+  require_ok(s.migrate()); // current schema: only reads
+  job fresh{"j-new", make_spec("t", "x", "")};
+  fresh.start(5000);
+  value_of(s.write(batch_of({&fresh})));
+  auto& app_conn = s.conn();
+  auto err = refused(app_conn, "DELETE FROM drover.events");
+  CHECK(mentions(err, "permission denied"));
+  // The retention setting opens nothing for a role that isn't the owner,
+  // not even one that was (wrongly) granted DELETE.
+  run(app_conn, "SET drover.retention = 'on'");
+  err = refused(app_conn, "DELETE FROM drover.events");
+  CHECK(mentions(err, "permission denied"));
+  run(conn, "GRANT DELETE ON drover.events TO " + role);
+  err = refused(app_conn, "DELETE FROM drover.events");
+  CHECK(mentions(err, "append-only: DELETE refused"));
+  run(conn, "REVOKE DELETE ON drover.events FROM " + role);
+  // Retention works through the function.
+  CHECK(value_of(s.purge_finished(2000, 10)) == 1);
+  CHECK(is(error_of(s.load_job("j-old")), errc::not_found));
+  CHECK(count(conn, "SELECT count(*) FROM drover.events") == 2);
+}
+
+// -- idempotency --------------------------------------------------------------
+
+TEST_CASE("duplicate idempotency keys create no second job", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  auto& conn = s.conn();
+  job first{"j1", make_spec("acme", "x", "k1")};
+  value_of(s.write(batch_of({&first})));
+  SECTION("in a later batch") {
+    job dup{"j2", make_spec("acme", "x", "k1")};
+    dup.start(2000); // its events and update are skipped too
+    job other{"j3", make_spec("acme", "x", "k2")};
+    job other_tenant{"j4", make_spec("globex", "x", "k1")};
+    auto res = value_of(s.write(batch_of({&dup, &other, &other_tenant})));
+    CHECK(res.duplicate_submits == std::vector<std::string>{"j2"});
+    CHECK(is(error_of(s.load_job("j2")), errc::not_found));
+    CHECK(is(error_of(s.load_events("j2")), errc::not_found));
+    CHECK(value_of(s.load_job("j3")) == other.record());
+    CHECK(value_of(s.load_job("j4")) == other_tenant.record());
+    CHECK(value_of(s.find_by_key("acme", "k1")) == first.record());
+    CHECK(value_of(s.find_by_key("globex", "k1")) == other_tenant.record());
+  }
+  SECTION("within one batch") {
+    job x{"j5", make_spec("acme", "x", "k9")};
+    job y{"j6", make_spec("acme", "x", "k9")};
+    job z{"j7", make_spec("acme", "x", "k9")};
+    auto res = value_of(s.write(batch_of({&x, &y, &z})));
+    CHECK(res.duplicate_submits == std::vector<std::string>{"j6", "j7"});
+    CHECK(value_of(s.find_by_key("acme", "k9")) == x.record());
+    CHECK(count(conn, "SELECT count(*) FROM drover.events WHERE job_id IN "
+                      "('j6', 'j7')")
+          == 0);
+  }
+  CHECK(count(conn, "SELECT count(*) FROM drover.jobs WHERE tenant = 'acme' "
+                    "AND idempotency_key = 'k1'")
+        == 1);
+}
+
+TEST_CASE("concurrent duplicate submits create one job", "[pg]") {
+  test_db db;
+  auto s1 = db.session();
+  auto s2 = db.session();
+  constexpr int rounds = 20;
+  int created = 0;
+  int duplicates = 0;
+  for (int round = 0; round < rounds; ++round) {
+    auto key = "key-" + std::to_string(round);
+    job a{"a-" + std::to_string(round), make_spec("t", "x", key)};
+    job b{"b-" + std::to_string(round), make_spec("t", "x", key)};
+    auto batch_a = batch_of({&a});
+    auto batch_b = batch_of({&b});
+    caf::expected<pg::write_result> res_a{pg::write_result{}};
+    caf::expected<pg::write_result> res_b{pg::write_result{}};
+    std::atomic<int> ready{0};
+    auto go = [&ready] {
+      ready.fetch_add(1);
+      while (ready.load() < 2)
+        std::this_thread::yield();
+    };
+    std::thread ta{[&] {
+      go();
+      res_a = s1.write(batch_a);
+    }};
+    std::thread tb{[&] {
+      go();
+      res_b = s2.write(batch_b);
+    }};
+    ta.join();
+    tb.join();
+    auto ra = value_of(std::move(res_a));
+    auto rb = value_of(std::move(res_b));
+    auto dups = ra.duplicate_submits.size() + rb.duplicate_submits.size();
+    CHECK(dups == 1);
+    duplicates += static_cast<int>(dups);
+    created += 2 - static_cast<int>(dups);
+    CHECK(count(s1.conn(),
+                "SELECT count(*) FROM drover.jobs "
+                "WHERE idempotency_key = $1",
+                pg::params{}.text(key))
+          == 1);
+  }
+  CHECK(created == rounds);
+  CHECK(duplicates == rounds);
+  CHECK(count(s1.conn(), "SELECT count(*) FROM drover.events") == rounds);
+}
+
+// -- queries ------------------------------------------------------------------
+
+TEST_CASE("list pages and filters like the memory store", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  std::vector<job> jobs;
+  jobs.reserve(24);
+  for (int i = 0; i < 24; ++i) {
+    char id[8];
+    std::snprintf(id, sizeof(id), "j%02d", i);
+    jobs.emplace_back(id,
+                      make_spec(i % 3 == 0 ? "acme" : "globex",
+                                i % 2 == 0 ? "export" : "import", ""),
+                      1000 + i);
+    auto& j = jobs.back();
+    switch (i % 4) {
+      case 0:
+        break; // queued
+      case 1:
+        j.start(2000);
+        break;
+      case 2:
+        j.start(2000).complete(3000);
+        break;
+      case 3:
+        j.start(2000).fail(3000);
+        if (i % 8 == 3)
+          j.dead_letter(3001);
+        break;
+    }
+  }
+  pg::write_batch batch;
+  for (auto& j : jobs)
+    j.add_to(batch);
+  value_of(s.write(batch));
+  // The memory store's matching rule (actors/memory_store.cpp).
+  auto expected_ids = [&jobs](const job_query& q) {
+    std::vector<std::string> out;
+    for (const auto& j : jobs) {
+      const auto& rec = j.record();
+      if (rec.job_id <= q.after)
+        continue;
+      if (q.status >= 0 && static_cast<int32_t>(rec.status) != q.status)
+        continue;
+      if (q.dead_lettered && !rec.dead_lettered)
+        continue;
+      if (!q.tenant.empty() && rec.spec.tenant != q.tenant)
+        continue;
+      if (!q.type.empty() && rec.spec.type != q.type)
+        continue;
+      if (out.size() < q.limit)
+        out.push_back(rec.job_id);
+    }
+    return out;
+  };
+  std::vector<job_query> queries;
+  for (int32_t status : {-1, 0, 2, 4, 5, 6})
+    for (bool dlq : {false, true})
+      for (const char* tenant : {"", "acme", "globex", "nobody"})
+        for (const char* type : {"", "export", "import"}) {
+          job_query q;
+          q.status = status;
+          q.dead_lettered = dlq;
+          q.tenant = tenant;
+          q.type = type;
+          queries.push_back(q);
+        }
+  for (auto q : queries) {
+    INFO("status " << q.status << " dlq " << q.dead_lettered << " tenant '"
+                   << q.tenant << "' type '" << q.type << "'");
+    CHECK(ids_of(value_of(s.list(q))) == expected_ids(q));
+    // Paging by 3 concatenates to the same list.
+    std::vector<std::string> paged;
+    q.limit = 3;
+    for (;;) {
+      auto page = ids_of(value_of(s.list(q)));
+      REQUIRE(page.size() <= 3);
+      paged.insert(paged.end(), page.begin(), page.end());
+      if (page.size() < 3)
+        break;
+      q.after = page.back();
+    }
+    q.after.clear();
+    q.limit = 100;
+    CHECK(paged == expected_ids(q));
+  }
+  job_query q;
+  q.after = "j20";
+  CHECK(ids_of(value_of(s.list(q)))
+        == std::vector<std::string>{"j21", "j22", "j23"});
+  q = {};
+  q.status = 42;
+  CHECK(value_of(s.list(q)).empty());
+  q = {};
+  q.limit = 0;
+  CHECK(is(error_of(s.list(q)), errc::invalid_request));
+  q.limit = 10001;
+  CHECK(is(error_of(s.list(q)), errc::invalid_request));
+  // Records come back whole.
+  q = {};
+  q.dead_lettered = true;
+  auto dlq = value_of(s.list(q));
+  REQUIRE(dlq.size() == 3);
+  CHECK(dlq[0] == jobs[3].record());
+}
+
+TEST_CASE("live_jobs returns the non-terminal jobs for recovery", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  job queued{"j1", make_spec("t", "x", "")};
+  job running{"j2", make_spec("t", "x", "")};
+  running.start(2000).progress(50, 2100);
+  job done{"j3", make_spec("t", "x", "")};
+  done.start(2000).complete(2500);
+  job cancelled{"j4", make_spec("t", "x", "")};
+  cancelled.cancel(1500);
+  job failed{"j5", make_spec("t", "x", "")};
+  failed.start(2000).fail(2500).dead_letter(2501);
+  job scheduled{"j6", [] {
+                  auto spec = make_spec("t", "x", "");
+                  spec.run_at_ms = 999999;
+                  return spec;
+                }()};
+  value_of(s.write(
+      batch_of({&queued, &running, &done, &cancelled, &failed, &scheduled})));
+  auto live = value_of(s.live_jobs());
+  CHECK(ids_of(live) == std::vector<std::string>{"j1", "j2", "j6"});
+  CHECK(live[1] == running.record());
+  CHECK(ids_of(value_of(s.live_jobs("j1", 1)))
+        == std::vector<std::string>{"j2"});
+  CHECK(value_of(s.live_jobs("j6")).empty());
+}
+
+// -- retention ----------------------------------------------------------------
+
+TEST_CASE("purge_finished removes old finished jobs only", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  job completed_old{"j01", make_spec("t", "x", "k1")};
+  completed_old.start(1100).complete(1200);
+  job cancelled_old{"j02", make_spec("t", "x", "")};
+  cancelled_old.cancel(1300);
+  job failed_old{"j03", make_spec("t", "x", "")};
+  failed_old.start(1100).fail(1400);
+  job dlq_old{"j04", make_spec("t", "x", "")};
+  dlq_old.start(1100).fail(1150).dead_letter(1151);
+  job left_dlq_old{"j05", make_spec("t", "x", "")};
+  left_dlq_old.start(1100).fail(1160).dead_letter(1161).purge_from_dlq(1162);
+  job completed_new{"j06", make_spec("t", "x", "")};
+  completed_new.start(4000).complete(5000);
+  job queued_old{"j07", make_spec("t", "x", ""), 100};
+  job running_old{"j08", make_spec("t", "x", ""), 100};
+  running_old.start(150);
+  value_of(s.write(
+      batch_of({&completed_old, &cancelled_old, &failed_old, &dlq_old,
+                &left_dlq_old, &completed_new, &queued_old, &running_old})));
+  auto& conn = s.conn();
+  // Oldest first, at most max_jobs per call.
+  CHECK(value_of(s.purge_finished(2000, 2)) == 2);
+  CHECK(is(error_of(s.load_job("j05")), errc::not_found)); // completed 1160
+  CHECK(is(error_of(s.load_job("j01")), errc::not_found)); // completed 1200
+  CHECK(value_of(s.purge_finished(2000, 100)) == 2);       // j02, j03
+  CHECK(value_of(s.purge_finished(2000, 100)) == 0);
+  CHECK(value_of(s.purge_finished(2000, 0)) == 0);
+  for (const char* gone : {"j01", "j02", "j03", "j05"}) {
+    INFO(gone);
+    CHECK(is(error_of(s.load_job(gone)), errc::not_found));
+    CHECK(is(error_of(s.load_events(gone)), errc::not_found));
+  }
+  for (auto* kept : {&dlq_old, &completed_new, &queued_old, &running_old}) {
+    INFO(kept->id());
+    CHECK(value_of(s.load_job(kept->id())) == kept->record());
+    CHECK(value_of(s.load_events(kept->id())) == kept->events());
+  }
+  // The idempotency key of a purged job is free again.
+  CHECK(is(error_of(s.find_by_key("t", "k1")), errc::not_found));
+  // The function's permission to delete does not outlive it, not even
+  // within the caller's transaction.
+  run(conn, "BEGIN");
+  run(conn, "SELECT drover.purge_finished(999999, 10)");
+  auto err = refused(conn, "DELETE FROM drover.events");
+  CHECK(mentions(err, "append-only: DELETE refused"));
+  run(conn, "ROLLBACK");
+  CHECK(value_of(s.load_job("j06")) == completed_new.record());
+}
+
+// -- unknown outcomes ---------------------------------------------------------
+
+TEST_CASE("committed tells whether a batch is stored", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  job a{"j-a", make_spec("t", "x", "k")};
+  a.start(2000);
+  auto written = batch_of({&a});
+  value_of(s.write(written));
+  CHECK(value_of(s.committed(written)));
+
+  job b{"j-b", make_spec("t", "x", "")};
+  auto unwritten = batch_of({&b});
+  CHECK_FALSE(value_of(s.committed(unwritten)));
+
+  // Part present, part absent: the caller must not guess.
+  a.progress(10, 2100);
+  auto next = batch_of({&a});
+  pg::write_batch mixed = next;
+  mixed.events.insert(mixed.events.begin(), written.events.begin(),
+                      written.events.end());
+  mixed.submits = written.submits;
+  CHECK(is(error_of(s.committed(mixed)), errc::conflict));
+
+  // Same keys, different content.
+  auto altered = written;
+  altered.events[1].worker_id = "someone-else";
+  CHECK(is(error_of(s.committed(altered)), errc::conflict));
+
+  // A duplicate submit is no evidence: the batch below was written.
+  job dup{"j-dup", make_spec("t", "x", "k")};
+  auto with_dup = next;
+  dup.add_to(with_dup);
+  CHECK_FALSE(value_of(s.committed(with_dup)));
+  auto res = value_of(s.write(with_dup));
+  CHECK(res.duplicate_submits == std::vector<std::string>{"j-dup"});
+  CHECK(value_of(s.committed(with_dup)));
+
+  // Batches without events are judged by their projections.
+  pg::write_batch projections;
+  projections.updates.push_back(a.record());
+  CHECK(value_of(s.committed(projections)));
+  auto ahead = a.record();
+  ahead.sequence += 1;
+  projections.updates = {ahead};
+  CHECK_FALSE(value_of(s.committed(projections)));
+}
+
+// -- connection loss ----------------------------------------------------------
+
+TEST_CASE("a lost connection is unavailable until reconnect", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  job a{"j-a", make_spec("t", "x", "")};
+  value_of(s.write(batch_of({&a})));
+  auto pid = s.conn().backend_pid();
+  REQUIRE(pid != 0);
+  auto admin = db.connect();
+  auto res = run(admin, "SELECT pg_terminate_backend($1, 5000)",
+                 pg::params{}.int32(pid));
+  REQUIRE(res.value(0, 0) == "t");
+  auto err = error_of(s.load_job("j-a"));
+  CHECK(is(err, errc::unavailable));
+  CHECK(mentions(err, "PostgreSQL unavailable"));
+  CHECK_FALSE(s.ok());
+  job b{"j-b", make_spec("t", "x", "")};
+  auto batch = batch_of({&b});
+  auto werr = error_of(s.write(batch));
+  CHECK(is(werr, errc::unavailable));
+  CHECK_FALSE(mentions(werr, "outcome unknown")); // never got to COMMIT
+  require_ok(s.reconnect());
+  CHECK(s.ok());
+  CHECK(s.conn().backend_pid() != pid);
+  CHECK(value_of(s.load_job("j-a")) == a.record());
+  CHECK_FALSE(value_of(s.committed(batch)));
+  value_of(s.write(batch));
+  CHECK(value_of(s.load_job("j-b")) == b.record());
+}
+
+TEST_CASE("a connection lost during COMMIT leaves the outcome to committed()",
+          "[pg]") {
+  test_db db;
+  auto s = db.session();
+  // A deferred trigger runs inside COMMIT; this one kills its own backend
+  // there, so the client loses the connection with COMMIT unanswered.
+  auto owner = db.connect();
+  run(owner, "CREATE FUNCTION public.die() RETURNS trigger LANGUAGE plpgsql "
+             "AS $$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); "
+             "RETURN NULL; END $$");
+  run(owner, "CREATE CONSTRAINT TRIGGER die_in_commit AFTER INSERT ON "
+             "drover.events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+             "WHEN (NEW.job_id = 'j-doomed') EXECUTE FUNCTION public.die()");
+  job doomed{"j-doomed", make_spec("t", "x", "k")};
+  doomed.start(2000);
+  auto batch = batch_of({&doomed});
+  auto err = error_of(s.write(batch));
+  CHECK(is(err, errc::unavailable));
+  CHECK(mentions(err, "outcome unknown"));
+  CHECK_FALSE(s.ok());
+  require_ok(s.reconnect());
+  // The backend died before writing its commit record.
+  CHECK_FALSE(value_of(s.committed(batch)));
+  CHECK(count(owner, "SELECT count(*) FROM drover.events") == 0);
+  run(owner, "DROP TRIGGER die_in_commit ON drover.events");
+  CHECK(value_of(s.write(batch)).duplicate_submits.empty());
+  CHECK(value_of(s.committed(batch)));
+  CHECK(value_of(s.load_job("j-doomed")) == doomed.record());
+}
+
+TEST_CASE("an unreachable server is unavailable", "[pg]") {
+  auto url = value_of(pg::conninfo_with(
+      server_url(), {{"host", "/nonexistent/drover-socket-dir"}}));
+  auto s = pg::session::open(url);
+  REQUIRE_FALSE(s);
+  CHECK(is(s.error(), errc::unavailable));
+  CHECK(mentions(s.error(), "cannot connect to PostgreSQL"));
+  CHECK(mentions(s.error(), "/nonexistent/drover-socket-dir"));
+  CHECK(is(error_of(pg::conninfo_with("host='unterminated", {})),
+           errc::bad_config));
+}
+
+// -- hostile input ------------------------------------------------------------
+
+TEST_CASE("SQL metacharacters in ids, tenants and keys stay inert", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  const std::string id = "j'; DROP TABLE drover.events; --";
+  const std::string tenant = "t\"'\\$1%_*;";
+  const std::string key = "k' OR '1'='1";
+  const std::string type = "x); DELETE FROM drover.jobs; -- \xc3\xbc";
+  job evil{id, make_spec(tenant, type, key)};
+  evil.start(2000);
+  job plain{"j-plain", make_spec("t", "x", "k")};
+  value_of(s.write(batch_of({&evil, &plain})));
+  CHECK(value_of(s.load_job(id)) == evil.record());
+  CHECK(value_of(s.load_events(id)) == evil.events());
+  CHECK(value_of(s.find_by_key(tenant, key)) == evil.record());
+  CHECK(is(error_of(s.find_by_key("t", key)), errc::not_found));
+  CHECK(is(error_of(s.find_by_key(tenant, "k")), errc::not_found));
+  job_query q;
+  q.tenant = tenant;
+  q.type = type;
+  CHECK(ids_of(value_of(s.list(q))) == std::vector<std::string>{id});
+  q.tenant = "%";
+  q.type.clear();
+  CHECK(value_of(s.list(q)).empty());
+  auto& conn = s.conn();
+  CHECK(count(conn, "SELECT count(*) FROM drover.jobs") == 2);
+  CHECK(count(conn, "SELECT count(*) FROM drover.events") == 3);
+  // NUL bytes can't be stored as text; they are refused, never truncated.
+  job nul{"j-nul", make_spec(std::string{"ten\0ant", 7}, "x", "")};
+  auto err = error_of(s.write(batch_of({&nul})));
+  CHECK(is(err, errc::invalid_value));
+  CHECK(mentions(err, "NUL"));
+  CHECK(is(error_of(s.load_job(std::string{"j-plain\0x", 9})),
+           errc::invalid_value));
+  CHECK(count(conn, "SELECT count(*) FROM drover.jobs") == 2);
+}
+
+TEST_CASE("a corrupt row is an error, not a crash", "[pg]") {
+  test_db db;
+  auto s = db.session();
+  job a{"j-a", make_spec("t", "x", "")};
+  value_of(s.write(batch_of({&a})));
+  auto conn = db.connect();
+  SECTION("garbage bytes") {
+    run(conn, "INSERT INTO drover.jobs (job_id, tenant, type, status, "
+              "priority, created_at_ms, updated_at_ms, seq, record) VALUES "
+              "('j-bad', 't', 'x', 0, 1, 1, 1, 1, '\\xdeadbeef')");
+    run(conn, "INSERT INTO drover.events (job_id, seq, attempt, kind, at_ms, "
+              "payload) VALUES ('j-bad', 1, 0, 0, 1, '\\x0000000001000000')");
+    auto err = error_of(s.load_job("j-bad"));
+    CHECK(err);
+    CHECK(mentions(err, "j-bad"));
+    CHECK(error_of(s.list(job_query{})));
+    CHECK(error_of(s.live_jobs()));
+    CHECK(error_of(s.load_events("j-bad")));
+    CHECK(value_of(s.load_job("j-a")) == a.record());
+  }
+  SECTION("another job's record") {
+    run(conn, "INSERT INTO drover.jobs (job_id, tenant, type, status, "
+              "priority, created_at_ms, updated_at_ms, seq, record) "
+              "SELECT 'j-copy', tenant, type, status, priority, "
+              "created_at_ms, updated_at_ms, seq, record FROM drover.jobs "
+              "WHERE job_id = 'j-a'");
+    auto err = error_of(s.load_job("j-copy"));
+    CHECK(is(err, errc::malformed));
+    CHECK(mentions(err, "holds the record of job 'j-a'"));
+  }
+  CHECK(s.ok());
+}

@@ -1,0 +1,4 @@
+# PostgreSQL integration tests (paths relative to tests/). They need
+# DROVER_PG_URL (scripts/test starts a private server and sets it) and fail
+# without it.
+set(DROVER_PG_TEST_SOURCES runtime/pg_test.cpp)
