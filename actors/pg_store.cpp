@@ -2,6 +2,7 @@
 
 #include "runtime/errors.hpp"
 #include "runtime/job_state.hpp"
+#include "actors/queue.hpp"
 #include "runtime/pg.hpp"
 
 #include <caf/actor_system.hpp>
@@ -27,6 +28,7 @@ using write_atom = caf::atom_constant<caf::atom("pg_write")>;
 using committed_atom = caf::atom_constant<caf::atom("pg_commtd")>;
 using key_atom = caf::atom_constant<caf::atom("pg_key")>;
 using reconnect_atom = caf::atom_constant<caf::atom("pg_reconn")>;
+using retention_atom = caf::atom_constant<caf::atom("pg_retain")>;
 
 // -- I/O actor: one connection, blocking calls, its own thread ----------------
 
@@ -133,6 +135,15 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate) {
       if (!r)
         return std::move(r.error());
       return std::move(*r);
+    },
+    [self](retention_atom, int64_t before_ms,
+           int32_t max_jobs) -> caf::result<uint64_t> {
+      auto r = with_db(self, [&](pg::session& db) {
+        return db.purge_finished(before_ms, max_jobs);
+      });
+      if (!r)
+        return std::move(r.error());
+      return *r;
     },
     [self](ping_atom) -> caf::result<ok_atom> {
       auto db = connected(self);
@@ -506,6 +517,9 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
     self->link_to(st.reader);
     self->set_default_handler(caf::print_and_drop);
     self->set_error_handler([](caf::error&) {});
+    if (st.cfg.retain_finished.count() > 0)
+      self->delayed_send(self, st.cfg.retention_interval,
+                         retention_atom::value);
     // Learn early whether PostgreSQL is there (and migrate it).
     self->request(st.writer, st.cfg.io_timeout, ping_atom::value)
       .then([](ok_atom) {},
@@ -642,6 +656,24 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
         return rp;
       },
       [self](reconnect_atom) { try_reconnect(self); },
+      [self](retention_atom) {
+        auto& st = self->state;
+        auto now = st.cfg.clock_ms ? st.cfg.clock_ms() : system_clock_ms();
+        auto before = now - st.cfg.retain_finished.count();
+        self->request(st.writer, st.cfg.io_timeout, retention_atom::value,
+                      before, st.cfg.retention_batch)
+          .then(
+            [](uint64_t purged) {
+              if (purged > 0)
+                log("retention: purged " + std::to_string(purged)
+                    + " finished jobs");
+            },
+            [](caf::error& err) {
+              log("retention sweep failed: " + describe(err));
+            });
+        self->delayed_send(self, st.cfg.retention_interval,
+                           retention_atom::value);
+      },
     };
   }
 }

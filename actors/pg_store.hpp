@@ -26,6 +26,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <string>
 
 namespace drover {
@@ -42,6 +44,16 @@ struct pg_store_config {
   std::chrono::milliseconds reconnect_max{5000};
   /// Give up on one database call after this long.
   std::chrono::milliseconds io_timeout{60000};
+  /// Retention: finished jobs (completed, cancelled, failed outside the
+  /// DLQ) older than this are purged with their events; 0 keeps them
+  /// forever. Live jobs and the DLQ are never touched.
+  std::chrono::milliseconds retain_finished{0};
+  /// How often the retention sweep runs, and how many jobs one sweep
+  /// deletes at most (one transaction).
+  std::chrono::milliseconds retention_interval{600000};
+  int32_t retention_batch = 10000;
+  /// Unix ms now; tests may substitute their own clock.
+  std::function<int64_t()> clock_ms;
 };
 
 store_actor spawn_pg_store(caf::actor_system& sys, pg_store_config cfg);

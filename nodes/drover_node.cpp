@@ -52,6 +52,7 @@ node_tree(const drover::node_config& cfg,
   if (cfg.store == "postgres") {
     drover::pg_store_config pg;
     pg.conninfo = cfg.pg_url;
+    pg.retain_finished = std::chrono::hours{24} * cfg.retention_days;
     jobs.make_store = [pg](caf::actor_system& sys) {
       return drover::spawn_pg_store(sys, pg);
     };

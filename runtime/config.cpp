@@ -66,6 +66,8 @@ caf::error validate(const node_config& cfg) {
                + "'");
   if (cfg.store == "postgres" && cfg.pg_url.empty())
     return bad("--store postgres needs --pg-url");
+  if (cfg.retention_days > 36500)
+    return bad("retention-days must be at most 36500");
   return caf::none;
 }
 
@@ -119,7 +121,10 @@ caf::expected<parse_outcome> parse_node_config(int argc,
     ("store", po::value(&cfg.store)->default_value(cfg.store),
      "job store: postgres (durable) or memory (nothing survives a restart)")
     ("pg-url", po::value(&cfg.pg_url),
-     "PostgreSQL connection string for --store postgres");
+     "PostgreSQL connection string for --store postgres")
+    ("retention-days", po::value(&cfg.retention_days),
+     "postgres: purge finished jobs (and their events) older than this; "
+     "0 keeps them forever; live jobs and the DLQ are never purged");
   try {
     po::variables_map vm;
     // Command line first: Boost keeps the first value stored.

@@ -47,6 +47,8 @@ struct node_config {
   std::string store = "memory";
   /// libpq connection string for store=postgres.
   std::string pg_url;
+  /// Purge finished jobs older than this many days (0 = keep forever).
+  uint32_t retention_days = 0;
 };
 
 /// Parses "cpu=4,gpu=1"; errc::bad_config naming the bad part.
