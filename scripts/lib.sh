@@ -61,7 +61,26 @@ pg_run() {
   fi
 }
 
+# PostgreSQL refuses to run as root, so as root the server runs as
+# 'postgres', which must be able to reach the data folder; and a unix socket
+# path may not exceed 107 bytes. When the project folder fails either test
+# (e.g. a clone under /root), the private cluster lives in /var/tmp instead.
+pg_choose_dir() {
+  local sock="$PG_DIR/run/.s.PGSQL.5432"
+  local ok=1
+  [ ${#sock} -gt 100 ] && ok=0
+  if [ "$ok" -eq 1 ] && [ "$(id -u)" -eq 0 ]; then
+    mkdir -p "$PG_DIR/run"
+    chown -R postgres:postgres "$PG_DIR"
+    runuser -u postgres -- test -w "$PG_DIR/run" || ok=0
+  fi
+  if [ "$ok" -eq 0 ]; then
+    PG_DIR=/var/tmp/drover-pg-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)
+  fi
+}
+
 pg_start() {
+  pg_choose_dir
   mkdir -p "$PG_DIR/run"
   if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$PG_DIR"; fi
   if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
@@ -84,6 +103,7 @@ pg_start() {
 }
 
 pg_stop() {
+  pg_choose_dir
   if [ -f "$PG_DIR/data/postmaster.pid" ]; then
     pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null || true
   fi
