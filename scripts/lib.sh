@@ -55,7 +55,8 @@ PG_DIR=$STATE_DIR/pg
 # postgres refuse to run as root, so root uses the 'postgres' account.
 pg_run() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u postgres -- "$@"
+    # From /, which 'postgres' can always enter.
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
