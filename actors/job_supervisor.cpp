@@ -19,6 +19,7 @@ namespace {
 using timeout_atom = caf::atom_constant<caf::atom("js_timeout")>;
 using grace_atom = caf::atom_constant<caf::atom("js_grace")>;
 using persist_atom = caf::atom_constant<caf::atom("js_persist")>;
+using outcome_atom = caf::atom_constant<caf::atom("js_outcome")>;
 
 constexpr auto store_timeout = std::chrono::seconds{30};
 
@@ -43,6 +44,12 @@ struct js_state {
   progress_update pending_progress;
   bool persist_armed = false;
   int64_t last_persist_ms = 0;
+  /// The outcome being written (phase::finishing) and its status, kept to
+  /// write it again while the store is unavailable; the delay before the
+  /// next try.
+  std::vector<job_event> outcome;
+  job_status outcome_status = job_status::queued;
+  std::chrono::milliseconds outcome_retry{0};
   std::minstd_rand rng;
 
   static inline const char* name = "drover.job_supervisor";
@@ -92,16 +99,21 @@ void finish(self_ptr self, job_status status) {
   self->quit();
 }
 
-/// Appends the terminal or retry events, then tells everyone.
-void conclude(self_ptr self, std::vector<job_event> events,
-              job_status status) {
+/// True for failures after which writing the same events again may work.
+bool worth_retrying(const caf::error& err) {
+  return is(err, errc::unavailable)
+         || (err.category() == caf::atom("system")
+             && err.code() == static_cast<uint8_t>(caf::sec::request_timeout));
+}
+
+/// Writes st.outcome; on success tells everyone (see conclude).
+void write_outcome(self_ptr self) {
   auto& st = self->state;
-  st.current = phase::finishing;
-  self->request(st.cfg.store, store_timeout, append_atom::value,
-                std::move(events))
+  self->request(st.cfg.store, store_timeout, append_atom::value, st.outcome)
     .then(
-      [self, status](ok_atom) {
+      [self](ok_atom) {
         auto& st = self->state;
+        auto status = st.outcome_status;
         if (status == job_status::retrying) {
           auto rec = st.rec;
           rec.status = job_status::retrying;
@@ -123,10 +135,38 @@ void conclude(self_ptr self, std::vector<job_event> events,
               finish(self, status);
             });
       },
-      [self, status](caf::error& err) {
+      [self](caf::error& err) {
+        auto& st = self->state;
+        if (worth_retrying(err)) {
+          // The attempt's outcome is real (its side effects happened):
+          // record it once the store is back rather than drop it, which
+          // left the job `processing` with nobody to move it on.
+          if (st.outcome_retry.count() == 0)
+            log_failure(self, "writing the attempt's outcome (will retry)",
+                        err);
+          st.outcome_retry = std::min(
+            std::max(st.outcome_retry * 2, std::chrono::milliseconds{100}),
+            std::chrono::milliseconds{5000});
+          self->delayed_send(self, st.outcome_retry, outcome_atom::value);
+          return;
+        }
+        // Refused for good (e.g. the outcome's commit was in doubt, did
+        // happen, and the job moved on): the store's record decides. The
+        // queue re-reads a job finished as `processing` and settles it if
+        // it still is.
         log_failure(self, "writing the attempt's outcome", err);
-        finish(self, status);
+        finish(self, job_status::processing);
       });
+}
+
+/// Appends the terminal or retry events, then tells everyone.
+void conclude(self_ptr self, std::vector<job_event> events,
+              job_status status) {
+  auto& st = self->state;
+  st.current = phase::finishing;
+  st.outcome = std::move(events);
+  st.outcome_status = status;
+  write_outcome(self);
 }
 
 /// The attempt failed with `error`: retry or fail for good.
@@ -406,6 +446,7 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
       append_quietly(self, std::move(ev), "persisting a checkpoint");
     },
     [self](done_atom, completion& c) { on_done(self, c); },
+    [self](outcome_atom) { write_outcome(self); },
     [self](timeout_atom, uint32_t attempt) {
       auto& st = self->state;
       if (attempt != st.attempt || st.current != phase::running)

@@ -10,6 +10,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <deque>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -149,6 +150,12 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate) {
       auto db = connected(self);
       if (!db)
         return std::move(db.error());
+      // A connection can look healthy and be dead (the server restarted
+      // while it sat idle); the store trusts a successful ping to accept
+      // writes again, so only a round trip counts.
+      auto r = (*db)->conn().exec("SELECT 1", {}, false, "pinging");
+      if (!r)
+        return std::move(r.error());
       return ok_atom::value;
     },
   };
@@ -167,6 +174,9 @@ struct batch {
   std::vector<job_event> events;
   std::vector<completion_fn> completions;
   uint64_t generation = 0;
+  /// What the batch writes, taken when it was sealed (see
+  /// pg_store_state::sealed); null = take it when it leaves.
+  std::shared_ptr<pg::write_batch> frozen;
 
   bool empty() const {
     return completions.empty();
@@ -188,6 +198,10 @@ struct pg_store_state {
   /// Jobs being loaded from PostgreSQL, with the operations waiting for it.
   std::unordered_map<std::string, std::vector<std::function<void()>>> loading;
   batch pending;
+  /// Batches that reached max_batch operations while another transaction
+  /// was in flight, oldest first. They leave one by one before `pending`,
+  /// which keeps every transaction within max_batch operations.
+  std::deque<batch> sealed;
   std::unique_ptr<batch> inflight;
   uint64_t next_generation = 1;
   bool available = true;
@@ -251,16 +265,21 @@ void finish_batch(self_ptr self, std::unique_ptr<batch> b,
                   const caf::error& err, const pg::write_result* result) {
   auto& st = self->state;
   if (err) {
-    // The pending batch was validated on top of the failed one: it goes
+    // The waiting batches were validated on top of the failed one: they go
     // too. Records are reloaded from PostgreSQL on their next use.
-    auto pending = std::move(st.pending);
+    std::deque<batch> later = std::move(st.sealed);
+    st.sealed.clear();
+    later.push_back(std::move(st.pending));
     st.pending = batch{};
+    st.pending.generation = st.next_generation++;
     discard(self, *b);
-    discard(self, pending);
+    for (const auto& l : later)
+      discard(self, l);
     for (auto& f : b->completions)
       f(err, nullptr);
-    for (auto& f : pending.completions)
-      f(err, nullptr);
+    for (auto& l : later)
+      for (auto& f : l.completions)
+        f(err, nullptr);
     start_reconnect(self);
     return;
   }
@@ -278,23 +297,39 @@ void finish_batch(self_ptr self, std::unique_ptr<batch> b,
   evict_if_needed(self);
 }
 
+/// What `b` writes: its events, and the records of its jobs as the cache
+/// holds them. Exact only while `b` is the newest batch (no later batch
+/// has touched the cache yet): when it leaves directly, or when sealed.
+std::shared_ptr<pg::write_batch> snapshot(self_ptr self, const batch& b) {
+  auto& st = self->state;
+  auto wb = std::make_shared<pg::write_batch>();
+  std::set<std::string> new_jobs(b.submitted.begin(), b.submitted.end());
+  for (const auto& id : b.submitted)
+    wb->submits.push_back(st.cache.at(id));
+  for (const auto& id : b.touched)
+    if (new_jobs.count(id) == 0)
+      wb->updates.push_back(st.cache.at(id));
+  wb->events = b.events;
+  return wb;
+}
+
 void flush(self_ptr self) {
   auto& st = self->state;
-  if (st.inflight || st.pending.empty())
+  if (st.inflight)
     return;
-  auto b = std::make_unique<batch>(std::move(st.pending));
-  st.pending = batch{};
-  st.pending.generation = st.next_generation++;
-  pg::write_batch wb;
-  std::set<std::string> new_jobs(b->submitted.begin(), b->submitted.end());
-  for (const auto& id : b->submitted)
-    wb.submits.push_back(st.cache.at(id));
-  for (const auto& id : b->touched)
-    if (new_jobs.count(id) == 0)
-      wb.updates.push_back(st.cache.at(id));
-  wb.events = b->events;
+  std::unique_ptr<batch> b;
+  if (!st.sealed.empty()) {
+    b = std::make_unique<batch>(std::move(st.sealed.front()));
+    st.sealed.pop_front();
+  } else if (!st.pending.empty()) {
+    b = std::make_unique<batch>(std::move(st.pending));
+    st.pending = batch{};
+    st.pending.generation = st.next_generation++;
+  } else {
+    return;
+  }
+  auto shared_wb = b->frozen ? std::move(b->frozen) : snapshot(self, *b);
   st.inflight = std::move(b);
-  auto shared_wb = std::make_shared<pg::write_batch>(std::move(wb));
   self->request(st.writer, st.cfg.io_timeout, write_atom::value, *shared_wb)
     .then(
       [self](pg::write_result& result) {
@@ -343,11 +378,19 @@ void flush(self_ptr self) {
 void enqueue_op(self_ptr self, completion_fn done) {
   auto& st = self->state;
   st.pending.completions.push_back(std::move(done));
-  if (!st.inflight || st.pending.completions.size() >= st.cfg.max_batch) {
-    // Idle: commit at once. Busy: this op rides with the next batch, which
-    // leaves as soon as the current one commits.
-    flush(self);
+  if (st.pending.completions.size() >= st.cfg.max_batch) {
+    // Full: later ops open the next batch, so a transaction never holds
+    // more than max_batch ops (max_batch = 1: one transaction per op).
+    // Without this, a busy store folded everything that arrived during a
+    // commit into the next transaction, whatever max_batch said.
+    st.pending.frozen = snapshot(self, st.pending);
+    st.sealed.push_back(std::move(st.pending));
+    st.pending = batch{};
+    st.pending.generation = st.next_generation++;
   }
+  // Idle: commit at once. Busy: the op rides with a later batch, which
+  // leaves as soon as the ones ahead of it have committed.
+  flush(self);
 }
 
 void start_reconnect(self_ptr self) {
@@ -501,6 +544,21 @@ void answer_duplicate(self_ptr self, const job_spec& spec,
       [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
+/// Asks the reader and answers through the store, instead of delegating:
+/// the I/O actors only ever talk to the store. A detached actor that
+/// answered clients itself could be kept alive past its end by a reply
+/// parked on its way to a remote client (the node's network layer holds
+/// the sender), and CAF waits for every detached actor to be destroyed
+/// before the actor system can go: drover-node then hung on SIGTERM.
+template <class T, class... Ts>
+caf::result<T> ask_reader(self_ptr self, Ts... xs) {
+  auto rp = self->make_response_promise<T>();
+  self->request(self->state.reader, self->state.cfg.io_timeout, xs...)
+    .then([rp](T& x) mutable { rp.deliver(std::move(x)); },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
 caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
   {
     auto& st = self->state;
@@ -631,29 +689,23 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
         auto c = st.cache.find(id);
         if (c != st.cache.end() && st.dirty.count(id) == 0)
           return c->second;
-        auto rp = self->make_response_promise<job_record>();
-        rp.delegate(st.reader, get_atom::value, id);
-        return rp;
+        return ask_reader<job_record>(self, get_atom::value, id);
       },
       [self](events_atom,
              const std::string& id) -> caf::result<std::vector<job_event>> {
-        auto rp = self->make_response_promise<std::vector<job_event>>();
-        rp.delegate(self->state.reader, events_atom::value, id);
-        return rp;
+        return ask_reader<std::vector<job_event>>(self, events_atom::value,
+                                                  id);
       },
       [self](list_atom,
              const job_query& q) -> caf::result<std::vector<job_record>> {
         if (q.limit == 0 || q.limit > 10000)
           return make_error(errc::invalid_request,
                             "limit must be within [1, 10000]");
-        auto rp = self->make_response_promise<std::vector<job_record>>();
-        rp.delegate(self->state.reader, list_atom::value, q);
-        return rp;
+        return ask_reader<std::vector<job_record>>(self, list_atom::value, q);
       },
       [self](recover_atom) -> caf::result<std::vector<job_record>> {
-        auto rp = self->make_response_promise<std::vector<job_record>>();
-        rp.delegate(self->state.reader, recover_atom::value);
-        return rp;
+        return ask_reader<std::vector<job_record>>(self,
+                                                   recover_atom::value);
       },
       [self](reconnect_atom) { try_reconnect(self); },
       [self](retention_atom) {

@@ -17,14 +17,20 @@
 #include <random>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace drover {
 
 namespace {
 
 using due_atom = caf::atom_constant<caf::atom("q_due")>;
+using reconcile_atom = caf::atom_constant<caf::atom("q_recon")>;
 
 constexpr auto store_timeout = std::chrono::seconds{30};
+
+/// Backoff bounds of reconcile() while the store can't answer.
+constexpr std::chrono::milliseconds reconcile_min{100};
+constexpr std::chrono::milliseconds reconcile_max{5000};
 
 /// One ready job: all the queue keeps per queued job (the id fits the
 /// string's small buffer, so no allocation).
@@ -160,6 +166,13 @@ void dispatch(self_ptr self, const std::string& cls) {
     size_t prio = 0;
     if (!pop_next(q, entry, prio))
       return;
+    if (st.running.count(entry.job_id) > 0) {
+      // A second entry for a job that runs (recovery raced its submit, or
+      // a reconcile raced its timer): its supervisor owns it. A second
+      // supervisor would be refused by the store anyway, but would take
+      // the first one's place in `running`.
+      continue;
+    }
     auto worker = std::move(q.idle_workers.front());
     q.idle_workers.pop_front();
     job_supervisor_config cfg;
@@ -203,6 +216,9 @@ void push_delayed(self_ptr self, delayed_entry entry) {
   arm_timer(self);
 }
 
+void reconcile_later(self_ptr self, const std::string& job_id,
+                     std::chrono::milliseconds delay, error_info why);
+
 /// Moves every due job to the ready queues (after the store recorded it).
 void on_due(self_ptr self) {
   auto& st = self->state;
@@ -221,9 +237,14 @@ void on_due(self_ptr self) {
         [self, entry](ok_atom) {
           push_ready(self, entry.job_id, entry.prio, entry.resource_class);
         },
-        [entry](caf::error& err) {
-          // Typically: cancelled while it waited. The store has the truth.
+        [self, entry](caf::error& err) {
+          // Cancelled while it waited, or the store is unavailable: the
+          // store has the truth, and the job must not be forgotten.
           log_failure("job " + entry.job_id + " could not become ready", err);
+          reconcile_later(self, entry.job_id, reconcile_min,
+                          {"attempt_lost", "the job's timer fired while the "
+                                           "store was unavailable",
+                           true});
         });
   }
   arm_timer(self);
@@ -299,7 +320,8 @@ caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
 /// between a retry (resuming from the last committed checkpoint) and the
 /// dead-letter queue.
 void settle_interrupted(self_ptr self, const job_record& rec,
-                        error_info err) {
+                        error_info err,
+                        std::chrono::milliseconds retry_delay = reconcile_min) {
   auto& st = self->state;
   const auto* h = st.deps.handlers->find(rec.spec.type);
   std::vector<std::string> none;
@@ -329,6 +351,7 @@ void settle_interrupted(self_ptr self, const job_record& rec,
     events.push_back(ev);
   }
   auto retry_at = decision.next_attempt_at_ms;
+  auto why = err;
   self->request(st.deps.store, store_timeout, append_atom::value,
                 std::move(events))
     .then(
@@ -349,9 +372,61 @@ void settle_interrupted(self_ptr self, const job_record& rec,
             },
             [](caf::error&) {});
       },
-      [](caf::error& err) {
+      [self, rec, why, retry_delay](caf::error& err) {
+        // Left as it is, the attempt would stay `processing` forever.
         log_failure("settling an interrupted attempt", err);
+        reconcile_later(self, rec.job_id, retry_delay, why);
       });
+}
+
+/// The queue lost track of a job: a store call about it failed (PostgreSQL
+/// down, a timeout, an outcome the store refused), so the store may hold it
+/// as queued, scheduled, retrying or processing with nobody to move it on.
+/// Nothing may stay that way (RELIABILITY.md, invariant 10). Re-reads the
+/// job and puts it where its stored status says: a ready queue, the timer,
+/// or — for an attempt nobody runs — the retry policy, blaming `why`.
+/// Retries with backoff while the store can't answer. A job a supervisor
+/// runs is left to it.
+void reconcile(self_ptr self, const std::string& job_id,
+               std::chrono::milliseconds delay, error_info why) {
+  auto& st = self->state;
+  self->request(st.deps.store, store_timeout, get_atom::value, job_id)
+    .then(
+      [self, delay, why](job_record& rec) {
+        auto& st = self->state;
+        if (st.running.count(rec.job_id) > 0)
+          return;
+        remove_waiting(self, rec.job_id); // placed once, below
+        switch (rec.status) {
+          case job_status::queued:
+            push_ready(self, rec.job_id, rec.spec.prio,
+                       resource_class_of(rec.spec));
+            break;
+          case job_status::scheduled:
+          case job_status::retrying:
+            enqueue(self, rec);
+            break;
+          case job_status::processing:
+            settle_interrupted(self, rec, why,
+                               std::min(delay * 2, reconcile_max));
+            break;
+          default:
+            break; // terminal: nothing left to do
+        }
+      },
+      [self, job_id, delay, why](caf::error& err) {
+        if (is(err, errc::not_found))
+          return;
+        reconcile_later(self, job_id, std::min(delay * 2, reconcile_max),
+                        why);
+      });
+}
+
+void reconcile_later(self_ptr self, const std::string& job_id,
+                     std::chrono::milliseconds delay, error_info why) {
+  self->delayed_send(self, delay, reconcile_atom::value, job_id,
+                     static_cast<int64_t>(delay.count()), why.code,
+                     why.message);
 }
 
 /// A job supervisor died without concluding its job: settle the attempt.
@@ -377,7 +452,14 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
                               + self->system().render(reason),
                             true});
       },
-      [](caf::error& err) { log_failure("reading an orphaned job", err); });
+      [self, job_id, reason](caf::error& err) {
+        log_failure("reading an orphaned job", err);
+        reconcile_later(self, job_id, reconcile_min,
+                        {"supervisor_lost",
+                         "the job's supervisor died: "
+                           + self->system().render(reason),
+                         true});
+      });
 }
 
 /// Rebuilds the queue from the store's non-terminal jobs: ready queues,
@@ -387,8 +469,25 @@ void recover(self_ptr self) {
   self->request(st.deps.store, store_timeout, recover_atom::value)
     .then(
       [self](std::vector<job_record>& jobs) {
+        // Jobs submitted while this request was in flight are queued (or
+        // running) already; the store's answer may predate their start.
+        auto& st = self->state;
+        std::unordered_set<std::string> known;
+        for (const auto& kv : st.running)
+          known.insert(kv.first);
+        for (const auto& kv : st.classes)
+          for (const auto& dq : kv.second.by_priority)
+            for (const auto& e : dq)
+              known.insert(e.job_id);
+        for (const auto& e : st.delayed)
+          known.insert(e.job_id);
         size_t interrupted = 0;
+        size_t skipped = 0;
         for (auto& rec : jobs) {
+          if (known.count(rec.job_id) > 0) {
+            ++skipped;
+            continue;
+          }
           switch (rec.status) {
             case job_status::queued:
               push_ready(self, rec.job_id, rec.spec.prio,
@@ -412,8 +511,8 @@ void recover(self_ptr self) {
               break;
           }
         }
-        if (!jobs.empty())
-          std::cerr << "drover: queue: recovered " << jobs.size()
+        if (jobs.size() > skipped)
+          std::cerr << "drover: queue: recovered " << jobs.size() - skipped
                     << " unfinished jobs (" << interrupted
                     << " interrupted attempts)" << std::endl;
       },
@@ -680,7 +779,11 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
     },
     [self](finished_atom, const std::string& job_id, job_status status) {
       auto& st = self->state;
-      st.running.erase(job_id);
+      auto r = st.running.find(job_id);
+      auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (r == st.running.end() || r->second.job_supervisor.address() != sender)
+        return; // not the supervisor that runs the job
+      st.running.erase(r);
       switch (status) {
         case job_status::completed:
           ++st.stats.completed;
@@ -691,11 +794,24 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         case job_status::cancelled:
           ++st.stats.cancelled;
           break;
+        case job_status::retrying:
+          break; // retry_atom came first
         default:
+          // queued or processing: the supervisor could not record what
+          // happened (the store failed it); find out from the store.
+          reconcile_later(self, job_id, reconcile_min,
+                          {"attempt_lost",
+                           "the attempt's outcome could not be recorded",
+                           true});
           break;
       }
     },
     [self](recover_atom) { recover(self); },
+    [self](reconcile_atom, const std::string& job_id, int64_t delay_ms,
+           std::string& code, std::string& message) {
+      reconcile(self, job_id, std::chrono::milliseconds{delay_ms},
+                {std::move(code), std::move(message), true});
+    },
     [self](due_atom, uint64_t generation) {
       if (generation == self->state.timer_generation)
         on_due(self);

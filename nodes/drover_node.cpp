@@ -83,6 +83,22 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     std::cerr << "drover-node: " << drover::describe(root.error()) << '\n';
     return 1;
   }
+  {
+    // "ready" must mean ready: the root starts its children while it
+    // initializes, so once it answers a describe, the job system's parts
+    // exist and the API can reach them.
+    caf::scoped_actor probe{sys};
+    caf::error not_up;
+    probe->request(*root, std::chrono::seconds{30}, drover::describe_atom::value)
+      .receive([](drover::tree_node&) {},
+               [&](caf::error& err) { not_up = std::move(err); });
+    if (not_up) {
+      std::cerr << "drover-node: the node did not start: "
+                << drover::describe(not_up) << '\n';
+      caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+      return 1;
+    }
+  }
   auto api = drover::spawn_api(sys, handles, *root);
   auto port = sys.middleman().publish(api, cfg.admin_port,
                                       cfg.admin_host.c_str(), true);

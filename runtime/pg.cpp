@@ -90,6 +90,35 @@ errc classify(const std::string& state) {
   return errc::invalid_value; // 22 data exception, 23 integrity, ...
 }
 
+/// True if `res` (the outcome of a statement on `conn`) means the
+/// connection is gone although libpq still reports CONNECTION_OK. When the
+/// server dies under a connection (a crash, `pg_ctl stop -m immediate`),
+/// the first statement after it fails with a FATAL result that carries no
+/// SQLSTATE ("server closed the connection unexpectedly"); PQstatus only
+/// turns CONNECTION_BAD on the *next* call. Every error libpq raises itself
+/// on a connection (no SQLSTATE: lost socket, lost protocol sync, out of
+/// memory) leaves the connection in a state nobody should trust, so all of
+/// them count as lost.
+bool lost_unnoticed(pg_conn* conn, pg_result* res) {
+  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK)
+    return false;
+  if (res == nullptr)
+    return true;
+  return PQresultStatus(res) == PGRES_FATAL_ERROR
+         && PQresultErrorField(res, PG_DIAG_SQLSTATE) == nullptr;
+}
+
+/// Closes a connection that libpq has not marked broken yet (see
+/// lost_unnoticed): connection_ok() turns false at once, so the session's
+/// owner reconnects instead of reusing it, and a COMMIT that failed this way
+/// counts as "outcome unknown" (session::write), never as a rollback.
+void drop_if_lost(pg_conn*& conn, pg_result* res) {
+  if (lost_unnoticed(conn, res)) {
+    PQfinish(conn);
+    conn = nullptr;
+  }
+}
+
 void collect_notice(void* arg, const char* message) {
   auto* log = static_cast<notice_log*>(arg);
   if (log == nullptr || !log->keep)
@@ -369,7 +398,7 @@ caf::error connection::failure(pg_result* res, std::string_view what) const {
       msg += ')';
     }
   }
-  if (!connection_ok()) {
+  if (!connection_ok() || lost_unnoticed(conn_, res)) {
     auto conn_msg = conn_ != nullptr ? trimmed(PQerrorMessage(conn_))
                                      : std::string{"not connected"};
     if (!conn_msg.empty() && conn_msg != msg)
@@ -418,7 +447,9 @@ caf::expected<result> connection::exec(const std::string& sql, const params& ps,
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
       return caf::expected<result>{std::move(res)};
   }
-  return failure(res.get(), what);
+  auto err = failure(res.get(), what);
+  drop_if_lost(conn_, res.get());
+  return err;
 }
 
 caf::error connection::exec_script(const std::string& sql,
@@ -432,7 +463,9 @@ caf::error connection::exec_script(const std::string& sql,
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
       return caf::none;
   }
-  return failure(res.get(), what);
+  auto err = failure(res.get(), what);
+  drop_if_lost(conn_, res.get());
+  return err;
 }
 
 bool connection::in_transaction() const {
