@@ -600,6 +600,33 @@ void purge_one(self_ptr self, const std::string& job_id,
           [done](caf::error& err) { done(std::move(err)); });
 }
 
+using dlq_op = void (*)(self_ptr, const std::string&,
+                        std::function<void(caf::error)>);
+
+/// Runs a dead-letter-queue operation on one job; ok or its error.
+caf::typed_response_promise<ok_atom>
+dlq_one(self_ptr self, const std::string& job_id, dlq_op op) {
+  auto rp = self->make_response_promise<ok_atom>();
+  op(self, job_id, [rp](caf::error err) mutable {
+    if (err)
+      rp.deliver(std::move(err));
+    else
+      rp.deliver(ok_atom::value);
+  });
+  return rp;
+}
+
+/// Runs a dead-letter-queue operation on every job in it; how many worked.
+caf::typed_response_promise<uint32_t> dlq_all(self_ptr self, dlq_op op) {
+  auto rp = self->make_response_promise<uint32_t>();
+  for_all_dead_letters(self, rp,
+                       [self, op](const std::string& id,
+                                  std::function<void(caf::error)> done) {
+                         op(self, id, std::move(done));
+                       });
+  return rp;
+}
+
 caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   auto& st = self->state;
   st.deps = std::move(deps);
@@ -681,42 +708,16 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       return append_and_publish(self, std::move(ev));
     },
     [self](redrive_atom, const std::string& job_id) -> caf::result<ok_atom> {
-      auto rp = self->make_response_promise<ok_atom>();
-      redrive_one(self, job_id, [rp](caf::error err) mutable {
-        if (err)
-          rp.deliver(std::move(err));
-        else
-          rp.deliver(ok_atom::value);
-      });
-      return rp;
+      return dlq_one(self, job_id, redrive_one);
     },
     [self](redrive_atom, all_atom) -> caf::result<uint32_t> {
-      auto rp = self->make_response_promise<uint32_t>();
-      for_all_dead_letters(self, rp,
-                           [self](const std::string& id,
-                                  std::function<void(caf::error)> done) {
-                             redrive_one(self, id, std::move(done));
-                           });
-      return rp;
+      return dlq_all(self, redrive_one);
     },
     [self](purge_atom, const std::string& job_id) -> caf::result<ok_atom> {
-      auto rp = self->make_response_promise<ok_atom>();
-      purge_one(self, job_id, [rp](caf::error err) mutable {
-        if (err)
-          rp.deliver(std::move(err));
-        else
-          rp.deliver(ok_atom::value);
-      });
-      return rp;
+      return dlq_one(self, job_id, purge_one);
     },
     [self](purge_atom, all_atom) -> caf::result<uint32_t> {
-      auto rp = self->make_response_promise<uint32_t>();
-      for_all_dead_letters(self, rp,
-                           [self](const std::string& id,
-                                  std::function<void(caf::error)> done) {
-                             purge_one(self, id, std::move(done));
-                           });
-      return rp;
+      return dlq_all(self, purge_one);
     },
     [self](stats_atom) -> queue_stats {
       auto& st = self->state;
