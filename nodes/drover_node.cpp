@@ -12,6 +12,7 @@
 #include "actors/api.hpp"
 #include "actors/job_system.hpp"
 #include "actors/pg_store.hpp"
+#include "gateway/gateway.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/supervisor.hpp"
@@ -34,6 +35,43 @@
 #include <thread>
 
 namespace {
+
+bool has_role(const drover::node_config& cfg, const std::string& role) {
+  for (auto& r : cfg.roles)
+    if (r == "all" || r == role)
+      return true;
+  return false;
+}
+
+/// The gateway's settings from the node config; bad API keys are
+/// errc::bad_config.
+caf::expected<drover::http::gateway_config>
+gateway_config_of(const drover::node_config& cfg) {
+  drover::http::gateway_config gw;
+  gw.host = cfg.http_host;
+  gw.port = cfg.http_port;
+  gw.threads = cfg.http_threads;
+  for (auto& spec : cfg.api_keys) {
+    auto key = drover::http::parse_api_key(spec);
+    if (!key)
+      return std::move(key.error());
+    for (auto& other : gw.keys)
+      if (other.name == key->name || other.hash == key->hash)
+        return drover::make_error(drover::errc::bad_config,
+                                  "api-key: key '" + key->name
+                                    + "' is configured twice");
+    gw.keys.push_back(std::move(*key));
+  }
+  gw.default_rate = cfg.http_rate_limit;
+  gw.limits.max_body_bytes = cfg.http_max_body_bytes;
+  gw.limits.max_header_bytes = cfg.http_max_header_bytes;
+  gw.limits.idle_timeout = cfg.http_idle_timeout;
+  gw.request_timeout = cfg.http_request_timeout;
+  gw.keepalive_interval = cfg.sse_keepalive;
+  gw.max_streams_per_key = cfg.http_max_streams_per_key;
+  gw.max_batch = cfg.http_max_batch;
+  return gw;
+}
 
 /// The node's supervision tree: for now every node runs all roles.
 caf::expected<drover::supervisor_spec>
@@ -109,11 +147,35 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
     return 1;
   }
+  std::unique_ptr<drover::http::gateway> gateway;
+  if (has_role(cfg, "gateway")) {
+    auto gw_cfg = gateway_config_of(cfg);
+    caf::expected<std::unique_ptr<drover::http::gateway>> started{caf::none};
+    if (gw_cfg)
+      started = drover::http::gateway::start(sys, api, std::move(*gw_cfg));
+    if (!gw_cfg || !started) {
+      auto err = !gw_cfg ? gw_cfg.error() : started.error();
+      std::cerr << "drover-node: " << drover::describe(err) << '\n';
+      caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
+      return drover::is(err, drover::errc::bad_config) ? 2 : 1;
+    }
+    gateway = std::move(*started);
+    if (gateway->development_mode())
+      std::cerr << "drover-node: WARNING: the HTTP gateway runs in "
+                   "DEVELOPMENT MODE: no API keys are configured, so every "
+                   "request is accepted without authentication (loopback "
+                   "only). Configure --api-key before serving anyone else.\n";
+  }
   std::cout << "drover-node " << cfg.node_id << " ready: roles=";
   for (size_t i = 0; i < cfg.roles.size(); ++i)
     std::cout << (i > 0 ? "," : "") << cfg.roles[i];
   std::cout << " store=" << cfg.store << " admin=" << cfg.admin_host << ':'
-            << *port << std::endl;
+            << *port;
+  if (gateway)
+    std::cout << " http=" << cfg.http_host << ':' << gateway->port()
+              << (gateway->development_mode() ? " (development mode)" : "");
+  std::cout << std::endl;
   // Signals are blocked in every thread (the mask was set before CAF
   // started its threads); this one thread takes them synchronously.
   std::atomic<bool> asked_to_stop{false};
@@ -155,6 +217,8 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     pthread_kill(signal_waiter.native_handle(), SIGTERM);
   }
   signal_waiter.join();
+  if (gateway)
+    gateway->stop();
   caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
   if (asked_to_stop && (!reason || reason == caf::exit_reason::user_shutdown)) {
     std::cout << "drover-node " << cfg.node_id << " stopped" << std::endl;

@@ -1,6 +1,7 @@
 #include "runtime/config.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/ip_address.hpp"
 
 #include <caf/actor_system_config.hpp>
 #include <caf/atom.hpp>
@@ -30,7 +31,90 @@ std::string default_node_id() {
 const std::vector<std::string> known_roles{"all", "coordinator", "worker",
                                            "gateway"};
 
+/// Value of a standard base64 digit; -1 if `c` is none.
+int base64_value(char c) {
+  if (c >= 'A' && c <= 'Z')
+    return c - 'A';
+  if (c >= 'a' && c <= 'z')
+    return c - 'a' + 26;
+  if (c >= '0' && c <= '9')
+    return c - '0' + 52;
+  if (c == '+')
+    return 62;
+  if (c == '/')
+    return 63;
+  return -1;
+}
+
+/// Strict standard base64 (RFC 4648, section 4). Padding is optional, but
+/// if present it must be right, and unused bits must be zero. False on
+/// anything else.
+bool decode_base64(const std::string& text, std::string& out) {
+  auto end = text.size();
+  size_t padding = 0;
+  while (end > 0 && text[end - 1] == '=' && padding < 2) {
+    --end;
+    ++padding;
+  }
+  if ((padding > 0 && text.size() % 4 != 0) || end % 4 == 1)
+    return false;
+  out.clear();
+  uint32_t acc = 0;
+  int bits = 0;
+  for (size_t i = 0; i < end; ++i) {
+    auto v = base64_value(text[i]);
+    if (v < 0)
+      return false;
+    acc = ((acc << 6) | static_cast<uint32_t>(v)) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return (acc & ((1u << bits) - 1)) == 0;
+}
+
+/// Appends the items of a repeatable option whose values may also be
+/// comma-separated lists ("a,b" "c") to `out`, trimmed, empties dropped.
+void append_list_items(const std::vector<std::string>& values,
+                       std::vector<std::string>& out) {
+  for (const auto& value : values) {
+    std::string::size_type pos = 0;
+    while (pos <= value.size()) {
+      auto comma = value.find(',', pos);
+      auto item = value.substr(pos, comma == std::string::npos
+                                      ? std::string::npos
+                                      : comma - pos);
+      auto first = item.find_first_not_of(" \t");
+      if (first != std::string::npos)
+        out.push_back(
+          item.substr(first, item.find_last_not_of(" \t") - first + 1));
+      if (comma == std::string::npos)
+        break;
+      pos = comma + 1;
+    }
+  }
+}
+
 } // namespace
+
+caf::expected<std::string> decode_webhook_secret(const std::string& secret) {
+  static const std::string prefix = "whsec_";
+  if (secret.compare(0, prefix.size(), prefix) != 0)
+    return make_error(errc::bad_config,
+                      "webhook-secret must look like whsec_<base64>");
+  std::string key;
+  if (!decode_base64(secret.substr(prefix.size()), key))
+    return make_error(errc::bad_config, "webhook-secret: the part after "
+                                        "whsec_ is not valid base64");
+  if (key.size() < 24 || key.size() > 64)
+    return make_error(errc::bad_config,
+                      "webhook-secret must encode 24 to 64 bytes, not "
+                        + std::to_string(key.size())
+                        + " (e.g. whsec_$(openssl rand -base64 32))");
+  return key;
+}
 
 caf::error validate(const node_config& cfg) {
   auto bad = [](std::string what) {
@@ -68,6 +152,31 @@ caf::error validate(const node_config& cfg) {
     return bad("--store postgres needs --pg-url");
   if (cfg.retention_days > 36500)
     return bad("retention-days must be at most 36500");
+  if (!cfg.webhook_secret.empty())
+    if (auto key = decode_webhook_secret(cfg.webhook_secret); !key)
+      return std::move(key.error());
+  for (const auto& cidr : cfg.webhook_allow)
+    if (auto net = parse_ip_network(cidr); !net)
+      return bad("webhook-allow: " + describe(net.error()));
+  {
+    auto period = cfg.webhook_retry_period.count();
+    auto initial = cfg.webhook_initial_backoff.count();
+    auto max = cfg.webhook_max_backoff.count();
+    auto timeout = cfg.webhook_timeout.count();
+    if (period < 0 || period > 30LL * 86400000)
+      return bad("webhook-retry-period-ms must be within [0, 2592000000] "
+                 "(30 days)");
+    if (initial < 1 || initial > 86400000)
+      return bad("webhook-initial-backoff-ms must be within [1, 86400000]");
+    if (max < initial || max > 7LL * 86400000)
+      return bad("webhook-max-backoff-ms must be at least "
+                 "webhook-initial-backoff-ms and at most 604800000 (7 days)");
+    if (timeout < 1 || timeout > 600000)
+      return bad("webhook-timeout-ms must be within [1, 600000]");
+    if (cfg.webhook_max_response_bytes < 1
+        || cfg.webhook_max_response_bytes > 16 * 1024 * 1024)
+      return bad("webhook-max-response-bytes must be within [1, 16777216]");
+  }
   return caf::none;
 }
 
@@ -87,6 +196,22 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   int64_t aging = cfg.aging_interval.count();
   int64_t max_input = static_cast<int64_t>(cfg.max_input_bytes);
   int64_t kill_grace = cfg.exec_kill_grace.count();
+  std::vector<std::string> webhook_allow;
+  int64_t wh_period = cfg.webhook_retry_period.count();
+  int64_t wh_initial = cfg.webhook_initial_backoff.count();
+  int64_t wh_max_backoff = cfg.webhook_max_backoff.count();
+  int64_t wh_timeout = cfg.webhook_timeout.count();
+  int64_t wh_max_response
+    = static_cast<int64_t>(cfg.webhook_max_response_bytes);
+  int64_t http_port = cfg.http_port;
+  int64_t http_threads = cfg.http_threads;
+  int64_t http_body = static_cast<int64_t>(cfg.http_max_body_bytes);
+  int64_t http_header = static_cast<int64_t>(cfg.http_max_header_bytes);
+  int64_t http_idle = cfg.http_idle_timeout.count();
+  int64_t http_timeout = cfg.http_request_timeout.count();
+  int64_t sse_keepalive = cfg.sse_keepalive.count();
+  int64_t http_streams = static_cast<int64_t>(cfg.http_max_streams_per_key);
+  int64_t http_batch = static_cast<int64_t>(cfg.http_max_batch);
   po::options_description general{"drover-node options"};
   general.add_options()
     ("help,h", "print this help and exit")
@@ -122,9 +247,59 @@ caf::expected<parse_outcome> parse_node_config(int argc,
      "job store: postgres (durable) or memory (nothing survives a restart)")
     ("pg-url", po::value(&cfg.pg_url),
      "PostgreSQL connection string for --store postgres")
+    ("webhook-secret", po::value(&cfg.webhook_secret),
+     "webhooks: signing secret whsec_<base64 of 24-64 bytes> (Standard "
+     "Webhooks); without one they go out unsigned. Prefer the config "
+     "file: a command line is visible to other users")
+    ("webhook-allow", po::value(&webhook_allow)->composing(),
+     "webhooks: CIDR networks callback URLs may resolve to although they "
+     "are loopback, private, link-local, ... (repeatable or "
+     "comma-separated), e.g. 127.0.0.1/32")
+    ("webhook-retry-period-ms",
+     po::value(&wh_period)->default_value(wh_period),
+     "webhooks: retry for this long after the job ended, then mark failed")
+    ("webhook-initial-backoff-ms",
+     po::value(&wh_initial)->default_value(wh_initial),
+     "webhooks: first delay between attempts (doubles, with jitter)")
+    ("webhook-max-backoff-ms",
+     po::value(&wh_max_backoff)->default_value(wh_max_backoff),
+     "webhooks: longest delay between attempts")
+    ("webhook-timeout-ms", po::value(&wh_timeout)->default_value(wh_timeout),
+     "webhooks: deadline of one attempt (resolve, connect, TLS, write, read)")
+    ("webhook-max-response-bytes",
+     po::value(&wh_max_response)->default_value(wh_max_response),
+     "webhooks: largest response body read; a larger one fails the attempt")
     ("retention-days", po::value(&cfg.retention_days),
      "postgres: purge finished jobs (and their events) older than this; "
-     "0 keeps them forever; live jobs and the DLQ are never purged");
+     "0 keeps them forever; live jobs and the DLQ are never purged")
+    ("http-host", po::value(&cfg.http_host)->default_value(cfg.http_host),
+     "gateway: interface of the HTTP API (without API keys: loopback only)")
+    ("http-port", po::value(&http_port)->default_value(http_port),
+     "gateway: port of the HTTP API (0 = pick a free one)")
+    ("http-threads", po::value(&http_threads)->default_value(http_threads),
+     "gateway: I/O threads")
+    ("api-key", po::value(&cfg.api_keys)->composing(),
+     "gateway: name:sha256hex:tenant:scopes[:rate] (repeatable); scopes "
+     "submit,read,admin; sha256hex = sha256 of the secret key")
+    ("http-rate-limit", po::value(&cfg.http_rate_limit)
+                          ->default_value(cfg.http_rate_limit),
+     "gateway: requests per second per key (0 = unlimited)")
+    ("http-max-body-bytes", po::value(&http_body)->default_value(http_body),
+     "gateway: largest request body (413 above)")
+    ("http-max-header-bytes", po::value(&http_header)->default_value(http_header),
+     "gateway: largest request header block (431 above)")
+    ("http-idle-timeout-ms", po::value(&http_idle)->default_value(http_idle),
+     "gateway: deadline for reading a request and for idle connections")
+    ("http-request-timeout-ms",
+     po::value(&http_timeout)->default_value(http_timeout),
+     "gateway: deadline for the node's answer (503 after it)")
+    ("sse-keepalive-ms", po::value(&sse_keepalive)->default_value(sse_keepalive),
+     "gateway: interval of keep-alive comments on event streams")
+    ("http-max-streams-per-key",
+     po::value(&http_streams)->default_value(http_streams),
+     "gateway: open SSE/WebSocket subscriptions per key")
+    ("http-max-batch", po::value(&http_batch)->default_value(http_batch),
+     "gateway: most jobs in one POST /api/jobs/batch");
   try {
     po::variables_map vm;
     // Command line first: Boost keeps the first value stored.
@@ -167,6 +342,39 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   if (!in_range(kill_grace, 0, 86400000))
     return make_error(errc::bad_config,
                       "exec-kill-grace-ms must be within [0, 86400000]");
+  if (!in_range(http_port, 0, 65535))
+    return make_error(errc::bad_config, "http-port must be within [0, 65535]");
+  if (!in_range(http_threads, 1, 64))
+    return make_error(errc::bad_config, "http-threads must be within [1, 64]");
+  if (!in_range(http_body, 1024, 1LL << 30))
+    return make_error(errc::bad_config,
+                      "http-max-body-bytes must be within [1024, 1073741824]");
+  if (!in_range(http_header, 1024, 1LL << 20))
+    return make_error(errc::bad_config,
+                      "http-max-header-bytes must be within [1024, 1048576]");
+  if (!in_range(http_idle, 100, 3600000) || !in_range(http_timeout, 100, 3600000)
+      || !in_range(sse_keepalive, 100, 3600000))
+    return make_error(errc::bad_config,
+                      "http timeouts and sse-keepalive-ms must be within "
+                      "[100, 3600000] ms");
+  if (!in_range(http_streams, 1, 1000000))
+    return make_error(errc::bad_config,
+                      "http-max-streams-per-key must be within [1, 1000000]");
+  if (!in_range(http_batch, 1, 100000))
+    return make_error(errc::bad_config,
+                      "http-max-batch must be within [1, 100000]");
+  if (!(cfg.http_rate_limit >= 0 && cfg.http_rate_limit <= 1e7))
+    return make_error(errc::bad_config,
+                      "http-rate-limit must be within [0, 10000000]");
+  cfg.http_port = static_cast<uint16_t>(http_port);
+  cfg.http_threads = static_cast<uint32_t>(http_threads);
+  cfg.http_max_body_bytes = static_cast<size_t>(http_body);
+  cfg.http_max_header_bytes = static_cast<size_t>(http_header);
+  cfg.http_idle_timeout = std::chrono::milliseconds{http_idle};
+  cfg.http_request_timeout = std::chrono::milliseconds{http_timeout};
+  cfg.sse_keepalive = std::chrono::milliseconds{sse_keepalive};
+  cfg.http_max_streams_per_key = static_cast<size_t>(http_streams);
+  cfg.http_max_batch = static_cast<size_t>(http_batch);
   auto parsed_slots = parse_slots(slots);
   if (!parsed_slots)
     return std::move(parsed_slots.error());
@@ -174,6 +382,16 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   cfg.aging_interval = std::chrono::milliseconds{aging};
   cfg.max_input_bytes = static_cast<size_t>(max_input);
   cfg.exec_kill_grace = std::chrono::milliseconds{kill_grace};
+  // Ranges are checked by validate(); only what the cast could hide here.
+  if (!in_range(wh_max_response, 1, 16LL * 1024 * 1024))
+    return make_error(errc::bad_config, "webhook-max-response-bytes must be "
+                                        "within [1, 16777216]");
+  append_list_items(webhook_allow, cfg.webhook_allow);
+  cfg.webhook_retry_period = std::chrono::milliseconds{wh_period};
+  cfg.webhook_initial_backoff = std::chrono::milliseconds{wh_initial};
+  cfg.webhook_max_backoff = std::chrono::milliseconds{wh_max_backoff};
+  cfg.webhook_timeout = std::chrono::milliseconds{wh_timeout};
+  cfg.webhook_max_response_bytes = static_cast<size_t>(wh_max_response);
   cfg.admin_port = static_cast<uint16_t>(admin_port);
   cfg.scheduler_threads = static_cast<uint32_t>(threads);
   cfg.heartbeat_interval = std::chrono::milliseconds{heartbeat};

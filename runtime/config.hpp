@@ -49,7 +49,49 @@ struct node_config {
   std::string pg_url;
   /// Purge finished jobs older than this many days (0 = keep forever).
   uint32_t retention_days = 0;
+  // -- webhooks (gateway/webhook.hpp, docs/webhooks.md) --
+  /// Signing secret, "whsec_" + base64 of 24 to 64 random bytes; empty =
+  /// deliveries go out unsigned (the node warns).
+  std::string webhook_secret;
+  /// CIDR networks callback URLs may resolve to although the address
+  /// policy refuses them (loopback, private, link-local, ...), e.g.
+  /// "127.0.0.1/32"; one network per entry.
+  std::vector<std::string> webhook_allow;
+  /// How long after a job ends its webhook is retried before it is marked
+  /// failed; 0 = one attempt.
+  std::chrono::milliseconds webhook_retry_period{24LL * 3600 * 1000};
+  /// Backoff between attempts: doubling from initial up to max, with equal
+  /// jitter (each delay within [base/2, base]).
+  std::chrono::milliseconds webhook_initial_backoff{1000};
+  std::chrono::milliseconds webhook_max_backoff{3600 * 1000};
+  /// Deadline of one attempt: resolve, connect, TLS, write, read.
+  std::chrono::milliseconds webhook_timeout{10000};
+  /// Largest response body read from a webhook endpoint; a larger one
+  /// fails the attempt.
+  size_t webhook_max_response_bytes = 64 * 1024;
+  // -- HTTP gateway (roles all or gateway; docs/api.md) --
+  /// Interface and port of the HTTP API; port 0 picks a free port.
+  std::string http_host = "127.0.0.1";
+  uint16_t http_port = 8080;
+  /// Asio threads of the gateway.
+  uint32_t http_threads = 1;
+  /// API keys "name:sha256hex:tenant:scopes[:rate]"; none = development
+  /// mode (loopback only).
+  std::vector<std::string> api_keys;
+  /// Requests per second per key unless the key sets its own; 0 = no limit.
+  double http_rate_limit = 1000;
+  size_t http_max_body_bytes = size_t{8} << 20;
+  size_t http_max_header_bytes = 16 * 1024;
+  std::chrono::milliseconds http_idle_timeout{30000};
+  std::chrono::milliseconds http_request_timeout{10000};
+  std::chrono::milliseconds sse_keepalive{15000};
+  size_t http_max_streams_per_key = 1000;
+  size_t http_max_batch = 10000;
 };
+
+/// The key of a webhook secret "whsec_<base64>": the decoded bytes (24 to
+/// 64 of them). errc::bad_config naming the problem otherwise.
+caf::expected<std::string> decode_webhook_secret(const std::string& secret);
 
 /// Parses "cpu=4,gpu=1"; errc::bad_config naming the bad part.
 caf::expected<std::map<std::string, uint32_t>>

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 
 namespace drover {
 
@@ -127,6 +128,99 @@ std::string fix_unicode_escapes(std::string_view text) {
     out += c;
     ++i;
   }
+  return out;
+}
+
+// -- writing JSON text ---------------------------------------------------------
+
+/// Length of the well-formed UTF-8 sequence at the start of `str`, or 0.
+size_t utf8_sequence_length(std::string_view str) {
+  auto byte = [&str](size_t i) { return static_cast<unsigned char>(str[i]); };
+  auto lead = byte(0);
+  if (lead < 0x80)
+    return 1;
+  size_t length;
+  uint32_t min_code_point;
+  uint32_t code_point;
+  if ((lead & 0xE0) == 0xC0) {
+    length = 2;
+    min_code_point = 0x80;
+    code_point = lead & 0x1F;
+  } else if ((lead & 0xF0) == 0xE0) {
+    length = 3;
+    min_code_point = 0x800;
+    code_point = lead & 0x0F;
+  } else if ((lead & 0xF8) == 0xF0) {
+    length = 4;
+    min_code_point = 0x10000;
+    code_point = lead & 0x07;
+  } else {
+    return 0;
+  }
+  if (str.size() < length)
+    return 0;
+  for (size_t i = 1; i < length; ++i) {
+    if ((byte(i) & 0xC0) != 0x80)
+      return 0;
+    code_point = (code_point << 6) | (byte(i) & 0x3F);
+  }
+  if (code_point < min_code_point || code_point > 0x10FFFF
+      || (code_point >= 0xD800 && code_point <= 0xDFFF))
+    return 0;
+  return length;
+}
+
+/// Program output and user input are bytes; messages and results must be
+/// UTF-8. Each byte that isn't part of a well-formed sequence becomes
+/// U+FFFD.
+std::string valid_utf8(std::string_view str) {
+  std::string out;
+  out.reserve(str.size());
+  while (!str.empty()) {
+    auto length = utf8_sequence_length(str);
+    if (length == 0) {
+      out += "\xEF\xBF\xBD";
+      length = 1;
+    } else {
+      out.append(str.substr(0, length));
+    }
+    str.remove_prefix(length);
+  }
+  return out;
+}
+
+/// A JSON string literal for arbitrary bytes (invalid UTF-8 replaced).
+std::string json_quote(std::string_view bytes) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (char c : valid_utf8(bytes)) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += "\\u00";
+          out += hex[(c >> 4) & 0xF];
+          out += hex[c & 0xF];
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
   return out;
 }
 

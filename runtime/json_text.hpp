@@ -39,6 +39,7 @@
 //   limits should still be checked on the input, before calling this.
 // - Never throws except std::bad_alloc.
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -47,5 +48,20 @@ namespace drover {
 /// `text` with the \uXXXX escapes Cap'n Proto 0.9.2 misreads rewritten (see
 /// the contract above).
 std::string fix_unicode_escapes(std::string_view text);
+
+/// Length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, no
+/// surrogates, at most U+10FFFF) at the start of `str`; 0 if there is none
+/// (also for an empty `str`).
+size_t utf8_sequence_length(std::string_view str);
+
+/// `str` with each byte that isn't part of a well-formed UTF-8 sequence
+/// replaced by U+FFFD. Program output and user input are bytes; messages
+/// and JSON text must be UTF-8.
+std::string valid_utf8(std::string_view str);
+
+/// A JSON string literal (quotes included) for arbitrary bytes: invalid
+/// UTF-8 replaced as by valid_utf8, `"` `\` and control characters
+/// escaped (RFC 8259), everything else verbatim.
+std::string json_quote(std::string_view bytes);
 
 } // namespace drover

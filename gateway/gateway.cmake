@@ -1,0 +1,2 @@
+# Sources of the HTTP gateway, relative to gateway/.
+set(DROVER_GATEWAY_SOURCES http_api.cpp auth.cpp server.cpp gateway.cpp)

@@ -1,0 +1,1012 @@
+#include "gateway/gateway.hpp"
+
+#include "gateway/http_api.hpp"
+#include "runtime/atoms.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/json_text.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
+
+#include <boost/asio/ip/address.hpp>
+
+#include <array>
+#include <cctype>
+#include <cmath>
+#include <map>
+#include <mutex>
+
+namespace drover::http {
+
+namespace {
+
+using keepalive_atom = caf::atom_constant<caf::atom("keepalive")>;
+using steady = std::chrono::steady_clock;
+
+std::string context_of(const caf::error& err) {
+  auto& ctx = err.context();
+  if (ctx.match_elements<std::string>())
+    return ctx.get_as<std::string>(0);
+  return err.category() == errc_category
+           ? std::string{to_string(static_cast<errc>(err.code()))}
+           : std::string{"the node did not answer in time; retry"};
+}
+
+std::string percent_decode(std::string_view in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    auto c = in[i];
+    if (c == '+') {
+      out += ' ';
+    } else if (c == '%' && i + 2 < in.size()
+               && std::isxdigit(static_cast<unsigned char>(in[i + 1]))
+               && std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string{in.substr(i + 1, 2)},
+                                         nullptr, 16));
+      i += 2;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+struct target {
+  std::vector<std::string> path;
+  std::map<std::string, std::string> query;
+};
+
+target split_target(std::string_view t) {
+  target out;
+  auto q = t.find('?');
+  auto path = t.substr(0, q);
+  size_t start = 0;
+  while (start < path.size()) {
+    auto slash = path.find('/', start);
+    auto part = path.substr(start, slash == std::string_view::npos
+                                     ? std::string_view::npos
+                                     : slash - start);
+    if (!part.empty())
+      out.path.push_back(percent_decode(part));
+    if (slash == std::string_view::npos)
+      break;
+    start = slash + 1;
+  }
+  if (q != std::string_view::npos) {
+    auto query = t.substr(q + 1);
+    size_t pos = 0;
+    while (pos <= query.size()) {
+      auto amp = query.find('&', pos);
+      auto pair = query.substr(pos, amp == std::string_view::npos
+                                      ? std::string_view::npos
+                                      : amp - pos);
+      if (!pair.empty()) {
+        auto eq = pair.find('=');
+        auto key = percent_decode(pair.substr(0, eq));
+        auto value = eq == std::string_view::npos
+                       ? std::string{}
+                       : percent_decode(pair.substr(eq + 1));
+        out.query[key] = value;
+      }
+      if (amp == std::string_view::npos)
+        break;
+      pos = amp + 1;
+    }
+  }
+  return out;
+}
+
+bool valid_job_id(const std::string& id) {
+  if (id.empty() || id.size() > 64)
+    return false;
+  for (char c : id)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_')
+      return false;
+  return true;
+}
+
+/// Formats one server-sent event.
+std::string sse(const std::string& event, uint64_t id, const std::string& data) {
+  std::string out;
+  out.reserve(data.size() + event.size() + 32);
+  if (id > 0) {
+    out += "id: ";
+    out += std::to_string(id);
+    out += '\n';
+  }
+  out += "event: ";
+  out += event;
+  out += "\ndata: ";
+  out += data; // our JSON never contains raw newlines
+  out += "\n\n";
+  return out;
+}
+
+/// Where a job's event stream goes: an SSE response or one subscription of
+/// a WebSocket. Returns false once the client is gone.
+struct stream_sink {
+  /// (SSE event name, id (0 = none), JSON data)
+  std::function<bool(const std::string&, uint64_t, const std::string&)> emit;
+  std::function<bool()> keepalive;
+  std::function<void()> end;
+};
+
+bool is_final_event(event_kind k) {
+  return k == event_kind::completed || k == event_kind::cancelled
+         || k == event_kind::failed || k == event_kind::dead_lettered
+         || k == event_kind::purged;
+}
+
+class gateway_impl : public gateway,
+                     public std::enable_shared_from_this<gateway_impl> {
+public:
+  gateway_impl(caf::actor_system& sys, caf::actor api, gateway_config cfg)
+    : sys_(sys), api_(std::move(api)), cfg_(std::move(cfg)), keys_(cfg_.keys),
+      limiter_(cfg_.keys.size(), cfg_.default_rate),
+      streams_(cfg_.keys.size(), cfg_.max_streams_per_key) {
+    json_limits_.max_bytes = cfg_.limits.max_body_bytes;
+    json_limits_.max_json_depth = cfg_.max_json_depth;
+  }
+
+  caf::error listen() {
+    std::string error;
+    auto self = this;
+    server_ = server::create(
+      cfg_.host, cfg_.port, cfg_.limits,
+      [self](std::shared_ptr<exchange> ex) { self->handle(std::move(ex)); },
+      error);
+    if (!server_)
+      return make_error(errc::bad_config, "http: " + error);
+    server_->run(cfg_.threads);
+    return {};
+  }
+
+  uint16_t port() const override {
+    return server_ ? server_->port() : 0;
+  }
+
+  bool development_mode() const override {
+    return keys_.development_mode();
+  }
+
+  void stop() override {
+    if (server_)
+      server_->stop();
+  }
+
+  ~gateway_impl() override {
+    stop();
+  }
+
+private:
+  using ex_ptr = std::shared_ptr<exchange>;
+
+  // -- plumbing ---------------------------------------------------------------
+
+  void reply(const ex_ptr& ex, unsigned status, std::string body,
+             header_list headers = {}) {
+    ex->respond(status, std::move(body), std::move(headers));
+  }
+
+  void fail(const ex_ptr& ex, unsigned status, std::string_view code,
+            std::string_view message, header_list headers = {}) {
+    reply(ex, status, error_json(code, message), std::move(headers));
+  }
+
+  void fail(const ex_ptr& ex, const caf::error& err) {
+    auto st = classify(err);
+    header_list headers;
+    if (st.status == 503)
+      headers.emplace_back("Retry-After", "1");
+    fail(ex, st.status, st.code, context_of(err), std::move(headers));
+  }
+
+  /// Sends `xs` to the node API from a short-lived actor; `ok` gets the
+  /// answer, errors go to the client.
+  template <class R, class... Ts>
+  void ask(const ex_ptr& ex, std::function<void(R&)> ok, Ts... xs) {
+    auto api = api_;
+    auto timeout = cfg_.request_timeout;
+    auto self = shared_from_this();
+    sys_.spawn([=](caf::event_based_actor* a) {
+      a->request(api, timeout, xs...)
+        .then([ok](R& r) { ok(r); },
+              [self, ex](caf::error& err) { self->fail(ex, err); });
+    });
+  }
+
+  /// Fetches the job and checks that `who` may see it (another tenant's
+  /// job is a 404, as if it didn't exist).
+  void with_job(const ex_ptr& ex, const principal& who, const std::string& id,
+                std::function<void(job_record&)> ok) {
+    if (!valid_job_id(id)) {
+      fail(ex, 404, "not_found", "no job '" + id + "'");
+      return;
+    }
+    auto self = shared_from_this();
+    ask<job_record>(
+      ex,
+      [self, ex, who, id, ok](job_record& job) {
+        if (!self->visible(who, job)) {
+          self->fail(ex, 404, "not_found", "no job '" + id + "'");
+          return;
+        }
+        ok(job);
+      },
+      get_atom::value, id);
+  }
+
+  bool visible(const principal& who, const job_record& job) const {
+    return keys_.development_mode() || job.spec.tenant == who.tenant;
+  }
+
+  // -- dispatch ---------------------------------------------------------------
+
+  void handle(ex_ptr ex) {
+    auto& req = ex->req();
+    auto t = split_target(std::string_view{req.target().data(),
+                                           req.target().size()});
+    auto method = req.method();
+    using boost::beast::http::verb;
+    auto& p = t.path;
+    if (p.size() == 1 && p[0] == "healthz") {
+      if (method != verb::get)
+        return not_allowed(ex, "GET");
+      return reply(ex, 200, "{\"status\":\"ok\"}");
+    }
+    if (p.size() == 1 && p[0] == "readyz") {
+      if (method != verb::get)
+        return not_allowed(ex, "GET");
+      return readyz(ex);
+    }
+    if (p.empty() || p[0] != "api")
+      return fail(ex, 404, "not_found", "no such endpoint");
+    // Everything under /api needs a principal.
+    auto auth = req[boost::beast::http::field::authorization];
+    auto who = keys_.authenticate(std::string_view{auth.data(), auth.size()});
+    if (!who) {
+      return fail(ex, 401, "unauthorized", context_of(who.error()),
+                  {{"WWW-Authenticate", "Bearer"}});
+    }
+    double retry_after = 0;
+    if (!limiter_.take(who->key, who->key < keys_.size()
+                                   ? keys_.at(who->key).rate
+                                   : 0,
+                       steady::now(), retry_after)) {
+      auto secs = std::max<int64_t>(1, static_cast<int64_t>(
+                                         std::ceil(retry_after)));
+      return fail(ex, 429, "rate_limited",
+                  "too many requests for key '" + who->key_name + "'",
+                  {{"Retry-After", std::to_string(secs)}});
+    }
+    route(ex, *who, t);
+  }
+
+  void not_allowed(const ex_ptr& ex, const char* allow) {
+    fail(ex, 405, "method_not_allowed", "use " + std::string{allow},
+         {{"Allow", allow}});
+  }
+
+  bool require(const ex_ptr& ex, const principal& who, scope s) {
+    if (who.has(s))
+      return true;
+    const char* name = s == scope_submit ? "submit"
+                       : s == scope_read ? "read"
+                                         : "admin";
+    fail(ex, 403, "forbidden",
+         "key '" + who.key_name + "' lacks the " + name + " scope");
+    return false;
+  }
+
+  void route(const ex_ptr& ex, const principal& who, const target& t) {
+    using boost::beast::http::verb;
+    auto method = ex->req().method();
+    auto& p = t.path;
+    auto n = p.size();
+    if (n == 2 && p[1] == "ws") {
+      if (!ex->wants_websocket())
+        return fail(ex, 400, "bad_request", "expected a WebSocket upgrade");
+      if (require(ex, who, scope_read))
+        websocket(ex, who);
+      return;
+    }
+    if (n >= 2 && p[1] == "jobs") {
+      if (n == 2) {
+        if (method == verb::post)
+          return require(ex, who, scope_submit) ? submit(ex, who) : void();
+        if (method == verb::get)
+          return require(ex, who, scope_read) ? list(ex, who, t, false)
+                                              : void();
+        return not_allowed(ex, "GET, POST");
+      }
+      if (n == 3 && p[2] == "batch") {
+        if (method != verb::post)
+          return not_allowed(ex, "POST");
+        return require(ex, who, scope_submit) ? batch(ex, who) : void();
+      }
+      auto& id = p[2];
+      if (n == 3) {
+        if (method != verb::get)
+          return not_allowed(ex, "GET");
+        if (!require(ex, who, scope_read))
+          return;
+        return with_job(ex, who, id, [this, ex](job_record& job) {
+          reply(ex, 200, job_json(job));
+        });
+      }
+      if (n == 4 && p[3] == "cancel") {
+        if (method != verb::post)
+          return not_allowed(ex, "POST");
+        return require(ex, who, scope_submit) ? cancel(ex, who, id) : void();
+      }
+      if (n == 4 && method != verb::get)
+        return not_allowed(ex, "GET");
+      if (n == 4 && p[3] == "result")
+        return require(ex, who, scope_read) ? result(ex, who, id) : void();
+      if (n == 4 && p[3] == "events")
+        return require(ex, who, scope_read) ? events(ex, who, id) : void();
+      if (n == 4 && p[3] == "stream")
+        return require(ex, who, scope_read) ? stream(ex, who, id, t) : void();
+    }
+    if (n >= 2 && p[1] == "dlq") {
+      if (n == 2) {
+        if (method != verb::get)
+          return not_allowed(ex, "GET");
+        return require(ex, who, scope_read) ? list(ex, who, t, true) : void();
+      }
+      if (n == 4 && p[3] == "retry") {
+        if (method != verb::post)
+          return not_allowed(ex, "POST");
+        return require(ex, who, scope_submit) ? retry(ex, who, p[2]) : void();
+      }
+    }
+    if (n == 3 && p[1] == "admin") {
+      if (method != verb::get)
+        return not_allowed(ex, "GET");
+      if (p[2] == "tree")
+        return require(ex, who, scope_admin) ? tree(ex) : void();
+      if (p[2] == "queues")
+        return require(ex, who, scope_admin) ? queues(ex) : void();
+    }
+    fail(ex, 404, "not_found", "no such endpoint");
+  }
+
+  // -- endpoints --------------------------------------------------------------
+
+  /// Applies the Idempotency-Key header; false (and answered) if it
+  /// contradicts the body.
+  bool apply_idempotency_header(const ex_ptr& ex, submit_request& req) {
+    auto h = ex->req()["Idempotency-Key"];
+    if (h.empty())
+      return true;
+    std::string key{h.data(), h.size()};
+    if (!req.idempotency_key.empty() && req.idempotency_key != key) {
+      fail(ex, 400, "invalid_request",
+           "Idempotency-Key header and idempotency_key field differ");
+      return false;
+    }
+    req.idempotency_key = std::move(key);
+    return true;
+  }
+
+  void submit(const ex_ptr& ex, const principal& who) {
+    auto req = parse_submit(ex->req().body(), json_limits_);
+    if (!req)
+      return fail(ex, req.error());
+    if (!apply_idempotency_header(ex, *req))
+      return;
+    req->tenant = who.tenant;
+    auto api = api_;
+    auto timeout = cfg_.request_timeout;
+    auto self = shared_from_this();
+    sys_.spawn([=](caf::event_based_actor* a) {
+      a->request(api, timeout, submit_atom::value, *req)
+        .then(
+          [self, ex](job_record& job) {
+            self->reply(ex, 202, submitted_json(job),
+                        {{"Location", "/api/jobs/" + job.job_id}});
+          },
+          [self, ex](caf::error& err) {
+            if (is(err, errc::conflict))
+              self->fail(ex, 422, "idempotency_conflict",
+                         "this idempotency key was used for a different job "
+                         "specification");
+            else
+              self->fail(ex, err);
+          });
+    });
+  }
+
+  void batch(const ex_ptr& ex, const principal& who) {
+    auto items = parse_batch(ex->req().body(), json_limits_, cfg_.max_batch);
+    if (!items)
+      return fail(ex, items.error());
+    struct state {
+      std::vector<batch_item> items;
+      std::vector<std::string> results; // JSON per item
+      size_t pending = 0;
+      size_t accepted = 0;
+    };
+    auto st = std::make_shared<state>();
+    st->items = std::move(*items);
+    st->results.resize(st->items.size());
+    auto self = shared_from_this();
+    auto finish = [self, ex, st] {
+      std::string body = "{\"accepted\":" + std::to_string(st->accepted)
+                         + ",\"rejected\":"
+                         + std::to_string(st->items.size() - st->accepted)
+                         + ",\"results\":[";
+      for (size_t i = 0; i < st->results.size(); ++i) {
+        if (i > 0)
+          body += ',';
+        body += st->results[i];
+      }
+      body += "]}";
+      self->reply(ex, 200, std::move(body));
+    };
+    auto item_error = [](const caf::error& err, bool submitted) {
+      auto s = classify(err);
+      if (submitted && is(err, errc::conflict))
+        s.code = "idempotency_conflict";
+      auto body = error_json(s.code, context_of(err));
+      // {"error": {...}} plus the status the item would have had alone.
+      body.pop_back();
+      return body + ",\"status\":" + std::to_string(s.status) + "}";
+    };
+    for (size_t i = 0; i < st->items.size(); ++i) {
+      auto& item = st->items[i];
+      if (item.error)
+        st->results[i] = item_error(item.error, false);
+      else
+        ++st->pending;
+      item.request.tenant = who.tenant;
+    }
+    if (st->pending == 0)
+      return finish();
+    auto api = api_;
+    auto timeout = cfg_.request_timeout;
+    // One actor sends every item; the store's group commit turns the burst
+    // into a few transactions.
+    sys_.spawn([=](caf::event_based_actor* a) {
+      for (size_t i = 0; i < st->items.size(); ++i) {
+        if (st->items[i].error)
+          continue;
+        a->request(api, timeout, submit_atom::value, st->items[i].request)
+          .then(
+            [=](job_record& job) {
+              st->results[i] = submitted_json(job);
+              ++st->accepted;
+              if (--st->pending == 0)
+                finish();
+            },
+            [=](caf::error& err) {
+              st->results[i] = item_error(err, true);
+              if (--st->pending == 0)
+                finish();
+            });
+      }
+    });
+  }
+
+  void list(const ex_ptr& ex, const principal& who, const target& t,
+            bool dlq) {
+    job_query q;
+    q.tenant = keys_.development_mode() ? std::string{} : who.tenant;
+    q.dead_lettered = dlq;
+    for (auto& kv : t.query) {
+      if (kv.first == "status") {
+        job_status s;
+        if (!from_string(kv.second, s))
+          return fail(ex, 400, "invalid_request",
+                      "status: unknown status '" + kv.second + "'");
+        q.status = static_cast<int32_t>(s);
+      } else if (kv.first == "type") {
+        q.type = kv.second;
+      } else if (kv.first == "cursor") {
+        if (!kv.second.empty() && !valid_job_id(kv.second))
+          return fail(ex, 400, "invalid_request", "cursor: not a job id");
+        q.after = kv.second;
+      } else if (kv.first == "limit") {
+        char* end = nullptr;
+        auto n = std::strtol(kv.second.c_str(), &end, 10);
+        if (kv.second.empty() || *end != '\0' || n < 1 || n > 1000)
+          return fail(ex, 400, "invalid_request",
+                      "limit: an integer from 1 to 1000");
+        q.limit = static_cast<uint32_t>(n);
+      } else {
+        return fail(ex, 400, "invalid_request",
+                    kv.first + ": unknown query parameter");
+      }
+    }
+    auto want = q.limit;
+    q.limit = want + 1; // one more tells whether there is a next page
+    auto self = shared_from_this();
+    ask<std::vector<job_record>>(
+      ex,
+      [self, ex, want](std::vector<job_record>& jobs) {
+        bool more = jobs.size() > want;
+        if (more)
+          jobs.resize(want);
+        self->reply(ex, 200, job_page_json(jobs, more));
+      },
+      list_atom::value, q);
+  }
+
+  void cancel(const ex_ptr& ex, const principal& who, const std::string& id) {
+    auto reason = parse_reason(ex->req().body(), json_limits_);
+    if (!reason)
+      return fail(ex, reason.error());
+    auto self = shared_from_this();
+    with_job(ex, who, id, [self, ex, id](job_record&) {
+      self->ask<ok_atom>(
+        ex,
+        [self, ex, id](ok_atom&) {
+          self->ask<job_record>(
+            ex, [self, ex](job_record& job) {
+              self->reply(ex, 202, job_json(job));
+            },
+            get_atom::value, id);
+        },
+        cancel_atom::value, id);
+    });
+  }
+
+  void retry(const ex_ptr& ex, const principal& who, const std::string& id) {
+    auto self = shared_from_this();
+    with_job(ex, who, id, [self, ex, id](job_record& job) {
+      if (!job.dead_lettered) {
+        self->fail(ex, 409, "not_dead_lettered",
+                   "job '" + id + "' is not in the dead-letter queue");
+        return;
+      }
+      self->ask<ok_atom>(
+        ex,
+        [self, ex, id](ok_atom&) {
+          self->ask<job_record>(
+            ex, [self, ex](job_record& job) {
+              self->reply(ex, 202, job_json(job));
+            },
+            get_atom::value, id);
+        },
+        redrive_atom::value, id);
+    });
+  }
+
+  void result(const ex_ptr& ex, const principal& who, const std::string& id) {
+    auto self = shared_from_this();
+    with_job(ex, who, id, [self, ex, id](job_record& job) {
+      if (job.status == job_status::completed) {
+        self->reply(ex, 200, job.result.empty() ? "null" : job.result);
+        return;
+      }
+      self->fail(ex, 409, "not_completed",
+                 "job '" + id + "' is " + to_string(job.status)
+                   + "; its result exists once it is completed");
+    });
+  }
+
+  void events(const ex_ptr& ex, const principal& who, const std::string& id) {
+    auto self = shared_from_this();
+    with_job(ex, who, id, [self, ex, id](job_record&) {
+      self->ask<std::vector<job_event>>(
+        ex,
+        [self, ex, id](std::vector<job_event>& evs) {
+          self->reply(ex, 200, events_json(id, evs));
+        },
+        events_atom::value, id);
+    });
+  }
+
+  void tree(const ex_ptr& ex) {
+    auto self = shared_from_this();
+    ask<tree_node>(
+      ex, [self, ex](tree_node& t) { self->reply(ex, 200, to_json(t)); },
+      describe_atom::value);
+  }
+
+  void queues(const ex_ptr& ex) {
+    auto self = shared_from_this();
+    ask<queue_stats>(
+      ex,
+      [self, ex](queue_stats& s) {
+        std::array<double, 3> rates{-1, -1, -1};
+        {
+          std::lock_guard<std::mutex> guard{self->rates_mx_};
+          auto now = steady::now();
+          if (self->last_stats_at_ != steady::time_point{}) {
+            std::chrono::duration<double> dt = now - self->last_stats_at_;
+            if (dt.count() > 0)
+              for (size_t i = 0; i < 3; ++i)
+                rates[i] = (s.dispatched[i] >= self->last_stats_.dispatched[i]
+                              ? s.dispatched[i] - self->last_stats_.dispatched[i]
+                              : 0)
+                           / dt.count();
+          }
+          self->last_stats_ = s;
+          self->last_stats_at_ = now;
+        }
+        self->reply(ex, 200, queues_json(s, rates));
+      },
+      stats_atom::value);
+  }
+
+  void readyz(const ex_ptr& ex) {
+    // Ready = the queue and the store both answer.
+    auto api = api_;
+    auto self = shared_from_this();
+    auto timeout = std::min(cfg_.request_timeout, std::chrono::milliseconds{2000});
+    sys_.spawn([=](caf::event_based_actor* a) {
+      a->request(api, timeout, stats_atom::value)
+        .then(
+          [=](queue_stats&) {
+            job_query q;
+            q.limit = 1;
+            a->request(api, timeout, list_atom::value, q)
+              .then(
+                [=](std::vector<job_record>&) {
+                  self->reply(ex, 200, "{\"status\":\"ready\"}");
+                },
+                [=](caf::error& err) {
+                  self->fail(ex, 503, "unavailable",
+                             "store: " + context_of(err), {{"Retry-After", "1"}});
+                });
+          },
+          [=](caf::error& err) {
+            self->fail(ex, 503, "unavailable", "queue: " + context_of(err),
+                       {{"Retry-After", "1"}});
+          });
+    });
+  }
+
+  // -- streams ----------------------------------------------------------------
+
+  /// Runs one job's event stream into `sink`: the audit log's events after
+  /// `after` (each with its sequence as id), then live progress as it
+  /// happens (no id: not in the log yet), then the rest of the log up to
+  /// the terminal event, then the end. Returns the streaming actor.
+  caf::actor run_stream(std::string id, uint64_t after, stream_sink sink) {
+    auto api = api_;
+    auto timeout = cfg_.request_timeout;
+    auto keepalive = cfg_.keepalive_interval;
+    return sys_.spawn([=](caf::event_based_actor* a) -> caf::behavior {
+      struct state {
+        uint64_t last = 0;
+        std::string stage;
+        bool history_sent = false;
+        bool ended = false;
+        /// Live progress already shown: attempt and percent.
+        uint32_t live_attempt = 0;
+        double live_percent = -1;
+        std::vector<progress_update> early; // live updates before history
+      };
+      auto st = std::make_shared<state>();
+      st->last = after;
+      auto finish = [=] {
+        if (st->ended)
+          return;
+        st->ended = true;
+        sink.end();
+        a->quit();
+      };
+      // Sends a live update unless it would move progress backwards.
+      auto live = [=](const progress_update& u) {
+        if (u.attempt < st->live_attempt
+            || (u.attempt == st->live_attempt && u.percent < st->live_percent))
+          return true;
+        st->live_attempt = u.attempt;
+        st->live_percent = u.percent;
+        auto stage = current_stage(u);
+        auto name = stage != st->stage ? "stage" : "progress";
+        st->stage = stage;
+        return sink.emit(name, 0, progress_json(u));
+      };
+      // Sends the log's events after st->last; true if the job is final
+      // (or the client went away). Every transition is sent exactly once;
+      // a progress snapshot is skipped when a later one follows it directly
+      // or live progress already showed as much (so progress never moves
+      // backwards), which is why progress ids may jump.
+      auto drain = [=](std::vector<job_event>& evs) {
+        bool final = false;
+        for (size_t i = 0; i < evs.size(); ++i) {
+          auto& e = evs[i];
+          // A redrive revives a failed job; bookkeeping events after a
+          // terminal one (webhook deliveries) leave it final.
+          if (is_final_event(e.kind))
+            final = true;
+          else if (e.kind == event_kind::redriven)
+            final = false;
+          if (e.sequence <= st->last)
+            continue;
+          st->last = e.sequence;
+          std::string name;
+          if (e.kind == event_kind::progressed) {
+            bool superseded = i + 1 < evs.size()
+                              && evs[i + 1].kind == event_kind::progressed
+                              && evs[i + 1].attempt == e.attempt;
+            bool shown = e.attempt == st->live_attempt
+                         && e.progress.percent <= st->live_percent;
+            if (superseded || shown)
+              continue;
+            name = sse_event_name(e, st->stage);
+            st->stage = current_stage(e);
+            st->live_attempt = e.attempt;
+            st->live_percent = e.progress.percent;
+          } else {
+            name = sse_event_name(e, st->stage);
+          }
+          if (!sink.emit(name, e.sequence, event_json(e)))
+            return true;
+        }
+        return final;
+      };
+      auto fail_stream = [=](caf::error& err) {
+        auto s = classify(err);
+        sink.emit("error", 0, error_json(s.code, context_of(err)));
+        finish();
+      };
+      a->set_down_handler([=](caf::down_msg&) { finish(); });
+      a->request(api, timeout, subscribe_atom::value, id,
+                 caf::actor_cast<caf::actor>(a))
+        .then(
+          [=](ok_atom) {
+            a->request(api, timeout, events_atom::value, id)
+              .then(
+                [=](std::vector<job_event>& evs) {
+                  if (drain(evs))
+                    return finish();
+                  st->history_sent = true;
+                  for (auto& u : st->early)
+                    if (!live(u))
+                      return finish();
+                  st->early.clear();
+                },
+                fail_stream);
+          },
+          fail_stream);
+      a->delayed_send(a, keepalive, keepalive_atom::value);
+      return {
+        [=](progress_atom, progress_update& u) {
+          if (st->ended)
+            return;
+          if (!st->history_sent) {
+            st->early.push_back(std::move(u));
+            return;
+          }
+          if (!live(u))
+            finish();
+        },
+        [=](final_atom, job_record&) {
+          // The terminal event is committed before the final record is
+          // published: send the rest of the log, then end.
+          a->request(api, timeout, events_atom::value, id)
+            .then([=](std::vector<job_event>& evs) { drain(evs); finish(); },
+                  fail_stream);
+        },
+        [=](keepalive_atom) {
+          if (!sink.keepalive())
+            return finish();
+          a->delayed_send(a, keepalive, keepalive_atom::value);
+        },
+      };
+    });
+  }
+
+  static uint64_t parse_event_id(std::string_view text, bool& ok) {
+    ok = true;
+    if (text.empty())
+      return 0;
+    uint64_t n = 0;
+    for (char c : text) {
+      if (c < '0' || c > '9' || n > (uint64_t{1} << 60)) {
+        ok = false;
+        return 0;
+      }
+      n = n * 10 + static_cast<uint64_t>(c - '0');
+    }
+    return n;
+  }
+
+  void stream(const ex_ptr& ex, const principal& who, const std::string& id,
+              const target& t) {
+    auto h = ex->req()["Last-Event-ID"];
+    std::string last{h.data(), h.size()};
+    if (last.empty()) {
+      auto q = t.query.find("last_event_id");
+      if (q != t.query.end())
+        last = q->second;
+    }
+    bool ok = true;
+    auto after = parse_event_id(last, ok);
+    if (!ok)
+      return fail(ex, 400, "invalid_request",
+                  "Last-Event-ID: expected an event sequence number");
+    auto self = shared_from_this();
+    with_job(ex, who, id, [self, ex, who, id, after](job_record&) {
+      if (!self->streams_.acquire(who.key))
+        return self->fail(ex, 429, "too_many_streams",
+                          "key '" + who.key_name + "' has too many open streams",
+                          {{"Retry-After", "5"}});
+      ex->start_stream();
+      ex->send("retry: 2000\n\n");
+      stream_sink sink;
+      sink.emit = [ex](const std::string& event, uint64_t eid,
+                       const std::string& data) {
+        return ex->send(sse(event, eid, data));
+      };
+      sink.keepalive = [ex] { return ex->send(": keep-alive\n\n"); };
+      sink.end = [ex] { ex->end_stream(); };
+      auto actor = self->run_stream(id, after, std::move(sink));
+      auto key = who.key;
+      ex->on_close([self, actor, key] {
+        caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+        self->streams_.release(key);
+      });
+    });
+  }
+
+  void websocket(const ex_ptr& ex, const principal& who) {
+    auto self = shared_from_this();
+    ex->accept_websocket([self, who](std::shared_ptr<ws_channel> ch) {
+      // Subscriptions of this socket: job id -> streaming actor.
+      struct subs {
+        std::mutex mx;
+        std::map<std::string, caf::actor> active;
+        bool closed = false;
+      };
+      auto s = std::make_shared<subs>();
+      auto send_error = [ch](const std::string& job_id, const caf::error& err) {
+        auto st = classify(err);
+        std::string msg = "{\"type\":\"error\",\"job_id\":" + json_quote(job_id)
+                          + ",\"error\":{\"code\":" + json_quote(st.code)
+                          + ",\"message\":" + json_quote(context_of(err))
+                          + "},\"status\":" + std::to_string(st.status) + "}";
+        ch->send(std::move(msg));
+      };
+      ch->on_message([self, who, ch, s, send_error](std::string text) {
+        auto cmd = parse_ws_command(text, self->json_limits_);
+        if (!cmd)
+          return send_error("", cmd.error());
+        auto id = cmd->job_id;
+        if (!cmd->subscribe) {
+          caf::actor actor;
+          {
+            std::lock_guard<std::mutex> guard{s->mx};
+            auto i = s->active.find(id);
+            if (i == s->active.end())
+              return;
+            actor = i->second;
+            s->active.erase(i);
+          }
+          caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+          self->streams_.release(who.key);
+          return;
+        }
+        if (!valid_job_id(id))
+          return send_error(id, make_error(errc::not_found, "no job '" + id + "'"));
+        {
+          std::lock_guard<std::mutex> guard{s->mx};
+          if (s->active.count(id) > 0)
+            return; // already subscribed
+        }
+        if (!self->streams_.acquire(who.key))
+          return send_error(id, make_error(errc::too_large,
+                                           "too many open subscriptions"));
+        auto after = cmd->last_event_id;
+        // Tenant check first: another tenant's job is "not found".
+        auto api = self->api_;
+        auto timeout = self->cfg_.request_timeout;
+        self->sys_.spawn([=](caf::event_based_actor* a) {
+          a->request(api, timeout, get_atom::value, id)
+            .then(
+              [=](job_record& job) {
+                if (!self->visible(who, job)) {
+                  self->streams_.release(who.key);
+                  return send_error(id, make_error(errc::not_found,
+                                                   "no job '" + id + "'"));
+                }
+                stream_sink sink;
+                sink.emit = [ch, id](const std::string& event, uint64_t eid,
+                                     const std::string& data) {
+                  std::string msg = "{\"type\":\"event\",\"job_id\":"
+                                    + json_quote(id) + ",\"event\":"
+                                    + json_quote(event) + ",\"id\":"
+                                    + (eid > 0 ? std::to_string(eid) : "null")
+                                    + ",\"data\":" + data + "}";
+                  return ch->send(std::move(msg));
+                };
+                sink.keepalive = [] { return true; }; // WebSocket pings
+                sink.end = [ch, id, s, self, who] {
+                  std::lock_guard<std::mutex> guard{s->mx};
+                  if (s->active.erase(id) > 0)
+                    self->streams_.release(who.key);
+                  ch->send("{\"type\":\"end\",\"job_id\":" + json_quote(id) + "}");
+                };
+                auto actor = self->run_stream(id, after, std::move(sink));
+                std::lock_guard<std::mutex> guard{s->mx};
+                if (s->closed) {
+                  caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+                  self->streams_.release(who.key);
+                  return;
+                }
+                s->active.emplace(id, actor);
+              },
+              [=](caf::error& err) {
+                self->streams_.release(who.key);
+                send_error(id, err);
+              });
+        });
+      });
+      ch->on_close([self, who, s] {
+        std::map<std::string, caf::actor> active;
+        {
+          std::lock_guard<std::mutex> guard{s->mx};
+          s->closed = true;
+          active.swap(s->active);
+        }
+        for (auto& kv : active) {
+          caf::anon_send_exit(kv.second, caf::exit_reason::user_shutdown);
+          self->streams_.release(who.key);
+        }
+      });
+    });
+  }
+
+  caf::actor_system& sys_;
+  caf::actor api_;
+  gateway_config cfg_;
+  key_ring keys_;
+  rate_limiter limiter_;
+  stream_counter streams_;
+  decode_limits json_limits_;
+  std::unique_ptr<server> server_;
+  std::mutex rates_mx_;
+  queue_stats last_stats_;
+  steady::time_point last_stats_at_;
+};
+
+} // namespace
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost")
+    return true;
+  boost::system::error_code ec;
+  auto a = boost::asio::ip::make_address(host, ec);
+  return !ec && a.is_loopback();
+}
+
+caf::expected<std::unique_ptr<gateway>>
+gateway::start(caf::actor_system& sys, caf::actor api, gateway_config cfg) {
+  if (cfg.keys.empty() && !is_loopback_host(cfg.host))
+    return make_error(errc::bad_config,
+                      "http: no API keys are configured, so the gateway only "
+                      "listens on loopback (127.0.0.1, ::1); add --api-key to "
+                      "serve " + cfg.host);
+  if (cfg.max_batch == 0 || cfg.threads == 0)
+    return make_error(errc::bad_config, "http: batch size and threads must be >= 1");
+  auto gw = std::make_shared<gateway_impl>(sys, std::move(api), std::move(cfg));
+  if (auto err = gw->listen())
+    return err;
+  // The caller owns it through a unique_ptr; handlers hold shared refs.
+  struct holder : gateway {
+    std::shared_ptr<gateway_impl> impl;
+    uint16_t port() const override {
+      return impl->port();
+    }
+    bool development_mode() const override {
+      return impl->development_mode();
+    }
+    void stop() override {
+      impl->stop();
+    }
+    ~holder() override {
+      impl->stop();
+    }
+  };
+  auto h = std::make_unique<holder>();
+  h->impl = std::move(gw);
+  return std::unique_ptr<gateway>{std::move(h)};
+}
+
+} // namespace drover::http
