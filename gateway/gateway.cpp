@@ -539,7 +539,12 @@ private:
     if (!reason)
       return fail(ex, reason.error());
     auto self = shared_from_this();
-    with_job(ex, who, id, [self, ex, id](job_record&) {
+    with_job(ex, who, id, [self, ex, id](job_record& job) {
+      if (is_terminal(job.status)) {
+        self->fail(ex, 409, "conflict",
+                   "job '" + id + "' is already " + to_string(job.status));
+        return;
+      }
       self->ask<ok_atom>(
         ex,
         [self, ex, id](ok_atom&) {

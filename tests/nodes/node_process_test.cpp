@@ -19,7 +19,7 @@ using drover::testing::process;
 
 TEST_CASE("a node starts, serves its supervision tree and stops on SIGTERM",
           "[node]") {
-  process node{{DROVER_NODE_BIN, "--node-id", "proc-test", "--admin-port",
+  process node{{DROVER_NODE_BIN, "--node-id", "proc-test", "--http-port", "0", "--admin-port",
                 "0"}};
   auto ready = node.wait_for_line("ready", 30s);
   REQUIRE(ready);
@@ -46,7 +46,7 @@ TEST_CASE("a node starts, serves its supervision tree and stops on SIGTERM",
 }
 
 TEST_CASE("SIGINT stops a node cleanly too", "[node]") {
-  process node{{DROVER_NODE_BIN, "--node-id", "sigint", "--admin-port", "0"}};
+  process node{{DROVER_NODE_BIN, "--node-id", "sigint", "--admin-port", "0", "--http-port", "0"}};
   REQUIRE(node.wait_for_line("ready", 30s));
   node.signal(SIGINT);
   auto st = node.wait_exit(30s);
@@ -57,7 +57,7 @@ TEST_CASE("SIGINT stops a node cleanly too", "[node]") {
 
 TEST_CASE("droverctl reports a node killed with SIGKILL as unreachable",
           "[node]") {
-  process node{{DROVER_NODE_BIN, "--node-id", "victim", "--admin-port", "0"}};
+  process node{{DROVER_NODE_BIN, "--node-id", "victim", "--admin-port", "0", "--http-port", "0"}};
   auto ready = node.wait_for_line("ready", 30s);
   REQUIRE(ready);
   auto port = admin_port_of(*ready);
@@ -90,7 +90,7 @@ TEST_CASE("droverctl rejects bad usage with status 2", "[node]") {
 
 
 TEST_CASE("jobs submitted with droverctl run on the node", "[node]") {
-  process node{{DROVER_NODE_BIN, "--node-id", "jobs", "--admin-port", "0"}};
+  process node{{DROVER_NODE_BIN, "--node-id", "jobs", "--admin-port", "0", "--http-port", "0"}};
   auto ready = node.wait_for_line("ready", 30s);
   REQUIRE(ready);
   auto port = admin_port_of(*ready);
@@ -118,7 +118,7 @@ TEST_CASE("jobs submitted with droverctl run on the node", "[node]") {
 
 TEST_CASE("cancelling an exec job whose program ignores SIGTERM kills it",
           "[node]") {
-  process node{{DROVER_NODE_BIN, "--node-id", "cancel", "--admin-port", "0",
+  process node{{DROVER_NODE_BIN, "--node-id", "cancel", "--admin-port", "0", "--http-port", "0",
                 "--exec-kill-grace-ms", "300"}};
   auto ready = node.wait_for_line("ready", 30s);
   REQUIRE(ready);

@@ -115,7 +115,7 @@ public:
   node_process(const std::string& pg_url, const std::string& log,
                const std::string& node_id)
     : proc_({DROVER_NODE_BIN, "--node-id", node_id, "--store", "postgres",
-             "--pg-url", pg_url, "--admin-port", "0", "--slots", "cpu=2"},
+             "--pg-url", pg_url, "--admin-port", "0", "--http-port", "0", "--slots", "cpu=2"},
             log) {
     auto ready = proc_.wait_for_line("ready", 30s);
     INFO(tail_of(log));
