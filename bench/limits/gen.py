@@ -1,0 +1,184 @@
+#!/usr/bin/python3
+"""Writes the pgbench scripts of bench/limits into a folder.
+
+  gen.py OUTDIR [--batch 1000] [--copy-rows 100000] [--copy-files N]
+         [--extra-bool-cols a,b]   (boolean columns of drover.jobs added by
+                                    later migrations; written as false)
+
+Each pgbench "transaction" (one run of a script) handles a whole batch, so
+jobs/s = pgbench's tps x batch size. Unique keys come from a sequence read
+at the start of each script run (`SELECT nextval(...) AS b \\gset`, then
+:b inside the literals).
+
+Row shapes follow what Drover writes (runtime/pg.cpp, session::write):
+  submit    INSERT INTO drover.jobs (12 columns) VALUES (...) x batch
+              ON CONFLICT DO NOTHING RETURNING job_id
+            INSERT INTO drover.events (6 columns) VALUES (...) x batch
+  start     INSERT INTO drover.events ... (kind 3 started) x batch
+            UPDATE drover.jobs AS j SET ... FROM (VALUES ...) AS v(...)
+              WHERE j.job_id = v.job_id AND j.seq < v.seq RETURNING j.job_id
+  complete  the same with kind 7 completed, status 4, completed_at_ms set
+Drover sends these statements with binary parameters ($1, $2, ...); pgbench
+cannot bind thousands of parameters, so the values are literals here: the
+statement text, its parse and its plan have the same shape.
+"""
+import os
+import random
+import sys
+
+STATUS_QUEUED, STATUS_PROCESSING, STATUS_COMPLETED = 0, 2, 4
+KIND_SUBMITTED, KIND_STARTED, KIND_COMPLETED = 0, 3, 7
+PRIO_NORMAL = 1
+T0 = 1767225600000  # at_ms of the rows; its value does not matter
+
+# Payload sizes measured on Drover rows (Cap'n Proto): a no-op job's record
+# ~250-330 bytes, a submitted event ~200, started / completed ~100.
+RECORD_BYTES = 280
+SUBMITTED_BYTES = 200
+EVENT_BYTES = 100
+RAW_PAYLOAD_BYTES = 100
+
+rng = random.Random(6)
+
+
+def blob(n):
+    return "'\\x" + bytes(rng.getrandbits(8) for _ in range(n)).hex() + "'"
+
+
+def arg(name, default):
+    if f"--{name}" in sys.argv:
+        return int(sys.argv[sys.argv.index(f"--{name}") + 1])
+    return default
+
+
+def jid(i):
+    # job ids like Drover's (~12 characters), unique per batch number :b
+    return f"'j-:b-{i:05d}'"
+
+
+def events_insert(batch, seq, attempt, kind, size, first_cast=True):
+    rows = []
+    for i in range(batch):
+        p = blob(size)
+        if i == 0 and first_cast:
+            rows.append(f"({jid(i)}::text, {seq}::bigint, {attempt}::integer, {kind}::smallint, {T0}::bigint, {p}::bytea)")
+        else:
+            rows.append(f"({jid(i)}, {seq}, {attempt}, {kind}, {T0}, {p})")
+    return ("INSERT INTO drover.events (job_id, seq, attempt, kind, at_ms, payload) VALUES "
+            + ",".join(rows) + ";\n")
+
+
+# Boolean columns of drover.jobs beyond the 12 above (later migrations, e.g.
+# webhook_pending), which Drover's write() sets too: written as false.
+EXTRA_BOOLS = []
+
+
+def jobs_insert(batch):
+    rows = []
+    extra = "".join(", false" for _ in EXTRA_BOOLS)
+    for i in range(batch):
+        r = blob(RECORD_BYTES)
+        if i == 0:
+            rows.append(f"({jid(i)}::text, 'default'::text, 'noop'::text, NULL::text, {STATUS_QUEUED}::smallint, "
+                        f"{PRIO_NORMAL}::smallint, false, {T0}::bigint, {T0}::bigint, NULL::bigint, 1::bigint, {r}::bytea{extra})")
+        else:
+            rows.append(f"({jid(i)}, 'default', 'noop', NULL, {STATUS_QUEUED}, {PRIO_NORMAL}, false, {T0}, {T0}, NULL, 1, {r}{extra})")
+    cols = "".join(f", {c}" for c in EXTRA_BOOLS)
+    return ("INSERT INTO drover.jobs (job_id, tenant, type, idempotency_key, status, priority, dead_lettered, "
+            f"created_at_ms, updated_at_ms, completed_at_ms, seq, record{cols}) VALUES "
+            + ",".join(rows) + " ON CONFLICT DO NOTHING RETURNING job_id;\n")
+
+
+def jobs_update(batch, status, seq, completed):
+    rows = []
+    extra = "".join(", false" for _ in EXTRA_BOOLS)
+    for i in range(batch):
+        r = blob(RECORD_BYTES)
+        done = str(T0) if completed else "NULL"
+        if i == 0:
+            rows.append(f"({jid(i)}::text, {status}::smallint, {PRIO_NORMAL}::smallint, false, {T0}::bigint, "
+                        f"{done}::bigint, {seq}::bigint, {r}::bytea{extra})")
+        else:
+            rows.append(f"({jid(i)}, {status}, {PRIO_NORMAL}, false, {T0}, {done}, {seq}, {r}{extra})")
+    sets = "".join(f", {c} = v.{c}" for c in EXTRA_BOOLS)
+    cols = "".join(f", {c}" for c in EXTRA_BOOLS)
+    return ("UPDATE drover.jobs AS j SET status = v.status, priority = v.priority, "
+            "dead_lettered = v.dead_lettered, updated_at_ms = v.updated_at_ms, "
+            f"completed_at_ms = v.completed_at_ms, seq = v.seq, record = v.record{sets} FROM (VALUES "
+            + ",".join(rows)
+            + f") AS v(job_id, status, priority, dead_lettered, updated_at_ms, completed_at_ms, seq, record{cols}) "
+              "WHERE j.job_id = v.job_id AND j.seq < v.seq RETURNING j.job_id;\n")
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    out = sys.argv[1]
+    batch = arg("batch", 1000)
+    copy_rows = arg("copy-rows", 100000)
+    copy_files = arg("copy-files", 0)
+    if "--extra-bool-cols" in sys.argv:
+        v = sys.argv[sys.argv.index("--extra-bool-cols") + 1]
+        EXTRA_BOOLS.extend(c for c in v.split(",") if c)
+    os.makedirs(out, exist_ok=True)
+    nextb = "SELECT nextval('drover_bench_batch') AS b \\gset\n"
+
+    # (a) hand-written SKIP LOCKED queue: claim 100 in one transaction, then
+    # complete (delete) them in another -- a worker whose handler runs
+    # outside the claiming transaction.
+    write(f"{out}/skip_locked.sql",
+          "BEGIN;\n"
+          "WITH c AS (UPDATE bench_queue SET locked_at = now(), attempts = attempts + 1 "
+          "WHERE id IN (SELECT id FROM bench_queue WHERE locked_at IS NULL ORDER BY id "
+          "LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING id) "
+          "SELECT coalesce(quote_literal(array_agg(id)::text), 'NULL') AS ids FROM c \\gset\n"
+          "COMMIT;\n"
+          "DELETE FROM bench_queue WHERE id = ANY(:ids::bigint[]);\n")
+    # ... and the one-transaction form: claim, run and delete together.
+    write(f"{out}/skip_locked_delete.sql",
+          "DELETE FROM bench_queue WHERE id IN (SELECT id FROM bench_queue WHERE locked_at IS NULL "
+          "ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING id;\n")
+
+    # (b) raw multi-row INSERT of event-shaped rows, `batch` rows per statement.
+    rows = []
+    for i in range(batch):
+        rows.append(f"({jid(i)}, 1, 3, {T0}, {blob(RAW_PAYLOAD_BYTES)})")
+    write(f"{out}/insert.sql", nextb
+          + "INSERT INTO bench_events (job_id, seq, kind, at_ms, payload) VALUES "
+          + ",".join(rows) + ";\n")
+
+    # (b) COPY: server-side files, one per COPY (distinct keys), text format.
+    if copy_files:
+        for n in range(1, copy_files + 1):
+            with open(f"{out}/copy-{n}.txt", "w") as f:
+                payload = "\\\\x" + bytes(rng.getrandbits(8) for _ in range(RAW_PAYLOAD_BYTES)).hex()
+                for i in range(copy_rows):
+                    f.write(f"j-{n}-{i:06d}\t1\t3\t{T0}\t{payload}\n")
+        write(f"{out}/copy.sql",
+              "SELECT nextval('drover_bench_batch') AS f \\gset\n"
+              f"COPY bench_events (job_id, seq, kind, at_ms, payload) FROM '{out}/copy-:f.txt';\n")
+
+    # (c) Drover's lifecycle, `batch` jobs per transaction.
+    submit = "BEGIN;\n" + jobs_insert(batch) + events_insert(batch, 1, 0, KIND_SUBMITTED, SUBMITTED_BYTES) + "COMMIT;\n"
+    start = ("BEGIN;\n" + events_insert(batch, 2, 1, KIND_STARTED, EVENT_BYTES)
+             + jobs_update(batch, STATUS_PROCESSING, 2, False) + "COMMIT;\n")
+    complete = ("BEGIN;\n" + events_insert(batch, 3, 1, KIND_COMPLETED, EVENT_BYTES)
+                + jobs_update(batch, STATUS_COMPLETED, 3, True) + "COMMIT;\n")
+    # start and complete in one batch: both events, one projection update
+    merged = ("BEGIN;\n" + events_insert(batch, 2, 1, KIND_STARTED, EVENT_BYTES)
+              + events_insert(batch, 3, 1, KIND_COMPLETED, EVENT_BYTES)
+              + jobs_update(batch, STATUS_COMPLETED, 3, True) + "COMMIT;\n")
+    write(f"{out}/lifecycle.sql", nextb + submit + start + complete)
+    write(f"{out}/lifecycle_merged.sql", nextb + submit + merged)
+    # the log alone: the three events, no projection
+    write(f"{out}/lifecycle_events_only.sql", nextb
+          + "BEGIN;\n" + events_insert(batch, 1, 0, KIND_SUBMITTED, SUBMITTED_BYTES) + "COMMIT;\n"
+          + "BEGIN;\n" + events_insert(batch, 2, 1, KIND_STARTED, EVENT_BYTES)
+          + events_insert(batch, 3, 1, KIND_COMPLETED, EVENT_BYTES) + "COMMIT;\n")
+
+
+if __name__ == "__main__":
+    main()
