@@ -51,6 +51,9 @@ caf::actor spawn_api(caf::actor_system& sys,
     };
     return {
       [q](submit_atom a, submit_request& r) { return q(a, std::move(r)); },
+      [q](submit_atom a, std::vector<submit_request>& r) {
+        return q(a, std::move(r));
+      },
       [q](cancel_atom a, std::string& id) { return q(a, std::move(id)); },
       [q](redrive_atom a, std::string& id) { return q(a, std::move(id)); },
       [q](redrive_atom a, all_atom b) { return q(a, b); },

@@ -60,8 +60,8 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
     // defaults for typed actors quit).
     self->set_default_handler(caf::print_and_drop);
     self->set_error_handler([](caf::error&) {});
-    return {
-      [self](submit_atom, job_event& ev) -> caf::result<job_record> {
+    // Creates one job; shared by single and batch submits.
+    auto submit_one = [self](job_event& ev) -> caf::expected<job_record> {
         auto& st = self->state;
         if (ev.kind != event_kind::submitted)
           return make_error(errc::invalid_value,
@@ -93,6 +93,35 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
                                  ev.job_id);
         st.jobs.emplace(ev.job_id, std::move(entry));
         return rec;
+      };
+    return {
+      [submit_one](submit_atom, job_event& ev) -> caf::result<job_record> {
+        auto rec = submit_one(ev);
+        if (!rec)
+          return std::move(rec.error());
+        return std::move(*rec);
+      },
+      [submit_one](submit_atom, std::vector<job_event>& evs)
+        -> caf::result<std::vector<job_record>> {
+        // Refused items get a record with an empty job_id and the error
+        // (see store.hpp); the others exist once the answer arrives.
+        std::vector<job_record> out;
+        out.reserve(evs.size());
+        for (auto& ev : evs) {
+          auto rec = submit_one(ev);
+          if (rec) {
+            out.push_back(std::move(*rec));
+            continue;
+          }
+          job_record refused;
+          auto& err = rec.error();
+          refused.error.code = to_string(static_cast<errc>(err.code()));
+          refused.error.message = describe(err);
+          if (err.context().match_elements<std::string>())
+            refused.error.message = err.context().get_as<std::string>(0);
+          out.push_back(std::move(refused));
+        }
+        return out;
       },
       [self](append_atom, std::vector<job_event>& events) -> caf::result<ok_atom> {
         auto& st = self->state;
@@ -145,6 +174,20 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
         for (const auto& kv : self->state.jobs)
           if (!is_terminal(kv.second.record.status))
             result.push_back(kv.second.record);
+        return result;
+      },
+      [self](webhooks_atom, const std::string& after,
+             uint32_t limit) -> caf::result<std::vector<job_record>> {
+        if (limit == 0 || limit > 10000)
+          return make_error(errc::invalid_request,
+                            "limit must be within [1, 10000]");
+        std::vector<job_record> result;
+        // A scan: the memory store is for experiments and tests.
+        const auto& jobs = self->state.jobs;
+        for (auto i = jobs.upper_bound(after);
+             i != jobs.end() && result.size() < limit; ++i)
+          if (i->second.record.webhook_pending_sequence != 0)
+            result.push_back(i->second.record);
         return result;
       },
       [self](list_atom,

@@ -128,6 +128,15 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate) {
         return std::move(r.error());
       return std::move(*r);
     },
+    [self](webhooks_atom, const std::string& after,
+           uint32_t limit) -> caf::result<std::vector<job_record>> {
+      auto r = read_db(self, [&](pg::session& db) {
+        return db.pending_webhooks(after, limit);
+      });
+      if (!r)
+        return std::move(r.error());
+      return std::move(*r);
+    },
     [self](key_atom, const std::string& tenant,
            const std::string& key) -> caf::result<job_record> {
       auto r = read_db(self, [&](pg::session& db) {
@@ -205,6 +214,9 @@ struct pg_store_state {
   std::unique_ptr<batch> inflight;
   uint64_t next_generation = 1;
   bool available = true;
+  /// While true, enqueue_op neither seals nor flushes: a batch submit
+  /// puts all its items into one transaction.
+  bool hold = false;
   std::chrono::milliseconds reconnect_delay{0};
   bool reconnecting = false;
 
@@ -378,6 +390,8 @@ void flush(self_ptr self) {
 void enqueue_op(self_ptr self, completion_fn done) {
   auto& st = self->state;
   st.pending.completions.push_back(std::move(done));
+  if (st.hold)
+    return; // a batch submit in progress: it flushes when complete
   if (st.pending.completions.size() >= st.cfg.max_batch) {
     // Full: later ops open the next batch, so a transaction never holds
     // more than max_batch ops (max_batch = 1: one transaction per op).
@@ -526,22 +540,24 @@ void accept_append(self_ptr self, std::vector<job_event> events,
 
 /// An idempotency key was already taken: same spec -> that job, otherwise
 /// a conflict.
-void answer_duplicate(self_ptr self, const job_spec& spec,
-                      caf::typed_response_promise<job_record> rp) {
+/// Answer of one submission: the job, or why not.
+using submit_done = std::function<void(caf::expected<job_record>)>;
+
+void answer_duplicate(self_ptr self, const job_spec& spec, submit_done done) {
   auto& st = self->state;
   self->request(st.reader, st.cfg.io_timeout, key_atom::value, spec.tenant,
                 spec.idempotency_key)
     .then(
-      [spec, rp](job_record& existing) mutable {
+      [spec, done](job_record& existing) {
         if (existing.spec == spec)
-          rp.deliver(std::move(existing));
+          done(std::move(existing));
         else
-          rp.deliver(make_error(errc::conflict,
-                                "idempotency key '" + spec.idempotency_key
-                                  + "' is taken by job " + existing.job_id
-                                  + " with a different spec"));
+          done(make_error(errc::conflict,
+                          "idempotency key '" + spec.idempotency_key
+                            + "' is taken by job " + existing.job_id
+                            + " with a different spec"));
       },
-      [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      [done](caf::error& err) { done(std::move(err)); });
 }
 
 /// Asks the reader and answers through the store, instead of delegating:
@@ -557,6 +573,87 @@ caf::result<T> ask_reader(self_ptr self, Ts... xs) {
     .then([rp](T& x) mutable { rp.deliver(std::move(x)); },
           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
   return rp;
+}
+
+/// Accepts one `submitted` event into the pending batch (or answers an
+/// idempotent duplicate); `done` runs once its batch committed or failed.
+void submit_one(self_ptr self, job_event ev, submit_done done) {
+        auto& st = self->state;
+        if (!st.available)
+          return done(unavailable("reconnecting to PostgreSQL"));
+        if (ev.kind != event_kind::submitted)
+          return done(make_error(errc::invalid_value,
+                                 "submit needs a 'submitted' event"));
+        const auto& spec = ev.spec;
+        if (!spec.idempotency_key.empty()) {
+          auto k = st.keys.find({spec.tenant, spec.idempotency_key});
+          if (k != st.keys.end()) {
+            auto existing_id = k->second;
+            auto reply = [self, existing_id, spec, done]() {
+              auto& st = self->state;
+              auto c = st.cache.find(existing_id);
+              if (c == st.cache.end()) {
+                answer_duplicate(self, spec, done);
+                return;
+              }
+              if (c->second.spec == spec)
+                done(c->second);
+              else
+                done(make_error(errc::conflict,
+                                      "idempotency key '"
+                                        + spec.idempotency_key
+                                        + "' is taken by job " + existing_id
+                                        + " with a different spec"));
+            };
+            if (st.dirty.count(existing_id) > 0) {
+              // Not committed yet: answer once it is (or is not).
+              enqueue_op(self, [reply, done](const caf::error& err,
+                                             const pg::write_result*) {
+                if (err)
+                  done(err);
+                else
+                  reply();
+              });
+            } else {
+              reply();
+            }
+            return;
+          }
+        }
+        ev.sequence = 1;
+        job_record rec;
+        if (auto err = apply(rec, ev))
+          return done(err);
+        if (st.cache.count(ev.job_id) > 0)
+          return done(make_error(errc::conflict,
+                                 "job id '" + ev.job_id + "' exists"));
+        auto id = ev.job_id;
+        st.cache.emplace(id, rec);
+        st.dirty[id] = st.pending.generation;
+        if (!spec.idempotency_key.empty())
+          st.keys.emplace(std::make_pair(spec.tenant, spec.idempotency_key),
+                          id);
+        st.pending.submitted.push_back(id);
+        st.pending.events.push_back(std::move(ev));
+        enqueue_op(self, [self, id, rec,
+                          done](const caf::error& err,
+                                const pg::write_result* result) {
+          if (err) {
+            done(err);
+            return;
+          }
+          const auto& dups = result->duplicate_submits;
+          if (std::find(dups.begin(), dups.end(), id) == dups.end()) {
+            done(rec);
+            return;
+          }
+          // Another node (or an earlier run) holds the key.
+          auto& st = self->state;
+          st.cache.erase(id);
+          st.dirty.erase(id);
+          st.keys.erase({rec.spec.tenant, rec.spec.idempotency_key});
+          answer_duplicate(self, rec.spec, done);
+        });
 }
 
 caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
@@ -587,84 +684,61 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
             });
     return {
       [self](submit_atom, job_event& ev) -> caf::result<job_record> {
+        auto rp = self->make_response_promise<job_record>();
+        submit_one(self, std::move(ev),
+                   [rp](caf::expected<job_record> r) mutable {
+                     if (r)
+                       rp.deliver(std::move(*r));
+                     else
+                       rp.deliver(std::move(r.error()));
+                   });
+        return rp;
+      },
+      [self](submit_atom, std::vector<job_event>& evs)
+        -> caf::result<std::vector<job_record>> {
         auto& st = self->state;
         if (!st.available)
           return unavailable("reconnecting to PostgreSQL");
-        if (ev.kind != event_kind::submitted)
-          return make_error(errc::invalid_value,
-                            "submit needs a 'submitted' event");
-        auto rp = self->make_response_promise<job_record>();
-        const auto& spec = ev.spec;
-        if (!spec.idempotency_key.empty()) {
-          auto k = st.keys.find({spec.tenant, spec.idempotency_key});
-          if (k != st.keys.end()) {
-            auto existing_id = k->second;
-            auto reply = [self, existing_id, spec, rp]() mutable {
-              auto& st = self->state;
-              auto c = st.cache.find(existing_id);
-              if (c == st.cache.end()) {
-                answer_duplicate(self, spec, rp);
-                return;
+        if (evs.empty())
+          return std::vector<job_record>{};
+        auto rp = self->make_response_promise<std::vector<job_record>>();
+        struct collect {
+          std::vector<job_record> out;
+          size_t pending = 0;
+          caf::error failed;
+        };
+        auto c = std::make_shared<collect>();
+        c->out.resize(evs.size());
+        c->pending = evs.size();
+        // All items join the pending batch without sealing or flushing in
+        // between, so they commit in one transaction.
+        st.hold = true;
+        for (size_t i = 0; i < evs.size(); ++i) {
+          submit_one(
+            self, std::move(evs[i]),
+            [c, i, rp](caf::expected<job_record> r) mutable {
+              if (r) {
+                c->out[i] = std::move(*r);
+              } else if (is(r.error(), errc::unavailable)) {
+                c->failed = r.error();
+              } else {
+                auto& err = r.error();
+                auto& x = c->out[i];
+                x.error.code = to_string(static_cast<errc>(err.code()));
+                x.error.message = describe(err);
+                if (err.context().match_elements<std::string>())
+                  x.error.message = err.context().get_as<std::string>(0);
               }
-              if (c->second.spec == spec)
-                rp.deliver(c->second);
-              else
-                rp.deliver(make_error(errc::conflict,
-                                      "idempotency key '"
-                                        + spec.idempotency_key
-                                        + "' is taken by job " + existing_id
-                                        + " with a different spec"));
-            };
-            if (st.dirty.count(existing_id) > 0) {
-              // Not committed yet: answer once it is (or is not).
-              enqueue_op(self, [self, reply, spec,
-                                rp](const caf::error& err,
-                                    const pg::write_result*) mutable {
-                if (err)
-                  rp.deliver(err);
+              if (--c->pending == 0) {
+                if (c->failed)
+                  rp.deliver(c->failed);
                 else
-                  reply();
-              });
-            } else {
-              reply();
-            }
-            return rp;
-          }
+                  rp.deliver(std::move(c->out));
+              }
+            });
         }
-        ev.sequence = 1;
-        job_record rec;
-        if (auto err = apply(rec, ev))
-          return err;
-        if (st.cache.count(ev.job_id) > 0)
-          return make_error(errc::conflict,
-                            "job id '" + ev.job_id + "' exists");
-        auto id = ev.job_id;
-        st.cache.emplace(id, rec);
-        st.dirty[id] = st.pending.generation;
-        if (!spec.idempotency_key.empty())
-          st.keys.emplace(std::make_pair(spec.tenant, spec.idempotency_key),
-                          id);
-        st.pending.submitted.push_back(id);
-        st.pending.events.push_back(std::move(ev));
-        enqueue_op(self, [self, id, rec,
-                          rp](const caf::error& err,
-                              const pg::write_result* result) mutable {
-          if (err) {
-            rp.deliver(err);
-            return;
-          }
-          const auto& dups = result->duplicate_submits;
-          if (std::find(dups.begin(), dups.end(), id) == dups.end()) {
-            rp.deliver(rec);
-            return;
-          }
-          // Another node (or an earlier run) holds the key.
-          auto& st = self->state;
-          st.cache.erase(id);
-          st.dirty.erase(id);
-          st.keys.erase({rec.spec.tenant, rec.spec.idempotency_key});
-          answer_duplicate(self, rec.spec, rp);
-        });
+        st.hold = false;
+        flush(self);
         return rp;
       },
       [self](append_atom, std::vector<job_event>& events)
@@ -706,6 +780,14 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
       [self](recover_atom) -> caf::result<std::vector<job_record>> {
         return ask_reader<std::vector<job_record>>(self,
                                                    recover_atom::value);
+      },
+      [self](webhooks_atom, const std::string& after,
+             uint32_t limit) -> caf::result<std::vector<job_record>> {
+        if (limit == 0 || limit > 10000)
+          return make_error(errc::invalid_request,
+                            "limit must be within [1, 10000]");
+        return ask_reader<std::vector<job_record>>(self, webhooks_atom::value,
+                                                   after, limit);
       },
       [self](reconnect_atom) { try_reconnect(self); },
       [self](retention_atom) {

@@ -83,6 +83,8 @@ struct publisher_state {
   /// exactly while it has an entry here.
   std::map<caf::actor_addr, std::set<std::string>> subscribers;
   std::unordered_map<std::string, retained_final> finals;
+  /// Receivers of every final record (watch_finals_atom), monitored.
+  std::map<caf::actor_addr, caf::actor> watchers;
   /// Retained finals in insertion order, which is also expiry order (the
   /// retention is constant). May hold stale entries; see `retained_final`.
   std::deque<expiry> expiries;
@@ -114,7 +116,7 @@ void deliver(self_ptr self, job_entry& job) {
 void index_subscription(self_ptr self, const caf::actor& who,
                         const std::string& job_id) {
   auto [i, added] = self->state.subscribers.try_emplace(who.address());
-  if (added)
+  if (added && self->state.watchers.count(who.address()) == 0)
     self->monitor(who);
   i->second.insert(job_id);
 }
@@ -129,7 +131,8 @@ void unindex_subscription(self_ptr self, const caf::actor_addr& who,
     return;
   i->second.erase(job_id);
   if (i->second.empty()) {
-    self->demonitor(who);
+    if (self->state.watchers.count(who) == 0) // still watched: keep it
+      self->demonitor(who);
     subs.erase(i);
   }
 }
@@ -256,6 +259,8 @@ void on_final(self_ptr self, job_record& record) {
     // Releases the job; an armed flush timer finds nothing and is ignored.
     st.jobs.erase(i);
   }
+  for (const auto& [addr, watcher] : st.watchers)
+    self->send(watcher, final_atom::value, record);
   retain_final(self, std::move(record));
 }
 
@@ -305,7 +310,19 @@ void on_unsubscribe(self_ptr self, const std::string& job_id,
   unindex_subscription(self, who.address(), job_id);
 }
 
+caf::result<ok_atom> on_watch_finals(self_ptr self, const caf::actor& who) {
+  auto& st = self->state;
+  if (!who)
+    return make_error(errc::invalid_value, "watching finals needs a watcher");
+  bool added = st.watchers.try_emplace(who.address(), who).second;
+  // A subscriber is monitored already (see index_subscription).
+  if (added && st.subscribers.count(who.address()) == 0)
+    self->monitor(who);
+  return ok_atom::value;
+}
+
 void on_down(self_ptr self, const caf::down_msg& dm) {
+  self->state.watchers.erase(dm.source);
   auto& subs = self->state.subscribers;
   auto i = subs.find(dm.source);
   if (i == subs.end())
@@ -336,6 +353,10 @@ caf::behavior publisher_impl(self_ptr self, progress_options options) {
     },
     [self](unsubscribe_atom, const std::string& job_id,
            const caf::actor& who) { on_unsubscribe(self, job_id, who); },
+    [self](watch_finals_atom,
+           const caf::actor& who) -> caf::result<ok_atom> {
+      return on_watch_finals(self, who);
+    },
     [self](flush_atom, const std::string& job_id, uint64_t timer) {
       on_flush(self, job_id, timer);
     },

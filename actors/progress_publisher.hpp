@@ -26,6 +26,15 @@
 //        errc::invalid_value.
 //   (unsubscribe_atom, job_id, subscriber)
 //        Ends the subscription; unknown pairs are ignored.
+//   (watch_finals_atom, watcher)         -> ok_atom
+//        From now on `watcher` (monitored; dropped when it dies) gets every
+//        final record the publisher receives, of every job, as
+//        (final_atom, job_record) — the webhook dispatcher's feed. Finals
+//        received before the call are not replayed (a watcher that must
+//        not miss any reads the store after registering). Watching again
+//        is harmless. A watcher that also subscribes to a job gets that
+//        job's final twice. A null watcher is refused with
+//        errc::invalid_value.
 //
 // Subscribers receive:
 //   (progress_atom, progress_update)  at most one per job per coalescing
@@ -54,7 +63,8 @@ using progress_actor = caf::typed_actor<
   caf::reacts_to<publish_atom, progress_update>,
   caf::reacts_to<final_atom, job_record>,
   caf::replies_to<subscribe_atom, std::string, caf::actor>::with<ok_atom>,
-  caf::reacts_to<unsubscribe_atom, std::string, caf::actor>>;
+  caf::reacts_to<unsubscribe_atom, std::string, caf::actor>,
+  caf::replies_to<watch_finals_atom, caf::actor>::with<ok_atom>>;
 
 struct progress_options {
   /// Minimum spacing of updates per job towards subscribers; 0 = none.

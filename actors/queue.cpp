@@ -690,6 +690,58 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
       return rp;
     },
+    [self](submit_atom, std::vector<submit_request>& reqs)
+      -> caf::result<std::vector<job_record>> {
+      auto& st = self->state;
+      auto now = now_ms(self);
+      // Answers in request order; refused items are filled in at once.
+      auto answers = std::make_shared<std::vector<job_record>>(reqs.size());
+      std::vector<size_t> slots; // answer index of each event sent
+      std::vector<job_event> events;
+      for (size_t i = 0; i < reqs.size(); ++i) {
+        auto spec = prepare_spec(reqs[i], *st.deps.handlers, st.opts.limits,
+                                 now);
+        if (!spec) {
+          auto& err = spec.error();
+          auto& a = (*answers)[i];
+          a.error.code = err.category() == errc_category
+                           ? to_string(static_cast<errc>(err.code()))
+                           : "invalid_request";
+          a.error.message = describe(err);
+          if (err.context().match_elements<std::string>())
+            a.error.message = err.context().get_as<std::string>(0);
+          continue;
+        }
+        job_event ev;
+        ev.job_id = st.ids.next(now);
+        ev.kind = event_kind::submitted;
+        ev.at_ms = now;
+        ev.spec = std::move(*spec);
+        slots.push_back(i);
+        events.push_back(std::move(ev));
+      }
+      if (events.empty())
+        return std::move(*answers);
+      auto ids = std::make_shared<std::vector<std::string>>();
+      for (auto& ev : events)
+        ids->push_back(ev.job_id);
+      auto rp = self->make_response_promise<std::vector<job_record>>();
+      self->request(st.deps.store, store_timeout, submit_atom::value,
+                    std::move(events))
+        .then(
+          [self, rp, answers, ids,
+           slots](std::vector<job_record>& recs) mutable {
+            for (size_t k = 0; k < recs.size() && k < slots.size(); ++k) {
+              // Another id means an idempotent duplicate: nothing to queue.
+              if (recs[k].job_id == (*ids)[k])
+                enqueue(self, recs[k]);
+              (*answers)[slots[k]] = std::move(recs[k]);
+            }
+            rp.deliver(std::move(*answers));
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
     [self](cancel_atom, const std::string& job_id) -> caf::result<ok_atom> {
       auto& st = self->state;
       auto r = st.running.find(job_id);

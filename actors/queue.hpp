@@ -28,6 +28,13 @@
 //       Validates (errc::invalid_request / too_large, nothing created),
 //       has the store commit the `submitted` event, then queues the job.
 //       An idempotent duplicate returns the existing job and queues nothing.
+//   (submit_atom, std::vector<submit_request>) -> std::vector<job_record>
+//       A batch: every valid item goes to the store in one request, which
+//       commits them in one transaction. One answer per item, in order: the
+//       job's record, or a record with an empty job_id whose `error` says
+//       why the item was refused (code = the errc name: invalid_request,
+//       too_large, conflict). An error for the whole request (unavailable)
+//       means no item was created.
 //   (cancel_atom, job_id)              -> ok_atom
 //       Queued, scheduled or retrying jobs end `cancelled` at once; running
 //       ones get a cooperative cancel, a grace period, then a forced stop.
@@ -63,6 +70,8 @@ namespace drover {
 
 using queue_actor = caf::typed_actor<
   caf::replies_to<submit_atom, submit_request>::with<job_record>,
+  caf::replies_to<submit_atom, std::vector<submit_request>>::with<
+    std::vector<job_record>>,
   caf::replies_to<cancel_atom, std::string>::with<ok_atom>,
   caf::replies_to<redrive_atom, std::string>::with<ok_atom>,
   caf::replies_to<redrive_atom, all_atom>::with<uint32_t>,

@@ -13,6 +13,14 @@
 //       the store). If the spec carries an idempotency key already used by
 //       the same tenant: the same spec returns the existing job's record and
 //       creates nothing; a different spec fails with `errc::conflict`.
+//   (submit_atom, std::vector<job_event>)          -> std::vector<job_record>
+//       Creates several jobs in one durable commit (the PostgreSQL store:
+//       one transaction, whatever its group-commit batch size). One answer
+//       per event, in order: the job's record (for an idempotent duplicate,
+//       the existing job's), or a record with an empty job_id whose `error`
+//       says why that item was refused (code = the errc name, e.g.
+//       "conflict"). An error for the whole request (unavailable) means
+//       nothing was created.
 //   (append_atom, std::vector<job_event>)          -> ok_atom
 //       Appends events (sequence 0 = assigned by the store). The batch is
 //       all-or-nothing: one illegal event rejects the whole batch with the
@@ -26,6 +34,12 @@
 //   (recover_atom)                                 -> std::vector<job_record>
 //       Every job that is not terminal, in job-id order: what a queue
 //       rebuilds its ready queues, timers and running attempts from.
+//   (webhooks_atom, after, limit)                  -> std::vector<job_record>
+//       Jobs that still owe a webhook (record.webhook_pending_sequence !=
+//       0: terminal, with a callback URL, no final delivery outcome
+//       recorded), in job-id order after the job id `after` ("" = from
+//       the start), at most `limit` (within [1, 10000], else
+//       errc::invalid_request): what a webhook dispatcher resumes from.
 // Reads answer with committed state only: a record is never shown in a
 // state whose events are not durable yet.
 // Unknown job ids fail with `errc::not_found`.
@@ -46,11 +60,15 @@ namespace drover {
 
 using store_actor = caf::typed_actor<
   caf::replies_to<submit_atom, job_event>::with<job_record>,
+  caf::replies_to<submit_atom, std::vector<job_event>>::with<
+    std::vector<job_record>>,
   caf::replies_to<append_atom, std::vector<job_event>>::with<ok_atom>,
   caf::replies_to<get_atom, std::string>::with<job_record>,
   caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
   caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
-  caf::replies_to<recover_atom>::with<std::vector<job_record>>>;
+  caf::replies_to<recover_atom>::with<std::vector<job_record>>,
+  caf::replies_to<webhooks_atom, std::string,
+                  uint32_t>::with<std::vector<job_record>>>;
 
 /// An in-memory store: every guarantee except durability.
 store_actor spawn_memory_store(caf::actor_system& sys);

@@ -12,6 +12,7 @@
 
 #include <boost/asio/ip/address.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cmath>
@@ -23,7 +24,12 @@ namespace drover::http {
 namespace {
 
 using keepalive_atom = caf::atom_constant<caf::atom("keepalive")>;
+using resubscribe_atom = caf::atom_constant<caf::atom("resub")>;
 using steady = std::chrono::steady_clock;
+
+/// How long a stream waits before subscribing again after a stale final
+/// record (see run_stream).
+constexpr auto resubscribe_delay = std::chrono::milliseconds{200};
 
 std::string context_of(const caf::error& err) {
   auto& ctx = err.context();
@@ -423,71 +429,75 @@ private:
     auto items = parse_batch(ex->req().body(), json_limits_, cfg_.max_batch);
     if (!items)
       return fail(ex, items.error());
-    struct state {
-      std::vector<batch_item> items;
-      std::vector<std::string> results; // JSON per item
-      size_t pending = 0;
-      size_t accepted = 0;
-    };
-    auto st = std::make_shared<state>();
-    st->items = std::move(*items);
-    st->results.resize(st->items.size());
-    auto self = shared_from_this();
-    auto finish = [self, ex, st] {
-      std::string body = "{\"accepted\":" + std::to_string(st->accepted)
+    // Items the parser refused are answered here; the others go to the
+    // node in one request, which the store commits in one transaction.
+    std::vector<std::string> results(items->size());
+    std::vector<size_t> index; // result slot of each request sent
+    std::vector<submit_request> reqs;
+    size_t accepted = 0;
+    for (size_t i = 0; i < items->size(); ++i) {
+      auto& item = (*items)[i];
+      if (item.error) {
+        auto s = classify(item.error);
+        results[i] = item_error_json(s.code, context_of(item.error), s.status);
+        continue;
+      }
+      item.request.tenant = who.tenant;
+      index.push_back(i);
+      reqs.push_back(std::move(item.request));
+    }
+    auto finish = [](const ex_ptr& ex, gateway_impl& gw,
+                     const std::vector<std::string>& results, size_t accepted) {
+      std::string body = "{\"accepted\":" + std::to_string(accepted)
                          + ",\"rejected\":"
-                         + std::to_string(st->items.size() - st->accepted)
+                         + std::to_string(results.size() - accepted)
                          + ",\"results\":[";
-      for (size_t i = 0; i < st->results.size(); ++i) {
+      for (size_t i = 0; i < results.size(); ++i) {
         if (i > 0)
           body += ',';
-        body += st->results[i];
+        body += results[i];
       }
       body += "]}";
-      self->reply(ex, 200, std::move(body));
+      gw.reply(ex, 200, std::move(body));
     };
-    auto item_error = [](const caf::error& err, bool submitted) {
-      auto s = classify(err);
-      if (submitted && is(err, errc::conflict))
-        s.code = "idempotency_conflict";
-      auto body = error_json(s.code, context_of(err));
-      // {"error": {...}} plus the status the item would have had alone.
-      body.pop_back();
-      return body + ",\"status\":" + std::to_string(s.status) + "}";
-    };
-    for (size_t i = 0; i < st->items.size(); ++i) {
-      auto& item = st->items[i];
-      if (item.error)
-        st->results[i] = item_error(item.error, false);
-      else
-        ++st->pending;
-      item.request.tenant = who.tenant;
-    }
-    if (st->pending == 0)
-      return finish();
-    auto api = api_;
-    auto timeout = cfg_.request_timeout;
-    // One actor sends every item; the store's group commit turns the burst
-    // into a few transactions.
-    sys_.spawn([=](caf::event_based_actor* a) {
-      for (size_t i = 0; i < st->items.size(); ++i) {
-        if (st->items[i].error)
-          continue;
-        a->request(api, timeout, submit_atom::value, st->items[i].request)
-          .then(
-            [=](job_record& job) {
-              st->results[i] = submitted_json(job);
-              ++st->accepted;
-              if (--st->pending == 0)
-                finish();
-            },
-            [=](caf::error& err) {
-              st->results[i] = item_error(err, true);
-              if (--st->pending == 0)
-                finish();
-            });
-      }
-    });
+    if (reqs.empty())
+      return finish(ex, *this, results, accepted);
+    auto self = shared_from_this();
+    auto shared = std::make_shared<std::vector<std::string>>(std::move(results));
+    ask<std::vector<job_record>>(
+      ex,
+      [self, ex, shared, index, finish](std::vector<job_record>& recs) {
+        size_t accepted = 0;
+        for (size_t k = 0; k < recs.size() && k < index.size(); ++k) {
+          auto& rec = recs[k];
+          auto& out = (*shared)[index[k]];
+          if (!rec.job_id.empty()) {
+            out = submitted_json(rec);
+            ++accepted;
+            continue;
+          }
+          auto code = rec.error.code == "conflict" ? std::string{"idempotency_conflict"}
+                                                   : rec.error.code;
+          auto status = code == "idempotency_conflict" ? 422u
+                        : code == "too_large"          ? 413u
+                                                       : 400u;
+          if (code != "idempotency_conflict" && code != "too_large")
+            code = "invalid_request";
+          out = item_error_json(code, rec.error.message, status);
+        }
+        finish(ex, *self, *shared, accepted);
+      },
+      submit_atom::value, std::move(reqs));
+  }
+
+  /// One refused batch item: the error and the status it would have had
+  /// as a single submission.
+  static std::string item_error_json(const std::string& code,
+                                     const std::string& message,
+                                     unsigned status) {
+    auto body = error_json(code, message);
+    body.pop_back();
+    return body + ",\"status\":" + std::to_string(status) + "}";
   }
 
   void list(const ex_ptr& ex, const principal& who, const target& t,
@@ -605,10 +615,39 @@ private:
   }
 
   void tree(const ex_ptr& ex) {
+    // The tree as the supervisors describe it, with each running job's
+    // record (progress, stage, ETA as last committed) under its node.
+    auto api = api_;
+    auto timeout = cfg_.request_timeout;
     auto self = shared_from_this();
-    ask<tree_node>(
-      ex, [self, ex](tree_node& t) { self->reply(ex, 200, to_json(t)); },
-      describe_atom::value);
+    sys_.spawn([=](caf::event_based_actor* a) {
+      a->request(api, timeout, describe_atom::value)
+        .then(
+          [=](tree_node& t) {
+            std::vector<std::string> ids;
+            running_job_ids(t, ids);
+            auto tree = std::make_shared<tree_node>(std::move(t));
+            auto jobs = std::make_shared<std::map<std::string, job_record>>();
+            auto pending = std::make_shared<size_t>(ids.size());
+            if (ids.empty())
+              return self->reply(ex, 200, tree_json(*tree, *jobs));
+            for (auto& id : ids)
+              a->request(api, timeout, get_atom::value, id)
+                .then(
+                  [=](job_record& job) {
+                    auto key = job.job_id;
+                    jobs->emplace(key, std::move(job));
+                    if (--*pending == 0)
+                      self->reply(ex, 200, tree_json(*tree, *jobs));
+                  },
+                  [=](caf::error&) {
+                    // Finished meanwhile: shown without its record.
+                    if (--*pending == 0)
+                      self->reply(ex, 200, tree_json(*tree, *jobs));
+                  });
+          },
+          [self, ex](caf::error& err) { self->fail(ex, err); });
+    });
   }
 
   void queues(const ex_ptr& ex) {
@@ -684,7 +723,12 @@ private:
         /// Live progress already shown: attempt and percent.
         uint32_t live_attempt = 0;
         double live_percent = -1;
-        std::vector<progress_update> early; // live updates before history
+        /// The newest attempt the log has shown (its `started`).
+        uint32_t log_attempt = 0;
+        /// The log is being re-read; live updates wait in `early`.
+        bool catching_up = false;
+        /// Live updates held back until the log before them is out.
+        std::vector<progress_update> early;
       };
       auto st = std::make_shared<state>();
       st->last = after;
@@ -722,6 +766,7 @@ private:
             final = true;
           else if (e.kind == event_kind::redriven)
             final = false;
+          st->log_attempt = std::max(st->log_attempt, e.attempt);
           if (e.sequence <= st->last)
             continue;
           st->last = e.sequence;
@@ -746,6 +791,14 @@ private:
         }
         return final;
       };
+      // Sends the live updates held back, in order.
+      auto flush_early = [=] {
+        auto updates = std::move(st->early);
+        st->early.clear();
+        for (auto& u : updates)
+          if (!live(u))
+            return finish();
+      };
       auto fail_stream = [=](caf::error& err) {
         auto s = classify(err);
         sink.emit("error", 0, error_json(s.code, context_of(err)));
@@ -762,10 +815,7 @@ private:
                   if (drain(evs))
                     return finish();
                   st->history_sent = true;
-                  for (auto& u : st->early)
-                    if (!live(u))
-                      return finish();
-                  st->early.clear();
+                  flush_early();
                 },
                 fail_stream);
           },
@@ -775,8 +825,26 @@ private:
         [=](progress_atom, progress_update& u) {
           if (st->ended)
             return;
-          if (!st->history_sent) {
+          if (!st->history_sent || st->catching_up) {
             st->early.push_back(std::move(u));
+            return;
+          }
+          if (u.attempt > st->log_attempt) {
+            // Progress of an attempt whose `started` (and whatever came
+            // before it, e.g. a retry) this stream has not sent: only
+            // progress is pushed live, so read the log first; transitions
+            // must not arrive after the progress they precede.
+            st->catching_up = true;
+            st->early.push_back(std::move(u));
+            a->request(api, timeout, events_atom::value, id)
+              .then(
+                [=](std::vector<job_event>& evs) {
+                  st->catching_up = false;
+                  if (drain(evs))
+                    return finish();
+                  flush_early();
+                },
+                fail_stream);
             return;
           }
           if (!live(u))
@@ -784,10 +852,37 @@ private:
         },
         [=](final_atom, job_record&) {
           // The terminal event is committed before the final record is
-          // published: send the rest of the log, then end.
+          // published: send the rest of the log, then end. The log has the
+          // last word: the publisher keeps a job's final record for late
+          // subscribers until a newer attempt reports progress, so after a
+          // redrive a subscriber can get the previous run's final. Then
+          // the subscription is over and the job is not: subscribe again a
+          // little later (the publisher has no "redriven" to push).
           a->request(api, timeout, events_atom::value, id)
-            .then([=](std::vector<job_event>& evs) { drain(evs); finish(); },
-                  fail_stream);
+            .then(
+              [=](std::vector<job_event>& evs) {
+                if (drain(evs))
+                  return finish();
+                a->delayed_send(a, resubscribe_delay, resubscribe_atom::value);
+              },
+              fail_stream);
+        },
+        [=](resubscribe_atom) {
+          if (st->ended)
+            return;
+          a->request(api, timeout, subscribe_atom::value, id,
+                     caf::actor_cast<caf::actor>(a))
+            .then(
+              [=](ok_atom) {
+                a->request(api, timeout, events_atom::value, id)
+                  .then(
+                    [=](std::vector<job_event>& evs) {
+                      if (drain(evs))
+                        finish();
+                    },
+                    fail_stream);
+              },
+              fail_stream);
         },
         [=](keepalive_atom) {
           if (!sink.keepalive())
@@ -861,15 +956,22 @@ private:
         bool closed = false;
       };
       auto s = std::make_shared<subs>();
-      auto send_error = [ch](const std::string& job_id, const caf::error& err) {
-        auto st = classify(err);
+      auto send_refusal = [ch](const std::string& job_id, unsigned status,
+                               const std::string& code,
+                               const std::string& message) {
         std::string msg = "{\"type\":\"error\",\"job_id\":" + json_quote(job_id)
-                          + ",\"error\":{\"code\":" + json_quote(st.code)
-                          + ",\"message\":" + json_quote(context_of(err))
-                          + "},\"status\":" + std::to_string(st.status) + "}";
+                          + ",\"error\":{\"code\":" + json_quote(code)
+                          + ",\"message\":" + json_quote(message)
+                          + "},\"status\":" + std::to_string(status) + "}";
         ch->send(std::move(msg));
       };
-      ch->on_message([self, who, ch, s, send_error](std::string text) {
+      auto send_error = [send_refusal](const std::string& job_id,
+                                       const caf::error& err) {
+        auto st = classify(err);
+        send_refusal(job_id, st.status, st.code, context_of(err));
+      };
+      ch->on_message([self, who, ch, s, send_error,
+                      send_refusal](std::string text) {
         auto cmd = parse_ws_command(text, self->json_limits_);
         if (!cmd)
           return send_error("", cmd.error());
@@ -896,8 +998,9 @@ private:
             return; // already subscribed
         }
         if (!self->streams_.acquire(who.key))
-          return send_error(id, make_error(errc::too_large,
-                                           "too many open subscriptions"));
+          return send_refusal(id, 429, "too_many_streams",
+                              "key '" + who.key_name
+                                + "' has too many open streams");
         auto after = cmd->last_event_id;
         // Tenant check first: another tenant's job is "not found".
         auto api = self->api_;

@@ -499,6 +499,22 @@ void write_event_details(writer& w, const job_event& e) {
     case event_kind::purged:
       w.key("reason").str(e.reason);
       break;
+    case event_kind::webhook_attempted: {
+      auto& h = e.webhook;
+      w.key("url").str(h.url)
+        .key("webhook_id").str(h.webhook_id)
+        .key("attempt_number").num(static_cast<int64_t>(h.attempt_number))
+        .key("status_code");
+      h.status_code == 0 ? w.null() : w.num(static_cast<int64_t>(h.status_code));
+      w.key("outcome").str(snake_case(to_string(h.outcome)))
+        .key("error");
+      h.error.empty() ? w.null() : w.str(h.error);
+      w.key("attempted_at").time(h.at_ms)
+        .key("next_attempt_at").time(h.next_attempt_at_ms)
+        .key("terminal_sequence")
+        .num(static_cast<int64_t>(h.terminal_sequence));
+      break;
+    }
     default:
       // Kinds added after this writer: the codec's JSON of the whole event.
       w.key("event").raw(to_json(e));
@@ -759,6 +775,63 @@ std::string queues_json(const queue_stats& s,
     .key("retried_total").num(static_cast<int64_t>(s.retried))
     .close_object();
   return w.take();
+}
+
+namespace {
+
+void write_tree(writer& w, const tree_node& n,
+                const std::map<std::string, job_record>& jobs) {
+  w.open_object()
+    .key("name").str(n.name)
+    .key("kind").str(to_string(n.kind))
+    .key("state").str(to_string(n.state))
+    .key("restart").str(to_string(n.restart));
+  if (n.kind == child_kind::supervisor)
+    w.key("strategy").str(snake_case(to_string(n.strat)));
+  w.key("restarts").num(static_cast<int64_t>(n.restarts))
+    .key("uptime_seconds").num(n.uptime_ms / 1000.0)
+    .key("last_exit");
+  n.last_exit.empty() ? w.null() : w.str(n.last_exit);
+  if (n.name.rfind("job ", 0) == 0) {
+    auto j = jobs.find(n.name.substr(4));
+    if (j != jobs.end()) {
+      auto& job = j->second;
+      w.key("job").open_object()
+        .key("job_id").str(job.job_id)
+        .key("type").str(job.spec.type)
+        .key("status").str(to_string(job.status))
+        .key("attempt").num(static_cast<int64_t>(job.attempt))
+        .key("progress").num(job.progress)
+        .key("stage");
+      auto st = running_stage(job.stages);
+      st.empty() ? w.null() : w.str(st);
+      w.key("eta_seconds");
+      write_eta(w, job.eta_ms);
+      w.key("worker_id").str(job.worker_id)
+        .key("started_at").time(job.started_at_ms)
+        .close_object();
+    }
+  }
+  w.key("children").open_array();
+  for (auto& c : n.children)
+    write_tree(w, c, jobs);
+  w.close_array().close_object();
+}
+
+} // namespace
+
+std::string tree_json(const tree_node& root,
+                      const std::map<std::string, job_record>& jobs) {
+  writer w;
+  write_tree(w, root, jobs);
+  return w.take();
+}
+
+void running_job_ids(const tree_node& root, std::vector<std::string>& out) {
+  if (root.name.rfind("job ", 0) == 0)
+    out.push_back(root.name.substr(4));
+  for (auto& c : root.children)
+    running_job_ids(c, out);
 }
 
 std::string error_json(std::string_view code, std::string_view message) {

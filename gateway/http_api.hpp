@@ -26,6 +26,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -96,6 +97,14 @@ std::string job_page_json(const std::vector<job_record>& jobs, bool has_more);
 /// the previous sample (negative = unknown).
 std::string queues_json(const queue_stats& stats,
                         const std::array<double, 3>& rates);
+
+/// The supervision tree (`GET /api/admin/tree`); nodes named "job <id>"
+/// get a `job` member from `jobs` (status, progress, stage, ETA, attempt).
+std::string tree_json(const tree_node& root,
+                      const std::map<std::string, job_record>& jobs);
+
+/// Ids of the running jobs in a tree (nodes named "job <id>").
+void running_job_ids(const tree_node& root, std::vector<std::string>& out);
 
 /// `{"error": {"code", "message"}}`.
 std::string error_json(std::string_view code, std::string_view message);

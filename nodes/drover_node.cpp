@@ -13,6 +13,7 @@
 #include "actors/job_system.hpp"
 #include "actors/pg_store.hpp"
 #include "gateway/gateway.hpp"
+#include "gateway/webhook_dispatcher.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/supervisor.hpp"
@@ -100,7 +101,14 @@ node_tree(const drover::node_config& cfg,
   drover::supervisor_spec root;
   root.name = "node:" + cfg.node_id;
   root.flags.strat = drover::strategy::one_for_one;
-  root.children.push_back(drover::job_system_child(jobs, std::move(handles)));
+  auto webhooks = drover::webhook_options_from(cfg);
+  if (!webhooks)
+    return std::move(webhooks.error());
+  drover::webhook_dispatcher_config wh;
+  wh.options = std::move(*webhooks);
+  wh.handles = handles;
+  root.children.push_back(drover::job_system_child(jobs, handles));
+  root.children.push_back(drover::webhook_child(std::move(wh)));
   return root;
 }
 

@@ -31,6 +31,9 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using all_atom = caf::atom_constant<caf::atom("all")>;
 /// Store: every non-terminal job, for a queue rebuilding its state.
 using recover_atom = caf::atom_constant<caf::atom("recover")>;
+/// Store: terminal jobs that still owe a webhook, for a webhook
+/// dispatcher resuming its deliveries.
+using webhooks_atom = caf::atom_constant<caf::atom("webhooks")>;
 
 // -- progress ---------------------------------------------------------------
 
@@ -42,6 +45,9 @@ using progress_atom = caf::atom_constant<caf::atom("progress")>;
 using final_atom = caf::atom_constant<caf::atom("final")>;
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 using unsubscribe_atom = caf::atom_constant<caf::atom("unsubscr")>;
+/// Publisher: send every job's final record to this actor (the webhook
+/// dispatcher), not one job's.
+using watch_finals_atom = caf::atom_constant<caf::atom("watchfinal")>;
 
 // -- workers ----------------------------------------------------------------
 

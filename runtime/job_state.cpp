@@ -44,6 +44,10 @@ caf::error apply(job_record& rec, const job_event& ev) {
     return illegal(rec, ev, "names another job (" + ev.job_id + ")");
   auto terminal = is_terminal(rec.status);
   auto same_attempt = [&] { return ev.attempt == rec.attempt; };
+  // A terminal event owes a webhook when the job has a callback URL.
+  auto owed_webhook = [&] {
+    return rec.spec.callback_url.empty() ? uint64_t{0} : ev.sequence;
+  };
   // Work on a copy: a rejected event leaves the record untouched.
   job_record next = rec;
   switch (ev.kind) {
@@ -118,6 +122,7 @@ caf::error apply(job_record& rec, const job_event& ev) {
       next.eta_ms = 0;
       next.completed_at_ms = ev.at_ms;
       next.lease_expiry_ms = 0;
+      next.webhook_pending_sequence = owed_webhook();
       for (auto& s : next.stages)
         if (s.state == stage_state::pending || s.state == stage_state::running) {
           s.state = stage_state::done;
@@ -132,6 +137,7 @@ caf::error apply(job_record& rec, const job_event& ev) {
       next.completed_at_ms = ev.at_ms;
       next.lease_expiry_ms = 0;
       next.eta_ms = -1;
+      next.webhook_pending_sequence = owed_webhook();
       for (auto& s : next.stages)
         if (s.state == stage_state::running)
           s.state = stage_state::failed;
@@ -156,6 +162,7 @@ caf::error apply(job_record& rec, const job_event& ev) {
       next.completed_at_ms = 0;
       next.progress = 0;
       next.cancel_requested = false;
+      next.webhook_pending_sequence = 0; // the next terminal event owes one
       break;
     case event_kind::cancel_requested:
       if (terminal)
@@ -170,11 +177,27 @@ caf::error apply(job_record& rec, const job_event& ev) {
       next.lease_expiry_ms = 0;
       next.retry_at_ms = 0;
       next.eta_ms = -1;
+      next.webhook_pending_sequence = owed_webhook();
       if (!ev.reason.empty())
         next.error = error_info{"cancelled", ev.reason, false};
       for (auto& s : next.stages)
         if (s.state == stage_state::running || s.state == stage_state::pending)
           s.state = stage_state::skipped;
+      break;
+    case event_kind::webhook_attempted:
+      // Bookkeeping of a notification, not a transition: legal in every
+      // status (a failed job may be redriven while its webhook is still
+      // being delivered), fenced by nothing but the terminal event it
+      // reports, which must exist.
+      if (ev.webhook.terminal_sequence == 0
+          || ev.webhook.terminal_sequence >= ev.sequence)
+        return illegal(rec, ev,
+                       "reports terminal event "
+                         + std::to_string(ev.webhook.terminal_sequence)
+                         + ", which is not an earlier event");
+      if (is_final(ev.webhook.outcome)
+          && ev.webhook.terminal_sequence == rec.webhook_pending_sequence)
+        next.webhook_pending_sequence = 0;
       break;
   }
   next.sequence = ev.sequence;

@@ -20,9 +20,18 @@
 //   failed in DLQ    -> queued         (redriven: retry budget reset)
 //   any non-terminal -> same           (cancel_requested)
 //   any non-terminal -> cancelled      (cancelled)
+//   any              -> same           (webhook_attempted: a webhook
+//                                       delivery attempt; see below)
 //
 // completed and cancelled never change; failed changes only through the
 // dead-letter queue (dead_lettered, redriven, purged).
+//
+// Webhooks: a terminal event (completed, failed, cancelled) of a job with a
+// callback URL sets `webhook_pending_sequence` to its own sequence (the
+// webhook owed); a webhook_attempted event with a final outcome for that
+// terminal event clears it, and so does a redrive. webhook_attempted
+// changes nothing else, whatever the status: the status stays, and so
+// does whether the job is terminal.
 
 #include "runtime/model.hpp"
 

@@ -73,6 +73,14 @@ constexpr enum_name<event_kind> event_kind_names[] = {
     {event_kind::lease_expired, "leaseExpired", "lease_expired"},
     {event_kind::worker_lost, "workerLost", "worker_lost"},
     {event_kind::purged, "purged", "purged"},
+    {event_kind::webhook_attempted, "webhookAttempted", "webhook_attempted"},
+};
+
+constexpr enum_name<webhook_outcome> webhook_outcome_names[] = {
+    {webhook_outcome::delivered, "delivered", "delivered"},
+    {webhook_outcome::retrying, "retrying", "retrying"},
+    {webhook_outcome::failed, "failed", "failed"},
+    {webhook_outcome::disabled, "disabled", "disabled"},
 };
 
 constexpr enum_name<completion_outcome> completion_outcome_names[] = {
@@ -107,6 +115,10 @@ const char* to_string(completion_outcome x) {
   return lookup(completion_outcome_names, x);
 }
 
+const char* to_string(webhook_outcome x) {
+  return lookup(webhook_outcome_names, x);
+}
+
 bool from_string(std::string_view str, priority& x) {
   return parse(priority_names, str, x);
 }
@@ -127,9 +139,17 @@ bool from_string(std::string_view str, completion_outcome& x) {
   return parse(completion_outcome_names, str, x);
 }
 
+bool from_string(std::string_view str, webhook_outcome& x) {
+  return parse(webhook_outcome_names, str, x);
+}
+
 bool is_terminal(job_status x) {
   return x == job_status::completed || x == job_status::failed
          || x == job_status::cancelled;
+}
+
+bool is_final(webhook_outcome x) {
+  return x != webhook_outcome::retrying;
 }
 
 // -- comparison ---------------------------------------------------------------
@@ -169,14 +189,21 @@ auto fields(const job_record& x) {
                   x.checkpoint, x.progress, x.created_at_ms, x.started_at_ms,
                   x.completed_at_ms, x.retry_at_ms, x.lease_expiry_ms, x.eta_ms,
                   x.sequence, x.attempt, x.retry_count, x.checkpoint_attempt,
-                  x.status, x.cancel_requested, x.dead_lettered);
+                  x.status, x.cancel_requested, x.dead_lettered,
+                  x.webhook_pending_sequence);
+}
+
+auto fields(const webhook_attempt& x) {
+  return std::tie(x.url, x.webhook_id, x.error, x.at_ms, x.next_attempt_at_ms,
+                  x.terminal_sequence, x.attempt_number, x.status_code,
+                  x.outcome);
 }
 
 auto fields(const job_event& x) {
   return std::tie(x.job_id, x.sequence, x.at_ms, x.attempt, x.kind, x.spec,
                   x.progress, x.error, x.worker_id, x.checkpoint, x.result,
                   x.reason, x.run_at_ms, x.lease_expiry_ms,
-                  x.next_attempt_at_ms);
+                  x.next_attempt_at_ms, x.webhook);
 }
 
 auto fields(const resource_capacity& x) {
@@ -233,6 +260,7 @@ DROVER_MODEL_EQUALITY(stage)
 DROVER_MODEL_EQUALITY(progress_update)
 DROVER_MODEL_EQUALITY(error_info)
 DROVER_MODEL_EQUALITY(job_record)
+DROVER_MODEL_EQUALITY(webhook_attempt)
 DROVER_MODEL_EQUALITY(job_event)
 DROVER_MODEL_EQUALITY(resource_capacity)
 DROVER_MODEL_EQUALITY(register_worker)

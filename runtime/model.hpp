@@ -72,6 +72,16 @@ enum class event_kind : uint8_t {
   lease_expired = 13,
   worker_lost = 14,
   purged = 15,
+  webhook_attempted = 16,
+};
+
+/// What a webhook delivery attempt led to (schemas/job_event.capnp:
+/// WebhookOutcome). delivered, failed and disabled are final.
+enum class webhook_outcome : uint8_t {
+  delivered = 0,
+  retrying = 1,
+  failed = 2,
+  disabled = 3,
 };
 
 /// How an attempt ended (schemas/node_protocol.capnp: CompletionOutcome).
@@ -88,15 +98,20 @@ const char* to_string(job_status x);
 const char* to_string(stage_state x);
 const char* to_string(event_kind x);
 const char* to_string(completion_outcome x);
+const char* to_string(webhook_outcome x);
 
 bool from_string(std::string_view str, priority& x);
 bool from_string(std::string_view str, job_status& x);
 bool from_string(std::string_view str, stage_state& x);
 bool from_string(std::string_view str, event_kind& x);
 bool from_string(std::string_view str, completion_outcome& x);
+bool from_string(std::string_view str, webhook_outcome& x);
 
 /// True for completed, failed and cancelled.
 bool is_terminal(job_status x);
+
+/// True for delivered, failed and disabled: no attempt follows.
+bool is_final(webhook_outcome x);
 
 // -- job specification (schemas/job_spec.capnp) -------------------------------
 
@@ -221,9 +236,32 @@ struct job_record {
   bool cancel_requested = false;
   /// A failed job currently in the dead-letter queue.
   bool dead_lettered = false;
+  /// Sequence of the terminal event whose webhook is still owed; 0 = none
+  /// (see JobRecord.webhookPendingSequence).
+  uint64_t webhook_pending_sequence = 0;
 };
 
 // -- audit log (schemas/job_event.capnp) --------------------------------------
+
+/// One webhook delivery attempt (WebhookAttempt).
+struct webhook_attempt {
+  std::string url;
+  /// "<job_id>.<terminal_sequence>", stable across the attempts.
+  std::string webhook_id;
+  /// Why it did not deliver; empty when delivered.
+  std::string error;
+  /// Start of the attempt (Unix ms).
+  int64_t at_ms = 0;
+  /// For retrying: start of the next attempt; else 0.
+  int64_t next_attempt_at_ms = 0;
+  /// The terminal event this delivery reports.
+  uint64_t terminal_sequence = 0;
+  /// 1, 2, ...; 0 = no request was sent.
+  uint32_t attempt_number = 0;
+  /// HTTP status; 0 = no answer.
+  uint16_t status_code = 0;
+  webhook_outcome outcome = webhook_outcome::delivered;
+};
 
 /// One audit-log entry. Only the detail fields that `kind` carries are
 /// encoded (see EventKind); the others must keep their defaults, or a round
@@ -242,6 +280,7 @@ struct job_record {
 /// | failed, dead_lettered                  | error                          |
 /// | cancel_requested, cancelled, redriven, | reason                         |
 /// | purged                                 |                                |
+/// | webhook_attempted                      | webhook                        |
 struct job_event {
   std::string job_id;
   uint64_t sequence = 0;
@@ -261,6 +300,7 @@ struct job_event {
   int64_t run_at_ms = 0;
   int64_t lease_expiry_ms = 0;
   int64_t next_attempt_at_ms = 0;
+  webhook_attempt webhook;
 };
 
 // -- node protocol (schemas/node_protocol.capnp) ------------------------------
@@ -350,6 +390,7 @@ DROVER_MODEL_EQUALITY(stage)
 DROVER_MODEL_EQUALITY(progress_update)
 DROVER_MODEL_EQUALITY(error_info)
 DROVER_MODEL_EQUALITY(job_record)
+DROVER_MODEL_EQUALITY(webhook_attempt)
 DROVER_MODEL_EQUALITY(job_event)
 DROVER_MODEL_EQUALITY(resource_capacity)
 DROVER_MODEL_EQUALITY(register_worker)

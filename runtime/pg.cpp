@@ -193,13 +193,16 @@ void add_job_columns(params& ps, const job_record& rec, int64_t updated_at_ms) {
     ps.int64(rec.completed_at_ms);
   else
     ps.null_int64();
-  ps.int64(static_cast<int64_t>(rec.sequence)).bytes(to_bytes(rec));
+  ps.int64(static_cast<int64_t>(rec.sequence))
+      .bytes(to_bytes(rec))
+      .boolean(rec.webhook_pending_sequence != 0);
 }
 
 constexpr const char* job_columns
     = "job_id, tenant, type, idempotency_key, status, priority, dead_lettered, "
-      "created_at_ms, updated_at_ms, completed_at_ms, seq, record";
-constexpr size_t job_column_count = 12;
+      "created_at_ms, updated_at_ms, completed_at_ms, seq, record, "
+      "webhook_pending";
+constexpr size_t job_column_count = 13;
 
 } // namespace
 
@@ -903,7 +906,7 @@ caf::expected<write_result> session::write(const write_batch& batch) {
             [](const job_record* x, const job_record* y) {
               return x->job_id < y->job_id;
             });
-  constexpr size_t update_cols = 8;
+  constexpr size_t update_cols = 9;
   err = for_chunks(updates.size(), update_cols, [&](size_t first, size_t last) {
     params ps;
     ps.reserve((last - first) * update_cols);
@@ -918,16 +921,19 @@ caf::expected<write_result> session::write(const write_batch& batch) {
         ps.int64(rec.completed_at_ms);
       else
         ps.null_int64();
-      ps.int64(static_cast<int64_t>(rec.sequence)).bytes(to_bytes(rec));
+      ps.int64(static_cast<int64_t>(rec.sequence))
+          .bytes(to_bytes(rec))
+          .boolean(rec.webhook_pending_sequence != 0);
     }
     auto res = conn_.exec(
         "UPDATE drover.jobs AS j SET status = v.status, priority = v.priority, "
         "dead_lettered = v.dead_lettered, updated_at_ms = v.updated_at_ms, "
-        "completed_at_ms = v.completed_at_ms, seq = v.seq, record = v.record "
+        "completed_at_ms = v.completed_at_ms, seq = v.seq, record = v.record, "
+        "webhook_pending = v.webhook_pending "
         "FROM (VALUES "
             + values_list(last - first, update_cols)
             + ") AS v(job_id, status, priority, dead_lettered, updated_at_ms, "
-              "completed_at_ms, seq, record) "
+              "completed_at_ms, seq, record, webhook_pending) "
               "WHERE j.job_id = v.job_id AND j.seq < v.seq RETURNING j.job_id",
         ps, false, "updating jobs");
     if (!res)
@@ -1197,6 +1203,19 @@ session::live_jobs(const std::string& after, uint32_t limit) {
     ps.int64(limit);
   }
   return query_records(sql, ps, "loading live jobs");
+}
+
+caf::expected<std::vector<job_record>>
+session::pending_webhooks(const std::string& after, uint32_t limit) {
+  if (limit == 0 || limit > 10000)
+    return make_error(errc::invalid_request, "limit must be within [1, 10000]");
+  // The predicate repeats jobs_webhook_pending's so the partial index
+  // applies.
+  return query_records("SELECT job_id, record FROM drover.jobs "
+                       "WHERE webhook_pending AND job_id > $1 "
+                       "ORDER BY job_id LIMIT $2",
+                       params{}.text(after).int64(limit),
+                       "loading jobs that owe a webhook");
 }
 
 caf::expected<job_record> session::find_by_key(const std::string& tenant,

@@ -315,6 +315,12 @@ public:
   caf::expected<std::vector<job_record>>
   live_jobs(const std::string& after = {}, uint32_t limit = 0);
 
+  /// Jobs that still owe a webhook (record.webhook_pending_sequence != 0)
+  /// in job-id order after `after`, at most `limit` (within [1, 10000],
+  /// else `invalid_request`).
+  caf::expected<std::vector<job_record>>
+  pending_webhooks(const std::string& after, uint32_t limit);
+
   /// The job holding (tenant, key); `not_found` if none.
   caf::expected<job_record> find_by_key(const std::string& tenant,
                                         const std::string& key);

@@ -195,11 +195,30 @@ $$;
 REVOKE ALL ON FUNCTION drover.purge_finished(bigint, integer) FROM PUBLIC;
 )sql";
 
+// Version 2: the webhooks jobs still owe (JobRecord.webhookPendingSequence
+// <> 0), so a node resumes webhook deliveries after a restart without
+// decoding every finished job's record. Rows written before this version
+// read false: their jobs finished before Drover delivered webhooks.
+const char* const v2_sql = R"sql(
+ALTER TABLE drover.jobs
+  ADD COLUMN webhook_pending boolean NOT NULL DEFAULT false;
+
+COMMENT ON COLUMN drover.jobs.webhook_pending IS
+  'The job is terminal, has a callback URL and its webhook has no final '
+  'delivery outcome yet (record.webhookPendingSequence <> 0).';
+
+-- Webhook resumption: the jobs that owe one (queries must repeat the
+-- predicate).
+CREATE INDEX jobs_webhook_pending ON drover.jobs (job_id)
+  WHERE webhook_pending;
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
   static const std::vector<migration> all{
       {1, "audit log, job projection, retention", v1_sql},
+      {2, "webhooks owed by finished jobs", v2_sql},
   };
   return all;
 }

@@ -2,6 +2,7 @@
 
 #include "runtime/codec.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/url.hpp"
 
 #include <cctype>
 #include <cmath>
@@ -27,6 +28,14 @@ bool is_digits(const std::string& s, size_t pos, size_t n) {
 
 int to_int(const std::string& s, size_t pos, size_t n) {
   return std::stoi(s.substr(pos, n));
+}
+
+/// The message a Drover error carries (its context), or its rendering.
+std::string message_of(const caf::error& err) {
+  const auto& ctx = err.context();
+  if (ctx.size() == 1 && ctx.match_element<std::string>(0))
+    return ctx.get_as<std::string>(0);
+  return describe(err);
 }
 
 bool valid_key_text(const std::string& s) {
@@ -235,11 +244,15 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
   if (auto err = check_key(req.breaker_key, "breaker_key"))
     return err;
   if (!req.callback_url.empty()) {
+    // Syntax only; where the host resolves to is checked at delivery time
+    // (gateway/webhook.hpp), when it matters.
     const auto& u = req.callback_url;
-    if (u.size() > limits.max_url_bytes || !valid_key_text(u)
-        || (u.rfind("https://", 0) != 0 && u.rfind("http://", 0) != 0))
+    if (u.size() > limits.max_url_bytes)
       return invalid("callback_url must be an http(s) URL of at most "
                      + std::to_string(limits.max_url_bytes) + " bytes");
+    if (auto url = parse_http_url(u); !url)
+      return invalid("callback_url is not a valid http(s) URL: "
+                     + message_of(url.error()));
   }
   spec.tenant = req.tenant;
   spec.idempotency_key = req.idempotency_key;

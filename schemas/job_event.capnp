@@ -1,8 +1,8 @@
 @0x9a9708df81b98024;
 # The audit log: one JobEvent per state transition (and per progress or
-# checkpoint commit). A job's events are numbered 1, 2, ... without gaps;
-# replaying them reproduces its JobRecord. Events are never updated or
-# deleted.
+# checkpoint commit, and per webhook delivery attempt). A job's events are
+# numbered 1, 2, ... without gaps; replaying them reproduces its JobRecord.
+# Events are never updated or deleted.
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("drover::schema");
@@ -78,6 +78,72 @@ enum EventKind {
   purged @15;
   # A failed job was removed from the dead-letter queue without a redrive;
   # status stays failed, for good. Details: reason.
+
+  webhookAttempted @16;
+  # One delivery attempt of the job's webhook (its callbackUrl, notified of
+  # a terminal status) ended, or a delivery was given up without a request
+  # (attemptNumber 0). Legal in every status once the job exists (a
+  # delivery may still be running when a failed job is redriven); changes
+  # neither the status nor whether the job is terminal. A final outcome
+  # (delivered, failed, disabled) for the terminal event the record still
+  # owes a webhook (JobRecord.webhookPendingSequence) clears that debt.
+  # Recorded with `attempt` = the job's attempt at the terminal event.
+  # Details: webhook.
+}
+
+enum WebhookOutcome {
+  # What a webhook delivery attempt led to.
+
+  delivered @0;
+  # The endpoint answered 2xx: done (final).
+
+  retrying @1;
+  # The attempt failed (no answer, timeout, a redirect, an answer other
+  # than 2xx or 410, a body over the size limit); another attempt follows
+  # at nextAttemptAtMs.
+
+  failed @2;
+  # Given up (final): the retry period is over, or the URL was refused
+  # (unparseable, or it resolves to an address the policy forbids).
+
+  disabled @3;
+  # The endpoint answered 410 Gone, or an earlier delivery to the same URL
+  # did: the endpoint is disabled and not attempted again (final).
+}
+
+struct WebhookAttempt {
+  # One webhook delivery attempt (gateway/webhook.hpp, docs/webhooks.md).
+
+  url @0 :Text;
+  # The callback URL, as submitted.
+
+  webhookId @1 :Text;
+  # The `webhook-id` header: "<jobId>.<terminalSequence>", the same for
+  # every attempt of one delivery.
+
+  attemptNumber @2 :UInt32;
+  # 1 for the first attempt of this delivery, 2 for the second, ...; 0 =
+  # no request was sent (e.g. the endpoint was already disabled).
+
+  statusCode @3 :UInt16;
+  # HTTP status of the answer; 0 = no answer (refused URL, connection or
+  # TLS failure, timeout). Otherwise within [100, 599].
+
+  error @4 :Text;
+  # Why the attempt did not deliver; empty when delivered.
+
+  outcome @5 :WebhookOutcome;
+  # What the attempt led to.
+
+  atMs @6 :Int64;
+  # When the attempt started, Unix ms (its webhook-timestamp, in ms).
+
+  nextAttemptAtMs @7 :Int64;
+  # For retrying: when the next attempt starts, Unix ms; else 0.
+
+  terminalSequence @8 :UInt64;
+  # Sequence of the terminal event (completed, failed or cancelled) this
+  # delivery reports.
 }
 
 struct LeaseInfo {
@@ -154,5 +220,8 @@ struct JobEvent {
     reason @14 :Text;
     # For cancelRequested, cancelled, redriven and purged: who asked and why
     # (free text); may be empty.
+
+    webhook @15 :WebhookAttempt;
+    # For webhookAttempted.
   }
 }

@@ -122,4 +122,12 @@ struct JobRecord {
   deadLettered @20 :Bool;
   # True while a failed job sits in the dead-letter queue (set by the
   # deadLettered event, cleared by redriven or purged).
+
+  webhookPendingSequence @21 :UInt64;
+  # The webhook the job still owes: the sequence of its terminal event
+  # (completed, failed, cancelled) when the spec has a callbackUrl and no
+  # webhookAttempted event with a final outcome (delivered, failed,
+  # disabled) for that terminal event was recorded yet. 0 = none owed. A
+  # redrive clears it (the next terminal event owes a new one). What a node
+  # resumes webhook deliveries from after a restart.
 }

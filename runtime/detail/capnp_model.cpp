@@ -349,6 +349,7 @@ void write(schema::JobRecord::Builder out, const job_record& x) {
   out.setCancelRequested(x.cancel_requested);
   out.setSequence(x.sequence);
   out.setDeadLettered(x.dead_lettered);
+  out.setWebhookPendingSequence(x.webhook_pending_sequence);
 }
 
 caf::error read(schema::JobRecord::Reader in, job_record& x,
@@ -376,10 +377,55 @@ caf::error read(schema::JobRecord::Reader in, job_record& x,
   x.cancel_requested = in.getCancelRequested();
   x.sequence = in.getSequence();
   x.dead_lettered = in.getDeadLettered();
+  x.webhook_pending_sequence = in.getWebhookPendingSequence();
+  if (x.webhook_pending_sequence > x.sequence)
+    return invalid("JobRecord.webhookPendingSequence",
+                   std::to_string(x.webhook_pending_sequence)
+                       + " is past the record's sequence "
+                       + std::to_string(x.sequence));
   return {};
 }
 
 // -- job_event.capnp ----------------------------------------------------------
+
+void write(schema::WebhookAttempt::Builder out, const webhook_attempt& x) {
+  if (!x.url.empty())
+    out.setUrl(as_text(x.url));
+  if (!x.webhook_id.empty())
+    out.setWebhookId(as_text(x.webhook_id));
+  out.setAttemptNumber(x.attempt_number);
+  out.setStatusCode(x.status_code);
+  if (!x.error.empty())
+    out.setError(as_text(x.error));
+  out.setOutcome(to_wire<schema::WebhookOutcome>(x.outcome));
+  out.setAtMs(x.at_ms);
+  out.setNextAttemptAtMs(x.next_attempt_at_ms);
+  out.setTerminalSequence(x.terminal_sequence);
+}
+
+caf::error read(schema::WebhookAttempt::Reader in, webhook_attempt& x,
+                read_context&) {
+  x.url = to_std(in.getUrl());
+  x.webhook_id = to_std(in.getWebhookId());
+  x.attempt_number = in.getAttemptNumber();
+  x.status_code = in.getStatusCode();
+  if (x.status_code != 0 && (x.status_code < 100 || x.status_code > 599))
+    return invalid("WebhookAttempt.statusCode",
+                   std::to_string(x.status_code)
+                       + " is neither 0 nor an HTTP status (100-599)");
+  x.error = to_std(in.getError());
+  DROVER_TRY(read_enum(in.getOutcome(), x.outcome, "WebhookAttempt.outcome"));
+  x.at_ms = in.getAtMs();
+  DROVER_TRY(check_non_negative(x.at_ms, "WebhookAttempt.atMs"));
+  x.next_attempt_at_ms = in.getNextAttemptAtMs();
+  DROVER_TRY(check_non_negative(x.next_attempt_at_ms,
+                                "WebhookAttempt.nextAttemptAtMs"));
+  if ((x.outcome == webhook_outcome::retrying) != (x.next_attempt_at_ms != 0))
+    return invalid("WebhookAttempt.nextAttemptAtMs",
+                   "must be set exactly when the outcome is retrying");
+  x.terminal_sequence = in.getTerminalSequence();
+  return {};
+}
 
 using details_which = schema::JobEvent::Details::Which;
 
@@ -411,6 +457,8 @@ details_which details_of(event_kind x) {
     case event_kind::redriven:
     case event_kind::purged:
       return details_which::REASON;
+    case event_kind::webhook_attempted:
+      return details_which::WEBHOOK;
   }
   return details_which::NONE;
 }
@@ -461,6 +509,9 @@ void write(schema::JobEvent::Builder out, const job_event& x) {
       break;
     case details_which::REASON:
       details.setReason(as_text(x.reason));
+      break;
+    case details_which::WEBHOOK:
+      write(details.initWebhook(), x.webhook);
       break;
   }
 }
@@ -513,6 +564,9 @@ caf::error read(schema::JobEvent::Reader in, job_event& x, read_context& ctx) {
       break;
     case details_which::REASON:
       x.reason = to_std(details.getReason());
+      break;
+    case details_which::WEBHOOK:
+      DROVER_TRY(read(details.getWebhook(), x.webhook, ctx));
       break;
   }
   return {};

@@ -571,7 +571,7 @@ TEST_CASE("cancelling a running job: cooperative, then forced after the grace",
   CHECK(std::count(k.begin(), k.end(), ek::completed) == 0);
 }
 
-TEST_CASE("a resumed attempt starts from its last checkpoint; stages and "
+TEST_CASE("a resumed attempt starts from its last checkpoint, stages and "
           "monotonic progress",
           "[lifecycle]") {
   fixture fx;
@@ -634,7 +634,7 @@ TEST_CASE("a resumed attempt starts from its last checkpoint; stages and "
   CHECK(checkpoints == 1);
 }
 
-TEST_CASE("a handler that throws fails the attempt; the retry policy applies",
+TEST_CASE("a handler that throws fails the attempt, the retry policy applies",
           "[lifecycle]") {
   fixture fx;
   submit_request req;

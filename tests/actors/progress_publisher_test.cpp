@@ -514,7 +514,7 @@ TEST_CASE("unsubscribe ends the subscription", "[progress][subscribe]") {
   fx.unsubscribe("job-1", leaving);
 }
 
-TEST_CASE("a subscriber that dies is dropped; the others are still served",
+TEST_CASE("a subscriber that dies is dropped, the others are still served",
           "[progress][subscribe]") {
   fixture fx;
   auto dying = fx.make_subscriber();
@@ -674,4 +674,50 @@ TEST_CASE("finished jobs release their state", "[progress][final]") {
     fx.subscribe("job-" + std::to_string(i), late);
   fx.advance(1s);
   CHECK(late.log->events.empty());
+}
+
+TEST_CASE("a finals watcher gets every job's final, subscribed or not",
+          "[progress][final][watch]") {
+  fixture fx;
+  auto watcher = fx.make_subscriber();
+  fx.self->send(fx.pub, watch_finals_atom::value, watcher.handle);
+  fx.run();
+  bool ok = false;
+  fx.self->receive([&](ok_atom) { ok = true; }, caf::after(0s) >> [] {});
+  REQUIRE(ok);
+  auto sub = fx.subscribed("job-1");
+  fx.publish(update("job-1", 10, 1000));
+  fx.finish(final_record("job-1"));
+  fx.finish(final_record("job-2", 1, job_status::failed));
+  // Progress is not for watchers; finals of all jobs are.
+  CHECK(watcher.log->updates().empty());
+  auto finals = watcher.log->finals();
+  REQUIRE(finals.size() == 2);
+  CHECK(finals[0].job_id == "job-1");
+  CHECK(finals[1].job_id == "job-2");
+  CHECK(finals[1].status == job_status::failed);
+  CHECK(sub.log->finals().size() == 1);
+  // A watcher that also subscribed keeps watching after its subscription
+  // ended (its monitor stays), and watching twice changes nothing.
+  fx.subscribe("job-3", watcher);
+  fx.self->send(fx.pub, watch_finals_atom::value, watcher.handle);
+  fx.run();
+  fx.self->receive([](ok_atom) {}, caf::after(0s) >> [] {});
+  fx.finish(final_record("job-3"));
+  fx.finish(final_record("job-4"));
+  finals = watcher.log->finals();
+  REQUIRE(finals.size() == 5); // job-3 twice: as subscriber and as watcher
+  CHECK(finals[4].job_id == "job-4");
+  // A watcher that dies is dropped.
+  fx.self->send_exit(watcher.handle, caf::exit_reason::kill);
+  fx.run();
+  fx.finish(final_record("job-5"));
+  CHECK(watcher.log->finals().size() == 5);
+  // A null watcher is refused.
+  fx.self->send(fx.pub, watch_finals_atom::value, caf::actor{});
+  fx.run();
+  bool refused = false;
+  fx.self->receive([&](ok_atom) {}, [&](caf::error&) { refused = true; },
+                   caf::after(0s) >> [] {});
+  CHECK(refused);
 }

@@ -109,6 +109,15 @@ TEST_CASE("every struct round-trips through bytes and JSON", "[codec]") {
       check_round_trip_non_default(samples::event(kind));
     }
   }
+  SECTION("webhook attempts, one per outcome") {
+    for (auto outcome : samples::all_webhook_outcomes) {
+      INFO("outcome " << to_string(outcome));
+      check_round_trip_non_default(samples::webhook(outcome));
+      auto ev = samples::event(event_kind::webhook_attempted);
+      ev.webhook = samples::webhook(outcome);
+      check_round_trip(ev);
+    }
+  }
   SECTION("node protocol") {
     check_round_trip_non_default(samples::capacity("gpu", 2));
     check_round_trip_non_default(samples::registration());
@@ -167,6 +176,7 @@ TEST_CASE("model enums mirror the schema enums", "[codec]") {
   check_enum_mirrors_schema<stage_state, schema::StageState>();
   check_enum_mirrors_schema<event_kind, schema::EventKind>();
   check_enum_mirrors_schema<completion_outcome, schema::CompletionOutcome>();
+  check_enum_mirrors_schema<webhook_outcome, schema::WebhookOutcome>();
   check_enum_mirrors_schema<child_kind, schema::ChildKind>();
   check_enum_mirrors_schema<child_state, schema::ChildState>();
   check_enum_mirrors_schema<restart_type, schema::RestartType>();
@@ -512,6 +522,56 @@ TEST_CASE("event details must match the event kind", "[codec]") {
                                     "details": {"reason": "x"}})");
   REQUIRE_FALSE(y);
   CHECK(code_of(y.error()) == errc::invalid_value);
+}
+
+TEST_CASE("webhook attempt details are validated", "[codec]") {
+  auto decode = [](auto edit) {
+    capnp::MallocMessageBuilder message;
+    auto event = message.initRoot<schema::JobEvent>();
+    event.setKind(schema::EventKind::WEBHOOK_ATTEMPTED);
+    auto w = event.initDetails().initWebhook();
+    w.setTerminalSequence(3);
+    w.setStatusCode(500);
+    w.setOutcome(schema::WebhookOutcome::RETRYING);
+    w.setNextAttemptAtMs(1700000000000);
+    edit(w);
+    return from_bytes<job_event>(forge(message));
+  };
+  auto ok = decode([](schema::WebhookAttempt::Builder) {});
+  REQUIRE(ok);
+  CHECK(ok->webhook.status_code == 500);
+  CHECK(ok->webhook.outcome == webhook_outcome::retrying);
+  auto bad = [&](auto edit, const char* fragment) {
+    auto x = decode(edit);
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::invalid_value);
+    CHECK_THAT(describe(x.error()), Catch::Contains(fragment));
+  };
+  bad([](schema::WebhookAttempt::Builder w) { w.setStatusCode(99); },
+      "WebhookAttempt.statusCode");
+  bad([](schema::WebhookAttempt::Builder w) { w.setStatusCode(600); },
+      "WebhookAttempt.statusCode");
+  bad([](schema::WebhookAttempt::Builder w) {
+        w.setOutcome(static_cast<schema::WebhookOutcome>(4));
+      },
+      "WebhookAttempt.outcome");
+  bad([](schema::WebhookAttempt::Builder w) { w.setNextAttemptAtMs(0); },
+      "exactly when the outcome is retrying");
+  bad([](schema::WebhookAttempt::Builder w) {
+        w.setOutcome(schema::WebhookOutcome::DELIVERED);
+      },
+      "exactly when the outcome is retrying");
+  bad([](schema::WebhookAttempt::Builder w) { w.setAtMs(-1); },
+      "WebhookAttempt.atMs");
+  // A record that owes a webhook for an event it hasn't seen.
+  capnp::MallocMessageBuilder message;
+  auto record = message.initRoot<schema::JobRecord>();
+  record.setSequence(4);
+  record.setWebhookPendingSequence(5);
+  auto r = from_bytes<job_record>(forge(message));
+  REQUIRE_FALSE(r);
+  CHECK_THAT(describe(r.error()),
+             Catch::Contains("JobRecord.webhookPendingSequence"));
 }
 
 TEST_CASE("garbage never throws", "[codec][bytes]") {

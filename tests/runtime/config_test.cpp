@@ -113,3 +113,76 @@ TEST_CASE("help asks to exit without running", "[config]") {
   REQUIRE(r);
   CHECK(r->exit_now);
 }
+
+TEST_CASE("webhook options are parsed and validated", "[config][webhook]") {
+  // 32 bytes, base64: what `openssl rand -base64 32` prints.
+  const std::string secret
+    = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+  auto r = parse({"--webhook-secret", secret, "--webhook-allow",
+                  "127.0.0.1/32, ::1", "--webhook-allow", "10.1.0.0/16",
+                  "--webhook-retry-period-ms", "5000",
+                  "--webhook-initial-backoff-ms", "10",
+                  "--webhook-max-backoff-ms", "100", "--webhook-timeout-ms",
+                  "500", "--webhook-max-response-bytes", "1024"});
+  INFO((r ? "" : describe(r.error())));
+  REQUIRE(r);
+  const auto& cfg = r->config;
+  CHECK(cfg.webhook_secret == secret);
+  CHECK(cfg.webhook_allow
+        == std::vector<std::string>{"127.0.0.1/32", "::1", "10.1.0.0/16"});
+  CHECK(cfg.webhook_retry_period.count() == 5000);
+  CHECK(cfg.webhook_initial_backoff.count() == 10);
+  CHECK(cfg.webhook_max_backoff.count() == 100);
+  CHECK(cfg.webhook_timeout.count() == 500);
+  CHECK(cfg.webhook_max_response_bytes == 1024);
+  auto key = decode_webhook_secret(secret);
+  REQUIRE(key);
+  CHECK(*key == "0123456789abcdef0123456789abcdef");
+  // Defaults.
+  auto d = parse({});
+  REQUIRE(d);
+  CHECK(d->config.webhook_secret.empty());
+  CHECK(d->config.webhook_retry_period.count() == 24LL * 3600 * 1000);
+  CHECK(d->config.webhook_initial_backoff.count() == 1000);
+  CHECK(d->config.webhook_max_backoff.count() == 3600 * 1000);
+  CHECK(d->config.webhook_timeout.count() == 10000);
+  CHECK(d->config.webhook_max_response_bytes == 64 * 1024);
+}
+
+TEST_CASE("bad webhook options are refused with clear errors",
+          "[config][webhook]") {
+  expect_bad({"--webhook-secret", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"},
+             "whsec_<base64>");
+  expect_bad({"--webhook-secret", "whsec_not*base64"}, "not valid base64");
+  expect_bad({"--webhook-secret", "whsec_c2hvcnQ="}, "24 to 64 bytes");
+  expect_bad({"--webhook-allow", "10.0.0.1/8"}, "bits set past its prefix");
+  expect_bad({"--webhook-allow", "localhost"}, "webhook-allow");
+  expect_bad({"--webhook-allow", "::1/129"}, "prefix length over 128");
+  expect_bad({"--webhook-retry-period-ms", "-1"}, "webhook-retry-period-ms");
+  expect_bad({"--webhook-initial-backoff-ms", "0"},
+             "webhook-initial-backoff-ms");
+  expect_bad({"--webhook-initial-backoff-ms", "5000",
+              "--webhook-max-backoff-ms", "100"},
+             "webhook-max-backoff-ms must be at least");
+  expect_bad({"--webhook-timeout-ms", "0"}, "webhook-timeout-ms");
+  expect_bad({"--webhook-max-response-bytes", "0"},
+             "webhook-max-response-bytes");
+}
+
+TEST_CASE("webhook-allow lines of a config file add up", "[config][webhook]") {
+  char path[] = "/tmp/drover-config-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  close(fd);
+  {
+    std::ofstream f{path};
+    f << "webhook-allow = 127.0.0.1/32\nwebhook-allow = ::1/128,10.0.0.0/8\n";
+  }
+  auto r = parse({"--config", path, "--webhook-allow", "192.168.0.0/16"});
+  std::remove(path);
+  INFO((r ? "" : describe(r.error())));
+  REQUIRE(r);
+  CHECK(r->config.webhook_allow
+        == std::vector<std::string>{"192.168.0.0/16", "127.0.0.1/32",
+                                    "::1/128", "10.0.0.0/8"});
+}

@@ -197,3 +197,106 @@ TEST_CASE("scheduled jobs and cancellation", "[job_state]") {
   REQUIRE(replayed);
   CHECK(*replayed == h.rec);
 }
+
+namespace {
+
+void with_callback(job_event& ev) {
+  ev.spec.callback_url = "https://example.com/hook";
+}
+
+/// A webhook attempt for the terminal event `seq`; `fill` sets the outcome.
+job_event webhook_event(const job_record& rec, uint64_t terminal_seq,
+                        webhook_outcome outcome) {
+  job_event ev;
+  ev.job_id = rec.job_id;
+  ev.sequence = rec.sequence + 1;
+  ev.attempt = rec.attempt;
+  ev.at_ms = 5000;
+  ev.kind = event_kind::webhook_attempted;
+  ev.webhook.url = rec.spec.callback_url;
+  ev.webhook.webhook_id = rec.job_id + "." + std::to_string(terminal_seq);
+  ev.webhook.terminal_sequence = terminal_seq;
+  ev.webhook.attempt_number = 1;
+  ev.webhook.outcome = outcome;
+  if (outcome == webhook_outcome::retrying)
+    ev.webhook.next_attempt_at_ms = 6000;
+  return ev;
+}
+
+} // namespace
+
+TEST_CASE("webhook attempts are recorded after the end without changing it",
+          "[job_state][webhook]") {
+  history h;
+  h.ok(event_kind::submitted, 0, with_callback);
+  h.ok(event_kind::started, 1);
+  h.ok(event_kind::completed, 1,
+       [](job_event& ev) { ev.result = R"({"ok":true})"; });
+  auto terminal_seq = h.rec.sequence;
+  CHECK(h.rec.webhook_pending_sequence == terminal_seq);
+  auto at_end = h.rec;
+  // Two failed attempts: bookkeeping only.
+  for (int i = 0; i < 2; ++i) {
+    auto ev = webhook_event(h.rec, terminal_seq, webhook_outcome::retrying);
+    REQUIRE_FALSE(apply(h.rec, ev));
+    h.events.push_back(ev);
+  }
+  CHECK(h.rec.status == job_status::completed);
+  CHECK(h.rec.webhook_pending_sequence == terminal_seq);
+  // A final outcome for another (nonexistent) terminal event is refused;
+  // one for an earlier, non-terminal event settles nothing.
+  auto future = webhook_event(h.rec, h.rec.sequence + 1,
+                              webhook_outcome::delivered);
+  CHECK(is(apply(h.rec, future), errc::invalid_value));
+  auto other = webhook_event(h.rec, 1, webhook_outcome::delivered);
+  REQUIRE_FALSE(apply(h.rec, other));
+  h.events.push_back(other);
+  CHECK(h.rec.webhook_pending_sequence == terminal_seq);
+  auto delivered = webhook_event(h.rec, terminal_seq,
+                                 webhook_outcome::delivered);
+  REQUIRE_FALSE(apply(h.rec, delivered));
+  h.events.push_back(delivered);
+  CHECK(h.rec.webhook_pending_sequence == 0);
+  // Nothing else moved: the record is the one at the end, but for the
+  // sequence and the settled webhook.
+  auto expected = at_end;
+  expected.sequence = h.rec.sequence;
+  expected.webhook_pending_sequence = 0;
+  CHECK(h.rec == expected);
+  // Still terminal: transitions stay refused.
+  h.refused(event_kind::cancelled, 1, "for a finished job");
+  auto replayed = replay(h.events);
+  REQUIRE(replayed);
+  CHECK(*replayed == h.rec);
+}
+
+TEST_CASE("a redrive clears the webhook owed, the next end owes a new one",
+          "[job_state][webhook]") {
+  history h;
+  h.ok(event_kind::submitted, 0, with_callback);
+  h.ok(event_kind::started, 1);
+  h.ok(event_kind::failed, 1,
+       [](job_event& ev) { ev.error = {"boom", "broke", false}; });
+  auto first_end = h.rec.sequence;
+  h.ok(event_kind::dead_lettered, 1);
+  CHECK(h.rec.webhook_pending_sequence == first_end); // DLQ keeps it owed
+  h.ok(event_kind::redriven);
+  CHECK(h.rec.webhook_pending_sequence == 0);
+  // The old delivery may still be running: its attempts are legal even
+  // while the job is queued again, and change nothing.
+  auto late = webhook_event(h.rec, first_end, webhook_outcome::failed);
+  REQUIRE_FALSE(apply(h.rec, late));
+  h.events.push_back(late);
+  CHECK(h.rec.status == job_status::queued);
+  h.ok(event_kind::started, 2);
+  h.ok(event_kind::completed, 2);
+  CHECK(h.rec.webhook_pending_sequence == h.rec.sequence);
+  // Without a callback URL nothing is owed.
+  history quiet;
+  quiet.ok(event_kind::submitted);
+  quiet.ok(event_kind::cancelled);
+  CHECK(quiet.rec.webhook_pending_sequence == 0);
+  auto replayed = replay(h.events);
+  REQUIRE(replayed);
+  CHECK(*replayed == h.rec);
+}

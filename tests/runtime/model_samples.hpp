@@ -109,6 +109,22 @@ inline job_record record() {
   x.status = job_status::retrying;
   x.cancel_requested = true;
   x.dead_lettered = true;
+  x.webhook_pending_sequence = 17;
+  return x;
+}
+
+inline webhook_attempt webhook(webhook_outcome outcome) {
+  webhook_attempt x;
+  x.url = "https://example.com/hooks/drover?tenant=acme";
+  x.webhook_id = "job-1.17";
+  x.error = outcome == webhook_outcome::delivered ? "" : "HTTP 503: busy";
+  x.at_ms = 1700000003000;
+  x.next_attempt_at_ms = outcome == webhook_outcome::retrying ? 1700000004000
+                                                              : 0;
+  x.terminal_sequence = 17;
+  x.attempt_number = 2;
+  x.status_code = outcome == webhook_outcome::delivered ? 204 : 503;
+  x.outcome = outcome;
   return x;
 }
 
@@ -158,6 +174,9 @@ inline job_event event(event_kind kind) {
     case event_kind::purged:
       x.reason = "operator alice: customer asked";
       break;
+    case event_kind::webhook_attempted:
+      x.webhook = webhook(webhook_outcome::retrying);
+      break;
   }
   return x;
 }
@@ -171,6 +190,12 @@ inline constexpr event_kind all_event_kinds[] = {
     event_kind::cancel_requested, event_kind::cancelled,
     event_kind::redriven,         event_kind::lease_expired,
     event_kind::worker_lost,      event_kind::purged,
+    event_kind::webhook_attempted,
+};
+
+inline constexpr webhook_outcome all_webhook_outcomes[] = {
+    webhook_outcome::delivered, webhook_outcome::retrying,
+    webhook_outcome::failed, webhook_outcome::disabled,
 };
 
 inline resource_capacity capacity(std::string resource_class, uint32_t slots) {

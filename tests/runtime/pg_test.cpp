@@ -180,6 +180,21 @@ public:
     return push(std::move(ev));
   }
 
+  /// A webhook attempt for the terminal event the record owes one for.
+  job& webhook(webhook_outcome outcome, int64_t at_ms) {
+    auto ev = next(event_kind::webhook_attempted, at_ms);
+    ev.webhook.url = rec_.spec.callback_url;
+    ev.webhook.terminal_sequence = rec_.webhook_pending_sequence;
+    ev.webhook.webhook_id = rec_.job_id + "."
+                            + std::to_string(rec_.webhook_pending_sequence);
+    ev.webhook.attempt_number = 1;
+    ev.webhook.outcome = outcome;
+    ev.webhook.at_ms = at_ms;
+    if (outcome == webhook_outcome::retrying)
+      ev.webhook.next_attempt_at_ms = at_ms + 1000;
+    return push(std::move(ev));
+  }
+
   /// Adds the unwritten part of the history to `batch`: the submit if not
   /// written yet, the new events, and the projection if it moved past
   /// what the submit (or the last write) holds.
@@ -720,6 +735,52 @@ TEST_CASE("live_jobs returns the non-terminal jobs for recovery", "[pg]") {
   CHECK(ids_of(value_of(s.live_jobs("j1", 1)))
         == std::vector<std::string>{"j2"});
   CHECK(value_of(s.live_jobs("j6")).empty());
+}
+
+TEST_CASE("pending_webhooks returns the jobs that still owe a webhook",
+          "[pg][webhook]") {
+  test_db db;
+  auto s = db.session();
+  auto with_url = [] {
+    auto spec = make_spec("t", "x", "");
+    spec.callback_url = "https://example.com/hook";
+    return spec;
+  };
+  job owes{"j1", with_url()};
+  owes.start(2000).complete(2500);
+  job retrying{"j2", with_url()};
+  retrying.start(2000).fail(2500).dead_letter(2501);
+  job delivered{"j3", with_url()};
+  delivered.start(2000).complete(2500);
+  job no_url{"j4", make_spec("t", "x", "")};
+  no_url.start(2000).complete(2500);
+  job running{"j5", with_url()};
+  running.start(2000);
+  job cancelled{"j6", with_url()};
+  cancelled.cancel(1500);
+  value_of(s.write(batch_of(
+      {&owes, &retrying, &delivered, &no_url, &running, &cancelled})));
+  // Attempts are written like any event; only a final outcome settles.
+  retrying.webhook(webhook_outcome::retrying, 3000);
+  delivered.webhook(webhook_outcome::retrying, 3000)
+      .webhook(webhook_outcome::delivered, 4000);
+  value_of(s.write(batch_of({&retrying, &delivered})));
+  auto pending = value_of(s.pending_webhooks("", 100));
+  CHECK(ids_of(pending) == std::vector<std::string>{"j1", "j2", "j6"});
+  CHECK(pending[1] == retrying.record());
+  CHECK(pending[1].status == job_status::failed);
+  CHECK(ids_of(value_of(s.pending_webhooks("j1", 1)))
+        == std::vector<std::string>{"j2"});
+  CHECK(is(error_of(s.pending_webhooks("", 0)), errc::invalid_request));
+  // The stored history replays to the stored record, webhooks included.
+  auto events = value_of(s.load_events("j3"));
+  CHECK(events.back().kind == event_kind::webhook_attempted);
+  CHECK(events.back().webhook.outcome == webhook_outcome::delivered);
+  CHECK(value_of(replay(events)) == value_of(s.load_job("j3")));
+  // The column follows the record.
+  auto& conn = s.conn();
+  CHECK(count(conn, "SELECT count(*) FROM drover.jobs WHERE webhook_pending")
+        == 3);
 }
 
 // -- retention ----------------------------------------------------------------

@@ -120,7 +120,30 @@ TEST_CASE("every validation error is specific", "[submit]") {
   expect_invalid(r, "the limit is 16", errc::too_large, small);
   r = req();
   r.callback_url = "ftp://example.org/hook";
-  expect_invalid(r, "callback_url must be an http(s) URL");
+  expect_invalid(r, "callback_url is not a valid http(s) URL");
+  for (auto bad : {"http://", "https://user:pw@example.com/",
+                   "https://example.com/a b", "https://exa_mple.com/",
+                   "https://example.com:0/", "https://example.com:99999/",
+                   "https://example.com/#frag", "https://[::1/",
+                   "https://127.1/", "https://example.com/%zz",
+                   "https://ex\xc3\xa4mple.com/", "http://-bad-.com/"}) {
+    r.callback_url = bad;
+    INFO(bad);
+    expect_invalid(r, "callback_url is not a valid http(s) URL");
+  }
+  r.callback_url = std::string{"https://example.com/"} + std::string(3000, 'a');
+  expect_invalid(r, "at most 2048 bytes");
+  // Syntax only: private and loopback addresses are refused at delivery,
+  // where the allow-list applies.
+  for (auto good : {"https://example.com/hooks?x=1", "http://127.0.0.1:8080",
+                    "HTTPS://Example.COM:8443/a/b%20c", "http://[::1]:9/x"}) {
+    r.callback_url = good;
+    INFO(good);
+    auto handlers = registry();
+    auto spec = prepare_spec(r, handlers, {}, now);
+    REQUIRE(spec);
+    CHECK(spec->callback_url == good);
+  }
   r = req();
   r.idempotency_key = std::string(300, 'k');
   expect_invalid(r, "idempotency_key is longer than 256 bytes");

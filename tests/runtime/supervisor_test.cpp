@@ -482,7 +482,7 @@ TEST_CASE("invalid supervisor specs are rejected and spawn nothing",
   CHECK(fx.p->starts.empty());
 }
 
-TEST_CASE("a killed child is restarted; a killed supervisor takes its "
+TEST_CASE("a killed child is restarted, a killed supervisor takes its "
           "children along",
           "[supervisor]") {
   fixture fx;

@@ -4,4 +4,5 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/codec_test.cpp
   runtime/type_ids_test.cpp
   runtime/json_text_test.cpp
+  runtime/url_test.cpp
 )

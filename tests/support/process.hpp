@@ -192,11 +192,21 @@ run_to_exit(std::vector<std::string> argv,
   return {WEXITSTATUS(*st), p.drain_all()};
 }
 
-/// The port of drover-node's "ready ... admin=host:port" line.
+/// The port of drover-node's "ready ... admin=host:port ..." line (other
+/// fields, such as "http=host:port", may follow it).
 inline std::string admin_port_of(const std::string& ready_line) {
-  auto pos = ready_line.rfind(':');
-  REQUIRE(pos != std::string::npos);
-  return ready_line.substr(pos + 1);
+  auto field = ready_line.find(" admin=");
+  REQUIRE(field != std::string::npos);
+  auto end = ready_line.find(' ', field + 1);
+  auto address = ready_line.substr(field + 7, end == std::string::npos
+                                                ? std::string::npos
+                                                : end - field - 7);
+  auto colon = address.rfind(':');
+  REQUIRE(colon != std::string::npos);
+  auto port = address.substr(colon + 1);
+  REQUIRE(!port.empty());
+  REQUIRE(port.find_first_not_of("0123456789") == std::string::npos);
+  return port;
 }
 
 /// The "jobId" of a job record printed as JSON by droverctl.
