@@ -27,7 +27,7 @@ done
 
 PACKAGES+=(wrk)
 install_packages
-build "$ROOT/build"
+build "$ROOT/build" >&2
 BIN=$ROOT/build
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -62,7 +62,7 @@ run_wrk() { # <label> <durability> <script> <path>
   log "$1"
   wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$ROOT/benchmarks/http/$3" \
     "http://127.0.0.1:$PORT$4" | tail -n 1 |
-    sed "s/^{/{\"label\":\"$1\",\"durability\":\"$2\",\"connections\":$CONNS,/"
+    sed "s|^{|{\"label\":\"$1\",\"durability\":\"$2\",\"connections\":$CONNS,\"load_1m\":$(cut -d' ' -f1 /proc/loadavg),|"
 }
 
 start_node --store memory

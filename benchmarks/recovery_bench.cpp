@@ -1,0 +1,439 @@
+// drover_bench_recovery: B5 of issue 6 — SIGKILL a real drover-node that
+// holds unfinished jobs, restart it, and measure how long it takes to
+// dispatch again and to reach full speed; verify in the audit log that no
+// job was lost and none completed twice.
+//
+//   drover_bench_recovery --node build/nodes/drover-node --pg-url URL
+//        [--unfinished 100000] [--run-before-kill 10000] [--slots 32]
+//        [--drain-seconds 0]
+//
+// 1. Preload (in this process, PostgreSQL store, D2): U + K jobs of the
+//    node's built-in type `sleep` with input {"ms":0} (a no-op) go into a
+//    fresh database through a job system whose workers serve another class,
+//    so that every job stays queued. That system then stops.
+// 2. drover-node (--store postgres --pg-url DB --admin-port 0 --http-port 0
+//    --slots cpu=S) starts on the database, recovers the queue and runs
+//    jobs. Once its /api/admin/queues counts K completions it gets SIGKILL:
+//    about U jobs are unfinished, some of them in the middle of an attempt.
+// 3. The node starts again on the same database and runs until every job
+//    completed (or for --drain-seconds, then SIGTERM; the rest must still
+//    be queued).
+// 4. From the audit log (drover.events, at_ms of each `started` and
+//    `completed` event, written by the node, wall clock, 1 ms resolution):
+//    time from the restart's exec() to the first `started` event
+//    ("dispatching again"), and to full speed: the end of the first 500 ms
+//    window whose completion rate reaches 90 % of the run's steady rate (the
+//    median of 250 ms buckets over the middle 80 % of the run). The rate
+//    before the kill is reported the same way.
+//    Verified: N jobs exist; completed jobs = completed events; no job has
+//    two `completed` events; after a full drain every job is completed;
+//    every attempt interrupted by the kill got its `worker_lost` event.
+//
+// One JSON line. Exit 4 if a job was lost or completed twice.
+
+#include "benchmarks/issue6_support.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+
+using namespace drover;
+using namespace drover::bench;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct options {
+  std::string node;
+  std::string pg_url;
+  uint64_t unfinished = 100000;
+  uint64_t before_kill = 10000;
+  uint32_t slots = 32;
+  double drain_seconds = 0;
+  uint64_t window = 2000;
+};
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+// -- a drover-node child process ----------------------------------------------------
+
+struct node_proc {
+  pid_t pid = -1;
+  int out_fd = -1;
+  int http_port = 0;
+  int64_t exec_ms = 0;        // wall clock just before fork
+  steady::time_point exec_at; // the same, steady
+  double ready_s = -1;        // exec -> "ready" line
+};
+
+node_proc start_node(const options& opt, const std::string& db_url,
+                     const std::string& log_path) {
+  node_proc n;
+  int fds[2];
+  if (pipe(fds) != 0) {
+    std::perror("pipe");
+    std::exit(2);
+  }
+  std::vector<std::string> args{opt.node,
+                                "--store", "postgres",
+                                "--pg-url", db_url,
+                                "--admin-port", "0",
+                                "--http-port", "0",
+                                "--slots", "cpu=" + std::to_string(opt.slots),
+                                "--node-id", "bench-b5",
+                                "--state-dir", "/tmp/drover-bench-b5"};
+  n.exec_ms = wall_ms();
+  n.exec_at = steady::now();
+  n.pid = fork();
+  if (n.pid == 0) {
+    dup2(fds[1], 1);
+    int err = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (err >= 0)
+      dup2(err, 2);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    std::perror("execv");
+    _exit(127);
+  }
+  close(fds[1]);
+  n.out_fd = fds[0];
+  // Read stdout until the ready line.
+  std::string buf;
+  char chunk[512];
+  for (;;) {
+    auto r = read(n.out_fd, chunk, sizeof(chunk));
+    if (r <= 0) {
+      std::cerr << "drover-node exited before it was ready (see " << log_path
+                << ")" << std::endl;
+      std::exit(3);
+    }
+    buf.append(chunk, static_cast<size_t>(r));
+    auto nl = buf.find('\n');
+    if (nl != std::string::npos && buf.find(" ready:") < nl) {
+      n.ready_s = seconds_since(n.exec_at);
+      auto h = buf.find("http=");
+      if (h == std::string::npos || h > nl) {
+        std::cerr << "no http port in: " << buf.substr(0, nl) << std::endl;
+        std::exit(3);
+      }
+      auto colon = buf.find(':', h);
+      n.http_port = std::atoi(buf.c_str() + colon + 1);
+      break;
+    }
+  }
+  return n;
+}
+
+/// GET path on 127.0.0.1:port; the body, "" on failure.
+std::string http_get(int port, const std::string& path) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  if (s < 0)
+    return {};
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{2, 0};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(s);
+    return {};
+  }
+  auto req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  if (write(s, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    close(s);
+    return {};
+  }
+  std::string resp;
+  char buf[4096];
+  ssize_t r;
+  while ((r = read(s, buf, sizeof(buf))) > 0)
+    resp.append(buf, static_cast<size_t>(r));
+  close(s);
+  auto body = resp.find("\r\n\r\n");
+  return body == std::string::npos ? std::string{} : resp.substr(body + 4);
+}
+
+int64_t json_int(const std::string& body, const std::string& key) {
+  auto p = body.find("\"" + key + "\":");
+  if (p == std::string::npos)
+    return -1;
+  return std::strtoll(body.c_str() + p + key.size() + 3, nullptr, 10);
+}
+
+void kill_node(node_proc& n, int sig) {
+  if (n.pid <= 0)
+    return;
+  kill(n.pid, sig);
+  int status = 0;
+  waitpid(n.pid, &status, 0);
+  close(n.out_fd);
+  n.pid = -1;
+}
+
+// -- the audit log's timeline --------------------------------------------------------
+
+struct timeline {
+  double first_start_s = -1;    // first `started` after exec
+  double first_complete_s = -1; // first `completed` after exec
+  double steady_rate = 0;       // jobs/s, median of 250 ms buckets (middle 80 %)
+  double full_speed_s = -1;     // end of the first 500 ms window >= 90 % steady
+  uint64_t completed = 0;
+};
+
+timeline timeline_of(const std::string& db_url, int64_t from_ms, int64_t to_ms) {
+  timeline t;
+  auto range = " AND at_ms >= " + std::to_string(from_ms)
+               + (to_ms > 0 ? " AND at_ms < " + std::to_string(to_ms) : "");
+  auto started = sql_value(db_url, "SELECT min(at_ms) FROM drover.events WHERE kind = "
+                                     + std::to_string(static_cast<int>(event_kind::started))
+                                     + range);
+  auto completed = sql_value(db_url, "SELECT min(at_ms) FROM drover.events WHERE kind = "
+                                       + std::to_string(static_cast<int>(event_kind::completed))
+                                       + range);
+  if (!started.empty())
+    t.first_start_s = (std::stoll(started) - from_ms) / 1000.0;
+  if (!completed.empty())
+    t.first_complete_s = (std::stoll(completed) - from_ms) / 1000.0;
+  // Completions per 250 ms bucket.
+  auto rows = sql_rows(db_url, "SELECT (at_ms - " + std::to_string(from_ms)
+                                 + ") / 250 AS b, count(*) FROM drover.events "
+                                   "WHERE kind = "
+                                 + std::to_string(static_cast<int>(event_kind::completed))
+                                 + range + " GROUP BY b ORDER BY b");
+  if (rows.empty())
+    return t;
+  std::map<int64_t, double> buckets;
+  for (auto& [b, c] : rows) {
+    buckets[std::stoll(b)] = std::stod(c);
+    t.completed += std::stoull(c);
+  }
+  auto first = buckets.begin()->first, last = buckets.rbegin()->first;
+  std::vector<double> rates;
+  auto n = last - first + 1;
+  for (auto b = first + n / 10; b <= last - n / 10; ++b)
+    rates.push_back((buckets.count(b) ? buckets[b] : 0) * 4);
+  t.steady_rate = median(rates);
+  for (auto b = std::max<int64_t>(0, first); b <= last; ++b) {
+    auto c = (buckets.count(b) ? buckets[b] : 0)
+             + (buckets.count(b + 1) ? buckets[b + 1] : 0);
+    if (c * 2 >= 0.9 * t.steady_rate) {
+      t.full_speed_s = (b + 2) * 0.25;
+      break;
+    }
+  }
+  return t;
+}
+
+void usage() {
+  std::cerr << "usage: drover_bench_recovery --node PATH --pg-url URL\n"
+               "         [--unfinished N] [--run-before-kill K] [--slots S]\n"
+               "         [--drain-seconds S] [--window N]\n";
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  options opt;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << k << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (k == "--node")
+      opt.node = next();
+    else if (k == "--pg-url")
+      opt.pg_url = next();
+    else if (k == "--unfinished")
+      opt.unfinished = std::stoull(next());
+    else if (k == "--run-before-kill")
+      opt.before_kill = std::stoull(next());
+    else if (k == "--slots")
+      opt.slots = static_cast<uint32_t>(std::stoul(next()));
+    else if (k == "--drain-seconds")
+      opt.drain_seconds = std::stod(next());
+    else if (k == "--window")
+      opt.window = std::stoull(next());
+    else {
+      usage();
+      return 2;
+    }
+  }
+  if (opt.node.empty() || opt.pg_url.empty() || access(opt.node.c_str(), X_OK) != 0) {
+    usage();
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  auto load0 = loadavg();
+  auto db = "drover_bench_b5_" + std::to_string(getpid());
+  auto db_url = create_db(opt.pg_url, db);
+  require_d2(db_url);
+  auto log_path = "/tmp/drover_bench_b5_" + std::to_string(getpid()) + ".log";
+  uint64_t total = opt.unfinished + opt.before_kill;
+  bool ok = true;
+  std::string problem;
+  json_line j;
+  j.str("system", "drover")
+    .str("workload", "B5")
+    .str("durability", "D2")
+    .integer("jobs", static_cast<int64_t>(total))
+    .integer("slots", opt.slots);
+  // 1. Preload.
+  {
+    caf::actor_system_config cfg;
+    register_types(cfg);
+    cfg.set("scheduler.max-threads", size_t{2});
+    caf::actor_system sys{cfg};
+    auto handlers = std::make_shared<handler_registry>();
+    handlers->register_handler("sleep", [](task_context&) {
+      return task_outcome::success();
+    });
+    auto rs = start_system(sys, {{"preload-only", 1}}, handlers, db_url);
+    {
+      caf::scoped_actor self{sys};
+      wait_idle_workers(self, rs, 1);
+    }
+    submit_request req;
+    req.type = "sleep";
+    req.input = R"({"ms":0})";
+    std::string first_error;
+    auto sub = preload(sys, rs.handles->queue(), req, total, opt.window,
+                       first_error);
+    j.num("preload_submits_per_s", sub.ok / sub.seconds);
+    if (sub.errors > 0) {
+      std::cerr << sub.errors << " submits failed: " << first_error << std::endl;
+      drop_db(opt.pg_url, db);
+      return 4;
+    }
+    stop_system(sys, rs);
+  }
+  auto completed_sql = [&] {
+    return std::stoull("0" + sql_value(db_url,
+      "SELECT count(*) FROM drover.jobs WHERE status = "
+        + std::to_string(static_cast<int>(job_status::completed))));
+  };
+  // 2. First run, then SIGKILL.
+  auto n1 = start_node(opt, db_url, log_path);
+  int64_t kill_ms = 0;
+  {
+    auto deadline = steady::now() + 300s;
+    for (;;) {
+      auto c = json_int(http_get(n1.http_port, "/api/admin/queues"), "completed_total");
+      if (c >= static_cast<int64_t>(opt.before_kill))
+        break;
+      if (steady::now() > deadline) {
+        std::cerr << "the first node run stalled at " << c << std::endl;
+        kill_node(n1, SIGKILL);
+        drop_db(opt.pg_url, db);
+        return 3;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    kill_ms = wall_ms();
+    kill_node(n1, SIGKILL);
+  }
+  auto done_at_kill = completed_sql();
+  auto processing_at_kill = std::stoull("0" + sql_value(db_url,
+    "SELECT count(*) FROM drover.jobs WHERE status = "
+      + std::to_string(static_cast<int>(job_status::processing))));
+  auto unfinished = total - done_at_kill;
+  auto before = timeline_of(db_url, n1.exec_ms, kill_ms);
+  j.num("first_start_ready_s", n1.ready_s, 3)
+    .num("first_start_dispatch_s", before.first_start_s, 3)
+    .num("rate_before_kill_per_s", before.steady_rate)
+    .integer("completed_before_kill", static_cast<int64_t>(done_at_kill))
+    .integer("unfinished_at_kill", static_cast<int64_t>(unfinished))
+    .integer("processing_at_kill", static_cast<int64_t>(processing_at_kill));
+  // 3. Restart.
+  std::this_thread::sleep_for(200ms);
+  auto n2 = start_node(opt, db_url, log_path);
+  {
+    auto t0 = steady::now();
+    int64_t last = -1;
+    auto since = steady::now();
+    for (;;) {
+      auto c = json_int(http_get(n2.http_port, "/api/admin/queues"), "completed_total");
+      if (c >= static_cast<int64_t>(unfinished))
+        break;
+      if (opt.drain_seconds > 0 && seconds_since(t0) >= opt.drain_seconds)
+        break;
+      if (c != last) {
+        last = c;
+        since = steady::now();
+      } else if (steady::now() - since > 60s) {
+        ok = false;
+        problem += " the restarted node stalled at " + std::to_string(c);
+        break;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    auto stop_at = steady::now();
+    kill_node(n2, SIGTERM);
+    j.num("stop_s", seconds_since(stop_at), 3);
+  }
+  auto after = timeline_of(db_url, n2.exec_ms, 0);
+  j.num("restart_ready_s", n2.ready_s, 3)
+    .num("restart_dispatch_s", after.first_start_s, 3)
+    .num("restart_first_completion_s", after.first_complete_s, 3)
+    .num("restart_full_speed_s", after.full_speed_s, 3)
+    .num("rate_after_restart_per_s", after.steady_rate);
+  // 4. Verify.
+  auto all = std::stoull("0" + sql_value(db_url, "SELECT count(*) FROM drover.jobs"));
+  auto completed = completed_sql();
+  auto events = std::stoull("0" + sql_value(db_url,
+    "SELECT count(*) FROM drover.events WHERE kind = "
+      + std::to_string(static_cast<int>(event_kind::completed))));
+  auto twice = std::stoull("0" + sql_value(db_url,
+    "SELECT count(*) FROM (SELECT job_id FROM drover.events WHERE kind = "
+      + std::to_string(static_cast<int>(event_kind::completed))
+      + " GROUP BY job_id HAVING count(*) > 1) t"));
+  auto lost_events = std::stoull("0" + sql_value(db_url,
+    "SELECT count(*) FROM drover.events WHERE kind = "
+      + std::to_string(static_cast<int>(event_kind::worker_lost))));
+  auto not_done = std::stoull("0" + sql_value(db_url,
+    "SELECT count(*) FROM drover.jobs WHERE status NOT IN ("
+      + std::to_string(static_cast<int>(job_status::completed)) + ","
+      + std::to_string(static_cast<int>(job_status::queued)) + ","
+      + std::to_string(static_cast<int>(job_status::retrying)) + ")"));
+  j.integer("verified_jobs", static_cast<int64_t>(all))
+    .integer("verified_completed", static_cast<int64_t>(completed))
+    .integer("completed_events", static_cast<int64_t>(events))
+    .integer("completed_twice", static_cast<int64_t>(twice))
+    .integer("worker_lost_events", static_cast<int64_t>(lost_events))
+    .integer("neither_completed_nor_waiting", static_cast<int64_t>(not_done));
+  bool full = opt.drain_seconds <= 0;
+  if (all != total || events != completed || twice != 0 || not_done != 0
+      || (full && completed != total) || lost_events < processing_at_kill) {
+    ok = false;
+    problem += " verification failed";
+  }
+  j.integer("lost", static_cast<int64_t>(full ? total - completed : 0));
+  drop_db(opt.pg_url, db);
+  j.load("loadavg_at_start", load0).load("loadavg_at_end").boolean("ok", ok);
+  if (!ok)
+    j.str("problem", problem + " (node log: " + log_path + ")");
+  else
+    unlink(log_path.c_str());
+  j.print();
+  return ok ? 0 : 4;
+}
