@@ -237,19 +237,32 @@ void log(const std::string& what) {
 void flush(self_ptr self);
 void start_reconnect(self_ptr self);
 
+/// Keeps the cache within max_cached_jobs: once it is 10 % above, evicts
+/// down to 90 % (so the scans are amortized over many commits), finished
+/// jobs first, then any job without uncommitted events. An evicted job is
+/// read from PostgreSQL again when it is next needed (with_loaded, get):
+/// the cache is an accelerator, never the truth, so a deep queue costs
+/// memory only up to the bound.
 void evict_if_needed(self_ptr self) {
   auto& st = self->state;
-  if (st.cache.size() <= st.cfg.max_cached_jobs + st.cfg.max_cached_jobs / 10)
+  auto max = st.cfg.max_cached_jobs;
+  if (st.cache.size() <= max + max / 10)
     return;
-  for (auto i = st.cache.begin();
-       i != st.cache.end() && st.cache.size() > st.cfg.max_cached_jobs;) {
-    if (is_terminal(i->second.status) && st.dirty.count(i->first) == 0) {
-      const auto& spec = i->second.spec;
-      if (!spec.idempotency_key.empty())
-        st.keys.erase({spec.tenant, spec.idempotency_key});
-      i = st.cache.erase(i);
-    } else {
-      ++i;
+  auto low = max - max / 10;
+  for (int pass = 0; pass < 2 && st.cache.size() > low; ++pass) {
+    for (auto i = st.cache.begin();
+         i != st.cache.end() && st.cache.size() > low;) {
+      bool evictable = st.dirty.count(i->first) == 0
+                       && st.loading.count(i->first) == 0
+                       && (pass == 1 || is_terminal(i->second.status));
+      if (evictable) {
+        const auto& spec = i->second.spec;
+        if (!spec.idempotency_key.empty())
+          st.keys.erase({spec.tenant, spec.idempotency_key});
+        i = st.cache.erase(i);
+      } else {
+        ++i;
+      }
     }
   }
 }
@@ -763,7 +776,27 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
         auto c = st.cache.find(id);
         if (c != st.cache.end() && st.dirty.count(id) == 0)
           return c->second;
-        return ask_reader<job_record>(self, get_atom::value, id);
+        auto rp = self->make_response_promise<job_record>();
+        self->request(st.reader, st.cfg.io_timeout, get_atom::value, id)
+          .then(
+            [self, id, rp](job_record& rec) mutable {
+              // Keep what was read (the job supervisor's get is followed by
+              // appends that would read it again), unless the store learned
+              // something newer meanwhile.
+              auto& st = self->state;
+              if (st.cache.count(id) == 0 && st.loading.count(id) == 0
+                  && st.dirty.count(id) == 0) {
+                st.cache.emplace(id, rec);
+                const auto& spec = rec.spec;
+                if (!spec.idempotency_key.empty())
+                  st.keys.emplace(
+                    std::make_pair(spec.tenant, spec.idempotency_key), id);
+                evict_if_needed(self);
+              }
+              rp.deliver(std::move(rec));
+            },
+            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
       },
       [self](events_atom,
              const std::string& id) -> caf::result<std::vector<job_event>> {

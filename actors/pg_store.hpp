@@ -37,7 +37,9 @@ struct pg_store_config {
   std::string conninfo;
   /// Upper bound of operations (submits + appends) per transaction.
   size_t max_batch = 2000;
-  /// Records kept for validation; finished jobs beyond this are evicted.
+  /// Records cached for validation and reads. Above it (plus 10 %), jobs
+  /// without uncommitted events are evicted down to 90 % of it, finished
+  /// ones first, and read from PostgreSQL again when next needed.
   size_t max_cached_jobs = 200000;
   /// Reconnect backoff bounds.
   std::chrono::milliseconds reconnect_min{100};

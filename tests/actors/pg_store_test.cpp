@@ -67,13 +67,15 @@ struct pg_node {
   job_client client;
 
   explicit pg_node(const std::string& url, std::map<std::string, uint32_t>
-                                             slots = {{"cpu", 2}})
+                                             slots = {{"cpu", 2}},
+                   size_t max_cached_jobs = pg_store_config{}.max_cached_jobs)
     : sys(real_config(cfg)), client(sys, handles, 30s) {
     job_system_config jc;
     jc.slots = std::move(slots);
     jc.handlers = test_handlers();
     pg_store_config pc;
     pc.conninfo = url;
+    pc.max_cached_jobs = max_cached_jobs;
     jc.make_store = [pc](caf::actor_system& s) {
       return spawn_pg_store(s, pc);
     };
@@ -281,6 +283,56 @@ TEST_CASE("a batch submit commits in one transaction, refusals per item",
   auto conn = db.connect();
   auto rows = must(conn.exec("SELECT count(*) FROM drover.jobs"));
   CHECK(rows.value(0, 0) == std::to_string(n - 2 + 1));
+}
+
+TEST_CASE("a cache smaller than the queue: evicted jobs are read back",
+          "[pg][store][cache]") {
+  test_db db;
+  // 40 cached records for 300 queued jobs: most are evicted and every
+  // later operation on them reads PostgreSQL again.
+  pg_node node{db.url(), {{"cpu", 1}}, 40};
+  node.submit(request("sleep", R"({"ms": 0})"));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 300; ++i) {
+    auto req = request("sleep", R"({"ms": 0})");
+    req.resources = {{"nowhere", 1}}; // stays queued
+    req.idempotency_key = "cache-" + std::to_string(i);
+    ids.push_back(node.submit(req).job_id);
+  }
+  // An idempotent repeat of an early (evicted) job finds the same job; a
+  // different spec under its key is a conflict.
+  auto again = request("sleep", R"({"ms": 0})");
+  again.resources = {{"nowhere", 1}};
+  again.idempotency_key = "cache-3";
+  CHECK(node.submit(again).job_id == ids[3]);
+  again.input = R"({"ms": 5})";
+  auto conflict = node.client.submit(again);
+  REQUIRE_FALSE(conflict);
+  CHECK(is(conflict.error(), errc::conflict));
+  // Appends to evicted jobs: cancel every tenth job.
+  for (size_t i = 0; i < ids.size(); i += 10)
+    REQUIRE_FALSE(node.client.cancel(ids[i]));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto rec = node.client.get(ids[i]);
+    REQUIRE(rec);
+    CHECK(rec->status
+          == (i % 10 == 0 ? job_status::cancelled : job_status::queued));
+  }
+  // Jobs that run still complete with their records cycling through the
+  // cache.
+  std::vector<std::string> run;
+  for (int i = 0; i < 120; ++i)
+    run.push_back(node.submit(request("sleep", R"({"ms": 0})")).job_id);
+  for (auto& id : run) {
+    auto done = node.client.wait(id, 30s);
+    REQUIRE(done);
+    CHECK(done->status == job_status::completed);
+  }
+  auto conn = db.connect();
+  auto rows = must(conn.exec(
+    "SELECT count(*) FROM drover.events WHERE kind = "
+    + std::to_string(static_cast<int>(event_kind::completed))));
+  CHECK(rows.value(0, 0) == std::to_string(120 + 1));
 }
 
 TEST_CASE("a lost connection: writes are refused, then the store recovers",
