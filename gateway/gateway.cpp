@@ -544,6 +544,21 @@ private:
       list_atom::value, q);
   }
 
+  /// Sends (atom, id) to the node, then answers 202 with the job as it is
+  /// afterwards.
+  template <class Atom>
+  void act_then_show(const ex_ptr& ex, const std::string& id, Atom atom) {
+    auto self = shared_from_this();
+    ask<ok_atom>(
+      ex,
+      [self, ex, id](ok_atom&) {
+        self->ask<job_record>(
+          ex, [self, ex](job_record& job) { self->reply(ex, 202, job_json(job)); },
+          get_atom::value, id);
+      },
+      atom, id);
+  }
+
   void cancel(const ex_ptr& ex, const principal& who, const std::string& id) {
     auto reason = parse_reason(ex->req().body(), json_limits_);
     if (!reason)
@@ -555,16 +570,7 @@ private:
                    "job '" + id + "' is already " + to_string(job.status));
         return;
       }
-      self->ask<ok_atom>(
-        ex,
-        [self, ex, id](ok_atom&) {
-          self->ask<job_record>(
-            ex, [self, ex](job_record& job) {
-              self->reply(ex, 202, job_json(job));
-            },
-            get_atom::value, id);
-        },
-        cancel_atom::value, id);
+      self->act_then_show(ex, id, cancel_atom::value);
     });
   }
 
@@ -576,16 +582,7 @@ private:
                    "job '" + id + "' is not in the dead-letter queue");
         return;
       }
-      self->ask<ok_atom>(
-        ex,
-        [self, ex, id](ok_atom&) {
-          self->ask<job_record>(
-            ex, [self, ex](job_record& job) {
-              self->reply(ex, 202, job_json(job));
-            },
-            get_atom::value, id);
-        },
-        redrive_atom::value, id);
+      self->act_then_show(ex, id, redrive_atom::value);
     });
   }
 

@@ -6,6 +6,7 @@
 // The exec tests start real processes (/bin/sh, /bin/echo, ...).
 
 #include "runtime/errors.hpp"
+#include "runtime/json_text.hpp"
 #include "runtime/task.hpp"
 
 #include <catch2/catch.hpp>
@@ -177,38 +178,10 @@ task_outcome run_job(const std::string& type, std::string input,
   return job.outcome();
 }
 
-/// A JSON string literal, escaped the way the exec handler escapes.
+/// A JSON string literal (runtime/json_text's json_quote, tested with
+/// literal expectations in json_text_test.cpp).
 std::string json_str(const std::string& str) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out = "\"";
-  for (char c : str) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += "\\u00";
-          out += hex[(c >> 4) & 0xF];
-          out += hex[c & 0xF];
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
+  return json_quote(str);
 }
 
 /// `{"argv": [...]<more>}`; `more` starts with ", " when not empty.

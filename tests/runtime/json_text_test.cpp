@@ -199,3 +199,23 @@ TEST_CASE("random text: never longer, accepted exactly when the input is",
     }
   }
 }
+
+TEST_CASE("json_quote escapes what JSON requires and repairs bad UTF-8",
+          "[json_text]") {
+  CHECK(json_quote("") == "\"\"");
+  CHECK(json_quote("plain text") == "\"plain text\"");
+  CHECK(json_quote("say \"hi\"\\") == "\"say \\\"hi\\\"\\\\\"");
+  CHECK(json_quote("a\nb\rc\td") == "\"a\\nb\\rc\\td\"");
+  CHECK(json_quote(std::string{"\x01\x1f", 2}) == "\"\\u0001\\u001f\"");
+  CHECK(json_quote(std::string{"nul\0x", 5}) == "\"nul\\u0000x\"");
+  // Valid UTF-8 stays as it is; "/" and DEL need no escape.
+  CHECK(json_quote("caf\xc3\xa9 \xf0\x9f\x98\x80 /\x7f")
+        == "\"caf\xc3\xa9 \xf0\x9f\x98\x80 /\x7f\"");
+  // A stray continuation byte, a truncated sequence, an overlong encoding
+  // and an encoded surrogate each become U+FFFD.
+  CHECK(json_quote("a\x80" "b") == "\"a\xef\xbf\xbd" "b\"");
+  CHECK(json_quote("\xe2\x82") == "\"\xef\xbf\xbd\xef\xbf\xbd\"");
+  CHECK(json_quote("\xc0\xaf") == "\"\xef\xbf\xbd\xef\xbf\xbd\"");
+  CHECK(json_quote("\xed\xa0\x80")
+        == "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+}
