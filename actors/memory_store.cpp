@@ -95,6 +95,7 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
         return rec;
       };
     return {
+      [](ping_atom) { return ok_atom::value; },
       [submit_one](submit_atom, job_event& ev) -> caf::result<job_record> {
         auto rec = submit_one(ev);
         if (!rec)

@@ -696,6 +696,18 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
               start_reconnect(self);
             });
     return {
+      [self](ping_atom) -> caf::result<ok_atom> {
+        auto& st = self->state;
+        if (!st.available)
+          return unavailable("reconnecting to PostgreSQL");
+        auto rp = self->make_response_promise<ok_atom>();
+        self->request(st.writer, st.cfg.io_timeout, ping_atom::value)
+          .then([rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
+                [rp](caf::error& err) mutable {
+                  rp.deliver(unavailable(describe(err)));
+                });
+        return rp;
+      },
       [self](submit_atom, job_event& ev) -> caf::result<job_record> {
         auto rp = self->make_response_promise<job_record>();
         submit_one(self, std::move(ev),

@@ -40,6 +40,10 @@
 //       recorded), in job-id order after the job id `after` ("" = from
 //       the start), at most `limit` (within [1, 10000], else
 //       errc::invalid_request): what a webhook dispatcher resumes from.
+//   (ping_atom)                                    -> ok_atom
+//       Answers once the store can write: the PostgreSQL store refuses with
+//       `errc::unavailable` while it reconnects and otherwise does a round
+//       trip on its write connection. What `/readyz` asks.
 // Reads answer with committed state only: a record is never shown in a
 // state whose events are not durable yet.
 // Unknown job ids fail with `errc::not_found`.
@@ -67,6 +71,7 @@ using store_actor = caf::typed_actor<
   caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
   caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
   caf::replies_to<recover_atom>::with<std::vector<job_record>>,
+  caf::replies_to<ping_atom>::with<ok_atom>,
   caf::replies_to<webhooks_atom, std::string,
                   uint32_t>::with<std::vector<job_record>>>;
 

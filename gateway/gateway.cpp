@@ -674,7 +674,7 @@ private:
   }
 
   void readyz(const ex_ptr& ex) {
-    // Ready = the queue and the store both answer.
+    // Ready = the queue answers and the store can write.
     auto api = api_;
     auto self = shared_from_this();
     auto timeout = std::min(cfg_.request_timeout, std::chrono::milliseconds{2000});
@@ -682,11 +682,11 @@ private:
       a->request(api, timeout, stats_atom::value)
         .then(
           [=](queue_stats&) {
-            job_query q;
-            q.limit = 1;
-            a->request(api, timeout, list_atom::value, q)
+            // The store's write path, not just reads: a store that is
+            // reconnecting refuses submits, so it is not ready.
+            a->request(api, timeout, ping_atom::value)
               .then(
-                [=](std::vector<job_record>&) {
+                [=](ok_atom) {
                   self->reply(ex, 200, "{\"status\":\"ready\"}");
                 },
                 [=](caf::error& err) {

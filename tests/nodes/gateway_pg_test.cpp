@@ -139,6 +139,9 @@ TEST_CASE("gateway: with PostgreSQL stopped, submits are 503 and create "
     std::this_thread::sleep_for(100ms);
   }
 
+  // /readyz asks the store's write path: once it says ready, submits are
+  // accepted.
+  CHECK(refused_after_ready == 0);
   CHECK(last_stream_event(node.port(), in_flight) == "completed");
   auto job = parse_json(c.get("/api/jobs/" + in_flight).body);
   CHECK(job["status"].str() == "completed");
