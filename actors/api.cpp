@@ -67,6 +67,9 @@ caf::actor spawn_api(caf::actor_system& sys,
       [p](subscribe_atom a, std::string& id, caf::actor& who) {
         return p(a, std::move(id), std::move(who));
       },
+      [p](subscribe_atom a, std::string& id, caf::actor& who, changed_atom c) {
+        return p(a, std::move(id), std::move(who), c);
+      },
       [p](unsubscribe_atom a, std::string& id, caf::actor& who) {
         return p(a, std::move(id), std::move(who));
       },

@@ -17,6 +17,7 @@
 //   (events_atom, job_id)                  -> vector<job_event> store
 //   (list_atom, job_query)                 -> vector<job_record> store
 //   (subscribe_atom, job_id, subscriber)   -> ok_atom           publisher
+//   (subscribe_atom, job_id, subscriber, changed_atom) -> ok_atom publisher
 //   (unsubscribe_atom, job_id, subscriber)                      publisher
 //   (describe_atom)                        -> tree_node         root
 // While a part is restarting, requests fail with `errc::unavailable`.

@@ -115,6 +115,7 @@ void write_outcome(self_ptr self) {
         auto& st = self->state;
         auto status = st.outcome_status;
         if (status == job_status::retrying) {
+          self->send(st.cfg.publisher, changed_atom::value, st.cfg.job_id);
           auto rec = st.rec;
           rec.status = job_status::retrying;
           self->send(st.cfg.queue, retry_atom::value, std::move(rec));
@@ -244,6 +245,7 @@ void start_attempt(self_ptr self) {
         st.current = phase::running;
         st.rec.status = job_status::processing;
         st.rec.attempt = st.attempt;
+        self->send(st.cfg.publisher, changed_atom::value, st.cfg.job_id);
         self->monitor(st.cfg.worker);
         lease l;
         l.job_id = st.cfg.job_id;

@@ -35,6 +35,8 @@ struct subscription {
   /// 0 = none. Keeps the snapshot sent at subscribe time and a later flush
   /// of the same update from reaching the subscriber twice.
   uint64_t seen_seq = 0;
+  /// Also wants (changed_atom, job_id) notifications.
+  bool wants_changes = false;
 };
 
 /// Everything the publisher knows about a job that has not finished.
@@ -265,7 +267,8 @@ void on_final(self_ptr self, job_record& record) {
 }
 
 caf::result<ok_atom> on_subscribe(self_ptr self, const std::string& job_id,
-                                  const caf::actor& who) {
+                                  const caf::actor& who,
+                                  bool wants_changes = false) {
   auto& st = self->state;
   if (!who)
     return make_error(errc::invalid_value,
@@ -282,11 +285,22 @@ caf::result<ok_atom> on_subscribe(self_ptr self, const std::string& job_id,
     index_subscription(self, who, job_id);
   }
   auto& sub = i->second;
+  sub.wants_changes = sub.wants_changes || wants_changes;
   if (job.seq > 0 && sub.seen_seq != job.seq) {
     sub.seen_seq = job.seq;
     self->send(who, progress_atom::value, job.latest);
   }
   return ok_atom::value;
+}
+
+void on_changed(self_ptr self, const std::string& job_id) {
+  auto& st = self->state;
+  auto i = st.jobs.find(job_id);
+  if (i == st.jobs.end())
+    return;
+  for (auto& [addr, sub] : i->second.subscribers)
+    if (sub.wants_changes)
+      self->send(sub.who, changed_atom::value, job_id);
 }
 
 /// Ends one subscription; a job left without subscribers and without
@@ -350,6 +364,13 @@ caf::behavior publisher_impl(self_ptr self, progress_options options) {
     [self](subscribe_atom, const std::string& job_id,
            const caf::actor& who) -> caf::result<ok_atom> {
       return on_subscribe(self, job_id, who);
+    },
+    [self](subscribe_atom, const std::string& job_id, const caf::actor& who,
+           changed_atom) -> caf::result<ok_atom> {
+      return on_subscribe(self, job_id, who, true);
+    },
+    [self](changed_atom, const std::string& job_id) {
+      on_changed(self, job_id);
     },
     [self](unsubscribe_atom, const std::string& job_id,
            const caf::actor& who) { on_unsubscribe(self, job_id, who); },

@@ -24,6 +24,14 @@
 //        subscription is kept). Subscribing again is harmless: nobody gets
 //        the same update twice. A null subscriber is refused with
 //        errc::invalid_value.
+//   (subscribe_atom, job_id, subscriber, changed_atom) -> ok_atom
+//        The same, and the subscriber also gets (changed_atom, job_id)
+//        whenever the job's audit log gains a transition that is not
+//        terminal (event streams read the log then, so a job without
+//        progress reports still shows `started` at once).
+//   (changed_atom, job_id)               job supervisor -> publisher.
+//        Forwarded to the job's subscribers that asked for it; ignored for
+//        a job nobody watches.
 //   (unsubscribe_atom, job_id, subscriber)
 //        Ends the subscription; unknown pairs are ignored.
 //   (watch_finals_atom, watcher)         -> ok_atom
@@ -63,6 +71,9 @@ using progress_actor = caf::typed_actor<
   caf::reacts_to<publish_atom, progress_update>,
   caf::reacts_to<final_atom, job_record>,
   caf::replies_to<subscribe_atom, std::string, caf::actor>::with<ok_atom>,
+  caf::replies_to<subscribe_atom, std::string, caf::actor,
+                  changed_atom>::with<ok_atom>,
+  caf::reacts_to<changed_atom, std::string>,
   caf::reacts_to<unsubscribe_atom, std::string, caf::actor>,
   caf::replies_to<watch_finals_atom, caf::actor>::with<ok_atom>>;
 

@@ -722,6 +722,8 @@ private:
         double live_percent = -1;
         /// The newest attempt the log has shown (its `started`).
         uint32_t log_attempt = 0;
+        /// A transition was announced during a log read: read again.
+        bool reread = false;
         /// The log is being re-read; live updates wait in `early`.
         bool catching_up = false;
         /// Live updates held back until the log before them is out.
@@ -801,9 +803,28 @@ private:
         sink.emit("error", 0, error_json(s.code, context_of(err)));
         finish();
       };
+      // Reads the log and sends what is new, then the live updates held
+      // meanwhile; again if a transition was announced during the read.
+      auto catch_up = std::make_shared<std::function<void()>>();
+      *catch_up = [=] {
+        st->catching_up = true;
+        a->request(api, timeout, events_atom::value, id)
+          .then(
+            [=](std::vector<job_event>& evs) {
+              st->catching_up = false;
+              if (drain(evs))
+                return finish();
+              flush_early();
+              if (st->reread && !st->ended) {
+                st->reread = false;
+                (*catch_up)();
+              }
+            },
+            fail_stream);
+      };
       a->set_down_handler([=](caf::down_msg&) { finish(); });
       a->request(api, timeout, subscribe_atom::value, id,
-                 caf::actor_cast<caf::actor>(a))
+                 caf::actor_cast<caf::actor>(a), changed_atom::value)
         .then(
           [=](ok_atom) {
             a->request(api, timeout, events_atom::value, id)
@@ -813,6 +834,10 @@ private:
                     return finish();
                   st->history_sent = true;
                   flush_early();
+                  if (st->reread && !st->ended) {
+                    st->reread = false;
+                    (*catch_up)();
+                  }
                 },
                 fail_stream);
           },
@@ -831,17 +856,8 @@ private:
             // before it, e.g. a retry) this stream has not sent: only
             // progress is pushed live, so read the log first; transitions
             // must not arrive after the progress they precede.
-            st->catching_up = true;
             st->early.push_back(std::move(u));
-            a->request(api, timeout, events_atom::value, id)
-              .then(
-                [=](std::vector<job_event>& evs) {
-                  st->catching_up = false;
-                  if (drain(evs))
-                    return finish();
-                  flush_early();
-                },
-                fail_stream);
+            (*catch_up)();
             return;
           }
           if (!live(u))
@@ -868,7 +884,7 @@ private:
           if (st->ended)
             return;
           a->request(api, timeout, subscribe_atom::value, id,
-                     caf::actor_cast<caf::actor>(a))
+                     caf::actor_cast<caf::actor>(a), changed_atom::value)
             .then(
               [=](ok_atom) {
                 a->request(api, timeout, events_atom::value, id)
@@ -880,6 +896,17 @@ private:
                     fail_stream);
               },
               fail_stream);
+        },
+        [=](changed_atom, std::string&) {
+          // A transition was committed (started, retry scheduled): send the
+          // log's new events now rather than with the next progress report.
+          if (st->ended)
+            return;
+          if (!st->history_sent || st->catching_up) {
+            st->reread = true; // the read under way may predate it
+            return;
+          }
+          (*catch_up)();
         },
         [=](keepalive_atom) {
           if (!sink.keepalive())

@@ -43,6 +43,10 @@ using publish_atom = caf::atom_constant<caf::atom("publish")>;
 using progress_atom = caf::atom_constant<caf::atom("progress")>;
 /// Job supervisor -> publisher, publisher -> subscriber: terminal state.
 using final_atom = caf::atom_constant<caf::atom("final")>;
+/// Job supervisor -> publisher -> subscribers that asked for it: the job's
+/// audit log has a new transition (started, retry scheduled, cancel
+/// requested).
+using changed_atom = caf::atom_constant<caf::atom("changed")>;
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 using unsubscribe_atom = caf::atom_constant<caf::atom("unsubscr")>;
 /// Publisher: send every job's final record to this actor (the webhook

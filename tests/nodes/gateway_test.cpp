@@ -684,6 +684,46 @@ TEST_CASE("SSE sends a transition that happens while streaming before the "
   CHECK(stream_transitions(evs) == log_transitions(events_of(c, id)));
 }
 
+TEST_CASE("SSE sends a transition of a job without progress reports as it "
+          "happens",
+          "[gateway][sse]") {
+  // steps 0: the job reports no progress at all, so nothing but the
+  // transition notification can bring `started` before the end.
+  gateway_node node{{"--slots", "cpu=1"}};
+  auto c = node.client();
+  auto blocker = submit(c, sleep_job(60000, 600));
+  await_started(node, "", blocker);
+  auto id = submit(c, sleep_job(60000, 0));
+  sse_stream s{node.port(), "/api/jobs/" + id + "/stream"};
+  REQUIRE(s.head().status == 200);
+  auto deadline = clock_type::now() + 30s;
+  auto next_event = [&] {
+    for (;;) {
+      auto ev = s.next(time_left(deadline));
+      REQUIRE(ev);
+      if (!ev->is_comment())
+        return *ev;
+    }
+  };
+  auto submitted = next_event();
+  CHECK(parse_json(submitted.data)["kind"].str() == "submitted");
+  REQUIRE(c.post("/api/jobs/" + blocker + "/cancel", "").status == 202);
+  // The job now starts and runs for a minute without a report: `started`
+  // must arrive while it runs.
+  auto started = next_event();
+  CHECK(started.event == "status");
+  CHECK(parse_json(started.data)["kind"].str() == "started");
+  CHECK(get_job(c, id)["status"].str() == "processing");
+  REQUIRE(c.post("/api/jobs/" + id + "/cancel", "").status == 202);
+  std::vector<sse_event> rest;
+  while (auto ev = s.next(time_left(deadline)))
+    if (!ev->is_comment())
+      rest.push_back(std::move(*ev));
+  REQUIRE(s.complete());
+  REQUIRE_FALSE(rest.empty());
+  CHECK(rest.back().event == "cancelled");
+}
+
 TEST_CASE("SSE resumes with Last-Event-ID without gaps or duplicates",
           "[gateway][sse]") {
   gateway_node node;
