@@ -295,6 +295,9 @@ caf::result<ok_atom> on_subscribe(self_ptr self, const std::string& job_id,
 
 void on_changed(self_ptr self, const std::string& job_id) {
   auto& st = self->state;
+  // A transition after a final record (a redrive): the job runs again and
+  // the retained final no longer describes it.
+  st.finals.erase(job_id); // its expiry entry is stale from now on
   auto i = st.jobs.find(job_id);
   if (i == st.jobs.end())
     return;

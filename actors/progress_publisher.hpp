@@ -29,9 +29,11 @@
 //        whenever the job's audit log gains a transition that is not
 //        terminal (event streams read the log then, so a job without
 //        progress reports still shows `started` at once).
-//   (changed_atom, job_id)               job supervisor -> publisher.
-//        Forwarded to the job's subscribers that asked for it; ignored for
-//        a job nobody watches.
+//   (changed_atom, job_id)               job supervisor / queue -> publisher.
+//        Forwarded to the job's subscribers that asked for it. A retained
+//        final record of the job is discarded (the queue sends this after
+//        a redrive: the job runs again), so later subscribers are not told
+//        it has finished.
 //   (unsubscribe_atom, job_id, subscriber)
 //        Ends the subscription; unknown pairs are ignored.
 //   (watch_finals_atom, watcher)         -> ok_atom

@@ -545,6 +545,10 @@ void redrive_one(self_ptr self, const std::string& job_id,
                       append_atom::value, std::vector<job_event>{ev})
           .then(
             [self, done, rec](ok_atom) {
+              // The publisher forgets the failed run's final record and
+              // streams read the `redriven` event.
+              self->send(self->state.deps.publisher, changed_atom::value,
+                         rec.job_id);
               push_ready(self, rec.job_id, rec.spec.prio,
                          resource_class_of(rec.spec));
               done(caf::none);

@@ -200,6 +200,11 @@ struct fixture {
     self->send(pub, final_atom::value, std::move(r));
     run();
   }
+
+  void changed(const std::string& job_id) {
+    self->send(pub, changed_atom::value, job_id);
+    run();
+  }
 };
 
 stage make_stage(std::string name, double percent, stage_state state) {
@@ -636,6 +641,24 @@ TEST_CASE("a new attempt after a final (redrive) replaces the final",
   REQUIRE(sub.log->events.size() == 1);
   CHECK(!sub.log->events[0].is_final);
   CHECK(sub.log->events[0].update.attempt == 3);
+}
+
+TEST_CASE("a redrive announced before the next attempt discards the final",
+          "[progress][final]") {
+  fixture fx;
+  fx.finish(final_record("job-1", 2, job_status::failed));
+  auto before = fx.subscribed("job-1");
+  REQUIRE(before.log->events.size() == 1);
+  CHECK(before.log->events[0].is_final);
+  // The queue redrove the job: it is queued again, no attempt has run yet.
+  fx.changed("job-1");
+  auto after = fx.subscribed("job-1");
+  fx.advance(1s);
+  CHECK(after.log->events.empty()); // not told the job has finished
+  fx.publish(update("job-1", 5, 1000, 3));
+  fx.advance(1s);
+  REQUIRE(after.log->events.size() == 1);
+  CHECK(after.log->events[0].update.attempt == 3);
 }
 
 TEST_CASE("retained finals are bounded, oldest dropped first",
