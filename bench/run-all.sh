@@ -11,7 +11,8 @@
 #               and graphile-worker's default mode, which get one; default
 #               3, quick 1)
 #   --out FILE  default bench/results/run-<UTC time>.jsonl
-#   --only LIST comma-separated subset of: limits,peers,drover
+#   --only LIST comma-separated subset of: limits,peers,drover (drover
+#               includes B6 and the HTTP submit rate: benchmarks/http/run.sh)
 #   --no-plot   do not call bench/plot.py
 #
 # Every line of FILE is one JSON object: first a header (machine, versions,
@@ -36,7 +37,13 @@ while [ $# -gt 0 ]; do
     *) log "unknown option $1"; exit 2 ;;
   esac
 done
-command -v jq >/dev/null || { log "jq is missing (apt-get install jq)"; exit 1; }
+# What the runs themselves need from Debian (the peers: bench/setup-peers.sh).
+if ! command -v jq >/dev/null || ! command -v wrk >/dev/null; then
+  log "installing jq and wrk"
+  as_root=(); [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+  "${as_root[@]+"${as_root[@]}"}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends jq wrk >&2
+fi
 runs=${runs:-$([ $quick -eq 1 ] && echo 1 || echo 3)}
 run_id=$(date -u +%Y%m%dT%H%M%SZ)
 out=${out:-$ROOT/bench/results/run-$run_id.jsonl}
@@ -124,6 +131,13 @@ if has drover; then
   for w in B7 B3 B2 B4 B5; do
     record drover "$ROOT/bench/drover/run.sh" "$w" "${q[@]+"${q[@]}"}"
   done
+  # B6 and the HTTP submit rate: a real node behind the gateway, wrk and
+  # drover_bench_sse (benchmarks/http/run.sh).
+  if [ $quick -eq 1 ]; then
+    record drover "$ROOT/benchmarks/http/run.sh" --duration 3 --subscribers "1 100 1000"
+  else
+    record drover "$ROOT/benchmarks/http/run.sh" --duration 10 --subscribers "1 100 1000 10000"
+  fi
 fi
 
 jq -cn --arg id "$run_id" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
