@@ -55,6 +55,9 @@ caf::actor spawn_api(caf::actor_system& sys,
         return q(a, std::move(r));
       },
       [q](cancel_atom a, std::string& id) { return q(a, std::move(id)); },
+      [q](cancel_atom a, std::string& id, std::string& reason) {
+        return q(a, std::move(id), std::move(reason));
+      },
       [q](redrive_atom a, std::string& id) { return q(a, std::move(id)); },
       [q](redrive_atom a, all_atom b) { return q(a, b); },
       [q](purge_atom a, std::string& id) { return q(a, std::move(id)); },

@@ -8,7 +8,7 @@
 // Protocol (each forwarded with `delegate`; the answer comes from the part):
 //   (submit_atom, submit_request)          -> job_record        queue
 //   (submit_atom, vector<submit_request>)  -> vector<job_record> queue
-//   (cancel_atom, job_id)                  -> ok_atom           queue
+//   (cancel_atom, job_id[, reason])        -> ok_atom           queue
 //   (redrive_atom, job_id | all_atom)      -> ok_atom | uint32_t queue
 //   (purge_atom, job_id | all_atom)        -> ok_atom | uint32_t queue
 //   (stats_atom)                           -> queue_stats       queue

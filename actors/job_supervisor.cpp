@@ -38,6 +38,8 @@ struct js_state {
   uint32_t attempt = 0;
   phase current = phase::loading;
   bool cancel_requested = false;
+  /// Who asked and why (from the API); "" = not said.
+  std::string cancel_reason;
   bool timed_out = false;
   /// Latest progress not yet persisted, and when progress was last written.
   bool has_pending_progress = false;
@@ -170,13 +172,25 @@ void conclude(self_ptr self, std::vector<job_event> events,
   write_outcome(self);
 }
 
+/// A cancel_requested or cancelled event whose reason is the requester's
+/// (when given) after `what` happened ("cancelled while running: user
+/// pressed stop").
+job_event cancel_event(self_ptr self, event_kind kind, const char* what) {
+  auto ev = make_event(self, kind);
+  const auto& why = self->state.cancel_reason;
+  ev.reason = what;
+  if (!why.empty())
+    ev.reason = ev.reason.empty() ? why : ev.reason + ": " + why;
+  return ev;
+}
+
 /// The attempt failed with `error`: retry or fail for good.
 void fail_attempt(self_ptr self, error_info error,
                   std::vector<job_event> events = {}) {
   auto& st = self->state;
   if (st.cancel_requested) {
-    auto ev = make_event(self, event_kind::cancelled);
-    ev.reason = "cancelled while running";
+    auto ev = cancel_event(self, event_kind::cancelled,
+                           "cancelled while running");
     events.push_back(std::move(ev));
     conclude(self, std::move(events), job_status::cancelled);
     return;
@@ -260,7 +274,8 @@ void start_attempt(self_ptr self) {
                              timeout_atom::value, st.attempt);
         if (st.cancel_requested) {
           // A cancel arrived while `started` was being written.
-          append_quietly(self, make_event(self, event_kind::cancel_requested),
+          append_quietly(self, cancel_event(self, event_kind::cancel_requested,
+                                            ""),
                          "recording the cancel request");
           begin_stop(self);
         }
@@ -284,8 +299,8 @@ void on_record(self_ptr self, job_record& rec) {
   }
   if (st.cancel_requested) {
     release_worker(self);
-    auto ev = make_event(self, event_kind::cancelled);
-    ev.reason = "cancelled before it started";
+    auto ev = cancel_event(self, event_kind::cancelled,
+                           "cancelled before it started");
     conclude(self, {std::move(ev)}, job_status::cancelled);
     return;
   }
@@ -400,13 +415,15 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
             finish(self, job_status::queued);
           });
   return {
-    [self](cancel_atom) {
+    [self](cancel_atom, std::string& reason) {
       auto& st = self->state;
       if (st.cancel_requested)
         return;
+      st.cancel_reason = std::move(reason);
       st.cancel_requested = true;
       if (st.current == phase::running) {
-        append_quietly(self, make_event(self, event_kind::cancel_requested),
+        append_quietly(self,
+                       cancel_event(self, event_kind::cancel_requested, ""),
                        "recording the cancel request");
         begin_stop(self);
       }

@@ -21,7 +21,8 @@
 // reports are then fenced off.
 //
 // Protocol:
-//   (cancel_atom)                          from the queue: cancel the job
+//   (cancel_atom, reason)                  from the queue: cancel the job
+//                                          (reason: who asked and why, or "")
 //   (progress_atom, progress_update)       from the worker
 //   (checkpoint_atom, job_id, attempt, bytes) from the worker
 //   (done_atom, completion)                from the worker

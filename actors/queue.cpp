@@ -529,6 +529,31 @@ void recover(self_ptr self) {
 }
 
 /// Redrives one DLQ job: `redriven`, then back into the ready queue.
+/// Cancels a job: a running one through its job supervisor (cooperative,
+/// then forced), a waiting one at once. `reason` (who asked and why) goes
+/// into the audit log's event.
+caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
+                                std::string reason) {
+  auto& st = self->state;
+  auto r = st.running.find(job_id);
+  if (r != st.running.end()) {
+    self->send(r->second.job_supervisor, cancel_atom::value,
+               std::move(reason));
+    return ok_atom::value;
+  }
+  remove_waiting(self, job_id);
+  // Waiting or not (e.g. between the timer and the ready queue), the
+  // store decides: a finished job refuses `cancelled`.
+  job_event ev;
+  ev.job_id = job_id;
+  ev.kind = event_kind::cancelled;
+  ev.at_ms = now_ms(self);
+  ev.reason = "cancelled before it ran";
+  if (!reason.empty())
+    ev.reason += ": " + reason;
+  return append_and_publish(self, std::move(ev));
+}
+
 void redrive_one(self_ptr self, const std::string& job_id,
                  std::function<void(caf::error)> done) {
   auto& st = self->state;
@@ -747,21 +772,11 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       return rp;
     },
     [self](cancel_atom, const std::string& job_id) -> caf::result<ok_atom> {
-      auto& st = self->state;
-      auto r = st.running.find(job_id);
-      if (r != st.running.end()) {
-        self->send(r->second.job_supervisor, cancel_atom::value);
-        return ok_atom::value;
-      }
-      remove_waiting(self, job_id);
-      // Waiting or not (e.g. between the timer and the ready queue), the
-      // store decides: a finished job refuses `cancelled`.
-      job_event ev;
-      ev.job_id = job_id;
-      ev.kind = event_kind::cancelled;
-      ev.at_ms = now_ms(self);
-      ev.reason = "cancelled before it ran";
-      return append_and_publish(self, std::move(ev));
+      return cancel_job(self, job_id, {});
+    },
+    [self](cancel_atom, const std::string& job_id,
+           std::string& reason) -> caf::result<ok_atom> {
+      return cancel_job(self, job_id, std::move(reason));
     },
     [self](redrive_atom, const std::string& job_id) -> caf::result<ok_atom> {
       return dlq_one(self, job_id, redrive_one);

@@ -35,7 +35,7 @@
 //       why the item was refused (code = the errc name: invalid_request,
 //       too_large, conflict). An error for the whole request (unavailable)
 //       means no item was created.
-//   (cancel_atom, job_id)              -> ok_atom
+//   (cancel_atom, job_id[, reason])    -> ok_atom
 //       Queued, scheduled or retrying jobs end `cancelled` at once; running
 //       ones get a cooperative cancel, a grace period, then a forced stop.
 //   (redrive_atom, job_id)             -> ok_atom      DLQ: run it again
@@ -73,6 +73,7 @@ using queue_actor = caf::typed_actor<
   caf::replies_to<submit_atom, std::vector<submit_request>>::with<
     std::vector<job_record>>,
   caf::replies_to<cancel_atom, std::string>::with<ok_atom>,
+  caf::replies_to<cancel_atom, std::string, std::string>::with<ok_atom>,
   caf::replies_to<redrive_atom, std::string>::with<ok_atom>,
   caf::replies_to<redrive_atom, all_atom>::with<uint32_t>,
   caf::replies_to<purge_atom, std::string>::with<ok_atom>,

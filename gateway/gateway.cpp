@@ -544,10 +544,10 @@ private:
       list_atom::value, q);
   }
 
-  /// Sends (atom, id) to the node, then answers 202 with the job as it is
+  /// Sends `msg` to the node, then answers 202 with job `id` as it is
   /// afterwards.
-  template <class Atom>
-  void act_then_show(const ex_ptr& ex, const std::string& id, Atom atom) {
+  template <class... Ts>
+  void act_then_show(const ex_ptr& ex, const std::string& id, Ts... msg) {
     auto self = shared_from_this();
     ask<ok_atom>(
       ex,
@@ -556,7 +556,7 @@ private:
           ex, [self, ex](job_record& job) { self->reply(ex, 202, job_json(job)); },
           get_atom::value, id);
       },
-      atom, id);
+      msg...);
   }
 
   void cancel(const ex_ptr& ex, const principal& who, const std::string& id) {
@@ -564,13 +564,16 @@ private:
     if (!reason)
       return fail(ex, reason.error());
     auto self = shared_from_this();
-    with_job(ex, who, id, [self, ex, id](job_record& job) {
+    // The audit log records who asked (the key's name) and why.
+    auto why = "requested with API key '" + who.key_name + "'"
+               + (reason->empty() ? std::string{} : ": " + *reason);
+    with_job(ex, who, id, [self, ex, id, why](job_record& job) {
       if (is_terminal(job.status)) {
         self->fail(ex, 409, "conflict",
                    "job '" + id + "' is already " + to_string(job.status));
         return;
       }
-      self->act_then_show(ex, id, cancel_atom::value);
+      self->act_then_show(ex, id, cancel_atom::value, id, why);
     });
   }
 
@@ -582,7 +585,7 @@ private:
                    "job '" + id + "' is not in the dead-letter queue");
         return;
       }
-      self->act_then_show(ex, id, redrive_atom::value);
+      self->act_then_show(ex, id, redrive_atom::value, id);
     });
   }
 

@@ -930,6 +930,12 @@ TEST_CASE("cancelling a running sleep job ends it as cancelled", "[gateway]") {
             [](auto& e) { return e["kind"].str() == "cancel_requested"; })
         == 1);
   CHECK(log["events"][log["events"].size() - 1]["kind"].str() == "cancelled");
+  // Who asked and why is in the audit log, on both events.
+  for (auto& e : log["events"].items())
+    if (e["kind"].str() == "cancel_requested" || e["kind"].str() == "cancelled")
+      CHECK_THAT(e["details"]["reason"].str(),
+                 Catch::Contains("requested with API key 'development': "
+                                 "stopped by the test"));
 
   // A finished job cannot be cancelled again.
   auto again = c.post("/api/jobs/" + id + "/cancel", "");
@@ -942,6 +948,10 @@ TEST_CASE("cancelling a running sleep job ends it as cancelled", "[gateway]") {
   auto cancelled = c.post("/api/jobs/" + later + "/cancel", "");
   REQUIRE(cancelled.status == 202);
   CHECK(get_job(c, later)["status"].str() == "cancelled");
+  auto later_log = events_of(c, later);
+  CHECK(later_log["events"][later_log["events"].size() - 1]["details"]["reason"]
+          .str()
+        == "cancelled before it ran: requested with API key 'development'");
 }
 
 TEST_CASE("list: filters and cursor paging see every job exactly once",
