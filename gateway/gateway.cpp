@@ -718,17 +718,15 @@ private:
       struct state {
         uint64_t last = 0;
         std::string stage;
-        bool history_sent = false;
         bool ended = false;
         /// Live progress already shown: attempt and percent.
         uint32_t live_attempt = 0;
         double live_percent = -1;
-        /// The newest attempt the log has shown (its `started`).
-        uint32_t log_attempt = 0;
         /// A transition was announced during a log read: read again.
         bool reread = false;
-        /// The log is being re-read; live updates wait in `early`.
-        bool catching_up = false;
+        /// The log is being read (from the start: the history); live
+        /// updates wait in `early`.
+        bool catching_up = true;
         /// Live updates held back until the log before them is out.
         std::vector<progress_update> early;
       };
@@ -768,7 +766,6 @@ private:
             final = true;
           else if (e.kind == event_kind::redriven)
             final = false;
-          st->log_attempt = std::max(st->log_attempt, e.attempt);
           if (e.sequence <= st->last)
             continue;
           st->last = e.sequence;
@@ -808,8 +805,11 @@ private:
       };
       // Reads the log and sends what is new, then the live updates held
       // meanwhile; again if a transition was announced during the read.
-      auto catch_up = std::make_shared<std::function<void()>>();
-      *catch_up = [=] {
+      // After a final record whose terminal event the log does not end
+      // with (a redrive the publisher has not learnt of yet: it forgets the
+      // failed run's final once the queue tells it), subscribe again later.
+      auto catch_up = std::make_shared<std::function<void(bool)>>();
+      *catch_up = [=](bool after_final) {
         st->catching_up = true;
         a->request(api, timeout, events_atom::value, id)
           .then(
@@ -818,49 +818,34 @@ private:
               if (drain(evs))
                 return finish();
               flush_early();
-              if (st->reread && !st->ended) {
+              if (after_final)
+                a->delayed_send(a, resubscribe_delay, resubscribe_atom::value);
+              else if (st->reread && !st->ended) {
                 st->reread = false;
-                (*catch_up)();
+                (*catch_up)(false);
               }
             },
             fail_stream);
       };
+      // Subscribes (live progress, finals, transition notices), then reads
+      // the log: nothing committed in between is missed.
+      auto subscribe = [=] {
+        a->request(api, timeout, subscribe_atom::value, id,
+                   caf::actor_cast<caf::actor>(a), changed_atom::value)
+          .then([=](ok_atom) { (*catch_up)(false); }, fail_stream);
+      };
       a->set_down_handler([=](caf::down_msg&) { finish(); });
-      a->request(api, timeout, subscribe_atom::value, id,
-                 caf::actor_cast<caf::actor>(a), changed_atom::value)
-        .then(
-          [=](ok_atom) {
-            a->request(api, timeout, events_atom::value, id)
-              .then(
-                [=](std::vector<job_event>& evs) {
-                  if (drain(evs))
-                    return finish();
-                  st->history_sent = true;
-                  flush_early();
-                  if (st->reread && !st->ended) {
-                    st->reread = false;
-                    (*catch_up)();
-                  }
-                },
-                fail_stream);
-          },
-          fail_stream);
+      subscribe();
       a->delayed_send(a, keepalive, keepalive_atom::value);
       return {
         [=](progress_atom, progress_update& u) {
           if (st->ended)
             return;
-          if (!st->history_sent || st->catching_up) {
+          // Transitions come first: the job supervisor announces a new
+          // attempt's `started` before its progress, and that notice starts
+          // a log read, during which live updates wait.
+          if (st->catching_up) {
             st->early.push_back(std::move(u));
-            return;
-          }
-          if (u.attempt > st->log_attempt) {
-            // Progress of an attempt whose `started` (and whatever came
-            // before it, e.g. a retry) this stream has not sent: only
-            // progress is pushed live, so read the log first; transitions
-            // must not arrive after the progress they precede.
-            st->early.push_back(std::move(u));
-            (*catch_up)();
             return;
           }
           if (!live(u))
@@ -868,48 +853,23 @@ private:
         },
         [=](final_atom, job_record&) {
           // The terminal event is committed before the final record is
-          // published: send the rest of the log, then end. The log has the
-          // last word: the publisher keeps a job's final record for late
-          // subscribers until a newer attempt reports progress, so after a
-          // redrive a subscriber can get the previous run's final. Then
-          // the subscription is over and the job is not: subscribe again a
-          // little later (the publisher has no "redriven" to push).
-          a->request(api, timeout, events_atom::value, id)
-            .then(
-              [=](std::vector<job_event>& evs) {
-                if (drain(evs))
-                  return finish();
-                a->delayed_send(a, resubscribe_delay, resubscribe_atom::value);
-              },
-              fail_stream);
+          // published: send the rest of the log, then end.
+          (*catch_up)(true);
         },
         [=](resubscribe_atom) {
-          if (st->ended)
-            return;
-          a->request(api, timeout, subscribe_atom::value, id,
-                     caf::actor_cast<caf::actor>(a), changed_atom::value)
-            .then(
-              [=](ok_atom) {
-                a->request(api, timeout, events_atom::value, id)
-                  .then(
-                    [=](std::vector<job_event>& evs) {
-                      if (drain(evs))
-                        finish();
-                    },
-                    fail_stream);
-              },
-              fail_stream);
+          if (!st->ended)
+            subscribe();
         },
         [=](changed_atom, std::string&) {
           // A transition was committed (started, retry scheduled): send the
           // log's new events now rather than with the next progress report.
           if (st->ended)
             return;
-          if (!st->history_sent || st->catching_up) {
+          if (st->catching_up) {
             st->reread = true; // the read under way may predate it
             return;
           }
-          (*catch_up)();
+          (*catch_up)(false);
         },
         [=](keepalive_atom) {
           if (!sink.keepalive())

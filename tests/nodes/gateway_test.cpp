@@ -32,6 +32,7 @@
 using namespace std::chrono_literals;
 using drover::testing::clock_type;
 using drover::testing::gateway_node;
+using drover::testing::sleep_job;
 using drover::testing::header_fields;
 using drover::testing::http_client;
 using drover::testing::http_connection;
@@ -132,11 +133,6 @@ std::string submit(const http_client& c, const std::string& body,
   auto id = body_of(res)["job_id"].str();
   REQUIRE(!id.empty());
   return id;
-}
-
-std::string sleep_job(int ms, int steps) {
-  return R"({"type": "sleep", "input": {"ms": )" + std::to_string(ms)
-         + R"(, "steps": )" + std::to_string(steps) + "}}";
 }
 
 json_value get_job(const http_client& c, const std::string& id) {
@@ -648,16 +644,23 @@ TEST_CASE("SSE streams a job to completion with increasing ids and "
         == 1);
 }
 
+/// On a node with one slot: a long job that takes the slot (started), and
+/// the job `body` queued behind it, so that the second job's `started`
+/// happens live while a test streams it. Returns {blocker, queued}.
+std::pair<std::string, std::string>
+queued_behind_blocker(const gateway_node& node, const http_client& c,
+                      const std::string& body) {
+  auto blocker = submit(c, sleep_job(60000, 600));
+  await_started(node, "", blocker);
+  return {blocker, submit(c, body)};
+}
+
 TEST_CASE("SSE sends a transition that happens while streaming before the "
           "progress that follows it",
           "[gateway][sse]") {
-  // One slot, taken: the streamed job waits in the queue while its stream
-  // is open, so its `started` happens live, not in the history.
   gateway_node node{{"--slots", "cpu=1"}};
   auto c = node.client();
-  auto blocker = submit(c, sleep_job(60000, 600));
-  await_started(node, "", blocker);
-  auto id = submit(c, sleep_job(1500, 15));
+  auto [blocker, id] = queued_behind_blocker(node, c, sleep_job(1500, 15));
   sse_stream s{node.port(), "/api/jobs/" + id + "/stream"};
   REQUIRE(s.head().status == 200);
   std::vector<sse_event> evs;
@@ -691,9 +694,7 @@ TEST_CASE("SSE sends a transition of a job without progress reports as it "
   // transition notification can bring `started` before the end.
   gateway_node node{{"--slots", "cpu=1"}};
   auto c = node.client();
-  auto blocker = submit(c, sleep_job(60000, 600));
-  await_started(node, "", blocker);
-  auto id = submit(c, sleep_job(60000, 0));
+  auto [blocker, id] = queued_behind_blocker(node, c, sleep_job(60000, 0));
   sse_stream s{node.port(), "/api/jobs/" + id + "/stream"};
   REQUIRE(s.head().status == 200);
   auto deadline = clock_type::now() + 30s;

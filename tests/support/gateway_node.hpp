@@ -104,4 +104,10 @@ private:
   uint16_t port_ = 0;
 };
 
+/// The body of a submission of the built-in `sleep` job type.
+inline std::string sleep_job(int ms, int steps) {
+  return R"({"type": "sleep", "input": {"ms": )" + std::to_string(ms)
+         + R"(, "steps": )" + std::to_string(steps) + "}}";
+}
+
 } // namespace drover::testing
