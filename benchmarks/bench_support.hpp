@@ -12,7 +12,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
+#include <iostream>
 #include <future>
 #include <string>
 #include <vector>
@@ -141,5 +143,47 @@ inline window_result run_windowed(caf::actor_system& sys, uint64_t n, uint64_t w
   return r;
 }
 
+
+/// The benchmark programs' command lines: `--key value` pairs.
+///
+///   option_reader args{argc, argv};
+///   while (args.next())
+///     if (args.key() == "--jobs") opt.jobs = std::stoull(args.value());
+///     else { usage(); return 2; }
+///
+/// A key without a value ends the program with status 2.
+class option_reader {
+public:
+  option_reader(int argc, char** argv) : argc_(argc), argv_(argv) {
+    // nop
+  }
+
+  /// Moves to the next key; false after the last one.
+  bool next() {
+    if (i_ + 1 >= argc_)
+      return false;
+    key_ = argv_[++i_];
+    return true;
+  }
+
+  const std::string& key() const {
+    return key_;
+  }
+
+  /// The current key's value (consumes it).
+  std::string value() {
+    if (i_ + 1 >= argc_) {
+      std::cerr << key_ << " needs a value\n";
+      std::exit(2);
+    }
+    return argv_[++i_];
+  }
+
+private:
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+  std::string key_;
+};
 
 } // namespace drover::bench

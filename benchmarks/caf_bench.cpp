@@ -194,23 +194,16 @@ void loopback(const options& opt) {
 
 int main(int argc, char** argv) {
   options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << k << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (k == "--msgs")
-      opt.msgs = std::stoull(next());
-    else if (k == "--window")
-      opt.window = std::stoull(next());
-    else if (k == "--threads")
-      opt.threads = std::stoul(next());
-    else if (k == "--rounds")
-      opt.rounds = std::stoull(next());
+  option_reader args{argc, argv};
+  while (args.next()) {
+    if (args.key() == "--msgs")
+      opt.msgs = std::stoull(args.value());
+    else if (args.key() == "--window")
+      opt.window = std::stoull(args.value());
+    else if (args.key() == "--threads")
+      opt.threads = std::stoul(args.value());
+    else if (args.key() == "--rounds")
+      opt.rounds = std::stoull(args.value());
     else {
       std::cerr << "usage: drover_bench_caf [--msgs N] [--window N] "
                    "[--threads N] [--rounds N]\n";

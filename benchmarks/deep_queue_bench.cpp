@@ -89,31 +89,24 @@ void usage() {
 
 int main(int argc, char** argv) {
   options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << k << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (k == "--store")
-      opt.store = next();
-    else if (k == "--pg-url")
-      opt.pg_url = next();
-    else if (k == "--jobs")
-      opt.jobs = std::stoull(next());
-    else if (k == "--drain-jobs")
-      opt.drain_jobs = std::stoull(next());
-    else if (k == "--slots")
-      opt.slots = static_cast<uint32_t>(std::stoul(next()));
-    else if (k == "--window")
-      opt.window = std::stoull(next());
-    else if (k == "--threads")
-      opt.threads = std::stoul(next());
-    else if (k == "--late-s")
-      opt.late_s = std::stod(next());
+  option_reader args{argc, argv};
+  while (args.next()) {
+    if (args.key() == "--store")
+      opt.store = args.value();
+    else if (args.key() == "--pg-url")
+      opt.pg_url = args.value();
+    else if (args.key() == "--jobs")
+      opt.jobs = std::stoull(args.value());
+    else if (args.key() == "--drain-jobs")
+      opt.drain_jobs = std::stoull(args.value());
+    else if (args.key() == "--slots")
+      opt.slots = static_cast<uint32_t>(std::stoul(args.value()));
+    else if (args.key() == "--window")
+      opt.window = std::stoull(args.value());
+    else if (args.key() == "--threads")
+      opt.threads = std::stoul(args.value());
+    else if (args.key() == "--late-s")
+      opt.late_s = std::stod(args.value());
     else {
       usage();
       return 2;

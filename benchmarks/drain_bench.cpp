@@ -205,37 +205,30 @@ void usage() {
 
 int main(int argc, char** argv) {
   options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << k << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (k == "--store")
-      opt.store = next();
-    else if (k == "--pg-url")
-      opt.pg_url = next();
-    else if (k == "--jobs")
-      opt.jobs = std::strtoull(next().c_str(), nullptr, 10);
-    else if (k == "--slots")
-      opt.slots = parse_list<uint32_t>(next());
-    else if (k == "--job-us")
-      opt.job_us = std::strtoll(next().c_str(), nullptr, 10);
-    else if (k == "--window")
-      opt.window = std::strtoull(next().c_str(), nullptr, 10);
-    else if (k == "--threads")
-      opt.threads = std::strtoul(next().c_str(), nullptr, 10);
-    else if (k == "--runs")
-      opt.runs = std::max(1, std::atoi(next().c_str()));
-    else if (k == "--workload")
-      opt.workload = next();
-    else if (k == "--perf-ctl")
-      opt.perf_ctl = next();
-    else if (k == "--executor")
-      opt.executor = next();
+  option_reader args{argc, argv};
+  while (args.next()) {
+    if (args.key() == "--store")
+      opt.store = args.value();
+    else if (args.key() == "--pg-url")
+      opt.pg_url = args.value();
+    else if (args.key() == "--jobs")
+      opt.jobs = std::strtoull(args.value().c_str(), nullptr, 10);
+    else if (args.key() == "--slots")
+      opt.slots = parse_list<uint32_t>(args.value());
+    else if (args.key() == "--job-us")
+      opt.job_us = std::strtoll(args.value().c_str(), nullptr, 10);
+    else if (args.key() == "--window")
+      opt.window = std::strtoull(args.value().c_str(), nullptr, 10);
+    else if (args.key() == "--threads")
+      opt.threads = std::strtoul(args.value().c_str(), nullptr, 10);
+    else if (args.key() == "--runs")
+      opt.runs = std::max(1, std::atoi(args.value().c_str()));
+    else if (args.key() == "--workload")
+      opt.workload = args.value();
+    else if (args.key() == "--perf-ctl")
+      opt.perf_ctl = args.value();
+    else if (args.key() == "--executor")
+      opt.executor = args.value();
     else {
       usage();
       return 2;

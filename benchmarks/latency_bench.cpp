@@ -542,41 +542,34 @@ void usage() {
 
 int main(int argc, char** argv) {
   options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << k << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (k == "--workload")
-      opt.workload = next();
-    else if (k == "--store")
-      opt.store = next();
-    else if (k == "--pg-url")
-      opt.pg_url = next();
-    else if (k == "--slots")
-      opt.slots = static_cast<uint32_t>(std::stoul(next()));
-    else if (k == "--threads")
-      opt.threads = std::stoul(next());
-    else if (k == "--probes")
-      opt.probes = std::stoull(next());
-    else if (k == "--gap-ms")
-      opt.gap_ms = std::stoll(next());
-    else if (k == "--bg-rate")
-      opt.bg_rate = std::stod(next());
-    else if (k == "--warmup-s")
-      opt.warmup_s = std::stod(next());
-    else if (k == "--rates")
-      opt.rates = parse_list<double>(next());
-    else if (k == "--seconds")
-      opt.seconds = std::stod(next());
-    else if (k == "--p99-bound-ms")
-      opt.p99_bound_ms = std::stod(next());
-    else if (k == "--max-outstanding")
-      opt.max_outstanding = std::stoull(next());
+  option_reader args{argc, argv};
+  while (args.next()) {
+    if (args.key() == "--workload")
+      opt.workload = args.value();
+    else if (args.key() == "--store")
+      opt.store = args.value();
+    else if (args.key() == "--pg-url")
+      opt.pg_url = args.value();
+    else if (args.key() == "--slots")
+      opt.slots = static_cast<uint32_t>(std::stoul(args.value()));
+    else if (args.key() == "--threads")
+      opt.threads = std::stoul(args.value());
+    else if (args.key() == "--probes")
+      opt.probes = std::stoull(args.value());
+    else if (args.key() == "--gap-ms")
+      opt.gap_ms = std::stoll(args.value());
+    else if (args.key() == "--bg-rate")
+      opt.bg_rate = std::stod(args.value());
+    else if (args.key() == "--warmup-s")
+      opt.warmup_s = std::stod(args.value());
+    else if (args.key() == "--rates")
+      opt.rates = parse_list<double>(args.value());
+    else if (args.key() == "--seconds")
+      opt.seconds = std::stod(args.value());
+    else if (args.key() == "--p99-bound-ms")
+      opt.p99_bound_ms = std::stod(args.value());
+    else if (args.key() == "--max-outstanding")
+      opt.max_outstanding = std::stoull(args.value());
     else {
       usage();
       return 2;

@@ -251,29 +251,22 @@ void usage() {
 
 int main(int argc, char** argv) {
   options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << k << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (k == "--node")
-      opt.node = next();
-    else if (k == "--pg-url")
-      opt.pg_url = next();
-    else if (k == "--unfinished")
-      opt.unfinished = std::stoull(next());
-    else if (k == "--run-before-kill")
-      opt.before_kill = std::stoull(next());
-    else if (k == "--slots")
-      opt.slots = static_cast<uint32_t>(std::stoul(next()));
-    else if (k == "--drain-seconds")
-      opt.drain_seconds = std::stod(next());
-    else if (k == "--window")
-      opt.window = std::stoull(next());
+  option_reader args{argc, argv};
+  while (args.next()) {
+    if (args.key() == "--node")
+      opt.node = args.value();
+    else if (args.key() == "--pg-url")
+      opt.pg_url = args.value();
+    else if (args.key() == "--unfinished")
+      opt.unfinished = std::stoull(args.value());
+    else if (args.key() == "--run-before-kill")
+      opt.before_kill = std::stoull(args.value());
+    else if (args.key() == "--slots")
+      opt.slots = static_cast<uint32_t>(std::stoul(args.value()));
+    else if (args.key() == "--drain-seconds")
+      opt.drain_seconds = std::stod(args.value());
+    else if (args.key() == "--window")
+      opt.window = std::stoull(args.value());
     else {
       usage();
       return 2;
