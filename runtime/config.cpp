@@ -9,6 +9,8 @@
 
 #include <boost/program_options.hpp>
 
+#include <kj/encoding.h>
+
 #include <algorithm>
 #include <cctype>
 #include <fstream>
@@ -30,50 +32,6 @@ std::string default_node_id() {
 
 const std::vector<std::string> known_roles{"all", "coordinator", "worker",
                                            "gateway"};
-
-/// Value of a standard base64 digit; -1 if `c` is none.
-int base64_value(char c) {
-  if (c >= 'A' && c <= 'Z')
-    return c - 'A';
-  if (c >= 'a' && c <= 'z')
-    return c - 'a' + 26;
-  if (c >= '0' && c <= '9')
-    return c - '0' + 52;
-  if (c == '+')
-    return 62;
-  if (c == '/')
-    return 63;
-  return -1;
-}
-
-/// Strict standard base64 (RFC 4648, section 4). Padding is optional, but
-/// if present it must be right, and unused bits must be zero. False on
-/// anything else.
-bool decode_base64(const std::string& text, std::string& out) {
-  auto end = text.size();
-  size_t padding = 0;
-  while (end > 0 && text[end - 1] == '=' && padding < 2) {
-    --end;
-    ++padding;
-  }
-  if ((padding > 0 && text.size() % 4 != 0) || end % 4 == 1)
-    return false;
-  out.clear();
-  uint32_t acc = 0;
-  int bits = 0;
-  for (size_t i = 0; i < end; ++i) {
-    auto v = base64_value(text[i]);
-    if (v < 0)
-      return false;
-    acc = ((acc << 6) | static_cast<uint32_t>(v)) & 0xffffff;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return (acc & ((1u << bits) - 1)) == 0;
-}
 
 /// Appends the items of a repeatable option whose values may also be
 /// comma-separated lists ("a,b" "c") to `out`, trimmed, empties dropped.
@@ -104,10 +62,14 @@ caf::expected<std::string> decode_webhook_secret(const std::string& secret) {
   if (secret.compare(0, prefix.size(), prefix) != 0)
     return make_error(errc::bad_config,
                       "webhook-secret must look like whsec_<base64>");
-  std::string key;
-  if (!decode_base64(secret.substr(prefix.size()), key))
+  // KJ's decoder (as in runtime/codec.cpp) flags any character outside
+  // the base64 alphabet.
+  auto text = secret.substr(prefix.size());
+  auto bytes = kj::decodeBase64(kj::ArrayPtr<const char>{text.data(), text.size()});
+  if (bytes.hadErrors)
     return make_error(errc::bad_config, "webhook-secret: the part after "
                                         "whsec_ is not valid base64");
+  std::string key(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
   if (key.size() < 24 || key.size() > 64)
     return make_error(errc::bad_config,
                       "webhook-secret must encode 24 to 64 bytes, not "
