@@ -248,26 +248,16 @@ caf::expected<submit_request> read_submit(json::Reader root,
 class writer {
 public:
   writer& open_object() {
-    separate();
-    out_ += '{';
-    first_.push_back(true);
-    return *this;
+    return open('{');
   }
   writer& close_object() {
-    out_ += '}';
-    first_.pop_back();
-    return *this;
+    return close('}');
   }
   writer& open_array() {
-    separate();
-    out_ += '[';
-    first_.push_back(true);
-    return *this;
+    return open('[');
   }
   writer& close_array() {
-    out_ += ']';
-    first_.pop_back();
-    return *this;
+    return close(']');
   }
   writer& key(std::string_view k) {
     separate();
@@ -325,6 +315,17 @@ public:
   }
 
 private:
+  writer& open(char bracket) {
+    separate();
+    out_ += bracket;
+    first_.push_back(true);
+    return *this;
+  }
+  writer& close(char bracket) {
+    out_ += bracket;
+    first_.pop_back();
+    return *this;
+  }
   void separate() {
     if (after_key_) {
       after_key_ = false;
