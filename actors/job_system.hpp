@@ -38,7 +38,8 @@ struct job_system_config {
   std::shared_ptr<const handler_registry> handlers;
   /// Creates the store; default: the memory store.
   std::function<store_actor(caf::actor_system&)> make_store;
-  /// Runs attempts; default: a thread per attempt (see worker_config).
+  /// Runs attempts; default: a thread of its own per running attempt, reused
+  /// through a thread_cache (see worker_config).
   std::function<void(std::function<void()>)> executor;
   /// Restart policy of the `jobs` and `workers` supervisors.
   supervisor_flags flags;

@@ -1,5 +1,7 @@
 #include "actors/worker.hpp"
 
+#include "runtime/thread_cache.hpp"
+
 #include "runtime/atoms.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -8,7 +10,6 @@
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 
-#include <thread>
 
 namespace drover {
 
@@ -113,7 +114,7 @@ void run_attempt(self_ptr self, lease& l, caf::actor js) {
   if (st.cfg.executor)
     st.cfg.executor(std::move(body));
   else
-    std::thread{std::move(body)}.detach();
+    thread_cache::shared_executor()(std::move(body));
 }
 
 caf::behavior worker_impl(self_ptr self, worker_config cfg) {

@@ -39,8 +39,10 @@ struct worker_config {
   std::shared_ptr<const handler_registry> handlers;
   /// Unix ms for progress timestamps.
   std::function<int64_t()> clock_ms;
-  /// Runs one attempt's body. Default (empty): a new detached thread per
-  /// attempt. Deterministic tests pass an executor they drive by hand.
+  /// Runs one attempt's body. Default (empty): a thread of its own, taken
+  /// from the process-wide thread_cache (runtime/thread_cache.hpp), which
+  /// reuses finished attempts' threads. Deterministic tests pass an
+  /// executor they drive by hand.
   std::function<void(std::function<void()>)> executor;
 };
 

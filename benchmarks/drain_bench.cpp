@@ -6,7 +6,7 @@
 //
 //   drover_bench_drain --store postgres --pg-url URL --jobs 100000
 //                      --slots 4 --job-us 0 --runs 3 [--workload B1|B7]
-//                      [--perf-ctl FIFO] [--executor thread|pool]
+//                      [--perf-ctl FIFO] [--executor cache|thread]
 //
 // Per run: a fresh job system (and, for postgres, a fresh database created
 // from --pg-url's server); N jobs submitted through the queue with a window
@@ -22,9 +22,11 @@
 // auxiliary processes: WAL writer, checkpointer, ...; other databases'
 // backends are left out).
 //
-// --executor pool runs the attempt bodies on a fixed pool of threads (one
-// per slot) instead of the default thread per attempt: an analysis variant
-// that shows what starting a thread per attempt costs. --perf-ctl FIFO writes "enable" to a `perf record
+// --executor cache (the default) runs attempt bodies as a node does: on
+// threads of their own, reused through runtime/thread_cache.hpp.
+// --executor thread starts a new thread per attempt instead (what Drover
+// did before the cache): an analysis variant that shows what a thread
+// start per attempt costs. --perf-ctl FIFO writes "enable" to a `perf record
 // --control fifo:FIFO -D -1` control FIFO when the drain starts and
 // "disable" when it ends, so a profile covers the drain only.
 //
@@ -46,7 +48,7 @@ struct options {
   std::string pg_url;
   std::string workload = "B1";
   std::string perf_ctl;
-  std::string executor = "thread";
+  std::string executor = "cache";
   uint64_t jobs = 100000;
   std::vector<uint32_t> slots{4};
   int64_t job_us = 0;
@@ -105,13 +107,10 @@ run_result run_once(const options& opt, uint32_t slots, int run_no) {
       std::this_thread::sleep_for(std::chrono::microseconds{job_us}); // the job's work
     return task_outcome::success();
   });
-  // The pool (if any) outlives the job system: declared first.
-  std::unique_ptr<thread_pool> pool;
+  // Empty: the job system's default executor (the thread cache).
   std::function<void(std::function<void()>)> exec;
-  if (opt.executor == "pool") {
-    pool = std::make_unique<thread_pool>(slots);
-    exec = [p = pool.get()](std::function<void()> f) { p->post(std::move(f)); };
-  }
+  if (opt.executor == "thread")
+    exec = [](std::function<void()> f) { std::thread{std::move(f)}.detach(); };
   auto rs = start_system(sys, {{"cpu", slots}}, handlers, db_url, exec);
   caf::scoped_actor self{sys};
   wait_idle_workers(self, rs, slots);
@@ -198,7 +197,7 @@ void usage() {
   std::cerr << "usage: drover_bench_drain [--store memory|postgres] "
                "[--pg-url URL] [--jobs N] [--slots 1,2,4] [--job-us N] "
                "[--window N] [--threads N] [--runs N] [--workload B1|B7] "
-               "[--perf-ctl FIFO] [--executor thread|pool]\n";
+               "[--perf-ctl FIFO] [--executor cache|thread]\n";
 }
 
 } // namespace
@@ -235,7 +234,7 @@ int main(int argc, char** argv) {
     }
   }
   if ((opt.store != "memory" && opt.store != "postgres")
-      || (opt.executor != "thread" && opt.executor != "pool")) {
+      || (opt.executor != "cache" && opt.executor != "thread")) {
     usage();
     return 2;
   }

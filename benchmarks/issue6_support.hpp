@@ -215,54 +215,6 @@ struct gate {
   }
 };
 
-/// A fixed pool of threads that runs attempt bodies: the alternative to
-/// the default thread per attempt (analysis: what the thread start costs).
-/// With as many threads as worker slots, no body ever waits for a thread.
-class thread_pool {
-public:
-  explicit thread_pool(size_t n) {
-    for (size_t i = 0; i < n; ++i)
-      threads_.emplace_back([this] { run(); });
-  }
-  ~thread_pool() {
-    {
-      std::lock_guard<std::mutex> guard{mx_};
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : threads_)
-      t.join();
-  }
-  void post(std::function<void()> f) {
-    {
-      std::lock_guard<std::mutex> guard{mx_};
-      work_.push_back(std::move(f));
-    }
-    cv_.notify_one();
-  }
-
-private:
-  void run() {
-    for (;;) {
-      std::function<void()> f;
-      {
-        std::unique_lock<std::mutex> lock{mx_};
-        cv_.wait(lock, [this] { return stop_ || !work_.empty(); });
-        if (work_.empty())
-          return;
-        f = std::move(work_.front());
-        work_.pop_front();
-      }
-      f();
-    }
-  }
-  std::mutex mx_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> work_;
-  std::vector<std::thread> threads_;
-  bool stop_ = false;
-};
-
 struct running_system {
   supervisor_actor root;
   std::shared_ptr<job_system_handles> handles;

@@ -5,4 +5,5 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/type_ids_test.cpp
   runtime/json_text_test.cpp
   runtime/url_test.cpp
+  runtime/thread_cache_test.cpp
 )
