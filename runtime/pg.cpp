@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstring>
 #include <limits>
@@ -178,31 +179,99 @@ caf::error check_record(const job_record& rec, const char* role) {
   return caf::none;
 }
 
-/// The projection columns of `rec`, in the order of `job_columns`.
-void add_job_columns(params& ps, const job_record& rec, int64_t updated_at_ms) {
-  ps.text(rec.job_id)
-      .text(rec.spec.tenant)
-      .text(rec.spec.type)
-      .text_or_null(rec.spec.idempotency_key)
-      .int16(static_cast<int16_t>(rec.status))
-      .int16(static_cast<int16_t>(rec.spec.prio))
-      .boolean(rec.dead_lettered)
-      .int64(rec.created_at_ms)
-      .int64(updated_at_ms);
-  if (rec.completed_at_ms != 0)
-    ps.int64(rec.completed_at_ms);
-  else
-    ps.null_int64();
-  ps.int64(static_cast<int64_t>(rec.sequence))
-      .bytes(to_bytes(rec))
-      .boolean(rec.webhook_pending_sequence != 0);
+/// `status` when terminal (4-6), NULL while the job is live: the column
+/// the live/finished indexes use, so that transitions between live
+/// statuses change no indexed column and stay HOT updates (migration 3).
+bool final_status_null(const job_record& rec) {
+  return !is_terminal(rec.status);
 }
 
-constexpr const char* job_columns
-    = "job_id, tenant, type, idempotency_key, status, priority, dead_lettered, "
-      "created_at_ms, updated_at_ms, completed_at_ms, seq, record, "
-      "webhook_pending";
-constexpr size_t job_column_count = 13;
+using element = array_param::element;
+
+/// The columns of drover.jobs a write sets, one array each, in the order
+/// of the unnest(..) in the statements below.
+struct job_arrays {
+  explicit job_arrays(size_t n)
+      : job_id(element::text, n), tenant(element::text, n),
+        type(element::text, n), idempotency_key(element::text, n),
+        status(element::int2, n), priority(element::int2, n),
+        dead_lettered(element::boolean, n), created_at_ms(element::int8, n),
+        updated_at_ms(element::int8, n), completed_at_ms(element::int8, n),
+        seq(element::int8, n), record(element::bytea, n),
+        webhook_pending(element::boolean, n), final_status(element::int2, n) {}
+
+  /// The columns an update sets, plus job_id.
+  void add_update(const job_record& rec, int64_t updated_at) {
+    job_id.text(rec.job_id);
+    status.int16(static_cast<int16_t>(rec.status));
+    priority.int16(static_cast<int16_t>(rec.spec.prio));
+    dead_lettered.boolean(rec.dead_lettered);
+    updated_at_ms.int64(updated_at);
+    if (rec.completed_at_ms != 0)
+      completed_at_ms.int64(rec.completed_at_ms);
+    else
+      completed_at_ms.null();
+    seq.int64(static_cast<int64_t>(rec.sequence));
+    record.bytes(to_bytes(rec));
+    webhook_pending.boolean(rec.webhook_pending_sequence != 0);
+    if (final_status_null(rec))
+      final_status.null();
+    else
+      final_status.int16(static_cast<int16_t>(rec.status));
+  }
+  /// Every column, for an insert.
+  void add_insert(const job_record& rec, int64_t updated_at) {
+    add_update(rec, updated_at);
+    tenant.text(rec.spec.tenant);
+    type.text(rec.spec.type);
+    idempotency_key.text_or_null(rec.spec.idempotency_key);
+    created_at_ms.int64(rec.created_at_ms);
+  }
+  params insert_params() const {
+    params ps;
+    ps.array(job_id).array(tenant).array(type).array(idempotency_key)
+        .array(status).array(priority).array(dead_lettered)
+        .array(created_at_ms).array(updated_at_ms).array(completed_at_ms)
+        .array(seq).array(record).array(webhook_pending).array(final_status);
+    return ps;
+  }
+  params update_params() const {
+    params ps;
+    ps.array(job_id).array(status).array(priority).array(dead_lettered)
+        .array(updated_at_ms).array(completed_at_ms).array(seq).array(record)
+        .array(webhook_pending).array(final_status);
+    return ps;
+  }
+
+  array_param job_id, tenant, type, idempotency_key, status, priority,
+      dead_lettered, created_at_ms, updated_at_ms, completed_at_ms, seq,
+      record, webhook_pending, final_status;
+};
+
+// The write path's statements: prepared once per connection, one
+// execution per batch whatever its size.
+const std::string insert_jobs_sql
+    = "INSERT INTO drover.jobs (job_id, tenant, type, idempotency_key, status, "
+      "priority, dead_lettered, created_at_ms, updated_at_ms, completed_at_ms, "
+      "seq, record, webhook_pending, final_status) "
+      "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+      "$5::int2[], $6::int2[], $7::bool[], $8::int8[], $9::int8[], $10::int8[], "
+      "$11::int8[], $12::bytea[], $13::bool[], $14::int2[]) "
+      "ON CONFLICT DO NOTHING RETURNING job_id";
+const std::string insert_events_sql
+    = "INSERT INTO drover.events (job_id, seq, attempt, kind, at_ms, payload) "
+      "SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::int2[], "
+      "$5::int8[], $6::bytea[])";
+const std::string update_jobs_sql
+    = "UPDATE drover.jobs AS j SET status = v.status, priority = v.priority, "
+      "dead_lettered = v.dead_lettered, updated_at_ms = v.updated_at_ms, "
+      "completed_at_ms = v.completed_at_ms, seq = v.seq, record = v.record, "
+      "webhook_pending = v.webhook_pending, final_status = v.final_status "
+      "FROM unnest($1::text[], $2::int2[], $3::int2[], $4::bool[], $5::int8[], "
+      "$6::int8[], $7::int8[], $8::bytea[], $9::bool[], $10::int2[]) "
+      "AS v(job_id, status, priority, dead_lettered, updated_at_ms, "
+      "completed_at_ms, seq, record, webhook_pending, final_status) "
+      "WHERE j.job_id = v.job_id AND j.seq < v.seq RETURNING j.job_id";
 
 } // namespace
 
@@ -324,6 +393,124 @@ params& params::bytes(const char* data, size_t size) {
   return *this;
 }
 
+params& params::array(const array_param& x) {
+  static constexpr uint32_t array_oids[] = {
+      1005, // int2[]
+      1007, // int4[]
+      1016, // int8[]
+      1000, // bool[]
+      1009, // text[]
+      1001, // bytea[]
+  };
+  if (invalid_.empty() && !x.invalid_.empty())
+    invalid_ = "array parameter $" + std::to_string(values_.size() + 1) + ": "
+               + x.invalid_;
+  add(x.encode(), array_oids[static_cast<int>(x.type_)], 1, false);
+  return *this;
+}
+
+// -- array_param --------------------------------------------------------------
+
+namespace {
+
+void put_be32(std::string& out, uint32_t x) {
+  char b[4] = {static_cast<char>(x >> 24), static_cast<char>(x >> 16),
+               static_cast<char>(x >> 8), static_cast<char>(x)};
+  out.append(b, 4);
+}
+
+template <class T>
+std::array<char, sizeof(T)> big_endian(T x) {
+  using U = std::make_unsigned_t<T>;
+  auto u = static_cast<U>(x);
+  std::array<char, sizeof(T)> b{};
+  for (size_t i = 0; i < sizeof(T); ++i)
+    b[i] = static_cast<char>(u >> (8 * (sizeof(T) - 1 - i)));
+  return b;
+}
+
+} // namespace
+
+array_param::array_param(element type, size_t expected_items) : type_(type) {
+  items_.reserve(expected_items * 12);
+}
+
+void array_param::item(const char* data, int32_t size) {
+  put_be32(items_, static_cast<uint32_t>(size));
+  if (size > 0)
+    items_.append(data, static_cast<size_t>(size));
+  ++count_;
+}
+
+array_param& array_param::int16(int16_t x) {
+  auto b = big_endian(x);
+  item(b.data(), b.size());
+  return *this;
+}
+
+array_param& array_param::int32(int32_t x) {
+  auto b = big_endian(x);
+  item(b.data(), b.size());
+  return *this;
+}
+
+array_param& array_param::int64(int64_t x) {
+  auto b = big_endian(x);
+  item(b.data(), b.size());
+  return *this;
+}
+
+array_param& array_param::boolean(bool x) {
+  char b = x ? 1 : 0;
+  item(&b, 1);
+  return *this;
+}
+
+array_param& array_param::text(std::string_view x) {
+  if (invalid_.empty() && x.find('\0') != std::string_view::npos)
+    invalid_ = "text item " + std::to_string(count_ + 1) + " holds a NUL byte";
+  return bytes(x.data(), x.size());
+}
+
+array_param& array_param::text_or_null(std::string_view x) {
+  return x.empty() ? null() : text(x);
+}
+
+array_param& array_param::bytes(const char* data, size_t size) {
+  if (size > static_cast<size_t>(int32_max)) {
+    if (invalid_.empty())
+      invalid_ = "item " + std::to_string(count_ + 1) + " is too long";
+    return null();
+  }
+  item(data, static_cast<int32_t>(size));
+  return *this;
+}
+
+array_param& array_param::null() {
+  has_null_ = true;
+  put_be32(items_, 0xFFFFFFFFu); // length -1
+  ++count_;
+  return *this;
+}
+
+std::string array_param::encode() const {
+  static constexpr uint32_t element_oids[] = {int2_oid, int4_oid, int8_oid,
+                                              bool_oid, text_oid, bytea_oid};
+  std::string out;
+  out.reserve(20 + items_.size());
+  // ndim, has-null flag, element type; then per dimension: length and
+  // lower bound. An empty array has no dimensions.
+  put_be32(out, count_ == 0 ? 0 : 1);
+  put_be32(out, has_null_ ? 1 : 0);
+  put_be32(out, element_oids[static_cast<int>(type_)]);
+  if (count_ > 0) {
+    put_be32(out, count_);
+    put_be32(out, 1);
+  }
+  out += items_;
+  return out;
+}
+
 // -- connection ---------------------------------------------------------------
 
 connection::connection() noexcept = default;
@@ -336,13 +523,18 @@ connection::connection(pg_conn* conn)
 
 connection::connection(connection&& other) noexcept
     : conn_(std::exchange(other.conn_, nullptr)),
-      notices_(std::move(other.notices_)) {}
+      prepared_(std::move(other.prepared_)),
+      notices_(std::move(other.notices_)) {
+  other.prepared_.clear();
+}
 
 connection& connection::operator=(connection&& other) noexcept {
   if (this != &other) {
     if (conn_ != nullptr)
       PQfinish(conn_);
     conn_ = std::exchange(other.conn_, nullptr);
+    prepared_ = std::move(other.prepared_);
+    other.prepared_.clear();
     notices_ = std::move(other.notices_);
   }
   return *this;
@@ -423,9 +615,8 @@ caf::error connection::failure(pg_result* res, std::string_view what) const {
                     prefixed(what, msg + " [SQLSTATE " + state + "]"));
 }
 
-caf::expected<result> connection::exec(const std::string& sql, const params& ps,
-                                       bool binary_results,
-                                       std::string_view what) {
+caf::error connection::check_params(const params& ps,
+                                    std::string_view what) const {
   if (conn_ == nullptr)
     return make_error(errc::unavailable,
                       prefixed(what, "PostgreSQL unavailable: not connected"));
@@ -435,16 +626,10 @@ caf::expected<result> connection::exec(const std::string& sql, const params& ps,
     return make_error(errc::invalid_value,
                       prefixed(what, std::to_string(ps.size())
                                          + " parameters in one statement"));
-  const auto n = ps.size();
-  std::vector<const char*> values(n);
-  std::vector<int> lengths(n);
-  for (size_t i = 0; i < n; ++i) {
-    values[i] = ps.nulls_[i] != 0 ? nullptr : ps.values_[i].data();
-    lengths[i] = static_cast<int>(ps.values_[i].size());
-  }
-  result res{PQexecParams(conn_, sql.c_str(), static_cast<int>(n),
-                          ps.types_.data(), values.data(), lengths.data(),
-                          ps.formats_.data(), binary_results ? 1 : 0)};
+  return caf::none;
+}
+
+caf::expected<result> connection::finish(result res, std::string_view what) {
   if (res) {
     auto status = PQresultStatus(res.get());
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
@@ -452,7 +637,57 @@ caf::expected<result> connection::exec(const std::string& sql, const params& ps,
   }
   auto err = failure(res.get(), what);
   drop_if_lost(conn_, res.get());
+  if (conn_ == nullptr)
+    prepared_.clear();
   return err;
+}
+
+caf::expected<result> connection::exec(const std::string& sql, const params& ps,
+                                       bool binary_results,
+                                       std::string_view what) {
+  if (auto err = check_params(ps, what))
+    return err;
+  const auto n = ps.size();
+  std::vector<const char*> values(n);
+  std::vector<int> lengths(n);
+  for (size_t i = 0; i < n; ++i) {
+    values[i] = ps.nulls_[i] != 0 ? nullptr : ps.values_[i].data();
+    lengths[i] = static_cast<int>(ps.values_[i].size());
+  }
+  return finish(result{PQexecParams(conn_, sql.c_str(), static_cast<int>(n),
+                                    ps.types_.data(), values.data(),
+                                    lengths.data(), ps.formats_.data(),
+                                    binary_results ? 1 : 0)},
+                what);
+}
+
+caf::expected<result> connection::exec_prepared(const std::string& name,
+                                                const std::string& sql,
+                                                const params& ps,
+                                                bool binary_results,
+                                                std::string_view what) {
+  if (auto err = check_params(ps, what))
+    return err;
+  const auto n = ps.size();
+  if (prepared_.count(name) == 0) {
+    auto res = finish(result{PQprepare(conn_, name.c_str(), sql.c_str(),
+                                       static_cast<int>(n), ps.types_.data())},
+                      what);
+    if (!res)
+      return std::move(res.error());
+    prepared_.insert(name);
+  }
+  std::vector<const char*> values(n);
+  std::vector<int> lengths(n);
+  for (size_t i = 0; i < n; ++i) {
+    values[i] = ps.nulls_[i] != 0 ? nullptr : ps.values_[i].data();
+    lengths[i] = static_cast<int>(ps.values_[i].size());
+  }
+  return finish(result{PQexecPrepared(conn_, name.c_str(), static_cast<int>(n),
+                                      values.data(), lengths.data(),
+                                      ps.formats_.data(),
+                                      binary_results ? 1 : 0)},
+                what);
 }
 
 caf::error connection::exec_script(const std::string& sql,
@@ -818,25 +1053,16 @@ caf::expected<write_result> session::write(const write_batch& batch) {
   std::unordered_set<std::string_view> skipped;
   if (!batch.submits.empty()) {
     std::unordered_set<std::string> inserted;
-    auto err = for_chunks(
-        batch.submits.size(), job_column_count, [&](size_t first, size_t last) {
-          params ps;
-          ps.reserve((last - first) * job_column_count);
-          for (size_t i = first; i < last; ++i)
-            add_job_columns(ps, batch.submits[i], updated_at(batch.submits[i]));
-          auto res = conn_.exec(
-              std::string{"INSERT INTO drover.jobs ("} + job_columns
-                  + ") VALUES " + values_list(last - first, job_column_count)
-                  + " ON CONFLICT DO NOTHING RETURNING job_id",
-              ps, false, "inserting submitted jobs");
-          if (!res)
-            return std::move(res.error());
-          for (int row = 0; row < res->rows(); ++row)
-            inserted.emplace(res->value(row, 0));
-          return caf::error{};
-        });
-    if (err)
-      return fail(std::move(err));
+    job_arrays cols{batch.submits.size()};
+    for (const auto& rec : batch.submits)
+      cols.add_insert(rec, updated_at(rec));
+    auto res = conn_.exec_prepared("drover_insert_jobs", insert_jobs_sql,
+                                   cols.insert_params(), false,
+                                   "inserting submitted jobs");
+    if (!res)
+      return fail(std::move(res.error()));
+    for (int row = 0; row < res->rows(); ++row)
+      inserted.emplace(res->value(row, 0));
     if (inserted.size() < batch.submits.size()) {
       std::vector<std::pair<std::string, std::string>> keys;
       for (const auto& rec : batch.submits)
@@ -864,36 +1090,33 @@ caf::expected<write_result> session::write(const write_batch& batch) {
     }
   }
 
-  // 2. Events: multi-row INSERTs, payloads as binary bytea. A (job, seq)
-  // that exists is a unique violation: conflict.
-  std::vector<const job_event*> events;
-  events.reserve(batch.events.size());
-  for (const auto& ev : batch.events)
-    if (skipped.count(ev.job_id) == 0)
-      events.push_back(&ev);
-  constexpr size_t event_cols = 6;
-  auto err
-      = for_chunks(events.size(), event_cols, [&](size_t first, size_t last) {
-          params ps;
-          ps.reserve((last - first) * event_cols);
-          for (size_t i = first; i < last; ++i) {
-            const auto& ev = *events[i];
-            ps.text(ev.job_id)
-                .int64(static_cast<int64_t>(ev.sequence))
-                .int32(static_cast<int32_t>(ev.attempt))
-                .int16(static_cast<int16_t>(ev.kind))
-                .int64(ev.at_ms)
-                .bytes(to_bytes(ev));
-          }
-          auto res = conn_.exec("INSERT INTO drover.events (job_id, seq, "
-                                "attempt, kind, at_ms, payload) "
-                                "VALUES "
-                                    + values_list(last - first, event_cols),
-                                ps, false, "appending events");
-          return res ? caf::error{} : std::move(res.error());
-        });
-  if (err)
-    return fail(std::move(err));
+  // 2. Events, payloads as binary bytea. A (job, seq) that exists is a
+  // unique violation: conflict.
+  {
+    const size_t n = batch.events.size();
+    array_param job_id{element::text, n}, seq{element::int8, n},
+        attempt{element::int4, n}, kind{element::int2, n},
+        at_ms{element::int8, n}, payload{element::bytea, n};
+    for (const auto& ev : batch.events) {
+      if (skipped.count(ev.job_id) > 0)
+        continue;
+      job_id.text(ev.job_id);
+      seq.int64(static_cast<int64_t>(ev.sequence));
+      attempt.int32(static_cast<int32_t>(ev.attempt));
+      kind.int16(static_cast<int16_t>(ev.kind));
+      at_ms.int64(ev.at_ms);
+      payload.bytes(to_bytes(ev));
+    }
+    if (job_id.size() > 0) {
+      params ps;
+      ps.array(job_id).array(seq).array(attempt).array(kind).array(at_ms)
+          .array(payload);
+      auto res = conn_.exec_prepared("drover_insert_events", insert_events_sql,
+                                     ps, false, "appending events");
+      if (!res)
+        return fail(std::move(res.error()));
+    }
+  }
 
   // 3. Projections of existing jobs, in job-id order (a stable lock order
   // between concurrent writers). Each must move the stored one forward.
@@ -906,63 +1129,36 @@ caf::expected<write_result> session::write(const write_batch& batch) {
             [](const job_record* x, const job_record* y) {
               return x->job_id < y->job_id;
             });
-  constexpr size_t update_cols = 9;
-  err = for_chunks(updates.size(), update_cols, [&](size_t first, size_t last) {
-    params ps;
-    ps.reserve((last - first) * update_cols);
-    for (size_t i = first; i < last; ++i) {
-      const auto& rec = *updates[i];
-      ps.text(rec.job_id)
-          .int16(static_cast<int16_t>(rec.status))
-          .int16(static_cast<int16_t>(rec.spec.prio))
-          .boolean(rec.dead_lettered)
-          .int64(updated_at(rec));
-      if (rec.completed_at_ms != 0)
-        ps.int64(rec.completed_at_ms);
-      else
-        ps.null_int64();
-      ps.int64(static_cast<int64_t>(rec.sequence))
-          .bytes(to_bytes(rec))
-          .boolean(rec.webhook_pending_sequence != 0);
-    }
-    auto res = conn_.exec(
-        "UPDATE drover.jobs AS j SET status = v.status, priority = v.priority, "
-        "dead_lettered = v.dead_lettered, updated_at_ms = v.updated_at_ms, "
-        "completed_at_ms = v.completed_at_ms, seq = v.seq, record = v.record, "
-        "webhook_pending = v.webhook_pending "
-        "FROM (VALUES "
-            + values_list(last - first, update_cols)
-            + ") AS v(job_id, status, priority, dead_lettered, updated_at_ms, "
-              "completed_at_ms, seq, record, webhook_pending) "
-              "WHERE j.job_id = v.job_id AND j.seq < v.seq RETURNING j.job_id",
-        ps, false, "updating jobs");
+  if (!updates.empty()) {
+    job_arrays cols{updates.size()};
+    for (const auto* rec : updates)
+      cols.add_update(*rec, updated_at(*rec));
+    auto res = conn_.exec_prepared("drover_update_jobs", update_jobs_sql,
+                                   cols.update_params(), false,
+                                   "updating jobs");
     if (!res)
-      return std::move(res.error());
-    if (static_cast<size_t>(res->rows()) == last - first)
-      return caf::error{};
-    std::unordered_set<std::string_view> done;
-    for (int row = 0; row < res->rows(); ++row)
-      done.insert(res->value(row, 0));
-    for (size_t i = first; i < last; ++i) {
-      const auto& rec = *updates[i];
-      if (done.count(rec.job_id) > 0)
-        continue;
-      auto stored = job_seqs(conn_, {rec.job_id});
-      if (!stored)
-        return std::move(stored.error());
-      if (stored->empty())
-        return make_error(errc::not_found,
-                          "no job '" + rec.job_id + "' to update");
-      return make_error(errc::conflict,
-                        "job '" + rec.job_id + "' is at seq "
-                            + std::to_string(stored->begin()->second)
-                            + ", the update carries seq "
-                            + std::to_string(rec.sequence));
+      return fail(std::move(res.error()));
+    if (static_cast<size_t>(res->rows()) != updates.size()) {
+      std::unordered_set<std::string_view> done;
+      for (int row = 0; row < res->rows(); ++row)
+        done.insert(res->value(row, 0));
+      for (const auto* rec : updates) {
+        if (done.count(rec->job_id) > 0)
+          continue;
+        auto stored = job_seqs(conn_, {rec->job_id});
+        if (!stored)
+          return fail(std::move(stored.error()));
+        if (stored->empty())
+          return fail(make_error(errc::not_found,
+                                 "no job '" + rec->job_id + "' to update"));
+        return fail(make_error(errc::conflict,
+                               "job '" + rec->job_id + "' is at seq "
+                                   + std::to_string(stored->begin()->second)
+                                   + ", the update carries seq "
+                                   + std::to_string(rec->sequence)));
+      }
     }
-    return caf::error{};
-  });
-  if (err)
-    return fail(std::move(err));
+  }
 
   // 4. COMMIT. If the connection breaks now, the server may or may not have
   // committed: only a re-read can tell.
@@ -1172,7 +1368,12 @@ caf::expected<std::vector<job_record>> session::list(const job_query& q) {
   ps.text(q.after);
   auto next = [&ps] { return "$" + std::to_string(ps.size() + 1); };
   if (q.status >= 0) {
-    sql += " AND status = " + next();
+    // Predicates of the partial indexes jobs_finished and jobs_live.
+    auto st = static_cast<job_status>(q.status);
+    if (is_terminal(st))
+      sql += " AND final_status = " + next();
+    else
+      sql += " AND final_status IS NULL AND status = " + next();
     ps.int16(static_cast<int16_t>(q.status));
   }
   if (q.dead_lettered)
@@ -1194,7 +1395,7 @@ caf::expected<std::vector<job_record>>
 session::live_jobs(const std::string& after, uint32_t limit) {
   // The predicate repeats jobs_live's so the partial index applies.
   std::string sql = "SELECT job_id, record FROM drover.jobs "
-                    "WHERE status IN (0, 1, 2, 3) AND job_id > $1 "
+                    "WHERE final_status IS NULL AND job_id > $1 "
                     "ORDER BY job_id";
   params ps;
   ps.text(after);

@@ -47,6 +47,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -103,6 +104,8 @@ int64_t binary_int(std::string_view wire);
 /// guess a type). Text must not contain NUL bytes: libpq passes text as C
 /// strings, so a NUL would silently truncate the value; such a value marks
 /// the list invalid and the statement is refused with `invalid_value`.
+class array_param;
+
 class params {
 public:
   params& text(std::string_view x);
@@ -119,6 +122,8 @@ public:
   params& bytes(const std::vector<char>& x) {
     return bytes(x.data(), x.size());
   }
+  /// A binary array parameter (see array_param).
+  params& array(const array_param& x);
 
   size_t size() const noexcept {
     return values_.size();
@@ -137,6 +142,48 @@ private:
   std::vector<int> formats_;
   std::vector<char> nulls_;
   /// Why the list can't be sent; empty = fine.
+  std::string invalid_;
+};
+
+/// A one-dimensional array parameter, sent in PostgreSQL's binary array
+/// format: a whole column of a batch in one parameter, so one prepared
+/// statement (`INSERT .. SELECT * FROM unnest($1::text[], ..)`) serves
+/// batches of any size without being parsed and planned again.
+class array_param {
+public:
+  enum class element { int2, int4, int8, boolean, text, bytea };
+
+  explicit array_param(element type, size_t expected_items = 0);
+
+  array_param& int16(int16_t x);
+  array_param& int32(int32_t x);
+  array_param& int64(int64_t x);
+  array_param& boolean(bool x);
+  /// Text must hold no NUL byte (the params list reports it).
+  array_param& text(std::string_view x);
+  /// `x` or SQL NULL when empty.
+  array_param& text_or_null(std::string_view x);
+  array_param& bytes(const char* data, size_t size);
+  array_param& bytes(const std::vector<char>& x) {
+    return bytes(x.data(), x.size());
+  }
+  array_param& null();
+
+  size_t size() const noexcept {
+    return count_;
+  }
+
+private:
+  friend class params;
+  /// Appends one element: its length (-1 = NULL), then its bytes.
+  void item(const char* data, int32_t size);
+  /// The array's wire form: header, then the items.
+  std::string encode() const;
+
+  element type_;
+  uint32_t count_ = 0;
+  bool has_null_ = false;
+  std::string items_;
   std::string invalid_;
 };
 
@@ -180,6 +227,15 @@ public:
                              bool binary_results = false,
                              std::string_view what = {});
 
+  /// Runs `sql` as the prepared statement `name` of this connection: the
+  /// first call prepares it (PQprepare, with the parameter types of `ps`),
+  /// later calls only bind and execute (PQexecPrepared). `name` must always
+  /// come with the same `sql` and parameter types. Failures as exec().
+  caf::expected<result> exec_prepared(const std::string& name,
+                                      const std::string& sql, const params& ps,
+                                      bool binary_results = false,
+                                      std::string_view what = {});
+
   /// Runs constant SQL that may hold several statements and no parameters
   /// (PQexec). For migrations only; never pass values in `sql`.
   caf::error exec_script(const std::string& sql, std::string_view what = {});
@@ -202,8 +258,14 @@ public:
 private:
   explicit connection(pg_conn* conn);
   caf::error failure(pg_result* res, std::string_view what) const;
+  /// Refuses `ps` if it cannot be sent; `none` if it can.
+  caf::error check_params(const params& ps, std::string_view what) const;
+  /// Turns a finished PGresult into a result or an error.
+  caf::expected<result> finish(result res, std::string_view what);
 
   pg_conn* conn_ = nullptr;
+  /// Statements prepared on this connection (by name).
+  std::set<std::string> prepared_;
   /// Heap-allocated so its address, given to libpq, survives moves.
   std::unique_ptr<notice_log> notices_;
 };

@@ -213,12 +213,90 @@ CREATE INDEX jobs_webhook_pending ON drover.jobs (job_id)
   WHERE webhook_pending;
 )sql";
 
+// Version 3: transitions between live statuses (queued -> processing ->
+// retrying -> processing ...) become HOT updates. Before, `status` was a
+// key or predicate column of four indexes, so every transition wrote a new
+// entry into every index of drover.jobs (0 HOT updates in a drain:
+// docs/benchmarks.md). Now the indexes look at final_status, which is NULL
+// while a job is live and its terminal status after: only the transition
+// into (or out of, by a redrive) a terminal status touches the indexes.
+const char* const v3_sql = R"sql(
+ALTER TABLE drover.jobs ADD COLUMN final_status smallint;
+-- Room on each page for the new versions of its rows: a HOT update must
+-- fit on the page of the old version.
+ALTER TABLE drover.jobs SET (fillfactor = 50);
+UPDATE drover.jobs SET final_status = status WHERE status IN (4, 5, 6);
+ALTER TABLE drover.jobs ADD CONSTRAINT jobs_final_status_is_terminal_status
+  CHECK (final_status IS NOT DISTINCT FROM
+         CASE WHEN status IN (4, 5, 6) THEN status END);
+
+COMMENT ON COLUMN drover.jobs.final_status IS
+  'status once the job is terminal (4 completed, 5 failed, 6 cancelled); '
+  'NULL while it is live. Indexed instead of status, so that live '
+  'transitions are HOT updates.';
+
+DROP INDEX drover.jobs_status;
+DROP INDEX drover.jobs_live;
+DROP INDEX drover.jobs_purgeable;
+
+-- Recovery and live-status queries: the non-terminal jobs (queries must
+-- repeat the predicate and filter status on the row).
+CREATE INDEX jobs_live ON drover.jobs (job_id) WHERE final_status IS NULL;
+-- Terminal-status queries, paged by job id.
+CREATE INDEX jobs_finished ON drover.jobs (final_status, job_id)
+  WHERE final_status IS NOT NULL;
+-- Retention: what drover.purge_finished() may remove, oldest first.
+CREATE INDEX jobs_purgeable ON drover.jobs (completed_at_ms)
+  WHERE final_status IS NOT NULL AND NOT dead_lettered;
+
+-- The same policy as version 1, on the new predicate.
+CREATE OR REPLACE FUNCTION drover.purge_finished(before_ms bigint,
+                                                 max_jobs integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET drover.retention = 'on'
+AS $$
+DECLARE
+  purged bigint;
+BEGIN
+  IF before_ms IS NULL OR max_jobs IS NULL OR max_jobs <= 0 THEN
+    RETURN 0;
+  END IF;
+  WITH victims AS (
+    SELECT j.job_id
+      FROM drover.jobs j
+     WHERE j.final_status IS NOT NULL AND NOT j.dead_lettered
+       AND j.completed_at_ms < before_ms
+     ORDER BY j.completed_at_ms
+     LIMIT max_jobs
+       FOR UPDATE SKIP LOCKED
+  ), gone AS (
+    DELETE FROM drover.jobs j
+     USING victims v
+     WHERE j.job_id = v.job_id
+    RETURNING j.job_id
+  ), gone_events AS (
+    DELETE FROM drover.events e
+     USING gone g
+     WHERE e.job_id = g.job_id
+  )
+  SELECT count(*) INTO purged FROM gone;
+  RETURN purged;
+END
+$$;
+
+REVOKE ALL ON FUNCTION drover.purge_finished(bigint, integer) FROM PUBLIC;
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
   static const std::vector<migration> all{
       {1, "audit log, job projection, retention", v1_sql},
       {2, "webhooks owed by finished jobs", v2_sql},
+      {3, "live transitions as HOT updates (final_status)", v3_sql},
   };
   return all;
 }

@@ -131,7 +131,7 @@ case "$name" in
     q -f "$WORK/schema.sql" >/dev/null
     # Columns of drover.jobs that later migrations added: booleans are
     # written (as false) like Drover's write() does; anything else is unknown.
-    known="'job_id','tenant','type','idempotency_key','status','priority','dead_lettered','created_at_ms','updated_at_ms','completed_at_ms','seq','record'"
+    known="'job_id','tenant','type','idempotency_key','status','priority','dead_lettered','created_at_ms','updated_at_ms','completed_at_ms','seq','record','webhook_pending','final_status'"
     extra_bools=$(q -c "select coalesce(string_agg(column_name, ',' order by ordinal_position), '') from information_schema.columns
       where table_schema = 'drover' and table_name = 'jobs' and column_name not in ($known) and data_type = 'boolean'")
     others=$(q -c "select coalesce(string_agg(column_name, ','), '') from information_schema.columns

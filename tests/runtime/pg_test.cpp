@@ -265,8 +265,8 @@ TEST_CASE("migrations create the schema and are safe to run twice", "[pg]") {
         == static_cast<int64_t>(all.size()));
   for (const char* rel :
        {"drover.events", "drover.jobs", "drover.schema_migrations",
-        "drover.jobs_idempotency", "drover.jobs_status", "drover.jobs_dlq",
-        "drover.jobs_live", "drover.jobs_tenant"})
+        "drover.jobs_idempotency", "drover.jobs_finished", "drover.jobs_dlq",
+        "drover.jobs_live", "drover.jobs_tenant", "drover.jobs_purgeable"})
     CHECK(count(conn,
                 "SELECT count(*) FROM pg_class WHERE oid = "
                 "to_regclass($1)",
@@ -364,6 +364,12 @@ TEST_CASE("events and projections agree and replay to the stored record",
   CHECK(run(conn, "SELECT idempotency_key FROM drover.jobs "
                   "WHERE job_id = 'j-b'")
             .is_null(0, 0));
+  // final_status: the terminal status, NULL while live (migration 3).
+  CHECK(run(conn, "SELECT final_status FROM drover.jobs WHERE job_id = 'j-a'")
+            .value(0, 0)
+        == "4");
+  CHECK(run(conn, "SELECT final_status FROM drover.jobs WHERE job_id = 'j-b'")
+            .is_null(0, 0));
   CHECK(count(conn, "SELECT count(*) FROM drover.events") == 8);
   CHECK(is(error_of(s.load_job("nope")), errc::not_found));
   CHECK(is(error_of(s.load_events("nope")), errc::not_found));
@@ -427,11 +433,12 @@ TEST_CASE("a batch is all or nothing", "[pg]") {
   CHECK_FALSE(conn.in_transaction());
 }
 
-TEST_CASE("batches beyond the parameter limit are split", "[pg]") {
+TEST_CASE("batches beyond libpq's parameter limit are written", "[pg]") {
   test_db db;
   auto s = db.session();
-  // 12,000 events of 6 parameters and 12,000 submits of 12 each exceed
-  // 65,535 parameters several times over.
+  // 12,000 events and 6,000 submits: as one parameter per value they would
+  // exceed 65,535 parameters several times over; as arrays they are one
+  // statement each.
   std::vector<job> jobs;
   jobs.reserve(6000);
   for (int i = 0; i < 6000; ++i) {
@@ -451,6 +458,92 @@ TEST_CASE("batches beyond the parameter limit are split", "[pg]") {
         == 6000);
   CHECK(value_of(s.committed(batch)));
   CHECK(value_of(s.load_job("j005999")) == jobs.back().record());
+}
+
+TEST_CASE("live transitions are HOT updates, the terminal one is not",
+          "[pg]") {
+  test_db db;
+  auto s = db.session();
+  job a{"j-a", make_spec("t", "x", "key-a")};
+  value_of(s.write(batch_of({&a})));
+  a.start(2000);
+  value_of(s.write(batch_of({&a})));      // queued -> processing
+  a.progress(50, 2100);
+  value_of(s.write(batch_of({&a})));      // processing, progress
+  a.complete(2200);
+  value_of(s.write(batch_of({&a})));      // -> completed
+  // Statistics reach the shared counters when the writing backend goes
+  // idle: forced here, then read from another connection (re-read until a
+  // deadline in case the flush met a lock and was deferred).
+  run(s.conn(), "SELECT pg_stat_force_next_flush()");
+  auto watcher = db.session(false);
+  auto& conn = watcher.conn();
+  const std::string stats
+      = "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+        "WHERE relid = 'drover.jobs'::regclass";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+  int64_t updates = 0;
+  int64_t hot = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    run(conn, "SELECT pg_stat_clear_snapshot()");
+    auto row = run(conn, stats);
+    updates = std::stoll(std::string{row.value(0, 0)});
+    hot = std::stoll(std::string{row.value(0, 1)});
+    if (updates >= 3)
+      break;
+    run(s.conn(), "SELECT pg_stat_force_next_flush()");
+  }
+  REQUIRE(updates == 3);
+  // start and progress change no indexed column; completion sets
+  // final_status and completed_at_ms, which the indexes use.
+  CHECK(hot == 2);
+}
+
+TEST_CASE("array parameters carry NULLs, bytes and every integer width",
+          "[pg]") {
+  test_db db;
+  auto s = db.session(false);
+  auto& conn = s.conn();
+  using el = pg::array_param::element;
+  pg::array_param texts{el::text}, blobs{el::bytea}, i2{el::int2},
+      i4{el::int4}, i8{el::int8}, flags{el::boolean};
+  texts.text("a'b").null().text("\u00e9t\u00e9");
+  blobs.bytes(std::string{"\0\x01\xff", 3}.data(), 3).null().bytes("", 0);
+  i2.int16(-32768).null().int16(32767);
+  i4.int32(-2147483647 - 1).null().int32(2147483647);
+  i8.int64(INT64_MIN).null().int64(INT64_MAX);
+  flags.boolean(true).null().boolean(false);
+  auto res = value_of(conn.exec(
+      "SELECT t, encode(b, 'hex'), x2, x4, x8, f FROM unnest($1::text[], "
+      "$2::bytea[], $3::int2[], $4::int4[], $5::int8[], $6::bool[]) "
+      "AS u(t, b, x2, x4, x8, f)",
+      pg::params{}.array(texts).array(blobs).array(i2).array(i4).array(i8)
+          .array(flags)));
+  REQUIRE(res.rows() == 3);
+  CHECK(res.value(0, 0) == "a'b");
+  CHECK(res.value(0, 1) == "0001ff");
+  CHECK(res.value(0, 2) == "-32768");
+  CHECK(res.value(0, 3) == "-2147483648");
+  CHECK(res.value(0, 4) == "-9223372036854775808");
+  CHECK(res.value(0, 5) == "t");
+  for (int col = 0; col < 6; ++col)
+    CHECK(res.is_null(1, col));
+  CHECK(res.value(2, 0) == "\u00e9t\u00e9");
+  CHECK(res.value(2, 1).empty());
+  CHECK_FALSE(res.is_null(2, 1));
+  CHECK(res.value(2, 4) == "9223372036854775807");
+  CHECK(res.value(2, 5) == "f");
+  // An empty array is a valid, empty parameter.
+  CHECK(value_of(conn.exec("SELECT cardinality($1::int8[])",
+                           pg::params{}.array(pg::array_param{el::int8})))
+            .value(0, 0)
+        == "0");
+  // A NUL byte in text is refused before anything is sent.
+  pg::array_param bad{el::text};
+  bad.text("ok").text(std::string{"a\0b", 3});
+  auto err = error_of(conn.exec("SELECT $1::text[]", pg::params{}.array(bad)));
+  CHECK(is(err, errc::invalid_value));
+  CHECK(mentions(err, "NUL"));
 }
 
 // -- the audit log is append-only ---------------------------------------------
