@@ -107,6 +107,13 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate) {
         return std::move(r.error());
       return std::move(*r);
     },
+    [self](get_atom, const std::vector<std::string>& ids)
+      -> caf::result<std::vector<job_record>> {
+      auto r = read_db(self, [&](pg::session& db) { return db.load_jobs(ids); });
+      if (!r)
+        return std::move(r.error());
+      return std::move(*r);
+    },
     [self](events_atom,
            const std::string& id) -> caf::result<std::vector<job_event>> {
       auto r = read_db(self,
@@ -192,6 +199,11 @@ struct batch {
   }
 };
 
+using load_waiter = std::function<void(const job_record*, const caf::error&)>;
+
+/// Most jobs one read loads.
+constexpr size_t max_load_batch = 1000;
+
 struct pg_store_state {
   pg_store_config cfg;
   caf::actor writer;
@@ -204,8 +216,16 @@ struct pg_store_state {
   std::unordered_map<std::string, uint64_t> dirty;
   /// (tenant, idempotency key) -> job id, for jobs in the cache.
   std::map<std::pair<std::string, std::string>, std::string> keys;
-  /// Jobs being loaded from PostgreSQL, with the operations waiting for it.
-  std::unordered_map<std::string, std::vector<std::function<void()>>> loading;
+  /// Jobs being loaded from PostgreSQL, with the operations waiting for
+  /// them. A waiter gets the committed record, or null when the job does
+  /// not exist, or the error that stopped the read.
+  std::unordered_map<std::string, std::vector<load_waiter>> loading;
+  /// Jobs to load once the read in flight is back: loads are batched like
+  /// commits (one `= ANY($1)` query for all of them), so a deep or
+  /// recovered queue, whose jobs are no longer cached, is not read one row
+  /// per round trip.
+  std::vector<std::string> load_queue;
+  bool load_inflight = false;
   batch pending;
   /// Batches that reached max_batch operations while another transaction
   /// was in flight, oldest first. They leave one by one before `pending`,
@@ -449,6 +469,85 @@ void try_reconnect(self_ptr self) {
       });
 }
 
+void send_loads(self_ptr self);
+
+/// Reads `id` from PostgreSQL (batched with the other loads) into the
+/// cache, unless the cache learned of it meanwhile, then calls `w`.
+void load(self_ptr self, const std::string& id, load_waiter w) {
+  auto& st = self->state;
+  auto [entry, fresh] = st.loading.try_emplace(id);
+  entry->second.push_back(std::move(w));
+  if (fresh) {
+    st.load_queue.push_back(id);
+    send_loads(self);
+  }
+}
+
+/// Hands each waiting load its outcome.
+void loaded(self_ptr self, const std::vector<std::string>& ids,
+            std::vector<job_record>* recs, const caf::error& err) {
+  auto& st = self->state;
+  std::unordered_map<std::string_view, const job_record*> found;
+  if (recs != nullptr)
+    for (const auto& rec : *recs)
+      found.emplace(rec.job_id, &rec);
+  for (const auto& id : ids) {
+    const job_record* rec = nullptr;
+    if (auto f = found.find(id); f != found.end()) {
+      rec = f->second;
+      // Never overwrite newer accepted state.
+      if (st.cache.emplace(id, *rec).second && !rec->spec.idempotency_key.empty())
+        st.keys.emplace(
+          std::make_pair(rec->spec.tenant, rec->spec.idempotency_key), id);
+    }
+    auto l = st.loading.find(id);
+    if (l == st.loading.end())
+      continue;
+    auto waiters = std::move(l->second);
+    st.loading.erase(l);
+    for (auto& w : waiters)
+      w(rec, err);
+  }
+}
+
+/// A read came back: the next one, or, when none is left (no waiter
+/// still needs a job loaded earlier), the cache bound.
+void after_loads(self_ptr self) {
+  if (self->state.load_queue.empty())
+    evict_if_needed(self);
+  else
+    send_loads(self);
+}
+
+void send_loads(self_ptr self) {
+  auto& st = self->state;
+  if (st.load_inflight || st.load_queue.empty())
+    return;
+  std::vector<std::string> ids;
+  if (st.load_queue.size() <= max_load_batch) {
+    ids.swap(st.load_queue);
+  } else {
+    auto end = st.load_queue.begin() + max_load_batch;
+    ids.assign(std::make_move_iterator(st.load_queue.begin()),
+               std::make_move_iterator(end));
+    st.load_queue.erase(st.load_queue.begin(), end);
+  }
+  st.load_inflight = true;
+  auto shared = std::make_shared<std::vector<std::string>>(std::move(ids));
+  self->request(st.reader, st.cfg.io_timeout, get_atom::value, *shared)
+    .then(
+      [self, shared](std::vector<job_record>& recs) {
+        self->state.load_inflight = false;
+        loaded(self, *shared, &recs, caf::error{});
+        after_loads(self);
+      },
+      [self, shared](caf::error& err) {
+        self->state.load_inflight = false;
+        loaded(self, *shared, nullptr, err);
+        after_loads(self);
+      });
+}
+
 /// Makes sure every job in `ids` is in the cache, then runs `then`; runs
 /// `fail` with the first load error instead.
 void with_loaded(self_ptr self, std::vector<std::string> ids,
@@ -471,44 +570,19 @@ void with_loaded(self_ptr self, std::vector<std::string> ids,
   };
   auto g = std::make_shared<gate>(gate{missing.size(), {}, std::move(then),
                                        std::move(fail)});
-  for (auto& id : missing) {
-    auto waiter = [g] {
+  for (auto& id : missing)
+    load(self, id, [g, id](const job_record* rec, const caf::error& err) {
+      if (err && !g->err)
+        g->err = err;
+      else if (rec == nullptr && !g->err)
+        g->err = make_error(errc::not_found, "no job '" + id + "'");
       if (--g->left == 0) {
         if (g->err)
           g->fail(g->err);
         else
           g->then();
       }
-    };
-    auto l = st.loading.find(id);
-    if (l != st.loading.end()) {
-      l->second.push_back(std::move(waiter));
-      continue;
-    }
-    st.loading[id].push_back(std::move(waiter));
-    self->request(st.reader, st.cfg.io_timeout, get_atom::value, id)
-      .then(
-        [self, id](job_record& rec) {
-          auto& st = self->state;
-          st.cache.emplace(id, rec); // never overwrite newer accepted state
-          const auto& spec = rec.spec;
-          if (!spec.idempotency_key.empty())
-            st.keys.emplace(std::make_pair(spec.tenant, spec.idempotency_key),
-                            id);
-          auto waiters = std::move(st.loading[id]);
-          st.loading.erase(id);
-          for (auto& w : waiters)
-            w();
-        },
-        [self, id, g](caf::error& err) {
-          auto& st = self->state;
-          g->err = err;
-          auto waiters = std::move(st.loading[id]);
-          st.loading.erase(id);
-          for (auto& w : waiters)
-            w();
-        });
-  }
+    });
 }
 
 /// Validates and accepts `events` (all loaded); answers via `rp` after the
@@ -789,25 +863,25 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
         if (c != st.cache.end() && st.dirty.count(id) == 0)
           return c->second;
         auto rp = self->make_response_promise<job_record>();
-        self->request(st.reader, st.cfg.io_timeout, get_atom::value, id)
-          .then(
-            [self, id, rp](job_record& rec) mutable {
-              // Keep what was read (the job supervisor's get is followed by
-              // appends that would read it again), unless the store learned
-              // something newer meanwhile.
-              auto& st = self->state;
-              if (st.cache.count(id) == 0 && st.loading.count(id) == 0
-                  && st.dirty.count(id) == 0) {
-                st.cache.emplace(id, rec);
-                const auto& spec = rec.spec;
-                if (!spec.idempotency_key.empty())
-                  st.keys.emplace(
-                    std::make_pair(spec.tenant, spec.idempotency_key), id);
-                evict_if_needed(self);
-              }
-              rp.deliver(std::move(rec));
-            },
-            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        if (st.dirty.count(id) > 0) {
+          // Uncommitted events: answer the committed state, uncached.
+          self->request(st.reader, st.cfg.io_timeout, get_atom::value, id)
+            .then([rp](job_record& rec) mutable { rp.deliver(std::move(rec)); },
+                  [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+          return rp;
+        }
+        // Not cached: read it with the other loads and keep it (the job
+        // supervisor's get is followed by appends that need it).
+        load(self, id,
+             [rp, id](const job_record* rec, const caf::error& err) mutable {
+               if (err)
+                 rp.deliver(err);
+               else if (rec == nullptr)
+                 rp.deliver(
+                   make_error(errc::not_found, "no job '" + id + "'"));
+               else
+                 rp.deliver(*rec);
+             });
         return rp;
       },
       [self](events_atom,

@@ -1329,6 +1329,18 @@ caf::expected<job_record> session::load_job(const std::string& job_id) {
   return std::move(recs->front());
 }
 
+caf::expected<std::vector<job_record>>
+session::load_jobs(const std::vector<std::string>& job_ids) {
+  if (job_ids.empty())
+    return std::vector<job_record>{};
+  array_param ids{array_param::element::text, job_ids.size()};
+  for (const auto& id : job_ids)
+    ids.text(id);
+  return query_records(
+      "SELECT job_id, record FROM drover.jobs WHERE job_id = ANY($1::text[])",
+      params{}.array(ids), "loading jobs");
+}
+
 caf::expected<std::vector<job_event>>
 session::load_events(const std::string& job_id) {
   auto res = conn_.exec(

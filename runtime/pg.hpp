@@ -364,6 +364,11 @@ public:
   /// The job's current record; `not_found` if unknown.
   caf::expected<job_record> load_job(const std::string& job_id);
 
+  /// The current records of those of `job_ids` that exist, in no
+  /// particular order: one query for the lot.
+  caf::expected<std::vector<job_record>>
+  load_jobs(const std::vector<std::string>& job_ids);
+
   /// The job's events in sequence order; `not_found` if it has none.
   caf::expected<std::vector<job_event>> load_events(const std::string& job_id);
 

@@ -126,8 +126,12 @@ case "$workload" in
              --jobs "$n" --slots "$s" --runs 1 | tag)
     printf '%s\n' "$lines"
     rate=$(printf '%s\n' "$lines" | jq -r 'select(.summary == true) | .drain_jobs_per_s_median')
-    bg=$(awk -v r="$rate" 'BEGIN { printf "%d", r / 2 }')
-    blog "B3: background load $bg jobs/s (half of $rate)"
+    sub=$(printf '%s\n' "$lines" | jq -r 'select(.summary == true) | .preload_submits_per_s_median')
+    # Steady state, a job is submitted AND run: the full rate is
+    # 1 / (1/drain + 1/submit); half of that is the background load.
+    full=$(awk -v r="$rate" -v s="$sub" 'BEGIN { printf "%d", 1 / (1 / r + 1 / s) }')
+    bg=$(awk -v f="$full" 'BEGIN { printf "%d", f / 2 }')
+    blog "B3: background load $bg jobs/s (half of $full = 1/(1/$rate drained + 1/$sub submitted))"
     "$B/drover_bench_latency" --workload B3 --pg-url "$URL" --slots "$s" \
       --probes "$probes" --bg-rate "$bg" | tag
     ;;

@@ -18,6 +18,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <map>
 #include <thread>
 
 using namespace drover;
@@ -333,6 +334,59 @@ TEST_CASE("a cache smaller than the queue: evicted jobs are read back",
     "SELECT count(*) FROM drover.events WHERE kind = "
     + std::to_string(static_cast<int>(event_kind::completed))));
   CHECK(rows.value(0, 0) == std::to_string(120 + 1));
+}
+
+TEST_CASE("reads of uncached jobs after a restart are answered together",
+          "[pg][store][cache]") {
+  test_db db;
+  std::vector<std::string> ids;
+  {
+    pg_node node{db.url(), {{"cpu", 1}}};
+    for (int i = 0; i < 400; ++i) {
+      auto req = request("sleep", R"({"ms": 0})");
+      req.resources = {{"nowhere", 1}}; // stays queued
+      req.input = R"({"ms": 0, "i": )" + std::to_string(i) + "}";
+      ids.push_back(node.submit(req).job_id);
+    }
+  }
+  // A new node: its store's cache is empty. 400 gets in flight at once
+  // (loaded in batches), one of them for a job that does not exist, then
+  // appends to some of the loaded jobs.
+  pg_node node{db.url(), {{"cpu", 1}}};
+  node.submit(request("sleep", R"({"ms": 0})")); // the store is connected
+  auto store = node.handles->store();
+  caf::scoped_actor self{node.sys};
+  std::vector<std::string> asked = ids;
+  asked.insert(asked.begin() + 200, "no-such-job");
+  for (const auto& id : asked)
+    self->send(caf::actor_cast<caf::actor>(store), get_atom::value, id);
+  // Replies come back in any order; match them by job id.
+  std::map<std::string, job_record> got;
+  int not_found = 0;
+  for (size_t i = 0; i < asked.size(); ++i)
+    self->receive(
+      [&](job_record& rec) { got.emplace(rec.job_id, std::move(rec)); },
+      [&](caf::error& err) {
+        CHECK(is(err, errc::not_found));
+        ++not_found;
+      },
+      caf::after(30s) >> [&] { FAIL("no answer within 30 s"); });
+  CHECK(not_found == 1);
+  REQUIRE(got.size() == ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    INFO(ids[i]);
+    const auto& rec = got.at(ids[i]);
+    CHECK(rec.status == job_status::queued);
+    CHECK(rec.spec.input == R"({"ms": 0, "i": )" + std::to_string(i) + "}");
+  }
+  for (size_t i = 0; i < ids.size(); i += 50)
+    REQUIRE_FALSE(node.client.cancel(ids[i]));
+  for (size_t i = 0; i < ids.size(); i += 25) {
+    auto rec = node.client.get(ids[i]);
+    REQUIRE(rec);
+    CHECK(rec->status
+          == (i % 50 == 0 ? job_status::cancelled : job_status::queued));
+  }
 }
 
 TEST_CASE("a lost connection: writes are refused, then the store recovers",
