@@ -8,8 +8,8 @@
 #   --quick     short version: small job counts, 1 run, short limits (about
 #               10 minutes here)
 #   --runs R    runs of each no-op B1 (Drover, and the peers except Celery
-#               and graphile-worker's default mode, which get one; default
-#               3, quick 1)
+#               and graphile-worker's default mode, which get one), of
+#               Drover's B7, B3, B2 and of B6 (default 3, quick 1)
 #   --out FILE  default bench/results/run-<UTC time>.jsonl
 #   --only LIST comma-separated subset of: limits,peers,drover (drover
 #               includes B6 and the HTTP submit rate: benchmarks/http/run.sh)
@@ -128,7 +128,11 @@ fi
 if has drover; then
   q=(); [ $quick -eq 1 ] && q=(--quick)
   record drover "$ROOT/bench/drover/run.sh" B1 "${q[@]+"${q[@]}"}" --runs "$runs"
-  for w in B7 B3 B2 B4 B5; do
+  # B7, B3 and B2 get --runs runs too; B4 and B5 (minutes each) one.
+  for w in B7 B3 B2; do
+    record drover "$ROOT/bench/drover/run.sh" "$w" "${q[@]+"${q[@]}"}" --runs "$runs"
+  done
+  for w in B4 B5; do
     record drover "$ROOT/bench/drover/run.sh" "$w" "${q[@]+"${q[@]}"}"
   done
   # B6 and the HTTP submit rate: a real node behind the gateway, wrk and
@@ -136,7 +140,9 @@ if has drover; then
   if [ $quick -eq 1 ]; then
     record drover "$ROOT/benchmarks/http/run.sh" --duration 3 --subscribers "1 100 1000"
   else
-    record drover "$ROOT/benchmarks/http/run.sh" --duration 10 --subscribers "1 100 1000 10000"
+    for run in $(seq 1 "$runs"); do
+      record drover "$ROOT/benchmarks/http/run.sh" --duration 10 --subscribers "1 100 1000 10000"
+    done
   fi
 fi
 

@@ -6,7 +6,7 @@
 //
 //   drover_bench_drain --store postgres --pg-url URL --jobs 100000
 //                      --slots 4 --job-us 0 --runs 3 [--workload B1|B7]
-//                      [--perf-ctl FIFO] [--executor cache|thread]
+//                      [--perf-ctl FIFO] [--executor cache|thread] [--scheduler stealing|sharing]
 //
 // Per run: a fresh job system (and, for postgres, a fresh database created
 // from --pg-url's server); N jobs submitted through the queue with a window
@@ -54,6 +54,8 @@ struct options {
   int64_t job_us = 0;
   uint64_t window = 2000;
   size_t threads = 2;
+  /// CAF scheduling policy: stealing (the node's default) or sharing.
+  std::string scheduler = "stealing";
   int runs = 1;
 };
 
@@ -90,6 +92,7 @@ run_result run_once(const options& opt, uint32_t slots, int run_no) {
   caf::actor_system_config cfg;
   register_types(cfg);
   cfg.set("scheduler.max-threads", opt.threads);
+  cfg.set("scheduler.policy", caf::atom_from_string(opt.scheduler));
   caf::actor_system sys{cfg};
   std::string db, db_url;
   if (opt.store == "postgres") {
@@ -197,7 +200,7 @@ void usage() {
   std::cerr << "usage: drover_bench_drain [--store memory|postgres] "
                "[--pg-url URL] [--jobs N] [--slots 1,2,4] [--job-us N] "
                "[--window N] [--threads N] [--runs N] [--workload B1|B7] "
-               "[--perf-ctl FIFO] [--executor cache|thread]\n";
+               "[--perf-ctl FIFO] [--executor cache|thread] [--scheduler stealing|sharing]\n";
 }
 
 } // namespace
@@ -218,6 +221,8 @@ int main(int argc, char** argv) {
       opt.job_us = std::strtoll(args.value().c_str(), nullptr, 10);
     else if (args.key() == "--window")
       opt.window = std::strtoull(args.value().c_str(), nullptr, 10);
+    else if (args.key() == "--scheduler")
+      opt.scheduler = args.value();
     else if (args.key() == "--threads")
       opt.threads = std::strtoul(args.value().c_str(), nullptr, 10);
     else if (args.key() == "--runs")
@@ -234,7 +239,8 @@ int main(int argc, char** argv) {
     }
   }
   if ((opt.store != "memory" && opt.store != "postgres")
-      || (opt.executor != "cache" && opt.executor != "thread")) {
+      || (opt.executor != "cache" && opt.executor != "thread")
+      || (opt.scheduler != "stealing" && opt.scheduler != "sharing")) {
     usage();
     return 2;
   }
@@ -263,6 +269,7 @@ int main(int argc, char** argv) {
         .str("durability", durability)
         .str("store", opt.store)
         .str("executor", opt.executor)
+        .str("scheduler", opt.scheduler)
         .integer("slots", slots)
         .integer("job_us", opt.job_us)
         .integer("jobs", static_cast<int64_t>(opt.jobs))
@@ -289,6 +296,7 @@ int main(int argc, char** argv) {
       .str("workload", opt.workload)
       .str("durability", durability)
       .str("executor", opt.executor)
+        .str("scheduler", opt.scheduler)
       .integer("slots", slots)
       .integer("job_us", opt.job_us)
       .integer("jobs", static_cast<int64_t>(opt.jobs))

@@ -52,6 +52,8 @@ struct options {
   std::string pg_url;
   uint32_t slots = 32;
   size_t threads = 2;
+  /// CAF scheduling policy: stealing (the node's default) or sharing.
+  std::string scheduler = "stealing";
   // B3
   uint64_t probes = 200;
   int64_t gap_ms = 10;
@@ -257,6 +259,7 @@ void open_env(bench_env& env, const options& opt, const std::string& tag,
               std::shared_ptr<start_board> board) {
   register_types(env.cfg);
   env.cfg.set("scheduler.max-threads", opt.threads);
+  env.cfg.set("scheduler.policy", caf::atom_from_string(opt.scheduler));
   env.sys = std::make_unique<caf::actor_system>(env.cfg);
   if (opt.store == "postgres") {
     env.db = "drover_bench_lat_" + std::to_string(getpid()) + "_" + tag;
@@ -371,6 +374,7 @@ int run_b3(const options& opt) {
                     const open_loop_result* bg) {
     json_line j;
     j.str("system", "drover")
+      .str("scheduler", opt.scheduler)
       .str("workload", "B3")
       .str("durability", durability)
       .str("store", opt.store)
@@ -483,6 +487,7 @@ int run_b2(const options& opt) {
     rows.push_back({rate, p99});
     json_line j;
     j.str("system", "drover")
+      .str("scheduler", opt.scheduler)
       .str("workload", "B2")
       .str("durability", durability)
       .str("store", opt.store)
@@ -521,6 +526,7 @@ int run_b2(const options& opt) {
   json_line j;
   j.boolean("summary", true)
     .str("system", "drover")
+    .str("scheduler", opt.scheduler)
     .str("workload", "B2")
     .str("durability", durability)
     .integer("slots", opt.slots)
@@ -538,6 +544,7 @@ void usage() {
   std::cerr
     << "usage: drover_bench_latency --workload B2|B3 [--store postgres|memory]\n"
        "         [--pg-url URL] [--slots N] [--threads N]\n"
+       "         [--scheduler stealing|sharing]\n"
        "  B3: [--probes N] [--gap-ms N] [--bg-rate R] [--warmup-s S]\n"
        "  B2: [--rates R1,R2,...] [--seconds S] [--warmup-s S]\n"
        "      [--p99-bound-ms MS] [--max-outstanding N]\n";
@@ -557,6 +564,8 @@ int main(int argc, char** argv) {
       opt.pg_url = args.value();
     else if (args.key() == "--slots")
       opt.slots = static_cast<uint32_t>(std::stoul(args.value()));
+    else if (args.key() == "--scheduler")
+      opt.scheduler = args.value();
     else if (args.key() == "--threads")
       opt.threads = std::stoul(args.value());
     else if (args.key() == "--probes")
@@ -581,7 +590,8 @@ int main(int argc, char** argv) {
     }
   }
   if ((opt.store != "postgres" && opt.store != "memory")
-      || (opt.store == "postgres" && opt.pg_url.empty())) {
+      || (opt.store == "postgres" && opt.pg_url.empty())
+      || (opt.scheduler != "stealing" && opt.scheduler != "sharing")) {
     usage();
     return 2;
   }

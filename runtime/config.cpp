@@ -99,6 +99,8 @@ caf::error validate(const node_config& cfg) {
     return bad("admin-host must not be empty");
   if (cfg.scheduler_threads < 1 || cfg.scheduler_threads > 256)
     return bad("scheduler-threads must be within [1, 256]");
+  if (cfg.scheduler_policy != "stealing" && cfg.scheduler_policy != "sharing")
+    return bad("scheduler-policy must be 'stealing' or 'sharing'");
   if (cfg.heartbeat_interval.count() < 10)
     return bad("heartbeat-interval-ms must be at least 10");
   if (cfg.connection_timeout <= cfg.heartbeat_interval)
@@ -188,6 +190,9 @@ caf::expected<parse_outcome> parse_node_config(int argc,
      "port of the admin endpoint (0 = pick a free one)")
     ("scheduler-threads", po::value(&threads)->default_value(threads),
      "CAF scheduler threads")
+    ("scheduler-policy",
+     po::value(&cfg.scheduler_policy)->default_value(cfg.scheduler_policy),
+     "CAF scheduling: stealing (throughput) or sharing (latency)")
     ("heartbeat-interval-ms", po::value(&heartbeat)->default_value(heartbeat),
      "CAF middleman heartbeat interval")
     ("connection-timeout-ms",
@@ -417,6 +422,7 @@ parse_slots(const std::string& text) {
 void apply(const node_config& cfg, caf::actor_system_config& caf_cfg) {
   caf_cfg.set("scheduler.max-threads",
               static_cast<size_t>(cfg.scheduler_threads));
+  caf_cfg.set("scheduler.policy", caf::atom_from_string(cfg.scheduler_policy));
   caf_cfg.set("middleman.heartbeat-interval",
               caf::timespan{cfg.heartbeat_interval});
   caf_cfg.set("middleman.connection-timeout",

@@ -27,6 +27,12 @@ struct node_config {
   uint16_t admin_port = 7411;
   /// CAF scheduler threads. 1-2 per process measured fastest here.
   uint32_t scheduler_threads = 2;
+  /// CAF's scheduling policy: "stealing" (work stealing; idle threads poll
+  /// and then sleep, up to 10 ms, between polls: the most throughput) or
+  /// "sharing" (one queue, idle threads wait on a condition variable and
+  /// wake at once: lower latency when the node is not busy). Measured in
+  /// docs/benchmarks.md.
+  std::string scheduler_policy = "stealing";
   /// CAF middleman heartbeat and connection timeout: without them a hung
   /// peer is never detected.
   std::chrono::milliseconds heartbeat_interval{1000};

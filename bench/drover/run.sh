@@ -13,13 +13,16 @@
 #   B7     the same drain as slots are added: 1,2,4,8,32,128, no-op and 1 ms
 #          jobs, D2, N = 5,000 per point
 #   B3     submit -> handler start, idle, then half-loaded (background
-#          submissions at half the drain rate measured just before), D2
+#          submissions at half the steady-state rate measured just before),
+#          D2; with CAF's stealing and sharing schedulers; --runs R times
 #   B2     open-loop submissions at fixed rates to saturation: ack latency
-#          p50/p99/p99.9 per rate, highest rate with bounded p99, D2
+#          p50/p99/p99.9 per rate, highest rate with bounded p99, D2; both
+#          schedulers; --runs R times
 #   B4     1,000,000 queued jobs with no workers of their class: bytes per
 #          queued job in the process and in PostgreSQL; then the drain rate of
 #          the first 100,000 from that deep queue, D2
-#   B5     SIGKILL a drover-node holding 100,000 unfinished jobs, restart it:
+#   B5     SIGKILL a drover-node holding 100,000, then 1,000,000 unfinished
+#          jobs (--jobs "N ..." to change), restart it:
 #          time to dispatch again, to full speed; zero lost (audit log), D2
 #   caf    CAF's raw rates on this machine: local send, request/response,
 #          spawn, and request/response over TCP loopback (a limit)
@@ -132,21 +135,35 @@ case "$workload" in
     full=$(awk -v r="$rate" -v s="$sub" 'BEGIN { printf "%d", 1 / (1 / r + 1 / s) }')
     bg=$(awk -v f="$full" 'BEGIN { printf "%d", f / 2 }')
     blog "B3: background load $bg jobs/s (half of $full = 1/(1/$rate drained + 1/$sub submitted))"
-    "$B/drover_bench_latency" --workload B3 --pg-url "$URL" --slots "$s" \
-      --probes "$probes" --bg-rate "$bg" | tag
+    r=${runs:-1}
+    for run in $(seq 1 "$r"); do
+      for sched in stealing sharing; do
+        blog "B3: run $run of $r, scheduler $sched"
+        "$B/drover_bench_latency" --workload B3 --pg-url "$URL" --slots "$s" \
+          --scheduler "$sched" --probes "$probes" --bg-rate "$bg" | tag
+      done
+    done
     ;;
   B2)
     s=${slots:-32}
-    if [ $quick -eq 1 ]; then
-      "$B/drover_bench_latency" --workload B2 --pg-url "$URL" --slots "$s" \
-        --rates 500,2000,8000,16000,32000 --seconds 2 | tag
-    else
-      "$B/drover_bench_latency" --workload B2 --pg-url "$URL" --slots "$s" \
-        --rates 250,500,1000,2000,3000,4000,6000,8000,12000,16000,24000,32000 \
-        --seconds 5 | tag
-    fi
+    r=${runs:-1}
+    # Both CAF scheduling policies (--scheduler-policy of drover-node).
+    for run in $(seq 1 "$r"); do
+      for sched in stealing sharing; do
+        blog "B2: run $run of $r, scheduler $sched"
+        if [ $quick -eq 1 ]; then
+          "$B/drover_bench_latency" --workload B2 --pg-url "$URL" --slots "$s" \
+            --scheduler "$sched" --rates 500,2000,8000,16000,32000 --seconds 2 | tag
+        else
+          "$B/drover_bench_latency" --workload B2 --pg-url "$URL" --slots "$s" \
+            --scheduler "$sched" \
+            --rates 250,500,1000,2000,3000,4000,6000,8000,12000,16000,24000,32000 \
+            --seconds 5 | tag
+        fi
+      done
+    done
     ;;
-  B4)
+ B4)
     n=${jobs:-$([ $quick -eq 1 ] && echo 50000 || echo 1000000)}
     d=$([ $quick -eq 1 ] && echo 10000 || echo 100000)
     late=$([ $quick -eq 1 ] && echo 0 || echo 31)
@@ -156,12 +173,17 @@ case "$workload" in
       --slots "$s" --late-s "$late" | tag
     ;;
   B5)
-    u=${jobs:-$([ $quick -eq 1 ] && echo 20000 || echo 100000)}
+    sizes=${jobs:-$([ $quick -eq 1 ] && echo 20000 || echo "100000 1000000")}
     k=$([ $quick -eq 1 ] && echo 3000 || echo 10000)
     s=${slots:-32}
-    blog "B5: $u unfinished jobs at the SIGKILL ($k run before), $s slots"
-    "$B/drover_bench_recovery" --node "$BUILD/nodes/drover-node" --pg-url "$URL" \
-      --unfinished "$u" --run-before-kill "$k" --slots "$s" | tag
+    for u in $sizes; do
+      # A million jobs run for 60 s after the restart, then SIGTERM: the
+      # rest must still be queued (checked), which saves minutes.
+      d=0; [ "$u" -ge 1000000 ] && d=60
+      blog "B5: $u unfinished jobs at the SIGKILL ($k run before), $s slots, drain ${d}s (0 = all)"
+      "$B/drover_bench_recovery" --node "$BUILD/nodes/drover-node" --pg-url "$URL" \
+        --unfinished "$u" --run-before-kill "$k" --slots "$s" --drain-seconds "$d" | tag
+    done
     ;;
   caf)
     m=$([ $quick -eq 1 ] && echo 200000 || echo 1000000)

@@ -22,6 +22,10 @@
 #   lifecycle_merged       submit, then start and complete in one transaction
 #                          (2 events + 1 jobs UPDATE per job)
 #   lifecycle_events_only  the three events per job, no jobs table
+#   commit_latency         one client, one one-row INSERT per transaction:
+#                          the latency of a single durable commit (p50/p99
+#                          from pgbench's per-transaction log), the floor
+#                          under any D2 acknowledgement (B2, B3)
 #   --no-index             insert/copy: no primary key on (job_id, seq)
 #
 # One JSON line per name on stdout; everything else on stderr.
@@ -35,7 +39,7 @@ name=$1; shift
 
 if [ "$name" = all ]; then
   rc=0
-  for n in skip_locked skip_locked_delete insert copy lifecycle lifecycle_merged lifecycle_events_only; do
+  for n in skip_locked skip_locked_delete insert copy lifecycle lifecycle_merged lifecycle_events_only commit_latency; do
     blog "=== $n ==="
     "$0" "$n" "$@" || { rc=1; blog "FAILED: $n"; }
   done
@@ -103,6 +107,13 @@ case "$name" in
     settings="claim 100 per transaction (UPDATE .. WHERE id IN (SELECT .. ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING), then DELETE them in a second transaction; partial index on ready jobs; $preload preloaded"
     [ "$name" = skip_locked_delete ] && settings="DELETE .. WHERE id IN (SELECT .. ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING id: claim+complete in one transaction; $preload preloaded"
     ;;
+  commit_latency)
+    clients=1
+    q -c "CREATE TABLE bench_events (job_id text COLLATE \"C\" NOT NULL, seq int NOT NULL,
+            kind smallint NOT NULL, at_ms bigint NOT NULL, payload bytea NOT NULL, PRIMARY KEY (job_id, seq))"
+    run_args=(-T "$seconds" --log --log-prefix "$WORK/txlog")
+    settings="1 client, INSERT of one event-shaped row per transaction (autocommit); primary key (job_id, seq)"
+    ;;
   insert|copy)
     clients=${clients:-2}
     pk=""; [ "$index" -eq 1 ] && pk=", PRIMARY KEY (job_id, seq)"
@@ -151,6 +162,9 @@ esac
 if [ -n "${extra_bools:-}" ]; then settings="$settings; drover.jobs also gets $extra_bools (false)"; fi
 blog "generating scripts in $WORK"
 /usr/bin/python3 "$HERE/gen.py" "$WORK" "${gen_args[@]}"
+[ "$name" = commit_latency ] && printf '%s\n' \
+  "INSERT INTO bench_events (job_id, seq, kind, at_ms, payload) VALUES ('c', nextval('drover_bench_batch'), 3, 0, '\\x00');" \
+  >"$WORK/commit_latency.sql"
 chown -R postgres:postgres "$WORK" 2>/dev/null || true
 q -c "CHECKPOINT"
 
@@ -189,6 +203,14 @@ case "$name" in
     [ "$verified" -ge $((tx * batch)) ] || bdie "$verified completed jobs, expected $((tx * batch))"
     [ "$events" -ge $((verified * 3)) ] || bdie "$events events for $verified completed jobs"
     unit=jobs; per_tx=$batch ;;
+  commit_latency)
+    verified=$(q -c "select count(*) from bench_events")
+    [ "$verified" -eq "$tx" ] || bdie "$verified rows, expected $tx"
+    # Field 3 of pgbench's per-transaction log: the latency in us.
+    read -r p50 p99 < <(cat "$WORK"/txlog.* | awk '{ print $3 }' | sort -n \
+      | awk '{ v[NR] = $1 } END { printf "%.3f %.3f\n", v[int(NR * 0.5 + 0.5)] / 1000, v[int(NR * 0.99 + 0.5)] / 1000 }')
+    extra_json=",\"commit_ms_p50\":$p50,\"commit_ms_p99\":$p99"
+    unit=commits; per_tx=1 ;;
   lifecycle_events_only)
     events=$(q -c "select count(*) from drover.events where kind = 7")
     verified=$events
@@ -200,6 +222,6 @@ done_units=$((tx * per_tx))
 [ "$unit" = jobs ] && [ "${name#skip_locked}" != "$name" ] && { done_units=$verified; rate=$(awk -v v="$verified" -v e="$elapsed" 'BEGIN { printf "%d", v / e }'); }
 load=$(cut -d' ' -f1 /proc/loadavg)
 
-printf '{"limit":"%s","system":"postgresql","version":"%s","durability":"D2","fsync":"%s","synchronous_commit":"%s","settings":"%s","clients":%s,"transactions":%s,"%s":%s,"verified":%s,"seconds":%s,"%s_per_s":%s,"loadavg_1m_at_end":%s,"machine":"%s cores"}\n' \
+printf '{"limit":"%s","system":"postgresql","version":"%s","durability":"D2","fsync":"%s","synchronous_commit":"%s","settings":"%s","clients":%s,"transactions":%s,"%s":%s,"verified":%s,"seconds":%s,"%s_per_s":%s,"loadavg_1m_at_end":%s,"machine":"%s cores"%s}\n' \
   "$name" "$version" "$fsync" "$sc" "$settings" "$clients" "$tx" "$unit" "$done_units" "$verified" \
-  "$elapsed" "$unit" "$rate" "$load" "$(nproc)"
+  "$elapsed" "$unit" "$rate" "$load" "$(nproc)" "${extra_json:-}"

@@ -76,6 +76,7 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad({"--admin-port", "70000"}, "admin-port");
   expect_bad({"--admin-port", "http"}, "admin-port");
   expect_bad({"--scheduler-threads", "0"}, "scheduler-threads");
+  expect_bad({"--scheduler-policy", "fifo"}, "scheduler-policy");
   expect_bad({"--roles", "janitor"}, "unknown role 'janitor'");
   expect_bad({"--roles", ","}, "at least one role");
   expect_bad({"--node-id", "a b"}, "node-id");
