@@ -21,7 +21,14 @@ using grace_atom = caf::atom_constant<caf::atom("js_grace")>;
 using persist_atom = caf::atom_constant<caf::atom("js_persist")>;
 using outcome_atom = caf::atom_constant<caf::atom("js_outcome")>;
 
-constexpr auto store_timeout = std::chrono::seconds{30};
+// Store requests carry no timeout. The store answers every request: its
+// own I/O has a deadline (pg_store_config::io_timeout) that turns a hung
+// database into an error reply. What could leave a request unanswered is
+// the store dying with it, and the supervisor monitors the store for that.
+// A timeout per request cost one entry in CAF's clock each (the clock
+// thread took 10 % of the process's CPU in a D2 drain; docs/benchmarks.md),
+// and CAF 0.17 keeps an answered request's entry until its deadline.
+constexpr auto store_timeout = caf::infinite;
 
 enum class phase {
   loading,  ///< reading the record
@@ -98,6 +105,8 @@ void release_worker(self_ptr self) {
 void finish(self_ptr self, job_status status) {
   auto& st = self->state;
   self->send(st.cfg.queue, finished_atom::value, st.cfg.job_id, status);
+  // CAF 0.17 keeps a dead monitor's entry in the monitored actor: remove it.
+  self->demonitor(st.cfg.store.address());
   self->quit();
 }
 
@@ -389,6 +398,18 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
   });
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
+    if (dm.source == st.cfg.store.address()) {
+      // Replies to our requests may never come. The store's supervisor
+      // restarts it together with the queue and the workers (one_for_all),
+      // and the new queue recovers this job from what the store committed.
+      log_failure(self, "the store stopped",
+                  make_error(errc::unavailable, self->system().render(dm.reason)));
+      if (st.current == phase::running || st.current == phase::stopping)
+        self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
+                   st.attempt);
+      self->quit(dm.reason);
+      return;
+    }
     if (dm.source != st.cfg.worker.address())
       return;
     if (st.current != phase::running && st.current != phase::stopping)
@@ -403,6 +424,7 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
                   true},
                  {std::move(lost)});
   });
+  self->monitor(st.cfg.store);
   self->request(st.cfg.store, store_timeout, get_atom::value, st.cfg.job_id)
     .then([self](job_record& rec) { on_record(self, rec); },
           [self](caf::error& err) {

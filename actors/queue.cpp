@@ -26,7 +26,12 @@ namespace {
 using due_atom = caf::atom_constant<caf::atom("q_due")>;
 using reconcile_atom = caf::atom_constant<caf::atom("q_recon")>;
 
-constexpr auto store_timeout = std::chrono::seconds{30};
+// Store requests carry no timeout: the store answers every request (its
+// I/O has its own deadline) and the queue monitors the store for the one
+// case that leaves requests unanswered, the store's death (see
+// actors/job_supervisor.cpp). One clock entry per request was the
+// largest part of CAF's clock-thread cost in a drain.
+constexpr auto store_timeout = caf::infinite;
 
 /// Backoff bounds of reconcile() while the store can't answer.
 constexpr std::chrono::milliseconds reconcile_min{100};
@@ -667,9 +672,19 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.ids = job_id_generator{st.rng()};
   self->set_error_handler(
     [](caf::error& err) { log_failure("unexpected error message", err); });
+  self->monitor(st.deps.store);
   recover(self);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
+    if (dm.source == st.deps.store.address()) {
+      // Requests in flight may never be answered. The `jobs` supervisor
+      // restarts the store, this queue and the workers together
+      // (one_for_all); the new queue recovers from the store.
+      log_failure("the store stopped",
+                  make_error(errc::unavailable, self->system().render(dm.reason)));
+      self->quit(dm.reason);
+      return;
+    }
     auto w = st.workers.find(dm.source);
     if (w != st.workers.end()) {
       auto& idle = st.classes[w->second.resource_class].idle_workers;

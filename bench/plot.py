@@ -16,6 +16,7 @@ Writes into --out (default docs/img/ of the repository):
   issue6-b2-latency.png     Drover's D2 ack latency p50/p99/p99.9 against the
                             offered rate (open loop)
   issue6-b3-latency.png     submit -> handler start p50 and p99 per system
+  issue6-b6-sse.png         SSE delivery latency p50/p99 against subscribers
 
 Uses python3-matplotlib from Debian; installs it with apt-get if missing
 (as root).
@@ -161,29 +162,68 @@ def plot_b7(plt, rows, outdir):
     return path
 
 
+def b2_medians(rows):
+    """scheduler -> offered rate -> {field: [values over runs]}"""
+    out = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(list)))
+    for r in rows:
+        if r.get("system") != "drover" or r.get("workload") != "B2" or r.get("summary"):
+            continue
+        cell = out[r.get("scheduler", "stealing")][r["offered_per_s"]]
+        for k, v in r.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                cell[k].append(v)
+        cell["saturated"].append(bool(r.get("saturated")))
+    return out
+
+
 def plot_b2(plt, rows, outdir):
-    pts = [r for r in rows if r.get("system") == "drover" and r.get("workload") == "B2"
-           and not r.get("summary")]
-    if not pts:
+    series = b2_medians(rows)
+    if not series:
         return None
-    pts.sort(key=lambda r: r["offered_per_s"])
-    xs = [r["offered_per_s"] for r in pts]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, label in (("ack_p50_us", "p50"), ("ack_p99_us", "p99"), ("ack_p999_us", "p99.9")):
-        ax.plot(xs, [r[key] / 1000 for r in pts], marker="o", label=f"ack {label}")
-    sat = [r["offered_per_s"] for r in pts if r.get("saturated")]
-    if sat:
-        ax.axvline(min(sat), color="red", linestyle=":", label="saturated")
-    ax.axhline(2, color="grey", linestyle="--", linewidth=1, label="target p99 2 ms")
+    styles = {"stealing": "-", "sharing": "--"}
+    for sched, cells in sorted(series.items()):
+        xs = sorted(cells)
+        for key, label in (("ack_p50_us", "p50"), ("ack_p99_us", "p99")):
+            ax.plot(xs, [statistics.median(cells[x][key]) / 1000 for x in xs], marker="o",
+                    linestyle=styles.get(sched, "-"), label=f"ack {label}, {sched} scheduler")
+    ax.axhline(2, color="grey", linestyle=":", linewidth=1, label="target p99 2 ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("offered submissions/s (open loop)")
-    ax.set_ylabel("submit -> ack, ms (D2: after COMMIT)")
+    ax.set_ylabel("submit -> ack, ms (D2: after COMMIT; median of runs)")
     ax.set_title("B2: Drover ack latency against the offered rate")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = os.path.join(outdir, "issue6-b2-latency.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_b6(plt, rows, outdir):
+    cells = collections.defaultdict(lambda: ([], []))
+    for r in rows:
+        if r.get("bench") == "sse":
+            cells[r["subscribers"]][0].append(r["latency_ms_p50"])
+            cells[r["subscribers"]][1].append(r["latency_ms_p99"])
+    if not cells:
+        return None
+    xs = sorted(cells)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(xs, [statistics.median(cells[x][0]) for x in xs], marker="o", label="p50")
+    ax.plot(xs, [statistics.median(cells[x][1]) for x in xs], marker="o", label="p99")
+    ax.axhline(50, color="grey", linestyle=":", linewidth=1, label="target p99 50 ms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("SSE subscribers of one job")
+    ax.set_ylabel("progress report -> delivered, ms (median of runs)")
+    ax.set_title("B6: progress fan-out over SSE")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(outdir, "issue6-b6-sse.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -195,7 +235,8 @@ def plot_b3(plt, rows, outdir):
         if r.get("workload") != "B3" or r.get("summary"):
             continue
         if r.get("system") == "drover":
-            label = f"Drover ({r['durability']}), {r.get('phase', '').replace('_', '-')}"
+            label = (f"Drover ({r['durability']}), {r.get('phase', '').replace('_', '-')}, "
+                     f"{r.get('scheduler', 'stealing')} scheduler")
             p50, p99 = r["submit_to_start_p50_us"] / 1000, r["submit_to_start_p99_us"] / 1000
         else:
             label = peer_label(r) + ", idle"
@@ -220,7 +261,7 @@ def plot_b3(plt, rows, outdir):
     ax.set_xscale("log")
     ax.axvline(1, color="grey", linestyle="--", linewidth=1, label="target p50 1 ms")
     ax.set_xlabel("submit -> handler start, ms")
-    ax.set_title("B3: start latency, one job at a time")
+    ax.set_title("B3: start latency, one job at a time (median of runs)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = os.path.join(outdir, "issue6-b3-latency.png")
@@ -300,60 +341,111 @@ def tables(rows):
             continue
         v = float(r[keys[0]])
         what = f"{r.get('system')} {keys[0].replace('_per_s', '/s')}"
-        ratio = f"{ref / v:.3f}" if ref and r.get("system") == "postgresql" else "—"
+        if "commit_ms_p50" in r:
+            what += f"; commit p50 {r['commit_ms_p50']:.2f} ms, p99 {r['commit_ms_p99']:.2f} ms"
+        ratio = (f"{ref / v:.3f}" if ref and r.get("system") == "postgresql"
+                 and keys[0] in ("jobs_per_s", "rows_per_s") else "—")
         p(f"| {r['limit']} | {what} | {fmt(v)} | {ratio} |")
     # -- B7 -------------------------------------------------------------------
-    b7 = collections.defaultdict(dict)
+    b7 = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in rows:
         if r.get("system") == "drover" and r.get("workload") == "B7" and not r.get("summary"):
-            b7[int(r["slots"])][r.get("job_us", 0)] = r
+            b7[int(r["slots"])][r.get("job_us", 0)].append(r)
     if b7:
         p("")
-        p("| slots | no-op jobs/s | CPU µs/job (process + PostgreSQL) | 1 ms jobs/s | ceiling slots/1 ms | load 1 min |")
-        p("|---:|---:|---:|---:|---:|---:|")
+        p("| slots | no-op jobs/s, median | range | CPU µs/job (process + PostgreSQL) | 1 ms jobs/s, median | range | ceiling slots/1 ms |")
+        p("|---:|---:|---:|---:|---:|---:|---:|")
         for slots in sorted(b7):
-            a, b = b7[slots].get(0), b7[slots].get(1000)
-            cpu = (a["cpu_s_per_job"] + a["postgres_cpu_s_per_job"]) * 1e6 if a else None
-            p(f"| {slots} | {fmt(a and a['drain_jobs_per_s'])} | {fmt(cpu)} | {fmt(b and b['drain_jobs_per_s'])} | {fmt(slots * 1000)} | {fmt(load1(a or b), 1)} |")
+            a0, a1 = b7[slots].get(0, []), b7[slots].get(1000, [])
+            v0 = [x["drain_jobs_per_s"] for x in a0]
+            v1 = [x["drain_jobs_per_s"] for x in a1]
+            cpu = [(x["cpu_s_per_job"] + x["postgres_cpu_s_per_job"]) * 1e6 for x in a0]
+            p(f"| {slots} | {fmt(statistics.median(v0) if v0 else None)} | {rng(v0)} | "
+              f"{fmt(statistics.median(cpu) if cpu else None)} | {fmt(statistics.median(v1) if v1 else None)} | {rng(v1)} | {fmt(slots * 1000)} |")
     # -- B3 -------------------------------------------------------------------
-    b3 = [r for r in rows if r.get("workload") == "B3" and not r.get("summary")]
+    b3 = collections.OrderedDict()
+    for r in rows:
+        if r.get("workload") != "B3" or r.get("summary"):
+            continue
+        if r.get("system") == "drover":
+            key = (f"Drover (32 slots), {r.get('scheduler', 'stealing')} scheduler", r["durability"],
+                   r["phase"].replace("_", "-"))
+            vals = (r["submit_to_start_p50_us"] / 1000, r["submit_to_start_p99_us"] / 1000,
+                    r["submit_to_ack_p50_us"] / 1000, r.get("background_rate_per_s") or 0)
+        else:
+            key = (peer_label(r).rsplit(" (", 1)[0], r["durability"], "idle")
+            vals = (r["p50_ms"], r["p99_ms"], None, 0)
+        b3.setdefault(key, []).append(vals)
     if b3:
         p("")
-        p("| system | durability | phase | jobs | submit → start p50 ms | p99 ms | max ms | load 1 min |")
-        p("|---|---|---|---:|---:|---:|---:|---:|")
-        for r in b3:
-            if r.get("system") == "drover":
-                p(f"| Drover (32 slots) | {r['durability']} | {r['phase'].replace('_', '-')}"
-                  + (f" ({fmt(r['background_rate_per_s'])} jobs/s)" if r['background_rate_per_s'] else "")
-                  + f" | {r['probes']} | {r['submit_to_start_p50_us'] / 1000:.2f} | {r['submit_to_start_p99_us'] / 1000:.2f}"
-                  f" | {r['submit_to_start_max_us'] / 1000:.2f} | {fmt(load1(r), 1)} |")
-            else:
-                p(f"| {peer_label(r).rsplit(' (', 1)[0]} | {r['durability']} | idle | {r.get('jobs')} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} | {fmt(load1(r), 1)} |")
+        p("| system | durability | phase (background jobs/s) | runs | submit → start p50 ms, median | range | p99 ms, median | range | submit → ack p50 ms |")
+        p("|---|---|---|---:|---:|---:|---:|---:|---:|")
+        for (label, d, phase), vs in b3.items():
+            p50 = [v[0] for v in vs]
+            p99 = [v[1] for v in vs]
+            ack = [v[2] for v in vs if v[2] is not None]
+            bg = statistics.median([v[3] for v in vs])
+            ph = phase + (f" ({fmt(bg)})" if bg else "")
+            r2 = lambda xs: f"{min(xs):.2f} – {max(xs):.2f}" if len(xs) > 1 else "(1 run)"
+            p(f"| {label} | {d} | {ph} | {len(vs)} | {statistics.median(p50):.2f} | {r2(p50)} | "
+              f"{statistics.median(p99):.2f} | {r2(p99)} | {(f'{statistics.median(ack):.2f}' if ack else '—')} |")
     # -- B2 -------------------------------------------------------------------
-    b2 = [r for r in rows if r.get("system") == "drover" and r.get("workload") == "B2"]
-    if b2:
+    series = b2_medians(rows)
+    for sched, cells in sorted(series.items()):
         p("")
-        p("| offered/s | acked/s | ack p50 ms | p99 ms | p99.9 ms | max ms | jobs completed meanwhile | backlog at end | saturated | load 1 min |")
-        p("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
-        for r in b2:
-            if r.get("summary"):
-                continue
-            p(f"| {fmt(r['offered_per_s'])} | {fmt(r['acked_per_s'])} | {r['ack_p50_us'] / 1000:.1f} | {r['ack_p99_us'] / 1000:.1f}"
-              f" | {r['ack_p999_us'] / 1000:.1f} | {r['ack_max_us'] / 1000:.1f} | {fmt(r['completed_while_submitting'])}"
-              f" | {fmt(r['backlog_at_end'])} | {'yes' if r['saturated'] else 'no'} | {fmt(load1(r), 1)} |")
-        for r in b2:
-            if r.get("summary"):
-                p("")
-                p(f"Highest rate with p99 ≤ {r['p99_bound_ms']:g} ms: {fmt(r['max_rate_p99_bounded'])}/s; "
-                  f"with execution keeping up too: {fmt(r['max_rate_p99_bounded_and_kept_up'])}/s; "
-                  f"ack p99 at {fmt(r['half_rate'])}/s (≈ half): {r['ack_p99_us_at_half_rate'] / 1000:.1f} ms.")
+        p(f"B2, {sched} scheduler (medians of {max(len(c['ack_p50_us']) for c in cells.values())} runs):")
+        p("")
+        p("| offered/s | acked/s | ack p50 ms | p99 ms | p99 range ms | p99.9 ms | backlog at end | saturated (runs) |")
+        p("|---:|---:|---:|---:|---:|---:|---:|---|")
+        for x in sorted(cells):
+            c = cells[x]
+            med = lambda k: statistics.median(c[k])
+            p99s = c["ack_p99_us"]
+            p(f"| {fmt(x)} | {fmt(med('acked_per_s'))} | {med('ack_p50_us') / 1000:.1f} | {med('ack_p99_us') / 1000:.1f}"
+              f" | {min(p99s) / 1000:.1f} – {max(p99s) / 1000:.1f} | {med('ack_p999_us') / 1000:.1f} | {fmt(med('backlog_at_end'))}"
+              f" | {sum(c['saturated'])} of {len(c['saturated'])} |")
+    for r in rows:
+        if r.get("system") == "drover" and r.get("workload") == "B2" and r.get("summary"):
+            p("")
+            p(f"B2 summary ({r.get('scheduler', 'stealing')}): highest rate with p99 ≤ {r['p99_bound_ms']:g} ms: "
+              f"{fmt(r['max_rate_p99_bounded'])}/s; with execution keeping up too: "
+              f"{fmt(r['max_rate_p99_bounded_and_kept_up'])}/s; ack p99 at {fmt(r['half_rate'])}/s (≈ half): "
+              f"{r['ack_p99_us_at_half_rate'] / 1000:.1f} ms.")
+    # -- B6 -------------------------------------------------------------------
+    b6 = collections.defaultdict(list)
+    for r in rows:
+        if r.get("bench") == "sse":
+            b6[r["subscribers"]].append(r)
+    if b6:
+        p("")
+        p("| subscribers | runs | delivered events/s, median | p50 ms | p99 ms, median | p99 range | streams completed |")
+        p("|---:|---:|---:|---:|---:|---:|---|")
+        for n in sorted(b6):
+            rs = b6[n]
+            p99 = [x["latency_ms_p99"] for x in rs]
+            p(f"| {fmt(n)} | {len(rs)} | {fmt(statistics.median([x['delivered_per_second'] for x in rs]))} | "
+              f"{statistics.median([x['latency_ms_p50'] for x in rs]):.1f} | {statistics.median(p99):.1f} | "
+              f"{min(p99):.1f} – {max(p99):.1f} | {', '.join(str(x['completed_streams']) for x in rs)} |")
+    http = collections.defaultdict(list)
+    for r in rows:
+        if r.get("bench") in ("http_get", "http_submit"):
+            http[(r["label"], r["durability"])].append(r)
+    if http:
+        p("")
+        p("| HTTP (wrk, 64 connections) | durability | runs | requests/s, median | range | p50 ms | p99 ms |")
+        p("|---|---|---:|---:|---:|---:|---:|")
+        for (label, d), rs in http.items():
+            v = [x["requests_per_second"] for x in rs]
+            p(f"| {label} | {d} | {len(rs)} | {fmt(statistics.median(v))} | {rng(v)} | "
+              f"{statistics.median([x['latency_ms_p50'] for x in rs]):.2f} | {statistics.median([x['latency_ms_p99'] for x in rs]):.2f} |")
     # -- B4, B5, CAF ------------------------------------------------------------
     for w in ("B4", "B5"):
         for r in rows:
             if r.get("system") == "drover" and r.get("workload") == w:
                 p("")
                 p(f"{w}: " + ", ".join(f"{k} = {v}" for k, v in r.items()
-                                       if k not in ("run_id", "part", "machine", "commit", "system", "workload")))
+                                       if k not in ("run_id", "part", "machine", "commit", "system", "workload")
+                                       and not isinstance(v, (dict, list))))
     return "\n".join(out)
 
 
@@ -373,7 +465,7 @@ def main():
         print(tables(rows))
     plt = need_matplotlib()
     os.makedirs(args.out, exist_ok=True)
-    for fn in (plot_b1, plot_b7, plot_b2, plot_b3):
+    for fn in (plot_b1, plot_b7, plot_b2, plot_b3, plot_b6):
         path = fn(plt, rows, args.out)
         if path:
             print(f"wrote {os.path.relpath(path)}", file=sys.stderr)

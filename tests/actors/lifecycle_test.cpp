@@ -687,6 +687,42 @@ TEST_CASE("a worker that crashes mid-attempt is restarted and the job retried",
   CHECK(workers.children.at(0).restarts == 1);
 }
 
+TEST_CASE("a store that dies takes the queue and its job supervisors with it, "
+          "then the group runs jobs again", "[lifecycle]") {
+  fixture fx;
+  // Actors alive with an idle job system.
+  const auto idle_actors = fx.sys.registry().running();
+  auto held = fx.submit("noop", "\"held\"");
+  REQUIRE(fx.exec->bodies.size() == 1); // running: a job supervisor waits
+  auto old_queue = fx.handles->queue();
+  auto old_store = fx.handles->store();
+  fx.self->monitor(old_queue);
+  fx.self->send_exit(old_store, caf::exit_reason::kill);
+  fx.run();
+  bool queue_down = false;
+  fx.self->receive(
+    [&](caf::down_msg& dm) { queue_down = dm.source == old_queue.address(); },
+    caf::after(0s) >> [] {});
+  CHECK(queue_down);
+  fx.advance(10ms); // the jobs supervisor's restart backoff
+  REQUIRE(fx.handles->store());
+  CHECK(fx.handles->store() != old_store);
+  CHECK(fx.handles->queue() != old_queue);
+  // The old attempt's body ends; nobody is left to hear it.
+  REQUIRE(fx.run_body());
+  // The memory store's jobs went with it; the new group takes new ones.
+  auto again = fx.submit("noop", "\"after\"");
+  REQUIRE(fx.run_body());
+  CHECK(fx.get(again.job_id).status == job_status::completed);
+  CHECK(is(fx.ask<job_record>(fx.handles->store(), get_atom::value,
+                              held.job_id)
+             .error(),
+           errc::not_found));
+  // No job supervisor of the old queue is left waiting for a store reply.
+  fx.run();
+  CHECK(fx.sys.registry().running() == idle_actors);
+}
+
 TEST_CASE("submissions that fail validation create nothing", "[lifecycle]") {
   fixture fx;
   submit_request bad;
