@@ -232,7 +232,7 @@ def plot_b6(plt, rows, outdir):
 def plot_b3(plt, rows, outdir):
     groups = collections.OrderedDict()
     for r in rows:
-        if r.get("workload") != "B3" or r.get("summary"):
+        if r.get("workload") != "B3" or r.get("summary") or r.get("ok") is False:
             continue
         if r.get("system") == "drover":
             label = (f"Drover ({r['durability']}), {r.get('phase', '').replace('_', '-')}, "
@@ -306,7 +306,7 @@ def tables(rows):
             us = r.get("job_us", 0)
             job = "no-op" if not us else f"{us / 1000:g} ms"
             label = (f"Drover, {r.get('slots')} slots, {job} jobs"
-                     + ("" if r.get("executor", "thread") == "thread" else f", {r['executor']} executor"))
+                     + ("" if r.get("executor", "cache") == "cache" else f", {r['executor']} executor"))
             v = r.get("drain_jobs_per_s")
             cpu = (r.get("cpu_s_per_job", 0) + r.get("postgres_cpu_s_per_job", 0)) * 1e6
         else:
@@ -364,8 +364,12 @@ def tables(rows):
               f"{fmt(statistics.median(cpu) if cpu else None)} | {fmt(statistics.median(v1) if v1 else None)} | {rng(v1)} | {fmt(slots * 1000)} |")
     # -- B3 -------------------------------------------------------------------
     b3 = collections.OrderedDict()
+    failed_b3 = []
     for r in rows:
         if r.get("workload") != "B3" or r.get("summary"):
+            continue
+        if r.get("ok") is False:
+            failed_b3.append(r)
             continue
         if r.get("system") == "drover":
             key = (f"Drover (32 slots), {r.get('scheduler', 'stealing')} scheduler", r["durability"],
@@ -389,6 +393,11 @@ def tables(rows):
             r2 = lambda xs: f"{min(xs):.2f} – {max(xs):.2f}" if len(xs) > 1 else "(1 run)"
             p(f"| {label} | {d} | {ph} | {len(vs)} | {statistics.median(p50):.2f} | {r2(p50)} | "
               f"{statistics.median(p99):.2f} | {r2(p99)} | {(f'{statistics.median(ack):.2f}' if ack else '—')} |")
+        for r in failed_b3:
+            p("")
+            p(f"Failed B3 run (left out above): {r.get('scheduler', '')} scheduler, {r.get('phase')}, "
+              f"background {fmt(r.get('background_rate_per_s'))} jobs/s: {r.get('lost')} probe(s) did not start within 30 s "
+              f"(p50 {r['submit_to_start_p50_us'] / 1000:.1f} ms).")
     # -- B2 -------------------------------------------------------------------
     series = b2_medians(rows)
     for sched, cells in sorted(series.items()):

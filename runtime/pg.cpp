@@ -393,6 +393,17 @@ params& params::bytes(const char* data, size_t size) {
   return *this;
 }
 
+params::wire_form params::wire() const {
+  wire_form w;
+  w.values.resize(values_.size());
+  w.lengths.resize(values_.size());
+  for (size_t i = 0; i < values_.size(); ++i) {
+    w.values[i] = nulls_[i] != 0 ? nullptr : values_[i].data();
+    w.lengths[i] = static_cast<int>(values_[i].size());
+  }
+  return w;
+}
+
 params& params::array(const array_param& x) {
   static constexpr uint32_t array_oids[] = {
       1005, // int2[]
@@ -648,15 +659,10 @@ caf::expected<result> connection::exec(const std::string& sql, const params& ps,
   if (auto err = check_params(ps, what))
     return err;
   const auto n = ps.size();
-  std::vector<const char*> values(n);
-  std::vector<int> lengths(n);
-  for (size_t i = 0; i < n; ++i) {
-    values[i] = ps.nulls_[i] != 0 ? nullptr : ps.values_[i].data();
-    lengths[i] = static_cast<int>(ps.values_[i].size());
-  }
+  const auto wire = ps.wire();
   return finish(result{PQexecParams(conn_, sql.c_str(), static_cast<int>(n),
-                                    ps.types_.data(), values.data(),
-                                    lengths.data(), ps.formats_.data(),
+                                    ps.types_.data(), wire.values.data(),
+                                    wire.lengths.data(), ps.formats_.data(),
                                     binary_results ? 1 : 0)},
                 what);
 }
@@ -677,14 +683,9 @@ caf::expected<result> connection::exec_prepared(const std::string& name,
       return std::move(res.error());
     prepared_.insert(name);
   }
-  std::vector<const char*> values(n);
-  std::vector<int> lengths(n);
-  for (size_t i = 0; i < n; ++i) {
-    values[i] = ps.nulls_[i] != 0 ? nullptr : ps.values_[i].data();
-    lengths[i] = static_cast<int>(ps.values_[i].size());
-  }
+  const auto wire = ps.wire();
   return finish(result{PQexecPrepared(conn_, name.c_str(), static_cast<int>(n),
-                                      values.data(), lengths.data(),
+                                      wire.values.data(), wire.lengths.data(),
                                       ps.formats_.data(),
                                       binary_results ? 1 : 0)},
                 what);

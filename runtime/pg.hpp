@@ -136,6 +136,13 @@ public:
 private:
   friend class connection;
   void add(std::string value, uint32_t type, int format, bool null);
+  /// The arrays libpq takes: a pointer (null = SQL NULL) and a length per
+  /// value, valid while this list lives.
+  struct wire_form {
+    std::vector<const char*> values;
+    std::vector<int> lengths;
+  };
+  wire_form wire() const;
 
   std::vector<std::string> values_;
   std::vector<uint32_t> types_;

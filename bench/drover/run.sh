@@ -122,29 +122,33 @@ case "$workload" in
   B3)
     s=${slots:-32}
     probes=$([ $quick -eq 1 ] && echo 100 || echo 300)
-    # The drain rate of this configuration, now: half of it is the background load.
     n=$([ $quick -eq 1 ] && echo 5000 || echo 20000)
-    blog "B3: measuring the D2 drain rate ($n jobs, $s slots)"
-    lines=$("$B/drover_bench_drain" --workload B3-drain --store postgres --pg-url "$URL" \
-             --jobs "$n" --slots "$s" --runs 1 | tag)
-    printf '%s\n' "$lines"
-    rate=$(printf '%s\n' "$lines" | jq -r 'select(.summary == true) | .drain_jobs_per_s_median')
-    sub=$(printf '%s\n' "$lines" | jq -r 'select(.summary == true) | .preload_submits_per_s_median')
-    # Steady state, a job is submitted AND run: the full rate is
-    # 1 / (1/drain + 1/submit); half of that is the background load.
-    full=$(awk -v r="$rate" -v s="$sub" 'BEGIN { printf "%d", 1 / (1 / r + 1 / s) }')
-    bg=$(awk -v f="$full" 'BEGIN { printf "%d", f / 2 }')
-    blog "B3: background load $bg jobs/s (half of $full = 1/(1/$rate drained + 1/$sub submitted))"
     r=${runs:-1}
-    for run in $(seq 1 "$r"); do
-      for sched in stealing sharing; do
+    rc=0
+    for sched in stealing sharing; do
+      # This scheduler's rates, now: half of the steady state is the
+      # background load. In the steady state a job is submitted AND run:
+      # the full rate is 1 / (1/drain + 1/submit).
+      blog "B3: measuring the D2 drain rate ($n jobs, $s slots, scheduler $sched)"
+      lines=$("$B/drover_bench_drain" --workload B3-drain --store postgres --pg-url "$URL" \
+               --jobs "$n" --slots "$s" --runs 1 --scheduler "$sched" | tag)
+      printf '%s\n' "$lines"
+      rate=$(printf '%s\n' "$lines" | jq -r 'select(.summary == true) | .drain_jobs_per_s_median')
+      sub=$(printf '%s\n' "$lines" | jq -r 'select(.summary == true) | .preload_submits_per_s_median')
+      full=$(awk -v r="$rate" -v s="$sub" 'BEGIN { printf "%d", 1 / (1 / r + 1 / s) }')
+      bg=$(awk -v f="$full" 'BEGIN { printf "%d", f / 2 }')
+      blog "B3: background load $bg jobs/s (half of $full = 1/(1/$rate drained + 1/$sub submitted))"
+      for run in $(seq 1 "$r"); do
         blog "B3: run $run of $r, scheduler $sched"
+        # A failed run (a probe that never started) is reported and the
+        # next one still runs.
         "$B/drover_bench_latency" --workload B3 --pg-url "$URL" --slots "$s" \
-          --scheduler "$sched" --probes "$probes" --bg-rate "$bg" | tag
+          --scheduler "$sched" --probes "$probes" --bg-rate "$bg" | tag || rc=1
       done
     done
+    exit $rc
     ;;
-  B2)
+ B2)
     s=${slots:-32}
     r=${runs:-1}
     # Both CAF scheduling policies (--scheduler-policy of drover-node).
@@ -182,8 +186,9 @@ case "$workload" in
       d=0; [ "$u" -ge 1000000 ] && d=60
       blog "B5: $u unfinished jobs at the SIGKILL ($k run before), $s slots, drain ${d}s (0 = all)"
       "$B/drover_bench_recovery" --node "$BUILD/nodes/drover-node" --pg-url "$URL" \
-        --unfinished "$u" --run-before-kill "$k" --slots "$s" --drain-seconds "$d" | tag
+        --unfinished "$u" --run-before-kill "$k" --slots "$s" --drain-seconds "$d" | tag || rc=1
     done
+    exit ${rc:-0}
     ;;
   caf)
     m=$([ $quick -eq 1 ] && echo 200000 || echo 1000000)
