@@ -180,13 +180,21 @@ def plot_b2(plt, rows, outdir):
     series = b2_medians(rows)
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     styles = {"stealing": "-", "sharing": "--"}
     for sched, cells in sorted(series.items()):
         xs = sorted(cells)
         for key, label in (("ack_p50_us", "p50"), ("ack_p99_us", "p99")):
             ax.plot(xs, [statistics.median(cells[x][key]) / 1000 for x in xs], marker="o",
                     linestyle=styles.get(sched, "-"), label=f"ack {label}, {sched} scheduler")
+    peers = collections.defaultdict(list)
+    for r in rows:
+        if r.get("workload") == "B2" and r.get("system") != "drover" and not r.get("saturated"):
+            peers[peer_label(r)].append((r["offered_per_s"], r["ack_p99_ms"]))
+    for label, pts in sorted(peers.items()):
+        pts.sort()
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="x", linestyle=":",
+                label=f"{label} ack p99")
     ax.axhline(2, color="grey", linestyle=":", linewidth=1, label="target p99 2 ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -420,6 +428,14 @@ def tables(rows):
               f"{fmt(r['max_rate_p99_bounded'])}/s; with execution keeping up too: "
               f"{fmt(r['max_rate_p99_bounded_and_kept_up'])}/s; ack p99 at {fmt(r['half_rate'])}/s (≈ half): "
               f"{r['ack_p99_us_at_half_rate'] / 1000:.1f} ms.")
+    pb2 = [r for r in rows if r.get("workload") == "B2" and r.get("system") != "drover"]
+    if pb2:
+        p("")
+        p("| peer | durability | offered/s | acked/s | ack p50 ms | p99 ms | p99.9 ms | saturated |")
+        p("|---|---|---:|---:|---:|---:|---:|---|")
+        for r in pb2:
+            p(f"| {peer_label(r).rsplit(' (', 1)[0]} | {r['durability']} | {fmt(r['offered_per_s'])} | {fmt(r['acked_per_s'])}"
+              f" | {r['ack_p50_ms']:.1f} | {r['ack_p99_ms']:.1f} | {r['ack_p999_ms']:.1f} | {'yes' if r['saturated'] else 'no'} |")
     # -- B6 -------------------------------------------------------------------
     b6 = collections.defaultdict(list)
     for r in rows:

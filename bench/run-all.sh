@@ -119,6 +119,10 @@ if has peers; then
     record peers "$ROOT/bench/peers/run.sh" bullmq B3 --durability D0
     record peers "$ROOT/bench/peers/run.sh" bullmq B3 --durability D2
     record peers "$ROOT/bench/peers/run.sh" sidekiq B3
+    # B2 where the peer's program has an open-loop submitter.
+    record peers "$ROOT/bench/peers/run.sh" bullmq B2 --durability D0
+    record peers "$ROOT/bench/peers/run.sh" bullmq B2 --durability D2
+    record peers "$ROOT/bench/peers/run.sh" graphile B2 --batched
   else
     log "peers skipped: run bench/setup-peers.sh (as root) first"
   fi

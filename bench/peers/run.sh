@@ -7,6 +7,9 @@
 #
 #   peer:     bullmq | sidekiq | celery | graphile
 #   workload: B1 (preload N no-op jobs, then drain; default N = 100000)
+#             B2 (bullmq, graphile: open-loop submits at 500, 2000, 8000,
+#                 16000, 32000/s for 5 s each while the worker runs them; ack
+#                 latency per rate, until the first saturated rate)
 #             B3 (one-at-a-time submit -> handler start, idle system; default N = 200)
 #   --durability  Redis peers: D0 (no persistence, default) or D2 (appendonly
 #                 yes + appendfsync always). graphile is always D2 (PostgreSQL
@@ -66,8 +69,12 @@ while [ $# -gt 0 ]; do
     *) blog "unknown option $1"; usage ;;
   esac
 done
-case "$workload" in B1|B3) ;; *) bdie "unknown workload '$workload' (B1, B3)" ;; esac
-[ -n "$jobs" ] || { [ "$workload" = B1 ] && jobs=100000 || jobs=200; }
+case "$workload" in B1|B2|B3) ;; *) bdie "unknown workload '$workload' (B1, B2, B3)" ;; esac
+case "$workload" in
+  B1) jobs=${jobs:-100000} ;;
+  B2) jobs=${jobs:-1000000000000} ;; # the worker runs whatever arrives
+  B3) jobs=${jobs:-200} ;;
+esac
 
 [ -d "$HERE/node/node_modules/bullmq" ] && [ -d "$HERE/node/node_modules/graphile-worker" ] \
   || bdie "node packages are missing: run bench/setup-peers.sh"
@@ -89,6 +96,7 @@ case "$peer" in
                  || bdie "Celery is missing: run bench/setup-peers.sh" ;;
     esac
     [ "$peer" = celery ] && [ "$workload" = B3 ] && bdie "B3 is not implemented for celery"
+    [ "$workload" = B2 ] && [ "$peer" != bullmq ] && bdie "B2 is implemented for bullmq and graphile only"
     redis_start "$durability"
     ;;
   graphile)

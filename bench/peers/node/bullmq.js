@@ -4,6 +4,7 @@
 //   preload --jobs N [--chunk 1000]      Queue.addBulk in chunks (BullMQ's bulk API)
 //   worker --jobs N --concurrency C [--mode B1|B3]   READY/GO handshake, see common.js
 //   submit --jobs N [--interval-ms 10]  B3: one add at a time, job data {t: wall ms}
+//   openloop --rate R --seconds S       B2: Queue.add at R/s, open loop (common.js)
 const { Queue, Worker } = require('bullmq');
 const c = require('./common');
 
@@ -58,9 +59,16 @@ async function submit() {
   await queue.close();
 }
 
-const main = { preload, worker, submit }[cmd];
+async function openloop() {
+  const queue = new Queue(name, { connection });
+  await queue.waitUntilReady();
+  await c.openLoop((i) => queue.add('noop', { i }), c.argInt('rate', 1000), c.argInt('seconds', 5), 1);
+  await queue.close();
+}
+
+const main = { preload, worker, submit, openloop }[cmd];
 if (!main) {
-  process.stderr.write('usage: node bullmq.js preload|worker|submit [options]\n');
+  process.stderr.write('usage: node bullmq.js preload|worker|submit|openloop [options]\n');
   process.exit(2);
 }
 main().catch((e) => { process.stderr.write(`bullmq ${cmd}: ${e && e.stack || e}\n`); process.exit(1); });

@@ -71,4 +71,58 @@ function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-module.exports = { wallMs, line, waitForGo, argInt, argStr, makeCounter, sleep };
+// B2: open-loop submissions, `rate` per second for `seconds` seconds. Submit
+// i is released at t0 + i/rate whatever happened to the earlier ones, and
+// its ack latency is measured from that intended time (no coordinated
+// omission); the first `warmup` seconds are left out. `submitOne(i)`
+// returns a promise that resolves on the system's acknowledgement. Prints
+// "B2 <json>" once every submit was answered.
+async function openLoop(submitOne, rate, seconds, warmup) {
+  const n = Math.max(1, Math.round(rate * seconds));
+  const t0 = wallMs() + 50;
+  const lat = [];
+  let next = 0;
+  let pending = 0;
+  let acked = 0;
+  let errors = 0;
+  let firstError = '';
+  await new Promise((resolve) => {
+    const tick = () => {
+      const now = wallMs();
+      while (next < n && t0 + (next * 1000) / rate <= now) {
+        const intended = t0 + (next * 1000) / rate;
+        const measured = next >= rate * warmup;
+        next += 1;
+        pending += 1;
+        Promise.resolve()
+          .then(() => submitOne(next))
+          .then(
+            () => {
+              acked += 1;
+              if (measured) lat.push(wallMs() - intended);
+            },
+            (e) => {
+              errors += 1;
+              if (!firstError) firstError = String(e);
+            })
+          .finally(() => {
+            pending -= 1;
+            if (next >= n && pending === 0) resolve();
+          });
+      }
+      if (next < n) setTimeout(tick, 1);
+    };
+    tick();
+  });
+  const secs = (wallMs() - t0) / 1000;
+  lat.sort((a, b) => a - b);
+  const pct = (q) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(q * lat.length))] : null);
+  line('B2 ' + JSON.stringify({
+    offered_per_s: rate, seconds_offered: seconds, submitted: n, acked, errors, first_error: firstError,
+    acked_per_s: acked / secs, seconds: secs, measured: lat.length,
+    ack_p50_ms: pct(0.5), ack_p99_ms: pct(0.99), ack_p999_ms: pct(0.999),
+    ack_max_ms: lat.length ? lat[lat.length - 1] : null,
+  }));
+}
+
+module.exports = { wallMs, line, waitForGo, argInt, argStr, makeCounter, sleep, openLoop };

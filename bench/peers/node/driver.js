@@ -4,9 +4,15 @@
 // line per run on stdout. Chatter goes to stderr. Started by
 // bench/peers/run.sh, which owns the servers (Redis, the PostgreSQL database).
 //
-//   node driver.js --peer bullmq|sidekiq|celery|graphile --workload B1|B3
+//   node driver.js --peer bullmq|sidekiq|celery|graphile --workload B1|B2|B3
 //                  --durability D0|D2 [--jobs N] [--runs R] [--batched 0|1]
-//                  [--concurrency C]
+//                  [--concurrency C] [--rates 500,2000,...] [--seconds S]
+//
+// B2 (bullmq, graphile): per rate, a fresh store and worker (running the
+// jobs meanwhile), then the peer's `openloop` program submits at that rate
+// for S seconds, open loop, and reports the ack latencies; every submit
+// must be acknowledged without an error. Stops after the first saturated
+// rate (acked/s below 95 % of the offered rate, or ack p99 above 1 s).
 // env: REDIS_SOCK, REDIS_PID (Redis peers); PG_URL, PG_POSTMASTER_PID (graphile)
 //
 // Timing (B1): the worker process connects and loads everything first and
@@ -54,7 +60,10 @@ function fail(s) {
 const peerName = arg('peer');
 const workload = arg('workload', 'B1');
 const durability = arg('durability', 'D0');
-const jobs = Number(arg('jobs', workload === 'B3' ? 200 : 100000));
+// B2's workers never reach their target: they run whatever arrives.
+const jobs = Number(arg('jobs', workload === 'B3' ? 200 : workload === 'B2' ? 1e12 : 100000));
+const b2Rates = String(arg('rates', '500,2000,8000,16000,32000')).split(',').map(Number);
+const b2Seconds = Number(arg('seconds', 5));
 const runs = Number(arg('runs', 1));
 const batched = arg('batched', '0') === '1';
 const intervalMs = Number(arg('interval-ms', 10));
@@ -154,6 +163,8 @@ class Proc {
         this.progressAt = Date.now();
       } else if (l.startsWith('LAT ')) {
         this.lat = JSON.parse(l.slice(4));
+      } else if (l.startsWith('B2 ')) {
+        this.b2 = JSON.parse(l.slice(3));
       } else if (/^(READY|CONSUMING)\b/.test(l)) {
         this.lines.push(l);
       } else if (l.trim() !== '') {
@@ -280,6 +291,8 @@ const peers = {
       '--concurrency', String(c), '--mode', mode],
     submit: () => [NODE, path.join(HERE, 'bullmq.js'), 'submit', '--jobs', String(jobs),
       '--interval-ms', String(intervalMs)],
+    openloop: (rate) => [NODE, path.join(HERE, 'bullmq.js'), 'openloop', '--rate', String(rate),
+      '--seconds', String(b2Seconds)],
     // Polled during the drain: the system's own count of completed jobs.
     async completed() {
       return (await redisClient()).zcard('bull:bench:completed');
@@ -390,6 +403,8 @@ const peers = {
       '--concurrency', String(c), '--batched', batched ? '1' : '0', '--mode', mode],
     submit: () => [NODE, path.join(HERE, 'graphile.js'), 'submit', '--jobs', String(jobs),
       '--interval-ms', String(intervalMs)],
+    openloop: (rate) => [NODE, path.join(HERE, 'graphile.js'), 'openloop', '--rate', String(rate),
+      '--seconds', String(b2Seconds)],
     endBy: 'done',
     // After DONE: completed jobs are deleted, so the drain ends when no row is left.
     async remaining() {
@@ -543,10 +558,40 @@ async function runB3(peer, concurrency, runIndex, base) {
   };
 }
 
+async function runB2(peer, concurrency, runIndex, base) {
+  if (!peer.openloop) fail(`B2 is not implemented for ${peer.system}`);
+  const out = [];
+  for (const rate of b2Rates) {
+    await peer.reset();
+    const w = new Proc(peer.worker(concurrency, 'B1'), { env: peer.env && peer.env(), cwd: peer.cwd });
+    await w.waitLine('READY', READY_MS);
+    w.send('GO\n');
+    log(`run ${runIndex}: ${rate} submits/s for ${b2Seconds} s, open loop`);
+    const p = new Proc(peer.openloop(rate), { env: peer.env && peer.env(), cwd: peer.cwd });
+    const ex = await p.waitExit(b2Seconds * 1000 + 300000, `${peer.system} openloop`);
+    activeProcs.delete(p);
+    const handled = w.progress;
+    await w.stop();
+    if (ex.code !== 0 || !p.b2) fail(`${peer.system} openloop failed (${JSON.stringify(ex)})`);
+    const r = p.b2;
+    if (r.errors !== 0 || r.acked !== r.submitted)
+      fail(`${peer.system}: ${r.acked} of ${r.submitted} submits acknowledged, ${r.errors} errors (${r.first_error})`);
+    const saturated = r.acked_per_s < 0.95 * rate || (r.ack_p99_ms !== null && r.ack_p99_ms > 1000);
+    out.push({
+      ...base, workload: 'B2', run: runIndex, offered_per_s: rate, acked_per_s: round(r.acked_per_s),
+      submitted: r.submitted, verified_acked: r.acked, measured: r.measured,
+      ack_p50_ms: round(r.ack_p50_ms), ack_p99_ms: round(r.ack_p99_ms), ack_p999_ms: round(r.ack_p999_ms),
+      ack_max_ms: round(r.ack_max_ms), handled_meanwhile_at_least: handled, saturated,
+    });
+    if (saturated) break;
+  }
+  return out;
+}
+
 async function main() {
   const peer = peers[peerName];
   if (!peer) fail(`unknown peer '${peerName}' (bullmq, sidekiq, celery, graphile)`);
-  if (!['B1', 'B3'].includes(workload)) fail(`unknown workload '${workload}' (B1, B3)`);
+  if (!['B1', 'B2', 'B3'].includes(workload)) fail(`unknown workload '${workload}' (B1, B2, B3)`);
   const concurrency = Number(arg('concurrency', peer.concurrency));
   const base = {
     system: peer.system, version: peer.version(), server: await peer.server(),
@@ -554,6 +599,11 @@ async function main() {
     machine: `${require('os').cpus().length} cores`,
   };
   for (let i = 1; i <= runs; i++) {
+    if (workload === 'B2') {
+      for (const res of await runB2(peer, concurrency, i, base))
+        process.stdout.write(JSON.stringify(res) + '\n');
+      continue;
+    }
     const res = workload === 'B1'
       ? await runB1(peer, concurrency, i, base)
       : await runB3(peer, concurrency, i, base);

@@ -87,9 +87,19 @@ async function submit() {
   }
 }
 
-const main = { preload, worker, submit }[cmd];
+// B2: utils.addJob (one INSERT, committed) at R/s, open loop (common.js).
+async function openloop() {
+  const utils = await makeWorkerUtils({ connectionString, logger });
+  try {
+    await c.openLoop((i) => utils.addJob('noop', { i }), c.argInt('rate', 1000), c.argInt('seconds', 5), 1);
+  } finally {
+    await utils.release();
+  }
+}
+
+const main = { preload, worker, submit, openloop }[cmd];
 if (!main) {
-  process.stderr.write('usage: node graphile.js preload|worker|submit [options]\n');
+  process.stderr.write('usage: node graphile.js preload|worker|submit|openloop [options]\n');
   process.exit(2);
 }
 main().catch((e) => { process.stderr.write(`graphile ${cmd}: ${e && e.stack || e}\n`); process.exit(1); });
