@@ -5,7 +5,7 @@
 //   droverctl submit TYPE [options]        submit a job (prints the record)
 //   droverctl get ID | events ID           a job's record / its history
 //   droverctl wait ID                      progress with ETA until terminal
-//   droverctl cancel ID
+//   droverctl cancel ID [--reason TEXT]    recorded in the job's history
 //   droverctl list [--status S] [--limit N] [--after ID]
 //   droverctl dlq [--limit N]              the dead-letter queue
 //   droverctl redrive ID|--all  /  purge ID|--all
@@ -150,6 +150,7 @@ int main(int argc, char** argv) {
   int64_t timeout_ms = 5000;
   int64_t wait_ms = 3600000;
   std::string input, priority_name, run_at, key, tenant, status_name, after;
+  std::string reason = "cancelled with droverctl";
   int64_t delay_ms = -1, max_attempts = -1, job_timeout_ms = -1;
   uint32_t limit = 100;
   po::options_description opts{"options"};
@@ -176,7 +177,9 @@ int main(int argc, char** argv) {
     ("status", po::value(&status_name), "list: only this status")
     ("limit", po::value(&limit)->default_value(limit), "list/dlq: page size")
     ("after", po::value(&after), "list/dlq: page after this job id")
-    ("all", "redrive/purge: every job in the dead-letter queue");
+    ("all", "redrive/purge: every job in the dead-letter queue")
+    ("reason", po::value(&reason)->default_value(reason),
+     "cancel: why (kept in the job's history)");
   po::positional_options_description pos;
   pos.add("command", 1).add("arg", 1);
   po::variables_map vm;
@@ -305,7 +308,7 @@ int main(int argc, char** argv) {
   if (command == "wait")
     return wait_for(s, arg, std::chrono::milliseconds{wait_ms});
   if (command == "cancel")
-    return s.ask<ok_atom>(cancel_atom::value, arg) ? 0 : 1;
+    return s.ask<ok_atom>(cancel_atom::value, arg, reason) ? 0 : 1;
   if (command == "list" || command == "dlq") {
     auto jobs = s.ask<std::vector<job_record>>(list_atom::value, query);
     return jobs ? print_records(*jobs) : 1;

@@ -136,7 +136,8 @@ TEST_CASE("cancelling an exec job whose program ignores SIGTERM kills it",
   // the pid, and means the program runs (and ignores SIGTERM) now.
   auto progress = waiter.wait_for_line("pid-", 30s, true);
   REQUIRE(progress);
-  auto [crc, cout_] = droverctl({"cancel", id, "--port", port});
+  auto [crc, cout_] = droverctl({"cancel", id, "--port", port, "--reason",
+                                 "stuck on purpose"});
   CHECK(crc == 0);
   auto wst = waiter.wait_exit(30s);
   REQUIRE(wst);
@@ -148,6 +149,11 @@ TEST_CASE("cancelling an exec job whose program ignores SIGTERM kills it",
   auto pid = std::stoi(progress->substr(p + 4));
   CHECK(kill(pid, 0) == -1); // killed and reaped: no zombie
   CHECK(errno == ESRCH);
+  // The reason given to droverctl is in the job's history.
+  auto [erc, history] = droverctl({"events", id, "--port", port});
+  CHECK(erc == 0);
+  INFO(history);
+  CHECK(history.find("stuck on purpose") != std::string::npos);
   node.signal(SIGTERM);
   REQUIRE(node.wait_exit(30s));
 }
