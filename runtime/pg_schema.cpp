@@ -290,6 +290,51 @@ $$;
 REVOKE ALL ON FUNCTION drover.purge_finished(bigint, integer) FROM PUBLIC;
 )sql";
 
+// Version 4: retention keeps a finished job that still owes its webhook
+// (webhook_pending): purging it would lose the delivery that a restarted
+// node resumes from drover.jobs. The policy is otherwise version 3's.
+const char* const v4_sql = R"sql(
+CREATE OR REPLACE FUNCTION drover.purge_finished(before_ms bigint,
+                                                 max_jobs integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET drover.retention = 'on'
+AS $$
+DECLARE
+  purged bigint;
+BEGIN
+  IF before_ms IS NULL OR max_jobs IS NULL OR max_jobs <= 0 THEN
+    RETURN 0;
+  END IF;
+  WITH victims AS (
+    SELECT j.job_id
+      FROM drover.jobs j
+     WHERE j.final_status IS NOT NULL AND NOT j.dead_lettered
+       AND NOT j.webhook_pending
+       AND j.completed_at_ms < before_ms
+     ORDER BY j.completed_at_ms
+     LIMIT max_jobs
+       FOR UPDATE SKIP LOCKED
+  ), gone AS (
+    DELETE FROM drover.jobs j
+     USING victims v
+     WHERE j.job_id = v.job_id
+    RETURNING j.job_id
+  ), gone_events AS (
+    DELETE FROM drover.events e
+     USING gone g
+     WHERE e.job_id = g.job_id
+  )
+  SELECT count(*) INTO purged FROM gone;
+  RETURN purged;
+END
+$$;
+
+REVOKE ALL ON FUNCTION drover.purge_finished(bigint, integer) FROM PUBLIC;
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -297,6 +342,7 @@ const std::vector<migration>& migrations() {
       {1, "audit log, job projection, retention", v1_sql},
       {2, "webhooks owed by finished jobs", v2_sql},
       {3, "live transitions as HOT updates (final_status)", v3_sql},
+      {4, "retention keeps jobs that owe a webhook", v4_sql},
   };
   return all;
 }

@@ -876,6 +876,29 @@ TEST_CASE("pending_webhooks returns the jobs that still owe a webhook",
         == 3);
 }
 
+TEST_CASE("retention keeps a finished job until its webhook is settled",
+          "[pg][webhook]") {
+  test_db db;
+  auto s = db.session();
+  auto spec = make_spec("t", "x", "");
+  spec.callback_url = "https://example.com/hook";
+  job owes{"j1", spec};
+  owes.start(1100).complete(1200);
+  job plain{"j2", make_spec("t", "x", "")};
+  plain.start(1100).complete(1300);
+  value_of(s.write(batch_of({&owes, &plain})));
+  // Both are old enough; only the one without a pending webhook goes.
+  CHECK(value_of(s.purge_finished(5000, 100)) == 1);
+  CHECK(value_of(s.load_job("j1")) == owes.record());
+  CHECK(is(error_of(s.load_job("j2")), errc::not_found));
+  // Once the delivery has a final outcome, the job may go.
+  owes.webhook(webhook_outcome::delivered, 2000);
+  value_of(s.write(batch_of({&owes})));
+  CHECK(value_of(s.purge_finished(5000, 100)) == 1);
+  CHECK(is(error_of(s.load_job("j1")), errc::not_found));
+  CHECK(is(error_of(s.load_events("j1")), errc::not_found));
+}
+
 // -- retention ----------------------------------------------------------------
 
 TEST_CASE("purge_finished removes old finished jobs only", "[pg]") {
