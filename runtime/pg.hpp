@@ -100,12 +100,12 @@ int64_t binary_int(std::string_view wire);
 
 // -- parameters ---------------------------------------------------------------
 
+class array_param;
+
 /// Parameters of one statement, owned and typed (the server never has to
 /// guess a type). Text must not contain NUL bytes: libpq passes text as C
 /// strings, so a NUL would silently truncate the value; such a value marks
 /// the list invalid and the statement is refused with `invalid_value`.
-class array_param;
-
 class params {
 public:
   params& text(std::string_view x);
