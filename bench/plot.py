@@ -88,6 +88,29 @@ def b1_bars(rows):
     return out
 
 
+def finish_log_plot(plt, fig, ax, outdir, name, xlabel, ylabel, title, legend_size=8,
+                    xticks=None):
+    """Log-log axes (base 2 with the given xticks), labels, legend and grid;
+    saves outdir/name and returns its path."""
+    if xticks:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xticks)
+        ax.set_xticklabels([str(x) for x in xticks])
+    else:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(outdir, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_b1(plt, rows, outdir):
     bars = b1_bars(rows)
     if not bars:
@@ -145,21 +168,10 @@ def plot_b7(plt, rows, outdir):
         if us > 0:
             ax.plot(xs, [x * 1e6 / us for x in xs], linestyle=":", color="grey",
                     label=f"ceiling: slots / {us / 1000:g} ms")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
     allx = sorted({x for pts in series.values() for x in pts})
-    ax.set_xticks(allx)
-    ax.set_xticklabels([str(x) for x in allx])
-    ax.set_xlabel("worker slots")
-    ax.set_ylabel("drain jobs/s")
-    ax.set_title("B7: throughput as worker slots are added (D2)")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(outdir, "issue6-b7-slots.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_log_plot(plt, fig, ax, outdir, "issue6-b7-slots.png", "worker slots",
+                           "drain jobs/s", "B7: throughput as worker slots are added (D2)",
+                           xticks=allx)
 
 
 def b2_medians(rows):
@@ -196,18 +208,10 @@ def plot_b2(plt, rows, outdir):
         ax.plot([x for x, _ in pts], [y for _, y in pts], marker="x", linestyle=":",
                 label=f"{label} ack p99")
     ax.axhline(2, color="grey", linestyle=":", linewidth=1, label="target p99 2 ms")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("offered submissions/s (open loop)")
-    ax.set_ylabel("submit -> ack, ms (D2: after COMMIT; median of runs)")
-    ax.set_title("B2: Drover ack latency against the offered rate")
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(outdir, "issue6-b2-latency.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_log_plot(plt, fig, ax, outdir, "issue6-b2-latency.png",
+                           "offered submissions/s (open loop)",
+                           "submit -> ack, ms (D2: after COMMIT; median of runs)",
+                           "B2: ack latency against the offered rate", legend_size=7)
 
 
 def plot_b6(plt, rows, outdir):
@@ -223,18 +227,10 @@ def plot_b6(plt, rows, outdir):
     ax.plot(xs, [statistics.median(cells[x][0]) for x in xs], marker="o", label="p50")
     ax.plot(xs, [statistics.median(cells[x][1]) for x in xs], marker="o", label="p99")
     ax.axhline(50, color="grey", linestyle=":", linewidth=1, label="target p99 50 ms")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("SSE subscribers of one job")
-    ax.set_ylabel("progress report -> delivered, ms (median of runs)")
-    ax.set_title("B6: progress fan-out over SSE")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(outdir, "issue6-b6-sse.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_log_plot(plt, fig, ax, outdir, "issue6-b6-sse.png",
+                           "SSE subscribers of one job",
+                           "progress report -> delivered, ms (median of runs)",
+                           "B6: progress fan-out over SSE")
 
 
 def plot_b3(plt, rows, outdir):

@@ -179,13 +179,6 @@ caf::error check_record(const job_record& rec, const char* role) {
   return caf::none;
 }
 
-/// `status` when terminal (4-6), NULL while the job is live: the column
-/// the live/finished indexes use, so that transitions between live
-/// statuses change no indexed column and stay HOT updates (migration 3).
-bool final_status_null(const job_record& rec) {
-  return !is_terminal(rec.status);
-}
-
 using element = array_param::element;
 
 /// The columns of drover.jobs a write sets, one array each, in the order
@@ -214,10 +207,13 @@ struct job_arrays {
     seq.int64(static_cast<int64_t>(rec.sequence));
     record.bytes(to_bytes(rec));
     webhook_pending.boolean(rec.webhook_pending_sequence != 0);
-    if (final_status_null(rec))
-      final_status.null();
-    else
+    // final_status: `status` once terminal, NULL while live. The live and
+    // finished indexes use it instead of `status`, so transitions between
+    // live statuses change no indexed column and stay HOT (migration 3).
+    if (is_terminal(rec.status))
       final_status.int16(static_cast<int16_t>(rec.status));
+    else
+      final_status.null();
   }
   /// Every column, for an insert.
   void add_insert(const job_record& rec, int64_t updated_at) {

@@ -220,6 +220,7 @@ CREATE INDEX jobs_webhook_pending ON drover.jobs (job_id)
 // docs/benchmarks.md). Now the indexes look at final_status, which is NULL
 // while a job is live and its terminal status after: only the transition
 // into (or out of, by a redrive) a terminal status touches the indexes.
+// Retention also keeps finished jobs that still owe a webhook.
 const char* const v3_sql = R"sql(
 ALTER TABLE drover.jobs ADD COLUMN final_status smallint;
 -- Room on each page for the new versions of its rows: a HOT update must
@@ -249,51 +250,9 @@ CREATE INDEX jobs_finished ON drover.jobs (final_status, job_id)
 CREATE INDEX jobs_purgeable ON drover.jobs (completed_at_ms)
   WHERE final_status IS NOT NULL AND NOT dead_lettered;
 
--- The same policy as version 1, on the new predicate.
-CREATE OR REPLACE FUNCTION drover.purge_finished(before_ms bigint,
-                                                 max_jobs integer)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET drover.retention = 'on'
-AS $$
-DECLARE
-  purged bigint;
-BEGIN
-  IF before_ms IS NULL OR max_jobs IS NULL OR max_jobs <= 0 THEN
-    RETURN 0;
-  END IF;
-  WITH victims AS (
-    SELECT j.job_id
-      FROM drover.jobs j
-     WHERE j.final_status IS NOT NULL AND NOT j.dead_lettered
-       AND j.completed_at_ms < before_ms
-     ORDER BY j.completed_at_ms
-     LIMIT max_jobs
-       FOR UPDATE SKIP LOCKED
-  ), gone AS (
-    DELETE FROM drover.jobs j
-     USING victims v
-     WHERE j.job_id = v.job_id
-    RETURNING j.job_id
-  ), gone_events AS (
-    DELETE FROM drover.events e
-     USING gone g
-     WHERE e.job_id = g.job_id
-  )
-  SELECT count(*) INTO purged FROM gone;
-  RETURN purged;
-END
-$$;
-
-REVOKE ALL ON FUNCTION drover.purge_finished(bigint, integer) FROM PUBLIC;
-)sql";
-
-// Version 4: retention keeps a finished job that still owes its webhook
-// (webhook_pending): purging it would lose the delivery that a restarted
-// node resumes from drover.jobs. The policy is otherwise version 3's.
-const char* const v4_sql = R"sql(
+-- Version 1's policy on the new predicate, and one more rule: a finished
+-- job that still owes its webhook (webhook_pending) stays, or the delivery a
+-- restarted node resumes from drover.jobs would be lost.
 CREATE OR REPLACE FUNCTION drover.purge_finished(before_ms bigint,
                                                  max_jobs integer)
 RETURNS bigint
@@ -341,8 +300,9 @@ const std::vector<migration>& migrations() {
   static const std::vector<migration> all{
       {1, "audit log, job projection, retention", v1_sql},
       {2, "webhooks owed by finished jobs", v2_sql},
-      {3, "live transitions as HOT updates (final_status)", v3_sql},
-      {4, "retention keeps jobs that owe a webhook", v4_sql},
+      {3, "live transitions as HOT updates (final_status); retention keeps "
+          "jobs that owe a webhook",
+       v3_sql},
   };
   return all;
 }

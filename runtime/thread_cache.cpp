@@ -11,6 +11,8 @@ struct thread_cache::state {
   std::chrono::milliseconds keep_alive;
   mutable std::mutex mtx;
   std::condition_variable cv;
+  /// Signalled whenever threads, idle or started change (wait_for).
+  mutable std::condition_variable changed;
   // Bodies handed to parked threads, not yet picked up. post() claims a
   // parked thread (--idle) for each body it puts here.
   std::deque<std::function<void()>> handed;
@@ -27,6 +29,7 @@ void thread_cache::park_loop(std::shared_ptr<state> st,
     body = nullptr; // release what the body captured before parking
     std::unique_lock<std::mutex> guard{st->mtx};
     ++st->idle;
+    st->changed.notify_all();
     bool got = st->cv.wait_for(guard, st->keep_alive, [&st] {
       return !st->handed.empty() || st->closing;
     });
@@ -35,6 +38,7 @@ void thread_cache::park_loop(std::shared_ptr<state> st,
       // cache while closing is still picked up above.)
       --st->idle;
       --st->threads;
+      st->changed.notify_all();
       return;
     }
     body = std::move(st->handed.front());
@@ -61,10 +65,12 @@ void thread_cache::post(std::function<void()> body) {
       --st_->idle;
       st_->handed.push_back(std::move(body));
       st_->cv.notify_one();
+      st_->changed.notify_all();
       return;
     }
     ++st_->threads;
     ++st_->started;
+    st_->changed.notify_all();
   }
   try {
     std::thread{park_loop, st_, std::move(body)}.detach();
@@ -72,6 +78,7 @@ void thread_cache::post(std::function<void()> body) {
     std::lock_guard<std::mutex> guard{st_->mtx};
     --st_->threads;
     --st_->started;
+    st_->changed.notify_all();
     throw;
   }
 }
@@ -79,6 +86,14 @@ void thread_cache::post(std::function<void()> body) {
 thread_cache::stats thread_cache::current() const {
   std::lock_guard<std::mutex> guard{st_->mtx};
   return {st_->threads, st_->idle, st_->started};
+}
+
+bool thread_cache::wait_for(const std::function<bool(const stats&)>& pred,
+                            std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> guard{st_->mtx};
+  return st_->changed.wait_for(guard, timeout, [&] {
+    return pred(stats{st_->threads, st_->idle, st_->started});
+  });
 }
 
 std::function<void(std::function<void()>)> thread_cache::shared_executor() {

@@ -45,6 +45,12 @@ public:
 
   stats current() const;
 
+  /// Waits until `pred(current())` holds or `timeout` passed; returns
+  /// whether it holds. Woken by every change of the counters (a thread
+  /// starting, parking, taking a body or ending), never by polling.
+  bool wait_for(const std::function<bool(const stats&)>& pred,
+                std::chrono::milliseconds timeout) const;
+
   /// An executor for job_system_config / worker_config that posts to a
   /// process-wide cache.
   static std::function<void(std::function<void()>)> shared_executor();

@@ -8,6 +8,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/job_state.hpp"
 #include "runtime/type_ids.hpp"
+#include "support/actor_config.hpp"
 #include "support/test_db.hpp"
 
 #include <caf/actor_system.hpp>
@@ -24,15 +25,10 @@
 using namespace drover;
 using namespace std::chrono_literals;
 using drover::testing::must;
+using drover::testing::real_config;
 using drover::testing::test_db;
 
 namespace {
-
-caf::actor_system_config& real_config(caf::actor_system_config& cfg) {
-  register_types(cfg);
-  cfg.set("scheduler.max-threads", size_t{2});
-  return cfg;
-}
 
 std::shared_ptr<handler_registry> test_handlers() {
   auto r = std::make_shared<handler_registry>();

@@ -15,6 +15,8 @@
 #include "runtime/type_ids.hpp"
 
 #include "support/test_db.hpp"
+#include "support/actor_config.hpp"
+#include "support/webhook_log.hpp"
 #include "support/webhook_receiver.hpp"
 
 #include <caf/actor_system.hpp>
@@ -29,6 +31,8 @@
 
 using namespace drover;
 using namespace std::chrono_literals;
+using drover::testing::real_config;
+using drover::testing::recorded_log;
 using drover::testing::reply;
 using drover::testing::test_db;
 using drover::testing::webhook_receiver;
@@ -36,24 +40,6 @@ using drover::testing::webhook_receiver;
 namespace {
 
 constexpr auto patience = 30s;
-
-caf::actor_system_config& real_config(caf::actor_system_config& cfg) {
-  register_types(cfg);
-  cfg.set("scheduler.max-threads", size_t{2});
-  return cfg;
-}
-
-struct recorded_log {
-  std::mutex mx;
-  std::condition_variable cv;
-  std::vector<job_event> events;
-
-  std::vector<job_event> wait_for(size_t n) {
-    std::unique_lock<std::mutex> guard{mx};
-    cv.wait_for(guard, patience, [&] { return events.size() >= n; });
-    return events;
-  }
-};
 
 /// One incarnation of a node's store, publisher and webhook dispatcher.
 struct incarnation {
@@ -78,13 +64,7 @@ struct incarnation {
     webhook_dispatcher_config dc;
     dc.options = std::move(opts);
     dc.handles = handles;
-    dc.on_recorded = [log = log](const job_event& ev) {
-      {
-        std::lock_guard<std::mutex> guard{log->mx};
-        log->events.push_back(ev);
-      }
-      log->cv.notify_all();
-    };
+    dc.on_recorded = recorded_log::recorder(log);
     dispatcher = spawn_webhook_dispatcher(sys, dc);
   }
 
@@ -146,7 +126,7 @@ TEST_CASE("webhook deliveries resume from PostgreSQL after a restart",
     auto rec = node.ask<job_record>(get_atom::value, job_id);
     REQUIRE(rec.webhook_pending_sequence == 3);
     node.self->send(node.publisher, final_atom::value, rec);
-    auto events = node.log->wait_for(1);
+    auto events = node.log->wait_for(1, patience);
     REQUIRE(events.size() == 1);
     CHECK(events[0].webhook.outcome == webhook_outcome::retrying);
     auto pending = node.ask<std::vector<job_record>>(
@@ -159,7 +139,7 @@ TEST_CASE("webhook deliveries resume from PostgreSQL after a restart",
   // again; the dispatcher finds the delivery in the store, waits for the
   // recorded next attempt, and goes on numbering.
   incarnation node{db.url(), opts};
-  auto events = node.log->wait_for(2);
+  auto events = node.log->wait_for(2, patience);
   REQUIRE(events.size() == 2);
   CHECK(events[0].webhook.attempt_number == 2);
   CHECK(events[0].webhook.outcome == webhook_outcome::retrying);

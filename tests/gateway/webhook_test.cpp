@@ -14,6 +14,8 @@
 #include "runtime/job_state.hpp"
 #include "runtime/type_ids.hpp"
 
+#include "support/actor_config.hpp"
+#include "support/webhook_log.hpp"
 #include "support/webhook_receiver.hpp"
 
 #include <caf/actor_system.hpp>
@@ -29,6 +31,8 @@
 
 using namespace drover;
 using namespace std::chrono_literals;
+using drover::testing::real_config;
+using drover::testing::recorded_log;
 using drover::testing::reply;
 using drover::testing::webhook_receiver;
 using std::chrono::milliseconds;
@@ -320,26 +324,6 @@ TEST_CASE("https verifies the certificate and sends SNI",
 
 namespace {
 
-caf::actor_system_config& real_config(caf::actor_system_config& cfg) {
-  register_types(cfg);
-  cfg.set("scheduler.max-threads", size_t{2});
-  return cfg;
-}
-
-/// What the dispatcher recorded, for the test thread to wait on.
-struct recorded_log {
-  std::mutex mx;
-  std::condition_variable cv;
-  std::vector<job_event> events;
-
-  /// Waits until `n` events were recorded (or the patience ran out).
-  std::vector<job_event> wait_for(size_t n) {
-    std::unique_lock<std::mutex> guard{mx};
-    cv.wait_for(guard, patience, [&] { return events.size() >= n; });
-    return events;
-  }
-};
-
 struct dispatcher_fixture {
   caf::actor_system_config cfg;
   caf::actor_system sys;
@@ -371,13 +355,7 @@ struct dispatcher_fixture {
     dc.options = std::move(opts);
     dc.handles = handles;
     dc.seed = 42;
-    dc.on_recorded = [log = log](const job_event& ev) {
-      {
-        std::lock_guard<std::mutex> guard{log->mx};
-        log->events.push_back(ev);
-      }
-      log->cv.notify_all();
-    };
+    dc.on_recorded = recorded_log::recorder(log);
     return dc;
   }
 
@@ -477,7 +455,7 @@ TEST_CASE("a failing endpoint is retried with backoff until it accepts",
   fx.publish_final(rec);
   auto got = receiver.wait_for(3, patience);
   REQUIRE(got.size() == 3);
-  auto events = fx.log->wait_for(3);
+  auto events = fx.log->wait_for(3, patience);
   REQUIRE(events.size() == 3);
   // Same id every time; each attempt signed with its own timestamp.
   auto id = webhook_id(rec.job_id, rec.webhook_pending_sequence);
@@ -529,7 +507,7 @@ TEST_CASE("a redirect is not followed and the delivery fails after its "
   fx.start(opts);
   auto rec = fx.finished_job(receiver.url(), job_status::failed);
   fx.publish_final(rec);
-  auto events = fx.log->wait_for(1);
+  auto events = fx.log->wait_for(1, patience);
   REQUIRE(events.size() == 1);
   const auto& w = events[0].webhook;
   CHECK(w.outcome == webhook_outcome::failed);
@@ -553,14 +531,14 @@ TEST_CASE("410 Gone disables the endpoint for later jobs too",
   fx.start(dispatcher_fixture::fast_options());
   auto first = fx.finished_job(receiver.url());
   fx.publish_final(first);
-  auto events = fx.log->wait_for(1);
+  auto events = fx.log->wait_for(1, patience);
   REQUIRE(events.size() == 1);
   CHECK(events[0].webhook.outcome == webhook_outcome::disabled);
   CHECK(events[0].webhook.status_code == 410);
   CHECK(events[0].webhook.attempt_number == 1);
   auto second = fx.finished_job(receiver.url());
   fx.publish_final(second);
-  events = fx.log->wait_for(2);
+  events = fx.log->wait_for(2, patience);
   REQUIRE(events.size() == 2);
   CHECK(events[1].job_id == second.job_id);
   CHECK(events[1].webhook.outcome == webhook_outcome::disabled);
@@ -590,7 +568,7 @@ TEST_CASE("a stalling receiver and a huge answer fail the attempt, "
   auto flooded = fx.finished_job(flooder.url());
   fx.publish_final(stalled);
   fx.publish_final(flooded);
-  auto events = fx.log->wait_for(2);
+  auto events = fx.log->wait_for(2, patience);
   REQUIRE(events.size() == 2);
   for (const auto& ev : events) {
     INFO(ev.job_id << ": " << ev.webhook.error);
@@ -618,7 +596,7 @@ TEST_CASE("a refused callback URL fails without a request",
   fx.start(opts);
   auto rec = fx.finished_job(receiver.url());
   fx.publish_final(rec);
-  auto events = fx.log->wait_for(1);
+  auto events = fx.log->wait_for(1, patience);
   REQUIRE(events.size() == 1);
   CHECK(events[0].webhook.outcome == webhook_outcome::failed);
   CHECK(events[0].webhook.attempt_number == 1);
@@ -665,7 +643,7 @@ TEST_CASE("pending deliveries resume from the store after a restart",
   auto got = receiver.wait_for(1, patience);
   REQUIRE(got.size() == 1);
   CHECK(got[0].webhook_id == earlier.webhook.webhook_id);
-  auto events = fx.log->wait_for(1);
+  auto events = fx.log->wait_for(1, patience);
   REQUIRE(events.size() == 1);
   CHECK(events[0].job_id == rec.job_id);
   CHECK(events[0].webhook.attempt_number == 2); // numbering continues
@@ -688,7 +666,7 @@ TEST_CASE("a restart with more pending deliveries than a page resumes them "
   for (size_t i = 0; i < jobs; ++i)
     ids.insert(fx.finished_job(receiver.url()).job_id);
   fx.start(dispatcher_fixture::fast_options());
-  auto events = fx.log->wait_for(jobs);
+  auto events = fx.log->wait_for(jobs, patience);
   REQUIRE(events.size() == jobs);
   std::set<std::string> delivered;
   for (const auto& ev : events) {
@@ -707,7 +685,7 @@ TEST_CASE("after the job system restarts, finals reach the dispatcher again",
   fx.start(dispatcher_fixture::fast_options());
   auto first = fx.finished_job(receiver.url());
   fx.publish_final(first);
-  REQUIRE(fx.log->wait_for(1).size() == 1);
+  REQUIRE(fx.log->wait_for(1, patience).size() == 1);
   // The publisher dies; a new one takes its place in the handles, as the
   // job system's supervisor does on a restart.
   fx.self->send_exit(fx.publisher, caf::exit_reason::kill);
@@ -717,14 +695,14 @@ TEST_CASE("after the job system restarts, finals reach the dispatcher again",
   // or by the new publisher, and delivered once.
   auto second = fx.finished_job(receiver.url());
   fx.publish_final(second);
-  auto events = fx.log->wait_for(2);
+  auto events = fx.log->wait_for(2, patience);
   REQUIRE(events.size() == 2);
   CHECK(events[1].job_id == second.job_id);
   CHECK(events[1].webhook.outcome == webhook_outcome::delivered);
   // Registered with the new publisher: a later final arrives through it.
   auto third = fx.finished_job(receiver.url());
   fx.publish_final(third);
-  events = fx.log->wait_for(3);
+  events = fx.log->wait_for(3, patience);
   REQUIRE(events.size() == 3);
   CHECK(events[2].job_id == third.job_id);
   CHECK(receiver.wait_for(3, patience).size() == 3);

@@ -41,18 +41,6 @@ private:
   int value_ = 0;
 };
 
-/// Polls the cache's counters until `pred` holds or 10 s pass.
-template <class Pred>
-bool eventually(const thread_cache& cache, Pred pred) {
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred(cache.current()))
-      return true;
-    std::this_thread::yield();
-  }
-  return pred(cache.current());
-}
-
 } // namespace
 
 TEST_CASE("a finished body's thread runs the next body") {
@@ -71,7 +59,7 @@ TEST_CASE("a finished body's thread runs the next body") {
     cache.post(body);
     REQUIRE(done.wait_for_at_least(i));
     // Wait until the thread is parked again, so the next post finds it.
-    REQUIRE(eventually(cache, [](auto s) { return s.idle == 1; }));
+    REQUIRE(cache.wait_for([](auto s) { return s.idle == 1; }, 10s));
   }
   CHECK(cache.current().started == 1);
   CHECK(ids.size() == 1);
@@ -93,7 +81,7 @@ TEST_CASE("a blocked body never delays another: each runs on its own thread") {
   CHECK(running.wait_for_at_least(n));
   CHECK(cache.current().threads == n);
   release.add();
-  REQUIRE(eventually(cache, [](auto s) { return s.idle == n; }));
+  REQUIRE(cache.wait_for([](auto s) { return s.idle == n; }, 10s));
   // The parked threads serve the next bodies; no new thread starts.
   counter second;
   for (int i = 0; i < n; ++i)
@@ -107,7 +95,7 @@ TEST_CASE("a parked thread ends after its keep-alive") {
   counter done;
   cache.post([&] { done.add(); });
   REQUIRE(done.wait_for_at_least(1));
-  CHECK(eventually(cache, [](auto s) { return s.threads == 0; }));
+  CHECK(cache.wait_for([](auto s) { return s.threads == 0; }, 10s));
   // A body posted afterwards gets a new thread.
   cache.post([&] { done.add(); });
   CHECK(done.wait_for_at_least(2));

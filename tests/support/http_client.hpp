@@ -105,6 +105,17 @@ run_with_deadline(net::io_context& ioc, beast::tcp_stream& stream,
   return done ? result : beast::error_code{net::error::timed_out};
 }
 
+/// Connects `stream` to 127.0.0.1:`port` within `timeout`.
+inline beast::error_code connect_local(net::io_context& ioc,
+                                       beast::tcp_stream& stream, uint16_t port,
+                                       std::chrono::milliseconds timeout) {
+  tcp::endpoint ep{net::ip::make_address("127.0.0.1"), port};
+  return run_with_deadline(ioc, stream, timeout, [&](auto handler) {
+    stream.async_connect(
+        ep, [handler](beast::error_code ec) mutable { handler(ec); });
+  });
+}
+
 inline header_fields fields_of(const bhttp::fields& fs) {
   header_fields out;
   for (auto& f : fs) {
@@ -148,11 +159,7 @@ public:
                                           = std::chrono::seconds{10})
       : stream_(ioc_) {
     using namespace http_detail;
-    tcp::endpoint ep{net::ip::make_address("127.0.0.1"), port};
-    auto ec = run_with_deadline(ioc_, stream_, timeout, [&](auto handler) {
-      stream_.async_connect(
-          ep, [handler](beast::error_code ec) mutable { handler(ec); });
-    });
+    auto ec = connect_local(ioc_, stream_, port, timeout);
     connected_ = !ec;
   }
 
@@ -326,11 +333,7 @@ public:
              std::chrono::milliseconds timeout = std::chrono::seconds{10})
       : stream_(ioc_) {
     using namespace http_detail;
-    tcp::endpoint ep{net::ip::make_address("127.0.0.1"), port};
-    auto ec = run_with_deadline(ioc_, stream_, timeout, [&](auto handler) {
-      stream_.async_connect(
-          ep, [handler](beast::error_code ec) mutable { handler(ec); });
-    });
+    auto ec = connect_local(ioc_, stream_, port, timeout);
     if (ec)
       FAIL("cannot connect to 127.0.0.1:" << port << ": " << ec.message());
     headers.emplace_back("Accept", "text/event-stream");
@@ -518,11 +521,7 @@ public:
       : ws_(ioc_) {
     using namespace http_detail;
     auto& lowest = beast::get_lowest_layer(ws_);
-    tcp::endpoint ep{net::ip::make_address("127.0.0.1"), port};
-    auto ec = run_with_deadline(ioc_, lowest, timeout, [&](auto handler) {
-      lowest.async_connect(
-          ep, [handler](beast::error_code ec) mutable { handler(ec); });
-    });
+    auto ec = connect_local(ioc_, lowest, port, timeout);
     if (ec)
       FAIL("cannot connect to 127.0.0.1:" << port << ": " << ec.message());
     ws_.set_option(boost::beast::websocket::stream_base::decorator(
