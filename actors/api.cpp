@@ -1,8 +1,13 @@
 #include "actors/api.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/ids.hpp"
+#include "runtime/json_strict.hpp"
 
 #include <caf/actor_system.hpp>
+
+#include <algorithm>
+#include <chrono>
 #include <caf/event_based_actor.hpp>
 
 namespace drover {
@@ -26,6 +31,106 @@ caf::response_promise forward_to(caf::event_based_actor* self,
   else
     rp.delegate(caf::actor_cast<caf::actor>(dest), std::forward<Ts>(xs)...);
   return rp;
+}
+
+/// As forward_to, unless `refusal` says the request is bad: then that is
+/// the answer and nothing is forwarded. This actor is the node's boundary
+/// for clients over CAF (droverctl, remote gateways), so what reaches the
+/// store from here is checked here (submissions in prepare_spec).
+template <class Handle, class... Ts>
+caf::response_promise checked_forward(caf::event_based_actor* self,
+                                      caf::error refusal, const Handle& dest,
+                                      const char* part, Ts&&... xs) {
+  if (refusal) {
+    auto rp = self->make_response_promise();
+    rp.deliver(std::move(refusal));
+    return rp;
+  }
+  return forward_to(self, dest, part, std::forward<Ts>(xs)...);
+}
+
+caf::error check_id(const std::string& id);
+
+/// Overlays the publisher's latest update of a running job on its stored
+/// record: the store keeps progress at a bounded rate and has no ETA, the
+/// publisher has both as the stream shows them. Only an update of the
+/// record's attempt that is not behind it is applied; the ETA counts down
+/// from the update's time.
+void overlay_live_progress(job_record& rec, const progress_update& live) {
+  if (live.job_id != rec.job_id || live.attempt != rec.attempt
+      || live.percent < rec.progress)
+    return;
+  rec.progress = live.percent;
+  if (!live.stages.empty())
+    rec.stages = live.stages;
+  rec.eta_ms = live.eta_ms;
+  if (live.eta_ms > 0) {
+    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+                 .count();
+    rec.eta_ms = std::max<int64_t>(0, live.eta_ms - (now - live.at_ms));
+  }
+}
+
+/// (get_atom, id): the stored record, with live progress while it runs.
+caf::response_promise
+get_with_live_progress(caf::event_based_actor* self,
+                       std::shared_ptr<const job_system_handles> handles,
+                       std::string id) {
+  auto rp = self->make_response_promise();
+  if (auto err = check_id(id)) {
+    rp.deliver(std::move(err));
+    return rp;
+  }
+  auto store = handles->store();
+  if (!store) {
+    rp.deliver(unavailable("store"));
+    return rp;
+  }
+  self->request(store, std::chrono::seconds{30}, get_atom::value, id)
+    .then(
+      [self, handles, rp](job_record& rec) mutable {
+        auto publisher = handles->publisher();
+        if (rec.status != job_status::processing || !publisher) {
+          rp.deliver(std::move(rec));
+          return;
+        }
+        auto shared = std::make_shared<job_record>(std::move(rec));
+        self->request(publisher, std::chrono::seconds{5}, get_atom::value,
+                      shared->job_id)
+          .then(
+            [rp, shared](progress_update& live) mutable {
+              overlay_live_progress(*shared, live);
+              rp.deliver(std::move(*shared));
+            },
+            [rp, shared](caf::error&) mutable {
+              rp.deliver(std::move(*shared)); // the stored view still holds
+            });
+      },
+      [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
+caf::error check_id(const std::string& id) {
+  if (plausible_job_id(id))
+    return {};
+  return make_error(errc::invalid_request,
+                    "job id: 1 to 64 letters, digits, '-' or '_'");
+}
+
+caf::error check_reason(const std::string& reason) {
+  if (reason.size() > 1024)
+    return make_error(errc::invalid_request, "reason: at most 1024 bytes");
+  return check_text_field(reason, "reason", true);
+}
+
+caf::error check_query(const job_query& x) {
+  if (!x.after.empty())
+    if (auto err = check_id(x.after))
+      return err;
+  if (auto err = check_text_field(x.type, "type"))
+    return err;
+  return check_text_field(x.tenant, "tenant");
 }
 
 } // namespace
@@ -54,24 +159,50 @@ caf::actor spawn_api(caf::actor_system& sys,
       [q](submit_atom a, std::vector<submit_request>& r) {
         return q(a, std::move(r));
       },
-      [q](cancel_atom a, std::string& id) { return q(a, std::move(id)); },
-      [q](cancel_atom a, std::string& id, std::string& reason) {
-        return q(a, std::move(id), std::move(reason));
+      [self, handles](cancel_atom a, std::string& id) {
+        return checked_forward(self, check_id(id), handles->queue(), "queue",
+                               a, std::move(id));
       },
-      [q](redrive_atom a, std::string& id) { return q(a, std::move(id)); },
+      [self, handles](cancel_atom a, std::string& id, std::string& reason) {
+        auto err = check_id(id);
+        if (!err)
+          err = check_reason(reason);
+        return checked_forward(self, std::move(err), handles->queue(),
+                               "queue", a, std::move(id), std::move(reason));
+      },
+      [self, handles](redrive_atom a, std::string& id) {
+        return checked_forward(self, check_id(id), handles->queue(), "queue",
+                               a, std::move(id));
+      },
       [q](redrive_atom a, all_atom b) { return q(a, b); },
-      [q](purge_atom a, std::string& id) { return q(a, std::move(id)); },
+      [self, handles](purge_atom a, std::string& id) {
+        return checked_forward(self, check_id(id), handles->queue(), "queue",
+                               a, std::move(id));
+      },
       [q](purge_atom a, all_atom b) { return q(a, b); },
       [q](stats_atom a) { return q(a); },
       [s](ping_atom a) { return s(a); },
-      [s](get_atom a, std::string& id) { return s(a, std::move(id)); },
-      [s](events_atom a, std::string& id) { return s(a, std::move(id)); },
-      [s](list_atom a, job_query& x) { return s(a, std::move(x)); },
-      [p](subscribe_atom a, std::string& id, caf::actor& who) {
-        return p(a, std::move(id), std::move(who));
+      [self, handles](get_atom, std::string& id) {
+        return get_with_live_progress(self, handles, std::move(id));
       },
-      [p](subscribe_atom a, std::string& id, caf::actor& who, changed_atom c) {
-        return p(a, std::move(id), std::move(who), c);
+      [self, handles](events_atom a, std::string& id) {
+        return checked_forward(self, check_id(id), handles->store(), "store",
+                               a, std::move(id));
+      },
+      [self, handles](list_atom a, job_query& x) {
+        return checked_forward(self, check_query(x), handles->store(), "store",
+                               a, std::move(x));
+      },
+      [self, handles](subscribe_atom a, std::string& id, caf::actor& who) {
+        return checked_forward(self, check_id(id), handles->publisher(),
+                               "progress publisher", a, std::move(id),
+                               std::move(who));
+      },
+      [self, handles](subscribe_atom a, std::string& id, caf::actor& who,
+                      changed_atom c) {
+        return checked_forward(self, check_id(id), handles->publisher(),
+                               "progress publisher", a, std::move(id),
+                               std::move(who), c);
       },
       [p](unsubscribe_atom a, std::string& id, caf::actor& who) {
         return p(a, std::move(id), std::move(who));

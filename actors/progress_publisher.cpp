@@ -381,6 +381,12 @@ caf::behavior publisher_impl(self_ptr self, progress_options options) {
            const caf::actor& who) -> caf::result<ok_atom> {
       return on_watch_finals(self, who);
     },
+    [self](get_atom, const std::string& job_id) -> progress_update {
+      auto i = self->state.jobs.find(job_id);
+      if (i == self->state.jobs.end() || i->second.seq == 0)
+        return progress_update{};
+      return i->second.latest;
+    },
     [self](flush_atom, const std::string& job_id, uint64_t timer) {
       on_flush(self, job_id, timer);
     },

@@ -45,6 +45,12 @@
 //        is harmless. A watcher that also subscribes to a job gets that
 //        job's final twice. A null watcher is refused with
 //        errc::invalid_value.
+//   (get_atom, job_id)                   -> progress_update
+//        The latest accepted update of a running job, as a new subscriber's
+//        snapshot would have it (`eta_ms` from its `at_ms`, full stages);
+//        an update with an empty job_id when the publisher knows no
+//        progress of the job. The node API overlays it on a job record, so
+//        a plain GET shows what a stream shows.
 //
 // Subscribers receive:
 //   (progress_atom, progress_update)  at most one per job per coalescing
@@ -77,7 +83,8 @@ using progress_actor = caf::typed_actor<
                   changed_atom>::with<ok_atom>,
   caf::reacts_to<changed_atom, std::string>,
   caf::reacts_to<unsubscribe_atom, std::string, caf::actor>,
-  caf::replies_to<watch_finals_atom, caf::actor>::with<ok_atom>>;
+  caf::replies_to<watch_finals_atom, caf::actor>::with<ok_atom>,
+  caf::replies_to<get_atom, std::string>::with<progress_update>>;
 
 struct progress_options {
   /// Minimum spacing of updates per job towards subscribers; 0 = none.

@@ -295,6 +295,32 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
   return false;
 }
 
+/// A cancel, redrive or purge that the job's state refuses: the store's
+/// state machine answers invalid_value with its internal view, which is not
+/// for clients. Such a refusal becomes errc::conflict (HTTP 409): "job <id>
+/// is <status>: <needs>"; any other error is passed on unchanged. Costs a
+/// read only on this failure path.
+void explain_refusal(self_ptr self, const std::string& job_id,
+                     std::string needs, caf::error err,
+                     std::function<void(caf::error)> done) {
+  if (!is(err, errc::invalid_value))
+    return done(std::move(err));
+  self->request(self->state.deps.store, store_timeout, get_atom::value, job_id)
+    .then(
+      [done, needs](job_record& rec) {
+        std::string state = to_string(rec.status);
+        if (rec.status == job_status::failed && !rec.dead_lettered)
+          state += " and no longer in the dead-letter queue";
+        done(make_error(errc::conflict,
+                        "job " + rec.job_id + " is " + state + ": " + needs));
+      },
+      [done, needs](caf::error& read_err) {
+        if (is(read_err, errc::not_found))
+          return done(std::move(read_err));
+        done(make_error(errc::conflict, needs));
+      });
+}
+
 /// Appends one event, then reads the record and publishes it as final.
 caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
   auto& st = self->state;
@@ -316,7 +342,12 @@ caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
             },
             [](caf::error&) {});
       },
-      [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      [self, rp, job_id](caf::error& err) mutable {
+        explain_refusal(self, job_id,
+                        "only a job that has not finished can be cancelled",
+                        std::move(err),
+                        [rp](caf::error e) mutable { rp.deliver(std::move(e)); });
+      });
   return rp;
 }
 
@@ -583,7 +614,12 @@ void redrive_one(self_ptr self, const std::string& job_id,
                          resource_class_of(rec.spec));
               done(caf::none);
             },
-            [done](caf::error& err) { done(std::move(err)); });
+            [self, done, job_id = rec.job_id](caf::error& err) {
+              explain_refusal(self, job_id,
+                            "only a job in the dead-letter queue can be "
+                            "retried",
+                            std::move(err), done);
+            });
       },
       [done](caf::error& err) { done(std::move(err)); });
 }
@@ -631,7 +667,12 @@ void purge_one(self_ptr self, const std::string& job_id,
   self->request(self->state.deps.store, store_timeout, append_atom::value,
                 std::vector<job_event>{std::move(ev)})
     .then([done](ok_atom) { done(caf::none); },
-          [done](caf::error& err) { done(std::move(err)); });
+          [self, done, job_id](caf::error& err) {
+            explain_refusal(self, job_id,
+                            "only a job in the dead-letter queue can be "
+                            "purged",
+                            std::move(err), done);
+          });
 }
 
 using dlq_op = void (*)(self_ptr, const std::string&,
@@ -670,6 +711,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   auto seed = st.opts.seed != 0 ? st.opts.seed : std::random_device{}();
   st.rng.seed(seed);
   st.ids = job_id_generator{st.rng()};
+  st.stats.since_ms = st.opts.clock_ms();
   self->set_error_handler(
     [](caf::error& err) { log_failure("unexpected error message", err); });
   self->monitor(st.deps.store);

@@ -3,6 +3,8 @@
 #include "gateway/http_api.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/ids.hpp"
+#include "runtime/json_strict.hpp"
 #include "runtime/json_text.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -105,13 +107,27 @@ target split_target(std::string_view t) {
 }
 
 bool valid_job_id(const std::string& id) {
-  if (id.empty() || id.size() > 64)
-    return false;
-  for (char c : id)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_')
-      return false;
-  return true;
+  return plausible_job_id(id);
 }
+
+/// The first part of the request target that is not valid UTF-8 without
+/// NUL or control characters once percent-decoded (path segments, query
+/// names and values), as a refusal naming it; none if all are fine.
+caf::error check_target(const target& t) {
+  for (const auto& segment : t.path)
+    if (auto err = check_text_field(segment, "path"))
+      return err;
+  for (const auto& [name, value] : t.query) {
+    if (auto err = check_text_field(name, "query parameter name"))
+      return err;
+    if (auto err = check_text_field(value, "query parameter '"
+                                             + valid_utf8(name).substr(0, 64)
+                                             + "'"))
+      return err;
+  }
+  return {};
+}
+
 
 /// Formats one server-sent event.
 std::string sse(const std::string& event, uint64_t id, const std::string& data) {
@@ -257,6 +273,8 @@ private:
     auto method = req.method();
     using boost::beast::http::verb;
     auto& p = t.path;
+    if (auto err = check_target(t))
+      return fail(ex, err);
     if (p.size() == 1 && p[0] == "healthz") {
       if (method != verb::get)
         return not_allowed(ex, "GET");
@@ -358,9 +376,17 @@ private:
     }
     if (n >= 2 && p[1] == "dlq") {
       if (n == 2) {
-        if (method != verb::get)
-          return not_allowed(ex, "GET");
-        return require(ex, who, scope_read) ? list(ex, who, t, true) : void();
+        if (method == verb::get)
+          return require(ex, who, scope_read) ? list(ex, who, t, true)
+                                              : void();
+        if (method == verb::delete_) // every tenant's: admin only
+          return require(ex, who, scope_admin) ? purge_all(ex) : void();
+        return not_allowed(ex, "GET, DELETE");
+      }
+      if (n == 3) {
+        if (method != verb::delete_)
+          return not_allowed(ex, "DELETE");
+        return require(ex, who, scope_submit) ? purge(ex, who, p[2]) : void();
       }
       if (n == 4 && p[3] == "retry") {
         if (method != verb::post)
@@ -384,10 +410,22 @@ private:
   /// Applies the Idempotency-Key header; false (and answered) if it
   /// contradicts the body.
   bool apply_idempotency_header(const ex_ptr& ex, submit_request& req) {
-    auto h = ex->req()["Idempotency-Key"];
-    if (h.empty())
+    auto& fields = ex->req();
+    auto found = fields.find("Idempotency-Key");
+    if (found == fields.end())
       return true;
+    auto h = found->value();
     std::string key{h.data(), h.size()};
+    if (key.empty()) {
+      fail(ex, 400, "invalid_request",
+           "Idempotency-Key header: must not be empty (omit it for none)");
+      return false;
+    }
+    if (auto err = check_text_field(key, "Idempotency-Key header")) {
+      fail(ex, err);
+      return false;
+    }
+
     if (!req.idempotency_key.empty() && req.idempotency_key != key) {
       fail(ex, 400, "invalid_request",
            "Idempotency-Key header and idempotency_key field differ");
@@ -547,18 +585,21 @@ private:
   /// Sends `msg` to the node, then answers 202 with job `id` as it is
   /// afterwards.
   template <class... Ts>
-  void act_then_show(const ex_ptr& ex, const std::string& id, Ts... msg) {
+  void act_then_show(const ex_ptr& ex, unsigned status, const std::string& id,
+                     Ts... msg) {
     auto self = shared_from_this();
     ask<ok_atom>(
       ex,
-      [self, ex, id](ok_atom&) {
+      [self, ex, status, id](ok_atom&) {
         self->ask<job_record>(
-          ex, [self, ex](job_record& job) { self->reply(ex, 202, job_json(job)); },
+          ex,
+          [self, ex, status](job_record& job) {
+            self->reply(ex, status, job_json(job));
+          },
           get_atom::value, id);
       },
       msg...);
   }
-
   void cancel(const ex_ptr& ex, const principal& who, const std::string& id) {
     auto reason = parse_reason(ex->req().body(), json_limits_);
     if (!reason)
@@ -573,7 +614,7 @@ private:
                    "job '" + id + "' is already " + to_string(job.status));
         return;
       }
-      self->act_then_show(ex, id, cancel_atom::value, id, why);
+      self->act_then_show(ex, 202, id, cancel_atom::value, id, why);
     });
   }
 
@@ -585,8 +626,33 @@ private:
                    "job '" + id + "' is not in the dead-letter queue");
         return;
       }
-      self->act_then_show(ex, id, redrive_atom::value, id);
+      self->act_then_show(ex, 202, id, redrive_atom::value, id);
     });
+  }
+
+  /// Removes one job from the dead-letter queue for good (its history
+  /// stays, with a `purged` event); answers the job as it is afterwards.
+  void purge(const ex_ptr& ex, const principal& who, const std::string& id) {
+    auto self = shared_from_this();
+    with_job(ex, who, id, [self, ex, id](job_record& job) {
+      if (!job.dead_lettered) {
+        self->fail(ex, 409, "not_dead_lettered",
+                   "job '" + id + "' is not in the dead-letter queue");
+        return;
+      }
+      self->act_then_show(ex, 200, id, purge_atom::value, id);
+    });
+  }
+
+  /// Purges the whole dead-letter queue (every tenant's); `{"purged": n}`.
+  void purge_all(const ex_ptr& ex) {
+    auto self = shared_from_this();
+    ask<uint32_t>(
+      ex,
+      [self, ex](uint32_t& n) {
+        self->reply(ex, 200, "{\"purged\":" + std::to_string(n) + "}");
+      },
+      purge_atom::value, all_atom::value);
   }
 
   void result(const ex_ptr& ex, const principal& who, const std::string& id) {

@@ -1,6 +1,7 @@
 #include "gateway/http_api.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/json_strict.hpp"
 #include "runtime/json_text.hpp"
 
 #include <capnp/compat/json.h>
@@ -28,6 +29,11 @@ caf::error parse_json(std::string_view text, const decode_limits& limits,
                       capnp::MallocMessageBuilder& message,
                       json::Reader& out) {
   if (auto err = validate_json(text, limits))
+    return err;
+  // Strictly, on the whole body: invalid UTF-8, NUL, unpaired surrogates
+  // and duplicate names anywhere (nested input included) are refused here,
+  // naming the field, before anything can reach the store.
+  if (auto err = check_json_strict(text, limits.max_json_depth, ""))
     return err;
   caf::error result;
   auto failure = kj::runCatchingExceptions([&] {
@@ -203,6 +209,8 @@ caf::expected<submit_request> read_submit(json::Reader root,
         err = ms.error();
     } else if (name == "idempotency_key") {
       text(req.idempotency_key);
+      if (!err && req.idempotency_key.empty())
+        err = bad(path, "must not be empty (omit it or use null for none)");
     } else if (name == "callback_url") {
       text(req.callback_url);
     } else if (name == "rate_limit_key") {
@@ -774,6 +782,7 @@ std::string queues_json(const queue_stats& s,
     .key("failed_total").num(static_cast<int64_t>(s.failed))
     .key("cancelled_total").num(static_cast<int64_t>(s.cancelled))
     .key("retried_total").num(static_cast<int64_t>(s.retried))
+    .key("counters_since").time(s.since_ms)
     .close_object();
   return w.take();
 }

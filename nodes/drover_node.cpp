@@ -88,6 +88,10 @@ node_tree(const drover::node_config& cfg,
   jobs.handlers = handlers;
   jobs.queue.aging_interval = cfg.aging_interval;
   jobs.queue.limits.max_input_bytes = cfg.max_input_bytes;
+  // A job asking for a class no worker has would wait forever: refused.
+  for (const auto& [resource_class, count] : cfg.slots)
+    if (count > 0)
+      jobs.queue.limits.resource_classes.insert(resource_class);
   if (cfg.store == "postgres") {
     drover::pg_store_config pg;
     pg.conninfo = cfg.pg_url;

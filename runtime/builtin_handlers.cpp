@@ -531,11 +531,19 @@ caf::error register_builtin_handlers(handler_registry& registry,
   exec_options.cancel_grace = options.exec_kill_grace + exec_stop_margin;
   auto exec_fn
       = [options](task_context& ctx) { return run_exec(ctx, options); };
+  exec_options.validate_input = [](const std::string& input) {
+    subprocess_spec spec;
+    return parse_exec_input(input, spec);
+  };
   if (auto err = registry.register_handler("exec", exec_fn, exec_options))
     return err;
   handler_options sleep_options;
   sleep_options.resource_class = "cpu";
   sleep_options.cancel_grace = std::chrono::milliseconds{1000};
+  sleep_options.validate_input = [](const std::string& input) {
+    sleep_request req;
+    return parse_sleep_input(input, req);
+  };
   return registry.register_handler("sleep", run_sleep, sleep_options);
 }
 

@@ -38,4 +38,13 @@ std::string job_id_generator::next(int64_t now_ms) {
   return id;
 }
 
+bool plausible_job_id(std::string_view id) {
+  if (id.empty() || id.size() > 64)
+    return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+           || (c >= 'A' && c <= 'Z') || c == '-' || c == '_';
+  });
+}
+
 } // namespace drover

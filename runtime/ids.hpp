@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace drover {
 
@@ -22,5 +23,10 @@ private:
   int64_t last_ms_ = 0;
   uint32_t counter_ = 0;
 };
+
+/// Whether `id` can name a job: 1 to 64 ASCII letters, digits, '-' or '_'
+/// (the generator's ids and nothing that could upset a query). Every
+/// boundary checks ids with this before they reach the store.
+bool plausible_job_id(std::string_view id);
 
 } // namespace drover

@@ -42,6 +42,9 @@ struct queue_stats {
   uint64_t failed = 0;
   uint64_t cancelled = 0;
   uint64_t retried = 0;
+  /// Unix ms since which the counters (dispatched, completed, failed,
+  /// cancelled, retried) count: the queue's start. 0 = unknown.
+  int64_t since_ms = 0;
 };
 
 bool operator==(const job_query& x, const job_query& y);

@@ -2,6 +2,7 @@
 
 #include "runtime/codec.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/json_strict.hpp"
 #include "runtime/url.hpp"
 
 #include <cctype>
@@ -136,6 +137,22 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
                                      int64_t now_ms) {
   if (req.type.empty())
     return invalid("type is required");
+  // Text that reaches the store: valid UTF-8 without NUL, checked before
+  // anything else looks at it.
+  for (auto [value, name] :
+       {std::pair{&req.type, "type"}, std::pair{&req.tenant, "tenant"},
+        std::pair{&req.idempotency_key, "idempotency_key"},
+        std::pair{&req.callback_url, "callback_url"},
+        std::pair{&req.rate_limit_key, "rate_limit_key"},
+        std::pair{&req.breaker_key, "breaker_key"}})
+    if (auto err = check_text_field(*value, name))
+      return err;
+  if (req.run_at)
+    if (auto err = check_text_field(*req.run_at, "run_at"))
+      return err;
+  for (const auto& r : req.resources)
+    if (auto err = check_text_field(r.name, "resources"))
+      return err;
   const auto* handler = handlers.find(req.type);
   if (handler == nullptr)
     return invalid("unknown job type '" + req.type.substr(0, 128) + "'");
@@ -149,13 +166,17 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
                         + " bytes; the limit is "
                         + std::to_string(limits.max_input_bytes));
   if (!req.input.empty()) {
-    decode_limits dl;
-    dl.max_bytes = limits.max_input_bytes;
-    dl.max_json_depth = limits.max_input_depth;
-    if (auto err = validate_json(req.input, dl))
-      return invalid("input is not valid JSON: " + describe(err));
+    if (auto err = check_json_strict(req.input, limits.max_input_depth,
+                                     "input", &spec.input)) {
+      if (is(err, errc::invalid_request) || is(err, errc::too_deep))
+        return err;
+      return invalid("input is not valid JSON: " + message_of(err));
+    }
   }
-  spec.input = req.input;
+  if (handler->options.validate_input)
+    if (auto what = handler->options.validate_input(spec.input);
+        !what.empty())
+      return invalid("input: " + what);
   // Priority.
   if (req.priority) {
     if (*req.priority < 0 || *req.priority > 2)
@@ -272,6 +293,15 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
     if (r.amount != 1)
       return invalid("a job occupies exactly one slot of its resource class");
     spec.resources.push_back(r);
+  }
+  if (!limits.resource_classes.empty()
+      && limits.resource_classes.count(resource_class_of(spec)) == 0) {
+    std::string known;
+    for (const auto& c : limits.resource_classes)
+      known += (known.empty() ? "" : ", ") + c;
+    return invalid("no worker has slots of resource class '"
+                   + resource_class_of(spec).substr(0, 64)
+                   + "' (this cluster has: " + known + ")");
   }
   return spec;
 }

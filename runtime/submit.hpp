@@ -8,6 +8,14 @@
 // the limits, fills in defaults and returns the effective job_spec that is
 // stored — or a specific error (`errc::invalid_request`, or `errc::too_large`
 // for an oversized input), in which case nothing is created.
+//
+// Whatever path a submission came by (HTTP, droverctl, the C++ client), this
+// is where it is checked before the store sees it: every string must be
+// valid UTF-8 without NUL (runtime/json_strict.hpp), the input strict JSON
+// (no duplicate names, no unpaired surrogates), and the job type's own
+// input check (handler_options::validate_input) must accept it. The input
+// is stored in canonical form (members sorted, no insignificant
+// whitespace), so idempotent retries compare specs canonically.
 
 #include "runtime/model.hpp"
 #include "runtime/task.hpp"
@@ -16,6 +24,7 @@
 #include <caf/optional.hpp>
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -61,6 +70,9 @@ struct submit_limits {
   /// Bounds of string fields.
   size_t max_key_bytes = 256;
   size_t max_url_bytes = 2048;
+  /// Resource classes some worker has slots of; a job asking for another is
+  /// refused (it could never run). Empty = not checked.
+  std::set<std::string> resource_classes;
 };
 
 /// Validates `req` and builds the effective spec. `now_ms` is the Unix time

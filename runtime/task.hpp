@@ -18,6 +18,7 @@
 // task_context, which is safe to use from that thread while the runtime
 // cancels it from another.
 
+#include "runtime/exec_policy.hpp"
 #include "runtime/model.hpp"
 
 #include <caf/error.hpp>
@@ -184,6 +185,13 @@ struct handler_options {
   /// How long a cancelled or timed-out attempt may take to stop on its own
   /// before it is forced.
   std::chrono::milliseconds cancel_grace{5000};
+  /// Checks a job's input at submit time (prepare_spec), so a job whose
+  /// input its handler would refuse is a 400 now rather than a
+  /// dead-lettered job later. Gets the canonical JSON text ("" = none) and
+  /// answers "" if acceptable, else what is wrong (it becomes the client's
+  /// "input: <what>" message). Should run the same parser as the handler.
+  /// Empty function = every well-formed JSON input is accepted.
+  std::function<std::string(const std::string& input)> validate_input;
 };
 
 struct registered_handler {
@@ -216,6 +224,9 @@ struct builtin_options {
   std::chrono::milliseconds exec_kill_grace{5000};
   /// exec: how much of stderr's end goes into the error message.
   size_t stderr_tail_bytes = 4096;
+  /// exec: which programs may run, and their resource limits
+  /// (runtime/exec_policy.hpp). The default allows no program at all.
+  exec_policy exec;
 };
 
 /// Adds the built-in `exec` and `sleep` job types (see docs/handlers.md).

@@ -225,4 +225,10 @@ struct QueueStats {
 
   retried @9 :UInt64;
   # Retries scheduled after failed attempts.
+
+  sinceMs @10 :Int64;
+  # Unix ms when the counters above (dispatched, completed, failed,
+  # cancelled, retried) started: the queue's start. They restart from 0
+  # when the queue restarts (node restart, or a restart of its job system),
+  # as Prometheus counters do; totals over all time come from the store.
 }

@@ -893,6 +893,7 @@ void write(schema::QueueStats::Builder out, const queue_stats& x) {
   out.setFailed(x.failed);
   out.setCancelled(x.cancelled);
   out.setRetried(x.retried);
+  out.setSinceMs(x.since_ms);
 }
 
 caf::error read(schema::QueueStats::Reader in, queue_stats& x, read_context&) {
@@ -908,6 +909,8 @@ caf::error read(schema::QueueStats::Reader in, queue_stats& x, read_context&) {
   x.failed = in.getFailed();
   x.cancelled = in.getCancelled();
   x.retried = in.getRetried();
+  x.since_ms = in.getSinceMs();
+  DROVER_TRY(check_non_negative(x.since_ms, "QueueStats.sinceMs"));
   return {};
 }
 

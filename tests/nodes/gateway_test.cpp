@@ -11,6 +11,7 @@
 // event tells a client). API keys are random per run and their SHA-256 is
 // computed by `sha256sum`, as docs/api.md tells operators to do.
 
+#include "support/gateway_api.hpp"
 #include "support/gateway_node.hpp"
 #include "support/http_client.hpp"
 #include "support/json_value.hpp"
@@ -30,6 +31,7 @@
 #include <vector>
 
 using namespace std::chrono_literals;
+using namespace drover::testing::gateway_api;
 using drover::testing::clock_type;
 using drover::testing::gateway_node;
 using drover::testing::sleep_job;
@@ -48,157 +50,6 @@ using drover::testing::ws_client;
 using verb = boost::beast::http::verb;
 
 namespace {
-
-// -- keys ---------------------------------------------------------------------
-
-std::string random_hex(size_t bytes) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::random_device rd;
-  std::string out;
-  for (size_t i = 0; i < bytes; ++i) {
-    auto b = rd() & 0xFF;
-    out += hex[b >> 4];
-    out += hex[b & 0xF];
-  }
-  return out;
-}
-
-/// SHA-256 of `text` in hex, computed by coreutils' sha256sum.
-std::string sha256sum(const std::string& text) {
-  // The secrets are [a-z0-9_] only: safe inside single quotes.
-  auto [rc, out]
-      = run_to_exit({"/bin/sh", "-c", "printf %s '" + text + "' | sha256sum"});
-  REQUIRE(rc == 0);
-  REQUIRE(out.size() >= 64);
-  auto hex = out.substr(0, 64);
-  REQUIRE(hex.find_first_not_of("0123456789abcdef") == std::string::npos);
-  return hex;
-}
-
-/// An API key: the secret a client presents and the node's config line.
-struct api_key {
-  std::string name;
-  std::string tenant;
-  std::string scopes;
-  std::string rate; // "" = the node's default
-  std::string secret;
-
-  api_key(std::string n, std::string t, std::string s, std::string r = {})
-      : name(std::move(n)),
-        tenant(std::move(t)),
-        scopes(std::move(s)),
-        rate(std::move(r)),
-        secret("drv_" + random_hex(24)) {
-    // nop
-  }
-
-  std::string option() const {
-    auto spec = name + ":" + sha256sum(secret) + ":" + tenant + ":" + scopes;
-    if (!rate.empty())
-      spec += ":" + rate;
-    return spec;
-  }
-};
-
-/// `--api-key <spec>` for each key.
-std::vector<std::string> key_options(const std::vector<const api_key*>& keys) {
-  std::vector<std::string> out;
-  for (auto* k : keys) {
-    out.push_back("--api-key");
-    out.push_back(k->option());
-  }
-  return out;
-}
-
-// -- API helpers --------------------------------------------------------------
-
-json_value body_of(const http_response& res) {
-  INFO("status " << res.status << ", body: " << res.body);
-  return parse_json(res.body);
-}
-
-/// The error code of an `{"error": {"code", "message"}}` answer.
-std::string error_code_of(const http_response& res) {
-  auto doc = body_of(res);
-  REQUIRE(doc["error"]["message"].str().size() > 0);
-  return doc["error"]["code"].str();
-}
-
-/// Submits `body`; must be accepted (202). Returns the job id.
-std::string submit(const http_client& c, const std::string& body,
-                   header_fields headers = {}) {
-  auto res = c.post("/api/jobs", body, std::move(headers));
-  INFO(res.body);
-  REQUIRE(res.status == 202);
-  auto id = body_of(res)["job_id"].str();
-  REQUIRE(!id.empty());
-  return id;
-}
-
-json_value get_job(const http_client& c, const std::string& id) {
-  auto res = c.get("/api/jobs/" + id);
-  INFO(res.body);
-  REQUIRE(res.status == 200);
-  return body_of(res);
-}
-
-/// Reads a job's SSE stream until the server ends it; returns its events
-/// (comments dropped). The stream must end within `timeout`.
-std::vector<sse_event> stream_to_end(uint16_t port, const std::string& key,
-                                     const std::string& id,
-                                     std::chrono::milliseconds timeout = 30s,
-                                     header_fields headers = {},
-                                     const std::string& query = {}) {
-  if (!key.empty())
-    headers.emplace_back("Authorization", "Bearer " + key);
-  sse_stream s{port, "/api/jobs/" + id + "/stream" + query, headers};
-  INFO(s.head().body);
-  REQUIRE(s.head().status == 200);
-  std::vector<sse_event> out;
-  auto deadline = clock_type::now() + timeout;
-  for (;;) {
-    auto ev = s.next(time_left(deadline));
-    if (!ev)
-      break;
-    if (!ev->is_comment())
-      out.push_back(std::move(*ev));
-  }
-  INFO(out.size() << " events; last: "
-                  << (out.empty() ? std::string{"-"} : out.back().event));
-  REQUIRE_FALSE(s.timed_out());
-  REQUIRE(s.complete());
-  return out;
-}
-
-/// Waits (on the job's event stream) until the job has ended; returns the
-/// job resource.
-json_value await_end(const gateway_node& node, const std::string& key,
-                     const std::string& id) {
-  stream_to_end(node.port(), key, id);
-  return get_job(node.client(key), id);
-}
-
-/// Waits (on the job's event stream) until its attempt has started. Only
-/// progress is pushed live (transitions come from the log), so the job
-/// should report progress: its first report brings `started` with it. Only
-/// progress is pushed live (transitions come from the log), so the job
-/// should report progress: its first report brings `started` with it.
-void await_started(const gateway_node& node, const std::string& key,
-                   const std::string& id) {
-  header_fields headers;
-  if (!key.empty())
-    headers.emplace_back("Authorization", "Bearer " + key);
-  sse_stream s{node.port(), "/api/jobs/" + id + "/stream", headers};
-  REQUIRE(s.head().status == 200);
-  auto deadline = clock_type::now() + 30s;
-  for (;;) {
-    auto ev = s.next(time_left(deadline));
-    REQUIRE(ev);
-    if (ev->event == "status"
-        && parse_json(ev->data)["kind"].str() == "started")
-      return;
-  }
-}
 
 /// (sequence, kind) of one audit-log transition.
 using transition = std::pair<int64_t, std::string>;

@@ -789,6 +789,7 @@ queue_stats full_stats() {
   x.failed = 14;
   x.cancelled = 15;
   x.retried = 16;
+  x.since_ms = 1764547200000;
   return x;
 }
 

@@ -65,7 +65,7 @@ TEST_CASE("defaults come from the job type, overrides from the request",
   CHECK(spec->max_attempts == 2);
   CHECK(spec->timeout_ms == 5);
   CHECK(spec->prio == priority::high);
-  CHECK(spec->input == R"({"url": "s3://x"})");
+  CHECK(spec->input == R"({"url":"s3://x"})"); // stored canonically
   CHECK(spec->run_at_ms == now + 1500);
   CHECK(resource_class_of(*spec) == "cpu");
 }
@@ -112,7 +112,7 @@ TEST_CASE("every validation error is specific", "[submit]") {
   r.input = "{} {}";
   expect_invalid(r, "input is not valid JSON");
   r.input = std::string(100, '[') + std::string(100, ']');
-  expect_invalid(r, "input is not valid JSON");
+  expect_invalid(r, "input: nested deeper than 64", errc::too_deep);
   r = req();
   submit_limits small;
   small.max_input_bytes = 16;
@@ -193,4 +193,118 @@ TEST_CASE("a past run_at means now", "[submit]") {
   auto spec = prepare_spec(r, handlers, {}, now);
   REQUIRE(spec);
   CHECK(spec->run_at_ms == 0);
+}
+
+TEST_CASE("every text field must be valid UTF-8 without NUL", "[submit]") {
+  auto r = req();
+  r.idempotency_key = "\xc0\xaf";
+  expect_invalid(r, "idempotency_key: not valid UTF-8");
+  r = req();
+  r.tenant = std::string{"a\0b", 3};
+  expect_invalid(r, "tenant: contains a NUL byte");
+  r = req();
+  r.rate_limit_key = "\xff";
+  expect_invalid(r, "rate_limit_key: not valid UTF-8");
+  r = req();
+  r.breaker_key = "\xe2\x82";
+  expect_invalid(r, "breaker_key: not valid UTF-8");
+  r = req();
+  r.callback_url = "https://example.com/\xc3";
+  expect_invalid(r, "callback_url: not valid UTF-8");
+  r = req();
+  r.run_at = std::string{"2026-12-01T10:00:00Z\0", 21};
+  expect_invalid(r, "run_at: contains a NUL byte");
+  r = req("noop\xc0");
+  expect_invalid(r, "type: not valid UTF-8");
+  r = req();
+  r.input = "{\"name\": \"\xc0\xaf\"}";
+  expect_invalid(r, "input.name: not valid UTF-8");
+  r.input = R"({"a": 1, "a": 2})";
+  expect_invalid(r, "input.a: appears twice");
+  r.input = R"(["\ud800"])";
+  expect_invalid(r, "input[0]: an unpaired UTF-16 surrogate");
+}
+
+TEST_CASE("inputs are stored canonically, so key order does not matter",
+          "[submit]") {
+  auto handlers = registry();
+  auto a = req();
+  a.input = R"({"b": [1, {"y": 2, "x": 1}], "a": "\u00e9"})";
+  auto b = req();
+  b.input = R"({"a":"\u00E9","b":[1,{"x":1,"y":2}]})";
+  auto x = prepare_spec(a, handlers, {}, now);
+  auto y = prepare_spec(b, handlers, {}, now);
+  REQUIRE(x);
+  REQUIRE(y);
+  CHECK(x->input == "{\"a\":\"\xc3\xa9\",\"b\":[1,{\"x\":1,\"y\":2}]}");
+  CHECK(*x == *y);
+  b.input = R"({"a": "\u00e9", "b": [{"x": 1, "y": 2}, 1]})";
+  auto z = prepare_spec(b, handlers, {}, now);
+  REQUIRE(z);
+  CHECK_FALSE(*x == *z); // array order is part of the value
+}
+
+TEST_CASE("a job type's own input check runs at submit", "[submit]") {
+  handler_registry handlers;
+  handler_options opts;
+  std::string seen;
+  opts.validate_input = [&seen](const std::string& input) -> std::string {
+    seen = input;
+    return input.find("\"bad\"") != std::string::npos ? "bad is not allowed"
+                                                      : "";
+  };
+  REQUIRE_FALSE(handlers.register_handler(
+    "checked", [](task_context&) { return task_outcome::success(); }, opts));
+  auto r = req("checked");
+  r.input = R"({ "ok" : true })";
+  REQUIRE(prepare_spec(r, handlers, {}, now));
+  CHECK(seen == R"({"ok":true})"); // the canonical text
+  r.input = R"(["bad"])";
+  auto spec = prepare_spec(r, handlers, {}, now);
+  REQUIRE_FALSE(spec);
+  CHECK(is(spec.error(), errc::invalid_request));
+  CHECK(describe(spec.error()).find("input: bad is not allowed")
+        != std::string::npos);
+}
+
+TEST_CASE("the built-in types check their input at submit", "[submit]") {
+  handler_registry handlers;
+  REQUIRE_FALSE(register_builtin_handlers(handlers));
+  auto refused = [&handlers](const std::string& type, const std::string& input,
+                             const std::string& fragment) {
+    auto r = req(type);
+    r.input = input;
+    auto spec = prepare_spec(r, handlers, {}, now);
+    INFO(type << " " << input);
+    REQUIRE_FALSE(spec);
+    CHECK(is(spec.error(), errc::invalid_request));
+    INFO(describe(spec.error()));
+    CHECK(describe(spec.error()).find(fragment) != std::string::npos);
+  };
+  refused("exec", "{}", "'argv' is required");
+  refused("exec", R"({"argv": []})", "argv must not be empty");
+  refused("exec", R"({"argv": ["echo", 1]})", "argv[1]");
+  refused("exec", R"({"argv": ["echo"], "shell": true})", "shell");
+  refused("sleep", R"({"ms": "abc"})", "ms");
+  refused("sleep", R"({"ms": -1})", "ms");
+  refused("sleep", "", "'ms' is required");
+  auto ok = req("sleep");
+  ok.input = R"({"ms": 10, "steps": 2})";
+  CHECK(prepare_spec(ok, handlers, {}, now));
+}
+
+TEST_CASE("a resource class no worker has is refused", "[submit]") {
+  auto handlers = registry();
+  submit_limits limits;
+  limits.resource_classes = {"cpu"};
+  CHECK(prepare_spec(req("noop"), handlers, limits, now));
+  // transcode's default class is gpu.
+  expect_invalid(req("transcode"), "no worker has slots of resource class "
+                                   "'gpu' (this cluster has: cpu)",
+                 errc::invalid_request, limits);
+  auto r = req("noop");
+  r.resources.push_back({"tpu", 1});
+  expect_invalid(r, "resource class 'tpu'", errc::invalid_request, limits);
+  limits.resource_classes.insert("gpu");
+  CHECK(prepare_spec(req("transcode"), handlers, limits, now));
 }

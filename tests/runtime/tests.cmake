@@ -4,6 +4,7 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/codec_test.cpp
   runtime/type_ids_test.cpp
   runtime/json_text_test.cpp
+  runtime/json_strict_test.cpp
   runtime/url_test.cpp
   runtime/thread_cache_test.cpp
 )
