@@ -2,6 +2,7 @@
 // user-facing contract (inputs, results, error codes, cancellation).
 
 #include "runtime/errors.hpp"
+#include "runtime/exec_policy.hpp"
 #include "runtime/json_text.hpp"
 #include "runtime/subprocess.hpp"
 #include "runtime/task.hpp"
@@ -17,11 +18,14 @@
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
+#include <cstdlib>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 namespace drover {
@@ -36,7 +40,9 @@ constexpr uint32_t max_json_depth = 16;
 constexpr size_t stdout_tail_bytes = 4096;
 
 /// exec: a stdout line longer than this is plain output, never a progress
-/// report (bounds the line buffer).
+/// report or checkpoint (bounds the line buffer). A checkpoint line may be
+/// this long; a progress line is at most 4 KiB (max_progress_line).
+constexpr size_t max_protocol_line = 64 * 1024 + 16;
 constexpr size_t max_progress_line = 4096;
 
 /// exec: the runtime's forced stop comes this long after our SIGKILL.
@@ -224,13 +230,42 @@ std::string read_c_string(json_value::Reader value, const std::string& name,
 
 // -- exec ---------------------------------------------------------------------
 
-std::string parse_exec_input(const std::string& input, subprocess_spec& spec) {
+/// The optional "limits" object: each member an integer >= 1 (whether it
+/// is within the node's limits is exec_check's decision).
+std::string parse_exec_limits(json_value::Reader value,
+                              exec_limit_request& out) {
+  std::map<std::string, json_value::Reader> members;
+  if (!value.isObject())
+    return "limits must be an object, got " + std::string{kind_name(value)};
+  if (auto err = object_members(value,
+                                {"cpu_seconds", "address_space_mb",
+                                 "open_files", "processes"},
+                                members);
+      !err.empty())
+    return "limits: " + err;
+  for (auto& [name, member] : members) {
+    int64_t number = 0;
+    if (auto err = read_integer(member, "limits." + name, 1,
+                                int64_t{1} << 40, number);
+        !err.empty())
+      return err;
+    auto& slot = name == "cpu_seconds"        ? out.cpu_seconds
+                 : name == "address_space_mb" ? out.address_space_mb
+                 : name == "open_files"       ? out.open_files
+                                              : out.processes;
+    slot = static_cast<uint64_t>(number);
+  }
+  return {};
+}
+
+std::string parse_exec_input(const std::string& input, exec_request& spec) {
   capnp::MallocMessageBuilder message;
   json_value::Reader root;
   if (auto err = parse_json(input, message, root); !err.empty())
     return err;
   std::map<std::string, json_value::Reader> members;
-  if (auto err = object_members(root, {"argv", "env", "cwd", "stdin"}, members);
+  if (auto err = object_members(root, {"argv", "env", "cwd", "stdin", "limits"},
+                                members);
       !err.empty())
     return err;
   auto argv = members.find("argv");
@@ -287,11 +322,14 @@ std::string parse_exec_input(const std::string& input, subprocess_spec& spec) {
              + std::string{kind_name(in->second)};
     spec.stdin_text = to_std_string(in->second.getString());
   }
+  if (auto limits = members.find("limits"); limits != members.end())
+    return parse_exec_limits(limits->second, spec.requested);
   return {};
 }
 
 /// Splits the program's stdout into lines: `PROGRESS <percent> [stage]`
-/// lines become progress reports, everything else goes to a bounded tail.
+/// lines become progress reports, `CHECKPOINT <text>` lines checkpoints,
+/// everything else goes to a bounded tail.
 class stdout_scanner {
 public:
   explicit stdout_scanner(task_context& ctx) : ctx_(ctx) {
@@ -312,7 +350,7 @@ public:
       line_.append(piece);
       if (line_.back() == '\n') {
         end_line();
-      } else if (line_.size() > max_progress_line) {
+      } else if (line_.size() > max_protocol_line) {
         tail_.append(line_);
         line_.clear();
         in_long_line_ = true;
@@ -332,9 +370,30 @@ public:
 
 private:
   void end_line() {
-    if (!report_progress(line_))
+    if (!report_progress(line_) && !save_checkpoint(line_))
       tail_.append(line_);
     line_.clear();
+  }
+
+  /// False if `line` isn't a checkpoint line: "CHECKPOINT", one blank, then
+  /// the text (to the end of the line, without its CR LF; may be empty),
+  /// which must be valid UTF-8 without NUL (it reaches the next attempt as
+  /// an environment variable).
+  bool save_checkpoint(std::string_view line) {
+    constexpr std::string_view keyword = "CHECKPOINT";
+    if (line.substr(0, keyword.size()) != keyword
+        || line.size() == keyword.size()
+        || (line[keyword.size()] != ' ' && line[keyword.size()] != '\t'))
+      return false;
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+      line.remove_suffix(1);
+    line.remove_prefix(std::min(line.size(), keyword.size() + 1));
+    if (line.find('\0') != std::string_view::npos || valid_utf8(line) != line)
+      return false;
+    // The runtime persists it; a refused one (too large) is dropped like a
+    // refused progress report.
+    [[maybe_unused]] auto err = ctx_.checkpoint(std::string{line});
+    return true;
   }
 
   /// False if `line` isn't a progress line. A progress line the context
@@ -343,6 +402,8 @@ private:
   bool report_progress(std::string_view line) {
     constexpr std::string_view keyword = "PROGRESS";
     constexpr std::string_view blanks = " \t";
+    if (line.size() > max_progress_line + 1) // + its newline
+      return false;
     while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
       line.remove_suffix(1);
     if (line.substr(0, keyword.size()) != keyword
@@ -380,10 +441,59 @@ std::string signal_text(int sig) {
   return text;
 }
 
+/// The setrlimit list of a job's effective limits (exec_policy.hpp).
+std::vector<subprocess_rlimit> rlimits_of(const exec_limits& limits) {
+  // SIGXCPU at the soft limit, SIGKILL a second later for a program that
+  // catches it.
+  return {{RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1},
+          {RLIMIT_AS, limits.address_space_mb << 20,
+           limits.address_space_mb << 20},
+          {RLIMIT_NOFILE, limits.open_files, limits.open_files},
+          {RLIMIT_NPROC, limits.processes, limits.processes},
+          {RLIMIT_CORE, 0, 0}};
+}
+
+/// The checks and settings that turn a parsed input into what runs, or the
+/// outcome that refuses it. Repeats submit's checks on purpose: this worker
+/// decides what it runs (exec_policy.hpp).
+std::optional<task_outcome> prepare_exec(task_context& ctx,
+                                         const builtin_options& options,
+                                         subprocess_spec& spec,
+                                         exec_limits& limits) {
+  exec_request req;
+  if (auto err = parse_exec_input(ctx.input(), req); !err.empty())
+    return task_outcome::permanent("invalid_input", err);
+  auto program = resolve_program(options.exec, req.argv.front());
+  if (!program && !is(program.error(), errc::not_found))
+    return task_outcome::permanent(
+        "exec_not_allowed",
+        program.error().context().match_elements<std::string>()
+            ? program.error().context().get_as<std::string>(0)
+            : describe(program.error()));
+  std::string resolved;
+  if (auto err = exec_check(options.exec, req, resolved); !err.empty())
+    return task_outcome::permanent("invalid_input", err);
+  // Not found on the fixed PATH (development mode): leave the lookup, and
+  // its error, to execvp on that PATH rather than run a file in cwd.
+  spec.program = program ? *program : std::string{};
+  const char* home = std::getenv("HOME");
+  spec.env = exec_environment(req, home != nullptr ? home : "", ctx.job_id(),
+                              ctx.attempt(), ctx.last_checkpoint());
+  spec.clear_env = true;
+  spec.no_new_privileges = true;
+  spec.limits = rlimits_of(req.limits);
+  limits = req.limits;
+  spec.argv = std::move(req.argv);
+  spec.cwd = std::move(req.cwd);
+  spec.stdin_text = std::move(req.stdin_text);
+  return std::nullopt;
+}
+
 task_outcome run_exec(task_context& ctx, const builtin_options& options) {
   subprocess_spec spec;
-  if (auto err = parse_exec_input(ctx.input(), spec); !err.empty())
-    return task_outcome::permanent("invalid_input", err);
+  exec_limits limits;
+  if (auto refused = prepare_exec(ctx, options, spec, limits))
+    return std::move(*refused);
   if (!spec.cwd.empty()) {
     struct stat info;
     if (stat(spec.cwd.c_str(), &info) != 0)
@@ -424,9 +534,19 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
           "spawn_failed", result.step + " failed: " + errno_text(result.error));
     case status::exec_failed:
       if (result.step == "execvp")
-        return task_outcome::permanent("exec_failed",
-                                       "cannot execute " + quote_for_message(spec.argv[0])
-                                           + ": " + errno_text(result.error));
+        return task_outcome::permanent(
+            "exec_failed",
+            "cannot execute " + quote_for_message(spec.argv[0]) + ": "
+                + errno_text(result.error)
+                + (result.error == ENOMEM
+                       ? " (address-space limit "
+                             + std::to_string(limits.address_space_mb)
+                             + " MiB, RLIMIT_AS)"
+                       : ""));
+      if (result.step == "setrlimit")
+        return task_outcome::retryable("spawn_failed",
+                                       "cannot apply the resource limits: "
+                                           + errno_text(result.error));
       if (result.step == "chdir")
         return task_outcome::permanent(
             "exec_failed", "cannot change to directory " + quote_for_message(spec.cwd)
@@ -449,6 +569,16 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
                                      stderr_or("exited with status " + code));
     }
     case status::signaled:
+      // SIGXCPU at the soft limit; SIGKILL at the hard one if it caught
+      // that (also counted: a program that got SIGKILL for another reason
+      // has not used its whole CPU time).
+      if (result.signal == SIGXCPU
+          || (result.signal == SIGKILL
+              && result.cpu_seconds >= static_cast<double>(limits.cpu_seconds)))
+        return task_outcome::retryable(
+            "cpu_limit", "exceeded its CPU time limit of "
+                             + std::to_string(limits.cpu_seconds)
+                             + " s (RLIMIT_CPU): " + signal_text(result.signal));
       return task_outcome::retryable("signal_" + std::to_string(result.signal),
                                      stderr_or(signal_text(result.signal)));
     default:
@@ -521,6 +651,14 @@ caf::error register_builtin_handlers(handler_registry& registry,
       || options.exec_kill_grace > max_kill_grace)
     return make_error(errc::bad_config,
                       "exec_kill_grace must be within [0, 24 h]");
+  {
+    const auto& l = options.exec.limits;
+    if (l.cpu_seconds < 1 || l.address_space_mb < 1 || l.open_files < 1
+        || l.processes < 1 || l.address_space_mb > (uint64_t{1} << 40))
+      return make_error(errc::bad_config,
+                        "exec limits must be at least 1 (address space at "
+                        "most 2^40 MiB)");
+  }
   // Both or neither.
   for (const char* type : {"exec", "sleep"})
     if (registry.find(type) != nullptr)
@@ -531,9 +669,14 @@ caf::error register_builtin_handlers(handler_registry& registry,
   exec_options.cancel_grace = options.exec_kill_grace + exec_stop_margin;
   auto exec_fn
       = [options](task_context& ctx) { return run_exec(ctx, options); };
-  exec_options.validate_input = [](const std::string& input) {
-    subprocess_spec spec;
-    return parse_exec_input(input, spec);
+  // Submit-time checks: the input, and the node's exec policy (allow-list,
+  // reserved env names, limits); the worker repeats both (prepare_exec).
+  exec_options.validate_input = [policy = options.exec](const std::string& input) {
+    exec_request req;
+    if (auto err = parse_exec_input(input, req); !err.empty())
+      return err;
+    std::string program;
+    return exec_check(policy, req, program);
   };
   if (auto err = registry.register_handler("exec", exec_fn, exec_options))
     return err;

@@ -115,6 +115,8 @@ bool set_nonblocking(int fd) {
 /// multi-threaded process may only call async-signal-safe functions until
 /// it execs, so it must not allocate.
 struct child_plan {
+  /// Executed with execv when set; else argv[0] with execvp.
+  const char* program;
   char* const* argv;
   /// nullptr = keep the inherited environment.
   char** envp;
@@ -125,9 +127,12 @@ struct child_plan {
   /// Write end of the report pipe (close-on-exec: EOF means exec worked).
   int report_fd;
   pid_t parent;
+  const subprocess_rlimit* limits;
+  size_t limit_count;
+  bool no_new_privileges;
 };
 
-enum class child_step : int32_t { setup = 1, chdir = 2, exec = 3 };
+enum class child_step : int32_t { setup = 1, chdir = 2, exec = 3, limits = 4 };
 
 /// What a child that could not exec tells the parent.
 struct child_report {
@@ -198,10 +203,28 @@ void cloexec_from_3() noexcept {
   cloexec_from_3();
   if (plan.cwd != nullptr && chdir(plan.cwd) != 0)
     fail_in_child(report_fd, child_step::chdir, errno);
+  for (size_t i = 0; i < plan.limit_count; ++i) {
+    const auto& wanted = plan.limits[i];
+    auto resource = static_cast<__rlimit_resource_t>(wanted.resource);
+    rlimit current{};
+    if (getrlimit(resource, &current) != 0)
+      fail_in_child(report_fd, child_step::limits, errno);
+    // Never above the hard limit we have: only root could raise it.
+    rlimit next{std::min<rlim_t>(wanted.soft, current.rlim_max),
+                std::min<rlim_t>(wanted.hard, current.rlim_max)};
+    next.rlim_cur = std::min(next.rlim_cur, next.rlim_max);
+    if (setrlimit(resource, &next) != 0)
+      fail_in_child(report_fd, child_step::limits, errno);
+  }
+  if (plan.no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    fail_in_child(report_fd, child_step::setup, errno);
   // execvp searches the PATH of `environ`, so an overridden PATH applies.
   if (plan.envp != nullptr)
     environ = plan.envp;
-  execvp(plan.argv[0], plan.argv);
+  if (plan.program != nullptr)
+    execv(plan.program, plan.argv);
+  else
+    execvp(plan.argv[0], plan.argv);
   fail_in_child(report_fd, child_step::exec, errno);
 }
 
@@ -242,13 +265,20 @@ public:
   }
 
   /// Blocks until the child ended and reaps it; false if its status is lost
-  /// (someone else reaped it).
-  bool reap(int& status) noexcept {
+  /// (someone else reaped it). `cpu_seconds` = its CPU time (user + system).
+  bool reap(int& status, double* cpu_seconds = nullptr) noexcept {
     pid_t rc;
+    rusage usage{};
     do {
-      rc = waitpid(pid_, &status, 0);
+      rc = wait4(pid_, &status, 0, &usage);
     } while (rc < 0 && errno == EINTR);
     reaped_ = true;
+    if (cpu_seconds != nullptr && rc == pid_)
+      *cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec
+                                         + usage.ru_stime.tv_sec)
+                     + static_cast<double>(usage.ru_utime.tv_usec
+                                           + usage.ru_stime.tv_usec)
+                         / 1e6;
     return rc == pid_;
   }
 
@@ -398,7 +428,13 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
   argv.push_back(nullptr);
   std::vector<std::string> env_strings;
   std::vector<char*> envp;
-  if (!spec.env.empty()) {
+  if (spec.clear_env) {
+    for (const auto& [name, value] : spec.env)
+      env_strings.push_back(name + "=" + value);
+    for (auto& entry : env_strings)
+      envp.push_back(entry.data());
+    envp.push_back(nullptr);
+  } else if (!spec.env.empty()) {
     env_strings = merged_environment(spec.env);
     for (auto& entry : env_strings)
       envp.push_back(entry.data());
@@ -423,12 +459,16 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
       || !set_nonblocking(stdout_parent.get())
       || !set_nonblocking(stderr_parent.get()))
     return failed(subprocess_result::status::spawn_failed, "pipe2", errno);
-  child_plan plan{argv.data(),
+  child_plan plan{spec.program.empty() ? nullptr : spec.program.c_str(),
+                  argv.data(),
                   envp.empty() ? nullptr : envp.data(),
                   spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
                   {stdin_child.get(), stdout_child.get(), stderr_child.get()},
                   report_child.get(),
-                  getpid()};
+                  getpid(),
+                  spec.limits.data(),
+                  spec.limits.size(),
+                  spec.no_new_privileges};
   pid_t pid = fork();
   if (pid < 0)
     return failed(subprocess_result::status::spawn_failed, "fork", errno);
@@ -455,9 +495,10 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
     child.reap(status);
     auto step = static_cast<child_step>(report.step);
     return failed(subprocess_result::status::exec_failed,
-                  step == child_step::exec    ? "execvp"
-                  : step == child_step::chdir ? "chdir"
-                                              : "setup",
+                  step == child_step::exec     ? "execvp"
+                  : step == child_step::chdir  ? "chdir"
+                  : step == child_step::limits ? "setrlimit"
+                                               : "setup",
                   report.error);
   }
   // Readable once the child has ended (it stays a zombie until reaped).
@@ -532,7 +573,7 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
   // left running in the background dies now.
   child.signal_group(SIGKILL);
   int status = 0;
-  bool have_status = child.reap(status);
+  bool have_status = child.reap(status, &result.cpu_seconds);
   if (stdout_parent)
     drain(stdout_parent.get(), buf, on_stdout);
   if (stderr_parent)

@@ -1,9 +1,10 @@
 #pragma once
 
 // Runs one external program to completion on the calling thread. The
-// program's argv is executed directly (fork + execvp, never a shell), in a
-// process group of its own, with stdout and stderr streamed to callbacks and
-// stdin fed from a string (or /dev/null). A stop request makes the group get
+// program's argv is executed directly (fork + execv/execvp, never a shell),
+// in a process group of its own, with optional setrlimit limits and
+// no-new-privileges, with stdout and stderr streamed to callbacks and stdin
+// fed from a string (or /dev/null). A stop request makes the group get
 // SIGTERM, then SIGKILL after a grace period. When `run_subprocess` returns,
 // the program has been reaped and every process still in its group has been
 // sent SIGKILL, so nothing it started in the background outlives it (except
@@ -53,15 +54,35 @@ private:
   int fd_;
 };
 
+/// One setrlimit the child applies before exec (clamped to its hard limit,
+/// which an unprivileged process cannot raise).
+struct subprocess_rlimit {
+  int resource = 0; // RLIMIT_CPU, RLIMIT_AS, ...
+  uint64_t soft = 0;
+  uint64_t hard = 0;
+};
+
 /// What to run and how.
 struct subprocess_spec {
   /// Program and arguments, passed unchanged. Must not be empty; no element
-  /// may contain a NUL byte. argv[0] is looked up in the child's PATH unless
-  /// it contains a slash.
+  /// may contain a NUL byte. Unless `program` is set, argv[0] is looked up
+  /// in the child's PATH unless it contains a slash.
   std::vector<std::string> argv;
+  /// The file to execute (execv, no PATH search), with `argv` as its
+  /// arguments; empty = argv[0] as described above.
+  std::string program;
   /// Added to the caller's environment, replacing variables of the same
-  /// name. Names must be non-empty and contain neither '=' nor NUL.
+  /// name (or, with `clear_env`, the whole environment). Names must be
+  /// non-empty and contain neither '=' nor NUL.
   std::vector<std::pair<std::string, std::string>> env;
+  /// The program gets exactly `env`, nothing of the caller's environment.
+  bool clear_env = false;
+  /// Applied in the child before exec; a failure is exec_failed "setrlimit".
+  std::vector<subprocess_rlimit> limits;
+  /// PR_SET_NO_NEW_PRIVS in the child: exec ignores set-user-ID and
+  /// set-group-ID bits and file capabilities, for the program and
+  /// everything it starts.
+  bool no_new_privileges = false;
   /// Working directory of the program; empty = the caller's.
   std::string cwd;
   /// Written to the program's stdin, which is closed afterwards (or as soon
@@ -83,7 +104,7 @@ struct subprocess_result {
     /// (`step` = "pipe2", "fork", ...; `error` = errno). Worth retrying.
     spawn_failed,
     /// The child could not set up or run the program: `step` = "chdir",
-    /// "execvp" or "setup"; `error` = errno.
+    /// "execvp", "setrlimit" or "setup"; `error` = errno.
     exec_failed,
     /// The program ended, but something else reaped it first (e.g. SIGCHLD
     /// set to SIG_IGN), so its status is unknown.
@@ -98,6 +119,9 @@ struct subprocess_result {
   /// True if a stop request was seen before the program's end was: the
   /// program then got SIGTERM (and maybe SIGKILL).
   bool stop_requested = false;
+  /// CPU time (user + system) the program used, seconds; what RLIMIT_CPU
+  /// counts. Its children's only if it waited for them.
+  double cpu_seconds = 0;
 };
 
 /// Receives a chunk of the program's output. Runs on the calling thread.

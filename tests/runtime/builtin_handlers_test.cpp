@@ -61,8 +61,15 @@ public:
   }
 
   void on_checkpoint(const std::string&, uint32_t,
-                     const std::string&) override {
-    // not used by the built-in handlers
+                     const std::string& bytes) override {
+    std::lock_guard<std::mutex> guard{mx_};
+    checkpoints_.push_back(bytes);
+  }
+
+  /// Checkpoints saved so far (exec's CHECKPOINT lines), in order.
+  std::vector<std::string> checkpoints() const {
+    std::lock_guard<std::mutex> guard{mx_};
+    return checkpoints_;
   }
 
   std::vector<progress_update> updates() const {
@@ -98,11 +105,14 @@ private:
   mutable std::mutex mx_;
   std::condition_variable cv_;
   std::vector<progress_update> updates_;
+  std::vector<std::string> checkpoints_;
 };
 
 builtin_options test_options(milliseconds kill_grace = 200ms) {
   builtin_options options;
   options.exec_kill_grace = kill_grace;
+  // Development mode: any program (the allow-list has tests of its own).
+  options.exec.allow_any = true;
   return options;
 }
 
@@ -112,13 +122,15 @@ class job_run {
 public:
   job_run(const std::string& type, std::string input,
           const builtin_options& options = test_options(),
-          bool block_term_in_handler_thread = false) {
+          bool block_term_in_handler_thread = false, uint32_t attempt = 1,
+          std::string last_checkpoint = {}) {
     handler_registry registry;
     REQUIRE(!register_builtin_handlers(registry, options));
     auto handler = registry.find(type);
     REQUIRE(handler != nullptr);
-    ctx_ = std::make_unique<task_context>("job-1", 1, std::move(input), "",
-                                          sink_, [] { return int64_t{0}; });
+    ctx_ = std::make_unique<task_context>(
+        "job-1", attempt, std::move(input), std::move(last_checkpoint), sink_,
+        [] { return int64_t{0}; });
     started_ = steady_clock::now();
     outcome_
         = std::async(std::launch::async, [fn = handler->fn, ctx = ctx_.get(),
@@ -173,9 +185,10 @@ private:
 };
 
 task_outcome run_job(const std::string& type, std::string input,
-                     const builtin_options& options = test_options()) {
+                     const builtin_options& options = test_options(),
+                     milliseconds timeout = prompt) {
   job_run job{type, std::move(input), options};
-  return job.outcome();
+  return job.outcome(timeout);
 }
 
 /// A JSON string literal (runtime/json_text's json_quote, tested with
@@ -446,9 +459,9 @@ TEST_CASE("exec: env, cwd and stdin are honoured", "[exec]") {
   REQUIRE(realpath(dir.path().c_str(), resolved) != nullptr);
   auto value = std::string{"it's $HOME; \"quoted\" `x`"};
   auto input
-      = sh("printf '%s|%s|%s|' \"$DROVER_TEST_VALUE\" \"$HOME\""
+      = sh("printf '%s|%s|%s|' \"$TEST_VALUE\" \"$HOME\""
            " \"$(pwd -P)\"; cat",
-           ", \"env\": {\"DROVER_TEST_VALUE\": " + json_str(value)
+           ", \"env\": {\"TEST_VALUE\": " + json_str(value)
                + ", \"HOME\": \"/drover-home\"}, \"cwd\": "
                + json_str(dir.path()) + ", \"stdin\": \"line 1\\nline 2\\n\"");
   auto outcome = run_job("exec", input);
@@ -458,13 +471,23 @@ TEST_CASE("exec: env, cwd and stdin are honoured", "[exec]") {
                           + "|line 1\nline 2\n"));
 }
 
-TEST_CASE("exec: other variables of the node's environment are kept",
+TEST_CASE("exec: the node's environment is not passed on; PATH is fixed",
           "[exec]") {
-  REQUIRE(setenv("DROVER_TEST_INHERITED", "inherited", 1) == 0);
-  auto outcome = run_job("exec", sh("printf %s \"$DROVER_TEST_INHERITED\"",
+  // The node's environment may hold secrets (exec_policy.hpp): a program
+  // gets PATH, HOME, the job's env and the DROVER_ variables only.
+  REQUIRE(setenv("DROVER_TEST_SECRET", "secret", 1) == 0);
+  const char* old_path = std::getenv("PATH");
+  std::string saved_path = old_path != nullptr ? old_path : "/usr/bin:/bin";
+  REQUIRE(setenv("PATH", "/nonexistent-drover-path", 1) == 0);
+  auto outcome = run_job("exec", sh("printf '%s|%s|%s|%s' "
+                                    "\"${DROVER_TEST_SECRET-unset}\" "
+                                    "\"$PATH\" \"$OTHER\" \"$DROVER_JOB_ID\"",
                                     ", \"env\": {\"OTHER\": \"x\"}"));
-  unsetenv("DROVER_TEST_INHERITED");
-  CHECK(outcome.result() == success_result("inherited"));
+  unsetenv("DROVER_TEST_SECRET");
+  setenv("PATH", saved_path.c_str(), 1);
+  CHECK(outcome.result()
+        == success_result(std::string{"unset|"} + fixed_exec_path
+                          + "|x|job-1"));
 }
 
 TEST_CASE("exec: without stdin the program reads /dev/null", "[exec]") {
@@ -635,6 +658,159 @@ TEST_CASE("exec: a cancel before the start runs nothing", "[exec]") {
   CHECK(!file_exists(marker));
 }
 
+// -- exec: allow-list, limits, checkpoints (issue 11) --------------------------
+
+namespace {
+
+/// Options whose allow-list holds `programs` (resolved as the node does).
+builtin_options allowing(const std::vector<std::string>& programs) {
+  auto options = test_options();
+  options.exec.allow_any = false;
+  auto allowed = resolve_allow_list(programs);
+  REQUIRE(allowed);
+  options.exec.allowed = *allowed;
+  return options;
+}
+
+/// What the exec type's submit-time check says about `input`.
+std::string submit_check(const builtin_options& options,
+                         const std::string& input) {
+  handler_registry registry;
+  REQUIRE(!register_builtin_handlers(registry, options));
+  const auto* exec = registry.find("exec");
+  REQUIRE(exec != nullptr);
+  REQUIRE(exec->options.validate_input);
+  return exec->options.validate_input(input);
+}
+
+} // namespace
+
+TEST_CASE("exec: only allow-listed programs run, checked at submit and "
+          "again before exec",
+          "[exec][allow]") {
+  temp_dir dir;
+  auto marker = dir.path() + "/ran";
+  auto options = allowing({"echo"}); // resolves to /usr/bin/echo
+  REQUIRE(options.exec.allowed == std::vector<std::string>{"/usr/bin/echo"});
+  SECTION("a program outside the list is refused, naming it") {
+    auto input = exec_input({"/bin/touch", marker});
+    CHECK_THAT(submit_check(options, input),
+               Catch::Contains("program '/bin/touch' is not in this node's "
+                               "exec allow-list"));
+    auto outcome = run_job("exec", input, options);
+    CHECK(outcome.outcome() == completion_outcome::failed_permanent);
+    CHECK(outcome.error().code == "exec_not_allowed");
+    CHECK(!outcome.error().retryable);
+    CHECK_THAT(outcome.error().message, Catch::Contains("'/bin/touch'"));
+    CHECK(!file_exists(marker));
+  }
+  SECTION("no shell unless a shell is allowed") {
+    auto input = sh("touch " + marker);
+    CHECK_THAT(submit_check(options, input),
+               Catch::Contains("'/bin/sh' is not in this node's"));
+    CHECK(run_job("exec", input, options).error().code == "exec_not_allowed");
+    CHECK(!file_exists(marker));
+  }
+  SECTION("the path is compared as resolved: /bin/echo is another string") {
+    CHECK_THAT(submit_check(options, exec_input({"/bin/echo", "x"})),
+               Catch::Contains("not in this node's exec allow-list"));
+    CHECK_THAT(submit_check(options, exec_input({"./echo", "x"})),
+               Catch::Contains("must be an absolute path or a bare name"));
+  }
+  SECTION("the allowed program runs by name and by its path") {
+    CHECK(submit_check(options, exec_input({"echo", "x"})).empty());
+    CHECK(run_job("exec", exec_input({"echo", "by name"}), options).result()
+          == success_result("by name\n"));
+    CHECK(run_job("exec", exec_input({"/usr/bin/echo", "by path"}), options)
+              .result()
+          == success_result("by path\n"));
+  }
+  SECTION("without any allowed program exec is off, and says so") {
+    auto off = test_options();
+    off.exec.allow_any = false;
+    CHECK_THAT(submit_check(off, exec_input({"echo"})),
+               Catch::Contains("exec is disabled: no --exec-allow"));
+  }
+}
+
+TEST_CASE("exec: programs run with the limits, lowered by the job",
+          "[exec][limits]") {
+  auto options = test_options();
+  options.exec.limits = {60, 1024, 64, 300};
+  SECTION("the node's limits") {
+    auto outcome = run_job(
+        "exec", sh("ulimit -t; ulimit -v; ulimit -n; ulimit -p; ulimit -c; "
+                   "grep NoNewPrivs /proc/self/status"),
+        options);
+    CHECK(outcome.result()
+          == success_result("60\n1048576\n64\n300\n0\nNoNewPrivs:\t1\n"));
+  }
+  SECTION("a job's lower limits") {
+    auto outcome = run_job(
+        "exec",
+        sh("ulimit -t; ulimit -v; ulimit -n; ulimit -p",
+           R"(, "limits": {"cpu_seconds": 5, "address_space_mb": 512, )"
+           R"("open_files": 32, "processes": 100})"),
+        options);
+    CHECK(outcome.result() == success_result("5\n524288\n32\n100\n"));
+  }
+  SECTION("never higher ones") {
+    auto input = sh("true", R"(, "limits": {"open_files": 65})");
+    CHECK_THAT(submit_check(options, input),
+               Catch::Contains("limits.open_files must be within [1, 64] "
+                               "(this node's limit), got 65"));
+    require_invalid_input(run_job("exec", input, options),
+                          "limits.open_files must be within [1, 64]");
+  }
+}
+
+TEST_CASE("exec: a program over its limits fails, saying why",
+          "[exec][limits]") {
+  SECTION("CPU time") {
+    auto outcome = run_job(
+        "exec", sh("while :; do :; done", R"(, "limits": {"cpu_seconds": 1})"),
+        test_options(), 60s);
+    CHECK(outcome.outcome() == completion_outcome::failed_retryable);
+    CHECK(outcome.error().code == "cpu_limit");
+    CHECK_THAT(outcome.error().message,
+               Catch::Contains("exceeded its CPU time limit of 1 s "
+                               "(RLIMIT_CPU)"));
+  }
+  SECTION("open files") {
+    auto outcome = run_job(
+        "exec",
+        sh("exec 3</dev/null 4</dev/null 5</dev/null 6</dev/null",
+           R"(, "limits": {"open_files": 5})"));
+    CHECK(outcome.error().code == "exit_2");
+    CHECK_THAT(outcome.error().message,
+               Catch::Contains("Too many open files"));
+  }
+  SECTION("address space") {
+    auto outcome = run_job(
+        "exec",
+        exec_input({"awk", "BEGIN { s = \"x\"; while (1) s = s s }"},
+                   R"(, "limits": {"address_space_mb": 64})"));
+    CHECK(outcome.outcome() == completion_outcome::failed_retryable);
+    CHECK_THAT(outcome.error().message, Catch::Contains("out of memory"));
+  }
+}
+
+TEST_CASE("exec: CHECKPOINT lines are saved and the next attempt gets the "
+          "last one in DROVER_CHECKPOINT",
+          "[exec][checkpoint]") {
+  job_run job{"exec",
+              sh("printf '%s|%s|%s\\n' \"$DROVER_CHECKPOINT\" "
+                 "\"$DROVER_ATTEMPT\" \"$DROVER_JOB_ID\"; "
+                 "echo 'CHECKPOINT step 4'; echo 'CHECKPOINTx is output'; "
+                 "echo 'CHECKPOINT  {\"done\": [1, 2]}'"),
+              test_options(), false, 2, "step 3"};
+  auto outcome = job.outcome();
+  CHECK(outcome.result()
+        == success_result("step 3|2|job-1\nCHECKPOINTx is output\n"));
+  CHECK(job.sink().checkpoints()
+        == std::vector<std::string>{"step 4", R"( {"done": [1, 2]})"});
+}
+
 // -- exec: invalid input ------------------------------------------------------
 
 TEST_CASE("exec: invalid input fails permanently with a specific message",
@@ -659,7 +835,19 @@ TEST_CASE("exec: invalid input fails permanently with a specific message",
       {R"({"argv": ["l\u0000s"]})", "argv[0] contains a NUL character"},
       {R"({"argv": ["ls"], "argv": ["rm"]})", "duplicate key 'argv'"},
       {R"({"argv": ["ls"], "shell": true})",
-       "unknown key 'shell' (expected: argv, env, cwd, stdin)"},
+       "unknown key 'shell' (expected: argv, env, cwd, stdin, limits)"},
+      {R"({"argv": ["ls"], "env": {"LD_PRELOAD": "/tmp/x.so"}})",
+       "env name 'LD_PRELOAD' is reserved"},
+      {R"({"argv": ["ls"], "env": {"PATH": "/tmp"}})",
+       "env name 'PATH' is reserved"},
+      {R"({"argv": ["ls"], "env": {"DROVER_CHECKPOINT": "x"}})",
+       "env name 'DROVER_CHECKPOINT' is reserved"},
+      {R"({"argv": ["ls"], "limits": {"cpu_seconds": 0}})",
+       "limits.cpu_seconds must be an integer in [1, "},
+      {R"({"argv": ["ls"], "limits": {"cpu_seconds": 3601}})",
+       "limits.cpu_seconds must be within [1, 3600] (this node's limit)"},
+      {R"({"argv": ["ls"], "limits": {"memory": 1}})",
+       "limits: unknown key 'memory'"},
       {R"({"argv": ["ls"], "env": ["A=1"]})",
        "env must be an object of strings, got an array"},
       {R"({"argv": ["ls"], "env": {"A": 1}})",

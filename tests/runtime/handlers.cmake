@@ -1,1 +1,2 @@
-set(DROVER_HANDLER_TEST_SOURCES runtime/builtin_handlers_test.cpp)
+set(DROVER_HANDLER_TEST_SOURCES runtime/builtin_handlers_test.cpp
+  runtime/exec_policy_test.cpp)
