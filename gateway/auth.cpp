@@ -51,6 +51,21 @@ caf::error bad_key(std::string_view what) {
 
 } // namespace
 
+const char* scope_name(scope s) {
+  switch (s) {
+    case scope_submit:
+      return "submit";
+    case scope_read:
+      return "read";
+    case scope_admin:
+      return "admin";
+    case scope_exec:
+      return "exec";
+    default:
+      return "unknown";
+  }
+}
+
 std::string sha256_hex(std::string_view text) {
   static constexpr char hex[] = "0123456789abcdef";
   std::string out;
@@ -91,9 +106,11 @@ caf::expected<api_key> parse_api_key(std::string_view spec) {
       key.scopes |= scope_read;
     else if (s == "admin")
       key.scopes |= scope_admin;
+    else if (s == "exec")
+      key.scopes |= scope_exec;
     else
       return bad_key("key '" + key.name + "': unknown scope '"
-                     + std::string{s} + "' (submit, read, admin)");
+                     + std::string{s} + "' (submit, read, admin, exec)");
   }
   if (parts.size() == 5) {
     std::string text{parts[4]};

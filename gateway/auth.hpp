@@ -6,15 +6,18 @@
 //   ci:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8:acme:submit,read:50
 // where sha256hex is the SHA-256 of the secret key (`printf %s "$KEY" |
 // sha256sum`): the node never stores or logs the key itself. Scopes are a
-// comma list of submit, read, admin. `rate` is requests per second (burst =
-// one second's worth); 0 or absent = the gateway's default rate.
+// comma list of submit, read, admin, exec. `exec` is the privilege of
+// submitting jobs of type `exec` (programs on the workers): it is never
+// implied by `submit`, and an exec job needs both. `rate` is requests per
+// second (burst = one second's worth); 0 or absent = the gateway's default
+// rate.
 //
 // A request presents `Authorization: Bearer <key>`. The presented key is
 // hashed and compared with every configured hash in constant time (no early
 // exit on a match, CRYPTO_memcmp per entry), so timing tells nothing about
 // which keys exist. With no keys configured the gateway is in development
-// mode: every request acts as tenant "" with all scopes, and the gateway
-// refuses to listen anywhere but loopback.
+// mode: every request acts as tenant "" with all scopes (exec included),
+// and the gateway refuses to listen anywhere but loopback.
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
@@ -34,8 +37,13 @@ enum scope : uint8_t {
   scope_submit = 1,
   scope_read = 2,
   scope_admin = 4,
-  scope_all = 7,
+  /// May submit `exec` jobs (with submit); see the file comment.
+  scope_exec = 8,
+  scope_all = 15,
 };
+
+/// The name of one scope ("submit", "read", "admin", "exec").
+const char* scope_name(scope s);
 
 struct api_key {
   std::string name;

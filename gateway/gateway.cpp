@@ -316,12 +316,21 @@ private:
   bool require(const ex_ptr& ex, const principal& who, scope s) {
     if (who.has(s))
       return true;
-    const char* name = s == scope_submit ? "submit"
-                       : s == scope_read ? "read"
-                                         : "admin";
     fail(ex, 403, "forbidden",
-         "key '" + who.key_name + "' lacks the " + name + " scope");
+         "key '" + who.key_name + "' lacks the " + scope_name(s) + " scope");
     return false;
+  }
+
+  // -- exec scope (issue 11 item 3) -------------------------------------------
+  /// Jobs of type `exec` run programs on the workers: submitting one needs
+  /// the exec scope on top of submit. The message a key without it gets,
+  /// or "" if it may.
+  static std::string exec_refusal(const principal& who,
+                                  const std::string& type) {
+    if (type != "exec" || who.has(scope_exec))
+      return {};
+    return "key '" + who.key_name
+           + "' lacks the exec scope (needed for jobs of type exec)";
   }
 
   void route(const ex_ptr& ex, const principal& who, const target& t) {
@@ -441,6 +450,8 @@ private:
       return fail(ex, req.error());
     if (!apply_idempotency_header(ex, *req))
       return;
+    if (auto refusal = exec_refusal(who, req->type); !refusal.empty())
+      return fail(ex, 403, "forbidden", refusal); // exec scope check
     req->tenant = who.tenant;
     auto api = api_;
     auto timeout = cfg_.request_timeout;
@@ -478,6 +489,11 @@ private:
       if (item.error) {
         auto s = classify(item.error);
         results[i] = item_error_json(s.code, context_of(item.error), s.status);
+        continue;
+      }
+      if (auto refusal = exec_refusal(who, item.request.type);
+          !refusal.empty()) { // exec scope check
+        results[i] = item_error_json("forbidden", refusal, 403);
         continue;
       }
       item.request.tenant = who.tenant;

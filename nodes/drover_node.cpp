@@ -16,6 +16,8 @@
 #include "gateway/webhook_dispatcher.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/exec_policy.hpp"
+#include "runtime/privileges.hpp"
 #include "runtime/supervisor.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -74,6 +76,30 @@ gateway_config_of(const drover::node_config& cfg) {
   return gw;
 }
 
+/// Development mode for exec: no API keys and every listener on loopback.
+bool exec_development_mode(const drover::node_config& cfg) {
+  return cfg.api_keys.empty() && drover::http::is_loopback_host(cfg.admin_host)
+         && (!has_role(cfg, "gateway")
+             || drover::http::is_loopback_host(cfg.http_host));
+}
+
+/// What exec jobs may run on this node (runtime/exec_policy.hpp); a bad
+/// --exec-allow entry is errc::bad_config.
+caf::expected<drover::exec_policy>
+exec_policy_of(const drover::node_config& cfg) {
+  drover::exec_policy policy;
+  auto allowed = drover::resolve_allow_list(cfg.exec_allow);
+  if (!allowed)
+    return std::move(allowed.error());
+  policy.allowed = std::move(*allowed);
+  policy.allow_any = policy.allowed.empty() && exec_development_mode(cfg);
+  policy.limits.cpu_seconds = cfg.exec_cpu_seconds;
+  policy.limits.address_space_mb = cfg.exec_address_space_mb;
+  policy.limits.open_files = cfg.exec_open_files;
+  policy.limits.processes = cfg.exec_processes;
+  return policy;
+}
+
 /// The node's supervision tree: for now every node runs all roles.
 caf::expected<drover::supervisor_spec>
 node_tree(const drover::node_config& cfg,
@@ -81,6 +107,10 @@ node_tree(const drover::node_config& cfg,
   auto handlers = std::make_shared<drover::handler_registry>();
   drover::builtin_options builtins;
   builtins.exec_kill_grace = cfg.exec_kill_grace;
+  auto exec = exec_policy_of(cfg);
+  if (!exec)
+    return std::move(exec.error());
+  builtins.exec = std::move(*exec);
   if (auto err = drover::register_builtin_handlers(*handlers, builtins))
     return err;
   drover::job_system_config jobs;
@@ -179,6 +209,16 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
                    "request is accepted without authentication (loopback "
                    "only). Configure --api-key before serving anyone else.\n";
   }
+  if (cfg.exec_allow.empty()) {
+    if (exec_development_mode(cfg))
+      std::cerr << "drover-node: WARNING: exec jobs may run ANY program on "
+                   "this machine (development mode: no --exec-allow, no API "
+                   "keys, loopback only). Configure --exec-allow before "
+                   "serving anyone else.\n";
+    else
+      std::cerr << "drover-node: exec jobs are refused: no --exec-allow is "
+                   "configured.\n";
+  }
   std::cout << "drover-node " << cfg.node_id << " ready: roles=";
   for (size_t i = 0; i < cfg.roles.size(); ++i)
     std::cout << (i > 0 ? "," : "") << cfg.roles[i];
@@ -252,6 +292,18 @@ int main(int argc, char** argv) {
   }
   if (parsed->exit_now)
     return 0;
+  {
+    // Root goes first, before any thread, port or connection exists
+    // (runtime/privileges.hpp): nothing after this line runs as root.
+    const auto& cfg = parsed->config;
+    auto low = [](uint16_t port) { return port > 0 && port < 1024; };
+    bool low_ports = low(cfg.admin_port)
+                     || (has_role(cfg, "gateway") && low(cfg.http_port));
+    if (auto err = drover::enter_run_as(cfg.run_as, low_ports)) {
+      std::cerr << "drover-node: " << drover::describe(err) << '\n';
+      return 2;
+    }
+  }
   // Block the stop signals before any thread exists so every thread
   // inherits the mask and only the waiter thread receives them.
   sigset_t signals;

@@ -160,6 +160,11 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   int64_t aging = cfg.aging_interval.count();
   int64_t max_input = static_cast<int64_t>(cfg.max_input_bytes);
   int64_t kill_grace = cfg.exec_kill_grace.count();
+  // Privileges and exec (runtime/privileges.hpp, runtime/exec_policy.hpp).
+  int64_t exec_cpu = static_cast<int64_t>(cfg.exec_cpu_seconds);
+  int64_t exec_as = static_cast<int64_t>(cfg.exec_address_space_mb);
+  int64_t exec_files = static_cast<int64_t>(cfg.exec_open_files);
+  int64_t exec_procs = static_cast<int64_t>(cfg.exec_processes);
   std::vector<std::string> webhook_allow;
   int64_t wh_period = cfg.webhook_retry_period.count();
   int64_t wh_initial = cfg.webhook_initial_backoff.count();
@@ -210,6 +215,23 @@ caf::expected<parse_outcome> parse_node_config(int argc,
      "largest accepted job input")
     ("exec-kill-grace-ms", po::value(&kill_grace)->default_value(kill_grace),
      "exec jobs: SIGTERM to SIGKILL on cancel or timeout")
+    // -- privileges and exec --
+    ("run-as", po::value(&cfg.run_as),
+     "switch to this unprivileged user at start (required when started as "
+     "root; jobs never run as root)")
+    ("exec-allow", po::value(&cfg.exec_allow)->composing(),
+     "exec jobs: a program they may run, absolute path or bare name looked "
+     "up on /usr/local/bin:/usr/bin:/bin at start (repeatable). None = exec "
+     "refused, except in development mode, which allows any program")
+    ("exec-cpu-seconds", po::value(&exec_cpu)->default_value(exec_cpu),
+     "exec jobs: CPU time limit per program (RLIMIT_CPU)")
+    ("exec-address-space-mb", po::value(&exec_as)->default_value(exec_as),
+     "exec jobs: address-space limit per program, MiB (RLIMIT_AS)")
+    ("exec-open-files", po::value(&exec_files)->default_value(exec_files),
+     "exec jobs: open-file limit per program (RLIMIT_NOFILE)")
+    ("exec-processes", po::value(&exec_procs)->default_value(exec_procs),
+     "exec jobs: process limit of the programs' user (RLIMIT_NPROC, per "
+     "user: shared by every job and by the node itself)")
     ("store", po::value(&cfg.store)->default_value(cfg.store),
      "job store: postgres (durable) or memory (nothing survives a restart)")
     ("pg-url", po::value(&cfg.pg_url),
@@ -349,6 +371,19 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   cfg.aging_interval = std::chrono::milliseconds{aging};
   cfg.max_input_bytes = static_cast<size_t>(max_input);
   cfg.exec_kill_grace = std::chrono::milliseconds{kill_grace};
+  // Privileges and exec: the allow-list's entries are resolved at start
+  // (resolve_allow_list), where the file system is looked at.
+  if (!in_range(exec_cpu, 1, 365LL * 86400) || !in_range(exec_as, 1, 1LL << 40)
+      || !in_range(exec_files, 1, 1LL << 20) || !in_range(exec_procs, 1, 1LL << 22))
+    return make_error(errc::bad_config,
+                      "exec limits: exec-cpu-seconds within [1, 31536000], "
+                      "exec-address-space-mb within [1, 2^40], "
+                      "exec-open-files within [1, 1048576], exec-processes "
+                      "within [1, 4194304]");
+  cfg.exec_cpu_seconds = static_cast<uint64_t>(exec_cpu);
+  cfg.exec_address_space_mb = static_cast<uint64_t>(exec_as);
+  cfg.exec_open_files = static_cast<uint64_t>(exec_files);
+  cfg.exec_processes = static_cast<uint64_t>(exec_procs);
   // Ranges are checked by validate(); only what the cast could hide here.
   if (!in_range(wh_max_response, 1, 16LL * 1024 * 1024))
     return make_error(errc::bad_config, "webhook-max-response-bytes must be "

@@ -49,6 +49,22 @@ struct node_config {
   size_t max_input_bytes = 1024 * 1024;
   /// exec jobs: SIGTERM-to-SIGKILL grace on cancel or timeout.
   std::chrono::milliseconds exec_kill_grace{5000};
+  // -- privileges and exec (runtime/privileges.hpp, runtime/exec_policy.hpp,
+  // docs/security.md "exec") --
+  /// The unprivileged account the node switches to at start; required when
+  /// started as root. Empty = not given.
+  std::string run_as;
+  /// Programs exec jobs may run: absolute paths, or bare names looked up
+  /// on the fixed PATH at start. None = exec jobs are refused, except in
+  /// development mode (no API keys, every listener on loopback), where any
+  /// program may run and the node says so at start.
+  std::vector<std::string> exec_allow;
+  /// Per-job limits of exec programs (a job may lower them): CPU seconds,
+  /// address space in MiB, open files, processes of the program's user.
+  uint64_t exec_cpu_seconds = 3600;
+  uint64_t exec_address_space_mb = 4096;
+  uint64_t exec_open_files = 1024;
+  uint64_t exec_processes = 512;
   /// "postgres" (durable) or "memory" (experiments; nothing survives).
   std::string store = "memory";
   /// libpq connection string for store=postgres.

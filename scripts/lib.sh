@@ -20,6 +20,20 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# The unprivileged account a node started as root switches to (drover-node
+# --run-as; docs/security.md, "exec"): a system user without a login shell
+# or home, created when missing. Prints nothing; exports DROVER_RUN_AS.
+RUN_AS_USER=${DROVER_RUN_AS:-drover}
+ensure_run_as_user() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  if ! id -u "$RUN_AS_USER" >/dev/null 2>&1; then
+    log "creating system user '$RUN_AS_USER' (the node runs as it, not as root)"
+    useradd --system --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin "$RUN_AS_USER"
+  fi
+  export DROVER_RUN_AS=$RUN_AS_USER
+}
+
 install_packages() {
   local missing=()
   for p in "${PACKAGES[@]}"; do

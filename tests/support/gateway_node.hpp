@@ -68,6 +68,11 @@ public:
     return http_client{port_, key};
   }
 
+  /// The node's process id (e.g. to read its /proc/<pid>/status).
+  pid_t pid() const {
+    return proc_.pid();
+  }
+
   /// A scratch directory that lives as long as the node.
   const std::string& dir() const {
     return dir_.path();

@@ -18,6 +18,7 @@
 #include <glob.h>
 #include <pwd.h>
 #include <string>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -62,6 +63,11 @@ public:
       REQUIRE(pw != nullptr);
       for (const auto& p : {dir_.path(), socket_dir_})
         REQUIRE(chown(p.c_str(), pw->pw_uid, pw->pw_gid) == 0);
+      // Nodes started as root switch to an unprivileged user (--run-as,
+      // support/process.hpp), which must reach the socket (initdb keeps
+      // the data directory itself 0700).
+      for (const auto& p : {dir_.path(), socket_dir_})
+        REQUIRE(chmod(p.c_str(), 0755) == 0);
     }
     // --no-sync: only initdb's own final flush; the server itself runs
     // with fsync on.

@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <csignal>
 #include <fcntl.h>
 #include <optional>
@@ -39,6 +40,7 @@ public:
   /// never block on a full pipe that the test is not reading.
   explicit process(std::vector<std::string> argv,
                    const std::string& stderr_file = {}) {
+    argv = with_run_as(std::move(argv));
     int out[2];
     int err[2] = {-1, -1};
     REQUIRE(pipe2(out, O_CLOEXEC) == 0);
@@ -150,6 +152,27 @@ public:
 
   void signal(int sig) {
     REQUIRE(kill(pid_, sig) == 0);
+  }
+
+  /// drover-node refuses to start as root without --run-as (tests run as
+  /// root in CI): a node started by a test as root switches to
+  /// $DROVER_RUN_AS (default "drover", created by scripts/test) unless the
+  /// test passes --run-as itself (`--run-as ""` = none).
+  static std::vector<std::string> with_run_as(std::vector<std::string> argv) {
+    if (argv.empty() || geteuid() != 0)
+      return argv;
+    auto& program = argv.front();
+    auto slash = program.rfind('/');
+    auto base = slash == std::string::npos ? program : program.substr(slash + 1);
+    if (base != "drover-node")
+      return argv;
+    for (const auto& arg : argv)
+      if (arg == "--run-as" || arg.rfind("--run-as=", 0) == 0)
+        return argv;
+    const char* user = std::getenv("DROVER_RUN_AS");
+    argv.push_back("--run-as");
+    argv.push_back(user != nullptr && *user != '\0' ? user : "drover");
+    return argv;
   }
 
 private:
