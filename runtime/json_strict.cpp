@@ -45,6 +45,7 @@ public:
   }
 
   caf::error run(std::string path, std::string* out) {
+    root_ = path;
     skip_ws();
     std::string value;
     if (auto err = parse_value(path, 0, value))
@@ -61,6 +62,12 @@ private:
   caf::error malformed(std::string what) const {
     return make_error(errc::malformed, std::move(what) + " at byte "
                                          + std::to_string(pos_));
+  }
+
+  caf::error too_deep() const {
+    return make_error(errc::too_deep,
+                      (root_.empty() ? std::string{"body"} : root_)
+                        + ": nested deeper than " + std::to_string(max_depth_));
   }
 
   bool at_end() const {
@@ -255,8 +262,7 @@ private:
   caf::error parse_object(const std::string& path, size_t depth,
                           std::string& out) {
     if (depth > max_depth_)
-      return make_error(errc::too_deep, path + ": nested deeper than "
-                                          + std::to_string(max_depth_));
+      return too_deep();
     ++pos_; // {
     std::vector<std::pair<std::string, std::string>> members;
     skip_ws();
@@ -320,8 +326,7 @@ private:
   caf::error parse_array(const std::string& path, size_t depth,
                          std::string& out) {
     if (depth > max_depth_)
-      return make_error(errc::too_deep, path + ": nested deeper than "
-                                          + std::to_string(max_depth_));
+      return too_deep();
     ++pos_; // [
     if (canonical_)
       out += '[';
@@ -360,6 +365,7 @@ private:
   std::string_view text_;
   size_t max_depth_;
   bool canonical_;
+  std::string root_;
   size_t pos_ = 0;
 };
 

@@ -148,7 +148,7 @@ TEST_CASE("every validation error is specific", "[submit]") {
   r.idempotency_key = std::string(300, 'k');
   expect_invalid(r, "idempotency_key is longer than 256 bytes");
   r.idempotency_key = "a\nb";
-  expect_invalid(r, "control characters");
+  expect_invalid(r, "control character");
   r = req();
   r.resources = {{"gpu", 2}};
   expect_invalid(r, "exactly one slot");
@@ -287,7 +287,7 @@ TEST_CASE("the built-in types check their input at submit", "[submit]") {
   refused("exec", R"({"argv": ["echo"], "shell": true})", "shell");
   refused("sleep", R"({"ms": "abc"})", "ms");
   refused("sleep", R"({"ms": -1})", "ms");
-  refused("sleep", "", "'ms' is required");
+  refused("sleep", "", "input must be a JSON object");
   auto ok = req("sleep");
   ok.input = R"({"ms": 10, "steps": 2})";
   CHECK(prepare_spec(ok, handlers, {}, now));
