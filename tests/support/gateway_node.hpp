@@ -48,6 +48,8 @@ class gateway_node {
 public:
   explicit gateway_node(std::vector<std::string> options = {})
       : dir_("drover-gw"), proc_(argv(options), dir_.path() + "/node.log") {
+    // Its exec jobs may write there (they run as the node's user).
+    give_to_node_user(dir_.path());
     auto ready = proc_.wait_for_line("ready", std::chrono::seconds{30});
     INFO(log());
     REQUIRE(ready);
@@ -73,7 +75,8 @@ public:
     return proc_.pid();
   }
 
-  /// A scratch directory that lives as long as the node.
+  /// A scratch directory that lives as long as the node, owned by the
+  /// node's user.
   const std::string& dir() const {
     return dir_.path();
   }

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <optional>
 #include <poll.h>
+#include <pwd.h>
 #include <string>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -154,6 +155,14 @@ public:
     REQUIRE(kill(pid_, sig) == 0);
   }
 
+  /// The account with_run_as names, or nullptr when not running as root.
+  static const char* run_as_user() {
+    if (geteuid() != 0)
+      return nullptr;
+    const char* user = std::getenv("DROVER_RUN_AS");
+    return user != nullptr && *user != '\0' ? user : "drover";
+  }
+
   /// drover-node refuses to start as root without --run-as (tests run as
   /// root in CI): a node started by a test as root switches to
   /// $DROVER_RUN_AS (default "drover", created by scripts/test) unless the
@@ -169,9 +178,8 @@ public:
     for (const auto& arg : argv)
       if (arg == "--run-as" || arg.rfind("--run-as=", 0) == 0)
         return argv;
-    const char* user = std::getenv("DROVER_RUN_AS");
     argv.push_back("--run-as");
-    argv.push_back(user != nullptr && *user != '\0' ? user : "drover");
+    argv.push_back(run_as_user());
     return argv;
   }
 
@@ -202,6 +210,17 @@ private:
   std::string err_buf_;
   std::optional<int> status_;
 };
+
+/// Makes `dir` the property of the user nodes run as (process::run_as_user)
+/// when the tests run as root, so that a node's exec jobs may write there.
+inline void give_to_node_user(const std::string& dir) {
+  const char* user = process::run_as_user();
+  if (user == nullptr)
+    return;
+  auto* entry = getpwnam(user);
+  REQUIRE(entry != nullptr);
+  REQUIRE(chown(dir.c_str(), entry->pw_uid, entry->pw_gid) == 0);
+}
 
 /// Runs `argv` to completion (at most `timeout`); returns (exit status,
 /// stdout + stderr). A program that does not exit normally fails the test.
