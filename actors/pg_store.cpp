@@ -20,6 +20,7 @@
 // Local-only messages between the store and its I/O threads.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(drover::pg::write_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(drover::pg::write_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(drover::pg::isolated_write_result)
 
 namespace drover {
 
@@ -36,6 +37,8 @@ using retention_atom = caf::atom_constant<caf::atom("pg_retain")>;
 struct io_state {
   std::string conninfo;
   bool migrate = false;
+  /// Checked by every write transaction of this connection (writer only).
+  std::shared_ptr<const pg::write_fence> fence;
   std::unique_ptr<pg::session> db;
 
   static inline const char* name = "drover.pg_io";
@@ -56,6 +59,7 @@ caf::expected<pg::session*> connected(io_ptr self) {
     if (!s)
       return std::move(s.error());
     st.db = std::make_unique<pg::session>(std::move(*s));
+    st.db->set_fence(st.fence);
   }
   if (st.migrate)
     if (auto err = st.db->migrate())
@@ -83,14 +87,17 @@ auto read_db(io_ptr self, F f) -> decltype(f(std::declval<pg::session&>())) {
   return r;
 }
 
-caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate) {
+caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
+                      std::shared_ptr<const pg::write_fence> fence) {
   self->state.conninfo = std::move(conninfo);
   self->state.migrate = migrate;
+  self->state.fence = std::move(fence);
   self->set_error_handler([](caf::error&) {});
   return {
     [self](write_atom, const pg::write_batch& b)
-      -> caf::result<pg::write_result> {
-      auto r = with_db(self, [&](pg::session& db) { return db.write(b); });
+      -> caf::result<pg::isolated_write_result> {
+      auto r = with_db(self,
+                       [&](pg::session& db) { return db.write_isolated(b); });
       if (!r)
         return std::move(r.error());
       return std::move(*r);
@@ -189,6 +196,9 @@ struct batch {
   std::set<std::string> touched;
   std::vector<job_event> events;
   std::vector<completion_fn> completions;
+  /// The jobs each operation (completion) depends on, in the same order:
+  /// an operation fails if a job of its own is refused.
+  std::vector<std::vector<std::string>> op_jobs;
   uint64_t generation = 0;
   /// What the batch writes, taken when it was sealed (see
   /// pg_store_state::sealed); null = take it when it leaves.
@@ -239,6 +249,8 @@ struct pg_store_state {
   bool hold = false;
   std::chrono::milliseconds reconnect_delay{0};
   bool reconnecting = false;
+  /// A write found the partition leases taken over (see deposed()).
+  bool deposed = false;
 
   static inline const char* name = "drover.pg_store";
 };
@@ -256,6 +268,74 @@ void log(const std::string& what) {
 
 void flush(self_ptr self);
 void start_reconnect(self_ptr self);
+
+/// What a client is told when PostgreSQL refused an operation's data: which
+/// kind of value, never PostgreSQL's words (they quote the bytes, and a
+/// batch's error may quote another request's).
+caf::error refused_data(const caf::error& detail) {
+  auto state = pg::sqlstate_of(detail);
+  if (state == "23505" || (state.empty() && (is(detail, errc::conflict)
+                                             || is(detail, errc::not_found))))
+    return make_error(errc::conflict,
+                      "the job was changed by another writer meanwhile; "
+                      "read it again before retrying");
+  std::string why;
+  if (state == "22021")
+    why = "a text field (job id, tenant, type or idempotency key) is not "
+          "valid UTF-8";
+  else if (state.empty() && describe(detail).find("NUL byte")
+                              != std::string::npos)
+    why = "a text field (job id, tenant, type or idempotency key) holds a "
+          "NUL byte";
+  else if (state.substr(0, 2) == "54")
+    why = "a value is too large for the job store (e.g. a very long "
+          "idempotency key)";
+  else
+    why = "the job store refused a value of this request";
+  return make_error(errc::invalid_value, why);
+}
+
+/// The error a client gets for a failed store operation: Drover's own
+/// refusals with their own text; anything PostgreSQL said is replaced by a
+/// message without SQL, SQLSTATE or data (the caller logs the detail).
+caf::error for_client(const caf::error& err) {
+  switch (pg::failure_class_of(err)) {
+    case pg::failure_class::connection:
+      return unavailable("PostgreSQL is unreachable; retry later");
+    case pg::failure_class::data:
+      return refused_data(err);
+    case pg::failure_class::other:
+      break;
+  }
+  if (is(err, errc::not_owner))
+    return unavailable("this node no longer coordinates the database's jobs");
+  if (describe(err).find("partition lease expired") != std::string::npos)
+    return unavailable("this node's coordinator lease awaits renewal; retry "
+                       "later");
+  return unavailable("PostgreSQL could not complete the write; retry later");
+}
+
+/// A read's error for its client: not_found and limits as they are,
+/// everything else as for_client (logged).
+caf::error read_error_for_client(const caf::error& err) {
+  if (pg::sqlstate_of(err).empty()
+      && (is(err, errc::not_found) || is(err, errc::invalid_request)))
+    return err;
+  log("a read failed: " + describe(err));
+  return for_client(err);
+}
+
+/// The node's coordinator lease is gone: says so once, then leaves what to
+/// do to the node (on_deposed: it exits). Writes stay refused by the fence.
+void deposed(self_ptr self, const caf::error& err) {
+  auto& st = self->state;
+  if (st.deposed)
+    return;
+  st.deposed = true;
+  log("deposed: " + describe(err));
+  if (st.cfg.on_deposed)
+    st.cfg.on_deposed(describe(err));
+}
 
 /// Keeps the cache within max_cached_jobs: once it is 10 % above, evicts
 /// down to 90 % (so the scans are amortized over many commits), finished
@@ -287,45 +367,59 @@ void evict_if_needed(self_ptr self) {
   }
 }
 
-/// Forgets everything the store accepted but could not commit.
-void discard(self_ptr self, const batch& b) {
+/// Forgets what the store accepted for job `id` but could not commit; the
+/// job is read from PostgreSQL again when next needed.
+void forget(self_ptr self, const std::string& id) {
   auto& st = self->state;
-  auto forget = [&](const std::string& id) {
-    auto i = st.cache.find(id);
-    if (i != st.cache.end()) {
-      const auto& spec = i->second.spec;
-      if (!spec.idempotency_key.empty())
-        st.keys.erase({spec.tenant, spec.idempotency_key});
-      st.cache.erase(i);
-    }
-    st.dirty.erase(id);
-  };
-  for (const auto& id : b.submitted)
-    forget(id);
-  for (const auto& id : b.touched)
-    forget(id);
+  auto i = st.cache.find(id);
+  if (i != st.cache.end()) {
+    const auto& spec = i->second.spec;
+    if (!spec.idempotency_key.empty())
+      st.keys.erase({spec.tenant, spec.idempotency_key});
+    st.cache.erase(i);
+  }
+  st.dirty.erase(id);
 }
 
+/// Forgets everything the store accepted but could not commit.
+void discard(self_ptr self, const batch& b) {
+  for (const auto& id : b.submitted)
+    forget(self, id);
+  for (const auto& id : b.touched)
+    forget(self, id);
+}
+
+/// Fails the batches that wait behind a failed one (they were validated on
+/// top of it) with `err`.
+void fail_later(self_ptr self, const caf::error& err) {
+  auto& st = self->state;
+  std::deque<batch> later = std::move(st.sealed);
+  st.sealed.clear();
+  later.push_back(std::move(st.pending));
+  st.pending = batch{};
+  st.pending.generation = st.next_generation++;
+  for (const auto& l : later)
+    discard(self, l);
+  for (auto& l : later)
+    for (auto& f : l.completions)
+      f(err, nullptr);
+}
+
+/// `err`: what the clients of the batch are told. `reconnect`: the
+/// connection is gone (failure_class::connection).
 void finish_batch(self_ptr self, std::unique_ptr<batch> b,
-                  const caf::error& err, const pg::write_result* result) {
+                  const caf::error& err, const pg::write_result* result,
+                  bool reconnect = true) {
   auto& st = self->state;
   if (err) {
     // The waiting batches were validated on top of the failed one: they go
     // too. Records are reloaded from PostgreSQL on their next use.
-    std::deque<batch> later = std::move(st.sealed);
-    st.sealed.clear();
-    later.push_back(std::move(st.pending));
-    st.pending = batch{};
-    st.pending.generation = st.next_generation++;
     discard(self, *b);
-    for (const auto& l : later)
-      discard(self, l);
     for (auto& f : b->completions)
       f(err, nullptr);
-    for (auto& l : later)
-      for (auto& f : l.completions)
-        f(err, nullptr);
-    start_reconnect(self);
+    fail_later(self, err);
+    if (reconnect)
+      start_reconnect(self);
     return;
   }
   auto clean = [&](const std::string& id) {
@@ -342,6 +436,86 @@ void finish_batch(self_ptr self, std::unique_ptr<batch> b,
   evict_if_needed(self);
 }
 
+/// The batch committed except for the jobs in `result.failed`: their
+/// operations fail (a data error: that operation's own fault, with a
+/// client error; otherwise the error that stopped the isolation), the
+/// others succeed.
+void finish_partial(self_ptr self, std::unique_ptr<batch> b,
+                    const pg::isolated_write_result& result) {
+  auto& st = self->state;
+  std::unordered_map<std::string, caf::error> refused;
+  bool lost = false;
+  for (const auto& [job, err] : result.failed) {
+    lost = lost
+           || pg::failure_class_of(err) == pg::failure_class::connection;
+    if (is(err, errc::not_owner))
+      deposed(self, err);
+    // The detail (PostgreSQL's words, the bytes) stays in the log.
+    log("job " + job + " not written: " + describe(err));
+    refused.emplace(job, for_client(err));
+  }
+  log("a batch of " + std::to_string(b->completions.size())
+      + " operations: " + std::to_string(refused.size())
+      + " jobs refused, the rest committed (" + std::to_string(result.transactions)
+      + " transactions)");
+  // Batches waiting behind this one that build on a refused job were
+  // validated on state that never committed: they fail whole (rare: nobody
+  // knows a refused job's id but its own submitter).
+  auto builds_on_refused = [&refused](const batch& l) {
+    for (const auto& id : l.submitted)
+      if (refused.count(id) > 0)
+        return true;
+    for (const auto& id : l.touched)
+      if (refused.count(id) > 0)
+        return true;
+    return false;
+  };
+  bool later = builds_on_refused(st.pending);
+  for (const auto& l : st.sealed)
+    later = later || builds_on_refused(l);
+  for (const auto& kv : refused)
+    forget(self, kv.first);
+  auto clean = [&](const std::string& id) {
+    auto d = st.dirty.find(id);
+    if (d != st.dirty.end() && d->second == b->generation)
+      st.dirty.erase(d);
+  };
+  for (const auto& id : b->submitted)
+    clean(id);
+  for (const auto& id : b->touched)
+    clean(id);
+  for (size_t i = 0; i < b->completions.size(); ++i) {
+    const caf::error* err = nullptr;
+    for (const auto& job : b->op_jobs[i])
+      if (auto r = refused.find(job); r != refused.end()) {
+        err = &r->second;
+        break;
+      }
+    if (err != nullptr)
+      b->completions[i](*err, nullptr);
+    else
+      b->completions[i](caf::none, &result.committed);
+  }
+  if (later)
+    fail_later(self, unavailable("an operation it depended on was refused; "
+                                 "retry"));
+  if (lost)
+    start_reconnect(self);
+  evict_if_needed(self);
+}
+
+/// The batch failed whole with `err` (a connection- or other-class error:
+/// data errors are isolated by the writer).
+void fail_batch(self_ptr self, std::unique_ptr<batch> b,
+                const caf::error& err) {
+  log("a batch of " + std::to_string(b->completions.size())
+      + " operations failed: " + describe(err));
+  if (is(err, errc::not_owner))
+    deposed(self, err);
+  auto lost = pg::failure_class_of(err) == pg::failure_class::connection;
+  finish_batch(self, std::move(b), for_client(err), nullptr, lost);
+}
+
 /// What `b` writes: its events, and the records of its jobs as the cache
 /// holds them. Exact only while `b` is the newest batch (no later batch
 /// has touched the cache yet): when it leaves directly, or when sealed.
@@ -355,6 +529,9 @@ std::shared_ptr<pg::write_batch> snapshot(self_ptr self, const batch& b) {
     if (new_jobs.count(id) == 0)
       wb->updates.push_back(st.cache.at(id));
   wb->events = b.events;
+  for (const auto& jobs : b.op_jobs)
+    if (jobs.size() > 1)
+      wb->linked.push_back(jobs);
   return wb;
 }
 
@@ -377,20 +554,23 @@ void flush(self_ptr self) {
   st.inflight = std::move(b);
   self->request(st.writer, st.cfg.io_timeout, write_atom::value, *shared_wb)
     .then(
-      [self](pg::write_result& result) {
+      [self](pg::isolated_write_result& result) {
         auto b = std::move(self->state.inflight);
-        finish_batch(self, std::move(b), caf::none, &result);
+        if (result.failed.empty())
+          finish_batch(self, std::move(b), caf::none, &result.committed);
+        else
+          finish_partial(self, std::move(b), result);
         flush(self);
       },
       [self, shared_wb](caf::error& err) {
         auto& st = self->state;
         if (describe(err).find("outcome unknown") == std::string::npos) {
           auto b = std::move(st.inflight);
-          finish_batch(self, std::move(b), unavailable(describe(err)),
-                       nullptr);
+          fail_batch(self, std::move(b), err);
           flush(self);
           return;
         }
+        log("commit outcome unknown, asking PostgreSQL: " + describe(err));
         // The connection broke during COMMIT: ask PostgreSQL what happened.
         self->request(st.writer, st.cfg.io_timeout, committed_atom::value,
                       *shared_wb)
@@ -408,21 +588,24 @@ void flush(self_ptr self) {
               flush(self);
             },
             [self](caf::error& err2) {
+              log("commit outcome still unknown: " + describe(err2));
               auto b = std::move(self->state.inflight);
               finish_batch(self, std::move(b),
-                           unavailable("commit outcome unknown ("
-                                       + describe(err2)
-                                       + "); retry with the same idempotency "
-                                         "key"),
+                           unavailable("commit outcome unknown; retry with "
+                                       "the same idempotency key"),
                            nullptr);
               flush(self);
             });
       });
 }
 
-void enqueue_op(self_ptr self, completion_fn done) {
+/// Adds an operation to the pending batch: `jobs` are the jobs whose
+/// commit it needs (its own writes, or the job it waits for).
+void enqueue_op(self_ptr self, std::vector<std::string> jobs,
+                completion_fn done) {
   auto& st = self->state;
   st.pending.completions.push_back(std::move(done));
+  st.pending.op_jobs.push_back(std::move(jobs));
   if (st.hold)
     return; // a batch submit in progress: it flushes when complete
   if (st.pending.completions.size() >= st.cfg.max_batch) {
@@ -614,9 +797,12 @@ void accept_append(self_ptr self, std::vector<job_event> events,
     st.dirty[kv.first] = gen;
     st.pending.touched.insert(kv.first);
   }
+  std::vector<std::string> jobs;
+  for (auto& kv : staged)
+    jobs.push_back(kv.first);
   for (auto& ev : events)
     st.pending.events.push_back(std::move(ev));
-  enqueue_op(self, [rp](const caf::error& err,
+  enqueue_op(self, std::move(jobs), [rp](const caf::error& err,
                         const pg::write_result*) mutable {
     if (err)
       rp.deliver(err);
@@ -644,7 +830,7 @@ void answer_duplicate(self_ptr self, const job_spec& spec, submit_done done) {
                             + "' is taken by job " + existing.job_id
                             + " with a different spec"));
       },
-      [done](caf::error& err) { done(std::move(err)); });
+      [done](caf::error& err) { done(read_error_for_client(err)); });
 }
 
 /// Asks the reader and answers through the store, instead of delegating:
@@ -658,7 +844,9 @@ caf::result<T> ask_reader(self_ptr self, Ts... xs) {
   auto rp = self->make_response_promise<T>();
   self->request(self->state.reader, self->state.cfg.io_timeout, xs...)
     .then([rp](T& x) mutable { rp.deliver(std::move(x)); },
-          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+          [rp](caf::error& err) mutable {
+            rp.deliver(read_error_for_client(err));
+          });
   return rp;
 }
 
@@ -694,7 +882,7 @@ void submit_one(self_ptr self, job_event ev, submit_done done) {
             };
             if (st.dirty.count(existing_id) > 0) {
               // Not committed yet: answer once it is (or is not).
-              enqueue_op(self, [reply, done](const caf::error& err,
+              enqueue_op(self, {existing_id}, [reply, done](const caf::error& err,
                                              const pg::write_result*) {
                 if (err)
                   done(err);
@@ -722,7 +910,7 @@ void submit_one(self_ptr self, job_event ev, submit_done done) {
                           id);
         st.pending.submitted.push_back(id);
         st.pending.events.push_back(std::move(ev));
-        enqueue_op(self, [self, id, rec,
+        enqueue_op(self, {id}, [self, id, rec,
                           done](const caf::error& err,
                                 const pg::write_result* result) {
           if (err) {
@@ -749,11 +937,11 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
     st.cfg = cfg;
     st.pending.generation = st.next_generation++;
     st.writer = self->system().spawn<caf::detached>(io_impl, cfg.conninfo,
-                                                    true);
+                                                    true, cfg.fence);
     // Both connections migrate (idempotent, under an advisory lock), so a
     // read never races the schema's creation.
-    st.reader = self->system().spawn<caf::detached>(io_impl, cfg.conninfo,
-                                                    true);
+    st.reader = self->system().spawn<caf::detached>(
+      io_impl, cfg.conninfo, true, std::shared_ptr<const pg::write_fence>{});
     // The I/O actors live and die with the store.
     self->link_to(st.writer);
     self->link_to(st.reader);
@@ -778,7 +966,8 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
         self->request(st.writer, st.cfg.io_timeout, ping_atom::value)
           .then([rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
                 [rp](caf::error& err) mutable {
-                  rp.deliver(unavailable(describe(err)));
+                  log("ping failed: " + describe(err));
+                  rp.deliver(for_client(err));
                 });
         return rp;
       },
@@ -854,7 +1043,9 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
         with_loaded(
           self, std::move(ids),
           [self, shared, rp] { accept_append(self, std::move(*shared), rp); },
-          [rp](caf::error err) mutable { rp.deliver(std::move(err)); });
+          [rp](caf::error err) mutable {
+            rp.deliver(read_error_for_client(err));
+          });
         return rp;
       },
       [self](get_atom, const std::string& id) -> caf::result<job_record> {
@@ -867,7 +1058,9 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
           // Uncommitted events: answer the committed state, uncached.
           self->request(st.reader, st.cfg.io_timeout, get_atom::value, id)
             .then([rp](job_record& rec) mutable { rp.deliver(std::move(rec)); },
-                  [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+                  [rp](caf::error& err) mutable {
+                    rp.deliver(read_error_for_client(err));
+                  });
           return rp;
         }
         // Not cached: read it with the other loads and keep it (the job
@@ -875,7 +1068,7 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
         load(self, id,
              [rp, id](const job_record* rec, const caf::error& err) mutable {
                if (err)
-                 rp.deliver(err);
+                 rp.deliver(read_error_for_client(err));
                else if (rec == nullptr)
                  rp.deliver(
                    make_error(errc::not_found, "no job '" + id + "'"));

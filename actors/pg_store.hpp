@@ -19,6 +19,22 @@
 // `errc::unavailable` (never acknowledged without a commit) while the store
 // reconnects with backoff; a write whose commit outcome is unknown is
 // re-read, not guessed.
+//
+// A transaction PostgreSQL refuses for its data (SQLSTATE 22xxx, 23xxx,
+// 54xxx, text with NUL: pg::failure_class::data) is not a lost connection:
+// the batch is written again in halves (pg::session::write_isolated) until
+// the offending operations are alone. They fail with errc::invalid_value
+// (or errc::conflict when the stored job changed under them); everything
+// else in the batch commits, and the store stays available. Only
+// connection-class failures make it reconnect. Client-facing errors never
+// carry PostgreSQL's text, an SQLSTATE or another request's bytes; the
+// detail goes to the node's log.
+//
+// Fencing: with `fence` set, every write transaction first checks the
+// partition leases (runtime/pg_lease.hpp). A write that finds them taken
+// over commits nothing, fails with errc::unavailable and calls
+// `on_deposed` once; one that finds them expired (not yet renewed) fails
+// with errc::unavailable and changes nothing else.
 
 #include "actors/store.hpp"
 
@@ -28,7 +44,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+
+namespace drover::pg {
+struct write_fence;
+} // namespace drover::pg
 
 namespace drover {
 
@@ -56,6 +77,12 @@ struct pg_store_config {
   int32_t retention_batch = 10000;
   /// Unix ms now; tests may substitute their own clock.
   std::function<int64_t()> clock_ms;
+  /// The partition leases every write transaction checks; null = none
+  /// (tests and tools on a database no coordinator uses).
+  std::shared_ptr<const pg::write_fence> fence;
+  /// Called once, on the store's thread, with a one-line reason when a
+  /// write finds the leases taken over; must not block.
+  std::function<void(const std::string&)> on_deposed;
 };
 
 store_actor spawn_pg_store(caf::actor_system& sys, pg_store_config cfg);

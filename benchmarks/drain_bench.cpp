@@ -7,6 +7,7 @@
 //   drover_bench_drain --store postgres --pg-url URL --jobs 100000
 //                      --slots 4 --job-us 0 --runs 3 [--workload B1|B7]
 //                      [--perf-ctl FIFO] [--executor cache|thread] [--scheduler stealing|sharing]
+//                      [--fence on|off]
 //
 // Per run: a fresh job system (and, for postgres, a fresh database created
 // from --pg-url's server); N jobs submitted through the queue with a window
@@ -30,10 +31,16 @@
 // --control fifo:FIFO -D -1` control FIFO when the drain starts and
 // "disable" when it ends, so a profile covers the drain only.
 //
+// --fence on (the default, what drover-node does) takes the database's
+// partition leases before the store starts and gives the store their fence:
+// every write transaction then checks the 64 lease rows FOR SHARE
+// (runtime/pg_lease.hpp). --fence off measures the store without it.
+//
 // Prints one JSON line per run and one summary line (medians, ranges);
 // exit 4 if any run lost or failed a job.
 
 #include "benchmarks/issue6_support.hpp"
+#include "runtime/pg_lease.hpp"
 
 #include <fcntl.h>
 
@@ -57,6 +64,8 @@ struct options {
   /// CAF scheduling policy: stealing (the node's default) or sharing.
   std::string scheduler = "stealing";
   int runs = 1;
+  /// postgres: check the partition leases in every write ("on"/"off").
+  std::string fence = "on";
 };
 
 struct run_result {
@@ -101,6 +110,19 @@ run_result run_once(const options& opt, uint32_t slots, int run_no) {
     db_url = create_db(opt.pg_url, db);
     require_d2(db_url);
   }
+  std::shared_ptr<const pg::write_fence> fence;
+  if (!db_url.empty() && opt.fence == "on") {
+    // As drover-node does before its store starts; a TTL longer than any
+    // run, so no renewal is needed.
+    auto grant = pg::claim_coordinator(db_url, "bench",
+                                       std::chrono::hours{1});
+    if (!grant) {
+      std::cerr << "cannot take the leases: " << describe(grant.error())
+                << std::endl;
+      std::exit(2);
+    }
+    fence = grant->fence();
+  }
   auto hold = std::make_shared<gate>();
   auto handlers = std::make_shared<handler_registry>();
   auto job_us = opt.job_us;
@@ -114,7 +136,8 @@ run_result run_once(const options& opt, uint32_t slots, int run_no) {
   std::function<void(std::function<void()>)> exec;
   if (opt.executor == "thread")
     exec = [](std::function<void()> f) { std::thread{std::move(f)}.detach(); };
-  auto rs = start_system(sys, {{"cpu", slots}}, handlers, db_url, exec);
+  auto rs = start_system(sys, {{"cpu", slots}}, handlers, db_url, exec,
+                         fence);
   caf::scoped_actor self{sys};
   wait_idle_workers(self, rs, slots);
   auto queue = rs.handles->queue();
@@ -200,7 +223,8 @@ void usage() {
   std::cerr << "usage: drover_bench_drain [--store memory|postgres] "
                "[--pg-url URL] [--jobs N] [--slots 1,2,4] [--job-us N] "
                "[--window N] [--threads N] [--runs N] [--workload B1|B7] "
-               "[--perf-ctl FIFO] [--executor cache|thread] [--scheduler stealing|sharing]\n";
+               "[--perf-ctl FIFO] [--executor cache|thread] [--scheduler stealing|sharing] "
+               "[--fence on|off]\n";
 }
 
 } // namespace
@@ -233,6 +257,8 @@ int main(int argc, char** argv) {
       opt.perf_ctl = args.value();
     else if (args.key() == "--executor")
       opt.executor = args.value();
+    else if (args.key() == "--fence")
+      opt.fence = args.value();
     else {
       usage();
       return 2;
@@ -240,7 +266,8 @@ int main(int argc, char** argv) {
   }
   if ((opt.store != "memory" && opt.store != "postgres")
       || (opt.executor != "cache" && opt.executor != "thread")
-      || (opt.scheduler != "stealing" && opt.scheduler != "sharing")) {
+      || (opt.scheduler != "stealing" && opt.scheduler != "sharing")
+      || (opt.fence != "on" && opt.fence != "off")) {
     usage();
     return 2;
   }
@@ -270,6 +297,7 @@ int main(int argc, char** argv) {
         .str("store", opt.store)
         .str("executor", opt.executor)
         .str("scheduler", opt.scheduler)
+        .str("fence", opt.store == "postgres" ? opt.fence : "n/a")
         .integer("slots", slots)
         .integer("job_us", opt.job_us)
         .integer("jobs", static_cast<int64_t>(opt.jobs))

@@ -226,7 +226,8 @@ inline running_system
 start_system(caf::actor_system& sys, std::map<std::string, uint32_t> slots,
              std::shared_ptr<const handler_registry> handlers,
              const std::string& db_url,
-             std::function<void(std::function<void()>)> executor = nullptr) {
+             std::function<void(std::function<void()>)> executor = nullptr,
+             std::shared_ptr<const pg::write_fence> fence = nullptr) {
   job_system_config jc;
   jc.slots = std::move(slots);
   jc.handlers = std::move(handlers);
@@ -234,6 +235,7 @@ start_system(caf::actor_system& sys, std::map<std::string, uint32_t> slots,
   if (!db_url.empty()) {
     pg_store_config pc;
     pc.conninfo = db_url;
+    pc.fence = std::move(fence);
     jc.make_store = [pc](caf::actor_system& s) { return spawn_pg_store(s, pc); };
   }
   running_system out;

@@ -8,10 +8,18 @@
 // "ready" line, then wait. SIGINT or SIGTERM starts an orderly shutdown of
 // the tree (exit 0); a root supervisor that escalates ends the process with
 // exit 1.
+//
+// With --store postgres the node is the database's coordinator: after
+// checking that its ports are free it takes every partition lease
+// (runtime/pg_lease.hpp) before the job system starts — exit 2 naming the
+// holder if another live process has them — renews them while it runs,
+// releases them after an orderly shutdown, and exits 3 at once if another
+// coordinator takes them over (docs/storage.md).
 
 #include "actors/api.hpp"
 #include "actors/job_system.hpp"
 #include "actors/pg_store.hpp"
+#include "runtime/pg_lease.hpp"
 #include "gateway/gateway.hpp"
 #include "gateway/webhook_dispatcher.hpp"
 #include "runtime/config.hpp"
@@ -29,12 +37,20 @@
 #include <caf/send.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
+#include <functional>
+#include <memory>
 #include <cstdlib>
 #include <mutex>
 #include <csignal>
 #include <iostream>
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <thread>
 
 namespace {
@@ -100,10 +116,91 @@ exec_policy_of(const drover::node_config& cfg) {
   return policy;
 }
 
+/// Binds host:port and lets it go again, so that a port another process
+/// holds is found before the node migrates or takes its leases: a node that
+/// cannot start changes nothing in the database. Port 0 always passes.
+caf::error check_port(const std::string& host, uint16_t port,
+                      const char* option) {
+  if (port == 0)
+    return caf::none;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  auto service = std::to_string(port);
+  if (getaddrinfo(host.c_str(), service.c_str(), &hints, &found) != 0)
+    return drover::make_error(drover::errc::bad_config,
+                              std::string{option} + ": cannot resolve '"
+                                + host + "'");
+  std::string why;
+  for (auto* ai = found; ai != nullptr; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (fd < 0)
+      continue;
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    bool bound = bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+    if (!bound)
+      why = std::strerror(errno);
+    close(fd);
+    if (bound) {
+      freeaddrinfo(found);
+      return caf::none;
+    }
+  }
+  freeaddrinfo(found);
+  return drover::make_error(drover::errc::unavailable,
+                            std::string{"cannot listen on "} + host + ':'
+                              + service + " (" + option + "): " + why);
+}
+
+/// The coordinator's hold on its database (store postgres): the partition
+/// leases, renewed by `keeper` from start-up until the tree has stopped.
+/// Released on every way out of run() (orderly or not); a write or a
+/// renewal that finds them taken over ends the process (exit 3).
+struct coordinator_claim {
+  std::unique_ptr<drover::pg::lease_keeper> keeper;
+  std::shared_ptr<const drover::pg::write_fence> fence;
+  /// Set while releasing: the store's last writes, refused by the fence
+  /// then, are no takeover.
+  std::shared_ptr<std::atomic<bool>> leaving
+    = std::make_shared<std::atomic<bool>>(false);
+
+  void release() {
+    if (!keeper)
+      return;
+    leaving->store(true);
+    if (auto err = keeper->stop_and_release())
+      std::cerr << "drover-node: could not release the partition leases "
+                   "(they expire by themselves): "
+                << drover::describe(err) << '\n';
+    keeper.reset();
+  }
+  ~coordinator_claim() {
+    release();
+  }
+};
+
+/// Ends the process when another coordinator has taken the leases: this
+/// one must neither write nor dispatch any more.
+std::function<void(const std::string&)>
+deposed_exit(std::shared_ptr<std::atomic<bool>> leaving) {
+  return [leaving](const std::string& why) {
+    if (leaving->load())
+      return;
+    std::cerr << "drover-node: deposed: another coordinator took over this "
+                 "database's partition leases; stopping at once (exit 3): "
+              << why << std::endl;
+    std::_Exit(3);
+  };
+}
+
 /// The node's supervision tree: for now every node runs all roles.
 caf::expected<drover::supervisor_spec>
 node_tree(const drover::node_config& cfg,
-          std::shared_ptr<drover::job_system_handles> handles) {
+          std::shared_ptr<drover::job_system_handles> handles,
+          const coordinator_claim& claim) {
   auto handlers = std::make_shared<drover::handler_registry>();
   drover::builtin_options builtins;
   builtins.exec_kill_grace = cfg.exec_kill_grace;
@@ -126,6 +223,8 @@ node_tree(const drover::node_config& cfg,
     drover::pg_store_config pg;
     pg.conninfo = cfg.pg_url;
     pg.retain_finished = std::chrono::hours{24} * cfg.retention_days;
+    pg.fence = claim.fence;
+    pg.on_deposed = deposed_exit(claim.leaving);
     jobs.make_store = [pg](caf::actor_system& sys) {
       return drover::spawn_pg_store(sys, pg);
     };
@@ -153,7 +252,45 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   drover::apply(cfg, caf_cfg);
   caf::actor_system sys{caf_cfg};
   auto handles = std::make_shared<drover::job_system_handles>();
-  auto tree = node_tree(cfg, handles);
+  // Ports first, then the database: a node that cannot listen exits
+  // before it migrates or takes a lease.
+  for (auto err : {check_port(cfg.admin_host, cfg.admin_port, "admin-port"),
+                   has_role(cfg, "gateway")
+                     ? check_port(cfg.http_host, cfg.http_port, "http-port")
+                     : caf::error{}})
+    if (err) {
+      std::cerr << "drover-node: " << drover::describe(err) << '\n';
+      return drover::is(err, drover::errc::bad_config) ? 2 : 1;
+    }
+  coordinator_claim claim;
+  if (cfg.store == "postgres") {
+    // One coordinator per database: every lease before recovery.
+    auto grant = drover::pg::claim_coordinator(cfg.pg_url, cfg.node_id,
+                                               cfg.lease_ttl);
+    if (!grant) {
+      if (drover::is(grant.error(), drover::errc::conflict)) {
+        std::cerr << "drover-node: another coordinator runs on this "
+                     "database: "
+                  << drover::describe(grant.error()) << '\n';
+        return 2;
+      }
+      std::cerr << "drover-node: cannot take the coordinator leases: "
+                << drover::describe(grant.error()) << '\n';
+      return 1;
+    }
+    claim.fence = grant->fence();
+    drover::pg::lease_keeper::config kc;
+    kc.conninfo = cfg.pg_url;
+    kc.grant = std::move(*grant);
+    kc.ttl = cfg.lease_ttl;
+    kc.interval = cfg.lease_renew_interval;
+    kc.deposed = deposed_exit(claim.leaving);
+    kc.log = [](const std::string& line) {
+      std::cerr << "drover-node: " << line << std::endl;
+    };
+    claim.keeper = std::make_unique<drover::pg::lease_keeper>(std::move(kc));
+  }
+  auto tree = node_tree(cfg, handles, claim);
   if (!tree) {
     std::cerr << "drover-node: " << drover::describe(tree.error()) << '\n';
     return 2;
@@ -272,6 +409,8 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   if (gateway)
     gateway->stop();
   caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
+  // The tree (the store with it) has stopped: nothing writes any more.
+  claim.release();
   if (asked_to_stop && (!reason || reason == caf::exit_reason::user_shutdown)) {
     std::cout << "drover-node " << cfg.node_id << " stopped" << std::endl;
     return 0;

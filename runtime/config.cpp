@@ -116,6 +116,13 @@ caf::error validate(const node_config& cfg) {
     return bad("--store postgres needs --pg-url");
   if (cfg.retention_days > 36500)
     return bad("retention-days must be at most 36500");
+  if (cfg.lease_ttl.count() < 500 || cfg.lease_ttl.count() > 600000)
+    return bad("lease-ttl-ms must be within [500, 600000]");
+  if (cfg.lease_renew_interval.count() < 50
+      || cfg.lease_renew_interval * 2 >= cfg.lease_ttl)
+    return bad("lease-renew-interval-ms must be at least 50 and less than "
+               "half of lease-ttl-ms (a renewal may fail once and the next "
+               "still comes in time)");
   if (!cfg.webhook_secret.empty())
     if (auto key = decode_webhook_secret(cfg.webhook_secret); !key)
       return std::move(key.error());
@@ -156,6 +163,8 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   int64_t heartbeat = cfg.heartbeat_interval.count();
   int64_t conn_timeout = cfg.connection_timeout.count();
   int64_t shutdown = cfg.shutdown_timeout.count();
+  int64_t lease_ttl = cfg.lease_ttl.count();
+  int64_t lease_renew = cfg.lease_renew_interval.count();
   std::string slots = "cpu=2";
   int64_t aging = cfg.aging_interval.count();
   int64_t max_input = static_cast<int64_t>(cfg.max_input_bytes);
@@ -261,6 +270,12 @@ caf::expected<parse_outcome> parse_node_config(int argc,
     ("retention-days", po::value(&cfg.retention_days),
      "postgres: purge finished jobs (and their events) older than this; "
      "0 keeps them forever; live jobs and the DLQ are never purged")
+    ("lease-ttl-ms", po::value(&lease_ttl)->default_value(lease_ttl),
+     "postgres: lifetime of the coordinator's partition leases (server "
+     "clock); a restart after a crash waits at most this long")
+    ("lease-renew-interval-ms",
+     po::value(&lease_renew)->default_value(lease_renew),
+     "postgres: how often the leases are renewed (less than half the TTL)")
     ("http-host", po::value(&cfg.http_host)->default_value(cfg.http_host),
      "gateway: interface of the HTTP API (without API keys: loopback only)")
     ("http-port", po::value(&http_port)->default_value(http_port),
@@ -399,6 +414,8 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   cfg.heartbeat_interval = std::chrono::milliseconds{heartbeat};
   cfg.connection_timeout = std::chrono::milliseconds{conn_timeout};
   cfg.shutdown_timeout = std::chrono::milliseconds{shutdown};
+  cfg.lease_ttl = std::chrono::milliseconds{lease_ttl};
+  cfg.lease_renew_interval = std::chrono::milliseconds{lease_renew};
   cfg.roles.clear();
   std::string::size_type pos = 0;
   while (pos <= roles.size()) {

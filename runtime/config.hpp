@@ -71,6 +71,11 @@ struct node_config {
   std::string pg_url;
   /// Purge finished jobs older than this many days (0 = keep forever).
   uint32_t retention_days = 0;
+  /// postgres: the coordinator's partition leases (runtime/pg_lease.hpp):
+  /// how long one lasts by PostgreSQL's clock (a restart after kill -9
+  /// waits at most this long) and how often it is renewed (< ttl / 2).
+  std::chrono::milliseconds lease_ttl{5000};
+  std::chrono::milliseconds lease_renew_interval{1000};
   // -- webhooks (gateway/webhook.hpp, docs/webhooks.md) --
   /// Signing secret, "whsec_" + base64 of 24 to 64 random bytes; empty =
   /// deliveries go out unsigned (the node warns).

@@ -22,6 +22,7 @@ const char* to_string(errc x) {
     case errc::conflict: return "conflict";
     case errc::invalid_request: return "invalid_request";
     case errc::stale_attempt: return "stale_attempt";
+    case errc::not_owner: return "not_owner";
   }
   return "unknown";
 }

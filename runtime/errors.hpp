@@ -48,6 +48,10 @@ enum class errc : uint8_t {
   invalid_request = 13,
   /// A finished or superseded attempt tried to report (fencing).
   stale_attempt = 14,
+  /// Fencing of the store: this node no longer owns the partition leases
+  /// its writes need (another coordinator took them over); nothing was
+  /// written.
+  not_owner = 15,
 };
 
 /// The error category atom for `errc`.

@@ -28,6 +28,9 @@ constexpr uint32_t int2_oid = 21;
 constexpr uint32_t int4_oid = 23;
 constexpr uint32_t text_oid = 25;
 
+/// Part of the context of a fence check that found our own lease expired.
+constexpr std::string_view expired_lease_marker = "partition lease expired";
+
 /// Key of the transaction-level advisory lock that serialises migrations
 /// ("drover" in ASCII).
 constexpr int64_t migration_lock_key = 0x64726f766572;
@@ -89,6 +92,20 @@ errc classify(const std::string& state) {
       || cls == "3F") // invalid schema name
     return errc::bad_config;
   return errc::invalid_value; // 22 data exception, 23 integrity, ...
+}
+
+/// The SQLSTATE a context of this layer ends with (" [SQLSTATE xxxxx]", as
+/// connection::failure writes it), or empty. Only the end counts: text
+/// earlier in a context may come from the data.
+std::string_view trailing_sqlstate(std::string_view ctx) {
+  constexpr std::string_view open = " [SQLSTATE ";
+  constexpr size_t len = 11 + 5 + 1; // open, five characters, ']'
+  if (ctx.size() < len || ctx.back() != ']')
+    return {};
+  auto tail = ctx.substr(ctx.size() - len);
+  if (tail.substr(0, open.size()) != open)
+    return {};
+  return tail.substr(open.size(), 5);
 }
 
 /// True if `res` (the outcome of a statement on `conn`) means the
@@ -270,6 +287,51 @@ const std::string update_jobs_sql
       "WHERE j.job_id = v.job_id AND j.seq < v.seq RETURNING j.job_id";
 
 } // namespace
+
+// -- failures -----------------------------------------------------------------
+
+failure_class classify_sqlstate(std::string_view state) {
+  if (state.size() != 5)
+    return failure_class::other;
+  auto cls = state.substr(0, 2);
+  if (cls == "08" || state.substr(0, 3) == "57P")
+    return failure_class::connection;
+  if (cls == "22" || cls == "23" || cls == "54")
+    return failure_class::data;
+  return failure_class::other;
+}
+
+std::string sqlstate_of(const caf::error& err) {
+  if (!err || err.category() != errc_category
+      || !err.context().match_elements<std::string>())
+    return {};
+  return std::string{trailing_sqlstate(err.context().get_as<std::string>(0))};
+}
+
+failure_class failure_class_of(const caf::error& err) {
+  if (!err || err.category() != errc_category)
+    return failure_class::other;
+  std::string ctx;
+  if (err.context().match_elements<std::string>())
+    ctx = err.context().get_as<std::string>(0);
+  if (auto state = trailing_sqlstate(ctx); !state.empty())
+    return classify_sqlstate(state);
+  switch (static_cast<errc>(err.code())) {
+    case errc::unavailable:
+      // Without SQLSTATE: libpq's own failures (lost connection, outcome
+      // unknown) and "not connected". A fence found expired says so
+      // itself and is not a connection failure.
+      return ctx.find(expired_lease_marker) != std::string::npos
+               ? failure_class::other
+               : failure_class::connection;
+    case errc::invalid_value:
+    case errc::conflict:
+    case errc::not_found:
+      return failure_class::data;
+    default:
+      return failure_class::other;
+  }
+}
 
 // -- result -------------------------------------------------------------------
 
@@ -1043,6 +1105,8 @@ caf::expected<write_result> session::write(const write_batch& batch) {
     rollback_quietly();
     return err;
   };
+  if (auto err = check_fence())
+    return fail(std::move(err));
 
   // 1. Submits. ON CONFLICT DO NOTHING covers the job id and the
   // idempotency key, also between rows of the same statement (the first
@@ -1447,15 +1511,72 @@ caf::expected<job_record> session::find_by_key(const std::string& tenant,
 
 caf::expected<uint64_t> session::purge_finished(int64_t before_ms,
                                                 int32_t max_jobs) {
+  if (auto err = rollback_quietly())
+    return err;
+  if (auto res = conn_.exec("BEGIN", {}, false, "purging finished jobs"); !res)
+    return std::move(res.error());
+  auto fail = [this](caf::error err) {
+    rollback_quietly();
+    return err;
+  };
+  if (auto err = check_fence())
+    return fail(std::move(err));
   auto res = conn_.exec("SELECT drover.purge_finished($1, $2)",
                         params{}.int64(before_ms).int32(max_jobs), false,
                         "purging finished jobs");
   if (!res)
-    return std::move(res.error());
+    return fail(std::move(res.error()));
   uint64_t n = 0;
   if (res->rows() != 1 || !parse_number(res->value(0, 0), n))
-    return make_error(errc::malformed, "unreadable purge count");
+    return fail(make_error(errc::malformed, "unreadable purge count"));
+  if (auto done = conn_.exec("COMMIT", {}, false, "committing a purge"); !done)
+    return fail(std::move(done.error()));
   return n;
+}
+
+caf::error session::check_fence() {
+  if (!fence_)
+    return caf::none;
+  const auto& f = *fence_;
+  array_param parts{element::int4, f.partitions.size()};
+  array_param epochs{element::int8, f.epochs.size()};
+  for (auto p : f.partitions)
+    parts.int32(p);
+  for (auto e : f.epochs)
+    epochs.int64(e);
+  // FOR SHARE: a takeover's UPDATE of these rows waits for this
+  // transaction, so nothing it writes can land after a successor's epoch.
+  auto res = conn_.exec_prepared(
+      "drover_check_fence",
+      "SELECT l.partition, coalesce(l.owner = $1 AND l.epoch = h.epoch, "
+      "false), l.expires_at > now(), l.epoch, coalesce(l.owner_node, '') "
+      "FROM drover.partition_leases l "
+      "JOIN unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
+      "ON l.partition = h.partition FOR SHARE OF l",
+      params{}.text(f.instance).array(parts).array(epochs), false,
+      "checking the partition leases");
+  if (!res)
+    return std::move(res.error());
+  if (static_cast<size_t>(res->rows()) != f.partitions.size())
+    return make_error(errc::not_owner,
+                      "partition leases missing: " + std::to_string(res->rows())
+                          + " of " + std::to_string(f.partitions.size())
+                          + " found");
+  bool expired = false;
+  for (int row = 0; row < res->rows(); ++row) {
+    if (res->value(row, 1) != "t")
+      return make_error(errc::not_owner,
+                        "partition " + std::string{res->value(row, 0)}
+                            + " was taken over (epoch "
+                            + std::string{res->value(row, 3)} + ", node '"
+                            + std::string{res->value(row, 4)} + "')");
+    expired = expired || res->value(row, 2) != "t";
+  }
+  if (expired)
+    return make_error(errc::unavailable,
+                      std::string{expired_lease_marker}
+                          + " before its renewal; writes wait for it");
+  return caf::none;
 }
 
 } // namespace drover::pg

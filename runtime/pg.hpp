@@ -32,6 +32,11 @@
 //   bad_config     the database schema is newer than this binary or its
 //                  migrations were edited.
 //
+// What a failure means for the caller (`failure_class_of`): connection
+// class (reconnect), data class (this data fails again, other data may
+// pass: `session::write_isolated` finds the offending jobs), or other
+// (fail what was asked, keep the connection).
+//
 // SQL is parameterised everywhere: values travel as parameters (bytea in
 // binary), never spliced into statement text. The only unparameterised text
 // is the migrations' own constant SQL.
@@ -298,6 +303,41 @@ struct migration {
 /// All migrations in version order (runtime/pg_schema.cpp).
 const std::vector<migration>& migrations();
 
+// -- failures -----------------------------------------------------------------
+
+/// What an error of this layer says about the connection and the data.
+enum class failure_class : uint8_t {
+  /// The connection is gone or the server is going away: SQLSTATE 08xxx
+  /// (connection exception), 57Pxx (admin/crash shutdown, cannot connect
+  /// now), and every failure libpq raises itself (no SQLSTATE: lost
+  /// socket, "outcome unknown"). Reconnect before the next call.
+  connection,
+  /// The data of the statement was refused and would be again: 22xxx (data
+  /// exception, e.g. 22021 invalid UTF-8), 23xxx (integrity constraint; the
+  /// idempotency index never raises, submits skip taken keys), 54xxx
+  /// (program limit, e.g. an index row too large for a key), and the
+  /// session's own checks (text holding NUL, a batch contradicting the
+  /// stored state: conflict, not_found, invalid_value without SQLSTATE).
+  data,
+  /// Anything else: transient server conditions (40xxx serialization or
+  /// deadlock, 53xxx out of resources, 55xxx lock not available, 57014
+  /// statement cancelled, 58xxx, XX000), configuration (42xxx, 28xxx, 3Dxxx),
+  /// a fenced write (errc::not_owner), a corrupt row. The connection is
+  /// still usable; what was asked failed as a whole.
+  other,
+};
+
+/// The class of an SQLSTATE (five characters; anything else: `other`).
+failure_class classify_sqlstate(std::string_view sqlstate);
+
+/// The SQLSTATE an error of this layer records (PostgreSQL refused the
+/// statement), or empty.
+std::string sqlstate_of(const caf::error& err);
+
+/// The class of an error returned by this layer (from its errc and the
+/// SQLSTATE it records in its context). Errors of other origins: `other`.
+failure_class failure_class_of(const caf::error& err);
+
 // -- sessions -----------------------------------------------------------------
 
 /// One group commit: what a batch of store operations changes, written in
@@ -312,6 +352,10 @@ struct write_batch {
   /// Projections of existing jobs after the batch (or of new jobs after
   /// more events than their submit record holds). Job ids unique.
   std::vector<job_record> updates;
+  /// For write_isolated only: groups of jobs that must commit or fail
+  /// together (one operation touched them all). Jobs in no group are units
+  /// of their own.
+  std::vector<std::vector<std::string>> linked;
 };
 
 struct write_result {
@@ -320,6 +364,34 @@ struct write_result {
   /// events and updates were skipped. Look the holder up with
   /// `find_by_key`.
   std::vector<std::string> duplicate_submits;
+};
+
+/// Outcome of `session::write_isolated`: every job of the batch is either
+/// committed or named in `failed`.
+struct isolated_write_result {
+  /// As write(), for the part that committed.
+  write_result committed;
+  /// Jobs not written, with why: a data-class error for the jobs whose data
+  /// PostgreSQL refused (their own, or that of a job linked to them), or
+  /// the connection- or other-class error that stopped the isolation
+  /// before their part was written. Contexts carry PostgreSQL's words: for
+  /// the server log, never for clients.
+  std::vector<std::pair<std::string, caf::error>> failed;
+  /// Write transactions run: 1 when the batch went in whole; with one
+  /// offending unit among n, at most 2 + ceil(log2(n)).
+  uint32_t transactions = 0;
+};
+
+/// Ownership of the partition leases (runtime/pg_lease.hpp) that every write
+/// transaction of a session checks first: `instance` still owns each of
+/// `partitions` at its epoch, and none has expired (PostgreSQL's clock).
+/// The check locks the lease rows FOR SHARE, so a takeover (an UPDATE of
+/// them) waits until the write has committed or rolled back.
+struct write_fence {
+  std::string instance;
+  std::vector<int32_t> partitions;
+  /// Parallel to `partitions`.
+  std::vector<int64_t> epochs;
 };
 
 /// One connection to Drover's database. Not thread-safe: one thread at a
@@ -358,6 +430,31 @@ public:
   /// connection broke during COMMIT: then the error is `unavailable` with
   /// "outcome unknown" in its context, and `committed()` tells.
   caf::expected<write_result> write(const write_batch& batch);
+
+  /// write(), except that a data-class failure (failure_class::data) does
+  /// not fail the whole batch: the batch is cut into units (a job with its
+  /// submit or update and its events; jobs named together in
+  /// `batch.linked` form one unit) and written again in halves, bisecting
+  /// only the half known to hold a refused unit, until the refused units
+  /// are alone; halves not known to hold one are written together at the
+  /// end. One offending unit among n costs at most ceil(log2(n)) + 1
+  /// transactions more than the batch, k of them at most k times that; a
+  /// unit is refused only after a transaction holding it alone or with
+  /// units that then committed failed, so every other unit commits. A failure
+  /// of another class during the isolation stops it: units not written by
+  /// then are `failed` with that error. An error is returned only when
+  /// nothing was written (the first attempt failed with a connection- or
+  /// other-class error, "outcome unknown" included; see write()).
+  caf::expected<isolated_write_result> write_isolated(const write_batch& batch);
+
+  /// Checks `fence` at the start of every later write transaction (write,
+  /// write_isolated, purge_finished); null = no check. A failed check is
+  /// errc::not_owner (superseded: another instance or epoch holds a lease)
+  /// or errc::unavailable with "lease expired" (still ours, not renewed in
+  /// time); the transaction writes nothing.
+  void set_fence(std::shared_ptr<const write_fence> fence) {
+    fence_ = std::move(fence);
+  }
 
   /// After "outcome unknown": whether `batch` is in the database. true =
   /// every event of the batch is stored (as written), false = none is
@@ -420,9 +517,13 @@ private:
   caf::expected<job_record> decode_record(std::string_view job_id,
                                           std::string_view bytes) const;
 
+  /// Runs the fence check inside the open transaction (if fenced).
+  caf::error check_fence();
+
   std::string conninfo_;
   connection conn_;
   decode_limits limits_;
+  std::shared_ptr<const write_fence> fence_;
 };
 
 } // namespace drover::pg

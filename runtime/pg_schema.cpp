@@ -294,6 +294,60 @@ $$;
 REVOKE ALL ON FUNCTION drover.purge_finished(bigint, integer) FROM PUBLIC;
 )sql";
 
+// Version 4: one coordinator per database (runtime/pg_lease.hpp,
+// docs/storage.md, decision 0006). The job space has P partitions, fixed
+// here when the database is created; a coordinator owns a partition through
+// its lease row. Today one coordinator takes all P; the cluster (issue 13)
+// spreads them over several, with the same rows and the same fencing.
+const char* const v4_sql = R"sql(
+-- P is chosen once: drover.partitions if the creating session sets it
+-- (e.g. options='-c drover.partitions=16' in the connection string), else
+-- 64. It never changes afterwards: a job's partition must stay its own.
+CREATE TABLE drover.partitioning (
+  singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  partitions integer NOT NULL CHECK (partitions BETWEEN 1 AND 4096)
+);
+
+COMMENT ON TABLE drover.partitioning IS
+  'The number of partitions of this database (one row, never changed).';
+
+INSERT INTO drover.partitioning (partitions)
+  VALUES (coalesce(nullif(current_setting('drover.partitions', true), '')
+                     ::integer, 64));
+
+-- One lease per partition. owner is the owning process's instance id (node
+-- id, host, pid and a random part: two processes never share one); NULL =
+-- released. epoch grows by one at every change of owner, and every write
+-- transaction of the owner checks (owner, epoch) with its rows locked FOR
+-- SHARE, so a successor's takeover waits for the writes in flight and no
+-- write of a deposed owner lands after it. expires_at is PostgreSQL's
+-- clock (now()); an unexpired lease of another instance is never taken.
+-- Renewals rewrite every row each interval: fillfactor leaves room for
+-- HOT updates.
+CREATE TABLE drover.partition_leases (
+  partition   integer PRIMARY KEY CHECK (partition >= 0),
+  owner       text,
+  owner_node  text,
+  owner_host  text,
+  owner_pid   bigint,
+  epoch       bigint NOT NULL DEFAULT 0 CHECK (epoch >= 0),
+  expires_at  timestamptz NOT NULL DEFAULT '-infinity',
+  acquired_at timestamptz
+) WITH (fillfactor = 50);
+
+COMMENT ON TABLE drover.partition_leases IS
+  'Who coordinates each partition, until when (server clock), at which '
+  'epoch. Writes of the owner are fenced by (owner, epoch).';
+
+INSERT INTO drover.partition_leases (partition)
+  SELECT generate_series(0, partitions - 1) FROM drover.partitioning;
+
+-- Production privileges (see version 1): nodes read the partition count
+-- and take, renew, check and release leases.
+--   GRANT SELECT ON drover.partitioning TO drover_app;
+--   GRANT SELECT, UPDATE ON drover.partition_leases TO drover_app;
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -303,6 +357,7 @@ const std::vector<migration>& migrations() {
       {3, "live transitions as HOT updates (final_status); retention keeps "
           "jobs that owe a webhook",
        v3_sql},
+      {4, "partition leases: one coordinator per database", v4_sql},
   };
   return all;
 }

@@ -1,4 +1,5 @@
 # PostgreSQL integration tests (paths relative to tests/). They need
 # DROVER_PG_URL (scripts/test starts a private server and sets it) and fail
 # without it.
-set(DROVER_PG_TEST_SOURCES runtime/pg_test.cpp)
+set(DROVER_PG_TEST_SOURCES runtime/pg_test.cpp runtime/pg_isolate_test.cpp
+  runtime/pg_lease_test.cpp nodes/lease_process_test.cpp)

@@ -1,0 +1,299 @@
+#include "runtime/pg_lease.hpp"
+
+#include "runtime/errors.hpp"
+
+#include <charconv>
+#include <cstdio>
+#include <random>
+#include <sstream>
+#include <unistd.h>
+
+namespace drover::pg {
+
+namespace {
+
+template <class T>
+T number(std::string_view str) {
+  T out{};
+  std::from_chars(str.data(), str.data() + str.size(), out);
+  return out;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0)
+    return "unknown";
+  return buf;
+}
+
+/// Rolls back whatever transaction is open, ignoring errors: the caller
+/// already has the error to report.
+void abandon(session& db) {
+  if (db.conn().in_transaction())
+    db.conn().exec("ROLLBACK", {}, false, "rolling back");
+}
+
+/// The grant's partitions and epochs as array parameters ($2, $3), after
+/// the owner's instance ($1).
+params grant_params(const lease_grant& g) {
+  array_param parts{array_param::element::int4, g.partitions.size()};
+  array_param epochs{array_param::element::int8, g.epochs.size()};
+  for (auto p : g.partitions)
+    parts.int32(p);
+  for (auto e : g.epochs)
+    epochs.int64(e);
+  params ps;
+  ps.text(g.owner.instance).array(parts).array(epochs);
+  return ps;
+}
+
+} // namespace
+
+lease_owner this_process(const std::string& node_id) {
+  lease_owner o;
+  o.node_id = node_id;
+  o.host = host_name();
+  o.pid = static_cast<int64_t>(getpid());
+  std::random_device rd;
+  char random[17];
+  std::snprintf(random, sizeof(random), "%08x%08x", rd(), rd());
+  o.instance = node_id + "@" + o.host + ":" + std::to_string(o.pid) + ":"
+               + random;
+  return o;
+}
+
+std::shared_ptr<const write_fence> lease_grant::fence() const {
+  auto f = std::make_shared<write_fence>();
+  f->instance = owner.instance;
+  f->partitions = partitions;
+  f->epochs = epochs;
+  return f;
+}
+
+std::string describe(const lease_holder& h) {
+  std::ostringstream out;
+  out.precision(1);
+  out << "node '" << h.owner.node_id << "' (host " << h.owner.host << ", pid "
+      << h.owner.pid << ", instance " << h.owner.instance
+      << ") holds the partition leases of this database until "
+      << h.expires_at << " (in " << std::fixed
+      << static_cast<double>(h.expires_in_ms) / 1000.0
+      << " s, renewed while it runs)";
+  return out.str();
+}
+
+caf::expected<acquire_attempt> try_acquire_all(session& db,
+                                               const lease_owner& owner,
+                                               std::chrono::milliseconds ttl) {
+  auto& conn = db.conn();
+  abandon(db);
+  if (auto res = conn.exec("BEGIN", {}, false, "taking the partition leases");
+      !res)
+    return std::move(res.error());
+  auto fail = [&db](caf::error err) {
+    abandon(db);
+    return err;
+  };
+  // Every row locked: a concurrent taker waits, then sees our epochs.
+  auto rows = conn.exec(
+    "SELECT partition, owner, coalesce(owner_node, ''), "
+    "coalesce(owner_host, ''), coalesce(owner_pid, 0), epoch, "
+    "expires_at > now(), "
+    "CASE WHEN isfinite(expires_at) THEN to_char(expires_at AT TIME ZONE "
+    "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') ELSE 'never' END, "
+    "CASE WHEN isfinite(expires_at) THEN greatest(0, extract(epoch FROM "
+    "expires_at - now()) * 1000)::bigint ELSE 0 END "
+    "FROM drover.partition_leases ORDER BY partition FOR UPDATE",
+    {}, false, "reading the partition leases");
+  if (!rows)
+    return fail(std::move(rows.error()));
+  if (rows->rows() == 0)
+    return fail(make_error(errc::bad_config,
+                           "drover.partition_leases has no rows"));
+  acquire_attempt out;
+  for (int row = 0; row < rows->rows(); ++row) {
+    bool owned = !rows->is_null(row, 1);
+    bool live = rows->value(row, 6) == "t";
+    if (owned && live && rows->value(row, 1) != owner.instance) {
+      lease_holder h;
+      h.partition = number<int32_t>(rows->value(row, 0));
+      h.owner.instance = std::string{rows->value(row, 1)};
+      h.owner.node_id = std::string{rows->value(row, 2)};
+      h.owner.host = std::string{rows->value(row, 3)};
+      h.owner.pid = number<int64_t>(rows->value(row, 4));
+      h.epoch = number<int64_t>(rows->value(row, 5));
+      h.expires_at = std::string{rows->value(row, 7)};
+      h.expires_in_ms = number<int64_t>(rows->value(row, 8));
+      out.held_by = std::move(h);
+      abandon(db);
+      return out;
+    }
+  }
+  auto taken = conn.exec(
+    "UPDATE drover.partition_leases SET owner = $1, owner_node = $2, "
+    "owner_host = $3, owner_pid = $4, epoch = epoch + 1, "
+    "expires_at = now() + $5 * interval '1 millisecond', "
+    "acquired_at = now() RETURNING partition, epoch",
+    params{}
+      .text(owner.instance)
+      .text(owner.node_id)
+      .text(owner.host)
+      .int64(owner.pid)
+      .int64(ttl.count()),
+    false, "taking the partition leases");
+  if (!taken)
+    return fail(std::move(taken.error()));
+  lease_grant g;
+  g.owner = owner;
+  for (int row = 0; row < taken->rows(); ++row) {
+    g.partitions.push_back(number<int32_t>(taken->value(row, 0)));
+    g.epochs.push_back(number<int64_t>(taken->value(row, 1)));
+  }
+  if (auto res = conn.exec("COMMIT", {}, false, "taking the partition leases");
+      !res)
+    return fail(std::move(res.error()));
+  out.grant = std::move(g);
+  return out;
+}
+
+caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
+                                       std::chrono::milliseconds ttl,
+                                       std::chrono::milliseconds poll,
+                                       std::chrono::milliseconds patience) {
+  auto give_up = std::chrono::steady_clock::now() + patience;
+  std::optional<lease_holder> seen;
+  for (;;) {
+    auto attempt = try_acquire_all(db, owner, ttl);
+    if (!attempt)
+      return std::move(attempt.error());
+    if (attempt->grant)
+      return std::move(*attempt->grant);
+    auto& h = *attempt->held_by;
+    // The same holder, its expiry moved on: it renewed, so it is alive.
+    bool renewed = seen && seen->owner.instance == h.owner.instance
+                   && seen->expires_at != h.expires_at;
+    if (renewed || std::chrono::steady_clock::now() >= give_up)
+      return make_error(errc::conflict, describe(h));
+    if (!seen || seen->owner.instance != h.owner.instance)
+      seen = h;
+    // Wait for its next renewal or its expiry, whichever we see first.
+    auto wait = std::min(poll, std::chrono::milliseconds{h.expires_in_ms + 1});
+    std::this_thread::sleep_for(wait);
+  }
+}
+
+caf::expected<lease_grant> claim_coordinator(const std::string& conninfo,
+                                             const std::string& node_id,
+                                             std::chrono::milliseconds ttl) {
+  auto db = session::open(conninfo);
+  if (!db)
+    return std::move(db.error());
+  if (auto err = db->migrate())
+    return err;
+  return acquire_all(*db, this_process(node_id), ttl,
+                     std::chrono::milliseconds{200},
+                     2 * ttl + std::chrono::milliseconds{60000});
+}
+
+caf::error renew(session& db, const lease_grant& grant,
+                 std::chrono::milliseconds ttl) {
+  auto ps = grant_params(grant);
+  ps.int64(ttl.count());
+  auto res = db.conn().exec_prepared(
+    "drover_renew_leases",
+    "UPDATE drover.partition_leases l "
+    "SET expires_at = now() + $4 * interval '1 millisecond' "
+    "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
+    "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch "
+    "RETURNING l.partition",
+    ps, false, "renewing the partition leases");
+  if (!res)
+    return std::move(res.error());
+  if (static_cast<size_t>(res->rows()) != grant.partitions.size())
+    return make_error(errc::not_owner,
+                      std::to_string(grant.partitions.size() - static_cast<size_t>(res->rows()))
+                        + " of " + std::to_string(grant.partitions.size())
+                        + " partition leases were taken over by another "
+                          "coordinator");
+  return caf::none;
+}
+
+caf::error release(session& db, const lease_grant& grant) {
+  auto res = db.conn().exec(
+    "UPDATE drover.partition_leases l SET owner = NULL, expires_at = now() "
+    "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
+    "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch",
+    grant_params(grant), false, "releasing the partition leases");
+  if (!res)
+    return std::move(res.error());
+  return caf::none;
+}
+
+// -- lease_keeper -------------------------------------------------------------
+
+lease_keeper::lease_keeper(config cfg) : cfg_(std::move(cfg)) {
+  thread_ = std::thread{[this] { run(); }};
+}
+
+lease_keeper::~lease_keeper() {
+  stop();
+}
+
+void lease_keeper::stop() {
+  {
+    std::lock_guard<std::mutex> guard{mx_};
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+void lease_keeper::run() {
+  std::unique_ptr<session> db;
+  bool healthy = true;
+  auto say = [this](const std::string& line) {
+    if (cfg_.log)
+      cfg_.log(line);
+  };
+  std::unique_lock<std::mutex> guard{mx_};
+  for (;;) {
+    if (cv_.wait_for(guard, cfg_.interval, [this] { return stopping_; }))
+      return;
+    guard.unlock();
+    caf::error err;
+    if (!db || !db->ok()) {
+      auto s = session::open(cfg_.conninfo);
+      if (s)
+        db = std::make_unique<session>(std::move(*s));
+      else
+        err = std::move(s.error());
+    }
+    if (!err)
+      err = renew(*db, cfg_.grant, cfg_.ttl);
+    guard.lock();
+    if (err && is(err, errc::not_owner)) {
+      guard.unlock();
+      if (cfg_.deposed)
+        cfg_.deposed(drover::describe(err));
+      return;
+    }
+    if (err && healthy)
+      say("cannot renew the partition leases (retrying every "
+          + std::to_string(cfg_.interval.count())
+          + " ms; writes stop when they expire): " + drover::describe(err));
+    else if (!err && !healthy)
+      say("partition leases renewed again");
+    healthy = !err;
+  }
+}
+
+caf::error lease_keeper::stop_and_release() {
+  stop();
+  auto s = session::open(cfg_.conninfo);
+  if (!s)
+    return std::move(s.error());
+  return release(*s, cfg_.grant);
+}
+
+} // namespace drover::pg

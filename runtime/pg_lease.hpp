@@ -1,0 +1,160 @@
+#pragma once
+
+// Partition leases: which process coordinates the jobs of a database
+// (migration 4, docs/storage.md, decision 0006).
+//
+// The job space has P partitions (fixed when the database is created,
+// drover.partitioning); partition p is owned through its row in
+// drover.partition_leases: (owner instance, epoch, expires_at by
+// PostgreSQL's clock). Until the cluster exists (issue 13) one coordinator
+// takes all P rows, all or nothing, before it recovers or dispatches
+// anything, and renews them; its store checks them in every write
+// transaction (pg::write_fence). A takeover sets epoch = epoch + 1.
+//
+// An owner is one process, not one node id: `this_process` adds host, pid
+// and random bits, so a second `drover-node` with the same --node-id on the
+// same machine is a different owner and is refused like any other.
+//
+// Everything here blocks on the network: call it from a thread of its own
+// (the node's main thread before the actor system runs, the keeper's
+// thread), never from a CAF scheduler thread.
+
+#include "runtime/pg.hpp"
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace drover::pg {
+
+/// Who holds, or wants, leases.
+struct lease_owner {
+  /// Unique per process: "<node id>@<host>:<pid>:<16 hex random>".
+  std::string instance;
+  std::string node_id;
+  std::string host;
+  int64_t pid = 0;
+};
+
+/// This process as a lease owner under `node_id`.
+lease_owner this_process(const std::string& node_id);
+
+/// Leases one instance holds: partition i at epochs[i].
+struct lease_grant {
+  lease_owner owner;
+  std::vector<int32_t> partitions;
+  std::vector<int64_t> epochs;
+
+  /// What the store's write transactions check.
+  std::shared_ptr<const write_fence> fence() const;
+};
+
+/// A lease that stood in the way: held by another instance, unexpired.
+struct lease_holder {
+  lease_owner owner;
+  int32_t partition = 0;
+  int64_t epoch = 0;
+  /// Expiry by the server's clock: RFC 3339 UTC text, and how far away it
+  /// was when read.
+  std::string expires_at;
+  int64_t expires_in_ms = 0;
+};
+
+/// "node 'n1' (host h, pid 42, instance ...) holds the partition leases of
+/// this database until <time> (in 4.2 s)".
+std::string describe(const lease_holder& h);
+
+/// One attempt, one transaction: takes every partition's lease for `owner`
+/// for `ttl` (epoch + 1 each) if none is held unexpired by another
+/// instance; otherwise changes nothing and names the first such holder.
+struct acquire_attempt {
+  std::optional<lease_grant> grant;
+  std::optional<lease_holder> held_by;
+};
+caf::expected<acquire_attempt>
+try_acquire_all(session& db, const lease_owner& owner,
+                std::chrono::milliseconds ttl);
+
+/// Takes every lease, waiting for a holder's lease to expire if that
+/// holder may be dead: the leases are read every `poll` until either they
+/// expire unrenewed (taken with epoch + 1: a restart after kill -9 waits at
+/// most one TTL) or the same holder renews them (alive: errc::conflict,
+/// context = describe(holder)). Gives up with that conflict after `patience`
+/// without either (a holder with a longer TTL than that).
+caf::expected<lease_grant>
+acquire_all(session& db, const lease_owner& owner,
+            std::chrono::milliseconds ttl, std::chrono::milliseconds poll,
+            std::chrono::milliseconds patience);
+
+/// What a coordinator does at start-up, before it recovers or dispatches
+/// anything: connects, migrates, and takes every lease for this process
+/// (acquire_all, reading every 200 ms, patient for two TTLs and a minute:
+/// a dead holder with a longer TTL is waited for). Errors:
+/// errc::conflict (another live coordinator; context names it), or the
+/// connection's or the migration's error.
+caf::expected<lease_grant> claim_coordinator(const std::string& conninfo,
+                                             const std::string& node_id,
+                                             std::chrono::milliseconds ttl);
+
+/// Extends every lease of `grant` to now() + ttl (server clock), also after
+/// it expired, as long as nobody took it over. errc::not_owner when a
+/// lease has another owner or epoch: the grant is superseded for good.
+caf::error renew(session& db, const lease_grant& grant,
+                 std::chrono::milliseconds ttl);
+
+/// Gives the leases of `grant` up (owner NULL, expired now; epochs kept) so
+/// the next coordinator need not wait a TTL. Leases no longer ours are left
+/// alone.
+caf::error release(session& db, const lease_grant& grant);
+
+/// Renews a grant every `interval` on its own thread and connection until
+/// stopped. Renewal failures that are not a takeover (PostgreSQL
+/// unreachable) are retried at the next interval; meanwhile the leases may
+/// expire, and the store's fence then refuses writes until a renewal
+/// succeeds. When a renewal finds the leases taken over, `deposed` runs
+/// once on the keeper's thread with a one-line reason, and renewals stop.
+/// `log` receives one line per change of renewal health.
+class lease_keeper {
+public:
+  struct config {
+    std::string conninfo;
+    lease_grant grant;
+    std::chrono::milliseconds ttl{5000};
+    std::chrono::milliseconds interval{1000};
+    std::function<void(const std::string&)> deposed;
+    std::function<void(const std::string&)> log;
+  };
+
+  /// Starts renewing (the first renewal one interval from now).
+  explicit lease_keeper(config cfg);
+  /// Stops renewing without releasing (the leases expire one TTL later).
+  ~lease_keeper();
+  lease_keeper(const lease_keeper&) = delete;
+  lease_keeper& operator=(const lease_keeper&) = delete;
+
+  /// Stops renewing and releases the leases. Call once nothing writes
+  /// under them any more.
+  caf::error stop_and_release();
+
+private:
+  void run();
+  void stop();
+
+  config cfg_;
+  std::mutex mx_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+} // namespace drover::pg

@@ -1,0 +1,234 @@
+// Partition leases (runtime/pg_lease) against a real PostgreSQL: taking
+// all of them, refusing a live holder, taking over an expired lease with
+// epoch + 1, renewal, release, and the fence every write transaction
+// checks. Expiry is made by moving expires_at into the past with an UPDATE
+// (PostgreSQL's clock decides), never by sleeping.
+
+#include "runtime/pg_lease.hpp"
+#include "support/test_db.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/job_state.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <string>
+
+using namespace drover;
+using namespace std::chrono_literals;
+using drover::testing::must;
+using drover::testing::must_ok;
+using drover::testing::run;
+using drover::testing::test_db;
+
+namespace {
+
+int64_t scalar(pg::connection& conn, const std::string& sql) {
+  auto res = run(conn, sql);
+  REQUIRE(res.rows() == 1);
+  return std::stoll(std::string{res.value(0, 0)});
+}
+
+pg::lease_grant take(pg::session& s, const pg::lease_owner& who) {
+  auto attempt = must(pg::try_acquire_all(s, who, 5000ms));
+  if (!attempt.grant)
+    FAIL("not granted: " << pg::describe(*attempt.held_by));
+  return std::move(*attempt.grant);
+}
+
+void expire_all(pg::connection& admin) {
+  run(admin, "UPDATE drover.partition_leases "
+             "SET expires_at = now() - interval '1 second'");
+}
+
+pg::write_batch one_submit(const std::string& id) {
+  job_event ev;
+  ev.job_id = id;
+  ev.kind = event_kind::submitted;
+  ev.sequence = 1;
+  ev.at_ms = 1000;
+  ev.spec.tenant = "t";
+  ev.spec.type = "sleep";
+  job_record rec;
+  REQUIRE_FALSE(apply(rec, ev));
+  pg::write_batch b;
+  b.submits.push_back(rec);
+  b.events.push_back(ev);
+  return b;
+}
+
+} // namespace
+
+TEST_CASE("migration 4 makes P lease rows, 64 unless the database says",
+          "[pg][lease]") {
+  {
+    test_db db;
+    auto s = db.session();
+    CHECK(scalar(s.conn(), "SELECT partitions FROM drover.partitioning") == 64);
+    CHECK(scalar(s.conn(), "SELECT count(*) FROM drover.partition_leases "
+                           "WHERE owner IS NULL AND epoch = 0")
+          == 64);
+  }
+  {
+    test_db db;
+    auto url = must(pg::conninfo_with(db.url(),
+                                      {{"options", "-c drover.partitions=8"}}));
+    auto s = must(pg::session::open(url));
+    must_ok(s.migrate());
+    CHECK(scalar(s.conn(), "SELECT partitions FROM drover.partitioning") == 8);
+    CHECK(scalar(s.conn(), "SELECT max(partition) FROM drover.partition_leases")
+          == 7);
+  }
+}
+
+TEST_CASE("leases: all or nothing, a live holder is named, an expired one "
+          "is taken over with epoch + 1",
+          "[pg][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto first = pg::this_process("node-a");
+  auto second = pg::this_process("node-a"); // same node id, other process
+  CHECK(first.instance != second.instance);
+  auto g1 = take(s, first);
+  REQUIRE(g1.partitions.size() == 64);
+  for (auto e : g1.epochs)
+    CHECK(e == 1);
+  // A second owner while the first holds: refused, nothing changes.
+  auto attempt = must(pg::try_acquire_all(s, second, 5000ms));
+  REQUIRE_FALSE(attempt.grant);
+  REQUIRE(attempt.held_by);
+  const auto& h = *attempt.held_by;
+  CHECK(h.owner.instance == first.instance);
+  CHECK(h.owner.node_id == "node-a");
+  CHECK(h.owner.pid == first.pid);
+  CHECK(h.expires_in_ms > 0);
+  CHECK(h.expires_in_ms <= 5000);
+  auto line = pg::describe(h);
+  CHECK(line.find("node 'node-a'") != std::string::npos);
+  CHECK(line.find("pid " + std::to_string(first.pid)) != std::string::npos);
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.partition_leases "
+                      "WHERE epoch = 1 AND owner = '"
+                        + first.instance + "'")
+        == 64);
+  // Renewal works while ours.
+  must_ok(pg::renew(s, g1, 5000ms));
+  // Expired (its owner was killed): taken with epoch + 1.
+  expire_all(admin);
+  auto g2 = take(s, second);
+  for (auto e : g2.epochs)
+    CHECK(e == 2);
+  // The deposed owner can no longer renew.
+  auto err = pg::renew(s, g1, 5000ms);
+  CHECK(is(err, errc::not_owner));
+  // Release: the next owner need not wait, and gets epoch + 1.
+  must_ok(pg::release(s, g2));
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.partition_leases "
+                      "WHERE owner IS NULL")
+        == 64);
+  auto g3 = take(s, first);
+  for (auto e : g3.epochs)
+    CHECK(e == 3);
+}
+
+TEST_CASE("acquire_all: a holder that renews is alive, one that does not "
+          "is taken over",
+          "[pg][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto holder = pg::this_process("holder");
+  auto g = take(s, holder);
+  {
+    // The holder renews every 50 ms: the newcomer sees a renewal and gives
+    // up, naming it.
+    pg::lease_keeper::config kc;
+    kc.conninfo = db.url();
+    kc.grant = g;
+    kc.ttl = 5000ms;
+    kc.interval = 50ms;
+    pg::lease_keeper keeper{kc};
+    auto s2 = db.session();
+    auto started = std::chrono::steady_clock::now();
+    auto r = pg::acquire_all(s2, pg::this_process("newcomer"), 5000ms, 20ms,
+                             10000ms);
+    REQUIRE_FALSE(r);
+    CHECK(is(r.error(), errc::conflict));
+    CHECK(describe(r.error()).find("node 'holder'") != std::string::npos);
+    CHECK(std::chrono::steady_clock::now() - started < 5000ms);
+    must_ok(keeper.stop_and_release());
+  }
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.partition_leases "
+                      "WHERE owner IS NULL")
+        == 64);
+  // Held again, then left to expire (no keeper): taken over.
+  auto g2 = take(s, holder);
+  run(admin, "UPDATE drover.partition_leases "
+             "SET expires_at = now() + interval '200 milliseconds'");
+  auto s3 = db.session();
+  auto r = pg::acquire_all(s3, pg::this_process("successor"), 5000ms, 20ms,
+                           10000ms);
+  REQUIRE(r);
+  for (size_t i = 0; i < r->epochs.size(); ++i)
+    CHECK(r->epochs[i] == g2.epochs[i] + 1);
+}
+
+TEST_CASE("the fence: a superseded or expired lease writes nothing",
+          "[pg][lease][fence]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto g = take(s, pg::this_process("fenced"));
+  s.set_fence(g.fence());
+  must(s.write(one_submit("j-1")));
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.jobs") == 1);
+  SECTION("epoch bumped behind its back") {
+    run(admin, "UPDATE drover.partition_leases SET epoch = epoch + 1 "
+               "WHERE partition = 17");
+    auto r = s.write(one_submit("j-2"));
+    REQUIRE_FALSE(r);
+    CHECK(is(r.error(), errc::not_owner));
+    CHECK(describe(r.error()).find("partition 17") != std::string::npos);
+    auto iso = s.write_isolated(one_submit("j-3"));
+    REQUIRE_FALSE(iso);
+    CHECK(is(iso.error(), errc::not_owner));
+    CHECK(is(pg::renew(s, g, 5000ms), errc::not_owner));
+  }
+  SECTION("expired, not renewed yet") {
+    expire_all(admin);
+    auto r = s.write(one_submit("j-2"));
+    REQUIRE_FALSE(r);
+    CHECK(is(r.error(), errc::unavailable));
+    CHECK(pg::failure_class_of(r.error()) == pg::failure_class::other);
+    // Nobody took it: a renewal makes writes possible again.
+    must_ok(pg::renew(s, g, 5000ms));
+    must(s.write(one_submit("j-3")));
+    CHECK(scalar(admin, "SELECT count(*) FROM drover.jobs") == 2);
+    return;
+  }
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.jobs") == 1);
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.events") == 1);
+  CHECK(s.ok());
+}
+
+TEST_CASE("the fence: a takeover waits for a write in flight",
+          "[pg][lease][fence]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto g = take(s, pg::this_process("writer"));
+  s.set_fence(g.fence());
+  // The writer's transaction holds the lease rows FOR SHARE...
+  run(s.conn(), "BEGIN");
+  run(s.conn(), "SELECT 1 FROM drover.partition_leases WHERE partition = 0 "
+                "FOR SHARE");
+  // ...so a takeover's UPDATE cannot pass it (lock_timeout instead of a
+  // wait: the refusal is the event).
+  run(admin, "SET lock_timeout = '200ms'");
+  auto taken = admin.exec("UPDATE drover.partition_leases SET epoch = epoch "
+                          "+ 1, owner = 'thief' WHERE partition = 0");
+  REQUIRE_FALSE(taken);
+  CHECK(pg::sqlstate_of(taken.error()) == "55P03"); // lock_not_available
+  run(s.conn(), "ROLLBACK");
+}
