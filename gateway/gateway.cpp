@@ -1,6 +1,8 @@
 #include "gateway/gateway.hpp"
 
+#include "gateway/browser_policy.hpp"
 #include "gateway/http_api.hpp"
+#include "gateway/stream_token.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/ids.hpp"
@@ -16,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <cmath>
 #include <map>
@@ -128,7 +131,6 @@ caf::error check_target(const target& t) {
   return {};
 }
 
-
 /// Formats one server-sent event.
 std::string sse(const std::string& event, uint64_t id, const std::string& data) {
   std::string out;
@@ -181,6 +183,20 @@ public:
       error);
     if (!server_)
       return make_error(errc::bad_config, "http: " + error);
+    // The Host check needs the bound port (port 0 picks one).
+    browser_policy_config bp;
+    bp.listen_host = cfg_.host;
+    bp.port = server_->port();
+    bp.allowed_hosts = cfg_.allowed_hosts;
+    bp.cors_origins = cfg_.cors_origins;
+    auto policy = browser_policy::make(std::move(bp));
+    if (!policy) {
+      server_->stop();
+      return std::move(policy.error());
+    }
+    policy_ = std::move(*policy);
+    if (cfg_.stream_token_key.empty())
+      cfg_.stream_token_key = random_stream_token_key();
     server_->run(cfg_.threads);
     return {};
   }
@@ -266,7 +282,16 @@ private:
 
   // -- dispatch ---------------------------------------------------------------
 
-  void handle(ex_ptr ex) {
+  void handle(ex_ptr raw) {
+    // The browser rules first (Host, CORS preflight, Origin, JSON bodies:
+    // gateway/browser_policy.hpp); they hold for every endpoint, and their
+    // CORS headers go on every answer to this request.
+    auto verdict = policy_.check(raw->req());
+    auto ex = with_headers(std::move(raw), std::move(verdict.headers));
+    if (verdict.status == 204)
+      return ex->respond(204, {}, {}, {});
+    if (verdict.status != 0)
+      return fail(ex, verdict.status, verdict.code, verdict.message);
     auto& req = ex->req();
     auto t = split_target(std::string_view{req.target().data(),
                                            req.target().size()});
@@ -287,10 +312,18 @@ private:
     }
     if (p.empty() || p[0] != "api")
       return fail(ex, 404, "not_found", "no such endpoint");
-    // Everything under /api needs a principal.
+    // Everything under /api needs a principal: an API key, or a stream
+    // token on the two stream endpoints.
     auto auth = req[boost::beast::http::field::authorization];
-    auto who = keys_.authenticate(std::string_view{auth.data(), auth.size()});
+    auto token = t.query.find("token");
+    std::string token_job; // what a stream token grants: a job id or "*"
+    auto who = token == t.query.end()
+                 ? keys_.authenticate(std::string_view{auth.data(), auth.size()})
+                 : authenticate_token(t, token->second, !auth.empty(),
+                                      token_job);
     if (!who) {
+      if (is(who.error(), errc::conflict))
+        return fail(ex, 400, "invalid_request", context_of(who.error()));
       return fail(ex, 401, "unauthorized", context_of(who.error()),
                   {{"WWW-Authenticate", "Bearer"}});
     }
@@ -305,7 +338,107 @@ private:
                   "too many requests for key '" + who->key_name + "'",
                   {{"Retry-After", std::to_string(secs)}});
     }
+    if (!token_job.empty())
+      return route_token(ex, *who, t, token_job);
     route(ex, *who, t);
+  }
+
+  // -- stream tokens (gateway/stream_token.hpp) -------------------------------
+
+  static bool is_stream_endpoint(const target& t) {
+    auto& p = t.path;
+    return (p.size() == 2 && p[1] == "ws")
+           || (p.size() == 4 && p[1] == "jobs" && p[3] == "stream");
+  }
+
+  /// The principal a `?token=` acts as (read scope only) and, in `job`,
+  /// what it grants. errc::conflict if the request also has an
+  /// Authorization header (400); other errors are 401s.
+  caf::expected<principal> authenticate_token(const target& t,
+                                              const std::string& token,
+                                              bool has_authorization,
+                                              std::string& job) const {
+    if (has_authorization)
+      return make_error(errc::conflict,
+                        "send either an Authorization header or a stream "
+                        "token, not both");
+    if (!is_stream_endpoint(t))
+      return make_error(errc::invalid_request,
+                        "stream tokens are accepted only on GET "
+                        "/api/jobs/{id}/stream and GET /api/ws");
+    auto grant = verify_stream_token(cfg_.stream_token_key, token,
+                                     unix_seconds_now());
+    if (!grant)
+      return std::move(grant.error());
+    principal p;
+    p.scopes = scope_read;
+    if (keys_.development_mode()) {
+      if (!grant->key_name.empty())
+        return make_error(errc::invalid_request,
+                          "stream token: minted by a gateway with API keys");
+      p.key_name = "development";
+    } else {
+      // The key must still exist, for the same tenant, with read scope:
+      // removing a key revokes its tokens.
+      size_t i = 0;
+      while (i < keys_.size() && keys_.at(i).name != grant->key_name)
+        ++i;
+      if (i == keys_.size() || keys_.at(i).tenant != grant->tenant
+          || (keys_.at(i).scopes & scope_read) == 0)
+        return make_error(errc::invalid_request,
+                          "stream token: the key that minted it is no longer "
+                          "configured with read scope");
+      p.key = i;
+      p.key_name = keys_.at(i).name;
+      p.tenant = keys_.at(i).tenant;
+    }
+    job = grant->job;
+    return p;
+  }
+
+  /// A request authenticated by a stream token: only the endpoint and the
+  /// job it was minted for.
+  void route_token(const ex_ptr& ex, const principal& who, const target& t,
+                   const std::string& job) {
+    using boost::beast::http::verb;
+    if (ex->req().method() != verb::get)
+      return not_allowed(ex, "GET");
+    auto unauthorized = [&](const char* why) {
+      fail(ex, 401, "unauthorized", why, {{"WWW-Authenticate", "Bearer"}});
+    };
+    if (t.path.size() == 2) { // /api/ws
+      if (!ex->wants_websocket())
+        return fail(ex, 400, "bad_request", "expected a WebSocket upgrade");
+      return websocket(ex, who, job);
+    }
+    auto& id = t.path[2];
+    if (job == "*")
+      return unauthorized("stream token: this token is for WebSocket "
+                          "subscriptions (GET /api/ws)");
+    if (job != id)
+      return unauthorized("stream token: this token is for another job");
+    stream(ex, who, id, t);
+  }
+
+  /// Answers `{"token", "job_id", "expires_at"}` for `job` ("*": any job of
+  /// the tenant, WebSocket only). The caller checked scope and visibility.
+  void mint_token(const ex_ptr& ex, const principal& who,
+                  const std::string& job) {
+    auto& body = ex->req().body();
+    if (!body.empty() && body != "{}")
+      return fail(ex, 400, "invalid_request", "this endpoint takes no body");
+    stream_grant g;
+    g.key_name = who.key < keys_.size() ? who.key_name : std::string{};
+    g.tenant = who.tenant;
+    g.job = job;
+    g.expires_at = unix_seconds_now() + cfg_.stream_token_ttl.count();
+    auto token = mint_stream_token(cfg_.stream_token_key, g);
+    if (!token)
+      return fail(ex, token.error());
+    reply(ex, 200,
+          "{\"token\":" + json_quote(*token) + ",\"job_id\":" + json_quote(job)
+            + ",\"expires_at\":" + json_quote(rfc3339(g.expires_at * 1000))
+            + "}");
   }
 
   void not_allowed(const ex_ptr& ex, const char* allow) {
@@ -342,8 +475,13 @@ private:
       if (!ex->wants_websocket())
         return fail(ex, 400, "bad_request", "expected a WebSocket upgrade");
       if (require(ex, who, scope_read))
-        websocket(ex, who);
+        websocket(ex, who, {});
       return;
+    }
+    if (n == 2 && p[1] == "stream-token") { // for /api/ws: any job
+      if (method != verb::post)
+        return not_allowed(ex, "POST");
+      return require(ex, who, scope_read) ? mint_token(ex, who, "*") : void();
     }
     if (n >= 2 && p[1] == "jobs") {
       if (n == 2) {
@@ -373,6 +511,16 @@ private:
         if (method != verb::post)
           return not_allowed(ex, "POST");
         return require(ex, who, scope_submit) ? cancel(ex, who, id) : void();
+      }
+      if (n == 4 && p[3] == "stream-token") {
+        if (method != verb::post)
+          return not_allowed(ex, "POST");
+        if (!require(ex, who, scope_read))
+          return;
+        auto self = shared_from_this();
+        return with_job(ex, who, id, [self, ex, who, id](job_record&) {
+          self->mint_token(ex, who, id);
+        });
       }
       if (n == 4 && method != verb::get)
         return not_allowed(ex, "GET");
@@ -410,6 +558,8 @@ private:
         return require(ex, who, scope_admin) ? tree(ex) : void();
       if (p[2] == "queues")
         return require(ex, who, scope_admin) ? queues(ex) : void();
+      if (p[2] == "streams")
+        return require(ex, who, scope_admin) ? stream_stats(ex) : void();
     }
     fail(ex, 404, "not_found", "no such endpoint");
   }
@@ -434,7 +584,6 @@ private:
       fail(ex, err);
       return false;
     }
-
     if (!req.idempotency_key.empty() && req.idempotency_key != key) {
       fail(ex, 400, "invalid_request",
            "Idempotency-Key header and idempotency_key field differ");
@@ -616,6 +765,7 @@ private:
       },
       msg...);
   }
+
   void cancel(const ex_ptr& ex, const principal& who, const std::string& id) {
     auto reason = parse_reason(ex->req().body(), json_limits_);
     if (!reason)
@@ -992,32 +1142,66 @@ private:
       return fail(ex, 400, "invalid_request",
                   "Last-Event-ID: expected an event sequence number");
     auto self = shared_from_this();
-    with_job(ex, who, id, [self, ex, who, id, after](job_record&) {
-      if (!self->streams_.acquire(who.key))
-        return self->fail(ex, 429, "too_many_streams",
-                          "key '" + who.key_name + "' has too many open streams",
-                          {{"Retry-After", "5"}});
-      ex->start_stream();
-      ex->send("retry: 2000\n\n");
-      stream_sink sink;
-      sink.emit = [ex](const std::string& event, uint64_t eid,
-                       const std::string& data) {
-        return ex->send(sse(event, eid, data));
-      };
-      sink.keepalive = [ex] { return ex->send(": keep-alive\n\n"); };
-      sink.end = [ex] { ex->end_stream(); };
-      auto actor = self->run_stream(id, after, std::move(sink));
-      auto key = who.key;
-      ex->on_close([self, actor, key] {
-        caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
-        self->streams_.release(key);
-      });
+    with_job(ex, who, id, [self, ex, who, id, after](job_record& job) {
+      self->stream_requests_++;
+      if (!is_terminal(job.status))
+        return self->open_stream(ex, who, id, after);
+      // A finished job whose log holds nothing after the client's last
+      // event: 204 tells an EventSource to stop reconnecting (HTML
+      // standard); a plain stream would end at once and be retried forever.
+      self->ask<std::vector<job_event>>(
+        ex,
+        [self, ex, who, id, after](std::vector<job_event>& evs) {
+          if (evs.empty() || evs.back().sequence <= after) {
+            self->streams_finished_++;
+            return ex->respond(204, {}, {}, {});
+          }
+          self->open_stream(ex, who, id, after);
+        },
+        events_atom::value, id);
     });
   }
 
-  void websocket(const ex_ptr& ex, const principal& who) {
+  /// Answers `ex` with job `id`'s event stream after event `after`.
+  void open_stream(const ex_ptr& ex, const principal& who,
+                   const std::string& id, uint64_t after) {
+    if (!streams_.acquire(who.key))
+      return fail(ex, 429, "too_many_streams",
+                  "key '" + who.key_name + "' has too many open streams",
+                  {{"Retry-After", "5"}});
+    ex->start_stream();
+    // A dropped connection (a restart, a proxy) is resumed soon; after the
+    // terminal event the resumption is answered 204 and the client stops.
+    ex->send("retry: 2000\n\n");
+    stream_sink sink;
+    sink.emit = [ex](const std::string& event, uint64_t eid,
+                     const std::string& data) {
+      return ex->send(sse(event, eid, data));
+    };
+    sink.keepalive = [ex] { return ex->send(": keep-alive\n\n"); };
+    sink.end = [ex] { ex->end_stream(); };
+    auto actor = run_stream(id, after, std::move(sink));
+    auto key = who.key;
     auto self = shared_from_this();
-    ex->accept_websocket([self, who](std::shared_ptr<ws_channel> ch) {
+    ex->on_close([self, actor, key] {
+      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+      self->streams_.release(key);
+    });
+  }
+
+  void stream_stats(const ex_ptr& ex) {
+    reply(ex, 200,
+          "{\"stream_requests\":" + std::to_string(stream_requests_.load())
+            + ",\"finished_no_content\":"
+            + std::to_string(streams_finished_.load()) + "}");
+  }
+
+  /// `only_job`: "" (an API key: any visible job), "*" (a stream token for
+  /// any job of the tenant) or the one job a stream token names.
+  void websocket(const ex_ptr& ex, const principal& who,
+                 const std::string& only_job) {
+    auto self = shared_from_this();
+    ex->accept_websocket([self, who, only_job](std::shared_ptr<ws_channel> ch) {
       // Subscriptions of this socket: job id -> streaming actor.
       struct subs {
         std::mutex mx;
@@ -1039,7 +1223,7 @@ private:
         auto st = classify(err);
         send_refusal(job_id, st.status, st.code, context_of(err));
       };
-      ch->on_message([self, who, ch, s, send_error,
+      ch->on_message([self, who, only_job, ch, s, send_error,
                       send_refusal](std::string text) {
         auto cmd = parse_ws_command(text, self->json_limits_);
         if (!cmd)
@@ -1061,6 +1245,9 @@ private:
         }
         if (!valid_job_id(id))
           return send_error(id, make_error(errc::not_found, "no job '" + id + "'"));
+        if (!only_job.empty() && only_job != "*" && only_job != id)
+          return send_refusal(id, 401, "unauthorized",
+                              "stream token: this token is for another job");
         {
           std::lock_guard<std::mutex> guard{s->mx};
           if (s->active.count(id) > 0)
@@ -1138,6 +1325,13 @@ private:
   stream_counter streams_;
   decode_limits json_limits_;
   std::unique_ptr<server> server_;
+  /// Set in listen() before the first request; read-only afterwards.
+  browser_policy policy_;
+  /// Event-stream requests (GET /api/jobs/{id}/stream) that reached a job,
+  /// and those answered 204 because the job had finished: read with GET
+  /// /api/admin/streams (how a test sees that an EventSource stopped).
+  std::atomic<uint64_t> stream_requests_{0};
+  std::atomic<uint64_t> streams_finished_{0};
   std::mutex rates_mx_;
   queue_stats last_stats_;
   steady::time_point last_stats_at_;
@@ -1162,6 +1356,14 @@ gateway::start(caf::actor_system& sys, caf::actor api, gateway_config cfg) {
                       "serve " + cfg.host);
   if (cfg.max_batch == 0 || cfg.threads == 0)
     return make_error(errc::bad_config, "http: batch size and threads must be >= 1");
+  if (!cfg.stream_token_key.empty()
+      && cfg.stream_token_key.size() < min_stream_token_key_bytes)
+    return make_error(errc::bad_config,
+                      "http: the stream-token key must have at least 32 bytes");
+  if (cfg.stream_token_ttl.count() < 1
+      || cfg.stream_token_ttl > max_stream_token_ttl)
+    return make_error(errc::bad_config,
+                      "http: stream-token lifetime must be within [1, 600] s");
   auto gw = std::make_shared<gateway_impl>(sys, std::move(api), std::move(cfg));
   if (auto err = gw->listen())
     return err;

@@ -44,6 +44,17 @@ struct gateway_config {
   /// SSE comment interval that keeps proxies (and dead-peer detection)
   /// going.
   std::chrono::milliseconds keepalive_interval{15000};
+  // -- browsers (gateway/browser_policy.hpp, gateway/stream_token.hpp) --
+  /// Extra Host names ("name" or "name:port").
+  std::vector<std::string> allowed_hosts;
+  /// CORS allow-list: exact origins "scheme://host[:port]".
+  std::vector<std::string> cors_origins;
+  /// Stream-token key bytes (>= 32); empty = a random one (start() makes
+  /// it; such tokens die with the process and no other gateway verifies
+  /// them).
+  std::string stream_token_key;
+  /// Lifetime of minted stream tokens (1 s to 10 min).
+  std::chrono::seconds stream_token_ttl{300};
 };
 
 /// True for 127.0.0.0/8, ::1 and "localhost".

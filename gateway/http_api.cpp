@@ -903,6 +903,8 @@ std::string sse_event_name(const job_event& event,
       return "failed";
     case event_kind::cancelled:
       return "cancelled";
+    case event_kind::webhook_attempted:
+      return "webhook"; // after the terminal event: not a status change
     default:
       return "status";
   }

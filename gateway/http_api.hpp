@@ -117,7 +117,8 @@ struct error_status {
 error_status classify(const caf::error& err);
 
 /// The SSE event name for an audit-log event: progress, stage, completed,
-/// failed, cancelled, or status for the other transitions. `previous_stage`
+/// failed, cancelled, webhook (a delivery attempt, logged after the
+/// terminal event), or status for the other transitions. `previous_stage`
 /// is the stage of the previous progress event, to tell a stage change.
 std::string sse_event_name(const job_event& event,
                            const std::string& previous_stage);

@@ -288,13 +288,17 @@ public:
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
       static_cast<bhttp::status>(status), req_.version());
     res->set(bhttp::field::server, "drover");
-    res->set(bhttp::field::content_type, content_type);
+    if (!content_type.empty())
+      res->set(bhttp::field::content_type, content_type);
     res->set(bhttp::field::cache_control, "no-store");
     for (auto& kv : headers)
       res->set(kv.first, kv.second);
     res->keep_alive(req_.keep_alive());
     res->body() = std::move(body);
-    res->prepare_payload();
+    if (status == 204)
+      res->erase(bhttp::field::content_length); // none: it has no body
+    else
+      res->prepare_payload();
     with_conn([res](connection& c) { c.send_response(res); });
   }
 

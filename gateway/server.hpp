@@ -64,6 +64,7 @@ public:
   virtual const request& req() const = 0;
   /// The peer's address ("127.0.0.1").
   virtual const std::string& remote() const = 0;
+  /// Answers; an empty `content_type` sends none (e.g. 204).
   virtual void respond(unsigned status, std::string body,
                        header_list headers = {},
                        std::string content_type = "application/json")

@@ -21,6 +21,7 @@
 #include "actors/pg_store.hpp"
 #include "runtime/pg_lease.hpp"
 #include "gateway/gateway.hpp"
+#include "gateway/stream_token.hpp"
 #include "gateway/webhook_dispatcher.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
@@ -89,6 +90,16 @@ gateway_config_of(const drover::node_config& cfg) {
   gw.keepalive_interval = cfg.sse_keepalive;
   gw.max_streams_per_key = cfg.http_max_streams_per_key;
   gw.max_batch = cfg.http_max_batch;
+  // Browsers: Host names, CORS origins, stream tokens.
+  gw.allowed_hosts = cfg.http_allowed_hosts;
+  gw.cors_origins = cfg.http_cors_origins;
+  gw.stream_token_ttl = cfg.stream_token_ttl;
+  if (!cfg.stream_token_key.empty()) {
+    auto key = drover::http::decode_stream_token_key(cfg.stream_token_key);
+    if (!key)
+      return std::move(key.error());
+    gw.stream_token_key = std::move(*key);
+  }
   return gw;
 }
 
@@ -345,6 +356,11 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
                    "DEVELOPMENT MODE: no API keys are configured, so every "
                    "request is accepted without authentication (loopback "
                    "only). Configure --api-key before serving anyone else.\n";
+    if (cfg.stream_token_key.empty())
+      std::cerr << "drover-node: stream tokens are signed with a random key "
+                   "made at start: they stop working when this process "
+                   "ends and no other gateway accepts them (set "
+                   "--stream-token-key to share one).\n";
   }
   if (cfg.exec_allow.empty()) {
     if (exec_development_mode(cfg))

@@ -190,6 +190,10 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   int64_t sse_keepalive = cfg.sse_keepalive.count();
   int64_t http_streams = static_cast<int64_t>(cfg.http_max_streams_per_key);
   int64_t http_batch = static_cast<int64_t>(cfg.http_max_batch);
+  // Browsers (gateway/browser_policy.hpp, gateway/stream_token.hpp).
+  std::vector<std::string> allowed_hosts;
+  std::vector<std::string> cors_origins;
+  int64_t token_ttl = cfg.stream_token_ttl.count();
   po::options_description general{"drover-node options"};
   general.add_options()
     ("help,h", "print this help and exit")
@@ -303,7 +307,21 @@ caf::expected<parse_outcome> parse_node_config(int argc,
      po::value(&http_streams)->default_value(http_streams),
      "gateway: open SSE/WebSocket subscriptions per key")
     ("http-max-batch", po::value(&http_batch)->default_value(http_batch),
-     "gateway: most jobs in one POST /api/jobs/batch");
+     "gateway: most jobs in one POST /api/jobs/batch")
+    // -- browsers --
+    ("http-allowed-host", po::value(&allowed_hosts)->composing(),
+     "gateway: another name the Host header may carry, name or name:port "
+     "(repeatable or comma-separated); loopback names and the listen "
+     "address are always accepted")
+    ("http-cors-origin", po::value(&cors_origins)->composing(),
+     "gateway: an origin whose pages may call the API, exactly "
+     "scheme://host[:port] (repeatable or comma-separated)")
+    ("stream-token-key", po::value(&cfg.stream_token_key),
+     "gateway: key of stream tokens, hex:<hex> or base64:<base64>, at "
+     "least 32 bytes; the same on every gateway (default: random per "
+     "process). Prefer the config file")
+    ("stream-token-ttl-s", po::value(&token_ttl)->default_value(token_ttl),
+     "gateway: lifetime of a minted stream token, 1 to 600 s");
   try {
     po::variables_map vm;
     // Command line first: Boost keeps the first value stored.
@@ -379,6 +397,14 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   cfg.sse_keepalive = std::chrono::milliseconds{sse_keepalive};
   cfg.http_max_streams_per_key = static_cast<size_t>(http_streams);
   cfg.http_max_batch = static_cast<size_t>(http_batch);
+  // Browsers: entries are checked by the gateway (browser_policy::make,
+  // decode_stream_token_key), which owns their meaning.
+  append_list_items(allowed_hosts, cfg.http_allowed_hosts);
+  append_list_items(cors_origins, cfg.http_cors_origins);
+  if (!in_range(token_ttl, 1, 600))
+    return make_error(errc::bad_config,
+                      "stream-token-ttl-s must be within [1, 600]");
+  cfg.stream_token_ttl = std::chrono::seconds{token_ttl};
   auto parsed_slots = parse_slots(slots);
   if (!parsed_slots)
     return std::move(parsed_slots.error());

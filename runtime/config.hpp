@@ -114,6 +114,19 @@ struct node_config {
   std::chrono::milliseconds sse_keepalive{15000};
   size_t http_max_streams_per_key = 1000;
   size_t http_max_batch = 10000;
+  // -- browsers: Host, Origin, CORS, stream tokens (gateway/browser_policy.hpp,
+  // gateway/stream_token.hpp, docs/security.md "Browsers") --
+  /// Extra names the Host header may carry ("name" or "name:port"); the
+  /// loopback names and the listen address are always accepted.
+  std::vector<std::string> http_allowed_hosts;
+  /// Origins (scheme://host[:port]) whose pages may call the API (CORS).
+  std::vector<std::string> http_cors_origins;
+  /// Key of the stream tokens ("hex:..." or "base64:...", >= 32 bytes);
+  /// empty = a random key per process (tokens die with it and other
+  /// gateways cannot verify them; the node says so).
+  std::string stream_token_key;
+  /// Lifetime of a minted stream token, at most 600 s.
+  std::chrono::seconds stream_token_ttl{300};
 };
 
 /// The key of a webhook secret "whsec_<base64>": the decoded bytes (24 to

@@ -12,7 +12,8 @@ JOBS=${DROVER_JOBS:-$(nproc)}
 # Debian packages the build and the tests need.
 PACKAGES=(g++ cmake make pkgconf ccache libcaf-dev capnproto libcapnp-dev
   libpq-dev postgresql libboost-program-options-dev libboost-dev catch2
-  libssl-dev curl)
+  libssl-dev curl
+  chromium nodejs)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -32,6 +33,21 @@ ensure_run_as_user() {
       --shell /usr/sbin/nologin "$RUN_AS_USER"
   fi
   export DROVER_RUN_AS=$RUN_AS_USER
+}
+
+# The headless Chromium test's driver: playwright-core at the version
+# tests/browser/package-lock.json pins (Debian's chromium is the browser;
+# never `playwright install`). npm comes with the machine's Node.js, or
+# from Debian's npm package when it does not.
+install_browser_test_packages() {
+  if ! command -v npm >/dev/null 2>&1; then
+    as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends npm
+  fi
+  if [ ! -f "$ROOT/tests/browser/node_modules/playwright-core/package.json" ]; then
+    log "installing the browser test's npm packages (npm ci in tests/browser)"
+    (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund)
+  fi
 }
 
 install_packages() {
