@@ -204,7 +204,7 @@ TEST_CASE("GET shows the live progress and ETA a stream shows",
     auto ev = s.next(time_left(deadline));
     REQUIRE(ev);
     if (ev->event == "progress" || ev->event == "stage") {
-      streamed = parse_json(ev->data)["percent"].number();
+      streamed = parse_json(ev->data)["percent"].num();
       ++progress_events;
     }
   }
@@ -213,14 +213,14 @@ TEST_CASE("GET shows the live progress and ETA a stream shows",
   REQUIRE(job["status"].str() == "processing");
   // At least as far as the stream had got (the store alone lags up to the
   // persist interval), and with the ETA the stream computes.
-  CHECK(job["progress"].number() >= streamed);
+  CHECK(job["progress"].num() >= streamed);
   REQUIRE(job["eta_seconds"].is_number());
-  CHECK(job["eta_seconds"].number() > 0);
-  CHECK(job["eta_seconds"].number() < 30);
+  CHECK(job["eta_seconds"].num() > 0);
+  CHECK(job["eta_seconds"].num() < 30);
   await_end(node, "", id);
   auto finished = get_job(c, id);
   CHECK(finished["eta_seconds"].is_null());
-  CHECK(finished["progress"].number() == 100);
+  CHECK(finished["progress"].num() == 100);
 }
 
 TEST_CASE("queue counters say since when they count", "[gateway][input]") {
