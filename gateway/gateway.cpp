@@ -1041,6 +1041,10 @@ private:
       // with (a redrive the publisher has not learnt of yet: it forgets the
       // failed run's final once the queue tells it), subscribe again later.
       auto catch_up = std::make_shared<std::function<void(bool)>>();
+      // It calls itself again through a weak reference: a strong one would
+      // be a cycle keeping every stream's state and sink (the client's
+      // exchange or WebSocket) alive forever. The handlers below own it.
+      std::weak_ptr<std::function<void(bool)>> again = catch_up;
       *catch_up = [=](bool after_final) {
         st->catching_up = true;
         a->request(api, timeout, events_atom::value, id)
@@ -1054,7 +1058,8 @@ private:
                 a->delayed_send(a, resubscribe_delay, resubscribe_atom::value);
               else if (st->reread && !st->ended) {
                 st->reread = false;
-                (*catch_up)(false);
+                if (auto self_again = again.lock())
+                  (*self_again)(false);
               }
             },
             fail_stream);

@@ -95,7 +95,7 @@ public:
     auto self = shared_from_this();
     ws_.async_accept(req, [self, on_open = std::move(on_open)](error_code ec) {
       if (ec) {
-        self->hooks_.fire();
+        self->finish();
         return;
       }
       on_open(self);
@@ -120,6 +120,8 @@ public:
 
   void on_message(std::function<void(std::string)> fn) override {
     std::lock_guard<std::mutex> guard{mx_};
+    if (hooks_.closed())
+      return; // finish() has run: storing it would form the cycle again
     on_message_ = std::move(fn);
   }
 
@@ -128,11 +130,25 @@ public:
   }
 
 private:
+  /// The socket is done: runs the close hooks and drops the message
+  /// handler. The handler usually holds this channel (the gateway's does),
+  /// so keeping it would keep the connection alive forever — its memory,
+  /// and its slot in `connections`, which would end up refusing everyone.
+  /// Callers hold a reference to this object.
+  void finish() {
+    hooks_.fire();
+    std::function<void(std::string)> fn;
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      fn.swap(on_message_);
+    }
+  }
+
   void read() {
     auto self = shared_from_this();
     ws_.async_read(in_, [self](error_code ec, size_t) {
       if (ec) {
-        self->hooks_.fire();
+        self->finish();
         return;
       }
       auto text = beast::buffers_to_string(self->in_.data());
@@ -166,7 +182,7 @@ private:
     ws_.text(true);
     ws_.async_write(net::buffer(out_.front()), [self](error_code ec, size_t) {
       if (ec) {
-        self->hooks_.fire();
+        self->finish();
         return;
       }
       self->backlog_ -= self->out_.front().size();
@@ -179,7 +195,7 @@ private:
   void shutdown() {
     if (hooks_.closed())
       return;
-    hooks_.fire();
+    finish();
     auto self = shared_from_this();
     ws_.async_close(websocket::close_code::normal, [self](error_code) {});
   }

@@ -51,6 +51,7 @@ public:
   virtual bool send(std::string text) = 0;
   virtual void close() = 0;
   /// Set before the first message can arrive: inside the accept callback.
+  /// Released when the socket closes, so `fn` may hold this channel.
   virtual void on_message(std::function<void(std::string)> fn) = 0;
   /// Runs once when the socket closes (at once if it already has).
   virtual void on_close(std::function<void()> fn) = 0;
