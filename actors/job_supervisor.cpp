@@ -1,15 +1,16 @@
 #include "actors/job_supervisor.hpp"
 
+#include "runtime/backoff.hpp"
 #include "runtime/codec.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/submit.hpp"
+#include "runtime/log.hpp"
 #include "runtime/retry.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
-#include <iostream>
 #include <random>
 
 namespace drover {
@@ -29,6 +30,11 @@ using outcome_atom = caf::atom_constant<caf::atom("js_outcome")>;
 // thread took 10 % of the process's CPU in a D2 drain; docs/benchmarks.md),
 // and CAF 0.17 keeps an answered request's entry until its deadline.
 constexpr auto store_timeout = caf::infinite;
+
+/// Writing an attempt's outcome again while the store is unavailable.
+const backoff_schedule outcome_backoff{std::chrono::milliseconds{100},
+                                       std::chrono::milliseconds{5000}, 2.0,
+                                       0.5};
 
 enum class phase {
   loading,  ///< reading the record
@@ -58,7 +64,7 @@ struct js_state {
   /// next try.
   std::vector<job_event> outcome;
   job_status outcome_status = job_status::queued;
-  std::chrono::milliseconds outcome_retry{0};
+  backoff_counter outcome_retry{outcome_backoff};
   std::minstd_rand rng;
 
   static inline const char* name = "drover.job_supervisor";
@@ -80,9 +86,9 @@ job_event make_event(self_ptr self, event_kind kind) {
 }
 
 void log_failure(self_ptr self, const std::string& what,
-                 const caf::error& err) {
-  std::cerr << "drover: job " << self->state.cfg.job_id << ": " << what
-            << ": " << describe(err) << std::endl;
+                 const caf::error& err, log::level lv = log::level::error) {
+  log::write(lv, "job_supervisor", self->state.cfg.job_id, what,
+             {{"error", describe(err)}});
 }
 
 /// Appends one event whose outcome only matters if it fails. Always a
@@ -153,13 +159,12 @@ void write_outcome(self_ptr self) {
           // The attempt's outcome is real (its side effects happened):
           // record it once the store is back rather than drop it, which
           // left the job `processing` with nobody to move it on.
-          if (st.outcome_retry.count() == 0)
+          if (st.outcome_retry.failures() == 0)
             log_failure(self, "writing the attempt's outcome (will retry)",
-                        err);
-          st.outcome_retry = std::min(
-            std::max(st.outcome_retry * 2, std::chrono::milliseconds{100}),
-            std::chrono::milliseconds{5000});
-          self->delayed_send(self, st.outcome_retry, outcome_atom::value);
+                        err, log::level::warn);
+          std::uniform_real_distribution<double> u{0.0, 1.0};
+          self->delayed_send(self, st.outcome_retry.next(u(st.rng)),
+                             outcome_atom::value);
           return;
         }
         // Refused for good (e.g. the outcome's commit was in doubt, did

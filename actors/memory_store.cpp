@@ -6,6 +6,7 @@
 
 #include "runtime/errors.hpp"
 #include "runtime/job_state.hpp"
+#include "runtime/log_caf.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/stateful_actor.hpp>
@@ -58,7 +59,7 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
   return sys.spawn([](store_self self) -> store_actor::behavior_type {
     // A stray message or error must not take the store down (CAF's
     // defaults for typed actors quit).
-    self->set_default_handler(caf::print_and_drop);
+    self->set_default_handler(log_and_drop);
     self->set_error_handler([](caf::error&) {});
     // Creates one job; shared by single and batch submits.
     auto submit_one = [self](job_event& ev) -> caf::expected<job_record> {

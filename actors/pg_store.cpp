@@ -1,7 +1,10 @@
 #include "actors/pg_store.hpp"
 
+#include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/job_state.hpp"
+#include "runtime/log.hpp"
+#include "runtime/log_caf.hpp"
 #include "actors/queue.hpp"
 #include "runtime/pg.hpp"
 
@@ -11,7 +14,6 @@
 #include <caf/stateful_actor.hpp>
 
 #include <deque>
-#include <iostream>
 #include <map>
 #include <memory>
 #include <set>
@@ -247,7 +249,8 @@ struct pg_store_state {
   /// While true, enqueue_op neither seals nor flushes: a batch submit
   /// puts all its items into one transaction.
   bool hold = false;
-  std::chrono::milliseconds reconnect_delay{0};
+  /// Failed reconnect attempts since PostgreSQL was lost (the backoff).
+  uint32_t reconnect_failures = 0;
   bool reconnecting = false;
   /// A write found the partition leases taken over (see deposed()).
   bool deposed = false;
@@ -262,8 +265,18 @@ caf::error unavailable(const std::string& why) {
   return make_error(errc::unavailable, "the job store is unavailable: " + why);
 }
 
-void log(const std::string& what) {
-  std::cerr << "drover: pg_store: " << what << std::endl;
+void log(const std::string& what, log::level lv = log::level::warn) {
+  log::write(lv, "store", {}, what);
+}
+
+/// The wait before the next reconnect attempt (runtime/backoff.hpp: from
+/// reconnect_min, doubling up to reconnect_max, equal jitter, never below
+/// reconnect_min).
+std::chrono::milliseconds reconnect_wait(self_ptr self) {
+  auto& st = self->state;
+  backoff_schedule schedule{st.cfg.reconnect_min, st.cfg.reconnect_max, 2.0,
+                            0.5, st.cfg.reconnect_min};
+  return schedule.delay(st.reconnect_failures++, jitter_draw());
 }
 
 void flush(self_ptr self);
@@ -629,9 +642,10 @@ void start_reconnect(self_ptr self) {
   if (st.reconnecting)
     return;
   st.reconnecting = true;
-  st.reconnect_delay = st.cfg.reconnect_min;
-  log("PostgreSQL unreachable; writes are refused until it is back");
-  self->delayed_send(self, st.reconnect_delay, reconnect_atom::value);
+  st.reconnect_failures = 0;
+  log("PostgreSQL unreachable; writes are refused until it is back",
+      log::level::error);
+  self->delayed_send(self, reconnect_wait(self), reconnect_atom::value);
 }
 
 void try_reconnect(self_ptr self) {
@@ -642,13 +656,10 @@ void try_reconnect(self_ptr self) {
         auto& st = self->state;
         st.available = true;
         st.reconnecting = false;
-        log("PostgreSQL is back; accepting writes again");
+        log("PostgreSQL is back; accepting writes again", log::level::info);
       },
       [self](caf::error&) {
-        auto& st = self->state;
-        st.reconnect_delay = std::min(st.reconnect_delay * 2,
-                                      st.cfg.reconnect_max);
-        self->delayed_send(self, st.reconnect_delay, reconnect_atom::value);
+        self->delayed_send(self, reconnect_wait(self), reconnect_atom::value);
       });
 }
 
@@ -945,7 +956,7 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
     // The I/O actors live and die with the store.
     self->link_to(st.writer);
     self->link_to(st.reader);
-    self->set_default_handler(caf::print_and_drop);
+    self->set_default_handler(log_and_drop);
     self->set_error_handler([](caf::error&) {});
     if (st.cfg.retain_finished.count() > 0)
       self->delayed_send(self, st.cfg.retention_interval,
@@ -1112,7 +1123,8 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
             [](uint64_t purged) {
               if (purged > 0)
                 log("retention: purged " + std::to_string(purged)
-                    + " finished jobs");
+                        + " finished jobs",
+                    log::level::info);
             },
             [](caf::error& err) {
               log("retention sweep failed: " + describe(err));

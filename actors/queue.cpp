@@ -1,8 +1,10 @@
 #include "actors/queue.hpp"
 
 #include "actors/job_supervisor.hpp"
+#include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/ids.hpp"
+#include "runtime/log.hpp"
 #include "runtime/retry.hpp"
 
 #include <caf/actor_system.hpp>
@@ -12,7 +14,6 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
-#include <iostream>
 #include <map>
 #include <random>
 #include <set>
@@ -33,9 +34,10 @@ using reconcile_atom = caf::atom_constant<caf::atom("q_recon")>;
 // largest part of CAF's clock-thread cost in a drain.
 constexpr auto store_timeout = caf::infinite;
 
-/// Backoff bounds of reconcile() while the store can't answer.
-constexpr std::chrono::milliseconds reconcile_min{100};
-constexpr std::chrono::milliseconds reconcile_max{5000};
+/// Backoff of reconcile() and of recovery while the store can't answer.
+const backoff_schedule reconcile_backoff{std::chrono::milliseconds{100},
+                                         std::chrono::milliseconds{5000},
+                                         2.0, 0.5};
 
 /// One ready job: all the queue keeps per queued job (the id fits the
 /// string's small buffer, so no allocation).
@@ -90,7 +92,7 @@ struct queue_state {
   std::mt19937_64 rng;
   job_id_generator ids{1};
   /// Backoff of the recovery retries.
-  std::chrono::milliseconds recover_delay{0};
+  backoff_counter recover_backoff{reconcile_backoff};
 
   static inline const char* name = "drover.queue";
 };
@@ -110,9 +112,16 @@ size_t prio_index(priority p) {
   return i < 3 ? i : 2;
 }
 
-void log_failure(const std::string& what, const caf::error& err) {
-  std::cerr << "drover: queue: " << what << ": " << describe(err)
-            << std::endl;
+void log_failure(const std::string& what, const caf::error& err,
+                 std::string_view job_id = {},
+                 log::level lv = log::level::error) {
+  log::write(lv, "queue", job_id, what, {{"error", describe(err)}});
+}
+
+/// A jitter draw from the queue's seeded generator.
+double draw(self_ptr self) {
+  std::uniform_real_distribution<double> u{0.0, 1.0};
+  return u(self->state.rng);
 }
 
 void dispatch(self_ptr self, const std::string& cls);
@@ -222,7 +231,7 @@ void push_delayed(self_ptr self, delayed_entry entry) {
 }
 
 void reconcile_later(self_ptr self, const std::string& job_id,
-                     std::chrono::milliseconds delay, error_info why);
+                     uint32_t failures, error_info why);
 
 /// Moves every due job to the ready queues (after the store recorded it).
 void on_due(self_ptr self) {
@@ -245,8 +254,9 @@ void on_due(self_ptr self) {
         [self, entry](caf::error& err) {
           // Cancelled while it waited, or the store is unavailable: the
           // store has the truth, and the job must not be forgotten.
-          log_failure("job " + entry.job_id + " could not become ready", err);
-          reconcile_later(self, entry.job_id, reconcile_min,
+          log_failure("the job could not become ready", err, entry.job_id,
+                      log::level::warn);
+          reconcile_later(self, entry.job_id, 0,
                           {"attempt_lost", "the job's timer fired while the "
                                            "store was unavailable",
                            true});
@@ -357,7 +367,7 @@ caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
 /// dead-letter queue.
 void settle_interrupted(self_ptr self, const job_record& rec,
                         error_info err,
-                        std::chrono::milliseconds retry_delay = reconcile_min) {
+                        uint32_t failures = 0) {
   auto& st = self->state;
   const auto* h = st.deps.handlers->find(rec.spec.type);
   std::vector<std::string> none;
@@ -408,10 +418,11 @@ void settle_interrupted(self_ptr self, const job_record& rec,
             },
             [](caf::error&) {});
       },
-      [self, rec, why, retry_delay](caf::error& err) {
+      [self, rec, why, failures](caf::error& err) {
         // Left as it is, the attempt would stay `processing` forever.
-        log_failure("settling an interrupted attempt", err);
-        reconcile_later(self, rec.job_id, retry_delay, why);
+        log_failure("settling an interrupted attempt", err, rec.job_id,
+                    log::level::warn);
+        reconcile_later(self, rec.job_id, failures, why);
       });
 }
 
@@ -423,12 +434,12 @@ void settle_interrupted(self_ptr self, const job_record& rec,
 /// or — for an attempt nobody runs — the retry policy, blaming `why`.
 /// Retries with backoff while the store can't answer. A job a supervisor
 /// runs is left to it.
-void reconcile(self_ptr self, const std::string& job_id,
-               std::chrono::milliseconds delay, error_info why) {
+void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
+               error_info why) {
   auto& st = self->state;
   self->request(st.deps.store, store_timeout, get_atom::value, job_id)
     .then(
-      [self, delay, why](job_record& rec) {
+      [self, failures, why](job_record& rec) {
         auto& st = self->state;
         if (st.running.count(rec.job_id) > 0)
           return;
@@ -443,26 +454,25 @@ void reconcile(self_ptr self, const std::string& job_id,
             enqueue(self, rec);
             break;
           case job_status::processing:
-            settle_interrupted(self, rec, why,
-                               std::min(delay * 2, reconcile_max));
+            settle_interrupted(self, rec, why, failures + 1);
             break;
           default:
             break; // terminal: nothing left to do
         }
       },
-      [self, job_id, delay, why](caf::error& err) {
+      [self, job_id, failures, why](caf::error& err) {
         if (is(err, errc::not_found))
           return;
-        reconcile_later(self, job_id, std::min(delay * 2, reconcile_max),
-                        why);
+        reconcile_later(self, job_id, failures + 1, why);
       });
 }
 
+/// reconcile() after the backoff for `failures` failures so far.
 void reconcile_later(self_ptr self, const std::string& job_id,
-                     std::chrono::milliseconds delay, error_info why) {
-  self->delayed_send(self, delay, reconcile_atom::value, job_id,
-                     static_cast<int64_t>(delay.count()), why.code,
-                     why.message);
+                     uint32_t failures, error_info why) {
+  self->delayed_send(self, reconcile_backoff.delay(failures, draw(self)),
+                     reconcile_atom::value, job_id,
+                     static_cast<int64_t>(failures), why.code, why.message);
 }
 
 /// A job supervisor died without concluding its job: settle the attempt.
@@ -489,8 +499,8 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
                             true});
       },
       [self, job_id, reason](caf::error& err) {
-        log_failure("reading an orphaned job", err);
-        reconcile_later(self, job_id, reconcile_min,
+        log_failure("reading an orphaned job", err, job_id, log::level::warn);
+        reconcile_later(self, job_id, 0,
                         {"supervisor_lost",
                          "the job's supervisor died: "
                            + self->system().render(reason),
@@ -548,19 +558,18 @@ void recover(self_ptr self) {
           }
         }
         if (jobs.size() > skipped)
-          std::cerr << "drover: queue: recovered " << jobs.size() - skipped
-                    << " unfinished jobs (" << interrupted
-                    << " interrupted attempts)" << std::endl;
+          log::info("queue", "recovered unfinished jobs",
+                    {{"jobs", jobs.size() - skipped},
+                     {"interrupted_attempts", interrupted}});
       },
       [self](caf::error& err) {
         // Without recovery, acknowledged jobs would sit in the store
         // unseen: keep trying (the store may still be connecting).
         auto& st = self->state;
-        log_failure("recovering unfinished jobs (will retry)", err);
-        st.recover_delay = std::min(std::max(st.recover_delay * 2,
-                                             std::chrono::milliseconds{100}),
-                                    std::chrono::milliseconds{5000});
-        self->delayed_send(self, st.recover_delay, recover_atom::value);
+        log_failure("recovering unfinished jobs (will retry)", err, {},
+                    log::level::warn);
+        self->delayed_send(self, st.recover_backoff.next(draw(self)),
+                           recover_atom::value);
       });
 }
 
@@ -928,7 +937,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         default:
           // queued or processing: the supervisor could not record what
           // happened (the store failed it); find out from the store.
-          reconcile_later(self, job_id, reconcile_min,
+          reconcile_later(self, job_id, 0,
                           {"attempt_lost",
                            "the attempt's outcome could not be recorded",
                            true});
@@ -936,9 +945,10 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       }
     },
     [self](recover_atom) { recover(self); },
-    [self](reconcile_atom, const std::string& job_id, int64_t delay_ms,
+    [self](reconcile_atom, const std::string& job_id, int64_t failures,
            std::string& code, std::string& message) {
-      reconcile(self, job_id, std::chrono::milliseconds{delay_ms},
+      reconcile(self, job_id,
+                static_cast<uint32_t>(std::clamp<int64_t>(failures, 0, 64)),
                 {std::move(code), std::move(message), true});
     },
     [self](due_atom, uint64_t generation) {

@@ -125,7 +125,7 @@ node_proc start_node(const options& opt, const std::string& db_url,
     }
     buf.append(chunk, static_cast<size_t>(r));
     auto nl = buf.find('\n');
-    if (nl != std::string::npos && buf.find(" ready:") < nl) {
+    if (nl != std::string::npos && buf.find(" node: ready ") < nl) {
       n.ready_s = seconds_since(n.exec_at);
       auto h = buf.find("http=");
       if (h == std::string::npos || h > nl) {

@@ -1,6 +1,7 @@
 #include "gateway/webhook.hpp"
 
 #include "gateway/http_api.hpp"
+#include "runtime/backoff.hpp"
 #include "runtime/codec.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
@@ -157,14 +158,19 @@ caf::expected<webhook_options> webhook_options_from(const node_config& cfg) {
 std::chrono::milliseconds webhook_backoff(const webhook_options& opts,
                                           uint32_t failed_attempts,
                                           double uniform01) {
-  auto max = std::max<int64_t>(opts.max_backoff.count(), 1);
-  auto base = std::clamp<int64_t>(opts.initial_backoff.count(), 1, max);
-  for (uint32_t i = 1; i < failed_attempts && base < max; ++i)
-    base = std::min(max, base * 2);
-  auto half = base / 2;
-  auto u = std::clamp(uniform01, 0.0, 1.0);
-  auto delay = half + static_cast<int64_t>(u * static_cast<double>(base - half));
-  return std::chrono::milliseconds{std::max<int64_t>(delay, 1)};
+  // The project's one backoff formula (runtime/backoff.hpp) with equal
+  // jitter and at least 1 ms.
+  backoff_schedule schedule;
+  schedule.max = std::max(opts.max_backoff, std::chrono::milliseconds{1});
+  schedule.initial = std::clamp(opts.initial_backoff,
+                                std::chrono::milliseconds{1}, schedule.max);
+  schedule.multiplier = 2.0;
+  schedule.jitter = 0.5;
+  schedule.floor = std::chrono::milliseconds{1};
+  // `uniform01` counts from the bottom of the window here, from the top in
+  // backoff_schedule.
+  auto u = 1.0 - std::clamp(uniform01, 0.0, 1.0);
+  return schedule.delay(std::max<uint32_t>(failed_attempts, 1) - 1, u);
 }
 
 // -- one attempt --------------------------------------------------------------

@@ -1,7 +1,10 @@
 #include "gateway/webhook_dispatcher.hpp"
 
 #include "actors/queue.hpp"
+#include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/log.hpp"
+#include "runtime/log_caf.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_cast.hpp>
@@ -12,7 +15,6 @@
 
 #include <algorithm>
 #include <deque>
-#include <iostream>
 #include <map>
 #include <random>
 #include <set>
@@ -39,9 +41,19 @@ constexpr uint32_t scan_page = 200;
 /// again.
 constexpr size_t settled_memory = 10000;
 
-void log(const std::string& what) {
-  std::cerr << "drover: webhooks: " << what << std::endl;
-}
+/// Retries of recording an attempt in the job's history.
+const backoff_schedule record_backoff{std::chrono::milliseconds{100},
+                                      std::chrono::milliseconds{5000}, 2.0,
+                                      0.5};
+/// Scans for pending deliveries after a failed one.
+const backoff_schedule rescan_backoff{std::chrono::milliseconds{500},
+                                      std::chrono::milliseconds{30000}, 2.0,
+                                      0.5};
+/// Registering with the progress publisher (absent while the job system
+/// restarts).
+const backoff_schedule connect_backoff{std::chrono::milliseconds{50},
+                                       std::chrono::milliseconds{2000}, 2.0,
+                                       0.5};
 
 // -- delivery threads -----------------------------------------------------------
 
@@ -111,7 +123,7 @@ struct dispatcher_state {
   std::deque<job_record> resuming;
   std::string scan_next;
   bool scan_more = false;
-  std::chrono::milliseconds connect_delay{0};
+  backoff_counter connect_retries{connect_backoff};
   uint64_t next_generation = 1;
   std::mt19937_64 rng;
 
@@ -306,11 +318,9 @@ void forget(self_ptr self, const job_event& ev) {
 void record(self_ptr self, job_event ev, uint32_t tries) {
   auto& st = self->state;
   auto retry = [self, tries](job_event ev) {
-    auto delay = std::min(std::chrono::milliseconds{5000},
-                          std::chrono::milliseconds{
-                            int64_t{100} << std::min<uint32_t>(tries, 6)});
-    self->delayed_send(self, delay, record_atom::value, std::move(ev),
-                       tries + 1);
+    std::uniform_real_distribution<double> u{0.0, 1.0};
+    self->delayed_send(self, record_backoff.delay(tries, u(self->state.rng)),
+                       record_atom::value, std::move(ev), tries + 1);
   };
   auto store = st.cfg.handles->store();
   if (!store) {
@@ -322,14 +332,18 @@ void record(self_ptr self, job_event ev, uint32_t tries) {
     .then([self, ev](ok_atom) { on_recorded(self, ev); },
           [self, ev, tries, retry](caf::error& err) {
             if (is(err, errc::not_found) || is(err, errc::invalid_value)) {
-              log("job " + ev.job_id + ": dropping webhook "
-                  + ev.webhook.webhook_id + ": " + describe(err));
+              log::error("webhooks", log::job{ev.job_id},
+                         "dropping the webhook: its job refuses the attempt",
+                         {{"webhook", ev.webhook.webhook_id},
+                          {"error", describe(err)}});
               forget(self, ev);
               return;
             }
             if (tries == 0)
-              log("job " + ev.job_id + ": recording a webhook attempt "
-                  "failed, will retry: " + describe(err));
+              log::warn("webhooks", log::job{ev.job_id},
+                        "recording a webhook attempt failed, will retry",
+                        {{"webhook", ev.webhook.webhook_id},
+                         {"error", describe(err)}});
             retry(ev);
           });
 }
@@ -373,11 +387,9 @@ void scan(self_ptr self, uint64_t epoch, std::string after,
 /// Looks again from the start after `delay` (deliveries already known are
 /// skipped then).
 void rescan_later(self_ptr self, uint64_t epoch, uint32_t failures) {
-  auto delay = std::min(std::chrono::milliseconds{30000},
-                        std::chrono::milliseconds{
-                          int64_t{500} << std::min<uint32_t>(failures, 6)});
-  self->delayed_send(self, delay, scan_atom::value, epoch, std::string{},
-                     failures + 1);
+  std::uniform_real_distribution<double> u{0.0, 1.0};
+  self->delayed_send(self, rescan_backoff.delay(failures, u(self->state.rng)),
+                     scan_atom::value, epoch, std::string{}, failures + 1);
 }
 
 /// Resumes the deliveries of the page the last scan found, one job at a
@@ -424,8 +436,9 @@ void resume_next(self_ptr self, uint64_t epoch) {
           auto& st = self->state;
           if (epoch != st.scan_epoch)
             return;
-          log("job " + rec.job_id + ": reading its history failed ("
-              + describe(err) + "); looking again later");
+          log::warn("webhooks", log::job{rec.job_id},
+                    "reading the job's history failed; looking again later",
+                    {{"error", describe(err)}});
           st.resuming.clear();
           rescan_later(self, epoch, 0);
         });
@@ -461,8 +474,9 @@ void scan(self_ptr self, uint64_t epoch, std::string after,
       },
       [self, epoch, failures](caf::error& err) {
         if (failures == 0)
-          log("looking for pending webhooks failed, will retry: "
-              + describe(err));
+          log::warn("webhooks",
+                    "looking for pending webhooks failed, will retry",
+                    {{"error", describe(err)}});
         // From the start: simpler than remembering where, and what is
         // known already is skipped.
         rescan_later(self, epoch, failures);
@@ -474,10 +488,9 @@ void connect(self_ptr self) {
   auto& st = self->state;
   auto retry = [self] {
     auto& st = self->state;
-    st.connect_delay = std::min(
-      std::max(st.connect_delay * 2, std::chrono::milliseconds{50}),
-      std::chrono::milliseconds{2000});
-    self->delayed_send(self, st.connect_delay, connect_atom::value);
+    std::uniform_real_distribution<double> u{0.0, 1.0};
+    self->delayed_send(self, st.connect_retries.next(u(st.rng)),
+                       connect_atom::value);
   };
   auto publisher = caf::actor_cast<caf::actor>(st.cfg.handles->publisher());
   if (!publisher || publisher.address() == st.dead_publisher) {
@@ -490,7 +503,7 @@ void connect(self_ptr self) {
       [self, publisher](ok_atom) {
         auto& st = self->state;
         st.publisher = publisher;
-        st.connect_delay = std::chrono::milliseconds{0};
+        st.connect_retries.reset();
         self->monitor(publisher);
         // Finals published while nobody watched are in the store.
         scan(self, ++st.scan_epoch, std::string{}, 0);
@@ -512,8 +525,8 @@ caf::behavior dispatcher_impl(self_ptr self, webhook_dispatcher_config cfg) {
     st.idle_senders.push_back(sender);
   }
   if (st.cfg.options.key.empty())
-    log("no --webhook-secret: webhooks go out unsigned");
-  self->set_default_handler(caf::print_and_drop);
+    log::warn("webhooks", "no --webhook-secret: webhooks go out unsigned");
+  self->set_default_handler(log_and_drop);
   // We only make requests with response handlers; this keeps a stray error
   // message from killing the dispatcher, which is CAF's default.
   self->set_error_handler([](caf::error&) {});

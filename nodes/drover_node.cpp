@@ -26,6 +26,7 @@
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/exec_policy.hpp"
+#include "runtime/log.hpp"
 #include "runtime/privileges.hpp"
 #include "runtime/supervisor.hpp"
 #include "runtime/type_ids.hpp"
@@ -183,9 +184,10 @@ struct coordinator_claim {
       return;
     leaving->store(true);
     if (auto err = keeper->stop_and_release())
-      std::cerr << "drover-node: could not release the partition leases "
-                   "(they expire by themselves): "
-                << drover::describe(err) << '\n';
+      drover::log::warn("node",
+                        "could not release the partition leases (they "
+                        "expire by themselves)",
+                        {{"error", drover::describe(err)}});
     keeper.reset();
   }
   ~coordinator_claim() {
@@ -200,9 +202,11 @@ deposed_exit(std::shared_ptr<std::atomic<bool>> leaving) {
   return [leaving](const std::string& why) {
     if (leaving->load())
       return;
-    std::cerr << "drover-node: deposed: another coordinator took over this "
-                 "database's partition leases; stopping at once (exit 3): "
-              << why << std::endl;
+    drover::log::error("node",
+                       "deposed: another coordinator took over this "
+                       "database's partition leases; stopping at once "
+                       "(exit 3)",
+                       {{"reason", why}});
     std::_Exit(3);
   };
 }
@@ -270,7 +274,7 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
                      ? check_port(cfg.http_host, cfg.http_port, "http-port")
                      : caf::error{}})
     if (err) {
-      std::cerr << "drover-node: " << drover::describe(err) << '\n';
+      drover::log::error("node", drover::describe(err));
       return drover::is(err, drover::errc::bad_config) ? 2 : 1;
     }
   coordinator_claim claim;
@@ -280,13 +284,13 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
                                                cfg.lease_ttl);
     if (!grant) {
       if (drover::is(grant.error(), drover::errc::conflict)) {
-        std::cerr << "drover-node: another coordinator runs on this "
-                     "database: "
-                  << drover::describe(grant.error()) << '\n';
+        drover::log::error("node",
+                           "another coordinator runs on this database",
+                           {{"error", drover::describe(grant.error())}});
         return 2;
       }
-      std::cerr << "drover-node: cannot take the coordinator leases: "
-                << drover::describe(grant.error()) << '\n';
+      drover::log::error("node", "cannot take the coordinator leases",
+                         {{"error", drover::describe(grant.error())}});
       return 1;
     }
     claim.fence = grant->fence();
@@ -297,18 +301,18 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     kc.interval = cfg.lease_renew_interval;
     kc.deposed = deposed_exit(claim.leaving);
     kc.log = [](const std::string& line) {
-      std::cerr << "drover-node: " << line << std::endl;
+      drover::log::warn("leases", line);
     };
     claim.keeper = std::make_unique<drover::pg::lease_keeper>(std::move(kc));
   }
   auto tree = node_tree(cfg, handles, claim);
   if (!tree) {
-    std::cerr << "drover-node: " << drover::describe(tree.error()) << '\n';
+    drover::log::error("node", drover::describe(tree.error()));
     return 2;
   }
   auto root = drover::spawn_supervisor(sys, std::move(*tree));
   if (!root) {
-    std::cerr << "drover-node: " << drover::describe(root.error()) << '\n';
+    drover::log::error("node", drover::describe(root.error()));
     return 1;
   }
   {
@@ -321,8 +325,8 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
       .receive([](drover::tree_node&) {},
                [&](caf::error& err) { not_up = std::move(err); });
     if (not_up) {
-      std::cerr << "drover-node: the node did not start: "
-                << drover::describe(not_up) << '\n';
+      drover::log::error("node", "the node did not start",
+                         {{"error", drover::describe(not_up)}});
       caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
       return 1;
     }
@@ -331,8 +335,10 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   auto port = sys.middleman().publish(api, cfg.admin_port,
                                       cfg.admin_host.c_str(), true);
   if (!port) {
-    std::cerr << "drover-node: cannot listen on " << cfg.admin_host << ':'
-              << cfg.admin_port << ": " << sys.render(port.error()) << '\n';
+    drover::log::error("node",
+                       "cannot listen on " + cfg.admin_host + ':'
+                         + std::to_string(cfg.admin_port),
+                       {{"error", sys.render(port.error())}});
     caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
     return 1;
@@ -345,42 +351,62 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
       started = drover::http::gateway::start(sys, api, std::move(*gw_cfg));
     if (!gw_cfg || !started) {
       auto err = !gw_cfg ? gw_cfg.error() : started.error();
-      std::cerr << "drover-node: " << drover::describe(err) << '\n';
+      drover::log::error("node", drover::describe(err));
       caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
       caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
       return drover::is(err, drover::errc::bad_config) ? 2 : 1;
     }
     gateway = std::move(*started);
     if (gateway->development_mode())
-      std::cerr << "drover-node: WARNING: the HTTP gateway runs in "
-                   "DEVELOPMENT MODE: no API keys are configured, so every "
-                   "request is accepted without authentication (loopback "
-                   "only). Configure --api-key before serving anyone else.\n";
+      drover::log::warn("gateway",
+                        "the HTTP gateway runs in DEVELOPMENT MODE: no API "
+                        "keys are configured, so every request is accepted "
+                        "without authentication (loopback only). Configure "
+                        "--api-key before serving anyone else.");
     if (cfg.stream_token_key.empty())
-      std::cerr << "drover-node: stream tokens are signed with a random key "
-                   "made at start: they stop working when this process "
-                   "ends and no other gateway accepts them (set "
-                   "--stream-token-key to share one).\n";
+      drover::log::warn("gateway",
+                        "stream tokens are signed with a random key made at "
+                        "start: they stop working when this process ends "
+                        "and no other gateway accepts them (set "
+                        "--stream-token-key to share one).");
   }
   if (cfg.exec_allow.empty()) {
     if (exec_development_mode(cfg))
-      std::cerr << "drover-node: WARNING: exec jobs may run ANY program on "
-                   "this machine (development mode: no --exec-allow, no API "
-                   "keys, loopback only). Configure --exec-allow before "
-                   "serving anyone else.\n";
+      drover::log::warn("exec",
+                        "exec jobs may run ANY program on this machine "
+                        "(development mode: no --exec-allow, no API keys, "
+                        "loopback only). Configure --exec-allow before "
+                        "serving anyone else.");
     else
-      std::cerr << "drover-node: exec jobs are refused: no --exec-allow is "
-                   "configured.\n";
+      drover::log::info("exec",
+                        "exec jobs are refused: no --exec-allow is "
+                        "configured.");
   }
-  std::cout << "drover-node " << cfg.node_id << " ready: roles=";
-  for (size_t i = 0; i < cfg.roles.size(); ++i)
-    std::cout << (i > 0 ? "," : "") << cfg.roles[i];
-  std::cout << " store=" << cfg.store << " admin=" << cfg.admin_host << ':'
-            << *port;
-  if (gateway)
-    std::cout << " http=" << cfg.http_host << ':' << gateway->port()
-              << (gateway->development_mode() ? " (development mode)" : "");
-  std::cout << std::endl;
+  {
+    // The one line scripts and tests wait for (stdout, in the log's
+    // format; docs/operations.md).
+    std::string roles;
+    for (const auto& r : cfg.roles)
+      roles += (roles.empty() ? "" : ",") + r;
+    auto admin = cfg.admin_host + ':' + std::to_string(*port);
+    std::string http = gateway ? cfg.http_host + ':'
+                                   + std::to_string(gateway->port())
+                               : std::string{};
+    if (!gateway)
+      drover::log::announce("node", "ready",
+                            {{"node", cfg.node_id}, {"roles", roles},
+                             {"store", cfg.store}, {"admin", admin}});
+    else if (!gateway->development_mode())
+      drover::log::announce("node", "ready",
+                            {{"node", cfg.node_id}, {"roles", roles},
+                             {"store", cfg.store}, {"admin", admin},
+                             {"http", http}});
+    else
+      drover::log::announce("node", "ready",
+                            {{"node", cfg.node_id}, {"roles", roles},
+                             {"store", cfg.store}, {"admin", admin},
+                             {"http", http}, {"development_mode", true}});
+  }
   // Signals are blocked in every thread (the mask was set before CAF
   // started its threads); this one thread takes them synchronously.
   std::atomic<bool> asked_to_stop{false};
@@ -398,8 +424,10 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     // The tree stops child by child within their own timeouts; this is
     // the backstop for a tree that hangs anyway.
     if (!cv.wait_for(guard, cfg.shutdown_timeout, [&] { return root_down; })) {
-      std::cerr << "drover-node: orderly shutdown exceeded "
-                << cfg.shutdown_timeout.count() << " ms; exiting hard\n";
+      drover::log::error("node", "orderly shutdown exceeded its deadline; "
+                                 "exiting hard",
+                         {{"shutdown_timeout_ms",
+                           cfg.shutdown_timeout.count()}});
       std::_Exit(1);
     }
   }};
@@ -428,11 +456,11 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   // The tree (the store with it) has stopped: nothing writes any more.
   claim.release();
   if (asked_to_stop && (!reason || reason == caf::exit_reason::user_shutdown)) {
-    std::cout << "drover-node " << cfg.node_id << " stopped" << std::endl;
+    drover::log::announce("node", "stopped", {{"node", cfg.node_id}});
     return 0;
   }
-  std::cerr << "drover-node: root supervisor exited: " << sys.render(reason)
-            << '\n';
+  drover::log::error("node", "root supervisor exited",
+                     {{"reason", sys.render(reason)}});
   return 1;
 }
 
@@ -447,6 +475,9 @@ int main(int argc, char** argv) {
   }
   if (parsed->exit_now)
     return 0;
+  // From here on everything the node says is a log record (runtime/log.hpp);
+  // only a command line it cannot parse is answered as plain CLI text.
+  drover::log::configure(drover::log_options_of(parsed->config));
   {
     // Root goes first, before any thread, port or connection exists
     // (runtime/privileges.hpp): nothing after this line runs as root.
@@ -455,7 +486,7 @@ int main(int argc, char** argv) {
     bool low_ports = low(cfg.admin_port)
                      || (has_role(cfg, "gateway") && low(cfg.http_port));
     if (auto err = drover::enter_run_as(cfg.run_as, low_ports)) {
-      std::cerr << "drover-node: " << drover::describe(err) << '\n';
+      drover::log::error("node", drover::describe(err));
       return 2;
     }
   }

@@ -101,6 +101,12 @@ caf::error validate(const node_config& cfg) {
     return bad("scheduler-threads must be within [1, 256]");
   if (cfg.scheduler_policy != "stealing" && cfg.scheduler_policy != "sharing")
     return bad("scheduler-policy must be 'stealing' or 'sharing'");
+  if (!log::parse_level(cfg.log_level))
+    return bad("log-level must be one of trace, debug, info, warn, error, "
+               "off; got '" + cfg.log_level + "'");
+  if (!log::parse_format(cfg.log_format))
+    return bad("log-format must be 'text' or 'json', got '" + cfg.log_format
+               + "'");
   if (cfg.heartbeat_interval.count() < 10)
     return bad("heartbeat-interval-ms must be at least 10");
   if (cfg.connection_timeout <= cfg.heartbeat_interval)
@@ -198,6 +204,10 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   general.add_options()
     ("help,h", "print this help and exit")
     ("config,c", po::value(&config_file), "INI file with the options below")
+    ("log-level", po::value(&cfg.log_level)->default_value(cfg.log_level),
+     "lowest level logged: trace, debug, info, warn, error, off")
+    ("log-format", po::value(&cfg.log_format)->default_value(cfg.log_format),
+     "log records as text (for people) or json (one object per line)")
     ("node-id", po::value(&cfg.node_id)->default_value(default_node_id()),
      "stable name of this node")
     ("roles", po::value(&roles)->default_value(roles),
@@ -495,6 +505,13 @@ parse_slots(const std::string& text) {
   if (result.empty())
     return make_error(errc::bad_config, "slots must name at least one class");
   return result;
+}
+
+log::options log_options_of(const node_config& cfg) {
+  log::options opts;
+  opts.min_level = log::parse_level(cfg.log_level).value_or(log::level::info);
+  opts.fmt = log::parse_format(cfg.log_format).value_or(log::format::text);
+  return opts;
 }
 
 void apply(const node_config& cfg, caf::actor_system_config& caf_cfg) {

@@ -7,6 +7,8 @@
 #include <caf/fwd.hpp>
 #include <caf/expected.hpp>
 
+#include "runtime/log.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <iosfwd>
@@ -76,6 +78,12 @@ struct node_config {
   /// waits at most this long) and how often it is renewed (< ttl / 2).
   std::chrono::milliseconds lease_ttl{5000};
   std::chrono::milliseconds lease_renew_interval{1000};
+  // -- logging (runtime/log.hpp, docs/operations.md) --
+  /// Lowest level written: trace, debug, info, warn, error or off.
+  std::string log_level = "info";
+  /// "text" (one line per record, for people) or "json" (one JSON object
+  /// per line, for machines).
+  std::string log_format = "text";
   // -- webhooks (gateway/webhook.hpp, docs/webhooks.md) --
   /// Signing secret, "whsec_" + base64 of 24 to 64 random bytes; empty =
   /// deliveries go out unsigned (the node warns).
@@ -152,6 +160,9 @@ caf::expected<parse_outcome> parse_node_config(int argc, const char* const* argv
 
 /// Checks the ranges and combinations of an already filled config.
 caf::error validate(const node_config& cfg);
+
+/// The logger's settings (log-level, log-format) of a validated config.
+log::options log_options_of(const node_config& cfg);
 
 /// Copies the CAF-relevant settings into an actor system config.
 void apply(const node_config& cfg, caf::actor_system_config& caf_cfg);

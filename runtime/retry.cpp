@@ -1,22 +1,24 @@
 #include "runtime/retry.hpp"
 
+#include "runtime/backoff.hpp"
+
 #include <algorithm>
-#include <cmath>
+#include <chrono>
 
 namespace drover {
 
 int64_t retry_delay_ms(const backoff_policy& policy, uint32_t retry_count,
                        double uniform01) {
-  auto initial = static_cast<double>(std::max<int64_t>(0, policy.initial_delay_ms));
-  auto max = static_cast<double>(std::max(policy.max_delay_ms,
-                                          policy.initial_delay_ms));
-  auto n = std::min<uint32_t>(retry_count, 1000);
-  auto base = std::min(max, initial * std::pow(std::max(1.0, policy.multiplier),
-                                               static_cast<double>(n)));
-  auto jitter = std::clamp(policy.jitter, 0.0, 1.0);
-  auto u = std::clamp(uniform01, 0.0, 1.0);
-  auto delay = std::max(initial, base * (1.0 - jitter * u));
-  return static_cast<int64_t>(std::llround(delay));
+  backoff_schedule schedule;
+  schedule.initial = std::chrono::milliseconds{
+    std::max<int64_t>(0, policy.initial_delay_ms)};
+  schedule.max = std::chrono::milliseconds{
+    std::max(policy.max_delay_ms, schedule.initial.count())};
+  schedule.multiplier = policy.multiplier;
+  schedule.jitter = policy.jitter;
+  // Never below the configured minimum (RELIABILITY.md, invariant 6).
+  schedule.floor = schedule.initial;
+  return schedule.delay(retry_count, uniform01).count();
 }
 
 retry_decision decide_retry(const job_record& rec, const error_info& error,

@@ -13,10 +13,13 @@
 
 namespace drover {
 
-/// Delay before retry number `retry_count` (0 = the first retry):
-/// base = min(max, initial * multiplier^retry_count), drawn uniformly from
-/// [base * (1 - jitter), base] and never below `initial_delay_ms` — so every
-/// observed backoff is within [initial, max]. `uniform01` in [0, 1).
+/// Delay before retry number `retry_count` (0 = the first retry), by the
+/// project's one backoff formula (runtime/backoff.hpp) with floor =
+/// `initial_delay_ms`: base = min(max, initial * multiplier^retry_count),
+/// drawn uniformly from [base * (1 - jitter), base]; a window that would
+/// start below `initial` keeps its width and starts at `initial` instead
+/// (so the first retries are jittered too, not all exactly `initial`).
+/// Every observed backoff is within [initial, max]. `uniform01` in [0, 1).
 int64_t retry_delay_ms(const backoff_policy& policy, uint32_t retry_count,
                        double uniform01);
 

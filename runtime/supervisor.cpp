@@ -1,5 +1,6 @@
 #include "runtime/supervisor.hpp"
 
+#include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -10,7 +11,6 @@
 #include <caf/stateful_actor.hpp>
 
 #include <algorithm>
-#include <cmath>
 #include <deque>
 #include <memory>
 #include <random>
@@ -464,15 +464,12 @@ caf::behavior supervisor_impl(self_ptr self, supervisor_spec spec) {
 std::chrono::milliseconds backoff_delay(const restart_backoff& policy,
                                         uint32_t consecutive_failures,
                                         double uniform01) {
-  auto initial = static_cast<double>(policy.initial.count());
-  auto max = static_cast<double>(policy.max.count());
-  // Exponent capped so pow never overflows; max caps the result anyway.
-  auto n = std::min<uint32_t>(consecutive_failures, 62);
-  auto base = std::min(max, initial * std::pow(policy.multiplier, n));
-  auto jitter = std::clamp(policy.jitter, 0.0, 1.0);
-  auto u = std::clamp(uniform01, 0.0, 1.0);
-  auto delay = base * (1.0 - jitter * u);
-  return milliseconds{static_cast<int64_t>(std::llround(delay))};
+  backoff_schedule schedule;
+  schedule.initial = policy.initial;
+  schedule.max = policy.max;
+  schedule.multiplier = policy.multiplier;
+  schedule.jitter = policy.jitter;
+  return schedule.delay(consecutive_failures, uniform01);
 }
 
 caf::error validate(const supervisor_spec& spec) {

@@ -80,7 +80,8 @@ struct child_spec {
   std::chrono::milliseconds shutdown_timeout{5000};
 };
 
-/// Delay before restart number n (0-based count of consecutive failures):
+/// Delay before restart number n (0-based count of consecutive failures),
+/// by the project's one backoff formula (runtime/backoff.hpp, no floor):
 /// base = min(max, initial * multiplier^n); the delay is drawn uniformly
 /// from [base * (1 - jitter), base]. So every delay is <= max and
 /// >= initial * (1 - jitter).

@@ -48,7 +48,7 @@ start_node() {
     --http-max-streams-per-key 100000 "$@" >"$out" 2>/dev/null &
   NODE_PID=$!
   local deadline=$((SECONDS + 60))
-  until grep -q " ready: " "$out"; do
+  until grep -q " node: ready " "$out"; do
     if [ $SECONDS -ge $deadline ] || ! kill -0 "$NODE_PID" 2>/dev/null; then
       echo "drover-node did not start" >&2; cat "$out" >&2; exit 1
     fi

@@ -1349,7 +1349,7 @@ TEST_CASE("development mode refuses a non-loopback --http-host",
   CHECK(keyed.client(key.secret).get("/api/jobs").status == 200);
 
   gateway_node dev;
-  CHECK(dev.ready_line().find("(development mode)") != std::string::npos);
+  CHECK(dev.ready_line().find(" development_mode=true") != std::string::npos);
   CHECK(dev.log().find("DEVELOPMENT MODE") != std::string::npos);
 }
 

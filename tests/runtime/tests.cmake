@@ -7,4 +7,6 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/json_strict_test.cpp
   runtime/url_test.cpp
   runtime/thread_cache_test.cpp
+  runtime/log_test.cpp
+  runtime/backoff_test.cpp
 )
