@@ -385,8 +385,9 @@ struct isolated_write_result {
 /// Ownership of the partition leases (runtime/pg_lease.hpp) that every write
 /// transaction of a session checks first: `instance` still owns each of
 /// `partitions` at its epoch, and none has expired (PostgreSQL's clock).
-/// The check locks the lease rows FOR SHARE, so a takeover (an UPDATE of
-/// them) waits until the write has committed or rolled back.
+/// The check reads every held row and locks the lowest one FOR SHARE; a
+/// takeover updates that row too (a coordinator takes all partitions in one
+/// transaction), so it waits until the write has committed or rolled back.
 struct write_fence {
   std::string instance;
   std::vector<int32_t> partitions;
