@@ -117,7 +117,7 @@ TEST_CASE("a cross-origin text/plain POST gets 415 and creates no job",
   CHECK(job_count(c) == 1);
 }
 
-TEST_CASE("a foreign Host is refused: 421; no Host on HTTP/1.1 is 400",
+TEST_CASE("a foreign Host is refused with 421, a missing Host on HTTP/1.1 with 400",
           "[browser]") {
   gateway_node node{{"--http-allowed-host", "drover.test"}};
   auto c = node.client();
@@ -142,7 +142,7 @@ TEST_CASE("a foreign Host is refused: 421; no Host on HTTP/1.1 is 400",
   CHECK(res.status == 200);
 }
 
-TEST_CASE("a foreign-origin JSON POST gets 403 and creates nothing; same "
+TEST_CASE("a foreign-origin JSON POST gets 403 and creates nothing, while same "
           "origin and listed origins pass",
           "[browser]") {
   auto page = std::string{"http://localhost:5173"};
@@ -270,7 +270,7 @@ TEST_CASE("bad --http-cors-origin and --http-allowed-host entries stop the "
 // -- stream tokens --------------------------------------------------------------
 
 TEST_CASE("stream tokens: mint, use, expired, forged, other job, other "
-          "endpoints; never in the node's output",
+          "endpoints, never in the node's output",
           "[browser][token]") {
   api_key owner{"owner", "acme", "submit,read,admin"};
   api_key other{"other", "globex", "submit,read"};
@@ -425,8 +425,8 @@ TEST_CASE("stream tokens: mint, use, expired, forged, other job, other "
 
 // -- the end of a stream ----------------------------------------------------------
 
-TEST_CASE("a finished job's stream answers 204 once nothing is new; webhook "
-          "attempts are 'webhook' events",
+TEST_CASE("a finished job's stream answers 204 once nothing is new, and "
+          "webhook attempts are 'webhook' events",
           "[browser][sse]") {
   webhook_receiver receiver{{drover::testing::reply{200}}};
   gateway_node node{{"--webhook-allow", "127.0.0.1/32"}};
