@@ -187,3 +187,21 @@ TEST_CASE("webhook-allow lines of a config file add up", "[config][webhook]") {
         == std::vector<std::string>{"192.168.0.0/16", "127.0.0.1/32",
                                     "::1/128", "10.0.0.0/8"});
 }
+
+TEST_CASE("lease options are parsed and validated", "[config][lease]") {
+  auto defaults = parse({});
+  REQUIRE(defaults);
+  CHECK(defaults->config.lease_ttl == std::chrono::milliseconds{5000});
+  CHECK(defaults->config.lease_renew_interval
+        == std::chrono::milliseconds{1000});
+  auto r = parse({"--lease-ttl-ms", "2000", "--lease-renew-interval-ms",
+                  "300"});
+  REQUIRE(r);
+  CHECK(r->config.lease_ttl == std::chrono::milliseconds{2000});
+  CHECK(r->config.lease_renew_interval == std::chrono::milliseconds{300});
+  expect_bad({"--lease-ttl-ms", "100"}, "lease-ttl-ms must be within");
+  expect_bad({"--lease-ttl-ms", "700000"}, "lease-ttl-ms must be within");
+  expect_bad({"--lease-ttl-ms", "2000", "--lease-renew-interval-ms", "1000"},
+             "less than half of lease-ttl-ms");
+  expect_bad({"--lease-renew-interval-ms", "10"}, "at least 50");
+}
