@@ -173,10 +173,6 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
       return invalid("input is not valid JSON: " + message_of(err));
     }
   }
-  if (handler->options.validate_input)
-    if (auto what = handler->options.validate_input(spec.input);
-        !what.empty())
-      return invalid("input: " + what);
   // Priority.
   if (req.priority) {
     if (*req.priority < 0 || *req.priority > 2)
@@ -303,6 +299,12 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
                    + resource_class_of(spec).substr(0, 64)
                    + "' (this cluster has: " + known + ")");
   }
+  // Last: the job type's own check of its input (it may be the costliest,
+  // and the spec's own fields are reported first).
+  if (handler->options.validate_input)
+    if (auto what = handler->options.validate_input(spec.input);
+        !what.empty())
+      return invalid("input: " + what);
   return spec;
 }
 
