@@ -543,12 +543,16 @@ private:
       if (n == 3) {
         if (method != verb::delete_)
           return not_allowed(ex, "DELETE");
-        return require(ex, who, scope_submit) ? purge(ex, who, p[2]) : void();
+        return require(ex, who, scope_submit)
+                 ? dlq_action(ex, who, p[2], 200, purge_atom::value)
+                 : void();
       }
       if (n == 4 && p[3] == "retry") {
         if (method != verb::post)
           return not_allowed(ex, "POST");
-        return require(ex, who, scope_submit) ? retry(ex, who, p[2]) : void();
+        return require(ex, who, scope_submit)
+                 ? dlq_action(ex, who, p[2], 202, redrive_atom::value)
+                 : void();
       }
     }
     if (n == 3 && p[1] == "admin") {
@@ -784,29 +788,21 @@ private:
     });
   }
 
-  void retry(const ex_ptr& ex, const principal& who, const std::string& id) {
+  /// A dead-letter-queue operation on one job — retry (`redrive_atom`,
+  /// 202) or purge (`purge_atom`, 200: the job leaves the DLQ for good, its
+  /// history stays with a `purged` event) — answered with the job as it is
+  /// afterwards; 409 unless the job is in the DLQ.
+  template <class Atom>
+  void dlq_action(const ex_ptr& ex, const principal& who, const std::string& id,
+                  unsigned status, Atom op) {
     auto self = shared_from_this();
-    with_job(ex, who, id, [self, ex, id](job_record& job) {
+    with_job(ex, who, id, [self, ex, id, status, op](job_record& job) {
       if (!job.dead_lettered) {
         self->fail(ex, 409, "not_dead_lettered",
                    "job '" + id + "' is not in the dead-letter queue");
         return;
       }
-      self->act_then_show(ex, 202, id, redrive_atom::value, id);
-    });
-  }
-
-  /// Removes one job from the dead-letter queue for good (its history
-  /// stays, with a `purged` event); answers the job as it is afterwards.
-  void purge(const ex_ptr& ex, const principal& who, const std::string& id) {
-    auto self = shared_from_this();
-    with_job(ex, who, id, [self, ex, id](job_record& job) {
-      if (!job.dead_lettered) {
-        self->fail(ex, 409, "not_dead_lettered",
-                   "job '" + id + "' is not in the dead-letter queue");
-        return;
-      }
-      self->act_then_show(ex, 200, id, purge_atom::value, id);
+      self->act_then_show(ex, status, id, op, id);
     });
   }
 

@@ -40,6 +40,7 @@
 // - Never throws except std::bad_alloc.
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -48,6 +49,10 @@ namespace drover {
 /// `text` with the \uXXXX escapes Cap'n Proto 0.9.2 misreads rewritten (see
 /// the contract above).
 std::string fix_unicode_escapes(std::string_view text);
+
+/// Appends `code_point` (a Unicode scalar value: not a surrogate, at most
+/// U+10FFFF) to `out` as 1 to 4 bytes of UTF-8.
+void append_utf8(std::string& out, uint32_t code_point);
 
 /// Length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, no
 /// surrogates, at most U+10FFFF) at the start of `str`; 0 if there is none

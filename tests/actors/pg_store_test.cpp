@@ -477,7 +477,7 @@ bool leaks_detail(const std::string& msg) {
 
 } // namespace
 
-TEST_CASE("a poison operation fails alone; the rest of its transaction "
+TEST_CASE("a poison operation fails alone, the rest of its transaction "
           "commits and the store stays available",
           "[pg][store][poison]") {
   test_db db;

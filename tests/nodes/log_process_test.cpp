@@ -99,7 +99,7 @@ TEST_CASE("with --log-format json every line a node writes is a JSON record",
   CHECK(messages.count("node: stopped") == 1);
 }
 
-TEST_CASE("--log-level filters records but not the ready line", "[node][log]") {
+TEST_CASE("the log level filters records but not the ready line", "[node][log]") {
   process node{{DROVER_NODE_BIN, "--node-id", "log-quiet", "--admin-port", "0",
                 "--http-port", "0", "--log-level", "error"}};
   auto ready = node.wait_for_line("ready", 30s);

@@ -471,7 +471,7 @@ TEST_CASE("exec: env, cwd and stdin are honoured", "[exec]") {
                           + "|line 1\nline 2\n"));
 }
 
-TEST_CASE("exec: the node's environment is not passed on; PATH is fixed",
+TEST_CASE("exec: the node's environment is not passed on and PATH is fixed",
           "[exec]") {
   // The node's environment may hold secrets (exec_policy.hpp): a program
   // gets PATH, HOME, the job's env and the DROVER_ variables only.

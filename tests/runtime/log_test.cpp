@@ -200,7 +200,7 @@ TEST_CASE("a JSON record is one object whose strings read back exactly",
   CHECK(doc["quote\"key"] == "v");
 }
 
-TEST_CASE("levels filter records; announcements are always written",
+TEST_CASE("levels filter records, announcements are always written",
           "[log]") {
   CHECK(log::parse_level("warn") == log::level::warn);
   CHECK(log::parse_level("warning") == std::nullopt);

@@ -172,7 +172,7 @@ TEST_CASE("jobs linked by one operation are refused together",
   CHECK(stored_ids(admin).size() == 8);
 }
 
-TEST_CASE("a batch without refused data is one transaction; a lost "
+TEST_CASE("a batch without refused data is one transaction, a lost "
           "connection is not isolated",
           "[pg][isolate]") {
   test_db db;
