@@ -7,8 +7,8 @@
 #include <caf/actor_system.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <caf/event_based_actor.hpp>
+#include <chrono>
 
 namespace drover {
 
@@ -66,8 +66,8 @@ void overlay_live_progress(job_record& rec, const progress_update& live) {
   rec.eta_ms = live.eta_ms;
   if (live.eta_ms > 0) {
     auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-                 .count();
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
     rec.eta_ms = std::max<int64_t>(0, live.eta_ms - (now - live.at_ms));
   }
 }
@@ -88,26 +88,27 @@ get_with_live_progress(caf::event_based_actor* self,
     return rp;
   }
   self->request(store, std::chrono::seconds{30}, get_atom::value, id)
-    .then(
-      [self, handles, rp](job_record& rec) mutable {
-        auto publisher = handles->publisher();
-        if (rec.status != job_status::processing || !publisher) {
-          rp.deliver(std::move(rec));
-          return;
-        }
-        auto shared = std::make_shared<job_record>(std::move(rec));
-        self->request(publisher, std::chrono::seconds{5}, get_atom::value,
-                      shared->job_id)
-          .then(
-            [rp, shared](progress_update& live) mutable {
-              overlay_live_progress(*shared, live);
-              rp.deliver(std::move(*shared));
-            },
-            [rp, shared](caf::error&) mutable {
-              rp.deliver(std::move(*shared)); // the stored view still holds
-            });
-      },
-      [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      .then(
+          [self, handles, rp](job_record& rec) mutable {
+            auto publisher = handles->publisher();
+            if (rec.status != job_status::processing || !publisher) {
+              rp.deliver(std::move(rec));
+              return;
+            }
+            auto shared = std::make_shared<job_record>(std::move(rec));
+            self->request(publisher, std::chrono::seconds{5}, get_atom::value,
+                          shared->job_id)
+                .then(
+                    [rp, shared](progress_update& live) mutable {
+                      overlay_live_progress(*shared, live);
+                      rp.deliver(std::move(*shared));
+                    },
+                    [rp, shared](caf::error&) mutable {
+                      rp.deliver(
+                          std::move(*shared)); // the stored view still holds
+                    });
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
   return rp;
 }
 
@@ -138,8 +139,8 @@ caf::error check_query(const job_query& x) {
 caf::actor spawn_api(caf::actor_system& sys,
                      std::shared_ptr<const job_system_handles> handles,
                      supervisor_actor root) {
-  return sys.spawn([handles, root](caf::event_based_actor* self)
-                     -> caf::behavior {
+  return sys.spawn([handles,
+                    root](caf::event_based_actor* self) -> caf::behavior {
     // Clients' mistakes must not kill the node's entry point.
     self->set_error_handler([](caf::error&) {});
     auto q = [self, handles](auto&&... xs) {
@@ -155,61 +156,61 @@ caf::actor spawn_api(caf::actor_system& sys,
                         std::forward<decltype(xs)>(xs)...);
     };
     return {
-      [q](submit_atom a, submit_request& r) { return q(a, std::move(r)); },
-      [q](submit_atom a, std::vector<submit_request>& r) {
-        return q(a, std::move(r));
-      },
-      [self, handles](cancel_atom a, std::string& id) {
-        return checked_forward(self, check_id(id), handles->queue(), "queue",
-                               a, std::move(id));
-      },
-      [self, handles](cancel_atom a, std::string& id, std::string& reason) {
-        auto err = check_id(id);
-        if (!err)
-          err = check_reason(reason);
-        return checked_forward(self, std::move(err), handles->queue(),
-                               "queue", a, std::move(id), std::move(reason));
-      },
-      [self, handles](redrive_atom a, std::string& id) {
-        return checked_forward(self, check_id(id), handles->queue(), "queue",
-                               a, std::move(id));
-      },
-      [q](redrive_atom a, all_atom b) { return q(a, b); },
-      [self, handles](purge_atom a, std::string& id) {
-        return checked_forward(self, check_id(id), handles->queue(), "queue",
-                               a, std::move(id));
-      },
-      [q](purge_atom a, all_atom b) { return q(a, b); },
-      [q](stats_atom a) { return q(a); },
-      [s](ping_atom a) { return s(a); },
-      [self, handles](get_atom, std::string& id) {
-        return get_with_live_progress(self, handles, std::move(id));
-      },
-      [self, handles](events_atom a, std::string& id) {
-        return checked_forward(self, check_id(id), handles->store(), "store",
-                               a, std::move(id));
-      },
-      [self, handles](list_atom a, job_query& x) {
-        return checked_forward(self, check_query(x), handles->store(), "store",
-                               a, std::move(x));
-      },
-      [self, handles](subscribe_atom a, std::string& id, caf::actor& who) {
-        return checked_forward(self, check_id(id), handles->publisher(),
-                               "progress publisher", a, std::move(id),
-                               std::move(who));
-      },
-      [self, handles](subscribe_atom a, std::string& id, caf::actor& who,
-                      changed_atom c) {
-        return checked_forward(self, check_id(id), handles->publisher(),
-                               "progress publisher", a, std::move(id),
-                               std::move(who), c);
-      },
-      [p](unsubscribe_atom a, std::string& id, caf::actor& who) {
-        return p(a, std::move(id), std::move(who));
-      },
-      [self, root](describe_atom a) {
-        return forward_to(self, root, "node", a);
-      },
+        [q](submit_atom a, submit_request& r) { return q(a, std::move(r)); },
+        [q](submit_atom a, std::vector<submit_request>& r) {
+          return q(a, std::move(r));
+        },
+        [self, handles](cancel_atom a, std::string& id) {
+          return checked_forward(self, check_id(id), handles->queue(), "queue",
+                                 a, std::move(id));
+        },
+        [self, handles](cancel_atom a, std::string& id, std::string& reason) {
+          auto err = check_id(id);
+          if (!err)
+            err = check_reason(reason);
+          return checked_forward(self, std::move(err), handles->queue(),
+                                 "queue", a, std::move(id), std::move(reason));
+        },
+        [self, handles](redrive_atom a, std::string& id) {
+          return checked_forward(self, check_id(id), handles->queue(), "queue",
+                                 a, std::move(id));
+        },
+        [q](redrive_atom a, all_atom b) { return q(a, b); },
+        [self, handles](purge_atom a, std::string& id) {
+          return checked_forward(self, check_id(id), handles->queue(), "queue",
+                                 a, std::move(id));
+        },
+        [q](purge_atom a, all_atom b) { return q(a, b); },
+        [q](stats_atom a) { return q(a); },
+        [s](ping_atom a) { return s(a); },
+        [self, handles](get_atom, std::string& id) {
+          return get_with_live_progress(self, handles, std::move(id));
+        },
+        [self, handles](events_atom a, std::string& id) {
+          return checked_forward(self, check_id(id), handles->store(), "store",
+                                 a, std::move(id));
+        },
+        [self, handles](list_atom a, job_query& x) {
+          return checked_forward(self, check_query(x), handles->store(),
+                                 "store", a, std::move(x));
+        },
+        [self, handles](subscribe_atom a, std::string& id, caf::actor& who) {
+          return checked_forward(self, check_id(id), handles->publisher(),
+                                 "progress publisher", a, std::move(id),
+                                 std::move(who));
+        },
+        [self, handles](subscribe_atom a, std::string& id, caf::actor& who,
+                        changed_atom c) {
+          return checked_forward(self, check_id(id), handles->publisher(),
+                                 "progress publisher", a, std::move(id),
+                                 std::move(who), c);
+        },
+        [p](unsubscribe_atom a, std::string& id, caf::actor& who) {
+          return p(a, std::move(id), std::move(who));
+        },
+        [self, root](describe_atom a) {
+          return forward_to(self, root, "node", a);
+        },
     };
   });
 }

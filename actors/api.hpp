@@ -12,8 +12,8 @@
 //   (redrive_atom, job_id | all_atom)      -> ok_atom | uint32_t queue
 //   (purge_atom, job_id | all_atom)        -> ok_atom | uint32_t queue
 //   (stats_atom)                           -> queue_stats       queue
-//   (ping_atom)                            -> ok_atom           store (can write)
-//   (get_atom, job_id)                     -> job_record        store
+//   (ping_atom)                            -> ok_atom           store (can
+//   write) (get_atom, job_id)                     -> job_record        store
 //   (events_atom, job_id)                  -> vector<job_event> store
 //   (list_atom, job_query)                 -> vector<job_record> store
 //   (subscribe_atom, job_id, subscriber)   -> ok_atom           publisher

@@ -18,8 +18,8 @@ caf::expected<T> ask(caf::actor_system& sys, const Handle& dest,
   caf::scoped_actor self{sys};
   caf::expected<T> result{make_error(errc::unavailable, "no answer")};
   self->request(dest, timeout, std::forward<Ts>(xs)...)
-    .receive([&](T& x) { result = std::move(x); },
-             [&](caf::error& err) { result = std::move(err); });
+      .receive([&](T& x) { result = std::move(x); },
+               [&](caf::error& err) { result = std::move(err); });
   return result;
 }
 
@@ -32,7 +32,7 @@ caf::error as_error(caf::expected<ok_atom> x) {
 job_client::job_client(caf::actor_system& sys,
                        std::shared_ptr<const job_system_handles> handles,
                        std::chrono::milliseconds timeout)
-  : sys_(sys), handles_(std::move(handles)), timeout_(timeout) {
+    : sys_(sys), handles_(std::move(handles)), timeout_(timeout) {
   // nop
 }
 
@@ -70,7 +70,7 @@ job_client::wait(const std::string& job_id, std::chrono::milliseconds timeout,
   caf::error failure;
   self->request(publisher, timeout_, subscribe_atom::value, job_id,
                 caf::actor{self})
-    .receive([](ok_atom) {}, [&](caf::error& err) { failure = err; });
+      .receive([](ok_atom) {}, [&](caf::error& err) { failure = err; });
   if (failure)
     return failure;
   auto rec = get(job_id);
@@ -82,25 +82,25 @@ job_client::wait(const std::string& job_id, std::chrono::milliseconds timeout,
   }
   auto deadline = std::chrono::steady_clock::now() + timeout;
   caf::expected<job_record> result{
-    make_error(errc::unavailable, "timed out waiting for job " + job_id)};
+      make_error(errc::unavailable, "timed out waiting for job " + job_id)};
   bool done = false;
   while (!done) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0)
       break;
     self->receive(
-      [&](progress_atom, const progress_update& u) {
-        if (u.job_id == job_id && on_progress)
-          on_progress(u);
-      },
-      [&](final_atom, job_record& final_rec) {
-        if (final_rec.job_id == job_id) {
-          result = std::move(final_rec);
-          done = true;
-        }
-      },
-      caf::after(left) >> [&] { done = true; });
+        [&](progress_atom, const progress_update& u) {
+          if (u.job_id == job_id && on_progress)
+            on_progress(u);
+        },
+        [&](final_atom, job_record& final_rec) {
+          if (final_rec.job_id == job_id) {
+            result = std::move(final_rec);
+            done = true;
+          }
+        },
+        caf::after(left) >> [&] { done = true; });
   }
   self->send(publisher, unsubscribe_atom::value, job_id, caf::actor{self});
   return result;
@@ -141,8 +141,7 @@ caf::expected<uint32_t> job_client::purge_all() {
 }
 
 caf::expected<queue_stats> job_client::stats() {
-  return ask<queue_stats>(sys_, handles_->queue(), timeout_,
-                          stats_atom::value);
+  return ask<queue_stats>(sys_, handles_->queue(), timeout_, stats_atom::value);
 }
 
 } // namespace drover

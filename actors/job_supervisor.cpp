@@ -3,9 +3,9 @@
 #include "runtime/backoff.hpp"
 #include "runtime/codec.hpp"
 #include "runtime/errors.hpp"
-#include "runtime/submit.hpp"
 #include "runtime/log.hpp"
 #include "runtime/retry.hpp"
+#include "runtime/submit.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -32,9 +32,8 @@ using outcome_atom = caf::atom_constant<caf::atom("js_outcome")>;
 constexpr auto store_timeout = caf::infinite;
 
 /// Writing an attempt's outcome again while the store is unavailable.
-const backoff_schedule outcome_backoff{std::chrono::milliseconds{100},
-                                       std::chrono::milliseconds{5000}, 2.0,
-                                       0.5};
+const backoff_schedule outcome_backoff{
+    std::chrono::milliseconds{100}, std::chrono::milliseconds{5000}, 2.0, 0.5};
 
 enum class phase {
   loading,  ///< reading the record
@@ -85,8 +84,8 @@ job_event make_event(self_ptr self, event_kind kind) {
   return ev;
 }
 
-void log_failure(self_ptr self, const std::string& what,
-                 const caf::error& err, log::level lv = log::level::error) {
+void log_failure(self_ptr self, const std::string& what, const caf::error& err,
+                 log::level lv = log::level::error) {
   log::write(lv, "job_supervisor", self->state.cfg.job_id, what,
              {{"error", describe(err)}});
 }
@@ -97,8 +96,8 @@ void log_failure(self_ptr self, const std::string& what,
 void append_quietly(self_ptr self, job_event ev, const char* what) {
   self->request(self->state.cfg.store, store_timeout, append_atom::value,
                 std::vector<job_event>{std::move(ev)})
-    .then([](ok_atom) {},
-          [self, what](caf::error& err) { log_failure(self, what, err); });
+      .then([](ok_atom) {},
+            [self, what](caf::error& err) { log_failure(self, what, err); });
 }
 
 /// The worker never got the attempt: hand it back to the queue.
@@ -127,58 +126,57 @@ bool worth_retrying(const caf::error& err) {
 void write_outcome(self_ptr self) {
   auto& st = self->state;
   self->request(st.cfg.store, store_timeout, append_atom::value, st.outcome)
-    .then(
-      [self](ok_atom) {
-        auto& st = self->state;
-        auto status = st.outcome_status;
-        if (status == job_status::retrying) {
-          self->send(st.cfg.publisher, changed_atom::value, st.cfg.job_id);
-          auto rec = st.rec;
-          rec.status = job_status::retrying;
-          self->send(st.cfg.queue, retry_atom::value, std::move(rec));
-          finish(self, status);
-          return;
-        }
-        // Terminal: publish the record as the store now has it.
-        self->request(st.cfg.store, store_timeout, get_atom::value,
-                      st.cfg.job_id)
-          .then(
-            [self, status](job_record& rec) {
-              self->send(self->state.cfg.publisher, final_atom::value,
-                         std::move(rec));
+      .then(
+          [self](ok_atom) {
+            auto& st = self->state;
+            auto status = st.outcome_status;
+            if (status == job_status::retrying) {
+              self->send(st.cfg.publisher, changed_atom::value, st.cfg.job_id);
+              auto rec = st.rec;
+              rec.status = job_status::retrying;
+              self->send(st.cfg.queue, retry_atom::value, std::move(rec));
               finish(self, status);
-            },
-            [self, status](caf::error& err) {
-              log_failure(self, "reading the final record", err);
-              finish(self, status);
-            });
-      },
-      [self](caf::error& err) {
-        auto& st = self->state;
-        if (worth_retrying(err)) {
-          // The attempt's outcome is real (its side effects happened):
-          // record it once the store is back rather than drop it, which
-          // left the job `processing` with nobody to move it on.
-          if (st.outcome_retry.failures() == 0)
-            log_failure(self, "writing the attempt's outcome (will retry)",
-                        err, log::level::warn);
-          std::uniform_real_distribution<double> u{0.0, 1.0};
-          self->delayed_send(self, st.outcome_retry.next(u(st.rng)),
-                             outcome_atom::value);
-          return;
-        }
-        // Refused for good (e.g. the outcome's commit was in doubt, did
-        // happen, and the job moved on): the store's record decides. The
-        // queue re-reads a job finished as `processing` and settles it if
-        // it still is.
-        log_failure(self, "writing the attempt's outcome", err);
-        finish(self, job_status::processing);
-      });
+              return;
+            }
+            // Terminal: publish the record as the store now has it.
+            self->request(st.cfg.store, store_timeout, get_atom::value,
+                          st.cfg.job_id)
+                .then(
+                    [self, status](job_record& rec) {
+                      self->send(self->state.cfg.publisher, final_atom::value,
+                                 std::move(rec));
+                      finish(self, status);
+                    },
+                    [self, status](caf::error& err) {
+                      log_failure(self, "reading the final record", err);
+                      finish(self, status);
+                    });
+          },
+          [self](caf::error& err) {
+            auto& st = self->state;
+            if (worth_retrying(err)) {
+              // The attempt's outcome is real (its side effects happened):
+              // record it once the store is back rather than drop it, which
+              // left the job `processing` with nobody to move it on.
+              if (st.outcome_retry.failures() == 0)
+                log_failure(self, "writing the attempt's outcome (will retry)",
+                            err, log::level::warn);
+              std::uniform_real_distribution<double> u{0.0, 1.0};
+              self->delayed_send(self, st.outcome_retry.next(u(st.rng)),
+                                 outcome_atom::value);
+              return;
+            }
+            // Refused for good (e.g. the outcome's commit was in doubt, did
+            // happen, and the job moved on): the store's record decides. The
+            // queue re-reads a job finished as `processing` and settles it if
+            // it still is.
+            log_failure(self, "writing the attempt's outcome", err);
+            finish(self, job_status::processing);
+          });
 }
 
 /// Appends the terminal or retry events, then tells everyone.
-void conclude(self_ptr self, std::vector<job_event> events,
-              job_status status) {
+void conclude(self_ptr self, std::vector<job_event> events, job_status status) {
   auto& st = self->state;
   st.current = phase::finishing;
   st.outcome = std::move(events);
@@ -203,19 +201,19 @@ void fail_attempt(self_ptr self, error_info error,
                   std::vector<job_event> events = {}) {
   auto& st = self->state;
   if (st.cancel_requested) {
-    auto ev = cancel_event(self, event_kind::cancelled,
-                           "cancelled while running");
+    auto ev
+        = cancel_event(self, event_kind::cancelled, "cancelled while running");
     events.push_back(std::move(ev));
     conclude(self, std::move(events), job_status::cancelled);
     return;
   }
   static const std::vector<std::string> no_codes;
   const auto& non_retryable = st.handler != nullptr
-                                ? st.handler->options.retry.non_retryable
-                                : no_codes;
+                                  ? st.handler->options.retry.non_retryable
+                                  : no_codes;
   std::uniform_real_distribution<double> dist{0.0, 1.0};
-  auto decision = decide_retry(st.rec, error, non_retryable, now_ms(self),
-                               dist(st.rng));
+  auto decision
+      = decide_retry(st.rec, error, non_retryable, now_ms(self), dist(st.rng));
   if (decision.retry) {
     auto ev = make_event(self, event_kind::retry_scheduled);
     ev.error = error;
@@ -267,38 +265,38 @@ void start_attempt(self_ptr self) {
   st.current = phase::starting;
   self->request(st.cfg.store, store_timeout, append_atom::value,
                 std::vector<job_event>{std::move(started)})
-    .then(
-      [self](ok_atom) {
-        auto& st = self->state;
-        st.current = phase::running;
-        st.rec.status = job_status::processing;
-        st.rec.attempt = st.attempt;
-        self->send(st.cfg.publisher, changed_atom::value, st.cfg.job_id);
-        self->monitor(st.cfg.worker);
-        lease l;
-        l.job_id = st.cfg.job_id;
-        l.spec = st.rec.spec;
-        l.checkpoint = st.rec.checkpoint;
-        l.attempt = st.attempt;
-        self->send(st.cfg.worker, run_atom::value, std::move(l),
-                   caf::actor{self});
-        if (st.rec.spec.timeout_ms > 0)
-          self->delayed_send(self,
-                             std::chrono::milliseconds{st.rec.spec.timeout_ms},
-                             timeout_atom::value, st.attempt);
-        if (st.cancel_requested) {
-          // A cancel arrived while `started` was being written.
-          append_quietly(self, cancel_event(self, event_kind::cancel_requested,
-                                            ""),
-                         "recording the cancel request");
-          begin_stop(self);
-        }
-      },
-      [self](caf::error& err) {
-        log_failure(self, "starting the attempt", err);
-        release_worker(self);
-        finish(self, self->state.rec.status);
-      });
+      .then(
+          [self](ok_atom) {
+            auto& st = self->state;
+            st.current = phase::running;
+            st.rec.status = job_status::processing;
+            st.rec.attempt = st.attempt;
+            self->send(st.cfg.publisher, changed_atom::value, st.cfg.job_id);
+            self->monitor(st.cfg.worker);
+            lease l;
+            l.job_id = st.cfg.job_id;
+            l.spec = st.rec.spec;
+            l.checkpoint = st.rec.checkpoint;
+            l.attempt = st.attempt;
+            self->send(st.cfg.worker, run_atom::value, std::move(l),
+                       caf::actor{self});
+            if (st.rec.spec.timeout_ms > 0)
+              self->delayed_send(
+                  self, std::chrono::milliseconds{st.rec.spec.timeout_ms},
+                  timeout_atom::value, st.attempt);
+            if (st.cancel_requested) {
+              // A cancel arrived while `started` was being written.
+              append_quietly(
+                  self, cancel_event(self, event_kind::cancel_requested, ""),
+                  "recording the cancel request");
+              begin_stop(self);
+            }
+          },
+          [self](caf::error& err) {
+            log_failure(self, "starting the attempt", err);
+            release_worker(self);
+            finish(self, self->state.rec.status);
+          });
 }
 
 void on_record(self_ptr self, job_record& rec) {
@@ -343,7 +341,7 @@ void on_done(self_ptr self, completion& c) {
           fail_attempt(self,
                        {"invalid_result",
                         "the handler returned a result that is not JSON: "
-                          + describe(err),
+                            + describe(err),
                         false},
                        std::move(events));
           return;
@@ -386,7 +384,7 @@ void on_done(self_ptr self, completion& c) {
     fail_attempt(self,
                  {"timeout",
                   "the attempt exceeded its timeout of "
-                    + std::to_string(st.rec.spec.timeout_ms) + " ms",
+                      + std::to_string(st.rec.spec.timeout_ms) + " ms",
                   true},
                  std::move(events));
     return;
@@ -407,8 +405,9 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
       // Replies to our requests may never come. The store's supervisor
       // restarts it together with the queue and the workers (one_for_all),
       // and the new queue recovers this job from what the store committed.
-      log_failure(self, "the store stopped",
-                  make_error(errc::unavailable, self->system().render(dm.reason)));
+      log_failure(
+          self, "the store stopped",
+          make_error(errc::unavailable, self->system().render(dm.reason)));
       if (st.current == phase::running || st.current == phase::stopping)
         self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
                    st.attempt);
@@ -423,97 +422,96 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
     lost.worker_id = st.cfg.worker_id;
     fail_attempt(self,
                  {"worker_lost",
-                  "worker " + st.cfg.worker_id
-                    + " died during the attempt: "
-                    + self->system().render(dm.reason),
+                  "worker " + st.cfg.worker_id + " died during the attempt: "
+                      + self->system().render(dm.reason),
                   true},
                  {std::move(lost)});
   });
   self->monitor(st.cfg.store);
   self->request(st.cfg.store, store_timeout, get_atom::value, st.cfg.job_id)
-    .then([self](job_record& rec) { on_record(self, rec); },
-          [self](caf::error& err) {
-            log_failure(self, "reading the job", err);
-            // Without the record we cannot know the resource class; the
-            // worker was reserved for this job, so give it back as is.
-            auto& st = self->state;
-            self->send(st.cfg.queue, ready_atom::value, std::string{},
-                       st.cfg.worker_id, st.cfg.worker);
-            finish(self, job_status::queued);
-          });
+      .then([self](job_record& rec) { on_record(self, rec); },
+            [self](caf::error& err) {
+              log_failure(self, "reading the job", err);
+              // Without the record we cannot know the resource class; the
+              // worker was reserved for this job, so give it back as is.
+              auto& st = self->state;
+              self->send(st.cfg.queue, ready_atom::value, std::string{},
+                         st.cfg.worker_id, st.cfg.worker);
+              finish(self, job_status::queued);
+            });
   return {
-    [self](cancel_atom, std::string& reason) {
-      auto& st = self->state;
-      if (st.cancel_requested)
-        return;
-      st.cancel_reason = std::move(reason);
-      st.cancel_requested = true;
-      if (st.current == phase::running) {
-        append_quietly(self,
-                       cancel_event(self, event_kind::cancel_requested, ""),
-                       "recording the cancel request");
-        begin_stop(self);
-      }
-      // loading/starting: handled once the record / start is in;
-      // stopping (timeout): the outcome becomes cancelled.
-    },
-    [self](progress_atom, progress_update& update) {
-      auto& st = self->state;
-      if (update.attempt != st.attempt
-          || (st.current != phase::running && st.current != phase::stopping))
-        return;
-      self->send(st.cfg.publisher, publish_atom::value, update);
-      st.pending_progress = std::move(update);
-      st.has_pending_progress = true;
-      if (st.persist_armed)
-        return;
-      auto since = now_ms(self) - st.last_persist_ms;
-      auto interval = st.cfg.progress_persist_interval.count();
-      if (since >= interval) {
+      [self](cancel_atom, std::string& reason) {
+        auto& st = self->state;
+        if (st.cancel_requested)
+          return;
+        st.cancel_reason = std::move(reason);
+        st.cancel_requested = true;
+        if (st.current == phase::running) {
+          append_quietly(self,
+                         cancel_event(self, event_kind::cancel_requested, ""),
+                         "recording the cancel request");
+          begin_stop(self);
+        }
+        // loading/starting: handled once the record / start is in;
+        // stopping (timeout): the outcome becomes cancelled.
+      },
+      [self](progress_atom, progress_update& update) {
+        auto& st = self->state;
+        if (update.attempt != st.attempt
+            || (st.current != phase::running && st.current != phase::stopping))
+          return;
+        self->send(st.cfg.publisher, publish_atom::value, update);
+        st.pending_progress = std::move(update);
+        st.has_pending_progress = true;
+        if (st.persist_armed)
+          return;
+        auto since = now_ms(self) - st.last_persist_ms;
+        auto interval = st.cfg.progress_persist_interval.count();
+        if (since >= interval) {
+          persist_progress(self);
+          return;
+        }
+        st.persist_armed = true;
+        self->delayed_send(self, std::chrono::milliseconds{interval - since},
+                           persist_atom::value);
+      },
+      [self](persist_atom) {
+        self->state.persist_armed = false;
         persist_progress(self);
-        return;
-      }
-      st.persist_armed = true;
-      self->delayed_send(self, std::chrono::milliseconds{interval - since},
-                         persist_atom::value);
-    },
-    [self](persist_atom) {
-      self->state.persist_armed = false;
-      persist_progress(self);
-    },
-    [self](checkpoint_atom, const std::string& job_id, uint32_t attempt,
-           std::string& bytes) {
-      auto& st = self->state;
-      if (job_id != st.cfg.job_id || attempt != st.attempt
-          || (st.current != phase::running && st.current != phase::stopping))
-        return;
-      auto ev = make_event(self, event_kind::checkpointed);
-      ev.checkpoint = std::move(bytes);
-      append_quietly(self, std::move(ev), "persisting a checkpoint");
-    },
-    [self](done_atom, completion& c) { on_done(self, c); },
-    [self](outcome_atom) { write_outcome(self); },
-    [self](timeout_atom, uint32_t attempt) {
-      auto& st = self->state;
-      if (attempt != st.attempt || st.current != phase::running)
-        return;
-      st.timed_out = true;
-      begin_stop(self);
-    },
-    [self](grace_atom, uint32_t attempt) {
-      auto& st = self->state;
-      if (attempt != st.attempt || st.current != phase::stopping)
-        return;
-      // The attempt ignored the cooperative stop: force it. The worker
-      // fences its late reports and frees itself when the thread ends.
-      self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
-                 st.attempt);
-      completion forced;
-      forced.job_id = st.cfg.job_id;
-      forced.attempt = st.attempt;
-      forced.outcome = completion_outcome::cancelled;
-      on_done(self, forced);
-    },
+      },
+      [self](checkpoint_atom, const std::string& job_id, uint32_t attempt,
+             std::string& bytes) {
+        auto& st = self->state;
+        if (job_id != st.cfg.job_id || attempt != st.attempt
+            || (st.current != phase::running && st.current != phase::stopping))
+          return;
+        auto ev = make_event(self, event_kind::checkpointed);
+        ev.checkpoint = std::move(bytes);
+        append_quietly(self, std::move(ev), "persisting a checkpoint");
+      },
+      [self](done_atom, completion& c) { on_done(self, c); },
+      [self](outcome_atom) { write_outcome(self); },
+      [self](timeout_atom, uint32_t attempt) {
+        auto& st = self->state;
+        if (attempt != st.attempt || st.current != phase::running)
+          return;
+        st.timed_out = true;
+        begin_stop(self);
+      },
+      [self](grace_atom, uint32_t attempt) {
+        auto& st = self->state;
+        if (attempt != st.attempt || st.current != phase::stopping)
+          return;
+        // The attempt ignored the cooperative stop: force it. The worker
+        // fences its late reports and frees itself when the thread ends.
+        self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
+                   st.attempt);
+        completion forced;
+        forced.job_id = st.cfg.job_id;
+        forced.attempt = st.attempt;
+        forced.outcome = completion_outcome::cancelled;
+        on_done(self, forced);
+      },
   };
 }
 

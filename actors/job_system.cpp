@@ -49,7 +49,7 @@ caf::error validate(const job_system_config& cfg) {
                         "resource class names must be 1 to 64 characters");
     if (kv.second < 1 || kv.second > 1024)
       return make_error(errc::bad_config, "slots of class '" + kv.first
-                                            + "' must be within [1, 1024]");
+                                              + "' must be within [1, 1024]");
   }
   if (cfg.queue.aging_interval.count() <= 0)
     return make_error(errc::bad_config, "aging interval must be positive");
@@ -62,15 +62,15 @@ child_spec job_system_child(job_system_config cfg,
   auto worker_child = [shared, handles](std::string cls, uint32_t index) {
     child_spec spec;
     spec.name = cls + "-" + std::to_string(index);
-    spec.start = [shared, handles, cls,
-                  id = spec.name](caf::actor_system& sys, const caf::actor_addr&) {
+    spec.start = [shared, handles, cls, id = spec.name](
+                     caf::actor_system& sys, const caf::actor_addr&) {
       worker_config wc;
       wc.worker_id = id;
       wc.resource_class = cls;
       wc.queue = caf::actor_cast<caf::actor>(handles->queue());
       wc.handlers = shared->handlers;
-      wc.clock_ms = shared->queue.clock_ms ? shared->queue.clock_ms
-                                           : system_clock_ms;
+      wc.clock_ms
+          = shared->queue.clock_ms ? shared->queue.clock_ms : system_clock_ms;
       wc.executor = shared->executor;
       auto w = spawn_worker(sys, std::move(wc));
       if (shared->on_worker_started)
@@ -89,21 +89,21 @@ child_spec job_system_child(job_system_config cfg,
   jobs.flags.strat = strategy::one_for_all;
   child_spec store;
   store.name = "store";
-  store.start = [shared, handles](caf::actor_system& sys,
-                                  const caf::actor_addr&) {
-    auto s = shared->make_store ? shared->make_store(sys)
-                                : spawn_memory_store(sys);
-    handles->set_store(s);
-    return caf::actor_cast<caf::actor>(s);
-  };
+  store.start
+      = [shared, handles](caf::actor_system& sys, const caf::actor_addr&) {
+          auto s = shared->make_store ? shared->make_store(sys)
+                                      : spawn_memory_store(sys);
+          handles->set_store(s);
+          return caf::actor_cast<caf::actor>(s);
+        };
   child_spec progress;
   progress.name = "progress";
-  progress.start = [shared, handles](caf::actor_system& sys,
-                                     const caf::actor_addr&) {
-    auto p = spawn_progress_publisher(sys, shared->progress);
-    handles->set_publisher(p);
-    return caf::actor_cast<caf::actor>(p);
-  };
+  progress.start
+      = [shared, handles](caf::actor_system& sys, const caf::actor_addr&) {
+          auto p = spawn_progress_publisher(sys, shared->progress);
+          handles->set_publisher(p);
+          return caf::actor_cast<caf::actor>(p);
+        };
   child_spec queue;
   queue.name = "queue";
   queue.describable = true; // lists its running jobs

@@ -46,7 +46,7 @@ struct job_system_config {
   /// Called with each worker incarnation as it starts (observability and
   /// tests); runs on a supervisor's thread and must not block.
   std::function<void(const std::string& worker_id, const caf::actor&)>
-    on_worker_started;
+      on_worker_started;
 };
 
 /// The current handles of a running job system, updated whenever a part

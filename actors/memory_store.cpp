@@ -34,8 +34,7 @@ struct memory_store_state {
   static inline const char* name = "drover.memory_store";
 };
 
-using store_self
-  = store_actor::stateful_pointer<memory_store_state>;
+using store_self = store_actor::stateful_pointer<memory_store_state>;
 
 caf::error not_found(const std::string& job_id) {
   return make_error(errc::not_found, "no job '" + job_id + "'");
@@ -63,157 +62,155 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
     self->set_error_handler([](caf::error&) {});
     // Creates one job; shared by single and batch submits.
     auto submit_one = [self](job_event& ev) -> caf::expected<job_record> {
-        auto& st = self->state;
-        if (ev.kind != event_kind::submitted)
-          return make_error(errc::invalid_value,
-                            "submit needs a 'submitted' event");
-        const auto& key = ev.spec.idempotency_key;
-        if (!key.empty()) {
-          auto i = st.idempotency.find({ev.spec.tenant, key});
-          if (i != st.idempotency.end()) {
-            const auto& existing = st.jobs.at(i->second).record;
-            if (existing.spec == ev.spec)
-              return existing;
-            return make_error(errc::conflict,
-                              "idempotency key '" + key
-                                + "' is taken by job " + existing.job_id
-                                + " with a different spec");
-          }
-        }
-        if (st.jobs.count(ev.job_id) > 0)
+      auto& st = self->state;
+      if (ev.kind != event_kind::submitted)
+        return make_error(errc::invalid_value,
+                          "submit needs a 'submitted' event");
+      const auto& key = ev.spec.idempotency_key;
+      if (!key.empty()) {
+        auto i = st.idempotency.find({ev.spec.tenant, key});
+        if (i != st.idempotency.end()) {
+          const auto& existing = st.jobs.at(i->second).record;
+          if (existing.spec == ev.spec)
+            return existing;
           return make_error(errc::conflict,
-                            "job id '" + ev.job_id + "' exists");
-        ev.sequence = 1;
-        job_entry entry;
-        if (auto err = apply(entry.record, ev))
-          return err;
-        entry.history.push_back(ev);
-        auto rec = entry.record;
-        if (!key.empty())
-          st.idempotency.emplace(std::make_pair(ev.spec.tenant, key),
-                                 ev.job_id);
-        st.jobs.emplace(ev.job_id, std::move(entry));
-        return rec;
-      };
+                            "idempotency key '" + key + "' is taken by job "
+                                + existing.job_id + " with a different spec");
+        }
+      }
+      if (st.jobs.count(ev.job_id) > 0)
+        return make_error(errc::conflict, "job id '" + ev.job_id + "' exists");
+      ev.sequence = 1;
+      job_entry entry;
+      if (auto err = apply(entry.record, ev))
+        return err;
+      entry.history.push_back(ev);
+      auto rec = entry.record;
+      if (!key.empty())
+        st.idempotency.emplace(std::make_pair(ev.spec.tenant, key), ev.job_id);
+      st.jobs.emplace(ev.job_id, std::move(entry));
+      return rec;
+    };
     return {
-      [](ping_atom) { return ok_atom::value; },
-      [submit_one](submit_atom, job_event& ev) -> caf::result<job_record> {
-        auto rec = submit_one(ev);
-        if (!rec)
-          return std::move(rec.error());
-        return std::move(*rec);
-      },
-      [submit_one](submit_atom, std::vector<job_event>& evs)
-        -> caf::result<std::vector<job_record>> {
-        // Refused items get a record with an empty job_id and the error
-        // (see store.hpp); the others exist once the answer arrives.
-        std::vector<job_record> out;
-        out.reserve(evs.size());
-        for (auto& ev : evs) {
+        [](ping_atom) { return ok_atom::value; },
+        [submit_one](submit_atom, job_event& ev) -> caf::result<job_record> {
           auto rec = submit_one(ev);
-          if (rec) {
-            out.push_back(std::move(*rec));
-            continue;
+          if (!rec)
+            return std::move(rec.error());
+          return std::move(*rec);
+        },
+        [submit_one](submit_atom, std::vector<job_event>& evs)
+            -> caf::result<std::vector<job_record>> {
+          // Refused items get a record with an empty job_id and the error
+          // (see store.hpp); the others exist once the answer arrives.
+          std::vector<job_record> out;
+          out.reserve(evs.size());
+          for (auto& ev : evs) {
+            auto rec = submit_one(ev);
+            if (rec) {
+              out.push_back(std::move(*rec));
+              continue;
+            }
+            job_record refused;
+            auto& err = rec.error();
+            refused.error.code = to_string(static_cast<errc>(err.code()));
+            refused.error.message = describe(err);
+            if (err.context().match_elements<std::string>())
+              refused.error.message = err.context().get_as<std::string>(0);
+            out.push_back(std::move(refused));
           }
-          job_record refused;
-          auto& err = rec.error();
-          refused.error.code = to_string(static_cast<errc>(err.code()));
-          refused.error.message = describe(err);
-          if (err.context().match_elements<std::string>())
-            refused.error.message = err.context().get_as<std::string>(0);
-          out.push_back(std::move(refused));
-        }
-        return out;
-      },
-      [self](append_atom, std::vector<job_event>& events) -> caf::result<ok_atom> {
-        auto& st = self->state;
-        // Validate the whole batch against copies first: all or nothing.
-        std::map<std::string, job_record> staged;
-        for (auto& ev : events) {
-          auto s = staged.find(ev.job_id);
-          if (s == staged.end()) {
-            auto j = st.jobs.find(ev.job_id);
-            if (j == st.jobs.end())
-              return not_found(ev.job_id);
-            s = staged.emplace(ev.job_id, j->second.record).first;
+          return out;
+        },
+        [self](append_atom,
+               std::vector<job_event>& events) -> caf::result<ok_atom> {
+          auto& st = self->state;
+          // Validate the whole batch against copies first: all or nothing.
+          std::map<std::string, job_record> staged;
+          for (auto& ev : events) {
+            auto s = staged.find(ev.job_id);
+            if (s == staged.end()) {
+              auto j = st.jobs.find(ev.job_id);
+              if (j == st.jobs.end())
+                return not_found(ev.job_id);
+              s = staged.emplace(ev.job_id, j->second.record).first;
+            }
+            if (ev.sequence == 0)
+              ev.sequence = s->second.sequence + 1;
+            if (auto err = apply(s->second, ev))
+              return err;
           }
-          if (ev.sequence == 0)
-            ev.sequence = s->second.sequence + 1;
-          if (auto err = apply(s->second, ev))
-            return err;
-        }
-        for (auto& ev : events) {
-          auto& entry = st.jobs.at(ev.job_id);
-          entry.history.push_back(std::move(ev));
-        }
-        for (auto& kv : staged) {
-          auto& entry = st.jobs.at(kv.first);
-          if (kv.second.dead_lettered)
-            st.dlq.insert(kv.first);
-          else
-            st.dlq.erase(kv.first);
-          entry.record = std::move(kv.second);
-        }
-        return ok_atom::value;
-      },
-      [self](get_atom, const std::string& job_id) -> caf::result<job_record> {
-        auto& st = self->state;
-        auto i = st.jobs.find(job_id);
-        if (i == st.jobs.end())
-          return not_found(job_id);
-        return i->second.record;
-      },
-      [self](events_atom,
-             const std::string& job_id) -> caf::result<std::vector<job_event>> {
-        auto& st = self->state;
-        auto i = st.jobs.find(job_id);
-        if (i == st.jobs.end())
-          return not_found(job_id);
-        return i->second.history;
-      },
-      [self](recover_atom) -> std::vector<job_record> {
-        std::vector<job_record> result;
-        for (const auto& kv : self->state.jobs)
-          if (!is_terminal(kv.second.record.status))
-            result.push_back(kv.second.record);
-        return result;
-      },
-      [self](webhooks_atom, const std::string& after,
-             uint32_t limit) -> caf::result<std::vector<job_record>> {
-        if (limit == 0 || limit > 10000)
-          return make_error(errc::invalid_request,
-                            "limit must be within [1, 10000]");
-        std::vector<job_record> result;
-        // A scan: the memory store is for experiments and tests.
-        const auto& jobs = self->state.jobs;
-        for (auto i = jobs.upper_bound(after);
-             i != jobs.end() && result.size() < limit; ++i)
-          if (i->second.record.webhook_pending_sequence != 0)
-            result.push_back(i->second.record);
-        return result;
-      },
-      [self](list_atom,
-             const job_query& q) -> caf::result<std::vector<job_record>> {
-        auto& st = self->state;
-        if (q.limit == 0 || q.limit > 10000)
-          return make_error(errc::invalid_request,
-                            "limit must be within [1, 10000]");
-        std::vector<job_record> result;
-        if (q.dead_lettered) {
-          for (auto i = st.dlq.upper_bound(q.after);
-               i != st.dlq.end() && result.size() < q.limit; ++i) {
-            const auto& rec = st.jobs.at(*i).record;
-            if (matches(rec, q))
-              result.push_back(rec);
+          for (auto& ev : events) {
+            auto& entry = st.jobs.at(ev.job_id);
+            entry.history.push_back(std::move(ev));
           }
+          for (auto& kv : staged) {
+            auto& entry = st.jobs.at(kv.first);
+            if (kv.second.dead_lettered)
+              st.dlq.insert(kv.first);
+            else
+              st.dlq.erase(kv.first);
+            entry.record = std::move(kv.second);
+          }
+          return ok_atom::value;
+        },
+        [self](get_atom, const std::string& job_id) -> caf::result<job_record> {
+          auto& st = self->state;
+          auto i = st.jobs.find(job_id);
+          if (i == st.jobs.end())
+            return not_found(job_id);
+          return i->second.record;
+        },
+        [self](events_atom, const std::string& job_id)
+            -> caf::result<std::vector<job_event>> {
+          auto& st = self->state;
+          auto i = st.jobs.find(job_id);
+          if (i == st.jobs.end())
+            return not_found(job_id);
+          return i->second.history;
+        },
+        [self](recover_atom) -> std::vector<job_record> {
+          std::vector<job_record> result;
+          for (const auto& kv : self->state.jobs)
+            if (!is_terminal(kv.second.record.status))
+              result.push_back(kv.second.record);
           return result;
-        }
-        for (auto i = st.jobs.upper_bound(q.after);
-             i != st.jobs.end() && result.size() < q.limit; ++i)
-          if (matches(i->second.record, q))
-            result.push_back(i->second.record);
-        return result;
-      },
+        },
+        [self](webhooks_atom, const std::string& after,
+               uint32_t limit) -> caf::result<std::vector<job_record>> {
+          if (limit == 0 || limit > 10000)
+            return make_error(errc::invalid_request,
+                              "limit must be within [1, 10000]");
+          std::vector<job_record> result;
+          // A scan: the memory store is for experiments and tests.
+          const auto& jobs = self->state.jobs;
+          for (auto i = jobs.upper_bound(after);
+               i != jobs.end() && result.size() < limit; ++i)
+            if (i->second.record.webhook_pending_sequence != 0)
+              result.push_back(i->second.record);
+          return result;
+        },
+        [self](list_atom,
+               const job_query& q) -> caf::result<std::vector<job_record>> {
+          auto& st = self->state;
+          if (q.limit == 0 || q.limit > 10000)
+            return make_error(errc::invalid_request,
+                              "limit must be within [1, 10000]");
+          std::vector<job_record> result;
+          if (q.dead_lettered) {
+            for (auto i = st.dlq.upper_bound(q.after);
+                 i != st.dlq.end() && result.size() < q.limit; ++i) {
+              const auto& rec = st.jobs.at(*i).record;
+              if (matches(rec, q))
+                result.push_back(rec);
+            }
+            return result;
+          }
+          for (auto i = st.jobs.upper_bound(q.after);
+               i != st.jobs.end() && result.size() < q.limit; ++i)
+            if (matches(i->second.record, q))
+              result.push_back(i->second.record);
+          return result;
+        },
     };
   });
 }

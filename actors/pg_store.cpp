@@ -1,11 +1,11 @@
 #include "actors/pg_store.hpp"
 
+#include "actors/queue.hpp"
 #include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/job_state.hpp"
 #include "runtime/log.hpp"
 #include "runtime/log_caf.hpp"
-#include "actors/queue.hpp"
 #include "runtime/pg.hpp"
 
 #include <caf/actor_system.hpp>
@@ -96,93 +96,95 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
   self->state.fence = std::move(fence);
   self->set_error_handler([](caf::error&) {});
   return {
-    [self](write_atom, const pg::write_batch& b)
-      -> caf::result<pg::isolated_write_result> {
-      auto r = with_db(self,
-                       [&](pg::session& db) { return db.write_isolated(b); });
-      if (!r)
-        return std::move(r.error());
-      return std::move(*r);
-    },
-    [self](committed_atom, const pg::write_batch& b) -> caf::result<bool> {
-      auto r = with_db(self, [&](pg::session& db) { return db.committed(b); });
-      if (!r)
-        return std::move(r.error());
-      return *r;
-    },
-    [self](get_atom, const std::string& id) -> caf::result<job_record> {
-      auto r = read_db(self, [&](pg::session& db) { return db.load_job(id); });
-      if (!r)
-        return std::move(r.error());
-      return std::move(*r);
-    },
-    [self](get_atom, const std::vector<std::string>& ids)
-      -> caf::result<std::vector<job_record>> {
-      auto r = read_db(self, [&](pg::session& db) { return db.load_jobs(ids); });
-      if (!r)
-        return std::move(r.error());
-      return std::move(*r);
-    },
-    [self](events_atom,
-           const std::string& id) -> caf::result<std::vector<job_event>> {
-      auto r = read_db(self,
-                       [&](pg::session& db) { return db.load_events(id); });
-      if (!r)
-        return std::move(r.error());
-      return std::move(*r);
-    },
-    [self](list_atom, const job_query& q)
-      -> caf::result<std::vector<job_record>> {
-      auto r = read_db(self, [&](pg::session& db) { return db.list(q); });
-      if (!r)
-        return std::move(r.error());
-      return std::move(*r);
-    },
-    [self](recover_atom) -> caf::result<std::vector<job_record>> {
-      auto r = read_db(self, [&](pg::session& db) { return db.live_jobs(); });
-      if (!r)
-        return std::move(r.error());
-      return std::move(*r);
-    },
-    [self](webhooks_atom, const std::string& after,
-           uint32_t limit) -> caf::result<std::vector<job_record>> {
-      auto r = read_db(self, [&](pg::session& db) {
-        return db.pending_webhooks(after, limit);
-      });
-      if (!r)
-        return std::move(r.error());
-      return std::move(*r);
-    },
-    [self](key_atom, const std::string& tenant,
-           const std::string& key) -> caf::result<job_record> {
-      auto r = read_db(self, [&](pg::session& db) {
-        return db.find_by_key(tenant, key);
-      });
-      if (!r)
-        return std::move(r.error());
-      return std::move(*r);
-    },
-    [self](retention_atom, int64_t before_ms,
-           int32_t max_jobs) -> caf::result<uint64_t> {
-      auto r = with_db(self, [&](pg::session& db) {
-        return db.purge_finished(before_ms, max_jobs);
-      });
-      if (!r)
-        return std::move(r.error());
-      return *r;
-    },
-    [self](ping_atom) -> caf::result<ok_atom> {
-      auto db = connected(self);
-      if (!db)
-        return std::move(db.error());
-      // A connection can look healthy and be dead (the server restarted
-      // while it sat idle); the store trusts a successful ping to accept
-      // writes again, so only a round trip counts.
-      auto r = (*db)->conn().exec("SELECT 1", {}, false, "pinging");
-      if (!r)
-        return std::move(r.error());
-      return ok_atom::value;
-    },
+      [self](write_atom, const pg::write_batch& b)
+          -> caf::result<pg::isolated_write_result> {
+        auto r = with_db(self,
+                         [&](pg::session& db) { return db.write_isolated(b); });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
+      [self](committed_atom, const pg::write_batch& b) -> caf::result<bool> {
+        auto r
+            = with_db(self, [&](pg::session& db) { return db.committed(b); });
+        if (!r)
+          return std::move(r.error());
+        return *r;
+      },
+      [self](get_atom, const std::string& id) -> caf::result<job_record> {
+        auto r
+            = read_db(self, [&](pg::session& db) { return db.load_job(id); });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
+      [self](get_atom, const std::vector<std::string>& ids)
+          -> caf::result<std::vector<job_record>> {
+        auto r
+            = read_db(self, [&](pg::session& db) { return db.load_jobs(ids); });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
+      [self](events_atom,
+             const std::string& id) -> caf::result<std::vector<job_event>> {
+        auto r = read_db(self,
+                         [&](pg::session& db) { return db.load_events(id); });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
+      [self](list_atom,
+             const job_query& q) -> caf::result<std::vector<job_record>> {
+        auto r = read_db(self, [&](pg::session& db) { return db.list(q); });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
+      [self](recover_atom) -> caf::result<std::vector<job_record>> {
+        auto r = read_db(self, [&](pg::session& db) { return db.live_jobs(); });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
+      [self](webhooks_atom, const std::string& after,
+             uint32_t limit) -> caf::result<std::vector<job_record>> {
+        auto r = read_db(self, [&](pg::session& db) {
+          return db.pending_webhooks(after, limit);
+        });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
+      [self](key_atom, const std::string& tenant,
+             const std::string& key) -> caf::result<job_record> {
+        auto r = read_db(
+            self, [&](pg::session& db) { return db.find_by_key(tenant, key); });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
+      [self](retention_atom, int64_t before_ms,
+             int32_t max_jobs) -> caf::result<uint64_t> {
+        auto r = with_db(self, [&](pg::session& db) {
+          return db.purge_finished(before_ms, max_jobs);
+        });
+        if (!r)
+          return std::move(r.error());
+        return *r;
+      },
+      [self](ping_atom) -> caf::result<ok_atom> {
+        auto db = connected(self);
+        if (!db)
+          return std::move(db.error());
+        // A connection can look healthy and be dead (the server restarted
+        // while it sat idle); the store trusts a successful ping to accept
+        // writes again, so only a round trip counts.
+        auto r = (*db)->conn().exec("SELECT 1", {}, false, "pinging");
+        if (!r)
+          return std::move(r.error());
+        return ok_atom::value;
+      },
   };
 }
 
@@ -190,7 +192,7 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
 
 /// Called once the batch holding an operation committed (or failed).
 using completion_fn
-  = std::function<void(const caf::error&, const pg::write_result*)>;
+    = std::function<void(const caf::error&, const pg::write_result*)>;
 
 struct batch {
   /// Jobs created in this batch, and jobs that got events (in order).
@@ -287,8 +289,9 @@ void start_reconnect(self_ptr self);
 /// batch's error may quote another request's).
 caf::error refused_data(const caf::error& detail) {
   auto state = pg::sqlstate_of(detail);
-  if (state == "23505" || (state.empty() && (is(detail, errc::conflict)
-                                             || is(detail, errc::not_found))))
+  if (state == "23505"
+      || (state.empty()
+          && (is(detail, errc::conflict) || is(detail, errc::not_found))))
     return make_error(errc::conflict,
                       "the job was changed by another writer meanwhile; "
                       "read it again before retrying");
@@ -296,8 +299,8 @@ caf::error refused_data(const caf::error& detail) {
   if (state == "22021")
     why = "a text field (job id, tenant, type or idempotency key) is not "
           "valid UTF-8";
-  else if (state.empty() && describe(detail).find("NUL byte")
-                              != std::string::npos)
+  else if (state.empty()
+           && describe(detail).find("NUL byte") != std::string::npos)
     why = "a text field (job id, tenant, type or idempotency key) holds a "
           "NUL byte";
   else if (state.substr(0, 2) == "54")
@@ -459,18 +462,16 @@ void finish_partial(self_ptr self, std::unique_ptr<batch> b,
   std::unordered_map<std::string, caf::error> refused;
   bool lost = false;
   for (const auto& [job, err] : result.failed) {
-    lost = lost
-           || pg::failure_class_of(err) == pg::failure_class::connection;
+    lost = lost || pg::failure_class_of(err) == pg::failure_class::connection;
     if (is(err, errc::not_owner))
       deposed(self, err);
     // The detail (PostgreSQL's words, the bytes) stays in the log.
     log("job " + job + " not written: " + describe(err));
     refused.emplace(job, for_client(err));
   }
-  log("a batch of " + std::to_string(b->completions.size())
-      + " operations: " + std::to_string(refused.size())
-      + " jobs refused, the rest committed (" + std::to_string(result.transactions)
-      + " transactions)");
+  log("a batch of " + std::to_string(b->completions.size()) + " operations: "
+      + std::to_string(refused.size()) + " jobs refused, the rest committed ("
+      + std::to_string(result.transactions) + " transactions)");
   // Batches waiting behind this one that build on a refused job were
   // validated on state that never committed: they fail whole (rare: nobody
   // knows a refused job's id but its own submitter).
@@ -566,50 +567,52 @@ void flush(self_ptr self) {
   auto shared_wb = b->frozen ? std::move(b->frozen) : snapshot(self, *b);
   st.inflight = std::move(b);
   self->request(st.writer, st.cfg.io_timeout, write_atom::value, *shared_wb)
-    .then(
-      [self](pg::isolated_write_result& result) {
-        auto b = std::move(self->state.inflight);
-        if (result.failed.empty())
-          finish_batch(self, std::move(b), caf::none, &result.committed);
-        else
-          finish_partial(self, std::move(b), result);
-        flush(self);
-      },
-      [self, shared_wb](caf::error& err) {
-        auto& st = self->state;
-        if (describe(err).find("outcome unknown") == std::string::npos) {
-          auto b = std::move(st.inflight);
-          fail_batch(self, std::move(b), err);
-          flush(self);
-          return;
-        }
-        log("commit outcome unknown, asking PostgreSQL: " + describe(err));
-        // The connection broke during COMMIT: ask PostgreSQL what happened.
-        self->request(st.writer, st.cfg.io_timeout, committed_atom::value,
-                      *shared_wb)
-          .then(
-            [self](bool committed) {
-              auto b = std::move(self->state.inflight);
-              if (committed) {
-                pg::write_result none;
-                finish_batch(self, std::move(b), caf::none, &none);
-              } else {
-                finish_batch(self, std::move(b),
-                             unavailable("the transaction did not commit"),
-                             nullptr);
-              }
+      .then(
+          [self](pg::isolated_write_result& result) {
+            auto b = std::move(self->state.inflight);
+            if (result.failed.empty())
+              finish_batch(self, std::move(b), caf::none, &result.committed);
+            else
+              finish_partial(self, std::move(b), result);
+            flush(self);
+          },
+          [self, shared_wb](caf::error& err) {
+            auto& st = self->state;
+            if (describe(err).find("outcome unknown") == std::string::npos) {
+              auto b = std::move(st.inflight);
+              fail_batch(self, std::move(b), err);
               flush(self);
-            },
-            [self](caf::error& err2) {
-              log("commit outcome still unknown: " + describe(err2));
-              auto b = std::move(self->state.inflight);
-              finish_batch(self, std::move(b),
-                           unavailable("commit outcome unknown; retry with "
-                                       "the same idempotency key"),
-                           nullptr);
-              flush(self);
-            });
-      });
+              return;
+            }
+            log("commit outcome unknown, asking PostgreSQL: " + describe(err));
+            // The connection broke during COMMIT: ask PostgreSQL what happened.
+            self->request(st.writer, st.cfg.io_timeout, committed_atom::value,
+                          *shared_wb)
+                .then(
+                    [self](bool committed) {
+                      auto b = std::move(self->state.inflight);
+                      if (committed) {
+                        pg::write_result none;
+                        finish_batch(self, std::move(b), caf::none, &none);
+                      } else {
+                        finish_batch(
+                            self, std::move(b),
+                            unavailable("the transaction did not commit"),
+                            nullptr);
+                      }
+                      flush(self);
+                    },
+                    [self](caf::error& err2) {
+                      log("commit outcome still unknown: " + describe(err2));
+                      auto b = std::move(self->state.inflight);
+                      finish_batch(
+                          self, std::move(b),
+                          unavailable("commit outcome unknown; retry with "
+                                      "the same idempotency key"),
+                          nullptr);
+                      flush(self);
+                    });
+          });
 }
 
 /// Adds an operation to the pending batch: `jobs` are the jobs whose
@@ -651,16 +654,17 @@ void start_reconnect(self_ptr self) {
 void try_reconnect(self_ptr self) {
   auto& st = self->state;
   self->request(st.writer, st.cfg.io_timeout, ping_atom::value)
-    .then(
-      [self](ok_atom) {
-        auto& st = self->state;
-        st.available = true;
-        st.reconnecting = false;
-        log("PostgreSQL is back; accepting writes again", log::level::info);
-      },
-      [self](caf::error&) {
-        self->delayed_send(self, reconnect_wait(self), reconnect_atom::value);
-      });
+      .then(
+          [self](ok_atom) {
+            auto& st = self->state;
+            st.available = true;
+            st.reconnecting = false;
+            log("PostgreSQL is back; accepting writes again", log::level::info);
+          },
+          [self](caf::error&) {
+            self->delayed_send(self, reconnect_wait(self),
+                               reconnect_atom::value);
+          });
 }
 
 void send_loads(self_ptr self);
@@ -690,9 +694,10 @@ void loaded(self_ptr self, const std::vector<std::string>& ids,
     if (auto f = found.find(id); f != found.end()) {
       rec = f->second;
       // Never overwrite newer accepted state.
-      if (st.cache.emplace(id, *rec).second && !rec->spec.idempotency_key.empty())
+      if (st.cache.emplace(id, *rec).second
+          && !rec->spec.idempotency_key.empty())
         st.keys.emplace(
-          std::make_pair(rec->spec.tenant, rec->spec.idempotency_key), id);
+            std::make_pair(rec->spec.tenant, rec->spec.idempotency_key), id);
     }
     auto l = st.loading.find(id);
     if (l == st.loading.end())
@@ -729,17 +734,17 @@ void send_loads(self_ptr self) {
   st.load_inflight = true;
   auto shared = std::make_shared<std::vector<std::string>>(std::move(ids));
   self->request(st.reader, st.cfg.io_timeout, get_atom::value, *shared)
-    .then(
-      [self, shared](std::vector<job_record>& recs) {
-        self->state.load_inflight = false;
-        loaded(self, *shared, &recs, caf::error{});
-        after_loads(self);
-      },
-      [self, shared](caf::error& err) {
-        self->state.load_inflight = false;
-        loaded(self, *shared, nullptr, err);
-        after_loads(self);
-      });
+      .then(
+          [self, shared](std::vector<job_record>& recs) {
+            self->state.load_inflight = false;
+            loaded(self, *shared, &recs, caf::error{});
+            after_loads(self);
+          },
+          [self, shared](caf::error& err) {
+            self->state.load_inflight = false;
+            loaded(self, *shared, nullptr, err);
+            after_loads(self);
+          });
 }
 
 /// Makes sure every job in `ids` is in the cache, then runs `then`; runs
@@ -762,8 +767,8 @@ void with_loaded(self_ptr self, std::vector<std::string> ids,
     std::function<void()> then;
     std::function<void(caf::error)> fail;
   };
-  auto g = std::make_shared<gate>(gate{missing.size(), {}, std::move(then),
-                                       std::move(fail)});
+  auto g = std::make_shared<gate>(
+      gate{missing.size(), {}, std::move(then), std::move(fail)});
   for (auto& id : missing)
     load(self, id, [g, id](const job_record* rec, const caf::error& err) {
       if (err && !g->err)
@@ -813,13 +818,13 @@ void accept_append(self_ptr self, std::vector<job_event> events,
     jobs.push_back(kv.first);
   for (auto& ev : events)
     st.pending.events.push_back(std::move(ev));
-  enqueue_op(self, std::move(jobs), [rp](const caf::error& err,
-                        const pg::write_result*) mutable {
-    if (err)
-      rp.deliver(err);
-    else
-      rp.deliver(ok_atom::value);
-  });
+  enqueue_op(self, std::move(jobs),
+             [rp](const caf::error& err, const pg::write_result*) mutable {
+               if (err)
+                 rp.deliver(err);
+               else
+                 rp.deliver(ok_atom::value);
+             });
 }
 
 /// An idempotency key was already taken: same spec -> that job, otherwise
@@ -831,17 +836,17 @@ void answer_duplicate(self_ptr self, const job_spec& spec, submit_done done) {
   auto& st = self->state;
   self->request(st.reader, st.cfg.io_timeout, key_atom::value, spec.tenant,
                 spec.idempotency_key)
-    .then(
-      [spec, done](job_record& existing) {
-        if (existing.spec == spec)
-          done(std::move(existing));
-        else
-          done(make_error(errc::conflict,
-                          "idempotency key '" + spec.idempotency_key
-                            + "' is taken by job " + existing.job_id
-                            + " with a different spec"));
-      },
-      [done](caf::error& err) { done(read_error_for_client(err)); });
+      .then(
+          [spec, done](job_record& existing) {
+            if (existing.spec == spec)
+              done(std::move(existing));
+            else
+              done(make_error(errc::conflict,
+                              "idempotency key '" + spec.idempotency_key
+                                  + "' is taken by job " + existing.job_id
+                                  + " with a different spec"));
+          },
+          [done](caf::error& err) { done(read_error_for_client(err)); });
 }
 
 /// Asks the reader and answers through the store, instead of delegating:
@@ -854,92 +859,91 @@ template <class T, class... Ts>
 caf::result<T> ask_reader(self_ptr self, Ts... xs) {
   auto rp = self->make_response_promise<T>();
   self->request(self->state.reader, self->state.cfg.io_timeout, xs...)
-    .then([rp](T& x) mutable { rp.deliver(std::move(x)); },
-          [rp](caf::error& err) mutable {
-            rp.deliver(read_error_for_client(err));
-          });
+      .then([rp](T& x) mutable { rp.deliver(std::move(x)); },
+            [rp](caf::error& err) mutable {
+              rp.deliver(read_error_for_client(err));
+            });
   return rp;
 }
 
 /// Accepts one `submitted` event into the pending batch (or answers an
 /// idempotent duplicate); `done` runs once its batch committed or failed.
 void submit_one(self_ptr self, job_event ev, submit_done done) {
+  auto& st = self->state;
+  if (!st.available)
+    return done(unavailable("reconnecting to PostgreSQL"));
+  if (ev.kind != event_kind::submitted)
+    return done(
+        make_error(errc::invalid_value, "submit needs a 'submitted' event"));
+  const auto& spec = ev.spec;
+  if (!spec.idempotency_key.empty()) {
+    auto k = st.keys.find({spec.tenant, spec.idempotency_key});
+    if (k != st.keys.end()) {
+      auto existing_id = k->second;
+      auto reply = [self, existing_id, spec, done]() {
         auto& st = self->state;
-        if (!st.available)
-          return done(unavailable("reconnecting to PostgreSQL"));
-        if (ev.kind != event_kind::submitted)
-          return done(make_error(errc::invalid_value,
-                                 "submit needs a 'submitted' event"));
-        const auto& spec = ev.spec;
-        if (!spec.idempotency_key.empty()) {
-          auto k = st.keys.find({spec.tenant, spec.idempotency_key});
-          if (k != st.keys.end()) {
-            auto existing_id = k->second;
-            auto reply = [self, existing_id, spec, done]() {
-              auto& st = self->state;
-              auto c = st.cache.find(existing_id);
-              if (c == st.cache.end()) {
-                answer_duplicate(self, spec, done);
-                return;
-              }
-              if (c->second.spec == spec)
-                done(c->second);
-              else
-                done(make_error(errc::conflict,
-                                      "idempotency key '"
-                                        + spec.idempotency_key
-                                        + "' is taken by job " + existing_id
-                                        + " with a different spec"));
-            };
-            if (st.dirty.count(existing_id) > 0) {
-              // Not committed yet: answer once it is (or is not).
-              enqueue_op(self, {existing_id}, [reply, done](const caf::error& err,
-                                             const pg::write_result*) {
-                if (err)
-                  done(err);
-                else
-                  reply();
-              });
-            } else {
-              reply();
-            }
-            return;
-          }
+        auto c = st.cache.find(existing_id);
+        if (c == st.cache.end()) {
+          answer_duplicate(self, spec, done);
+          return;
         }
-        ev.sequence = 1;
-        job_record rec;
-        if (auto err = apply(rec, ev))
-          return done(err);
-        if (st.cache.count(ev.job_id) > 0)
-          return done(make_error(errc::conflict,
-                                 "job id '" + ev.job_id + "' exists"));
-        auto id = ev.job_id;
-        st.cache.emplace(id, rec);
-        st.dirty[id] = st.pending.generation;
-        if (!spec.idempotency_key.empty())
-          st.keys.emplace(std::make_pair(spec.tenant, spec.idempotency_key),
-                          id);
-        st.pending.submitted.push_back(id);
-        st.pending.events.push_back(std::move(ev));
-        enqueue_op(self, {id}, [self, id, rec,
-                          done](const caf::error& err,
-                                const pg::write_result* result) {
-          if (err) {
-            done(err);
-            return;
-          }
-          const auto& dups = result->duplicate_submits;
-          if (std::find(dups.begin(), dups.end(), id) == dups.end()) {
-            done(rec);
-            return;
-          }
-          // Another node (or an earlier run) holds the key.
-          auto& st = self->state;
-          st.cache.erase(id);
-          st.dirty.erase(id);
-          st.keys.erase({rec.spec.tenant, rec.spec.idempotency_key});
-          answer_duplicate(self, rec.spec, done);
-        });
+        if (c->second.spec == spec)
+          done(c->second);
+        else
+          done(make_error(errc::conflict,
+                          "idempotency key '" + spec.idempotency_key
+                              + "' is taken by job " + existing_id
+                              + " with a different spec"));
+      };
+      if (st.dirty.count(existing_id) > 0) {
+        // Not committed yet: answer once it is (or is not).
+        enqueue_op(
+            self, {existing_id},
+            [reply, done](const caf::error& err, const pg::write_result*) {
+              if (err)
+                done(err);
+              else
+                reply();
+            });
+      } else {
+        reply();
+      }
+      return;
+    }
+  }
+  ev.sequence = 1;
+  job_record rec;
+  if (auto err = apply(rec, ev))
+    return done(err);
+  if (st.cache.count(ev.job_id) > 0)
+    return done(
+        make_error(errc::conflict, "job id '" + ev.job_id + "' exists"));
+  auto id = ev.job_id;
+  st.cache.emplace(id, rec);
+  st.dirty[id] = st.pending.generation;
+  if (!spec.idempotency_key.empty())
+    st.keys.emplace(std::make_pair(spec.tenant, spec.idempotency_key), id);
+  st.pending.submitted.push_back(id);
+  st.pending.events.push_back(std::move(ev));
+  enqueue_op(self, {id},
+             [self, id, rec, done](const caf::error& err,
+                                   const pg::write_result* result) {
+               if (err) {
+                 done(err);
+                 return;
+               }
+               const auto& dups = result->duplicate_submits;
+               if (std::find(dups.begin(), dups.end(), id) == dups.end()) {
+                 done(rec);
+                 return;
+               }
+               // Another node (or an earlier run) holds the key.
+               auto& st = self->state;
+               st.cache.erase(id);
+               st.dirty.erase(id);
+               st.keys.erase({rec.spec.tenant, rec.spec.idempotency_key});
+               answer_duplicate(self, rec.spec, done);
+             });
 }
 
 caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
@@ -947,12 +951,12 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
     auto& st = self->state;
     st.cfg = cfg;
     st.pending.generation = st.next_generation++;
-    st.writer = self->system().spawn<caf::detached>(io_impl, cfg.conninfo,
-                                                    true, cfg.fence);
+    st.writer = self->system().spawn<caf::detached>(io_impl, cfg.conninfo, true,
+                                                    cfg.fence);
     // Both connections migrate (idempotent, under an advisory lock), so a
     // read never races the schema's creation.
     st.reader = self->system().spawn<caf::detached>(
-      io_impl, cfg.conninfo, true, std::shared_ptr<const pg::write_fence>{});
+        io_impl, cfg.conninfo, true, std::shared_ptr<const pg::write_fence>{});
     // The I/O actors live and die with the store.
     self->link_to(st.writer);
     self->link_to(st.reader);
@@ -963,175 +967,180 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
                          retention_atom::value);
     // Learn early whether PostgreSQL is there (and migrate it).
     self->request(st.writer, st.cfg.io_timeout, ping_atom::value)
-      .then([](ok_atom) {},
-            [self](caf::error& err) {
-              log("cannot reach PostgreSQL: " + describe(err));
-              start_reconnect(self);
-            });
+        .then([](ok_atom) {},
+              [self](caf::error& err) {
+                log("cannot reach PostgreSQL: " + describe(err));
+                start_reconnect(self);
+              });
     return {
-      [self](ping_atom) -> caf::result<ok_atom> {
-        auto& st = self->state;
-        if (!st.available)
-          return unavailable("reconnecting to PostgreSQL");
-        auto rp = self->make_response_promise<ok_atom>();
-        self->request(st.writer, st.cfg.io_timeout, ping_atom::value)
-          .then([rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
-                [rp](caf::error& err) mutable {
-                  log("ping failed: " + describe(err));
-                  rp.deliver(for_client(err));
-                });
-        return rp;
-      },
-      [self](submit_atom, job_event& ev) -> caf::result<job_record> {
-        auto rp = self->make_response_promise<job_record>();
-        submit_one(self, std::move(ev),
-                   [rp](caf::expected<job_record> r) mutable {
-                     if (r)
-                       rp.deliver(std::move(*r));
-                     else
-                       rp.deliver(std::move(r.error()));
-                   });
-        return rp;
-      },
-      [self](submit_atom, std::vector<job_event>& evs)
-        -> caf::result<std::vector<job_record>> {
-        auto& st = self->state;
-        if (!st.available)
-          return unavailable("reconnecting to PostgreSQL");
-        if (evs.empty())
-          return std::vector<job_record>{};
-        auto rp = self->make_response_promise<std::vector<job_record>>();
-        struct collect {
-          std::vector<job_record> out;
-          size_t pending = 0;
-          caf::error failed;
-        };
-        auto c = std::make_shared<collect>();
-        c->out.resize(evs.size());
-        c->pending = evs.size();
-        // All items join the pending batch without sealing or flushing in
-        // between, so they commit in one transaction.
-        st.hold = true;
-        for (size_t i = 0; i < evs.size(); ++i) {
-          submit_one(
-            self, std::move(evs[i]),
-            [c, i, rp](caf::expected<job_record> r) mutable {
-              if (r) {
-                c->out[i] = std::move(*r);
-              } else if (is(r.error(), errc::unavailable)) {
-                c->failed = r.error();
-              } else {
-                auto& err = r.error();
-                auto& x = c->out[i];
-                x.error.code = to_string(static_cast<errc>(err.code()));
-                x.error.message = describe(err);
-                if (err.context().match_elements<std::string>())
-                  x.error.message = err.context().get_as<std::string>(0);
-              }
-              if (--c->pending == 0) {
-                if (c->failed)
-                  rp.deliver(c->failed);
-                else
-                  rp.deliver(std::move(c->out));
-              }
-            });
-        }
-        st.hold = false;
-        flush(self);
-        return rp;
-      },
-      [self](append_atom, std::vector<job_event>& events)
-        -> caf::result<ok_atom> {
-        auto& st = self->state;
-        if (!st.available)
-          return unavailable("reconnecting to PostgreSQL");
-        auto rp = self->make_response_promise<ok_atom>();
-        std::vector<std::string> ids;
-        for (const auto& ev : events)
-          ids.push_back(ev.job_id);
-        auto shared = std::make_shared<std::vector<job_event>>(
-          std::move(events));
-        with_loaded(
-          self, std::move(ids),
-          [self, shared, rp] { accept_append(self, std::move(*shared), rp); },
-          [rp](caf::error err) mutable {
-            rp.deliver(read_error_for_client(err));
-          });
-        return rp;
-      },
-      [self](get_atom, const std::string& id) -> caf::result<job_record> {
-        auto& st = self->state;
-        auto c = st.cache.find(id);
-        if (c != st.cache.end() && st.dirty.count(id) == 0)
-          return c->second;
-        auto rp = self->make_response_promise<job_record>();
-        if (st.dirty.count(id) > 0) {
-          // Uncommitted events: answer the committed state, uncached.
-          self->request(st.reader, st.cfg.io_timeout, get_atom::value, id)
-            .then([rp](job_record& rec) mutable { rp.deliver(std::move(rec)); },
-                  [rp](caf::error& err) mutable {
-                    rp.deliver(read_error_for_client(err));
-                  });
+        [self](ping_atom) -> caf::result<ok_atom> {
+          auto& st = self->state;
+          if (!st.available)
+            return unavailable("reconnecting to PostgreSQL");
+          auto rp = self->make_response_promise<ok_atom>();
+          self->request(st.writer, st.cfg.io_timeout, ping_atom::value)
+              .then([rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
+                    [rp](caf::error& err) mutable {
+                      log("ping failed: " + describe(err));
+                      rp.deliver(for_client(err));
+                    });
           return rp;
-        }
-        // Not cached: read it with the other loads and keep it (the job
-        // supervisor's get is followed by appends that need it).
-        load(self, id,
-             [rp, id](const job_record* rec, const caf::error& err) mutable {
-               if (err)
-                 rp.deliver(read_error_for_client(err));
-               else if (rec == nullptr)
-                 rp.deliver(
-                   make_error(errc::not_found, "no job '" + id + "'"));
-               else
-                 rp.deliver(*rec);
-             });
-        return rp;
-      },
-      [self](events_atom,
-             const std::string& id) -> caf::result<std::vector<job_event>> {
-        return ask_reader<std::vector<job_event>>(self, events_atom::value,
-                                                  id);
-      },
-      [self](list_atom,
-             const job_query& q) -> caf::result<std::vector<job_record>> {
-        if (q.limit == 0 || q.limit > 10000)
-          return make_error(errc::invalid_request,
-                            "limit must be within [1, 10000]");
-        return ask_reader<std::vector<job_record>>(self, list_atom::value, q);
-      },
-      [self](recover_atom) -> caf::result<std::vector<job_record>> {
-        return ask_reader<std::vector<job_record>>(self,
-                                                   recover_atom::value);
-      },
-      [self](webhooks_atom, const std::string& after,
-             uint32_t limit) -> caf::result<std::vector<job_record>> {
-        if (limit == 0 || limit > 10000)
-          return make_error(errc::invalid_request,
-                            "limit must be within [1, 10000]");
-        return ask_reader<std::vector<job_record>>(self, webhooks_atom::value,
-                                                   after, limit);
-      },
-      [self](reconnect_atom) { try_reconnect(self); },
-      [self](retention_atom) {
-        auto& st = self->state;
-        auto now = st.cfg.clock_ms ? st.cfg.clock_ms() : system_clock_ms();
-        auto before = now - st.cfg.retain_finished.count();
-        self->request(st.writer, st.cfg.io_timeout, retention_atom::value,
-                      before, st.cfg.retention_batch)
-          .then(
-            [](uint64_t purged) {
-              if (purged > 0)
-                log("retention: purged " + std::to_string(purged)
-                        + " finished jobs",
-                    log::level::info);
-            },
-            [](caf::error& err) {
-              log("retention sweep failed: " + describe(err));
-            });
-        self->delayed_send(self, st.cfg.retention_interval,
-                           retention_atom::value);
-      },
+        },
+        [self](submit_atom, job_event& ev) -> caf::result<job_record> {
+          auto rp = self->make_response_promise<job_record>();
+          submit_one(self, std::move(ev),
+                     [rp](caf::expected<job_record> r) mutable {
+                       if (r)
+                         rp.deliver(std::move(*r));
+                       else
+                         rp.deliver(std::move(r.error()));
+                     });
+          return rp;
+        },
+        [self](submit_atom, std::vector<job_event>& evs)
+            -> caf::result<std::vector<job_record>> {
+          auto& st = self->state;
+          if (!st.available)
+            return unavailable("reconnecting to PostgreSQL");
+          if (evs.empty())
+            return std::vector<job_record>{};
+          auto rp = self->make_response_promise<std::vector<job_record>>();
+          struct collect {
+            std::vector<job_record> out;
+            size_t pending = 0;
+            caf::error failed;
+          };
+          auto c = std::make_shared<collect>();
+          c->out.resize(evs.size());
+          c->pending = evs.size();
+          // All items join the pending batch without sealing or flushing in
+          // between, so they commit in one transaction.
+          st.hold = true;
+          for (size_t i = 0; i < evs.size(); ++i) {
+            submit_one(self, std::move(evs[i]),
+                       [c, i, rp](caf::expected<job_record> r) mutable {
+                         if (r) {
+                           c->out[i] = std::move(*r);
+                         } else if (is(r.error(), errc::unavailable)) {
+                           c->failed = r.error();
+                         } else {
+                           auto& err = r.error();
+                           auto& x = c->out[i];
+                           x.error.code
+                               = to_string(static_cast<errc>(err.code()));
+                           x.error.message = describe(err);
+                           if (err.context().match_elements<std::string>())
+                             x.error.message
+                                 = err.context().get_as<std::string>(0);
+                         }
+                         if (--c->pending == 0) {
+                           if (c->failed)
+                             rp.deliver(c->failed);
+                           else
+                             rp.deliver(std::move(c->out));
+                         }
+                       });
+          }
+          st.hold = false;
+          flush(self);
+          return rp;
+        },
+        [self](append_atom,
+               std::vector<job_event>& events) -> caf::result<ok_atom> {
+          auto& st = self->state;
+          if (!st.available)
+            return unavailable("reconnecting to PostgreSQL");
+          auto rp = self->make_response_promise<ok_atom>();
+          std::vector<std::string> ids;
+          for (const auto& ev : events)
+            ids.push_back(ev.job_id);
+          auto shared
+              = std::make_shared<std::vector<job_event>>(std::move(events));
+          with_loaded(
+              self, std::move(ids),
+              [self, shared, rp] {
+                accept_append(self, std::move(*shared), rp);
+              },
+              [rp](caf::error err) mutable {
+                rp.deliver(read_error_for_client(err));
+              });
+          return rp;
+        },
+        [self](get_atom, const std::string& id) -> caf::result<job_record> {
+          auto& st = self->state;
+          auto c = st.cache.find(id);
+          if (c != st.cache.end() && st.dirty.count(id) == 0)
+            return c->second;
+          auto rp = self->make_response_promise<job_record>();
+          if (st.dirty.count(id) > 0) {
+            // Uncommitted events: answer the committed state, uncached.
+            self->request(st.reader, st.cfg.io_timeout, get_atom::value, id)
+                .then(
+                    [rp](job_record& rec) mutable {
+                      rp.deliver(std::move(rec));
+                    },
+                    [rp](caf::error& err) mutable {
+                      rp.deliver(read_error_for_client(err));
+                    });
+            return rp;
+          }
+          // Not cached: read it with the other loads and keep it (the job
+          // supervisor's get is followed by appends that need it).
+          load(self, id,
+               [rp, id](const job_record* rec, const caf::error& err) mutable {
+                 if (err)
+                   rp.deliver(read_error_for_client(err));
+                 else if (rec == nullptr)
+                   rp.deliver(
+                       make_error(errc::not_found, "no job '" + id + "'"));
+                 else
+                   rp.deliver(*rec);
+               });
+          return rp;
+        },
+        [self](events_atom,
+               const std::string& id) -> caf::result<std::vector<job_event>> {
+          return ask_reader<std::vector<job_event>>(self, events_atom::value,
+                                                    id);
+        },
+        [self](list_atom,
+               const job_query& q) -> caf::result<std::vector<job_record>> {
+          if (q.limit == 0 || q.limit > 10000)
+            return make_error(errc::invalid_request,
+                              "limit must be within [1, 10000]");
+          return ask_reader<std::vector<job_record>>(self, list_atom::value, q);
+        },
+        [self](recover_atom) -> caf::result<std::vector<job_record>> {
+          return ask_reader<std::vector<job_record>>(self, recover_atom::value);
+        },
+        [self](webhooks_atom, const std::string& after,
+               uint32_t limit) -> caf::result<std::vector<job_record>> {
+          if (limit == 0 || limit > 10000)
+            return make_error(errc::invalid_request,
+                              "limit must be within [1, 10000]");
+          return ask_reader<std::vector<job_record>>(self, webhooks_atom::value,
+                                                     after, limit);
+        },
+        [self](reconnect_atom) { try_reconnect(self); },
+        [self](retention_atom) {
+          auto& st = self->state;
+          auto now = st.cfg.clock_ms ? st.cfg.clock_ms() : system_clock_ms();
+          auto before = now - st.cfg.retain_finished.count();
+          self->request(st.writer, st.cfg.io_timeout, retention_atom::value,
+                        before, st.cfg.retention_batch)
+              .then(
+                  [](uint64_t purged) {
+                    if (purged > 0)
+                      log("retention: purged " + std::to_string(purged)
+                              + " finished jobs",
+                          log::level::info);
+                  },
+                  [](caf::error& err) {
+                    log("retention sweep failed: " + describe(err));
+                  });
+          self->delayed_send(self, st.cfg.retention_interval,
+                             retention_atom::value);
+        },
     };
   }
 }

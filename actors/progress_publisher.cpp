@@ -167,7 +167,7 @@ void retain_final(self_ptr self, job_record record) {
   auto job_id = record.job_id;
   st.finals[job_id] = retained_final{std::move(record), stamp};
   st.expiries.push_back(
-    expiry{std::move(job_id), now(self) + opts.final_retention, stamp});
+      expiry{std::move(job_id), now(self) + opts.final_retention, stamp});
   // Oldest first. Stale entries in front are popped on the way.
   while (st.finals.size() > opts.max_retained_finals) {
     auto& front = st.expiries.front();
@@ -352,48 +352,45 @@ void on_down(self_ptr self, const caf::down_msg& dm) {
 caf::behavior publisher_impl(self_ptr self, progress_options options) {
   auto& opts = self->state.options;
   opts = options;
-  opts.coalesce_interval = std::max(opts.coalesce_interval,
-                                    std::chrono::milliseconds{0});
+  opts.coalesce_interval
+      = std::max(opts.coalesce_interval, std::chrono::milliseconds{0});
   self->set_down_handler([self](caf::down_msg& dm) { on_down(self, dm); });
   // We make no requests; this only keeps a stray error message (e.g. a
   // subscriber answering a send with an error) from killing the publisher,
   // which is CAF's default.
   self->set_error_handler([](caf::error&) {});
   return {
-    [self](publish_atom, progress_update& update) {
-      on_publish(self, update);
-    },
-    [self](final_atom, job_record& record) { on_final(self, record); },
-    [self](subscribe_atom, const std::string& job_id,
-           const caf::actor& who) -> caf::result<ok_atom> {
-      return on_subscribe(self, job_id, who);
-    },
-    [self](subscribe_atom, const std::string& job_id, const caf::actor& who,
-           changed_atom) -> caf::result<ok_atom> {
-      return on_subscribe(self, job_id, who, true);
-    },
-    [self](changed_atom, const std::string& job_id) {
-      on_changed(self, job_id);
-    },
-    [self](unsubscribe_atom, const std::string& job_id,
-           const caf::actor& who) { on_unsubscribe(self, job_id, who); },
-    [self](watch_finals_atom,
-           const caf::actor& who) -> caf::result<ok_atom> {
-      return on_watch_finals(self, who);
-    },
-    [self](get_atom, const std::string& job_id) -> progress_update {
-      auto i = self->state.jobs.find(job_id);
-      if (i == self->state.jobs.end() || i->second.seq == 0)
-        return progress_update{};
-      return i->second.latest;
-    },
-    [self](flush_atom, const std::string& job_id, uint64_t timer) {
-      on_flush(self, job_id, timer);
-    },
-    [self](sweep_atom) {
-      self->state.sweep_armed = false;
-      sweep_finals(self);
-    },
+      [self](publish_atom, progress_update& update) {
+        on_publish(self, update);
+      },
+      [self](final_atom, job_record& record) { on_final(self, record); },
+      [self](subscribe_atom, const std::string& job_id, const caf::actor& who)
+          -> caf::result<ok_atom> { return on_subscribe(self, job_id, who); },
+      [self](subscribe_atom, const std::string& job_id, const caf::actor& who,
+             changed_atom) -> caf::result<ok_atom> {
+        return on_subscribe(self, job_id, who, true);
+      },
+      [self](changed_atom, const std::string& job_id) {
+        on_changed(self, job_id);
+      },
+      [self](unsubscribe_atom, const std::string& job_id,
+             const caf::actor& who) { on_unsubscribe(self, job_id, who); },
+      [self](watch_finals_atom, const caf::actor& who) -> caf::result<ok_atom> {
+        return on_watch_finals(self, who);
+      },
+      [self](get_atom, const std::string& job_id) -> progress_update {
+        auto i = self->state.jobs.find(job_id);
+        if (i == self->state.jobs.end() || i->second.seq == 0)
+          return progress_update{};
+        return i->second.latest;
+      },
+      [self](flush_atom, const std::string& job_id, uint64_t timer) {
+        on_flush(self, job_id, timer);
+      },
+      [self](sweep_atom) {
+        self->state.sweep_armed = false;
+        sweep_finals(self);
+      },
   };
 }
 
@@ -413,8 +410,8 @@ int64_t estimate_eta_ms(double first_percent, int64_t first_at_ms,
     return 0;
   auto moved = latest_percent - first_percent;
   // Subtract in double: int64 differences of arbitrary inputs may overflow.
-  auto elapsed = static_cast<double>(latest_at_ms)
-                 - static_cast<double>(first_at_ms);
+  auto elapsed
+      = static_cast<double>(latest_at_ms) - static_cast<double>(first_at_ms);
   if (!(moved > 0.0) || !(elapsed > 0.0))
     return -1;
   auto eta = (100.0 - latest_percent) * elapsed / moved;

@@ -76,15 +76,15 @@
 namespace drover {
 
 using progress_actor = caf::typed_actor<
-  caf::reacts_to<publish_atom, progress_update>,
-  caf::reacts_to<final_atom, job_record>,
-  caf::replies_to<subscribe_atom, std::string, caf::actor>::with<ok_atom>,
-  caf::replies_to<subscribe_atom, std::string, caf::actor,
-                  changed_atom>::with<ok_atom>,
-  caf::reacts_to<changed_atom, std::string>,
-  caf::reacts_to<unsubscribe_atom, std::string, caf::actor>,
-  caf::replies_to<watch_finals_atom, caf::actor>::with<ok_atom>,
-  caf::replies_to<get_atom, std::string>::with<progress_update>>;
+    caf::reacts_to<publish_atom, progress_update>,
+    caf::reacts_to<final_atom, job_record>,
+    caf::replies_to<subscribe_atom, std::string, caf::actor>::with<ok_atom>,
+    caf::replies_to<subscribe_atom, std::string, caf::actor,
+                    changed_atom>::with<ok_atom>,
+    caf::reacts_to<changed_atom, std::string>,
+    caf::reacts_to<unsubscribe_atom, std::string, caf::actor>,
+    caf::replies_to<watch_finals_atom, caf::actor>::with<ok_atom>,
+    caf::replies_to<get_atom, std::string>::with<progress_update>>;
 
 struct progress_options {
   /// Minimum spacing of updates per job towards subscribers; 0 = none.

@@ -35,9 +35,8 @@ using reconcile_atom = caf::atom_constant<caf::atom("q_recon")>;
 constexpr auto store_timeout = caf::infinite;
 
 /// Backoff of reconcile() and of recovery while the store can't answer.
-const backoff_schedule reconcile_backoff{std::chrono::milliseconds{100},
-                                         std::chrono::milliseconds{5000},
-                                         2.0, 0.5};
+const backoff_schedule reconcile_backoff{
+    std::chrono::milliseconds{100}, std::chrono::milliseconds{5000}, 2.0, 0.5};
 
 /// One ready job: all the queue keeps per queued job (the id fits the
 /// string's small buffer, so no allocation).
@@ -157,7 +156,8 @@ bool pop_next(class_queues& q, ready_entry& out, size_t& prio_out) {
     if (dq.empty())
       continue;
     if (best < 0
-        || dq.front().key < q.by_priority[static_cast<size_t>(best)].front().key)
+        || dq.front().key
+               < q.by_priority[static_cast<size_t>(best)].front().key)
       best = static_cast<int>(i);
   }
   if (best < 0)
@@ -247,20 +247,21 @@ void on_due(self_ptr self) {
     ev.at_ms = now;
     self->request(st.deps.store, store_timeout, append_atom::value,
                   std::vector<job_event>{std::move(ev)})
-      .then(
-        [self, entry](ok_atom) {
-          push_ready(self, entry.job_id, entry.prio, entry.resource_class);
-        },
-        [self, entry](caf::error& err) {
-          // Cancelled while it waited, or the store is unavailable: the
-          // store has the truth, and the job must not be forgotten.
-          log_failure("the job could not become ready", err, entry.job_id,
-                      log::level::warn);
-          reconcile_later(self, entry.job_id, 0,
-                          {"attempt_lost", "the job's timer fired while the "
-                                           "store was unavailable",
-                           true});
-        });
+        .then(
+            [self, entry](ok_atom) {
+              push_ready(self, entry.job_id, entry.prio, entry.resource_class);
+            },
+            [self, entry](caf::error& err) {
+              // Cancelled while it waited, or the store is unavailable: the
+              // store has the truth, and the job must not be forgotten.
+              log_failure("the job could not become ready", err, entry.job_id,
+                          log::level::warn);
+              reconcile_later(self, entry.job_id, 0,
+                              {"attempt_lost",
+                               "the job's timer fired while the "
+                               "store was unavailable",
+                               true});
+            });
   }
   arm_timer(self);
 }
@@ -316,19 +317,19 @@ void explain_refusal(self_ptr self, const std::string& job_id,
   if (!is(err, errc::invalid_value))
     return done(std::move(err));
   self->request(self->state.deps.store, store_timeout, get_atom::value, job_id)
-    .then(
-      [done, needs](job_record& rec) {
-        std::string state = to_string(rec.status);
-        if (rec.status == job_status::failed && !rec.dead_lettered)
-          state += " and no longer in the dead-letter queue";
-        done(make_error(errc::conflict,
-                        "job " + rec.job_id + " is " + state + ": " + needs));
-      },
-      [done, needs](caf::error& read_err) {
-        if (is(read_err, errc::not_found))
-          return done(std::move(read_err));
-        done(make_error(errc::conflict, needs));
-      });
+      .then(
+          [done, needs](job_record& rec) {
+            std::string state = to_string(rec.status);
+            if (rec.status == job_status::failed && !rec.dead_lettered)
+              state += " and no longer in the dead-letter queue";
+            done(make_error(errc::conflict, "job " + rec.job_id + " is " + state
+                                                + ": " + needs));
+          },
+          [done, needs](caf::error& read_err) {
+            if (is(read_err, errc::not_found))
+              return done(std::move(read_err));
+            done(make_error(errc::conflict, needs));
+          });
 }
 
 /// Appends one event, then reads the record and publishes it as final.
@@ -338,26 +339,27 @@ caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
   auto job_id = ev.job_id;
   self->request(st.deps.store, store_timeout, append_atom::value,
                 std::vector<job_event>{std::move(ev)})
-    .then(
-      [self, rp, job_id](ok_atom) mutable {
-        rp.deliver(ok_atom::value);
-        ++self->state.stats.cancelled;
-        self->request(self->state.deps.store, store_timeout, get_atom::value,
-                      job_id)
-          .then(
-            [self](job_record& rec) {
-              if (is_terminal(rec.status))
-                self->send(self->state.deps.publisher, final_atom::value,
-                           std::move(rec));
-            },
-            [](caf::error&) {});
-      },
-      [self, rp, job_id](caf::error& err) mutable {
-        explain_refusal(self, job_id,
-                        "only a job that has not finished can be cancelled",
-                        std::move(err),
-                        [rp](caf::error e) mutable { rp.deliver(std::move(e)); });
-      });
+      .then(
+          [self, rp, job_id](ok_atom) mutable {
+            rp.deliver(ok_atom::value);
+            ++self->state.stats.cancelled;
+            self->request(self->state.deps.store, store_timeout,
+                          get_atom::value, job_id)
+                .then(
+                    [self](job_record& rec) {
+                      if (is_terminal(rec.status))
+                        self->send(self->state.deps.publisher,
+                                   final_atom::value, std::move(rec));
+                    },
+                    [](caf::error&) {});
+          },
+          [self, rp, job_id](caf::error& err) mutable {
+            explain_refusal(self, job_id,
+                            "only a job that has not finished can be cancelled",
+                            std::move(err), [rp](caf::error e) mutable {
+                              rp.deliver(std::move(e));
+                            });
+          });
   return rp;
 }
 
@@ -365,16 +367,15 @@ caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
 /// supervisor died, or the node restarted): the retry policy decides
 /// between a retry (resuming from the last committed checkpoint) and the
 /// dead-letter queue.
-void settle_interrupted(self_ptr self, const job_record& rec,
-                        error_info err,
+void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
                         uint32_t failures = 0) {
   auto& st = self->state;
   const auto* h = st.deps.handlers->find(rec.spec.type);
   std::vector<std::string> none;
   std::uniform_real_distribution<double> u{0.0, 1.0};
-  auto decision = decide_retry(rec, err,
-                               h ? h->options.retry.non_retryable : none,
-                               now_ms(self), u(st.rng));
+  auto decision
+      = decide_retry(rec, err, h ? h->options.retry.non_retryable : none,
+                     now_ms(self), u(st.rng));
   std::vector<job_event> events;
   job_event ev;
   ev.job_id = rec.job_id;
@@ -400,30 +401,30 @@ void settle_interrupted(self_ptr self, const job_record& rec,
   auto why = err;
   self->request(st.deps.store, store_timeout, append_atom::value,
                 std::move(events))
-    .then(
-      [self, rec, retry_at, retry = decision.retry](ok_atom) {
-        if (retry) {
-          ++self->state.stats.retried;
-          push_delayed(self, {retry_at, rec.job_id,
-                              resource_class_of(rec.spec), rec.spec.prio});
-          return;
-        }
-        ++self->state.stats.failed;
-        self->request(self->state.deps.store, store_timeout, get_atom::value,
-                      rec.job_id)
-          .then(
-            [self](job_record& final_rec) {
-              self->send(self->state.deps.publisher, final_atom::value,
-                         std::move(final_rec));
-            },
-            [](caf::error&) {});
-      },
-      [self, rec, why, failures](caf::error& err) {
-        // Left as it is, the attempt would stay `processing` forever.
-        log_failure("settling an interrupted attempt", err, rec.job_id,
-                    log::level::warn);
-        reconcile_later(self, rec.job_id, failures, why);
-      });
+      .then(
+          [self, rec, retry_at, retry = decision.retry](ok_atom) {
+            if (retry) {
+              ++self->state.stats.retried;
+              push_delayed(self, {retry_at, rec.job_id,
+                                  resource_class_of(rec.spec), rec.spec.prio});
+              return;
+            }
+            ++self->state.stats.failed;
+            self->request(self->state.deps.store, store_timeout,
+                          get_atom::value, rec.job_id)
+                .then(
+                    [self](job_record& final_rec) {
+                      self->send(self->state.deps.publisher, final_atom::value,
+                                 std::move(final_rec));
+                    },
+                    [](caf::error&) {});
+          },
+          [self, rec, why, failures](caf::error& err) {
+            // Left as it is, the attempt would stay `processing` forever.
+            log_failure("settling an interrupted attempt", err, rec.job_id,
+                        log::level::warn);
+            reconcile_later(self, rec.job_id, failures, why);
+          });
 }
 
 /// The queue lost track of a job: a store call about it failed (PostgreSQL
@@ -438,33 +439,33 @@ void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
                error_info why) {
   auto& st = self->state;
   self->request(st.deps.store, store_timeout, get_atom::value, job_id)
-    .then(
-      [self, failures, why](job_record& rec) {
-        auto& st = self->state;
-        if (st.running.count(rec.job_id) > 0)
-          return;
-        remove_waiting(self, rec.job_id); // placed once, below
-        switch (rec.status) {
-          case job_status::queued:
-            push_ready(self, rec.job_id, rec.spec.prio,
-                       resource_class_of(rec.spec));
-            break;
-          case job_status::scheduled:
-          case job_status::retrying:
-            enqueue(self, rec);
-            break;
-          case job_status::processing:
-            settle_interrupted(self, rec, why, failures + 1);
-            break;
-          default:
-            break; // terminal: nothing left to do
-        }
-      },
-      [self, job_id, failures, why](caf::error& err) {
-        if (is(err, errc::not_found))
-          return;
-        reconcile_later(self, job_id, failures + 1, why);
-      });
+      .then(
+          [self, failures, why](job_record& rec) {
+            auto& st = self->state;
+            if (st.running.count(rec.job_id) > 0)
+              return;
+            remove_waiting(self, rec.job_id); // placed once, below
+            switch (rec.status) {
+              case job_status::queued:
+                push_ready(self, rec.job_id, rec.spec.prio,
+                           resource_class_of(rec.spec));
+                break;
+              case job_status::scheduled:
+              case job_status::retrying:
+                enqueue(self, rec);
+                break;
+              case job_status::processing:
+                settle_interrupted(self, rec, why, failures + 1);
+                break;
+              default:
+                break; // terminal: nothing left to do
+            }
+          },
+          [self, job_id, failures, why](caf::error& err) {
+            if (is(err, errc::not_found))
+              return;
+            reconcile_later(self, job_id, failures + 1, why);
+          });
 }
 
 /// reconcile() after the backoff for `failures` failures so far.
@@ -480,32 +481,35 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
                     running_entry entry, const caf::error& reason) {
   auto& st = self->state;
   self->request(st.deps.store, store_timeout, get_atom::value, job_id)
-    .then(
-      [self, entry, reason](job_record& rec) {
-        auto& st = self->state;
-        if (rec.status == job_status::queued) {
-          // It never started: the job waits again, the worker is free.
-          st.classes[entry.resource_class].idle_workers.push_back(entry.worker);
-          push_ready(self, rec.job_id, rec.spec.prio, entry.resource_class);
-          return;
-        }
-        if (rec.status != job_status::processing)
-          return;
-        self->send(entry.worker, abandon_atom::value, rec.job_id, rec.attempt);
-        settle_interrupted(self, rec,
-                           {"supervisor_lost",
-                            "the job's supervisor died: "
-                              + self->system().render(reason),
-                            true});
-      },
-      [self, job_id, reason](caf::error& err) {
-        log_failure("reading an orphaned job", err, job_id, log::level::warn);
-        reconcile_later(self, job_id, 0,
-                        {"supervisor_lost",
-                         "the job's supervisor died: "
-                           + self->system().render(reason),
-                         true});
-      });
+      .then(
+          [self, entry, reason](job_record& rec) {
+            auto& st = self->state;
+            if (rec.status == job_status::queued) {
+              // It never started: the job waits again, the worker is free.
+              st.classes[entry.resource_class].idle_workers.push_back(
+                  entry.worker);
+              push_ready(self, rec.job_id, rec.spec.prio, entry.resource_class);
+              return;
+            }
+            if (rec.status != job_status::processing)
+              return;
+            self->send(entry.worker, abandon_atom::value, rec.job_id,
+                       rec.attempt);
+            settle_interrupted(
+                self, rec,
+                {"supervisor_lost",
+                 "the job's supervisor died: " + self->system().render(reason),
+                 true});
+          },
+          [self, job_id, reason](caf::error& err) {
+            log_failure("reading an orphaned job", err, job_id,
+                        log::level::warn);
+            reconcile_later(
+                self, job_id, 0,
+                {"supervisor_lost",
+                 "the job's supervisor died: " + self->system().render(reason),
+                 true});
+          });
 }
 
 /// Rebuilds the queue from the store's non-terminal jobs: ready queues,
@@ -513,64 +517,64 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
 void recover(self_ptr self) {
   auto& st = self->state;
   self->request(st.deps.store, store_timeout, recover_atom::value)
-    .then(
-      [self](std::vector<job_record>& jobs) {
-        // Jobs submitted while this request was in flight are queued (or
-        // running) already; the store's answer may predate their start.
-        auto& st = self->state;
-        std::unordered_set<std::string> known;
-        for (const auto& kv : st.running)
-          known.insert(kv.first);
-        for (const auto& kv : st.classes)
-          for (const auto& dq : kv.second.by_priority)
-            for (const auto& e : dq)
+      .then(
+          [self](std::vector<job_record>& jobs) {
+            // Jobs submitted while this request was in flight are queued (or
+            // running) already; the store's answer may predate their start.
+            auto& st = self->state;
+            std::unordered_set<std::string> known;
+            for (const auto& kv : st.running)
+              known.insert(kv.first);
+            for (const auto& kv : st.classes)
+              for (const auto& dq : kv.second.by_priority)
+                for (const auto& e : dq)
+                  known.insert(e.job_id);
+            for (const auto& e : st.delayed)
               known.insert(e.job_id);
-        for (const auto& e : st.delayed)
-          known.insert(e.job_id);
-        size_t interrupted = 0;
-        size_t skipped = 0;
-        for (auto& rec : jobs) {
-          if (known.count(rec.job_id) > 0) {
-            ++skipped;
-            continue;
-          }
-          switch (rec.status) {
-            case job_status::queued:
-              push_ready(self, rec.job_id, rec.spec.prio,
-                         resource_class_of(rec.spec),
-                         std::max(rec.created_at_ms, rec.spec.run_at_ms));
-              break;
-            case job_status::scheduled:
-            case job_status::retrying:
-              enqueue(self, rec);
-              break;
-            case job_status::processing:
-              ++interrupted;
-              settle_interrupted(
-                self, rec,
-                {"node_restarted",
-                 "the node stopped while attempt "
-                   + std::to_string(rec.attempt) + " was running",
-                 true});
-              break;
-            default:
-              break;
-          }
-        }
-        if (jobs.size() > skipped)
-          log::info("queue", "recovered unfinished jobs",
-                    {{"jobs", jobs.size() - skipped},
-                     {"interrupted_attempts", interrupted}});
-      },
-      [self](caf::error& err) {
-        // Without recovery, acknowledged jobs would sit in the store
-        // unseen: keep trying (the store may still be connecting).
-        auto& st = self->state;
-        log_failure("recovering unfinished jobs (will retry)", err, {},
-                    log::level::warn);
-        self->delayed_send(self, st.recover_backoff.next(draw(self)),
-                           recover_atom::value);
-      });
+            size_t interrupted = 0;
+            size_t skipped = 0;
+            for (auto& rec : jobs) {
+              if (known.count(rec.job_id) > 0) {
+                ++skipped;
+                continue;
+              }
+              switch (rec.status) {
+                case job_status::queued:
+                  push_ready(self, rec.job_id, rec.spec.prio,
+                             resource_class_of(rec.spec),
+                             std::max(rec.created_at_ms, rec.spec.run_at_ms));
+                  break;
+                case job_status::scheduled:
+                case job_status::retrying:
+                  enqueue(self, rec);
+                  break;
+                case job_status::processing:
+                  ++interrupted;
+                  settle_interrupted(self, rec,
+                                     {"node_restarted",
+                                      "the node stopped while attempt "
+                                          + std::to_string(rec.attempt)
+                                          + " was running",
+                                      true});
+                  break;
+                default:
+                  break;
+              }
+            }
+            if (jobs.size() > skipped)
+              log::info("queue", "recovered unfinished jobs",
+                        {{"jobs", jobs.size() - skipped},
+                         {"interrupted_attempts", interrupted}});
+          },
+          [self](caf::error& err) {
+            // Without recovery, acknowledged jobs would sit in the store
+            // unseen: keep trying (the store may still be connecting).
+            auto& st = self->state;
+            log_failure("recovering unfinished jobs (will retry)", err, {},
+                        log::level::warn);
+            self->delayed_send(self, st.recover_backoff.next(draw(self)),
+                               recover_atom::value);
+          });
 }
 
 /// Redrives one DLQ job: `redriven`, then back into the ready queue.
@@ -582,8 +586,7 @@ caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
   auto& st = self->state;
   auto r = st.running.find(job_id);
   if (r != st.running.end()) {
-    self->send(r->second.job_supervisor, cancel_atom::value,
-               std::move(reason));
+    self->send(r->second.job_supervisor, cancel_atom::value, std::move(reason));
     return ok_atom::value;
   }
   remove_waiting(self, job_id);
@@ -603,67 +606,68 @@ void redrive_one(self_ptr self, const std::string& job_id,
                  std::function<void(caf::error)> done) {
   auto& st = self->state;
   self->request(st.deps.store, store_timeout, get_atom::value, job_id)
-    .then(
-      [self, done](job_record& rec) {
-        job_event ev;
-        ev.job_id = rec.job_id;
-        ev.kind = event_kind::redriven;
-        ev.attempt = rec.attempt;
-        ev.at_ms = now_ms(self);
-        ev.reason = "redriven from the dead-letter queue";
-        self->request(self->state.deps.store, store_timeout,
-                      append_atom::value, std::vector<job_event>{ev})
-          .then(
-            [self, done, rec](ok_atom) {
-              // The publisher forgets the failed run's final record and
-              // streams read the `redriven` event.
-              self->send(self->state.deps.publisher, changed_atom::value,
-                         rec.job_id);
-              push_ready(self, rec.job_id, rec.spec.prio,
-                         resource_class_of(rec.spec));
-              done(caf::none);
-            },
-            [self, done, job_id = rec.job_id](caf::error& err) {
-              explain_refusal(self, job_id,
-                            "only a job in the dead-letter queue can be "
-                            "retried",
-                            std::move(err), done);
-            });
-      },
-      [done](caf::error& err) { done(std::move(err)); });
+      .then(
+          [self, done](job_record& rec) {
+            job_event ev;
+            ev.job_id = rec.job_id;
+            ev.kind = event_kind::redriven;
+            ev.attempt = rec.attempt;
+            ev.at_ms = now_ms(self);
+            ev.reason = "redriven from the dead-letter queue";
+            self->request(self->state.deps.store, store_timeout,
+                          append_atom::value, std::vector<job_event>{ev})
+                .then(
+                    [self, done, rec](ok_atom) {
+                      // The publisher forgets the failed run's final record and
+                      // streams read the `redriven` event.
+                      self->send(self->state.deps.publisher,
+                                 changed_atom::value, rec.job_id);
+                      push_ready(self, rec.job_id, rec.spec.prio,
+                                 resource_class_of(rec.spec));
+                      done(caf::none);
+                    },
+                    [self, done, job_id = rec.job_id](caf::error& err) {
+                      explain_refusal(
+                          self, job_id,
+                          "only a job in the dead-letter queue can be "
+                          "retried",
+                          std::move(err), done);
+                    });
+          },
+          [done](caf::error& err) { done(std::move(err)); });
 }
 
 /// Applies `one` to every DLQ job (one page of up to 10,000), counting
 /// successes.
 void for_all_dead_letters(
-  self_ptr self, caf::typed_response_promise<uint32_t> rp,
-  std::function<void(const std::string&, std::function<void(caf::error)>)>
-    one) {
+    self_ptr self, caf::typed_response_promise<uint32_t> rp,
+    std::function<void(const std::string&, std::function<void(caf::error)>)>
+        one) {
   job_query q;
   q.dead_lettered = true;
   q.limit = 10000;
   self->request(self->state.deps.store, store_timeout, list_atom::value, q)
-    .then(
-      [rp, one](std::vector<job_record>& jobs) mutable {
-        if (jobs.empty()) {
-          rp.deliver(uint32_t{0});
-          return;
-        }
-        struct tally {
-          size_t pending;
-          uint32_t ok = 0;
-          caf::typed_response_promise<uint32_t> rp;
-        };
-        auto t = std::make_shared<tally>(tally{jobs.size(), 0, rp});
-        for (const auto& rec : jobs)
-          one(rec.job_id, [t](caf::error err) {
-            if (!err)
-              ++t->ok;
-            if (--t->pending == 0)
-              t->rp.deliver(t->ok);
-          });
-      },
-      [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      .then(
+          [rp, one](std::vector<job_record>& jobs) mutable {
+            if (jobs.empty()) {
+              rp.deliver(uint32_t{0});
+              return;
+            }
+            struct tally {
+              size_t pending;
+              uint32_t ok = 0;
+              caf::typed_response_promise<uint32_t> rp;
+            };
+            auto t = std::make_shared<tally>(tally{jobs.size(), 0, rp});
+            for (const auto& rec : jobs)
+              one(rec.job_id, [t](caf::error err) {
+                if (!err)
+                  ++t->ok;
+                if (--t->pending == 0)
+                  t->rp.deliver(t->ok);
+              });
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
 void purge_one(self_ptr self, const std::string& job_id,
@@ -675,17 +679,17 @@ void purge_one(self_ptr self, const std::string& job_id,
   ev.reason = "purged from the dead-letter queue";
   self->request(self->state.deps.store, store_timeout, append_atom::value,
                 std::vector<job_event>{std::move(ev)})
-    .then([done](ok_atom) { done(caf::none); },
-          [self, done, job_id](caf::error& err) {
-            explain_refusal(self, job_id,
-                            "only a job in the dead-letter queue can be "
-                            "purged",
-                            std::move(err), done);
-          });
+      .then([done](ok_atom) { done(caf::none); },
+            [self, done, job_id](caf::error& err) {
+              explain_refusal(self, job_id,
+                              "only a job in the dead-letter queue can be "
+                              "purged",
+                              std::move(err), done);
+            });
 }
 
-using dlq_op = void (*)(self_ptr, const std::string&,
-                        std::function<void(caf::error)>);
+using dlq_op
+    = void (*)(self_ptr, const std::string&, std::function<void(caf::error)>);
 
 /// Runs a dead-letter-queue operation on one job; ok or its error.
 caf::typed_response_promise<ok_atom>
@@ -703,11 +707,11 @@ dlq_one(self_ptr self, const std::string& job_id, dlq_op op) {
 /// Runs a dead-letter-queue operation on every job in it; how many worked.
 caf::typed_response_promise<uint32_t> dlq_all(self_ptr self, dlq_op op) {
   auto rp = self->make_response_promise<uint32_t>();
-  for_all_dead_letters(self, rp,
-                       [self, op](const std::string& id,
-                                  std::function<void(caf::error)> done) {
-                         op(self, id, std::move(done));
-                       });
+  for_all_dead_letters(
+      self, rp,
+      [self, op](const std::string& id, std::function<void(caf::error)> done) {
+        op(self, id, std::move(done));
+      });
   return rp;
 }
 
@@ -722,7 +726,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.ids = job_id_generator{st.rng()};
   st.stats.since_ms = st.opts.clock_ms();
   self->set_error_handler(
-    [](caf::error& err) { log_failure("unexpected error message", err); });
+      [](caf::error& err) { log_failure("unexpected error message", err); });
   self->monitor(st.deps.store);
   recover(self);
   self->set_down_handler([self](caf::down_msg& dm) {
@@ -731,8 +735,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       // Requests in flight may never be answered. The `jobs` supervisor
       // restarts the store, this queue and the workers together
       // (one_for_all); the new queue recovers from the store.
-      log_failure("the store stopped",
-                  make_error(errc::unavailable, self->system().render(dm.reason)));
+      log_failure(
+          "the store stopped",
+          make_error(errc::unavailable, self->system().render(dm.reason)));
       self->quit(dm.reason);
       return;
     }
@@ -760,201 +765,204 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
     resolve_orphan(self, job_id, std::move(entry), dm.reason);
   });
   return {
-    [self](submit_atom, submit_request& req) -> caf::result<job_record> {
-      auto& st = self->state;
-      auto now = now_ms(self);
-      auto spec = prepare_spec(req, *st.deps.handlers, st.opts.limits, now);
-      if (!spec)
-        return std::move(spec.error());
-      job_event ev;
-      ev.job_id = st.ids.next(now);
-      ev.kind = event_kind::submitted;
-      ev.at_ms = now;
-      ev.spec = std::move(*spec);
-      auto rp = self->make_response_promise<job_record>();
-      auto id = ev.job_id;
-      self->request(st.deps.store, store_timeout, submit_atom::value,
-                    std::move(ev))
-        .then(
-          [self, rp, id](job_record& rec) mutable {
-            // Another id means an idempotent duplicate: nothing to queue.
-            if (rec.job_id == id)
-              enqueue(self, rec);
-            rp.deliver(std::move(rec));
-          },
-          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
-    [self](submit_atom, std::vector<submit_request>& reqs)
-      -> caf::result<std::vector<job_record>> {
-      auto& st = self->state;
-      auto now = now_ms(self);
-      // Answers in request order; refused items are filled in at once.
-      auto answers = std::make_shared<std::vector<job_record>>(reqs.size());
-      std::vector<size_t> slots; // answer index of each event sent
-      std::vector<job_event> events;
-      for (size_t i = 0; i < reqs.size(); ++i) {
-        auto spec = prepare_spec(reqs[i], *st.deps.handlers, st.opts.limits,
-                                 now);
-        if (!spec) {
-          auto& err = spec.error();
-          auto& a = (*answers)[i];
-          a.error.code = err.category() == errc_category
-                           ? to_string(static_cast<errc>(err.code()))
-                           : "invalid_request";
-          a.error.message = describe(err);
-          if (err.context().match_elements<std::string>())
-            a.error.message = err.context().get_as<std::string>(0);
-          continue;
-        }
+      [self](submit_atom, submit_request& req) -> caf::result<job_record> {
+        auto& st = self->state;
+        auto now = now_ms(self);
+        auto spec = prepare_spec(req, *st.deps.handlers, st.opts.limits, now);
+        if (!spec)
+          return std::move(spec.error());
         job_event ev;
         ev.job_id = st.ids.next(now);
         ev.kind = event_kind::submitted;
         ev.at_ms = now;
         ev.spec = std::move(*spec);
-        slots.push_back(i);
-        events.push_back(std::move(ev));
-      }
-      if (events.empty())
-        return std::move(*answers);
-      auto ids = std::make_shared<std::vector<std::string>>();
-      for (auto& ev : events)
-        ids->push_back(ev.job_id);
-      auto rp = self->make_response_promise<std::vector<job_record>>();
-      self->request(st.deps.store, store_timeout, submit_atom::value,
-                    std::move(events))
-        .then(
-          [self, rp, answers, ids,
-           slots](std::vector<job_record>& recs) mutable {
-            for (size_t k = 0; k < recs.size() && k < slots.size(); ++k) {
-              // Another id means an idempotent duplicate: nothing to queue.
-              if (recs[k].job_id == (*ids)[k])
-                enqueue(self, recs[k]);
-              (*answers)[slots[k]] = std::move(recs[k]);
+        auto rp = self->make_response_promise<job_record>();
+        auto id = ev.job_id;
+        self->request(st.deps.store, store_timeout, submit_atom::value,
+                      std::move(ev))
+            .then(
+                [self, rp, id](job_record& rec) mutable {
+                  // Another id means an idempotent duplicate: nothing to queue.
+                  if (rec.job_id == id)
+                    enqueue(self, rec);
+                  rp.deliver(std::move(rec));
+                },
+                [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [self](submit_atom, std::vector<submit_request>& reqs)
+          -> caf::result<std::vector<job_record>> {
+        auto& st = self->state;
+        auto now = now_ms(self);
+        // Answers in request order; refused items are filled in at once.
+        auto answers = std::make_shared<std::vector<job_record>>(reqs.size());
+        std::vector<size_t> slots; // answer index of each event sent
+        std::vector<job_event> events;
+        for (size_t i = 0; i < reqs.size(); ++i) {
+          auto spec
+              = prepare_spec(reqs[i], *st.deps.handlers, st.opts.limits, now);
+          if (!spec) {
+            auto& err = spec.error();
+            auto& a = (*answers)[i];
+            a.error.code = err.category() == errc_category
+                               ? to_string(static_cast<errc>(err.code()))
+                               : "invalid_request";
+            a.error.message = describe(err);
+            if (err.context().match_elements<std::string>())
+              a.error.message = err.context().get_as<std::string>(0);
+            continue;
+          }
+          job_event ev;
+          ev.job_id = st.ids.next(now);
+          ev.kind = event_kind::submitted;
+          ev.at_ms = now;
+          ev.spec = std::move(*spec);
+          slots.push_back(i);
+          events.push_back(std::move(ev));
+        }
+        if (events.empty())
+          return std::move(*answers);
+        auto ids = std::make_shared<std::vector<std::string>>();
+        for (auto& ev : events)
+          ids->push_back(ev.job_id);
+        auto rp = self->make_response_promise<std::vector<job_record>>();
+        self->request(st.deps.store, store_timeout, submit_atom::value,
+                      std::move(events))
+            .then(
+                [self, rp, answers, ids,
+                 slots](std::vector<job_record>& recs) mutable {
+                  for (size_t k = 0; k < recs.size() && k < slots.size(); ++k) {
+                    // Another id means an idempotent duplicate: nothing to
+                    // queue.
+                    if (recs[k].job_id == (*ids)[k])
+                      enqueue(self, recs[k]);
+                    (*answers)[slots[k]] = std::move(recs[k]);
+                  }
+                  rp.deliver(std::move(*answers));
+                },
+                [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [self](cancel_atom, const std::string& job_id) -> caf::result<ok_atom> {
+        return cancel_job(self, job_id, {});
+      },
+      [self](cancel_atom, const std::string& job_id,
+             std::string& reason) -> caf::result<ok_atom> {
+        return cancel_job(self, job_id, std::move(reason));
+      },
+      [self](redrive_atom, const std::string& job_id) -> caf::result<ok_atom> {
+        return dlq_one(self, job_id, redrive_one);
+      },
+      [self](redrive_atom, all_atom) -> caf::result<uint32_t> {
+        return dlq_all(self, redrive_one);
+      },
+      [self](purge_atom, const std::string& job_id) -> caf::result<ok_atom> {
+        return dlq_one(self, job_id, purge_one);
+      },
+      [self](purge_atom, all_atom) -> caf::result<uint32_t> {
+        return dlq_all(self, purge_one);
+      },
+      [self](stats_atom) -> queue_stats {
+        auto& st = self->state;
+        auto s = st.stats;
+        auto now = now_ms(self);
+        s.depth = {};
+        s.oldest_age_ms = {};
+        s.idle_workers = 0;
+        for (auto& kv : st.classes) {
+          s.idle_workers += kv.second.idle_workers.size();
+          for (size_t i = 0; i < 3; ++i) {
+            const auto& dq = kv.second.by_priority[i];
+            s.depth[i] += dq.size();
+            if (!dq.empty()) {
+              auto since
+                  = dq.front().key - static_cast<int64_t>(i) * aging_ms(self);
+              s.oldest_age_ms[i] = std::max(s.oldest_age_ms[i], now - since);
             }
-            rp.deliver(std::move(*answers));
-          },
-          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
-    [self](cancel_atom, const std::string& job_id) -> caf::result<ok_atom> {
-      return cancel_job(self, job_id, {});
-    },
-    [self](cancel_atom, const std::string& job_id,
-           std::string& reason) -> caf::result<ok_atom> {
-      return cancel_job(self, job_id, std::move(reason));
-    },
-    [self](redrive_atom, const std::string& job_id) -> caf::result<ok_atom> {
-      return dlq_one(self, job_id, redrive_one);
-    },
-    [self](redrive_atom, all_atom) -> caf::result<uint32_t> {
-      return dlq_all(self, redrive_one);
-    },
-    [self](purge_atom, const std::string& job_id) -> caf::result<ok_atom> {
-      return dlq_one(self, job_id, purge_one);
-    },
-    [self](purge_atom, all_atom) -> caf::result<uint32_t> {
-      return dlq_all(self, purge_one);
-    },
-    [self](stats_atom) -> queue_stats {
-      auto& st = self->state;
-      auto s = st.stats;
-      auto now = now_ms(self);
-      s.depth = {};
-      s.oldest_age_ms = {};
-      s.idle_workers = 0;
-      for (auto& kv : st.classes) {
-        s.idle_workers += kv.second.idle_workers.size();
-        for (size_t i = 0; i < 3; ++i) {
-          const auto& dq = kv.second.by_priority[i];
-          s.depth[i] += dq.size();
-          if (!dq.empty()) {
-            auto since = dq.front().key - static_cast<int64_t>(i) * aging_ms(self);
-            s.oldest_age_ms[i] = std::max(s.oldest_age_ms[i], now - since);
           }
         }
-      }
-      s.delayed = st.delayed.size();
-      s.running = st.running.size();
-      return s;
-    },
-    [self](describe_atom) -> tree_node {
-      auto& st = self->state;
-      tree_node n;
-      n.name = "queue";
-      n.kind = child_kind::worker;
-      auto now = now_ms(self);
-      for (const auto& kv : st.running) {
-        tree_node job;
-        job.name = "job " + kv.first;
-        job.kind = child_kind::worker;
-        job.restart = restart_type::temporary;
-        job.uptime_ms = now - kv.second.started_ms;
-        n.children.push_back(std::move(job));
-      }
-      return n;
-    },
-    [self](ready_atom, std::string& cls, std::string& worker_id,
-           caf::actor& worker) {
-      auto& st = self->state;
-      auto w = st.workers.find(worker.address());
-      if (w == st.workers.end()) {
-        if (cls.empty())
-          return; // a stranger without a class: nothing to do with it
-        self->monitor(worker);
-        w = st.workers
-              .emplace(worker.address(),
-                       queue_state::worker_info{cls, std::move(worker_id)})
-              .first;
-      }
-      auto cls_name = w->second.resource_class;
-      st.classes[cls_name].idle_workers.push_back(std::move(worker));
-      dispatch(self, cls_name);
-    },
-    [self](retry_atom, job_record& rec) {
-      ++self->state.stats.retried;
-      enqueue(self, rec);
-    },
-    [self](finished_atom, const std::string& job_id, job_status status) {
-      auto& st = self->state;
-      auto r = st.running.find(job_id);
-      auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
-      if (r == st.running.end() || r->second.job_supervisor.address() != sender)
-        return; // not the supervisor that runs the job
-      st.running.erase(r);
-      switch (status) {
-        case job_status::completed:
-          ++st.stats.completed;
-          break;
-        case job_status::failed:
-          ++st.stats.failed;
-          break;
-        case job_status::cancelled:
-          ++st.stats.cancelled;
-          break;
-        case job_status::retrying:
-          break; // retry_atom came first
-        default:
-          // queued or processing: the supervisor could not record what
-          // happened (the store failed it); find out from the store.
-          reconcile_later(self, job_id, 0,
-                          {"attempt_lost",
-                           "the attempt's outcome could not be recorded",
-                           true});
-          break;
-      }
-    },
-    [self](recover_atom) { recover(self); },
-    [self](reconcile_atom, const std::string& job_id, int64_t failures,
-           std::string& code, std::string& message) {
-      reconcile(self, job_id,
-                static_cast<uint32_t>(std::clamp<int64_t>(failures, 0, 64)),
-                {std::move(code), std::move(message), true});
-    },
-    [self](due_atom, uint64_t generation) {
-      if (generation == self->state.timer_generation)
-        on_due(self);
-    },
+        s.delayed = st.delayed.size();
+        s.running = st.running.size();
+        return s;
+      },
+      [self](describe_atom) -> tree_node {
+        auto& st = self->state;
+        tree_node n;
+        n.name = "queue";
+        n.kind = child_kind::worker;
+        auto now = now_ms(self);
+        for (const auto& kv : st.running) {
+          tree_node job;
+          job.name = "job " + kv.first;
+          job.kind = child_kind::worker;
+          job.restart = restart_type::temporary;
+          job.uptime_ms = now - kv.second.started_ms;
+          n.children.push_back(std::move(job));
+        }
+        return n;
+      },
+      [self](ready_atom, std::string& cls, std::string& worker_id,
+             caf::actor& worker) {
+        auto& st = self->state;
+        auto w = st.workers.find(worker.address());
+        if (w == st.workers.end()) {
+          if (cls.empty())
+            return; // a stranger without a class: nothing to do with it
+          self->monitor(worker);
+          w = st.workers
+                  .emplace(worker.address(),
+                           queue_state::worker_info{cls, std::move(worker_id)})
+                  .first;
+        }
+        auto cls_name = w->second.resource_class;
+        st.classes[cls_name].idle_workers.push_back(std::move(worker));
+        dispatch(self, cls_name);
+      },
+      [self](retry_atom, job_record& rec) {
+        ++self->state.stats.retried;
+        enqueue(self, rec);
+      },
+      [self](finished_atom, const std::string& job_id, job_status status) {
+        auto& st = self->state;
+        auto r = st.running.find(job_id);
+        auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        if (r == st.running.end()
+            || r->second.job_supervisor.address() != sender)
+          return; // not the supervisor that runs the job
+        st.running.erase(r);
+        switch (status) {
+          case job_status::completed:
+            ++st.stats.completed;
+            break;
+          case job_status::failed:
+            ++st.stats.failed;
+            break;
+          case job_status::cancelled:
+            ++st.stats.cancelled;
+            break;
+          case job_status::retrying:
+            break; // retry_atom came first
+          default:
+            // queued or processing: the supervisor could not record what
+            // happened (the store failed it); find out from the store.
+            reconcile_later(self, job_id, 0,
+                            {"attempt_lost",
+                             "the attempt's outcome could not be recorded",
+                             true});
+            break;
+        }
+      },
+      [self](recover_atom) { recover(self); },
+      [self](reconcile_atom, const std::string& job_id, int64_t failures,
+             std::string& code, std::string& message) {
+        reconcile(self, job_id,
+                  static_cast<uint32_t>(std::clamp<int64_t>(failures, 0, 64)),
+                  {std::move(code), std::move(message), true});
+      },
+      [self](due_atom, uint64_t generation) {
+        if (generation == self->state.timer_generation)
+          on_due(self);
+      },
   };
 }
 
@@ -963,13 +971,13 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
 int64_t system_clock_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
-    .count();
+      .count();
 }
 
 queue_actor spawn_queue(caf::actor_system& sys, queue_deps deps,
                         queue_options options) {
   return caf::actor_cast<queue_actor>(
-    sys.spawn(queue_impl, std::move(deps), std::move(options)));
+      sys.spawn(queue_impl, std::move(deps), std::move(options)));
 }
 
 } // namespace drover

@@ -69,18 +69,18 @@
 namespace drover {
 
 using queue_actor = caf::typed_actor<
-  caf::replies_to<submit_atom, submit_request>::with<job_record>,
-  caf::replies_to<submit_atom, std::vector<submit_request>>::with<
-    std::vector<job_record>>,
-  caf::replies_to<cancel_atom, std::string>::with<ok_atom>,
-  caf::replies_to<cancel_atom, std::string, std::string>::with<ok_atom>,
-  caf::replies_to<redrive_atom, std::string>::with<ok_atom>,
-  caf::replies_to<redrive_atom, all_atom>::with<uint32_t>,
-  caf::replies_to<purge_atom, std::string>::with<ok_atom>,
-  caf::replies_to<purge_atom, all_atom>::with<uint32_t>,
-  caf::replies_to<stats_atom>::with<queue_stats>,
-  caf::replies_to<describe_atom>::with<tree_node>,
-  caf::reacts_to<ready_atom, std::string, std::string, caf::actor>>;
+    caf::replies_to<submit_atom, submit_request>::with<job_record>,
+    caf::replies_to<submit_atom,
+                    std::vector<submit_request>>::with<std::vector<job_record>>,
+    caf::replies_to<cancel_atom, std::string>::with<ok_atom>,
+    caf::replies_to<cancel_atom, std::string, std::string>::with<ok_atom>,
+    caf::replies_to<redrive_atom, std::string>::with<ok_atom>,
+    caf::replies_to<redrive_atom, all_atom>::with<uint32_t>,
+    caf::replies_to<purge_atom, std::string>::with<ok_atom>,
+    caf::replies_to<purge_atom, all_atom>::with<uint32_t>,
+    caf::replies_to<stats_atom>::with<queue_stats>,
+    caf::replies_to<describe_atom>::with<tree_node>,
+    caf::reacts_to<ready_atom, std::string, std::string, caf::actor>>;
 
 struct queue_options {
   /// See the aging rule above.

@@ -63,17 +63,17 @@
 namespace drover {
 
 using store_actor = caf::typed_actor<
-  caf::replies_to<submit_atom, job_event>::with<job_record>,
-  caf::replies_to<submit_atom, std::vector<job_event>>::with<
-    std::vector<job_record>>,
-  caf::replies_to<append_atom, std::vector<job_event>>::with<ok_atom>,
-  caf::replies_to<get_atom, std::string>::with<job_record>,
-  caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
-  caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
-  caf::replies_to<recover_atom>::with<std::vector<job_record>>,
-  caf::replies_to<ping_atom>::with<ok_atom>,
-  caf::replies_to<webhooks_atom, std::string,
-                  uint32_t>::with<std::vector<job_record>>>;
+    caf::replies_to<submit_atom, job_event>::with<job_record>,
+    caf::replies_to<submit_atom,
+                    std::vector<job_event>>::with<std::vector<job_record>>,
+    caf::replies_to<append_atom, std::vector<job_event>>::with<ok_atom>,
+    caf::replies_to<get_atom, std::string>::with<job_record>,
+    caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
+    caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
+    caf::replies_to<recover_atom>::with<std::vector<job_record>>,
+    caf::replies_to<ping_atom>::with<ok_atom>,
+    caf::replies_to<webhooks_atom, std::string,
+                    uint32_t>::with<std::vector<job_record>>>;
 
 /// An in-memory store: every guarantee except durability.
 store_actor spawn_memory_store(caf::actor_system& sys);

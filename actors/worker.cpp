@@ -10,7 +10,6 @@
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 
-
 namespace drover {
 
 namespace {
@@ -82,15 +81,15 @@ void run_attempt(self_ptr self, lease& l, caf::actor js) {
     c.outcome = completion_outcome::failed_permanent;
     c.error = {"unknown_type",
                "no handler for job type '" + l.spec.type + "' on worker "
-                 + st.cfg.worker_id,
+                   + st.cfg.worker_id,
                false};
     self->send(self, done_atom::value, std::move(c));
     return;
   }
   auto me = caf::actor{self};
   st.ctx = std::make_shared<task_context>(
-    l.job_id, l.attempt, std::move(l.spec.input), std::move(l.checkpoint),
-    std::make_shared<relay_sink>(me), st.cfg.clock_ms);
+      l.job_id, l.attempt, std::move(l.spec.input), std::move(l.checkpoint),
+      std::make_shared<relay_sink>(me), st.cfg.clock_ms);
   // The body owns copies of everything it touches: its thread may outlive
   // this worker (a handler that ignores cancellation).
   auto body = [ctx = st.ctx, fn = handler->fn, me] {
@@ -121,57 +120,59 @@ caf::behavior worker_impl(self_ptr self, worker_config cfg) {
   self->state.cfg = std::move(cfg);
   announce_ready(self);
   return {
-    [self](run_atom, lease& l, caf::actor& js) {
-      auto& st = self->state;
-      if (st.busy) {
-        // The queue never double-books a worker; refuse loudly if it does.
-        completion c;
-        c.job_id = l.job_id;
-        c.attempt = l.attempt;
-        c.outcome = completion_outcome::failed_retryable;
-        c.error = {"worker_busy", "worker " + st.cfg.worker_id + " is busy",
-                   true};
-        self->send(js, done_atom::value, std::move(c));
-        return;
-      }
-      run_attempt(self, l, std::move(js));
-    },
-    [self](progress_atom, progress_update& update) {
-      auto& st = self->state;
-      if (is_current(self, update.job_id, update.attempt) && st.job_supervisor)
-        self->send(st.job_supervisor, progress_atom::value, std::move(update));
-    },
-    [self](checkpoint_atom, std::string& job_id, uint32_t attempt,
-           std::string& bytes) {
-      auto& st = self->state;
-      if (is_current(self, job_id, attempt) && st.job_supervisor)
-        self->send(st.job_supervisor, checkpoint_atom::value,
-                   std::move(job_id), attempt, std::move(bytes));
-    },
-    [self](done_atom, completion& c) {
-      auto& st = self->state;
-      if (!is_current(self, c.job_id, c.attempt))
-        return;
-      if (st.job_supervisor)
-        self->send(st.job_supervisor, done_atom::value, std::move(c));
-      st.busy = false;
-      st.job_supervisor = nullptr;
-      st.ctx.reset();
-      announce_ready(self);
-    },
-    [self](cancel_atom, const std::string& job_id, uint32_t attempt) {
-      auto& st = self->state;
-      if (is_current(self, job_id, attempt) && st.ctx)
-        st.ctx->request_cancel();
-    },
-    [self](abandon_atom, const std::string& job_id, uint32_t attempt) {
-      auto& st = self->state;
-      if (!is_current(self, job_id, attempt))
-        return;
-      st.job_supervisor = nullptr;
-      if (st.ctx)
-        st.ctx->request_cancel();
-    },
+      [self](run_atom, lease& l, caf::actor& js) {
+        auto& st = self->state;
+        if (st.busy) {
+          // The queue never double-books a worker; refuse loudly if it does.
+          completion c;
+          c.job_id = l.job_id;
+          c.attempt = l.attempt;
+          c.outcome = completion_outcome::failed_retryable;
+          c.error = {"worker_busy", "worker " + st.cfg.worker_id + " is busy",
+                     true};
+          self->send(js, done_atom::value, std::move(c));
+          return;
+        }
+        run_attempt(self, l, std::move(js));
+      },
+      [self](progress_atom, progress_update& update) {
+        auto& st = self->state;
+        if (is_current(self, update.job_id, update.attempt)
+            && st.job_supervisor)
+          self->send(st.job_supervisor, progress_atom::value,
+                     std::move(update));
+      },
+      [self](checkpoint_atom, std::string& job_id, uint32_t attempt,
+             std::string& bytes) {
+        auto& st = self->state;
+        if (is_current(self, job_id, attempt) && st.job_supervisor)
+          self->send(st.job_supervisor, checkpoint_atom::value,
+                     std::move(job_id), attempt, std::move(bytes));
+      },
+      [self](done_atom, completion& c) {
+        auto& st = self->state;
+        if (!is_current(self, c.job_id, c.attempt))
+          return;
+        if (st.job_supervisor)
+          self->send(st.job_supervisor, done_atom::value, std::move(c));
+        st.busy = false;
+        st.job_supervisor = nullptr;
+        st.ctx.reset();
+        announce_ready(self);
+      },
+      [self](cancel_atom, const std::string& job_id, uint32_t attempt) {
+        auto& st = self->state;
+        if (is_current(self, job_id, attempt) && st.ctx)
+          st.ctx->request_cancel();
+      },
+      [self](abandon_atom, const std::string& job_id, uint32_t attempt) {
+        auto& st = self->state;
+        if (!is_current(self, job_id, attempt))
+          return;
+        st.job_supervisor = nullptr;
+        if (st.ctx)
+          st.ctx->request_cancel();
+      },
   };
 }
 

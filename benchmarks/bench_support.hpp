@@ -14,8 +14,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <iostream>
 #include <future>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -30,10 +30,9 @@ inline double seconds_since(steady::time_point t0) {
 
 inline int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
-           steady::now().time_since_epoch())
-    .count();
+             steady::now().time_since_epoch())
+      .count();
 }
-
 
 inline double median(std::vector<double> xs) {
   if (xs.empty())
@@ -47,7 +46,8 @@ inline double percentile(std::vector<double> xs, double p) {
   if (xs.empty())
     return 0;
   std::sort(xs.begin(), xs.end());
-  auto rank = static_cast<size_t>(std::ceil(p * static_cast<double>(xs.size())));
+  auto rank
+      = static_cast<size_t>(std::ceil(p * static_cast<double>(xs.size())));
   return xs[std::min(xs.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
 
@@ -65,7 +65,8 @@ inline std::string fmt(double x, int prec = 0) {
   return s;
 }
 
-// -- a driver with a window of outstanding requests -----------------------------
+// -- a driver with a window of outstanding requests
+// -----------------------------
 
 /// Issues request number `i` from `self` and calls `done(ok)` once its
 /// answer (or error) is in.
@@ -112,9 +113,9 @@ inline void issue_next(windowed_ptr self) {
   st.issue(self, i, [self](bool ok) { on_finished(self, ok); });
 }
 
-inline caf::behavior windowed_driver(windowed_ptr self, uint64_t n, uint64_t window,
-                              issue_fn issue,
-                              std::promise<window_result>* result) {
+inline caf::behavior windowed_driver(windowed_ptr self, uint64_t n,
+                                     uint64_t window, issue_fn issue,
+                                     std::promise<window_result>* result) {
   auto& st = self->state;
   st.n = n;
   st.issue = std::move(issue);
@@ -131,18 +132,17 @@ inline caf::behavior windowed_driver(windowed_ptr self, uint64_t n, uint64_t win
 }
 
 /// Runs `n` requests with at most `window` outstanding; blocks until done.
-inline window_result run_windowed(caf::actor_system& sys, uint64_t n, uint64_t window,
-                           issue_fn issue) {
+inline window_result run_windowed(caf::actor_system& sys, uint64_t n,
+                                  uint64_t window, issue_fn issue) {
   std::promise<window_result> result;
   auto fut = result.get_future();
   // The handle keeps the driver alive (an unreferenced actor is reaped).
-  auto driver = sys.spawn(windowed_driver, n, window, std::move(issue),
-                          &result);
+  auto driver
+      = sys.spawn(windowed_driver, n, window, std::move(issue), &result);
   auto r = fut.get();
   driver = nullptr;
   return r;
 }
-
 
 /// The benchmark programs' command lines: `--key value` pairs.
 ///

@@ -43,18 +43,18 @@ void emit(const std::string& figure, double rate, const std::string& unit,
           const options& opt, double seconds) {
   json_line j;
   j.str("system", "caf")
-    .str("limit", figure)
-    .str("version", "0.17.6")
-    .str("durability", "none")
-    .integer("threads", static_cast<int64_t>(opt.threads))
-    .num(unit, rate)
-    .num("seconds", seconds, 3)
-    .load();
+      .str("limit", figure)
+      .str("version", "0.17.6")
+      .str("durability", "none")
+      .integer("threads", static_cast<int64_t>(opt.threads))
+      .num(unit, rate)
+      .num("seconds", seconds, 3)
+      .load();
   j.print();
 }
 
 std::unique_ptr<caf::actor_system_config> make_cfg(const options& opt,
-                                                    bool io = false) {
+                                                   bool io = false) {
   auto cfg = std::make_unique<caf::actor_system_config>();
   cfg->set("scheduler.max-threads", opt.threads);
   if (io)
@@ -80,16 +80,17 @@ void local_send(const options& opt) {
     }};
   });
   auto t0 = steady::now();
-  auto source = sys.spawn([n, sink](caf::event_based_actor* self) -> caf::behavior {
-    auto sent = std::make_shared<uint64_t>(0);
-    self->send(self, chunk_atom::value);
-    return {[self, n, sink, sent](chunk_atom) {
-      for (int i = 0; i < 1000 && *sent < n; ++i)
-        self->send(sink, (*sent)++);
-      if (*sent < n)
-        self->send(self, chunk_atom::value);
-    }};
-  });
+  auto source
+      = sys.spawn([n, sink](caf::event_based_actor* self) -> caf::behavior {
+          auto sent = std::make_shared<uint64_t>(0);
+          self->send(self, chunk_atom::value);
+          return {[self, n, sink, sent](chunk_atom) {
+            for (int i = 0; i < 1000 && *sent < n; ++i)
+              self->send(sink, (*sent)++);
+            if (*sent < n)
+              self->send(self, chunk_atom::value);
+          }};
+        });
   fut.wait();
   auto s = seconds_since(t0);
   emit("local_send", n / s, "msgs_per_s", opt, s);
@@ -120,20 +121,20 @@ void spawn_request_quit(const options& opt) {
   auto cfg = make_cfg(opt);
   caf::actor_system sys{*cfg};
   auto n = opt.msgs / 4;
-  auto r = run_windowed(sys, n, opt.window,
-                        [](caf::event_based_actor* a, uint64_t i,
-                           std::function<void(bool)> done) {
-                          auto once = a->spawn([](caf::event_based_actor* self)
-                                                 -> caf::behavior {
-                            return {[self](uint64_t x) {
-                              self->quit();
-                              return x;
-                            }};
-                          });
-                          a->request(once, caf::infinite, i)
-                            .then([done](uint64_t) { done(true); },
-                                  [done](caf::error&) { done(false); });
-                        });
+  auto r = run_windowed(
+      sys, n, opt.window,
+      [](caf::event_based_actor* a, uint64_t i,
+         std::function<void(bool)> done) {
+        auto once = a->spawn([](caf::event_based_actor* self) -> caf::behavior {
+          return {[self](uint64_t x) {
+            self->quit();
+            return x;
+          }};
+        });
+        a->request(once, caf::infinite, i)
+            .then([done](uint64_t) { done(true); },
+                  [done](caf::error&) { done(false); });
+      });
   emit("spawn_request_quit", r.ok / r.seconds, "per_s", opt, r.seconds);
 }
 
@@ -159,8 +160,8 @@ void loopback(const options& opt) {
                         [target](caf::event_based_actor* a, uint64_t i,
                                  std::function<void(bool)> done) {
                           a->request(target, 30s, i)
-                            .then([done](uint64_t) { done(true); },
-                                  [done](caf::error&) { done(false); });
+                              .then([done](uint64_t) { done(true); },
+                                    [done](caf::error&) { done(false); });
                         });
   emit("loopback_request_response", r.ok / r.seconds, "requests_per_s", opt,
        r.seconds);
@@ -170,21 +171,22 @@ void loopback(const options& opt) {
     for (uint64_t i = 0; i < opt.rounds; ++i) {
       auto t0 = steady::now();
       self->request(target, 30s, i)
-        .receive([&](uint64_t) {
-                   lat.push_back(
-                     std::chrono::duration<double, std::micro>(steady::now() - t0)
-                       .count());
-                 },
-                 [](caf::error&) {});
+          .receive(
+              [&](uint64_t) {
+                lat.push_back(std::chrono::duration<double, std::micro>(
+                                  steady::now() - t0)
+                                  .count());
+              },
+              [](caf::error&) {});
     }
   }
   json_line j;
   j.str("system", "caf")
-    .str("limit", "loopback_round_trip")
-    .str("version", "0.17.6")
-    .str("durability", "none")
-    .integer("threads", static_cast<int64_t>(opt.threads))
-    .integer("rounds", static_cast<int64_t>(lat.size()));
+      .str("limit", "loopback_round_trip")
+      .str("version", "0.17.6")
+      .str("durability", "none")
+      .integer("threads", static_cast<int64_t>(opt.threads))
+      .integer("rounds", static_cast<int64_t>(lat.size()));
   add_latency(j, "round_trip", lat);
   j.load().print();
   caf::anon_send_exit(e, caf::exit_reason::user_shutdown);

@@ -80,9 +80,10 @@ void settle(double s = 1.0) {
 }
 
 void usage() {
-  std::cerr << "usage: drover_bench_deep [--store postgres|memory] [--pg-url URL]\n"
-               "         [--jobs N] [--drain-jobs N] [--slots N] [--window N]\n"
-               "         [--threads N] [--late-s S]\n";
+  std::cerr
+      << "usage: drover_bench_deep [--store postgres|memory] [--pg-url URL]\n"
+         "         [--jobs N] [--drain-jobs N] [--slots N] [--window N]\n"
+         "         [--threads N] [--late-s S]\n";
 }
 
 } // namespace
@@ -140,12 +141,13 @@ int main(int argc, char** argv) {
   std::string problem;
   json_line j;
   j.str("system", "drover")
-    .str("workload", "B4")
-    .str("durability", pg ? "D2" : "D0")
-    .str("store", opt.store)
-    .integer("jobs", static_cast<int64_t>(opt.jobs))
-    .integer("input_bytes", 7);
-  // -- phase A --------------------------------------------------------------------
+      .str("workload", "B4")
+      .str("durability", pg ? "D2" : "D0")
+      .str("store", opt.store)
+      .integer("jobs", static_cast<int64_t>(opt.jobs))
+      .integer("input_bytes", 7);
+  // -- phase A
+  // --------------------------------------------------------------------
   {
     auto rs = start_system(sys, {{"other", 1}}, handlers, db_url);
     {
@@ -180,26 +182,27 @@ int main(int argc, char** argv) {
     }
     double n = static_cast<double>(opt.jobs);
     j.num("preload_submits_per_s", sub.ok / sub.seconds)
-      .integer("queued", static_cast<int64_t>(depth))
-      .num("process_heap_bytes_per_queued_job", (heap1 - heap0) / n, 1)
-      .num("process_rss_bytes_per_queued_job", (rss1 - rss0) / n, 1);
+        .integer("queued", static_cast<int64_t>(depth))
+        .num("process_heap_bytes_per_queued_job", (heap1 - heap0) / n, 1)
+        .num("process_rss_bytes_per_queued_job", (rss1 - rss0) / n, 1);
     if (opt.late_s > 0) {
       settle(opt.late_s);
       j.num("late_s", opt.late_s, 0)
-        .num("process_heap_bytes_per_queued_job_late",
-             (heap_in_use() - heap0) / n, 1)
-        .num("process_rss_bytes_per_queued_job_late",
-             (rss_bytes() - rss0) / n, 1);
+          .num("process_heap_bytes_per_queued_job_late",
+               (heap_in_use() - heap0) / n, 1)
+          .num("process_rss_bytes_per_queued_job_late",
+               (rss_bytes() - rss0) / n, 1);
     }
     if (pg)
       j.num("pg_bytes_per_queued_job", (pg1.total() - pg0.total()) / n, 1)
-        .num("pg_jobs_table_bytes_per_job", (pg1.jobs_table - pg0.jobs_table) / n, 1)
-        .num("pg_jobs_indexes_bytes_per_job",
-             (pg1.jobs_indexes - pg0.jobs_indexes) / n, 1)
-        .num("pg_events_table_bytes_per_job",
-             (pg1.events_table - pg0.events_table) / n, 1)
-        .num("pg_events_indexes_bytes_per_job",
-             (pg1.events_indexes - pg0.events_indexes) / n, 1);
+          .num("pg_jobs_table_bytes_per_job",
+               (pg1.jobs_table - pg0.jobs_table) / n, 1)
+          .num("pg_jobs_indexes_bytes_per_job",
+               (pg1.jobs_indexes - pg0.jobs_indexes) / n, 1)
+          .num("pg_events_table_bytes_per_job",
+               (pg1.events_table - pg0.events_table) / n, 1)
+          .num("pg_events_indexes_bytes_per_job",
+               (pg1.events_indexes - pg0.events_indexes) / n, 1);
     if (depth != opt.jobs + 1) {
       ok = false;
       problem += " queue depth " + std::to_string(depth) + ", expected "
@@ -207,7 +210,8 @@ int main(int argc, char** argv) {
     }
     stop_system(sys, rs);
   }
-  // -- phase B --------------------------------------------------------------------
+  // -- phase B
+  // --------------------------------------------------------------------
   if (pg) {
     uint64_t total = opt.jobs + 1;
     settle(0.5);
@@ -235,8 +239,8 @@ int main(int argc, char** argv) {
     auto rss1 = rss_bytes();
     double n = static_cast<double>(total);
     j.num("recovery_s", recovered_s, 3)
-      .num("process_heap_bytes_per_recovered_job", (heap1 - heap0) / n, 1)
-      .num("process_rss_bytes_per_recovered_job", (rss1 - rss0) / n, 1);
+        .num("process_heap_bytes_per_recovered_job", (heap1 - heap0) / n, 1)
+        .num("process_rss_bytes_per_recovered_job", (rss1 - rss0) / n, 1);
     auto pids = pg_pids_of(opt.pg_url, db);
     auto cpu0 = process_cpu_seconds();
     auto pgcpu0 = pids_cpu_seconds(pids);
@@ -268,24 +272,31 @@ int main(int argc, char** argv) {
     auto cpu = process_cpu_seconds() - cpu0;
     auto pgcpu = pids_cpu_seconds(pids) - pgcpu0;
     j.integer("slots", opt.slots)
-      .integer("drained", static_cast<int64_t>(done))
-      .num("drain_seconds", secs, 3)
-      .num("deep_drain_jobs_per_s", done / secs)
-      .num("cpu_s_per_job", cpu / std::max<uint64_t>(1, done), 8)
-      .num("postgres_cpu_s_per_job", pgcpu / std::max<uint64_t>(1, done), 8);
+        .integer("drained", static_cast<int64_t>(done))
+        .num("drain_seconds", secs, 3)
+        .num("deep_drain_jobs_per_s", done / secs)
+        .num("cpu_s_per_job", cpu / std::max<uint64_t>(1, done), 8)
+        .num("postgres_cpu_s_per_job", pgcpu / std::max<uint64_t>(1, done), 8);
     stop_system(sys, rs);
-    auto completed = std::stoull("0" + sql_value(db_url,
-      "SELECT count(*) FROM drover.jobs WHERE status = "
-        + std::to_string(static_cast<int>(job_status::completed))));
-    auto queued = std::stoull("0" + sql_value(db_url,
-      "SELECT count(*) FROM drover.jobs WHERE status = "
-        + std::to_string(static_cast<int>(job_status::queued))));
-    auto all = std::stoull("0" + sql_value(db_url, "SELECT count(*) FROM drover.jobs"));
-    auto events = std::stoull("0" + sql_value(db_url,
-      "SELECT count(*) FROM drover.events WHERE kind = "
-        + std::to_string(static_cast<int>(event_kind::completed))));
+    auto completed = std::stoull(
+        "0"
+        + sql_value(db_url, "SELECT count(*) FROM drover.jobs WHERE status = "
+                                + std::to_string(
+                                    static_cast<int>(job_status::completed))));
+    auto queued = std::stoull(
+        "0"
+        + sql_value(db_url, "SELECT count(*) FROM drover.jobs WHERE status = "
+                                + std::to_string(
+                                    static_cast<int>(job_status::queued))));
+    auto all = std::stoull(
+        "0" + sql_value(db_url, "SELECT count(*) FROM drover.jobs"));
+    auto events = std::stoull(
+        "0"
+        + sql_value(db_url, "SELECT count(*) FROM drover.events WHERE kind = "
+                                + std::to_string(
+                                    static_cast<int>(event_kind::completed))));
     j.integer("verified_completed", static_cast<int64_t>(completed))
-      .integer("verified_queued", static_cast<int64_t>(queued));
+        .integer("verified_queued", static_cast<int64_t>(queued));
     // Attempts that were running at the shutdown end as worker_lost and go
     // back to the queue (or retrying); count every non-completed job as
     // still to do, and none may be missing.

@@ -6,7 +6,8 @@
 //
 //   drover_bench_drain --store postgres --pg-url URL --jobs 100000
 //                      --slots 4 --job-us 0 --runs 3 [--workload B1|B7]
-//                      [--perf-ctl FIFO] [--executor cache|thread] [--scheduler stealing|sharing]
+//                      [--perf-ctl FIFO] [--executor cache|thread] [--scheduler
+//                      stealing|sharing]
 //                      [--fence on|off]
 //
 // Per run: a fresh job system (and, for postgres, a fresh database created
@@ -91,7 +92,7 @@ void perf_ctl(const std::string& fifo, const char* cmd) {
     return;
   }
   auto n = ::write(fd, cmd, std::strlen(cmd));
-  (void) n;
+  (void)n;
   ::close(fd);
 }
 
@@ -114,8 +115,7 @@ run_result run_once(const options& opt, uint32_t slots, int run_no) {
   if (!db_url.empty() && opt.fence == "on") {
     // As drover-node does before its store starts; a TTL longer than any
     // run, so no renewal is needed.
-    auto grant = pg::claim_coordinator(db_url, "bench",
-                                       std::chrono::hours{1});
+    auto grant = pg::claim_coordinator(db_url, "bench", std::chrono::hours{1});
     if (!grant) {
       std::cerr << "cannot take the leases: " << describe(grant.error())
                 << std::endl;
@@ -129,15 +129,15 @@ run_result run_once(const options& opt, uint32_t slots, int run_no) {
   handlers->register_handler("noop", [hold, job_us](task_context&) {
     hold->wait();
     if (job_us > 0)
-      std::this_thread::sleep_for(std::chrono::microseconds{job_us}); // the job's work
+      std::this_thread::sleep_for(
+          std::chrono::microseconds{job_us}); // the job's work
     return task_outcome::success();
   });
   // Empty: the job system's default executor (the thread cache).
   std::function<void(std::function<void()>)> exec;
   if (opt.executor == "thread")
     exec = [](std::function<void()> f) { std::thread{std::move(f)}.detach(); };
-  auto rs = start_system(sys, {{"cpu", slots}}, handlers, db_url, exec,
-                         fence);
+  auto rs = start_system(sys, {{"cpu", slots}}, handlers, db_url, exec, fence);
   caf::scoped_actor self{sys};
   wait_idle_workers(self, rs, slots);
   auto queue = rs.handles->queue();
@@ -148,7 +148,8 @@ run_result run_once(const options& opt, uint32_t slots, int run_no) {
   res.submit_per_s = sub.ok / sub.seconds;
   if (sub.errors > 0) {
     res.ok = false;
-    res.problem = std::to_string(sub.errors) + " submits failed: " + first_error;
+    res.problem
+        = std::to_string(sub.errors) + " submits failed: " + first_error;
   }
   auto pids = db.empty() ? std::vector<int>{} : pg_pids_of(opt.pg_url, db);
   auto cpu0 = process_cpu_seconds();
@@ -186,17 +187,21 @@ run_result run_once(const options& opt, uint32_t slots, int run_no) {
   res.pg_cpu_s_per_job = res.completed > 0 ? pg_cpu / res.completed : 0;
   stop_system(sys, rs);
   if (!db_url.empty()) {
-    auto jobs = sql_value(db_url, "SELECT count(*) FROM drover.jobs WHERE status = "
-                                    + std::to_string(static_cast<int>(job_status::completed)));
-    auto events = sql_value(db_url, "SELECT count(*) FROM drover.events WHERE kind = "
-                                      + std::to_string(static_cast<int>(event_kind::completed)));
+    auto jobs = sql_value(
+        db_url, "SELECT count(*) FROM drover.jobs WHERE status = "
+                    + std::to_string(static_cast<int>(job_status::completed)));
+    auto events = sql_value(
+        db_url, "SELECT count(*) FROM drover.events WHERE kind = "
+                    + std::to_string(static_cast<int>(event_kind::completed)));
     res.verified = std::strtoull(jobs.c_str(), nullptr, 10);
     // Row updates of drover.jobs and how many were HOT (no index entries
     // written); the store's connections are closed, so the statistics are
     // flushed.
     std::vector<std::string> upd;
-    if (sql(db_url, "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
-                    "WHERE schemaname = 'drover' AND relname = 'jobs'", &upd)
+    if (sql(db_url,
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+            "WHERE schemaname = 'drover' AND relname = 'jobs'",
+            &upd)
         && upd.size() == 2) {
       res.jobs_updates = std::atoll(upd[0].c_str());
       res.jobs_hot_updates = std::atoll(upd[1].c_str());
@@ -223,7 +228,8 @@ void usage() {
   std::cerr << "usage: drover_bench_drain [--store memory|postgres] "
                "[--pg-url URL] [--jobs N] [--slots 1,2,4] [--job-us N] "
                "[--window N] [--threads N] [--runs N] [--workload B1|B7] "
-               "[--perf-ctl FIFO] [--executor cache|thread] [--scheduler stealing|sharing] "
+               "[--perf-ctl FIFO] [--executor cache|thread] [--scheduler "
+               "stealing|sharing] "
                "[--fence on|off]\n";
 }
 
@@ -292,50 +298,50 @@ int main(int argc, char** argv) {
       pg_cpus.push_back(res.pg_cpu_s_per_job);
       json_line j;
       j.str("system", "drover")
-        .str("workload", opt.workload)
-        .str("durability", durability)
-        .str("store", opt.store)
-        .str("executor", opt.executor)
-        .str("scheduler", opt.scheduler)
-        .str("fence", opt.store == "postgres" ? opt.fence : "n/a")
-        .integer("slots", slots)
-        .integer("job_us", opt.job_us)
-        .integer("jobs", static_cast<int64_t>(opt.jobs))
-        .integer("run", r + 1)
-        .integer("completed", static_cast<int64_t>(res.completed))
-        .integer("verified", static_cast<int64_t>(res.verified))
-        .num("preload_submits_per_s", res.submit_per_s)
-        .num("drain_seconds", res.drain_s, 3)
-        .num("drain_jobs_per_s", res.drain_per_s)
-        .num("cpu_s_per_job", res.cpu_s_per_job, 8)
-        .num("postgres_cpu_s_per_job", res.pg_cpu_s_per_job, 8)
-        .integer("jobs_row_updates", res.jobs_updates)
-        .integer("jobs_row_hot_updates", res.jobs_hot_updates)
-        .load("loadavg_at_start", res.load_start)
-        .load("loadavg_at_end")
-        .boolean("ok", res.ok);
+          .str("workload", opt.workload)
+          .str("durability", durability)
+          .str("store", opt.store)
+          .str("executor", opt.executor)
+          .str("scheduler", opt.scheduler)
+          .str("fence", opt.store == "postgres" ? opt.fence : "n/a")
+          .integer("slots", slots)
+          .integer("job_us", opt.job_us)
+          .integer("jobs", static_cast<int64_t>(opt.jobs))
+          .integer("run", r + 1)
+          .integer("completed", static_cast<int64_t>(res.completed))
+          .integer("verified", static_cast<int64_t>(res.verified))
+          .num("preload_submits_per_s", res.submit_per_s)
+          .num("drain_seconds", res.drain_s, 3)
+          .num("drain_jobs_per_s", res.drain_per_s)
+          .num("cpu_s_per_job", res.cpu_s_per_job, 8)
+          .num("postgres_cpu_s_per_job", res.pg_cpu_s_per_job, 8)
+          .integer("jobs_row_updates", res.jobs_updates)
+          .integer("jobs_row_hot_updates", res.jobs_hot_updates)
+          .load("loadavg_at_start", res.load_start)
+          .load("loadavg_at_end")
+          .boolean("ok", res.ok);
       if (!res.ok)
         j.str("problem", res.problem);
       j.print();
     }
     json_line j;
     j.boolean("summary", true)
-      .str("system", "drover")
-      .str("workload", opt.workload)
-      .str("durability", durability)
-      .str("executor", opt.executor)
+        .str("system", "drover")
+        .str("workload", opt.workload)
+        .str("durability", durability)
+        .str("executor", opt.executor)
         .str("scheduler", opt.scheduler)
-      .integer("slots", slots)
-      .integer("job_us", opt.job_us)
-      .integer("jobs", static_cast<int64_t>(opt.jobs))
-      .integer("runs", opt.runs)
-      .num("drain_jobs_per_s_median", median(drains))
-      .num("drain_min", *std::min_element(drains.begin(), drains.end()))
-      .num("drain_max", *std::max_element(drains.begin(), drains.end()))
-      .num("preload_submits_per_s_median", median(submits))
-      .num("cpu_s_per_job_median", median(cpus), 8)
-      .num("postgres_cpu_s_per_job_median", median(pg_cpus), 8)
-      .load();
+        .integer("slots", slots)
+        .integer("job_us", opt.job_us)
+        .integer("jobs", static_cast<int64_t>(opt.jobs))
+        .integer("runs", opt.runs)
+        .num("drain_jobs_per_s_median", median(drains))
+        .num("drain_min", *std::min_element(drains.begin(), drains.end()))
+        .num("drain_max", *std::max_element(drains.begin(), drains.end()))
+        .num("preload_submits_per_s_median", median(submits))
+        .num("cpu_s_per_job_median", median(cpus), 8)
+        .num("postgres_cpu_s_per_job_median", median(pg_cpus), 8)
+        .load();
     j.print();
   }
   return all_ok ? 0 : 4;

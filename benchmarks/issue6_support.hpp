@@ -25,13 +25,13 @@
 
 #include <array>
 #include <condition_variable>
-#include <deque>
-#include <functional>
-#include <map>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -40,7 +40,8 @@
 
 namespace drover::bench {
 
-// -- the machine ------------------------------------------------------------------
+// -- the machine
+// ------------------------------------------------------------------
 
 /// 1, 5 and 15 minute load averages.
 inline std::array<double, 3> loadavg() {
@@ -87,7 +88,8 @@ inline double pid_cpu_seconds(int pid) {
   return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-// -- PostgreSQL -------------------------------------------------------------------
+// -- PostgreSQL
+// -------------------------------------------------------------------
 
 /// URL of database `db` on the server of `url` (libpq URI form
 /// postgresql:///name?...).
@@ -182,7 +184,7 @@ inline std::vector<int> pg_pids_of(const std::string& url,
   std::vector<int> out;
   for (auto& [pid, _] :
        sql_rows(url, "SELECT pid FROM pg_stat_activity WHERE datname = '" + db
-                       + "' OR datname IS NULL"))
+                         + "' OR datname IS NULL"))
     out.push_back(std::atoi(pid.c_str()));
   return out;
 }
@@ -194,7 +196,8 @@ inline double pids_cpu_seconds(const std::vector<int>& pids) {
   return total;
 }
 
-// -- an in-process job system -------------------------------------------------------
+// -- an in-process job system
+// -------------------------------------------------------
 
 /// Holds attempts back until released (each attempt runs on its own thread,
 /// the default executor, so a held attempt blocks only its thread).
@@ -236,7 +239,8 @@ start_system(caf::actor_system& sys, std::map<std::string, uint32_t> slots,
     pg_store_config pc;
     pc.conninfo = db_url;
     pc.fence = std::move(fence);
-    jc.make_store = [pc](caf::actor_system& s) { return spawn_pg_store(s, pc); };
+    jc.make_store
+        = [pc](caf::actor_system& s) { return spawn_pg_store(s, pc); };
   }
   running_system out;
   out.handles = std::make_shared<job_system_handles>();
@@ -255,7 +259,7 @@ inline caf::optional<queue_stats> get_stats(caf::scoped_actor& self,
   caf::optional<queue_stats> out;
   if (auto q = rs.handles->queue())
     self->request(q, std::chrono::seconds{5}, stats_atom::value)
-      .receive([&](queue_stats& s) { out = s; }, [](caf::error&) {});
+        .receive([&](queue_stats& s) { out = s; }, [](caf::error&) {});
   return out;
 }
 
@@ -291,23 +295,24 @@ inline window_result preload(caf::actor_system& sys, const queue_actor& queue,
                              const submit_request& req, uint64_t n,
                              uint64_t window, std::string& first_error) {
   auto err = std::make_shared<std::string>();
-  auto res = run_windowed(
-    sys, n, window,
-    [queue, req, err](caf::event_based_actor* a, uint64_t,
-                      std::function<void(bool)> done) {
-      a->request(queue, caf::infinite, submit_atom::value, req)
-        .then([done](job_record&) { done(true); },
-              [done, err](caf::error& e) {
-                if (err->empty())
-                  *err = describe(e);
-                done(false);
-              });
-    });
+  auto res
+      = run_windowed(sys, n, window,
+                     [queue, req, err](caf::event_based_actor* a, uint64_t,
+                                       std::function<void(bool)> done) {
+                       a->request(queue, caf::infinite, submit_atom::value, req)
+                           .then([done](job_record&) { done(true); },
+                                 [done, err](caf::error& e) {
+                                   if (err->empty())
+                                     *err = describe(e);
+                                   done(false);
+                                 });
+                     });
   first_error = *err;
   return res;
 }
 
-// -- output ------------------------------------------------------------------------
+// -- output
+// ------------------------------------------------------------------------
 
 /// One JSON object on one line, fields in insertion order.
 class json_line {
@@ -344,7 +349,7 @@ public:
   }
   json_line& load(const std::string& prefix, const std::array<double, 3>& l) {
     return raw(prefix, "[" + fmt_plain(l[0]) + "," + fmt_plain(l[1]) + ","
-                         + fmt_plain(l[2]) + "]");
+                           + fmt_plain(l[2]) + "]");
   }
   void print() const {
     std::printf("{%s}\n", body_.c_str());

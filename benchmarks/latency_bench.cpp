@@ -60,14 +60,15 @@ struct options {
   double bg_rate = 0;
   double warmup_s = -1; // per workload default
   // B2
-  std::vector<double> rates{500, 1000, 2000, 3000, 4000, 6000, 8000, 12000,
-                            16000, 24000, 32000};
+  std::vector<double> rates{500,  1000,  2000,  3000,  4000, 6000,
+                            8000, 12000, 16000, 24000, 32000};
   double seconds = 5;
   double p99_bound_ms = 100;
   uint64_t max_outstanding = 200000;
 };
 
-// -- start times recorded by the handler --------------------------------------------
+// -- start times recorded by the handler
+// --------------------------------------------
 
 /// Probe i's handler start (steady ns); 0 until it started.
 struct start_board {
@@ -81,7 +82,8 @@ struct start_board {
 
 std::atomic<uint64_t> g_handled{0};
 
-std::shared_ptr<handler_registry> make_handlers(std::shared_ptr<start_board> board) {
+std::shared_ptr<handler_registry>
+make_handlers(std::shared_ptr<start_board> board) {
   auto r = std::make_shared<handler_registry>();
   r->register_handler("noop", [board](task_context& ctx) {
     auto t = now_ns();
@@ -99,15 +101,16 @@ std::shared_ptr<handler_registry> make_handlers(std::shared_ptr<start_board> boa
   return r;
 }
 
-// -- the open-loop generator ----------------------------------------------------------
+// -- the open-loop generator
+// ----------------------------------------------------------
 
 struct open_loop_result {
   uint64_t sent = 0;
   uint64_t acked = 0;
   uint64_t errors = 0;
-  bool capped = false;             // hit max_outstanding
-  double last_ack_s = 0;           // since t0
-  std::vector<double> latency_us;  // intended send -> ack, after warm-up
+  bool capped = false;            // hit max_outstanding
+  double last_ack_s = 0;          // since t0
+  std::vector<double> latency_us; // intended send -> ack, after warm-up
   std::string first_error;
 };
 
@@ -136,9 +139,8 @@ void maybe_finish(open_loop_ptr self) {
 }
 
 caf::behavior open_loop(open_loop_ptr self, queue_actor queue,
-                        submit_request req, double rate,
-                        steady::time_point t0, double warmup_s,
-                        uint64_t max_outstanding,
+                        submit_request req, double rate, steady::time_point t0,
+                        double warmup_s, uint64_t max_outstanding,
                         std::promise<open_loop_result>* done) {
   auto& st = self->state;
   st.queue = std::move(queue);
@@ -149,46 +151,48 @@ caf::behavior open_loop(open_loop_ptr self, queue_actor queue,
   st.max_outstanding = max_outstanding;
   st.done = done;
   return {
-    [self](fire_atom, uint64_t target) {
-      auto& st = self->state;
-      while (st.res.sent < target && !st.stopping) {
-        if (st.res.sent - st.res.acked - st.res.errors >= st.max_outstanding) {
-          st.res.capped = true;
-          break;
+      [self](fire_atom, uint64_t target) {
+        auto& st = self->state;
+        while (st.res.sent < target && !st.stopping) {
+          if (st.res.sent - st.res.acked - st.res.errors
+              >= st.max_outstanding) {
+            st.res.capped = true;
+            break;
+          }
+          auto i = st.res.sent++;
+          auto intended = st.t0
+                          + std::chrono::duration_cast<steady::duration>(
+                              std::chrono::duration<double>(i / st.rate));
+          auto count = std::chrono::duration<double>(intended - st.t0).count()
+                       >= st.warmup_s;
+          self->request(st.queue, caf::infinite, submit_atom::value, st.req)
+              .then(
+                  [self, intended, count](job_record&) {
+                    auto& st = self->state;
+                    ++st.res.acked;
+                    auto now = steady::now();
+                    if (count)
+                      st.res.latency_us.push_back(
+                          std::chrono::duration<double, std::micro>(now
+                                                                    - intended)
+                              .count());
+                    st.res.last_ack_s
+                        = std::chrono::duration<double>(now - st.t0).count();
+                    maybe_finish(self);
+                  },
+                  [self](caf::error& err) {
+                    auto& st = self->state;
+                    ++st.res.errors;
+                    if (st.res.first_error.empty())
+                      st.res.first_error = describe(err);
+                    maybe_finish(self);
+                  });
         }
-        auto i = st.res.sent++;
-        auto intended = st.t0
-                        + std::chrono::duration_cast<steady::duration>(
-                          std::chrono::duration<double>(i / st.rate));
-        auto count = std::chrono::duration<double>(intended - st.t0).count()
-                     >= st.warmup_s;
-        self->request(st.queue, caf::infinite, submit_atom::value, st.req)
-          .then(
-            [self, intended, count](job_record&) {
-              auto& st = self->state;
-              ++st.res.acked;
-              auto now = steady::now();
-              if (count)
-                st.res.latency_us.push_back(
-                  std::chrono::duration<double, std::micro>(now - intended)
-                    .count());
-              st.res.last_ack_s
-                = std::chrono::duration<double>(now - st.t0).count();
-              maybe_finish(self);
-            },
-            [self](caf::error& err) {
-              auto& st = self->state;
-              ++st.res.errors;
-              if (st.res.first_error.empty())
-                st.res.first_error = describe(err);
-              maybe_finish(self);
-            });
-      }
-    },
-    [self](stop_atom) {
-      self->state.stopping = true;
-      maybe_finish(self);
-    },
+      },
+      [self](stop_atom) {
+        self->state.stopping = true;
+        maybe_finish(self);
+      },
   };
 }
 
@@ -199,20 +203,22 @@ public:
   open_loop_run(caf::actor_system& sys, queue_actor queue, submit_request req,
                 double rate, double seconds, double warmup_s,
                 uint64_t max_outstanding)
-    : t0_(steady::now()) {
+      : t0_(steady::now()) {
     fut_ = promise_.get_future();
     actor_ = sys.spawn(open_loop, std::move(queue), std::move(req), rate, t0_,
                        warmup_s, max_outstanding, &promise_);
     timer_ = std::thread{[this, rate, seconds] {
       uint64_t last = 0;
-      auto total = seconds > 0 ? static_cast<uint64_t>(rate * seconds)
-                               : UINT64_MAX;
+      auto total
+          = seconds > 0 ? static_cast<uint64_t>(rate * seconds) : UINT64_MAX;
       auto next = t0_;
       while (!stop_.load() && last < total) {
         next += 100us;
         std::this_thread::sleep_until(next);
-        auto elapsed = std::chrono::duration<double>(steady::now() - t0_).count();
-        auto target = std::min<uint64_t>(total, static_cast<uint64_t>(elapsed * rate));
+        auto elapsed
+            = std::chrono::duration<double>(steady::now() - t0_).count();
+        auto target
+            = std::min<uint64_t>(total, static_cast<uint64_t>(elapsed * rate));
         if (target > last) {
           caf::anon_send(actor_, fire_atom::value, target);
           last = target;
@@ -246,7 +252,8 @@ private:
   std::thread timer_;
 };
 
-// -- one system ------------------------------------------------------------------------
+// -- one system
+// ------------------------------------------------------------------------
 
 struct bench_env {
   caf::actor_system_config cfg;
@@ -278,9 +285,10 @@ bool close_env(bench_env& env, const options& opt, uint64_t expected,
   stop_system(*env.sys, env.rs);
   bool ok = true;
   if (!env.db_url.empty()) {
-    auto n = sql_value(env.db_url,
-                       "SELECT count(*) FROM drover.jobs WHERE status = "
-                         + std::to_string(static_cast<int>(job_status::completed)));
+    auto n = sql_value(
+        env.db_url,
+        "SELECT count(*) FROM drover.jobs WHERE status = "
+            + std::to_string(static_cast<int>(job_status::completed)));
     auto all = sql_value(env.db_url, "SELECT count(*) FROM drover.jobs");
     if (std::strtoull(n.c_str(), nullptr, 10) != expected
         || std::strtoull(all.c_str(), nullptr, 10) != expected) {
@@ -315,7 +323,8 @@ bool wait_completed(caf::actor_system& sys, const running_system& rs,
   }
 }
 
-// -- B3 ---------------------------------------------------------------------------------
+// -- B3
+// ---------------------------------------------------------------------------------
 
 struct probe_result {
   std::vector<double> start_us, ack_us;
@@ -336,11 +345,11 @@ probe_result run_probes(caf::actor_system& sys, const running_system& rs,
     auto t0 = now_ns();
     int64_t t_ack = 0;
     self->request(queue, caf::infinite, submit_atom::value, req)
-      .receive([&](job_record&) { t_ack = now_ns(); },
-               [&](caf::error& err) {
-                 std::cerr << "probe submit failed: " << describe(err)
-                           << std::endl;
-               });
+        .receive([&](job_record&) { t_ack = now_ns(); },
+                 [&](caf::error& err) {
+                   std::cerr << "probe submit failed: " << describe(err)
+                             << std::endl;
+                 });
     auto deadline = steady::now() + 30s;
     int64_t t_start = 0;
     while ((t_start = board.at[i].load(std::memory_order_acquire)) == 0
@@ -374,21 +383,23 @@ int run_b3(const options& opt) {
                     const open_loop_result* bg) {
     json_line j;
     j.str("system", "drover")
-      .str("scheduler", opt.scheduler)
-      .str("workload", "B3")
-      .str("durability", durability)
-      .str("store", opt.store)
-      .str("phase", phase)
-      .integer("slots", opt.slots)
-      .integer("probes", static_cast<int64_t>(opt.probes))
-      .integer("gap_ms", opt.gap_ms)
-      .num("background_rate_per_s", bg_rate);
+        .str("scheduler", opt.scheduler)
+        .str("workload", "B3")
+        .str("durability", durability)
+        .str("store", opt.store)
+        .str("phase", phase)
+        .integer("slots", opt.slots)
+        .integer("probes", static_cast<int64_t>(opt.probes))
+        .integer("gap_ms", opt.gap_ms)
+        .num("background_rate_per_s", bg_rate);
     if (bg)
       j.num("background_acked_per_s",
             bg->last_ack_s > 0 ? bg->acked / bg->last_ack_s : 0);
     add_latency(j, "submit_to_start", p.start_us);
     add_latency(j, "submit_to_ack", p.ack_us);
-    j.integer("lost", static_cast<int64_t>(p.lost)).load().boolean("ok", p.lost == 0);
+    j.integer("lost", static_cast<int64_t>(p.lost))
+        .load()
+        .boolean("ok", p.lost == 0);
     j.print();
   };
   // Idle.
@@ -407,8 +418,8 @@ int run_b3(const options& opt) {
     submit_request bg_req;
     bg_req.type = "noop";
     auto warm = opt.warmup_s >= 0 ? opt.warmup_s : 2;
-    open_loop_run bg{*env.sys, env.rs.handles->queue(), bg_req, opt.bg_rate,
-                     0, 0, opt.max_outstanding};
+    open_loop_run bg{*env.sys, env.rs.handles->queue(), bg_req, opt.bg_rate, 0,
+                     0,        opt.max_outstanding};
     std::this_thread::sleep_for(std::chrono::duration<double>(warm));
     auto p = run_probes(*env.sys, env.rs, *board, 0, opt.probes, opt.gap_ms);
     bg.stop();
@@ -429,7 +440,8 @@ int run_b3(const options& opt) {
   return ok ? 0 : 4;
 }
 
-// -- B2 ---------------------------------------------------------------------------------
+// -- B2
+// ---------------------------------------------------------------------------------
 
 int run_b2(const options& opt) {
   auto durability = opt.store == "postgres" ? "D2" : "D0";
@@ -453,8 +465,8 @@ int run_b2(const options& opt) {
     }
     submit_request req;
     req.type = "noop";
-    open_loop_run gen{*env.sys, env.rs.handles->queue(), req, rate,
-                      opt.seconds, warm, opt.max_outstanding};
+    open_loop_run gen{*env.sys, env.rs.handles->queue(), req, rate, opt.seconds,
+                      warm,     opt.max_outstanding};
     auto load_start = loadavg();
     auto res = gen.wait();
     // Jobs completed while submitting (up to the last ack) and backlog then.
@@ -467,7 +479,8 @@ int run_b2(const options& opt) {
     std::string problem;
     bool ok = res.errors == 0;
     if (!ok)
-      problem = std::to_string(res.errors) + " submits failed: " + res.first_error;
+      problem
+          = std::to_string(res.errors) + " submits failed: " + res.first_error;
     if (!wait_completed(*env.sys, env.rs, res.acked)) {
       ok = false;
       problem += " not every job completed";
@@ -478,8 +491,7 @@ int run_b2(const options& opt) {
     auto p99 = percentile(res.latency_us, 0.99);
     bool saturated = res.capped || achieved < 0.9 * rate || p99 > 1e6;
     bool bounded = !saturated && p99 <= opt.p99_bound_ms * 1000;
-    bool keeping_up = !saturated
-                      && completed_in_window >= 0.9 * res.acked;
+    bool keeping_up = !saturated && completed_in_window >= 0.9 * res.acked;
     if (bounded)
       best_bounded = std::max(best_bounded, rate);
     if (bounded && keeping_up)
@@ -487,26 +499,26 @@ int run_b2(const options& opt) {
     rows.push_back({rate, p99});
     json_line j;
     j.str("system", "drover")
-      .str("scheduler", opt.scheduler)
-      .str("workload", "B2")
-      .str("durability", durability)
-      .str("store", opt.store)
-      .integer("slots", opt.slots)
-      .num("offered_per_s", rate)
-      .num("seconds", opt.seconds, 1)
-      .integer("sent", static_cast<int64_t>(res.sent))
-      .integer("acked", static_cast<int64_t>(res.acked))
-      .num("acked_per_s", achieved);
+        .str("scheduler", opt.scheduler)
+        .str("workload", "B2")
+        .str("durability", durability)
+        .str("store", opt.store)
+        .integer("slots", opt.slots)
+        .num("offered_per_s", rate)
+        .num("seconds", opt.seconds, 1)
+        .integer("sent", static_cast<int64_t>(res.sent))
+        .integer("acked", static_cast<int64_t>(res.acked))
+        .num("acked_per_s", achieved);
     add_latency(j, "ack", res.latency_us);
     j.integer("completed_while_submitting",
               static_cast<int64_t>(completed_in_window))
-      .integer("backlog_at_end", static_cast<int64_t>(backlog))
-      .boolean("saturated", saturated)
-      .boolean("p99_bounded", bounded)
-      .boolean("execution_kept_up", keeping_up)
-      .load("loadavg_at_start", load_start)
-      .load("loadavg_at_end")
-      .boolean("ok", ok);
+        .integer("backlog_at_end", static_cast<int64_t>(backlog))
+        .boolean("saturated", saturated)
+        .boolean("p99_bounded", bounded)
+        .boolean("execution_kept_up", keeping_up)
+        .load("loadavg_at_start", load_start)
+        .load("loadavg_at_end")
+        .boolean("ok", ok);
     if (!ok)
       j.str("problem", problem);
     j.print();
@@ -519,35 +531,35 @@ int run_b2(const options& opt) {
     if (best_bounded > 0
         && (half_p99 < 0
             || std::abs(r.rate - best_bounded / 2)
-                 < std::abs(half_rate - best_bounded / 2))) {
+                   < std::abs(half_rate - best_bounded / 2))) {
       half_rate = r.rate;
       half_p99 = r.p99_us;
     }
   json_line j;
   j.boolean("summary", true)
-    .str("system", "drover")
-    .str("scheduler", opt.scheduler)
-    .str("workload", "B2")
-    .str("durability", durability)
-    .integer("slots", opt.slots)
-    .num("p99_bound_ms", opt.p99_bound_ms)
-    .num("max_rate_p99_bounded", best_bounded)
-    .num("max_rate_p99_bounded_and_kept_up", best_keeping_up)
-    .num("half_rate", half_rate)
-    .num("ack_p99_us_at_half_rate", half_p99)
-    .load();
+      .str("system", "drover")
+      .str("scheduler", opt.scheduler)
+      .str("workload", "B2")
+      .str("durability", durability)
+      .integer("slots", opt.slots)
+      .num("p99_bound_ms", opt.p99_bound_ms)
+      .num("max_rate_p99_bounded", best_bounded)
+      .num("max_rate_p99_bounded_and_kept_up", best_keeping_up)
+      .num("half_rate", half_rate)
+      .num("ack_p99_us_at_half_rate", half_p99)
+      .load();
   j.print();
   return all_ok ? 0 : 4;
 }
 
 void usage() {
-  std::cerr
-    << "usage: drover_bench_latency --workload B2|B3 [--store postgres|memory]\n"
-       "         [--pg-url URL] [--slots N] [--threads N]\n"
-       "         [--scheduler stealing|sharing]\n"
-       "  B3: [--probes N] [--gap-ms N] [--bg-rate R] [--warmup-s S]\n"
-       "  B2: [--rates R1,R2,...] [--seconds S] [--warmup-s S]\n"
-       "      [--p99-bound-ms MS] [--max-outstanding N]\n";
+  std::cerr << "usage: drover_bench_latency --workload B2|B3 [--store "
+               "postgres|memory]\n"
+               "         [--pg-url URL] [--slots N] [--threads N]\n"
+               "         [--scheduler stealing|sharing]\n"
+               "  B3: [--probes N] [--gap-ms N] [--bg-rate R] [--warmup-s S]\n"
+               "  B2: [--rates R1,R2,...] [--seconds S] [--warmup-s S]\n"
+               "      [--p99-bound-ms MS] [--max-outstanding N]\n";
 }
 
 } // namespace

@@ -26,9 +26,9 @@
 // The table shows medians over the runs and how busy other processes kept
 // the machine meanwhile. Durability: the memory store (D0, nothing durable).
 
-#include "benchmarks/bench_support.hpp"
 #include "actors/client.hpp"
 #include "actors/job_system.hpp"
+#include "benchmarks/bench_support.hpp"
 
 #include "runtime/errors.hpp"
 #include "runtime/ids.hpp"
@@ -182,7 +182,8 @@ void operator delete[](void* p, std::align_val_t,
   counted_free(p);
 }
 
-// -- the benchmark --------------------------------------------------------------
+// -- the benchmark
+// --------------------------------------------------------------
 
 using namespace drover;
 using namespace std::chrono_literals;
@@ -250,7 +251,7 @@ private:
     uint64_t user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0,
              softirq = 0, steal = 0;
     in >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq
-      >> steal;
+        >> steal;
     return static_cast<double>(user + nice + sys + irq + softirq + steal)
            / static_cast<double>(sysconf(_SC_CLK_TCK));
   }
@@ -270,7 +271,8 @@ private:
   double own0_ = 0;
 };
 
-// -- CAF references ---------------------------------------------------------------
+// -- CAF references
+// ---------------------------------------------------------------
 
 /// Plain asynchronous sends between two local actors: a sender pushes
 /// `n` messages in chunks of 1,000 (re-scheduling itself between chunks),
@@ -280,29 +282,29 @@ double caf_send_rate(caf::actor_system& sys, uint64_t n) {
   auto fut = done.get_future();
   auto t0 = std::make_shared<steady::time_point>();
   auto receiver = sys.spawn(
-    [n, t0, &done](caf::event_based_actor* self) -> caf::behavior {
-      auto count = std::make_shared<uint64_t>(0);
-      return {[self, n, t0, count, &done](int32_t) {
-        if (++*count == n) {
-          done.set_value(seconds_since(*t0));
-          self->quit();
-        }
-      }};
-    });
-  auto sender = sys.spawn(
-    [n, receiver](caf::event_based_actor* self) -> caf::behavior {
-      auto left = std::make_shared<uint64_t>(n);
-      return {[self, left, receiver](go_atom) {
-        auto chunk = std::min<uint64_t>(*left, 1000);
-        for (uint64_t i = 0; i < chunk; ++i)
-          self->send(receiver, static_cast<int32_t>(i));
-        *left -= chunk;
-        if (*left > 0)
-          self->send(self, go_atom::value);
-        else
-          self->quit();
-      }};
-    });
+      [n, t0, &done](caf::event_based_actor* self) -> caf::behavior {
+        auto count = std::make_shared<uint64_t>(0);
+        return {[self, n, t0, count, &done](int32_t) {
+          if (++*count == n) {
+            done.set_value(seconds_since(*t0));
+            self->quit();
+          }
+        }};
+      });
+  auto sender
+      = sys.spawn([n, receiver](caf::event_based_actor* self) -> caf::behavior {
+          auto left = std::make_shared<uint64_t>(n);
+          return {[self, left, receiver](go_atom) {
+            auto chunk = std::min<uint64_t>(*left, 1000);
+            for (uint64_t i = 0; i < chunk; ++i)
+              self->send(receiver, static_cast<int32_t>(i));
+            *left -= chunk;
+            if (*left > 0)
+              self->send(self, go_atom::value);
+            else
+              self->quit();
+          }};
+        });
   *t0 = steady::now();
   caf::anon_send(sender, go_atom::value);
   auto secs = fut.get();
@@ -315,17 +317,16 @@ double caf_send_rate(caf::actor_system& sys, uint64_t n) {
 /// do, with 30 s).
 double caf_request_rate(caf::actor_system& sys, uint64_t n, uint64_t window,
                         caf::duration timeout = caf::infinite) {
-  auto server = sys.spawn([]() -> caf::behavior {
-    return {[](int32_t x) { return x; }};
-  });
-  auto r = run_windowed(
-    sys, n, window,
-    [server, timeout](caf::event_based_actor* self, uint64_t i,
-                      std::function<void(bool)> done) {
-      self->request(server, timeout, static_cast<int32_t>(i))
-        .then([done](int32_t) { done(true); },
-              [done](caf::error&) { done(false); });
-    });
+  auto server = sys.spawn(
+      []() -> caf::behavior { return {[](int32_t x) { return x; }}; });
+  auto r
+      = run_windowed(sys, n, window,
+                     [server, timeout](caf::event_based_actor* self, uint64_t i,
+                                       std::function<void(bool)> done) {
+                       self->request(server, timeout, static_cast<int32_t>(i))
+                           .then([done](int32_t) { done(true); },
+                                 [done](caf::error&) { done(false); });
+                     });
   caf::anon_send_exit(server, caf::exit_reason::user_shutdown);
   return static_cast<double>(r.ok) / r.seconds;
 }
@@ -334,19 +335,19 @@ double caf_request_rate(caf::actor_system& sys, uint64_t n, uint64_t window,
 /// job supervisor costs at the least. `window` outstanding.
 double caf_spawn_rate(caf::actor_system& sys, uint64_t n, uint64_t window) {
   auto r = run_windowed(
-    sys, n, window,
-    [](caf::event_based_actor* self, uint64_t i,
-       std::function<void(bool)> done) {
-      auto a = self->spawn([](caf::event_based_actor* s) -> caf::behavior {
-        return {[s](int32_t x) {
-          s->quit();
-          return x;
-        }};
+      sys, n, window,
+      [](caf::event_based_actor* self, uint64_t i,
+         std::function<void(bool)> done) {
+        auto a = self->spawn([](caf::event_based_actor* s) -> caf::behavior {
+          return {[s](int32_t x) {
+            s->quit();
+            return x;
+          }};
+        });
+        self->request(a, caf::infinite, static_cast<int32_t>(i))
+            .then([done](int32_t) { done(true); },
+                  [done](caf::error&) { done(false); });
       });
-      self->request(a, caf::infinite, static_cast<int32_t>(i))
-        .then([done](int32_t) { done(true); },
-              [done](caf::error&) { done(false); });
-    });
   return static_cast<double>(r.ok) / r.seconds;
 }
 
@@ -372,7 +373,8 @@ double thread_start_rate(uint64_t n) {
   return static_cast<double>(n) / secs;
 }
 
-// -- Drover ------------------------------------------------------------------------
+// -- Drover
+// ------------------------------------------------------------------------
 
 enum class exec_mode {
   /// A thread per attempt: what the worker does without an executor.
@@ -448,8 +450,8 @@ std::shared_ptr<handler_registry> make_handlers() {
   parked.resource_class = "parked";
   if (!err)
     err = r->register_handler(
-      "parked", [](task_context&) { return task_outcome::success(); },
-      parked);
+        "parked", [](task_context&) { return task_outcome::success(); },
+        parked);
   if (err) {
     std::cerr << "cannot register handlers: " << describe(err) << std::endl;
     std::exit(2);
@@ -467,14 +469,13 @@ caf::optional<queue_stats> stats(caf::scoped_actor& self,
                                  const queue_actor& queue) {
   caf::optional<queue_stats> result;
   self->request(queue, 5s, stats_atom::value)
-    .receive([&](queue_stats& s) { result = s; }, [](caf::error&) {});
+      .receive([&](queue_stats& s) { result = s; }, [](caf::error&) {});
   return result;
 }
 
-job_system_run start_job_system(caf::actor_system& sys,
-                                std::map<std::string, uint32_t> slots,
-                                std::function<void(std::function<void()>)>
-                                  executor) {
+job_system_run
+start_job_system(caf::actor_system& sys, std::map<std::string, uint32_t> slots,
+                 std::function<void(std::function<void()>)> executor) {
   job_system_config jc;
   jc.slots = slots;
   jc.handlers = make_handlers();
@@ -517,10 +518,12 @@ void stop_job_system(caf::actor_system& sys, job_system_run& run) {
   self->monitor(run.root);
   self->send_exit(run.root, caf::exit_reason::user_shutdown);
   self->receive([](caf::down_msg&) {},
-                caf::after(60s) >> [] {
-                  std::cerr << "WARNING: the job system did not stop in 60 s"
-                            << std::endl;
-                });
+                caf::after(60s) >>
+                    [] {
+                      std::cerr
+                          << "WARNING: the job system did not stop in 60 s"
+                          << std::endl;
+                    });
 }
 
 submit_request noop_request(const std::string& type = "noop") {
@@ -535,12 +538,12 @@ issue_fn submit_issuer(queue_actor queue, submit_request req,
   return [queue, req, first_error](caf::event_based_actor* self, uint64_t,
                                    std::function<void(bool)> done) {
     self->request(queue, caf::infinite, submit_atom::value, req)
-      .then([done](job_record&) { done(true); },
-            [done, first_error](caf::error& err) {
-              if (first_error->empty())
-                *first_error = describe(err);
-              done(false);
-            });
+        .then([done](job_record&) { done(true); },
+              [done, first_error](caf::error& err) {
+                if (first_error->empty())
+                  *first_error = describe(err);
+                done(false);
+              });
   };
 }
 
@@ -554,16 +557,14 @@ struct throughput_result {
   std::string problem;
 };
 
-throughput_result drover_throughput(caf::actor_system& sys,
-                                    const options& opt, exec_mode mode,
-                                    bool wait_late = false) {
+throughput_result drover_throughput(caf::actor_system& sys, const options& opt,
+                                    exec_mode mode, bool wait_late = false) {
   throughput_result res;
   auto g = std::make_shared<gate>();
   g->mode = mode;
-  auto run = start_job_system(sys, {{"cpu", opt.slots}},
-                              [g](std::function<void()> body) {
-                                g->submit(std::move(body));
-                              });
+  auto run = start_job_system(
+      sys, {{"cpu", opt.slots}},
+      [g](std::function<void()> body) { g->submit(std::move(body)); });
   auto queue = run.handles->queue();
   {
     std::lock_guard<std::mutex> guard{g_bodies_mx};
@@ -616,8 +617,8 @@ throughput_result drover_throughput(caf::actor_system& sys,
     }
     if (steady::now() > stall_deadline) {
       res.ok = false;
-      res.problem += " HANG: completed " + std::to_string(s.completed)
-                     + " of " + std::to_string(sub.ok) + " (failed "
+      res.problem += " HANG: completed " + std::to_string(s.completed) + " of "
+                     + std::to_string(sub.ok) + " (failed "
                      + std::to_string(s.failed) + ", running "
                      + std::to_string(s.running) + ")";
       break;
@@ -692,26 +693,26 @@ latency_result drover_latency(caf::actor_system& sys, const options& opt) {
     std::string id;
     int64_t t_ack = 0;
     self->request(queue, 30s, submit_atom::value, req)
-      .receive(
-        [&](job_record& rec) {
-          t_ack = now_ns();
-          id = rec.job_id;
-        },
-        [&](caf::error& err) {
-          if (res.problem.empty())
-            res.problem = "submit: " + describe(err);
-        });
+        .receive(
+            [&](job_record& rec) {
+              t_ack = now_ns();
+              id = rec.job_id;
+            },
+            [&](caf::error& err) {
+              if (res.problem.empty())
+                res.problem = "submit: " + describe(err);
+            });
     if (id.empty()) {
       ++res.failures;
       continue;
     }
     bool subscribed = false;
     self->request(publisher, 30s, subscribe_atom::value, id, caf::actor{self})
-      .receive([&](ok_atom) { subscribed = true; },
-               [&](caf::error& err) {
-                 if (res.problem.empty())
-                   res.problem = "subscribe: " + describe(err);
-               });
+        .receive([&](ok_atom) { subscribed = true; },
+                 [&](caf::error& err) {
+                   if (res.problem.empty())
+                     res.problem = "subscribe: " + describe(err);
+                 });
     if (!subscribed) {
       ++res.failures;
       continue;
@@ -720,23 +721,25 @@ latency_result drover_latency(caf::actor_system& sys, const options& opt) {
     bool waiting = true;
     while (waiting)
       self->receive(
-        [&](final_atom, job_record& rec) {
-          if (rec.job_id != id)
-            return;
-          t_done = now_ns();
-          waiting = false;
-          if (rec.status != job_status::completed) {
-            ++res.failures;
-            if (res.problem.empty())
-              res.problem = "job ended " + std::to_string(static_cast<int>(rec.status));
-          }
-        },
-        [&](progress_atom, progress_update&) {},
-        caf::after(30s) >> [&] {
-          waiting = false;
-          ++res.failures;
-          res.problem = "HANG: no final record for " + id + " in 30 s";
-        });
+          [&](final_atom, job_record& rec) {
+            if (rec.job_id != id)
+              return;
+            t_done = now_ns();
+            waiting = false;
+            if (rec.status != job_status::completed) {
+              ++res.failures;
+              if (res.problem.empty())
+                res.problem = "job ended "
+                              + std::to_string(static_cast<int>(rec.status));
+            }
+          },
+          [&](progress_atom, progress_update&) {},
+          caf::after(30s) >>
+              [&] {
+                waiting = false;
+                ++res.failures;
+                res.problem = "HANG: no final record for " + id + " in 30 s";
+              });
     if (t_done == 0)
       continue;
     auto t_start = g_last_start_ns.load();
@@ -746,14 +749,13 @@ latency_result drover_latency(caf::actor_system& sys, const options& opt) {
   }
   stop_job_system(sys, run);
   // The reference: the same blocking client, a plain request/response.
-  auto server = sys.spawn([]() -> caf::behavior {
-    return {[](int32_t x) { return x; }};
-  });
+  auto server = sys.spawn(
+      []() -> caf::behavior { return {[](int32_t x) { return x; }}; });
   for (uint64_t i = 0; i < opt.latency_jobs; ++i) {
     auto t0 = now_ns();
     int64_t t1 = 0;
     self->request(server, 30s, static_cast<int32_t>(i))
-      .receive([&](int32_t) { t1 = now_ns(); }, [](caf::error&) {});
+        .receive([&](int32_t) { t1 = now_ns(); }, [](caf::error&) {});
     if (t1 != 0)
       res.caf_us.push_back(static_cast<double>(t1 - t0) / 1e3);
   }
@@ -761,12 +763,13 @@ latency_result drover_latency(caf::actor_system& sys, const options& opt) {
   return res;
 }
 
-// -- memory --------------------------------------------------------------------------
+// -- memory
+// --------------------------------------------------------------------------
 
 struct memory_result {
-  double store_bytes = 0;  // memory store alone, per submitted job
-  double system_bytes = 0; // whole job system, per queued job
-  double system_rss = 0;   // RSS growth per queued job (cross-check)
+  double store_bytes = 0;        // memory store alone, per submitted job
+  double system_bytes = 0;       // whole job system, per queued job
+  double system_rss = 0;         // RSS growth per queued job (cross-check)
   double system_bytes_late = -1; // heap, 31 s later (after CAF's timeouts)
   uint64_t queued = 0;
 };
@@ -789,23 +792,22 @@ memory_result drover_memory(caf::actor_system& sys, const options& opt) {
     auto rss0 = rss_bytes();
     auto first_error = std::make_shared<std::string>();
     auto r = run_windowed(
-      sys, n, opt.window,
-      submit_issuer(queue, noop_request("parked"), first_error));
+        sys, n, opt.window,
+        submit_issuer(queue, noop_request("parked"), first_error));
     if (r.errors > 0)
       std::cerr << "job system: " << r.errors
-                << " submissions failed, first: " << *first_error
-                << std::endl;
+                << " submissions failed, first: " << *first_error << std::endl;
     settle();
-    res.system_bytes = static_cast<double>(heap_live() - heap0)
-                       / static_cast<double>(n);
-    res.system_rss = static_cast<double>(rss_bytes() - rss0)
-                     / static_cast<double>(n);
+    res.system_bytes
+        = static_cast<double>(heap_live() - heap0) / static_cast<double>(n);
+    res.system_rss
+        = static_cast<double>(rss_bytes() - rss0) / static_cast<double>(n);
     if (opt.mem_wait) {
       // Requests with a timeout (the queue's store requests: 30 s) keep an
       // entry in CAF's actor clock until the timeout would fire.
       std::this_thread::sleep_for(31s);
-      res.system_bytes_late = static_cast<double>(heap_live() - heap0)
-                              / static_cast<double>(n);
+      res.system_bytes_late
+          = static_cast<double>(heap_live() - heap0) / static_cast<double>(n);
     }
     caf::scoped_actor self{sys};
     if (auto s = stats(self, queue))
@@ -821,57 +823,58 @@ memory_result drover_memory(caf::actor_system& sys, const options& opt) {
     auto req = noop_request("parked");
     auto first_error = std::make_shared<std::string>();
     auto r = run_windowed(
-      sys, n, opt.window,
-      [store, ids, req, handlers, first_error](
-        caf::event_based_actor* self, uint64_t,
-        std::function<void(bool)> done) {
-        auto now = system_clock_ms();
-        job_event ev;
-        ev.job_id = ids->next(now);
-        ev.kind = event_kind::submitted;
-        ev.at_ms = now;
-        ev.spec = *prepare_spec(req, *handlers, submit_limits{}, now);
-        self->request(store, caf::infinite, submit_atom::value, std::move(ev))
-          .then([done](job_record&) { done(true); },
-                [done, first_error](caf::error& err) {
-                  if (first_error->empty())
-                    *first_error = describe(err);
-                  done(false);
-                });
-      });
+        sys, n, opt.window,
+        [store, ids, req, handlers,
+         first_error](caf::event_based_actor* self, uint64_t,
+                      std::function<void(bool)> done) {
+          auto now = system_clock_ms();
+          job_event ev;
+          ev.job_id = ids->next(now);
+          ev.kind = event_kind::submitted;
+          ev.at_ms = now;
+          ev.spec = *prepare_spec(req, *handlers, submit_limits{}, now);
+          self->request(store, caf::infinite, submit_atom::value, std::move(ev))
+              .then([done](job_record&) { done(true); },
+                    [done, first_error](caf::error& err) {
+                      if (first_error->empty())
+                        *first_error = describe(err);
+                      done(false);
+                    });
+        });
     if (r.errors > 0)
       std::cerr << "memory store: " << r.errors
-                << " submissions failed, first: " << *first_error
-                << std::endl;
+                << " submissions failed, first: " << *first_error << std::endl;
     settle();
-    res.store_bytes = static_cast<double>(heap_live() - heap0)
-                      / static_cast<double>(n);
+    res.store_bytes
+        = static_cast<double>(heap_live() - heap0) / static_cast<double>(n);
     caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
     settle();
   }
   return res;
 }
 
-// -- main ---------------------------------------------------------------------------
+// -- main
+// ---------------------------------------------------------------------------
 
 void usage() {
   std::cout
-    << "usage: drover_bench_lifecycle [options]\n"
-       "  --jobs N          jobs preloaded per throughput run (100000)\n"
-       "  --slots N         worker slots of class cpu (4)\n"
-       "  --threads N       CAF scheduler threads, scheduler.max-threads (2)\n"
-       "  --latency-jobs N  one-at-a-time jobs per latency run (2000)\n"
-       "  --runs N          repetitions; the table shows medians (3)\n"
-       "  --window N        outstanding requests of a driver (1000)\n"
-       "  --mem-jobs N      jobs of the memory phase (= --jobs)\n"
-       "  --ref-msgs N      messages of the CAF references (1000000)\n"
-       "  --no-heap-count   no heap accounting (skips the memory phase)\n"
-       "  --mem-wait / --no-mem-wait\n"
-       "                    re-measure queued jobs' heap 31 s later (on;\n"
-       "                    off with --quick)\n"
-       "  --only PART       all, memory, refs, throughput, latency (all)\n"
-       "  --exec WHICH      throughput runs: both, thread, inline (both)\n"
-       "  --quick           small N everywhere: a smoke run\n";
+      << "usage: drover_bench_lifecycle [options]\n"
+         "  --jobs N          jobs preloaded per throughput run (100000)\n"
+         "  --slots N         worker slots of class cpu (4)\n"
+         "  --threads N       CAF scheduler threads, scheduler.max-threads "
+         "(2)\n"
+         "  --latency-jobs N  one-at-a-time jobs per latency run (2000)\n"
+         "  --runs N          repetitions; the table shows medians (3)\n"
+         "  --window N        outstanding requests of a driver (1000)\n"
+         "  --mem-jobs N      jobs of the memory phase (= --jobs)\n"
+         "  --ref-msgs N      messages of the CAF references (1000000)\n"
+         "  --no-heap-count   no heap accounting (skips the memory phase)\n"
+         "  --mem-wait / --no-mem-wait\n"
+         "                    re-measure queued jobs' heap 31 s later (on;\n"
+         "                    off with --quick)\n"
+         "  --only PART       all, memory, refs, throughput, latency (all)\n"
+         "  --exec WHICH      throughput runs: both, thread, inline (both)\n"
+         "  --quick           small N everywhere: a smoke run\n";
 }
 
 bool parse(int argc, char** argv, options& opt) {
@@ -924,8 +927,7 @@ bool parse(int argc, char** argv, options& opt) {
         if (opt.only != "all" && opt.only != "memory" && opt.only != "refs"
             && opt.only != "throughput" && opt.only != "latency")
           throw std::invalid_argument{"unknown part " + opt.only};
-      }
-      else if (a == "--help" || a == "-h") {
+      } else if (a == "--help" || a == "-h") {
         usage();
         std::exit(0);
       } else
@@ -986,9 +988,8 @@ int main(int argc, char** argv) {
   options opt;
   if (!parse(argc, argv, opt))
     return 1;
-  auto part = [&](const char* name) {
-    return opt.only == "all" || opt.only == name;
-  };
+  auto part
+      = [&](const char* name) { return opt.only == "all" || opt.only == name; };
   std::cout << "# drover_bench_lifecycle\n\n"
             << "machine: " << std::thread::hardware_concurrency()
             << " hardware threads, " << cpu_model() << "\n"
@@ -1012,7 +1013,7 @@ int main(int argc, char** argv) {
               << (opt.mem_wait ? " (then 31 s wait)" : "") << "..."
               << std::endl;
     mem = in_fresh_system(
-      opt, [&](caf::actor_system& sys) { return drover_memory(sys, opt); });
+        opt, [&](caf::actor_system& sys) { return drover_memory(sys, opt); });
   }
 
   // 2. Rates, interleaved per run so that background load hits all alike.
@@ -1020,15 +1021,15 @@ int main(int argc, char** argv) {
   bool have_tp = part("throughput");
   bool have_lat = part("latency");
   std::vector<double> send_rates, req_rates, req_to_rates, spawn_rates,
-    thread_rates;
+      thread_rates;
   std::vector<double> submit_t, drain_t, retained_t, submit_i, drain_i,
-    client_rates;
+      client_rates;
   std::vector<std::string> problems;
   std::vector<double> run_loads;
   double retained_late = -1;
   for (uint64_t r = 0; (have_refs || have_tp) && r < opt.runs; ++r) {
-    auto tag = "[run " + std::to_string(r + 1) + "/"
-               + std::to_string(opt.runs) + "] ";
+    auto tag = "[run " + std::to_string(r + 1) + "/" + std::to_string(opt.runs)
+               + "] ";
     other_load run_load;
     if (have_refs) {
       std::cout << tag << "CAF references..." << std::endl;
@@ -1055,8 +1056,8 @@ int main(int argc, char** argv) {
     if (have_tp) {
       throughput_result t, i;
       if (opt.exec != "inline") {
-        std::cout << tag << "Drover, " << to_string(exec_mode::thread)
-                  << "..." << std::endl;
+        std::cout << tag << "Drover, " << to_string(exec_mode::thread) << "..."
+                  << std::endl;
         // The first run also re-measures the retained heap 31 s later.
         auto late = g_heap_count && opt.mem_wait && r == 0;
         t = in_fresh_system(opt, [&](caf::actor_system& sys) {
@@ -1071,12 +1072,11 @@ int main(int argc, char** argv) {
         retained_t.push_back(t.retained_bytes_per_job);
       }
       client_rates.push_back(in_fresh_system(opt, [&](caf::actor_system& sys) {
-        return client_submit_rate(sys, std::min<uint64_t>(opt.jobs, 20000),
-                                  4);
+        return client_submit_rate(sys, std::min<uint64_t>(opt.jobs, 20000), 4);
       }));
       if (opt.exec != "thread") {
-        std::cout << tag << "Drover, " << to_string(exec_mode::inline_)
-                  << "..." << std::endl;
+        std::cout << tag << "Drover, " << to_string(exec_mode::inline_) << "..."
+                  << std::endl;
         i = in_fresh_system(opt, [&](caf::actor_system& sys) {
           return drover_throughput(sys, opt, exec_mode::inline_);
         });
@@ -1085,8 +1085,8 @@ int main(int argc, char** argv) {
         submit_i.push_back(i.submit_rate);
         drain_i.push_back(i.drain_rate);
       }
-      std::cout << "  job_client x4 threads: submit " << fmt(client_rates.back())
-                << "/s" << std::endl;
+      std::cout << "  job_client x4 threads: submit "
+                << fmt(client_rates.back()) << "/s" << std::endl;
       std::cout << "  submit " << fmt(t.submit_rate) << "/s, drain "
                 << fmt(t.drain_rate) << "/s; inline: submit "
                 << fmt(i.submit_rate) << "/s, drain " << fmt(i.drain_rate)
@@ -1099,14 +1099,14 @@ int main(int argc, char** argv) {
 
   // 3. One-at-a-time latency.
   std::vector<double> ack50, ack99, start50, start99, done50, done99, caf50,
-    caf99;
+      caf99;
   uint64_t lat_failures = 0;
   other_load lat_load;
   for (uint64_t r = 0; have_lat && r < opt.runs; ++r) {
     std::cout << "[latency " << r + 1 << "/" << opt.runs << "] "
               << opt.latency_jobs << " jobs one at a time..." << std::endl;
     auto l = in_fresh_system(
-      opt, [&](caf::actor_system& sys) { return drover_latency(sys, opt); });
+        opt, [&](caf::actor_system& sys) { return drover_latency(sys, opt); });
     lat_failures += l.failures;
     if (!l.problem.empty())
       problems.push_back("latency run " + std::to_string(r + 1) + ": "
@@ -1135,20 +1135,20 @@ int main(int argc, char** argv) {
   auto row = [&](const std::string& name, const std::vector<double>& xs) {
     if (xs.empty())
       return;
-    std::cout << "| " << name << " | " << fmt(median(xs)) << " | "
-              << range(xs) << " |\n";
+    std::cout << "| " << name << " | " << fmt(median(xs)) << " | " << range(xs)
+              << " |\n";
   };
   auto lat_row = [&](const std::string& name, const std::vector<double>& p50,
                      const std::vector<double>& p99) {
     std::cout << "| " << name << " | " << fmt(median(p50)) << " / "
-              << fmt(median(p99)) << " | " << range(p50) << " / "
-              << range(p99) << " |\n";
+              << fmt(median(p99)) << " | " << range(p50) << " / " << range(p99)
+              << " |\n";
   };
   std::cout << "\n## Results (median of " << opt.runs
             << " runs; range = min – max over the runs)\n\n";
   if (!run_loads.empty())
-    std::cout << "Other processes kept " << fmt(median(run_loads), 2)
-              << " of " << std::thread::hardware_concurrency()
+    std::cout << "Other processes kept " << fmt(median(run_loads), 2) << " of "
+              << std::thread::hardware_concurrency()
               << " cores busy during the rate runs (median; per run: "
               << range2(run_loads) << ")";
   if (have_lat)
@@ -1159,25 +1159,24 @@ int main(int argc, char** argv) {
   if (have_refs) {
     row("CAF local send, msg/s", send_rates);
     row("CAF request/response, " + std::to_string(opt.window)
-          + " outstanding, no timeout, req/s",
+            + " outstanding, no timeout, req/s",
         req_rates);
     row("CAF request/response, " + std::to_string(opt.window)
-          + " outstanding, 30 s timeout, req/s",
+            + " outstanding, 30 s timeout, req/s",
         req_to_rates);
     row("CAF spawn + 1 request/response + quit, /s", spawn_rates);
     row("std::thread start (detached, empty body), /s", thread_rates);
   }
   if (have_tp) {
-    row("Drover submit, acks/s (" + std::to_string(opt.jobs)
-          + " preloaded)",
+    row("Drover submit, acks/s (" + std::to_string(opt.jobs) + " preloaded)",
         submit_t);
     row("Drover drain, no-op jobs/s (" + std::to_string(opt.slots)
-          + " slots, thread per attempt)",
+            + " slots, thread per attempt)",
         drain_t);
     row("Drover submit, acks/s, inline-executor run", submit_i);
     row("Drover submit via blocking job_client, 4 threads, acks/s "
-          "(alternative driver, "
-          + std::to_string(std::min<uint64_t>(opt.jobs, 20000)) + " jobs)",
+        "(alternative driver, "
+            + std::to_string(std::min<uint64_t>(opt.jobs, 20000)) + " jobs)",
         client_rates);
     row("Drover drain, jobs/s, inline executor (analysis only)", drain_i);
     if (g_heap_count)
@@ -1206,8 +1205,8 @@ int main(int argc, char** argv) {
     std::cout << "\n## Ratios (of medians)\n\n"
               << "| ratio | value |\n|---|---:|\n"
               << "| Drover drain / CAF request-response (no timeout) | "
-              << fmt(drain / req, 4) << " (a job costs "
-              << fmt(req / drain, 1) << " request-responses) |\n"
+              << fmt(drain / req, 4) << " (a job costs " << fmt(req / drain, 1)
+              << " request-responses) |\n"
               << "| Drover drain / CAF request-response (30 s timeout) | "
               << fmt(drain / req_to, 4) << " (" << fmt(req_to / drain, 1)
               << ") |\n"

@@ -62,11 +62,12 @@ struct options {
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
-// -- a drover-node child process ----------------------------------------------------
+// -- a drover-node child process
+// ----------------------------------------------------
 
 struct node_proc {
   pid_t pid = -1;
@@ -86,13 +87,20 @@ node_proc start_node(const options& opt, const std::string& db_url,
     std::exit(2);
   }
   std::vector<std::string> args{opt.node,
-                                "--store", "postgres",
-                                "--pg-url", db_url,
-                                "--admin-port", "0",
-                                "--http-port", "0",
-                                "--slots", "cpu=" + std::to_string(opt.slots),
-                                "--node-id", "bench-b5",
-                                "--state-dir", "/tmp/drover-bench-b5"};
+                                "--store",
+                                "postgres",
+                                "--pg-url",
+                                db_url,
+                                "--admin-port",
+                                "0",
+                                "--http-port",
+                                "0",
+                                "--slots",
+                                "cpu=" + std::to_string(opt.slots),
+                                "--node-id",
+                                "bench-b5",
+                                "--state-dir",
+                                "/tmp/drover-bench-b5"};
   n.exec_ms = wall_ms();
   n.exec_at = steady::now();
   n.pid = fork();
@@ -155,7 +163,8 @@ std::string http_get(int port, const std::string& path) {
     close(s);
     return {};
   }
-  auto req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  auto req = "GET " + path
+             + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
   if (write(s, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
     close(s);
     return {};
@@ -187,36 +196,41 @@ void kill_node(node_proc& n, int sig) {
   n.pid = -1;
 }
 
-// -- the audit log's timeline --------------------------------------------------------
+// -- the audit log's timeline
+// --------------------------------------------------------
 
 struct timeline {
   double first_start_s = -1;    // first `started` after exec
   double first_complete_s = -1; // first `completed` after exec
-  double steady_rate = 0;       // jobs/s, median of 250 ms buckets (middle 80 %)
-  double full_speed_s = -1;     // end of the first 500 ms window >= 90 % steady
+  double steady_rate = 0;   // jobs/s, median of 250 ms buckets (middle 80 %)
+  double full_speed_s = -1; // end of the first 500 ms window >= 90 % steady
   uint64_t completed = 0;
 };
 
-timeline timeline_of(const std::string& db_url, int64_t from_ms, int64_t to_ms) {
+timeline timeline_of(const std::string& db_url, int64_t from_ms,
+                     int64_t to_ms) {
   timeline t;
   auto range = " AND at_ms >= " + std::to_string(from_ms)
                + (to_ms > 0 ? " AND at_ms < " + std::to_string(to_ms) : "");
-  auto started = sql_value(db_url, "SELECT min(at_ms) FROM drover.events WHERE kind = "
-                                     + std::to_string(static_cast<int>(event_kind::started))
-                                     + range);
-  auto completed = sql_value(db_url, "SELECT min(at_ms) FROM drover.events WHERE kind = "
-                                       + std::to_string(static_cast<int>(event_kind::completed))
-                                       + range);
+  auto started = sql_value(
+      db_url, "SELECT min(at_ms) FROM drover.events WHERE kind = "
+                  + std::to_string(static_cast<int>(event_kind::started))
+                  + range);
+  auto completed = sql_value(
+      db_url, "SELECT min(at_ms) FROM drover.events WHERE kind = "
+                  + std::to_string(static_cast<int>(event_kind::completed))
+                  + range);
   if (!started.empty())
     t.first_start_s = (std::stoll(started) - from_ms) / 1000.0;
   if (!completed.empty())
     t.first_complete_s = (std::stoll(completed) - from_ms) / 1000.0;
   // Completions per 250 ms bucket.
-  auto rows = sql_rows(db_url, "SELECT (at_ms - " + std::to_string(from_ms)
-                                 + ") / 250 AS b, count(*) FROM drover.events "
-                                   "WHERE kind = "
-                                 + std::to_string(static_cast<int>(event_kind::completed))
-                                 + range + " GROUP BY b ORDER BY b");
+  auto rows = sql_rows(
+      db_url, "SELECT (at_ms - " + std::to_string(from_ms)
+                  + ") / 250 AS b, count(*) FROM drover.events "
+                    "WHERE kind = "
+                  + std::to_string(static_cast<int>(event_kind::completed))
+                  + range + " GROUP BY b ORDER BY b");
   if (rows.empty())
     return t;
   std::map<int64_t, double> buckets;
@@ -272,7 +286,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (opt.node.empty() || opt.pg_url.empty() || access(opt.node.c_str(), X_OK) != 0) {
+  if (opt.node.empty() || opt.pg_url.empty()
+      || access(opt.node.c_str(), X_OK) != 0) {
     usage();
     return 2;
   }
@@ -287,10 +302,10 @@ int main(int argc, char** argv) {
   std::string problem;
   json_line j;
   j.str("system", "drover")
-    .str("workload", "B5")
-    .str("durability", "D2")
-    .integer("jobs", static_cast<int64_t>(total))
-    .integer("slots", opt.slots);
+      .str("workload", "B5")
+      .str("durability", "D2")
+      .integer("jobs", static_cast<int64_t>(total))
+      .integer("slots", opt.slots);
   // 1. Preload.
   {
     caf::actor_system_config cfg;
@@ -298,9 +313,8 @@ int main(int argc, char** argv) {
     cfg.set("scheduler.max-threads", size_t{2});
     caf::actor_system sys{cfg};
     auto handlers = std::make_shared<handler_registry>();
-    handlers->register_handler("sleep", [](task_context&) {
-      return task_outcome::success();
-    });
+    handlers->register_handler(
+        "sleep", [](task_context&) { return task_outcome::success(); });
     auto rs = start_system(sys, {{"preload-only", 1}}, handlers, db_url);
     {
       caf::scoped_actor self{sys};
@@ -314,16 +328,19 @@ int main(int argc, char** argv) {
                        first_error);
     j.num("preload_submits_per_s", sub.ok / sub.seconds);
     if (sub.errors > 0) {
-      std::cerr << sub.errors << " submits failed: " << first_error << std::endl;
+      std::cerr << sub.errors << " submits failed: " << first_error
+                << std::endl;
       drop_db(opt.pg_url, db);
       return 4;
     }
     stop_system(sys, rs);
   }
   auto completed_sql = [&] {
-    return std::stoull("0" + sql_value(db_url,
-      "SELECT count(*) FROM drover.jobs WHERE status = "
-        + std::to_string(static_cast<int>(job_status::completed))));
+    return std::stoull(
+        "0"
+        + sql_value(db_url, "SELECT count(*) FROM drover.jobs WHERE status = "
+                                + std::to_string(
+                                    static_cast<int>(job_status::completed))));
   };
   // 2. First run, then SIGKILL.
   auto n1 = start_node(opt, db_url, log_path);
@@ -331,7 +348,8 @@ int main(int argc, char** argv) {
   {
     auto deadline = steady::now() + 300s;
     for (;;) {
-      auto c = json_int(http_get(n1.http_port, "/api/admin/queues"), "completed_total");
+      auto c = json_int(http_get(n1.http_port, "/api/admin/queues"),
+                        "completed_total");
       if (c >= static_cast<int64_t>(opt.before_kill))
         break;
       if (steady::now() > deadline) {
@@ -346,17 +364,19 @@ int main(int argc, char** argv) {
     kill_node(n1, SIGKILL);
   }
   auto done_at_kill = completed_sql();
-  auto processing_at_kill = std::stoull("0" + sql_value(db_url,
-    "SELECT count(*) FROM drover.jobs WHERE status = "
-      + std::to_string(static_cast<int>(job_status::processing))));
+  auto processing_at_kill = std::stoull(
+      "0"
+      + sql_value(db_url, "SELECT count(*) FROM drover.jobs WHERE status = "
+                              + std::to_string(
+                                  static_cast<int>(job_status::processing))));
   auto unfinished = total - done_at_kill;
   auto before = timeline_of(db_url, n1.exec_ms, kill_ms);
   j.num("first_start_ready_s", n1.ready_s, 3)
-    .num("first_start_dispatch_s", before.first_start_s, 3)
-    .num("rate_before_kill_per_s", before.steady_rate)
-    .integer("completed_before_kill", static_cast<int64_t>(done_at_kill))
-    .integer("unfinished_at_kill", static_cast<int64_t>(unfinished))
-    .integer("processing_at_kill", static_cast<int64_t>(processing_at_kill));
+      .num("first_start_dispatch_s", before.first_start_s, 3)
+      .num("rate_before_kill_per_s", before.steady_rate)
+      .integer("completed_before_kill", static_cast<int64_t>(done_at_kill))
+      .integer("unfinished_at_kill", static_cast<int64_t>(unfinished))
+      .integer("processing_at_kill", static_cast<int64_t>(processing_at_kill));
   // 3. Restart.
   std::this_thread::sleep_for(200ms);
   auto n2 = start_node(opt, db_url, log_path);
@@ -365,7 +385,8 @@ int main(int argc, char** argv) {
     int64_t last = -1;
     auto since = steady::now();
     for (;;) {
-      auto c = json_int(http_get(n2.http_port, "/api/admin/queues"), "completed_total");
+      auto c = json_int(http_get(n2.http_port, "/api/admin/queues"),
+                        "completed_total");
       if (c >= static_cast<int64_t>(unfinished))
         break;
       if (opt.drain_seconds > 0 && seconds_since(t0) >= opt.drain_seconds)
@@ -386,34 +407,45 @@ int main(int argc, char** argv) {
   }
   auto after = timeline_of(db_url, n2.exec_ms, 0);
   j.num("restart_ready_s", n2.ready_s, 3)
-    .num("restart_dispatch_s", after.first_start_s, 3)
-    .num("restart_first_completion_s", after.first_complete_s, 3)
-    .num("restart_full_speed_s", after.full_speed_s, 3)
-    .num("rate_after_restart_per_s", after.steady_rate);
+      .num("restart_dispatch_s", after.first_start_s, 3)
+      .num("restart_first_completion_s", after.first_complete_s, 3)
+      .num("restart_full_speed_s", after.full_speed_s, 3)
+      .num("rate_after_restart_per_s", after.steady_rate);
   // 4. Verify.
-  auto all = std::stoull("0" + sql_value(db_url, "SELECT count(*) FROM drover.jobs"));
+  auto all = std::stoull(
+      "0" + sql_value(db_url, "SELECT count(*) FROM drover.jobs"));
   auto completed = completed_sql();
-  auto events = std::stoull("0" + sql_value(db_url,
-    "SELECT count(*) FROM drover.events WHERE kind = "
-      + std::to_string(static_cast<int>(event_kind::completed))));
-  auto twice = std::stoull("0" + sql_value(db_url,
-    "SELECT count(*) FROM (SELECT job_id FROM drover.events WHERE kind = "
-      + std::to_string(static_cast<int>(event_kind::completed))
-      + " GROUP BY job_id HAVING count(*) > 1) t"));
-  auto lost_events = std::stoull("0" + sql_value(db_url,
-    "SELECT count(*) FROM drover.events WHERE kind = "
-      + std::to_string(static_cast<int>(event_kind::worker_lost))));
-  auto not_done = std::stoull("0" + sql_value(db_url,
-    "SELECT count(*) FROM drover.jobs WHERE status NOT IN ("
-      + std::to_string(static_cast<int>(job_status::completed)) + ","
-      + std::to_string(static_cast<int>(job_status::queued)) + ","
-      + std::to_string(static_cast<int>(job_status::retrying)) + ")"));
+  auto events = std::stoull(
+      "0"
+      + sql_value(db_url, "SELECT count(*) FROM drover.events WHERE kind = "
+                              + std::to_string(
+                                  static_cast<int>(event_kind::completed))));
+  auto twice = std::stoull(
+      "0"
+      + sql_value(
+          db_url,
+          "SELECT count(*) FROM (SELECT job_id FROM drover.events WHERE kind = "
+              + std::to_string(static_cast<int>(event_kind::completed))
+              + " GROUP BY job_id HAVING count(*) > 1) t"));
+  auto lost_events = std::stoull(
+      "0"
+      + sql_value(db_url, "SELECT count(*) FROM drover.events WHERE kind = "
+                              + std::to_string(
+                                  static_cast<int>(event_kind::worker_lost))));
+  auto not_done = std::stoull(
+      "0"
+      + sql_value(
+          db_url,
+          "SELECT count(*) FROM drover.jobs WHERE status NOT IN ("
+              + std::to_string(static_cast<int>(job_status::completed)) + ","
+              + std::to_string(static_cast<int>(job_status::queued)) + ","
+              + std::to_string(static_cast<int>(job_status::retrying)) + ")"));
   j.integer("verified_jobs", static_cast<int64_t>(all))
-    .integer("verified_completed", static_cast<int64_t>(completed))
-    .integer("completed_events", static_cast<int64_t>(events))
-    .integer("completed_twice", static_cast<int64_t>(twice))
-    .integer("worker_lost_events", static_cast<int64_t>(lost_events))
-    .integer("neither_completed_nor_waiting", static_cast<int64_t>(not_done));
+      .integer("verified_completed", static_cast<int64_t>(completed))
+      .integer("completed_events", static_cast<int64_t>(events))
+      .integer("completed_twice", static_cast<int64_t>(twice))
+      .integer("worker_lost_events", static_cast<int64_t>(lost_events))
+      .integer("neither_completed_nor_waiting", static_cast<int64_t>(not_done));
   bool full = opt.drain_seconds <= 0;
   if (all != total || events != completed || twice != 0 || not_done != 0
       || (full && completed != total) || lost_events < processing_at_kill) {

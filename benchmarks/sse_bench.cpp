@@ -148,9 +148,9 @@ int main(int argc, char** argv) {
   auto delay_s = std::to_string(start_delay_ms / 1000.0);
   auto resp = request(port, "POST", "/api/jobs",
                       "{\"type\":\"sleep\",\"input\":{\"ms\":"
-                        + std::to_string(job_ms) + ",\"steps\":"
-                        + std::to_string(steps) + "},\"delay_seconds\":"
-                        + delay_s + "}");
+                          + std::to_string(job_ms)
+                          + ",\"steps\":" + std::to_string(steps)
+                          + "},\"delay_seconds\":" + delay_s + "}");
   auto p = resp.find("\"job_id\":\"");
   if (p == std::string::npos) {
     std::fprintf(stderr, "submit failed: %s\n", resp.c_str());
@@ -176,8 +176,8 @@ int main(int argc, char** argv) {
     epoll_ctl(ep, EPOLL_CTL_ADD, subs[i].fd, &ev);
   }
   double connect_s = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - t_connect)
-                       .count();
+                         std::chrono::steady_clock::now() - t_connect)
+                         .count();
   std::vector<double> latencies;
   latencies.reserve(subscribers * static_cast<size_t>(steps));
   size_t done = 0;
@@ -187,7 +187,8 @@ int main(int argc, char** argv) {
   std::vector<epoll_event> events(1024);
   char buf[65536];
   while (done < subscribers && std::chrono::steady_clock::now() < deadline) {
-    int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), 1000);
+    int n
+        = epoll_wait(ep, events.data(), static_cast<int>(events.size()), 1000);
     for (int e = 0; e < n; ++e) {
       auto& s = subs[events[e].data.u64];
       for (;;) {

@@ -103,8 +103,7 @@ job_event submitted(const std::string& id) {
 /// A fresh database on the server, dropped on destruction.
 class scratch_db {
 public:
-  scratch_db(pg::connection& admin, const std::string& server)
-    : admin_(admin) {
+  scratch_db(pg::connection& admin, const std::string& server) : admin_(admin) {
     static std::mt19937_64 rng{std::random_device{}()};
     name_ = "drover_bench_" + std::to_string(rng() % 1'000'000'000);
     must(admin_.exec("CREATE DATABASE " + name_), "creating a database");
@@ -175,25 +174,26 @@ cell_figures drive(caf::actor_system& sys, const store_actor& store,
     send_one();
   while (!sent.empty()) {
     self->receive(
-      [&](job_record& rec) {
-        auto t = sent.find(rec.job_id);
-        if (t == sent.end())
-          return;
-        last = clock_type::now();
-        latencies.push_back(
-          std::chrono::duration<double, std::micro>(last - t->second).count());
-        sent.erase(t);
-        ++f.acks;
-        if (last < stop_sending)
-          send_one();
-      },
-      [&](caf::error& err) {
-        // An error reply carries no job id: count it and stop refilling
-        // (the cell is void then; it is reported).
-        if (f.failed++ == 0)
-          std::cerr << "submit failed: " << describe(err) << '\n';
-        sent.erase(sent.begin());
-      });
+        [&](job_record& rec) {
+          auto t = sent.find(rec.job_id);
+          if (t == sent.end())
+            return;
+          last = clock_type::now();
+          latencies.push_back(
+              std::chrono::duration<double, std::micro>(last - t->second)
+                  .count());
+          sent.erase(t);
+          ++f.acks;
+          if (last < stop_sending)
+            send_one();
+        },
+        [&](caf::error& err) {
+          // An error reply carries no job id: count it and stop refilling
+          // (the cell is void then; it is reported).
+          if (f.failed++ == 0)
+            std::cerr << "submit failed: " << describe(err) << '\n';
+          sent.erase(sent.begin());
+        });
   }
   auto secs = std::chrono::duration<double>(last - start).count();
   f.acks_per_s = secs > 0 ? static_cast<double>(f.acks) / secs : 0;
@@ -220,8 +220,8 @@ cell_figures run_cell(pg::connection& admin, const std::string& server,
     auto store = spawn_pg_store(sys, pc);
     // Warm up one at a time (so each warm-up submit is one transaction in
     // either mode): connections open, schema migrated, plans cached.
-    auto warm = drive(sys, store, prefix + "w", 1,
-                      std::chrono::milliseconds{300});
+    auto warm
+        = drive(sys, store, prefix + "w", 1, std::chrono::milliseconds{300});
     if (warm.failed > 0)
       die("the warm-up failed");
     warm_acks = warm.acks;
@@ -243,11 +243,10 @@ cell_figures run_cell(pg::connection& admin, const std::string& server,
   // Everything the store committed in this database, less the warm-up
   // (one transaction per submit); a few session-setup and migration
   // transactions remain in the count.
-  auto commits
-    = commits_of(admin, db.name()) - static_cast<int64_t>(warm_acks);
-  f.per_commit = commits > 0 ? static_cast<double>(f.acks)
-                                 / static_cast<double>(commits)
-                             : 0;
+  auto commits = commits_of(admin, db.name()) - static_cast<int64_t>(warm_acks);
+  f.per_commit
+      = commits > 0 ? static_cast<double>(f.acks) / static_cast<double>(commits)
+                    : 0;
   return f;
 }
 
@@ -281,7 +280,7 @@ double raw_insert_rate(const std::string& url, size_t rows) {
       auto ev = submitted(id);
       ev.sequence = 1;
       ps.text(id).int64(1).int32(0).int16(0).int64(ev.at_ms).bytes(
-        to_bytes(ev));
+          to_bytes(ev));
     }
     must(conn.exec(sql, ps), "inserting");
     inserted += per_statement;
@@ -338,12 +337,12 @@ void print_settings(pg::connection& admin) {
   auto version = must(admin.exec("SELECT version()"), "reading the version");
   std::printf("server: %s\n", std::string{version.value(0, 0)}.c_str());
   auto res = must(
-    admin.exec("SELECT name, setting, coalesce(unit, '') FROM pg_settings "
-               "WHERE name IN ('fsync', 'synchronous_commit', "
-               "'wal_sync_method', 'full_page_writes', 'wal_level', "
-               "'commit_delay', 'shared_buffers', 'max_wal_size', "
-               "'wal_buffers', 'data_directory') ORDER BY name"),
-    "reading settings");
+      admin.exec("SELECT name, setting, coalesce(unit, '') FROM pg_settings "
+                 "WHERE name IN ('fsync', 'synchronous_commit', "
+                 "'wal_sync_method', 'full_page_writes', 'wal_level', "
+                 "'commit_delay', 'shared_buffers', 'max_wal_size', "
+                 "'wal_buffers', 'data_directory') ORDER BY name"),
+      "reading settings");
   for (int row = 0; row < res.rows(); ++row)
     std::printf("  %s = %s %s\n", std::string{res.value(row, 0)}.c_str(),
                 std::string{res.value(row, 1)}.c_str(),
@@ -380,7 +379,7 @@ int main(int argc, char** argv) {
       runs = std::stoul(next());
     } else if (a == "--seconds") {
       duration = std::chrono::milliseconds{
-        static_cast<int64_t>(std::stod(next()) * 1000)};
+          static_cast<int64_t>(std::stod(next()) * 1000)};
     } else if (a == "--concurrency") {
       concurrency.clear();
       while (i + 1 < argc && argv[i + 1][0] != '-')
@@ -404,8 +403,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto admin = must(pg::connection::open(server), "connecting");
-  std::printf("drover_bench_store: %zu runs, %.1f s per cell, clients:",
-              runs, static_cast<double>(duration.count()) / 1000);
+  std::printf("drover_bench_store: %zu runs, %.1f s per cell, clients:", runs,
+              static_cast<double>(duration.count()) / 1000);
   for (auto c : concurrency)
     std::printf(" %zu", c);
   std::printf(", %zu raw rows; %ld cores\n", raw_rows,
@@ -422,9 +421,9 @@ int main(int argc, char** argv) {
       for (bool group : {true, false}) {
         auto prefix = "r" + std::to_string(run) + "c" + std::to_string(c)
                       + (group ? "g" : "s");
-        auto f = run_cell(admin, server,
-                          group ? pg_store_config{}.max_batch : 1, c, duration,
-                          prefix);
+        auto f
+            = run_cell(admin, server, group ? pg_store_config{}.max_batch : 1,
+                       c, duration, prefix);
         std::printf("%-40s %7zu %10.0f %10.0f %10.0f %8.1f %6zu\n",
                     mode_name(group), c, f.acks_per_s, f.p50_us, f.p99_us,
                     f.per_commit, f.failed);
@@ -442,8 +441,7 @@ int main(int argc, char** argv) {
     std::printf("%-48s %10.0f rows/s\n",
                 "raw multi-row INSERT (1000 rows/stmt)", raw_rates.back());
     std::printf("%-48s %10.0f submits/s\n",
-                "pg::session::write (1000 submits/txn)",
-                session_rates.back());
+                "pg::session::write (1000 submits/txn)", session_rates.back());
     std::fflush(stdout);
   }
 
@@ -469,8 +467,8 @@ int main(int argc, char** argv) {
   auto raw = median(raw_rates);
   auto sw = median(session_rates);
   std::printf("\nmedians of %zu runs\n%-40s %7s %10s %13s %10s %10s %8s\n",
-              runs, "mode", "clients", "acks/s", "(range)", "p50 us",
-              "p99 us", "per txn");
+              runs, "mode", "clients", "acks/s", "(range)", "p50 us", "p99 us",
+              "per txn");
   for (const auto& [key, xs] : cells)
     std::printf("%-40s %7zu %10.0f %13s %10.0f %10.0f %8.1f\n",
                 mode_name(key.group), key.clients,

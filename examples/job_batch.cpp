@@ -69,7 +69,8 @@ task_outcome export_report(task_context& ctx) {
                                      "storage did not answer");
     ctx.checkpoint(std::to_string(i + 1));
   }
-  return task_outcome::success(R"({"rows": 1200, "url": "/exports/report.csv"})");
+  return task_outcome::success(
+      R"({"rows": 1200, "url": "/exports/report.csv"})");
 }
 
 } // namespace
@@ -99,7 +100,7 @@ int main() {
   jobs.handlers = handlers;
   auto handles = std::make_shared<job_system_handles>();
   auto root = spawn_supervisor(
-    sys, {"node:example", {}, {job_system_child(jobs, handles)}});
+      sys, {"node:example", {}, {job_system_child(jobs, handles)}});
   if (!root) {
     std::cerr << describe(root.error()) << '\n';
     return 1;
@@ -137,8 +138,7 @@ int main() {
   for (const auto& id : ids) {
     auto rec = client.wait(id, 30s, [&id](const progress_update& u) {
       std::string line = "  " + id + " attempt " + std::to_string(u.attempt)
-                         + ": " + std::to_string(std::lround(u.percent))
-                         + "%";
+                         + ": " + std::to_string(std::lround(u.percent)) + "%";
       if (!u.stage.empty())
         line += " [" + u.stage + "]";
       if (u.eta_ms >= 0)

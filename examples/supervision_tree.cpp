@@ -36,12 +36,12 @@ using started_atom = caf::atom_constant<caf::atom("started")>;
 child_spec flaky_child(std::string name, caf::actor observer) {
   child_spec spec;
   spec.name = name;
-  spec.start = [name, observer](caf::actor_system& sys,
-                                const caf::actor_addr&) {
-    auto h = sys.spawn(flaky);
-    caf::anon_send(observer, started_atom::value, name, h);
-    return h;
-  };
+  spec.start
+      = [name, observer](caf::actor_system& sys, const caf::actor_addr&) {
+          auto h = sys.spawn(flaky);
+          caf::anon_send(observer, started_atom::value, name, h);
+          return h;
+        };
   return spec;
 }
 
@@ -56,10 +56,10 @@ void print(const tree_node& n, int depth) {
 tree_node describe_tree(caf::scoped_actor& self, const supervisor_actor& sup) {
   tree_node result;
   self->request(sup, 5s, describe_atom::value)
-    .receive([&](tree_node& t) { result = std::move(t); },
-             [&](caf::error& err) {
-               std::cerr << "describe failed: " << describe(err) << '\n';
-             });
+      .receive([&](tree_node& t) { result = std::move(t); },
+               [&](caf::error& err) {
+                 std::cerr << "describe failed: " << describe(err) << '\n';
+               });
   return result;
 }
 
@@ -72,15 +72,11 @@ int main() {
   caf::scoped_actor self{sys};
   auto observer = caf::actor{self};
 
-  supervisor_spec pool{"pool",
-                       {},
-                       {flaky_child("w1", observer),
-                        flaky_child("w2", observer)}};
+  supervisor_spec pool{
+      "pool", {}, {flaky_child("w1", observer), flaky_child("w2", observer)}};
   pool.flags.strat = strategy::one_for_all;
-  supervisor_spec root{"root",
-                       {},
-                       {flaky_child("ingest", observer),
-                        supervisor_child(pool)}};
+  supervisor_spec root{
+      "root", {}, {flaky_child("ingest", observer), supervisor_child(pool)}};
   root.flags.intensity = 5;
   root.flags.period = 10s;
   auto sup = spawn_supervisor(sys, root);
@@ -93,13 +89,13 @@ int main() {
     caf::actor handle;
     bool done = false;
     self->receive_while([&] { return !done; })(
-      [&](started_atom, const std::string& name, caf::actor h) {
-        if (name == who) {
-          handle = std::move(h);
-          done = true;
-        }
-      },
-      caf::after(5s) >> [&] { done = true; });
+        [&](started_atom, const std::string& name, caf::actor h) {
+          if (name == who) {
+            handle = std::move(h);
+            done = true;
+          }
+        },
+        caf::after(5s) >> [&] { done = true; });
     return handle;
   };
   auto ingest = await_start("ingest");

@@ -37,8 +37,8 @@ std::vector<std::string_view> split(std::string_view text, char sep) {
   for (;;) {
     auto pos = text.find(sep, start);
     parts.push_back(text.substr(start, pos == std::string_view::npos
-                                         ? std::string_view::npos
-                                         : pos - start));
+                                           ? std::string_view::npos
+                                           : pos - start));
     if (pos == std::string_view::npos)
       return parts;
     start = pos + 1;
@@ -109,15 +109,15 @@ caf::expected<api_key> parse_api_key(std::string_view spec) {
     else if (s == "exec")
       key.scopes |= scope_exec;
     else
-      return bad_key("key '" + key.name + "': unknown scope '"
-                     + std::string{s} + "' (submit, read, admin, exec)");
+      return bad_key("key '" + key.name + "': unknown scope '" + std::string{s}
+                     + "' (submit, read, admin, exec)");
   }
   if (parts.size() == 5) {
     std::string text{parts[4]};
     char* end = nullptr;
     key.rate = std::strtod(text.c_str(), &end);
-    if (text.empty() || *end != '\0' || !std::isfinite(key.rate)
-        || key.rate < 0 || key.rate > 1e7)
+    if (text.empty() || *end != '\0' || !std::isfinite(key.rate) || key.rate < 0
+        || key.rate > 1e7)
       return bad_key("key '" + key.name
                      + "': rate must be requests per second in [0, 1e7]");
   }
@@ -163,7 +163,7 @@ key_ring::authenticate(std::string_view authorization) const {
 }
 
 rate_limiter::rate_limiter(size_t keys, double default_rate)
-  : buckets_(keys), default_rate_(default_rate) {
+    : buckets_(keys), default_rate_(default_rate) {
   // nop
 }
 
@@ -195,7 +195,7 @@ bool rate_limiter::take(size_t k, double rate,
 }
 
 stream_counter::stream_counter(size_t keys, size_t max_per_key)
-  : open_(keys), max_(max_per_key) {
+    : open_(keys), max_(max_per_key) {
   // nop
 }
 

@@ -152,7 +152,7 @@ browser_verdict refuse(unsigned status, std::string code, std::string message,
 class decorated_exchange : public exchange {
 public:
   decorated_exchange(std::shared_ptr<exchange> inner, header_list headers)
-    : inner_(std::move(inner)), headers_(std::move(headers)) {
+      : inner_(std::move(inner)), headers_(std::move(headers)) {
     // nop
   }
 
@@ -191,7 +191,7 @@ public:
   }
 
   void accept_websocket(
-    std::function<void(std::shared_ptr<ws_channel>)> on_open) override {
+      std::function<void(std::shared_ptr<ws_channel>)> on_open) override {
     inner_->accept_websocket(std::move(on_open));
   }
 
@@ -222,9 +222,9 @@ caf::expected<browser_policy> browser_policy::make(browser_policy_config cfg) {
   browser_policy p;
   boost::system::error_code ec;
   auto address = boost::asio::ip::make_address(cfg.listen_host, ec);
-  bool loopback_names = cfg.listen_host == "localhost"
-                        || (!ec && (address.is_loopback()
-                                    || address.is_unspecified()));
+  bool loopback_names
+      = cfg.listen_host == "localhost"
+        || (!ec && (address.is_loopback() || address.is_unspecified()));
   if (loopback_names)
     for (auto name : {"127.0.0.1", "localhost", "[::1]"})
       p.hosts_.push_back({name, cfg.port});
@@ -240,9 +240,9 @@ caf::expected<browser_policy> browser_policy::make(browser_policy_config cfg) {
         || !split_authority(entry, h.name, h.port))
       return make_error(errc::bad_config,
                         "http-allowed-host '" + entry
-                          + "': expected a host name or address with an "
-                            "optional port (api.example.com, "
-                            "10.0.0.5:8080, [2001:db8::1]:8080)");
+                            + "': expected a host name or address with an "
+                              "optional port (api.example.com, "
+                              "10.0.0.5:8080, [2001:db8::1]:8080)");
     p.hosts_.push_back(std::move(h));
   }
   for (auto& entry : cfg.cors_origins) {
@@ -250,21 +250,24 @@ caf::expected<browser_policy> browser_policy::make(browser_policy_config cfg) {
     auto hint = "http-cors-origin '" + entry + "': ";
     if (entry == "null" || entry == "*")
       return make_error(errc::bad_config,
-                        hint + "only exact origins can be allowed (never "
-                               "\"null\" or \"*\")");
+                        hint
+                            + "only exact origins can be allowed (never "
+                              "\"null\" or \"*\")");
     if (!parse_origin(entry, o))
       return make_error(errc::bad_config,
-                        hint + "expected scheme://host[:port] with scheme "
-                               "http or https and nothing after the port");
+                        hint
+                            + "expected scheme://host[:port] with scheme "
+                              "http or https and nothing after the port");
     // Browsers send the origin serialized: lowercase, no default port.
-    bool default_port = entry.size() > 3
-                        && (entry.rfind(":80") == entry.size() - 3
-                            || (entry.size() > 4
-                                && entry.rfind(":443") == entry.size() - 4));
+    bool default_port
+        = entry.size() > 3
+          && (entry.rfind(":80") == entry.size() - 3
+              || (entry.size() > 4 && entry.rfind(":443") == entry.size() - 4));
     if (lower(entry) != entry || default_port)
       return make_error(errc::bad_config,
-                        hint + "write it as a browser sends it: lowercase, "
-                               "without the scheme's default port");
+                        hint
+                            + "write it as a browser sends it: lowercase, "
+                              "without the scheme's default port");
     p.origins_.push_back(entry);
   }
   return p;
@@ -310,9 +313,10 @@ browser_verdict browser_policy::check(const request& req) const {
     if (parse_origin(origin, o))
       // A Host without a port means the scheme's default one.
       same_origin = o.name == host_name
-                    && o.port == (host_port >= 0 ? host_port
-                                  : o.scheme == "https" ? 443
-                                                        : 80);
+                    && o.port
+                           == (host_port >= 0        ? host_port
+                               : o.scheme == "https" ? 443
+                                                     : 80);
   }
   header_list cors;
   if (has_origin)
@@ -340,13 +344,13 @@ browser_verdict browser_policy::check(const request& req) const {
     browser_verdict v;
     v.status = 204;
     v.headers = {
-      {"Access-Control-Allow-Origin", origin},
-      {"Access-Control-Allow-Methods", "GET, POST, DELETE"},
-      {"Access-Control-Allow-Headers",
-       "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"},
-      {"Access-Control-Max-Age", "600"},
-      {"Vary", "Origin, Access-Control-Request-Method, "
-               "Access-Control-Request-Headers"},
+        {"Access-Control-Allow-Origin", origin},
+        {"Access-Control-Allow-Methods", "GET, POST, DELETE"},
+        {"Access-Control-Allow-Headers",
+         "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"},
+        {"Access-Control-Max-Age", "600"},
+        {"Vary", "Origin, Access-Control-Request-Method, "
+                 "Access-Control-Request-Headers"},
     };
     return v;
   }

@@ -41,8 +41,8 @@ std::string context_of(const caf::error& err) {
   if (ctx.match_elements<std::string>())
     return ctx.get_as<std::string>(0);
   return err.category() == errc_category
-           ? std::string{to_string(static_cast<errc>(err.code()))}
-           : std::string{"the node did not answer in time; retry"};
+             ? std::string{to_string(static_cast<errc>(err.code()))}
+             : std::string{"the node did not answer in time; retry"};
 }
 
 std::string percent_decode(std::string_view in) {
@@ -54,8 +54,8 @@ std::string percent_decode(std::string_view in) {
     } else if (c == '%' && i + 2 < in.size()
                && std::isxdigit(static_cast<unsigned char>(in[i + 1]))
                && std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
-      out += static_cast<char>(std::stoi(std::string{in.substr(i + 1, 2)},
-                                         nullptr, 16));
+      out += static_cast<char>(
+          std::stoi(std::string{in.substr(i + 1, 2)}, nullptr, 16));
       i += 2;
     } else {
       out += c;
@@ -77,8 +77,8 @@ target split_target(std::string_view t) {
   while (start < path.size()) {
     auto slash = path.find('/', start);
     auto part = path.substr(start, slash == std::string_view::npos
-                                     ? std::string_view::npos
-                                     : slash - start);
+                                       ? std::string_view::npos
+                                       : slash - start);
     if (!part.empty())
       out.path.push_back(percent_decode(part));
     if (slash == std::string_view::npos)
@@ -91,14 +91,14 @@ target split_target(std::string_view t) {
     while (pos <= query.size()) {
       auto amp = query.find('&', pos);
       auto pair = query.substr(pos, amp == std::string_view::npos
-                                      ? std::string_view::npos
-                                      : amp - pos);
+                                        ? std::string_view::npos
+                                        : amp - pos);
       if (!pair.empty()) {
         auto eq = pair.find('=');
         auto key = percent_decode(pair.substr(0, eq));
         auto value = eq == std::string_view::npos
-                       ? std::string{}
-                       : percent_decode(pair.substr(eq + 1));
+                         ? std::string{}
+                         : percent_decode(pair.substr(eq + 1));
         out.query[key] = value;
       }
       if (amp == std::string_view::npos)
@@ -123,16 +123,16 @@ caf::error check_target(const target& t) {
   for (const auto& [name, value] : t.query) {
     if (auto err = check_text_field(name, "query parameter name"))
       return err;
-    if (auto err = check_text_field(value, "query parameter '"
-                                             + valid_utf8(name).substr(0, 64)
-                                             + "'"))
+    if (auto err = check_text_field(
+            value, "query parameter '" + valid_utf8(name).substr(0, 64) + "'"))
       return err;
   }
   return {};
 }
 
 /// Formats one server-sent event.
-std::string sse(const std::string& event, uint64_t id, const std::string& data) {
+std::string sse(const std::string& event, uint64_t id,
+                const std::string& data) {
   std::string out;
   out.reserve(data.size() + event.size() + 32);
   if (id > 0) {
@@ -167,9 +167,12 @@ class gateway_impl : public gateway,
                      public std::enable_shared_from_this<gateway_impl> {
 public:
   gateway_impl(caf::actor_system& sys, caf::actor api, gateway_config cfg)
-    : sys_(sys), api_(std::move(api)), cfg_(std::move(cfg)), keys_(cfg_.keys),
-      limiter_(cfg_.keys.size(), cfg_.default_rate),
-      streams_(cfg_.keys.size(), cfg_.max_streams_per_key) {
+      : sys_(sys),
+        api_(std::move(api)),
+        cfg_(std::move(cfg)),
+        keys_(cfg_.keys),
+        limiter_(cfg_.keys.size(), cfg_.default_rate),
+        streams_(cfg_.keys.size(), cfg_.max_streams_per_key) {
     json_limits_.max_bytes = cfg_.limits.max_body_bytes;
     json_limits_.max_json_depth = cfg_.max_json_depth;
   }
@@ -178,9 +181,9 @@ public:
     std::string error;
     auto self = this;
     server_ = server::create(
-      cfg_.host, cfg_.port, cfg_.limits,
-      [self](std::shared_ptr<exchange> ex) { self->handle(std::move(ex)); },
-      error);
+        cfg_.host, cfg_.port, cfg_.limits,
+        [self](std::shared_ptr<exchange> ex) { self->handle(std::move(ex)); },
+        error);
     if (!server_)
       return make_error(errc::bad_config, "http: " + error);
     // The Host check needs the bound port (port 0 picks one).
@@ -250,8 +253,8 @@ private:
     auto self = shared_from_this();
     sys_.spawn([=](caf::event_based_actor* a) {
       a->request(api, timeout, xs...)
-        .then([ok](R& r) { ok(r); },
-              [self, ex](caf::error& err) { self->fail(ex, err); });
+          .then([ok](R& r) { ok(r); },
+                [self, ex](caf::error& err) { self->fail(ex, err); });
     });
   }
 
@@ -265,15 +268,15 @@ private:
     }
     auto self = shared_from_this();
     ask<job_record>(
-      ex,
-      [self, ex, who, id, ok](job_record& job) {
-        if (!self->visible(who, job)) {
-          self->fail(ex, 404, "not_found", "no job '" + id + "'");
-          return;
-        }
-        ok(job);
-      },
-      get_atom::value, id);
+        ex,
+        [self, ex, who, id, ok](job_record& job) {
+          if (!self->visible(who, job)) {
+            self->fail(ex, 404, "not_found", "no job '" + id + "'");
+            return;
+          }
+          ok(job);
+        },
+        get_atom::value, id);
   }
 
   bool visible(const principal& who, const job_record& job) const {
@@ -293,8 +296,8 @@ private:
     if (verdict.status != 0)
       return fail(ex, verdict.status, verdict.code, verdict.message);
     auto& req = ex->req();
-    auto t = split_target(std::string_view{req.target().data(),
-                                           req.target().size()});
+    auto t = split_target(
+        std::string_view{req.target().data(), req.target().size()});
     auto method = req.method();
     using boost::beast::http::verb;
     auto& p = t.path;
@@ -317,10 +320,10 @@ private:
     auto auth = req[boost::beast::http::field::authorization];
     auto token = t.query.find("token");
     std::string token_job; // what a stream token grants: a job id or "*"
-    auto who = token == t.query.end()
-                 ? keys_.authenticate(std::string_view{auth.data(), auth.size()})
-                 : authenticate_token(t, token->second, !auth.empty(),
-                                      token_job);
+    auto who
+        = token == t.query.end()
+              ? keys_.authenticate(std::string_view{auth.data(), auth.size()})
+              : authenticate_token(t, token->second, !auth.empty(), token_job);
     if (!who) {
       if (is(who.error(), errc::conflict))
         return fail(ex, 400, "invalid_request", context_of(who.error()));
@@ -328,12 +331,11 @@ private:
                   {{"WWW-Authenticate", "Bearer"}});
     }
     double retry_after = 0;
-    if (!limiter_.take(who->key, who->key < keys_.size()
-                                   ? keys_.at(who->key).rate
-                                   : 0,
+    if (!limiter_.take(who->key,
+                       who->key < keys_.size() ? keys_.at(who->key).rate : 0,
                        steady::now(), retry_after)) {
-      auto secs = std::max<int64_t>(1, static_cast<int64_t>(
-                                         std::ceil(retry_after)));
+      auto secs
+          = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(retry_after)));
       return fail(ex, 429, "rate_limited",
                   "too many requests for key '" + who->key_name + "'",
                   {{"Retry-After", std::to_string(secs)}});
@@ -366,8 +368,8 @@ private:
       return make_error(errc::invalid_request,
                         "stream tokens are accepted only on GET "
                         "/api/jobs/{id}/stream and GET /api/ws");
-    auto grant = verify_stream_token(cfg_.stream_token_key, token,
-                                     unix_seconds_now());
+    auto grant
+        = verify_stream_token(cfg_.stream_token_key, token, unix_seconds_now());
     if (!grant)
       return std::move(grant.error());
     principal p;
@@ -437,8 +439,8 @@ private:
       return fail(ex, token.error());
     reply(ex, 200,
           "{\"token\":" + json_quote(*token) + ",\"job_id\":" + json_quote(job)
-            + ",\"expires_at\":" + json_quote(rfc3339(g.expires_at * 1000))
-            + "}");
+              + ",\"expires_at\":" + json_quote(rfc3339(g.expires_at * 1000))
+              + "}");
   }
 
   void not_allowed(const ex_ptr& ex, const char* allow) {
@@ -534,8 +536,7 @@ private:
     if (n >= 2 && p[1] == "dlq") {
       if (n == 2) {
         if (method == verb::get)
-          return require(ex, who, scope_read) ? list(ex, who, t, true)
-                                              : void();
+          return require(ex, who, scope_read) ? list(ex, who, t, true) : void();
         if (method == verb::delete_) // every tenant's: admin only
           return require(ex, who, scope_admin) ? purge_all(ex) : void();
         return not_allowed(ex, "GET, DELETE");
@@ -544,15 +545,15 @@ private:
         if (method != verb::delete_)
           return not_allowed(ex, "DELETE");
         return require(ex, who, scope_submit)
-                 ? dlq_action(ex, who, p[2], 200, purge_atom::value)
-                 : void();
+                   ? dlq_action(ex, who, p[2], 200, purge_atom::value)
+                   : void();
       }
       if (n == 4 && p[3] == "retry") {
         if (method != verb::post)
           return not_allowed(ex, "POST");
         return require(ex, who, scope_submit)
-                 ? dlq_action(ex, who, p[2], 202, redrive_atom::value)
-                 : void();
+                   ? dlq_action(ex, who, p[2], 202, redrive_atom::value)
+                   : void();
       }
     }
     if (n == 3 && p[1] == "admin") {
@@ -611,19 +612,20 @@ private:
     auto self = shared_from_this();
     sys_.spawn([=](caf::event_based_actor* a) {
       a->request(api, timeout, submit_atom::value, *req)
-        .then(
-          [self, ex](job_record& job) {
-            self->reply(ex, 202, submitted_json(job),
-                        {{"Location", "/api/jobs/" + job.job_id}});
-          },
-          [self, ex](caf::error& err) {
-            if (is(err, errc::conflict))
-              self->fail(ex, 422, "idempotency_conflict",
-                         "this idempotency key was used for a different job "
-                         "specification");
-            else
-              self->fail(ex, err);
-          });
+          .then(
+              [self, ex](job_record& job) {
+                self->reply(ex, 202, submitted_json(job),
+                            {{"Location", "/api/jobs/" + job.job_id}});
+              },
+              [self, ex](caf::error& err) {
+                if (is(err, errc::conflict))
+                  self->fail(
+                      ex, 422, "idempotency_conflict",
+                      "this idempotency key was used for a different job "
+                      "specification");
+                else
+                  self->fail(ex, err);
+              });
     });
   }
 
@@ -655,10 +657,9 @@ private:
     }
     auto finish = [](const ex_ptr& ex, gateway_impl& gw,
                      const std::vector<std::string>& results, size_t accepted) {
-      std::string body = "{\"accepted\":" + std::to_string(accepted)
-                         + ",\"rejected\":"
-                         + std::to_string(results.size() - accepted)
-                         + ",\"results\":[";
+      std::string body
+          = "{\"accepted\":" + std::to_string(accepted) + ",\"rejected\":"
+            + std::to_string(results.size() - accepted) + ",\"results\":[";
       for (size_t i = 0; i < results.size(); ++i) {
         if (i > 0)
           body += ',';
@@ -670,31 +671,33 @@ private:
     if (reqs.empty())
       return finish(ex, *this, results, accepted);
     auto self = shared_from_this();
-    auto shared = std::make_shared<std::vector<std::string>>(std::move(results));
+    auto shared
+        = std::make_shared<std::vector<std::string>>(std::move(results));
     ask<std::vector<job_record>>(
-      ex,
-      [self, ex, shared, index, finish](std::vector<job_record>& recs) {
-        size_t accepted = 0;
-        for (size_t k = 0; k < recs.size() && k < index.size(); ++k) {
-          auto& rec = recs[k];
-          auto& out = (*shared)[index[k]];
-          if (!rec.job_id.empty()) {
-            out = submitted_json(rec);
-            ++accepted;
-            continue;
+        ex,
+        [self, ex, shared, index, finish](std::vector<job_record>& recs) {
+          size_t accepted = 0;
+          for (size_t k = 0; k < recs.size() && k < index.size(); ++k) {
+            auto& rec = recs[k];
+            auto& out = (*shared)[index[k]];
+            if (!rec.job_id.empty()) {
+              out = submitted_json(rec);
+              ++accepted;
+              continue;
+            }
+            auto code = rec.error.code == "conflict"
+                            ? std::string{"idempotency_conflict"}
+                            : rec.error.code;
+            auto status = code == "idempotency_conflict" ? 422u
+                          : code == "too_large"          ? 413u
+                                                         : 400u;
+            if (code != "idempotency_conflict" && code != "too_large")
+              code = "invalid_request";
+            out = item_error_json(code, rec.error.message, status);
           }
-          auto code = rec.error.code == "conflict" ? std::string{"idempotency_conflict"}
-                                                   : rec.error.code;
-          auto status = code == "idempotency_conflict" ? 422u
-                        : code == "too_large"          ? 413u
-                                                       : 400u;
-          if (code != "idempotency_conflict" && code != "too_large")
-            code = "invalid_request";
-          out = item_error_json(code, rec.error.message, status);
-        }
-        finish(ex, *self, *shared, accepted);
-      },
-      submit_atom::value, std::move(reqs));
+          finish(ex, *self, *shared, accepted);
+        },
+        submit_atom::value, std::move(reqs));
   }
 
   /// One refused batch item: the error and the status it would have had
@@ -707,8 +710,7 @@ private:
     return body + ",\"status\":" + std::to_string(status) + "}";
   }
 
-  void list(const ex_ptr& ex, const principal& who, const target& t,
-            bool dlq) {
+  void list(const ex_ptr& ex, const principal& who, const target& t, bool dlq) {
     job_query q;
     q.tenant = keys_.development_mode() ? std::string{} : who.tenant;
     q.dead_lettered = dlq;
@@ -741,14 +743,14 @@ private:
     q.limit = want + 1; // one more tells whether there is a next page
     auto self = shared_from_this();
     ask<std::vector<job_record>>(
-      ex,
-      [self, ex, want](std::vector<job_record>& jobs) {
-        bool more = jobs.size() > want;
-        if (more)
-          jobs.resize(want);
-        self->reply(ex, 200, job_page_json(jobs, more));
-      },
-      list_atom::value, q);
+        ex,
+        [self, ex, want](std::vector<job_record>& jobs) {
+          bool more = jobs.size() > want;
+          if (more)
+            jobs.resize(want);
+          self->reply(ex, 200, job_page_json(jobs, more));
+        },
+        list_atom::value, q);
   }
 
   /// Sends `msg` to the node, then answers 202 with job `id` as it is
@@ -758,16 +760,16 @@ private:
                      Ts... msg) {
     auto self = shared_from_this();
     ask<ok_atom>(
-      ex,
-      [self, ex, status, id](ok_atom&) {
-        self->ask<job_record>(
-          ex,
-          [self, ex, status](job_record& job) {
-            self->reply(ex, status, job_json(job));
-          },
-          get_atom::value, id);
-      },
-      msg...);
+        ex,
+        [self, ex, status, id](ok_atom&) {
+          self->ask<job_record>(
+              ex,
+              [self, ex, status](job_record& job) {
+                self->reply(ex, status, job_json(job));
+              },
+              get_atom::value, id);
+        },
+        msg...);
   }
 
   void cancel(const ex_ptr& ex, const principal& who, const std::string& id) {
@@ -810,11 +812,11 @@ private:
   void purge_all(const ex_ptr& ex) {
     auto self = shared_from_this();
     ask<uint32_t>(
-      ex,
-      [self, ex](uint32_t& n) {
-        self->reply(ex, 200, "{\"purged\":" + std::to_string(n) + "}");
-      },
-      purge_atom::value, all_atom::value);
+        ex,
+        [self, ex](uint32_t& n) {
+          self->reply(ex, 200, "{\"purged\":" + std::to_string(n) + "}");
+        },
+        purge_atom::value, all_atom::value);
   }
 
   void result(const ex_ptr& ex, const principal& who, const std::string& id) {
@@ -826,7 +828,7 @@ private:
       }
       self->fail(ex, 409, "not_completed",
                  "job '" + id + "' is " + to_string(job.status)
-                   + "; its result exists once it is completed");
+                     + "; its result exists once it is completed");
     });
   }
 
@@ -834,11 +836,11 @@ private:
     auto self = shared_from_this();
     with_job(ex, who, id, [self, ex, id](job_record&) {
       self->ask<std::vector<job_event>>(
-        ex,
-        [self, ex, id](std::vector<job_event>& evs) {
-          self->reply(ex, 200, events_json(id, evs));
-        },
-        events_atom::value, id);
+          ex,
+          [self, ex, id](std::vector<job_event>& evs) {
+            self->reply(ex, 200, events_json(id, evs));
+          },
+          events_atom::value, id);
     });
   }
 
@@ -850,85 +852,89 @@ private:
     auto self = shared_from_this();
     sys_.spawn([=](caf::event_based_actor* a) {
       a->request(api, timeout, describe_atom::value)
-        .then(
-          [=](tree_node& t) {
-            std::vector<std::string> ids;
-            running_job_ids(t, ids);
-            auto tree = std::make_shared<tree_node>(std::move(t));
-            auto jobs = std::make_shared<std::map<std::string, job_record>>();
-            auto pending = std::make_shared<size_t>(ids.size());
-            if (ids.empty())
-              return self->reply(ex, 200, tree_json(*tree, *jobs));
-            for (auto& id : ids)
-              a->request(api, timeout, get_atom::value, id)
-                .then(
-                  [=](job_record& job) {
-                    auto key = job.job_id;
-                    jobs->emplace(key, std::move(job));
-                    if (--*pending == 0)
-                      self->reply(ex, 200, tree_json(*tree, *jobs));
-                  },
-                  [=](caf::error&) {
-                    // Finished meanwhile: shown without its record.
-                    if (--*pending == 0)
-                      self->reply(ex, 200, tree_json(*tree, *jobs));
-                  });
-          },
-          [self, ex](caf::error& err) { self->fail(ex, err); });
+          .then(
+              [=](tree_node& t) {
+                std::vector<std::string> ids;
+                running_job_ids(t, ids);
+                auto tree = std::make_shared<tree_node>(std::move(t));
+                auto jobs
+                    = std::make_shared<std::map<std::string, job_record>>();
+                auto pending = std::make_shared<size_t>(ids.size());
+                if (ids.empty())
+                  return self->reply(ex, 200, tree_json(*tree, *jobs));
+                for (auto& id : ids)
+                  a->request(api, timeout, get_atom::value, id)
+                      .then(
+                          [=](job_record& job) {
+                            auto key = job.job_id;
+                            jobs->emplace(key, std::move(job));
+                            if (--*pending == 0)
+                              self->reply(ex, 200, tree_json(*tree, *jobs));
+                          },
+                          [=](caf::error&) {
+                            // Finished meanwhile: shown without its record.
+                            if (--*pending == 0)
+                              self->reply(ex, 200, tree_json(*tree, *jobs));
+                          });
+              },
+              [self, ex](caf::error& err) { self->fail(ex, err); });
     });
   }
 
   void queues(const ex_ptr& ex) {
     auto self = shared_from_this();
     ask<queue_stats>(
-      ex,
-      [self, ex](queue_stats& s) {
-        std::array<double, 3> rates{-1, -1, -1};
-        {
-          std::lock_guard<std::mutex> guard{self->rates_mx_};
-          auto now = steady::now();
-          if (self->last_stats_at_ != steady::time_point{}) {
-            std::chrono::duration<double> dt = now - self->last_stats_at_;
-            if (dt.count() > 0)
-              for (size_t i = 0; i < 3; ++i)
-                rates[i] = (s.dispatched[i] >= self->last_stats_.dispatched[i]
-                              ? s.dispatched[i] - self->last_stats_.dispatched[i]
-                              : 0)
-                           / dt.count();
+        ex,
+        [self, ex](queue_stats& s) {
+          std::array<double, 3> rates{-1, -1, -1};
+          {
+            std::lock_guard<std::mutex> guard{self->rates_mx_};
+            auto now = steady::now();
+            if (self->last_stats_at_ != steady::time_point{}) {
+              std::chrono::duration<double> dt = now - self->last_stats_at_;
+              if (dt.count() > 0)
+                for (size_t i = 0; i < 3; ++i)
+                  rates[i]
+                      = (s.dispatched[i] >= self->last_stats_.dispatched[i]
+                             ? s.dispatched[i] - self->last_stats_.dispatched[i]
+                             : 0)
+                        / dt.count();
+            }
+            self->last_stats_ = s;
+            self->last_stats_at_ = now;
           }
-          self->last_stats_ = s;
-          self->last_stats_at_ = now;
-        }
-        self->reply(ex, 200, queues_json(s, rates));
-      },
-      stats_atom::value);
+          self->reply(ex, 200, queues_json(s, rates));
+        },
+        stats_atom::value);
   }
 
   void readyz(const ex_ptr& ex) {
     // Ready = the queue answers and the store can write.
     auto api = api_;
     auto self = shared_from_this();
-    auto timeout = std::min(cfg_.request_timeout, std::chrono::milliseconds{2000});
+    auto timeout
+        = std::min(cfg_.request_timeout, std::chrono::milliseconds{2000});
     sys_.spawn([=](caf::event_based_actor* a) {
       a->request(api, timeout, stats_atom::value)
-        .then(
-          [=](queue_stats&) {
-            // The store's write path, not just reads: a store that is
-            // reconnecting refuses submits, so it is not ready.
-            a->request(api, timeout, ping_atom::value)
-              .then(
-                [=](ok_atom) {
-                  self->reply(ex, 200, "{\"status\":\"ready\"}");
-                },
-                [=](caf::error& err) {
-                  self->fail(ex, 503, "unavailable",
-                             "store: " + context_of(err), {{"Retry-After", "1"}});
-                });
-          },
-          [=](caf::error& err) {
-            self->fail(ex, 503, "unavailable", "queue: " + context_of(err),
-                       {{"Retry-After", "1"}});
-          });
+          .then(
+              [=](queue_stats&) {
+                // The store's write path, not just reads: a store that is
+                // reconnecting refuses submits, so it is not ready.
+                a->request(api, timeout, ping_atom::value)
+                    .then(
+                        [=](ok_atom) {
+                          self->reply(ex, 200, "{\"status\":\"ready\"}");
+                        },
+                        [=](caf::error& err) {
+                          self->fail(ex, 503, "unavailable",
+                                     "store: " + context_of(err),
+                                     {{"Retry-After", "1"}});
+                        });
+              },
+              [=](caf::error& err) {
+                self->fail(ex, 503, "unavailable", "queue: " + context_of(err),
+                           {{"Retry-After", "1"}});
+              });
     });
   }
 
@@ -1044,71 +1050,72 @@ private:
       *catch_up = [=](bool after_final) {
         st->catching_up = true;
         a->request(api, timeout, events_atom::value, id)
-          .then(
-            [=](std::vector<job_event>& evs) {
-              st->catching_up = false;
-              if (drain(evs))
-                return finish();
-              flush_early();
-              if (after_final)
-                a->delayed_send(a, resubscribe_delay, resubscribe_atom::value);
-              else if (st->reread && !st->ended) {
-                st->reread = false;
-                if (auto self_again = again.lock())
-                  (*self_again)(false);
-              }
-            },
-            fail_stream);
+            .then(
+                [=](std::vector<job_event>& evs) {
+                  st->catching_up = false;
+                  if (drain(evs))
+                    return finish();
+                  flush_early();
+                  if (after_final)
+                    a->delayed_send(a, resubscribe_delay,
+                                    resubscribe_atom::value);
+                  else if (st->reread && !st->ended) {
+                    st->reread = false;
+                    if (auto self_again = again.lock())
+                      (*self_again)(false);
+                  }
+                },
+                fail_stream);
       };
       // Subscribes (live progress, finals, transition notices), then reads
       // the log: nothing committed in between is missed.
       auto subscribe = [=] {
         a->request(api, timeout, subscribe_atom::value, id,
                    caf::actor_cast<caf::actor>(a), changed_atom::value)
-          .then([=](ok_atom) { (*catch_up)(false); }, fail_stream);
+            .then([=](ok_atom) { (*catch_up)(false); }, fail_stream);
       };
       a->set_down_handler([=](caf::down_msg&) { finish(); });
       subscribe();
       a->delayed_send(a, keepalive, keepalive_atom::value);
       return {
-        [=](progress_atom, progress_update& u) {
-          if (st->ended)
-            return;
-          // Transitions come first: the job supervisor announces a new
-          // attempt's `started` before its progress, and that notice starts
-          // a log read, during which live updates wait.
-          if (st->catching_up) {
-            st->early.push_back(std::move(u));
-            return;
-          }
-          if (!live(u))
-            finish();
-        },
-        [=](final_atom, job_record&) {
-          // The terminal event is committed before the final record is
-          // published: send the rest of the log, then end.
-          (*catch_up)(true);
-        },
-        [=](resubscribe_atom) {
-          if (!st->ended)
-            subscribe();
-        },
-        [=](changed_atom, std::string&) {
-          // A transition was committed (started, retry scheduled): send the
-          // log's new events now rather than with the next progress report.
-          if (st->ended)
-            return;
-          if (st->catching_up) {
-            st->reread = true; // the read under way may predate it
-            return;
-          }
-          (*catch_up)(false);
-        },
-        [=](keepalive_atom) {
-          if (!sink.keepalive())
-            return finish();
-          a->delayed_send(a, keepalive, keepalive_atom::value);
-        },
+          [=](progress_atom, progress_update& u) {
+            if (st->ended)
+              return;
+            // Transitions come first: the job supervisor announces a new
+            // attempt's `started` before its progress, and that notice starts
+            // a log read, during which live updates wait.
+            if (st->catching_up) {
+              st->early.push_back(std::move(u));
+              return;
+            }
+            if (!live(u))
+              finish();
+          },
+          [=](final_atom, job_record&) {
+            // The terminal event is committed before the final record is
+            // published: send the rest of the log, then end.
+            (*catch_up)(true);
+          },
+          [=](resubscribe_atom) {
+            if (!st->ended)
+              subscribe();
+          },
+          [=](changed_atom, std::string&) {
+            // A transition was committed (started, retry scheduled): send the
+            // log's new events now rather than with the next progress report.
+            if (st->ended)
+              return;
+            if (st->catching_up) {
+              st->reread = true; // the read under way may predate it
+              return;
+            }
+            (*catch_up)(false);
+          },
+          [=](keepalive_atom) {
+            if (!sink.keepalive())
+              return finish();
+            a->delayed_send(a, keepalive, keepalive_atom::value);
+          },
       };
     });
   }
@@ -1151,15 +1158,15 @@ private:
       // event: 204 tells an EventSource to stop reconnecting (HTML
       // standard); a plain stream would end at once and be retried forever.
       self->ask<std::vector<job_event>>(
-        ex,
-        [self, ex, who, id, after](std::vector<job_event>& evs) {
-          if (evs.empty() || evs.back().sequence <= after) {
-            self->streams_finished_++;
-            return ex->respond(204, {}, {}, {});
-          }
-          self->open_stream(ex, who, id, after);
-        },
-        events_atom::value, id);
+          ex,
+          [self, ex, who, id, after](std::vector<job_event>& evs) {
+            if (evs.empty() || evs.back().sequence <= after) {
+              self->streams_finished_++;
+              return ex->respond(204, {}, {}, {});
+            }
+            self->open_stream(ex, who, id, after);
+          },
+          events_atom::value, id);
     });
   }
 
@@ -1193,8 +1200,8 @@ private:
   void stream_stats(const ex_ptr& ex) {
     reply(ex, 200,
           "{\"stream_requests\":" + std::to_string(stream_requests_.load())
-            + ",\"finished_no_content\":"
-            + std::to_string(streams_finished_.load()) + "}");
+              + ",\"finished_no_content\":"
+              + std::to_string(streams_finished_.load()) + "}");
   }
 
   /// `only_job`: "" (an API key: any visible job), "*" (a stream token for
@@ -1219,11 +1226,11 @@ private:
                           + "},\"status\":" + std::to_string(status) + "}";
         ch->send(std::move(msg));
       };
-      auto send_error = [send_refusal](const std::string& job_id,
-                                       const caf::error& err) {
-        auto st = classify(err);
-        send_refusal(job_id, st.status, st.code, context_of(err));
-      };
+      auto send_error
+          = [send_refusal](const std::string& job_id, const caf::error& err) {
+              auto st = classify(err);
+              send_refusal(job_id, st.status, st.code, context_of(err));
+            };
       ch->on_message([self, who, only_job, ch, s, send_error,
                       send_refusal](std::string text) {
         auto cmd = parse_ws_command(text, self->json_limits_);
@@ -1245,7 +1252,8 @@ private:
           return;
         }
         if (!valid_job_id(id))
-          return send_error(id, make_error(errc::not_found, "no job '" + id + "'"));
+          return send_error(id,
+                            make_error(errc::not_found, "no job '" + id + "'"));
         if (!only_job.empty() && only_job != "*" && only_job != id)
           return send_refusal(id, 401, "unauthorized",
                               "stream token: this token is for another job");
@@ -1257,50 +1265,52 @@ private:
         if (!self->streams_.acquire(who.key))
           return send_refusal(id, 429, "too_many_streams",
                               "key '" + who.key_name
-                                + "' has too many open streams");
+                                  + "' has too many open streams");
         auto after = cmd->last_event_id;
         // Tenant check first: another tenant's job is "not found".
         auto api = self->api_;
         auto timeout = self->cfg_.request_timeout;
         self->sys_.spawn([=](caf::event_based_actor* a) {
           a->request(api, timeout, get_atom::value, id)
-            .then(
-              [=](job_record& job) {
-                if (!self->visible(who, job)) {
-                  self->streams_.release(who.key);
-                  return send_error(id, make_error(errc::not_found,
-                                                   "no job '" + id + "'"));
-                }
-                stream_sink sink;
-                sink.emit = [ch, id](const std::string& event, uint64_t eid,
-                                     const std::string& data) {
-                  std::string msg = "{\"type\":\"event\",\"job_id\":"
-                                    + json_quote(id) + ",\"event\":"
-                                    + json_quote(event) + ",\"id\":"
-                                    + (eid > 0 ? std::to_string(eid) : "null")
-                                    + ",\"data\":" + data + "}";
-                  return ch->send(std::move(msg));
-                };
-                sink.keepalive = [] { return true; }; // WebSocket pings
-                sink.end = [ch, id, s, self, who] {
-                  std::lock_guard<std::mutex> guard{s->mx};
-                  if (s->active.erase(id) > 0)
+              .then(
+                  [=](job_record& job) {
+                    if (!self->visible(who, job)) {
+                      self->streams_.release(who.key);
+                      return send_error(id, make_error(errc::not_found,
+                                                       "no job '" + id + "'"));
+                    }
+                    stream_sink sink;
+                    sink.emit = [ch, id](const std::string& event, uint64_t eid,
+                                         const std::string& data) {
+                      std::string msg
+                          = "{\"type\":\"event\",\"job_id\":" + json_quote(id)
+                            + ",\"event\":" + json_quote(event) + ",\"id\":"
+                            + (eid > 0 ? std::to_string(eid) : "null")
+                            + ",\"data\":" + data + "}";
+                      return ch->send(std::move(msg));
+                    };
+                    sink.keepalive = [] { return true; }; // WebSocket pings
+                    sink.end = [ch, id, s, self, who] {
+                      std::lock_guard<std::mutex> guard{s->mx};
+                      if (s->active.erase(id) > 0)
+                        self->streams_.release(who.key);
+                      ch->send("{\"type\":\"end\",\"job_id\":" + json_quote(id)
+                               + "}");
+                    };
+                    auto actor = self->run_stream(id, after, std::move(sink));
+                    std::lock_guard<std::mutex> guard{s->mx};
+                    if (s->closed) {
+                      caf::anon_send_exit(actor,
+                                          caf::exit_reason::user_shutdown);
+                      self->streams_.release(who.key);
+                      return;
+                    }
+                    s->active.emplace(id, actor);
+                  },
+                  [=](caf::error& err) {
                     self->streams_.release(who.key);
-                  ch->send("{\"type\":\"end\",\"job_id\":" + json_quote(id) + "}");
-                };
-                auto actor = self->run_stream(id, after, std::move(sink));
-                std::lock_guard<std::mutex> guard{s->mx};
-                if (s->closed) {
-                  caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
-                  self->streams_.release(who.key);
-                  return;
-                }
-                s->active.emplace(id, actor);
-              },
-              [=](caf::error& err) {
-                self->streams_.release(who.key);
-                send_error(id, err);
-              });
+                    send_error(id, err);
+                  });
         });
       });
       ch->on_close([self, who, s] {
@@ -1354,9 +1364,11 @@ gateway::start(caf::actor_system& sys, caf::actor api, gateway_config cfg) {
     return make_error(errc::bad_config,
                       "http: no API keys are configured, so the gateway only "
                       "listens on loopback (127.0.0.1, ::1); add --api-key to "
-                      "serve " + cfg.host);
+                      "serve "
+                          + cfg.host);
   if (cfg.max_batch == 0 || cfg.threads == 0)
-    return make_error(errc::bad_config, "http: batch size and threads must be >= 1");
+    return make_error(errc::bad_config,
+                      "http: batch size and threads must be >= 1");
   if (!cfg.stream_token_key.empty()
       && cfg.stream_token_key.size() < min_stream_token_key_bytes)
     return make_error(errc::bad_config,

@@ -26,8 +26,7 @@ caf::error bad(std::string_view field, std::string_view what) {
 
 /// Parses `text` into `out` after the codec's size and depth checks.
 caf::error parse_json(std::string_view text, const decode_limits& limits,
-                      capnp::MallocMessageBuilder& message,
-                      json::Reader& out) {
+                      capnp::MallocMessageBuilder& message, json::Reader& out) {
   if (auto err = validate_json(text, limits))
     return err;
   // Strictly, on the whole body: invalid UTF-8, NUL, unpaired surrogates
@@ -41,8 +40,7 @@ caf::error parse_json(std::string_view text, const decode_limits& limits,
     capnp::JsonCodec codec;
     codec.setMaxNestingDepth(limits.max_json_depth);
     auto root = message.initRoot<json>();
-    codec.decodeRaw(kj::ArrayPtr<const char>{fixed.data(), fixed.size()},
-                    root);
+    codec.decodeRaw(kj::ArrayPtr<const char>{fixed.data(), fixed.size()}, root);
   });
   if (failure != nullptr)
     return make_error(errc::malformed, "the body is not valid JSON");
@@ -79,7 +77,7 @@ caf::expected<int64_t> get_integer(std::string_view field, json::Reader v,
     return bad(field, "expected an integer");
   if (x < static_cast<double>(min) || x > static_cast<double>(max))
     return bad(field, "must be between " + std::to_string(min) + " and "
-                        + std::to_string(max));
+                          + std::to_string(max));
   return static_cast<int64_t>(x);
 }
 
@@ -229,7 +227,7 @@ caf::expected<submit_request> read_submit(json::Reader root,
             break;
           }
           req.resources.push_back(
-            resource_request{field_name(r), static_cast<uint32_t>(*n)});
+              resource_request{field_name(r), static_cast<uint32_t>(*n)});
         }
       }
     } else if (name == "backoff") {
@@ -356,20 +354,26 @@ void write_error(writer& w, const error_info& e) {
     return;
   }
   w.open_object()
-    .key("code").str(e.code)
-    .key("message").str(e.message)
-    .key("retryable").boolean(e.retryable)
-    .close_object();
+      .key("code")
+      .str(e.code)
+      .key("message")
+      .str(e.message)
+      .key("retryable")
+      .boolean(e.retryable)
+      .close_object();
 }
 
 void write_stages(writer& w, const std::vector<stage>& stages) {
   w.open_array();
   for (auto& s : stages)
     w.open_object()
-      .key("name").str(s.name)
-      .key("percent").num(s.percent)
-      .key("state").str(to_string(s.state))
-      .close_object();
+        .key("name")
+        .str(s.name)
+        .key("percent")
+        .num(s.percent)
+        .key("state")
+        .str(to_string(s.state))
+        .close_object();
   w.close_array();
 }
 
@@ -383,9 +387,12 @@ void write_eta(writer& w, int64_t eta_ms) {
 /// The submission-shaped part of a spec (what the client asked for, with
 /// the type's defaults filled in).
 void write_spec_fields(writer& w, const job_spec& spec) {
-  w.key("type").str(spec.type)
-    .key("priority").str(to_string(spec.prio))
-    .key("max_attempts").num(static_cast<int64_t>(spec.max_attempts));
+  w.key("type")
+      .str(spec.type)
+      .key("priority")
+      .str(to_string(spec.prio))
+      .key("max_attempts")
+      .num(static_cast<int64_t>(spec.max_attempts));
   w.key("timeout_seconds");
   if (spec.timeout_ms > 0)
     w.num(static_cast<double>(spec.timeout_ms) / 1000.0);
@@ -400,12 +407,17 @@ void write_spec_fields(writer& w, const job_spec& spec) {
   for (auto& r : spec.resources)
     w.key(r.name).num(static_cast<int64_t>(r.amount));
   w.close_object();
-  w.key("backoff").open_object()
-    .key("initial_seconds").num(spec.backoff.initial_delay_ms / 1000.0)
-    .key("max_seconds").num(spec.backoff.max_delay_ms / 1000.0)
-    .key("multiplier").num(spec.backoff.multiplier)
-    .key("jitter").num(spec.backoff.jitter)
-    .close_object();
+  w.key("backoff")
+      .open_object()
+      .key("initial_seconds")
+      .num(spec.backoff.initial_delay_ms / 1000.0)
+      .key("max_seconds")
+      .num(spec.backoff.max_delay_ms / 1000.0)
+      .key("multiplier")
+      .num(spec.backoff.multiplier)
+      .key("jitter")
+      .num(spec.backoff.jitter)
+      .close_object();
 }
 
 std::string running_stage(const std::vector<stage>& stages) {
@@ -421,13 +433,19 @@ std::string job_url(const std::string& id) {
 
 void write_job(writer& w, const job_record& job) {
   w.open_object()
-    .key("job_id").str(job.job_id)
-    .key("tenant").str(job.spec.tenant)
-    .key("status").str(to_string(job.status));
+      .key("job_id")
+      .str(job.job_id)
+      .key("tenant")
+      .str(job.spec.tenant)
+      .key("status")
+      .str(to_string(job.status));
   write_spec_fields(w, job.spec);
-  w.key("attempt").num(static_cast<int64_t>(job.attempt))
-    .key("retry_count").num(static_cast<int64_t>(job.retry_count))
-    .key("progress").num(job.progress);
+  w.key("attempt")
+      .num(static_cast<int64_t>(job.attempt))
+      .key("retry_count")
+      .num(static_cast<int64_t>(job.retry_count))
+      .key("progress")
+      .num(job.progress);
   auto st = running_stage(job.stages);
   w.key("stage");
   st.empty() ? w.null() : w.str(st);
@@ -437,16 +455,23 @@ void write_job(writer& w, const job_record& job) {
   write_eta(w, is_terminal(job.status) ? -1 : job.eta_ms);
   w.key("error");
   write_error(w, job.error);
-  w.key("dead_lettered").boolean(job.dead_lettered)
-    .key("cancel_requested").boolean(job.cancel_requested)
-    .key("worker_id");
+  w.key("dead_lettered")
+      .boolean(job.dead_lettered)
+      .key("cancel_requested")
+      .boolean(job.cancel_requested)
+      .key("worker_id");
   job.worker_id.empty() ? w.null() : w.str(job.worker_id);
-  w.key("created_at").time(job.created_at_ms)
-    .key("started_at").time(job.started_at_ms)
-    .key("finished_at").time(job.completed_at_ms)
-    .key("retry_at").time(job.retry_at_ms)
-    .key("check_status_url").str(job_url(job.job_id))
-    .key("result_url");
+  w.key("created_at")
+      .time(job.created_at_ms)
+      .key("started_at")
+      .time(job.started_at_ms)
+      .key("finished_at")
+      .time(job.completed_at_ms)
+      .key("retry_at")
+      .time(job.retry_at_ms)
+      .key("check_status_url")
+      .str(job_url(job.job_id))
+      .key("result_url");
   if (job.status == job_status::completed)
     w.str(job_url(job.job_id) + "/result");
   else
@@ -470,8 +495,10 @@ void write_event_details(writer& w, const job_event& e) {
     case event_kind::started:
     case event_kind::lease_expired:
     case event_kind::worker_lost:
-      w.key("worker_id").str(e.worker_id)
-        .key("lease_expires_at").time(e.lease_expiry_ms);
+      w.key("worker_id")
+          .str(e.worker_id)
+          .key("lease_expires_at")
+          .time(e.lease_expiry_ms);
       break;
     case event_kind::progressed: {
       auto& p = e.progress;
@@ -510,18 +537,23 @@ void write_event_details(writer& w, const job_event& e) {
       break;
     case event_kind::webhook_attempted: {
       auto& h = e.webhook;
-      w.key("url").str(h.url)
-        .key("webhook_id").str(h.webhook_id)
-        .key("attempt_number").num(static_cast<int64_t>(h.attempt_number))
-        .key("status_code");
-      h.status_code == 0 ? w.null() : w.num(static_cast<int64_t>(h.status_code));
-      w.key("outcome").str(snake_case(to_string(h.outcome)))
-        .key("error");
+      w.key("url")
+          .str(h.url)
+          .key("webhook_id")
+          .str(h.webhook_id)
+          .key("attempt_number")
+          .num(static_cast<int64_t>(h.attempt_number))
+          .key("status_code");
+      h.status_code == 0 ? w.null()
+                         : w.num(static_cast<int64_t>(h.status_code));
+      w.key("outcome").str(snake_case(to_string(h.outcome))).key("error");
       h.error.empty() ? w.null() : w.str(h.error);
-      w.key("attempted_at").time(h.at_ms)
-        .key("next_attempt_at").time(h.next_attempt_at_ms)
-        .key("terminal_sequence")
-        .num(static_cast<int64_t>(h.terminal_sequence));
+      w.key("attempted_at")
+          .time(h.at_ms)
+          .key("next_attempt_at")
+          .time(h.next_attempt_at_ms)
+          .key("terminal_sequence")
+          .num(static_cast<int64_t>(h.terminal_sequence));
       break;
     }
     default:
@@ -534,12 +566,17 @@ void write_event_details(writer& w, const job_event& e) {
 
 void write_event(writer& w, const job_event& e) {
   w.open_object()
-    .key("job_id").str(e.job_id)
-    .key("sequence").num(static_cast<int64_t>(e.sequence))
-    .key("attempt").num(static_cast<int64_t>(e.attempt))
-    .key("kind").str(snake_case(to_string(e.kind)))
-    .key("at").time(e.at_ms)
-    .key("details");
+      .key("job_id")
+      .str(e.job_id)
+      .key("sequence")
+      .num(static_cast<int64_t>(e.sequence))
+      .key("attempt")
+      .num(static_cast<int64_t>(e.attempt))
+      .key("kind")
+      .str(snake_case(to_string(e.kind)))
+      .key("at")
+      .time(e.at_ms)
+      .key("details");
   write_event_details(w, e);
   w.close_object();
 }
@@ -555,9 +592,9 @@ caf::expected<submit_request> parse_submit(std::string_view body,
   return read_submit(root, "");
 }
 
-caf::expected<std::vector<batch_item>>
-parse_batch(std::string_view body, const decode_limits& limits,
-            size_t max_items) {
+caf::expected<std::vector<batch_item>> parse_batch(std::string_view body,
+                                                   const decode_limits& limits,
+                                                   size_t max_items) {
   capnp::MallocMessageBuilder message;
   json::Reader root;
   if (auto err = parse_json(body, limits, message, root))
@@ -577,10 +614,9 @@ parse_batch(std::string_view body, const decode_limits& limits,
     if (list.size() == 0)
       return bad("jobs", "at least one job is required");
     if (list.size() > max_items)
-      return make_error(errc::too_large,
-                        "jobs: " + std::to_string(list.size())
-                          + " items, the limit is "
-                          + std::to_string(max_items));
+      return make_error(errc::too_large, "jobs: " + std::to_string(list.size())
+                                             + " items, the limit is "
+                                             + std::to_string(max_items));
     items.reserve(list.size());
     for (uint32_t i = 0; i < list.size(); ++i) {
       auto req = read_submit(list[i], "jobs[" + std::to_string(i) + "].");
@@ -704,10 +740,13 @@ std::string job_json(const job_record& job) {
 std::string submitted_json(const job_record& job) {
   writer w;
   w.open_object()
-    .key("job_id").str(job.job_id)
-    .key("status").str(to_string(job.status))
-    .key("check_status_url").str(job_url(job.job_id))
-    .close_object();
+      .key("job_id")
+      .str(job.job_id)
+      .key("status")
+      .str(to_string(job.status))
+      .key("check_status_url")
+      .str(job_url(job.job_id))
+      .close_object();
   return w.take();
 }
 
@@ -730,10 +769,13 @@ std::string events_json(const std::string& job_id,
 std::string progress_json(const progress_update& p) {
   writer w;
   w.open_object()
-    .key("job_id").str(p.job_id)
-    .key("attempt").num(static_cast<int64_t>(p.attempt))
-    .key("percent").num(p.percent)
-    .key("stage");
+      .key("job_id")
+      .str(p.job_id)
+      .key("attempt")
+      .num(static_cast<int64_t>(p.attempt))
+      .key("percent")
+      .num(p.percent)
+      .key("stage");
   auto st = p.stage.empty() ? running_stage(p.stages) : p.stage;
   st.empty() ? w.null() : w.str(st);
   w.key("message");
@@ -766,24 +808,36 @@ std::string queues_json(const queue_stats& s,
   writer w;
   w.open_object().key("priorities").open_object();
   for (size_t i = 0; i < 3; ++i) {
-    w.key(names[i]).open_object()
-      .key("depth").num(static_cast<int64_t>(s.depth[i]))
-      .key("oldest_age_seconds").num(s.oldest_age_ms[i] / 1000.0)
-      .key("dispatched_total").num(static_cast<int64_t>(s.dispatched[i]))
-      .key("dispatched_per_second");
+    w.key(names[i])
+        .open_object()
+        .key("depth")
+        .num(static_cast<int64_t>(s.depth[i]))
+        .key("oldest_age_seconds")
+        .num(s.oldest_age_ms[i] / 1000.0)
+        .key("dispatched_total")
+        .num(static_cast<int64_t>(s.dispatched[i]))
+        .key("dispatched_per_second");
     rates[i] < 0 ? w.null() : w.num(rates[i]);
     w.close_object();
   }
   w.close_object()
-    .key("delayed").num(static_cast<int64_t>(s.delayed))
-    .key("running").num(static_cast<int64_t>(s.running))
-    .key("idle_workers").num(static_cast<int64_t>(s.idle_workers))
-    .key("completed_total").num(static_cast<int64_t>(s.completed))
-    .key("failed_total").num(static_cast<int64_t>(s.failed))
-    .key("cancelled_total").num(static_cast<int64_t>(s.cancelled))
-    .key("retried_total").num(static_cast<int64_t>(s.retried))
-    .key("counters_since").time(s.since_ms)
-    .close_object();
+      .key("delayed")
+      .num(static_cast<int64_t>(s.delayed))
+      .key("running")
+      .num(static_cast<int64_t>(s.running))
+      .key("idle_workers")
+      .num(static_cast<int64_t>(s.idle_workers))
+      .key("completed_total")
+      .num(static_cast<int64_t>(s.completed))
+      .key("failed_total")
+      .num(static_cast<int64_t>(s.failed))
+      .key("cancelled_total")
+      .num(static_cast<int64_t>(s.cancelled))
+      .key("retried_total")
+      .num(static_cast<int64_t>(s.retried))
+      .key("counters_since")
+      .time(s.since_ms)
+      .close_object();
   return w.take();
 }
 
@@ -792,34 +846,48 @@ namespace {
 void write_tree(writer& w, const tree_node& n,
                 const std::map<std::string, job_record>& jobs) {
   w.open_object()
-    .key("name").str(n.name)
-    .key("kind").str(to_string(n.kind))
-    .key("state").str(to_string(n.state))
-    .key("restart").str(to_string(n.restart));
+      .key("name")
+      .str(n.name)
+      .key("kind")
+      .str(to_string(n.kind))
+      .key("state")
+      .str(to_string(n.state))
+      .key("restart")
+      .str(to_string(n.restart));
   if (n.kind == child_kind::supervisor)
     w.key("strategy").str(snake_case(to_string(n.strat)));
-  w.key("restarts").num(static_cast<int64_t>(n.restarts))
-    .key("uptime_seconds").num(n.uptime_ms / 1000.0)
-    .key("last_exit");
+  w.key("restarts")
+      .num(static_cast<int64_t>(n.restarts))
+      .key("uptime_seconds")
+      .num(n.uptime_ms / 1000.0)
+      .key("last_exit");
   n.last_exit.empty() ? w.null() : w.str(n.last_exit);
   if (n.name.rfind("job ", 0) == 0) {
     auto j = jobs.find(n.name.substr(4));
     if (j != jobs.end()) {
       auto& job = j->second;
-      w.key("job").open_object()
-        .key("job_id").str(job.job_id)
-        .key("type").str(job.spec.type)
-        .key("status").str(to_string(job.status))
-        .key("attempt").num(static_cast<int64_t>(job.attempt))
-        .key("progress").num(job.progress)
-        .key("stage");
+      w.key("job")
+          .open_object()
+          .key("job_id")
+          .str(job.job_id)
+          .key("type")
+          .str(job.spec.type)
+          .key("status")
+          .str(to_string(job.status))
+          .key("attempt")
+          .num(static_cast<int64_t>(job.attempt))
+          .key("progress")
+          .num(job.progress)
+          .key("stage");
       auto st = running_stage(job.stages);
       st.empty() ? w.null() : w.str(st);
       w.key("eta_seconds");
       write_eta(w, job.eta_ms);
-      w.key("worker_id").str(job.worker_id)
-        .key("started_at").time(job.started_at_ms)
-        .close_object();
+      w.key("worker_id")
+          .str(job.worker_id)
+          .key("started_at")
+          .time(job.started_at_ms)
+          .close_object();
     }
   }
   w.key("children").open_array();
@@ -846,10 +914,15 @@ void running_job_ids(const tree_node& root, std::vector<std::string>& out) {
 
 std::string error_json(std::string_view code, std::string_view message) {
   writer w;
-  w.open_object().key("error").open_object()
-    .key("code").str(code)
-    .key("message").str(message)
-    .close_object().close_object();
+  w.open_object()
+      .key("error")
+      .open_object()
+      .key("code")
+      .str(code)
+      .key("message")
+      .str(message)
+      .close_object()
+      .close_object();
   return w.take();
 }
 

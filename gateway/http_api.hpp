@@ -46,9 +46,9 @@ struct batch_item {
 
 /// `{"jobs": [spec, ...]}` with 1..max_items items. A malformed envelope
 /// is an error for the whole body; a bad item is an error for that item.
-caf::expected<std::vector<batch_item>>
-parse_batch(std::string_view body, const decode_limits& limits,
-            size_t max_items);
+caf::expected<std::vector<batch_item>> parse_batch(std::string_view body,
+                                                   const decode_limits& limits,
+                                                   size_t max_items);
 
 /// `{"reason": "..."}` of a cancel or retry body; "" when the body is empty.
 caf::expected<std::string> parse_reason(std::string_view body,

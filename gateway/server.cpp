@@ -74,7 +74,7 @@ class ws_connection : public ws_channel,
                       public std::enable_shared_from_this<ws_connection> {
 public:
   ws_connection(tcp::socket&& socket, std::shared_ptr<shared_state> st)
-    : ws_(std::move(socket)), st_(std::move(st)) {
+      : ws_(std::move(socket)), st_(std::move(st)) {
     // nop
   }
 
@@ -86,12 +86,12 @@ public:
   void start(request req,
              std::function<void(std::shared_ptr<ws_channel>)> on_open) {
     ws_.set_option(
-      websocket::stream_base::timeout::suggested(beast::role_type::server));
+        websocket::stream_base::timeout::suggested(beast::role_type::server));
     ws_.read_message_max(st_->limits.max_ws_message_bytes);
-    ws_.set_option(websocket::stream_base::decorator(
-      [](websocket::response_type& res) {
-        res.set(bhttp::field::server, "drover");
-      }));
+    ws_.set_option(
+        websocket::stream_base::decorator([](websocket::response_type& res) {
+          res.set(bhttp::field::server, "drover");
+        }));
     auto self = shared_from_this();
     ws_.async_accept(req, [self, on_open = std::move(on_open)](error_code ec) {
       if (ec) {
@@ -215,7 +215,7 @@ private:
 class connection : public std::enable_shared_from_this<connection> {
 public:
   connection(tcp::socket&& socket, std::shared_ptr<shared_state> st)
-    : stream_(std::move(socket)), st_(std::move(st)) {
+      : stream_(std::move(socket)), st_(std::move(st)) {
     error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec)
@@ -282,12 +282,14 @@ public:
 };
 
 class connection::exchange_impl
-  : public exchange,
-    public std::enable_shared_from_this<connection::exchange_impl> {
+    : public exchange,
+      public std::enable_shared_from_this<connection::exchange_impl> {
 public:
   exchange_impl(std::shared_ptr<connection> conn, request req)
-    : conn_(conn), exec_(conn->executor()), req_(std::move(req)),
-      remote_(conn->remote()) {
+      : conn_(conn),
+        exec_(conn->executor()),
+        req_(std::move(req)),
+        remote_(conn->remote()) {
     // nop
   }
 
@@ -302,7 +304,7 @@ public:
   void respond(unsigned status, std::string body, header_list headers,
                std::string content_type) override {
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
-      static_cast<bhttp::status>(status), req_.version());
+        static_cast<bhttp::status>(status), req_.version());
     res->set(bhttp::field::server, "drover");
     if (!content_type.empty())
       res->set(bhttp::field::content_type, content_type);
@@ -346,7 +348,7 @@ public:
   }
 
   void accept_websocket(
-    std::function<void(std::shared_ptr<ws_channel>)> on_open) override {
+      std::function<void(std::shared_ptr<ws_channel>)> on_open) override {
     with_conn([on_open = std::move(on_open)](connection& c) mutable {
       c.upgrade(std::move(on_open));
     });
@@ -400,7 +402,8 @@ void connection::on_read(error_code ec) {
     return;
   }
   if (ec == bhttp::error::header_limit) {
-    fail_request(431, "headers_too_large", "the request headers exceed the limit");
+    fail_request(431, "headers_too_large",
+                 "the request headers exceed the limit");
     return;
   }
   if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout
@@ -422,7 +425,7 @@ void connection::on_read(error_code ec) {
 void connection::fail_request(unsigned status, const char* code,
                               const char* message) {
   auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
-    static_cast<bhttp::status>(status), 11);
+      static_cast<bhttp::status>(status), 11);
   res->set(bhttp::field::server, "drover");
   res->set(bhttp::field::content_type, "application/json");
   res->keep_alive(false);
@@ -433,7 +436,7 @@ void connection::fail_request(unsigned status, const char* code,
 }
 
 void connection::send_response(
-  std::shared_ptr<bhttp::response<bhttp::string_body>> res) {
+    std::shared_ptr<bhttp::response<bhttp::string_body>> res) {
   if (closed_ || stream_head_)
     return;
   auto self = shared_from_this();
@@ -455,7 +458,7 @@ void connection::send_stream_head(header_list headers) {
   if (closed_ || stream_head_)
     return;
   stream_head_ = std::make_shared<bhttp::response<bhttp::empty_body>>(
-    bhttp::status::ok, 11);
+      bhttp::status::ok, 11);
   auto& res = *stream_head_;
   res.set(bhttp::field::server, "drover");
   res.set(bhttp::field::content_type, "text/event-stream");
@@ -465,21 +468,22 @@ void connection::send_stream_head(header_list headers) {
     res.set(kv.first, kv.second);
   res.keep_alive(false);
   res.chunked(true);
-  stream_sr_ = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(
-    res);
+  stream_sr_
+      = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(res);
   writing_ = true;
   stream_.expires_after(st_->limits.write_timeout);
   auto self = shared_from_this();
-  bhttp::async_write_header(stream_, *stream_sr_, [self](error_code ec, size_t) {
-    self->writing_ = false;
-    if (ec) {
-      self->close();
-      return;
-    }
-    self->head_written_ = true;
-    self->watch_for_close();
-    self->send_chunk({});
-  });
+  bhttp::async_write_header(stream_, *stream_sr_,
+                            [self](error_code ec, size_t) {
+                              self->writing_ = false;
+                              if (ec) {
+                                self->close();
+                                return;
+                              }
+                              self->head_written_ = true;
+                              self->watch_for_close();
+                              self->send_chunk({});
+                            });
 }
 
 void connection::watch_for_close() {
@@ -487,7 +491,7 @@ void connection::watch_for_close() {
   // (EOF, reset, or unexpected bytes) ends it.
   auto self = shared_from_this();
   stream_.socket().async_read_some(
-    net::buffer(probe_), [self](error_code, size_t) { self->close(); });
+      net::buffer(probe_), [self](error_code, size_t) { self->close(); });
 }
 
 void connection::send_chunk(std::string data) {
@@ -538,7 +542,7 @@ void connection::send_last_chunk() {
 }
 
 void connection::upgrade(
-  std::function<void(std::shared_ptr<ws_channel>)> on_open) {
+    std::function<void(std::shared_ptr<ws_channel>)> on_open) {
   if (closed_ || !current_)
     return;
   upgraded_ = true;
@@ -631,23 +635,20 @@ public:
 
 private:
   void accept() {
-    acceptor_.async_accept(net::make_strand(ioc_),
-                           [this](error_code ec, tcp::socket socket) {
-                             if (ec) {
-                               if (ec == net::error::operation_aborted)
-                                 return;
-                             } else if (st_->connections.load()
-                                        >= st_->limits.max_connections) {
-                               error_code ignored;
-                               socket.close(ignored);
-                             } else {
-                               st_->connections++;
-                               std::make_shared<connection>(std::move(socket),
-                                                            st_)
-                                 ->start();
-                             }
-                             accept();
-                           });
+    acceptor_.async_accept(
+        net::make_strand(ioc_), [this](error_code ec, tcp::socket socket) {
+          if (ec) {
+            if (ec == net::error::operation_aborted)
+              return;
+          } else if (st_->connections.load() >= st_->limits.max_connections) {
+            error_code ignored;
+            socket.close(ignored);
+          } else {
+            st_->connections++;
+            std::make_shared<connection>(std::move(socket), st_)->start();
+          }
+          accept();
+        });
   }
 
   std::shared_ptr<shared_state> st_;

@@ -69,7 +69,7 @@ public:
   virtual void respond(unsigned status, std::string body,
                        header_list headers = {},
                        std::string content_type = "application/json")
-    = 0;
+      = 0;
   /// Starts a `text/event-stream` response (chunked; no more requests on
   /// this connection).
   virtual void start_stream(header_list headers = {}) = 0;
@@ -83,7 +83,7 @@ public:
   /// Completes the upgrade; `on_open` gets the channel.
   virtual void
   accept_websocket(std::function<void(std::shared_ptr<ws_channel>)> on_open)
-    = 0;
+      = 0;
 };
 
 using handler = std::function<void(std::shared_ptr<exchange>)>;

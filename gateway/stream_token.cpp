@@ -36,7 +36,7 @@ std::string hmac_sha256(const std::string& key, std::string_view payload) {
 
 std::string base64url(std::string_view bytes) {
   auto text = kj::encodeBase64Url(kj::ArrayPtr<const kj::byte>{
-    reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()});
+      reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()});
   std::string out{text.cStr(), text.size()};
   while (!out.empty() && out.back() == '=')
     out.pop_back();
@@ -58,7 +58,7 @@ bool from_base64url(std::string_view text, std::string& out) {
       std_alphabet += c;
   }
   auto bytes = kj::decodeBase64(
-    kj::ArrayPtr<const char>{std_alphabet.data(), std_alphabet.size()});
+      kj::ArrayPtr<const char>{std_alphabet.data(), std_alphabet.size()});
   if (bytes.hadErrors)
     return false;
   out.assign(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
@@ -104,7 +104,7 @@ caf::expected<std::string> decode_stream_token_key(std::string_view spec) {
                + std::to_string(min_stream_token_key_bytes) + " bytes, not "
                + std::to_string(bytes.size()));
   return caf::expected<std::string>{
-    std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size())};
+      std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size())};
 }
 
 std::string random_stream_token_key() {
@@ -173,8 +173,8 @@ caf::expected<stream_grant> verify_stream_token(const std::string& key,
 
 int64_t unix_seconds_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 std::string redact_token_in_target(std::string_view target) {
@@ -188,8 +188,8 @@ std::string redact_token_in_target(std::string_view target) {
   while (pos <= query.size()) {
     auto amp = query.find('&', pos);
     auto pair = query.substr(pos, amp == std::string_view::npos
-                                    ? std::string_view::npos
-                                    : amp - pos);
+                                      ? std::string_view::npos
+                                      : amp - pos);
     if (!first)
       out += '&';
     first = false;
@@ -202,7 +202,7 @@ std::string redact_token_in_target(std::string_view target) {
           && std::isxdigit(static_cast<unsigned char>(raw[i + 1]))
           && std::isxdigit(static_cast<unsigned char>(raw[i + 2]))) {
         name += static_cast<char>(
-          std::stoi(std::string{raw.substr(i + 1, 2)}, nullptr, 16));
+            std::stoi(std::string{raw.substr(i + 1, 2)}, nullptr, 16));
         i += 2;
       } else {
         name += raw[i];

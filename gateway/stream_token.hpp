@@ -10,8 +10,8 @@
 // stateless: any gateway configured with the same key verifies it, and
 // nothing is stored.
 //
-//   token   = base64url(payload) "." base64url(HMAC-SHA256(key, context + payload))
-//   payload = "1" LF expires_at LF scope LF job LF key_name LF tenant
+//   token   = base64url(payload) "." base64url(HMAC-SHA256(key, context +
+//   payload)) payload = "1" LF expires_at LF scope LF job LF key_name LF tenant
 //
 // `expires_at` is Unix seconds, at most max_stream_token_ttl after minting;
 // `scope` is "read" (the only scope a token can carry); `job` is a job id or

@@ -113,7 +113,7 @@ std::string webhook_body(const job_record& rec) {
 // -- address policy -----------------------------------------------------------
 
 address_policy::address_policy(std::vector<ip_network> allow)
-  : allow_(std::move(allow)) {
+    : allow_(std::move(allow)) {
   // Nothing else to set up.
 }
 
@@ -126,8 +126,8 @@ caf::error address_policy::check(const ip_address& x) const {
       return caf::none;
   return make_error(errc::invalid_request,
                     x.to_string() + " (" + why
-                      + "): webhooks may not reach it unless --webhook-allow "
-                        "lists it");
+                        + "): webhooks may not reach it unless --webhook-allow "
+                          "lists it");
 }
 
 // -- options ------------------------------------------------------------------
@@ -183,16 +183,16 @@ struct webhook_client::impl {
 };
 
 webhook_client::webhook_client(webhook_options opts)
-  : opts_(std::move(opts)), policy_(opts_.allow),
-    impl_(std::make_unique<impl>()) {
+    : opts_(std::move(opts)),
+      policy_(opts_.allow),
+      impl_(std::make_unique<impl>()) {
   error_code ec;
   auto& tls = impl_->tls;
-  tls.set_options(asio::ssl::context::default_workarounds
-                    | asio::ssl::context::no_sslv2
-                    | asio::ssl::context::no_sslv3
-                    | asio::ssl::context::no_tlsv1
-                    | asio::ssl::context::no_tlsv1_1,
-                  ec);
+  tls.set_options(
+      asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2
+          | asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1
+          | asio::ssl::context::no_tlsv1_1,
+      ec);
   if (!ec)
     tls.set_default_verify_paths(ec);
   if (!ec && !opts_.extra_ca_file.empty())
@@ -234,8 +234,8 @@ struct exchange_result {
 
 template <class Stream>
 void write_and_read(asio::io_context& ioc, Stream& stream,
-                    bhttp::request<bhttp::string_body>& req,
-                    size_t max_body, exchange_result& out) {
+                    bhttp::request<bhttp::string_body>& req, size_t max_body,
+                    exchange_result& out) {
   out.step = "sending";
   out.ec = run_op(ioc, [&](auto handler) {
     bhttp::async_write(stream, req, std::move(handler));
@@ -276,16 +276,17 @@ webhook_response classify(const exchange_result& x,
     out.status_code = static_cast<uint16_t>(x.status);
   if (x.ec) {
     if (x.ec == beast::error::timeout)
-      out.error = "no answer within " + ms_text(opts.timeout) + " ("
-                  + x.step + ")";
+      out.error
+          = "no answer within " + ms_text(opts.timeout) + " (" + x.step + ")";
     else if (x.ec == bhttp::error::body_limit)
       out.error = "response body over "
                   + std::to_string(opts.max_response_bytes) + " bytes";
     else if (x.ec == bhttp::error::header_limit)
       out.error = "response header over 16384 bytes";
     else if (x.ec == bhttp::error::end_of_stream && !x.header_done)
-      out.error = std::string{x.step} + ": connection closed without an "
-                                        "answer";
+      out.error = std::string{x.step}
+                  + ": connection closed without an "
+                    "answer";
     else
       out.error = std::string{x.step} + ": " + x.ec.message();
     return out;
@@ -333,8 +334,7 @@ webhook_response webhook_client::post(const webhook_request& req) const {
     if (url->host_kind == url_host_kind::name) {
       tcp::resolver resolver{ioc};
       error_code ec;
-      auto results = resolver.resolve(url->host, std::to_string(url->port),
-                                      ec);
+      auto results = resolver.resolve(url->host, std::to_string(url->port), ec);
       if (ec)
         return failed("resolving " + url->host + ": " + ec.message());
       for (const auto& entry : results)
@@ -360,15 +360,15 @@ webhook_response webhook_client::post(const webhook_request& req) const {
       if (auto err = policy_.check(addr))
         return refused("callback URL refused: "
                        + (url->host_kind == url_host_kind::name
-                            ? url->host + " -> "
-                            : std::string{})
+                              ? url->host + " -> "
+                              : std::string{})
                        + message_of(err));
     }
     if (clock_type::now() >= deadline)
       return failed("no answer within " + ms_text(opts_.timeout)
                     + " (resolving " + url->host + ")");
     bhttp::request<bhttp::string_body> request{bhttp::verb::post, url->target,
-                                             11};
+                                               11};
     request.set(bhttp::field::host, url->host_header());
     request.set(bhttp::field::user_agent, "drover-webhook/0.1");
     request.set(bhttp::field::content_type, "application/json");
@@ -377,9 +377,9 @@ webhook_response webhook_client::post(const webhook_request& req) const {
     request.set("webhook-id", req.webhook_id);
     request.set("webhook-timestamp", std::to_string(timestamp_s));
     if (!opts_.key.empty())
-      request.set("webhook-signature",
-                  webhook_signature(opts_.key, req.webhook_id, timestamp_s,
-                                    req.body));
+      request.set(
+          "webhook-signature",
+          webhook_signature(opts_.key, req.webhook_id, timestamp_s, req.body));
     request.body() = req.body;
     request.prepare_payload();
     exchange_result x;
@@ -420,9 +420,9 @@ webhook_response webhook_client::post(const webhook_request& req) const {
                                std::move(handler));
       });
       if (x.ec && SSL_get_verify_result(ssl) != X509_V_OK)
-        return failed(std::string{"TLS handshake: certificate not trusted: "}
-                      + X509_verify_cert_error_string(
-                        SSL_get_verify_result(ssl)));
+        return failed(
+            std::string{"TLS handshake: certificate not trusted: "}
+            + X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
     }
     if (!x.ec)
       write_and_read(ioc, stream, request, opts_.max_response_bytes, x);

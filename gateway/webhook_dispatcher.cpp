@@ -42,20 +42,18 @@ constexpr uint32_t scan_page = 200;
 constexpr size_t settled_memory = 10000;
 
 /// Retries of recording an attempt in the job's history.
-const backoff_schedule record_backoff{std::chrono::milliseconds{100},
-                                      std::chrono::milliseconds{5000}, 2.0,
-                                      0.5};
+const backoff_schedule record_backoff{
+    std::chrono::milliseconds{100}, std::chrono::milliseconds{5000}, 2.0, 0.5};
 /// Scans for pending deliveries after a failed one.
-const backoff_schedule rescan_backoff{std::chrono::milliseconds{500},
-                                      std::chrono::milliseconds{30000}, 2.0,
-                                      0.5};
+const backoff_schedule rescan_backoff{
+    std::chrono::milliseconds{500}, std::chrono::milliseconds{30000}, 2.0, 0.5};
 /// Registering with the progress publisher (absent while the job system
 /// restarts).
-const backoff_schedule connect_backoff{std::chrono::milliseconds{50},
-                                       std::chrono::milliseconds{2000}, 2.0,
-                                       0.5};
+const backoff_schedule connect_backoff{
+    std::chrono::milliseconds{50}, std::chrono::milliseconds{2000}, 2.0, 0.5};
 
-// -- delivery threads -----------------------------------------------------------
+// -- delivery threads
+// -----------------------------------------------------------
 
 struct sender_state {
   std::shared_ptr<const webhook_client> client;
@@ -66,13 +64,14 @@ caf::behavior sender_impl(caf::stateful_actor<sender_state>* self,
                           std::shared_ptr<const webhook_client> client) {
   self->state.client = std::move(client);
   return {
-    [self](post_atom, const webhook_request& req) -> webhook_response {
-      return self->state.client->post(req);
-    },
+      [self](post_atom, const webhook_request& req) -> webhook_response {
+        return self->state.client->post(req);
+      },
   };
 }
 
-// -- the dispatcher ---------------------------------------------------------------
+// -- the dispatcher
+// ---------------------------------------------------------------
 
 enum class phase : uint8_t {
   /// Waiting for its timer.
@@ -212,9 +211,9 @@ void on_response(self_ptr self, const delivery& snapshot,
     w.outcome = webhook_outcome::failed;
   } else {
     std::uniform_real_distribution<double> u{0.0, 1.0};
-    auto next = now
-                + webhook_backoff(st.cfg.options, attempt_number, u(st.rng))
-                    .count();
+    auto next
+        = now
+          + webhook_backoff(st.cfg.options, attempt_number, u(st.rng)).count();
     if (next > snapshot.give_up_at_ms) {
       w.outcome = webhook_outcome::failed;
       w.error += " (giving up after " + std::to_string(attempt_number)
@@ -256,20 +255,20 @@ void start_attempt(self_ptr self, delivery& d) {
   // thread stuck beyond it (a slow system resolver).
   auto bound = st.cfg.options.timeout + std::chrono::seconds{60};
   self->request(sender, bound, post_atom::value, std::move(req))
-    .then(
-      [self, sender, snapshot, attempt_number,
-       started](webhook_response& r) {
-        self->state.idle_senders.push_back(sender);
-        on_response(self, snapshot, attempt_number, started, std::move(r));
-        pump(self);
-      },
-      [self, sender, snapshot, attempt_number, started](caf::error& err) {
-        self->state.idle_senders.push_back(sender);
-        webhook_response r;
-        r.error = "delivery thread: " + describe(err);
-        on_response(self, snapshot, attempt_number, started, std::move(r));
-        pump(self);
-      });
+      .then(
+          [self, sender, snapshot, attempt_number,
+           started](webhook_response& r) {
+            self->state.idle_senders.push_back(sender);
+            on_response(self, snapshot, attempt_number, started, std::move(r));
+            pump(self);
+          },
+          [self, sender, snapshot, attempt_number, started](caf::error& err) {
+            self->state.idle_senders.push_back(sender);
+            webhook_response r;
+            r.error = "delivery thread: " + describe(err);
+            on_response(self, snapshot, attempt_number, started, std::move(r));
+            pump(self);
+          });
 }
 
 /// Starts ready deliveries while delivery threads are idle.
@@ -329,23 +328,23 @@ void record(self_ptr self, job_event ev, uint32_t tries) {
   }
   self->request(store, store_timeout, append_atom::value,
                 std::vector<job_event>{ev})
-    .then([self, ev](ok_atom) { on_recorded(self, ev); },
-          [self, ev, tries, retry](caf::error& err) {
-            if (is(err, errc::not_found) || is(err, errc::invalid_value)) {
-              log::error("webhooks", log::job{ev.job_id},
-                         "dropping the webhook: its job refuses the attempt",
-                         {{"webhook", ev.webhook.webhook_id},
-                          {"error", describe(err)}});
-              forget(self, ev);
-              return;
-            }
-            if (tries == 0)
-              log::warn("webhooks", log::job{ev.job_id},
-                        "recording a webhook attempt failed, will retry",
-                        {{"webhook", ev.webhook.webhook_id},
-                         {"error", describe(err)}});
-            retry(ev);
-          });
+      .then([self, ev](ok_atom) { on_recorded(self, ev); },
+            [self, ev, tries, retry](caf::error& err) {
+              if (is(err, errc::not_found) || is(err, errc::invalid_value)) {
+                log::error("webhooks", log::job{ev.job_id},
+                           "dropping the webhook: its job refuses the attempt",
+                           {{"webhook", ev.webhook.webhook_id},
+                            {"error", describe(err)}});
+                forget(self, ev);
+                return;
+              }
+              if (tries == 0)
+                log::warn("webhooks", log::job{ev.job_id},
+                          "recording a webhook attempt failed, will retry",
+                          {{"webhook", ev.webhook.webhook_id},
+                           {"error", describe(err)}});
+              retry(ev);
+            });
 }
 
 /// Starts (or continues, with `prior_attempts` made before and the next
@@ -381,8 +380,7 @@ void admit(self_ptr self, const job_record& rec, uint32_t prior_attempts,
   schedule(self, slot, std::max(not_before_ms, now_ms(self)));
 }
 
-void scan(self_ptr self, uint64_t epoch, std::string after,
-          uint32_t failures);
+void scan(self_ptr self, uint64_t epoch, std::string after, uint32_t failures);
 
 /// Looks again from the start after `delay` (deliveries already known are
 /// skipped then).
@@ -414,34 +412,34 @@ void resume_next(self_ptr self, uint64_t epoch) {
       return;
     }
     self->request(store, store_timeout, events_atom::value, rec.job_id)
-      .then(
-        [self, epoch, rec, seq](std::vector<job_event>& events) {
-          uint32_t attempts = 0;
-          int64_t next_at = 0;
-          bool settled = false;
-          for (const auto& ev : events) {
-            if (ev.kind != event_kind::webhook_attempted
-                || ev.webhook.terminal_sequence != seq)
-              continue;
-            settled = settled || is_final(ev.webhook.outcome);
-            attempts = std::max(attempts, ev.webhook.attempt_number);
-            next_at = ev.webhook.next_attempt_at_ms;
-          }
-          // Settled after the scan read the record: nothing to do.
-          if (!settled && epoch == self->state.scan_epoch)
-            admit(self, rec, attempts, next_at);
-          resume_next(self, epoch);
-        },
-        [self, epoch, rec](caf::error& err) {
-          auto& st = self->state;
-          if (epoch != st.scan_epoch)
-            return;
-          log::warn("webhooks", log::job{rec.job_id},
-                    "reading the job's history failed; looking again later",
-                    {{"error", describe(err)}});
-          st.resuming.clear();
-          rescan_later(self, epoch, 0);
-        });
+        .then(
+            [self, epoch, rec, seq](std::vector<job_event>& events) {
+              uint32_t attempts = 0;
+              int64_t next_at = 0;
+              bool settled = false;
+              for (const auto& ev : events) {
+                if (ev.kind != event_kind::webhook_attempted
+                    || ev.webhook.terminal_sequence != seq)
+                  continue;
+                settled = settled || is_final(ev.webhook.outcome);
+                attempts = std::max(attempts, ev.webhook.attempt_number);
+                next_at = ev.webhook.next_attempt_at_ms;
+              }
+              // Settled after the scan read the record: nothing to do.
+              if (!settled && epoch == self->state.scan_epoch)
+                admit(self, rec, attempts, next_at);
+              resume_next(self, epoch);
+            },
+            [self, epoch, rec](caf::error& err) {
+              auto& st = self->state;
+              if (epoch != st.scan_epoch)
+                return;
+              log::warn("webhooks", log::job{rec.job_id},
+                        "reading the job's history failed; looking again later",
+                        {{"error", describe(err)}});
+              st.resuming.clear();
+              rescan_later(self, epoch, 0);
+            });
     return;
   }
   if (epoch == st.scan_epoch && st.scan_more)
@@ -449,8 +447,7 @@ void resume_next(self_ptr self, uint64_t epoch) {
 }
 
 /// Pages through the store's jobs that owe a webhook.
-void scan(self_ptr self, uint64_t epoch, std::string after,
-          uint32_t failures) {
+void scan(self_ptr self, uint64_t epoch, std::string after, uint32_t failures) {
   auto& st = self->state;
   if (epoch != st.scan_epoch)
     return;
@@ -460,27 +457,27 @@ void scan(self_ptr self, uint64_t epoch, std::string after,
     return;
   }
   self->request(store, store_timeout, webhooks_atom::value, after, scan_page)
-    .then(
-      [self, epoch](std::vector<job_record>& recs) {
-        auto& st = self->state;
-        if (epoch != st.scan_epoch)
-          return;
-        st.scan_more = recs.size() == scan_page;
-        if (!recs.empty())
-          st.scan_next = recs.back().job_id;
-        st.resuming.assign(std::make_move_iterator(recs.begin()),
-                           std::make_move_iterator(recs.end()));
-        resume_next(self, epoch);
-      },
-      [self, epoch, failures](caf::error& err) {
-        if (failures == 0)
-          log::warn("webhooks",
-                    "looking for pending webhooks failed, will retry",
-                    {{"error", describe(err)}});
-        // From the start: simpler than remembering where, and what is
-        // known already is skipped.
-        rescan_later(self, epoch, failures);
-      });
+      .then(
+          [self, epoch](std::vector<job_record>& recs) {
+            auto& st = self->state;
+            if (epoch != st.scan_epoch)
+              return;
+            st.scan_more = recs.size() == scan_page;
+            if (!recs.empty())
+              st.scan_next = recs.back().job_id;
+            st.resuming.assign(std::make_move_iterator(recs.begin()),
+                               std::make_move_iterator(recs.end()));
+            resume_next(self, epoch);
+          },
+          [self, epoch, failures](caf::error& err) {
+            if (failures == 0)
+              log::warn("webhooks",
+                        "looking for pending webhooks failed, will retry",
+                        {{"error", describe(err)}});
+            // From the start: simpler than remembering where, and what is
+            // known already is skipped.
+            rescan_later(self, epoch, failures);
+          });
 }
 
 /// Registers with the current progress publisher, then scans the store.
@@ -499,16 +496,16 @@ void connect(self_ptr self) {
   }
   self->request(publisher, std::chrono::seconds{5}, watch_finals_atom::value,
                 caf::actor_cast<caf::actor>(self))
-    .then(
-      [self, publisher](ok_atom) {
-        auto& st = self->state;
-        st.publisher = publisher;
-        st.connect_retries.reset();
-        self->monitor(publisher);
-        // Finals published while nobody watched are in the store.
-        scan(self, ++st.scan_epoch, std::string{}, 0);
-      },
-      [retry](caf::error&) { retry(); });
+      .then(
+          [self, publisher](ok_atom) {
+            auto& st = self->state;
+            st.publisher = publisher;
+            st.connect_retries.reset();
+            self->monitor(publisher);
+            // Finals published while nobody watched are in the store.
+            scan(self, ++st.scan_epoch, std::string{}, 0);
+          },
+          [retry](caf::error&) { retry(); });
 }
 
 caf::behavior dispatcher_impl(self_ptr self, webhook_dispatcher_config cfg) {
@@ -542,24 +539,24 @@ caf::behavior dispatcher_impl(self_ptr self, webhook_dispatcher_config cfg) {
   });
   connect(self);
   return {
-    [self](final_atom, const job_record& rec) { admit(self, rec, 0, 0); },
-    [self](connect_atom) { connect(self); },
-    [self](scan_atom, uint64_t epoch, std::string& after, uint32_t failures) {
-      scan(self, epoch, std::move(after), failures);
-    },
-    [self](due_atom, const std::string& job_id, uint64_t generation) {
-      auto& st = self->state;
-      auto i = st.deliveries.find(job_id);
-      if (i == st.deliveries.end() || i->second.generation != generation
-          || i->second.state != phase::waiting)
-        return;
-      i->second.state = phase::ready;
-      st.ready.push_back(job_id);
-      pump(self);
-    },
-    [self](record_atom, job_event& ev, uint32_t tries) {
-      record(self, std::move(ev), tries);
-    },
+      [self](final_atom, const job_record& rec) { admit(self, rec, 0, 0); },
+      [self](connect_atom) { connect(self); },
+      [self](scan_atom, uint64_t epoch, std::string& after, uint32_t failures) {
+        scan(self, epoch, std::move(after), failures);
+      },
+      [self](due_atom, const std::string& job_id, uint64_t generation) {
+        auto& st = self->state;
+        auto i = st.deliveries.find(job_id);
+        if (i == st.deliveries.end() || i->second.generation != generation
+            || i->second.state != phase::waiting)
+          return;
+        i->second.state = phase::ready;
+        st.ready.push_back(job_id);
+        pump(self);
+      },
+      [self](record_atom, job_event& ev, uint32_t tries) {
+        record(self, std::move(ev), tries);
+      },
   };
 }
 
@@ -569,12 +566,12 @@ webhook_dispatcher_actor
 spawn_webhook_dispatcher(caf::actor_system& sys,
                          webhook_dispatcher_config cfg) {
   return caf::actor_cast<webhook_dispatcher_actor>(
-    sys.spawn(dispatcher_impl, std::move(cfg)));
+      sys.spawn(dispatcher_impl, std::move(cfg)));
 }
 
 child_spec webhook_child(webhook_dispatcher_config cfg) {
-  auto shared = std::make_shared<const webhook_dispatcher_config>(
-    std::move(cfg));
+  auto shared
+      = std::make_shared<const webhook_dispatcher_config>(std::move(cfg));
   child_spec spec;
   spec.name = "webhooks";
   spec.start = [shared](caf::actor_system& sys, const caf::actor_addr&) {

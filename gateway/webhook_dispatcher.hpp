@@ -60,7 +60,7 @@
 namespace drover {
 
 using webhook_dispatcher_actor
-  = caf::typed_actor<caf::reacts_to<final_atom, job_record>>;
+    = caf::typed_actor<caf::reacts_to<final_atom, job_record>>;
 
 struct webhook_dispatcher_config {
   webhook_options options;
@@ -79,8 +79,7 @@ struct webhook_dispatcher_config {
 /// Spawns a dispatcher and its delivery threads (linked: they end with
 /// it). It warns on stderr when deliveries go out unsigned.
 webhook_dispatcher_actor
-spawn_webhook_dispatcher(caf::actor_system& sys,
-                         webhook_dispatcher_config cfg);
+spawn_webhook_dispatcher(caf::actor_system& sys, webhook_dispatcher_config cfg);
 
 /// The dispatcher as a child ("webhooks") of the node's root supervisor,
 /// next to the job system whose handles it uses. Permanent; a restart

@@ -19,7 +19,6 @@
 #include "actors/api.hpp"
 #include "actors/job_system.hpp"
 #include "actors/pg_store.hpp"
-#include "runtime/pg_lease.hpp"
 #include "gateway/gateway.hpp"
 #include "gateway/stream_token.hpp"
 #include "gateway/webhook_dispatcher.hpp"
@@ -27,6 +26,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/exec_policy.hpp"
 #include "runtime/log.hpp"
+#include "runtime/pg_lease.hpp"
 #include "runtime/privileges.hpp"
 #include "runtime/supervisor.hpp"
 #include "runtime/type_ids.hpp"
@@ -38,22 +38,22 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
+#include <arpa/inet.h>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <memory>
-#include <cstdlib>
-#include <mutex>
-#include <csignal>
 #include <iostream>
-#include <arpa/inet.h>
+#include <memory>
+#include <mutex>
 #include <netdb.h>
 #include <pthread.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include <thread>
+#include <unistd.h>
 
 namespace {
 
@@ -80,7 +80,7 @@ gateway_config_of(const drover::node_config& cfg) {
       if (other.name == key->name || other.hash == key->hash)
         return drover::make_error(drover::errc::bad_config,
                                   "api-key: key '" + key->name
-                                    + "' is configured twice");
+                                      + "' is configured twice");
     gw.keys.push_back(std::move(*key));
   }
   gw.default_rate = cfg.http_rate_limit;
@@ -143,8 +143,8 @@ caf::error check_port(const std::string& host, uint16_t port,
   auto service = std::to_string(port);
   if (getaddrinfo(host.c_str(), service.c_str(), &hints, &found) != 0)
     return drover::make_error(drover::errc::bad_config,
-                              std::string{option} + ": cannot resolve '"
-                                + host + "'");
+                              std::string{option} + ": cannot resolve '" + host
+                                  + "'");
   std::string why;
   for (auto* ai = found; ai != nullptr; ai = ai->ai_next) {
     int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
@@ -164,7 +164,7 @@ caf::error check_port(const std::string& host, uint16_t port,
   freeaddrinfo(found);
   return drover::make_error(drover::errc::unavailable,
                             std::string{"cannot listen on "} + host + ':'
-                              + service + " (" + option + "): " + why);
+                                + service + " (" + option + "): " + why);
 }
 
 /// The coordinator's hold on its database (store postgres): the partition
@@ -177,7 +177,7 @@ struct coordinator_claim {
   /// Set while releasing: the store's last writes, refused by the fence
   /// then, are no takeover.
   std::shared_ptr<std::atomic<bool>> leaving
-    = std::make_shared<std::atomic<bool>>(false);
+      = std::make_shared<std::atomic<bool>>(false);
 
   void release() {
     if (!keeper)
@@ -271,8 +271,8 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   // before it migrates or takes a lease.
   for (auto err : {check_port(cfg.admin_host, cfg.admin_port, "admin-port"),
                    has_role(cfg, "gateway")
-                     ? check_port(cfg.http_host, cfg.http_port, "http-port")
-                     : caf::error{}})
+                       ? check_port(cfg.http_host, cfg.http_port, "http-port")
+                       : caf::error{}})
     if (err) {
       drover::log::error("node", drover::describe(err));
       return drover::is(err, drover::errc::bad_config) ? 2 : 1;
@@ -280,12 +280,11 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   coordinator_claim claim;
   if (cfg.store == "postgres") {
     // One coordinator per database: every lease before recovery.
-    auto grant = drover::pg::claim_coordinator(cfg.pg_url, cfg.node_id,
-                                               cfg.lease_ttl);
+    auto grant
+        = drover::pg::claim_coordinator(cfg.pg_url, cfg.node_id, cfg.lease_ttl);
     if (!grant) {
       if (drover::is(grant.error(), drover::errc::conflict)) {
-        drover::log::error("node",
-                           "another coordinator runs on this database",
+        drover::log::error("node", "another coordinator runs on this database",
                            {{"error", drover::describe(grant.error())}});
         return 2;
       }
@@ -300,9 +299,7 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     kc.ttl = cfg.lease_ttl;
     kc.interval = cfg.lease_renew_interval;
     kc.deposed = deposed_exit(claim.leaving);
-    kc.log = [](const std::string& line) {
-      drover::log::warn("leases", line);
-    };
+    kc.log = [](const std::string& line) { drover::log::warn("leases", line); };
     claim.keeper = std::make_unique<drover::pg::lease_keeper>(std::move(kc));
   }
   auto tree = node_tree(cfg, handles, claim);
@@ -321,9 +318,10 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     // exist and the API can reach them.
     caf::scoped_actor probe{sys};
     caf::error not_up;
-    probe->request(*root, std::chrono::seconds{30}, drover::describe_atom::value)
-      .receive([](drover::tree_node&) {},
-               [&](caf::error& err) { not_up = std::move(err); });
+    probe
+        ->request(*root, std::chrono::seconds{30}, drover::describe_atom::value)
+        .receive([](drover::tree_node&) {},
+                 [&](caf::error& err) { not_up = std::move(err); });
     if (not_up) {
       drover::log::error("node", "the node did not start",
                          {{"error", drover::describe(not_up)}});
@@ -337,7 +335,7 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   if (!port) {
     drover::log::error("node",
                        "cannot listen on " + cfg.admin_host + ':'
-                         + std::to_string(cfg.admin_port),
+                           + std::to_string(cfg.admin_port),
                        {{"error", sys.render(port.error())}});
     caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
@@ -378,9 +376,8 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
                         "loopback only). Configure --exec-allow before "
                         "serving anyone else.");
     else
-      drover::log::info("exec",
-                        "exec jobs are refused: no --exec-allow is "
-                        "configured.");
+      drover::log::info("exec", "exec jobs are refused: no --exec-allow is "
+                                "configured.");
   }
   {
     // The one line scripts and tests wait for (stdout, in the log's
@@ -389,23 +386,30 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     for (const auto& r : cfg.roles)
       roles += (roles.empty() ? "" : ",") + r;
     auto admin = cfg.admin_host + ':' + std::to_string(*port);
-    std::string http = gateway ? cfg.http_host + ':'
-                                   + std::to_string(gateway->port())
-                               : std::string{};
+    std::string http
+        = gateway ? cfg.http_host + ':' + std::to_string(gateway->port())
+                  : std::string{};
     if (!gateway)
       drover::log::announce("node", "ready",
-                            {{"node", cfg.node_id}, {"roles", roles},
-                             {"store", cfg.store}, {"admin", admin}});
+                            {{"node", cfg.node_id},
+                             {"roles", roles},
+                             {"store", cfg.store},
+                             {"admin", admin}});
     else if (!gateway->development_mode())
       drover::log::announce("node", "ready",
-                            {{"node", cfg.node_id}, {"roles", roles},
-                             {"store", cfg.store}, {"admin", admin},
+                            {{"node", cfg.node_id},
+                             {"roles", roles},
+                             {"store", cfg.store},
+                             {"admin", admin},
                              {"http", http}});
     else
       drover::log::announce("node", "ready",
-                            {{"node", cfg.node_id}, {"roles", roles},
-                             {"store", cfg.store}, {"admin", admin},
-                             {"http", http}, {"development_mode", true}});
+                            {{"node", cfg.node_id},
+                             {"roles", roles},
+                             {"store", cfg.store},
+                             {"admin", admin},
+                             {"http", http},
+                             {"development_mode", true}});
   }
   // Signals are blocked in every thread (the mask was set before CAF
   // started its threads); this one thread takes them synchronously.
@@ -424,10 +428,11 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     // The tree stops child by child within their own timeouts; this is
     // the backstop for a tree that hangs anyway.
     if (!cv.wait_for(guard, cfg.shutdown_timeout, [&] { return root_down; })) {
-      drover::log::error("node", "orderly shutdown exceeded its deadline; "
-                                 "exiting hard",
-                         {{"shutdown_timeout_ms",
-                           cfg.shutdown_timeout.count()}});
+      drover::log::error(
+          "node",
+          "orderly shutdown exceeded its deadline; "
+          "exiting hard",
+          {{"shutdown_timeout_ms", cfg.shutdown_timeout.count()}});
       std::_Exit(1);
     }
   }};
@@ -435,11 +440,10 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   self->monitor(*root);
   caf::error reason;
   bool down = false;
-  self->receive_while([&] { return !down; })(
-    [&](caf::down_msg& dm) {
-      reason = std::move(dm.reason);
-      down = true;
-    });
+  self->receive_while([&] { return !down; })([&](caf::down_msg& dm) {
+    reason = std::move(dm.reason);
+    down = true;
+  });
   {
     std::lock_guard<std::mutex> guard{mx};
     root_down = true;

@@ -61,10 +61,10 @@ struct session {
     caf::scoped_actor self{sys};
     caf::optional<T> result;
     self->request(node, timeout, std::forward<Ts>(xs)...)
-      .receive([&](T& x) { result = std::move(x); },
-               [&](caf::error& err) {
-                 std::cerr << "droverctl: " << describe(err) << '\n';
-               });
+        .receive([&](T& x) { result = std::move(x); },
+                 [&](caf::error& err) {
+                   std::cerr << "droverctl: " << describe(err) << '\n';
+                 });
     return result;
   }
 };
@@ -82,9 +82,8 @@ int wait_for(session& s, const std::string& id,
              std::chrono::milliseconds limit) {
   caf::scoped_actor self{s.sys};
   caf::error failure;
-  self->request(s.node, s.timeout, subscribe_atom::value, id,
-                caf::actor{self})
-    .receive([](ok_atom) {}, [&](caf::error& err) { failure = err; });
+  self->request(s.node, s.timeout, subscribe_atom::value, id, caf::actor{self})
+      .receive([](ok_atom) {}, [&](caf::error& err) { failure = err; });
   if (failure) {
     std::cerr << "droverctl: " << describe(failure) << '\n';
     return 1;
@@ -103,29 +102,29 @@ int wait_for(session& s, const std::string& id,
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (!done) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       std::cerr << "droverctl: gave up waiting after " << limit.count()
                 << " ms\n";
       break;
     }
     self->receive(
-      [&](progress_atom, const progress_update& u) {
-        std::cerr << "attempt " << u.attempt << ": "
-                  << std::lround(u.percent) << "%";
-        if (!u.stage.empty())
-          std::cerr << " [" << u.stage << "]";
-        if (u.eta_ms >= 0)
-          std::cerr << " eta " << (u.eta_ms + 500) / 1000 << "s";
-        if (!u.message.empty())
-          std::cerr << " " << u.message;
-        std::cerr << '\n';
-      },
-      [&](final_atom, const job_record& r) {
-        rc = finish(r);
-        done = true;
-      },
-      caf::after(left) >> [] {});
+        [&](progress_atom, const progress_update& u) {
+          std::cerr << "attempt " << u.attempt << ": " << std::lround(u.percent)
+                    << "%";
+          if (!u.stage.empty())
+            std::cerr << " [" << u.stage << "]";
+          if (u.eta_ms >= 0)
+            std::cerr << " eta " << (u.eta_ms + 500) / 1000 << "s";
+          if (!u.message.empty())
+            std::cerr << " " << u.message;
+          std::cerr << '\n';
+        },
+        [&](final_atom, const job_record& r) {
+          rc = finish(r);
+          done = true;
+        },
+        caf::after(left) >> [] {});
   }
   self->send(s.node, unsubscribe_atom::value, id, caf::actor{self});
   return rc;
@@ -154,41 +153,39 @@ int main(int argc, char** argv) {
   int64_t delay_ms = -1, max_attempts = -1, job_timeout_ms = -1;
   uint32_t limit = 100;
   po::options_description opts{"options"};
-  opts.add_options()("help,h", "print this help")
-    ("command", po::value(&command), "what to do")
-    ("arg", po::value(&arg), "job type or job id")
-    ("host", po::value(&host)->default_value(host), "node API host")
-    ("port", po::value(&port)->default_value(port), "node API port")
-    ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
-     "give up on one request after this long")
-    ("json", "tree: print JSON instead of an indented tree")
-    ("input", po::value(&input), "submit: job input (JSON)")
-    ("priority", po::value(&priority_name), "submit: high, normal or low")
-    ("delay-ms", po::value(&delay_ms), "submit: run no earlier than this")
-    ("run-at", po::value(&run_at), "submit: RFC 3339 time to run at")
-    ("max-attempts", po::value(&max_attempts), "submit: attempts in total")
-    ("job-timeout-ms", po::value(&job_timeout_ms),
-     "submit: per-attempt timeout")
-    ("idempotency-key", po::value(&key), "submit: deduplication key")
-    ("tenant", po::value(&tenant), "submit/list: tenant")
-    ("wait", "submit: follow the job until it ends")
-    ("wait-ms", po::value(&wait_ms)->default_value(wait_ms),
-     "wait: give up after this long")
-    ("status", po::value(&status_name), "list: only this status")
-    ("limit", po::value(&limit)->default_value(limit), "list/dlq: page size")
-    ("after", po::value(&after), "list/dlq: page after this job id")
-    ("all", "redrive/purge: every job in the dead-letter queue")
-    ("reason", po::value(&reason)->default_value(reason),
-     "cancel: why (kept in the job's history)");
+  opts.add_options()("help,h", "print this help")(
+      "command", po::value(&command), "what to do")("arg", po::value(&arg),
+                                                    "job type or job id")(
+      "host", po::value(&host)->default_value(host), "node API host")(
+      "port", po::value(&port)->default_value(port), "node API port")(
+      "timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
+      "give up on one request after this long")(
+      "json", "tree: print JSON instead of an indented tree")(
+      "input", po::value(&input), "submit: job input (JSON)")(
+      "priority", po::value(&priority_name), "submit: high, normal or low")(
+      "delay-ms", po::value(&delay_ms), "submit: run no earlier than this")(
+      "run-at", po::value(&run_at), "submit: RFC 3339 time to run at")(
+      "max-attempts", po::value(&max_attempts), "submit: attempts in total")(
+      "job-timeout-ms", po::value(&job_timeout_ms),
+      "submit: per-attempt timeout")("idempotency-key", po::value(&key),
+                                     "submit: deduplication key")(
+      "tenant", po::value(&tenant),
+      "submit/list: tenant")("wait", "submit: follow the job until it ends")(
+      "wait-ms", po::value(&wait_ms)->default_value(wait_ms),
+      "wait: give up after this long")("status", po::value(&status_name),
+                                       "list: only this status")(
+      "limit", po::value(&limit)->default_value(limit), "list/dlq: page size")(
+      "after", po::value(&after), "list/dlq: page after this job id")(
+      "all", "redrive/purge: every job in the dead-letter queue")(
+      "reason", po::value(&reason)->default_value(reason),
+      "cancel: why (kept in the job's history)");
   po::positional_options_description pos;
   pos.add("command", 1).add("arg", 1);
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv)
-                .options(opts)
-                .positional(pos)
-                .run(),
-              vm);
+    po::store(
+        po::command_line_parser(argc, argv).options(opts).positional(pos).run(),
+        vm);
     po::notify(vm);
   } catch (const po::error& e) {
     std::cerr << "droverctl: " << e.what() << '\n';
@@ -197,8 +194,8 @@ int main(int argc, char** argv) {
   if (vm.count("help") || command.empty())
     return usage(opts);
   static const std::vector<std::string> known{
-    "tree", "submit", "get", "events", "wait", "cancel",
-    "list", "dlq",    "redrive", "purge", "stats"};
+      "tree", "submit", "get",     "events", "wait", "cancel",
+      "list", "dlq",    "redrive", "purge",  "stats"};
   if (std::find(known.begin(), known.end(), command) == known.end()) {
     std::cerr << "droverctl: unknown command '" << command
               << "' (see droverctl --help)\n";
@@ -209,11 +206,10 @@ int main(int argc, char** argv) {
                  "positive\n";
     return 2;
   }
-  bool needs_arg = command == "submit" || command == "get"
-                   || command == "events" || command == "wait"
-                   || command == "cancel"
-                   || ((command == "redrive" || command == "purge")
-                       && !vm.count("all"));
+  bool needs_arg
+      = command == "submit" || command == "get" || command == "events"
+        || command == "wait" || command == "cancel"
+        || ((command == "redrive" || command == "purge") && !vm.count("all"));
   if (needs_arg && arg.empty()) {
     std::cerr << "droverctl: '" << command << "' needs "
               << (command == "submit" ? "a job type" : "a job id") << '\n';
@@ -239,8 +235,8 @@ int main(int argc, char** argv) {
     if (delay_ms >= 0)
       req.delay_ms = delay_ms;
     if (max_attempts >= 0)
-      req.max_attempts = static_cast<int32_t>(
-        std::min<int64_t>(max_attempts, INT32_MAX));
+      req.max_attempts
+          = static_cast<int32_t>(std::min<int64_t>(max_attempts, INT32_MAX));
     if (job_timeout_ms >= 0)
       req.timeout_ms = job_timeout_ms;
   }
@@ -263,8 +259,7 @@ int main(int argc, char** argv) {
   cfg.load<caf::io::middleman>();
   cfg.set("scheduler.max-threads", size_t{1});
   caf::actor_system sys{cfg};
-  auto node = sys.middleman().remote_actor(host,
-                                           static_cast<uint16_t>(port));
+  auto node = sys.middleman().remote_actor(host, static_cast<uint16_t>(port));
   if (!node) {
     std::cerr << "droverctl: cannot reach " << host << ':' << port << ": "
               << sys.render(node.error()) << '\n';
@@ -316,8 +311,8 @@ int main(int argc, char** argv) {
   if (command == "redrive" || command == "purge") {
     if (vm.count("all")) {
       auto n = command == "redrive"
-                 ? s.ask<uint32_t>(redrive_atom::value, all_atom::value)
-                 : s.ask<uint32_t>(purge_atom::value, all_atom::value);
+                   ? s.ask<uint32_t>(redrive_atom::value, all_atom::value)
+                   : s.ask<uint32_t>(purge_atom::value, all_atom::value);
       if (!n)
         return 1;
       std::cout << *n << '\n';

@@ -22,11 +22,10 @@ raw_window compute(const backoff_schedule& s, uint32_t failures) {
   int64_t max_ms = std::max<int64_t>(s.max.count(), 0);
   int64_t floor_ms = std::clamp<int64_t>(s.floor.count(), 0, max_ms);
   auto max_d = static_cast<double>(max_ms);
-  auto initial = static_cast<double>(
-    std::clamp<int64_t>(s.initial.count(), 0, max_ms));
-  auto multiplier = std::isfinite(s.multiplier) && s.multiplier > 1.0
-                      ? s.multiplier
-                      : 1.0;
+  auto initial
+      = static_cast<double>(std::clamp<int64_t>(s.initial.count(), 0, max_ms));
+  auto multiplier
+      = std::isfinite(s.multiplier) && s.multiplier > 1.0 ? s.multiplier : 1.0;
   auto jitter = std::isnan(s.jitter) ? 0.0 : std::clamp(s.jitter, 0.0, 1.0);
   double base = initial;
   if (initial > 0.0 && multiplier > 1.0) {

@@ -60,9 +60,7 @@ double jitter_draw();
 /// thread-safe; an actor keeps one in its state.
 class backoff_counter {
 public:
-  explicit backoff_counter(backoff_schedule schedule)
-    : schedule_(schedule) {
-  }
+  explicit backoff_counter(backoff_schedule schedule) : schedule_(schedule) {}
 
   /// The delay before the next try; counts one more failure.
   std::chrono::milliseconds next() {

@@ -16,9 +16,9 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
-#include <cstdlib>
 #include <map>
 #include <optional>
 #include <string>
@@ -58,7 +58,6 @@ std::string errno_text(int error) {
   char buf[256];
   return strerror_r(error, buf, sizeof(buf)); // GNU variant: returns the text
 }
-
 
 /// User-supplied text for an error message: valid UTF-8, control
 /// characters replaced, shortened, in single quotes.
@@ -190,7 +189,8 @@ std::string object_members(json_value::Reader value,
       std::string expected;
       for (auto key : allowed)
         expected += (expected.empty() ? "" : ", ") + std::string{key};
-      return "unknown key " + quote_for_message(name) + " (expected: " + expected + ")";
+      return "unknown key " + quote_for_message(name)
+             + " (expected: " + expected + ")";
     }
     if (!out.emplace(name, member.getValue()).second)
       return "duplicate key " + quote_for_message(name);
@@ -237,16 +237,15 @@ std::string parse_exec_limits(json_value::Reader value,
   std::map<std::string, json_value::Reader> members;
   if (!value.isObject())
     return "limits must be an object, got " + std::string{kind_name(value)};
-  if (auto err = object_members(value,
-                                {"cpu_seconds", "address_space_mb",
-                                 "open_files", "processes"},
-                                members);
+  if (auto err = object_members(
+          value, {"cpu_seconds", "address_space_mb", "open_files", "processes"},
+          members);
       !err.empty())
     return "limits: " + err;
   for (auto& [name, member] : members) {
     int64_t number = 0;
-    if (auto err = read_integer(member, "limits." + name, 1,
-                                int64_t{1} << 40, number);
+    if (auto err
+        = read_integer(member, "limits." + name, 1, int64_t{1} << 40, number);
         !err.empty())
       return err;
     auto& slot = name == "cpu_seconds"        ? out.cpu_seconds
@@ -296,15 +295,17 @@ std::string parse_exec_input(const std::string& input, exec_request& spec) {
       if (name.empty())
         return "env names must not be empty";
       if (name.find('\0') != std::string::npos)
-        return "env name " + quote_for_message(name) + " contains a NUL character";
+        return "env name " + quote_for_message(name)
+               + " contains a NUL character";
       if (name.find('=') != std::string::npos)
         return "env name " + quote_for_message(name) + " must not contain '='";
       for (const auto& seen : spec.env)
         if (seen.first == name)
           return "env name " + quote_for_message(name) + " appears twice";
       std::string value;
-      if (auto err = read_c_string(variable.getValue(),
-                                   "env value of " + quote_for_message(name), value);
+      if (auto err
+          = read_c_string(variable.getValue(),
+                          "env value of " + quote_for_message(name), value);
           !err.empty())
         return err;
       spec.env.emplace_back(std::move(name), std::move(value));
@@ -445,12 +446,12 @@ std::string signal_text(int sig) {
 std::vector<subprocess_rlimit> rlimits_of(const exec_limits& limits) {
   // SIGXCPU at the soft limit, SIGKILL a second later for a program that
   // catches it.
-  return {{RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1},
-          {RLIMIT_AS, limits.address_space_mb << 20,
-           limits.address_space_mb << 20},
-          {RLIMIT_NOFILE, limits.open_files, limits.open_files},
-          {RLIMIT_NPROC, limits.processes, limits.processes},
-          {RLIMIT_CORE, 0, 0}};
+  return {
+      {RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1},
+      {RLIMIT_AS, limits.address_space_mb << 20, limits.address_space_mb << 20},
+      {RLIMIT_NOFILE, limits.open_files, limits.open_files},
+      {RLIMIT_NPROC, limits.processes, limits.processes},
+      {RLIMIT_CORE, 0, 0}};
 }
 
 /// The checks and settings that turn a parsed input into what runs, or the
@@ -497,12 +498,13 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
   if (!spec.cwd.empty()) {
     struct stat info;
     if (stat(spec.cwd.c_str(), &info) != 0)
-      return task_outcome::permanent("invalid_input", "cwd " + quote_for_message(spec.cwd)
-                                                          + ": "
-                                                          + errno_text(errno));
+      return task_outcome::permanent("invalid_input",
+                                     "cwd " + quote_for_message(spec.cwd) + ": "
+                                         + errno_text(errno));
     if (!S_ISDIR(info.st_mode))
-      return task_outcome::permanent(
-          "invalid_input", "cwd " + quote_for_message(spec.cwd) + " is not a directory");
+      return task_outcome::permanent("invalid_input",
+                                     "cwd " + quote_for_message(spec.cwd)
+                                         + " is not a directory");
   }
   spec.kill_grace = options.exec_kill_grace;
   // The callback stays registered after we return (there's no way to
@@ -548,9 +550,10 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
                                        "cannot apply the resource limits: "
                                            + errno_text(result.error));
       if (result.step == "chdir")
-        return task_outcome::permanent(
-            "exec_failed", "cannot change to directory " + quote_for_message(spec.cwd)
-                               + ": " + errno_text(result.error));
+        return task_outcome::permanent("exec_failed",
+                                       "cannot change to directory "
+                                           + quote_for_message(spec.cwd) + ": "
+                                           + errno_text(result.error));
       return task_outcome::retryable("spawn_failed",
                                      "cannot set up the program's stdio: "
                                          + errno_text(result.error));
@@ -562,8 +565,8 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
   switch (result.how) {
     case status::exited: {
       if (result.exit_code == 0)
-        return task_outcome::success("{\"exit_code\":0,\"stdout_tail\":"
-                                     + json_quote(out.tail()) + "}");
+        return task_outcome::success(
+            "{\"exit_code\":0,\"stdout_tail\":" + json_quote(out.tail()) + "}");
       auto code = std::to_string(result.exit_code);
       return task_outcome::retryable("exit_" + code,
                                      stderr_or("exited with status " + code));
@@ -575,10 +578,11 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
       if (result.signal == SIGXCPU
           || (result.signal == SIGKILL
               && result.cpu_seconds >= static_cast<double>(limits.cpu_seconds)))
-        return task_outcome::retryable(
-            "cpu_limit", "exceeded its CPU time limit of "
-                             + std::to_string(limits.cpu_seconds)
-                             + " s (RLIMIT_CPU): " + signal_text(result.signal));
+        return task_outcome::retryable("cpu_limit",
+                                       "exceeded its CPU time limit of "
+                                           + std::to_string(limits.cpu_seconds)
+                                           + " s (RLIMIT_CPU): "
+                                           + signal_text(result.signal));
       return task_outcome::retryable("signal_" + std::to_string(result.signal),
                                      stderr_or(signal_text(result.signal)));
     default:
@@ -671,13 +675,14 @@ caf::error register_builtin_handlers(handler_registry& registry,
       = [options](task_context& ctx) { return run_exec(ctx, options); };
   // Submit-time checks: the input, and the node's exec policy (allow-list,
   // reserved env names, limits); the worker repeats both (prepare_exec).
-  exec_options.validate_input = [policy = options.exec](const std::string& input) {
-    exec_request req;
-    if (auto err = parse_exec_input(input, req); !err.empty())
-      return err;
-    std::string program;
-    return exec_check(policy, req, program);
-  };
+  exec_options.validate_input
+      = [policy = options.exec](const std::string& input) {
+          exec_request req;
+          if (auto err = parse_exec_input(input, req); !err.empty())
+            return err;
+          std::string program;
+          return exec_check(policy, req, program);
+        };
   if (auto err = registry.register_handler("exec", exec_fn, exec_options))
     return err;
   handler_options sleep_options;

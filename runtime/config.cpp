@@ -41,13 +41,12 @@ void append_list_items(const std::vector<std::string>& values,
     std::string::size_type pos = 0;
     while (pos <= value.size()) {
       auto comma = value.find(',', pos);
-      auto item = value.substr(pos, comma == std::string::npos
-                                      ? std::string::npos
-                                      : comma - pos);
+      auto item = value.substr(
+          pos, comma == std::string::npos ? std::string::npos : comma - pos);
       auto first = item.find_first_not_of(" \t");
       if (first != std::string::npos)
         out.push_back(
-          item.substr(first, item.find_last_not_of(" \t") - first + 1));
+            item.substr(first, item.find_last_not_of(" \t") - first + 1));
       if (comma == std::string::npos)
         break;
       pos = comma + 1;
@@ -65,7 +64,8 @@ caf::expected<std::string> decode_webhook_secret(const std::string& secret) {
   // KJ's decoder (as in runtime/codec.cpp) flags any character outside
   // the base64 alphabet.
   auto text = secret.substr(prefix.size());
-  auto bytes = kj::decodeBase64(kj::ArrayPtr<const char>{text.data(), text.size()});
+  auto bytes
+      = kj::decodeBase64(kj::ArrayPtr<const char>{text.data(), text.size()});
   if (bytes.hadErrors)
     return make_error(errc::bad_config, "webhook-secret: the part after "
                                         "whsec_ is not valid base64");
@@ -73,8 +73,8 @@ caf::expected<std::string> decode_webhook_secret(const std::string& secret) {
   if (key.size() < 24 || key.size() > 64)
     return make_error(errc::bad_config,
                       "webhook-secret must encode 24 to 64 bytes, not "
-                        + std::to_string(key.size())
-                        + " (e.g. whsec_$(openssl rand -base64 32))");
+                          + std::to_string(key.size())
+                          + " (e.g. whsec_$(openssl rand -base64 32))");
   return key;
 }
 
@@ -103,7 +103,8 @@ caf::error validate(const node_config& cfg) {
     return bad("scheduler-policy must be 'stealing' or 'sharing'");
   if (!log::parse_level(cfg.log_level))
     return bad("log-level must be one of trace, debug, info, warn, error, "
-               "off; got '" + cfg.log_level + "'");
+               "off; got '"
+               + cfg.log_level + "'");
   if (!log::parse_format(cfg.log_format))
     return bad("log-format must be 'text' or 'json', got '" + cfg.log_format
                + "'");
@@ -116,8 +117,7 @@ caf::error validate(const node_config& cfg) {
   if (cfg.state_dir.empty())
     return bad("state-dir must not be empty");
   if (cfg.store != "memory" && cfg.store != "postgres")
-    return bad("store must be 'postgres' or 'memory', got '" + cfg.store
-               + "'");
+    return bad("store must be 'postgres' or 'memory', got '" + cfg.store + "'");
   if (cfg.store == "postgres" && cfg.pg_url.empty())
     return bad("--store postgres needs --pg-url");
   if (cfg.retention_days > 36500)
@@ -157,9 +157,8 @@ caf::error validate(const node_config& cfg) {
   return caf::none;
 }
 
-caf::expected<parse_outcome> parse_node_config(int argc,
-                                               const char* const* argv,
-                                               std::ostream& out) {
+caf::expected<parse_outcome>
+parse_node_config(int argc, const char* const* argv, std::ostream& out) {
   parse_outcome result;
   auto& cfg = result.config;
   std::string config_file;
@@ -186,7 +185,7 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   int64_t wh_max_backoff = cfg.webhook_max_backoff.count();
   int64_t wh_timeout = cfg.webhook_timeout.count();
   int64_t wh_max_response
-    = static_cast<int64_t>(cfg.webhook_max_response_bytes);
+      = static_cast<int64_t>(cfg.webhook_max_response_bytes);
   int64_t http_port = cfg.http_port;
   int64_t http_threads = cfg.http_threads;
   int64_t http_body = static_cast<int64_t>(cfg.http_max_body_bytes);
@@ -201,137 +200,146 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   std::vector<std::string> cors_origins;
   int64_t token_ttl = cfg.stream_token_ttl.count();
   po::options_description general{"drover-node options"};
-  general.add_options()
-    ("help,h", "print this help and exit")
-    ("config,c", po::value(&config_file), "INI file with the options below")
-    ("log-level", po::value(&cfg.log_level)->default_value(cfg.log_level),
-     "lowest level logged: trace, debug, info, warn, error, off")
-    ("log-format", po::value(&cfg.log_format)->default_value(cfg.log_format),
-     "log records as text (for people) or json (one object per line)")
-    ("node-id", po::value(&cfg.node_id)->default_value(default_node_id()),
-     "stable name of this node")
-    ("roles", po::value(&roles)->default_value(roles),
-     "comma-separated roles: all, coordinator, worker, gateway")
-    ("admin-host", po::value(&cfg.admin_host)->default_value(cfg.admin_host),
-     "interface of the admin endpoint")
-    ("admin-port", po::value(&admin_port)->default_value(admin_port),
-     "port of the admin endpoint (0 = pick a free one)")
-    ("scheduler-threads", po::value(&threads)->default_value(threads),
-     "CAF scheduler threads")
-    ("scheduler-policy",
-     po::value(&cfg.scheduler_policy)->default_value(cfg.scheduler_policy),
-     "CAF scheduling: stealing (throughput) or sharing (latency)")
-    ("heartbeat-interval-ms", po::value(&heartbeat)->default_value(heartbeat),
-     "CAF middleman heartbeat interval")
-    ("connection-timeout-ms",
-     po::value(&conn_timeout)->default_value(conn_timeout),
-     "drop a peer silent for this long")
-    ("shutdown-timeout-ms", po::value(&shutdown)->default_value(shutdown),
-     "deadline for an orderly shutdown")
-    ("state-dir", po::value(&cfg.state_dir)->default_value(cfg.state_dir),
-     "folder for local state")
-    ("slots", po::value(&slots)->default_value(slots),
-     "worker slots per resource class, e.g. cpu=4,gpu=1")
-    ("aging-interval-ms", po::value(&aging)->default_value(aging),
-     "priority aging: a low job waits at most 2x this behind newer high jobs")
-    ("max-input-bytes", po::value(&max_input)->default_value(max_input),
-     "largest accepted job input")
-    ("exec-kill-grace-ms", po::value(&kill_grace)->default_value(kill_grace),
-     "exec jobs: SIGTERM to SIGKILL on cancel or timeout")
-    // -- privileges and exec --
-    ("run-as", po::value(&cfg.run_as),
-     "switch to this unprivileged user at start (required when started as "
-     "root; jobs never run as root)")
-    ("exec-allow", po::value(&cfg.exec_allow)->composing(),
-     "exec jobs: a program they may run, absolute path or bare name looked "
-     "up on /usr/local/bin:/usr/bin:/bin at start (repeatable). None = exec "
-     "refused, except in development mode, which allows any program")
-    ("exec-cpu-seconds", po::value(&exec_cpu)->default_value(exec_cpu),
-     "exec jobs: CPU time limit per program (RLIMIT_CPU)")
-    ("exec-address-space-mb", po::value(&exec_as)->default_value(exec_as),
-     "exec jobs: address-space limit per program, MiB (RLIMIT_AS)")
-    ("exec-open-files", po::value(&exec_files)->default_value(exec_files),
-     "exec jobs: open-file limit per program (RLIMIT_NOFILE)")
-    ("exec-processes", po::value(&exec_procs)->default_value(exec_procs),
-     "exec jobs: process limit of the programs' user (RLIMIT_NPROC, per "
-     "user: shared by every job and by the node itself)")
-    ("store", po::value(&cfg.store)->default_value(cfg.store),
-     "job store: postgres (durable) or memory (nothing survives a restart)")
-    ("pg-url", po::value(&cfg.pg_url),
-     "PostgreSQL connection string for --store postgres")
-    ("webhook-secret", po::value(&cfg.webhook_secret),
-     "webhooks: signing secret whsec_<base64 of 24-64 bytes> (Standard "
-     "Webhooks); without one they go out unsigned. Prefer the config "
-     "file: a command line is visible to other users")
-    ("webhook-allow", po::value(&webhook_allow)->composing(),
-     "webhooks: CIDR networks callback URLs may resolve to although they "
-     "are loopback, private, link-local, ... (repeatable or "
-     "comma-separated), e.g. 127.0.0.1/32")
-    ("webhook-retry-period-ms",
-     po::value(&wh_period)->default_value(wh_period),
-     "webhooks: retry for this long after the job ended, then mark failed")
-    ("webhook-initial-backoff-ms",
-     po::value(&wh_initial)->default_value(wh_initial),
-     "webhooks: first delay between attempts (doubles, with jitter)")
-    ("webhook-max-backoff-ms",
-     po::value(&wh_max_backoff)->default_value(wh_max_backoff),
-     "webhooks: longest delay between attempts")
-    ("webhook-timeout-ms", po::value(&wh_timeout)->default_value(wh_timeout),
-     "webhooks: deadline of one attempt (resolve, connect, TLS, write, read)")
-    ("webhook-max-response-bytes",
-     po::value(&wh_max_response)->default_value(wh_max_response),
-     "webhooks: largest response body read; a larger one fails the attempt")
-    ("retention-days", po::value(&cfg.retention_days),
-     "postgres: purge finished jobs (and their events) older than this; "
-     "0 keeps them forever; live jobs and the DLQ are never purged")
-    ("lease-ttl-ms", po::value(&lease_ttl)->default_value(lease_ttl),
-     "postgres: lifetime of the coordinator's partition leases (server "
-     "clock); a restart after a crash waits at most this long")
-    ("lease-renew-interval-ms",
-     po::value(&lease_renew)->default_value(lease_renew),
-     "postgres: how often the leases are renewed (less than half the TTL)")
-    ("http-host", po::value(&cfg.http_host)->default_value(cfg.http_host),
-     "gateway: interface of the HTTP API (without API keys: loopback only)")
-    ("http-port", po::value(&http_port)->default_value(http_port),
-     "gateway: port of the HTTP API (0 = pick a free one)")
-    ("http-threads", po::value(&http_threads)->default_value(http_threads),
-     "gateway: I/O threads")
-    ("api-key", po::value(&cfg.api_keys)->composing(),
-     "gateway: name:sha256hex:tenant:scopes[:rate] (repeatable); scopes "
-     "submit,read,admin; sha256hex = sha256 of the secret key")
-    ("http-rate-limit", po::value(&cfg.http_rate_limit)
-                          ->default_value(cfg.http_rate_limit),
-     "gateway: requests per second per key (0 = unlimited)")
-    ("http-max-body-bytes", po::value(&http_body)->default_value(http_body),
-     "gateway: largest request body (413 above)")
-    ("http-max-header-bytes", po::value(&http_header)->default_value(http_header),
-     "gateway: largest request header block (431 above)")
-    ("http-idle-timeout-ms", po::value(&http_idle)->default_value(http_idle),
-     "gateway: deadline for reading a request and for idle connections")
-    ("http-request-timeout-ms",
-     po::value(&http_timeout)->default_value(http_timeout),
-     "gateway: deadline for the node's answer (503 after it)")
-    ("sse-keepalive-ms", po::value(&sse_keepalive)->default_value(sse_keepalive),
-     "gateway: interval of keep-alive comments on event streams")
-    ("http-max-streams-per-key",
-     po::value(&http_streams)->default_value(http_streams),
-     "gateway: open SSE/WebSocket subscriptions per key")
-    ("http-max-batch", po::value(&http_batch)->default_value(http_batch),
-     "gateway: most jobs in one POST /api/jobs/batch")
-    // -- browsers --
-    ("http-allowed-host", po::value(&allowed_hosts)->composing(),
-     "gateway: another name the Host header may carry, name or name:port "
-     "(repeatable or comma-separated); loopback names and the listen "
-     "address are always accepted")
-    ("http-cors-origin", po::value(&cors_origins)->composing(),
-     "gateway: an origin whose pages may call the API, exactly "
-     "scheme://host[:port] (repeatable or comma-separated)")
-    ("stream-token-key", po::value(&cfg.stream_token_key),
-     "gateway: key of stream tokens, hex:<hex> or base64:<base64>, at "
-     "least 32 bytes; the same on every gateway (default: random per "
-     "process). Prefer the config file")
-    ("stream-token-ttl-s", po::value(&token_ttl)->default_value(token_ttl),
-     "gateway: lifetime of a minted stream token, 1 to 600 s");
+  general.add_options()("help,h", "print this help and exit")(
+      "config,c", po::value(&config_file), "INI file with the options below")(
+      "log-level", po::value(&cfg.log_level)->default_value(cfg.log_level),
+      "lowest level logged: trace, debug, info, warn, error, off")(
+      "log-format", po::value(&cfg.log_format)->default_value(cfg.log_format),
+      "log records as text (for people) or json (one object per line)")(
+      "node-id", po::value(&cfg.node_id)->default_value(default_node_id()),
+      "stable name of this node")(
+      "roles", po::value(&roles)->default_value(roles),
+      "comma-separated roles: all, coordinator, worker, gateway")(
+      "admin-host", po::value(&cfg.admin_host)->default_value(cfg.admin_host),
+      "interface of the admin endpoint")(
+      "admin-port", po::value(&admin_port)->default_value(admin_port),
+      "port of the admin endpoint (0 = pick a free one)")(
+      "scheduler-threads", po::value(&threads)->default_value(threads),
+      "CAF scheduler threads")(
+      "scheduler-policy",
+      po::value(&cfg.scheduler_policy)->default_value(cfg.scheduler_policy),
+      "CAF scheduling: stealing (throughput) or sharing (latency)")(
+      "heartbeat-interval-ms", po::value(&heartbeat)->default_value(heartbeat),
+      "CAF middleman heartbeat interval")(
+      "connection-timeout-ms",
+      po::value(&conn_timeout)->default_value(conn_timeout),
+      "drop a peer silent for this long")(
+      "shutdown-timeout-ms", po::value(&shutdown)->default_value(shutdown),
+      "deadline for an orderly shutdown")(
+      "state-dir", po::value(&cfg.state_dir)->default_value(cfg.state_dir),
+      "folder for local state")(
+      "slots", po::value(&slots)->default_value(slots),
+      "worker slots per resource class, e.g. cpu=4,gpu=1")(
+      "aging-interval-ms", po::value(&aging)->default_value(aging),
+      "priority aging: a low job waits at most 2x this behind newer high jobs")(
+      "max-input-bytes", po::value(&max_input)->default_value(max_input),
+      "largest accepted job input")(
+      "exec-kill-grace-ms", po::value(&kill_grace)->default_value(kill_grace),
+      "exec jobs: SIGTERM to SIGKILL on cancel or timeout")
+      // -- privileges and exec --
+      ("run-as", po::value(&cfg.run_as),
+       "switch to this unprivileged user at start (required when started as "
+       "root; jobs never run as root)")(
+          "exec-allow", po::value(&cfg.exec_allow)->composing(),
+          "exec jobs: a program they may run, absolute path or bare name "
+          "looked "
+          "up on /usr/local/bin:/usr/bin:/bin at start (repeatable). None = "
+          "exec "
+          "refused, except in development mode, which allows any program")(
+          "exec-cpu-seconds", po::value(&exec_cpu)->default_value(exec_cpu),
+          "exec jobs: CPU time limit per program (RLIMIT_CPU)")(
+          "exec-address-space-mb", po::value(&exec_as)->default_value(exec_as),
+          "exec jobs: address-space limit per program, MiB (RLIMIT_AS)")(
+          "exec-open-files", po::value(&exec_files)->default_value(exec_files),
+          "exec jobs: open-file limit per program (RLIMIT_NOFILE)")(
+          "exec-processes", po::value(&exec_procs)->default_value(exec_procs),
+          "exec jobs: process limit of the programs' user (RLIMIT_NPROC, per "
+          "user: shared by every job and by the node itself)")(
+          "store", po::value(&cfg.store)->default_value(cfg.store),
+          "job store: postgres (durable) or memory (nothing survives a "
+          "restart)")("pg-url", po::value(&cfg.pg_url),
+                      "PostgreSQL connection string for --store postgres")(
+          "webhook-secret", po::value(&cfg.webhook_secret),
+          "webhooks: signing secret whsec_<base64 of 24-64 bytes> (Standard "
+          "Webhooks); without one they go out unsigned. Prefer the config "
+          "file: a command line is visible to other users")(
+          "webhook-allow", po::value(&webhook_allow)->composing(),
+          "webhooks: CIDR networks callback URLs may resolve to although they "
+          "are loopback, private, link-local, ... (repeatable or "
+          "comma-separated), e.g. 127.0.0.1/32")(
+          "webhook-retry-period-ms",
+          po::value(&wh_period)->default_value(wh_period),
+          "webhooks: retry for this long after the job ended, then mark "
+          "failed")(
+          "webhook-initial-backoff-ms",
+          po::value(&wh_initial)->default_value(wh_initial),
+          "webhooks: first delay between attempts (doubles, with jitter)")(
+          "webhook-max-backoff-ms",
+          po::value(&wh_max_backoff)->default_value(wh_max_backoff),
+          "webhooks: longest delay between attempts")(
+          "webhook-timeout-ms",
+          po::value(&wh_timeout)->default_value(wh_timeout),
+          "webhooks: deadline of one attempt (resolve, connect, TLS, write, "
+          "read)")("webhook-max-response-bytes",
+                   po::value(&wh_max_response)->default_value(wh_max_response),
+                   "webhooks: largest response body read; a larger one fails "
+                   "the attempt")(
+          "retention-days", po::value(&cfg.retention_days),
+          "postgres: purge finished jobs (and their events) older than this; "
+          "0 keeps them forever; live jobs and the DLQ are never purged")(
+          "lease-ttl-ms", po::value(&lease_ttl)->default_value(lease_ttl),
+          "postgres: lifetime of the coordinator's partition leases (server "
+          "clock); a restart after a crash waits at most this long")(
+          "lease-renew-interval-ms",
+          po::value(&lease_renew)->default_value(lease_renew),
+          "postgres: how often the leases are renewed (less than half the "
+          "TTL)")(
+          "http-host", po::value(&cfg.http_host)->default_value(cfg.http_host),
+          "gateway: interface of the HTTP API (without API keys: loopback "
+          "only)")("http-port", po::value(&http_port)->default_value(http_port),
+                   "gateway: port of the HTTP API (0 = pick a free one)")(
+          "http-threads", po::value(&http_threads)->default_value(http_threads),
+          "gateway: I/O threads")(
+          "api-key", po::value(&cfg.api_keys)->composing(),
+          "gateway: name:sha256hex:tenant:scopes[:rate] (repeatable); scopes "
+          "submit,read,admin; sha256hex = sha256 of the secret key")(
+          "http-rate-limit",
+          po::value(&cfg.http_rate_limit)->default_value(cfg.http_rate_limit),
+          "gateway: requests per second per key (0 = unlimited)")(
+          "http-max-body-bytes",
+          po::value(&http_body)->default_value(http_body),
+          "gateway: largest request body (413 above)")(
+          "http-max-header-bytes",
+          po::value(&http_header)->default_value(http_header),
+          "gateway: largest request header block (431 above)")(
+          "http-idle-timeout-ms",
+          po::value(&http_idle)->default_value(http_idle),
+          "gateway: deadline for reading a request and for idle connections")(
+          "http-request-timeout-ms",
+          po::value(&http_timeout)->default_value(http_timeout),
+          "gateway: deadline for the node's answer (503 after it)")(
+          "sse-keepalive-ms",
+          po::value(&sse_keepalive)->default_value(sse_keepalive),
+          "gateway: interval of keep-alive comments on event streams")(
+          "http-max-streams-per-key",
+          po::value(&http_streams)->default_value(http_streams),
+          "gateway: open SSE/WebSocket subscriptions per key")(
+          "http-max-batch", po::value(&http_batch)->default_value(http_batch),
+          "gateway: most jobs in one POST /api/jobs/batch")
+      // -- browsers --
+      ("http-allowed-host", po::value(&allowed_hosts)->composing(),
+       "gateway: another name the Host header may carry, name or name:port "
+       "(repeatable or comma-separated); loopback names and the listen "
+       "address are always accepted")(
+          "http-cors-origin", po::value(&cors_origins)->composing(),
+          "gateway: an origin whose pages may call the API, exactly "
+          "scheme://host[:port] (repeatable or comma-separated)")(
+          "stream-token-key", po::value(&cfg.stream_token_key),
+          "gateway: key of stream tokens, hex:<hex> or base64:<base64>, at "
+          "least 32 bytes; the same on every gateway (default: random per "
+          "process). Prefer the config file")(
+          "stream-token-ttl-s", po::value(&token_ttl)->default_value(token_ttl),
+          "gateway: lifetime of a minted stream token, 1 to 600 s");
   try {
     po::variables_map vm;
     // Command line first: Boost keeps the first value stored.
@@ -353,9 +361,8 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   } catch (const po::error& e) {
     return make_error(errc::bad_config, e.what());
   }
-  auto in_range = [](int64_t v, int64_t lo, int64_t hi) {
-    return v >= lo && v <= hi;
-  };
+  auto in_range
+      = [](int64_t v, int64_t lo, int64_t hi) { return v >= lo && v <= hi; };
   if (!in_range(admin_port, 0, 65535))
     return make_error(errc::bad_config, "admin-port must be within [0, 65535]");
   if (!in_range(threads, 1, 256))
@@ -384,7 +391,8 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   if (!in_range(http_header, 1024, 1LL << 20))
     return make_error(errc::bad_config,
                       "http-max-header-bytes must be within [1024, 1048576]");
-  if (!in_range(http_idle, 100, 3600000) || !in_range(http_timeout, 100, 3600000)
+  if (!in_range(http_idle, 100, 3600000)
+      || !in_range(http_timeout, 100, 3600000)
       || !in_range(sse_keepalive, 100, 3600000))
     return make_error(errc::bad_config,
                       "http timeouts and sse-keepalive-ms must be within "
@@ -425,7 +433,8 @@ caf::expected<parse_outcome> parse_node_config(int argc,
   // Privileges and exec: the allow-list's entries are resolved at start
   // (resolve_allow_list), where the file system is looked at.
   if (!in_range(exec_cpu, 1, 365LL * 86400) || !in_range(exec_as, 1, 1LL << 40)
-      || !in_range(exec_files, 1, 1LL << 20) || !in_range(exec_procs, 1, 1LL << 22))
+      || !in_range(exec_files, 1, 1LL << 20)
+      || !in_range(exec_procs, 1, 1LL << 22))
     return make_error(errc::bad_config,
                       "exec limits: exec-cpu-seconds within [1, 31536000], "
                       "exec-address-space-mb within [1, 2^40], "
@@ -482,8 +491,7 @@ parse_slots(const std::string& text) {
       continue;
     auto eq = item.find('=');
     auto bad = [&item](const std::string& why) {
-      return make_error(errc::bad_config,
-                        "slots entry '" + item + "': " + why);
+      return make_error(errc::bad_config, "slots entry '" + item + "': " + why);
     };
     if (eq == std::string::npos || eq == 0)
       return bad("expected class=count");

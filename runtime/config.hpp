@@ -4,8 +4,8 @@
 // first, then the config file, so the command line wins), validated, and
 // passed down explicitly. No globals.
 
-#include <caf/fwd.hpp>
 #include <caf/expected.hpp>
+#include <caf/fwd.hpp>
 
 #include "runtime/log.hpp"
 
@@ -155,8 +155,8 @@ struct parse_outcome {
 /// Parses `argv` (and the file named by --config, if any). Unknown options,
 /// malformed values and out-of-range settings are `errc::bad_config` errors
 /// naming the option. Help text goes to `out`.
-caf::expected<parse_outcome> parse_node_config(int argc, const char* const* argv,
-                                               std::ostream& out);
+caf::expected<parse_outcome>
+parse_node_config(int argc, const char* const* argv, std::ostream& out);
 
 /// Checks the ranges and combinations of an already filled config.
 caf::error validate(const node_config& cfg);

@@ -7,22 +7,38 @@ namespace drover {
 
 const char* to_string(errc x) {
   switch (x) {
-    case errc::none: return "none";
-    case errc::truncated: return "truncated";
-    case errc::too_large: return "too_large";
-    case errc::malformed: return "malformed";
-    case errc::too_deep: return "too_deep";
-    case errc::invalid_value: return "invalid_value";
-    case errc::restart_intensity_exceeded: return "restart_intensity_exceeded";
-    case errc::escalated: return "escalated";
-    case errc::shutdown_timeout: return "shutdown_timeout";
-    case errc::not_found: return "not_found";
-    case errc::unavailable: return "unavailable";
-    case errc::bad_config: return "bad_config";
-    case errc::conflict: return "conflict";
-    case errc::invalid_request: return "invalid_request";
-    case errc::stale_attempt: return "stale_attempt";
-    case errc::not_owner: return "not_owner";
+    case errc::none:
+      return "none";
+    case errc::truncated:
+      return "truncated";
+    case errc::too_large:
+      return "too_large";
+    case errc::malformed:
+      return "malformed";
+    case errc::too_deep:
+      return "too_deep";
+    case errc::invalid_value:
+      return "invalid_value";
+    case errc::restart_intensity_exceeded:
+      return "restart_intensity_exceeded";
+    case errc::escalated:
+      return "escalated";
+    case errc::shutdown_timeout:
+      return "shutdown_timeout";
+    case errc::not_found:
+      return "not_found";
+    case errc::unavailable:
+      return "unavailable";
+    case errc::bad_config:
+      return "bad_config";
+    case errc::conflict:
+      return "conflict";
+    case errc::invalid_request:
+      return "invalid_request";
+    case errc::stale_attempt:
+      return "stale_attempt";
+    case errc::not_owner:
+      return "not_owner";
   }
   return "unknown";
 }

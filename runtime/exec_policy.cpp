@@ -18,9 +18,9 @@ namespace {
 /// loader or libc load code or data from a path the variable names.
 /// LD_* is refused as a prefix on top of these.
 constexpr const char* unsafe_variables[]
-    = {"GCONV_PATH",     "GETCONF_DIR", "HOSTALIASES",      "LOCALDOMAIN",
-       "LOCPATH",        "MALLOC_TRACE", "NIS_PATH",        "NLSPATH",
-       "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR",          "PATH"};
+    = {"GCONV_PATH",       "GETCONF_DIR",  "HOSTALIASES", "LOCALDOMAIN",
+       "LOCPATH",          "MALLOC_TRACE", "NIS_PATH",    "NLSPATH",
+       "RESOLV_HOST_CONF", "RES_OPTIONS",  "TZDIR",       "PATH"};
 
 /// A regular file with at least one execute bit.
 bool executable_file(const std::string& path) {
@@ -35,9 +35,8 @@ std::string look_up(const std::string& name) {
   size_t start = 0;
   while (start <= path_list.size()) {
     auto colon = path_list.find(':', start);
-    auto dir = path_list.substr(start, colon == std::string::npos
-                                           ? std::string::npos
-                                           : colon - start);
+    auto dir = path_list.substr(
+        start, colon == std::string::npos ? std::string::npos : colon - start);
     auto candidate = dir + "/" + name;
     if (executable_file(candidate))
       return candidate;
@@ -104,9 +103,9 @@ caf::expected<std::string> resolve_program(const exec_policy& policy,
     path = look_up(program);
     if (path.empty()) {
       if (policy.allow_any)
-        return make_error(errc::not_found,
-                          "cannot execute " + quoted(program) + ": not found on "
-                            + fixed_exec_path);
+        return make_error(errc::not_found, "cannot execute " + quoted(program)
+                                               + ": not found on "
+                                               + fixed_exec_path);
       return refuse("program " + quoted(program)
                     + " is not in this node's exec allow-list");
     }
@@ -164,14 +163,13 @@ std::string exec_check(const exec_policy& policy, exec_request& req,
   const auto& node = policy.limits;
   auto& eff = req.limits;
   const auto& asked = req.requested;
-  for (auto err : {lower("cpu_seconds", asked.cpu_seconds, node.cpu_seconds,
-                         eff.cpu_seconds),
-                   lower("address_space_mb", asked.address_space_mb,
-                         node.address_space_mb, eff.address_space_mb),
-                   lower("open_files", asked.open_files, node.open_files,
-                         eff.open_files),
-                   lower("processes", asked.processes, node.processes,
-                         eff.processes)})
+  for (auto err :
+       {lower("cpu_seconds", asked.cpu_seconds, node.cpu_seconds,
+              eff.cpu_seconds),
+        lower("address_space_mb", asked.address_space_mb, node.address_space_mb,
+              eff.address_space_mb),
+        lower("open_files", asked.open_files, node.open_files, eff.open_files),
+        lower("processes", asked.processes, node.processes, eff.processes)})
     if (!err.empty())
       return err;
   return {};

@@ -12,8 +12,8 @@ constexpr uint32_t counter_mask = (1u << counter_bits) - 1;
 } // namespace
 
 job_id_generator::job_id_generator(uint64_t seed)
-  : counter_(static_cast<uint32_t>(seed * 0x9E3779B97F4A7C15ull >> 45)
-             & (counter_mask >> 1)) {
+    : counter_(static_cast<uint32_t>(seed * 0x9E3779B97F4A7C15ull >> 45)
+               & (counter_mask >> 1)) {
   // The counter starts in the lower half so a burst rarely moves the time
   // part ahead of the clock.
 }
@@ -25,9 +25,9 @@ std::string job_id_generator::next(int64_t now_ms) {
     counter_ = 0;
     ++last_ms_;
   }
-  auto value = (static_cast<uint64_t>(std::max<int64_t>(last_ms_, 0))
-                << counter_bits)
-               | (counter_ & counter_mask);
+  auto value
+      = (static_cast<uint64_t>(std::max<int64_t>(last_ms_, 0)) << counter_bits)
+        | (counter_ & counter_mask);
   static constexpr char digits[] = "0123456789abcdefghijklmnopqrstuv";
   std::string id(14, '0');
   id[0] = 'j';

@@ -54,7 +54,7 @@ bool bits_match(const std::array<uint8_t, 16>& x,
 
 bool is_mapped(const ip_address& x) {
   static constexpr uint8_t prefix[12]
-    = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+      = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   return !x.v4 && std::memcmp(x.bytes.data(), prefix, 12) == 0;
 }
 
@@ -80,41 +80,41 @@ ip_network net(const char* text) {
 /// IANA special-purpose registries, most specific first where they nest.
 const std::vector<special_range>& v4_ranges() {
   static const std::vector<special_range> ranges{
-    {net("0.0.0.0/8"), "unspecified ('this network')", 0},
-    {net("10.0.0.0/8"), "private", 0},
-    {net("100.64.0.0/10"), "carrier-grade NAT", 0},
-    {net("127.0.0.0/8"), "loopback", 0},
-    {net("169.254.0.0/16"), "link-local (cloud metadata lives here)", 0},
-    {net("172.16.0.0/12"), "private", 0},
-    {net("192.0.0.0/24"), "IETF protocol assignments", 0},
-    {net("192.0.2.0/24"), "documentation", 0},
-    {net("192.88.99.0/24"), "6to4 relay anycast", 0},
-    {net("192.168.0.0/16"), "private", 0},
-    {net("198.18.0.0/15"), "benchmarking", 0},
-    {net("198.51.100.0/24"), "documentation", 0},
-    {net("203.0.113.0/24"), "documentation", 0},
-    {net("224.0.0.0/4"), "multicast", 0},
-    {net("240.0.0.0/4"), "reserved (incl. broadcast)", 0},
+      {net("0.0.0.0/8"), "unspecified ('this network')", 0},
+      {net("10.0.0.0/8"), "private", 0},
+      {net("100.64.0.0/10"), "carrier-grade NAT", 0},
+      {net("127.0.0.0/8"), "loopback", 0},
+      {net("169.254.0.0/16"), "link-local (cloud metadata lives here)", 0},
+      {net("172.16.0.0/12"), "private", 0},
+      {net("192.0.0.0/24"), "IETF protocol assignments", 0},
+      {net("192.0.2.0/24"), "documentation", 0},
+      {net("192.88.99.0/24"), "6to4 relay anycast", 0},
+      {net("192.168.0.0/16"), "private", 0},
+      {net("198.18.0.0/15"), "benchmarking", 0},
+      {net("198.51.100.0/24"), "documentation", 0},
+      {net("203.0.113.0/24"), "documentation", 0},
+      {net("224.0.0.0/4"), "multicast", 0},
+      {net("240.0.0.0/4"), "reserved (incl. broadcast)", 0},
   };
   return ranges;
 }
 
 const std::vector<special_range>& v6_ranges() {
   static const std::vector<special_range> ranges{
-    {net("::/128"), "unspecified", 0},
-    {net("::1/128"), "loopback", 0},
-    {net("::/96"), "IPv4-compatible (deprecated)", 0},
-    {net("64:ff9b:1::/48"), "NAT64 (local use)", 0},
-    {net("64:ff9b::/96"), nullptr, 12},
-    {net("100::/64"), "discard-only", 0},
-    {net("2001::/32"), "Teredo", 0},
-    {net("2001:db8::/32"), "documentation", 0},
-    {net("2001::/23"), "IETF protocol assignments", 0},
-    {net("2002::/16"), nullptr, 2},
-    {net("fc00::/7"), "private (unique local)", 0},
-    {net("fe80::/10"), "link-local", 0},
-    {net("fec0::/10"), "site-local (deprecated)", 0},
-    {net("ff00::/8"), "multicast", 0},
+      {net("::/128"), "unspecified", 0},
+      {net("::1/128"), "loopback", 0},
+      {net("::/96"), "IPv4-compatible (deprecated)", 0},
+      {net("64:ff9b:1::/48"), "NAT64 (local use)", 0},
+      {net("64:ff9b::/96"), nullptr, 12},
+      {net("100::/64"), "discard-only", 0},
+      {net("2001::/32"), "Teredo", 0},
+      {net("2001:db8::/32"), "documentation", 0},
+      {net("2001::/23"), "IETF protocol assignments", 0},
+      {net("2002::/16"), nullptr, 2},
+      {net("fc00::/7"), "private (unique local)", 0},
+      {net("fe80::/10"), "link-local", 0},
+      {net("fec0::/10"), "site-local (deprecated)", 0},
+      {net("ff00::/8"), "multicast", 0},
   };
   return ranges;
 }
@@ -194,8 +194,8 @@ caf::expected<ip_network> parse_ip_network(std::string_view text) {
     for (auto c : digits)
       prefix = prefix * 10 + static_cast<unsigned>(c - '0');
     if (prefix > max_prefix)
-      return invalid(text, "has a prefix length over "
-                             + std::to_string(max_prefix));
+      return invalid(text,
+                     "has a prefix length over " + std::to_string(max_prefix));
     result.prefix = prefix;
   }
   if (is_mapped(result.base))
@@ -205,12 +205,12 @@ caf::expected<ip_network> parse_ip_network(std::string_view text) {
   ip_address masked;
   masked.v4 = result.base.v4;
   for (unsigned bit = 0; bit < result.prefix; ++bit)
-    masked.bytes[bit / 8] |= static_cast<uint8_t>(
-      result.base.bytes[bit / 8] & (0x80 >> (bit % 8)));
+    masked.bytes[bit / 8] |= static_cast<uint8_t>(result.base.bytes[bit / 8]
+                                                  & (0x80 >> (bit % 8)));
   if (masked != result.base)
     return invalid(text, "has bits set past its prefix (did you mean "
-                           + ip_network{masked, result.prefix}.to_string()
-                           + "?)");
+                             + ip_network{masked, result.prefix}.to_string()
+                             + "?)");
   return result;
 }
 

@@ -5,16 +5,15 @@
 namespace drover {
 
 bool operator==(const job_query& x, const job_query& y) {
-  return std::tie(x.status, x.dead_lettered, x.tenant, x.type, x.after,
-                  x.limit)
+  return std::tie(x.status, x.dead_lettered, x.tenant, x.type, x.after, x.limit)
          == std::tie(y.status, y.dead_lettered, y.tenant, y.type, y.after,
                      y.limit);
 }
 
 bool operator==(const queue_stats& x, const queue_stats& y) {
-  return std::tie(x.depth, x.oldest_age_ms, x.dispatched, x.delayed,
-                  x.running, x.idle_workers, x.completed, x.failed,
-                  x.cancelled, x.retried, x.since_ms)
+  return std::tie(x.depth, x.oldest_age_ms, x.dispatched, x.delayed, x.running,
+                  x.idle_workers, x.completed, x.failed, x.cancelled, x.retried,
+                  x.since_ms)
          == std::tie(y.depth, y.oldest_age_ms, y.dispatched, y.delayed,
                      y.running, y.idle_workers, y.completed, y.failed,
                      y.cancelled, y.retried, y.since_ms);

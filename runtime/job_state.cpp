@@ -10,10 +10,10 @@ caf::error illegal(const job_record& rec, const job_event& ev,
                    const std::string& why) {
   return make_error(errc::invalid_value,
                     "job " + rec.job_id + ": event '" + to_string(ev.kind)
-                      + "' (seq " + std::to_string(ev.sequence) + ", attempt "
-                      + std::to_string(ev.attempt) + ") " + why
-                      + " [status " + to_string(rec.status) + ", attempt "
-                      + std::to_string(rec.attempt) + "]");
+                        + "' (seq " + std::to_string(ev.sequence) + ", attempt "
+                        + std::to_string(ev.attempt) + ") " + why + " [status "
+                        + to_string(rec.status) + ", attempt "
+                        + std::to_string(rec.attempt) + "]");
 }
 
 } // namespace
@@ -22,7 +22,7 @@ caf::error apply(job_record& rec, const job_event& ev) {
   if (ev.sequence != rec.sequence + 1)
     return illegal(rec, ev,
                    "breaks the sequence (expected "
-                     + std::to_string(rec.sequence + 1) + ")");
+                       + std::to_string(rec.sequence + 1) + ")");
   if (ev.kind == event_kind::submitted) {
     if (rec.sequence != 0)
       return illegal(rec, ev, "for a job that exists");
@@ -71,8 +71,8 @@ caf::error apply(job_record& rec, const job_event& ev) {
       if (rec.status != job_status::queued)
         return illegal(rec, ev, "needs a queued job");
       if (ev.attempt != rec.attempt + 1)
-        return illegal(rec, ev, "must start attempt "
-                                  + std::to_string(rec.attempt + 1));
+        return illegal(rec, ev,
+                       "must start attempt " + std::to_string(rec.attempt + 1));
       next.status = job_status::processing;
       next.attempt = ev.attempt;
       next.worker_id = ev.worker_id;
@@ -124,7 +124,8 @@ caf::error apply(job_record& rec, const job_event& ev) {
       next.lease_expiry_ms = 0;
       next.webhook_pending_sequence = owed_webhook();
       for (auto& s : next.stages)
-        if (s.state == stage_state::pending || s.state == stage_state::running) {
+        if (s.state == stage_state::pending
+            || s.state == stage_state::running) {
           s.state = stage_state::done;
           s.percent = 100;
         }
@@ -193,8 +194,8 @@ caf::error apply(job_record& rec, const job_event& ev) {
           || ev.webhook.terminal_sequence >= ev.sequence)
         return illegal(rec, ev,
                        "reports terminal event "
-                         + std::to_string(ev.webhook.terminal_sequence)
-                         + ", which is not an earlier event");
+                           + std::to_string(ev.webhook.terminal_sequence)
+                           + ", which is not an earlier event");
       if (is_final(ev.webhook.outcome)
           && ev.webhook.terminal_sequence == rec.webhook_pending_sequence)
         next.webhook_pending_sequence = 0;

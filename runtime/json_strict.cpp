@@ -15,15 +15,14 @@ namespace {
 caf::error invalid_at(const std::string& path, std::string what) {
   return make_error(errc::invalid_request,
                     (path.empty() ? std::string{"body"} : path) + ": "
-                      + std::move(what));
+                        + std::move(what));
 }
 
 /// Recursive-descent checker; one instance per text.
 class strict_parser {
 public:
   strict_parser(std::string_view text, size_t max_depth, bool canonical)
-    : text_(text), max_depth_(max_depth), canonical_(canonical) {
-  }
+      : text_(text), max_depth_(max_depth), canonical_(canonical) {}
 
   caf::error run(std::string path, std::string* out) {
     root_ = path;
@@ -41,14 +40,15 @@ public:
 
 private:
   caf::error malformed(std::string what) const {
-    return make_error(errc::malformed, std::move(what) + " at byte "
-                                         + std::to_string(pos_));
+    return make_error(errc::malformed,
+                      std::move(what) + " at byte " + std::to_string(pos_));
   }
 
   caf::error too_deep() const {
     return make_error(errc::too_deep,
                       (root_.empty() ? std::string{"body"} : root_)
-                        + ": nested deeper than " + std::to_string(max_depth_));
+                          + ": nested deeper than "
+                          + std::to_string(max_depth_));
   }
 
   bool at_end() const {
@@ -174,8 +174,8 @@ private:
       }
       if (c < 0x20)
         return invalid_at(path, "a raw control character (byte "
-                                  + std::to_string(c)
-                                  + ") in a string; escape it");
+                                    + std::to_string(c)
+                                    + ") in a string; escape it");
       if (c == '\\') {
         if (auto err = parse_escape(path, out))
           return err;
@@ -184,7 +184,7 @@ private:
       auto n = utf8_sequence_length(text_.substr(pos_));
       if (n == 0)
         return invalid_at(path, "not valid UTF-8 (at byte "
-                                  + std::to_string(pos_) + ")");
+                                    + std::to_string(pos_) + ")");
       out.append(text_.substr(pos_, n));
       pos_ += n;
     }
@@ -259,8 +259,8 @@ private:
         return malformed("expected a member name");
       std::string name;
       if (auto err = parse_string(
-            "a member name in " + (path.empty() ? std::string{"body"} : path),
-            name))
+              "a member name in " + (path.empty() ? std::string{"body"} : path),
+              name))
         return err;
       auto member_path = path.empty() ? name : path + "." + name;
       for (auto& m : members)
@@ -322,8 +322,8 @@ private:
       skip_ws();
       if (index > 0 && canonical_)
         out += ',';
-      if (auto err = parse_value(path + "[" + std::to_string(index) + "]",
-                                 depth, out))
+      if (auto err
+          = parse_value(path + "[" + std::to_string(index) + "]", depth, out))
         return err;
       skip_ws();
       if (at_end())
@@ -368,11 +368,11 @@ caf::error check_text_field(std::string_view value, std::string_view field,
     if (!allow_controls && (c < 0x20 || c == 0x7F))
       return invalid_at(std::string{field},
                         "contains a control character (byte "
-                          + std::to_string(c) + ")");
+                            + std::to_string(c) + ")");
     auto n = utf8_sequence_length(value.substr(pos));
     if (n == 0)
       return invalid_at(std::string{field}, "not valid UTF-8 (at byte "
-                                              + std::to_string(pos) + ")");
+                                                + std::to_string(pos) + ")");
     pos += n;
   }
   return {};

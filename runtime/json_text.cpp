@@ -130,7 +130,8 @@ std::string fix_unicode_escapes(std::string_view text) {
   return out;
 }
 
-// -- writing JSON text ---------------------------------------------------------
+// -- writing JSON text
+// ---------------------------------------------------------
 
 /// Length of the well-formed UTF-8 sequence at the start of `str`, or 0.
 size_t utf8_sequence_length(std::string_view str) {

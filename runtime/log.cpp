@@ -66,12 +66,28 @@ void append_json_string(std::string& out, std::string_view s) {
   for (size_t i = 0; i < s.size();) {
     auto c = static_cast<unsigned char>(s[i]);
     switch (c) {
-      case '"': out += "\\\""; ++i; continue;
-      case '\\': out += "\\\\"; ++i; continue;
-      case '\n': out += "\\n"; ++i; continue;
-      case '\r': out += "\\r"; ++i; continue;
-      case '\t': out += "\\t"; ++i; continue;
-      default: break;
+      case '"':
+        out += "\\\"";
+        ++i;
+        continue;
+      case '\\':
+        out += "\\\\";
+        ++i;
+        continue;
+      case '\n':
+        out += "\\n";
+        ++i;
+        continue;
+      case '\r':
+        out += "\\r";
+        ++i;
+        continue;
+      case '\t':
+        out += "\\t";
+        ++i;
+        continue;
+      default:
+        break;
     }
     if (c < 0x20 || c == 0x7F) {
       append_hex_byte(out, "\\u00", c);
@@ -259,25 +275,37 @@ std::string timestamp(std::chrono::system_clock::time_point t) {
 
 spdlog::level::level_enum to_spdlog(level lv) {
   switch (lv) {
-    case level::trace: return spdlog::level::trace;
-    case level::debug: return spdlog::level::debug;
-    case level::info: return spdlog::level::info;
-    case level::warn: return spdlog::level::warn;
-    case level::error: return spdlog::level::err;
-    case level::off: break;
+    case level::trace:
+      return spdlog::level::trace;
+    case level::debug:
+      return spdlog::level::debug;
+    case level::info:
+      return spdlog::level::info;
+    case level::warn:
+      return spdlog::level::warn;
+    case level::error:
+      return spdlog::level::err;
+    case level::off:
+      break;
   }
   return spdlog::level::off;
 }
 
 level from_spdlog(spdlog::level::level_enum lv) {
   switch (lv) {
-    case spdlog::level::trace: return level::trace;
-    case spdlog::level::debug: return level::debug;
-    case spdlog::level::info: return level::info;
-    case spdlog::level::warn: return level::warn;
+    case spdlog::level::trace:
+      return level::trace;
+    case spdlog::level::debug:
+      return level::debug;
+    case spdlog::level::info:
+      return level::info;
+    case spdlog::level::warn:
+      return level::warn;
     case spdlog::level::err:
-    case spdlog::level::critical: return level::error;
-    default: break;
+    case spdlog::level::critical:
+      return level::error;
+    default:
+      break;
   }
   return level::off;
 }
@@ -286,8 +314,7 @@ level from_spdlog(spdlog::level::level_enum lv) {
 /// timestamp spdlog took when the record was made, the level and '\n'.
 class record_formatter final : public spdlog::formatter {
 public:
-  explicit record_formatter(log::format fmt) : fmt_(fmt) {
-  }
+  explicit record_formatter(log::format fmt) : fmt_(fmt) {}
 
   void format(const spdlog::details::log_msg& msg,
               spdlog::memory_buf_t& dest) override {
@@ -313,8 +340,7 @@ private:
 /// other processes write to the same pipe or O_APPEND file.
 class fd_sink final : public spdlog::sinks::base_sink<std::mutex> {
 public:
-  explicit fd_sink(int fd) : fd_(fd) {
-  }
+  explicit fd_sink(int fd) : fd_(fd) {}
 
 protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
@@ -363,8 +389,8 @@ std::shared_ptr<const state> make_state(const options& opts) {
   auto st = std::make_shared<state>();
   st->opts = opts;
   st->records = make_logger("drover", opts.fd, opts.fmt, opts.min_level);
-  st->announcements = make_logger("drover.announce", opts.announce_fd,
-                                  opts.fmt, level::trace);
+  st->announcements = make_logger("drover.announce", opts.announce_fd, opts.fmt,
+                                  level::trace);
   return st;
 }
 
@@ -383,12 +409,18 @@ std::shared_ptr<const state> current() {
 
 std::string_view to_string(level lv) {
   switch (lv) {
-    case level::trace: return "trace";
-    case level::debug: return "debug";
-    case level::info: return "info";
-    case level::warn: return "warn";
-    case level::error: return "error";
-    case level::off: break;
+    case level::trace:
+      return "trace";
+    case level::debug:
+      return "debug";
+    case level::info:
+      return "info";
+    case level::warn:
+      return "warn";
+    case level::error:
+      return "error";
+    case level::off:
+      break;
   }
   return "off";
 }

@@ -10,9 +10,11 @@
 // job id when there is one, a message and key=value fields.
 //
 //   text (default, for people):
-//     2026-12-01T23:00:52.123Z warn queue: recovering failed job=0a1b error="store unavailable"
+//     2026-12-01T23:00:52.123Z warn queue: recovering failed job=0a1b
+//     error="store unavailable"
 //   json (one object per line, for machines):
-//     {"ts":"2026-12-01T23:00:52.123Z","level":"warn","component":"queue","job":"0a1b","msg":"recovering failed","error":"store unavailable"}
+//     {"ts":"2026-12-01T23:00:52.123Z","level":"warn","component":"queue","job":"0a1b","msg":"recovering
+//     failed","error":"store unavailable"}
 //
 // Everything from outside (a job id, an error text, a URL) is escaped: in
 // JSON as JSON strings (control bytes as \u00XX, invalid UTF-8 replaced by
@@ -50,24 +52,20 @@ std::optional<format> parse_format(std::string_view name);
 class field {
 public:
   field(std::string_view key, std::string_view value)
-    : key_(key), value_(value) {
-  }
+      : key_(key), value_(value) {}
   field(std::string_view key, const char* value)
-    : key_(key), value_(value != nullptr ? value : "") {
-  }
+      : key_(key), value_(value != nullptr ? value : "") {}
   field(std::string_view key, const std::string& value)
-    : key_(key), value_(value) {
-  }
+      : key_(key), value_(value) {}
   field(std::string_view key, bool value)
-    : key_(key), value_(value ? "true" : "false"), bare_(true) {
-  }
-  template <class T, std::enable_if_t<std::is_integral_v<T>
-                                        && !std::is_same_v<T, bool>
-                                        && !std::is_same_v<T, char>,
-                                      int> = 0>
+      : key_(key), value_(value ? "true" : "false"), bare_(true) {}
+  template <class T,
+            std::enable_if_t<
+                std::is_integral_v<
+                    T> && !std::is_same_v<T, bool> && !std::is_same_v<T, char>,
+                int> = 0>
   field(std::string_view key, T value)
-    : key_(key), value_(std::to_string(value)), bare_(true) {
-  }
+      : key_(key), value_(std::to_string(value)), bare_(true) {}
   field(std::string_view key, double value);
 
   std::string_view key() const {
@@ -126,14 +124,14 @@ std::string render(format fmt, std::string_view timestamp, level lv,
                    std::string_view component, std::string_view job_id,
                    std::string_view message, fields extra = {});
 
-#define DROVER_LOG_LEVEL_FUNCTION(name)                                      \
-  inline void name(std::string_view component, std::string_view message,   \
-                   fields extra = {}) {                                      \
-    write(level::name, component, {}, message, extra);                       \
-  }                                                                          \
-  inline void name(std::string_view component, job j,                        \
-                   std::string_view message, fields extra = {}) {            \
-    write(level::name, component, j.id, message, extra);                     \
+#define DROVER_LOG_LEVEL_FUNCTION(name)                                        \
+  inline void name(std::string_view component, std::string_view message,       \
+                   fields extra = {}) {                                        \
+    write(level::name, component, {}, message, extra);                         \
+  }                                                                            \
+  inline void name(std::string_view component, job j,                          \
+                   std::string_view message, fields extra = {}) {              \
+    write(level::name, component, j.id, message, extra);                       \
   }
 
 DROVER_LOG_LEVEL_FUNCTION(trace)

@@ -202,13 +202,20 @@ using element = array_param::element;
 /// of the unnest(..) in the statements below.
 struct job_arrays {
   explicit job_arrays(size_t n)
-      : job_id(element::text, n), tenant(element::text, n),
-        type(element::text, n), idempotency_key(element::text, n),
-        status(element::int2, n), priority(element::int2, n),
-        dead_lettered(element::boolean, n), created_at_ms(element::int8, n),
-        updated_at_ms(element::int8, n), completed_at_ms(element::int8, n),
-        seq(element::int8, n), record(element::bytea, n),
-        webhook_pending(element::boolean, n), final_status(element::int2, n) {}
+      : job_id(element::text, n),
+        tenant(element::text, n),
+        type(element::text, n),
+        idempotency_key(element::text, n),
+        status(element::int2, n),
+        priority(element::int2, n),
+        dead_lettered(element::boolean, n),
+        created_at_ms(element::int8, n),
+        updated_at_ms(element::int8, n),
+        completed_at_ms(element::int8, n),
+        seq(element::int8, n),
+        record(element::bytea, n),
+        webhook_pending(element::boolean, n),
+        final_status(element::int2, n) {}
 
   /// The columns an update sets, plus job_id.
   void add_update(const job_record& rec, int64_t updated_at) {
@@ -242,23 +249,40 @@ struct job_arrays {
   }
   params insert_params() const {
     params ps;
-    ps.array(job_id).array(tenant).array(type).array(idempotency_key)
-        .array(status).array(priority).array(dead_lettered)
-        .array(created_at_ms).array(updated_at_ms).array(completed_at_ms)
-        .array(seq).array(record).array(webhook_pending).array(final_status);
+    ps.array(job_id)
+        .array(tenant)
+        .array(type)
+        .array(idempotency_key)
+        .array(status)
+        .array(priority)
+        .array(dead_lettered)
+        .array(created_at_ms)
+        .array(updated_at_ms)
+        .array(completed_at_ms)
+        .array(seq)
+        .array(record)
+        .array(webhook_pending)
+        .array(final_status);
     return ps;
   }
   params update_params() const {
     params ps;
-    ps.array(job_id).array(status).array(priority).array(dead_lettered)
-        .array(updated_at_ms).array(completed_at_ms).array(seq).array(record)
-        .array(webhook_pending).array(final_status);
+    ps.array(job_id)
+        .array(status)
+        .array(priority)
+        .array(dead_lettered)
+        .array(updated_at_ms)
+        .array(completed_at_ms)
+        .array(seq)
+        .array(record)
+        .array(webhook_pending)
+        .array(final_status);
     return ps;
   }
 
   array_param job_id, tenant, type, idempotency_key, status, priority,
-      dead_lettered, created_at_ms, updated_at_ms, completed_at_ms, seq,
-      record, webhook_pending, final_status;
+      dead_lettered, created_at_ms, updated_at_ms, completed_at_ms, seq, record,
+      webhook_pending, final_status;
 };
 
 // The write path's statements: prepared once per connection, one
@@ -268,7 +292,8 @@ const std::string insert_jobs_sql
       "priority, dead_lettered, created_at_ms, updated_at_ms, completed_at_ms, "
       "seq, record, webhook_pending, final_status) "
       "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
-      "$5::int2[], $6::int2[], $7::bool[], $8::int8[], $9::int8[], $10::int8[], "
+      "$5::int2[], $6::int2[], $7::bool[], $8::int8[], $9::int8[], "
+      "$10::int8[], "
       "$11::int8[], $12::bytea[], $13::bool[], $14::int2[]) "
       "ON CONFLICT DO NOTHING RETURNING job_id";
 const std::string insert_events_sql
@@ -322,8 +347,8 @@ failure_class failure_class_of(const caf::error& err) {
       // unknown) and "not connected". A fence found expired says so
       // itself and is not a connection failure.
       return ctx.find(expired_lease_marker) != std::string::npos
-               ? failure_class::other
-               : failure_class::connection;
+                 ? failure_class::other
+                 : failure_class::connection;
     case errc::invalid_value:
     case errc::conflict:
     case errc::not_found:
@@ -563,8 +588,8 @@ array_param& array_param::null() {
 }
 
 std::string array_param::encode() const {
-  static constexpr uint32_t element_oids[] = {int2_oid, int4_oid, int8_oid,
-                                              bool_oid, text_oid, bytea_oid};
+  static constexpr uint32_t element_oids[]
+      = {int2_oid, int4_oid, int8_oid, bool_oid, text_oid, bytea_oid};
   std::string out;
   out.reserve(20 + items_.size());
   // ndim, has-null flag, element type; then per dimension: length and
@@ -742,11 +767,11 @@ caf::expected<result> connection::exec_prepared(const std::string& name,
     prepared_.insert(name);
   }
   const auto wire = ps.wire();
-  return finish(result{PQexecPrepared(conn_, name.c_str(), static_cast<int>(n),
-                                      wire.values.data(), wire.lengths.data(),
-                                      ps.formats_.data(),
-                                      binary_results ? 1 : 0)},
-                what);
+  return finish(
+      result{PQexecPrepared(conn_, name.c_str(), static_cast<int>(n),
+                            wire.values.data(), wire.lengths.data(),
+                            ps.formats_.data(), binary_results ? 1 : 0)},
+      what);
 }
 
 caf::error connection::exec_script(const std::string& sql,
@@ -1170,8 +1195,8 @@ caf::expected<write_result> session::write(const write_batch& batch) {
     }
     if (job_id.size() > 0) {
       params ps;
-      ps.array(job_id).array(seq).array(attempt).array(kind).array(at_ms)
-          .array(payload);
+      ps.array(job_id).array(seq).array(attempt).array(kind).array(at_ms).array(
+          payload);
       auto res = conn_.exec_prepared("drover_insert_events", insert_events_sql,
                                      ps, false, "appending events");
       if (!res)
@@ -1194,9 +1219,9 @@ caf::expected<write_result> session::write(const write_batch& batch) {
     job_arrays cols{updates.size()};
     for (const auto* rec : updates)
       cols.add_update(*rec, updated_at(*rec));
-    auto res = conn_.exec_prepared("drover_update_jobs", update_jobs_sql,
-                                   cols.update_params(), false,
-                                   "updating jobs");
+    auto res
+        = conn_.exec_prepared("drover_update_jobs", update_jobs_sql,
+                              cols.update_params(), false, "updating jobs");
     if (!res)
       return fail(std::move(res.error()));
     if (static_cast<size_t>(res->rows()) != updates.size()) {

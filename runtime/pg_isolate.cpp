@@ -110,14 +110,13 @@ session::write_isolated(const write_batch& batch) {
   // plus, at most, the final write of the unknown halves.
   caf::error stopped; // a connection- or other-class failure: give up
   std::vector<size_t> unknown;
-  auto fail_all = [&](const std::vector<size_t>& which,
-                      const caf::error& err) {
+  auto fail_all = [&](const std::vector<size_t>& which, const caf::error& err) {
     for (auto u : which)
       for (const auto& job : units[u])
         out.failed.emplace_back(job, err);
   };
-  auto try_write = [&](const std::vector<size_t>& which)
-    -> caf::expected<write_result> {
+  auto try_write
+      = [&](const std::vector<size_t>& which) -> caf::expected<write_result> {
     ++out.transactions;
     return write(part_of(batch, units, which));
   };
@@ -126,8 +125,8 @@ session::write_isolated(const write_batch& batch) {
     dups.insert(dups.end(), r.duplicate_submits.begin(),
                 r.duplicate_submits.end());
   };
-  std::function<void(std::vector<size_t>, caf::error)> isolate
-    = [&](std::vector<size_t> bad, caf::error why) {
+  std::function<void(std::vector<size_t>, caf::error)> isolate =
+      [&](std::vector<size_t> bad, caf::error why) {
         while (!stopped) {
           if (bad.size() == 1) {
             fail_all(bad, why);

@@ -57,8 +57,8 @@ lease_owner this_process(const std::string& node_id) {
   std::random_device rd;
   char random[17];
   std::snprintf(random, sizeof(random), "%08x%08x", rd(), rd());
-  o.instance = node_id + "@" + o.host + ":" + std::to_string(o.pid) + ":"
-               + random;
+  o.instance
+      = node_id + "@" + o.host + ":" + std::to_string(o.pid) + ":" + random;
   return o;
 }
 
@@ -75,9 +75,8 @@ std::string describe(const lease_holder& h) {
   out.precision(1);
   out << "node '" << h.owner.node_id << "' (host " << h.owner.host << ", pid "
       << h.owner.pid << ", instance " << h.owner.instance
-      << ") holds the partition leases of this database until "
-      << h.expires_at << " (in " << std::fixed
-      << static_cast<double>(h.expires_in_ms) / 1000.0
+      << ") holds the partition leases of this database until " << h.expires_at
+      << " (in " << std::fixed << static_cast<double>(h.expires_in_ms) / 1000.0
       << " s, renewed while it runs)";
   return out.str();
 }
@@ -96,20 +95,20 @@ caf::expected<acquire_attempt> try_acquire_all(session& db,
   };
   // Every row locked: a concurrent taker waits, then sees our epochs.
   auto rows = conn.exec(
-    "SELECT partition, owner, coalesce(owner_node, ''), "
-    "coalesce(owner_host, ''), coalesce(owner_pid, 0), epoch, "
-    "expires_at > now(), "
-    "CASE WHEN isfinite(expires_at) THEN to_char(expires_at AT TIME ZONE "
-    "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') ELSE 'never' END, "
-    "CASE WHEN isfinite(expires_at) THEN greatest(0, extract(epoch FROM "
-    "expires_at - now()) * 1000)::bigint ELSE 0 END "
-    "FROM drover.partition_leases ORDER BY partition FOR UPDATE",
-    {}, false, "reading the partition leases");
+      "SELECT partition, owner, coalesce(owner_node, ''), "
+      "coalesce(owner_host, ''), coalesce(owner_pid, 0), epoch, "
+      "expires_at > now(), "
+      "CASE WHEN isfinite(expires_at) THEN to_char(expires_at AT TIME ZONE "
+      "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') ELSE 'never' END, "
+      "CASE WHEN isfinite(expires_at) THEN greatest(0, extract(epoch FROM "
+      "expires_at - now()) * 1000)::bigint ELSE 0 END "
+      "FROM drover.partition_leases ORDER BY partition FOR UPDATE",
+      {}, false, "reading the partition leases");
   if (!rows)
     return fail(std::move(rows.error()));
   if (rows->rows() == 0)
-    return fail(make_error(errc::bad_config,
-                           "drover.partition_leases has no rows"));
+    return fail(
+        make_error(errc::bad_config, "drover.partition_leases has no rows"));
   acquire_attempt out;
   for (int row = 0; row < rows->rows(); ++row) {
     bool owned = !rows->is_null(row, 1);
@@ -130,17 +129,17 @@ caf::expected<acquire_attempt> try_acquire_all(session& db,
     }
   }
   auto taken = conn.exec(
-    "UPDATE drover.partition_leases SET owner = $1, owner_node = $2, "
-    "owner_host = $3, owner_pid = $4, epoch = epoch + 1, "
-    "expires_at = now() + $5 * interval '1 millisecond', "
-    "acquired_at = now() RETURNING partition, epoch",
-    params{}
-      .text(owner.instance)
-      .text(owner.node_id)
-      .text(owner.host)
-      .int64(owner.pid)
-      .int64(ttl.count()),
-    false, "taking the partition leases");
+      "UPDATE drover.partition_leases SET owner = $1, owner_node = $2, "
+      "owner_host = $3, owner_pid = $4, epoch = epoch + 1, "
+      "expires_at = now() + $5 * interval '1 millisecond', "
+      "acquired_at = now() RETURNING partition, epoch",
+      params{}
+          .text(owner.instance)
+          .text(owner.node_id)
+          .text(owner.host)
+          .int64(owner.pid)
+          .int64(ttl.count()),
+      false, "taking the partition leases");
   if (!taken)
     return fail(std::move(taken.error()));
   lease_grant g;
@@ -200,30 +199,31 @@ caf::error renew(session& db, const lease_grant& grant,
   auto ps = grant_params(grant);
   ps.int64(ttl.count());
   auto res = db.conn().exec_prepared(
-    "drover_renew_leases",
-    "UPDATE drover.partition_leases l "
-    "SET expires_at = now() + $4 * interval '1 millisecond' "
-    "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
-    "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch "
-    "RETURNING l.partition",
-    ps, false, "renewing the partition leases");
+      "drover_renew_leases",
+      "UPDATE drover.partition_leases l "
+      "SET expires_at = now() + $4 * interval '1 millisecond' "
+      "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
+      "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch "
+      "RETURNING l.partition",
+      ps, false, "renewing the partition leases");
   if (!res)
     return std::move(res.error());
   if (static_cast<size_t>(res->rows()) != grant.partitions.size())
     return make_error(errc::not_owner,
-                      std::to_string(grant.partitions.size() - static_cast<size_t>(res->rows()))
-                        + " of " + std::to_string(grant.partitions.size())
-                        + " partition leases were taken over by another "
-                          "coordinator");
+                      std::to_string(grant.partitions.size()
+                                     - static_cast<size_t>(res->rows()))
+                          + " of " + std::to_string(grant.partitions.size())
+                          + " partition leases were taken over by another "
+                            "coordinator");
   return caf::none;
 }
 
 caf::error release(session& db, const lease_grant& grant) {
   auto res = db.conn().exec(
-    "UPDATE drover.partition_leases l SET owner = NULL, expires_at = now() "
-    "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
-    "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch",
-    grant_params(grant), false, "releasing the partition leases");
+      "UPDATE drover.partition_leases l SET owner = NULL, expires_at = now() "
+      "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
+      "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch",
+      grant_params(grant), false, "releasing the partition leases");
   if (!res)
     return std::move(res.error());
   return caf::none;

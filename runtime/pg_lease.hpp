@@ -81,9 +81,9 @@ struct acquire_attempt {
   std::optional<lease_grant> grant;
   std::optional<lease_holder> held_by;
 };
-caf::expected<acquire_attempt>
-try_acquire_all(session& db, const lease_owner& owner,
-                std::chrono::milliseconds ttl);
+caf::expected<acquire_attempt> try_acquire_all(session& db,
+                                               const lease_owner& owner,
+                                               std::chrono::milliseconds ttl);
 
 /// Takes every lease, waiting for a holder's lease to expire if that
 /// holder may be dead: the leases are read every `poll` until either they
@@ -91,10 +91,10 @@ try_acquire_all(session& db, const lease_owner& owner,
 /// most one TTL) or the same holder renews them (alive: errc::conflict,
 /// context = describe(holder)). Gives up with that conflict after `patience`
 /// without either (a holder with a longer TTL than that).
-caf::expected<lease_grant>
-acquire_all(session& db, const lease_owner& owner,
-            std::chrono::milliseconds ttl, std::chrono::milliseconds poll,
-            std::chrono::milliseconds patience);
+caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
+                                       std::chrono::milliseconds ttl,
+                                       std::chrono::milliseconds poll,
+                                       std::chrono::milliseconds patience);
 
 /// What a coordinator does at start-up, before it recovers or dispatches
 /// anything: connects, migrates, and takes every lease for this process

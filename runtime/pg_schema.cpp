@@ -354,8 +354,9 @@ const std::vector<migration>& migrations() {
   static const std::vector<migration> all{
       {1, "audit log, job projection, retention", v1_sql},
       {2, "webhooks owed by finished jobs", v2_sql},
-      {3, "live transitions as HOT updates (final_status); retention keeps "
-          "jobs that owe a webhook",
+      {3,
+       "live transitions as HOT updates (final_status); retention keeps "
+       "jobs that owe a webhook",
        v3_sql},
       {4, "partition leases: one coordinator per database", v4_sql},
   };

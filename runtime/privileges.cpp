@@ -58,8 +58,10 @@ caf::error enter_run_as(const std::string& name, bool low_ports) {
     if (!account)
       return std::move(account.error());
     if (account->uid != geteuid())
-      return bad("run-as " + name + " needs root to switch users (running as "
-                 "uid " + std::to_string(geteuid()) + ")");
+      return bad("run-as " + name
+                 + " needs root to switch users (running as "
+                   "uid "
+                 + std::to_string(geteuid()) + ")");
     return caf::none;
   }
   if (name.empty())
@@ -75,14 +77,14 @@ caf::error enter_run_as(const std::string& name, bool low_ports) {
     return std::move(account.error());
   // Groups first: once the uid is gone, they can no longer be changed.
   if (initgroups(account->name.c_str(), account->gid) != 0)
-    return bad("run-as " + name + ": initgroups failed: "
-               + std::strerror(errno));
+    return bad("run-as " + name
+               + ": initgroups failed: " + std::strerror(errno));
   if (setresgid(account->gid, account->gid, account->gid) != 0)
-    return bad("run-as " + name + ": setresgid failed: "
-               + std::strerror(errno));
+    return bad("run-as " + name
+               + ": setresgid failed: " + std::strerror(errno));
   if (setresuid(account->uid, account->uid, account->uid) != 0)
-    return bad("run-as " + name + ": setresuid failed: "
-               + std::strerror(errno));
+    return bad("run-as " + name
+               + ": setresuid failed: " + std::strerror(errno));
   // For good: no way back to root.
   if (setuid(0) == 0 || seteuid(0) == 0 || getuid() != account->uid
       || geteuid() != account->uid || getegid() != account->gid)

@@ -11,9 +11,9 @@ int64_t retry_delay_ms(const backoff_policy& policy, uint32_t retry_count,
                        double uniform01) {
   backoff_schedule schedule;
   schedule.initial = std::chrono::milliseconds{
-    std::max<int64_t>(0, policy.initial_delay_ms)};
+      std::max<int64_t>(0, policy.initial_delay_ms)};
   schedule.max = std::chrono::milliseconds{
-    std::max(policy.max_delay_ms, schedule.initial.count())};
+      std::max(policy.max_delay_ms, schedule.initial.count())};
   schedule.multiplier = policy.multiplier;
   schedule.jitter = policy.jitter;
   // Never below the configured minimum (RELIABILITY.md, invariant 6).
@@ -27,20 +27,20 @@ retry_decision decide_retry(const job_record& rec, const error_info& error,
   retry_decision result;
   if (!error.retryable
       || std::find(non_retryable.begin(), non_retryable.end(), error.code)
-           != non_retryable.end()) {
+             != non_retryable.end()) {
     result.reason = "non-retryable error";
     return result;
   }
   // retry_count counts the retries already used in this round (reset by a
   // redrive); this attempt is number retry_count + 1 of the round.
   if (rec.retry_count + 1 >= rec.spec.max_attempts) {
-    result.reason = "attempts exhausted (" + std::to_string(rec.spec.max_attempts)
-                    + ")";
+    result.reason
+        = "attempts exhausted (" + std::to_string(rec.spec.max_attempts) + ")";
     return result;
   }
   result.retry = true;
   result.next_attempt_at_ms
-    = now_ms + retry_delay_ms(rec.spec.backoff, rec.retry_count, uniform01);
+      = now_ms + retry_delay_ms(rec.spec.backoff, rec.retry_count, uniform01);
   return result;
 }
 

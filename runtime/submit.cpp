@@ -50,8 +50,8 @@ bool valid_key_text(const std::string& s) {
 
 caf::optional<int64_t> parse_rfc3339_ms(const std::string& t) {
   // YYYY-MM-DDTHH:MM:SS[.fff...](Z|+HH:MM|-HH:MM)
-  if (t.size() < 20 || !is_digits(t, 0, 4) || t[4] != '-'
-      || !is_digits(t, 5, 2) || t[7] != '-' || !is_digits(t, 8, 2)
+  if (t.size() < 20 || !is_digits(t, 0, 4) || t[4] != '-' || !is_digits(t, 5, 2)
+      || t[7] != '-' || !is_digits(t, 8, 2)
       || (t[10] != 'T' && t[10] != 't' && t[10] != ' ') || !is_digits(t, 11, 2)
       || t[13] != ':' || !is_digits(t, 14, 2) || t[16] != ':'
       || !is_digits(t, 17, 2))
@@ -62,8 +62,8 @@ caf::optional<int64_t> parse_rfc3339_ms(const std::string& t) {
   int hour = to_int(t, 11, 2);
   int minute = to_int(t, 14, 2);
   int second = to_int(t, 17, 2);
-  static constexpr int days_in_month[] = {31, 29, 31, 30, 31, 30,
-                                          31, 31, 30, 31, 30, 31};
+  static constexpr int days_in_month[]
+      = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   if (month < 1 || month > 12 || day < 1 || day > days_in_month[month - 1]
       || hour > 23 || minute > 59 || second > 60)
     return caf::none;
@@ -116,10 +116,9 @@ caf::optional<int64_t> parse_rfc3339_ms(const std::string& t) {
 }
 
 bool operator==(const submit_request& x, const submit_request& y) {
-  return std::tie(x.type, x.input, x.tenant, x.idempotency_key,
-                  x.callback_url, x.rate_limit_key, x.breaker_key,
-                  x.resources, x.priority, x.run_at, x.delay_ms,
-                  x.max_attempts, x.timeout_ms, x.backoff)
+  return std::tie(x.type, x.input, x.tenant, x.idempotency_key, x.callback_url,
+                  x.rate_limit_key, x.breaker_key, x.resources, x.priority,
+                  x.run_at, x.delay_ms, x.max_attempts, x.timeout_ms, x.backoff)
          == std::tie(y.type, y.input, y.tenant, y.idempotency_key,
                      y.callback_url, y.rate_limit_key, y.breaker_key,
                      y.resources, y.priority, y.run_at, y.delay_ms,
@@ -163,11 +162,11 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
   if (req.input.size() > limits.max_input_bytes)
     return make_error(errc::too_large,
                       "input is " + std::to_string(req.input.size())
-                        + " bytes; the limit is "
-                        + std::to_string(limits.max_input_bytes));
+                          + " bytes; the limit is "
+                          + std::to_string(limits.max_input_bytes));
   if (!req.input.empty()) {
-    if (auto err = check_json_strict(req.input, limits.max_input_depth,
-                                     "input", &spec.input)) {
+    if (auto err = check_json_strict(req.input, limits.max_input_depth, "input",
+                                     &spec.input)) {
       if (is(err, errc::invalid_request) || is(err, errc::too_deep))
         return err;
       return invalid("input is not valid JSON: " + message_of(err));
@@ -302,8 +301,7 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
   // Last: the job type's own check of its input (it may be the costliest,
   // and the spec's own fields are reported first).
   if (handler->options.validate_input)
-    if (auto what = handler->options.validate_input(spec.input);
-        !what.empty())
+    if (auto what = handler->options.validate_input(spec.input); !what.empty())
       return invalid("input: " + what);
   return spec;
 }

@@ -274,11 +274,11 @@ public:
     } while (rc < 0 && errno == EINTR);
     reaped_ = true;
     if (cpu_seconds != nullptr && rc == pid_)
-      *cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec
-                                         + usage.ru_stime.tv_sec)
-                     + static_cast<double>(usage.ru_utime.tv_usec
-                                           + usage.ru_stime.tv_usec)
-                         / 1e6;
+      *cpu_seconds
+          = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+            + static_cast<double>(usage.ru_utime.tv_usec
+                                  + usage.ru_stime.tv_usec)
+                  / 1e6;
     return rc == pid_;
   }
 

@@ -80,8 +80,7 @@ struct supervisor_state {
   /// peer's `kill` exit fatal, so one killed worker would take the whole
   /// tree down.
   std::shared_ptr<std::set<caf::actor_addr>> alive
-    = std::make_shared<std::set<caf::actor_addr>>();
-
+      = std::make_shared<std::set<caf::actor_addr>>();
 };
 
 using self_ptr = caf::stateful_actor<supervisor_state>*;
@@ -151,8 +150,8 @@ void escalate(self_ptr self, const child& c) {
   auto& st = self->state;
   auto msg = st.name + ": child '" + c.spec.name + "' restarted more than "
              + std::to_string(st.flags.intensity) + " times in "
-             + std::to_string(st.flags.period.count()) + " ms (last exit: "
-             + c.last_exit + ")";
+             + std::to_string(st.flags.period.count())
+             + " ms (last exit: " + c.last_exit + ")";
   begin_shutdown(self, make_error(errc::escalated, std::move(msg)));
 }
 
@@ -192,8 +191,7 @@ void stop_next(self_ptr self) {
     auto& cs = st.children;
     cs.erase(std::remove_if(cs.begin(), cs.end(),
                             [](const child& x) {
-                              return x.spec.restart
-                                     == restart_type::temporary;
+                              return x.spec.restart == restart_type::temporary;
                             }),
              cs.end());
     for (auto& c : st.children)
@@ -221,8 +219,8 @@ void begin_shutdown(self_ptr self, caf::error reason) {
 void schedule_restart(self_ptr self, child& c) {
   auto& st = self->state;
   c.state = child_state::restarting;
-  auto delay = backoff_delay(st.flags.backoff, c.consecutive++,
-                             draw_uniform(self));
+  auto delay
+      = backoff_delay(st.flags.backoff, c.consecutive++, draw_uniform(self));
   self->delayed_send(self, delay, restart_atom::value, c.spec.name,
                      c.generation);
 }
@@ -299,11 +297,10 @@ void on_down(self_ptr self, caf::down_msg& dm) {
   if (c->spec.restart == restart_type::temporary) {
     auto name = c->spec.name;
     auto& cs = st.children;
-    cs.erase(std::remove_if(cs.begin(), cs.end(),
-                            [&name](const child& x) {
-                              return x.spec.name == name;
-                            }),
-             cs.end());
+    cs.erase(
+        std::remove_if(cs.begin(), cs.end(),
+                       [&name](const child& x) { return x.spec.name == name; }),
+        cs.end());
     return;
   }
   c->state = child_state::stopped;
@@ -317,8 +314,8 @@ tree_node leaf_of(self_ptr self, const child& c) {
   n.restart = c.spec.restart;
   n.restarts = c.restarts;
   n.uptime_ms = c.state == child_state::running
-                  ? ms_between(c.started_at, now(self))
-                  : 0;
+                    ? ms_between(c.started_at, now(self))
+                    : 0;
   n.last_exit = c.last_exit;
   return n;
 }
@@ -363,24 +360,23 @@ caf::typed_response_promise<tree_node> describe(self_ptr self) {
       if (--fan->pending == 0)
         fan->promise.deliver(std::move(fan->result));
     };
-    self
-      ->request(caf::actor_cast<supervisor_actor>(c.handle),
-                st.flags.describe_timeout, describe_atom::value)
-      .then(
-        [fan, i, finish](tree_node& sub) {
-          // Our view of the child (state, restarts, uptime) wins; the
-          // child contributes its strategy and its own subtree.
-          auto& slot = fan->result.children[i];
-          if (slot.kind == child_kind::supervisor)
-            slot.strat = sub.strat;
-          slot.children = std::move(sub.children);
-          finish();
-        },
-        [self, fan, i, finish](caf::error& err) {
-          fan->result.children[i].last_exit
-            = "describe failed: " + self->system().render(err);
-          finish();
-        });
+    self->request(caf::actor_cast<supervisor_actor>(c.handle),
+                  st.flags.describe_timeout, describe_atom::value)
+        .then(
+            [fan, i, finish](tree_node& sub) {
+              // Our view of the child (state, restarts, uptime) wins; the
+              // child contributes its strategy and its own subtree.
+              auto& slot = fan->result.children[i];
+              if (slot.kind == child_kind::supervisor)
+                slot.strat = sub.strat;
+              slot.children = std::move(sub.children);
+              finish();
+            },
+            [self, fan, i, finish](caf::error& err) {
+              fan->result.children[i].last_exit
+                  = "describe failed: " + self->system().render(err);
+              finish();
+            });
   }
   return rp;
 }
@@ -390,15 +386,14 @@ caf::behavior supervisor_impl(self_ptr self, supervisor_spec spec) {
   st.name = std::move(spec.name);
   st.flags = spec.flags;
   st.rng.seed(static_cast<std::minstd_rand::result_type>(
-    st.flags.seed != 0 ? st.flags.seed : std::random_device{}()));
+      st.flags.seed != 0 ? st.flags.seed : std::random_device{}()));
   st.started_at = now(self);
   for (auto& cs : spec.children) {
     child c;
     c.spec = std::move(cs);
     st.children.push_back(std::move(c));
   }
-  self->set_down_handler(
-    [self](caf::down_msg& dm) { on_down(self, dm); });
+  self->set_down_handler([self](caf::down_msg& dm) { on_down(self, dm); });
   self->set_exit_handler([self](caf::exit_msg& em) {
     // Our own supervisor (or the node) asks us to stop.
     begin_shutdown(self, std::move(em.reason));
@@ -414,48 +409,48 @@ caf::behavior supervisor_impl(self_ptr self, supervisor_spec spec) {
   // failure of the whole supervisor (as in OTP): stop what runs and exit.
   for (auto& c : st.children) {
     if (!start_child(self, c)) {
-      begin_shutdown(self, make_error(errc::escalated,
-                                      st.name + ": child '" + c.spec.name
-                                        + "' failed to start: "
-                                        + c.last_exit));
+      begin_shutdown(self,
+                     make_error(errc::escalated,
+                                st.name + ": child '" + c.spec.name
+                                    + "' failed to start: " + c.last_exit));
       break;
     }
   }
   return {
-    [self](describe_atom) -> caf::typed_response_promise<tree_node> {
-      return describe(self);
-    },
-    [self](restart_atom, const std::string& name, uint64_t generation) {
-      auto& st = self->state;
-      if (st.current != mode::normal)
-        return;
-      for (auto& c : st.children) {
-        if (c.spec.name != name || c.generation != generation
-            || c.state != child_state::restarting)
-          continue;
-        if (!start_child(self, c))
-          on_child_failure(self, c);
-        return;
-      }
-    },
-    [self](restart_all_atom, uint64_t generation) {
-      auto& st = self->state;
-      if (st.current != mode::waiting_for_restart
-          || generation != st.group_generation)
-        return;
-      restart_all(self);
-    },
-    [self](kill_atom, const std::string& name, uint64_t generation) {
-      for (auto& c : self->state.children) {
-        if (c.spec.name == name && c.generation == generation
-            && c.state == child_state::stopping && c.handle) {
-          c.last_exit = "did not stop within "
-                        + std::to_string(c.spec.shutdown_timeout.count())
-                        + " ms; killed";
-          self->send_exit(c.handle, caf::exit_reason::kill);
+      [self](describe_atom) -> caf::typed_response_promise<tree_node> {
+        return describe(self);
+      },
+      [self](restart_atom, const std::string& name, uint64_t generation) {
+        auto& st = self->state;
+        if (st.current != mode::normal)
+          return;
+        for (auto& c : st.children) {
+          if (c.spec.name != name || c.generation != generation
+              || c.state != child_state::restarting)
+            continue;
+          if (!start_child(self, c))
+            on_child_failure(self, c);
+          return;
         }
-      }
-    },
+      },
+      [self](restart_all_atom, uint64_t generation) {
+        auto& st = self->state;
+        if (st.current != mode::waiting_for_restart
+            || generation != st.group_generation)
+          return;
+        restart_all(self);
+      },
+      [self](kill_atom, const std::string& name, uint64_t generation) {
+        for (auto& c : self->state.children) {
+          if (c.spec.name == name && c.generation == generation
+              && c.state == child_state::stopping && c.handle) {
+            c.last_exit = "did not stop within "
+                          + std::to_string(c.spec.shutdown_timeout.count())
+                          + " ms; killed";
+            self->send_exit(c.handle, caf::exit_reason::kill);
+          }
+        }
+      },
   };
 }
 

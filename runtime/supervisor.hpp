@@ -36,8 +36,8 @@
 #include "runtime/tree.hpp"
 
 #include <caf/actor.hpp>
-#include <caf/typed_actor.hpp>
 #include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -56,7 +56,7 @@ namespace drover {
 /// Stop it with `send_exit(handle, caf::exit_reason::user_shutdown)`; watch
 /// it with a monitor: its exit reason is `errc::escalated` when it gave up.
 using supervisor_actor
-  = caf::typed_actor<caf::replies_to<describe_atom>::with<tree_node>>;
+    = caf::typed_actor<caf::replies_to<describe_atom>::with<tree_node>>;
 
 /// Starts one incarnation of a child. Called on the supervisor's thread;
 /// must not block. `supervisor` is the calling supervisor's address (weak:
@@ -64,7 +64,7 @@ using supervisor_actor
 /// invalid handle or throwing counts as a failed start (and as a restart
 /// against the intensity budget).
 using child_factory = std::function<caf::actor(
-  caf::actor_system& sys, const caf::actor_addr& supervisor)>;
+    caf::actor_system& sys, const caf::actor_addr& supervisor)>;
 
 struct child_spec {
   /// Unique among its siblings; shown in the tree.
@@ -129,10 +129,9 @@ caf::expected<supervisor_actor> spawn_supervisor(caf::actor_system& sys,
 
 /// A child spec that runs a nested supervisor. Supervisors get a generous
 /// default shutdown timeout because they stop their own children first.
-child_spec
-supervisor_child(supervisor_spec spec,
-                 restart_type restart = restart_type::permanent,
-                 std::chrono::milliseconds shutdown_timeout
-                 = std::chrono::milliseconds{60000});
+child_spec supervisor_child(supervisor_spec spec,
+                            restart_type restart = restart_type::permanent,
+                            std::chrono::milliseconds shutdown_timeout
+                            = std::chrono::milliseconds{60000});
 
 } // namespace drover

@@ -33,8 +33,7 @@ task_outcome task_outcome::permanent(std::string code, std::string message) {
 task_outcome task_outcome::cancelled() {
   task_outcome x;
   x.outcome_ = completion_outcome::cancelled;
-  x.error_ = {"cancelled", "the attempt stopped after a cancel request",
-              false};
+  x.error_ = {"cancelled", "the attempt stopped after a cancel request", false};
   return x;
 }
 
@@ -46,12 +45,12 @@ task_context::task_context(std::string job_id, uint32_t attempt,
                            std::string input, std::string last_checkpoint,
                            std::shared_ptr<task_sink> sink,
                            std::function<int64_t()> clock_ms)
-  : job_id_(std::move(job_id)),
-    attempt_(attempt),
-    input_(std::move(input)),
-    last_checkpoint_(std::move(last_checkpoint)),
-    sink_(std::move(sink)),
-    clock_ms_(std::move(clock_ms)) {
+    : job_id_(std::move(job_id)),
+      attempt_(attempt),
+      input_(std::move(input)),
+      last_checkpoint_(std::move(last_checkpoint)),
+      sink_(std::move(sink)),
+      clock_ms_(std::move(clock_ms)) {
   // nop
 }
 
@@ -83,17 +82,16 @@ caf::error task_context::progress(double percent, const std::string& stage,
     if (!std::isfinite(percent) || percent < 0 || percent > 100)
       return make_error(errc::invalid_value,
                         "progress must be within [0, 100], got "
-                          + std::to_string(percent));
+                            + std::to_string(percent));
     if (percent < percent_)
       return make_error(errc::invalid_value,
                         "progress may not go backwards within an attempt ("
-                          + std::to_string(percent) + " < "
-                          + std::to_string(percent_) + ")");
+                            + std::to_string(percent) + " < "
+                            + std::to_string(percent_) + ")");
     if (!stage.empty()) {
-      auto i = std::find_if(stages_.begin(), stages_.end(),
-                            [&](const drover::stage& s) {
-                              return s.name == stage;
-                            });
+      auto i = std::find_if(
+          stages_.begin(), stages_.end(),
+          [&](const drover::stage& s) { return s.name == stage; });
       if (i == stages_.end()) {
         if (stages_declared_)
           return make_error(errc::invalid_value,
@@ -123,10 +121,9 @@ caf::error task_context::set_stage_state(const std::string& stage,
   progress_update update;
   {
     std::lock_guard<std::mutex> guard{mx_};
-    auto i = std::find_if(stages_.begin(), stages_.end(),
-                          [&](const drover::stage& s) {
-                            return s.name == stage;
-                          });
+    auto i
+        = std::find_if(stages_.begin(), stages_.end(),
+                       [&](const drover::stage& s) { return s.name == stage; });
     if (i == stages_.end())
       return make_error(errc::invalid_value, "unknown stage '" + stage + "'");
     if (state != stage_state::skipped && state != stage_state::failed)
@@ -196,8 +193,7 @@ progress_update task_context::snapshot(double percent, const std::string& stage,
 
 // -- handler_registry ---------------------------------------------------------
 
-caf::error handler_registry::register_handler(std::string type,
-                                              task_handler fn,
+caf::error handler_registry::register_handler(std::string type, task_handler fn,
                                               handler_options options) {
   auto bad = [&type](const std::string& what) {
     return make_error(errc::bad_config, "handler '" + type + "': " + what);
@@ -223,9 +219,9 @@ caf::error handler_registry::register_handler(std::string type,
   if (options.cancel_grace.count() < 0)
     return bad("cancel grace must not be negative");
   auto key = type;
-  handlers_.emplace(std::move(key), registered_handler{std::move(type),
-                                                       std::move(fn),
-                                                       std::move(options)});
+  handlers_.emplace(
+      std::move(key),
+      registered_handler{std::move(type), std::move(fn), std::move(options)});
   return caf::none;
 }
 

@@ -73,7 +73,7 @@ public:
   /// A checkpoint to persist for a later attempt.
   virtual void on_checkpoint(const std::string& job_id, uint32_t attempt,
                              const std::string& bytes)
-    = 0;
+      = 0;
 };
 
 /// One attempt of one job, as its handler sees it.

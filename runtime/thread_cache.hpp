@@ -29,8 +29,8 @@ public:
   };
 
   /// A parked thread ends after `keep_alive` without work.
-  explicit thread_cache(
-      std::chrono::milliseconds keep_alive = std::chrono::seconds{30});
+  explicit thread_cache(std::chrono::milliseconds keep_alive
+                        = std::chrono::seconds{30});
 
   /// Wakes the parked threads so they end; running bodies finish on their
   /// own threads (which then end). Never blocks on a running body.

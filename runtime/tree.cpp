@@ -17,21 +17,30 @@ const char* to_string(child_kind x) {
 
 const char* to_string(child_state x) {
   switch (x) {
-    case child_state::starting: return "starting";
-    case child_state::running: return "running";
-    case child_state::restarting: return "restarting";
-    case child_state::stopping: return "stopping";
-    case child_state::stopped: return "stopped";
-    case child_state::failed: return "failed";
+    case child_state::starting:
+      return "starting";
+    case child_state::running:
+      return "running";
+    case child_state::restarting:
+      return "restarting";
+    case child_state::stopping:
+      return "stopping";
+    case child_state::stopped:
+      return "stopped";
+    case child_state::failed:
+      return "failed";
   }
   return "unknown";
 }
 
 const char* to_string(restart_type x) {
   switch (x) {
-    case restart_type::permanent: return "permanent";
-    case restart_type::transient: return "transient";
-    case restart_type::temporary: return "temporary";
+    case restart_type::permanent:
+      return "permanent";
+    case restart_type::transient:
+      return "transient";
+    case restart_type::temporary:
+      return "temporary";
   }
   return "unknown";
 }

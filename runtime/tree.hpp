@@ -26,7 +26,11 @@ enum class child_state : uint8_t {
 
 /// Restart type, as in Erlang/OTP: permanent children always restart,
 /// transient ones only after an abnormal exit, temporary ones never.
-enum class restart_type : uint8_t { permanent = 0, transient = 1, temporary = 2 };
+enum class restart_type : uint8_t {
+  permanent = 0,
+  transient = 1,
+  temporary = 2
+};
 
 /// Supervision strategy: restart only the failed child, or all children.
 enum class strategy : uint8_t { one_for_one = 0, one_for_all = 1 };

@@ -19,8 +19,8 @@
 
 #include "runtime/codec.hpp"
 #include "runtime/job_api.hpp"
-#include "runtime/submit.hpp"
 #include "runtime/model.hpp"
+#include "runtime/submit.hpp"
 #include "runtime/tree.hpp"
 
 #include <caf/error.hpp>

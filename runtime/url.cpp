@@ -40,10 +40,25 @@ bool allowed_in_target(char c) {
   if (std::isalnum(static_cast<unsigned char>(c)))
     return true;
   switch (c) {
-    case '-': case '.': case '_': case '~':                     // unreserved
-    case '!': case '$': case '&': case '\'': case '(': case ')': // sub-delims
-    case '*': case '+': case ',': case ';': case '=':
-    case ':': case '@': case '/': case '?':
+    case '-':
+    case '.':
+    case '_':
+    case '~': // unreserved
+    case '!':
+    case '$':
+    case '&':
+    case '\'':
+    case '(':
+    case ')': // sub-delims
+    case '*':
+    case '+':
+    case ',':
+    case ';':
+    case '=':
+    case ':':
+    case '@':
+    case '/':
+    case '?':
       return true;
     default:
       return false;
@@ -59,7 +74,7 @@ caf::error check_host_name(const std::string& host) {
   while (true) {
     auto dot = host.find('.', start);
     auto label = std::string_view{host}.substr(
-      start, dot == std::string::npos ? std::string::npos : dot - start);
+        start, dot == std::string::npos ? std::string::npos : dot - start);
     if (label.empty())
       return invalid("host '" + host + "' has an empty label");
     if (label.size() > 63)
@@ -89,8 +104,8 @@ caf::error check_host_name(const std::string& host) {
 } // namespace
 
 std::string http_url::host_header() const {
-  std::string result = host_kind == url_host_kind::ipv6 ? "[" + host + "]"
-                                                        : host;
+  std::string result
+      = host_kind == url_host_kind::ipv6 ? "[" + host + "]" : host;
   if (explicit_port)
     result += ":" + std::to_string(port);
   return result;

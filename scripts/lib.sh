@@ -64,14 +64,18 @@ install_packages() {
 }
 
 # build <build-dir> [extra cmake args...]
+# DROVER_BUILD_TARGETS (space-separated) builds only those targets (.ci/run
+# builds only the unit tests under ASan).
 build() {
   local dir=$1; shift
   if [ ! -f "$dir/CMakeCache.txt" ]; then
     log "configuring $dir"
     cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
   fi
-  log "building $dir"
-  cmake --build "$dir" -j "$JOBS"
+  log "building $dir${DROVER_BUILD_TARGETS:+ ($DROVER_BUILD_TARGETS)}"
+  local targets=()
+  for t in ${DROVER_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+  cmake --build "$dir" -j "$JOBS" "${targets[@]}"
 }
 
 # --- private PostgreSQL -------------------------------------------------

@@ -55,83 +55,83 @@ std::shared_ptr<handler_registry> make_handlers(std::shared_ptr<journal> j) {
   fast.retry.backoff = {1000, 60000, 2.0, 0.0}; // exact delays: 1s, 2s, 4s
   fast.cancel_grace = 500ms;
   REQUIRE_FALSE(r->register_handler(
-    "noop",
-    [j](task_context& ctx) {
-      j->ran.push_back(ctx.input());
-      return task_outcome::success(R"({"ok": true})");
-    },
-    fast));
+      "noop",
+      [j](task_context& ctx) {
+        j->ran.push_back(ctx.input());
+        return task_outcome::success(R"({"ok": true})");
+      },
+      fast));
   REQUIRE_FALSE(r->register_handler(
-    "flaky",
-    [j](task_context& ctx) {
-      j->ran.push_back(ctx.input());
-      if (j->flaky_failures_left > 0) {
-        --j->flaky_failures_left;
-        return task_outcome::retryable("flaky", "try again");
-      }
-      return task_outcome::success();
-    },
-    fast));
+      "flaky",
+      [j](task_context& ctx) {
+        j->ran.push_back(ctx.input());
+        if (j->flaky_failures_left > 0) {
+          --j->flaky_failures_left;
+          return task_outcome::retryable("flaky", "try again");
+        }
+        return task_outcome::success();
+      },
+      fast));
   REQUIRE_FALSE(r->register_handler(
-    "fatal",
-    [j](task_context& ctx) {
-      j->ran.push_back(ctx.input());
-      if (j->fail_permanently)
-        return task_outcome::permanent("bad_input", "cannot work with this");
-      return task_outcome::success();
-    },
-    fast));
+      "fatal",
+      [j](task_context& ctx) {
+        j->ran.push_back(ctx.input());
+        if (j->fail_permanently)
+          return task_outcome::permanent("bad_input", "cannot work with this");
+        return task_outcome::success();
+      },
+      fast));
   REQUIRE_FALSE(r->register_handler(
-    "thrower",
-    [j](task_context& ctx) -> task_outcome {
-      j->ran.push_back(ctx.input());
-      throw std::runtime_error("handler blew up");
-    },
-    fast));
+      "thrower",
+      [j](task_context& ctx) -> task_outcome {
+        j->ran.push_back(ctx.input());
+        throw std::runtime_error("handler blew up");
+      },
+      fast));
   // Waits "forever" unless cancelled: the body returns cancelled if the
   // cancel flag is set when the test runs it, success otherwise.
   REQUIRE_FALSE(r->register_handler(
-    "blocker",
-    [j](task_context& ctx) {
-      j->ran.push_back(ctx.input());
-      return ctx.cancelled() ? task_outcome::cancelled()
-                             : task_outcome::success();
-    },
-    fast));
+      "blocker",
+      [j](task_context& ctx) {
+        j->ran.push_back(ctx.input());
+        return ctx.cancelled() ? task_outcome::cancelled()
+                               : task_outcome::success();
+      },
+      fast));
   // Stages and checkpoints: attempt 1 does two stages, checkpoints, fails;
   // later attempts resume from the checkpoint.
   REQUIRE_FALSE(r->register_handler(
-    "staged",
-    [j](task_context& ctx) {
-      j->ran.push_back(ctx.input());
-      j->seen_checkpoint[std::to_string(ctx.attempt())]
-        = ctx.last_checkpoint();
-      REQUIRE_FALSE(ctx.declare_stages({"fetch", "render", "upload"}));
-      if (ctx.last_checkpoint().empty()) {
-        REQUIRE_FALSE(ctx.progress(10, "fetch"));
-        REQUIRE_FALSE(ctx.progress(50, "render"));
-        REQUIRE_FALSE(ctx.checkpoint("rendered"));
-        if (auto err = ctx.progress(30, "render")) // backwards: refused
-          j->progress_errors.push_back(describe(err));
-        if (auto err = ctx.progress(101))
-          j->progress_errors.push_back(describe(err));
-        return task_outcome::retryable("upload_failed", "network");
-      }
-      REQUIRE_FALSE(ctx.progress(60, "upload"));
-      REQUIRE_FALSE(ctx.progress(100, "upload"));
-      return task_outcome::success(R"({"resumed_from": ")"
-                                   + ctx.last_checkpoint() + "\"}");
-    },
-    fast));
+      "staged",
+      [j](task_context& ctx) {
+        j->ran.push_back(ctx.input());
+        j->seen_checkpoint[std::to_string(ctx.attempt())]
+            = ctx.last_checkpoint();
+        REQUIRE_FALSE(ctx.declare_stages({"fetch", "render", "upload"}));
+        if (ctx.last_checkpoint().empty()) {
+          REQUIRE_FALSE(ctx.progress(10, "fetch"));
+          REQUIRE_FALSE(ctx.progress(50, "render"));
+          REQUIRE_FALSE(ctx.checkpoint("rendered"));
+          if (auto err = ctx.progress(30, "render")) // backwards: refused
+            j->progress_errors.push_back(describe(err));
+          if (auto err = ctx.progress(101))
+            j->progress_errors.push_back(describe(err));
+          return task_outcome::retryable("upload_failed", "network");
+        }
+        REQUIRE_FALSE(ctx.progress(60, "upload"));
+        REQUIRE_FALSE(ctx.progress(100, "upload"));
+        return task_outcome::success(R"({"resumed_from": ")"
+                                     + ctx.last_checkpoint() + "\"}");
+      },
+      fast));
   handler_options gpu = fast;
   gpu.resource_class = "gpu";
   REQUIRE_FALSE(r->register_handler(
-    "render3d",
-    [j](task_context& ctx) {
-      j->ran.push_back(ctx.input());
-      return task_outcome::success();
-    },
-    gpu));
+      "render3d",
+      [j](task_context& ctx) {
+        j->ran.push_back(ctx.input());
+        return task_outcome::success();
+      },
+      gpu));
   return r;
 }
 
@@ -143,16 +143,16 @@ struct fixture {
   std::shared_ptr<journal> j = std::make_shared<journal>();
   std::shared_ptr<manual_executor> exec = std::make_shared<manual_executor>();
   std::shared_ptr<job_system_handles> handles
-    = std::make_shared<job_system_handles>();
+      = std::make_shared<job_system_handles>();
   /// Every worker incarnation, in start order.
   std::vector<std::pair<std::string, caf::actor>> workers;
   supervisor_actor root;
 
   explicit fixture(std::map<std::string, uint32_t> slots = {{"cpu", 1}},
                    milliseconds aging = 10s)
-    : sys(testing_config(cfg)),
-      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())),
-      self(sys, true) {
+      : sys(testing_config(cfg)),
+        sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())),
+        self(sys, true) {
     job_system_config jc;
     jc.slots = std::move(slots);
     jc.handlers = make_handlers(j);
@@ -163,8 +163,8 @@ struct fixture {
     jc.queue.clock_ms = [sys_ptr] {
       return epoch_ms
              + std::chrono::duration_cast<milliseconds>(
-                 sys_ptr->clock().now().time_since_epoch())
-                 .count();
+                   sys_ptr->clock().now().time_since_epoch())
+                   .count();
     };
     jc.progress.coalesce_interval = 100ms;
     jc.executor = [e = exec](std::function<void()> body) {
@@ -198,8 +198,8 @@ struct fixture {
   int64_t now() {
     return epoch_ms
            + std::chrono::duration_cast<milliseconds>(
-               sys.clock().now().time_since_epoch())
-               .count();
+                 sys.clock().now().time_since_epoch())
+                 .count();
   }
 
   /// Runs the oldest pending attempt body; false if none is pending.
@@ -247,8 +247,8 @@ struct fixture {
   }
 
   std::vector<event_kind> kinds(const std::string& id) {
-    auto evs = ask<std::vector<job_event>>(handles->store(),
-                                           events_atom::value, id);
+    auto evs
+        = ask<std::vector<job_event>>(handles->store(), events_atom::value, id);
     REQUIRE(evs);
     std::vector<event_kind> result;
     for (auto& ev : *evs)
@@ -257,8 +257,8 @@ struct fixture {
   }
 
   std::vector<job_event> events(const std::string& id) {
-    auto evs = ask<std::vector<job_event>>(handles->store(),
-                                           events_atom::value, id);
+    auto evs
+        = ask<std::vector<job_event>>(handles->store(), events_atom::value, id);
     REQUIRE(evs);
     return *evs;
   }
@@ -280,13 +280,13 @@ struct fixture {
     bool more = true;
     while (more)
       self->receive(
-        [&](progress_atom, progress_update& u) {
-          result.push_back(caf::make_message(progress_atom::value, u));
-        },
-        [&](final_atom, job_record& r) {
-          result.push_back(caf::make_message(final_atom::value, r));
-        },
-        caf::after(0s) >> [&] { more = false; });
+          [&](progress_atom, progress_update& u) {
+            result.push_back(caf::make_message(progress_atom::value, u));
+          },
+          [&](final_atom, job_record& r) {
+            result.push_back(caf::make_message(final_atom::value, r));
+          },
+          caf::after(0s) >> [&] { more = false; });
     return result;
   }
 };
@@ -454,8 +454,7 @@ TEST_CASE("the dead-letter queue: list, inspect, redrive, purge",
   CHECK((*dlq)[0].attempt == 1); // permanent: no retries
   // Redrive one: it runs again (and now succeeds).
   fx.j->fail_permanently = false;
-  auto r = fx.ask<ok_atom>(fx.handles->queue(), redrive_atom::value,
-                           a.job_id);
+  auto r = fx.ask<ok_atom>(fx.handles->queue(), redrive_atom::value, a.job_id);
   REQUIRE(r);
   REQUIRE(fx.run_body());
   auto ra = fx.get(a.job_id);
@@ -466,7 +465,7 @@ TEST_CASE("the dead-letter queue: list, inspect, redrive, purge",
   CHECK(fx.get(b.job_id).status == job_status::failed);
   CHECK_FALSE(fx.get(b.job_id).dead_lettered);
   CHECK_FALSE(
-    fx.ask<ok_atom>(fx.handles->queue(), redrive_atom::value, b.job_id));
+      fx.ask<ok_atom>(fx.handles->queue(), redrive_atom::value, b.job_id));
   // Redrive all: only c is left.
   auto n = fx.ask<uint32_t>(fx.handles->queue(), redrive_atom::value,
                             all_atom::value);
@@ -496,7 +495,7 @@ TEST_CASE("a per-attempt timeout stops the attempt and the retry policy "
   REQUIRE(fx.exec->bodies.size() == 1);
   fx.advance(999ms);
   CHECK(fx.get(rec.job_id).status == job_status::processing);
-  fx.advance(1ms); // timeout: cooperative cancel of the attempt
+  fx.advance(1ms);        // timeout: cooperative cancel of the attempt
   REQUIRE(fx.run_body()); // the handler sees cancelled() and stops
   auto r = fx.get(rec.job_id);
   CHECK(r.status == job_status::retrying);
@@ -668,7 +667,7 @@ TEST_CASE("a worker that crashes mid-attempt is restarted and the job retried",
   auto r = fx.get(rec.job_id);
   CHECK(r.status == job_status::retrying);
   CHECK(r.error.code == "worker_lost");
-  fx.advance(10ms); // the workers supervisor's restart backoff
+  fx.advance(10ms);                // the workers supervisor's restart backoff
   REQUIRE(fx.workers.size() == 2); // restarted by the workers supervisor
   CHECK(fx.workers.back().first == "cpu-0");
   CHECK(fx.workers.back().second != first_worker);
@@ -681,9 +680,10 @@ TEST_CASE("a worker that crashes mid-attempt is restarted and the job retried",
   CHECK(done.status == job_status::completed);
   CHECK(done.attempt == 2);
   auto k = fx.kinds(rec.job_id);
-  CHECK(k == std::vector<ek>{ek::submitted, ek::started, ek::worker_lost,
-                             ek::retry_scheduled, ek::queued, ek::started,
-                             ek::completed});
+  CHECK(k
+        == std::vector<ek>{ek::submitted, ek::started, ek::worker_lost,
+                           ek::retry_scheduled, ek::queued, ek::started,
+                           ek::completed});
   auto tree = fx.ask<tree_node>(fx.root, describe_atom::value);
   REQUIRE(tree);
   const auto& jobs = tree->children.at(0);
@@ -693,7 +693,8 @@ TEST_CASE("a worker that crashes mid-attempt is restarted and the job retried",
 }
 
 TEST_CASE("a store that dies takes the queue and its job supervisors with it, "
-          "then the group runs jobs again", "[lifecycle]") {
+          "then the group runs jobs again",
+          "[lifecycle]") {
   fixture fx;
   // Actors alive with an idle job system.
   const auto idle_actors = fx.sys.registry().running();
@@ -706,8 +707,8 @@ TEST_CASE("a store that dies takes the queue and its job supervisors with it, "
   fx.run();
   bool queue_down = false;
   fx.self->receive(
-    [&](caf::down_msg& dm) { queue_down = dm.source == old_queue.address(); },
-    caf::after(0s) >> [] {});
+      [&](caf::down_msg& dm) { queue_down = dm.source == old_queue.address(); },
+      caf::after(0s) >> [] {});
   CHECK(queue_down);
   fx.advance(10ms); // the jobs supervisor's restart backoff
   REQUIRE(fx.handles->store());
@@ -719,9 +720,8 @@ TEST_CASE("a store that dies takes the queue and its job supervisors with it, "
   auto again = fx.submit("noop", "\"after\"");
   REQUIRE(fx.run_body());
   CHECK(fx.get(again.job_id).status == job_status::completed);
-  CHECK(is(fx.ask<job_record>(fx.handles->store(), get_atom::value,
-                              held.job_id)
-             .error(),
+  CHECK(is(fx.ask<job_record>(fx.handles->store(), get_atom::value, held.job_id)
+               .error(),
            errc::not_found));
   // No job supervisor of the old queue is left waiting for a store reply.
   fx.run();
@@ -763,7 +763,7 @@ TEST_CASE("idempotency keys: same spec same job, different spec conflict",
   CHECK(again.job_id == first.job_id);
   req.input = R"({"other": true})";
   auto conflict
-    = fx.ask<job_record>(fx.handles->queue(), submit_atom::value, req);
+      = fx.ask<job_record>(fx.handles->queue(), submit_atom::value, req);
   REQUIRE_FALSE(conflict);
   CHECK(is(conflict.error(), errc::conflict));
   // Another tenant may use the same key.
@@ -796,14 +796,14 @@ TEST_CASE("a queue rebuilds itself from the store's unfinished jobs",
   // node restart; then a fresh queue and worker start on top of it.
   caf::actor_system_config cfg;
   caf::actor_system sys{testing_config(cfg)};
-  auto& sched = dynamic_cast<caf::scheduler::test_coordinator&>(
-    sys.scheduler());
+  auto& sched
+      = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
   caf::scoped_actor self{sys, true};
   auto clock_ms = [&sys] {
     return epoch_ms
            + std::chrono::duration_cast<milliseconds>(
-               sys.clock().now().time_since_epoch())
-               .count();
+                 sys.clock().now().time_since_epoch())
+                 .count();
   };
   auto store = spawn_memory_store(sys);
   auto j = std::make_shared<journal>();
@@ -811,16 +811,13 @@ TEST_CASE("a queue rebuilds itself from the store's unfinished jobs",
   auto put = [&](job_event ev) {
     self->send(store, submit_atom::value, ev);
     sched.run();
-    self->receive([](job_record&) {}, [](caf::error& err) {
-      FAIL(describe(err));
-    });
+    self->receive([](job_record&) {},
+                  [](caf::error& err) { FAIL(describe(err)); });
   };
   auto add = [&](std::vector<job_event> evs) {
     self->send(store, append_atom::value, evs);
     sched.run();
-    self->receive([](ok_atom) {}, [](caf::error& err) {
-      FAIL(describe(err));
-    });
+    self->receive([](ok_atom) {}, [](caf::error& err) { FAIL(describe(err)); });
   };
   auto now = clock_ms();
   auto submitted = [&](const std::string& id, const std::string& type,
@@ -911,10 +908,10 @@ TEST_CASE("a queue rebuilds itself from the store's unfinished jobs",
   CHECK(j->ran.back() == "\"b-scheduled\"");
   for (auto id : {"a-queued", "b-scheduled", "c-retrying", "d-running"})
     CHECK(get(id).status == job_status::completed);
-  for (auto& h : std::vector<caf::actor>{
-         caf::actor_cast<caf::actor>(queue), worker,
-         caf::actor_cast<caf::actor>(publisher),
-         caf::actor_cast<caf::actor>(store)})
+  for (auto& h :
+       std::vector<caf::actor>{caf::actor_cast<caf::actor>(queue), worker,
+                               caf::actor_cast<caf::actor>(publisher),
+                               caf::actor_cast<caf::actor>(store)})
     self->send_exit(h, caf::exit_reason::kill);
   sched.run();
 }

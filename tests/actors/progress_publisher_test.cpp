@@ -69,19 +69,19 @@ struct recording {
 caf::behavior recorder(caf::event_based_actor* self,
                        std::shared_ptr<recording> out) {
   return {
-    [self, out](progress_atom, progress_update& u) {
-      received r;
-      r.update = std::move(u);
-      r.at = self->clock().now();
-      out->events.push_back(std::move(r));
-    },
-    [self, out](final_atom, job_record& rec) {
-      received r;
-      r.is_final = true;
-      r.record = std::move(rec);
-      r.at = self->clock().now();
-      out->events.push_back(std::move(r));
-    },
+      [self, out](progress_atom, progress_update& u) {
+        received r;
+        r.update = std::move(u);
+        r.at = self->clock().now();
+        out->events.push_back(std::move(r));
+      },
+      [self, out](final_atom, job_record& rec) {
+        received r;
+        r.is_final = true;
+        r.record = std::move(rec);
+        r.at = self->clock().now();
+        out->events.push_back(std::move(r));
+      },
   };
 }
 
@@ -131,9 +131,9 @@ struct fixture {
   time_point start;
 
   explicit fixture(progress_options opts = options())
-    : sys(testing_config(cfg)),
-      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())),
-      self(sys, true) {
+      : sys(testing_config(cfg)),
+        sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())),
+        self(sys, true) {
     pub = spawn_progress_publisher(sys, opts);
     run();
     start = now();
@@ -316,12 +316,11 @@ TEST_CASE("no update is delayed by more than one interval, and updates are "
   for (const auto& p : published) {
     INFO("published " << p.percent << "% at " << fx.elapsed(p.at).count()
                       << " ms");
-    auto covered = std::any_of(events.begin(), events.end(),
-                               [&p](const received& e) {
-                                 return e.update.percent >= p.percent
-                                        && e.at >= p.at
-                                        && e.at - p.at <= 100ms;
-                               });
+    auto covered
+        = std::any_of(events.begin(), events.end(), [&p](const received& e) {
+            return e.update.percent >= p.percent && e.at >= p.at
+                   && e.at - p.at <= 100ms;
+          });
     CHECK(covered);
   }
 }
@@ -407,8 +406,7 @@ TEST_CASE("the stage list is carried over updates with empty stages",
   fx.publish(update("job-1", 40, 2000)); // stages unchanged
   fx.advance(1s);
   std::vector<stage> second_list{make_stage("fetch", 100, stage_state::done),
-                                 make_stage("parse", 20,
-                                            stage_state::running)};
+                                 make_stage("parse", 20, stage_state::running)};
   fx.publish(update("job-1", 60, 3000, 1, second_list));
   fx.advance(1s);
   fx.publish(update("job-1", 70, 4000, 2)); // a new attempt keeps the list
@@ -421,9 +419,9 @@ TEST_CASE("the stage list is carried over updates with empty stages",
   CHECK(got[3].stages == second_list);
   // A coalesced update carries the list even if the one that changed it
   // was replaced before going out.
-  fx.publish(update("job-1", 80, 5000, 2, first_list)); // at once
+  fx.publish(update("job-1", 80, 5000, 2, first_list));  // at once
   fx.publish(update("job-1", 85, 5100, 2, second_list)); // pending
-  fx.publish(update("job-1", 90, 5200, 2));             // replaces it
+  fx.publish(update("job-1", 90, 5200, 2));              // replaces it
   fx.advance(100ms);
   got = sub.log->updates();
   REQUIRE(got.size() == 6);
@@ -554,8 +552,7 @@ TEST_CASE("a subscription without a subscriber is refused",
   CHECK(refused);
 }
 
-TEST_CASE("a stray error message does not kill the publisher",
-          "[progress]") {
+TEST_CASE("a stray error message does not kill the publisher", "[progress]") {
   fixture fx;
   fx.self->monitor(fx.pub);
   caf::anon_send(caf::actor_cast<caf::actor>(fx.pub),

@@ -28,7 +28,7 @@ void check_kind(const char* data, size_t size) {
   FUZZ_CHECK(y, "a decoded value's encoding must decode again");
   FUZZ_CHECK(drover::to_bytes(*y) == first,
              "encoding must be stable after one decode/encode round");
-  (void) drover::to_json(*x);
+  (void)drover::to_json(*x);
 }
 
 } // namespace

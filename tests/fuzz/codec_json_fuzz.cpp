@@ -49,8 +49,8 @@ void check_json_text(std::string_view text) {
              "json_quote must produce one JSON value");
   // The quoted string decodes back to the text (invalid bytes replaced):
   // carry it as an error_info's message, a plain Text field.
-  auto err = drover::from_json<drover::error_info>("{\"message\":" + quoted
-                                                   + "}");
+  auto err
+      = drover::from_json<drover::error_info>("{\"message\":" + quoted + "}");
   FUZZ_CHECK(err, "json_quote's string must decode");
   FUZZ_CHECK(err->message == valid,
              "json_quote's string must decode to valid_utf8 of its input");
@@ -66,7 +66,7 @@ void check_kind(std::string_view text) {
   FUZZ_CHECK(y, "a decoded value's JSON must decode again");
   FUZZ_CHECK(drover::to_json(*y) == first,
              "JSON must be stable after one decode/encode round");
-  (void) drover::to_bytes(*x);
+  (void)drover::to_bytes(*x);
 }
 
 } // namespace
@@ -77,7 +77,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto kind = data[0] % drover_fuzz_codec_kind_count;
   std::string_view text{reinterpret_cast<const char*>(data + 1), size - 1};
   check_json_text(text);
-  (void) drover::validate_json(text);
+  (void)drover::validate_json(text);
   unsigned i = 0;
 #define DROVER_FUZZ_DISPATCH(type)                                             \
   if (kind == i++) {                                                           \

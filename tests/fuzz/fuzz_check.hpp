@@ -51,5 +51,5 @@
 
 #define DROVER_FUZZ_COUNT_ONE(type) +1
 constexpr unsigned drover_fuzz_codec_kind_count
-  = 0 DROVER_FUZZ_CODEC_KINDS(DROVER_FUZZ_COUNT_ONE);
+    = 0 DROVER_FUZZ_CODEC_KINDS(DROVER_FUZZ_COUNT_ONE);
 #undef DROVER_FUZZ_COUNT_ONE

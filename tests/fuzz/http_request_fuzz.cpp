@@ -87,8 +87,7 @@ private:
 // Replaces gateway/server.cpp's definition: tests/fuzz links the gateway's
 // other sources without it.
 std::unique_ptr<server> server::create(const std::string&, uint16_t,
-                                       server_limits, handler h,
-                                       std::string&) {
+                                       server_limits, handler h, std::string&) {
   auto srv = std::make_unique<memory_server>(std::move(h));
   captured_handler = &srv->on_request();
   return srv;
@@ -159,7 +158,7 @@ public:
   }
 
   void accept_websocket(
-    std::function<void(std::shared_ptr<ws_channel>)> on_open) override {
+      std::function<void(std::shared_ptr<ws_channel>)> on_open) override {
     {
       std::lock_guard<std::mutex> guard{mx_};
       on_open_ = std::move(on_open);
@@ -170,8 +169,8 @@ public:
   /// Waits for the one answer; the status (101 = WebSocket).
   unsigned wait_answer() {
     std::unique_lock<std::mutex> guard{mx_};
-    auto answered = cv_.wait_for(guard, answer_deadline,
-                                 [this] { return answers_ > 0; });
+    auto answered
+        = cv_.wait_for(guard, answer_deadline, [this] { return answers_ > 0; });
     FUZZ_CHECK(answered, "every request must be answered");
     return status_;
   }
@@ -274,21 +273,21 @@ private:
 };
 
 caf::behavior stub_api(caf::event_based_actor* self) {
-  self->set_default_handler(
-    [](caf::scheduled_actor*, caf::message_view&) -> caf::result<caf::message> {
-      return make_error(errc::unavailable, "fuzz: no node behind the gateway");
-    });
+  self->set_default_handler([](caf::scheduled_actor*, caf::message_view&)
+                                -> caf::result<caf::message> {
+    return make_error(errc::unavailable, "fuzz: no node behind the gateway");
+  });
   return {
-    [](get_atom, const std::string& id) {
-      job_record job;
-      job.job_id = id;
-      job.spec.type = "sleep";
-      job.status = job_status::completed;
-      job.result = "{\"ok\":true}";
-      job.sequence = 3;
-      return job;
-    },
-    [](events_atom, const std::string&) { return std::vector<job_event>{}; },
+      [](get_atom, const std::string& id) {
+        job_record job;
+        job.job_id = id;
+        job.spec.type = "sleep";
+        job.status = job_status::completed;
+        job.result = "{\"ok\":true}";
+        job.sequence = 3;
+        return job;
+      },
+      [](events_atom, const std::string&) { return std::vector<job_event>{}; },
   };
 }
 
@@ -376,14 +375,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t read_size = 1 + (data[0] >> 1) * 8; // 1 .. 1017
   std::string_view input{reinterpret_cast<const char*>(data + 1), size - 1};
   boost::asio::io_context ioc;
-  beast::test::stream client{ioc, beast::string_view{input.data(), input.size()}};
+  beast::test::stream client{ioc,
+                             beast::string_view{input.data(), input.size()}};
   client.read_size(read_size);
   client.close_remote(); // reads past the input end see EOF, as on a socket
   beast::flat_buffer buffer;
   for (int requests = 0; requests < 8; ++requests) {
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(
-      static_cast<uint32_t>(fx.gw_cfg.limits.max_header_bytes));
+        static_cast<uint32_t>(fx.gw_cfg.limits.max_header_bytes));
     parser.body_limit(fx.gw_cfg.limits.max_body_bytes);
     beast::error_code ec;
     bhttp::read(client, buffer, parser, ec);

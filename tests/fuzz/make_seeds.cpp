@@ -60,30 +60,66 @@ queue_stats sample_queue_stats() {
   return x;
 }
 
-backoff_policy sample_backoff_policy() { return samples::backoff(); }
-resource_request sample_resource_request() { return samples::resource("cpu", 2); }
-job_spec sample_job_spec() { return samples::spec(); }
-stage sample_stage() { return samples::stages()[1]; }
-progress_update sample_progress_update() { return samples::progress(); }
-error_info sample_error_info() { return samples::error(); }
-job_record sample_job_record() { return samples::record(); }
+backoff_policy sample_backoff_policy() {
+  return samples::backoff();
+}
+resource_request sample_resource_request() {
+  return samples::resource("cpu", 2);
+}
+job_spec sample_job_spec() {
+  return samples::spec();
+}
+stage sample_stage() {
+  return samples::stages()[1];
+}
+progress_update sample_progress_update() {
+  return samples::progress();
+}
+error_info sample_error_info() {
+  return samples::error();
+}
+job_record sample_job_record() {
+  return samples::record();
+}
 webhook_attempt sample_webhook_attempt() {
   return samples::webhook(samples::all_webhook_outcomes[0]);
 }
-job_event sample_job_event() { return samples::event(event_kind::progressed); }
-resource_capacity sample_resource_capacity() { return samples::capacity("gpu", 2); }
-register_worker sample_register_worker() { return samples::registration(); }
-lease sample_lease() { return samples::make_lease("job-1", 2); }
-lease_batch sample_lease_batch() { return samples::leases(); }
-running_attempt sample_running_attempt() { return samples::running("job-1", 2); }
-heartbeat sample_heartbeat() { return samples::beat(); }
-progress_batch sample_progress_batch() { return samples::progress_updates(); }
+job_event sample_job_event() {
+  return samples::event(event_kind::progressed);
+}
+resource_capacity sample_resource_capacity() {
+  return samples::capacity("gpu", 2);
+}
+register_worker sample_register_worker() {
+  return samples::registration();
+}
+lease sample_lease() {
+  return samples::make_lease("job-1", 2);
+}
+lease_batch sample_lease_batch() {
+  return samples::leases();
+}
+running_attempt sample_running_attempt() {
+  return samples::running("job-1", 2);
+}
+heartbeat sample_heartbeat() {
+  return samples::beat();
+}
+progress_batch sample_progress_batch() {
+  return samples::progress_updates();
+}
 completion sample_completion() {
   return samples::done(completion_outcome::succeeded);
 }
-completion_batch sample_completion_batch() { return samples::completions(); }
-tree_node sample_tree_node() { return samples::tree(); }
-tree_snapshot sample_tree_snapshot() { return samples::snapshot(); }
+completion_batch sample_completion_batch() {
+  return samples::completions();
+}
+tree_node sample_tree_node() {
+  return samples::tree();
+}
+tree_snapshot sample_tree_snapshot() {
+  return samples::snapshot();
+}
 
 bool write(const std::string& path, char kind, const std::string& body) {
   std::ofstream out{path, std::ios::binary};

@@ -67,9 +67,9 @@ void check_spec(const drover::submit_request& req) {
   auto decoded = drover::from_bytes<drover::job_spec>(bytes);
   FUZZ_CHECK(decoded, "an accepted spec must decode from its own bytes");
   FUZZ_CHECK(*decoded == *spec, "an accepted spec must survive the codec");
-  for (auto* field : {&spec->type, &spec->input, &spec->tenant,
-                      &spec->idempotency_key, &spec->callback_url,
-                      &spec->rate_limit_key, &spec->breaker_key})
+  for (auto* field :
+       {&spec->type, &spec->input, &spec->tenant, &spec->idempotency_key,
+        &spec->callback_url, &spec->rate_limit_key, &spec->breaker_key})
     FUZZ_CHECK(store_safe(*field),
                "an accepted spec's strings must be UTF-8 without NUL");
   for (auto& r : spec->resources)

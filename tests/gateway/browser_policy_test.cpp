@@ -120,10 +120,11 @@ TEST_CASE("Origin and Content-Type rules", "[browser_policy]") {
   CHECK(ws.status == 403);
 }
 
-TEST_CASE("bad allow-list entries are configuration errors", "[browser_policy]") {
-  for (auto origin : {"*", "null", "localhost:5173", "ftp://x.example",
-                      "http://x.example/", "http://X.example",
-                      "http://x.example:80", "https://x.example:443"}) {
+TEST_CASE("bad allow-list entries are configuration errors",
+          "[browser_policy]") {
+  for (auto origin :
+       {"*", "null", "localhost:5173", "ftp://x.example", "http://x.example/",
+        "http://X.example", "http://x.example:80", "https://x.example:443"}) {
     browser_policy_config cfg;
     cfg.cors_origins = {origin};
     INFO(origin);
@@ -136,7 +137,7 @@ TEST_CASE("bad allow-list entries are configuration errors", "[browser_policy]")
 
 TEST_CASE("stream tokens round-trip and fail closed", "[stream_token]") {
   auto key = decode_stream_token_key(
-    "hex:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+      "hex:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
   REQUIRE(key);
   CHECK(key->size() == 32);
   CHECK_FALSE(decode_stream_token_key("hex:0001"));
@@ -144,7 +145,7 @@ TEST_CASE("stream tokens round-trip and fail closed", "[stream_token]") {
                                       "1415161718191a1b1c1d1e1f"));
   CHECK_FALSE(decode_stream_token_key("base64:not base64!"));
   CHECK(decode_stream_token_key(
-    "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="));
+      "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="));
   stream_grant g{"ci", "acme", "j1", 1000};
   auto token = mint_stream_token(*key, g);
   REQUIRE(token);
@@ -153,7 +154,7 @@ TEST_CASE("stream tokens round-trip and fail closed", "[stream_token]") {
   CHECK(ok->key_name == "ci");
   CHECK(ok->tenant == "acme");
   CHECK(ok->job == "j1");
-  CHECK_FALSE(verify_stream_token(*key, *token, 1000)); // expired
+  CHECK_FALSE(verify_stream_token(*key, *token, 1000));       // expired
   CHECK_FALSE(verify_stream_token(*key, *token, 1000 - 601)); // too far
   CHECK_FALSE(verify_stream_token(random_stream_token_key(), *token, 999));
   CHECK_FALSE(verify_stream_token(*key, *token + "A", 999));

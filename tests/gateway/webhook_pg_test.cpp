@@ -14,8 +14,8 @@
 #include "runtime/job_state.hpp"
 #include "runtime/type_ids.hpp"
 
-#include "support/test_db.hpp"
 #include "support/actor_config.hpp"
+#include "support/test_db.hpp"
 #include "support/webhook_log.hpp"
 #include "support/webhook_receiver.hpp"
 
@@ -47,14 +47,14 @@ struct incarnation {
   caf::actor_system sys;
   caf::scoped_actor self;
   std::shared_ptr<job_system_handles> handles
-    = std::make_shared<job_system_handles>();
+      = std::make_shared<job_system_handles>();
   std::shared_ptr<recorded_log> log = std::make_shared<recorded_log>();
   store_actor store;
   progress_actor publisher;
   webhook_dispatcher_actor dispatcher;
 
   incarnation(const std::string& url, webhook_options opts)
-    : sys(real_config(cfg)), self(sys) {
+      : sys(real_config(cfg)), self(sys) {
     pg_store_config pc;
     pc.conninfo = url;
     store = spawn_pg_store(sys, pc);
@@ -79,8 +79,8 @@ struct incarnation {
     T result;
     caf::error failure;
     self->request(store, 30s, xs...)
-      .receive([&](T& x) { result = std::move(x); },
-               [&](caf::error& err) { failure = std::move(err); });
+        .receive([&](T& x) { result = std::move(x); },
+                 [&](caf::error& err) { failure = std::move(err); });
     if (failure)
       FAIL(describe(failure));
     return result;
@@ -130,7 +130,7 @@ TEST_CASE("webhook deliveries resume from PostgreSQL after a restart",
     REQUIRE(events.size() == 1);
     CHECK(events[0].webhook.outcome == webhook_outcome::retrying);
     auto pending = node.ask<std::vector<job_record>>(
-      webhooks_atom::value, std::string{}, uint32_t{10});
+        webhooks_atom::value, std::string{}, uint32_t{10});
     REQUIRE(pending.size() == 1);
     CHECK(pending[0].job_id == job_id);
   }
@@ -166,5 +166,5 @@ TEST_CASE("webhook deliveries resume from PostgreSQL after a restart",
   CHECK(*replayed == rec);
   CHECK(node.ask<std::vector<job_record>>(webhooks_atom::value, std::string{},
                                           uint32_t{10})
-          .empty());
+            .empty());
 }

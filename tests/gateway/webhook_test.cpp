@@ -49,7 +49,7 @@ std::string key_of(const std::string& secret) {
 }
 
 const std::string test_secret
-  = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 ip_network net(const std::string& text) {
   auto x = parse_ip_network(text);
@@ -73,8 +73,8 @@ webhook_request request_to(const std::string& url) {
 TEST_CASE("signatures match a known vector", "[webhook][sign]") {
   // The Standard Webhooks reference vector; the expected value was
   // computed independently:
-  //   printf '%s' 'msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330.{"test": 2432232314}'
-  //   | openssl dgst -sha256 -mac HMAC -binary
+  //   printf '%s' 'msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330.{"test":
+  //   2432232314}' | openssl dgst -sha256 -mac HMAC -binary
   //       -macopt hexkey:31f290f6bf06298aab4f08d43c3f082cf648a362da2da4b0
   //   | base64
   // (the key is the base64 part of the secret, decoded).
@@ -102,8 +102,10 @@ TEST_CASE("the body is the job resource with its result, identical per "
   rec.result = R"({"n":1})";
   rec.completed_at_ms = 1'800'000'000'123;
   auto body = webhook_body(rec);
-  CHECK_THAT(body, Catch::StartsWith(
-                     R"({"type":"job.completed","timestamp":"2027-01-15T08:00:00.123Z","data":{"job_id":"j1",)"));
+  CHECK_THAT(
+      body,
+      Catch::StartsWith(
+          R"({"type":"job.completed","timestamp":"2027-01-15T08:00:00.123Z","data":{"job_id":"j1",)"));
   CHECK_THAT(body, Catch::Contains(R"("status":"completed")"));
   CHECK_THAT(body, Catch::Contains(R"("attempt":2)"));
   CHECK_THAT(body, Catch::EndsWith(R"(,"result":{"n":1}}})"));
@@ -143,14 +145,14 @@ TEST_CASE("private, loopback, link-local and metadata addresses are refused",
   opts.timeout = 2000ms;
   webhook_client client{opts};
   for (const auto& url : std::vector<std::string>{
-         "http://127.0.0.1:" + port + "/", "http://[::1]:" + port + "/",
-        "http://[::ffff:127.0.0.1]:" + port + "/",
-        "http://localhost:" + port + "/", "http://10.0.0.1/hook",
-        "http://10.255.255.254:" + port + "/",
-        "http://169.254.169.254/latest/meta-data/", "http://0.0.0.0:" + port,
-        "http://192.168.0.1/", "http://172.16.5.4/", "http://100.64.0.1/",
-        "http://[fd00::1]/", "http://[fe80::1]/", "http://224.0.0.1/",
-        "https://127.0.0.1:" + port + "/"}) {
+           "http://127.0.0.1:" + port + "/", "http://[::1]:" + port + "/",
+           "http://[::ffff:127.0.0.1]:" + port + "/",
+           "http://localhost:" + port + "/", "http://10.0.0.1/hook",
+           "http://10.255.255.254:" + port + "/",
+           "http://169.254.169.254/latest/meta-data/", "http://0.0.0.0:" + port,
+           "http://192.168.0.1/", "http://172.16.5.4/", "http://100.64.0.1/",
+           "http://[fd00::1]/", "http://[fe80::1]/", "http://224.0.0.1/",
+           "https://127.0.0.1:" + port + "/"}) {
     INFO(url);
     auto r = client.post(request_to(url));
     CHECK(r.refused);
@@ -226,9 +228,8 @@ TEST_CASE("a request carries the Standard Webhooks headers and the body",
 TEST_CASE("redirects are not followed, 410 and other answers are reported",
           "[webhook][client]") {
   webhook_receiver target{{reply{200}}};
-  webhook_receiver receiver{
-    {reply{302, "", {{"location", target.url()}}}, reply{410},
-     reply{503, "busy\nnow"}}};
+  webhook_receiver receiver{{reply{302, "", {{"location", target.url()}}},
+                             reply{410}, reply{503, "busy\nnow"}}};
   webhook_options opts;
   opts.allow = {net("127.0.0.1/32")};
   webhook_client client{opts};
@@ -283,7 +284,7 @@ TEST_CASE("a stalled receiver and a huge answer end the attempt",
       port = gone.port();
     }
     auto r = client.post(
-      request_to("http://127.0.0.1:" + std::to_string(port) + "/"));
+        request_to("http://127.0.0.1:" + std::to_string(port) + "/"));
     CHECK(r.status_code == 0);
     CHECK_THAT(r.error, Catch::StartsWith("connecting: "));
   }
@@ -314,7 +315,7 @@ TEST_CASE("https verifies the certificate and sends SNI",
   CHECK(got[0].webhook_id == "j1.4");
   // The certificate names localhost, not 127.0.0.1: the host is checked.
   auto wrong = trusting.post(request_to(
-    "https://127.0.0.1:" + std::to_string(receiver.port()) + "/h"));
+      "https://127.0.0.1:" + std::to_string(receiver.port()) + "/h"));
   CHECK(wrong.status_code == 0);
   CHECK_THAT(wrong.error, Catch::Contains("certificate not trusted"));
   CHECK(receiver.requests().size() == 1);
@@ -329,7 +330,7 @@ struct dispatcher_fixture {
   caf::actor_system sys;
   caf::scoped_actor self;
   std::shared_ptr<job_system_handles> handles
-    = std::make_shared<job_system_handles>();
+      = std::make_shared<job_system_handles>();
   std::shared_ptr<recorded_log> log = std::make_shared<recorded_log>();
   store_actor store;
   progress_actor publisher;
@@ -379,8 +380,8 @@ struct dispatcher_fixture {
     T result;
     caf::error failure;
     self->request(who, 10s, xs...)
-      .receive([&](T& x) { result = std::move(x); },
-               [&](caf::error& err) { failure = std::move(err); });
+        .receive([&](T& x) { result = std::move(x); },
+                 [&](caf::error& err) { failure = std::move(err); });
     if (failure)
       FAIL(describe(failure));
     return result;
@@ -423,8 +424,8 @@ struct dispatcher_fixture {
   }
 
   std::vector<job_event> webhook_events(const std::string& job_id) {
-    auto events = ask<std::vector<job_event>>(store, events_atom::value,
-                                              job_id);
+    auto events
+        = ask<std::vector<job_event>>(store, events_atom::value, job_id);
     std::vector<job_event> result;
     for (auto& ev : events)
       if (ev.kind == event_kind::webhook_attempted)
@@ -434,8 +435,8 @@ struct dispatcher_fixture {
 
   /// The history replays to the stored record (invariant 5).
   void check_replay(const std::string& job_id) {
-    auto events = ask<std::vector<job_event>>(store, events_atom::value,
-                                              job_id);
+    auto events
+        = ask<std::vector<job_event>>(store, events_atom::value, job_id);
     auto replayed = replay(events);
     REQUIRE(replayed);
     CHECK(*replayed == ask<job_record>(store, get_atom::value, job_id));
@@ -475,8 +476,8 @@ TEST_CASE("a failing endpoint is retried with backoff until it accepts",
   auto history = fx.webhook_events(rec.job_id);
   REQUIRE(history.size() == 3);
   const webhook_outcome expected[]
-    = {webhook_outcome::retrying, webhook_outcome::retrying,
-       webhook_outcome::delivered};
+      = {webhook_outcome::retrying, webhook_outcome::retrying,
+         webhook_outcome::delivered};
   for (size_t i = 0; i < 3; ++i) {
     const auto& w = history[i].webhook;
     INFO("attempt " << i + 1);
@@ -519,7 +520,7 @@ TEST_CASE("a redirect is not followed and the delivery fails after its "
   CHECK_THAT(receiver.requests()[0].body,
              Catch::StartsWith(R"({"type":"job.failed")"));
   CHECK(fx.ask<job_record>(fx.store, get_atom::value, rec.job_id)
-          .webhook_pending_sequence
+            .webhook_pending_sequence
         == 0);
   fx.check_replay(rec.job_id);
 }
@@ -547,7 +548,7 @@ TEST_CASE("410 Gone disables the endpoint for later jobs too",
   CHECK(receiver.requests().size() == 1);
   for (const auto& rec : {first, second}) {
     CHECK(fx.ask<job_record>(fx.store, get_atom::value, rec.job_id)
-            .webhook_pending_sequence
+              .webhook_pending_sequence
           == 0);
     fx.check_replay(rec.job_id);
   }
@@ -616,8 +617,8 @@ TEST_CASE("pending deliveries resume from the store after a restart",
   earlier.at_ms = system_clock_ms();
   earlier.kind = event_kind::webhook_attempted;
   earlier.webhook.url = rec.spec.callback_url;
-  earlier.webhook.webhook_id = webhook_id(rec.job_id,
-                                          rec.webhook_pending_sequence);
+  earlier.webhook.webhook_id
+      = webhook_id(rec.job_id, rec.webhook_pending_sequence);
   earlier.webhook.terminal_sequence = rec.webhook_pending_sequence;
   earlier.webhook.attempt_number = 1;
   earlier.webhook.status_code = 503;
@@ -630,8 +631,8 @@ TEST_CASE("pending deliveries resume from the store after a restart",
   auto settled = fx.finished_job(receiver.url());
   auto done = earlier;
   done.job_id = settled.job_id;
-  done.webhook.webhook_id = webhook_id(settled.job_id,
-                                       settled.webhook_pending_sequence);
+  done.webhook.webhook_id
+      = webhook_id(settled.job_id, settled.webhook_pending_sequence);
   done.webhook.terminal_sequence = settled.webhook_pending_sequence;
   done.webhook.outcome = webhook_outcome::delivered;
   done.webhook.status_code = 200;

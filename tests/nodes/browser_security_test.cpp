@@ -87,7 +87,8 @@ std::string mint(const http_client& c, const std::string& path) {
 
 } // namespace
 
-// -- CSRF and DNS rebinding -----------------------------------------------------
+// -- CSRF and DNS rebinding
+// -----------------------------------------------------
 
 TEST_CASE("a cross-origin text/plain POST gets 415 and creates no job",
           "[browser]") {
@@ -95,16 +96,15 @@ TEST_CASE("a cross-origin text/plain POST gets 415 and creates no job",
   auto c = node.client();
   // What an HTML form or a no-cors fetch on any site may send without a
   // preflight: text/plain, with or without the page's Origin.
-  for (auto headers : {header_fields{{"Content-Type", "text/plain"},
-                                     {"Origin", evil}},
-                       header_fields{{"Content-Type", "text/plain"}},
-                       header_fields{{"Content-Type",
-                                      "application/x-www-form-urlencoded"},
-                                     {"Origin", evil}},
-                       header_fields{{"Content-Type",
-                                      "application/json; charset=latin1"}}}) {
-    auto res = c.post("/api/jobs", R"({"type": "exec", "input": {"argv": ["true"]}})",
-                      headers);
+  for (auto headers :
+       {header_fields{{"Content-Type", "text/plain"}, {"Origin", evil}},
+        header_fields{{"Content-Type", "text/plain"}},
+        header_fields{{"Content-Type", "application/x-www-form-urlencoded"},
+                      {"Origin", evil}},
+        header_fields{{"Content-Type", "application/json; charset=latin1"}}}) {
+    auto res
+        = c.post("/api/jobs",
+                 R"({"type": "exec", "input": {"argv": ["true"]}})", headers);
     INFO(res.body);
     CHECK(res.status == 415);
     CHECK(error_code_of(res) == "unsupported_media_type");
@@ -117,21 +117,24 @@ TEST_CASE("a cross-origin text/plain POST gets 415 and creates no job",
   CHECK(job_count(c) == 1);
 }
 
-TEST_CASE("a foreign Host is refused with 421, a missing Host on HTTP/1.1 with 400",
-          "[browser]") {
+TEST_CASE(
+    "a foreign Host is refused with 421, a missing Host on HTTP/1.1 with 400",
+    "[browser]") {
   gateway_node node{{"--http-allowed-host", "drover.test"}};
   auto c = node.client();
-  for (const std::string& host : std::vector<std::string>{std::string{"evil.example"}, host_of(node, "evil.example"),
-                    host_of(node, "127.0.0.2"), "127.0.0.1:1",
-                    "localhost.evil.example"}) {
+  for (const std::string& host : std::vector<std::string>{
+           std::string{"evil.example"}, host_of(node, "evil.example"),
+           host_of(node, "127.0.0.2"), "127.0.0.1:1",
+           "localhost.evil.example"}) {
     auto res = c.get("/api/jobs", {{"Host", host}});
     INFO(host << " -> " << res.body);
     CHECK(res.status == 421);
     CHECK(error_code_of(res) == "misdirected_request");
   }
-  for (const std::string& host : std::vector<std::string>{host_of(node, "127.0.0.1"), host_of(node, "localhost"),
-                    host_of(node, "LOCALHOST"), host_of(node, "[::1]"),
-                    std::string{"drover.test"}, std::string{"drover.test:443"}}) {
+  for (const std::string& host : std::vector<std::string>{
+           host_of(node, "127.0.0.1"), host_of(node, "localhost"),
+           host_of(node, "LOCALHOST"), host_of(node, "[::1]"),
+           std::string{"drover.test"}, std::string{"drover.test:443"}}) {
     auto res = c.get("/api/jobs", {{"Host", host}});
     INFO(host << " -> " << res.body);
     CHECK(res.status == 200);
@@ -148,9 +151,10 @@ TEST_CASE("a foreign-origin JSON POST gets 403 and creates nothing, while same "
   auto page = std::string{"http://localhost:5173"};
   gateway_node node{{"--http-cors-origin", page}};
   auto c = node.client();
-  for (const std::string& origin : std::vector<std::string>{std::string{evil}, std::string{"null"},
-                      "http://localhost:5174", "https://localhost:5173",
-                      "http://127.0.0.1:" + std::to_string(node.port() + 1)}) {
+  for (const std::string& origin : std::vector<std::string>{
+           std::string{evil}, std::string{"null"}, "http://localhost:5174",
+           "https://localhost:5173",
+           "http://127.0.0.1:" + std::to_string(node.port() + 1)}) {
     auto res = c.post("/api/jobs", sleep_job(1, 1), {{"Origin", origin}});
     INFO(origin << " -> " << res.body);
     CHECK(res.status == 403);
@@ -162,9 +166,10 @@ TEST_CASE("a foreign-origin JSON POST gets 403 and creates nothing, while same "
   }
   CHECK(job_count(c) == 0);
   // Same origin: the page the gateway itself would serve.
-  auto same = c.post("/api/jobs", sleep_job(1, 1),
-                     {{"Origin", "http://127.0.0.1:" + std::to_string(node.port())},
-                      {"Host", host_of(node, "127.0.0.1")}});
+  auto same
+      = c.post("/api/jobs", sleep_job(1, 1),
+               {{"Origin", "http://127.0.0.1:" + std::to_string(node.port())},
+                {"Host", host_of(node, "127.0.0.1")}});
   CHECK(same.status == 202);
   CHECK(same.header("Access-Control-Allow-Origin").empty());
   // A listed origin, with the CORS headers its page needs to read answers.
@@ -221,16 +226,17 @@ TEST_CASE("CORS preflight: an allowed origin gets the rules, another 403 "
   CHECK(res.header("Access-Control-Allow-Methods").find("POST")
         != std::string::npos);
   auto hdrs = res.header("Access-Control-Allow-Headers");
-  for (auto h : {"Authorization", "Content-Type", "Idempotency-Key",
-                 "Last-Event-ID"})
+  for (auto h :
+       {"Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"})
     CHECK(hdrs.find(h) != std::string::npos);
   CHECK(res.header("Access-Control-Max-Age") == "600");
   CHECK(res.header("Vary").find("Origin") != std::string::npos);
   CHECK(res.header("Access-Control-Allow-Credentials").empty());
   CHECK(res.header("Content-Length").empty());
-  for (const std::string& origin : std::vector<std::string>{std::string{evil}, std::string{"null"},
-                      std::string{"https://app.example.com.evil.example"},
-                      std::string{"http://app.example.com"}}) {
+  for (const std::string& origin : std::vector<std::string>{
+           std::string{evil}, std::string{"null"},
+           std::string{"https://app.example.com.evil.example"},
+           std::string{"http://app.example.com"}}) {
     auto refused = ask;
     refused.emplace_back("Origin", origin);
     res = c.call(verb::options, "/api/jobs", {}, refused);
@@ -241,7 +247,8 @@ TEST_CASE("CORS preflight: an allowed origin gets the rules, another 403 "
   }
   // Preflights need no key: browsers never send one with them.
   api_key reader{"reader", "acme", "read"};
-  gateway_node keyed{{"--api-key", reader.option(), "--http-cors-origin", page}};
+  gateway_node keyed{
+      {"--api-key", reader.option(), "--http-cors-origin", page}};
   res = keyed.client().call(verb::options, "/api/jobs", {}, allowed);
   CHECK(res.status == 204);
 }
@@ -258,8 +265,9 @@ TEST_CASE("bad --http-cors-origin and --http-allowed-host entries stop the "
         std::vector<std::string>{"--http-allowed-host", "http://x.example"},
         std::vector<std::string>{"--stream-token-key", "hex:abcd"},
         std::vector<std::string>{"--stream-token-ttl-s", "601"}}) {
-    std::vector<std::string> argv{DROVER_NODE_BIN, "--node-id", "bad",
-                                  "--admin-port", "0", "--http-port", "0"};
+    std::vector<std::string> argv{
+        DROVER_NODE_BIN, "--node-id", "bad", "--admin-port", "0",
+        "--http-port",   "0"};
     argv.insert(argv.end(), args.begin(), args.end());
     auto [rc, out] = drover::testing::run_to_exit(argv);
     INFO(args[0] << " " << args[1] << ": " << out);
@@ -267,7 +275,8 @@ TEST_CASE("bad --http-cors-origin and --http-allowed-host entries stop the "
   }
 }
 
-// -- stream tokens --------------------------------------------------------------
+// -- stream tokens
+// --------------------------------------------------------------
 
 TEST_CASE("stream tokens: mint, use, expired, forged, other job, other "
           "endpoints, never in the node's output",
@@ -325,7 +334,7 @@ TEST_CASE("stream tokens: mint, use, expired, forged, other job, other "
   grant.job = id;
   grant.expires_at = drover::http::unix_seconds_now() + 60;
   auto wrong_key = drover::http::mint_stream_token(
-    drover::http::random_stream_token_key(), grant);
+      drover::http::random_stream_token_key(), grant);
   REQUIRE(wrong_key);
   tokens.push_back(*wrong_key);
   refused("/api/jobs/" + id + "/stream?token=" + *wrong_key);
@@ -370,8 +379,8 @@ TEST_CASE("stream tokens: mint, use, expired, forged, other job, other "
   tokens.push_back(*globex);
   refused("/api/jobs/" + id + "/stream?token=" + *globex, 404);
   // ...and minting one for that job with that key is a 404 too.
-  auto foreign = node.client(other.secret).post(
-    "/api/jobs/" + id + "/stream-token", {});
+  auto foreign
+      = node.client(other.secret).post("/api/jobs/" + id + "/stream-token", {});
   CHECK(foreign.status == 404);
 
   // WebSocket: a job token subscribes to its job only; a "*" token to any
@@ -423,7 +432,8 @@ TEST_CASE("stream tokens: mint, use, expired, forged, other job, other "
     CHECK(log.find(t) == std::string::npos);
 }
 
-// -- the end of a stream ----------------------------------------------------------
+// -- the end of a stream
+// ----------------------------------------------------------
 
 TEST_CASE("a finished job's stream answers 204 once nothing is new, and "
           "webhook attempts are 'webhook' events",
@@ -440,7 +450,7 @@ TEST_CASE("a finished job's stream answers 204 once nothing is new, and "
   };
   auto id = submit(c, R"({"type": "sleep", "input": {"ms": 50, "steps": 2},
                           "callback_url": ")"
-                        + receiver.url() + "\"}");
+                          + receiver.url() + "\"}");
   auto first = stream_to_end(node.port(), {}, id);
   REQUIRE(first.back().event == "completed");
   auto terminal = first.back().id;
@@ -455,13 +465,14 @@ TEST_CASE("a finished job's stream answers 204 once nothing is new, and "
   }
   // A client resuming after the terminal event gets the attempt, named
   // "webhook", and then the stream ends...
-  auto rest = stream_to_end(node.port(), {}, id, 30s,
-                            {{"Last-Event-ID", terminal}});
+  auto rest
+      = stream_to_end(node.port(), {}, id, 30s, {{"Last-Event-ID", terminal}});
   REQUIRE(rest.size() == 1);
   CHECK(rest[0].event == "webhook");
   CHECK(parse_json(rest[0].data)["kind"].str() == "webhook_attempted");
   // ...and resuming after that is 204: an EventSource stops there.
-  sse_stream done{node.port(), "/api/jobs/" + id + "/stream",
+  sse_stream done{node.port(),
+                  "/api/jobs/" + id + "/stream",
                   {{"Last-Event-ID", rest[0].id}}};
   CHECK(done.head().status == 204);
   CHECK(done.head().body.empty());

@@ -99,12 +99,11 @@ std::string exec_job(const std::vector<std::string>& argv,
 TEST_CASE("exec needs the exec scope on top of submit", "[exec]") {
   api_key plain{"app", "acme", "submit,read"};
   api_key runner{"runner", "acme", "submit,read,exec"};
-  gateway_node node{
-      [&] {
-        auto opts = key_options({&plain, &runner});
-        opts.insert(opts.end(), {"--exec-allow", "true"});
-        return opts;
-      }()};
+  gateway_node node{[&] {
+    auto opts = key_options({&plain, &runner});
+    opts.insert(opts.end(), {"--exec-allow", "true"});
+    return opts;
+  }()};
   auto job = exec_job({"true"});
   auto refused = node.client(plain.secret).post("/api/jobs", job);
   INFO(refused.body);
@@ -115,8 +114,8 @@ TEST_CASE("exec needs the exec scope on top of submit", "[exec]") {
   // A batch answers per item: the exec one is refused, the sleep one is not.
   auto batch = node.client(plain.secret)
                    .post("/api/jobs/batch",
-                         "{\"jobs\": [" + job + ", " + drover::testing::sleep_job(0, 0)
-                             + "]}");
+                         "{\"jobs\": [" + job + ", "
+                             + drover::testing::sleep_job(0, 0) + "]}");
   INFO(batch.body);
   REQUIRE(batch.status == 200);
   auto results = body_of(batch)["results"].items();
@@ -268,8 +267,7 @@ TEST_CASE("a node started as root needs an unprivileged --run-as user",
 
 TEST_CASE("development mode allows any program and says so", "[exec]") {
   gateway_node node;
-  CHECK_THAT(node.log(),
-             Catch::Contains("exec jobs may run ANY program"));
+  CHECK_THAT(node.log(), Catch::Contains("exec jobs may run ANY program"));
   auto id = submit(node.client(), exec_job({"id", "-u"}));
   CHECK(await_end(node, {}, id)["status"].str() == "completed");
 }

@@ -62,35 +62,35 @@ TEST_CASE("bad text in any part of a request is a 400 naming the field and "
   gateway_node node;
   auto c = node.client();
   // The issue's poison: an overlong '/' in the idempotency key.
-  check_refused(
-    c.post("/api/jobs", "{\"type\": \"sleep\", \"input\": {\"ms\": 1}, "
-                        "\"idempotency_key\": \"\xc0\xaf\"}"),
-    "idempotency_key", "not valid UTF-8");
+  check_refused(c.post("/api/jobs",
+                       "{\"type\": \"sleep\", \"input\": {\"ms\": 1}, "
+                       "\"idempotency_key\": \"\xc0\xaf\"}"),
+                "idempotency_key", "not valid UTF-8");
   // Deep inside the input.
   check_refused(
-    c.post("/api/jobs",
-           "{\"type\": \"exec\", \"input\": {\"argv\": [\"echo\", \"\xff\"]}}"),
-    "input.argv[1]", "not valid UTF-8");
+      c.post(
+          "/api/jobs",
+          "{\"type\": \"exec\", \"input\": {\"argv\": [\"echo\", \"\xff\"]}}"),
+      "input.argv[1]", "not valid UTF-8");
   check_refused(c.post("/api/jobs", R"({"type": "exec", "input": {"argv":
                                         ["echo", "a\u0000b"]}})"),
                 "input.argv[1]", "NUL");
   // Headers.
-  check_refused(c.post("/api/jobs", sleep_job(1, 1),
-                       {{"Idempotency-Key", "\xc0\xaf"}}),
-                "Idempotency-Key header", "not valid UTF-8");
+  check_refused(
+      c.post("/api/jobs", sleep_job(1, 1), {{"Idempotency-Key", "\xc0\xaf"}}),
+      "Idempotency-Key header", "not valid UTF-8");
   check_refused(c.post("/api/jobs", sleep_job(1, 1), {{"Idempotency-Key", ""}}),
                 "Idempotency-Key header", "must not be empty");
   // Query and path, percent-encoded.
   check_refused(c.get("/api/jobs?type=%C0%AF"), "query parameter 'type'",
                 "not valid UTF-8");
-  check_refused(c.get("/api/jobs?type=a%00b"), "query parameter 'type'",
-                "NUL");
+  check_refused(c.get("/api/jobs?type=a%00b"), "query parameter 'type'", "NUL");
   check_refused(c.get("/api/jobs/%C0%AF"), "path", "not valid UTF-8");
   // A batch: the bad item alone is refused.
   auto batch = c.post("/api/jobs/batch",
                       "{\"jobs\": [" + sleep_job(1, 1)
-                        + ", {\"type\": \"sleep\", \"input\": {\"ms\": 1}, "
-                          "\"idempotency_key\": \"\xed\xa0\x80\"}]}");
+                          + ", {\"type\": \"sleep\", \"input\": {\"ms\": 1}, "
+                            "\"idempotency_key\": \"\xed\xa0\x80\"}]}");
   INFO(batch.body);
   // The whole body is checked before its items: a body with invalid UTF-8
   // is refused whole, naming the item.
@@ -125,9 +125,9 @@ TEST_CASE("handler inputs and resources are checked at submit",
   check_refused(c.post("/api/jobs", R"({"type": "exec", "input": {}})"),
                 "input", "'argv' is required");
   check_refused(c.post("/api/jobs", R"({"type": "exec"})"), "input");
-  check_refused(
-    c.post("/api/jobs", R"({"type": "exec", "input": {"argv": ["echo", 7]}})"),
-    "input", "argv[1]");
+  check_refused(c.post("/api/jobs",
+                       R"({"type": "exec", "input": {"argv": ["echo", 7]}})"),
+                "input", "argv[1]");
   check_refused(c.post("/api/jobs", R"({"type": "sleep", "input":
                                         {"ms": "abc"}})"),
                 "input", "ms");
@@ -172,9 +172,8 @@ TEST_CASE("state conflicts are 409s with a user-facing message",
   REQUIRE(await_end(node, "", failing)["dead_lettered"].boolean());
   for (int round = 0; round < 3; ++round) {
     std::vector<http_response> answers(2);
-    std::thread other{[&] {
-      answers[1] = c.post("/api/dlq/" + failing + "/retry", "");
-    }};
+    std::thread other{
+        [&] { answers[1] = c.post("/api/dlq/" + failing + "/retry", ""); }};
     answers[0] = c.post("/api/dlq/" + failing + "/retry", "");
     other.join();
     std::multiset<unsigned> statuses{answers[0].status, answers[1].status};

@@ -27,10 +27,10 @@
 using namespace std::chrono_literals;
 using drover::testing::clock_type;
 using drover::testing::gateway_node;
-using drover::testing::sleep_job;
 using drover::testing::http_client;
 using drover::testing::http_response;
 using drover::testing::parse_json;
+using drover::testing::sleep_job;
 using drover::testing::sse_stream;
 using drover::testing::throwaway_cluster;
 using drover::testing::time_left;

@@ -53,9 +53,9 @@ TEST_CASE("a poison submit among 100 concurrent good ones fails alone and "
                           {{"Idempotency-Key", "good-" + std::to_string(i)}});
     });
   clients.emplace_back([&] {
-    poison_body = c.post("/api/jobs",
-                         "{\"type\": \"sleep\", \"input\": {\"ms\": 1}, "
-                         "\"idempotency_key\": \"\xc0\xaf\"}");
+    poison_body
+        = c.post("/api/jobs", "{\"type\": \"sleep\", \"input\": {\"ms\": 1}, "
+                              "\"idempotency_key\": \"\xc0\xaf\"}");
   });
   clients.emplace_back([&] {
     poison_header = c.post("/api/jobs", drover::testing::sleep_job(1, 1),
@@ -68,9 +68,9 @@ TEST_CASE("a poison submit among 100 concurrent good ones fails alone and "
 
   INFO(poison_body.body);
   CHECK(poison_body.status == 400);
-  CHECK(body_of(poison_body)["error"]["message"].str().rfind(
-          "idempotency_key", 0)
-        == 0);
+  CHECK(
+      body_of(poison_body)["error"]["message"].str().rfind("idempotency_key", 0)
+      == 0);
   INFO(poison_header.body);
   CHECK(poison_header.status == 400);
   std::vector<std::string> ids;

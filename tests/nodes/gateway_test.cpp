@@ -34,7 +34,6 @@ using namespace std::chrono_literals;
 using namespace drover::testing::gateway_api;
 using drover::testing::clock_type;
 using drover::testing::gateway_node;
-using drover::testing::sleep_job;
 using drover::testing::header_fields;
 using drover::testing::http_client;
 using drover::testing::http_connection;
@@ -43,6 +42,7 @@ using drover::testing::json_value;
 using drover::testing::parse_json;
 using drover::testing::process;
 using drover::testing::run_to_exit;
+using drover::testing::sleep_job;
 using drover::testing::sse_event;
 using drover::testing::sse_stream;
 using drover::testing::time_left;
@@ -802,7 +802,7 @@ TEST_CASE("cancelling a running sleep job ends it as cancelled", "[gateway]") {
   CHECK(get_job(c, later)["status"].str() == "cancelled");
   auto later_log = events_of(c, later);
   CHECK(later_log["events"][later_log["events"].size() - 1]["details"]["reason"]
-          .str()
+            .str()
         == "cancelled before it ran: requested with API key 'development'");
 }
 

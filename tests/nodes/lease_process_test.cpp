@@ -112,12 +112,12 @@ bool poll_until(Probe probe, std::chrono::milliseconds timeout) {
 
 bool all_terminal(const std::string& url, std::chrono::milliseconds timeout) {
   return poll_until(
-    [&] {
-      return scalar(url, "SELECT count(*) FROM drover.jobs "
-                         "WHERE final_status IS NULL")
-             == 0;
-    },
-    timeout);
+      [&] {
+        return scalar(url, "SELECT count(*) FROM drover.jobs "
+                           "WHERE final_status IS NULL")
+               == 0;
+      },
+      timeout);
 }
 
 std::string submit(const std::string& port, const std::string& input) {
@@ -177,7 +177,7 @@ TEST_CASE("a second node on the same database exits 2 naming the first, "
   auto owner = std::to_string(first.pid());
   CHECK(scalar(db.url(), "SELECT count(*) FROM drover.partition_leases "
                          "WHERE epoch = 1 AND owner LIKE 'twin@%:"
-                           + owner + ":%'")
+                             + owner + ":%'")
         == 64);
   // Same node id, same machine: still another process, refused.
   auto started = std::chrono::steady_clock::now();
@@ -187,7 +187,8 @@ TEST_CASE("a second node on the same database exits 2 naming the first, "
   INFO(out);
   CHECK(code == 2);
   CHECK(std::chrono::steady_clock::now() - started < ttl + 10s);
-  CHECK(out.find("another coordinator runs on this database") != std::string::npos);
+  CHECK(out.find("another coordinator runs on this database")
+        != std::string::npos);
   CHECK(out.find("node 'twin'") != std::string::npos);
   CHECK(out.find("pid " + owner) != std::string::npos);
   CHECK(out.find(" until ") != std::string::npos);
@@ -195,7 +196,7 @@ TEST_CASE("a second node on the same database exits 2 naming the first, "
   // The first: same owner, same epoch, and it still runs jobs.
   CHECK(scalar(db.url(), "SELECT count(*) FROM drover.partition_leases "
                          "WHERE epoch = 1 AND owner LIKE 'twin@%:"
-                           + owner + ":%'")
+                             + owner + ":%'")
         == 64);
   submit(port, R"({"ms": 50, "steps": 2})");
   CHECK(all_terminal(db.url(), 30s));
@@ -213,8 +214,8 @@ TEST_CASE("a second node on the same database exits 2 naming the first, "
   REQUIRE(next.wait_for_line("ready", 30s));
   INFO("restart after release took "
        << std::chrono::duration_cast<std::chrono::milliseconds>(
-            std::chrono::steady_clock::now() - restart)
-            .count()
+              std::chrono::steady_clock::now() - restart)
+              .count()
        << " ms");
   CHECK(scalar(db.url(), "SELECT count(*) FROM drover.partition_leases "
                          "WHERE epoch = 2")
@@ -239,12 +240,12 @@ TEST_CASE("after kill -9 of the coordinator the next node takes over within "
     for (int i = 0; i < 6; ++i)
       submit(port, R"({"ms": 1500, "steps": 3})");
     REQUIRE(poll_until(
-      [&] {
-        return scalar(db.url(),
-                      "SELECT count(*) FROM drover.jobs WHERE status = 2")
-               >= 1;
-      },
-      30s));
+        [&] {
+          return scalar(db.url(),
+                        "SELECT count(*) FROM drover.jobs WHERE status = 2")
+                 >= 1;
+        },
+        30s));
     victim.signal(SIGKILL);
     auto st = victim.wait_exit(10s);
     REQUIRE(st);
@@ -261,14 +262,14 @@ TEST_CASE("after kill -9 of the coordinator the next node takes over within "
        << " ms");
   // One TTL, plus slack for a loaded 2-core machine (start-up, polling).
   CHECK(took < ttl + 5s);
-  std::cout << "lease_process_test: takeover after kill -9 took "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(took)
-                 .count()
-            << " ms to the successor's ready line (TTL " << ttl.count()
-            << " ms)" << std::endl;
+  std::cout
+      << "lease_process_test: takeover after kill -9 took "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+      << " ms to the successor's ready line (TTL " << ttl.count() << " ms)"
+      << std::endl;
   CHECK(scalar(db.url(), "SELECT count(*) FROM drover.partition_leases "
                          "WHERE epoch = 2 AND owner LIKE 'successor@%:"
-                           + std::to_string(successor.pid()) + ":%'")
+                             + std::to_string(successor.pid()) + ":%'")
         == 64);
   CHECK(all_terminal(db.url(), 60s));
   CHECK(scalar(db.url(), "SELECT count(*) FROM drover.jobs "
@@ -285,8 +286,8 @@ TEST_CASE("a node whose port is taken exits non-zero and changes nothing in "
   taken_port taken;
   // A fresh database: not even the schema appears.
   {
-    process node{node_args(db.url(), "blocked",
-                           {"--admin-port", taken.port()})};
+    process node{
+        node_args(db.url(), "blocked", {"--admin-port", taken.port()})};
     auto code = exit_code_of(node, 30s);
     auto out = node.drain_all();
     INFO(out);

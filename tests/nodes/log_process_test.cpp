@@ -37,7 +37,7 @@ std::vector<std::string> lines_of(const std::string& text) {
 log_record record_of(const std::string& line) {
   INFO(line);
   static const std::regex rfc3339{
-    R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$)"};
+      R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$)"};
   static const std::set<std::string> levels{"trace", "debug", "info", "warn",
                                             "error"};
   auto doc = log_record::parse(line);
@@ -76,8 +76,8 @@ TEST_CASE("with --log-format json every line a node writes is a JSON record",
   CHECK(ready_line->find(R"("development_mode":true})") != std::string::npos);
   auto port = admin_port_of_json(ready);
   // The node at work: a job through the admin endpoint.
-  auto [rc, out] = droverctl({"submit", "sleep", "--port", port, "--input",
-                              R"({"ms": 1})", "--wait"});
+  auto [rc, out] = droverctl(
+      {"submit", "sleep", "--port", port, "--input", R"({"ms": 1})", "--wait"});
   INFO(out);
   CHECK(rc == 0);
   // Startup warnings are on stderr by now (written before "ready").
@@ -99,14 +99,15 @@ TEST_CASE("with --log-format json every line a node writes is a JSON record",
   CHECK(messages.count("node: stopped") == 1);
 }
 
-TEST_CASE("the log level filters records but not the ready line", "[node][log]") {
+TEST_CASE("the log level filters records but not the ready line",
+          "[node][log]") {
   process node{{DROVER_NODE_BIN, "--node-id", "log-quiet", "--admin-port", "0",
                 "--http-port", "0", "--log-level", "error"}};
   auto ready = node.wait_for_line("ready", 30s);
   REQUIRE(ready);
   // Text by default: timestamp, level, component, message, fields.
   std::regex text_ready{
-    R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z info node: ready node=log-quiet roles=all store=memory admin=\S+:\d+ http=\S+:\d+ development_mode=true$)"};
+      R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z info node: ready node=log-quiet roles=all store=memory admin=\S+:\d+ http=\S+:\d+ development_mode=true$)"};
   CHECK(std::regex_match(*ready, text_ready));
   node.signal(SIGTERM);
   auto st = node.wait_exit(30s);

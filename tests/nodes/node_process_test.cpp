@@ -19,8 +19,8 @@ using drover::testing::process;
 
 TEST_CASE("a node starts, serves its supervision tree and stops on SIGTERM",
           "[node]") {
-  process node{{DROVER_NODE_BIN, "--node-id", "proc-test", "--http-port", "0", "--admin-port",
-                "0"}};
+  process node{{DROVER_NODE_BIN, "--node-id", "proc-test", "--http-port", "0",
+                "--admin-port", "0"}};
   auto ready = node.wait_for_line("ready", 30s);
   REQUIRE(ready);
   CHECK(ready->find("roles=all") != std::string::npos);
@@ -46,7 +46,8 @@ TEST_CASE("a node starts, serves its supervision tree and stops on SIGTERM",
 }
 
 TEST_CASE("SIGINT stops a node cleanly too", "[node]") {
-  process node{{DROVER_NODE_BIN, "--node-id", "sigint", "--admin-port", "0", "--http-port", "0"}};
+  process node{{DROVER_NODE_BIN, "--node-id", "sigint", "--admin-port", "0",
+                "--http-port", "0"}};
   REQUIRE(node.wait_for_line("ready", 30s));
   node.signal(SIGINT);
   auto st = node.wait_exit(30s);
@@ -57,7 +58,8 @@ TEST_CASE("SIGINT stops a node cleanly too", "[node]") {
 
 TEST_CASE("droverctl reports a node killed with SIGKILL as unreachable",
           "[node]") {
-  process node{{DROVER_NODE_BIN, "--node-id", "victim", "--admin-port", "0", "--http-port", "0"}};
+  process node{{DROVER_NODE_BIN, "--node-id", "victim", "--admin-port", "0",
+                "--http-port", "0"}};
   auto ready = node.wait_for_line("ready", 30s);
   REQUIRE(ready);
   auto port = admin_port_of(*ready);
@@ -88,9 +90,9 @@ TEST_CASE("droverctl rejects bad usage with status 2", "[node]") {
   CHECK(rc2 == 2);
 }
 
-
 TEST_CASE("jobs submitted with droverctl run on the node", "[node]") {
-  process node{{DROVER_NODE_BIN, "--node-id", "jobs", "--admin-port", "0", "--http-port", "0"}};
+  process node{{DROVER_NODE_BIN, "--node-id", "jobs", "--admin-port", "0",
+                "--http-port", "0"}};
   auto ready = node.wait_for_line("ready", 30s);
   REQUIRE(ready);
   auto port = admin_port_of(*ready);
@@ -101,14 +103,14 @@ TEST_CASE("jobs submitted with droverctl run on the node", "[node]") {
   CHECK(out.find("\"status\":\"completed\"") != std::string::npos);
   CHECK(out.find("\"slept_ms\":200") != std::string::npos);
   CHECK(out.find("100%") != std::string::npos); // progress was streamed
-  auto [brc, bad] = droverctl({"submit", "exec", "--port", port, "--input",
-                               R"({"argv": []})", "--max-attempts", "1",
-                               "--wait"});
+  auto [brc, bad]
+      = droverctl({"submit", "exec", "--port", port, "--input",
+                   R"({"argv": []})", "--max-attempts", "1", "--wait"});
   CHECK(brc == 1);
   // Refused at submit by the exec type's own input check: no job is made.
   CHECK(bad.find("argv must not be empty") != std::string::npos);
-  auto [vrc, verr] = droverctl({"submit", "sleep", "--port", port,
-                                "--max-attempts", "0"});
+  auto [vrc, verr]
+      = droverctl({"submit", "sleep", "--port", port, "--max-attempts", "0"});
   CHECK(vrc == 1);
   CHECK(verr.find("max_attempts must be at least 1") != std::string::npos);
   node.signal(SIGTERM);
@@ -119,8 +121,8 @@ TEST_CASE("jobs submitted with droverctl run on the node", "[node]") {
 
 TEST_CASE("cancelling an exec job whose program ignores SIGTERM kills it",
           "[node]") {
-  process node{{DROVER_NODE_BIN, "--node-id", "cancel", "--admin-port", "0", "--http-port", "0",
-                "--exec-kill-grace-ms", "300"}};
+  process node{{DROVER_NODE_BIN, "--node-id", "cancel", "--admin-port", "0",
+                "--http-port", "0", "--exec-kill-grace-ms", "300"}};
   auto ready = node.wait_for_line("ready", 30s);
   REQUIRE(ready);
   auto port = admin_port_of(*ready);
@@ -128,8 +130,8 @@ TEST_CASE("cancelling an exec job whose program ignores SIGTERM kills it",
   auto script = std::string{"trap '' TERM; echo PROGRESS 10 pid-$$; "
                             "while :; do sleep 0.05; done"};
   auto input = std::string{R"({"argv": ["sh", "-c", ")"} + script + "\"]}";
-  auto [rc, out] = droverctl({"submit", "exec", "--port", port, "--input",
-                              input});
+  auto [rc, out]
+      = droverctl({"submit", "exec", "--port", port, "--input", input});
   REQUIRE(rc == 0);
   auto id = job_id_of(out);
   process waiter{{DROVER_CTL_BIN, "wait", id, "--port", port}};
@@ -137,8 +139,8 @@ TEST_CASE("cancelling an exec job whose program ignores SIGTERM kills it",
   // the pid, and means the program runs (and ignores SIGTERM) now.
   auto progress = waiter.wait_for_line("pid-", 30s, true);
   REQUIRE(progress);
-  auto [crc, cout_] = droverctl({"cancel", id, "--port", port, "--reason",
-                                 "stuck on purpose"});
+  auto [crc, cout_] = droverctl(
+      {"cancel", id, "--port", port, "--reason", "stuck on purpose"});
   CHECK(crc == 0);
   auto wst = waiter.wait_exit(30s);
   REQUIRE(wst);

@@ -82,9 +82,10 @@ class node_process {
 public:
   node_process(const std::string& pg_url, const std::string& log,
                const std::string& node_id)
-    : proc_({DROVER_NODE_BIN, "--node-id", node_id, "--store", "postgres",
-             "--pg-url", pg_url, "--admin-port", "0", "--http-port", "0", "--slots", "cpu=2"},
-            log) {
+      : proc_({DROVER_NODE_BIN, "--node-id", node_id, "--store", "postgres",
+               "--pg-url", pg_url, "--admin-port", "0", "--http-port", "0",
+               "--slots", "cpu=2"},
+              log) {
     auto ready = proc_.wait_for_line("ready", 30s);
     INFO(tail_of(log));
     REQUIRE(ready);
@@ -128,7 +129,7 @@ public:
   /// Connects to the API actor of the node listening on `port`.
   void connect(const std::string& port) {
     auto node = sys_.middleman().remote_actor(
-      "127.0.0.1", static_cast<uint16_t>(std::stoi(port)));
+        "127.0.0.1", static_cast<uint16_t>(std::stoi(port)));
     if (!node)
       FAIL("cannot reach the node: " << sys_.render(node.error()));
     node_ = *node;
@@ -139,8 +140,8 @@ public:
   std::vector<caf::expected<job_record>>
   submit_all(const std::vector<submit_request>& reqs) {
     caf::scoped_actor self{sys_};
-    using handle = decltype(self->request(node_, 30s, submit_atom::value,
-                                          reqs.front()));
+    using handle
+        = decltype(self->request(node_, 30s, submit_atom::value, reqs.front()));
     std::vector<handle> pending;
     pending.reserve(reqs.size());
     for (const auto& req : reqs)
@@ -198,12 +199,12 @@ bool await_running(const std::string& url, int64_t n,
                    std::chrono::milliseconds timeout) {
   auto conn = must(pg::connection::open(url));
   return poll_until(
-    [&] {
-      return count_of(conn, "SELECT count(*) FROM drover.jobs "
-                            "WHERE status = 2")
-             >= n;
-    },
-    timeout);
+      [&] {
+        return count_of(conn, "SELECT count(*) FROM drover.jobs "
+                              "WHERE status = 2")
+               >= n;
+      },
+      timeout);
 }
 
 /// Waits until every job of `ids` exists and is terminal; returns those
@@ -214,14 +215,14 @@ std::set<std::string> await_terminal(const std::string& url,
   auto conn = must(pg::connection::open(url));
   std::set<std::string> open = ids;
   poll_until(
-    [&] {
-      auto res = must(conn.exec(
-        "SELECT job_id FROM drover.jobs WHERE status IN (4, 5, 6)"));
-      for (int row = 0; row < res.rows(); ++row)
-        open.erase(std::string{res.value(row, 0)});
-      return open.empty();
-    },
-    timeout, 50ms);
+      [&] {
+        auto res = must(conn.exec(
+            "SELECT job_id FROM drover.jobs WHERE status IN (4, 5, 6)"));
+        for (int row = 0; row < res.rows(); ++row)
+          open.erase(std::string{res.value(row, 0)});
+        return open.empty();
+      },
+      timeout, 50ms);
   return open;
 }
 
@@ -261,8 +262,8 @@ struct stored_job {
 std::map<std::string, stored_job> load_all(const std::string& url) {
   auto conn = must(pg::connection::open(url));
   std::map<std::string, stored_job> out;
-  auto jobs = must(conn.exec("SELECT job_id, record FROM drover.jobs", {},
-                             true));
+  auto jobs
+      = must(conn.exec("SELECT job_id, record FROM drover.jobs", {}, true));
   for (int row = 0; row < jobs.rows(); ++row) {
     auto bytes = jobs.value(row, 1);
     auto rec = must(from_bytes<job_record>(bytes.data(), bytes.size()));
@@ -270,8 +271,8 @@ std::map<std::string, stored_job> load_all(const std::string& url) {
     out[rec.job_id].rec = std::move(rec);
   }
   auto events = must(conn.exec(
-    "SELECT job_id, seq, payload FROM drover.events ORDER BY job_id, seq", {},
-    true));
+      "SELECT job_id, seq, payload FROM drover.events ORDER BY job_id, seq", {},
+      true));
   for (int row = 0; row < events.rows(); ++row) {
     auto id = std::string{events.value(row, 0)};
     auto seq = static_cast<uint64_t>(pg::binary_int(events.value(row, 1)));
@@ -291,7 +292,7 @@ std::map<std::string, stored_job> load_all(const std::string& url) {
 std::map<std::string, uint32_t> processing_jobs(const std::string& url) {
   auto conn = must(pg::connection::open(url));
   auto res = must(conn.exec(
-    "SELECT job_id, record FROM drover.jobs WHERE status = 2", {}, true));
+      "SELECT job_id, record FROM drover.jobs WHERE status = 2", {}, true));
   std::map<std::string, uint32_t> out;
   for (int row = 0; row < res.rows(); ++row) {
     auto bytes = res.value(row, 1);
@@ -310,8 +311,8 @@ std::string dump(const stored_job& job) {
 
 size_t count_kind(const std::vector<job_event>& events, event_kind kind) {
   return static_cast<size_t>(
-    std::count_if(events.begin(), events.end(),
-                  [kind](const job_event& ev) { return ev.kind == kind; }));
+      std::count_if(events.begin(), events.end(),
+                    [kind](const job_event& ev) { return ev.kind == kind; }));
 }
 
 struct audit_totals {
@@ -391,8 +392,7 @@ audit_totals audit(const std::map<std::string, stored_job>& jobs,
     CHECK(job.rec.attempt == current);
     CHECK(current >= 1);
     CHECK(current <= job.rec.spec.max_attempts);
-    CHECK(job.rec.retry_count
-          == count_kind(evs, event_kind::retry_scheduled));
+    CHECK(job.rec.retry_count == count_kind(evs, event_kind::retry_scheduled));
   }
   return totals;
 }
@@ -434,8 +434,7 @@ TEST_CASE("SIGKILL of the node mid-run: every acknowledged job completes "
     client.connect(node.port());
     std::vector<submit_request> reqs;
     for (size_t i = 0; i < per_round; ++i)
-      reqs.push_back(make_job(rng, "r" + std::to_string(round) + "-",
-                              i));
+      reqs.push_back(make_job(rng, "r" + std::to_string(round) + "-", i));
     auto ids = acked_ids(client.submit_all(reqs));
     REQUIRE(ids.size() == per_round);
     acked.insert(ids.begin(), ids.end());
@@ -477,14 +476,14 @@ TEST_CASE("SIGKILL of the node mid-run: every acknowledged job completes "
   CHECK(totals.completed == acked.size());
   CHECK(totals.interrupted >= settled);
   CHECK(settled >= 1); // the kills did hit running attempts
-  std::cout << "pg_fault_test sigkill: " << acked.size() << " jobs, "
-            << kills << " kills, " << interrupted.size()
+  std::cout << "pg_fault_test sigkill: " << acked.size() << " jobs, " << kills
+            << " kills, " << interrupted.size()
             << " attempts running at the kills, " << totals.interrupted
             << " interrupted attempts, " << totals.attempts
             << " attempts in all, "
             << std::chrono::duration_cast<std::chrono::milliseconds>(
-                 clock_type::now() - started)
-                 .count()
+                   clock_type::now() - started)
+                   .count()
             << " ms" << std::endl;
 }
 
@@ -518,10 +517,10 @@ TEST_CASE("PostgreSQL stopped mid-run: submits are refused as unavailable, "
   // of concurrent submits is refused the same way.
   size_t refused = 0;
   for (int i = 0; i < 4; ++i) {
-    auto [rc, out] = droverctl(
-      {"submit", "sleep", "--port", node.port(), "--input",
-       R"({"ms": 50, "steps": 3})", "--tenant", "faults",
-       "--idempotency-key", "during-ctl-" + std::to_string(i)});
+    auto [rc, out]
+        = droverctl({"submit", "sleep", "--port", node.port(), "--input",
+                     R"({"ms": 50, "steps": 3})", "--tenant", "faults",
+                     "--idempotency-key", "during-ctl-" + std::to_string(i)});
     INFO(out);
     CHECK(rc == 1);
     CHECK(out.find("unavailable") != std::string::npos);
@@ -548,10 +547,9 @@ TEST_CASE("PostgreSQL stopped mid-run: submits are refused as unavailable, "
   size_t refused_after = 0;
   for (int i = 0;; ++i) {
     auto [rc, out] = droverctl(
-      {"submit", "sleep", "--port", node.port(), "--input",
-       R"({"ms": 50, "steps": 3})", "--tenant", "faults",
-       "--idempotency-key", "after-ctl-" + std::to_string(i),
-       "--max-attempts", "6"});
+        {"submit", "sleep", "--port", node.port(), "--input",
+         R"({"ms": 50, "steps": 3})", "--tenant", "faults", "--idempotency-key",
+         "after-ctl-" + std::to_string(i), "--max-attempts", "6"});
     INFO(out);
     if (rc == 0) {
       acked.insert(drover::testing::job_id_of(out));
@@ -597,7 +595,7 @@ TEST_CASE("PostgreSQL stopped mid-run: submits are refused as unavailable, "
             << refused_after << " while reconnecting, " << totals.attempts
             << " attempts, "
             << std::chrono::duration_cast<std::chrono::milliseconds>(
-                 clock_type::now() - started)
-                 .count()
+                   clock_type::now() - started)
+                   .count()
             << " ms" << std::endl;
 }

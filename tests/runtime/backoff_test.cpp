@@ -34,7 +34,8 @@ long double slow_base(long double initial, long double multiplier, uint32_t n,
 } // namespace
 
 TEST_CASE("backoff delays stay in [base * (1 - jitter), base] and grow to the "
-          "cap", "[backoff]") {
+          "cap",
+          "[backoff]") {
   auto seed = std::random_device{}();
   INFO("seed " << seed);
   std::mt19937_64 rng{seed};
@@ -149,7 +150,8 @@ TEST_CASE("a backoff counter counts failures until reset", "[backoff]") {
 }
 
 TEST_CASE("job retries keep the documented range [initial, max] and are "
-          "jittered from the first", "[backoff][retry]") {
+          "jittered from the first",
+          "[backoff][retry]") {
   backoff_policy p;
   p.initial_delay_ms = 1000;
   p.max_delay_ms = 300000;

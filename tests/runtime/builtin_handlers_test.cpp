@@ -128,9 +128,9 @@ public:
     REQUIRE(!register_builtin_handlers(registry, options));
     auto handler = registry.find(type);
     REQUIRE(handler != nullptr);
-    ctx_ = std::make_unique<task_context>(
-        "job-1", attempt, std::move(input), std::move(last_checkpoint), sink_,
-        [] { return int64_t{0}; });
+    ctx_ = std::make_unique<task_context>("job-1", attempt, std::move(input),
+                                          std::move(last_checkpoint), sink_,
+                                          [] { return int64_t{0}; });
     started_ = steady_clock::now();
     outcome_
         = std::async(std::launch::async, [fn = handler->fn, ctx = ctx_.get(),
@@ -485,9 +485,9 @@ TEST_CASE("exec: the node's environment is not passed on and PATH is fixed",
                                     ", \"env\": {\"OTHER\": \"x\"}"));
   unsetenv("DROVER_TEST_SECRET");
   setenv("PATH", saved_path.c_str(), 1);
-  CHECK(outcome.result()
-        == success_result(std::string{"unset|"} + fixed_exec_path
-                          + "|x|job-1"));
+  CHECK(
+      outcome.result()
+      == success_result(std::string{"unset|"} + fixed_exec_path + "|x|job-1"));
 }
 
 TEST_CASE("exec: without stdin the program reads /dev/null", "[exec]") {
@@ -658,7 +658,8 @@ TEST_CASE("exec: a cancel before the start runs nothing", "[exec]") {
   CHECK(!file_exists(marker));
 }
 
-// -- exec: allow-list, limits, checkpoints (issue 11) --------------------------
+// -- exec: allow-list, limits, checkpoints (issue 11)
+// --------------------------
 
 namespace {
 
@@ -738,10 +739,11 @@ TEST_CASE("exec: programs run with the limits, lowered by the job",
   auto options = test_options();
   options.exec.limits = {60, 1024, 64, 300};
   SECTION("the node's limits") {
-    auto outcome = run_job(
-        "exec", sh("ulimit -t; ulimit -v; ulimit -n; ulimit -p; ulimit -c; "
-                   "grep NoNewPrivs /proc/self/status"),
-        options);
+    auto outcome
+        = run_job("exec",
+                  sh("ulimit -t; ulimit -v; ulimit -n; ulimit -p; ulimit -c; "
+                     "grep NoNewPrivs /proc/self/status"),
+                  options);
     CHECK(outcome.result()
           == success_result("60\n1048576\n64\n300\n0\nNoNewPrivs:\t1\n"));
   }
@@ -778,18 +780,15 @@ TEST_CASE("exec: a program over its limits fails, saying why",
   }
   SECTION("open files") {
     auto outcome = run_job(
-        "exec",
-        sh("exec 3</dev/null 4</dev/null 5</dev/null 6</dev/null",
-           R"(, "limits": {"open_files": 5})"));
+        "exec", sh("exec 3</dev/null 4</dev/null 5</dev/null 6</dev/null",
+                   R"(, "limits": {"open_files": 5})"));
     CHECK(outcome.error().code == "exit_2");
-    CHECK_THAT(outcome.error().message,
-               Catch::Contains("Too many open files"));
+    CHECK_THAT(outcome.error().message, Catch::Contains("Too many open files"));
   }
   SECTION("address space") {
     auto outcome = run_job(
-        "exec",
-        exec_input({"awk", "BEGIN { s = \"x\"; while (1) s = s s }"},
-                   R"(, "limits": {"address_space_mb": 64})"));
+        "exec", exec_input({"awk", "BEGIN { s = \"x\"; while (1) s = s s }"},
+                           R"(, "limits": {"address_space_mb": 64})"));
     CHECK(outcome.outcome() == completion_outcome::failed_retryable);
     CHECK_THAT(outcome.error().message, Catch::Contains("out of memory"));
   }
@@ -803,7 +802,10 @@ TEST_CASE("exec: CHECKPOINT lines are saved and the next attempt gets the "
                  "\"$DROVER_ATTEMPT\" \"$DROVER_JOB_ID\"; "
                  "echo 'CHECKPOINT step 4'; echo 'CHECKPOINTx is output'; "
                  "echo 'CHECKPOINT  {\"done\": [1, 2]}'"),
-              test_options(), false, 2, "step 3"};
+              test_options(),
+              false,
+              2,
+              "step 3"};
   auto outcome = job.outcome();
   CHECK(outcome.result()
         == success_result("step 3|2|job-1\nCHECKPOINTx is output\n"));

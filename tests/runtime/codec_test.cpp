@@ -551,13 +551,15 @@ TEST_CASE("webhook attempt details are validated", "[codec]") {
       "WebhookAttempt.statusCode");
   bad([](schema::WebhookAttempt::Builder w) { w.setStatusCode(600); },
       "WebhookAttempt.statusCode");
-  bad([](schema::WebhookAttempt::Builder w) {
+  bad(
+      [](schema::WebhookAttempt::Builder w) {
         w.setOutcome(static_cast<schema::WebhookOutcome>(4));
       },
       "WebhookAttempt.outcome");
   bad([](schema::WebhookAttempt::Builder w) { w.setNextAttemptAtMs(0); },
       "exactly when the outcome is retrying");
-  bad([](schema::WebhookAttempt::Builder w) {
+  bad(
+      [](schema::WebhookAttempt::Builder w) {
         w.setOutcome(schema::WebhookOutcome::DELIVERED);
       },
       "exactly when the outcome is retrying");

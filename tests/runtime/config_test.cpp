@@ -51,8 +51,8 @@ TEST_CASE("command line values are parsed", "[config]") {
   CHECK(r->config.scheduler_threads == 1);
   r = parse({"--slots", "cpu=4,gpu=1"});
   REQUIRE(r);
-  CHECK(r->config.slots == std::map<std::string, uint32_t>{{"cpu", 4},
-                                                           {"gpu", 1}});
+  CHECK(r->config.slots
+        == std::map<std::string, uint32_t>{{"cpu", 4}, {"gpu", 1}});
 }
 
 TEST_CASE("the command line wins over the config file", "[config]") {
@@ -80,9 +80,9 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad({"--roles", "janitor"}, "unknown role 'janitor'");
   expect_bad({"--roles", ","}, "at least one role");
   expect_bad({"--node-id", "a b"}, "node-id");
-  expect_bad({"--heartbeat-interval-ms", "5000", "--connection-timeout-ms",
-              "1000"},
-             "connection-timeout-ms must exceed");
+  expect_bad(
+      {"--heartbeat-interval-ms", "5000", "--connection-timeout-ms", "1000"},
+      "connection-timeout-ms must exceed");
   expect_bad({"--config", "/nonexistent/drover.ini"}, "cannot read config");
   expect_bad({"--slots", "cpu"}, "expected class=count");
   expect_bad({"--slots", "cpu=0"}, "within [1, 1024]");
@@ -118,13 +118,12 @@ TEST_CASE("help asks to exit without running", "[config]") {
 TEST_CASE("webhook options are parsed and validated", "[config][webhook]") {
   // 32 bytes, base64: what `openssl rand -base64 32` prints.
   const std::string secret
-    = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-  auto r = parse({"--webhook-secret", secret, "--webhook-allow",
-                  "127.0.0.1/32, ::1", "--webhook-allow", "10.1.0.0/16",
-                  "--webhook-retry-period-ms", "5000",
-                  "--webhook-initial-backoff-ms", "10",
-                  "--webhook-max-backoff-ms", "100", "--webhook-timeout-ms",
-                  "500", "--webhook-max-response-bytes", "1024"});
+      = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+  auto r = parse(
+      {"--webhook-secret", secret, "--webhook-allow", "127.0.0.1/32, ::1",
+       "--webhook-allow", "10.1.0.0/16", "--webhook-retry-period-ms", "5000",
+       "--webhook-initial-backoff-ms", "10", "--webhook-max-backoff-ms", "100",
+       "--webhook-timeout-ms", "500", "--webhook-max-response-bytes", "1024"});
   INFO((r ? "" : describe(r.error())));
   REQUIRE(r);
   const auto& cfg = r->config;
@@ -184,8 +183,8 @@ TEST_CASE("webhook-allow lines of a config file add up", "[config][webhook]") {
   INFO((r ? "" : describe(r.error())));
   REQUIRE(r);
   CHECK(r->config.webhook_allow
-        == std::vector<std::string>{"192.168.0.0/16", "127.0.0.1/32",
-                                    "::1/128", "10.0.0.0/8"});
+        == std::vector<std::string>{"192.168.0.0/16", "127.0.0.1/32", "::1/128",
+                                    "10.0.0.0/8"});
 }
 
 TEST_CASE("lease options are parsed and validated", "[config][lease]") {
@@ -194,8 +193,8 @@ TEST_CASE("lease options are parsed and validated", "[config][lease]") {
   CHECK(defaults->config.lease_ttl == std::chrono::milliseconds{5000});
   CHECK(defaults->config.lease_renew_interval
         == std::chrono::milliseconds{1000});
-  auto r = parse({"--lease-ttl-ms", "2000", "--lease-renew-interval-ms",
-                  "300"});
+  auto r
+      = parse({"--lease-ttl-ms", "2000", "--lease-renew-interval-ms", "300"});
   REQUIRE(r);
   CHECK(r->config.lease_ttl == std::chrono::milliseconds{2000});
   CHECK(r->config.lease_renew_interval == std::chrono::milliseconds{300});

@@ -88,9 +88,9 @@ TEST_CASE("resolve_program: development mode allows any program",
 }
 
 TEST_CASE("reserved environment names", "[exec_policy]") {
-  for (auto name : {"PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT",
-                    "GCONV_PATH", "LOCPATH", "DROVER_CHECKPOINT",
-                    "DROVER_ANYTHING"})
+  for (auto name :
+       {"PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "GCONV_PATH",
+        "LOCPATH", "DROVER_CHECKPOINT", "DROVER_ANYTHING"})
     CHECK(reserved_exec_env(name));
   for (auto name : {"HOME", "LANG", "TMPDIR", "MY_LD_PRELOAD", "PATHS"})
     CHECK(!reserved_exec_env(name));

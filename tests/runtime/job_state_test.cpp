@@ -58,8 +58,8 @@ TEST_CASE("a job's happy path through the state machine", "[job_state]") {
   CHECK(h.rec.attempt == 1);
   h.ok(event_kind::progressed, 1, [](job_event& ev) {
     ev.progress.percent = 40;
-    ev.progress.stages = {{"a", 100, stage_state::done},
-                          {"b", 0, stage_state::running}};
+    ev.progress.stages
+        = {{"a", 100, stage_state::done}, {"b", 0, stage_state::running}};
   });
   CHECK(h.rec.progress == 40);
   CHECK(h.rec.stages.size() == 2);
@@ -133,11 +133,11 @@ TEST_CASE("terminal states never change", "[job_state]") {
     h.ok(event_kind::submitted);
     h.ok(event_kind::started, 1);
     h.ok(terminal, 1);
-    for (auto k : {event_kind::started, event_kind::progressed,
-                   event_kind::completed, event_kind::failed,
-                   event_kind::cancelled, event_kind::cancel_requested,
-                   event_kind::retry_scheduled, event_kind::queued,
-                   event_kind::redriven})
+    for (auto k :
+         {event_kind::started, event_kind::progressed, event_kind::completed,
+          event_kind::failed, event_kind::cancelled,
+          event_kind::cancel_requested, event_kind::retry_scheduled,
+          event_kind::queued, event_kind::redriven})
       CHECK(h.add(k, 1));
     CHECK(h.rec.status
           == (terminal == event_kind::completed ? job_status::completed
@@ -245,15 +245,15 @@ TEST_CASE("webhook attempts are recorded after the end without changing it",
   CHECK(h.rec.webhook_pending_sequence == terminal_seq);
   // A final outcome for another (nonexistent) terminal event is refused;
   // one for an earlier, non-terminal event settles nothing.
-  auto future = webhook_event(h.rec, h.rec.sequence + 1,
-                              webhook_outcome::delivered);
+  auto future
+      = webhook_event(h.rec, h.rec.sequence + 1, webhook_outcome::delivered);
   CHECK(is(apply(h.rec, future), errc::invalid_value));
   auto other = webhook_event(h.rec, 1, webhook_outcome::delivered);
   REQUIRE_FALSE(apply(h.rec, other));
   h.events.push_back(other);
   CHECK(h.rec.webhook_pending_sequence == terminal_seq);
-  auto delivered = webhook_event(h.rec, terminal_seq,
-                                 webhook_outcome::delivered);
+  auto delivered
+      = webhook_event(h.rec, terminal_seq, webhook_outcome::delivered);
   REQUIRE_FALSE(apply(h.rec, delivered));
   h.events.push_back(delivered);
   CHECK(h.rec.webhook_pending_sequence == 0);
@@ -275,8 +275,9 @@ TEST_CASE("a redrive clears the webhook owed, the next end owes a new one",
   history h;
   h.ok(event_kind::submitted, 0, with_callback);
   h.ok(event_kind::started, 1);
-  h.ok(event_kind::failed, 1,
-       [](job_event& ev) { ev.error = {"boom", "broke", false}; });
+  h.ok(event_kind::failed, 1, [](job_event& ev) {
+    ev.error = {"boom", "broke", false};
+  });
   auto first_end = h.rec.sequence;
   h.ok(event_kind::dead_lettered, 1);
   CHECK(h.rec.webhook_pending_sequence == first_end); // DLQ keeps it owed

@@ -68,19 +68,23 @@ TEST_CASE("strict JSON refuses invalid UTF-8 and names the field",
 
 TEST_CASE("strict JSON refuses NUL, raw controls and unpaired surrogates",
           "[json_strict]") {
-  CHECK(refusal(R"({"a": "x\u0000y"})") == "a: contains a NUL character "
-                                            "(\\u0000)");
+  CHECK(refusal(R"({"a": "x\u0000y"})")
+        == "a: contains a NUL character "
+           "(\\u0000)");
   CHECK(refusal(std::string{"{\"a\": \"x\0y\"}", 12}).find("a: a raw control")
         == 0);
   CHECK(refusal("{\"a\": \"line\nbreak\"}").find("a: a raw control") == 0);
-  CHECK(refusal(R"({"s": "\ud83d"})") == "s: an unpaired UTF-16 surrogate "
-                                         "escape");
-  CHECK(refusal(R"({"s": "\ude00"})") == "s: an unpaired UTF-16 surrogate "
-                                         "escape");
+  CHECK(refusal(R"({"s": "\ud83d"})")
+        == "s: an unpaired UTF-16 surrogate "
+           "escape");
+  CHECK(refusal(R"({"s": "\ude00"})")
+        == "s: an unpaired UTF-16 surrogate "
+           "escape");
   CHECK(refusal(R"({"s": "\ud83d\u0041"})")
         == "s: an unpaired UTF-16 surrogate escape");
-  CHECK(refusal(R"(["\ud83dx"])", "input") == "input[0]: an unpaired UTF-16 "
-                                              "surrogate escape");
+  CHECK(refusal(R"(["\ud83dx"])", "input")
+        == "input[0]: an unpaired UTF-16 "
+           "surrogate escape");
 }
 
 TEST_CASE("strict JSON refuses duplicate member names", "[json_strict]") {
@@ -95,9 +99,9 @@ TEST_CASE("strict JSON refuses duplicate member names", "[json_strict]") {
 
 TEST_CASE("strict JSON: malformed text, depth and trailing text",
           "[json_strict]") {
-  for (auto text : {"", "{", "{\"a\" 1}", "[1,]", "{\"a\":1,}", "01", "1.",
-                    "-", "tru", "\"\\x\"", "\"\\u12G4\"", "{} x", "'a'",
-                    "{a: 1}", "NaN", "[1 2]"}) {
+  for (auto text :
+       {"", "{", "{\"a\" 1}", "[1,]", "{\"a\":1,}", "01", "1.", "-", "tru",
+        "\"\\x\"", "\"\\u12G4\"", "{} x", "'a'", "{a: 1}", "NaN", "[1 2]"}) {
     INFO(text);
     auto err = check_json_strict(text, 64, "");
     CHECK(drover::is(err, errc::malformed));

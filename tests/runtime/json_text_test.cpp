@@ -213,7 +213,10 @@ TEST_CASE("json_quote escapes what JSON requires and repairs bad UTF-8",
         == "\"caf\xc3\xa9 \xf0\x9f\x98\x80 /\x7f\"");
   // A stray continuation byte, a truncated sequence, an overlong encoding
   // and an encoded surrogate each become U+FFFD.
-  CHECK(json_quote("a\x80" "b") == "\"a\xef\xbf\xbd" "b\"");
+  CHECK(json_quote("a\x80"
+                   "b")
+        == "\"a\xef\xbf\xbd"
+           "b\"");
   CHECK(json_quote("\xe2\x82") == "\"\xef\xbf\xbd\xef\xbf\xbd\"");
   CHECK(json_quote("\xc0\xaf") == "\"\xef\xbf\xbd\xef\xbf\xbd\"");
   CHECK(json_quote("\xed\xa0\x80")

@@ -32,7 +32,7 @@ const std::string ts = "2026-12-01T23:00:52.123Z";
 
 /// Strings a client controls (a job id, an error text, a URL) at their worst.
 const std::string hostile_message
-  = "first line\nsecond line\r\"quoted\" back\\slash \x01\x1f\x7f tab\there";
+    = "first line\nsecond line\r\"quoted\" back\\slash \x01\x1f\x7f tab\there";
 const std::string hostile_job = "j\"}\n{\"level\":\"error\",\"msg\":\"forged";
 /// Not UTF-8: an overlong '/', a lone continuation byte, 0xFF.
 const std::string invalid_utf8 = "\xc0\xaf-\x80-\xff";
@@ -70,7 +70,7 @@ std::string read_file(const std::string& path) {
 class captured_log {
 public:
   explicit captured_log(log::format fmt, log::level min = log::level::trace)
-    : dir_("drover-log") {
+      : dir_("drover-log") {
     path_ = dir_.path() + "/records";
     announce_path_ = dir_.path() + "/announce";
     fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
@@ -124,9 +124,9 @@ TEST_CASE("a text record is one line: timestamp, level, component, message, "
         == "2026-12-01T23:00:52.123Z warn queue: recovering failed job=0a1b2c "
            "error=\"store unavailable\" attempt=3 ok=false ratio=0.5");
   // No job: no job field.
-  CHECK(log::render(log::format::text, ts, log::level::info, "node", {},
-                    "ready")
-        == "2026-12-01T23:00:52.123Z info node: ready");
+  CHECK(
+      log::render(log::format::text, ts, log::level::info, "node", {}, "ready")
+      == "2026-12-01T23:00:52.123Z info node: ready");
 }
 
 TEST_CASE("hostile strings cannot break a text line or forge fields",
@@ -145,7 +145,8 @@ TEST_CASE("hostile strings cannot break a text line or forge fields",
   CHECK(line.find("\\x01\\x1f\\x7f tab\\there") != std::string::npos);
   // A value with quotes is quoted and its quotes escaped: the forged
   // "level" stays inside job=.
-  CHECK(line.find(" job=\"j\\\"}\\n{\\\"level\\\":\\\"error\\\",") != std::string::npos);
+  CHECK(line.find(" job=\"j\\\"}\\n{\\\"level\\\":\\\"error\\\",")
+        != std::string::npos);
   // Bytes that are not UTF-8 are shown as escapes, never passed through.
   CHECK(line.find("url=\"\\xc0\\xaf-\\x80-\\xff\"") != std::string::npos);
   CHECK(line.find("sep=\"a\\xe2\\x80\\xa8z\"") != std::string::npos);
@@ -193,15 +194,13 @@ TEST_CASE("a JSON record is one object whose strings read back exactly",
   CHECK(line.find(R"("attempt":3,"ok":true,"ratio":0.25,"nan":"nan",)")
         != std::string::npos);
   // Each byte that is not UTF-8 becomes U+FFFD.
-  CHECK(doc["url"]
-        == "\xef\xbf\xbd\xef\xbf\xbd-\xef\xbf\xbd-\xef\xbf\xbd");
+  CHECK(doc["url"] == "\xef\xbf\xbd\xef\xbf\xbd-\xef\xbf\xbd-\xef\xbf\xbd");
   // A field named like a record key does not replace it.
   CHECK(doc["field.msg"] == "forged message");
   CHECK(doc["quote\"key"] == "v");
 }
 
-TEST_CASE("levels filter records, announcements are always written",
-          "[log]") {
+TEST_CASE("levels filter records, announcements are always written", "[log]") {
   CHECK(log::parse_level("warn") == log::level::warn);
   CHECK(log::parse_level("warning") == std::nullopt);
   CHECK(log::parse_format("json") == log::format::json);
@@ -218,9 +217,10 @@ TEST_CASE("levels filter records, announcements are always written",
   REQUIRE(records.size() == 2);
   // RFC 3339 UTC with milliseconds, then the level.
   std::regex text_line{
-    R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z (warn|error) test: .*$)"};
+      R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z (warn|error) test: .*$)"};
   CHECK(std::regex_match(records[0], text_line));
-  CHECK(records[0].find(" warn test: kept warn job=j1 n=1") != std::string::npos);
+  CHECK(records[0].find(" warn test: kept warn job=j1 n=1")
+        != std::string::npos);
   CHECK(records[1].find(" error test: kept error") != std::string::npos);
   auto announced = lines_of(captured.announcements());
   REQUIRE(announced.size() == 1);

@@ -119,8 +119,8 @@ inline webhook_attempt webhook(webhook_outcome outcome) {
   x.webhook_id = "job-1.17";
   x.error = outcome == webhook_outcome::delivered ? "" : "HTTP 503: busy";
   x.at_ms = 1700000003000;
-  x.next_attempt_at_ms = outcome == webhook_outcome::retrying ? 1700000004000
-                                                              : 0;
+  x.next_attempt_at_ms
+      = outcome == webhook_outcome::retrying ? 1700000004000 : 0;
   x.terminal_sequence = 17;
   x.attempt_number = 2;
   x.status_code = outcome == webhook_outcome::delivered ? 204 : 503;
@@ -182,20 +182,30 @@ inline job_event event(event_kind kind) {
 }
 
 inline constexpr event_kind all_event_kinds[] = {
-    event_kind::submitted,        event_kind::scheduled,
-    event_kind::queued,           event_kind::started,
-    event_kind::progressed,       event_kind::checkpointed,
-    event_kind::retry_scheduled,  event_kind::completed,
-    event_kind::failed,           event_kind::dead_lettered,
-    event_kind::cancel_requested, event_kind::cancelled,
-    event_kind::redriven,         event_kind::lease_expired,
-    event_kind::worker_lost,      event_kind::purged,
+    event_kind::submitted,
+    event_kind::scheduled,
+    event_kind::queued,
+    event_kind::started,
+    event_kind::progressed,
+    event_kind::checkpointed,
+    event_kind::retry_scheduled,
+    event_kind::completed,
+    event_kind::failed,
+    event_kind::dead_lettered,
+    event_kind::cancel_requested,
+    event_kind::cancelled,
+    event_kind::redriven,
+    event_kind::lease_expired,
+    event_kind::worker_lost,
+    event_kind::purged,
     event_kind::webhook_attempted,
 };
 
 inline constexpr webhook_outcome all_webhook_outcomes[] = {
-    webhook_outcome::delivered, webhook_outcome::retrying,
-    webhook_outcome::failed, webhook_outcome::disabled,
+    webhook_outcome::delivered,
+    webhook_outcome::retrying,
+    webhook_outcome::failed,
+    webhook_outcome::disabled,
 };
 
 inline resource_capacity capacity(std::string resource_class, uint32_t slots) {

@@ -90,8 +90,8 @@ TEST_CASE("SQLSTATE classes: connection, data, other", "[pg][isolate]") {
                         "job 'x [SQLSTATE 08006]' exists [SQLSTATE 22021]");
   CHECK(pg::failure_class_of(err) == failure_class::data);
   CHECK(pg::sqlstate_of(err) == "22021");
-  CHECK(pg::failure_class_of(make_error(
-          errc::conflict, "job 'x [SQLSTATE 08006]' exists"))
+  CHECK(pg::failure_class_of(
+            make_error(errc::conflict, "job 'x [SQLSTATE 08006]' exists"))
         == failure_class::data);
   CHECK(pg::failure_class_of(make_error(errc::unavailable, "lost"))
         == failure_class::connection);

@@ -72,8 +72,8 @@ TEST_CASE("migration 4 makes P lease rows, 64 unless the database says",
   }
   {
     test_db db;
-    auto url = must(pg::conninfo_with(db.url(),
-                                      {{"options", "-c drover.partitions=8"}}));
+    auto url = must(
+        pg::conninfo_with(db.url(), {{"options", "-c drover.partitions=8"}}));
     auto s = must(pg::session::open(url));
     must_ok(s.migrate());
     CHECK(scalar(s.conn(), "SELECT partitions FROM drover.partitioning") == 8);
@@ -110,7 +110,7 @@ TEST_CASE("leases: all or nothing, a live holder is named, an expired one "
   CHECK(line.find("pid " + std::to_string(first.pid)) != std::string::npos);
   CHECK(scalar(admin, "SELECT count(*) FROM drover.partition_leases "
                       "WHERE epoch = 1 AND owner = '"
-                        + first.instance + "'")
+                          + first.instance + "'")
         == 64);
   // Renewal works while ours.
   must_ok(pg::renew(s, g1, 5000ms));

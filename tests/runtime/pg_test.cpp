@@ -19,10 +19,10 @@
 #include <thread>
 
 using namespace drover;
-using drover::testing::test_db;
 using drover::testing::random_suffix;
-using drover::testing::server_url;
 using drover::testing::run;
+using drover::testing::server_url;
+using drover::testing::test_db;
 
 namespace {
 
@@ -185,8 +185,8 @@ public:
     auto ev = next(event_kind::webhook_attempted, at_ms);
     ev.webhook.url = rec_.spec.callback_url;
     ev.webhook.terminal_sequence = rec_.webhook_pending_sequence;
-    ev.webhook.webhook_id = rec_.job_id + "."
-                            + std::to_string(rec_.webhook_pending_sequence);
+    ev.webhook.webhook_id
+        = rec_.job_id + "." + std::to_string(rec_.webhook_pending_sequence);
     ev.webhook.attempt_number = 1;
     ev.webhook.outcome = outcome;
     ev.webhook.at_ms = at_ms;
@@ -460,18 +460,17 @@ TEST_CASE("batches beyond libpq's parameter limit are written", "[pg]") {
   CHECK(value_of(s.load_job("j005999")) == jobs.back().record());
 }
 
-TEST_CASE("live transitions are HOT updates, the terminal one is not",
-          "[pg]") {
+TEST_CASE("live transitions are HOT updates, the terminal one is not", "[pg]") {
   test_db db;
   auto s = db.session();
   job a{"j-a", make_spec("t", "x", "key-a")};
   value_of(s.write(batch_of({&a})));
   a.start(2000);
-  value_of(s.write(batch_of({&a})));      // queued -> processing
+  value_of(s.write(batch_of({&a}))); // queued -> processing
   a.progress(50, 2100);
-  value_of(s.write(batch_of({&a})));      // processing, progress
+  value_of(s.write(batch_of({&a}))); // processing, progress
   a.complete(2200);
-  value_of(s.write(batch_of({&a})));      // -> completed
+  value_of(s.write(batch_of({&a}))); // -> completed
   // Statistics reach the shared counters when the writing backend goes
   // idle: forced here, then read from another connection (re-read until a
   // deadline in case the flush met a lock and was deferred).
@@ -505,8 +504,8 @@ TEST_CASE("array parameters carry NULLs, bytes and every integer width",
   auto s = db.session(false);
   auto& conn = s.conn();
   using el = pg::array_param::element;
-  pg::array_param texts{el::text}, blobs{el::bytea}, i2{el::int2},
-      i4{el::int4}, i8{el::int8}, flags{el::boolean};
+  pg::array_param texts{el::text}, blobs{el::bytea}, i2{el::int2}, i4{el::int4},
+      i8{el::int8}, flags{el::boolean};
   texts.text("a'b").null().text("\u00e9t\u00e9");
   blobs.bytes(std::string{"\0\x01\xff", 3}.data(), 3).null().bytes("", 0);
   i2.int16(-32768).null().int16(32767);
@@ -517,7 +516,12 @@ TEST_CASE("array parameters carry NULLs, bytes and every integer width",
       "SELECT t, encode(b, 'hex'), x2, x4, x8, f FROM unnest($1::text[], "
       "$2::bytea[], $3::int2[], $4::int4[], $5::int8[], $6::bool[]) "
       "AS u(t, b, x2, x4, x8, f)",
-      pg::params{}.array(texts).array(blobs).array(i2).array(i4).array(i8)
+      pg::params{}
+          .array(texts)
+          .array(blobs)
+          .array(i2)
+          .array(i4)
+          .array(i8)
           .array(flags)));
   REQUIRE(res.rows() == 3);
   CHECK(res.value(0, 0) == "a'b");
@@ -851,8 +855,8 @@ TEST_CASE("pending_webhooks returns the jobs that still owe a webhook",
   running.start(2000);
   job cancelled{"j6", with_url()};
   cancelled.cancel(1500);
-  value_of(s.write(batch_of(
-      {&owes, &retrying, &delivered, &no_url, &running, &cancelled})));
+  value_of(s.write(
+      batch_of({&owes, &retrying, &delivered, &no_url, &running, &cancelled})));
   // Attempts are written like any event; only a final outcome settles.
   retrying.webhook(webhook_outcome::retrying, 3000);
   delivered.webhook(webhook_outcome::retrying, 3000)

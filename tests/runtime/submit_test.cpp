@@ -18,9 +18,9 @@ handler_registry registry() {
   gpu.retry.timeout_ms = 60000;
   gpu.retry.backoff.initial_delay_ms = 250;
   REQUIRE_FALSE(r.register_handler(
-    "transcode", [](task_context&) { return task_outcome::success(); }, gpu));
+      "transcode", [](task_context&) { return task_outcome::success(); }, gpu));
   REQUIRE_FALSE(r.register_handler(
-    "noop", [](task_context&) { return task_outcome::success(); }));
+      "noop", [](task_context&) { return task_outcome::success(); }));
   return r;
 }
 
@@ -121,12 +121,12 @@ TEST_CASE("every validation error is specific", "[submit]") {
   r = req();
   r.callback_url = "ftp://example.org/hook";
   expect_invalid(r, "callback_url is not a valid http(s) URL");
-  for (auto bad : {"http://", "https://user:pw@example.com/",
-                   "https://example.com/a b", "https://exa_mple.com/",
-                   "https://example.com:0/", "https://example.com:99999/",
-                   "https://example.com/#frag", "https://[::1/",
-                   "https://127.1/", "https://example.com/%zz",
-                   "https://ex\xc3\xa4mple.com/", "http://-bad-.com/"}) {
+  for (auto bad :
+       {"http://", "https://user:pw@example.com/", "https://example.com/a b",
+        "https://exa_mple.com/", "https://example.com:0/",
+        "https://example.com:99999/", "https://example.com/#frag",
+        "https://[::1/", "https://127.1/", "https://example.com/%zz",
+        "https://ex\xc3\xa4mple.com/", "http://-bad-.com/"}) {
     r.callback_url = bad;
     INFO(bad);
     expect_invalid(r, "callback_url is not a valid http(s) URL");
@@ -254,7 +254,7 @@ TEST_CASE("a job type's own input check runs at submit", "[submit]") {
                                                       : "";
   };
   REQUIRE_FALSE(handlers.register_handler(
-    "checked", [](task_context&) { return task_outcome::success(); }, opts));
+      "checked", [](task_context&) { return task_outcome::success(); }, opts));
   auto r = req("checked");
   r.input = R"({ "ok" : true })";
   REQUIRE(prepare_spec(r, handlers, {}, now));
@@ -299,8 +299,9 @@ TEST_CASE("a resource class no worker has is refused", "[submit]") {
   limits.resource_classes = {"cpu"};
   CHECK(prepare_spec(req("noop"), handlers, limits, now));
   // transcode's default class is gpu.
-  expect_invalid(req("transcode"), "no worker has slots of resource class "
-                                   "'gpu' (this cluster has: cpu)",
+  expect_invalid(req("transcode"),
+                 "no worker has slots of resource class "
+                 "'gpu' (this cluster has: cpu)",
                  errc::invalid_request, limits);
   auto r = req("noop");
   r.resources.push_back({"tpu", 1});

@@ -45,8 +45,8 @@ struct probe {
 
   size_t count(const std::string& name) const {
     return static_cast<size_t>(
-      std::count_if(starts.begin(), starts.end(),
-                    [&](const start& s) { return s.name == name; }));
+        std::count_if(starts.begin(), starts.end(),
+                      [&](const start& s) { return s.name == name; }));
   }
 
   caf::actor latest(const std::string& name) const {
@@ -63,8 +63,8 @@ caf::behavior test_worker(caf::event_based_actor* self, bool stubborn) {
   if (stubborn)
     self->set_exit_handler([](caf::exit_msg&) {});
   return {
-    [self](crash_atom) { self->quit(caf::sec::runtime_error); },
-    [self](finish_atom) { self->quit(); },
+      [self](crash_atom) { self->quit(caf::sec::runtime_error); },
+      [self](finish_atom) { self->quit(); },
   };
 }
 
@@ -76,12 +76,12 @@ child_spec worker(std::string name, std::shared_ptr<probe> p,
   spec.name = name;
   spec.restart = restart;
   spec.shutdown_timeout = shutdown_timeout;
-  spec.start = [p, name, stubborn](caf::actor_system& sys,
-                                   const caf::actor_addr&) {
-    auto h = sys.spawn(test_worker, stubborn);
-    p->starts.push_back({name, h, sys.clock().now()});
-    return h;
-  };
+  spec.start
+      = [p, name, stubborn](caf::actor_system& sys, const caf::actor_addr&) {
+          auto h = sys.spawn(test_worker, stubborn);
+          p->starts.push_back({name, h, sys.clock().now()});
+          return h;
+        };
   return spec;
 }
 
@@ -107,9 +107,9 @@ struct fixture {
   std::shared_ptr<probe> p = std::make_shared<probe>();
 
   fixture()
-    : sys(testing_config(cfg)),
-      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())),
-      self(sys, true) {
+      : sys(testing_config(cfg)),
+        sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())),
+        self(sys, true) {
     // nop
   }
 
@@ -144,11 +144,12 @@ struct fixture {
     run();
     tree_node result;
     bool answered = false;
-    self->receive([&](tree_node& t) {
-      result = std::move(t);
-      answered = true;
-    },
-                  caf::after(0s) >> [] {});
+    self->receive(
+        [&](tree_node& t) {
+          result = std::move(t);
+          answered = true;
+        },
+        caf::after(0s) >> [] {});
     REQUIRE(answered);
     return result;
   }
@@ -216,8 +217,8 @@ TEST_CASE("backoff delays grow and stay within bounds", "[supervisor]") {
 TEST_CASE("a crashing child is restarted after its backoff, siblings untouched",
           "[supervisor]") {
   fixture fx;
-  auto sup = fx.start(
-    {"root", flags(), {worker("a", fx.p), worker("b", fx.p)}});
+  auto sup
+      = fx.start({"root", flags(), {worker("a", fx.p), worker("b", fx.p)}});
   REQUIRE(fx.p->count("a") == 1);
   auto b_before = fx.p->latest("b");
   fx.crash("a");
@@ -257,7 +258,8 @@ TEST_CASE("consecutive crashes back off exponentially", "[supervisor]") {
 TEST_CASE("restart intensity exceeded: supervisor stops children and escalates",
           "[supervisor]") {
   fixture fx;
-  auto sup = fx.start({"root", flags(strategy::one_for_one, 2, 1s),
+  auto sup = fx.start({"root",
+                       flags(strategy::one_for_one, 2, 1s),
                        {worker("a", fx.p), worker("b", fx.p)}});
   fx.self->monitor(sup);
   auto b = fx.p->latest("b");
@@ -280,8 +282,8 @@ TEST_CASE("restart intensity exceeded: supervisor stops children and escalates",
 TEST_CASE("restarts spread wider than the period never escalate",
           "[supervisor]") {
   fixture fx;
-  auto sup = fx.start({"root", flags(strategy::one_for_one, 1, 1s),
-                       {worker("a", fx.p)}});
+  auto sup = fx.start(
+      {"root", flags(strategy::one_for_one, 1, 1s), {worker("a", fx.p)}});
   fx.self->monitor(sup);
   for (int i = 0; i < 5; ++i) {
     fx.crash("a");
@@ -295,9 +297,10 @@ TEST_CASE("restarts spread wider than the period never escalate",
 TEST_CASE("escalation reaches the parent, which restarts the whole subtree",
           "[supervisor]") {
   fixture fx;
-  supervisor_spec inner{"inner", flags(strategy::one_for_one, 1, 10s),
-                        {worker("w", fx.p)}};
-  auto sup = fx.start({"outer", flags(strategy::one_for_one, 5, 10s),
+  supervisor_spec inner{
+      "inner", flags(strategy::one_for_one, 1, 10s), {worker("w", fx.p)}};
+  auto sup = fx.start({"outer",
+                       flags(strategy::one_for_one, 5, 10s),
                        {supervisor_child(inner), worker("x", fx.p)}});
   auto x = fx.p->latest("x");
   fx.crash("w");
@@ -309,7 +312,7 @@ TEST_CASE("escalation reaches the parent, which restarts the whole subtree",
   CHECK(inner_node.state == child_state::restarting);
   CHECK(inner_node.restarts == 1);
   CHECK(inner_node.last_exit.find("escalated") != std::string::npos);
-  fx.advance(100ms); // outer's backoff for inner
+  fx.advance(100ms);              // outer's backoff for inner
   REQUIRE(fx.p->count("w") == 3); // fresh subtree, fresh worker
   CHECK(fx.p->latest("x") == x);  // one_for_one: x untouched
   tree = fx.describe(sup);
@@ -320,9 +323,10 @@ TEST_CASE("escalation reaches the parent, which restarts the whole subtree",
 TEST_CASE("one_for_all stops the siblings in reverse order and restarts all",
           "[supervisor]") {
   fixture fx;
-  auto sup = fx.start({"root", flags(strategy::one_for_all),
-                       {worker("a", fx.p), worker("b", fx.p),
-                        worker("c", fx.p)}});
+  auto sup
+      = fx.start({"root",
+                  flags(strategy::one_for_all),
+                  {worker("a", fx.p), worker("b", fx.p), worker("c", fx.p)}});
   auto a = fx.p->latest("a");
   auto c = fx.p->latest("c");
   fx.self->monitor(a);
@@ -349,11 +353,11 @@ TEST_CASE("one_for_all stops the siblings in reverse order and restarts all",
 
 TEST_CASE("restart types: transient and temporary children", "[supervisor]") {
   fixture fx;
-  auto sup = fx.start(
-    {"root", flags(),
-     {worker("t1", fx.p, restart_type::transient),
-      worker("t2", fx.p, restart_type::transient),
-      worker("tmp", fx.p, restart_type::temporary)}});
+  auto sup = fx.start({"root",
+                       flags(),
+                       {worker("t1", fx.p, restart_type::transient),
+                        worker("t2", fx.p, restart_type::transient),
+                        worker("tmp", fx.p, restart_type::temporary)}});
   fx.self->send(fx.p->latest("t1"), finish_atom::value); // normal exit
   fx.run();
   fx.crash("t2");
@@ -372,9 +376,10 @@ TEST_CASE("orderly shutdown stops children in reverse order, killing laggards",
           "[supervisor]") {
   fixture fx;
   auto sup = fx.start(
-    {"root", flags(),
-     {worker("a", fx.p), worker("b", fx.p),
-      worker("stubborn", fx.p, restart_type::permanent, true, 250ms)}});
+      {"root",
+       flags(),
+       {worker("a", fx.p), worker("b", fx.p),
+        worker("stubborn", fx.p, restart_type::permanent, true, 250ms)}});
   for (auto& s : fx.p->starts)
     fx.self->monitor(s.handle);
   fx.self->monitor(sup);
@@ -397,12 +402,13 @@ TEST_CASE("orderly shutdown stops children in reverse order, killing laggards",
 
 TEST_CASE("describe returns the real tree with live uptimes", "[supervisor]") {
   fixture fx;
-  supervisor_spec inner{"workers", flags(strategy::one_for_all),
+  supervisor_spec inner{"workers",
+                        flags(strategy::one_for_all),
                         {worker("w1", fx.p), worker("w2", fx.p)}};
   auto f = flags();
   f.backoff.jitter = 0.0; // exact restart time, exact uptime
-  auto sup = fx.start({"node:test", f,
-                       {worker("store", fx.p), supervisor_child(inner)}});
+  auto sup = fx.start(
+      {"node:test", f, {worker("store", fx.p), supervisor_child(inner)}});
   fx.advance(1500ms);
   fx.crash("store");
   fx.advance(10ms);
@@ -437,7 +443,7 @@ TEST_CASE("a child that cannot start fails the supervisor's start",
     throw std::runtime_error("no database");
   };
   auto sup = spawn_supervisor(
-    fx.sys, {"root", flags(), {worker("a", fx.p), std::move(broken)}});
+      fx.sys, {"root", flags(), {worker("a", fx.p), std::move(broken)}});
   REQUIRE(sup);
   fx.self->monitor(*sup);
   fx.run(); // the supervisor's start runs here

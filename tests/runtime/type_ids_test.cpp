@@ -108,7 +108,8 @@ TEST_CASE("every type of the type-ID block round-trips through CAF",
   req.backoff = backoff_policy{500, 9000, 3.0, 0.5};
   check_caf_round_trip(f.sys, req);
   check_caf_round_trip(f.sys, submit_request{});
-  check_caf_round_trip(f.sys, std::vector<submit_request>{req, submit_request{}});
+  check_caf_round_trip(f.sys,
+                       std::vector<submit_request>{req, submit_request{}});
   job_query q;
   q.status = 5;
   q.dead_lettered = true;

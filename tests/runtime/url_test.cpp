@@ -76,7 +76,9 @@ TEST_CASE("malformed URLs are refused, each with its reason", "[url]") {
   refused("https://example.com/#top", "fragment");
   refused("https://example.com/a b", "printable ASCII");
   refused("https://example.com/\x01", "printable ASCII");
-  refused("https://b\xc3\xbc" "cher.example/", "printable ASCII");
+  refused("https://b\xc3\xbc"
+          "cher.example/",
+          "printable ASCII");
   refused("https://example.com/a\"b", "unencoded");
   refused("https://example.com/a\\b", "unencoded");
   refused("https://example.com/%4", "two hex digits");
@@ -157,14 +159,14 @@ TEST_CASE("special-purpose addresses are named", "[url][ip]") {
   CHECK(why("100.127.255.255") == "carrier-grade NAT");
   CHECK(why("255.255.255.255").find("reserved") == 0);
   CHECK(why("::ffff:169.254.169.254").find("link-local") == 0);
-  CHECK(why("2002:7f00:1::").find("6to4") == 0);    // 6to4 of 127.0.0.1
-  CHECK(why("64:ff9b::a00:1").find("NAT64") == 0);  // NAT64 of 10.0.0.1
+  CHECK(why("2002:7f00:1::").find("6to4") == 0);   // 6to4 of 127.0.0.1
+  CHECK(why("64:ff9b::a00:1").find("NAT64") == 0); // NAT64 of 10.0.0.1
   // Public addresses, including neighbours of the ranges.
   CHECK(why("8.8.8.8") == "public");
   CHECK(why("172.32.0.1") == "public");
   CHECK(why("100.128.0.1") == "public");
   CHECK(why("169.255.0.1") == "public");
   CHECK(why("2606:4700::1111") == "public");
-  CHECK(why("2002:808:808::") == "public");  // 6to4 of 8.8.8.8
+  CHECK(why("2002:808:808::") == "public");   // 6to4 of 8.8.8.8
   CHECK(why("64:ff9b::808:808") == "public"); // NAT64 of 8.8.8.8
 }

@@ -71,7 +71,8 @@ struct api_key {
 };
 
 /// `--api-key <spec>` for each key.
-inline std::vector<std::string> key_options(const std::vector<const api_key*>& keys) {
+inline std::vector<std::string>
+key_options(const std::vector<const api_key*>& keys) {
   std::vector<std::string> out;
   for (auto* k : keys) {
     out.push_back("--api-key");
@@ -96,7 +97,7 @@ inline std::string error_code_of(const http_response& res) {
 
 /// Submits `body`; must be accepted (202). Returns the job id.
 inline std::string submit(const http_client& c, const std::string& body,
-                   header_fields headers = {}) {
+                          header_fields headers = {}) {
   auto res = c.post("/api/jobs", body, std::move(headers));
   INFO(res.body);
   REQUIRE(res.status == 202);
@@ -114,11 +115,10 @@ inline json_value get_job(const http_client& c, const std::string& id) {
 
 /// Reads a job's SSE stream until the server ends it; returns its events
 /// (comments dropped). The stream must end within `timeout`.
-inline std::vector<sse_event> stream_to_end(uint16_t port, const std::string& key,
-                                     const std::string& id,
-                                     std::chrono::milliseconds timeout = std::chrono::seconds{30},
-                                     header_fields headers = {},
-                                     const std::string& query = {}) {
+inline std::vector<sse_event>
+stream_to_end(uint16_t port, const std::string& key, const std::string& id,
+              std::chrono::milliseconds timeout = std::chrono::seconds{30},
+              header_fields headers = {}, const std::string& query = {}) {
   if (!key.empty())
     headers.emplace_back("Authorization", "Bearer " + key);
   sse_stream s{port, "/api/jobs/" + id + "/stream" + query, headers};
@@ -143,7 +143,7 @@ inline std::vector<sse_event> stream_to_end(uint16_t port, const std::string& ke
 /// Waits (on the job's event stream) until the job has ended; returns the
 /// job resource.
 inline json_value await_end(const gateway_node& node, const std::string& key,
-                     const std::string& id) {
+                            const std::string& id) {
   stream_to_end(node.port(), key, id);
   return get_job(node.client(key), id);
 }
@@ -154,7 +154,7 @@ inline json_value await_end(const gateway_node& node, const std::string& key,
 /// progress is pushed live (transitions come from the log), so the job
 /// should report progress: its first report brings `started` with it.
 inline void await_started(const gateway_node& node, const std::string& key,
-                   const std::string& id) {
+                          const std::string& id) {
   header_fields headers;
   if (!key.empty())
     headers.emplace_back("Authorization", "Bearer " + key);

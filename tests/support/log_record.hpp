@@ -55,8 +55,8 @@ struct log_record {
     }
     log_record out;
     for (const auto& [key, child] : tree) {
-      REQUIRE(!key.empty()); // an array has unnamed members
-      REQUIRE(child.empty());  // scalars only
+      REQUIRE(!key.empty());  // an array has unnamed members
+      REQUIRE(child.empty()); // scalars only
       out.members.emplace_back(key, child.data());
     }
     REQUIRE(line.size() >= 2);

@@ -41,8 +41,9 @@ inline std::string pg_bin_dir() {
   auto version = [](const std::string& dir) {
     return std::atoi(dir.c_str() + std::string{"/usr/lib/postgresql/"}.size());
   };
-  std::sort(dirs.begin(), dirs.end(),
-            [&](const auto& x, const auto& y) { return version(x) < version(y); });
+  std::sort(dirs.begin(), dirs.end(), [&](const auto& x, const auto& y) {
+    return version(x) < version(y);
+  });
   return dirs.back();
 }
 
@@ -81,8 +82,8 @@ public:
 
   ~throwaway_cluster() {
     // Never throws: runs during stack unwinding of a failed test.
-    std::vector<std::string> argv = as_owner({bin_ + "/pg_ctl", "-D", data_,
-                                              "-m", "immediate", "-w", "stop"});
+    std::vector<std::string> argv = as_owner(
+        {bin_ + "/pg_ctl", "-D", data_, "-m", "immediate", "-w", "stop"});
     std::string cmd;
     for (const auto& a : argv)
       cmd += "'" + a + "' ";
@@ -96,9 +97,9 @@ public:
   throwaway_cluster& operator=(const throwaway_cluster&) = delete;
 
   void start() {
-    pg({bin_ + "/pg_ctl", "-D", data_, "-l", dir_.path() + "/server.log",
-        "-w", "-t", "60", "-o",
-        "-k " + socket_dir_ + " -c listen_addresses=''", "start"},
+    pg({bin_ + "/pg_ctl", "-D", data_, "-l", dir_.path() + "/server.log", "-w",
+        "-t", "60", "-o", "-k " + socket_dir_ + " -c listen_addresses=''",
+        "start"},
        90s);
   }
 
@@ -138,6 +139,5 @@ private:
   std::string data_;
   std::string socket_dir_;
 };
-
 
 } // namespace drover::testing

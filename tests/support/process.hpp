@@ -14,8 +14,8 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <csignal>
+#include <cstdlib>
 #include <fcntl.h>
 #include <optional>
 #include <poll.h>
@@ -172,7 +172,8 @@ public:
       return argv;
     auto& program = argv.front();
     auto slash = program.rfind('/');
-    auto base = slash == std::string::npos ? program : program.substr(slash + 1);
+    auto base
+        = slash == std::string::npos ? program : program.substr(slash + 1);
     if (base != "drover-node")
       return argv;
     for (const auto& arg : argv)
@@ -188,7 +189,7 @@ private:
   static bool read_some(int fd, std::string& buf,
                         clock_type::time_point deadline) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - clock_type::now());
+        deadline - clock_type::now());
     if (left.count() <= 0)
       return false;
     pollfd pfd{fd, POLLIN, 0};
@@ -224,9 +225,9 @@ inline void give_to_node_user(const std::string& dir) {
 
 /// Runs `argv` to completion (at most `timeout`); returns (exit status,
 /// stdout + stderr). A program that does not exit normally fails the test.
-inline std::pair<int, std::string>
-run_to_exit(std::vector<std::string> argv,
-            std::chrono::milliseconds timeout = std::chrono::seconds{30}) {
+inline std::pair<int, std::string> run_to_exit(std::vector<std::string> argv,
+                                               std::chrono::milliseconds timeout
+                                               = std::chrono::seconds{30}) {
   process p{std::move(argv)};
   auto st = p.wait_exit(timeout);
   REQUIRE(st);
@@ -241,8 +242,8 @@ inline std::string admin_port_of(const std::string& ready_line) {
   REQUIRE(field != std::string::npos);
   auto end = ready_line.find(' ', field + 1);
   auto address = ready_line.substr(field + 7, end == std::string::npos
-                                                ? std::string::npos
-                                                : end - field - 7);
+                                                  ? std::string::npos
+                                                  : end - field - 7);
   auto colon = address.rfind(':');
   REQUIRE(colon != std::string::npos);
   auto port = address.substr(colon + 1);

@@ -34,7 +34,6 @@ inline std::string random_suffix() {
   return buf;
 }
 
-
 /// The value of `x`, or a test failure naming the error.
 template <class T>
 T must(caf::expected<T>&& x) {
@@ -50,7 +49,7 @@ inline void must_ok(const caf::error& err) {
 
 /// Runs SQL that must succeed.
 inline pg::result run(pg::connection& conn, const std::string& sql,
-               const pg::params& ps = {}) {
+                      const pg::params& ps = {}) {
   auto res = conn.exec(sql, ps);
   if (!res)
     FAIL(sql << ": " << describe(res.error()));
@@ -102,6 +101,5 @@ private:
   std::string url_;
   pg::connection admin_;
 };
-
 
 } // namespace drover::testing

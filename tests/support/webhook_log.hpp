@@ -21,7 +21,8 @@ struct recorded_log {
 
   /// Waits until `n` events were recorded or `patience` ran out; returns
   /// what was recorded.
-  std::vector<job_event> wait_for(size_t n, std::chrono::milliseconds patience) {
+  std::vector<job_event> wait_for(size_t n,
+                                  std::chrono::milliseconds patience) {
     std::unique_lock<std::mutex> guard{mx};
     cv.wait_for(guard, patience, [&] { return events.size() >= n; });
     return events;

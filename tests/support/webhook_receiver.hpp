@@ -34,7 +34,7 @@ namespace drover::testing {
 struct reply {
   explicit reply(unsigned status = 200, std::string body = {},
                  std::vector<std::pair<std::string, std::string>> headers = {})
-    : status(status), body(std::move(body)), headers(std::move(headers)) {
+      : status(status), body(std::move(body)), headers(std::move(headers)) {
     // Nothing else.
   }
 
@@ -112,10 +112,9 @@ struct test_certificate {
     X509_gmtime_adj(X509_getm_notAfter(x), 3600);
     X509_set_pubkey(x, key);
     auto* name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char*>(
-                                 "localhost"),
-                               -1, -1, 0);
+    X509_NAME_add_entry_by_txt(
+        name, "CN", MBSTRING_ASC,
+        reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
     X509_set_issuer_name(x, name);
     add_ext(x, NID_subject_alt_name, "DNS:localhost");
     add_ext(x, NID_basic_constraints, "critical,CA:TRUE");
@@ -155,12 +154,12 @@ public:
   /// receiver's constructor only).
   explicit webhook_receiver(std::vector<reply> script,
                             const test_certificate* cert = nullptr)
-    : script_(std::move(script)), acceptor_(ioc_) {
+      : script_(std::move(script)), acceptor_(ioc_) {
     namespace asio = boost::asio;
     using tcp = asio::ip::tcp;
     if (cert != nullptr) {
       tls_ = std::make_unique<asio::ssl::context>(
-        asio::ssl::context::tls_server);
+          asio::ssl::context::tls_server);
       tls_->use_certificate_chain_file(cert->cert_file);
       tls_->use_private_key_file(cert->key_file, asio::ssl::context::pem);
     }
@@ -200,8 +199,8 @@ public:
 
   /// Waits until `n` requests arrived or `timeout` passed; returns a copy
   /// of what arrived.
-  std::vector<received_request>
-  wait_for(size_t n, std::chrono::milliseconds timeout) {
+  std::vector<received_request> wait_for(size_t n,
+                                         std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> guard{mx_};
     cv_.wait_for(guard, timeout, [&] { return requests_.size() >= n; });
     return requests_;
@@ -252,11 +251,11 @@ private:
       return;
     }
     if (r.huge_body > 0) {
-      std::string head = "HTTP/1.1 " + std::to_string(r.status) + " OK\r\n"
-                         + (r.chunked ? "Transfer-Encoding: chunked"
-                                      : "Content-Length: "
-                                          + std::to_string(r.huge_body))
-                         + "\r\n\r\n";
+      std::string head
+          = "HTTP/1.1 " + std::to_string(r.status) + " OK\r\n"
+            + (r.chunked ? "Transfer-Encoding: chunked"
+                         : "Content-Length: " + std::to_string(r.huge_body))
+            + "\r\n\r\n";
       boost::asio::write(stream, boost::asio::buffer(head), ec);
       std::string chunk(64 * 1024, 'x');
       if (r.chunked)
