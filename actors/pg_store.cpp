@@ -405,6 +405,20 @@ void discard(self_ptr self, const batch& b) {
     forget(self, id);
 }
 
+/// After `b` committed: its jobs are clean unless a later batch wrote them
+/// again (their dirty generation is then that batch's).
+void clear_dirty(pg_store_state& st, const batch& b) {
+  auto clean = [&](const std::string& id) {
+    auto d = st.dirty.find(id);
+    if (d != st.dirty.end() && d->second == b.generation)
+      st.dirty.erase(d);
+  };
+  for (const auto& id : b.submitted)
+    clean(id);
+  for (const auto& id : b.touched)
+    clean(id);
+}
+
 /// Fails the batches that wait behind a failed one (they were validated on
 /// top of it) with `err`.
 void fail_later(self_ptr self, const caf::error& err) {
@@ -438,15 +452,7 @@ void finish_batch(self_ptr self, std::unique_ptr<batch> b,
       start_reconnect(self);
     return;
   }
-  auto clean = [&](const std::string& id) {
-    auto d = st.dirty.find(id);
-    if (d != st.dirty.end() && d->second == b->generation)
-      st.dirty.erase(d);
-  };
-  for (const auto& id : b->submitted)
-    clean(id);
-  for (const auto& id : b->touched)
-    clean(id);
+  clear_dirty(st, *b);
   for (auto& f : b->completions)
     f(caf::none, result);
   evict_if_needed(self);
@@ -489,15 +495,7 @@ void finish_partial(self_ptr self, std::unique_ptr<batch> b,
     later = later || builds_on_refused(l);
   for (const auto& kv : refused)
     forget(self, kv.first);
-  auto clean = [&](const std::string& id) {
-    auto d = st.dirty.find(id);
-    if (d != st.dirty.end() && d->second == b->generation)
-      st.dirty.erase(d);
-  };
-  for (const auto& id : b->submitted)
-    clean(id);
-  for (const auto& id : b->touched)
-    clean(id);
+  clear_dirty(st, *b);
   for (size_t i = 0; i < b->completions.size(); ++i) {
     const caf::error* err = nullptr;
     for (const auto& job : b->op_jobs[i])

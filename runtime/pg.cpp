@@ -1122,16 +1122,12 @@ caf::expected<write_result> session::write(const write_batch& batch) {
         {rec.created_at_ms, rec.started_at_ms, rec.completed_at_ms});
   };
 
-  if (auto err = rollback_quietly())
+  if (auto err = begin_fenced("writing a batch"))
     return err;
-  if (auto res = conn_.exec("BEGIN", {}, false, "writing a batch"); !res)
-    return std::move(res.error());
   auto fail = [this](caf::error err) {
     rollback_quietly();
     return err;
   };
-  if (auto err = check_fence())
-    return fail(std::move(err));
 
   // 1. Submits. ON CONFLICT DO NOTHING covers the job id and the
   // idempotency key, also between rows of the same statement (the first
@@ -1536,16 +1532,12 @@ caf::expected<job_record> session::find_by_key(const std::string& tenant,
 
 caf::expected<uint64_t> session::purge_finished(int64_t before_ms,
                                                 int32_t max_jobs) {
-  if (auto err = rollback_quietly())
+  if (auto err = begin_fenced("purging finished jobs"))
     return err;
-  if (auto res = conn_.exec("BEGIN", {}, false, "purging finished jobs"); !res)
-    return std::move(res.error());
   auto fail = [this](caf::error err) {
     rollback_quietly();
     return err;
   };
-  if (auto err = check_fence())
-    return fail(std::move(err));
   auto res = conn_.exec("SELECT drover.purge_finished($1, $2)",
                         params{}.int64(before_ms).int32(max_jobs), false,
                         "purging finished jobs");
@@ -1557,6 +1549,18 @@ caf::expected<uint64_t> session::purge_finished(int64_t before_ms,
   if (auto done = conn_.exec("COMMIT", {}, false, "committing a purge"); !done)
     return fail(std::move(done.error()));
   return n;
+}
+
+caf::error session::begin_fenced(const char* what) {
+  if (auto err = rollback_quietly())
+    return err;
+  if (auto res = conn_.exec("BEGIN", {}, false, what); !res)
+    return std::move(res.error());
+  if (auto err = check_fence()) {
+    rollback_quietly();
+    return err;
+  }
+  return {};
 }
 
 caf::error session::check_fence() {

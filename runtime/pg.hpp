@@ -520,6 +520,9 @@ private:
 
   /// Runs the fence check inside the open transaction (if fenced).
   caf::error check_fence();
+  /// Starts a write transaction (after rolling back a stale one) and
+  /// checks the fence in it; on failure nothing is left open.
+  caf::error begin_fenced(const char* what);
 
   std::string conninfo_;
   connection conn_;
