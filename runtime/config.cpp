@@ -95,6 +95,21 @@ caf::error validate(const node_config& cfg) {
         == known_roles.end())
       return bad("unknown role '" + r
                  + "' (known: all, coordinator, worker, gateway)");
+  {
+    // Until the cluster exists every node runs the queue, the store and its
+    // own workers in one process: a role set that promises otherwise (a
+    // worker-only or gateway-only node, a coordinator without workers)
+    // is refused rather than silently run as everything.
+    auto has = [&cfg](const char* role) {
+      return std::find(cfg.roles.begin(), cfg.roles.end(), role)
+             != cfg.roles.end();
+    };
+    if (!has("all") && !(has("coordinator") && has("worker")))
+      return bad("roles: a node runs coordinator and worker together until "
+                 "the cluster exists (separate worker and gateway nodes are "
+                 "not implemented yet); use all, or coordinator,worker"
+                 "[,gateway]");
+  }
   if (cfg.admin_host.empty())
     return bad("admin-host must not be empty");
   if (cfg.scheduler_threads < 1 || cfg.scheduler_threads > 256)

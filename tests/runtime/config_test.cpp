@@ -79,6 +79,10 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad({"--scheduler-policy", "fifo"}, "scheduler-policy");
   expect_bad({"--roles", "janitor"}, "unknown role 'janitor'");
   expect_bad({"--roles", ","}, "at least one role");
+  // Not implemented yet: refused, never run as something else.
+  expect_bad({"--roles", "worker"}, "not implemented yet");
+  expect_bad({"--roles", "gateway"}, "not implemented yet");
+  expect_bad({"--roles", "coordinator"}, "not implemented yet");
   expect_bad({"--node-id", "a b"}, "node-id");
   expect_bad(
       {"--heartbeat-interval-ms", "5000", "--connection-timeout-ms", "1000"},

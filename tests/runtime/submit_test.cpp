@@ -209,6 +209,12 @@ TEST_CASE("every text field must be valid UTF-8 without NUL", "[submit]") {
   r.breaker_key = "\xe2\x82";
   expect_invalid(r, "breaker_key: not valid UTF-8");
   r = req();
+  r.rate_limit_key = "mail-provider";
+  expect_invalid(r, "rate_limit_key: rate limiters are not implemented yet");
+  r = req();
+  r.breaker_key = "downstream";
+  expect_invalid(r, "breaker_key: circuit breakers are not implemented yet");
+  r = req();
   r.callback_url = "https://example.com/\xc3";
   expect_invalid(r, "callback_url: not valid UTF-8");
   r = req();
