@@ -138,9 +138,9 @@ caf::error check_query(const job_query& x) {
 
 caf::actor spawn_api(caf::actor_system& sys,
                      std::shared_ptr<const job_system_handles> handles,
-                     supervisor_actor root) {
-  return sys.spawn([handles,
-                    root](caf::event_based_actor* self) -> caf::behavior {
+                     supervisor_actor root, caf::actor cluster) {
+  return sys.spawn([handles, root,
+                    cluster](caf::event_based_actor* self) -> caf::behavior {
     // Clients' mistakes must not kill the node's entry point.
     self->set_error_handler([](caf::error&) {});
     auto q = [self, handles](auto&&... xs) {
@@ -208,8 +208,40 @@ caf::actor spawn_api(caf::actor_system& sys,
         [p](unsubscribe_atom a, std::string& id, caf::actor& who) {
           return p(a, std::move(id), std::move(who));
         },
-        [self, root](describe_atom a) {
-          return forward_to(self, root, "node", a);
+        [self, root, cluster](describe_atom a) -> caf::result<tree_node> {
+          if (!cluster)
+            return forward_to(self, root, "node", a);
+          auto rp = self->make_response_promise<tree_node>();
+          self->request(root, std::chrono::seconds{10}, a)
+              .then(
+                  [self, rp, cluster](tree_node& t) mutable {
+                    auto shared = std::make_shared<tree_node>(std::move(t));
+                    self->request(cluster, std::chrono::seconds{10},
+                                  describe_atom::value)
+                        .then(
+                            [rp, shared](tree_node& c) mutable {
+                              shared->children.push_back(std::move(c));
+                              rp.deliver(std::move(*shared));
+                            },
+                            [rp, shared](caf::error&) mutable {
+                              rp.deliver(std::move(*shared));
+                            });
+                  },
+                  [rp](caf::error& err) mutable {
+                    rp.deliver(std::move(err));
+                  });
+          return rp;
+        },
+        [self, cluster](nodes_atom a) -> caf::result<std::string> {
+          if (!cluster)
+            return make_error(errc::not_found,
+                              "this node runs every role itself: no worker "
+                              "nodes (no --cluster-port)");
+          auto rp = self->make_response_promise<std::string>();
+          self->request(cluster, std::chrono::seconds{10}, a)
+              .then([rp](std::string& json) mutable { rp.deliver(json); },
+                    [rp](caf::error& err) mutable { rp.deliver(err); });
+          return rp;
         },
     };
   });

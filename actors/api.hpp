@@ -19,7 +19,9 @@
 //   (subscribe_atom, job_id, subscriber)   -> ok_atom           publisher
 //   (subscribe_atom, job_id, subscriber, changed_atom) -> ok_atom publisher
 //   (unsubscribe_atom, job_id, subscriber)                      publisher
-//   (describe_atom)                        -> tree_node         root
+//   (describe_atom)                        -> tree_node         root (+ the
+//                                          worker nodes, as child "cluster")
+//   (nodes_atom)                           -> string (JSON)     cluster
 // While a part is restarting, requests fail with `errc::unavailable`.
 
 #include "actors/job_system.hpp"
@@ -32,8 +34,11 @@
 
 namespace drover {
 
+/// `cluster`: the coordinator's cluster endpoint (actors/cluster_endpoint.hpp)
+/// when worker nodes may join; the tree then includes every worker node and
+/// (nodes_atom) lists them. Null on an all-in-one node.
 caf::actor spawn_api(caf::actor_system& sys,
                      std::shared_ptr<const job_system_handles> handles,
-                     supervisor_actor root);
+                     supervisor_actor root, caf::actor cluster = {});
 
 } // namespace drover

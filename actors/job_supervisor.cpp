@@ -196,9 +196,10 @@ job_event cancel_event(self_ptr self, event_kind kind, const char* what) {
   return ev;
 }
 
-/// The attempt failed with `error`: retry or fail for good.
+/// The attempt failed with `error` (or was lost: `lost`, see
+/// decide_retry): retry or fail for good.
 void fail_attempt(self_ptr self, error_info error,
-                  std::vector<job_event> events = {}) {
+                  std::vector<job_event> events = {}, bool lost = false) {
   auto& st = self->state;
   if (st.cancel_requested) {
     auto ev
@@ -212,8 +213,8 @@ void fail_attempt(self_ptr self, error_info error,
                                   ? st.handler->options.retry.non_retryable
                                   : no_codes;
   std::uniform_real_distribution<double> dist{0.0, 1.0};
-  auto decision
-      = decide_retry(st.rec, error, non_retryable, now_ms(self), dist(st.rng));
+  auto decision = decide_retry(st.rec, error, non_retryable, now_ms(self),
+                               dist(st.rng), lost);
   if (decision.retry) {
     auto ev = make_event(self, event_kind::retry_scheduled);
     ev.error = error;
@@ -299,10 +300,42 @@ void start_attempt(self_ptr self) {
           });
 }
 
+/// Takes over an attempt a remote worker still runs after this coordinator
+/// restarted: no new attempt, no `started`; it keeps its number.
+void adopt_attempt(self_ptr self) {
+  auto& st = self->state;
+  if (st.rec.status != job_status::processing
+      || st.rec.attempt != st.cfg.adopt_attempt) {
+    // Moved on meanwhile: the worker's attempt is superseded.
+    self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
+               st.cfg.adopt_attempt);
+    finish(self, st.rec.status);
+    return;
+  }
+  st.handler = st.cfg.handlers->find(st.rec.spec.type);
+  st.current = phase::running;
+  self->monitor(st.cfg.worker);
+  if (st.rec.spec.timeout_ms > 0) {
+    auto left = st.rec.started_at_ms + st.rec.spec.timeout_ms - now_ms(self);
+    self->delayed_send(self,
+                       std::chrono::milliseconds{std::max<int64_t>(0, left)},
+                       timeout_atom::value, st.attempt);
+  }
+  log::info("job_supervisor", log::job{st.cfg.job_id},
+            "adopted a running attempt after a restart",
+            {{"attempt", st.attempt}, {"worker", st.cfg.worker_id}});
+  if (st.cancel_requested || st.rec.cancel_requested)
+    begin_stop(self);
+}
+
 void on_record(self_ptr self, job_record& rec) {
   auto& st = self->state;
   st.rec = std::move(rec);
   st.attempt = st.rec.attempt;
+  if (st.cfg.adopt_attempt != 0) {
+    adopt_attempt(self);
+    return;
+  }
   if (st.rec.status != job_status::queued) {
     // Cancelled (or otherwise moved on) while it waited: nothing to run.
     release_worker(self);
@@ -425,7 +458,7 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
                   "worker " + st.cfg.worker_id + " died during the attempt: "
                       + self->system().render(dm.reason),
                   true},
-                 {std::move(lost)});
+                 {std::move(lost)}, true);
   });
   self->monitor(st.cfg.store);
   self->request(st.cfg.store, store_timeout, get_atom::value, st.cfg.job_id)
@@ -490,6 +523,23 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
         append_quietly(self, std::move(ev), "persisting a checkpoint");
       },
       [self](done_atom, completion& c) { on_done(self, c); },
+      [self](expired_atom, const std::string& job_id, uint32_t attempt) {
+        // The remote worker's lease lapsed (no heartbeat within its TTL):
+        // the attempt is lost, not failed; it runs again elsewhere.
+        auto& st = self->state;
+        if (job_id != st.cfg.job_id || attempt != st.attempt
+            || (st.current != phase::running && st.current != phase::stopping))
+          return;
+        auto ev = make_event(self, event_kind::lease_expired);
+        ev.worker_id = st.cfg.worker_id;
+        fail_attempt(self,
+                     {"lease_expired",
+                      "the lease of attempt " + std::to_string(attempt) + " on "
+                          + st.cfg.worker_id
+                          + " lapsed: no heartbeat within its TTL",
+                      true},
+                     {std::move(ev)}, true);
+      },
       [self](outcome_atom) { write_outcome(self); },
       [self](timeout_atom, uint32_t attempt) {
         auto& st = self->state;

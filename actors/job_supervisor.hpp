@@ -26,6 +26,9 @@
 //   (progress_atom, progress_update)       from the worker
 //   (checkpoint_atom, job_id, attempt, bytes) from the worker
 //   (done_atom, completion)                from the worker
+//   (expired_atom, job_id, attempt)        from a remote worker's link: the
+//                                          attempt's lease lapsed (lost,
+//                                          not counted; runs again)
 // To the queue: (retry_atom, job_record), (finished_atom, job_id, status).
 // To the worker: (run_atom, lease, self), (cancel_atom, job_id, attempt),
 // (abandon_atom, job_id, attempt).
@@ -57,6 +60,9 @@ struct job_supervisor_config {
   std::function<int64_t()> clock_ms;
   /// Seed of the retry jitter.
   uint64_t seed = 1;
+  /// Non-zero: adopt this running attempt (a remote worker still runs it
+  /// after the coordinator restarted) instead of starting a new one.
+  uint32_t adopt_attempt = 0;
 };
 
 caf::actor spawn_job_supervisor(caf::actor_system& sys,

@@ -41,7 +41,7 @@ void job_system_handles::set_queue(queue_actor x) {
 caf::error validate(const job_system_config& cfg) {
   if (!cfg.handlers)
     return make_error(errc::bad_config, "no handler registry");
-  if (cfg.slots.empty())
+  if (cfg.slots.empty() && !cfg.remote_workers)
     return make_error(errc::bad_config, "no worker slots configured");
   for (const auto& kv : cfg.slots) {
     if (kv.first.empty() || kv.first.size() > 64)

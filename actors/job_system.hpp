@@ -31,8 +31,10 @@
 namespace drover {
 
 struct job_system_config {
-  /// Worker slots per resource class.
+  /// Worker slots per resource class (may be empty with remote_workers).
   std::map<std::string, uint32_t> slots{{"cpu", 2}};
+  /// Worker nodes may join (a coordinator with a cluster port).
+  bool remote_workers = false;
   queue_options queue;
   progress_options progress;
   std::shared_ptr<const handler_registry> handlers;

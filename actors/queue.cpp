@@ -46,8 +46,12 @@ struct ready_entry {
   int64_t key;
 };
 
+using priority_queues = std::array<std::deque<ready_entry>, 3>;
+
+/// One resource class: ready jobs by job type (a worker node may run only
+/// some types), and its idle workers.
 struct class_queues {
-  std::array<std::deque<ready_entry>, 3> by_priority;
+  std::map<std::string, priority_queues> by_type;
   std::deque<caf::actor> idle_workers;
 };
 
@@ -57,6 +61,7 @@ struct delayed_entry {
   std::string job_id;
   std::string resource_class;
   priority prio;
+  std::string type;
 
   bool operator<(const delayed_entry& other) const {
     return std::tie(due_ms, job_id) < std::tie(other.due_ms, other.job_id);
@@ -84,7 +89,16 @@ struct queue_state {
   struct worker_info {
     std::string resource_class;
     std::string worker_id;
+    /// Job types it runs, sorted; empty = every type.
+    std::vector<std::string> types;
   };
+  /// Attempts remote workers ran when this coordinator started: adopted
+  /// when their worker comes back (adopt_atom), settled as lost after
+  /// opts.adopt_grace.
+  std::map<std::string, job_record> awaiting_adoption;
+  bool recovered = false;
+  /// Adoption requests that came before recovery finished.
+  std::vector<std::function<void()>> after_recovery;
   /// Workers we monitor.
   std::map<caf::actor_addr, worker_info> workers;
   queue_stats stats;
@@ -128,11 +142,12 @@ void dispatch(self_ptr self, const std::string& cls);
 /// `ready_since_ms` defaults to now; recovery passes the original time so
 /// recovered jobs keep their place.
 void push_ready(self_ptr self, std::string job_id, priority prio,
-                const std::string& cls, int64_t ready_since_ms = 0) {
+                const std::string& cls, const std::string& type,
+                int64_t ready_since_ms = 0) {
   auto& q = self->state.classes[cls];
   auto i = prio_index(prio);
   auto since = ready_since_ms > 0 ? ready_since_ms : now_ms(self);
-  auto& dq = q.by_priority[i];
+  auto& dq = q.by_type[type][i];
   ready_entry entry{std::move(job_id),
                     since + static_cast<int64_t>(i) * aging_ms(self)};
   // Keys are non-decreasing within a FIFO except for recovered jobs, which
@@ -148,24 +163,36 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
   dispatch(self, cls);
 }
 
-/// Picks the ready entry with the smallest key (see the aging rule).
-bool pop_next(class_queues& q, ready_entry& out, size_t& prio_out) {
-  int best = -1;
-  for (size_t i = 0; i < 3; ++i) {
-    auto& dq = q.by_priority[i];
-    if (dq.empty())
-      continue;
-    if (best < 0
-        || dq.front().key
-               < q.by_priority[static_cast<size_t>(best)].front().key)
-      best = static_cast<int>(i);
+/// Picks the ready entry with the smallest key (see the aging rule) among
+/// the job types `types` (sorted; empty = any type).
+bool pop_next(class_queues& q, const std::vector<std::string>& types,
+              ready_entry& out, size_t& prio_out) {
+  std::deque<ready_entry>* best_dq = nullptr;
+  size_t best = 0;
+  auto consider = [&](priority_queues& pq) {
+    for (size_t i = 0; i < 3; ++i) {
+      auto& dq = pq[i];
+      if (!dq.empty()
+          && (best_dq == nullptr || dq.front().key < best_dq->front().key)) {
+        best_dq = &dq;
+        best = i;
+      }
+    }
+  };
+  if (types.empty()) {
+    for (auto& kv : q.by_type)
+      consider(kv.second);
+  } else {
+    for (auto& t : types)
+      if (auto i = q.by_type.find(t); i != q.by_type.end())
+        consider(i->second);
   }
-  if (best < 0)
+  if (best_dq == nullptr)
     return false;
-  auto& dq = q.by_priority[static_cast<size_t>(best)];
+  auto& dq = *best_dq;
   out = std::move(dq.front());
   dq.pop_front();
-  prio_out = static_cast<size_t>(best);
+  prio_out = best;
   return true;
 }
 
@@ -175,11 +202,18 @@ void dispatch(self_ptr self, const std::string& cls) {
   if (qi == st.classes.end())
     return;
   auto& q = qi->second;
-  while (!q.idle_workers.empty()) {
+  static const std::vector<std::string> any_type;
+  // One pass over the idle workers: each takes the best job of the types
+  // it runs, or stays idle.
+  for (size_t w = 0; w < q.idle_workers.size();) {
+    auto wi = st.workers.find(q.idle_workers[w].address());
+    const auto& types = wi != st.workers.end() ? wi->second.types : any_type;
     ready_entry entry;
     size_t prio = 0;
-    if (!pop_next(q, entry, prio))
-      return;
+    if (!pop_next(q, types, entry, prio)) {
+      ++w;
+      continue;
+    }
     if (st.running.count(entry.job_id) > 0) {
       // A second entry for a job that runs (recovery raced its submit, or
       // a reconcile raced its timer): its supervisor owns it. A second
@@ -187,12 +221,12 @@ void dispatch(self_ptr self, const std::string& cls) {
       // the first one's place in `running`.
       continue;
     }
-    auto worker = std::move(q.idle_workers.front());
-    q.idle_workers.pop_front();
+    auto worker = std::move(q.idle_workers[w]);
+    q.idle_workers.erase(q.idle_workers.begin()
+                         + static_cast<std::ptrdiff_t>(w));
     job_supervisor_config cfg;
     cfg.job_id = entry.job_id;
     cfg.worker = worker;
-    auto wi = st.workers.find(worker.address());
     cfg.worker_id = wi != st.workers.end() ? wi->second.worker_id : "worker";
     cfg.queue = caf::actor{self};
     cfg.store = st.deps.store;
@@ -249,7 +283,8 @@ void on_due(self_ptr self) {
                   std::vector<job_event>{std::move(ev)})
         .then(
             [self, entry](ok_atom) {
-              push_ready(self, entry.job_id, entry.prio, entry.resource_class);
+              push_ready(self, entry.job_id, entry.prio, entry.resource_class,
+                         entry.type);
             },
             [self, entry](caf::error& err) {
               // Cancelled while it waited, or the store is unavailable: the
@@ -271,13 +306,15 @@ void enqueue(self_ptr self, const job_record& rec) {
   const auto& cls = resource_class_of(rec.spec);
   switch (rec.status) {
     case job_status::queued:
-      push_ready(self, rec.job_id, rec.spec.prio, cls);
+      push_ready(self, rec.job_id, rec.spec.prio, cls, rec.spec.type);
       break;
     case job_status::scheduled:
-      push_delayed(self, {rec.spec.run_at_ms, rec.job_id, cls, rec.spec.prio});
+      push_delayed(self, {rec.spec.run_at_ms, rec.job_id, cls, rec.spec.prio,
+                          rec.spec.type});
       break;
     case job_status::retrying:
-      push_delayed(self, {rec.retry_at_ms, rec.job_id, cls, rec.spec.prio});
+      push_delayed(self, {rec.retry_at_ms, rec.job_id, cls, rec.spec.prio,
+                          rec.spec.type});
       break;
     default:
       break;
@@ -288,15 +325,16 @@ void enqueue(self_ptr self, const job_record& rec) {
 bool remove_waiting(self_ptr self, const std::string& job_id) {
   auto& st = self->state;
   for (auto& kv : st.classes)
-    for (auto& dq : kv.second.by_priority) {
-      auto i = std::find_if(dq.begin(), dq.end(), [&](const ready_entry& e) {
-        return e.job_id == job_id;
-      });
-      if (i != dq.end()) {
-        dq.erase(i);
-        return true;
+    for (auto& tq : kv.second.by_type)
+      for (auto& dq : tq.second) {
+        auto i = std::find_if(dq.begin(), dq.end(), [&](const ready_entry& e) {
+          return e.job_id == job_id;
+        });
+        if (i != dq.end()) {
+          dq.erase(i);
+          return true;
+        }
       }
-    }
   for (auto i = st.delayed.begin(); i != st.delayed.end(); ++i)
     if (i->job_id == job_id) {
       st.delayed.erase(i);
@@ -375,7 +413,7 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
   std::uniform_real_distribution<double> u{0.0, 1.0};
   auto decision
       = decide_retry(rec, err, h ? h->options.retry.non_retryable : none,
-                     now_ms(self), u(st.rng));
+                     now_ms(self), u(st.rng), true);
   std::vector<job_event> events;
   job_event ev;
   ev.job_id = rec.job_id;
@@ -405,8 +443,9 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
           [self, rec, retry_at, retry = decision.retry](ok_atom) {
             if (retry) {
               ++self->state.stats.retried;
-              push_delayed(self, {retry_at, rec.job_id,
-                                  resource_class_of(rec.spec), rec.spec.prio});
+              push_delayed(self,
+                           {retry_at, rec.job_id, resource_class_of(rec.spec),
+                            rec.spec.prio, rec.spec.type});
               return;
             }
             ++self->state.stats.failed;
@@ -448,7 +487,7 @@ void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
             switch (rec.status) {
               case job_status::queued:
                 push_ready(self, rec.job_id, rec.spec.prio,
-                           resource_class_of(rec.spec));
+                           resource_class_of(rec.spec), rec.spec.type);
                 break;
               case job_status::scheduled:
               case job_status::retrying:
@@ -488,7 +527,8 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
               // It never started: the job waits again, the worker is free.
               st.classes[entry.resource_class].idle_workers.push_back(
                   entry.worker);
-              push_ready(self, rec.job_id, rec.spec.prio, entry.resource_class);
+              push_ready(self, rec.job_id, rec.spec.prio, entry.resource_class,
+                         rec.spec.type);
               return;
             }
             if (rec.status != job_status::processing)
@@ -526,9 +566,10 @@ void recover(self_ptr self) {
             for (const auto& kv : st.running)
               known.insert(kv.first);
             for (const auto& kv : st.classes)
-              for (const auto& dq : kv.second.by_priority)
-                for (const auto& e : dq)
-                  known.insert(e.job_id);
+              for (const auto& tq : kv.second.by_type)
+                for (const auto& dq : tq.second)
+                  for (const auto& e : dq)
+                    known.insert(e.job_id);
             for (const auto& e : st.delayed)
               known.insert(e.job_id);
             size_t interrupted = 0;
@@ -541,7 +582,7 @@ void recover(self_ptr self) {
               switch (rec.status) {
                 case job_status::queued:
                   push_ready(self, rec.job_id, rec.spec.prio,
-                             resource_class_of(rec.spec),
+                             resource_class_of(rec.spec), rec.spec.type,
                              std::max(rec.created_at_ms, rec.spec.run_at_ms));
                   break;
                 case job_status::scheduled:
@@ -550,6 +591,13 @@ void recover(self_ptr self) {
                   break;
                 case job_status::processing:
                   ++interrupted;
+                  if (rec.worker_id.find('/') != std::string::npos
+                      && st.opts.adopt_grace.count() > 0) {
+                    // Ran on a worker node, which may still run it: it gets
+                    // one grace period to come back and report it.
+                    st.awaiting_adoption.emplace(rec.job_id, rec);
+                    break;
+                  }
                   settle_interrupted(self, rec,
                                      {"node_restarted",
                                       "the node stopped while attempt "
@@ -561,6 +609,12 @@ void recover(self_ptr self) {
                   break;
               }
             }
+            st.recovered = true;
+            if (!st.awaiting_adoption.empty())
+              self->delayed_send(self, st.opts.adopt_grace, adopt_atom::value);
+            for (auto& f : st.after_recovery)
+              f();
+            st.after_recovery.clear();
             if (jobs.size() > skipped)
               log::info("queue", "recovered unfinished jobs",
                         {{"jobs", jobs.size() - skipped},
@@ -575,6 +629,65 @@ void recover(self_ptr self) {
             self->delayed_send(self, st.recover_backoff.next(draw(self)),
                                recover_atom::value);
           });
+}
+
+/// A worker (local, or a remote node's slot) is idle; `types` sorted, empty
+/// = it runs every type.
+void worker_ready(self_ptr self, const std::string& cls,
+                  const std::string& worker_id, caf::actor worker,
+                  std::vector<std::string> types) {
+  auto& st = self->state;
+  auto w = st.workers.find(worker.address());
+  if (w == st.workers.end()) {
+    if (cls.empty())
+      return; // a stranger without a class: nothing to do with it
+    self->monitor(worker);
+    w = st.workers
+            .emplace(worker.address(),
+                     queue_state::worker_info{cls, worker_id, std::move(types)})
+            .first;
+  }
+  auto cls_name = w->second.resource_class;
+  st.classes[cls_name].idle_workers.push_back(std::move(worker));
+  dispatch(self, cls_name);
+}
+
+/// A worker node that came back after this coordinator restarted still
+/// runs `attempt` of `job_id`: a job supervisor takes it over (same
+/// attempt, no new `started`), and the caller learns which.
+void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
+           const std::string& job_id, uint32_t attempt,
+           const std::string& worker_id, caf::actor slot) {
+  auto& st = self->state;
+  auto i = st.awaiting_adoption.find(job_id);
+  if (i == st.awaiting_adoption.end() || i->second.attempt != attempt
+      || st.running.count(job_id) > 0) {
+    rp.deliver(make_error(errc::stale_attempt,
+                          "attempt " + std::to_string(attempt) + " of job "
+                              + job_id + " is not waiting to be adopted"));
+    return;
+  }
+  auto rec = std::move(i->second);
+  st.awaiting_adoption.erase(i);
+  job_supervisor_config cfg;
+  cfg.job_id = job_id;
+  cfg.worker = slot;
+  cfg.worker_id = worker_id;
+  cfg.queue = caf::actor{self};
+  cfg.store = st.deps.store;
+  cfg.publisher = st.deps.publisher;
+  cfg.handlers = st.deps.handlers;
+  cfg.progress_persist_interval = st.opts.progress_persist_interval;
+  cfg.clock_ms = st.opts.clock_ms;
+  cfg.seed = st.rng();
+  cfg.adopt_attempt = attempt;
+  auto js = spawn_job_supervisor(self->system(), std::move(cfg));
+  self->monitor(js);
+  st.supervisor_jobs.emplace(js.address(), job_id);
+  st.running.emplace(
+      job_id,
+      running_entry{js, slot, resource_class_of(rec.spec), now_ms(self)});
+  rp.deliver(js);
 }
 
 /// Redrives one DLQ job: `redriven`, then back into the ready queue.
@@ -623,7 +736,7 @@ void redrive_one(self_ptr self, const std::string& job_id,
                       self->send(self->state.deps.publisher,
                                  changed_atom::value, rec.job_id);
                       push_ready(self, rec.job_id, rec.spec.prio,
-                                 resource_class_of(rec.spec));
+                                 resource_class_of(rec.spec), rec.spec.type);
                       done(caf::none);
                     },
                     [self, done, job_id = rec.job_id](caf::error& err) {
@@ -871,15 +984,16 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         s.idle_workers = 0;
         for (auto& kv : st.classes) {
           s.idle_workers += kv.second.idle_workers.size();
-          for (size_t i = 0; i < 3; ++i) {
-            const auto& dq = kv.second.by_priority[i];
-            s.depth[i] += dq.size();
-            if (!dq.empty()) {
-              auto since
-                  = dq.front().key - static_cast<int64_t>(i) * aging_ms(self);
-              s.oldest_age_ms[i] = std::max(s.oldest_age_ms[i], now - since);
+          for (const auto& tq : kv.second.by_type)
+            for (size_t i = 0; i < 3; ++i) {
+              const auto& dq = tq.second[i];
+              s.depth[i] += dq.size();
+              if (!dq.empty()) {
+                auto since
+                    = dq.front().key - static_cast<int64_t>(i) * aging_ms(self);
+                s.oldest_age_ms[i] = std::max(s.oldest_age_ms[i], now - since);
+              }
             }
-          }
         }
         s.delayed = st.delayed.size();
         s.running = st.running.size();
@@ -903,20 +1017,39 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       },
       [self](ready_atom, std::string& cls, std::string& worker_id,
              caf::actor& worker) {
+        worker_ready(self, cls, worker_id, worker, {});
+      },
+      [self](ready_atom, std::string& cls, std::string& worker_id,
+             caf::actor& worker, std::vector<std::string>& types) {
+        std::sort(types.begin(), types.end());
+        worker_ready(self, cls, worker_id, worker, std::move(types));
+      },
+      [self](adopt_atom, std::string& job_id, uint32_t attempt,
+             std::string& worker_id,
+             caf::actor& slot) -> caf::result<caf::actor> {
+        auto rp = self->make_response_promise<caf::actor>();
+        auto run = [self, rp, job_id, attempt, worker_id, slot]() mutable {
+          adopt(self, rp, job_id, attempt, worker_id, slot);
+        };
+        if (self->state.recovered)
+          run();
+        else
+          self->state.after_recovery.push_back(std::move(run));
+        return rp;
+      },
+      [self](adopt_atom) {
+        // The grace is over: attempts nobody came back for are lost.
         auto& st = self->state;
-        auto w = st.workers.find(worker.address());
-        if (w == st.workers.end()) {
-          if (cls.empty())
-            return; // a stranger without a class: nothing to do with it
-          self->monitor(worker);
-          w = st.workers
-                  .emplace(worker.address(),
-                           queue_state::worker_info{cls, std::move(worker_id)})
-                  .first;
-        }
-        auto cls_name = w->second.resource_class;
-        st.classes[cls_name].idle_workers.push_back(std::move(worker));
-        dispatch(self, cls_name);
+        auto waiting = std::move(st.awaiting_adoption);
+        st.awaiting_adoption.clear();
+        for (auto& [job_id, rec] : waiting)
+          settle_interrupted(self, rec,
+                             {"worker_lost",
+                              "no worker reported attempt "
+                                  + std::to_string(rec.attempt)
+                                  + " within its lease after the coordinator "
+                                    "restarted",
+                              true});
       },
       [self](retry_atom, job_record& rec) {
         ++self->state.stats.retried;

@@ -46,6 +46,12 @@
 //   (describe_atom)                    -> tree_node    running jobs
 // Protocol (runtime):
 //   (ready_atom, resource_class, worker_id, worker)   a worker is idle
+//   (ready_atom, resource_class, worker_id, worker, job_types)  a remote
+//       slot is idle; it runs only these types
+//   (adopt_atom, job_id, attempt, worker_id, slot) -> job supervisor
+//       a worker node still runs an attempt recorded before this
+//       coordinator restarted: take it over (actors/node_link.hpp)
+//   (adopt_atom)                       internal: the adoption grace ended
 //   from job supervisors: see job_supervisor.hpp
 
 #include "actors/progress_publisher.hpp"
@@ -80,7 +86,12 @@ using queue_actor = caf::typed_actor<
     caf::replies_to<purge_atom, all_atom>::with<uint32_t>,
     caf::replies_to<stats_atom>::with<queue_stats>,
     caf::replies_to<describe_atom>::with<tree_node>,
-    caf::reacts_to<ready_atom, std::string, std::string, caf::actor>>;
+    caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
+    caf::reacts_to<ready_atom, std::string, std::string, caf::actor,
+                   std::vector<std::string>>,
+    caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
+                    caf::actor>::with<caf::actor>,
+    caf::reacts_to<adopt_atom>>;
 
 struct queue_options {
   /// See the aging rule above.
@@ -93,6 +104,10 @@ struct queue_options {
   std::function<int64_t()> clock_ms;
   /// Seeds job ids and retry jitter; 0 = random.
   uint64_t seed = 0;
+  /// After a restart, how long an attempt that ran on a worker node waits
+  /// for its node to report it before it is settled as lost; 0 = at once
+  /// (no remote workers).
+  std::chrono::milliseconds adopt_grace{0};
 };
 
 struct queue_deps {

@@ -565,6 +565,8 @@ private:
         return require(ex, who, scope_admin) ? queues(ex) : void();
       if (p[2] == "streams")
         return require(ex, who, scope_admin) ? stream_stats(ex) : void();
+      if (p[2] == "nodes")
+        return require(ex, who, scope_admin) ? nodes(ex) : void();
     }
     fail(ex, 404, "not_found", "no such endpoint");
   }
@@ -879,6 +881,16 @@ private:
               },
               [self, ex](caf::error& err) { self->fail(ex, err); });
     });
+  }
+
+  void nodes(const ex_ptr& ex) {
+    auto self = shared_from_this();
+    ask<std::string>(
+        ex,
+        [self, ex](std::string& json) {
+          self->reply(ex, 200, "{\"nodes\":" + json + "}");
+        },
+        nodes_atom::value);
   }
 
   void queues(const ex_ptr& ex) {

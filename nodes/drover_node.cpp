@@ -22,6 +22,7 @@
 #include "gateway/gateway.hpp"
 #include "gateway/stream_token.hpp"
 #include "gateway/webhook_dispatcher.hpp"
+#include "nodes/node_roles.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/exec_policy.hpp"
@@ -58,10 +59,10 @@
 namespace {
 
 bool has_role(const drover::node_config& cfg, const std::string& role) {
-  for (auto& r : cfg.roles)
-    if (r == "all" || r == role)
-      return true;
-  return false;
+  auto r = drover::roles_of(cfg);
+  return role == "coordinator" ? r.coordinator
+         : role == "worker"    ? r.worker
+                               : r.gateway;
 }
 
 /// The gateway's settings from the node config; bad API keys are
@@ -106,9 +107,12 @@ gateway_config_of(const drover::node_config& cfg) {
 
 /// Development mode for exec: no API keys and every listener on loopback.
 bool exec_development_mode(const drover::node_config& cfg) {
-  return cfg.api_keys.empty() && drover::http::is_loopback_host(cfg.admin_host)
-         && (!has_role(cfg, "gateway")
-             || drover::http::is_loopback_host(cfg.http_host));
+  using drover::http::is_loopback_host;
+  return cfg.api_keys.empty() && is_loopback_host(cfg.admin_host)
+         && (!has_role(cfg, "gateway") || is_loopback_host(cfg.http_host))
+         && (cfg.coordinator_host.empty()
+             || is_loopback_host(cfg.coordinator_host))
+         && (cfg.cluster_port < 0 || is_loopback_host(cfg.cluster_host));
 }
 
 /// What exec jobs may run on this node (runtime/exec_policy.hpp); a bad
@@ -211,11 +215,14 @@ deposed_exit(std::shared_ptr<std::atomic<bool>> leaving) {
   };
 }
 
-/// The node's supervision tree: for now every node runs all roles.
+/// The node's supervision tree, by role: a coordinator's job system (with
+/// its own workers when it has the worker role) and webhook dispatcher, or
+/// a worker node's agent and workers; a gateway-only node has none.
 caf::expected<drover::supervisor_spec>
 node_tree(const drover::node_config& cfg,
           std::shared_ptr<drover::job_system_handles> handles,
-          const coordinator_claim& claim) {
+          const coordinator_claim& claim,
+          std::shared_ptr<drover::node::worker_shared> worker) {
   auto handlers = std::make_shared<drover::handler_registry>();
   drover::builtin_options builtins;
   builtins.exec_kill_grace = cfg.exec_kill_grace;
@@ -225,15 +232,40 @@ node_tree(const drover::node_config& cfg,
   builtins.exec = std::move(*exec);
   if (auto err = drover::register_builtin_handlers(*handlers, builtins))
     return err;
+  for (const auto& t : cfg.job_types)
+    if (handlers->find(t) == nullptr)
+      return drover::make_error(drover::errc::bad_config,
+                                "job-types: no handler for '" + t
+                                    + "' on this node");
+  auto roles = drover::roles_of(cfg);
+  drover::supervisor_spec root;
+  root.name = "node:" + cfg.node_id;
+  root.flags.strat = drover::strategy::one_for_one;
+  if (!roles.coordinator) {
+    if (roles.worker)
+      root.children.push_back(
+          drover::node::worker_node_child(cfg, handlers, worker));
+    return root;
+  }
   drover::job_system_config jobs;
-  jobs.slots = cfg.slots;
+  if (roles.worker)
+    jobs.slots = cfg.slots;
+  else
+    jobs.slots.clear();
+  jobs.remote_workers = cfg.cluster_port >= 0;
   jobs.handlers = handlers;
   jobs.queue.aging_interval = cfg.aging_interval;
   jobs.queue.limits.max_input_bytes = cfg.max_input_bytes;
-  // A job asking for a class no worker has would wait forever: refused.
-  for (const auto& [resource_class, count] : cfg.slots)
-    if (count > 0)
-      jobs.queue.limits.resource_classes.insert(resource_class);
+  // A job asking for a class no worker has would wait forever: refused,
+  // unless worker nodes may join (they bring their own classes; a job no
+  // connected worker can run waits, visibly, in the node list).
+  if (!jobs.remote_workers)
+    for (const auto& [resource_class, count] : cfg.slots)
+      if (count > 0)
+        jobs.queue.limits.resource_classes.insert(resource_class);
+  if (jobs.remote_workers)
+    jobs.queue.adopt_grace
+        = cfg.attempt_lease_ttl + cfg.worker_heartbeat_interval;
   if (cfg.store == "postgres") {
     drover::pg_store_config pg;
     pg.conninfo = cfg.pg_url;
@@ -246,9 +278,6 @@ node_tree(const drover::node_config& cfg,
   }
   if (auto err = drover::validate(jobs))
     return err;
-  drover::supervisor_spec root;
-  root.name = "node:" + cfg.node_id;
-  root.flags.strat = drover::strategy::one_for_one;
   auto webhooks = drover::webhook_options_from(cfg);
   if (!webhooks)
     return std::move(webhooks.error());
@@ -267,18 +296,25 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   drover::apply(cfg, caf_cfg);
   caf::actor_system sys{caf_cfg};
   auto handles = std::make_shared<drover::job_system_handles>();
+  auto roles = drover::roles_of(cfg);
   // Ports first, then the database: a node that cannot listen exits
   // before it migrates or takes a lease.
-  for (auto err : {check_port(cfg.admin_host, cfg.admin_port, "admin-port"),
-                   has_role(cfg, "gateway")
-                       ? check_port(cfg.http_host, cfg.http_port, "http-port")
-                       : caf::error{}})
+  for (auto err :
+       {roles.coordinator
+            ? check_port(cfg.admin_host, cfg.admin_port, "admin-port")
+            : caf::error{},
+        roles.gateway ? check_port(cfg.http_host, cfg.http_port, "http-port")
+                      : caf::error{},
+        roles.coordinator && cfg.cluster_port > 0 ? check_port(
+            cfg.cluster_host, static_cast<uint16_t>(cfg.cluster_port),
+            "cluster-port")
+                                                  : caf::error{}})
     if (err) {
       drover::log::error("node", drover::describe(err));
       return drover::is(err, drover::errc::bad_config) ? 2 : 1;
     }
   coordinator_claim claim;
-  if (cfg.store == "postgres") {
+  if (roles.coordinator && cfg.store == "postgres") {
     // One coordinator per database: every lease before recovery.
     auto grant
         = drover::pg::claim_coordinator(cfg.pg_url, cfg.node_id, cfg.lease_ttl);
@@ -302,7 +338,8 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     kc.log = [](const std::string& line) { drover::log::warn("leases", line); };
     claim.keeper = std::make_unique<drover::pg::lease_keeper>(std::move(kc));
   }
-  auto tree = node_tree(cfg, handles, claim);
+  auto worker = std::make_shared<drover::node::worker_shared>();
+  auto tree = node_tree(cfg, handles, claim, worker);
   if (!tree) {
     drover::log::error("node", drover::describe(tree.error()));
     return 2;
@@ -329,20 +366,64 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
       return 1;
     }
   }
-  auto api = drover::spawn_api(sys, handles, *root);
-  auto port = sys.middleman().publish(api, cfg.admin_port,
-                                      cfg.admin_host.c_str(), true);
-  if (!port) {
-    drover::log::error("node",
-                       "cannot listen on " + cfg.admin_host + ':'
-                           + std::to_string(cfg.admin_port),
-                       {{"error", sys.render(port.error())}});
+  // The node API: a coordinator's own, or (gateway node) its
+  // coordinator's; a worker node has none.
+  caf::actor api;
+  caf::actor cluster;
+  uint16_t cluster_port = 0;
+  caf::expected<uint16_t> port{uint16_t{0}};
+  auto stop_all = [&] {
     caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
-    return 1;
+    if (api && roles.coordinator)
+      caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
+    if (cluster)
+      caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
+  };
+  if (roles.coordinator) {
+    if (cfg.cluster_port >= 0) {
+      auto opened = drover::node::open_cluster_port(
+          sys, cfg, handles, [&](caf::actor endpoint) {
+            return drover::spawn_api(sys, handles, *root, endpoint);
+          });
+      if (!opened) {
+        drover::log::error("node", drover::describe(opened.error()));
+        stop_all();
+        return 1;
+      }
+      api = opened->api;
+      cluster = opened->endpoint;
+      cluster_port = opened->port;
+      if (cfg.join_secret.empty())
+        drover::log::warn("cluster",
+                          "any process that reaches the cluster port may join "
+                          "as a worker or gateway (no --join-secret; "
+                          "loopback only)");
+    } else {
+      api = drover::spawn_api(sys, handles, *root);
+    }
+    port = sys.middleman().publish(api, cfg.admin_port, cfg.admin_host.c_str(),
+                                   true);
+    if (!port) {
+      drover::log::error("node",
+                         "cannot listen on " + cfg.admin_host + ':'
+                             + std::to_string(cfg.admin_port),
+                         {{"error", sys.render(port.error())}});
+      stop_all();
+      return 1;
+    }
+  } else if (roles.gateway) {
+    auto joined
+        = drover::node::join_as_gateway(sys, cfg, cfg.connection_timeout);
+    if (!joined) {
+      drover::log::error("node", "the gateway could not join its coordinator",
+                         {{"error", drover::describe(joined.error())}});
+      stop_all();
+      return drover::is(joined.error(), drover::errc::forbidden) ? 2 : 1;
+    }
+    api = std::move(*joined);
   }
   std::unique_ptr<drover::http::gateway> gateway;
-  if (has_role(cfg, "gateway")) {
+  if (roles.gateway) {
     auto gw_cfg = gateway_config_of(cfg);
     caf::expected<std::unique_ptr<drover::http::gateway>> started{caf::none};
     if (gw_cfg)
@@ -350,8 +431,7 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     if (!gw_cfg || !started) {
       auto err = !gw_cfg ? gw_cfg.error() : started.error();
       drover::log::error("node", drover::describe(err));
-      caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
-      caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
+      stop_all();
       return drover::is(err, drover::errc::bad_config) ? 2 : 1;
     }
     gateway = std::move(*started);
@@ -368,7 +448,7 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
                         "and no other gateway accepts them (set "
                         "--stream-token-key to share one).");
   }
-  if (cfg.exec_allow.empty()) {
+  if (cfg.exec_allow.empty() && roles.worker) {
     if (exec_development_mode(cfg))
       drover::log::warn("exec",
                         "exec jobs may run ANY program on this machine "
@@ -382,34 +462,28 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   {
     // The one line scripts and tests wait for (stdout, in the log's
     // format; docs/operations.md).
-    std::string roles;
+    std::string role_list;
     for (const auto& r : cfg.roles)
-      roles += (roles.empty() ? "" : ",") + r;
-    auto admin = cfg.admin_host + ':' + std::to_string(*port);
-    std::string http
-        = gateway ? cfg.http_host + ':' + std::to_string(gateway->port())
-                  : std::string{};
-    if (!gateway)
-      drover::log::announce("node", "ready",
-                            {{"node", cfg.node_id},
-                             {"roles", roles},
-                             {"store", cfg.store},
-                             {"admin", admin}});
-    else if (!gateway->development_mode())
-      drover::log::announce("node", "ready",
-                            {{"node", cfg.node_id},
-                             {"roles", roles},
-                             {"store", cfg.store},
-                             {"admin", admin},
-                             {"http", http}});
-    else
-      drover::log::announce("node", "ready",
-                            {{"node", cfg.node_id},
-                             {"roles", roles},
-                             {"store", cfg.store},
-                             {"admin", admin},
-                             {"http", http},
-                             {"development_mode", true}});
+      role_list += (role_list.empty() ? "" : ",") + r;
+    std::vector<drover::log::field> fields{{"node", cfg.node_id},
+                                           {"roles", role_list}};
+    if (roles.coordinator) {
+      fields.push_back({"store", cfg.store});
+      fields.push_back({"admin", cfg.admin_host + ':' + std::to_string(*port)});
+    }
+    if (cluster)
+      fields.push_back(
+          {"cluster", cfg.cluster_host + ':' + std::to_string(cluster_port)});
+    if (!cfg.coordinator_host.empty())
+      fields.push_back(
+          {"coordinator",
+           cfg.coordinator_host + ':' + std::to_string(cfg.coordinator_port)});
+    if (gateway)
+      fields.push_back(
+          {"http", cfg.http_host + ':' + std::to_string(gateway->port())});
+    if (gateway && gateway->development_mode())
+      fields.push_back({"development_mode", true});
+    drover::log::announce("node", "ready", std::move(fields));
   }
   // Signals are blocked in every thread (the mask was set before CAF
   // started its threads); this one thread takes them synchronously.
@@ -420,6 +494,16 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   std::thread signal_waiter{[&] {
     int sig = 0;
     sigwait(&signals, &sig);
+    if (roles.worker && !roles.coordinator) {
+      // A worker node drains first: no new leases, running attempts finish
+      // and their outcomes are settled (or the drain deadline passes).
+      std::unique_lock<std::mutex> wg{worker->mx};
+      if (!worker->fatal && worker->agent) {
+        caf::anon_send(worker->agent, drover::stop_atom::value);
+        worker->cv.wait_for(wg, cfg.drain_timeout + std::chrono::seconds{2},
+                            [&] { return worker->drained; });
+      }
+    }
     std::unique_lock<std::mutex> guard{mx};
     if (root_down)
       return; // woken by main after the tree ended on its own
@@ -438,9 +522,19 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   }};
   caf::scoped_actor self{sys};
   self->monitor(*root);
+  if (api && !roles.coordinator)
+    self->monitor(api); // a gateway node's coordinator
   caf::error reason;
   bool down = false;
   self->receive_while([&] { return !down; })([&](caf::down_msg& dm) {
+    if (dm.source == api.address() && !roles.coordinator) {
+      drover::log::error("node",
+                         "the gateway lost its coordinator; stopping (run it "
+                         "under a supervisor that restarts it)",
+                         {{"reason", sys.render(dm.reason)}});
+      caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+      return;
+    }
     reason = std::move(dm.reason);
     down = true;
   });
@@ -456,7 +550,14 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   signal_waiter.join();
   if (gateway)
     gateway->stop();
-  caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
+  if (api && roles.coordinator)
+    caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
+  if (cluster)
+    caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
+  if (worker->fatal) {
+    drover::log::error("node", "stopped: the coordinator refused this node");
+    return 2;
+  }
   // The tree (the store with it) has stopped: nothing writes any more.
   claim.release();
   if (asked_to_stop && (!reason || reason == caf::exit_reason::user_shutdown)) {

@@ -134,7 +134,7 @@ int usage(const po::options_description& opts) {
   std::cout << "usage: droverctl COMMAND [ARG] [options]\n"
                "commands: tree, submit TYPE, get ID, events ID, wait ID,\n"
                "          cancel ID, list, dlq, redrive ID|--all,\n"
-               "          purge ID|--all, stats\n\n"
+               "          purge ID|--all, stats, nodes\n\n"
             << opts << '\n';
   return 0;
 }
@@ -194,8 +194,8 @@ int main(int argc, char** argv) {
   if (vm.count("help") || command.empty())
     return usage(opts);
   static const std::vector<std::string> known{
-      "tree", "submit", "get",     "events", "wait", "cancel",
-      "list", "dlq",    "redrive", "purge",  "stats"};
+      "tree", "submit", "get",     "events", "wait",  "cancel",
+      "list", "dlq",    "redrive", "purge",  "stats", "nodes"};
   if (std::find(known.begin(), known.end(), command) == known.end()) {
     std::cerr << "droverctl: unknown command '" << command
               << "' (see droverctl --help)\n";
@@ -274,6 +274,13 @@ int main(int argc, char** argv) {
       std::cout << to_json(*tree) << '\n';
     else
       print_tree(*tree, 0);
+    return 0;
+  }
+  if (command == "nodes") {
+    auto nodes = s.ask<std::string>(nodes_atom::value);
+    if (!nodes)
+      return 1;
+    std::cout << *nodes << '\n';
     return 0;
   }
   if (command == "submit") {

@@ -75,4 +75,23 @@ using finished_atom = caf::atom_constant<caf::atom("finished")>;
 /// Job supervisor -> worker: stop waiting for this attempt (forced stop).
 using abandon_atom = caf::atom_constant<caf::atom("abandon")>;
 
+// -- cluster (actors/cluster_protocol.hpp) ----------------------------------
+
+/// Joining node -> coordinator: protocol versions, asks for a challenge.
+using hello_atom = caf::atom_constant<caf::atom("hello")>;
+/// Joining node -> coordinator: the proof, capacity, running attempts.
+using join_atom = caf::atom_constant<caf::atom("join")>;
+/// Worker node -> its link: liveness, renews the leases it lists.
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+/// Worker node -> its link: progress, checkpoints and completions.
+using report_atom = caf::atom_constant<caf::atom("report")>;
+/// Link -> worker node: a batch of leases.
+using lease_atom = caf::atom_constant<caf::atom("lease")>;
+/// Link -> job supervisor: the attempt's lease lapsed.
+using expired_atom = caf::atom_constant<caf::atom("expired")>;
+/// Link -> queue: take over an attempt a worker still runs (restart).
+using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
+/// Admin: the connected nodes.
+using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
+
 } // namespace drover

@@ -1,5 +1,6 @@
 #include "runtime/config.hpp"
 
+#include "runtime/detail/config_cluster.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/ip_address.hpp"
 
@@ -95,21 +96,8 @@ caf::error validate(const node_config& cfg) {
         == known_roles.end())
       return bad("unknown role '" + r
                  + "' (known: all, coordinator, worker, gateway)");
-  {
-    // Until the cluster exists every node runs the queue, the store and its
-    // own workers in one process: a role set that promises otherwise (a
-    // worker-only or gateway-only node, a coordinator without workers)
-    // is refused rather than silently run as everything.
-    auto has = [&cfg](const char* role) {
-      return std::find(cfg.roles.begin(), cfg.roles.end(), role)
-             != cfg.roles.end();
-    };
-    if (!has("all") && !(has("coordinator") && has("worker")))
-      return bad("roles: a node runs coordinator and worker together until "
-                 "the cluster exists (separate worker and gateway nodes are "
-                 "not implemented yet); use all, or coordinator,worker"
-                 "[,gateway]");
-  }
+  if (auto err = validate_cluster(cfg))
+    return err;
   if (cfg.admin_host.empty())
     return bad("admin-host must not be empty");
   if (cfg.scheduler_threads < 1 || cfg.scheduler_threads > 256)
@@ -133,7 +121,8 @@ caf::error validate(const node_config& cfg) {
     return bad("state-dir must not be empty");
   if (cfg.store != "memory" && cfg.store != "postgres")
     return bad("store must be 'postgres' or 'memory', got '" + cfg.store + "'");
-  if (cfg.store == "postgres" && cfg.pg_url.empty())
+  if (cfg.store == "postgres" && cfg.pg_url.empty()
+      && roles_of(cfg).coordinator)
     return bad("--store postgres needs --pg-url");
   if (cfg.retention_days > 36500)
     return bad("retention-days must be at most 36500");
@@ -355,6 +344,8 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
           "process). Prefer the config file")(
           "stream-token-ttl-s", po::value(&token_ttl)->default_value(token_ttl),
           "gateway: lifetime of a minted stream token, 1 to 600 s");
+  detail::cluster_raw cluster;
+  general.add(detail::cluster_options(cluster, cfg));
   try {
     po::variables_map vm;
     // Command line first: Boost keeps the first value stored.
@@ -438,6 +429,8 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
     return make_error(errc::bad_config,
                       "stream-token-ttl-s must be within [1, 600]");
   cfg.stream_token_ttl = std::chrono::seconds{token_ttl};
+  if (auto err = detail::apply_cluster_options(cluster, cfg))
+    return err;
   auto parsed_slots = parse_slots(slots);
   if (!parsed_slots)
     return std::move(parsed_slots.error());

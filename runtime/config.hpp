@@ -135,7 +135,33 @@ struct node_config {
   std::string stream_token_key;
   /// Lifetime of a minted stream token, at most 600 s.
   std::chrono::seconds stream_token_ttl{300};
+  // -- cluster (runtime/config_cluster.cpp, docs/cluster.md) --
+  /// Worker and gateway nodes: the coordinator's cluster port.
+  std::string coordinator_host;
+  uint16_t coordinator_port = 0;
+  /// Coordinators: where worker and gateway nodes join; port -1 = not
+  /// listening (an all-in-one node), 0 = pick one.
+  std::string cluster_host = "127.0.0.1";
+  int32_t cluster_port = -1;
+  /// Proves a node may join (HMAC challenge); empty = any node may join a
+  /// loopback coordinator (development).
+  std::string join_secret;
+  /// Lease of an attempt on a worker node, renewed by the node's heartbeat.
+  std::chrono::milliseconds attempt_lease_ttl{2000};
+  std::chrono::milliseconds worker_heartbeat_interval{500};
+  /// Worker nodes: on SIGTERM, how long running attempts may take to finish.
+  std::chrono::milliseconds drain_timeout{30000};
+  /// Worker nodes: the job types offered (empty = every built-in type).
+  std::vector<std::string> job_types;
 };
+
+/// The node's roles as a set of three flags ("all" sets every one).
+struct node_roles {
+  bool coordinator = false;
+  bool worker = false;
+  bool gateway = false;
+};
+node_roles roles_of(const node_config& cfg);
 
 /// The key of a webhook secret "whsec_<base64>": the decoded bytes (24 to
 /// 64 of them). errc::bad_config naming the problem otherwise.

@@ -39,6 +39,8 @@ const char* to_string(errc x) {
       return "stale_attempt";
     case errc::not_owner:
       return "not_owner";
+    case errc::forbidden:
+      return "forbidden";
   }
   return "unknown";
 }

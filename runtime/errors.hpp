@@ -52,6 +52,9 @@ enum class errc : uint8_t {
   /// its writes need (another coordinator took them over); nothing was
   /// written.
   not_owner = 15,
+  /// Cluster: a node may not join (wrong join secret, incompatible
+  /// protocol, a registration that does not add up).
+  forbidden = 16,
 };
 
 /// The error category atom for `errc`.

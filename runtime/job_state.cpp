@@ -102,6 +102,10 @@ caf::error apply(job_record& rec, const job_event& ev) {
         next.checkpoint_attempt = ev.attempt;
       } else {
         next.worker_id = ev.worker_id;
+        if (rec.last_lost_attempt != ev.attempt) {
+          next.lost_count = rec.lost_count + 1;
+          next.last_lost_attempt = ev.attempt;
+        }
       }
       break;
     case event_kind::retry_scheduled:
@@ -110,7 +114,10 @@ caf::error apply(job_record& rec, const job_event& ev) {
       next.status = job_status::retrying;
       next.error = ev.error;
       next.retry_at_ms = ev.next_attempt_at_ms;
-      next.retry_count = rec.retry_count + 1;
+      // A lost attempt (worker died, lease lapsed) is not the handler's
+      // failure: it does not count against max_attempts.
+      if (rec.last_lost_attempt != ev.attempt)
+        next.retry_count = rec.retry_count + 1;
       next.lease_expiry_ms = 0;
       break;
     case event_kind::completed:
@@ -159,6 +166,7 @@ caf::error apply(job_record& rec, const job_event& ev) {
       next.status = job_status::queued;
       next.dead_lettered = false;
       next.retry_count = 0;
+      next.lost_count = 0;
       next.error = {};
       next.completed_at_ms = 0;
       next.progress = 0;
@@ -184,6 +192,12 @@ caf::error apply(job_record& rec, const job_event& ev) {
       for (auto& s : next.stages)
         if (s.state == stage_state::running || s.state == stage_state::pending)
           s.state = stage_state::skipped;
+      break;
+    case event_kind::report_rejected:
+      // A superseded attempt's late report, refused: recorded, changes
+      // nothing, legal in every status. It must name an earlier attempt.
+      if (ev.attempt == 0 || ev.attempt > rec.attempt)
+        return illegal(rec, ev, "names an attempt that never started");
       break;
     case event_kind::webhook_attempted:
       // Bookkeeping of a notification, not a transition: legal in every

@@ -22,6 +22,12 @@
 //   any non-terminal -> cancelled      (cancelled)
 //   any              -> same           (webhook_attempted: a webhook
 //                                       delivery attempt; see below)
+//   any              -> same           (report_rejected: a superseded
+//                                       attempt's late report, refused)
+//
+// Lost attempts: lease_expired and worker_lost count the attempt in
+// `lost_count` once; the retry_scheduled that follows for that attempt
+// does not count against max_attempts (runtime/retry.hpp caps lost ones).
 //
 // completed and cancelled never change; failed changes only through the
 // dead-letter queue (dead_lettered, redriven, purged).

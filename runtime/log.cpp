@@ -193,9 +193,10 @@ std::string key_of(std::string_view key, format fmt) {
 
 /// Everything after level: "component: message job=J k=v" (text) or
 /// "\"component\":...,\"msg\":...,..." (JSON, no braces).
+template <class Fields>
 std::string body(format fmt, std::string_view component,
                  std::string_view job_id, std::string_view message,
-                 fields extra) {
+                 const Fields& extra) {
   std::string out;
   out.reserve(64 + message.size());
   if (fmt == format::json) {
@@ -474,6 +475,14 @@ void write(level lv, std::string_view component, std::string_view job_id,
 
 void announce(std::string_view component, std::string_view message,
               fields extra) {
+  auto st = current();
+  auto text = body(st->opts.fmt, component, {}, message, extra);
+  st->announcements->log(spdlog::level::info,
+                         spdlog::string_view_t{text.data(), text.size()});
+}
+
+void announce(std::string_view component, std::string_view message,
+              const std::vector<field>& extra) {
   auto st = current();
   auto text = body(st->opts.fmt, component, {}, message, extra);
   st->announcements->log(spdlog::level::info,

@@ -33,6 +33,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 namespace drover::log {
 
@@ -117,6 +118,9 @@ void write(level lv, std::string_view component, std::string_view job_id,
 /// wait for, in the same format as the log.
 void announce(std::string_view component, std::string_view message,
               fields extra = {});
+/// The same, with fields gathered at run time.
+void announce(std::string_view component, std::string_view message,
+              const std::vector<field>& extra);
 
 /// Renders one record as write() would (without the trailing newline), at
 /// a fixed timestamp: the formatter's contract, for tests and tools.

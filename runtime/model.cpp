@@ -74,6 +74,7 @@ constexpr enum_name<event_kind> event_kind_names[] = {
     {event_kind::worker_lost, "workerLost", "worker_lost"},
     {event_kind::purged, "purged", "purged"},
     {event_kind::webhook_attempted, "webhookAttempted", "webhook_attempted"},
+    {event_kind::report_rejected, "reportRejected", "report_rejected"},
 };
 
 constexpr enum_name<webhook_outcome> webhook_outcome_names[] = {
@@ -190,7 +191,8 @@ auto fields(const job_record& x) {
                   x.completed_at_ms, x.retry_at_ms, x.lease_expiry_ms, x.eta_ms,
                   x.sequence, x.attempt, x.retry_count, x.checkpoint_attempt,
                   x.status, x.cancel_requested, x.dead_lettered,
-                  x.webhook_pending_sequence);
+                  x.webhook_pending_sequence, x.lost_count,
+                  x.last_lost_attempt);
 }
 
 auto fields(const webhook_attempt& x) {
@@ -211,7 +213,9 @@ auto fields(const resource_capacity& x) {
 }
 
 auto fields(const register_worker& x) {
-  return std::tie(x.node_id, x.worker_id, x.capacity, x.job_types);
+  return std::tie(x.node_id, x.worker_id, x.capacity, x.job_types, x.role,
+                  x.proof, x.running, x.protocol_min, x.protocol_max,
+                  x.draining);
 }
 
 auto fields(const lease& x) {
@@ -223,11 +227,16 @@ auto fields(const lease_batch& x) {
 }
 
 auto fields(const running_attempt& x) {
-  return std::tie(x.job_id, x.attempt);
+  return std::tie(x.job_id, x.attempt, x.resource_class);
 }
 
 auto fields(const heartbeat& x) {
-  return std::tie(x.node_id, x.at_ms, x.running);
+  return std::tie(x.node_id, x.at_ms, x.running, x.unacknowledged, x.draining);
+}
+
+auto fields(const coordinator_reply& x) {
+  return std::tie(x.coordinator_id, x.challenge, x.superseded, x.settled,
+                  x.lease_ttl_ms, x.heartbeat_interval_ms, x.protocol);
 }
 
 auto fields(const progress_batch& x) {
@@ -271,6 +280,7 @@ DROVER_MODEL_EQUALITY(heartbeat)
 DROVER_MODEL_EQUALITY(progress_batch)
 DROVER_MODEL_EQUALITY(completion)
 DROVER_MODEL_EQUALITY(completion_batch)
+DROVER_MODEL_EQUALITY(coordinator_reply)
 DROVER_MODEL_EQUALITY(tree_snapshot)
 
 #undef DROVER_MODEL_EQUALITY

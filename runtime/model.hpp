@@ -73,6 +73,7 @@ enum class event_kind : uint8_t {
   worker_lost = 14,
   purged = 15,
   webhook_attempted = 16,
+  report_rejected = 17,
 };
 
 /// What a webhook delivery attempt led to (schemas/job_event.capnp:
@@ -239,6 +240,12 @@ struct job_record {
   /// Sequence of the terminal event whose webhook is still owed; 0 = none
   /// (see JobRecord.webhookPendingSequence).
   uint64_t webhook_pending_sequence = 0;
+  /// Attempts lost (worker died, lease lapsed, coordinator stopped) since
+  /// submission or the last redrive; they do not count against
+  /// max_attempts (see runtime/retry.hpp for their own cap).
+  uint32_t lost_count = 0;
+  /// The last lost attempt; 0 = none. A retry_scheduled for it is free.
+  uint32_t last_lost_attempt = 0;
 };
 
 // -- audit log (schemas/job_event.capnp) --------------------------------------
@@ -281,6 +288,7 @@ struct webhook_attempt {
 /// | cancel_requested, cancelled, redriven, | reason                         |
 /// | purged                                 |                                |
 /// | webhook_attempted                      | webhook                        |
+/// | report_rejected                        | reason                         |
 struct job_event {
   std::string job_id;
   uint64_t sequence = 0;
@@ -312,11 +320,30 @@ struct resource_capacity {
 };
 
 /// Sent by a worker when it connects.
+/// An attempt a worker is running.
+struct running_attempt {
+  std::string job_id;
+  uint32_t attempt = 0;
+  /// The slot class it occupies (joins only).
+  std::string resource_class;
+};
+
+/// A node joining a coordinator: the hello (no proof yet) and the join
+/// (with the proof over the coordinator's challenge). See
+/// schemas/node_protocol.capnp.
 struct register_worker {
   std::string node_id;
   std::string worker_id;
   std::vector<resource_capacity> capacity;
   std::vector<std::string> job_types;
+  /// "worker" or "gateway".
+  std::string role;
+  /// HMAC-SHA256 proof (runtime/join_proof.hpp); empty in a hello.
+  std::string proof;
+  std::vector<running_attempt> running;
+  uint32_t protocol_min = 0;
+  uint32_t protocol_max = 0;
+  bool draining = false;
 };
 
 /// One attempt handed to a worker.
@@ -334,17 +361,26 @@ struct lease_batch {
   std::vector<lease> leases;
 };
 
-/// An attempt a worker is running.
-struct running_attempt {
-  std::string job_id;
-  uint32_t attempt = 0;
-};
-
 /// Periodic liveness report of a worker node; renews the listed leases.
 struct heartbeat {
   std::string node_id;
   int64_t at_ms = 0;
   std::vector<running_attempt> running;
+  /// Completions sent but not yet acknowledged.
+  std::vector<running_attempt> unacknowledged;
+  bool draining = false;
+};
+
+/// The coordinator's answer to a hello, join, heartbeat or report.
+struct coordinator_reply {
+  std::string coordinator_id;
+  /// Hello: one-time nonce the join proves the secret over.
+  std::string challenge;
+  std::vector<running_attempt> superseded;
+  std::vector<running_attempt> settled;
+  int64_t lease_ttl_ms = 0;
+  int64_t heartbeat_interval_ms = 0;
+  uint32_t protocol = 0;
 };
 
 struct progress_batch {
@@ -401,6 +437,7 @@ DROVER_MODEL_EQUALITY(heartbeat)
 DROVER_MODEL_EQUALITY(progress_batch)
 DROVER_MODEL_EQUALITY(completion)
 DROVER_MODEL_EQUALITY(completion_batch)
+DROVER_MODEL_EQUALITY(coordinator_reply)
 DROVER_MODEL_EQUALITY(tree_snapshot)
 
 #undef DROVER_MODEL_EQUALITY

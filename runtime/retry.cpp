@@ -23,8 +23,22 @@ int64_t retry_delay_ms(const backoff_policy& policy, uint32_t retry_count,
 
 retry_decision decide_retry(const job_record& rec, const error_info& error,
                             const std::vector<std::string>& non_retryable,
-                            int64_t now_ms, double uniform01) {
+                            int64_t now_ms, double uniform01,
+                            bool lost_attempt) {
   retry_decision result;
+  if (lost_attempt) {
+    // Not the handler's failure: no backoff and no count against
+    // max_attempts, only the cap on lost attempts.
+    if (rec.lost_count + 1 > max_lost_attempts) {
+      result.reason = "lost its worker " + std::to_string(rec.lost_count + 1)
+                      + " times (the cap is "
+                      + std::to_string(max_lost_attempts) + ")";
+      return result;
+    }
+    result.retry = true;
+    result.next_attempt_at_ms = now_ms;
+    return result;
+  }
   if (!error.retryable
       || std::find(non_retryable.begin(), non_retryable.end(), error.code)
              != non_retryable.end()) {

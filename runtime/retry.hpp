@@ -34,8 +34,17 @@ struct retry_decision {
 
 /// Decides for a job whose current attempt failed with `error`. `rec` is the
 /// job's record while the attempt was processing.
+/// `lost_attempt`: the attempt was lost, not failed (its worker died, its
+/// lease lapsed, its node or coordinator stopped): it is retried at once
+/// without counting against max_attempts, until `rec.lost_count` (before
+/// this loss) reaches max_lost_attempts.
 retry_decision decide_retry(const job_record& rec, const error_info& error,
                             const std::vector<std::string>& non_retryable,
-                            int64_t now_ms, double uniform01);
+                            int64_t now_ms, double uniform01,
+                            bool lost_attempt = false);
+
+/// Lost attempts a job may have before it fails: stops a job that kills
+/// every worker it touches.
+constexpr uint32_t max_lost_attempts = 5;
 
 } // namespace drover

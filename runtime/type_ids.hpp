@@ -17,6 +17,7 @@
 // tests/runtime/type_ids_test.cpp round-trips every type and fails if a type
 // is added here without a test.
 
+#include "runtime/cluster_protocol.hpp"
 #include "runtime/codec.hpp"
 #include "runtime/job_api.hpp"
 #include "runtime/model.hpp"
@@ -55,6 +56,9 @@ CAF_ADD_TYPE_ID(drover, (drover::submit_request))
 CAF_ADD_TYPE_ID(drover, (drover::job_query))
 CAF_ADD_TYPE_ID(drover, (drover::queue_stats))
 CAF_ADD_TYPE_ID(drover, (std::vector<drover::submit_request>))
+CAF_ADD_TYPE_ID(drover, (drover::coordinator_reply))
+CAF_ADD_TYPE_ID(drover, (drover::worker_agent_actor))
+CAF_ADD_TYPE_ID(drover, (drover::node_link_actor))
 
 CAF_END_TYPE_ID_BLOCK(drover)
 
@@ -116,6 +120,7 @@ DROVER_INSPECT_AS_CAPNP(heartbeat)
 DROVER_INSPECT_AS_CAPNP(progress_batch)
 DROVER_INSPECT_AS_CAPNP(completion)
 DROVER_INSPECT_AS_CAPNP(completion_batch)
+DROVER_INSPECT_AS_CAPNP(coordinator_reply)
 DROVER_INSPECT_AS_CAPNP(tree_node)
 DROVER_INSPECT_AS_CAPNP(tree_snapshot)
 DROVER_INSPECT_AS_CAPNP(submit_request)

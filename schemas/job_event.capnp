@@ -89,6 +89,12 @@ enum EventKind {
   # owes a webhook (JobRecord.webhookPendingSequence) clears that debt.
   # Recorded with `attempt` = the job's attempt at the terminal event.
   # Details: webhook.
+
+  reportRejected @17;
+  # A report from a superseded attempt (a worker that woke up after its
+  # lease lapsed and the job was leased again) was refused: its progress,
+  # checkpoint or outcome was never applied. Legal in every status; changes
+  # nothing. `attempt` is the superseded attempt. Details: reason.
 }
 
 enum WebhookOutcome {

@@ -130,4 +130,14 @@ struct JobRecord {
   # disabled) for that terminal event was recorded yet. 0 = none owed. A
   # redrive clears it (the next terminal event owes a new one). What a node
   # resumes webhook deliveries from after a restart.
+
+  lostCount @22 :UInt32;
+  # Attempts lost since submission or the last redrive: the worker died,
+  # its lease lapsed, or its coordinator stopped. They do not count
+  # against maxAttempts; a separate cap stops a job that loses every
+  # worker it touches.
+
+  lastLostAttempt @23 :UInt32;
+  # The last attempt that was lost (0 = none): a retryScheduled for this
+  # attempt does not count against maxAttempts.
 }

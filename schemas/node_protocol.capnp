@@ -36,6 +36,24 @@ struct RegisterWorker {
 
   jobTypes @3 :List(Text);
   # Job types it has handlers for.
+
+  role @4 :Text;
+  # What the connecting node joins as: "worker" or "gateway".
+
+  protocolMin @5 :UInt32;
+  protocolMax @6 :UInt32;
+  # The node-protocol versions the sender speaks (inclusive range).
+
+  proof @7 :Data $Json.base64;
+  # HMAC-SHA256 over the coordinator's challenge (see docs/cluster.md);
+  # empty in the hello that asks for the challenge.
+
+  running @8 :List(RunningAttempt);
+  # Attempts the worker is running when it (re)joins: a coordinator that
+  # still holds their leases keeps them; the others are superseded.
+
+  draining @9 :Bool;
+  # The worker takes no new leases (it is shutting down).
 }
 
 struct Lease {
@@ -72,6 +90,9 @@ struct RunningAttempt {
 
   attempt @1 :UInt32;
   # Its attempt number.
+
+  resourceClass @2 :Text;
+  # The slot class it occupies (in joins; empty elsewhere).
 }
 
 struct Heartbeat {
@@ -86,6 +107,40 @@ struct Heartbeat {
 
   running @2 :List(RunningAttempt);
   # Attempts it is running right now.
+
+  draining @3 :Bool;
+  # The worker takes no new leases (SIGTERM: it is draining).
+
+  unacknowledged @4 :List(RunningAttempt);
+  # Completions still in the worker's outbox (sent, not yet acknowledged).
+}
+
+struct CoordinatorReply {
+  # The coordinator's answer to a hello, a join, a heartbeat or a report.
+
+  protocol @0 :UInt32;
+  # The node-protocol version both sides use (hello, join).
+
+  challenge @1 :Data $Json.base64;
+  # Hello: the one-time nonce the join must prove knowledge of the secret
+  # over.
+
+  coordinatorId @2 :Text;
+  # The coordinator's node id.
+
+  leaseTtlMs @3 :Int64;
+  # How long an attempt's lease lasts without a heartbeat.
+
+  heartbeatIntervalMs @4 :Int64;
+  # How often the worker sends a heartbeat.
+
+  superseded @5 :List(RunningAttempt);
+  # Attempts the worker must stop: their leases lapsed and the jobs were
+  # leased again (or they are unknown to the coordinator).
+
+  settled @6 :List(RunningAttempt);
+  # Completions whose outcome is committed (or refused for good): the
+  # worker drops them from its outbox.
 }
 
 struct ProgressBatch {

@@ -350,6 +350,8 @@ void write(schema::JobRecord::Builder out, const job_record& x) {
   out.setSequence(x.sequence);
   out.setDeadLettered(x.dead_lettered);
   out.setWebhookPendingSequence(x.webhook_pending_sequence);
+  out.setLostCount(x.lost_count);
+  out.setLastLostAttempt(x.last_lost_attempt);
 }
 
 caf::error read(schema::JobRecord::Reader in, job_record& x,
@@ -378,6 +380,8 @@ caf::error read(schema::JobRecord::Reader in, job_record& x,
   x.sequence = in.getSequence();
   x.dead_lettered = in.getDeadLettered();
   x.webhook_pending_sequence = in.getWebhookPendingSequence();
+  x.lost_count = in.getLostCount();
+  x.last_lost_attempt = in.getLastLostAttempt();
   if (x.webhook_pending_sequence > x.sequence)
     return invalid("JobRecord.webhookPendingSequence",
                    std::to_string(x.webhook_pending_sequence)
@@ -456,6 +460,8 @@ details_which details_of(event_kind x) {
     case event_kind::cancelled:
     case event_kind::redriven:
     case event_kind::purged:
+      return details_which::REASON;
+    case event_kind::report_rejected:
       return details_which::REASON;
     case event_kind::webhook_attempted:
       return details_which::WEBHOOK;
@@ -599,6 +605,15 @@ void write(schema::RegisterWorker::Builder out, const register_worker& x) {
     for (unsigned i = 0; i < x.job_types.size(); ++i)
       types.set(i, as_text(x.job_types[i]));
   }
+  if (!x.role.empty())
+    out.setRole(as_text(x.role));
+  out.setProtocolMin(x.protocol_min);
+  out.setProtocolMax(x.protocol_max);
+  if (!x.proof.empty())
+    out.setProof(as_data(x.proof));
+  if (!x.running.empty())
+    write_list(out.initRunning(x.running.size()), x.running);
+  out.setDraining(x.draining);
 }
 
 caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
@@ -612,7 +627,12 @@ caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
   x.job_types.reserve(types.size());
   for (auto type : types)
     x.job_types.push_back(to_std(type));
-  return {};
+  x.role = to_std(in.getRole());
+  x.protocol_min = in.getProtocolMin();
+  x.protocol_max = in.getProtocolMax();
+  x.proof = to_std(in.getProof());
+  x.draining = in.getDraining();
+  return read_list(in.getRunning(), x.running, "RegisterWorker.running", ctx);
 }
 
 void write(schema::Lease::Builder out, const lease& x) {
@@ -648,12 +668,15 @@ void write(schema::RunningAttempt::Builder out, const running_attempt& x) {
   if (!x.job_id.empty())
     out.setJobId(as_text(x.job_id));
   out.setAttempt(x.attempt);
+  if (!x.resource_class.empty())
+    out.setResourceClass(as_text(x.resource_class));
 }
 
 caf::error read(schema::RunningAttempt::Reader in, running_attempt& x,
                 read_context&) {
   x.job_id = to_std(in.getJobId());
   x.attempt = in.getAttempt();
+  x.resource_class = to_std(in.getResourceClass());
   return {};
 }
 
@@ -663,11 +686,18 @@ void write(schema::Heartbeat::Builder out, const heartbeat& x) {
   out.setAtMs(x.at_ms);
   if (!x.running.empty())
     write_list(out.initRunning(x.running.size()), x.running);
+  out.setDraining(x.draining);
+  if (!x.unacknowledged.empty())
+    write_list(out.initUnacknowledged(x.unacknowledged.size()),
+               x.unacknowledged);
 }
 
 caf::error read(schema::Heartbeat::Reader in, heartbeat& x, read_context& ctx) {
   x.node_id = to_std(in.getNodeId());
   x.at_ms = in.getAtMs();
+  x.draining = in.getDraining();
+  DROVER_TRY(read_list(in.getUnacknowledged(), x.unacknowledged,
+                       "Heartbeat.unacknowledged", ctx));
   return read_list(in.getRunning(), x.running, "Heartbeat.running", ctx);
 }
 
@@ -710,6 +740,32 @@ caf::error read(schema::CompletionBatch::Reader in, completion_batch& x,
                 read_context& ctx) {
   return read_list(in.getCompletions(), x.completions,
                    "CompletionBatch.completions", ctx);
+}
+
+void write(schema::CoordinatorReply::Builder out, const coordinator_reply& x) {
+  out.setProtocol(x.protocol);
+  if (!x.challenge.empty())
+    out.setChallenge(as_data(x.challenge));
+  if (!x.coordinator_id.empty())
+    out.setCoordinatorId(as_text(x.coordinator_id));
+  out.setLeaseTtlMs(x.lease_ttl_ms);
+  out.setHeartbeatIntervalMs(x.heartbeat_interval_ms);
+  if (!x.superseded.empty())
+    write_list(out.initSuperseded(x.superseded.size()), x.superseded);
+  if (!x.settled.empty())
+    write_list(out.initSettled(x.settled.size()), x.settled);
+}
+
+caf::error read(schema::CoordinatorReply::Reader in, coordinator_reply& x,
+                read_context& ctx) {
+  x.protocol = in.getProtocol();
+  x.challenge = to_std(in.getChallenge());
+  x.coordinator_id = to_std(in.getCoordinatorId());
+  x.lease_ttl_ms = in.getLeaseTtlMs();
+  x.heartbeat_interval_ms = in.getHeartbeatIntervalMs();
+  DROVER_TRY(read_list(in.getSuperseded(), x.superseded,
+                       "CoordinatorReply.superseded", ctx));
+  return read_list(in.getSettled(), x.settled, "CoordinatorReply.settled", ctx);
 }
 
 // -- admin.capnp --------------------------------------------------------------

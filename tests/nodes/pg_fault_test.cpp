@@ -391,8 +391,14 @@ audit_totals audit(const std::map<std::string, stored_job>& jobs,
     }
     CHECK(job.rec.attempt == current);
     CHECK(current >= 1);
-    CHECK(current <= job.rec.spec.max_attempts);
-    CHECK(job.rec.retry_count == count_kind(evs, event_kind::retry_scheduled));
+    // Lost attempts (the node died under them) are not the handler's
+    // failures: they count in lost_count, not against max_attempts.
+    auto lost = count_kind(evs, event_kind::worker_lost)
+                + count_kind(evs, event_kind::lease_expired);
+    CHECK(job.rec.lost_count == lost);
+    CHECK(current <= job.rec.spec.max_attempts + lost);
+    CHECK(job.rec.retry_count
+          == count_kind(evs, event_kind::retry_scheduled) - lost);
   }
   return totals;
 }

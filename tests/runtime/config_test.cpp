@@ -71,6 +71,25 @@ TEST_CASE("the command line wins over the config file", "[config]") {
   CHECK(r->config.admin_port == 9001);
 }
 
+TEST_CASE("cluster roles parse into what each node needs", "[config]") {
+  auto r = parse({"--node-id", "w1", "--roles", "worker", "--coordinator",
+                  "10.0.0.5:7420", "--join-secret", "0123456789abcdef",
+                  "--job-types", "sleep,exec", "--slots", "gpu=1"});
+  REQUIRE(r);
+  CHECK(r->config.coordinator_host == "10.0.0.5");
+  CHECK(r->config.coordinator_port == 7420);
+  CHECK(r->config.job_types == std::vector<std::string>{"sleep", "exec"});
+  auto roles = roles_of(r->config);
+  CHECK((roles.worker && !roles.coordinator && !roles.gateway));
+  auto c = parse({"--roles", "coordinator,gateway", "--cluster-port", "0"});
+  REQUIRE(c);
+  CHECK(c->config.cluster_port == 0);
+  CHECK(roles_of(c->config).gateway);
+  auto v6 = parse({"--roles", "gateway", "--coordinator", "[::1]:7420"});
+  REQUIRE(v6);
+  CHECK(v6->config.coordinator_host == "::1");
+}
+
 TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad({"--no-such-option"}, "no-such-option");
   expect_bad({"--admin-port", "70000"}, "admin-port");
@@ -79,10 +98,31 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad({"--scheduler-policy", "fifo"}, "scheduler-policy");
   expect_bad({"--roles", "janitor"}, "unknown role 'janitor'");
   expect_bad({"--roles", ","}, "at least one role");
-  // Not implemented yet: refused, never run as something else.
-  expect_bad({"--roles", "worker"}, "not implemented yet");
-  expect_bad({"--roles", "gateway"}, "not implemented yet");
-  expect_bad({"--roles", "coordinator"}, "not implemented yet");
+  // A node refuses a role set it cannot serve (docs/cluster.md).
+  expect_bad({"--roles", "worker"}, "needs --coordinator");
+  expect_bad({"--roles", "gateway"}, "needs --coordinator");
+  expect_bad({"--roles", "coordinator"}, "needs --cluster-port");
+  expect_bad({"--roles", "worker", "--coordinator", "h:1", "--store",
+              "postgres", "--pg-url", "x"},
+             "a worker or gateway node has no store");
+  expect_bad({"--roles", "all", "--coordinator", "h:1"},
+             "--coordinator is for worker and gateway nodes");
+  expect_bad(
+      {"--roles", "worker", "--coordinator", "h:1", "--cluster-port", "1"},
+      "--cluster-port is for coordinators");
+  expect_bad({"--roles", "coordinator", "--cluster-port", "0", "--cluster-host",
+              "0.0.0.0"},
+             "--join-secret is required");
+  expect_bad({"--roles", "worker", "--coordinator", "h"}, "host:port");
+  expect_bad({"--roles", "worker", "--coordinator", "h:99999"},
+             "within [1, 65535]");
+  expect_bad({"--join-secret", "short"}, "at least 16 characters");
+  expect_bad({"--attempt-lease-ttl-ms", "2000",
+              "--worker-heartbeat-interval-ms", "1000"},
+             "less than half");
+  expect_bad(
+      {"--job-types", "sleep", "--roles", "coordinator", "--cluster-port", "0"},
+      "--job-types is for worker nodes");
   expect_bad({"--node-id", "a b"}, "node-id");
   expect_bad(
       {"--heartbeat-interval-ms", "5000", "--connection-timeout-ms", "1000"},

@@ -110,6 +110,8 @@ inline job_record record() {
   x.cancel_requested = true;
   x.dead_lettered = true;
   x.webhook_pending_sequence = 17;
+  x.lost_count = 2;
+  x.last_lost_attempt = 3;
   return x;
 }
 
@@ -172,6 +174,7 @@ inline job_event event(event_kind kind) {
     case event_kind::cancelled:
     case event_kind::redriven:
     case event_kind::purged:
+    case event_kind::report_rejected:
       x.reason = "operator alice: customer asked";
       break;
     case event_kind::webhook_attempted:
@@ -199,6 +202,7 @@ inline constexpr event_kind all_event_kinds[] = {
     event_kind::worker_lost,
     event_kind::purged,
     event_kind::webhook_attempted,
+    event_kind::report_rejected,
 };
 
 inline constexpr webhook_outcome all_webhook_outcomes[] = {
@@ -221,6 +225,12 @@ inline register_worker registration() {
   x.worker_id = "node-b/pool";
   x.capacity = {capacity("cpu", 8), capacity("gpu", 2)};
   x.job_types = {"video.transcode", "report.export"};
+  x.role = "worker";
+  x.proof = std::string(32, '\x5a');
+  x.protocol_min = 1;
+  x.protocol_max = 2;
+  x.draining = true;
+  x.running = {running_attempt{"job-1", 3, "gpu"}};
   return x;
 }
 
@@ -252,6 +262,20 @@ inline heartbeat beat() {
   x.node_id = "node-b";
   x.at_ms = 1700000003000;
   x.running = {running("job-1", 3), running("job-2", 1)};
+  x.unacknowledged = {running("job-3", 2)};
+  x.draining = true;
+  return x;
+}
+
+inline coordinator_reply reply() {
+  coordinator_reply x;
+  x.coordinator_id = "node-a";
+  x.challenge = std::string(32, '\x01');
+  x.superseded = {running("job-1", 3)};
+  x.settled = {running("job-3", 2)};
+  x.lease_ttl_ms = 2000;
+  x.heartbeat_interval_ms = 500;
+  x.protocol = 1;
   return x;
 }
 

@@ -9,6 +9,8 @@
 #include <caf/binary_serializer.hpp>
 #include <caf/deep_to_string.hpp>
 #include <caf/message.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -84,6 +86,7 @@ TEST_CASE("every type of the type-ID block round-trips through CAF",
   check_caf_round_trip(f.sys, samples::beat());
   check_caf_round_trip(f.sys, samples::progress_updates());
   check_caf_round_trip(f.sys, samples::completions());
+  check_caf_round_trip(f.sys, samples::reply());
   check_caf_round_trip(f.sys, samples::tree());
   check_caf_round_trip(f.sys, samples::snapshot());
   check_caf_round_trip(
@@ -130,6 +133,28 @@ TEST_CASE("every type of the type-ID block round-trips through CAF",
   st.cancelled = 15;
   st.retried = 16;
   check_caf_round_trip(f.sys, st);
+  {
+    // The cluster's actor handles (runtime/cluster_protocol.hpp).
+    auto agent = f.sys.spawn([]() -> worker_agent_actor::behavior_type {
+      return {
+          [](lease_atom, lease_batch&) {},
+          [](cancel_atom, std::string&, uint32_t) {},
+          [](abandon_atom, std::string&, uint32_t) {},
+      };
+    });
+    auto link = f.sys.spawn([]() -> node_link_actor::behavior_type {
+      return {
+          [](heartbeat_atom, heartbeat&) { return coordinator_reply{}; },
+          [](report_atom, progress_batch&, completion_batch&) {
+            return coordinator_reply{};
+          },
+      };
+    });
+    check_caf_round_trip(f.sys, agent);
+    check_caf_round_trip(f.sys, link);
+    caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(link, caf::exit_reason::user_shutdown);
+  }
   // Adding a type to the block without a round trip above fails here.
   constexpr auto block_size
       = caf::id_block::drover::end - caf::id_block::drover::begin;

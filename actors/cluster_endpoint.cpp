@@ -1,0 +1,360 @@
+#include "actors/cluster_endpoint.hpp"
+
+#include "actors/node_link.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/join_proof.hpp"
+#include "runtime/json_text.hpp"
+#include "runtime/log.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <map>
+
+namespace drover {
+
+namespace {
+
+/// How long a challenge may be answered, and how many may be open.
+constexpr int64_t challenge_ttl_ms = 10000;
+constexpr size_t max_open_challenges = 1024;
+
+struct challenge_info {
+  std::string node_id;
+  std::string role;
+  int64_t expires_ms = 0;
+};
+
+struct member {
+  std::string role;
+  register_worker registration;
+  int64_t joined_ms = 0;
+  node_link_local link;
+};
+
+struct endpoint_state {
+  cluster_endpoint_config cfg;
+  std::map<std::string, challenge_info> challenges;
+  /// By node id.
+  std::map<std::string, member> members;
+
+  static inline const char* name = "drover.cluster_endpoint";
+};
+
+using endpoint_actor
+    = cluster_endpoint_local::stateful_pointer<endpoint_state>;
+
+int64_t now_ms(endpoint_actor self) {
+  return self->state.cfg.clock_ms();
+}
+
+/// The admin views answer only this node's actors (the API), never a
+/// joining node.
+bool from_here(endpoint_actor self) {
+  auto& sender = self->current_sender();
+  return sender == nullptr || sender->node() == self->node();
+}
+
+caf::error refuse(const std::string& node_id, const std::string& why) {
+  log::warn("cluster", "refused a node", {{"node", node_id}, {"why", why}});
+  return make_error(errc::forbidden, why);
+}
+
+std::string range_text(uint32_t lo, uint32_t hi) {
+  return lo == hi ? std::to_string(lo)
+                  : std::to_string(lo) + "-" + std::to_string(hi);
+}
+
+bool plausible_name(const std::string& s, size_t max) {
+  if (s.empty() || s.size() > max)
+    return false;
+  for (unsigned char c : s)
+    if (!(std::isalnum(c) || c == '-' || c == '_' || c == '.'))
+      return false;
+  return true;
+}
+
+/// Checks what a joining node says about itself (hostile input).
+caf::error check_registration(const register_worker& reg) {
+  auto bad = [](std::string why) {
+    return make_error(errc::invalid_request, std::move(why));
+  };
+  if (!plausible_name(reg.node_id, 128))
+    return bad("node id must be 1 to 128 of [A-Za-z0-9._-]");
+  if (reg.role != "worker" && reg.role != "gateway")
+    return bad("role must be worker or gateway");
+  if (reg.role == "gateway")
+    return caf::none;
+  if (reg.capacity.empty() || reg.capacity.size() > 64)
+    return bad("a worker registers 1 to 64 resource classes");
+  uint64_t total = 0;
+  for (auto& cap : reg.capacity) {
+    if (!plausible_name(cap.resource_class, 64))
+      return bad("resource class names are 1 to 64 of [A-Za-z0-9._-]");
+    if (cap.slots < 1 || cap.slots > 1024)
+      return bad("slots per class must be within [1, 1024]");
+    total += cap.slots;
+  }
+  if (total > 4096)
+    return bad("at most 4096 slots per worker node");
+  if (reg.job_types.empty() || reg.job_types.size() > 256)
+    return bad("a worker registers 1 to 256 job types");
+  for (auto& t : reg.job_types)
+    if (!plausible_name(t, 128))
+      return bad("job type names are 1 to 128 of [A-Za-z0-9._-]");
+  if (reg.running.size() > total)
+    return bad("more running attempts than slots");
+  return caf::none;
+}
+
+caf::expected<coordinator_reply> on_hello(endpoint_actor self,
+                                          register_worker& reg) {
+  auto& st = self->state;
+  if (reg.protocol_max < cluster_protocol_min
+      || reg.protocol_min > cluster_protocol_max
+      || reg.protocol_min > reg.protocol_max)
+    return refuse(reg.node_id,
+                  "incompatible cluster protocol: the node speaks "
+                      + range_text(reg.protocol_min, reg.protocol_max)
+                      + ", this coordinator speaks "
+                      + range_text(cluster_protocol_min, cluster_protocol_max));
+  if (auto err = check_registration(reg))
+    return refuse(reg.node_id, describe(err));
+  auto now = now_ms(self);
+  for (auto i = st.challenges.begin(); i != st.challenges.end();)
+    i = i->second.expires_ms <= now ? st.challenges.erase(i) : std::next(i);
+  if (st.challenges.size() >= max_open_challenges)
+    return make_error(errc::unavailable, "too many joins in progress");
+  coordinator_reply r;
+  r.coordinator_id = st.cfg.coordinator_id;
+  r.protocol = std::min(reg.protocol_max, cluster_protocol_max);
+  r.challenge = make_join_challenge();
+  r.lease_ttl_ms = st.cfg.lease_ttl.count();
+  r.heartbeat_interval_ms = st.cfg.heartbeat_interval.count();
+  st.challenges[r.challenge]
+      = challenge_info{reg.node_id, reg.role, now + challenge_ttl_ms};
+  return r;
+}
+
+/// Checks the join's proof against an open challenge (used once).
+caf::error check_join(endpoint_actor self, const register_worker& reg,
+                      const std::string& role) {
+  auto& st = self->state;
+  if (reg.role != role)
+    return refuse(reg.node_id, "joined as " + reg.role + " with the "
+                                   + role + " handshake");
+  if (auto err = check_registration(reg))
+    return refuse(reg.node_id, describe(err));
+  // The challenge travels back as the proof's salt: find it by node id.
+  auto now = now_ms(self);
+  for (auto i = st.challenges.begin(); i != st.challenges.end(); ++i) {
+    auto& c = i->second;
+    if (c.node_id != reg.node_id || c.role != reg.role || c.expires_ms <= now)
+      continue;
+    if (st.cfg.join_secret.empty()
+        || check_join_proof(st.cfg.join_secret, reg.role, reg.node_id,
+                            i->first, reg.proof)) {
+      st.challenges.erase(i);
+      return caf::none;
+    }
+  }
+  return refuse(reg.node_id, "join refused: wrong or missing join secret "
+                             "(or no open challenge for this node)");
+}
+
+caf::result<coordinator_reply, node_link_actor>
+on_worker_join(endpoint_actor self, register_worker& reg,
+               worker_agent_actor& agent) {
+  auto& st = self->state;
+  if (auto err = check_join(self, reg, "worker"))
+    return err;
+  auto& m = st.members[reg.node_id];
+  if (m.link && m.registration.capacity != reg.capacity) {
+    // Same node, other slots: the old link's leases lapse on their own.
+    log::warn("cluster", "a worker node came back with other slots",
+              {{"node", reg.node_id}});
+    m.link = nullptr;
+  }
+  if (!m.link) {
+    node_link_config lc;
+    lc.node_id = reg.node_id;
+    lc.coordinator_id = st.cfg.coordinator_id;
+    lc.registration = reg;
+    lc.handles = st.cfg.handles;
+    lc.lease_ttl = st.cfg.lease_ttl;
+    lc.heartbeat_interval = st.cfg.heartbeat_interval;
+    lc.clock_ms = st.cfg.clock_ms;
+    m.link = spawn_node_link(self->system(), std::move(lc));
+    self->monitor(m.link);
+    // The links stop with the endpoint (node shutdown).
+    self->link_to(m.link);
+    m.joined_ms = now_ms(self);
+  }
+  m.role = "worker";
+  m.registration = reg;
+  m.registration.proof.clear();
+  auto rp = self->make_response_promise<coordinator_reply, node_link_actor>();
+  auto link = m.link;
+  self->request(link, std::chrono::seconds{10}, join_atom::value, reg, agent)
+      .then(
+          [rp, link](coordinator_reply& r) mutable {
+            rp.deliver(std::move(r), node_link_actor{link});
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  log::info("cluster", "worker node joined",
+            {{"node", reg.node_id}, {"job_types", reg.job_types.size()}});
+  return rp;
+}
+
+caf::result<coordinator_reply, caf::actor>
+on_gateway_join(endpoint_actor self, register_worker& reg) {
+  auto& st = self->state;
+  if (auto err = check_join(self, reg, "gateway"))
+    return err;
+  auto& m = st.members[reg.node_id];
+  m.role = "gateway";
+  m.registration = reg;
+  m.registration.proof.clear();
+  m.joined_ms = now_ms(self);
+  log::info("cluster", "gateway node joined", {{"node", reg.node_id}});
+  coordinator_reply r;
+  r.coordinator_id = st.cfg.coordinator_id;
+  r.protocol = cluster_protocol_max;
+  return {std::move(r), st.cfg.api ? *st.cfg.api : caf::actor{}};
+}
+
+std::string member_json(const std::string& node_id, const member& m,
+                        int64_t now, const tree_node* view) {
+  std::string out = "{\"node\":" + json_quote(node_id)
+                    + ",\"role\":" + json_quote(m.role)
+                    + ",\"joined_ms_ago\":" + std::to_string(now - m.joined_ms);
+  if (m.role == "worker") {
+    out += ",\"slots\":{";
+    bool first = true;
+    for (auto& cap : m.registration.capacity) {
+      out += (first ? "" : ",") + json_quote(cap.resource_class) + ":"
+             + std::to_string(cap.slots);
+      first = false;
+    }
+    out += "},\"job_types\":[";
+    first = true;
+    for (auto& t : m.registration.job_types) {
+      out += (first ? "" : ",") + json_quote(t);
+      first = false;
+    }
+    out += "]";
+    if (view != nullptr) {
+      size_t running = 0;
+      for (auto& slot : view->children)
+        running += slot.children.size();
+      out += ",\"connected\":"
+             + std::string{view->state != child_state::restarting ? "true"
+                                                                  : "false"}
+             + ",\"draining\":"
+             + std::string{view->state == child_state::stopping ? "true"
+                                                                : "false"}
+             + ",\"running\":" + std::to_string(running)
+             + ",\"health\":" + json_quote(view->last_exit);
+    } else {
+      out += ",\"connected\":false";
+    }
+  }
+  return out + "}";
+}
+
+/// Asks every worker link for its subtree; `done` gets them all.
+void gather(endpoint_actor self,
+            std::function<void(std::map<std::string, tree_node>)> done) {
+  auto& st = self->state;
+  auto views = std::make_shared<std::map<std::string, tree_node>>();
+  auto left = std::make_shared<size_t>(0);
+  for (auto& [id, m] : st.members)
+    if (m.link)
+      ++*left;
+  if (*left == 0) {
+    done({});
+    return;
+  }
+  for (auto& [id, m] : st.members) {
+    if (!m.link)
+      continue;
+    auto node_id = id;
+    auto one = [views, left, done, node_id](tree_node* n) {
+      if (n != nullptr)
+        (*views)[node_id] = std::move(*n);
+      if (--*left == 0)
+        done(std::move(*views));
+    };
+    self->request(m.link, std::chrono::seconds{5}, describe_atom::value)
+        .then([one](tree_node& n) { one(&n); },
+              [one](caf::error&) { one(nullptr); });
+  }
+}
+
+cluster_endpoint_local::behavior_type
+endpoint_impl(endpoint_actor self, cluster_endpoint_config cfg) {
+  self->state.cfg = std::move(cfg);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    for (auto i = self->state.members.begin(); i != self->state.members.end();
+         ++i)
+      if (i->second.link && i->second.link.address() == dm.source) {
+        self->state.members.erase(i);
+        return;
+      }
+  });
+  return {
+      [self](hello_atom, register_worker& reg) { return on_hello(self, reg); },
+      [self](join_atom, register_worker& reg, worker_agent_actor& agent) {
+        return on_worker_join(self, reg, agent);
+      },
+      [self](join_atom, register_worker& reg) {
+        return on_gateway_join(self, reg);
+      },
+      [self](describe_atom) -> caf::result<tree_node> {
+        if (!from_here(self))
+          return make_error(errc::forbidden, "admin views are local");
+        auto rp = self->make_response_promise<tree_node>();
+        gather(self, [rp](std::map<std::string, tree_node> views) mutable {
+          tree_node n;
+          n.name = "cluster";
+          n.kind = child_kind::supervisor;
+          for (auto& [id, v] : views)
+            n.children.push_back(std::move(v));
+          rp.deliver(std::move(n));
+        });
+        return rp;
+      },
+      [self](nodes_atom) -> caf::result<std::string> {
+        if (!from_here(self))
+          return make_error(errc::forbidden, "admin views are local");
+        auto rp = self->make_response_promise<std::string>();
+        gather(self,
+               [self, rp](std::map<std::string, tree_node> views) mutable {
+                 auto now = now_ms(self);
+                 std::string out = "[";
+                 bool first = true;
+                 for (auto& [id, m] : self->state.members) {
+                   auto v = views.find(id);
+                   out += (first ? "" : ",")
+                          + member_json(id, m, now,
+                                        v != views.end() ? &v->second
+                                                         : nullptr);
+                   first = false;
+                 }
+                 rp.deliver(out + "]");
+               });
+        return rp;
+      },
+  };
+}
+
+} // namespace
+
+cluster_endpoint_local spawn_cluster_endpoint(caf::actor_system& sys,
+                                              cluster_endpoint_config cfg) {
+  return sys.spawn(endpoint_impl, std::move(cfg));
+}
+
+} // namespace drover

@@ -1,0 +1,52 @@
+#pragma once
+
+// The coordinator's cluster port (docs/cluster.md): worker and gateway
+// nodes join here. Published with CAF's middleman on --cluster-port.
+//
+// Joining is a two-step handshake (runtime/cluster_protocol.hpp): a hello
+// whose protocol range must meet this build's (else refused, on both
+// sides, naming both ranges), answered with a one-time challenge; then a
+// join carrying HMAC(join secret, role, node id, challenge)
+// (runtime/join_proof.hpp). A wrong, replayed or missing proof is refused
+// and logged. Without a join secret (development mode, loopback only) any
+// node may join and the coordinator says so at start.
+//
+// A worker's join creates (or, when the node comes back, reuses) its node
+// link (actors/node_link.hpp); a gateway's join returns the node API actor.
+// The endpoint also answers the admin views: the worker nodes' subtrees and
+// the node list.
+
+#include "actors/job_system.hpp"
+#include "runtime/cluster_protocol.hpp"
+#include "runtime/tree.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace drover {
+
+using cluster_endpoint_local = cluster_endpoint_actor::extend<
+    caf::replies_to<describe_atom>::with<tree_node>,
+    caf::replies_to<nodes_atom>::with<std::string>>;
+
+struct cluster_endpoint_config {
+  std::string coordinator_id;
+  /// Empty = any node may join (development mode; loopback only).
+  std::string join_secret;
+  std::shared_ptr<job_system_handles> handles;
+  /// What a gateway's join returns (set before the port opens).
+  std::shared_ptr<const caf::actor> api;
+  std::chrono::milliseconds lease_ttl{2000};
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::function<int64_t()> clock_ms;
+};
+
+cluster_endpoint_local spawn_cluster_endpoint(caf::actor_system& sys,
+                                              cluster_endpoint_config cfg);
+
+} // namespace drover

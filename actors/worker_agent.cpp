@@ -1,0 +1,553 @@
+#include "actors/worker_agent.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/join_proof.hpp"
+#include "runtime/log.hpp"
+#include "runtime/submit.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <algorithm>
+#include <deque>
+#include <random>
+
+namespace drover {
+
+namespace {
+
+using connect_now_atom = agent_timers::connect_atom;
+using agent_timers::beat_atom;
+using agent_timers::deadline_atom;
+using agent_timers::force_atom;
+
+/// Reconnecting to the coordinator: 100 ms doubling, jittered, up to a
+/// quarter of the lease TTL (so a worker is back well within its leases'
+/// lifetime once the coordinator is) and at most 5 s.
+backoff_schedule reconnect_schedule(std::chrono::milliseconds lease_ttl) {
+  auto cap = std::clamp<std::chrono::milliseconds>(
+      lease_ttl / 4, std::chrono::milliseconds{100},
+      std::chrono::milliseconds{5000});
+  return {std::chrono::milliseconds{100}, cap, 2.0, 0.5};
+}
+
+struct run_info {
+  uint32_t attempt = 0;
+  std::string resource_class;
+  caf::actor worker;
+  bool superseded = false;
+};
+
+using attempt_key = std::pair<std::string, uint32_t>;
+
+struct agent_state {
+  worker_agent_config cfg;
+  std::map<std::string, std::deque<caf::actor>> idle;
+  std::map<caf::actor_addr, std::string> worker_ids;
+  std::map<std::string, run_info> running;
+  std::deque<lease> waiting;
+  // outbox
+  std::map<std::string, progress_update> progress;
+  std::vector<progress_update> checkpoints;
+  std::map<attempt_key, completion> completions;
+  std::set<attempt_key> sent;
+  bool report_in_flight = false;
+  bool beat_in_flight = false;
+  // connection
+  cluster_endpoint_actor endpoint;
+  node_link_actor link;
+  bool connecting = false;
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds lease_ttl{2000};
+  /// Failed connection attempts in a row.
+  uint32_t reconnect_failures = 0;
+  std::minstd_rand rng{std::random_device{}()};
+  bool draining = false;
+  bool drained = false;
+  uint64_t leases_received = 0;
+  uint64_t batches_received = 0;
+
+  static inline const char* name = "drover.worker_agent";
+};
+
+using agent_actor = worker_agent_local::stateful_pointer<agent_state>;
+
+void connect(agent_actor self);
+void maybe_report(agent_actor self);
+
+void schedule_reconnect(agent_actor self) {
+  auto& st = self->state;
+  std::uniform_real_distribution<double> u{0.0, 1.0};
+  auto delay = reconnect_schedule(st.lease_ttl)
+                   .delay(st.reconnect_failures, u(st.rng));
+  if (st.reconnect_failures < 64)
+    ++st.reconnect_failures;
+  self->delayed_send(self, delay, connect_now_atom::value);
+}
+
+void fatal(agent_actor self, const std::string& why) {
+  log::error("worker_agent", "the coordinator refused this node",
+             {{"reason", why}});
+  if (self->state.cfg.on_fatal)
+    self->state.cfg.on_fatal(why);
+}
+
+void check_drained(agent_actor self) {
+  auto& st = self->state;
+  if (!st.draining || st.drained || !st.running.empty() || !st.waiting.empty()
+      || !st.completions.empty())
+    return;
+  st.drained = true;
+  log::info("worker_agent", "drained: every attempt finished and settled");
+  if (st.cfg.on_drained)
+    st.cfg.on_drained();
+}
+
+/// Runs waiting leases on idle workers of their class.
+void start_waiting(agent_actor self) {
+  auto& st = self->state;
+  for (auto i = st.waiting.begin(); i != st.waiting.end();) {
+    const auto& cls = resource_class_of(i->spec);
+    auto& idle = st.idle[cls];
+    if (idle.empty()) {
+      ++i;
+      continue;
+    }
+    auto worker = idle.front();
+    idle.pop_front();
+    run_info r;
+    r.attempt = i->attempt;
+    r.resource_class = cls;
+    r.worker = worker;
+    st.running[i->job_id] = r;
+    caf::anon_send(worker, run_atom::value, std::move(*i),
+               caf::actor_cast<caf::actor>(self));
+    i = st.waiting.erase(i);
+  }
+}
+
+/// Applies the coordinator's settled and superseded lists.
+void apply_reply(agent_actor self, coordinator_reply& r) {
+  auto& st = self->state;
+  for (auto& s : r.settled) {
+    st.completions.erase({s.job_id, s.attempt});
+    st.sent.erase({s.job_id, s.attempt});
+  }
+  for (auto& s : r.superseded) {
+    st.completions.erase({s.job_id, s.attempt});
+    st.sent.erase({s.job_id, s.attempt});
+    auto p = st.progress.find(s.job_id);
+    if (p != st.progress.end() && p->second.attempt == s.attempt)
+      st.progress.erase(p);
+    auto i = st.running.find(s.job_id);
+    if (i == st.running.end() || i->second.attempt != s.attempt
+        || i->second.superseded)
+      continue;
+    i->second.superseded = true;
+    log::warn("worker_agent", log::job{s.job_id},
+              "attempt superseded (its lease lapsed): stopping it",
+              {{"attempt", s.attempt}});
+    caf::anon_send(i->second.worker, cancel_atom::value, s.job_id, s.attempt);
+    self->delayed_send(self, st.cfg.supersede_grace, force_atom::value,
+                       s.job_id, s.attempt);
+  }
+  check_drained(self);
+}
+
+void on_link_lost(agent_actor self, const std::string& why) {
+  auto& st = self->state;
+  if (!st.link && !st.endpoint)
+    return;
+  log::warn("worker_agent",
+            "lost the coordinator; attempts keep running, reconnecting",
+            {{"reason", why}, {"running", st.running.size()}});
+  st.link = nullptr;
+  st.endpoint = nullptr;
+  st.report_in_flight = false;
+  st.beat_in_flight = false;
+  st.sent.clear();
+  schedule_reconnect(self);
+}
+
+register_worker registration(agent_actor self) {
+  auto& st = self->state;
+  register_worker reg;
+  reg.node_id = st.cfg.node_id;
+  reg.worker_id = st.cfg.node_id;
+  reg.role = "worker";
+  reg.protocol_min = st.cfg.protocol_min;
+  reg.protocol_max = st.cfg.protocol_max;
+  for (auto& [cls, n] : st.cfg.slots)
+    reg.capacity.push_back(resource_capacity{cls, n});
+  reg.job_types = st.cfg.job_types;
+  reg.draining = st.draining;
+  for (auto& [job_id, r] : st.running)
+    if (!r.superseded)
+      reg.running.push_back(running_attempt{job_id, r.attempt,
+                                            r.resource_class});
+  return reg;
+}
+
+void join(agent_actor self, const std::string& challenge) {
+  auto& st = self->state;
+  auto reg = registration(self);
+  if (!st.cfg.join_secret.empty())
+    reg.proof = join_proof(st.cfg.join_secret, reg.role, reg.node_id,
+                           challenge);
+  self->request(st.endpoint, std::chrono::seconds{10}, join_atom::value, reg,
+                worker_agent_actor{self})
+      .then(
+          [self](coordinator_reply& r, node_link_actor& link) {
+            auto& st = self->state;
+            st.connecting = false;
+            st.reconnect_failures = 0;
+            st.link = link;
+            self->monitor(link);
+            st.heartbeat_interval
+                = std::chrono::milliseconds{std::max<int64_t>(
+                    10, r.heartbeat_interval_ms)};
+            st.lease_ttl = std::chrono::milliseconds{r.lease_ttl_ms};
+            log::announce("worker_agent", "joined the coordinator",
+                          {{"coordinator", r.coordinator_id},
+                           {"protocol", r.protocol},
+                           {"running", st.running.size()}});
+            apply_reply(self, r);
+            maybe_report(self);
+          },
+          [self](caf::error& err) {
+            auto& st = self->state;
+            st.connecting = false;
+            if (is(err, errc::forbidden))
+              return fatal(self, describe(err));
+            log::warn("worker_agent", "join failed; retrying",
+                      {{"error", describe(err)}});
+            st.endpoint = nullptr;
+            schedule_reconnect(self);
+          });
+}
+
+void hello(agent_actor self) {
+  auto& st = self->state;
+  auto reg = registration(self);
+  reg.running.clear();
+  self->request(st.endpoint, std::chrono::seconds{10}, hello_atom::value, reg)
+      .then([self](coordinator_reply& r) { join(self, r.challenge); },
+            [self](caf::error& err) {
+              auto& st = self->state;
+              st.connecting = false;
+              if (is(err, errc::forbidden))
+                return fatal(self, describe(err));
+              log::warn("worker_agent", "hello failed; retrying",
+                        {{"error", describe(err)}});
+              st.endpoint = nullptr;
+              schedule_reconnect(self);
+            });
+}
+
+void connect(agent_actor self) {
+  auto& st = self->state;
+  if (st.connecting || st.link)
+    return;
+  st.connecting = true;
+  auto mm = self->system().middleman().actor_handle();
+  self->request(mm, std::chrono::seconds{10}, caf::connect_atom::value,
+                st.cfg.coordinator_host, st.cfg.coordinator_port)
+      .then(
+          [self](caf::node_id&, caf::strong_actor_ptr& ptr,
+                 std::set<std::string>& ifs) {
+            auto& st = self->state;
+            auto expected
+                = self->system().message_types<cluster_endpoint_actor>();
+            if (!ptr || !self->system().assignable(ifs, expected)) {
+              st.connecting = false;
+              return fatal(self,
+                           "the peer at " + st.cfg.coordinator_host + ":"
+                               + std::to_string(st.cfg.coordinator_port)
+                               + " is not a Drover coordinator's cluster "
+                                 "port (its interface differs)");
+            }
+            // What remote_actor<cluster_endpoint_actor> does, without
+            // blocking this actor: the interface was checked above.
+            st.endpoint = caf::actor_cast<cluster_endpoint_actor>(ptr);
+            self->monitor(st.endpoint);
+            hello(self);
+          },
+          [self](caf::error& err) {
+            auto& st = self->state;
+            st.connecting = false;
+            if (st.reconnect_failures == 0)
+              log::warn("worker_agent",
+                        "cannot reach the coordinator; retrying with backoff",
+                        {{"coordinator",
+                          st.cfg.coordinator_host + ":"
+                              + std::to_string(st.cfg.coordinator_port)},
+                         {"error", self->system().render(err)}});
+            schedule_reconnect(self);
+          });
+}
+
+void maybe_report(agent_actor self) {
+  auto& st = self->state;
+  if (!st.link || st.report_in_flight)
+    return;
+  progress_batch pb;
+  completion_batch cb;
+  for (auto& c : st.checkpoints)
+    pb.updates.push_back(std::move(c));
+  st.checkpoints.clear();
+  for (auto& [job_id, u] : st.progress)
+    pb.updates.push_back(std::move(u));
+  st.progress.clear();
+  std::vector<attempt_key> keys;
+  for (auto& [key, c] : st.completions)
+    if (st.sent.count(key) == 0) {
+      cb.completions.push_back(c);
+      keys.push_back(key);
+    }
+  if (pb.updates.empty() && cb.completions.empty())
+    return;
+  for (auto& k : keys)
+    st.sent.insert(k);
+  st.report_in_flight = true;
+  self->request(st.link, std::chrono::seconds{10}, report_atom::value,
+                std::move(pb), std::move(cb))
+      .then(
+          [self](coordinator_reply& r) {
+            self->state.report_in_flight = false;
+            apply_reply(self, r);
+            maybe_report(self);
+          },
+          [self, keys](caf::error& err) {
+            auto& st = self->state;
+            st.report_in_flight = false;
+            // Progress of a failed report is stale by the next one; the
+            // outcomes stay and go again.
+            for (auto& k : keys)
+              st.sent.erase(k);
+            log::warn("worker_agent", "a report failed; it goes again",
+                      {{"error", describe(err)}});
+          });
+}
+
+void send_heartbeat(agent_actor self) {
+  auto& st = self->state;
+  if (st.link && !st.beat_in_flight) {
+    heartbeat hb;
+    hb.node_id = st.cfg.node_id;
+    hb.at_ms = st.cfg.clock_ms();
+    hb.draining = st.draining;
+    for (auto& [job_id, r] : st.running)
+      hb.running.push_back(running_attempt{job_id, r.attempt, {}});
+    for (auto& [key, c] : st.completions)
+      hb.unacknowledged.push_back(running_attempt{key.first, key.second, {}});
+    st.beat_in_flight = true;
+    self->request(st.link, st.lease_ttl, heartbeat_atom::value, std::move(hb))
+        .then(
+            [self](coordinator_reply& r) {
+              self->state.beat_in_flight = false;
+              apply_reply(self, r);
+              maybe_report(self); // outcomes whose report failed
+            },
+            [self](caf::error& err) {
+              self->state.beat_in_flight = false;
+              log::warn("worker_agent", "a heartbeat went unanswered",
+                        {{"error", describe(err)}});
+            });
+  }
+}
+
+void beat(agent_actor self) {
+  send_heartbeat(self);
+  self->delayed_send(self, self->state.heartbeat_interval, beat_atom::value);
+}
+
+tree_node describe_agent(agent_actor self) {
+  auto& st = self->state;
+  tree_node n;
+  n.name = "agent";
+  n.kind = child_kind::worker;
+  n.last_exit = std::string{st.link ? "connected" : "disconnected"}
+                + (st.draining ? ", draining" : "") + ", "
+                + std::to_string(st.running.size()) + " running";
+  for (auto& [job_id, r] : st.running) {
+    tree_node job;
+    job.name = "job " + job_id;
+    job.kind = child_kind::worker;
+    job.restart = restart_type::temporary;
+    job.last_exit = "attempt " + std::to_string(r.attempt)
+                    + (r.superseded ? " (superseded)" : "");
+    n.children.push_back(std::move(job));
+  }
+  return n;
+}
+
+worker_agent_local::behavior_type agent_impl(agent_actor self,
+                                             worker_agent_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    if ((st.link && dm.source == st.link.address())
+        || (st.endpoint && dm.source == st.endpoint.address())) {
+      on_link_lost(self, self->system().render(dm.reason));
+      return;
+    }
+    // A local worker died: its attempt ended with it.
+    auto w = st.worker_ids.find(dm.source);
+    if (w == st.worker_ids.end())
+      return;
+    st.worker_ids.erase(w);
+    for (auto& [cls, idle] : st.idle)
+      idle.erase(std::remove_if(idle.begin(), idle.end(),
+                                [&](const caf::actor& a) {
+                                  return a.address() == dm.source;
+                                }),
+                 idle.end());
+    for (auto i = st.running.begin(); i != st.running.end(); ++i) {
+      if (i->second.worker.address() != dm.source)
+        continue;
+      completion c;
+      c.job_id = i->first;
+      c.attempt = i->second.attempt;
+      c.outcome = completion_outcome::failed_retryable;
+      c.error = {"worker_lost", "the worker running the attempt died", true};
+      bool superseded = i->second.superseded;
+      st.running.erase(i);
+      if (!superseded)
+        st.completions[{c.job_id, c.attempt}] = std::move(c);
+      maybe_report(self);
+      break;
+    }
+  });
+  self->send(self, connect_now_atom::value);
+  self->send(self, beat_atom::value);
+  return {
+      [self](lease_atom, lease_batch& batch) {
+        auto& st = self->state;
+        ++st.batches_received;
+        st.leases_received += batch.leases.size();
+        for (auto& l : batch.leases) {
+          if (st.running.count(l.job_id) > 0)
+            continue; // a duplicate
+          st.waiting.push_back(std::move(l));
+        }
+        start_waiting(self);
+      },
+      [self](cancel_atom, std::string& job_id, uint32_t attempt) {
+        auto& st = self->state;
+        auto i = st.running.find(job_id);
+        if (i != st.running.end() && i->second.attempt == attempt)
+          caf::anon_send(i->second.worker, cancel_atom::value, job_id, attempt);
+      },
+      [self](abandon_atom, std::string& job_id, uint32_t attempt) {
+        auto& st = self->state;
+        auto i = st.running.find(job_id);
+        if (i == st.running.end() || i->second.attempt != attempt)
+          return;
+        caf::anon_send(i->second.worker, abandon_atom::value, job_id, attempt);
+        st.running.erase(i);
+        check_drained(self);
+      },
+      [self](force_atom, std::string& job_id, uint32_t attempt) {
+        auto& st = self->state;
+        auto i = st.running.find(job_id);
+        if (i == st.running.end() || i->second.attempt != attempt
+            || !i->second.superseded)
+          return;
+        caf::anon_send(i->second.worker, abandon_atom::value, job_id, attempt);
+        st.running.erase(i);
+        check_drained(self);
+      },
+      [self](ready_atom, std::string& cls, std::string& worker_id,
+             caf::actor& worker) {
+        auto& st = self->state;
+        if (st.worker_ids.emplace(worker.address(), worker_id).second)
+          self->monitor(worker);
+        st.idle[cls].push_back(std::move(worker));
+        start_waiting(self);
+      },
+      [self](progress_atom, progress_update& u) {
+        auto& st = self->state;
+        auto i = st.running.find(u.job_id);
+        if (i == st.running.end() || i->second.attempt != u.attempt
+            || i->second.superseded)
+          return;
+        st.progress[u.job_id] = std::move(u);
+        maybe_report(self);
+      },
+      [self](checkpoint_atom, std::string& job_id, uint32_t attempt,
+             std::string& bytes) {
+        auto& st = self->state;
+        auto i = st.running.find(job_id);
+        if (i == st.running.end() || i->second.attempt != attempt
+            || i->second.superseded)
+          return;
+        progress_update u;
+        u.job_id = std::move(job_id);
+        u.attempt = attempt;
+        u.checkpoint = std::move(bytes);
+        u.at_ms = st.cfg.clock_ms();
+        st.checkpoints.push_back(std::move(u));
+        maybe_report(self);
+      },
+      [self](done_atom, completion& c) {
+        auto& st = self->state;
+        auto i = st.running.find(c.job_id);
+        if (i == st.running.end() || i->second.attempt != c.attempt)
+          return;
+        bool superseded = i->second.superseded;
+        st.running.erase(i);
+        if (!superseded) {
+          st.progress.erase(c.job_id); // the outcome says more
+          st.completions[{c.job_id, c.attempt}] = std::move(c);
+          maybe_report(self);
+        }
+        check_drained(self);
+      },
+      [self](stop_atom) {
+        auto& st = self->state;
+        if (st.draining)
+          return;
+        st.draining = true;
+        log::info("worker_agent",
+                  "draining: no new leases; running attempts finish",
+                  {{"running", st.running.size()},
+                   {"deadline_ms", st.cfg.drain_timeout.count()}});
+        self->delayed_send(self, st.cfg.drain_timeout, deadline_atom::value);
+        send_heartbeat(self); // tell the coordinator now (if none in flight)
+        check_drained(self);
+      },
+      [self](deadline_atom) {
+        auto& st = self->state;
+        if (st.drained)
+          return;
+        log::warn("worker_agent",
+                  "drain deadline reached: stopping the remaining attempts; "
+                  "their leases lapse and they run elsewhere",
+                  {{"running", st.running.size()}});
+        for (auto& [job_id, r] : st.running)
+          caf::anon_send(r.worker, cancel_atom::value, job_id, r.attempt);
+        st.drained = true;
+        if (st.cfg.on_drained)
+          st.cfg.on_drained();
+      },
+      [self](describe_atom) { return describe_agent(self); },
+      [self](connect_now_atom) { connect(self); },
+      [self](beat_atom) { beat(self); },
+  };
+}
+
+} // namespace
+
+worker_agent_local spawn_worker_agent(caf::actor_system& sys,
+                                      worker_agent_config cfg) {
+  return sys.spawn(agent_impl, std::move(cfg));
+}
+
+} // namespace drover

@@ -1,0 +1,88 @@
+#pragma once
+
+// The worker node's agent (docs/cluster.md): connects this node to its
+// coordinator, receives lease batches and runs them on the node's local
+// workers (actors/worker.hpp, one per slot, which treat the agent as both
+// their queue and their job supervisor), and sends back, batched, what the
+// attempts report.
+//
+// - Joining: hello (protocol range) -> challenge -> join with the HMAC
+//   proof, its slots per resource class, its job types and the attempts
+//   it is running. A refusal (wrong secret, incompatible protocol) is
+//   final: `on_fatal` is called with the coordinator's reason.
+// - Connection loss: running attempts keep running; the agent reconnects
+//   with jittered backoff and lists them in its join. Whether they survive
+//   is the coordinator's call (their leases); superseded ones are stopped:
+//   cooperative cancel, then abandoned after `supersede_grace` (exec kills
+//   the process group).
+// - Outbox: progress is coalesced (newest per attempt), checkpoints and
+//   outcomes are kept in order; one report is in flight at a time, and an
+//   outcome stays in the outbox until the coordinator says it is settled.
+// - Heartbeat: one per `heartbeat_interval` (the coordinator's), listing
+//   every running attempt; at most one in flight.
+// - Drain ((stop_atom), on SIGTERM): no new leases; running attempts
+//   finish and their outcomes are settled, then `on_drained`; after
+//   `drain_timeout` the rest are cancelled and left to lapse.
+
+#include "runtime/backoff.hpp"
+#include "runtime/cluster_protocol.hpp"
+#include "runtime/tree.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace drover {
+
+namespace agent_timers {
+/// The agent's own timers (sent to itself).
+using connect_atom = caf::atom_constant<caf::atom("wa_connect")>;
+using beat_atom = caf::atom_constant<caf::atom("wa_beat")>;
+using force_atom = caf::atom_constant<caf::atom("wa_force")>;
+using deadline_atom = caf::atom_constant<caf::atom("wa_drained")>;
+} // namespace agent_timers
+
+using worker_agent_local = worker_agent_actor::extend<
+    // local workers -> agent (their "queue" and "job supervisor")
+    caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
+    caf::reacts_to<progress_atom, progress_update>,
+    caf::reacts_to<checkpoint_atom, std::string, uint32_t, std::string>,
+    caf::reacts_to<done_atom, completion>,
+    // the node: drain
+    caf::reacts_to<stop_atom>,
+    caf::replies_to<describe_atom>::with<tree_node>,
+    // timers
+    caf::reacts_to<agent_timers::connect_atom>,
+    caf::reacts_to<agent_timers::beat_atom>,
+    caf::reacts_to<agent_timers::force_atom, std::string, uint32_t>,
+    caf::reacts_to<agent_timers::deadline_atom>>;
+
+struct worker_agent_config {
+  std::string node_id;
+  std::string coordinator_host;
+  uint16_t coordinator_port = 0;
+  /// Empty = join without a proof (a development coordinator).
+  std::string join_secret;
+  std::map<std::string, uint32_t> slots;
+  std::vector<std::string> job_types;
+  uint32_t protocol_min = cluster_protocol_min;
+  uint32_t protocol_max = cluster_protocol_max;
+  std::chrono::milliseconds drain_timeout{30000};
+  std::chrono::milliseconds supersede_grace{5000};
+  std::function<int64_t()> clock_ms;
+  /// The coordinator refused this node for good (wrong secret, protocol).
+  std::function<void(const std::string&)> on_fatal;
+  /// The drain is over.
+  std::function<void()> on_drained;
+};
+
+worker_agent_local spawn_worker_agent(caf::actor_system& sys,
+                                      worker_agent_config cfg);
+
+} // namespace drover

@@ -1,0 +1,168 @@
+#include "nodes/node_roles.hpp"
+
+#include "actors/cluster_endpoint.hpp"
+#include "actors/queue.hpp"
+#include "actors/worker.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/join_proof.hpp"
+#include "runtime/log.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <csignal>
+#include <thread>
+#include <unistd.h>
+
+namespace drover::node {
+
+child_spec worker_node_child(const node_config& cfg,
+                             std::shared_ptr<const handler_registry> handlers,
+                             std::shared_ptr<worker_shared> shared) {
+  worker_agent_config ac;
+  ac.node_id = cfg.node_id;
+  ac.coordinator_host = cfg.coordinator_host;
+  ac.coordinator_port = cfg.coordinator_port;
+  ac.join_secret = cfg.join_secret;
+  ac.slots = cfg.slots;
+  ac.job_types = cfg.job_types.empty() ? handlers->types() : cfg.job_types;
+  ac.drain_timeout = cfg.drain_timeout;
+  ac.clock_ms = system_clock_ms;
+  ac.on_fatal = [shared](const std::string&) {
+    {
+      std::lock_guard<std::mutex> guard{shared->mx};
+      shared->fatal = true;
+      shared->drained = true;
+    }
+    shared->cv.notify_all();
+    kill(getpid(), SIGTERM); // wakes the signal thread: orderly exit 2
+  };
+  ac.on_drained = [shared] {
+    {
+      std::lock_guard<std::mutex> guard{shared->mx};
+      shared->drained = true;
+    }
+    shared->cv.notify_all();
+  };
+  child_spec agent;
+  agent.name = "agent";
+  agent.describable = true;
+  agent.start = [ac, shared](caf::actor_system& sys, const caf::actor_addr&) {
+    auto a = spawn_worker_agent(sys, ac);
+    std::lock_guard<std::mutex> guard{shared->mx};
+    shared->agent = a;
+    return caf::actor_cast<caf::actor>(a);
+  };
+  supervisor_spec workers{"workers", {}, {}};
+  workers.flags.strat = strategy::one_for_one;
+  for (const auto& [cls, n] : cfg.slots)
+    for (uint32_t i = 0; i < n; ++i) {
+      child_spec w;
+      w.name = cls + "-" + std::to_string(i);
+      w.start = [handlers, shared, cls = cls, id = w.name](
+                    caf::actor_system& sys, const caf::actor_addr&) {
+        worker_config wc;
+        wc.worker_id = id;
+        wc.resource_class = cls;
+        wc.queue = caf::actor_cast<caf::actor>(shared->current_agent());
+        wc.handlers = handlers;
+        wc.clock_ms = system_clock_ms;
+        return spawn_worker(sys, std::move(wc));
+      };
+      workers.children.push_back(std::move(w));
+    }
+  supervisor_spec node{"worker", {}, {}};
+  node.flags.strat = strategy::one_for_all;
+  node.children = {std::move(agent), supervisor_child(std::move(workers))};
+  return supervisor_child(std::move(node));
+}
+
+caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
+                                          const node_config& cfg,
+                                          std::chrono::milliseconds patience) {
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  backoff_counter backoff{backoff_schedule{std::chrono::milliseconds{100},
+                                           std::chrono::milliseconds{2000},
+                                           2.0, 0.5}};
+  for (;;) {
+    auto endpoint = sys.middleman().remote_actor<cluster_endpoint_actor>(
+        cfg.coordinator_host, cfg.coordinator_port);
+    if (!endpoint) {
+      if (std::chrono::steady_clock::now() >= deadline)
+        return make_error(errc::unavailable,
+                          "cannot reach the coordinator at "
+                              + cfg.coordinator_host + ":"
+                              + std::to_string(cfg.coordinator_port) + ": "
+                              + sys.render(endpoint.error()));
+      std::this_thread::sleep_for(backoff.next());
+      continue;
+    }
+    caf::scoped_actor self{sys};
+    register_worker reg;
+    reg.node_id = cfg.node_id;
+    reg.role = "gateway";
+    reg.protocol_min = cluster_protocol_min;
+    reg.protocol_max = cluster_protocol_max;
+    caf::expected<caf::actor> result{caf::actor{}};
+    self->request(*endpoint, std::chrono::seconds{10}, hello_atom::value, reg)
+        .receive(
+            [&](coordinator_reply& r) {
+              if (!cfg.join_secret.empty())
+                reg.proof = join_proof(cfg.join_secret, reg.role, reg.node_id,
+                                       r.challenge);
+              self
+                  ->request(*endpoint, std::chrono::seconds{10},
+                            join_atom::value, reg)
+                  .receive(
+                      [&](coordinator_reply&, caf::actor& api) {
+                        result = std::move(api);
+                      },
+                      [&](caf::error& err) { result = std::move(err); });
+            },
+            [&](caf::error& err) { result = std::move(err); });
+    if (result && *result)
+      return result;
+    if (!result && is(result.error(), errc::forbidden))
+      return result;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return result ? make_error(errc::unavailable, "no API from coordinator")
+                    : result;
+    std::this_thread::sleep_for(backoff.next());
+  }
+}
+
+caf::expected<cluster_port>
+open_cluster_port(caf::actor_system& sys, const node_config& cfg,
+                  std::shared_ptr<job_system_handles> handles,
+                  const std::function<caf::actor(caf::actor)>& make_api) {
+  auto api = std::make_shared<caf::actor>();
+  cluster_endpoint_config ec;
+  ec.coordinator_id = cfg.node_id;
+  ec.join_secret = cfg.join_secret;
+  ec.handles = std::move(handles);
+  ec.api = api;
+  ec.lease_ttl = cfg.attempt_lease_ttl;
+  ec.heartbeat_interval = cfg.worker_heartbeat_interval;
+  ec.clock_ms = system_clock_ms;
+  auto endpoint = spawn_cluster_endpoint(sys, std::move(ec));
+  // Before the port opens: a gateway that joins gets the API.
+  *api = make_api(caf::actor_cast<caf::actor>(endpoint));
+  // Published as the frozen joining interface only.
+  auto port = sys.middleman().publish(
+      cluster_endpoint_actor{endpoint}, static_cast<uint16_t>(cfg.cluster_port),
+      cfg.cluster_host.c_str(), true);
+  if (!port) {
+    caf::anon_send_exit(endpoint, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(*api, caf::exit_reason::user_shutdown);
+    return make_error(errc::unavailable,
+                      "cannot listen on " + cfg.cluster_host + ":"
+                          + std::to_string(cfg.cluster_port)
+                          + " (cluster-port): " + sys.render(port.error()));
+  }
+  return cluster_port{caf::actor_cast<caf::actor>(endpoint), *api, *port};
+}
+
+} // namespace drover::node

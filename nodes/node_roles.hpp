@@ -1,0 +1,64 @@
+#pragma once
+
+// The parts of drover-node that depend on its roles (docs/cluster.md):
+// the worker node's subtree (its agent and local workers), a gateway
+// node's join, and the coordinator's cluster port.
+
+#include "actors/job_system.hpp"
+#include "actors/worker_agent.hpp"
+#include "runtime/config.hpp"
+#include "runtime/supervisor.hpp"
+#include "runtime/task.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/expected.hpp>
+#include <caf/fwd.hpp>
+
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+namespace drover::node {
+
+/// What the signal thread and the agent share on a worker node.
+struct worker_shared {
+  std::mutex mx;
+  std::condition_variable cv;
+  worker_agent_local agent;
+  bool drained = false;
+  /// The coordinator refused this node for good: exit 2.
+  bool fatal = false;
+
+  worker_agent_local current_agent() {
+    std::lock_guard<std::mutex> guard{mx};
+    return agent;
+  }
+};
+
+/// The worker node's subtree: "worker" (one_for_all) with the agent, then
+/// the local workers (one per slot) that run what it is leased.
+child_spec worker_node_child(const node_config& cfg,
+                             std::shared_ptr<const handler_registry> handlers,
+                             std::shared_ptr<worker_shared> shared);
+
+/// Joins the coordinator at cfg.coordinator_host:port as a gateway and
+/// returns its node API actor. Retries an unreachable coordinator for up to
+/// `patience`; a refusal is errc::forbidden.
+caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
+                                          const node_config& cfg,
+                                          std::chrono::milliseconds patience);
+
+/// Spawns the cluster endpoint, lets `make_api` spawn the node API with it
+/// (gateways that join get that API), then opens the cluster port.
+struct cluster_port {
+  caf::actor endpoint;
+  caf::actor api;
+  uint16_t port = 0;
+};
+caf::expected<cluster_port>
+open_cluster_port(caf::actor_system& sys, const node_config& cfg,
+                  std::shared_ptr<job_system_handles> handles,
+                  const std::function<caf::actor(caf::actor)>& make_api);
+
+} // namespace drover::node

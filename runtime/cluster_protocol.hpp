@@ -1,0 +1,76 @@
+#pragma once
+
+// The typed interfaces between nodes (docs/cluster.md). Every message that
+// crosses nodes is listed here; its payloads are Cap'n Proto structs from
+// schemas/node_protocol.capnp (runtime/type_ids.hpp carries them as bytes).
+//
+// Joining (a worker or gateway node -> the coordinator's cluster port):
+//   1. (hello_atom, register_worker{node_id, role, protocol_min/max})
+//        -> coordinator_reply{protocol, challenge}
+//      A node whose version range does not meet the coordinator's is
+//      refused here, with a message naming both ranges; the coordinator
+//      logs the refusal too.
+//   2. (join_atom, register_worker{..., proof, capacity, job_types,
+//       running}, worker_agent_actor) -> coordinator_reply, node_link_actor
+//      for a worker; (join_atom, register_worker{..., proof}) ->
+//      coordinator_reply, api actor for a gateway.
+// The endpoint's own interface (cluster_endpoint_actor) is frozen: CAF
+// checks it when a node connects, so it never gains or loses a message;
+// everything that evolves is negotiated through the protocol version and
+// lives behind the handles the join returns.
+//
+// Worker <-> coordinator, after the join:
+//   worker -> link: (heartbeat_atom, heartbeat) -> coordinator_reply
+//       renews the leases of the attempts it lists (one heartbeat per node,
+//       not per attempt); the reply names superseded attempts the worker
+//       must stop and completions whose commit is settled.
+//   worker -> link: (report_atom, progress_batch, completion_batch)
+//       -> coordinator_reply: progress (newest per attempt), checkpoints
+//       (progress updates with a checkpoint) and outcomes, batched; at
+//       most one report in flight per worker.
+//   link -> worker: (lease_atom, lease_batch), (cancel_atom, job, attempt),
+//       (abandon_atom, job, attempt).
+// Flow control: the link never has more leases outstanding on a worker
+// than the slots it registered (credits come back with completions), and
+// a worker has at most one report and one heartbeat in flight: neither
+// side buffers more than its peer's capacity for a stopped peer.
+
+#include "runtime/atoms.hpp"
+#include "runtime/model.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace drover {
+
+/// The node-protocol versions this build speaks.
+constexpr uint32_t cluster_protocol_min = 1;
+constexpr uint32_t cluster_protocol_max = 1;
+
+/// A worker node, as its coordinator sees it.
+using worker_agent_actor
+    = caf::typed_actor<caf::reacts_to<lease_atom, lease_batch>,
+                       caf::reacts_to<cancel_atom, std::string, uint32_t>,
+                       caf::reacts_to<abandon_atom, std::string, uint32_t>>;
+
+/// The coordinator's side of one worker node's connection.
+using node_link_actor = caf::typed_actor<
+    caf::replies_to<heartbeat_atom, heartbeat>::with<coordinator_reply>,
+    caf::replies_to<report_atom, progress_batch,
+                    completion_batch>::with<coordinator_reply>>;
+
+/// The coordinator's cluster port (frozen; see above).
+using cluster_endpoint_actor = caf::typed_actor<
+    caf::replies_to<hello_atom, register_worker>::with<coordinator_reply>,
+    caf::replies_to<join_atom, register_worker,
+                    worker_agent_actor>::with<coordinator_reply,
+                                              node_link_actor>,
+    caf::replies_to<join_atom, register_worker>::with<coordinator_reply,
+                                                      caf::actor>>;
+
+} // namespace drover

@@ -1,0 +1,169 @@
+#include "runtime/detail/config_cluster.hpp"
+
+#include "runtime/errors.hpp"
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+
+namespace po = boost::program_options;
+
+namespace drover {
+
+node_roles roles_of(const node_config& cfg) {
+  node_roles r;
+  for (const auto& x : cfg.roles) {
+    bool all = x == "all";
+    r.coordinator |= all || x == "coordinator";
+    r.worker |= all || x == "worker";
+    r.gateway |= all || x == "gateway";
+  }
+  return r;
+}
+
+namespace {
+
+bool loopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "::1" || host == "localhost";
+}
+
+caf::error bad(std::string what) {
+  return make_error(errc::bad_config, std::move(what));
+}
+
+} // namespace
+
+caf::error validate_cluster(const node_config& cfg) {
+  auto r = roles_of(cfg);
+  bool remote = !cfg.coordinator_host.empty();
+  if (!r.coordinator) {
+    if (!remote)
+      return bad("roles: a worker or gateway node needs --coordinator "
+                 "host:port (the coordinator's --cluster-port)");
+    if (cfg.store != "memory")
+      return bad("--store is for coordinators: a worker or gateway node "
+                 "has no store");
+    if (cfg.cluster_port >= 0)
+      return bad("--cluster-port is for coordinators: worker and gateway "
+                 "nodes join one with --coordinator");
+  } else {
+    if (remote)
+      return bad("--coordinator is for worker and gateway nodes: this node "
+                 "is a coordinator (roles " + std::string{r.worker ? "" : "without "}
+                 + "worker)");
+    if (!r.worker && cfg.cluster_port < 0)
+      return bad("roles: a coordinator without the worker role needs "
+                 "--cluster-port, where worker nodes join");
+    if (cfg.cluster_port >= 0 && !loopback(cfg.cluster_host)
+        && cfg.join_secret.empty())
+      return bad("--join-secret is required when --cluster-host is not "
+                 "loopback: anyone who reaches the port could join as a "
+                 "worker and receive job inputs");
+  }
+  if (!cfg.join_secret.empty() && cfg.join_secret.size() < 16)
+    return bad("join-secret must be at least 16 characters");
+  auto ttl = cfg.attempt_lease_ttl.count();
+  auto beat = cfg.worker_heartbeat_interval.count();
+  if (ttl < 200 || ttl > 3600000)
+    return bad("attempt-lease-ttl-ms must be within [200, 3600000]");
+  if (beat < 10 || beat * 2 >= ttl)
+    return bad("worker-heartbeat-interval-ms must be at least 10 and less "
+               "than half of attempt-lease-ttl-ms");
+  if (cfg.drain_timeout.count() < 0 || cfg.drain_timeout.count() > 86400000)
+    return bad("drain-timeout-ms must be within [0, 86400000]");
+  for (const auto& t : cfg.job_types)
+    if (t.empty() || t.size() > 128)
+      return bad("job-types: names are 1 to 128 characters");
+  if (!cfg.job_types.empty() && !r.worker)
+    return bad("--job-types is for worker nodes");
+  return caf::none;
+}
+
+namespace detail {
+
+po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
+  po::options_description d{"cluster (docs/cluster.md)"};
+  d.add_options()(
+      "coordinator", po::value(&raw.coordinator),
+      "worker and gateway nodes: the coordinator's cluster port, host:port")(
+      "cluster-host", po::value(&raw.cluster_host)->default_value(raw.cluster_host),
+      "coordinators: interface where worker and gateway nodes join")(
+      "cluster-port", po::value(&raw.cluster_port),
+      "coordinators: port where worker and gateway nodes join (0 = pick "
+      "one; unset = none, an all-in-one node)")(
+      "join-secret", po::value(&cfg.join_secret),
+      "the secret a node proves (HMAC challenge) to join; required on a "
+      "non-loopback cluster port; at least 16 characters. Prefer the config "
+      "file")("attempt-lease-ttl-ms",
+              po::value(&raw.attempt_lease_ttl)->default_value(raw.attempt_lease_ttl),
+              "coordinators: lease of an attempt on a worker node; lapses "
+              "without a heartbeat")(
+      "worker-heartbeat-interval-ms",
+      po::value(&raw.worker_heartbeat)->default_value(raw.worker_heartbeat),
+      "coordinators: how often worker nodes send their heartbeat (less than "
+      "half the lease TTL)")(
+      "drain-timeout-ms",
+      po::value(&raw.drain_timeout)->default_value(raw.drain_timeout),
+      "worker nodes: on SIGTERM, how long running attempts may take to "
+      "finish")("job-types", po::value(&raw.job_types)->composing(),
+                "worker nodes: job types offered (repeatable or "
+                "comma-separated; default: every built-in type)");
+  return d;
+}
+
+caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
+  if (!raw.coordinator.empty()) {
+    auto colon = raw.coordinator.rfind(':');
+    if (colon == std::string::npos || colon == 0
+        || colon + 1 == raw.coordinator.size())
+      return bad("coordinator must be host:port, got '" + raw.coordinator
+                 + "'");
+    auto host = raw.coordinator.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+    auto port_text = raw.coordinator.substr(colon + 1);
+    if (port_text.size() > 5
+        || !std::all_of(port_text.begin(), port_text.end(),
+                        [](char c) { return c >= '0' && c <= '9'; }))
+      return bad("coordinator: '" + port_text + "' is not a port");
+    auto port = std::stol(port_text);
+    if (port < 1 || port > 65535)
+      return bad("coordinator: port must be within [1, 65535]");
+    cfg.coordinator_host = host;
+    cfg.coordinator_port = static_cast<uint16_t>(port);
+  }
+  if (raw.cluster_port < -1 || raw.cluster_port > 65535)
+    return bad("cluster-port must be within [0, 65535]");
+  if (raw.cluster_host.empty())
+    return bad("cluster-host must not be empty");
+  cfg.cluster_host = raw.cluster_host;
+  cfg.cluster_port = static_cast<int32_t>(raw.cluster_port);
+  if (raw.attempt_lease_ttl < 0 || raw.worker_heartbeat < 0
+      || raw.drain_timeout < 0 || raw.attempt_lease_ttl > 3600000
+      || raw.worker_heartbeat > 3600000 || raw.drain_timeout > 86400000)
+    return bad("cluster time settings out of range");
+  cfg.attempt_lease_ttl = std::chrono::milliseconds{raw.attempt_lease_ttl};
+  cfg.worker_heartbeat_interval
+      = std::chrono::milliseconds{raw.worker_heartbeat};
+  cfg.drain_timeout = std::chrono::milliseconds{raw.drain_timeout};
+  cfg.job_types.clear();
+  for (const auto& item : raw.job_types) {
+    size_t start = 0;
+    while (start <= item.size()) {
+      auto comma = item.find(',', start);
+      auto part = item.substr(start, comma == std::string::npos
+                                         ? std::string::npos
+                                         : comma - start);
+      if (!part.empty())
+        cfg.job_types.push_back(part);
+      if (comma == std::string::npos)
+        break;
+      start = comma + 1;
+    }
+  }
+  return caf::none;
+}
+
+} // namespace detail
+
+} // namespace drover

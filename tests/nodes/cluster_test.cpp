@@ -1,0 +1,450 @@
+// The cluster with real processes (docs/cluster.md): one coordinator on a
+// private PostgreSQL database, worker nodes joining it over CAF on
+// loopback, ports chosen at run time. Each test checks from the audit log
+// (drover.events) that no acknowledged job is lost, none completes twice
+// and nothing is left running.
+//
+// Waits are on events with deadlines: a "ready"/"joined" line, a process
+// exit, or a query re-run until it holds.
+
+#include "runtime/pg.hpp"
+#include "runtime/type_ids.hpp"
+#include "support/process.hpp"
+#include "support/scratch.hpp"
+#include "support/test_db.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <csignal>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <netinet/in.h>
+#include <set>
+#include <string>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace drover;
+using namespace std::chrono_literals;
+using drover::testing::admin_port_of;
+using drover::testing::droverctl;
+using drover::testing::job_id_of;
+using drover::testing::must;
+using drover::testing::process;
+using drover::testing::run;
+using drover::testing::scratch_dir;
+using drover::testing::tail_of;
+using drover::testing::test_db;
+
+namespace {
+
+constexpr auto attempt_ttl = 2000ms;
+const std::string secret = "cluster-test-secret-0123456789";
+
+// Event kinds (schemas/job_event.capnp).
+constexpr int started_kind = 3;
+constexpr int completed_kind = 7;
+constexpr int lease_expired_kind = 13;
+constexpr int report_rejected_kind = 17;
+
+/// A port that was free a moment ago.
+uint16_t free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+int64_t scalar(const std::string& url, const std::string& sql) {
+  auto conn = must(pg::connection::open(url));
+  auto res = run(conn, sql);
+  return std::stoll(std::string{res.value(0, 0)});
+}
+
+template <class Probe>
+bool poll_until(Probe probe, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (probe())
+      return true;
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+/// A coordinator, its worker nodes and their logs.
+struct cluster {
+  test_db db;
+  scratch_dir logs{"drover-cluster"};
+  uint16_t cluster_port = free_port();
+  std::unique_ptr<process> coordinator;
+  std::string admin;
+  std::map<std::string, std::unique_ptr<process>> workers;
+
+  void start_coordinator() {
+    coordinator = std::make_unique<process>(
+        std::vector<std::string>{DROVER_NODE_BIN,
+                                 "--node-id",
+                                 "coord",
+                                 "--roles",
+                                 "coordinator",
+                                 "--store",
+                                 "postgres",
+                                 "--pg-url",
+                                 db.url(),
+                                 "--admin-port",
+                                 "0",
+                                 "--cluster-port",
+                                 std::to_string(cluster_port),
+                                 "--join-secret",
+                                 secret,
+                                 "--attempt-lease-ttl-ms",
+                                 std::to_string(attempt_ttl.count()),
+                                 "--worker-heartbeat-interval-ms",
+                                 "300",
+                                 "--lease-ttl-ms",
+                                 "2000",
+                                 "--lease-renew-interval-ms",
+                                 "300"},
+        logs.path() + "/coord.log");
+    auto ready = coordinator->wait_for_line("ready", 30s);
+    INFO(tail_of(logs.path() + "/coord.log"));
+    REQUIRE(ready);
+    admin = admin_port_of(*ready);
+  }
+
+  process& start_worker(const std::string& name,
+                        std::vector<std::string> extra = {},
+                        bool wait_joined = true) {
+    std::vector<std::string> args{DROVER_NODE_BIN,
+                                  "--node-id",
+                                  name,
+                                  "--roles",
+                                  "worker",
+                                  "--coordinator",
+                                  "127.0.0.1:" + std::to_string(cluster_port),
+                                  "--join-secret",
+                                  secret,
+                                  "--slots",
+                                  "cpu=2"};
+    for (size_t i = 0; i + 1 < extra.size(); i += 2) {
+      auto opt = std::find(args.begin(), args.end(), extra[i]);
+      if (opt != args.end())
+        *(opt + 1) = extra[i + 1];
+      else
+        args.insert(args.end(), {extra[i], extra[i + 1]});
+    }
+    auto log = logs.path() + "/" + name + ".log";
+    auto& w = workers[name];
+    w = std::make_unique<process>(args, log);
+    if (wait_joined) {
+      auto joined = w->wait_for_line("joined the coordinator", 30s);
+      INFO(tail_of(log));
+      REQUIRE(joined);
+    }
+    return *w;
+  }
+
+  std::string submit(int ms, const std::string& type = "sleep") {
+    auto input = type == "sleep" ? "{\"ms\":" + std::to_string(ms) + "}"
+                                 : std::string{R"({"argv":["true"]})"};
+    auto [rc, out] = droverctl(
+        {"submit", type, "--port", admin, "--input", input});
+    INFO(out);
+    REQUIRE(rc == 0);
+    return job_id_of(out);
+  }
+
+  int64_t events(const std::string& job, int kind) {
+    return scalar(db.url(), "SELECT count(*) FROM drover.events WHERE job_id = '"
+                                + job + "' AND kind = " + std::to_string(kind));
+  }
+
+  /// Every job terminal, each completed exactly once.
+  void check_all_done_once(const std::vector<std::string>& jobs,
+                           std::chrono::milliseconds timeout) {
+    INFO(tail_of(logs.path() + "/coord.log"));
+    REQUIRE(poll_until(
+        [&] {
+          return scalar(db.url(), "SELECT count(*) FROM drover.jobs WHERE "
+                                  "final_status IS NULL")
+                 == 0;
+        },
+        timeout));
+    for (auto& j : jobs) {
+      INFO(j);
+      CHECK(events(j, completed_kind) == 1);
+    }
+  }
+
+  /// The worker (node/slot) that ran the job's last attempt.
+  std::string worker_of(const std::string& job) {
+    auto [rc, out] = droverctl({"get", job, "--port", admin});
+    REQUIRE(rc == 0);
+    auto key = std::string{"\"workerId\":\""};
+    auto pos = out.find(key);
+    REQUIRE(pos != std::string::npos);
+    auto end = out.find('"', pos + key.size());
+    return out.substr(pos + key.size(), end - pos - key.size());
+  }
+
+  /// Waits until `name`'s log (stderr) holds `needle`.
+  bool wait_log(const std::string& name, const std::string& needle,
+                std::chrono::milliseconds timeout) {
+    return poll_until(
+        [&] {
+          std::ifstream in{logs.path() + "/" + name + ".log"};
+          std::string all{std::istreambuf_iterator<char>{in},
+                          std::istreambuf_iterator<char>{}};
+          return all.find(needle) != std::string::npos;
+        },
+        timeout);
+  }
+
+  bool all_started(const std::vector<std::string>& jobs) {
+    for (auto& j : jobs)
+      if (events(j, started_kind) == 0)
+        return false;
+    return true;
+  }
+};
+
+std::string node_of(const std::string& worker_id) {
+  return worker_id.substr(0, worker_id.find('/'));
+}
+
+} // namespace
+
+TEST_CASE("jobs spread over two worker nodes, and a job type registered by "
+          "one worker runs only there",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  c.start_worker("w1", {"--job-types", "sleep,exec"});
+  c.start_worker("w2", {"--job-types", "sleep"});
+  std::vector<std::string> sleeps;
+  for (int i = 0; i < 8; ++i)
+    sleeps.push_back(c.submit(300));
+  std::vector<std::string> execs;
+  for (int i = 0; i < 3; ++i)
+    execs.push_back(c.submit(0, "exec"));
+  auto all = sleeps;
+  all.insert(all.end(), execs.begin(), execs.end());
+  c.check_all_done_once(all, 30s);
+  std::set<std::string> sleep_nodes;
+  for (auto& j : sleeps)
+    sleep_nodes.insert(node_of(c.worker_of(j)));
+  CHECK(sleep_nodes == std::set<std::string>{"w1", "w2"});
+  for (auto& j : execs)
+    CHECK(node_of(c.worker_of(j)) == "w1");
+  // The node list shows both, with what they registered.
+  auto [rc, nodes] = droverctl({"nodes", "--port", c.admin});
+  REQUIRE(rc == 0);
+  CHECK(nodes.find(R"("node":"w1")") != std::string::npos);
+  CHECK(nodes.find(R"("job_types":["sleep"])") != std::string::npos);
+  // The tree spans the worker nodes and their slots.
+  auto [trc, tree] = droverctl({"tree", "--port", c.admin});
+  REQUIRE(trc == 0);
+  CHECK(tree.find("node w2") != std::string::npos);
+  CHECK(tree.find("w1/cpu-1") != std::string::npos);
+}
+
+TEST_CASE("SIGKILL of a worker mid-job: its jobs are leased again within "
+          "TTL + 1 s and finish on the other worker, not counted as failures",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  auto& w1 = c.start_worker("w1");
+  c.start_worker("w2");
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 4; ++i)
+    jobs.push_back(c.submit(3000));
+  REQUIRE(poll_until([&] { return c.all_started(jobs); }, 10s));
+  std::vector<std::string> on_w1;
+  for (auto& j : jobs)
+    if (node_of(c.worker_of(j)) == "w1")
+      on_w1.push_back(j);
+  REQUIRE(on_w1.size() == 2);
+  auto killed = std::chrono::steady_clock::now();
+  w1.signal(SIGKILL);
+  REQUIRE(poll_until(
+      [&] {
+        for (auto& j : on_w1)
+          if (c.events(j, lease_expired_kind) == 0)
+            return false;
+        return true;
+      },
+      10s));
+  auto relapsed = std::chrono::steady_clock::now() - killed;
+  CHECK(relapsed < attempt_ttl + 1s);
+  c.check_all_done_once(jobs, 30s);
+  for (auto& j : on_w1) {
+    CHECK(node_of(c.worker_of(j)) == "w2");
+    auto [rc, out] = droverctl({"get", j, "--port", c.admin});
+    // Lost, not failed: the retry budget is untouched.
+    CHECK(out.find(R"("retryCount":0)") != std::string::npos);
+    CHECK(out.find(R"("lostCount":1)") != std::string::npos);
+    CHECK(out.find(R"("attempt":2)") != std::string::npos);
+  }
+}
+
+TEST_CASE("a worker stopped past its lease: the job runs elsewhere and the "
+          "zombie's late outcome is refused and recorded",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  auto& w1 = c.start_worker("w1", {"--slots", "cpu=1"});
+  auto job = c.submit(2500);
+  REQUIRE(poll_until([&] { return c.events(job, started_kind) == 1; }, 10s));
+  REQUIRE(node_of(c.worker_of(job)) == "w1");
+  w1.signal(SIGSTOP);
+  // Its lease lapses; the second worker gets attempt 2.
+  c.start_worker("w2", {"--slots", "cpu=1"});
+  REQUIRE(poll_until([&] { return c.events(job, started_kind) == 2; }, 10s));
+  CHECK(c.events(job, lease_expired_kind) == 1);
+  c.check_all_done_once({job}, 30s);
+  CHECK(node_of(c.worker_of(job)) == "w2");
+  // The zombie wakes up: its attempt 1 ends (the sleep is over) and its
+  // outcome, or its heartbeat, meets the fence.
+  w1.signal(SIGCONT);
+  INFO(tail_of(c.logs.path() + "/coord.log"));
+  CHECK(poll_until(
+      [&] { return c.events(job, report_rejected_kind) == 1; }, 15s));
+  CHECK(scalar(c.db.url(), "SELECT count(*) FROM drover.events WHERE job_id "
+                           "= '" + job + "' AND kind = "
+                               + std::to_string(report_rejected_kind)
+                               + " AND attempt = 1")
+        == 1);
+  CHECK(c.events(job, completed_kind) == 1);
+}
+
+TEST_CASE("SIGTERM drains a worker: running attempts finish, no new leases, "
+          "exit 0",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  auto& w1 = c.start_worker("w1");
+  std::vector<std::string> jobs{c.submit(1500), c.submit(1500)};
+  REQUIRE(poll_until([&] { return c.all_started(jobs); }, 10s));
+  w1.signal(SIGTERM);
+  REQUIRE(c.wait_log("w1", "draining", 10s));
+  // Submitted while draining: waits for another worker.
+  auto later = c.submit(100);
+  auto st = w1.wait_exit(20s);
+  REQUIRE(st);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 0);
+  for (auto& j : jobs) {
+    CHECK(c.events(j, completed_kind) == 1);
+    CHECK(c.events(j, started_kind) == 1);
+    CHECK(node_of(c.worker_of(j)) == "w1");
+  }
+  CHECK(c.events(later, started_kind) == 0);
+  c.start_worker("w2");
+  jobs.push_back(later);
+  c.check_all_done_once(jobs, 20s);
+  CHECK(node_of(c.worker_of(later)) == "w2");
+}
+
+TEST_CASE("a coordinator restarted while a long job runs on a worker: the "
+          "job continues without a new attempt",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  c.start_worker("w1", {"--slots", "cpu=1"});
+  auto job = c.submit(6000);
+  REQUIRE(poll_until([&] { return c.events(job, started_kind) == 1; }, 10s));
+  c.coordinator->signal(SIGKILL);
+  REQUIRE(c.coordinator->wait_exit(10s));
+  c.start_coordinator();
+  c.check_all_done_once({job}, 30s);
+  CHECK(c.events(job, started_kind) == 1);
+  CHECK(c.events(job, lease_expired_kind) == 0);
+  auto [rc, out] = droverctl({"get", job, "--port", c.admin});
+  CHECK(out.find(R"("attempt":1)") != std::string::npos);
+}
+
+TEST_CASE("a worker restarted while the coordinator is down joins when it "
+          "comes back",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  c.start_worker("w1");
+  c.coordinator->signal(SIGTERM);
+  REQUIRE(c.coordinator->wait_exit(20s));
+  c.workers["w1"]->signal(SIGKILL);
+  REQUIRE(c.workers["w1"]->wait_exit(10s));
+  auto& w1 = c.start_worker("w1", {}, false);
+  REQUIRE(c.wait_log("w1", "cannot reach the coordinator", 10s));
+  c.start_coordinator();
+  REQUIRE(w1.wait_for_line("joined the coordinator", 20s));
+  auto job = c.submit(100);
+  c.check_all_done_once({job}, 20s);
+  CHECK(node_of(c.worker_of(job)) == "w1");
+}
+
+TEST_CASE("a worker without the join secret is refused on both sides",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  auto& bad = c.start_worker(
+      "intruder", {"--join-secret", "not-the-cluster-secret"}, false);
+  auto st = bad.wait_exit(20s);
+  REQUIRE(st);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 2);
+  CHECK(c.wait_log("intruder", "refused", 1s));
+  CHECK(c.wait_log("intruder", "join secret", 1s));
+  REQUIRE(c.wait_log("coord", "refused a node", 5s));
+  // Nothing was leased to it.
+  auto [rc, nodes] = droverctl({"nodes", "--port", c.admin});
+  CHECK(nodes.find("intruder") == std::string::npos);
+}
+
+TEST_CASE("a node speaking another protocol version is refused with both "
+          "ranges named",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  caf::actor_system_config cfg;
+  register_types(cfg);
+  cfg.load<caf::io::middleman>();
+  cfg.set("scheduler.max-threads", 1);
+  caf::actor_system sys{cfg};
+  auto endpoint = sys.middleman().remote_actor<cluster_endpoint_actor>(
+      "127.0.0.1", c.cluster_port);
+  REQUIRE(endpoint);
+  caf::scoped_actor self{sys};
+  register_worker hello;
+  hello.node_id = "future";
+  hello.role = "worker";
+  hello.protocol_min = 99;
+  hello.protocol_max = 100;
+  hello.capacity = {resource_capacity{"cpu", 1}};
+  hello.job_types = {"sleep"};
+  std::string refusal;
+  self->request(*endpoint, 10s, hello_atom::value, hello)
+      .receive([&](coordinator_reply&) { refusal = "(accepted)"; },
+               [&](caf::error& err) { refusal = sys.render(err); });
+  INFO(refusal);
+  CHECK(refusal.find("99-100") != std::string::npos);
+  CHECK(refusal.find("speaks 1") != std::string::npos);
+  REQUIRE(c.wait_log("coord", "incompatible cluster protocol", 5s));
+}
