@@ -43,8 +43,7 @@ struct endpoint_state {
   static inline const char* name = "drover.cluster_endpoint";
 };
 
-using endpoint_actor
-    = cluster_endpoint_local::stateful_pointer<endpoint_state>;
+using endpoint_actor = cluster_endpoint_local::stateful_pointer<endpoint_state>;
 
 int64_t now_ms(endpoint_actor self) {
   return self->state.cfg.clock_ms();
@@ -54,8 +53,11 @@ int64_t now_ms(endpoint_actor self) {
 /// joining node.
 bool from_here(endpoint_actor self) {
   auto& sender = self->current_sender();
-  return sender == nullptr || sender->node() == self->node();
+  return sender != nullptr && sender->node() == self->node();
 }
+
+/// Nodes (workers and gateways) the endpoint keeps track of.
+constexpr size_t max_members = 4096;
 
 caf::error refuse(const std::string& node_id, const std::string& why) {
   log::warn("cluster", "refused a node", {{"node", node_id}, {"why", why}});
@@ -99,13 +101,16 @@ caf::error check_registration(const register_worker& reg) {
   }
   if (total > 4096)
     return bad("at most 4096 slots per worker node");
+  if (reg.prefetch > 1024)
+    return bad("prefetch must be at most 1024 per class");
+  total += uint64_t{reg.prefetch} * reg.capacity.size();
   if (reg.job_types.empty() || reg.job_types.size() > 256)
     return bad("a worker registers 1 to 256 job types");
   for (auto& t : reg.job_types)
     if (!plausible_name(t, 128))
       return bad("job type names are 1 to 128 of [A-Za-z0-9._-]");
   if (reg.running.size() > total)
-    return bad("more running attempts than slots");
+    return bad("more running attempts than slots and prefetch");
   return caf::none;
 }
 
@@ -123,10 +128,22 @@ caf::expected<coordinator_reply> on_hello(endpoint_actor self,
   if (auto err = check_registration(reg))
     return refuse(reg.node_id, describe(err));
   auto now = now_ms(self);
-  for (auto i = st.challenges.begin(); i != st.challenges.end();)
-    i = i->second.expires_ms <= now ? st.challenges.erase(i) : std::next(i);
-  if (st.challenges.size() >= max_open_challenges)
-    return make_error(errc::unavailable, "too many joins in progress");
+  // One open challenge per node id and role (a new hello replaces it);
+  // when too many are open, the oldest goes: a flood of hellos cannot
+  // lock out a join, which answers its challenge within milliseconds.
+  for (auto i = st.challenges.begin(); i != st.challenges.end();) {
+    bool drop
+        = i->second.expires_ms <= now
+          || (i->second.node_id == reg.node_id && i->second.role == reg.role);
+    i = drop ? st.challenges.erase(i) : std::next(i);
+  }
+  while (st.challenges.size() >= max_open_challenges) {
+    auto oldest = st.challenges.begin();
+    for (auto i = st.challenges.begin(); i != st.challenges.end(); ++i)
+      if (i->second.expires_ms < oldest->second.expires_ms)
+        oldest = i;
+    st.challenges.erase(oldest);
+  }
   coordinator_reply r;
   r.coordinator_id = st.cfg.coordinator_id;
   r.protocol = std::min(reg.protocol_max, cluster_protocol_max);
@@ -143,8 +160,8 @@ caf::error check_join(endpoint_actor self, const register_worker& reg,
                       const std::string& role) {
   auto& st = self->state;
   if (reg.role != role)
-    return refuse(reg.node_id, "joined as " + reg.role + " with the "
-                                   + role + " handshake");
+    return refuse(reg.node_id,
+                  "joined as " + reg.role + " with the " + role + " handshake");
   if (auto err = check_registration(reg))
     return refuse(reg.node_id, describe(err));
   // The challenge travels back as the proof's salt: find it by node id.
@@ -153,9 +170,16 @@ caf::error check_join(endpoint_actor self, const register_worker& reg,
     auto& c = i->second;
     if (c.node_id != reg.node_id || c.role != reg.role || c.expires_ms <= now)
       continue;
-    if (st.cfg.join_secret.empty()
-        || check_join_proof(st.cfg.join_secret, reg.role, reg.node_id,
-                            i->first, reg.proof)) {
+    // Workers prove --join-secret, gateways --gateway-join-secret; with
+    // neither configured (development, loopback) anyone may join.
+    bool open
+        = st.cfg.join_secret.empty() && st.cfg.gateway_join_secret.empty();
+    const auto& secret = reg.role == "gateway" ? st.cfg.gateway_join_secret
+                                               : st.cfg.join_secret;
+    if (open
+        || (!secret.empty()
+            && check_join_proof(secret, reg.role, reg.node_id, i->first,
+                                reg.proof))) {
       st.challenges.erase(i);
       return caf::none;
     }
@@ -170,11 +194,18 @@ on_worker_join(endpoint_actor self, register_worker& reg,
   auto& st = self->state;
   if (auto err = check_join(self, reg, "worker"))
     return err;
+  if (st.members.count(reg.node_id) == 0 && st.members.size() >= max_members)
+    return refuse(reg.node_id, "too many nodes");
   auto& m = st.members[reg.node_id];
-  if (m.link && m.registration.capacity != reg.capacity) {
-    // Same node, other slots: the old link's leases lapse on their own.
+  if (m.link
+      && (m.registration.capacity != reg.capacity
+          || m.registration.prefetch != reg.prefetch)) {
+    // Same node, other slots: its old link stops (attempts on it are lost
+    // and run again, not counted).
     log::warn("cluster", "a worker node came back with other slots",
               {{"node", reg.node_id}});
+    self->demonitor(m.link.address());
+    self->send_exit(m.link, caf::exit_reason::user_shutdown);
     m.link = nullptr;
   }
   if (!m.link) {
@@ -188,8 +219,6 @@ on_worker_join(endpoint_actor self, register_worker& reg,
     lc.clock_ms = st.cfg.clock_ms;
     m.link = spawn_node_link(self->system(), std::move(lc));
     self->monitor(m.link);
-    // The links stop with the endpoint (node shutdown).
-    self->link_to(m.link);
     m.joined_ms = now_ms(self);
   }
   m.role = "worker";
@@ -213,7 +242,11 @@ on_gateway_join(endpoint_actor self, register_worker& reg) {
   auto& st = self->state;
   if (auto err = check_join(self, reg, "gateway"))
     return err;
+  if (st.members.count(reg.node_id) == 0 && st.members.size() >= max_members)
+    return refuse(reg.node_id, "too many nodes");
   auto& m = st.members[reg.node_id];
+  if (m.link)
+    return refuse(reg.node_id, "a worker node has this id");
   m.role = "gateway";
   m.registration = reg;
   m.registration.proof.clear();
@@ -225,50 +258,21 @@ on_gateway_join(endpoint_actor self, register_worker& reg) {
   return {std::move(r), st.cfg.api ? *st.cfg.api : caf::actor{}};
 }
 
+/// A gateway (or a worker whose link is gone) in the node list.
 std::string member_json(const std::string& node_id, const member& m,
-                        int64_t now, const tree_node* view) {
-  std::string out = "{\"node\":" + json_quote(node_id)
-                    + ",\"role\":" + json_quote(m.role)
-                    + ",\"joined_ms_ago\":" + std::to_string(now - m.joined_ms);
-  if (m.role == "worker") {
-    out += ",\"slots\":{";
-    bool first = true;
-    for (auto& cap : m.registration.capacity) {
-      out += (first ? "" : ",") + json_quote(cap.resource_class) + ":"
-             + std::to_string(cap.slots);
-      first = false;
-    }
-    out += "},\"job_types\":[";
-    first = true;
-    for (auto& t : m.registration.job_types) {
-      out += (first ? "" : ",") + json_quote(t);
-      first = false;
-    }
-    out += "]";
-    if (view != nullptr) {
-      size_t running = 0;
-      for (auto& slot : view->children)
-        running += slot.children.size();
-      out += ",\"connected\":"
-             + std::string{view->state != child_state::restarting ? "true"
-                                                                  : "false"}
-             + ",\"draining\":"
-             + std::string{view->state == child_state::stopping ? "true"
-                                                                : "false"}
-             + ",\"running\":" + std::to_string(running)
-             + ",\"health\":" + json_quote(view->last_exit);
-    } else {
-      out += ",\"connected\":false";
-    }
-  }
-  return out + "}";
+                        int64_t now) {
+  return "{\"node\":" + json_quote(node_id) + ",\"role\":" + json_quote(m.role)
+         + ",\"joined_ms_ago\":" + std::to_string(now - m.joined_ms)
+         + (m.role == "worker" ? ",\"connected\":false" : "") + "}";
 }
 
-/// Asks every worker link for its subtree; `done` gets them all.
+/// Asks every worker link for `What` (its subtree, or its JSON line);
+/// `done` gets the answers by node id.
+template <class What, class Atom>
 void gather(endpoint_actor self,
-            std::function<void(std::map<std::string, tree_node>)> done) {
+            std::function<void(std::map<std::string, What>)> done) {
   auto& st = self->state;
-  auto views = std::make_shared<std::map<std::string, tree_node>>();
+  auto views = std::make_shared<std::map<std::string, What>>();
   auto left = std::make_shared<size_t>(0);
   for (auto& [id, m] : st.members)
     if (m.link)
@@ -281,14 +285,14 @@ void gather(endpoint_actor self,
     if (!m.link)
       continue;
     auto node_id = id;
-    auto one = [views, left, done, node_id](tree_node* n) {
+    auto one = [views, left, done, node_id](What* n) {
       if (n != nullptr)
         (*views)[node_id] = std::move(*n);
       if (--*left == 0)
         done(std::move(*views));
     };
-    self->request(m.link, std::chrono::seconds{5}, describe_atom::value)
-        .then([one](tree_node& n) { one(&n); },
+    self->request(m.link, std::chrono::seconds{5}, Atom::value)
+        .then([one](What& n) { one(&n); },
               [one](caf::error&) { one(nullptr); });
   }
 }
@@ -296,6 +300,13 @@ void gather(endpoint_actor self,
 cluster_endpoint_local::behavior_type
 endpoint_impl(endpoint_actor self, cluster_endpoint_config cfg) {
   self->state.cfg = std::move(cfg);
+  // The links stop with the endpoint (node shutdown), but one link's
+  // failure does not take the endpoint down: monitored, not linked.
+  self->attach_functor([self] {
+    for (auto& [id, m] : self->state.members)
+      if (m.link)
+        caf::anon_send_exit(m.link, caf::exit_reason::user_shutdown);
+  });
   self->set_down_handler([self](caf::down_msg& dm) {
     for (auto i = self->state.members.begin(); i != self->state.members.end();
          ++i)
@@ -316,35 +327,35 @@ endpoint_impl(endpoint_actor self, cluster_endpoint_config cfg) {
         if (!from_here(self))
           return make_error(errc::forbidden, "admin views are local");
         auto rp = self->make_response_promise<tree_node>();
-        gather(self, [rp](std::map<std::string, tree_node> views) mutable {
-          tree_node n;
-          n.name = "cluster";
-          n.kind = child_kind::supervisor;
-          for (auto& [id, v] : views)
-            n.children.push_back(std::move(v));
-          rp.deliver(std::move(n));
-        });
+        gather<tree_node, describe_atom>(
+            self, [rp](std::map<std::string, tree_node> views) mutable {
+              tree_node n;
+              n.name = "cluster";
+              n.kind = child_kind::supervisor;
+              for (auto& [id, v] : views)
+                n.children.push_back(std::move(v));
+              rp.deliver(std::move(n));
+            });
         return rp;
       },
       [self](nodes_atom) -> caf::result<std::string> {
         if (!from_here(self))
           return make_error(errc::forbidden, "admin views are local");
         auto rp = self->make_response_promise<std::string>();
-        gather(self,
-               [self, rp](std::map<std::string, tree_node> views) mutable {
-                 auto now = now_ms(self);
-                 std::string out = "[";
-                 bool first = true;
-                 for (auto& [id, m] : self->state.members) {
-                   auto v = views.find(id);
-                   out += (first ? "" : ",")
-                          + member_json(id, m, now,
-                                        v != views.end() ? &v->second
-                                                         : nullptr);
-                   first = false;
-                 }
-                 rp.deliver(out + "]");
-               });
+        gather<std::string, nodes_atom>(
+            self, [self, rp](std::map<std::string, std::string> views) mutable {
+              auto now = now_ms(self);
+              std::string out = "[";
+              bool first = true;
+              for (auto& [id, m] : self->state.members) {
+                auto v = views.find(id);
+                out += (first ? "" : ",")
+                       + (v != views.end() ? v->second
+                                           : member_json(id, m, now));
+                first = false;
+              }
+              rp.deliver(out + "]");
+            });
         return rp;
       },
   };

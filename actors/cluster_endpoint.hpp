@@ -36,8 +36,12 @@ using cluster_endpoint_local = cluster_endpoint_actor::extend<
 
 struct cluster_endpoint_config {
   std::string coordinator_id;
-  /// Empty = any node may join (development mode; loopback only).
+  /// What worker nodes prove; empty (and no gateway secret) = any node
+  /// may join (development mode; loopback only).
   std::string join_secret;
+  /// What gateway nodes prove; empty with a join_secret = no gateway may
+  /// join.
+  std::string gateway_join_secret;
   std::shared_ptr<job_system_handles> handles;
   /// What a gateway's join returns (set before the port opens).
   std::shared_ptr<const caf::actor> api;

@@ -2,6 +2,7 @@
 
 #include "actors/queue.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/json_text.hpp"
 #include "runtime/log.hpp"
 #include "runtime/submit.hpp"
 #include "runtime/type_ids.hpp"
@@ -61,6 +62,12 @@ struct slot_info {
   caf::actor actor;
   /// Job of the attempt that occupies it; empty = free.
   std::string job_id;
+  /// Offered to the queue and not yet taken: never offered twice.
+  bool announced = false;
+  /// A prefetch credit (a lease the node buffers), offered only while
+  /// every real slot of its class is taken, so that jobs spread over idle
+  /// nodes before any waits in a buffer.
+  bool buffer = false;
 };
 
 struct attempt_info {
@@ -96,6 +103,9 @@ struct link_state {
   uint64_t leases_sent = 0;
   uint64_t batches_sent = 0;
   uint64_t rejected = 0;
+  uint64_t reports = 0;
+  uint64_t heartbeats = 0;
+  uint64_t expired = 0;
 
   static inline const char* name = "drover.node_link";
 };
@@ -110,15 +120,33 @@ int64_t now_ms(link_actor self) {
 /// other nodes: the worker node holds this link's handle.
 bool from_here(link_actor self) {
   auto& sender = self->current_sender();
-  return sender == nullptr || sender->node() == self->node();
+  return sender != nullptr && sender->node() == self->node();
+}
+
+/// Heartbeats and reports count only from the node's current agent.
+bool from_agent(link_actor self) {
+  auto& sender = self->current_sender();
+  return sender != nullptr && self->state.cfg.agent
+         && sender->address() == self->state.cfg.agent.address();
+}
+
+/// True when every real slot of `cls` holds an attempt.
+bool class_full(link_actor self, const std::string& cls) {
+  for (auto& s : self->state.slots)
+    if (!s.buffer && s.resource_class == cls && s.job_id.empty())
+      return false;
+  return true;
 }
 
 /// Tells the queue a slot is free (while the node takes leases).
 void offer(link_actor self, uint32_t index) {
   auto& st = self->state;
   auto& slot = st.slots[index];
-  if (!slot.job_id.empty() || !st.connected || st.draining)
+  if (!slot.job_id.empty() || !st.connected || st.draining || slot.announced)
     return;
+  if (slot.buffer && !class_full(self, slot.resource_class))
+    return;
+  slot.announced = true;
   if (!slot.actor) {
     slot.actor = self->spawn(slot_impl, node_link_local{self}, index,
                              slot.resource_class, slot.worker_id,
@@ -134,6 +162,7 @@ void withdraw_free_slots(link_actor self) {
     if (slot.job_id.empty() && slot.actor) {
       self->send_exit(slot.actor, caf::exit_reason::user_shutdown);
       slot.actor = nullptr;
+      slot.announced = false;
     }
 }
 
@@ -212,7 +241,9 @@ void check_leases(link_actor self) {
     if (a.expired || a.completing || a.js_gone || a.expiry_ms > now)
       continue;
     a.expired = true;
-    log::warn("node_link", log::job{job_id}, "lease expired; the job runs again",
+    ++st.expired;
+    log::warn("node_link", log::job{job_id},
+              "lease expired; the job runs again",
               {{"node", st.cfg.node_id},
                {"attempt", a.attempt},
                {"connected", st.connected}});
@@ -228,21 +259,24 @@ void check_leases(link_actor self) {
       drop_attempt(self, job_id);
     auto ttl = st.cfg.lease_ttl.count();
     if (st.attempts.empty() && now - st.disconnected_ms >= ttl) {
-      log::info("node_link", "worker node gone",
-                {{"node", st.cfg.node_id}});
+      log::info("node_link", "worker node gone", {{"node", st.cfg.node_id}});
       self->quit();
     }
   }
 }
+
+/// How long a lease may wait for others to share its batch. Job
+/// supervisors start attempts one by one as their `started` commits come
+/// back (a group commit answers many at once, but each reply is its own
+/// message), so a batch gathers over a short window, not one mailbox pass.
+constexpr auto lease_batch_window = std::chrono::milliseconds{1};
 
 void arm_flush(link_actor self) {
   auto& st = self->state;
   if (st.flush_armed)
     return;
   st.flush_armed = true;
-  // Runs after the messages already in the mailbox: every lease the queue
-  // hands out in one dispatch round travels in one batch.
-  self->send(self, flush_atom::value);
+  self->delayed_send(self, lease_batch_window, flush_atom::value);
 }
 
 coordinator_reply base_reply(link_actor self) {
@@ -312,15 +346,22 @@ void adopt(link_actor self, const running_attempt& ra) {
                       {{"attempt", attempt}, {"reason", describe(err)}});
             supersede(self, job_id, attempt);
             auto i = self->state.attempts.find(job_id);
-            if (i != self->state.attempts.end()
-                && i->second.attempt == attempt)
+            if (i != self->state.attempts.end() && i->second.attempt == attempt)
               i->second.expired = true;
           });
 }
 
-coordinator_reply on_join(link_actor self, register_worker& reg,
-                          worker_agent_actor& agent) {
+caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
+                                       worker_agent_actor& agent) {
   auto& st = self->state;
+  if (st.connected && st.cfg.agent && st.cfg.agent != agent
+      && now_ms(self) - st.last_heartbeat_ms
+             < 2 * st.cfg.heartbeat_interval.count()) {
+    // Its node is alive and heartbeating: a second process with its id.
+    return make_error(errc::forbidden,
+                      "node id " + st.cfg.node_id
+                          + " is already connected and heartbeating");
+  }
   if (st.cfg.agent && st.cfg.agent != agent)
     self->demonitor(st.cfg.agent.address());
   st.cfg.agent = std::move(agent);
@@ -363,6 +404,7 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
   auto& st = self->state;
   auto now = now_ms(self);
   st.last_heartbeat_ms = now;
+  ++st.heartbeats;
   auto expiry = now + st.cfg.lease_ttl.count();
   std::set<std::string> listed;
   for (auto& ra : hb.running) {
@@ -380,9 +422,13 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
   }
   // Superseded attempts the worker has let go of free their slots.
   std::vector<std::string> gone;
+  std::set<std::string> unacked;
+  for (auto& u : hb.unacknowledged)
+    unacked.insert(u.job_id);
   for (auto& [job_id, a] : st.attempts)
-    if (a.expired && listed.count(job_id) == 0)
-      gone.push_back(job_id);
+    if ((a.expired || a.js_gone) && listed.count(job_id) == 0
+        && unacked.count(job_id) == 0)
+      gone.push_back(job_id); // abandoned or superseded, and let go of
   for (auto& job_id : gone)
     drop_attempt(self, job_id);
   if (hb.draining && !st.draining) {
@@ -397,6 +443,7 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
 coordinator_reply on_report(link_actor self, progress_batch& progress,
                             completion_batch& completions) {
   auto& st = self->state;
+  ++st.reports;
   for (auto& u : progress.updates) {
     auto* a = current(self, u.job_id, u.attempt);
     if (a == nullptr || a->js_gone) {
@@ -407,7 +454,7 @@ coordinator_reply on_report(link_actor self, progress_batch& progress,
     }
     if (!u.checkpoint.empty()) {
       caf::anon_send(a->js, checkpoint_atom::value, u.job_id, u.attempt,
-                 std::move(u.checkpoint));
+                     std::move(u.checkpoint));
       continue;
     }
     caf::anon_send(a->js, progress_atom::value, std::move(u));
@@ -451,6 +498,7 @@ void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
     return;
   auto& slot = st.slots[index];
   slot.job_id = l.job_id;
+  slot.announced = false;
   attempt_info a;
   a.attempt = l.attempt;
   a.slot = index;
@@ -461,6 +509,44 @@ void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
   l.lease_expiry_ms = a.expiry_ms;
   st.pending.push_back(std::move(l));
   arm_flush(self);
+  // The class's real slots are all taken: its buffer credits open.
+  if (!slot.buffer && class_full(self, slot.resource_class))
+    for (uint32_t i = 0; i < st.slots.size(); ++i)
+      if (st.slots[i].buffer
+          && st.slots[i].resource_class == st.slots[index].resource_class)
+        offer(self, i);
+}
+
+/// The node as the node list shows it (JSON object).
+std::string node_json(link_actor self) {
+  auto& st = self->state;
+  auto now = now_ms(self);
+  auto& reg = st.cfg.registration;
+  size_t running = 0;
+  for (auto& slot : st.slots)
+    running += slot.job_id.empty() ? 0 : 1;
+  std::string out = "{\"node\":" + json_quote(st.cfg.node_id)
+                    + ",\"role\":\"worker\",\"slots\":{";
+  for (size_t i = 0; i < reg.capacity.size(); ++i)
+    out += (i ? "," : "") + json_quote(reg.capacity[i].resource_class) + ":"
+           + std::to_string(reg.capacity[i].slots);
+  out += "},\"job_types\":[";
+  for (size_t i = 0; i < reg.job_types.size(); ++i)
+    out += (i ? "," : "") + json_quote(reg.job_types[i]);
+  auto flag = [](bool b) { return b ? std::string{"true"} : "false"; };
+  out += "],\"connected\":" + flag(st.connected) + ",\"draining\":"
+         + flag(st.draining) + ",\"running\":" + std::to_string(running)
+         + ",\"leases_in_flight\":" + std::to_string(st.attempts.size())
+         + ",\"last_heartbeat_ms_ago\":"
+         + std::to_string(now - st.last_heartbeat_ms)
+         + ",\"joined_ms_ago\":" + std::to_string(now - st.joined_ms)
+         + ",\"counters\":{\"leases\":" + std::to_string(st.leases_sent)
+         + ",\"lease_batches\":" + std::to_string(st.batches_sent)
+         + ",\"reports\":" + std::to_string(st.reports)
+         + ",\"heartbeats\":" + std::to_string(st.heartbeats)
+         + ",\"leases_expired\":" + std::to_string(st.expired)
+         + ",\"reports_rejected\":" + std::to_string(st.rejected) + "}}";
+  return out;
 }
 
 tree_node describe_node(link_actor self) {
@@ -469,14 +555,13 @@ tree_node describe_node(link_actor self) {
   tree_node n;
   n.name = "node " + st.cfg.node_id;
   n.kind = child_kind::supervisor;
-  n.state = st.connected ? (st.draining ? child_state::stopping
-                                        : child_state::running)
-                         : child_state::restarting;
+  n.state = st.connected
+                ? (st.draining ? child_state::stopping : child_state::running)
+                : child_state::restarting;
   n.uptime_ms = now - st.joined_ms;
   n.last_exit = "last heartbeat " + std::to_string(now - st.last_heartbeat_ms)
                 + " ms ago, " + std::to_string(st.attempts.size())
-                + " leases in flight"
-                + (st.connected ? "" : ", disconnected");
+                + " leases in flight" + (st.connected ? "" : ", disconnected");
   for (auto& slot : st.slots) {
     tree_node s;
     s.name = slot.worker_id;
@@ -503,13 +588,16 @@ node_link_local::behavior_type link_impl(link_actor self,
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.joined_ms = now_ms(self);
+  // One credit per slot, plus the leases the node buffers (prefetch).
   for (auto& cap : st.cfg.registration.capacity)
-    for (uint32_t i = 0; i < cap.slots; ++i)
-      st.slots.push_back(slot_info{cap.resource_class,
-                                   st.cfg.node_id + "/" + cap.resource_class
-                                       + "-" + std::to_string(i),
-                                   nullptr,
-                                   {}});
+    for (uint32_t i = 0; i < cap.slots + st.cfg.registration.prefetch; ++i) {
+      slot_info s;
+      s.resource_class = cap.resource_class;
+      s.worker_id
+          = st.cfg.node_id + "/" + cap.resource_class + "-" + std::to_string(i);
+      s.buffer = i >= cap.slots;
+      st.slots.push_back(std::move(s));
+    }
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source == st.cfg.agent.address()) {
@@ -541,8 +629,15 @@ node_link_local::behavior_type link_impl(link_actor self,
   auto tick = std::max<int64_t>(20, st.cfg.lease_ttl.count() / 8);
   self->delayed_send(self, std::chrono::milliseconds{tick}, tick_atom::value);
   return {
-      [self](heartbeat_atom, heartbeat& hb) { return on_heartbeat(self, hb); },
-      [self](report_atom, progress_batch& p, completion_batch& c) {
+      [self](heartbeat_atom, heartbeat& hb) -> caf::result<coordinator_reply> {
+        if (!from_agent(self))
+          return make_error(errc::forbidden, "not this node's agent");
+        return on_heartbeat(self, hb);
+      },
+      [self](report_atom, progress_batch& p,
+             completion_batch& c) -> caf::result<coordinator_reply> {
+        if (!from_agent(self))
+          return make_error(errc::forbidden, "not this node's agent");
         return on_report(self, p, c);
       },
       [self](run_atom, uint32_t index, lease& l, caf::actor& js) {
@@ -581,6 +676,11 @@ node_link_local::behavior_type link_impl(link_actor self,
           return make_error(errc::forbidden, "local message");
         return describe_node(self);
       },
+      [self](nodes_atom) -> caf::result<std::string> {
+        if (!from_here(self))
+          return make_error(errc::forbidden, "local message");
+        return node_json(self);
+      },
       [self](flush_atom) {
         if (!from_here(self))
           return;
@@ -598,8 +698,8 @@ node_link_local::behavior_type link_impl(link_actor self,
         if (!from_here(self))
           return;
         check_leases(self);
-        auto tick = std::max<int64_t>(20, self->state.cfg.lease_ttl.count()
-                                              / 8);
+        auto tick
+            = std::max<int64_t>(20, self->state.cfg.lease_ttl.count() / 8);
         self->delayed_send(self, std::chrono::milliseconds{tick},
                            tick_atom::value);
       },

@@ -60,8 +60,9 @@ using node_link_local = node_link_actor::extend<
     // coordinator restart, or superseded
     caf::replies_to<join_atom, register_worker,
                     worker_agent_actor>::with<coordinator_reply>,
-    // admin
+    // admin: the subtree, and the node as the node list shows it (JSON)
     caf::replies_to<describe_atom>::with<tree_node>,
+    caf::replies_to<nodes_atom>::with<std::string>,
     // timers: lease checks, batching
     caf::reacts_to<link_timers::tick_atom>,
     caf::reacts_to<link_timers::flush_atom>>;

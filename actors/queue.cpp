@@ -648,7 +648,11 @@ void worker_ready(self_ptr self, const std::string& cls,
             .first;
   }
   auto cls_name = w->second.resource_class;
-  st.classes[cls_name].idle_workers.push_back(std::move(worker));
+  auto& idle = st.classes[cls_name].idle_workers;
+  for (const auto& x : idle)
+    if (x == worker)
+      return; // announced twice: one slot is one credit
+  idle.push_back(std::move(worker));
   dispatch(self, cls_name);
 }
 

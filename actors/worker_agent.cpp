@@ -10,6 +10,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/io/middleman_actor.hpp>
+#include <caf/openssl/manager.hpp>
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -127,9 +128,22 @@ void start_waiting(agent_actor self) {
     r.worker = worker;
     st.running[i->job_id] = r;
     caf::anon_send(worker, run_atom::value, std::move(*i),
-               caf::actor_cast<caf::actor>(self));
+                   caf::actor_cast<caf::actor>(self));
     i = st.waiting.erase(i);
   }
+}
+
+/// Removes a buffered (not yet started) lease; false if there is none.
+bool take_waiting(agent_actor self, const std::string& job_id,
+                  uint32_t attempt) {
+  auto& w = self->state.waiting;
+  auto i = std::find_if(w.begin(), w.end(), [&](const lease& l) {
+    return l.job_id == job_id && l.attempt == attempt;
+  });
+  if (i == w.end())
+    return false;
+  w.erase(i);
+  return true;
 }
 
 /// Applies the coordinator's settled and superseded lists.
@@ -145,6 +159,8 @@ void apply_reply(agent_actor self, coordinator_reply& r) {
     auto p = st.progress.find(s.job_id);
     if (p != st.progress.end() && p->second.attempt == s.attempt)
       st.progress.erase(p);
+    if (take_waiting(self, s.job_id, s.attempt))
+      continue;
     auto i = st.running.find(s.job_id);
     if (i == st.running.end() || i->second.attempt != s.attempt
         || i->second.superseded)
@@ -186,11 +202,16 @@ register_worker registration(agent_actor self) {
   for (auto& [cls, n] : st.cfg.slots)
     reg.capacity.push_back(resource_capacity{cls, n});
   reg.job_types = st.cfg.job_types;
+  reg.prefetch = st.cfg.prefetch;
   reg.draining = st.draining;
   for (auto& [job_id, r] : st.running)
     if (!r.superseded)
-      reg.running.push_back(running_attempt{job_id, r.attempt,
-                                            r.resource_class});
+      reg.running.push_back(
+          running_attempt{job_id, r.attempt, r.resource_class});
+  // Buffered leases are held too: their leases must survive a reconnect.
+  for (auto& l : st.waiting)
+    reg.running.push_back(
+        running_attempt{l.job_id, l.attempt, resource_class_of(l.spec)});
   return reg;
 }
 
@@ -198,8 +219,8 @@ void join(agent_actor self, const std::string& challenge) {
   auto& st = self->state;
   auto reg = registration(self);
   if (!st.cfg.join_secret.empty())
-    reg.proof = join_proof(st.cfg.join_secret, reg.role, reg.node_id,
-                           challenge);
+    reg.proof
+        = join_proof(st.cfg.join_secret, reg.role, reg.node_id, challenge);
   self->request(st.endpoint, std::chrono::seconds{10}, join_atom::value, reg,
                 worker_agent_actor{self})
       .then(
@@ -209,9 +230,8 @@ void join(agent_actor self, const std::string& challenge) {
             st.reconnect_failures = 0;
             st.link = link;
             self->monitor(link);
-            st.heartbeat_interval
-                = std::chrono::milliseconds{std::max<int64_t>(
-                    10, r.heartbeat_interval_ms)};
+            st.heartbeat_interval = std::chrono::milliseconds{
+                std::max<int64_t>(10, r.heartbeat_interval_ms)};
             st.lease_ttl = std::chrono::milliseconds{r.lease_ttl_ms};
             log::announce("worker_agent", "joined the coordinator",
                           {{"coordinator", r.coordinator_id},
@@ -255,7 +275,8 @@ void connect(agent_actor self) {
   if (st.connecting || st.link)
     return;
   st.connecting = true;
-  auto mm = self->system().middleman().actor_handle();
+  auto mm = st.cfg.tls ? self->system().openssl_manager().actor_handle()
+                       : self->system().middleman().actor_handle();
   self->request(mm, std::chrono::seconds{10}, caf::connect_atom::value,
                 st.cfg.coordinator_host, st.cfg.coordinator_port)
       .then(
@@ -266,11 +287,10 @@ void connect(agent_actor self) {
                 = self->system().message_types<cluster_endpoint_actor>();
             if (!ptr || !self->system().assignable(ifs, expected)) {
               st.connecting = false;
-              return fatal(self,
-                           "the peer at " + st.cfg.coordinator_host + ":"
-                               + std::to_string(st.cfg.coordinator_port)
-                               + " is not a Drover coordinator's cluster "
-                                 "port (its interface differs)");
+              return fatal(self, "the peer at " + st.cfg.coordinator_host + ":"
+                                     + std::to_string(st.cfg.coordinator_port)
+                                     + " is not a Drover coordinator's cluster "
+                                       "port (its interface differs)");
             }
             // What remote_actor<cluster_endpoint_actor> does, without
             // blocking this actor: the interface was checked above.
@@ -344,6 +364,8 @@ void send_heartbeat(agent_actor self) {
     hb.draining = st.draining;
     for (auto& [job_id, r] : st.running)
       hb.running.push_back(running_attempt{job_id, r.attempt, {}});
+    for (auto& l : st.waiting)
+      hb.running.push_back(running_attempt{l.job_id, l.attempt, {}});
     for (auto& [key, c] : st.completions)
       hb.unacknowledged.push_back(running_attempt{key.first, key.second, {}});
     st.beat_in_flight = true;
@@ -441,12 +463,26 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
       },
       [self](cancel_atom, std::string& job_id, uint32_t attempt) {
         auto& st = self->state;
+        if (take_waiting(self, job_id, attempt)) {
+          // Never started: it ends cancelled at once.
+          completion c;
+          c.job_id = job_id;
+          c.attempt = attempt;
+          c.outcome = completion_outcome::cancelled;
+          st.completions[{job_id, attempt}] = std::move(c);
+          maybe_report(self);
+          return;
+        }
         auto i = st.running.find(job_id);
         if (i != st.running.end() && i->second.attempt == attempt)
           caf::anon_send(i->second.worker, cancel_atom::value, job_id, attempt);
       },
       [self](abandon_atom, std::string& job_id, uint32_t attempt) {
         auto& st = self->state;
+        if (take_waiting(self, job_id, attempt)) {
+          check_drained(self);
+          return;
+        }
         auto i = st.running.find(job_id);
         if (i == st.running.end() || i->second.attempt != attempt)
           return;

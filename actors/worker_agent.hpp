@@ -55,8 +55,7 @@ using worker_agent_local = worker_agent_actor::extend<
     caf::reacts_to<checkpoint_atom, std::string, uint32_t, std::string>,
     caf::reacts_to<done_atom, completion>,
     // the node: drain
-    caf::reacts_to<stop_atom>,
-    caf::replies_to<describe_atom>::with<tree_node>,
+    caf::reacts_to<stop_atom>, caf::replies_to<describe_atom>::with<tree_node>,
     // timers
     caf::reacts_to<agent_timers::connect_atom>,
     caf::reacts_to<agent_timers::beat_atom>,
@@ -69,8 +68,13 @@ struct worker_agent_config {
   uint16_t coordinator_port = 0;
   /// Empty = join without a proof (a development coordinator).
   std::string join_secret;
+  /// Connect through CAF's OpenSSL module (mutual TLS; the actor system
+  /// must have it loaded and configured).
+  bool tls = false;
   std::map<std::string, uint32_t> slots;
   std::vector<std::string> job_types;
+  /// Leases per class buffered beyond the slots.
+  uint32_t prefetch = 0;
   uint32_t protocol_min = cluster_protocol_min;
   uint32_t protocol_max = cluster_protocol_max;
   std::chrono::milliseconds drain_timeout{30000};

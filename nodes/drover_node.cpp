@@ -36,6 +36,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
@@ -293,6 +294,13 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   caf::actor_system_config caf_cfg;
   drover::register_types(caf_cfg);
   caf_cfg.load<caf::io::middleman>();
+  if (!cfg.tls_certificate.empty()) {
+    if (auto err = drover::node::check_tls(cfg)) {
+      drover::log::error("node", drover::describe(err));
+      return 2;
+    }
+    caf_cfg.load<caf::openssl::manager>();
+  }
   drover::apply(cfg, caf_cfg);
   caf::actor_system sys{caf_cfg};
   auto handles = std::make_shared<drover::job_system_handles>();
@@ -524,6 +532,8 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   self->monitor(*root);
   if (api && !roles.coordinator)
     self->monitor(api); // a gateway node's coordinator
+  if (cluster)
+    self->monitor(cluster);
   caf::error reason;
   bool down = false;
   self->receive_while([&] { return !down; })([&](caf::down_msg& dm) {
@@ -531,6 +541,14 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
       drover::log::error("node",
                          "the gateway lost its coordinator; stopping (run it "
                          "under a supervisor that restarts it)",
+                         {{"reason", sys.render(dm.reason)}});
+      caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+      return;
+    }
+    if (cluster && dm.source == cluster.address()) {
+      drover::log::error("node",
+                         "the cluster endpoint stopped; stopping the node so "
+                         "that worker nodes fail over cleanly",
                          {{"reason", sys.render(dm.reason)}});
       caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
       return;

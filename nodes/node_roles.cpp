@@ -11,13 +11,45 @@
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+#include <caf/openssl/publish.hpp>
+#include <caf/openssl/remote_actor.hpp>
 #include <caf/scoped_actor.hpp>
+
+#include <openssl/ssl.h>
 
 #include <csignal>
 #include <thread>
 #include <unistd.h>
 
 namespace drover::node {
+
+caf::error check_tls(const node_config& cfg) {
+  if (cfg.tls_certificate.empty())
+    return caf::none;
+  auto bad = [](const std::string& what) {
+    return make_error(errc::bad_config, what);
+  };
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx{
+      SSL_CTX_new(TLS_method()), SSL_CTX_free};
+  if (!ctx)
+    return bad("TLS: cannot create an OpenSSL context");
+  if (SSL_CTX_use_certificate_chain_file(ctx.get(), cfg.tls_certificate.c_str())
+      != 1)
+    return bad("tls-certificate: cannot load '" + cfg.tls_certificate
+               + "' (PEM certificate chain)");
+  if (SSL_CTX_use_PrivateKey_file(ctx.get(), cfg.tls_key.c_str(),
+                                  SSL_FILETYPE_PEM)
+      != 1)
+    return bad("tls-key: cannot load '" + cfg.tls_key
+               + "' (unencrypted PEM private key)");
+  if (SSL_CTX_check_private_key(ctx.get()) != 1)
+    return bad("tls-key does not belong to tls-certificate");
+  if (SSL_CTX_load_verify_locations(ctx.get(), cfg.tls_ca.c_str(), nullptr)
+      != 1)
+    return bad("tls-ca: cannot load '" + cfg.tls_ca + "' (PEM certificates)");
+  return caf::none;
+}
 
 child_spec worker_node_child(const node_config& cfg,
                              std::shared_ptr<const handler_registry> handlers,
@@ -27,9 +59,11 @@ child_spec worker_node_child(const node_config& cfg,
   ac.coordinator_host = cfg.coordinator_host;
   ac.coordinator_port = cfg.coordinator_port;
   ac.join_secret = cfg.join_secret;
+  ac.tls = !cfg.tls_certificate.empty();
   ac.slots = cfg.slots;
   ac.job_types = cfg.job_types.empty() ? handlers->types() : cfg.job_types;
   ac.drain_timeout = cfg.drain_timeout;
+  ac.prefetch = cfg.worker_prefetch;
   ac.clock_ms = system_clock_ms;
   ac.on_fatal = [shared](const std::string&) {
     {
@@ -62,8 +96,8 @@ child_spec worker_node_child(const node_config& cfg,
     for (uint32_t i = 0; i < n; ++i) {
       child_spec w;
       w.name = cls + "-" + std::to_string(i);
-      w.start = [handlers, shared, cls = cls, id = w.name](
-                    caf::actor_system& sys, const caf::actor_addr&) {
+      w.start = [handlers, shared, cls = cls,
+                 id = w.name](caf::actor_system& sys, const caf::actor_addr&) {
         worker_config wc;
         wc.worker_id = id;
         wc.resource_class = cls;
@@ -85,11 +119,14 @@ caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
                                           std::chrono::milliseconds patience) {
   auto deadline = std::chrono::steady_clock::now() + patience;
   backoff_counter backoff{backoff_schedule{std::chrono::milliseconds{100},
-                                           std::chrono::milliseconds{2000},
-                                           2.0, 0.5}};
+                                           std::chrono::milliseconds{2000}, 2.0,
+                                           0.5}};
   for (;;) {
-    auto endpoint = sys.middleman().remote_actor<cluster_endpoint_actor>(
-        cfg.coordinator_host, cfg.coordinator_port);
+    auto endpoint = cfg.tls_certificate.empty()
+                        ? sys.middleman().remote_actor<cluster_endpoint_actor>(
+                            cfg.coordinator_host, cfg.coordinator_port)
+                        : caf::openssl::remote_actor<cluster_endpoint_actor>(
+                            sys, cfg.coordinator_host, cfg.coordinator_port);
     if (!endpoint) {
       if (std::chrono::steady_clock::now() >= deadline)
         return make_error(errc::unavailable,
@@ -113,14 +150,11 @@ caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
               if (!cfg.join_secret.empty())
                 reg.proof = join_proof(cfg.join_secret, reg.role, reg.node_id,
                                        r.challenge);
-              self
-                  ->request(*endpoint, std::chrono::seconds{10},
+              self->request(*endpoint, std::chrono::seconds{10},
                             join_atom::value, reg)
-                  .receive(
-                      [&](coordinator_reply&, caf::actor& api) {
-                        result = std::move(api);
-                      },
-                      [&](caf::error& err) { result = std::move(err); });
+                  .receive([&](coordinator_reply&,
+                               caf::actor& api) { result = std::move(api); },
+                           [&](caf::error& err) { result = std::move(err); });
             },
             [&](caf::error& err) { result = std::move(err); });
     if (result && *result)
@@ -142,6 +176,7 @@ open_cluster_port(caf::actor_system& sys, const node_config& cfg,
   cluster_endpoint_config ec;
   ec.coordinator_id = cfg.node_id;
   ec.join_secret = cfg.join_secret;
+  ec.gateway_join_secret = cfg.gateway_join_secret;
   ec.handles = std::move(handles);
   ec.api = api;
   ec.lease_ttl = cfg.attempt_lease_ttl;
@@ -150,10 +185,17 @@ open_cluster_port(caf::actor_system& sys, const node_config& cfg,
   auto endpoint = spawn_cluster_endpoint(sys, std::move(ec));
   // Before the port opens: a gateway that joins gets the API.
   *api = make_api(caf::actor_cast<caf::actor>(endpoint));
-  // Published as the frozen joining interface only.
-  auto port = sys.middleman().publish(
-      cluster_endpoint_actor{endpoint}, static_cast<uint16_t>(cfg.cluster_port),
-      cfg.cluster_host.c_str(), true);
+  // Published as the frozen joining interface only; with TLS, through
+  // CAF's OpenSSL module (peers without a certificate from --tls-ca never
+  // get past the handshake).
+  auto port
+      = cfg.tls_certificate.empty()
+            ? sys.middleman().publish(cluster_endpoint_actor{endpoint},
+                                      static_cast<uint16_t>(cfg.cluster_port),
+                                      cfg.cluster_host.c_str(), true)
+            : caf::openssl::publish(cluster_endpoint_actor{endpoint},
+                                    static_cast<uint16_t>(cfg.cluster_port),
+                                    cfg.cluster_host.c_str(), true);
   if (!port) {
     caf::anon_send_exit(endpoint, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(*api, caf::exit_reason::user_shutdown);

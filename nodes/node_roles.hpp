@@ -36,6 +36,11 @@ struct worker_shared {
   }
 };
 
+/// Loads --tls-certificate, --tls-key and --tls-ca once at start (CAF's
+/// OpenSSL module would only fail later, on a connection): errc::bad_config
+/// naming the file.
+caf::error check_tls(const node_config& cfg);
+
 /// The worker node's subtree: "worker" (one_for_all) with the agent, then
 /// the local workers (one per slot) that run what it is leased.
 child_spec worker_node_child(const node_config& cfg,

@@ -67,9 +67,8 @@ using node_link_actor = caf::typed_actor<
 /// The coordinator's cluster port (frozen; see above).
 using cluster_endpoint_actor = caf::typed_actor<
     caf::replies_to<hello_atom, register_worker>::with<coordinator_reply>,
-    caf::replies_to<join_atom, register_worker,
-                    worker_agent_actor>::with<coordinator_reply,
-                                              node_link_actor>,
+    caf::replies_to<join_atom, register_worker, worker_agent_actor>::with<
+        coordinator_reply, node_link_actor>,
     caf::replies_to<join_atom, register_worker>::with<coordinator_reply,
                                                       caf::actor>>;
 

@@ -538,6 +538,9 @@ void apply(const node_config& cfg, caf::actor_system_config& caf_cfg) {
               caf::timespan{cfg.heartbeat_interval});
   caf_cfg.set("middleman.connection-timeout",
               caf::timespan{cfg.connection_timeout});
+  caf_cfg.openssl_certificate = cfg.tls_certificate;
+  caf_cfg.openssl_key = cfg.tls_key;
+  caf_cfg.openssl_cafile = cfg.tls_ca;
 }
 
 } // namespace drover

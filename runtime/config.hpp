@@ -153,6 +153,24 @@ struct node_config {
   std::chrono::milliseconds drain_timeout{30000};
   /// Worker nodes: the job types offered (empty = every built-in type).
   std::vector<std::string> job_types;
+  /// Mutual TLS between nodes on the cluster port (CAF's OpenSSL module):
+  /// this node's certificate chain and key, and the CA that signs every
+  /// node's certificate (PEM files). All three or none.
+  std::string tls_certificate;
+  std::string tls_key;
+  std::string tls_ca;
+  /// Accept a cluster port (or coordinator) outside loopback without TLS:
+  /// the network must then be trusted (docs/cluster.md).
+  bool insecure_cluster = false;
+  /// Coordinators: the secret gateway nodes prove, separate from workers'
+  /// --join-secret (a worker's secret must not buy the node API). Empty
+  /// with a --join-secret: gateways cannot join.
+  std::string gateway_join_secret;
+  /// Worker nodes: leases per resource class buffered beyond the slots, so
+  /// the next attempt starts without a round trip to the coordinator (a
+  /// buffered lease's job waits for this node's slot: keep it small for
+  /// long jobs; 0 = none).
+  uint32_t worker_prefetch = 2;
 };
 
 /// The node's roles as a set of three flags ("all" sets every one).

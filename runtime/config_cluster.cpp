@@ -49,8 +49,8 @@ caf::error validate_cluster(const node_config& cfg) {
   } else {
     if (remote)
       return bad("--coordinator is for worker and gateway nodes: this node "
-                 "is a coordinator (roles " + std::string{r.worker ? "" : "without "}
-                 + "worker)");
+                 "is a coordinator (roles "
+                 + std::string{r.worker ? "" : "without "} + "worker)");
     if (!r.worker && cfg.cluster_port < 0)
       return bad("roles: a coordinator without the worker role needs "
                  "--cluster-port, where worker nodes join");
@@ -62,6 +62,26 @@ caf::error validate_cluster(const node_config& cfg) {
   }
   if (!cfg.join_secret.empty() && cfg.join_secret.size() < 16)
     return bad("join-secret must be at least 16 characters");
+  if (!cfg.gateway_join_secret.empty() && cfg.gateway_join_secret.size() < 16)
+    return bad("gateway-join-secret must be at least 16 characters");
+  if (!cfg.gateway_join_secret.empty()
+      && cfg.gateway_join_secret == cfg.join_secret)
+    return bad("gateway-join-secret must differ from join-secret");
+  {
+    int given = !cfg.tls_certificate.empty() + !cfg.tls_key.empty()
+                + !cfg.tls_ca.empty();
+    if (given != 0 && given != 3)
+      return bad("TLS needs all three of --tls-certificate, --tls-key and "
+                 "--tls-ca");
+    bool far = (r.coordinator && cfg.cluster_port >= 0
+                && !loopback(cfg.cluster_host))
+               || (remote && !loopback(cfg.coordinator_host));
+    if (far && given == 0 && !cfg.insecure_cluster)
+      return bad("the cluster port is outside loopback without TLS: anyone "
+                 "who reaches it controls the coordinator. Configure "
+                 "--tls-certificate, --tls-key and --tls-ca, or accept a "
+                 "trusted network with --insecure-cluster");
+  }
   auto ttl = cfg.attempt_lease_ttl.count();
   auto beat = cfg.worker_heartbeat_interval.count();
   if (ttl < 200 || ttl > 3600000)
@@ -86,18 +106,35 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
   d.add_options()(
       "coordinator", po::value(&raw.coordinator),
       "worker and gateway nodes: the coordinator's cluster port, host:port")(
-      "cluster-host", po::value(&raw.cluster_host)->default_value(raw.cluster_host),
+      "cluster-host",
+      po::value(&raw.cluster_host)->default_value(raw.cluster_host),
       "coordinators: interface where worker and gateway nodes join")(
       "cluster-port", po::value(&raw.cluster_port),
       "coordinators: port where worker and gateway nodes join (0 = pick "
       "one; unset = none, an all-in-one node)")(
+      "tls-certificate", po::value(&cfg.tls_certificate),
+      "mutual TLS on the cluster port: this node's certificate chain (PEM)")(
+      "tls-key", po::value(&cfg.tls_key),
+      "mutual TLS: this node's private key (PEM, unencrypted; readable only "
+      "by Drover)")("tls-ca", po::value(&cfg.tls_ca),
+                    "mutual TLS: the CA certificate(s) every node's "
+                    "certificate must chain to (PEM)")(
+      "insecure-cluster", po::bool_switch(&cfg.insecure_cluster),
+      "allow a cluster port or coordinator outside loopback without TLS: "
+      "anyone who reaches the port controls the coordinator, so the network "
+      "must be trusted")("gateway-join-secret",
+                         po::value(&cfg.gateway_join_secret),
+                         "coordinators: the secret gateway nodes prove "
+                         "(a gateway gets the node API; keep it apart from "
+                         "the workers' --join-secret)")(
       "join-secret", po::value(&cfg.join_secret),
       "the secret a node proves (HMAC challenge) to join; required on a "
       "non-loopback cluster port; at least 16 characters. Prefer the config "
-      "file")("attempt-lease-ttl-ms",
-              po::value(&raw.attempt_lease_ttl)->default_value(raw.attempt_lease_ttl),
-              "coordinators: lease of an attempt on a worker node; lapses "
-              "without a heartbeat")(
+      "file")(
+      "attempt-lease-ttl-ms",
+      po::value(&raw.attempt_lease_ttl)->default_value(raw.attempt_lease_ttl),
+      "coordinators: lease of an attempt on a worker node; lapses "
+      "without a heartbeat")(
       "worker-heartbeat-interval-ms",
       po::value(&raw.worker_heartbeat)->default_value(raw.worker_heartbeat),
       "coordinators: how often worker nodes send their heartbeat (less than "
@@ -105,9 +142,14 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
       "drain-timeout-ms",
       po::value(&raw.drain_timeout)->default_value(raw.drain_timeout),
       "worker nodes: on SIGTERM, how long running attempts may take to "
-      "finish")("job-types", po::value(&raw.job_types)->composing(),
-                "worker nodes: job types offered (repeatable or "
-                "comma-separated; default: every built-in type)");
+      "finish")("worker-prefetch",
+                po::value(&raw.prefetch)->default_value(raw.prefetch),
+                "worker nodes: leases per resource class buffered beyond "
+                "the slots, so the next attempt starts at once (0 = none; "
+                "keep it small for long jobs)")(
+      "job-types", po::value(&raw.job_types)->composing(),
+      "worker nodes: job types offered (repeatable or "
+      "comma-separated; default: every built-in type)");
   return d;
 }
 
@@ -146,14 +188,17 @@ caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
   cfg.worker_heartbeat_interval
       = std::chrono::milliseconds{raw.worker_heartbeat};
   cfg.drain_timeout = std::chrono::milliseconds{raw.drain_timeout};
+  if (raw.prefetch < 0 || raw.prefetch > 1024)
+    return bad("worker-prefetch must be within [0, 1024]");
+  cfg.worker_prefetch = static_cast<uint32_t>(raw.prefetch);
   cfg.job_types.clear();
   for (const auto& item : raw.job_types) {
     size_t start = 0;
     while (start <= item.size()) {
       auto comma = item.find(',', start);
-      auto part = item.substr(start, comma == std::string::npos
-                                         ? std::string::npos
-                                         : comma - start);
+      auto part
+          = item.substr(start, comma == std::string::npos ? std::string::npos
+                                                          : comma - start);
       if (!part.empty())
         cfg.job_types.push_back(part);
       if (comma == std::string::npos)

@@ -343,6 +343,8 @@ struct register_worker {
   std::vector<running_attempt> running;
   uint32_t protocol_min = 0;
   uint32_t protocol_max = 0;
+  /// Leases per class buffered beyond the slots.
+  uint32_t prefetch = 0;
   bool draining = false;
 };
 

@@ -54,6 +54,10 @@ struct RegisterWorker {
 
   draining @9 :Bool;
   # The worker takes no new leases (it is shutting down).
+
+  prefetch @10 :UInt32;
+  # Leases per resource class the worker buffers beyond its slots, so the
+  # next attempt starts without a round trip (0 = none).
 }
 
 struct Lease {

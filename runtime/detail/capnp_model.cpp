@@ -614,6 +614,7 @@ void write(schema::RegisterWorker::Builder out, const register_worker& x) {
   if (!x.running.empty())
     write_list(out.initRunning(x.running.size()), x.running);
   out.setDraining(x.draining);
+  out.setPrefetch(x.prefetch);
 }
 
 caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
@@ -632,6 +633,7 @@ caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
   x.protocol_max = in.getProtocolMax();
   x.proof = to_std(in.getProof());
   x.draining = in.getDraining();
+  x.prefetch = in.getPrefetch();
   return read_list(in.getRunning(), x.running, "RegisterWorker.running", ctx);
 }
 

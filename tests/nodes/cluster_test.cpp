@@ -29,6 +29,7 @@
 #include <set>
 #include <string>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -98,32 +99,32 @@ struct cluster {
   std::string admin;
   std::map<std::string, std::unique_ptr<process>> workers;
 
-  void start_coordinator() {
-    coordinator = std::make_unique<process>(
-        std::vector<std::string>{DROVER_NODE_BIN,
-                                 "--node-id",
-                                 "coord",
-                                 "--roles",
-                                 "coordinator",
-                                 "--store",
-                                 "postgres",
-                                 "--pg-url",
-                                 db.url(),
-                                 "--admin-port",
-                                 "0",
-                                 "--cluster-port",
-                                 std::to_string(cluster_port),
-                                 "--join-secret",
-                                 secret,
-                                 "--attempt-lease-ttl-ms",
-                                 std::to_string(attempt_ttl.count()),
-                                 "--worker-heartbeat-interval-ms",
-                                 "300",
-                                 "--lease-ttl-ms",
-                                 "2000",
-                                 "--lease-renew-interval-ms",
-                                 "300"},
-        logs.path() + "/coord.log");
+  void start_coordinator(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{DROVER_NODE_BIN,
+                                  "--node-id",
+                                  "coord",
+                                  "--roles",
+                                  "coordinator",
+                                  "--store",
+                                  "postgres",
+                                  "--pg-url",
+                                  db.url(),
+                                  "--admin-port",
+                                  "0",
+                                  "--cluster-port",
+                                  std::to_string(cluster_port),
+                                  "--join-secret",
+                                  secret,
+                                  "--attempt-lease-ttl-ms",
+                                  std::to_string(attempt_ttl.count()),
+                                  "--worker-heartbeat-interval-ms",
+                                  "300",
+                                  "--lease-ttl-ms",
+                                  "2000",
+                                  "--lease-renew-interval-ms",
+                                  "300"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    coordinator = std::make_unique<process>(args, logs.path() + "/coord.log");
     auto ready = coordinator->wait_for_line("ready", 30s);
     INFO(tail_of(logs.path() + "/coord.log"));
     REQUIRE(ready);
@@ -165,16 +166,17 @@ struct cluster {
   std::string submit(int ms, const std::string& type = "sleep") {
     auto input = type == "sleep" ? "{\"ms\":" + std::to_string(ms) + "}"
                                  : std::string{R"({"argv":["true"]})"};
-    auto [rc, out] = droverctl(
-        {"submit", type, "--port", admin, "--input", input});
+    auto [rc, out]
+        = droverctl({"submit", type, "--port", admin, "--input", input});
     INFO(out);
     REQUIRE(rc == 0);
     return job_id_of(out);
   }
 
   int64_t events(const std::string& job, int kind) {
-    return scalar(db.url(), "SELECT count(*) FROM drover.events WHERE job_id = '"
-                                + job + "' AND kind = " + std::to_string(kind));
+    return scalar(db.url(),
+                  "SELECT count(*) FROM drover.events WHERE job_id = '" + job
+                      + "' AND kind = " + std::to_string(kind));
   }
 
   /// Every job terminal, each completed exactly once.
@@ -271,8 +273,8 @@ TEST_CASE("SIGKILL of a worker mid-job: its jobs are leased again within "
           "[pg][cluster][process]") {
   cluster c;
   c.start_coordinator();
-  auto& w1 = c.start_worker("w1");
-  c.start_worker("w2");
+  auto& w1 = c.start_worker("w1", {"--worker-prefetch", "0"});
+  c.start_worker("w2", {"--worker-prefetch", "0"});
   std::vector<std::string> jobs;
   for (int i = 0; i < 4; ++i)
     jobs.push_back(c.submit(3000));
@@ -325,10 +327,11 @@ TEST_CASE("a worker stopped past its lease: the job runs elsewhere and the "
   // outcome, or its heartbeat, meets the fence.
   w1.signal(SIGCONT);
   INFO(tail_of(c.logs.path() + "/coord.log"));
-  CHECK(poll_until(
-      [&] { return c.events(job, report_rejected_kind) == 1; }, 15s));
+  CHECK(poll_until([&] { return c.events(job, report_rejected_kind) == 1; },
+                   15s));
   CHECK(scalar(c.db.url(), "SELECT count(*) FROM drover.events WHERE job_id "
-                           "= '" + job + "' AND kind = "
+                           "= '"
+                               + job + "' AND kind = "
                                + std::to_string(report_rejected_kind)
                                + " AND attempt = 1")
         == 1);
@@ -447,4 +450,86 @@ TEST_CASE("a node speaking another protocol version is refused with both "
   CHECK(refusal.find("99-100") != std::string::npos);
   CHECK(refusal.find("speaks 1") != std::string::npos);
   REQUIRE(c.wait_log("coord", "incompatible cluster protocol", 5s));
+}
+
+namespace {
+
+/// A throwaway CA and certificates signed by it, made with the openssl
+/// command (readable by the user nodes run as).
+struct test_pki {
+  scratch_dir dir{"drover-pki"};
+
+  explicit test_pki(const std::string& ca_name) {
+    openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+             path("ca.key"), "-out", path("ca.pem"), "-days", "2", "-subj",
+             "/CN=" + ca_name});
+  }
+
+  std::string path(const std::string& name) const {
+    return dir.path() + "/" + name;
+  }
+
+  /// Certificate and key of `node`, signed by this CA.
+  void issue(const std::string& node) {
+    openssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", path(node + ".key"), "-out",
+             path(node + ".csr"), "-subj", "/CN=" + node});
+    openssl({"x509", "-req", "-in", path(node + ".csr"), "-CA", path("ca.pem"),
+             "-CAkey", path("ca.key"), "-CAcreateserial", "-out",
+             path(node + ".pem"), "-days", "2"});
+    for (auto f : {node + ".key", node + ".pem", std::string{"ca.pem"}})
+      REQUIRE(chmod(path(f).c_str(), 0644) == 0);
+    REQUIRE(chmod(dir.path().c_str(), 0755) == 0);
+  }
+
+  std::vector<std::string> args(const std::string& node,
+                                const test_pki& trust) const {
+    return {"--tls-certificate", path(node + ".pem"), "--tls-key",
+            path(node + ".key"), "--tls-ca",          trust.path("ca.pem")};
+  }
+
+  static void openssl(std::vector<std::string> args) {
+    args.insert(args.begin(), "/usr/bin/openssl");
+    auto [rc, out] = drover::testing::run_to_exit(std::move(args));
+    INFO(out);
+    REQUIRE(rc == 0);
+  }
+};
+
+} // namespace
+
+TEST_CASE("mutual TLS on the cluster port: a worker with a certificate from "
+          "the cluster's CA joins and runs jobs, one without TLS or with "
+          "another CA's certificate never gets in",
+          "[pg][cluster][process][tls]") {
+  test_pki pki{"drover-cluster-ca"};
+  pki.issue("coord");
+  pki.issue("w1");
+  test_pki rogue{"someone-else-ca"};
+  rogue.issue("w3");
+  cluster c;
+  c.start_coordinator(pki.args("coord", pki));
+  c.start_worker("w1", pki.args("w1", pki));
+  auto job = c.submit(100);
+  c.check_all_done_once({job}, 20s);
+  CHECK(node_of(c.worker_of(job)) == "w1");
+  // Without TLS: the handshake fails before any message.
+  c.start_worker("w2", {}, false);
+  CHECK(c.wait_log("w2", "cannot reach the coordinator", 15s));
+  // A certificate the cluster's CA did not sign (and which does not trust
+  // the coordinator's): refused in the handshake.
+  c.start_worker("w3", rogue.args("w3", rogue), false);
+  CHECK(c.wait_log("w3", "cannot reach the coordinator", 15s));
+  auto [rc, nodes] = droverctl({"nodes", "--port", c.admin});
+  REQUIRE(rc == 0);
+  CHECK(nodes.find(R"("node":"w1")") != std::string::npos);
+  CHECK(nodes.find(R"("node":"w2")") == std::string::npos);
+  CHECK(nodes.find(R"("node":"w3")") == std::string::npos);
+  // Incomplete TLS settings stop a node at start (exit 2).
+  auto [brc, bout] = drover::testing::run_to_exit(
+      {DROVER_NODE_BIN, "--roles", "worker", "--coordinator", "127.0.0.1:1",
+       "--tls-certificate", pki.path("w1.pem")});
+  CHECK(brc == 2);
+  CHECK(bout.find("all three") != std::string::npos);
 }

@@ -74,8 +74,10 @@ TEST_CASE("the command line wins over the config file", "[config]") {
 TEST_CASE("cluster roles parse into what each node needs", "[config]") {
   auto r = parse({"--node-id", "w1", "--roles", "worker", "--coordinator",
                   "10.0.0.5:7420", "--join-secret", "0123456789abcdef",
-                  "--job-types", "sleep,exec", "--slots", "gpu=1"});
+                  "--job-types", "sleep,exec", "--slots", "gpu=1",
+                  "--insecure-cluster"});
   REQUIRE(r);
+  CHECK(r->config.insecure_cluster);
   CHECK(r->config.coordinator_host == "10.0.0.5");
   CHECK(r->config.coordinator_port == 7420);
   CHECK(r->config.job_types == std::vector<std::string>{"sleep", "exec"});
@@ -117,6 +119,17 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad({"--roles", "worker", "--coordinator", "h:99999"},
              "within [1, 65535]");
   expect_bad({"--join-secret", "short"}, "at least 16 characters");
+  // Outside loopback: TLS, or an explicit trusted network.
+  expect_bad({"--roles", "worker", "--coordinator", "10.0.0.5:7420"},
+             "without TLS");
+  expect_bad({"--roles", "coordinator", "--cluster-port", "7420",
+              "--cluster-host", "10.0.0.1", "--join-secret",
+              "0123456789abcdef"},
+             "without TLS");
+  expect_bad({"--tls-certificate", "a.pem"}, "all three");
+  expect_bad({"--join-secret", "0123456789abcdef", "--gateway-join-secret",
+              "0123456789abcdef"},
+             "must differ");
   expect_bad({"--attempt-lease-ttl-ms", "2000",
               "--worker-heartbeat-interval-ms", "1000"},
              "less than half");

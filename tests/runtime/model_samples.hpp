@@ -230,6 +230,7 @@ inline register_worker registration() {
   x.protocol_min = 1;
   x.protocol_max = 2;
   x.draining = true;
+  x.prefetch = 4;
   x.running = {running_attempt{"job-1", 3, "gpu"}};
   return x;
 }
