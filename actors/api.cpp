@@ -232,15 +232,33 @@ caf::actor spawn_api(caf::actor_system& sys,
                   });
           return rp;
         },
-        [self, cluster](nodes_atom a) -> caf::result<std::string> {
+        [self, cluster, handles](nodes_atom a) -> caf::result<std::string> {
           if (!cluster)
             return make_error(errc::not_found,
                               "this node runs every role itself: no worker "
                               "nodes (no --cluster-port)");
           auto rp = self->make_response_promise<std::string>();
           self->request(cluster, std::chrono::seconds{10}, a)
-              .then([rp](std::string& json) mutable { rp.deliver(json); },
-                    [rp](caf::error& err) mutable { rp.deliver(err); });
+              .then(
+                  [self, rp, handles](std::string& nodes) mutable {
+                    auto queue = handles->queue();
+                    auto whole = "{\"nodes\":" + nodes;
+                    if (!queue) {
+                      rp.deliver(whole + "}");
+                      return;
+                    }
+                    self->request(queue, std::chrono::seconds{10},
+                                  nodes_atom::value)
+                        .then(
+                            [rp, whole](std::string& waiting) mutable {
+                              rp.deliver(whole + ",\"waiting_without_worker\":"
+                                         + waiting + "}");
+                            },
+                            [rp, whole](caf::error&) mutable {
+                              rp.deliver(whole + "}");
+                            });
+                  },
+                  [rp](caf::error& err) mutable { rp.deliver(err); });
           return rp;
         },
     };

@@ -21,7 +21,9 @@
 //   (unsubscribe_atom, job_id, subscriber)                      publisher
 //   (describe_atom)                        -> tree_node         root (+ the
 //                                          worker nodes, as child "cluster")
-//   (nodes_atom)                           -> string (JSON)     cluster
+//   (nodes_atom)                           -> string (JSON)     cluster +
+//                                          queue: {"nodes": [...],
+//                                          "waiting_without_worker": [...]}
 // While a part is restarting, requests fail with `errc::unavailable`.
 
 #include "actors/job_system.hpp"

@@ -4,6 +4,7 @@
 #include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/ids.hpp"
+#include "runtime/json_text.hpp"
 #include "runtime/log.hpp"
 #include "runtime/retry.hpp"
 
@@ -1002,6 +1003,33 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         s.delayed = st.delayed.size();
         s.running = st.running.size();
         return s;
+      },
+      [self](nodes_atom) -> std::string {
+        // Ready jobs whose class and type no connected worker serves:
+        // visible, not silently parked.
+        auto& st = self->state;
+        std::string out = "[";
+        for (const auto& [cls, q] : st.classes)
+          for (const auto& [type, pq] : q.by_type) {
+            size_t n = pq[0].size() + pq[1].size() + pq[2].size();
+            if (n == 0)
+              continue;
+            bool served = false;
+            for (const auto& [addr, w] : st.workers)
+              if (w.resource_class == cls
+                  && (w.types.empty()
+                      || std::binary_search(w.types.begin(), w.types.end(),
+                                            type))) {
+                served = true;
+                break;
+              }
+            if (served)
+              continue;
+            out += (out.size() > 1 ? "," : "");
+            out += "{\"resource_class\":" + json_quote(cls) + ",\"job_type\":"
+                   + json_quote(type) + ",\"jobs\":" + std::to_string(n) + "}";
+          }
+        return out + "]";
       },
       [self](describe_atom) -> tree_node {
         auto& st = self->state;

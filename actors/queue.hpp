@@ -44,6 +44,9 @@
 //   (purge_atom, all_atom)             -> uint32_t
 //   (stats_atom)                       -> queue_stats
 //   (describe_atom)                    -> tree_node    running jobs
+//   (nodes_atom)                       -> string       JSON array of the
+//       ready jobs no connected worker can run, per resource class and
+//       job type: [{"resource_class", "job_type", "jobs"}]
 // Protocol (runtime):
 //   (ready_atom, resource_class, worker_id, worker)   a worker is idle
 //   (ready_atom, resource_class, worker_id, worker, job_types)  a remote
@@ -86,6 +89,7 @@ using queue_actor = caf::typed_actor<
     caf::replies_to<purge_atom, all_atom>::with<uint32_t>,
     caf::replies_to<stats_atom>::with<queue_stats>,
     caf::replies_to<describe_atom>::with<tree_node>,
+    caf::replies_to<nodes_atom>::with<std::string>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor,
                    std::vector<std::string>>,

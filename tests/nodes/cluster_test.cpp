@@ -9,6 +9,7 @@
 
 #include "runtime/pg.hpp"
 #include "runtime/type_ids.hpp"
+#include "support/http_client.hpp"
 #include "support/process.hpp"
 #include "support/scratch.hpp"
 #include "support/test_db.hpp"
@@ -360,6 +361,14 @@ TEST_CASE("SIGTERM drains a worker: running attempts finish, no new leases, "
     CHECK(node_of(c.worker_of(j)) == "w1");
   }
   CHECK(c.events(later, started_kind) == 0);
+  // No connected worker runs it: visible in the node list, not parked.
+  auto [nrc, nodes] = droverctl({"nodes", "--port", c.admin});
+  REQUIRE(nrc == 0);
+  INFO(nodes);
+  CHECK(
+      nodes.find(
+          R"("waiting_without_worker":[{"resource_class":"cpu","job_type":"sleep","jobs":1}])")
+      != std::string::npos);
   c.start_worker("w2");
   jobs.push_back(later);
   c.check_all_done_once(jobs, 20s);
@@ -532,4 +541,55 @@ TEST_CASE("mutual TLS on the cluster port: a worker with a certificate from "
        "--tls-certificate", pki.path("w1.pem")});
   CHECK(brc == 2);
   CHECK(bout.find("all three") != std::string::npos);
+}
+
+TEST_CASE("a gateway node in front of the coordinator serves the HTTP API, and "
+          "a gateway with the workers' secret is refused",
+          "[pg][cluster][process]") {
+  const std::string gateway_secret = "cluster-test-gateway-secret-42";
+  cluster c;
+  c.start_coordinator({"--gateway-join-secret", gateway_secret});
+  c.start_worker("w1");
+  auto gateway_args = [&](const std::string& name, const std::string& s) {
+    return std::vector<std::string>{DROVER_NODE_BIN,
+                                    "--node-id",
+                                    name,
+                                    "--roles",
+                                    "gateway",
+                                    "--coordinator",
+                                    "127.0.0.1:"
+                                        + std::to_string(c.cluster_port),
+                                    "--join-secret",
+                                    s,
+                                    "--http-port",
+                                    "0"};
+  };
+  process gw{gateway_args("gw", gateway_secret), c.logs.path() + "/gw.log"};
+  auto ready = gw.wait_for_line("ready", 30s);
+  INFO(tail_of(c.logs.path() + "/gw.log"));
+  REQUIRE(ready);
+  auto http = ready->substr(ready->find(" http=") + 6);
+  auto port = std::stoi(http.substr(http.rfind(':') + 1));
+  drover::testing::http_client client{static_cast<uint16_t>(port)};
+  auto res
+      = client.post("/api/jobs", R"({"type": "sleep", "input": {"ms": 50}})");
+  INFO(res.body);
+  REQUIRE(res.status == 202);
+  auto key = std::string{"\"job_id\":\""};
+  auto at = res.body.find(key);
+  REQUIRE(at != std::string::npos);
+  auto job = res.body.substr(
+      at + key.size(), res.body.find('"', at + key.size()) - at - key.size());
+  c.check_all_done_once({job}, 20s);
+  CHECK(node_of(c.worker_of(job)) == "w1");
+  auto nodes = client.get("/api/admin/nodes");
+  CHECK(nodes.status == 200);
+  CHECK(nodes.body.find(R"("role":"gateway")") != std::string::npos);
+  // The workers' secret does not make a gateway (it would get the API).
+  process intruder{gateway_args("gw2", secret), c.logs.path() + "/gw2.log"};
+  auto st = intruder.wait_exit(30s);
+  REQUIRE(st);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 2);
+  CHECK(c.wait_log("gw2", "could not join", 1s));
 }
