@@ -215,6 +215,7 @@ on_worker_join(endpoint_actor self, register_worker& reg,
     lc.registration = reg;
     lc.handles = st.cfg.handles;
     lc.lease_ttl = st.cfg.lease_ttl;
+    lc.lease_ttl_by_type = st.cfg.lease_ttl_by_type;
     lc.heartbeat_interval = st.cfg.heartbeat_interval;
     lc.clock_ms = st.cfg.clock_ms;
     m.link = spawn_node_link(self->system(), std::move(lc));

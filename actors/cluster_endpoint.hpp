@@ -25,6 +25,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -46,6 +47,7 @@ struct cluster_endpoint_config {
   /// What a gateway's join returns (set before the port opens).
   std::shared_ptr<const caf::actor> api;
   std::chrono::milliseconds lease_ttl{2000};
+  std::map<std::string, std::chrono::milliseconds> lease_ttl_by_type;
   std::chrono::milliseconds heartbeat_interval{500};
   std::function<int64_t()> clock_ms;
 };

@@ -75,6 +75,10 @@ struct attempt_info {
   uint32_t slot = 0;
   caf::actor js;
   int64_t expiry_ms = 0;
+  /// When its lease went to the node.
+  int64_t leased_ms = 0;
+  /// Its lease's TTL (per job type).
+  int64_t ttl_ms = 0;
   /// The outcome went to the job supervisor; settled once it finishes.
   bool completing = false;
   /// The lease lapsed: superseded, waiting for the worker to let go.
@@ -324,7 +328,8 @@ void adopt(link_actor self, const running_attempt& ra) {
   attempt_info a;
   a.attempt = ra.attempt;
   a.slot = static_cast<uint32_t>(index);
-  a.expiry_ms = now_ms(self) + st.cfg.lease_ttl.count();
+  a.ttl_ms = st.cfg.lease_ttl.count(); // its type is not known here
+  a.expiry_ms = now_ms(self) + a.ttl_ms;
   a.js_gone = true; // no supervisor yet
   st.attempts[ra.job_id] = a;
   auto job_id = ra.job_id;
@@ -370,14 +375,14 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
   st.draining = reg.draining;
   st.joined_ms = now_ms(self);
   st.last_heartbeat_ms = st.joined_ms;
-  auto expiry = st.joined_ms + st.cfg.lease_ttl.count();
   std::set<std::string> listed;
   for (auto& ra : reg.running) {
     listed.insert(ra.job_id);
     auto i = st.attempts.find(ra.job_id);
     if (i != st.attempts.end() && i->second.attempt == ra.attempt) {
       if (!i->second.expired)
-        i->second.expiry_ms = expiry; // kept: reconnected in time
+        // Kept: reconnected in time.
+        i->second.expiry_ms = st.joined_ms + i->second.ttl_ms;
       else
         supersede(self, ra.job_id, ra.attempt);
       continue;
@@ -405,7 +410,6 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
   auto now = now_ms(self);
   st.last_heartbeat_ms = now;
   ++st.heartbeats;
-  auto expiry = now + st.cfg.lease_ttl.count();
   std::set<std::string> listed;
   for (auto& ra : hb.running) {
     listed.insert(ra.job_id);
@@ -418,7 +422,7 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
       supersede(self, ra.job_id, ra.attempt);
       continue;
     }
-    i->second.expiry_ms = expiry;
+    i->second.expiry_ms = now + std::max(i->second.ttl_ms, int64_t{1});
   }
   // Superseded attempts the worker has let go of free their slots.
   std::vector<std::string> gone;
@@ -431,6 +435,24 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
       gone.push_back(job_id); // abandoned or superseded, and let go of
   for (auto& job_id : gone)
     drop_attempt(self, job_id);
+  if (hb.draining) {
+    // A draining node that no longer lists an attempt handed it back (its
+    // drain deadline passed): reclaim the lease now rather than after the
+    // TTL. Leases sent within the last heartbeat interval may still be on
+    // their way to it and are left to the TTL.
+    auto settled_before = now - st.cfg.heartbeat_interval.count();
+    for (auto& [job_id, a] : st.attempts) {
+      if (listed.count(job_id) > 0 || unacked.count(job_id) > 0 || a.expired
+          || a.completing || a.js_gone || a.leased_ms > settled_before)
+        continue;
+      a.expired = true;
+      ++st.expired;
+      log::info("node_link", log::job{job_id},
+                "a draining node handed the attempt back; it runs again",
+                {{"node", st.cfg.node_id}, {"attempt", a.attempt}});
+      caf::anon_send(a.js, expired_atom::value, job_id, a.attempt);
+    }
+  }
   if (hb.draining && !st.draining) {
     st.draining = true;
     log::info("node_link", "worker node drains: no new leases",
@@ -503,7 +525,12 @@ void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
   a.attempt = l.attempt;
   a.slot = index;
   a.js = js;
-  a.expiry_ms = now_ms(self) + st.cfg.lease_ttl.count();
+  auto t = st.cfg.lease_ttl_by_type.find(l.spec.type);
+  a.ttl_ms
+      = (t != st.cfg.lease_ttl_by_type.end() ? t->second : st.cfg.lease_ttl)
+            .count();
+  a.expiry_ms = now_ms(self) + a.ttl_ms;
+  a.leased_ms = now_ms(self);
   self->monitor(js);
   st.attempts[l.job_id] = a;
   l.lease_expiry_ms = a.expiry_ms;

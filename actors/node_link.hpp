@@ -38,6 +38,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -74,6 +75,8 @@ struct node_link_config {
   worker_agent_actor agent;
   std::shared_ptr<job_system_handles> handles;
   std::chrono::milliseconds lease_ttl{2000};
+  /// Per job type; others use lease_ttl.
+  std::map<std::string, std::chrono::milliseconds> lease_ttl_by_type;
   std::chrono::milliseconds heartbeat_interval{500};
   std::function<int64_t()> clock_ms;
 };

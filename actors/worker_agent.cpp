@@ -563,15 +563,39 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         auto& st = self->state;
         if (st.drained)
           return;
-        log::warn("worker_agent",
-                  "drain deadline reached: stopping the remaining attempts; "
-                  "their leases lapse and they run elsewhere",
-                  {{"running", st.running.size()}});
-        for (auto& [job_id, r] : st.running)
+        log::warn(
+            "worker_agent",
+            "drain deadline reached: handing the remaining attempts "
+            "back (they run elsewhere, not counted as failures)",
+            {{"running", st.running.size()}, {"buffered", st.waiting.size()}});
+        // Handed back, not failed: their outcomes (cancelled) are never
+        // reported; the last heartbeat no longer lists them, and the
+        // coordinator takes the leases back at once.
+        for (auto& [job_id, r] : st.running) {
+          r.superseded = true;
           caf::anon_send(r.worker, cancel_atom::value, job_id, r.attempt);
+        }
+        st.waiting.clear();
         st.drained = true;
-        if (st.cfg.on_drained)
-          st.cfg.on_drained();
+        auto done = [self] {
+          if (self->state.cfg.on_drained)
+            self->state.cfg.on_drained();
+        };
+        if (!st.link) {
+          done();
+          return;
+        }
+        heartbeat hb;
+        hb.node_id = st.cfg.node_id;
+        hb.at_ms = st.cfg.clock_ms();
+        hb.draining = true;
+        for (auto& [key, c] : st.completions)
+          hb.unacknowledged.push_back(
+              running_attempt{key.first, key.second, {}});
+        self->request(st.link, std::chrono::seconds{2}, heartbeat_atom::value,
+                      std::move(hb))
+            .then([done](coordinator_reply&) { done(); },
+                  [done](caf::error&) { done(); });
       },
       [self](describe_atom) { return describe_agent(self); },
       [self](connect_now_atom) { connect(self); },

@@ -180,6 +180,7 @@ open_cluster_port(caf::actor_system& sys, const node_config& cfg,
   ec.handles = std::move(handles);
   ec.api = api;
   ec.lease_ttl = cfg.attempt_lease_ttl;
+  ec.lease_ttl_by_type = cfg.attempt_lease_ttl_by_type;
   ec.heartbeat_interval = cfg.worker_heartbeat_interval;
   ec.clock_ms = system_clock_ms;
   auto endpoint = spawn_cluster_endpoint(sys, std::move(ec));

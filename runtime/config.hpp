@@ -148,6 +148,9 @@ struct node_config {
   std::string join_secret;
   /// Lease of an attempt on a worker node, renewed by the node's heartbeat.
   std::chrono::milliseconds attempt_lease_ttl{2000};
+  /// The same for particular job types ("type=ms"), e.g. a longer one for
+  /// jobs whose workers may pause.
+  std::map<std::string, std::chrono::milliseconds> attempt_lease_ttl_by_type;
   std::chrono::milliseconds worker_heartbeat_interval{500};
   /// Worker nodes: on SIGTERM, how long running attempts may take to finish.
   std::chrono::milliseconds drain_timeout{30000};

@@ -89,6 +89,11 @@ caf::error validate_cluster(const node_config& cfg) {
   if (beat < 10 || beat * 2 >= ttl)
     return bad("worker-heartbeat-interval-ms must be at least 10 and less "
                "than half of attempt-lease-ttl-ms");
+  for (const auto& [type, t] : cfg.attempt_lease_ttl_by_type)
+    if (t.count() > 3600000 || t.count() <= beat * 2)
+      return bad("attempt-lease-ttl " + type
+                 + ": must be more than twice the heartbeat interval and at "
+                   "most 3600000 ms");
   if (cfg.drain_timeout.count() < 0 || cfg.drain_timeout.count() > 86400000)
     return bad("drain-timeout-ms must be within [0, 86400000]");
   for (const auto& t : cfg.job_types)
@@ -135,6 +140,8 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
       po::value(&raw.attempt_lease_ttl)->default_value(raw.attempt_lease_ttl),
       "coordinators: lease of an attempt on a worker node; lapses "
       "without a heartbeat")(
+      "attempt-lease-ttl", po::value(&raw.ttl_by_type)->composing(),
+      "coordinators: the lease TTL of one job type, type=ms (repeatable)")(
       "worker-heartbeat-interval-ms",
       po::value(&raw.worker_heartbeat)->default_value(raw.worker_heartbeat),
       "coordinators: how often worker nodes send their heartbeat (less than "
@@ -191,6 +198,22 @@ caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
   if (raw.prefetch < 0 || raw.prefetch > 1024)
     return bad("worker-prefetch must be within [0, 1024]");
   cfg.worker_prefetch = static_cast<uint32_t>(raw.prefetch);
+  cfg.attempt_lease_ttl_by_type.clear();
+  for (const auto& item : raw.ttl_by_type) {
+    auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
+      return bad("attempt-lease-ttl must be type=ms, got '" + item + "'");
+    auto ms = item.substr(eq + 1);
+    if (ms.size() > 7 || !std::all_of(ms.begin(), ms.end(), [](char c) {
+          return c >= '0' && c <= '9';
+        }))
+      return bad("attempt-lease-ttl: '" + ms + "' is not a number of ms");
+    auto type = item.substr(0, eq);
+    if (!cfg.attempt_lease_ttl_by_type
+             .emplace(type, std::chrono::milliseconds{std::stol(ms)})
+             .second)
+      return bad("attempt-lease-ttl: type '" + type + "' given twice");
+  }
   cfg.job_types.clear();
   for (const auto& item : raw.job_types) {
     size_t start = 0;

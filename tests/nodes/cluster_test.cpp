@@ -593,3 +593,46 @@ TEST_CASE("a gateway node in front of the coordinator serves the HTTP API, and "
   CHECK(WEXITSTATUS(*st) == 2);
   CHECK(c.wait_log("gw2", "could not join", 1s));
 }
+
+TEST_CASE("a worker past its drain deadline hands its attempts back: they "
+          "run elsewhere at once, not counted as failures",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  auto& w1 = c.start_worker("w1", {"--drain-timeout-ms", "300"});
+  auto job = c.submit(20000);
+  REQUIRE(poll_until([&] { return c.events(job, started_kind) == 1; }, 10s));
+  auto stopped = std::chrono::steady_clock::now();
+  w1.signal(SIGTERM);
+  auto st = w1.wait_exit(15s);
+  REQUIRE(st);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 0);
+  // Handed back, not left to lapse: reclaimed well before the TTL would
+  // have passed after the drain deadline.
+  REQUIRE(
+      poll_until([&] { return c.events(job, lease_expired_kind) == 1; }, 10s));
+  CHECK(std::chrono::steady_clock::now() - stopped < 300ms + attempt_ttl);
+  auto [rc, out] = droverctl({"get", job, "--port", c.admin});
+  INFO(out);
+  CHECK(out.find(R"("retryCount":0)") != std::string::npos);
+  CHECK(out.find(R"("lostCount":1)") != std::string::npos);
+  CHECK(out.find(R"("status":"failed")") == std::string::npos);
+  CHECK(c.events(job, completed_kind) == 0);
+}
+
+TEST_CASE("the lease TTL can be set per job type", "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator({"--attempt-lease-ttl", "sleep=4000"});
+  auto& w1 = c.start_worker("w1");
+  auto job = c.submit(20000);
+  REQUIRE(poll_until([&] { return c.events(job, started_kind) == 1; }, 10s));
+  auto killed = std::chrono::steady_clock::now();
+  w1.signal(SIGKILL);
+  REQUIRE(
+      poll_until([&] { return c.events(job, lease_expired_kind) == 1; }, 15s));
+  auto lapsed = std::chrono::steady_clock::now() - killed;
+  // The sleep type's 4 s, not the default 2 s (less one heartbeat).
+  CHECK(lapsed > 3500ms);
+  CHECK(lapsed < 5000ms + 1s);
+}

@@ -127,6 +127,12 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
               "0123456789abcdef"},
              "without TLS");
   expect_bad({"--tls-certificate", "a.pem"}, "all three");
+  expect_bad({"--attempt-lease-ttl", "sleep"}, "type=ms");
+  expect_bad({"--attempt-lease-ttl", "sleep=abc"}, "not a number");
+  expect_bad({"--attempt-lease-ttl", "sleep=600"}, "more than twice");
+  expect_bad({"--attempt-lease-ttl", "sleep=6000", "--attempt-lease-ttl",
+              "sleep=7000"},
+             "given twice");
   expect_bad({"--join-secret", "0123456789abcdef", "--gateway-join-secret",
               "0123456789abcdef"},
              "must differ");
