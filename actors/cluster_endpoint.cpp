@@ -166,26 +166,86 @@ caf::error check_join(endpoint_actor self, const register_worker& reg,
     return refuse(reg.node_id, describe(err));
   // The challenge travels back as the proof's salt: find it by node id.
   auto now = now_ms(self);
+  bool found = false;
   for (auto i = st.challenges.begin(); i != st.challenges.end(); ++i) {
     auto& c = i->second;
     if (c.node_id != reg.node_id || c.role != reg.role || c.expires_ms <= now)
       continue;
+    found = true;
     // Workers prove --join-secret, gateways --gateway-join-secret; with
     // neither configured (development, loopback) anyone may join.
     bool open
         = st.cfg.join_secret.empty() && st.cfg.gateway_join_secret.empty();
     const auto& secret = reg.role == "gateway" ? st.cfg.gateway_join_secret
                                                : st.cfg.join_secret;
-    if (open
-        || (!secret.empty()
-            && check_join_proof(secret, reg.role, reg.node_id, i->first,
-                                reg.proof))) {
-      st.challenges.erase(i);
+    bool ok = open
+              || (!secret.empty()
+                  && check_join_proof(secret, reg.role, reg.node_id, i->first,
+                                      reg.proof));
+    st.challenges.erase(i); // one answer per challenge, right or wrong
+    if (ok)
       return caf::none;
-    }
+    break;
   }
-  return refuse(reg.node_id, "join refused: wrong or missing join secret "
-                             "(or no open challenge for this node)");
+  if (!found)
+    // Replaced by a newer hello or expired: not the node's fault.
+    return make_error(errc::unavailable,
+                      "no open challenge for this node: send the hello again");
+  return refuse(reg.node_id, "join refused: wrong or missing join secret");
+}
+
+/// A link for the node, registered as `reg` says.
+node_link_local new_link(endpoint_actor self, const register_worker& reg) {
+  auto& st = self->state;
+  node_link_config lc;
+  lc.node_id = reg.node_id;
+  lc.coordinator_id = st.cfg.coordinator_id;
+  lc.registration = reg;
+  lc.registration.proof.clear();
+  lc.handles = st.cfg.handles;
+  lc.lease_ttl = st.cfg.lease_ttl;
+  lc.lease_ttl_by_type = st.cfg.lease_ttl_by_type;
+  lc.heartbeat_interval = st.cfg.heartbeat_interval;
+  lc.clock_ms = st.cfg.clock_ms;
+  auto link = spawn_node_link(self->system(), std::move(lc));
+  self->monitor(link);
+  return link;
+}
+
+using join_promise
+    = caf::typed_response_promise<coordinator_reply, node_link_actor>;
+
+/// Hands the join to the node's link; a link whose node came back with
+/// other slots (and is not alive under its old registration: the link
+/// checks that first) is replaced once.
+void join_link(endpoint_actor self, join_promise rp, register_worker reg,
+               worker_agent_actor agent, bool replaced) {
+  auto& m = self->state.members[reg.node_id];
+  auto link = m.link;
+  self->request(link, std::chrono::seconds{10}, join_atom::value, reg, agent)
+      .then(
+          [rp, link](coordinator_reply& r) mutable {
+            rp.deliver(std::move(r), node_link_actor{link});
+          },
+          [self, rp, reg, agent, link, replaced](caf::error& err) mutable {
+            auto& members = self->state.members;
+            auto i = members.find(reg.node_id);
+            if (!is(err, errc::conflict) || replaced || i == members.end()
+                || i->second.link != link) {
+              rp.deliver(std::move(err));
+              return;
+            }
+            // Same node, other slots: its old link stops (attempts on it
+            // are lost and run again, not counted).
+            log::warn("cluster", "a worker node came back with other slots",
+                      {{"node", reg.node_id}});
+            self->demonitor(link.address());
+            self->send_exit(link, caf::exit_reason::user_shutdown);
+            i->second.link = new_link(self, reg);
+            i->second.registration = reg;
+            i->second.registration.proof.clear();
+            join_link(self, rp, reg, agent, true);
+          });
 }
 
 caf::result<coordinator_reply, node_link_actor>
@@ -197,43 +257,18 @@ on_worker_join(endpoint_actor self, register_worker& reg,
   if (st.members.count(reg.node_id) == 0 && st.members.size() >= max_members)
     return refuse(reg.node_id, "too many nodes");
   auto& m = st.members[reg.node_id];
-  if (m.link
-      && (m.registration.capacity != reg.capacity
-          || m.registration.prefetch != reg.prefetch)) {
-    // Same node, other slots: its old link stops (attempts on it are lost
-    // and run again, not counted).
-    log::warn("cluster", "a worker node came back with other slots",
-              {{"node", reg.node_id}});
-    self->demonitor(m.link.address());
-    self->send_exit(m.link, caf::exit_reason::user_shutdown);
-    m.link = nullptr;
-  }
+  if (m.role == "gateway")
+    return refuse(reg.node_id, "a gateway node has this id");
   if (!m.link) {
-    node_link_config lc;
-    lc.node_id = reg.node_id;
-    lc.coordinator_id = st.cfg.coordinator_id;
-    lc.registration = reg;
-    lc.handles = st.cfg.handles;
-    lc.lease_ttl = st.cfg.lease_ttl;
-    lc.lease_ttl_by_type = st.cfg.lease_ttl_by_type;
-    lc.heartbeat_interval = st.cfg.heartbeat_interval;
-    lc.clock_ms = st.cfg.clock_ms;
-    m.link = spawn_node_link(self->system(), std::move(lc));
-    self->monitor(m.link);
+    m.link = new_link(self, reg);
     m.joined_ms = now_ms(self);
+    m.registration = reg;
+    m.registration.proof.clear();
   }
   m.role = "worker";
-  m.registration = reg;
-  m.registration.proof.clear();
   auto rp = self->make_response_promise<coordinator_reply, node_link_actor>();
-  auto link = m.link;
-  self->request(link, std::chrono::seconds{10}, join_atom::value, reg, agent)
-      .then(
-          [rp, link](coordinator_reply& r) mutable {
-            rp.deliver(std::move(r), node_link_actor{link});
-          },
-          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
-  log::info("cluster", "worker node joined",
+  join_link(self, rp, reg, agent, false);
+  log::info("cluster", "worker node joins",
             {{"node", reg.node_id}, {"job_types", reg.job_types.size()}});
   return rp;
 }

@@ -1,5 +1,7 @@
 #include "actors/node_link.hpp"
 
+#include "actors/detail/node_link_state.hpp"
+
 #include "actors/queue.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/json_text.hpp"
@@ -14,6 +16,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include <map>
+#include <optional>
 #include <set>
 
 namespace drover {
@@ -22,103 +25,10 @@ namespace {
 
 using link_timers::flush_atom;
 using link_timers::tick_atom;
-using free_atom = caf::atom_constant<caf::atom("nl_free")>;
-
-// -- slot actors --------------------------------------------------------------
-
-/// One slot of a worker node as the queue sees it: announces itself when
-/// told it is free and hands what the queue's job supervisors send to its
-/// link, tagged with its index. Dies with its link.
-caf::behavior slot_impl(caf::event_based_actor* self, node_link_local link,
-                        uint32_t index, std::string cls, std::string worker_id,
-                        std::vector<std::string> types,
-                        std::shared_ptr<job_system_handles> handles) {
-  self->monitor(link);
-  self->set_down_handler(
-      [self](caf::down_msg& dm) { self->quit(std::move(dm.reason)); });
-  return {
-      [=](free_atom) {
-        self->send(handles->queue(), ready_atom::value, cls, worker_id,
-                   caf::actor{self}, types);
-      },
-      [=](run_atom, lease& l, caf::actor& js) {
-        self->send(link, run_atom::value, index, std::move(l), std::move(js));
-      },
-      [=](cancel_atom, std::string& job_id, uint32_t attempt) {
-        self->send(link, cancel_atom::value, index, std::move(job_id), attempt);
-      },
-      [=](abandon_atom, std::string& job_id, uint32_t attempt) {
-        self->send(link, abandon_atom::value, index, std::move(job_id),
-                   attempt);
-      },
-  };
-}
 
 // -- the link -----------------------------------------------------------------
 
-struct slot_info {
-  std::string resource_class;
-  std::string worker_id;
-  caf::actor actor;
-  /// Job of the attempt that occupies it; empty = free.
-  std::string job_id;
-  /// Offered to the queue and not yet taken: never offered twice.
-  bool announced = false;
-  /// A prefetch credit (a lease the node buffers), offered only while
-  /// every real slot of its class is taken, so that jobs spread over idle
-  /// nodes before any waits in a buffer.
-  bool buffer = false;
-};
-
-struct attempt_info {
-  uint32_t attempt = 0;
-  uint32_t slot = 0;
-  caf::actor js;
-  int64_t expiry_ms = 0;
-  /// When its lease went to the node.
-  int64_t leased_ms = 0;
-  /// Its lease's TTL (per job type).
-  int64_t ttl_ms = 0;
-  /// The outcome went to the job supervisor; settled once it finishes.
-  bool completing = false;
-  /// The lease lapsed: superseded, waiting for the worker to let go.
-  bool expired = false;
-  /// The job supervisor finished without the worker's outcome.
-  bool js_gone = false;
-};
-
-struct link_state {
-  node_link_config cfg;
-  node_link_local::pointer self_ptr = nullptr;
-  std::vector<slot_info> slots;
-  /// By job id: one attempt of a job at a time.
-  std::map<std::string, attempt_info> attempts;
-  std::vector<lease> pending;
-  bool flush_armed = false;
-  bool connected = true;
-  bool draining = false;
-  int64_t joined_ms = 0;
-  int64_t last_heartbeat_ms = 0;
-  int64_t disconnected_ms = 0;
-  std::vector<running_attempt> settled;
-  std::vector<running_attempt> superseded;
-  /// (job, attempt) whose rejection is recorded already.
-  std::set<std::pair<std::string, uint32_t>> recorded;
-  uint64_t leases_sent = 0;
-  uint64_t batches_sent = 0;
-  uint64_t rejected = 0;
-  uint64_t reports = 0;
-  uint64_t heartbeats = 0;
-  uint64_t expired = 0;
-
-  static inline const char* name = "drover.node_link";
-};
-
-using link_actor = node_link_local::stateful_pointer<link_state>;
-
-int64_t now_ms(link_actor self) {
-  return self->state.cfg.clock_ms();
-}
+using namespace detail;
 
 /// Local-only messages (slots, endpoint, timers, admin) are refused from
 /// other nodes: the worker node holds this link's handle.
@@ -146,7 +56,8 @@ bool class_full(link_actor self, const std::string& cls) {
 void offer(link_actor self, uint32_t index) {
   auto& st = self->state;
   auto& slot = st.slots[index];
-  if (!slot.job_id.empty() || !st.connected || st.draining || slot.announced)
+  if (!slot.job_id.empty() || !st.connected || st.draining || st.suspect
+      || slot.announced)
     return;
   if (slot.buffer && !class_full(self, slot.resource_class))
     return;
@@ -241,8 +152,14 @@ void supersede(link_actor self, const std::string& job_id, uint32_t attempt) {
 void check_leases(link_actor self) {
   auto& st = self->state;
   auto now = now_ms(self);
+  if (st.connected && !st.suspect
+      && now - st.last_heartbeat_ms > 2 * st.cfg.heartbeat_interval.count()) {
+    st.suspect = true;
+    withdraw_free_slots(self);
+  }
   for (auto& [job_id, a] : st.attempts) {
-    if (a.expired || a.completing || a.js_gone || a.expiry_ms > now)
+    if (a.expired || a.completing || a.js_gone || a.adopting
+        || a.expiry_ms > now)
       continue;
     a.expired = true;
     ++st.expired;
@@ -255,6 +172,9 @@ void check_leases(link_actor self) {
   }
   if (!st.connected) {
     // Gone: an expired attempt's worker can no longer let go; free it.
+    for (auto& [key, slot] : st.zombies)
+      free_slot(self, slot);
+    st.zombies.clear();
     std::vector<std::string> gone;
     for (auto& [job_id, a] : st.attempts)
       if (a.expired || a.js_gone)
@@ -274,6 +194,14 @@ void check_leases(link_actor self) {
 /// back (a group commit answers many at once, but each reply is its own
 /// message), so a batch gathers over a short window, not one mailbox pass.
 constexpr auto lease_batch_window = std::chrono::milliseconds{1};
+
+/// Lease checks run every eighth of the shortest lease TTL.
+int64_t tick_ms(link_actor self) {
+  auto ttl = self->state.cfg.lease_ttl;
+  for (auto& [type, t] : self->state.cfg.lease_ttl_by_type)
+    ttl = std::min(ttl, t);
+  return std::max<int64_t>(20, ttl.count() / 8);
+}
 
 void arm_flush(link_actor self) {
   auto& st = self->state;
@@ -309,6 +237,80 @@ int free_slot_of(link_actor self, const std::string& cls) {
   return -1;
 }
 
+/// Asks the queue to give attempt `attempt` of `job_id` (in its slot, in
+/// `attempts`, marked adopting) a job supervisor.
+void request_adoption(link_actor self, const std::string& job_id,
+                      uint32_t attempt) {
+  auto& st = self->state;
+  auto& slot = st.slots[st.attempts[job_id].slot];
+  self->request(st.cfg.handles->queue(), std::chrono::seconds{30},
+                adopt_atom::value, job_id, attempt, slot.worker_id, slot.actor)
+      .then(
+          [self, job_id, attempt](caf::actor& js) {
+            auto& st = self->state;
+            auto i = st.attempts.find(job_id);
+            if (i == st.attempts.end() || i->second.attempt != attempt)
+              return;
+            auto& a = i->second;
+            a.js = js;
+            a.adopting = false;
+            self->monitor(js);
+            if (a.held) {
+              // It finished while the adoption was pending.
+              a.completing = true;
+              caf::anon_send(a.js, done_atom::value, std::move(*a.held));
+              a.held.reset();
+              free_slot(self, a.slot);
+            }
+          },
+          [self, job_id, attempt](caf::error& err) {
+            log::info("node_link", log::job{job_id},
+                      "a running attempt could not be adopted; superseded",
+                      {{"attempt", attempt}, {"reason", describe(err)}});
+            auto& st = self->state;
+            auto i = st.attempts.find(job_id);
+            if (i == st.attempts.end() || i->second.attempt != attempt)
+              return;
+            i->second.adopting = false;
+            if (i->second.held) {
+              // Its outcome came but nobody owns the attempt any more.
+              record_rejection(self, job_id, attempt, "an outcome");
+              st.settled.push_back(running_attempt{job_id, attempt, {}});
+              drop_attempt(self, job_id);
+              return;
+            }
+            i->second.expired = true;
+            supersede(self, job_id, attempt);
+          });
+}
+
+/// The queue restarts with the job system (one_for_all): its idle lists
+/// and the job supervisors die with it, and the new queue recovers this
+/// node's running attempts as waiting for adoption. Offer the free slots to
+/// the new queue and have it adopt the attempts whose supervisors died.
+void follow_queue(link_actor self) {
+  auto& st = self->state;
+  auto q = st.cfg.handles->queue();
+  if (!q || q.address() == st.watched_queue)
+    return;
+  bool first = !st.watched_queue;
+  st.watched_queue = q.address();
+  if (first)
+    return;
+  log::warn("node_link", "the queue restarted: offering this node again",
+            {{"node", st.cfg.node_id}});
+  for (auto& slot : st.slots)
+    slot.announced = false;
+  for (auto& [job_id, a] : st.attempts)
+    if (a.js_gone && !a.adopting && !a.expired && !a.completing) {
+      a.js_gone = false;
+      a.adopting = true;
+      request_adoption(self, job_id, a.attempt);
+    }
+  for (uint32_t i = 0; i < st.slots.size(); ++i)
+    offer(self, i);
+}
+
 /// The node lists `ra` as running, but this link does not know it (this
 /// coordinator restarted): ask the queue to adopt it into a slot.
 void adopt(link_actor self, const running_attempt& ra) {
@@ -330,30 +332,9 @@ void adopt(link_actor self, const running_attempt& ra) {
   a.slot = static_cast<uint32_t>(index);
   a.ttl_ms = st.cfg.lease_ttl.count(); // its type is not known here
   a.expiry_ms = now_ms(self) + a.ttl_ms;
-  a.js_gone = true; // no supervisor yet
+  a.adopting = true; // no supervisor yet
   st.attempts[ra.job_id] = a;
-  auto job_id = ra.job_id;
-  auto attempt = ra.attempt;
-  self->request(st.cfg.handles->queue(), std::chrono::seconds{30},
-                adopt_atom::value, job_id, attempt, slot.worker_id, slot.actor)
-      .then(
-          [self, job_id, attempt](caf::actor& js) {
-            auto* a = current(self, job_id, attempt);
-            if (a == nullptr)
-              return;
-            a->js = js;
-            a->js_gone = false;
-            self->monitor(js);
-          },
-          [self, job_id, attempt](caf::error& err) {
-            log::info("node_link", log::job{job_id},
-                      "a running attempt could not be adopted; superseded",
-                      {{"attempt", attempt}, {"reason", describe(err)}});
-            supersede(self, job_id, attempt);
-            auto i = self->state.attempts.find(job_id);
-            if (i != self->state.attempts.end() && i->second.attempt == attempt)
-              i->second.expired = true;
-          });
+  request_adoption(self, ra.job_id, ra.attempt);
 }
 
 caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
@@ -367,11 +348,16 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
                       "node id " + st.cfg.node_id
                           + " is already connected and heartbeating");
   }
+  if (reg.capacity != st.cfg.registration.capacity
+      || reg.prefetch != st.cfg.registration.prefetch)
+    return make_error(errc::conflict, "the node's slots changed");
   if (st.cfg.agent && st.cfg.agent != agent)
     self->demonitor(st.cfg.agent.address());
   st.cfg.agent = std::move(agent);
   self->monitor(st.cfg.agent);
   st.connected = true;
+  if (reg.draining && !st.draining)
+    st.drain_started_ms = now_ms(self);
   st.draining = reg.draining;
   st.joined_ms = now_ms(self);
   st.last_heartbeat_ms = st.joined_ms;
@@ -380,7 +366,7 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
     listed.insert(ra.job_id);
     auto i = st.attempts.find(ra.job_id);
     if (i != st.attempts.end() && i->second.attempt == ra.attempt) {
-      if (!i->second.expired)
+      if (!i->second.expired && !(i->second.js_gone && !i->second.adopting))
         // Kept: reconnected in time.
         i->second.expiry_ms = st.joined_ms + i->second.ttl_ms;
       else
@@ -410,6 +396,11 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
   auto now = now_ms(self);
   st.last_heartbeat_ms = now;
   ++st.heartbeats;
+  if (st.suspect) {
+    st.suspect = false;
+    for (uint32_t i = 0; i < st.slots.size(); ++i)
+      offer(self, i);
+  }
   std::set<std::string> listed;
   for (auto& ra : hb.running) {
     listed.insert(ra.job_id);
@@ -435,15 +426,32 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
       gone.push_back(job_id); // abandoned or superseded, and let go of
   for (auto& job_id : gone)
     drop_attempt(self, job_id);
+  // Displaced superseded attempts the node has let go of free their slots.
+  std::set<std::pair<std::string, uint32_t>> held_by_node;
+  for (auto& ra : hb.running)
+    held_by_node.emplace(ra.job_id, ra.attempt);
+  for (auto& u : hb.unacknowledged)
+    held_by_node.emplace(u.job_id, u.attempt);
+  for (auto z = st.zombies.begin(); z != st.zombies.end();) {
+    if (held_by_node.count(z->first) > 0) {
+      ++z;
+      continue;
+    }
+    auto slot = z->second;
+    z = st.zombies.erase(z);
+    free_slot(self, slot);
+  }
   if (hb.draining) {
     // A draining node that no longer lists an attempt handed it back (its
     // drain deadline passed): reclaim the lease now rather than after the
-    // TTL. Leases sent within the last heartbeat interval may still be on
-    // their way to it and are left to the TTL.
-    auto settled_before = now - st.cfg.heartbeat_interval.count();
+    // TTL. Only leases sent before the node said it drains: it had them
+    // before any later heartbeat (one connection, in order), while a lease
+    // sent at the same moment may still be on its way and is left to the
+    // TTL.
     for (auto& [job_id, a] : st.attempts) {
       if (listed.count(job_id) > 0 || unacked.count(job_id) > 0 || a.expired
-          || a.completing || a.js_gone || a.leased_ms > settled_before)
+          || a.completing || a.js_gone || a.adopting || st.drain_started_ms == 0
+          || a.leased_ms >= st.drain_started_ms)
         continue;
       a.expired = true;
       ++st.expired;
@@ -455,6 +463,7 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
   }
   if (hb.draining && !st.draining) {
     st.draining = true;
+    st.drain_started_ms = now;
     log::info("node_link", "worker node drains: no new leases",
               {{"node", st.cfg.node_id}});
     withdraw_free_slots(self);
@@ -468,7 +477,7 @@ coordinator_reply on_report(link_actor self, progress_batch& progress,
   ++st.reports;
   for (auto& u : progress.updates) {
     auto* a = current(self, u.job_id, u.attempt);
-    if (a == nullptr || a->js_gone) {
+    if (a == nullptr || a->js_gone || a->adopting) {
       if (a == nullptr)
         record_rejection(self, u.job_id, u.attempt,
                          u.checkpoint.empty() ? "progress" : "a checkpoint");
@@ -488,9 +497,19 @@ coordinator_reply on_report(link_actor self, progress_batch& progress,
       // Unknown: superseded long ago (or settled and acknowledged late).
       record_rejection(self, c.job_id, c.attempt, "an outcome");
       st.settled.push_back(std::move(key));
+      auto z = st.zombies.find({c.job_id, c.attempt});
+      if (z != st.zombies.end()) {
+        auto slot = z->second;
+        st.zombies.erase(z);
+        free_slot(self, slot);
+      }
       continue;
     }
     auto& a = i->second;
+    if (a.adopting) {
+      a.held = std::move(c); // forwarded once its supervisor exists
+      continue;
+    }
     if (a.expired) {
       record_rejection(self, c.job_id, c.attempt, "an outcome");
       st.settled.push_back(std::move(key));
@@ -519,6 +538,15 @@ void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
   if (index >= st.slots.size())
     return;
   auto& slot = st.slots[index];
+  if (auto old = st.attempts.find(l.job_id); old != st.attempts.end()) {
+    // The job comes back to this node while its earlier attempt here is
+    // superseded but not yet let go of: that slot stays taken.
+    if (old->second.js)
+      self->demonitor(old->second.js.address());
+    st.zombies.emplace(std::make_pair(l.job_id, old->second.attempt),
+                       old->second.slot);
+    st.attempts.erase(old);
+  }
   slot.job_id = l.job_id;
   slot.announced = false;
   attempt_info a;
@@ -544,72 +572,6 @@ void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
         offer(self, i);
 }
 
-/// The node as the node list shows it (JSON object).
-std::string node_json(link_actor self) {
-  auto& st = self->state;
-  auto now = now_ms(self);
-  auto& reg = st.cfg.registration;
-  size_t running = 0;
-  for (auto& slot : st.slots)
-    running += slot.job_id.empty() ? 0 : 1;
-  std::string out = "{\"node\":" + json_quote(st.cfg.node_id)
-                    + ",\"role\":\"worker\",\"slots\":{";
-  for (size_t i = 0; i < reg.capacity.size(); ++i)
-    out += (i ? "," : "") + json_quote(reg.capacity[i].resource_class) + ":"
-           + std::to_string(reg.capacity[i].slots);
-  out += "},\"job_types\":[";
-  for (size_t i = 0; i < reg.job_types.size(); ++i)
-    out += (i ? "," : "") + json_quote(reg.job_types[i]);
-  auto flag = [](bool b) { return b ? std::string{"true"} : "false"; };
-  out += "],\"connected\":" + flag(st.connected) + ",\"draining\":"
-         + flag(st.draining) + ",\"running\":" + std::to_string(running)
-         + ",\"leases_in_flight\":" + std::to_string(st.attempts.size())
-         + ",\"last_heartbeat_ms_ago\":"
-         + std::to_string(now - st.last_heartbeat_ms)
-         + ",\"joined_ms_ago\":" + std::to_string(now - st.joined_ms)
-         + ",\"counters\":{\"leases\":" + std::to_string(st.leases_sent)
-         + ",\"lease_batches\":" + std::to_string(st.batches_sent)
-         + ",\"reports\":" + std::to_string(st.reports)
-         + ",\"heartbeats\":" + std::to_string(st.heartbeats)
-         + ",\"leases_expired\":" + std::to_string(st.expired)
-         + ",\"reports_rejected\":" + std::to_string(st.rejected) + "}}";
-  return out;
-}
-
-tree_node describe_node(link_actor self) {
-  auto& st = self->state;
-  auto now = now_ms(self);
-  tree_node n;
-  n.name = "node " + st.cfg.node_id;
-  n.kind = child_kind::supervisor;
-  n.state = st.connected
-                ? (st.draining ? child_state::stopping : child_state::running)
-                : child_state::restarting;
-  n.uptime_ms = now - st.joined_ms;
-  n.last_exit = "last heartbeat " + std::to_string(now - st.last_heartbeat_ms)
-                + " ms ago, " + std::to_string(st.attempts.size())
-                + " leases in flight" + (st.connected ? "" : ", disconnected");
-  for (auto& slot : st.slots) {
-    tree_node s;
-    s.name = slot.worker_id;
-    s.kind = child_kind::worker;
-    s.state = child_state::running;
-    if (!slot.job_id.empty()) {
-      tree_node job;
-      job.name = "job " + slot.job_id;
-      job.kind = child_kind::worker;
-      job.restart = restart_type::temporary;
-      auto i = st.attempts.find(slot.job_id);
-      if (i != st.attempts.end())
-        job.last_exit = "attempt " + std::to_string(i->second.attempt)
-                        + (i->second.expired ? " (lease lapsed)" : "");
-      s.children.push_back(std::move(job));
-    }
-    n.children.push_back(std::move(s));
-  }
-  return n;
-}
-
 node_link_local::behavior_type link_impl(link_actor self,
                                          node_link_config cfg) {
   auto& st = self->state;
@@ -630,6 +592,8 @@ node_link_local::behavior_type link_impl(link_actor self,
     if (dm.source == st.cfg.agent.address()) {
       st.connected = false;
       st.disconnected_ms = now_ms(self);
+      // Leases not yet sent lapse with the others.
+      st.pending.clear();
       withdraw_free_slots(self);
       log::warn("node_link",
                 "lost the connection to a worker node; its leases lapse "
@@ -653,8 +617,9 @@ node_link_local::behavior_type link_impl(link_actor self,
       return;
     }
   });
-  auto tick = std::max<int64_t>(20, st.cfg.lease_ttl.count() / 8);
-  self->delayed_send(self, std::chrono::milliseconds{tick}, tick_atom::value);
+  follow_queue(self);
+  self->delayed_send(self, std::chrono::milliseconds{tick_ms(self)},
+                     tick_atom::value);
   return {
       [self](heartbeat_atom, heartbeat& hb) -> caf::result<coordinator_reply> {
         if (!from_agent(self))
@@ -724,10 +689,9 @@ node_link_local::behavior_type link_impl(link_actor self,
       [self](tick_atom) {
         if (!from_here(self))
           return;
+        follow_queue(self);
         check_leases(self);
-        auto tick
-            = std::max<int64_t>(20, self->state.cfg.lease_ttl.count() / 8);
-        self->delayed_send(self, std::chrono::milliseconds{tick},
+        self->delayed_send(self, std::chrono::milliseconds{tick_ms(self)},
                            tick_atom::value);
       },
   };

@@ -55,8 +55,16 @@ struct agent_state {
   std::deque<lease> waiting;
   // outbox
   std::map<std::string, progress_update> progress;
-  std::vector<progress_update> checkpoints;
+  /// Newest checkpoint per job (only the last one matters for a resume).
+  std::map<std::string, progress_update> checkpoints;
   std::map<attempt_key, completion> completions;
+  /// The slot class of each outcome in the outbox (listed in a join, so
+  /// that a restarted coordinator can adopt the attempt and take it).
+  std::map<attempt_key, std::string> completion_class;
+  /// Abandoned attempts whose worker is still busy (a handler that ignores
+  /// its cancel): listed in heartbeats so their slots stay taken until the
+  /// worker is free again.
+  std::map<caf::actor_addr, running_attempt> stuck;
   std::set<attempt_key> sent;
   bool report_in_flight = false;
   bool beat_in_flight = false;
@@ -151,10 +159,12 @@ void apply_reply(agent_actor self, coordinator_reply& r) {
   auto& st = self->state;
   for (auto& s : r.settled) {
     st.completions.erase({s.job_id, s.attempt});
+    st.completion_class.erase({s.job_id, s.attempt});
     st.sent.erase({s.job_id, s.attempt});
   }
   for (auto& s : r.superseded) {
     st.completions.erase({s.job_id, s.attempt});
+    st.completion_class.erase({s.job_id, s.attempt});
     st.sent.erase({s.job_id, s.attempt});
     auto p = st.progress.find(s.job_id);
     if (p != st.progress.end() && p->second.attempt == s.attempt)
@@ -212,6 +222,10 @@ register_worker registration(agent_actor self) {
   for (auto& l : st.waiting)
     reg.running.push_back(
         running_attempt{l.job_id, l.attempt, resource_class_of(l.spec)});
+  // So are finished attempts whose outcome is not settled yet: a restarted
+  // coordinator adopts them and takes the outcome.
+  for (auto& [key, cls] : st.completion_class)
+    reg.running.push_back(running_attempt{key.first, key.second, cls});
   return reg;
 }
 
@@ -318,7 +332,7 @@ void maybe_report(agent_actor self) {
     return;
   progress_batch pb;
   completion_batch cb;
-  for (auto& c : st.checkpoints)
+  for (auto& [job_id, c] : st.checkpoints)
     pb.updates.push_back(std::move(c));
   st.checkpoints.clear();
   for (auto& [job_id, u] : st.progress)
@@ -366,6 +380,8 @@ void send_heartbeat(agent_actor self) {
       hb.running.push_back(running_attempt{job_id, r.attempt, {}});
     for (auto& l : st.waiting)
       hb.running.push_back(running_attempt{l.job_id, l.attempt, {}});
+    for (auto& [addr, ra] : st.stuck)
+      hb.running.push_back(ra);
     for (auto& [key, c] : st.completions)
       hb.unacknowledged.push_back(running_attempt{key.first, key.second, {}});
     st.beat_in_flight = true;
@@ -378,6 +394,12 @@ void send_heartbeat(agent_actor self) {
             },
             [self](caf::error& err) {
               self->state.beat_in_flight = false;
+              if (is(err, errc::forbidden)) {
+                // The coordinator no longer takes this agent as the node
+                // (another process joined with its id): join again.
+                on_link_lost(self, describe(err));
+                return;
+              }
               log::warn("worker_agent", "a heartbeat went unanswered",
                         {{"error", describe(err)}});
             });
@@ -425,6 +447,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
     if (w == st.worker_ids.end())
       return;
     st.worker_ids.erase(w);
+    st.stuck.erase(dm.source);
     for (auto& [cls, idle] : st.idle)
       idle.erase(std::remove_if(idle.begin(), idle.end(),
                                 [&](const caf::actor& a) {
@@ -455,8 +478,19 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         ++st.batches_received;
         st.leases_received += batch.leases.size();
         for (auto& l : batch.leases) {
-          if (st.running.count(l.job_id) > 0)
-            continue; // a duplicate
+          auto r = st.running.find(l.job_id);
+          if (r != st.running.end()) {
+            if (r->second.attempt >= l.attempt)
+              continue; // a duplicate
+            // The job came back with a newer attempt: the one still running
+            // here is superseded (its lease lapsed while this node was
+            // away). It is stopped; its worker stays taken until it is.
+            caf::anon_send(r->second.worker, cancel_atom::value, l.job_id,
+                           r->second.attempt);
+            st.stuck[r->second.worker.address()]
+                = running_attempt{l.job_id, r->second.attempt, {}};
+            st.running.erase(r);
+          }
           st.waiting.push_back(std::move(l));
         }
         start_waiting(self);
@@ -487,6 +521,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         if (i == st.running.end() || i->second.attempt != attempt)
           return;
         caf::anon_send(i->second.worker, abandon_atom::value, job_id, attempt);
+        st.stuck[i->second.worker.address()]
+            = running_attempt{job_id, attempt, {}};
         st.running.erase(i);
         check_drained(self);
       },
@@ -497,6 +533,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
             || !i->second.superseded)
           return;
         caf::anon_send(i->second.worker, abandon_atom::value, job_id, attempt);
+        st.stuck[i->second.worker.address()]
+            = running_attempt{job_id, attempt, {}};
         st.running.erase(i);
         check_drained(self);
       },
@@ -505,6 +543,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         auto& st = self->state;
         if (st.worker_ids.emplace(worker.address(), worker_id).second)
           self->monitor(worker);
+        st.stuck.erase(worker.address()); // free again
         st.idle[cls].push_back(std::move(worker));
         start_waiting(self);
       },
@@ -529,7 +568,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         u.attempt = attempt;
         u.checkpoint = std::move(bytes);
         u.at_ms = st.cfg.clock_ms();
-        st.checkpoints.push_back(std::move(u));
+        st.checkpoints[u.job_id] = std::move(u);
         maybe_report(self);
       },
       [self](done_atom, completion& c) {
@@ -538,9 +577,12 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         if (i == st.running.end() || i->second.attempt != c.attempt)
           return;
         bool superseded = i->second.superseded;
+        auto cls = i->second.resource_class;
         st.running.erase(i);
         if (!superseded) {
           st.progress.erase(c.job_id); // the outcome says more
+          st.checkpoints.erase(c.job_id);
+          st.completion_class[{c.job_id, c.attempt}] = cls;
           st.completions[{c.job_id, c.attempt}] = std::move(c);
           maybe_report(self);
         }

@@ -24,7 +24,8 @@ node_roles roles_of(const node_config& cfg) {
 namespace {
 
 bool loopback(const std::string& host) {
-  return host == "127.0.0.1" || host == "::1" || host == "localhost";
+  return host.rfind("127.", 0) == 0 || host == "::1" || host == "[::1]"
+         || host == "localhost";
 }
 
 caf::error bad(std::string what) {
@@ -64,6 +65,9 @@ caf::error validate_cluster(const node_config& cfg) {
     return bad("join-secret must be at least 16 characters");
   if (!cfg.gateway_join_secret.empty() && cfg.gateway_join_secret.size() < 16)
     return bad("gateway-join-secret must be at least 16 characters");
+  if (!cfg.gateway_join_secret.empty() && cfg.join_secret.empty())
+    return bad("gateway-join-secret needs a join-secret for the worker "
+               "nodes too (otherwise none could join)");
   if (!cfg.gateway_join_secret.empty()
       && cfg.gateway_join_secret == cfg.join_secret)
     return bad("gateway-join-secret must differ from join-secret");

@@ -2,9 +2,11 @@
 """B1 through the cluster: drain of N preloaded no-op jobs, durable (D2).
 
 Compares, in one run and alternating, the same jobs drained by
-  A  one all-in-one process (--roles all, --slots cpu=4), today's default;
-  B  a coordinator process plus two worker-node processes (cpu=2 each, the
-     same 4 slots), talking over CAF on loopback.
+  A  one all-in-one process (--roles all), today's default (work-stealing
+     scheduler); A-sharing the same on the sharing scheduler;
+  B  a coordinator process plus two worker-node processes (half the slots
+     each), talking over CAF on loopback, with the schedulers of
+     config/cluster/ (sharing; workers one thread).
 
 Per run: a fresh database; a coordinator-only node (no workers) takes N
 `sleep {"ms":0,"steps":0}` jobs through POST /api/jobs/batch and stops;
@@ -37,6 +39,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NODE = os.path.join(ROOT, "build", "nodes", "drover-node")
 # Extra worker-node options (--worker-args "..."), e.g. the scheduler.
 WORKER_ARGS = ["--scheduler-policy", "sharing", "--scheduler-threads", "1"]
+# Options for B's coordinator (--coordinator-args "..."); default as
+# config/cluster/coordinator.ini.
+COORD_ARGS = ["--scheduler-policy", "sharing"]
 # Total slots: A has them all, B's two workers half each.
 SLOTS = [4]
 
@@ -128,14 +133,16 @@ def drain(mode, url, jobs, logdir):
     commits0 = int(psql(url, "SELECT xact_commit FROM pg_stat_database "
                              "WHERE datname = current_database()"))
     try:
-        if mode == "A":
+        if mode.startswith("A"):
+            extra = (["--scheduler-policy", "sharing"]
+                     if mode == "A-sharing" else [])
             nodes.append(Node(["--node-id", "allinone", "--roles", "all",
-                               "--slots", "cpu=%d" % SLOTS[0]] + common, "ready",
-                              os.path.join(logdir, "A.log")))
+                               "--slots", "cpu=%d" % SLOTS[0]] + common + extra,
+                              "ready", os.path.join(logdir, "A.log")))
             http_addr = nodes[0].field("http")
         else:
             coord = Node(["--node-id", "coord", "--roles", "coordinator,gateway",
-                          "--cluster-port", "0"] + common, "ready",
+                          "--cluster-port", "0"] + common + COORD_ARGS, "ready",
                          os.path.join(logdir, "B-coord.log"))
             nodes.append(coord)
             http_addr = coord.field("http")
@@ -204,6 +211,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--slots", type=int, default=4,
                     help="total worker slots (A: all; B: half per worker)")
+    ap.add_argument("--coordinator-args", default="",
+                    help="extra options for the coordinator of setup B")
     ap.add_argument("--worker-args", default="",
                     help="options for the worker nodes of setup B (default: "
                          "--scheduler-policy sharing --scheduler-threads 1, as "
@@ -212,16 +221,18 @@ def main():
     if args.worker_args:
         WORKER_ARGS[:] = args.worker_args.split()
     SLOTS[0] = args.slots
+    if args.coordinator_args:
+        COORD_ARGS[:] = args.coordinator_args.split()
     base = os.environ.get("DROVER_PG_URL")
     if not base:
         sys.exit("DROVER_PG_URL is not set (source scripts/lib.sh; pg_start)")
     logdir = os.path.join(ROOT, ".drover", "bench-cluster")
     os.makedirs(logdir, exist_ok=True)
-    results = {"A": [], "B": []}
+    results = {"A": [], "A-sharing": [], "B": []}
     bad = False
     for i in range(args.runs):
-        for mode in ("A", "B"):
-            name = "drover_bench_cluster_%d_%s" % (os.getpid(), mode.lower())
+        for mode in ("A", "A-sharing", "B"):
+            name = "drover_bench_cluster_%d_%s" % (os.getpid(), mode.lower().replace("-", "_"))
             psql(base, "DROP DATABASE IF EXISTS %s" % name)
             psql(base, "CREATE DATABASE %s" % name)
             url = db_url(base, name)
@@ -237,15 +248,21 @@ def main():
                     or r["completed_events"] != args.jobs)
             results[mode].append(r)
     a = median([r["jobs_per_s"] for r in results["A"]])
+    a2 = median([r["jobs_per_s"] for r in results["A-sharing"]])
     b = median([r["jobs_per_s"] for r in results["B"]])
     print(json.dumps({"summary": "B1 drain, D2, %d no-op jobs, %d slots"
                                  % (args.jobs, args.slots),
                       "all_in_one_jobs_per_s_median": a,
                       "cluster_jobs_per_s_median": b,
+                      "all_in_one_sharing_jobs_per_s_median": a2,
                       "cluster_over_all_in_one": round(b / a, 2),
+                      "cluster_over_all_in_one_sharing": round(b / a2, 2),
+                      "cpu_us_per_job_median": {
+                          m: median([r["node_cpu_us_per_job"] for r in results[m]])
+                          for m in results},
                       "store_commits_per_job_median": {
-                          "A": median([r["store_commits_per_job"] for r in results["A"]]),
-                          "B": median([r["store_commits_per_job"] for r in results["B"]])},
+                          m: median([r["store_commits_per_job"] for r in results[m]])
+                          for m in results},
                       "node_messages_per_job_median":
                           median([r["node_messages_per_job"] for r in results["B"]])}))
     sys.exit(4 if bad else 0)

@@ -636,3 +636,36 @@ TEST_CASE("the lease TTL can be set per job type", "[pg][cluster][process]") {
   CHECK(lapsed > 3500ms);
   CHECK(lapsed < 5000ms + 1s);
 }
+
+TEST_CASE("a stopped worker is sent no more leases than its credits, and "
+          "every job still finishes once after it wakes",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  // One slot and two buffered leases: three credits.
+  auto& w1 = c.start_worker("w1", {"--slots", "cpu=1"});
+  std::vector<std::string> jobs;
+  jobs.push_back(c.submit(3000));
+  REQUIRE(
+      poll_until([&] { return c.events(jobs[0], started_kind) == 1; }, 10s));
+  w1.signal(SIGSTOP);
+  for (int i = 0; i < 20; ++i)
+    jobs.push_back(c.submit(50));
+  auto leases = [&] {
+    auto [rc, out] = droverctl({"nodes", "--port", c.admin});
+    auto key = std::string{R"("counters":{"leases":)"};
+    auto at = out.find(key);
+    REQUIRE(at != std::string::npos);
+    return std::stoi(out.substr(at + key.size()));
+  };
+  // Its leases lapse; the stopped node holds its credits until it lets go,
+  // so nothing more is pushed toward it however much waits.
+  REQUIRE(poll_until([&] { return c.events(jobs[0], lease_expired_kind) == 1; },
+                     10s));
+  CHECK(leases() == 3);
+  // Nothing else runs it meanwhile: its credits stay with the stopped node
+  // and no other node exists.
+  CHECK(c.events(jobs[0], started_kind) == 1);
+  w1.signal(SIGCONT);
+  c.check_all_done_once(jobs, 60s);
+}

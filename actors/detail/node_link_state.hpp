@@ -1,0 +1,116 @@
+#pragma once
+
+// The node link's state, shared by its behaviour (actors/node_link.cpp) and
+// its admin views and slot actors (actors/node_link_views.cpp). Internal.
+
+#include "actors/node_link.hpp"
+
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace drover::detail {
+
+using free_atom = caf::atom_constant<caf::atom("nl_free")>;
+
+struct slot_info {
+  std::string resource_class;
+  std::string worker_id;
+  caf::actor actor;
+  /// Job of the attempt that occupies it; empty = free.
+  std::string job_id;
+  /// Offered to the queue and not yet taken: never offered twice.
+  bool announced = false;
+  /// A prefetch credit (a lease the node buffers), offered only while
+  /// every real slot of its class is taken, so that jobs spread over idle
+  /// nodes before any waits in a buffer.
+  bool buffer = false;
+};
+
+struct attempt_info {
+  uint32_t attempt = 0;
+  uint32_t slot = 0;
+  caf::actor js;
+  int64_t expiry_ms = 0;
+  /// When its lease went to the node.
+  int64_t leased_ms = 0;
+  /// Its lease's TTL (per job type).
+  int64_t ttl_ms = 0;
+  /// The outcome went to the job supervisor; settled once it finishes.
+  bool completing = false;
+  /// The lease lapsed: superseded, waiting for the worker to let go.
+  bool expired = false;
+  /// The job supervisor finished without the worker's outcome.
+  bool js_gone = false;
+  /// Waiting for the queue to adopt it (after a coordinator restart); an
+  /// outcome that arrives meanwhile is held until then.
+  bool adopting = false;
+  std::optional<completion> held;
+};
+
+struct link_state {
+  node_link_config cfg;
+  node_link_local::pointer self_ptr = nullptr;
+  std::vector<slot_info> slots;
+  /// By job id: the job's current attempt on this node.
+  std::map<std::string, attempt_info> attempts;
+  /// Superseded attempts displaced by a new lease of the same job to this
+  /// node, by (job, attempt): their slots stay taken until the node lets go
+  /// of them.
+  std::map<std::pair<std::string, uint32_t>, uint32_t> zombies;
+  /// No heartbeat for two intervals: its free credits are withdrawn, so
+  /// that retries go to nodes that answer.
+  bool suspect = false;
+  /// When the link learnt the node drains (0 = it does not).
+  int64_t drain_started_ms = 0;
+  /// The queue this link's slots were offered to (see follow_queue).
+  caf::actor_addr watched_queue;
+  std::vector<lease> pending;
+  bool flush_armed = false;
+  bool connected = true;
+  bool draining = false;
+  int64_t joined_ms = 0;
+  int64_t last_heartbeat_ms = 0;
+  int64_t disconnected_ms = 0;
+  std::vector<running_attempt> settled;
+  std::vector<running_attempt> superseded;
+  /// (job, attempt) whose rejection is recorded already.
+  std::set<std::pair<std::string, uint32_t>> recorded;
+  uint64_t leases_sent = 0;
+  uint64_t batches_sent = 0;
+  uint64_t rejected = 0;
+  uint64_t reports = 0;
+  uint64_t heartbeats = 0;
+  uint64_t expired = 0;
+
+  static inline const char* name = "drover.node_link";
+};
+
+using link_actor = node_link_local::stateful_pointer<link_state>;
+
+inline int64_t now_ms(link_actor self) {
+  return self->state.cfg.clock_ms();
+}
+
+/// One slot of a worker node as the queue sees it: announces itself when
+/// told it is free (free_atom) and hands what the queue's job supervisors
+/// send to its link, tagged with its index. Dies with its link.
+caf::behavior slot_impl(caf::event_based_actor* self, node_link_local link,
+                        uint32_t index, std::string cls, std::string worker_id,
+                        std::vector<std::string> types,
+                        std::shared_ptr<job_system_handles> handles);
+
+/// The node as the node list shows it (JSON object).
+std::string node_json(link_actor self);
+
+/// The node's subtree: its slots and the attempts on them.
+tree_node describe_node(link_actor self);
+
+} // namespace drover::detail
