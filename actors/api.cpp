@@ -90,6 +90,22 @@ get_with_live_progress(caf::event_based_actor* self,
   self->request(store, std::chrono::seconds{30}, get_atom::value, id)
       .then(
           [self, handles, rp](job_record& rec) mutable {
+            auto queue = handles->queue();
+            if (rec.status == job_status::queued && queue) {
+              // Say why it waits when no connected worker can run it.
+              auto shared = std::make_shared<job_record>(std::move(rec));
+              self->request(queue, std::chrono::seconds{5}, nodes_atom::value,
+                            resource_class_of(shared->spec), shared->spec.type)
+                  .then(
+                      [rp, shared](std::string& why) mutable {
+                        shared->waiting_for = std::move(why);
+                        rp.deliver(std::move(*shared));
+                      },
+                      [rp, shared](caf::error&) mutable {
+                        rp.deliver(std::move(*shared));
+                      });
+              return;
+            }
             auto publisher = handles->publisher();
             if (rec.status != job_status::processing || !publisher) {
               rp.deliver(std::move(rec));

@@ -12,8 +12,12 @@
 //   (redrive_atom, job_id | all_atom)      -> ok_atom | uint32_t queue
 //   (purge_atom, job_id | all_atom)        -> ok_atom | uint32_t queue
 //   (stats_atom)                           -> queue_stats       queue
-//   (ping_atom)                            -> ok_atom           store (can
-//   write) (get_atom, job_id)                     -> job_record        store
+//   (ping_atom)                            -> ok_atom           store
+//                                          (can it write?)
+//   (get_atom, job_id)                     -> job_record        store, with
+//                                          the publisher's live progress
+//                                          (processing) or the queue's
+//                                          waiting_for (queued)
 //   (events_atom, job_id)                  -> vector<job_event> store
 //   (list_atom, job_query)                 -> vector<job_record> store
 //   (subscribe_atom, job_id, subscriber)   -> ok_atom           publisher

@@ -632,6 +632,17 @@ void recover(self_ptr self) {
           });
 }
 
+/// Whether a connected worker (idle or busy) runs `type` in class `cls`.
+bool served(const queue_state& st, const std::string& cls,
+            const std::string& type) {
+  for (const auto& [addr, w] : st.workers)
+    if (w.resource_class == cls
+        && (w.types.empty()
+            || std::binary_search(w.types.begin(), w.types.end(), type)))
+      return true;
+  return false;
+}
+
 /// A worker (local, or a remote node's slot) is idle; `types` sorted, empty
 /// = it runs every type.
 void worker_ready(self_ptr self, const std::string& cls,
@@ -1004,6 +1015,13 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         s.running = st.running.size();
         return s;
       },
+      [self](nodes_atom, const std::string& cls,
+             const std::string& type) -> std::string {
+        if (served(self->state, cls, type))
+          return {};
+        return "no connected worker runs resource class '" + cls
+               + "' with job type '" + type + "'";
+      },
       [self](nodes_atom) -> std::string {
         // Ready jobs whose class and type no connected worker serves:
         // visible, not silently parked.
@@ -1014,16 +1032,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
             size_t n = pq[0].size() + pq[1].size() + pq[2].size();
             if (n == 0)
               continue;
-            bool served = false;
-            for (const auto& [addr, w] : st.workers)
-              if (w.resource_class == cls
-                  && (w.types.empty()
-                      || std::binary_search(w.types.begin(), w.types.end(),
-                                            type))) {
-                served = true;
-                break;
-              }
-            if (served)
+            if (served(st, cls, type))
               continue;
             out += (out.size() > 1 ? "," : "");
             out += "{\"resource_class\":" + json_quote(cls) + ",\"job_type\":"

@@ -47,6 +47,9 @@
 //   (nodes_atom)                       -> string       JSON array of the
 //       ready jobs no connected worker can run, per resource class and
 //       job type: [{"resource_class", "job_type", "jobs"}]
+//   (nodes_atom, resource_class, job_type) -> string
+//       why a queued job of that class and type does not run ("" = no
+//       reason but the queue ahead of it)
 // Protocol (runtime):
 //   (ready_atom, resource_class, worker_id, worker)   a worker is idle
 //   (ready_atom, resource_class, worker_id, worker, job_types)  a remote
@@ -90,6 +93,7 @@ using queue_actor = caf::typed_actor<
     caf::replies_to<stats_atom>::with<queue_stats>,
     caf::replies_to<describe_atom>::with<tree_node>,
     caf::replies_to<nodes_atom>::with<std::string>,
+    caf::replies_to<nodes_atom, std::string, std::string>::with<std::string>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor,
                    std::vector<std::string>>,

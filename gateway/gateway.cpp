@@ -886,10 +886,7 @@ private:
   void nodes(const ex_ptr& ex) {
     auto self = shared_from_this();
     ask<std::string>(
-        ex,
-        [self, ex](std::string& json) {
-          self->reply(ex, 200, "{\"nodes\":" + json + "}");
-        },
+        ex, [self, ex](std::string& json) { self->reply(ex, 200, json); },
         nodes_atom::value);
   }
 

@@ -444,6 +444,8 @@ void write_job(writer& w, const job_record& job) {
       .num(static_cast<int64_t>(job.attempt))
       .key("retry_count")
       .num(static_cast<int64_t>(job.retry_count))
+      .key("lost_count")
+      .num(static_cast<int64_t>(job.lost_count))
       .key("progress")
       .num(job.progress);
   auto st = running_stage(job.stages);
@@ -461,6 +463,8 @@ void write_job(writer& w, const job_record& job) {
       .boolean(job.cancel_requested)
       .key("worker_id");
   job.worker_id.empty() ? w.null() : w.str(job.worker_id);
+  w.key("waiting_for");
+  job.waiting_for.empty() ? w.null() : w.str(job.waiting_for);
   w.key("created_at")
       .time(job.created_at_ms)
       .key("started_at")

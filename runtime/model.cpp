@@ -191,8 +191,8 @@ auto fields(const job_record& x) {
                   x.completed_at_ms, x.retry_at_ms, x.lease_expiry_ms, x.eta_ms,
                   x.sequence, x.attempt, x.retry_count, x.checkpoint_attempt,
                   x.status, x.cancel_requested, x.dead_lettered,
-                  x.webhook_pending_sequence, x.lost_count,
-                  x.last_lost_attempt);
+                  x.webhook_pending_sequence, x.lost_count, x.last_lost_attempt,
+                  x.waiting_for);
 }
 
 auto fields(const webhook_attempt& x) {

@@ -246,6 +246,9 @@ struct job_record {
   uint32_t lost_count = 0;
   /// The last lost attempt; 0 = none. A retry_scheduled for it is free.
   uint32_t last_lost_attempt = 0;
+  /// In answers only (never stored): why a queued job does not run; empty
+  /// = nothing but the queue ahead of it.
+  std::string waiting_for;
 };
 
 // -- audit log (schemas/job_event.capnp) --------------------------------------

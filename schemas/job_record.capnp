@@ -140,4 +140,9 @@ struct JobRecord {
   lastLostAttempt @23 :UInt32;
   # The last attempt that was lost (0 = none): a retryScheduled for this
   # attempt does not count against maxAttempts.
+
+  waitingFor @24 :Text;
+  # In answers only (never stored, not part of the history): why a queued
+  # job does not run, e.g. no connected worker runs its resource class and
+  # job type. Empty = nothing in its way but the queue ahead of it.
 }

@@ -352,6 +352,8 @@ void write(schema::JobRecord::Builder out, const job_record& x) {
   out.setWebhookPendingSequence(x.webhook_pending_sequence);
   out.setLostCount(x.lost_count);
   out.setLastLostAttempt(x.last_lost_attempt);
+  if (!x.waiting_for.empty())
+    out.setWaitingFor(as_text(x.waiting_for));
 }
 
 caf::error read(schema::JobRecord::Reader in, job_record& x,
@@ -382,6 +384,7 @@ caf::error read(schema::JobRecord::Reader in, job_record& x,
   x.webhook_pending_sequence = in.getWebhookPendingSequence();
   x.lost_count = in.getLostCount();
   x.last_lost_attempt = in.getLastLostAttempt();
+  x.waiting_for = to_std(in.getWaitingFor());
   if (x.webhook_pending_sequence > x.sequence)
     return invalid("JobRecord.webhookPendingSequence",
                    std::to_string(x.webhook_pending_sequence)

@@ -369,6 +369,12 @@ TEST_CASE("SIGTERM drains a worker: running attempts finish, no new leases, "
       nodes.find(
           R"("waiting_without_worker":[{"resource_class":"cpu","job_type":"sleep","jobs":1}])")
       != std::string::npos);
+  // And the job itself says why it waits.
+  auto [grc, got] = droverctl({"get", later, "--port", c.admin});
+  REQUIRE(grc == 0);
+  CHECK(got.find("\"waitingFor\":\"no connected worker runs resource class "
+                 "'cpu' with job type 'sleep'\"")
+        != std::string::npos);
   c.start_worker("w2");
   jobs.push_back(later);
   c.check_all_done_once(jobs, 20s);

@@ -112,6 +112,7 @@ inline job_record record() {
   x.webhook_pending_sequence = 17;
   x.lost_count = 2;
   x.last_lost_attempt = 3;
+  x.waiting_for = "no connected worker runs job type 'video.transcode'";
   return x;
 }
 
