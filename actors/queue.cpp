@@ -197,6 +197,28 @@ bool pop_next(class_queues& q, const std::vector<std::string>& types,
   return true;
 }
 
+/// Spawns the job supervisor of `job_id` on `worker`; `adopt_attempt` != 0
+/// takes over that running attempt instead of starting one.
+caf::actor start_supervisor(self_ptr self, const std::string& job_id,
+                            const caf::actor& worker,
+                            const std::string& worker_id,
+                            uint32_t adopt_attempt) {
+  auto& st = self->state;
+  job_supervisor_config cfg;
+  cfg.job_id = job_id;
+  cfg.worker = worker;
+  cfg.worker_id = worker_id;
+  cfg.queue = caf::actor{self};
+  cfg.store = st.deps.store;
+  cfg.publisher = st.deps.publisher;
+  cfg.handlers = st.deps.handlers;
+  cfg.progress_persist_interval = st.opts.progress_persist_interval;
+  cfg.clock_ms = st.opts.clock_ms;
+  cfg.seed = st.rng();
+  cfg.adopt_attempt = adopt_attempt;
+  return spawn_job_supervisor(self->system(), std::move(cfg));
+}
+
 void dispatch(self_ptr self, const std::string& cls) {
   auto& st = self->state;
   auto qi = st.classes.find(cls);
@@ -225,18 +247,9 @@ void dispatch(self_ptr self, const std::string& cls) {
     auto worker = std::move(q.idle_workers[w]);
     q.idle_workers.erase(q.idle_workers.begin()
                          + static_cast<std::ptrdiff_t>(w));
-    job_supervisor_config cfg;
-    cfg.job_id = entry.job_id;
-    cfg.worker = worker;
-    cfg.worker_id = wi != st.workers.end() ? wi->second.worker_id : "worker";
-    cfg.queue = caf::actor{self};
-    cfg.store = st.deps.store;
-    cfg.publisher = st.deps.publisher;
-    cfg.handlers = st.deps.handlers;
-    cfg.progress_persist_interval = st.opts.progress_persist_interval;
-    cfg.clock_ms = st.opts.clock_ms;
-    cfg.seed = st.rng();
-    auto js = spawn_job_supervisor(self->system(), std::move(cfg));
+    auto js = start_supervisor(
+        self, entry.job_id, worker,
+        wi != st.workers.end() ? wi->second.worker_id : "worker", 0);
     self->monitor(js);
     st.supervisor_jobs.emplace(js.address(), entry.job_id);
     st.running.emplace(entry.job_id,
@@ -685,19 +698,7 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
   }
   auto rec = std::move(i->second);
   st.awaiting_adoption.erase(i);
-  job_supervisor_config cfg;
-  cfg.job_id = job_id;
-  cfg.worker = slot;
-  cfg.worker_id = worker_id;
-  cfg.queue = caf::actor{self};
-  cfg.store = st.deps.store;
-  cfg.publisher = st.deps.publisher;
-  cfg.handlers = st.deps.handlers;
-  cfg.progress_persist_interval = st.opts.progress_persist_interval;
-  cfg.clock_ms = st.opts.clock_ms;
-  cfg.seed = st.rng();
-  cfg.adopt_attempt = attempt;
-  auto js = spawn_job_supervisor(self->system(), std::move(cfg));
+  auto js = start_supervisor(self, job_id, slot, worker_id, attempt);
   self->monitor(js);
   st.supervisor_jobs.emplace(js.address(), job_id);
   st.running.emplace(

@@ -229,6 +229,20 @@ register_worker registration(agent_actor self) {
   return reg;
 }
 
+/// The hello or the join failed: a refusal is final, anything else is
+/// tried again after the reconnect backoff.
+void handshake_failed(agent_actor self, const char* step,
+                      const caf::error& err) {
+  auto& st = self->state;
+  st.connecting = false;
+  if (is(err, errc::forbidden))
+    return fatal(self, describe(err));
+  log::warn("worker_agent", std::string{step} + " failed; retrying",
+            {{"error", describe(err)}});
+  st.endpoint = nullptr;
+  schedule_reconnect(self);
+}
+
 void join(agent_actor self, const std::string& challenge) {
   auto& st = self->state;
   auto reg = registration(self);
@@ -254,16 +268,7 @@ void join(agent_actor self, const std::string& challenge) {
             apply_reply(self, r);
             maybe_report(self);
           },
-          [self](caf::error& err) {
-            auto& st = self->state;
-            st.connecting = false;
-            if (is(err, errc::forbidden))
-              return fatal(self, describe(err));
-            log::warn("worker_agent", "join failed; retrying",
-                      {{"error", describe(err)}});
-            st.endpoint = nullptr;
-            schedule_reconnect(self);
-          });
+          [self](caf::error& err) { handshake_failed(self, "join", err); });
 }
 
 void hello(agent_actor self) {
@@ -272,16 +277,7 @@ void hello(agent_actor self) {
   reg.running.clear();
   self->request(st.endpoint, std::chrono::seconds{10}, hello_atom::value, reg)
       .then([self](coordinator_reply& r) { join(self, r.challenge); },
-            [self](caf::error& err) {
-              auto& st = self->state;
-              st.connecting = false;
-              if (is(err, errc::forbidden))
-                return fatal(self, describe(err));
-              log::warn("worker_agent", "hello failed; retrying",
-                        {{"error", describe(err)}});
-              st.endpoint = nullptr;
-              schedule_reconnect(self);
-            });
+            [self](caf::error& err) { handshake_failed(self, "hello", err); });
 }
 
 void connect(agent_actor self) {
