@@ -7,6 +7,7 @@
 // Waits are on events with deadlines: a "ready"/"joined" line, a process
 // exit, or a query re-run until it holds.
 
+#include "runtime/join_proof.hpp"
 #include "runtime/pg.hpp"
 #include "runtime/type_ids.hpp"
 #include "support/http_client.hpp"
@@ -18,6 +19,8 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -674,4 +677,73 @@ TEST_CASE("a stopped worker is sent no more leases than its credits, and "
   CHECK(c.events(jobs[0], started_kind) == 1);
   w1.signal(SIGCONT);
   c.check_all_done_once(jobs, 60s);
+}
+
+TEST_CASE("a join proof works once: a replay, a wrong proof and a proof "
+          "for another role are refused",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  caf::actor_system_config cfg;
+  register_types(cfg);
+  cfg.load<caf::io::middleman>();
+  cfg.set("scheduler.max-threads", 1);
+  caf::actor_system sys{cfg};
+  auto endpoint = sys.middleman().remote_actor<cluster_endpoint_actor>(
+      "127.0.0.1", c.cluster_port);
+  REQUIRE(endpoint);
+  // A stand-in agent: takes leases and does nothing with them.
+  auto agent = sys.spawn([]() -> worker_agent_actor::behavior_type {
+    return {
+        [](lease_atom, lease_batch&) {},
+        [](cancel_atom, std::string&, uint32_t) {},
+        [](abandon_atom, std::string&, uint32_t) {},
+    };
+  });
+  caf::scoped_actor self{sys};
+  register_worker reg;
+  reg.node_id = "probe";
+  reg.role = "worker";
+  reg.protocol_min = cluster_protocol_min;
+  reg.protocol_max = cluster_protocol_max;
+  reg.capacity = {resource_capacity{"cpu", 1}};
+  reg.job_types = {"sleep"};
+  auto hello = [&] {
+    std::string challenge;
+    self->request(*endpoint, 10s, hello_atom::value, reg)
+        .receive([&](coordinator_reply& r) { challenge = r.challenge; },
+                 [&](caf::error& err) { FAIL(sys.render(err)); });
+    REQUIRE(challenge.size() == 32);
+    return challenge;
+  };
+  auto join = [&](const register_worker& r) {
+    std::string outcome;
+    self->request(*endpoint, 10s, join_atom::value, r, agent)
+        .receive([&](coordinator_reply&, node_link_actor&) { outcome = "ok"; },
+                 [&](caf::error& err) { outcome = sys.render(err); });
+    return outcome;
+  };
+  // Right proof: joins.
+  auto ch = hello();
+  reg.proof = join_proof(secret, "worker", "probe", ch);
+  CHECK(join(reg) == "ok");
+  // The same proof again: its challenge is used up.
+  auto replay = join(reg);
+  INFO(replay);
+  CHECK(replay.find("no open challenge") != std::string::npos);
+  // A wrong proof uses its challenge up too, and is refused for good.
+  hello();
+  reg.proof = join_proof("not-the-secret-at-all", "worker", "probe", ch);
+  auto wrong = join(reg);
+  CHECK(wrong.find("wrong or missing join secret") != std::string::npos);
+  // A worker's proof does not make a gateway: the role is in the proof.
+  reg.role = "gateway";
+  auto gch = hello();
+  reg.proof = join_proof(secret, "worker", "probe", gch);
+  std::string as_gateway;
+  self->request(*endpoint, 10s, join_atom::value, reg)
+      .receive([&](coordinator_reply&, caf::actor&) { as_gateway = "ok"; },
+               [&](caf::error& err) { as_gateway = sys.render(err); });
+  CHECK(as_gateway.find("refused") != std::string::npos);
+  caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
 }
