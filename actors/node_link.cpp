@@ -63,11 +63,12 @@ void offer(link_actor self, uint32_t index) {
     return;
   slot.announced = true;
   if (!slot.actor) {
-    slot.actor = self->spawn(slot_impl, node_link_local{self}, index,
-                             slot.resource_class, slot.worker_id,
-                             st.cfg.registration.job_types, st.cfg.handles);
+    slot.actor = self->spawn(slot_impl, node_link_local{self}, index);
   }
-  caf::anon_send(slot.actor, free_atom::value);
+  // Straight to the queue, naming the slot actor as the worker: one hop
+  // per job less than asking the slot to announce itself.
+  self->send(st.cfg.handles->queue(), ready_atom::value, slot.resource_class,
+             slot.worker_id, slot.actor, st.cfg.registration.job_types);
 }
 
 /// Withdraws the free slots from the queue (disconnected or draining): an
@@ -324,9 +325,7 @@ void adopt(link_actor self, const running_attempt& ra) {
   slot.job_id = ra.job_id;
   if (!slot.actor)
     slot.actor = self->spawn(slot_impl, node_link_local{self},
-                             static_cast<uint32_t>(index), slot.resource_class,
-                             slot.worker_id, st.cfg.registration.job_types,
-                             st.cfg.handles);
+                             static_cast<uint32_t>(index));
   attempt_info a;
   a.attempt = ra.attempt;
   a.slot = static_cast<uint32_t>(index);

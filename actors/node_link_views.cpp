@@ -7,21 +7,13 @@
 
 namespace drover::detail {
 
-/// One slot of a worker node as the queue sees it: announces itself when
-/// told it is free and hands what the queue's job supervisors send to its
-/// link, tagged with its index. Dies with its link.
+/// One slot of a worker node (see actors/detail/node_link_state.hpp).
 caf::behavior slot_impl(caf::event_based_actor* self, node_link_local link,
-                        uint32_t index, std::string cls, std::string worker_id,
-                        std::vector<std::string> types,
-                        std::shared_ptr<job_system_handles> handles) {
+                        uint32_t index) {
   self->monitor(link);
   self->set_down_handler(
       [self](caf::down_msg& dm) { self->quit(std::move(dm.reason)); });
   return {
-      [=](free_atom) {
-        self->send(handles->queue(), ready_atom::value, cls, worker_id,
-                   caf::actor{self}, types);
-      },
       [=](run_atom, lease& l, caf::actor& js) {
         self->send(link, run_atom::value, index, std::move(l), std::move(js));
       },

@@ -18,8 +18,6 @@
 
 namespace drover::detail {
 
-using free_atom = caf::atom_constant<caf::atom("nl_free")>;
-
 struct slot_info {
   std::string resource_class;
   std::string worker_id;
@@ -99,13 +97,12 @@ inline int64_t now_ms(link_actor self) {
   return self->state.cfg.clock_ms();
 }
 
-/// One slot of a worker node as the queue sees it: announces itself when
-/// told it is free (free_atom) and hands what the queue's job supervisors
-/// send to its link, tagged with its index. Dies with its link.
+/// One slot of a worker node as the queue sees it: the link announces it
+/// to the queue (as the worker of (ready_atom, ...)); it hands what the
+/// queue's job supervisors send it to its link, tagged with its index.
+/// Dies with its link.
 caf::behavior slot_impl(caf::event_based_actor* self, node_link_local link,
-                        uint32_t index, std::string cls, std::string worker_id,
-                        std::vector<std::string> types,
-                        std::shared_ptr<job_system_handles> handles);
+                        uint32_t index);
 
 /// The node as the node list shows it (JSON object).
 std::string node_json(link_actor self);
