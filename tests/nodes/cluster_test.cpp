@@ -747,3 +747,25 @@ TEST_CASE("a join proof works once: a replay, a wrong proof and a proof "
   CHECK(as_gateway.find("refused") != std::string::npos);
   caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
 }
+
+TEST_CASE("a second process with the id of a live worker node is refused "
+          "and exits 2, and the first keeps its work",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  c.start_worker("w1", {"--slots", "cpu=1"});
+  auto job = c.submit(1500);
+  REQUIRE(poll_until([&] { return c.events(job, started_kind) == 1; }, 10s));
+  process twin{{DROVER_NODE_BIN, "--node-id", "w1", "--roles", "worker",
+                "--coordinator", "127.0.0.1:" + std::to_string(c.cluster_port),
+                "--join-secret", secret, "--slots", "cpu=1"},
+               c.logs.path() + "/twin.log"};
+  auto st = twin.wait_exit(20s);
+  REQUIRE(st);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 2);
+  CHECK(c.wait_log("twin", "already connected and heartbeating", 1s));
+  c.check_all_done_once({job}, 20s);
+  CHECK(c.events(job, started_kind) == 1);
+  CHECK(node_of(c.worker_of(job)) == "w1");
+}
