@@ -164,6 +164,13 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
   dispatch(self, cls);
 }
 
+/// `rec`, queued, into the ready queue of its class and type.
+void push_ready(self_ptr self, const job_record& rec,
+                int64_t ready_since_ms = 0) {
+  push_ready(self, rec.job_id, rec.spec.prio, resource_class_of(rec.spec),
+             rec.spec.type, ready_since_ms);
+}
+
 /// Picks the ready entry with the smallest key (see the aging rule) among
 /// the job types `types` (sorted; empty = any type).
 bool pop_next(class_queues& q, const std::vector<std::string>& types,
@@ -320,7 +327,7 @@ void enqueue(self_ptr self, const job_record& rec) {
   const auto& cls = resource_class_of(rec.spec);
   switch (rec.status) {
     case job_status::queued:
-      push_ready(self, rec.job_id, rec.spec.prio, cls, rec.spec.type);
+      push_ready(self, rec);
       break;
     case job_status::scheduled:
       push_delayed(self, {rec.spec.run_at_ms, rec.job_id, cls, rec.spec.prio,
@@ -500,8 +507,7 @@ void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
             remove_waiting(self, rec.job_id); // placed once, below
             switch (rec.status) {
               case job_status::queued:
-                push_ready(self, rec.job_id, rec.spec.prio,
-                           resource_class_of(rec.spec), rec.spec.type);
+                push_ready(self, rec);
                 break;
               case job_status::scheduled:
               case job_status::retrying:
@@ -595,8 +601,7 @@ void recover(self_ptr self) {
               }
               switch (rec.status) {
                 case job_status::queued:
-                  push_ready(self, rec.job_id, rec.spec.prio,
-                             resource_class_of(rec.spec), rec.spec.type,
+                  push_ready(self, rec,
                              std::max(rec.created_at_ms, rec.spec.run_at_ms));
                   break;
                 case job_status::scheduled:
@@ -752,8 +757,7 @@ void redrive_one(self_ptr self, const std::string& job_id,
                       // streams read the `redriven` event.
                       self->send(self->state.deps.publisher,
                                  changed_atom::value, rec.job_id);
-                      push_ready(self, rec.job_id, rec.spec.prio,
-                                 resource_class_of(rec.spec), rec.spec.type);
+                      push_ready(self, rec);
                       done(caf::none);
                     },
                     [self, done, job_id = rec.job_id](caf::error& err) {

@@ -141,6 +141,19 @@ void start_waiting(agent_actor self) {
   }
 }
 
+/// Forces a running attempt off its worker: nothing more from it counts,
+/// and the worker stays taken (listed as stuck) until its thread returns.
+void abandon_running(agent_actor self,
+                     std::map<std::string, run_info>::iterator i) {
+  auto& st = self->state;
+  caf::anon_send(i->second.worker, abandon_atom::value, i->first,
+                 i->second.attempt);
+  st.stuck[i->second.worker.address()]
+      = running_attempt{i->first, i->second.attempt, {}};
+  st.running.erase(i);
+  check_drained(self);
+}
+
 /// Removes a buffered (not yet started) lease; false if there is none.
 bool take_waiting(agent_actor self, const std::string& job_id,
                   uint32_t attempt) {
@@ -516,11 +529,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         auto i = st.running.find(job_id);
         if (i == st.running.end() || i->second.attempt != attempt)
           return;
-        caf::anon_send(i->second.worker, abandon_atom::value, job_id, attempt);
-        st.stuck[i->second.worker.address()]
-            = running_attempt{job_id, attempt, {}};
-        st.running.erase(i);
-        check_drained(self);
+        abandon_running(self, i);
       },
       [self](force_atom, std::string& job_id, uint32_t attempt) {
         auto& st = self->state;
@@ -528,11 +537,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         if (i == st.running.end() || i->second.attempt != attempt
             || !i->second.superseded)
           return;
-        caf::anon_send(i->second.worker, abandon_atom::value, job_id, attempt);
-        st.stuck[i->second.worker.address()]
-            = running_attempt{job_id, attempt, {}};
-        st.running.erase(i);
-        check_drained(self);
+        abandon_running(self, i);
       },
       [self](ready_atom, std::string& cls, std::string& worker_id,
              caf::actor& worker) {

@@ -103,8 +103,28 @@ caf::error validate_cluster(const node_config& cfg) {
   for (const auto& t : cfg.job_types)
     if (t.empty() || t.size() > 128)
       return bad("job-types: names are 1 to 128 characters");
-  if (!cfg.job_types.empty() && !r.worker)
-    return bad("--job-types is for worker nodes");
+  // Nothing pretends: an option for another role is refused, not ignored.
+  const node_config defaults;
+  if (!r.worker) {
+    if (!cfg.job_types.empty())
+      return bad("--job-types is for worker nodes");
+    if (cfg.worker_prefetch != defaults.worker_prefetch)
+      return bad("--worker-prefetch is for worker nodes");
+    if (cfg.drain_timeout != defaults.drain_timeout)
+      return bad("--drain-timeout-ms is for worker nodes");
+  }
+  if (!r.coordinator) {
+    if (cfg.attempt_lease_ttl != defaults.attempt_lease_ttl
+        || !cfg.attempt_lease_ttl_by_type.empty()
+        || cfg.worker_heartbeat_interval != defaults.worker_heartbeat_interval)
+      return bad("lease and heartbeat settings are the coordinator's: a "
+                 "worker or gateway node is told them when it joins");
+    if (!cfg.gateway_join_secret.empty())
+      return bad("--gateway-join-secret is for coordinators (a gateway node "
+                 "proves its secret with --join-secret)");
+    if (cfg.cluster_host != defaults.cluster_host)
+      return bad("--cluster-host is for coordinators");
+  }
   return caf::none;
 }
 

@@ -45,8 +45,10 @@ using drover::testing::admin_port_of;
 using drover::testing::droverctl;
 using drover::testing::job_id_of;
 using drover::testing::must;
+using drover::testing::poll_until;
 using drover::testing::process;
 using drover::testing::run;
+using drover::testing::scalar;
 using drover::testing::scratch_dir;
 using drover::testing::tail_of;
 using drover::testing::test_db;
@@ -74,24 +76,6 @@ uint16_t free_port() {
   REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
   close(fd);
   return ntohs(addr.sin_port);
-}
-
-int64_t scalar(const std::string& url, const std::string& sql) {
-  auto conn = must(pg::connection::open(url));
-  auto res = run(conn, sql);
-  return std::stoll(std::string{res.value(0, 0)});
-}
-
-template <class Probe>
-bool poll_until(Probe probe, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (probe())
-      return true;
-    if (std::chrono::steady_clock::now() > deadline)
-      return false;
-    std::this_thread::sleep_for(20ms);
-  }
 }
 
 /// A coordinator, its worker nodes and their logs.
@@ -230,6 +214,28 @@ struct cluster {
         return false;
     return true;
   }
+};
+
+/// This test's own CAF node, connected to a coordinator's cluster port: a
+/// peer that speaks the protocol by hand (the handshake's refusals).
+struct in_process_peer {
+  explicit in_process_peer(uint16_t port) : sys{configure(cfg)} {
+    auto e = sys.middleman().remote_actor<cluster_endpoint_actor>("127.0.0.1",
+                                                                  port);
+    REQUIRE(e);
+    endpoint = std::move(*e);
+  }
+
+  static caf::actor_system_config& configure(caf::actor_system_config& c) {
+    register_types(c);
+    c.load<caf::io::middleman>();
+    c.set("scheduler.max-threads", 1);
+    return c;
+  }
+
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+  cluster_endpoint_actor endpoint;
 };
 
 std::string node_of(const std::string& worker_id) {
@@ -444,14 +450,9 @@ TEST_CASE("a node speaking another protocol version is refused with both "
           "[pg][cluster][process]") {
   cluster c;
   c.start_coordinator();
-  caf::actor_system_config cfg;
-  register_types(cfg);
-  cfg.load<caf::io::middleman>();
-  cfg.set("scheduler.max-threads", 1);
-  caf::actor_system sys{cfg};
-  auto endpoint = sys.middleman().remote_actor<cluster_endpoint_actor>(
-      "127.0.0.1", c.cluster_port);
-  REQUIRE(endpoint);
+  in_process_peer peer{c.cluster_port};
+  auto& sys = peer.sys;
+  auto& endpoint = peer.endpoint;
   caf::scoped_actor self{sys};
   register_worker hello;
   hello.node_id = "future";
@@ -461,7 +462,7 @@ TEST_CASE("a node speaking another protocol version is refused with both "
   hello.capacity = {resource_capacity{"cpu", 1}};
   hello.job_types = {"sleep"};
   std::string refusal;
-  self->request(*endpoint, 10s, hello_atom::value, hello)
+  self->request(endpoint, 10s, hello_atom::value, hello)
       .receive([&](coordinator_reply&) { refusal = "(accepted)"; },
                [&](caf::error& err) { refusal = sys.render(err); });
   INFO(refusal);
@@ -685,14 +686,9 @@ TEST_CASE("a join proof works once: a replay, a wrong proof and a proof "
           "[pg][cluster][process]") {
   cluster c;
   c.start_coordinator();
-  caf::actor_system_config cfg;
-  register_types(cfg);
-  cfg.load<caf::io::middleman>();
-  cfg.set("scheduler.max-threads", 1);
-  caf::actor_system sys{cfg};
-  auto endpoint = sys.middleman().remote_actor<cluster_endpoint_actor>(
-      "127.0.0.1", c.cluster_port);
-  REQUIRE(endpoint);
+  in_process_peer peer{c.cluster_port};
+  auto& sys = peer.sys;
+  auto& endpoint = peer.endpoint;
   // A stand-in agent: takes leases and does nothing with them.
   auto agent = sys.spawn([]() -> worker_agent_actor::behavior_type {
     return {
@@ -711,7 +707,7 @@ TEST_CASE("a join proof works once: a replay, a wrong proof and a proof "
   reg.job_types = {"sleep"};
   auto hello = [&] {
     std::string challenge;
-    self->request(*endpoint, 10s, hello_atom::value, reg)
+    self->request(endpoint, 10s, hello_atom::value, reg)
         .receive([&](coordinator_reply& r) { challenge = r.challenge; },
                  [&](caf::error& err) { FAIL(sys.render(err)); });
     REQUIRE(challenge.size() == 32);
@@ -719,7 +715,7 @@ TEST_CASE("a join proof works once: a replay, a wrong proof and a proof "
   };
   auto join = [&](const register_worker& r) {
     std::string outcome;
-    self->request(*endpoint, 10s, join_atom::value, r, agent)
+    self->request(endpoint, 10s, join_atom::value, r, agent)
         .receive([&](coordinator_reply&, node_link_actor&) { outcome = "ok"; },
                  [&](caf::error& err) { outcome = sys.render(err); });
     return outcome;
@@ -742,7 +738,7 @@ TEST_CASE("a join proof works once: a replay, a wrong proof and a proof "
   auto gch = hello();
   reg.proof = join_proof(secret, "worker", "probe", gch);
   std::string as_gateway;
-  self->request(*endpoint, 10s, join_atom::value, reg)
+  self->request(endpoint, 10s, join_atom::value, reg)
       .receive([&](coordinator_reply&, caf::actor&) { as_gateway = "ok"; },
                [&](caf::error& err) { as_gateway = sys.render(err); });
   CHECK(as_gateway.find("refused") != std::string::npos);

@@ -32,8 +32,10 @@ using drover::testing::admin_port_of;
 using drover::testing::droverctl;
 using drover::testing::job_id_of;
 using drover::testing::must;
+using drover::testing::poll_until;
 using drover::testing::process;
 using drover::testing::run;
+using drover::testing::scalar;
 using drover::testing::scratch_dir;
 using drover::testing::tail_of;
 using drover::testing::test_db;
@@ -90,24 +92,6 @@ std::string lease_table(const std::string& url) {
            + " " + std::string{res.value(row, 2)} + " "
            + std::string{res.value(row, 3)} + "\n";
   return out;
-}
-
-int64_t scalar(const std::string& url, const std::string& sql) {
-  auto conn = must(pg::connection::open(url));
-  auto res = run(conn, sql);
-  return std::stoll(std::string{res.value(0, 0)});
-}
-
-template <class Probe>
-bool poll_until(Probe probe, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (probe())
-      return true;
-    if (std::chrono::steady_clock::now() > deadline)
-      return false;
-    std::this_thread::sleep_for(20ms);
-  }
 }
 
 bool all_terminal(const std::string& url, std::chrono::milliseconds timeout) {

@@ -127,6 +127,16 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
               "0123456789abcdef"},
              "without TLS");
   expect_bad({"--tls-certificate", "a.pem"}, "all three");
+  expect_bad({"--worker-prefetch", "4", "--roles", "coordinator",
+              "--cluster-port", "0"},
+             "--worker-prefetch is for worker nodes");
+  expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:1",
+              "--attempt-lease-ttl-ms", "4000"},
+             "the coordinator's");
+  expect_bad({"--roles", "gateway", "--coordinator", "127.0.0.1:1",
+              "--join-secret", "0123456789abcdef", "--gateway-join-secret",
+              "fedcba9876543210"},
+             "--gateway-join-secret is for coordinators");
   expect_bad({"--attempt-lease-ttl", "sleep"}, "type=ms");
   expect_bad({"--attempt-lease-ttl", "sleep=abc"}, "not a number");
   expect_bad({"--attempt-lease-ttl", "sleep=600"}, "more than twice");

@@ -9,10 +9,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <thread>
 
 namespace drover::testing {
 
@@ -54,6 +57,28 @@ inline pg::result run(pg::connection& conn, const std::string& sql,
   if (!res)
     FAIL(sql << ": " << describe(res.error()));
   return std::move(*res);
+}
+
+/// The single value `sql` returns on a new connection to `url`, as an
+/// integer (counts, epochs).
+inline int64_t scalar(const std::string& url, const std::string& sql) {
+  auto conn = must(pg::connection::open(url));
+  auto res = run(conn, sql);
+  return std::stoll(std::string{res.value(0, 0)});
+}
+
+/// Re-runs `probe` every 20 ms until it holds (true) or `timeout` passes
+/// (false): how process tests wait for what a database or a log shows.
+template <class Probe>
+bool poll_until(Probe probe, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (probe())
+      return true;
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  }
 }
 
 /// A fresh database on the server of DROVER_PG_URL, dropped (forcibly) on
