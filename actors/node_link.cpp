@@ -52,6 +52,17 @@ bool class_full(link_actor self, const std::string& cls) {
   return true;
 }
 
+/// True when the class's attempts on this node are short enough to buffer
+/// (measured; none measured yet = no).
+bool short_jobs(link_actor self, const std::string& cls) {
+  auto i = self->state.run_ms.find(cls);
+  return i != self->state.run_ms.end() && i->second < prefetch_short_job_ms;
+}
+
+/// Offers the class's buffer credits if every real slot is taken and its
+/// jobs are short; withdraws the free ones when they are not.
+void review_buffers(link_actor self, const std::string& cls);
+
 /// Tells the queue a slot is free (while the node takes leases).
 void offer(link_actor self, uint32_t index) {
   auto& st = self->state;
@@ -59,7 +70,9 @@ void offer(link_actor self, uint32_t index) {
   if (!slot.job_id.empty() || !st.connected || st.draining || st.suspect
       || slot.announced)
     return;
-  if (slot.buffer && !class_full(self, slot.resource_class))
+  if (slot.buffer
+      && (!class_full(self, slot.resource_class)
+          || !short_jobs(self, slot.resource_class)))
     return;
   slot.announced = true;
   if (!slot.actor) {
@@ -80,6 +93,38 @@ void withdraw_free_slots(link_actor self) {
       slot.actor = nullptr;
       slot.announced = false;
     }
+}
+
+void review_buffers(link_actor self, const std::string& cls) {
+  auto& st = self->state;
+  bool open = class_full(self, cls) && short_jobs(self, cls);
+  for (uint32_t i = 0; i < st.slots.size(); ++i) {
+    auto& slot = st.slots[i];
+    if (!slot.buffer || slot.resource_class != cls || !slot.job_id.empty())
+      continue;
+    if (open) {
+      offer(self, i);
+    } else if (slot.actor && !short_jobs(self, cls)) {
+      // Jobs got long: an announced buffer credit would park a job
+      // behind a busy slot.
+      self->send_exit(slot.actor, caf::exit_reason::user_shutdown);
+      slot.actor = nullptr;
+      slot.announced = false;
+    }
+  }
+}
+
+/// Folds an attempt's run time (lease sent to outcome received) into its
+/// class's average, opening or closing the buffer credits when it crosses
+/// the threshold.
+void note_run_time(link_actor self, const std::string& cls, int64_t ms) {
+  auto& st = self->state;
+  bool was_short = short_jobs(self, cls);
+  auto [i, fresh] = st.run_ms.emplace(cls, static_cast<double>(ms));
+  if (!fresh)
+    i->second = 0.8 * i->second + 0.2 * static_cast<double>(ms);
+  if (short_jobs(self, cls) != was_short)
+    review_buffers(self, cls);
 }
 
 void free_slot(link_actor self, uint32_t index) {
@@ -527,6 +572,8 @@ coordinator_reply on_report(link_actor self, progress_batch& progress,
     // The worker's slot is free again: credit back.
     auto slot = a.slot;
     st.slots[slot].job_id.clear();
+    note_run_time(self, st.slots[slot].resource_class,
+                  now_ms(self) - a.leased_ms);
     offer(self, slot);
   }
   return take_reply(self);
@@ -563,12 +610,10 @@ void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
   l.lease_expiry_ms = a.expiry_ms;
   st.pending.push_back(std::move(l));
   arm_flush(self);
-  // The class's real slots are all taken: its buffer credits open.
-  if (!slot.buffer && class_full(self, slot.resource_class))
-    for (uint32_t i = 0; i < st.slots.size(); ++i)
-      if (st.slots[i].buffer
-          && st.slots[i].resource_class == st.slots[index].resource_class)
-        offer(self, i);
+  // The class's real slots are all taken: its buffer credits open (for
+  // short jobs).
+  if (!slot.buffer)
+    review_buffers(self, slot.resource_class);
 }
 
 node_link_local::behavior_type link_impl(link_actor self,

@@ -173,7 +173,7 @@ struct node_config {
   /// the next attempt starts without a round trip to the coordinator (a
   /// buffered lease's job waits for this node's slot: keep it small for
   /// long jobs; 0 = none).
-  uint32_t worker_prefetch = 2;
+  uint32_t worker_prefetch = 16;
 };
 
 /// The node's roles as a set of three flags ("all" sets every one).

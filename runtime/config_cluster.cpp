@@ -176,8 +176,8 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
       "finish")("worker-prefetch",
                 po::value(&raw.prefetch)->default_value(raw.prefetch),
                 "worker nodes: leases per resource class buffered beyond "
-                "the slots, so the next attempt starts at once (0 = none; "
-                "keep it small for long jobs)")(
+                "the slots, so the next attempt starts at once; used only "
+                "while the class's jobs take under 100 ms (0 = none)")(
       "job-types", po::value(&raw.job_types)->composing(),
       "worker nodes: job types offered (repeatable or "
       "comma-separated; default: every built-in type)");

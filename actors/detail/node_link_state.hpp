@@ -87,6 +87,10 @@ struct link_state {
   uint64_t reports = 0;
   uint64_t heartbeats = 0;
   uint64_t expired = 0;
+  /// Per resource class: how long this node's attempts took, lease sent
+  /// to outcome received (exponentially weighted; absent = none yet).
+  /// Buffer credits open only while it is short (see short_jobs).
+  std::map<std::string, double> run_ms;
 
   static inline const char* name = "drover.node_link";
 };
@@ -96,6 +100,13 @@ using link_actor = node_link_local::stateful_pointer<link_state>;
 inline int64_t now_ms(link_actor self) {
   return self->state.cfg.clock_ms();
 }
+
+/// Buffer (prefetch) credits are offered for a class only while its
+/// attempts on the node take less than this: a buffered job then waits at
+/// most about this long behind a busy slot, and the buffer hides the round
+/// trip to the coordinator where it matters (short jobs). Long jobs are
+/// never buffered behind one another.
+constexpr double prefetch_short_job_ms = 100.0;
 
 /// One slot of a worker node as the queue sees it: the link announces it
 /// to the queue (as the worker of (ready_atom, ...)); it hands what the

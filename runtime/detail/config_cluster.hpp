@@ -24,7 +24,7 @@ struct cluster_raw {
   int64_t attempt_lease_ttl = 2000;
   int64_t worker_heartbeat = 500;
   int64_t drain_timeout = 30000;
-  int64_t prefetch = 2;
+  int64_t prefetch = 16;
   std::vector<std::string> job_types;
   std::vector<std::string> ttl_by_type;
 };

@@ -654,7 +654,14 @@ TEST_CASE("a stopped worker is sent no more leases than its credits, and "
   cluster c;
   c.start_coordinator();
   // One slot and two buffered leases: three credits.
-  auto& w1 = c.start_worker("w1", {"--slots", "cpu=1"});
+  auto& w1
+      = c.start_worker("w1", {"--slots", "cpu=1", "--worker-prefetch", "2"});
+  // Short jobs first, so that the buffer credits open (they do only for
+  // classes whose jobs are measured short).
+  std::vector<std::string> warm;
+  for (int i = 0; i < 3; ++i)
+    warm.push_back(c.submit(0));
+  c.check_all_done_once(warm, 30s);
   std::vector<std::string> jobs;
   jobs.push_back(c.submit(3000));
   REQUIRE(
@@ -673,7 +680,7 @@ TEST_CASE("a stopped worker is sent no more leases than its credits, and "
   // so nothing more is pushed toward it however much waits.
   REQUIRE(poll_until([&] { return c.events(jobs[0], lease_expired_kind) == 1; },
                      10s));
-  CHECK(leases() == 3);
+  CHECK(leases() == 3 + 3);
   // Nothing else runs it meanwhile: its credits stay with the stopped node
   // and no other node exists.
   CHECK(c.events(jobs[0], started_kind) == 1);
@@ -765,4 +772,49 @@ TEST_CASE("a second process with the id of a live worker node is refused "
   c.check_all_done_once({job}, 20s);
   CHECK(c.events(job, started_kind) == 1);
   CHECK(node_of(c.worker_of(job)) == "w1");
+}
+
+TEST_CASE("buffer credits open only for short jobs: a job is never buffered "
+          "behind a long one",
+          "[pg][cluster][process]") {
+  cluster c;
+  c.start_coordinator();
+  c.start_worker("w1", {"--slots", "cpu=1", "--worker-prefetch", "4"});
+  auto started_at = [&](const std::string& job) {
+    return scalar(c.db.url(), "SELECT min(at_ms) FROM drover.events WHERE "
+                              "job_id = '"
+                                  + job + "' AND kind = 3");
+  };
+  auto completed_at = [&](const std::string& job) {
+    return scalar(c.db.url(), "SELECT max(at_ms) FROM drover.events WHERE "
+                              "job_id = '"
+                                  + job + "' AND kind = 7");
+  };
+  // Nothing measured yet: the only slot takes the long job and the next
+  // job waits in the queue, not in the node's buffer. A job's `started` is
+  // written when it is leased, so a buffered job would have started before
+  // the long one completed (hundreds of ms before; 100 ms allow for the
+  // order in which the two events are stamped).
+  auto long1 = c.submit(600);
+  REQUIRE(poll_until([&] { return c.events(long1, started_kind) == 1; }, 10s));
+  auto next1 = c.submit(0);
+  c.check_all_done_once({long1, next1}, 30s);
+  CHECK(started_at(next1) > completed_at(long1) - 100);
+  // Once its jobs are measured short, the node buffers behind a busy slot:
+  // the next job is leased while the long one still runs.
+  std::vector<std::string> warm;
+  for (int i = 0; i < 12; ++i)
+    warm.push_back(c.submit(0));
+  c.check_all_done_once(warm, 30s);
+  auto long2 = c.submit(1500);
+  REQUIRE(poll_until([&] { return c.events(long2, started_kind) == 1; }, 10s));
+  auto next2 = c.submit(0);
+  c.check_all_done_once({long2, next2}, 30s);
+  CHECK(started_at(next2) + 500 < completed_at(long2));
+  // That long job made the class long again: no more buffering.
+  auto long3 = c.submit(600);
+  REQUIRE(poll_until([&] { return c.events(long3, started_kind) == 1; }, 10s));
+  auto next3 = c.submit(0);
+  c.check_all_done_once({long3, next3}, 30s);
+  CHECK(started_at(next3) > completed_at(long3) - 100);
 }
