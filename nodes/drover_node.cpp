@@ -130,6 +130,21 @@ exec_policy_of(const drover::node_config& cfg) {
   policy.limits.address_space_mb = cfg.exec_address_space_mb;
   policy.limits.open_files = cfg.exec_open_files;
   policy.limits.processes = cfg.exec_processes;
+  // Probed here, after the switch to the node's user: what it can do is
+  // what its jobs will get.
+  if (!cfg.exec_cgroups.empty()) {
+    auto dirs = drover::probe_cgroups(cfg.exec_cgroups);
+    if (!dirs)
+      return std::move(dirs.error());
+    policy.cgroups = std::move(*dirs);
+  }
+  if (cfg.exec_memory_mb > 0) {
+    if (!drover::offers_memory(policy.cgroups))
+      return drover::make_error(drover::errc::bad_config,
+                                "exec-memory-mb needs an --exec-cgroup with "
+                                "the memory controller");
+    policy.memory_mb = cfg.exec_memory_mb;
+  }
   return policy;
 }
 
@@ -467,6 +482,14 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
       drover::log::info("exec", "exec jobs are refused: no --exec-allow is "
                                 "configured.");
   }
+  if (roles.worker)
+    drover::log::info("exec",
+                      cfg.exec_cgroups.empty()
+                          ? "exec jobs get rlimits only (no --exec-cgroup): "
+                            "processes are limited per user, not per job"
+                          : "exec jobs get a cgroup each (pids.max, memory "
+                            "limit; what they leave running dies with them)",
+                      {{"cgroups", cfg.exec_cgroups.size()}});
   {
     // The one line scripts and tests wait for (stdout, in the log's
     // format; docs/operations.md).

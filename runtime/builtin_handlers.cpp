@@ -442,16 +442,21 @@ std::string signal_text(int sig) {
   return text;
 }
 
-/// The setrlimit list of a job's effective limits (exec_policy.hpp).
-std::vector<subprocess_rlimit> rlimits_of(const exec_limits& limits) {
+/// The setrlimit list of a job's effective limits (exec_policy.hpp). With
+/// a pids cgroup the process limit is the job's pids.max instead of the
+/// user-wide RLIMIT_NPROC.
+std::vector<subprocess_rlimit> rlimits_of(const exec_limits& limits,
+                                          bool pids_cgroup) {
   // SIGXCPU at the soft limit, SIGKILL a second later for a program that
   // catches it.
-  return {
+  std::vector<subprocess_rlimit> list{
       {RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1},
       {RLIMIT_AS, limits.address_space_mb << 20, limits.address_space_mb << 20},
       {RLIMIT_NOFILE, limits.open_files, limits.open_files},
-      {RLIMIT_NPROC, limits.processes, limits.processes},
       {RLIMIT_CORE, 0, 0}};
+  if (!pids_cgroup)
+    list.push_back({RLIMIT_NPROC, limits.processes, limits.processes});
+  return list;
 }
 
 /// The checks and settings that turn a parsed input into what runs, or the
@@ -482,7 +487,7 @@ std::optional<task_outcome> prepare_exec(task_context& ctx,
                               ctx.attempt(), ctx.last_checkpoint());
   spec.clear_env = true;
   spec.no_new_privileges = true;
-  spec.limits = rlimits_of(req.limits);
+  spec.limits = rlimits_of(req.limits, offers_pids(options.exec.cgroups));
   limits = req.limits;
   spec.argv = std::move(req.argv);
   spec.cwd = std::move(req.cwd);
@@ -518,12 +523,24 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
   ctx.on_cancel([stop] { stop->raise(); });
   if (ctx.cancelled())
     return task_outcome::cancelled();
+  job_cgroup cgroup;
+  if (!options.exec.cgroups.empty()) {
+    auto made = job_cgroup::create(options.exec.cgroups, limits.processes,
+                                   options.exec.memory_mb << 20);
+    if (!made)
+      return task_outcome::retryable("spawn_failed", describe(made.error()));
+    cgroup = std::move(*made);
+    spec.cgroup_procs = cgroup.procs_files();
+  }
   stdout_scanner out{ctx};
   tail_buffer err_tail{options.stderr_tail_bytes};
   auto result = run_subprocess(
       spec, [&out](std::string_view bytes) { out.feed(bytes); },
       [&err_tail](std::string_view bytes) { err_tail.append(bytes); },
       stop.get());
+  // Whatever the program left running, in its group or not, dies here.
+  auto oom_kills = cgroup.oom_kills();
+  cgroup.release();
   out.finish();
   using status = subprocess_result::status;
   auto stderr_or = [&err_tail](const std::string& fallback) {
@@ -548,6 +565,10 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
       if (result.step == "setrlimit")
         return task_outcome::retryable("spawn_failed",
                                        "cannot apply the resource limits: "
+                                           + errno_text(result.error));
+      if (result.step == "cgroup")
+        return task_outcome::retryable("spawn_failed",
+                                       "cannot join the job's cgroup: "
                                            + errno_text(result.error));
       if (result.step == "chdir")
         return task_outcome::permanent("exec_failed",
@@ -583,6 +604,12 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
                                            + std::to_string(limits.cpu_seconds)
                                            + " s (RLIMIT_CPU): "
                                            + signal_text(result.signal));
+      if (result.signal == SIGKILL && oom_kills > 0)
+        return task_outcome::retryable(
+            "memory_limit",
+            "exceeded its memory limit of "
+                + std::to_string(options.exec.memory_mb)
+                + " MiB (memory cgroup): " + signal_text(result.signal));
       return task_outcome::retryable("signal_" + std::to_string(result.signal),
                                      stderr_or(signal_text(result.signal)));
     default:

@@ -183,6 +183,9 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
   int64_t exec_as = static_cast<int64_t>(cfg.exec_address_space_mb);
   int64_t exec_files = static_cast<int64_t>(cfg.exec_open_files);
   int64_t exec_procs = static_cast<int64_t>(cfg.exec_processes);
+  // -1 = not given.
+  int64_t exec_memory
+      = cfg.exec_memory_mb == 0 ? -1 : static_cast<int64_t>(cfg.exec_memory_mb);
   std::vector<std::string> webhook_allow;
   int64_t wh_period = cfg.webhook_retry_period.count();
   int64_t wh_initial = cfg.webhook_initial_backoff.count();
@@ -258,7 +261,15 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
           "exec jobs: open-file limit per program (RLIMIT_NOFILE)")(
           "exec-processes", po::value(&exec_procs)->default_value(exec_procs),
           "exec jobs: process limit of the programs' user (RLIMIT_NPROC, per "
-          "user: shared by every job and by the node itself)")(
+          "user: shared by every job and by the node itself); with a pids "
+          "--exec-cgroup, of each job (pids.max)")(
+          "exec-cgroup", po::value(&cfg.exec_cgroups)->composing(),
+          "exec jobs: a cgroup directory delegated to the node's user, in "
+          "which each job gets a cgroup of its own (v2 with pids/memory "
+          "enabled, or a v1 pids or memory directory; repeatable)")(
+          "exec-memory-mb", po::value(&exec_memory),
+          "exec jobs: memory limit of each job's processes together, MiB "
+          "(needs a memory --exec-cgroup; default 4096 with one)")(
           "store", po::value(&cfg.store)->default_value(cfg.store),
           "job store: postgres (durable) or memory (nothing survives a "
           "restart)")("pg-url", po::value(&cfg.pg_url),
@@ -442,12 +453,15 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
   // (resolve_allow_list), where the file system is looked at.
   if (!in_range(exec_cpu, 1, 365LL * 86400) || !in_range(exec_as, 1, 1LL << 40)
       || !in_range(exec_files, 1, 1LL << 20)
-      || !in_range(exec_procs, 1, 1LL << 22))
+      || !in_range(exec_procs, 1, 1LL << 22)
+      || (exec_memory != -1 && !in_range(exec_memory, 1, 1LL << 40)))
     return make_error(errc::bad_config,
                       "exec limits: exec-cpu-seconds within [1, 31536000], "
                       "exec-address-space-mb within [1, 2^40], "
                       "exec-open-files within [1, 1048576], exec-processes "
-                      "within [1, 4194304]");
+                      "within [1, 4194304], exec-memory-mb within [1, 2^40]");
+  cfg.exec_memory_mb
+      = exec_memory == -1 ? 0 : static_cast<uint64_t>(exec_memory);
   cfg.exec_cpu_seconds = static_cast<uint64_t>(exec_cpu);
   cfg.exec_address_space_mb = static_cast<uint64_t>(exec_as);
   cfg.exec_open_files = static_cast<uint64_t>(exec_files);

@@ -67,6 +67,12 @@ struct node_config {
   uint64_t exec_address_space_mb = 4096;
   uint64_t exec_open_files = 1024;
   uint64_t exec_processes = 512;
+  /// Delegated cgroup directories for per-job cgroups
+  /// (runtime/exec_cgroup.hpp), probed at start; none = no cgroups.
+  std::vector<std::string> exec_cgroups;
+  /// Memory limit of one job's processes together, MiB; needs a memory
+  /// cgroup among exec_cgroups. 0 = not given (4096 with a memory cgroup).
+  uint64_t exec_memory_mb = 0;
   /// "postgres" (durable) or "memory" (experiments; nothing survives).
   std::string store = "memory";
   /// libpq connection string for store=postgres.

@@ -32,7 +32,12 @@
 // thread of the program's *user*, not of the job: with one shared user, a
 // fork bomb in one job blocks new processes in every job of that user), no
 // core files, and no new privileges (set-user-ID bits are ignored). A job
-// may lower the node's limits in its input, never raise them.
+// may lower the node's limits in its input, never raise them. With a pids
+// cgroup (runtime/exec_cgroup.hpp) `processes` is the job's own pids.max
+// instead, and RLIMIT_NPROC is left alone; with a memory cgroup the job's
+// processes together get `memory_mb`.
+
+#include "runtime/exec_cgroup.hpp"
 
 #include <caf/expected.hpp>
 
@@ -59,7 +64,8 @@ struct exec_limits {
   /// RLIMIT_NOFILE: open file descriptors.
   uint64_t open_files = 1024;
   /// RLIMIT_NPROC: processes and threads of the program's user (per user,
-  /// see the file comment). Not enforced for root.
+  /// see the file comment). Not enforced for root. With a pids cgroup: the
+  /// job's own processes and threads (pids.max).
   uint64_t processes = 512;
 };
 
@@ -72,6 +78,11 @@ struct exec_policy {
   std::vector<std::string> allowed;
   /// The node's limits: every job's ceiling and default.
   exec_limits limits;
+  /// Delegated cgroup directories for per-job cgroups (probed at start);
+  /// empty = none.
+  std::vector<cgroup_dir> cgroups;
+  /// memory limit of a job's processes together, MiB (memory cgroup only).
+  uint64_t memory_mb = 4096;
 };
 
 /// The limits a job asks for in its input; unset = the node's.

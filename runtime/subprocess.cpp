@@ -129,10 +129,18 @@ struct child_plan {
   pid_t parent;
   const subprocess_rlimit* limits;
   size_t limit_count;
+  const char* const* cgroup_procs;
+  size_t cgroup_count;
   bool no_new_privileges;
 };
 
-enum class child_step : int32_t { setup = 1, chdir = 2, exec = 3, limits = 4 };
+enum class child_step : int32_t {
+  setup = 1,
+  chdir = 2,
+  exec = 3,
+  limits = 4,
+  cgroup = 5
+};
 
 /// What a child that could not exec tells the parent.
 struct child_report {
@@ -171,6 +179,13 @@ void cloexec_from_3() noexcept {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != plan.parent)
     _exit(127);
+  // Into the job's cgroups before anything else can fork.
+  for (size_t i = 0; i < plan.cgroup_count; ++i) {
+    int fd = open(plan.cgroup_procs[i], O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "0", 1) != 1)
+      fail_in_child(plan.report_fd, child_step::cgroup, errno);
+    close(fd);
+  }
   // Handlers are reset by exec, but ignored signals and the signal mask are
   // inherited: the node blocks SIGTERM/SIGINT in all threads and may ignore
   // SIGPIPE, which the program must not inherit. Dispositions first, so no
@@ -459,6 +474,9 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
       || !set_nonblocking(stdout_parent.get())
       || !set_nonblocking(stderr_parent.get()))
     return failed(subprocess_result::status::spawn_failed, "pipe2", errno);
+  std::vector<const char*> cgroup_procs;
+  for (auto& path : spec.cgroup_procs)
+    cgroup_procs.push_back(path.c_str());
   child_plan plan{spec.program.empty() ? nullptr : spec.program.c_str(),
                   argv.data(),
                   envp.empty() ? nullptr : envp.data(),
@@ -468,6 +486,8 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
                   getpid(),
                   spec.limits.data(),
                   spec.limits.size(),
+                  cgroup_procs.data(),
+                  cgroup_procs.size(),
                   spec.no_new_privileges};
   pid_t pid = fork();
   if (pid < 0)
@@ -498,6 +518,7 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
                   step == child_step::exec     ? "execvp"
                   : step == child_step::chdir  ? "chdir"
                   : step == child_step::limits ? "setrlimit"
+                  : step == child_step::cgroup ? "cgroup"
                                                : "setup",
                   report.error);
   }

@@ -8,7 +8,8 @@
 // SIGTERM, then SIGKILL after a grace period. When `run_subprocess` returns,
 // the program has been reaped and every process still in its group has been
 // sent SIGKILL, so nothing it started in the background outlives it (except
-// processes that left the group on purpose, e.g. with setsid).
+// processes that left the group on purpose, e.g. with setsid; the exec
+// job's cgroup, runtime/exec_cgroup.hpp, takes care of those).
 //
 // Linux only: uses pidfd_open, eventfd, prctl(PR_SET_PDEATHSIG) and
 // close_range. The exec job type (runtime/builtin_handlers.cpp) is the user.
@@ -79,6 +80,11 @@ struct subprocess_spec {
   bool clear_env = false;
   /// Applied in the child before exec; a failure is exec_failed "setrlimit".
   std::vector<subprocess_rlimit> limits;
+  /// `cgroup.procs` files the child joins (writes 0 to) first, before it
+  /// sets anything else up, so that the program and everything it starts
+  /// are inside (runtime/exec_cgroup.hpp); a failure is exec_failed
+  /// "cgroup".
+  std::vector<std::string> cgroup_procs;
   /// PR_SET_NO_NEW_PRIVS in the child: exec ignores set-user-ID and
   /// set-group-ID bits and file capabilities, for the program and
   /// everything it starts.
@@ -104,7 +110,7 @@ struct subprocess_result {
     /// (`step` = "pipe2", "fork", ...; `error` = errno). Worth retrying.
     spawn_failed,
     /// The child could not set up or run the program: `step` = "chdir",
-    /// "execvp", "setrlimit" or "setup"; `error` = errno.
+    /// "execvp", "setrlimit", "cgroup" or "setup"; `error` = errno.
     exec_failed,
     /// The program ended, but something else reaped it first (e.g. SIGCHLD
     /// set to SIG_IGN), so its status is unknown.

@@ -35,6 +35,29 @@ ensure_run_as_user() {
   export DROVER_RUN_AS=$RUN_AS_USER
 }
 
+# Per-job cgroups for exec programs (runtime/exec_cgroup.hpp): as root, on
+# a machine with cgroup v1 pids and memory hierarchies, makes a directory
+# below this shell's own cgroup in each and delegates it to the node's
+# user; fills the array EXEC_CGROUP_ARGS with the --exec-cgroup options.
+# Nothing where that is not possible (not root, cgroup v2 only: there the
+# service manager delegates, docs/handlers.md), and it says so.
+exec_cgroup_args() {
+  EXEC_CGROUP_ARGS=()
+  [ "$(id -u)" -eq 0 ] || return 0
+  local controller own dir
+  for controller in pids memory; do
+    own=$(sed -n "s/^[0-9]*:$controller:\(.*\)$/\1/p" /proc/self/cgroup)
+    [ -n "$own" ] && [ -f "/sys/fs/cgroup/$controller/cgroup.procs" ] || continue
+    dir=/sys/fs/cgroup/$controller${own%/}/drover-exec
+    if mkdir -p "$dir" 2>/dev/null && chown "$RUN_AS_USER:" "$dir"; then
+      EXEC_CGROUP_ARGS+=(--exec-cgroup "$dir")
+    fi
+  done
+  if [ ${#EXEC_CGROUP_ARGS[@]} -eq 0 ]; then
+    log "no cgroup v1 pids/memory hierarchy to delegate: exec jobs get rlimits only"
+  fi
+}
+
 # The headless Chromium test's driver: playwright-core at the version
 # tests/browser/package-lock.json pins (Debian's chromium is the browser;
 # never `playwright install`). npm comes with the machine's Node.js, or

@@ -84,16 +84,6 @@ bool exits_within(pid_t pid, std::chrono::milliseconds timeout) {
   return ready == 1;
 }
 
-/// `{"type": "exec", "input": {"argv": [...]<more>}<outer>}`.
-std::string exec_job(const std::vector<std::string>& argv,
-                     const std::string& more = {},
-                     const std::string& outer = {}) {
-  std::string out = R"({"type": "exec", "input": {"argv": [)";
-  for (size_t i = 0; i < argv.size(); ++i)
-    out += (i == 0 ? "\"" : ", \"") + argv[i] + "\"";
-  return out + "]" + more + "}" + outer + "}";
-}
-
 } // namespace
 
 TEST_CASE("exec needs the exec scope on top of submit", "[exec]") {

@@ -140,6 +140,16 @@ stream_to_end(uint16_t port, const std::string& key, const std::string& id,
   return out;
 }
 
+/// `{"type": "exec", "input": {"argv": [...]<more>}<outer>}`.
+inline std::string exec_job(const std::vector<std::string>& argv,
+                            const std::string& more = {},
+                            const std::string& outer = {}) {
+  std::string out = R"({"type": "exec", "input": {"argv": [)";
+  for (size_t i = 0; i < argv.size(); ++i)
+    out += (i == 0 ? "\"" : ", \"") + argv[i] + "\"";
+  return out + "]" + more + "}" + outer + "}";
+}
+
 /// Waits (on the job's event stream) until the job has ended; returns the
 /// job resource.
 inline json_value await_end(const gateway_node& node, const std::string& key,
