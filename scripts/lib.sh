@@ -49,7 +49,10 @@ exec_cgroup_args() {
     own=$(sed -n "s/^[0-9]*:$controller:\(.*\)$/\1/p" /proc/self/cgroup)
     [ -n "$own" ] && [ -f "/sys/fs/cgroup/$controller/cgroup.procs" ] || continue
     dir=/sys/fs/cgroup/$controller${own%/}/drover-exec
-    if mkdir -p "$dir" 2>/dev/null && chown "$RUN_AS_USER:" "$dir"; then
+    # Used only if the node's user can make a child there, as the node will.
+    if mkdir -p "$dir" 2>/dev/null && chown "$RUN_AS_USER:" "$dir" \
+        && runuser -u "$RUN_AS_USER" -- mkdir "$dir/drover-probe-$$" 2>/dev/null; then
+      rmdir "$dir/drover-probe-$$"
       EXEC_CGROUP_ARGS+=(--exec-cgroup "$dir")
     fi
   done
