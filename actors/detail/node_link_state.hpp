@@ -108,6 +108,44 @@ inline int64_t now_ms(link_actor self) {
 /// never buffered behind one another.
 constexpr double prefetch_short_job_ms = 100.0;
 
+// -- slots and leases (actors/node_link_slots.cpp) --------------------------
+
+/// Tells the queue a free slot of the node is there (while the node takes
+/// leases); a buffer credit only while every real slot of its class is
+/// taken and the class's jobs are short.
+void offer(link_actor self, uint32_t index);
+
+/// Withdraws the free slots from the queue (disconnected, draining,
+/// suspect): an idle slot actor quits, and the queue forgets it.
+void withdraw_free_slots(link_actor self);
+
+/// Offers the class's buffer credits if every real slot is taken and its
+/// jobs are short; withdraws the free ones when they are not.
+void review_buffers(link_actor self, const std::string& cls);
+
+/// Folds an attempt's run time (lease sent to outcome received) into its
+/// class's average, opening or closing the buffer credits when it crosses
+/// prefetch_short_job_ms.
+void note_run_time(link_actor self, const std::string& cls, int64_t ms);
+
+/// Frees a slot and offers it again.
+void free_slot(link_actor self, uint32_t index);
+
+/// Forgets an attempt, freeing its slot.
+void drop_attempt(link_actor self, const std::string& job_id);
+
+/// Records once, in the job's history, that a superseded attempt's report
+/// was refused (`what`: "an outcome", "progress", ...).
+void record_rejection(link_actor self, const std::string& job_id,
+                      uint32_t attempt, const std::string& what);
+
+/// Tells the node, in its next reply, to stop the attempt.
+void supersede(link_actor self, const std::string& job_id, uint32_t attempt);
+
+/// Marks the node suspect after two missed heartbeats, reclaims lapsed
+/// leases, and ends the link once a gone node holds nothing.
+void check_leases(link_actor self);
+
 /// One slot of a worker node as the queue sees it: the link announces it
 /// to the queue (as the worker of (ready_atom, ...)); it hands what the
 /// queue's job supervisors send it to its link, tagged with its index.

@@ -1,0 +1,197 @@
+// The node link's slots and leases (actors/node_link.cpp is the link's
+// behaviour): credits offered to the queue and withdrawn, the adaptive
+// buffer (prefetch) credits, and lapsed leases reclaimed. Internal; the
+// contracts are in actors/detail/node_link_state.hpp.
+
+#include "actors/detail/node_link_state.hpp"
+
+#include "actors/queue.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/log.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/send.hpp>
+
+namespace drover::detail {
+
+namespace {
+
+/// True when every real slot of `cls` holds an attempt.
+bool class_full(link_actor self, const std::string& cls) {
+  for (auto& s : self->state.slots)
+    if (!s.buffer && s.resource_class == cls && s.job_id.empty())
+      return false;
+  return true;
+}
+
+/// True when the class's attempts on this node are short enough to buffer
+/// (measured; none measured yet = no).
+bool short_jobs(link_actor self, const std::string& cls) {
+  auto i = self->state.run_ms.find(cls);
+  return i != self->state.run_ms.end() && i->second < prefetch_short_job_ms;
+}
+
+} // namespace
+
+/// Tells the queue a slot is free (while the node takes leases).
+void offer(link_actor self, uint32_t index) {
+  auto& st = self->state;
+  auto& slot = st.slots[index];
+  if (!slot.job_id.empty() || !st.connected || st.draining || st.suspect
+      || slot.announced)
+    return;
+  if (slot.buffer
+      && (!class_full(self, slot.resource_class)
+          || !short_jobs(self, slot.resource_class)))
+    return;
+  slot.announced = true;
+  if (!slot.actor) {
+    slot.actor = self->spawn(slot_impl, node_link_local{self}, index);
+  }
+  // Straight to the queue, naming the slot actor as the worker: one hop
+  // per job less than asking the slot to announce itself.
+  self->send(st.cfg.handles->queue(), ready_atom::value, slot.resource_class,
+             slot.worker_id, slot.actor, st.cfg.registration.job_types);
+}
+
+/// Withdraws the free slots from the queue (disconnected or draining): an
+/// idle slot actor quits, and the queue forgets it.
+void withdraw_free_slots(link_actor self) {
+  for (auto& slot : self->state.slots)
+    if (slot.job_id.empty() && slot.actor) {
+      self->send_exit(slot.actor, caf::exit_reason::user_shutdown);
+      slot.actor = nullptr;
+      slot.announced = false;
+    }
+}
+
+void review_buffers(link_actor self, const std::string& cls) {
+  auto& st = self->state;
+  bool open = class_full(self, cls) && short_jobs(self, cls);
+  for (uint32_t i = 0; i < st.slots.size(); ++i) {
+    auto& slot = st.slots[i];
+    if (!slot.buffer || slot.resource_class != cls || !slot.job_id.empty())
+      continue;
+    if (open) {
+      offer(self, i);
+    } else if (slot.actor && !short_jobs(self, cls)) {
+      // Jobs got long: an announced buffer credit would park a job
+      // behind a busy slot.
+      self->send_exit(slot.actor, caf::exit_reason::user_shutdown);
+      slot.actor = nullptr;
+      slot.announced = false;
+    }
+  }
+}
+
+/// Folds an attempt's run time (lease sent to outcome received) into its
+/// class's average, opening or closing the buffer credits when it crosses
+/// the threshold.
+void note_run_time(link_actor self, const std::string& cls, int64_t ms) {
+  auto& st = self->state;
+  bool was_short = short_jobs(self, cls);
+  auto [i, fresh] = st.run_ms.emplace(cls, static_cast<double>(ms));
+  if (!fresh)
+    i->second = 0.8 * i->second + 0.2 * static_cast<double>(ms);
+  if (short_jobs(self, cls) != was_short)
+    review_buffers(self, cls);
+}
+
+void free_slot(link_actor self, uint32_t index) {
+  auto& st = self->state;
+  if (index >= st.slots.size())
+    return;
+  st.slots[index].job_id.clear();
+  offer(self, index);
+}
+
+/// Forgets an attempt, freeing its slot.
+void drop_attempt(link_actor self, const std::string& job_id) {
+  auto& st = self->state;
+  auto i = st.attempts.find(job_id);
+  if (i == st.attempts.end())
+    return;
+  auto slot = i->second.slot;
+  if (i->second.js)
+    self->demonitor(i->second.js.address());
+  st.attempts.erase(i);
+  free_slot(self, slot);
+}
+
+/// Records once, in the job's history, that a superseded attempt's report
+/// was refused.
+void record_rejection(link_actor self, const std::string& job_id,
+                      uint32_t attempt, const std::string& what) {
+  auto& st = self->state;
+  ++st.rejected;
+  if (st.recorded.size() > 10000)
+    st.recorded.clear();
+  if (!st.recorded.emplace(job_id, attempt).second)
+    return;
+  log::warn("node_link", log::job{job_id},
+            "refused a report from a superseded attempt",
+            {{"node", st.cfg.node_id}, {"attempt", attempt}, {"what", what}});
+  job_event ev;
+  ev.job_id = job_id;
+  ev.kind = event_kind::report_rejected;
+  ev.attempt = attempt;
+  ev.at_ms = now_ms(self);
+  ev.reason = what + " from superseded attempt " + std::to_string(attempt)
+              + " on node " + st.cfg.node_id + " refused";
+  auto store = st.cfg.handles->store();
+  self->request(store, caf::infinite, append_atom::value,
+                std::vector<job_event>{std::move(ev)})
+      .then([](ok_atom) {},
+            [job_id](caf::error& err) {
+              log::warn("node_link", log::job{job_id},
+                        "could not record a refused report",
+                        {{"error", describe(err)}});
+            });
+}
+
+void supersede(link_actor self, const std::string& job_id, uint32_t attempt) {
+  self->state.superseded.push_back(running_attempt{job_id, attempt, {}});
+}
+
+/// Reclaims lapsed leases.
+void check_leases(link_actor self) {
+  auto& st = self->state;
+  auto now = now_ms(self);
+  if (st.connected && !st.suspect
+      && now - st.last_heartbeat_ms > 2 * st.cfg.heartbeat_interval.count()) {
+    st.suspect = true;
+    withdraw_free_slots(self);
+  }
+  for (auto& [job_id, a] : st.attempts) {
+    if (a.expired || a.completing || a.js_gone || a.adopting
+        || a.expiry_ms > now)
+      continue;
+    a.expired = true;
+    ++st.expired;
+    log::warn("node_link", log::job{job_id},
+              "lease expired; the job runs again",
+              {{"node", st.cfg.node_id},
+               {"attempt", a.attempt},
+               {"connected", st.connected}});
+    caf::anon_send(a.js, expired_atom::value, job_id, a.attempt);
+  }
+  if (!st.connected) {
+    // Gone: an expired attempt's worker can no longer let go; free it.
+    for (auto& [key, slot] : st.zombies)
+      free_slot(self, slot);
+    st.zombies.clear();
+    std::vector<std::string> gone;
+    for (auto& [job_id, a] : st.attempts)
+      if (a.expired || a.js_gone)
+        gone.push_back(job_id);
+    for (auto& job_id : gone)
+      drop_attempt(self, job_id);
+    auto ttl = st.cfg.lease_ttl.count();
+    if (st.attempts.empty() && now - st.disconnected_ms >= ttl) {
+      log::info("node_link", "worker node gone", {{"node", st.cfg.node_id}});
+      self->quit();
+    }
+  }
+}
+
+} // namespace drover::detail
