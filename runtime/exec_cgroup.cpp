@@ -143,7 +143,8 @@ caf::expected<cgroup_dir> probe_cgroup(const std::string& path) {
   if (dir.pids)
     err = write_file(probe + "/pids.max", "max");
   if (err.empty() && dir.memory)
-    err = write_file(probe + (dir.v2 ? "/memory.max" : "/memory.limit_in_bytes"),
+    err = write_file(probe
+                         + (dir.v2 ? "/memory.max" : "/memory.limit_in_bytes"),
                      dir.v2 ? "max" : "-1");
   rmdir(probe.c_str());
   if (!err.empty())
@@ -180,17 +181,17 @@ bool offers_memory(const std::vector<cgroup_dir>& dirs) {
   return false;
 }
 
-caf::expected<job_cgroup> job_cgroup::create(const std::vector<cgroup_dir>& dirs,
-                                             uint64_t processes,
-                                             uint64_t memory_bytes) {
+caf::expected<job_cgroup>
+job_cgroup::create(const std::vector<cgroup_dir>& dirs, uint64_t processes,
+                   uint64_t memory_bytes) {
   job_cgroup job;
   auto name = "drover-" + std::to_string(getpid()) + "-"
               + std::to_string(next_id.fetch_add(1));
   for (auto& d : dirs) {
     auto path = d.path + "/" + name;
     if (mkdir(path.c_str(), 0755) != 0)
-      return make_error(errc::unavailable, "cannot create cgroup " + path
-                                               + ": " + std::strerror(errno));
+      return make_error(errc::unavailable, "cannot create cgroup " + path + ": "
+                                               + std::strerror(errno));
     job.made_.push_back({path, d.v2, d.memory});
     std::string err;
     if (d.pids)
@@ -216,7 +217,7 @@ caf::expected<job_cgroup> job_cgroup::create(const std::vector<cgroup_dir>& dirs
 }
 
 job_cgroup::job_cgroup(job_cgroup&& other) noexcept
-  : made_(std::move(other.made_)), procs_(std::move(other.procs_)) {
+    : made_(std::move(other.made_)), procs_(std::move(other.procs_)) {
   other.made_.clear();
   other.procs_.clear();
 }
@@ -240,9 +241,9 @@ uint64_t job_cgroup::oom_kills() const {
   uint64_t kills = 0;
   for (auto& m : made_)
     if (m.memory)
-      kills += keyed_value(read_file(m.path + (m.v2 ? "/memory.events"
-                                                    : "/memory.oom_control")),
-                           "oom_kill");
+      kills += keyed_value(
+          read_file(m.path + (m.v2 ? "/memory.events" : "/memory.oom_control")),
+          "oom_kill");
   return kills;
 }
 
@@ -254,7 +255,8 @@ bool job_cgroup::release() noexcept {
         write_file(m.path + "/cgroup.kill", "1");
       // Kill what is listed until nothing is: a process forking meanwhile
       // shows up in the next read (pids.max bounds how many).
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{2};
+      auto deadline
+          = std::chrono::steady_clock::now() + std::chrono::seconds{2};
       while (true) {
         std::istringstream procs{read_file(m.path + "/cgroup.procs")};
         bool any = false;

@@ -192,9 +192,9 @@ TEST_CASE("with a pids cgroup a fork bomb is bounded per job, another job "
   CHECK(pids.pids_current() >= 40);
   // Every user-wide RLIMIT_NPROC of 40 would be used up now (and by the
   // node's own threads before that); the job's own limit is not.
-  auto other = submit(
-      c, exec_job({"sh", "-c", "for i in 1 2 3 4 5; do sleep 0.01 & done; "
-                               "wait; echo forked"}));
+  auto other = submit(c, exec_job({"sh", "-c",
+                                   "for i in 1 2 3 4 5; do sleep 0.01 & done; "
+                                   "wait; echo forked"}));
   auto done = await_end(node, {}, other);
   CHECK(done["status"].str() == "completed");
   auto result = parse_json(c.get("/api/jobs/" + other + "/result").body);
@@ -219,17 +219,17 @@ TEST_CASE("with a memory cgroup a job over its memory limit fails as "
                      "--exec-memory-mb", "64"}};
   auto c = node.client();
   // 512 MiB, written (so resident): well within RLIMIT_AS (4096 MiB).
-  auto hog = submit(c, exec_job({"python3", "-c",
-                                 "b = b'x' * (512 << 20); print(len(b))"},
-                                {}, R"(, "max_attempts": 1)"));
+  auto hog = submit(
+      c, exec_job({"python3", "-c", "b = b'x' * (512 << 20); print(len(b))"},
+                  {}, R"(, "max_attempts": 1)"));
   auto job = await_end(node, {}, hog);
   CHECK(job["status"].str() == "failed");
   CHECK(job["error"]["code"].str() == "memory_limit");
   CHECK_THAT(job["error"]["message"].str(),
              Catch::Contains("exceeded its memory limit of 64 MiB"));
   // Within the limit, the same program completes.
-  auto small = submit(c, exec_job({"python3", "-c",
-                                   "b = b'x' * (8 << 20); print(len(b))"}));
+  auto small = submit(
+      c, exec_job({"python3", "-c", "b = b'x' * (8 << 20); print(len(b))"}));
   CHECK(await_end(node, {}, small)["status"].str() == "completed");
 }
 
@@ -237,8 +237,9 @@ TEST_CASE("a node refuses an --exec-cgroup it cannot use, and "
           "--exec-memory-mb without a memory cgroup",
           "[exec]") {
   auto refuses = [](std::vector<std::string> options, const std::string& says) {
-    std::vector<std::string> argv{DROVER_NODE_BIN, "--node-id", "cg",
-                                  "--admin-port", "0", "--http-port", "0"};
+    std::vector<std::string> argv{
+        DROVER_NODE_BIN, "--node-id", "cg", "--admin-port", "0",
+        "--http-port",   "0"};
     argv.insert(argv.end(), options.begin(), options.end());
     process node{argv};
     auto st = node.wait_exit(30s);
