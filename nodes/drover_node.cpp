@@ -26,6 +26,7 @@
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/exec_policy.hpp"
+#include "runtime/exec_user.hpp"
 #include "runtime/log.hpp"
 #include "runtime/pg_lease.hpp"
 #include "runtime/privileges.hpp"
@@ -137,6 +138,11 @@ exec_policy_of(const drover::node_config& cfg) {
     if (!dirs)
       return std::move(dirs.error());
     policy.cgroups = std::move(*dirs);
+  }
+  if (cfg.exec_user_id != 0) {
+    if (auto err = drover::check_exec_user(cfg.exec_user_id))
+      return err;
+    policy.user_id = cfg.exec_user_id;
   }
   if (cfg.exec_memory_mb > 0) {
     if (!drover::offers_memory(policy.cgroups))

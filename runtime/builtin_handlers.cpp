@@ -3,6 +3,7 @@
 
 #include "runtime/errors.hpp"
 #include "runtime/exec_policy.hpp"
+#include "runtime/exec_user.hpp"
 #include "runtime/json_text.hpp"
 #include "runtime/subprocess.hpp"
 #include "runtime/task.hpp"
@@ -488,6 +489,10 @@ std::optional<task_outcome> prepare_exec(task_context& ctx,
   spec.clear_env = true;
   spec.no_new_privileges = true;
   spec.limits = rlimits_of(req.limits, offers_pids(options.exec.cgroups));
+  if (auto id = options.exec.user_id) {
+    spec.user_id = *id;
+    spec.map_user = [id = *id](int pid) { return map_exec_user(pid, id); };
+  }
   limits = req.limits;
   spec.argv = std::move(req.argv);
   spec.cwd = std::move(req.cwd);
@@ -549,6 +554,8 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
   };
   switch (result.how) {
     case status::spawn_failed:
+      if (!result.message.empty())
+        return task_outcome::retryable("spawn_failed", result.message);
       return task_outcome::retryable(
           "spawn_failed", result.step + " failed: " + errno_text(result.error));
     case status::exec_failed:
@@ -565,6 +572,10 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
       if (result.step == "setrlimit")
         return task_outcome::retryable("spawn_failed",
                                        "cannot apply the resource limits: "
+                                           + errno_text(result.error));
+      if (result.step == "userns")
+        return task_outcome::retryable("spawn_failed",
+                                       "cannot become the exec user: "
                                            + errno_text(result.error));
       if (result.step == "cgroup")
         return task_outcome::retryable("spawn_failed",

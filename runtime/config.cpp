@@ -183,6 +183,7 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
   int64_t exec_as = static_cast<int64_t>(cfg.exec_address_space_mb);
   int64_t exec_files = static_cast<int64_t>(cfg.exec_open_files);
   int64_t exec_procs = static_cast<int64_t>(cfg.exec_processes);
+  int64_t exec_user = cfg.exec_user_id;
   // -1 = not given.
   int64_t exec_memory
       = cfg.exec_memory_mb == 0 ? -1 : static_cast<int64_t>(cfg.exec_memory_mb);
@@ -267,6 +268,11 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
           "exec jobs: a cgroup directory delegated to the node's user, in "
           "which each job gets a cgroup of its own (v2 with pids/memory "
           "enabled, or a v1 pids or memory directory; repeatable)")(
+          "exec-user-id", po::value(&exec_user)->default_value(exec_user),
+          "exec jobs: run programs as this uid and gid, one of the node "
+          "user's /etc/subuid and /etc/subgid range, in a user namespace of "
+          "their own (needs newuidmap, package uidmap); 0 = as the node's "
+          "user")(
           "exec-memory-mb", po::value(&exec_memory),
           "exec jobs: memory limit of each job's processes together, MiB "
           "(needs a memory --exec-cgroup; default 4096 with one)")(
@@ -460,6 +466,10 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
                       "exec-address-space-mb within [1, 2^40], "
                       "exec-open-files within [1, 1048576], exec-processes "
                       "within [1, 4194304], exec-memory-mb within [1, 2^40]");
+  if (!in_range(exec_user, 0, 4294967294LL))
+    return make_error(errc::bad_config,
+                      "exec-user-id must be within [0, 4294967294]");
+  cfg.exec_user_id = static_cast<uint32_t>(exec_user);
   cfg.exec_memory_mb
       = exec_memory == -1 ? 0 : static_cast<uint64_t>(exec_memory);
   cfg.exec_cpu_seconds = static_cast<uint64_t>(exec_cpu);

@@ -73,6 +73,9 @@ struct node_config {
   /// Memory limit of one job's processes together, MiB; needs a memory
   /// cgroup among exec_cgroups. 0 = not given (4096 with a memory cgroup).
   uint64_t exec_memory_mb = 0;
+  /// Programs run as this uid and gid, in a user namespace of their own
+  /// (runtime/exec_user.hpp), checked at start; 0 = as the node's user.
+  uint32_t exec_user_id = 0;
   /// "postgres" (durable) or "memory" (experiments; nothing survives).
   std::string store = "memory";
   /// libpq connection string for store=postgres.

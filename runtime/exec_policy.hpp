@@ -83,6 +83,9 @@ struct exec_policy {
   std::vector<cgroup_dir> cgroups;
   /// memory limit of a job's processes together, MiB (memory cgroup only).
   uint64_t memory_mb = 4096;
+  /// Programs run as this uid and gid in a user namespace of their own
+  /// (runtime/exec_user.hpp), checked at start; none = the node's user.
+  std::optional<uint32_t> user_id;
 };
 
 /// The limits a job asks for in its input; unset = the node's.

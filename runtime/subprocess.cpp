@@ -7,8 +7,10 @@
 #include <cstring>
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -131,6 +133,11 @@ struct child_plan {
   size_t limit_count;
   const char* const* cgroup_procs;
   size_t cgroup_count;
+  /// -1 = none; else the uid and gid to become in a new user namespace,
+  /// once the parent answers `userns_ready_fd` on `userns_go_fd`.
+  int64_t user_id;
+  int userns_ready_fd;
+  int userns_go_fd;
   bool no_new_privileges;
 };
 
@@ -139,7 +146,8 @@ enum class child_step : int32_t {
   chdir = 2,
   exec = 3,
   limits = 4,
-  cgroup = 5
+  cgroup = 5,
+  userns = 6
 };
 
 /// What a child that could not exec tells the parent.
@@ -200,6 +208,24 @@ void cloexec_from_3() noexcept {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr); // NOLINT: the child has 1 thread
+  if (plan.user_id >= 0) {
+    // A user namespace of our own; the parent maps the id (newuidmap needs
+    // our pid and an unmapped namespace), then we become that user.
+    auto id = static_cast<uid_t>(plan.user_id);
+    char byte = 1;
+    if (unshare(CLONE_NEWUSER) != 0)
+      fail_in_child(plan.report_fd, child_step::userns, errno);
+    if (write(plan.userns_ready_fd, &byte, 1) != 1
+        || read(plan.userns_go_fd, &byte, 1) != 1)
+      _exit(127); // the parent gave up and says why
+    if (setgroups(0, nullptr) != 0 || setresgid(id, id, id) != 0
+        || setresuid(id, id, id) != 0)
+      fail_in_child(plan.report_fd, child_step::userns, errno);
+    // A change of credentials clears the parent-death signal.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != plan.parent)
+      _exit(127);
+  }
   // Move every descriptor we need above 2 first, so that installing one as
   // stdin/stdout/stderr can't clobber another (the node may run with 0-2
   // closed, and then pipes get low numbers).
@@ -468,6 +494,11 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
   }
   unique_fd stdout_parent, stdout_child, stderr_parent, stderr_child;
   unique_fd report_parent, report_child;
+  unique_fd ready_parent, ready_child, go_child, go_parent;
+  if (spec.user_id
+      && (!spec.map_user || !make_pipe(ready_parent, ready_child)
+          || !make_pipe(go_child, go_parent)))
+    return failed(subprocess_result::status::spawn_failed, "pipe2", errno);
   if (!make_pipe(stdout_parent, stdout_child)
       || !make_pipe(stderr_parent, stderr_child)
       || !make_pipe(report_parent, report_child)
@@ -488,6 +519,9 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
                   spec.limits.size(),
                   cgroup_procs.data(),
                   cgroup_procs.size(),
+                  spec.user_id ? static_cast<int64_t>(*spec.user_id) : -1,
+                  ready_child.get(),
+                  go_child.get(),
                   spec.no_new_privileges};
   pid_t pid = fork();
   if (pid < 0)
@@ -502,6 +536,29 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
   stdout_child.reset();
   stderr_child.reset();
   report_child.reset();
+  ready_child.reset();
+  go_child.reset();
+  if (spec.user_id) {
+    // The child's namespace exists once it says so (EOF: it failed, and
+    // its report says why); map it, then let it go on.
+    char byte = 0;
+    ssize_t n;
+    do {
+      n = read(ready_parent.get(), &byte, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n == 1) {
+      auto why = spec.map_user(pid);
+      if (!why.empty()) {
+        result.message = why;
+        return failed(subprocess_result::status::spawn_failed, "map_user", 0);
+      }
+      if (write(go_parent.get(), &byte, 1) != 1)
+        return failed(subprocess_result::status::spawn_failed, "map_user",
+                      errno);
+    }
+    ready_parent.reset();
+    go_parent.reset();
+  }
   // EOF (the close-on-exec report pipe closed by a successful exec) or a
   // report. The wait is short: the child makes a few local calls first.
   child_report report{};
@@ -519,6 +576,7 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
                   : step == child_step::chdir  ? "chdir"
                   : step == child_step::limits ? "setrlimit"
                   : step == child_step::cgroup ? "cgroup"
+                  : step == child_step::userns ? "userns"
                                                : "setup",
                   report.error);
   }

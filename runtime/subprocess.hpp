@@ -85,6 +85,16 @@ struct subprocess_spec {
   /// are inside (runtime/exec_cgroup.hpp); a failure is exec_failed
   /// "cgroup".
   std::vector<std::string> cgroup_procs;
+  /// Run the program as another user, without privileges: the child
+  /// enters a user namespace of its own (after joining the cgroups), the
+  /// caller's `map_user(child pid)` maps `user_id` there to the same id
+  /// outside (runtime/exec_user.hpp: newuidmap/newgidmap) and returns ""
+  /// or why it could not, and the child becomes that uid and gid before it
+  /// executes. The caller keeps power over the program (signals, the
+  /// cgroup); the program has none over the caller. A failure in the child
+  /// is exec_failed "userns"; one in `map_user` spawn_failed "map_user".
+  std::optional<uint32_t> user_id;
+  std::function<std::string(int pid)> map_user;
   /// PR_SET_NO_NEW_PRIVS in the child: exec ignores set-user-ID and
   /// set-group-ID bits and file capabilities, for the program and
   /// everything it starts.
@@ -110,7 +120,8 @@ struct subprocess_result {
     /// (`step` = "pipe2", "fork", ...; `error` = errno). Worth retrying.
     spawn_failed,
     /// The child could not set up or run the program: `step` = "chdir",
-    /// "execvp", "setrlimit", "cgroup" or "setup"; `error` = errno.
+    /// "execvp", "setrlimit", "cgroup", "userns" or "setup"; `error` =
+    /// errno.
     exec_failed,
     /// The program ended, but something else reaped it first (e.g. SIGCHLD
     /// set to SIG_IGN), so its status is unknown.
@@ -122,6 +133,8 @@ struct subprocess_result {
   int signal = 0;
   int error = 0;
   std::string step;
+  /// spawn_failed "map_user": what the caller's map_user said.
+  std::string message;
   /// True if a stop request was seen before the program's end was: the
   /// program then got SIGTERM (and maybe SIGKILL).
   bool stop_requested = false;

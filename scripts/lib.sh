@@ -12,7 +12,7 @@ JOBS=${DROVER_JOBS:-$(nproc)}
 # Debian packages the build and the tests need.
 PACKAGES=(g++ cmake make pkgconf ccache libcaf-dev capnproto libcapnp-dev
   libpq-dev postgresql libboost-program-options-dev libboost-dev catch2
-  libssl-dev openssl curl libspdlog-dev
+  libssl-dev openssl curl libspdlog-dev uidmap
   chromium nodejs)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -25,6 +25,9 @@ as_root() {
 # --run-as; docs/security.md, "exec"): a system user without a login shell
 # or home, created when missing. Prints nothing; exports DROVER_RUN_AS.
 RUN_AS_USER=${DROVER_RUN_AS:-drover}
+# First id of the subordinate range granted to the node's user.
+EXEC_USER_RANGE_START=2000000000
+
 ensure_run_as_user() {
   [ "$(id -u)" -eq 0 ] || return 0
   if ! id -u "$RUN_AS_USER" >/dev/null 2>&1; then
@@ -33,6 +36,14 @@ ensure_run_as_user() {
       --shell /usr/sbin/nologin "$RUN_AS_USER"
   fi
   export DROVER_RUN_AS=$RUN_AS_USER
+  # A subordinate id range, for running exec programs as a user of their
+  # own (exec_user_args; the tests use it too).
+  if ! grep -q "^$RUN_AS_USER:" /etc/subuid 2>/dev/null \
+      || ! grep -q "^$RUN_AS_USER:" /etc/subgid 2>/dev/null; then
+    local end=$((EXEC_USER_RANGE_START + 65535))
+    usermod --add-subuids "$EXEC_USER_RANGE_START-$end" \
+      --add-subgids "$EXEC_USER_RANGE_START-$end" "$RUN_AS_USER"
+  fi
 }
 
 # Per-job cgroups for exec programs (runtime/exec_cgroup.hpp): as root, on
@@ -58,6 +69,25 @@ exec_cgroup_args() {
   done
   if [ ${#EXEC_CGROUP_ARGS[@]} -eq 0 ]; then
     log "no cgroup v1 pids/memory hierarchy to delegate: exec jobs get rlimits only"
+  fi
+}
+
+# A user of their own for exec programs (runtime/exec_user.hpp): as root,
+# checks that the node's user (its subordinate id range granted by
+# ensure_run_as_user) can run a program as the range's first id in a user
+# namespace, and fills EXEC_USER_ARGS with --exec-user-id. Where that is
+# not possible it says so and programs run as the node's user.
+exec_user_args() {
+  EXEC_USER_ARGS=()
+  [ "$(id -u)" -eq 0 ] || return 0
+  local start
+  start=$(sed -n "s/^$RUN_AS_USER:\([0-9]*\):[0-9]*$/\1/p" /etc/subuid | head -n 1)
+  if [ -n "$start" ] && runuser -u "$RUN_AS_USER" -- unshare --user \
+      --map-users="$start,$start,1" --map-groups="$start,$start,1" \
+      --setuid "$start" --setgid "$start" true 2>/dev/null; then
+    EXEC_USER_ARGS=(--exec-user-id "$start")
+  else
+    log "exec programs run as '$RUN_AS_USER': no user namespace with a subordinate id here"
   fi
 }
 

@@ -84,6 +84,33 @@ bool exits_within(pid_t pid, std::chrono::milliseconds timeout) {
   return ready == 1;
 }
 
+/// A job whose shell starts a grandchild that ignores SIGTERM, reports
+/// both pids in a progress line, then waits.
+std::string stubborn_group_job() {
+  return exec_job({"sh", "-c",
+                   "sh -c 'trap \\\"\\\" TERM; sleep 1000' & "
+                   "echo \\\"PROGRESS 1 pids $$ $!\\\"; wait"});
+}
+
+/// The pids stubborn_group_job reports, read from the job's stream.
+std::pair<pid_t, pid_t> shell_and_grandchild(const gateway_node& node,
+                                             const std::string& id) {
+  sse_stream s{node.port(), "/api/jobs/" + id + "/stream", {}};
+  REQUIRE(s.head().status == 200);
+  pid_t shell = 0, grandchild = 0;
+  auto deadline = clock_type::now() + 30s;
+  while (shell == 0) {
+    auto ev = s.next(time_left(deadline));
+    REQUIRE(ev);
+    auto at = ev->data.find("pids ");
+    if (at == std::string::npos)
+      continue;
+    std::istringstream in{ev->data.substr(at + 5)};
+    in >> shell >> grandchild;
+  }
+  return {shell, grandchild};
+}
+
 } // namespace
 
 TEST_CASE("exec needs the exec scope on top of submit", "[exec]") {
@@ -180,24 +207,8 @@ TEST_CASE("the node and its programs run as the unprivileged user, within "
 TEST_CASE("cancel kills the program's whole process group", "[exec]") {
   gateway_node node{{"--exec-allow", "sh", "--exec-kill-grace-ms", "300"}};
   auto c = node.client();
-  // The shell starts a grandchild that ignores SIGTERM, reports both pids,
-  // then waits.
-  auto id = submit(c, exec_job({"sh", "-c",
-                                "sh -c 'trap \\\"\\\" TERM; sleep 1000' & "
-                                "echo \\\"PROGRESS 1 pids $$ $!\\\"; wait"}));
-  sse_stream s{node.port(), "/api/jobs/" + id + "/stream", {}};
-  REQUIRE(s.head().status == 200);
-  pid_t shell = 0, grandchild = 0;
-  auto deadline = clock_type::now() + 30s;
-  while (shell == 0) {
-    auto ev = s.next(time_left(deadline));
-    REQUIRE(ev);
-    auto at = ev->data.find("pids ");
-    if (at == std::string::npos)
-      continue;
-    std::istringstream in{ev->data.substr(at + 5)};
-    in >> shell >> grandchild;
-  }
+  auto id = submit(c, stubborn_group_job());
+  auto [shell, grandchild] = shell_and_grandchild(node, id);
   REQUIRE(grandchild > 0);
   CHECK(kill(grandchild, 0) == 0);
   CHECK(uids_of(grandchild) == std::vector<uid_t>(4, expected_uid()));
@@ -260,4 +271,85 @@ TEST_CASE("development mode allows any program and says so", "[exec]") {
   CHECK_THAT(node.log(), Catch::Contains("exec jobs may run ANY program"));
   auto id = submit(node.client(), exec_job({"id", "-u"}));
   CHECK(await_end(node, {}, id)["status"].str() == "completed");
+}
+
+namespace {
+
+/// The first id of the subordinate range /etc/subuid grants the user the
+/// node runs as (scripts/lib.sh ensure_run_as_user adds one), or 0.
+uint32_t subordinate_id() {
+  if (geteuid() != 0)
+    return 0;
+  const char* name = std::getenv("DROVER_RUN_AS");
+  std::string user = name != nullptr && *name != '\0' ? name : "drover";
+  std::ifstream in{"/etc/subuid"};
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(user + ":", 0) == 0)
+      return static_cast<uint32_t>(std::stoul(line.substr(user.size() + 1)));
+  return 0;
+}
+
+} // namespace
+
+TEST_CASE("with --exec-user-id programs run as a user of their own: they "
+          "cannot signal the node, and the node still stops them",
+          "[exec]") {
+  auto id = subordinate_id();
+  if (id == 0 || access("/usr/bin/newuidmap", X_OK) != 0) {
+    WARN("no subordinate id range or no newuidmap here: nothing checked");
+    return;
+  }
+  gateway_node node{{"--exec-allow", "id", "--exec-allow", "sh",
+                     "--exec-kill-grace-ms", "300", "--exec-user-id",
+                     std::to_string(id)}};
+  auto c = node.client();
+  auto who = submit(c, exec_job({"sh", "-c", "id -u; id -g"}));
+  REQUIRE(await_end(node, {}, who)["status"].str() == "completed");
+  auto result = parse_json(c.get("/api/jobs/" + who + "/result").body);
+  CHECK(result["stdout_tail"].str()
+        == std::to_string(id) + "\n" + std::to_string(id) + "\n");
+  // The node's user may signal its own processes; the program's may not.
+  auto attack = submit(
+      c, exec_job({"sh", "-c", "kill -STOP " + std::to_string(node.pid())}, {},
+                  R"(, "max_attempts": 1)"));
+  auto refused = await_end(node, {}, attack);
+  CHECK(refused["status"].str() == "failed");
+  CHECK_THAT(refused["error"]["message"].str(),
+             Catch::Contains("Operation not permitted"));
+  CHECK(uids_of(node.pid()) == std::vector<uid_t>(4, expected_uid()));
+  // Cancel still reaches the program's whole group across the user line.
+  auto id_job = submit(c, stubborn_group_job());
+  auto [shell, grandchild] = shell_and_grandchild(node, id_job);
+  REQUIRE(grandchild > 0);
+  CHECK(uids_of(grandchild) == std::vector<uid_t>(4, id));
+  auto res = c.post("/api/jobs/" + id_job + "/cancel", "{}");
+  REQUIRE(res.status < 300);
+  CHECK(await_end(node, {}, id_job)["status"].str() == "cancelled");
+  CHECK(exits_within(shell, 10s));
+  bool gone = exits_within(grandchild, 10s);
+  CHECK(gone);
+  if (!gone)
+    kill(grandchild, SIGKILL);
+}
+
+TEST_CASE("a node refuses an --exec-user-id it cannot run programs as",
+          "[exec]") {
+  if (geteuid() != 0) {
+    WARN("not root: the node would run as this user; nothing checked");
+    return;
+  }
+  auto refuses = [](const std::string& id, const std::string& says) {
+    process node{{DROVER_NODE_BIN, "--node-id", "uid-test", "--admin-port", "0",
+                  "--http-port", "0", "--exec-user-id", id}};
+    auto st = node.wait_exit(30s);
+    REQUIRE(st);
+    REQUIRE(WIFEXITED(*st));
+    CHECK(WEXITSTATUS(*st) == 2);
+    auto out = node.drain_all();
+    CHECK_THAT(out, Catch::Contains(says));
+    CHECK(out.find("ready") == std::string::npos);
+  };
+  refuses(std::to_string(expected_uid()), "is the node's own uid");
+  refuses("12345", "not in a range /etc/subuid and /etc/subgid grant");
+  refuses("4294967295", "exec-user-id must be within [0, 4294967294]");
 }
