@@ -88,6 +88,9 @@ TEST_CASE("a blocked body never delays another: each runs on its own thread") {
     cache.post([&] { second.add(); });
   CHECK(second.wait_for_at_least(n));
   CHECK(cache.current().started == n);
+  // A body may still be inside second.add() (notifying) when the count
+  // is reached; `second` must outlive it: wait until every thread parked.
+  REQUIRE(cache.wait_for([](auto s) { return s.idle == n; }, 10s));
 }
 
 TEST_CASE("a parked thread ends after its keep-alive") {
@@ -100,6 +103,9 @@ TEST_CASE("a parked thread ends after its keep-alive") {
   cache.post([&] { done.add(); });
   CHECK(done.wait_for_at_least(2));
   CHECK(cache.current().started == 2);
+  // The body may still be inside done.add() (notifying) when the count is
+  // reached; `done` must outlive it: wait until its thread ended too.
+  REQUIRE(cache.wait_for([](auto s) { return s.threads == 0; }, 10s));
 }
 
 TEST_CASE("a body still running when the cache goes away finishes") {
