@@ -40,6 +40,22 @@ struct endpoint_state {
   /// By node id.
   std::map<std::string, member> members;
 
+  endpoint_state() = default;
+  endpoint_state(const endpoint_state&) = delete;
+  endpoint_state& operator=(const endpoint_state&) = delete;
+
+  /// The links stop with the endpoint (node shutdown), but one link's
+  /// failure does not take the endpoint down: monitored, not linked. Here
+  /// and not in an attached functor: CAF 0.17 destroys an actor's state
+  /// (on_exit) before it runs the functors attached to the actor, so such
+  /// a functor would walk a freed map (ThreadSanitizer: heap-use-after-free
+  /// when a coordinator stops while nodes are joined).
+  ~endpoint_state() {
+    for (auto& [id, m] : members)
+      if (m.link)
+        caf::anon_send_exit(m.link, caf::exit_reason::user_shutdown);
+  }
+
   static inline const char* name = "drover.cluster_endpoint";
 };
 
@@ -336,13 +352,6 @@ void gather(endpoint_actor self,
 cluster_endpoint_local::behavior_type
 endpoint_impl(endpoint_actor self, cluster_endpoint_config cfg) {
   self->state.cfg = std::move(cfg);
-  // The links stop with the endpoint (node shutdown), but one link's
-  // failure does not take the endpoint down: monitored, not linked.
-  self->attach_functor([self] {
-    for (auto& [id, m] : self->state.members)
-      if (m.link)
-        caf::anon_send_exit(m.link, caf::exit_reason::user_shutdown);
-  });
   self->set_down_handler([self](caf::down_msg& dm) {
     for (auto i = self->state.members.begin(); i != self->state.members.end();
          ++i)
