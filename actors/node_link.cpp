@@ -196,7 +196,8 @@ void adopt(link_actor self, const running_attempt& ra) {
   a.slot = static_cast<uint32_t>(index);
   a.ttl_ms = st.cfg.lease_ttl.count(); // its type is not known here
   a.expiry_ms = now_ms(self) + a.ttl_ms;
-  a.adopting = true; // no supervisor yet
+  a.leased_ms = now_ms(self); // not measured: it started before
+  a.adopting = true;          // no supervisor yet
   st.attempts[ra.job_id] = a;
   request_adoption(self, ra.job_id, ra.attempt);
 }
@@ -392,8 +393,9 @@ coordinator_reply on_report(link_actor self, progress_batch& progress,
     // The worker's slot is free again: credit back.
     auto slot = a.slot;
     st.slots[slot].job_id.clear();
-    note_run_time(self, st.slots[slot].resource_class,
-                  now_ms(self) - a.leased_ms);
+    if (a.measured)
+      note_run_time(self, st.slots[slot].resource_class,
+                    now_ms(self) - a.leased_ms);
     offer(self, slot);
   }
   return take_reply(self);
@@ -425,6 +427,7 @@ void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
             .count();
   a.expiry_ms = now_ms(self) + a.ttl_ms;
   a.leased_ms = now_ms(self);
+  a.measured = slot_free_on_node(self, slot.resource_class);
   self->monitor(js);
   st.attempts[l.job_id] = a;
   l.lease_expiry_ms = a.expiry_ms;

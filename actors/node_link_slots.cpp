@@ -12,6 +12,8 @@
 
 #include <caf/send.hpp>
 
+#include <algorithm>
+
 namespace drover::detail {
 
 namespace {
@@ -24,11 +26,16 @@ bool class_full(link_actor self, const std::string& cls) {
   return true;
 }
 
-/// True when the class's attempts on this node are short enough to buffer
-/// (measured; none measured yet = no).
+/// True when the class's buffer credits are open (measured short; none
+/// measured yet = no).
 bool short_jobs(link_actor self, const std::string& cls) {
-  auto i = self->state.run_ms.find(cls);
-  return i != self->state.run_ms.end() && i->second < prefetch_short_job_ms;
+  return self->state.short_classes.count(cls) > 0;
+}
+
+/// Closes a class's buffer credits.
+void turn_long(link_actor self, const std::string& cls) {
+  if (self->state.short_classes.erase(cls) > 0)
+    review_buffers(self, cls);
 }
 
 } // namespace
@@ -74,12 +81,31 @@ void review_buffers(link_actor self, const std::string& cls) {
       continue;
     if (open) {
       offer(self, i);
-    } else if (slot.actor && !short_jobs(self, cls)) {
-      // Jobs got long: an announced buffer credit would park a job
-      // behind a busy slot.
-      self->send_exit(slot.actor, caf::exit_reason::user_shutdown);
-      slot.actor = nullptr;
-      slot.announced = false;
+    } else if (slot.announced && !slot.withdrawing && !short_jobs(self, cls)) {
+      // Jobs got long: an announced buffer credit would park a job behind
+      // a busy slot. Withdrawn through the queue, which may have handed it
+      // a job already (then that job runs: a lease on its way is never
+      // dropped).
+      slot.withdrawing = true;
+      auto actor = slot.actor;
+      self->request(st.cfg.handles->queue(), caf::infinite,
+                    withdraw_atom::value, actor)
+          .then(
+              [self, i, actor](bool was_idle) {
+                auto& s = self->state.slots[i];
+                if (s.actor != actor)
+                  return;
+                s.withdrawing = false;
+                if (was_idle && s.job_id.empty()) {
+                  s.announced = false;
+                  offer(self, i); // the class may be short again
+                }
+              },
+              [self, i, actor](caf::error&) {
+                auto& s = self->state.slots[i];
+                if (s.actor == actor)
+                  s.withdrawing = false;
+              });
     }
   }
 }
@@ -89,12 +115,28 @@ void review_buffers(link_actor self, const std::string& cls) {
 /// the threshold.
 void note_run_time(link_actor self, const std::string& cls, int64_t ms) {
   auto& st = self->state;
-  bool was_short = short_jobs(self, cls);
   auto [i, fresh] = st.run_ms.emplace(cls, static_cast<double>(ms));
   if (!fresh)
     i->second = 0.8 * i->second + 0.2 * static_cast<double>(ms);
-  if (short_jobs(self, cls) != was_short)
-    review_buffers(self, cls);
+  if (i->second < prefetch_short_job_ms) {
+    if (st.short_classes.insert(cls).second)
+      review_buffers(self, cls);
+  } else if (i->second > prefetch_long_job_ms) {
+    turn_long(self, cls);
+  }
+}
+
+bool slot_free_on_node(link_actor self, const std::string& cls) {
+  auto& st = self->state;
+  size_t slots = 0;
+  for (auto& s : st.slots)
+    if (!s.buffer && s.resource_class == cls)
+      ++slots;
+  size_t running = 0;
+  for (auto& [job_id, a] : st.attempts)
+    if (!a.completing && !a.expired && st.slots[a.slot].resource_class == cls)
+      ++running;
+  return running < slots;
 }
 
 void free_slot(link_actor self, uint32_t index) {
@@ -162,6 +204,18 @@ void check_leases(link_actor self) {
     st.suspect = true;
     withdraw_free_slots(self);
   }
+  // A measured attempt that has run long closes its class's buffer now,
+  // before its outcome would tell.
+  for (auto& [job_id, a] : st.attempts)
+    if (a.measured && !a.completing && !a.expired
+        && now - a.leased_ms > prefetch_long_job_ms) {
+      auto& cls = st.slots[a.slot].resource_class;
+      if (short_jobs(self, cls)) {
+        auto& avg = st.run_ms[cls];
+        avg = std::max(avg, static_cast<double>(now - a.leased_ms));
+        turn_long(self, cls);
+      }
+    }
   for (auto& [job_id, a] : st.attempts) {
     if (a.expired || a.completing || a.js_gone || a.adopting
         || a.expiry_ms > now)

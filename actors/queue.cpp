@@ -1070,6 +1070,18 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         std::sort(types.begin(), types.end());
         worker_ready(self, cls, worker_id, worker, std::move(types));
       },
+      [self](withdraw_atom, caf::actor& worker) {
+        auto& st = self->state;
+        auto w = st.workers.find(worker.address());
+        if (w == st.workers.end())
+          return false;
+        auto& idle = st.classes[w->second.resource_class].idle_workers;
+        auto i = std::find(idle.begin(), idle.end(), worker);
+        if (i == idle.end())
+          return false;
+        idle.erase(i);
+        return true;
+      },
       [self](adopt_atom, std::string& job_id, uint32_t attempt,
              std::string& worker_id,
              caf::actor& slot) -> caf::result<caf::actor> {

@@ -54,6 +54,9 @@
 //   (ready_atom, resource_class, worker_id, worker)   a worker is idle
 //   (ready_atom, resource_class, worker_id, worker, job_types)  a remote
 //       slot is idle; it runs only these types
+//   (withdraw_atom, worker)            -> bool   forget that idle worker
+//       (it stays known); true if it was idle, false if a job was
+//       already handed to it (or it is unknown)
 //   (adopt_atom, job_id, attempt, worker_id, slot) -> job supervisor
 //       a worker node still runs an attempt recorded before this
 //       coordinator restarted: take it over (actors/node_link.hpp)
@@ -97,6 +100,7 @@ using queue_actor = caf::typed_actor<
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor,
                    std::vector<std::string>>,
+    caf::replies_to<withdraw_atom, caf::actor>::with<bool>,
     caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
                     caf::actor>::with<caf::actor>,
     caf::reacts_to<adopt_atom>>;

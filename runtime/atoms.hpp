@@ -91,6 +91,9 @@ using lease_atom = caf::atom_constant<caf::atom("lease")>;
 using expired_atom = caf::atom_constant<caf::atom("expired")>;
 /// Link -> queue: take over an attempt a worker still runs (restart).
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
+/// Link -> queue: forget an idle slot (a buffer credit withdrawn); the
+/// reply says whether it was still idle (else a job is on its way to it).
+using withdraw_atom = caf::atom_constant<caf::atom("withdraw")>;
 /// Admin: the connected nodes.
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
 

@@ -30,6 +30,8 @@ struct slot_info {
   /// every real slot of its class is taken, so that jobs spread over idle
   /// nodes before any waits in a buffer.
   bool buffer = false;
+  /// Asked the queue to forget it (withdraw_atom), no answer yet.
+  bool withdrawing = false;
 };
 
 struct attempt_info {
@@ -39,6 +41,11 @@ struct attempt_info {
   int64_t expiry_ms = 0;
   /// When its lease went to the node.
   int64_t leased_ms = 0;
+  /// A slot of its class was free on the node when it was leased, so it
+  /// started at once: lease-to-outcome is its run time (plus a round
+  /// trip), which the buffer gate measures. False for attempts that waited
+  /// in the node's buffer and for adopted ones.
+  bool measured = false;
   /// Its lease's TTL (per job type).
   int64_t ttl_ms = 0;
   /// The outcome went to the job supervisor; settled once it finishes.
@@ -91,6 +98,10 @@ struct link_state {
   /// to outcome received (exponentially weighted; absent = none yet).
   /// Buffer credits open only while it is short (see short_jobs).
   std::map<std::string, double> run_ms;
+  /// Classes whose buffer credits are open: entered when run_ms drops
+  /// under prefetch_short_job_ms, left when it exceeds twice that or a
+  /// measured attempt has run that long (hysteresis: no flapping).
+  std::set<std::string> short_classes;
 
   static inline const char* name = "drover.node_link";
 };
@@ -107,6 +118,7 @@ inline int64_t now_ms(link_actor self) {
 /// trip to the coordinator where it matters (short jobs). Long jobs are
 /// never buffered behind one another.
 constexpr double prefetch_short_job_ms = 100.0;
+constexpr double prefetch_long_job_ms = 2 * prefetch_short_job_ms;
 
 // -- slots and leases (actors/node_link_slots.cpp) --------------------------
 
@@ -123,10 +135,14 @@ void withdraw_free_slots(link_actor self);
 /// jobs are short; withdraws the free ones when they are not.
 void review_buffers(link_actor self, const std::string& cls);
 
-/// Folds an attempt's run time (lease sent to outcome received) into its
-/// class's average, opening or closing the buffer credits when it crosses
-/// prefetch_short_job_ms.
+/// Folds a measured attempt's run time (lease sent to outcome received)
+/// into its class's average, opening the buffer credits under
+/// prefetch_short_job_ms and closing them over prefetch_long_job_ms.
 void note_run_time(link_actor self, const std::string& cls, int64_t ms);
+
+/// True when a slot of `cls` is free on the node itself: attempts of the
+/// class that have not reported their outcome are fewer than its slots.
+bool slot_free_on_node(link_actor self, const std::string& cls);
 
 /// Frees a slot and offers it again.
 void free_slot(link_actor self, uint32_t index);

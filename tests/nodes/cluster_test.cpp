@@ -677,10 +677,13 @@ TEST_CASE("a stopped worker is sent no more leases than its credits, and "
     return std::stoi(out.substr(at + key.size()));
   };
   // Its leases lapse; the stopped node holds its credits until it lets go,
-  // so nothing more is pushed toward it however much waits.
+  // so nothing more is pushed toward it however much waits: at most its
+  // slot and its two buffer credits (the buffer closes once the 3 s job
+  // has run 200 ms, so it may get fewer).
   REQUIRE(poll_until([&] { return c.events(jobs[0], lease_expired_kind) == 1; },
                      10s));
-  CHECK(leases() == 3 + 3);
+  CHECK(leases() >= 3 + 1);
+  CHECK(leases() <= 3 + 3);
   // Nothing else runs it meanwhile: its credits stay with the stopped node
   // and no other node exists.
   CHECK(c.events(jobs[0], started_kind) == 1);
@@ -801,17 +804,18 @@ TEST_CASE("buffer credits open only for short jobs: a job is never buffered "
   c.check_all_done_once({long1, next1}, 30s);
   CHECK(started_at(next1) > completed_at(long1) - 100);
   // Once its jobs are measured short, the node buffers behind a busy slot:
-  // the next job is leased while the long one still runs.
+  // the next job is leased while the long one still runs. (Submitted right
+  // after it: a measured attempt running over 200 ms closes the buffer.)
   std::vector<std::string> warm;
   for (int i = 0; i < 12; ++i)
     warm.push_back(c.submit(0));
   c.check_all_done_once(warm, 30s);
   auto long2 = c.submit(1500);
-  REQUIRE(poll_until([&] { return c.events(long2, started_kind) == 1; }, 10s));
   auto next2 = c.submit(0);
   c.check_all_done_once({long2, next2}, 30s);
   CHECK(started_at(next2) + 500 < completed_at(long2));
   // That long job made the class long again: no more buffering.
+  CHECK(c.events(long2, completed_kind) == 1);
   auto long3 = c.submit(600);
   REQUIRE(poll_until([&] { return c.events(long3, started_kind) == 1; }, 10s));
   auto next3 = c.submit(0);
