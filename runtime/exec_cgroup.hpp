@@ -16,20 +16,33 @@
 // - cgroup v1: DIR is in the `pids` hierarchy (it has `pids.max`) or in
 //   the `memory` hierarchy (`memory.limit_in_bytes`); give one of each.
 //
-// For every attempt the worker creates `DIR/drover-<pid>-<n>` in each DIR,
-// writes the job's limits (pids.max = its `processes`; the memory limit =
-// `--exec-memory-mb`, swap included where the kernel accounts it), and the
-// forked child joins them (writes 0 to their `cgroup.procs`) before it
-// executes the program, so everything the program starts is inside. When
-// the program has ended, every process still in the job's cgroups is
-// killed — also those that left the process group (setsid, double fork) —
-// and the directories are removed.
+// For every attempt the worker creates `DIR/drover-<pid>-<token>-<n>` in
+// each DIR (token: random, chosen once per process, so a later run with
+// the same pid tells its cgroups from ours), writes the job's limits
+// (pids.max = its `processes`; the memory limit = `--exec-memory-mb`, swap
+// included where the kernel accounts it), and the forked child joins them
+// (writes 0 to their `cgroup.procs`) before it executes the program, so
+// everything the program starts is inside. When the program has ended,
+// every process in the job's cgroups *and in any cgroup the job made below
+// them* is killed — also those that left the process group (setsid, double
+// fork) — and the directories are removed bottom-up, pass after pass, until
+// they are gone or a deadline passes.
 //
-// What it does not do: programs run as the node's user, who owns the job's
-// cgroup, so a program that means to can raise its own job's limits or
-// move to a sibling job's cgroup. DIR's own limits, set by root, bound all
-// jobs together and are out of the node's reach. Per-job limits stop a
-// runaway job, not a hostile one (docs/security.md).
+// Several nodes may share a DIR: a node removes only cgroups whose creator
+// is known to be gone (see probe_cgroup), never another live node's.
+//
+// Processes are killed through a pidfd opened before the cgroup's list is
+// read again, so a pid reused between the two reads is not hit unless its
+// new process is in the job's cgroup too; without pidfds (kernels before
+// 5.3) a plain kill(), with that race open.
+//
+// What it does not do: without --exec-user-id, programs run as the node's
+// user, who owns the job's cgroup, so a program that means to can raise
+// its own job's limits, move to a sibling job's cgroup, or chmod DIR so that
+// the node can no longer create cgroups in it (later attempts then fail with
+// spawn_failed). DIR's own limits, set by root, bound all jobs together and are
+// out of the node's reach (scripts/run sets none: an operator can). Per-job
+// limits stop a runaway job, not a hostile one (docs/security.md).
 //
 // Linux only. The v1 path is what the tests exercise (the development
 // machine has cgroup v1 controllers); v2 differs only in file names
@@ -52,10 +65,15 @@ struct cgroup_dir {
 };
 
 /// Checks `path`: an absolute path to a cgroup directory (v1 or v2) that
-/// offers `pids` or `memory` and in which this process can create, limit
-/// and remove a child. errc::bad_config naming the path and what is
-/// missing otherwise. Removes empty `drover-*` children left by an earlier
-/// node that died.
+/// offers `pids` or `memory` and in which this process can create and
+/// limit a child cgroup, a child process can join it (/bin/true is run in
+/// it and must exit 0), and the child cgroup can be removed.
+/// errc::bad_config naming the path and what is missing otherwise. First
+/// kills and removes (with everything below them) the
+/// `drover-<pid>-<token>-<n>` children whose creator is gone: its pid is
+/// not alive, or it is this process's pid with another token (an earlier
+/// run with the same pid). Entries of other live pids and names of other
+/// forms are left alone. Blocks while /bin/true runs (run_subprocess).
 caf::expected<cgroup_dir> probe_cgroup(const std::string& path);
 
 /// Checks a node's list: each directory probed, no controller twice.
@@ -94,10 +112,11 @@ public:
   /// for its memory limit (0 without a memory controller).
   uint64_t oom_kills() const;
 
-  /// Kills every process in the job's cgroups and removes them; waits up
-  /// to about two seconds for the kernel to let go of them. Idempotent.
-  /// False if a directory could not be removed (it is left, and removed by
-  /// the next node start's probe once empty).
+  /// Kills every process in the job's cgroups and in every cgroup below
+  /// them, and removes them all bottom-up; waits up to about two seconds
+  /// per directory for the kernel to let go of them. Idempotent. False if
+  /// a directory could not be removed (it is left, and killed and removed
+  /// by the probe of the next node start after this process is gone).
   bool release() noexcept;
 
 private:

@@ -3,8 +3,10 @@
 // given a cgroup directory that this test, as root, delegates to the node's
 // user, and real programs. A fork bomb is bounded per job while another job
 // still forks; processes that left their process group die with their
-// attempt; a job over its memory limit fails as `memory_limit`; a node
-// refuses a directory it cannot use.
+// attempt, also when the job made a cgroup of its own below its job cgroup
+// and moved into it; a job over its memory limit fails as `memory_limit`;
+// a node refuses a directory it cannot use; at start a node kills and
+// removes what a dead node left and leaves another live process's cgroups.
 //
 // The development machine and CI have cgroup v1 controllers (pids, memory);
 // where this test cannot delegate a directory (not root, no such
@@ -22,14 +24,18 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <dirent.h>
+#include <fcntl.h>
 #include <fstream>
 #include <pwd.h>
 #include <signal.h>
 #include <sstream>
 #include <string>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -117,8 +123,29 @@ struct delegated_cgroup {
     return std::stol(read_all(path + "/pids.current"));
   }
 
+  /// The cgroups directly below the directory.
+  std::vector<std::string> children() const {
+    std::vector<std::string> names;
+    if (DIR* d = opendir(path.c_str())) {
+      while (auto* entry = readdir(d))
+        if (entry->d_type == DT_DIR && entry->d_name[0] != '.')
+          names.emplace_back(entry->d_name);
+      closedir(d);
+    }
+    return names;
+  }
+
   std::string path;
 };
+
+/// The pids listed in a cgroup's cgroup.procs.
+std::vector<long> procs_of(const std::string& cgroup) {
+  std::istringstream in{read_all(cgroup + "/cgroup.procs")};
+  std::vector<long> pids;
+  for (long pid; in >> pid;)
+    pids.push_back(pid);
+  return pids;
+}
 
 /// A script file every user can read, in a directory of its own.
 struct script_file {
@@ -169,7 +196,137 @@ except OSError as e:
 time.sleep(300)
 )";
 
+// Escapes its job cgroup's top level (argv[1] = the pids DIR): makes
+// inner/deeper below its own cgroup, moves itself into the deepest, starts
+// three children that call setsid and sleep, and reports the cgroup and
+// their pids.
+constexpr const char* nested_escape = R"(import os, sys, time
+dir = sys.argv[1]
+rel = None
+for line in open("/proc/self/cgroup"):
+    _, controllers, path = line.rstrip("\n").split(":", 2)
+    if "pids" in controllers.split(","):
+        rel = path
+own = "/sys/fs/cgroup/pids" + rel
+assert own.startswith(dir + "/drover-"), own
+inner = own + "/inner/deeper"
+os.makedirs(inner)
+with open(inner + "/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))
+kids = []
+for i in range(3):
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        time.sleep(300)
+        os._exit(0)
+    kids.append(pid)
+print("PROGRESS 50 escaped to %s pids %s" % (inner, " ".join(map(str, kids))), flush=True)
+time.sleep(300)
+)";
+
 } // namespace
+
+TEST_CASE("a job that made a cgroup below its own and moved into it dies "
+          "with its attempt, and every cgroup is removed",
+          "[exec]") {
+  delegated_cgroup pids{"pids"};
+  if (pids.path.empty()) {
+    WARN("no pids cgroup can be delegated here: nothing checked");
+    return;
+  }
+  script_file escape{nested_escape};
+  gateway_node node{{"--exec-allow", "python3", "--exec-cgroup", pids.path,
+                     "--exec-processes", "40"}};
+  auto c = node.client();
+  auto job = submit(c, exec_job({"python3", escape.path, pids.path}));
+  // The report's stage: "escaped to <cgroup> pids <p> <p> <p>".
+  auto said = parse_json(await_progress(node, job, "escaped"));
+  INFO(said["stage"].str());
+  std::istringstream words{said["stage"].str()};
+  std::string escaped, to, inner, label;
+  words >> escaped >> to >> inner >> label;
+  REQUIRE(label == "pids");
+  std::vector<long> kids;
+  for (long pid; words >> pid;)
+    kids.push_back(pid);
+  REQUIRE(kids.size() == 3);
+  // The escape happened: the job cgroup's own list is empty, the children
+  // (in sessions of their own) are in the nested cgroup.
+  auto job_cgroup = inner.substr(0, inner.find("/inner/deeper"));
+  CHECK(procs_of(job_cgroup).empty());
+  auto nested = procs_of(inner);
+  for (auto kid : kids)
+    CHECK(std::find(nested.begin(), nested.end(), kid) != nested.end());
+  CHECK(pids.pids_current() >= 4);
+  auto res = c.post("/api/jobs/" + job + "/cancel", "{}");
+  REQUIRE(res.status < 300);
+  CHECK(await_end(node, {}, job)["status"].str() == "cancelled");
+  CHECK(poll_until([&] { return pids.pids_current() == 0; }, 10s));
+  CHECK(poll_until([&] { return pids.children().empty(); }, 10s));
+  INFO(node.log());
+  CHECK(pids.children().empty());
+}
+
+TEST_CASE("a starting node kills and removes what a dead node left in its "
+          "cgroup directory and leaves a live process's cgroups alone",
+          "[exec]") {
+  delegated_cgroup pids{"pids"};
+  if (pids.path.empty()) {
+    WARN("no pids cgroup can be delegated here: nothing checked");
+    return;
+  }
+  auto* user = getpwnam(
+      process::run_as_user() != nullptr ? process::run_as_user() : "drover");
+  REQUIRE(user != nullptr);
+  // A pid that is not alive: a child that has exited and been reaped.
+  pid_t dead = fork();
+  REQUIRE(dead >= 0);
+  if (dead == 0)
+    _exit(0);
+  REQUIRE(waitpid(dead, nullptr, 0) == dead);
+  auto make = [&](const std::string& name) {
+    auto dir = pids.path + "/" + name;
+    REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+    REQUIRE(chown(dir.c_str(), user->pw_uid, user->pw_gid) == 0);
+    REQUIRE(chown((dir + "/cgroup.procs").c_str(), user->pw_uid, user->pw_gid)
+            == 0);
+    return dir;
+  };
+  auto leftover = make("drover-" + std::to_string(dead) + "-x-0");
+  // Another live process's (this test's) job cgroup, empty: a node sharing
+  // DIR must not take it.
+  auto other = make("drover-" + std::to_string(getpid()) + "-y-0");
+  // What the dead node's job left: a process of the node's user in its
+  // own session, in the leftover cgroup.
+  auto procs = leftover + "/cgroup.procs";
+  pid_t stray = fork();
+  REQUIRE(stray >= 0);
+  if (stray == 0) {
+    int fd = open(procs.c_str(), O_WRONLY);
+    if (fd < 0 || write(fd, "0", 1) != 1 || setgid(user->pw_gid) != 0
+        || setuid(user->pw_uid) != 0 || setsid() < 0)
+      _exit(111);
+    execl("/bin/sleep", "sleep", "300", static_cast<char*>(nullptr));
+    _exit(112);
+  }
+  REQUIRE(poll_until([&] { return procs_of(leftover).size() == 1; }, 10s));
+  gateway_node node{{"--exec-allow", "true", "--exec-cgroup", pids.path}};
+  int status = 0;
+  CHECK(poll_until([&] { return waitpid(stray, &status, WNOHANG) == stray; },
+                   10s));
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGKILL);
+  CHECK(access(leftover.c_str(), F_OK) != 0);
+  CHECK(access(other.c_str(), F_OK) == 0);
+  // The node's own cgroups work next to it and are removed.
+  auto c = node.client();
+  auto job = submit(c, exec_job({"true"}));
+  CHECK(await_end(node, {}, job)["status"].str() == "completed");
+  CHECK(pids.children()
+        == std::vector<std::string>{other.substr(other.rfind('/') + 1)});
+  rmdir(other.c_str());
+}
 
 TEST_CASE("with a pids cgroup a fork bomb is bounded per job, another job "
           "still forks, and processes that left the group die with the "
