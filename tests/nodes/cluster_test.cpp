@@ -545,6 +545,25 @@ TEST_CASE("mutual TLS on the cluster port: a worker with a certificate from "
   CHECK(nodes.find(R"("node":"w1")") != std::string::npos);
   CHECK(nodes.find(R"("node":"w2")") == std::string::npos);
   CHECK(nodes.find(R"("node":"w3")") == std::string::npos);
+  // The strangers' failed handshakes cost the joined worker nothing: it
+  // keeps its connection (a failed handshake once left an error in
+  // OpenSSL's per-thread queue that failed the next TLS read of another
+  // connection, see nodes/tls_errors.cpp).
+  auto after = c.submit(100);
+  c.check_all_done_once({after}, 20s);
+  CHECK(node_of(c.worker_of(after)) == "w1");
+  auto count = [&](const std::string& name, const std::string& needle) {
+    std::ifstream in{c.logs.path() + "/" + name + ".log"};
+    std::string all{std::istreambuf_iterator<char>{in},
+                    std::istreambuf_iterator<char>{}};
+    int n = 0;
+    for (auto at = all.find(needle); at != std::string::npos;
+         at = all.find(needle, at + 1))
+      ++n;
+    return n;
+  };
+  CHECK(count("w1", "lost the coordinator") == 0);
+  CHECK(count("coord", "lost the connection to a worker node") == 0);
   // Incomplete TLS settings stop a node at start (exit 2).
   auto [brc, bout] = drover::testing::run_to_exit(
       {DROVER_NODE_BIN, "--roles", "worker", "--coordinator", "127.0.0.1:1",
