@@ -394,18 +394,7 @@ TEST_CASE("a node refuses an --exec-cgroup it cannot use, and "
           "--exec-memory-mb without a memory cgroup",
           "[exec]") {
   auto refuses = [](std::vector<std::string> options, const std::string& says) {
-    std::vector<std::string> argv{
-        DROVER_NODE_BIN, "--node-id", "cg", "--admin-port", "0",
-        "--http-port",   "0"};
-    argv.insert(argv.end(), options.begin(), options.end());
-    process node{argv};
-    auto st = node.wait_exit(30s);
-    REQUIRE(st);
-    REQUIRE(WIFEXITED(*st));
-    CHECK(WEXITSTATUS(*st) == 2);
-    auto out = node.drain_all();
-    CHECK_THAT(out, Catch::Contains(says));
-    CHECK(out.find("ready") == std::string::npos);
+    drover::testing::expect_node_refuses(options, says);
   };
   refuses({"--exec-cgroup", "/tmp"}, "not a cgroup directory");
   refuses({"--exec-cgroup", "relative/dir"}, "must be an absolute path");

@@ -92,6 +92,21 @@ std::string stubborn_group_job() {
                    "echo \\\"PROGRESS 1 pids $$ $!\\\"; wait"});
 }
 
+/// Cancels the job and checks that its shell and the grandchild that
+/// ignores SIGTERM are both gone (the whole group, SIGKILL after the grace).
+void cancel_and_check_gone(const gateway_node& node, const std::string& id,
+                           pid_t shell, pid_t grandchild) {
+  auto res = node.client().post("/api/jobs/" + id + "/cancel", "{}");
+  INFO(res.body);
+  REQUIRE(res.status < 300);
+  CHECK(await_end(node, {}, id)["status"].str() == "cancelled");
+  CHECK(exits_within(shell, 10s));
+  bool gone = exits_within(grandchild, 10s);
+  CHECK(gone);
+  if (!gone)
+    kill(grandchild, SIGKILL);
+}
+
 /// The pids stubborn_group_job reports, read from the job's stream.
 std::pair<pid_t, pid_t> shell_and_grandchild(const gateway_node& node,
                                              const std::string& id) {
@@ -212,15 +227,7 @@ TEST_CASE("cancel kills the program's whole process group", "[exec]") {
   REQUIRE(grandchild > 0);
   CHECK(kill(grandchild, 0) == 0);
   CHECK(uids_of(grandchild) == std::vector<uid_t>(4, expected_uid()));
-  auto res = c.post("/api/jobs/" + id + "/cancel", "{}");
-  INFO(res.body);
-  REQUIRE(res.status < 300);
-  CHECK(await_end(node, {}, id)["status"].str() == "cancelled");
-  CHECK(exits_within(shell, 10s));
-  bool gone = exits_within(grandchild, 10s);
-  CHECK(gone);
-  if (!gone)
-    kill(grandchild, SIGKILL);
+  cancel_and_check_gone(node, id, shell, grandchild);
 }
 
 TEST_CASE("an exec checkpoint written by attempt 1 reaches attempt 2 in "
@@ -251,15 +258,7 @@ TEST_CASE("a node started as root needs an unprivileged --run-as user",
     return;
   }
   auto exits_with_2 = [](const std::string& run_as, const std::string& says) {
-    process node{{DROVER_NODE_BIN, "--node-id", "root-test", "--admin-port",
-                  "0", "--http-port", "0", "--run-as", run_as}};
-    auto st = node.wait_exit(30s);
-    REQUIRE(st);
-    REQUIRE(WIFEXITED(*st));
-    CHECK(WEXITSTATUS(*st) == 2);
-    auto out = node.drain_all();
-    CHECK_THAT(out, Catch::Contains(says));
-    CHECK(out.find("ready") == std::string::npos);
+    drover::testing::expect_node_refuses({"--run-as", run_as}, says);
   };
   exits_with_2("", "refusing to run as root");
   exits_with_2("root", "is root (uid 0)");
@@ -322,14 +321,7 @@ TEST_CASE("with --exec-user-id programs run as a user of their own: they "
   auto [shell, grandchild] = shell_and_grandchild(node, id_job);
   REQUIRE(grandchild > 0);
   CHECK(uids_of(grandchild) == std::vector<uid_t>(4, id));
-  auto res = c.post("/api/jobs/" + id_job + "/cancel", "{}");
-  REQUIRE(res.status < 300);
-  CHECK(await_end(node, {}, id_job)["status"].str() == "cancelled");
-  CHECK(exits_within(shell, 10s));
-  bool gone = exits_within(grandchild, 10s);
-  CHECK(gone);
-  if (!gone)
-    kill(grandchild, SIGKILL);
+  cancel_and_check_gone(node, id_job, shell, grandchild);
 }
 
 TEST_CASE("a node refuses an --exec-user-id it cannot run programs as",
@@ -339,15 +331,7 @@ TEST_CASE("a node refuses an --exec-user-id it cannot run programs as",
     return;
   }
   auto refuses = [](const std::string& id, const std::string& says) {
-    process node{{DROVER_NODE_BIN, "--node-id", "uid-test", "--admin-port", "0",
-                  "--http-port", "0", "--exec-user-id", id}};
-    auto st = node.wait_exit(30s);
-    REQUIRE(st);
-    REQUIRE(WIFEXITED(*st));
-    CHECK(WEXITSTATUS(*st) == 2);
-    auto out = node.drain_all();
-    CHECK_THAT(out, Catch::Contains(says));
-    CHECK(out.find("ready") == std::string::npos);
+    drover::testing::expect_node_refuses({"--exec-user-id", id}, says);
   };
   refuses(std::to_string(expected_uid()), "is the node's own uid");
   refuses("12345", "not in a range /etc/subuid and /etc/subgid grant");

@@ -235,6 +235,24 @@ inline std::pair<int, std::string> run_to_exit(std::vector<std::string> argv,
   return {WEXITSTATUS(*st), p.drain_all()};
 }
 
+#ifdef DROVER_NODE_BIN
+/// Starts drover-node with `options` (ports chosen by the system) and
+/// checks that it refuses to start: exit code 2, `says` in its output,
+/// never "ready".
+inline void expect_node_refuses(const std::vector<std::string>& options,
+                                const std::string& says) {
+  std::vector<std::string> argv{
+      DROVER_NODE_BIN, "--node-id", "refused", "--admin-port", "0",
+      "--http-port",   "0"};
+  argv.insert(argv.end(), options.begin(), options.end());
+  auto [rc, out] = run_to_exit(std::move(argv));
+  INFO(out);
+  CHECK(rc == 2);
+  CHECK_THAT(out, Catch::Contains(says));
+  CHECK(out.find("ready") == std::string::npos);
+}
+#endif
+
 /// The port of drover-node's "ready ... admin=host:port ..." line (other
 /// fields, such as "http=host:port", may follow it).
 inline std::string admin_port_of(const std::string& ready_line) {
