@@ -112,6 +112,11 @@ caf::error validate_cluster(const node_config& cfg) {
       return bad("--worker-prefetch is for worker nodes");
     if (cfg.drain_timeout != defaults.drain_timeout)
       return bad("--drain-timeout-ms is for worker nodes");
+    // Where programs run: only a node with the worker role runs them.
+    if (!cfg.exec_cgroups.empty() || cfg.exec_memory_mb != 0
+        || cfg.exec_user_id != 0)
+      return bad("--exec-cgroup, --exec-memory-mb and --exec-user-id are for "
+                 "worker nodes");
   }
   if (!r.coordinator) {
     if (cfg.attempt_lease_ttl != defaults.attempt_lease_ttl

@@ -195,17 +195,22 @@ struct cluster {
     return out.substr(pos + key.size(), end - pos - key.size());
   }
 
+  /// How often `name`'s log (stderr) holds `needle` so far.
+  int log_count(const std::string& name, const std::string& needle) {
+    std::ifstream in{logs.path() + "/" + name + ".log"};
+    std::string all{std::istreambuf_iterator<char>{in},
+                    std::istreambuf_iterator<char>{}};
+    int n = 0;
+    for (auto at = all.find(needle); at != std::string::npos;
+         at = all.find(needle, at + 1))
+      ++n;
+    return n;
+  }
+
   /// Waits until `name`'s log (stderr) holds `needle`.
   bool wait_log(const std::string& name, const std::string& needle,
                 std::chrono::milliseconds timeout) {
-    return poll_until(
-        [&] {
-          std::ifstream in{logs.path() + "/" + name + ".log"};
-          std::string all{std::istreambuf_iterator<char>{in},
-                          std::istreambuf_iterator<char>{}};
-          return all.find(needle) != std::string::npos;
-        },
-        timeout);
+    return poll_until([&] { return log_count(name, needle) > 0; }, timeout);
   }
 
   bool all_started(const std::vector<std::string>& jobs) {
@@ -552,18 +557,8 @@ TEST_CASE("mutual TLS on the cluster port: a worker with a certificate from "
   auto after = c.submit(100);
   c.check_all_done_once({after}, 20s);
   CHECK(node_of(c.worker_of(after)) == "w1");
-  auto count = [&](const std::string& name, const std::string& needle) {
-    std::ifstream in{c.logs.path() + "/" + name + ".log"};
-    std::string all{std::istreambuf_iterator<char>{in},
-                    std::istreambuf_iterator<char>{}};
-    int n = 0;
-    for (auto at = all.find(needle); at != std::string::npos;
-         at = all.find(needle, at + 1))
-      ++n;
-    return n;
-  };
-  CHECK(count("w1", "lost the coordinator") == 0);
-  CHECK(count("coord", "lost the connection to a worker node") == 0);
+  CHECK(c.log_count("w1", "lost the coordinator") == 0);
+  CHECK(c.log_count("coord", "lost the connection to a worker node") == 0);
   // Incomplete TLS settings stop a node at start (exit 2).
   auto [brc, bout] = drover::testing::run_to_exit(
       {DROVER_NODE_BIN, "--roles", "worker", "--coordinator", "127.0.0.1:1",

@@ -130,6 +130,12 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad({"--worker-prefetch", "4", "--roles", "coordinator",
               "--cluster-port", "0"},
              "--worker-prefetch is for worker nodes");
+  expect_bad({"--exec-user-id", "2000000000", "--roles", "coordinator",
+              "--cluster-port", "0"},
+             "--exec-user-id are for worker nodes");
+  expect_bad({"--exec-cgroup", "/sys/fs/cgroup/pids", "--roles", "coordinator",
+              "--cluster-port", "0"},
+             "--exec-cgroup, --exec-memory-mb and --exec-user-id are for");
   expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:1",
               "--attempt-lease-ttl-ms", "4000"},
              "the coordinator's");
