@@ -495,8 +495,10 @@ subprocess_result run_subprocess(const subprocess_spec& spec,
   unique_fd stdout_parent, stdout_child, stderr_parent, stderr_child;
   unique_fd report_parent, report_child;
   unique_fd ready_parent, ready_child, go_child, go_parent;
+  if (spec.user_id && !spec.map_user)
+    return failed(subprocess_result::status::exec_failed, "userns", EINVAL);
   if (spec.user_id
-      && (!spec.map_user || !make_pipe(ready_parent, ready_child)
+      && (!make_pipe(ready_parent, ready_child)
           || !make_pipe(go_child, go_parent)))
     return failed(subprocess_result::status::spawn_failed, "pipe2", errno);
   if (!make_pipe(stdout_parent, stdout_child)
