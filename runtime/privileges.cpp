@@ -11,6 +11,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 namespace drover {
@@ -89,6 +90,14 @@ caf::error enter_run_as(const std::string& name, bool low_ports) {
   if (setuid(0) == 0 || seteuid(0) == 0 || getuid() != account->uid
       || geteuid() != account->uid || getegid() != account->gid)
     return bad("run-as " + name + ": the switch did not hold; refusing to run");
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer builds only (scripts/test --asan): UBSan reads its
+  // options (tests/ubsan.supp) from /proc/self/environ at its first report,
+  // and a process whose uid just changed is not dumpable, which makes that
+  // file root's: the suppressions would silently not apply. A release
+  // build stays non-dumpable (what it read as root stays out of reach).
+  prctl(PR_SET_DUMPABLE, 1);
+#endif
   // The node's own environment (no thread runs yet); exec children get a
   // fixed environment of their own (runtime/exec_policy.hpp).
   setenv("HOME", account->home.c_str(), 1);

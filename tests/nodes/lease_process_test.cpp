@@ -36,6 +36,7 @@ using drover::testing::poll_until;
 using drover::testing::process;
 using drover::testing::run;
 using drover::testing::scalar;
+using drover::testing::scaled;
 using drover::testing::scratch_dir;
 using drover::testing::tail_of;
 using drover::testing::test_db;
@@ -170,7 +171,7 @@ TEST_CASE("a second node on the same database exits 2 naming the first, "
   auto out = second.drain_all();
   INFO(out);
   CHECK(code == 2);
-  CHECK(std::chrono::steady_clock::now() - started < ttl + 10s);
+  CHECK(std::chrono::steady_clock::now() - started < ttl + scaled(10s));
   CHECK(out.find("another coordinator runs on this database")
         != std::string::npos);
   CHECK(out.find("node 'twin'") != std::string::npos);
@@ -245,7 +246,7 @@ TEST_CASE("after kill -9 of the coordinator the next node takes over within "
        << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
        << " ms");
   // One TTL, plus slack for a loaded 2-core machine (start-up, polling).
-  CHECK(took < ttl + 5s);
+  CHECK(took < ttl + scaled(5s));
   std::cout
       << "lease_process_test: takeover after kill -9 took "
       << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()

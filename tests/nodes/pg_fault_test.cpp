@@ -56,6 +56,7 @@ using drover::testing::admin_port_of;
 using drover::testing::clock_type;
 using drover::testing::droverctl;
 using drover::testing::must;
+using drover::testing::poll_until;
 using drover::testing::process;
 using drover::testing::run_to_exit;
 using drover::testing::scratch_dir;
@@ -171,23 +172,6 @@ private:
 };
 
 // -- waiting on the database --------------------------------------------------
-
-/// Runs `probe` (a query) until it returns true or `timeout` passes; false
-/// at the deadline. Between two queries it pauses `interval`: the database
-/// has no push for "a job changed" that a test could wait on, so this polls
-/// the query result, bounded by the deadline.
-template <class Probe>
-bool poll_until(Probe probe, std::chrono::milliseconds timeout,
-                std::chrono::milliseconds interval = 20ms) {
-  auto deadline = clock_type::now() + timeout;
-  for (;;) {
-    if (probe())
-      return true;
-    if (clock_type::now() + interval > deadline)
-      return false;
-    std::this_thread::sleep_for(interval);
-  }
-}
 
 int64_t count_of(pg::connection& conn, const std::string& sql) {
   auto res = must(conn.exec(sql));

@@ -10,6 +10,8 @@
 // (pg_ctl's postmaster) or a node started later would hold another
 // process's pipe open and its reader would never see EOF.
 
+#include "support/time_scale.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <cerrno>
@@ -100,7 +102,7 @@ public:
   std::optional<std::string> wait_for_line(const std::string& needle,
                                            std::chrono::milliseconds timeout,
                                            bool from_stderr = false) {
-    auto deadline = clock_type::now() + timeout;
+    auto deadline = clock_type::now() + scaled(timeout);
     auto& buf = from_stderr ? err_buf_ : out_buf_;
     auto fd = from_stderr ? err_ : out_;
     if (fd < 0)
@@ -125,7 +127,7 @@ public:
     if (status_)
       return status_;
     pollfd pfd{pidfd_, POLLIN, 0};
-    if (poll(&pfd, 1, static_cast<int>(timeout.count())) <= 0)
+    if (poll(&pfd, 1, static_cast<int>(scaled(timeout).count())) <= 0)
       return std::nullopt;
     int st = 0;
     if (waitpid(pid_, &st, 0) != pid_)
@@ -138,7 +140,7 @@ public:
   /// (or at most `timeout`: a grandchild may keep a pipe open).
   std::string drain_all(std::chrono::milliseconds timeout
                         = std::chrono::seconds{10}) {
-    auto deadline = clock_type::now() + timeout;
+    auto deadline = clock_type::now() + scaled(timeout);
     while (read_some(out_, out_buf_, deadline)) {
     }
     while (err_ >= 0 && read_some(err_, err_buf_, deadline)) {

@@ -6,6 +6,7 @@
 
 #include "runtime/errors.hpp"
 #include "runtime/pg.hpp"
+#include "support/time_scale.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -67,17 +68,21 @@ inline int64_t scalar(const std::string& url, const std::string& sql) {
   return std::stoll(std::string{res.value(0, 0)});
 }
 
-/// Re-runs `probe` every 20 ms until it holds (true) or `timeout` passes
-/// (false): how process tests wait for what a database or a log shows.
+/// Re-runs `probe` every `interval` (20 ms) until it holds (true) or
+/// `timeout` (stretched by time_scale()) passes (false): how process tests
+/// wait for what a database or a log shows -- the database has no push for
+/// "a job changed" that a test could wait on.
 template <class Probe>
-bool poll_until(Probe probe, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+bool poll_until(Probe probe, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds interval
+                = std::chrono::milliseconds{20}) {
+  auto deadline = std::chrono::steady_clock::now() + scaled(timeout);
   for (;;) {
     if (probe())
       return true;
-    if (std::chrono::steady_clock::now() > deadline)
-      return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+    if (std::chrono::steady_clock::now() + interval > deadline)
+      return probe();
+    std::this_thread::sleep_for(interval);
   }
 }
 
