@@ -6,6 +6,7 @@
 #include "runtime/ids.hpp"
 #include "runtime/json_text.hpp"
 #include "runtime/log.hpp"
+#include "runtime/partition.hpp"
 #include "runtime/retry.hpp"
 
 #include <caf/actor_system.hpp>
@@ -105,6 +106,7 @@ struct queue_state {
   queue_stats stats;
   std::mt19937_64 rng;
   job_id_generator ids{1};
+  partition_picker partitions;
   /// Backoff of the recovery retries.
   backoff_counter recover_backoff{reconcile_backoff};
 
@@ -858,6 +860,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   auto seed = st.opts.seed != 0 ? st.opts.seed : std::random_device{}();
   st.rng.seed(seed);
   st.ids = job_id_generator{st.rng()};
+  st.partitions = partition_picker{st.opts.partitions, st.opts.partition_count};
   st.stats.since_ms = st.opts.clock_ms();
   self->set_error_handler(
       [](caf::error& err) { log_failure("unexpected error message", err); });
@@ -906,7 +909,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         if (!spec)
           return std::move(spec.error());
         job_event ev;
-        ev.job_id = st.ids.next(now);
+        ev.job_id = st.ids.next(
+            now, st.partitions.of(spec->tenant, spec->idempotency_key,
+                                  st.partitions.next_keyless()));
         ev.kind = event_kind::submitted;
         ev.at_ms = now;
         ev.spec = std::move(*spec);
@@ -932,6 +937,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto answers = std::make_shared<std::vector<job_record>>(reqs.size());
         std::vector<size_t> slots; // answer index of each event sent
         std::vector<job_event> events;
+        auto keyless = st.partitions.next_keyless();
         for (size_t i = 0; i < reqs.size(); ++i) {
           auto spec
               = prepare_spec(reqs[i], *st.deps.handlers, st.opts.limits, now);
@@ -947,7 +953,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
             continue;
           }
           job_event ev;
-          ev.job_id = st.ids.next(now);
+          ev.job_id = st.ids.next(
+              now,
+              st.partitions.of(spec->tenant, spec->idempotency_key, keyless));
           ev.kind = event_kind::submitted;
           ev.at_ms = now;
           ev.spec = std::move(*spec);

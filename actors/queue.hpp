@@ -120,6 +120,11 @@ struct queue_options {
   /// for its node to report it before it is settled as lost; 0 = at once
   /// (no remote workers).
   std::chrono::milliseconds adopt_grace{0};
+  /// The partitions this coordinator owns (ascending) of
+  /// `partition_count` (runtime/partition.hpp): new jobs go into them. The
+  /// default is a store without partitions (memory): everything in 0.
+  std::vector<int32_t> partitions{0};
+  int32_t partition_count = 1;
 };
 
 struct queue_deps {

@@ -238,6 +238,12 @@ start_system(caf::actor_system& sys, std::map<std::string, uint32_t> slots,
   if (!db_url.empty()) {
     pg_store_config pc;
     pc.conninfo = db_url;
+    if (fence) {
+      // As drover-node: new jobs go into the partitions the fence holds
+      // (all of them), so a write locks as many lease rows as a node's.
+      jc.queue.partitions = fence->partitions;
+      jc.queue.partition_count = static_cast<int32_t>(fence->partitions.size());
+    }
     pc.fence = std::move(fence);
     jc.make_store
         = [pc](caf::actor_system& s) { return spawn_pg_store(s, pc); };

@@ -829,7 +829,7 @@ memory_result drover_memory(caf::actor_system& sys, const options& opt) {
                       std::function<void(bool)> done) {
           auto now = system_clock_ms();
           job_event ev;
-          ev.job_id = ids->next(now);
+          ev.job_id = ids->next(now, 0);
           ev.kind = event_kind::submitted;
           ev.at_ms = now;
           ev.spec = *prepare_spec(req, *handlers, submit_limits{}, now);

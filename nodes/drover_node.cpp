@@ -293,6 +293,13 @@ node_tree(const drover::node_config& cfg,
     pg.conninfo = cfg.pg_url;
     pg.retain_finished = std::chrono::hours{24} * cfg.retention_days;
     pg.fence = claim.fence;
+    if (claim.fence) {
+      // New jobs go into the partitions this coordinator owns: all of them
+      // for now (claim_coordinator takes every lease).
+      jobs.queue.partitions = claim.fence->partitions;
+      jobs.queue.partition_count
+          = static_cast<int32_t>(claim.fence->partitions.size());
+    }
     pg.on_deposed = deposed_exit(claim.leaving);
     jobs.make_store = [pg](caf::actor_system& sys) {
       return drover::spawn_pg_store(sys, pg);

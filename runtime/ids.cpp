@@ -1,6 +1,7 @@
 #include "runtime/ids.hpp"
 
 #include <algorithm>
+#include <string>
 
 namespace drover {
 
@@ -18,7 +19,7 @@ job_id_generator::job_id_generator(uint64_t seed)
   // part ahead of the clock.
 }
 
-std::string job_id_generator::next(int64_t now_ms) {
+std::string job_id_generator::next(int64_t now_ms, int32_t partition) {
   if (now_ms > last_ms_) {
     last_ms_ = now_ms;
   } else if (++counter_ > counter_mask) {
@@ -35,6 +36,8 @@ std::string job_id_generator::next(int64_t now_ms) {
     id[static_cast<size_t>(i)] = digits[value & 31];
     value >>= 5;
   }
+  id += '-';
+  id += std::to_string(partition);
   return id;
 }
 

@@ -1,11 +1,13 @@
 #pragma once
 
-// Job ids: "j" + 13 base-32 digits of (Unix ms << 20 | counter). Fixed width
-// and an alphabet in ASCII order, so ids sort by creation time (the store
-// pages by id); 14 characters, so they fit std::string's small buffer and a
-// queued job's id costs no allocation. The counter starts at a random value
-// and ids stay unique within a generator even past 2^20 ids in one ms (the
-// time part then runs ahead of the clock).
+// Job ids: "j" + 13 base-32 digits of (Unix ms << 20 | counter), then "-"
+// and the job's partition in decimal (runtime/partition.hpp). The digits
+// have a fixed width and an alphabet in ASCII order, so ids sort by
+// creation time (the store pages by id). The counter starts at a random
+// value and ids stay unique within a generator even past 2^20 ids in one
+// ms (the time part then runs ahead of the clock); generators of different
+// coordinators never share a partition, so their ids differ in the suffix
+// even when the digits collide.
 
 #include <cstdint>
 #include <string>
@@ -17,7 +19,8 @@ class job_id_generator {
 public:
   explicit job_id_generator(uint64_t seed);
 
-  std::string next(int64_t now_ms);
+  /// A new id in `partition` (0 to max_partitions - 1).
+  std::string next(int64_t now_ms, int32_t partition);
 
 private:
   int64_t last_ms_ = 0;

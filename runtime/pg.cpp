@@ -1,5 +1,6 @@
 #include "runtime/pg.hpp"
 
+#include "runtime/detail/pg_fence.hpp"
 #include "runtime/errors.hpp"
 
 #include <libpq-fe.h>
@@ -27,9 +28,6 @@ constexpr uint32_t int8_oid = 20;
 constexpr uint32_t int2_oid = 21;
 constexpr uint32_t int4_oid = 23;
 constexpr uint32_t text_oid = 25;
-
-/// Part of the context of a fence check that found our own lease expired.
-constexpr std::string_view expired_lease_marker = "partition lease expired";
 
 /// Key of the transaction-level advisory lock that serialises migrations
 /// ("drover" in ASCII).
@@ -346,7 +344,7 @@ failure_class failure_class_of(const caf::error& err) {
       // Without SQLSTATE: libpq's own failures (lost connection, outcome
       // unknown) and "not connected". A fence found expired says so
       // itself and is not a connection failure.
-      return ctx.find(expired_lease_marker) != std::string::npos
+      return ctx.find(detail::expired_lease_marker) != std::string::npos
                  ? failure_class::other
                  : failure_class::connection;
     case errc::invalid_value:
@@ -1122,7 +1120,7 @@ caf::expected<write_result> session::write(const write_batch& batch) {
         {rec.created_at_ms, rec.started_at_ms, rec.completed_at_ms});
   };
 
-  if (auto err = begin_fenced("writing a batch"))
+  if (auto err = begin_write(partitions_of(batch), "writing a batch"))
     return err;
   auto fail = [this](caf::error err) {
     rollback_quietly();
@@ -1549,80 +1547,6 @@ caf::expected<uint64_t> session::purge_finished(int64_t before_ms,
   if (auto done = conn_.exec("COMMIT", {}, false, "committing a purge"); !done)
     return fail(std::move(done.error()));
   return n;
-}
-
-caf::error session::begin_fenced(const char* what) {
-  if (auto err = rollback_quietly())
-    return err;
-  if (auto res = conn_.exec("BEGIN", {}, false, what); !res)
-    return std::move(res.error());
-  if (auto err = check_fence()) {
-    rollback_quietly();
-    return err;
-  }
-  return {};
-}
-
-caf::error session::check_fence() {
-  if (!fence_)
-    return caf::none;
-  const auto& f = *fence_;
-  array_param parts{element::int4, f.partitions.size()};
-  array_param epochs{element::int8, f.epochs.size()};
-  for (auto p : f.partitions)
-    parts.int32(p);
-  for (auto e : f.epochs)
-    epochs.int64(e);
-  // One statement, one row lock. The lowest held partition's row (the
-  // anchor) is locked FOR SHARE: a takeover is an UPDATE that includes it
-  // (today a coordinator takes all P rows in one transaction), so it waits
-  // until this transaction ends and no write of ours lands after a
-  // successor's epoch; if a takeover committed while we waited for the
-  // lock, the anchor comes back in its new version (READ COMMITTED
-  // re-reads a locked row) and the check fails. Every held row is also
-  // read plainly and compared, so a row changed on its own is caught too.
-  // Locking all P rows would do too, at a tuple lock (a WAL record, a
-  // dirtied page) per row and transaction; the check's cost is measured in
-  // docs/benchmarks.md. Issue 13 locks the rows of the partitions a
-  // transaction writes.
-  auto res = conn_.exec_prepared(
-      "drover_check_fence",
-      "WITH held AS (SELECT * FROM unnest($2::int4[], $3::int8[]) "
-      "AS h(partition, epoch)), "
-      "anchor AS (SELECT partition, owner, epoch, expires_at, owner_node "
-      "FROM drover.partition_leases "
-      "WHERE partition = (SELECT min(partition) FROM held) FOR SHARE) "
-      "SELECT l.partition, coalesce(l.owner = $1 AND l.epoch = h.epoch, "
-      "false), l.expires_at > now(), l.epoch, coalesce(l.owner_node, '') "
-      "FROM (SELECT * FROM anchor UNION ALL "
-      "SELECT partition, owner, epoch, expires_at, owner_node "
-      "FROM drover.partition_leases) AS l "
-      "JOIN held h ON l.partition = h.partition",
-      params{}.text(f.instance).array(parts).array(epochs), false,
-      "checking the partition leases");
-  if (!res)
-    return std::move(res.error());
-  // Every held row once, and the anchor once more.
-  if (static_cast<size_t>(res->rows()) != f.partitions.size() + 1)
-    return make_error(errc::not_owner,
-                      "partition leases missing: "
-                          + std::to_string(res->rows() - 1) + " of "
-                          + std::to_string(f.partitions.size()) + " found");
-  bool expired = false;
-  for (int row = 0; row < res->rows(); ++row) {
-    if (res->value(row, 1) != "t")
-      return make_error(errc::not_owner,
-                        "partition " + std::string{res->value(row, 0)}
-                            + " was taken over (epoch "
-                            + std::string{res->value(row, 3)} + ", node '"
-                            + std::string{res->value(row, 4)} + "')");
-    expired = expired || res->value(row, 2) != "t";
-  }
-  if (expired)
-    return make_error(errc::unavailable,
-                      std::string{expired_lease_marker}
-                          + " before its renewal; writes wait for it");
-  return caf::none;
 }
 
 } // namespace drover::pg

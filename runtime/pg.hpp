@@ -383,17 +383,25 @@ struct isolated_write_result {
 };
 
 /// Ownership of the partition leases (runtime/pg_lease.hpp) that every write
-/// transaction of a session checks first: `instance` still owns each of
-/// `partitions` at its epoch, and none has expired (PostgreSQL's clock).
-/// The check reads every held row and locks the lowest one FOR SHARE; a
-/// takeover updates that row too (a coordinator takes all partitions in one
-/// transaction), so it waits until the write has committed or rolled back.
+/// transaction of a session checks first (runtime/pg_fence.cpp): a job
+/// write locks the lease rows of the partitions it writes FOR SHARE and
+/// compares owner and epoch, so a takeover of one of them waits until the
+/// write has ended; retention, which spans every partition, checks every
+/// held row and locks the lowest. Expiry is by PostgreSQL's clock.
 struct write_fence {
   std::string instance;
+  /// Ascending.
   std::vector<int32_t> partitions;
   /// Parallel to `partitions`.
   std::vector<int64_t> epochs;
+
+  /// The epoch `partition` is held at; -1 if it is not held.
+  int64_t epoch_of(int32_t partition) const;
 };
+
+/// The partitions whose jobs `batch` writes (runtime/partition.hpp),
+/// ascending, each once.
+std::vector<int32_t> partitions_of(const write_batch& batch);
 
 /// One connection to Drover's database. Not thread-safe: one thread at a
 /// time. Movable.
@@ -450,11 +458,19 @@ public:
 
   /// Checks `fence` at the start of every later write transaction (write,
   /// write_isolated, purge_finished); null = no check. A failed check is
-  /// errc::not_owner (superseded: another instance or epoch holds a lease)
+  /// errc::not_owner (superseded: another instance or epoch holds a lease
+  /// of a partition the transaction writes; see stale_partitions())
   /// or errc::unavailable with "lease expired" (still ours, not renewed in
   /// time); the transaction writes nothing.
   void set_fence(std::shared_ptr<const write_fence> fence) {
     fence_ = std::move(fence);
+  }
+
+  /// After write() failed with errc::not_owner: the partitions of its
+  /// batch that this session does not own (any more), ascending. The
+  /// batch's other partitions may still be written (write_isolated does).
+  const std::vector<int32_t>& stale_partitions() const {
+    return stale_partitions_;
   }
 
   /// After "outcome unknown": whether `batch` is in the database. true =
@@ -518,8 +534,15 @@ private:
   caf::expected<job_record> decode_record(std::string_view job_id,
                                           std::string_view bytes) const;
 
-  /// Runs the fence check inside the open transaction (if fenced).
+  /// Runs the fence check of every held partition inside the open
+  /// transaction (if fenced).
   caf::error check_fence();
+  /// The fence check of the partitions `touched` (if fenced): sets
+  /// stale_partitions_ and fails with not_owner when some are not ours.
+  caf::error check_partitions(const std::vector<int32_t>& touched);
+  /// Starts a job write transaction that writes the partitions `touched`
+  /// and checks them; on failure nothing is left open.
+  caf::error begin_write(const std::vector<int32_t>& touched, const char* what);
   /// Starts a write transaction (after rolling back a stale one) and
   /// checks the fence in it; on failure nothing is left open.
   caf::error begin_fenced(const char* what);
@@ -528,6 +551,7 @@ private:
   connection conn_;
   decode_limits limits_;
   std::shared_ptr<const write_fence> fence_;
+  std::vector<int32_t> stale_partitions_;
 };
 
 } // namespace drover::pg

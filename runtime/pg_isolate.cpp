@@ -7,7 +7,9 @@
 #include "runtime/pg.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/partition.hpp"
 
+#include <algorithm>
 #include <functional>
 #include <string_view>
 #include <unordered_map>
@@ -98,9 +100,50 @@ session::write_isolated(const write_batch& batch) {
     out.committed = std::move(*whole);
     return out;
   }
-  if (failure_class_of(whole.error()) != failure_class::data)
-    return std::move(whole.error());
   auto units = units_of(batch);
+  std::vector<size_t> all(units.size());
+  for (size_t i = 0; i < all.size(); ++i)
+    all[i] = i;
+  // Partitions that are not ours (any more): their units are refused with
+  // not_owner, the rest is written again. Each round drops at least one
+  // partition, so this ends.
+  while (!whole && is(whole.error(), errc::not_owner)
+         && !stale_partitions().empty()) {
+    auto stale = stale_partitions();
+    std::vector<size_t> rest;
+    for (auto u : all) {
+      bool ours = std::none_of(
+          units[u].begin(), units[u].end(), [&stale](const std::string& job) {
+            return std::binary_search(stale.begin(), stale.end(),
+                                      partition_of_id(job));
+          });
+      if (ours)
+        rest.push_back(u);
+      else
+        for (const auto& job : units[u])
+          out.failed.emplace_back(job, whole.error());
+    }
+    if (rest.size() == all.size())
+      break; // no unit of ours is in a stale partition: fails whole below
+    all = std::move(rest);
+    if (all.empty())
+      return out;
+    ++out.transactions;
+    whole = write(part_of(batch, units, all));
+    if (whole) {
+      out.committed = std::move(*whole);
+      return out;
+    }
+  }
+  if (failure_class_of(whole.error()) != failure_class::data) {
+    if (out.failed.empty())
+      return std::move(whole.error());
+    // Some units were refused as not ours; the rest failed as a whole.
+    for (auto u : all)
+      for (const auto& job : units[u])
+        out.failed.emplace_back(job, whole.error());
+    return out;
+  }
   // Facts only: a set of units is "known bad" when a transaction holding
   // exactly them failed with a data error, so a known-bad single unit is
   // refused without another transaction and no innocent unit is ever
@@ -152,9 +195,6 @@ session::write_isolated(const write_batch& batch) {
         }
         fail_all(bad, stopped);
       };
-  std::vector<size_t> all(units.size());
-  for (size_t i = 0; i < all.size(); ++i)
-    all[i] = i;
   isolate(std::move(all), std::move(whole.error()));
   while (!unknown.empty()) {
     auto rest = std::move(unknown);

@@ -2,6 +2,7 @@
 
 #include "runtime/errors.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <random>
@@ -144,9 +145,16 @@ caf::expected<acquire_attempt> try_acquire_all(session& db,
     return fail(std::move(taken.error()));
   lease_grant g;
   g.owner = owner;
-  for (int row = 0; row < taken->rows(); ++row) {
-    g.partitions.push_back(number<int32_t>(taken->value(row, 0)));
-    g.epochs.push_back(number<int64_t>(taken->value(row, 1)));
+  // Ascending (the fence looks partitions up by bisection); RETURNING
+  // has no order of its own.
+  std::vector<std::pair<int32_t, int64_t>> held;
+  for (int row = 0; row < taken->rows(); ++row)
+    held.emplace_back(number<int32_t>(taken->value(row, 0)),
+                      number<int64_t>(taken->value(row, 1)));
+  std::sort(held.begin(), held.end());
+  for (auto& [partition, epoch] : held) {
+    g.partitions.push_back(partition);
+    g.epochs.push_back(epoch);
   }
   if (auto res = conn.exec("COMMIT", {}, false, "taking the partition leases");
       !res)

@@ -300,7 +300,7 @@ TEST_CASE("a job is acknowledged, runs on a worker and completes",
   fixture fx;
   auto rec = fx.submit("noop", R"({"n": 1})");
   CHECK(rec.status == job_status::queued);
-  CHECK(rec.job_id.size() == 14);
+  CHECK(rec.job_id.size() == 16);       // "j" + 13 digits + "-0"
   REQUIRE(fx.exec->bodies.size() == 1); // dispatched to the only worker
   CHECK(fx.get(rec.job_id).status == job_status::processing);
   REQUIRE(fx.run_body());

@@ -8,6 +8,7 @@
 // Waits are on events with deadlines: a "ready" line, a process exit
 // (pidfd), or a query result re-run until it holds.
 
+#include "runtime/partition.hpp"
 #include "runtime/pg.hpp"
 #include "support/process.hpp"
 #include "support/scratch.hpp"
@@ -19,6 +20,7 @@
 #include <arpa/inet.h>
 #include <iostream>
 #include <netinet/in.h>
+#include <set>
 #include <string>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -298,4 +300,54 @@ TEST_CASE("a node whose port is taken exits non-zero and changes nothing in "
     CHECK(code != 0);
   }
   CHECK(lease_table(db.url()) == before);
+}
+
+TEST_CASE("a job's id names its partition, and a partition taken from the "
+          "node refuses its writes alone before the node steps down",
+          "[pg][lease][process][partition]") {
+  test_db db;
+  process node{node_args(db.url(), "parted")};
+  auto ready = node.wait_for_line("ready", 30s);
+  REQUIRE(ready);
+  auto port = admin_port_of(*ready);
+  auto keyed = [&](const std::string& key) {
+    auto [rc, out] = droverctl({"submit", "sleep", "--port", port, "--input",
+                                R"({"ms": 1})", "--tenant", "acme",
+                                "--idempotency-key", key});
+    INFO(out);
+    return std::pair{rc, out};
+  };
+  // Keyed: the partition of (tenant, key), here 44 of 64
+  // (tests/runtime/partition_test.cpp pins it).
+  auto [rc, out] = keyed("order-42");
+  REQUIRE(rc == 0);
+  CHECK(partition_of_id(job_id_of(out)) == 44);
+  CHECK(job_id_of(out).substr(14) == "-44");
+  // Keyless submits take the node's partitions in turn.
+  std::set<int32_t> seen;
+  for (int i = 0; i < 8; ++i)
+    seen.insert(partition_of_id(submit(port, R"({"ms": 1})")));
+  CHECK(seen.size() == 8);
+  REQUIRE(all_terminal(db.url(), 30s));
+  // Partition 44 is taken over behind the node's back. A write there is
+  // refused: the client never hears a success (the node stops at once, so
+  // it hears "unavailable" or nothing before its deadline) ...
+  auto admin = must(pg::connection::open(db.url()));
+  run(admin, "UPDATE drover.partition_leases SET epoch = epoch + 1, owner = "
+             "'thief', owner_node = 'thief' WHERE partition = 44");
+  std::string key44;
+  for (int i = 0; key44.empty(); ++i)
+    if (partition_of_key("acme", "k" + std::to_string(i), 64) == 44)
+      key44 = "k" + std::to_string(i);
+  auto [rc2, out2] = keyed(key44);
+  INFO(out2);
+  CHECK(rc2 != 0);
+  CHECK(out2.find("jobId") == std::string::npos);
+  // ... and the node, deposed from a partition it held, steps down.
+  CHECK(exit_code_of(node, 30s) == 3);
+  auto all = node.drain_all();
+  INFO(all);
+  CHECK(all.find("partition 44 was taken over") != std::string::npos);
+  // Nothing was written under the thief's epoch.
+  CHECK(scalar(db.url(), "SELECT count(*) FROM drover.jobs") == 9);
 }

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 using namespace drover;
 using namespace std::chrono_literals;
@@ -186,14 +187,32 @@ TEST_CASE("the fence: a superseded or expired lease writes nothing",
   SECTION("epoch bumped behind its back") {
     run(admin, "UPDATE drover.partition_leases SET epoch = epoch + 1 "
                "WHERE partition = 17");
-    auto r = s.write(one_submit("j-2"));
+    // A write to that partition is refused whole...
+    auto r = s.write(one_submit("ja-17"));
     REQUIRE_FALSE(r);
     CHECK(is(r.error(), errc::not_owner));
     CHECK(describe(r.error()).find("partition 17") != std::string::npos);
-    auto iso = s.write_isolated(one_submit("j-3"));
-    REQUIRE_FALSE(iso);
-    CHECK(is(iso.error(), errc::not_owner));
+    CHECK(s.stale_partitions() == std::vector<int32_t>{17});
+    // ...one to a partition still ours commits...
+    must(s.write(one_submit("jb-2")));
+    // ...and a group commit with both drops only the stale partition's
+    // jobs, answered not_owner, in one more transaction.
+    auto both = one_submit("jc-17");
+    auto ours = one_submit("jd-5");
+    both.submits.push_back(ours.submits.front());
+    both.events.push_back(ours.events.front());
+    auto iso = must(s.write_isolated(both));
+    CHECK(iso.transactions == 2);
+    REQUIRE(iso.failed.size() == 1);
+    CHECK(iso.failed.front().first == "jc-17");
+    CHECK(is(iso.failed.front().second, errc::not_owner));
+    // A batch with nothing of ours commits nothing and says so per job.
+    auto none = must(s.write_isolated(one_submit("je-17")));
+    CHECK(none.failed.size() == 1);
     CHECK(is(pg::renew(s, g, 5000ms), errc::not_owner));
+    auto jobs = run(admin, "SELECT string_agg(job_id, ',' ORDER BY job_id) "
+                           "FROM drover.jobs");
+    CHECK(std::string{jobs.value(0, 0)} == "j-1,jb-2,jd-5");
   }
   SECTION("expired, not renewed yet") {
     expire_all(admin);
@@ -207,8 +226,8 @@ TEST_CASE("the fence: a superseded or expired lease writes nothing",
     CHECK(scalar(admin, "SELECT count(*) FROM drover.jobs") == 2);
     return;
   }
-  CHECK(scalar(admin, "SELECT count(*) FROM drover.jobs") == 1);
-  CHECK(scalar(admin, "SELECT count(*) FROM drover.events") == 1);
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.jobs") == 3);
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.events") == 3);
   CHECK(s.ok());
 }
 

@@ -9,4 +9,5 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/thread_cache_test.cpp
   runtime/log_test.cpp
   runtime/backoff_test.cpp
+  runtime/partition_test.cpp
 )

@@ -1,0 +1,68 @@
+#pragma once
+
+// Partitions of the job space (docs/storage.md, decision 0006, issue 13).
+// A database has P partitions, fixed when it is created
+// (drover.partitioning); every job belongs to exactly one, for good, and
+// its id shows which: the generator's ids are "j<13 digits>-<partition>".
+// A job written before ids carried a partition (an id without the suffix)
+// is in partition 0.
+//
+// A submission with an idempotency key belongs to the partition of (tenant,
+// key), so a retried submit finds its job whichever coordinator takes it;
+// one without a key may go to any partition its coordinator owns. Both
+// functions are part of the data format: changing them would move jobs.
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+namespace drover {
+
+/// The most partitions a database can have (drover.partitioning's check).
+constexpr int32_t max_partitions = 4096;
+
+/// The partition `job_id` names: the decimal after its last '-' when that
+/// is 1 to 4 digits below max_partitions, else 0 (ids from before
+/// partitioning). Whether the partition exists in a database is the lease
+/// table's business.
+int32_t partition_of_id(std::string_view job_id);
+
+/// The partition of the submission keyed (tenant, key) among `partitions`
+/// (1 to max_partitions): FNV-1a (64 bit) of tenant, a NUL byte and key,
+/// modulo `partitions`.
+int32_t partition_of_key(std::string_view tenant, std::string_view key,
+                         int32_t partitions);
+
+/// Where a coordinator puts new jobs: it owns `owned` (ascending, not
+/// empty) of `count` partitions. Keyed submissions go to partition_of_key;
+/// the others take the owned partitions in turn, one per call of
+/// next_keyless(), so a batch submitted in one call shares a partition (its
+/// write locks one lease row) and consecutive calls spread evenly.
+class partition_picker {
+public:
+  partition_picker() = default;
+  partition_picker(std::vector<int32_t> owned, int32_t count);
+
+  int32_t count() const {
+    return count_;
+  }
+
+  const std::vector<int32_t>& owned() const {
+    return owned_;
+  }
+
+  /// The partition for the next call's keyless submissions.
+  int32_t next_keyless();
+
+  /// The partition of one submission: keyed or `keyless` (from
+  /// next_keyless()).
+  int32_t of(std::string_view tenant, std::string_view key,
+             int32_t keyless) const;
+
+private:
+  std::vector<int32_t> owned_{0};
+  int32_t count_ = 1;
+  size_t turn_ = 0;
+};
+
+} // namespace drover
