@@ -141,8 +141,10 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
           return std::move(r.error());
         return std::move(*r);
       },
-      [self](recover_atom) -> caf::result<std::vector<job_record>> {
-        auto r = read_db(self, [&](pg::session& db) { return db.live_jobs(); });
+      [self](recover_atom, const std::string& after,
+             uint32_t limit) -> caf::result<std::vector<job_record>> {
+        auto r = read_db(
+            self, [&](pg::session& db) { return db.live_jobs(after, limit); });
         if (!r)
           return std::move(r.error());
         return std::move(*r);
@@ -1108,8 +1110,12 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
                               "limit must be within [1, 10000]");
           return ask_reader<std::vector<job_record>>(self, list_atom::value, q);
         },
-        [self](recover_atom) -> caf::result<std::vector<job_record>> {
-          return ask_reader<std::vector<job_record>>(self, recover_atom::value);
+        [self](recover_atom, const std::string& after,
+               uint32_t limit) -> caf::result<std::vector<job_record>> {
+          if (auto err = check_recovery_limit(limit))
+            return err;
+          return ask_reader<std::vector<job_record>>(self, recover_atom::value,
+                                                     after, limit);
         },
         [self](webhooks_atom, const std::string& after,
                uint32_t limit) -> caf::result<std::vector<job_record>> {

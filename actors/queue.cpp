@@ -99,6 +99,18 @@ struct queue_state {
   /// opts.adopt_grace.
   std::map<std::string, job_record> awaiting_adoption;
   bool recovered = false;
+  /// Recovery reads the store's live jobs a page at a time: the last job id
+  /// of the pages queued so far ("" = none yet), where a retry resumes.
+  std::string recovered_up_to;
+  /// While a page is queued (its jobs are not "entered early").
+  bool queuing_page = false;
+  /// Jobs that entered the queue by another way (a submit, a DLQ retry)
+  /// while recovery still ran: a later page may hold them too (the store
+  /// committed them before it read the page) and skips them.
+  std::unordered_set<std::string> entered_early;
+  /// Counts of the recovery so far, logged when it ends.
+  size_t recovered_jobs = 0;
+  size_t recovered_interrupted = 0;
   /// Adoption requests that came before recovery finished.
   std::vector<std::function<void()>> after_recovery;
   /// Workers we monitor.
@@ -144,9 +156,17 @@ void dispatch(self_ptr self, const std::string& cls);
 
 /// `ready_since_ms` defaults to now; recovery passes the original time so
 /// recovered jobs keep their place.
+/// Remembers a job that enters the queue while recovery runs, other than
+/// from a recovered page (see queue_state::entered_early).
+void note_entry(queue_state& st, const std::string& job_id) {
+  if (!st.recovered && !st.queuing_page)
+    st.entered_early.insert(job_id);
+}
+
 void push_ready(self_ptr self, std::string job_id, priority prio,
                 const std::string& cls, const std::string& type,
                 int64_t ready_since_ms = 0) {
+  note_entry(self->state, job_id);
   auto& q = self->state.classes[cls];
   auto i = prio_index(prio);
   auto since = ready_since_ms > 0 ? ready_since_ms : now_ms(self);
@@ -283,6 +303,7 @@ void arm_timer(self_ptr self) {
 }
 
 void push_delayed(self_ptr self, delayed_entry entry) {
+  note_entry(self->state, entry.job_id);
   self->state.delayed.insert(std::move(entry));
   arm_timer(self);
 }
@@ -574,72 +595,76 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
           });
 }
 
-/// Rebuilds the queue from the store's non-terminal jobs: ready queues,
-/// timers, and the attempts that were running when the node went down.
+/// Queues one recovered job where its status says.
+void recover_job(self_ptr self, job_record& rec) {
+  auto& st = self->state;
+  switch (rec.status) {
+    case job_status::queued:
+      push_ready(self, rec, std::max(rec.created_at_ms, rec.spec.run_at_ms));
+      break;
+    case job_status::scheduled:
+    case job_status::retrying:
+      enqueue(self, rec);
+      break;
+    case job_status::processing:
+      ++st.recovered_interrupted;
+      if (rec.worker_id.find('/') != std::string::npos
+          && st.opts.adopt_grace.count() > 0) {
+        // Ran on a worker node, which may still run it: it gets one grace
+        // period to come back and report it.
+        st.awaiting_adoption.emplace(rec.job_id, rec);
+        break;
+      }
+      settle_interrupted(self, rec,
+                         {"node_restarted",
+                          "the node stopped while attempt "
+                              + std::to_string(rec.attempt) + " was running",
+                          true});
+      break;
+    default:
+      return;
+  }
+  ++st.recovered_jobs;
+}
+
+/// Recovery is complete: what waited for it runs.
+void end_recovery(self_ptr self) {
+  auto& st = self->state;
+  st.recovered = true;
+  st.entered_early.clear();
+  if (!st.awaiting_adoption.empty())
+    self->delayed_send(self, st.opts.adopt_grace, adopt_atom::value);
+  for (auto& f : st.after_recovery)
+    f();
+  st.after_recovery.clear();
+  if (st.recovered_jobs > 0)
+    log::info("queue", "recovered unfinished jobs",
+              {{"jobs", st.recovered_jobs},
+               {"interrupted_attempts", st.recovered_interrupted}});
+}
+
+/// Rebuilds the queue from the store's non-terminal jobs (ready queues,
+/// timers, the attempts that were running when the node went down), one
+/// page after another in job-id order, from where the last page ended: a
+/// failed read is retried from there, never from the start.
 void recover(self_ptr self) {
   auto& st = self->state;
-  self->request(st.deps.store, store_timeout, recover_atom::value)
+  self->request(st.deps.store, store_timeout, recover_atom::value,
+                st.recovered_up_to, st.opts.recovery_page)
       .then(
           [self](std::vector<job_record>& jobs) {
-            // Jobs submitted while this request was in flight are queued (or
-            // running) already; the store's answer may predate their start.
             auto& st = self->state;
-            std::unordered_set<std::string> known;
-            for (const auto& kv : st.running)
-              known.insert(kv.first);
-            for (const auto& kv : st.classes)
-              for (const auto& tq : kv.second.by_type)
-                for (const auto& dq : tq.second)
-                  for (const auto& e : dq)
-                    known.insert(e.job_id);
-            for (const auto& e : st.delayed)
-              known.insert(e.job_id);
-            size_t interrupted = 0;
-            size_t skipped = 0;
-            for (auto& rec : jobs) {
-              if (known.count(rec.job_id) > 0) {
-                ++skipped;
-                continue;
-              }
-              switch (rec.status) {
-                case job_status::queued:
-                  push_ready(self, rec,
-                             std::max(rec.created_at_ms, rec.spec.run_at_ms));
-                  break;
-                case job_status::scheduled:
-                case job_status::retrying:
-                  enqueue(self, rec);
-                  break;
-                case job_status::processing:
-                  ++interrupted;
-                  if (rec.worker_id.find('/') != std::string::npos
-                      && st.opts.adopt_grace.count() > 0) {
-                    // Ran on a worker node, which may still run it: it gets
-                    // one grace period to come back and report it.
-                    st.awaiting_adoption.emplace(rec.job_id, rec);
-                    break;
-                  }
-                  settle_interrupted(self, rec,
-                                     {"node_restarted",
-                                      "the node stopped while attempt "
-                                          + std::to_string(rec.attempt)
-                                          + " was running",
-                                      true});
-                  break;
-                default:
-                  break;
-              }
+            st.queuing_page = true;
+            for (auto& rec : jobs)
+              if (st.entered_early.count(rec.job_id) == 0)
+                recover_job(self, rec);
+            st.queuing_page = false;
+            if (jobs.size() < st.opts.recovery_page) {
+              end_recovery(self);
+              return;
             }
-            st.recovered = true;
-            if (!st.awaiting_adoption.empty())
-              self->delayed_send(self, st.opts.adopt_grace, adopt_atom::value);
-            for (auto& f : st.after_recovery)
-              f();
-            st.after_recovery.clear();
-            if (jobs.size() > skipped)
-              log::info("queue", "recovered unfinished jobs",
-                        {{"jobs", jobs.size() - skipped},
-                         {"interrupted_attempts", interrupted}});
+            st.recovered_up_to = jobs.back().job_id;
+            recover(self);
           },
           [self](caf::error& err) {
             // Without recovery, acknowledged jobs would sit in the store

@@ -125,6 +125,10 @@ struct queue_options {
   /// default is a store without partitions (memory): everything in 0.
   std::vector<int32_t> partitions{0};
   int32_t partition_count = 1;
+  /// Live jobs per recovery page (within [1, max_recovery_page]): dispatch
+  /// starts after the first page, and the queue reads the next one while
+  /// it runs.
+  uint32_t recovery_page = 5000;
 };
 
 struct queue_deps {

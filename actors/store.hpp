@@ -31,9 +31,11 @@
 //   (list_atom, job_query)                         -> std::vector<job_record>
 //       Jobs matching the query, in job-id (= submission) order, paged by
 //       `after` and `limit`.
-//   (recover_atom)                                 -> std::vector<job_record>
-//       Every job that is not terminal, in job-id order: what a queue
-//       rebuilds its ready queues, timers and running attempts from.
+//   (recover_atom, after, limit)                   -> std::vector<job_record>
+//       Jobs that are not terminal, in job-id order after the job id
+//       `after` ("" = from the start), at most `limit` (within [1, 100000],
+//       else errc::invalid_request): the pages a queue rebuilds its ready
+//       queues, timers and running attempts from.
 //   (webhooks_atom, after, limit)                  -> std::vector<job_record>
 //       Jobs that still owe a webhook (record.webhook_pending_sequence !=
 //       0: terminal, with a callback URL, no final delivery outcome
@@ -49,10 +51,12 @@
 // Unknown job ids fail with `errc::not_found`.
 
 #include "runtime/atoms.hpp"
+#include "runtime/errors.hpp"
 #include "runtime/job_api.hpp"
 #include "runtime/model.hpp"
 #include "runtime/type_ids.hpp"
 
+#include <caf/error.hpp>
 #include <caf/fwd.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -70,10 +74,24 @@ using store_actor = caf::typed_actor<
     caf::replies_to<get_atom, std::string>::with<job_record>,
     caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
     caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
-    caf::replies_to<recover_atom>::with<std::vector<job_record>>,
+    caf::replies_to<recover_atom, std::string,
+                    uint32_t>::with<std::vector<job_record>>,
     caf::replies_to<ping_atom>::with<ok_atom>,
     caf::replies_to<webhooks_atom, std::string,
                     uint32_t>::with<std::vector<job_record>>>;
+
+/// The largest recovery page a store serves.
+constexpr uint32_t max_recovery_page = 100000;
+
+/// A recovery page's `limit` as both stores check it: within [1,
+/// max_recovery_page], else errc::invalid_request.
+inline caf::error check_recovery_limit(uint32_t limit) {
+  if (limit == 0 || limit > max_recovery_page)
+    return make_error(errc::invalid_request,
+                      "recovery page limit must be within [1, "
+                          + std::to_string(max_recovery_page) + "]");
+  return caf::none;
+}
 
 /// An in-memory store: every guarantee except durability.
 store_actor spawn_memory_store(caf::actor_system& sys);

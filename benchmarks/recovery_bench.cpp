@@ -5,7 +5,7 @@
 //
 //   drover_bench_recovery --node build/nodes/drover-node --pg-url URL
 //        [--unfinished 100000] [--run-before-kill 10000] [--slots 32]
-//        [--drain-seconds 0]
+//        [--drain-seconds 0] [--recovery-page N]
 //
 // 1. Preload (in this process, PostgreSQL store, D2): U + K jobs of the
 //    node's built-in type `sleep` with input {"ms":0} (a no-op) go into a
@@ -58,6 +58,8 @@ struct options {
   uint32_t slots = 32;
   double drain_seconds = 0;
   uint64_t window = 2000;
+  /// The node's --recovery-page-jobs (0 = its default).
+  uint32_t recovery_page = 0;
 };
 
 int64_t wall_ms() {
@@ -101,6 +103,18 @@ node_proc start_node(const options& opt, const std::string& db_url,
                                 "bench-b5",
                                 "--state-dir",
                                 "/tmp/drover-bench-b5"};
+  // drover-node refuses to run as root without an account to switch to
+  // (as the tests do: $DROVER_RUN_AS, else "drover", which scripts/test
+  // and scripts/run create).
+  if (opt.recovery_page > 0) {
+    args.push_back("--recovery-page-jobs");
+    args.push_back(std::to_string(opt.recovery_page));
+  }
+  if (geteuid() == 0) {
+    const char* user = std::getenv("DROVER_RUN_AS");
+    args.push_back("--run-as");
+    args.push_back(user != nullptr && *user != '\0' ? user : "drover");
+  }
   n.exec_ms = wall_ms();
   n.exec_at = steady::now();
   n.pid = fork();
@@ -256,9 +270,10 @@ timeline timeline_of(const std::string& db_url, int64_t from_ms,
 }
 
 void usage() {
-  std::cerr << "usage: drover_bench_recovery --node PATH --pg-url URL\n"
-               "         [--unfinished N] [--run-before-kill K] [--slots S]\n"
-               "         [--drain-seconds S] [--window N]\n";
+  std::cerr
+      << "usage: drover_bench_recovery --node PATH --pg-url URL\n"
+         "         [--unfinished N] [--run-before-kill K] [--slots S]\n"
+         "         [--drain-seconds S] [--window N] [--recovery-page N]\n";
 }
 
 } // namespace
@@ -275,6 +290,8 @@ int main(int argc, char** argv) {
       opt.unfinished = std::stoull(args.value());
     else if (args.key() == "--run-before-kill")
       opt.before_kill = std::stoull(args.value());
+    else if (args.key() == "--recovery-page")
+      opt.recovery_page = static_cast<uint32_t>(std::stoul(args.value()));
     else if (args.key() == "--slots")
       opt.slots = static_cast<uint32_t>(std::stoul(args.value()));
     else if (args.key() == "--drain-seconds")
@@ -305,7 +322,8 @@ int main(int argc, char** argv) {
       .str("workload", "B5")
       .str("durability", "D2")
       .integer("jobs", static_cast<int64_t>(total))
-      .integer("slots", opt.slots);
+      .integer("slots", opt.slots)
+      .integer("recovery_page", opt.recovery_page); // 0: the node default
   // 1. Preload.
   {
     caf::actor_system_config cfg;

@@ -176,6 +176,7 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
   int64_t lease_renew = cfg.lease_renew_interval.count();
   std::string slots = "cpu=2";
   int64_t aging = cfg.aging_interval.count();
+  int64_t recovery_page = cfg.recovery_page_jobs;
   int64_t max_input = static_cast<int64_t>(cfg.max_input_bytes);
   int64_t kill_grace = cfg.exec_kill_grace.count();
   // Privileges and exec (runtime/privileges.hpp, runtime/exec_policy.hpp).
@@ -240,8 +241,12 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
       "worker slots per resource class, e.g. cpu=4,gpu=1")(
       "aging-interval-ms", po::value(&aging)->default_value(aging),
       "priority aging: a low job waits at most 2x this behind newer high jobs")(
-      "max-input-bytes", po::value(&max_input)->default_value(max_input),
-      "largest accepted job input")(
+      "recovery-page-jobs",
+      po::value(&recovery_page)->default_value(recovery_page),
+      "coordinator: live jobs read per recovery page (dispatch starts after "
+      "the first)")("max-input-bytes",
+                    po::value(&max_input)->default_value(max_input),
+                    "largest accepted job input")(
       "exec-kill-grace-ms", po::value(&kill_grace)->default_value(kill_grace),
       "exec jobs: SIGTERM to SIGKILL on cancel or timeout")
       // -- privileges and exec --
@@ -453,6 +458,10 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
     return std::move(parsed_slots.error());
   cfg.slots = std::move(*parsed_slots);
   cfg.aging_interval = std::chrono::milliseconds{aging};
+  if (!in_range(recovery_page, 1, 100000))
+    return make_error(errc::bad_config,
+                      "recovery-page-jobs must be within [1, 100000]");
+  cfg.recovery_page_jobs = static_cast<uint32_t>(recovery_page);
   cfg.max_input_bytes = static_cast<size_t>(max_input);
   cfg.exec_kill_grace = std::chrono::milliseconds{kill_grace};
   // Privileges and exec: the allow-list's entries are resolved at start

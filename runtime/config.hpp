@@ -47,6 +47,9 @@ struct node_config {
   std::map<std::string, uint32_t> slots{{"cpu", 2}};
   /// Priority aging: see actors/queue.hpp.
   std::chrono::milliseconds aging_interval{10000};
+  /// Coordinators: live jobs per recovery page (actors/queue.cpp), within
+  /// [1, 100000].
+  uint32_t recovery_page_jobs = 5000;
   /// Largest accepted job input (JSON text).
   size_t max_input_bytes = 1024 * 1024;
   /// exec jobs: SIGTERM-to-SIGKILL grace on cancel or timeout.

@@ -129,6 +129,8 @@ caf::error validate_cluster(const node_config& cfg) {
                  "proves its secret with --join-secret)");
     if (cfg.cluster_host != defaults.cluster_host)
       return bad("--cluster-host is for coordinators");
+    if (cfg.recovery_page_jobs != defaults.recovery_page_jobs)
+      return bad("--recovery-page-jobs is for coordinators");
   }
   return caf::none;
 }
