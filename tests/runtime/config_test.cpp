@@ -53,6 +53,10 @@ TEST_CASE("command line values are parsed", "[config]") {
   REQUIRE(r);
   CHECK(r->config.slots
         == std::map<std::string, uint32_t>{{"cpu", 4}, {"gpu", 1}});
+  CHECK(r->config.recovery_page_jobs == 5000);
+  r = parse({"--recovery-page-jobs", "250"});
+  REQUIRE(r);
+  CHECK(r->config.recovery_page_jobs == 250);
 }
 
 TEST_CASE("the command line wins over the config file", "[config]") {
@@ -143,6 +147,11 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
               "--join-secret", "0123456789abcdef", "--gateway-join-secret",
               "fedcba9876543210"},
              "--gateway-join-secret is for coordinators");
+  expect_bad({"--recovery-page-jobs", "0"}, "within [1, 100000]");
+  expect_bad({"--recovery-page-jobs", "100001"}, "within [1, 100000]");
+  expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:1",
+              "--recovery-page-jobs", "100"},
+             "--recovery-page-jobs is for coordinators");
   expect_bad({"--attempt-lease-ttl", "sleep"}, "type=ms");
   expect_bad({"--attempt-lease-ttl", "sleep=abc"}, "not a number");
   expect_bad({"--attempt-lease-ttl", "sleep=600"}, "more than twice");
