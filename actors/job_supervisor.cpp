@@ -11,6 +11,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <optional>
 #include <random>
 
 namespace drover {
@@ -65,6 +66,11 @@ struct js_state {
   job_status outcome_status = job_status::queued;
   backoff_counter outcome_retry{outcome_backoff};
   std::minstd_rand rng;
+  /// An adopted attempt's outcome that came while the record was still
+  /// loading: the node link forwards an outcome as soon as the queue has
+  /// given it this supervisor, which may be before the record is read.
+  /// Applied once the attempt is adopted.
+  std::optional<completion> early_outcome;
 
   static inline const char* name = "drover.job_supervisor";
 };
@@ -300,6 +306,8 @@ void start_attempt(self_ptr self) {
           });
 }
 
+void on_done(self_ptr self, completion& c);
+
 /// Takes over an attempt a remote worker still runs after this coordinator
 /// restarted: no new attempt, no `started`; it keeps its number.
 void adopt_attempt(self_ptr self) {
@@ -324,6 +332,12 @@ void adopt_attempt(self_ptr self) {
   log::info("job_supervisor", log::job{st.cfg.job_id},
             "adopted a running attempt after a restart",
             {{"attempt", st.attempt}, {"worker", st.cfg.worker_id}});
+  if (st.early_outcome) {
+    auto c = std::move(*st.early_outcome);
+    st.early_outcome.reset();
+    on_done(self, c);
+    return;
+  }
   if (st.cancel_requested || st.rec.cancel_requested)
     begin_stop(self);
 }
@@ -354,6 +368,11 @@ void on_record(self_ptr self, job_record& rec) {
 
 void on_done(self_ptr self, completion& c) {
   auto& st = self->state;
+  if (st.current == phase::loading && st.cfg.adopt_attempt != 0
+      && c.attempt == st.cfg.adopt_attempt) {
+    st.early_outcome = std::move(c);
+    return;
+  }
   if (c.attempt != st.attempt
       || (st.current != phase::running && st.current != phase::stopping))
     return; // fenced: a superseded attempt or already concluded

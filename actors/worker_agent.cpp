@@ -76,6 +76,9 @@ struct agent_state {
   std::chrono::milliseconds lease_ttl{2000};
   /// Failed connection attempts in a row.
   uint32_t reconnect_failures = 0;
+  /// Index (modulo their number) of the coordinator the next connection
+  /// attempt goes to: moves on after a failed attempt.
+  size_t coordinator_turn = 0;
   std::minstd_rand rng{std::random_device{}()};
   bool draining = false;
   bool drained = false;
@@ -253,6 +256,7 @@ void handshake_failed(agent_actor self, const char* step,
   log::warn("worker_agent", std::string{step} + " failed; retrying",
             {{"error", describe(err)}});
   st.endpoint = nullptr;
+  ++st.coordinator_turn;
   schedule_reconnect(self);
 }
 
@@ -300,18 +304,19 @@ void connect(agent_actor self) {
   st.connecting = true;
   auto mm = st.cfg.tls ? self->system().openssl_manager().actor_handle()
                        : self->system().middleman().actor_handle();
+  const auto& target
+      = st.cfg.coordinators[st.coordinator_turn % st.cfg.coordinators.size()];
   self->request(mm, std::chrono::seconds{10}, caf::connect_atom::value,
-                st.cfg.coordinator_host, st.cfg.coordinator_port)
+                target.host, target.port)
       .then(
-          [self](caf::node_id&, caf::strong_actor_ptr& ptr,
-                 std::set<std::string>& ifs) {
+          [self, target](caf::node_id&, caf::strong_actor_ptr& ptr,
+                         std::set<std::string>& ifs) {
             auto& st = self->state;
             auto expected
                 = self->system().message_types<cluster_endpoint_actor>();
             if (!ptr || !self->system().assignable(ifs, expected)) {
               st.connecting = false;
-              return fatal(self, "the peer at " + st.cfg.coordinator_host + ":"
-                                     + std::to_string(st.cfg.coordinator_port)
+              return fatal(self, "the peer at " + target.text()
                                      + " is not a Drover coordinator's cluster "
                                        "port (its interface differs)");
             }
@@ -321,16 +326,15 @@ void connect(agent_actor self) {
             self->monitor(st.endpoint);
             hello(self);
           },
-          [self](caf::error& err) {
+          [self, target](caf::error& err) {
             auto& st = self->state;
             st.connecting = false;
             if (st.reconnect_failures == 0)
               log::warn("worker_agent",
                         "cannot reach the coordinator; retrying with backoff",
-                        {{"coordinator",
-                          st.cfg.coordinator_host + ":"
-                              + std::to_string(st.cfg.coordinator_port)},
+                        {{"coordinator", target.text()},
                          {"error", self->system().render(err)}});
+            ++st.coordinator_turn;
             schedule_reconnect(self);
           });
 }

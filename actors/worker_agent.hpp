@@ -26,6 +26,7 @@
 
 #include "runtime/backoff.hpp"
 #include "runtime/cluster_protocol.hpp"
+#include "runtime/config.hpp"
 #include "runtime/tree.hpp"
 
 #include <caf/actor.hpp>
@@ -64,8 +65,10 @@ using worker_agent_local = worker_agent_actor::extend<
 
 struct worker_agent_config {
   std::string node_id;
-  std::string coordinator_host;
-  uint16_t coordinator_port = 0;
+  /// The coordinators' cluster ports (the active one and its standbys),
+  /// not empty: each connection attempt tries the next one after a
+  /// failure, and a lost connection is tried again where it was first.
+  std::vector<coordinator_address> coordinators;
   /// Empty = join without a proof (a development coordinator).
   std::string join_secret;
   /// Connect through CAF's OpenSSL module (mutual TLS; the actor system

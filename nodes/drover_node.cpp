@@ -112,8 +112,10 @@ bool exec_development_mode(const drover::node_config& cfg) {
   using drover::http::is_loopback_host;
   return cfg.api_keys.empty() && is_loopback_host(cfg.admin_host)
          && (!has_role(cfg, "gateway") || is_loopback_host(cfg.http_host))
-         && (cfg.coordinator_host.empty()
-             || is_loopback_host(cfg.coordinator_host))
+         && std::all_of(cfg.coordinators.begin(), cfg.coordinators.end(),
+                        [](const drover::coordinator_address& c) {
+                          return is_loopback_host(c.host);
+                        })
          && (cfg.cluster_port < 0 || is_loopback_host(cfg.cluster_host));
 }
 
@@ -352,9 +354,37 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     }
   coordinator_claim claim;
   if (roles.coordinator && cfg.store == "postgres") {
-    // One coordinator per database: every lease before recovery.
-    auto grant
-        = drover::pg::claim_coordinator(cfg.pg_url, cfg.node_id, cfg.lease_ttl);
+    // One coordinator per database: every lease before recovery. A
+    // standby waits for them (and for SIGTERM/SIGINT, which end it).
+    bool stopped = false;
+    bool announced = false;
+    std::function<bool(const std::string&)> standby;
+    if (cfg.standby)
+      standby = [&](const std::string& holder) {
+        if (!announced) {
+          announced = true;
+          drover::log::announce("node", "standing by",
+                                {{"node", cfg.node_id}, {"holder", holder}});
+        }
+        timespec now{0, 0};
+        if (sigtimedwait(&signals, nullptr, &now) > 0) {
+          stopped = true;
+          return false;
+        }
+        return true;
+      };
+    auto grant = drover::pg::claim_coordinator(cfg.pg_url, cfg.node_id,
+                                               cfg.lease_ttl, standby);
+    if (!grant && stopped) {
+      drover::log::info("node", "stopped while standing by");
+      return 0;
+    }
+    if (grant && announced)
+      drover::log::warn(
+          "node",
+          "taking over: the coordinator this node stood by for "
+          "stopped renewing the partition leases",
+          {{"epoch", grant->epochs.empty() ? 0 : grant->epochs[0]}});
     if (!grant) {
       if (drover::is(grant.error(), drover::errc::conflict)) {
         drover::log::error("node", "another coordinator runs on this database",
@@ -519,10 +549,12 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     if (cluster)
       fields.push_back(
           {"cluster", cfg.cluster_host + ':' + std::to_string(cluster_port)});
-    if (!cfg.coordinator_host.empty())
-      fields.push_back(
-          {"coordinator",
-           cfg.coordinator_host + ':' + std::to_string(cfg.coordinator_port)});
+    if (!cfg.coordinators.empty()) {
+      std::string list;
+      for (const auto& c : cfg.coordinators)
+        list += (list.empty() ? "" : ",") + c.text();
+      fields.push_back({"coordinator", list});
+    }
     if (gateway)
       fields.push_back(
           {"http", cfg.http_host + ':' + std::to_string(gateway->port())});

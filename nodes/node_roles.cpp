@@ -56,8 +56,7 @@ child_spec worker_node_child(const node_config& cfg,
                              std::shared_ptr<worker_shared> shared) {
   worker_agent_config ac;
   ac.node_id = cfg.node_id;
-  ac.coordinator_host = cfg.coordinator_host;
-  ac.coordinator_port = cfg.coordinator_port;
+  ac.coordinators = cfg.coordinators;
   ac.join_secret = cfg.join_secret;
   ac.tls = !cfg.tls_certificate.empty();
   ac.slots = cfg.slots;
@@ -121,19 +120,20 @@ caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
   backoff_counter backoff{backoff_schedule{std::chrono::milliseconds{100},
                                            std::chrono::milliseconds{2000}, 2.0,
                                            0.5}};
-  for (;;) {
+  // The coordinators in turn (the active one and its standbys): the next
+  // one after a failed attempt.
+  for (size_t turn = 0;; ++turn) {
+    const auto& target = cfg.coordinators[turn % cfg.coordinators.size()];
     auto endpoint = cfg.tls_certificate.empty()
                         ? sys.middleman().remote_actor<cluster_endpoint_actor>(
-                            cfg.coordinator_host, cfg.coordinator_port)
+                            target.host, target.port)
                         : caf::openssl::remote_actor<cluster_endpoint_actor>(
-                            sys, cfg.coordinator_host, cfg.coordinator_port);
+                            sys, target.host, target.port);
     if (!endpoint) {
       if (std::chrono::steady_clock::now() >= deadline)
         return make_error(errc::unavailable,
-                          "cannot reach the coordinator at "
-                              + cfg.coordinator_host + ":"
-                              + std::to_string(cfg.coordinator_port) + ": "
-                              + sys.render(endpoint.error()));
+                          "cannot reach the coordinator at " + target.text()
+                              + ": " + sys.render(endpoint.error()));
       std::this_thread::sleep_for(backoff.next());
       continue;
     }

@@ -47,7 +47,7 @@ child_spec worker_node_child(const node_config& cfg,
                              std::shared_ptr<const handler_registry> handlers,
                              std::shared_ptr<worker_shared> shared);
 
-/// Joins the coordinator at cfg.coordinator_host:port as a gateway and
+/// Joins a coordinator of cfg.coordinators (in turn) as a gateway and
 /// returns its node API actor. Retries an unreachable coordinator for up to
 /// `patience`; a refusal is errc::forbidden.
 caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,

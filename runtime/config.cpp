@@ -124,6 +124,9 @@ caf::error validate(const node_config& cfg) {
   if (cfg.store == "postgres" && cfg.pg_url.empty()
       && roles_of(cfg).coordinator)
     return bad("--store postgres needs --pg-url");
+  if (cfg.standby && cfg.store != "postgres")
+    return bad("--standby needs --store postgres: a standby waits for the "
+               "partition leases of a database");
   if (cfg.retention_days > 36500)
     return bad("retention-days must be at most 36500");
   if (cfg.lease_ttl.count() < 500 || cfg.lease_ttl.count() > 600000)
@@ -319,7 +322,10 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
           "lease-renew-interval-ms",
           po::value(&lease_renew)->default_value(lease_renew),
           "postgres: how often the leases are renewed (less than half the "
-          "TTL)")(
+          "TTL)")("standby", po::bool_switch(&cfg.standby),
+                  "postgres coordinators: when a live coordinator holds the "
+                  "database's leases, wait and take over when it dies "
+                  "(instead of exiting 2)")(
           "http-host", po::value(&cfg.http_host)->default_value(cfg.http_host),
           "gateway: interface of the HTTP API (without API keys: loopback "
           "only)")("http-port", po::value(&http_port)->default_value(http_port),

@@ -18,6 +18,15 @@
 
 namespace drover {
 
+/// A coordinator's cluster port as worker and gateway nodes name it.
+struct coordinator_address {
+  std::string host;
+  uint16_t port = 0;
+
+  /// "host:port" ("[v6]:port" for an IPv6 address).
+  std::string text() const;
+};
+
 struct node_config {
   /// Stable name of this node in trees, logs and (later) leases.
   std::string node_id;
@@ -90,6 +99,9 @@ struct node_config {
   /// waits at most this long) and how often it is renewed (< ttl / 2).
   std::chrono::milliseconds lease_ttl{5000};
   std::chrono::milliseconds lease_renew_interval{1000};
+  /// postgres: when a live coordinator holds the leases, wait for them
+  /// (a standby that takes over when the holder dies) instead of exiting.
+  bool standby = false;
   // -- logging (runtime/log.hpp, docs/operations.md) --
   /// Lowest level written: trace, debug, info, warn, error or off.
   std::string log_level = "info";
@@ -148,9 +160,11 @@ struct node_config {
   /// Lifetime of a minted stream token, at most 600 s.
   std::chrono::seconds stream_token_ttl{300};
   // -- cluster (runtime/config_cluster.cpp, docs/cluster.md) --
-  /// Worker and gateway nodes: the coordinator's cluster port.
-  std::string coordinator_host;
-  uint16_t coordinator_port = 0;
+  /// Worker and gateway nodes: the coordinators' cluster ports
+  /// (--coordinator, repeatable or comma-separated) -- the active one and
+  /// its standbys -- tried in turn until one accepts. Empty on
+  /// coordinators.
+  std::vector<coordinator_address> coordinators;
   /// Coordinators: where worker and gateway nodes join; port -1 = not
   /// listening (an all-in-one node), 0 = pick one.
   std::string cluster_host = "127.0.0.1";

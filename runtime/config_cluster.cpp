@@ -34,9 +34,15 @@ caf::error bad(std::string what) {
 
 } // namespace
 
+std::string coordinator_address::text() const {
+  return host.find(':') == std::string::npos
+             ? host + ":" + std::to_string(port)
+             : "[" + host + "]:" + std::to_string(port);
+}
+
 caf::error validate_cluster(const node_config& cfg) {
   auto r = roles_of(cfg);
-  bool remote = !cfg.coordinator_host.empty();
+  bool remote = !cfg.coordinators.empty();
   if (!r.coordinator) {
     if (!remote)
       return bad("roles: a worker or gateway node needs --coordinator "
@@ -79,7 +85,10 @@ caf::error validate_cluster(const node_config& cfg) {
                  "--tls-ca");
     bool far = (r.coordinator && cfg.cluster_port >= 0
                 && !loopback(cfg.cluster_host))
-               || (remote && !loopback(cfg.coordinator_host));
+               || std::any_of(cfg.coordinators.begin(), cfg.coordinators.end(),
+                              [](const coordinator_address& c) {
+                                return !loopback(c.host);
+                              });
     if (far && given == 0 && !cfg.insecure_cluster)
       return bad("the cluster port is outside loopback without TLS: anyone "
                  "who reaches it controls the coordinator. Configure "
@@ -131,6 +140,8 @@ caf::error validate_cluster(const node_config& cfg) {
       return bad("--cluster-host is for coordinators");
     if (cfg.recovery_page_jobs != defaults.recovery_page_jobs)
       return bad("--recovery-page-jobs is for coordinators");
+    if (cfg.standby)
+      return bad("--standby is for coordinators");
   }
   return caf::none;
 }
@@ -140,8 +151,10 @@ namespace detail {
 po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
   po::options_description d{"cluster (docs/cluster.md)"};
   d.add_options()(
-      "coordinator", po::value(&raw.coordinator),
-      "worker and gateway nodes: the coordinator's cluster port, host:port")(
+      "coordinator", po::value(&raw.coordinator)->composing(),
+      "worker and gateway nodes: the coordinator's cluster port, host:port; "
+      "with standby coordinators, each of them (repeatable or "
+      "comma-separated, tried in turn)")(
       "cluster-host",
       po::value(&raw.cluster_host)->default_value(raw.cluster_host),
       "coordinators: interface where worker and gateway nodes join")(
@@ -192,16 +205,25 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
 }
 
 caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
-  if (!raw.coordinator.empty()) {
-    auto colon = raw.coordinator.rfind(':');
-    if (colon == std::string::npos || colon == 0
-        || colon + 1 == raw.coordinator.size())
-      return bad("coordinator must be host:port, got '" + raw.coordinator
-                 + "'");
-    auto host = raw.coordinator.substr(0, colon);
+  std::vector<std::string> addresses;
+  for (const auto& item : raw.coordinator) {
+    size_t start = 0;
+    for (;;) {
+      auto comma = item.find(',', start);
+      addresses.push_back(item.substr(start, comma - start));
+      if (comma == std::string::npos)
+        break;
+      start = comma + 1;
+    }
+  }
+  for (const auto& text : addresses) {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+      return bad("coordinator must be host:port, got '" + text + "'");
+    auto host = text.substr(0, colon);
     if (host.size() > 2 && host.front() == '[' && host.back() == ']')
       host = host.substr(1, host.size() - 2);
-    auto port_text = raw.coordinator.substr(colon + 1);
+    auto port_text = text.substr(colon + 1);
     if (port_text.size() > 5
         || !std::all_of(port_text.begin(), port_text.end(),
                         [](char c) { return c >= '0' && c <= '9'; }))
@@ -209,8 +231,11 @@ caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
     auto port = std::stol(port_text);
     if (port < 1 || port > 65535)
       return bad("coordinator: port must be within [1, 65535]");
-    cfg.coordinator_host = host;
-    cfg.coordinator_port = static_cast<uint16_t>(port);
+    coordinator_address addr{host, static_cast<uint16_t>(port)};
+    for (const auto& known : cfg.coordinators)
+      if (known.host == addr.host && known.port == addr.port)
+        return bad("coordinator: " + addr.text() + " is given twice");
+    cfg.coordinators.push_back(std::move(addr));
   }
   if (raw.cluster_port < -1 || raw.cluster_port > 65535)
     return bad("cluster-port must be within [0, 65535]");

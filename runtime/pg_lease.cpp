@@ -189,17 +189,25 @@ caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
   }
 }
 
-caf::expected<lease_grant> claim_coordinator(const std::string& conninfo,
-                                             const std::string& node_id,
-                                             std::chrono::milliseconds ttl) {
+caf::expected<lease_grant>
+claim_coordinator(const std::string& conninfo, const std::string& node_id,
+                  std::chrono::milliseconds ttl,
+                  std::function<bool(const std::string&)> standby) {
   auto db = session::open(conninfo);
   if (!db)
     return std::move(db.error());
   if (auto err = db->migrate())
     return err;
-  return acquire_all(*db, this_process(node_id), ttl,
-                     std::chrono::milliseconds{200},
-                     2 * ttl + std::chrono::milliseconds{60000});
+  auto owner = this_process(node_id);
+  for (;;) {
+    auto grant = acquire_all(*db, owner, ttl, std::chrono::milliseconds{200},
+                             2 * ttl + std::chrono::milliseconds{60000});
+    if (grant || !standby || !is(grant.error(), errc::conflict))
+      return grant;
+    auto holder = drover::describe(grant.error());
+    if (!standby(holder))
+      return grant;
+  }
 }
 
 caf::error renew(session& db, const lease_grant& grant,

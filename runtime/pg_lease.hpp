@@ -102,9 +102,15 @@ caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
 /// a dead holder with a longer TTL is waited for). Errors:
 /// errc::conflict (another live coordinator; context names it), or the
 /// connection's or the migration's error.
-caf::expected<lease_grant> claim_coordinator(const std::string& conninfo,
-                                             const std::string& node_id,
-                                             std::chrono::milliseconds ttl);
+///
+/// `standby` (a coordinator started with --standby): instead of giving up
+/// with the conflict, it is called with the holder's description each time
+/// the holder is seen alive (about once per renewal of the holder) and the
+/// wait goes on while it returns true; false ends it with the conflict.
+caf::expected<lease_grant>
+claim_coordinator(const std::string& conninfo, const std::string& node_id,
+                  std::chrono::milliseconds ttl,
+                  std::function<bool(const std::string&)> standby = nullptr);
 
 /// Extends every lease of `grant` to now() + ttl (server clock), also after
 /// it expired, as long as nobody took it over. errc::not_owner when a

@@ -18,7 +18,7 @@ namespace drover::detail {
 
 /// Raw option values, before checking.
 struct cluster_raw {
-  std::string coordinator;
+  std::vector<std::string> coordinator;
   std::string cluster_host = "127.0.0.1";
   int64_t cluster_port = -1;
   int64_t attempt_lease_ttl = 2000;

@@ -1,8 +1,9 @@
-// The cluster with real processes (docs/cluster.md): one coordinator on a
-// private PostgreSQL database, worker nodes joining it over CAF on
-// loopback, ports chosen at run time. Each test checks from the audit log
-// (drover.events) that no acknowledged job is lost, none completes twice
-// and nothing is left running.
+// The cluster with real processes (docs/cluster.md; the harness is
+// tests/support/cluster.hpp): one coordinator on a private PostgreSQL
+// database, worker nodes joining it over CAF on loopback, ports chosen at
+// run time. Each test checks from the audit log (drover.events) that no
+// acknowledged job is lost, none completes twice and nothing is left
+// running.
 //
 // Waits are on events with deadlines: a "ready"/"joined" line, a process
 // exit, or a query re-run until it holds.
@@ -10,6 +11,7 @@
 #include "runtime/join_proof.hpp"
 #include "runtime/pg.hpp"
 #include "runtime/type_ids.hpp"
+#include "support/cluster.hpp"
 #include "support/http_client.hpp"
 #include "support/process.hpp"
 #include "support/scratch.hpp"
@@ -54,177 +56,9 @@ using drover::testing::scratch_dir;
 using drover::testing::tail_of;
 using drover::testing::test_db;
 using drover::testing::time_scale;
+using namespace drover::testing::cluster_harness;
 
 namespace {
-
-constexpr auto attempt_ttl = 2000ms;
-const std::string secret = "cluster-test-secret-0123456789";
-
-// Event kinds (schemas/job_event.capnp).
-constexpr int started_kind = 3;
-constexpr int completed_kind = 7;
-constexpr int lease_expired_kind = 13;
-constexpr int report_rejected_kind = 17;
-
-/// A port that was free a moment ago.
-uint16_t free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-/// A coordinator, its worker nodes and their logs.
-struct cluster {
-  test_db db;
-  scratch_dir logs{"drover-cluster"};
-  uint16_t cluster_port = free_port();
-  std::unique_ptr<process> coordinator;
-  std::string admin;
-  std::map<std::string, std::unique_ptr<process>> workers;
-
-  void start_coordinator(std::vector<std::string> extra = {}) {
-    std::vector<std::string> args{DROVER_NODE_BIN,
-                                  "--node-id",
-                                  "coord",
-                                  "--roles",
-                                  "coordinator",
-                                  "--store",
-                                  "postgres",
-                                  "--pg-url",
-                                  db.url(),
-                                  "--admin-port",
-                                  "0",
-                                  "--cluster-port",
-                                  std::to_string(cluster_port),
-                                  "--join-secret",
-                                  secret,
-                                  "--attempt-lease-ttl-ms",
-                                  std::to_string(attempt_ttl.count()),
-                                  "--worker-heartbeat-interval-ms",
-                                  "300",
-                                  "--lease-ttl-ms",
-                                  "2000",
-                                  "--lease-renew-interval-ms",
-                                  "300"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    coordinator = std::make_unique<process>(args, logs.path() + "/coord.log");
-    auto ready = coordinator->wait_for_line("ready", 30s);
-    INFO(tail_of(logs.path() + "/coord.log"));
-    REQUIRE(ready);
-    admin = admin_port_of(*ready);
-  }
-
-  process& start_worker(const std::string& name,
-                        std::vector<std::string> extra = {},
-                        bool wait_joined = true) {
-    std::vector<std::string> args{DROVER_NODE_BIN,
-                                  "--node-id",
-                                  name,
-                                  "--roles",
-                                  "worker",
-                                  "--coordinator",
-                                  "127.0.0.1:" + std::to_string(cluster_port),
-                                  "--join-secret",
-                                  secret,
-                                  "--slots",
-                                  "cpu=2"};
-    for (size_t i = 0; i + 1 < extra.size(); i += 2) {
-      auto opt = std::find(args.begin(), args.end(), extra[i]);
-      if (opt != args.end())
-        *(opt + 1) = extra[i + 1];
-      else
-        args.insert(args.end(), {extra[i], extra[i + 1]});
-    }
-    auto log = logs.path() + "/" + name + ".log";
-    auto& w = workers[name];
-    w = std::make_unique<process>(args, log);
-    if (wait_joined) {
-      auto joined = w->wait_for_line("joined the coordinator", 30s);
-      INFO(tail_of(log));
-      REQUIRE(joined);
-    }
-    return *w;
-  }
-
-  std::string submit(int ms, const std::string& type = "sleep") {
-    // A sleep's length is what lets a test act while it runs: stretched
-    // with the code's speed (time_scale.hpp).
-    auto input = type == "sleep"
-                     ? "{\"ms\":" + std::to_string(ms * time_scale()) + "}"
-                     : std::string{R"({"argv":["true"]})"};
-    auto [rc, out]
-        = droverctl({"submit", type, "--port", admin, "--input", input});
-    INFO(out);
-    REQUIRE(rc == 0);
-    return job_id_of(out);
-  }
-
-  int64_t events(const std::string& job, int kind) {
-    return scalar(db.url(),
-                  "SELECT count(*) FROM drover.events WHERE job_id = '" + job
-                      + "' AND kind = " + std::to_string(kind));
-  }
-
-  /// Every job terminal, each completed exactly once.
-  void check_all_done_once(const std::vector<std::string>& jobs,
-                           std::chrono::milliseconds timeout) {
-    INFO(tail_of(logs.path() + "/coord.log"));
-    REQUIRE(poll_until(
-        [&] {
-          return scalar(db.url(), "SELECT count(*) FROM drover.jobs WHERE "
-                                  "final_status IS NULL")
-                 == 0;
-        },
-        timeout));
-    for (auto& j : jobs) {
-      INFO(j);
-      CHECK(events(j, completed_kind) == 1);
-    }
-  }
-
-  /// The worker (node/slot) that ran the job's last attempt.
-  std::string worker_of(const std::string& job) {
-    auto [rc, out] = droverctl({"get", job, "--port", admin});
-    REQUIRE(rc == 0);
-    auto key = std::string{"\"workerId\":\""};
-    auto pos = out.find(key);
-    REQUIRE(pos != std::string::npos);
-    auto end = out.find('"', pos + key.size());
-    return out.substr(pos + key.size(), end - pos - key.size());
-  }
-
-  /// How often `name`'s log (stderr) holds `needle` so far.
-  int log_count(const std::string& name, const std::string& needle) {
-    std::ifstream in{logs.path() + "/" + name + ".log"};
-    std::string all{std::istreambuf_iterator<char>{in},
-                    std::istreambuf_iterator<char>{}};
-    int n = 0;
-    for (auto at = all.find(needle); at != std::string::npos;
-         at = all.find(needle, at + 1))
-      ++n;
-    return n;
-  }
-
-  /// Waits until `name`'s log (stderr) holds `needle`.
-  bool wait_log(const std::string& name, const std::string& needle,
-                std::chrono::milliseconds timeout) {
-    return poll_until([&] { return log_count(name, needle) > 0; }, timeout);
-  }
-
-  bool all_started(const std::vector<std::string>& jobs) {
-    for (auto& j : jobs)
-      if (events(j, started_kind) == 0)
-        return false;
-    return true;
-  }
-};
 
 /// This test's own CAF node, connected to a coordinator's cluster port: a
 /// peer that speaks the protocol by hand (the handshake's refusals).
@@ -247,10 +81,6 @@ struct in_process_peer {
   caf::actor_system sys;
   cluster_endpoint_actor endpoint;
 };
-
-std::string node_of(const std::string& worker_id) {
-  return worker_id.substr(0, worker_id.find('/'));
-}
 
 } // namespace
 

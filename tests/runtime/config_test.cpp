@@ -82,8 +82,9 @@ TEST_CASE("cluster roles parse into what each node needs", "[config]") {
                   "--insecure-cluster"});
   REQUIRE(r);
   CHECK(r->config.insecure_cluster);
-  CHECK(r->config.coordinator_host == "10.0.0.5");
-  CHECK(r->config.coordinator_port == 7420);
+  REQUIRE(r->config.coordinators.size() == 1);
+  CHECK(r->config.coordinators[0].host == "10.0.0.5");
+  CHECK(r->config.coordinators[0].port == 7420);
   CHECK(r->config.job_types == std::vector<std::string>{"sleep", "exec"});
   auto roles = roles_of(r->config);
   CHECK((roles.worker && !roles.coordinator && !roles.gateway));
@@ -93,7 +94,21 @@ TEST_CASE("cluster roles parse into what each node needs", "[config]") {
   CHECK(roles_of(c->config).gateway);
   auto v6 = parse({"--roles", "gateway", "--coordinator", "[::1]:7420"});
   REQUIRE(v6);
-  CHECK(v6->config.coordinator_host == "::1");
+  REQUIRE(v6->config.coordinators.size() == 1);
+  CHECK(v6->config.coordinators[0].host == "::1");
+  CHECK(v6->config.coordinators[0].text() == "[::1]:7420");
+  // An active coordinator and its standbys, in the order given.
+  auto many = parse({"--roles", "worker", "--coordinator",
+                     "127.0.0.1:7420,127.0.0.1:7421", "--coordinator",
+                     "localhost:7422"});
+  REQUIRE(many);
+  REQUIRE(many->config.coordinators.size() == 3);
+  CHECK(many->config.coordinators[1].port == 7421);
+  CHECK(many->config.coordinators[2].text() == "localhost:7422");
+  auto standby = parse({"--roles", "all", "--store", "postgres", "--pg-url",
+                        "postgresql:///x", "--standby"});
+  REQUIRE(standby);
+  CHECK(standby->config.standby);
 }
 
 TEST_CASE("bad configuration gets a specific error", "[config]") {
@@ -147,6 +162,18 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
               "--join-secret", "0123456789abcdef", "--gateway-join-secret",
               "fedcba9876543210"},
              "--gateway-join-secret is for coordinators");
+  expect_bad(
+      {"--roles", "worker", "--coordinator", "127.0.0.1:7420,127.0.0.1:7420"},
+      "given twice");
+  expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:7420,"},
+             "host:port");
+  expect_bad(
+      {"--roles", "worker", "--coordinator", "127.0.0.1:7420,10.0.0.5:7420"},
+      "without TLS");
+  expect_bad({"--standby"}, "--standby needs --store postgres");
+  expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:1", "--store",
+              "memory", "--standby"},
+             "--standby");
   expect_bad({"--recovery-page-jobs", "0"}, "within [1, 100000]");
   expect_bad({"--recovery-page-jobs", "100001"}, "within [1, 100000]");
   expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:1",

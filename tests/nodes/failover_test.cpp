@@ -1,0 +1,104 @@
+// Coordinator failover with a standby (docs/cluster.md): a second
+// coordinator on the same database, started with --standby, waits while
+// the active one renews the partition leases and takes over when it stops;
+// worker nodes given both addresses follow. Real processes, real
+// PostgreSQL, a real SIGKILL; the invariants are read from the audit log.
+
+#include "support/cluster.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <iostream>
+#include <string>
+#include <sys/wait.h>
+#include <vector>
+
+using namespace drover::testing;
+using namespace drover::testing::cluster_harness;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Owner node and epoch of every lease row, as "node@epoch" if all agree,
+/// else "mixed".
+std::string lease_owner(const std::string& url) {
+  auto conn = must(drover::pg::connection::open(url));
+  auto res = run(conn, "SELECT count(DISTINCT (owner_node, epoch)), "
+                       "min(owner_node), min(epoch) FROM "
+                       "drover.partition_leases");
+  if (std::string{res.value(0, 0)} != "1")
+    return "mixed";
+  return std::string{res.value(0, 1)} + "@" + std::string{res.value(0, 2)};
+}
+
+} // namespace
+
+TEST_CASE("kill -9 of the active coordinator: the standby takes over, the "
+          "worker follows, and every acknowledged job completes once",
+          "[pg][cluster][process][failover]") {
+  cluster c;
+  c.start_coordinator();
+  auto& standby = c.start_standby("coord-b");
+  CHECK(lease_owner(c.db.url()) == "coord@1");
+  c.start_worker("w1", {"--slots", "cpu=4"});
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 16; ++i)
+    jobs.push_back(c.submit(400));
+  REQUIRE(poll_until(
+      [&] {
+        return scalar(c.db.url(), "SELECT count(*) FROM drover.events WHERE "
+                                  "kind = "
+                                      + std::to_string(completed_kind))
+               >= 2;
+      },
+      20s));
+  // The standby is still standing by: it has not touched the leases.
+  CHECK(lease_owner(c.db.url()) == "coord@1");
+  auto killed = std::chrono::steady_clock::now();
+  c.coordinator->signal(SIGKILL);
+  auto ready = standby.wait_for_line("node: ready", 30s);
+  INFO(tail_of(c.logs.path() + "/coord-b.log"));
+  REQUIRE(ready);
+  auto took = std::chrono::steady_clock::now() - killed;
+  INFO("takeover after kill -9 took "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+       << " ms (lease TTL 2000 ms)");
+  CHECK(took < 2000ms + scaled(3s));
+  std::cout
+      << "failover_test: the standby was ready "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+      << " ms after kill -9 of the active coordinator (lease TTL 2000 "
+         "ms)\n";
+  // One epoch more on every partition, all of them the standby's.
+  CHECK(lease_owner(c.db.url()) == "coord-b@2");
+  c.admin = admin_port_of(*ready);
+  // New work is accepted by the new coordinator ...
+  for (int i = 0; i < 4; ++i)
+    jobs.push_back(c.submit(50));
+  // ... and the worker node, which knew both addresses, finishes
+  // everything there: each acknowledged job exactly once.
+  c.check_all_done_once(jobs, 60s);
+  CHECK(c.wait_log("coord-b", "taking over", 1s));
+  CHECK(scalar(c.db.url(), "SELECT count(*) FROM drover.jobs") == 20);
+}
+
+TEST_CASE("a standby stopped while standing by exits 0 and leaves the "
+          "leases alone",
+          "[pg][cluster][process][failover]") {
+  cluster c;
+  c.start_coordinator();
+  auto& standby = c.start_standby("coord-b");
+  auto before = lease_owner(c.db.url());
+  standby.signal(SIGTERM);
+  auto st = standby.wait_exit(10s);
+  REQUIRE(st);
+  REQUIRE(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 0);
+  CHECK(c.wait_log("coord-b", "stopped while standing by", 1s));
+  CHECK(lease_owner(c.db.url()) == before);
+  // The active coordinator still serves.
+  auto job = c.submit(0);
+  c.start_worker("w1");
+  c.check_all_done_once({job}, 30s);
+}

@@ -1,0 +1,232 @@
+#pragma once
+
+// The cluster of real processes the cluster tests start (docs/cluster.md):
+// a coordinator on a private PostgreSQL database (and standbys on the
+// same database), worker nodes joining over CAF on loopback, ports chosen
+// at run time, and what the tests read back: the audit log
+// (drover.events), droverctl's view and each process's log.
+
+#include "support/process.hpp"
+#include "support/scratch.hpp"
+#include "support/test_db.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <chrono>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <netinet/in.h>
+#include <string>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <vector>
+
+namespace drover::testing::cluster_harness {
+
+using namespace std::chrono_literals;
+
+constexpr auto attempt_ttl = std::chrono::milliseconds{2000};
+inline const std::string secret = "cluster-test-secret-0123456789";
+
+// Event kinds (schemas/job_event.capnp).
+constexpr int started_kind = 3;
+constexpr int completed_kind = 7;
+constexpr int lease_expired_kind = 13;
+constexpr int report_rejected_kind = 17;
+
+/// A port that was free a moment ago.
+inline uint16_t free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+/// A coordinator, its worker nodes and their logs.
+struct cluster {
+  test_db db;
+  scratch_dir logs{"drover-cluster"};
+  uint16_t cluster_port = free_port();
+  std::unique_ptr<process> coordinator;
+  std::string admin;
+  std::map<std::string, std::unique_ptr<process>> workers;
+  std::map<std::string, std::unique_ptr<process>> standbys;
+  std::vector<uint16_t> standby_ports;
+
+  /// The arguments of a coordinator on this cluster's database.
+  std::vector<std::string> coordinator_args(const std::string& name,
+                                            uint16_t port,
+                                            std::vector<std::string> extra) {
+    std::vector<std::string> args{DROVER_NODE_BIN,
+                                  "--node-id",
+                                  name,
+                                  "--roles",
+                                  "coordinator",
+                                  "--store",
+                                  "postgres",
+                                  "--pg-url",
+                                  db.url(),
+                                  "--admin-port",
+                                  "0",
+                                  "--cluster-port",
+                                  std::to_string(port),
+                                  "--join-secret",
+                                  secret,
+                                  "--attempt-lease-ttl-ms",
+                                  std::to_string(attempt_ttl.count()),
+                                  "--worker-heartbeat-interval-ms",
+                                  "300",
+                                  "--lease-ttl-ms",
+                                  "2000",
+                                  "--lease-renew-interval-ms",
+                                  "300"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
+  void start_coordinator(std::vector<std::string> extra = {}) {
+    coordinator = std::make_unique<process>(
+        coordinator_args("coord", cluster_port, std::move(extra)),
+        logs.path() + "/coord.log");
+    auto ready = coordinator->wait_for_line("ready", 30s);
+    INFO(tail_of(logs.path() + "/coord.log"));
+    REQUIRE(ready);
+    admin = admin_port_of(*ready);
+  }
+
+  /// A coordinator started with --standby on the same database and its
+  /// own cluster port: it waits (and says "standing by") until the
+  /// active coordinator stops renewing the leases, then takes over.
+  /// Worker nodes started afterwards know its address too.
+  process& start_standby(const std::string& name) {
+    auto port = free_port();
+    auto& p = standbys[name];
+    p = std::make_unique<process>(coordinator_args(name, port, {"--standby"}),
+                                  logs.path() + "/" + name + ".log");
+    standby_ports.emplace_back(port);
+    INFO(tail_of(logs.path() + "/" + name + ".log"));
+    REQUIRE(p->wait_for_line("standing by", 30s));
+    return *p;
+  }
+
+  /// The --coordinator list: the active coordinator, then the standbys.
+  std::string coordinator_list() const {
+    auto list = "127.0.0.1:" + std::to_string(cluster_port);
+    for (auto port : standby_ports)
+      list += ",127.0.0.1:" + std::to_string(port);
+    return list;
+  }
+
+  process& start_worker(const std::string& name,
+                        std::vector<std::string> extra = {},
+                        bool wait_joined = true) {
+    std::vector<std::string> args{
+        DROVER_NODE_BIN,    "--node-id",     name,
+        "--roles",          "worker",        "--coordinator",
+        coordinator_list(), "--join-secret", secret,
+        "--slots",          "cpu=2"};
+    for (size_t i = 0; i + 1 < extra.size(); i += 2) {
+      auto opt = std::find(args.begin(), args.end(), extra[i]);
+      if (opt != args.end())
+        *(opt + 1) = extra[i + 1];
+      else
+        args.insert(args.end(), {extra[i], extra[i + 1]});
+    }
+    auto log = logs.path() + "/" + name + ".log";
+    auto& w = workers[name];
+    w = std::make_unique<process>(args, log);
+    if (wait_joined) {
+      auto joined = w->wait_for_line("joined the coordinator", 30s);
+      INFO(tail_of(log));
+      REQUIRE(joined);
+    }
+    return *w;
+  }
+
+  std::string submit(int ms, const std::string& type = "sleep") {
+    // A sleep's length is what lets a test act while it runs: stretched
+    // with the code's speed (time_scale.hpp).
+    auto input = type == "sleep"
+                     ? "{\"ms\":" + std::to_string(ms * time_scale()) + "}"
+                     : std::string{R"({"argv":["true"]})"};
+    auto [rc, out]
+        = droverctl({"submit", type, "--port", admin, "--input", input});
+    INFO(out);
+    REQUIRE(rc == 0);
+    return job_id_of(out);
+  }
+
+  int64_t events(const std::string& job, int kind) {
+    return scalar(db.url(),
+                  "SELECT count(*) FROM drover.events WHERE job_id = '" + job
+                      + "' AND kind = " + std::to_string(kind));
+  }
+
+  /// Every job terminal, each completed exactly once.
+  void check_all_done_once(const std::vector<std::string>& jobs,
+                           std::chrono::milliseconds timeout) {
+    INFO(tail_of(logs.path() + "/coord.log"));
+    REQUIRE(poll_until(
+        [&] {
+          return scalar(db.url(), "SELECT count(*) FROM drover.jobs WHERE "
+                                  "final_status IS NULL")
+                 == 0;
+        },
+        timeout));
+    for (auto& j : jobs) {
+      INFO(j);
+      CHECK(events(j, completed_kind) == 1);
+    }
+  }
+
+  /// The worker (node/slot) that ran the job's last attempt.
+  std::string worker_of(const std::string& job) {
+    auto [rc, out] = droverctl({"get", job, "--port", admin});
+    REQUIRE(rc == 0);
+    auto key = std::string{"\"workerId\":\""};
+    auto pos = out.find(key);
+    REQUIRE(pos != std::string::npos);
+    auto end = out.find('"', pos + key.size());
+    return out.substr(pos + key.size(), end - pos - key.size());
+  }
+
+  /// How often `name`'s log (stderr) holds `needle` so far.
+  int log_count(const std::string& name, const std::string& needle) {
+    std::ifstream in{logs.path() + "/" + name + ".log"};
+    std::string all{std::istreambuf_iterator<char>{in},
+                    std::istreambuf_iterator<char>{}};
+    int n = 0;
+    for (auto at = all.find(needle); at != std::string::npos;
+         at = all.find(needle, at + 1))
+      ++n;
+    return n;
+  }
+
+  /// Waits until `name`'s log (stderr) holds `needle`.
+  bool wait_log(const std::string& name, const std::string& needle,
+                std::chrono::milliseconds timeout) {
+    return poll_until([&] { return log_count(name, needle) > 0; }, timeout);
+  }
+
+  bool all_started(const std::vector<std::string>& jobs) {
+    for (auto& j : jobs)
+      if (events(j, started_kind) == 0)
+        return false;
+    return true;
+  }
+};
+
+inline std::string node_of(const std::string& worker_id) {
+  return worker_id.substr(0, worker_id.find('/'));
+}
+
+} // namespace drover::testing::cluster_harness
