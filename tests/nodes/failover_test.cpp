@@ -102,3 +102,40 @@ TEST_CASE("a standby stopped while standing by exits 0 and leaves the "
   c.start_worker("w1");
   c.check_all_done_once({job}, 30s);
 }
+
+TEST_CASE("a coordinator stopped past its lease and woken after the standby "
+          "took over writes nothing more and steps down",
+          "[pg][cluster][process][failover]") {
+  cluster c;
+  c.start_coordinator();
+  auto& standby = c.start_standby("coord-b");
+  c.start_worker("w1", {"--slots", "cpu=2"});
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 6; ++i)
+    jobs.push_back(c.submit(300));
+  REQUIRE(poll_until([&] { return c.all_started({jobs.front()}); }, 20s));
+  c.coordinator->signal(SIGSTOP);
+  auto ready = standby.wait_for_line("node: ready", 30s);
+  INFO(tail_of(c.logs.path() + "/coord-b.log"));
+  REQUIRE(ready);
+  CHECK(lease_owner(c.db.url()) == "coord-b@2");
+  c.admin = admin_port_of(*ready);
+  for (int i = 0; i < 4; ++i)
+    jobs.push_back(c.submit(50));
+  c.check_all_done_once(jobs, 60s);
+  auto events_before = scalar(c.db.url(), "SELECT count(*) FROM drover.events");
+  // The old coordinator wakes up: its first renewal or write meets the new
+  // epoch; it says it was deposed and exits 3 without writing a row.
+  c.coordinator->signal(SIGCONT);
+  auto st = c.coordinator->wait_exit(20s);
+  REQUIRE(st);
+  REQUIRE(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 3);
+  CHECK(c.wait_log("coord", "deposed", 1s));
+  CHECK(scalar(c.db.url(), "SELECT count(*) FROM drover.events")
+        == events_before);
+  CHECK(lease_owner(c.db.url()) == "coord-b@2");
+  // Every job still ended exactly once.
+  for (const auto& j : jobs)
+    CHECK(c.events(j, completed_kind) == 1);
+}
