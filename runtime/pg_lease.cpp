@@ -224,14 +224,26 @@ caf::error renew(session& db, const lease_grant& grant,
       ps, false, "renewing the partition leases");
   if (!res)
     return std::move(res.error());
-  if (static_cast<size_t>(res->rows()) != grant.partitions.size())
-    return make_error(errc::not_owner,
-                      std::to_string(grant.partitions.size()
-                                     - static_cast<size_t>(res->rows()))
-                          + " of " + std::to_string(grant.partitions.size())
-                          + " partition leases were taken over by another "
-                            "coordinator");
-  return caf::none;
+  if (static_cast<size_t>(res->rows()) == grant.partitions.size())
+    return caf::none;
+  // Name the partitions lost (the first few), not only how many.
+  std::vector<int32_t> renewed;
+  for (int row = 0; row < res->rows(); ++row)
+    renewed.push_back(number<int32_t>(res->value(row, 0)));
+  std::sort(renewed.begin(), renewed.end());
+  std::string lost;
+  size_t n = 0;
+  for (auto p : grant.partitions)
+    if (!std::binary_search(renewed.begin(), renewed.end(), p) && n++ < 8)
+      lost += (lost.empty() ? "" : ", ") + std::to_string(p);
+  if (n > 8)
+    lost += ", ...";
+  return make_error(errc::not_owner,
+                    "partition " + lost + " was taken over ("
+                        + std::to_string(n) + " of "
+                        + std::to_string(grant.partitions.size())
+                        + " partition leases taken over by another "
+                          "coordinator)");
 }
 
 caf::error release(session& db, const lease_grant& grant) {

@@ -209,7 +209,10 @@ TEST_CASE("the fence: a superseded or expired lease writes nothing",
     // A batch with nothing of ours commits nothing and says so per job.
     auto none = must(s.write_isolated(one_submit("je-17")));
     CHECK(none.failed.size() == 1);
-    CHECK(is(pg::renew(s, g, 5000ms), errc::not_owner));
+    auto renewal = pg::renew(s, g, 5000ms);
+    CHECK(is(renewal, errc::not_owner));
+    CHECK(describe(renewal).find("partition 17 was taken over (1 of 64")
+          != std::string::npos);
     auto jobs = run(admin, "SELECT string_agg(job_id, ',' ORDER BY job_id) "
                            "FROM drover.jobs");
     CHECK(std::string{jobs.value(0, 0)} == "j-1,jb-2,jd-5");
