@@ -5,7 +5,8 @@
 //
 //   drover_bench_recovery --node build/nodes/drover-node --pg-url URL
 //        [--unfinished 100000] [--run-before-kill 10000] [--slots 32]
-//        [--drain-seconds 0] [--recovery-page N]
+//        [--drain-seconds 0] [--recovery-page N] [--standby on|off]
+//        [--lease-ttl-ms MS]
 //
 // 1. Preload (in this process, PostgreSQL store, D2): U + K jobs of the
 //    node's built-in type `sleep` with input {"ms":0} (a no-op) go into a
@@ -15,7 +16,9 @@
 //    --slots cpu=S) starts on the database, recovers the queue and runs
 //    jobs. Once its /api/admin/queues counts K completions it gets SIGKILL:
 //    about U jobs are unfinished, some of them in the middle of an attempt.
-// 3. The node starts again on the same database and runs until every job
+// 3. The node starts again on the same database (with --standby on: a
+//    second node, started with --standby before the kill, takes over; the
+//    restart_* times then count from the kill) and runs until every job
 //    completed (or for --drain-seconds, then SIGTERM; the rest must still
 //    be queued).
 // 4. From the audit log (drover.events, at_ms of each `started` and
@@ -60,6 +63,11 @@ struct options {
   uint64_t window = 2000;
   /// The node's --recovery-page-jobs (0 = its default).
   uint32_t recovery_page = 0;
+  /// Failover instead of a restart: a second node started with --standby
+  /// before the kill takes over; its times count from the kill.
+  bool standby = false;
+  /// The nodes' --lease-ttl-ms (0 = their default, 5,000).
+  uint32_t lease_ttl_ms = 0;
 };
 
 int64_t wall_ms() {
@@ -78,10 +86,48 @@ struct node_proc {
   int64_t exec_ms = 0;        // wall clock just before fork
   steady::time_point exec_at; // the same, steady
   double ready_s = -1;        // exec -> "ready" line
+  std::string buf;            // stdout read so far, not yet a whole line
 };
 
+/// Reads `n`'s stdout until a line holding `marker`; returns that line.
+/// Exits (3) if the node ends first.
+std::string read_until(node_proc& n, const std::string& marker,
+                       const std::string& log_path) {
+  char chunk[512];
+  for (;;) {
+    for (auto nl = n.buf.find('\n'); nl != std::string::npos;
+         nl = n.buf.find('\n')) {
+      auto line = n.buf.substr(0, nl);
+      n.buf.erase(0, nl + 1);
+      if (line.find(marker) != std::string::npos)
+        return line;
+    }
+    auto r = read(n.out_fd, chunk, sizeof(chunk));
+    if (r <= 0) {
+      std::cerr << "drover-node exited before it said '" << marker << "' (see "
+                << log_path << ")" << std::endl;
+      std::exit(3);
+    }
+    n.buf.append(chunk, static_cast<size_t>(r));
+  }
+}
+
+/// Reads until `n` is ready: its ready time and HTTP port.
+void await_ready(node_proc& n, const std::string& log_path) {
+  auto line = read_until(n, " node: ready ", log_path);
+  n.ready_s = seconds_since(n.exec_at);
+  auto h = line.find("http=");
+  if (h == std::string::npos) {
+    std::cerr << "no http port in: " << line << std::endl;
+    std::exit(3);
+  }
+  n.http_port = std::atoi(line.c_str() + line.find(':', h) + 1);
+}
+
+/// Starts drover-node on the database. A standby (--standby, its own node
+/// id) returns once it stands by; any other once it is ready.
 node_proc start_node(const options& opt, const std::string& db_url,
-                     const std::string& log_path) {
+                     const std::string& log_path, bool standby = false) {
   node_proc n;
   int fds[2];
   if (pipe(fds) != 0) {
@@ -100,12 +146,18 @@ node_proc start_node(const options& opt, const std::string& db_url,
                                 "--slots",
                                 "cpu=" + std::to_string(opt.slots),
                                 "--node-id",
-                                "bench-b5",
+                                standby ? "bench-b5-standby" : "bench-b5",
                                 "--state-dir",
                                 "/tmp/drover-bench-b5"};
   // drover-node refuses to run as root without an account to switch to
   // (as the tests do: $DROVER_RUN_AS, else "drover", which scripts/test
   // and scripts/run create).
+  if (standby)
+    args.push_back("--standby");
+  if (opt.lease_ttl_ms > 0) {
+    args.push_back("--lease-ttl-ms");
+    args.push_back(std::to_string(opt.lease_ttl_ms));
+  }
   if (opt.recovery_page > 0) {
     args.push_back("--recovery-page-jobs");
     args.push_back(std::to_string(opt.recovery_page));
@@ -135,30 +187,10 @@ node_proc start_node(const options& opt, const std::string& db_url,
   }
   close(fds[1]);
   n.out_fd = fds[0];
-  // Read stdout until the ready line.
-  std::string buf;
-  char chunk[512];
-  for (;;) {
-    auto r = read(n.out_fd, chunk, sizeof(chunk));
-    if (r <= 0) {
-      std::cerr << "drover-node exited before it was ready (see " << log_path
-                << ")" << std::endl;
-      std::exit(3);
-    }
-    buf.append(chunk, static_cast<size_t>(r));
-    auto nl = buf.find('\n');
-    if (nl != std::string::npos && buf.find(" node: ready ") < nl) {
-      n.ready_s = seconds_since(n.exec_at);
-      auto h = buf.find("http=");
-      if (h == std::string::npos || h > nl) {
-        std::cerr << "no http port in: " << buf.substr(0, nl) << std::endl;
-        std::exit(3);
-      }
-      auto colon = buf.find(':', h);
-      n.http_port = std::atoi(buf.c_str() + colon + 1);
-      break;
-    }
-  }
+  if (standby)
+    read_until(n, " node: standing by ", log_path);
+  else
+    await_ready(n, log_path);
   return n;
 }
 
@@ -290,6 +322,10 @@ int main(int argc, char** argv) {
       opt.unfinished = std::stoull(args.value());
     else if (args.key() == "--run-before-kill")
       opt.before_kill = std::stoull(args.value());
+    else if (args.key() == "--lease-ttl-ms")
+      opt.lease_ttl_ms = static_cast<uint32_t>(std::stoul(args.value()));
+    else if (args.key() == "--standby")
+      opt.standby = args.value() == "on";
     else if (args.key() == "--recovery-page")
       opt.recovery_page = static_cast<uint32_t>(std::stoul(args.value()));
     else if (args.key() == "--slots")
@@ -323,7 +359,9 @@ int main(int argc, char** argv) {
       .str("durability", "D2")
       .integer("jobs", static_cast<int64_t>(total))
       .integer("slots", opt.slots)
-      .integer("recovery_page", opt.recovery_page); // 0: the node default
+      .integer("recovery_page", opt.recovery_page) // 0: the node default
+      .str("mode", opt.standby ? "failover to a standby" : "restart")
+      .integer("lease_ttl_ms", opt.lease_ttl_ms); // 0: the node default
   // 1. Preload.
   {
     caf::actor_system_config cfg;
@@ -360,8 +398,11 @@ int main(int argc, char** argv) {
                                 + std::to_string(
                                     static_cast<int>(job_status::completed))));
   };
-  // 2. First run, then SIGKILL.
+  // 2. First run (with its standby, if any), then SIGKILL.
   auto n1 = start_node(opt, db_url, log_path);
+  node_proc n2;
+  if (opt.standby)
+    n2 = start_node(opt, db_url, log_path, true);
   int64_t kill_ms = 0;
   {
     auto deadline = steady::now() + 300s;
@@ -395,9 +436,15 @@ int main(int argc, char** argv) {
       .integer("completed_before_kill", static_cast<int64_t>(done_at_kill))
       .integer("unfinished_at_kill", static_cast<int64_t>(unfinished))
       .integer("processing_at_kill", static_cast<int64_t>(processing_at_kill));
-  // 3. Restart.
-  std::this_thread::sleep_for(200ms);
-  auto n2 = start_node(opt, db_url, log_path);
+  // 3. Restart, or the standby takes over (its times count from the kill).
+  if (opt.standby) {
+    n2.exec_ms = kill_ms;
+    n2.exec_at = steady::now() - std::chrono::milliseconds{wall_ms() - kill_ms};
+    await_ready(n2, log_path);
+  } else {
+    std::this_thread::sleep_for(200ms);
+    n2 = start_node(opt, db_url, log_path);
+  }
   {
     auto t0 = steady::now();
     int64_t last = -1;
