@@ -53,6 +53,7 @@
 #include <memory>
 #include <mutex>
 #include <netdb.h>
+#include <optional>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <thread>
@@ -489,12 +490,20 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     }
     api = std::move(*joined);
   }
+  // A gateway node's HTTP gateway talks to its coordinator through a relay,
+  // which the node points at the next coordinator after a failover.
+  std::optional<drover::node::api_relay> relay;
+  if (roles.gateway && !roles.coordinator) {
+    relay.emplace(sys);
+    relay->set(api);
+  }
   std::unique_ptr<drover::http::gateway> gateway;
   if (roles.gateway) {
     auto gw_cfg = gateway_config_of(cfg);
     caf::expected<std::unique_ptr<drover::http::gateway>> started{caf::none};
     if (gw_cfg)
-      started = drover::http::gateway::start(sys, api, std::move(*gw_cfg));
+      started = drover::http::gateway::start(sys, relay ? relay->handle() : api,
+                                             std::move(*gw_cfg));
     if (!gw_cfg || !started) {
       auto err = !gw_cfg ? gw_cfg.error() : started.error();
       drover::log::error("node", drover::describe(err));
@@ -607,10 +616,25 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
   bool down = false;
   self->receive_while([&] { return !down; })([&](caf::down_msg& dm) {
     if (dm.source == api.address() && !roles.coordinator) {
+      // Its coordinator is gone (a failover, a restart): join the next one
+      // of --coordinator; meanwhile requests fail with 503.
+      drover::log::warn("node",
+                        "the gateway lost its coordinator; joining the next",
+                        {{"reason", sys.render(dm.reason)}});
+      relay->set(nullptr);
+      auto joined
+          = drover::node::join_as_gateway(sys, cfg, cfg.connection_timeout);
+      if (joined) {
+        api = std::move(*joined);
+        relay->set(api);
+        self->monitor(api);
+        drover::log::info("node", "the gateway joined a coordinator again");
+        return;
+      }
       drover::log::error("node",
-                         "the gateway lost its coordinator; stopping (run it "
+                         "the gateway found no coordinator; stopping (run it "
                          "under a supervisor that restarts it)",
-                         {{"reason", sys.render(dm.reason)}});
+                         {{"error", drover::describe(joined.error())}});
       caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
       return;
     }

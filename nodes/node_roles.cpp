@@ -10,10 +10,13 @@
 
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/message_view.hpp>
 #include <caf/openssl/manager.hpp>
 #include <caf/openssl/publish.hpp>
 #include <caf/openssl/remote_actor.hpp>
+#include <caf/response_promise.hpp>
 #include <caf/scoped_actor.hpp>
 
 #include <openssl/ssl.h>
@@ -166,6 +169,41 @@ caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
                     : result;
     std::this_thread::sleep_for(backoff.next());
   }
+}
+
+namespace {
+
+/// Never sent: only keeps the relay's behaviour non-empty.
+using relay_probe_atom = caf::atom_constant<caf::atom("rlyprobe")>;
+
+} // namespace
+
+api_relay::api_relay(caf::actor_system& sys) {
+  relay_ = sys.spawn([t = target_](caf::event_based_actor* self) {
+    self->set_default_handler([t](caf::scheduled_actor* s, caf::message_view& x)
+                                  -> caf::result<caf::message> {
+      caf::actor api;
+      {
+        std::lock_guard<std::mutex> guard{t->mx};
+        api = t->api;
+      }
+      if (!api)
+        return make_error(errc::unavailable,
+                          "the gateway is joining a coordinator; retry");
+      auto rp
+          = static_cast<caf::event_based_actor*>(s)->make_response_promise();
+      rp.delegate(api, x.move_content_to_message());
+      return rp;
+    });
+    // A behaviour that never matches what the gateway sends (an empty one
+    // would end the actor at once): everything goes to the default handler.
+    return caf::behavior{[](relay_probe_atom) {}};
+  });
+}
+
+void api_relay::set(caf::actor api) {
+  std::lock_guard<std::mutex> guard{target_->mx};
+  target_->api = std::move(api);
 }
 
 caf::expected<cluster_port>

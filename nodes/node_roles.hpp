@@ -54,6 +54,33 @@ caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
                                           const node_config& cfg,
                                           std::chrono::milliseconds patience);
 
+/// A gateway node's stand-in for its coordinator's node API: the HTTP
+/// gateway holds the relay, and the relay forwards each request to the API
+/// it was last given (the response goes straight back to the requester).
+/// After a failover the node joins the next coordinator and sets its API
+/// here, so the gateway keeps serving; while there is none, requests fail
+/// with errc::unavailable.
+class api_relay {
+public:
+  explicit api_relay(caf::actor_system& sys);
+
+  caf::actor handle() const {
+    return relay_;
+  }
+
+  /// The API requests go to from now on; nullptr = none.
+  void set(caf::actor api);
+
+  struct target {
+    std::mutex mx;
+    caf::actor api;
+  };
+
+private:
+  std::shared_ptr<target> target_ = std::make_shared<target>();
+  caf::actor relay_;
+};
+
 /// Spawns the cluster endpoint, lets `make_api` spawn the node API with it
 /// (gateways that join get that API), then opens the cluster port.
 struct cluster_port {

@@ -5,6 +5,7 @@
 // PostgreSQL, a real SIGKILL; the invariants are read from the audit log.
 
 #include "support/cluster.hpp"
+#include "support/http_client.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -138,4 +139,55 @@ TEST_CASE("a coordinator stopped past its lease and woken after the standby "
   // Every job still ended exactly once.
   for (const auto& j : jobs)
     CHECK(c.events(j, completed_kind) == 1);
+}
+
+TEST_CASE("a gateway node follows the failover: it joins the standby and "
+          "keeps serving HTTP without a restart",
+          "[pg][cluster][process][failover]") {
+  const std::string gateway_secret = "cluster-test-gateway-secret-42";
+  cluster c;
+  c.start_coordinator({"--gateway-join-secret", gateway_secret});
+  auto& standby
+      = c.start_standby("coord-b", {"--gateway-join-secret", gateway_secret});
+  c.start_worker("w1");
+  process gw{{DROVER_NODE_BIN, "--node-id", "gw", "--roles", "gateway",
+              "--coordinator", c.coordinator_list(), "--join-secret",
+              gateway_secret, "--http-port", "0"},
+             c.logs.path() + "/gw.log"};
+  auto gw_ready = gw.wait_for_line("node: ready", 30s);
+  INFO(tail_of(c.logs.path() + "/gw.log"));
+  REQUIRE(gw_ready);
+  auto http = gw_ready->substr(gw_ready->find(" http=") + 6);
+  auto port
+      = static_cast<uint16_t>(std::stoi(http.substr(http.rfind(':') + 1)));
+  auto submit = [&]() -> std::string {
+    http_client client{port};
+    auto res
+        = client.post("/api/jobs", R"({"type": "sleep", "input": {"ms": 20}})");
+    if (res.status != 202)
+      return {};
+    auto key = std::string{"\"job_id\":\""};
+    auto at = res.body.find(key);
+    REQUIRE(at != std::string::npos);
+    return res.body.substr(at + key.size(), res.body.find('"', at + key.size())
+                                                - at - key.size());
+  };
+  std::vector<std::string> jobs;
+  jobs.push_back(submit());
+  REQUIRE(!jobs.back().empty());
+  c.coordinator->signal(SIGKILL);
+  REQUIRE(standby.wait_for_line("node: ready", 30s));
+  // The same gateway process accepts submits again once it has joined the
+  // standby (a 503 meanwhile, never a 202 that is lost).
+  std::string after;
+  REQUIRE(poll_until(
+      [&] {
+        after = submit();
+        return !after.empty();
+      },
+      20s, std::chrono::milliseconds{200}));
+  jobs.push_back(after);
+  c.check_all_done_once(jobs, 30s);
+  CHECK(c.wait_log("gw", "joined a coordinator again", 1s));
+  CHECK_FALSE(gw.wait_exit(std::chrono::milliseconds{0}));
 }

@@ -107,11 +107,14 @@ struct cluster {
   /// own cluster port: it waits (and says "standing by") until the
   /// active coordinator stops renewing the leases, then takes over.
   /// Worker nodes started afterwards know its address too.
-  process& start_standby(const std::string& name) {
+  process& start_standby(const std::string& name,
+                         std::vector<std::string> extra = {}) {
     auto port = free_port();
     auto& p = standbys[name];
-    p = std::make_unique<process>(coordinator_args(name, port, {"--standby"}),
-                                  logs.path() + "/" + name + ".log");
+    extra.push_back("--standby");
+    p = std::make_unique<process>(
+        coordinator_args(name, port, std::move(extra)),
+        logs.path() + "/" + name + ".log");
     standby_ports.emplace_back(port);
     INFO(tail_of(logs.path() + "/" + name + ".log"));
     REQUIRE(p->wait_for_line("standing by", 30s));
