@@ -28,6 +28,7 @@ namespace {
 
 using due_atom = caf::atom_constant<caf::atom("q_due")>;
 using reconcile_atom = caf::atom_constant<caf::atom("q_recon")>;
+using fence_atom = caf::atom_constant<caf::atom("q_fence")>;
 
 // Store requests carry no timeout: the store answers every request (its
 // I/O has its own deadline) and the queue monitors the store for the one
@@ -108,6 +109,10 @@ struct queue_state {
   /// while recovery still ran: a later page may hold them too (the store
   /// committed them before it read the page) and skips them.
   std::unordered_set<std::string> entered_early;
+  /// Self-fencing (queue_options::may_dispatch): a re-check is armed, and
+  /// whether dispatch is held (logged once per hold).
+  bool fence_check_armed = false;
+  bool fenced = false;
   /// Counts of the recovery so far, logged when it ends.
   size_t recovered_jobs = 0;
   size_t recovered_interrupted = 0;
@@ -248,8 +253,36 @@ caf::actor start_supervisor(self_ptr self, const std::string& job_id,
   return spawn_job_supervisor(self->system(), std::move(cfg));
 }
 
+/// Whether the coordinator may hand out work now (self-fencing); if not,
+/// a re-check of every class is armed.
+bool may_dispatch(self_ptr self) {
+  auto& st = self->state;
+  if (!st.opts.may_dispatch)
+    return true;
+  if (st.opts.may_dispatch()) {
+    if (st.fenced) {
+      st.fenced = false;
+      log::info("queue", "dispatching again: the partition leases were "
+                         "renewed");
+    }
+    return true;
+  }
+  if (!st.fenced) {
+    st.fenced = true;
+    log::warn("queue", "dispatch held: the partition leases were not renewed "
+                       "in time, another coordinator may take them over");
+  }
+  if (!st.fence_check_armed) {
+    st.fence_check_armed = true;
+    self->delayed_send(self, std::chrono::milliseconds{100}, fence_atom::value);
+  }
+  return false;
+}
+
 void dispatch(self_ptr self, const std::string& cls) {
   auto& st = self->state;
+  if (!may_dispatch(self))
+    return;
   auto qi = st.classes.find(cls);
   if (qi == st.classes.end())
     return;
@@ -1186,6 +1219,15 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       [self](due_atom, uint64_t generation) {
         if (generation == self->state.timer_generation)
           on_due(self);
+      },
+      [self](fence_atom) {
+        auto& st = self->state;
+        st.fence_check_armed = false;
+        std::vector<std::string> classes;
+        for (const auto& kv : st.classes)
+          classes.push_back(kv.first);
+        for (const auto& cls : classes)
+          dispatch(self, cls);
       },
   };
 }

@@ -129,6 +129,10 @@ struct queue_options {
   /// starts after the first page, and the queue reads the next one while
   /// it runs.
   uint32_t recovery_page = 5000;
+  /// Self-fencing: false while this coordinator cannot be sure it still
+  /// owns its partitions (pg::lease_keeper::freshness). Dispatch then
+  /// waits, checking again every 100 ms. Empty = always true.
+  std::function<bool()> may_dispatch;
 };
 
 struct queue_deps {

@@ -297,6 +297,10 @@ node_tree(const drover::node_config& cfg,
     pg.conninfo = cfg.pg_url;
     pg.retain_finished = std::chrono::hours{24} * cfg.retention_days;
     pg.fence = claim.fence;
+    if (claim.keeper)
+      // Self-fencing: no dispatch once the last renewal is older than
+      // three quarters of the TTL on this process's own clock.
+      jobs.queue.may_dispatch = claim.keeper->freshness(cfg.lease_ttl / 4);
     if (claim.fence) {
       // New jobs go into the partitions this coordinator owns: all of them
       // for now (claim_coordinator takes every lease).

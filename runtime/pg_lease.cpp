@@ -259,8 +259,30 @@ caf::error release(session& db, const lease_grant& grant) {
 
 // -- lease_keeper -------------------------------------------------------------
 
-lease_keeper::lease_keeper(config cfg) : cfg_(std::move(cfg)) {
+namespace {
+
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+} // namespace
+
+lease_keeper::lease_keeper(config cfg)
+    : cfg_(std::move(cfg)),
+      renewed_ns_(std::make_shared<std::atomic<int64_t>>(steady_ns())) {
   thread_ = std::thread{[this] { run(); }};
+}
+
+std::function<bool()>
+lease_keeper::freshness(std::chrono::milliseconds margin) const {
+  auto limit
+      = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.ttl - margin)
+            .count();
+  return [renewed = renewed_ns_, limit] {
+    return steady_ns() - renewed->load(std::memory_order_relaxed) < limit;
+  };
 }
 
 lease_keeper::~lease_keeper() {
@@ -297,8 +319,11 @@ void lease_keeper::run() {
       else
         err = std::move(s.error());
     }
+    auto sent = steady_ns();
     if (!err)
       err = renew(*db, cfg_.grant, cfg_.ttl);
+    if (!err)
+      renewed_ns_->store(sent, std::memory_order_relaxed);
     guard.lock();
     if (err && is(err, errc::not_owner)) {
       guard.unlock();

@@ -24,6 +24,7 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -152,11 +153,21 @@ public:
   /// under them any more.
   caf::error stop_and_release();
 
+  /// Self-fencing: a test, callable from any thread and after the keeper
+  /// is gone, of whether the leases were renewed (or taken) less than the
+  /// TTL minus `margin` ago by this process's monotonic clock, counted
+  /// from when that renewal was sent. While it fails the coordinator must
+  /// not hand out work: PostgreSQL may already have let another one take
+  /// over (its clock decides expiry; the margin covers the difference).
+  std::function<bool()> freshness(std::chrono::milliseconds margin) const;
+
 private:
   void run();
   void stop();
 
   config cfg_;
+  /// Monotonic time (ns) when the last successful renewal was sent.
+  std::shared_ptr<std::atomic<int64_t>> renewed_ns_;
   std::mutex mx_;
   std::condition_variable cv_;
   bool stopping_ = false;

@@ -2,11 +2,13 @@
 // jobs are read a page at a time (5,000 a page), queued page by page, and a
 // job that enters the queue another way while recovery runs is queued
 // once, never again from a later page. CAF's deterministic test
-// coordinator: the order of messages is the test's.
+// coordinator: the order of messages is the test's. Also the queue's
+// self-fencing (queue_options::may_dispatch).
 
 #include "actors/progress_publisher.hpp"
 #include "actors/queue.hpp"
 #include "actors/store.hpp"
+#include "actors/worker.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/task.hpp"
 #include "runtime/type_ids.hpp"
@@ -19,6 +21,8 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <deque>
+#include <functional>
 #include <numeric>
 
 using namespace drover;
@@ -120,4 +124,82 @@ TEST_CASE("a store refuses a recovery page without a sane limit",
   sched.run();
   self->receive([](std::vector<job_record>& page) { CHECK(page.empty()); },
                 [](caf::error& err) { FAIL(describe(err)); });
+}
+
+TEST_CASE("self-fencing: a queue that may not dispatch holds its jobs and "
+          "dispatches once it may again",
+          "[recovery][fence]") {
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.policy", caf::atom("testing"));
+  register_types(cfg);
+  caf::actor_system sys{cfg};
+  auto& sched
+      = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  caf::scoped_actor self{sys, true};
+  auto handlers = std::make_shared<handler_registry>();
+  REQUIRE_FALSE(handlers->register_handler(
+      "noop", [](task_context&) { return task_outcome::success(); }));
+  auto leases_fresh = std::make_shared<bool>(false);
+  queue_options qo;
+  qo.clock_ms = [] { return epoch_ms; };
+  qo.seed = 3;
+  qo.may_dispatch = [leases_fresh] { return *leases_fresh; };
+  auto store = spawn_memory_store(sys);
+  auto publisher = spawn_progress_publisher(sys);
+  auto queue = spawn_queue(sys, {store, publisher, handlers}, qo);
+  std::deque<std::function<void()>> bodies;
+  worker_config wc;
+  wc.worker_id = "cpu-0";
+  wc.queue = caf::actor_cast<caf::actor>(queue);
+  wc.handlers = handlers;
+  wc.clock_ms = [] { return epoch_ms; };
+  wc.executor = [&bodies](std::function<void()> body) {
+    bodies.push_back(std::move(body));
+  };
+  auto worker = spawn_worker(sys, wc);
+  sched.run();
+  submit_request req;
+  req.type = "noop";
+  self->send(queue, submit_atom::value, req);
+  sched.run();
+  self->receive([](job_record&) {},
+                [](caf::error& err) { FAIL(describe(err)); },
+                caf::after(std::chrono::seconds{1}) >>
+                    [] { FAIL("no answer to the submit"); });
+  auto running = [&] {
+    uint64_t n = 0;
+    self->send(queue, stats_atom::value);
+    sched.run();
+    self->receive([&](queue_stats& st) { n = st.running; },
+                  [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("no answer to stats"); });
+    return n;
+  };
+  // Held: an idle worker and a ready job, and nothing starts, also after
+  // the re-checks.
+  CHECK(running() == 0);
+  for (int i = 0; i < 5; ++i) {
+    sched.advance_time(std::chrono::milliseconds{100});
+    sched.run();
+  }
+  CHECK(running() == 0);
+  CHECK(bodies.empty());
+  // Renewed: the next re-check dispatches.
+  *leases_fresh = true;
+  sched.advance_time(std::chrono::milliseconds{100});
+  sched.run();
+  CHECK(running() == 1);
+  CHECK(bodies.size() == 1);
+  // The attempt runs to its end as usual.
+  bodies.front()();
+  bodies.pop_front();
+  sched.run();
+  CHECK(running() == 0);
+  for (auto& h :
+       std::vector<caf::actor>{caf::actor_cast<caf::actor>(queue), worker,
+                               caf::actor_cast<caf::actor>(publisher),
+                               caf::actor_cast<caf::actor>(store)})
+    self->send_exit(h, caf::exit_reason::kill);
+  sched.run();
 }

@@ -13,6 +13,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -253,4 +255,36 @@ TEST_CASE("the fence: a takeover waits for a write in flight",
   REQUIRE_FALSE(taken);
   CHECK(pg::sqlstate_of(taken.error()) == "55P03"); // lock_not_available
   run(s.conn(), "ROLLBACK");
+}
+
+TEST_CASE("self-fencing: the keeper's freshness holds while renewals succeed "
+          "and lapses when they cannot reach PostgreSQL",
+          "[pg][lease][fence]") {
+  test_db db;
+  auto s = db.session();
+  auto g = take(s, pg::this_process("fresh"));
+  pg::lease_keeper::config kc;
+  kc.conninfo = db.url();
+  kc.grant = g;
+  kc.ttl = 1000ms;
+  kc.interval = 200ms;
+  std::function<bool()> fresh;
+  {
+    pg::lease_keeper keeper{kc};
+    fresh = keeper.freshness(250ms);
+    CHECK(fresh());
+    // Renewed every 200 ms: never stale within 1.5 TTL.
+    CHECK_FALSE(drover::testing::poll_until([&] { return !fresh(); }, 1500ms));
+  }
+  // The keeper is gone and renews no more: the test still answers (the
+  // queue may outlive the keeper), and turns stale.
+  CHECK(drover::testing::poll_until([&] { return !fresh(); }, 3000ms));
+  // A keeper that cannot reach PostgreSQL: stale after TTL - margin.
+  kc.conninfo = "postgresql:///none?host=/nonexistent-drover-socket";
+  pg::lease_keeper cut{kc};
+  auto cut_fresh = cut.freshness(250ms);
+  auto started = std::chrono::steady_clock::now();
+  CHECK(cut_fresh());
+  REQUIRE(drover::testing::poll_until([&] { return !cut_fresh(); }, 3000ms));
+  CHECK(std::chrono::steady_clock::now() - started >= 700ms);
 }
