@@ -1,0 +1,144 @@
+#include "nodes/node_setup.hpp"
+
+#include "gateway/stream_token.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/exec_user.hpp"
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstring>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace drover::node {
+
+bool has_role(const drover::node_config& cfg, const std::string& role) {
+  auto r = drover::roles_of(cfg);
+  return role == "coordinator" ? r.coordinator
+         : role == "worker"    ? r.worker
+                               : r.gateway;
+}
+
+caf::expected<drover::http::gateway_config>
+gateway_config_of(const drover::node_config& cfg) {
+  drover::http::gateway_config gw;
+  gw.host = cfg.http_host;
+  gw.port = cfg.http_port;
+  gw.threads = cfg.http_threads;
+  for (auto& spec : cfg.api_keys) {
+    auto key = drover::http::parse_api_key(spec);
+    if (!key)
+      return std::move(key.error());
+    for (auto& other : gw.keys)
+      if (other.name == key->name || other.hash == key->hash)
+        return drover::make_error(drover::errc::bad_config,
+                                  "api-key: key '" + key->name
+                                      + "' is configured twice");
+    gw.keys.push_back(std::move(*key));
+  }
+  gw.default_rate = cfg.http_rate_limit;
+  gw.limits.max_body_bytes = cfg.http_max_body_bytes;
+  gw.limits.max_header_bytes = cfg.http_max_header_bytes;
+  gw.limits.idle_timeout = cfg.http_idle_timeout;
+  gw.request_timeout = cfg.http_request_timeout;
+  gw.keepalive_interval = cfg.sse_keepalive;
+  gw.max_streams_per_key = cfg.http_max_streams_per_key;
+  gw.max_batch = cfg.http_max_batch;
+  // Browsers: Host names, CORS origins, stream tokens.
+  gw.allowed_hosts = cfg.http_allowed_hosts;
+  gw.cors_origins = cfg.http_cors_origins;
+  gw.stream_token_ttl = cfg.stream_token_ttl;
+  if (!cfg.stream_token_key.empty()) {
+    auto key = drover::http::decode_stream_token_key(cfg.stream_token_key);
+    if (!key)
+      return std::move(key.error());
+    gw.stream_token_key = std::move(*key);
+  }
+  return gw;
+}
+
+bool exec_development_mode(const drover::node_config& cfg) {
+  using drover::http::is_loopback_host;
+  return cfg.api_keys.empty() && is_loopback_host(cfg.admin_host)
+         && (!has_role(cfg, "gateway") || is_loopback_host(cfg.http_host))
+         && std::all_of(cfg.coordinators.begin(), cfg.coordinators.end(),
+                        [](const drover::coordinator_address& c) {
+                          return is_loopback_host(c.host);
+                        })
+         && (cfg.cluster_port < 0 || is_loopback_host(cfg.cluster_host));
+}
+
+caf::expected<drover::exec_policy>
+exec_policy_of(const drover::node_config& cfg) {
+  drover::exec_policy policy;
+  auto allowed = drover::resolve_allow_list(cfg.exec_allow);
+  if (!allowed)
+    return std::move(allowed.error());
+  policy.allowed = std::move(*allowed);
+  policy.allow_any = policy.allowed.empty() && exec_development_mode(cfg);
+  policy.limits.cpu_seconds = cfg.exec_cpu_seconds;
+  policy.limits.address_space_mb = cfg.exec_address_space_mb;
+  policy.limits.open_files = cfg.exec_open_files;
+  policy.limits.processes = cfg.exec_processes;
+  // Probed here, after the switch to the node's user: what it can do is
+  // what its jobs will get.
+  if (!cfg.exec_cgroups.empty()) {
+    auto dirs = drover::probe_cgroups(cfg.exec_cgroups);
+    if (!dirs)
+      return std::move(dirs.error());
+    policy.cgroups = std::move(*dirs);
+  }
+  if (cfg.exec_user_id != 0) {
+    if (auto err = drover::check_exec_user(cfg.exec_user_id))
+      return err;
+    policy.user_id = cfg.exec_user_id;
+  }
+  if (cfg.exec_memory_mb > 0) {
+    if (!drover::offers_memory(policy.cgroups))
+      return drover::make_error(drover::errc::bad_config,
+                                "exec-memory-mb needs an --exec-cgroup with "
+                                "the memory controller");
+    policy.memory_mb = cfg.exec_memory_mb;
+  }
+  return policy;
+}
+
+caf::error check_port(const std::string& host, uint16_t port,
+                      const char* option) {
+  if (port == 0)
+    return caf::none;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  auto service = std::to_string(port);
+  if (getaddrinfo(host.c_str(), service.c_str(), &hints, &found) != 0)
+    return drover::make_error(drover::errc::bad_config,
+                              std::string{option} + ": cannot resolve '" + host
+                                  + "'");
+  std::string why;
+  for (auto* ai = found; ai != nullptr; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (fd < 0)
+      continue;
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    bool bound = bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+    if (!bound)
+      why = std::strerror(errno);
+    close(fd);
+    if (bound) {
+      freeaddrinfo(found);
+      return caf::none;
+    }
+  }
+  freeaddrinfo(found);
+  return drover::make_error(drover::errc::unavailable,
+                            std::string{"cannot listen on "} + host + ':'
+                                + service + " (" + option + "): " + why);
+}
+
+} // namespace drover::node

@@ -1,0 +1,39 @@
+#pragma once
+
+// What a node's configuration means for its parts, as drover-node sets
+// them up: roles, the gateway's settings, exec's policy, and the port check
+// that runs before a coordinator touches its database.
+
+#include "gateway/gateway.hpp"
+#include "runtime/config.hpp"
+#include "runtime/exec_policy.hpp"
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace drover::node {
+
+/// Whether the node plays `role` ("coordinator", "worker" or "gateway").
+bool has_role(const node_config& cfg, const std::string& role);
+
+/// The gateway's settings from the node config; bad API keys are
+/// errc::bad_config.
+caf::expected<http::gateway_config> gateway_config_of(const node_config& cfg);
+
+/// Development mode for exec: no API keys and every listener on loopback.
+bool exec_development_mode(const node_config& cfg);
+
+/// What exec jobs may run on this node (runtime/exec_policy.hpp); a bad
+/// --exec-allow entry is errc::bad_config.
+caf::expected<exec_policy> exec_policy_of(const node_config& cfg);
+
+/// Binds host:port and lets it go again, so that a port another process
+/// holds is found before the node migrates or takes its leases: a node that
+/// cannot start changes nothing in the database. Port 0 always passes.
+caf::error check_port(const std::string& host, uint16_t port,
+                      const char* option);
+
+} // namespace drover::node
