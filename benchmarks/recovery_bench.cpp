@@ -404,6 +404,7 @@ int main(int argc, char** argv) {
   if (opt.standby)
     n2 = start_node(opt, db_url, log_path, true);
   int64_t kill_ms = 0;
+  steady::time_point kill_at;
   {
     auto deadline = steady::now() + 300s;
     for (;;) {
@@ -420,6 +421,7 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(20ms);
     }
     kill_ms = wall_ms();
+    kill_at = steady::now();
     kill_node(n1, SIGKILL);
   }
   auto done_at_kill = completed_sql();
@@ -439,7 +441,7 @@ int main(int argc, char** argv) {
   // 3. Restart, or the standby takes over (its times count from the kill).
   if (opt.standby) {
     n2.exec_ms = kill_ms;
-    n2.exec_at = steady::now() - std::chrono::milliseconds{wall_ms() - kill_ms};
+    n2.exec_at = kill_at;
     await_ready(n2, log_path);
   } else {
     std::this_thread::sleep_for(200ms);

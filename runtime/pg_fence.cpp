@@ -99,8 +99,9 @@ caf::error session::check_partitions(const std::vector<int32_t>& touched) {
     }
     expired = expired || res->value(row, 2) != "t";
   }
+  // `found` is ascending (ORDER BY partition).
   for (auto p : touched)
-    if (std::find(found.begin(), found.end(), p) == found.end()) {
+    if (!std::binary_search(found.begin(), found.end(), p)) {
       stale_partitions_.push_back(p);
       if (why.empty())
         why = "partition " + std::to_string(p) + " does not exist";

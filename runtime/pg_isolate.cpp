@@ -100,6 +100,10 @@ session::write_isolated(const write_batch& batch) {
     out.committed = std::move(*whole);
     return out;
   }
+  bool stale
+      = is(whole.error(), errc::not_owner) && !stale_partitions().empty();
+  if (!stale && failure_class_of(whole.error()) != failure_class::data)
+    return std::move(whole.error());
   auto units = units_of(batch);
   std::vector<size_t> all(units.size());
   for (size_t i = 0; i < all.size(); ++i)

@@ -8,6 +8,7 @@
 
 #include "runtime/errors.hpp"
 #include "runtime/type_ids.hpp"
+#include "support/actor_config.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -24,15 +25,12 @@ using namespace drover;
 using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 
+using drover::testing::stop_actors;
+using drover::testing::testing_config;
+
 namespace {
 
 constexpr int64_t epoch_ms = 1'800'000'000'000;
-
-caf::actor_system_config& testing_config(caf::actor_system_config& cfg) {
-  cfg.set("scheduler.policy", caf::atom("testing"));
-  register_types(cfg);
-  return cfg;
-}
 
 /// Attempt bodies, run by the test (in order) on the test thread.
 struct manual_executor {
@@ -910,10 +908,8 @@ TEST_CASE("a queue rebuilds itself from the store's unfinished jobs",
   CHECK(j->ran.back() == "\"b-scheduled\"");
   for (auto id : {"a-queued", "b-scheduled", "c-retrying", "d-running"})
     CHECK(get(id).status == job_status::completed);
-  for (auto& h :
-       std::vector<caf::actor>{caf::actor_cast<caf::actor>(queue), worker,
-                               caf::actor_cast<caf::actor>(publisher),
-                               caf::actor_cast<caf::actor>(store)})
-    self->send_exit(h, caf::exit_reason::kill);
-  sched.run();
+  stop_actors(self, sched,
+              {caf::actor_cast<caf::actor>(queue), worker,
+               caf::actor_cast<caf::actor>(publisher),
+               caf::actor_cast<caf::actor>(store)});
 }

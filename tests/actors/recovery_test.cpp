@@ -12,6 +12,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/task.hpp"
 #include "runtime/type_ids.hpp"
+#include "support/actor_config.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -31,17 +32,32 @@ namespace {
 
 constexpr int64_t epoch_ms = 1'800'000'000'000;
 
+/// An actor system on the deterministic test coordinator and the test's
+/// own blocking actor.
+struct deterministic {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{drover::testing::testing_config(cfg)};
+  caf::scheduler::test_coordinator& sched{
+      dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())};
+  caf::scoped_actor self{sys, true};
+};
+
+/// A registry with one job type, `noop`, that succeeds at once.
+std::shared_ptr<handler_registry> noop_handlers() {
+  auto handlers = std::make_shared<handler_registry>();
+  REQUIRE_FALSE(handlers->register_handler(
+      "noop", [](task_context&) { return task_outcome::success(); }));
+  return handlers;
+}
+
 } // namespace
 
 TEST_CASE("recovery reads the live jobs page by page and queues each once",
           "[recovery]") {
-  caf::actor_system_config cfg;
-  cfg.set("scheduler.policy", caf::atom("testing"));
-  register_types(cfg);
-  caf::actor_system sys{cfg};
-  auto& sched
-      = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
-  caf::scoped_actor self{sys, true};
+  deterministic d;
+  auto& sys = d.sys;
+  auto& sched = d.sched;
+  auto& self = d.self;
   auto store = spawn_memory_store(sys);
   // 12,001 queued jobs (three pages), plus one finished job in between
   // that recovery must leave alone.
@@ -70,9 +86,7 @@ TEST_CASE("recovery reads the live jobs page by page and queues each once",
   sched.run();
   self->receive([](ok_atom) {}, [](caf::error& err) { FAIL(describe(err)); });
 
-  auto handlers = std::make_shared<handler_registry>();
-  REQUIRE_FALSE(handlers->register_handler(
-      "noop", [](task_context&) { return task_outcome::success(); }));
+  auto handlers = noop_handlers();
   queue_options qo;
   qo.clock_ms = [] { return epoch_ms; };
   qo.seed = 11;
@@ -105,13 +119,10 @@ TEST_CASE("recovery reads the live jobs page by page and queues each once",
 
 TEST_CASE("a store refuses a recovery page without a sane limit",
           "[recovery]") {
-  caf::actor_system_config cfg;
-  cfg.set("scheduler.policy", caf::atom("testing"));
-  register_types(cfg);
-  caf::actor_system sys{cfg};
-  auto& sched
-      = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
-  caf::scoped_actor self{sys, true};
+  deterministic d;
+  auto& sys = d.sys;
+  auto& sched = d.sched;
+  auto& self = d.self;
   auto store = spawn_memory_store(sys);
   for (uint32_t limit : {0u, max_recovery_page + 1}) {
     self->send(store, recover_atom::value, std::string{}, limit);
@@ -129,16 +140,11 @@ TEST_CASE("a store refuses a recovery page without a sane limit",
 TEST_CASE("self-fencing: a queue that may not dispatch holds its jobs and "
           "dispatches once it may again",
           "[recovery][fence]") {
-  caf::actor_system_config cfg;
-  cfg.set("scheduler.policy", caf::atom("testing"));
-  register_types(cfg);
-  caf::actor_system sys{cfg};
-  auto& sched
-      = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
-  caf::scoped_actor self{sys, true};
-  auto handlers = std::make_shared<handler_registry>();
-  REQUIRE_FALSE(handlers->register_handler(
-      "noop", [](task_context&) { return task_outcome::success(); }));
+  deterministic d;
+  auto& sys = d.sys;
+  auto& sched = d.sched;
+  auto& self = d.self;
+  auto handlers = noop_handlers();
   auto leases_fresh = std::make_shared<bool>(false);
   queue_options qo;
   qo.clock_ms = [] { return epoch_ms; };
@@ -196,10 +202,8 @@ TEST_CASE("self-fencing: a queue that may not dispatch holds its jobs and "
   bodies.pop_front();
   sched.run();
   CHECK(running() == 0);
-  for (auto& h :
-       std::vector<caf::actor>{caf::actor_cast<caf::actor>(queue), worker,
-                               caf::actor_cast<caf::actor>(publisher),
-                               caf::actor_cast<caf::actor>(store)})
-    self->send_exit(h, caf::exit_reason::kill);
-  sched.run();
+  drover::testing::stop_actors(self, sched,
+                               {caf::actor_cast<caf::actor>(queue), worker,
+                                caf::actor_cast<caf::actor>(publisher),
+                                caf::actor_cast<caf::actor>(store)});
 }

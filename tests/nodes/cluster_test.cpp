@@ -409,21 +409,8 @@ TEST_CASE("a gateway node in front of the coordinator serves the HTTP API, and "
   cluster c;
   c.start_coordinator({"--gateway-join-secret", gateway_secret});
   c.start_worker("w1");
-  auto gateway_args = [&](const std::string& name, const std::string& s) {
-    return std::vector<std::string>{DROVER_NODE_BIN,
-                                    "--node-id",
-                                    name,
-                                    "--roles",
-                                    "gateway",
-                                    "--coordinator",
-                                    "127.0.0.1:"
-                                        + std::to_string(c.cluster_port),
-                                    "--join-secret",
-                                    s,
-                                    "--http-port",
-                                    "0"};
-  };
-  process gw{gateway_args("gw", gateway_secret), c.logs.path() + "/gw.log"};
+
+  process gw{c.gateway_args("gw", gateway_secret), c.logs.path() + "/gw.log"};
   auto ready = gw.wait_for_line("ready", 30s);
   INFO(tail_of(c.logs.path() + "/gw.log"));
   REQUIRE(ready);
@@ -445,7 +432,7 @@ TEST_CASE("a gateway node in front of the coordinator serves the HTTP API, and "
   CHECK(nodes.status == 200);
   CHECK(nodes.body.find(R"("role":"gateway")") != std::string::npos);
   // The workers' secret does not make a gateway (it would get the API).
-  process intruder{gateway_args("gw2", secret), c.logs.path() + "/gw2.log"};
+  process intruder{c.gateway_args("gw2", secret), c.logs.path() + "/gw2.log"};
   auto st = intruder.wait_exit(30s);
   REQUIRE(st);
   CHECK(WIFEXITED(*st));

@@ -150,10 +150,7 @@ TEST_CASE("a gateway node follows the failover: it joins the standby and "
   auto& standby
       = c.start_standby("coord-b", {"--gateway-join-secret", gateway_secret});
   c.start_worker("w1");
-  process gw{{DROVER_NODE_BIN, "--node-id", "gw", "--roles", "gateway",
-              "--coordinator", c.coordinator_list(), "--join-secret",
-              gateway_secret, "--http-port", "0"},
-             c.logs.path() + "/gw.log"};
+  process gw{c.gateway_args("gw", gateway_secret), c.logs.path() + "/gw.log"};
   auto gw_ready = gw.wait_for_line("node: ready", 30s);
   INFO(tail_of(c.logs.path() + "/gw.log"));
   REQUIRE(gw_ready);

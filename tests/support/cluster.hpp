@@ -121,6 +121,23 @@ struct cluster {
     return *p;
   }
 
+  /// A gateway node that joins this cluster's coordinators with
+  /// `join_secret` (theirs is --gateway-join-secret) and picks its HTTP port.
+  std::vector<std::string> gateway_args(const std::string& name,
+                                        const std::string& join_secret) const {
+    return {DROVER_NODE_BIN,
+            "--node-id",
+            name,
+            "--roles",
+            "gateway",
+            "--coordinator",
+            coordinator_list(),
+            "--join-secret",
+            join_secret,
+            "--http-port",
+            "0"};
+  }
+
   /// The --coordinator list: the active coordinator, then the standbys.
   std::string coordinator_list() const {
     auto list = "127.0.0.1:" + std::to_string(cluster_port);
