@@ -160,8 +160,21 @@ void drop_attempt(link_actor self, const std::string& job_id) {
   free_slot(self, slot);
 }
 
+/// Whether `rec` shows that `attempt` ended by its own outcome, already
+/// committed: the job completed, failed or is retrying at that attempt,
+/// and the attempt was not settled as lost. A report of such an attempt is
+/// a repeat the worker sends because it never heard the commit (its
+/// coordinator died first), not a zombie's.
+bool outcome_committed(const job_record& rec, uint32_t attempt) {
+  auto ended = rec.status == job_status::completed
+               || rec.status == job_status::failed
+               || rec.status == job_status::retrying;
+  return ended && rec.attempt == attempt && rec.last_lost_attempt != attempt;
+}
+
 /// Records once, in the job's history, that a superseded attempt's report
-/// was refused.
+/// was refused — unless the store shows the attempt's outcome committed
+/// already (then it is only logged).
 void record_rejection(link_actor self, const std::string& job_id,
                       uint32_t attempt, const std::string& what) {
   auto& st = self->state;
@@ -170,25 +183,41 @@ void record_rejection(link_actor self, const std::string& job_id,
     st.recorded.clear();
   if (!st.recorded.emplace(job_id, attempt).second)
     return;
-  log::warn("node_link", log::job{job_id},
-            "refused a report from a superseded attempt",
-            {{"node", st.cfg.node_id}, {"attempt", attempt}, {"what", what}});
-  job_event ev;
-  ev.job_id = job_id;
-  ev.kind = event_kind::report_rejected;
-  ev.attempt = attempt;
-  ev.at_ms = now_ms(self);
-  ev.reason = what + " from superseded attempt " + std::to_string(attempt)
-              + " on node " + st.cfg.node_id + " refused";
   auto store = st.cfg.handles->store();
-  self->request(store, caf::infinite, append_atom::value,
-                std::vector<job_event>{std::move(ev)})
-      .then([](ok_atom) {},
-            [job_id](caf::error& err) {
-              log::warn("node_link", log::job{job_id},
-                        "could not record a refused report",
-                        {{"error", describe(err)}});
-            });
+  auto append = [self, job_id, attempt, what, store] {
+    auto& st = self->state;
+    log::warn("node_link", log::job{job_id},
+              "refused a report from a superseded attempt",
+              {{"node", st.cfg.node_id}, {"attempt", attempt}, {"what", what}});
+    job_event ev;
+    ev.job_id = job_id;
+    ev.kind = event_kind::report_rejected;
+    ev.attempt = attempt;
+    ev.at_ms = now_ms(self);
+    ev.reason = what + " from superseded attempt " + std::to_string(attempt)
+                + " on node " + st.cfg.node_id + " refused";
+    self->request(store, caf::infinite, append_atom::value,
+                  std::vector<job_event>{std::move(ev)})
+        .then([](ok_atom) {},
+              [job_id](caf::error& err) {
+                log::warn("node_link", log::job{job_id},
+                          "could not record a refused report",
+                          {{"error", describe(err)}});
+              });
+  };
+  self->request(store, std::chrono::seconds{30}, get_atom::value, job_id)
+      .then(
+          [self, job_id, attempt, what, append](job_record& rec) {
+            if (!outcome_committed(rec, attempt))
+              return append();
+            log::info("node_link", log::job{job_id},
+                      "a report of an attempt whose outcome is committed "
+                      "came again; settled",
+                      {{"node", self->state.cfg.node_id},
+                       {"attempt", attempt},
+                       {"what", what}});
+          },
+          [append](caf::error&) { append(); });
 }
 
 void supersede(link_actor self, const std::string& job_id, uint32_t attempt) {

@@ -62,6 +62,7 @@
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
+#include <variant>
 
 namespace {
 
@@ -234,51 +235,14 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     }
   coordinator_claim claim;
   if (roles.coordinator && cfg.store == "postgres") {
-    // One coordinator per database: every lease before recovery. A
-    // standby waits for them (and for SIGTERM/SIGINT, which end it).
-    bool stopped = false;
-    bool announced = false;
-    std::function<bool(const std::string&)> standby;
-    if (cfg.standby)
-      standby = [&](const std::string& holder) {
-        if (!announced) {
-          announced = true;
-          drover::log::announce("node", "standing by",
-                                {{"node", cfg.node_id}, {"holder", holder}});
-        }
-        timespec now{0, 0};
-        if (sigtimedwait(&signals, nullptr, &now) > 0) {
-          stopped = true;
-          return false;
-        }
-        return true;
-      };
-    auto grant = drover::pg::claim_coordinator(cfg.pg_url, cfg.node_id,
-                                               cfg.lease_ttl, standby);
-    if (!grant && stopped) {
-      drover::log::info("node", "stopped while standing by");
-      return 0;
-    }
-    if (grant && announced)
-      drover::log::warn(
-          "node",
-          "taking over: the coordinator this node stood by for "
-          "stopped renewing the partition leases",
-          {{"epoch", grant->epochs.empty() ? 0 : grant->epochs[0]}});
-    if (!grant) {
-      if (drover::is(grant.error(), drover::errc::conflict)) {
-        drover::log::error("node", "another coordinator runs on this database",
-                           {{"error", drover::describe(grant.error())}});
-        return 2;
-      }
-      drover::log::error("node", "cannot take the coordinator leases",
-                         {{"error", drover::describe(grant.error())}});
-      return 1;
-    }
-    claim.fence = grant->fence();
+    auto claimed = drover::node::claim_leases(cfg, signals);
+    if (auto* code = std::get_if<int>(&claimed))
+      return *code;
+    auto grant = std::get<drover::pg::lease_grant>(std::move(claimed));
+    claim.fence = grant.fence(cfg.lease_ttl);
     drover::pg::lease_keeper::config kc;
     kc.conninfo = cfg.pg_url;
-    kc.grant = std::move(*grant);
+    kc.grant = std::move(grant);
     kc.ttl = cfg.lease_ttl;
     kc.interval = cfg.lease_renew_interval;
     kc.deposed = deposed_exit(claim.leaving);
@@ -573,6 +537,8 @@ int main(int argc, char** argv) {
   // From here on everything the node says is a log record (runtime/log.hpp);
   // only a command line it cannot parse is answered as plain CLI text.
   drover::log::configure(drover::log_options_of(parsed->config));
+  // pg_stat_activity names the node of each session.
+  drover::pg::set_application_name("drover " + parsed->config.node_id);
   {
     // Root goes first, before any thread, port or connection exists
     // (runtime/privileges.hpp): nothing after this line runs as root.

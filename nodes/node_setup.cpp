@@ -3,12 +3,15 @@
 #include "gateway/stream_token.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/exec_user.hpp"
+#include "runtime/log.hpp"
 
 #include <algorithm>
 #include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <netdb.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -139,6 +142,57 @@ caf::error check_port(const std::string& host, uint16_t port,
   return drover::make_error(drover::errc::unavailable,
                             std::string{"cannot listen on "} + host + ':'
                                 + service + " (" + option + "): " + why);
+}
+
+std::variant<pg::lease_grant, int> claim_leases(const node_config& cfg,
+                                                const sigset_t& signals) {
+  // One coordinator per database: every lease before recovery. A
+  // standby waits for them (and for SIGTERM/SIGINT, which end it).
+  bool stopped = false;
+  bool announced = false;
+  std::function<bool(const std::string&)> standby;
+  if (cfg.standby)
+    standby = [&](const std::string& holder) {
+      if (!holder.empty() && !announced) {
+        announced = true;
+        log::announce("node", "standing by",
+                      {{"node", cfg.node_id}, {"holder", holder}});
+      }
+      timespec now{0, 0};
+      if (sigtimedwait(&signals, nullptr, &now) > 0) {
+        stopped = true;
+        return false;
+      }
+      return true;
+    };
+  auto outage = [failures = 0](const caf::error& err) mutable {
+    if (failures++ % 20 == 0) // the first, then every 10 s
+      log::warn("node",
+                "standing by without PostgreSQL (reconnecting every 500 ms)",
+                {{"error", describe(err)}});
+  };
+  auto grant = pg::claim_coordinator(cfg.pg_url, cfg.node_id, cfg.lease_ttl,
+                                     standby, outage);
+  if (!grant && stopped) {
+    log::info("node", "stopped while standing by");
+    return 0;
+  }
+  if (!grant) {
+    if (is(grant.error(), errc::conflict)) {
+      log::error("node", "another coordinator runs on this database",
+                 {{"error", describe(grant.error())}});
+      return 2;
+    }
+    log::error("node", "cannot take the coordinator leases",
+               {{"error", describe(grant.error())}});
+    return 1;
+  }
+  if (announced)
+    log::warn("node",
+              "taking over: the coordinator this node stood by for stopped "
+              "renewing the partition leases",
+              {{"epoch", grant->epochs.empty() ? 0 : grant->epochs[0]}});
+  return std::move(*grant);
 }
 
 } // namespace drover::node

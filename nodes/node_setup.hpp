@@ -7,12 +7,15 @@
 #include "gateway/gateway.hpp"
 #include "runtime/config.hpp"
 #include "runtime/exec_policy.hpp"
+#include "runtime/pg_lease.hpp"
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include <csignal>
 #include <cstdint>
 #include <string>
+#include <variant>
 
 namespace drover::node {
 
@@ -35,5 +38,14 @@ caf::expected<exec_policy> exec_policy_of(const node_config& cfg);
 /// cannot start changes nothing in the database. Port 0 always passes.
 caf::error check_port(const std::string& host, uint16_t port,
                       const char* option);
+
+/// Takes the coordinator's partition leases (pg::claim_coordinator); with
+/// --standby, waits while their holder renews them and while PostgreSQL is
+/// unreachable, until one of `signals` arrives. Logs what happened. The
+/// grant, or the code the node exits with: 0 (stopped while standing by),
+/// 1 (PostgreSQL unreachable, or the leases could not be taken), 2 (another
+/// coordinator holds them).
+std::variant<pg::lease_grant, int> claim_leases(const node_config& cfg,
+                                                const sigset_t& signals);
 
 } // namespace drover::node

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
@@ -637,7 +638,27 @@ connection::~connection() {
     PQfinish(conn_);
 }
 
+namespace {
+
+std::mutex application_name_mx;
+std::string application_name = "drover";
+
+std::string current_application_name() {
+  std::lock_guard<std::mutex> guard{application_name_mx};
+  return application_name;
+}
+
+} // namespace
+
+void set_application_name(std::string name) {
+  if (name.size() > 63)
+    name.resize(63);
+  std::lock_guard<std::mutex> guard{application_name_mx};
+  application_name = std::move(name);
+}
+
 caf::expected<connection> connection::open(const std::string& conninfo) {
+  auto app = current_application_name();
   // Keywords are processed in order and later ones win: the defaults come
   // before dbname (which expands `conninfo`), the encoding after it.
   const char* const keywords[] = {
@@ -652,7 +673,8 @@ caf::expected<connection> connection::open(const std::string& conninfo) {
       nullptr,
   };
   const char* const values[] = {
-      "10", "1", "30", "10", "3", "drover", conninfo.c_str(), "UTF8", nullptr,
+      "10",   "1",     "30", "10", "3", app.c_str(), conninfo.c_str(),
+      "UTF8", nullptr,
   };
   PGconn* raw = PQconnectdbParams(keywords, values, 1);
   if (raw == nullptr)
@@ -875,6 +897,7 @@ caf::expected<session> session::open(const std::string& conninfo,
 }
 
 caf::error session::prepare_connection() {
+  fence_applied_ = false;
   // Acknowledged means committed: never run with synchronous_commit off,
   // whatever the server's default. (local, remote_write, on, remote_apply
   // all wait for the local flush and are kept.)

@@ -212,13 +212,20 @@ struct notice_log {
   std::deque<std::string> items;
 };
 
+/// The fallback_application_name of this process's connections from now
+/// on (what pg_stat_activity shows): a node sets "drover <node id>", so an
+/// operator, or a fault test, can tell its sessions from another node's.
+/// Cut to PostgreSQL's 63 bytes.
+void set_application_name(std::string name);
+
 /// Owns one PGconn (PQfinish on destruction) and its notice processor.
 class connection {
 public:
   /// Connects. `conninfo` is a libpq connection string or URI. Defaults
   /// that `conninfo` may override: connect_timeout=10, TCP keepalives
   /// (idle 30 s, interval 10 s, 3 probes), fallback_application_name
-  /// "drover". Always: client_encoding UTF8. Fails with `unavailable`.
+  /// (set_application_name; "drover" by default). Always: client_encoding
+  /// UTF8. Fails with `unavailable`.
   static caf::expected<connection> open(const std::string& conninfo);
 
   connection() noexcept;
@@ -394,6 +401,13 @@ struct write_fence {
   std::vector<int32_t> partitions;
   /// Parallel to `partitions`.
   std::vector<int64_t> epochs;
+  /// PostgreSQL ends a fenced session's transaction that stays idle longer
+  /// than this (idle_in_transaction_session_timeout, set once per
+  /// connection; 0 = the server's setting). The coordinator sets its lease
+  /// TTL: a paused coordinator (SIGSTOP, a VM frozen) cannot hold the
+  /// lease rows it locked FOR SHARE, and with them its successor's
+  /// takeover, longer than its lease.
+  int64_t idle_limit_ms = 0;
 
   /// The epoch `partition` is held at; -1 if it is not held.
   int64_t epoch_of(int32_t partition) const;
@@ -464,6 +478,7 @@ public:
   /// time); the transaction writes nothing.
   void set_fence(std::shared_ptr<const write_fence> fence) {
     fence_ = std::move(fence);
+    fence_applied_ = false;
   }
 
   /// After write() failed with errc::not_owner: the partitions of its
@@ -546,11 +561,15 @@ private:
   /// Starts a write transaction (after rolling back a stale one) and
   /// checks the fence in it; on failure nothing is left open.
   caf::error begin_fenced(const char* what);
+  /// Once per connection: the fence's idle limit.
+  caf::error apply_fence_settings();
 
   std::string conninfo_;
   connection conn_;
   decode_limits limits_;
   std::shared_ptr<const write_fence> fence_;
+  /// Whether this connection has the fence's session settings.
+  bool fence_applied_ = false;
   std::vector<int32_t> stale_partitions_;
 };
 

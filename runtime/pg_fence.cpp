@@ -43,6 +43,8 @@ caf::error session::begin_write(const std::vector<int32_t>& touched,
   stale_partitions_.clear();
   if (auto err = rollback_quietly())
     return err;
+  if (auto err = apply_fence_settings())
+    return err;
   if (auto res = conn_.exec("BEGIN", {}, false, what); !res)
     return std::move(res.error());
   if (auto err = check_partitions(touched)) {
@@ -50,6 +52,21 @@ caf::error session::begin_write(const std::vector<int32_t>& touched,
     return err;
   }
   return {};
+}
+
+caf::error session::apply_fence_settings() {
+  if (!fence_ || fence_applied_)
+    return caf::none;
+  if (fence_->idle_limit_ms > 0) {
+    auto res = conn_.exec(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, false)",
+        params{}.text(std::to_string(fence_->idle_limit_ms)), false,
+        "limiting the fenced session's idle transactions");
+    if (!res)
+      return std::move(res.error());
+  }
+  fence_applied_ = true;
+  return caf::none;
 }
 
 caf::error session::check_partitions(const std::vector<int32_t>& touched) {
@@ -122,6 +139,8 @@ caf::error session::check_partitions(const std::vector<int32_t>& touched) {
 
 caf::error session::begin_fenced(const char* what) {
   if (auto err = rollback_quietly())
+    return err;
+  if (auto err = apply_fence_settings())
     return err;
   if (auto res = conn_.exec("BEGIN", {}, false, what); !res)
     return std::move(res.error());

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <unistd.h>
@@ -63,8 +64,10 @@ lease_owner this_process(const std::string& node_id) {
   return o;
 }
 
-std::shared_ptr<const write_fence> lease_grant::fence() const {
+std::shared_ptr<const write_fence>
+lease_grant::fence(std::chrono::milliseconds idle_limit) const {
   auto f = std::make_shared<write_fence>();
+  f->idle_limit_ms = idle_limit.count();
   f->instance = owner.instance;
   f->partitions = partitions;
   f->epochs = epochs;
@@ -82,9 +85,10 @@ std::string describe(const lease_holder& h) {
   return out.str();
 }
 
-caf::expected<acquire_attempt> try_acquire_all(session& db,
-                                               const lease_owner& owner,
-                                               std::chrono::milliseconds ttl) {
+caf::expected<acquire_attempt>
+try_acquire_all(session& db, const lease_owner& owner,
+                std::chrono::milliseconds ttl,
+                std::chrono::milliseconds lock_wait) {
   auto& conn = db.conn();
   abandon(db);
   if (auto res = conn.exec("BEGIN", {}, false, "taking the partition leases");
@@ -94,6 +98,16 @@ caf::expected<acquire_attempt> try_acquire_all(session& db,
     abandon(db);
     return err;
   };
+  // A bounded wait for the row locks: a writer of a paused holder keeps
+  // them until PostgreSQL ends its idle transaction, and the caller
+  // decides how long to keep trying.
+  if (auto res = conn.exec(
+          "SELECT set_config('lock_timeout', $1, true)",
+          params{}.text(std::to_string(std::max<int64_t>(1, lock_wait.count()))
+                        + "ms"),
+          false, "taking the partition leases");
+      !res)
+    return fail(std::move(res.error()));
   // Every row locked: a concurrent taker waits, then sees our epochs.
   auto rows = conn.exec(
       "SELECT partition, owner, coalesce(owner_node, ''), "
@@ -105,6 +119,12 @@ caf::expected<acquire_attempt> try_acquire_all(session& db,
       "expires_at - now()) * 1000)::bigint ELSE 0 END "
       "FROM drover.partition_leases ORDER BY partition FOR UPDATE",
       {}, false, "reading the partition leases");
+  if (!rows && sqlstate_of(rows.error()) == "55P03") { // lock_not_available
+    abandon(db);
+    acquire_attempt busy;
+    busy.busy = true;
+    return busy;
+  }
   if (!rows)
     return fail(std::move(rows.error()));
   if (rows->rows() == 0)
@@ -170,11 +190,18 @@ caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
   auto give_up = std::chrono::steady_clock::now() + patience;
   std::optional<lease_holder> seen;
   for (;;) {
-    auto attempt = try_acquire_all(db, owner, ttl);
+    auto attempt = try_acquire_all(db, owner, ttl, poll);
     if (!attempt)
       return std::move(attempt.error());
     if (attempt->grant)
       return std::move(*attempt->grant);
+    if (attempt->busy) {
+      if (std::chrono::steady_clock::now() >= give_up)
+        return make_error(errc::unavailable,
+                          "the partition leases stay locked by another "
+                          "transaction (pg_locks names it)");
+      continue;
+    }
     auto& h = *attempt->held_by;
     // The same holder, its expiry moved on: it renewed, so it is alive.
     bool renewed = seen && seen->owner.instance == h.owner.instance
@@ -192,21 +219,48 @@ caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
 caf::expected<lease_grant>
 claim_coordinator(const std::string& conninfo, const std::string& node_id,
                   std::chrono::milliseconds ttl,
-                  std::function<bool(const std::string&)> standby) {
-  auto db = session::open(conninfo);
-  if (!db)
-    return std::move(db.error());
-  if (auto err = db->migrate())
-    return err;
+                  std::function<bool(const std::string&)> standby,
+                  std::function<void(const caf::error&)> on_outage) {
   auto owner = this_process(node_id);
+  // A standby outlasts PostgreSQL outages (a restart, a failover of the
+  // database itself): it reconnects every half second and goes on
+  // waiting; an active coordinator's start fails on the first one.
+  auto outage = [&](caf::error err) -> std::optional<caf::error> {
+    if (!standby || !is(err, errc::unavailable))
+      return err;
+    if (on_outage)
+      on_outage(err);
+    if (!standby(std::string{}))
+      return err;
+    std::this_thread::sleep_for(std::chrono::milliseconds{500});
+    return std::nullopt;
+  };
   for (;;) {
-    auto grant = acquire_all(*db, owner, ttl, std::chrono::milliseconds{200},
-                             2 * ttl + std::chrono::milliseconds{60000});
-    if (grant || !standby || !is(grant.error(), errc::conflict))
-      return grant;
-    auto holder = drover::describe(grant.error());
-    if (!standby(holder))
-      return grant;
+    auto db = session::open(conninfo);
+    if (!db) {
+      if (auto err = outage(std::move(db.error())))
+        return std::move(*err);
+      continue;
+    }
+    if (auto err = db->migrate()) {
+      if (auto stop = outage(std::move(err)))
+        return std::move(*stop);
+      continue;
+    }
+    for (;;) {
+      auto grant = acquire_all(*db, owner, ttl, std::chrono::milliseconds{200},
+                               2 * ttl + std::chrono::milliseconds{60000});
+      if (grant || !standby)
+        return grant;
+      if (!is(grant.error(), errc::conflict)) {
+        if (auto err = outage(std::move(grant.error())))
+          return std::move(*err);
+        break; // a new session
+      }
+      auto holder = drover::describe(grant.error());
+      if (!standby(holder))
+        return grant;
+    }
   }
 }
 

@@ -56,8 +56,10 @@ struct lease_grant {
   std::vector<int32_t> partitions;
   std::vector<int64_t> epochs;
 
-  /// What the store's write transactions check.
-  std::shared_ptr<const write_fence> fence() const;
+  /// What the store's write transactions check; `idle_limit` becomes the
+  /// fence's idle_limit_ms (the lease TTL for a coordinator).
+  std::shared_ptr<const write_fence> fence(std::chrono::milliseconds idle_limit
+                                           = {}) const;
 };
 
 /// A lease that stood in the way: held by another instance, unexpired.
@@ -78,20 +80,25 @@ std::string describe(const lease_holder& h);
 /// One attempt, one transaction: takes every partition's lease for `owner`
 /// for `ttl` (epoch + 1 each) if none is held unexpired by another
 /// instance; otherwise changes nothing and names the first such holder.
+/// A transaction that holds lease rows locked past `lock_wait` (a writer
+/// of a paused coordinator, until PostgreSQL ends it: write_fence::
+/// idle_limit_ms) makes the attempt `busy` instead of waiting for it.
 struct acquire_attempt {
   std::optional<lease_grant> grant;
   std::optional<lease_holder> held_by;
+  bool busy = false;
 };
-caf::expected<acquire_attempt> try_acquire_all(session& db,
-                                               const lease_owner& owner,
-                                               std::chrono::milliseconds ttl);
+caf::expected<acquire_attempt> try_acquire_all(
+    session& db, const lease_owner& owner, std::chrono::milliseconds ttl,
+    std::chrono::milliseconds lock_wait = std::chrono::milliseconds{1000});
 
 /// Takes every lease, waiting for a holder's lease to expire if that
 /// holder may be dead: the leases are read every `poll` until either they
 /// expire unrenewed (taken with epoch + 1: a restart after kill -9 waits at
 /// most one TTL) or the same holder renews them (alive: errc::conflict,
 /// context = describe(holder)). Gives up with that conflict after `patience`
-/// without either (a holder with a longer TTL than that).
+/// without either (a holder with a longer TTL than that). Rows locked by
+/// another transaction are waited for `poll` at a time, within `patience`.
 caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
                                        std::chrono::milliseconds ttl,
                                        std::chrono::milliseconds poll,
@@ -108,10 +115,15 @@ caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
 /// with the conflict, it is called with the holder's description each time
 /// the holder is seen alive (about once per renewal of the holder) and the
 /// wait goes on while it returns true; false ends it with the conflict.
+/// A standby also waits out PostgreSQL being unreachable (errc::
+/// unavailable, at any step): `on_outage` hears each failure, `standby` is
+/// then called with an empty holder (false ends the wait with that
+/// error), and it reconnects every 500 ms.
 caf::expected<lease_grant>
 claim_coordinator(const std::string& conninfo, const std::string& node_id,
                   std::chrono::milliseconds ttl,
-                  std::function<bool(const std::string&)> standby = nullptr);
+                  std::function<bool(const std::string&)> standby = {},
+                  std::function<void(const caf::error&)> on_outage = {});
 
 /// Extends every lease of `grant` to now() + ttl (server clock), also after
 /// it expired, as long as nobody took it over. errc::not_owner when a

@@ -151,7 +151,8 @@ void free_slot(link_actor self, uint32_t index);
 void drop_attempt(link_actor self, const std::string& job_id);
 
 /// Records once, in the job's history, that a superseded attempt's report
-/// was refused (`what`: "an outcome", "progress", ...).
+/// was refused (`what`: "an outcome", "progress", ...); a repeat of an
+/// outcome the store shows committed is only logged.
 void record_rejection(link_actor self, const std::string& job_id,
                       uint32_t attempt, const std::string& what);
 

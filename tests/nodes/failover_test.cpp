@@ -19,22 +19,6 @@ using namespace drover::testing;
 using namespace drover::testing::cluster_harness;
 using namespace std::chrono_literals;
 
-namespace {
-
-/// Owner node and epoch of every lease row, as "node@epoch" if all agree,
-/// else "mixed".
-std::string lease_owner(const std::string& url) {
-  auto conn = must(drover::pg::connection::open(url));
-  auto res = run(conn, "SELECT count(DISTINCT (owner_node, epoch)), "
-                       "min(owner_node), min(epoch) FROM "
-                       "drover.partition_leases");
-  if (std::string{res.value(0, 0)} != "1")
-    return "mixed";
-  return std::string{res.value(0, 1)} + "@" + std::string{res.value(0, 2)};
-}
-
-} // namespace
-
 TEST_CASE("kill -9 of the active coordinator: the standby takes over, the "
           "worker follows, and every acknowledged job completes once",
           "[pg][cluster][process][failover]") {

@@ -257,6 +257,43 @@ TEST_CASE("the fence: a takeover waits for a write in flight",
   run(s.conn(), "ROLLBACK");
 }
 
+TEST_CASE("a paused writer's locks hold a takeover back only until "
+          "PostgreSQL ends its idle transaction",
+          "[pg][lease][fence]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto g = take(s, pg::this_process("paused"));
+  s.set_fence(g.fence(3000ms));
+  // A write applies the fence's session setting, the idle limit.
+  must(s.write(one_submit("j-1")));
+  CHECK(scalar(s.conn(), "SELECT setting FROM pg_settings WHERE name = "
+                         "'idle_in_transaction_session_timeout'")
+        == 3000);
+  // Its lease runs out, and the writer stops inside a transaction that
+  // holds the lease rows (what a SIGSTOP between two statements of a
+  // write leaves).
+  expire_all(admin);
+  run(s.conn(), "BEGIN");
+  run(s.conn(), "SELECT 1 FROM drover.partition_leases FOR SHARE");
+  auto t = db.session();
+  auto thief = pg::this_process("standby");
+  // A bounded wait, not a hang: the attempt reports the rows busy.
+  auto first = must(pg::try_acquire_all(t, thief, 5000ms, 100ms));
+  CHECK(first.busy);
+  CHECK_FALSE(first.grant);
+  // PostgreSQL ends the idle transaction after 3 s; the takeover then goes
+  // through, with epoch + 1.
+  auto started = std::chrono::steady_clock::now();
+  auto grant = must(pg::acquire_all(t, thief, 5000ms, 200ms, 20000ms));
+  CHECK(std::chrono::steady_clock::now() - started < 15s);
+  REQUIRE_FALSE(grant.epochs.empty());
+  CHECK(grant.epochs.front() == g.epochs.front() + 1);
+  // The paused writer's connection is gone; nothing it held was written.
+  CHECK_FALSE(s.conn().exec("SELECT 1"));
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.jobs") == 1);
+}
+
 TEST_CASE("self-fencing: the keeper's freshness holds while renewals succeed "
           "and lapses when they cannot reach PostgreSQL",
           "[pg][lease][fence]") {

@@ -54,6 +54,9 @@ inline uint16_t free_port() {
 /// A coordinator, its worker nodes and their logs.
 struct cluster {
   test_db db;
+  /// Another PostgreSQL for this cluster's nodes (a throwaway_cluster a
+  /// fault test stops); empty = `db`.
+  std::string pg_url;
   scratch_dir logs{"drover-cluster"};
   uint16_t cluster_port = free_port();
   std::unique_ptr<process> coordinator;
@@ -61,6 +64,11 @@ struct cluster {
   std::map<std::string, std::unique_ptr<process>> workers;
   std::map<std::string, std::unique_ptr<process>> standbys;
   std::vector<uint16_t> standby_ports;
+
+  /// The database the nodes use.
+  std::string url() const {
+    return pg_url.empty() ? db.url() : pg_url;
+  }
 
   /// The arguments of a coordinator on this cluster's database.
   std::vector<std::string> coordinator_args(const std::string& name,
@@ -74,7 +82,7 @@ struct cluster {
                                   "--store",
                                   "postgres",
                                   "--pg-url",
-                                  db.url(),
+                                  url(),
                                   "--admin-port",
                                   "0",
                                   "--cluster-port",
@@ -186,9 +194,8 @@ struct cluster {
   }
 
   int64_t events(const std::string& job, int kind) {
-    return scalar(db.url(),
-                  "SELECT count(*) FROM drover.events WHERE job_id = '" + job
-                      + "' AND kind = " + std::to_string(kind));
+    return scalar(url(), "SELECT count(*) FROM drover.events WHERE job_id = '"
+                             + job + "' AND kind = " + std::to_string(kind));
   }
 
   /// Every job terminal, each completed exactly once.
@@ -197,8 +204,8 @@ struct cluster {
     INFO(tail_of(logs.path() + "/coord.log"));
     REQUIRE(poll_until(
         [&] {
-          return scalar(db.url(), "SELECT count(*) FROM drover.jobs WHERE "
-                                  "final_status IS NULL")
+          return scalar(url(), "SELECT count(*) FROM drover.jobs WHERE "
+                               "final_status IS NULL")
                  == 0;
         },
         timeout));
@@ -244,6 +251,18 @@ struct cluster {
     return true;
   }
 };
+
+/// Owner node and epoch of every lease row, as "node@epoch" if all agree,
+/// else "mixed".
+inline std::string lease_owner(const std::string& url) {
+  auto conn = must(drover::pg::connection::open(url));
+  auto res = run(conn, "SELECT count(DISTINCT (owner_node, epoch)), "
+                       "min(owner_node), min(epoch) FROM "
+                       "drover.partition_leases");
+  if (std::string{res.value(0, 0)} != "1")
+    return "mixed";
+  return std::string{res.value(0, 1)} + "@" + std::string{res.value(0, 2)};
+}
 
 inline std::string node_of(const std::string& worker_id) {
   return worker_id.substr(0, worker_id.find('/'));
