@@ -145,6 +145,9 @@ void request_adoption(link_actor self, const std::string& job_id,
               drop_attempt(self, job_id);
               return;
             }
+            // A superseded attempt still running on the node: refused,
+            // recorded (unless its outcome is committed: a repeat), stopped.
+            record_rejection(self, job_id, attempt, "a running attempt");
             i->second.expired = true;
             supersede(self, job_id, attempt);
           });
@@ -231,14 +234,17 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
     listed.insert(ra.job_id);
     auto i = st.attempts.find(ra.job_id);
     if (i != st.attempts.end() && i->second.attempt == ra.attempt) {
-      if (!i->second.expired && !(i->second.js_gone && !i->second.adopting))
+      if (!i->second.expired && !(i->second.js_gone && !i->second.adopting)) {
         // Kept: reconnected in time.
         i->second.expiry_ms = st.joined_ms + i->second.ttl_ms;
-      else
+      } else {
+        record_rejection(self, ra.job_id, ra.attempt, "a running attempt");
         supersede(self, ra.job_id, ra.attempt);
+      }
       continue;
     }
     if (i != st.attempts.end()) {
+      record_rejection(self, ra.job_id, ra.attempt, "a running attempt");
       supersede(self, ra.job_id, ra.attempt);
       continue;
     }

@@ -8,7 +8,12 @@
 //   renewal meets that epoch: it exits 3 without writing anything;
 // - PostgreSQL stops with `-m immediate` while the standby waits to take
 //   over from a killed coordinator: the standby stands by through the
-//   outage and takes over once the database is back.
+//   outage and takes over once the database is back;
+// - a worker node is cut off from its coordinator by a network partition
+//   (support/tcp_proxy.hpp) past its attempts' leases: they run again on
+//   the other worker, and after the heal — the held bytes let through, or
+//   the connections reset, as the seed decides — the cut-off worker's late
+//   outcomes are refused and recorded, and it serves again.
 //
 // After the faults heal, every stored job is audited against
 // ../shared/RELIABILITY.md (support/audit.hpp). Job lengths are seeded;
@@ -18,6 +23,7 @@
 #include "support/audit.hpp"
 #include "support/cluster.hpp"
 #include "support/pg_cluster.hpp"
+#include "support/tcp_proxy.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -142,4 +148,77 @@ TEST_CASE("PostgreSQL stopped with -m immediate during a takeover: the "
   submit_some(c, rng, 4, acked);
   c.check_all_done_once({acked.begin(), acked.end()}, 60s);
   audit_all(pg.url(), acked);
+}
+
+TEST_CASE("a worker cut off from its coordinator past its leases: its jobs "
+          "run on the other worker, its late outcomes are refused, and it "
+          "serves again after the heal",
+          "[pg][cluster][process][faults]") {
+  auto seed = test_seed();
+  std::mt19937_64 rng{seed};
+  bool reset = rng() % 2 == 0;
+  std::cout << "failover_fault_test partition: seed " << seed << ", heal by "
+            << (reset ? "resetting the connections" : "letting bytes through")
+            << std::endl;
+  INFO("seed " << seed << " (DROVER_TEST_SEED replays it)");
+  cluster c;
+  c.start_coordinator();
+  tcp_proxy proxy{c.cluster_port};
+  c.start_worker("w1", {"--slots", "cpu=2", "--coordinator",
+                        "127.0.0.1:" + std::to_string(proxy.port())});
+  std::set<std::string> acked;
+  std::vector<std::string> on_w1;
+  // Jobs long enough to outlive the partition's start: whatever w1 runs
+  // when it is cut off is still running when its leases lapse.
+  std::uniform_int_distribution<int> ms{3000, 4000};
+  for (int i = 0; i < 2; ++i)
+    on_w1.push_back(c.submit(ms(rng)));
+  acked.insert(on_w1.begin(), on_w1.end());
+  REQUIRE(poll_until([&] { return c.all_started(on_w1); }, 20s));
+  for (const auto& j : on_w1)
+    REQUIRE(node_of(c.worker_of(j)) == "w1");
+  c.start_worker("w2", {"--slots", "cpu=2"});
+
+  proxy.cut();
+  // The coordinator hears nothing more from w1: the attempts' leases lapse
+  // and the jobs run again, on w2.
+  INFO(tail_of(c.logs.path() + "/coord.log"));
+  REQUIRE(poll_until(
+      [&] {
+        for (const auto& j : on_w1)
+          if (c.events(j, started_kind) < 2)
+            return false;
+        return true;
+      },
+      30s));
+  for (const auto& j : on_w1) {
+    CHECK(c.events(j, lease_expired_kind) == 1);
+    CHECK(node_of(c.worker_of(j)) == "w2");
+  }
+  // Meanwhile w1 finishes its superseded attempts (its sleeps end).
+  REQUIRE(c.wait_log("w1", "a heartbeat went unanswered", 20s));
+  if (reset)
+    proxy.reset();
+  proxy.heal();
+  // w1's late outcomes (or heartbeats) of attempt 1 meet the fence.
+  CHECK(poll_until(
+      [&] {
+        for (const auto& j : on_w1)
+          if (c.events(j, report_rejected_kind) == 0)
+            return false;
+        return true;
+      },
+      30s));
+  // It serves again: with w2 stopped, new work can only run on w1.
+  auto& w2 = *c.workers["w2"];
+  w2.signal(SIGTERM);
+  REQUIRE(w2.wait_exit(30s));
+  std::vector<std::string> after;
+  for (int i = 0; i < 3; ++i)
+    after.push_back(c.submit(50));
+  acked.insert(after.begin(), after.end());
+  c.check_all_done_once({acked.begin(), acked.end()}, 60s);
+  for (const auto& j : after)
+    CHECK(node_of(c.worker_of(j)) == "w1");
+  audit_all(c.url(), acked);
 }
