@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <caf/event_based_actor.hpp>
 #include <chrono>
+#include <memory>
 
 namespace drover {
 
@@ -257,22 +258,40 @@ caf::actor spawn_api(caf::actor_system& sys,
           self->request(cluster, std::chrono::seconds{10}, a)
               .then(
                   [self, rp, handles](std::string& nodes) mutable {
-                    auto queue = handles->queue();
-                    auto whole = "{\"nodes\":" + nodes;
-                    if (!queue) {
-                      rp.deliver(whole + "}");
-                      return;
-                    }
-                    self->request(queue, std::chrono::seconds{10},
+                    auto whole
+                        = std::make_shared<std::string>("{\"nodes\":" + nodes);
+                    // Then the coordinators of the database (the store's
+                    // drover.coordinators view; none for the memory store)
+                    // and the jobs no connected worker serves.
+                    auto waiting = [self, rp, handles, whole]() mutable {
+                      auto queue = handles->queue();
+                      if (!queue) {
+                        rp.deliver(*whole + "}");
+                        return;
+                      }
+                      self->request(queue, std::chrono::seconds{10},
+                                    nodes_atom::value)
+                          .then(
+                              [rp, whole](std::string& w) mutable {
+                                rp.deliver(*whole
+                                           + ",\"waiting_without_worker\":" + w
+                                           + "}");
+                              },
+                              [rp, whole](caf::error&) mutable {
+                                rp.deliver(*whole + "}");
+                              });
+                    };
+                    auto store = handles->store();
+                    if (!store)
+                      return waiting();
+                    self->request(store, std::chrono::seconds{10},
                                   nodes_atom::value)
                         .then(
-                            [rp, whole](std::string& waiting) mutable {
-                              rp.deliver(whole + ",\"waiting_without_worker\":"
-                                         + waiting + "}");
+                            [whole, waiting](std::string& c) mutable {
+                              *whole += ",\"coordinators\":" + c;
+                              waiting();
                             },
-                            [rp, whole](caf::error&) mutable {
-                              rp.deliver(whole + "}");
-                            });
+                            [waiting](caf::error&) mutable { waiting(); });
                   },
                   [rp](caf::error& err) mutable { rp.deliver(err); });
           return rp;

@@ -180,6 +180,10 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
               result.push_back(i->second.record);
           return result;
         },
+        [](nodes_atom) -> caf::result<std::string> {
+          return make_error(errc::not_found,
+                            "the memory store keeps no coordinators");
+        },
         [self](webhooks_atom, const std::string& after,
                uint32_t limit) -> caf::result<std::vector<job_record>> {
           if (limit == 0 || limit > 10000)

@@ -7,6 +7,7 @@
 #include "runtime/log.hpp"
 #include "runtime/log_caf.hpp"
 #include "runtime/pg.hpp"
+#include "runtime/pg_lease.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -153,6 +154,14 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
              uint32_t limit) -> caf::result<std::vector<job_record>> {
         auto r = read_db(self, [&](pg::session& db) {
           return db.pending_webhooks(after, limit);
+        });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
+      [self](nodes_atom, int64_t stale_ms) -> caf::result<std::string> {
+        auto r = read_db(self, [&](pg::session& db) {
+          return pg::members_json(db, std::chrono::milliseconds{stale_ms});
         });
         if (!r)
           return std::move(r.error());
@@ -1124,6 +1133,11 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
                               "limit must be within [1, 10000]");
           return ask_reader<std::vector<job_record>>(self, webhooks_atom::value,
                                                      after, limit);
+        },
+        [self](nodes_atom) -> caf::result<std::string> {
+          return ask_reader<std::string>(
+              self, nodes_atom::value,
+              static_cast<int64_t>(self->state.cfg.member_stale.count()));
         },
         [self](reconnect_atom) { try_reconnect(self); },
         [self](retention_atom) {

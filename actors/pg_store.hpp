@@ -80,6 +80,9 @@ struct pg_store_config {
   /// The partition leases every write transaction checks; null = none
   /// (tests and tools on a database no coordinator uses).
   std::shared_ptr<const pg::write_fence> fence;
+  /// A coordinator not heard from for this long shows as "gone" in the
+  /// coordinators view (nodes_atom); the node sets two lease TTLs.
+  std::chrono::milliseconds member_stale{10000};
   /// Called once, on the store's thread, with a one-line reason when a
   /// write finds the leases taken over; must not block.
   std::function<void(const std::string&)> on_deposed;

@@ -46,6 +46,10 @@
 //       Answers once the store can write: the PostgreSQL store refuses with
 //       `errc::unavailable` while it reconnects and otherwise does a round
 //       trip on its write connection. What `/readyz` asks.
+//   (nodes_atom)                                   -> std::string
+//       The coordinators of the database as a JSON array
+//       (pg::members_json: active and standbys, with their heartbeats);
+//       the memory store has none to show: errc::not_found.
 // Reads answer with committed state only: a record is never shown in a
 // state whose events are not durable yet.
 // Unknown job ids fail with `errc::not_found`.
@@ -78,7 +82,8 @@ using store_actor = caf::typed_actor<
                     uint32_t>::with<std::vector<job_record>>,
     caf::replies_to<ping_atom>::with<ok_atom>,
     caf::replies_to<webhooks_atom, std::string,
-                    uint32_t>::with<std::vector<job_record>>>;
+                    uint32_t>::with<std::vector<job_record>>,
+    caf::replies_to<nodes_atom>::with<std::string>>;
 
 /// The largest recovery page a store serves.
 constexpr uint32_t max_recovery_page = 100000;

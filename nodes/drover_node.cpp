@@ -173,6 +173,7 @@ node_tree(const drover::node_config& cfg,
     pg.conninfo = cfg.pg_url;
     pg.retain_finished = std::chrono::hours{24} * cfg.retention_days;
     pg.fence = claim.fence;
+    pg.member_stale = 2 * cfg.lease_ttl;
     if (claim.keeper)
       // Self-fencing: no dispatch once the last renewal is older than
       // three quarters of the TTL on this process's own clock.

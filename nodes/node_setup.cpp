@@ -171,8 +171,12 @@ std::variant<pg::lease_grant, int> claim_leases(const node_config& cfg,
                 "standing by without PostgreSQL (reconnecting every 500 ms)",
                 {{"error", describe(err)}});
   };
-  auto grant = pg::claim_coordinator(cfg.pg_url, cfg.node_id, cfg.lease_ttl,
-                                     standby, outage);
+  auto owner = pg::this_process(cfg.node_id);
+  if (cfg.cluster_port > 0)
+    owner.cluster_address
+        = cfg.cluster_host + ":" + std::to_string(cfg.cluster_port);
+  auto grant = pg::claim_coordinator(cfg.pg_url, owner, cfg.lease_ttl, standby,
+                                     outage);
   if (!grant && stopped) {
     log::info("node", "stopped while standing by");
     return 0;

@@ -216,12 +216,61 @@ caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
   }
 }
 
+// -- membership
+// -----------------------------------------------------------------
+
+caf::error announce_standby(session& db, const lease_owner& owner) {
+  auto res = db.conn().exec_prepared(
+      "drover_announce_standby",
+      "INSERT INTO drover.coordinators (instance, node_id, host, pid, "
+      "cluster_address, state) VALUES ($1, $2, $3, $4, $5, 'standby') "
+      "ON CONFLICT (instance) DO UPDATE SET heartbeat_at = now()",
+      params{}
+          .text(owner.instance)
+          .text(owner.node_id)
+          .text(owner.host)
+          .int64(owner.pid)
+          .text(owner.cluster_address),
+      false, "announcing the standby");
+  return res ? caf::none : std::move(res.error());
+}
+
+caf::error leave(session& db, const lease_owner& owner) {
+  auto res = db.conn().exec("DELETE FROM drover.coordinators WHERE instance = "
+                            "$1",
+                            params{}.text(owner.instance), false,
+                            "leaving drover.coordinators");
+  return res ? caf::none : std::move(res.error());
+}
+
+caf::expected<std::string> members_json(session& db,
+                                        std::chrono::milliseconds stale) {
+  // Built by PostgreSQL: the rows are few and json_build_object escapes.
+  auto res = db.conn().exec(
+      "SELECT coalesce(json_agg(json_build_object("
+      "'node_id', c.node_id, 'host', c.host, 'pid', c.pid, "
+      "'cluster_address', c.cluster_address, "
+      "'state', CASE WHEN c.heartbeat_at < now() - $1 * interval "
+      "'1 millisecond' THEN 'gone' ELSE c.state END, "
+      "'partitions', (SELECT count(*) FROM drover.partition_leases l "
+      "WHERE l.owner = c.instance AND l.expires_at > now()), "
+      "'started_at', to_char(c.started_at AT TIME ZONE 'UTC', "
+      "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+      "'heard_ms_ago', greatest(0, (extract(epoch FROM now() - "
+      "c.heartbeat_at) * 1000)::bigint)) "
+      "ORDER BY c.state = 'active' DESC, c.heartbeat_at DESC), '[]')::text "
+      "FROM drover.coordinators c",
+      params{}.int64(stale.count()), false, "listing the coordinators");
+  if (!res)
+    return std::move(res.error());
+  return std::string{res->value(0, 0)};
+}
+
 caf::expected<lease_grant>
-claim_coordinator(const std::string& conninfo, const std::string& node_id,
+claim_coordinator(const std::string& conninfo, const lease_owner& owner,
                   std::chrono::milliseconds ttl,
                   std::function<bool(const std::string&)> standby,
                   std::function<void(const caf::error&)> on_outage) {
-  auto owner = this_process(node_id);
   // A standby outlasts PostgreSQL outages (a restart, a failover of the
   // database itself): it reconnects every half second and goes on
   // waiting; an active coordinator's start fails on the first one.
@@ -258,8 +307,13 @@ claim_coordinator(const std::string& conninfo, const std::string& node_id,
         break; // a new session
       }
       auto holder = drover::describe(grant.error());
-      if (!standby(holder))
+      // Seen by operators (drover.coordinators); a failure here is not
+      // the standby's business: the next round tries again.
+      announce_standby(*db, owner);
+      if (!standby(holder)) {
+        leave(*db, owner);
         return grant;
+      }
     }
   }
 }
@@ -268,13 +322,25 @@ caf::error renew(session& db, const lease_grant& grant,
                  std::chrono::milliseconds ttl) {
   auto ps = grant_params(grant);
   ps.int64(ttl.count());
+  const auto& o = grant.owner;
+  ps.text(o.node_id).text(o.host).int64(o.pid).text(o.cluster_address);
+  // One round trip: the renewal, the owner's heartbeat (only if it renewed
+  // something) and the pruning of other coordinators gone for an hour (a
+  // statement must not touch one row twice).
   auto res = db.conn().exec_prepared(
       "drover_renew_leases",
-      "UPDATE drover.partition_leases l "
+      "WITH renewed AS (UPDATE drover.partition_leases l "
       "SET expires_at = now() + $4 * interval '1 millisecond' "
       "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
       "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch "
-      "RETURNING l.partition",
+      "RETURNING l.partition), "
+      "beat AS (INSERT INTO drover.coordinators (instance, node_id, host, "
+      "pid, cluster_address, state) SELECT $1, $5, $6, $7, $8, 'active' "
+      "WHERE EXISTS (SELECT 1 FROM renewed) ON CONFLICT (instance) DO UPDATE "
+      "SET state = 'active', heartbeat_at = now()), "
+      "pruned AS (DELETE FROM drover.coordinators "
+      "WHERE heartbeat_at < now() - interval '1 hour' AND instance <> $1) "
+      "SELECT partition FROM renewed",
       ps, false, "renewing the partition leases");
   if (!res)
     return std::move(res.error());
@@ -302,6 +368,7 @@ caf::error renew(session& db, const lease_grant& grant,
 
 caf::error release(session& db, const lease_grant& grant) {
   auto res = db.conn().exec(
+      "WITH gone AS (DELETE FROM drover.coordinators WHERE instance = $1) "
       "UPDATE drover.partition_leases l SET owner = NULL, expires_at = now() "
       "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
       "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch",

@@ -45,6 +45,9 @@ struct lease_owner {
   std::string node_id;
   std::string host;
   int64_t pid = 0;
+  /// What drover.coordinators shows of it (its --cluster-host:port); may
+  /// be empty.
+  std::string cluster_address;
 };
 
 /// This process as a lease owner under `node_id`.
@@ -104,36 +107,56 @@ caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
                                        std::chrono::milliseconds poll,
                                        std::chrono::milliseconds patience);
 
+// -- membership (drover.coordinators) ----------------------------------------
+
+/// Announces `owner` as a standby (upsert, heartbeat now).
+caf::error announce_standby(session& db, const lease_owner& owner);
+
+/// Removes `owner`'s row: an orderly stop.
+caf::error leave(session& db, const lease_owner& owner);
+
+/// The coordinators of this database as a JSON array, active first: node
+/// id, host, pid, cluster address, state ("active" or "standby"), the
+/// partitions whose unexpired leases it holds, when it started and how
+/// long ago it was last heard from (server clock, ms); one whose heartbeat
+/// is older than `stale` is "gone" instead.
+caf::expected<std::string> members_json(session& db,
+                                        std::chrono::milliseconds stale);
+
 /// What a coordinator does at start-up, before it recovers or dispatches
-/// anything: connects, migrates, and takes every lease for this process
-/// (acquire_all, reading every 200 ms, patient for two TTLs and a minute:
-/// a dead holder with a longer TTL is waited for). Errors:
+/// anything: connects, migrates, and takes every lease for `owner`
+/// (this_process(), acquire_all, reading every 200 ms, patient for two TTLs and
+/// a minute: a dead holder with a longer TTL is waited for). Errors:
 /// errc::conflict (another live coordinator; context names it), or the
 /// connection's or the migration's error.
 ///
 /// `standby` (a coordinator started with --standby): instead of giving up
 /// with the conflict, it is called with the holder's description each time
-/// the holder is seen alive (about once per renewal of the holder) and the
-/// wait goes on while it returns true; false ends it with the conflict.
+/// the holder is seen alive (about once per renewal of the holder; each
+/// time it also announces itself as a standby, announce_standby) and the
+/// wait goes on while it returns true; false ends it with the conflict
+/// (and removes its drover.coordinators row).
 /// A standby also waits out PostgreSQL being unreachable (errc::
 /// unavailable, at any step): `on_outage` hears each failure, `standby` is
 /// then called with an empty holder (false ends the wait with that
 /// error), and it reconnects every 500 ms.
 caf::expected<lease_grant>
-claim_coordinator(const std::string& conninfo, const std::string& node_id,
+claim_coordinator(const std::string& conninfo, const lease_owner& owner,
                   std::chrono::milliseconds ttl,
                   std::function<bool(const std::string&)> standby = {},
                   std::function<void(const caf::error&)> on_outage = {});
 
 /// Extends every lease of `grant` to now() + ttl (server clock), also after
-/// it expired, as long as nobody took it over. errc::not_owner when a
+/// it expired, as long as nobody took it over; in the same statement the
+/// owner's drover.coordinators row says "active", heard from now, and rows
+/// not heard from for an hour are pruned. errc::not_owner when a
 /// lease has another owner or epoch: the grant is superseded for good.
 caf::error renew(session& db, const lease_grant& grant,
                  std::chrono::milliseconds ttl);
 
 /// Gives the leases of `grant` up (owner NULL, expired now; epochs kept) so
-/// the next coordinator need not wait a TTL. Leases no longer ours are left
-/// alone.
+/// the next coordinator need not wait a TTL, and removes the owner's
+/// drover.coordinators row. Leases no longer ours are left alone.
 caf::error release(session& db, const lease_grant& grant);
 
 /// Renews a grant every `interval` on its own thread and connection until

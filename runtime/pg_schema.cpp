@@ -348,6 +348,30 @@ INSERT INTO drover.partition_leases (partition)
 --   GRANT SELECT, UPDATE ON drover.partition_leases TO drover_app;
 )sql";
 
+// Version 5: the coordinators of this database announce themselves
+// (docs/cluster.md, Membership): the active one with every lease renewal,
+// a standby while it stands by. Rows of coordinators not heard from for an
+// hour are pruned by the renewals.
+const char* const v5_sql = R"sql(
+CREATE TABLE drover.coordinators (
+  instance        text PRIMARY KEY,
+  node_id         text NOT NULL,
+  host            text NOT NULL,
+  pid             bigint NOT NULL,
+  cluster_address text NOT NULL DEFAULT '',
+  state           text NOT NULL CHECK (state IN ('standby', 'active')),
+  started_at      timestamptz NOT NULL DEFAULT now(),
+  heartbeat_at    timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE drover.coordinators IS
+  'Coordinators of this database and their last heartbeat (server clock): '
+  'the lease holder while it renews, standbys while they stand by.';
+
+-- Production privileges (see version 1):
+--   GRANT SELECT, INSERT, UPDATE, DELETE ON drover.coordinators TO drover_app;
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -359,6 +383,7 @@ const std::vector<migration>& migrations() {
        "jobs that owe a webhook",
        v3_sql},
       {4, "partition leases: one coordinator per database", v4_sql},
+      {5, "coordinators announce themselves", v5_sql},
   };
   return all;
 }

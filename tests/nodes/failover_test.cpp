@@ -38,8 +38,19 @@ TEST_CASE("kill -9 of the active coordinator: the standby takes over, the "
                >= 2;
       },
       20s));
-  // The standby is still standing by: it has not touched the leases.
+  // The standby is still standing by: it has not touched the leases. The
+  // coordinators view shows both.
   CHECK(lease_owner(c.db.url()) == "coord@1");
+  {
+    auto [rc, out] = droverctl({"nodes", "--port", c.admin});
+    INFO(out);
+    REQUIRE(rc == 0);
+    CHECK(out.find("\"coordinators\":[{\"node_id\" : \"coord\"")
+          != std::string::npos);
+    CHECK(out.find("\"node_id\" : \"coord-b\"") != std::string::npos);
+    CHECK(out.find("\"state\" : \"standby\", \"partitions\" : 0")
+          != std::string::npos);
+  }
   auto killed = std::chrono::steady_clock::now();
   c.coordinator->signal(SIGKILL);
   auto ready = standby.wait_for_line("node: ready", 30s);
@@ -65,6 +76,16 @@ TEST_CASE("kill -9 of the active coordinator: the standby takes over, the "
   // everything there: each acknowledged job exactly once.
   c.check_all_done_once(jobs, 60s);
   CHECK(c.wait_log("coord-b", "taking over", 1s));
+  // Now coord-b is the active one; the killed coordinator is gone (not
+  // heard from for two lease TTLs) or, just after the kill, still listed
+  // as it was last heard.
+  auto [rc, out] = droverctl({"nodes", "--port", c.admin});
+  INFO(out);
+  REQUIRE(rc == 0);
+  CHECK(out.find("\"coordinators\":[{\"node_id\" : \"coord-b\"")
+        != std::string::npos);
+  CHECK(out.find("\"state\" : \"active\", \"partitions\" : 64")
+        != std::string::npos);
   CHECK(scalar(c.db.url(), "SELECT count(*) FROM drover.jobs") == 20);
 }
 

@@ -294,6 +294,55 @@ TEST_CASE("a paused writer's locks hold a takeover back only until "
   CHECK(scalar(admin, "SELECT count(*) FROM drover.jobs") == 1);
 }
 
+TEST_CASE("membership: the holder is active with each renewal, a standby "
+          "announces itself, both leave on an orderly stop",
+          "[pg][lease][members]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto a = pg::this_process("coord-a");
+  a.cluster_address = "10.0.0.1:7420";
+  auto g = take(s, a);
+  auto list = [&] { return must(pg::members_json(s, 10000ms)); };
+  // Taking the leases announces nothing; the first renewal does.
+  CHECK(list() == "[]");
+  must_ok(pg::renew(s, g, 5000ms));
+  auto b = pg::this_process("coord-b");
+  auto t = db.session();
+  must_ok(pg::announce_standby(t, b));
+  auto both = list();
+  INFO(both);
+  // Active first, with its partitions (64 unexpired leases); the standby
+  // holds none.
+  auto at_a = both.find("\"node_id\" : \"coord-a\"");
+  auto at_b = both.find("\"node_id\" : \"coord-b\"");
+  REQUIRE(at_a != std::string::npos);
+  REQUIRE(at_b != std::string::npos);
+  CHECK(at_a < at_b);
+  CHECK(both.find("\"cluster_address\" : \"10.0.0.1:7420\", \"state\" : "
+                  "\"active\", \"partitions\" : 64")
+        != std::string::npos);
+  CHECK(both.find("\"state\" : \"standby\", \"partitions\" : 0")
+        != std::string::npos);
+  // Not heard from for longer than `stale`: gone.
+  run(admin, "UPDATE drover.coordinators SET heartbeat_at = now() - "
+             "interval '1 minute' WHERE node_id = 'coord-b'");
+  CHECK(list().find("\"state\" : \"gone\"") != std::string::npos);
+  must_ok(pg::leave(t, b));
+  CHECK(list().find("coord-b") == std::string::npos);
+  // A renewal that renews nothing (the leases were taken over) announces
+  // nothing; an hour of silence is pruned by the next renewal.
+  run(admin, "UPDATE drover.coordinators SET heartbeat_at = now() - "
+             "interval '2 hours'");
+  must_ok(pg::announce_standby(t, b));
+  run(admin, "UPDATE drover.coordinators SET heartbeat_at = now() - "
+             "interval '2 hours' WHERE node_id = 'coord-b'");
+  must_ok(pg::renew(s, g, 5000ms));
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.coordinators") == 1);
+  must_ok(pg::release(s, g));
+  CHECK(list() == "[]");
+}
+
 TEST_CASE("self-fencing: the keeper's freshness holds while renewals succeed "
           "and lapses when they cannot reach PostgreSQL",
           "[pg][lease][fence]") {
