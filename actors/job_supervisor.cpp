@@ -461,14 +461,17 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
     auto& st = self->state;
     if (dm.source == st.cfg.store.address()) {
       // Replies to our requests may never come. The store's supervisor
-      // restarts it together with the queue and the workers (one_for_all),
-      // and the new queue recovers this job from what the store committed.
+      // restarts it together with the queue and the local workers
+      // (one_for_all: their attempts end with them), and the new queue
+      // recovers this job from what the store committed. The attempt is
+      // not abandoned: on a worker node it keeps running, and the new
+      // queue -- or, after an orderly stop of this coordinator, its
+      // successor -- adopts it when the node lists it (before, an abandon
+      // sent here cancelled it on the node, and a SIGTERM hand-over ran
+      // every such job again).
       log_failure(
           self, "the store stopped",
           make_error(errc::unavailable, self->system().render(dm.reason)));
-      if (st.current == phase::running || st.current == phase::stopping)
-        self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
-                   st.attempt);
       self->quit(dm.reason);
       return;
     }

@@ -72,6 +72,10 @@ struct agent_state {
   cluster_endpoint_actor endpoint;
   node_link_actor link;
   bool connecting = false;
+  /// Counts handshakes (connect, hello, join); an answer of an older one
+  /// (its coordinator went down mid-handshake and a new one began) is
+  /// ignored.
+  uint64_t handshake = 0;
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds lease_ttl{2000};
   /// Failed connection attempts in a row.
@@ -211,6 +215,11 @@ void on_link_lost(agent_actor self, const std::string& why) {
             {{"reason", why}, {"running", st.running.size()}});
   st.link = nullptr;
   st.endpoint = nullptr;
+  // A handshake in flight died with its endpoint: begin the next at once
+  // rather than wait for its request to time out (10 s, longer than the
+  // grace a new coordinator gives running attempts to be re-reported).
+  st.connecting = false;
+  ++st.handshake;
   st.report_in_flight = false;
   st.beat_in_flight = false;
   st.sent.clear();
@@ -260,7 +269,7 @@ void handshake_failed(agent_actor self, const char* step,
   schedule_reconnect(self);
 }
 
-void join(agent_actor self, const std::string& challenge) {
+void join(agent_actor self, const std::string& challenge, uint64_t gen) {
   auto& st = self->state;
   auto reg = registration(self);
   if (!st.cfg.join_secret.empty())
@@ -269,8 +278,10 @@ void join(agent_actor self, const std::string& challenge) {
   self->request(st.endpoint, std::chrono::seconds{10}, join_atom::value, reg,
                 worker_agent_actor{self})
       .then(
-          [self](coordinator_reply& r, node_link_actor& link) {
+          [self, gen](coordinator_reply& r, node_link_actor& link) {
             auto& st = self->state;
+            if (st.handshake != gen)
+              return;
             st.connecting = false;
             st.reconnect_failures = 0;
             st.link = link;
@@ -285,16 +296,26 @@ void join(agent_actor self, const std::string& challenge) {
             apply_reply(self, r);
             maybe_report(self);
           },
-          [self](caf::error& err) { handshake_failed(self, "join", err); });
+          [self, gen](caf::error& err) {
+            if (self->state.handshake == gen)
+              handshake_failed(self, "join", err);
+          });
 }
 
-void hello(agent_actor self) {
+void hello(agent_actor self, uint64_t gen) {
   auto& st = self->state;
   auto reg = registration(self);
   reg.running.clear();
   self->request(st.endpoint, std::chrono::seconds{10}, hello_atom::value, reg)
-      .then([self](coordinator_reply& r) { join(self, r.challenge); },
-            [self](caf::error& err) { handshake_failed(self, "hello", err); });
+      .then(
+          [self, gen](coordinator_reply& r) {
+            if (self->state.handshake == gen)
+              join(self, r.challenge, gen);
+          },
+          [self, gen](caf::error& err) {
+            if (self->state.handshake == gen)
+              handshake_failed(self, "hello", err);
+          });
 }
 
 void connect(agent_actor self) {
@@ -302,6 +323,7 @@ void connect(agent_actor self) {
   if (st.connecting || st.link)
     return;
   st.connecting = true;
+  auto gen = ++st.handshake;
   auto mm = st.cfg.tls ? self->system().openssl_manager().actor_handle()
                        : self->system().middleman().actor_handle();
   const auto& target
@@ -309,9 +331,11 @@ void connect(agent_actor self) {
   self->request(mm, std::chrono::seconds{10}, caf::connect_atom::value,
                 target.host, target.port)
       .then(
-          [self, target](caf::node_id&, caf::strong_actor_ptr& ptr,
-                         std::set<std::string>& ifs) {
+          [self, target, gen](caf::node_id&, caf::strong_actor_ptr& ptr,
+                              std::set<std::string>& ifs) {
             auto& st = self->state;
+            if (st.handshake != gen)
+              return;
             auto expected
                 = self->system().message_types<cluster_endpoint_actor>();
             if (!ptr || !self->system().assignable(ifs, expected)) {
@@ -324,10 +348,12 @@ void connect(agent_actor self) {
             // blocking this actor: the interface was checked above.
             st.endpoint = caf::actor_cast<cluster_endpoint_actor>(ptr);
             self->monitor(st.endpoint);
-            hello(self);
+            hello(self, gen);
           },
-          [self, target](caf::error& err) {
+          [self, target, gen](caf::error& err) {
             auto& st = self->state;
+            if (st.handshake != gen)
+              return;
             st.connecting = false;
             if (st.reconnect_failures == 0)
               log::warn("worker_agent",

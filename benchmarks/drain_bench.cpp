@@ -115,7 +115,8 @@ run_result run_once(const options& opt, uint32_t slots, int run_no) {
   if (!db_url.empty() && opt.fence == "on") {
     // As drover-node does before its store starts; a TTL longer than any
     // run, so no renewal is needed.
-    auto grant = pg::claim_coordinator(db_url, "bench", std::chrono::hours{1});
+    auto grant = pg::claim_coordinator(db_url, pg::this_process("bench"),
+                                       std::chrono::hours{1});
     if (!grant) {
       std::cerr << "cannot take the leases: " << describe(grant.error())
                 << std::endl;

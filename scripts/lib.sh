@@ -12,7 +12,7 @@ JOBS=${DROVER_JOBS:-$(nproc)}
 # Debian packages the build and the tests need.
 PACKAGES=(g++ cmake make pkgconf ccache libcaf-dev capnproto libcapnp-dev
   libpq-dev postgresql libboost-program-options-dev libboost-dev catch2
-  libssl-dev openssl curl libspdlog-dev uidmap
+  libssl-dev openssl curl libspdlog-dev uidmap dpkg-dev file
   chromium nodejs)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -89,6 +89,67 @@ TEST_CASE("kill -9 of the active coordinator: the standby takes over, the "
   CHECK(scalar(c.db.url(), "SELECT count(*) FROM drover.jobs") == 20);
 }
 
+TEST_CASE("SIGTERM of the active coordinator hands over at once: the "
+          "standby is ready well within the lease TTL and adopts the "
+          "running attempts",
+          "[pg][cluster][process][failover]") {
+  // A long TTL, so that a takeover that waited for expiry would show.
+  const std::vector<std::string> ttl{"--lease-ttl-ms", "20000",
+                                     "--lease-renew-interval-ms", "1000"};
+  cluster c;
+  c.start_coordinator(ttl);
+  auto& standby = c.start_standby("coord-b", ttl);
+  c.start_worker("w1", {"--slots", "cpu=4"});
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 4; ++i) {
+    // Steps: the worker reports progress, proof that it runs the attempt
+    // (a `started` event alone is written before the lease goes out).
+    auto input
+        = "{\"ms\":" + std::to_string(3000 * time_scale()) + ",\"steps\":30}";
+    auto [rc, out]
+        = droverctl({"submit", "sleep", "--port", c.admin, "--input", input});
+    INFO(out);
+    REQUIRE(rc == 0);
+    jobs.push_back(job_id_of(out));
+  }
+  REQUIRE(poll_until(
+      [&] {
+        for (const auto& j : jobs)
+          if (c.events(j, 4) == 0) // progressed
+            return false;
+        return true;
+      },
+      20s));
+  auto stopped = std::chrono::steady_clock::now();
+  c.coordinator->signal(SIGTERM);
+  auto ready = standby.wait_for_line("node: ready", 30s);
+  INFO(tail_of(c.logs.path() + "/coord.log"));
+  INFO(tail_of(c.logs.path() + "/coord-b.log"));
+  REQUIRE(ready);
+  auto took = std::chrono::steady_clock::now() - stopped;
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took);
+  std::cout << "failover_test: hand-over after SIGTERM took " << ms.count()
+            << " ms (lease TTL 20000 ms)" << std::endl;
+  CHECK(took < scaled(5s));
+  auto st = c.coordinator->wait_exit(10s);
+  REQUIRE(st);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 0);
+  CHECK(lease_owner(c.db.url()) == "coord-b@2");
+  c.admin = admin_port_of(*ready);
+  // The attempts kept running on w1 and were adopted: one `started` each.
+  c.check_all_done_once(jobs, 60s);
+  for (const auto& j : jobs) {
+    auto conn = must(drover::pg::connection::open(c.db.url()));
+    auto history = run(conn, "SELECT string_agg(kind::text || '/' || "
+                             "attempt::text, ' ' ORDER BY seq) FROM "
+                             "drover.events WHERE job_id = '"
+                                 + j + "'");
+    INFO(j << " kind/attempt: " << history.value(0, 0));
+    CHECK(c.events(j, started_kind) == 1);
+  }
+}
+
 TEST_CASE("a standby stopped while standing by exits 0 and leaves the "
           "leases alone",
           "[pg][cluster][process][failover]") {

@@ -97,7 +97,17 @@ struct cluster {
                                   "2000",
                                   "--lease-renew-interval-ms",
                                   "300"};
-    args.insert(args.end(), extra.begin(), extra.end());
+    // An option of `extra` given above replaces its value; the rest (and
+    // flags) are appended.
+    for (size_t i = 0; i < extra.size(); ++i) {
+      auto opt = std::find(args.begin(), args.end(), extra[i]);
+      if (opt != args.end() && opt + 1 != args.end() && i + 1 < extra.size()
+          && extra[i].rfind("--", 0) == 0) {
+        *(opt + 1) = extra[++i];
+        continue;
+      }
+      args.push_back(extra[i]);
+    }
     return args;
   }
 
