@@ -284,7 +284,9 @@ caf::actor spawn_api(caf::actor_system& sys,
                     auto store = handles->store();
                     if (!store)
                       return waiting();
-                    self->request(store, std::chrono::seconds{10},
+                    // Briefly: the view must answer while PostgreSQL
+                    // does not (droverctl gives up after 5 s).
+                    self->request(store, std::chrono::seconds{1},
                                   nodes_atom::value)
                         .then(
                             [whole, waiting](std::string& c) mutable {

@@ -479,6 +479,18 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
       return;
     if (st.current != phase::running && st.current != phase::stopping)
       return;
+    if (dm.reason == caf::exit_reason::user_shutdown) {
+      // The node is stopping in order (a coordinator lets its worker nodes'
+      // links go first): the attempt is not lost. On a worker node it
+      // keeps running and the next coordinator adopts it; a local one is
+      // settled by the recovery of the node's next start.
+      log::info("job_supervisor", log::job{st.cfg.job_id},
+                "stopping with the node; the attempt is left to the next "
+                "coordinator",
+                {{"attempt", st.attempt}});
+      self->quit(dm.reason);
+      return;
+    }
     auto lost = make_event(self, event_kind::worker_lost);
     lost.worker_id = st.cfg.worker_id;
     fail_attempt(self,

@@ -171,7 +171,8 @@ void follow_queue(link_actor self) {
   for (auto& slot : st.slots)
     slot.announced = false;
   for (auto& [job_id, a] : st.attempts)
-    if (a.js_gone && !a.adopting && !a.expired && !a.completing) {
+    if (a.js_gone && !a.abandoned && !a.adopting && !a.expired
+        && !a.completing) {
       a.js_gone = false;
       a.adopting = true;
       request_adoption(self, job_id, a.attempt);
@@ -389,6 +390,13 @@ coordinator_reply on_report(link_actor self, progress_batch& progress,
     }
     if (a.completing)
       continue; // sent again before it settled
+    if (a.js_gone && !a.abandoned) {
+      // Its supervisor died with the store: the queue that recovers the
+      // job adopts the attempt (follow_queue) and gets the outcome then.
+      // Not settled: the node keeps it until a commit is certain.
+      a.held = std::move(c);
+      continue;
+    }
     if (a.js_gone) {
       st.settled.push_back(std::move(key));
       drop_attempt(self, c.job_id);
@@ -524,8 +532,10 @@ node_link_local::behavior_type link_impl(link_actor self,
         auto& st = self->state;
         auto i = st.attempts.find(job_id);
         if (i != st.attempts.end() && i->second.attempt == attempt
-            && !i->second.completing)
+            && !i->second.completing) {
           i->second.js_gone = true; // its supervisor stopped waiting
+          i->second.abandoned = true;
+        }
         if (st.connected)
           self->send(st.cfg.agent, abandon_atom::value, std::move(job_id),
                      attempt);

@@ -183,9 +183,10 @@ void record_rejection(link_actor self, const std::string& job_id,
     st.recorded.clear();
   if (!st.recorded.emplace(job_id, attempt).second)
     return;
-  auto store = st.cfg.handles->store();
-  auto append = [self, job_id, attempt, what, store] {
+  auto append = [self, job_id, attempt, what] {
     auto& st = self->state;
+    // The store of now: the read before may have taken a while.
+    auto store = st.cfg.handles->store();
     log::warn("node_link", log::job{job_id},
               "refused a report from a superseded attempt",
               {{"node", st.cfg.node_id}, {"attempt", attempt}, {"what", what}});
@@ -205,7 +206,8 @@ void record_rejection(link_actor self, const std::string& job_id,
                           {{"error", describe(err)}});
               });
   };
-  self->request(store, std::chrono::seconds{30}, get_atom::value, job_id)
+  self->request(st.cfg.handles->store(), std::chrono::seconds{30},
+                get_atom::value, job_id)
       .then(
           [self, job_id, attempt, what, append](job_record& rec) {
             if (!outcome_committed(rec, attempt))

@@ -957,6 +957,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       return; // concluded normally (finished_atom came first)
     auto entry = r->second;
     st.running.erase(r);
+    if (dm.reason == caf::exit_reason::user_shutdown)
+      return; // the node stops in order: the next start settles or adopts it
     resolve_orphan(self, job_id, std::move(entry), dm.reason);
   });
   return {

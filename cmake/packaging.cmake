@@ -46,8 +46,10 @@ set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 # The shared libraries the programs link (CAF, Cap'n Proto, libpq, Boost,
 # OpenSSL, spdlog), found by dpkg-shlibdeps.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser") # postinst; shlibdeps add the rest
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "postgresql")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
-  "${CMAKE_CURRENT_SOURCE_DIR}/packaging/postinst")
+  "${CMAKE_CURRENT_SOURCE_DIR}/packaging/postinst"
+  "${CMAKE_CURRENT_SOURCE_DIR}/packaging/prerm")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 include(CPack)

@@ -39,6 +39,7 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/after.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/openssl/manager.hpp>
@@ -438,6 +439,19 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
     if (root_down)
       return; // woken by main after the tree ended on its own
     asked_to_stop = true;
+    guard.unlock();
+    if (cluster) {
+      // Worker nodes are let go first, while the store still writes: they
+      // keep their running attempts and unsettled outcomes for the next
+      // coordinator, and no outcome is settled by a link whose job
+      // supervisor is already gone.
+      caf::scoped_actor waiter{sys};
+      waiter->monitor(cluster);
+      caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
+      waiter->receive([](caf::down_msg&) {},
+                      caf::after(std::chrono::seconds{2}) >> [] {});
+    }
+    guard.lock();
     caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
     // The tree stops child by child within their own timeouts; this is
     // the backstop for a tree that hangs anyway.
@@ -483,6 +497,8 @@ int run(const drover::node_config& cfg, const sigset_t& signals) {
       return;
     }
     if (cluster && dm.source == cluster.address()) {
+      if (asked_to_stop)
+        return; // stopped first on purpose; the tree follows
       drover::log::error("node",
                          "the cluster endpoint stopped; stopping the node so "
                          "that worker nodes fail over cleanly",

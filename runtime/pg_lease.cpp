@@ -251,15 +251,17 @@ caf::expected<std::string> members_json(session& db,
       "'node_id', c.node_id, 'host', c.host, 'pid', c.pid, "
       "'cluster_address', c.cluster_address, "
       "'state', CASE WHEN c.heartbeat_at < now() - $1 * interval "
-      "'1 millisecond' THEN 'gone' ELSE c.state END, "
-      "'partitions', (SELECT count(*) FROM drover.partition_leases l "
-      "WHERE l.owner = c.instance AND l.expires_at > now()), "
+      "'1 millisecond' THEN 'gone' WHEN p.held > 0 THEN 'active' "
+      "ELSE 'standby' END, "
+      "'partitions', p.held, "
       "'started_at', to_char(c.started_at AT TIME ZONE 'UTC', "
       "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
       "'heard_ms_ago', greatest(0, (extract(epoch FROM now() - "
       "c.heartbeat_at) * 1000)::bigint)) "
-      "ORDER BY c.state = 'active' DESC, c.heartbeat_at DESC), '[]')::text "
-      "FROM drover.coordinators c",
+      "ORDER BY p.held DESC, c.heartbeat_at DESC), '[]')::text "
+      "FROM drover.coordinators c CROSS JOIN LATERAL (SELECT count(*) AS held "
+      "FROM drover.partition_leases l WHERE l.owner = c.instance AND "
+      "l.expires_at > now()) p",
       params{}.int64(stale.count()), false, "listing the coordinators");
   if (!res)
     return std::move(res.error());
@@ -274,8 +276,11 @@ claim_coordinator(const std::string& conninfo, const lease_owner& owner,
   // A standby outlasts PostgreSQL outages (a restart, a failover of the
   // database itself): it reconnects every half second and goes on
   // waiting; an active coordinator's start fails on the first one.
+  // Only once the database was reached: a wrong password, database name or
+  // CA is a configuration error, not an outage, and ends the start.
+  bool reached = false;
   auto outage = [&](caf::error err) -> std::optional<caf::error> {
-    if (!standby || !is(err, errc::unavailable))
+    if (!standby || !reached || !is(err, errc::unavailable))
       return err;
     if (on_outage)
       on_outage(err);
@@ -296,6 +301,7 @@ claim_coordinator(const std::string& conninfo, const lease_owner& owner,
         return std::move(*stop);
       continue;
     }
+    reached = true;
     for (;;) {
       auto grant = acquire_all(*db, owner, ttl, std::chrono::milliseconds{200},
                                2 * ttl + std::chrono::milliseconds{60000});
@@ -322,26 +328,35 @@ caf::error renew(session& db, const lease_grant& grant,
                  std::chrono::milliseconds ttl) {
   auto ps = grant_params(grant);
   ps.int64(ttl.count());
-  const auto& o = grant.owner;
-  ps.text(o.node_id).text(o.host).int64(o.pid).text(o.cluster_address);
-  // One round trip: the renewal, the owner's heartbeat (only if it renewed
-  // something) and the pruning of other coordinators gone for an hour (a
-  // statement must not touch one row twice).
   auto res = db.conn().exec_prepared(
       "drover_renew_leases",
-      "WITH renewed AS (UPDATE drover.partition_leases l "
+      "UPDATE drover.partition_leases l "
       "SET expires_at = now() + $4 * interval '1 millisecond' "
       "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
       "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch "
-      "RETURNING l.partition), "
-      "beat AS (INSERT INTO drover.coordinators (instance, node_id, host, "
-      "pid, cluster_address, state) SELECT $1, $5, $6, $7, $8, 'active' "
-      "WHERE EXISTS (SELECT 1 FROM renewed) ON CONFLICT (instance) DO UPDATE "
-      "SET state = 'active', heartbeat_at = now()), "
-      "pruned AS (DELETE FROM drover.coordinators "
-      "WHERE heartbeat_at < now() - interval '1 hour' AND instance <> $1) "
-      "SELECT partition FROM renewed",
+      "RETURNING l.partition",
       ps, false, "renewing the partition leases");
+  if (res && res->rows() > 0) {
+    // Membership is for operators: its own statement, best effort, so that
+    // a missing GRANT on drover.coordinators or a lock an operator holds
+    // there never stops the renewals.
+    const auto& o = grant.owner;
+    db.conn().exec_prepared(
+        "drover_announce_active",
+        "WITH beat AS (INSERT INTO drover.coordinators (instance, node_id, "
+        "host, pid, cluster_address, state) VALUES ($1, $2, $3, $4, $5, "
+        "'active') ON CONFLICT (instance) DO UPDATE SET state = 'active', "
+        "heartbeat_at = now()) "
+        "DELETE FROM drover.coordinators WHERE heartbeat_at < now() - "
+        "interval '1 hour' AND instance <> $1",
+        params{}
+            .text(o.instance)
+            .text(o.node_id)
+            .text(o.host)
+            .int64(o.pid)
+            .text(o.cluster_address),
+        false, "announcing the coordinator");
+  }
   if (!res)
     return std::move(res.error());
   if (static_cast<size_t>(res->rows()) == grant.partitions.size())

@@ -115,11 +115,12 @@ caf::error announce_standby(session& db, const lease_owner& owner);
 /// Removes `owner`'s row: an orderly stop.
 caf::error leave(session& db, const lease_owner& owner);
 
-/// The coordinators of this database as a JSON array, active first: node
-/// id, host, pid, cluster address, state ("active" or "standby"), the
-/// partitions whose unexpired leases it holds, when it started and how
-/// long ago it was last heard from (server clock, ms); one whose heartbeat
-/// is older than `stale` is "gone" instead.
+/// The coordinators of this database as a JSON array, those holding the
+/// most partitions first: node id, host, pid, cluster address, state
+/// ("active" while it holds unexpired leases, else "standby"; "gone" when
+/// not heard from for `stale`), the partitions whose unexpired leases it
+/// holds, when it started and how long ago it was last heard from (server
+/// clock, ms).
 caf::expected<std::string> members_json(session& db,
                                         std::chrono::milliseconds stale);
 
@@ -136,9 +137,10 @@ caf::expected<std::string> members_json(session& db,
 /// time it also announces itself as a standby, announce_standby) and the
 /// wait goes on while it returns true; false ends it with the conflict
 /// (and removes its drover.coordinators row).
-/// A standby also waits out PostgreSQL being unreachable (errc::
-/// unavailable, at any step): `on_outage` hears each failure, `standby` is
-/// then called with an empty holder (false ends the wait with that
+/// A standby that has reached the database once also waits out PostgreSQL
+/// being unreachable (errc::unavailable, at any step; before, the error
+/// ends the start like a bad configuration): `on_outage` hears each failure,
+/// `standby` is then called with an empty holder (false ends the wait with that
 /// error), and it reconnects every 500 ms.
 caf::expected<lease_grant>
 claim_coordinator(const std::string& conninfo, const lease_owner& owner,
@@ -147,9 +149,10 @@ claim_coordinator(const std::string& conninfo, const lease_owner& owner,
                   std::function<void(const caf::error&)> on_outage = {});
 
 /// Extends every lease of `grant` to now() + ttl (server clock), also after
-/// it expired, as long as nobody took it over; in the same statement the
-/// owner's drover.coordinators row says "active", heard from now, and rows
-/// not heard from for an hour are pruned. errc::not_owner when a
+/// it expired, as long as nobody took it over; if it renewed any, a second
+/// statement, best effort (its failure is ignored), marks the owner's
+/// drover.coordinators row heard from now and prunes rows not heard from
+/// for an hour. errc::not_owner when a
 /// lease has another owner or epoch: the grant is superseded for good.
 caf::error renew(session& db, const lease_grant& grant,
                  std::chrono::milliseconds ttl);

@@ -54,6 +54,10 @@ struct attempt_info {
   bool expired = false;
   /// The job supervisor finished without the worker's outcome.
   bool js_gone = false;
+  /// ...because it abandoned the attempt (superseded): a late outcome is
+  /// settled and dropped. Otherwise (it died with the store) an outcome is
+  /// held for the queue that adopts the attempt.
+  bool abandoned = false;
   /// Waiting for the queue to adopt it (after a coordinator restart); an
   /// outcome that arrives meanwhile is held until then.
   bool adopting = false;

@@ -132,10 +132,10 @@ TEST_CASE("PostgreSQL stopped with -m immediate during a takeover: the "
   submit_some(c, rng, 12, acked);
   REQUIRE(poll_until([&] { return c.all_started({*acked.begin()}); }, 20s));
 
-  // The active coordinator dies; before its lease (2 s) has run out,
-  // PostgreSQL crashes too.
-  c.coordinator->signal(SIGKILL);
+  // PostgreSQL crashes, and the active coordinator dies with its lease
+  // unexpired: the standby must wait out the outage to take over.
   pg.stop_immediately();
+  c.coordinator->signal(SIGKILL);
   INFO(tail_of(c.logs.path() + "/coord-b.log"));
   REQUIRE(c.wait_log("coord-b", "standing by without PostgreSQL", 20s));
   CHECK_FALSE(standby.wait_exit(0ms));
@@ -177,9 +177,11 @@ TEST_CASE("a worker cut off from its coordinator past its leases: its jobs "
   REQUIRE(poll_until([&] { return c.all_started(on_w1); }, 20s));
   for (const auto& j : on_w1)
     REQUIRE(node_of(c.worker_of(j)) == "w1");
-  c.start_worker("w2", {"--slots", "cpu=2"});
 
   proxy.cut();
+  // The second worker joins after the cut: w1's jobs cannot have ended
+  // before it.
+  c.start_worker("w2", {"--slots", "cpu=2"});
   // The coordinator hears nothing more from w1: the attempts' leases lapse
   // and the jobs run again, on w2.
   INFO(tail_of(c.logs.path() + "/coord.log"));

@@ -330,8 +330,8 @@ TEST_CASE("membership: the holder is active with each renewal, a standby "
   CHECK(list().find("\"state\" : \"gone\"") != std::string::npos);
   must_ok(pg::leave(t, b));
   CHECK(list().find("coord-b") == std::string::npos);
-  // A renewal that renews nothing (the leases were taken over) announces
-  // nothing; an hour of silence is pruned by the next renewal.
+  // An hour of silence is pruned by the next renewal (never the renewing
+  // owner's own row).
   run(admin, "UPDATE drover.coordinators SET heartbeat_at = now() - "
              "interval '2 hours'");
   must_ok(pg::announce_standby(t, b));

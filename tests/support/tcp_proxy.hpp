@@ -6,7 +6,9 @@
 // sit in the kernel's buffers, TCP keeps the connection up, nothing
 // arrives), `heal()` lets the held bytes through, and `reset()` closes
 // every connection (what a NAT or firewall timing the connection out does),
-// after which the nodes must connect again. New connections are accepted
+// after which the nodes must connect again. Forwarding writes block: a
+// peer that stops reading stalls the proxy (fine for the few bytes of a
+// test). New connections are accepted
 // and held the same way while cut.
 
 #include <catch2/catch.hpp>
@@ -133,10 +135,14 @@ private:
   void loop() {
     while (!stop_) {
       if (reset_.exchange(false)) {
-        for (auto& p : pairs_) {
-          close(p.a);
-          close(p.b);
-        }
+        // An abortive close: both peers get a reset (RST), not an orderly
+        // end of stream.
+        linger hard{1, 0};
+        for (auto& p : pairs_)
+          for (int fd : {p.a, p.b}) {
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+            close(fd);
+          }
         pairs_.clear();
       }
       std::vector<pollfd> fds;
