@@ -183,10 +183,11 @@ try_acquire_all(session& db, const lease_owner& owner,
   return out;
 }
 
-caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
-                                       std::chrono::milliseconds ttl,
-                                       std::chrono::milliseconds poll,
-                                       std::chrono::milliseconds patience) {
+caf::expected<lease_grant>
+acquire_all(session& db, const lease_owner& owner,
+            std::chrono::milliseconds ttl, std::chrono::milliseconds poll,
+            std::chrono::milliseconds patience,
+            const std::function<bool()>& keep_waiting) {
   auto give_up = std::chrono::steady_clock::now() + patience;
   std::optional<lease_holder> seen;
   for (;;) {
@@ -196,6 +197,10 @@ caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
     if (attempt->grant)
       return std::move(*attempt->grant);
     if (attempt->busy) {
+      if (keep_waiting && !keep_waiting())
+        return make_error(errc::conflict,
+                          "stopped while the partition leases were locked by "
+                          "another transaction");
       if (std::chrono::steady_clock::now() >= give_up)
         return make_error(errc::unavailable,
                           "the partition leases stay locked by another "
@@ -302,11 +307,24 @@ claim_coordinator(const std::string& conninfo, const lease_owner& owner,
       continue;
     }
     reached = true;
+    // A standby asked to stop while the rows stay locked stops at once.
+    bool stopped = false;
+    std::function<bool()> keep_waiting;
+    if (standby)
+      keep_waiting = [&] {
+        stopped = !standby(std::string{});
+        return !stopped;
+      };
     for (;;) {
       auto grant = acquire_all(*db, owner, ttl, std::chrono::milliseconds{200},
-                               2 * ttl + std::chrono::milliseconds{60000});
+                               2 * ttl + std::chrono::milliseconds{60000},
+                               keep_waiting);
       if (grant || !standby)
         return grant;
+      if (stopped) {
+        leave(*db, owner);
+        return grant;
+      }
       if (!is(grant.error(), errc::conflict)) {
         if (auto err = outage(std::move(grant.error())))
           return std::move(*err);

@@ -101,11 +101,14 @@ caf::expected<acquire_attempt> try_acquire_all(
 /// most one TTL) or the same holder renews them (alive: errc::conflict,
 /// context = describe(holder)). Gives up with that conflict after `patience`
 /// without either (a holder with a longer TTL than that). Rows locked by
-/// another transaction are waited for `poll` at a time, within `patience`.
-caf::expected<lease_grant> acquire_all(session& db, const lease_owner& owner,
-                                       std::chrono::milliseconds ttl,
-                                       std::chrono::milliseconds poll,
-                                       std::chrono::milliseconds patience);
+/// another transaction are waited for `poll` at a time, within `patience`,
+/// asking `keep_waiting` (if given) after each wait: false ends it with
+/// errc::conflict.
+caf::expected<lease_grant>
+acquire_all(session& db, const lease_owner& owner,
+            std::chrono::milliseconds ttl, std::chrono::milliseconds poll,
+            std::chrono::milliseconds patience,
+            const std::function<bool()>& keep_waiting = {});
 
 // -- membership (drover.coordinators) ----------------------------------------
 

@@ -294,6 +294,34 @@ TEST_CASE("a paused writer's locks hold a takeover back only until "
   CHECK(scalar(admin, "SELECT count(*) FROM drover.jobs") == 1);
 }
 
+TEST_CASE("a standby asked to stop while the lease rows stay locked stops "
+          "at once",
+          "[pg][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  take(s, pg::this_process("holder"));
+  expire_all(admin);
+  // A transaction that keeps the rows locked (no idle limit here).
+  run(s.conn(), "BEGIN");
+  run(s.conn(), "SELECT 1 FROM drover.partition_leases FOR SHARE");
+  int asked = 0;
+  auto started = std::chrono::steady_clock::now();
+  auto r = pg::claim_coordinator(db.url(), pg::this_process("standby"), 2000ms,
+                                 [&](const std::string&) {
+                                   ++asked;
+                                   return false; // SIGTERM arrived
+                                 });
+  auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::conflict));
+  CHECK(asked == 1);
+  // One lock wait (200 ms), not the 64 s of patience.
+  CHECK(took < 5s);
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.coordinators") == 0);
+  run(s.conn(), "ROLLBACK");
+}
+
 TEST_CASE("membership: the holder is active with each renewal, a standby "
           "announces itself, both leave on an orderly stop",
           "[pg][lease][members]") {
