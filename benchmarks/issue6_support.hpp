@@ -317,6 +317,33 @@ inline window_result preload(caf::actor_system& sys, const queue_actor& queue,
   return res;
 }
 
+/// Preloads `n` no-op `sleep` jobs ({"ms":0}) into the database at
+/// `db_url` through a job system whose one worker serves another class, so
+/// that every job stays queued; the system stops afterwards. The submits'
+/// windowed result; `first_error` gets the first failure.
+inline window_result preload_noop_jobs(const std::string& db_url, uint64_t n,
+                                       uint64_t window,
+                                       std::string& first_error) {
+  caf::actor_system_config cfg;
+  register_types(cfg);
+  cfg.set("scheduler.max-threads", size_t{2});
+  caf::actor_system sys{cfg};
+  auto handlers = std::make_shared<handler_registry>();
+  handlers->register_handler(
+      "sleep", [](task_context&) { return task_outcome::success(); });
+  auto rs = start_system(sys, {{"preload-only", 1}}, handlers, db_url);
+  {
+    caf::scoped_actor self{sys};
+    wait_idle_workers(self, rs, 1);
+  }
+  submit_request req;
+  req.type = "sleep";
+  req.input = R"({"ms":0})";
+  auto res = preload(sys, rs.handles->queue(), req, n, window, first_error);
+  stop_system(sys, rs);
+  return res;
+}
+
 // -- output
 // ------------------------------------------------------------------------
 

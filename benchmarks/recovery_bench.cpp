@@ -35,6 +35,7 @@
 // One JSON line. Exit 4 if a job was lost or completed twice.
 
 #include "benchmarks/issue6_support.hpp"
+#include "benchmarks/node_child.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -70,70 +71,31 @@ struct options {
   uint32_t lease_ttl_ms = 0;
 };
 
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // -- a drover-node child process
 // ----------------------------------------------------
 
-struct node_proc {
-  pid_t pid = -1;
-  int out_fd = -1;
+struct node_proc : node_child {
   int http_port = 0;
   int64_t exec_ms = 0;        // wall clock just before fork
   steady::time_point exec_at; // the same, steady
   double ready_s = -1;        // exec -> "ready" line
-  std::string buf;            // stdout read so far, not yet a whole line
 };
-
-/// Reads `n`'s stdout until a line holding `marker`; returns that line.
-/// Exits (3) if the node ends first.
-std::string read_until(node_proc& n, const std::string& marker,
-                       const std::string& log_path) {
-  char chunk[512];
-  for (;;) {
-    for (auto nl = n.buf.find('\n'); nl != std::string::npos;
-         nl = n.buf.find('\n')) {
-      auto line = n.buf.substr(0, nl);
-      n.buf.erase(0, nl + 1);
-      if (line.find(marker) != std::string::npos)
-        return line;
-    }
-    auto r = read(n.out_fd, chunk, sizeof(chunk));
-    if (r <= 0) {
-      std::cerr << "drover-node exited before it said '" << marker << "' (see "
-                << log_path << ")" << std::endl;
-      std::exit(3);
-    }
-    n.buf.append(chunk, static_cast<size_t>(r));
-  }
-}
 
 /// Reads until `n` is ready: its ready time and HTTP port.
 void await_ready(node_proc& n, const std::string& log_path) {
   auto line = read_until(n, " node: ready ", log_path);
   n.ready_s = seconds_since(n.exec_at);
-  auto h = line.find("http=");
-  if (h == std::string::npos) {
+  n.http_port = port_field(line, "http");
+  if (n.http_port <= 0) {
     std::cerr << "no http port in: " << line << std::endl;
     std::exit(3);
   }
-  n.http_port = std::atoi(line.c_str() + line.find(':', h) + 1);
 }
 
 /// Starts drover-node on the database. A standby (--standby, its own node
 /// id) returns once it stands by; any other once it is ready.
 node_proc start_node(const options& opt, const std::string& db_url,
                      const std::string& log_path, bool standby = false) {
-  node_proc n;
-  int fds[2];
-  if (pipe(fds) != 0) {
-    std::perror("pipe");
-    std::exit(2);
-  }
   std::vector<std::string> args{opt.node,
                                 "--store",
                                 "postgres",
@@ -149,9 +111,6 @@ node_proc start_node(const options& opt, const std::string& db_url,
                                 standby ? "bench-b5-standby" : "bench-b5",
                                 "--state-dir",
                                 "/tmp/drover-bench-b5"};
-  // drover-node refuses to run as root without an account to switch to
-  // (as the tests do: $DROVER_RUN_AS, else "drover", which scripts/test
-  // and scripts/run create).
   if (standby)
     args.push_back("--standby");
   if (opt.lease_ttl_ms > 0) {
@@ -162,31 +121,10 @@ node_proc start_node(const options& opt, const std::string& db_url,
     args.push_back("--recovery-page-jobs");
     args.push_back(std::to_string(opt.recovery_page));
   }
-  if (geteuid() == 0) {
-    const char* user = std::getenv("DROVER_RUN_AS");
-    args.push_back("--run-as");
-    args.push_back(user != nullptr && *user != '\0' ? user : "drover");
-  }
+  node_proc n;
   n.exec_ms = wall_ms();
   n.exec_at = steady::now();
-  n.pid = fork();
-  if (n.pid == 0) {
-    dup2(fds[1], 1);
-    int err = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (err >= 0)
-      dup2(err, 2);
-    close(fds[0]);
-    close(fds[1]);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    std::perror("execv");
-    _exit(127);
-  }
-  close(fds[1]);
-  n.out_fd = fds[0];
+  static_cast<node_child&>(n) = spawn_node(std::move(args), log_path);
   if (standby)
     read_until(n, " node: standing by ", log_path);
   else
@@ -364,24 +302,8 @@ int main(int argc, char** argv) {
       .integer("lease_ttl_ms", opt.lease_ttl_ms); // 0: the node default
   // 1. Preload.
   {
-    caf::actor_system_config cfg;
-    register_types(cfg);
-    cfg.set("scheduler.max-threads", size_t{2});
-    caf::actor_system sys{cfg};
-    auto handlers = std::make_shared<handler_registry>();
-    handlers->register_handler(
-        "sleep", [](task_context&) { return task_outcome::success(); });
-    auto rs = start_system(sys, {{"preload-only", 1}}, handlers, db_url);
-    {
-      caf::scoped_actor self{sys};
-      wait_idle_workers(self, rs, 1);
-    }
-    submit_request req;
-    req.type = "sleep";
-    req.input = R"({"ms":0})";
     std::string first_error;
-    auto sub = preload(sys, rs.handles->queue(), req, total, opt.window,
-                       first_error);
+    auto sub = preload_noop_jobs(db_url, total, opt.window, first_error);
     j.num("preload_submits_per_s", sub.ok / sub.seconds);
     if (sub.errors > 0) {
       std::cerr << sub.errors << " submits failed: " << first_error
@@ -389,7 +311,6 @@ int main(int argc, char** argv) {
       drop_db(opt.pg_url, db);
       return 4;
     }
-    stop_system(sys, rs);
   }
   auto completed_sql = [&] {
     return std::stoull(

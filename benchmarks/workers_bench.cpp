@@ -54,6 +54,7 @@
 // Output: one JSON line, then a human-readable summary.
 
 #include "benchmarks/issue6_support.hpp"
+#include "benchmarks/node_child.hpp"
 
 #include "runtime/cluster_protocol.hpp"
 #include "runtime/join_proof.hpp"
@@ -101,65 +102,20 @@ struct options {
 
 const std::string join_secret = "bench-workers-secret-0123456789";
 
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // -- the coordinator process
 // --------------------------------------------------------
 
-struct node_proc {
-  pid_t pid = -1;
-  int out_fd = -1;
+struct node_proc : node_child {
   int admin_port = 0;
   int cluster_port = 0;
   double ready_s = -1;
-  std::string buf;
   std::thread drain; // reads stdout after "ready" (the pipe must not fill)
 };
-
-std::string read_until(node_proc& n, const std::string& marker,
-                       const std::string& log_path) {
-  char chunk[512];
-  for (;;) {
-    for (auto nl = n.buf.find('\n'); nl != std::string::npos;
-         nl = n.buf.find('\n')) {
-      auto line = n.buf.substr(0, nl);
-      n.buf.erase(0, nl + 1);
-      if (line.find(marker) != std::string::npos)
-        return line;
-    }
-    auto r = read(n.out_fd, chunk, sizeof(chunk));
-    if (r <= 0) {
-      std::cerr << "drover-node exited before it said '" << marker << "' (see "
-                << log_path << ")" << std::endl;
-      std::exit(3);
-    }
-    n.buf.append(chunk, static_cast<size_t>(r));
-  }
-}
-
-int port_field(const std::string& line, const std::string& key) {
-  auto f = line.find(" " + key + "=");
-  if (f == std::string::npos)
-    return 0;
-  auto end = line.find(' ', f + 1);
-  auto addr
-      = line.substr(f, end == std::string::npos ? std::string::npos : end - f);
-  return std::atoi(addr.c_str() + addr.rfind(':') + 1);
-}
 
 node_proc* start_coordinator(const options& opt, const std::string& db_url,
                              const std::string& log_path,
                              const std::string& state_dir) {
   auto n = new node_proc;
-  int fds[2];
-  if (pipe(fds) != 0) {
-    std::perror("pipe");
-    std::exit(2);
-  }
   // As tests/support/cluster.hpp's coordinator_args, with the production
   // defaults for the attempt lease (2 s) and the worker heartbeat (500 ms),
   // and config/cluster/coordinator.ini's scheduler (sharing).
@@ -170,30 +126,8 @@ node_proc* start_coordinator(const options& opt, const std::string& db_url,
       "0",           "--join-secret", join_secret, "--scheduler-policy",
       "sharing",     "--state-dir",   state_dir};
   args.insert(args.end(), opt.coord_args.begin(), opt.coord_args.end());
-  if (geteuid() == 0) {
-    const char* user = std::getenv("DROVER_RUN_AS");
-    args.push_back("--run-as");
-    args.push_back(user != nullptr && *user != '\0' ? user : "drover");
-  }
   auto t0 = steady::now();
-  n->pid = fork();
-  if (n->pid == 0) {
-    dup2(fds[1], 1);
-    int err = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (err >= 0)
-      dup2(err, 2);
-    close(fds[0]);
-    close(fds[1]);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    std::perror("execv");
-    _exit(127);
-  }
-  close(fds[1]);
-  n->out_fd = fds[0];
+  static_cast<node_child&>(*n) = spawn_node(std::move(args), log_path);
   auto line = read_until(*n, " node: ready ", log_path);
   n->ready_s = seconds_since(t0);
   n->admin_port = port_field(line, "admin");
@@ -635,29 +569,12 @@ struct phase_result {
 };
 
 void preload_jobs(const std::string& db_url, uint64_t jobs) {
-  caf::actor_system_config cfg;
-  register_types(cfg);
-  cfg.set("scheduler.max-threads", size_t{2});
-  caf::actor_system sys{cfg};
-  auto handlers = std::make_shared<handler_registry>();
-  handlers->register_handler(
-      "sleep", [](task_context&) { return task_outcome::success(); });
-  // Its one worker serves another class: every job stays queued.
-  auto rs = start_system(sys, {{"preload-only", 1}}, handlers, db_url);
-  {
-    caf::scoped_actor self{sys};
-    wait_idle_workers(self, rs, 1);
-  }
-  submit_request req;
-  req.type = "sleep";
-  req.input = R"({"ms":0})";
   std::string first_error;
-  auto sub = preload(sys, rs.handles->queue(), req, jobs, 2000, first_error);
+  auto sub = preload_noop_jobs(db_url, jobs, 2000, first_error);
   if (sub.errors > 0) {
     std::cerr << sub.errors << " submits failed: " << first_error << std::endl;
     std::exit(4);
   }
-  stop_system(sys, rs);
 }
 
 uint64_t sql_count(const std::string& db_url, const std::string& stmt) {

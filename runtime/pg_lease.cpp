@@ -224,19 +224,21 @@ acquire_all(session& db, const lease_owner& owner,
 // -- membership
 // -----------------------------------------------------------------
 
-caf::error announce_standby(session& db, const lease_owner& owner) {
+caf::error announce(session& db, const lease_owner& owner) {
   auto res = db.conn().exec_prepared(
-      "drover_announce_standby",
-      "INSERT INTO drover.coordinators (instance, node_id, host, pid, "
-      "cluster_address, state) VALUES ($1, $2, $3, $4, $5, 'standby') "
-      "ON CONFLICT (instance) DO UPDATE SET heartbeat_at = now()",
+      "drover_announce",
+      "WITH beat AS (INSERT INTO drover.coordinators (instance, node_id, "
+      "host, pid, cluster_address) VALUES ($1, $2, $3, $4, $5) "
+      "ON CONFLICT (instance) DO UPDATE SET heartbeat_at = now()) "
+      "DELETE FROM drover.coordinators WHERE heartbeat_at < now() - "
+      "interval '1 hour' AND instance <> $1",
       params{}
           .text(owner.instance)
           .text(owner.node_id)
           .text(owner.host)
           .int64(owner.pid)
           .text(owner.cluster_address),
-      false, "announcing the standby");
+      false, "announcing the coordinator");
   return res ? caf::none : std::move(res.error());
 }
 
@@ -333,7 +335,7 @@ claim_coordinator(const std::string& conninfo, const lease_owner& owner,
       auto holder = drover::describe(grant.error());
       // Seen by operators (drover.coordinators); a failure here is not
       // the standby's business: the next round tries again.
-      announce_standby(*db, owner);
+      announce(*db, owner);
       if (!standby(holder)) {
         leave(*db, owner);
         return grant;
@@ -358,22 +360,7 @@ caf::error renew(session& db, const lease_grant& grant,
     // Membership is for operators: its own statement, best effort, so that
     // a missing GRANT on drover.coordinators or a lock an operator holds
     // there never stops the renewals.
-    const auto& o = grant.owner;
-    db.conn().exec_prepared(
-        "drover_announce_active",
-        "WITH beat AS (INSERT INTO drover.coordinators (instance, node_id, "
-        "host, pid, cluster_address, state) VALUES ($1, $2, $3, $4, $5, "
-        "'active') ON CONFLICT (instance) DO UPDATE SET state = 'active', "
-        "heartbeat_at = now()) "
-        "DELETE FROM drover.coordinators WHERE heartbeat_at < now() - "
-        "interval '1 hour' AND instance <> $1",
-        params{}
-            .text(o.instance)
-            .text(o.node_id)
-            .text(o.host)
-            .int64(o.pid)
-            .text(o.cluster_address),
-        false, "announcing the coordinator");
+    announce(db, grant.owner);
   }
   if (!res)
     return std::move(res.error());

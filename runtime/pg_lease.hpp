@@ -112,8 +112,10 @@ acquire_all(session& db, const lease_owner& owner,
 
 // -- membership (drover.coordinators) ----------------------------------------
 
-/// Announces `owner` as a standby (upsert, heartbeat now).
-caf::error announce_standby(session& db, const lease_owner& owner);
+/// Announces `owner` in drover.coordinators (its row, heard from now) and
+/// prunes the rows of others not heard from for an hour. Whether it is
+/// active follows from the leases it holds (members_json).
+caf::error announce(session& db, const lease_owner& owner);
 
 /// Removes `owner`'s row: an orderly stop.
 caf::error leave(session& db, const lease_owner& owner);
@@ -137,7 +139,7 @@ caf::expected<std::string> members_json(session& db,
 /// `standby` (a coordinator started with --standby): instead of giving up
 /// with the conflict, it is called with the holder's description each time
 /// the holder is seen alive (about once per renewal of the holder; each
-/// time it also announces itself as a standby, announce_standby) and the
+/// time it also announces itself, announce) and the
 /// wait goes on while it returns true; false ends it with the conflict
 /// (and removes its drover.coordinators row).
 /// A standby that has reached the database once also waits out PostgreSQL

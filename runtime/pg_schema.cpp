@@ -359,14 +359,14 @@ CREATE TABLE drover.coordinators (
   host            text NOT NULL,
   pid             bigint NOT NULL,
   cluster_address text NOT NULL DEFAULT '',
-  state           text NOT NULL CHECK (state IN ('standby', 'active')),
   started_at      timestamptz NOT NULL DEFAULT now(),
   heartbeat_at    timestamptz NOT NULL DEFAULT now()
 );
 
 COMMENT ON TABLE drover.coordinators IS
   'Coordinators of this database and their last heartbeat (server clock): '
-  'the lease holder while it renews, standbys while they stand by.';
+  'the lease holder while it renews, standbys while they stand by. Which '
+  'one is active follows from drover.partition_leases.';
 
 -- Production privileges (see version 1):
 --   GRANT SELECT, INSERT, UPDATE, DELETE ON drover.coordinators TO drover_app;

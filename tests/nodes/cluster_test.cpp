@@ -12,6 +12,7 @@
 #include "runtime/pg.hpp"
 #include "runtime/type_ids.hpp"
 #include "support/cluster.hpp"
+#include "support/gateway_node.hpp"
 #include "support/http_client.hpp"
 #include "support/process.hpp"
 #include "support/scratch.hpp"
@@ -414,9 +415,8 @@ TEST_CASE("a gateway node in front of the coordinator serves the HTTP API, and "
   auto ready = gw.wait_for_line("ready", 30s);
   INFO(tail_of(c.logs.path() + "/gw.log"));
   REQUIRE(ready);
-  auto http = ready->substr(ready->find(" http=") + 6);
-  auto port = std::stoi(http.substr(http.rfind(':') + 1));
-  drover::testing::http_client client{static_cast<uint16_t>(port)};
+  auto port = drover::testing::http_port_of(*ready);
+  drover::testing::http_client client{port};
   auto res
       = client.post("/api/jobs", R"({"type": "sleep", "input": {"ms": 50}})");
   INFO(res.body);

@@ -5,6 +5,7 @@
 // PostgreSQL, a real SIGKILL; the invariants are read from the audit log.
 
 #include "support/cluster.hpp"
+#include "support/gateway_node.hpp"
 #include "support/http_client.hpp"
 
 #include <catch2/catch.hpp>
@@ -220,9 +221,7 @@ TEST_CASE("a gateway node follows the failover: it joins the standby and "
   auto gw_ready = gw.wait_for_line("node: ready", 30s);
   INFO(tail_of(c.logs.path() + "/gw.log"));
   REQUIRE(gw_ready);
-  auto http = gw_ready->substr(gw_ready->find(" http=") + 6);
-  auto port
-      = static_cast<uint16_t>(std::stoi(http.substr(http.rfind(':') + 1)));
+  auto port = http_port_of(*gw_ready);
   auto submit = [&]() -> std::string {
     http_client client{port};
     auto res

@@ -337,7 +337,7 @@ TEST_CASE("membership: the holder is active with each renewal, a standby "
   must_ok(pg::renew(s, g, 5000ms));
   auto b = pg::this_process("coord-b");
   auto t = db.session();
-  must_ok(pg::announce_standby(t, b));
+  must_ok(pg::announce(t, b));
   auto both = list();
   INFO(both);
   // Active first, with its partitions (64 unexpired leases); the standby
@@ -362,7 +362,7 @@ TEST_CASE("membership: the holder is active with each renewal, a standby "
   // owner's own row).
   run(admin, "UPDATE drover.coordinators SET heartbeat_at = now() - "
              "interval '2 hours'");
-  must_ok(pg::announce_standby(t, b));
+  must_ok(pg::announce(t, b));
   run(admin, "UPDATE drover.coordinators SET heartbeat_at = now() - "
              "interval '2 hours' WHERE node_id = 'coord-b'");
   must_ok(pg::renew(s, g, 5000ms));
