@@ -124,6 +124,9 @@ struct queue_state {
   std::mt19937_64 rng;
   job_id_generator ids{1};
   partition_picker partitions;
+  /// What a local worker runs (worker_info::types): every type, unless
+  /// the handlers declare remote types; then the types with a function.
+  std::vector<std::string> local_types;
   /// Backoff of the recovery retries.
   backoff_counter recover_backoff{reconcile_backoff};
 
@@ -922,6 +925,11 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.stats.since_ms = st.opts.clock_ms();
   self->set_error_handler(
       [](caf::error& err) { log_failure("unexpected error message", err); });
+  if (!st.deps.handlers->remote_types().empty()) {
+    st.local_types = st.deps.handlers->types(); // sorted
+    if (st.local_types.empty())
+      st.local_types.emplace_back(); // "" is no job's type
+  }
   self->monitor(st.deps.store);
   recover(self);
   self->set_down_handler([self](caf::down_msg& dm) {
@@ -1131,7 +1139,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       },
       [self](ready_atom, std::string& cls, std::string& worker_id,
              caf::actor& worker) {
-        worker_ready(self, cls, worker_id, worker, {});
+        worker_ready(self, cls, worker_id, worker, self->state.local_types);
       },
       [self](ready_atom, std::string& cls, std::string& worker_id,
              caf::actor& worker, std::vector<std::string>& types) {

@@ -74,7 +74,7 @@ void run_attempt(self_ptr self, lease& l, caf::actor js) {
   st.attempt = l.attempt;
   st.job_supervisor = std::move(js);
   const auto* handler = st.cfg.handlers->find(l.spec.type);
-  if (handler == nullptr) {
+  if (handler == nullptr || !handler->fn) { // unknown, or run elsewhere
     completion c;
     c.job_id = l.job_id;
     c.attempt = l.attempt;

@@ -182,6 +182,11 @@ struct node_config {
   std::chrono::milliseconds drain_timeout{30000};
   /// Worker nodes: the job types offered (empty = every built-in type).
   std::vector<std::string> job_types;
+  /// Coordinators with a cluster port: job types that only worker nodes
+  /// run (a team's own worker binary, docs/custom_workers.md). Their
+  /// submissions are accepted with the default options and wait until a
+  /// worker node that runs the type connects; no local worker takes them.
+  std::vector<std::string> remote_job_types;
   /// Mutual TLS between nodes on the cluster port (CAF's OpenSSL module):
   /// this node's certificate chain and key, and the CA that signs every
   /// node's certificate (PEM files). All three or none.

@@ -112,6 +112,12 @@ caf::error validate_cluster(const node_config& cfg) {
   for (const auto& t : cfg.job_types)
     if (t.empty() || t.size() > 128)
       return bad("job-types: names are 1 to 128 characters");
+  for (const auto& t : cfg.remote_job_types)
+    if (t.size() > 128)
+      return bad("remote-job-types: names are 1 to 128 characters");
+  if (!cfg.remote_job_types.empty() && (!r.coordinator || cfg.cluster_port < 0))
+    return bad("--remote-job-types is for coordinators with a --cluster-port "
+               "(only worker nodes run those types)");
   // Nothing pretends: an option for another role is refused, not ignored.
   const node_config defaults;
   if (!r.worker) {
@@ -200,7 +206,11 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
                 "while the class's jobs take under 100 ms (0 = none)")(
       "job-types", po::value(&raw.job_types)->composing(),
       "worker nodes: job types offered (repeatable or "
-      "comma-separated; default: every built-in type)");
+      "comma-separated; default: every type the program has)")(
+      "remote-job-types", po::value(&raw.remote_job_types)->composing(),
+      "coordinators: job types only worker nodes run (their own worker "
+      "programs); accepted at submit with default options (repeatable or "
+      "comma-separated)");
   return d;
 }
 
@@ -270,21 +280,27 @@ caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
              .second)
       return bad("attempt-lease-ttl: type '" + type + "' given twice");
   }
-  cfg.job_types.clear();
-  for (const auto& item : raw.job_types) {
-    size_t start = 0;
-    while (start <= item.size()) {
-      auto comma = item.find(',', start);
-      auto part
-          = item.substr(start, comma == std::string::npos ? std::string::npos
-                                                          : comma - start);
-      if (!part.empty())
-        cfg.job_types.push_back(part);
-      if (comma == std::string::npos)
-        break;
-      start = comma + 1;
+  // Repeatable, comma-separated lists of names; empty items are skipped.
+  auto split = [](const std::vector<std::string>& items) {
+    std::vector<std::string> names;
+    for (const auto& item : items) {
+      size_t start = 0;
+      while (start <= item.size()) {
+        auto comma = item.find(',', start);
+        auto part
+            = item.substr(start, comma == std::string::npos ? std::string::npos
+                                                            : comma - start);
+        if (!part.empty())
+          names.push_back(part);
+        if (comma == std::string::npos)
+          break;
+        start = comma + 1;
+      }
     }
-  }
+    return names;
+  };
+  cfg.job_types = split(raw.job_types);
+  cfg.remote_job_types = split(raw.remote_job_types);
   return caf::none;
 }
 

@@ -195,13 +195,24 @@ progress_update task_context::snapshot(double percent, const std::string& stage,
 
 caf::error handler_registry::register_handler(std::string type, task_handler fn,
                                               handler_options options) {
+  if (!fn)
+    return make_error(errc::bad_config,
+                      "handler '" + type + "': no handler function");
+  return add(std::move(type), std::move(fn), std::move(options));
+}
+
+caf::error handler_registry::declare_remote(std::string type,
+                                            handler_options options) {
+  return add(std::move(type), {}, std::move(options));
+}
+
+caf::error handler_registry::add(std::string type, task_handler fn,
+                                 handler_options options) {
   auto bad = [&type](const std::string& what) {
     return make_error(errc::bad_config, "handler '" + type + "': " + what);
   };
   if (type.empty() || type.size() > 128)
     return bad("type must be 1 to 128 characters");
-  if (!fn)
-    return bad("no handler function");
   if (handlers_.count(type) > 0)
     return bad("already registered");
   if (options.resource_class.empty())
@@ -234,7 +245,16 @@ handler_registry::find(const std::string& type) const {
 std::vector<std::string> handler_registry::types() const {
   std::vector<std::string> result;
   for (const auto& kv : handlers_)
-    result.push_back(kv.first);
+    if (kv.second.fn)
+      result.push_back(kv.first);
+  return result;
+}
+
+std::vector<std::string> handler_registry::remote_types() const {
+  std::vector<std::string> result;
+  for (const auto& kv : handlers_)
+    if (!kv.second.fn)
+      result.push_back(kv.first);
   return result;
 }
 

@@ -209,12 +209,25 @@ public:
   caf::error register_handler(std::string type, task_handler fn,
                               handler_options options = {});
 
-  /// nullptr for an unknown type.
+  /// A type this process accepts submissions of but does not run: worker
+  /// nodes with a handler for it do (a coordinator's --remote-job-types).
+  /// Its entry has no function; `options` give its defaults at submit.
+  /// Same refusals as register_handler, less the function.
+  caf::error declare_remote(std::string type, handler_options options = {});
+
+  /// nullptr for an unknown type; a declared remote type has an entry
+  /// whose `fn` is empty.
   const registered_handler* find(const std::string& type) const;
 
+  /// The types this process runs (with a function), sorted.
   std::vector<std::string> types() const;
 
+  /// The declared remote types, sorted.
+  std::vector<std::string> remote_types() const;
+
 private:
+  caf::error add(std::string type, task_handler fn, handler_options options);
+
   std::map<std::string, registered_handler> handlers_;
 };
 

@@ -26,6 +26,7 @@ struct cluster_raw {
   int64_t drain_timeout = 30000;
   int64_t prefetch = 16;
   std::vector<std::string> job_types;
+  std::vector<std::string> remote_job_types;
   std::vector<std::string> ttl_by_type;
 };
 

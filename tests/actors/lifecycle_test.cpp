@@ -130,6 +130,9 @@ std::shared_ptr<handler_registry> make_handlers(std::shared_ptr<journal> j) {
         return task_outcome::success();
       },
       gpu));
+  // Run only by worker nodes (a coordinator's --remote-job-types): local
+  // workers never take it.
+  REQUIRE_FALSE(r->declare_remote("remote_only"));
   return r;
 }
 
@@ -315,6 +318,20 @@ TEST_CASE("a job is acknowledged, runs on a worker and completes",
   CHECK(s.completed == 1);
   CHECK(s.running == 0);
   CHECK(s.idle_workers == 1);
+}
+
+TEST_CASE("a type only worker nodes run is accepted and waits; local "
+          "workers run the others",
+          "[lifecycle]") {
+  fixture fx;
+  auto remote = fx.submit("remote_only", "7"); // ahead of the low one
+  auto local = fx.submit("noop", "1", 2);
+  REQUIRE(fx.exec->bodies.size() == 1); // the noop, not the remote type
+  REQUIRE(fx.run_body());
+  CHECK(fx.get(local.job_id).status == job_status::completed);
+  CHECK(fx.get(remote.job_id).status == job_status::queued);
+  CHECK(fx.j->ran == std::vector<std::string>{"1"});
+  CHECK(fx.stats().idle_workers == 1); // idle, with a job it cannot run
 }
 
 TEST_CASE("priorities order ready jobs and aging bounds a low job's wait",

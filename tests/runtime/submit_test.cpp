@@ -315,3 +315,21 @@ TEST_CASE("a resource class no worker has is refused", "[submit]") {
   limits.resource_classes.insert("gpu");
   CHECK(prepare_spec(req("transcode"), handlers, limits, now));
 }
+
+TEST_CASE("a declared remote type is accepted with default options but not "
+          "run here",
+          "[submit]") {
+  auto handlers = registry();
+  REQUIRE_FALSE(handlers.declare_remote("thumbnail"));
+  CHECK(handlers.declare_remote("noop")); // taken: it has a handler
+  CHECK(handlers.declare_remote(""));
+  CHECK(handlers.declare_remote(std::string(129, 'x')));
+  CHECK(handlers.types() == std::vector<std::string>{"noop", "transcode"});
+  CHECK(handlers.remote_types() == std::vector<std::string>{"thumbnail"});
+  auto spec = prepare_spec(req("thumbnail"), handlers, {}, now);
+  REQUIRE(spec);
+  CHECK(spec->max_attempts == retry_policy{}.max_attempts);
+  CHECK(resource_class_of(*spec) == "cpu");
+  REQUIRE(handlers.find("thumbnail") != nullptr);
+  CHECK_FALSE(handlers.find("thumbnail")->fn);
+}

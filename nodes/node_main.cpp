@@ -1,0 +1,599 @@
+// drover::node_main (include/drover/worker.hpp): one Drover node, as
+// drover-node runs it (nodes/drover_node.cpp) and as a team's own worker
+// program does with its job types added. Which roles it plays comes from
+// its config; `--roles all` on one machine is the zero-setup default.
+//
+// Life cycle: parse and validate the config (exit 2 on a bad one), start the
+// root supervisor with the job system below it (store, progress publisher,
+// queue, workers; the built-in job types `exec` and `sleep`), publish the
+// node API actor (CAF network layer; droverctl talks to it), print one
+// "ready" line, then wait. SIGINT or SIGTERM starts an orderly shutdown of
+// the tree (exit 0); a root supervisor that escalates ends the process with
+// exit 1.
+//
+// With --store postgres the node is the database's coordinator: after
+// checking that its ports are free it takes every partition lease
+// (runtime/pg_lease.hpp) before the job system starts — exit 2 naming the
+// holder if another live process has them, or with --standby, wait until
+// they expire unrenewed and take over — renews them while it runs (its
+// queue holds dispatch when a renewal is overdue), releases them after an
+// orderly shutdown, and exits 3 at once if another coordinator takes them
+// over (docs/storage.md, docs/cluster.md). A gateway node follows its
+// coordinators: when the one it joined goes, it joins the next.
+
+#include "drover/worker.hpp"
+
+#include "actors/api.hpp"
+#include "actors/job_system.hpp"
+#include "actors/pg_store.hpp"
+#include "gateway/gateway.hpp"
+#include "gateway/stream_token.hpp"
+#include "gateway/webhook_dispatcher.hpp"
+#include "nodes/node_roles.hpp"
+#include "nodes/node_setup.hpp"
+#include "runtime/config.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/exec_policy.hpp"
+#include "runtime/exec_user.hpp"
+#include "runtime/log.hpp"
+#include "runtime/pg_lease.hpp"
+#include "runtime/privileges.hpp"
+#include "runtime/supervisor.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/after.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include <arpa/inet.h>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <netdb.h>
+#include <optional>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+#include <variant>
+
+namespace {
+
+using drover::node::check_port;
+using drover::node::exec_development_mode;
+using drover::node::exec_policy_of;
+using drover::node::gateway_config_of;
+using drover::node::has_role;
+
+/// The coordinator's hold on its database (store postgres): the partition
+/// leases, renewed by `keeper` from start-up until the tree has stopped.
+/// Released on every way out of run() (orderly or not); a write or a
+/// renewal that finds them taken over ends the process (exit 3).
+struct coordinator_claim {
+  std::unique_ptr<drover::pg::lease_keeper> keeper;
+  std::shared_ptr<const drover::pg::write_fence> fence;
+  /// Set while releasing: the store's last writes, refused by the fence
+  /// then, are no takeover.
+  std::shared_ptr<std::atomic<bool>> leaving
+      = std::make_shared<std::atomic<bool>>(false);
+
+  void release() {
+    if (!keeper)
+      return;
+    leaving->store(true);
+    if (auto err = keeper->stop_and_release())
+      drover::log::warn("node",
+                        "could not release the partition leases (they "
+                        "expire by themselves)",
+                        {{"error", drover::describe(err)}});
+    keeper.reset();
+  }
+  ~coordinator_claim() {
+    release();
+  }
+};
+
+/// Ends the process when another coordinator has taken the leases: this
+/// one must neither write nor dispatch any more.
+std::function<void(const std::string&)>
+deposed_exit(std::shared_ptr<std::atomic<bool>> leaving) {
+  return [leaving](const std::string& why) {
+    if (leaving->load())
+      return;
+    drover::log::error("node",
+                       "deposed: another coordinator took over this "
+                       "database's partition leases; stopping at once "
+                       "(exit 3)",
+                       {{"reason", why}});
+    std::_Exit(3);
+  };
+}
+
+/// The node's supervision tree, by role: a coordinator's job system (with
+/// its own workers when it has the worker role) and webhook dispatcher, or
+/// a worker node's agent and workers; a gateway-only node has none.
+caf::expected<drover::supervisor_spec>
+node_tree(const drover::node_config& cfg, const drover::node_program& program,
+          std::shared_ptr<drover::job_system_handles> handles,
+          const coordinator_claim& claim,
+          std::shared_ptr<drover::node::worker_shared> worker) {
+  auto handlers = std::make_shared<drover::handler_registry>();
+  drover::builtin_options builtins;
+  builtins.exec_kill_grace = cfg.exec_kill_grace;
+  auto exec = exec_policy_of(cfg);
+  if (!exec)
+    return std::move(exec.error());
+  builtins.exec = std::move(*exec);
+  if (auto err = drover::register_builtin_handlers(*handlers, builtins))
+    return err;
+  if (program.register_handlers)
+    if (auto err = program.register_handlers(*handlers))
+      return drover::make_error(
+          drover::errc::bad_config,
+          program.name + ": its job types: " + drover::describe(err));
+  for (const auto& t : cfg.remote_job_types) {
+    if (handlers->find(t) != nullptr)
+      return drover::make_error(drover::errc::bad_config,
+                                "remote-job-types: '" + t
+                                    + "' is a type this program runs itself "
+                                      "(or is listed twice)");
+    if (auto err = handlers->declare_remote(t))
+      return drover::make_error(drover::errc::bad_config,
+                                "remote-job-types: " + drover::describe(err));
+  }
+  for (const auto& t : cfg.job_types)
+    if (handlers->find(t) == nullptr)
+      return drover::make_error(drover::errc::bad_config,
+                                "job-types: no handler for '" + t
+                                    + "' on this node");
+  auto roles = drover::roles_of(cfg);
+  drover::supervisor_spec root;
+  root.name = "node:" + cfg.node_id;
+  root.flags.strat = drover::strategy::one_for_one;
+  if (!roles.coordinator) {
+    if (roles.worker)
+      root.children.push_back(
+          drover::node::worker_node_child(cfg, handlers, worker));
+    return root;
+  }
+  drover::job_system_config jobs;
+  if (roles.worker)
+    jobs.slots = cfg.slots;
+  else
+    jobs.slots.clear();
+  jobs.remote_workers = cfg.cluster_port >= 0;
+  jobs.handlers = handlers;
+  jobs.queue.aging_interval = cfg.aging_interval;
+  jobs.queue.recovery_page = cfg.recovery_page_jobs;
+  jobs.queue.limits.max_input_bytes = cfg.max_input_bytes;
+  // A job asking for a class no worker has would wait forever: refused,
+  // unless worker nodes may join (they bring their own classes; a job no
+  // connected worker can run waits, visibly, in the node list).
+  if (!jobs.remote_workers)
+    for (const auto& [resource_class, count] : cfg.slots)
+      if (count > 0)
+        jobs.queue.limits.resource_classes.insert(resource_class);
+  if (jobs.remote_workers)
+    jobs.queue.adopt_grace
+        = cfg.attempt_lease_ttl + cfg.worker_heartbeat_interval;
+  if (cfg.store == "postgres") {
+    drover::pg_store_config pg;
+    pg.conninfo = cfg.pg_url;
+    pg.retain_finished = std::chrono::hours{24} * cfg.retention_days;
+    pg.fence = claim.fence;
+    pg.member_stale = 2 * cfg.lease_ttl;
+    if (claim.keeper)
+      // Self-fencing: no dispatch once the last renewal is older than
+      // three quarters of the TTL on this process's own clock.
+      jobs.queue.may_dispatch = claim.keeper->freshness(cfg.lease_ttl / 4);
+    if (claim.fence) {
+      // New jobs go into the partitions this coordinator owns: all of them
+      // for now (claim_coordinator takes every lease).
+      jobs.queue.partitions = claim.fence->partitions;
+      jobs.queue.partition_count
+          = static_cast<int32_t>(claim.fence->partitions.size());
+    }
+    pg.on_deposed = deposed_exit(claim.leaving);
+    jobs.make_store = [pg](caf::actor_system& sys) {
+      return drover::spawn_pg_store(sys, pg);
+    };
+  }
+  if (auto err = drover::validate(jobs))
+    return err;
+  auto webhooks = drover::webhook_options_from(cfg);
+  if (!webhooks)
+    return std::move(webhooks.error());
+  drover::webhook_dispatcher_config wh;
+  wh.options = std::move(*webhooks);
+  wh.handles = handles;
+  root.children.push_back(drover::job_system_child(jobs, handles));
+  root.children.push_back(drover::webhook_child(std::move(wh)));
+  return root;
+}
+
+int run(const drover::node_config& cfg, const drover::node_program& program,
+        const sigset_t& signals) {
+  caf::actor_system_config caf_cfg;
+  drover::register_types(caf_cfg);
+  caf_cfg.load<caf::io::middleman>();
+  if (!cfg.tls_certificate.empty()) {
+    if (auto err = drover::node::check_tls(cfg)) {
+      drover::log::error("node", drover::describe(err));
+      return 2;
+    }
+    caf_cfg.load<caf::openssl::manager>();
+  }
+  drover::apply(cfg, caf_cfg);
+  caf::actor_system sys{caf_cfg};
+  auto handles = std::make_shared<drover::job_system_handles>();
+  auto roles = drover::roles_of(cfg);
+  // Ports first, then the database: a node that cannot listen exits
+  // before it migrates or takes a lease.
+  for (auto err :
+       {roles.coordinator
+            ? check_port(cfg.admin_host, cfg.admin_port, "admin-port")
+            : caf::error{},
+        roles.gateway ? check_port(cfg.http_host, cfg.http_port, "http-port")
+                      : caf::error{},
+        roles.coordinator && cfg.cluster_port > 0 ? check_port(
+            cfg.cluster_host, static_cast<uint16_t>(cfg.cluster_port),
+            "cluster-port")
+                                                  : caf::error{}})
+    if (err) {
+      drover::log::error("node", drover::describe(err));
+      return drover::is(err, drover::errc::bad_config) ? 2 : 1;
+    }
+  coordinator_claim claim;
+  if (roles.coordinator && cfg.store == "postgres") {
+    auto claimed = drover::node::claim_leases(cfg, signals);
+    if (auto* code = std::get_if<int>(&claimed))
+      return *code;
+    auto grant = std::get<drover::pg::lease_grant>(std::move(claimed));
+    claim.fence = grant.fence(cfg.lease_ttl);
+    drover::pg::lease_keeper::config kc;
+    kc.conninfo = cfg.pg_url;
+    kc.grant = std::move(grant);
+    kc.ttl = cfg.lease_ttl;
+    kc.interval = cfg.lease_renew_interval;
+    kc.deposed = deposed_exit(claim.leaving);
+    kc.log = [](const std::string& line) { drover::log::warn("leases", line); };
+    claim.keeper = std::make_unique<drover::pg::lease_keeper>(std::move(kc));
+  }
+  auto worker = std::make_shared<drover::node::worker_shared>();
+  auto tree = node_tree(cfg, program, handles, claim, worker);
+  if (!tree) {
+    drover::log::error("node", drover::describe(tree.error()));
+    return 2;
+  }
+  auto root = drover::spawn_supervisor(sys, std::move(*tree));
+  if (!root) {
+    drover::log::error("node", drover::describe(root.error()));
+    return 1;
+  }
+  {
+    // "ready" must mean ready: the root starts its children while it
+    // initializes, so once it answers a describe, the job system's parts
+    // exist and the API can reach them.
+    caf::scoped_actor probe{sys};
+    caf::error not_up;
+    probe
+        ->request(*root, std::chrono::seconds{30}, drover::describe_atom::value)
+        .receive([](drover::tree_node&) {},
+                 [&](caf::error& err) { not_up = std::move(err); });
+    if (not_up) {
+      drover::log::error("node", "the node did not start",
+                         {{"error", drover::describe(not_up)}});
+      caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+      return 1;
+    }
+  }
+  // The node API: a coordinator's own, or (gateway node) its
+  // coordinator's; a worker node has none.
+  caf::actor api;
+  caf::actor cluster;
+  uint16_t cluster_port = 0;
+  caf::expected<uint16_t> port{uint16_t{0}};
+  auto stop_all = [&] {
+    caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+    if (api && roles.coordinator)
+      caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
+    if (cluster)
+      caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
+  };
+  if (roles.coordinator) {
+    if (cfg.cluster_port >= 0) {
+      auto opened = drover::node::open_cluster_port(
+          sys, cfg, handles, [&](caf::actor endpoint) {
+            return drover::spawn_api(sys, handles, *root, endpoint);
+          });
+      if (!opened) {
+        drover::log::error("node", drover::describe(opened.error()));
+        stop_all();
+        return 1;
+      }
+      api = opened->api;
+      cluster = opened->endpoint;
+      cluster_port = opened->port;
+      if (cfg.join_secret.empty())
+        drover::log::warn("cluster",
+                          "any process that reaches the cluster port may join "
+                          "as a worker or gateway (no --join-secret; "
+                          "loopback only)");
+    } else {
+      api = drover::spawn_api(sys, handles, *root);
+    }
+    port = sys.middleman().publish(api, cfg.admin_port, cfg.admin_host.c_str(),
+                                   true);
+    if (!port) {
+      drover::log::error("node",
+                         "cannot listen on " + cfg.admin_host + ':'
+                             + std::to_string(cfg.admin_port),
+                         {{"error", sys.render(port.error())}});
+      stop_all();
+      return 1;
+    }
+  } else if (roles.gateway) {
+    auto joined
+        = drover::node::join_as_gateway(sys, cfg, cfg.connection_timeout);
+    if (!joined) {
+      drover::log::error("node", "the gateway could not join its coordinator",
+                         {{"error", drover::describe(joined.error())}});
+      stop_all();
+      return drover::is(joined.error(), drover::errc::forbidden) ? 2 : 1;
+    }
+    api = std::move(*joined);
+  }
+  // A gateway node's HTTP gateway talks to its coordinator through a relay,
+  // which the node points at the next coordinator after a failover.
+  std::optional<drover::node::api_relay> relay;
+  if (roles.gateway && !roles.coordinator) {
+    relay.emplace(sys);
+    relay->set(api);
+  }
+  std::unique_ptr<drover::http::gateway> gateway;
+  if (roles.gateway) {
+    auto gw_cfg = gateway_config_of(cfg);
+    caf::expected<std::unique_ptr<drover::http::gateway>> started{caf::none};
+    if (gw_cfg)
+      started = drover::http::gateway::start(sys, relay ? relay->handle() : api,
+                                             std::move(*gw_cfg));
+    if (!gw_cfg || !started) {
+      auto err = !gw_cfg ? gw_cfg.error() : started.error();
+      drover::log::error("node", drover::describe(err));
+      stop_all();
+      return drover::is(err, drover::errc::bad_config) ? 2 : 1;
+    }
+    gateway = std::move(*started);
+    if (gateway->development_mode())
+      drover::log::warn("gateway",
+                        "the HTTP gateway runs in DEVELOPMENT MODE: no API "
+                        "keys are configured, so every request is accepted "
+                        "without authentication (loopback only). Configure "
+                        "--api-key before serving anyone else.");
+    if (cfg.stream_token_key.empty())
+      drover::log::warn("gateway",
+                        "stream tokens are signed with a random key made at "
+                        "start: they stop working when this process ends "
+                        "and no other gateway accepts them (set "
+                        "--stream-token-key to share one).");
+  }
+  if (cfg.exec_allow.empty() && roles.worker) {
+    if (exec_development_mode(cfg))
+      drover::log::warn("exec",
+                        "exec jobs may run ANY program on this machine "
+                        "(development mode: no --exec-allow, no API keys, "
+                        "loopback only). Configure --exec-allow before "
+                        "serving anyone else.");
+    else
+      drover::log::info("exec", "exec jobs are refused: no --exec-allow is "
+                                "configured.");
+  }
+  if (roles.worker)
+    drover::log::info("exec",
+                      cfg.exec_cgroups.empty()
+                          ? "exec jobs get rlimits only (no --exec-cgroup): "
+                            "processes are limited per user, not per job"
+                          : "exec jobs get a cgroup each (pids.max, memory "
+                            "limit; what they leave running dies with them)",
+                      {{"cgroups", cfg.exec_cgroups.size()}});
+  {
+    // The one line scripts and tests wait for (stdout, in the log's
+    // format; docs/operations.md).
+    std::string role_list;
+    for (const auto& r : cfg.roles)
+      role_list += (role_list.empty() ? "" : ",") + r;
+    std::vector<drover::log::field> fields{{"node", cfg.node_id},
+                                           {"roles", role_list}};
+    if (roles.coordinator) {
+      fields.push_back({"store", cfg.store});
+      fields.push_back({"admin", cfg.admin_host + ':' + std::to_string(*port)});
+    }
+    if (cluster)
+      fields.push_back(
+          {"cluster", cfg.cluster_host + ':' + std::to_string(cluster_port)});
+    if (!cfg.coordinators.empty()) {
+      std::string list;
+      for (const auto& c : cfg.coordinators)
+        list += (list.empty() ? "" : ",") + c.text();
+      fields.push_back({"coordinator", list});
+    }
+    if (gateway)
+      fields.push_back(
+          {"http", cfg.http_host + ':' + std::to_string(gateway->port())});
+    if (gateway && gateway->development_mode())
+      fields.push_back({"development_mode", true});
+    drover::log::announce("node", "ready", std::move(fields));
+  }
+  // Signals are blocked in every thread (the mask was set before CAF
+  // started its threads); this one thread takes them synchronously.
+  std::atomic<bool> asked_to_stop{false};
+  std::mutex mx;
+  std::condition_variable cv;
+  bool root_down = false;
+  std::thread signal_waiter{[&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (roles.worker && !roles.coordinator) {
+      // A worker node drains first: no new leases, running attempts finish
+      // and their outcomes are settled (or the drain deadline passes).
+      std::unique_lock<std::mutex> wg{worker->mx};
+      if (!worker->fatal && worker->agent) {
+        caf::anon_send(worker->agent, drover::stop_atom::value);
+        worker->cv.wait_for(wg, cfg.drain_timeout + std::chrono::seconds{2},
+                            [&] { return worker->drained; });
+      }
+    }
+    std::unique_lock<std::mutex> guard{mx};
+    if (root_down)
+      return; // woken by main after the tree ended on its own
+    asked_to_stop = true;
+    guard.unlock();
+    if (cluster) {
+      // Worker nodes are let go first, while the store still writes: they
+      // keep their running attempts and unsettled outcomes for the next
+      // coordinator, and no outcome is settled by a link whose job
+      // supervisor is already gone.
+      caf::scoped_actor waiter{sys};
+      waiter->monitor(cluster);
+      caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
+      waiter->receive([](caf::down_msg&) {},
+                      caf::after(std::chrono::seconds{2}) >> [] {});
+    }
+    guard.lock();
+    caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+    // The tree stops child by child within their own timeouts; this is
+    // the backstop for a tree that hangs anyway.
+    if (!cv.wait_for(guard, cfg.shutdown_timeout, [&] { return root_down; })) {
+      drover::log::error(
+          "node",
+          "orderly shutdown exceeded its deadline; "
+          "exiting hard",
+          {{"shutdown_timeout_ms", cfg.shutdown_timeout.count()}});
+      std::_Exit(1);
+    }
+  }};
+  caf::scoped_actor self{sys};
+  self->monitor(*root);
+  if (api && !roles.coordinator)
+    self->monitor(api); // a gateway node's coordinator
+  if (cluster)
+    self->monitor(cluster);
+  caf::error reason;
+  bool down = false;
+  self->receive_while([&] { return !down; })([&](caf::down_msg& dm) {
+    if (dm.source == api.address() && !roles.coordinator) {
+      // Its coordinator is gone (a failover, a restart): join the next one
+      // of --coordinator; meanwhile requests fail with 503.
+      drover::log::warn("node",
+                        "the gateway lost its coordinator; joining the next",
+                        {{"reason", sys.render(dm.reason)}});
+      relay->set(nullptr);
+      auto joined
+          = drover::node::join_as_gateway(sys, cfg, cfg.connection_timeout);
+      if (joined) {
+        api = std::move(*joined);
+        relay->set(api);
+        self->monitor(api);
+        drover::log::info("node", "the gateway joined a coordinator again");
+        return;
+      }
+      drover::log::error("node",
+                         "the gateway found no coordinator; stopping (run it "
+                         "under a supervisor that restarts it)",
+                         {{"error", drover::describe(joined.error())}});
+      caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+      return;
+    }
+    if (cluster && dm.source == cluster.address()) {
+      if (asked_to_stop)
+        return; // stopped first on purpose; the tree follows
+      drover::log::error("node",
+                         "the cluster endpoint stopped; stopping the node so "
+                         "that worker nodes fail over cleanly",
+                         {{"reason", sys.render(dm.reason)}});
+      caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+      return;
+    }
+    reason = std::move(dm.reason);
+    down = true;
+  });
+  {
+    std::lock_guard<std::mutex> guard{mx};
+    root_down = true;
+  }
+  cv.notify_all();
+  if (!asked_to_stop) {
+    // The tree gave up on its own: wake the signal thread so it can end.
+    pthread_kill(signal_waiter.native_handle(), SIGTERM);
+  }
+  signal_waiter.join();
+  if (gateway)
+    gateway->stop();
+  if (api && roles.coordinator)
+    caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
+  if (cluster)
+    caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
+  if (worker->fatal) {
+    drover::log::error("node", "stopped: the coordinator refused this node");
+    return 2;
+  }
+  // The tree (the store with it) has stopped: nothing writes any more.
+  claim.release();
+  if (asked_to_stop && (!reason || reason == caf::exit_reason::user_shutdown)) {
+    drover::log::announce("node", "stopped", {{"node", cfg.node_id}});
+    return 0;
+  }
+  drover::log::error("node", "root supervisor exited",
+                     {{"reason", sys.render(reason)}});
+  return 1;
+}
+
+} // namespace
+
+int drover::node_main(int argc, char** argv, const node_program& program) {
+  auto parsed = drover::parse_node_config(argc, argv, std::cout);
+  if (!parsed) {
+    std::cerr << program.name << ": " << drover::describe(parsed.error())
+              << "\n(see " << program.name << " --help)\n";
+    return 2;
+  }
+  if (parsed->exit_now)
+    return 0;
+  // From here on everything the node says is a log record (runtime/log.hpp);
+  // only a command line it cannot parse is answered as plain CLI text.
+  drover::log::configure(drover::log_options_of(parsed->config));
+  // pg_stat_activity names the node of each session.
+  drover::pg::set_application_name("drover " + parsed->config.node_id);
+  {
+    // Root goes first, before any thread, port or connection exists
+    // (runtime/privileges.hpp): nothing after this line runs as root.
+    const auto& cfg = parsed->config;
+    auto low = [](uint16_t port) { return port > 0 && port < 1024; };
+    bool low_ports = low(cfg.admin_port)
+                     || (has_role(cfg, "gateway") && low(cfg.http_port));
+    if (auto err = drover::enter_run_as(cfg.run_as, low_ports)) {
+      drover::log::error("node", drover::describe(err));
+      return 2;
+    }
+  }
+  // Block the stop signals before any thread exists so every thread
+  // inherits the mask and only the waiter thread receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return run(parsed->config, program, signals);
+}
