@@ -38,7 +38,7 @@ install(FILES README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
 # types) or Drover::client (the client API). The libraries are static; their
 # dependencies are Debian's shared libraries, found again by DroverConfig.
 install(TARGETS drover_schemas drover_runtime drover_actors drover_gateway
-                drover_node
+                drover_node drover_client
   EXPORT DroverTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/drover)

@@ -954,6 +954,12 @@ error_status classify(const caf::error& err) {
       return {503, "unavailable"};
     case errc::stale_attempt:
       return {409, "conflict"};
+    case errc::forbidden:
+      return {403, "forbidden"};
+    case errc::unauthenticated:
+      return {401, "unauthenticated"};
+    case errc::rate_limited:
+      return {429, "rate_limited"};
     default:
       return {500, "internal"};
   }

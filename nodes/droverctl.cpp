@@ -1,21 +1,33 @@
-// droverctl: the command line for a running Drover node (its API actor,
-// reached over CAF's network layer; messages carry Cap'n Proto bytes).
+// droverctl: the command line for a running Drover node: its admin port,
+// which speaks the client protocol over CAF's network layer
+// (runtime/client_protocol.hpp; messages carry Cap'n Proto bytes). A node
+// with API keys needs one: $DROVER_API_KEY or --api-key-file (never on the
+// command line, where other local users could read it).
 //
-//   droverctl tree                         live supervision tree
-//   droverctl submit TYPE [options]        submit a job (prints the record)
-//   droverctl get ID | events ID           a job's record / its history
-//   droverctl wait ID                      progress with ETA until terminal
-//   droverctl cancel ID [--reason TEXT]    recorded in the job's history
-//   droverctl list [--status S] [--limit N] [--after ID]
-//   droverctl dlq [--limit N]              the dead-letter queue
-//   droverctl redrive ID|--all  /  purge ID|--all
-//   droverctl stats                        queue depth, age, throughput
+//   droverctl submit TYPE [options] [--watch]   prints the job id
+//   droverctl get ID | events ID | result ID
+//   droverctl watch ID        progress (a bar on a terminal, plain lines
+//                             otherwise) on stderr until the job ends, then
+//                             its outcome on stdout
+//   droverctl cancel ID [--reason TEXT]
+//   droverctl list [--status S] [--type T] [--limit N] [--after ID]
+//   droverctl dlq list | dlq show ID | dlq retry ID|--all | dlq purge ID|--all
+//   droverctl tree | nodes | queues
 //
-// Exit codes: 0 success, 1 the node refused or could not be reached (or a
-// waited-for job did not complete), 2 bad usage.
+// People get tables and "key: value" lines; --json prints exactly what the
+// HTTP API answers for the same object (gateway/http_api.hpp). Older
+// names still work: wait (watch), redrive (dlq retry), purge (dlq purge),
+// stats (queues), dlq without a subcommand (dlq list).
+//
+// Exit codes a script can rely on: 0 success; 1 the job failed, was
+// cancelled or not found, or the node refused the request; 2 bad usage
+// (one line, then the usage); 3 the node is unavailable (unreachable,
+// restarting, or no answer in time).
 
+#include "gateway/http_api.hpp"
+#include "nodes/droverctl_view.hpp"
 #include "runtime/atoms.hpp"
-#include "runtime/codec.hpp"
+#include "runtime/client_protocol.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -23,144 +35,166 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/sec.hpp>
 
 #include <boost/program_options.hpp>
 
-#include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <unistd.h>
 
 namespace po = boost::program_options;
 using namespace drover;
 
 namespace {
 
-void print_tree(const tree_node& n, int depth) {
-  std::cout << std::string(static_cast<size_t>(depth) * 2, ' ') << n.name
-            << " [" << to_string(n.kind);
-  if (n.kind == child_kind::supervisor)
-    std::cout << ' ' << to_string(n.strat);
-  std::cout << "] " << to_string(n.state) << " restarts=" << n.restarts
-            << " uptime=" << n.uptime_ms << "ms";
-  if (depth > 0)
-    std::cout << " restart=" << to_string(n.restart);
-  if (!n.last_exit.empty())
-    std::cout << " last_exit=\"" << n.last_exit << '"';
-  std::cout << '\n';
-  for (const auto& c : n.children)
-    print_tree(c, depth + 1);
+enum exit_code : int { ok = 0, failed = 1, usage_error = 2, unavailable = 3 };
+
+/// The exit code of an error from the node or from CAF.
+int code_of(const caf::error& err) {
+  if (is(err, errc::unavailable) || err.category() == caf::atom("system"))
+    return unavailable; // unreachable, timed out, restarting
+  return failed;
+}
+
+const char* usage_text
+    = "usage: droverctl COMMAND [ARGS] [options]\n"
+      "  submit TYPE [--input JSON ...] [--watch]   prints the job id\n"
+      "  get ID | events ID | result ID | watch ID | cancel ID [--reason R]\n"
+      "  list [--status S] [--type T] [--limit N] [--after ID]\n"
+      "  dlq list | dlq show ID | dlq retry ID|--all | dlq purge ID|--all\n"
+      "  tree | nodes | queues\n"
+      "--json prints the HTTP API's JSON. Exit codes: 0 ok, 1 job failed or "
+      "not found, 2 usage, 3 unavailable.\n";
+
+int usage_fail(const std::string& what) {
+  std::cerr << "droverctl: " << what << '\n' << usage_text;
+  return usage_error;
 }
 
 struct session {
   caf::actor_system& sys;
-  caf::actor node;
+  client_door_actor node;
+  std::string key;
   std::chrono::milliseconds timeout;
+  /// The exit code of the last failed request.
+  int code = ok;
 
   /// One request; prints the error and returns none on failure.
   template <class T, class... Ts>
   caf::optional<T> ask(Ts&&... xs) {
     caf::scoped_actor self{sys};
     caf::optional<T> result;
-    self->request(node, timeout, std::forward<Ts>(xs)...)
+    self->request(node, timeout, client_atom::value, key,
+                  std::forward<Ts>(xs)...)
         .receive([&](T& x) { result = std::move(x); },
                  [&](caf::error& err) {
+                   code = code_of(err);
                    std::cerr << "droverctl: " << describe(err) << '\n';
                  });
     return result;
   }
 };
 
-int print_records(const std::vector<job_record>& jobs) {
-  std::cout << "[";
-  for (size_t i = 0; i < jobs.size(); ++i)
-    std::cout << (i > 0 ? ",\n " : "") << to_json(jobs[i]);
-  std::cout << "]\n";
-  return 0;
-}
-
-/// Follows a job's progress until it is terminal; 0 if it completed.
-int wait_for(session& s, const std::string& id,
-             std::chrono::milliseconds limit) {
+/// Follows a job until it is terminal: progress on stderr, the outcome on
+/// stdout; 0 if it completed.
+int watch(session& s, const std::string& id, std::chrono::milliseconds limit,
+          bool json) {
   caf::scoped_actor self{s.sys};
   caf::error failure;
-  self->request(s.node, s.timeout, subscribe_atom::value, id, caf::actor{self})
-      .receive([](ok_atom) {}, [&](caf::error& err) { failure = err; });
+  // Subscribed, then the job as it is: one that ends meanwhile is seen.
+  caf::optional<job_record> rec;
+  self->request(s.node, s.timeout, client_atom::value, s.key,
+                subscribe_atom::value, id, caf::actor{self})
+      .receive([&](job_record& r) { rec = std::move(r); },
+               [&](caf::error& err) { failure = err; });
   if (failure) {
     std::cerr << "droverctl: " << describe(failure) << '\n';
-    return 1;
+    return code_of(failure);
   }
-  auto rec = s.ask<job_record>(get_atom::value, id);
-  if (!rec)
-    return 1;
-  auto finish = [](const job_record& r) {
-    std::cout << to_json(r) << '\n';
-    return r.status == job_status::completed ? 0 : 1;
+  ctl::progress_view view{stderr, isatty(STDERR_FILENO) == 1};
+  auto finish = [&](const job_record& r) {
+    view.finish();
+    std::cout << (json ? http::job_json(r) + '\n' : ctl::outcome_text(r));
+    return r.status == job_status::completed ? ok : failed;
   };
-  if (is_terminal(rec->status))
-    return finish(*rec);
-  int rc = 1;
+  int rc = ok;
   bool done = false;
+  if (is_terminal(rec->status)) {
+    rc = finish(*rec);
+    done = true;
+  }
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (!done) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      std::cerr << "droverctl: gave up waiting after " << limit.count()
-                << " ms\n";
+      view.finish();
+      std::cerr << "droverctl: gave up watching after " << limit.count()
+                << " ms; the job goes on\n";
+      rc = unavailable;
       break;
     }
     self->receive(
         [&](progress_atom, const progress_update& u) {
-          std::cerr << "attempt " << u.attempt << ": " << std::lround(u.percent)
-                    << "%";
-          if (!u.stage.empty())
-            std::cerr << " [" << u.stage << "]";
-          if (u.eta_ms >= 0)
-            std::cerr << " eta " << (u.eta_ms + 500) / 1000 << "s";
-          if (!u.message.empty())
-            std::cerr << " " << u.message;
-          std::cerr << '\n';
+          if (json)
+            std::cerr << http::progress_json(u) << '\n';
+          else
+            view.update(u);
         },
         [&](final_atom, const job_record& r) {
           rc = finish(r);
           done = true;
         },
+        [](changed_atom, const std::string&) {}, // the history grew
         caf::after(left) >> [] {});
   }
-  self->send(s.node, unsubscribe_atom::value, id, caf::actor{self});
+  self->send(s.node, client_atom::value, s.key, unsubscribe_atom::value, id,
+             caf::actor{self});
   return rc;
 }
 
-int usage(const po::options_description& opts) {
-  std::cout << "usage: droverctl COMMAND [ARG] [options]\n"
-               "commands: tree, submit TYPE, get ID, events ID, wait ID,\n"
-               "          cancel ID, list, dlq, redrive ID|--all,\n"
-               "          purge ID|--all, stats, nodes\n\n"
-            << opts << '\n';
-  return 0;
+/// The tree as GET /api/admin/tree shows it: running jobs with their record.
+std::string tree_json(session& s, const tree_node& tree) {
+  std::vector<std::string> ids;
+  http::running_job_ids(tree, ids);
+  std::map<std::string, job_record> jobs;
+  for (const auto& id : ids) {
+    caf::scoped_actor self{s.sys};
+    self->request(s.node, s.timeout, client_atom::value, s.key, get_atom::value,
+                  id)
+        .receive([&](job_record& r) { jobs.emplace(id, std::move(r)); },
+                 [](caf::error&) {}); // ended meanwhile: shown without
+  }
+  return http::tree_json(tree, jobs);
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
-  std::string command;
-  std::string arg;
+  std::string command, arg, arg2;
   std::string host = "127.0.0.1";
   int port = 7411;
   int64_t timeout_ms = 5000;
   int64_t wait_ms = 3600000;
   std::string input, priority_name, run_at, key, tenant, status_name, after;
+  std::string type_filter, key_file;
   std::string reason = "cancelled with droverctl";
   int64_t delay_ms = -1, max_attempts = -1, job_timeout_ms = -1;
-  uint32_t limit = 100;
+  int64_t limit = 100;
   po::options_description opts{"options"};
   opts.add_options()("help,h", "print this help")(
-      "command", po::value(&command), "what to do")("arg", po::value(&arg),
-                                                    "job type or job id")(
+      "command", po::value(&command), "what to do")(
+      "arg", po::value(&arg), "job type or job id")("arg2", po::value(&arg2),
+                                                    "dlq: the job id")(
       "host", po::value(&host)->default_value(host), "node API host")(
       "port", po::value(&port)->default_value(port), "node API port")(
       "timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
       "give up on one request after this long")(
-      "json", "tree: print JSON instead of an indented tree")(
+      "api-key-file", po::value(&key_file),
+      "read the API key from this file (default: $DROVER_API_KEY)")(
+      "json", "print the HTTP API's JSON for the same object")(
       "input", po::value(&input), "submit: job input (JSON)")(
       "priority", po::value(&priority_name), "submit: high, normal or low")(
       "delay-ms", po::value(&delay_ms), "submit: run no earlier than this")(
@@ -170,17 +204,20 @@ int main(int argc, char** argv) {
       "submit: per-attempt timeout")("idempotency-key", po::value(&key),
                                      "submit: deduplication key")(
       "tenant", po::value(&tenant),
-      "submit/list: tenant")("wait", "submit: follow the job until it ends")(
+      "submit/list: tenant")("watch", "submit: follow the job until it ends")(
+      "wait", "submit: the same as --watch")(
       "wait-ms", po::value(&wait_ms)->default_value(wait_ms),
-      "wait: give up after this long")("status", po::value(&status_name),
-                                       "list: only this status")(
-      "limit", po::value(&limit)->default_value(limit), "list/dlq: page size")(
-      "after", po::value(&after), "list/dlq: page after this job id")(
-      "all", "redrive/purge: every job in the dead-letter queue")(
+      "watch: give up after this long (exit 3; the job goes on)")(
+      "status", po::value(&status_name), "list: only this status")(
+      "type", po::value(&type_filter), "list: only this job type")(
+      "limit", po::value(&limit)->default_value(limit),
+      "list/dlq: page size (1 to 1000)")(
+      "after", po::value(&after), "list/dlq: the page after this job id")(
+      "all", "dlq retry/purge: every job in the dead-letter queue")(
       "reason", po::value(&reason)->default_value(reason),
       "cancel: why (kept in the job's history)");
   po::positional_options_description pos;
-  pos.add("command", 1).add("arg", 1);
+  pos.add("command", 1).add("arg", 1).add("arg2", 1);
   po::variables_map vm;
   try {
     po::store(
@@ -188,33 +225,60 @@ int main(int argc, char** argv) {
         vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << "droverctl: " << e.what() << '\n';
-    return 2;
+    return usage_fail(e.what());
   }
-  if (vm.count("help") || command.empty())
-    return usage(opts);
+  if (vm.count("help")) {
+    std::cout << usage_text << '\n' << opts << '\n';
+    return ok;
+  }
+  if (command.empty())
+    return usage_fail("no command");
+  // Older names, and `dlq` with its subcommand folded into the command.
+  if (command == "wait")
+    command = "watch";
+  else if (command == "stats")
+    command = "queues";
+  else if (command == "redrive" || command == "purge") {
+    arg2 = arg;
+    arg = command == "redrive" ? "retry" : "purge";
+    command = "dlq";
+  }
+  if (command == "dlq") {
+    auto sub = arg.empty() ? std::string{"list"} : arg;
+    if (sub != "list" && sub != "show" && sub != "retry" && sub != "purge")
+      return usage_fail("unknown dlq subcommand '" + sub
+                        + "' (list, show, retry, purge)");
+    command = "dlq " + sub;
+    arg = arg2;
+    arg2.clear();
+  }
   static const std::vector<std::string> known{
-      "tree", "submit", "get",     "events", "wait",  "cancel",
-      "list", "dlq",    "redrive", "purge",  "stats", "nodes"};
-  if (std::find(known.begin(), known.end(), command) == known.end()) {
-    std::cerr << "droverctl: unknown command '" << command
-              << "' (see droverctl --help)\n";
-    return 2;
-  }
-  if (port < 1 || port > 65535 || timeout_ms < 1 || wait_ms < 1) {
-    std::cerr << "droverctl: --port must be within [1, 65535], timeouts "
-                 "positive\n";
-    return 2;
-  }
-  bool needs_arg
-      = command == "submit" || command == "get" || command == "events"
-        || command == "wait" || command == "cancel"
-        || ((command == "redrive" || command == "purge") && !vm.count("all"));
-  if (needs_arg && arg.empty()) {
-    std::cerr << "droverctl: '" << command << "' needs "
-              << (command == "submit" ? "a job type" : "a job id") << '\n';
-    return 2;
-  }
+      "submit", "get",       "events",   "result",   "watch",
+      "cancel", "list",      "dlq list", "dlq show", "dlq retry",
+      "tree",   "dlq purge", "nodes",    "queues"};
+  if (std::find(known.begin(), known.end(), command) == known.end())
+    return usage_fail("unknown command '" + command + "'");
+  if (!arg2.empty())
+    return usage_fail("unexpected argument '" + arg2 + "'");
+  if (port < 1 || port > 65535)
+    return usage_fail("--port must be within [1, 65535]");
+  if (timeout_ms < 1 || wait_ms < 1)
+    return usage_fail("--timeout-ms and --wait-ms must be positive");
+  if (limit < 1 || limit > 1000)
+    return usage_fail("--limit must be within [1, 1000]");
+  bool all = vm.count("all") > 0;
+  bool takes_all = command == "dlq retry" || command == "dlq purge";
+  if (all && !takes_all)
+    return usage_fail("--all is for dlq retry and dlq purge");
+  bool no_arg = command == "list" || command == "dlq list" || command == "tree"
+                || command == "nodes" || command == "queues"
+                || (takes_all && all);
+  if (no_arg && !arg.empty())
+    return usage_fail("'" + command + "' takes no argument ('" + arg + "')");
+  if (!no_arg && arg.empty())
+    return usage_fail("'" + command + "' needs "
+                      + (command == "submit" ? "a job type" : "a job id"));
+  bool json = vm.count("json") > 0;
   submit_request req;
   job_query query;
   if (command == "submit") {
@@ -224,10 +288,8 @@ int main(int argc, char** argv) {
     req.idempotency_key = key;
     if (!priority_name.empty()) {
       priority p;
-      if (!from_string(priority_name, p)) {
-        std::cerr << "droverctl: --priority must be high, normal or low\n";
-        return 2;
-      }
+      if (!from_string(priority_name, p))
+        return usage_fail("--priority must be high, normal or low");
       req.priority = static_cast<int32_t>(p);
     }
     if (!run_at.empty())
@@ -240,108 +302,139 @@ int main(int argc, char** argv) {
     if (job_timeout_ms >= 0)
       req.timeout_ms = job_timeout_ms;
   }
-  if (command == "list" || command == "dlq") {
-    query.limit = limit;
+  if (command == "list" || command == "dlq list") {
+    // One more than asked tells whether there is a next page, as the HTTP
+    // API does.
+    query.limit = static_cast<uint32_t>(limit) + 1;
     query.after = after;
     query.tenant = tenant;
-    query.dead_lettered = command == "dlq";
+    query.type = type_filter;
+    query.dead_lettered = command == "dlq list";
     if (!status_name.empty()) {
       job_status st;
-      if (!from_string(status_name, st)) {
-        std::cerr << "droverctl: unknown status '" << status_name << "'\n";
-        return 2;
-      }
+      if (!from_string(status_name, st))
+        return usage_fail("unknown status '" + status_name + "'");
       query.status = static_cast<int32_t>(st);
     }
+  }
+  std::string api_key;
+  if (!key_file.empty()) {
+    std::ifstream in{key_file};
+    if (!in || !std::getline(in, api_key) || api_key.empty())
+      return usage_fail("--api-key-file: cannot read a key from '" + key_file
+                        + "'");
+  } else if (const char* env = std::getenv("DROVER_API_KEY")) {
+    api_key = env;
   }
   caf::actor_system_config cfg;
   register_types(cfg);
   cfg.load<caf::io::middleman>();
   cfg.set("scheduler.max-threads", size_t{1});
   caf::actor_system sys{cfg};
-  auto node = sys.middleman().remote_actor(host, static_cast<uint16_t>(port));
+  auto node = sys.middleman().remote_actor<client_door_actor>(
+      host, static_cast<uint16_t>(port));
   if (!node) {
     std::cerr << "droverctl: cannot reach " << host << ':' << port << ": "
               << sys.render(node.error()) << '\n';
-    return 1;
+    return unavailable;
   }
-  session s{sys, *node, std::chrono::milliseconds{timeout_ms}};
+  session s{sys, *node, api_key, std::chrono::milliseconds{timeout_ms}};
+  auto show = [&](const job_record& r) {
+    std::cout << (json ? http::job_json(r) + '\n' : ctl::job_text(r));
+    return ok;
+  };
   if (command == "tree") {
     auto tree = s.ask<tree_node>(describe_atom::value);
     if (!tree)
-      return 1;
-    if (vm.count("json"))
-      std::cout << to_json(*tree) << '\n';
-    else
-      print_tree(*tree, 0);
-    return 0;
+      return s.code;
+    std::cout << (json ? tree_json(s, *tree) + '\n' : ctl::tree_text(*tree));
+    return ok;
   }
   if (command == "nodes") {
+    // JSON either way: a list of nodes with nested slots and partitions.
     auto nodes = s.ask<std::string>(nodes_atom::value);
     if (!nodes)
-      return 1;
+      return s.code;
     std::cout << *nodes << '\n';
-    return 0;
+    return ok;
+  }
+  if (command == "queues") {
+    auto st = s.ask<queue_stats>(stats_atom::value);
+    if (!st)
+      return s.code;
+    std::cout << (json ? http::queues_json(*st, {-1, -1, -1}) + '\n'
+                       : ctl::queues_text(*st));
+    return ok;
   }
   if (command == "submit") {
     auto rec = s.ask<job_record>(submit_atom::value, req);
     if (!rec)
-      return 1;
-    std::cout << to_json(*rec) << '\n';
-    if (vm.count("wait"))
-      return wait_for(s, rec->job_id, std::chrono::milliseconds{wait_ms});
-    return 0;
+      return s.code;
+    std::cout << (json ? http::submitted_json(*rec) : rec->job_id) << '\n';
+    if (vm.count("watch") || vm.count("wait"))
+      return watch(s, rec->job_id, std::chrono::milliseconds{wait_ms}, json);
+    return ok;
   }
-  if (command == "get") {
-    auto rec = s.ask<job_record>(get_atom::value, arg);
-    if (!rec)
-      return 1;
-    std::cout << to_json(*rec) << '\n';
-    return 0;
+  if (command == "watch")
+    return watch(s, arg, std::chrono::milliseconds{wait_ms}, json);
+  if (command == "list" || command == "dlq list") {
+    auto jobs = s.ask<std::vector<job_record>>(list_atom::value, query);
+    if (!jobs)
+      return s.code;
+    bool more = jobs->size() > static_cast<size_t>(limit);
+    if (more)
+      jobs->resize(static_cast<size_t>(limit));
+    std::cout << (json ? http::job_page_json(*jobs, more) + '\n'
+                       : ctl::jobs_table(*jobs, more));
+    return ok;
+  }
+  if (takes_all && all) {
+    auto n = command == "dlq retry"
+                 ? s.ask<uint32_t>(redrive_atom::value, all_atom::value)
+                 : s.ask<uint32_t>(purge_atom::value, all_atom::value);
+    if (!n)
+      return s.code;
+    auto what = command == "dlq retry" ? "retried" : "purged";
+    if (json)
+      std::cout << "{\"" << what << "\":" << *n << "}\n";
+    else
+      std::cout << *n << " jobs " << what << '\n';
+    return ok;
+  }
+  // These answer with the job as it is afterwards, as over HTTP.
+  if (command == "cancel" || command == "dlq retry" || command == "dlq purge") {
+    auto after = command == "cancel"
+                     ? s.ask<job_record>(cancel_atom::value, arg, reason)
+                 : command == "dlq retry"
+                     ? s.ask<job_record>(redrive_atom::value, arg)
+                     : s.ask<job_record>(purge_atom::value, arg);
+    return after ? show(*after) : s.code;
   }
   if (command == "events") {
     auto evs = s.ask<std::vector<job_event>>(events_atom::value, arg);
     if (!evs)
-      return 1;
-    for (const auto& ev : *evs)
-      std::cout << to_json(ev) << '\n';
-    return 0;
+      return s.code;
+    std::cout << (json ? http::events_json(arg, *evs) + '\n'
+                       : ctl::events_text(*evs));
+    return ok;
   }
-  if (command == "wait")
-    return wait_for(s, arg, std::chrono::milliseconds{wait_ms});
-  if (command == "cancel")
-    return s.ask<ok_atom>(cancel_atom::value, arg, reason) ? 0 : 1;
-  if (command == "list" || command == "dlq") {
-    auto jobs = s.ask<std::vector<job_record>>(list_atom::value, query);
-    return jobs ? print_records(*jobs) : 1;
-  }
-  if (command == "redrive" || command == "purge") {
-    if (vm.count("all")) {
-      auto n = command == "redrive"
-                   ? s.ask<uint32_t>(redrive_atom::value, all_atom::value)
-                   : s.ask<uint32_t>(purge_atom::value, all_atom::value);
-      if (!n)
-        return 1;
-      std::cout << *n << '\n';
-      return 0;
+  auto rec = s.ask<job_record>(get_atom::value, arg);
+  if (!rec)
+    return s.code;
+  if (command == "result") {
+    if (rec->status != job_status::completed) {
+      std::cerr << "droverctl: job '" << arg << "' is "
+                << to_string(rec->status)
+                << "; its result exists once it is completed\n";
+      return failed;
     }
-    auto ok = command == "redrive" ? s.ask<ok_atom>(redrive_atom::value, arg)
-                                   : s.ask<ok_atom>(purge_atom::value, arg);
-    return ok ? 0 : 1;
+    std::cout << (rec->result.empty() ? "null" : rec->result) << '\n';
+    return ok;
   }
-  // stats
-  auto st = s.ask<queue_stats>(stats_atom::value);
-  if (!st)
-    return 1;
-  static const char* names[] = {"high", "normal", "low"};
-  std::cout << "priority  depth  oldest_ms  dispatched\n";
-  for (size_t i = 0; i < 3; ++i)
-    std::cout << names[i] << "  " << st->depth[i] << "  "
-              << st->oldest_age_ms[i] << "  " << st->dispatched[i] << '\n';
-  std::cout << "delayed=" << st->delayed << " running=" << st->running
-            << " idle_workers=" << st->idle_workers
-            << " completed=" << st->completed << " failed=" << st->failed
-            << " cancelled=" << st->cancelled << " retried=" << st->retried
-            << '\n';
-  return 0;
+  if (command == "dlq show" && !rec->dead_lettered) {
+    std::cerr << "droverctl: job '" << arg
+              << "' is not in the dead-letter queue\n";
+    return failed;
+  }
+  return show(*rec); // get, dlq show
 }

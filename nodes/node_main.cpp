@@ -26,6 +26,7 @@
 #include "actors/api.hpp"
 #include "actors/job_system.hpp"
 #include "actors/pg_store.hpp"
+#include "gateway/client_door.hpp"
 #include "gateway/gateway.hpp"
 #include "gateway/stream_token.hpp"
 #include "gateway/webhook_dispatcher.hpp"
@@ -233,6 +234,7 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
       drover::log::error("node", drover::describe(err));
       return 2;
     }
+    drover::node::tls_errors_linked();
     caf_cfg.load<caf::openssl::manager>();
   }
   drover::apply(cfg, caf_cfg);
@@ -305,8 +307,11 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
   caf::actor cluster;
   uint16_t cluster_port = 0;
   caf::expected<uint16_t> port{uint16_t{0}};
+  drover::client_door_actor door;
   auto stop_all = [&] {
     caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
+    if (door)
+      caf::anon_send_exit(door, caf::exit_reason::user_shutdown);
     if (api && roles.coordinator)
       caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
     if (cluster)
@@ -334,7 +339,19 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     } else {
       api = drover::spawn_api(sys, handles, *root);
     }
-    port = sys.middleman().publish(api, cfg.admin_port, cfg.admin_host.c_str(),
+    // The admin port speaks the client protocol (runtime/
+    // client_protocol.hpp): every request's API key is checked at the door.
+    auto keys = gateway_config_of(cfg);
+    if (!keys) {
+      drover::log::error("node", drover::describe(keys.error()));
+      stop_all();
+      return 2;
+    }
+    drover::client_door_config dc;
+    dc.keys = std::move(keys->keys);
+    dc.default_rate = cfg.http_rate_limit;
+    door = drover::spawn_client_door(sys, api, std::move(dc));
+    port = sys.middleman().publish(door, cfg.admin_port, cfg.admin_host.c_str(),
                                    true);
     if (!port) {
       drover::log::error("node",
@@ -543,6 +560,8 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     gateway->stop();
   if (api && roles.coordinator)
     caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
+  if (door)
+    caf::anon_send_exit(door, caf::exit_reason::user_shutdown);
   if (cluster)
     caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
   if (worker->fatal) {

@@ -41,6 +41,10 @@ struct worker_shared {
 /// naming the file.
 caf::error check_tls(const node_config& cfg);
 
+/// Does nothing; calling it links nodes/tls_errors.cpp (the OpenSSL error
+/// queue fix for CAF's TLS) into the program from the static library.
+void tls_errors_linked();
+
 /// The worker node's subtree: "worker" (one_for_all) with the agent, then
 /// the local workers (one per slot) that run what it is leased.
 child_spec worker_node_child(const node_config& cfg,

@@ -13,7 +13,10 @@
 // worker (tests/nodes/cluster_test.cpp, mutual TLS; found under
 // ThreadSanitizer, where the reconnects showed in the logs).
 //
-// These definitions live in the drover-node executable. The dynamic linker
+// These definitions live in the program (drover-node, or a worker program
+// linking Drover::worker): node_main calls tls_errors_linked(), so the
+// linker takes this file out of the static library into the program even
+// though nothing calls SSL_read here by name. The dynamic linker
 // resolves libcaf_openssl's references to these functions to the
 // executable's definitions first; each clears the queue and calls
 // libssl's. Clearing before each call is what OpenSSL's documentation asks
@@ -23,6 +26,8 @@
 #include <openssl/ssl.h>
 
 #include <dlfcn.h>
+
+#include "nodes/node_roles.hpp"
 
 namespace {
 
@@ -64,3 +69,7 @@ int SSL_connect(SSL* ssl) {
 }
 
 } // extern "C"
+
+void drover::node::tls_errors_linked() {
+  // nop: see the file comment
+}

@@ -58,6 +58,12 @@ caf::error validate_cluster(const node_config& cfg) {
       return bad("--coordinator is for worker and gateway nodes: this node "
                  "is a coordinator (roles "
                  + std::string{r.worker ? "" : "without "} + "worker)");
+    // The admin port (droverctl, the client API) checks API keys; without
+    // any, anyone who reaches it may submit, cancel and purge.
+    if (cfg.api_keys.empty() && !loopback(cfg.admin_host))
+      return bad("--admin-host outside loopback needs --api-key: without "
+                 "keys anyone who reaches the admin port may submit, cancel "
+                 "and purge jobs");
     if (!r.worker && cfg.cluster_port < 0)
       return bad("roles: a coordinator without the worker role needs "
                  "--cluster-port, where worker nodes join");

@@ -41,6 +41,12 @@ const char* to_string(errc x) {
       return "not_owner";
     case errc::forbidden:
       return "forbidden";
+    case errc::unauthenticated:
+      return "unauthenticated";
+    case errc::rate_limited:
+      return "rate_limited";
+    case errc::outcome_unknown:
+      return "outcome_unknown";
   }
   return "unknown";
 }

@@ -55,6 +55,14 @@ enum class errc : uint8_t {
   /// Cluster: a node may not join (wrong join secret, incompatible
   /// protocol, a registration that does not add up).
   forbidden = 16,
+  /// A client presented no API key, or one the node does not know.
+  unauthenticated = 17,
+  /// A client's key made more requests than its rate allows.
+  rate_limited = 18,
+  /// A submission's deadline passed after it was sent and before it was
+  /// answered: it may or may not exist. Submitting again with the same
+  /// idempotency key (the context names it) tells.
+  outcome_unknown = 19,
 };
 
 /// The error category atom for `errc`.

@@ -51,9 +51,9 @@ drover::task_outcome count_primes(drover::task_context& ctx) {
     for (int64_t j = i * i; j < n; j += i)
       composite[static_cast<size_t>(j)] = true;
   }
-  return drover::task_outcome::success(
-      "{\"below\":" + std::to_string(n) + ",\"primes\":"
-      + std::to_string(primes) + "}");
+  return drover::task_outcome::success("{\"below\":" + std::to_string(n)
+                                       + ",\"primes\":" + std::to_string(primes)
+                                       + "}");
 }
 
 } // namespace

@@ -150,10 +150,10 @@ TEST_CASE("SIGKILL of a worker mid-job: its jobs are leased again within "
   c.check_all_done_once(jobs, 30s);
   for (auto& j : on_w1) {
     CHECK(node_of(c.worker_of(j)) == "w2");
-    auto [rc, out] = droverctl({"get", j, "--port", c.admin});
+    auto [rc, out] = droverctl({"get", j, "--port", c.admin, "--json"});
     // Lost, not failed: the retry budget is untouched.
-    CHECK(out.find(R"("retryCount":0)") != std::string::npos);
-    CHECK(out.find(R"("lostCount":1)") != std::string::npos);
+    CHECK(out.find(R"("retry_count":0)") != std::string::npos);
+    CHECK(out.find(R"("lost_count":1)") != std::string::npos);
     CHECK(out.find(R"("attempt":2)") != std::string::npos);
   }
 }
@@ -220,9 +220,9 @@ TEST_CASE("SIGTERM drains a worker: running attempts finish, no new leases, "
           R"("waiting_without_worker":[{"resource_class":"cpu","job_type":"sleep","jobs":1}])")
       != std::string::npos);
   // And the job itself says why it waits.
-  auto [grc, got] = droverctl({"get", later, "--port", c.admin});
+  auto [grc, got] = droverctl({"get", later, "--port", c.admin, "--json"});
   REQUIRE(grc == 0);
-  CHECK(got.find("\"waitingFor\":\"no connected worker runs resource class "
+  CHECK(got.find("\"waiting_for\":\"no connected worker runs resource class "
                  "'cpu' with job type 'sleep'\"")
         != std::string::npos);
   c.start_worker("w2");
@@ -245,7 +245,7 @@ TEST_CASE("a coordinator restarted while a long job runs on a worker: the "
   c.check_all_done_once({job}, 30s);
   CHECK(c.events(job, started_kind) == 1);
   CHECK(c.events(job, lease_expired_kind) == 0);
-  auto [rc, out] = droverctl({"get", job, "--port", c.admin});
+  auto [rc, out] = droverctl({"get", job, "--port", c.admin, "--json"});
   CHECK(out.find(R"("attempt":1)") != std::string::npos);
 }
 
@@ -460,10 +460,10 @@ TEST_CASE("a worker past its drain deadline hands its attempts back: they "
       poll_until([&] { return c.events(job, lease_expired_kind) == 1; }, 10s));
   CHECK(std::chrono::steady_clock::now() - stopped
         < attempt_ttl + scaled(300ms));
-  auto [rc, out] = droverctl({"get", job, "--port", c.admin});
+  auto [rc, out] = droverctl({"get", job, "--port", c.admin, "--json"});
   INFO(out);
-  CHECK(out.find(R"("retryCount":0)") != std::string::npos);
-  CHECK(out.find(R"("lostCount":1)") != std::string::npos);
+  CHECK(out.find(R"("retry_count":0)") != std::string::npos);
+  CHECK(out.find(R"("lost_count":1)") != std::string::npos);
   CHECK(out.find(R"("status":"failed")") == std::string::npos);
   CHECK(c.events(job, completed_kind) == 0);
 }

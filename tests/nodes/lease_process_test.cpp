@@ -313,7 +313,7 @@ TEST_CASE("a job's id names its partition, and a partition taken from the "
   auto keyed = [&](const std::string& key) {
     auto [rc, out] = droverctl({"submit", "sleep", "--port", port, "--input",
                                 R"({"ms": 1})", "--tenant", "acme",
-                                "--idempotency-key", key});
+                                "--idempotency-key", key, "--json"});
     INFO(out);
     return std::pair{rc, out};
   };
@@ -342,7 +342,7 @@ TEST_CASE("a job's id names its partition, and a partition taken from the "
   auto [rc2, out2] = keyed(key44);
   INFO(out2);
   CHECK(rc2 != 0);
-  CHECK(out2.find("jobId") == std::string::npos);
+  CHECK(out2.find("job_id") == std::string::npos);
   // ... and the node, deposed from a partition it held, steps down.
   CHECK(exit_code_of(node, 30s) == 3);
   auto all = node.drain_all();

@@ -227,9 +227,9 @@ struct cluster {
 
   /// The worker (node/slot) that ran the job's last attempt.
   std::string worker_of(const std::string& job) {
-    auto [rc, out] = droverctl({"get", job, "--port", admin});
+    auto [rc, out] = droverctl({"get", job, "--port", admin, "--json"});
     REQUIRE(rc == 0);
-    auto key = std::string{"\"workerId\":\""};
+    auto key = std::string{"\"worker_id\":\""};
     auto pos = out.find(key);
     REQUIRE(pos != std::string::npos);
     auto end = out.find('"', pos + key.size());

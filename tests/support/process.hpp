@@ -272,14 +272,21 @@ inline std::string admin_port_of(const std::string& ready_line) {
   return port;
 }
 
-/// The "jobId" of a job record printed as JSON by droverctl.
-inline std::string job_id_of(const std::string& json) {
-  auto key = std::string{"\"jobId\":\""};
-  auto pos = json.find(key);
-  REQUIRE(pos != std::string::npos);
-  auto end = json.find('"', pos + key.size());
+/// The job id droverctl submit printed: its first line (the id alone), or
+/// the "job_id" of the HTTP API's JSON (--json).
+inline std::string job_id_of(const std::string& out) {
+  auto key = std::string{"\"job_id\":\""};
+  auto pos = out.find(key);
+  if (pos == std::string::npos) {
+    auto id = out.substr(0, out.find('\n'));
+    REQUIRE(!id.empty());
+    REQUIRE(id.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_")
+            == std::string::npos);
+    return id;
+  }
+  auto end = out.find('"', pos + key.size());
   REQUIRE(end != std::string::npos);
-  return json.substr(pos + key.size(), end - pos - key.size());
+  return out.substr(pos + key.size(), end - pos - key.size());
 }
 
 #ifdef DROVER_CTL_BIN

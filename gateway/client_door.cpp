@@ -1,0 +1,342 @@
+#include "gateway/client_door.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <memory>
+
+namespace drover {
+
+namespace {
+
+using http::principal;
+using http::scope;
+
+/// What every handler shares: the keys, the buckets, the node API.
+struct door {
+  http::key_ring keys;
+  http::rate_limiter rates;
+  caf::actor api;
+  client_door_config cfg;
+
+  door(client_door_config c, caf::actor a)
+      : keys(c.keys), rates(c.keys.size(), c.default_rate),
+        api(std::move(a)), cfg(std::move(c)) {
+    // nop
+  }
+
+  /// Who the request acts as, if its key may do `need` now.
+  caf::expected<principal> admit(const std::string& key, scope need) {
+    auto who = keys.authenticate("Bearer " + key);
+    if (!who)
+      return make_error(errc::unauthenticated,
+                        key.empty() ? "this node needs an API key"
+                                    : "unknown API key");
+    if (!keys.development_mode()) {
+      double retry_after = 0;
+      if (!rates.take(who->key, keys.at(who->key).rate,
+                      std::chrono::steady_clock::now(), retry_after))
+        return make_error(errc::rate_limited,
+                          "too many requests for this key; retry in "
+                              + std::to_string(retry_after) + " s");
+    }
+    if (!who->has(need))
+      return make_error(errc::forbidden, std::string{"this key lacks the '"}
+                                             + http::scope_name(need)
+                                             + "' scope");
+    return who;
+  }
+
+  bool visible(const principal& who, const job_record& job) const {
+    return keys.development_mode() || job.spec.tenant == who.tenant;
+  }
+
+  /// The tenant a submission goes to: the key's (a request naming another
+  /// is refused); in development mode whatever the request says.
+  caf::error place(const principal& who, submit_request& req) const {
+    if (keys.development_mode())
+      return {};
+    if (!req.tenant.empty() && req.tenant != who.tenant)
+      return make_error(errc::forbidden,
+                        "the tenant comes from the API key, not the request");
+    req.tenant = who.tenant;
+    if (req.type == "exec" && !who.has(http::scope_exec))
+      return make_error(errc::forbidden,
+                        "exec jobs need a key with the 'exec' scope");
+    return {};
+  }
+};
+
+using self_ptr = client_door_actor::pointer;
+using door_ptr = std::shared_ptr<door>;
+
+/// Reads job `id` for `who`, then calls `next(record)`; another tenant's
+/// job is not_found, as over HTTP.
+template <class Result, class F>
+void with_job(self_ptr self, door_ptr d, caf::typed_response_promise<Result> rp,
+              principal who, std::string id, F next) {
+  self->request(d->api, d->cfg.timeout, get_atom::value, id)
+      .then(
+          [d, rp, who, id, next](job_record& job) mutable {
+            if (!d->visible(who, job)) {
+              rp.deliver(make_error(errc::not_found, "no job '" + id + "'"));
+              return;
+            }
+            next(job);
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+}
+
+/// Asks the node API `xs...` (answered ok_atom), then answers with the
+/// job as it is afterwards.
+template <class... Ts>
+void act_then_show(self_ptr self, door_ptr d,
+                   caf::typed_response_promise<job_record> rp, std::string id,
+                   Ts... xs) {
+  self->request(d->api, d->cfg.timeout, xs...)
+      .then(
+          [self, d, rp, id](ok_atom) mutable {
+            self->request(d->api, d->cfg.timeout, get_atom::value, id)
+                .then([rp](job_record& job) mutable { rp.deliver(job); },
+                      [rp](caf::error& err) mutable {
+                        rp.deliver(std::move(err));
+                      });
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+}
+
+/// Forwards `xs...` to the node API once `key` may do `need`.
+template <class Result, class... Ts>
+caf::typed_response_promise<Result> pass(self_ptr self, door_ptr d,
+                                         const std::string& key, scope need,
+                                         Ts... xs) {
+  auto rp = self->make_response_promise<Result>();
+  auto who = d->admit(key, need);
+  if (!who) {
+    rp.deliver(std::move(who.error()));
+    return rp;
+  }
+  self->request(d->api, d->cfg.timeout, xs...)
+      .then([rp](Result& x) mutable { rp.deliver(std::move(x)); },
+            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
+} // namespace
+
+client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
+                                    client_door_config cfg) {
+  auto d = std::make_shared<door>(std::move(cfg), std::move(api));
+  return sys.spawn([d](self_ptr self) -> client_door_actor::behavior_type {
+    return {
+        [self, d](client_atom, std::string& key, submit_atom,
+                  submit_request& req) {
+          auto rp = self->make_response_promise<job_record>();
+          auto who = d->admit(key, http::scope_submit);
+          caf::error err = who ? d->place(*who, req) : who.error();
+          if (err) {
+            rp.deliver(std::move(err));
+            return rp;
+          }
+          self->request(d->api, d->cfg.timeout, submit_atom::value, req)
+              .then([rp](job_record& r) mutable { rp.deliver(r); },
+                    [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+          return rp;
+        },
+        [self, d](client_atom, std::string& key, submit_atom,
+                  std::vector<submit_request>& reqs) {
+          auto rp = self->make_response_promise<std::vector<job_record>>();
+          auto who = d->admit(key, http::scope_submit);
+          caf::error err = who ? caf::error{} : who.error();
+          if (!err && (reqs.empty() || reqs.size() > d->cfg.max_batch))
+            err = make_error(errc::invalid_request,
+                             "a batch has 1 to "
+                                 + std::to_string(d->cfg.max_batch) + " jobs");
+          // One tenant check for all: a batch is refused whole if any item
+          // names another tenant or an exec job its key may not submit.
+          for (size_t i = 0; !err && i < reqs.size(); ++i)
+            err = d->place(*who, reqs[i]);
+          if (err) {
+            rp.deliver(std::move(err));
+            return rp;
+          }
+          self->request(d->api, d->cfg.timeout, submit_atom::value, reqs)
+              .then([rp](std::vector<job_record>& r) mutable { rp.deliver(r); },
+                    [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+          return rp;
+        },
+        [self, d](client_atom, std::string& key, get_atom, std::string& id) {
+          auto rp = self->make_response_promise<job_record>();
+          auto who = d->admit(key, http::scope_read);
+          if (!who)
+            rp.deliver(std::move(who.error()));
+          else
+            with_job(self, d, rp, *who, id,
+                     [rp](job_record& job) mutable { rp.deliver(job); });
+          return rp;
+        },
+        [self, d](client_atom, std::string& key, events_atom, std::string& id) {
+          auto rp = self->make_response_promise<std::vector<job_event>>();
+          auto who = d->admit(key, http::scope_read);
+          if (!who) {
+            rp.deliver(std::move(who.error()));
+            return rp;
+          }
+          with_job(self, d, rp, *who, id, [self, d, rp, id](job_record&) mutable {
+            self->request(d->api, d->cfg.timeout, events_atom::value, id)
+                .then(
+                    [rp](std::vector<job_event>& evs) mutable {
+                      rp.deliver(evs);
+                    },
+                    [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+          });
+          return rp;
+        },
+        [self, d](client_atom, std::string& key, cancel_atom, std::string& id,
+                  std::string& reason) {
+          auto rp = self->make_response_promise<job_record>();
+          auto who = d->admit(key, http::scope_submit);
+          if (!who) {
+            rp.deliver(std::move(who.error()));
+            return rp;
+          }
+          // The audit log records who asked (the key's name) and why.
+          auto why = "requested with API key '" + who->key_name + "'"
+                     + (reason.empty() ? std::string{} : ": " + reason);
+          with_job(self, d, rp, *who, id, [self, d, rp, id, why](job_record& j) mutable {
+            if (is_terminal(j.status)) {
+              rp.deliver(make_error(errc::conflict,
+                                    "job '" + id + "' is already "
+                                        + to_string(j.status)));
+              return;
+            }
+            act_then_show(self, d, rp, id, cancel_atom::value, id, why);
+          });
+          return rp;
+        },
+        [self, d](client_atom, std::string& key, list_atom, job_query& q) {
+          auto rp = self->make_response_promise<std::vector<job_record>>();
+          auto who = d->admit(key, http::scope_read);
+          caf::error err = who ? caf::error{} : who.error();
+          if (!err && !d->keys.development_mode()) {
+            if (!q.tenant.empty() && q.tenant != who->tenant)
+              err = make_error(errc::forbidden,
+                               "a key lists its own tenant's jobs only");
+            q.tenant = who->tenant;
+          }
+          if (err) {
+            rp.deliver(std::move(err));
+            return rp;
+          }
+          self->request(d->api, d->cfg.timeout, list_atom::value, q)
+              .then([rp](std::vector<job_record>& r) mutable { rp.deliver(r); },
+                    [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+          return rp;
+        },
+        [self, d](client_atom, std::string& key, redrive_atom,
+                  std::string& id) {
+          auto rp = self->make_response_promise<job_record>();
+          auto who = d->admit(key, http::scope_submit);
+          if (!who) {
+            rp.deliver(std::move(who.error()));
+            return rp;
+          }
+          with_job(self, d, rp, *who, id, [self, d, rp, id](job_record& j) mutable {
+            if (!j.dead_lettered) {
+              rp.deliver(make_error(errc::conflict,
+                                    "job '" + id
+                                        + "' is not in the dead-letter queue"));
+              return;
+            }
+            act_then_show(self, d, rp, id, redrive_atom::value, id);
+          });
+          return rp;
+        },
+        [self, d](client_atom, std::string& key, purge_atom, std::string& id) {
+          auto rp = self->make_response_promise<job_record>();
+          auto who = d->admit(key, http::scope_submit);
+          if (!who) {
+            rp.deliver(std::move(who.error()));
+            return rp;
+          }
+          with_job(self, d, rp, *who, id, [self, d, rp, id](job_record& j) mutable {
+            if (!j.dead_lettered) {
+              rp.deliver(make_error(errc::conflict,
+                                    "job '" + id
+                                        + "' is not in the dead-letter queue"));
+              return;
+            }
+            act_then_show(self, d, rp, id, purge_atom::value, id);
+          });
+          return rp;
+        },
+        [self, d](client_atom, std::string& key, purge_atom, all_atom all) {
+          // Every tenant's dead-letter queue: admin only, as over HTTP.
+          return pass<uint32_t>(self, d, key, http::scope_admin,
+                                purge_atom::value, all);
+        },
+        [self, d](client_atom, std::string& key, redrive_atom, all_atom all) {
+          return pass<uint32_t>(self, d, key, http::scope_admin,
+                                redrive_atom::value, all);
+        },
+        [self, d](client_atom, std::string& key, subscribe_atom,
+                  std::string& id, caf::actor& subscriber) {
+          auto rp = self->make_response_promise<job_record>();
+          auto who = d->admit(key, http::scope_read);
+          if (!who) {
+            rp.deliver(std::move(who.error()));
+            return rp;
+          }
+          // Subscribed first, read second: a job that ends in between is
+          // seen terminal in the answer (its final may come as well).
+          with_job(self, d, rp, *who, id,
+                   [self, d, rp, id, subscriber](job_record&) mutable {
+                     self
+                         ->request(d->api, d->cfg.timeout,
+                                   subscribe_atom::value, id, subscriber,
+                                   changed_atom::value)
+                         .then(
+                             [self, d, rp, id](ok_atom) mutable {
+                               self
+                                   ->request(d->api, d->cfg.timeout,
+                                             get_atom::value, id)
+                                   .then(
+                                       [rp](job_record& j) mutable {
+                                         rp.deliver(j);
+                                       },
+                                       [rp](caf::error& e) mutable {
+                                         rp.deliver(std::move(e));
+                                       });
+                             },
+                             [rp](caf::error& e) mutable {
+                               rp.deliver(std::move(e));
+                             });
+                   });
+          return rp;
+        },
+        [self, d](client_atom, std::string& key, unsubscribe_atom,
+                  std::string& id, caf::actor& subscriber) {
+          if (d->admit(key, http::scope_read))
+            caf::anon_send(d->api, unsubscribe_atom::value, id, subscriber);
+        },
+        [self, d](client_atom, std::string& key, stats_atom) {
+          return pass<queue_stats>(self, d, key, http::scope_admin,
+                                   stats_atom::value);
+        },
+        [self, d](client_atom, std::string& key, describe_atom) {
+          return pass<tree_node>(self, d, key, http::scope_admin,
+                                 describe_atom::value);
+        },
+        [self, d](client_atom, std::string& key, nodes_atom) {
+          return pass<std::string>(self, d, key, http::scope_admin,
+                                   nodes_atom::value);
+        },
+    };
+  });
+}
+
+} // namespace drover

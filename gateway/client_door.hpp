@@ -1,0 +1,38 @@
+#pragma once
+
+// The client door (runtime/client_protocol.hpp, docs/client.md): the actor
+// a coordinator publishes on its admin port for droverctl and programs
+// using the client API (include/drover/client.hpp). It checks every
+// request's API key against the same keys, tenants, scopes and per-key rate
+// limits as the HTTP gateway (gateway/auth.hpp), confines it to the key's
+// tenant, and hands it to the node API (actors/api.hpp). With no keys the
+// node is in development mode: every request acts with every scope, as
+// over HTTP, and the admin port must stay on loopback.
+
+#include "gateway/auth.hpp"
+#include "runtime/client_protocol.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <vector>
+
+namespace drover {
+
+struct client_door_config {
+  /// The node's API keys (--api-key); empty = development mode.
+  std::vector<http::api_key> keys;
+  /// Requests per second per key unless the key says otherwise; 0 = none.
+  double default_rate = 1000;
+  /// Items of one batch submission at most.
+  size_t max_batch = 1000;
+  /// How long the door waits for the node API.
+  std::chrono::milliseconds timeout{30000};
+};
+
+/// A door in front of `api` (the node API actor).
+client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
+                                    client_door_config cfg);
+
+} // namespace drover

@@ -1,0 +1,136 @@
+#pragma once
+
+// The client API (docs/client.md): a program's connection to a Drover
+// cluster over CAF, to the coordinators' admin ports, where the client door
+// checks the API key of every request (the same keys, tenants and scopes
+// as the HTTP API). Link Drover::client.
+//
+//   drover::client_options opts;
+//   opts.nodes = {"coord-a:7411", "coord-b:7411"};
+//   opts.api_key = std::getenv("DROVER_API_KEY");
+//   auto c = drover::client::make(opts);
+//   drover::submit_request req;
+//   req.type = "thumbnail";
+//   req.input = R"({"url": "..."})";
+//   auto sub = (*c)->submit(req);            // job + its idempotency key
+//   auto done = (*c)->wait(sub->job.job_id, std::chrono::minutes{5},
+//       [](const drover::progress_update& u) { ... });
+//
+// Every call blocks at most `timeout` in all. Errors are values
+// (runtime/errors.hpp): not_found, invalid_request, conflict,
+// unauthenticated, forbidden, rate_limited; unavailable when no node
+// answered; outcome_unknown when a submission was sent but not answered
+// in time (submit again with the same idempotency key to learn its fate).
+// A lost connection is reconnected with jittered backoff, the next address
+// after a failure, within the call's time. Thread-safe: calls may come from
+// several threads at once.
+
+#include "runtime/job_api.hpp"
+#include "runtime/model.hpp"
+#include "runtime/submit.hpp"
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace drover {
+
+struct client_options {
+  /// The coordinators' admin ports as "host:port", tried in turn: the
+  /// active one and its standbys (a standby opens its port only once it
+  /// has taken over). Not empty.
+  std::vector<std::string> nodes;
+  /// The API key; "" for a node in development mode (no keys).
+  std::string api_key;
+  /// How long one call may take in all, reconnecting included.
+  std::chrono::milliseconds timeout{30000};
+  /// Reconnection backoff: first delay and cap (jittered, runtime/backoff).
+  std::chrono::milliseconds reconnect_initial{100};
+  std::chrono::milliseconds reconnect_max{5000};
+};
+
+/// What a submission made (or found again: a retry with the same key).
+struct submitted {
+  job_record job;
+  /// The key the job was submitted with: the request's, or one the client
+  /// generated for a request without one.
+  std::string idempotency_key;
+};
+
+/// A page of jobs; `next_cursor` is "" on the last page.
+struct job_page {
+  std::vector<job_record> jobs;
+  std::string next_cursor;
+};
+
+class client {
+public:
+  /// Checks the options (errc::bad_config); connects on first use.
+  static caf::expected<std::unique_ptr<client>> make(client_options opts);
+  ~client();
+  client(const client&) = delete;
+  client& operator=(const client&) = delete;
+
+  /// Submits one job. A request without an idempotency key gets one, so
+  /// the client can send it again after a lost connection without making
+  /// a second job.
+  caf::expected<submitted> submit(submit_request req);
+
+  /// Submits up to 1,000 jobs at once (one transaction on the node). One
+  /// answer per item, in order; a refused item's record has an empty
+  /// job_id and its error (code = the errc name) in `job.error`.
+  caf::expected<std::vector<submitted>>
+  submit(std::vector<submit_request> reqs);
+
+  caf::expected<job_record> get(const std::string& job_id);
+
+  /// The result JSON of a completed job; errc::conflict while it is not.
+  caf::expected<std::string> result(const std::string& job_id);
+
+  /// The job's history (audit log), oldest first.
+  caf::expected<std::vector<job_event>> events(const std::string& job_id);
+
+  /// Asks for cancellation; the job as it is afterwards (running ones stop
+  /// cooperatively, then by force). errc::conflict if it already ended.
+  caf::expected<job_record> cancel(const std::string& job_id,
+                                   const std::string& reason = {});
+
+  /// Jobs matching `q` (status, type, dead-lettered), `q.limit` per page
+  /// (1 to 1000) after `q.after`.
+  caf::expected<job_page> list(job_query q);
+
+  /// The dead-letter queue, a page at a time.
+  caf::expected<job_page> dead_letters(uint32_t limit = 100,
+                                       const std::string& after = {});
+  /// Runs a dead-lettered job again; errc::conflict if it is not in the
+  /// dead-letter queue.
+  caf::expected<job_record> retry(const std::string& job_id);
+  /// Removes a job from the dead-letter queue for good (its history stays).
+  caf::expected<job_record> purge(const std::string& job_id);
+
+  /// Follows a job until it is terminal and returns its final record.
+  /// `on_event` gets each audit-log event with a sequence above
+  /// `after_sequence`, in order, once (also across reconnections: a
+  /// watcher that stored the last sequence it saw resumes from there);
+  /// `on_progress` gets live progress (coalesced, not in the log). Both
+  /// run on the calling thread. Past `deadline`, caf::sec::request_timeout:
+  /// the job goes on.
+  caf::expected<job_record>
+  wait(const std::string& job_id, std::chrono::milliseconds deadline,
+       std::function<void(const progress_update&)> on_progress = {},
+       std::function<void(const job_event&)> on_event = {},
+       uint64_t after_sequence = 0);
+
+private:
+  struct impl;
+  explicit client(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace drover

@@ -1,0 +1,236 @@
+#include "nodes/droverctl_view.hpp"
+
+#include "gateway/http_api.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace drover::ctl {
+
+namespace {
+
+std::string time_text(int64_t ms) {
+  return ms > 0 ? http::rfc3339(ms) : std::string{};
+}
+
+std::string duration_text(int64_t ms) {
+  if (ms < 0)
+    return {};
+  auto s = (ms + 500) / 1000;
+  if (s < 60)
+    return std::to_string(s) + "s";
+  if (s < 3600)
+    return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
+  return std::to_string(s / 3600) + "h" + std::to_string(s / 60 % 60) + "m";
+}
+
+std::string percent_text(double p) {
+  return std::to_string(std::lround(p)) + "%";
+}
+
+std::string stage_of(const job_record& job) {
+  for (const auto& s : job.stages)
+    if (s.state == stage_state::running)
+      return s.name;
+  return {};
+}
+
+/// Columns padded to the widest cell of each.
+std::string table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (width.size() <= i)
+        width.push_back(0);
+      width[i] = std::max(width[i], row[i].size());
+    }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size())
+        line += std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ')
+      line.pop_back(); // an empty last cell
+    out += line + '\n';
+  }
+  return out;
+}
+
+} // namespace
+
+std::string job_text(const job_record& job) {
+  std::vector<std::vector<std::string>> rows;
+  auto add = [&](const char* key, const std::string& value) {
+    if (!value.empty())
+      rows.push_back({std::string{key} + ':', value});
+  };
+  add("job", job.job_id);
+  add("type", job.spec.type);
+  add("tenant", job.spec.tenant);
+  add("status", std::string{to_string(job.status)}
+                    + (job.dead_lettered ? " (dead-letter queue)" : "")
+                    + (job.cancel_requested && !is_terminal(job.status)
+                           ? " (cancel requested)"
+                           : ""));
+  add("attempt", std::to_string(job.attempt) + " of "
+                     + std::to_string(job.spec.max_attempts));
+  if (job.status == job_status::processing) {
+    add("progress", percent_text(job.progress));
+    add("stage", stage_of(job));
+    add("eta", duration_text(job.eta_ms));
+  }
+  add("worker", job.worker_id);
+  add("created", time_text(job.created_at_ms));
+  add("started", time_text(job.started_at_ms));
+  add("ended", time_text(job.completed_at_ms));
+  if (job.status == job_status::retrying)
+    add("next attempt", time_text(job.retry_at_ms));
+  if (!job.error.code.empty())
+    add("error", job.error.code + ": " + job.error.message);
+  if (job.status == job_status::completed)
+    add("result", job.result.empty() ? "null" : job.result);
+  return table(rows);
+}
+
+std::string jobs_table(const std::vector<job_record>& jobs, bool more) {
+  std::vector<std::vector<std::string>> rows{
+      {"JOB", "TYPE", "STATUS", "ATTEMPT", "PROGRESS", "CREATED"}};
+  for (const auto& j : jobs)
+    rows.push_back({j.job_id, j.spec.type,
+                    std::string{to_string(j.status)}
+                        + (j.dead_lettered ? " (dlq)" : ""),
+                    std::to_string(j.attempt) + "/"
+                        + std::to_string(j.spec.max_attempts),
+                    percent_text(j.progress), time_text(j.created_at_ms)});
+  auto out = table(rows);
+  if (more && !jobs.empty())
+    out += "more: --after " + jobs.back().job_id + '\n';
+  return out;
+}
+
+std::string events_text(const std::vector<job_event>& events) {
+  std::vector<std::vector<std::string>> rows{
+      {"TIME", "SEQ", "EVENT", "ATTEMPT", "DETAILS"}};
+  for (const auto& e : events) {
+    std::string details;
+    auto add = [&details](const std::string& x) {
+      if (!x.empty())
+        details += (details.empty() ? "" : "  ") + x;
+    };
+    if (!e.worker_id.empty())
+      add("worker=" + e.worker_id);
+    if (e.kind == event_kind::progressed)
+      add(percent_text(e.progress.percent)
+          + (e.progress.stage.empty() ? "" : " " + e.progress.stage));
+    if (!e.error.code.empty())
+      add(e.error.code + ": " + e.error.message);
+    add(e.reason);
+    if (e.next_attempt_at_ms > 0)
+      add("next attempt " + time_text(e.next_attempt_at_ms));
+    rows.push_back({time_text(e.at_ms), std::to_string(e.sequence),
+                    http::snake_case(to_string(e.kind)),
+                    std::to_string(e.attempt), details});
+  }
+  return table(rows);
+}
+
+std::string queues_text(const queue_stats& s) {
+  static const char* names[] = {"high", "normal", "low"};
+  std::vector<std::vector<std::string>> rows{
+      {"PRIORITY", "QUEUED", "OLDEST", "DISPATCHED"}};
+  for (size_t i = 0; i < 3; ++i)
+    rows.push_back({names[i], std::to_string(s.depth[i]),
+                    s.depth[i] > 0 ? duration_text(s.oldest_age_ms[i]) : "-",
+                    std::to_string(s.dispatched[i])});
+  auto out = table(rows);
+  out += "scheduled " + std::to_string(s.delayed) + ", running "
+         + std::to_string(s.running) + ", idle workers "
+         + std::to_string(s.idle_workers) + "; since start: completed "
+         + std::to_string(s.completed) + ", failed " + std::to_string(s.failed)
+         + ", cancelled " + std::to_string(s.cancelled) + ", retried "
+         + std::to_string(s.retried) + '\n';
+  return out;
+}
+
+namespace {
+
+void tree_lines(std::string& out, const tree_node& n, int depth) {
+  out += std::string(static_cast<size_t>(depth) * 2, ' ') + n.name + " ["
+         + to_string(n.kind);
+  if (n.kind == child_kind::supervisor)
+    out += std::string{" "} + to_string(n.strat);
+  out += std::string{"] "} + to_string(n.state)
+         + " restarts=" + std::to_string(n.restarts)
+         + " uptime=" + std::to_string(n.uptime_ms) + "ms";
+  if (depth > 0)
+    out += std::string{" restart="} + to_string(n.restart);
+  if (!n.last_exit.empty())
+    out += " last_exit=\"" + n.last_exit + '"';
+  out += '\n';
+  for (const auto& c : n.children)
+    tree_lines(out, c, depth + 1);
+}
+
+} // namespace
+
+std::string tree_text(const tree_node& root) {
+  std::string out;
+  tree_lines(out, root, 0);
+  return out;
+}
+
+std::string outcome_text(const job_record& job) {
+  std::string out = job.job_id + ' ' + to_string(job.status) + " (attempt "
+                    + std::to_string(job.attempt) + ")";
+  if (job.status == job_status::completed)
+    return out + '\n' + (job.result.empty() ? "null" : job.result) + '\n';
+  if (!job.error.code.empty())
+    out += ": " + job.error.code + ": " + job.error.message;
+  return out + '\n';
+}
+
+progress_view::progress_view(std::FILE* out, bool terminal)
+  : out_(out), terminal_(terminal) {
+  // nop
+}
+
+void progress_view::update(const progress_update& u) {
+  auto stage = http::current_stage(u);
+  std::string text = percent_text(u.percent);
+  if (!stage.empty())
+    text += "  " + stage;
+  if (u.eta_ms >= 0)
+    text += "  ETA " + duration_text(u.eta_ms);
+  text += "  attempt " + std::to_string(u.attempt);
+  if (!u.message.empty())
+    text += "  " + u.message;
+  if (!terminal_) {
+    std::fprintf(out_, "%s\n", text.c_str());
+    std::fflush(out_);
+    return;
+  }
+  constexpr int width = 30;
+  auto filled = static_cast<int>(
+      std::lround(std::clamp(u.percent, 0.0, 100.0) * width / 100));
+  std::string bar = "[" + std::string(static_cast<size_t>(filled), '#')
+                    + std::string(static_cast<size_t>(width - filled), '.')
+                    + "]  ";
+  // \r and erase-line: the bar replaces the previous one.
+  std::fprintf(out_, "\r\x1b[2K%s%s", bar.c_str(), text.c_str());
+  std::fflush(out_);
+  drawn_ = true;
+}
+
+void progress_view::finish() {
+  if (terminal_ && drawn_) {
+    std::fprintf(out_, "\n");
+    std::fflush(out_);
+  }
+  drawn_ = false;
+}
+
+} // namespace drover::ctl
