@@ -9,12 +9,14 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/sec.hpp>
 
 #include <algorithm>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 namespace drover {
@@ -80,6 +82,41 @@ struct client::impl {
     return clock_type::now() < deadline;
   }
 
+  /// A connection to the door at `a`, given up at `deadline` (a node that
+  /// accepts and then says nothing, SIGSTOPped say, would hold
+  /// middleman::remote_actor forever): the middleman's connect request
+  /// with a timeout, and the published interface checked as remote_actor
+  /// checks it before the handle is typed.
+  caf::expected<client_door_actor> open(const address& a,
+                                        clock_type::time_point deadline) {
+    auto budget = std::min(left(deadline), std::chrono::milliseconds{5000});
+    if (budget.count() <= 0)
+      return make_error(errc::unavailable, "no time left to connect");
+    caf::expected<client_door_actor> result{caf::error{}};
+    caf::scoped_actor self{*sys};
+    self->request(sys->middleman().actor_handle(), budget,
+                  caf::connect_atom::value, a.host, a.port)
+        .receive(
+            [&](caf::node_id&, caf::strong_actor_ptr& ptr,
+                std::set<std::string>& published) {
+              auto want = sys->message_types(
+                  caf::detail::type_list<client_door_actor>{});
+              if (!ptr)
+                result = make_error(errc::unavailable, "no actor published");
+              else if (!std::includes(published.begin(), published.end(),
+                                      want.begin(), want.end()))
+                result = make_error(errc::forbidden,
+                                    "not a Drover admin port (the published "
+                                    "actor speaks another protocol)");
+              else
+                result = caf::actor_cast<client_door_actor>(std::move(ptr));
+            },
+            [&](caf::error& err) {
+              result = make_error(errc::unavailable, sys->render(err));
+            });
+    return result;
+  }
+
   /// The door, connecting (the next address after each failure) until
   /// `deadline`.
   caf::expected<client_door_actor> connect(clock_type::time_point deadline) {
@@ -93,22 +130,21 @@ struct client::impl {
           return door;
         a = addresses[turn % addresses.size()];
       }
-      auto d = sys->middleman().remote_actor<client_door_actor>(a.host, a.port);
+      auto d = open(a, deadline);
       if (d) {
         std::lock_guard<std::mutex> guard{mx};
         if (!door)
           door = *d;
         return door;
       }
-      last = a.host + ':' + std::to_string(a.port) + ": "
-             + sys->render(d.error());
+      last = a.host + ':' + std::to_string(a.port) + ": " + describe(d.error());
       {
         std::lock_guard<std::mutex> guard{mx};
         ++turn;
       }
       if (!pause(bo, deadline))
-        return make_error(errc::unavailable, "no node answered (last: " + last
-                                                 + ")");
+        return make_error(errc::unavailable,
+                          "no node answered (last: " + last + ")");
     }
   }
 
@@ -232,8 +268,8 @@ client::submit(std::vector<submit_request> reqs) {
     if (req.idempotency_key.empty())
       req.idempotency_key = generated_key();
   bool sent = false;
-  auto r = impl_->call<std::vector<job_record>>(&sent, submit_atom::value,
-                                                reqs);
+  auto r
+      = impl_->call<std::vector<job_record>>(&sent, submit_atom::value, reqs);
   if (!r) {
     if (sent && transient(r.error()))
       return make_error(errc::outcome_unknown,
@@ -243,11 +279,10 @@ client::submit(std::vector<submit_request> reqs) {
     return std::move(r.error());
   }
   if (r->size() != reqs.size())
-    return make_error(errc::malformed, "the node answered "
-                                           + std::to_string(r->size())
-                                           + " records for "
-                                           + std::to_string(reqs.size())
-                                           + " jobs");
+    return make_error(errc::malformed,
+                      "the node answered " + std::to_string(r->size())
+                          + " records for " + std::to_string(reqs.size())
+                          + " jobs");
   std::vector<submitted> out;
   for (size_t i = 0; i < reqs.size(); ++i)
     out.push_back({std::move((*r)[i]), reqs[i].idempotency_key});
@@ -337,8 +372,7 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     if (!on_event)
       return {};
     caf::error failure;
-    self
-        ->request(d, std::max(left(until), std::chrono::milliseconds{1}),
+    self->request(d, std::max(left(until), std::chrono::milliseconds{1}),
                   client_atom::value, key, events_atom::value, job_id)
         .receive(
             [&](std::vector<job_event>& evs) {
@@ -366,8 +400,7 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     if (!d)
       return std::move(d.error());
     caf::expected<job_record> now{caf::error{}};
-    self
-        ->request(*d, left(until), client_atom::value, key,
+    self->request(*d, left(until), client_atom::value, key,
                   subscribe_atom::value, job_id, caf::actor{self})
         .receive([&](job_record& r) { now = std::move(r); },
                  [&](caf::error& err) { now = std::move(err); });
@@ -412,13 +445,13 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
       }
       self->demonitor(d->address());
       if (final) {
-        self->send(*d, client_atom::value, key, unsubscribe_atom::value,
-                   job_id, caf::actor{self});
+        self->send(*d, client_atom::value, key, unsubscribe_atom::value, job_id,
+                   caf::actor{self});
         return final;
       }
       if (!lost) {
-        self->send(*d, client_atom::value, key, unsubscribe_atom::value,
-                   job_id, caf::actor{self});
+        self->send(*d, client_atom::value, key, unsubscribe_atom::value, job_id,
+                   caf::actor{self});
         return timed_out();
       }
       failure = make_error(errc::unavailable, "the connection was lost");

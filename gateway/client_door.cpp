@@ -24,8 +24,10 @@ struct door {
   client_door_config cfg;
 
   door(client_door_config c, caf::actor a)
-      : keys(c.keys), rates(c.keys.size(), c.default_rate),
-        api(std::move(a)), cfg(std::move(c)) {
+      : keys(c.keys),
+        rates(c.keys.size(), c.default_rate),
+        api(std::move(a)),
+        cfg(std::move(c)) {
     // nop
   }
 
@@ -111,9 +113,8 @@ void act_then_show(self_ptr self, door_ptr d,
 
 /// Forwards `xs...` to the node API once `key` may do `need`.
 template <class Result, class... Ts>
-caf::typed_response_promise<Result> pass(self_ptr self, door_ptr d,
-                                         const std::string& key, scope need,
-                                         Ts... xs) {
+caf::typed_response_promise<Result>
+pass(self_ptr self, door_ptr d, const std::string& key, scope need, Ts... xs) {
   auto rp = self->make_response_promise<Result>();
   auto who = d->admit(key, need);
   if (!who) {
@@ -186,14 +187,17 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
             rp.deliver(std::move(who.error()));
             return rp;
           }
-          with_job(self, d, rp, *who, id, [self, d, rp, id](job_record&) mutable {
-            self->request(d->api, d->cfg.timeout, events_atom::value, id)
-                .then(
-                    [rp](std::vector<job_event>& evs) mutable {
-                      rp.deliver(evs);
-                    },
-                    [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
-          });
+          with_job(
+              self, d, rp, *who, id, [self, d, rp, id](job_record&) mutable {
+                self->request(d->api, d->cfg.timeout, events_atom::value, id)
+                    .then(
+                        [rp](std::vector<job_event>& evs) mutable {
+                          rp.deliver(evs);
+                        },
+                        [rp](caf::error& e) mutable {
+                          rp.deliver(std::move(e));
+                        });
+              });
           return rp;
         },
         [self, d](client_atom, std::string& key, cancel_atom, std::string& id,
@@ -207,15 +211,17 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
           // The audit log records who asked (the key's name) and why.
           auto why = "requested with API key '" + who->key_name + "'"
                      + (reason.empty() ? std::string{} : ": " + reason);
-          with_job(self, d, rp, *who, id, [self, d, rp, id, why](job_record& j) mutable {
-            if (is_terminal(j.status)) {
-              rp.deliver(make_error(errc::conflict,
-                                    "job '" + id + "' is already "
-                                        + to_string(j.status)));
-              return;
-            }
-            act_then_show(self, d, rp, id, cancel_atom::value, id, why);
-          });
+          with_job(self, d, rp, *who, id,
+                   [self, d, rp, id, why](job_record& j) mutable {
+                     if (is_terminal(j.status)) {
+                       rp.deliver(make_error(errc::conflict,
+                                             "job '" + id + "' is already "
+                                                 + to_string(j.status)));
+                       return;
+                     }
+                     act_then_show(self, d, rp, id, cancel_atom::value, id,
+                                   why);
+                   });
           return rp;
         },
         [self, d](client_atom, std::string& key, list_atom, job_query& q) {
@@ -245,15 +251,16 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
             rp.deliver(std::move(who.error()));
             return rp;
           }
-          with_job(self, d, rp, *who, id, [self, d, rp, id](job_record& j) mutable {
-            if (!j.dead_lettered) {
-              rp.deliver(make_error(errc::conflict,
-                                    "job '" + id
-                                        + "' is not in the dead-letter queue"));
-              return;
-            }
-            act_then_show(self, d, rp, id, redrive_atom::value, id);
-          });
+          with_job(self, d, rp, *who, id,
+                   [self, d, rp, id](job_record& j) mutable {
+                     if (!j.dead_lettered) {
+                       rp.deliver(make_error(
+                           errc::conflict,
+                           "job '" + id + "' is not in the dead-letter queue"));
+                       return;
+                     }
+                     act_then_show(self, d, rp, id, redrive_atom::value, id);
+                   });
           return rp;
         },
         [self, d](client_atom, std::string& key, purge_atom, std::string& id) {
@@ -263,15 +270,16 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
             rp.deliver(std::move(who.error()));
             return rp;
           }
-          with_job(self, d, rp, *who, id, [self, d, rp, id](job_record& j) mutable {
-            if (!j.dead_lettered) {
-              rp.deliver(make_error(errc::conflict,
-                                    "job '" + id
-                                        + "' is not in the dead-letter queue"));
-              return;
-            }
-            act_then_show(self, d, rp, id, purge_atom::value, id);
-          });
+          with_job(self, d, rp, *who, id,
+                   [self, d, rp, id](job_record& j) mutable {
+                     if (!j.dead_lettered) {
+                       rp.deliver(make_error(
+                           errc::conflict,
+                           "job '" + id + "' is not in the dead-letter queue"));
+                       return;
+                     }
+                     act_then_show(self, d, rp, id, purge_atom::value, id);
+                   });
           return rp;
         },
         [self, d](client_atom, std::string& key, purge_atom, all_atom all) {
@@ -295,14 +303,12 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
           // seen terminal in the answer (its final may come as well).
           with_job(self, d, rp, *who, id,
                    [self, d, rp, id, subscriber](job_record&) mutable {
-                     self
-                         ->request(d->api, d->cfg.timeout,
+                     self->request(d->api, d->cfg.timeout,
                                    subscribe_atom::value, id, subscriber,
                                    changed_atom::value)
                          .then(
                              [self, d, rp, id](ok_atom) mutable {
-                               self
-                                   ->request(d->api, d->cfg.timeout,
+                               self->request(d->api, d->cfg.timeout,
                                              get_atom::value, id)
                                    .then(
                                        [rp](job_record& j) mutable {

@@ -100,12 +100,11 @@ std::string jobs_table(const std::vector<job_record>& jobs, bool more) {
   std::vector<std::vector<std::string>> rows{
       {"JOB", "TYPE", "STATUS", "ATTEMPT", "PROGRESS", "CREATED"}};
   for (const auto& j : jobs)
-    rows.push_back({j.job_id, j.spec.type,
-                    std::string{to_string(j.status)}
-                        + (j.dead_lettered ? " (dlq)" : ""),
-                    std::to_string(j.attempt) + "/"
-                        + std::to_string(j.spec.max_attempts),
-                    percent_text(j.progress), time_text(j.created_at_ms)});
+    rows.push_back(
+        {j.job_id, j.spec.type,
+         std::string{to_string(j.status)} + (j.dead_lettered ? " (dlq)" : ""),
+         std::to_string(j.attempt) + "/" + std::to_string(j.spec.max_attempts),
+         percent_text(j.progress), time_text(j.created_at_ms)});
   auto out = table(rows);
   if (more && !jobs.empty())
     out += "more: --after " + jobs.back().job_id + '\n';
@@ -194,7 +193,7 @@ std::string outcome_text(const job_record& job) {
 }
 
 progress_view::progress_view(std::FILE* out, bool terminal)
-  : out_(out), terminal_(terminal) {
+    : out_(out), terminal_(terminal) {
   // nop
 }
 

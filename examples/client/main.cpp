@@ -75,19 +75,21 @@ int main(int argc, char** argv) {
       status = 1;
       continue;
     }
-    std::cout << "submitted " << s.job.job_id << " (key "
-              << s.idempotency_key << ")\n";
+    std::cout << "submitted " << s.job.job_id << " (key " << s.idempotency_key
+              << ")\n";
   }
   for (const auto& s : *jobs) {
     if (s.job.job_id.empty())
       continue;
     const auto& id = s.job.job_id;
-    auto done = (*client)->wait(
-        id, std::chrono::seconds{timeout_s},
-        [&id](const drover::progress_update& u) {
-          std::cout << id << ": " << static_cast<int>(u.percent) << "%"
-                    << (u.stage.empty() ? "" : " " + u.stage) << '\n';
-        });
+    auto done = (*client)->wait(id, std::chrono::seconds{timeout_s},
+                                [&id](const drover::progress_update& u) {
+                                  std::cout
+                                      << id << ": "
+                                      << static_cast<int>(u.percent) << "%"
+                                      << (u.stage.empty() ? "" : " " + u.stage)
+                                      << '\n';
+                                });
     if (!done) {
       std::cout << id << ": " << drover::describe(done.error()) << '\n';
       status = 1;

@@ -38,12 +38,11 @@ struct ctl_node {
   /// A job that ran to its end: completed (sleep) or dead-lettered (exec
   /// of `false`, one attempt).
   std::string finished(bool succeed) {
-    auto [rc, id] = succeed
-                        ? ctl({"submit", "sleep", "--input",
-                               R"({"ms": 50, "steps": 2})", "--watch"})
-                        : ctl({"submit", "exec", "--input",
-                               R"({"argv": ["false"]})", "--max-attempts", "1",
-                               "--watch"});
+    auto [rc, id]
+        = succeed ? ctl({"submit", "sleep", "--input",
+                         R"({"ms": 50, "steps": 2})", "--watch"})
+                  : ctl({"submit", "exec", "--input", R"({"argv": ["false"]})",
+                         "--max-attempts", "1", "--watch"});
     INFO(id);
     REQUIRE(rc == (succeed ? 0 : 1));
     return job_id_of(id);
@@ -112,8 +111,8 @@ TEST_CASE("droverctl --json prints what the HTTP API answers for the same "
   auto first = n.http.get("/api/jobs?limit=1").body;
   auto cursor_at = first.find("\"next_cursor\":\"");
   REQUIRE(cursor_at != std::string::npos);
-  auto cursor = first.substr(cursor_at + 15, first.find('"', cursor_at + 15)
-                                                 - cursor_at - 15);
+  auto cursor = first.substr(cursor_at + 15,
+                             first.find('"', cursor_at + 15) - cursor_at - 15);
   same({"list", "--limit", "1", "--after", cursor},
        "/api/jobs?limit=1&cursor=" + cursor);
   // The submission's answer has the HTTP API's shape too.
@@ -132,14 +131,14 @@ TEST_CASE("droverctl's exit codes: 0 ok, 1 failed or not found, 2 usage, "
   auto dead = n.finished(false);
   CHECK(n.ctl({"get", done}).first == 0);
   CHECK(n.ctl({"get", "j0000000000000-0"}).first == 1); // not found
-  CHECK(n.ctl({"watch", dead}).first == 1);              // failed
-  CHECK(n.ctl({"result", dead}).first == 1);             // no result
+  CHECK(n.ctl({"watch", dead}).first == 1);             // failed
+  CHECK(n.ctl({"result", dead}).first == 1);            // no result
   CHECK(n.ctl({"result", done}).first == 0);
-  CHECK(n.ctl({"cancel", done}).first == 1);           // already completed
-  CHECK(n.ctl({"dlq", "show", done}).first == 1);      // not dead-lettered
+  CHECK(n.ctl({"cancel", done}).first == 1);      // already completed
+  CHECK(n.ctl({"dlq", "show", done}).first == 1); // not dead-lettered
   CHECK(n.ctl({"dlq", "show", dead}).first == 0);
-  CHECK(n.ctl({"submit", "nope"}).first == 1);         // refused type
-  auto [rc, out] = n.ctl({"dlq", "retry", dead});      // runs (and fails)
+  CHECK(n.ctl({"submit", "nope"}).first == 1);    // refused type
+  auto [rc, out] = n.ctl({"dlq", "retry", dead}); // runs (and fails)
   CHECK(rc == 0);
   CHECK_THAT(out, Catch::Contains("status:"));
   // Unreachable: a port nobody listens on (the node's HTTP port speaks
@@ -171,8 +170,8 @@ TEST_CASE("droverctl watch: plain lines on a pipe, a bar on a terminal, "
           "then the outcome",
           "[droverctl]") {
   ctl_node n;
-  auto [rc, id_line] = n.ctl({"submit", "sleep", "--input",
-                              R"({"ms": 1500, "steps": 3})"});
+  auto [rc, id_line]
+      = n.ctl({"submit", "sleep", "--input", R"({"ms": 1500, "steps": 3})"});
   REQUIRE(rc == 0);
   auto id = job_id_of(id_line);
 
@@ -256,8 +255,8 @@ TEST_CASE("the admin port checks API keys, tenants and scopes as the HTTP "
   CHECK(src == 1);
   CHECK_THAT(sout, Catch::Contains("unknown API key"));
 
-  auto [rc, out] = as(acme_key, {"submit", "sleep", "--input", R"({"ms": 1})",
-                                 "--watch"});
+  auto [rc, out]
+      = as(acme_key, {"submit", "sleep", "--input", R"({"ms": 1})", "--watch"});
   INFO(out);
   REQUIRE(rc == 0);
   auto job = job_id_of(out);
@@ -290,8 +289,8 @@ TEST_CASE("the admin port checks API keys, tenants and scopes as the HTTP "
   auto [wrc, wout] = as(ro_key, {"submit", "sleep", "--input", R"({"ms": 1})"});
   CHECK(wrc == 1);
   CHECK_THAT(wout, Catch::Contains("lacks the 'submit' scope"));
-  auto [xrc, xout] = as(acme_key, {"submit", "exec", "--input",
-                                   R"({"argv": ["true"]})"});
+  auto [xrc, xout]
+      = as(acme_key, {"submit", "exec", "--input", R"({"argv": ["true"]})"});
   CHECK(xrc == 1);
   CHECK_THAT(xout, Catch::Contains("'exec' scope"));
   CHECK(as(ro_key, {"queues"}).first == 1);
