@@ -50,8 +50,8 @@ TEST_CASE("client: a wait outlives its coordinator's kill -9 and restart, "
   auto cl = client_for(admin, 60s);
   submit_request req;
   req.type = "sleep";
-  req.input = "{\"ms\":" + std::to_string(4000 * time_scale())
-              + ",\"steps\":8}";
+  req.input
+      = "{\"ms\":" + std::to_string(4000 * time_scale()) + ",\"steps\":8}";
   auto sub = cl->submit(req);
   INFO((sub ? "" : describe(sub.error())));
   REQUIRE(sub);
@@ -74,15 +74,16 @@ TEST_CASE("client: a wait outlives its coordinator's kill -9 and restart, "
   // The attempt ran on; its whole history arrived once, in order.
   CHECK(c.events(job, started_kind) == 1);
   auto total = scalar(c.url(), "SELECT count(*) FROM drover.events WHERE "
-                               "job_id = '" + job + "'");
+                               "job_id = '"
+                                   + job + "'");
   REQUIRE(static_cast<int64_t>(seen.size()) == total);
   for (size_t i = 0; i < seen.size(); ++i)
     CHECK(seen[i] == i + 1);
   // A resumed watch gets only what came after the sequence it names.
   std::vector<uint64_t> rest;
-  auto again = cl->wait(job, 10s, {},
-                        [&](const job_event& e) { rest.push_back(e.sequence); },
-                        seen.size() - 2);
+  auto again = cl->wait(
+      job, 10s, {}, [&](const job_event& e) { rest.push_back(e.sequence); },
+      seen.size() - 2);
   REQUIRE(again);
   CHECK(rest == std::vector<uint64_t>{seen.size() - 1, seen.size()});
 }
@@ -149,11 +150,11 @@ TEST_CASE("client: no node answering is unavailable, and bad options are "
   REQUIRE_FALSE(r);
   CHECK(is(r.error(), errc::unavailable)); // never sent: nothing was made
   CHECK(std::chrono::steady_clock::now() - start < 10s);
-  for (auto bad : {std::vector<std::string>{},
-                   std::vector<std::string>{"localhost"},
-                   std::vector<std::string>{"localhost:0"},
-                   std::vector<std::string>{"localhost:http"},
-                   std::vector<std::string>{":7411"}}) {
+  for (auto bad :
+       {std::vector<std::string>{}, std::vector<std::string>{"localhost"},
+        std::vector<std::string>{"localhost:0"},
+        std::vector<std::string>{"localhost:http"},
+        std::vector<std::string>{":7411"}}) {
     client_options o;
     o.nodes = bad;
     auto made = client::make(o);
