@@ -9,7 +9,6 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/io/middleman.hpp>
-#include <caf/io/middleman_actor.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/sec.hpp>
 
@@ -31,8 +30,16 @@ bool transport_failure(const caf::error& err) {
 }
 
 /// Worth trying again: the connection failed, or the node said it cannot
-/// serve right now.
+/// serve right now (its store reconnects, or this key's rate is spent).
 bool transient(const caf::error& err) {
+  return transport_failure(err) || is(err, errc::unavailable)
+         || is(err, errc::rate_limited);
+}
+
+/// Whether a request that ended with `err` may still have taken effect:
+/// its answer was lost, or the node's store failed while writing (a commit
+/// cut off). Every other answer is definite.
+bool may_have_acted(const caf::error& err) {
   return transport_failure(err) || is(err, errc::unavailable);
 }
 
@@ -82,41 +89,6 @@ struct client::impl {
     return clock_type::now() < deadline;
   }
 
-  /// A connection to the door at `a`, given up at `deadline` (a node that
-  /// accepts and then says nothing, SIGSTOPped say, would hold
-  /// middleman::remote_actor forever): the middleman's connect request
-  /// with a timeout, and the published interface checked as remote_actor
-  /// checks it before the handle is typed.
-  caf::expected<client_door_actor> open(const address& a,
-                                        clock_type::time_point deadline) {
-    auto budget = std::min(left(deadline), std::chrono::milliseconds{5000});
-    if (budget.count() <= 0)
-      return make_error(errc::unavailable, "no time left to connect");
-    caf::expected<client_door_actor> result{caf::error{}};
-    caf::scoped_actor self{*sys};
-    self->request(sys->middleman().actor_handle(), budget,
-                  caf::connect_atom::value, a.host, a.port)
-        .receive(
-            [&](caf::node_id&, caf::strong_actor_ptr& ptr,
-                std::set<std::string>& published) {
-              auto want = sys->message_types(
-                  caf::detail::type_list<client_door_actor>{});
-              if (!ptr)
-                result = make_error(errc::unavailable, "no actor published");
-              else if (!std::includes(published.begin(), published.end(),
-                                      want.begin(), want.end()))
-                result = make_error(errc::forbidden,
-                                    "not a Drover admin port (the published "
-                                    "actor speaks another protocol)");
-              else
-                result = caf::actor_cast<client_door_actor>(std::move(ptr));
-            },
-            [&](caf::error& err) {
-              result = make_error(errc::unavailable, sys->render(err));
-            });
-    return result;
-  }
-
   /// The door, connecting (the next address after each failure) until
   /// `deadline`.
   caf::expected<client_door_actor> connect(clock_type::time_point deadline) {
@@ -130,7 +102,9 @@ struct client::impl {
           return door;
         a = addresses[turn % addresses.size()];
       }
-      auto d = open(a, deadline);
+      auto d = connect_client_door(
+          *sys, a.host, a.port,
+          std::min(left(deadline), std::chrono::milliseconds{5000}));
       if (d) {
         std::lock_guard<std::mutex> guard{mx};
         if (!door)
@@ -158,11 +132,17 @@ struct client::impl {
     }
   }
 
-  /// One request, sent again after transient failures until the deadline.
-  /// `sent` (if given) tells whether any attempt reached the wire.
+  /// What became of a call's attempts.
+  struct attempts {
+    int sent = 0;
+    /// An attempt may have acted without its answer arriving.
+    bool maybe_acted = false;
+  };
+
+  /// One request, sent again after transient failures until `deadline`.
   template <class T, class... Ts>
-  caf::expected<T> call(bool* sent, Ts... xs) {
-    auto deadline = clock_type::now() + opts.timeout;
+  caf::expected<T> call(clock_type::time_point deadline, attempts* info,
+                        Ts... xs) {
     backoff_counter bo{schedule()};
     for (;;) {
       auto d = connect(deadline);
@@ -174,11 +154,14 @@ struct client::impl {
       caf::expected<T> result{caf::error{}};
       {
         caf::scoped_actor self{*sys};
-        if (sent)
-          *sent = true;
         self->request(*d, budget, client_atom::value, opts.api_key, xs...)
             .receive([&](T& x) { result = std::move(x); },
                      [&](caf::error& err) { result = std::move(err); });
+      }
+      if (info) {
+        ++info->sent;
+        if (!result && may_have_acted(result.error()))
+          info->maybe_acted = true;
       }
       if (result || !transient(result.error()))
         return result;
@@ -189,16 +172,26 @@ struct client::impl {
     }
   }
 
-  /// A call that changes a job: after a resend (the first attempt's
-  /// answer lost), a conflict may be the first attempt's own effect, so
-  /// the job is then read and returned if `done(record)` holds.
+  /// call() with the options' timeout, for requests that change nothing.
+  template <class T, class... Ts>
+  caf::expected<T> ask(Ts... xs) {
+    attempts* none = nullptr;
+    return call<T>(clock_type::now() + opts.timeout, none, xs...);
+  }
+
+  /// A call that changes a job. When an earlier attempt may have acted
+  /// unanswered, a conflict may be that attempt's own effect: the job is
+  /// then read (within the same deadline) and returned if `done(record)`
+  /// holds. A conflict on a first, answered attempt is the answer.
   template <class... Ts>
   caf::expected<job_record> change(const std::string& id,
                                    bool (*done)(const job_record&), Ts... xs) {
-    bool sent = false;
-    auto r = call<job_record>(&sent, xs...);
-    if (!r && is(r.error(), errc::conflict)) {
-      auto now = call<job_record>(nullptr, get_atom::value, id);
+    auto deadline = clock_type::now() + opts.timeout;
+    attempts info;
+    auto r = call<job_record>(deadline, &info, xs...);
+    if (!r && is(r.error(), errc::conflict) && info.maybe_acted) {
+      attempts* none = nullptr;
+      auto now = call<job_record>(deadline, none, get_atom::value, id);
       if (now && done(*now))
         return now;
     }
@@ -249,12 +242,15 @@ caf::expected<submitted> client::submit(submit_request req) {
   if (req.idempotency_key.empty())
     req.idempotency_key = generated_key();
   auto key = req.idempotency_key;
-  bool sent = false;
-  auto r = impl_->call<job_record>(&sent, submit_atom::value, req);
+  impl::attempts info;
+  auto r = impl_->call<job_record>(clock_type::now() + impl_->opts.timeout,
+                                   &info, submit_atom::value, req);
   if (!r) {
-    if (sent && transient(r.error()))
+    // Any attempt that may have made the job, whatever the last one said.
+    if (info.maybe_acted)
       return make_error(errc::outcome_unknown,
-                        "the submission was sent but not answered in time; "
+                        "the submission may have been made, but its answer "
+                        "did not arrive in time; "
                         "submit again with idempotency key '"
                             + key + "' to learn whether it was made");
     return std::move(r.error());
@@ -267,11 +263,11 @@ client::submit(std::vector<submit_request> reqs) {
   for (auto& req : reqs)
     if (req.idempotency_key.empty())
       req.idempotency_key = generated_key();
-  bool sent = false;
-  auto r
-      = impl_->call<std::vector<job_record>>(&sent, submit_atom::value, reqs);
+  impl::attempts info;
+  auto r = impl_->call<std::vector<job_record>>(
+      clock_type::now() + impl_->opts.timeout, &info, submit_atom::value, reqs);
   if (!r) {
-    if (sent && transient(r.error()))
+    if (info.maybe_acted)
       return make_error(errc::outcome_unknown,
                         "the batch was sent but not answered in time; submit "
                         "it again as it is (its items keep their idempotency "
@@ -290,7 +286,7 @@ client::submit(std::vector<submit_request> reqs) {
 }
 
 caf::expected<job_record> client::get(const std::string& job_id) {
-  return impl_->call<job_record>(nullptr, get_atom::value, job_id);
+  return impl_->ask<job_record>(get_atom::value, job_id);
 }
 
 caf::expected<std::string> client::result(const std::string& job_id) {
@@ -306,8 +302,7 @@ caf::expected<std::string> client::result(const std::string& job_id) {
 
 caf::expected<std::vector<job_event>>
 client::events(const std::string& job_id) {
-  return impl_->call<std::vector<job_event>>(nullptr, events_atom::value,
-                                             job_id);
+  return impl_->ask<std::vector<job_event>>(events_atom::value, job_id);
 }
 
 caf::expected<job_record> client::cancel(const std::string& job_id,
@@ -323,7 +318,7 @@ caf::expected<job_page> client::list(job_query q) {
     return make_error(errc::invalid_request, "limit: 1 to 1000");
   auto want = q.limit;
   q.limit = want + 1; // one more tells whether there is a next page
-  auto r = impl_->call<std::vector<job_record>>(nullptr, list_atom::value, q);
+  auto r = impl_->ask<std::vector<job_record>>(list_atom::value, q);
   if (!r)
     return std::move(r.error());
   job_page page;
@@ -412,10 +407,19 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     }
     bool lost = false;
     caf::expected<job_record> final{caf::error{}};
+    // A transient failure means: subscribe again and catch up; any other
+    // ends the wait with it.
+    caf::error fatal;
+    auto fail = [&](caf::error err) {
+      if (transient(err))
+        lost = true;
+      else
+        fatal = std::move(err);
+    };
     if (!failure) {
       self->monitor(*d);
       bool done = false;
-      while (!done && !lost) {
+      while (!done && !lost && !fatal) {
         auto budget = left(until);
         if (budget.count() <= 0)
           break;
@@ -427,15 +431,18 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
             [&](changed_atom, std::string& id) {
               if (id == job_id)
                 if (auto err = catch_up(*d))
-                  lost = transport_failure(err);
+                  fail(std::move(err));
             },
             [&](final_atom, job_record& r) {
               if (r.job_id != job_id)
                 return;
+              // Returned only once its history has been delivered: a
+              // catch-up that fails is done again after reconnecting.
               if (auto err = catch_up(*d))
-                lost = transport_failure(err);
-              final = std::move(r);
-              done = !lost;
+                fail(std::move(err));
+              else
+                final = std::move(r);
+              done = true;
             },
             [&](caf::down_msg& dm) {
               if (dm.source == d->address())
@@ -444,6 +451,11 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
             caf::after(budget) >> [] {});
       }
       self->demonitor(d->address());
+      if (fatal) {
+        self->send(*d, client_atom::value, key, unsubscribe_atom::value, job_id,
+                   caf::actor{self});
+        return fatal;
+      }
       if (final) {
         self->send(*d, client_atom::value, key, unsubscribe_atom::value, job_id,
                    caf::actor{self});

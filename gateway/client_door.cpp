@@ -1,13 +1,16 @@
 #include "gateway/client_door.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/log.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include <map>
 #include <memory>
+#include <utility>
 
 namespace drover {
 
@@ -22,6 +25,8 @@ struct door {
   http::rate_limiter rates;
   caf::actor api;
   client_door_config cfg;
+  /// One relay per (client's subscriber, job): see spawn_relay.
+  std::map<std::pair<caf::actor_addr, std::string>, caf::actor> relays;
 
   door(client_door_config c, caf::actor a)
       : keys(c.keys),
@@ -72,6 +77,51 @@ struct door {
     return {};
   }
 };
+
+/// Stands between the progress publisher and a client's subscriber, so
+/// that the client only ever hears from this relay: had the publisher
+/// itself messaged the client, the client would learn its address and
+/// could ask it directly, past every key check (follow other tenants' jobs,
+/// forge finals). The relay forwards what local actors send it and nothing
+/// else, and ends with the job's final record, with its client, or when
+/// told (unsubscribe).
+caf::actor spawn_relay(caf::actor_system& sys, caf::actor client,
+                       caf::actor api, std::string job_id) {
+  return sys.spawn([client, api,
+                    job_id](caf::event_based_actor* self) -> caf::behavior {
+    self->set_error_handler([](caf::error&) {}); // a client's, not ours
+    self->monitor(client);
+    auto leave = [self, api, job_id] {
+      caf::anon_send(api, unsubscribe_atom::value, job_id, caf::actor{self});
+      self->quit();
+    };
+    self->set_down_handler([leave](caf::down_msg&) { leave(); });
+    auto local = [self] {
+      const auto& from = self->current_sender();
+      return from && from->node() == self->node();
+    };
+    return {
+        [self, client, local](progress_atom a, progress_update& u) {
+          if (local())
+            self->send(client, a, std::move(u));
+        },
+        [self, client, local](changed_atom a, std::string& id) {
+          if (local())
+            self->send(client, a, std::move(id));
+        },
+        [self, client, local, leave](final_atom a, job_record& r) {
+          if (!local())
+            return;
+          self->send(client, a, std::move(r));
+          leave();
+        },
+        [local, leave](stop_atom) {
+          if (local())
+            leave();
+        },
+    };
+  });
+}
 
 using self_ptr = client_door_actor::pointer;
 using door_ptr = std::shared_ptr<door>;
@@ -127,12 +177,41 @@ pass(self_ptr self, door_ptr d, const std::string& key, scope need, Ts... xs) {
   return rp;
 }
 
+/// A subscriber must be an actor of the client that asks: on the asking
+/// node (no subscribing another process's actors, or this node's own).
+/// Call it before make_response_promise, which takes the sender.
+caf::error own_subscriber(self_ptr self, const caf::actor& subscriber) {
+  const auto& from = self->current_sender();
+  if (!subscriber || !from || subscriber.node() != from->node()
+      || subscriber.node() == self->node())
+    return make_error(errc::forbidden,
+                      "the subscriber must be an actor of the asking client");
+  return {};
+}
+
 } // namespace
 
 client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
                                     client_door_config cfg) {
   auto d = std::make_shared<door>(std::move(cfg), std::move(api));
   return sys.spawn([d](self_ptr self) -> client_door_actor::behavior_type {
+    // Anyone who reaches the admin port can message the door, key or not:
+    // a stray error or exit request (other than kill) must not end it.
+    self->set_error_handler([](caf::error& err) {
+      log::warn("admin", "a client sent the door an error",
+                {{"error", describe(err)}});
+    });
+    self->set_exit_handler([](caf::exit_msg& msg) {
+      log::warn("admin", "ignored an exit request sent to the door",
+                {{"reason", describe(msg.reason)}});
+    });
+    self->set_down_handler([d](caf::down_msg& dm) {
+      for (auto i = d->relays.begin(); i != d->relays.end(); ++i)
+        if (i->second.address() == dm.source) {
+          d->relays.erase(i);
+          return;
+        }
+    });
     return {
         [self, d](client_atom, std::string& key, submit_atom,
                   submit_request& req) {
@@ -157,6 +236,14 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
             err = make_error(errc::invalid_request,
                              "a batch has 1 to "
                                  + std::to_string(d->cfg.max_batch) + " jobs");
+          size_t bytes = 0;
+          for (const auto& r : reqs)
+            bytes += r.input.size();
+          if (!err && bytes > d->cfg.max_batch_bytes)
+            err = make_error(errc::too_large,
+                             "a batch's inputs hold at most "
+                                 + std::to_string(d->cfg.max_batch_bytes)
+                                 + " bytes in all");
           // One tenant check for all: a batch is refused whole if any item
           // names another tenant or an exec job its key may not submit.
           for (size_t i = 0; !err && i < reqs.size(); ++i)
@@ -228,6 +315,10 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
           auto rp = self->make_response_promise<std::vector<job_record>>();
           auto who = d->admit(key, http::scope_read);
           caf::error err = who ? caf::error{} : who.error();
+          if (!err && (q.limit < 1 || q.limit > 1001))
+            err = make_error(errc::invalid_request,
+                             "limit: 1 to 1000 (and one to see whether a next "
+                             "page exists)");
           if (!err && !d->keys.development_mode()) {
             if (!q.tenant.empty() && q.tenant != who->tenant)
               err = make_error(errc::forbidden,
@@ -293,41 +384,58 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
         },
         [self, d](client_atom, std::string& key, subscribe_atom,
                   std::string& id, caf::actor& subscriber) {
+          // Before the promise: making it takes the sender from the message.
+          auto mine = own_subscriber(self, subscriber);
           auto rp = self->make_response_promise<job_record>();
           auto who = d->admit(key, http::scope_read);
-          if (!who) {
-            rp.deliver(std::move(who.error()));
+          caf::error err = who ? std::move(mine) : who.error();
+          if (err) {
+            rp.deliver(std::move(err));
             return rp;
           }
           // Subscribed first, read second: a job that ends in between is
           // seen terminal in the answer (its final may come as well).
-          with_job(self, d, rp, *who, id,
-                   [self, d, rp, id, subscriber](job_record&) mutable {
-                     self->request(d->api, d->cfg.timeout,
-                                   subscribe_atom::value, id, subscriber,
-                                   changed_atom::value)
-                         .then(
-                             [self, d, rp, id](ok_atom) mutable {
-                               self->request(d->api, d->cfg.timeout,
-                                             get_atom::value, id)
-                                   .then(
-                                       [rp](job_record& j) mutable {
-                                         rp.deliver(j);
-                                       },
-                                       [rp](caf::error& e) mutable {
-                                         rp.deliver(std::move(e));
-                                       });
-                             },
-                             [rp](caf::error& e) mutable {
-                               rp.deliver(std::move(e));
-                             });
-                   });
+          with_job(
+              self, d, rp, *who, id,
+              [self, d, rp, id, subscriber](job_record&) mutable {
+                auto slot = std::make_pair(subscriber.address(), id);
+                auto& relay = d->relays[slot];
+                if (!relay) {
+                  relay = spawn_relay(self->system(), subscriber, d->api, id);
+                  self->monitor(relay);
+                }
+                self->request(d->api, d->cfg.timeout, subscribe_atom::value, id,
+                              relay, changed_atom::value)
+                    .then(
+                        [self, d, rp, id](ok_atom) mutable {
+                          self->request(d->api, d->cfg.timeout, get_atom::value,
+                                        id)
+                              .then(
+                                  [rp](job_record& j) mutable {
+                                    rp.deliver(j);
+                                  },
+                                  [rp](caf::error& e) mutable {
+                                    rp.deliver(std::move(e));
+                                  });
+                        },
+                        [rp](caf::error& e) mutable {
+                          rp.deliver(std::move(e));
+                        });
+              });
           return rp;
         },
         [self, d](client_atom, std::string& key, unsubscribe_atom,
                   std::string& id, caf::actor& subscriber) {
-          if (d->admit(key, http::scope_read))
-            caf::anon_send(d->api, unsubscribe_atom::value, id, subscriber);
+          // Only a subscription of the asking client's own actors, and only
+          // one the door made.
+          if (!d->admit(key, http::scope_read)
+              || own_subscriber(self, subscriber))
+            return;
+          auto i = d->relays.find(std::make_pair(subscriber.address(), id));
+          if (i != d->relays.end())
+            // A request, not anon_send: the relay obeys local senders only.
+            self->request(i->second, d->cfg.timeout, stop_atom::value)
+                .then([] {}, [](caf::error&) {});
         },
         [self, d](client_atom, std::string& key, stats_atom) {
           return pass<queue_stats>(self, d, key, http::scope_admin,

@@ -25,10 +25,13 @@ struct client_door_config {
   std::vector<http::api_key> keys;
   /// Requests per second per key unless the key says otherwise; 0 = none.
   double default_rate = 1000;
-  /// Items of one batch submission at most.
+  /// Items of one batch submission at most (--http-max-batch).
   size_t max_batch = 1000;
-  /// How long the door waits for the node API.
-  std::chrono::milliseconds timeout{30000};
+  /// Input bytes of one submission or batch at most, all items together
+  /// (--http-max-body-bytes: what one HTTP body may hold).
+  size_t max_batch_bytes = size_t{8} << 20;
+  /// How long the door waits for the node API (--http-request-timeout).
+  std::chrono::milliseconds timeout{10000};
 };
 
 /// A door in front of `api` (the node API actor).

@@ -126,6 +126,7 @@ int watch(session& s, const std::string& id, std::chrono::milliseconds limit,
     done = true;
   }
   auto deadline = std::chrono::steady_clock::now() + limit;
+  self->monitor(s.node); // a node that goes away ends the watch at once
   while (!done) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
@@ -148,6 +149,13 @@ int watch(session& s, const std::string& id, std::chrono::milliseconds limit,
           done = true;
         },
         [](changed_atom, const std::string&) {}, // the history grew
+        [&](caf::down_msg&) {
+          view.finish();
+          std::cerr << "droverctl: lost the node; the job goes on (watch it "
+                       "again)\n";
+          rc = unavailable;
+          done = true;
+        },
         caf::after(left) >> [] {});
   }
   self->send(s.node, client_atom::value, s.key, unsubscribe_atom::value, id,
@@ -331,12 +339,13 @@ int main(int argc, char** argv) {
   cfg.load<caf::io::middleman>();
   cfg.set("scheduler.max-threads", size_t{1});
   caf::actor_system sys{cfg};
-  auto node = sys.middleman().remote_actor<client_door_actor>(
-      host, static_cast<uint16_t>(port));
+  // Connecting counts against --timeout-ms too: a node that accepts and
+  // says nothing (stopped) must not hold droverctl forever.
+  auto node = connect_client_door(sys, host, static_cast<uint16_t>(port),
+                                  std::chrono::milliseconds{timeout_ms});
   if (!node) {
-    std::cerr << "droverctl: cannot reach " << host << ':' << port << ": "
-              << sys.render(node.error()) << '\n';
-    return unavailable;
+    std::cerr << "droverctl: " << describe(node.error()) << '\n';
+    return is(node.error(), errc::forbidden) ? failed : unavailable;
   }
   session s{sys, *node, api_key, std::chrono::milliseconds{timeout_ms}};
   auto show = [&](const job_record& r) {

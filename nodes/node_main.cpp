@@ -26,10 +26,10 @@
 #include "actors/api.hpp"
 #include "actors/job_system.hpp"
 #include "actors/pg_store.hpp"
-#include "gateway/client_door.hpp"
 #include "gateway/gateway.hpp"
 #include "gateway/stream_token.hpp"
 #include "gateway/webhook_dispatcher.hpp"
+#include "nodes/admin_door.hpp"
 #include "nodes/node_roles.hpp"
 #include "nodes/node_setup.hpp"
 #include "runtime/config.hpp"
@@ -307,11 +307,11 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
   caf::actor cluster;
   uint16_t cluster_port = 0;
   caf::expected<uint16_t> port{uint16_t{0}};
-  drover::client_door_actor door;
+  std::optional<drover::node::admin_door> door;
   auto stop_all = [&] {
     caf::anon_send_exit(*root, caf::exit_reason::user_shutdown);
     if (door)
-      caf::anon_send_exit(door, caf::exit_reason::user_shutdown);
+      door->close();
     if (api && roles.coordinator)
       caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
     if (cluster)
@@ -341,26 +341,14 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     }
     // The admin port speaks the client protocol (runtime/
     // client_protocol.hpp): every request's API key is checked at the door.
-    auto keys = gateway_config_of(cfg);
-    if (!keys) {
-      drover::log::error("node", drover::describe(keys.error()));
+    auto opened = drover::node::admin_door::open(sys, cfg, api);
+    if (!opened) {
+      drover::log::error("node", drover::describe(opened.error()));
       stop_all();
-      return 2;
+      return drover::is(opened.error(), drover::errc::bad_config) ? 2 : 1;
     }
-    drover::client_door_config dc;
-    dc.keys = std::move(keys->keys);
-    dc.default_rate = cfg.http_rate_limit;
-    door = drover::spawn_client_door(sys, api, std::move(dc));
-    port = sys.middleman().publish(door, cfg.admin_port, cfg.admin_host.c_str(),
-                                   true);
-    if (!port) {
-      drover::log::error("node",
-                         "cannot listen on " + cfg.admin_host + ':'
-                             + std::to_string(cfg.admin_port),
-                         {{"error", sys.render(port.error())}});
-      stop_all();
-      return 1;
-    }
+    door.emplace(std::move(*opened));
+    port = door->port();
   } else if (roles.gateway) {
     auto joined
         = drover::node::join_as_gateway(sys, cfg, cfg.connection_timeout);
@@ -507,9 +495,16 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     self->monitor(api); // a gateway node's coordinator
   if (cluster)
     self->monitor(cluster);
+  if (door)
+    self->monitor(door->handle());
   caf::error reason;
   bool down = false;
   self->receive_while([&] { return !down; })([&](caf::down_msg& dm) {
+    if (door && dm.source == door->handle().address()) {
+      if (!asked_to_stop && !door->reopen(sys))
+        self->monitor(door->handle());
+      return;
+    }
     if (dm.source == api.address() && !roles.coordinator) {
       // Its coordinator is gone (a failover, a restart): join the next one
       // of --coordinator; meanwhile requests fail with 503.
@@ -561,7 +556,7 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
   if (api && roles.coordinator)
     caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
   if (door)
-    caf::anon_send_exit(door, caf::exit_reason::user_shutdown);
+    door->close();
   if (cluster)
     caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
   if (worker->fatal) {

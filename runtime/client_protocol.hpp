@@ -46,6 +46,11 @@
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
+#include <caf/expected.hpp>
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -81,5 +86,15 @@ using client_door_actor = caf::typed_actor<
     caf::replies_to<client_atom, std::string, stats_atom>::with<queue_stats>,
     caf::replies_to<client_atom, std::string, describe_atom>::with<tree_node>,
     caf::replies_to<client_atom, std::string, nodes_atom>::with<std::string>>;
+
+/// Connects to the client door at host:port, giving up after `timeout`:
+/// the middleman's connect request with a deadline (middleman::remote_actor
+/// waits forever on a node that accepts and then says nothing, a SIGSTOPped
+/// one), the published interface checked before the handle is typed, as
+/// remote_actor checks it. errc::unavailable (no answer, refused, nothing
+/// published) or errc::forbidden (another protocol on that port).
+caf::expected<client_door_actor>
+connect_client_door(caf::actor_system& sys, const std::string& host,
+                    uint16_t port, std::chrono::milliseconds timeout);
 
 } // namespace drover

@@ -19,10 +19,11 @@
 // Every call blocks at most `timeout` in all. Errors are values
 // (runtime/errors.hpp): not_found, invalid_request, conflict,
 // unauthenticated, forbidden, rate_limited; unavailable when no node
-// answered; outcome_unknown when a submission was sent but not answered
-// in time (submit again with the same idempotency key to learn its fate).
-// A lost connection is reconnected with jittered backoff, the next address
-// after a failure, within the call's time. Thread-safe: calls may come from
+// answered; outcome_unknown when a submission may have been made but its
+// answer never came (submit again with the same idempotency key to learn
+// its fate). A lost connection, a node whose store is reconnecting and a
+// spent rate are retried with jittered backoff (a lost connection on the
+// next address) within the call's time. Thread-safe: calls may come from
 // several threads at once.
 
 #include "runtime/job_api.hpp"
@@ -97,7 +98,9 @@ public:
   caf::expected<std::vector<job_event>> events(const std::string& job_id);
 
   /// Asks for cancellation; the job as it is afterwards (running ones stop
-  /// cooperatively, then by force). errc::conflict if it already ended.
+  /// cooperatively, then by force). errc::conflict if it already ended --
+  /// unless an earlier attempt of this call may have acted unanswered and
+  /// the job is now cancelled: then the job is the answer.
   caf::expected<job_record> cancel(const std::string& job_id,
                                    const std::string& reason = {});
 
@@ -109,7 +112,8 @@ public:
   caf::expected<job_page> dead_letters(uint32_t limit = 100,
                                        const std::string& after = {});
   /// Runs a dead-lettered job again; errc::conflict if it is not in the
-  /// dead-letter queue.
+  /// dead-letter queue (unless an earlier attempt of this call may have
+  /// acted unanswered and the job has left it: then the job).
   caf::expected<job_record> retry(const std::string& job_id);
   /// Removes a job from the dead-letter queue for good (its history stays).
   caf::expected<job_record> purge(const std::string& job_id);

@@ -7,6 +7,17 @@
 #include "support/gateway_node.hpp"
 #include "support/http_client.hpp"
 #include "support/process.hpp"
+#include "support/test_db.hpp"
+
+#include "runtime/client_protocol.hpp"
+#include "runtime/errors.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -302,4 +313,72 @@ TEST_CASE("the admin port checks API keys, tenants and scopes as the HTTP "
   CHECK(all.body.find("\"job_id\"") == all.body.rfind("\"job_id\""));
   auto theirs = node.client(other.secret).get("/api/jobs");
   CHECK(theirs.body.find("\"job_id\"") == std::string::npos);
+}
+
+TEST_CASE("the admin port's door: subscribers hear only from a relay, foreign "
+          "subscribers are refused, and a killed door is put back",
+          "[droverctl][security]") {
+  ctl_node n;
+  caf::actor_system_config cfg;
+  drover::register_types(cfg);
+  cfg.load<caf::io::middleman>();
+  caf::actor_system sys{cfg};
+  auto door = drover::connect_client_door(
+      sys, "127.0.0.1", static_cast<uint16_t>(std::stoi(n.admin)), 10s);
+  REQUIRE(door);
+  caf::scoped_actor self{sys};
+  auto ask_job = [&](auto... xs) {
+    caf::expected<drover::job_record> r{caf::error{}};
+    self->request(*door, 10s, drover::client_atom::value, std::string{}, xs...)
+        .receive([&](drover::job_record& x) { r = std::move(x); },
+                 [&](caf::error& e) { r = std::move(e); });
+    return r;
+  };
+  drover::submit_request req;
+  req.type = "sleep";
+  req.input = R"({"ms": 1500, "steps": 10})";
+  auto job = ask_job(drover::submit_atom::value, req);
+  REQUIRE(job);
+  // A subscriber that is not the asking client's own actor is refused:
+  // here, the coordinator's own door.
+  auto foreign = ask_job(drover::subscribe_atom::value, job->job_id,
+                         caf::actor_cast<caf::actor>(*door));
+  REQUIRE_FALSE(foreign);
+  CHECK(drover::is(foreign.error(), drover::errc::forbidden));
+  // Subscribed: progress arrives from a relay, which ignores what the
+  // client sends it (here: asking for every tenant's finals).
+  REQUIRE(
+      ask_job(drover::subscribe_atom::value, job->job_id, caf::actor{self}));
+  caf::strong_actor_ptr from;
+  self->receive([&](drover::progress_atom, drover::progress_update&) {
+    from = self->current_sender();
+  });
+  REQUIRE(from);
+  self->send(caf::actor_cast<caf::actor>(from),
+             drover::watch_finals_atom::value, caf::actor{self});
+  req.input = R"({"ms": 1})";
+  auto other = ask_job(drover::submit_atom::value, req);
+  REQUIRE(other);
+  bool own_final = false;
+  bool others_final = false;
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!own_final && std::chrono::steady_clock::now() < deadline)
+    self->receive(
+        [&](drover::final_atom, drover::job_record& r) {
+          own_final |= r.job_id == job->job_id;
+          others_final |= r.job_id == other->job_id;
+        },
+        [](drover::progress_atom, drover::progress_update&) {},
+        [](drover::changed_atom, std::string&) {}, caf::after(1s) >> [] {});
+  CHECK(own_final);
+  CHECK_FALSE(others_final); // never subscribed to it: nothing came
+  // Anyone who reaches the port can kill the door (CAF lets no actor
+  // refuse exit_reason::kill): the node puts a new one on the same port.
+  caf::anon_send_exit(*door, caf::exit_reason::kill);
+  CHECK(poll_until(
+      [&] {
+        return n.ctl({"get", other->job_id}).first == 0;
+      },
+      20s));
+  CHECK_THAT(n.node.log(), Catch::Contains("a new one serves the same port"));
 }
