@@ -47,13 +47,15 @@ caf::error admin_door::reopen(caf::actor_system& sys) {
   sys.middleman().unpublish(door_, port_);
   auto err = publish(sys, port_);
   if (err)
-    log::error("admin", "the admin port's door stopped and could not be "
-                        "put back; droverctl and clients cannot reach this "
-                        "node",
+    log::error("admin",
+               "the admin port's door stopped and could not be "
+               "put back; droverctl and clients cannot reach this "
+               "node",
                {{"error", describe(err)}});
   else
-    log::warn("admin", "the admin port's door stopped (killed by a client?); "
-                       "a new one serves the same port",
+    log::warn("admin",
+              "the admin port's door stopped (killed by a client?); "
+              "a new one serves the same port",
               {{"port", port_}});
   return err;
 }

@@ -23,8 +23,7 @@ public:
   /// Publishes a door in front of `api` on --admin-host:--admin-port.
   /// errc::bad_config for bad keys; errc::unavailable if it cannot listen.
   static caf::expected<admin_door> open(caf::actor_system& sys,
-                                        const node_config& cfg,
-                                        caf::actor api);
+                                        const node_config& cfg, caf::actor api);
 
   uint16_t port() const {
     return port_;

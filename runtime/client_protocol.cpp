@@ -20,14 +20,13 @@ connect_client_door(caf::actor_system& sys, const std::string& host,
     return make_error(errc::unavailable, "no time left to connect");
   caf::expected<client_door_actor> result{caf::error{}};
   caf::scoped_actor self{sys};
-  self
-      ->request(sys.middleman().actor_handle(), timeout,
+  self->request(sys.middleman().actor_handle(), timeout,
                 caf::connect_atom::value, host, port)
       .receive(
           [&](caf::node_id&, caf::strong_actor_ptr& ptr,
               std::set<std::string>& published) {
-            auto want
-                = sys.message_types(caf::detail::type_list<client_door_actor>{});
+            auto want = sys.message_types(
+                caf::detail::type_list<client_door_actor>{});
             if (!ptr)
               result = make_error(errc::unavailable, "no actor published");
             else if (!std::includes(published.begin(), published.end(),
@@ -39,10 +38,10 @@ connect_client_door(caf::actor_system& sys, const std::string& host,
               result = caf::actor_cast<client_door_actor>(std::move(ptr));
           },
           [&](caf::error& err) {
-            result = make_error(errc::unavailable,
-                                "cannot reach " + host + ':'
-                                    + std::to_string(port) + ": "
-                                    + sys.render(err));
+            result
+                = make_error(errc::unavailable, "cannot reach " + host + ':'
+                                                    + std::to_string(port)
+                                                    + ": " + sys.render(err));
           });
   return result;
 }
