@@ -320,7 +320,7 @@ TEST_CASE("a job is acknowledged, runs on a worker and completes",
   CHECK(s.idle_workers == 1);
 }
 
-TEST_CASE("a type only worker nodes run is accepted and waits; local "
+TEST_CASE("a type only worker nodes run is accepted and waits, while local "
           "workers run the others",
           "[lifecycle]") {
   fixture fx;

@@ -88,9 +88,10 @@ TEST_CASE("client: a wait outlives its coordinator's kill -9 and restart, "
   CHECK(rest == std::vector<uint64_t>{seen.size() - 1, seen.size()});
 }
 
-TEST_CASE("client: an unanswered submission is outcome_unknown with its key; "
-          "sent again with it, it makes one job",
-          "[client]") {
+TEST_CASE(
+    "client: an unanswered submission is outcome_unknown with its key, and "
+    "sent again with it, it makes one job",
+    "[client]") {
   auto port = free_port();
   process node{{DROVER_NODE_BIN, "--node-id", "paused", "--admin-port",
                 std::to_string(port), "--http-port", "0"}};
