@@ -73,54 +73,12 @@
 namespace {
 
 using drover::node::check_port;
+using drover::node::coordinator_claim;
+using drover::node::deposed_exit;
 using drover::node::exec_development_mode;
 using drover::node::exec_policy_of;
 using drover::node::gateway_config_of;
 using drover::node::has_role;
-
-/// The coordinator's hold on its database (store postgres): the partition
-/// leases, renewed by `keeper` from start-up until the tree has stopped.
-/// Released on every way out of run() (orderly or not); a write or a
-/// renewal that finds them taken over ends the process (exit 3).
-struct coordinator_claim {
-  std::unique_ptr<drover::pg::lease_keeper> keeper;
-  std::shared_ptr<const drover::pg::write_fence> fence;
-  /// Set while releasing: the store's last writes, refused by the fence
-  /// then, are no takeover.
-  std::shared_ptr<std::atomic<bool>> leaving
-      = std::make_shared<std::atomic<bool>>(false);
-
-  void release() {
-    if (!keeper)
-      return;
-    leaving->store(true);
-    if (auto err = keeper->stop_and_release())
-      drover::log::warn("node",
-                        "could not release the partition leases (they "
-                        "expire by themselves)",
-                        {{"error", drover::describe(err)}});
-    keeper.reset();
-  }
-  ~coordinator_claim() {
-    release();
-  }
-};
-
-/// Ends the process when another coordinator has taken the leases: this
-/// one must neither write nor dispatch any more.
-std::function<void(const std::string&)>
-deposed_exit(std::shared_ptr<std::atomic<bool>> leaving) {
-  return [leaving](const std::string& why) {
-    if (leaving->load())
-      return;
-    drover::log::error("node",
-                       "deposed: another coordinator took over this "
-                       "database's partition leases; stopping at once "
-                       "(exit 3)",
-                       {{"reason", why}});
-    std::_Exit(3);
-  };
-}
 
 /// The node's supervision tree, by role: a coordinator's job system (with
 /// its own workers when it has the worker role) and webhook dispatcher, or
@@ -258,21 +216,9 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
       return drover::is(err, drover::errc::bad_config) ? 2 : 1;
     }
   coordinator_claim claim;
-  if (roles.coordinator && cfg.store == "postgres") {
-    auto claimed = drover::node::claim_leases(cfg, signals);
-    if (auto* code = std::get_if<int>(&claimed))
+  if (roles.coordinator && cfg.store == "postgres")
+    if (auto code = drover::node::hold_leases(cfg, signals, claim))
       return *code;
-    auto grant = std::get<drover::pg::lease_grant>(std::move(claimed));
-    claim.fence = grant.fence(cfg.lease_ttl);
-    drover::pg::lease_keeper::config kc;
-    kc.conninfo = cfg.pg_url;
-    kc.grant = std::move(grant);
-    kc.ttl = cfg.lease_ttl;
-    kc.interval = cfg.lease_renew_interval;
-    kc.deposed = deposed_exit(claim.leaving);
-    kc.log = [](const std::string& line) { drover::log::warn("leases", line); };
-    claim.keeper = std::make_unique<drover::pg::lease_keeper>(std::move(kc));
-  }
   auto worker = std::make_shared<drover::node::worker_shared>();
   auto tree = node_tree(cfg, program, handles, claim, worker);
   if (!tree) {

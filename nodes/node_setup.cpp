@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <arpa/inet.h>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <netdb.h>
@@ -197,6 +198,49 @@ std::variant<pg::lease_grant, int> claim_leases(const node_config& cfg,
               "renewing the partition leases",
               {{"epoch", grant->epochs.empty() ? 0 : grant->epochs[0]}});
   return std::move(*grant);
+}
+
+void coordinator_claim::release() {
+  if (!keeper)
+    return;
+  leaving->store(true);
+  if (auto err = keeper->stop_and_release())
+    log::warn("node",
+              "could not release the partition leases (they expire by "
+              "themselves)",
+              {{"error", describe(err)}});
+  keeper.reset();
+}
+
+std::function<void(const std::string&)>
+deposed_exit(std::shared_ptr<std::atomic<bool>> leaving) {
+  return [leaving](const std::string& why) {
+    if (leaving->load())
+      return;
+    log::error("node",
+               "deposed: another coordinator took over this database's "
+               "partition leases; stopping at once (exit 3)",
+               {{"reason", why}});
+    std::_Exit(3);
+  };
+}
+
+std::optional<int> hold_leases(const node_config& cfg, const sigset_t& signals,
+                               coordinator_claim& claim) {
+  auto claimed = claim_leases(cfg, signals);
+  if (auto* code = std::get_if<int>(&claimed))
+    return *code;
+  auto grant = std::get<pg::lease_grant>(std::move(claimed));
+  claim.fence = grant.fence(cfg.lease_ttl);
+  pg::lease_keeper::config kc;
+  kc.conninfo = cfg.pg_url;
+  kc.grant = std::move(grant);
+  kc.ttl = cfg.lease_ttl;
+  kc.interval = cfg.lease_renew_interval;
+  kc.deposed = deposed_exit(claim.leaving);
+  kc.log = [](const std::string& line) { log::warn("leases", line); };
+  claim.keeper = std::make_unique<pg::lease_keeper>(std::move(kc));
+  return std::nullopt;
 }
 
 } // namespace drover::node

@@ -12,8 +12,12 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include <atomic>
 #include <csignal>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -47,5 +51,34 @@ caf::error check_port(const std::string& host, uint16_t port,
 /// coordinator holds them).
 std::variant<pg::lease_grant, int> claim_leases(const node_config& cfg,
                                                 const sigset_t& signals);
+
+/// The coordinator's hold on its database (store postgres): the partition
+/// leases, renewed by `keeper` from start-up until the tree has stopped.
+/// Released on every way out of run() (orderly or not); a write or a
+/// renewal that finds them taken over ends the process (exit 3).
+struct coordinator_claim {
+  std::unique_ptr<pg::lease_keeper> keeper;
+  std::shared_ptr<const pg::write_fence> fence;
+  /// Set while releasing: the store's last writes, refused by the fence
+  /// then, are no takeover.
+  std::shared_ptr<std::atomic<bool>> leaving
+      = std::make_shared<std::atomic<bool>>(false);
+
+  /// Stops renewing and releases the leases; logs a failure.
+  void release();
+  ~coordinator_claim() {
+    release();
+  }
+};
+
+/// Ends the process when another coordinator has taken the leases: this
+/// one must neither write nor dispatch any more (exit 3, at once).
+std::function<void(const std::string&)>
+deposed_exit(std::shared_ptr<std::atomic<bool>> leaving);
+
+/// Takes the leases (claim_leases) and starts renewing them into `claim`;
+/// the code to exit with if the node must not go on.
+std::optional<int> hold_leases(const node_config& cfg, const sigset_t& signals,
+                               coordinator_claim& claim);
 
 } // namespace drover::node
