@@ -8,6 +8,7 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/exit_reason.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/sec.hpp>
@@ -24,9 +25,15 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-/// A failure of the connection (CAF's own errors), not an answer.
+/// A failure of the connection, not an answer: CAF's own errors
+/// ("system": timeouts, lost connections) and exit reasons ("exit": a
+/// request whose receiver became unreachable, e.g. a coordinator killed
+/// while it was pending).
 bool transport_failure(const caf::error& err) {
-  return err.category() == caf::atom("system");
+  static const auto exit_category
+      = caf::make_error(caf::exit_reason::unreachable).category();
+  return err.category() == caf::atom("system")
+         || err.category() == exit_category;
 }
 
 /// Worth trying again: the connection failed, or the node said it cannot
@@ -448,7 +455,28 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
               if (dm.source == d->address())
                 lost = true;
             },
-            caf::after(budget) >> [] {});
+            // Quiet for a second: the job is read again, so a final record
+            // or a lost connection that sent no message is noticed anyway.
+            caf::after(std::min(budget, std::chrono::milliseconds{1000})) >>
+                [&] {
+                  caf::expected<job_record> now{caf::error{}};
+                  self->request(*d,
+                                std::min(left(until),
+                                         std::chrono::milliseconds{5000}),
+                                client_atom::value, key, get_atom::value,
+                                job_id)
+                      .receive([&](job_record& r) { now = std::move(r); },
+                               [&](caf::error& err) { now = std::move(err); });
+                  if (!now) {
+                    fail(std::move(now.error()));
+                  } else if (is_terminal(now->status)) {
+                    if (auto err = catch_up(*d))
+                      fail(std::move(err));
+                    else
+                      final = std::move(now);
+                    done = true;
+                  }
+                });
       }
       self->demonitor(d->address());
       if (fatal) {
