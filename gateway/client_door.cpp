@@ -161,6 +161,30 @@ void act_then_show(self_ptr self, door_ptr d,
           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
+/// A dead-letter-queue operation on one job (retry: redrive_atom, purge:
+/// purge_atom), answered with the job afterwards; errc::conflict unless the
+/// job is in the DLQ (as over HTTP).
+template <class Atom>
+caf::typed_response_promise<job_record> dlq_action(self_ptr self, door_ptr d,
+                                                   const std::string& key,
+                                                   std::string id, Atom op) {
+  auto rp = self->make_response_promise<job_record>();
+  auto who = d->admit(key, http::scope_submit);
+  if (!who) {
+    rp.deliver(std::move(who.error()));
+    return rp;
+  }
+  with_job(self, d, rp, *who, id, [self, d, rp, id, op](job_record& j) mutable {
+    if (!j.dead_lettered) {
+      rp.deliver(make_error(
+          errc::conflict, "job '" + id + "' is not in the dead-letter queue"));
+      return;
+    }
+    act_then_show(self, d, rp, id, op, id);
+  });
+  return rp;
+}
+
 /// Forwards `xs...` to the node API once `key` may do `need`.
 template <class Result, class... Ts>
 caf::typed_response_promise<Result>
@@ -336,42 +360,10 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
         },
         [self, d](client_atom, std::string& key, redrive_atom,
                   std::string& id) {
-          auto rp = self->make_response_promise<job_record>();
-          auto who = d->admit(key, http::scope_submit);
-          if (!who) {
-            rp.deliver(std::move(who.error()));
-            return rp;
-          }
-          with_job(self, d, rp, *who, id,
-                   [self, d, rp, id](job_record& j) mutable {
-                     if (!j.dead_lettered) {
-                       rp.deliver(make_error(
-                           errc::conflict,
-                           "job '" + id + "' is not in the dead-letter queue"));
-                       return;
-                     }
-                     act_then_show(self, d, rp, id, redrive_atom::value, id);
-                   });
-          return rp;
+          return dlq_action(self, d, key, std::move(id), redrive_atom::value);
         },
         [self, d](client_atom, std::string& key, purge_atom, std::string& id) {
-          auto rp = self->make_response_promise<job_record>();
-          auto who = d->admit(key, http::scope_submit);
-          if (!who) {
-            rp.deliver(std::move(who.error()));
-            return rp;
-          }
-          with_job(self, d, rp, *who, id,
-                   [self, d, rp, id](job_record& j) mutable {
-                     if (!j.dead_lettered) {
-                       rp.deliver(make_error(
-                           errc::conflict,
-                           "job '" + id + "' is not in the dead-letter queue"));
-                       return;
-                     }
-                     act_then_show(self, d, rp, id, purge_atom::value, id);
-                   });
-          return rp;
+          return dlq_action(self, d, key, std::move(id), purge_atom::value);
         },
         [self, d](client_atom, std::string& key, purge_atom, all_atom all) {
           // Every tenant's dead-letter queue: admin only, as over HTTP.

@@ -60,10 +60,20 @@ struct ctl_node {
   }
 };
 
+/// In a forked child: execs droverctl with `args` (never returns).
+[[noreturn]] void exec_droverctl(std::vector<std::string> args) {
+  args.insert(args.begin(), DROVER_CTL_BIN);
+  std::vector<char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  execv(argv[0], argv.data());
+  _exit(127);
+}
+
 /// stdout only: droverctl's --json answer (progress and errors go to
 /// stderr).
 std::string stdout_of(std::vector<std::string> args) {
-  args.insert(args.begin(), DROVER_CTL_BIN);
   int out[2];
   REQUIRE(pipe(out) == 0);
   auto pid = fork();
@@ -72,12 +82,7 @@ std::string stdout_of(std::vector<std::string> args) {
     dup2(out[1], STDOUT_FILENO);
     int null = open("/dev/null", O_WRONLY);
     dup2(null, STDERR_FILENO);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
+    exec_droverctl(std::move(args));
   }
   close(out[1]);
   std::string text;
@@ -200,16 +205,8 @@ TEST_CASE("droverctl watch: plain lines on a pipe, a bar on a terminal, "
     int master = -1;
     auto pid = forkpty(&master, nullptr, nullptr, nullptr);
     REQUIRE(pid >= 0);
-    if (pid == 0) {
-      std::vector<std::string> args{DROVER_CTL_BIN, "watch", id, "--port",
-                                    n.admin};
-      std::vector<char*> argv;
-      for (auto& a : args)
-        argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+    if (pid == 0)
+      exec_droverctl({"watch", id, "--port", n.admin});
     std::string out;
     char buf[4096];
     for (;;) {
