@@ -47,6 +47,8 @@ struct ready_entry {
   std::string job_id;
   /// ready-since + priority * aging interval, Unix ms: smaller runs first.
   int64_t key;
+  /// Its tenant (admission_control::tenant).
+  uint32_t tenant = 0;
 };
 
 using priority_queues = std::array<std::deque<ready_entry>, 3>;
@@ -65,6 +67,8 @@ struct delayed_entry {
   std::string resource_class;
   priority prio;
   std::string type;
+  /// Its tenant (admission_control::tenant).
+  uint32_t tenant = 0;
 
   bool operator<(const delayed_entry& other) const {
     return std::tie(due_ms, job_id) < std::tie(other.due_ms, other.job_id);
@@ -124,6 +128,11 @@ struct queue_state {
   std::mt19937_64 rng;
   job_id_generator ids{1};
   partition_picker partitions;
+  /// What may be submitted (runtime/admission.hpp): counts every waiting
+  /// entry and every submission in flight to the store.
+  admission_control admission;
+  /// When a refusal was last logged (Unix ms).
+  int64_t refusal_logged_ms = 0;
   /// What a local worker runs (worker_info::types): every type, unless
   /// the handlers declare remote types; then the types with a function.
   std::vector<std::string> local_types;
@@ -171,16 +180,23 @@ void note_entry(queue_state& st, const std::string& job_id) {
     st.entered_early.insert(job_id);
 }
 
+/// A waiting entry of `job_id` left the queue (admission counts).
+void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id) {
+  st.admission.left(tenant, partition_of_id(job_id));
+}
+
 void push_ready(self_ptr self, std::string job_id, priority prio,
                 const std::string& cls, const std::string& type,
-                int64_t ready_since_ms = 0) {
-  note_entry(self->state, job_id);
-  auto& q = self->state.classes[cls];
+                uint32_t tenant, int64_t ready_since_ms = 0) {
+  auto& st = self->state;
+  note_entry(st, job_id);
+  st.admission.entered(tenant, partition_of_id(job_id));
+  auto& q = st.classes[cls];
   auto i = prio_index(prio);
   auto since = ready_since_ms > 0 ? ready_since_ms : now_ms(self);
   auto& dq = q.by_type[type][i];
   ready_entry entry{std::move(job_id),
-                    since + static_cast<int64_t>(i) * aging_ms(self)};
+                    since + static_cast<int64_t>(i) * aging_ms(self), tenant};
   // Keys are non-decreasing within a FIFO except for recovered jobs, which
   // go where their age puts them.
   if (dq.empty() || dq.back().key <= entry.key)
@@ -198,7 +214,8 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
 void push_ready(self_ptr self, const job_record& rec,
                 int64_t ready_since_ms = 0) {
   push_ready(self, rec.job_id, rec.spec.prio, resource_class_of(rec.spec),
-             rec.spec.type, ready_since_ms);
+             rec.spec.type, self->state.admission.tenant(rec.spec.tenant),
+             ready_since_ms);
 }
 
 /// Picks the ready entry with the smallest key (see the aging rule) among
@@ -233,6 +250,41 @@ bool pop_next(class_queues& q, const std::vector<std::string>& types,
   prio_out = best;
   return true;
 }
+
+/// Admission of one submission (runtime/admission.hpp). Refusals are
+/// logged at most once per 10 s: an overload must not flood the log.
+caf::expected<admission_control::ticket>
+admit(self_ptr self, const job_spec& spec, int32_t partition) {
+  auto& st = self->state;
+  auto t = st.admission.admit(spec, partition);
+  if (!t) {
+    auto now = now_ms(self);
+    if (now - st.refusal_logged_ms >= 10000) {
+      st.refusal_logged_ms = now;
+      log::warn("queue", "admission: refusing submissions",
+                {{"reason", describe(t.error())},
+                 {"refused_so_far", st.admission.refused()},
+                 {"waiting", st.admission.waiting()},
+                 {"in_flight", st.admission.in_flight()}});
+    }
+  }
+  return t;
+}
+
+/// The admission tickets of one batch, given back together.
+struct tickets_held {
+  explicit tickets_held(self_ptr s) : self(s) {}
+  void add(admission_control::ticket t) {
+    held.push_back(t);
+  }
+  void settle() {
+    for (auto& t : held)
+      self->state.admission.settled(t);
+    held.clear();
+  }
+  self_ptr self;
+  std::vector<admission_control::ticket> held;
+};
 
 /// Spawns the job supervisor of `job_id` on `worker`; `adopt_attempt` != 0
 /// takes over that running attempt instead of starting one.
@@ -302,6 +354,7 @@ void dispatch(self_ptr self, const std::string& cls) {
       ++w;
       continue;
     }
+    left_queue(st, entry.tenant, entry.job_id);
     if (st.running.count(entry.job_id) > 0) {
       // A second entry for a job that runs (recovery raced its submit, or
       // a reconcile raced its timer): its supervisor owns it. A second
@@ -340,6 +393,7 @@ void arm_timer(self_ptr self) {
 
 void push_delayed(self_ptr self, delayed_entry entry) {
   note_entry(self->state, entry.job_id);
+  self->state.admission.entered(entry.tenant, partition_of_id(entry.job_id));
   self->state.delayed.insert(std::move(entry));
   arm_timer(self);
 }
@@ -355,6 +409,7 @@ void on_due(self_ptr self) {
   while (!st.delayed.empty() && st.delayed.begin()->due_ms <= now) {
     auto entry = *st.delayed.begin();
     st.delayed.erase(st.delayed.begin());
+    left_queue(st, entry.tenant, entry.job_id);
     job_event ev;
     ev.job_id = entry.job_id;
     ev.kind = event_kind::queued;
@@ -364,7 +419,7 @@ void on_due(self_ptr self) {
         .then(
             [self, entry](ok_atom) {
               push_ready(self, entry.job_id, entry.prio, entry.resource_class,
-                         entry.type);
+                         entry.type, entry.tenant);
             },
             [self, entry](caf::error& err) {
               // Cancelled while it waited, or the store is unavailable: the
@@ -390,11 +445,13 @@ void enqueue(self_ptr self, const job_record& rec) {
       break;
     case job_status::scheduled:
       push_delayed(self, {rec.spec.run_at_ms, rec.job_id, cls, rec.spec.prio,
-                          rec.spec.type});
+                          rec.spec.type,
+                          self->state.admission.tenant(rec.spec.tenant)});
       break;
     case job_status::retrying:
       push_delayed(self, {rec.retry_at_ms, rec.job_id, cls, rec.spec.prio,
-                          rec.spec.type});
+                          rec.spec.type,
+                          self->state.admission.tenant(rec.spec.tenant)});
       break;
     default:
       break;
@@ -411,12 +468,14 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
           return e.job_id == job_id;
         });
         if (i != dq.end()) {
+          left_queue(st, i->tenant, i->job_id);
           dq.erase(i);
           return true;
         }
       }
   for (auto i = st.delayed.begin(); i != st.delayed.end(); ++i)
     if (i->job_id == job_id) {
+      left_queue(st, i->tenant, i->job_id);
       st.delayed.erase(i);
       arm_timer(self);
       return true;
@@ -525,7 +584,8 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
               ++self->state.stats.retried;
               push_delayed(self,
                            {retry_at, rec.job_id, resource_class_of(rec.spec),
-                            rec.spec.prio, rec.spec.type});
+                            rec.spec.prio, rec.spec.type,
+                            self->state.admission.tenant(rec.spec.tenant)});
               return;
             }
             ++self->state.stats.failed;
@@ -607,7 +667,7 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
               st.classes[entry.resource_class].idle_workers.push_back(
                   entry.worker);
               push_ready(self, rec.job_id, rec.spec.prio, entry.resource_class,
-                         rec.spec.type);
+                         rec.spec.type, st.admission.tenant(rec.spec.tenant));
               return;
             }
             if (rec.status != job_status::processing)
@@ -922,6 +982,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.rng.seed(seed);
   st.ids = job_id_generator{st.rng()};
   st.partitions = partition_picker{st.opts.partitions, st.opts.partition_count};
+  st.admission = admission_control{st.opts.admission};
   st.stats.since_ms = st.opts.clock_ms();
   self->set_error_handler(
       [](caf::error& err) { log_failure("unexpected error message", err); });
@@ -976,10 +1037,13 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto spec = prepare_spec(req, *st.deps.handlers, st.opts.limits, now);
         if (!spec)
           return std::move(spec.error());
+        auto partition = st.partitions.of(spec->tenant, spec->idempotency_key,
+                                          st.partitions.next_keyless());
+        auto ticket = admit(self, *spec, partition);
+        if (!ticket)
+          return std::move(ticket.error());
         job_event ev;
-        ev.job_id = st.ids.next(
-            now, st.partitions.of(spec->tenant, spec->idempotency_key,
-                                  st.partitions.next_keyless()));
+        ev.job_id = st.ids.next(now, partition);
         ev.kind = event_kind::submitted;
         ev.at_ms = now;
         ev.spec = std::move(*spec);
@@ -988,13 +1052,17 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         self->request(st.deps.store, store_timeout, submit_atom::value,
                       std::move(ev))
             .then(
-                [self, rp, id](job_record& rec) mutable {
+                [self, rp, id, t = *ticket](job_record& rec) mutable {
+                  self->state.admission.settled(t);
                   // Another id means an idempotent duplicate: nothing to queue.
                   if (rec.job_id == id)
                     enqueue(self, rec);
                   rp.deliver(std::move(rec));
                 },
-                [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+                [self, rp, t = *ticket](caf::error& err) mutable {
+                  self->state.admission.settled(t);
+                  rp.deliver(std::move(err));
+                });
         return rp;
       },
       [self](submit_atom, std::vector<submit_request>& reqs)
@@ -1005,12 +1073,26 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto answers = std::make_shared<std::vector<job_record>>(reqs.size());
         std::vector<size_t> slots; // answer index of each event sent
         std::vector<job_event> events;
+        auto tickets = std::make_shared<tickets_held>(self);
         auto keyless = st.partitions.next_keyless();
         for (size_t i = 0; i < reqs.size(); ++i) {
           auto spec
               = prepare_spec(reqs[i], *st.deps.handlers, st.opts.limits, now);
-          if (!spec) {
-            auto& err = spec.error();
+          auto partition = spec ? st.partitions.of(
+                               spec->tenant, spec->idempotency_key, keyless)
+                                : 0;
+          auto ticket = spec ? admit(self, *spec, partition)
+                             : caf::expected<admission_control::ticket>{
+                                 std::move(spec.error())};
+          if (!ticket) {
+            auto& err = ticket.error();
+            // The node's bounds refuse the whole batch: nothing is created
+            // (a client retries it as one). A tenant's cap or an invalid
+            // item refuses that item.
+            if (is(err, errc::unavailable)) {
+              tickets->settle();
+              return std::move(err);
+            }
             auto& a = (*answers)[i];
             a.error.code = err.category() == errc_category
                                ? to_string(static_cast<errc>(err.code()))
@@ -1020,10 +1102,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
               a.error.message = err.context().get_as<std::string>(0);
             continue;
           }
+          tickets->add(*ticket);
           job_event ev;
-          ev.job_id = st.ids.next(
-              now,
-              st.partitions.of(spec->tenant, spec->idempotency_key, keyless));
+          ev.job_id = st.ids.next(now, partition);
           ev.kind = event_kind::submitted;
           ev.at_ms = now;
           ev.spec = std::move(*spec);
@@ -1039,8 +1120,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         self->request(st.deps.store, store_timeout, submit_atom::value,
                       std::move(events))
             .then(
-                [self, rp, answers, ids,
-                 slots](std::vector<job_record>& recs) mutable {
+                [self, rp, answers, ids, slots,
+                 tickets](std::vector<job_record>& recs) mutable {
+                  tickets->settle();
                   for (size_t k = 0; k < recs.size() && k < slots.size(); ++k) {
                     // Another id means an idempotent duplicate: nothing to
                     // queue.
@@ -1050,7 +1132,10 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
                   }
                   rp.deliver(std::move(*answers));
                 },
-                [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+                [rp, tickets](caf::error& err) mutable {
+                  tickets->settle();
+                  rp.deliver(std::move(err));
+                });
         return rp;
       },
       [self](cancel_atom, const std::string& job_id) -> caf::result<ok_atom> {
@@ -1094,6 +1179,10 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         }
         s.delayed = st.delayed.size();
         s.running = st.running.size();
+        s.admission_in_flight = st.admission.in_flight();
+        s.admission_memory_bytes = st.admission.memory_bytes();
+        s.admission_memory_limit_bytes = st.admission.limits().memory_bytes;
+        s.admission_refused = st.admission.refused();
         return s;
       },
       [self](nodes_atom, const std::string& cls,

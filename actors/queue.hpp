@@ -65,6 +65,7 @@
 
 #include "actors/progress_publisher.hpp"
 #include "actors/store.hpp"
+#include "runtime/admission.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/job_api.hpp"
 #include "runtime/submit.hpp"
@@ -133,6 +134,8 @@ struct queue_options {
   /// owns its partitions (pg::lease_keeper::freshness). Dispatch then
   /// waits, checking again every 100 ms. Empty = always true.
   std::function<bool()> may_dispatch;
+  /// What submissions are refused (runtime/admission.hpp); none by default.
+  admission_limits admission;
 };
 
 struct queue_deps {

@@ -2,6 +2,7 @@
 
 #include "gateway/browser_policy.hpp"
 #include "gateway/http_api.hpp"
+#include "gateway/metrics.hpp"
 #include "gateway/stream_token.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/errors.hpp"
@@ -239,7 +240,9 @@ private:
   void fail(const ex_ptr& ex, const caf::error& err) {
     auto st = classify(err);
     header_list headers;
-    if (st.status == 503)
+    // Overload (503) and a tenant over its cap of waiting jobs (429): the
+    // client may try again, not at once.
+    if (st.status == 503 || st.status == 429)
       headers.emplace_back("Retry-After", "1");
     fail(ex, st.status, st.code, context_of(err), std::move(headers));
   }
@@ -313,7 +316,8 @@ private:
         return not_allowed(ex, "GET");
       return readyz(ex);
     }
-    if (p.empty() || p[0] != "api")
+    // /metrics (Prometheus) is authenticated like /api: admin scope.
+    if (p.empty() || (p[0] != "api" && !(p.size() == 1 && p[0] == "metrics")))
       return fail(ex, 404, "not_found", "no such endpoint");
     // Everything under /api needs a principal: an API key, or a stream
     // token on the two stream endpoints.
@@ -473,6 +477,11 @@ private:
     auto method = ex->req().method();
     auto& p = t.path;
     auto n = p.size();
+    if (n == 1 && p[0] == "metrics") {
+      if (method != verb::get)
+        return not_allowed(ex, "GET");
+      return require(ex, who, scope_admin) ? metrics(ex) : void();
+    }
     if (n == 2 && p[1] == "ws") {
       if (!ex->wants_websocket())
         return fail(ex, 400, "bad_request", "expected a WebSocket upgrade");
@@ -690,10 +699,13 @@ private:
             auto code = rec.error.code == "conflict"
                             ? std::string{"idempotency_conflict"}
                             : rec.error.code;
+            // A tenant over its cap of waiting jobs (admission control)
+            // keeps its code: the client should retry that item later.
             auto status = code == "idempotency_conflict" ? 422u
                           : code == "too_large"          ? 413u
+                          : code == "rate_limited"       ? 429u
                                                          : 400u;
-            if (code != "idempotency_conflict" && code != "too_large")
+            if (status == 400)
               code = "invalid_request";
             out = item_error_json(code, rec.error.message, status);
           }
@@ -913,6 +925,17 @@ private:
             self->last_stats_at_ = now;
           }
           self->reply(ex, 200, queues_json(s, rates));
+        },
+        stats_atom::value);
+  }
+
+  void metrics(const ex_ptr& ex) {
+    auto self = shared_from_this();
+    ask<queue_stats>(
+        ex,
+        [self, ex](queue_stats& s) {
+          self->reply(ex, 200, metrics_text(s, read_process_figures()),
+                      {{"Content-Type", metrics_content_type}});
         },
         stats_atom::value);
   }

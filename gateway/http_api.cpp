@@ -841,6 +841,19 @@ std::string queues_json(const queue_stats& s,
       .num(static_cast<int64_t>(s.retried))
       .key("counters_since")
       .time(s.since_ms)
+      .key("admission")
+      .open_object()
+      .key("in_flight")
+      .num(static_cast<int64_t>(s.admission_in_flight))
+      .key("queued_memory_bytes")
+      .num(static_cast<int64_t>(s.admission_memory_bytes))
+      .key("queued_memory_limit_bytes");
+  s.admission_memory_limit_bytes == 0
+      ? w.null()
+      : w.num(static_cast<int64_t>(s.admission_memory_limit_bytes));
+  w.key("refused_total")
+      .num(static_cast<int64_t>(s.admission_refused))
+      .close_object()
       .close_object();
   return w.take();
 }

@@ -152,6 +152,14 @@ std::string queues_text(const queue_stats& s) {
          + std::to_string(s.completed) + ", failed " + std::to_string(s.failed)
          + ", cancelled " + std::to_string(s.cancelled) + ", retried "
          + std::to_string(s.retried) + '\n';
+  out += "admission: " + std::to_string(s.admission_in_flight)
+         + " submissions in flight, queued work ~"
+         + std::to_string(s.admission_memory_bytes / 1024) + " KiB of "
+         + (s.admission_memory_limit_bytes == 0
+                ? std::string{"no bound"}
+                : std::to_string(s.admission_memory_limit_bytes / 1024)
+                      + " KiB")
+         + ", refused " + std::to_string(s.admission_refused) + '\n';
   return out;
 }
 

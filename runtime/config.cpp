@@ -1,5 +1,6 @@
 #include "runtime/config.hpp"
 
+#include "runtime/detail/config_admission.hpp"
 #include "runtime/detail/config_cluster.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/ip_address.hpp"
@@ -374,6 +375,8 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
           "gateway: lifetime of a minted stream token, 1 to 600 s");
   detail::cluster_raw cluster;
   general.add(detail::cluster_options(cluster, cfg));
+  detail::admission_raw admission;
+  general.add(detail::admission_options(admission));
   try {
     po::variables_map vm;
     // Command line first: Boost keeps the first value stored.
@@ -520,6 +523,9 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
       break;
     pos = comma + 1;
   }
+  // After the roles: the options are refused on nodes without a queue.
+  if (auto err = detail::apply_admission_options(admission, cfg))
+    return err;
   if (auto err = validate(cfg))
     return err;
   return result;

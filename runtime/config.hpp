@@ -7,6 +7,7 @@
 #include <caf/expected.hpp>
 #include <caf/fwd.hpp>
 
+#include "runtime/admission.hpp"
 #include "runtime/log.hpp"
 
 #include <chrono>
@@ -59,6 +60,11 @@ struct node_config {
   /// Coordinators: live jobs per recovery page (actors/queue.cpp), within
   /// [1, 100000].
   uint32_t recovery_page_jobs = 5000;
+  /// Coordinators: what submissions the queue refuses (runtime/admission.hpp,
+  /// docs/jobs.md "Admission control"). By default queued work is bounded
+  /// at 1 GiB (about 4 million waiting jobs) and the store's backlog at
+  /// 50,000 submissions; tenants and partitions have no cap.
+  admission_limits admission{0, {}, 0, uint64_t{1024} * 1024 * 1024, 50000};
   /// Largest accepted job input (JSON text).
   size_t max_input_bytes = 1024 * 1024;
   /// exec jobs: SIGTERM-to-SIGKILL grace on cancel or timeout.

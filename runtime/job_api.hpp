@@ -45,6 +45,13 @@ struct queue_stats {
   /// Unix ms since which the counters (dispatched, completed, failed,
   /// cancelled, retried) count: the queue's start. 0 = unknown.
   int64_t since_ms = 0;
+  /// Admission control (runtime/admission.hpp): submissions in flight to
+  /// the store, estimated bytes of queued work and its bound (0 = none),
+  /// submissions refused since the queue started.
+  uint64_t admission_in_flight = 0;
+  uint64_t admission_memory_bytes = 0;
+  uint64_t admission_memory_limit_bytes = 0;
+  uint64_t admission_refused = 0;
 };
 
 bool operator==(const job_query& x, const job_query& y);

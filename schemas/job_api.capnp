@@ -231,4 +231,17 @@ struct QueueStats {
   # cancelled, retried) started: the queue's start. They restart from 0
   # when the queue restarts (node restart, or a restart of its job system),
   # as Prometheus counters do; totals over all time come from the store.
+
+  admissionInFlight @11 :UInt64;
+  # Submissions sent to the store and not answered yet (admission control,
+  # docs/jobs.md).
+
+  admissionMemoryBytes @12 :UInt64;
+  # Estimated memory of queued work: waiting jobs and submissions in flight.
+
+  admissionMemoryLimitBytes @13 :UInt64;
+  # The node's bound on it; 0 = none.
+
+  admissionRefused @14 :UInt64;
+  # Submissions refused by admission control since the queue started.
 }

@@ -13,7 +13,7 @@ JOBS=${DROVER_JOBS:-$(nproc)}
 PACKAGES=(g++ cmake make pkgconf ccache libcaf-dev capnproto libcapnp-dev
   libpq-dev postgresql libboost-program-options-dev libboost-dev catch2
   libssl-dev openssl curl libspdlog-dev uidmap dpkg-dev file
-  chromium nodejs)
+  chromium nodejs python3 python3-prometheus-client)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -955,6 +955,10 @@ void write(schema::QueueStats::Builder out, const queue_stats& x) {
   out.setCancelled(x.cancelled);
   out.setRetried(x.retried);
   out.setSinceMs(x.since_ms);
+  out.setAdmissionInFlight(x.admission_in_flight);
+  out.setAdmissionMemoryBytes(x.admission_memory_bytes);
+  out.setAdmissionMemoryLimitBytes(x.admission_memory_limit_bytes);
+  out.setAdmissionRefused(x.admission_refused);
 }
 
 caf::error read(schema::QueueStats::Reader in, queue_stats& x, read_context&) {
@@ -972,6 +976,10 @@ caf::error read(schema::QueueStats::Reader in, queue_stats& x, read_context&) {
   x.retried = in.getRetried();
   x.since_ms = in.getSinceMs();
   DROVER_TRY(check_non_negative(x.since_ms, "QueueStats.sinceMs"));
+  x.admission_in_flight = in.getAdmissionInFlight();
+  x.admission_memory_bytes = in.getAdmissionMemoryBytes();
+  x.admission_memory_limit_bytes = in.getAdmissionMemoryLimitBytes();
+  x.admission_refused = in.getAdmissionRefused();
   return {};
 }
 

@@ -319,3 +319,40 @@ TEST_CASE("lease options are parsed and validated", "[config][lease]") {
              "less than half of lease-ttl-ms");
   expect_bad({"--lease-renew-interval-ms", "10"}, "at least 50");
 }
+
+TEST_CASE("admission options: defaults, values, and refusals", "[config]") {
+  auto d = parse({});
+  REQUIRE(d);
+  CHECK(d->config.admission.memory_bytes == uint64_t{1024} * 1024 * 1024);
+  CHECK(d->config.admission.store_backlog == 50000);
+  CHECK(d->config.admission.tenant_waiting == 0);
+  CHECK(d->config.admission.partition_waiting == 0);
+  auto r
+      = parse({"--admission-queue-memory-mb", "64", "--admission-store-backlog",
+               "0", "--admission-tenant-waiting", "1000",
+               "--admission-tenant-cap", "acme=5", "--admission-tenant-cap",
+               "free=0", "--admission-partition-waiting", "20000"});
+  REQUIRE(r);
+  const auto& a = r->config.admission;
+  CHECK(a.memory_bytes == uint64_t{64} * 1024 * 1024);
+  CHECK(a.store_backlog == 0);
+  CHECK(a.tenant_waiting == 1000);
+  CHECK(a.tenant_waiting_caps
+        == std::map<std::string, uint64_t>{{"acme", 5}, {"free", 0}});
+  CHECK(a.partition_waiting == 20000);
+  expect_bad({"--admission-tenant-cap", "acme"}, "tenant=N");
+  expect_bad({"--admission-tenant-cap", "=5"}, "tenant=N");
+  expect_bad({"--admission-tenant-cap", "acme=-1"}, "is not a count");
+  expect_bad({"--admission-tenant-cap", "acme=1e3"}, "is not a count");
+  expect_bad(
+      {"--admission-tenant-cap", "acme=1", "--admission-tenant-cap", "acme=2"},
+      "given twice");
+  expect_bad({"--admission-queue-memory-mb", "2000000"}, "within [0, 1048576]");
+  expect_bad({"--admission-queue-memory-mb", "-1"}, "within [0, 1048576]");
+  expect_bad({"--admission-tenant-waiting", "-5"}, "within [0, 1099511627776]");
+  expect_bad({"--admission-store-backlog", "99999999999999"},
+             "within [0, 1099511627776]");
+  expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:1",
+              "--admission-tenant-waiting", "10"},
+             "admission options are for coordinators");
+}

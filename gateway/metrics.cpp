@@ -1,0 +1,182 @@
+#include "gateway/metrics.hpp"
+
+#include <cstdio>
+#include <dirent.h>
+#include <fstream>
+#include <sstream>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace drover::http {
+
+namespace {
+
+/// One metric family: HELP, TYPE and its samples.
+class exposition {
+public:
+  void family(const char* name, const char* type, const char* help) {
+    out_ << "# HELP " << name << ' ' << help << '\n'
+         << "# TYPE " << name << ' ' << type << '\n';
+  }
+
+  void sample(const char* name, uint64_t value, const char* labels = nullptr) {
+    start(name, labels);
+    out_ << value << '\n';
+  }
+
+  /// Milliseconds are the finest unit here: three decimals.
+  void sample(const char* name, double value, const char* labels = nullptr) {
+    start(name, labels);
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.3f", value);
+    out_ << buf << '\n';
+  }
+
+  std::string take() {
+    return out_.str();
+  }
+
+private:
+  void start(const char* name, const char* labels) {
+    out_ << name;
+    if (labels != nullptr)
+      out_ << '{' << labels << '}';
+    out_ << ' ';
+  }
+
+  std::ostringstream out_;
+};
+
+constexpr const char* priority_labels[]
+    = {"priority=\"high\"", "priority=\"normal\"", "priority=\"low\""};
+
+uint64_t count_fds() {
+  uint64_t n = 0;
+  if (auto* d = opendir("/proc/self/fd")) {
+    while (auto* e = readdir(d))
+      if (e->d_name[0] != '.')
+        ++n;
+    closedir(d);
+    if (n > 0)
+      --n; // the directory stream's own descriptor
+  }
+  return n;
+}
+
+} // namespace
+
+process_figures read_process_figures() {
+  process_figures p;
+  rusage ru{};
+  if (getrusage(RUSAGE_SELF, &ru) == 0)
+    p.cpu_seconds
+        = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec)
+          + static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec)
+                / 1e6;
+  auto page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  std::ifstream statm{"/proc/self/statm"};
+  uint64_t size = 0;
+  uint64_t resident = 0;
+  if (statm >> size >> resident) {
+    p.virtual_bytes = size * page;
+    p.resident_bytes = resident * page;
+  }
+  // Field 22 of /proc/self/stat: start time in clock ticks after boot.
+  std::ifstream stat{"/proc/self/stat"};
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  std::ifstream uptime_file{"/proc/uptime"};
+  double uptime = 0;
+  if (close != std::string::npos && (uptime_file >> uptime)) {
+    std::istringstream rest{line.substr(close + 2)};
+    std::string field;
+    uint64_t start_ticks = 0;
+    for (int i = 3; i <= 22 && rest >> field; ++i)
+      if (i == 22)
+        start_ticks = std::stoull(field);
+    auto hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    double boot = static_cast<double>(now.tv_sec)
+                  + static_cast<double>(now.tv_nsec) / 1e9 - uptime;
+    p.start_time_seconds = boot + static_cast<double>(start_ticks) / hz;
+  }
+  p.open_fds = count_fds();
+  return p;
+}
+
+std::string metrics_text(const queue_stats& s, const process_figures& p) {
+  exposition e;
+  e.family("drover_queue_ready_jobs", "gauge",
+           "Jobs ready to run, waiting for a worker.");
+  for (size_t i = 0; i < 3; ++i)
+    e.sample("drover_queue_ready_jobs", s.depth[i], priority_labels[i]);
+  e.family("drover_queue_oldest_ready_age_seconds", "gauge",
+           "How long the oldest ready job has waited (0 when none).");
+  for (size_t i = 0; i < 3; ++i)
+    e.sample("drover_queue_oldest_ready_age_seconds",
+             static_cast<double>(s.oldest_age_ms[i]) / 1000.0,
+             priority_labels[i]);
+  e.family("drover_queue_delayed_jobs", "gauge",
+           "Scheduled jobs and retries waiting for their time.");
+  e.sample("drover_queue_delayed_jobs", s.delayed);
+  e.family("drover_queue_running_attempts", "gauge",
+           "Attempts leased to workers.");
+  e.sample("drover_queue_running_attempts", s.running);
+  e.family("drover_queue_idle_workers", "gauge",
+           "Worker slots waiting for work.");
+  e.sample("drover_queue_idle_workers", s.idle_workers);
+  e.family("drover_jobs_dispatched_total", "counter",
+           "Attempts started since the queue started.");
+  for (size_t i = 0; i < 3; ++i)
+    e.sample("drover_jobs_dispatched_total", s.dispatched[i],
+             priority_labels[i]);
+  e.family("drover_jobs_completed_total", "counter",
+           "Jobs completed since the queue started.");
+  e.sample("drover_jobs_completed_total", s.completed);
+  e.family("drover_jobs_failed_total", "counter",
+           "Jobs failed for good (dead-lettered) since the queue started.");
+  e.sample("drover_jobs_failed_total", s.failed);
+  e.family("drover_jobs_cancelled_total", "counter",
+           "Jobs cancelled since the queue started.");
+  e.sample("drover_jobs_cancelled_total", s.cancelled);
+  e.family("drover_jobs_retried_total", "counter",
+           "Retries scheduled since the queue started.");
+  e.sample("drover_jobs_retried_total", s.retried);
+  e.family("drover_queue_start_time_seconds", "gauge",
+           "Unix time the queue's counters started from.");
+  e.sample("drover_queue_start_time_seconds",
+           static_cast<double>(s.since_ms) / 1000.0);
+  e.family("drover_admission_in_flight_submissions", "gauge",
+           "Submissions sent to the store and not answered yet.");
+  e.sample("drover_admission_in_flight_submissions", s.admission_in_flight);
+  e.family("drover_admission_queued_work_bytes", "gauge",
+           "Estimated memory of queued work (waiting jobs, submissions in "
+           "flight).");
+  e.sample("drover_admission_queued_work_bytes", s.admission_memory_bytes);
+  e.family("drover_admission_queued_work_limit_bytes", "gauge",
+           "The bound on queued work (0 = none).");
+  e.sample("drover_admission_queued_work_limit_bytes",
+           s.admission_memory_limit_bytes);
+  e.family("drover_admission_refused_total", "counter",
+           "Submissions refused by admission control since the queue "
+           "started.");
+  e.sample("drover_admission_refused_total", s.admission_refused);
+  e.family("process_cpu_seconds_total", "counter",
+           "User and system CPU time of the node process.");
+  e.sample("process_cpu_seconds_total", p.cpu_seconds);
+  e.family("process_resident_memory_bytes", "gauge", "Resident memory size.");
+  e.sample("process_resident_memory_bytes", p.resident_bytes);
+  e.family("process_virtual_memory_bytes", "gauge", "Virtual memory size.");
+  e.sample("process_virtual_memory_bytes", p.virtual_bytes);
+  e.family("process_open_fds", "gauge", "Open file descriptors.");
+  e.sample("process_open_fds", p.open_fds);
+  e.family("process_start_time_seconds", "gauge",
+           "Unix time the process started.");
+  e.sample("process_start_time_seconds", p.start_time_seconds);
+  return e.take();
+}
+
+} // namespace drover::http

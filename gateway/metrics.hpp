@@ -1,0 +1,33 @@
+#pragma once
+
+// GET /metrics: the node's figures in the Prometheus text exposition format
+// (version 0.0.4), docs/api.md "Metrics". Standard names and units:
+// seconds and bytes, counters end in _total and count since the queue (or
+// the process) started; durable totals come from the admin API.
+
+#include "runtime/job_api.hpp"
+
+#include <cstdint>
+#include <string>
+
+namespace drover::http {
+
+/// This process's own figures (Linux /proc and getrusage).
+struct process_figures {
+  double cpu_seconds = 0;
+  uint64_t resident_bytes = 0;
+  uint64_t virtual_bytes = 0;
+  double start_time_seconds = 0;
+  uint64_t open_fds = 0;
+};
+
+process_figures read_process_figures();
+
+/// The exposition of the queue's figures and the process's.
+std::string metrics_text(const queue_stats& queue, const process_figures& p);
+
+/// Content-Type of metrics_text.
+inline constexpr const char* metrics_content_type
+    = "text/plain; version=0.0.4; charset=utf-8";
+
+} // namespace drover::http

@@ -1,0 +1,95 @@
+#include "runtime/detail/config_admission.hpp"
+
+#include "runtime/errors.hpp"
+
+#include <boost/program_options.hpp>
+
+namespace po = boost::program_options;
+
+namespace drover::detail {
+
+namespace {
+
+constexpr int64_t max_count = int64_t{1} << 40;
+
+caf::error bad(std::string what) {
+  return make_error(errc::bad_config, std::move(what));
+}
+
+} // namespace
+
+po::options_description admission_options(admission_raw& raw) {
+  po::options_description d{"admission control (coordinators, docs/jobs.md)"};
+  d.add_options()("admission-queue-memory-mb", po::value(&raw.memory_mb),
+                  "bound on the estimated memory of queued work (waiting "
+                  "jobs and submissions in flight), MiB; beyond it submits "
+                  "get 503 with Retry-After. 0 = no bound (default 1024)")(
+      "admission-store-backlog", po::value(&raw.store_backlog),
+      "most submissions sent to the store and not answered yet; beyond it "
+      "(the store lags) submits get 503 with Retry-After. 0 = no bound "
+      "(default 50000)")(
+      "admission-tenant-waiting", po::value(&raw.tenant_waiting),
+      "most waiting jobs (queued, scheduled, retrying) per tenant; beyond "
+      "it the tenant's submits get 429. 0 = no cap (default)")(
+      "admission-tenant-cap", po::value(&raw.tenant_caps)->composing(),
+      "a tenant's own cap, tenant=N (0 = none for it), replacing "
+      "--admission-tenant-waiting (repeatable)")(
+      "admission-partition-waiting", po::value(&raw.partition_waiting),
+      "most waiting jobs per partition; beyond it submits into that "
+      "partition get 503. 0 = no cap (default)");
+  return d;
+}
+
+caf::error apply_admission_options(const admission_raw& raw, node_config& cfg) {
+  constexpr auto unset = admission_raw::unset;
+  bool given = raw.memory_mb != unset || raw.store_backlog != unset
+               || raw.tenant_waiting != unset || raw.partition_waiting != unset
+               || !raw.tenant_caps.empty();
+  if (given && !roles_of(cfg).coordinator)
+    return bad("admission options are for coordinators (the queue that "
+               "admits submissions runs there)");
+  auto count = [](int64_t v, const char* name, uint64_t& out) -> caf::error {
+    if (v == unset)
+      return caf::none; // not given: the default stays
+    if (v < 0 || v > max_count)
+      return bad(std::string{name} + " must be within [0, 1099511627776]");
+    out = static_cast<uint64_t>(v);
+    return caf::none;
+  };
+  auto& a = cfg.admission;
+  if (raw.memory_mb != unset
+      && (raw.memory_mb < 0 || raw.memory_mb > 1024 * 1024))
+    return bad("admission-queue-memory-mb must be within [0, 1048576]");
+  if (raw.memory_mb != unset)
+    a.memory_bytes = static_cast<uint64_t>(raw.memory_mb) * 1024 * 1024;
+  if (auto err
+      = count(raw.store_backlog, "admission-store-backlog", a.store_backlog))
+    return err;
+  if (auto err
+      = count(raw.tenant_waiting, "admission-tenant-waiting", a.tenant_waiting))
+    return err;
+  if (auto err = count(raw.partition_waiting, "admission-partition-waiting",
+                       a.partition_waiting))
+    return err;
+  for (const auto& item : raw.tenant_caps) {
+    auto eq = item.find('=');
+    auto tenant = item.substr(0, eq);
+    if (eq == std::string::npos || tenant.empty() || tenant.size() > 128)
+      return bad("admission-tenant-cap must be tenant=N, got '" + item + "'");
+    auto digits = item.substr(eq + 1);
+    if (digits.empty() || digits.size() > 13
+        || digits.find_first_not_of("0123456789") != std::string::npos)
+      return bad("admission-tenant-cap: '" + digits
+                 + "' is not a count within [0, 1099511627776] (in '" + item
+                 + "')");
+    auto n = std::stoll(digits);
+    if (n > max_count)
+      return bad("admission-tenant-cap: " + digits + " is above 1099511627776");
+    if (!a.tenant_waiting_caps.emplace(tenant, static_cast<uint64_t>(n)).second)
+      return bad("admission-tenant-cap: tenant '" + tenant
+                 + "' is given twice");
+  }
+  return caf::none;
+}
+
+} // namespace drover::detail

@@ -1,0 +1,234 @@
+// Admission control and /metrics on a real node over HTTP
+// (runtime/admission.hpp, docs/jobs.md "Admission control"): a tenant over its
+// cap of waiting jobs gets 429 while others are served; the node's bound on
+// queued work gives 503; a refused request creates nothing.
+
+#include "support/gateway_api.hpp"
+#include "support/gateway_node.hpp"
+#include "support/http_client.hpp"
+#include "support/json_value.hpp"
+#include "support/process.hpp"
+#include "support/scratch.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace drover::testing::gateway_api;
+using drover::testing::gateway_node;
+using drover::testing::http_client;
+using drover::testing::http_response;
+using drover::testing::json_value;
+using drover::testing::run_to_exit;
+using drover::testing::sleep_job;
+
+namespace {
+
+/// A job that waits an hour in the timer: it stays waiting.
+std::string delayed_job() {
+  return R"({"type": "sleep", "input": {"ms": 0}, "delay_seconds": 3600})";
+}
+
+/// The jobs `c`'s tenant can list (one page of up to 1,000).
+size_t listed(const http_client& c) {
+  auto res = c.get("/api/jobs?limit=1000");
+  REQUIRE(res.status == 200);
+  auto doc = body_of(res);
+  CHECK_FALSE(doc["has_more"].boolean());
+  return doc["data"].size();
+}
+
+json_value admission_view(const http_client& admin) {
+  auto res = admin.get("/api/admin/queues");
+  INFO(res.body);
+  REQUIRE(res.status == 200);
+  return body_of(res)["admission"];
+}
+
+} // namespace
+
+TEST_CASE("admission: a tenant over its cap of waiting jobs gets 429 with "
+          "Retry-After while another tenant is served",
+          "[gateway][admission]") {
+  api_key a{"a-app", "tenant-a", "submit,read"};
+  api_key b{"b-app", "tenant-b", "submit,read"};
+  api_key ops{"ops", "ops", "read,admin"};
+  auto options = key_options({&a, &b, &ops});
+  for (const char* opt :
+       {"--admission-tenant-waiting", "3", "--slots", "cpu=1"})
+    options.push_back(opt);
+  gateway_node node{options};
+  auto ca = node.client(a.secret);
+  auto cb = node.client(b.secret);
+
+  // A running job does not wait: it does not count against the cap.
+  auto running = submit(ca, sleep_job(30000, 300));
+  await_started(node, a.secret, running);
+  std::vector<std::string> waiting;
+  for (int i = 0; i < 3; ++i)
+    waiting.push_back(submit(ca, delayed_job()));
+
+  auto refused = ca.post("/api/jobs", delayed_job());
+  INFO(refused.body);
+  REQUIRE(refused.status == 429);
+  CHECK(error_code_of(refused) == "rate_limited");
+  CHECK(body_of(refused)["error"]["message"].str().find("waiting jobs")
+        != std::string::npos);
+  CHECK(refused.header("Retry-After") == "1");
+  CHECK(listed(ca) == 4); // nothing created
+
+  // Another tenant is served.
+  CHECK(!submit(cb, delayed_job()).empty());
+
+  // A batch: the items over the cap are refused one by one, nothing else.
+  auto batch = ca.post("/api/jobs/batch", "{\"jobs\": [" + delayed_job() + ", "
+                                              + delayed_job() + "]}");
+  INFO(batch.body);
+  REQUIRE(batch.status == 200);
+  auto bdoc = body_of(batch);
+  CHECK(bdoc["accepted"].integer() == 0);
+  CHECK(bdoc["rejected"].integer() == 2);
+  CHECK(bdoc["results"][0]["error"]["code"].str() == "rate_limited");
+  CHECK(bdoc["results"][1]["status"].integer() == 429);
+  CHECK(listed(ca) == 4);
+
+  // A job that leaves the queue (cancelled) makes room for one.
+  REQUIRE(ca.post("/api/jobs/" + waiting[0] + "/cancel", "").status == 202);
+  CHECK(!submit(ca, delayed_job()).empty());
+  CHECK(ca.post("/api/jobs", delayed_job()).status == 429);
+
+  auto view = admission_view(node.client(ops.secret));
+  CHECK(view["refused_total"].integer() == 4);
+  CHECK(view["in_flight"].integer() == 0);
+  // 4 waiting jobs (3 of tenant-a, 1 of tenant-b) at 256 bytes each.
+  CHECK(view["queued_memory_bytes"].integer() == 4 * 256);
+  CHECK(ca.post("/api/jobs/" + running + "/cancel", "").status == 202);
+}
+
+TEST_CASE("admission: past the node's bound on queued work submits get 503 "
+          "with Retry-After and a refused batch creates nothing",
+          "[gateway][admission]") {
+  api_key a{"a-app", "tenant-a", "submit,read"};
+  api_key ops{"ops", "ops", "read,admin"};
+  auto options = key_options({&a, &ops});
+  // 1 MiB: 4,096 waiting jobs at 256 bytes, fewer with submissions in
+  // flight.
+  for (const char* opt : {"--admission-queue-memory-mb", "1"})
+    options.push_back(opt);
+  gateway_node node{options};
+  auto ca = node.client(a.secret);
+  auto admin = node.client(ops.secret);
+  std::string batch = "{\"jobs\": [";
+  for (int i = 0; i < 500; ++i)
+    batch += (i == 0 ? "" : ", ") + delayed_job();
+  batch += "]}";
+  int accepted_batches = 0;
+  http_response refused;
+  for (int i = 0; i < 20; ++i) {
+    auto res = ca.post("/api/jobs/batch", batch);
+    if (res.status != 200) {
+      refused = res;
+      break;
+    }
+    REQUIRE(body_of(res)["accepted"].integer() == 500);
+    ++accepted_batches;
+  }
+  INFO(refused.body);
+  REQUIRE(refused.status == 503);
+  CHECK(error_code_of(refused) == "unavailable");
+  CHECK(body_of(refused)["error"]["message"].str().find(
+            "admission-queue-memory-mb")
+        != std::string::npos);
+  CHECK(refused.header("Retry-After") == "1");
+  // 1 MiB: 7 batches of 500 waiting (896,000 bytes) leave room for about
+  // 280 submissions in flight (about 530 bytes each), not for 500.
+  CHECK(accepted_batches == 7);
+  auto view = admission_view(admin);
+  CHECK(view["queued_memory_limit_bytes"].integer() == 1024 * 1024);
+  CHECK(view["queued_memory_bytes"].integer() == 3500 * 256);
+  CHECK(view["queued_memory_bytes"].integer()
+        <= view["queued_memory_limit_bytes"].integer());
+  // Nothing of the refused batch exists: the queue holds 3,500 delayed jobs.
+  auto q = admin.get("/api/admin/queues");
+  REQUIRE(q.status == 200);
+  CHECK(body_of(q)["delayed"].integer() == 3500);
+  // Smaller requests still fit, and reads are served.
+  auto small
+      = ca.post("/api/jobs/batch", "{\"jobs\": [" + delayed_job() + "]}");
+  CHECK(small.status == 200);
+  CHECK(ca.get("/api/jobs?limit=1").status == 200);
+}
+
+namespace {
+
+/// Parses `text` with the Prometheus client library's parser
+/// (tests/support/parse_metrics.py): sample name -> (labels -> value), and
+/// the type of its family under "#type <sample name>".
+std::map<std::string, std::map<std::string, std::string>>
+parse_metrics(const std::string& text) {
+  drover::testing::scratch_dir dir{"drover-metrics"};
+  auto path = dir.path() + "/metrics.txt";
+  {
+    std::ofstream out{path};
+    out << text;
+  }
+  auto [rc, out] = run_to_exit(
+      {"/usr/bin/python3", DROVER_TEST_SUPPORT_DIR "/parse_metrics.py", path});
+  INFO(out);
+  REQUIRE(rc == 0);
+  std::map<std::string, std::map<std::string, std::string>> found;
+  std::istringstream lines{out};
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::vector<std::string> f;
+    std::istringstream fields{line};
+    std::string x;
+    while (std::getline(fields, x, '\t'))
+      f.push_back(x);
+    REQUIRE(f.size() == 4);
+    found[f[0]][f[2]] = f[3];
+    found["#type " + f[0]][""] = f[1];
+  }
+  return found;
+}
+
+} // namespace
+
+TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
+          "parses, with the queue's figures, admin scope only",
+          "[gateway][metrics]") {
+  api_key a{"a-app", "tenant-a", "submit,read"};
+  api_key ops{"ops", "ops", "read,admin"};
+  gateway_node node{key_options({&a, &ops})};
+  auto ca = node.client(a.secret);
+  auto done = submit(ca, sleep_job(0, 0));
+  await_end(node, a.secret, done);
+  submit(ca, delayed_job());
+
+  auto res = node.client(ops.secret).get("/metrics");
+  INFO(res.body);
+  REQUIRE(res.status == 200);
+  CHECK(res.header("Content-Type")
+        == "text/plain; version=0.0.4; charset=utf-8");
+  auto m = parse_metrics(res.body);
+  CHECK(m["drover_jobs_completed_total"][""] == "1.0");
+  CHECK(m["#type drover_jobs_completed_total"][""] == "counter");
+  CHECK(m["drover_jobs_dispatched_total"]["priority=normal"] == "1.0");
+  CHECK(m["drover_queue_delayed_jobs"][""] == "1.0");
+  CHECK(m["#type drover_queue_delayed_jobs"][""] == "gauge");
+  CHECK(m["drover_queue_ready_jobs"].size() == 3);
+  CHECK(m["drover_admission_queued_work_bytes"][""] == "256.0");
+  CHECK(m["drover_admission_queued_work_limit_bytes"][""] == "1073741824.0");
+  CHECK(std::stod(m["process_resident_memory_bytes"][""]) > 1e6);
+  CHECK(std::stod(m["process_start_time_seconds"][""]) > 1.7e9);
+  CHECK(std::stod(m["drover_queue_start_time_seconds"][""]) > 1.7e9);
+
+  // Not without the admin scope, not without a key, GET only.
+  CHECK(ca.get("/metrics").status == 403);
+  CHECK(node.client().get("/metrics").status == 401);
+  CHECK(node.client(ops.secret).post("/metrics", "").status == 405);
+}
