@@ -80,7 +80,22 @@ struct running_entry {
   caf::actor worker;
   std::string resource_class;
   int64_t started_ms;
+  /// The concurrency key whose slot it holds ("" = none).
+  std::string concurrency_key;
 };
+
+/// A ready job held back by its concurrency key (runtime/concurrency.hpp):
+/// it waits behind the key, in order, until an attempt of the key ends.
+struct parked_entry {
+  ready_entry entry;
+  std::string resource_class;
+  std::string type;
+  size_t prio;
+};
+
+bool by_key(const ready_entry& x, const ready_entry& y) {
+  return x.key < y.key;
+}
 
 struct queue_state {
   queue_deps deps;
@@ -131,6 +146,10 @@ struct queue_state {
   /// What may be submitted (runtime/admission.hpp): counts every waiting
   /// entry and every submission in flight to the store.
   admission_control admission;
+  /// Concurrency limits: slots per key, and the ready jobs parked behind a
+  /// key without a free slot (they still count as waiting).
+  concurrency_slots concurrency;
+  std::unordered_map<std::string, std::deque<parked_entry>> parked;
   /// When a refusal was last logged (Unix ms).
   int64_t refusal_logged_ms = 0;
   /// What a local worker runs (worker_info::types): every type, unless
@@ -202,10 +221,7 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
   if (dq.empty() || dq.back().key <= entry.key)
     dq.push_back(std::move(entry));
   else
-    dq.insert(std::upper_bound(dq.begin(), dq.end(), entry,
-                               [](const ready_entry& x, const ready_entry& y) {
-                                 return x.key < y.key;
-                               }),
+    dq.insert(std::upper_bound(dq.begin(), dq.end(), entry, by_key),
               std::move(entry));
   dispatch(self, cls);
 }
@@ -219,28 +235,31 @@ void push_ready(self_ptr self, const job_record& rec,
 }
 
 /// Picks the ready entry with the smallest key (see the aging rule) among
-/// the job types `types` (sorted; empty = any type).
+/// the job types `types` (sorted; empty = any type); `type_out` names its
+/// type.
 bool pop_next(class_queues& q, const std::vector<std::string>& types,
-              ready_entry& out, size_t& prio_out) {
+              ready_entry& out, size_t& prio_out,
+              const std::string*& type_out) {
   std::deque<ready_entry>* best_dq = nullptr;
   size_t best = 0;
-  auto consider = [&](priority_queues& pq) {
+  auto consider = [&](const std::string& type, priority_queues& pq) {
     for (size_t i = 0; i < 3; ++i) {
       auto& dq = pq[i];
       if (!dq.empty()
           && (best_dq == nullptr || dq.front().key < best_dq->front().key)) {
         best_dq = &dq;
         best = i;
+        type_out = &type;
       }
     }
   };
   if (types.empty()) {
     for (auto& kv : q.by_type)
-      consider(kv.second);
+      consider(kv.first, kv.second);
   } else {
     for (auto& t : types)
       if (auto i = q.by_type.find(t); i != q.by_type.end())
-        consider(i->second);
+        consider(i->first, i->second);
   }
   if (best_dq == nullptr)
     return false;
@@ -249,6 +268,27 @@ bool pop_next(class_queues& q, const std::vector<std::string>& types,
   dq.pop_front();
   prio_out = best;
   return true;
+}
+
+/// An attempt holding a slot of `key` ended (its outcome committed, or it
+/// was given up as lost): the first job parked behind the key goes back to
+/// its ready queue, where its age puts it.
+void release_slot(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  if (key.empty())
+    return;
+  st.concurrency.release(key);
+  auto p = st.parked.find(key);
+  if (p == st.parked.end())
+    return;
+  auto pe = std::move(p->second.front());
+  p->second.pop_front();
+  if (p->second.empty())
+    st.parked.erase(p);
+  auto& dq = st.classes[pe.resource_class].by_type[pe.type][pe.prio];
+  dq.insert(std::upper_bound(dq.begin(), dq.end(), pe.entry, by_key),
+            std::move(pe.entry));
+  dispatch(self, pe.resource_class);
 }
 
 /// Admission of one submission (runtime/admission.hpp). Refusals are
@@ -350,8 +390,16 @@ void dispatch(self_ptr self, const std::string& cls) {
     const auto& types = wi != st.workers.end() ? wi->second.types : any_type;
     ready_entry entry;
     size_t prio = 0;
-    if (!pop_next(q, types, entry, prio)) {
+    const std::string* type = nullptr;
+    if (!pop_next(q, types, entry, prio, type)) {
       ++w;
+      continue;
+    }
+    auto key
+        = st.concurrency.key_of(*type, st.admission.tenant_name(entry.tenant));
+    if (st.running.count(entry.job_id) == 0 && !st.concurrency.take(key)) {
+      // No free slot for its key: it waits, in order, without a worker.
+      st.parked[key].push_back({std::move(entry), cls, *type, prio});
       continue;
     }
     left_queue(st, entry.tenant, entry.job_id);
@@ -371,7 +419,7 @@ void dispatch(self_ptr self, const std::string& cls) {
     self->monitor(js);
     st.supervisor_jobs.emplace(js.address(), entry.job_id);
     st.running.emplace(entry.job_id,
-                       running_entry{js, worker, cls, now_ms(self)});
+                       running_entry{js, worker, cls, now_ms(self), key});
     ++st.stats.dispatched[prio];
   }
 }
@@ -473,6 +521,19 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
           return true;
         }
       }
+  for (auto p = st.parked.begin(); p != st.parked.end(); ++p) {
+    auto& dq = p->second;
+    auto i = std::find_if(dq.begin(), dq.end(), [&](const parked_entry& e) {
+      return e.entry.job_id == job_id;
+    });
+    if (i != dq.end()) {
+      left_queue(st, i->entry.tenant, job_id);
+      dq.erase(i);
+      if (dq.empty())
+        st.parked.erase(p);
+      return true;
+    }
+  }
   for (auto i = st.delayed.begin(); i != st.delayed.end(); ++i)
     if (i->job_id == job_id) {
       left_queue(st, i->tenant, i->job_id);
@@ -709,6 +770,9 @@ void recover_job(self_ptr self, job_record& rec) {
         // Ran on a worker node, which may still run it: it gets one grace
         // period to come back and report it.
         st.awaiting_adoption.emplace(rec.job_id, rec);
+        // It may still run: it holds its slot until adopted or given up.
+        st.concurrency.force(
+            st.concurrency.key_of(rec.spec.type, rec.spec.tenant));
         break;
       }
       settle_interrupted(self, rec,
@@ -831,7 +895,8 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
   st.supervisor_jobs.emplace(js.address(), job_id);
   st.running.emplace(
       job_id,
-      running_entry{js, slot, resource_class_of(rec.spec), now_ms(self)});
+      running_entry{js, slot, resource_class_of(rec.spec), now_ms(self),
+                    st.concurrency.key_of(rec.spec.type, rec.spec.tenant)});
   rp.deliver(js);
 }
 
@@ -983,6 +1048,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.ids = job_id_generator{st.rng()};
   st.partitions = partition_picker{st.opts.partitions, st.opts.partition_count};
   st.admission = admission_control{st.opts.admission};
+  st.concurrency = concurrency_slots{st.opts.concurrency};
   st.stats.since_ms = st.opts.clock_ms();
   self->set_error_handler(
       [](caf::error& err) { log_failure("unexpected error message", err); });
@@ -1026,6 +1092,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       return; // concluded normally (finished_atom came first)
     auto entry = r->second;
     st.running.erase(r);
+    // Its supervisor is gone: the attempt is settled (resolve_orphan) or
+    // left to the next start; the slot is free.
+    release_slot(self, entry.concurrency_key);
     if (dm.reason == caf::exit_reason::user_shutdown)
       return; // the node stops in order: the next start settles or adopts it
     resolve_orphan(self, job_id, std::move(entry), dm.reason);
@@ -1177,6 +1246,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
               }
             }
         }
+        for (const auto& [key, dq] : st.parked)
+          for (const auto& pe : dq)
+            ++s.depth[pe.prio]; // ready, held back by a concurrency limit
         s.delayed = st.delayed.size();
         s.running = st.running.size();
         s.admission_in_flight = st.admission.in_flight();
@@ -1265,7 +1337,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto& st = self->state;
         auto waiting = std::move(st.awaiting_adoption);
         st.awaiting_adoption.clear();
-        for (auto& [job_id, rec] : waiting)
+        for (auto& [job_id, rec] : waiting) {
+          release_slot(self,
+                       st.concurrency.key_of(rec.spec.type, rec.spec.tenant));
           settle_interrupted(self, rec,
                              {"worker_lost",
                               "no worker reported attempt "
@@ -1273,6 +1347,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
                                   + " within its lease after the coordinator "
                                     "restarted",
                               true});
+        }
       },
       [self](retry_atom, job_record& rec) {
         ++self->state.stats.retried;
@@ -1285,7 +1360,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         if (r == st.running.end()
             || r->second.job_supervisor.address() != sender)
           return; // not the supervisor that runs the job
+        auto key = std::move(r->second.concurrency_key);
         st.running.erase(r);
+        release_slot(self, key);
         switch (status) {
           case job_status::completed:
             ++st.stats.completed;

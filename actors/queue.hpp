@@ -67,6 +67,7 @@
 #include "actors/store.hpp"
 #include "runtime/admission.hpp"
 #include "runtime/atoms.hpp"
+#include "runtime/concurrency.hpp"
 #include "runtime/job_api.hpp"
 #include "runtime/submit.hpp"
 #include "runtime/task.hpp"
@@ -136,6 +137,9 @@ struct queue_options {
   std::function<bool()> may_dispatch;
   /// What submissions are refused (runtime/admission.hpp); none by default.
   admission_limits admission;
+  /// Attempts of a job type running at once (runtime/concurrency.hpp);
+  /// none by default.
+  concurrency_limits concurrency;
 };
 
 struct queue_deps {

@@ -117,6 +117,12 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
       return drover::make_error(drover::errc::bad_config,
                                 "job-types: no handler for '" + t
                                     + "' on this node");
+  for (const auto& [t, limit] : cfg.concurrency)
+    if (handlers->find(t) == nullptr)
+      return drover::make_error(
+          drover::errc::bad_config,
+          "concurrency-limit: no job type '" + t
+              + "' here (a handler, or one of --remote-job-types)");
   auto roles = drover::roles_of(cfg);
   drover::supervisor_spec root;
   root.name = "node:" + cfg.node_id;
@@ -137,6 +143,7 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
   jobs.queue.aging_interval = cfg.aging_interval;
   jobs.queue.recovery_page = cfg.recovery_page_jobs;
   jobs.queue.admission = cfg.admission;
+  jobs.queue.concurrency = cfg.concurrency;
   jobs.queue.limits.max_input_bytes = cfg.max_input_bytes;
   // A job asking for a class no worker has would wait forever: refused,
   // unless worker nodes may join (they bring their own classes; a job no

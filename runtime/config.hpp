@@ -8,6 +8,7 @@
 #include <caf/fwd.hpp>
 
 #include "runtime/admission.hpp"
+#include "runtime/concurrency.hpp"
 #include "runtime/log.hpp"
 
 #include <chrono>
@@ -65,6 +66,9 @@ struct node_config {
   /// at 1 GiB (about 4 million waiting jobs) and the store's backlog at
   /// 50,000 submissions; tenants and partitions have no cap.
   admission_limits admission{0, {}, 0, uint64_t{1024} * 1024 * 1024, 50000};
+  /// Coordinators: attempts of a job type running at once
+  /// (runtime/concurrency.hpp); none by default.
+  concurrency_limits concurrency;
   /// Largest accepted job input (JSON text).
   size_t max_input_bytes = 1024 * 1024;
   /// exec jobs: SIGTERM-to-SIGKILL grace on cancel or timeout.

@@ -19,7 +19,8 @@ caf::error bad(std::string what) {
 } // namespace
 
 po::options_description admission_options(admission_raw& raw) {
-  po::options_description d{"admission control (coordinators, docs/jobs.md)"};
+  po::options_description d{
+      "admission control and concurrency limits (coordinators, docs/jobs.md)"};
   d.add_options()("admission-queue-memory-mb", po::value(&raw.memory_mb),
                   "bound on the estimated memory of queued work (waiting "
                   "jobs and submissions in flight), MiB; beyond it submits "
@@ -36,7 +37,10 @@ po::options_description admission_options(admission_raw& raw) {
       "--admission-tenant-waiting (repeatable)")(
       "admission-partition-waiting", po::value(&raw.partition_waiting),
       "most waiting jobs per partition; beyond it submits into that "
-      "partition get 503. 0 = no cap (default)");
+      "partition get 503. 0 = no cap (default)")(
+      "concurrency-limit", po::value(&raw.concurrency)->composing(),
+      "at most N attempts of a job type running at once: TYPE=N across the "
+      "cluster, TYPE=N/tenant per tenant (repeatable)");
   return d;
 }
 
@@ -48,6 +52,33 @@ caf::error apply_admission_options(const admission_raw& raw, node_config& cfg) {
   if (given && !roles_of(cfg).coordinator)
     return bad("admission options are for coordinators (the queue that "
                "admits submissions runs there)");
+  if (!raw.concurrency.empty() && !roles_of(cfg).coordinator)
+    return bad("--concurrency-limit is for coordinators (the queue that "
+               "dispatches runs there)");
+  for (const auto& item : raw.concurrency) {
+    auto eq = item.find('=');
+    auto type = item.substr(0, eq);
+    if (eq == std::string::npos || type.empty() || type.size() > 128)
+      return bad("concurrency-limit must be TYPE=N or TYPE=N/tenant, got '"
+                 + item + "'");
+    auto rest = item.substr(eq + 1);
+    concurrency_limit limit;
+    if (auto slash = rest.find('/'); slash != std::string::npos) {
+      if (rest.substr(slash + 1) != "tenant")
+        return bad("concurrency-limit: '" + rest.substr(slash + 1)
+                   + "' is not a scope (only /tenant), in '" + item + "'");
+      limit.per_tenant = true;
+      rest = rest.substr(0, slash);
+    }
+    if (rest.empty() || rest.size() > 7
+        || rest.find_first_not_of("0123456789") != std::string::npos
+        || std::stol(rest) < 1 || std::stol(rest) > 1000000)
+      return bad("concurrency-limit: '" + rest
+                 + "' is not a count within [1, 1000000] (in '" + item + "')");
+    limit.limit = static_cast<uint32_t>(std::stol(rest));
+    if (!cfg.concurrency.emplace(type, limit).second)
+      return bad("concurrency-limit: job type '" + type + "' is given twice");
+  }
   auto count = [](int64_t v, const char* name, uint64_t& out) -> caf::error {
     if (v == unset)
       return caf::none; // not given: the default stays

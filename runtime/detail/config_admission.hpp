@@ -1,8 +1,10 @@
 #pragma once
 
-// The admission-control part of the node configuration (runtime/config.hpp,
-// runtime/admission.hpp): its command-line options and how their raw values
-// become node_config::admission. Coordinators only.
+// The flow-control part of the node configuration (runtime/config.hpp):
+// admission control (runtime/admission.hpp) and concurrency limits
+// (runtime/concurrency.hpp), their command-line options and how their raw
+// values become node_config::admission and node_config::concurrency.
+// Coordinators only.
 
 #include "runtime/config.hpp"
 
@@ -26,13 +28,15 @@ struct admission_raw {
   int64_t tenant_waiting = unset;
   int64_t partition_waiting = unset;
   std::vector<std::string> tenant_caps;
+  std::vector<std::string> concurrency;
 };
 
 boost::program_options::options_description
 admission_options(admission_raw& raw);
 
 /// errc::bad_config naming the option; a node that is not a coordinator
-/// refuses every admission option (it has no queue to apply them to).
+/// refuses every admission and concurrency option (it has no queue to apply
+/// them to).
 caf::error apply_admission_options(const admission_raw& raw, node_config& cfg);
 
 } // namespace drover::detail

@@ -356,3 +356,24 @@ TEST_CASE("admission options: defaults, values, and refusals", "[config]") {
               "--admission-tenant-waiting", "10"},
              "admission options are for coordinators");
 }
+
+TEST_CASE("concurrency-limit: values and refusals", "[config]") {
+  auto r = parse({"--concurrency-limit", "export=3/tenant",
+                  "--concurrency-limit", "mail=1"});
+  REQUIRE(r);
+  CHECK(r->config.concurrency
+        == concurrency_limits{{"export", {3, true}}, {"mail", {1, false}}});
+  CHECK(parse({})->config.concurrency.empty());
+  expect_bad({"--concurrency-limit", "export"}, "TYPE=N");
+  expect_bad({"--concurrency-limit", "=3"}, "TYPE=N");
+  expect_bad({"--concurrency-limit", "export=0"}, "within [1, 1000000]");
+  expect_bad({"--concurrency-limit", "export=1000001"}, "within [1, 1000000]");
+  expect_bad({"--concurrency-limit", "export=x"}, "within [1, 1000000]");
+  expect_bad({"--concurrency-limit", "export=3/user"}, "is not a scope");
+  expect_bad(
+      {"--concurrency-limit", "export=1", "--concurrency-limit", "export=2"},
+      "given twice");
+  expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:1",
+              "--concurrency-limit", "export=1"},
+             "--concurrency-limit is for coordinators");
+}
