@@ -1158,7 +1158,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
             // The node's bounds refuse the whole batch: nothing is created
             // (a client retries it as one). A tenant's cap or an invalid
             // item refuses that item.
-            if (is(err, errc::unavailable)) {
+            if (is(err, errc::overloaded)) {
               tickets->settle();
               return std::move(err);
             }

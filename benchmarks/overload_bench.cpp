@@ -133,7 +133,9 @@ void run(const options& o, bool bounded) {
       for (auto& item : *res)
         (item.job.job_id.empty() ? refused : accepted) += 1;
     } else if (is(res.error(), errc::outcome_unknown)) {
-      unknown += per_tick; // refused at the deadline: unavailable, retried
+      // Sent, and not answered within the deadline (or answered with an
+      // error that may have acted): some of these jobs may exist.
+      unknown += per_tick;
       last_refusal = describe(res.error());
     } else {
       refused += per_tick;
@@ -161,7 +163,7 @@ void run(const options& o, bool bounded) {
       .num("offered_per_s", static_cast<double>(per_tick) * 10.0)
       .integer("accepted", static_cast<int64_t>(accepted))
       .integer("refused", static_cast<int64_t>(refused))
-      .integer("refused_at_deadline", static_cast<int64_t>(unknown))
+      .integer("outcome_unknown", static_cast<int64_t>(unknown))
       .integer("ticks_missed", static_cast<int64_t>(late))
       .integer("jobs_in_db", std::atoll(total.c_str()))
       .integer("waiting_at_end", std::atoll(waiting.c_str()))

@@ -37,10 +37,11 @@ bool transport_failure(const caf::error& err) {
 }
 
 /// Worth trying again: the connection failed, or the node said it cannot
-/// serve right now (its store reconnects, or this key's rate is spent).
+/// serve right now (its store reconnects, this key's rate is spent, or
+/// admission control refuses more work for now).
 bool transient(const caf::error& err) {
   return transport_failure(err) || is(err, errc::unavailable)
-         || is(err, errc::rate_limited);
+         || is(err, errc::rate_limited) || is(err, errc::overloaded);
 }
 
 /// Whether a request that ended with `err` may still have taken effect:
@@ -151,13 +152,17 @@ struct client::impl {
   caf::expected<T> call(clock_type::time_point deadline, attempts* info,
                         Ts... xs) {
     backoff_counter bo{schedule()};
+    // The previous attempt's transient answer: what the call ends with if
+    // no time is left for another (an `overloaded` stays itself).
+    caf::error previous;
     for (;;) {
       auto d = connect(deadline);
       if (!d)
         return std::move(d.error());
       auto budget = left(deadline);
       if (budget.count() <= 0)
-        return make_error(errc::unavailable, "no answer in time");
+        return previous ? std::move(previous)
+                        : make_error(errc::unavailable, "no answer in time");
       caf::expected<T> result{caf::error{}};
       {
         caf::scoped_actor self{*sys};
@@ -176,6 +181,7 @@ struct client::impl {
         drop(*d);
       if (!pause(bo, deadline))
         return result;
+      previous = result.error();
     }
   }
 

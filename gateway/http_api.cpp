@@ -973,6 +973,8 @@ error_status classify(const caf::error& err) {
       return {401, "unauthenticated"};
     case errc::rate_limited:
       return {429, "rate_limited"};
+    case errc::overloaded:
+      return {503, "overloaded"};
     default:
       return {500, "internal"};
   }

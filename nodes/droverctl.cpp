@@ -54,7 +54,8 @@ enum exit_code : int { ok = 0, failed = 1, usage_error = 2, unavailable = 3 };
 
 /// The exit code of an error from the node or from CAF.
 int code_of(const caf::error& err) {
-  if (is(err, errc::unavailable) || err.category() == caf::atom("system")
+  if (is(err, errc::unavailable) || is(err, errc::overloaded)
+      || err.category() == caf::atom("system")
       || err.category()
              == caf::make_error(caf::exit_reason::unreachable).category())
     return unavailable; // unreachable, timed out, restarting

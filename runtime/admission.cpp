@@ -58,18 +58,18 @@ admission_control::admit(const job_spec& spec, int32_t partition) {
     return make_error(code, std::move(why));
   };
   if (limits_.store_backlog > 0 && in_flight_ >= limits_.store_backlog)
-    return refuse(errc::unavailable,
+    return refuse(errc::overloaded,
                   "overloaded: the store has " + std::to_string(in_flight_)
                       + " submissions to commit (admission-store-backlog); "
                         "retry later");
   if (limits_.memory_bytes > 0 && memory_bytes() + bytes > limits_.memory_bytes)
-    return refuse(errc::unavailable,
+    return refuse(errc::overloaded,
                   "overloaded: queued work would pass this node's bound of "
                       + std::to_string(limits_.memory_bytes / (1024 * 1024))
                       + " MiB (admission-queue-memory-mb); retry later");
   auto& pc = partition_count(partition);
   if (limits_.partition_waiting > 0 && pc >= limits_.partition_waiting)
-    return refuse(errc::unavailable,
+    return refuse(errc::overloaded,
                   "overloaded: partition " + std::to_string(partition) + " has "
                       + std::to_string(pc)
                       + " waiting jobs, its cap "

@@ -11,15 +11,18 @@
 // submission, before anything is created, when it would pass:
 //
 //   - its tenant's cap on waiting jobs          -> errc::rate_limited (429)
-//   - its partition's cap on waiting jobs       -> errc::unavailable (503)
-//   - the node's bound on memory for queued work -> errc::unavailable (503)
+//   - its partition's cap on waiting jobs       -> errc::overloaded (503)
+//   - the node's bound on memory for queued work -> errc::overloaded (503)
 //   - the store's backlog (submissions sent and
-//     not answered: the store lags)              -> errc::unavailable (503)
+//     not answered: the store lags)              -> errc::overloaded (503)
+//
+// Both are definite: nothing was created (unlike `unavailable`, which may
+// come from a store that failed in the middle of a commit).
 //
 // Waiting jobs count from when the store commits them (an entry enters the
 // queue) until they leave it (dispatched, cancelled); submissions count from
 // admit() until settled(), so a burst of concurrent submits cannot overshoot
-// a cap by more than nothing: each is reserved before it is sent.
+// a cap: each is reserved before it is sent.
 //
 // Memory is an estimate, not a measurement of the heap: each waiting entry
 // costs `entry_bytes` (B4 measured 170 B per queued job; the estimate rounds
@@ -87,7 +90,7 @@ public:
 
   /// Reserves room for one submission of `spec` in `partition`, or says why
   /// there is none: errc::rate_limited (its tenant's cap) or
-  /// errc::unavailable (the node's bounds), with a message naming the
+  /// errc::overloaded (the node's bounds), with a message naming the
   /// bound. Every ticket must be given back to settled() once the store
   /// answered (whether it created the job or not).
   caf::expected<ticket> admit(const job_spec& spec, int32_t partition);

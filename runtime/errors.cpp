@@ -47,6 +47,8 @@ const char* to_string(errc x) {
       return "rate_limited";
     case errc::outcome_unknown:
       return "outcome_unknown";
+    case errc::overloaded:
+      return "overloaded";
   }
   return "unknown";
 }

@@ -63,6 +63,10 @@ enum class errc : uint8_t {
   /// answered: it may or may not exist. Submitting again with the same
   /// idempotency key (the context names it) tells.
   outcome_unknown = 19,
+  /// Admission control: the node cannot take more work now (its bound on
+  /// queued work, a partition's cap, the store's backlog). Nothing was
+  /// done; try again later.
+  overloaded = 20,
 };
 
 /// The error category atom for `errc`.

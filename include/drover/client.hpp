@@ -18,13 +18,14 @@
 //
 // Every call blocks at most `timeout` in all. Errors are values
 // (runtime/errors.hpp): not_found, invalid_request, conflict,
-// unauthenticated, forbidden, rate_limited; unavailable when no node
+// unauthenticated, forbidden, rate_limited; overloaded when admission
+// control refused the work (nothing was created); unavailable when no node
 // answered; outcome_unknown when a submission may have been made but its
 // answer never came (submit again with the same idempotency key to learn
-// its fate). A lost connection, a node whose store is reconnecting and a
-// spent rate are retried with jittered backoff (a lost connection on the
-// next address) within the call's time. Thread-safe: calls may come from
-// several threads at once.
+// its fate). A lost connection, a node whose store is reconnecting, a
+// spent rate and an overloaded node are retried with jittered backoff (a
+// lost connection on the next address) within the call's time. Thread-safe:
+// calls may come from several threads at once.
 
 #include "runtime/job_api.hpp"
 #include "runtime/model.hpp"

@@ -139,7 +139,7 @@ TEST_CASE("admission: past the node's bound on queued work submits get 503 "
   }
   INFO(refused.body);
   REQUIRE(refused.status == 503);
-  CHECK(error_code_of(refused) == "unavailable");
+  CHECK(error_code_of(refused) == "overloaded");
   CHECK(body_of(refused)["error"]["message"].str().find(
             "admission-queue-memory-mb")
         != std::string::npos);

@@ -164,3 +164,53 @@ TEST_CASE("client: no node answering is unavailable, and bad options are "
       CHECK(is(made.error(), errc::bad_config));
   }
 }
+
+TEST_CASE("client: a node over its bound on queued work answers overloaded, "
+          "a definite refusal that created nothing, not outcome_unknown",
+          "[client]") {
+  auto port = free_port();
+  process node{{DROVER_NODE_BIN, "--node-id", "full", "--admin-port",
+                std::to_string(port), "--http-port", "0",
+                "--admission-queue-memory-mb", "1"}};
+  REQUIRE(node.wait_for_line("ready", 30s));
+  auto cl = client_for(port, 1s);
+  submit_request req;
+  req.type = "sleep";
+  req.input = R"({"ms": 0})";
+  req.delay_ms = 3600 * 1000; // waits an hour: stays in the queue
+  // 1 MiB holds 4,096 waiting jobs at 256 bytes: fill it 500 at a time.
+  std::vector<submit_request> batch(500, req);
+  size_t made = 0;
+  caf::error refusal;
+  for (int i = 0; i < 20 && !refusal; ++i) {
+    auto res = cl->submit(batch);
+    if (res)
+      made += res->size();
+    else
+      refusal = std::move(res.error());
+  }
+  INFO(describe(refusal));
+  CHECK(is(refusal, errc::overloaded));
+  CHECK(describe(refusal).find("admission-queue-memory-mb")
+        != std::string::npos);
+  // The refused batch made nothing: exactly what was acknowledged exists.
+  size_t listed = 0;
+  job_query q;
+  q.limit = 1000;
+  for (;;) {
+    auto page = cl->list(q);
+    REQUIRE(page);
+    listed += page->jobs.size();
+    if (page->next_cursor.empty())
+      break;
+    q.after = page->next_cursor;
+  }
+  CHECK(listed == made);
+  // Whole batches only; how many fit depends on the bytes of each item in
+  // flight (the client adds an idempotency key to each): 6 or 7.
+  CHECK(made % 500 == 0);
+  CHECK(made >= 3000);
+  CHECK(made <= 3500);
+  node.signal(SIGTERM);
+  REQUIRE(node.wait_exit(30s));
+}

@@ -60,7 +60,7 @@ TEST_CASE("admission: a tenant's cap counts waiting jobs and submissions in "
 }
 
 TEST_CASE("admission: the node's memory bound, the store's backlog and a "
-          "partition's cap refuse with unavailable",
+          "partition's cap refuse with overloaded",
           "[admission]") {
   SECTION("memory") {
     admission_limits limits;
@@ -75,7 +75,7 @@ TEST_CASE("admission: the node's memory bound, the store's backlog and a "
     auto big = spec_of("a", 1000);
     auto refused = ac.admit(big, 0);
     REQUIRE_FALSE(refused);
-    CHECK(is(refused.error(), errc::unavailable));
+    CHECK(is(refused.error(), errc::overloaded));
     CHECK(describe(refused.error()).find("admission-queue-memory-mb")
           != std::string::npos);
     auto small = spec_of("a", 0);
@@ -99,7 +99,7 @@ TEST_CASE("admission: the node's memory bound, the store's backlog and a "
     REQUIRE(t2);
     auto refused = ac.admit(spec_of("c"), 0);
     REQUIRE_FALSE(refused);
-    CHECK(is(refused.error(), errc::unavailable));
+    CHECK(is(refused.error(), errc::overloaded));
     CHECK(describe(refused.error()).find("store") != std::string::npos);
     ac.settled(*t2);
     CHECK(ac.admit(spec_of("c"), 0));
@@ -113,7 +113,7 @@ TEST_CASE("admission: the node's memory bound, the store's backlog and a "
     ac.entered(t, 7);
     auto refused = ac.admit(spec_of("a"), 7);
     REQUIRE_FALSE(refused);
-    CHECK(is(refused.error(), errc::unavailable));
+    CHECK(is(refused.error(), errc::overloaded));
     CHECK(describe(refused.error()).find("partition 7") != std::string::npos);
     CHECK(ac.admit(spec_of("a"), 8)); // another partition has room
   }
