@@ -49,6 +49,9 @@ struct ready_entry {
   int64_t key;
   /// Its tenant (admission_control::tenant).
   uint32_t tenant = 0;
+  /// Woken from behind its concurrency key: it holds the key's slot until
+  /// it is dispatched (or leaves, and gives the slot to the next).
+  bool holds_slot = false;
 };
 
 using priority_queues = std::array<std::deque<ready_entry>, 3>;
@@ -270,25 +273,38 @@ bool pop_next(class_queues& q, const std::vector<std::string>& types,
   return true;
 }
 
-/// An attempt holding a slot of `key` ended (its outcome committed, or it
-/// was given up as lost): the first job parked behind the key goes back to
-/// its ready queue, where its age puts it.
-void release_slot(self_ptr self, const std::string& key) {
+/// Hands the free slots of `key` to the jobs parked behind it, oldest
+/// first: each goes back to its ready queue where its age puts it, holding
+/// its slot, so that no newer job of the key takes it first.
+void wake_parked(self_ptr self, const std::string& key) {
   auto& st = self->state;
+  auto p = st.parked.find(key);
+  std::vector<std::string> classes;
+  while (p != st.parked.end() && !p->second.empty()
+         && st.concurrency.take(key)) {
+    auto pe = std::move(p->second.front());
+    p->second.pop_front();
+    pe.entry.holds_slot = true;
+    auto& dq = st.classes[pe.resource_class].by_type[pe.type][pe.prio];
+    dq.insert(std::upper_bound(dq.begin(), dq.end(), pe.entry, by_key),
+              std::move(pe.entry));
+    if (std::find(classes.begin(), classes.end(), pe.resource_class)
+        == classes.end())
+      classes.push_back(pe.resource_class);
+  }
+  if (p != st.parked.end() && p->second.empty())
+    st.parked.erase(p);
+  for (const auto& cls : classes)
+    dispatch(self, cls);
+}
+
+/// A slot of `key` is free: an attempt ended (its outcome committed, or it
+/// was given up as lost), or a woken job left the queue without running.
+void release_slot(self_ptr self, const std::string& key) {
   if (key.empty())
     return;
-  st.concurrency.release(key);
-  auto p = st.parked.find(key);
-  if (p == st.parked.end())
-    return;
-  auto pe = std::move(p->second.front());
-  p->second.pop_front();
-  if (p->second.empty())
-    st.parked.erase(p);
-  auto& dq = st.classes[pe.resource_class].by_type[pe.type][pe.prio];
-  dq.insert(std::upper_bound(dq.begin(), dq.end(), pe.entry, by_key),
-            std::move(pe.entry));
-  dispatch(self, pe.resource_class);
+  self->state.concurrency.release(key);
+  wake_parked(self, key);
 }
 
 /// Admission of one submission (runtime/admission.hpp). Refusals are
@@ -383,6 +399,7 @@ void dispatch(self_ptr self, const std::string& cls) {
     return;
   auto& q = qi->second;
   static const std::vector<std::string> any_type;
+  std::vector<std::string> slots_to_free;
   // One pass over the idle workers: each takes the best job of the types
   // it runs, or stays idle.
   for (size_t w = 0; w < q.idle_workers.size();) {
@@ -397,13 +414,18 @@ void dispatch(self_ptr self, const std::string& cls) {
     }
     auto key
         = st.concurrency.key_of(*type, st.admission.tenant_name(entry.tenant));
-    if (st.running.count(entry.job_id) == 0 && !st.concurrency.take(key)) {
-      // No free slot for its key: it waits, in order, without a worker.
+    bool duplicate = st.running.count(entry.job_id) > 0;
+    if (!duplicate && !entry.holds_slot && !key.empty()
+        && (!st.recovered || !st.concurrency.take(key))) {
+      // No free slot for its key, or recovery has not yet counted every
+      // attempt that runs: it waits, in order, without a worker.
       st.parked[key].push_back({std::move(entry), cls, *type, prio});
       continue;
     }
     left_queue(st, entry.tenant, entry.job_id);
-    if (st.running.count(entry.job_id) > 0) {
+    if (duplicate) {
+      if (entry.holds_slot)
+        slots_to_free.push_back(key); // given back after this pass
       // A second entry for a job that runs (recovery raced its submit, or
       // a reconcile raced its timer): its supervisor owns it. A second
       // supervisor would be refused by the store anyway, but would take
@@ -422,6 +444,8 @@ void dispatch(self_ptr self, const std::string& cls) {
                        running_entry{js, worker, cls, now_ms(self), key});
     ++st.stats.dispatched[prio];
   }
+  for (const auto& key : slots_to_free)
+    release_slot(self, key);
 }
 
 void arm_timer(self_ptr self) {
@@ -440,9 +464,14 @@ void arm_timer(self_ptr self) {
 }
 
 void push_delayed(self_ptr self, delayed_entry entry) {
-  note_entry(self->state, entry.job_id);
-  self->state.admission.entered(entry.tenant, partition_of_id(entry.job_id));
-  self->state.delayed.insert(std::move(entry));
+  auto& st = self->state;
+  note_entry(st, entry.job_id);
+  auto tenant = entry.tenant;
+  auto partition = partition_of_id(entry.job_id);
+  // The same job at the same time twice (recovery raced its submit) is
+  // one entry, counted once.
+  if (st.delayed.insert(std::move(entry)).second)
+    st.admission.entered(tenant, partition);
   arm_timer(self);
 }
 
@@ -516,8 +545,13 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
           return e.job_id == job_id;
         });
         if (i != dq.end()) {
+          auto holds = i->holds_slot;
+          auto key = st.concurrency.key_of(tq.first,
+                                           st.admission.tenant_name(i->tenant));
           left_queue(st, i->tenant, i->job_id);
           dq.erase(i);
+          if (holds) // woken, never ran: the next job of its key gets it
+            release_slot(self, key);
           return true;
         }
       }
@@ -797,6 +831,13 @@ void end_recovery(self_ptr self) {
   for (auto& f : st.after_recovery)
     f();
   st.after_recovery.clear();
+  // Every attempt that may still run is counted now (forced): the jobs of
+  // limited types held back during recovery get the free slots.
+  std::vector<std::string> keys;
+  for (const auto& kv : st.parked)
+    keys.push_back(kv.first);
+  for (const auto& key : keys)
+    wake_parked(self, key);
   if (st.recovered_jobs > 0)
     log::info("queue", "recovered unfinished jobs",
               {{"jobs", st.recovered_jobs},
@@ -1090,6 +1131,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
     auto r = st.running.find(job_id);
     if (r == st.running.end())
       return; // concluded normally (finished_atom came first)
+    if (r->second.job_supervisor.address() != dm.source)
+      return; // an earlier supervisor of a job that runs again
     auto entry = r->second;
     st.running.erase(r);
     // Its supervisor is gone: the attempt is settled (resolve_orphan) or
@@ -1156,9 +1199,11 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           if (!ticket) {
             auto& err = ticket.error();
             // The node's bounds refuse the whole batch: nothing is created
-            // (a client retries it as one). A tenant's cap or an invalid
-            // item refuses that item.
-            if (is(err, errc::overloaded)) {
+            // (a client retries it as one). A tenant's or a partition's cap,
+            // or an invalid item, refuses that item.
+            if (is(err, errc::overloaded)
+                && st.admission.last_refusal()
+                       == admission_control::scope::node) {
               tickets->settle();
               return std::move(err);
             }

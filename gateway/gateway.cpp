@@ -699,11 +699,13 @@ private:
             auto code = rec.error.code == "conflict"
                             ? std::string{"idempotency_conflict"}
                             : rec.error.code;
-            // A tenant over its cap of waiting jobs (admission control)
-            // keeps its code: the client should retry that item later.
+            // A tenant's or a partition's cap of waiting jobs (admission
+            // control) keeps its code: the client should retry that item
+            // later.
             auto status = code == "idempotency_conflict" ? 422u
                           : code == "too_large"          ? 413u
                           : code == "rate_limited"       ? 429u
+                          : code == "overloaded"         ? 503u
                                                          : 400u;
             if (status == 400)
               code = "invalid_request";

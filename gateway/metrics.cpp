@@ -110,7 +110,8 @@ process_figures read_process_figures() {
 std::string metrics_text(const queue_stats& s, const process_figures& p) {
   exposition e;
   e.family("drover_queue_ready_jobs", "gauge",
-           "Jobs ready to run, waiting for a worker.");
+           "Jobs ready to run: waiting for a worker, or held back by a "
+           "concurrency limit.");
   for (size_t i = 0; i < 3; ++i)
     e.sample("drover_queue_ready_jobs", s.depth[i], priority_labels[i]);
   e.family("drover_queue_oldest_ready_age_seconds", "gauge",

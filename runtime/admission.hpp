@@ -96,6 +96,14 @@ public:
   caf::expected<ticket> admit(const job_spec& spec, int32_t partition);
   void settled(const ticket& t);
 
+  /// What the last refusal was about: the node (its memory bound, the
+  /// store's backlog: a batch is refused whole), a partition or a tenant
+  /// (that item is refused, the others may pass).
+  enum class scope { node, partition, tenant };
+  scope last_refusal() const {
+    return last_refusal_;
+  }
+
   /// Estimated bytes of one submission of `spec` while in flight.
   static uint64_t submission_bytes(const job_spec& spec);
 
@@ -133,6 +141,9 @@ private:
     return partitions_[partition];
   }
 
+  /// The cap of waiting jobs of `tenant` (0 = none).
+  uint64_t cap_of(const std::string& tenant) const;
+
   admission_limits limits_;
   std::vector<tenant_count> tenants_;
   std::unordered_map<std::string, tenant_ref> tenant_index_;
@@ -142,6 +153,7 @@ private:
   uint64_t in_flight_ = 0;
   uint64_t in_flight_bytes_ = 0;
   uint64_t refused_ = 0;
+  scope last_refusal_ = scope::node;
 };
 
 } // namespace drover

@@ -109,6 +109,34 @@ TEST_CASE("admission: a tenant over its cap of waiting jobs gets 429 with "
   CHECK(ca.post("/api/jobs/" + running + "/cancel", "").status == 202);
 }
 
+TEST_CASE("admission: the counts return to zero once every job has ended, "
+          "through timers, retries and cancellations",
+          "[gateway][admission]") {
+  api_key ops{"ops", "ops", "submit,read,admin,exec"};
+  auto options = key_options({&ops});
+  for (const char* opt : {"--exec-allow", "/bin/false"})
+    options.push_back(opt);
+  gateway_node node{options};
+  auto c = node.client(ops.secret);
+  std::vector<std::string> ids;
+  ids.push_back(submit(c, sleep_job(10, 1)));
+  // Scheduled: the timer moves it to the ready queue in a second.
+  ids.push_back(submit(
+      c, R"({"type": "sleep", "input": {"ms": 0}, "delay_seconds": 1})"));
+  // Fails, is retried once after 0.1 s, fails for good (dead-lettered).
+  ids.push_back(submit(c, R"({"type": "exec", "input": {"argv": ["/bin/false"]},
+             "max_attempts": 2,
+             "backoff": {"initial_seconds": 0.1, "jitter": 0}})"));
+  auto cancelled = submit(c, delayed_job());
+  REQUIRE(c.post("/api/jobs/" + cancelled + "/cancel", "").status == 202);
+  for (auto& id : ids)
+    await_end(node, ops.secret, id);
+  auto view = admission_view(c);
+  CHECK(view["queued_memory_bytes"].integer() == 0);
+  CHECK(view["in_flight"].integer() == 0);
+  CHECK(view["refused_total"].integer() == 0);
+}
+
 TEST_CASE("admission: past the node's bound on queued work submits get 503 "
           "with Retry-After and a refused batch creates nothing",
           "[gateway][admission]") {

@@ -107,6 +107,39 @@ TEST_CASE("concurrency: a limit of 1 on a job type is never exceeded, and the "
   CHECK_FALSE(any_overlap(runs));
 }
 
+TEST_CASE("concurrency: a job woken from behind its key and cancelled before "
+          "a worker took it hands its slot to the next",
+          "[gateway][concurrency]") {
+  gateway_node node{{"--slots", "cpu=2", "--concurrency-limit", "sleep=1"}};
+  auto c = node.client();
+  // Worker 1 runs `first`; worker 2, idle, tries `woken` and `next` and
+  // parks them behind the key (each submit is answered after the queue
+  // placed the job), then takes `other`.
+  auto first = submit(c, sleep_job(800, 8));
+  await_started(node, "", first);
+  auto woken = submit(c, sleep_job(100, 1));
+  auto next = submit(c, sleep_job(100, 1));
+  // Report progress (so their start shows on their streams), then run 3 s.
+  auto three_s = [](const char* prio) {
+    return exec_job({"sh", "-c", "echo \\\"PROGRESS 1 busy\\\"; sleep 3"}, "",
+                    std::string{R"(, "priority": ")"} + prio + "\"");
+  };
+  auto other = submit(c, three_s("normal"));
+  await_started(node, "", other);
+  // Waits in the ready queue: when `first` ends, its worker takes this high
+  // job, and `woken` comes back from behind the key holding its slot, with
+  // no worker free.
+  auto busy = submit(c, three_s("high"));
+  await_end(node, "", first);
+  await_started(node, "", busy);
+  REQUIRE(c.post("/api/jobs/" + woken + "/cancel", "").status == 202);
+  CHECK(await_end(node, "", woken)["status"].str() == "cancelled");
+  // The slot went on to `next`, which runs once a worker is free.
+  CHECK(await_end(node, "", next)["status"].str() == "completed");
+  CHECK(await_end(node, "", other)["status"].str() == "completed");
+  CHECK(await_end(node, "", busy)["status"].str() == "completed");
+}
+
 TEST_CASE("concurrency: a limit per tenant holds each tenant to it while "
           "tenants run side by side",
           "[gateway][concurrency]") {

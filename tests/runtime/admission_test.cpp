@@ -38,6 +38,7 @@ TEST_CASE("admission: a tenant's cap counts waiting jobs and submissions in "
   auto refused = ac.admit(a, 0);
   REQUIRE_FALSE(refused);
   CHECK(is(refused.error(), errc::rate_limited));
+  CHECK(ac.last_refusal() == admission_control::scope::tenant);
   CHECK(describe(refused.error()).find("tenant 'a' has 3 waiting jobs")
         != std::string::npos);
   CHECK(ac.refused() == 1);
@@ -76,6 +77,7 @@ TEST_CASE("admission: the node's memory bound, the store's backlog and a "
     auto refused = ac.admit(big, 0);
     REQUIRE_FALSE(refused);
     CHECK(is(refused.error(), errc::overloaded));
+    CHECK(ac.last_refusal() == admission_control::scope::node);
     CHECK(describe(refused.error()).find("admission-queue-memory-mb")
           != std::string::npos);
     auto small = spec_of("a", 0);
@@ -114,6 +116,7 @@ TEST_CASE("admission: the node's memory bound, the store's backlog and a "
     auto refused = ac.admit(spec_of("a"), 7);
     REQUIRE_FALSE(refused);
     CHECK(is(refused.error(), errc::overloaded));
+    CHECK(ac.last_refusal() == admission_control::scope::partition);
     CHECK(describe(refused.error()).find("partition 7") != std::string::npos);
     CHECK(ac.admit(spec_of("a"), 8)); // another partition has room
   }
@@ -134,4 +137,17 @@ TEST_CASE("admission: no limits admit everything and still count",
   CHECK(ac.in_flight() == 0);
   CHECK(ac.memory_bytes() == 0);
   CHECK(ac.refused() == 0);
+}
+
+TEST_CASE("admission: a refused submission naming a new tenant leaves no "
+          "trace of it",
+          "[admission]") {
+  admission_limits limits;
+  limits.store_backlog = 1;
+  admission_control ac{limits};
+  REQUIRE(ac.admit(spec_of("first"), 0));
+  for (int i = 0; i < 100; ++i)
+    CHECK_FALSE(ac.admit(spec_of("t" + std::to_string(i)), 0));
+  // Only the admitted tenant was interned: the next new one gets number 1.
+  CHECK(ac.tenant("another") == 1);
 }
