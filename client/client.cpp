@@ -375,13 +375,21 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
   backoff_counter bo{p.schedule()};
   caf::scoped_actor self{*p.sys};
   auto key = p.opts.api_key;
+  // One request's time within the wait: a request whose node dies while it
+  // is pending may never be answered by CAF (a proxy killed with the
+  // connection), so none waits longer than this; a timeout is transient
+  // (subscribe again, catch up).
+  auto request_budget = [&] {
+    return std::clamp(left(until), std::chrono::milliseconds{1},
+                      std::chrono::milliseconds{5000});
+  };
   // Audit-log events past `last`, in order, each once.
   auto catch_up = [&](const client_door_actor& d) -> caf::error {
     if (!on_event)
       return {};
     caf::error failure;
-    self->request(d, std::max(left(until), std::chrono::milliseconds{1}),
-                  client_atom::value, key, events_atom::value, job_id)
+    self->request(d, request_budget(), client_atom::value, key,
+                  events_atom::value, job_id)
         .receive(
             [&](std::vector<job_event>& evs) {
               std::sort(evs.begin(), evs.end(), [](auto& a, auto& b) {
@@ -408,7 +416,7 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     if (!d)
       return std::move(d.error());
     caf::expected<job_record> now{caf::error{}};
-    self->request(*d, left(until), client_atom::value, key,
+    self->request(*d, request_budget(), client_atom::value, key,
                   subscribe_atom::value, job_id, caf::actor{self})
         .receive([&](job_record& r) { now = std::move(r); },
                  [&](caf::error& err) { now = std::move(err); });
@@ -466,11 +474,8 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
             caf::after(std::min(budget, std::chrono::milliseconds{1000})) >>
                 [&] {
                   caf::expected<job_record> now{caf::error{}};
-                  self->request(*d,
-                                std::min(left(until),
-                                         std::chrono::milliseconds{5000}),
-                                client_atom::value, key, get_atom::value,
-                                job_id)
+                  self->request(*d, request_budget(), client_atom::value, key,
+                                get_atom::value, job_id)
                       .receive([&](job_record& r) { now = std::move(r); },
                                [&](caf::error& err) { now = std::move(err); });
                   if (!now) {
