@@ -1,5 +1,6 @@
 #include "gateway/metrics.hpp"
 
+#include <array>
 #include <cstdio>
 #include <dirent.h>
 #include <fstream>
@@ -11,6 +12,9 @@
 namespace drover::http {
 
 namespace {
+
+constexpr const char* priority_labels[]
+    = {"priority=\"high\"", "priority=\"normal\"", "priority=\"low\""};
 
 /// One metric family: HELP, TYPE and its samples.
 class exposition {
@@ -33,6 +37,22 @@ public:
     out_ << buf << '\n';
   }
 
+  /// A family of one unlabelled sample.
+  template <class T>
+  void one(const char* name, const char* type, const char* help, T value) {
+    family(name, type, help);
+    sample(name, value);
+  }
+
+  /// A family with one sample per priority (label `priority`).
+  template <class T>
+  void per_priority(const char* name, const char* type, const char* help,
+                    const std::array<T, 3>& values) {
+    family(name, type, help);
+    for (size_t i = 0; i < 3; ++i)
+      sample(name, values[i], priority_labels[i]);
+  }
+
   std::string take() {
     return out_.str();
   }
@@ -47,9 +67,6 @@ private:
 
   std::ostringstream out_;
 };
-
-constexpr const char* priority_labels[]
-    = {"priority=\"high\"", "priority=\"normal\"", "priority=\"low\""};
 
 uint64_t count_fds() {
   uint64_t n = 0;
@@ -109,74 +126,57 @@ process_figures read_process_figures() {
 
 std::string metrics_text(const queue_stats& s, const process_figures& p) {
   exposition e;
-  e.family("drover_queue_ready_jobs", "gauge",
-           "Jobs ready to run: waiting for a worker, or held back by a "
-           "concurrency limit.");
+  std::array<double, 3> oldest{};
   for (size_t i = 0; i < 3; ++i)
-    e.sample("drover_queue_ready_jobs", s.depth[i], priority_labels[i]);
-  e.family("drover_queue_oldest_ready_age_seconds", "gauge",
-           "How long the oldest ready job has waited (0 when none).");
-  for (size_t i = 0; i < 3; ++i)
-    e.sample("drover_queue_oldest_ready_age_seconds",
-             static_cast<double>(s.oldest_age_ms[i]) / 1000.0,
-             priority_labels[i]);
-  e.family("drover_queue_delayed_jobs", "gauge",
-           "Scheduled jobs and retries waiting for their time.");
-  e.sample("drover_queue_delayed_jobs", s.delayed);
-  e.family("drover_queue_running_attempts", "gauge",
-           "Attempts leased to workers.");
-  e.sample("drover_queue_running_attempts", s.running);
-  e.family("drover_queue_idle_workers", "gauge",
-           "Worker slots waiting for work.");
-  e.sample("drover_queue_idle_workers", s.idle_workers);
-  e.family("drover_jobs_dispatched_total", "counter",
-           "Attempts started since the queue started.");
-  for (size_t i = 0; i < 3; ++i)
-    e.sample("drover_jobs_dispatched_total", s.dispatched[i],
-             priority_labels[i]);
-  e.family("drover_jobs_completed_total", "counter",
-           "Jobs completed since the queue started.");
-  e.sample("drover_jobs_completed_total", s.completed);
-  e.family("drover_jobs_failed_total", "counter",
-           "Jobs failed for good (dead-lettered) since the queue started.");
-  e.sample("drover_jobs_failed_total", s.failed);
-  e.family("drover_jobs_cancelled_total", "counter",
-           "Jobs cancelled since the queue started.");
-  e.sample("drover_jobs_cancelled_total", s.cancelled);
-  e.family("drover_jobs_retried_total", "counter",
-           "Retries scheduled since the queue started.");
-  e.sample("drover_jobs_retried_total", s.retried);
-  e.family("drover_queue_start_time_seconds", "gauge",
-           "Unix time the queue's counters started from.");
-  e.sample("drover_queue_start_time_seconds",
-           static_cast<double>(s.since_ms) / 1000.0);
-  e.family("drover_admission_in_flight_submissions", "gauge",
-           "Submissions sent to the store and not answered yet.");
-  e.sample("drover_admission_in_flight_submissions", s.admission_in_flight);
-  e.family("drover_admission_queued_work_bytes", "gauge",
-           "Estimated memory of queued work (waiting jobs, submissions in "
-           "flight).");
-  e.sample("drover_admission_queued_work_bytes", s.admission_memory_bytes);
-  e.family("drover_admission_queued_work_limit_bytes", "gauge",
-           "The bound on queued work (0 = none).");
-  e.sample("drover_admission_queued_work_limit_bytes",
-           s.admission_memory_limit_bytes);
-  e.family("drover_admission_refused_total", "counter",
-           "Submissions refused by admission control since the queue "
-           "started.");
-  e.sample("drover_admission_refused_total", s.admission_refused);
-  e.family("process_cpu_seconds_total", "counter",
-           "User and system CPU time of the node process.");
-  e.sample("process_cpu_seconds_total", p.cpu_seconds);
-  e.family("process_resident_memory_bytes", "gauge", "Resident memory size.");
-  e.sample("process_resident_memory_bytes", p.resident_bytes);
-  e.family("process_virtual_memory_bytes", "gauge", "Virtual memory size.");
-  e.sample("process_virtual_memory_bytes", p.virtual_bytes);
-  e.family("process_open_fds", "gauge", "Open file descriptors.");
-  e.sample("process_open_fds", p.open_fds);
-  e.family("process_start_time_seconds", "gauge",
-           "Unix time the process started.");
-  e.sample("process_start_time_seconds", p.start_time_seconds);
+    oldest[i] = static_cast<double>(s.oldest_age_ms[i]) / 1000.0;
+  e.per_priority("drover_queue_ready_jobs", "gauge",
+                 "Jobs ready to run: waiting for a worker, or held back by a "
+                 "concurrency limit.",
+                 s.depth);
+  e.per_priority("drover_queue_oldest_ready_age_seconds", "gauge",
+                 "How long the oldest ready job has waited (0 when none).",
+                 oldest);
+  e.one("drover_queue_delayed_jobs", "gauge",
+        "Scheduled jobs and retries waiting for their time.", s.delayed);
+  e.one("drover_queue_running_attempts", "gauge", "Attempts leased to workers.",
+        s.running);
+  e.one("drover_queue_idle_workers", "gauge", "Worker slots waiting for work.",
+        s.idle_workers);
+  e.per_priority("drover_jobs_dispatched_total", "counter",
+                 "Attempts started since the queue started.", s.dispatched);
+  e.one("drover_jobs_completed_total", "counter",
+        "Jobs completed since the queue started.", s.completed);
+  e.one("drover_jobs_failed_total", "counter",
+        "Jobs failed for good (dead-lettered) since the queue started.",
+        s.failed);
+  e.one("drover_jobs_cancelled_total", "counter",
+        "Jobs cancelled since the queue started.", s.cancelled);
+  e.one("drover_jobs_retried_total", "counter",
+        "Retries scheduled since the queue started.", s.retried);
+  e.one("drover_queue_start_time_seconds", "gauge",
+        "Unix time the queue's counters started from.",
+        static_cast<double>(s.since_ms) / 1000.0);
+  e.one("drover_admission_in_flight_submissions", "gauge",
+        "Submissions sent to the store and not answered yet.",
+        s.admission_in_flight);
+  e.one("drover_admission_queued_work_bytes", "gauge",
+        "Estimated memory of queued work (waiting jobs, submissions in "
+        "flight).",
+        s.admission_memory_bytes);
+  e.one("drover_admission_queued_work_limit_bytes", "gauge",
+        "The bound on queued work (0 = none).", s.admission_memory_limit_bytes);
+  e.one("drover_admission_refused_total", "counter",
+        "Submissions refused by admission control since the queue started.",
+        s.admission_refused);
+  e.one("process_cpu_seconds_total", "counter",
+        "User and system CPU time of the node process.", p.cpu_seconds);
+  e.one("process_resident_memory_bytes", "gauge", "Resident memory size.",
+        p.resident_bytes);
+  e.one("process_virtual_memory_bytes", "gauge", "Virtual memory size.",
+        p.virtual_bytes);
+  e.one("process_open_fds", "gauge", "Open file descriptors.", p.open_fds);
+  e.one("process_start_time_seconds", "gauge", "Unix time the process started.",
+        p.start_time_seconds);
   return e.take();
 }
 

@@ -58,9 +58,8 @@ TEST_CASE("admission: a tenant over its cap of waiting jobs gets 429 with "
   api_key b{"b-app", "tenant-b", "submit,read"};
   api_key ops{"ops", "ops", "read,admin"};
   auto options = key_options({&a, &b, &ops});
-  for (const char* opt :
-       {"--admission-tenant-waiting", "3", "--slots", "cpu=1"})
-    options.push_back(opt);
+  options.insert(options.end(),
+                 {"--admission-tenant-waiting", "3", "--slots", "cpu=1"});
   gateway_node node{options};
   auto ca = node.client(a.secret);
   auto cb = node.client(b.secret);
@@ -114,8 +113,7 @@ TEST_CASE("admission: the counts return to zero once every job has ended, "
           "[gateway][admission]") {
   api_key ops{"ops", "ops", "submit,read,admin,exec"};
   auto options = key_options({&ops});
-  for (const char* opt : {"--exec-allow", "/bin/false"})
-    options.push_back(opt);
+  options.insert(options.end(), {"--exec-allow", "/bin/false"});
   gateway_node node{options};
   auto c = node.client(ops.secret);
   std::vector<std::string> ids;
@@ -145,8 +143,7 @@ TEST_CASE("admission: past the node's bound on queued work submits get 503 "
   auto options = key_options({&a, &ops});
   // 1 MiB: 4,096 waiting jobs at 256 bytes, fewer with submissions in
   // flight.
-  for (const char* opt : {"--admission-queue-memory-mb", "1"})
-    options.push_back(opt);
+  options.insert(options.end(), {"--admission-queue-memory-mb", "1"});
   gateway_node node{options};
   auto ca = node.client(a.secret);
   auto admin = node.client(ops.secret);

@@ -146,9 +146,8 @@ TEST_CASE("concurrency: a limit per tenant holds each tenant to it while "
   api_key a{"a-app", "tenant-a", "submit,read"};
   api_key b{"b-app", "tenant-b", "submit,read"};
   auto options = key_options({&a, &b});
-  for (const char* opt :
-       {"--slots", "cpu=4", "--concurrency-limit", "sleep=1/tenant"})
-    options.push_back(opt);
+  options.insert(options.end(),
+                 {"--slots", "cpu=4", "--concurrency-limit", "sleep=1/tenant"});
   gateway_node node{options};
   auto ca = node.client(a.secret);
   auto cb = node.client(b.secret);
