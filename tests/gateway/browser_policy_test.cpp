@@ -160,6 +160,16 @@ TEST_CASE("stream tokens round-trip and fail closed", "[stream_token]") {
   CHECK_FALSE(verify_stream_token(*key, *token + "A", 999));
   CHECK_FALSE(verify_stream_token(*key, "", 999));
   CHECK_FALSE(verify_stream_token(*key, ".", 999));
+  // One spelling per token: the MAC's last character carries two unused
+  // bits; setting one spells the same bytes, and is refused.
+  static constexpr std::string_view alphabet
+      = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  auto respelt = *token;
+  auto digit = alphabet.find(respelt.back());
+  REQUIRE(digit != std::string_view::npos);
+  CHECK(digit % 4 == 0); // 256 bits in 43 digits: the low two are unused
+  respelt.back() = alphabet[digit ^ 1];
+  CHECK_FALSE(verify_stream_token(*key, respelt, 999));
   g.tenant = "a\nb";
   CHECK_FALSE(mint_stream_token(*key, g));
 }
