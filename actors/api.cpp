@@ -199,6 +199,46 @@ caf::actor spawn_api(caf::actor_system& sys,
         },
         [q](purge_atom a, all_atom b) { return q(a, b); },
         [q](stats_atom a) { return q(a); },
+        [self, handles](flow_atom a,
+                        uint32_t log_entries) -> caf::result<std::string> {
+          auto queue = handles->queue();
+          if (!queue)
+            return make_error(errc::unavailable, "the queue is restarting");
+          if (log_entries > 1000)
+            return make_error(errc::invalid_request,
+                              "at most 1000 control-log entries");
+          auto rp = self->make_response_promise<std::string>();
+          self->request(queue, std::chrono::seconds{5}, a)
+              .then(
+                  [self, rp, handles, log_entries](std::string& flow) mutable {
+                    if (log_entries == 0) {
+                      rp.deliver(std::move(flow));
+                      return;
+                    }
+                    // {"rate_limits":...,"breakers":...} + the control log.
+                    auto whole = std::make_shared<std::string>(
+                        flow.substr(0, flow.size() - 1));
+                    auto store = handles->store();
+                    if (!store) {
+                      rp.deliver(*whole + ",\"control_log\":null}");
+                      return;
+                    }
+                    self->request(store, std::chrono::seconds{5},
+                                  control_atom::value, log_entries)
+                        .then(
+                            [rp, whole](std::string& log) mutable {
+                              rp.deliver(*whole + ",\"control_log\":" + log
+                                         + "}");
+                            },
+                            [rp](caf::error& err) mutable {
+                              rp.deliver(std::move(err));
+                            });
+                  },
+                  [rp](caf::error& err) mutable {
+                    rp.deliver(std::move(err));
+                  });
+          return rp;
+        },
         [s](ping_atom a) { return s(a); },
         [self, handles](get_atom, std::string& id) {
           return get_with_live_progress(self, handles, std::move(id));

@@ -28,6 +28,11 @@
 //   (nodes_atom)                           -> string (JSON)     cluster +
 //                                          queue: {"nodes": [...],
 //                                          "waiting_without_worker": [...]}
+//   (flow_atom, n)                         -> string (JSON)     queue +
+//                                          store: {"rate_limits": [...],
+//                                          "breakers": [...],
+//                                          "control_log": [newest n]}
+//                                          (n = 0: no control log)
 // While a part is restarting, requests fail with `errc::unavailable`.
 
 #include "actors/job_system.hpp"

@@ -115,7 +115,16 @@ void release_worker(self_ptr self) {
 
 void finish(self_ptr self, job_status status) {
   auto& st = self->state;
-  self->send(st.cfg.queue, finished_atom::value, st.cfg.job_id, status);
+  // The attempt's error code, for circuit breakers ("" = none).
+  std::string code;
+  if (status == job_status::cancelled)
+    code = "cancelled";
+  else if (status != job_status::completed)
+    for (const auto& ev : st.outcome)
+      if (!ev.error.code.empty())
+        code = ev.error.code;
+  self->send(st.cfg.queue, finished_atom::value, st.cfg.job_id, status,
+             std::move(code));
   // CAF 0.17 keeps a dead monitor's entry in the monitored actor: remove
   // them. The worker's matters most: a remote node's slot actor outlives
   // thousands of attempts, and each entry kept this supervisor's memory

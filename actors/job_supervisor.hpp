@@ -29,7 +29,8 @@
 //   (expired_atom, job_id, attempt)        from a remote worker's link: the
 //                                          attempt's lease lapsed (lost,
 //                                          not counted; runs again)
-// To the queue: (retry_atom, job_record), (finished_atom, job_id, status).
+// To the queue: (retry_atom, job_record), (finished_atom, job_id, status,
+// error code of the attempt or "").
 // To the worker: (run_atom, lease, self), (cancel_atom, job_id, attempt),
 // (abandon_atom, job_id, attempt).
 

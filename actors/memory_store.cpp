@@ -5,6 +5,7 @@
 #include "actors/store.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/flow_control.hpp"
 #include "runtime/job_state.hpp"
 #include "runtime/log_caf.hpp"
 
@@ -12,6 +13,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include <deque>
 #include <map>
 #include <set>
 
@@ -30,6 +32,10 @@ struct memory_store_state {
   std::map<std::pair<std::string, std::string>, std::string> idempotency;
   /// Jobs currently in the dead-letter queue.
   std::set<std::string> dlq;
+  /// The control log (runtime/flow_control.hpp), oldest first; the newest
+  /// 10,000 entries are kept.
+  std::deque<std::pair<uint64_t, flow_change>> control;
+  uint64_t control_sequence = 0;
 
   static inline const char* name = "drover.memory_store";
 };
@@ -179,6 +185,29 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
             if (!is_terminal(i->second.record.status))
               result.push_back(i->second.record);
           return result;
+        },
+        [self](control_atom, int64_t at_ms, std::string& kind, std::string& key,
+               std::string& state,
+               std::string& detail) -> caf::result<ok_atom> {
+          auto& log = self->state.control;
+          log.emplace_back(++self->state.control_sequence,
+                           flow_change{at_ms, std::move(kind), std::move(key),
+                                       std::move(state), std::move(detail)});
+          if (log.size() > 10000)
+            log.pop_front();
+          return ok_atom::value;
+        },
+        [self](control_atom, uint32_t limit) -> caf::result<std::string> {
+          if (limit == 0 || limit > 1000)
+            return make_error(errc::invalid_request,
+                              "limit must be within [1, 1000]");
+          const auto& log = self->state.control;
+          std::string out = "[";
+          for (auto i = log.rbegin(); i != log.rend() && limit > 0;
+               ++i, --limit)
+            out += (out.size() > 1 ? "," : "")
+                   + control_entry_json(i->first, i->second, 0, 0, "");
+          return out + "]";
         },
         [](nodes_atom) -> caf::result<std::string> {
           return make_error(errc::not_found,

@@ -167,6 +167,25 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
           return std::move(r.error());
         return std::move(*r);
       },
+      [self](control_atom, int64_t at_ms, const std::string& kind,
+             const std::string& key, const std::string& state,
+             const std::string& detail) -> caf::result<ok_atom> {
+        auto r = with_db(self, [&](pg::session& db) -> caf::expected<ok_atom> {
+          if (auto err = db.append_control(at_ms, kind, key, state, detail))
+            return err;
+          return ok_atom::value;
+        });
+        if (!r)
+          return std::move(r.error());
+        return ok_atom::value;
+      },
+      [self](control_atom, uint32_t limit) -> caf::result<std::string> {
+        auto r = read_db(
+            self, [&](pg::session& db) { return db.control_json(limit); });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
       [self](key_atom, const std::string& tenant,
              const std::string& key) -> caf::result<job_record> {
         auto r = read_db(
@@ -1138,6 +1157,25 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
           return ask_reader<std::string>(
               self, nodes_atom::value,
               static_cast<int64_t>(self->state.cfg.member_stale.count()));
+        },
+        [self](control_atom a, int64_t at_ms, std::string& kind,
+               std::string& key, std::string& state,
+               std::string& detail) -> caf::result<ok_atom> {
+          auto rp = self->make_response_promise<ok_atom>();
+          self->request(self->state.writer, self->state.cfg.io_timeout, a,
+                        at_ms, std::move(kind), std::move(key),
+                        std::move(state), std::move(detail))
+              .then([rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
+                    [rp](caf::error& err) mutable {
+                      rp.deliver(std::move(err));
+                    });
+          return rp;
+        },
+        [self](control_atom a, uint32_t limit) -> caf::result<std::string> {
+          if (limit == 0 || limit > 1000)
+            return make_error(errc::invalid_request,
+                              "limit must be within [1, 1000]");
+          return ask_reader<std::string>(self, a, limit);
         },
         [self](reconnect_atom) { try_reconnect(self); },
         [self](retention_atom) {

@@ -29,6 +29,7 @@ namespace {
 using due_atom = caf::atom_constant<caf::atom("q_due")>;
 using reconcile_atom = caf::atom_constant<caf::atom("q_recon")>;
 using fence_atom = caf::atom_constant<caf::atom("q_fence")>;
+using flow_timer_atom = caf::atom_constant<caf::atom("q_flow")>;
 
 // Store requests carry no timeout: the store answers every request (its
 // I/O has its own deadline) and the queue monitors the store for the one
@@ -49,6 +50,8 @@ struct ready_entry {
   int64_t key;
   /// Its tenant (admission_control::tenant).
   uint32_t tenant = 0;
+  /// Its rate-limit and breaker keys (flow_control::intern; 0 = none).
+  uint32_t flow = 0;
   /// Woken from behind its concurrency key: it holds the key's slot until
   /// it is dispatched (or leaves, and gives the slot to the next).
   bool holds_slot = false;
@@ -72,6 +75,8 @@ struct delayed_entry {
   std::string type;
   /// Its tenant (admission_control::tenant).
   uint32_t tenant = 0;
+  /// Its rate-limit and breaker keys (flow_control::intern).
+  uint32_t flow = 0;
 
   bool operator<(const delayed_entry& other) const {
     return std::tie(due_ms, job_id) < std::tie(other.due_ms, other.job_id);
@@ -85,6 +90,10 @@ struct running_entry {
   int64_t started_ms;
   /// The concurrency key whose slot it holds ("" = none).
   std::string concurrency_key;
+  /// Its rate-limit and breaker keys, and whether it runs as a probe of a
+  /// half-open breaker.
+  uint32_t flow = 0;
+  bool probe = false;
 };
 
 /// A ready job held back by its concurrency key (runtime/concurrency.hpp):
@@ -153,6 +162,13 @@ struct queue_state {
   /// key without a free slot (they still count as waiting).
   concurrency_slots concurrency;
   std::unordered_map<std::string, std::deque<parked_entry>> parked;
+  /// Rate limiters and circuit breakers, and the ready jobs parked behind
+  /// one of them (by flow_wait::gate; they still count as waiting). The
+  /// flow timer is armed for the earliest time a gate may open (0 = none).
+  flow_control flow;
+  std::map<std::string, std::deque<parked_entry>> flow_parked;
+  int64_t flow_armed_ms = 0;
+  uint64_t flow_generation = 0;
   /// When a refusal was last logged (Unix ms).
   int64_t refusal_logged_ms = 0;
   /// What a local worker runs (worker_info::types): every type, unless
@@ -192,6 +208,8 @@ double draw(self_ptr self) {
 }
 
 void dispatch(self_ptr self, const std::string& cls);
+void arm_flow_timer(self_ptr self, int64_t at_ms);
+void record_flow_changes(self_ptr self);
 
 /// `ready_since_ms` defaults to now; recovery passes the original time so
 /// recovered jobs keep their place.
@@ -209,7 +227,7 @@ void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id) {
 
 void push_ready(self_ptr self, std::string job_id, priority prio,
                 const std::string& cls, const std::string& type,
-                uint32_t tenant, int64_t ready_since_ms = 0) {
+                uint32_t tenant, uint32_t flow, int64_t ready_since_ms = 0) {
   auto& st = self->state;
   note_entry(st, job_id);
   st.admission.entered(tenant, partition_of_id(job_id));
@@ -218,7 +236,8 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
   auto since = ready_since_ms > 0 ? ready_since_ms : now_ms(self);
   auto& dq = q.by_type[type][i];
   ready_entry entry{std::move(job_id),
-                    since + static_cast<int64_t>(i) * aging_ms(self), tenant};
+                    since + static_cast<int64_t>(i) * aging_ms(self), tenant,
+                    flow};
   // Keys are non-decreasing within a FIFO except for recovered jobs, which
   // go where their age puts them.
   if (dq.empty() || dq.back().key <= entry.key)
@@ -232,8 +251,10 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
 /// `rec`, queued, into the ready queue of its class and type.
 void push_ready(self_ptr self, const job_record& rec,
                 int64_t ready_since_ms = 0) {
+  auto& st = self->state;
   push_ready(self, rec.job_id, rec.spec.prio, resource_class_of(rec.spec),
-             rec.spec.type, self->state.admission.tenant(rec.spec.tenant),
+             rec.spec.type, st.admission.tenant(rec.spec.tenant),
+             st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
              ready_since_ms);
 }
 
@@ -273,6 +294,18 @@ bool pop_next(class_queues& q, const std::vector<std::string>& types,
   return true;
 }
 
+/// Puts a parked job back into its ready queue, where its age puts it;
+/// adds its class to `classes` (to dispatch afterwards).
+void back_to_ready(queue_state& st, parked_entry pe,
+                   std::vector<std::string>& classes) {
+  auto& dq = st.classes[pe.resource_class].by_type[pe.type][pe.prio];
+  dq.insert(std::upper_bound(dq.begin(), dq.end(), pe.entry, by_key),
+            std::move(pe.entry));
+  if (std::find(classes.begin(), classes.end(), pe.resource_class)
+      == classes.end())
+    classes.push_back(pe.resource_class);
+}
+
 /// Hands the free slots of `key` to the jobs parked behind it, oldest
 /// first: each goes back to its ready queue where its age puts it, holding
 /// its slot, so that no newer job of the key takes it first.
@@ -285,12 +318,7 @@ void wake_parked(self_ptr self, const std::string& key) {
     auto pe = std::move(p->second.front());
     p->second.pop_front();
     pe.entry.holds_slot = true;
-    auto& dq = st.classes[pe.resource_class].by_type[pe.type][pe.prio];
-    dq.insert(std::upper_bound(dq.begin(), dq.end(), pe.entry, by_key),
-              std::move(pe.entry));
-    if (std::find(classes.begin(), classes.end(), pe.resource_class)
-        == classes.end())
-      classes.push_back(pe.resource_class);
+    back_to_ready(st, std::move(pe), classes);
   }
   if (p != st.parked.end() && p->second.empty())
     st.parked.erase(p);
@@ -305,6 +333,100 @@ void release_slot(self_ptr self, const std::string& key) {
     return;
   self->state.concurrency.release(key);
   wake_parked(self, key);
+}
+
+/// Arms the flow timer for `at_ms` unless an earlier wake-up is armed (0 =
+/// nothing to arm: an outcome wakes the gate).
+void arm_flow_timer(self_ptr self, int64_t at_ms) {
+  auto& st = self->state;
+  if (at_ms == 0 || (st.flow_armed_ms != 0 && st.flow_armed_ms <= at_ms))
+    return;
+  st.flow_armed_ms = at_ms;
+  auto delay = std::max<int64_t>(0, at_ms - now_ms(self));
+  self->delayed_send(self, std::chrono::milliseconds{delay},
+                     flow_timer_atom::value, ++st.flow_generation);
+}
+
+/// Sends the limiters' and breakers' state changes to the control log
+/// (the store's drover.control_log), and logs them.
+void record_flow_changes(self_ptr self) {
+  auto& st = self->state;
+  if (!st.flow.has_changes())
+    return;
+  for (auto& c : st.flow.drain_changes()) {
+    log::info("queue",
+              "flow control: " + c.kind + " '" + c.key + "' " + c.state,
+              {{"detail", c.detail}});
+    self->request(st.deps.store, store_timeout, control_atom::value, c.at_ms,
+                  c.kind, c.key, c.state, c.detail)
+        .then([](ok_atom) {},
+              [key = c.key](caf::error& err) {
+                // The state itself is the queue's; the log entry is lost
+                // (a deposed coordinator's refused write, PostgreSQL down).
+                log_failure("recording a flow-control change", err, {},
+                            log::level::warn);
+              });
+  }
+}
+
+/// Moves the jobs that may pass `gate` now back to their ready queues (where
+/// their age puts them) and re-arms the timer for the rest; a rate gate
+/// lets as many through as it has tokens, a half-open breaker its probes,
+/// a closed one all. They take what they need when a worker takes them.
+void wake_gate(self_ptr self, const std::string& gate,
+               std::vector<std::string>& classes) {
+  auto& st = self->state;
+  auto p = st.flow_parked.find(gate);
+  if (p == st.flow_parked.end())
+    return;
+  auto now = now_ms(self);
+  auto n = std::min(st.flow.wakeable(gate, now), p->second.size());
+  for (size_t i = 0; i < n; ++i) {
+    auto pe = std::move(p->second.front());
+    p->second.pop_front();
+    back_to_ready(st, std::move(pe), classes);
+  }
+  if (p->second.empty()) {
+    st.flow_parked.erase(p);
+    return;
+  }
+  // Woken jobs of a rate gate re-arm the timer when they take their token
+  // (dispatch) or park again: waking more now would only churn.
+  if (n > 0 && gate[0] == 'r')
+    return;
+  arm_flow_timer(self, st.flow.next_check_ms(gate, now));
+}
+
+/// The flow timer fired: every gate that may open now.
+void on_flow_timer(self_ptr self) {
+  auto& st = self->state;
+  st.flow_armed_ms = 0;
+  std::vector<std::string> gates;
+  for (const auto& kv : st.flow_parked)
+    gates.push_back(kv.first);
+  std::vector<std::string> classes;
+  for (const auto& g : gates)
+    wake_gate(self, g, classes);
+  for (const auto& cls : classes)
+    dispatch(self, cls);
+  record_flow_changes(self);
+}
+
+/// An attempt of a job with flow keys ended: its breaker learns how.
+void flow_outcome(self_ptr self, const running_entry& entry, bool success,
+                  const std::string& code) {
+  auto& st = self->state;
+  if (entry.flow == 0)
+    return;
+  auto gate
+      = st.flow.outcome(entry.flow, entry.probe, success, code, now_ms(self));
+  if (!gate.empty()) {
+    std::vector<std::string> classes;
+    wake_gate(self, gate, classes);
+    for (const auto& cls : classes)
+      dispatch(self, cls);
+  }
+  record_flow_changes(self);
 }
 
 /// Admission of one submission (runtime/admission.hpp). Refusals are
@@ -412,9 +534,21 @@ void dispatch(self_ptr self, const std::string& cls) {
       ++w;
       continue;
     }
+    bool duplicate = st.running.count(entry.job_id) > 0;
+    if (entry.flow != 0 && !duplicate) {
+      // A rate limit without a token or a breaker that is not closed: it
+      // waits behind that gate, in order, without a worker (a slot of its
+      // concurrency key it holds stays with it: the wait is short, bounded
+      // by the rate or the cooldown).
+      if (auto wait = st.flow.gate(entry.flow, now_ms(self))) {
+        st.flow_parked[wait->gate].push_back(
+            {std::move(entry), cls, *type, prio});
+        arm_flow_timer(self, wait->until_ms);
+        continue;
+      }
+    }
     auto key
         = st.concurrency.key_of(*type, st.admission.tenant_name(entry.tenant));
-    bool duplicate = st.running.count(entry.job_id) > 0;
     if (!duplicate && !entry.holds_slot && !key.empty()
         && (!st.recovered || !st.concurrency.take(key))) {
       // No free slot for its key, or recovery has not yet counted every
@@ -440,12 +574,23 @@ void dispatch(self_ptr self, const std::string& cls) {
         wi != st.workers.end() ? wi->second.worker_id : "worker", 0);
     self->monitor(js);
     st.supervisor_jobs.emplace(js.address(), entry.job_id);
-    st.running.emplace(entry.job_id,
-                       running_entry{js, worker, cls, now_ms(self), key});
+    bool probe = false;
+    if (entry.flow != 0) {
+      auto now = now_ms(self);
+      probe = st.flow.take(entry.flow, now);
+      // Jobs parked behind its rate limit look again at the next token.
+      const auto& rk = st.flow.rate_key(entry.flow);
+      if (!rk.empty() && st.flow_parked.count("r" + rk) > 0)
+        arm_flow_timer(self, st.flow.next_check_ms("r" + rk, now));
+    }
+    st.running.emplace(
+        entry.job_id,
+        running_entry{js, worker, cls, now_ms(self), key, entry.flow, probe});
     ++st.stats.dispatched[prio];
   }
   for (const auto& key : slots_to_free)
     release_slot(self, key);
+  record_flow_changes(self);
 }
 
 void arm_timer(self_ptr self) {
@@ -496,7 +641,7 @@ void on_due(self_ptr self) {
         .then(
             [self, entry](ok_atom) {
               push_ready(self, entry.job_id, entry.prio, entry.resource_class,
-                         entry.type, entry.tenant);
+                         entry.type, entry.tenant, entry.flow);
             },
             [self, entry](caf::error& err) {
               // Cancelled while it waited, or the store is unavailable: the
@@ -513,22 +658,29 @@ void on_due(self_ptr self) {
   arm_timer(self);
 }
 
+/// The timer's entry of `rec`, due at `due_ms`.
+delayed_entry delayed_of(self_ptr self, const job_record& rec, int64_t due_ms) {
+  auto& st = self->state;
+  return {due_ms,
+          rec.job_id,
+          resource_class_of(rec.spec),
+          rec.spec.prio,
+          rec.spec.type,
+          st.admission.tenant(rec.spec.tenant),
+          st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key)};
+}
+
 /// Puts a job the store just accepted where its status says.
 void enqueue(self_ptr self, const job_record& rec) {
-  const auto& cls = resource_class_of(rec.spec);
   switch (rec.status) {
     case job_status::queued:
       push_ready(self, rec);
       break;
     case job_status::scheduled:
-      push_delayed(self, {rec.spec.run_at_ms, rec.job_id, cls, rec.spec.prio,
-                          rec.spec.type,
-                          self->state.admission.tenant(rec.spec.tenant)});
+      push_delayed(self, delayed_of(self, rec, rec.spec.run_at_ms));
       break;
     case job_status::retrying:
-      push_delayed(self, {rec.retry_at_ms, rec.job_id, cls, rec.spec.prio,
-                          rec.spec.type,
-                          self->state.admission.tenant(rec.spec.tenant)});
+      push_delayed(self, delayed_of(self, rec, rec.retry_at_ms));
       break;
     default:
       break;
@@ -565,6 +717,24 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
       dq.erase(i);
       if (dq.empty())
         st.parked.erase(p);
+      return true;
+    }
+  }
+  for (auto p = st.flow_parked.begin(); p != st.flow_parked.end(); ++p) {
+    auto& dq = p->second;
+    auto i = std::find_if(dq.begin(), dq.end(), [&](const parked_entry& e) {
+      return e.entry.job_id == job_id;
+    });
+    if (i != dq.end()) {
+      auto holds = i->entry.holds_slot;
+      auto key = st.concurrency.key_of(
+          i->type, st.admission.tenant_name(i->entry.tenant));
+      left_queue(st, i->entry.tenant, job_id);
+      dq.erase(i);
+      if (dq.empty())
+        st.flow_parked.erase(p);
+      if (holds)
+        release_slot(self, key);
       return true;
     }
   }
@@ -677,10 +847,7 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
           [self, rec, retry_at, retry = decision.retry](ok_atom) {
             if (retry) {
               ++self->state.stats.retried;
-              push_delayed(self,
-                           {retry_at, rec.job_id, resource_class_of(rec.spec),
-                            rec.spec.prio, rec.spec.type,
-                            self->state.admission.tenant(rec.spec.tenant)});
+              push_delayed(self, delayed_of(self, rec, retry_at));
               return;
             }
             ++self->state.stats.failed;
@@ -761,8 +928,7 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
               // It never started: the job waits again, the worker is free.
               st.classes[entry.resource_class].idle_workers.push_back(
                   entry.worker);
-              push_ready(self, rec.job_id, rec.spec.prio, entry.resource_class,
-                         rec.spec.type, st.admission.tenant(rec.spec.tenant));
+              push_ready(self, rec);
               return;
             }
             if (rec.status != job_status::processing)
@@ -935,9 +1101,11 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
   self->monitor(js);
   st.supervisor_jobs.emplace(js.address(), job_id);
   st.running.emplace(
-      job_id,
-      running_entry{js, slot, resource_class_of(rec.spec), now_ms(self),
-                    st.concurrency.key_of(rec.spec.type, rec.spec.tenant)});
+      job_id, running_entry{
+                  js, slot, resource_class_of(rec.spec), now_ms(self),
+                  st.concurrency.key_of(rec.spec.type, rec.spec.tenant),
+                  st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
+                  false});
   rp.deliver(js);
 }
 
@@ -1090,6 +1258,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.partitions = partition_picker{st.opts.partitions, st.opts.partition_count};
   st.admission = admission_control{st.opts.admission};
   st.concurrency = concurrency_slots{st.opts.concurrency};
+  st.flow = flow_control{st.opts.flow, st.opts.clock_ms()};
   st.stats.since_ms = st.opts.clock_ms();
   self->set_error_handler(
       [](caf::error& err) { log_failure("unexpected error message", err); });
@@ -1099,6 +1268,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       st.local_types.emplace_back(); // "" is no job's type
   }
   self->monitor(st.deps.store);
+  record_flow_changes(self); // each limiter's and breaker's authority starts
   recover(self);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
@@ -1136,8 +1306,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
     auto entry = r->second;
     st.running.erase(r);
     // Its supervisor is gone: the attempt is settled (resolve_orphan) or
-    // left to the next start; the slot is free.
+    // left to the next start; the slot is free, a probe it was is not.
     release_slot(self, entry.concurrency_key);
+    flow_outcome(self, entry, false, "supervisor_lost");
     if (dm.reason == caf::exit_reason::user_shutdown)
       return; // the node stops in order: the next start settles or adopts it
     resolve_orphan(self, job_id, std::move(entry), dm.reason);
@@ -1149,6 +1320,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto spec = prepare_spec(req, *st.deps.handlers, st.opts.limits, now);
         if (!spec)
           return std::move(spec.error());
+        if (auto err = st.flow.check(spec->rate_limit_key, spec->breaker_key))
+          return err;
         auto partition = st.partitions.of(spec->tenant, spec->idempotency_key,
                                           st.partitions.next_keyless());
         auto ticket = admit(self, *spec, partition);
@@ -1190,6 +1363,10 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         for (size_t i = 0; i < reqs.size(); ++i) {
           auto spec
               = prepare_spec(reqs[i], *st.deps.handlers, st.opts.limits, now);
+          if (spec)
+            if (auto err
+                = st.flow.check(spec->rate_limit_key, spec->breaker_key))
+              spec = caf::expected<job_spec>{std::move(err)};
           auto partition = spec ? st.partitions.of(
                                spec->tenant, spec->idempotency_key, keyless)
                                 : 0;
@@ -1294,6 +1471,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         for (const auto& [key, dq] : st.parked)
           for (const auto& pe : dq)
             ++s.depth[pe.prio]; // ready, held back by a concurrency limit
+        for (const auto& [gate, dq] : st.flow_parked)
+          for (const auto& pe : dq)
+            ++s.depth[pe.prio]; // ready, held back by a limiter or breaker
         s.delayed = st.delayed.size();
         s.running = st.running.size();
         s.admission_in_flight = st.admission.in_flight();
@@ -1398,16 +1578,25 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         ++self->state.stats.retried;
         enqueue(self, rec);
       },
-      [self](finished_atom, const std::string& job_id, job_status status) {
+      [self](finished_atom, const std::string& job_id, job_status status,
+             const std::string& code) {
         auto& st = self->state;
         auto r = st.running.find(job_id);
         auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
         if (r == st.running.end()
             || r->second.job_supervisor.address() != sender)
           return; // not the supervisor that runs the job
-        auto key = std::move(r->second.concurrency_key);
+        auto entry = std::move(r->second);
         st.running.erase(r);
-        release_slot(self, key);
+        release_slot(self, entry.concurrency_key);
+        // An outcome the supervisor could not record says nothing about
+        // the downstream: not counted.
+        bool recorded = status == job_status::completed
+                        || status == job_status::failed
+                        || status == job_status::cancelled
+                        || status == job_status::retrying;
+        flow_outcome(self, entry, status == job_status::completed,
+                     recorded ? code : std::string{"attempt_lost"});
         switch (status) {
           case job_status::completed:
             ++st.stats.completed;
@@ -1440,6 +1629,19 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       [self](due_atom, uint64_t generation) {
         if (generation == self->state.timer_generation)
           on_due(self);
+      },
+      [self](flow_timer_atom, uint64_t generation) {
+        if (generation == self->state.flow_generation)
+          on_flow_timer(self);
+      },
+      [self](flow_atom) -> std::string {
+        auto& st = self->state;
+        std::map<std::string, size_t> waiting;
+        for (const auto& [gate, dq] : st.flow_parked)
+          waiting[gate] = dq.size();
+        auto json = st.flow.to_json(now_ms(self), waiting);
+        record_flow_changes(self); // an elapsed cooldown shows as half-open
+        return json;
       },
       [self](fence_atom) {
         auto& st = self->state;

@@ -50,6 +50,9 @@
 //   (nodes_atom, resource_class, job_type) -> string
 //       why a queued job of that class and type does not run ("" = no
 //       reason but the queue ahead of it)
+//   (flow_atom)                        -> string       JSON object: the
+//       rate limiters and breakers and the jobs waiting behind each
+//       (runtime/flow_control.hpp, flow_control::to_json)
 // Protocol (runtime):
 //   (ready_atom, resource_class, worker_id, worker)   a worker is idle
 //   (ready_atom, resource_class, worker_id, worker, job_types)  a remote
@@ -68,6 +71,7 @@
 #include "runtime/admission.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/concurrency.hpp"
+#include "runtime/flow_control.hpp"
 #include "runtime/job_api.hpp"
 #include "runtime/submit.hpp"
 #include "runtime/task.hpp"
@@ -99,6 +103,7 @@ using queue_actor = caf::typed_actor<
     caf::replies_to<describe_atom>::with<tree_node>,
     caf::replies_to<nodes_atom>::with<std::string>,
     caf::replies_to<nodes_atom, std::string, std::string>::with<std::string>,
+    caf::replies_to<flow_atom>::with<std::string>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor,
                    std::vector<std::string>>,
@@ -140,6 +145,9 @@ struct queue_options {
   /// Attempts of a job type running at once (runtime/concurrency.hpp);
   /// none by default.
   concurrency_limits concurrency;
+  /// Rate limiters and circuit breakers (runtime/flow_control.hpp); none
+  /// by default.
+  flow_limits flow;
 };
 
 struct queue_deps {

@@ -50,6 +50,16 @@
 //       The coordinators of the database as a JSON array
 //       (pg::members_json: active and standbys, with their heartbeats);
 //       the memory store has none to show: errc::not_found.
+//   (control_atom, at_ms, kind, key, state, detail) -> ok_atom
+//       Appends one state change of a rate limiter or circuit breaker to
+//       the control log (runtime/flow_control.hpp; never in a job's
+//       history). The PostgreSQL store fences it by the lease of the key's
+//       partition and records that epoch: a deposed coordinator's change
+//       is refused (errc::not_owner).
+//   (control_atom, limit)                          -> std::string
+//       The newest `limit` (within [1, 1000]) control-log entries, newest
+//       first, as a JSON array of {"sequence", "at", "kind", "key",
+//       "state", "detail", "partition", "epoch"}.
 // Reads answer with committed state only: a record is never shown in a
 // state whose events are not durable yet.
 // Unknown job ids fail with `errc::not_found`.
@@ -83,7 +93,10 @@ using store_actor = caf::typed_actor<
     caf::replies_to<ping_atom>::with<ok_atom>,
     caf::replies_to<webhooks_atom, std::string,
                     uint32_t>::with<std::vector<job_record>>,
-    caf::replies_to<nodes_atom>::with<std::string>>;
+    caf::replies_to<nodes_atom>::with<std::string>,
+    caf::replies_to<control_atom, int64_t, std::string, std::string,
+                    std::string, std::string>::with<ok_atom>,
+    caf::replies_to<control_atom, uint32_t>::with<std::string>>;
 
 /// The largest recovery page a store serves.
 constexpr uint32_t max_recovery_page = 100000;

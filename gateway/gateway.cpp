@@ -576,6 +576,8 @@ private:
         return require(ex, who, scope_admin) ? stream_stats(ex) : void();
       if (p[2] == "nodes")
         return require(ex, who, scope_admin) ? nodes(ex) : void();
+      if (p[2] == "flow")
+        return require(ex, who, scope_admin) ? flow(ex) : void();
     }
     fail(ex, 404, "not_found", "no such endpoint");
   }
@@ -904,6 +906,14 @@ private:
         nodes_atom::value);
   }
 
+  /// Rate limiters, breakers and the newest control-log entries.
+  void flow(const ex_ptr& ex) {
+    auto self = shared_from_this();
+    ask<std::string>(
+        ex, [self, ex](std::string& json) { self->reply(ex, 200, json); },
+        flow_atom::value, uint32_t{50});
+  }
+
   void queues(const ex_ptr& ex) {
     auto self = shared_from_this();
     ask<queue_stats>(
@@ -933,11 +943,27 @@ private:
 
   void metrics(const ex_ptr& ex) {
     auto self = shared_from_this();
+    auto api = api_;
+    auto timeout = cfg_.request_timeout;
     ask<queue_stats>(
         ex,
-        [self, ex](queue_stats& s) {
-          self->reply(ex, 200, metrics_text(s, read_process_figures()),
-                      {{"Content-Type", metrics_content_type}});
+        [self, ex, api, timeout](queue_stats& s) {
+          auto text = std::make_shared<std::string>(
+              metrics_text(s, read_process_figures()));
+          // Then the limiters' and breakers' figures; without them if the
+          // queue does not answer (the rest is still worth scraping).
+          self->sys_.spawn([=](caf::event_based_actor* a) {
+            a->request(api, timeout, flow_atom::value, uint32_t{0})
+                .then(
+                    [=](std::string& flow) {
+                      self->reply(ex, 200, *text + flow_metrics_text(flow),
+                                  {{"Content-Type", metrics_content_type}});
+                    },
+                    [=](caf::error&) {
+                      self->reply(ex, 200, *text,
+                                  {{"Content-Type", metrics_content_type}});
+                    });
+          });
         },
         stats_atom::value);
   }

@@ -1,9 +1,14 @@
 #include "gateway/metrics.hpp"
 
+#include <capnp/compat/json.h>
+#include <capnp/message.h>
+#include <kj/exception.h>
+
 #include <array>
 #include <cstdio>
 #include <dirent.h>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <sys/resource.h>
 #include <time.h>
@@ -31,7 +36,15 @@ public:
 
   /// Milliseconds are the finest unit here: three decimals.
   void sample(const char* name, double value, const char* labels = nullptr) {
-    start(name, labels);
+    sample(name, value, std::string{labels == nullptr ? "" : labels});
+  }
+
+  void sample(const char* name, double value, const std::string& labels) {
+    if (labels.empty()) {
+      start(name, nullptr);
+    } else {
+      start(name, labels.c_str());
+    }
     char buf[64];
     std::snprintf(buf, sizeof(buf), "%.3f", value);
     out_ << buf << '\n';
@@ -81,7 +94,104 @@ uint64_t count_fds() {
   return n;
 }
 
+/// A label value, escaped as the text format wants (\\, \", \n).
+std::string label(const char* name, std::string_view value) {
+  std::string out = name;
+  out += "=\"";
+  for (char c : value) {
+    if (c == '\\' || c == '"')
+      out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out + '"';
+}
+
+using json = capnp::JsonValue::Reader;
+
+/// The member `name` of an object, or null.
+std::optional<json> member(json obj, const char* name) {
+  if (obj.which() != capnp::JsonValue::OBJECT)
+    return std::nullopt;
+  for (auto f : obj.getObject())
+    if (f.getName() == name)
+      return f.getValue();
+  return std::nullopt;
+}
+
+double number(json obj, const char* name) {
+  auto v = member(obj, name);
+  return v && v->which() == capnp::JsonValue::NUMBER ? v->getNumber() : 0;
+}
+
+std::string text(json obj, const char* name) {
+  auto v = member(obj, name);
+  if (!v || v->which() != capnp::JsonValue::STRING)
+    return {};
+  auto s = v->getString();
+  return std::string{s.begin(), s.size()};
+}
+
 } // namespace
+
+std::string flow_metrics_text(const std::string& flow_json) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<capnp::JsonValue>();
+  auto failure = kj::runCatchingExceptions([&] {
+    capnp::JsonCodec codec;
+    codec.decodeRaw(
+        kj::ArrayPtr<const char>{flow_json.data(), flow_json.size()}, root);
+  });
+  if (failure != nullptr)
+    return {};
+  auto doc = root.asReader();
+  auto rates = member(doc, "rate_limits");
+  auto breakers = member(doc, "breakers");
+  if (!rates || !breakers || rates->which() != capnp::JsonValue::ARRAY
+      || breakers->which() != capnp::JsonValue::ARRAY)
+    return {};
+  exposition e;
+  auto each = [](json list, auto f) {
+    for (auto x : list.getArray())
+      f(x, label("key", text(x, "key")));
+  };
+  auto family = [&](json list, const char* name, const char* type,
+                    const char* help, const char* field) {
+    e.family(name, type, help);
+    each(list, [&](json x, const std::string& key) {
+      e.sample(name, number(x, field), key);
+    });
+  };
+  family(*rates, "drover_rate_limit_tokens_per_second", "gauge",
+         "A rate limiter's rate.", "rate_per_second");
+  family(*rates, "drover_rate_limit_tokens", "gauge",
+         "Tokens in a rate limiter's bucket now.", "tokens");
+  family(*rates, "drover_rate_limit_granted_total", "counter",
+         "Tokens granted (jobs dispatched) since the queue started.",
+         "granted");
+  family(*rates, "drover_rate_limit_waiting_jobs", "gauge",
+         "Ready jobs waiting for a token.", "waiting");
+  e.family("drover_breaker_state", "gauge",
+           "1 for a circuit breaker's current state (closed, open, "
+           "half_open), 0 for the others.");
+  each(*breakers, [&](json x, const std::string& key) {
+    auto now = text(x, "state");
+    for (auto s : {"closed", "open", "half_open"})
+      e.sample("drover_breaker_state", now == s ? 1.0 : 0.0,
+               key + "," + label("state", s));
+  });
+  family(*breakers, "drover_breaker_opened_total", "counter",
+         "Times a circuit breaker opened since the queue started.",
+         "times_opened");
+  family(*breakers, "drover_breaker_failures_in_row", "gauge",
+         "Counted failures in a row of a closed breaker.", "failures_in_row");
+  family(*breakers, "drover_breaker_waiting_jobs", "gauge",
+         "Ready jobs waiting for a breaker to let them through.", "waiting");
+  return e.take();
+}
 
 process_figures read_process_figures() {
   process_figures p;

@@ -26,6 +26,10 @@ process_figures read_process_figures();
 /// The exposition of the queue's figures and the process's.
 std::string metrics_text(const queue_stats& queue, const process_figures& p);
 
+/// The exposition of the rate limiters and circuit breakers, from the
+/// queue's flow JSON (flow_control::to_json); "" if it is not that JSON.
+std::string flow_metrics_text(const std::string& flow_json);
+
 /// Content-Type of metrics_text.
 inline constexpr const char* metrics_content_type
     = "text/plain; version=0.0.4; charset=utf-8";

@@ -191,7 +191,7 @@ int main(int argc, char** argv) {
   int64_t timeout_ms = 5000;
   int64_t wait_ms = 3600000;
   std::string input, priority_name, run_at, key, tenant, status_name, after;
-  std::string type_filter, key_file;
+  std::string type_filter, key_file, rate_key, breaker_key;
   std::string reason = "cancelled with droverctl";
   int64_t delay_ms = -1, max_attempts = -1, job_timeout_ms = -1;
   int64_t limit = 100;
@@ -215,8 +215,14 @@ int main(int argc, char** argv) {
       "job-timeout-ms", po::value(&job_timeout_ms),
       "submit: per-attempt timeout")("idempotency-key", po::value(&key),
                                      "submit: deduplication key")(
-      "tenant", po::value(&tenant),
-      "submit/list: tenant")("watch", "submit: follow the job until it ends")(
+      "rate-limit-key", po::value(&rate_key),
+      "submit: the rate limiter the job takes a token of (declared on the "
+      "coordinator with --rate-limit)")(
+      "breaker-key", po::value(&breaker_key),
+      "submit: the circuit breaker the job's attempts count against "
+      "(declared with --circuit-breaker)")("tenant", po::value(&tenant),
+                                           "submit/list: tenant")(
+      "watch", "submit: follow the job until it ends")(
       "wait", "submit: the same as --watch")(
       "wait-ms", po::value(&wait_ms)->default_value(wait_ms),
       "watch: give up after this long (exit 3; the job goes on)")(
@@ -298,6 +304,8 @@ int main(int argc, char** argv) {
     req.input = input;
     req.tenant = tenant;
     req.idempotency_key = key;
+    req.rate_limit_key = rate_key;
+    req.breaker_key = breaker_key;
     if (!priority_name.empty()) {
       priority p;
       if (!from_string(priority_name, p))

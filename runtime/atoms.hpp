@@ -28,6 +28,10 @@ using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using redrive_atom = caf::atom_constant<caf::atom("redrive")>;
 using purge_atom = caf::atom_constant<caf::atom("purge")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
+/// Rate limiters and circuit breakers: their state (queue) and their
+/// control log (store).
+using flow_atom = caf::atom_constant<caf::atom("flow")>;
+using control_atom = caf::atom_constant<caf::atom("control")>;
 using all_atom = caf::atom_constant<caf::atom("all")>;
 /// Store: every non-terminal job, for a queue rebuilding its state.
 using recover_atom = caf::atom_constant<caf::atom("recover")>;

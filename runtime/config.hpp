@@ -9,6 +9,7 @@
 
 #include "runtime/admission.hpp"
 #include "runtime/concurrency.hpp"
+#include "runtime/flow_control.hpp"
 #include "runtime/log.hpp"
 
 #include <chrono>
@@ -69,6 +70,9 @@ struct node_config {
   /// Coordinators: attempts of a job type running at once
   /// (runtime/concurrency.hpp); none by default.
   concurrency_limits concurrency;
+  /// Coordinators: rate limiters and circuit breakers jobs may name
+  /// (runtime/flow_control.hpp); none by default.
+  flow_limits flow;
   /// Largest accepted job input (JSON text).
   size_t max_input_bytes = 1024 * 1024;
   /// exec jobs: SIGTERM-to-SIGKILL grace on cancel or timeout.

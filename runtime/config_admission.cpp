@@ -40,7 +40,16 @@ po::options_description admission_options(admission_raw& raw) {
       "partition get 503. 0 = no cap (default)")(
       "concurrency-limit", po::value(&raw.concurrency)->composing(),
       "at most N attempts of a job type running at once: TYPE=N across the "
-      "cluster, TYPE=N/tenant per tenant (repeatable)");
+      "cluster, TYPE=N/tenant per tenant (repeatable)")(
+      "rate-limit", po::value(&raw.rate_limits)->composing(),
+      "a token bucket jobs name as rate_limit_key: NAME:rate=R[,burst=B], R "
+      "tokens per second, B at most (default max(1, R)); a job waits queued "
+      "for its token (repeatable)")(
+      "circuit-breaker", po::value(&raw.breakers)->composing(),
+      "a breaker jobs name as breaker_key: "
+      "NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b], open after N "
+      "failed attempts in a row (of those codes; default any), S seconds "
+      "open (default 30), then P probe jobs (default 1) (repeatable)");
   return d;
 }
 
@@ -55,6 +64,24 @@ caf::error apply_admission_options(const admission_raw& raw, node_config& cfg) {
   if (!raw.concurrency.empty() && !roles_of(cfg).coordinator)
     return bad("--concurrency-limit is for coordinators (the queue that "
                "dispatches runs there)");
+  if ((!raw.rate_limits.empty() || !raw.breakers.empty())
+      && !roles_of(cfg).coordinator)
+    return bad("--rate-limit and --circuit-breaker are for coordinators (the "
+               "queue that dispatches runs there)");
+  for (const auto& item : raw.rate_limits) {
+    auto r = parse_rate_limit(item);
+    if (!r)
+      return std::move(r.error());
+    if (!cfg.flow.rates.emplace(r->first, r->second).second)
+      return bad("rate-limit: '" + r->first + "' is given twice");
+  }
+  for (const auto& item : raw.breakers) {
+    auto b = parse_breaker(item);
+    if (!b)
+      return std::move(b.error());
+    if (!cfg.flow.breakers.emplace(b->first, b->second).second)
+      return bad("circuit-breaker: '" + b->first + "' is given twice");
+  }
   for (const auto& item : raw.concurrency) {
     auto eq = item.find('=');
     auto type = item.substr(0, eq);

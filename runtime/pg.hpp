@@ -534,6 +534,16 @@ public:
   /// many jobs went.
   caf::expected<uint64_t> purge_finished(int64_t before_ms, int32_t max_jobs);
 
+  /// Appends one rate-limiter or breaker state change to drover.control_log
+  /// (runtime/pg_control.cpp), fenced by the lease of the key's partition
+  /// (partition_of_key(kind, key, P)): errc::not_owner once it was taken
+  /// over.
+  caf::error append_control(int64_t at_ms, const std::string& kind,
+                            const std::string& key, const std::string& state,
+                            const std::string& detail);
+  /// The newest `limit` control-log entries, newest first, as a JSON array.
+  caf::expected<std::string> control_json(uint32_t limit);
+
   /// The underlying connection (administration, tests).
   connection& conn() noexcept {
     return conn_;

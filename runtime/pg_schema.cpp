@@ -372,6 +372,52 @@ COMMENT ON TABLE drover.coordinators IS
 --   GRANT SELECT, INSERT, UPDATE, DELETE ON drover.coordinators TO drover_app;
 )sql";
 
+// Version 6: the control log of rate limiters and circuit breakers
+// (runtime/flow_control.hpp, docs/jobs.md): every state change, never in a
+// job's history, never changed. A change is written by the coordinator that
+// owns the key's partition, fenced like a job write by that partition's
+// lease (FOR SHARE, epoch compared), and carries the epoch.
+const char* const v6_sql = R"sql(
+CREATE TABLE drover.control_log (
+  sequence   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  at         timestamptz NOT NULL,
+  kind       text NOT NULL CHECK (kind IN ('rate_limit', 'breaker')),
+  key        text NOT NULL CHECK (length(key) BETWEEN 1 AND 1024),
+  state      text NOT NULL CHECK (length(state) BETWEEN 1 AND 64),
+  detail     text NOT NULL DEFAULT '' CHECK (length(detail) <= 4096),
+  partition  integer NOT NULL CHECK (partition >= 0),
+  epoch      bigint NOT NULL CHECK (epoch >= 0),
+  owner_node text NOT NULL DEFAULT ''
+);
+
+COMMENT ON TABLE drover.control_log IS
+  'State changes of rate limiters and circuit breakers, append-only, each '
+  'with the epoch of the partition lease it was written under.';
+
+CREATE FUNCTION drover.refuse_control_change() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RAISE EXCEPTION 'drover.control_log is append-only: % refused', TG_OP
+    USING ERRCODE = 'restrict_violation';
+END
+$$;
+
+CREATE TRIGGER control_log_append_only
+  BEFORE UPDATE OR DELETE ON drover.control_log
+  FOR EACH ROW EXECUTE FUNCTION drover.refuse_control_change();
+
+CREATE TRIGGER control_log_no_truncate
+  BEFORE TRUNCATE ON drover.control_log
+  FOR EACH STATEMENT EXECUTE FUNCTION drover.refuse_control_change();
+
+REVOKE UPDATE, DELETE, TRUNCATE ON drover.control_log FROM PUBLIC;
+
+-- Production privileges (see version 1):
+--   GRANT SELECT, INSERT ON drover.control_log TO drover_app;
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -384,6 +430,7 @@ const std::vector<migration>& migrations() {
        v3_sql},
       {4, "partition leases: one coordinator per database", v4_sql},
       {5, "coordinators announce themselves", v5_sql},
+      {6, "control log of rate limiters and circuit breakers", v6_sql},
   };
   return all;
 }

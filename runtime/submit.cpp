@@ -152,14 +152,8 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
   for (const auto& r : req.resources)
     if (auto err = check_text_field(r.name, "resources"))
       return err;
-  // Accepted only once something enforces them (the flow-control issue):
-  // a key that is stored and ignored would promise a limit nobody keeps.
-  if (!req.rate_limit_key.empty())
-    return invalid("rate_limit_key: rate limiters are not implemented yet; "
-                   "omit it");
-  if (!req.breaker_key.empty())
-    return invalid("breaker_key: circuit breakers are not implemented yet; "
-                   "omit it");
+  // rate_limit_key and breaker_key must name a limiter or breaker the
+  // coordinator declares: the queue checks (runtime/flow_control.hpp).
   const auto* handler = handlers.find(req.type);
   if (handler == nullptr)
     return invalid("unknown job type '" + req.type.substr(0, 128) + "'");

@@ -29,6 +29,8 @@ struct admission_raw {
   int64_t partition_waiting = unset;
   std::vector<std::string> tenant_caps;
   std::vector<std::string> concurrency;
+  std::vector<std::string> rate_limits;
+  std::vector<std::string> breakers;
 };
 
 boost::program_options::options_description

@@ -257,3 +257,90 @@ TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
   CHECK(node.client().get("/metrics").status == 401);
   CHECK(node.client(ops.secret).post("/metrics", "").status == 405);
 }
+
+TEST_CASE("flow: jobs wait behind a rate limit without a worker, show in "
+          "/api/admin/flow and /metrics, leave it when cancelled",
+          "[gateway][metrics][flow]") {
+  api_key a{"a-app", "tenant-a", "submit,read"};
+  api_key ops{"ops", "ops", "read,admin"};
+  auto options = key_options({&a, &ops});
+  // One token per 1000 s, and the bucket starts empty: every job waits.
+  // The other key's name needs escaping in a label.
+  options.insert(options.end(),
+                 {"--slots", "cpu=2", "--rate-limit", "mail:rate=0.001",
+                  "--rate-limit", "we\"ird\\:rate=5", "--circuit-breaker",
+                  "sink:failures=2,cooldown=5"});
+  gateway_node node{options};
+  auto ca = node.client(a.secret);
+  auto admin = node.client(ops.secret);
+  auto limited = [](const char* extra = "") {
+    return std::string{R"({"type":"sleep","input":{"ms":1},)"}
+           + R"("rate_limit_key":"mail")" + extra + "}";
+  };
+  auto first = submit(ca, limited(R"(,"breaker_key":"sink")"));
+  auto second = submit(ca, limited());
+  // Not held: another key's job runs while they wait, on an idle worker.
+  auto free_job = submit(ca, sleep_job(0, 0));
+  CHECK(await_end(node, a.secret, free_job)["status"].str() == "completed");
+
+  auto flow = admin.get("/api/admin/flow");
+  INFO(flow.body);
+  REQUIRE(flow.status == 200);
+  auto doc = body_of(flow);
+  REQUIRE(doc["rate_limits"].items().size() == 2);
+  auto mail = doc["rate_limits"].items()[0];
+  CHECK(mail["key"].str() == "mail");
+  CHECK(mail["waiting"].integer() == 2);
+  CHECK(mail["granted"].integer() == 0);
+  CHECK(doc["breakers"].items()[0]["state"].str() == "closed");
+  // The control log: each limiter's and breaker's authority started.
+  CHECK(doc["control_log"].items().size() == 3);
+  auto q = body_of(admin.get("/api/admin/queues"));
+  CHECK(q["priorities"]["normal"]["depth"].integer() == 2);
+  CHECK(q["idle_workers"].integer() == 2);
+
+  auto res = admin.get("/metrics");
+  REQUIRE(res.status == 200);
+  auto m = parse_metrics(res.body);
+  CHECK(m["drover_rate_limit_waiting_jobs"]["key=mail"] == "2.0");
+  CHECK(m["drover_rate_limit_granted_total"]["key=mail"] == "0.0");
+  CHECK(m["#type drover_rate_limit_granted_total"][""] == "counter");
+  CHECK(m["drover_rate_limit_tokens_per_second"]["key=we\"ird\\"] == "5.0");
+  CHECK(m["drover_breaker_state"]["key=sink,state=closed"] == "1.0");
+  CHECK(m["drover_breaker_state"]["key=sink,state=open"] == "0.0");
+
+  // A cancelled job leaves its place behind the limit.
+  REQUIRE(ca.post("/api/jobs/" + second + "/cancel", "").status == 202);
+  CHECK(await_end(node, a.secret, second)["status"].str() == "cancelled");
+  CHECK(body_of(admin.get("/api/admin/flow"))["rate_limits"]
+            .items()[0]["waiting"]
+            .integer()
+        == 1);
+  CHECK(body_of(ca.get("/api/jobs/" + first))["status"].str() == "queued");
+
+  // Undeclared keys are refused, nothing created; the views are admin's.
+  auto before = body_of(admin.get("/api/admin/queues"));
+  auto bad = ca.post("/api/jobs", R"({"type":"sleep","input":{"ms":1},)"
+                                  R"("breaker_key":"nope"})");
+  CHECK(bad.status == 400);
+  CHECK(bad.body.find("breaker_key 'nope' is not declared")
+        != std::string::npos);
+  CHECK(ca.get("/api/admin/flow").status == 403);
+  CHECK(node.client().get("/api/admin/flow").status == 401);
+  CHECK(admin.post("/api/admin/flow", "").status == 405);
+}
+
+TEST_CASE("flow: bad --rate-limit and --circuit-breaker items stop the node "
+          "with exit 2",
+          "[gateway][flow]") {
+  using drover::testing::expect_node_refuses;
+  expect_node_refuses({"--rate-limit", "mail:rate=0"},
+                      "rate must be a number of tokens per second");
+  expect_node_refuses({"--rate-limit", "mail=5"}, "expected NAME:rate=R");
+  expect_node_refuses({"--rate-limit", "m:rate=1", "--rate-limit", "m:rate=2"},
+                      "'m' is given twice");
+  expect_node_refuses({"--circuit-breaker", "sink:cooldown=5"},
+                      "failures is required");
+  expect_node_refuses({"--circuit-breaker", "sink:failures=1,codes=cancelled"},
+                      "never counts");
+}

@@ -1,0 +1,506 @@
+#include "runtime/flow_control.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/json_text.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <limits>
+
+namespace drover {
+
+namespace {
+
+caf::error bad(const std::string& option, const std::string& item,
+               const std::string& why) {
+  return make_error(errc::bad_config,
+                    option + ": " + why + " (in '" + item + "')");
+}
+
+/// `NAME:k=v,k=v` -> name and fields, in order.
+caf::expected<
+    std::pair<std::string, std::vector<std::pair<std::string, std::string>>>>
+split_item(const std::string& option, const std::string& item,
+           const char* usage) {
+  auto colon = item.find(':');
+  auto name = item.substr(0, colon);
+  if (colon == std::string::npos || name.empty() || name.size() > 128
+      || name.find_first_of(",=| \t") != std::string::npos)
+    return bad(option, item, std::string{"expected "} + usage);
+  std::vector<std::pair<std::string, std::string>> fields;
+  auto rest = item.substr(colon + 1);
+  size_t pos = 0;
+  while (pos <= rest.size()) {
+    auto comma = rest.find(',', pos);
+    auto field = rest.substr(pos, comma == std::string::npos ? std::string::npos
+                                                             : comma - pos);
+    auto eq = field.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == field.size())
+      return bad(option, item, std::string{"expected "} + usage);
+    auto k = field.substr(0, eq);
+    for (const auto& f : fields)
+      if (f.first == k)
+        return bad(option, item, "'" + k + "' is given twice");
+    fields.emplace_back(k, field.substr(eq + 1));
+    if (comma == std::string::npos)
+      break;
+    pos = comma + 1;
+  }
+  return std::make_pair(std::move(name), std::move(fields));
+}
+
+/// A plain decimal number within [lo, hi].
+bool number_in(const std::string& text, double lo, double hi, double& out) {
+  if (text.empty() || text.size() > 16
+      || text.find_first_not_of("0123456789.") != std::string::npos
+      || std::count(text.begin(), text.end(), '.') > 1 || text[0] == '.'
+      || text.back() == '.')
+    return false;
+  out = std::strtod(text.c_str(), nullptr);
+  return std::isfinite(out) && out >= lo && out <= hi;
+}
+
+bool count_in(const std::string& text, uint32_t lo, uint32_t hi,
+              uint32_t& out) {
+  double d = 0;
+  if (text.find('.') != std::string::npos || !number_in(text, lo, hi, d))
+    return false;
+  out = static_cast<uint32_t>(d);
+  return true;
+}
+
+std::string format_number(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", x);
+  return buf;
+}
+
+/// Codes of attempts that did not reach an outcome of their own: never
+/// held against a downstream.
+bool infrastructure_code(const std::string& code) {
+  for (auto x :
+       {"cancelled", "cancelled_by_handler", "worker_lost", "supervisor_lost",
+        "attempt_lost", "stale_attempt", "lease_expired", "node_restarted",
+        "worker_busy", "unknown_type"})
+    if (code == x)
+      return true;
+  return false;
+}
+
+} // namespace
+
+caf::expected<std::pair<std::string, rate_limit>>
+parse_rate_limit(const std::string& item) {
+  static constexpr auto option = "rate-limit";
+  auto parts = split_item(option, item, "NAME:rate=R[,burst=B]");
+  if (!parts)
+    return std::move(parts.error());
+  rate_limit out;
+  bool have_rate = false;
+  bool have_burst = false;
+  for (const auto& [k, v] : parts->second) {
+    if (k == "rate") {
+      if (!number_in(v, 0.001, 1e6, out.per_second))
+        return bad(option, item,
+                   "rate must be a number of tokens per second within "
+                   "[0.001, 1000000]");
+      have_rate = true;
+    } else if (k == "burst") {
+      if (!number_in(v, 1, 1e6, out.burst))
+        return bad(option, item, "burst must be a number within [1, 1000000]");
+      have_burst = true;
+    } else {
+      return bad(option, item, "'" + k + "' is not a field (rate, burst)");
+    }
+  }
+  if (!have_rate)
+    return bad(option, item, "rate is required");
+  if (!have_burst)
+    out.burst = std::max(1.0, out.per_second);
+  return std::make_pair(std::move(parts->first), out);
+}
+
+caf::expected<std::pair<std::string, breaker_config>>
+parse_breaker(const std::string& item) {
+  static constexpr auto option = "circuit-breaker";
+  auto parts = split_item(
+      option, item, "NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b]");
+  if (!parts)
+    return std::move(parts.error());
+  breaker_config out;
+  bool have_failures = false;
+  for (const auto& [k, v] : parts->second) {
+    if (k == "failures") {
+      if (!count_in(v, 1, 1000000, out.failures))
+        return bad(option, item,
+                   "failures must be a count within [1, 1000000]");
+      have_failures = true;
+    } else if (k == "cooldown") {
+      double s = 0;
+      if (!number_in(v, 0.1, 86400, s))
+        return bad(option, item,
+                   "cooldown must be seconds within [0.1, 86400]");
+      out.cooldown_ms = static_cast<int64_t>(std::llround(s * 1000));
+    } else if (k == "probes") {
+      if (!count_in(v, 1, 1000, out.probes))
+        return bad(option, item, "probes must be a count within [1, 1000]");
+    } else if (k == "codes") {
+      size_t pos = 0;
+      while (pos <= v.size()) {
+        auto bar = v.find('|', pos);
+        auto code = v.substr(pos, bar == std::string::npos ? std::string::npos
+                                                           : bar - pos);
+        if (code.empty() || code.size() > 64
+            || code.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
+                                      "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+                   != std::string::npos)
+          return bad(option, item,
+                     "codes must be error codes ([A-Za-z0-9_.-], at most 64 "
+                     "bytes) separated by |");
+        if (infrastructure_code(code))
+          return bad(option, item,
+                     "'" + code
+                         + "' never counts: a cancel or a lost worker says "
+                           "nothing about the downstream");
+        out.codes.push_back(code);
+        if (bar == std::string::npos)
+          break;
+        pos = bar + 1;
+      }
+    } else {
+      return bad(option, item,
+                 "'" + k
+                     + "' is not a field (failures, cooldown, probes, codes)");
+    }
+  }
+  if (!have_failures)
+    return bad(option, item, "failures is required");
+  return std::make_pair(std::move(parts->first), std::move(out));
+}
+
+const char* to_string(breaker_state x) {
+  switch (x) {
+    case breaker_state::closed:
+      return "closed";
+    case breaker_state::open:
+      return "open";
+    case breaker_state::half_open:
+      return "half_open";
+  }
+  return "closed";
+}
+
+std::string control_entry_json(uint64_t sequence, const flow_change& c,
+                               int32_t partition, int64_t epoch,
+                               const std::string& node) {
+  auto secs = static_cast<time_t>(c.at_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char at[40];
+  std::snprintf(at, sizeof at, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                tm.tm_min, tm.tm_sec, static_cast<int>(c.at_ms % 1000));
+  return "{\"sequence\":" + std::to_string(sequence) + ",\"at\":\"" + at
+         + "\",\"kind\":" + json_quote(c.kind) + ",\"key\":" + json_quote(c.key)
+         + ",\"state\":" + json_quote(c.state) + ",\"detail\":"
+         + json_quote(c.detail) + ",\"partition\":" + std::to_string(partition)
+         + ",\"epoch\":" + std::to_string(epoch)
+         + ",\"node\":" + json_quote(node) + "}";
+}
+
+// -- token_bucket ---------------------------------------------------------
+
+token_bucket::token_bucket(rate_limit limit, int64_t now_ms)
+    : limit_(limit), last_ms_(now_ms) {}
+
+void token_bucket::refill(int64_t now_ms) {
+  if (now_ms <= last_ms_)
+    return; // the clock stood still or stepped back: no tokens from it
+  tokens_ = std::min(
+      limit_.burst, tokens_ + (now_ms - last_ms_) * limit_.per_second / 1000.0);
+  last_ms_ = now_ms;
+}
+
+bool token_bucket::take(int64_t now_ms) {
+  refill(now_ms);
+  if (tokens_ < 1.0)
+    return false;
+  tokens_ -= 1.0;
+  ++granted_;
+  return true;
+}
+
+double token_bucket::tokens(int64_t now_ms) {
+  refill(now_ms);
+  return tokens_;
+}
+
+int64_t token_bucket::next_token_ms(int64_t now_ms) {
+  refill(now_ms);
+  if (tokens_ >= 1.0)
+    return now_ms;
+  auto ms = (1.0 - tokens_) * 1000.0 / limit_.per_second;
+  return now_ms + static_cast<int64_t>(std::ceil(ms));
+}
+
+// -- circuit_breaker --------------------------------------------------------
+
+void circuit_breaker::move_to(breaker_state s, int64_t now_ms,
+                              std::vector<flow_change>& out,
+                              const std::string& key, std::string detail) {
+  state_ = s;
+  out.push_back({now_ms, "breaker", key, to_string(s), std::move(detail)});
+}
+
+bool circuit_breaker::may_run(int64_t now_ms, std::vector<flow_change>& out,
+                              const std::string& key) {
+  if (state_ == breaker_state::open
+      && now_ms >= opened_ms_ + cfg_.cooldown_ms) {
+    probes_out_ = 0;
+    move_to(breaker_state::half_open, now_ms, out, key,
+            "cooldown over: up to " + std::to_string(cfg_.probes)
+                + " probe job(s) run");
+  }
+  switch (state_) {
+    case breaker_state::closed:
+      return true;
+    case breaker_state::open:
+      return false;
+    case breaker_state::half_open:
+      return probes_out_ < cfg_.probes;
+  }
+  return false;
+}
+
+bool circuit_breaker::admit() {
+  if (state_ != breaker_state::half_open)
+    return false;
+  ++probes_out_;
+  return true;
+}
+
+bool circuit_breaker::counts(const std::string& code) const {
+  if (infrastructure_code(code))
+    return false;
+  return cfg_.codes.empty()
+         || std::find(cfg_.codes.begin(), cfg_.codes.end(), code)
+                != cfg_.codes.end();
+}
+
+bool circuit_breaker::outcome(bool probe, bool success, bool counted,
+                              int64_t now_ms, std::vector<flow_change>& out,
+                              const std::string& key, const std::string& code) {
+  if (probe && probes_out_ > 0)
+    --probes_out_;
+  if (success) {
+    if (probe && state_ == breaker_state::half_open) {
+      failures_ = 0;
+      move_to(breaker_state::closed, now_ms, out, key, "a probe job completed");
+      return true;
+    }
+    if (state_ == breaker_state::closed)
+      failures_ = 0;
+    return false;
+  }
+  if (!counted)
+    return probe && state_ == breaker_state::half_open; // another may probe
+  if (probe && state_ == breaker_state::half_open) {
+    opened_ms_ = now_ms;
+    ++opened_count_;
+    move_to(breaker_state::open, now_ms, out, key,
+            "a probe job failed (" + code + ")");
+    return false;
+  }
+  if (state_ != breaker_state::closed)
+    return false; // ran before it opened: already accounted for
+  if (++failures_ >= cfg_.failures) {
+    opened_ms_ = now_ms;
+    ++opened_count_;
+    move_to(breaker_state::open, now_ms, out, key,
+            std::to_string(failures_) + " failure(s) in a row, the last "
+                + code);
+  }
+  return false;
+}
+
+// -- flow_control -----------------------------------------------------------
+
+flow_control::flow_control(flow_limits limits, int64_t now_ms) {
+  for (auto& [key, r] : limits.rates) {
+    buckets_.emplace(key, token_bucket{r, now_ms});
+    changes_.push_back({now_ms, "rate_limit", key, "active",
+                        format_number(r.per_second) + "/s, burst "
+                            + format_number(r.burst)
+                            + "; the bucket starts empty"});
+  }
+  for (auto& [key, b] : limits.breakers) {
+    breakers_.emplace(key, circuit_breaker{b});
+    changes_.push_back({now_ms, "breaker", key, "closed",
+                        "active: opens after " + std::to_string(b.failures)
+                            + " failure(s) in a row"});
+  }
+}
+
+caf::error flow_control::check(const std::string& rate_key,
+                               const std::string& breaker_key) const {
+  if (!rate_key.empty() && buckets_.count(rate_key) == 0)
+    return make_error(errc::invalid_request,
+                      "rate_limit_key '" + rate_key.substr(0, 128)
+                          + "' is not declared on the coordinator "
+                            "(--rate-limit NAME:rate=R)");
+  if (!breaker_key.empty() && breakers_.count(breaker_key) == 0)
+    return make_error(errc::invalid_request,
+                      "breaker_key '" + breaker_key.substr(0, 128)
+                          + "' is not declared on the coordinator "
+                            "(--circuit-breaker NAME:failures=N)");
+  return caf::none;
+}
+
+uint32_t flow_control::intern(const std::string& rate_key,
+                              const std::string& breaker_key) {
+  // A key no longer declared (a recovered job, the configuration changed)
+  // limits nothing.
+  auto r = buckets_.count(rate_key) > 0 ? rate_key : std::string{};
+  auto b = breakers_.count(breaker_key) > 0 ? breaker_key : std::string{};
+  if (r.empty() && b.empty())
+    return 0;
+  auto k = std::make_pair(std::move(r), std::move(b));
+  auto i = numbers_.find(k);
+  if (i != numbers_.end())
+    return i->second;
+  pairs_.push_back(k);
+  auto n = static_cast<uint32_t>(pairs_.size());
+  numbers_.emplace(std::move(k), n);
+  return n;
+}
+
+std::optional<flow_wait> flow_control::gate(uint32_t flow, int64_t now_ms) {
+  if (flow == 0 || flow > pairs_.size())
+    return std::nullopt;
+  const auto& [rk, bk] = pairs_[flow - 1];
+  if (!bk.empty()) {
+    auto& b = breakers_.at(bk);
+    if (!b.may_run(now_ms, changes_, bk))
+      return flow_wait{"b" + bk, b.half_open_at()};
+  }
+  if (!rk.empty()) {
+    auto& bucket = buckets_.at(rk);
+    if (bucket.tokens(now_ms) < 1.0)
+      return flow_wait{"r" + rk, bucket.next_token_ms(now_ms)};
+  }
+  return std::nullopt;
+}
+
+bool flow_control::take(uint32_t flow, int64_t now_ms) {
+  if (flow == 0 || flow > pairs_.size())
+    return false;
+  const auto& [rk, bk] = pairs_[flow - 1];
+  if (!rk.empty())
+    buckets_.at(rk).take(now_ms);
+  return !bk.empty() && breakers_.at(bk).admit();
+}
+
+std::string flow_control::outcome(uint32_t flow, bool probe, bool success,
+                                  const std::string& code, int64_t now_ms) {
+  if (flow == 0 || flow > pairs_.size())
+    return {};
+  const auto& bk = pairs_[flow - 1].second;
+  if (bk.empty())
+    return {};
+  auto& b = breakers_.at(bk);
+  bool counted = !success && b.counts(code);
+  return b.outcome(probe, success, counted, now_ms, changes_, bk, code)
+             ? "b" + bk
+             : std::string{};
+}
+
+size_t flow_control::wakeable(const std::string& gate, int64_t now_ms) {
+  if (gate.size() < 2)
+    return 0;
+  auto key = gate.substr(1);
+  if (gate[0] == 'r') {
+    auto i = buckets_.find(key);
+    if (i == buckets_.end())
+      return std::numeric_limits<size_t>::max();
+    return static_cast<size_t>(std::floor(i->second.tokens(now_ms)));
+  }
+  auto i = breakers_.find(key);
+  if (i == breakers_.end())
+    return std::numeric_limits<size_t>::max();
+  auto& b = i->second;
+  if (!b.may_run(now_ms, changes_, key))
+    return 0;
+  if (b.state() == breaker_state::closed)
+    return std::numeric_limits<size_t>::max();
+  return b.config().probes - b.probes_running();
+}
+
+int64_t flow_control::next_check_ms(const std::string& gate, int64_t now_ms) {
+  if (gate.size() < 2)
+    return 0;
+  auto key = gate.substr(1);
+  if (gate[0] == 'r') {
+    auto i = buckets_.find(key);
+    return i == buckets_.end() ? now_ms : i->second.next_token_ms(now_ms);
+  }
+  auto i = breakers_.find(key);
+  return i == breakers_.end() ? now_ms : i->second.half_open_at();
+}
+
+const std::string& flow_control::rate_key(uint32_t flow) const {
+  static const std::string none;
+  return flow == 0 || flow > pairs_.size() ? none : pairs_[flow - 1].first;
+}
+
+std::vector<flow_change> flow_control::drain_changes() {
+  std::vector<flow_change> out;
+  out.swap(changes_);
+  return out;
+}
+
+std::string
+flow_control::to_json(int64_t now_ms,
+                      const std::map<std::string, size_t>& waiting) {
+  auto waiting_at = [&](const std::string& gate) {
+    auto i = waiting.find(gate);
+    return std::to_string(i == waiting.end() ? 0 : i->second);
+  };
+  std::string out = "{\"rate_limits\":[";
+  bool first = true;
+  for (auto& [key, b] : buckets_) {
+    out += first ? "" : ",";
+    first = false;
+    out += "{\"key\":" + json_quote(key)
+           + ",\"rate_per_second\":" + format_number(b.limit().per_second)
+           + ",\"burst\":" + format_number(b.limit().burst) + ",\"tokens\":"
+           + format_number(std::floor(b.tokens(now_ms) * 100) / 100)
+           + ",\"granted\":" + std::to_string(b.granted())
+           + ",\"waiting\":" + waiting_at("r" + key) + "}";
+  }
+  out += "],\"breakers\":[";
+  first = true;
+  for (auto& [key, b] : breakers_) {
+    b.may_run(now_ms, changes_, key); // an elapsed cooldown shows
+    out += first ? "" : ",";
+    first = false;
+    std::string codes = "[";
+    for (const auto& c : b.config().codes)
+      codes += (codes.size() > 1 ? "," : "") + json_quote(c);
+    codes += "]";
+    out += "{\"key\":" + json_quote(key) + ",\"state\":\""
+           + to_string(b.state()) + "\",\"failures_in_row\":"
+           + std::to_string(b.failures_in_row()) + ",\"failures_to_open\":"
+           + std::to_string(b.config().failures) + ",\"cooldown_seconds\":"
+           + format_number(static_cast<double>(b.config().cooldown_ms) / 1000)
+           + ",\"probes\":" + std::to_string(b.config().probes)
+           + ",\"probes_running\":" + std::to_string(b.probes_running())
+           + ",\"times_opened\":" + std::to_string(b.opened_count())
+           + ",\"codes\":" + codes + ",\"waiting\":" + waiting_at("b" + key)
+           + "}";
+  }
+  return out + "]}";
+}
+
+} // namespace drover

@@ -1,0 +1,254 @@
+#pragma once
+
+// Rate limiters and circuit breakers (issue 15 items 1 and 2, docs/jobs.md
+// "Rate limits and circuit breakers"), as the queue applies them before it
+// hands a job to a worker.
+//
+// A job names at most one rate-limit key and one breaker key
+// (job_spec::rate_limit_key, breaker_key); both must be declared on the
+// coordinators (--rate-limit, --circuit-breaker), or its submit is refused.
+//
+// Rate limits are token buckets (rate per second, burst): a job is
+// dispatched only with a token of its key, taken when a worker is free for
+// it, so a rate-limited job waits in the queue rather than holding a
+// worker. The queue that dispatches is the one authority per key; a bucket
+// starts empty when its authority starts (a restart or a takeover), so a
+// move of the authority never lets more than `burst` plus the rate through
+// in any window.
+//
+// Circuit breakers count failed attempts of the jobs naming them (every
+// failure the handler or the attempt timeout reports, or only the listed
+// error codes; never a worker lost or a cancel). `failures` in a row open
+// the breaker: its jobs stay queued, their attempts untouched. After
+// `cooldown` it is half-open: at most `probes` jobs run; a success closes
+// it, a counted failure opens it again.
+//
+// Every state change is handed to the caller (drain_changes) for the
+// control log (drover.control_log). One instance belongs to one queue
+// actor: not thread-safe. Time is Unix ms, passed in.
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace drover {
+
+struct rate_limit {
+  /// Tokens per second (> 0).
+  double per_second = 1;
+  /// Most tokens the bucket holds (>= 1).
+  double burst = 1;
+
+  bool operator==(const rate_limit& other) const {
+    return per_second == other.per_second && burst == other.burst;
+  }
+};
+
+struct breaker_config {
+  /// Counted failures in a row that open the breaker (>= 1).
+  uint32_t failures = 5;
+  /// How long it stays open before probes run.
+  int64_t cooldown_ms = 30000;
+  /// Jobs that run at once while half-open (>= 1).
+  uint32_t probes = 1;
+  /// Error codes that count; empty = every failure (see above).
+  std::vector<std::string> codes;
+
+  bool operator==(const breaker_config& other) const {
+    return failures == other.failures && cooldown_ms == other.cooldown_ms
+           && probes == other.probes && codes == other.codes;
+  }
+};
+
+/// What the coordinators declare (node_config::flow).
+struct flow_limits {
+  std::map<std::string, rate_limit> rates;
+  std::map<std::string, breaker_config> breakers;
+
+  bool empty() const {
+    return rates.empty() && breakers.empty();
+  }
+};
+
+/// `NAME:rate=R[,burst=B]` (R per second, B default max(1, R)).
+caf::expected<std::pair<std::string, rate_limit>>
+parse_rate_limit(const std::string& item);
+
+/// `NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b]` (S seconds).
+caf::expected<std::pair<std::string, breaker_config>>
+parse_breaker(const std::string& item);
+
+enum class breaker_state : uint8_t { closed, open, half_open };
+
+const char* to_string(breaker_state x);
+
+class token_bucket {
+public:
+  token_bucket(rate_limit limit, int64_t now_ms);
+
+  /// Takes one token if there is one.
+  bool take(int64_t now_ms);
+  /// Tokens now (fractional).
+  double tokens(int64_t now_ms);
+  /// When the next whole token is there (now if one is).
+  int64_t next_token_ms(int64_t now_ms);
+
+  const rate_limit& limit() const {
+    return limit_;
+  }
+
+  uint64_t granted() const {
+    return granted_;
+  }
+
+private:
+  void refill(int64_t now_ms);
+
+  rate_limit limit_;
+  double tokens_ = 0;
+  int64_t last_ms_;
+  uint64_t granted_ = 0;
+};
+
+/// One state change, for the control log.
+struct flow_change {
+  int64_t at_ms = 0;
+  /// "rate_limit" or "breaker".
+  std::string kind;
+  std::string key;
+  /// e.g. "open", "half_open", "closed", "active".
+  std::string state;
+  std::string detail;
+};
+
+/// One control-log entry as the store's (control_atom, limit) answer
+/// shows it (the memory store; PostgreSQL builds the same object).
+std::string control_entry_json(uint64_t sequence, const flow_change& c,
+                               int32_t partition, int64_t epoch,
+                               const std::string& node);
+
+class circuit_breaker {
+public:
+  explicit circuit_breaker(breaker_config cfg) : cfg_(std::move(cfg)) {}
+
+  /// Whether a job may run now (moves open -> half_open after the
+  /// cooldown); does not take a probe.
+  bool may_run(int64_t now_ms, std::vector<flow_change>& out,
+               const std::string& key);
+  /// Takes the right to run; true if the job is a probe.
+  bool admit();
+  /// When an open breaker half-opens (0 = not open).
+  int64_t half_open_at() const {
+    return state_ == breaker_state::open ? opened_ms_ + cfg_.cooldown_ms : 0;
+  }
+
+  /// An attempt ended: completed (code ""), failed with `code`, or did
+  /// not run to an outcome (`counted` false: cancelled, worker lost).
+  /// Returns true if jobs waiting behind it may run now.
+  bool outcome(bool probe, bool success, bool counted, int64_t now_ms,
+               std::vector<flow_change>& out, const std::string& key,
+               const std::string& code);
+  /// Whether a failure with `code` counts.
+  bool counts(const std::string& code) const;
+
+  breaker_state state() const {
+    return state_;
+  }
+  uint32_t failures_in_row() const {
+    return failures_;
+  }
+  const breaker_config& config() const {
+    return cfg_;
+  }
+  uint32_t probes_running() const {
+    return probes_out_;
+  }
+  uint64_t opened_count() const {
+    return opened_count_;
+  }
+
+private:
+  void move_to(breaker_state s, int64_t now_ms, std::vector<flow_change>& out,
+               const std::string& key, std::string detail);
+
+  breaker_config cfg_;
+  breaker_state state_ = breaker_state::closed;
+  uint32_t failures_ = 0;
+  int64_t opened_ms_ = 0;
+  uint32_t probes_out_ = 0;
+  uint64_t opened_count_ = 0;
+};
+
+/// Why a job may not be dispatched now.
+struct flow_wait {
+  /// "r" (rate limit) or "b" (breaker), then the key: where it parks.
+  std::string gate;
+  /// When to look again (0 = when an outcome says so).
+  int64_t until_ms = 0;
+};
+
+/// The limiters and breakers of one queue, and the pairs of keys jobs name
+/// (interned: a queued entry carries a small number, 0 = none).
+class flow_control {
+public:
+  flow_control() = default;
+  flow_control(flow_limits limits, int64_t now_ms);
+
+  /// Refuses a key that is not declared (errc::invalid_request).
+  caf::error check(const std::string& rate_key,
+                   const std::string& breaker_key) const;
+  /// The number of this pair of keys (0 = neither).
+  uint32_t intern(const std::string& rate_key, const std::string& breaker_key);
+
+  /// Whether a job of `flow` may be dispatched now; if not, where it waits.
+  std::optional<flow_wait> gate(uint32_t flow, int64_t now_ms);
+  /// Takes what `gate` allowed; true if the job is a breaker probe.
+  bool take(uint32_t flow, int64_t now_ms);
+  /// Its attempt ended (see circuit_breaker::outcome); the breaker's gate
+  /// if jobs waiting behind it may run now, else "".
+  std::string outcome(uint32_t flow, bool probe, bool success,
+                      const std::string& code, int64_t now_ms);
+
+  /// How many jobs parked at `gate` may be woken now (1 .. n), 0 = none.
+  size_t wakeable(const std::string& gate, int64_t now_ms);
+  /// When `gate` should be looked at again (0 = on an outcome).
+  int64_t next_check_ms(const std::string& gate, int64_t now_ms);
+
+  /// State changes since the last call.
+  std::vector<flow_change> drain_changes();
+  bool has_changes() const {
+    return !changes_.empty();
+  }
+  /// The rate-limit key of `flow` ("" = none).
+  const std::string& rate_key(uint32_t flow) const;
+
+  /// JSON object: {"rate_limits":[...],"breakers":[...]} with `waiting`
+  /// counts per gate supplied by the caller.
+  std::string to_json(int64_t now_ms,
+                      const std::map<std::string, size_t>& waiting);
+
+  const std::map<std::string, token_bucket>& buckets() const {
+    return buckets_;
+  }
+  const std::map<std::string, circuit_breaker>& breakers() const {
+    return breakers_;
+  }
+
+  bool empty() const {
+    return buckets_.empty() && breakers_.empty();
+  }
+
+private:
+  std::map<std::string, token_bucket> buckets_;
+  std::map<std::string, circuit_breaker> breakers_;
+  /// flow number - 1 -> (rate key, breaker key).
+  std::vector<std::pair<std::string, std::string>> pairs_;
+  std::map<std::pair<std::string, std::string>, uint32_t> numbers_;
+  std::vector<flow_change> changes_;
+};
+
+} // namespace drover

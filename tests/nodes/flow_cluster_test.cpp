@@ -1,0 +1,220 @@
+// Rate limiters and circuit breakers on a real cluster
+// (runtime/flow_control.hpp, docs/jobs.md "Rate limits and circuit breakers"):
+// a coordinator on a private PostgreSQL database, two worker processes, a
+// gateway node for the HTTP API. Every figure is read from the audit log
+// (drover.events) and the control log (drover.control_log), not from the node's
+// own counters.
+
+#include "support/cluster.hpp"
+#include "support/gateway_node.hpp"
+#include "support/http_client.hpp"
+#include "support/process.hpp"
+#include "support/scratch.hpp"
+#include "support/test_db.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
+
+using namespace drover;
+using namespace std::chrono_literals;
+using drover::testing::http_client;
+using drover::testing::must;
+using drover::testing::poll_until;
+using drover::testing::process;
+using drover::testing::run;
+using drover::testing::scalar;
+using drover::testing::scratch_dir;
+using drover::testing::tail_of;
+using namespace drover::testing::cluster_harness;
+
+namespace {
+
+const std::string gateway_secret = "flow-test-gateway-secret-0123456789";
+
+/// A gateway node in front of `c`; its HTTP client.
+struct gateway {
+  gateway(cluster& c)
+      : proc{c.gateway_args("gw", gateway_secret), c.logs.path() + "/gw.log"} {
+    auto ready = proc.wait_for_line("ready", 30s);
+    INFO(tail_of(c.logs.path() + "/gw.log"));
+    REQUIRE(ready);
+    port = drover::testing::http_port_of(*ready);
+  }
+  http_client client() const {
+    return http_client{port};
+  }
+  process proc;
+  uint16_t port = 0;
+};
+
+/// Submits `items` (JSON objects) as one batch; their job ids, in order.
+std::vector<std::string> submit_batch(const http_client& c,
+                                      const std::vector<std::string>& items) {
+  std::string body = "{\"jobs\":[";
+  for (size_t i = 0; i < items.size(); ++i)
+    body += (i > 0 ? "," : "") + items[i];
+  body += "]}";
+  auto res = c.post("/api/jobs/batch", body);
+  INFO(res.body.substr(0, 2000));
+  REQUIRE(res.status < 300);
+  std::vector<std::string> ids;
+  const std::string key = "\"job_id\":\"";
+  for (auto at = res.body.find(key); at != std::string::npos;
+       at = res.body.find(key, at + 1)) {
+    auto from = at + key.size();
+    ids.push_back(res.body.substr(from, res.body.find('"', from) - from));
+  }
+  REQUIRE(ids.size() == items.size());
+  return ids;
+}
+
+/// Unix ms of every `started` event, ascending.
+std::vector<int64_t> start_times(const std::string& url) {
+  auto conn = must(drover::pg::connection::open(url));
+  auto res = run(conn, "SELECT at_ms FROM drover.events WHERE kind = "
+                           + std::to_string(started_kind) + " ORDER BY at_ms");
+  std::vector<int64_t> out;
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back(std::stoll(std::string{res.value(i, 0)}));
+  return out;
+}
+
+/// The states of the control log for `key`, oldest first.
+std::vector<std::string> control_states(const std::string& url,
+                                        const std::string& key) {
+  auto conn = must(drover::pg::connection::open(url));
+  auto res = run(conn, "SELECT state FROM drover.control_log WHERE key = '"
+                           + key + "' ORDER BY sequence");
+  std::vector<std::string> out;
+  for (int i = 0; i < res.rows(); ++i)
+    out.emplace_back(res.value(i, 0));
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("flow: a 20/s rate limit holds across two worker nodes, measured "
+          "from the audit log",
+          "[pg][cluster][process][flow]") {
+  cluster c;
+  // burst=1: no second's worth saved up while the workers join, so any
+  // window of T seconds holds at most 1 + 20 T starts.
+  c.start_coordinator({"--gateway-join-secret", gateway_secret, "--rate-limit",
+                       "mail:rate=20,burst=1"});
+  c.start_worker("w1", {"--slots", "cpu=4"});
+  c.start_worker("w2", {"--slots", "cpu=4"});
+  gateway gw{c};
+  auto client = gw.client();
+  // 8 slots for jobs of 20 ms: without the limit they would start at
+  // hundreds per second.
+  const int n = 160;
+  std::vector<std::string> items(
+      n, R"({"type":"sleep","input":{"ms":20},"rate_limit_key":"mail"})");
+  auto ids = submit_batch(client, items);
+  c.check_all_done_once(ids, 60s);
+
+  auto starts = start_times(c.url());
+  REQUIRE(starts.size() == static_cast<size_t>(n));
+  // Any 1 s window: at most 1 + 20 starts (the audit time of a start is
+  // taken on the coordinator when the worker reports it: +1 for that
+  // jitter at a window's edge).
+  size_t most = 0;
+  for (size_t i = 0, j = 0; i < starts.size(); ++i) {
+    while (starts[i] - starts[j] >= 1000)
+      ++j;
+    most = std::max(most, i - j + 1);
+  }
+  INFO("most starts in a 1 s window: " << most);
+  CHECK(most <= 22);
+  // Over the whole run the rate is 20/s within 10 %: the limit is not
+  // exceeded, and jobs do not wait longer than it requires.
+  double seconds = static_cast<double>(starts.back() - starts.front()) / 1000;
+  double rate = (n - 1) / seconds;
+  INFO("measured " << rate << " starts/s over " << seconds << " s");
+  CHECK(rate <= 20 * 1.05);
+  CHECK(rate >= 20 * 0.9);
+  // Both worker nodes ran them: the limit is the cluster's, not a node's.
+  std::set<std::string> nodes;
+  for (size_t i = 0; i < ids.size(); i += 10)
+    nodes.insert(node_of(c.worker_of(ids[i])));
+  CHECK(nodes == std::set<std::string>{"w1", "w2"});
+  // The limiter's authority started with an empty bucket, recorded in the
+  // control log with its partition's epoch.
+  CHECK(control_states(c.url(), "mail") == std::vector<std::string>{"active"});
+  CHECK(scalar(c.url(), "SELECT min(epoch) FROM drover.control_log") >= 1);
+  // A key the coordinator does not declare is refused, nothing created.
+  auto before = scalar(c.url(), "SELECT count(*) FROM drover.jobs");
+  auto bad = client.post(
+      "/api/jobs", R"({"type":"sleep","input":{"ms":1},"rate_limit_key":"x"})");
+  CHECK(bad.status == 400);
+  CHECK(bad.body.find("not declared") != std::string::npos);
+  CHECK(scalar(c.url(), "SELECT count(*) FROM drover.jobs") == before);
+}
+
+TEST_CASE("flow: a breaker opens after failures, keeps its jobs queued with "
+          "their attempts, probes, opens again, and closes",
+          "[pg][cluster][process][flow]") {
+  cluster c;
+  c.start_coordinator({"--gateway-join-secret", gateway_secret,
+                       "--circuit-breaker",
+                       "sink:failures=3,cooldown=2,probes=1"});
+  c.start_worker("w1", {"--slots", "cpu=3"});
+  c.start_worker("w2", {"--slots", "cpu=3"});
+  gateway gw{c};
+  auto client = gw.client();
+  // The downstream is up while the file `up` exists (the workers run jobs
+  // as another user: the directory is readable by all).
+  scratch_dir dir{"drover-flow"};
+  REQUIRE(chmod(dir.path().c_str(), 0755) == 0);
+  auto job = R"({"type":"exec","input":{"argv":["/bin/sh","-c","test -e )"
+             + dir.path()
+             + R"(/up"]},"breaker_key":"sink","max_attempts":10,)"
+               R"("backoff":{"initial_seconds":0.2,"max_seconds":0.2}})";
+  // Three fail (their first attempts): the breaker opens.
+  auto first = submit_batch(client, {job, job, job});
+  REQUIRE(poll_until(
+      [&] {
+        auto s = control_states(c.url(), "sink");
+        return std::count(s.begin(), s.end(), "open") >= 1;
+      },
+      30s));
+  // Jobs submitted while it is open wait queued; retries that come due
+  // wait too: no attempt starts until the cooldown ends (2 s).
+  auto later = submit_batch(client, {job, job, job, job, job});
+  auto all = first;
+  all.insert(all.end(), later.begin(), later.end());
+  auto view = client.get("/api/admin/flow");
+  REQUIRE(view.status == 200);
+  INFO(view.body);
+  CHECK(view.body.find("\"state\":\"open\"") != std::string::npos);
+  // The probe fails (the downstream is still down): open again.
+  REQUIRE(poll_until(
+      [&] {
+        auto s = control_states(c.url(), "sink");
+        return std::count(s.begin(), s.end(), "open") >= 2;
+      },
+      30s));
+  // While open, exactly 3 + 1 attempts ran in all: nobody's retries burnt.
+  CHECK(scalar(c.url(), "SELECT count(*) FROM drover.events WHERE kind = "
+                            + std::to_string(started_kind))
+        == 4);
+  { std::ofstream up{dir.path() + "/up"}; }
+  // The next probe succeeds: closed, and every job completes.
+  c.check_all_done_once(all, 60s);
+  auto states = control_states(c.url(), "sink");
+  CHECK(states
+        == std::vector<std::string>{"closed", "open", "half_open", "open",
+                                    "half_open", "closed"});
+  // 8 jobs, 4 failed attempts before: 12 attempts, no more.
+  CHECK(scalar(c.url(), "SELECT count(*) FROM drover.events WHERE kind = "
+                            + std::to_string(started_kind))
+        == 12);
+  for (auto& id : later)
+    CHECK(c.events(id, started_kind) <= 2);
+}

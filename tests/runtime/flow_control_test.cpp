@@ -1,0 +1,184 @@
+#include "runtime/flow_control.hpp"
+
+#include "runtime/errors.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace drover;
+
+TEST_CASE("flow: --rate-limit and --circuit-breaker items parse or say why",
+          "[flow]") {
+  auto r = parse_rate_limit("smtp:rate=14");
+  REQUIRE(r);
+  CHECK(r->first == "smtp");
+  CHECK(r->second.per_second == 14);
+  CHECK(r->second.burst == 14); // one second's worth by default
+  r = parse_rate_limit("slow:rate=0.5,burst=3");
+  REQUIRE(r);
+  CHECK(r->second.per_second == 0.5);
+  CHECK(r->second.burst == 3);
+  CHECK(parse_rate_limit("slow:rate=0.2")->second.burst == 1);
+  for (auto bad : {"smtp", "smtp=14", ":rate=1", "smtp:rate=0", "smtp:rate=-1",
+                   "smtp:rate=1e3", "smtp:rate=1,burst=0", "smtp:rate=1,rate=2",
+                   "smtp:burst=4", "smtp:rate=1,size=2", "smtp:rate=",
+                   "s mtp:rate=1", "smtp:rate=1,", "smtp:rate=.5"}) {
+    INFO(bad);
+    auto x = parse_rate_limit(bad);
+    REQUIRE_FALSE(x);
+    CHECK(is(x.error(), errc::bad_config));
+  }
+  auto b = parse_breaker("sink:failures=3,cooldown=2.5,probes=2,codes=down|"
+                         "timeout");
+  REQUIRE(b);
+  CHECK(b->first == "sink");
+  CHECK(b->second.failures == 3);
+  CHECK(b->second.cooldown_ms == 2500);
+  CHECK(b->second.probes == 2);
+  CHECK(b->second.codes == std::vector<std::string>{"down", "timeout"});
+  b = parse_breaker("sink:failures=5");
+  REQUIRE(b);
+  CHECK(b->second.cooldown_ms == 30000);
+  CHECK(b->second.probes == 1);
+  CHECK(b->second.codes.empty());
+  for (auto bad : {"sink", "sink:failures=0", "sink:failures=1.5",
+                   "sink:cooldown=3", "sink:failures=1,probes=0",
+                   "sink:failures=1,codes=", "sink:failures=1,codes=a||b",
+                   "sink:failures=1,codes=worker_lost",
+                   "sink:failures=1,codes=a b", "sink:failures=1,cooldown=0"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_breaker(bad));
+  }
+}
+
+TEST_CASE("flow: a token bucket starts empty, fills at its rate, holds at "
+          "most its burst",
+          "[flow]") {
+  token_bucket b{{10, 2}, 1000};
+  CHECK_FALSE(b.take(1000)); // empty at start: a new authority never doubles
+  CHECK(b.next_token_ms(1000) == 1100);
+  CHECK(b.take(1100));
+  CHECK_FALSE(b.take(1150));
+  CHECK(b.next_token_ms(1150) == 1200);
+  // Ten seconds idle: two tokens, not a hundred.
+  CHECK(b.take(11200));
+  CHECK(b.take(11200));
+  CHECK_FALSE(b.take(11200));
+  // A clock that steps back grants nothing.
+  CHECK_FALSE(b.take(5000));
+  CHECK(b.granted() == 3);
+  // Over a long window the rate holds: 1 s at 10/s from empty.
+  token_bucket c{{10, 1}, 0};
+  int n = 0;
+  for (int64_t t = 0; t <= 1000; ++t)
+    n += c.take(t) ? 1 : 0;
+  CHECK(n == 10);
+}
+
+TEST_CASE("flow: a breaker opens after failures in a row, half-opens after "
+          "its cooldown, probes, closes or opens again",
+          "[flow]") {
+  circuit_breaker b{{3, 1000, 1, {}}};
+  std::vector<flow_change> log;
+  CHECK(b.may_run(0, log, "k"));
+  CHECK_FALSE(b.admit()); // closed: no probe
+  b.outcome(false, false, true, 10, log, "k", "e");
+  b.outcome(false, false, true, 20, log, "k", "e");
+  b.outcome(false, true, false, 30, log, "k", ""); // a success resets
+  CHECK(b.failures_in_row() == 0);
+  for (int i = 0; i < 3; ++i)
+    b.outcome(false, false, true, 40 + i, log, "k", "e");
+  CHECK(b.state() == breaker_state::open);
+  REQUIRE(log.size() == 1);
+  CHECK(log[0].state == "open");
+  CHECK_FALSE(b.may_run(500, log, "k"));
+  CHECK(b.half_open_at() == 1042);
+  CHECK(b.may_run(1042, log, "k"));
+  CHECK(b.state() == breaker_state::half_open);
+  CHECK(b.admit());                       // the probe
+  CHECK_FALSE(b.may_run(1043, log, "k")); // one probe at a time
+  // The probe fails: open again, for another cooldown.
+  CHECK_FALSE(b.outcome(true, false, true, 1100, log, "k", "e"));
+  CHECK(b.state() == breaker_state::open);
+  CHECK_FALSE(b.may_run(2000, log, "k"));
+  CHECK(b.may_run(2100, log, "k"));
+  CHECK(b.admit());
+  // A probe that does not reach an outcome (cancelled) lets another go.
+  CHECK(b.outcome(true, false, false, 2150, log, "k", "cancelled"));
+  CHECK(b.may_run(2160, log, "k"));
+  CHECK(b.admit());
+  // A success closes it, and everything waiting may run.
+  CHECK(b.outcome(true, true, false, 2200, log, "k", ""));
+  CHECK(b.state() == breaker_state::closed);
+  CHECK(b.opened_count() == 2);
+  std::vector<std::string> states;
+  for (auto& c : log)
+    states.push_back(c.state);
+  CHECK(states
+        == std::vector<std::string>{"open", "half_open", "open", "half_open",
+                                    "closed"});
+}
+
+TEST_CASE("flow: only the listed codes count, and never a lost worker",
+          "[flow]") {
+  circuit_breaker b{{1, 1000, 1, {"down"}}};
+  CHECK(b.counts("down"));
+  CHECK_FALSE(b.counts("invalid_input"));
+  circuit_breaker any{{1, 1000, 1, {}}};
+  CHECK(any.counts("invalid_input"));
+  CHECK(any.counts("timeout"));
+  CHECK_FALSE(any.counts("worker_lost"));
+  CHECK_FALSE(any.counts("cancelled"));
+}
+
+TEST_CASE("flow: gates park undeclared-free jobs, refuse undeclared keys, "
+          "and record each state change",
+          "[flow]") {
+  flow_limits limits;
+  limits.rates["smtp"] = {2, 1};
+  limits.breakers["sink"] = {2, 1000, 1, {}};
+  flow_control f{limits, 0};
+  auto start = f.drain_changes();
+  CHECK(start.size() == 2); // each limiter and breaker says it is active
+  CHECK_FALSE(f.check("smtp", "sink"));
+  CHECK(is(f.check("nope", ""), errc::invalid_request));
+  CHECK(is(f.check("", "nope"), errc::invalid_request));
+  CHECK(f.intern("", "") == 0);
+  auto both = f.intern("smtp", "sink");
+  CHECK(both == f.intern("smtp", "sink"));
+  CHECK(f.intern("gone", "") == 0); // recovered with a key no longer declared
+  CHECK_FALSE(f.gate(0, 0));
+
+  auto w = f.gate(both, 0);
+  REQUIRE(w);
+  CHECK(w->gate == "rsmtp");
+  CHECK(w->until_ms == 500);
+  CHECK(f.wakeable("rsmtp", 499) == 0);
+  CHECK(f.wakeable("rsmtp", 500) == 1);
+  CHECK_FALSE(f.gate(both, 500));
+  CHECK_FALSE(f.take(both, 500)); // closed: not a probe
+  CHECK(f.gate(both, 600));       // the token is spent
+
+  // Two failures open the breaker; its jobs park behind it.
+  CHECK(f.outcome(both, false, false, "down", 700).empty());
+  CHECK(f.outcome(both, false, false, "down", 800).empty());
+  w = f.gate(both, 1000);
+  REQUIRE(w);
+  CHECK(w->gate == "bsink");
+  CHECK(w->until_ms == 1800);
+  CHECK(f.wakeable("bsink", 1000) == 0);
+  CHECK(f.wakeable("bsink", 1800) == 1); // half-open: one probe
+  CHECK_FALSE(f.gate(both, 1800));
+  CHECK(f.take(both, 1800)); // the probe
+  CHECK(f.wakeable("bsink", 1900) == 0);
+  CHECK(f.outcome(both, true, true, "", 2500) == "bsink");
+  CHECK(f.breakers().at("sink").state() == breaker_state::closed);
+  auto changes = f.drain_changes();
+  REQUIRE(changes.size() == 3);
+  CHECK(changes[0].state == "open");
+  CHECK(changes[1].state == "half_open");
+  CHECK(changes[2].state == "closed");
+  auto json = f.to_json(2500, {{"rsmtp", 4}});
+  CHECK(json.find("\"key\":\"smtp\"") != std::string::npos);
+  CHECK(json.find("\"waiting\":4") != std::string::npos);
+  CHECK(json.find("\"state\":\"closed\"") != std::string::npos);
+}
