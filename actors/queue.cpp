@@ -1,5 +1,6 @@
 #include "actors/queue.hpp"
 
+#include "actors/detail/ready_queue.hpp"
 #include "actors/job_supervisor.hpp"
 #include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
@@ -42,22 +43,11 @@ constexpr auto store_timeout = caf::infinite;
 const backoff_schedule reconcile_backoff{
     std::chrono::milliseconds{100}, std::chrono::milliseconds{5000}, 2.0, 0.5};
 
-/// One ready job: all the queue keeps per queued job (the id fits the
-/// string's small buffer, so no allocation).
-struct ready_entry {
-  std::string job_id;
-  /// ready-since + priority * aging interval, Unix ms: smaller runs first.
-  int64_t key;
-  /// Its tenant (admission_control::tenant).
-  uint32_t tenant = 0;
-  /// Its rate-limit and breaker keys (flow_control::intern; 0 = none).
-  uint32_t flow = 0;
-  /// Woken from behind its concurrency key: it holds the key's slot until
-  /// it is dispatched (or leaves, and gives the slot to the next).
-  bool holds_slot = false;
-};
+using detail::ready_entry;
+using detail::ready_queue;
 
-using priority_queues = std::array<std::deque<ready_entry>, 3>;
+/// Ready jobs by priority, each shared fairly between tenants.
+using priority_queues = std::array<ready_queue, 3>;
 
 /// One resource class: ready jobs by job type (a worker node may run only
 /// some types), and its idle workers.
@@ -104,10 +94,6 @@ struct parked_entry {
   std::string type;
   size_t prio;
 };
-
-bool by_key(const ready_entry& x, const ready_entry& y) {
-  return x.key < y.key;
-}
 
 struct queue_state {
   queue_deps deps;
@@ -211,6 +197,14 @@ void dispatch(self_ptr self, const std::string& cls);
 void arm_flow_timer(self_ptr self, int64_t at_ms);
 void record_flow_changes(self_ptr self);
 
+/// The fair-share weight of tenant `t` (--tenant-weight; default 1).
+double weight_of(const queue_state& st, uint32_t t) {
+  if (st.opts.tenant_weights.empty())
+    return 1.0;
+  auto i = st.opts.tenant_weights.find(st.admission.tenant_name(t));
+  return i == st.opts.tenant_weights.end() ? 1.0 : i->second;
+}
+
 /// `ready_since_ms` defaults to now; recovery passes the original time so
 /// recovered jobs keep their place.
 /// Remembers a job that enters the queue while recovery runs, other than
@@ -234,17 +228,13 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
   auto& q = st.classes[cls];
   auto i = prio_index(prio);
   auto since = ready_since_ms > 0 ? ready_since_ms : now_ms(self);
-  auto& dq = q.by_type[type][i];
-  ready_entry entry{std::move(job_id),
-                    since + static_cast<int64_t>(i) * aging_ms(self), tenant,
-                    flow};
-  // Keys are non-decreasing within a FIFO except for recovered jobs, which
-  // go where their age puts them.
-  if (dq.empty() || dq.back().key <= entry.key)
-    dq.push_back(std::move(entry));
-  else
-    dq.insert(std::upper_bound(dq.begin(), dq.end(), entry, by_key),
-              std::move(entry));
+  // Keys are non-decreasing within a tenant's FIFO except for recovered
+  // jobs, which go where their age puts them.
+  q.by_type[type][i].insert(
+      ready_entry{std::move(job_id),
+                  since + static_cast<int64_t>(i) * aging_ms(self), tenant,
+                  flow},
+      weight_of(st, tenant));
   dispatch(self, cls);
 }
 
@@ -264,7 +254,7 @@ void push_ready(self_ptr self, const job_record& rec,
 bool pop_next(class_queues& q, const std::vector<std::string>& types,
               ready_entry& out, size_t& prio_out,
               const std::string*& type_out) {
-  std::deque<ready_entry>* best_dq = nullptr;
+  ready_queue* best_dq = nullptr;
   size_t best = 0;
   auto consider = [&](const std::string& type, priority_queues& pq) {
     for (size_t i = 0; i < 3; ++i) {
@@ -287,9 +277,7 @@ bool pop_next(class_queues& q, const std::vector<std::string>& types,
   }
   if (best_dq == nullptr)
     return false;
-  auto& dq = *best_dq;
-  out = std::move(dq.front());
-  dq.pop_front();
+  out = best_dq->pop_front();
   prio_out = best;
   return true;
 }
@@ -298,9 +286,9 @@ bool pop_next(class_queues& q, const std::vector<std::string>& types,
 /// adds its class to `classes` (to dispatch afterwards).
 void back_to_ready(queue_state& st, parked_entry pe,
                    std::vector<std::string>& classes) {
-  auto& dq = st.classes[pe.resource_class].by_type[pe.type][pe.prio];
-  dq.insert(std::upper_bound(dq.begin(), dq.end(), pe.entry, by_key),
-            std::move(pe.entry));
+  auto weight = weight_of(st, pe.entry.tenant);
+  st.classes[pe.resource_class].by_type[pe.type][pe.prio].insert(
+      std::move(pe.entry), weight);
   if (std::find(classes.begin(), classes.end(), pe.resource_class)
       == classes.end())
     classes.push_back(pe.resource_class);
@@ -693,17 +681,13 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
   for (auto& kv : st.classes)
     for (auto& tq : kv.second.by_type)
       for (auto& dq : tq.second) {
-        auto i = std::find_if(dq.begin(), dq.end(), [&](const ready_entry& e) {
-          return e.job_id == job_id;
-        });
-        if (i != dq.end()) {
-          auto holds = i->holds_slot;
-          auto key = st.concurrency.key_of(tq.first,
-                                           st.admission.tenant_name(i->tenant));
-          left_queue(st, i->tenant, i->job_id);
-          dq.erase(i);
-          if (holds) // woken, never ran: the next job of its key gets it
-            release_slot(self, key);
+        ready_entry e;
+        if (dq.erase(job_id, e)) {
+          left_queue(st, e.tenant, e.job_id);
+          if (e.holds_slot) // woken, never ran: the next job of its key
+            release_slot(self,
+                         st.concurrency.key_of(
+                             tq.first, st.admission.tenant_name(e.tenant)));
           return true;
         }
       }
@@ -1462,8 +1446,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
               const auto& dq = tq.second[i];
               s.depth[i] += dq.size();
               if (!dq.empty()) {
-                auto since
-                    = dq.front().key - static_cast<int64_t>(i) * aging_ms(self);
+                auto since = dq.oldest_key()
+                             - static_cast<int64_t>(i) * aging_ms(self);
                 s.oldest_age_ms[i] = std::max(s.oldest_age_ms[i], now - since);
               }
             }

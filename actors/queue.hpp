@@ -85,6 +85,7 @@
 #include <array>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 
 namespace drover {
@@ -148,6 +149,10 @@ struct queue_options {
   /// Rate limiters and circuit breakers (runtime/flow_control.hpp); none
   /// by default.
   flow_limits flow;
+  /// Fair-share weights of tenants (default 1): within a resource class,
+  /// job type and priority, ready jobs are taken in proportion to them
+  /// (actors/detail/ready_queue.hpp).
+  std::map<std::string, double> tenant_weights;
 };
 
 struct queue_deps {

@@ -8,7 +8,7 @@
 //                      --slots 4 --job-us 0 --runs 3 [--workload B1|B7]
 //                      [--perf-ctl FIFO] [--executor cache|thread] [--scheduler
 //                      stealing|sharing]
-//                      [--fence on|off]
+//                      [--fence on|off] [--flow off|on|both]
 //
 // Per run: a fresh job system (and, for postgres, a fresh database created
 // from --pg-url's server); N jobs submitted through the queue with a window
@@ -37,10 +37,17 @@
 // every write transaction then checks the 64 lease rows FOR SHARE
 // (runtime/pg_lease.hpp). --fence off measures the store without it.
 //
+// --flow on gives every job a rate limiter (1,000,000/s: never the
+// bottleneck) and a circuit breaker (never opens), so the drain pays for a
+// limit check, a token and a breaker outcome per job; --flow both
+// alternates runs without and with them in the same process, and first
+// times 10,000,000 limit checks (flow_control::gate + take) on one thread.
+//
 // Prints one JSON line per run and one summary line (medians, ranges);
 // exit 4 if any run lost or failed a job.
 
 #include "benchmarks/issue6_support.hpp"
+#include "runtime/flow_control.hpp"
 #include "runtime/pg_lease.hpp"
 
 #include <fcntl.h>
@@ -67,7 +74,40 @@ struct options {
   int runs = 1;
   /// postgres: check the partition leases in every write ("on"/"off").
   std::string fence = "on";
+  /// A rate limiter and a breaker on every job: "off", "on" or "both".
+  std::string flow = "off";
 };
+
+/// The limiter and breaker of --flow on: never the bottleneck.
+flow_limits bench_flow() {
+  flow_limits f;
+  f.rates["bench"] = {1e6, 1e6};
+  f.breakers["bench"] = {1000000, 30000, 1, {}};
+  return f;
+}
+
+/// Nanoseconds per limit check (gate + take) on one thread.
+double limit_check_ns() {
+  int64_t now = 1;
+  flow_control f{bench_flow(), now};
+  auto flow = f.intern("bench", "bench");
+  const int n = 10000000;
+  uint64_t passed = 0;
+  auto t0 = steady::now();
+  for (int i = 0; i < n; ++i) {
+    now += 1; // 1 ms: 1,000 tokens, far more than one a check
+    if (!f.gate(flow, now)) {
+      f.take(flow, now);
+      ++passed;
+    }
+  }
+  auto s = seconds_since(t0);
+  if (passed != static_cast<uint64_t>(n)) {
+    std::cerr << "limit check: " << passed << " of " << n << " passed\n";
+    std::exit(4);
+  }
+  return s * 1e9 / n;
+}
 
 struct run_result {
   double submit_per_s = 0;
@@ -96,7 +136,8 @@ void perf_ctl(const std::string& fifo, const char* cmd) {
   ::close(fd);
 }
 
-run_result run_once(const options& opt, uint32_t slots, int run_no) {
+run_result run_once(const options& opt, uint32_t slots, int run_no,
+                    bool with_flow) {
   run_result res;
   res.load_start = loadavg();
   caf::actor_system_config cfg;
@@ -138,12 +179,17 @@ run_result run_once(const options& opt, uint32_t slots, int run_no) {
   std::function<void(std::function<void()>)> exec;
   if (opt.executor == "thread")
     exec = [](std::function<void()> f) { std::thread{std::move(f)}.detach(); };
-  auto rs = start_system(sys, {{"cpu", slots}}, handlers, db_url, exec, fence);
+  auto rs = start_system(sys, {{"cpu", slots}}, handlers, db_url, exec, fence,
+                         with_flow ? bench_flow() : flow_limits{});
   caf::scoped_actor self{sys};
   wait_idle_workers(self, rs, slots);
   auto queue = rs.handles->queue();
   submit_request req;
   req.type = "noop";
+  if (with_flow) {
+    req.rate_limit_key = "bench";
+    req.breaker_key = "bench";
+  }
   std::string first_error;
   auto sub = preload(sys, queue, req, opt.jobs, opt.window, first_error);
   res.submit_per_s = sub.ok / sub.seconds;
@@ -231,7 +277,7 @@ void usage() {
                "[--window N] [--threads N] [--runs N] [--workload B1|B7] "
                "[--perf-ctl FIFO] [--executor cache|thread] [--scheduler "
                "stealing|sharing] "
-               "[--fence on|off]\n";
+               "[--fence on|off] [--flow off|on|both]\n";
 }
 
 } // namespace
@@ -264,6 +310,8 @@ int main(int argc, char** argv) {
       opt.perf_ctl = args.value();
     else if (args.key() == "--executor")
       opt.executor = args.value();
+    else if (args.key() == "--flow")
+      opt.flow = args.value();
     else if (args.key() == "--fence")
       opt.fence = args.value();
     else {
@@ -274,7 +322,8 @@ int main(int argc, char** argv) {
   if ((opt.store != "memory" && opt.store != "postgres")
       || (opt.executor != "cache" && opt.executor != "thread")
       || (opt.scheduler != "stealing" && opt.scheduler != "sharing")
-      || (opt.fence != "on" && opt.fence != "off")) {
+      || (opt.fence != "on" && opt.fence != "off")
+      || (opt.flow != "on" && opt.flow != "off" && opt.flow != "both")) {
     usage();
     return 2;
   }
@@ -288,62 +337,85 @@ int main(int argc, char** argv) {
   }
   const char* durability = opt.store == "postgres" ? "D2" : "D0";
   bool all_ok = true;
+  std::vector<bool> modes;
+  if (opt.flow != "on")
+    modes.push_back(false);
+  if (opt.flow != "off")
+    modes.push_back(true);
+  if (opt.flow == "both") {
+    json_line j;
+    j.str("system", "drover")
+        .str("workload", "limit check")
+        .num("limit_check_ns", limit_check_ns(), 1)
+        .load();
+    j.print();
+  }
   for (auto slots : opt.slots) {
-    std::vector<double> drains, submits, cpus, pg_cpus;
-    for (int r = 0; r < opt.runs; ++r) {
-      auto res = run_once(opt, slots, r);
-      all_ok = all_ok && res.ok;
-      drains.push_back(res.drain_per_s);
-      submits.push_back(res.submit_per_s);
-      cpus.push_back(res.cpu_s_per_job);
-      pg_cpus.push_back(res.pg_cpu_s_per_job);
+    std::map<bool, std::vector<double>> drains, submits, cpus, pg_cpus;
+    // Runs alternate between the modes: both see the same machine.
+    for (int r = 0; r < opt.runs; ++r)
+      for (bool with_flow : modes) {
+        auto res = run_once(opt, slots, r, with_flow);
+        all_ok = all_ok && res.ok;
+        drains[with_flow].push_back(res.drain_per_s);
+        submits[with_flow].push_back(res.submit_per_s);
+        cpus[with_flow].push_back(res.cpu_s_per_job);
+        pg_cpus[with_flow].push_back(res.pg_cpu_s_per_job);
+        json_line j;
+        j.str("system", "drover")
+            .str("workload", opt.workload)
+            .str("durability", durability)
+            .str("store", opt.store)
+            .str("executor", opt.executor)
+            .str("scheduler", opt.scheduler)
+            .str("fence", opt.store == "postgres" ? opt.fence : "n/a")
+            .str("flow", with_flow ? "limiter+breaker" : "none")
+            .integer("slots", slots)
+            .integer("job_us", opt.job_us)
+            .integer("jobs", static_cast<int64_t>(opt.jobs))
+            .integer("run", r + 1)
+            .integer("completed", static_cast<int64_t>(res.completed))
+            .integer("verified", static_cast<int64_t>(res.verified))
+            .num("preload_submits_per_s", res.submit_per_s)
+            .num("drain_seconds", res.drain_s, 3)
+            .num("drain_jobs_per_s", res.drain_per_s)
+            .num("cpu_s_per_job", res.cpu_s_per_job, 8)
+            .num("postgres_cpu_s_per_job", res.pg_cpu_s_per_job, 8)
+            .integer("jobs_row_updates", res.jobs_updates)
+            .integer("jobs_row_hot_updates", res.jobs_hot_updates)
+            .load("loadavg_at_start", res.load_start)
+            .load("loadavg_at_end")
+            .boolean("ok", res.ok);
+        if (!res.ok)
+          j.str("problem", res.problem);
+        j.print();
+      }
+    for (bool with_flow : modes) {
+      auto& d = drains[with_flow];
       json_line j;
-      j.str("system", "drover")
+      j.boolean("summary", true)
+          .str("system", "drover")
           .str("workload", opt.workload)
           .str("durability", durability)
-          .str("store", opt.store)
           .str("executor", opt.executor)
           .str("scheduler", opt.scheduler)
-          .str("fence", opt.store == "postgres" ? opt.fence : "n/a")
+          .str("flow", with_flow ? "limiter+breaker" : "none")
           .integer("slots", slots)
           .integer("job_us", opt.job_us)
           .integer("jobs", static_cast<int64_t>(opt.jobs))
-          .integer("run", r + 1)
-          .integer("completed", static_cast<int64_t>(res.completed))
-          .integer("verified", static_cast<int64_t>(res.verified))
-          .num("preload_submits_per_s", res.submit_per_s)
-          .num("drain_seconds", res.drain_s, 3)
-          .num("drain_jobs_per_s", res.drain_per_s)
-          .num("cpu_s_per_job", res.cpu_s_per_job, 8)
-          .num("postgres_cpu_s_per_job", res.pg_cpu_s_per_job, 8)
-          .integer("jobs_row_updates", res.jobs_updates)
-          .integer("jobs_row_hot_updates", res.jobs_hot_updates)
-          .load("loadavg_at_start", res.load_start)
-          .load("loadavg_at_end")
-          .boolean("ok", res.ok);
-      if (!res.ok)
-        j.str("problem", res.problem);
+          .integer("runs", opt.runs)
+          .num("drain_jobs_per_s_median", median(d))
+          .num("drain_min", *std::min_element(d.begin(), d.end()))
+          .num("drain_max", *std::max_element(d.begin(), d.end()))
+          .num("preload_submits_per_s_median", median(submits[with_flow]))
+          .num("cpu_s_per_job_median", median(cpus[with_flow]), 8)
+          .num("postgres_cpu_s_per_job_median", median(pg_cpus[with_flow]), 8);
+      if (modes.size() == 2 && with_flow)
+        j.num("drain_ratio_with_to_without", median(d) / median(drains[false]),
+              3);
+      j.load();
       j.print();
     }
-    json_line j;
-    j.boolean("summary", true)
-        .str("system", "drover")
-        .str("workload", opt.workload)
-        .str("durability", durability)
-        .str("executor", opt.executor)
-        .str("scheduler", opt.scheduler)
-        .integer("slots", slots)
-        .integer("job_us", opt.job_us)
-        .integer("jobs", static_cast<int64_t>(opt.jobs))
-        .integer("runs", opt.runs)
-        .num("drain_jobs_per_s_median", median(drains))
-        .num("drain_min", *std::min_element(drains.begin(), drains.end()))
-        .num("drain_max", *std::max_element(drains.begin(), drains.end()))
-        .num("preload_submits_per_s_median", median(submits))
-        .num("cpu_s_per_job_median", median(cpus), 8)
-        .num("postgres_cpu_s_per_job_median", median(pg_cpus), 8)
-        .load();
-    j.print();
   }
   return all_ok ? 0 : 4;
 }

@@ -230,8 +230,10 @@ start_system(caf::actor_system& sys, std::map<std::string, uint32_t> slots,
              std::shared_ptr<const handler_registry> handlers,
              const std::string& db_url,
              std::function<void(std::function<void()>)> executor = nullptr,
-             std::shared_ptr<const pg::write_fence> fence = nullptr) {
+             std::shared_ptr<const pg::write_fence> fence = nullptr,
+             flow_limits flow = {}) {
   job_system_config jc;
+  jc.queue.flow = std::move(flow);
   jc.slots = std::move(slots);
   jc.handlers = std::move(handlers);
   jc.executor = std::move(executor);

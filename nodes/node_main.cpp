@@ -145,6 +145,7 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
   jobs.queue.admission = cfg.admission;
   jobs.queue.concurrency = cfg.concurrency;
   jobs.queue.flow = cfg.flow;
+  jobs.queue.tenant_weights = cfg.tenant_weights;
   jobs.queue.limits.max_input_bytes = cfg.max_input_bytes;
   // A job asking for a class no worker has would wait forever: refused,
   // unless worker nodes may join (they bring their own classes; a job no

@@ -73,6 +73,9 @@ struct node_config {
   /// Coordinators: rate limiters and circuit breakers jobs may name
   /// (runtime/flow_control.hpp); none by default.
   flow_limits flow;
+  /// Coordinators: fair-share weights of tenants (actors/queue.hpp); every
+  /// tenant weighs 1 unless given.
+  std::map<std::string, double> tenant_weights;
   /// Largest accepted job input (JSON text).
   size_t max_input_bytes = 1024 * 1024;
   /// exec jobs: SIGTERM-to-SIGKILL grace on cancel or timeout.

@@ -2,6 +2,8 @@
 
 #include "runtime/errors.hpp"
 
+#include <cstdlib>
+
 #include <boost/program_options.hpp>
 
 namespace po = boost::program_options;
@@ -49,7 +51,11 @@ po::options_description admission_options(admission_raw& raw) {
       "a breaker jobs name as breaker_key: "
       "NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b], open after N "
       "failed attempts in a row (of those codes; default any), S seconds "
-      "open (default 30), then P probe jobs (default 1) (repeatable)");
+      "open (default 30), then P probe jobs (default 1) (repeatable)")(
+      "tenant-weight", po::value(&raw.tenant_weights)->composing(),
+      "a tenant's fair share, tenant=W (0.01 to 1000; default 1): while "
+      "tenants have ready jobs of one type and priority, each gets them "
+      "taken in proportion to its weight (repeatable)");
   return d;
 }
 
@@ -68,6 +74,27 @@ caf::error apply_admission_options(const admission_raw& raw, node_config& cfg) {
       && !roles_of(cfg).coordinator)
     return bad("--rate-limit and --circuit-breaker are for coordinators (the "
                "queue that dispatches runs there)");
+  if (!raw.tenant_weights.empty() && !roles_of(cfg).coordinator)
+    return bad("--tenant-weight is for coordinators (the queue that "
+               "dispatches runs there)");
+  for (const auto& item : raw.tenant_weights) {
+    auto eq = item.find('=');
+    auto tenant = item.substr(0, eq);
+    auto w = eq == std::string::npos ? std::string{} : item.substr(eq + 1);
+    if (eq == std::string::npos || tenant.size() > 128)
+      return bad("tenant-weight must be tenant=W, got '" + item + "'");
+    char* end = nullptr;
+    double weight
+        = w.empty() || w.size() > 12
+                  || w.find_first_not_of("0123456789.") != std::string::npos
+              ? -1
+              : std::strtod(w.c_str(), &end);
+    if (weight < 0.01 || weight > 1000 || end == nullptr || *end != '\0')
+      return bad("tenant-weight: '" + w
+                 + "' is not a weight within [0.01, 1000] (in '" + item + "')");
+    if (!cfg.tenant_weights.emplace(tenant, weight).second)
+      return bad("tenant-weight: tenant '" + tenant + "' is given twice");
+  }
   for (const auto& item : raw.rate_limits) {
     auto r = parse_rate_limit(item);
     if (!r)

@@ -31,6 +31,7 @@ struct admission_raw {
   std::vector<std::string> concurrency;
   std::vector<std::string> rate_limits;
   std::vector<std::string> breakers;
+  std::vector<std::string> tenant_weights;
 };
 
 boost::program_options::options_description

@@ -20,6 +20,7 @@ using namespace drover::testing::gateway_api;
 using drover::testing::expect_node_refuses;
 using drover::testing::gateway_node;
 using drover::testing::http_client;
+using drover::testing::http_response;
 using drover::testing::sleep_job;
 
 namespace {
@@ -180,4 +181,61 @@ TEST_CASE("concurrency: a limit naming no job type, or badly written, stops "
                       "not a count within [1, 1000000]");
   expect_node_refuses({"--concurrency-limit", "sleep=1/user"},
                       "is not a scope");
+}
+
+TEST_CASE("fairness: a tenant with a 100:1 backlog does not starve the other, "
+          "and tenants progress at their weights",
+          "[gateway][fairness]") {
+  api_key a{"a-app", "tenant-a", "submit,read"};
+  api_key b{"b-app", "tenant-b", "submit,read"};
+  auto options = key_options({&a, &b});
+  // One slot: the order of starts is the queue's order. Tenant b weighs 2.
+  options.insert(options.end(),
+                 {"--slots", "cpu=1", "--tenant-weight", "tenant-b=2"});
+  gateway_node node{options};
+  auto ca = node.client(a.secret);
+  auto cb = node.client(b.secret);
+  auto batch = [](int n) {
+    std::string body = "{\"jobs\":[";
+    for (int i = 0; i < n; ++i)
+      body += (i > 0 ? "," : "") + sleep_job(5, 1);
+    return body + "]}";
+  };
+  auto ids_of = [](const http_response& res) {
+    INFO(res.body.substr(0, 500));
+    REQUIRE(res.status < 300);
+    std::vector<std::string> ids;
+    for (auto& item : body_of(res)["results"].items())
+      ids.push_back(item["job_id"].str());
+    return ids;
+  };
+  auto as = ids_of(ca.post("/api/jobs/batch", batch(200)));
+  // b's twenty come after a's two hundred.
+  auto bs = ids_of(cb.post("/api/jobs/batch", batch(20)));
+  std::vector<std::pair<int64_t, char>> starts;
+  for (auto& id : bs) {
+    await_end(node, b.secret, id);
+    starts.emplace_back(run_interval(cb, id).first, 'b');
+  }
+  for (auto& id : as) {
+    await_end(node, a.secret, id);
+    starts.emplace_back(run_interval(ca, id).first, 'a');
+  }
+  std::sort(starts.begin(), starts.end());
+  size_t first_b = starts.size(), last_b = 0;
+  for (size_t i = 0; i < starts.size(); ++i)
+    if (starts[i].second == 'b') {
+      first_b = std::min(first_b, i);
+      last_b = i;
+    }
+  // Without fairness b's jobs would start after a's 200 (FIFO).
+  INFO("b's starts at positions " << first_b << " to " << last_b);
+  CHECK(last_b < 45);
+  // While both had jobs ready, a had half of b's share: 10 of a's between
+  // b's first and last, within a turn or two.
+  size_t a_between = 0;
+  for (size_t i = first_b; i <= last_b; ++i)
+    a_between += starts[i].second == 'a' ? 1 : 0;
+  CHECK(a_between >= 8);
+  CHECK(a_between <= 12);
 }

@@ -1,0 +1,141 @@
+#pragma once
+
+// The ready jobs of one resource class, job type and priority, shared fairly
+// between tenants (issue 15 item 4, docs/jobs.md "Fairness between
+// tenants"). Internal to actors/queue.cpp.
+//
+// Each tenant with ready jobs has its own FIFO (ordered by the entries'
+// aging key) and a pass (stride scheduling): the next job is the head of
+// the tenant with the smallest pass, and taking it advances that tenant's
+// pass by 1 / weight. A tenant that had nothing ready starts at the pass of
+// the last job taken, so idle time earns no credit. While several tenants
+// have ready jobs here, each is served in proportion to its weight: over
+// any stretch, the jobs taken of tenants A and B differ from the ratio of
+// their weights by at most one job each. With one tenant it is a FIFO.
+
+#include <cstdint>
+#include <deque>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+namespace drover::detail {
+
+/// One ready job: all the queue keeps per queued job (the id fits the
+/// string's small buffer, so no allocation).
+struct ready_entry {
+  std::string job_id;
+  /// ready-since + priority * aging interval, Unix ms: smaller runs first
+  /// (within a tenant; across priorities, see queue.hpp).
+  int64_t key;
+  /// Its tenant (admission_control::tenant).
+  uint32_t tenant = 0;
+  /// Its rate-limit and breaker keys (flow_control::intern; 0 = none).
+  uint32_t flow = 0;
+  /// Woken from behind its concurrency key: it holds the key's slot until
+  /// it is dispatched (or leaves, and gives the slot to the next).
+  bool holds_slot = false;
+};
+
+class ready_queue {
+public:
+  bool empty() const {
+    return size_ == 0;
+  }
+
+  size_t size() const {
+    return size_;
+  }
+
+  /// Adds `e` where its key puts it among its tenant's jobs; `weight` (>
+  /// 0) is its tenant's, used if the tenant has nothing ready yet.
+  void insert(ready_entry e, double weight) {
+    auto [i, fresh] = tenants_.try_emplace(e.tenant);
+    auto& t = i->second;
+    if (fresh) {
+      t.pass = pass_;
+      t.stride = 1.0 / weight;
+      order_.emplace(t.pass, e.tenant);
+    }
+    auto& dq = t.jobs;
+    if (dq.empty() || dq.back().key <= e.key)
+      dq.push_back(std::move(e));
+    else
+      dq.insert(std::upper_bound(dq.begin(), dq.end(), e, by_key),
+                std::move(e));
+    ++size_;
+  }
+
+  /// The next job (not empty()).
+  const ready_entry& front() const {
+    return tenants_.at(order_.begin()->second).jobs.front();
+  }
+
+  /// Takes the next job (not empty()).
+  ready_entry pop_front() {
+    auto first = order_.begin();
+    auto tenant = first->second;
+    auto& t = tenants_.at(tenant);
+    auto out = std::move(t.jobs.front());
+    t.jobs.pop_front();
+    --size_;
+    pass_ = first->first;
+    order_.erase(first);
+    if (t.jobs.empty()) {
+      tenants_.erase(tenant);
+    } else {
+      t.pass += t.stride;
+      order_.emplace(t.pass, tenant);
+    }
+    return out;
+  }
+
+  /// Removes the job `job_id` into `out`; false if it is not here.
+  bool erase(const std::string& job_id, ready_entry& out) {
+    for (auto i = tenants_.begin(); i != tenants_.end(); ++i) {
+      auto& dq = i->second.jobs;
+      for (auto j = dq.begin(); j != dq.end(); ++j) {
+        if (j->job_id != job_id)
+          continue;
+        out = std::move(*j);
+        dq.erase(j);
+        --size_;
+        if (dq.empty()) {
+          order_.erase({i->second.pass, i->first});
+          tenants_.erase(i);
+        }
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /// The smallest key of any job here (not empty()): the oldest.
+  int64_t oldest_key() const {
+    auto out = tenants_.begin()->second.jobs.front().key;
+    for (const auto& kv : tenants_)
+      out = std::min(out, kv.second.jobs.front().key);
+    return out;
+  }
+
+private:
+  static bool by_key(const ready_entry& x, const ready_entry& y) {
+    return x.key < y.key;
+  }
+
+  struct tenant_jobs {
+    std::deque<ready_entry> jobs;
+    double pass = 0;
+    double stride = 1;
+  };
+
+  std::unordered_map<uint32_t, tenant_jobs> tenants_;
+  /// (pass, tenant) of every tenant with ready jobs here.
+  std::set<std::pair<double, uint32_t>> order_;
+  /// The pass of the last job taken: where a newly ready tenant starts.
+  double pass_ = 0;
+  size_t size_ = 0;
+};
+
+} // namespace drover::detail
