@@ -197,6 +197,17 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
             log.pop_front();
           return ok_atom::value;
         },
+        [self](control_atom, const std::string& kind)
+            -> caf::result<std::vector<std::string>> {
+          std::map<std::string, const flow_change*> last;
+          for (const auto& [seq, c] : self->state.control)
+            if (c.kind == kind)
+              last[c.key] = &c;
+          std::vector<std::string> out;
+          for (const auto& [key, c] : last)
+            out.insert(out.end(), {key, c->state, std::to_string(c->at_ms)});
+          return out;
+        },
         [self](control_atom, uint32_t limit) -> caf::result<std::string> {
           if (limit == 0 || limit > 1000)
             return make_error(errc::invalid_request,

@@ -179,6 +179,14 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
           return std::move(r.error());
         return ok_atom::value;
       },
+      [self](control_atom,
+             const std::string& kind) -> caf::result<std::vector<std::string>> {
+        auto r = read_db(
+            self, [&](pg::session& db) { return db.control_last(kind); });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
       [self](control_atom, uint32_t limit) -> caf::result<std::string> {
         auto r = read_db(
             self, [&](pg::session& db) { return db.control_json(limit); });
@@ -1170,6 +1178,10 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
                       rp.deliver(std::move(err));
                     });
           return rp;
+        },
+        [self](control_atom a,
+               std::string& kind) -> caf::result<std::vector<std::string>> {
+          return ask_reader<std::vector<std::string>>(self, a, std::move(kind));
         },
         [self](control_atom a, uint32_t limit) -> caf::result<std::string> {
           if (limit == 0 || limit > 1000)

@@ -83,7 +83,7 @@ struct running_entry {
   /// Its rate-limit and breaker keys, and whether it runs as a probe of a
   /// half-open breaker.
   uint32_t flow = 0;
-  bool probe = false;
+  uint64_t probe = 0;
 };
 
 /// A ready job held back by its concurrency key (runtime/concurrency.hpp):
@@ -323,16 +323,35 @@ void release_slot(self_ptr self, const std::string& key) {
   wake_parked(self, key);
 }
 
-/// Arms the flow timer for `at_ms` unless an earlier wake-up is armed (0 =
-/// nothing to arm: an outcome wakes the gate).
+/// The flow-control clock: monotonic ms, so that a step of the wall clock
+/// neither stops rate-limited dispatch nor cuts a cooldown short.
+int64_t flow_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Arms the flow timer for `at_ms` (flow_now's clock) unless an earlier
+/// wake-up is armed (0 = nothing to arm).
 void arm_flow_timer(self_ptr self, int64_t at_ms) {
   auto& st = self->state;
   if (at_ms == 0 || (st.flow_armed_ms != 0 && st.flow_armed_ms <= at_ms))
     return;
   st.flow_armed_ms = at_ms;
-  auto delay = std::max<int64_t>(0, at_ms - now_ms(self));
+  auto delay = std::max<int64_t>(0, at_ms - flow_now());
   self->delayed_send(self, std::chrono::milliseconds{delay},
                      flow_timer_atom::value, ++st.flow_generation);
+}
+
+/// Arms the flow timer for the first gate with parked jobs that may open:
+/// called after anything that changes what a gate lets through (a token
+/// taken, an outcome, a woken job taken or gone), so no parked job waits
+/// for an event that will not come.
+void rearm_flow(self_ptr self) {
+  auto& st = self->state;
+  auto now = flow_now();
+  for (const auto& kv : st.flow_parked)
+    arm_flow_timer(self, st.flow.next_check_ms(kv.first, now));
 }
 
 /// Sends the limiters' and breakers' state changes to the control log
@@ -342,47 +361,62 @@ void record_flow_changes(self_ptr self) {
   if (!st.flow.has_changes())
     return;
   for (auto& c : st.flow.drain_changes()) {
+    c.at_ms = now_ms(self); // the log's time is the wall clock's
     log::info("queue",
               "flow control: " + c.kind + " '" + c.key + "' " + c.state,
               {{"detail", c.detail}});
     self->request(st.deps.store, store_timeout, control_atom::value, c.at_ms,
                   c.kind, c.key, c.state, c.detail)
         .then([](ok_atom) {},
-              [key = c.key](caf::error& err) {
-                // The state itself is the queue's; the log entry is lost
-                // (a deposed coordinator's refused write, PostgreSQL down).
+              [](caf::error& err) {
+                // The state itself is the queue's; the entry is lost (a
+                // deposed coordinator's refused write, PostgreSQL down).
                 log_failure("recording a flow-control change", err, {},
                             log::level::warn);
               });
   }
 }
 
-/// Moves the jobs that may pass `gate` now back to their ready queues (where
-/// their age puts them) and re-arms the timer for the rest; a rate gate
-/// lets as many through as it has tokens, a half-open breaker its probes,
-/// a closed one all. They take what they need when a worker takes them.
+/// A job woken from a gate left the ready queue (taken, parked again,
+/// removed): the gate may let another through.
+void left_gate(self_ptr self, ready_entry& e) {
+  if (e.woken_gate == 0)
+    return;
+  self->state.flow.unwoke(self->state.flow.gate_of(e.flow, e.woken_gate));
+  e.woken_gate = 0;
+}
+
+/// Moves the jobs that may pass `gate` now back to their ready queues, where
+/// their age puts them: as many as the rate limit has tokens, a half-open
+/// breaker probes, a closed one all (less those woken and not yet taken).
+/// They take what they need when a worker takes them.
 void wake_gate(self_ptr self, const std::string& gate,
                std::vector<std::string>& classes) {
   auto& st = self->state;
   auto p = st.flow_parked.find(gate);
   if (p == st.flow_parked.end())
     return;
-  auto now = now_ms(self);
-  auto n = std::min(st.flow.wakeable(gate, now), p->second.size());
+  auto n = std::min(st.flow.wakeable(gate, flow_now()), p->second.size());
   for (size_t i = 0; i < n; ++i) {
     auto pe = std::move(p->second.front());
     p->second.pop_front();
+    pe.entry.woken_gate = gate[0];
     back_to_ready(st, std::move(pe), classes);
   }
-  if (p->second.empty()) {
+  st.flow.woke(gate, n);
+  if (p->second.empty())
     st.flow_parked.erase(p);
-    return;
-  }
-  // Woken jobs of a rate gate re-arm the timer when they take their token
-  // (dispatch) or park again: waking more now would only churn.
-  if (n > 0 && gate[0] == 'r')
-    return;
-  arm_flow_timer(self, st.flow.next_check_ms(gate, now));
+}
+
+/// Parks `pe` behind `gate`, where its age puts it (a job woken and parked
+/// again keeps its place).
+void park_at_gate(queue_state& st, const std::string& gate, parked_entry pe) {
+  auto& dq = st.flow_parked[gate];
+  auto at = std::upper_bound(dq.begin(), dq.end(), pe,
+                             [](const parked_entry& x, const parked_entry& y) {
+                               return x.entry.key < y.entry.key;
+                             });
+  dq.insert(at, std::move(pe));
 }
 
 /// The flow timer fired: every gate that may open now.
@@ -397,6 +431,7 @@ void on_flow_timer(self_ptr self) {
     wake_gate(self, g, classes);
   for (const auto& cls : classes)
     dispatch(self, cls);
+  rearm_flow(self);
   record_flow_changes(self);
 }
 
@@ -406,14 +441,8 @@ void flow_outcome(self_ptr self, const running_entry& entry, bool success,
   auto& st = self->state;
   if (entry.flow == 0)
     return;
-  auto gate
-      = st.flow.outcome(entry.flow, entry.probe, success, code, now_ms(self));
-  if (!gate.empty()) {
-    std::vector<std::string> classes;
-    wake_gate(self, gate, classes);
-    for (const auto& cls : classes)
-      dispatch(self, cls);
-  }
+  st.flow.outcome(entry.flow, entry.probe, success, code, flow_now());
+  rearm_flow(self);
   record_flow_changes(self);
 }
 
@@ -510,6 +539,7 @@ void dispatch(self_ptr self, const std::string& cls) {
   auto& q = qi->second;
   static const std::vector<std::string> any_type;
   std::vector<std::string> slots_to_free;
+  bool flow_touched = false;
   // One pass over the idle workers: each takes the best job of the types
   // it runs, or stays idle.
   for (size_t w = 0; w < q.idle_workers.size();) {
@@ -523,20 +553,25 @@ void dispatch(self_ptr self, const std::string& cls) {
       continue;
     }
     bool duplicate = st.running.count(entry.job_id) > 0;
+    auto key
+        = st.concurrency.key_of(*type, st.admission.tenant_name(entry.tenant));
+    if (entry.flow != 0) {
+      flow_touched = true;
+      left_gate(self, entry); // whatever happens next, it left the ready queue
+    }
     if (entry.flow != 0 && !duplicate) {
       // A rate limit without a token or a breaker that is not closed: it
-      // waits behind that gate, in order, without a worker (a slot of its
-      // concurrency key it holds stays with it: the wait is short, bounded
-      // by the rate or the cooldown).
-      if (auto wait = st.flow.gate(entry.flow, now_ms(self))) {
-        st.flow_parked[wait->gate].push_back(
-            {std::move(entry), cls, *type, prio});
-        arm_flow_timer(self, wait->until_ms);
+      // waits behind that gate, in order, without a worker, and without a
+      // slot of its concurrency key (given to the next job of the key).
+      if (auto wait = st.flow.gate(entry.flow, flow_now())) {
+        if (entry.holds_slot) {
+          entry.holds_slot = false;
+          slots_to_free.push_back(key);
+        }
+        park_at_gate(st, wait->gate, {std::move(entry), cls, *type, prio});
         continue;
       }
     }
-    auto key
-        = st.concurrency.key_of(*type, st.admission.tenant_name(entry.tenant));
     if (!duplicate && !entry.holds_slot && !key.empty()
         && (!st.recovered || !st.concurrency.take(key))) {
       // No free slot for its key, or recovery has not yet counted every
@@ -562,15 +597,9 @@ void dispatch(self_ptr self, const std::string& cls) {
         wi != st.workers.end() ? wi->second.worker_id : "worker", 0);
     self->monitor(js);
     st.supervisor_jobs.emplace(js.address(), entry.job_id);
-    bool probe = false;
-    if (entry.flow != 0) {
-      auto now = now_ms(self);
-      probe = st.flow.take(entry.flow, now);
-      // Jobs parked behind its rate limit look again at the next token.
-      const auto& rk = st.flow.rate_key(entry.flow);
-      if (!rk.empty() && st.flow_parked.count("r" + rk) > 0)
-        arm_flow_timer(self, st.flow.next_check_ms("r" + rk, now));
-    }
+    uint64_t probe = 0;
+    if (entry.flow != 0)
+      probe = st.flow.take(entry.flow, flow_now());
     st.running.emplace(
         entry.job_id,
         running_entry{js, worker, cls, now_ms(self), key, entry.flow, probe});
@@ -578,7 +607,11 @@ void dispatch(self_ptr self, const std::string& cls) {
   }
   for (const auto& key : slots_to_free)
     release_slot(self, key);
-  record_flow_changes(self);
+  if (flow_touched) {
+    // Jobs parked behind a gate look again when it may open.
+    rearm_flow(self);
+    record_flow_changes(self);
+  }
 }
 
 void arm_timer(self_ptr self) {
@@ -684,6 +717,10 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
         ready_entry e;
         if (dq.erase(job_id, e)) {
           left_queue(st, e.tenant, e.job_id);
+          if (e.woken_gate != 0) { // the gate may let another through
+            left_gate(self, e);
+            rearm_flow(self);
+          }
           if (e.holds_slot) // woken, never ran: the next job of its key
             release_slot(self,
                          st.concurrency.key_of(
@@ -710,15 +747,10 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
       return e.entry.job_id == job_id;
     });
     if (i != dq.end()) {
-      auto holds = i->entry.holds_slot;
-      auto key = st.concurrency.key_of(
-          i->type, st.admission.tenant_name(i->entry.tenant));
       left_queue(st, i->entry.tenant, job_id);
       dq.erase(i);
       if (dq.empty())
         st.flow_parked.erase(p);
-      if (holds)
-        release_slot(self, key);
       return true;
     }
   }
@@ -1242,7 +1274,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.partitions = partition_picker{st.opts.partitions, st.opts.partition_count};
   st.admission = admission_control{st.opts.admission};
   st.concurrency = concurrency_slots{st.opts.concurrency};
-  st.flow = flow_control{st.opts.flow, st.opts.clock_ms()};
+  st.flow = flow_control{st.opts.flow, flow_now()};
   st.stats.since_ms = st.opts.clock_ms();
   self->set_error_handler(
       [](caf::error& err) { log_failure("unexpected error message", err); });
@@ -1252,7 +1284,29 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       st.local_types.emplace_back(); // "" is no job's type
   }
   self->monitor(st.deps.store);
-  record_flow_changes(self); // each limiter's and breaker's authority starts
+  record_flow_changes(self); // each limiter's authority starts
+  if (!st.opts.flow.breakers.empty()) {
+    // Breakers start as the control log last saw them: a restart or a
+    // takeover must not close a breaker that was open.
+    st.flow.hold_breakers();
+    auto restore = [self](const std::vector<std::string>& triples, bool ok) {
+      auto& st = self->state;
+      st.flow.restore_breakers(triples, ok, now_ms(self), flow_now());
+      record_flow_changes(self);
+      rearm_flow(self);
+    };
+    self->request(st.deps.store, store_timeout, control_atom::value,
+                  std::string{"breaker"})
+        .then(
+            [restore](std::vector<std::string>& triples) {
+              restore(triples, true);
+            },
+            [restore](caf::error& err) {
+              log_failure("reading the breakers' last states", err, {},
+                          log::level::warn);
+              restore({}, false);
+            });
+  }
   recover(self);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
@@ -1304,7 +1358,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto spec = prepare_spec(req, *st.deps.handlers, st.opts.limits, now);
         if (!spec)
           return std::move(spec.error());
-        if (auto err = st.flow.check(spec->rate_limit_key, spec->breaker_key))
+        if (auto err = st.flow.check(spec->rate_limit_key, spec->breaker_key,
+                                     spec->tenant))
           return err;
         auto partition = st.partitions.of(spec->tenant, spec->idempotency_key,
                                           st.partitions.next_keyless());
@@ -1348,8 +1403,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           auto spec
               = prepare_spec(reqs[i], *st.deps.handlers, st.opts.limits, now);
           if (spec)
-            if (auto err
-                = st.flow.check(spec->rate_limit_key, spec->breaker_key))
+            if (auto err = st.flow.check(spec->rate_limit_key,
+                                         spec->breaker_key, spec->tenant))
               spec = caf::expected<job_spec>{std::move(err)};
           auto partition = spec ? st.partitions.of(
                                spec->tenant, spec->idempotency_key, keyless)
@@ -1623,9 +1678,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         std::map<std::string, size_t> waiting;
         for (const auto& [gate, dq] : st.flow_parked)
           waiting[gate] = dq.size();
-        auto json = st.flow.to_json(now_ms(self), waiting);
-        record_flow_changes(self); // an elapsed cooldown shows as half-open
-        return json;
+        return st.flow.to_json(flow_now(), waiting);
       },
       [self](fence_atom) {
         auto& st = self->state;

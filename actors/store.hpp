@@ -56,6 +56,9 @@
 //       history). The PostgreSQL store fences it by the lease of the key's
 //       partition and records that epoch: a deposed coordinator's change
 //       is refused (errc::not_owner).
+//   (control_atom, kind)                           -> vector<string>
+//       The last state of every key of `kind` ("breaker", "rate_limit") in
+//       the control log, as (key, state, Unix ms) triples, flattened.
 //   (control_atom, limit)                          -> std::string
 //       The newest `limit` (within [1, 1000]) control-log entries, newest
 //       first, as a JSON array of {"sequence", "at", "kind", "key",
@@ -96,7 +99,8 @@ using store_actor = caf::typed_actor<
     caf::replies_to<nodes_atom>::with<std::string>,
     caf::replies_to<control_atom, int64_t, std::string, std::string,
                     std::string, std::string>::with<ok_atom>,
-    caf::replies_to<control_atom, uint32_t>::with<std::string>>;
+    caf::replies_to<control_atom, uint32_t>::with<std::string>,
+    caf::replies_to<control_atom, std::string>::with<std::vector<std::string>>>;
 
 /// The largest recovery page a store serves.
 constexpr uint32_t max_recovery_page = 100000;

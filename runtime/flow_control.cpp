@@ -2,12 +2,14 @@
 
 #include "runtime/errors.hpp"
 #include "runtime/json_text.hpp"
+#include "runtime/log.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <limits>
+#include <stdexcept>
 
 namespace drover {
 
@@ -29,6 +31,12 @@ split_item(const std::string& option, const std::string& item,
   if (colon == std::string::npos || name.empty() || name.size() > 128
       || name.find_first_of(",=| \t") != std::string::npos)
     return bad(option, item, std::string{"expected "} + usage);
+  // A name a job can give: no control characters, valid UTF-8.
+  for (unsigned char ch : name)
+    if (ch < 0x20 || ch == 0x7f)
+      return bad(option, item, "the name holds a control character");
+  if (valid_utf8(name) != name)
+    return bad(option, item, "the name is not valid UTF-8");
   std::vector<std::pair<std::string, std::string>> fields;
   auto rest = item.substr(colon + 1);
   size_t pos = 0;
@@ -77,6 +85,27 @@ std::string format_number(double x) {
   return buf;
 }
 
+/// `a|b|c` into `out`: each non-empty, at most 128 bytes, UTF-8 without
+/// control characters.
+bool split_bars(const std::string& v, std::vector<std::string>& out) {
+  size_t pos = 0;
+  while (pos <= v.size()) {
+    auto bar = v.find('|', pos);
+    auto x = v.substr(pos,
+                      bar == std::string::npos ? std::string::npos : bar - pos);
+    if (x.empty() || x.size() > 128 || valid_utf8(x) != x)
+      return false;
+    for (unsigned char ch : x)
+      if (ch < 0x20 || ch == 0x7f)
+        return false;
+    out.push_back(std::move(x));
+    if (bar == std::string::npos)
+      return true;
+    pos = bar + 1;
+  }
+  return true;
+}
+
 /// Codes of attempts that did not reach an outcome of their own: never
 /// held against a downstream.
 bool infrastructure_code(const std::string& code) {
@@ -94,7 +123,7 @@ bool infrastructure_code(const std::string& code) {
 caf::expected<std::pair<std::string, rate_limit>>
 parse_rate_limit(const std::string& item) {
   static constexpr auto option = "rate-limit";
-  auto parts = split_item(option, item, "NAME:rate=R[,burst=B]");
+  auto parts = split_item(option, item, "NAME:rate=R[,burst=B][,tenants=a|b]");
   if (!parts)
     return std::move(parts.error());
   rate_limit out;
@@ -111,8 +140,12 @@ parse_rate_limit(const std::string& item) {
       if (!number_in(v, 1, 1e6, out.burst))
         return bad(option, item, "burst must be a number within [1, 1000000]");
       have_burst = true;
+    } else if (k == "tenants") {
+      if (!split_bars(v, out.tenants))
+        return bad(option, item, "tenants must be tenant names separated by |");
     } else {
-      return bad(option, item, "'" + k + "' is not a field (rate, burst)");
+      return bad(option, item,
+                 "'" + k + "' is not a field (rate, burst, tenants)");
     }
   }
   if (!have_rate)
@@ -125,8 +158,9 @@ parse_rate_limit(const std::string& item) {
 caf::expected<std::pair<std::string, breaker_config>>
 parse_breaker(const std::string& item) {
   static constexpr auto option = "circuit-breaker";
-  auto parts = split_item(
-      option, item, "NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b]");
+  auto parts = split_item(option, item,
+                          "NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b]"
+                          "[,tenants=a|b]");
   if (!parts)
     return std::move(parts.error());
   breaker_config out;
@@ -169,10 +203,14 @@ parse_breaker(const std::string& item) {
           break;
         pos = bar + 1;
       }
+    } else if (k == "tenants") {
+      if (!split_bars(v, out.tenants))
+        return bad(option, item, "tenants must be tenant names separated by |");
     } else {
       return bad(option, item,
                  "'" + k
-                     + "' is not a field (failures, cooldown, probes, codes)");
+                     + "' is not a field (failures, cooldown, "
+                       "probes, codes, tenants)");
     }
   }
   if (!have_failures)
@@ -259,6 +297,7 @@ bool circuit_breaker::may_run(int64_t now_ms, std::vector<flow_change>& out,
   if (state_ == breaker_state::open
       && now_ms >= opened_ms_ + cfg_.cooldown_ms) {
     probes_out_ = 0;
+    ++period_;
     move_to(breaker_state::half_open, now_ms, out, key,
             "cooldown over: up to " + std::to_string(cfg_.probes)
                 + " probe job(s) run");
@@ -274,11 +313,24 @@ bool circuit_breaker::may_run(int64_t now_ms, std::vector<flow_change>& out,
   return false;
 }
 
-bool circuit_breaker::admit() {
+uint64_t circuit_breaker::admit() {
   if (state_ != breaker_state::half_open)
-    return false;
+    return 0;
   ++probes_out_;
-  return true;
+  return period_;
+}
+
+void circuit_breaker::restore(breaker_state s, int64_t at_ms, int64_t now_ms,
+                              std::vector<flow_change>& out,
+                              const std::string& key, std::string detail) {
+  if (s == breaker_state::closed)
+    return;
+  probes_out_ = 0;
+  ++period_;
+  // Open as recorded (its cooldown counts from then), or half-open: the
+  // old authority's probes ended with it, so a new period starts.
+  opened_ms_ = s == breaker_state::open ? at_ms : now_ms - cfg_.cooldown_ms;
+  move_to(s, now_ms, out, key, std::move(detail));
 }
 
 bool circuit_breaker::counts(const std::string& code) const {
@@ -289,9 +341,13 @@ bool circuit_breaker::counts(const std::string& code) const {
                 != cfg_.codes.end();
 }
 
-bool circuit_breaker::outcome(bool probe, bool success, bool counted,
+bool circuit_breaker::outcome(uint64_t probe_period, bool success, bool counted,
                               int64_t now_ms, std::vector<flow_change>& out,
                               const std::string& key, const std::string& code) {
+  // A probe of an earlier half-open period (the breaker opened again while
+  // it ran) is an ordinary attempt now.
+  bool probe = probe_period != 0 && probe_period == period_
+               && state_ == breaker_state::half_open;
   if (probe && probes_out_ > 0)
     --probes_out_;
   if (success) {
@@ -335,35 +391,55 @@ flow_control::flow_control(flow_limits limits, int64_t now_ms) {
                             + format_number(r.burst)
                             + "; the bucket starts empty"});
   }
-  for (auto& [key, b] : limits.breakers) {
+  // A breaker's start is recorded once its last state is known
+  // (restore_breakers).
+  for (auto& [key, b] : limits.breakers)
     breakers_.emplace(key, circuit_breaker{b});
-    changes_.push_back({now_ms, "breaker", key, "closed",
-                        "active: opens after " + std::to_string(b.failures)
-                            + " failure(s) in a row"});
-  }
 }
 
 caf::error flow_control::check(const std::string& rate_key,
-                               const std::string& breaker_key) const {
-  if (!rate_key.empty() && buckets_.count(rate_key) == 0)
-    return make_error(errc::invalid_request,
-                      "rate_limit_key '" + rate_key.substr(0, 128)
-                          + "' is not declared on the coordinator "
-                            "(--rate-limit NAME:rate=R)");
-  if (!breaker_key.empty() && breakers_.count(breaker_key) == 0)
-    return make_error(errc::invalid_request,
-                      "breaker_key '" + breaker_key.substr(0, 128)
-                          + "' is not declared on the coordinator "
-                            "(--circuit-breaker NAME:failures=N)");
+                               const std::string& breaker_key,
+                               const std::string& tenant) const {
+  auto allowed = [&](const std::vector<std::string>& tenants) {
+    return tenants.empty()
+           || std::find(tenants.begin(), tenants.end(), tenant)
+                  != tenants.end();
+  };
+  // Undeclared and not allowed read the same: a tenant learns nothing of
+  // other tenants' keys.
+  if (!rate_key.empty()) {
+    auto i = buckets_.find(rate_key);
+    if (i == buckets_.end() || !allowed(i->second.limit().tenants))
+      return make_error(errc::invalid_request,
+                        "rate_limit_key '" + rate_key.substr(0, 128)
+                            + "' is not declared on the coordinator for this "
+                              "tenant (--rate-limit NAME:rate=R)");
+  }
+  if (!breaker_key.empty()) {
+    auto i = breakers_.find(breaker_key);
+    if (i == breakers_.end() || !allowed(i->second.config().tenants))
+      return make_error(errc::invalid_request,
+                        "breaker_key '" + breaker_key.substr(0, 128)
+                            + "' is not declared on the coordinator for this "
+                              "tenant (--circuit-breaker NAME:failures=N)");
+  }
   return caf::none;
 }
 
 uint32_t flow_control::intern(const std::string& rate_key,
                               const std::string& breaker_key) {
   // A key no longer declared (a recovered job, the configuration changed)
-  // limits nothing.
+  // limits nothing: said once per key.
   auto r = buckets_.count(rate_key) > 0 ? rate_key : std::string{};
   auto b = breakers_.count(breaker_key) > 0 ? breaker_key : std::string{};
+  for (const auto* k : {&rate_key, &breaker_key})
+    if (!k->empty() && (k == &rate_key ? r : b).empty()
+        && undeclared_.size() < 1000 && undeclared_.insert(*k).second)
+      log::warn(
+          "flow",
+          "a queued job names a key no longer declared: it is "
+          "not limited",
+          {{"key", *k}, {"kind", k == &rate_key ? "rate_limit" : "breaker"}});
   if (r.empty() && b.empty())
     return 0;
   auto k = std::make_pair(std::move(r), std::move(b));
@@ -381,6 +457,8 @@ std::optional<flow_wait> flow_control::gate(uint32_t flow, int64_t now_ms) {
     return std::nullopt;
   const auto& [rk, bk] = pairs_[flow - 1];
   if (!bk.empty()) {
+    if (breakers_held_)
+      return flow_wait{"b" + bk, 0}; // until its state is restored
     auto& b = breakers_.at(bk);
     if (!b.may_run(now_ms, changes_, bk))
       return flow_wait{"b" + bk, b.half_open_at()};
@@ -393,65 +471,141 @@ std::optional<flow_wait> flow_control::gate(uint32_t flow, int64_t now_ms) {
   return std::nullopt;
 }
 
-bool flow_control::take(uint32_t flow, int64_t now_ms) {
+uint64_t flow_control::take(uint32_t flow, int64_t now_ms) {
   if (flow == 0 || flow > pairs_.size())
-    return false;
+    return 0;
   const auto& [rk, bk] = pairs_[flow - 1];
   if (!rk.empty())
     buckets_.at(rk).take(now_ms);
-  return !bk.empty() && breakers_.at(bk).admit();
+  return bk.empty() ? 0 : breakers_.at(bk).admit();
 }
 
-std::string flow_control::outcome(uint32_t flow, bool probe, bool success,
-                                  const std::string& code, int64_t now_ms) {
+void flow_control::outcome(uint32_t flow, uint64_t probe, bool success,
+                           const std::string& code, int64_t now_ms) {
   if (flow == 0 || flow > pairs_.size())
-    return {};
+    return;
   const auto& bk = pairs_[flow - 1].second;
   if (bk.empty())
-    return {};
+    return;
   auto& b = breakers_.at(bk);
   bool counted = !success && b.counts(code);
-  return b.outcome(probe, success, counted, now_ms, changes_, bk, code)
-             ? "b" + bk
-             : std::string{};
+  b.outcome(probe, success, counted, now_ms, changes_, bk, code);
+}
+
+std::string flow_control::gate_of(uint32_t flow, char kind) const {
+  if (flow == 0 || flow > pairs_.size())
+    return {};
+  const auto& key
+      = kind == 'r' ? pairs_[flow - 1].first : pairs_[flow - 1].second;
+  return key.empty() ? std::string{} : kind + key;
+}
+
+void flow_control::woke(const std::string& gate, size_t n) {
+  if (n > 0)
+    woken_[gate] += n;
+}
+
+void flow_control::unwoke(const std::string& gate) {
+  auto i = woken_.find(gate);
+  if (i == woken_.end())
+    return;
+  if (i->second <= 1)
+    woken_.erase(i);
+  else
+    --i->second;
 }
 
 size_t flow_control::wakeable(const std::string& gate, int64_t now_ms) {
   if (gate.size() < 2)
     return 0;
   auto key = gate.substr(1);
+  auto w = woken_.find(gate);
+  size_t pending = w == woken_.end() ? 0 : w->second;
+  size_t room = 0;
   if (gate[0] == 'r') {
     auto i = buckets_.find(key);
     if (i == buckets_.end())
       return std::numeric_limits<size_t>::max();
-    return static_cast<size_t>(std::floor(i->second.tokens(now_ms)));
+    room = static_cast<size_t>(std::floor(i->second.tokens(now_ms)));
+  } else {
+    auto i = breakers_.find(key);
+    if (i == breakers_.end())
+      return std::numeric_limits<size_t>::max();
+    auto& b = i->second;
+    if (breakers_held_ || !b.may_run(now_ms, changes_, key))
+      return 0;
+    if (b.state() == breaker_state::closed)
+      return std::numeric_limits<size_t>::max();
+    room = b.config().probes - b.probes_running();
   }
-  auto i = breakers_.find(key);
-  if (i == breakers_.end())
-    return std::numeric_limits<size_t>::max();
-  auto& b = i->second;
-  if (!b.may_run(now_ms, changes_, key))
-    return 0;
-  if (b.state() == breaker_state::closed)
-    return std::numeric_limits<size_t>::max();
-  return b.config().probes - b.probes_running();
+  return room > pending ? room - pending : 0;
 }
 
 int64_t flow_control::next_check_ms(const std::string& gate, int64_t now_ms) {
   if (gate.size() < 2)
     return 0;
+  if (wakeable(gate, now_ms) > 0)
+    return now_ms;
   auto key = gate.substr(1);
+  auto w = woken_.find(gate);
+  double pending = w == woken_.end() ? 0 : static_cast<double>(w->second);
   if (gate[0] == 'r') {
     auto i = buckets_.find(key);
-    return i == buckets_.end() ? now_ms : i->second.next_token_ms(now_ms);
+    if (i == buckets_.end())
+      return now_ms;
+    auto& b = i->second;
+    // The token after those the woken jobs will take; none while they hold
+    // the whole burst (each one re-arms when it leaves).
+    auto need = pending + 1;
+    if (need > b.limit().burst)
+      return 0;
+    auto ms = (need - b.tokens(now_ms)) * 1000.0 / b.limit().per_second;
+    return now_ms + std::max<int64_t>(1, static_cast<int64_t>(std::ceil(ms)));
   }
   auto i = breakers_.find(key);
-  return i == breakers_.end() ? now_ms : i->second.half_open_at();
+  if (breakers_held_ || i == breakers_.end())
+    return 0;
+  return i->second.half_open_at(); // 0 unless open
 }
 
-const std::string& flow_control::rate_key(uint32_t flow) const {
-  static const std::string none;
-  return flow == 0 || flow > pairs_.size() ? none : pairs_[flow - 1].first;
+void flow_control::restore_breakers(const std::vector<std::string>& triples,
+                                    bool ok, int64_t wall_now_ms,
+                                    int64_t now_ms) {
+  breakers_held_ = false;
+  if (!ok) {
+    for (auto& [key, b] : breakers_)
+      b.restore(breaker_state::half_open, now_ms, now_ms, changes_, key,
+                "its last state could not be read: probing first");
+    return;
+  }
+  for (size_t i = 0; i + 2 < triples.size(); i += 3) {
+    auto b = breakers_.find(triples[i]);
+    if (b == breakers_.end())
+      continue;
+    const auto& state = triples[i + 1];
+    int64_t at = 0;
+    try {
+      at = std::stoll(triples[i + 2]);
+    } catch (const std::exception&) {
+      continue;
+    }
+    // Its time on this instance's clock.
+    auto local_at = now_ms - std::max<int64_t>(0, wall_now_ms - at);
+    if (state == "open")
+      b->second.restore(breaker_state::open, local_at, now_ms, changes_,
+                        b->first, "open when the last authority stopped");
+    else if (state == "half_open")
+      b->second.restore(breaker_state::half_open, local_at, now_ms, changes_,
+                        b->first,
+                        "half-open when the last authority stopped: probing "
+                        "again");
+  }
+  for (auto& [key, b] : breakers_)
+    if (b.state() == breaker_state::closed)
+      changes_.push_back({now_ms, "breaker", key, "closed",
+                          "active: opens after "
+                              + std::to_string(b.config().failures)
+                              + " failure(s) in a row"});
 }
 
 std::vector<flow_change> flow_control::drain_changes() {
@@ -482,7 +636,6 @@ flow_control::to_json(int64_t now_ms,
   out += "],\"breakers\":[";
   first = true;
   for (auto& [key, b] : breakers_) {
-    b.may_run(now_ms, changes_, key); // an elapsed cooldown shows
     out += first ? "" : ",";
     first = false;
     std::string codes = "[";

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -42,9 +43,12 @@ struct rate_limit {
   double per_second = 1;
   /// Most tokens the bucket holds (>= 1).
   double burst = 1;
+  /// Tenants whose jobs may name it; empty = every tenant.
+  std::vector<std::string> tenants;
 
   bool operator==(const rate_limit& other) const {
-    return per_second == other.per_second && burst == other.burst;
+    return per_second == other.per_second && burst == other.burst
+           && tenants == other.tenants;
   }
 };
 
@@ -57,10 +61,13 @@ struct breaker_config {
   uint32_t probes = 1;
   /// Error codes that count; empty = every failure (see above).
   std::vector<std::string> codes;
+  /// Tenants whose jobs may name it; empty = every tenant.
+  std::vector<std::string> tenants;
 
   bool operator==(const breaker_config& other) const {
     return failures == other.failures && cooldown_ms == other.cooldown_ms
-           && probes == other.probes && codes == other.codes;
+           && probes == other.probes && codes == other.codes
+           && tenants == other.tenants;
   }
 };
 
@@ -74,11 +81,13 @@ struct flow_limits {
   }
 };
 
-/// `NAME:rate=R[,burst=B]` (R per second, B default max(1, R)).
+/// `NAME:rate=R[,burst=B][,tenants=a|b]` (R per second, B default
+/// max(1, R); tenants: who may name it, default everyone).
 caf::expected<std::pair<std::string, rate_limit>>
 parse_rate_limit(const std::string& item);
 
-/// `NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b]` (S seconds).
+/// `NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b][,tenants=a|b]`
+/// (S seconds).
 caf::expected<std::pair<std::string, breaker_config>>
 parse_breaker(const std::string& item);
 
@@ -139,8 +148,9 @@ public:
   /// cooldown); does not take a probe.
   bool may_run(int64_t now_ms, std::vector<flow_change>& out,
                const std::string& key);
-  /// Takes the right to run; true if the job is a probe.
-  bool admit();
+  /// Takes the right to run: the half-open period the job probes in, 0 if
+  /// it is not a probe.
+  uint64_t admit();
   /// When an open breaker half-opens (0 = not open).
   int64_t half_open_at() const {
     return state_ == breaker_state::open ? opened_ms_ + cfg_.cooldown_ms : 0;
@@ -148,10 +158,17 @@ public:
 
   /// An attempt ended: completed (code ""), failed with `code`, or did
   /// not run to an outcome (`counted` false: cancelled, worker lost).
-  /// Returns true if jobs waiting behind it may run now.
-  bool outcome(bool probe, bool success, bool counted, int64_t now_ms,
+  /// `probe` is what admit() returned; a probe of an earlier half-open
+  /// period counts as an ordinary attempt. Returns true if jobs waiting
+  /// behind it may run now.
+  bool outcome(uint64_t probe, bool success, bool counted, int64_t now_ms,
                std::vector<flow_change>& out, const std::string& key,
                const std::string& code);
+  /// Puts it into `s` as the control log last recorded it (at `at_ms` on
+  /// this instance's clock), after the authority started.
+  void restore(breaker_state s, int64_t at_ms, int64_t now_ms,
+               std::vector<flow_change>& out, const std::string& key,
+               std::string detail);
   /// Whether a failure with `code` counts.
   bool counts(const std::string& code) const;
 
@@ -181,6 +198,8 @@ private:
   int64_t opened_ms_ = 0;
   uint32_t probes_out_ = 0;
   uint64_t opened_count_ = 0;
+  /// Half-open periods so far (a probe's stamp).
+  uint64_t period_ = 0;
 };
 
 /// Why a job may not be dispatched now.
@@ -198,25 +217,44 @@ public:
   flow_control() = default;
   flow_control(flow_limits limits, int64_t now_ms);
 
-  /// Refuses a key that is not declared (errc::invalid_request).
-  caf::error check(const std::string& rate_key,
-                   const std::string& breaker_key) const;
+  /// Refuses a key that is not declared, or not for `tenant`
+  /// (errc::invalid_request).
+  caf::error check(const std::string& rate_key, const std::string& breaker_key,
+                   const std::string& tenant) const;
   /// The number of this pair of keys (0 = neither).
   uint32_t intern(const std::string& rate_key, const std::string& breaker_key);
 
   /// Whether a job of `flow` may be dispatched now; if not, where it waits.
   std::optional<flow_wait> gate(uint32_t flow, int64_t now_ms);
-  /// Takes what `gate` allowed; true if the job is a breaker probe.
-  bool take(uint32_t flow, int64_t now_ms);
-  /// Its attempt ended (see circuit_breaker::outcome); the breaker's gate
-  /// if jobs waiting behind it may run now, else "".
-  std::string outcome(uint32_t flow, bool probe, bool success,
-                      const std::string& code, int64_t now_ms);
+  /// Takes what `gate` allowed; the breaker probe's period (0 = not a
+  /// probe).
+  uint64_t take(uint32_t flow, int64_t now_ms);
+  /// Its attempt ended (see circuit_breaker::outcome).
+  void outcome(uint32_t flow, uint64_t probe, bool success,
+               const std::string& code, int64_t now_ms);
 
-  /// How many jobs parked at `gate` may be woken now (1 .. n), 0 = none.
+  /// The gate of `flow` of kind 'r' (rate limit) or 'b' (breaker).
+  std::string gate_of(uint32_t flow, char kind) const;
+
+  /// How many more jobs parked at `gate` may be woken now: what the gate
+  /// lets through less the jobs woken and not yet taken (woke/unwoke).
   size_t wakeable(const std::string& gate, int64_t now_ms);
-  /// When `gate` should be looked at again (0 = on an outcome).
+  /// `n` jobs were woken from `gate`; one of them was taken or left.
+  void woke(const std::string& gate, size_t n);
+  void unwoke(const std::string& gate);
+  /// When `gate` should be looked at again: now if jobs may be woken, 0 =
+  /// when an outcome or a woken job leaving says so.
   int64_t next_check_ms(const std::string& gate, int64_t now_ms);
+
+  /// Breakers wait for their last recorded state (restore_breakers) before
+  /// they let jobs through: a restart must not close a breaker that was
+  /// open. `triples` is (key, state, wall-clock ms) from the control log;
+  /// `ok` false (the log could not be read) half-opens every breaker.
+  void hold_breakers() {
+    breakers_held_ = !breakers_.empty();
+  }
+  void restore_breakers(const std::vector<std::string>& triples, bool ok,
+                        int64_t wall_now_ms, int64_t now_ms);
 
   /// State changes since the last call.
   std::vector<flow_change> drain_changes();
@@ -249,6 +287,9 @@ private:
   std::vector<std::pair<std::string, std::string>> pairs_;
   std::map<std::pair<std::string, std::string>, uint32_t> numbers_;
   std::vector<flow_change> changes_;
+  std::map<std::string, size_t> woken_;
+  std::set<std::string> undeclared_;
+  bool breakers_held_ = false;
 };
 
 } // namespace drover

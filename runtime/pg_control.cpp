@@ -2,6 +2,7 @@
 // session::append_control; schema version 6).
 
 #include "runtime/errors.hpp"
+#include "runtime/json_text.hpp"
 #include "runtime/partition.hpp"
 #include "runtime/pg.hpp"
 
@@ -60,7 +61,7 @@ caf::error session::append_control(int64_t at_ms, const std::string& kind,
           .text(kind)
           .text(key)
           .text(state)
-          .text(detail.substr(0, 4096))
+          .text(valid_utf8(detail.substr(0, 4000)))
           .int32(partition)
           .int64(epoch),
       false, "recording a flow-control change");
@@ -71,6 +72,22 @@ caf::error session::append_control(int64_t at_ms, const std::string& kind,
       !done)
     return fail(std::move(done.error()));
   return caf::none;
+}
+
+caf::expected<std::vector<std::string>>
+session::control_last(const std::string& kind) {
+  auto res = conn_.exec(
+      "SELECT DISTINCT ON (key) key, state, (extract(epoch FROM at) * "
+      "1000)::bigint FROM drover.control_log WHERE kind = $1 ORDER BY key, "
+      "sequence DESC",
+      params{}.text(kind), false, "reading the control log's last states");
+  if (!res)
+    return std::move(res.error());
+  std::vector<std::string> out;
+  for (int row = 0; row < res->rows(); ++row)
+    for (int col = 0; col < 3; ++col)
+      out.emplace_back(res->value(row, col));
+  return out;
 }
 
 caf::expected<std::string> session::control_json(uint32_t limit) {

@@ -36,6 +36,9 @@ struct ready_entry {
   /// Woken from behind its concurrency key: it holds the key's slot until
   /// it is dispatched (or leaves, and gives the slot to the next).
   bool holds_slot = false;
+  /// Woken from behind its rate limit ('r') or breaker ('b'), not taken
+  /// yet (flow_control::woke); 0 = not.
+  char woken_gate = 0;
 };
 
 class ready_queue {

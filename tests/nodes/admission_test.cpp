@@ -344,3 +344,27 @@ TEST_CASE("flow: bad --rate-limit and --circuit-breaker items stop the node "
   expect_node_refuses({"--circuit-breaker", "sink:failures=1,codes=cancelled"},
                       "never counts");
 }
+
+TEST_CASE("flow: a breaker that opens again after a failed last-attempt probe "
+          "still lets its waiting jobs probe at the next cooldown",
+          "[gateway][flow]") {
+  gateway_node node{
+      {"--slots", "cpu=2", "--circuit-breaker", "sink:failures=1,cooldown=1"}};
+  auto c = node.client();
+  auto exec = [](const char* program) {
+    return std::string{R"({"type":"exec","input":{"argv":[")"} + program
+           + R"("]},"breaker_key":"sink","max_attempts":1})";
+  };
+  auto first = submit(c, exec("/bin/false"));
+  CHECK(await_end(node, "", first)["status"].str() == "failed");
+  // Open: both wait; the older one probes and fails for good, which opens
+  // the breaker again with no retry of its own to come back.
+  auto probe = submit(c, exec("/bin/false"));
+  auto waiting = submit(c, exec("/bin/true"));
+  CHECK(await_end(node, "", probe)["status"].str() == "failed");
+  // The next cooldown lets the other one probe: it completes, closed.
+  CHECK(await_end(node, "", waiting)["status"].str() == "completed");
+  auto flow = body_of(c.get("/api/admin/flow"));
+  CHECK(flow["breakers"].items()[0]["state"].str() == "closed");
+  CHECK(flow["breakers"].items()[0]["times_opened"].integer() == 2);
+}

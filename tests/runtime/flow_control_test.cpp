@@ -77,16 +77,16 @@ TEST_CASE("flow: a token bucket starts empty, fills at its rate, holds at "
 TEST_CASE("flow: a breaker opens after failures in a row, half-opens after "
           "its cooldown, probes, closes or opens again",
           "[flow]") {
-  circuit_breaker b{{3, 1000, 1, {}}};
+  circuit_breaker b{{3, 1000, 1, {}, {}}};
   std::vector<flow_change> log;
   CHECK(b.may_run(0, log, "k"));
-  CHECK_FALSE(b.admit()); // closed: no probe
-  b.outcome(false, false, true, 10, log, "k", "e");
-  b.outcome(false, false, true, 20, log, "k", "e");
-  b.outcome(false, true, false, 30, log, "k", ""); // a success resets
+  CHECK(b.admit() == 0); // closed: no probe
+  b.outcome(0, false, true, 10, log, "k", "e");
+  b.outcome(0, false, true, 20, log, "k", "e");
+  b.outcome(0, true, false, 30, log, "k", ""); // a success resets
   CHECK(b.failures_in_row() == 0);
   for (int i = 0; i < 3; ++i)
-    b.outcome(false, false, true, 40 + i, log, "k", "e");
+    b.outcome(0, false, true, 40 + i, log, "k", "e");
   CHECK(b.state() == breaker_state::open);
   REQUIRE(log.size() == 1);
   CHECK(log[0].state == "open");
@@ -94,20 +94,27 @@ TEST_CASE("flow: a breaker opens after failures in a row, half-opens after "
   CHECK(b.half_open_at() == 1042);
   CHECK(b.may_run(1042, log, "k"));
   CHECK(b.state() == breaker_state::half_open);
-  CHECK(b.admit());                       // the probe
+  auto p1 = b.admit(); // the probe
+  CHECK(p1 != 0);
   CHECK_FALSE(b.may_run(1043, log, "k")); // one probe at a time
   // The probe fails: open again, for another cooldown.
-  CHECK_FALSE(b.outcome(true, false, true, 1100, log, "k", "e"));
+  CHECK_FALSE(b.outcome(p1, false, true, 1100, log, "k", "e"));
   CHECK(b.state() == breaker_state::open);
   CHECK_FALSE(b.may_run(2000, log, "k"));
   CHECK(b.may_run(2100, log, "k"));
-  CHECK(b.admit());
+  auto p2 = b.admit();
+  CHECK(p2 != p1); // another half-open period
   // A probe that does not reach an outcome (cancelled) lets another go.
-  CHECK(b.outcome(true, false, false, 2150, log, "k", "cancelled"));
+  CHECK(b.outcome(p2, false, false, 2150, log, "k", "cancelled"));
   CHECK(b.may_run(2160, log, "k"));
-  CHECK(b.admit());
-  // A success closes it, and everything waiting may run.
-  CHECK(b.outcome(true, true, false, 2200, log, "k", ""));
+  auto p3 = b.admit();
+  // A probe of an earlier period is an ordinary attempt: its success
+  // neither closes the breaker nor frees this period's probe.
+  CHECK_FALSE(b.outcome(p1, true, false, 2170, log, "k", ""));
+  CHECK(b.state() == breaker_state::half_open);
+  CHECK(b.probes_running() == 1);
+  // This period's probe succeeds: closed, everything waiting may run.
+  CHECK(b.outcome(p3, true, false, 2200, log, "k", ""));
   CHECK(b.state() == breaker_state::closed);
   CHECK(b.opened_count() == 2);
   std::vector<std::string> states;
@@ -120,33 +127,49 @@ TEST_CASE("flow: a breaker opens after failures in a row, half-opens after "
 
 TEST_CASE("flow: only the listed codes count, and never a lost worker",
           "[flow]") {
-  circuit_breaker b{{1, 1000, 1, {"down"}}};
+  circuit_breaker b{{1, 1000, 1, {"down"}, {}}};
   CHECK(b.counts("down"));
   CHECK_FALSE(b.counts("invalid_input"));
-  circuit_breaker any{{1, 1000, 1, {}}};
+  circuit_breaker any{{1, 1000, 1, {}, {}}};
   CHECK(any.counts("invalid_input"));
   CHECK(any.counts("timeout"));
   CHECK_FALSE(any.counts("worker_lost"));
   CHECK_FALSE(any.counts("cancelled"));
+  CHECK_FALSE(any.counts("lease_expired"));
 }
 
-TEST_CASE("flow: gates park undeclared-free jobs, refuse undeclared keys, "
-          "and record each state change",
+TEST_CASE("flow: gates park jobs, refuse undeclared keys and other tenants, "
+          "count woken jobs, and record each state change",
           "[flow]") {
   flow_limits limits;
-  limits.rates["smtp"] = {2, 1};
-  limits.breakers["sink"] = {2, 1000, 1, {}};
+  limits.rates["smtp"] = {2, 1, {}};
+  limits.breakers["sink"] = {2, 1000, 1, {}, {"acme"}};
   flow_control f{limits, 0};
   auto start = f.drain_changes();
-  CHECK(start.size() == 2); // each limiter and breaker says it is active
-  CHECK_FALSE(f.check("smtp", "sink"));
-  CHECK(is(f.check("nope", ""), errc::invalid_request));
-  CHECK(is(f.check("", "nope"), errc::invalid_request));
-  CHECK(f.intern("", "") == 0);
+  CHECK(start.size() == 1); // the limiter's authority started
+  // Breakers hold every job until their last state is known.
+  f.hold_breakers();
   auto both = f.intern("smtp", "sink");
+  auto held = f.gate(both, 0);
+  REQUIRE(held);
+  CHECK(held->gate == "bsink");
+  CHECK(held->until_ms == 0);
+  f.restore_breakers({}, true, 100000, 0); // nothing recorded: closed
+  auto restored = f.drain_changes();
+  REQUIRE(restored.size() == 1);
+  CHECK(restored[0].state == "closed");
+
+  CHECK_FALSE(f.check("smtp", "sink", "acme"));
+  CHECK(is(f.check("smtp", "sink", "globex"), errc::invalid_request));
+  CHECK_FALSE(f.check("smtp", "", "globex")); // the limiter is everyone's
+  CHECK(is(f.check("nope", "", "acme"), errc::invalid_request));
+  CHECK(is(f.check("", "nope", "acme"), errc::invalid_request));
+  CHECK(f.intern("", "") == 0);
   CHECK(both == f.intern("smtp", "sink"));
   CHECK(f.intern("gone", "") == 0); // recovered with a key no longer declared
   CHECK_FALSE(f.gate(0, 0));
+  CHECK(f.gate_of(both, 'r') == "rsmtp");
+  CHECK(f.gate_of(both, 'b') == "bsink");
 
   auto w = f.gate(both, 0);
   REQUIRE(w);
@@ -154,23 +177,35 @@ TEST_CASE("flow: gates park undeclared-free jobs, refuse undeclared keys, "
   CHECK(w->until_ms == 500);
   CHECK(f.wakeable("rsmtp", 499) == 0);
   CHECK(f.wakeable("rsmtp", 500) == 1);
+  // One woken, not taken yet: nobody else may be woken for that token,
+  // and the next look is at the token after it (burst 1: none to wait
+  // for until the woken job leaves).
+  f.woke("rsmtp", 1);
+  CHECK(f.wakeable("rsmtp", 500) == 0);
+  CHECK(f.next_check_ms("rsmtp", 500) == 0);
+  f.unwoke("rsmtp");
+  CHECK(f.next_check_ms("rsmtp", 500) == 500);
   CHECK_FALSE(f.gate(both, 500));
-  CHECK_FALSE(f.take(both, 500)); // closed: not a probe
-  CHECK(f.gate(both, 600));       // the token is spent
+  CHECK(f.take(both, 500) == 0); // closed: not a probe
+  CHECK(f.gate(both, 600));      // the token is spent
+  CHECK(f.next_check_ms("rsmtp", 600) == 1000);
 
   // Two failures open the breaker; its jobs park behind it.
-  CHECK(f.outcome(both, false, false, "down", 700).empty());
-  CHECK(f.outcome(both, false, false, "down", 800).empty());
+  f.outcome(both, 0, false, "down", 700);
+  f.outcome(both, 0, false, "down", 800);
   w = f.gate(both, 1000);
   REQUIRE(w);
   CHECK(w->gate == "bsink");
   CHECK(w->until_ms == 1800);
+  CHECK(f.next_check_ms("bsink", 1000) == 1800);
   CHECK(f.wakeable("bsink", 1000) == 0);
   CHECK(f.wakeable("bsink", 1800) == 1); // half-open: one probe
   CHECK_FALSE(f.gate(both, 1800));
-  CHECK(f.take(both, 1800)); // the probe
+  auto probe = f.take(both, 1800);
+  CHECK(probe != 0);
   CHECK(f.wakeable("bsink", 1900) == 0);
-  CHECK(f.outcome(both, true, true, "", 2500) == "bsink");
+  CHECK(f.next_check_ms("bsink", 1900) == 0); // until the probe reports
+  f.outcome(both, probe, true, "", 2500);
   CHECK(f.breakers().at("sink").state() == breaker_state::closed);
   auto changes = f.drain_changes();
   REQUIRE(changes.size() == 3);
@@ -181,4 +216,27 @@ TEST_CASE("flow: gates park undeclared-free jobs, refuse undeclared keys, "
   CHECK(json.find("\"key\":\"smtp\"") != std::string::npos);
   CHECK(json.find("\"waiting\":4") != std::string::npos);
   CHECK(json.find("\"state\":\"closed\"") != std::string::npos);
+}
+
+TEST_CASE("flow: a new authority restores each breaker's last state",
+          "[flow]") {
+  flow_limits limits;
+  limits.breakers["a"] = {2, 10000, 1, {}, {}};
+  limits.breakers["b"] = {2, 10000, 1, {}, {}};
+  limits.breakers["c"] = {2, 10000, 1, {}, {}};
+  flow_control f{limits, 50};
+  f.hold_breakers();
+  // a opened 4 s ago (wall clock 100,000), b was half-open, c unknown.
+  f.restore_breakers({"a", "open", "96000", "b", "half_open", "99000"}, true,
+                     100000, 50);
+  CHECK(f.breakers().at("a").state() == breaker_state::open);
+  CHECK(f.breakers().at("a").half_open_at() == 50 + 6000);
+  CHECK(f.breakers().at("b").state() == breaker_state::half_open);
+  CHECK(f.breakers().at("c").state() == breaker_state::closed);
+  // Unreadable: every breaker probes first.
+  flow_control g{limits, 0};
+  g.hold_breakers();
+  g.restore_breakers({}, false, 100000, 0);
+  for (auto& [key, b] : g.breakers())
+    CHECK(b.state() == breaker_state::half_open);
 }
