@@ -84,6 +84,8 @@ struct running_entry {
   /// half-open breaker.
   uint32_t flow = 0;
   uint64_t probe = 0;
+  /// Its job type (figures per type).
+  std::string type;
 };
 
 /// A ready job held back by its concurrency key (runtime/concurrency.hpp):
@@ -138,6 +140,10 @@ struct queue_state {
   /// Workers we monitor.
   std::map<caf::actor_addr, worker_info> workers;
   queue_stats stats;
+  /// Attempts dispatched and jobs completed per (resource class, job
+  /// type) since the queue started.
+  std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>>
+      type_counts;
   std::mt19937_64 rng;
   job_id_generator ids{1};
   partition_picker partitions;
@@ -600,9 +606,12 @@ void dispatch(self_ptr self, const std::string& cls) {
     uint64_t probe = 0;
     if (entry.flow != 0)
       probe = st.flow.take(entry.flow, flow_now());
-    st.running.emplace(
-        entry.job_id,
-        running_entry{js, worker, cls, now_ms(self), key, entry.flow, probe});
+    auto now = now_ms(self);
+    st.stats.start_latency.observe(
+        now - (entry.key - static_cast<int64_t>(prio) * aging_ms(self)));
+    ++st.type_counts[{cls, *type}].first;
+    st.running.emplace(entry.job_id, running_entry{js, worker, cls, now, key,
+                                                   entry.flow, probe, *type});
     ++st.stats.dispatched[prio];
   }
   for (const auto& key : slots_to_free)
@@ -1121,7 +1130,7 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
                   js, slot, resource_class_of(rec.spec), now_ms(self),
                   st.concurrency.key_of(rec.spec.type, rec.spec.tenant),
                   st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
-                  false});
+                  0, rec.spec.type});
   rp.deliver(js);
 }
 
@@ -1260,6 +1269,61 @@ caf::typed_response_promise<uint32_t> dlq_all(self_ptr self, dlq_op op) {
         op(self, id, std::move(done));
       });
   return rp;
+}
+
+/// The queue's figures per resource class and job type (queue_stats::
+/// by_type): what waits, runs and ran. Walks every waiting entry: for an
+/// admin view or a scrape, not for each job.
+std::vector<type_figures> figures_by_type(self_ptr self) {
+  auto& st = self->state;
+  auto now = now_ms(self);
+  std::map<std::pair<std::string, std::string>, type_figures> figs;
+  auto fig
+      = [&](const std::string& cls, const std::string& type) -> type_figures& {
+    auto& f = figs[{cls, type}];
+    f.resource_class = cls;
+    f.job_type = type;
+    return f;
+  };
+  auto aged = [&](type_figures& f, int64_t key, size_t prio) {
+    f.oldest_age_ms
+        = std::max(f.oldest_age_ms,
+                   now - (key - static_cast<int64_t>(prio) * aging_ms(self)));
+  };
+  for (const auto& [cls, q] : st.classes)
+    for (const auto& [type, pq] : q.by_type)
+      for (size_t i = 0; i < 3; ++i)
+        if (!pq[i].empty()) {
+          auto& f = fig(cls, type);
+          f.ready += pq[i].size();
+          aged(f, pq[i].oldest_key(), i);
+        }
+  auto count_parked = [&](const auto& by_key) {
+    for (const auto& kv : by_key)
+      for (const auto& pe : kv.second) {
+        auto& f = fig(pe.resource_class, pe.type);
+        ++f.ready;
+        aged(f, pe.entry.key, pe.prio);
+      }
+  };
+  count_parked(st.parked);
+  count_parked(st.flow_parked);
+  for (const auto& d : st.delayed)
+    ++fig(d.resource_class, d.type).delayed;
+  for (const auto& kv : st.running)
+    ++fig(kv.second.resource_class, kv.second.type).running;
+  for (const auto& [k, n] : st.type_counts) {
+    auto& f = fig(k.first, k.second);
+    f.dispatched = n.first;
+    f.completed = n.second;
+  }
+  std::vector<type_figures> out;
+  for (auto& kv : figs) {
+    if (out.size() == 10000)
+      break; // the wire's bound
+    out.push_back(std::move(kv.second));
+  }
+  return out;
 }
 
 caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
@@ -1515,6 +1579,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
             ++s.depth[pe.prio]; // ready, held back by a limiter or breaker
         s.delayed = st.delayed.size();
         s.running = st.running.size();
+        s.by_type = figures_by_type(self);
         s.admission_in_flight = st.admission.in_flight();
         s.admission_memory_bytes = st.admission.memory_bytes();
         s.admission_memory_limit_bytes = st.admission.limits().memory_bytes;
@@ -1627,6 +1692,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           return; // not the supervisor that runs the job
         auto entry = std::move(r->second);
         st.running.erase(r);
+        st.stats.run_time.observe(now_ms(self) - entry.started_ms);
+        if (status == job_status::completed)
+          ++st.type_counts[{entry.resource_class, entry.type}].second;
         release_slot(self, entry.concurrency_key);
         // An outcome the supervisor could not record says nothing about
         // the downstream: not counted.

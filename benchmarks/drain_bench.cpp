@@ -81,8 +81,8 @@ struct options {
 /// The limiter and breaker of --flow on: never the bottleneck.
 flow_limits bench_flow() {
   flow_limits f;
-  f.rates["bench"] = {1e6, 1e6};
-  f.breakers["bench"] = {1000000, 30000, 1, {}};
+  f.rates["bench"] = {1e6, 1e6, {}};
+  f.breakers["bench"] = {1000000, 30000, 1, {}, {}};
   return f;
 }
 

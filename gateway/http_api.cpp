@@ -854,7 +854,28 @@ std::string queues_json(const queue_stats& s,
   w.key("refused_total")
       .num(static_cast<int64_t>(s.admission_refused))
       .close_object()
-      .close_object();
+      .key("types")
+      .open_array();
+  for (const auto& t : s.by_type)
+    w.open_object()
+        .key("resource_class")
+        .str(t.resource_class)
+        .key("job_type")
+        .str(t.job_type)
+        .key("ready")
+        .num(static_cast<int64_t>(t.ready))
+        .key("oldest_age_seconds")
+        .num(t.oldest_age_ms / 1000.0)
+        .key("delayed")
+        .num(static_cast<int64_t>(t.delayed))
+        .key("running")
+        .num(static_cast<int64_t>(t.running))
+        .key("dispatched_total")
+        .num(static_cast<int64_t>(t.dispatched))
+        .key("completed_total")
+        .num(static_cast<int64_t>(t.completed))
+        .close_object();
+  w.close_array().close_object();
   return w.take();
 }
 

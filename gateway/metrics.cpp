@@ -66,6 +66,27 @@ public:
       sample(name, values[i], priority_labels[i]);
   }
 
+  /// A histogram family in seconds from per-bucket counts of
+  /// latency_bounds_ms (cumulative here, as the format wants).
+  void histogram(const char* name, const char* help,
+                 const latency_histogram& h) {
+    family(name, "histogram", help);
+    std::string base = name;
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i <= latency_bounds_ms.size(); ++i) {
+      cumulative += i < h.counts.size() ? h.counts[i] : 0;
+      char le[32];
+      if (i < latency_bounds_ms.size())
+        std::snprintf(le, sizeof le, "le=\"%g\"",
+                      static_cast<double>(latency_bounds_ms[i]) / 1000.0);
+      else
+        std::snprintf(le, sizeof le, "le=\"+Inf\"");
+      sample((base + "_bucket").c_str(), cumulative, le);
+    }
+    sample((base + "_sum").c_str(), static_cast<double>(h.sum_ms) / 1000.0);
+    sample((base + "_count").c_str(), h.count());
+  }
+
   std::string take() {
     return out_.str();
   }
@@ -278,6 +299,40 @@ std::string metrics_text(const queue_stats& s, const process_figures& p) {
   e.one("drover_admission_refused_total", "counter",
         "Submissions refused by admission control since the queue started.",
         s.admission_refused);
+  // Per resource class and job type.
+  auto per_type
+      = [&](const char* name, const char* type, const char* help, auto value) {
+          e.family(name, type, help);
+          for (const auto& t : s.by_type)
+            e.sample(name, static_cast<double>(value(t)),
+                     label("resource_class", t.resource_class) + ","
+                         + label("job_type", t.job_type));
+        };
+  per_type("drover_queue_type_ready_jobs", "gauge",
+           "Ready jobs of a resource class and job type.",
+           [](const type_figures& t) { return t.ready; });
+  per_type("drover_queue_type_oldest_ready_age_seconds", "gauge",
+           "How long its oldest ready job has waited (0 when none).",
+           [](const type_figures& t) { return t.oldest_age_ms / 1000.0; });
+  per_type("drover_queue_type_delayed_jobs", "gauge",
+           "Its scheduled jobs and retries waiting for their time.",
+           [](const type_figures& t) { return t.delayed; });
+  per_type("drover_queue_type_running_attempts", "gauge",
+           "Its attempts leased to workers.",
+           [](const type_figures& t) { return t.running; });
+  per_type("drover_jobs_type_dispatched_total", "counter",
+           "Its attempts started since the queue started.",
+           [](const type_figures& t) { return t.dispatched; });
+  per_type("drover_jobs_type_completed_total", "counter",
+           "Its jobs completed since the queue started.",
+           [](const type_figures& t) { return t.completed; });
+  e.histogram("drover_job_start_latency_seconds",
+              "How long jobs waited ready (submitted, due, or due for a "
+              "retry) before an attempt started.",
+              s.start_latency);
+  e.histogram("drover_job_run_time_seconds",
+              "How long attempts ran until their outcome was recorded.",
+              s.run_time);
   e.one("process_cpu_seconds_total", "counter",
         "User and system CPU time of the node process.", p.cpu_seconds);
   e.one("process_resident_memory_bytes", "gauge", "Resident memory size.",

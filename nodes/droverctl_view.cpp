@@ -160,6 +160,26 @@ std::string queues_text(const queue_stats& s) {
                 : std::to_string(s.admission_memory_limit_bytes / 1024)
                       + " KiB")
          + ", refused " + std::to_string(s.admission_refused) + '\n';
+  if (!s.by_type.empty()) {
+    std::vector<std::vector<std::string>> types{
+        {"CLASS", "TYPE", "READY", "OLDEST", "SCHEDULED", "RUNNING",
+         "DISPATCHED", "COMPLETED"}};
+    for (const auto& t : s.by_type)
+      types.push_back({t.resource_class, t.job_type, std::to_string(t.ready),
+                       t.ready > 0 ? duration_text(t.oldest_age_ms) : "-",
+                       std::to_string(t.delayed), std::to_string(t.running),
+                       std::to_string(t.dispatched),
+                       std::to_string(t.completed)});
+    out += table(types);
+  }
+  if (s.start_latency.count() > 0)
+    out += "started after waiting ready "
+           + std::to_string(s.start_latency.sum_ms / s.start_latency.count())
+           + " ms on average; attempts ran "
+           + std::to_string(s.run_time.count() > 0
+                                ? s.run_time.sum_ms / s.run_time.count()
+                                : 0)
+           + " ms on average\n";
   return out;
 }
 

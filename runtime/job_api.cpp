@@ -1,5 +1,6 @@
 #include "runtime/job_api.hpp"
 
+#include <algorithm>
 #include <tuple>
 
 namespace drover {
@@ -15,11 +16,42 @@ bool operator==(const queue_stats& x, const queue_stats& y) {
                   x.idle_workers, x.completed, x.failed, x.cancelled, x.retried,
                   x.since_ms, x.admission_in_flight, x.admission_memory_bytes,
                   x.admission_memory_limit_bytes, x.admission_refused)
-         == std::tie(y.depth, y.oldest_age_ms, y.dispatched, y.delayed,
-                     y.running, y.idle_workers, y.completed, y.failed,
-                     y.cancelled, y.retried, y.since_ms, y.admission_in_flight,
-                     y.admission_memory_bytes, y.admission_memory_limit_bytes,
-                     y.admission_refused);
+             == std::tie(y.depth, y.oldest_age_ms, y.dispatched, y.delayed,
+                         y.running, y.idle_workers, y.completed, y.failed,
+                         y.cancelled, y.retried, y.since_ms,
+                         y.admission_in_flight, y.admission_memory_bytes,
+                         y.admission_memory_limit_bytes, y.admission_refused)
+         && x.start_latency == y.start_latency && x.run_time == y.run_time
+         && x.by_type == y.by_type;
+}
+
+bool operator==(const latency_histogram& x, const latency_histogram& y) {
+  return x.counts == y.counts && x.sum_ms == y.sum_ms;
+}
+
+bool operator==(const type_figures& x, const type_figures& y) {
+  return std::tie(x.resource_class, x.job_type, x.ready, x.delayed, x.running,
+                  x.oldest_age_ms, x.dispatched, x.completed)
+         == std::tie(y.resource_class, y.job_type, y.ready, y.delayed,
+                     y.running, y.oldest_age_ms, y.dispatched, y.completed);
+}
+
+void latency_histogram::observe(int64_t ms) {
+  if (counts.empty())
+    counts.resize(latency_bounds_ms.size() + 1);
+  ms = std::max<int64_t>(0, ms);
+  size_t i = 0;
+  while (i < latency_bounds_ms.size() && ms > latency_bounds_ms[i])
+    ++i;
+  ++counts[i];
+  sum_ms += static_cast<uint64_t>(ms);
+}
+
+uint64_t latency_histogram::count() const {
+  uint64_t n = 0;
+  for (auto c : counts)
+    n += c;
+  return n;
 }
 
 } // namespace drover

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace drover {
 
@@ -24,6 +25,38 @@ struct job_query {
   std::string after;
   /// Page size, within [1, 10000].
   uint32_t limit = 100;
+};
+
+/// Upper bounds (ms) of the buckets of a latency histogram; a last bucket
+/// (+Inf) follows them.
+constexpr std::array<int64_t, 16> latency_bounds_ms{
+    5,    10,   25,    50,    100,   250,    500,     1000,
+    2500, 5000, 10000, 30000, 60000, 300000, 1800000, 3600000};
+
+/// Observations of a duration: a count per bucket of latency_bounds_ms
+/// (not cumulative; empty = none yet) and their sum.
+struct latency_histogram {
+  std::vector<uint64_t> counts;
+  uint64_t sum_ms = 0;
+
+  void observe(int64_t ms);
+  uint64_t count() const;
+};
+
+/// The queue's figures of one resource class and job type.
+struct type_figures {
+  std::string resource_class;
+  std::string job_type;
+  /// Ready jobs (held back by a limit or not), scheduled jobs and retries,
+  /// attempts running.
+  uint64_t ready = 0;
+  uint64_t delayed = 0;
+  uint64_t running = 0;
+  /// Age of its oldest ready job, ms (0 = none).
+  int64_t oldest_age_ms = 0;
+  /// Since the queue started.
+  uint64_t dispatched = 0;
+  uint64_t completed = 0;
 };
 
 /// Queue figures (queue: stats_atom). Arrays are indexed by priority:
@@ -52,7 +85,19 @@ struct queue_stats {
   uint64_t admission_memory_bytes = 0;
   uint64_t admission_memory_limit_bytes = 0;
   uint64_t admission_refused = 0;
+  /// How long jobs waited ready before an attempt started (from the time
+  /// they became ready: submitted, due, or woken for a retry), and how
+  /// long attempts ran until their outcome was recorded; since the queue
+  /// started.
+  latency_histogram start_latency;
+  latency_histogram run_time;
+  /// Per resource class and job type: every pair with a job waiting or
+  /// running, or one dispatched since the queue started.
+  std::vector<type_figures> by_type;
 };
+
+bool operator==(const latency_histogram& x, const latency_histogram& y);
+bool operator==(const type_figures& x, const type_figures& y);
 
 bool operator==(const job_query& x, const job_query& y);
 bool operator==(const queue_stats& x, const queue_stats& y);

@@ -244,4 +244,32 @@ struct QueueStats {
 
   admissionRefused @14 :UInt64;
   # Submissions refused by admission control since the queue started.
+
+  startLatency @15 :Histogram;
+  # How long jobs waited ready before an attempt started.
+
+  runTime @16 :Histogram;
+  # How long attempts ran until their outcome was recorded.
+
+  byType @17 :List(TypeFigures);
+  # Per resource class and job type (at most 10,000 entries).
+}
+
+struct Histogram {
+  # Observations of a duration: one count per bucket (not cumulative), the
+  # buckets' upper bounds in ms being runtime/job_api.hpp's
+  # latency_bounds_ms and +Inf last; empty = none yet.
+  counts @0 :List(UInt64);
+  sumMs @1 :UInt64;
+}
+
+struct TypeFigures {
+  resourceClass @0 :Text;
+  jobType @1 :Text;
+  ready @2 :UInt64;
+  delayed @3 :UInt64;
+  running @4 :UInt64;
+  oldestAgeMs @5 :Int64;
+  dispatched @6 :UInt64;
+  completed @7 :UInt64;
 }

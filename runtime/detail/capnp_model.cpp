@@ -959,9 +959,35 @@ void write(schema::QueueStats::Builder out, const queue_stats& x) {
   out.setAdmissionMemoryBytes(x.admission_memory_bytes);
   out.setAdmissionMemoryLimitBytes(x.admission_memory_limit_bytes);
   out.setAdmissionRefused(x.admission_refused);
+  auto histogram = [](auto h, const latency_histogram& v) {
+    auto counts = h.initCounts(static_cast<unsigned>(v.counts.size()));
+    for (size_t i = 0; i < v.counts.size(); ++i)
+      counts.set(static_cast<unsigned>(i), v.counts[i]);
+    h.setSumMs(v.sum_ms);
+  };
+  if (!x.start_latency.counts.empty())
+    histogram(out.initStartLatency(), x.start_latency);
+  if (!x.run_time.counts.empty())
+    histogram(out.initRunTime(), x.run_time);
+  if (!x.by_type.empty()) {
+    auto list = out.initByType(static_cast<unsigned>(x.by_type.size()));
+    for (size_t i = 0; i < x.by_type.size(); ++i) {
+      const auto& t = x.by_type[i];
+      auto o = list[static_cast<unsigned>(i)];
+      o.setResourceClass(as_text(t.resource_class));
+      o.setJobType(as_text(t.job_type));
+      o.setReady(t.ready);
+      o.setDelayed(t.delayed);
+      o.setRunning(t.running);
+      o.setOldestAgeMs(t.oldest_age_ms);
+      o.setDispatched(t.dispatched);
+      o.setCompleted(t.completed);
+    }
+  }
 }
 
-caf::error read(schema::QueueStats::Reader in, queue_stats& x, read_context&) {
+caf::error read(schema::QueueStats::Reader in, queue_stats& x,
+                read_context& ctx) {
   read_per_priority(in.getDepth(), x.depth);
   read_per_priority(in.getOldestAgeMs(), x.oldest_age_ms);
   for (auto age : x.oldest_age_ms)
@@ -980,6 +1006,41 @@ caf::error read(schema::QueueStats::Reader in, queue_stats& x, read_context&) {
   x.admission_memory_bytes = in.getAdmissionMemoryBytes();
   x.admission_memory_limit_bytes = in.getAdmissionMemoryLimitBytes();
   x.admission_refused = in.getAdmissionRefused();
+  auto histogram
+      = [](auto h, latency_histogram& v, const char* what) -> caf::error {
+    auto counts = h.getCounts();
+    if (counts.size() != 0 && counts.size() != latency_bounds_ms.size() + 1)
+      return invalid(what, "expected "
+                               + std::to_string(latency_bounds_ms.size() + 1)
+                               + " bucket counts");
+    v.counts.clear();
+    for (auto c : counts)
+      v.counts.push_back(c);
+    v.sum_ms = h.getSumMs();
+    return {};
+  };
+  DROVER_TRY(histogram(in.getStartLatency(), x.start_latency,
+                       "QueueStats.startLatency"));
+  DROVER_TRY(histogram(in.getRunTime(), x.run_time, "QueueStats.runTime"));
+  auto types = in.getByType();
+  if (types.size() > 10000)
+    return invalid("QueueStats.byType", "more than 10,000 entries");
+  DROVER_TRY(ctx.charge(types.size(), "QueueStats.byType"));
+  x.by_type.clear();
+  x.by_type.reserve(types.size());
+  for (auto t : types) {
+    type_figures f;
+    f.resource_class = to_std(t.getResourceClass());
+    f.job_type = to_std(t.getJobType());
+    f.ready = t.getReady();
+    f.delayed = t.getDelayed();
+    f.running = t.getRunning();
+    f.oldest_age_ms = t.getOldestAgeMs();
+    DROVER_TRY(check_non_negative(f.oldest_age_ms, "TypeFigures.oldestAgeMs"));
+    f.dispatched = t.getDispatched();
+    f.completed = t.getCompleted();
+    x.by_type.push_back(std::move(f));
+  }
   return {};
 }
 

@@ -251,6 +251,21 @@ TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
   CHECK(std::stod(m["process_resident_memory_bytes"][""]) > 1e6);
   CHECK(std::stod(m["process_start_time_seconds"][""]) > 1.7e9);
   CHECK(std::stod(m["drover_queue_start_time_seconds"][""]) > 1.7e9);
+  // Per type, and the histograms: one job started and ran.
+  CHECK(
+      m["drover_jobs_type_completed_total"]["job_type=sleep,resource_class=cpu"]
+      == "1.0");
+  CHECK(m["drover_queue_type_delayed_jobs"]["job_type=sleep,resource_class=cpu"]
+        == "1.0");
+  CHECK(m["#type drover_job_start_latency_seconds_count"][""] == "histogram");
+  CHECK(m["drover_job_start_latency_seconds_count"][""] == "1.0");
+  CHECK(m["drover_job_start_latency_seconds_bucket"]["le=+Inf"] == "1.0");
+  CHECK(m["drover_job_run_time_seconds_count"][""] == "1.0");
+  CHECK(m["drover_job_run_time_seconds_bucket"].size() == 17);
+  auto queues = body_of(node.client(ops.secret).get("/api/admin/queues"));
+  REQUIRE(queues["types"].items().size() == 1);
+  CHECK(queues["types"].items()[0]["completed_total"].integer() == 1);
+  CHECK(queues["types"].items()[0]["delayed"].integer() == 1);
 
   // Not without the admin scope, not without a key, GET only.
   CHECK(ca.get("/metrics").status == 403);

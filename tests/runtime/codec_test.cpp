@@ -792,6 +792,11 @@ queue_stats full_stats() {
   x.cancelled = 15;
   x.retried = 16;
   x.since_ms = 1764547200000;
+  x.start_latency.observe(3);
+  x.start_latency.observe(7000);
+  x.run_time.observe(99999999);
+  x.by_type.push_back({"gpu", "transcode", 1, 2, 3, 4, 5, 6});
+  x.by_type.push_back({"cpu", "export", 0, 0, 0, 0, 0, 1});
   return x;
 }
 
@@ -1055,6 +1060,15 @@ TEST_CASE("bad job API input is an error, never a different value",
     REQUIRE_FALSE(st);
     CHECK(code_of(st.error()) == errc::invalid_value);
     CHECK_THAT(describe(st.error()), Catch::Contains("QueueStats.oldestAgeMs"));
+    st = from_json<queue_stats>(R"({"startLatency":{"counts":[1,2,3]}})");
+    REQUIRE_FALSE(st);
+    CHECK_THAT(describe(st.error()),
+               Catch::Contains("QueueStats.startLatency"));
+    st = from_json<queue_stats>(
+        R"({"byType":[{"resourceClass":"cpu","oldestAgeMs":-5}]})");
+    REQUIRE_FALSE(st);
+    CHECK_THAT(describe(st.error()),
+               Catch::Contains("TypeFigures.oldestAgeMs"));
   }
   SECTION("priorities outside high..low don't survive, bytes or JSON") {
     // Not even those a uint16 would wrap into range (65536 -> high).

@@ -53,7 +53,7 @@ TEST_CASE("flow: --rate-limit and --circuit-breaker items parse or say why",
 TEST_CASE("flow: a token bucket starts empty, fills at its rate, holds at "
           "most its burst",
           "[flow]") {
-  token_bucket b{{10, 2}, 1000};
+  token_bucket b{{10, 2, {}}, 1000};
   CHECK_FALSE(b.take(1000)); // empty at start: a new authority never doubles
   CHECK(b.next_token_ms(1000) == 1100);
   CHECK(b.take(1100));
@@ -67,7 +67,7 @@ TEST_CASE("flow: a token bucket starts empty, fills at its rate, holds at "
   CHECK_FALSE(b.take(5000));
   CHECK(b.granted() == 3);
   // Over a long window the rate holds: 1 s at 10/s from empty.
-  token_bucket c{{10, 1}, 0};
+  token_bucket c{{10, 1, {}}, 0};
   int n = 0;
   for (int64_t t = 0; t <= 1000; ++t)
     n += c.take(t) ? 1 : 0;
