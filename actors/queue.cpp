@@ -119,6 +119,9 @@ struct queue_state {
   /// opts.adopt_grace.
   std::map<std::string, job_record> awaiting_adoption;
   bool recovered = false;
+  /// A dispatch runs; classes to dispatch once it is through.
+  bool dispatching = false;
+  std::set<std::string> dispatch_pending;
   /// Recovery reads the store's live jobs a page at a time: the last job id
   /// of the pages queued so far ("" = none yet), where a retry resumes.
   std::string recovered_up_to;
@@ -202,6 +205,10 @@ double draw(self_ptr self) {
 void dispatch(self_ptr self, const std::string& cls);
 void arm_flow_timer(self_ptr self, int64_t at_ms);
 void record_flow_changes(self_ptr self);
+int64_t flow_now(self_ptr self);
+void rearm_flow(self_ptr self);
+struct queue_state;
+void park_at_gate(queue_state& st, const std::string& gate, parked_entry pe);
 
 /// The fair-share weight of tenant `t` (--tenant-weight; default 1).
 double weight_of(const queue_state& st, uint32_t t) {
@@ -307,15 +314,31 @@ void wake_parked(self_ptr self, const std::string& key) {
   auto& st = self->state;
   auto p = st.parked.find(key);
   std::vector<std::string> classes;
-  while (p != st.parked.end() && !p->second.empty()
-         && st.concurrency.take(key)) {
-    auto pe = std::move(p->second.front());
+  bool flow_moved = false;
+  while (p != st.parked.end() && !p->second.empty()) {
+    auto& head = p->second.front();
+    if (head.entry.flow != 0) {
+      // Its rate limit or breaker would hold it: it waits there instead,
+      // without the slot, and the next job of the key is considered.
+      if (auto wait = st.flow.gate(head.entry.flow, flow_now(self))) {
+        auto pe = std::move(head);
+        p->second.pop_front();
+        park_at_gate(st, wait->gate, std::move(pe));
+        flow_moved = true;
+        continue;
+      }
+    }
+    if (!st.concurrency.take(key))
+      break;
+    auto pe = std::move(head);
     p->second.pop_front();
     pe.entry.holds_slot = true;
     back_to_ready(st, std::move(pe), classes);
   }
   if (p != st.parked.end() && p->second.empty())
     st.parked.erase(p);
+  if (flow_moved)
+    rearm_flow(self);
   for (const auto& cls : classes)
     dispatch(self, cls);
 }
@@ -331,7 +354,9 @@ void release_slot(self_ptr self, const std::string& key) {
 
 /// The flow-control clock: monotonic ms, so that a step of the wall clock
 /// neither stops rate-limited dispatch nor cuts a cooldown short.
-int64_t flow_now() {
+int64_t flow_now(self_ptr self) {
+  if (self->state.opts.flow_clock_ms)
+    return self->state.opts.flow_clock_ms();
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
@@ -344,7 +369,7 @@ void arm_flow_timer(self_ptr self, int64_t at_ms) {
   if (at_ms == 0 || (st.flow_armed_ms != 0 && st.flow_armed_ms <= at_ms))
     return;
   st.flow_armed_ms = at_ms;
-  auto delay = std::max<int64_t>(0, at_ms - flow_now());
+  auto delay = std::max<int64_t>(0, at_ms - flow_now(self));
   self->delayed_send(self, std::chrono::milliseconds{delay},
                      flow_timer_atom::value, ++st.flow_generation);
 }
@@ -353,11 +378,34 @@ void arm_flow_timer(self_ptr self, int64_t at_ms) {
 /// called after anything that changes what a gate lets through (a token
 /// taken, an outcome, a woken job taken or gone), so no parked job waits
 /// for an event that will not come.
+/// Jobs parked at a gate that a worker could take now (their class has an
+/// idle worker), looked for among the first 1,000: only those are woken.
+bool runnable(const queue_state& st, const parked_entry& pe) {
+  auto c = st.classes.find(pe.resource_class);
+  return c != st.classes.end() && !c->second.idle_workers.empty();
+}
+
 void rearm_flow(self_ptr self) {
   auto& st = self->state;
-  auto now = flow_now();
-  for (const auto& kv : st.flow_parked)
-    arm_flow_timer(self, st.flow.next_check_ms(kv.first, now));
+  auto now = flow_now(self);
+  for (const auto& kv : st.flow_parked) {
+    auto at = st.flow.next_check_ms(kv.first, now);
+    if (at == now) {
+      // Open now: worth a look only if one of its jobs has a worker (a
+      // worker becoming idle looks again: worker_ready).
+      size_t scanned = 0;
+      bool any = false;
+      for (const auto& pe : kv.second) {
+        if (runnable(st, pe) || ++scanned >= 1000) {
+          any = true;
+          break;
+        }
+      }
+      if (!any)
+        continue;
+    }
+    arm_flow_timer(self, at);
+  }
 }
 
 /// Sends the limiters' and breakers' state changes to the control log
@@ -367,7 +415,8 @@ void record_flow_changes(self_ptr self) {
   if (!st.flow.has_changes())
     return;
   for (auto& c : st.flow.drain_changes()) {
-    c.at_ms = now_ms(self); // the log's time is the wall clock's
+    // The log's time is the wall clock's.
+    c.at_ms = c.wall_ms != 0 ? c.wall_ms : now_ms(self);
     log::info("queue",
               "flow control: " + c.kind + " '" + c.key + "' " + c.state,
               {{"detail", c.detail}});
@@ -402,14 +451,25 @@ void wake_gate(self_ptr self, const std::string& gate,
   auto p = st.flow_parked.find(gate);
   if (p == st.flow_parked.end())
     return;
-  auto n = std::min(st.flow.wakeable(gate, flow_now()), p->second.size());
-  for (size_t i = 0; i < n; ++i) {
-    auto pe = std::move(p->second.front());
-    p->second.pop_front();
+  auto n = std::min(st.flow.wakeable(gate, flow_now(self)), p->second.size());
+  // The oldest jobs a worker can take now: a job of a class with no idle
+  // worker would hold the token (or the probe) while every other class
+  // waits.
+  size_t woken = 0;
+  auto& dq = p->second;
+  for (auto i = dq.begin();
+       i != dq.end() && woken < n && i - dq.begin() < 1000;) {
+    if (!runnable(st, *i)) {
+      ++i;
+      continue;
+    }
+    auto pe = std::move(*i);
+    i = dq.erase(i);
     pe.entry.woken_gate = gate[0];
     back_to_ready(st, std::move(pe), classes);
+    ++woken;
   }
-  st.flow.woke(gate, n);
+  st.flow.woke(gate, woken);
   if (p->second.empty())
     st.flow_parked.erase(p);
 }
@@ -447,7 +507,7 @@ void flow_outcome(self_ptr self, const running_entry& entry, bool success,
   auto& st = self->state;
   if (entry.flow == 0)
     return;
-  st.flow.outcome(entry.flow, entry.probe, success, code, flow_now());
+  st.flow.outcome(entry.flow, entry.probe, success, code, flow_now(self));
   rearm_flow(self);
   record_flow_changes(self);
 }
@@ -535,7 +595,29 @@ bool may_dispatch(self_ptr self) {
   return false;
 }
 
+void dispatch_class(self_ptr self, const std::string& cls);
+
+/// Hands ready jobs of class `cls` to its idle workers. Not re-entrant: a
+/// call made while a dispatch runs (a slot freed, a gate woken during it)
+/// is done by the outermost call when the current class is through, so a
+/// cascade of wake-ups never deepens the stack.
 void dispatch(self_ptr self, const std::string& cls) {
+  auto& st = self->state;
+  if (st.dispatching) {
+    st.dispatch_pending.insert(cls);
+    return;
+  }
+  st.dispatching = true;
+  dispatch_class(self, cls);
+  while (!st.dispatch_pending.empty()) {
+    auto next = *st.dispatch_pending.begin();
+    st.dispatch_pending.erase(st.dispatch_pending.begin());
+    dispatch_class(self, next);
+  }
+  st.dispatching = false;
+}
+
+void dispatch_class(self_ptr self, const std::string& cls) {
   auto& st = self->state;
   if (!may_dispatch(self))
     return;
@@ -561,15 +643,27 @@ void dispatch(self_ptr self, const std::string& cls) {
     bool duplicate = st.running.count(entry.job_id) > 0;
     auto key
         = st.concurrency.key_of(*type, st.admission.tenant_name(entry.tenant));
+    bool woken = entry.woken_gate != 0;
     if (entry.flow != 0) {
       flow_touched = true;
       left_gate(self, entry); // whatever happens next, it left the ready queue
     }
     if (entry.flow != 0 && !duplicate) {
-      // A rate limit without a token or a breaker that is not closed: it
-      // waits behind that gate, in order, without a worker, and without a
-      // slot of its concurrency key (given to the next job of the key).
-      if (auto wait = st.flow.gate(entry.flow, flow_now())) {
+      // A rate limit without a token or a breaker that is not closed, or
+      // jobs already waiting at its gate (it goes behind them, unless it was
+      // woken from there): it waits behind that gate, in order, without a
+      // worker, and without a slot of its concurrency key (given to the
+      // next job of the key).
+      auto wait = st.flow.gate(entry.flow, flow_now(self));
+      if (!wait && !woken)
+        for (char kind : {'b', 'r'}) {
+          auto g = st.flow.gate_of(entry.flow, kind);
+          if (!g.empty() && st.flow_parked.count(g) > 0) {
+            wait = flow_wait{g, 0};
+            break;
+          }
+        }
+      if (wait) {
         if (entry.holds_slot) {
           entry.holds_slot = false;
           slots_to_free.push_back(key);
@@ -605,7 +699,7 @@ void dispatch(self_ptr self, const std::string& cls) {
     st.supervisor_jobs.emplace(js.address(), entry.job_id);
     uint64_t probe = 0;
     if (entry.flow != 0)
-      probe = st.flow.take(entry.flow, flow_now());
+      probe = st.flow.take(entry.flow, flow_now(self));
     auto now = now_ms(self);
     st.stats.start_latency.observe(
         now - (entry.key - static_cast<int64_t>(prio) * aging_ms(self)));
@@ -1103,6 +1197,8 @@ void worker_ready(self_ptr self, const std::string& cls,
       return; // announced twice: one slot is one credit
   idle.push_back(std::move(worker));
   dispatch(self, cls_name);
+  if (!st.flow_parked.empty())
+    rearm_flow(self); // jobs at a gate may have a worker now
 }
 
 /// A worker node that came back after this coordinator restarted still
@@ -1338,7 +1434,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.partitions = partition_picker{st.opts.partitions, st.opts.partition_count};
   st.admission = admission_control{st.opts.admission};
   st.concurrency = concurrency_slots{st.opts.concurrency};
-  st.flow = flow_control{st.opts.flow, flow_now()};
+  st.flow = flow_control{st.opts.flow, flow_now(self)};
   st.stats.since_ms = st.opts.clock_ms();
   self->set_error_handler(
       [](caf::error& err) { log_failure("unexpected error message", err); });
@@ -1355,7 +1451,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
     st.flow.hold_breakers();
     auto restore = [self](const std::vector<std::string>& triples, bool ok) {
       auto& st = self->state;
-      st.flow.restore_breakers(triples, ok, now_ms(self), flow_now());
+      st.flow.restore_breakers(triples, ok, now_ms(self), flow_now(self));
       record_flow_changes(self);
       rearm_flow(self);
     };
@@ -1746,7 +1842,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         std::map<std::string, size_t> waiting;
         for (const auto& [gate, dq] : st.flow_parked)
           waiting[gate] = dq.size();
-        return st.flow.to_json(flow_now(), waiting);
+        return st.flow.to_json(flow_now(self), waiting);
       },
       [self](fence_atom) {
         auto& st = self->state;

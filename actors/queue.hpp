@@ -149,6 +149,10 @@ struct queue_options {
   /// Rate limiters and circuit breakers (runtime/flow_control.hpp); none
   /// by default.
   flow_limits flow;
+  /// Their clock, ms, monotonic (a step of the wall clock must not stop
+  /// dispatch or cut a cooldown short). Empty = std::chrono::steady_clock;
+  /// tests derive it from the actor clock.
+  std::function<int64_t()> flow_clock_ms;
   /// Fair-share weights of tenants (default 1): within a resource class,
   /// job type and priority, ready jobs are taken in proportion to them
   /// (actors/detail/ready_queue.hpp).

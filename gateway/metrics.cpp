@@ -5,6 +5,7 @@
 #include <kj/exception.h>
 
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <dirent.h>
 #include <fstream>
@@ -74,7 +75,10 @@ public:
     std::string base = name;
     uint64_t cumulative = 0;
     for (size_t i = 0; i <= latency_bounds_ms.size(); ++i) {
-      cumulative += i < h.counts.size() ? h.counts[i] : 0;
+      auto add = i < h.counts.size() ? h.counts[i] : 0;
+      // Saturating: counts from another node are not trusted to be sane.
+      cumulative
+          = add > UINT64_MAX - cumulative ? UINT64_MAX : cumulative + add;
       char le[32];
       if (i < latency_bounds_ms.size())
         std::snprintf(le, sizeof le, "le=\"%g\"",

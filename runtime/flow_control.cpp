@@ -462,10 +462,16 @@ std::optional<flow_wait> flow_control::gate(uint32_t flow, int64_t now_ms) {
     auto& b = breakers_.at(bk);
     if (!b.may_run(now_ms, changes_, bk))
       return flow_wait{"b" + bk, b.half_open_at()};
+    // A half-open breaker's probes promised to jobs woken for them.
+    if (b.state() == breaker_state::half_open
+        && b.probes_running() + pending("b" + bk) >= b.config().probes)
+      return flow_wait{"b" + bk, 0};
   }
   if (!rk.empty()) {
     auto& bucket = buckets_.at(rk);
-    if (bucket.tokens(now_ms) < 1.0)
+    // Tokens promised to jobs woken for them are not for this one.
+    auto promised = static_cast<double>(pending("r" + rk));
+    if (bucket.tokens(now_ms) - promised < 1.0)
       return flow_wait{"r" + rk, bucket.next_token_ms(now_ms)};
   }
   return std::nullopt;
@@ -498,6 +504,11 @@ std::string flow_control::gate_of(uint32_t flow, char kind) const {
   const auto& key
       = kind == 'r' ? pairs_[flow - 1].first : pairs_[flow - 1].second;
   return key.empty() ? std::string{} : kind + key;
+}
+
+size_t flow_control::pending(const std::string& gate) const {
+  auto i = woken_.find(gate);
+  return i == woken_.end() ? 0 : i->second;
 }
 
 void flow_control::woke(const std::string& gate, size_t n) {
@@ -591,6 +602,7 @@ void flow_control::restore_breakers(const std::vector<std::string>& triples,
     }
     // Its time on this instance's clock.
     auto local_at = now_ms - std::max<int64_t>(0, wall_now_ms - at);
+    auto before = changes_.size();
     if (state == "open")
       b->second.restore(breaker_state::open, local_at, now_ms, changes_,
                         b->first, "open when the last authority stopped");
@@ -599,6 +611,10 @@ void flow_control::restore_breakers(const std::vector<std::string>& triples,
                         b->first,
                         "half-open when the last authority stopped: probing "
                         "again");
+    // Recorded with the time it began: restarts more often than the
+    // cooldown must not keep a breaker open for good.
+    if (changes_.size() > before)
+      changes_.back().wall_ms = at;
   }
   for (auto& [key, b] : breakers_)
     if (b.state() == breaker_state::closed)

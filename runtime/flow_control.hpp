@@ -132,6 +132,9 @@ struct flow_change {
   /// e.g. "open", "half_open", "closed", "active".
   std::string state;
   std::string detail;
+  /// The wall-clock time to record (Unix ms) when it is not now: a state
+  /// restored from the control log keeps the time it began.
+  int64_t wall_ms = 0;
 };
 
 /// One control-log entry as the store's (control_atom, limit) answer
@@ -242,6 +245,8 @@ public:
   /// `n` jobs were woken from `gate`; one of them was taken or left.
   void woke(const std::string& gate, size_t n);
   void unwoke(const std::string& gate);
+  /// Jobs woken from `gate` and not taken yet.
+  size_t pending(const std::string& gate) const;
   /// When `gate` should be looked at again: now if jobs may be woken, 0 =
   /// when an outcome or a woken job leaving says so.
   int64_t next_check_ms(const std::string& gate, int64_t now_ms);

@@ -1,6 +1,7 @@
 #include "runtime/job_api.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <tuple>
 
 namespace drover {
@@ -50,7 +51,7 @@ void latency_histogram::observe(int64_t ms) {
 uint64_t latency_histogram::count() const {
   uint64_t n = 0;
   for (auto c : counts)
-    n += c;
+    n = c > UINT64_MAX - n ? UINT64_MAX : n + c; // saturating
   return n;
 }
 

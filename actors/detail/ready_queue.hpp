@@ -11,10 +11,16 @@
 // the last job taken, so idle time earns no credit. While several tenants
 // have ready jobs here, each is served in proportion to its weight: over
 // any stretch, the jobs taken of tenants A and B differ from the ratio of
-// their weights by at most one job each. With one tenant it is a FIFO.
+// their weights by at most one job each. A tenant whose FIFO empties keeps
+// its pass: one that has a job ready at every turn (a chain of jobs each
+// submitting the next) is still held to its weight; the kept pass is
+// dropped once every other tenant has passed it (no credit for idle time
+// either way). With one tenant it is a FIFO.
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <iterator>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -58,6 +64,10 @@ public:
     auto& t = i->second;
     if (fresh) {
       t.pass = pass_;
+      if (auto kept = kept_.find(e.tenant); kept != kept_.end()) {
+        t.pass = std::max(pass_, kept->second);
+        kept_.erase(kept);
+      }
       t.stride = 1.0 / weight;
       order_.emplace(t.pass, e.tenant);
     }
@@ -85,10 +95,16 @@ public:
     --size_;
     pass_ = first->first;
     order_.erase(first);
+    t.pass += t.stride;
     if (t.jobs.empty()) {
+      // Kept until the others pass it; few: pruned as it grows.
+      if (t.pass > pass_)
+        kept_[tenant] = t.pass;
       tenants_.erase(tenant);
+      if (kept_.size() > 4096)
+        for (auto k = kept_.begin(); k != kept_.end();)
+          k = k->second <= pass_ ? kept_.erase(k) : std::next(k);
     } else {
-      t.pass += t.stride;
       order_.emplace(t.pass, tenant);
     }
     return out;
@@ -138,6 +154,8 @@ private:
   std::set<std::pair<double, uint32_t>> order_;
   /// The pass of the last job taken: where a newly ready tenant starts.
   double pass_ = 0;
+  /// Passes of tenants whose FIFO emptied, ahead of pass_.
+  std::unordered_map<uint32_t, double> kept_;
   size_t size_ = 0;
 };
 

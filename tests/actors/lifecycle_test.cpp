@@ -150,7 +150,8 @@ struct fixture {
   supervisor_actor root;
 
   explicit fixture(std::map<std::string, uint32_t> slots = {{"cpu", 1}},
-                   milliseconds aging = 10s)
+                   milliseconds aging = 10s,
+                   std::function<void(queue_options&)> tweak = {})
       : sys(testing_config(cfg)),
         sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())),
         self(sys, true) {
@@ -160,7 +161,15 @@ struct fixture {
     jc.queue.aging_interval = aging;
     jc.queue.seed = 7;
     jc.queue.progress_persist_interval = 1s;
+    if (tweak)
+      tweak(jc.queue);
     auto* sys_ptr = &sys;
+    // Rate limiters and breakers run on the actor clock too.
+    jc.queue.flow_clock_ms = [sys_ptr] {
+      return std::chrono::duration_cast<milliseconds>(
+                 sys_ptr->clock().now().time_since_epoch())
+          .count();
+    };
     jc.queue.clock_ms = [sys_ptr] {
       return epoch_ms
              + std::chrono::duration_cast<milliseconds>(
@@ -929,4 +938,59 @@ TEST_CASE("a queue rebuilds itself from the store's unfinished jobs",
               {caf::actor_cast<caf::actor>(queue), worker,
                caf::actor_cast<caf::actor>(publisher),
                caf::actor_cast<caf::actor>(store)});
+}
+
+// -- flow control: found by an attacker's review ------------------------------
+
+TEST_CASE("flow: a job woken for a token whose class has no free worker does "
+          "not hold the gate from another class's job",
+          "[lifecycle][flow]") {
+  fixture fx{{{"cpu", 1}, {"gpu", 1}}, 10s, [](queue_options& q) {
+               q.flow.rates["r"] = {2, 1, {}};
+             }};
+  for (int i = 0; i < 2; ++i) {
+    submit_request g;
+    g.type = "render3d"; // class gpu
+    g.input = "\"gpu" + std::to_string(i) + "\"";
+    g.rate_limit_key = "r";
+    REQUIRE(fx.ask<job_record>(fx.handles->queue(), submit_atom::value, g));
+  }
+  fx.advance(600ms); // the first token: gpu0 runs (its body is held)
+  REQUIRE(fx.exec->bodies.size() == 1);
+  submit_request c;
+  c.type = "noop";
+  c.input = "\"cpu\"";
+  c.rate_limit_key = "r";
+  REQUIRE(fx.ask<job_record>(fx.handles->queue(), submit_atom::value, c));
+  // gpu1 waits for the gpu worker; the cpu job takes the next token.
+  for (int i = 0; i < 4; ++i)
+    fx.advance(500ms);
+  CHECK(fx.exec->bodies.size() == 2);
+}
+
+TEST_CASE("flow: thousands of jobs parked on a concurrency key move behind "
+          "an open breaker without deepening the stack",
+          "[lifecycle][flow]") {
+  fixture fx{{{"cpu", 2}}, 10s, [](queue_options& q) {
+               q.concurrency["fatal"] = {1, false};
+               q.flow.breakers["b"] = {1, 600000, 1, {}, {}};
+             }};
+  fx.advance(1ms);
+  const int n = 30000; // the recursion crashed at about 10,000
+  for (int i = 0; i < n; ++i) {
+    submit_request r;
+    r.type = "fatal";
+    r.input = "\"" + std::to_string(i) + "\"";
+    r.breaker_key = "b";
+    r.max_attempts = 1;
+    REQUIRE(fx.ask<job_record>(fx.handles->queue(), submit_atom::value, r));
+  }
+  REQUIRE(fx.run_body()); // fails: the breaker opens
+  fx.run_body();          // the next, if one started before it opened
+  auto flow = fx.ask<std::string>(fx.handles->queue(), flow_atom::value);
+  REQUIRE(flow);
+  CHECK(flow->find("\"state\":\"open\"") != std::string::npos);
+  auto st = fx.ask<queue_stats>(fx.handles->queue(), stats_atom::value);
+  REQUIRE(st);
+  CHECK(st->depth[1] >= static_cast<uint64_t>(n - 2)); // all still waiting
 }
