@@ -19,6 +19,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <map>
@@ -474,6 +475,15 @@ std::set<std::string> store_backends(test_db& db) {
   return out;
 }
 
+/// Whether the store still has the connections `before` (a reconnect
+/// would have closed one). Other backends may show up for a moment: a
+/// test connection just closed leaves PostgreSQL asynchronously (CI saw
+/// a third pid here).
+bool same_connections(test_db& db, const std::set<std::string>& before) {
+  auto now = store_backends(db);
+  return std::includes(now.begin(), now.end(), before.begin(), before.end());
+}
+
 bool leaks_detail(const std::string& msg) {
   return msg.find("SQLSTATE") != std::string::npos
          || msg.find("\xc0") != std::string::npos
@@ -543,7 +553,7 @@ TEST_CASE("a poison operation fails alone, the rest of its transaction "
   }
   // Still available, on the same connections: nothing reconnected.
   CHECK(ping());
-  CHECK(store_backends(db) == backends);
+  CHECK(same_connections(db, backends));
   // A single poison submit fails alone too, with a client error.
   job_record rec;
   caf::error single;
@@ -554,7 +564,7 @@ TEST_CASE("a poison operation fails alone, the rest of its transaction "
   CHECK(is(single, errc::invalid_value));
   CHECK_FALSE(leaks_detail(describe(single)));
   CHECK(ping());
-  CHECK(store_backends(db) == backends);
+  CHECK(same_connections(db, backends));
   // Jobs that share nothing with the poison still run.
   auto done = node.submit(request("sleep", R"({"ms": 0})"));
   auto final_rec = node.client.wait(done.job_id, 30s);
