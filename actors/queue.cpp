@@ -147,6 +147,9 @@ struct queue_state {
   /// type) since the queue started.
   std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>>
       type_counts;
+  /// Entries of `delayed` per (resource class, job type): kept as they
+  /// come and go, so that the figures need not walk the timer's set.
+  std::map<std::pair<std::string, std::string>, uint64_t> delayed_by_type;
   std::mt19937_64 rng;
   job_id_generator ids{1};
   partition_picker partitions;
@@ -737,11 +740,23 @@ void push_delayed(self_ptr self, delayed_entry entry) {
   note_entry(st, entry.job_id);
   auto tenant = entry.tenant;
   auto partition = partition_of_id(entry.job_id);
+  std::pair<std::string, std::string> type_key{entry.resource_class,
+                                               entry.type};
   // The same job at the same time twice (recovery raced its submit) is
   // one entry, counted once.
-  if (st.delayed.insert(std::move(entry)).second)
+  if (st.delayed.insert(std::move(entry)).second) {
     st.admission.entered(tenant, partition);
+    ++st.delayed_by_type[type_key];
+  }
   arm_timer(self);
+}
+
+/// Takes `i` out of the timer's set, and out of its type's count.
+void erase_delayed(queue_state& st, std::set<delayed_entry>::iterator i) {
+  auto k = st.delayed_by_type.find({i->resource_class, i->type});
+  if (k != st.delayed_by_type.end() && --k->second == 0)
+    st.delayed_by_type.erase(k);
+  st.delayed.erase(i);
 }
 
 void reconcile_later(self_ptr self, const std::string& job_id,
@@ -754,7 +769,7 @@ void on_due(self_ptr self) {
   auto now = now_ms(self);
   while (!st.delayed.empty() && st.delayed.begin()->due_ms <= now) {
     auto entry = *st.delayed.begin();
-    st.delayed.erase(st.delayed.begin());
+    erase_delayed(st, st.delayed.begin());
     left_queue(st, entry.tenant, entry.job_id);
     job_event ev;
     ev.job_id = entry.job_id;
@@ -860,7 +875,7 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
   for (auto i = st.delayed.begin(); i != st.delayed.end(); ++i)
     if (i->job_id == job_id) {
       left_queue(st, i->tenant, i->job_id);
-      st.delayed.erase(i);
+      erase_delayed(st, i);
       arm_timer(self);
       return true;
     }
@@ -1368,8 +1383,9 @@ caf::typed_response_promise<uint32_t> dlq_all(self_ptr self, dlq_op op) {
 }
 
 /// The queue's figures per resource class and job type (queue_stats::
-/// by_type): what waits, runs and ran. Walks every waiting entry: for an
-/// admin view or a scrape, not for each job.
+/// by_type): what waits, runs and ran. Walks the jobs held back by a limit
+/// and the running attempts (the ready queues and the timer keep counts):
+/// for an admin view or a scrape, not for each job.
 std::vector<type_figures> figures_by_type(self_ptr self) {
   auto& st = self->state;
   auto now = now_ms(self);
@@ -1404,8 +1420,8 @@ std::vector<type_figures> figures_by_type(self_ptr self) {
   };
   count_parked(st.parked);
   count_parked(st.flow_parked);
-  for (const auto& d : st.delayed)
-    ++fig(d.resource_class, d.type).delayed;
+  for (const auto& [k, n] : st.delayed_by_type)
+    fig(k.first, k.second).delayed = n;
   for (const auto& kv : st.running)
     ++fig(kv.second.resource_class, kv.second.type).running;
   for (const auto& [k, n] : st.type_counts) {

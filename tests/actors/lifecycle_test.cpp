@@ -410,17 +410,27 @@ TEST_CASE("delayed and scheduled jobs wait for their time without polling",
   auto scheduled = fx.submit(at);
   CHECK(scheduled.status == job_status::scheduled);
   CHECK(fx.stats().delayed == 2);
+  auto delayed_of_type = [&] {
+    auto figs = fx.stats().by_type;
+    REQUIRE(figs.size() == 1);
+    CHECK(figs[0].job_type == "noop");
+    return figs[0].delayed;
+  };
+  CHECK(delayed_of_type() == 2);
   CHECK(fx.exec->bodies.empty());
   fx.advance(milliseconds{when * 1000 - fx.now() - 1});
   CHECK(fx.exec->bodies.empty()); // not a millisecond early
   fx.advance(1ms);
   REQUIRE(fx.run_body());
   CHECK(fx.j->ran == std::vector<std::string>{"\"at\""});
+  CHECK(delayed_of_type() == 1); // the type's count follows the timer
   fx.advance(milliseconds{delayed.spec.run_at_ms - fx.now() - 1});
   CHECK(fx.exec->bodies.empty());
   fx.advance(1ms);
   REQUIRE(fx.run_body());
   CHECK(fx.get(delayed.job_id).status == job_status::completed);
+  CHECK(delayed_of_type() == 0);
+  CHECK(fx.stats().by_type[0].completed == 2);
   CHECK(fx.kinds(delayed.job_id)
         == std::vector<ek>{ek::submitted, ek::queued, ek::started,
                            ek::completed});
