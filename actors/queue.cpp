@@ -210,7 +210,6 @@ void arm_flow_timer(self_ptr self, int64_t at_ms);
 void record_flow_changes(self_ptr self);
 int64_t flow_now(self_ptr self);
 void rearm_flow(self_ptr self);
-struct queue_state;
 void park_at_gate(queue_state& st, const std::string& gate, parked_entry pe);
 
 /// The fair-share weight of tenant `t` (--tenant-weight; default 1).
@@ -846,32 +845,26 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
           return true;
         }
       }
-  for (auto p = st.parked.begin(); p != st.parked.end(); ++p) {
-    auto& dq = p->second;
-    auto i = std::find_if(dq.begin(), dq.end(), [&](const parked_entry& e) {
-      return e.entry.job_id == job_id;
-    });
-    if (i != dq.end()) {
-      left_queue(st, i->entry.tenant, job_id);
-      dq.erase(i);
-      if (dq.empty())
-        st.parked.erase(p);
-      return true;
+  // Held back by a concurrency key or by a rate limit or breaker (parked
+  // entries hold no slot and no token).
+  auto unpark = [&](auto& by_key) {
+    for (auto p = by_key.begin(); p != by_key.end(); ++p) {
+      auto& dq = p->second;
+      auto i = std::find_if(dq.begin(), dq.end(), [&](const parked_entry& e) {
+        return e.entry.job_id == job_id;
+      });
+      if (i != dq.end()) {
+        left_queue(st, i->entry.tenant, job_id);
+        dq.erase(i);
+        if (dq.empty())
+          by_key.erase(p);
+        return true;
+      }
     }
-  }
-  for (auto p = st.flow_parked.begin(); p != st.flow_parked.end(); ++p) {
-    auto& dq = p->second;
-    auto i = std::find_if(dq.begin(), dq.end(), [&](const parked_entry& e) {
-      return e.entry.job_id == job_id;
-    });
-    if (i != dq.end()) {
-      left_queue(st, i->entry.tenant, job_id);
-      dq.erase(i);
-      if (dq.empty())
-        st.flow_parked.erase(p);
-      return true;
-    }
-  }
+    return false;
+  };
+  if (unpark(st.parked) || unpark(st.flow_parked))
+    return true;
   for (auto i = st.delayed.begin(); i != st.delayed.end(); ++i)
     if (i->job_id == job_id) {
       left_queue(st, i->tenant, i->job_id);

@@ -75,10 +75,6 @@ struct breaker_config {
 struct flow_limits {
   std::map<std::string, rate_limit> rates;
   std::map<std::string, breaker_config> breakers;
-
-  bool empty() const {
-    return rates.empty() && breakers.empty();
-  }
 };
 
 /// `NAME:rate=R[,burst=B][,tenants=a|b]` (R per second, B default
@@ -266,23 +262,14 @@ public:
   bool has_changes() const {
     return !changes_.empty();
   }
-  /// The rate-limit key of `flow` ("" = none).
-  const std::string& rate_key(uint32_t flow) const;
 
   /// JSON object: {"rate_limits":[...],"breakers":[...]} with `waiting`
   /// counts per gate supplied by the caller.
   std::string to_json(int64_t now_ms,
                       const std::map<std::string, size_t>& waiting);
 
-  const std::map<std::string, token_bucket>& buckets() const {
-    return buckets_;
-  }
   const std::map<std::string, circuit_breaker>& breakers() const {
     return breakers_;
-  }
-
-  bool empty() const {
-    return buckets_.empty() && breakers_.empty();
   }
 
 private:
