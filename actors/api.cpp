@@ -3,6 +3,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/json_strict.hpp"
+#include "runtime/resources.hpp"
 
 #include <caf/actor_system.hpp>
 
@@ -95,8 +96,10 @@ get_with_live_progress(caf::event_based_actor* self,
             if (rec.status == job_status::queued && queue) {
               // Say why it waits when no connected worker can run it.
               auto shared = std::make_shared<job_record>(std::move(rec));
+              auto needs = pool_needs(shared->spec.resources);
               self->request(queue, std::chrono::seconds{5}, nodes_atom::value,
-                            resource_class_of(shared->spec), shared->spec.type)
+                            resource_class_of(shared->spec), shared->spec.type,
+                            needs ? to_text(*needs) : std::string{})
                   .then(
                       [rp, shared](std::string& why) mutable {
                         shared->waiting_for = std::move(why);

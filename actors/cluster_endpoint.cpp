@@ -5,6 +5,7 @@
 #include "runtime/join_proof.hpp"
 #include "runtime/json_text.hpp"
 #include "runtime/log.hpp"
+#include "runtime/resources.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_system.hpp>
@@ -127,6 +128,13 @@ caf::error check_registration(const register_worker& reg) {
       return bad("job type names are 1 to 128 of [A-Za-z0-9._-]");
   if (reg.running.size() > total)
     return bad("more running attempts than slots and prefetch");
+  auto pools = amounts_of(reg.resources, "resources");
+  if (!pools)
+    return std::move(pools.error());
+  for (auto& cap : reg.capacity)
+    for (auto& [pool, amount] : *pools)
+      if (pool == cap.resource_class)
+        return bad("resources: '" + pool + "' is also a slot class");
   return caf::none;
 }
 

@@ -218,8 +218,9 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
                           + " is already connected and heartbeating");
   }
   if (reg.capacity != st.cfg.registration.capacity
-      || reg.prefetch != st.cfg.registration.prefetch)
-    return make_error(errc::conflict, "the node's slots changed");
+      || reg.prefetch != st.cfg.registration.prefetch
+      || reg.resources != st.cfg.registration.resources)
+    return make_error(errc::conflict, "the node's slots or resources changed");
   if (st.cfg.agent && st.cfg.agent != agent)
     self->demonitor(st.cfg.agent.address());
   st.cfg.agent = std::move(agent);
@@ -458,6 +459,10 @@ node_link_local::behavior_type link_impl(link_actor self,
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.joined_ms = now_ms(self);
+  // Checked at the join (cluster_endpoint.cpp): sorted, names unique.
+  for (const auto& r : st.cfg.registration.resources)
+    st.pools += (st.pools.empty() ? "" : ",") + r.name + "="
+                + std::to_string(r.amount);
   // One credit per slot, plus the leases the node buffers (prefetch).
   for (auto& cap : st.cfg.registration.capacity)
     for (uint32_t i = 0; i < cap.slots + st.cfg.registration.prefetch; ++i) {

@@ -58,7 +58,8 @@ void offer(link_actor self, uint32_t index) {
   // Straight to the queue, naming the slot actor as the worker: one hop
   // per job less than asking the slot to announce itself.
   self->send(st.cfg.handles->queue(), ready_atom::value, slot.resource_class,
-             slot.worker_id, slot.actor, st.cfg.registration.job_types);
+             slot.worker_id, slot.actor, st.cfg.registration.job_types,
+             st.pools);
 }
 
 /// Withdraws the free slots from the queue (disconnected or draining): an

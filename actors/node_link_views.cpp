@@ -40,6 +40,10 @@ std::string node_json(link_actor self) {
   for (size_t i = 0; i < reg.capacity.size(); ++i)
     out += (i ? "," : "") + json_quote(reg.capacity[i].resource_class) + ":"
            + std::to_string(reg.capacity[i].slots);
+  out += "},\"resources\":{";
+  for (size_t i = 0; i < reg.resources.size(); ++i)
+    out += (i ? "," : "") + json_quote(reg.resources[i].name) + ":"
+           + std::to_string(reg.resources[i].amount);
   out += "},\"job_types\":[";
   for (size_t i = 0; i < reg.job_types.size(); ++i)
     out += (i ? "," : "") + json_quote(reg.job_types[i]);

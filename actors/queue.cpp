@@ -8,6 +8,7 @@
 #include "runtime/json_text.hpp"
 #include "runtime/log.hpp"
 #include "runtime/partition.hpp"
+#include "runtime/resources.hpp"
 #include "runtime/retry.hpp"
 
 #include <caf/actor_system.hpp>
@@ -49,12 +50,36 @@ using detail::ready_queue;
 /// Ready jobs by priority, each shared fairly between tenants.
 using priority_queues = std::array<ready_queue, 3>;
 
-/// One resource class: ready jobs by job type (a worker node may run only
-/// some types), and its idle workers.
+/// The ready jobs of one job type and one resource shape (what they draw
+/// from the pools of the node that runs them, runtime/resources.hpp).
+struct lane : priority_queues {
+  shape_ref shape;
+};
+
+/// A lane's key: the job type, then for jobs that draw from pools a NUL and
+/// the shape's text (a type holds no NUL: a type's lanes sort together).
+std::string lane_key(const std::string& type, const shape_ref& shape) {
+  return shape ? type + '\0' + shape->key : type;
+}
+
+std::string type_of_lane(const std::string& key) {
+  return key.substr(0, key.find('\0'));
+}
+
+/// One resource class: ready jobs by lane (a worker node may run only some
+/// types and have only some resources), and its idle workers.
 struct class_queues {
-  std::map<std::string, priority_queues> by_type;
+  std::map<std::string, lane> by_type;
   std::deque<caf::actor> idle_workers;
 };
+
+/// The node of a worker: remote slots are "node/class-i", local workers
+/// have no '/' (node "").
+std::string node_of(const std::string& worker_id) {
+  auto slash = worker_id.find('/');
+  return slash == std::string::npos ? std::string{}
+                                    : worker_id.substr(0, slash);
+}
 
 /// A scheduled job or a retry waiting for its time.
 struct delayed_entry {
@@ -67,6 +92,8 @@ struct delayed_entry {
   uint32_t tenant = 0;
   /// Its rate-limit and breaker keys (flow_control::intern).
   uint32_t flow = 0;
+  /// What it draws from pools (null = nothing).
+  shape_ref shape;
 
   bool operator<(const delayed_entry& other) const {
     return std::tie(due_ms, job_id) < std::tie(other.due_ms, other.job_id);
@@ -86,6 +113,9 @@ struct running_entry {
   uint64_t probe = 0;
   /// Its job type (figures per type).
   std::string type;
+  /// What it holds of the pools of its worker's node (null = nothing).
+  shape_ref shape;
+  std::string node;
 };
 
 /// A ready job held back by its concurrency key (runtime/concurrency.hpp):
@@ -95,6 +125,7 @@ struct parked_entry {
   std::string resource_class;
   std::string type;
   size_t prio;
+  shape_ref shape;
 };
 
 struct queue_state {
@@ -113,6 +144,8 @@ struct queue_state {
     std::string worker_id;
     /// Job types it runs, sorted; empty = every type.
     std::vector<std::string> types;
+    /// Its node (node_of).
+    std::string node;
   };
   /// Attempts remote workers ran when this coordinator started: adopted
   /// when their worker comes back (adopt_atom), settled as lost after
@@ -160,6 +193,10 @@ struct queue_state {
   /// key without a free slot (they still count as waiting).
   concurrency_slots concurrency;
   std::unordered_map<std::string, std::deque<parked_entry>> parked;
+  /// The worker nodes' resource pools and what attempts hold of them, and
+  /// the text each node last declared.
+  resource_ledger resources;
+  std::map<std::string, std::string> declared_pools;
   /// Rate limiters and circuit breakers, and the ready jobs parked behind
   /// one of them (by flow_wait::gate; they still count as waiting). The
   /// flow timer is armed for the earliest time a gate may open (0 = none).
@@ -236,7 +273,8 @@ void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id) {
 
 void push_ready(self_ptr self, std::string job_id, priority prio,
                 const std::string& cls, const std::string& type,
-                uint32_t tenant, uint32_t flow, int64_t ready_since_ms = 0) {
+                uint32_t tenant, uint32_t flow, const shape_ref& shape,
+                int64_t ready_since_ms = 0) {
   auto& st = self->state;
   note_entry(st, job_id);
   st.admission.entered(tenant, partition_of_id(job_id));
@@ -245,12 +283,22 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
   auto since = ready_since_ms > 0 ? ready_since_ms : now_ms(self);
   // Keys are non-decreasing within a tenant's FIFO except for recovered
   // jobs, which go where their age puts them.
-  q.by_type[type][i].insert(
-      ready_entry{std::move(job_id),
-                  since + static_cast<int64_t>(i) * aging_ms(self), tenant,
-                  flow},
-      weight_of(st, tenant));
+  auto& l = q.by_type[lane_key(type, shape)];
+  l.shape = shape;
+  l[i].insert(ready_entry{std::move(job_id),
+                          since + static_cast<int64_t>(i) * aging_ms(self),
+                          tenant, flow},
+              weight_of(st, tenant));
   dispatch(self, cls);
+}
+
+/// What a job draws from pools: its resources after its slot class
+/// (checked at submit; null = nothing).
+shape_ref shape_of(queue_state& st, const job_spec& spec) {
+  if (spec.resources.size() < 2)
+    return nullptr;
+  auto needs = pool_needs(spec.resources);
+  return needs ? st.resources.shape_of(*needs) : nullptr;
 }
 
 /// `rec`, queued, into the ready queue of its class and type.
@@ -260,38 +308,97 @@ void push_ready(self_ptr self, const job_record& rec,
   push_ready(self, rec.job_id, rec.spec.prio, resource_class_of(rec.spec),
              rec.spec.type, st.admission.tenant(rec.spec.tenant),
              st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
-             ready_since_ms);
+             shape_of(st, rec.spec), ready_since_ms);
 }
 
-/// Picks the ready entry with the smallest key (see the aging rule) among
-/// the job types `types` (sorted; empty = any type); `type_out` names its
-/// type.
-bool pop_next(class_queues& q, const std::vector<std::string>& types,
+/// Calls `visit(key, lane)` for the lanes of the job types `types`
+/// (sorted; empty = every type).
+template <class F>
+void for_lanes(class_queues& q, const std::vector<std::string>& types,
+               F&& visit) {
+  if (types.empty()) {
+    for (auto& kv : q.by_type)
+      visit(kv.first, kv.second);
+    return;
+  }
+  for (auto& t : types)
+    for (auto i = q.by_type.lower_bound(t);
+         i != q.by_type.end()
+         && (i->first == t
+             || (i->first.size() > t.size() && i->first[t.size()] == '\0'
+                 && i->first.compare(0, t.size(), t) == 0));
+         ++i)
+      visit(i->first, i->second);
+}
+
+/// Picks, for an idle worker of node `node` running the job types `types`,
+/// the ready entry with the smallest key (see the aging rule) that fits
+/// the node's free pools; `lane_out` names its lane. The oldest entry that
+/// could ever fit the node but does not now reserves what it lacks: no
+/// younger entry drawing from those pools is picked (runtime/resources.hpp).
+bool pop_next(const resource_ledger& pools, class_queues& q,
+              const std::vector<std::string>& types, const std::string& node,
               ready_entry& out, size_t& prio_out,
-              const std::string*& type_out) {
+              const std::string*& lane_out) {
   ready_queue* best_dq = nullptr;
+  const lane* best_lane = nullptr;
   size_t best = 0;
-  auto consider = [&](const std::string& type, priority_queues& pq) {
+  for_lanes(q, types, [&](const std::string& key, lane& l) {
     for (size_t i = 0; i < 3; ++i) {
-      auto& dq = pq[i];
+      auto& dq = l[i];
       if (!dq.empty()
           && (best_dq == nullptr || dq.front().key < best_dq->front().key)) {
         best_dq = &dq;
         best = i;
-        type_out = &type;
+        lane_out = &key;
+        best_lane = &l;
       }
     }
-  };
-  if (types.empty()) {
-    for (auto& kv : q.by_type)
-      consider(kv.first, kv.second);
-  } else {
-    for (auto& t : types)
-      if (auto i = q.by_type.find(t); i != q.by_type.end())
-        consider(i->first, i->second);
-  }
+  });
   if (best_dq == nullptr)
     return false;
+  if (best_lane->shape && !pools.fits_now(node, best_lane->shape)) {
+    // The oldest draws from pools and does not fit now: the candidates (the
+    // heads of every lane), oldest first.
+    struct candidate {
+      int64_t key;
+      ready_queue* dq;
+      size_t prio;
+      const std::string* lane_key;
+      const shape_ref* shape;
+    };
+    std::vector<candidate> heads;
+    for_lanes(q, types, [&](const std::string& key, lane& l) {
+      for (size_t i = 0; i < 3; ++i)
+        if (!l[i].empty())
+          heads.push_back({l[i].front().key, &l[i], i, &key, &l.shape});
+    });
+    std::stable_sort(
+        heads.begin(), heads.end(),
+        [](const candidate& x, const candidate& y) { return x.key < y.key; });
+    std::vector<std::string> reserved;
+    best_dq = nullptr;
+    for (const auto& c : heads) {
+      const auto& shape = *c.shape;
+      bool blocked = false;
+      if (shape)
+        for (const auto& need : shape->needs)
+          blocked = blocked
+                    || std::find(reserved.begin(), reserved.end(), need.first)
+                           != reserved.end();
+      if (!blocked && pools.fits_now(node, shape)) {
+        best_dq = c.dq;
+        best = c.prio;
+        lane_out = c.lane_key;
+        break;
+      }
+      if (shape && pools.fits_ever(node, shape))
+        for (auto& name : pools.short_of(node, shape))
+          reserved.push_back(std::move(name));
+    }
+    if (best_dq == nullptr)
+      return false;
+  }
   out = best_dq->pop_front();
   prio_out = best;
   return true;
@@ -302,8 +409,9 @@ bool pop_next(class_queues& q, const std::vector<std::string>& types,
 void back_to_ready(queue_state& st, parked_entry pe,
                    std::vector<std::string>& classes) {
   auto weight = weight_of(st, pe.entry.tenant);
-  st.classes[pe.resource_class].by_type[pe.type][pe.prio].insert(
-      std::move(pe.entry), weight);
+  auto& l = st.classes[pe.resource_class].by_type[lane_key(pe.type, pe.shape)];
+  l.shape = pe.shape;
+  l[pe.prio].insert(std::move(pe.entry), weight);
   if (std::find(classes.begin(), classes.end(), pe.resource_class)
       == classes.end())
     classes.push_back(pe.resource_class);
@@ -354,6 +462,25 @@ void release_slot(self_ptr self, const std::string& key) {
   wake_parked(self, key);
 }
 
+/// An attempt that drew `shape` from the pools of `node` ended (its outcome
+/// recorded, or given up): what waited for them may fit now, on any class
+/// of that node.
+void release_pools(self_ptr self, const std::string& node,
+                   const shape_ref& shape) {
+  if (!shape)
+    return;
+  auto& st = self->state;
+  st.resources.release(node, shape);
+  std::vector<std::string> classes;
+  for (const auto& [cls, q] : st.classes)
+    if (!q.idle_workers.empty())
+      classes.push_back(cls);
+  for (const auto& cls : classes)
+    dispatch(self, cls);
+  if (!st.flow_parked.empty())
+    rearm_flow(self);
+}
+
 /// The flow-control clock: monotonic ms, so that a step of the wall clock
 /// neither stops rate-limited dispatch nor cuts a cooldown short.
 int64_t flow_now(self_ptr self) {
@@ -384,7 +511,18 @@ void arm_flow_timer(self_ptr self, int64_t at_ms) {
 /// idle worker), looked for among the first 1,000: only those are woken.
 bool runnable(const queue_state& st, const parked_entry& pe) {
   auto c = st.classes.find(pe.resource_class);
-  return c != st.classes.end() && !c->second.idle_workers.empty();
+  if (c == st.classes.end())
+    return false;
+  if (!pe.shape)
+    return !c->second.idle_workers.empty();
+  // ...and one of them on a node with the pools it needs free.
+  for (const auto& w : c->second.idle_workers) {
+    auto i = st.workers.find(w.address());
+    if (i != st.workers.end()
+        && st.resources.fits_now(i->second.node, pe.shape))
+      return true;
+  }
+  return false;
 }
 
 void rearm_flow(self_ptr self) {
@@ -534,6 +672,26 @@ admit(self_ptr self, const job_spec& spec, int32_t partition) {
   return t;
 }
 
+/// A job drawing from pools in amounts no held job does, while
+/// max_live_shapes others are held: refused (runtime/resources.hpp).
+/// Otherwise its shape, for the submission to hold until the job is queued
+/// (so that submissions in flight count too); null = it draws nothing.
+caf::expected<shape_ref> hold_shape(queue_state& st, const job_spec& spec) {
+  if (spec.resources.size() < 2)
+    return shape_ref{};
+  auto needs = pool_needs(spec.resources);
+  if (!needs)
+    return shape_ref{};
+  if (!st.resources.admits(*needs))
+    return make_error(errc::rate_limited,
+                      "the queue holds jobs of "
+                          + std::to_string(max_live_shapes)
+                          + " different resource amounts; jobs needing one "
+                            "of those amounts are accepted, others once "
+                            "some have run");
+  return st.resources.shape_of(*needs);
+}
+
 /// The admission tickets of one batch, given back together.
 struct tickets_held {
   explicit tickets_held(self_ptr s) : self(s) {}
@@ -632,19 +790,27 @@ void dispatch_class(self_ptr self, const std::string& cls) {
   bool flow_touched = false;
   // One pass over the idle workers: each takes the best job of the types
   // it runs, or stays idle.
+  static const std::string local_node;
   for (size_t w = 0; w < q.idle_workers.size();) {
     auto wi = st.workers.find(q.idle_workers[w].address());
     const auto& types = wi != st.workers.end() ? wi->second.types : any_type;
+    const auto& node = wi != st.workers.end() ? wi->second.node : local_node;
     ready_entry entry;
     size_t prio = 0;
-    const std::string* type = nullptr;
-    if (!pop_next(q, types, entry, prio, type)) {
+    const std::string* lane_name = nullptr;
+    if (!pop_next(st.resources, q, types, node, entry, prio, lane_name)) {
       ++w;
       continue;
     }
+    auto li = q.by_type.find(*lane_name);
+    auto type = type_of_lane(li->first);
+    auto shape = li->second.shape;
+    if (shape && li->second[0].empty() && li->second[1].empty()
+        && li->second[2].empty())
+      q.by_type.erase(li); // lanes of shapes come and go with their jobs
     bool duplicate = st.running.count(entry.job_id) > 0;
     auto key
-        = st.concurrency.key_of(*type, st.admission.tenant_name(entry.tenant));
+        = st.concurrency.key_of(type, st.admission.tenant_name(entry.tenant));
     bool woken = entry.woken_gate != 0;
     if (entry.flow != 0) {
       flow_touched = true;
@@ -670,7 +836,8 @@ void dispatch_class(self_ptr self, const std::string& cls) {
           entry.holds_slot = false;
           slots_to_free.push_back(key);
         }
-        park_at_gate(st, wait->gate, {std::move(entry), cls, *type, prio});
+        park_at_gate(st, wait->gate,
+                     {std::move(entry), cls, type, prio, shape});
         continue;
       }
     }
@@ -678,7 +845,7 @@ void dispatch_class(self_ptr self, const std::string& cls) {
         && (!st.recovered || !st.concurrency.take(key))) {
       // No free slot for its key, or recovery has not yet counted every
       // attempt that runs: it waits, in order, without a worker.
-      st.parked[key].push_back({std::move(entry), cls, *type, prio});
+      st.parked[key].push_back({std::move(entry), cls, type, prio, shape});
       continue;
     }
     left_queue(st, entry.tenant, entry.job_id);
@@ -705,9 +872,11 @@ void dispatch_class(self_ptr self, const std::string& cls) {
     auto now = now_ms(self);
     st.stats.start_latency.observe(
         now - (entry.key - static_cast<int64_t>(prio) * aging_ms(self)));
-    ++st.type_counts[{cls, *type}].first;
-    st.running.emplace(entry.job_id, running_entry{js, worker, cls, now, key,
-                                                   entry.flow, probe, *type});
+    ++st.type_counts[{cls, type}].first;
+    st.resources.acquire(node, shape);
+    st.running.emplace(entry.job_id,
+                       running_entry{js, worker, cls, now, key, entry.flow,
+                                     probe, type, shape, node});
     ++st.stats.dispatched[prio];
   }
   for (const auto& key : slots_to_free)
@@ -779,7 +948,7 @@ void on_due(self_ptr self) {
         .then(
             [self, entry](ok_atom) {
               push_ready(self, entry.job_id, entry.prio, entry.resource_class,
-                         entry.type, entry.tenant, entry.flow);
+                         entry.type, entry.tenant, entry.flow, entry.shape);
             },
             [self, entry](caf::error& err) {
               // Cancelled while it waited, or the store is unavailable: the
@@ -805,7 +974,8 @@ delayed_entry delayed_of(self_ptr self, const job_record& rec, int64_t due_ms) {
           rec.spec.prio,
           rec.spec.type,
           st.admission.tenant(rec.spec.tenant),
-          st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key)};
+          st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
+          shape_of(st, rec.spec)};
 }
 
 /// Puts a job the store just accepted where its status says.
@@ -838,10 +1008,13 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
             left_gate(self, e);
             rearm_flow(self);
           }
+          auto type = type_of_lane(tq.first);
+          if (tq.second.shape && tq.second[0].empty() && tq.second[1].empty()
+              && tq.second[2].empty())
+            kv.second.by_type.erase(tq.first);
           if (e.holds_slot) // woken, never ran: the next job of its key
-            release_slot(self,
-                         st.concurrency.key_of(
-                             tq.first, st.admission.tenant_name(e.tenant)));
+            release_slot(self, st.concurrency.key_of(
+                                   type, st.admission.tenant_name(e.tenant)));
           return true;
         }
       }
@@ -1097,9 +1270,11 @@ void recover_job(self_ptr self, job_record& rec) {
         // Ran on a worker node, which may still run it: it gets one grace
         // period to come back and report it.
         st.awaiting_adoption.emplace(rec.job_id, rec);
-        // It may still run: it holds its slot until adopted or given up.
+        // It may still run: it holds its slot and what it draws from its
+        // node's pools until adopted or given up.
         st.concurrency.force(
             st.concurrency.key_of(rec.spec.type, rec.spec.tenant));
+        st.resources.acquire(node_of(rec.worker_id), shape_of(st, rec.spec));
         break;
       }
       settle_interrupted(self, rec,
@@ -1172,14 +1347,57 @@ void recover(self_ptr self) {
 }
 
 /// Whether a connected worker (idle or busy) runs `type` in class `cls`.
-bool served(const queue_state& st, const std::string& cls,
-            const std::string& type) {
+/// Why no connected worker could ever run a job of class `cls`, type
+/// `type` drawing `shape` from pools ("" = one could).
+std::string unserved_reason(const queue_state& st, const std::string& cls,
+                            const std::string& type, const shape_ref& shape) {
+  std::map<std::string, std::string> short_nodes;
   for (const auto& [addr, w] : st.workers)
     if (w.resource_class == cls
         && (w.types.empty()
-            || std::binary_search(w.types.begin(), w.types.end(), type)))
-      return true;
-  return false;
+            || std::binary_search(w.types.begin(), w.types.end(), type))) {
+      auto why = st.resources.never_reason(w.node, shape);
+      if (why.empty())
+        return {};
+      short_nodes.emplace(w.node.empty() ? "this node" : "node " + w.node, why);
+    }
+  std::string out = "no connected worker runs resource class '" + cls
+                    + "' with job type '" + type + "'";
+  if (short_nodes.empty())
+    return out;
+  out += " and has " + shape->key + " (";
+  size_t n = 0;
+  for (const auto& [node, why] : short_nodes) {
+    if (n == 3) {
+      out += ", ...";
+      break;
+    }
+    out += (n++ ? ", " : "") + node + " lacks " + why;
+  }
+  return out + ")";
+}
+
+bool served(const queue_state& st, const std::string& cls,
+            const std::string& type, const shape_ref& shape = nullptr) {
+  return unserved_reason(st, cls, type, shape).empty();
+}
+
+/// A worker node's pools as it declares them with each offer ("" for the
+/// coordinator's own workers, declared at start): re-read when they change.
+void declare_pools(self_ptr self, const std::string& node,
+                   const std::string& text) {
+  auto& st = self->state;
+  auto known = st.declared_pools.find(node);
+  if (known != st.declared_pools.end() && known->second == text)
+    return;
+  auto pools = parse_amounts(text, "resources", errc::invalid_request);
+  if (!pools) {
+    log::warn("queue", "a worker node declared malformed resources",
+              {{"node", node}, {"error", describe(pools.error())}});
+    return;
+  }
+  st.declared_pools[node] = text;
+  st.resources.declare(node, std::move(*pools));
 }
 
 /// A worker (local, or a remote node's slot) is idle; `types` sorted, empty
@@ -1195,7 +1413,8 @@ void worker_ready(self_ptr self, const std::string& cls,
     self->monitor(worker);
     w = st.workers
             .emplace(worker.address(),
-                     queue_state::worker_info{cls, worker_id, std::move(types)})
+                     queue_state::worker_info{cls, worker_id, std::move(types),
+                                              node_of(worker_id)})
             .first;
   }
   auto cls_name = w->second.resource_class;
@@ -1234,7 +1453,8 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
                   js, slot, resource_class_of(rec.spec), now_ms(self),
                   st.concurrency.key_of(rec.spec.type, rec.spec.tenant),
                   st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
-                  0, rec.spec.type});
+                  0, rec.spec.type, shape_of(st, rec.spec),
+                  node_of(rec.worker_id)}); // held since recovery
   rp.deliver(js);
 }
 
@@ -1396,10 +1616,10 @@ std::vector<type_figures> figures_by_type(self_ptr self) {
                    now - (key - static_cast<int64_t>(prio) * aging_ms(self)));
   };
   for (const auto& [cls, q] : st.classes)
-    for (const auto& [type, pq] : q.by_type)
+    for (const auto& [lane_name, pq] : q.by_type)
       for (size_t i = 0; i < 3; ++i)
         if (!pq[i].empty()) {
-          auto& f = fig(cls, type);
+          auto& f = fig(cls, type_of_lane(lane_name));
           f.ready += pq[i].size();
           aged(f, pq[i].oldest_key(), i);
         }
@@ -1444,6 +1664,12 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.admission = admission_control{st.opts.admission};
   st.concurrency = concurrency_slots{st.opts.concurrency};
   st.flow = flow_control{st.opts.flow, flow_now(self)};
+  {
+    resource_amounts local;
+    for (const auto& kv : st.opts.local_resources)
+      local.push_back(kv);
+    declare_pools(self, "", to_text(local));
+  }
   st.stats.since_ms = st.opts.clock_ms();
   self->set_error_handler(
       [](caf::error& err) { log_failure("unexpected error message", err); });
@@ -1515,6 +1741,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
     // Its supervisor is gone: the attempt is settled (resolve_orphan) or
     // left to the next start; the slot is free, a probe it was is not.
     release_slot(self, entry.concurrency_key);
+    release_pools(self, entry.node, entry.shape);
     flow_outcome(self, entry, false, "supervisor_lost");
     if (dm.reason == caf::exit_reason::user_shutdown)
       return; // the node stops in order: the next start settles or adopts it
@@ -1530,6 +1757,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         if (auto err = st.flow.check(spec->rate_limit_key, spec->breaker_key,
                                      spec->tenant))
           return err;
+        auto shape = hold_shape(st, *spec);
+        if (!shape)
+          return std::move(shape.error());
         auto partition = st.partitions.of(spec->tenant, spec->idempotency_key,
                                           st.partitions.next_keyless());
         auto ticket = admit(self, *spec, partition);
@@ -1545,11 +1775,13 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         self->request(st.deps.store, store_timeout, submit_atom::value,
                       std::move(ev))
             .then(
-                [self, rp, id, t = *ticket](job_record& rec) mutable {
+                [self, rp, id, t = *ticket,
+                 held = *shape](job_record& rec) mutable {
                   self->state.admission.settled(t);
                   // Another id means an idempotent duplicate: nothing to queue.
                   if (rec.job_id == id)
                     enqueue(self, rec);
+                  held = nullptr; // its queue entry holds it now
                   rp.deliver(std::move(rec));
                 },
                 [self, rp, t = *ticket](caf::error& err) mutable {
@@ -1567,6 +1799,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         std::vector<size_t> slots; // answer index of each event sent
         std::vector<job_event> events;
         auto tickets = std::make_shared<tickets_held>(self);
+        // The shapes of the items, held until they are queued.
+        auto held = std::make_shared<std::vector<shape_ref>>();
         auto keyless = st.partitions.next_keyless();
         for (size_t i = 0; i < reqs.size(); ++i) {
           auto spec
@@ -1575,6 +1809,13 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
             if (auto err = st.flow.check(spec->rate_limit_key,
                                          spec->breaker_key, spec->tenant))
               spec = caf::expected<job_spec>{std::move(err)};
+          if (spec) {
+            auto shape = hold_shape(st, *spec);
+            if (!shape)
+              spec = caf::expected<job_spec>{std::move(shape.error())};
+            else if (*shape)
+              held->push_back(std::move(*shape));
+          }
           auto partition = spec ? st.partitions.of(
                                spec->tenant, spec->idempotency_key, keyless)
                                 : 0;
@@ -1619,8 +1860,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         self->request(st.deps.store, store_timeout, submit_atom::value,
                       std::move(events))
             .then(
-                [self, rp, answers, ids, slots,
-                 tickets](std::vector<job_record>& recs) mutable {
+                [self, rp, answers, ids, slots, tickets,
+                 held](std::vector<job_record>& recs) mutable {
                   tickets->settle();
                   for (size_t k = 0; k < recs.size() && k < slots.size(); ++k) {
                     // Another id means an idempotent duplicate: nothing to
@@ -1629,6 +1870,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
                       enqueue(self, recs[k]);
                     (*answers)[slots[k]] = std::move(recs[k]);
                   }
+                  held->clear(); // their queue entries hold them now
                   rp.deliver(std::move(*answers));
                 },
                 [rp, tickets](caf::error& err) mutable {
@@ -1691,12 +1933,13 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         s.admission_refused = st.admission.refused();
         return s;
       },
-      [self](nodes_atom, const std::string& cls,
-             const std::string& type) -> std::string {
-        if (served(self->state, cls, type))
-          return {};
-        return "no connected worker runs resource class '" + cls
-               + "' with job type '" + type + "'";
+      [self](nodes_atom, const std::string& cls, const std::string& type,
+             const std::string& pools) -> std::string {
+        auto& st = self->state;
+        auto needs = parse_amounts(pools, "resources", errc::invalid_request);
+        if (!needs)
+          return describe(needs.error());
+        return unserved_reason(st, cls, type, st.resources.shape_of(*needs));
       },
       [self](nodes_atom) -> std::string {
         // Ready jobs whose class and type no connected worker serves:
@@ -1704,15 +1947,17 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto& st = self->state;
         std::string out = "[";
         for (const auto& [cls, q] : st.classes)
-          for (const auto& [type, pq] : q.by_type) {
+          for (const auto& [lane_name, pq] : q.by_type) {
             size_t n = pq[0].size() + pq[1].size() + pq[2].size();
-            if (n == 0)
-              continue;
-            if (served(st, cls, type))
+            auto type = type_of_lane(lane_name);
+            if (n == 0 || served(st, cls, type, pq.shape))
               continue;
             out += (out.size() > 1 ? "," : "");
             out += "{\"resource_class\":" + json_quote(cls) + ",\"job_type\":"
-                   + json_quote(type) + ",\"jobs\":" + std::to_string(n) + "}";
+                   + json_quote(type) + ",\"jobs\":" + std::to_string(n);
+            if (pq.shape)
+              out += ",\"resources\":" + json_quote(pq.shape->key);
+            out += "}";
           }
         return out + "]";
       },
@@ -1737,8 +1982,10 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         worker_ready(self, cls, worker_id, worker, self->state.local_types);
       },
       [self](ready_atom, std::string& cls, std::string& worker_id,
-             caf::actor& worker, std::vector<std::string>& types) {
+             caf::actor& worker, std::vector<std::string>& types,
+             std::string& pools) {
         std::sort(types.begin(), types.end());
+        declare_pools(self, node_of(worker_id), pools);
         worker_ready(self, cls, worker_id, worker, std::move(types));
       },
       [self](withdraw_atom, caf::actor& worker) {
@@ -1774,6 +2021,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         for (auto& [job_id, rec] : waiting) {
           release_slot(self,
                        st.concurrency.key_of(rec.spec.type, rec.spec.tenant));
+          release_pools(self, node_of(rec.worker_id), shape_of(st, rec.spec));
           settle_interrupted(self, rec,
                              {"worker_lost",
                               "no worker reported attempt "
@@ -1801,6 +2049,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         if (status == job_status::completed)
           ++st.type_counts[{entry.resource_class, entry.type}].second;
         release_slot(self, entry.concurrency_key);
+        release_pools(self, entry.node, entry.shape);
         // An outcome the supervisor could not record says nothing about
         // the downstream: not counted.
         bool recorded = status == job_status::completed

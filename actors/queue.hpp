@@ -46,17 +46,20 @@
 //   (describe_atom)                    -> tree_node    running jobs
 //   (nodes_atom)                       -> string       JSON array of the
 //       ready jobs no connected worker can run, per resource class and
-//       job type: [{"resource_class", "job_type", "jobs"}]
-//   (nodes_atom, resource_class, job_type) -> string
-//       why a queued job of that class and type does not run ("" = no
+//       job type (and resources a job draws from pools):
+//       [{"resource_class", "job_type", "jobs"[, "resources"]}]
+//   (nodes_atom, resource_class, job_type, pools) -> string
+//       why a queued job of that class and type, drawing `pools`
+//       ("name=amount,...", runtime/resources.hpp) does not run ("" = no
 //       reason but the queue ahead of it)
 //   (flow_atom)                        -> string       JSON object: the
 //       rate limiters and breakers and the jobs waiting behind each
 //       (runtime/flow_control.hpp, flow_control::to_json)
 // Protocol (runtime):
 //   (ready_atom, resource_class, worker_id, worker)   a worker is idle
-//   (ready_atom, resource_class, worker_id, worker, job_types)  a remote
-//       slot is idle; it runs only these types
+//   (ready_atom, resource_class, worker_id, worker, job_types, pools)
+//       a remote slot is idle; it runs only these types, and its node has
+//       these resource pools ("name=amount,...", runtime/resources.hpp)
 //   (withdraw_atom, worker)            -> bool   forget that idle worker
 //       (it stays known); true if it was idle, false if a job was
 //       already handed to it (or it is unknown)
@@ -103,11 +106,12 @@ using queue_actor = caf::typed_actor<
     caf::replies_to<stats_atom>::with<queue_stats>,
     caf::replies_to<describe_atom>::with<tree_node>,
     caf::replies_to<nodes_atom>::with<std::string>,
-    caf::replies_to<nodes_atom, std::string, std::string>::with<std::string>,
+    caf::replies_to<nodes_atom, std::string, std::string,
+                    std::string>::with<std::string>,
     caf::replies_to<flow_atom>::with<std::string>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor,
-                   std::vector<std::string>>,
+                   std::vector<std::string>, std::string>,
     caf::replies_to<withdraw_atom, caf::actor>::with<bool>,
     caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
                     caf::actor>::with<caf::actor>,
@@ -157,6 +161,9 @@ struct queue_options {
   /// job type and priority, ready jobs are taken in proportion to them
   /// (actors/detail/ready_queue.hpp).
   std::map<std::string, double> tenant_weights;
+  /// The resource pools of this node's own workers (--resources,
+  /// runtime/resources.hpp); worker nodes declare theirs with each offer.
+  std::map<std::string, uint32_t> local_resources;
 };
 
 struct queue_deps {

@@ -238,6 +238,8 @@ register_worker registration(agent_actor self) {
     reg.capacity.push_back(resource_capacity{cls, n});
   reg.job_types = st.cfg.job_types;
   reg.prefetch = st.cfg.prefetch;
+  for (const auto& [pool, amount] : st.cfg.resources)
+    reg.resources.push_back(resource_request{pool, amount});
   reg.draining = st.draining;
   for (auto& [job_id, r] : st.running)
     if (!r.superseded)

@@ -78,6 +78,8 @@ struct worker_agent_config {
   std::vector<std::string> job_types;
   /// Leases per class buffered beyond the slots.
   uint32_t prefetch = 0;
+  /// Resource pools its attempts draw from (runtime/resources.hpp).
+  std::map<std::string, uint32_t> resources;
   uint32_t protocol_min = cluster_protocol_min;
   uint32_t protocol_max = cluster_protocol_max;
   std::chrono::milliseconds drain_timeout{30000};

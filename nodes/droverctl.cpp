@@ -29,6 +29,7 @@
 #include "runtime/atoms.hpp"
 #include "runtime/client_protocol.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/resources.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_system.hpp>
@@ -191,7 +192,7 @@ int main(int argc, char** argv) {
   int64_t timeout_ms = 5000;
   int64_t wait_ms = 3600000;
   std::string input, priority_name, run_at, key, tenant, status_name, after;
-  std::string type_filter, key_file, rate_key, breaker_key;
+  std::string type_filter, key_file, rate_key, breaker_key, resources;
   std::string reason = "cancelled with droverctl";
   int64_t delay_ms = -1, max_attempts = -1, job_timeout_ms = -1;
   int64_t limit = 100;
@@ -220,8 +221,11 @@ int main(int argc, char** argv) {
       "coordinator with --rate-limit)")(
       "breaker-key", po::value(&breaker_key),
       "submit: the circuit breaker the job's attempts count against "
-      "(declared with --circuit-breaker)")("tenant", po::value(&tenant),
-                                           "submit/list: tenant")(
+      "(declared with --circuit-breaker)")(
+      "resources", po::value(&resources),
+      "submit: the slot class, then amounts drawn from the worker node's "
+      "pools, e.g. gpu=1,memory_gb=16")("tenant", po::value(&tenant),
+                                        "submit/list: tenant")(
       "watch", "submit: follow the job until it ends")(
       "wait", "submit: the same as --watch")(
       "wait-ms", po::value(&wait_ms)->default_value(wait_ms),
@@ -306,6 +310,12 @@ int main(int argc, char** argv) {
     req.idempotency_key = key;
     req.rate_limit_key = rate_key;
     req.breaker_key = breaker_key;
+    if (!resources.empty()) {
+      auto parsed = parse_requests(resources);
+      if (!parsed)
+        return usage_fail(describe(parsed.error()));
+      req.resources = std::move(*parsed);
+    }
     if (!priority_name.empty()) {
       priority p;
       if (!from_string(priority_name, p))

@@ -146,14 +146,18 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
   jobs.queue.concurrency = cfg.concurrency;
   jobs.queue.flow = cfg.flow;
   jobs.queue.tenant_weights = cfg.tenant_weights;
+  if (roles.worker)
+    jobs.queue.local_resources = cfg.resources;
   jobs.queue.limits.max_input_bytes = cfg.max_input_bytes;
   // A job asking for a class no worker has would wait forever: refused,
   // unless worker nodes may join (they bring their own classes; a job no
   // connected worker can run waits, visibly, in the node list).
-  if (!jobs.remote_workers)
+  if (!jobs.remote_workers) {
     for (const auto& [resource_class, count] : cfg.slots)
       if (count > 0)
         jobs.queue.limits.resource_classes.insert(resource_class);
+    jobs.queue.limits.resource_pools = cfg.resources;
+  }
   if (jobs.remote_workers)
     jobs.queue.adopt_grace
         = cfg.attempt_lease_ttl + cfg.worker_heartbeat_interval;

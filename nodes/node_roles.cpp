@@ -63,6 +63,7 @@ child_spec worker_node_child(const node_config& cfg,
   ac.join_secret = cfg.join_secret;
   ac.tls = !cfg.tls_certificate.empty();
   ac.slots = cfg.slots;
+  ac.resources = cfg.resources;
   ac.job_types = cfg.job_types.empty() ? handlers->types() : cfg.job_types;
   ac.drain_timeout = cfg.drain_timeout;
   ac.prefetch = cfg.worker_prefetch;

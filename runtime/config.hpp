@@ -57,6 +57,9 @@ struct node_config {
   std::string state_dir = ".drover";
   /// Worker slots per resource class ("cpu=4,gpu=1").
   std::map<std::string, uint32_t> slots{{"cpu", 2}};
+  /// Resource pools the node's attempts draw from ("memory_gb=64"), named
+  /// apart from the slot classes (runtime/resources.hpp). Worker role only.
+  std::map<std::string, uint32_t> resources;
   /// Priority aging: see actors/queue.hpp.
   std::chrono::milliseconds aging_interval{10000};
   /// Coordinators: live jobs per recovery page (actors/queue.cpp), within

@@ -1,6 +1,7 @@
 #include "runtime/detail/config_cluster.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/resources.hpp"
 
 #include <boost/program_options.hpp>
 
@@ -124,6 +125,11 @@ caf::error validate_cluster(const node_config& cfg) {
   if (!cfg.remote_job_types.empty() && (!r.coordinator || cfg.cluster_port < 0))
     return bad("--remote-job-types is for coordinators with a --cluster-port "
                "(only worker nodes run those types)");
+  for (const auto& [pool, amount] : cfg.resources)
+    if (cfg.slots.count(pool) > 0)
+      return bad("resources: '" + pool
+                 + "' is also a slot class (--slots): a pool needs a name "
+                   "of its own");
   // Nothing pretends: an option for another role is refused, not ignored.
   const node_config defaults;
   if (!r.worker) {
@@ -133,6 +139,8 @@ caf::error validate_cluster(const node_config& cfg) {
       return bad("--worker-prefetch is for worker nodes");
     if (cfg.drain_timeout != defaults.drain_timeout)
       return bad("--drain-timeout-ms is for worker nodes");
+    if (!cfg.resources.empty())
+      return bad("--resources is for worker nodes");
     // Where programs run: only a node with the worker role runs them.
     if (!cfg.exec_cgroups.empty() || cfg.exec_memory_mb != 0
         || cfg.exec_user_id != 0)
@@ -210,6 +218,10 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
                 "worker nodes: leases per resource class buffered beyond "
                 "the slots, so the next attempt starts at once; used only "
                 "while the class's jobs take under 100 ms (0 = none)")(
+      "resources", po::value(&raw.resources)->default_value(raw.resources),
+      "worker nodes: resource pools attempts draw from, e.g. "
+      "memory_gb=64,scratch_gb=500 (a job's resources after its slot "
+      "class; names apart from --slots)")(
       "job-types", po::value(&raw.job_types)->composing(),
       "worker nodes: job types offered (repeatable or "
       "comma-separated; default: every type the program has)")(
@@ -307,6 +319,11 @@ caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
   };
   cfg.job_types = split(raw.job_types);
   cfg.remote_job_types = split(raw.remote_job_types);
+  auto pools = parse_amounts(raw.resources, "resources", errc::bad_config);
+  if (!pools)
+    return std::move(pools.error());
+  cfg.resources.clear();
+  cfg.resources.insert(pools->begin(), pools->end());
   return caf::none;
 }
 

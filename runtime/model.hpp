@@ -349,6 +349,8 @@ struct register_worker {
   /// Leases per class buffered beyond the slots.
   uint32_t prefetch = 0;
   bool draining = false;
+  /// Resource pools (runtime/resources.hpp), sorted by name.
+  std::vector<resource_request> resources;
 };
 
 /// One attempt handed to a worker.

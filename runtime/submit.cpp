@@ -3,6 +3,7 @@
 #include "runtime/codec.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/json_strict.hpp"
+#include "runtime/resources.hpp"
 #include "runtime/url.hpp"
 
 #include <cctype>
@@ -277,9 +278,8 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
   spec.rate_limit_key = req.rate_limit_key;
   spec.breaker_key = req.breaker_key;
   spec.callback_url = req.callback_url;
-  // Resources.
-  if (req.resources.size() > 1)
-    return invalid("a job may ask for one resource class");
+  // Resources: the first names the slot class (one slot), the others are
+  // drawn from the worker node's pools (runtime/resources.hpp).
   if (req.resources.empty()) {
     if (handler->options.resource_class != "cpu")
       spec.resources.push_back({handler->options.resource_class, 1});
@@ -288,17 +288,33 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
     if (r.name.empty() || r.name.size() > 64 || !valid_key_text(r.name))
       return invalid("resource class must be 1 to 64 printable characters");
     if (r.amount != 1)
-      return invalid("a job occupies exactly one slot of its resource class");
-    spec.resources.push_back(r);
+      return invalid("resources: the first names the slot class, and a job "
+                     "occupies exactly one slot of it ('"
+                     + r.name.substr(0, 64) + "' must be 1)");
+    auto needs = pool_needs(req.resources);
+    if (!needs)
+      return std::move(needs.error());
+    spec.resources = req.resources;
   }
-  if (!limits.resource_classes.empty()
-      && limits.resource_classes.count(resource_class_of(spec)) == 0) {
-    std::string known;
-    for (const auto& c : limits.resource_classes)
-      known += (known.empty() ? "" : ", ") + c;
-    return invalid("no worker has slots of resource class '"
-                   + resource_class_of(spec).substr(0, 64)
-                   + "' (this cluster has: " + known + ")");
+  if (!limits.resource_classes.empty()) {
+    if (limits.resource_classes.count(resource_class_of(spec)) == 0) {
+      std::string known;
+      for (const auto& c : limits.resource_classes)
+        known += (known.empty() ? "" : ", ") + c;
+      return invalid("no worker has slots of resource class '"
+                     + resource_class_of(spec).substr(0, 64)
+                     + "' (this cluster has: " + known + ")");
+    }
+    for (size_t i = 1; i < spec.resources.size(); ++i) {
+      const auto& r = spec.resources[i];
+      auto p = limits.resource_pools.find(r.name);
+      uint32_t has = p == limits.resource_pools.end() ? 0 : p->second;
+      if (has < r.amount)
+        return invalid("no worker has " + r.name + "="
+                       + std::to_string(r.amount)
+                       + " (this node's workers have " + std::to_string(has)
+                       + "; see --resources)");
+    }
   }
   // Last: the job type's own check of its input (it may be the costliest,
   // and the spec's own fields are reported first).

@@ -24,6 +24,7 @@
 #include <caf/optional.hpp>
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -73,6 +74,10 @@ struct submit_limits {
   /// Resource classes some worker has slots of; a job asking for another is
   /// refused (it could never run). Empty = not checked.
   std::set<std::string> resource_classes;
+  /// With resource_classes (no worker nodes may join): the pools of this
+  /// node's workers (runtime/resources.hpp); a job needing more than they
+  /// hold is refused (it could never run).
+  std::map<std::string, uint32_t> resource_pools;
 };
 
 /// Validates `req` and builds the effective spec. `now_ms` is the Unix time

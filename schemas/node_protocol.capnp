@@ -9,6 +9,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("drover::schema");
 using Json = import "/capnp/compat/json.capnp";
 using JobSpec = import "job_spec.capnp".JobSpec;
+using ResourceRequest = import "job_spec.capnp".ResourceRequest;
 using ErrorInfo = import "job_record.capnp".ErrorInfo;
 using ProgressUpdate = import "progress.capnp".ProgressUpdate;
 
@@ -58,6 +59,10 @@ struct RegisterWorker {
   prefetch @10 :UInt32;
   # Leases per resource class the worker buffers beyond its slots, so the
   # next attempt starts without a round trip (0 = none).
+
+  resources @11 :List(ResourceRequest);
+  # Resource pools its attempts draw from (--resources), sorted by name:
+  # a job's resources after its slot class. Empty = none.
 }
 
 struct Lease {

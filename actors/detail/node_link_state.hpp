@@ -66,6 +66,9 @@ struct attempt_info {
 
 struct link_state {
   node_link_config cfg;
+  /// The node's resource pools as text (runtime/resources.hpp), sent with
+  /// each offer.
+  std::string pools;
   node_link_local::pointer self_ptr = nullptr;
   std::vector<slot_info> slots;
   /// By job id: the job's current attempt on this node.

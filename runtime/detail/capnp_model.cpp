@@ -618,6 +618,8 @@ void write(schema::RegisterWorker::Builder out, const register_worker& x) {
     write_list(out.initRunning(x.running.size()), x.running);
   out.setDraining(x.draining);
   out.setPrefetch(x.prefetch);
+  if (!x.resources.empty())
+    write_list(out.initResources(x.resources.size()), x.resources);
 }
 
 caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
@@ -637,6 +639,8 @@ caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
   x.proof = to_std(in.getProof());
   x.draining = in.getDraining();
   x.prefetch = in.getPrefetch();
+  DROVER_TRY(read_list(in.getResources(), x.resources,
+                       "RegisterWorker.resources", ctx));
   return read_list(in.getRunning(), x.running, "RegisterWorker.running", ctx);
 }
 

@@ -28,6 +28,7 @@ struct cluster_raw {
   std::vector<std::string> job_types;
   std::vector<std::string> remote_job_types;
   std::vector<std::string> ttl_by_type;
+  std::string resources;
 };
 
 boost::program_options::options_description cluster_options(cluster_raw& raw,

@@ -377,3 +377,24 @@ TEST_CASE("concurrency-limit: values and refusals", "[config]") {
               "--concurrency-limit", "export=1"},
              "--concurrency-limit is for coordinators");
 }
+
+TEST_CASE("resources: worker pools, parsed and refused",
+          "[config][resources]") {
+  auto r = parse(
+      {"--slots", "cpu=4,gpu=1", "--resources", "memory_gb=64,scratch_gb=500"});
+  REQUIRE(r);
+  CHECK(r->config.resources
+        == std::map<std::string, uint32_t>{{"memory_gb", 64},
+                                           {"scratch_gb", 500}});
+  CHECK(parse({})->config.resources.empty());
+  expect_bad({"--resources", "memory_gb"}, "expected name=amount");
+  expect_bad({"--resources", "memory_gb=0"}, "within [1, 1000000]");
+  expect_bad({"--resources", "memory_gb=1000001"}, "within [1, 1000000]");
+  expect_bad({"--resources", "memory gb=1"}, "resource names are 1 to 64");
+  expect_bad({"--resources", "a=1,a=2"}, "'a' is named twice");
+  expect_bad({"--slots", "cpu=2,gpu=1", "--resources", "gpu=1"},
+             "'gpu' is also a slot class");
+  expect_bad({"--roles", "coordinator", "--cluster-port", "0", "--resources",
+              "memory_gb=1"},
+             "--resources is for worker nodes");
+}

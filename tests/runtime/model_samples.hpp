@@ -233,6 +233,7 @@ inline register_worker registration() {
   x.draining = true;
   x.prefetch = 4;
   x.running = {running_attempt{"job-1", 3, "gpu"}};
+  x.resources = {{"memory_gb", 64}, {"scratch_gb", 500}};
   return x;
 }
 

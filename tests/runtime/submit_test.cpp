@@ -320,6 +320,44 @@ TEST_CASE("a resource class no worker has is refused", "[submit]") {
   CHECK(prepare_spec(req("transcode"), handlers, limits, now));
 }
 
+TEST_CASE("a job names its slot class first, then amounts of pools",
+          "[submit][resources]") {
+  auto handlers = registry();
+  auto r = req("noop");
+  r.resources = {{"gpu", 1}, {"memory_gb", 16}, {"scratch_gb", 100}};
+  auto spec = prepare_spec(r, handlers, {}, now);
+  REQUIRE(spec);
+  CHECK(resource_class_of(*spec) == "gpu");
+  CHECK(spec->resources.size() == 3);
+  r.resources = {{"gpu", 1}, {"memory_gb", 16}, {"memory_gb", 2}};
+  expect_invalid(r, "'memory_gb' is named twice");
+  r.resources = {{"gpu", 1}, {"gpu", 2}};
+  expect_invalid(r, "'gpu' is named twice");
+  r.resources = {{"gpu", 1}, {"memory_gb", 0}};
+  expect_invalid(r, "'memory_gb' must be an amount within [1, 1000000]");
+  r.resources = {{"gpu", 1}, {"memory gb", 1}};
+  expect_invalid(r, "resource names are 1 to 64 letters");
+  r.resources = {{"gpu", 1}};
+  for (int i = 0; i < 16; ++i)
+    r.resources.push_back({"p" + std::to_string(i), 1});
+  expect_invalid(r, "at most 16 resources");
+  // Without worker nodes, a pool this node lacks (or has too little of)
+  // could never be given: refused, naming what it has.
+  submit_limits limits;
+  limits.resource_classes = {"cpu", "gpu"};
+  limits.resource_pools = {{"memory_gb", 8}};
+  r.resources = {{"gpu", 1}, {"memory_gb", 8}};
+  CHECK(prepare_spec(r, handlers, limits, now));
+  r.resources = {{"gpu", 1}, {"memory_gb", 9}};
+  expect_invalid(r,
+                 "no worker has memory_gb=9 (this node's workers have 8; "
+                 "see --resources)",
+                 errc::invalid_request, limits);
+  r.resources = {{"cpu", 1}, {"licenses", 1}};
+  expect_invalid(r, "no worker has licenses=1 (this node's workers have 0",
+                 errc::invalid_request, limits);
+}
+
 TEST_CASE("a declared remote type is accepted with default options but not "
           "run here",
           "[submit]") {
