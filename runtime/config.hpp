@@ -62,8 +62,8 @@ struct node_config {
   std::map<std::string, uint32_t> resources;
   /// Priority aging: see actors/queue.hpp.
   std::chrono::milliseconds aging_interval{10000};
-  /// Coordinators: live jobs per recovery page (actors/queue.cpp), within
-  /// [1, 100000].
+  /// Coordinators: live jobs per recovery page (actors/queue_lifecycle.cpp),
+  /// within [1, 100000].
   uint32_t recovery_page_jobs = 5000;
   /// Coordinators: what submissions the queue refuses (runtime/admission.hpp,
   /// docs/jobs.md "Admission control"). By default queued work is bounded

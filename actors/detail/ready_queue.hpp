@@ -2,7 +2,7 @@
 
 // The ready jobs of one resource class, job type and priority, shared fairly
 // between tenants (issue 15 item 4, docs/jobs.md "Fairness between
-// tenants"). Internal to actors/queue.cpp.
+// tenants"). Internal to the queue (actors/detail/queue_state.hpp).
 //
 // Each tenant with ready jobs has its own FIFO (ordered by the entries'
 // aging key) and a pass (stride scheduling): the next job is the head of

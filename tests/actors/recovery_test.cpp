@@ -1,9 +1,9 @@
-// A queue's recovery from its store (actors/queue.cpp): the store's live
-// jobs are read a page at a time (5,000 a page), queued page by page, and a
-// job that enters the queue another way while recovery runs is queued
-// once, never again from a later page. CAF's deterministic test
-// coordinator: the order of messages is the test's. Also the queue's
-// self-fencing (queue_options::may_dispatch).
+// A queue's recovery from its store (actors/queue_lifecycle.cpp): the store's
+// live jobs are read a page at a time (5,000 a page), queued page by page, and
+// a job that enters the queue another way while recovery runs is queued once,
+// never again from a later page. CAF's deterministic test coordinator: the
+// order of messages is the test's. Also the queue's self-fencing
+// (queue_options::may_dispatch).
 
 #include "actors/progress_publisher.hpp"
 #include "actors/queue.hpp"

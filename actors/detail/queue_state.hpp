@@ -1,0 +1,360 @@
+#pragma once
+
+// The queue actor's state and the functions its behaviour (actors/queue.cpp)
+// is made of, spread over actors/queue_dispatch.cpp (ready jobs to idle
+// workers, resources), actors/queue_flow.cpp (concurrency keys, rate limits
+// and breakers), actors/queue_lifecycle.cpp (timers, recovery, settling
+// attempts, adoption) and actors/queue_admin.cpp (cancel, the dead-letter
+// queue, figures). Internal: the contract is actors/queue.hpp.
+
+#include "actors/queue.hpp"
+
+#include "actors/detail/ready_queue.hpp"
+#include "actors/job_supervisor.hpp"
+#include "runtime/backoff.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/ids.hpp"
+#include "runtime/json_text.hpp"
+#include "runtime/log.hpp"
+#include "runtime/partition.hpp"
+#include "runtime/resources.hpp"
+#include "runtime/retry.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace drover::queue_detail {
+
+using due_atom = caf::atom_constant<caf::atom("q_due")>;
+using reconcile_atom = caf::atom_constant<caf::atom("q_recon")>;
+using fence_atom = caf::atom_constant<caf::atom("q_fence")>;
+using flow_timer_atom = caf::atom_constant<caf::atom("q_flow")>;
+
+// Store requests carry no timeout: the store answers every request (its
+// I/O has its own deadline) and the queue monitors the store for the one
+// case that leaves requests unanswered, the store's death (see
+// actors/job_supervisor.cpp). One clock entry per request was the
+// largest part of CAF's clock-thread cost in a drain.
+constexpr auto store_timeout = caf::infinite;
+
+/// Backoff of reconcile() and of recovery while the store can't answer.
+const backoff_schedule reconcile_backoff{
+    std::chrono::milliseconds{100}, std::chrono::milliseconds{5000}, 2.0, 0.5};
+
+using detail::ready_entry;
+using detail::ready_queue;
+
+/// Ready jobs by priority, each shared fairly between tenants.
+using priority_queues = std::array<ready_queue, 3>;
+
+/// The ready jobs of one job type and one resource shape (what they draw
+/// from the pools of the node that runs them, runtime/resources.hpp).
+struct lane : priority_queues {
+  shape_ref shape;
+};
+
+/// A lane's key: the job type, then for jobs that draw from pools a NUL and
+/// the shape's text (a type holds no NUL: a type's lanes sort together).
+inline std::string lane_key(const std::string& type, const shape_ref& shape) {
+  return shape ? type + '\0' + shape->key : type;
+}
+
+inline std::string type_of_lane(const std::string& key) {
+  return key.substr(0, key.find('\0'));
+}
+
+/// One resource class: ready jobs by lane (a worker node may run only some
+/// types and have only some resources), and its idle workers.
+struct class_queues {
+  std::map<std::string, lane> by_type;
+  std::deque<caf::actor> idle_workers;
+};
+
+/// The node of a worker: remote slots are "node/class-i", local workers
+/// have no '/' (node "").
+inline std::string node_of(const std::string& worker_id) {
+  auto slash = worker_id.find('/');
+  return slash == std::string::npos ? std::string{}
+                                    : worker_id.substr(0, slash);
+}
+
+/// A scheduled job or a retry waiting for its time.
+struct delayed_entry {
+  int64_t due_ms;
+  std::string job_id;
+  std::string resource_class;
+  priority prio;
+  std::string type;
+  /// Its tenant (admission_control::tenant).
+  uint32_t tenant = 0;
+  /// Its rate-limit and breaker keys (flow_control::intern).
+  uint32_t flow = 0;
+  /// What it draws from pools (null = nothing).
+  shape_ref shape;
+
+  bool operator<(const delayed_entry& other) const {
+    return std::tie(due_ms, job_id) < std::tie(other.due_ms, other.job_id);
+  }
+};
+
+struct running_entry {
+  caf::actor job_supervisor;
+  caf::actor worker;
+  std::string resource_class;
+  int64_t started_ms;
+  /// The concurrency key whose slot it holds ("" = none).
+  std::string concurrency_key;
+  /// Its rate-limit and breaker keys, and whether it runs as a probe of a
+  /// half-open breaker.
+  uint32_t flow = 0;
+  uint64_t probe = 0;
+  /// Its job type (figures per type).
+  std::string type;
+  /// What it holds of the pools of its worker's node (null = nothing).
+  shape_ref shape;
+  std::string node;
+};
+
+/// A ready job held back by its concurrency key (runtime/concurrency.hpp):
+/// it waits behind the key, in order, until an attempt of the key ends.
+struct parked_entry {
+  ready_entry entry;
+  std::string resource_class;
+  std::string type;
+  size_t prio;
+  shape_ref shape;
+};
+
+struct queue_state {
+  queue_deps deps;
+  queue_options opts;
+  std::map<std::string, class_queues> classes;
+  std::set<delayed_entry> delayed;
+  /// Due time the timer is armed for (0 = none) and its guard.
+  int64_t armed_due_ms = 0;
+  uint64_t timer_generation = 0;
+  std::unordered_map<std::string, running_entry> running;
+  /// Job supervisor address -> job id, to resolve a crashed one.
+  std::map<caf::actor_addr, std::string> supervisor_jobs;
+  struct worker_info {
+    std::string resource_class;
+    std::string worker_id;
+    /// Job types it runs, sorted; empty = every type.
+    std::vector<std::string> types;
+    /// Its node (node_of).
+    std::string node;
+  };
+  /// Attempts remote workers ran when this coordinator started: adopted
+  /// when their worker comes back (adopt_atom), settled as lost after
+  /// opts.adopt_grace.
+  std::map<std::string, job_record> awaiting_adoption;
+  bool recovered = false;
+  /// A dispatch runs; classes to dispatch once it is through.
+  bool dispatching = false;
+  std::set<std::string> dispatch_pending;
+  /// Recovery reads the store's live jobs a page at a time: the last job id
+  /// of the pages queued so far ("" = none yet), where a retry resumes.
+  std::string recovered_up_to;
+  /// While a page is queued (its jobs are not "entered early").
+  bool queuing_page = false;
+  /// Jobs that entered the queue by another way (a submit, a DLQ retry)
+  /// while recovery still ran: a later page may hold them too (the store
+  /// committed them before it read the page) and skips them.
+  std::unordered_set<std::string> entered_early;
+  /// Self-fencing (queue_options::may_dispatch): a re-check is armed, and
+  /// whether dispatch is held (logged once per hold).
+  bool fence_check_armed = false;
+  bool fenced = false;
+  /// Counts of the recovery so far, logged when it ends.
+  size_t recovered_jobs = 0;
+  size_t recovered_interrupted = 0;
+  /// Adoption requests that came before recovery finished.
+  std::vector<std::function<void()>> after_recovery;
+  /// Workers we monitor.
+  std::map<caf::actor_addr, worker_info> workers;
+  queue_stats stats;
+  /// Attempts dispatched and jobs completed per (resource class, job
+  /// type) since the queue started.
+  std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>>
+      type_counts;
+  /// Entries of `delayed` per (resource class, job type): kept as they
+  /// come and go, so that the figures need not walk the timer's set.
+  std::map<std::pair<std::string, std::string>, uint64_t> delayed_by_type;
+  std::mt19937_64 rng;
+  job_id_generator ids{1};
+  partition_picker partitions;
+  /// What may be submitted (runtime/admission.hpp): counts every waiting
+  /// entry and every submission in flight to the store.
+  admission_control admission;
+  /// Concurrency limits: slots per key, and the ready jobs parked behind a
+  /// key without a free slot (they still count as waiting).
+  concurrency_slots concurrency;
+  std::unordered_map<std::string, std::deque<parked_entry>> parked;
+  /// The worker nodes' resource pools and what attempts hold of them, and
+  /// the text each node last declared.
+  resource_ledger resources;
+  std::map<std::string, std::string> declared_pools;
+  /// Rate limiters and circuit breakers, and the ready jobs parked behind
+  /// one of them (by flow_wait::gate; they still count as waiting). The
+  /// flow timer is armed for the earliest time a gate may open (0 = none).
+  flow_control flow;
+  std::map<std::string, std::deque<parked_entry>> flow_parked;
+  int64_t flow_armed_ms = 0;
+  uint64_t flow_generation = 0;
+  /// When a refusal was last logged (Unix ms).
+  int64_t refusal_logged_ms = 0;
+  /// What a local worker runs (worker_info::types): every type, unless
+  /// the handlers declare remote types; then the types with a function.
+  std::vector<std::string> local_types;
+  /// Backoff of the recovery retries.
+  backoff_counter recover_backoff{reconcile_backoff};
+
+  static inline const char* name = "drover.queue";
+};
+
+using self_ptr = caf::stateful_actor<queue_state>*;
+
+inline int64_t now_ms(self_ptr self) {
+  return self->state.opts.clock_ms();
+}
+
+inline int64_t aging_ms(self_ptr self) {
+  return self->state.opts.aging_interval.count();
+}
+
+inline size_t prio_index(priority p) {
+  auto i = static_cast<size_t>(p);
+  return i < 3 ? i : 2;
+}
+
+inline void log_failure(const std::string& what, const caf::error& err,
+                        std::string_view job_id = {},
+                        log::level lv = log::level::error) {
+  log::write(lv, "queue", job_id, what, {{"error", describe(err)}});
+}
+
+/// A jitter draw from the queue's seeded generator.
+inline double draw(self_ptr self) {
+  std::uniform_real_distribution<double> u{0.0, 1.0};
+  return u(self->state.rng);
+}
+
+/// A dead-letter-queue operation on one job (redrive_one, purge_one).
+using dlq_op
+    = void (*)(self_ptr, const std::string&, std::function<void(caf::error)>);
+
+// -- queue_dispatch.cpp
+// --------------------------------------------------------
+double weight_of(const queue_state& st, uint32_t t);
+void note_entry(queue_state& st, const std::string& job_id);
+void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id);
+void push_ready(self_ptr self, std::string job_id, priority prio,
+                const std::string& cls, const std::string& type,
+                uint32_t tenant, uint32_t flow, const shape_ref& shape,
+                int64_t ready_since_ms = 0);
+shape_ref shape_of(queue_state& st, const job_spec& spec);
+void push_ready(self_ptr self, const job_record& rec,
+                int64_t ready_since_ms = 0);
+bool pop_next(const resource_ledger& pools, class_queues& q,
+              const std::vector<std::string>& types, const std::string& node,
+              ready_entry& out, size_t& prio_out, const std::string*& lane_out);
+void back_to_ready(queue_state& st, parked_entry pe,
+                   std::vector<std::string>& classes);
+void wake_parked(self_ptr self, const std::string& key);
+caf::expected<admission_control::ticket>
+admit(self_ptr self, const job_spec& spec, int32_t partition);
+caf::expected<shape_ref> hold_shape(queue_state& st, const job_spec& spec);
+caf::actor start_supervisor(self_ptr self, const std::string& job_id,
+                            const caf::actor& worker,
+                            const std::string& worker_id,
+                            uint32_t adopt_attempt);
+bool may_dispatch(self_ptr self);
+void dispatch(self_ptr self, const std::string& cls);
+void dispatch_class(self_ptr self, const std::string& cls);
+std::string unserved_reason(const queue_state& st, const std::string& cls,
+                            const std::string& type, const shape_ref& shape);
+bool served(const queue_state& st, const std::string& cls,
+            const std::string& type, const shape_ref& shape = nullptr);
+void declare_pools(self_ptr self, const std::string& node,
+                   const std::string& text);
+void worker_ready(self_ptr self, const std::string& cls,
+                  const std::string& worker_id, caf::actor worker,
+                  std::vector<std::string> types);
+
+// -- queue_flow.cpp
+// ------------------------------------------------------------
+void release_slot(self_ptr self, const std::string& key);
+void release_pools(self_ptr self, const std::string& node,
+                   const shape_ref& shape);
+int64_t flow_now(self_ptr self);
+void arm_flow_timer(self_ptr self, int64_t at_ms);
+bool runnable(const queue_state& st, const parked_entry& pe);
+void rearm_flow(self_ptr self);
+void record_flow_changes(self_ptr self);
+void left_gate(self_ptr self, ready_entry& e);
+void wake_gate(self_ptr self, const std::string& gate,
+               std::vector<std::string>& classes);
+void park_at_gate(queue_state& st, const std::string& gate, parked_entry pe);
+void on_flow_timer(self_ptr self);
+void flow_outcome(self_ptr self, const running_entry& entry, bool success,
+                  const std::string& code);
+
+// -- queue_lifecycle.cpp
+// -------------------------------------------------------
+void arm_timer(self_ptr self);
+void push_delayed(self_ptr self, delayed_entry entry);
+void erase_delayed(queue_state& st, std::set<delayed_entry>::iterator i);
+void on_due(self_ptr self);
+delayed_entry delayed_of(self_ptr self, const job_record& rec, int64_t due_ms);
+void enqueue(self_ptr self, const job_record& rec);
+bool remove_waiting(self_ptr self, const std::string& job_id);
+void explain_refusal(self_ptr self, const std::string& job_id,
+                     std::string needs, caf::error err,
+                     std::function<void(caf::error)> done);
+caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev);
+void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
+                        uint32_t failures = 0);
+void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
+               error_info why);
+void reconcile_later(self_ptr self, const std::string& job_id,
+                     uint32_t failures, error_info why);
+void resolve_orphan(self_ptr self, const std::string& job_id,
+                    running_entry entry, const caf::error& reason);
+void recover_job(self_ptr self, job_record& rec);
+void end_recovery(self_ptr self);
+void recover(self_ptr self);
+void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
+           const std::string& job_id, uint32_t attempt,
+           const std::string& worker_id, caf::actor slot);
+
+// -- queue_admin.cpp
+// -----------------------------------------------------------
+caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
+                                std::string reason);
+void redrive_one(self_ptr self, const std::string& job_id,
+                 std::function<void(caf::error)> done);
+void for_all_dead_letters(
+    self_ptr self, caf::typed_response_promise<uint32_t> rp,
+    std::function<void(const std::string&, std::function<void(caf::error)>)>
+        one);
+void purge_one(self_ptr self, const std::string& job_id,
+               std::function<void(caf::error)> done);
+caf::typed_response_promise<ok_atom>
+dlq_one(self_ptr self, const std::string& job_id, dlq_op op);
+caf::typed_response_promise<uint32_t> dlq_all(self_ptr self, dlq_op op);
+std::vector<type_figures> figures_by_type(self_ptr self);
+
+} // namespace drover::queue_detail

@@ -1,0 +1,198 @@
+// The queue's operator requests: cancel, the dead-letter queue, figures
+// per type. See actors/detail/queue_state.hpp.
+
+#include "actors/detail/queue_state.hpp"
+
+namespace drover::queue_detail {
+
+/// Redrives one DLQ job: `redriven`, then back into the ready queue.
+/// Cancels a job: a running one through its job supervisor (cooperative,
+/// then forced), a waiting one at once. `reason` (who asked and why) goes
+/// into the audit log's event.
+caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
+                                std::string reason) {
+  auto& st = self->state;
+  auto r = st.running.find(job_id);
+  if (r != st.running.end()) {
+    self->send(r->second.job_supervisor, cancel_atom::value, std::move(reason));
+    return ok_atom::value;
+  }
+  remove_waiting(self, job_id);
+  // Waiting or not (e.g. between the timer and the ready queue), the
+  // store decides: a finished job refuses `cancelled`.
+  job_event ev;
+  ev.job_id = job_id;
+  ev.kind = event_kind::cancelled;
+  ev.at_ms = now_ms(self);
+  ev.reason = "cancelled before it ran";
+  if (!reason.empty())
+    ev.reason += ": " + reason;
+  return append_and_publish(self, std::move(ev));
+}
+
+void redrive_one(self_ptr self, const std::string& job_id,
+                 std::function<void(caf::error)> done) {
+  auto& st = self->state;
+  self->request(st.deps.store, store_timeout, get_atom::value, job_id)
+      .then(
+          [self, done](job_record& rec) {
+            job_event ev;
+            ev.job_id = rec.job_id;
+            ev.kind = event_kind::redriven;
+            ev.attempt = rec.attempt;
+            ev.at_ms = now_ms(self);
+            ev.reason = "redriven from the dead-letter queue";
+            self->request(self->state.deps.store, store_timeout,
+                          append_atom::value, std::vector<job_event>{ev})
+                .then(
+                    [self, done, rec](ok_atom) {
+                      // The publisher forgets the failed run's final record and
+                      // streams read the `redriven` event.
+                      self->send(self->state.deps.publisher,
+                                 changed_atom::value, rec.job_id);
+                      push_ready(self, rec);
+                      done(caf::none);
+                    },
+                    [self, done, job_id = rec.job_id](caf::error& err) {
+                      explain_refusal(
+                          self, job_id,
+                          "only a job in the dead-letter queue can be "
+                          "retried",
+                          std::move(err), done);
+                    });
+          },
+          [done](caf::error& err) { done(std::move(err)); });
+}
+
+/// Applies `one` to every DLQ job (one page of up to 10,000), counting
+/// successes.
+void for_all_dead_letters(
+    self_ptr self, caf::typed_response_promise<uint32_t> rp,
+    std::function<void(const std::string&, std::function<void(caf::error)>)>
+        one) {
+  job_query q;
+  q.dead_lettered = true;
+  q.limit = 10000;
+  self->request(self->state.deps.store, store_timeout, list_atom::value, q)
+      .then(
+          [rp, one](std::vector<job_record>& jobs) mutable {
+            if (jobs.empty()) {
+              rp.deliver(uint32_t{0});
+              return;
+            }
+            struct tally {
+              size_t pending;
+              uint32_t ok = 0;
+              caf::typed_response_promise<uint32_t> rp;
+            };
+            auto t = std::make_shared<tally>(tally{jobs.size(), 0, rp});
+            for (const auto& rec : jobs)
+              one(rec.job_id, [t](caf::error err) {
+                if (!err)
+                  ++t->ok;
+                if (--t->pending == 0)
+                  t->rp.deliver(t->ok);
+              });
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+}
+
+void purge_one(self_ptr self, const std::string& job_id,
+               std::function<void(caf::error)> done) {
+  job_event ev;
+  ev.job_id = job_id;
+  ev.kind = event_kind::purged;
+  ev.at_ms = now_ms(self);
+  ev.reason = "purged from the dead-letter queue";
+  self->request(self->state.deps.store, store_timeout, append_atom::value,
+                std::vector<job_event>{std::move(ev)})
+      .then([done](ok_atom) { done(caf::none); },
+            [self, done, job_id](caf::error& err) {
+              explain_refusal(self, job_id,
+                              "only a job in the dead-letter queue can be "
+                              "purged",
+                              std::move(err), done);
+            });
+}
+
+/// Runs a dead-letter-queue operation on one job; ok or its error.
+caf::typed_response_promise<ok_atom>
+dlq_one(self_ptr self, const std::string& job_id, dlq_op op) {
+  auto rp = self->make_response_promise<ok_atom>();
+  op(self, job_id, [rp](caf::error err) mutable {
+    if (err)
+      rp.deliver(std::move(err));
+    else
+      rp.deliver(ok_atom::value);
+  });
+  return rp;
+}
+
+/// Runs a dead-letter-queue operation on every job in it; how many worked.
+caf::typed_response_promise<uint32_t> dlq_all(self_ptr self, dlq_op op) {
+  auto rp = self->make_response_promise<uint32_t>();
+  for_all_dead_letters(
+      self, rp,
+      [self, op](const std::string& id, std::function<void(caf::error)> done) {
+        op(self, id, std::move(done));
+      });
+  return rp;
+}
+
+/// The queue's figures per resource class and job type (queue_stats::
+/// by_type): what waits, runs and ran. Walks the jobs held back by a limit
+/// and the running attempts (the ready queues and the timer keep counts):
+/// for an admin view or a scrape, not for each job.
+std::vector<type_figures> figures_by_type(self_ptr self) {
+  auto& st = self->state;
+  auto now = now_ms(self);
+  std::map<std::pair<std::string, std::string>, type_figures> figs;
+  auto fig
+      = [&](const std::string& cls, const std::string& type) -> type_figures& {
+    auto& f = figs[{cls, type}];
+    f.resource_class = cls;
+    f.job_type = type;
+    return f;
+  };
+  auto aged = [&](type_figures& f, int64_t key, size_t prio) {
+    f.oldest_age_ms
+        = std::max(f.oldest_age_ms,
+                   now - (key - static_cast<int64_t>(prio) * aging_ms(self)));
+  };
+  for (const auto& [cls, q] : st.classes)
+    for (const auto& [lane_name, pq] : q.by_type)
+      for (size_t i = 0; i < 3; ++i)
+        if (!pq[i].empty()) {
+          auto& f = fig(cls, type_of_lane(lane_name));
+          f.ready += pq[i].size();
+          aged(f, pq[i].oldest_key(), i);
+        }
+  auto count_parked = [&](const auto& by_key) {
+    for (const auto& kv : by_key)
+      for (const auto& pe : kv.second) {
+        auto& f = fig(pe.resource_class, pe.type);
+        ++f.ready;
+        aged(f, pe.entry.key, pe.prio);
+      }
+  };
+  count_parked(st.parked);
+  count_parked(st.flow_parked);
+  for (const auto& [k, n] : st.delayed_by_type)
+    fig(k.first, k.second).delayed = n;
+  for (const auto& kv : st.running)
+    ++fig(kv.second.resource_class, kv.second.type).running;
+  for (const auto& [k, n] : st.type_counts) {
+    auto& f = fig(k.first, k.second);
+    f.dispatched = n.first;
+    f.completed = n.second;
+  }
+  std::vector<type_figures> out;
+  for (auto& kv : figs) {
+    if (out.size() == 10000)
+      break; // the wire's bound
+    out.push_back(std::move(kv.second));
+  }
+  return out;
+}
+
+} // namespace drover::queue_detail

@@ -1,0 +1,513 @@
+// The queue's dispatch: ready jobs into lanes, lanes to idle workers, the
+// resources of worker nodes. See actors/detail/queue_state.hpp.
+
+#include "actors/detail/queue_state.hpp"
+
+namespace drover::queue_detail {
+
+/// The fair-share weight of tenant `t` (--tenant-weight; default 1).
+double weight_of(const queue_state& st, uint32_t t) {
+  if (st.opts.tenant_weights.empty())
+    return 1.0;
+  auto i = st.opts.tenant_weights.find(st.admission.tenant_name(t));
+  return i == st.opts.tenant_weights.end() ? 1.0 : i->second;
+}
+
+/// `ready_since_ms` defaults to now; recovery passes the original time so
+/// recovered jobs keep their place.
+/// Remembers a job that enters the queue while recovery runs, other than
+/// from a recovered page (see queue_state::entered_early).
+void note_entry(queue_state& st, const std::string& job_id) {
+  if (!st.recovered && !st.queuing_page)
+    st.entered_early.insert(job_id);
+}
+
+/// A waiting entry of `job_id` left the queue (admission counts).
+void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id) {
+  st.admission.left(tenant, partition_of_id(job_id));
+}
+
+void push_ready(self_ptr self, std::string job_id, priority prio,
+                const std::string& cls, const std::string& type,
+                uint32_t tenant, uint32_t flow, const shape_ref& shape,
+                int64_t ready_since_ms) {
+  auto& st = self->state;
+  note_entry(st, job_id);
+  st.admission.entered(tenant, partition_of_id(job_id));
+  auto& q = st.classes[cls];
+  auto i = prio_index(prio);
+  auto since = ready_since_ms > 0 ? ready_since_ms : now_ms(self);
+  // Keys are non-decreasing within a tenant's FIFO except for recovered
+  // jobs, which go where their age puts them.
+  auto& l = q.by_type[lane_key(type, shape)];
+  l.shape = shape;
+  l[i].insert(ready_entry{std::move(job_id),
+                          since + static_cast<int64_t>(i) * aging_ms(self),
+                          tenant, flow},
+              weight_of(st, tenant));
+  dispatch(self, cls);
+}
+
+/// What a job draws from pools: its resources after its slot class
+/// (checked at submit; null = nothing).
+shape_ref shape_of(queue_state& st, const job_spec& spec) {
+  if (spec.resources.size() < 2)
+    return nullptr;
+  auto needs = pool_needs(spec.resources);
+  return needs ? st.resources.shape_of(*needs) : nullptr;
+}
+
+/// `rec`, queued, into the ready queue of its class and type.
+void push_ready(self_ptr self, const job_record& rec, int64_t ready_since_ms) {
+  auto& st = self->state;
+  push_ready(self, rec.job_id, rec.spec.prio, resource_class_of(rec.spec),
+             rec.spec.type, st.admission.tenant(rec.spec.tenant),
+             st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
+             shape_of(st, rec.spec), ready_since_ms);
+}
+
+/// Calls `visit(key, lane)` for the lanes of the job types `types`
+/// (sorted; empty = every type).
+template <class F>
+void for_lanes(class_queues& q, const std::vector<std::string>& types,
+               F&& visit) {
+  if (types.empty()) {
+    for (auto& kv : q.by_type)
+      visit(kv.first, kv.second);
+    return;
+  }
+  for (auto& t : types)
+    for (auto i = q.by_type.lower_bound(t);
+         i != q.by_type.end()
+         && (i->first == t
+             || (i->first.size() > t.size() && i->first[t.size()] == '\0'
+                 && i->first.compare(0, t.size(), t) == 0));
+         ++i)
+      visit(i->first, i->second);
+}
+
+/// Picks, for an idle worker of node `node` running the job types `types`,
+/// the ready entry with the smallest key (see the aging rule) that fits
+/// the node's free pools; `lane_out` names its lane. The oldest entry that
+/// could ever fit the node but does not now reserves what it lacks: no
+/// younger entry drawing from those pools is picked (runtime/resources.hpp).
+bool pop_next(const resource_ledger& pools, class_queues& q,
+              const std::vector<std::string>& types, const std::string& node,
+              ready_entry& out, size_t& prio_out,
+              const std::string*& lane_out) {
+  ready_queue* best_dq = nullptr;
+  const lane* best_lane = nullptr;
+  size_t best = 0;
+  for_lanes(q, types, [&](const std::string& key, lane& l) {
+    for (size_t i = 0; i < 3; ++i) {
+      auto& dq = l[i];
+      if (!dq.empty()
+          && (best_dq == nullptr || dq.front().key < best_dq->front().key)) {
+        best_dq = &dq;
+        best = i;
+        lane_out = &key;
+        best_lane = &l;
+      }
+    }
+  });
+  if (best_dq == nullptr)
+    return false;
+  if (best_lane->shape && !pools.fits_now(node, best_lane->shape)) {
+    // The oldest draws from pools and does not fit now: the candidates (the
+    // heads of every lane), oldest first.
+    struct candidate {
+      int64_t key;
+      ready_queue* dq;
+      size_t prio;
+      const std::string* lane_key;
+      const shape_ref* shape;
+    };
+    std::vector<candidate> heads;
+    for_lanes(q, types, [&](const std::string& key, lane& l) {
+      for (size_t i = 0; i < 3; ++i)
+        if (!l[i].empty())
+          heads.push_back({l[i].front().key, &l[i], i, &key, &l.shape});
+    });
+    std::stable_sort(
+        heads.begin(), heads.end(),
+        [](const candidate& x, const candidate& y) { return x.key < y.key; });
+    std::vector<std::string> reserved;
+    best_dq = nullptr;
+    for (const auto& c : heads) {
+      const auto& shape = *c.shape;
+      bool blocked = false;
+      if (shape)
+        for (const auto& need : shape->needs)
+          blocked = blocked
+                    || std::find(reserved.begin(), reserved.end(), need.first)
+                           != reserved.end();
+      if (!blocked && pools.fits_now(node, shape)) {
+        best_dq = c.dq;
+        best = c.prio;
+        lane_out = c.lane_key;
+        break;
+      }
+      if (shape && pools.fits_ever(node, shape))
+        for (auto& name : pools.short_of(node, shape))
+          reserved.push_back(std::move(name));
+    }
+    if (best_dq == nullptr)
+      return false;
+  }
+  out = best_dq->pop_front();
+  prio_out = best;
+  return true;
+}
+
+/// Puts a parked job back into its ready queue, where its age puts it;
+/// adds its class to `classes` (to dispatch afterwards).
+void back_to_ready(queue_state& st, parked_entry pe,
+                   std::vector<std::string>& classes) {
+  auto weight = weight_of(st, pe.entry.tenant);
+  auto& l = st.classes[pe.resource_class].by_type[lane_key(pe.type, pe.shape)];
+  l.shape = pe.shape;
+  l[pe.prio].insert(std::move(pe.entry), weight);
+  if (std::find(classes.begin(), classes.end(), pe.resource_class)
+      == classes.end())
+    classes.push_back(pe.resource_class);
+}
+
+/// Hands the free slots of `key` to the jobs parked behind it, oldest
+/// first: each goes back to its ready queue where its age puts it, holding
+/// its slot, so that no newer job of the key takes it first.
+void wake_parked(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto p = st.parked.find(key);
+  std::vector<std::string> classes;
+  bool flow_moved = false;
+  while (p != st.parked.end() && !p->second.empty()) {
+    auto& head = p->second.front();
+    if (head.entry.flow != 0) {
+      // Its rate limit or breaker would hold it: it waits there instead,
+      // without the slot, and the next job of the key is considered.
+      if (auto wait = st.flow.gate(head.entry.flow, flow_now(self))) {
+        auto pe = std::move(head);
+        p->second.pop_front();
+        park_at_gate(st, wait->gate, std::move(pe));
+        flow_moved = true;
+        continue;
+      }
+    }
+    if (!st.concurrency.take(key))
+      break;
+    auto pe = std::move(head);
+    p->second.pop_front();
+    pe.entry.holds_slot = true;
+    back_to_ready(st, std::move(pe), classes);
+  }
+  if (p != st.parked.end() && p->second.empty())
+    st.parked.erase(p);
+  if (flow_moved)
+    rearm_flow(self);
+  for (const auto& cls : classes)
+    dispatch(self, cls);
+}
+
+/// Admission of one submission (runtime/admission.hpp). Refusals are
+/// logged at most once per 10 s: an overload must not flood the log.
+caf::expected<admission_control::ticket>
+admit(self_ptr self, const job_spec& spec, int32_t partition) {
+  auto& st = self->state;
+  auto t = st.admission.admit(spec, partition);
+  if (!t) {
+    auto now = now_ms(self);
+    if (now - st.refusal_logged_ms >= 10000) {
+      st.refusal_logged_ms = now;
+      log::warn("queue", "admission: refusing submissions",
+                {{"reason", describe(t.error())},
+                 {"refused_so_far", st.admission.refused()},
+                 {"waiting", st.admission.waiting()},
+                 {"in_flight", st.admission.in_flight()}});
+    }
+  }
+  return t;
+}
+
+/// A job drawing from pools in amounts no held job does, while
+/// max_live_shapes others are held: refused (runtime/resources.hpp).
+/// Otherwise its shape, for the submission to hold until the job is queued
+/// (so that submissions in flight count too); null = it draws nothing.
+caf::expected<shape_ref> hold_shape(queue_state& st, const job_spec& spec) {
+  if (spec.resources.size() < 2)
+    return shape_ref{};
+  auto needs = pool_needs(spec.resources);
+  if (!needs)
+    return shape_ref{};
+  if (!st.resources.admits(*needs))
+    return make_error(errc::rate_limited,
+                      "the queue holds jobs of "
+                          + std::to_string(max_live_shapes)
+                          + " different resource amounts; jobs needing one "
+                            "of those amounts are accepted, others once "
+                            "some have run");
+  return st.resources.shape_of(*needs);
+}
+
+/// Spawns the job supervisor of `job_id` on `worker`; `adopt_attempt` != 0
+/// takes over that running attempt instead of starting one.
+caf::actor start_supervisor(self_ptr self, const std::string& job_id,
+                            const caf::actor& worker,
+                            const std::string& worker_id,
+                            uint32_t adopt_attempt) {
+  auto& st = self->state;
+  job_supervisor_config cfg;
+  cfg.job_id = job_id;
+  cfg.worker = worker;
+  cfg.worker_id = worker_id;
+  cfg.queue = caf::actor{self};
+  cfg.store = st.deps.store;
+  cfg.publisher = st.deps.publisher;
+  cfg.handlers = st.deps.handlers;
+  cfg.progress_persist_interval = st.opts.progress_persist_interval;
+  cfg.clock_ms = st.opts.clock_ms;
+  cfg.seed = st.rng();
+  cfg.adopt_attempt = adopt_attempt;
+  return spawn_job_supervisor(self->system(), std::move(cfg));
+}
+
+/// Whether the coordinator may hand out work now (self-fencing); if not,
+/// a re-check of every class is armed.
+bool may_dispatch(self_ptr self) {
+  auto& st = self->state;
+  if (!st.opts.may_dispatch)
+    return true;
+  if (st.opts.may_dispatch()) {
+    if (st.fenced) {
+      st.fenced = false;
+      log::info("queue", "dispatching again: the partition leases were "
+                         "renewed");
+    }
+    return true;
+  }
+  if (!st.fenced) {
+    st.fenced = true;
+    log::warn("queue", "dispatch held: the partition leases were not renewed "
+                       "in time, another coordinator may take them over");
+  }
+  if (!st.fence_check_armed) {
+    st.fence_check_armed = true;
+    self->delayed_send(self, std::chrono::milliseconds{100}, fence_atom::value);
+  }
+  return false;
+}
+
+void dispatch_class(self_ptr self, const std::string& cls);
+
+/// Hands ready jobs of class `cls` to its idle workers. Not re-entrant: a
+/// call made while a dispatch runs (a slot freed, a gate woken during it)
+/// is done by the outermost call when the current class is through, so a
+/// cascade of wake-ups never deepens the stack.
+void dispatch(self_ptr self, const std::string& cls) {
+  auto& st = self->state;
+  if (st.dispatching) {
+    st.dispatch_pending.insert(cls);
+    return;
+  }
+  st.dispatching = true;
+  dispatch_class(self, cls);
+  while (!st.dispatch_pending.empty()) {
+    auto next = *st.dispatch_pending.begin();
+    st.dispatch_pending.erase(st.dispatch_pending.begin());
+    dispatch_class(self, next);
+  }
+  st.dispatching = false;
+}
+
+void dispatch_class(self_ptr self, const std::string& cls) {
+  auto& st = self->state;
+  if (!may_dispatch(self))
+    return;
+  auto qi = st.classes.find(cls);
+  if (qi == st.classes.end())
+    return;
+  auto& q = qi->second;
+  static const std::vector<std::string> any_type;
+  std::vector<std::string> slots_to_free;
+  bool flow_touched = false;
+  // One pass over the idle workers: each takes the best job of the types
+  // it runs, or stays idle.
+  static const std::string local_node;
+  for (size_t w = 0; w < q.idle_workers.size();) {
+    auto wi = st.workers.find(q.idle_workers[w].address());
+    const auto& types = wi != st.workers.end() ? wi->second.types : any_type;
+    const auto& node = wi != st.workers.end() ? wi->second.node : local_node;
+    ready_entry entry;
+    size_t prio = 0;
+    const std::string* lane_name = nullptr;
+    if (!pop_next(st.resources, q, types, node, entry, prio, lane_name)) {
+      ++w;
+      continue;
+    }
+    auto li = q.by_type.find(*lane_name);
+    auto type = type_of_lane(li->first);
+    auto shape = li->second.shape;
+    if (shape && li->second[0].empty() && li->second[1].empty()
+        && li->second[2].empty())
+      q.by_type.erase(li); // lanes of shapes come and go with their jobs
+    bool duplicate = st.running.count(entry.job_id) > 0;
+    auto key
+        = st.concurrency.key_of(type, st.admission.tenant_name(entry.tenant));
+    bool woken = entry.woken_gate != 0;
+    if (entry.flow != 0) {
+      flow_touched = true;
+      left_gate(self, entry); // whatever happens next, it left the ready queue
+    }
+    if (entry.flow != 0 && !duplicate) {
+      // A rate limit without a token or a breaker that is not closed, or
+      // jobs already waiting at its gate (it goes behind them, unless it was
+      // woken from there): it waits behind that gate, in order, without a
+      // worker, and without a slot of its concurrency key (given to the
+      // next job of the key).
+      auto wait = st.flow.gate(entry.flow, flow_now(self));
+      if (!wait && !woken)
+        for (char kind : {'b', 'r'}) {
+          auto g = st.flow.gate_of(entry.flow, kind);
+          if (!g.empty() && st.flow_parked.count(g) > 0) {
+            wait = flow_wait{g, 0};
+            break;
+          }
+        }
+      if (wait) {
+        if (entry.holds_slot) {
+          entry.holds_slot = false;
+          slots_to_free.push_back(key);
+        }
+        park_at_gate(st, wait->gate,
+                     {std::move(entry), cls, type, prio, shape});
+        continue;
+      }
+    }
+    if (!duplicate && !entry.holds_slot && !key.empty()
+        && (!st.recovered || !st.concurrency.take(key))) {
+      // No free slot for its key, or recovery has not yet counted every
+      // attempt that runs: it waits, in order, without a worker.
+      st.parked[key].push_back({std::move(entry), cls, type, prio, shape});
+      continue;
+    }
+    left_queue(st, entry.tenant, entry.job_id);
+    if (duplicate) {
+      if (entry.holds_slot)
+        slots_to_free.push_back(key); // given back after this pass
+      // A second entry for a job that runs (recovery raced its submit, or
+      // a reconcile raced its timer): its supervisor owns it. A second
+      // supervisor would be refused by the store anyway, but would take
+      // the first one's place in `running`.
+      continue;
+    }
+    auto worker = std::move(q.idle_workers[w]);
+    q.idle_workers.erase(q.idle_workers.begin()
+                         + static_cast<std::ptrdiff_t>(w));
+    auto js = start_supervisor(
+        self, entry.job_id, worker,
+        wi != st.workers.end() ? wi->second.worker_id : "worker", 0);
+    self->monitor(js);
+    st.supervisor_jobs.emplace(js.address(), entry.job_id);
+    uint64_t probe = 0;
+    if (entry.flow != 0)
+      probe = st.flow.take(entry.flow, flow_now(self));
+    auto now = now_ms(self);
+    st.stats.start_latency.observe(
+        now - (entry.key - static_cast<int64_t>(prio) * aging_ms(self)));
+    ++st.type_counts[{cls, type}].first;
+    st.resources.acquire(node, shape);
+    st.running.emplace(entry.job_id,
+                       running_entry{js, worker, cls, now, key, entry.flow,
+                                     probe, type, shape, node});
+    ++st.stats.dispatched[prio];
+  }
+  for (const auto& key : slots_to_free)
+    release_slot(self, key);
+  if (flow_touched) {
+    // Jobs parked behind a gate look again when it may open.
+    rearm_flow(self);
+    record_flow_changes(self);
+  }
+}
+
+/// Why no connected worker could ever run a job of class `cls`, type
+/// `type` drawing `shape` from pools ("" = one could).
+std::string unserved_reason(const queue_state& st, const std::string& cls,
+                            const std::string& type, const shape_ref& shape) {
+  std::map<std::string, std::string> short_nodes;
+  for (const auto& [addr, w] : st.workers)
+    if (w.resource_class == cls
+        && (w.types.empty()
+            || std::binary_search(w.types.begin(), w.types.end(), type))) {
+      auto why = st.resources.never_reason(w.node, shape);
+      if (why.empty())
+        return {};
+      short_nodes.emplace(w.node.empty() ? "this node" : "node " + w.node, why);
+    }
+  std::string out = "no connected worker runs resource class '" + cls
+                    + "' with job type '" + type + "'";
+  if (short_nodes.empty())
+    return out;
+  out += " and has " + shape->key + " (";
+  size_t n = 0;
+  for (const auto& [node, why] : short_nodes) {
+    if (n == 3) {
+      out += ", ...";
+      break;
+    }
+    out += (n++ ? ", " : "") + node + " lacks " + why;
+  }
+  return out + ")";
+}
+
+bool served(const queue_state& st, const std::string& cls,
+            const std::string& type, const shape_ref& shape) {
+  return unserved_reason(st, cls, type, shape).empty();
+}
+
+/// A worker node's pools as it declares them with each offer ("" for the
+/// coordinator's own workers, declared at start): re-read when they change.
+void declare_pools(self_ptr self, const std::string& node,
+                   const std::string& text) {
+  auto& st = self->state;
+  auto known = st.declared_pools.find(node);
+  if (known != st.declared_pools.end() && known->second == text)
+    return;
+  auto pools = parse_amounts(text, "resources", errc::invalid_request);
+  if (!pools) {
+    log::warn("queue", "a worker node declared malformed resources",
+              {{"node", node}, {"error", describe(pools.error())}});
+    return;
+  }
+  st.declared_pools[node] = text;
+  st.resources.declare(node, std::move(*pools));
+}
+
+/// A worker (local, or a remote node's slot) is idle; `types` sorted, empty
+/// = it runs every type.
+void worker_ready(self_ptr self, const std::string& cls,
+                  const std::string& worker_id, caf::actor worker,
+                  std::vector<std::string> types) {
+  auto& st = self->state;
+  auto w = st.workers.find(worker.address());
+  if (w == st.workers.end()) {
+    if (cls.empty())
+      return; // a stranger without a class: nothing to do with it
+    self->monitor(worker);
+    w = st.workers
+            .emplace(worker.address(),
+                     queue_state::worker_info{cls, worker_id, std::move(types),
+                                              node_of(worker_id)})
+            .first;
+  }
+  auto cls_name = w->second.resource_class;
+  auto& idle = st.classes[cls_name].idle_workers;
+  for (const auto& x : idle)
+    if (x == worker)
+      return; // announced twice: one slot is one credit
+  idle.push_back(std::move(worker));
+  dispatch(self, cls_name);
+  if (!st.flow_parked.empty())
+    rearm_flow(self); // jobs at a gate may have a worker now
+}
+
+} // namespace drover::queue_detail

@@ -1,0 +1,207 @@
+// The queue's gates: concurrency keys, rate limits and circuit breakers, and
+// the pools attempts give back. See actors/detail/queue_state.hpp.
+
+#include "actors/detail/queue_state.hpp"
+
+namespace drover::queue_detail {
+
+/// A slot of `key` is free: an attempt ended (its outcome committed, or it
+/// was given up as lost), or a woken job left the queue without running.
+void release_slot(self_ptr self, const std::string& key) {
+  if (key.empty())
+    return;
+  self->state.concurrency.release(key);
+  wake_parked(self, key);
+}
+
+/// An attempt that drew `shape` from the pools of `node` ended (its outcome
+/// recorded, or given up): what waited for them may fit now, on any class
+/// of that node.
+void release_pools(self_ptr self, const std::string& node,
+                   const shape_ref& shape) {
+  if (!shape)
+    return;
+  auto& st = self->state;
+  st.resources.release(node, shape);
+  std::vector<std::string> classes;
+  for (const auto& [cls, q] : st.classes)
+    if (!q.idle_workers.empty())
+      classes.push_back(cls);
+  for (const auto& cls : classes)
+    dispatch(self, cls);
+  if (!st.flow_parked.empty())
+    rearm_flow(self);
+}
+
+/// The flow-control clock: monotonic ms, so that a step of the wall clock
+/// neither stops rate-limited dispatch nor cuts a cooldown short.
+int64_t flow_now(self_ptr self) {
+  if (self->state.opts.flow_clock_ms)
+    return self->state.opts.flow_clock_ms();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Arms the flow timer for `at_ms` (flow_now's clock) unless an earlier
+/// wake-up is armed (0 = nothing to arm).
+void arm_flow_timer(self_ptr self, int64_t at_ms) {
+  auto& st = self->state;
+  if (at_ms == 0 || (st.flow_armed_ms != 0 && st.flow_armed_ms <= at_ms))
+    return;
+  st.flow_armed_ms = at_ms;
+  auto delay = std::max<int64_t>(0, at_ms - flow_now(self));
+  self->delayed_send(self, std::chrono::milliseconds{delay},
+                     flow_timer_atom::value, ++st.flow_generation);
+}
+
+/// Arms the flow timer for the first gate with parked jobs that may open:
+/// called after anything that changes what a gate lets through (a token
+/// taken, an outcome, a woken job taken or gone), so no parked job waits
+/// for an event that will not come.
+/// Jobs parked at a gate that a worker could take now (their class has an
+/// idle worker), looked for among the first 1,000: only those are woken.
+bool runnable(const queue_state& st, const parked_entry& pe) {
+  auto c = st.classes.find(pe.resource_class);
+  if (c == st.classes.end())
+    return false;
+  if (!pe.shape)
+    return !c->second.idle_workers.empty();
+  // ...and one of them on a node with the pools it needs free.
+  for (const auto& w : c->second.idle_workers) {
+    auto i = st.workers.find(w.address());
+    if (i != st.workers.end()
+        && st.resources.fits_now(i->second.node, pe.shape))
+      return true;
+  }
+  return false;
+}
+
+void rearm_flow(self_ptr self) {
+  auto& st = self->state;
+  auto now = flow_now(self);
+  for (const auto& kv : st.flow_parked) {
+    auto at = st.flow.next_check_ms(kv.first, now);
+    if (at == now) {
+      // Open now: worth a look only if one of its jobs has a worker (a
+      // worker becoming idle looks again: worker_ready).
+      size_t scanned = 0;
+      bool any = false;
+      for (const auto& pe : kv.second) {
+        if (runnable(st, pe) || ++scanned >= 1000) {
+          any = true;
+          break;
+        }
+      }
+      if (!any)
+        continue;
+    }
+    arm_flow_timer(self, at);
+  }
+}
+
+/// Sends the limiters' and breakers' state changes to the control log
+/// (the store's drover.control_log), and logs them.
+void record_flow_changes(self_ptr self) {
+  auto& st = self->state;
+  if (!st.flow.has_changes())
+    return;
+  for (auto& c : st.flow.drain_changes()) {
+    // The log's time is the wall clock's.
+    c.at_ms = c.wall_ms != 0 ? c.wall_ms : now_ms(self);
+    log::info("queue",
+              "flow control: " + c.kind + " '" + c.key + "' " + c.state,
+              {{"detail", c.detail}});
+    self->request(st.deps.store, store_timeout, control_atom::value, c.at_ms,
+                  c.kind, c.key, c.state, c.detail)
+        .then([](ok_atom) {},
+              [](caf::error& err) {
+                // The state itself is the queue's; the entry is lost (a
+                // deposed coordinator's refused write, PostgreSQL down).
+                log_failure("recording a flow-control change", err, {},
+                            log::level::warn);
+              });
+  }
+}
+
+/// A job woken from a gate left the ready queue (taken, parked again,
+/// removed): the gate may let another through.
+void left_gate(self_ptr self, ready_entry& e) {
+  if (e.woken_gate == 0)
+    return;
+  self->state.flow.unwoke(self->state.flow.gate_of(e.flow, e.woken_gate));
+  e.woken_gate = 0;
+}
+
+/// Moves the jobs that may pass `gate` now back to their ready queues, where
+/// their age puts them: as many as the rate limit has tokens, a half-open
+/// breaker probes, a closed one all (less those woken and not yet taken).
+/// They take what they need when a worker takes them.
+void wake_gate(self_ptr self, const std::string& gate,
+               std::vector<std::string>& classes) {
+  auto& st = self->state;
+  auto p = st.flow_parked.find(gate);
+  if (p == st.flow_parked.end())
+    return;
+  auto n = std::min(st.flow.wakeable(gate, flow_now(self)), p->second.size());
+  // The oldest jobs a worker can take now: a job of a class with no idle
+  // worker would hold the token (or the probe) while every other class
+  // waits.
+  size_t woken = 0;
+  auto& dq = p->second;
+  for (auto i = dq.begin();
+       i != dq.end() && woken < n && i - dq.begin() < 1000;) {
+    if (!runnable(st, *i)) {
+      ++i;
+      continue;
+    }
+    auto pe = std::move(*i);
+    i = dq.erase(i);
+    pe.entry.woken_gate = gate[0];
+    back_to_ready(st, std::move(pe), classes);
+    ++woken;
+  }
+  st.flow.woke(gate, woken);
+  if (p->second.empty())
+    st.flow_parked.erase(p);
+}
+
+/// Parks `pe` behind `gate`, where its age puts it (a job woken and parked
+/// again keeps its place).
+void park_at_gate(queue_state& st, const std::string& gate, parked_entry pe) {
+  auto& dq = st.flow_parked[gate];
+  auto at = std::upper_bound(dq.begin(), dq.end(), pe,
+                             [](const parked_entry& x, const parked_entry& y) {
+                               return x.entry.key < y.entry.key;
+                             });
+  dq.insert(at, std::move(pe));
+}
+
+/// The flow timer fired: every gate that may open now.
+void on_flow_timer(self_ptr self) {
+  auto& st = self->state;
+  st.flow_armed_ms = 0;
+  std::vector<std::string> gates;
+  for (const auto& kv : st.flow_parked)
+    gates.push_back(kv.first);
+  std::vector<std::string> classes;
+  for (const auto& g : gates)
+    wake_gate(self, g, classes);
+  for (const auto& cls : classes)
+    dispatch(self, cls);
+  rearm_flow(self);
+  record_flow_changes(self);
+}
+
+/// An attempt of a job with flow keys ended: its breaker learns how.
+void flow_outcome(self_ptr self, const running_entry& entry, bool success,
+                  const std::string& code) {
+  auto& st = self->state;
+  if (entry.flow == 0)
+    return;
+  st.flow.outcome(entry.flow, entry.probe, success, code, flow_now(self));
+  rearm_flow(self);
+  record_flow_changes(self);
+}
+
+} // namespace drover::queue_detail
