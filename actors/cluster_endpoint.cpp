@@ -12,6 +12,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include <algorithm>
 #include <map>
 
 namespace drover {
@@ -135,6 +136,26 @@ caf::error check_registration(const register_worker& reg) {
     for (auto& [pool, amount] : *pools)
       if (pool == cap.resource_class)
         return bad("resources: '" + pool + "' is also a slot class");
+  if (reg.elastic.size() > reg.capacity.size())
+    return bad("elastic: more classes than slots");
+  for (auto& e : reg.elastic) {
+    auto cap = std::find_if(reg.capacity.begin(), reg.capacity.end(),
+                            [&](const resource_capacity& c) {
+                              return c.resource_class == e.resource_class;
+                            });
+    if (cap == reg.capacity.end() || e.slots < 1 || e.slots > cap->slots)
+      return bad("elastic: each class must have slots, from 1 to its "
+                 "capacity");
+    if (std::count_if(reg.elastic.begin(), reg.elastic.end(),
+                      [&](const resource_capacity& o) {
+                        return o.resource_class == e.resource_class;
+                      })
+        > 1)
+      return bad("elastic: a class is named twice");
+  }
+  if (!reg.elastic.empty()
+      && (reg.elastic_idle_ms < 100 || reg.elastic_idle_ms > 3600000))
+    return bad("elastic idle time must be within [100, 3600000] ms");
   return caf::none;
 }
 

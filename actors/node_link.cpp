@@ -219,7 +219,9 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
   }
   if (reg.capacity != st.cfg.registration.capacity
       || reg.prefetch != st.cfg.registration.prefetch
-      || reg.resources != st.cfg.registration.resources)
+      || reg.resources != st.cfg.registration.resources
+      || reg.elastic != st.cfg.registration.elastic
+      || reg.elastic_idle_ms != st.cfg.registration.elastic_idle_ms)
     return make_error(errc::conflict, "the node's slots or resources changed");
   if (st.cfg.agent && st.cfg.agent != agent)
     self->demonitor(st.cfg.agent.address());
@@ -443,6 +445,7 @@ void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
   a.expiry_ms = now_ms(self) + a.ttl_ms;
   a.leased_ms = now_ms(self);
   a.measured = slot_free_on_node(self, slot.resource_class);
+  elastic_taken(self, index);
   self->monitor(js);
   st.attempts[l.job_id] = a;
   l.lease_expiry_ms = a.expiry_ms;
@@ -471,8 +474,13 @@ node_link_local::behavior_type link_impl(link_actor self,
       s.worker_id
           = st.cfg.node_id + "/" + cap.resource_class + "-" + std::to_string(i);
       s.buffer = i >= cap.slots;
+      s.ordinal = i;
       st.slots.push_back(std::move(s));
     }
+  for (auto& e : st.cfg.registration.elastic)
+    for (auto& cap : st.cfg.registration.capacity)
+      if (cap.resource_class == e.resource_class)
+        st.elastic[e.resource_class] = {e.slots, e.slots, cap.slots};
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source == st.cfg.agent.address()) {
@@ -579,6 +587,7 @@ node_link_local::behavior_type link_impl(link_actor self,
           return;
         follow_queue(self);
         check_leases(self);
+        elastic_review(self);
         self->delayed_send(self, std::chrono::milliseconds{tick_ms(self)},
                            tick_atom::value);
       },

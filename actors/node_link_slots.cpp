@@ -32,6 +32,16 @@ bool short_jobs(link_actor self, const std::string& cls) {
   return self->state.short_classes.count(cls) > 0;
 }
 
+/// False for a real slot of an elastic class beyond what it offers now.
+bool elastic_active(link_actor self, const slot_info& slot) {
+  auto e = self->state.elastic.find(slot.resource_class);
+  return slot.buffer || e == self->state.elastic.end()
+         || slot.ordinal < e->second.active;
+}
+
+/// A lease within this long of the offer found jobs waiting for the slot.
+constexpr int64_t elastic_backlog_ms = 20;
+
 /// Closes a class's buffer credits.
 void turn_long(link_actor self, const std::string& cls) {
   if (self->state.short_classes.erase(cls) > 0)
@@ -45,13 +55,14 @@ void offer(link_actor self, uint32_t index) {
   auto& st = self->state;
   auto& slot = st.slots[index];
   if (!slot.job_id.empty() || !st.connected || st.draining || st.suspect
-      || slot.announced)
+      || slot.announced || !elastic_active(self, slot))
     return;
   if (slot.buffer
       && (!class_full(self, slot.resource_class)
           || !short_jobs(self, slot.resource_class)))
     return;
   slot.announced = true;
+  slot.announced_ms = now_ms(self);
   if (!slot.actor) {
     slot.actor = self->spawn(slot_impl, node_link_local{self}, index);
   }
@@ -276,6 +287,80 @@ void check_leases(link_actor self) {
     if (st.attempts.empty() && now - st.disconnected_ms >= ttl) {
       log::info("node_link", "worker node gone", {{"node", st.cfg.node_id}});
       self->quit();
+    }
+  }
+}
+
+void elastic_taken(link_actor self, uint32_t index) {
+  auto& st = self->state;
+  auto& slot = st.slots[index];
+  auto e = st.elastic.find(slot.resource_class);
+  if (e == st.elastic.end() || slot.buffer
+      || now_ms(self) - slot.announced_ms > elastic_backlog_ms
+      || e->second.active >= e->second.max)
+    return;
+  for (auto& s : st.slots)
+    if (!s.buffer && s.resource_class == slot.resource_class && s.job_id.empty()
+        && elastic_active(self, s))
+      return; // an offered slot of the class is still free
+  auto next = e->second.active++;
+  ++st.elastic_grown;
+  log::info("node_link", "elastic: a slot more, jobs wait for this class",
+            {{"node", st.cfg.node_id},
+             {"class", slot.resource_class},
+             {"slots", e->second.active}});
+  for (uint32_t i = 0; i < st.slots.size(); ++i)
+    if (!st.slots[i].buffer && st.slots[i].resource_class == slot.resource_class
+        && st.slots[i].ordinal == next)
+      offer(self, i);
+}
+
+void elastic_review(link_actor self) {
+  auto& st = self->state;
+  auto now = now_ms(self);
+  auto idle = static_cast<int64_t>(st.cfg.registration.elastic_idle_ms);
+  for (auto& [cls, e] : st.elastic) {
+    if (e.active <= e.min)
+      continue;
+    for (uint32_t i = 0; i < st.slots.size(); ++i) {
+      auto& slot = st.slots[i];
+      if (slot.buffer || slot.resource_class != cls
+          || slot.ordinal + 1 != e.active)
+        continue;
+      // The highest offered slot: withdrawn once unused for the idle time.
+      // The queue may have handed it a job already (then it stays).
+      if (!slot.job_id.empty() || !slot.announced || slot.withdrawing
+          || now - slot.announced_ms < idle)
+        break;
+      slot.withdrawing = true;
+      auto actor = slot.actor;
+      self->request(st.cfg.handles->queue(), caf::infinite,
+                    withdraw_atom::value, actor)
+          .then(
+              [self, i, actor, cls = cls](bool was_idle) {
+                auto& st = self->state;
+                auto& s = st.slots[i];
+                if (s.actor != actor)
+                  return;
+                s.withdrawing = false;
+                auto e = st.elastic.find(cls);
+                if (!was_idle || !s.job_id.empty() || e == st.elastic.end()
+                    || e->second.active != s.ordinal + 1)
+                  return;
+                s.announced = false;
+                --e->second.active;
+                ++st.elastic_shrunk;
+                log::info("node_link", "elastic: a slot less, unused",
+                          {{"node", st.cfg.node_id},
+                           {"class", cls},
+                           {"slots", e->second.active}});
+              },
+              [self, i, actor](caf::error&) {
+                auto& s = self->state.slots[i];
+                if (s.actor == actor)
+                  s.withdrawing = false;
+              });
+      break;
     }
   }
 }

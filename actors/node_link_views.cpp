@@ -44,6 +44,14 @@ std::string node_json(link_actor self) {
   for (size_t i = 0; i < reg.resources.size(); ++i)
     out += (i ? "," : "") + json_quote(reg.resources[i].name) + ":"
            + std::to_string(reg.resources[i].amount);
+  out += "},\"elastic\":{";
+  bool first = true;
+  for (const auto& [cls, e] : st.elastic) {
+    out += (first ? "" : ",") + json_quote(cls) + ":{\"slots\":"
+           + std::to_string(e.active) + ",\"min\":" + std::to_string(e.min)
+           + ",\"max\":" + std::to_string(e.max) + "}";
+    first = false;
+  }
   out += "},\"job_types\":[";
   for (size_t i = 0; i < reg.job_types.size(); ++i)
     out += (i ? "," : "") + json_quote(reg.job_types[i]);
@@ -59,7 +67,9 @@ std::string node_json(link_actor self) {
          + ",\"reports\":" + std::to_string(st.reports)
          + ",\"heartbeats\":" + std::to_string(st.heartbeats)
          + ",\"leases_expired\":" + std::to_string(st.expired)
-         + ",\"reports_rejected\":" + std::to_string(st.rejected) + "}}";
+         + ",\"reports_rejected\":" + std::to_string(st.rejected)
+         + ",\"elastic_grown\":" + std::to_string(st.elastic_grown)
+         + ",\"elastic_shrunk\":" + std::to_string(st.elastic_shrunk) + "}}";
   return out;
 }
 

@@ -89,6 +89,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       self->quit(dm.reason);
       return;
     }
+    let_go_pools(self, dm.source); // a worker that died holds nothing
     auto w = st.workers.find(dm.source);
     if (w != st.workers.end()) {
       auto& idle = st.classes[w->second.resource_class].idle_workers;
@@ -115,7 +116,6 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
     // Its supervisor is gone: the attempt is settled (resolve_orphan) or
     // left to the next start; the slot is free, a probe it was is not.
     release_slot(self, entry.concurrency_key);
-    release_pools(self, entry.node, entry.shape);
     flow_outcome(self, entry, false, "supervisor_lost");
     if (dm.reason == caf::exit_reason::user_shutdown)
       return; // the node stops in order: the next start settles or adopts it
@@ -423,7 +423,6 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         if (status == job_status::completed)
           ++st.type_counts[{entry.resource_class, entry.type}].second;
         release_slot(self, entry.concurrency_key);
-        release_pools(self, entry.node, entry.shape);
         // An outcome the supervisor could not record says nothing about
         // the downstream: not counted.
         bool recorded = status == job_status::completed

@@ -329,20 +329,48 @@ void dispatch_class(self_ptr self, const std::string& cls) {
   static const std::vector<std::string> any_type;
   std::vector<std::string> slots_to_free;
   bool flow_touched = false;
-  // One pass over the idle workers: each takes the best job of the types
-  // it runs, or stays idle.
+  // Passes over the idle workers: each takes the best job of the types it
+  // runs, or stays idle. Workers of one node running the same types that
+  // found nothing are not asked twice in a pass (with many lanes of
+  // resource amounts, each ask sorts them). Another pass follows while one
+  // took jobs and another was left idle with lanes of amounts about: a job
+  // that left the lanes may have held a reservation.
   static const std::string local_node;
-  for (size_t w = 0; w < q.idle_workers.size();) {
+  std::vector<std::pair<const std::string*, const std::vector<std::string>*>>
+      found_nothing;
+  bool progressed = false;
+  bool skipped = false;
+  for (size_t w = 0;;) {
+    if (w >= q.idle_workers.size()) {
+      bool shaped
+          = std::any_of(q.by_type.begin(), q.by_type.end(), [](const auto& kv) {
+              return kv.second.shape != nullptr;
+            });
+      if (!(progressed && skipped && shaped))
+        break;
+      w = 0;
+      progressed = skipped = false;
+      found_nothing.clear();
+      continue;
+    }
     auto wi = st.workers.find(q.idle_workers[w].address());
     const auto& types = wi != st.workers.end() ? wi->second.types : any_type;
     const auto& node = wi != st.workers.end() ? wi->second.node : local_node;
     ready_entry entry;
     size_t prio = 0;
     const std::string* lane_name = nullptr;
-    if (!pop_next(st.resources, q, types, node, entry, prio, lane_name)) {
+    bool known = std::any_of(
+        found_nothing.begin(), found_nothing.end(),
+        [&](const auto& f) { return *f.first == node && *f.second == types; });
+    if (known
+        || !pop_next(st.resources, q, types, node, entry, prio, lane_name)) {
+      if (!known)
+        found_nothing.emplace_back(&node, &types);
+      skipped = true;
       ++w;
       continue;
     }
+    progressed = true;
     auto li = q.by_type.find(*lane_name);
     auto type = type_of_lane(li->first);
     auto shape = li->second.shape;
@@ -414,10 +442,9 @@ void dispatch_class(self_ptr self, const std::string& cls) {
     st.stats.start_latency.observe(
         now - (entry.key - static_cast<int64_t>(prio) * aging_ms(self)));
     ++st.type_counts[{cls, type}].first;
-    st.resources.acquire(node, shape);
-    st.running.emplace(entry.job_id,
-                       running_entry{js, worker, cls, now, key, entry.flow,
-                                     probe, type, shape, node});
+    hold_pools(self, worker, node, shape);
+    st.running.emplace(entry.job_id, running_entry{js, worker, cls, now, key,
+                                                   entry.flow, probe, type});
     ++st.stats.dispatched[prio];
   }
   for (const auto& key : slots_to_free)
@@ -488,6 +515,8 @@ void worker_ready(self_ptr self, const std::string& cls,
                   const std::string& worker_id, caf::actor worker,
                   std::vector<std::string> types) {
   auto& st = self->state;
+  // A worker that offers itself holds nothing of its node's pools any more.
+  let_go_pools(self, worker.address());
   auto w = st.workers.find(worker.address());
   if (w == st.workers.end()) {
     if (cls.empty())

@@ -14,9 +14,37 @@ void release_slot(self_ptr self, const std::string& key) {
   wake_parked(self, key);
 }
 
-/// An attempt that drew `shape` from the pools of `node` ended (its outcome
-/// recorded, or given up): what waited for them may fit now, on any class
-/// of that node.
+/// `worker` (of `node`) was leased an attempt drawing `shape`: it holds the
+/// amounts until it lets go (let_go_pools). `acquired`: the books count them
+/// already (an attempt recovered for adoption).
+void hold_pools(self_ptr self, const caf::actor& worker, std::string node,
+                shape_ref shape, bool acquired) {
+  if (!shape)
+    return;
+  auto& st = self->state;
+  let_go_pools(self, worker.address()); // never two holds of one worker
+  if (!acquired)
+    st.resources.acquire(node, shape);
+  if (st.workers.count(worker.address()) == 0)
+    self->monitor(worker); // its death lets go
+  st.pool_holds[worker.address()] = {std::move(node), std::move(shape)};
+}
+
+/// `worker` let go of its attempt (it offers itself again, or it died): the
+/// amounts it held go back.
+void let_go_pools(self_ptr self, const caf::actor_addr& worker) {
+  auto& st = self->state;
+  auto h = st.pool_holds.find(worker);
+  if (h == st.pool_holds.end())
+    return;
+  auto hold = std::move(h->second);
+  st.pool_holds.erase(h);
+  release_pools(self, hold.node, hold.shape);
+}
+
+/// Amounts of `shape` on `node` came back (a worker let go of its attempt,
+/// or an attempt waiting for adoption was given up): what waited for them
+/// may fit now, on any class of that node.
 void release_pools(self_ptr self, const std::string& node,
                    const shape_ref& shape) {
   if (!shape)

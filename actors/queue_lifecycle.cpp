@@ -127,12 +127,16 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
             rearm_flow(self);
           }
           auto type = type_of_lane(tq.first);
-          if (tq.second.shape && tq.second[0].empty() && tq.second[1].empty()
+          auto cls = kv.first;
+          bool shaped = tq.second.shape != nullptr;
+          if (shaped && tq.second[0].empty() && tq.second[1].empty()
               && tq.second[2].empty())
             kv.second.by_type.erase(tq.first);
           if (e.holds_slot) // woken, never ran: the next job of its key
             release_slot(self, st.concurrency.key_of(
                                    type, st.admission.tenant_name(e.tenant)));
+          if (shaped) // it may have reserved what another job needs
+            dispatch(self, cls);
           return true;
         }
       }
@@ -344,6 +348,7 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
             auto& st = self->state;
             if (rec.status == job_status::queued) {
               // It never started: the job waits again, the worker is free.
+              let_go_pools(self, entry.worker.address());
               st.classes[entry.resource_class].idle_workers.push_back(
                   entry.worker);
               push_ready(self, rec);
@@ -491,8 +496,9 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
                   js, slot, resource_class_of(rec.spec), now_ms(self),
                   st.concurrency.key_of(rec.spec.type, rec.spec.tenant),
                   st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
-                  0, rec.spec.type, shape_of(st, rec.spec),
-                  node_of(rec.worker_id)}); // held since recovery
+                  0, rec.spec.type});
+  // Its amounts, counted since recovery, are the slot's until it lets go.
+  hold_pools(self, slot, node_of(rec.worker_id), shape_of(st, rec.spec), true);
   rp.deliver(js);
 }
 

@@ -240,6 +240,10 @@ register_worker registration(agent_actor self) {
   reg.prefetch = st.cfg.prefetch;
   for (const auto& [pool, amount] : st.cfg.resources)
     reg.resources.push_back(resource_request{pool, amount});
+  for (const auto& [cls, n] : st.cfg.elastic_slots)
+    reg.elastic.push_back(resource_capacity{cls, n});
+  if (!reg.elastic.empty())
+    reg.elastic_idle_ms = static_cast<uint32_t>(st.cfg.elastic_idle.count());
   reg.draining = st.draining;
   for (auto& [job_id, r] : st.running)
     if (!r.superseded)

@@ -80,6 +80,9 @@ struct worker_agent_config {
   uint32_t prefetch = 0;
   /// Resource pools its attempts draw from (runtime/resources.hpp).
   std::map<std::string, uint32_t> resources;
+  /// Elastic mode (node_config::elastic_slots, elastic_idle).
+  std::map<std::string, uint32_t> elastic_slots;
+  std::chrono::milliseconds elastic_idle{30000};
   uint32_t protocol_min = cluster_protocol_min;
   uint32_t protocol_max = cluster_protocol_max;
   std::chrono::milliseconds drain_timeout{30000};

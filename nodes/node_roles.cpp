@@ -64,6 +64,8 @@ child_spec worker_node_child(const node_config& cfg,
   ac.tls = !cfg.tls_certificate.empty();
   ac.slots = cfg.slots;
   ac.resources = cfg.resources;
+  ac.elastic_slots = cfg.elastic_slots;
+  ac.elastic_idle = cfg.elastic_idle;
   ac.job_types = cfg.job_types.empty() ? handlers->types() : cfg.job_types;
   ac.drain_timeout = cfg.drain_timeout;
   ac.prefetch = cfg.worker_prefetch;

@@ -225,6 +225,11 @@ struct node_config {
   /// buffered lease's job waits for this node's slot: keep it small for
   /// long jobs; 0 = none).
   uint32_t worker_prefetch = 16;
+  /// Worker nodes, elastic mode: classes whose slots start at this many
+  /// and grow to --slots under a backlog, shrinking after elastic_idle
+  /// without work (actors/node_link_slots.cpp). Empty = off.
+  std::map<std::string, uint32_t> elastic_slots;
+  std::chrono::milliseconds elastic_idle{30000};
 };
 
 /// The node's roles as a set of three flags ("all" sets every one).

@@ -125,6 +125,17 @@ caf::error validate_cluster(const node_config& cfg) {
   if (!cfg.remote_job_types.empty() && (!r.coordinator || cfg.cluster_port < 0))
     return bad("--remote-job-types is for coordinators with a --cluster-port "
                "(only worker nodes run those types)");
+  for (const auto& [cls, n] : cfg.elastic_slots) {
+    auto s = cfg.slots.find(cls);
+    if (s == cfg.slots.end())
+      return bad("elastic-slots: '" + cls + "' is not a slot class (--slots)");
+    if (n > s->second)
+      return bad("elastic-slots: " + cls + "=" + std::to_string(n)
+                 + " is more than its " + std::to_string(s->second) + " slots");
+  }
+  if (!cfg.elastic_slots.empty() && r.coordinator)
+    return bad("--elastic-slots is for worker nodes that join a coordinator "
+               "(its link decides how many slots are offered)");
   for (const auto& [pool, amount] : cfg.resources)
     if (cfg.slots.count(pool) > 0)
       return bad("resources: '" + pool
@@ -141,6 +152,9 @@ caf::error validate_cluster(const node_config& cfg) {
       return bad("--drain-timeout-ms is for worker nodes");
     if (!cfg.resources.empty())
       return bad("--resources is for worker nodes");
+    if (!cfg.elastic_slots.empty() || cfg.elastic_idle != defaults.elastic_idle)
+      return bad("--elastic-slots and --elastic-idle-ms are for worker "
+                 "nodes");
     // Where programs run: only a node with the worker role runs them.
     if (!cfg.exec_cgroups.empty() || cfg.exec_memory_mb != 0
         || cfg.exec_user_id != 0)
@@ -222,9 +236,17 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
       "worker nodes: resource pools attempts draw from, e.g. "
       "memory_gb=64,scratch_gb=500 (a job's resources after its slot "
       "class; names apart from --slots)")(
-      "job-types", po::value(&raw.job_types)->composing(),
-      "worker nodes: job types offered (repeatable or "
-      "comma-separated; default: every type the program has)")(
+      "elastic-slots",
+      po::value(&raw.elastic_slots)->default_value(raw.elastic_slots),
+      "worker nodes: elastic mode, e.g. cpu=1: the class starts at this "
+      "many slots, grows to its --slots while jobs wait for it, and shrinks "
+      "back after --elastic-idle-ms without work")(
+      "elastic-idle-ms",
+      po::value(&raw.elastic_idle_ms)->default_value(raw.elastic_idle_ms),
+      "worker nodes: how long an elastic slot stays unused before it "
+      "goes")("job-types", po::value(&raw.job_types)->composing(),
+              "worker nodes: job types offered (repeatable or "
+              "comma-separated; default: every type the program has)")(
       "remote-job-types", po::value(&raw.remote_job_types)->composing(),
       "coordinators: job types only worker nodes run (their own worker "
       "programs); accepted at submit with default options (repeatable or "
@@ -324,6 +346,15 @@ caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
     return std::move(pools.error());
   cfg.resources.clear();
   cfg.resources.insert(pools->begin(), pools->end());
+  auto elastic
+      = parse_amounts(raw.elastic_slots, "elastic-slots", errc::bad_config);
+  if (!elastic)
+    return std::move(elastic.error());
+  cfg.elastic_slots.clear();
+  cfg.elastic_slots.insert(elastic->begin(), elastic->end());
+  if (raw.elastic_idle_ms < 100 || raw.elastic_idle_ms > 3600000)
+    return bad("elastic-idle-ms must be within [100, 3600000]");
+  cfg.elastic_idle = std::chrono::milliseconds{raw.elastic_idle_ms};
   return caf::none;
 }
 

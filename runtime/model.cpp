@@ -215,7 +215,8 @@ auto fields(const resource_capacity& x) {
 auto fields(const register_worker& x) {
   return std::tie(x.node_id, x.worker_id, x.capacity, x.job_types, x.role,
                   x.proof, x.running, x.protocol_min, x.protocol_max,
-                  x.prefetch, x.draining, x.resources);
+                  x.prefetch, x.draining, x.resources, x.elastic,
+                  x.elastic_idle_ms);
 }
 
 auto fields(const lease& x) {

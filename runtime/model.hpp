@@ -351,6 +351,10 @@ struct register_worker {
   bool draining = false;
   /// Resource pools (runtime/resources.hpp), sorted by name.
   std::vector<resource_request> resources;
+  /// Elastic mode: per class, the slots it starts at (<= its capacity),
+  /// and how long an unused slot stays; empty = off.
+  std::vector<resource_capacity> elastic;
+  uint32_t elastic_idle_ms = 0;
 };
 
 /// One attempt handed to a worker.

@@ -148,15 +148,14 @@ pool_needs(const std::vector<resource_request>& resources) {
   if (resources.size() > max_resources)
     return bad(what, "at most " + std::to_string(max_resources) + " resources");
   resource_amounts out;
-  for (size_t i = 0; i < resources.size(); ++i) {
+  // The first names the slot class, checked as such (prepare_spec).
+  for (size_t i = 1; i < resources.size(); ++i) {
     const auto& r = resources[i];
     if (auto err = check_entry(r.name, r.amount, what, errc::invalid_request))
       return err;
-    if (i > 0) {
-      if (r.name == resources.front().name)
-        return bad(what, "'" + r.name + "' is named twice");
-      out.emplace_back(r.name, r.amount);
-    }
+    if (r.name == resources.front().name)
+      return bad(what, "'" + r.name + "' is named twice");
+    out.emplace_back(r.name, r.amount);
   }
   if (auto err = sort_unique(out, what, errc::invalid_request))
     return err;

@@ -294,7 +294,10 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
     auto needs = pool_needs(req.resources);
     if (!needs)
       return std::move(needs.error());
-    spec.resources = req.resources;
+    // The pools in one order: the same job asked twice is the same spec.
+    spec.resources = {r};
+    for (auto& p : requests_of(*needs))
+      spec.resources.push_back(std::move(p));
   }
   if (!limits.resource_classes.empty()) {
     if (limits.resource_classes.count(resource_class_of(spec)) == 0) {

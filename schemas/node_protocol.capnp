@@ -63,6 +63,13 @@ struct RegisterWorker {
   resources @11 :List(ResourceRequest);
   # Resource pools its attempts draw from (--resources), sorted by name:
   # a job's resources after its slot class. Empty = none.
+
+  elastic @12 :List(ResourceCapacity);
+  # Elastic mode (--elastic-slots): per class, the slots it starts at; the
+  # coordinator offers more, up to `capacity`, while jobs wait for them.
+
+  elasticIdleMs @13 :UInt32;
+  # How long an elastic slot stays unused before it is withdrawn.
 }
 
 struct Lease {

@@ -20,6 +20,10 @@ namespace drover::detail {
 
 struct slot_info {
   std::string resource_class;
+  /// Its number within its class (real slots first).
+  uint32_t ordinal = 0;
+  /// When it was last offered to the queue.
+  int64_t announced_ms = 0;
   std::string worker_id;
   caf::actor actor;
   /// Job of the attempt that occupies it; empty = free.
@@ -109,6 +113,16 @@ struct link_state {
   /// under prefetch_short_job_ms, left when it exceeds twice that or a
   /// measured attempt has run that long (hysteresis: no flapping).
   std::set<std::string> short_classes;
+  /// Elastic mode (register_worker::elastic): per class, the slots offered
+  /// now and the bounds; classes not listed offer all their slots.
+  struct elastic_class {
+    uint32_t active = 0;
+    uint32_t min = 0;
+    uint32_t max = 0;
+  };
+  std::map<std::string, elastic_class> elastic;
+  uint64_t elastic_grown = 0;
+  uint64_t elastic_shrunk = 0;
 
   static inline const char* name = "drover.node_link";
 };
@@ -137,6 +151,15 @@ void offer(link_actor self, uint32_t index);
 /// Withdraws the free slots from the queue (disconnected, draining,
 /// suspect): an idle slot actor quits, and the queue forgets it.
 void withdraw_free_slots(link_actor self);
+
+/// Elastic mode: a lease took slot `index` within a few ms of its offer
+/// (jobs were waiting for it): with every offered slot of its class busy,
+/// one more slot of the class is offered, up to its capacity.
+void elastic_taken(link_actor self, uint32_t index);
+
+/// Elastic mode, on each tick: the highest offered slot of a class that
+/// stayed unused for the idle time is withdrawn, down to the minimum.
+void elastic_review(link_actor self);
 
 /// Offers the class's buffer credits if every real slot is taken and its
 /// jobs are short; withdraws the free ones when they are not.

@@ -123,9 +123,6 @@ struct running_entry {
   uint64_t probe = 0;
   /// Its job type (figures per type).
   std::string type;
-  /// What it holds of the pools of its worker's node (null = nothing).
-  shape_ref shape;
-  std::string node;
 };
 
 /// A ready job held back by its concurrency key (runtime/concurrency.hpp):
@@ -207,6 +204,14 @@ struct queue_state {
   /// the text each node last declared.
   resource_ledger resources;
   std::map<std::string, std::string> declared_pools;
+  /// What each worker holds of its node's pools, from the lease until the
+  /// worker lets go of the attempt (it offers itself again, or dies): an
+  /// attempt the queue gave up on may still run there.
+  struct pool_hold {
+    std::string node;
+    shape_ref shape;
+  };
+  std::map<caf::actor_addr, pool_hold> pool_holds;
   /// Rate limiters and circuit breakers, and the ready jobs parked behind
   /// one of them (by flow_wait::gate; they still count as waiting). The
   /// flow timer is armed for the earliest time a gate may open (0 = none).
@@ -297,6 +302,9 @@ void worker_ready(self_ptr self, const std::string& cls,
 // -- queue_flow.cpp
 // ------------------------------------------------------------
 void release_slot(self_ptr self, const std::string& key);
+void hold_pools(self_ptr self, const caf::actor& worker, std::string node,
+                shape_ref shape, bool acquired = false);
+void let_go_pools(self_ptr self, const caf::actor_addr& worker);
 void release_pools(self_ptr self, const std::string& node,
                    const shape_ref& shape);
 int64_t flow_now(self_ptr self);

@@ -620,6 +620,9 @@ void write(schema::RegisterWorker::Builder out, const register_worker& x) {
   out.setPrefetch(x.prefetch);
   if (!x.resources.empty())
     write_list(out.initResources(x.resources.size()), x.resources);
+  if (!x.elastic.empty())
+    write_list(out.initElastic(x.elastic.size()), x.elastic);
+  out.setElasticIdleMs(x.elastic_idle_ms);
 }
 
 caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
@@ -641,6 +644,9 @@ caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
   x.prefetch = in.getPrefetch();
   DROVER_TRY(read_list(in.getResources(), x.resources,
                        "RegisterWorker.resources", ctx));
+  DROVER_TRY(
+      read_list(in.getElastic(), x.elastic, "RegisterWorker.elastic", ctx));
+  x.elastic_idle_ms = in.getElasticIdleMs();
   return read_list(in.getRunning(), x.running, "RegisterWorker.running", ctx);
 }
 

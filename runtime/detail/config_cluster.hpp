@@ -29,6 +29,8 @@ struct cluster_raw {
   std::vector<std::string> remote_job_types;
   std::vector<std::string> ttl_by_type;
   std::string resources;
+  std::string elastic_slots;
+  int64_t elastic_idle_ms = 30000;
 };
 
 boost::program_options::options_description cluster_options(cluster_raw& raw,

@@ -116,3 +116,44 @@ TEST_CASE("resources: a cancelled waiting job leaves no lane behind and a "
   fx.run_body();
   CHECK(fx.j->ran.back() == "\"next\"");
 }
+
+TEST_CASE("resources: an attempt given up on keeps its amounts while its "
+          "handler still runs",
+          "[lifecycle][resources]") {
+  fixture fx{{{"cpu", 2}}, 10s, pools({{"memory_gb", 4}})};
+  auto stuck = needing("stuck", {{"memory_gb", 4}});
+  stuck.timeout_ms = 1000;
+  stuck.max_attempts = 1;
+  auto first = fx.submit(stuck);
+  fx.advance(1ms);
+  fx.submit(needing("next", {{"memory_gb", 4}}));
+  REQUIRE(fx.exec->bodies.size() == 1); // the stuck one's body never runs yet
+  // Past its timeout and the cancel grace: the attempt is given up (the job
+  // fails), but its handler has not returned: the 4 GB stay taken.
+  for (int i = 0; i < 5; ++i)
+    fx.advance(1s);
+  CHECK(fx.get(first.job_id).status == job_status::failed);
+  CHECK(fx.exec->bodies.size() == 1);
+  // The handler returns: the worker offers itself, the amounts come back.
+  fx.run_body();
+  REQUIRE(fx.exec->bodies.size() == 1);
+  fx.run_body();
+  CHECK(fx.j->ran.back() == "\"next\"");
+}
+
+TEST_CASE("resources: cancelling the job that reserved a pool lets the "
+          "jobs it held back start",
+          "[lifecycle][resources]") {
+  fixture fx{{{"cpu", 3}}, 10s, pools({{"memory_gb", 8}})};
+  fx.submit(needing("running", {{"memory_gb", 4}}));
+  fx.advance(1ms);
+  auto big = fx.submit(needing("big", {{"memory_gb", 8}}));
+  fx.advance(1ms);
+  fx.submit(needing("small", {{"memory_gb", 2}}));
+  REQUIRE(fx.exec->bodies.size() == 1); // big reserves; small waits
+  REQUIRE_FALSE(fx.cancel(big.job_id));
+  CHECK(fx.exec->bodies.size() == 2); // small starts at once
+  while (fx.run_body()) {
+  }
+  CHECK(fx.j->ran == std::vector<std::string>{"\"running\"", "\"small\""});
+}

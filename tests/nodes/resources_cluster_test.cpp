@@ -1,7 +1,8 @@
-// Routing by resources on a real cluster (runtime/resources.hpp, issue 15
-// item 5): a coordinator on a private PostgreSQL database and two worker
-// processes, one of them with a gpu slot and a memory pool. Where jobs ran
-// comes from their records, how many ran at once from the audit log.
+// Routing by resources and elastic slots on a real cluster (issue 15 items 5
+// and 6; runtime/resources.hpp, actors/node_link_slots.cpp): a coordinator
+// on a private PostgreSQL database and worker processes. Where jobs ran
+// comes from their records, how many ran at once from the audit log, the
+// slots a node is offered from the node list.
 
 #include "support/cluster.hpp"
 #include "support/process.hpp"
@@ -121,4 +122,61 @@ TEST_CASE("resources: jobs needing a gpu and memory run only on the node "
   INFO(nodes);
   CHECK(nrc == 0);
   CHECK(nodes.find("memory_gb=16") != std::string::npos);
+}
+
+namespace {
+
+/// A number after `key` in `text` (-1 if absent).
+int64_t number_after(const std::string& text, const std::string& key) {
+  auto at = text.find(key);
+  if (at == std::string::npos)
+    return -1;
+  return std::stoll(text.substr(at + key.size()));
+}
+
+} // namespace
+
+TEST_CASE("elastic: a worker node's slots grow under a backlog and shrink "
+          "when idle",
+          "[pg][cluster][process][elastic]") {
+  cluster c;
+  c.start_coordinator();
+  c.start_worker("el", {"--slots", "cpu=4", "--elastic-slots", "cpu=1",
+                        "--elastic-idle-ms", "300"});
+  auto nodes = [&] {
+    auto [rc, out] = droverctl({"nodes", "--port", c.admin});
+    REQUIRE(rc == 0);
+    return out;
+  };
+  const std::string slots_key = "\"elastic\":{\"cpu\":{\"slots\":";
+  INFO(nodes());
+  CHECK(number_after(nodes(), slots_key) == 1);
+  // A backlog: 16 jobs of 400 ms submitted at once on a node that starts
+  // with one slot.
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 16; ++i)
+    jobs.push_back(c.submit(400));
+  c.check_all_done_once(jobs, 60s);
+  auto most = most_at_once(c.url(), jobs);
+  INFO("most jobs at once: " << most);
+  CHECK(most == 4); // grown to every slot it has, never beyond
+  auto grown = number_after(nodes(), "\"elastic_grown\":");
+  CHECK(grown >= 3);
+  // Idle: back to one slot, one withdrawal at a time.
+  std::string last;
+  CHECK(poll_until(
+      [&] {
+        last = nodes();
+        return number_after(last, slots_key) == 1;
+      },
+      20s));
+  INFO(last);
+  CHECK(number_after(last, "\"elastic_shrunk\":") >= 3);
+  // And it grows again for the next backlog.
+  std::vector<std::string> again;
+  for (int i = 0; i < 8; ++i)
+    again.push_back(c.submit(400));
+  c.check_all_done_once(again, 60s);
+  CHECK(most_at_once(c.url(), again) >= 2);
+  CHECK(number_after(nodes(), "\"elastic_grown\":") > grown);
 }

@@ -398,3 +398,27 @@ TEST_CASE("resources: worker pools, parsed and refused",
               "memory_gb=1"},
              "--resources is for worker nodes");
 }
+
+TEST_CASE("elastic-slots: values and refusals", "[config][elastic]") {
+  std::vector<std::string> worker{"--roles",     "worker",  "--coordinator",
+                                  "127.0.0.1:1", "--slots", "cpu=4"};
+  auto with = [&](std::vector<std::string> more) {
+    auto args = worker;
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+  };
+  auto r
+      = parse(with({"--elastic-slots", "cpu=1", "--elastic-idle-ms", "500"}));
+  REQUIRE(r);
+  CHECK(r->config.elastic_slots == std::map<std::string, uint32_t>{{"cpu", 1}});
+  CHECK(r->config.elastic_idle == std::chrono::milliseconds{500});
+  expect_bad(with({"--elastic-slots", "gpu=1"}), "'gpu' is not a slot class");
+  expect_bad(with({"--elastic-slots", "cpu=5"}), "more than its 4 slots");
+  expect_bad(with({"--elastic-slots", "cpu=0"}), "within [1, 1000000]");
+  expect_bad(with({"--elastic-idle-ms", "5"}), "within [100, 3600000]");
+  expect_bad({"--elastic-slots", "cpu=1"},
+             "--elastic-slots is for worker nodes that join a coordinator");
+  expect_bad({"--roles", "coordinator", "--cluster-port", "0",
+              "--elastic-idle-ms", "1000"},
+             "are for worker nodes");
+}

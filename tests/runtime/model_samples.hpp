@@ -234,6 +234,8 @@ inline register_worker registration() {
   x.prefetch = 4;
   x.running = {running_attempt{"job-1", 3, "gpu"}};
   x.resources = {{"memory_gb", 64}, {"scratch_gb", 500}};
+  x.elastic = {capacity("cpu", 2)};
+  x.elastic_idle_ms = 30000;
   return x;
 }
 

@@ -324,11 +324,14 @@ TEST_CASE("a job names its slot class first, then amounts of pools",
           "[submit][resources]") {
   auto handlers = registry();
   auto r = req("noop");
-  r.resources = {{"gpu", 1}, {"memory_gb", 16}, {"scratch_gb", 100}};
+  r.resources = {{"gpu.a100", 1}, {"scratch_gb", 100}, {"memory_gb", 16}};
   auto spec = prepare_spec(r, handlers, {}, now);
   REQUIRE(spec);
-  CHECK(resource_class_of(*spec) == "gpu");
-  CHECK(spec->resources.size() == 3);
+  CHECK(resource_class_of(*spec) == "gpu.a100");
+  // The pools sorted: the same job asked in another order is the same.
+  REQUIRE(spec->resources.size() == 3);
+  CHECK(spec->resources[1].name == "memory_gb");
+  CHECK(spec->resources[2].name == "scratch_gb");
   r.resources = {{"gpu", 1}, {"memory_gb", 16}, {"memory_gb", 2}};
   expect_invalid(r, "'memory_gb' is named twice");
   r.resources = {{"gpu", 1}, {"gpu", 2}};
