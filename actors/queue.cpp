@@ -419,16 +419,22 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           return; // not the supervisor that runs the job
         auto entry = std::move(r->second);
         st.running.erase(r);
-        st.stats.run_time.observe(now_ms(self) - entry.started_ms);
-        if (status == job_status::completed)
-          ++st.type_counts[{entry.resource_class, entry.type}].second;
+        auto now = now_ms(self);
+        st.stats.run_time.observe(now - entry.started_ms);
+        auto& signals = st.type_counts[{entry.resource_class, entry.type}];
+        if (status == job_status::completed) {
+          ++signals.completed;
+          signals.completions.add(now);
+        }
         release_slot(self, entry.concurrency_key);
         // An outcome the supervisor could not record says nothing about
-        // the downstream: not counted.
+        // the downstream (nor about how long attempts take): not counted.
         bool recorded = status == job_status::completed
                         || status == job_status::failed
                         || status == job_status::cancelled
                         || status == job_status::retrying;
+        if (recorded)
+          signals.run_time.observe(now - entry.started_ms);
         flow_outcome(self, entry, status == job_status::completed,
                      recorded ? code : std::string{"attempt_lost"});
         switch (status) {

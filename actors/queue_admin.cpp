@@ -183,14 +183,23 @@ std::vector<type_figures> figures_by_type(self_ptr self) {
     ++fig(kv.second.resource_class, kv.second.type).running;
   for (const auto& [k, n] : st.type_counts) {
     auto& f = fig(k.first, k.second);
-    f.dispatched = n.first;
-    f.completed = n.second;
+    f.dispatched = n.dispatched;
+    f.completed = n.completed;
+    f.arrivals_per_second = n.arrivals.per_second(now);
+    f.completions_per_second = n.completions.per_second(now);
+    f.mean_run_ms = n.run_time.ms();
   }
   std::vector<type_figures> out;
   for (auto& kv : figs) {
     if (out.size() == 10000)
       break; // the wire's bound
-    out.push_back(std::move(kv.second));
+    auto& f = kv.second;
+    auto n = st.type_counts.find(kv.first);
+    bool measured = n != st.type_counts.end() && n->second.run_time.measured();
+    f.recommended_slots
+        = recommended_slots(f.arrivals_per_second,
+                            measured ? f.mean_run_ms : -1, f.ready, f.running);
+    out.push_back(std::move(f));
   }
   return out;
 }

@@ -36,7 +36,9 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
   st.admission.entered(tenant, partition_of_id(job_id));
   auto& q = st.classes[cls];
   auto i = prio_index(prio);
-  auto since = ready_since_ms > 0 ? ready_since_ms : now_ms(self);
+  auto now = now_ms(self);
+  auto since = ready_since_ms > 0 ? ready_since_ms : now;
+  st.type_counts[{cls, type}].arrivals.add(now);
   // Keys are non-decreasing within a tenant's FIFO except for recovered
   // jobs, which go where their age puts them.
   auto& l = q.by_type[lane_key(type, shape)];
@@ -441,7 +443,7 @@ void dispatch_class(self_ptr self, const std::string& cls) {
     auto now = now_ms(self);
     st.stats.start_latency.observe(
         now - (entry.key - static_cast<int64_t>(prio) * aging_ms(self)));
-    ++st.type_counts[{cls, type}].first;
+    ++st.type_counts[{cls, type}].dispatched;
     hold_pools(self, worker, node, shape);
     st.running.emplace(entry.job_id, running_entry{js, worker, cls, now, key,
                                                    entry.flow, probe, type});

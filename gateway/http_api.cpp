@@ -874,6 +874,14 @@ std::string queues_json(const queue_stats& s,
         .num(static_cast<int64_t>(t.dispatched))
         .key("completed_total")
         .num(static_cast<int64_t>(t.completed))
+        .key("arrivals_per_second")
+        .num(t.arrivals_per_second)
+        .key("completions_per_second")
+        .num(t.completions_per_second)
+        .key("mean_run_seconds")
+        .num(t.mean_run_ms / 1000.0)
+        .key("recommended_slots")
+        .num(static_cast<int64_t>(t.recommended_slots))
         .close_object();
   w.close_array().close_object();
   return w.take();

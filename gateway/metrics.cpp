@@ -330,6 +330,19 @@ std::string metrics_text(const queue_stats& s, const process_figures& p) {
   per_type("drover_jobs_type_completed_total", "counter",
            "Its jobs completed since the queue started.",
            [](const type_figures& t) { return t.completed; });
+  per_type("drover_queue_type_arrival_rate", "gauge",
+           "Jobs becoming ready per second (decaying over a minute).",
+           [](const type_figures& t) { return t.arrivals_per_second; });
+  per_type("drover_queue_type_completion_rate", "gauge",
+           "Jobs completed per second (decaying over a minute).",
+           [](const type_figures& t) { return t.completions_per_second; });
+  per_type("drover_queue_type_mean_run_time_seconds", "gauge",
+           "Mean run time of its recent attempts (0 = none ended yet).",
+           [](const type_figures& t) { return t.mean_run_ms / 1000.0; });
+  per_type("drover_queue_type_recommended_slots", "gauge",
+           "Worker slots that would keep up with its arrivals and drain "
+           "its backlog within a minute.",
+           [](const type_figures& t) { return t.recommended_slots; });
   e.histogram("drover_job_start_latency_seconds",
               "How long jobs waited ready (submitted, due, or due for a "
               "retry) before an attempt started.",

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 
 namespace drover::ctl {
@@ -163,13 +164,24 @@ std::string queues_text(const queue_stats& s) {
   if (!s.by_type.empty()) {
     std::vector<std::vector<std::string>> types{
         {"CLASS", "TYPE", "READY", "OLDEST", "SCHEDULED", "RUNNING",
-         "DISPATCHED", "COMPLETED"}};
+         "DISPATCHED", "COMPLETED", "IN/S", "DONE/S", "RUN", "SLOTS"}};
+    auto rate = [](double r) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.2f", r);
+      return std::string{buf};
+    };
     for (const auto& t : s.by_type)
       types.push_back({t.resource_class, t.job_type, std::to_string(t.ready),
                        t.ready > 0 ? duration_text(t.oldest_age_ms) : "-",
                        std::to_string(t.delayed), std::to_string(t.running),
                        std::to_string(t.dispatched),
-                       std::to_string(t.completed)});
+                       std::to_string(t.completed), rate(t.arrivals_per_second),
+                       rate(t.completions_per_second),
+                       t.mean_run_ms <= 0 ? std::string{"-"}
+                       : t.mean_run_ms < 1000
+                           ? std::to_string(std::lround(t.mean_run_ms)) + "ms"
+                           : duration_text(static_cast<int64_t>(t.mean_run_ms)),
+                       std::to_string(t.recommended_slots)});
     out += table(types);
   }
   if (s.start_latency.count() > 0)

@@ -32,9 +32,13 @@ bool operator==(const latency_histogram& x, const latency_histogram& y) {
 
 bool operator==(const type_figures& x, const type_figures& y) {
   return std::tie(x.resource_class, x.job_type, x.ready, x.delayed, x.running,
-                  x.oldest_age_ms, x.dispatched, x.completed)
+                  x.oldest_age_ms, x.dispatched, x.completed,
+                  x.arrivals_per_second, x.completions_per_second,
+                  x.mean_run_ms, x.recommended_slots)
          == std::tie(y.resource_class, y.job_type, y.ready, y.delayed,
-                     y.running, y.oldest_age_ms, y.dispatched, y.completed);
+                     y.running, y.oldest_age_ms, y.dispatched, y.completed,
+                     y.arrivals_per_second, y.completions_per_second,
+                     y.mean_run_ms, y.recommended_slots);
 }
 
 void latency_histogram::observe(int64_t ms) {

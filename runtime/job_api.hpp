@@ -57,6 +57,14 @@ struct type_figures {
   /// Since the queue started.
   uint64_t dispatched = 0;
   uint64_t completed = 0;
+  /// Scaling signals (runtime/scaling.hpp): jobs becoming ready and jobs
+  /// completed per second (decaying over a minute), the mean run time of
+  /// its recent attempts (ms; 0 = none ended yet), and the slots that
+  /// would keep up.
+  double arrivals_per_second = 0;
+  double completions_per_second = 0;
+  double mean_run_ms = 0;
+  uint64_t recommended_slots = 0;
 };
 
 /// Queue figures (queue: stats_atom). Arrays are indexed by priority:

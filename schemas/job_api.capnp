@@ -272,4 +272,9 @@ struct TypeFigures {
   oldestAgeMs @5 :Int64;
   dispatched @6 :UInt64;
   completed @7 :UInt64;
+  arrivalsPerSecond @8 :Float64;
+  completionsPerSecond @9 :Float64;
+  meanRunMs @10 :Float64;
+  # Scaling signals (runtime/scaling.hpp).
+  recommendedSlots @11 :UInt64;
 }

@@ -19,6 +19,7 @@
 #include "runtime/partition.hpp"
 #include "runtime/resources.hpp"
 #include "runtime/retry.hpp"
+#include "runtime/scaling.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -183,10 +184,17 @@ struct queue_state {
   /// Workers we monitor.
   std::map<caf::actor_addr, worker_info> workers;
   queue_stats stats;
-  /// Attempts dispatched and jobs completed per (resource class, job
-  /// type) since the queue started.
-  std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>>
-      type_counts;
+  /// Per (resource class, job type): attempts dispatched and jobs
+  /// completed since the queue started, and the scaling signals
+  /// (runtime/scaling.hpp).
+  struct type_signals {
+    uint64_t dispatched = 0;
+    uint64_t completed = 0;
+    decaying_rate arrivals;
+    decaying_rate completions;
+    run_time_mean run_time;
+  };
+  std::map<std::pair<std::string, std::string>, type_signals> type_counts;
   /// Entries of `delayed` per (resource class, job type): kept as they
   /// come and go, so that the figures need not walk the timer's set.
   std::map<std::pair<std::string, std::string>, uint64_t> delayed_by_type;

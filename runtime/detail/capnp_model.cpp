@@ -992,6 +992,10 @@ void write(schema::QueueStats::Builder out, const queue_stats& x) {
       o.setOldestAgeMs(t.oldest_age_ms);
       o.setDispatched(t.dispatched);
       o.setCompleted(t.completed);
+      o.setArrivalsPerSecond(t.arrivals_per_second);
+      o.setCompletionsPerSecond(t.completions_per_second);
+      o.setMeanRunMs(t.mean_run_ms);
+      o.setRecommendedSlots(t.recommended_slots);
     }
   }
 }
@@ -1049,6 +1053,16 @@ caf::error read(schema::QueueStats::Reader in, queue_stats& x,
     DROVER_TRY(check_non_negative(f.oldest_age_ms, "TypeFigures.oldestAgeMs"));
     f.dispatched = t.getDispatched();
     f.completed = t.getCompleted();
+    f.arrivals_per_second = t.getArrivalsPerSecond();
+    f.completions_per_second = t.getCompletionsPerSecond();
+    f.mean_run_ms = t.getMeanRunMs();
+    for (auto [v, what] :
+         {std::pair{f.arrivals_per_second, "TypeFigures.arrivalsPerSecond"},
+          {f.completions_per_second, "TypeFigures.completionsPerSecond"},
+          {f.mean_run_ms, "TypeFigures.meanRunMs"}})
+      if (!std::isfinite(v) || v < 0)
+        return invalid(what, "must be a finite number >= 0");
+    f.recommended_slots = t.getRecommendedSlots();
     x.by_type.push_back(std::move(f));
   }
   return {};

@@ -5,6 +5,9 @@
 
 #include "actors/lifecycle_fixture.hpp"
 
+#include "runtime/scaling.hpp"
+
+#include <cmath>
 #include <tuple>
 
 using namespace drover::testing::lifecycle;
@@ -156,4 +159,27 @@ TEST_CASE("resources: cancelling the job that reserved a pool lets the "
   while (fx.run_body()) {
   }
   CHECK(fx.j->ran == std::vector<std::string>{"\"running\"", "\"small\""});
+}
+
+TEST_CASE("scaling signals: arrival and completion rates, run time and "
+          "recommended slots per type",
+          "[lifecycle][scaling]") {
+  fixture fx{{{"cpu", 1}}};
+  for (int i = 0; i < 120; ++i)
+    fx.submit(needing("j" + std::to_string(i), {}));
+  // One attempt of 2 s ends.
+  fx.advance(2s);
+  REQUIRE(fx.run_body());
+  auto figs = fx.stats().by_type;
+  REQUIRE(figs.size() == 1);
+  auto& f = figs[0];
+  CHECK(f.job_type == "blocker");
+  CHECK(f.mean_run_ms == Approx(2000));
+  // 120 arrivals read as 2/s, decayed over the 2 s since.
+  CHECK(f.arrivals_per_second == Approx(2 * std::exp(-2.0 / 60)).epsilon(0.01));
+  CHECK(f.completions_per_second == Approx(1.0 / 60).epsilon(0.01));
+  CHECK(f.ready == 118);
+  CHECK(f.running == 1);
+  // 1.25 * 1.93/s * 2 s + 118 * 2 s / 60 s = 4.8 + 3.9: 9 slots.
+  CHECK(f.recommended_slots == 9);
 }

@@ -230,7 +230,7 @@ TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
   api_key ops{"ops", "ops", "read,admin"};
   gateway_node node{key_options({&a, &ops})};
   auto ca = node.client(a.secret);
-  auto done = submit(ca, sleep_job(0, 0));
+  auto done = submit(ca, sleep_job(50, 1));
   await_end(node, a.secret, done);
   submit(ca, delayed_job());
 
@@ -257,6 +257,15 @@ TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
       == "1.0");
   CHECK(m["drover_queue_type_delayed_jobs"]["job_type=sleep,resource_class=cpu"]
         == "1.0");
+  // Scaling signals: two jobs arrived (one ready now, one delayed: the
+  // delayed one arrives when due), one ran; one slot keeps up.
+  const std::string sleep_cpu = "job_type=sleep,resource_class=cpu";
+  CHECK(m["#type drover_queue_type_arrival_rate"][""] == "gauge");
+  CHECK(std::stod(m["drover_queue_type_arrival_rate"][sleep_cpu]) > 0);
+  CHECK(std::stod(m["drover_queue_type_completion_rate"][sleep_cpu]) > 0);
+  CHECK(std::stod(m["drover_queue_type_mean_run_time_seconds"][sleep_cpu])
+        >= 0);
+  CHECK(m["drover_queue_type_recommended_slots"][sleep_cpu] == "1.0");
   CHECK(m["#type drover_job_start_latency_seconds_count"][""] == "histogram");
   CHECK(m["drover_job_start_latency_seconds_count"][""] == "1.0");
   CHECK(m["drover_job_start_latency_seconds_bucket"]["le=+Inf"] == "1.0");
@@ -266,6 +275,7 @@ TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
   REQUIRE(queues["types"].items().size() == 1);
   CHECK(queues["types"].items()[0]["completed_total"].integer() == 1);
   CHECK(queues["types"].items()[0]["delayed"].integer() == 1);
+  CHECK(queues["types"].items()[0]["recommended_slots"].integer() == 1);
 
   // Not without the admin scope, not without a key, GET only.
   CHECK(ca.get("/metrics").status == 403);

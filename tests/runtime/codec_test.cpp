@@ -795,7 +795,8 @@ queue_stats full_stats() {
   x.start_latency.observe(3);
   x.start_latency.observe(7000);
   x.run_time.observe(99999999);
-  x.by_type.push_back({"gpu", "transcode", 1, 2, 3, 4, 5, 6});
+  x.by_type.push_back(
+      {"gpu", "transcode", 1, 2, 3, 4, 5, 6, 2.5, 1.25, 340.5, 7});
   x.by_type.push_back({"cpu", "export", 0, 0, 0, 0, 0, 1});
   return x;
 }
@@ -1069,6 +1070,13 @@ TEST_CASE("bad job API input is an error, never a different value",
     REQUIRE_FALSE(st);
     CHECK_THAT(describe(st.error()),
                Catch::Contains("TypeFigures.oldestAgeMs"));
+    st = from_json<queue_stats>(
+        R"({"byType":[{"resourceClass":"cpu","meanRunMs":-5}]})");
+    REQUIRE_FALSE(st);
+    CHECK_THAT(describe(st.error()), Catch::Contains("TypeFigures.meanRunMs"));
+    st = from_json<queue_stats>(
+        R"({"byType":[{"resourceClass":"cpu","arrivalsPerSecond":"NaN"}]})");
+    REQUIRE_FALSE(st);
   }
   SECTION("priorities outside high..low don't survive, bytes or JSON") {
     // Not even those a uint16 would wrap into range (65536 -> high).
