@@ -432,7 +432,9 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     // ends the wait with it.
     caf::error fatal;
     auto fail = [&](caf::error err) {
-      if (transient(err))
+      // No error at all (a request answered by neither handler): treated
+      // as a lost connection, never as an end of the wait.
+      if (!err || transient(err))
         lost = true;
       else
         fatal = std::move(err);

@@ -166,9 +166,13 @@ TEST_CASE("state conflicts are 409s with a user-facing message",
   CHECK(cancel.status == 409);
 
   // Two retries of one dead-lettered job at once: one wins, the other is
-  // a conflict (never a 400 carrying the state machine's internals).
+  // a conflict (never a 400 carrying the state machine's internals). The
+  // job takes 2 s to fail again: a job that failed at once could be back
+  // in the dead-letter queue before the second retry arrives (seen in CI
+  // on a loaded machine), and then both retries rightly succeed.
   auto failing = submit(c, R"({"type": "exec", "input": {"argv":
-                               ["/bin/false"]}, "max_attempts": 1})");
+                               ["/bin/sh", "-c", "sleep 2; exit 1"]},
+                               "max_attempts": 1})");
   REQUIRE(await_end(node, "", failing)["dead_lettered"].boolean());
   for (int round = 0; round < 3; ++round) {
     std::vector<http_response> answers(2);
