@@ -479,7 +479,13 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         std::map<std::string, size_t> waiting;
         for (const auto& [gate, dq] : st.flow_parked)
           waiting[gate] = dq.size();
-        return st.flow.to_json(flow_now(self), waiting);
+        // And the resource pools of the worker nodes, with what their
+        // attempts hold now (runtime/resources.hpp).
+        auto out = st.flow.to_json(flow_now(self), waiting);
+        if (!out.empty() && out.back() == '}')
+          out.insert(out.size() - 1,
+                     ",\"resource_pools\":" + st.resources.to_json());
+        return out;
       },
       [self](fence_atom) {
         auto& st = self->state;

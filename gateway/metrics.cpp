@@ -11,8 +11,10 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <string>
 #include <sys/resource.h>
 #include <time.h>
+#include <tuple>
 #include <unistd.h>
 
 namespace drover::http {
@@ -215,6 +217,23 @@ std::string flow_metrics_text(const std::string& flow_json) {
          "Counted failures in a row of a closed breaker.", "failures_in_row");
   family(*breakers, "drover_breaker_waiting_jobs", "gauge",
          "Ready jobs waiting for a breaker to let them through.", "waiting");
+  // {"node": {"pool": {"total": T, "used": U}}} (runtime/resources.hpp).
+  if (auto pools = member(doc, "resource_pools");
+      pools && pools->which() == capnp::JsonValue::OBJECT) {
+    for (auto [name, field, help] :
+         {std::tuple{"drover_resource_pool_total", "total",
+                     "A worker node's resource pool (--resources)."},
+          std::tuple{"drover_resource_pool_used", "used",
+                     "What the attempts leased to the node hold of it."}}) {
+      e.family(name, "gauge", help);
+      for (auto node : pools->getObject())
+        if (node.getValue().which() == capnp::JsonValue::OBJECT)
+          for (auto pool : node.getValue().getObject())
+            e.sample(name, number(pool.getValue(), field),
+                     label("node", node.getName().cStr()) + ","
+                         + label("pool", pool.getName().cStr()));
+    }
+  }
   return e.take();
 }
 

@@ -45,6 +45,11 @@ TEST_CASE("resources: a pool bounds the jobs that draw from it, and jobs "
   fx.submit(needing("plain", {}));
   // Two of 2 GB fill the 4 GB; the third waits; the plain job takes a slot.
   REQUIRE(fx.exec->bodies.size() == 3);
+  auto flow = fx.ask<std::string>(fx.handles->queue(), flow_atom::value);
+  REQUIRE(flow);
+  CHECK(
+      flow->find(R"("resource_pools":{"":{"memory_gb":{"total":4,"used":4}}})")
+      != std::string::npos);
   while (fx.exec->bodies.size() > 0 && fx.j->ran.size() < 3)
     fx.run_body();
   CHECK(fx.j->ran == std::vector<std::string>{"\"m0\"", "\"m1\"", "\"plain\""});

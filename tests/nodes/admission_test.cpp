@@ -228,7 +228,9 @@ TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
           "[gateway][metrics]") {
   api_key a{"a-app", "tenant-a", "submit,read"};
   api_key ops{"ops", "ops", "read,admin"};
-  gateway_node node{key_options({&a, &ops})};
+  auto options = key_options({&a, &ops});
+  options.insert(options.end(), {"--resources", "memory_gb=8"});
+  gateway_node node{options};
   auto ca = node.client(a.secret);
   auto done = submit(ca, sleep_job(50, 1));
   await_end(node, a.secret, done);
@@ -266,6 +268,9 @@ TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
   CHECK(std::stod(m["drover_queue_type_mean_run_time_seconds"][sleep_cpu])
         >= 0);
   CHECK(m["drover_queue_type_recommended_slots"][sleep_cpu] == "1.0");
+  // The node's own workers' pool ("" node), nothing held now.
+  CHECK(m["drover_resource_pool_total"]["node=,pool=memory_gb"] == "8.0");
+  CHECK(m["drover_resource_pool_used"]["node=,pool=memory_gb"] == "0.0");
   CHECK(m["#type drover_job_start_latency_seconds_count"][""] == "histogram");
   CHECK(m["drover_job_start_latency_seconds_count"][""] == "1.0");
   CHECK(m["drover_job_start_latency_seconds_bucket"]["le=+Inf"] == "1.0");
