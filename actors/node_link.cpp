@@ -413,7 +413,7 @@ coordinator_reply on_report(link_actor self, progress_batch& progress,
     if (a.measured)
       note_run_time(self, st.slots[slot].resource_class,
                     now_ms(self) - a.leased_ms);
-    offer(self, slot);
+    free_slot(self, slot);
   }
   return take_reply(self);
 }
@@ -445,7 +445,6 @@ void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
   a.expiry_ms = now_ms(self) + a.ttl_ms;
   a.leased_ms = now_ms(self);
   a.measured = slot_free_on_node(self, slot.resource_class);
-  elastic_taken(self, index);
   self->monitor(js);
   st.attempts[l.job_id] = a;
   l.lease_expiry_ms = a.expiry_ms;
@@ -480,7 +479,8 @@ node_link_local::behavior_type link_impl(link_actor self,
   for (auto& e : st.cfg.registration.elastic)
     for (auto& cap : st.cfg.registration.capacity)
       if (cap.resource_class == e.resource_class)
-        st.elastic[e.resource_class] = {e.slots, e.slots, cap.slots};
+        st.elastic[e.resource_class]
+            = {e.slots, e.slots, cap.slots, st.joined_ms, 0};
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source == st.cfg.agent.address()) {

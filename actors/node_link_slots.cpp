@@ -39,9 +39,6 @@ bool elastic_active(link_actor self, const slot_info& slot) {
          || slot.ordinal < e->second.active;
 }
 
-/// A lease within this long of the offer found jobs waiting for the slot.
-constexpr int64_t elastic_backlog_ms = 20;
-
 /// Closes a class's buffer credits.
 void turn_long(link_actor self, const std::string& cls) {
   if (self->state.short_classes.erase(cls) > 0)
@@ -62,12 +59,26 @@ void offer(link_actor self, uint32_t index) {
           || !short_jobs(self, slot.resource_class)))
     return;
   slot.announced = true;
-  slot.announced_ms = now_ms(self);
   if (!slot.actor) {
     slot.actor = self->spawn(slot_impl, node_link_local{self}, index);
   }
   // Straight to the queue, naming the slot actor as the worker: one hop
   // per job less than asking the slot to announce itself.
+  if (!slot.buffer && st.elastic.count(slot.resource_class) > 0) {
+    // An elastic slot: the queue answers whether it handed it a job at
+    // once (jobs were waiting for the class: one more slot).
+    auto actor = slot.actor;
+    self->request(st.cfg.handles->queue(), caf::infinite, ready_atom::value,
+                  slot.resource_class, slot.worker_id, slot.actor,
+                  st.cfg.registration.job_types, st.pools, true)
+        .then(
+            [self, index, actor](bool taken) {
+              if (taken && self->state.slots[index].actor == actor)
+                elastic_grow(self, index);
+            },
+            [](caf::error&) {});
+    return;
+  }
   self->send(st.cfg.handles->queue(), ready_atom::value, slot.resource_class,
              slot.worker_id, slot.actor, st.cfg.registration.job_types,
              st.pools);
@@ -105,18 +116,18 @@ void review_buffers(link_actor self, const std::string& cls) {
           .then(
               [self, i, actor](bool was_idle) {
                 auto& s = self->state.slots[i];
+                // Cleared whoever answers: a slot whose actor was replaced
+                // meanwhile (withdraw_free_slots) must not stay withdrawing.
+                s.withdrawing = false;
                 if (s.actor != actor)
                   return;
-                s.withdrawing = false;
                 if (was_idle && s.job_id.empty()) {
                   s.announced = false;
                   offer(self, i); // the class may be short again
                 }
               },
-              [self, i, actor](caf::error&) {
-                auto& s = self->state.slots[i];
-                if (s.actor == actor)
-                  s.withdrawing = false;
+              [self, i](caf::error&) {
+                self->state.slots[i].withdrawing = false;
               });
     }
   }
@@ -155,8 +166,14 @@ void free_slot(link_actor self, uint32_t index) {
   auto& st = self->state;
   if (index >= st.slots.size())
     return;
-  st.slots[index].job_id.clear();
+  auto& slot = st.slots[index];
+  slot.job_id.clear();
   offer(self, index);
+  // Not offered again (an inactive elastic slot, a closed buffer credit, a
+  // draining or disconnected node): the queue still learns that the slot
+  // let go of its attempt, so the pool amounts it held come back.
+  if (!slot.announced && slot.actor)
+    self->send(st.cfg.handles->queue(), let_go_atom::value, slot.actor);
 }
 
 /// Forgets an attempt, freeing its slot.
@@ -291,18 +308,12 @@ void check_leases(link_actor self) {
   }
 }
 
-void elastic_taken(link_actor self, uint32_t index) {
+void elastic_grow(link_actor self, uint32_t index) {
   auto& st = self->state;
   auto& slot = st.slots[index];
   auto e = st.elastic.find(slot.resource_class);
-  if (e == st.elastic.end() || slot.buffer
-      || now_ms(self) - slot.announced_ms > elastic_backlog_ms
-      || e->second.active >= e->second.max)
+  if (e == st.elastic.end() || e->second.active >= e->second.max)
     return;
-  for (auto& s : st.slots)
-    if (!s.buffer && s.resource_class == slot.resource_class && s.job_id.empty()
-        && elastic_active(self, s))
-      return; // an offered slot of the class is still free
   auto next = e->second.active++;
   ++st.elastic_grown;
   log::info("node_link", "elastic: a slot more, jobs wait for this class",
@@ -320,18 +331,34 @@ void elastic_review(link_actor self) {
   auto now = now_ms(self);
   auto idle = static_cast<int64_t>(st.cfg.registration.elastic_idle_ms);
   for (auto& [cls, e] : st.elastic) {
-    if (e.active <= e.min)
+    // The most slots of the class busy at once in this window.
+    uint32_t busy = 0;
+    for (auto& slot : st.slots)
+      if (!slot.buffer && slot.resource_class == cls && !slot.job_id.empty())
+        ++busy;
+    e.peak = std::max(e.peak, busy);
+    if (now - e.window_ms < idle)
+      continue;
+    // A window without all of them in use: the highest offered slot goes
+    // (one per window, down to the start; one already handed a job, or
+    // busy, stays and the next window decides again).
+    bool shrink = e.active > e.min && e.peak < e.active;
+    e.window_ms = now;
+    e.peak = busy;
+    if (!shrink)
       continue;
     for (uint32_t i = 0; i < st.slots.size(); ++i) {
       auto& slot = st.slots[i];
       if (slot.buffer || slot.resource_class != cls
           || slot.ordinal + 1 != e.active)
         continue;
-      // The highest offered slot: withdrawn once unused for the idle time.
-      // The queue may have handed it a job already (then it stays).
-      if (!slot.job_id.empty() || !slot.announced || slot.withdrawing
-          || now - slot.announced_ms < idle)
+      if (!slot.job_id.empty() || slot.withdrawing)
         break;
+      if (!slot.announced) { // not offered (disconnected, draining): drop it
+        --e.active;
+        ++st.elastic_shrunk;
+        break;
+      }
       slot.withdrawing = true;
       auto actor = slot.actor;
       self->request(st.cfg.handles->queue(), caf::infinite,
@@ -340,9 +367,9 @@ void elastic_review(link_actor self) {
               [self, i, actor, cls = cls](bool was_idle) {
                 auto& st = self->state;
                 auto& s = st.slots[i];
+                s.withdrawing = false;
                 if (s.actor != actor)
                   return;
-                s.withdrawing = false;
                 auto e = st.elastic.find(cls);
                 if (!was_idle || !s.job_id.empty() || e == st.elastic.end()
                     || e->second.active != s.ordinal + 1)
@@ -355,10 +382,8 @@ void elastic_review(link_actor self) {
                            {"class", cls},
                            {"slots", e->second.active}});
               },
-              [self, i, actor](caf::error&) {
-                auto& s = self->state.slots[i];
-                if (s.actor == actor)
-                  s.withdrawing = false;
+              [self, i](caf::error&) {
+                self->state.slots[i].withdrawing = false;
               });
       break;
     }

@@ -362,6 +362,23 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         declare_pools(self, node_of(worker_id), pools);
         worker_ready(self, cls, worker_id, worker, std::move(types));
       },
+      [self](ready_atom, std::string& cls, std::string& worker_id,
+             caf::actor& worker, std::vector<std::string>& types,
+             std::string& pools, bool) -> bool {
+        std::sort(types.begin(), types.end());
+        declare_pools(self, node_of(worker_id), pools);
+        worker_ready(self, cls, worker_id, worker, std::move(types));
+        // Taken at once: it is no longer among its class's idle workers.
+        auto& st = self->state;
+        auto w = st.workers.find(worker.address());
+        if (w == st.workers.end())
+          return false;
+        const auto& idle = st.classes[w->second.resource_class].idle_workers;
+        return std::find(idle.begin(), idle.end(), worker) == idle.end();
+      },
+      [self](let_go_atom, caf::actor& worker) {
+        let_go_pools(self, worker.address());
+      },
       [self](withdraw_atom, caf::actor& worker) {
         auto& st = self->state;
         auto w = st.workers.find(worker.address());
@@ -424,7 +441,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto& signals = st.type_counts[{entry.resource_class, entry.type}];
         if (status == job_status::completed) {
           ++signals.completed;
-          signals.completions.add(now);
+          signals.completions.add(flow_now(self));
         }
         release_slot(self, entry.concurrency_key);
         // An outcome the supervisor could not record says nothing about

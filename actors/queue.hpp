@@ -60,6 +60,12 @@
 //   (ready_atom, resource_class, worker_id, worker, job_types, pools)
 //       a remote slot is idle; it runs only these types, and its node has
 //       these resource pools ("name=amount,...", runtime/resources.hpp)
+//   (ready_atom, ..., pools, true)     -> bool
+//       the same, answered with whether the queue handed the slot a job
+//       at once (jobs were waiting for it: elastic slots grow on that)
+//   (let_go_atom, worker)              a remote slot let go of its attempt
+//       but is not offered again (inactive, a closed buffer, draining):
+//       the pool amounts it held come back
 //   (withdraw_atom, worker)            -> bool   forget that idle worker
 //       (it stays known); true if it was idle, false if a job was
 //       already handed to it (or it is unknown)
@@ -112,7 +118,10 @@ using queue_actor = caf::typed_actor<
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor,
                    std::vector<std::string>, std::string>,
+    caf::replies_to<ready_atom, std::string, std::string, caf::actor,
+                    std::vector<std::string>, std::string, bool>::with<bool>,
     caf::replies_to<withdraw_atom, caf::actor>::with<bool>,
+    caf::reacts_to<let_go_atom, caf::actor>,
     caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
                     caf::actor>::with<caf::actor>,
     caf::reacts_to<adopt_atom>>;

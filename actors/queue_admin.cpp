@@ -167,11 +167,16 @@ std::vector<type_figures> figures_by_type(self_ptr self) {
           f.ready += pq[i].size();
           aged(f, pq[i].oldest_key(), i);
         }
+  // Jobs held back by a concurrency key, a rate limit or a breaker count
+  // as ready, but not towards the slots to recommend: more workers would
+  // not run them sooner.
+  std::map<std::pair<std::string, std::string>, uint64_t> held;
   auto count_parked = [&](const auto& by_key) {
     for (const auto& kv : by_key)
       for (const auto& pe : kv.second) {
         auto& f = fig(pe.resource_class, pe.type);
         ++f.ready;
+        ++held[{pe.resource_class, pe.type}];
         aged(f, pe.entry.key, pe.prio);
       }
   };
@@ -185,8 +190,8 @@ std::vector<type_figures> figures_by_type(self_ptr self) {
     auto& f = fig(k.first, k.second);
     f.dispatched = n.dispatched;
     f.completed = n.completed;
-    f.arrivals_per_second = n.arrivals.per_second(now);
-    f.completions_per_second = n.completions.per_second(now);
+    f.arrivals_per_second = n.arrivals.per_second(flow_now(self));
+    f.completions_per_second = n.completions.per_second(flow_now(self));
     f.mean_run_ms = n.run_time.ms();
   }
   std::vector<type_figures> out;
@@ -196,9 +201,10 @@ std::vector<type_figures> figures_by_type(self_ptr self) {
     auto& f = kv.second;
     auto n = st.type_counts.find(kv.first);
     bool measured = n != st.type_counts.end() && n->second.run_time.measured();
-    f.recommended_slots
-        = recommended_slots(f.arrivals_per_second,
-                            measured ? f.mean_run_ms : -1, f.ready, f.running);
+    auto h = held.find(kv.first);
+    f.recommended_slots = recommended_slots(
+        f.arrivals_per_second, measured ? f.mean_run_ms : -1,
+        f.ready - (h == held.end() ? 0 : h->second), f.running);
     out.push_back(std::move(f));
   }
   return out;

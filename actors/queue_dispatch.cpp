@@ -38,7 +38,18 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
   auto i = prio_index(prio);
   auto now = now_ms(self);
   auto since = ready_since_ms > 0 ? ready_since_ms : now;
-  st.type_counts[{cls, type}].arrivals.add(now);
+  if (ready_since_ms == 0) { // recovered jobs are not new arrivals
+    // At most 10,000 kinds (the figures' bound): a client inventing classes
+    // cannot grow the map without end.
+    std::pair<std::string, std::string> k{cls, type};
+    auto signals = st.type_counts.find(k);
+    if (signals == st.type_counts.end() && st.type_counts.size() < 10000)
+      signals
+          = st.type_counts.emplace(std::move(k), queue_state::type_signals{})
+                .first;
+    if (signals != st.type_counts.end())
+      signals->second.arrivals.add(flow_now(self));
+  }
   // Keys are non-decreasing within a tenant's FIFO except for recovered
   // jobs, which go where their age puts them.
   auto& l = q.by_type[lane_key(type, shape)];

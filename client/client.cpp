@@ -420,6 +420,9 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
                   subscribe_atom::value, job_id, caf::actor{self})
         .receive([&](job_record& r) { now = std::move(r); },
                  [&](caf::error& err) { now = std::move(err); });
+    // Answered by neither handler: as if the connection were lost.
+    if (!now && !now.error())
+      now = make_error(errc::unavailable, "the subscription was not answered");
     caf::error failure = now ? catch_up(*d) : now.error();
     if (!failure && is_terminal(now->status)) {
       self->send(*d, client_atom::value, key, unsubscribe_atom::value, job_id,

@@ -98,6 +98,9 @@ using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 /// Link -> queue: forget an idle slot (a buffer credit withdrawn); the
 /// reply says whether it was still idle (else a job is on its way to it).
 using withdraw_atom = caf::atom_constant<caf::atom("withdraw")>;
+/// Node link -> queue: a slot let go of its attempt without offering
+/// itself again (its pool amounts come back).
+using let_go_atom = caf::atom_constant<caf::atom("let_go")>;
 /// Admin: the connected nodes.
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
 

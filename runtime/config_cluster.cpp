@@ -133,6 +133,9 @@ caf::error validate_cluster(const node_config& cfg) {
       return bad("elastic-slots: " + cls + "=" + std::to_string(n)
                  + " is more than its " + std::to_string(s->second) + " slots");
   }
+  if (cfg.elastic_slots.empty()
+      && cfg.elastic_idle != node_config{}.elastic_idle)
+    return bad("--elastic-idle-ms needs --elastic-slots");
   if (!cfg.elastic_slots.empty() && r.coordinator)
     return bad("--elastic-slots is for worker nodes that join a coordinator "
                "(its link decides how many slots are offered)");

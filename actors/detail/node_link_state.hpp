@@ -22,8 +22,6 @@ struct slot_info {
   std::string resource_class;
   /// Its number within its class (real slots first).
   uint32_t ordinal = 0;
-  /// When it was last offered to the queue.
-  int64_t announced_ms = 0;
   std::string worker_id;
   caf::actor actor;
   /// Job of the attempt that occupies it; empty = free.
@@ -119,6 +117,10 @@ struct link_state {
     uint32_t active = 0;
     uint32_t min = 0;
     uint32_t max = 0;
+    /// The current idle window: when it began, and the most slots of the
+    /// class busy at once in it.
+    int64_t window_ms = 0;
+    uint32_t peak = 0;
   };
   std::map<std::string, elastic_class> elastic;
   uint64_t elastic_grown = 0;
@@ -152,13 +154,14 @@ void offer(link_actor self, uint32_t index);
 /// suspect): an idle slot actor quits, and the queue forgets it.
 void withdraw_free_slots(link_actor self);
 
-/// Elastic mode: a lease took slot `index` within a few ms of its offer
-/// (jobs were waiting for it): with every offered slot of its class busy,
-/// one more slot of the class is offered, up to its capacity.
-void elastic_taken(link_actor self, uint32_t index);
+/// Elastic mode: the queue handed slot `index` a job the moment it was
+/// offered (jobs were waiting for its class): one more slot of the class
+/// is offered, up to its capacity.
+void elastic_grow(link_actor self, uint32_t index);
 
-/// Elastic mode, on each tick: the highest offered slot of a class that
-/// stayed unused for the idle time is withdrawn, down to the minimum.
+/// Elastic mode, on each tick: after an idle window (elastic_idle_ms) in
+/// which fewer slots of a class were busy at once than it offers, its
+/// highest offered slot is withdrawn, down to the minimum.
 void elastic_review(link_actor self);
 
 /// Offers the class's buffer credits if every real slot is taken and its

@@ -19,8 +19,15 @@ dir=$build/examples/campaign
 work=$(mktemp -d /tmp/drover-campaign-XXXXXX)
 pids=()
 cleanup() {
+  local rc=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$rc" != 0 ]; then # what went wrong is in the logs
+    for f in "$work"/*.log; do
+      echo "--- $f" >&2
+      tail -20 "$f" >&2
+    done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT

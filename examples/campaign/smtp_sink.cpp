@@ -44,8 +44,8 @@ struct sink {
   }
 
   void accepted_one() {
+    std::lock_guard<std::mutex> guard{mx}; // the file gets the last count
     auto n = ++accepted;
-    std::lock_guard<std::mutex> guard{mx};
     if (n == outage_after)
       outage_until = clock_type::now() + std::chrono::milliseconds{outage_ms};
     if (!count_file.empty()) {

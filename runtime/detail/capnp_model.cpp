@@ -1062,7 +1062,12 @@ caf::error read(schema::QueueStats::Reader in, queue_stats& x,
           {f.mean_run_ms, "TypeFigures.meanRunMs"}})
       if (!std::isfinite(v) || v < 0)
         return invalid(what, "must be a finite number >= 0");
+    if (f.mean_run_ms > 1e12 || f.arrivals_per_second > 1e9
+        || f.completions_per_second > 1e9)
+      return invalid("TypeFigures", "a rate or run time out of range");
     f.recommended_slots = t.getRecommendedSlots();
+    if (f.recommended_slots > 1'000'000)
+      return invalid("TypeFigures.recommendedSlots", "more than 1,000,000");
     x.by_type.push_back(std::move(f));
   }
   return {};

@@ -420,5 +420,6 @@ TEST_CASE("elastic-slots: values and refusals", "[config][elastic]") {
              "--elastic-slots is for worker nodes that join a coordinator");
   expect_bad({"--roles", "coordinator", "--cluster-port", "0",
               "--elastic-idle-ms", "1000"},
-             "are for worker nodes");
+             "--elastic-idle-ms needs --elastic-slots");
+  expect_bad(with({"--elastic-idle-ms", "1000"}), "needs --elastic-slots");
 }
