@@ -88,24 +88,25 @@ int main(int argc, char** argv) {
   std::vector<std::string> jobs;
   std::vector<long> sizes;
   std::vector<drover::submit_request> chunk;
-  auto flush = [&]() -> bool {
+  // 0, or the exit status: 1 a batch was refused, 3 unreachable.
+  auto flush = [&]() -> int {
     if (chunk.empty())
-      return true;
+      return 0;
     auto made = (*client)->submit(chunk);
     if (!made) {
       std::cerr << "campaign: " << drover::describe(made.error()) << '\n';
-      return false;
+      return 3;
     }
     for (auto& s : *made) {
       if (s.job.job_id.empty()) {
         std::cerr << "campaign: a batch was refused: " << s.job.error.message
                   << '\n';
-        return false;
+        return 1;
       }
       jobs.push_back(s.job.job_id);
     }
     chunk.clear();
-    return true;
+    return 0;
   };
   for (long first = 0; first < recipients; first += batch) {
     long count = std::min(batch, recipients - first);
@@ -124,11 +125,12 @@ int main(int argc, char** argv) {
     req.backoff = b;
     chunk.push_back(std::move(req));
     sizes.push_back(count);
-    if (chunk.size() == 1000 && !flush())
-      return 3;
+    if (chunk.size() == 1000)
+      if (int status = flush())
+        return status;
   }
-  if (!flush())
-    return 3;
+  if (int status = flush())
+    return status;
   std::cout << "submitted " << jobs.size() << " batches of up to " << batch
             << " for " << recipients << " recipients" << std::endl;
   auto start = clock_type::now();

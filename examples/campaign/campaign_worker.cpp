@@ -29,7 +29,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cinttypes>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <string>
 
@@ -173,9 +175,16 @@ drover::task_outcome send_batch(drover::task_context& ctx) {
     return drover::task_outcome::permanent("invalid_input", why);
   // Where the last attempt left off: "next,sent,bounced".
   int64_t next = b.first, sent = 0, bounced = 0;
-  if (!ctx.last_checkpoint().empty())
-    std::sscanf(ctx.last_checkpoint().c_str(), "%ld,%ld,%ld", &next, &sent,
-                &bounced);
+  if (!ctx.last_checkpoint().empty()
+      && (std::sscanf(ctx.last_checkpoint().c_str(),
+                      "%" SCNd64 ",%" SCNd64 ",%" SCNd64, &next, &sent,
+                      &bounced)
+              != 3
+          || next < b.first || next > b.first + b.count || sent < 0
+          || bounced < 0 || sent + bounced > next - b.first)) {
+    next = b.first; // not ours: start the batch over
+    sent = bounced = 0;
+  }
   auto save = [&] {
     ctx.checkpoint(std::to_string(next) + "," + std::to_string(sent) + ","
                    + std::to_string(bounced));
@@ -198,6 +207,12 @@ drover::task_outcome send_batch(drover::task_context& ctx) {
     auto to = std::string{bounce ? "bounce" : "user"} + std::to_string(next)
               + "@" + b.domain;
     int code = smtp.command("MAIL FROM:<news@" + b.domain + ">");
+    if (code >= 500) { // the provider refuses the sender: no recipient helps
+      save();
+      return drover::task_outcome::permanent(
+          "sender_refused", "the provider refused the sender (SMTP "
+                                + std::to_string(code) + ")");
+    }
     if (code == 250)
       code = smtp.command("RCPT TO:<" + to + ">");
     if (code >= 500) { // a hard bounce: this recipient, never again
