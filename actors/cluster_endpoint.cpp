@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 namespace drover {
 
@@ -136,21 +137,18 @@ caf::error check_registration(const register_worker& reg) {
     for (auto& [pool, amount] : *pools)
       if (pool == cap.resource_class)
         return bad("resources: '" + pool + "' is also a slot class");
-  if (reg.elastic.size() > reg.capacity.size())
-    return bad("elastic: more classes than slots");
+  // Elastic classes: each one of its slot classes, named once, starting
+  // at 1 to its slots.
+  std::map<std::string, uint32_t> slots;
+  for (auto& cap : reg.capacity)
+    slots.emplace(cap.resource_class, cap.slots);
+  std::set<std::string> elastic;
   for (auto& e : reg.elastic) {
-    auto cap = std::find_if(reg.capacity.begin(), reg.capacity.end(),
-                            [&](const resource_capacity& c) {
-                              return c.resource_class == e.resource_class;
-                            });
-    if (cap == reg.capacity.end() || e.slots < 1 || e.slots > cap->slots)
+    auto cap = slots.find(e.resource_class);
+    if (cap == slots.end() || e.slots < 1 || e.slots > cap->second)
       return bad("elastic: each class must have slots, from 1 to its "
                  "capacity");
-    if (std::count_if(reg.elastic.begin(), reg.elastic.end(),
-                      [&](const resource_capacity& o) {
-                        return o.resource_class == e.resource_class;
-                      })
-        > 1)
+    if (!elastic.insert(e.resource_class).second)
       return bad("elastic: a class is named twice");
   }
   if (!reg.elastic.empty()

@@ -6,6 +6,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/json_text.hpp"
 #include "runtime/log.hpp"
+#include "runtime/resources.hpp"
 #include "runtime/submit.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -461,10 +462,9 @@ node_link_local::behavior_type link_impl(link_actor self,
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.joined_ms = now_ms(self);
-  // Checked at the join (cluster_endpoint.cpp): sorted, names unique.
-  for (const auto& r : st.cfg.registration.resources)
-    st.pools += (st.pools.empty() ? "" : ",") + r.name + "="
-                + std::to_string(r.amount);
+  // Checked at the join (cluster_endpoint.cpp).
+  if (auto pools = amounts_of(st.cfg.registration.resources, "resources"))
+    st.pools = to_text(*pools);
   // One credit per slot, plus the leases the node buffers (prefetch).
   for (auto& cap : st.cfg.registration.capacity)
     for (uint32_t i = 0; i < cap.slots + st.cfg.registration.prefetch; ++i) {

@@ -13,6 +13,7 @@
 #include <caf/send.hpp>
 
 #include <algorithm>
+#include <functional>
 
 namespace drover::detail {
 
@@ -37,6 +38,33 @@ bool elastic_active(link_actor self, const slot_info& slot) {
   auto e = self->state.elastic.find(slot.resource_class);
   return slot.buffer || e == self->state.elastic.end()
          || slot.ordinal < e->second.active;
+}
+
+/// Withdraws the announced slot `index` through the queue, which may have
+/// handed it a job already (then that job runs: a lease on its way is never
+/// dropped). `withdrawn` runs once the queue forgot the slot while it was
+/// still idle (same actor, no job).
+void withdraw_slot(link_actor self, uint32_t index,
+                   std::function<void()> withdrawn) {
+  auto& slot = self->state.slots[index];
+  slot.withdrawing = true;
+  auto actor = slot.actor;
+  self->request(self->state.cfg.handles->queue(), caf::infinite,
+                withdraw_atom::value, actor)
+      .then(
+          [self, index, actor, withdrawn](bool was_idle) {
+            auto& s = self->state.slots[index];
+            // Cleared whoever answers: a slot whose actor was replaced
+            // meanwhile (withdraw_free_slots) must not stay withdrawing.
+            s.withdrawing = false;
+            if (s.actor != actor || !was_idle || !s.job_id.empty())
+              return;
+            s.announced = false;
+            withdrawn();
+          },
+          [self, index](caf::error&) {
+            self->state.slots[index].withdrawing = false;
+          });
 }
 
 /// Closes a class's buffer credits.
@@ -106,29 +134,10 @@ void review_buffers(link_actor self, const std::string& cls) {
       offer(self, i);
     } else if (slot.announced && !slot.withdrawing && !short_jobs(self, cls)) {
       // Jobs got long: an announced buffer credit would park a job behind
-      // a busy slot. Withdrawn through the queue, which may have handed it
-      // a job already (then that job runs: a lease on its way is never
-      // dropped).
-      slot.withdrawing = true;
-      auto actor = slot.actor;
-      self->request(st.cfg.handles->queue(), caf::infinite,
-                    withdraw_atom::value, actor)
-          .then(
-              [self, i, actor](bool was_idle) {
-                auto& s = self->state.slots[i];
-                // Cleared whoever answers: a slot whose actor was replaced
-                // meanwhile (withdraw_free_slots) must not stay withdrawing.
-                s.withdrawing = false;
-                if (s.actor != actor)
-                  return;
-                if (was_idle && s.job_id.empty()) {
-                  s.announced = false;
-                  offer(self, i); // the class may be short again
-                }
-              },
-              [self, i](caf::error&) {
-                self->state.slots[i].withdrawing = false;
-              });
+      // a busy slot.
+      withdraw_slot(self, i, [self, i] {
+        offer(self, i); // the class may be short again
+      });
     }
   }
 }
@@ -359,32 +368,21 @@ void elastic_review(link_actor self) {
         ++st.elastic_shrunk;
         break;
       }
-      slot.withdrawing = true;
-      auto actor = slot.actor;
-      self->request(st.cfg.handles->queue(), caf::infinite,
-                    withdraw_atom::value, actor)
-          .then(
-              [self, i, actor, cls = cls](bool was_idle) {
-                auto& st = self->state;
-                auto& s = st.slots[i];
-                s.withdrawing = false;
-                if (s.actor != actor)
-                  return;
-                auto e = st.elastic.find(cls);
-                if (!was_idle || !s.job_id.empty() || e == st.elastic.end()
-                    || e->second.active != s.ordinal + 1)
-                  return;
-                s.announced = false;
-                --e->second.active;
-                ++st.elastic_shrunk;
-                log::info("node_link", "elastic: a slot less, unused",
-                          {{"node", st.cfg.node_id},
-                           {"class", cls},
-                           {"slots", e->second.active}});
-              },
-              [self, i](caf::error&) {
-                self->state.slots[i].withdrawing = false;
-              });
+      withdraw_slot(self, i, [self, i, cls = cls] {
+        auto& st = self->state;
+        auto e = st.elastic.find(cls);
+        if (e == st.elastic.end()
+            || e->second.active != st.slots[i].ordinal + 1) {
+          offer(self, i); // no longer the highest: still offered
+          return;
+        }
+        --e->second.active;
+        ++st.elastic_shrunk;
+        log::info("node_link", "elastic: a slot less, unused",
+                  {{"node", st.cfg.node_id},
+                   {"class", cls},
+                   {"slots", e->second.active}});
+      });
       break;
     }
   }

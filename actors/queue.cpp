@@ -358,23 +358,14 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       [self](ready_atom, std::string& cls, std::string& worker_id,
              caf::actor& worker, std::vector<std::string>& types,
              std::string& pools) {
-        std::sort(types.begin(), types.end());
-        declare_pools(self, node_of(worker_id), pools);
-        worker_ready(self, cls, worker_id, worker, std::move(types));
+        remote_slot_ready(self, cls, worker_id, worker, std::move(types),
+                          pools);
       },
       [self](ready_atom, std::string& cls, std::string& worker_id,
              caf::actor& worker, std::vector<std::string>& types,
              std::string& pools, bool) -> bool {
-        std::sort(types.begin(), types.end());
-        declare_pools(self, node_of(worker_id), pools);
-        worker_ready(self, cls, worker_id, worker, std::move(types));
-        // Taken at once: it is no longer among its class's idle workers.
-        auto& st = self->state;
-        auto w = st.workers.find(worker.address());
-        if (w == st.workers.end())
-          return false;
-        const auto& idle = st.classes[w->second.resource_class].idle_workers;
-        return std::find(idle.begin(), idle.end(), worker) == idle.end();
+        return remote_slot_ready(self, cls, worker_id, worker, std::move(types),
+                                 pools);
       },
       [self](let_go_atom, caf::actor& worker) {
         let_go_pools(self, worker.address());

@@ -146,13 +146,22 @@ caf::typed_response_promise<uint32_t> dlq_all(self_ptr self, dlq_op op) {
 std::vector<type_figures> figures_by_type(self_ptr self) {
   auto& st = self->state;
   auto now = now_ms(self);
-  std::map<std::pair<std::string, std::string>, type_figures> figs;
-  auto fig
-      = [&](const std::string& cls, const std::string& type) -> type_figures& {
-    auto& f = figs[{cls, type}];
-    f.resource_class = cls;
-    f.job_type = type;
-    return f;
+  auto flow_clock = flow_now(self);
+  // Per (class, type): its figures, the ready jobs held back by a
+  // concurrency key, a rate limit or a breaker (they count as ready, but
+  // not towards the slots to recommend: more workers would not run them
+  // sooner), and whether an attempt's run time was measured.
+  struct work {
+    type_figures f;
+    uint64_t held = 0;
+    bool measured = false;
+  };
+  std::map<std::pair<std::string, std::string>, work> figs;
+  auto fig = [&](const std::string& cls, const std::string& type) -> work& {
+    auto& w = figs[{cls, type}];
+    w.f.resource_class = cls;
+    w.f.job_type = type;
+    return w;
   };
   auto aged = [&](type_figures& f, int64_t key, size_t prio) {
     f.oldest_age_ms
@@ -163,49 +172,42 @@ std::vector<type_figures> figures_by_type(self_ptr self) {
     for (const auto& [lane_name, pq] : q.by_type)
       for (size_t i = 0; i < 3; ++i)
         if (!pq[i].empty()) {
-          auto& f = fig(cls, type_of_lane(lane_name));
+          auto& f = fig(cls, type_of_lane(lane_name)).f;
           f.ready += pq[i].size();
           aged(f, pq[i].oldest_key(), i);
         }
-  // Jobs held back by a concurrency key, a rate limit or a breaker count
-  // as ready, but not towards the slots to recommend: more workers would
-  // not run them sooner.
-  std::map<std::pair<std::string, std::string>, uint64_t> held;
   auto count_parked = [&](const auto& by_key) {
     for (const auto& kv : by_key)
       for (const auto& pe : kv.second) {
-        auto& f = fig(pe.resource_class, pe.type);
-        ++f.ready;
-        ++held[{pe.resource_class, pe.type}];
-        aged(f, pe.entry.key, pe.prio);
+        auto& w = fig(pe.resource_class, pe.type);
+        ++w.f.ready;
+        ++w.held;
+        aged(w.f, pe.entry.key, pe.prio);
       }
   };
   count_parked(st.parked);
   count_parked(st.flow_parked);
   for (const auto& [k, n] : st.delayed_by_type)
-    fig(k.first, k.second).delayed = n;
+    fig(k.first, k.second).f.delayed = n;
   for (const auto& kv : st.running)
-    ++fig(kv.second.resource_class, kv.second.type).running;
+    ++fig(kv.second.resource_class, kv.second.type).f.running;
   for (const auto& [k, n] : st.type_counts) {
-    auto& f = fig(k.first, k.second);
-    f.dispatched = n.dispatched;
-    f.completed = n.completed;
-    f.arrivals_per_second = n.arrivals.per_second(flow_now(self));
-    f.completions_per_second = n.completions.per_second(flow_now(self));
-    f.mean_run_ms = n.run_time.ms();
+    auto& w = fig(k.first, k.second);
+    w.f.dispatched = n.dispatched;
+    w.f.completed = n.completed;
+    w.f.arrivals_per_second = n.arrivals.per_second(flow_clock);
+    w.f.completions_per_second = n.completions.per_second(flow_clock);
+    w.f.mean_run_ms = n.run_time.ms();
+    w.measured = n.run_time.measured();
   }
   std::vector<type_figures> out;
-  for (auto& kv : figs) {
+  for (auto& [k, w] : figs) {
     if (out.size() == 10000)
       break; // the wire's bound
-    auto& f = kv.second;
-    auto n = st.type_counts.find(kv.first);
-    bool measured = n != st.type_counts.end() && n->second.run_time.measured();
-    auto h = held.find(kv.first);
-    f.recommended_slots = recommended_slots(
-        f.arrivals_per_second, measured ? f.mean_run_ms : -1,
-        f.ready - (h == held.end() ? 0 : h->second), f.running);
-    out.push_back(std::move(f));
+    w.f.recommended_slots = recommended_slots(w.f.arrivals_per_second,
+                                              w.measured ? w.f.mean_run_ms : -1,
+                                              w.f.ready - w.held, w.f.running);
+    out.push_back(std::move(w.f));
   }
   return out;
 }

@@ -552,4 +552,21 @@ void worker_ready(self_ptr self, const std::string& cls,
     rearm_flow(self); // jobs at a gate may have a worker now
 }
 
+/// A worker node's slot is idle (actors/node_link_slots.cpp): its types
+/// (any order), its node's pools. True if it was handed a job at once.
+bool remote_slot_ready(self_ptr self, const std::string& cls,
+                       const std::string& worker_id, const caf::actor& worker,
+                       std::vector<std::string> types,
+                       const std::string& pools) {
+  std::sort(types.begin(), types.end());
+  declare_pools(self, node_of(worker_id), pools);
+  worker_ready(self, cls, worker_id, worker, std::move(types));
+  auto& st = self->state;
+  auto w = st.workers.find(worker.address());
+  if (w == st.workers.end())
+    return false;
+  const auto& idle = st.classes[w->second.resource_class].idle_workers;
+  return std::find(idle.begin(), idle.end(), worker) == idle.end();
+}
+
 } // namespace drover::queue_detail

@@ -36,6 +36,12 @@ bool transport_failure(const caf::error& err) {
          || err.category() == exit_category;
 }
 
+/// What a request holds until a handler sets it: a request answered by
+/// neither handler counts as unanswered (transient), never as success.
+caf::error unanswered() {
+  return make_error(errc::unavailable, "the node did not answer");
+}
+
 /// Worth trying again: the connection failed, or the node said it cannot
 /// serve right now (its store reconnects, this key's rate is spent, or
 /// admission control refuses more work for now).
@@ -163,7 +169,7 @@ struct client::impl {
       if (budget.count() <= 0)
         return previous ? std::move(previous)
                         : make_error(errc::unavailable, "no answer in time");
-      caf::expected<T> result{caf::error{}};
+      caf::expected<T> result{unanswered()};
       {
         caf::scoped_actor self{*sys};
         self->request(*d, budget, client_atom::value, opts.api_key, xs...)
@@ -387,11 +393,12 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
   auto catch_up = [&](const client_door_actor& d) -> caf::error {
     if (!on_event)
       return {};
-    caf::error failure;
+    caf::error failure = unanswered();
     self->request(d, request_budget(), client_atom::value, key,
                   events_atom::value, job_id)
         .receive(
             [&](std::vector<job_event>& evs) {
+              failure = caf::none;
               std::sort(evs.begin(), evs.end(), [](auto& a, auto& b) {
                 return a.sequence < b.sequence;
               });
@@ -415,14 +422,11 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     auto d = p.connect(until);
     if (!d)
       return std::move(d.error());
-    caf::expected<job_record> now{caf::error{}};
+    caf::expected<job_record> now{unanswered()};
     self->request(*d, request_budget(), client_atom::value, key,
                   subscribe_atom::value, job_id, caf::actor{self})
         .receive([&](job_record& r) { now = std::move(r); },
                  [&](caf::error& err) { now = std::move(err); });
-    // Answered by neither handler: as if the connection were lost.
-    if (!now && !now.error())
-      now = make_error(errc::unavailable, "the subscription was not answered");
     caf::error failure = now ? catch_up(*d) : now.error();
     if (!failure && is_terminal(now->status)) {
       self->send(*d, client_atom::value, key, unsubscribe_atom::value, job_id,
@@ -435,9 +439,7 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     // ends the wait with it.
     caf::error fatal;
     auto fail = [&](caf::error err) {
-      // No error at all (a request answered by neither handler): treated
-      // as a lost connection, never as an end of the wait.
-      if (!err || transient(err))
+      if (transient(err))
         lost = true;
       else
         fatal = std::move(err);
@@ -478,7 +480,7 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
             // or a lost connection that sent no message is noticed anyway.
             caf::after(std::min(budget, std::chrono::milliseconds{1000})) >>
                 [&] {
-                  caf::expected<job_record> now{caf::error{}};
+                  caf::expected<job_record> now{unanswered()};
                   self->request(*d, request_budget(), client_atom::value, key,
                                 get_atom::value, job_id)
                       .receive([&](job_record& r) { now = std::move(r); },

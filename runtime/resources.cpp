@@ -147,18 +147,14 @@ pool_needs(const std::vector<resource_request>& resources) {
   const std::string what = "resources";
   if (resources.size() > max_resources)
     return bad(what, "at most " + std::to_string(max_resources) + " resources");
-  resource_amounts out;
+  if (resources.size() < 2)
+    return resource_amounts{};
   // The first names the slot class, checked as such (prepare_spec).
-  for (size_t i = 1; i < resources.size(); ++i) {
-    const auto& r = resources[i];
-    if (auto err = check_entry(r.name, r.amount, what, errc::invalid_request))
-      return err;
-    if (r.name == resources.front().name)
-      return bad(what, "'" + r.name + "' is named twice");
-    out.emplace_back(r.name, r.amount);
-  }
-  if (auto err = sort_unique(out, what, errc::invalid_request))
-    return err;
+  auto out = amounts_of({resources.begin() + 1, resources.end()}, what);
+  if (out)
+    for (const auto& [name, amount] : *out)
+      if (name == resources.front().name)
+        return bad(what, "'" + name + "' is named twice");
   return out;
 }
 

@@ -306,6 +306,10 @@ void declare_pools(self_ptr self, const std::string& node,
 void worker_ready(self_ptr self, const std::string& cls,
                   const std::string& worker_id, caf::actor worker,
                   std::vector<std::string> types);
+bool remote_slot_ready(self_ptr self, const std::string& cls,
+                       const std::string& worker_id, const caf::actor& worker,
+                       std::vector<std::string> types,
+                       const std::string& pools);
 
 // -- queue_flow.cpp
 // ------------------------------------------------------------

@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -133,6 +134,32 @@ int main(int argc, char** argv) {
     return status;
   std::cout << "submitted " << jobs.size() << " batches of up to " << batch
             << " for " << recipients << " recipients" << std::endl;
+  // The batches are read a page of up to 1,000 at a time (job ids sort by
+  // submission time: from just before the first batch to the last one),
+  // not one request per batch.
+  std::map<std::string, size_t> batch_of;
+  for (size_t i = 0; i < jobs.size(); ++i)
+    batch_of.emplace(jobs[i], i);
+  const std::string first = batch_of.begin()->first;
+  const std::string last = batch_of.rbegin()->first;
+  std::vector<drover::job_record> records(jobs.size());
+  auto read_batches = [&]() -> caf::error {
+    drover::job_query q;
+    q.type = "campaign.send";
+    q.limit = 1000;
+    q.after = first.substr(0, first.size() - 1); // just before the first
+    for (;;) {
+      auto page = (*client)->list(q);
+      if (!page)
+        return std::move(page.error());
+      for (auto& j : page->jobs)
+        if (auto b = batch_of.find(j.job_id); b != batch_of.end())
+          records[b->second] = std::move(j);
+      if (page->next_cursor.empty() || page->next_cursor >= last)
+        return {};
+      q.after = page->next_cursor;
+    }
+  };
   auto start = clock_type::now();
   auto deadline = start + std::chrono::seconds{timeout_s};
   long sent = 0, bounced = 0, failed = 0;
@@ -141,12 +168,12 @@ int main(int argc, char** argv) {
     sent = bounced = failed = 0;
     done = 0;
     size_t running = 0, waiting = 0;
+    if (auto err = read_batches()) {
+      std::cerr << "campaign: " << drover::describe(err) << '\n';
+      return 3;
+    }
     for (size_t i = 0; i < jobs.size(); ++i) {
-      auto j = (*client)->get(jobs[i]);
-      if (!j) {
-        std::cerr << "campaign: " << drover::describe(j.error()) << '\n';
-        return 3;
-      }
+      const auto* j = &records[i];
       long s = 0, x = 0, next = 0;
       if (j->status == drover::job_status::completed) {
         s = field(j->result, "sent");
