@@ -55,7 +55,7 @@ void withdraw_slot(link_actor self, uint32_t index,
           [self, index, actor, withdrawn](bool was_idle) {
             auto& s = self->state.slots[index];
             // Cleared whoever answers: a slot whose actor was replaced
-            // meanwhile (withdraw_free_slots) must not stay withdrawing.
+            // meanwhile must not stay withdrawing.
             s.withdrawing = false;
             if (s.actor != actor || !was_idle || !s.job_id.empty())
               return;
@@ -112,15 +112,40 @@ void offer(link_actor self, uint32_t index) {
              st.pools);
 }
 
-/// Withdraws the free slots from the queue (disconnected or draining): an
-/// idle slot actor quits, and the queue forgets it.
+/// Retires the actor of free slot `index` while the node takes no leases
+/// (disconnected, suspect, draining) and the queue does not hold the slot
+/// as idle: the queue forgets it (a job only it could run shows that no
+/// worker runs it). Offered again later under a new actor.
+void retire_idle(link_actor self, uint32_t index) {
+  auto& st = self->state;
+  auto& slot = st.slots[index];
+  if ((st.connected && !st.draining && !st.suspect) || !slot.job_id.empty()
+      || slot.announced || slot.withdrawing || !slot.actor)
+    return;
+  self->send_exit(slot.actor, caf::exit_reason::user_shutdown);
+  slot.actor = nullptr;
+}
+
+/// Withdraws the free slots from the queue (disconnected, suspect or
+/// draining). An announced slot through the queue, never by stopping its
+/// actor first: the queue may have handed it a job whose `started` is being
+/// written, and that job's supervisor would take the slot's end for an
+/// orderly stop and leave the job processing with nobody running it. A
+/// slot the queue handed out keeps its job (the lease goes out or lapses).
 void withdraw_free_slots(link_actor self) {
-  for (auto& slot : self->state.slots)
-    if (slot.job_id.empty() && slot.actor) {
-      self->send_exit(slot.actor, caf::exit_reason::user_shutdown);
-      slot.actor = nullptr;
-      slot.announced = false;
+  auto& slots = self->state.slots;
+  for (uint32_t i = 0; i < slots.size(); ++i) {
+    if (!slots[i].job_id.empty() || slots[i].withdrawing)
+      continue;
+    if (!slots[i].announced) {
+      retire_idle(self, i);
+      continue;
     }
+    withdraw_slot(self, i, [self, i] {
+      offer(self, i); // the node may take leases again meanwhile
+      retire_idle(self, i);
+    });
+  }
 }
 
 void review_buffers(link_actor self, const std::string& cls) {

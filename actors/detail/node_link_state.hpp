@@ -151,7 +151,7 @@ constexpr double prefetch_long_job_ms = 2 * prefetch_short_job_ms;
 void offer(link_actor self, uint32_t index);
 
 /// Withdraws the free slots from the queue (disconnected, draining,
-/// suspect): an idle slot actor quits, and the queue forgets it.
+/// suspect), asking the queue: a slot it already handed a job keeps it.
 void withdraw_free_slots(link_actor self);
 
 /// Elastic mode: the queue handed slot `index` a job the moment it was

@@ -164,8 +164,8 @@ TEST_CASE("a worker stopped past its lease: the job runs elsewhere and the "
   cluster c;
   c.start_coordinator();
   auto& w1 = c.start_worker("w1", {"--slots", "cpu=1"});
-  auto job = c.submit(2500);
-  REQUIRE(poll_until([&] { return c.events(job, started_kind) == 1; }, 10s));
+  auto job = c.submit(2500, "sleep", 25);
+  REQUIRE(c.wait_running(job));
   REQUIRE(node_of(c.worker_of(job)) == "w1");
   w1.signal(SIGSTOP);
   // Its lease lapses; the second worker gets attempt 2.
@@ -237,8 +237,10 @@ TEST_CASE("a coordinator restarted while a long job runs on a worker: the "
   cluster c;
   c.start_coordinator();
   c.start_worker("w1", {"--slots", "cpu=1"});
-  auto job = c.submit(6000);
-  REQUIRE(poll_until([&] { return c.events(job, started_kind) == 1; }, 10s));
+  auto job = c.submit(6000, "sleep", 60);
+  // Running on the worker: a lease still on its way dies with the
+  // coordinator, and the job then rightly runs again (CI saw that).
+  REQUIRE(c.wait_running(job));
   c.coordinator->signal(SIGKILL);
   REQUIRE(c.coordinator->wait_exit(10s));
   c.start_coordinator();

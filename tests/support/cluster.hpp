@@ -33,6 +33,7 @@ inline const std::string secret = "cluster-test-secret-0123456789";
 
 // Event kinds (schemas/job_event.capnp).
 constexpr int started_kind = 3;
+constexpr int progressed_kind = 4;
 constexpr int completed_kind = 7;
 constexpr int lease_expired_kind = 13;
 constexpr int report_rejected_kind = 17;
@@ -190,17 +191,32 @@ struct cluster {
     return *w;
   }
 
-  std::string submit(int ms, const std::string& type = "sleep") {
+  /// `steps` > 0: a sleep that reports progress that often (see
+  /// wait_running).
+  std::string submit(int ms, const std::string& type = "sleep", int steps = 0) {
     // A sleep's length is what lets a test act while it runs: stretched
     // with the code's speed (time_scale.hpp).
     auto input = type == "sleep"
-                     ? "{\"ms\":" + std::to_string(ms * time_scale()) + "}"
+                     ? "{\"ms\":" + std::to_string(ms * time_scale())
+                           + (steps > 0 ? ",\"steps\":" + std::to_string(steps)
+                                        : std::string{})
+                           + "}"
                      : std::string{R"({"argv":["true"]})"};
     auto [rc, out]
         = droverctl({"submit", type, "--port", admin, "--input", input});
     INFO(out);
     REQUIRE(rc == 0);
     return job_id_of(out);
+  }
+
+  /// Waits until the job's handler runs on a worker, not only `started`
+  /// on the coordinator: its first progress report is in the audit log (a
+  /// job submitted with steps). Before that its lease may still be on its
+  /// way, and a coordinator or worker killed then rightly runs it again.
+  bool wait_running(const std::string& job,
+                    std::chrono::milliseconds timeout = 10s) {
+    return poll_until([&] { return events(job, progressed_kind) > 0; },
+                      timeout);
   }
 
   int64_t events(const std::string& job, int kind) {
