@@ -48,10 +48,12 @@ po::options_description admission_options(admission_raw& raw) {
       "tokens per second, B at most (default max(1, R)); a job waits queued "
       "for its token (repeatable)")(
       "circuit-breaker", po::value(&raw.breakers)->composing(),
-      "a breaker jobs name as breaker_key: "
-      "NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b], open after N "
-      "failed attempts in a row (of those codes; default any), S seconds "
-      "open (default 30), then P probe jobs (default 1) (repeatable)")(
+      "a breaker jobs name as breaker_key: NAME:failures=N and/or "
+      "ratio=R,window=W[,min_calls=M], then [,cooldown=S][,probes=P]"
+      "[,codes=a|b]; open after N failed attempts in a row (of those codes; "
+      "default any) or when a share R of the attempts that ended in the "
+      "last W seconds failed (once M ended, default 10), S seconds open "
+      "(default 30), then P probe jobs (default 1) (repeatable)")(
       "tenant-weight", po::value(&raw.tenant_weights)->composing(),
       "a tenant's fair share, tenant=W (0.01 to 1000; default 1): while "
       "tenants have ready jobs of one type and priority, each gets them "

@@ -106,18 +106,6 @@ bool split_bars(const std::string& v, std::vector<std::string>& out) {
   return true;
 }
 
-/// Codes of attempts that did not reach an outcome of their own: never
-/// held against a downstream.
-bool infrastructure_code(const std::string& code) {
-  for (auto x :
-       {"cancelled", "cancelled_by_handler", "worker_lost", "supervisor_lost",
-        "attempt_lost", "stale_attempt", "lease_expired", "node_restarted",
-        "worker_busy", "unknown_type"})
-    if (code == x)
-      return true;
-  return false;
-}
-
 } // namespace
 
 caf::expected<std::pair<std::string, rate_limit>>
@@ -159,18 +147,39 @@ caf::expected<std::pair<std::string, breaker_config>>
 parse_breaker(const std::string& item) {
   static constexpr auto option = "circuit-breaker";
   auto parts = split_item(option, item,
-                          "NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b]"
+                          "NAME:failures=N and/or ratio=R,window=S"
+                          "[,min_calls=M][,cooldown=S][,probes=P][,codes=a|b]"
                           "[,tenants=a|b]");
   if (!parts)
     return std::move(parts.error());
   breaker_config out;
   bool have_failures = false;
+  bool have_ratio = false;
+  bool have_window = false;
+  bool have_min_calls = false;
   for (const auto& [k, v] : parts->second) {
     if (k == "failures") {
       if (!count_in(v, 1, 1000000, out.failures))
         return bad(option, item,
                    "failures must be a count within [1, 1000000]");
       have_failures = true;
+    } else if (k == "ratio") {
+      if (!number_in(v, 0, 1, out.ratio) || out.ratio <= 0)
+        return bad(option, item,
+                   "ratio must be the share of failed attempts that opens "
+                   "it, a number within (0, 1]");
+      have_ratio = true;
+    } else if (k == "window") {
+      double s = 0;
+      if (!number_in(v, 1, 3600, s))
+        return bad(option, item, "window must be seconds within [1, 3600]");
+      out.window_ms = static_cast<int64_t>(std::llround(s * 1000));
+      have_window = true;
+    } else if (k == "min_calls") {
+      if (!count_in(v, 1, 1000000, out.min_calls))
+        return bad(option, item,
+                   "min_calls must be a count within [1, 1000000]");
+      have_min_calls = true;
     } else if (k == "cooldown") {
       double s = 0;
       if (!number_in(v, 0.1, 86400, s))
@@ -193,7 +202,7 @@ parse_breaker(const std::string& item) {
           return bad(option, item,
                      "codes must be error codes ([A-Za-z0-9_.-], at most 64 "
                      "bytes) separated by |");
-        if (infrastructure_code(code))
+        if (never_counted(code))
           return bad(option, item,
                      "'" + code
                          + "' never counts: a cancel or a lost worker says "
@@ -209,25 +218,23 @@ parse_breaker(const std::string& item) {
     } else {
       return bad(option, item,
                  "'" + k
-                     + "' is not a field (failures, cooldown, "
-                       "probes, codes, tenants)");
+                     + "' is not a field (failures, ratio, window, "
+                       "min_calls, cooldown, probes, codes, tenants)");
     }
   }
+  if (!have_failures && !have_ratio)
+    return bad(option, item,
+               "failures=N (in a row) or ratio=R,window=S (a share of "
+               "failures over a window) is required");
+  if (have_ratio && !have_window)
+    return bad(option, item, "ratio needs window=S: the seconds it looks at");
+  if (!have_ratio && (have_window || have_min_calls))
+    return bad(option, item,
+               std::string{have_window ? "window" : "min_calls"}
+                   + " goes with ratio=R");
   if (!have_failures)
-    return bad(option, item, "failures is required");
+    out.failures = 0; // only the ratio opens it
   return std::make_pair(std::move(parts->first), std::move(out));
-}
-
-const char* to_string(breaker_state x) {
-  switch (x) {
-    case breaker_state::closed:
-      return "closed";
-    case breaker_state::open:
-      return "open";
-    case breaker_state::half_open:
-      return "half_open";
-  }
-  return "closed";
 }
 
 std::string control_entry_json(uint64_t sequence, const flow_change& c,
@@ -283,104 +290,6 @@ int64_t token_bucket::next_token_ms(int64_t now_ms) {
   return now_ms + static_cast<int64_t>(std::ceil(ms));
 }
 
-// -- circuit_breaker --------------------------------------------------------
-
-void circuit_breaker::move_to(breaker_state s, int64_t now_ms,
-                              std::vector<flow_change>& out,
-                              const std::string& key, std::string detail) {
-  state_ = s;
-  out.push_back({now_ms, "breaker", key, to_string(s), std::move(detail)});
-}
-
-bool circuit_breaker::may_run(int64_t now_ms, std::vector<flow_change>& out,
-                              const std::string& key) {
-  if (state_ == breaker_state::open
-      && now_ms >= opened_ms_ + cfg_.cooldown_ms) {
-    probes_out_ = 0;
-    ++period_;
-    move_to(breaker_state::half_open, now_ms, out, key,
-            "cooldown over: up to " + std::to_string(cfg_.probes)
-                + " probe job(s) run");
-  }
-  switch (state_) {
-    case breaker_state::closed:
-      return true;
-    case breaker_state::open:
-      return false;
-    case breaker_state::half_open:
-      return probes_out_ < cfg_.probes;
-  }
-  return false;
-}
-
-uint64_t circuit_breaker::admit() {
-  if (state_ != breaker_state::half_open)
-    return 0;
-  ++probes_out_;
-  return period_;
-}
-
-void circuit_breaker::restore(breaker_state s, int64_t at_ms, int64_t now_ms,
-                              std::vector<flow_change>& out,
-                              const std::string& key, std::string detail) {
-  if (s == breaker_state::closed)
-    return;
-  probes_out_ = 0;
-  ++period_;
-  // Open as recorded (its cooldown counts from then), or half-open: the
-  // old authority's probes ended with it, so a new period starts.
-  opened_ms_ = s == breaker_state::open ? at_ms : now_ms - cfg_.cooldown_ms;
-  move_to(s, now_ms, out, key, std::move(detail));
-}
-
-bool circuit_breaker::counts(const std::string& code) const {
-  if (infrastructure_code(code))
-    return false;
-  return cfg_.codes.empty()
-         || std::find(cfg_.codes.begin(), cfg_.codes.end(), code)
-                != cfg_.codes.end();
-}
-
-bool circuit_breaker::outcome(uint64_t probe_period, bool success, bool counted,
-                              int64_t now_ms, std::vector<flow_change>& out,
-                              const std::string& key, const std::string& code) {
-  // A probe of an earlier half-open period (the breaker opened again while
-  // it ran) is an ordinary attempt now.
-  bool probe = probe_period != 0 && probe_period == period_
-               && state_ == breaker_state::half_open;
-  if (probe && probes_out_ > 0)
-    --probes_out_;
-  if (success) {
-    if (probe && state_ == breaker_state::half_open) {
-      failures_ = 0;
-      move_to(breaker_state::closed, now_ms, out, key, "a probe job completed");
-      return true;
-    }
-    if (state_ == breaker_state::closed)
-      failures_ = 0;
-    return false;
-  }
-  if (!counted)
-    return probe && state_ == breaker_state::half_open; // another may probe
-  if (probe && state_ == breaker_state::half_open) {
-    opened_ms_ = now_ms;
-    ++opened_count_;
-    move_to(breaker_state::open, now_ms, out, key,
-            "a probe job failed (" + code + ")");
-    return false;
-  }
-  if (state_ != breaker_state::closed)
-    return false; // ran before it opened: already accounted for
-  if (++failures_ >= cfg_.failures) {
-    opened_ms_ = now_ms;
-    ++opened_count_;
-    move_to(breaker_state::open, now_ms, out, key,
-            std::to_string(failures_) + " failure(s) in a row, the last "
-                + code);
-  }
-  return false;
-}
-
 // -- flow_control -----------------------------------------------------------
 
 flow_control::flow_control(flow_limits limits, int64_t now_ms) {
@@ -421,7 +330,8 @@ caf::error flow_control::check(const std::string& rate_key,
       return make_error(errc::invalid_request,
                         "breaker_key '" + breaker_key.substr(0, 128)
                             + "' is not declared on the coordinator for this "
-                              "tenant (--circuit-breaker NAME:failures=N)");
+                              "tenant (--circuit-breaker NAME:failures=N or "
+                              "NAME:ratio=R,window=S)");
   }
   return caf::none;
 }
@@ -619,9 +529,7 @@ void flow_control::restore_breakers(const std::vector<std::string>& triples,
   for (auto& [key, b] : breakers_)
     if (b.state() == breaker_state::closed)
       changes_.push_back({now_ms, "breaker", key, "closed",
-                          "active: opens after "
-                              + std::to_string(b.config().failures)
-                              + " failure(s) in a row"});
+                          "active: " + opening_rule(b.config())});
 }
 
 std::vector<flow_change> flow_control::drain_changes() {
@@ -658,10 +566,24 @@ flow_control::to_json(int64_t now_ms,
     for (const auto& c : b.config().codes)
       codes += (codes.size() > 1 ? "," : "") + json_quote(c);
     codes += "]";
+    // The ratio rule's settings and the window's figures now: null without
+    // that rule.
+    const auto& cfg = b.config();
+    auto w = b.window(now_ms);
+    auto ratio = [&](const std::string& x) {
+      return cfg.ratio > 0 ? x : std::string{"null"};
+    };
     out += "{\"key\":" + json_quote(key) + ",\"state\":\""
-           + to_string(b.state()) + "\",\"failures_in_row\":"
-           + std::to_string(b.failures_in_row()) + ",\"failures_to_open\":"
-           + std::to_string(b.config().failures) + ",\"cooldown_seconds\":"
+           + to_string(b.state())
+           + "\",\"failures_in_row\":" + std::to_string(b.failures_in_row())
+           + ",\"failures_to_open\":" + std::to_string(cfg.failures)
+           + ",\"failure_ratio_to_open\":" + ratio(format_number(cfg.ratio))
+           + ",\"window_seconds\":"
+           + ratio(format_number(static_cast<double>(cfg.window_ms) / 1000))
+           + ",\"min_calls\":" + ratio(std::to_string(cfg.min_calls))
+           + ",\"window_calls\":" + ratio(std::to_string(w.calls))
+           + ",\"window_failures\":" + ratio(std::to_string(w.failures))
+           + ",\"cooldown_seconds\":"
            + format_number(static_cast<double>(b.config().cooldown_ms) / 1000)
            + ",\"probes\":" + std::to_string(b.config().probes)
            + ",\"probes_running\":" + std::to_string(b.probes_running())

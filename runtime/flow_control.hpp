@@ -16,16 +16,16 @@
 // move of the authority never lets more than `burst` plus the rate through
 // in any window.
 //
-// Circuit breakers count failed attempts of the jobs naming them (every
-// failure the handler or the attempt timeout reports, or only the listed
-// error codes; never a worker lost or a cancel). `failures` in a row open
-// the breaker: its jobs stay queued, their attempts untouched. After
-// `cooldown` it is half-open: at most `probes` jobs run; a success closes
-// it, a counted failure opens it again.
+// Circuit breakers (runtime/circuit_breaker.hpp) count failed attempts of
+// the jobs naming them; `failures` in a row, or a failure `ratio` over a
+// window, open the breaker: its jobs stay queued, their attempts
+// untouched, until its probes after `cooldown` succeed.
 //
 // Every state change is handed to the caller (drain_changes) for the
 // control log (drover.control_log). One instance belongs to one queue
 // actor: not thread-safe. Time is Unix ms, passed in.
+
+#include "runtime/circuit_breaker.hpp"
 
 #include <caf/expected.hpp>
 
@@ -52,25 +52,6 @@ struct rate_limit {
   }
 };
 
-struct breaker_config {
-  /// Counted failures in a row that open the breaker (>= 1).
-  uint32_t failures = 5;
-  /// How long it stays open before probes run.
-  int64_t cooldown_ms = 30000;
-  /// Jobs that run at once while half-open (>= 1).
-  uint32_t probes = 1;
-  /// Error codes that count; empty = every failure (see above).
-  std::vector<std::string> codes;
-  /// Tenants whose jobs may name it; empty = every tenant.
-  std::vector<std::string> tenants;
-
-  bool operator==(const breaker_config& other) const {
-    return failures == other.failures && cooldown_ms == other.cooldown_ms
-           && probes == other.probes && codes == other.codes
-           && tenants == other.tenants;
-  }
-};
-
 /// What the coordinators declare (node_config::flow).
 struct flow_limits {
   std::map<std::string, rate_limit> rates;
@@ -82,14 +63,11 @@ struct flow_limits {
 caf::expected<std::pair<std::string, rate_limit>>
 parse_rate_limit(const std::string& item);
 
-/// `NAME:failures=N[,cooldown=S][,probes=P][,codes=a|b][,tenants=a|b]`
-/// (S seconds).
+/// `NAME:failures=N[,ratio=R,window=W[,min_calls=M]][,cooldown=S]`
+/// `[,probes=P][,codes=a|b][,tenants=a|b]`, failures or ratio or both (W, S
+/// seconds; see breaker_config).
 caf::expected<std::pair<std::string, breaker_config>>
 parse_breaker(const std::string& item);
-
-enum class breaker_state : uint8_t { closed, open, half_open };
-
-const char* to_string(breaker_state x);
 
 class token_bucket {
 public:
@@ -119,87 +97,11 @@ private:
   uint64_t granted_ = 0;
 };
 
-/// One state change, for the control log.
-struct flow_change {
-  int64_t at_ms = 0;
-  /// "rate_limit" or "breaker".
-  std::string kind;
-  std::string key;
-  /// e.g. "open", "half_open", "closed", "active".
-  std::string state;
-  std::string detail;
-  /// The wall-clock time to record (Unix ms) when it is not now: a state
-  /// restored from the control log keeps the time it began.
-  int64_t wall_ms = 0;
-};
-
 /// One control-log entry as the store's (control_atom, limit) answer
 /// shows it (the memory store; PostgreSQL builds the same object).
 std::string control_entry_json(uint64_t sequence, const flow_change& c,
                                int32_t partition, int64_t epoch,
                                const std::string& node);
-
-class circuit_breaker {
-public:
-  explicit circuit_breaker(breaker_config cfg) : cfg_(std::move(cfg)) {}
-
-  /// Whether a job may run now (moves open -> half_open after the
-  /// cooldown); does not take a probe.
-  bool may_run(int64_t now_ms, std::vector<flow_change>& out,
-               const std::string& key);
-  /// Takes the right to run: the half-open period the job probes in, 0 if
-  /// it is not a probe.
-  uint64_t admit();
-  /// When an open breaker half-opens (0 = not open).
-  int64_t half_open_at() const {
-    return state_ == breaker_state::open ? opened_ms_ + cfg_.cooldown_ms : 0;
-  }
-
-  /// An attempt ended: completed (code ""), failed with `code`, or did
-  /// not run to an outcome (`counted` false: cancelled, worker lost).
-  /// `probe` is what admit() returned; a probe of an earlier half-open
-  /// period counts as an ordinary attempt. Returns true if jobs waiting
-  /// behind it may run now.
-  bool outcome(uint64_t probe, bool success, bool counted, int64_t now_ms,
-               std::vector<flow_change>& out, const std::string& key,
-               const std::string& code);
-  /// Puts it into `s` as the control log last recorded it (at `at_ms` on
-  /// this instance's clock), after the authority started.
-  void restore(breaker_state s, int64_t at_ms, int64_t now_ms,
-               std::vector<flow_change>& out, const std::string& key,
-               std::string detail);
-  /// Whether a failure with `code` counts.
-  bool counts(const std::string& code) const;
-
-  breaker_state state() const {
-    return state_;
-  }
-  uint32_t failures_in_row() const {
-    return failures_;
-  }
-  const breaker_config& config() const {
-    return cfg_;
-  }
-  uint32_t probes_running() const {
-    return probes_out_;
-  }
-  uint64_t opened_count() const {
-    return opened_count_;
-  }
-
-private:
-  void move_to(breaker_state s, int64_t now_ms, std::vector<flow_change>& out,
-               const std::string& key, std::string detail);
-
-  breaker_config cfg_;
-  breaker_state state_ = breaker_state::closed;
-  uint32_t failures_ = 0;
-  int64_t opened_ms_ = 0;
-  uint32_t probes_out_ = 0;
-  uint64_t opened_count_ = 0;
-  /// Half-open periods so far (a probe's stamp).
-  uint64_t period_ = 0;
-};
 
 /// Why a job may not be dispatched now.
 struct flow_wait {

@@ -371,7 +371,9 @@ TEST_CASE("flow: bad --rate-limit and --circuit-breaker items stop the node "
   expect_node_refuses({"--rate-limit", "m:rate=1", "--rate-limit", "m:rate=2"},
                       "'m' is given twice");
   expect_node_refuses({"--circuit-breaker", "sink:cooldown=5"},
-                      "failures is required");
+                      "failures=N (in a row) or ratio=R,window=S");
+  expect_node_refuses({"--circuit-breaker", "sink:ratio=0.5,window=0"},
+                      "window must be seconds within [1, 3600]");
   expect_node_refuses({"--circuit-breaker", "sink:failures=1,codes=cancelled"},
                       "never counts");
 }

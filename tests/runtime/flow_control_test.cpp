@@ -50,6 +50,52 @@ TEST_CASE("flow: --rate-limit and --circuit-breaker items parse or say why",
   }
 }
 
+TEST_CASE("flow: a breaker's ratio rule parses, and each bad field says why",
+          "[flow]") {
+  auto b = parse_breaker("sink:ratio=0.5,window=30");
+  REQUIRE(b);
+  CHECK(b->second.failures == 0); // only the ratio opens it
+  CHECK(b->second.ratio == 0.5);
+  CHECK(b->second.window_ms == 30000);
+  CHECK(b->second.min_calls == 10);
+  b = parse_breaker("sink:failures=5,ratio=1,window=1.5,min_calls=20,"
+                    "cooldown=2");
+  REQUIRE(b);
+  CHECK(b->second.failures == 5);
+  CHECK(b->second.ratio == 1);
+  CHECK(b->second.window_ms == 1500);
+  CHECK(b->second.min_calls == 20);
+  CHECK(b->second.cooldown_ms == 2000);
+  // Each refusal names what is wrong.
+  for (auto [bad, why] : std::vector<std::pair<const char*, const char*>>{
+           {"sink:ratio=0,window=30", "ratio must"},
+           {"sink:ratio=1.5,window=30", "ratio must"},
+           {"sink:ratio=-0.5,window=30", "ratio must"},
+           {"sink:ratio=half,window=30", "ratio must"},
+           {"sink:ratio=5e-1,window=30", "ratio must"},
+           {"sink:ratio=0.5", "ratio needs window"},
+           {"sink:window=30", "failures=N (in a row) or ratio"},
+           {"sink:cooldown=3", "failures=N (in a row) or ratio"},
+           {"sink:failures=3,window=30", "window goes with ratio"},
+           {"sink:failures=3,min_calls=5", "min_calls goes with ratio"},
+           {"sink:ratio=0.5,window=0.5", "window must"},
+           {"sink:ratio=0.5,window=3601", "window must"},
+           {"sink:ratio=0.5,window=", "expected NAME"},
+           {"sink:ratio=0.5,window=30,min_calls=0", "min_calls must"},
+           {"sink:ratio=0.5,window=30,min_calls=1000001", "min_calls must"},
+           {"sink:ratio=0.5,window=30,min_calls=2.5", "min_calls must"},
+           {"sink:ratio=0.5,ratio=0.6,window=30", "given twice"},
+           {"sink:ratio=0.5,window=30,span=2", "not a field"}}) {
+    INFO(bad);
+    auto x = parse_breaker(bad);
+    REQUIRE_FALSE(x);
+    CHECK(is(x.error(), errc::bad_config));
+    auto text = describe(x.error());
+    INFO(text);
+    CHECK(text.find(why) != std::string::npos);
+  }
+}
+
 TEST_CASE("flow: a token bucket starts empty, fills at its rate, holds at "
           "most its burst",
           "[flow]") {
@@ -123,6 +169,123 @@ TEST_CASE("flow: a breaker opens after failures in a row, half-opens after "
   CHECK(states
         == std::vector<std::string>{"open", "half_open", "open", "half_open",
                                     "closed"});
+}
+
+TEST_CASE("flow: a breaker opens at a failure ratio over its window, not "
+          "below min_calls, and forgets outcomes older than the window",
+          "[flow]") {
+  // Half of at least 10 outcomes in 10 s; no rule in a row.
+  breaker_config cfg;
+  cfg.failures = 0;
+  cfg.ratio = 0.5;
+  cfg.window_ms = 10000;
+  cfg.min_calls = 10;
+  cfg.cooldown_ms = 1000;
+
+  SECTION("at the ratio once min_calls outcomes are in") {
+    circuit_breaker b{cfg};
+    std::vector<flow_change> log;
+    // 6 failures and 3 successes: 9 outcomes, below min_calls, however
+    // bad the share (and 6 in a row would open a failures=5 breaker).
+    for (int i = 0; i < 6; ++i)
+      b.outcome(0, false, true, 100 + i, log, "k", "down");
+    for (int i = 0; i < 3; ++i)
+      b.outcome(0, true, false, 200 + i, log, "k", "");
+    CHECK(b.state() == breaker_state::closed);
+    CHECK(b.window(300).calls == 9);
+    CHECK(b.window(300).failures == 6);
+    // Outcomes not counted (a cancel, a lost worker) do not feed it.
+    b.outcome(0, false, false, 300, log, "k", "worker_lost");
+    CHECK(b.window(300).calls == 9);
+    // A success makes 10 outcomes at 0.6 of failures: a success never
+    // opens it; the next counted failure looks (7 of 11, 0.64).
+    b.outcome(0, true, false, 400, log, "k", "");
+    CHECK(b.state() == breaker_state::closed);
+    b.outcome(0, false, true, 500, log, "k", "down");
+    REQUIRE(b.state() == breaker_state::open);
+    REQUIRE(log.size() == 1);
+    INFO(log[0].detail);
+    CHECK(log[0].detail.find("7 of 11 attempts failed in the last 10 s") == 0);
+    CHECK(log[0].detail.find("opens at 0.5") != std::string::npos);
+    CHECK(b.opened_count() == 1);
+  }
+
+  SECTION("not below the ratio") {
+    circuit_breaker b{cfg};
+    std::vector<flow_change> log;
+    // 6 successes, then failures: 4 of 10, 5 of 11 stay closed; 6 of 12
+    // is the ratio itself, and that is enough.
+    for (int i = 0; i < 6; ++i)
+      b.outcome(0, true, false, 100 + i, log, "k", "");
+    for (int i = 0; i < 5; ++i)
+      b.outcome(0, false, true, 200 + i, log, "k", "down");
+    CHECK(b.window(300).calls == 11);
+    CHECK(b.window(300).failures == 5);
+    CHECK(b.state() == breaker_state::closed);
+    b.outcome(0, false, true, 300, log, "k", "down");
+    CHECK(b.state() == breaker_state::open);
+  }
+
+  SECTION("old outcomes fall out of the window") {
+    circuit_breaker b{cfg};
+    std::vector<flow_change> log;
+    // 9 failures at t = 0..8 ms, then quiet.
+    for (int i = 0; i < 9; ++i)
+      b.outcome(0, false, true, i, log, "k", "down");
+    CHECK(b.window(9000).calls == 9);
+    // They count for more than 0.9 and at most 1 window (10 buckets of
+    // 1 s): still in at 9.999 s, gone at 10 s.
+    CHECK(b.window(9999).calls == 9);
+    CHECK(b.window(10000).calls == 0);
+    // A failure now is 1 of 1: below min_calls, closed.
+    b.outcome(0, false, true, 10000, log, "k", "down");
+    CHECK(b.state() == breaker_state::closed);
+    CHECK(b.window(10000).calls == 1);
+    // 9 successes at 12 s, 7 failures at 15 s: with the failure of 10 s,
+    // 8 of 17, closed.
+    for (int i = 0; i < 9; ++i)
+      b.outcome(0, true, false, 12000 + i, log, "k", "");
+    for (int i = 0; i < 7; ++i)
+      b.outcome(0, false, true, 15000 + i, log, "k", "down");
+    CHECK(b.window(15100).calls == 17);
+    CHECK(b.window(15100).failures == 8);
+    CHECK(b.state() == breaker_state::closed); // 8 of 17
+    // A failure at 20 s: the one of 10 s is gone, so 8 of 17 again, not
+    // 9 of 18 (which would open it).
+    b.outcome(0, false, true, 20000, log, "k", "down");
+    CHECK(b.window(20000).calls == 17);
+    CHECK(b.state() == breaker_state::closed);
+    // One more: 9 of 18.
+    b.outcome(0, false, true, 20001, log, "k", "down");
+    CHECK(b.state() == breaker_state::open);
+  }
+
+  SECTION("the window starts over when a probe closes it") {
+    cfg.failures = 3; // both rules
+    circuit_breaker b{cfg};
+    std::vector<flow_change> log;
+    for (int i = 0; i < 12; ++i)
+      b.outcome(0, true, false, i, log, "k", "");
+    for (int i = 0; i < 3; ++i)
+      b.outcome(0, false, true, 100 + i, log, "k", "down");
+    REQUIRE(b.state() == breaker_state::open); // 3 in a row; 3 of 15
+    CHECK(log.back().detail.find("3 failure(s) in a row") == 0);
+    // Attempts that ran on while it was open do not feed it.
+    b.outcome(0, false, true, 200, log, "k", "down");
+    CHECK(b.window(200).calls == 15);
+    REQUIRE(b.may_run(1102, log, "k"));
+    auto probe = b.admit();
+    CHECK(b.outcome(probe, true, false, 1200, log, "k", ""));
+    CHECK(b.state() == breaker_state::closed);
+    CHECK(b.window(1200).calls == 0);
+    // A fresh start: 5 of 10 opens it by the ratio (two in a row only).
+    for (int i = 0; i < 5; ++i) {
+      b.outcome(0, true, false, 1300 + 2 * i, log, "k", "");
+      b.outcome(0, false, true, 1301 + 2 * i, log, "k", "down");
+    }
+    CHECK(b.state() == breaker_state::open);
+    CHECK(log.back().detail.find("5 of 10 attempts failed") == 0);
+  }
 }
 
 TEST_CASE("flow: only the listed codes count, and never a lost worker",
@@ -216,6 +379,52 @@ TEST_CASE("flow: gates park jobs, refuse undeclared keys and other tenants, "
   CHECK(json.find("\"key\":\"smtp\"") != std::string::npos);
   CHECK(json.find("\"waiting\":4") != std::string::npos);
   CHECK(json.find("\"state\":\"closed\"") != std::string::npos);
+  // No ratio rule: its settings and figures are null.
+  CHECK(json.find("\"failure_ratio_to_open\":null,\"window_seconds\":null,"
+                  "\"min_calls\":null,\"window_calls\":null,"
+                  "\"window_failures\":null")
+        != std::string::npos);
+}
+
+TEST_CASE("flow: the admin view shows a ratio breaker's settings and window, "
+          "and the control log why it opened",
+          "[flow]") {
+  auto parsed = parse_breaker("api:ratio=0.5,window=30,min_calls=4");
+  REQUIRE(parsed);
+  flow_limits limits;
+  limits.breakers[parsed->first] = parsed->second;
+  flow_control f{limits, 0};
+  f.hold_breakers();
+  f.restore_breakers({}, true, 100000, 0);
+  auto start = f.drain_changes();
+  REQUIRE(start.size() == 1);
+  CHECK(start[0].detail
+        == "active: opens when at least 0.5 of the attempts in 30 s failed "
+           "(once 4 or more ended)");
+  auto flow = f.intern("", "api");
+  f.outcome(flow, 0, true, "", 1000);
+  f.outcome(flow, 0, false, "timeout", 2000);
+  f.outcome(flow, 0, false, "cancelled", 2500); // not counted
+  auto json = f.to_json(3000, {});
+  INFO(json);
+  CHECK(json.find("\"failures_to_open\":0,\"failure_ratio_to_open\":0.5,"
+                  "\"window_seconds\":30,\"min_calls\":4,"
+                  "\"window_calls\":2,\"window_failures\":1,")
+        != std::string::npos);
+  f.outcome(flow, 0, false, "timeout", 4000);
+  CHECK(f.breakers().at("api").state() == breaker_state::closed); // 2 of 3
+  f.outcome(flow, 0, true, "", 5000);
+  f.outcome(flow, 0, false, "timeout", 6000); // 3 of 5
+  auto changes = f.drain_changes();
+  REQUIRE(changes.size() == 1);
+  CHECK(changes[0].state == "open");
+  CHECK(changes[0].detail
+        == "3 of 5 attempts failed in the last 30 s (ratio 0.6, opens at "
+           "0.5), the last timeout");
+  // 30 s later the window is empty; the figures say so.
+  json = f.to_json(36000, {});
+  CHECK(json.find("\"window_calls\":0,\"window_failures\":0")
+        != std::string::npos);
 }
 
 TEST_CASE("flow: a new authority restores each breaker's last state",
