@@ -202,6 +202,13 @@ caf::actor spawn_api(caf::actor_system& sys,
         },
         [q](purge_atom a, all_atom b) { return q(a, b); },
         [q](stats_atom a) { return q(a); },
+        [self, handles](flow_atom a, std::string& kind, std::string& key,
+                        std::string& spec) {
+          // Checked by the queue, with the configuration's parser.
+          return checked_forward(self, caf::none, handles->queue(), "queue", a,
+                                 std::move(kind), std::move(key),
+                                 std::move(spec));
+        },
         [self, handles](flow_atom a,
                         uint32_t log_entries) -> caf::result<std::string> {
           auto queue = handles->queue();

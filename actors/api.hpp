@@ -33,6 +33,9 @@
 //                                          "breakers": [...],
 //                                          "control_log": [newest n]}
 //                                          (n = 0: no control log)
+//   (flow_atom, kind, key, spec)           -> string (JSON)     queue:
+//                                          creates or changes a rate limit
+//                                          or breaker (queue.hpp)
 // While a part is restarting, requests fail with `errc::unavailable`.
 
 #include "actors/job_system.hpp"

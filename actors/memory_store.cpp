@@ -199,13 +199,16 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
         },
         [self](control_atom, const std::string& kind)
             -> caf::result<std::vector<std::string>> {
-          std::map<std::string, const flow_change*> last;
+          // The newest state per key, and apart from it the newest
+          // run-time setting ("configured").
+          std::map<std::pair<std::string, bool>, const flow_change*> last;
           for (const auto& [seq, c] : self->state.control)
             if (c.kind == kind)
-              last[c.key] = &c;
+              last[{c.key, c.state == "configured"}] = &c;
           std::vector<std::string> out;
           for (const auto& [key, c] : last)
-            out.insert(out.end(), {key, c->state, std::to_string(c->at_ms)});
+            out.insert(out.end(), {key.first, c->state,
+                                   std::to_string(c->at_ms), c->detail});
           return out;
         },
         [self](control_atom, uint32_t limit) -> caf::result<std::string> {

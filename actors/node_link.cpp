@@ -419,6 +419,30 @@ coordinator_reply on_report(link_actor self, progress_batch& progress,
   return take_reply(self);
 }
 
+/// Tokens for an attempt running on this node, from the queue's limiter,
+/// asked for in the name of the attempt's slot (the queue checks that the
+/// job runs there).
+caf::result<uint32_t, int64_t> take_tokens(link_actor self,
+                                           const std::string& job_id,
+                                           uint32_t attempt, uint32_t wanted) {
+  auto& st = self->state;
+  auto i = st.attempts.find(job_id);
+  if (i == st.attempts.end() || i->second.attempt != attempt
+      || i->second.expired || i->second.completing || i->second.js_gone
+      || i->second.adopting)
+    return make_error(errc::stale_attempt,
+                      "attempt " + std::to_string(attempt) + " of job " + job_id
+                          + " does not run on node " + st.cfg.node_id);
+  auto rp = self->make_response_promise<uint32_t, int64_t>();
+  self->request(st.cfg.handles->queue(), std::chrono::seconds{10},
+                take_atom::value, job_id, st.slots[i->second.slot].actor,
+                wanted)
+      .then([rp](uint32_t granted,
+                 int64_t retry_ms) mutable { rp.deliver(granted, retry_ms); },
+            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
 void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
   auto& st = self->state;
   if (index >= st.slots.size())
@@ -525,6 +549,12 @@ node_link_local::behavior_type link_impl(link_actor self,
         if (!from_agent(self))
           return make_error(errc::forbidden, "not this node's agent");
         return on_report(self, p, c);
+      },
+      [self](take_atom, std::string& job_id, uint32_t attempt,
+             uint32_t wanted) -> caf::result<uint32_t, int64_t> {
+        if (!from_agent(self))
+          return make_error(errc::forbidden, "not this node's agent");
+        return take_tokens(self, job_id, attempt, wanted);
       },
       [self](run_atom, uint32_t index, lease& l, caf::actor& js) {
         if (!from_here(self))

@@ -54,29 +54,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   }
   self->monitor(st.deps.store);
   record_flow_changes(self); // each limiter's authority starts
-  if (!st.opts.flow.breakers.empty()) {
-    // Breakers start as the control log last saw them: a restart or a
-    // takeover must not close a breaker that was open.
-    st.flow.hold_breakers();
-    auto restore = [self](const std::vector<std::string>& triples, bool ok) {
-      auto& st = self->state;
-      st.flow.restore_breakers(triples, ok, now_ms(self), flow_now(self));
-      record_flow_changes(self);
-      rearm_flow(self);
-    };
-    self->request(st.deps.store, store_timeout, control_atom::value,
-                  std::string{"breaker"})
-        .then(
-            [restore](std::vector<std::string>& triples) {
-              restore(triples, true);
-            },
-            [restore](caf::error& err) {
-              log_failure("reading the breakers' last states", err, {},
-                          log::level::warn);
-              restore({}, false);
-            });
-  }
-  recover(self);
+  // Run-time settings first: recovered jobs must find the keys they name.
+  load_flow(self, [self] { recover(self); });
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source == st.deps.store.address()) {
@@ -370,6 +349,20 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       [self](let_go_atom, caf::actor& worker) {
         let_go_pools(self, worker.address());
       },
+      [self](take_atom, const std::string& job_id, const caf::actor& worker,
+             uint32_t wanted) -> caf::result<uint32_t, int64_t> {
+        auto& st = self->state;
+        auto r = st.running.find(job_id);
+        if (r == st.running.end() || r->second.worker != worker)
+          return make_error(errc::stale_attempt,
+                            "job " + job_id
+                                + " does not run on this worker (finished, "
+                                  "superseded or unknown)");
+        auto g = st.flow.take_tokens(r->second.flow, wanted, flow_now(self));
+        if (!g)
+          return std::move(g.error());
+        return caf::result<uint32_t, int64_t>(g->granted, g->retry_ms);
+      },
       [self](withdraw_atom, caf::actor& worker) {
         auto& st = self->state;
         auto w = st.workers.find(worker.address());
@@ -482,18 +475,10 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         if (generation == self->state.flow_generation)
           on_flow_timer(self);
       },
-      [self](flow_atom) -> std::string {
-        auto& st = self->state;
-        std::map<std::string, size_t> waiting;
-        for (const auto& [gate, dq] : st.flow_parked)
-          waiting[gate] = dq.size();
-        // And the resource pools of the worker nodes, with what their
-        // attempts hold now (runtime/resources.hpp).
-        auto out = st.flow.to_json(flow_now(self), waiting);
-        if (!out.empty() && out.back() == '}')
-          out.insert(out.size() - 1,
-                     ",\"resource_pools\":" + st.resources.to_json());
-        return out;
+      [self](flow_atom) -> std::string { return flow_json(self); },
+      [self](flow_atom, const std::string& kind, const std::string& key,
+             const std::string& spec) -> caf::result<std::string> {
+        return set_flow(self, kind, key, spec);
       },
       [self](fence_atom) {
         auto& st = self->state;

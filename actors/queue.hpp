@@ -55,6 +55,13 @@
 //   (flow_atom)                        -> string       JSON object: the
 //       rate limiters and breakers and the jobs waiting behind each
 //       (runtime/flow_control.hpp, flow_control::to_json)
+//   (flow_atom, kind, key, spec)       -> string       creates or changes
+//       a rate limit ("rate_limit", spec "rate=R[,burst=B][,tenants=..]")
+//       or breaker ("breaker", spec as --circuit-breaker's after NAME:) at
+//       run time: errc::invalid_request as the configuration would refuse
+//       it, errc::conflict past 1,000 keys of its kind; recorded in the control
+//       log (state "configured", outliving restarts and takeovers) before it
+//       applies; answered with the (flow_atom) object
 // Protocol (runtime):
 //   (ready_atom, resource_class, worker_id, worker)   a worker is idle
 //   (ready_atom, resource_class, worker_id, worker, job_types, pools)
@@ -72,6 +79,12 @@
 //   (adopt_atom, job_id, attempt, worker_id, slot) -> job supervisor
 //       a worker node still runs an attempt recorded before this
 //       coordinator restarted: take it over (actors/node_link.hpp)
+//   (take_atom, job_id, worker, wanted) -> (granted, retry_ms)
+//       the running attempt of job_id on `worker` takes up to `wanted`
+//       tokens of its rate limit (flow_control::take_tokens: at most one
+//       block); retry_ms says when to ask again if fewer were granted.
+//       errc::stale_attempt if the job does not run on `worker`,
+//       errc::invalid_request if it names no rate limit.
 //   (adopt_atom)                       internal: the adoption grace ended
 //   from job supervisors: see job_supervisor.hpp
 
@@ -115,6 +128,8 @@ using queue_actor = caf::typed_actor<
     caf::replies_to<nodes_atom, std::string, std::string,
                     std::string>::with<std::string>,
     caf::replies_to<flow_atom>::with<std::string>,
+    caf::replies_to<flow_atom, std::string, std::string,
+                    std::string>::with<std::string>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
     caf::reacts_to<ready_atom, std::string, std::string, caf::actor,
                    std::vector<std::string>, std::string>,
@@ -122,6 +137,8 @@ using queue_actor = caf::typed_actor<
                     std::vector<std::string>, std::string, bool>::with<bool>,
     caf::replies_to<withdraw_atom, caf::actor>::with<bool>,
     caf::reacts_to<let_go_atom, caf::actor>,
+    caf::replies_to<take_atom, std::string, caf::actor,
+                    uint32_t>::with<uint32_t, int64_t>,
     caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
                     caf::actor>::with<caf::actor>,
     caf::reacts_to<adopt_atom>>;

@@ -232,4 +232,99 @@ void flow_outcome(self_ptr self, const running_entry& entry, bool success,
   record_flow_changes(self);
 }
 
+std::string flow_json(self_ptr self) {
+  auto& st = self->state;
+  std::map<std::string, size_t> waiting;
+  for (const auto& [gate, dq] : st.flow_parked)
+    waiting[gate] = dq.size();
+  // And the resource pools of the worker nodes, with what their attempts
+  // hold now (runtime/resources.hpp).
+  auto out = st.flow.to_json(flow_now(self), waiting);
+  if (!out.empty() && out.back() == '}')
+    out.insert(out.size() - 1, ",\"resource_pools\":" + st.resources.to_json());
+  return out;
+}
+
+caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
+                                  const std::string& key,
+                                  const std::string& spec) {
+  auto& st = self->state;
+  if (kind != "rate_limit" && kind != "breaker")
+    return make_error(errc::invalid_request,
+                      "kind must be rate_limit or breaker");
+  if (key.find(':') != std::string::npos)
+    return make_error(errc::invalid_request,
+                      "key: 1-128 bytes without ':', ',', '=', '|' or blanks");
+  // One home for the rules: the configuration's parser.
+  auto item = key + ":" + spec;
+  caf::error bad;
+  std::string parsed_key;
+  if (kind == "rate_limit") {
+    auto r = parse_rate_limit(item);
+    bad = r ? caf::error{} : r.error();
+    parsed_key = r ? r->first : "";
+  } else {
+    auto b = parse_breaker(item);
+    bad = b ? caf::error{} : b.error();
+    parsed_key = b ? b->first : "";
+  }
+  if (bad) {
+    const auto& ctx = bad.context();
+    return make_error(errc::invalid_request, ctx.match_elements<std::string>()
+                                                 ? ctx.get_as<std::string>(0)
+                                                 : describe(bad));
+  }
+  if (parsed_key != key)
+    return make_error(errc::invalid_request,
+                      "key: 1-128 bytes without ':', ',', '=', '|' or blanks");
+  if (auto err = st.flow.room_for(kind, key))
+    return err;
+  // Durable first: a setting the log does not hold would be lost by the
+  // next takeover.
+  auto rp = self->make_response_promise<std::string>();
+  self->request(st.deps.store, store_timeout, control_atom::value, now_ms(self),
+                kind, key, std::string{"configured"}, spec)
+      .then(
+          [self, rp, kind, key, spec](ok_atom) mutable {
+            auto& st = self->state;
+            std::vector<std::string> quad{key, "configured", "", spec};
+            st.flow.apply_configured(kind, quad, flow_now(self));
+            log::info("queue", "flow control: " + kind + " '" + key + "' set",
+                      {{"spec", spec}});
+            on_flow_timer(self); // a looser limit lets parked jobs go now
+            rp.deliver(flow_json(self));
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
+void load_flow(self_ptr self, std::function<void()> next) {
+  auto& st = self->state;
+  auto read = [self](const std::string& kind,
+                     std::function<void(std::vector<std::string>, bool)> then) {
+    self->request(self->state.deps.store, store_timeout, control_atom::value,
+                  kind)
+        .then([then](std::vector<std::string>& quads) { then(quads, true); },
+              [then, kind](caf::error& err) {
+                log_failure("reading the control log's " + kind + " entries",
+                            err, {}, log::level::warn);
+                then({}, false);
+              });
+  };
+  // Breakers start as the control log last saw them: a restart or a
+  // takeover must not close a breaker that was open.
+  st.flow.hold_breakers();
+  read("rate_limit", [self, read, next](std::vector<std::string> rates, bool) {
+    self->state.flow.apply_configured("rate_limit", rates, flow_now(self));
+    read("breaker", [self, next](std::vector<std::string> quads, bool ok) {
+      auto& st = self->state;
+      st.flow.apply_configured("breaker", quads, flow_now(self));
+      st.flow.restore_breakers(quads, ok, now_ms(self), flow_now(self));
+      record_flow_changes(self);
+      rearm_flow(self);
+      next();
+    });
+  });
+}
+
 } // namespace drover::queue_detail

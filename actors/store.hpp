@@ -58,7 +58,9 @@
 //       is refused (errc::not_owner).
 //   (control_atom, kind)                           -> vector<string>
 //       The last state of every key of `kind` ("breaker", "rate_limit") in
-//       the control log, as (key, state, Unix ms) triples, flattened.
+//       the control log and, apart from it, its last run-time setting
+//       (state "configured", the item in the detail), as (key, state,
+//       Unix ms, detail) quadruples, flattened.
 //   (control_atom, limit)                          -> std::string
 //       The newest `limit` (within [1, 1000]) control-log entries, newest
 //       first, as a JSON array of {"sequence", "at", "kind", "key",

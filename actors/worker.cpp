@@ -3,6 +3,7 @@
 #include "runtime/thread_cache.hpp"
 
 #include "runtime/atoms.hpp"
+#include "runtime/errors.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_system.hpp>
@@ -31,9 +32,18 @@ public:
     caf::anon_send(worker_, checkpoint_atom::value, job_id, attempt, bytes);
   }
 
+  bool on_take(const std::string& job_id, uint32_t attempt, uint64_t seq,
+               uint32_t wanted) override {
+    caf::anon_send(worker_, take_atom::value, job_id, attempt, seq, wanted);
+    return true;
+  }
+
 private:
   caf::actor worker_;
 };
+
+/// How long a worker waits for an answer to a token request.
+constexpr auto token_request_timeout = std::chrono::seconds{10};
 
 struct worker_state {
   worker_config cfg;
@@ -148,6 +158,30 @@ caf::behavior worker_impl(self_ptr self, worker_config cfg) {
         if (is_current(self, job_id, attempt) && st.job_supervisor)
           self->send(st.job_supervisor, checkpoint_atom::value,
                      std::move(job_id), attempt, std::move(bytes));
+      },
+      [self](take_atom, std::string& job_id, uint32_t attempt, uint64_t seq,
+             uint32_t wanted) {
+        // Tokens of the job's rate limit, from whoever hands out this
+        // worker's leases (the queue, or its node's agent), naming the
+        // attempt by this worker.
+        auto& st = self->state;
+        auto ctx = st.ctx;
+        if (!ctx || !is_current(self, job_id, attempt) || !st.job_supervisor) {
+          if (ctx && ctx->job_id() == job_id)
+            ctx->tokens_answered(
+                seq, 0, 0,
+                make_error(errc::stale_attempt, "the attempt no longer runs"));
+          return;
+        }
+        self->request(st.cfg.queue, token_request_timeout, take_atom::value,
+                      std::move(job_id), caf::actor{self}, wanted)
+            .then(
+                [ctx, seq](uint32_t granted, int64_t retry_ms) {
+                  ctx->tokens_answered(seq, granted, retry_ms, {});
+                },
+                [ctx, seq](caf::error& err) {
+                  ctx->tokens_answered(seq, 0, 0, std::move(err));
+                });
       },
       [self](done_atom, completion& c) {
         auto& st = self->state;

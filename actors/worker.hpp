@@ -13,6 +13,10 @@
 //       (done_atom, completion). A handler that throws fails the attempt
 //       (retryable "handler_exception"); an unknown job type fails it for
 //       good ("unknown_type").
+//   (take_atom, job_id, attempt, seq, wanted) from the handler's
+//       task_context::take_tokens: asks its queue (the queue, or its node's
+//       agent) with (take_atom, job_id, self, wanted) -> (granted,
+//       retry_ms) and hands the answer to the context.
 //   (cancel_atom, job_id, attempt)           cooperative cancel: the
 //       handler's `cancelled()` turns true and its cancel callbacks run.
 //   (abandon_atom, job_id, attempt)          forced stop: nothing more from

@@ -4,6 +4,7 @@
 #include "runtime/join_proof.hpp"
 #include "runtime/log.hpp"
 #include "runtime/submit.hpp"
+#include "runtime/token_relay.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_cast.hpp>
@@ -43,6 +44,8 @@ struct run_info {
   std::string resource_class;
   caf::actor worker;
   bool superseded = false;
+  /// The job's rate-limit key ("" = none): what its takes draw on.
+  std::string rate_key;
 };
 
 using attempt_key = std::pair<std::string, uint32_t>;
@@ -88,6 +91,9 @@ struct agent_state {
   bool drained = false;
   uint64_t leases_received = 0;
   uint64_t batches_received = 0;
+  /// The node protocol of the connection (2: tokens mid-attempt).
+  uint32_t protocol = 0;
+  token_relay tokens;
 
   static inline const char* name = "drover.worker_agent";
 };
@@ -141,6 +147,7 @@ void start_waiting(agent_actor self) {
     r.attempt = i->attempt;
     r.resource_class = cls;
     r.worker = worker;
+    r.rate_key = i->spec.rate_limit_key;
     st.running[i->job_id] = r;
     caf::anon_send(worker, run_atom::value, std::move(*i),
                    caf::actor_cast<caf::actor>(self));
@@ -295,6 +302,7 @@ void join(agent_actor self, const std::string& challenge, uint64_t gen) {
             st.heartbeat_interval = std::chrono::milliseconds{
                 std::max<int64_t>(10, r.heartbeat_interval_ms)};
             st.lease_ttl = std::chrono::milliseconds{r.lease_ttl_ms};
+            st.protocol = r.protocol;
             log::announce("worker_agent", "joined the coordinator",
                           {{"coordinator", r.coordinator_id},
                            {"protocol", r.protocol},
@@ -306,6 +314,62 @@ void join(agent_actor self, const std::string& challenge, uint64_t gen) {
             if (self->state.handshake == gen)
               handshake_failed(self, "join", err);
           });
+}
+
+/// Sends a coalesced token request (token_relay) to the coordinator; its
+/// answer is shared out and the next one for the key goes out.
+void ask_tokens(agent_actor self, std::optional<token_relay::request> req) {
+  if (!req)
+    return;
+  auto& st = self->state;
+  auto key = req->key;
+  auto answer = [self, key](uint32_t granted, int64_t retry_ms,
+                            const caf::error& err) {
+    ask_tokens(self, self->state.tokens.answered(key, granted, retry_ms, err));
+  };
+  if (!st.link || st.protocol < 2) {
+    // Not connected (or to a coordinator without tokens): the takes ask
+    // again after a while, within their handlers' deadlines.
+    answer(0, 0, make_error(errc::unavailable, "no coordinator"));
+    return;
+  }
+  self->request(st.link, std::chrono::seconds{10}, take_atom::value,
+                req->job_id, req->attempt, req->wanted)
+      .then([answer](uint32_t granted,
+                     int64_t retry_ms) { answer(granted, retry_ms, {}); },
+            [answer](caf::error& err) { answer(0, 0, err); });
+}
+
+caf::result<uint32_t, int64_t> on_take(agent_actor self,
+                                       const std::string& job_id,
+                                       const caf::actor& worker,
+                                       uint32_t wanted) {
+  auto& st = self->state;
+  auto i = st.running.find(job_id);
+  if (i == st.running.end() || i->second.worker != worker
+      || i->second.superseded)
+    return make_error(errc::stale_attempt,
+                      "job " + job_id + " does not run on this worker");
+  if (i->second.rate_key.empty())
+    return make_error(errc::invalid_request,
+                      "the job names no rate limit (rate_limit_key) to take "
+                      "tokens of");
+  if (st.link && st.protocol < 2)
+    return make_error(errc::unavailable,
+                      "the coordinator speaks node protocol "
+                          + std::to_string(st.protocol)
+                          + ", without tokens mid-attempt (it needs 2)");
+  auto rp = self->make_response_promise<uint32_t, int64_t>();
+  ask_tokens(self, st.tokens.add(i->second.rate_key, job_id, i->second.attempt,
+                                 wanted,
+                                 [rp](uint32_t granted, int64_t retry_ms,
+                                      caf::error err) mutable {
+                                   if (err)
+                                     rp.deliver(std::move(err));
+                                   else
+                                     rp.deliver(granted, retry_ms);
+                                 }));
+  return rp;
 }
 
 void hello(agent_actor self, uint64_t gen) {
@@ -608,6 +672,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         st.checkpoints[u.job_id] = std::move(u);
         maybe_report(self);
       },
+      [self](take_atom, const std::string& job_id, const caf::actor& worker,
+             uint32_t wanted) { return on_take(self, job_id, worker, wanted); },
       [self](done_atom, completion& c) {
         auto& st = self->state;
         auto i = st.running.find(c.job_id);

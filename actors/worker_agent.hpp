@@ -20,6 +20,10 @@
 //   outcome stays in the outbox until the coordinator says it is settled.
 // - Heartbeat: one per `heartbeat_interval` (the coordinator's), listing
 //   every running attempt; at most one in flight.
+// - Tokens (task_context::take_tokens): a local worker's take goes to the
+//   coordinator's limiter through the link, coalesced per rate-limit key
+//   (runtime/token_relay.hpp); without a connection the take waits for
+//   one (it asks again), within the handler's own deadline.
 // - Drain ((stop_atom), on SIGTERM): no new leases; running attempts
 //   finish and their outcomes are settled, then `on_drained`; after
 //   `drain_timeout` the rest are cancelled and left to lapse.
@@ -55,6 +59,9 @@ using worker_agent_local = worker_agent_actor::extend<
     caf::reacts_to<progress_atom, progress_update>,
     caf::reacts_to<checkpoint_atom, std::string, uint32_t, std::string>,
     caf::reacts_to<done_atom, completion>,
+    // tokens of a running job's rate limit (runtime/token_relay.hpp)
+    caf::replies_to<take_atom, std::string, caf::actor,
+                    uint32_t>::with<uint32_t, int64_t>,
     // the node: drain
     caf::reacts_to<stop_atom>, caf::replies_to<describe_atom>::with<tree_node>,
     // timers

@@ -565,6 +565,14 @@ private:
                    : void();
       }
     }
+    if (n == 4 && p[1] == "admin"
+        && (p[2] == "rate-limits" || p[2] == "breakers")) {
+      if (method != verb::put)
+        return not_allowed(ex, "PUT");
+      return require(ex, who, scope_admin) ? set_flow(
+                 ex, p[2] == "rate-limits" ? "rate_limit" : "breaker", p[3])
+                                           : void();
+    }
     if (n == 3 && p[1] == "admin") {
       if (method != verb::get)
         return not_allowed(ex, "GET");
@@ -912,6 +920,18 @@ private:
     ask<std::string>(
         ex, [self, ex](std::string& json) { self->reply(ex, 200, json); },
         flow_atom::value, uint32_t{50});
+  }
+
+  /// Creates or changes a rate limit or breaker; answers like flow().
+  void set_flow(const ex_ptr& ex, const std::string& kind,
+                const std::string& key) {
+    auto spec = parse_flow_spec(ex->req().body(), json_limits_);
+    if (!spec)
+      return fail(ex, spec.error());
+    auto self = shared_from_this();
+    ask<std::string>(
+        ex, [self, ex](std::string& json) { self->reply(ex, 200, json); },
+        flow_atom::value, kind, key, std::move(*spec));
   }
 
   void queues(const ex_ptr& ex) {

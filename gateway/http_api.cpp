@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <ctime>
 #include <limits>
+#include <optional>
 
 namespace drover::http {
 
@@ -638,29 +639,54 @@ caf::expected<std::vector<batch_item>> parse_batch(std::string_view body,
   return items;
 }
 
-caf::expected<std::string> parse_reason(std::string_view body,
-                                        const decode_limits& limits) {
-  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos)
-    return std::string{};
+namespace {
+
+/// The one text field `field` of a JSON object body (nullopt when it is
+/// not there), at most 1024 bytes; any other field is refused.
+caf::expected<std::optional<std::string>>
+only_text_field(std::string_view body, const decode_limits& limits,
+                const char* field) {
   capnp::MallocMessageBuilder message;
   json::Reader root;
   if (auto err = parse_json(body, limits, message, root))
     return err;
   if (root.which() != json::OBJECT)
     return bad("body", "expected a JSON object");
-  std::string reason;
+  std::optional<std::string> out;
   for (auto f : root.getObject()) {
     auto name = field_name(f);
-    if (name != "reason")
+    if (name != field)
       return bad(name, "unknown field");
-    auto text = get_text("reason", f.getValue());
+    auto text = get_text(field, f.getValue());
     if (!text)
       return text.error();
     if (text->size() > 1024)
-      return bad("reason", "at most 1024 bytes");
-    reason = std::move(*text);
+      return bad(field, "at most 1024 bytes");
+    out = std::move(*text);
   }
-  return reason;
+  return out;
+}
+
+} // namespace
+
+caf::expected<std::string> parse_reason(std::string_view body,
+                                        const decode_limits& limits) {
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos)
+    return std::string{};
+  auto reason = only_text_field(body, limits, "reason");
+  if (!reason)
+    return std::move(reason.error());
+  return reason->value_or(std::string{});
+}
+
+caf::expected<std::string> parse_flow_spec(std::string_view body,
+                                           const decode_limits& limits) {
+  auto spec = only_text_field(body, limits, "spec");
+  if (!spec)
+    return std::move(spec.error());
+  if (!*spec || (*spec)->empty())
+    return bad("spec", "required, e.g. {\"spec\": \"rate=14,burst=14\"}");
+  return std::move(**spec);
 }
 
 caf::expected<ws_command> parse_ws_command(std::string_view text,

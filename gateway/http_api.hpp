@@ -50,6 +50,12 @@ caf::expected<std::vector<batch_item>> parse_batch(std::string_view body,
                                                    const decode_limits& limits,
                                                    size_t max_items);
 
+/// `{"spec": "..."}` of a PUT /api/admin/rate-limits/{key} or
+/// /api/admin/breakers/{key} body: the setting as the configuration writes
+/// it after `NAME:` (1-1024 bytes; the queue checks the rest).
+caf::expected<std::string> parse_flow_spec(std::string_view body,
+                                           const decode_limits& limits);
+
 /// `{"reason": "..."}` of a cancel or retry body; "" when the body is empty.
 caf::expected<std::string> parse_reason(std::string_view body,
                                         const decode_limits& limits);

@@ -101,6 +101,9 @@ using withdraw_atom = caf::atom_constant<caf::atom("withdraw")>;
 /// Node link -> queue: a slot let go of its attempt without offering
 /// itself again (its pool amounts come back).
 using let_go_atom = caf::atom_constant<caf::atom("let_go")>;
+/// Running attempt -> its worker -> (its node's link ->) queue: tokens of
+/// the job's rate limit, mid-attempt (task_context::take_tokens).
+using take_atom = caf::atom_constant<caf::atom("take")>;
 /// Admin: the connected nodes.
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
 

@@ -52,6 +52,7 @@ constexpr std::chrono::milliseconds exec_stop_margin{2000};
 /// sleep: upper bounds of its inputs.
 constexpr int64_t max_sleep_ms = 86'400'000;
 constexpr int64_t max_sleep_steps = 10'000;
+constexpr int64_t max_sleep_tokens = 1'000'000;
 
 // -- text helpers -------------------------------------------------------------
 
@@ -635,6 +636,7 @@ task_outcome run_exec(task_context& ctx, const builtin_options& options) {
 struct sleep_request {
   int64_t ms = 0;
   int64_t steps = 1;
+  int64_t tokens = 0;
 };
 
 std::string parse_sleep_input(const std::string& input, sleep_request& req) {
@@ -643,7 +645,8 @@ std::string parse_sleep_input(const std::string& input, sleep_request& req) {
   if (auto err = parse_json(input, message, root); !err.empty())
     return err;
   std::map<std::string, json_value::Reader> members;
-  if (auto err = object_members(root, {"ms", "steps"}, members); !err.empty())
+  if (auto err = object_members(root, {"ms", "steps", "tokens"}, members);
+      !err.empty())
     return err;
   auto ms = members.find("ms");
   if (ms == members.end())
@@ -656,14 +659,41 @@ std::string parse_sleep_input(const std::string& input, sleep_request& req) {
         = read_integer(steps->second, "steps", 0, max_sleep_steps, req.steps);
         !err.empty())
       return err;
+  if (auto tokens = members.find("tokens"); tokens != members.end())
+    if (auto err = read_integer(tokens->second, "tokens", 0, max_sleep_tokens,
+                                req.tokens);
+        !err.empty())
+      return err;
   return {};
+}
+
+/// Takes the sleep's tokens, one at a time (as a job sending one mail per
+/// token would); an empty outcome when all were taken.
+std::optional<task_outcome> take_sleep_tokens(task_context& ctx,
+                                              int64_t tokens) {
+  for (int64_t i = 0; i < tokens; ++i) {
+    auto err = ctx.take_tokens(1, std::chrono::hours{24});
+    if (!err)
+      continue;
+    if (ctx.cancelled())
+      return task_outcome::cancelled();
+    if (is(err, errc::invalid_request))
+      return task_outcome::permanent("no_rate_limit", describe(err));
+    return task_outcome::retryable("tokens_unavailable", describe(err));
+  }
+  return std::nullopt;
 }
 
 task_outcome run_sleep(task_context& ctx) {
   sleep_request req;
   if (auto err = parse_sleep_input(ctx.input(), req); !err.empty())
     return task_outcome::permanent("invalid_input", err);
-  auto result = "{\"slept_ms\":" + std::to_string(req.ms) + "}";
+  if (auto out = take_sleep_tokens(ctx, req.tokens))
+    return *out;
+  auto result = "{\"slept_ms\":" + std::to_string(req.ms)
+                + (req.tokens > 0 ? ",\"tokens\":" + std::to_string(req.tokens)
+                                  : std::string{})
+                + "}";
   if (req.ms == 0)
     return task_outcome::success(result);
   using std::chrono::milliseconds;

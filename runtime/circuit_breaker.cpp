@@ -158,6 +158,12 @@ bool circuit_breaker::counts(const std::string& code) const {
                 != cfg_.codes.end();
 }
 
+void circuit_breaker::reconfigure(breaker_config cfg) {
+  cfg_ = std::move(cfg);
+  failures_ = 0;
+  window_ = outcome_window{cfg_.ratio > 0 ? cfg_.window_ms : 0};
+}
+
 std::string circuit_breaker::why_open(int64_t now_ms,
                                       const std::string& code) const {
   if (cfg_.failures > 0 && failures_ >= cfg_.failures)

@@ -150,6 +150,11 @@ public:
                std::string detail);
   /// Whether a failure with `code` counts.
   bool counts(const std::string& code) const;
+  /// New settings at run time (flow_control::set_breaker): the state stays
+  /// (an open breaker half-opens at its opening plus the new cooldown),
+  /// and what opens it (failures in a row, the window) starts over under
+  /// the new rule.
+  void reconfigure(breaker_config cfg);
 
   breaker_state state() const {
     return state_;

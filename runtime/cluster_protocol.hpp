@@ -28,6 +28,11 @@
 //       -> coordinator_reply: progress (newest per attempt), checkpoints
 //       (progress updates with a checkpoint) and outcomes, batched; at
 //       most one report in flight per worker.
+//   worker -> link (protocol 2): (take_atom, job, attempt, wanted)
+//       -> (granted, retry_ms): tokens of the job's rate limit for its
+//       running attempt, from the coordinator's limiter (at most one block
+//       per answer); the node asks for the sum of what its attempts of one
+//       key wait for, one request per key at a time.
 //   link -> worker: (lease_atom, lease_batch), (cancel_atom, job, attempt),
 //       (abandon_atom, job, attempt).
 // Flow control: the link never has more leases outstanding on a worker
@@ -48,9 +53,10 @@
 
 namespace drover {
 
-/// The node-protocol versions this build speaks.
+/// The node-protocol versions this build speaks. 2 added (take_atom) on
+/// the link: tokens of a job's rate limit mid-attempt.
 constexpr uint32_t cluster_protocol_min = 1;
-constexpr uint32_t cluster_protocol_max = 1;
+constexpr uint32_t cluster_protocol_max = 2;
 
 /// A worker node, as its coordinator sees it.
 using worker_agent_actor
@@ -62,7 +68,9 @@ using worker_agent_actor
 using node_link_actor = caf::typed_actor<
     caf::replies_to<heartbeat_atom, heartbeat>::with<coordinator_reply>,
     caf::replies_to<report_atom, progress_batch,
-                    completion_batch>::with<coordinator_reply>>;
+                    completion_batch>::with<coordinator_reply>,
+    caf::replies_to<take_atom, std::string, uint32_t, uint32_t>::with<uint32_t,
+                                                                      int64_t>>;
 
 /// The coordinator's cluster port (frozen; see above).
 using cluster_endpoint_actor = caf::typed_actor<

@@ -277,6 +277,21 @@ bool token_bucket::take(int64_t now_ms) {
   return true;
 }
 
+uint32_t token_bucket::take_up_to(uint32_t n, int64_t now_ms) {
+  refill(now_ms);
+  auto whole = static_cast<uint32_t>(
+      std::min(std::floor(tokens_), static_cast<double>(n)));
+  tokens_ -= whole;
+  granted_ += whole;
+  return whole;
+}
+
+void token_bucket::reconfigure(rate_limit limit, int64_t now_ms) {
+  refill(now_ms);
+  limit_ = std::move(limit);
+  tokens_ = std::min(tokens_, limit_.burst);
+}
+
 double token_bucket::tokens(int64_t now_ms) {
   refill(now_ms);
   return tokens_;
@@ -292,7 +307,8 @@ int64_t token_bucket::next_token_ms(int64_t now_ms) {
 
 // -- flow_control -----------------------------------------------------------
 
-flow_control::flow_control(flow_limits limits, int64_t now_ms) {
+flow_control::flow_control(flow_limits limits, int64_t now_ms)
+    : started_ms_(now_ms) {
   for (auto& [key, r] : limits.rates) {
     buckets_.emplace(key, token_bucket{r, now_ms});
     changes_.push_back({now_ms, "rate_limit", key, "active",
@@ -396,6 +412,57 @@ uint64_t flow_control::take(uint32_t flow, int64_t now_ms) {
   return bk.empty() ? 0 : breakers_.at(bk).admit();
 }
 
+caf::error flow_control::set_rate(const std::string& key, rate_limit r,
+                                  int64_t now_ms) {
+  auto i = buckets_.find(key);
+  if (i != buckets_.end()) {
+    i->second.reconfigure(std::move(r), now_ms);
+    return caf::none;
+  }
+  if (buckets_.size() >= max_keys)
+    return make_error(errc::conflict,
+                      "at most " + std::to_string(max_keys) + " rate limits");
+  buckets_.emplace(key, token_bucket{std::move(r), now_ms});
+  undeclared_.erase(key);
+  return caf::none;
+}
+
+caf::error flow_control::set_breaker(const std::string& key, breaker_config b) {
+  auto i = breakers_.find(key);
+  if (i != breakers_.end()) {
+    i->second.reconfigure(std::move(b));
+    return caf::none;
+  }
+  if (breakers_.size() >= max_keys)
+    return make_error(errc::conflict,
+                      "at most " + std::to_string(max_keys) + " breakers");
+  breakers_.emplace(key, circuit_breaker{std::move(b)});
+  undeclared_.erase(key);
+  return caf::none;
+}
+
+caf::expected<token_grant>
+flow_control::take_tokens(uint32_t flow, uint32_t wanted, int64_t now_ms) {
+  if (flow == 0 || flow > pairs_.size() || pairs_[flow - 1].first.empty())
+    return make_error(errc::invalid_request,
+                      "the job names no rate limit (rate_limit_key) to take "
+                      "tokens of");
+  auto& bucket = buckets_.at(pairs_[flow - 1].first);
+  token_grant g;
+  if (now_ms < started_ms_ + token_block_ms) {
+    g.retry_ms = started_ms_ + token_block_ms - now_ms;
+    return g;
+  }
+  auto block = std::max<double>(
+      1.0, std::floor(bucket.limit().per_second * token_block_ms / 1000.0));
+  auto most = static_cast<uint32_t>(
+      std::min(block, static_cast<double>(std::max<uint32_t>(wanted, 1))));
+  g.granted = wanted == 0 ? 0 : bucket.take_up_to(most, now_ms);
+  if (g.granted < wanted)
+    g.retry_ms = std::max<int64_t>(1, bucket.next_token_ms(now_ms) - now_ms);
+  return g;
+}
+
 void flow_control::outcome(uint32_t flow, uint64_t probe, bool success,
                            const std::string& code, int64_t now_ms) {
   if (flow == 0 || flow > pairs_.size())
@@ -489,7 +556,41 @@ int64_t flow_control::next_check_ms(const std::string& gate, int64_t now_ms) {
   return i->second.half_open_at(); // 0 unless open
 }
 
-void flow_control::restore_breakers(const std::vector<std::string>& triples,
+void flow_control::apply_configured(const std::string& kind,
+                                    const std::vector<std::string>& quads,
+                                    int64_t now_ms) {
+  for (size_t i = 0; i + 3 < quads.size(); i += 4) {
+    if (quads[i + 1] != "configured")
+      continue;
+    const auto& key = quads[i];
+    auto item = key + ":" + quads[i + 3];
+    caf::error err;
+    if (kind == "rate_limit") {
+      auto r = parse_rate_limit(item);
+      err = r ? set_rate(key, r->second, now_ms) : r.error();
+    } else {
+      auto b = parse_breaker(item);
+      err = b ? set_breaker(key, b->second) : b.error();
+    }
+    if (err)
+      log::warn("flow", "a run-time setting in the control log is skipped",
+                {{"kind", kind}, {"key", key}, {"error", describe(err)}});
+  }
+}
+
+caf::error flow_control::room_for(const std::string& kind,
+                                  const std::string& key) const {
+  bool rate = kind == "rate_limit";
+  auto have = rate ? buckets_.count(key) : breakers_.count(key);
+  auto size = rate ? buckets_.size() : breakers_.size();
+  if (have == 0 && size >= max_keys)
+    return make_error(errc::conflict,
+                      "at most " + std::to_string(max_keys)
+                          + (rate ? " rate limits" : " breakers"));
+  return caf::none;
+}
+
+void flow_control::restore_breakers(const std::vector<std::string>& quads,
                                     bool ok, int64_t wall_now_ms,
                                     int64_t now_ms) {
   breakers_held_ = false;
@@ -499,14 +600,14 @@ void flow_control::restore_breakers(const std::vector<std::string>& triples,
                 "its last state could not be read: probing first");
     return;
   }
-  for (size_t i = 0; i + 2 < triples.size(); i += 3) {
-    auto b = breakers_.find(triples[i]);
+  for (size_t i = 0; i + 3 < quads.size(); i += 4) {
+    auto b = breakers_.find(quads[i]);
     if (b == breakers_.end())
       continue;
-    const auto& state = triples[i + 1];
+    const auto& state = quads[i + 1];
     int64_t at = 0;
     try {
-      at = std::stoll(triples[i + 2]);
+      at = std::stoll(quads[i + 2]);
     } catch (const std::exception&) {
       continue;
     }

@@ -75,6 +75,11 @@ public:
 
   /// Takes one token if there is one.
   bool take(int64_t now_ms);
+  /// Takes up to `n` whole tokens, as many as there are; how many.
+  uint32_t take_up_to(uint32_t n, int64_t now_ms);
+  /// A new rate and burst (run time): the tokens saved so far stay, at
+  /// most the new burst.
+  void reconfigure(rate_limit limit, int64_t now_ms);
   /// Tokens now (fractional).
   double tokens(int64_t now_ms);
   /// When the next whole token is there (now if one is).
@@ -103,6 +108,19 @@ std::string control_entry_json(uint64_t sequence, const flow_change& c,
                                int32_t partition, int64_t epoch,
                                const std::string& node);
 
+/// The most one answer to a running job's token request grants: the
+/// tokens of this long at the limit's rate (at least one). It is also how
+/// long a new authority grants nothing after it starts (see take_tokens).
+constexpr int64_t token_block_ms = 100;
+
+/// An answer to a running job's token request (flow_control::take_tokens).
+struct token_grant {
+  /// Tokens granted now (0..wanted).
+  uint32_t granted = 0;
+  /// When fewer than wanted: how long until the next token is there, ms.
+  int64_t retry_ms = 0;
+};
+
 /// Why a job may not be dispatched now.
 struct flow_wait {
   /// "r" (rate limit) or "b" (breaker), then the key: where it parks.
@@ -130,6 +148,25 @@ public:
   /// Takes what `gate` allowed; the breaker probe's period (0 = not a
   /// probe).
   uint64_t take(uint32_t flow, int64_t now_ms);
+  /// Creates or changes rate limit `key` at run time (the admin API, or
+  /// restored from the control log when the authority starts): a new key
+  /// starts with an empty bucket, a changed one keeps its tokens (at most
+  /// the new burst). Refused (errc::conflict) beyond max_keys keys.
+  caf::error set_rate(const std::string& key, rate_limit r, int64_t now_ms);
+  /// Creates or changes breaker `key` at run time: a new one starts
+  /// closed; a changed one keeps its state, and its failure counts start
+  /// over under the new rule.
+  caf::error set_breaker(const std::string& key, breaker_config b);
+  /// Most rate limits, and most breakers, one authority holds.
+  static constexpr size_t max_keys = 1000;
+
+  /// A running job of `flow` takes up to `wanted` tokens of its rate limit
+  /// mid-attempt (task_context::take_tokens): at most one block
+  /// (token_block_ms of the rate, at least 1), none in the first block
+  /// after this authority started (a grant of the one before may still be
+  /// in use). errc::invalid_request if the job names no rate limit.
+  caf::expected<token_grant> take_tokens(uint32_t flow, uint32_t wanted,
+                                         int64_t now_ms);
   /// Its attempt ended (see circuit_breaker::outcome).
   void outcome(uint32_t flow, uint64_t probe, bool success,
                const std::string& code, int64_t now_ms);
@@ -151,13 +188,23 @@ public:
 
   /// Breakers wait for their last recorded state (restore_breakers) before
   /// they let jobs through: a restart must not close a breaker that was
-  /// open. `triples` is (key, state, wall-clock ms) from the control log;
+  /// open. `quads` is (key, state, wall-clock ms, detail) from the control
+  /// log (runtime settings, state "configured", are skipped);
   /// `ok` false (the log could not be read) half-opens every breaker.
   void hold_breakers() {
     breakers_held_ = !breakers_.empty();
   }
-  void restore_breakers(const std::vector<std::string>& triples, bool ok,
+  void restore_breakers(const std::vector<std::string>& quads, bool ok,
                         int64_t wall_now_ms, int64_t now_ms);
+  /// Applies the run-time settings (state "configured", the item in the
+  /// detail) among `quads` of `kind` ("rate_limit", "breaker"): what the
+  /// admin API set outlives a restart or a takeover. Entries that no
+  /// longer parse are skipped, and said.
+  void apply_configured(const std::string& kind,
+                        const std::vector<std::string>& quads, int64_t now_ms);
+  /// Whether `key` of `kind` could be set now (it exists, or there is
+  /// room for one more).
+  caf::error room_for(const std::string& kind, const std::string& key) const;
 
   /// State changes since the last call.
   std::vector<flow_change> drain_changes();
@@ -184,6 +231,8 @@ private:
   std::map<std::string, size_t> woken_;
   std::set<std::string> undeclared_;
   bool breakers_held_ = false;
+  /// When this authority started (flow clock): take_tokens waits a block.
+  int64_t started_ms_ = 0;
 };
 
 } // namespace drover

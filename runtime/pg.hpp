@@ -541,8 +541,9 @@ public:
   caf::error append_control(int64_t at_ms, const std::string& kind,
                             const std::string& key, const std::string& state,
                             const std::string& detail);
-  /// The last state of every key of `kind` in the control log: (key,
-  /// state, Unix ms) triples, flattened.
+  /// The last state of every key of `kind` in the control log, and apart
+  /// from it its last run-time setting (state "configured"): (key, state,
+  /// Unix ms, detail) quadruples, flattened.
   caf::expected<std::vector<std::string>> control_last(const std::string& kind);
   /// The newest `limit` control-log entries, newest first, as a JSON array.
   caf::expected<std::string> control_json(uint32_t limit);

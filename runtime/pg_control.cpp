@@ -77,15 +77,16 @@ caf::error session::append_control(int64_t at_ms, const std::string& kind,
 caf::expected<std::vector<std::string>>
 session::control_last(const std::string& kind) {
   auto res = conn_.exec(
-      "SELECT DISTINCT ON (key) key, state, (extract(epoch FROM at) * "
-      "1000)::bigint FROM drover.control_log WHERE kind = $1 ORDER BY key, "
-      "sequence DESC",
+      "SELECT DISTINCT ON (key, state = 'configured') key, state, "
+      "(extract(epoch FROM at) * 1000)::bigint, detail FROM "
+      "drover.control_log WHERE kind = $1 ORDER BY key, state = "
+      "'configured', sequence DESC",
       params{}.text(kind), false, "reading the control log's last states");
   if (!res)
     return std::move(res.error());
   std::vector<std::string> out;
   for (int row = 0; row < res->rows(); ++row)
-    for (int col = 0; col < 3; ++col)
+    for (int col = 0; col < 4; ++col)
       out.emplace_back(res->value(row, col));
   return out;
 }

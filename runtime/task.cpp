@@ -41,6 +41,10 @@ task_outcome task_outcome::cancelled() {
 
 task_sink::~task_sink() = default;
 
+bool task_sink::on_take(const std::string&, uint32_t, uint64_t, uint32_t) {
+  return false;
+}
+
 task_context::task_context(std::string job_id, uint32_t attempt,
                            std::string input, std::string last_checkpoint,
                            std::shared_ptr<task_sink> sink,
@@ -142,6 +146,69 @@ caf::error task_context::checkpoint(std::string bytes) {
     return make_error(errc::too_large, "checkpoint exceeds 16 MiB");
   sink_->on_checkpoint(job_id_, attempt_, bytes);
   return caf::none;
+}
+
+caf::error task_context::take_tokens(uint32_t n,
+                                     std::chrono::milliseconds max_wait) {
+  std::lock_guard<std::mutex> turn{take_mx_};
+  auto deadline = std::chrono::steady_clock::now() + max_wait;
+  uint32_t taken = 0;
+  auto short_of = [&](errc code, const std::string& why) {
+    return make_error(code, why + " (" + std::to_string(taken) + " of "
+                                + std::to_string(n) + " tokens taken)");
+  };
+  while (taken < n) {
+    uint64_t seq = 0;
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      seq = ++take_seq_;
+    }
+    if (cancelled())
+      return short_of(errc::unavailable, "the attempt was cancelled");
+    if (!sink_->on_take(job_id_, attempt_, seq, n - taken))
+      return make_error(errc::unavailable,
+                        "no rate limiter here: tokens are taken from the "
+                        "coordinator's");
+    std::unique_lock<std::mutex> guard{mx_};
+    bool answered = cv_.wait_until(
+        guard, deadline, [&] { return answered_seq_ >= seq || cancelled(); });
+    if (cancelled())
+      return short_of(errc::unavailable, "the attempt was cancelled");
+    if (!answered)
+      return short_of(errc::rate_limited, "not granted within "
+                                              + std::to_string(max_wait.count())
+                                              + " ms");
+    if (answer_error_)
+      return answer_error_;
+    taken += std::min(answer_granted_, n - taken);
+    if (taken >= n)
+      break;
+    // Fewer than wanted: ask again once the next token is due.
+    auto again
+        = std::chrono::steady_clock::now()
+          + std::chrono::milliseconds{std::max<int64_t>(1, answer_retry_ms_)};
+    if (again > deadline)
+      return short_of(errc::rate_limited, "not granted within "
+                                              + std::to_string(max_wait.count())
+                                              + " ms");
+    if (cv_.wait_until(guard, again, [this] { return cancelled(); }))
+      return short_of(errc::unavailable, "the attempt was cancelled");
+  }
+  return {};
+}
+
+void task_context::tokens_answered(uint64_t seq, uint32_t granted,
+                                   int64_t retry_ms, caf::error err) {
+  {
+    std::lock_guard<std::mutex> guard{mx_};
+    if (seq != take_seq_ || answered_seq_ >= seq)
+      return; // an answer to a request given up on
+    answered_seq_ = seq;
+    answer_granted_ = granted;
+    answer_retry_ms_ = retry_ms;
+    answer_error_ = std::move(err);
+  }
+  cv_.notify_all();
 }
 
 bool task_context::wait_for_cancel(std::chrono::milliseconds timeout) {

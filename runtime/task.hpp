@@ -74,6 +74,12 @@ public:
   virtual void on_checkpoint(const std::string& job_id, uint32_t attempt,
                              const std::string& bytes)
       = 0;
+  /// The handler asks for up to `wanted` tokens of its job's rate limit
+  /// (task_context::take_tokens); the answer goes to the context's
+  /// tokens_answered(seq, ...), from any thread. False: this sink has no
+  /// rate limiter behind it (the default), and the take fails at once.
+  virtual bool on_take(const std::string& job_id, uint32_t attempt,
+                       uint64_t seq, uint32_t wanted);
 };
 
 /// One attempt of one job, as its handler sees it.
@@ -129,6 +135,25 @@ public:
     return cancelled_.load(std::memory_order_acquire);
   }
 
+  /// Takes `n` tokens of the job's rate limit (its spec's rate_limit_key;
+  /// the token its dispatch took is not one of them), blocking until they
+  /// are all granted, `max_wait` passed or the attempt is cancelled. The
+  /// limit is the cluster's (one authority, docs/jobs.md "Rate limits and
+  /// circuit breakers"): a job sending 1,000 mails at 14/s takes one token
+  /// per mail, or ten before each ten. Errors: errc::rate_limited (not all
+  /// granted within max_wait; how many were is in the message: they are
+  /// spent), errc::unavailable (cancelled, or no connection to the
+  /// coordinator), errc::invalid_request (the job names no rate limit),
+  /// errc::stale_attempt (the attempt was superseded). Not to be called
+  /// from two threads of one attempt at once (they take turns).
+  caf::error take_tokens(uint32_t n, std::chrono::milliseconds max_wait
+                                     = std::chrono::minutes{10});
+
+  /// Called by the runtime (any thread): the answer to the sink's on_take
+  /// `seq`; an answer to an earlier request is dropped.
+  void tokens_answered(uint64_t seq, uint32_t granted, int64_t retry_ms,
+                       caf::error err);
+
   /// Blocks up to `timeout` or until cancellation, whichever comes first;
   /// returns `cancelled()`. Lets handlers wait without ignoring a cancel.
   bool wait_for_cancel(std::chrono::milliseconds timeout);
@@ -159,6 +184,14 @@ private:
   mutable std::mutex mx_;
   std::condition_variable cv_;
   std::vector<std::function<void()>> cancel_callbacks_;
+  /// take_tokens: one at a time (take_mx_); the answer to request
+  /// take_seq_ once answered_seq_ reaches it (under mx_).
+  std::mutex take_mx_;
+  uint64_t take_seq_ = 0;
+  uint64_t answered_seq_ = 0;
+  uint32_t answer_granted_ = 0;
+  int64_t answer_retry_ms_ = 0;
+  caf::error answer_error_;
   std::vector<stage> stages_;
   bool stages_declared_ = false;
   double percent_ = 0;

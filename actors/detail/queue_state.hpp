@@ -329,6 +329,17 @@ void wake_gate(self_ptr self, const std::string& gate,
                std::vector<std::string>& classes);
 void park_at_gate(queue_state& st, const std::string& gate, parked_entry pe);
 void on_flow_timer(self_ptr self);
+/// The limiters, breakers and pools as (flow_atom) answers them.
+std::string flow_json(self_ptr self);
+/// Creates or changes a rate limit or breaker at run time (the admin
+/// API): validated as the configuration's item, recorded in the control
+/// log ("configured"), then applied; answered with flow_json.
+caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
+                                  const std::string& key,
+                                  const std::string& spec);
+/// At start, before recovery: the run-time settings and the breakers'
+/// last states from the control log; then `next`.
+void load_flow(self_ptr self, std::function<void()> next);
 void flow_outcome(self_ptr self, const running_entry& entry, bool success,
                   const std::string& code);
 

@@ -8,6 +8,10 @@
 // bounce_every = k, every k-th is bounce<i>@<domain>, which the sink
 // refuses (a hard bounce: counted, never retried).
 //
+// Each message takes one token of the job's rate limit first
+// (task_context::take_tokens): the provider's limit holds across every
+// worker, per message.
+//
 // It reports progress and checkpoints "next,sent,bounced" every 10
 // messages: an attempt after a failure resumes where the last one left
 // off (a message sent after the last checkpoint may go twice: mail is
@@ -203,6 +207,16 @@ drover::task_outcome send_batch(drover::task_context& ctx) {
   while (next < end) {
     if (ctx.cancelled())
       return drover::task_outcome::cancelled();
+    // One token of the job's rate limit (`mail`, the provider's limit
+    // across every worker) per message.
+    if (ctx.take_tokens(1, std::chrono::seconds{30})) {
+      if (ctx.cancelled())
+        return drover::task_outcome::cancelled();
+      save();
+      return drover::task_outcome::retryable(
+          "rate_limit_unavailable",
+          "no token of the provider's rate limit within 30 s");
+    }
     bool bounce = b.bounce_every > 0 && (next + 1) % b.bounce_every == 0;
     auto to = std::string{bounce ? "bounce" : "user"} + std::to_string(next)
               + "@" + b.domain;

@@ -58,13 +58,14 @@ if [ "$(id -u)" = 0 ]; then run_as=(--run-as "${DROVER_RUN_AS:-drover}"); fi
 pids+=($!)
 wait_line "$work/sink.log" "listening on"
 
-# 10 batches a second at most across both workers (the provider's limit
-# is per batch here: B messages a batch), and a breaker that opens after
-# 3 failed attempts in a row with the provider down, probing after 2 s.
+# 500 messages a second at most across both workers (each message takes
+# a token mid-job; each batch's dispatch takes one more), and a breaker
+# that opens after 3 failed attempts in a row with the provider down,
+# probing after 2 s.
 "$node" --node-id coord --roles coordinator --store memory \
   --admin-port "$admin_port" --cluster-port "$cluster_port" \
   --join-secret "$secret" --remote-job-types campaign.send \
-  --rate-limit mail:rate=10,burst=2 \
+  --rate-limit mail:rate=500,burst=50 \
   --circuit-breaker smtp:failures=3,cooldown=2,probes=1,codes=smtp_unavailable \
   "${run_as[@]}" >"$work/coord.log" 2>&1 &
 pids+=($!)

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <string>
 #include <sys/stat.h>
@@ -24,6 +25,7 @@
 
 using namespace drover;
 using namespace std::chrono_literals;
+using drover::testing::droverctl;
 using drover::testing::http_client;
 using drover::testing::must;
 using drover::testing::poll_until;
@@ -312,4 +314,198 @@ TEST_CASE("fairness: on a cluster, a tenant with a 100:1 backlog does not "
   // machine loaded to 8 on 2 cores.)
   CHECK(a_between >= 8);
   CHECK(a_between <= 12);
+}
+
+TEST_CASE("flow: tokens taken mid-job hold a 20/s limit across two worker "
+          "nodes",
+          "[pg][cluster][process][flow]") {
+  cluster c;
+  c.start_coordinator({"--gateway-join-secret", gateway_secret, "--rate-limit",
+                       "mail:rate=20,burst=1"});
+  c.start_worker("w1", {"--slots", "cpu=4"});
+  c.start_worker("w2", {"--slots", "cpu=4"});
+  gateway gw{c};
+  auto client = gw.client();
+  // Eight jobs at once on eight slots, each taking 15 tokens one at a
+  // time (a job sending 15 mails): 8 tokens for their dispatch and 120
+  // taken mid-job, all from the one bucket on the coordinator.
+  const int n = 8;
+  const int per_job = 15;
+  std::vector<std::string> items(
+      n, R"({"type":"sleep","input":{"ms":0,"tokens":15},)"
+         R"("rate_limit_key":"mail"})");
+  auto ids = submit_batch(client, items);
+  c.check_all_done_once(ids, 60s);
+  auto conn = must(drover::pg::connection::open(c.url()));
+  auto first_start = std::stoll(
+      std::string{run(conn, "SELECT min(at_ms) FROM drover.events WHERE kind = "
+                                + std::to_string(started_kind))
+                      .value(0, 0)});
+  auto last_end = std::stoll(
+      std::string{run(conn, "SELECT max(at_ms) FROM drover.events WHERE kind = "
+                                + std::to_string(completed_kind))
+                      .value(0, 0)});
+  const int tokens = n * (per_job + 1);
+  // The first dispatch took the one token the bucket held; every other
+  // token needed 50 ms of refill. The mid-job takes came after the first
+  // start, so they took at least (tokens - 2) / 20 s after it.
+  double seconds = static_cast<double>(last_end - first_start) / 1000;
+  double floor_s = (tokens - 2) / 20.0;
+  std::cout << "flow_cluster_test: " << tokens << " tokens (8 dispatches, "
+            << n * per_job << " taken mid-job) in " << seconds
+            << " s; the limit allows " << floor_s << " s at the earliest\n";
+  INFO(tokens << " tokens in " << seconds << " s (the limit allows them in "
+              << floor_s << " s at the earliest)");
+  CHECK(seconds >= floor_s * 0.98);
+  // ...and not much later: takes wait for the next token, not for polls.
+  CHECK(seconds <= floor_s * 1.25 + 1);
+  // The authority counted every token it granted, dispatch and mid-job.
+  auto flow = client.get("/api/admin/flow");
+  INFO(flow.body);
+  REQUIRE(flow.status == 200);
+  CHECK(flow.body.find("\"granted\":" + std::to_string(tokens))
+        != std::string::npos);
+  // Both nodes ran the jobs: their takes went through their own links.
+  std::set<std::string> nodes;
+  for (auto& id : ids)
+    nodes.insert(node_of(c.worker_of(id)));
+  CHECK(nodes == std::set<std::string>{"w1", "w2"});
+  // Every job's result says how many it took.
+  auto [rc, out] = droverctl({"result", ids[0], "--port", c.admin, "--json"});
+  INFO("droverctl result: " << rc << " " << out);
+  CHECK(rc == 0);
+  CHECK(out.find(R"("tokens":15)") != std::string::npos);
+  // A job taking tokens without naming a rate limit fails for good, at
+  // once, saying why.
+  auto lone = submit_batch(client, {R"({"type":"sleep","input":)"
+                                    R"({"ms":0,"tokens":1}})"});
+  c.check_all_done_once({}, 30s);
+  auto [rc2, got] = droverctl({"get", lone[0], "--port", c.admin, "--json"});
+  INFO(got);
+  CHECK(got.find("no_rate_limit") != std::string::npos);
+  CHECK(got.find(R"("status":"failed")") != std::string::npos);
+}
+
+TEST_CASE("flow: a rate limit and a breaker set through the admin API apply "
+          "at once, are recorded, and outlive a coordinator's kill -9",
+          "[pg][cluster][process][flow]") {
+  using drover::testing::http_detail::bhttp::verb;
+  cluster c;
+  c.start_coordinator({"--gateway-join-secret", gateway_secret});
+  c.start_worker("w1", {"--slots", "cpu=4"});
+  gateway gw{c};
+  auto client = gw.client();
+  auto put = [&](const std::string& target, const std::string& body) {
+    return client.call(verb::put, target, body,
+                       {{"Content-Type", "application/json"}});
+  };
+  const std::string limited
+      = R"({"type":"sleep","input":{"ms":1},"rate_limit_key":"api"})";
+  CHECK(client.post("/api/jobs", limited).status == 400); // not yet
+  // Refused as the configuration would refuse it; nothing recorded.
+  struct refusal {
+    std::string target, body, says;
+  };
+  for (const auto& r : std::vector<refusal>{
+           {"/api/admin/rate-limits/api", R"({"spec":"rate=0"})", "rate"},
+           {"/api/admin/rate-limits/api", R"({"rate":5})", "unknown field"},
+           {"/api/admin/rate-limits/api", R"({"spec":""})", "spec"},
+           {"/api/admin/rate-limits/a:b", R"({"spec":"rate=1"})", "key"},
+           {"/api/admin/breakers/sink", R"({"spec":"failures=0"})", "failures"},
+           {"/api/admin/breakers/sink", "not json", "JSON"}}) {
+    auto res = put(r.target, r.body);
+    INFO(r.target << " " << r.body << " -> " << res.status << " " << res.body);
+    CHECK(res.status == 400);
+    CHECK(res.body.find(r.says) != std::string::npos);
+  }
+  CHECK(client.get("/api/admin/rate-limits/api").status == 405);
+  CHECK(scalar(c.url(), "SELECT count(*) FROM drover.control_log WHERE "
+                        "state = 'configured'")
+        == 0);
+
+  // Created: 5/s, burst 1. The answer is the flow view with it.
+  auto made = put("/api/admin/rate-limits/api", R"({"spec":"rate=5,burst=1"})");
+  INFO(made.body);
+  REQUIRE(made.status == 200);
+  CHECK(made.body.find(R"("key":"api","rate_per_second":5,"burst":1)")
+        != std::string::npos);
+  CHECK(control_states(c.url(), "api")
+        == std::vector<std::string>{"configured"});
+  auto span_of = [&](const std::vector<std::string>& ids) {
+    auto conn = must(drover::pg::connection::open(c.url()));
+    std::string in;
+    for (auto& id : ids)
+      in += (in.empty() ? "'" : ",'") + id + "'";
+    auto res = run(conn, "SELECT max(at_ms) - min(at_ms) FROM drover.events "
+                         "WHERE kind = "
+                             + std::to_string(started_kind) + " AND job_id IN ("
+                             + in + ")");
+    return std::stoll(std::string{res.value(0, 0)});
+  };
+  std::vector<std::string> slow_items(15, limited);
+  auto slow = submit_batch(client, slow_items);
+  c.check_all_done_once(slow, 30s);
+  // 15 starts at 5/s, one token in the bucket: 14 waited 200 ms each less
+  // the first's, at least 2.6 s from the first start to the last.
+  auto slow_ms = span_of(slow);
+  INFO("15 starts at 5/s took " << slow_ms << " ms");
+  CHECK(slow_ms >= 2600 * 0.95);
+  // Changed to 1,000/s: the same jobs go as fast as the slots take them
+  // (at 5/s 30 starts would take 5.8 s).
+  REQUIRE(put("/api/admin/rate-limits/api", R"({"spec":"rate=1000,burst=100"})")
+              .status
+          == 200);
+  std::vector<std::string> fast_items(30, limited);
+  auto fast = submit_batch(client, fast_items);
+  c.check_all_done_once(fast, 30s);
+  auto fast_ms = span_of(fast);
+  std::cout << "flow_cluster_test: a limiter set at run time: 15 starts at "
+               "5/s over "
+            << slow_ms << " ms; set to 1000/s, 30 starts over " << fast_ms
+            << " ms\n";
+  INFO("30 starts at 1000/s took " << fast_ms << " ms");
+  CHECK(fast_ms < 4000);
+
+  // A breaker created at run time opens on its jobs' failures (a job
+  // taking tokens without a rate limit fails for good).
+  REQUIRE(
+      put("/api/admin/breakers/sink", R"({"spec":"failures=1,cooldown=600"})")
+          .status
+      == 200);
+  auto failing = submit_batch(
+      client,
+      {R"({"type":"sleep","input":{"ms":0,"tokens":1},"breaker_key":"sink"})"});
+  c.check_all_done_once({}, 30s);
+  REQUIRE(poll_until(
+      [&] {
+        auto states = control_states(c.url(), "sink");
+        return std::find(states.begin(), states.end(), "open") != states.end();
+      },
+      10s));
+  auto held = submit_batch(
+      client, {R"({"type":"sleep","input":{"ms":1},"breaker_key":"sink"})"});
+
+  // kill -9 and a new start on the same database: the settings come back
+  // from the control log (1,000/s, and the breaker open with its job held).
+  c.coordinator->signal(SIGKILL);
+  REQUIRE(c.coordinator->wait_exit(10s));
+  c.start_coordinator({"--gateway-join-secret", gateway_secret});
+  std::string flow;
+  REQUIRE(poll_until(
+      [&] {
+        auto res = client.get("/api/admin/flow");
+        flow = res.body;
+        return res.status == 200
+               && flow.find(R"("key":"sink","state":"open")")
+                      != std::string::npos;
+      },
+      30s));
+  INFO(flow);
+  CHECK(flow.find(R"("key":"api","rate_per_second":1000,"burst":100)")
+        != std::string::npos);
+  auto [rc, out] = droverctl({"get", held[0], "--port", c.admin, "--json"});
+  INFO(out);
+  CHECK(out.find(R"("status":"queued")") != std::string::npos);
+  // And a job naming the run-time key is accepted by the new coordinator.
+  CHECK(client.post("/api/jobs", limited).status == 202);
 }

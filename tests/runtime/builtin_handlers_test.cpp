@@ -954,8 +954,11 @@ TEST_CASE("sleep: invalid input fails permanently with a specific message",
       {R"({"ms": 10, "steps": null})",
        "steps must be an integer in [0, 10000], got null"},
       {R"({"ms": 10, "seconds": 1})",
-       "unknown key 'seconds' (expected: ms, steps)"},
+       "unknown key 'seconds' (expected: ms, steps, tokens)"},
       {R"({"ms": 10, "ms": 20})", "duplicate key 'ms'"},
+      {R"({"ms": 0, "tokens": -1})",
+       "tokens must be an integer in [0, 1000000], got -1"},
+      {R"({"ms": 0, "tokens": 1000001})", "got 1000001"},
   };
   for (const auto& ex : examples) {
     INFO("input: " << ex.input);

@@ -436,8 +436,10 @@ TEST_CASE("flow: a new authority restores each breaker's last state",
   flow_control f{limits, 50};
   f.hold_breakers();
   // a opened 4 s ago (wall clock 100,000), b was half-open, c unknown.
-  f.restore_breakers({"a", "open", "96000", "b", "half_open", "99000"}, true,
-                     100000, 50);
+  // (A run-time setting of b, "configured", is not a state.)
+  f.restore_breakers({"a", "open", "96000", "", "b", "configured", "99500",
+                      "failures=3", "b", "half_open", "99000", ""},
+                     true, 100000, 50);
   CHECK(f.breakers().at("a").state() == breaker_state::open);
   CHECK(f.breakers().at("a").half_open_at() == 50 + 6000);
   CHECK(f.breakers().at("b").state() == breaker_state::half_open);

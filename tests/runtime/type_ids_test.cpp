@@ -148,6 +148,10 @@ TEST_CASE("every type of the type-ID block round-trips through CAF",
           [](report_atom, progress_batch&, completion_batch&) {
             return coordinator_reply{};
           },
+          [](take_atom, std::string&, uint32_t,
+             uint32_t) -> caf::result<uint32_t, int64_t> {
+            return caf::result<uint32_t, int64_t>(0u, int64_t{0});
+          },
       };
     });
     check_caf_round_trip(f.sys, agent);
