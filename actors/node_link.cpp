@@ -427,6 +427,12 @@ caf::result<uint32_t, int64_t> take_tokens(link_actor self,
                                            uint32_t attempt, uint32_t wanted) {
   auto& st = self->state;
   auto i = st.attempts.find(job_id);
+  if (i != st.attempts.end() && i->second.attempt == attempt
+      && (i->second.adopting || (i->second.js_gone && !i->second.abandoned)))
+    // Its supervisor is on its way (this coordinator restarted): ask again.
+    return make_error(errc::unavailable, "attempt " + std::to_string(attempt)
+                                             + " of job " + job_id
+                                             + " is being adopted; ask again");
   if (i == st.attempts.end() || i->second.attempt != attempt
       || i->second.expired || i->second.completing || i->second.js_gone
       || i->second.adopting)

@@ -55,7 +55,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   self->monitor(st.deps.store);
   record_flow_changes(self); // each limiter's authority starts
   // Run-time settings first: recovered jobs must find the keys they name.
-  load_flow(self, [self] { recover(self); });
+  load_flow(self);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source == st.deps.store.address()) {
@@ -107,8 +107,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto spec = prepare_spec(req, *st.deps.handlers, st.opts.limits, now);
         if (!spec)
           return std::move(spec.error());
-        if (auto err = st.flow.check(spec->rate_limit_key, spec->breaker_key,
-                                     spec->tenant))
+        if (auto err = check_flow_keys(self, *spec))
           return err;
         auto shape = hold_shape(st, *spec);
         if (!shape)
@@ -159,8 +158,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           auto spec
               = prepare_spec(reqs[i], *st.deps.handlers, st.opts.limits, now);
           if (spec)
-            if (auto err = st.flow.check(spec->rate_limit_key,
-                                         spec->breaker_key, spec->tenant))
+            if (auto err = check_flow_keys(self, *spec))
               spec = caf::expected<job_spec>{std::move(err)};
           if (spec) {
             auto shape = hold_shape(st, *spec);
@@ -353,6 +351,12 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
              uint32_t wanted) -> caf::result<uint32_t, int64_t> {
         auto& st = self->state;
         auto r = st.running.find(job_id);
+        if ((r == st.running.end() || r->second.worker != worker)
+            && (!st.recovered || !st.awaiting_adoption.empty()))
+          // Perhaps an attempt this coordinator has yet to adopt.
+          return make_error(errc::unavailable,
+                            "the coordinator is recovering its jobs; ask "
+                            "again");
         if (r == st.running.end() || r->second.worker != worker)
           return make_error(errc::stale_attempt,
                             "job " + job_id
@@ -461,6 +465,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         }
       },
       [self](recover_atom) { recover(self); },
+      [self](flow_load_atom) { load_flow(self); },
       [self](reconcile_atom, const std::string& job_id, int64_t failures,
              std::string& code, std::string& message) {
         reconcile(self, job_id,

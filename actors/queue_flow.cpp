@@ -245,6 +245,17 @@ std::string flow_json(self_ptr self) {
   return out;
 }
 
+caf::error check_flow_keys(self_ptr self, const job_spec& spec) {
+  auto& st = self->state;
+  auto err = st.flow.check(spec.rate_limit_key, spec.breaker_key, spec.tenant);
+  if (err && !st.flow_loaded)
+    // Perhaps a key set at run time, not read back yet.
+    return make_error(errc::unavailable,
+                      "the coordinator is still reading its rate limits and "
+                      "breakers; retry");
+  return err;
+}
+
 caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
                                   const std::string& key,
                                   const std::string& spec) {
@@ -252,21 +263,32 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
   if (kind != "rate_limit" && kind != "breaker")
     return make_error(errc::invalid_request,
                       "kind must be rate_limit or breaker");
+  if (!st.flow_loaded)
+    // A setting made now could be overwritten by the older one being read.
+    return make_error(errc::unavailable,
+                      "the coordinator is still reading its rate limits and "
+                      "breakers; retry");
   if (key.find(':') != std::string::npos)
     return make_error(errc::invalid_request,
                       "key: 1-128 bytes without ':', ',', '=', '|' or blanks");
+  if (spec.empty() || spec.size() > 1024)
+    return make_error(errc::invalid_request, "spec: 1-1024 bytes");
   // One home for the rules: the configuration's parser.
   auto item = key + ":" + spec;
   caf::error bad;
   std::string parsed_key;
+  rate_limit rate;
+  breaker_config breaker;
   if (kind == "rate_limit") {
     auto r = parse_rate_limit(item);
     bad = r ? caf::error{} : r.error();
-    parsed_key = r ? r->first : "";
+    if (r)
+      std::tie(parsed_key, rate) = std::move(*r);
   } else {
     auto b = parse_breaker(item);
     bad = b ? caf::error{} : b.error();
-    parsed_key = b ? b->first : "";
+    if (b)
+      std::tie(parsed_key, breaker) = std::move(*b);
   }
   if (bad) {
     const auto& ctx = bad.context();
@@ -285,10 +307,15 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
   self->request(st.deps.store, store_timeout, control_atom::value, now_ms(self),
                 kind, key, std::string{"configured"}, spec)
       .then(
-          [self, rp, kind, key, spec](ok_atom) mutable {
+          [self, rp, kind, key, spec, rate, breaker](ok_atom) mutable {
             auto& st = self->state;
-            std::vector<std::string> quad{key, "configured", "", spec};
-            st.flow.apply_configured(kind, quad, flow_now(self));
+            auto err = kind == "rate_limit"
+                           ? st.flow.set_rate(key, rate, flow_now(self))
+                           : st.flow.set_breaker(key, breaker);
+            if (err) { // room taken by a setting that came in meanwhile
+              rp.deliver(std::move(err));
+              return;
+            }
             log::info("queue", "flow control: " + kind + " '" + key + "' set",
                       {{"spec", spec}});
             on_flow_timer(self); // a looser limit lets parked jobs go now
@@ -298,31 +325,37 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
   return rp;
 }
 
-void load_flow(self_ptr self, std::function<void()> next) {
-  auto& st = self->state;
+void load_flow(self_ptr self) {
   auto read = [self](const std::string& kind,
-                     std::function<void(std::vector<std::string>, bool)> then) {
+                     std::function<void(std::vector<std::string>&)> then) {
     self->request(self->state.deps.store, store_timeout, control_atom::value,
                   kind)
-        .then([then](std::vector<std::string>& quads) { then(quads, true); },
-              [then, kind](caf::error& err) {
-                log_failure("reading the control log's " + kind + " entries",
+        .then([then](std::vector<std::string>& quads) { then(quads); },
+              [self, kind](caf::error& err) {
+                // Without them a recovered job naming a key set at run
+                // time would run unlimited: keep trying, as recovery does.
+                auto& st = self->state;
+                log_failure("reading the control log's " + kind
+                                + " entries (will retry)",
                             err, {}, log::level::warn);
-                then({}, false);
+                self->delayed_send(self, st.recover_backoff.next(draw(self)),
+                                   flow_load_atom::value);
               });
   };
   // Breakers start as the control log last saw them: a restart or a
   // takeover must not close a breaker that was open.
-  st.flow.hold_breakers();
-  read("rate_limit", [self, read, next](std::vector<std::string> rates, bool) {
-    self->state.flow.apply_configured("rate_limit", rates, flow_now(self));
-    read("breaker", [self, next](std::vector<std::string> quads, bool ok) {
+  self->state.flow.hold_breakers();
+  read("rate_limit", [self, read](std::vector<std::string>& rates) {
+    auto both = std::make_shared<std::vector<std::string>>(std::move(rates));
+    read("breaker", [self, both](std::vector<std::string>& quads) {
       auto& st = self->state;
+      st.flow.apply_configured("rate_limit", *both, flow_now(self));
       st.flow.apply_configured("breaker", quads, flow_now(self));
-      st.flow.restore_breakers(quads, ok, now_ms(self), flow_now(self));
+      st.flow.restore_breakers(quads, true, now_ms(self), flow_now(self));
+      st.flow_loaded = true;
       record_flow_changes(self);
       rearm_flow(self);
-      next();
+      recover(self);
     });
   });
 }

@@ -42,8 +42,11 @@ private:
   caf::actor worker_;
 };
 
-/// How long a worker waits for an answer to a token request.
-constexpr auto token_request_timeout = std::chrono::seconds{10};
+/// How long a worker waits for an answer to a token request (longer than
+/// the agent's and the link's own requests, so they answer first), and
+/// when a take without an answer asks again.
+constexpr auto token_request_timeout = std::chrono::seconds{30};
+constexpr int64_t token_retry_ms = 200;
 
 struct worker_state {
   worker_config cfg;
@@ -167,7 +170,7 @@ caf::behavior worker_impl(self_ptr self, worker_config cfg) {
         auto& st = self->state;
         auto ctx = st.ctx;
         if (!ctx || !is_current(self, job_id, attempt) || !st.job_supervisor) {
-          if (ctx && ctx->job_id() == job_id)
+          if (ctx && ctx->job_id() == job_id && ctx->attempt() == attempt)
             ctx->tokens_answered(
                 seq, 0, 0,
                 make_error(errc::stale_attempt, "the attempt no longer runs"));
@@ -180,7 +183,13 @@ caf::behavior worker_impl(self_ptr self, worker_config cfg) {
                   ctx->tokens_answered(seq, granted, retry_ms, {});
                 },
                 [ctx, seq](caf::error& err) {
-                  ctx->tokens_answered(seq, 0, 0, std::move(err));
+                  // No answer (a timeout, a coordinator going away): the
+                  // take asks again, within its handler's own deadline.
+                  if (err.category() != errc_category
+                      || is(err, errc::unavailable))
+                    ctx->tokens_answered(seq, 0, token_retry_ms, {});
+                  else
+                    ctx->tokens_answered(seq, 0, 0, std::move(err));
                 });
       },
       [self](done_atom, completion& c) {

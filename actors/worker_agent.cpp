@@ -355,7 +355,7 @@ caf::result<uint32_t, int64_t> on_take(agent_actor self,
                       "the job names no rate limit (rate_limit_key) to take "
                       "tokens of");
   if (st.link && st.protocol < 2)
-    return make_error(errc::unavailable,
+    return make_error(errc::forbidden,
                       "the coordinator speaks node protocol "
                           + std::to_string(st.protocol)
                           + ", without tokens mid-attempt (it needs 2)");

@@ -333,7 +333,7 @@ browser_verdict browser_policy::check(const request& req) const {
       browser_verdict v;
       v.status = 204;
       v.headers = std::move(cors);
-      v.headers.emplace_back("Allow", "GET, POST, DELETE, OPTIONS");
+      v.headers.emplace_back("Allow", "GET, POST, PUT, DELETE, OPTIONS");
       return v;
     }
     if (!listed && !same_origin)
@@ -345,7 +345,7 @@ browser_verdict browser_policy::check(const request& req) const {
     v.status = 204;
     v.headers = {
         {"Access-Control-Allow-Origin", origin},
-        {"Access-Control-Allow-Methods", "GET, POST, DELETE"},
+        {"Access-Control-Allow-Methods", "GET, POST, PUT, DELETE"},
         {"Access-Control-Allow-Headers",
          "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"},
         {"Access-Control-Max-Age", "600"},

@@ -447,7 +447,8 @@ flow_control::take_tokens(uint32_t flow, uint32_t wanted, int64_t now_ms) {
     return make_error(errc::invalid_request,
                       "the job names no rate limit (rate_limit_key) to take "
                       "tokens of");
-  auto& bucket = buckets_.at(pairs_[flow - 1].first);
+  const auto& key = pairs_[flow - 1].first;
+  auto& bucket = buckets_.at(key);
   token_grant g;
   if (now_ms < started_ms_ + token_block_ms) {
     g.retry_ms = started_ms_ + token_block_ms - now_ms;
@@ -457,9 +458,20 @@ flow_control::take_tokens(uint32_t flow, uint32_t wanted, int64_t now_ms) {
       1.0, std::floor(bucket.limit().per_second * token_block_ms / 1000.0));
   auto most = static_cast<uint32_t>(
       std::min(block, static_cast<double>(std::max<uint32_t>(wanted, 1))));
+  // Tokens promised to parked jobs woken for them are theirs: a running
+  // job asking at each next token must not starve dispatch.
+  auto promised = static_cast<double>(pending("r" + key));
+  auto spare = std::max(0.0, std::floor(bucket.tokens(now_ms) - promised));
+  most = static_cast<uint32_t>(std::min(static_cast<double>(most), spare));
   g.granted = wanted == 0 ? 0 : bucket.take_up_to(most, now_ms);
-  if (g.granted < wanted)
-    g.retry_ms = std::max<int64_t>(1, bucket.next_token_ms(now_ms) - now_ms);
+  if (g.granted < wanted) {
+    // When a token beyond the promised ones is there (now, if the block's
+    // cap cut this answer short).
+    auto need = promised + 1.0 - bucket.tokens(now_ms);
+    g.retry_ms
+        = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(
+                                   need * 1000.0 / bucket.limit().per_second)));
+  }
   return g;
 }
 
@@ -575,6 +587,11 @@ void flow_control::apply_configured(const std::string& kind,
     if (err)
       log::warn("flow", "a run-time setting in the control log is skipped",
                 {{"kind", kind}, {"key", key}, {"error", describe(err)}});
+    else
+      log::info("flow",
+                "a run-time setting from the control log applies (it wins "
+                "over the configuration until set again)",
+                {{"kind", kind}, {"key", key}, {"spec", quads[i + 3]}});
   }
 }
 

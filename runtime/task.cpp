@@ -151,7 +151,10 @@ caf::error task_context::checkpoint(std::string bytes) {
 caf::error task_context::take_tokens(uint32_t n,
                                      std::chrono::milliseconds max_wait) {
   std::lock_guard<std::mutex> turn{take_mx_};
-  auto deadline = std::chrono::steady_clock::now() + max_wait;
+  // (At most a year: steady_clock::now() + max() would overflow.)
+  auto deadline = std::chrono::steady_clock::now()
+                  + std::min<std::chrono::milliseconds>(
+                      max_wait, std::chrono::hours{24 * 365});
   uint32_t taken = 0;
   auto short_of = [&](errc code, const std::string& why) {
     return make_error(code, why + " (" + std::to_string(taken) + " of "
@@ -179,7 +182,11 @@ caf::error task_context::take_tokens(uint32_t n,
                                               + std::to_string(max_wait.count())
                                               + " ms");
     if (answer_error_)
-      return answer_error_;
+      return short_of(
+          is(answer_error_, errc::invalid_request) ? errc::invalid_request
+          : is(answer_error_, errc::stale_attempt) ? errc::stale_attempt
+                                                   : errc::unavailable,
+          describe(answer_error_));
     taken += std::min(answer_granted_, n - taken);
     if (taken >= n)
       break;

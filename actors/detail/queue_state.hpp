@@ -43,6 +43,7 @@ using due_atom = caf::atom_constant<caf::atom("q_due")>;
 using reconcile_atom = caf::atom_constant<caf::atom("q_recon")>;
 using fence_atom = caf::atom_constant<caf::atom("q_fence")>;
 using flow_timer_atom = caf::atom_constant<caf::atom("q_flow")>;
+using flow_load_atom = caf::atom_constant<caf::atom("q_fload")>;
 
 // Store requests carry no timeout: the store answers every request (its
 // I/O has its own deadline) and the queue monitors the store for the one
@@ -160,6 +161,9 @@ struct queue_state {
   /// opts.adopt_grace.
   std::map<std::string, job_record> awaiting_adoption;
   bool recovered = false;
+  /// The run-time settings and breaker states were read back (load_flow):
+  /// recovery starts after, and settings and unknown keys wait for it.
+  bool flow_loaded = false;
   /// A dispatch runs; classes to dispatch once it is through.
   bool dispatching = false;
   std::set<std::string> dispatch_pending;
@@ -338,8 +342,11 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
                                   const std::string& key,
                                   const std::string& spec);
 /// At start, before recovery: the run-time settings and the breakers'
-/// last states from the control log; then `next`.
-void load_flow(self_ptr self, std::function<void()> next);
+/// last states from the control log (retried until read), then recovery.
+void load_flow(self_ptr self);
+/// flow_control::check, but a key unknown while the settings are being
+/// read back is errc::unavailable (it may be one set at run time).
+caf::error check_flow_keys(self_ptr self, const job_spec& spec);
 void flow_outcome(self_ptr self, const running_entry& entry, bool success,
                   const std::string& code);
 

@@ -242,3 +242,25 @@ TEST_CASE("tokens: a cancel ends a waiting take, and a sink without a limiter "
   CHECK(is(err, errc::unavailable));
   CHECK_FALSE(plain.take_tokens(0, 1ms)); // nothing to take
 }
+
+TEST_CASE("tokens: a running job's takes leave the tokens promised to "
+          "parked jobs woken for them",
+          "[tokens]") {
+  auto fc = limiter(10, 5, 0);
+  auto flow = fc.intern("smtp", "");
+  // Full (5) at 1 s; three jobs were woken from the gate for 3 of them.
+  fc.woke("rsmtp", 3);
+  auto g = fc.take_tokens(flow, 5, 1000);
+  REQUIRE(g);
+  CHECK(g->granted == 1); // block of 1 at 10/s, and only 2 are spare
+  g = fc.take_tokens(flow, 5, 1000);
+  CHECK(g->granted == 1);
+  g = fc.take_tokens(flow, 5, 1000);
+  CHECK(g->granted == 0);
+  // 3 tokens, all promised: one more is 100 ms away.
+  CHECK(g->retry_ms == 100);
+  fc.unwoke("rsmtp");
+  fc.unwoke("rsmtp");
+  fc.unwoke("rsmtp");
+  CHECK(fc.take_tokens(flow, 5, 1000)->granted == 1);
+}
