@@ -197,7 +197,8 @@ std::string flow_metrics_text(const std::string& flow_json) {
   family(*rates, "drover_rate_limit_tokens", "gauge",
          "Tokens in a rate limiter's bucket now.", "tokens");
   family(*rates, "drover_rate_limit_granted_total", "counter",
-         "Tokens granted (jobs dispatched) since the queue started.",
+         "Tokens granted (dispatches and takes of running jobs) since "
+         "the queue started.",
          "granted");
   family(*rates, "drover_rate_limit_waiting_jobs", "gauge",
          "Ready jobs waiting for a token.", "waiting");
@@ -217,6 +218,21 @@ std::string flow_metrics_text(const std::string& flow_json) {
          "Counted failures in a row of a closed breaker.", "failures_in_row");
   family(*breakers, "drover_breaker_waiting_jobs", "gauge",
          "Ready jobs waiting for a breaker to let them through.", "waiting");
+  // Breakers with a ratio rule only (null otherwise): a 0 would read as
+  // an empty window.
+  for (auto [name, field, help] :
+       {std::tuple{"drover_breaker_window_calls", "window_calls",
+                   "Attempts that ended within a ratio breaker's window."},
+        std::tuple{"drover_breaker_window_failures", "window_failures",
+                   "Counted failures within a ratio breaker's window."}}) {
+    e.family(name, "gauge", help);
+    each(*breakers,
+         [&, name = name, field = field](json x, const std::string& key) {
+           auto v = member(x, field);
+           if (v && v->which() == capnp::JsonValue::NUMBER)
+             e.sample(name, v->getNumber(), key);
+         });
+  }
   // {"node": {"pool": {"total": T, "used": U}}} (runtime/resources.hpp).
   if (auto pools = member(doc, "resource_pools");
       pools && pools->which() == capnp::JsonValue::OBJECT) {

@@ -300,7 +300,8 @@ TEST_CASE("flow: jobs wait behind a rate limit without a worker, show in "
   options.insert(options.end(),
                  {"--slots", "cpu=2", "--rate-limit", "mail:rate=0.001",
                   "--rate-limit", "we\"ird\\:rate=5", "--circuit-breaker",
-                  "sink:failures=2,cooldown=5"});
+                  "sink:failures=2,cooldown=5", "--circuit-breaker",
+                  "geo:ratio=0.5,window=30"});
   gateway_node node{options};
   auto ca = node.client(a.secret);
   auto admin = node.client(ops.secret);
@@ -325,7 +326,7 @@ TEST_CASE("flow: jobs wait behind a rate limit without a worker, show in "
   CHECK(mail["granted"].integer() == 0);
   CHECK(doc["breakers"].items()[0]["state"].str() == "closed");
   // The control log: each limiter's and breaker's authority started.
-  CHECK(doc["control_log"].items().size() == 3);
+  CHECK(doc["control_log"].items().size() == 4);
   auto q = body_of(admin.get("/api/admin/queues"));
   CHECK(q["priorities"]["normal"]["depth"].integer() == 2);
   CHECK(q["idle_workers"].integer() == 2);
@@ -339,6 +340,10 @@ TEST_CASE("flow: jobs wait behind a rate limit without a worker, show in "
   CHECK(m["drover_rate_limit_tokens_per_second"]["key=we\"ird\\"] == "5.0");
   CHECK(m["drover_breaker_state"]["key=sink,state=closed"] == "1.0");
   CHECK(m["drover_breaker_state"]["key=sink,state=open"] == "0.0");
+  // The window's figures, for the breaker with a ratio rule only.
+  CHECK(m["drover_breaker_window_calls"]["key=geo"] == "0.0");
+  CHECK(m["drover_breaker_window_failures"]["key=geo"] == "0.0");
+  CHECK(m["drover_breaker_window_calls"].count("key=sink") == 0);
 
   // A cancelled job leaves its place behind the limit.
   REQUIRE(ca.post("/api/jobs/" + second + "/cancel", "").status == 202);
