@@ -94,12 +94,11 @@ get_with_live_progress(caf::event_based_actor* self,
           [self, handles, rp](job_record& rec) mutable {
             auto queue = handles->queue();
             if (rec.status == job_status::queued && queue) {
-              // Say why it waits when no connected worker can run it.
+              // Say why it waits: no connected worker can run it, or a
+              // limit holds it back.
               auto shared = std::make_shared<job_record>(std::move(rec));
-              auto needs = pool_needs(shared->spec.resources);
               self->request(queue, std::chrono::seconds{5}, nodes_atom::value,
-                            resource_class_of(shared->spec), shared->spec.type,
-                            needs ? to_text(*needs) : std::string{})
+                            shared->spec)
                   .then(
                       [rp, shared](std::string& why) mutable {
                         shared->waiting_for = std::move(why);

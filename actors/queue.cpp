@@ -284,13 +284,14 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         s.admission_refused = st.admission.refused();
         return s;
       },
-      [self](nodes_atom, const std::string& cls, const std::string& type,
-             const std::string& pools) -> std::string {
+      [self](nodes_atom, const job_spec& spec) -> std::string {
         auto& st = self->state;
-        auto needs = parse_amounts(pools, "resources", errc::invalid_request);
+        auto needs = pool_needs(spec.resources);
         if (!needs)
           return describe(needs.error());
-        return unserved_reason(st, cls, type, st.resources.shape_of(*needs));
+        auto why = unserved_reason(st, resource_class_of(spec), spec.type,
+                                   st.resources.shape_of(*needs));
+        return why.empty() ? hold_reason(self, spec) : why;
       },
       [self](nodes_atom) -> std::string {
         // Ready jobs whose class and type no connected worker serves:

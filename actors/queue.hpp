@@ -48,10 +48,11 @@
 //       ready jobs no connected worker can run, per resource class and
 //       job type (and resources a job draws from pools):
 //       [{"resource_class", "job_type", "jobs"[, "resources"]}]
-//   (nodes_atom, resource_class, job_type, pools) -> string
-//       why a queued job of that class and type, drawing `pools`
-//       ("name=amount,...", runtime/resources.hpp) does not run ("" = no
-//       reason but the queue ahead of it)
+//   (nodes_atom, job_spec)            -> string
+//       why a queued job of that spec does not run: no connected worker
+//       for its class, type and pools, else what holds it back (its
+//       concurrency key's slots, its breaker, its rate limit's waiting
+//       line); "" = no reason but the queue ahead of it
 //   (flow_atom)                        -> string       JSON object: the
 //       rate limiters and breakers and the jobs waiting behind each
 //       (runtime/flow_control.hpp, flow_control::to_json)
@@ -125,8 +126,7 @@ using queue_actor = caf::typed_actor<
     caf::replies_to<stats_atom>::with<queue_stats>,
     caf::replies_to<describe_atom>::with<tree_node>,
     caf::replies_to<nodes_atom>::with<std::string>,
-    caf::replies_to<nodes_atom, std::string, std::string,
-                    std::string>::with<std::string>,
+    caf::replies_to<nodes_atom, job_spec>::with<std::string>,
     caf::replies_to<flow_atom>::with<std::string>,
     caf::replies_to<flow_atom, std::string, std::string,
                     std::string>::with<std::string>,

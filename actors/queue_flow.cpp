@@ -245,6 +245,23 @@ std::string flow_json(self_ptr self) {
   return out;
 }
 
+std::string hold_reason(self_ptr self, const job_spec& spec) {
+  auto& st = self->state;
+  auto key = st.concurrency.key_of(spec.type, spec.tenant);
+  if (auto p = st.parked.find(key);
+      !key.empty() && p != st.parked.end() && !p->second.empty())
+    return "a free slot of its concurrency limit ("
+           + std::to_string(st.concurrency.running(key)) + " of "
+           + std::to_string(st.concurrency.limit_of(key)) + " running; "
+           + std::to_string(p->second.size()) + " job(s) wait for one)";
+  size_t at_rate = 0;
+  if (auto g = st.flow_parked.find("r" + spec.rate_limit_key);
+      !spec.rate_limit_key.empty() && g != st.flow_parked.end())
+    at_rate = g->second.size();
+  return st.flow.hold_reason(spec.rate_limit_key, spec.breaker_key, at_rate,
+                             flow_now(self));
+}
+
 caf::error check_flow_keys(self_ptr self, const job_spec& spec) {
   auto& st = self->state;
   auto err = st.flow.check(spec.rate_limit_key, spec.breaker_key, spec.tenant);

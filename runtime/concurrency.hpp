@@ -58,13 +58,14 @@ public:
   /// Attempts counted against `key`.
   uint32_t running(const std::string& key) const;
 
+  /// The limit of `key`.
+  uint32_t limit_of(const std::string& key) const;
+
   bool empty() const {
     return limits_.empty();
   }
 
 private:
-  uint32_t limit_of(const std::string& key) const;
-
   concurrency_limits limits_;
   std::unordered_map<std::string, uint32_t> running_;
 };

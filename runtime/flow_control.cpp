@@ -595,6 +595,32 @@ void flow_control::apply_configured(const std::string& kind,
   }
 }
 
+std::string flow_control::hold_reason(const std::string& rate_key,
+                                      const std::string& breaker_key,
+                                      size_t waiting_at_rate,
+                                      int64_t now_ms) const {
+  if (auto b = breakers_.find(breaker_key); b != breakers_.end()) {
+    const auto& br = b->second;
+    if (breakers_held_)
+      return "its circuit breaker '" + breaker_key
+             + "' waits for its last state to be read back";
+    if (br.state() == breaker_state::open)
+      return "its circuit breaker '" + breaker_key + "' is open (half-opens in "
+             + std::to_string(std::max<int64_t>(
+                 0, (br.half_open_at() - now_ms + 999) / 1000))
+             + " s)";
+    if (br.state() == breaker_state::half_open)
+      return "its circuit breaker '" + breaker_key
+             + "' is half-open: its probe jobs run first";
+  }
+  if (auto r = buckets_.find(rate_key);
+      r != buckets_.end() && waiting_at_rate > 0)
+    return "a token of rate limit '" + rate_key + "' ("
+           + format_number(r->second.limit().per_second) + "/s; "
+           + std::to_string(waiting_at_rate) + " job(s) wait for one)";
+  return {};
+}
+
 caf::error flow_control::room_for(const std::string& kind,
                                   const std::string& key) const {
   bool rate = kind == "rate_limit";

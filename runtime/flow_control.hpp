@@ -220,6 +220,13 @@ public:
   const std::map<std::string, circuit_breaker>& breakers() const {
     return breakers_;
   }
+  /// Why a job naming these keys may be held back now, for its status
+  /// ("" = nothing here holds it): a breaker that is open, half-open with
+  /// its probes out, or not restored yet; a rate limit with jobs waiting
+  /// at it (`waiting_at_rate`, counted by the caller).
+  std::string hold_reason(const std::string& rate_key,
+                          const std::string& breaker_key,
+                          size_t waiting_at_rate, int64_t now_ms) const;
 
 private:
   std::map<std::string, token_bucket> buckets_;

@@ -344,6 +344,9 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
 /// At start, before recovery: the run-time settings and the breakers'
 /// last states from the control log (retried until read), then recovery.
 void load_flow(self_ptr self);
+/// What holds a queued job of `spec` back (concurrency, breaker, rate
+/// limit), for its status; "" = none of them.
+std::string hold_reason(self_ptr self, const job_spec& spec);
 /// flow_control::check, but a key unknown while the settings are being
 /// read back is errc::unavailable (it may be one set at run time).
 caf::error check_flow_keys(self_ptr self, const job_spec& spec);

@@ -89,14 +89,19 @@ TEST_CASE("resources: the oldest job that does not fit reserves what it "
                                     "\"small3\""});
   // The job needing a pool this node lacks waits, and says why.
   CHECK(fx.stats().depth[1] == 1);
+  auto spec_of = [](std::vector<resource_request> pools) {
+    job_spec spec;
+    spec.type = "blocker";
+    spec.resources = {{"cpu", 1}};
+    spec.resources.insert(spec.resources.end(), pools.begin(), pools.end());
+    return spec;
+  };
   auto why = fx.ask<std::string>(fx.handles->queue(), nodes_atom::value,
-                                 std::string{"cpu"}, std::string{"blocker"},
-                                 std::string{"licenses=1"});
+                                 spec_of({{"licenses", 1}}));
   REQUIRE(why);
   CHECK(why->find("lacks licenses=1 (it has 0)") != std::string::npos);
   auto fits = fx.ask<std::string>(fx.handles->queue(), nodes_atom::value,
-                                  std::string{"cpu"}, std::string{"blocker"},
-                                  std::string{"memory_gb=4"});
+                                  spec_of({{"memory_gb", 4}}));
   REQUIRE(fits);
   CHECK(fits->empty());
   auto listing = fx.ask<std::string>(fx.handles->queue(), nodes_atom::value);

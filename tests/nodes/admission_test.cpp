@@ -329,6 +329,9 @@ TEST_CASE("flow: jobs wait behind a rate limit without a worker, show in "
   CHECK(doc["control_log"].items().size() == 4);
   auto q = body_of(admin.get("/api/admin/queues"));
   CHECK(q["priorities"]["normal"]["depth"].integer() == 2);
+  // Their status says what they wait for.
+  CHECK(body_of(ca.get("/api/jobs/" + second))["waiting_for"].str()
+        == "a token of rate limit 'mail' (0.001/s; 2 job(s) wait for one)");
   CHECK(q["idle_workers"].integer() == 2);
 
   auto res = admin.get("/metrics");
@@ -399,6 +402,12 @@ TEST_CASE("flow: a breaker that opens again after a failed last-attempt probe "
   // the breaker again with no retry of its own to come back.
   auto probe = submit(c, exec("/bin/false"));
   auto waiting = submit(c, exec("/bin/true"));
+  // While it is open (or half-open, the probe out), the waiting job's
+  // status names the breaker.
+  auto why = body_of(c.get("/api/jobs/" + waiting));
+  if (why["status"].str() == "queued")
+    CHECK(why["waiting_for"].str().rfind("its circuit breaker 'sink' is ", 0)
+          == 0);
   CHECK(await_end(node, "", probe)["status"].str() == "failed");
   // The next cooldown lets the other one probe: it completes, closed.
   CHECK(await_end(node, "", waiting)["status"].str() == "completed");

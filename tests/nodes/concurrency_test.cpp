@@ -87,6 +87,11 @@ TEST_CASE("concurrency: a limit of 1 on a job type is never exceeded, and the "
   CHECK(view["running"].integer() == 1);
   CHECK(view["priorities"]["normal"]["depth"].integer() == 3);
   CHECK(view["idle_workers"].integer() == 3);
+  // A held-back job's status says what it waits for.
+  auto held = body_of(c.get("/api/jobs/" + ids[3]));
+  CHECK(held["waiting_for"].str()
+        == "a free slot of its concurrency limit (1 of 1 running; 3 job(s) "
+           "wait for one)");
   // A held-back job can be cancelled: it leaves its place behind the key
   // and never starts.
   auto cancelled = submit(c, sleep_job(800, 4));
