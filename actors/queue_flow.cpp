@@ -277,46 +277,14 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
                                   const std::string& key,
                                   const std::string& spec) {
   auto& st = self->state;
-  if (kind != "rate_limit" && kind != "breaker")
-    return make_error(errc::invalid_request,
-                      "kind must be rate_limit or breaker");
   if (!st.flow_loaded)
     // A setting made now could be overwritten by the older one being read.
     return make_error(errc::unavailable,
                       "the coordinator is still reading its rate limits and "
                       "breakers; retry");
-  if (key.find(':') != std::string::npos)
-    return make_error(errc::invalid_request,
-                      "key: 1-128 bytes without ':', ',', '=', '|' or blanks");
   if (spec.empty() || spec.size() > 1024)
     return make_error(errc::invalid_request, "spec: 1-1024 bytes");
-  // One home for the rules: the configuration's parser.
-  auto item = key + ":" + spec;
-  caf::error bad;
-  std::string parsed_key;
-  rate_limit rate;
-  breaker_config breaker;
-  if (kind == "rate_limit") {
-    auto r = parse_rate_limit(item);
-    bad = r ? caf::error{} : r.error();
-    if (r)
-      std::tie(parsed_key, rate) = std::move(*r);
-  } else {
-    auto b = parse_breaker(item);
-    bad = b ? caf::error{} : b.error();
-    if (b)
-      std::tie(parsed_key, breaker) = std::move(*b);
-  }
-  if (bad) {
-    const auto& ctx = bad.context();
-    return make_error(errc::invalid_request, ctx.match_elements<std::string>()
-                                                 ? ctx.get_as<std::string>(0)
-                                                 : describe(bad));
-  }
-  if (parsed_key != key)
-    return make_error(errc::invalid_request,
-                      "key: 1-128 bytes without ':', ',', '=', '|' or blanks");
-  if (auto err = st.flow.room_for(kind, key))
+  if (auto err = st.flow.set_setting(kind, key, spec, flow_now(self), true))
     return err;
   // Durable first: a setting the log does not hold would be lost by the
   // next takeover.
@@ -324,11 +292,9 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
   self->request(st.deps.store, store_timeout, control_atom::value, now_ms(self),
                 kind, key, std::string{"configured"}, spec)
       .then(
-          [self, rp, kind, key, spec, rate, breaker](ok_atom) mutable {
+          [self, rp, kind, key, spec](ok_atom) mutable {
             auto& st = self->state;
-            auto err = kind == "rate_limit"
-                           ? st.flow.set_rate(key, rate, flow_now(self))
-                           : st.flow.set_breaker(key, breaker);
+            auto err = st.flow.set_setting(kind, key, spec, flow_now(self));
             if (err) { // room taken by a setting that came in meanwhile
               rp.deliver(std::move(err));
               return;

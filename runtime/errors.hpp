@@ -83,9 +83,10 @@ inline caf::error make_error(errc x, std::string context) {
                     caf::make_message(std::move(context))};
 }
 
-/// True if `err` is the Drover error `x`.
+/// True if `err` is the Drover error `x` (false for no error: CAF 0.17's
+/// category() of an empty error dereferences nothing).
 inline bool is(const caf::error& err, errc x) {
-  return err.category() == errc_category
+  return err && err.category() == errc_category
          && err.code() == static_cast<uint8_t>(x);
 }
 

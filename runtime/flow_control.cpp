@@ -575,15 +575,7 @@ void flow_control::apply_configured(const std::string& kind,
     if (quads[i + 1] != "configured")
       continue;
     const auto& key = quads[i];
-    auto item = key + ":" + quads[i + 3];
-    caf::error err;
-    if (kind == "rate_limit") {
-      auto r = parse_rate_limit(item);
-      err = r ? set_rate(key, r->second, now_ms) : r.error();
-    } else {
-      auto b = parse_breaker(item);
-      err = b ? set_breaker(key, b->second) : b.error();
-    }
+    auto err = set_setting(kind, key, quads[i + 3], now_ms);
     if (err)
       log::warn("flow", "a run-time setting in the control log is skipped",
                 {{"kind", kind}, {"key", key}, {"error", describe(err)}});
@@ -621,16 +613,53 @@ std::string flow_control::hold_reason(const std::string& rate_key,
   return {};
 }
 
-caf::error flow_control::room_for(const std::string& kind,
-                                  const std::string& key) const {
+caf::error flow_control::set_setting(const std::string& kind,
+                                     const std::string& key,
+                                     const std::string& spec, int64_t now_ms,
+                                     bool check_only) {
+  static const std::string bad_key
+      = "key: 1-128 bytes without ':', ',', '=', '|' or blanks";
+  if (key.find(':') != std::string::npos)
+    return make_error(errc::invalid_request, bad_key);
   bool rate = kind == "rate_limit";
+  if (!rate && kind != "breaker")
+    return make_error(errc::invalid_request,
+                      "kind must be rate_limit or breaker");
+  // One home for the rules: the options' parsers.
+  auto item = key + ":" + spec;
+  std::optional<std::pair<std::string, rate_limit>> r;
+  std::optional<std::pair<std::string, breaker_config>> b;
+  caf::error bad;
+  if (rate) {
+    auto x = parse_rate_limit(item);
+    if (x)
+      r = std::move(*x);
+    else
+      bad = std::move(x.error());
+  } else {
+    auto x = parse_breaker(item);
+    if (x)
+      b = std::move(*x);
+    else
+      bad = std::move(x.error());
+  }
+  if (bad) {
+    const auto& ctx = bad.context();
+    return make_error(errc::invalid_request, ctx.match_elements<std::string>()
+                                                 ? ctx.get_as<std::string>(0)
+                                                 : describe(bad));
+  }
+  if ((rate ? r->first : b->first) != key)
+    return make_error(errc::invalid_request, bad_key);
   auto have = rate ? buckets_.count(key) : breakers_.count(key);
   auto size = rate ? buckets_.size() : breakers_.size();
   if (have == 0 && size >= max_keys)
     return make_error(errc::conflict,
                       "at most " + std::to_string(max_keys)
                           + (rate ? " rate limits" : " breakers"));
-  return caf::none;
+  if (check_only)
+    return caf::none;
+  return rate ? set_rate(key, r->second, now_ms) : set_breaker(key, b->second);
 }
 
 void flow_control::restore_breakers(const std::vector<std::string>& quads,

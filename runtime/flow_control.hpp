@@ -202,9 +202,13 @@ public:
   /// longer parse are skipped, and said.
   void apply_configured(const std::string& kind,
                         const std::vector<std::string>& quads, int64_t now_ms);
-  /// Whether `key` of `kind` could be set now (it exists, or there is
-  /// room for one more).
-  caf::error room_for(const std::string& kind, const std::string& key) const;
+  /// A run-time setting of `kind` ("rate_limit", "breaker") for `key`,
+  /// `spec` written as the option writes it after `NAME:`: checked by the
+  /// option's parser (errc::invalid_request with its message) and against
+  /// max_keys (errc::conflict), then applied unless `check_only`.
+  caf::error set_setting(const std::string& kind, const std::string& key,
+                         const std::string& spec, int64_t now_ms,
+                         bool check_only = false);
 
   /// State changes since the last call.
   std::vector<flow_change> drain_changes();

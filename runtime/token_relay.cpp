@@ -41,9 +41,8 @@ token_relay::answered(const std::string& key, uint32_t granted,
   auto& q = i->second;
   auto takes = std::move(q.in_flight);
   q.in_flight.clear();
-  // (An empty caf::error has no category to ask for.)
   bool about_attempt
-      = err && (is(err, errc::stale_attempt) || is(err, errc::invalid_request));
+      = is(err, errc::stale_attempt) || is(err, errc::invalid_request);
   uint32_t left = granted;
   for (auto& t : takes) {
     if (!err) {

@@ -65,10 +65,22 @@ TEST_CASE("flow settings: at most 1,000 keys of a kind, and a new authority "
   auto err = fc.set_rate("one-more", {1, 1, {}}, 0);
   REQUIRE(err);
   CHECK(is(err, errc::conflict));
-  CHECK(is(fc.room_for("rate_limit", "one-more"), errc::conflict));
-  CHECK_FALSE(fc.room_for("rate_limit", "k1")); // a change: always
+  CHECK(is(fc.set_setting("rate_limit", "one-more", "rate=1", 0, true),
+           errc::conflict));
+  CHECK_FALSE(
+      fc.set_setting("rate_limit", "k1", "rate=3", 0, true)); // a change
+  // The option's parser decides, with its message; a key holding ':' and
+  // an unknown kind are refused.
+  auto bad = fc.set_setting("rate_limit", "k1", "rate=0", 0, true);
+  CHECK(is(bad, errc::invalid_request));
+  CHECK(describe(bad).find("rate must be") != std::string::npos);
+  CHECK(is(fc.set_setting("rate_limit", "a:b", "rate=1", 0, true),
+           errc::invalid_request));
+  CHECK(is(fc.set_setting("limit", "k1", "rate=1", 0, true),
+           errc::invalid_request));
   CHECK_FALSE(fc.set_rate("k1", {2, 2, {}}, 0));
-  CHECK_FALSE(fc.room_for("breaker", "b"));
+  CHECK_FALSE(fc.set_setting("breaker", "b", "failures=1", 0, true));
+  CHECK(fc.breakers().count("b") == 0); // checked only
 
   // (key, state, ms, detail): states are not settings; a setting that no
   // longer parses is skipped.
