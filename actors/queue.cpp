@@ -94,7 +94,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
     st.running.erase(r);
     // Its supervisor is gone: the attempt is settled (resolve_orphan) or
     // left to the next start; the slot is free, a probe it was is not.
-    release_slot(self, entry.concurrency_key);
+    release_slots(self, entry.slots, entry.slots.size);
     flow_outcome(self, entry, false, "supervisor_lost");
     if (dm.reason == caf::exit_reason::user_shutdown)
       return; // the node stops in order: the next start settles or adopts it
@@ -399,8 +399,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto waiting = std::move(st.awaiting_adoption);
         st.awaiting_adoption.clear();
         for (auto& [job_id, rec] : waiting) {
-          release_slot(self,
-                       st.concurrency.key_of(rec.spec.type, rec.spec.tenant));
+          auto keys = slot_keys_of(st, rec.spec);
+          release_slots(self, keys, keys.size);
           release_pools(self, node_of(rec.worker_id), shape_of(st, rec.spec));
           settle_interrupted(self, rec,
                              {"worker_lost",
@@ -432,7 +432,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           ++signals.completed;
           signals.completions.add(flow_now(self));
         }
-        release_slot(self, entry.concurrency_key);
+        release_slots(self, entry.slots, entry.slots.size);
         // An outcome the supervisor could not record says nothing about
         // the downstream (nor about how long attempts take): not counted.
         bool recorded = status == job_status::completed

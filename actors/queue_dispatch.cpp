@@ -30,7 +30,7 @@ void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id) {
 void push_ready(self_ptr self, std::string job_id, priority prio,
                 const std::string& cls, const std::string& type,
                 uint32_t tenant, uint32_t flow, const shape_ref& shape,
-                int64_t ready_since_ms) {
+                own_key_ref own, int64_t ready_since_ms) {
   auto& st = self->state;
   note_entry(st, job_id);
   st.admission.entered(tenant, partition_of_id(job_id));
@@ -56,7 +56,7 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
   l.shape = shape;
   l[i].insert(ready_entry{std::move(job_id),
                           since + static_cast<int64_t>(i) * aging_ms(self),
-                          tenant, flow},
+                          tenant, flow, std::move(own)},
               weight_of(st, tenant));
   dispatch(self, cls);
 }
@@ -76,7 +76,7 @@ void push_ready(self_ptr self, const job_record& rec, int64_t ready_since_ms) {
   push_ready(self, rec.job_id, rec.spec.prio, resource_class_of(rec.spec),
              rec.spec.type, st.admission.tenant(rec.spec.tenant),
              st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
-             shape_of(st, rec.spec), ready_since_ms);
+             shape_of(st, rec.spec), own_key_for(rec.spec), ready_since_ms);
 }
 
 /// Calls `visit(key, lane)` for the lanes of the job types `types`
@@ -186,35 +186,50 @@ void back_to_ready(queue_state& st, parked_entry pe,
 }
 
 /// Hands the free slots of `key` to the jobs parked behind it, oldest
-/// first: each goes back to its ready queue where its age puts it, holding
-/// its slot, so that no newer job of the key takes it first.
+/// first: each goes on to the next key it needs, or back to its ready
+/// queue where its age puts it, holding its slots, so that no newer job of
+/// the key takes them first.
 void wake_parked(self_ptr self, const std::string& key) {
   auto& st = self->state;
   auto p = st.parked.find(key);
+  if (p == st.parked.end())
+    return;
+  // Stays valid while take_slots parks jobs behind other keys (an
+  // unordered_map keeps references to its elements on insertion).
+  auto& dq = p->second;
   std::vector<std::string> classes;
+  std::vector<std::pair<slot_keys, size_t>> to_free;
   bool flow_moved = false;
-  while (p != st.parked.end() && !p->second.empty()) {
-    auto& head = p->second.front();
+  while (!dq.empty()) {
+    auto& head = dq.front();
+    auto keys = slot_keys_of(st, head.type, head.entry);
     if (head.entry.flow != 0) {
       // Its rate limit or breaker would hold it: it waits there instead,
-      // without the slot, and the next job of the key is considered.
+      // without its slots, and the next job of the key is considered.
       if (auto wait = st.flow.gate(head.entry.flow, flow_now(self))) {
         auto pe = std::move(head);
-        p->second.pop_front();
+        dq.pop_front();
+        to_free.emplace_back(keys, pe.entry.holds);
+        pe.entry.holds = 0;
         park_at_gate(st, wait->gate, std::move(pe));
         flow_moved = true;
         continue;
       }
     }
-    if (!st.concurrency.take(key))
+    auto i = head.entry.holds; // it waits behind keys.key[i] == key
+    if (i >= keys.size || !st.concurrency.take(key, keys.limit[i]))
       break;
     auto pe = std::move(head);
-    p->second.pop_front();
-    pe.entry.holds_slot = true;
-    back_to_ready(st, std::move(pe), classes);
+    dq.pop_front();
+    ++pe.entry.holds;
+    if (take_slots(self, pe, keys))
+      back_to_ready(st, std::move(pe), classes);
   }
-  if (p != st.parked.end() && p->second.empty())
-    st.parked.erase(p);
+  if (dq.empty())
+    st.parked.erase(key);
+  // Slots given back only now: their release wakes other keys' jobs.
+  for (const auto& [keys, held] : to_free)
+    release_slots(self, keys, held);
   if (flow_moved)
     rearm_flow(self);
   for (const auto& cls : classes)
@@ -340,7 +355,7 @@ void dispatch_class(self_ptr self, const std::string& cls) {
     return;
   auto& q = qi->second;
   static const std::vector<std::string> any_type;
-  std::vector<std::string> slots_to_free;
+  std::vector<std::pair<slot_keys, size_t>> slots_to_free;
   bool flow_touched = false;
   // Passes over the idle workers: each takes the best job of the types it
   // runs, or stays idle. Workers of one node running the same types that
@@ -391,8 +406,7 @@ void dispatch_class(self_ptr self, const std::string& cls) {
         && li->second[2].empty())
       q.by_type.erase(li); // lanes of shapes come and go with their jobs
     bool duplicate = st.running.count(entry.job_id) > 0;
-    auto key
-        = st.concurrency.key_of(type, st.admission.tenant_name(entry.tenant));
+    auto keys = slot_keys_of(st, type, entry);
     bool woken = entry.woken_gate != 0;
     if (entry.flow != 0) {
       flow_touched = true;
@@ -402,8 +416,8 @@ void dispatch_class(self_ptr self, const std::string& cls) {
       // A rate limit without a token or a breaker that is not closed, or
       // jobs already waiting at its gate (it goes behind them, unless it was
       // woken from there): it waits behind that gate, in order, without a
-      // worker, and without a slot of its concurrency key (given to the
-      // next job of the key).
+      // worker, and without slots of its concurrency keys (given to the
+      // next jobs of the keys).
       auto wait = st.flow.gate(entry.flow, flow_now(self));
       if (!wait && !woken)
         for (char kind : {'b', 'r'}) {
@@ -414,30 +428,30 @@ void dispatch_class(self_ptr self, const std::string& cls) {
           }
         }
       if (wait) {
-        if (entry.holds_slot) {
-          entry.holds_slot = false;
-          slots_to_free.push_back(key);
-        }
+        slots_to_free.emplace_back(keys, entry.holds);
+        entry.holds = 0;
         park_at_gate(st, wait->gate,
                      {std::move(entry), cls, type, prio, shape});
         continue;
       }
     }
-    if (!duplicate && !entry.holds_slot && !key.empty()
-        && (!st.recovered || !st.concurrency.take(key))) {
-      // No free slot for its key, or recovery has not yet counted every
-      // attempt that runs: it waits, in order, without a worker.
-      st.parked[key].push_back({std::move(entry), cls, type, prio, shape});
-      continue;
+    if (!duplicate && entry.holds < keys.size) {
+      // A slot of a concurrency key not free, or recovery has not yet
+      // counted every attempt that runs: it waits, in order, without a
+      // worker.
+      parked_entry pe{std::move(entry), cls, type, prio, shape};
+      if (!take_slots(self, pe, keys))
+        continue;
+      entry = std::move(pe.entry);
     }
     left_queue(st, entry.tenant, entry.job_id);
     if (duplicate) {
-      if (entry.holds_slot)
-        slots_to_free.push_back(key); // given back after this pass
-      // A second entry for a job that runs (recovery raced its submit, or
-      // a reconcile raced its timer): its supervisor owns it. A second
-      // supervisor would be refused by the store anyway, but would take
-      // the first one's place in `running`.
+      // Its slots given back after this pass. A second entry for a job
+      // that runs (recovery raced its submit, or a reconcile raced its
+      // timer): its supervisor owns it. A second supervisor would be
+      // refused by the store anyway, but would take the first one's place
+      // in `running`.
+      slots_to_free.emplace_back(keys, entry.holds);
       continue;
     }
     auto worker = std::move(q.idle_workers[w]);
@@ -456,12 +470,12 @@ void dispatch_class(self_ptr self, const std::string& cls) {
         now - (entry.key - static_cast<int64_t>(prio) * aging_ms(self)));
     ++st.type_counts[{cls, type}].dispatched;
     hold_pools(self, worker, node, shape);
-    st.running.emplace(entry.job_id, running_entry{js, worker, cls, now, key,
+    st.running.emplace(entry.job_id, running_entry{js, worker, cls, now, keys,
                                                    entry.flow, probe, type});
     ++st.stats.dispatched[prio];
   }
-  for (const auto& key : slots_to_free)
-    release_slot(self, key);
+  for (const auto& [keys, held] : slots_to_free)
+    release_slots(self, keys, held);
   if (flow_touched) {
     // Jobs parked behind a gate look again when it may open.
     rearm_flow(self);

@@ -14,6 +14,44 @@ void release_slot(self_ptr self, const std::string& key) {
   wake_parked(self, key);
 }
 
+/// Frees the first `count` slots of `keys` (an attempt ended, or a job that
+/// held them left the queue or parked at a gate).
+void release_slots(self_ptr self, const slot_keys& keys, size_t count) {
+  for (size_t i = 0; i < count && i < keys.size; ++i)
+    release_slot(self, keys.key[i]);
+}
+
+own_key_ref own_key_for(const job_spec& spec) {
+  return own_key_of(spec.tenant, spec.concurrency_key, spec.concurrency_limit);
+}
+
+slot_keys slot_keys_of(const queue_state& st, const std::string& type,
+                       const ready_entry& entry) {
+  return st.concurrency.keys_of(type, st.admission.tenant_name(entry.tenant),
+                                entry.own);
+}
+
+slot_keys slot_keys_of(const queue_state& st, const job_spec& spec) {
+  return st.concurrency.keys_of(spec.type, spec.tenant, own_key_for(spec));
+}
+
+/// Takes the slots of `keys` that `pe` does not hold yet, in order. If one
+/// has none free (or recovery has not yet counted every attempt that
+/// runs), `pe` waits behind that key, in order, without a worker and with
+/// the slots before it: answers false, and `pe` was moved.
+bool take_slots(self_ptr self, parked_entry& pe, const slot_keys& keys) {
+  auto& st = self->state;
+  while (pe.entry.holds < keys.size) {
+    auto i = pe.entry.holds;
+    if (!st.recovered || !st.concurrency.take(keys.key[i], keys.limit[i])) {
+      st.parked[keys.key[i]].push_back(std::move(pe));
+      return false;
+    }
+    ++pe.entry.holds;
+  }
+  return true;
+}
+
 /// `worker` (of `node`) was leased an attempt drawing `shape`: it holds the
 /// amounts until it lets go (let_go_pools). `acquired`: the books count them
 /// already (an attempt recovered for adoption).
@@ -247,13 +285,23 @@ std::string flow_json(self_ptr self) {
 
 std::string hold_reason(self_ptr self, const job_spec& spec) {
   auto& st = self->state;
-  auto key = st.concurrency.key_of(spec.type, spec.tenant);
-  if (auto p = st.parked.find(key);
-      !key.empty() && p != st.parked.end() && !p->second.empty())
-    return "a free slot of its concurrency limit ("
+  auto keys = slot_keys_of(st, spec);
+  for (size_t i = 0; i < keys.size; ++i) {
+    const auto& key = keys.key[i];
+    auto p = st.parked.find(key);
+    if (p == st.parked.end() || p->second.empty())
+      continue;
+    auto limit
+        = keys.limit[i] != 0 ? keys.limit[i] : st.concurrency.limit_of(key);
+    auto what = keys.limit[i] != 0
+                    ? "its concurrency key '"
+                          + spec.concurrency_key.substr(0, 128) + "'"
+                    : std::string{"its concurrency limit"};
+    return "a free slot of " + what + " ("
            + std::to_string(st.concurrency.running(key)) + " of "
-           + std::to_string(st.concurrency.limit_of(key)) + " running; "
+           + std::to_string(limit) + " running; "
            + std::to_string(p->second.size()) + " job(s) wait for one)";
+  }
   size_t at_rate = 0;
   if (auto g = st.flow_parked.find("r" + spec.rate_limit_key);
       !spec.rate_limit_key.empty() && g != st.flow_parked.end())

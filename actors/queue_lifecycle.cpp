@@ -66,7 +66,8 @@ void on_due(self_ptr self) {
         .then(
             [self, entry](ok_atom) {
               push_ready(self, entry.job_id, entry.prio, entry.resource_class,
-                         entry.type, entry.tenant, entry.flow, entry.shape);
+                         entry.type, entry.tenant, entry.flow, entry.shape,
+                         entry.own);
             },
             [self, entry](caf::error& err) {
               // Cancelled while it waited, or the store is unavailable: the
@@ -93,7 +94,8 @@ delayed_entry delayed_of(self_ptr self, const job_record& rec, int64_t due_ms) {
           rec.spec.type,
           st.admission.tenant(rec.spec.tenant),
           st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
-          shape_of(st, rec.spec)};
+          shape_of(st, rec.spec),
+          own_key_for(rec.spec)};
 }
 
 /// Puts a job the store just accepted where its status says.
@@ -132,16 +134,15 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
           if (shaped && tq.second[0].empty() && tq.second[1].empty()
               && tq.second[2].empty())
             kv.second.by_type.erase(tq.first);
-          if (e.holds_slot) // woken, never ran: the next job of its key
-            release_slot(self, st.concurrency.key_of(
-                                   type, st.admission.tenant_name(e.tenant)));
+          // Woken, never ran: the next jobs of its keys get its slots.
+          release_slots(self, slot_keys_of(st, type, e), e.holds);
           if (shaped) // it may have reserved what another job needs
             dispatch(self, cls);
           return true;
         }
       }
-  // Held back by a concurrency key or by a rate limit or breaker (parked
-  // entries hold no slot and no token).
+  // Held back by a concurrency key (holding the slots of the keys before
+  // it) or by a rate limit or breaker (holding no slot and no token).
   auto unpark = [&](auto& by_key) {
     for (auto p = by_key.begin(); p != by_key.end(); ++p) {
       auto& dq = p->second;
@@ -150,9 +151,12 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
       });
       if (i != dq.end()) {
         left_queue(st, i->entry.tenant, job_id);
+        auto keys = slot_keys_of(st, i->type, i->entry);
+        auto held = i->entry.holds;
         dq.erase(i);
         if (dq.empty())
           by_key.erase(p);
+        release_slots(self, keys, held);
         return true;
       }
     }
@@ -393,10 +397,11 @@ void recover_job(self_ptr self, job_record& rec) {
         // Ran on a worker node, which may still run it: it gets one grace
         // period to come back and report it.
         st.awaiting_adoption.emplace(rec.job_id, rec);
-        // It may still run: it holds its slot and what it draws from its
+        // It may still run: it holds its slots and what it draws from its
         // node's pools until adopted or given up.
-        st.concurrency.force(
-            st.concurrency.key_of(rec.spec.type, rec.spec.tenant));
+        auto keys = slot_keys_of(st, rec.spec);
+        for (size_t k = 0; k < keys.size; ++k)
+          st.concurrency.force(keys.key[k]);
         st.resources.acquire(node_of(rec.worker_id), shape_of(st, rec.spec));
         break;
       }
@@ -491,12 +496,12 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
   auto js = start_supervisor(self, job_id, slot, worker_id, attempt);
   self->monitor(js);
   st.supervisor_jobs.emplace(js.address(), job_id);
-  st.running.emplace(
-      job_id, running_entry{
-                  js, slot, resource_class_of(rec.spec), now_ms(self),
-                  st.concurrency.key_of(rec.spec.type, rec.spec.tenant),
-                  st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
-                  0, rec.spec.type});
+  st.running.emplace(job_id,
+                     running_entry{js, slot, resource_class_of(rec.spec),
+                                   now_ms(self), slot_keys_of(st, rec.spec),
+                                   st.flow.intern(rec.spec.rate_limit_key,
+                                                  rec.spec.breaker_key),
+                                   0, rec.spec.type});
   // Its amounts, counted since recovery, are the slot's until it lets go.
   hold_pools(self, slot, node_of(rec.worker_id), shape_of(st, rec.spec), true);
   rp.deliver(js);

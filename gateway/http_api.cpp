@@ -216,6 +216,14 @@ caf::expected<submit_request> read_submit(json::Reader root,
       text(req.rate_limit_key);
     } else if (name == "breaker_key") {
       text(req.breaker_key);
+    } else if (name == "concurrency_key") {
+      text(req.concurrency_key);
+    } else if (name == "concurrency_limit") {
+      auto n = get_integer(path, value, 1, 1'000'000);
+      if (n)
+        req.concurrency_limit = *n;
+      else
+        err = n.error();
     } else if (name == "resources") {
       if (value.which() != json::OBJECT) {
         err = bad(path, "expected an object such as {\"gpu\": 1}");
@@ -404,6 +412,16 @@ void write_spec_fields(writer& w, const job_spec& spec) {
   spec.idempotency_key.empty() ? w.null() : w.str(spec.idempotency_key);
   w.key("callback_url");
   spec.callback_url.empty() ? w.null() : w.str(spec.callback_url);
+  w.key("rate_limit_key");
+  spec.rate_limit_key.empty() ? w.null() : w.str(spec.rate_limit_key);
+  w.key("breaker_key");
+  spec.breaker_key.empty() ? w.null() : w.str(spec.breaker_key);
+  w.key("concurrency_key");
+  spec.concurrency_key.empty() ? w.null() : w.str(spec.concurrency_key);
+  w.key("concurrency_limit");
+  spec.concurrency_key.empty()
+      ? w.null()
+      : w.num(static_cast<int64_t>(spec.concurrency_limit));
   w.key("resources").open_object();
   for (auto& r : spec.resources)
     w.key(r.name).num(static_cast<int64_t>(r.amount));

@@ -193,6 +193,8 @@ int main(int argc, char** argv) {
   int64_t wait_ms = 3600000;
   std::string input, priority_name, run_at, key, tenant, status_name, after;
   std::string type_filter, key_file, rate_key, breaker_key, resources;
+  std::string concurrency_key;
+  int64_t concurrency_limit = 1;
   std::string reason = "cancelled with droverctl";
   int64_t delay_ms = -1, max_attempts = -1, job_timeout_ms = -1;
   int64_t limit = 100;
@@ -222,6 +224,11 @@ int main(int argc, char** argv) {
       "breaker-key", po::value(&breaker_key),
       "submit: the circuit breaker the job's attempts count against "
       "(declared with --circuit-breaker)")(
+      "concurrency-key", po::value(&concurrency_key),
+      "submit: the job's own concurrency key within its tenant, e.g. "
+      "user:42")("concurrency-limit", po::value(&concurrency_limit),
+                 "submit: attempts of --concurrency-key running at once "
+                 "(default 1)")(
       "resources", po::value(&resources),
       "submit: the slot class, then amounts drawn from the worker node's "
       "pools, e.g. gpu=1,memory_gb=16")("tenant", po::value(&tenant),
@@ -310,6 +317,9 @@ int main(int argc, char** argv) {
     req.idempotency_key = key;
     req.rate_limit_key = rate_key;
     req.breaker_key = breaker_key;
+    req.concurrency_key = concurrency_key;
+    if (vm.count("concurrency-limit") > 0)
+      req.concurrency_limit = concurrency_limit;
     if (!resources.empty()) {
       auto parsed = parse_requests(resources);
       if (!parsed)

@@ -48,7 +48,7 @@ uint64_t admission_control::submission_bytes(const job_spec& spec) {
   return event_overhead_bytes + spec.type.size() + spec.input.size()
          + spec.tenant.size() + spec.idempotency_key.size()
          + spec.callback_url.size() + spec.rate_limit_key.size()
-         + spec.breaker_key.size();
+         + spec.breaker_key.size() + spec.concurrency_key.size();
 }
 
 caf::expected<admission_control::ticket>

@@ -14,18 +14,49 @@ std::string concurrency_slots::key_of(const std::string& type,
   return i->second.per_tenant ? type + '\0' + tenant : type;
 }
 
+own_key_ref own_key_of(const std::string& tenant, const std::string& key,
+                       uint32_t limit) {
+  if (key.empty())
+    return nullptr;
+  // Type keys start with a type (never empty, never a NUL): a leading NUL
+  // keeps own keys apart from them, the second one the tenant from the key.
+  std::string k;
+  k.reserve(tenant.size() + key.size() + 2);
+  k += '\0';
+  k += tenant;
+  k += '\0';
+  k += key;
+  return std::make_shared<const own_concurrency_key>(
+      own_concurrency_key{std::move(k), limit});
+}
+
+slot_keys concurrency_slots::keys_of(const std::string& type,
+                                     const std::string& tenant,
+                                     const own_key_ref& own) const {
+  slot_keys out;
+  if (own)
+    out.add(own->key, own->limit);
+  out.add(key_of(type, tenant), 0);
+  return out;
+}
+
 uint32_t concurrency_slots::limit_of(const std::string& key) const {
+  if (!key.empty() && key[0] == '\0')
+    return 0; // an own key: its jobs carry the limit
   auto type = key.substr(0, key.find('\0'));
   auto i = limits_.find(type);
   return i == limits_.end() ? 0 : i->second.limit;
 }
 
-bool concurrency_slots::take(const std::string& key) {
+bool concurrency_slots::take(const std::string& key, uint32_t limit) {
   if (key.empty())
     return true;
   auto& n = running_[key];
-  if (n >= limit_of(key))
+  if (n >= (limit != 0 ? limit : limit_of(key))) {
+    if (n == 0)
+      running_.erase(key); // an unknown key: no entry left behind
     return false;
+  }
   ++n;
   return true;
 }

@@ -147,6 +147,11 @@ struct job_spec {
   std::string rate_limit_key;
   /// Empty = no circuit breaker.
   std::string breaker_key;
+  /// The job's own concurrency key within its tenant; empty = none.
+  std::string concurrency_key;
+  /// Attempts of `concurrency_key` running at once: 1..1,000,000 with a
+  /// key, 0 without.
+  uint32_t concurrency_limit = 0;
   /// Empty = one slot of the default class.
   std::vector<resource_request> resources;
   backoff_policy backoff;

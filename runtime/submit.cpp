@@ -118,12 +118,14 @@ caf::optional<int64_t> parse_rfc3339_ms(const std::string& t) {
 
 bool operator==(const submit_request& x, const submit_request& y) {
   return std::tie(x.type, x.input, x.tenant, x.idempotency_key, x.callback_url,
-                  x.rate_limit_key, x.breaker_key, x.resources, x.priority,
-                  x.run_at, x.delay_ms, x.max_attempts, x.timeout_ms, x.backoff)
+                  x.rate_limit_key, x.breaker_key, x.concurrency_key,
+                  x.concurrency_limit, x.resources, x.priority, x.run_at,
+                  x.delay_ms, x.max_attempts, x.timeout_ms, x.backoff)
          == std::tie(y.type, y.input, y.tenant, y.idempotency_key,
                      y.callback_url, y.rate_limit_key, y.breaker_key,
-                     y.resources, y.priority, y.run_at, y.delay_ms,
-                     y.max_attempts, y.timeout_ms, y.backoff);
+                     y.concurrency_key, y.concurrency_limit, y.resources,
+                     y.priority, y.run_at, y.delay_ms, y.max_attempts,
+                     y.timeout_ms, y.backoff);
 }
 
 const std::string& resource_class_of(const job_spec& spec) {
@@ -144,7 +146,8 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
         std::pair{&req.idempotency_key, "idempotency_key"},
         std::pair{&req.callback_url, "callback_url"},
         std::pair{&req.rate_limit_key, "rate_limit_key"},
-        std::pair{&req.breaker_key, "breaker_key"}})
+        std::pair{&req.breaker_key, "breaker_key"},
+        std::pair{&req.concurrency_key, "concurrency_key"}})
     if (auto err = check_text_field(*value, name))
       return err;
   if (req.run_at)
@@ -262,6 +265,14 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
     return err;
   if (auto err = check_key(req.breaker_key, "breaker_key"))
     return err;
+  if (auto err = check_key(req.concurrency_key, "concurrency_key"))
+    return err;
+  if (req.concurrency_limit && req.concurrency_key.empty())
+    return invalid("concurrency_limit needs a concurrency_key");
+  if (req.concurrency_limit
+      && (*req.concurrency_limit < 1 || *req.concurrency_limit > 1'000'000))
+    return invalid("concurrency_limit must be within [1, 1000000], got "
+                   + std::to_string(*req.concurrency_limit));
   if (!req.callback_url.empty()) {
     // Syntax only; where the host resolves to is checked at delivery time
     // (gateway/webhook.hpp), when it matters.
@@ -277,6 +288,10 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
   spec.idempotency_key = req.idempotency_key;
   spec.rate_limit_key = req.rate_limit_key;
   spec.breaker_key = req.breaker_key;
+  spec.concurrency_key = req.concurrency_key;
+  if (!spec.concurrency_key.empty())
+    spec.concurrency_limit
+        = static_cast<uint32_t>(req.concurrency_limit.value_or(1));
   spec.callback_url = req.callback_url;
   // Resources: the first names the slot class (one slot), the others are
   // drawn from the worker node's pools (runtime/resources.hpp).

@@ -41,6 +41,9 @@ struct submit_request {
   std::string callback_url;
   std::string rate_limit_key;
   std::string breaker_key;
+  std::string concurrency_key;
+  /// With concurrency_key: 1..1,000,000 (absent = 1).
+  caf::optional<int64_t> concurrency_limit;
   /// Overrides the type's resource class; at most one entry for now.
   std::vector<resource_request> resources;
   /// high = 0, normal = 1, low = 2; anything else is refused.

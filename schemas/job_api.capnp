@@ -132,6 +132,20 @@ struct SubmitRequest {
 
   breakerKey @19 :Text;
   # Jobs sharing this key share one circuit breaker. Empty = no breaker.
+
+  concurrencyKey @20 :Text;
+  # The job's own concurrency key within its tenant. Empty = none.
+
+  concurrencyLimit :union {
+    # With concurrencyKey: attempts of the key running at once (1 to
+    # 1,000,000). Carried as given (Int64) so that prepare_spec refuses a
+    # wrong value by its value.
+
+    unset @21 :Void;
+    # Not given: 1 with a key.
+
+    value @22 :Int64;
+  }
 }
 
 struct JobQuery {

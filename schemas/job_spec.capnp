@@ -106,4 +106,12 @@ struct JobSpec {
   breakerKey @12 :Text;
   # Jobs sharing this key share one circuit breaker (e.g. the downstream
   # service they call). Empty = no breaker.
+
+  concurrencyKey @13 :Text;
+  # The job's own concurrency key, within its tenant ("user:42"): at most
+  # concurrencyLimit attempts of jobs naming it run at once, across the
+  # cluster. Empty = none (its type's limit, if any, still holds).
+
+  concurrencyLimit @14 :UInt32;
+  # With concurrencyKey: 1 to 1,000,000. Without it: 0.
 }

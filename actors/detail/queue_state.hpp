@@ -106,6 +106,8 @@ struct delayed_entry {
   uint32_t flow = 0;
   /// What it draws from pools (null = nothing).
   shape_ref shape;
+  /// Its own concurrency key (null = none).
+  own_key_ref own;
 
   bool operator<(const delayed_entry& other) const {
     return std::tie(due_ms, job_id) < std::tie(other.due_ms, other.job_id);
@@ -117,8 +119,8 @@ struct running_entry {
   caf::actor worker;
   std::string resource_class;
   int64_t started_ms;
-  /// The concurrency key whose slot it holds ("" = none).
-  std::string concurrency_key;
+  /// The concurrency slots it holds (its own key's, its type's).
+  slot_keys slots;
   /// Its rate-limit and breaker keys, and whether it runs as a probe of a
   /// half-open breaker.
   uint32_t flow = 0;
@@ -281,7 +283,11 @@ void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id);
 void push_ready(self_ptr self, std::string job_id, priority prio,
                 const std::string& cls, const std::string& type,
                 uint32_t tenant, uint32_t flow, const shape_ref& shape,
-                int64_t ready_since_ms = 0);
+                own_key_ref own, int64_t ready_since_ms = 0);
+own_key_ref own_key_for(const job_spec& spec);
+slot_keys slot_keys_of(const queue_state& st, const std::string& type,
+                       const ready_entry& entry);
+slot_keys slot_keys_of(const queue_state& st, const job_spec& spec);
 shape_ref shape_of(queue_state& st, const job_spec& spec);
 void push_ready(self_ptr self, const job_record& rec,
                 int64_t ready_since_ms = 0);
@@ -318,6 +324,8 @@ bool remote_slot_ready(self_ptr self, const std::string& cls,
 // -- queue_flow.cpp
 // ------------------------------------------------------------
 void release_slot(self_ptr self, const std::string& key);
+void release_slots(self_ptr self, const slot_keys& keys, size_t count);
+bool take_slots(self_ptr self, parked_entry& pe, const slot_keys& keys);
 void hold_pools(self_ptr self, const caf::actor& worker, std::string node,
                 shape_ref shape, bool acquired = false);
 void let_go_pools(self_ptr self, const caf::actor_addr& worker);

@@ -26,6 +26,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "runtime/concurrency.hpp"
+
 namespace drover::detail {
 
 /// One ready job: all the queue keeps per queued job (the id fits the
@@ -39,9 +41,13 @@ struct ready_entry {
   uint32_t tenant = 0;
   /// Its rate-limit and breaker keys (flow_control::intern; 0 = none).
   uint32_t flow = 0;
-  /// Woken from behind its concurrency key: it holds the key's slot until
-  /// it is dispatched (or leaves, and gives the slot to the next).
-  bool holds_slot = false;
+  /// Its own concurrency key (null = none).
+  own_key_ref own;
+  /// How many of its concurrency slots it holds (concurrency_slots::
+  /// keys_of, in order): woken from behind a key, it holds that key's slot
+  /// (and the ones before it) until it is dispatched, or leaves and gives
+  /// them to the next.
+  uint8_t holds = 0;
   /// Woken from behind its rate limit ('r') or breaker ('b'), not taken
   /// yet (flow_control::woke); 0 = not.
   char woken_gate = 0;

@@ -230,6 +230,10 @@ void write(schema::JobSpec::Builder out, const job_spec& x) {
     out.setRateLimitKey(as_text(x.rate_limit_key));
   if (!x.breaker_key.empty())
     out.setBreakerKey(as_text(x.breaker_key));
+  if (!x.concurrency_key.empty()) {
+    out.setConcurrencyKey(as_text(x.concurrency_key));
+    out.setConcurrencyLimit(x.concurrency_limit);
+  }
 }
 
 caf::error read(schema::JobSpec::Reader in, job_spec& x, read_context& ctx) {
@@ -252,6 +256,13 @@ caf::error read(schema::JobSpec::Reader in, job_spec& x, read_context& ctx) {
   x.callback_url = to_std(in.getCallbackUrl());
   x.rate_limit_key = to_std(in.getRateLimitKey());
   x.breaker_key = to_std(in.getBreakerKey());
+  x.concurrency_key = to_std(in.getConcurrencyKey());
+  x.concurrency_limit = in.getConcurrencyLimit();
+  if (x.concurrency_key.empty() != (x.concurrency_limit == 0))
+    return invalid("JobSpec.concurrencyLimit",
+                   "must be set (1 to 1000000) exactly when concurrencyKey is");
+  if (x.concurrency_limit > 1'000'000)
+    return invalid("JobSpec.concurrencyLimit", "is above 1000000");
   return {};
 }
 
@@ -860,6 +871,10 @@ void write(schema::SubmitRequest::Builder out, const submit_request& x) {
     out.setRateLimitKey(as_text(x.rate_limit_key));
   if (!x.breaker_key.empty())
     out.setBreakerKey(as_text(x.breaker_key));
+  if (!x.concurrency_key.empty())
+    out.setConcurrencyKey(as_text(x.concurrency_key));
+  if (x.concurrency_limit)
+    out.getConcurrencyLimit().setValue(*x.concurrency_limit);
 }
 
 // Types and enum values only: ranges and consistency (max_attempts >= 1,
@@ -897,6 +912,9 @@ caf::error read(schema::SubmitRequest::Reader in, submit_request& x,
       }));
   x.rate_limit_key = to_std(in.getRateLimitKey());
   x.breaker_key = to_std(in.getBreakerKey());
+  x.concurrency_key = to_std(in.getConcurrencyKey());
+  DROVER_TRY(read_optional(in.getConcurrencyLimit(), x.concurrency_limit,
+                           "SubmitRequest.concurrencyLimit", plain{}));
   return {};
 }
 

@@ -68,7 +68,138 @@ bool any_overlap(std::vector<std::pair<int64_t, int64_t>> runs) {
   return false;
 }
 
+/// The most of `runs` running at one time.
+size_t max_overlap(const std::vector<std::pair<int64_t, int64_t>>& runs) {
+  std::vector<std::pair<int64_t, int>> edges; // ends sort before starts
+  for (auto& [start, end] : runs) {
+    edges.emplace_back(start, 1);
+    edges.emplace_back(end, -1);
+  }
+  std::sort(edges.begin(), edges.end());
+  size_t most = 0, now = 0;
+  for (auto& e : edges) {
+    now = e.second > 0 ? now + 1 : now - 1;
+    most = std::max(most, now);
+  }
+  return most;
+}
+
+/// A sleep job of `ms` naming its own concurrency key.
+std::string keyed_sleep(int ms, const std::string& key, int limit = 0) {
+  auto job = sleep_job(ms, 4);
+  job.pop_back();
+  job += R"(, "concurrency_key": ")" + key + "\"";
+  if (limit > 0)
+    job += R"(, "concurrency_limit": )" + std::to_string(limit);
+  return job + "}";
+}
+
 } // namespace
+
+TEST_CASE("concurrency: a job's own key holds the jobs naming it to its "
+          "limit while other keys and tenants run side by side",
+          "[gateway][concurrency]") {
+  api_key a{"a-app", "tenant-a", "submit,read"};
+  api_key b{"b-app", "tenant-b", "submit,read"};
+  auto options = key_options({&a, &b});
+  options.insert(options.end(), {"--slots", "cpu=6"});
+  gateway_node node{options};
+  auto ca = node.client(a.secret);
+  auto cb = node.client(b.secret);
+  // Tenant a: three jobs of user:1 (limit 1), three of user:2 (limit 2);
+  // tenant b: two of its own user:1, a key apart from a's.
+  std::vector<std::string> u1, u2, b1;
+  for (int i = 0; i < 3; ++i)
+    u1.push_back(submit(ca, keyed_sleep(700, "user:1")));
+  for (int i = 0; i < 3; ++i)
+    u2.push_back(submit(ca, keyed_sleep(700, "user:2", 2)));
+  for (int i = 0; i < 2; ++i)
+    b1.push_back(submit(cb, keyed_sleep(700, "user:1")));
+  await_started(node, a.secret, u1[0]);
+  // A held-back job says which key holds it, and its record shows the key.
+  auto held = body_of(ca.get("/api/jobs/" + u1[2]));
+  if (held["status"].str() == "queued")
+    CHECK(held["waiting_for"].str()
+          == "a free slot of its concurrency key 'user:1' (1 of 1 running; 2 "
+             "job(s) wait for one)");
+  CHECK(held["concurrency_key"].str() == "user:1");
+  CHECK(held["concurrency_limit"].integer() == 1);
+  auto runs_of = [&](const http_client& c, const std::string& secret,
+                     const std::vector<std::string>& ids) {
+    std::vector<std::pair<int64_t, int64_t>> runs;
+    for (auto& id : ids) {
+      CHECK(await_end(node, secret, id)["status"].str() == "completed");
+      runs.push_back(run_interval(c, id));
+    }
+    return runs;
+  };
+  auto r1 = runs_of(ca, a.secret, u1);
+  auto r2 = runs_of(ca, a.secret, u2);
+  auto rb = runs_of(cb, b.secret, b1);
+  CHECK(max_overlap(r1) == 1);
+  CHECK(max_overlap(r2) == 2); // its limit, and reached: 6 slots were free
+  CHECK(max_overlap(rb) == 1);
+  // Keys are per tenant: b's user:1 ran beside a's.
+  CHECK(any_overlap({r1[0], rb[0]}));
+}
+
+TEST_CASE("concurrency: a job under its own key and its type's limit holds "
+          "both, and a cancelled job hands its slots on",
+          "[gateway][concurrency]") {
+  gateway_node node{{"--slots", "cpu=6", "--concurrency-limit", "sleep=2"}};
+  auto c = node.client();
+  // Four keys, two jobs each, submitted key by key: the type's limit (2)
+  // binds first, each key's (1) within it.
+  std::vector<std::vector<std::string>> by_key(4);
+  for (int k = 0; k < 4; ++k)
+    for (int i = 0; i < 2; ++i)
+      by_key[k].push_back(
+          submit(c, keyed_sleep(500, "user:" + std::to_string(k))));
+  // One more of user:0, cancelled while it waits: whatever slots it held
+  // go on, and every other job still runs.
+  auto gone = submit(c, keyed_sleep(500, "user:0"));
+  REQUIRE(c.post("/api/jobs/" + gone + "/cancel", "").status == 202);
+  CHECK(await_end(node, "", gone)["status"].str() == "cancelled");
+  std::vector<std::pair<int64_t, int64_t>> all;
+  for (auto& ids : by_key) {
+    std::vector<std::pair<int64_t, int64_t>> runs;
+    for (auto& id : ids) {
+      CHECK(await_end(node, "", id)["status"].str() == "completed");
+      runs.push_back(run_interval(c, id));
+    }
+    CHECK_FALSE(any_overlap(runs)); // each key: 1 at a time
+    all.insert(all.end(), runs.begin(), runs.end());
+  }
+  CHECK(max_overlap(all) == 2); // the type: 2 at a time, and reached
+}
+
+TEST_CASE("concurrency: a job's own key and limit are checked at submit",
+          "[gateway][concurrency]") {
+  gateway_node node{{"--slots", "cpu=1"}};
+  auto c = node.client();
+  auto refused = [&](const std::string& fields, const std::string& message) {
+    auto res = c.post("/api/jobs",
+                      R"({"type": "sleep", "input": {"ms": 1})" + fields + "}");
+    INFO(res.body);
+    CHECK(res.status == 400);
+    CHECK(res.body.find(message) != std::string::npos);
+  };
+  refused(R"(, "concurrency_limit": 2)",
+          "concurrency_limit needs a concurrency_key");
+  refused(R"(, "concurrency_key": "u", "concurrency_limit": 0)",
+          "concurrency_limit");
+  refused(R"(, "concurrency_key": "u", "concurrency_limit": 1000001)",
+          "concurrency_limit");
+  refused(R"(, "concurrency_key": "u", "concurrency_limit": 1.5)",
+          "concurrency_limit");
+  refused(R"(, "concurrency_key": "u\u0001")",
+          "concurrency_key: contains a control character");
+  refused(R"(, "concurrency_key": ")" + std::string(300, 'k') + "\"",
+          "concurrency_key is longer than");
+  // Nothing was created by the refusals.
+  auto list = body_of(c.get("/api/jobs"));
+  CHECK(list["data"].size() == 0);
+}
 
 TEST_CASE("concurrency: a limit of 1 on a job type is never exceeded, and the "
           "jobs held back wait without a worker",

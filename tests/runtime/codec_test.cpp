@@ -340,6 +340,30 @@ TEST_CASE("sizes that don't match the message", "[codec][bytes]") {
   }
 }
 
+TEST_CASE("a job spec's concurrency key and limit come together or not at "
+          "all",
+          "[codec][bytes]") {
+  auto decode = [](const std::string& key, uint32_t limit) {
+    auto x = samples::spec();
+    x.concurrency_key = key;
+    x.concurrency_limit = limit;
+    return from_bytes<job_spec>(to_bytes(x));
+  };
+  auto ok = decode("user:1", 1000000);
+  REQUIRE(ok);
+  CHECK(ok->concurrency_limit == 1000000);
+  REQUIRE(decode("", 0));
+  auto refused = [](const caf::expected<job_spec>& x) {
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == errc::invalid_value);
+    CHECK_THAT(describe(x.error()),
+               Catch::Contains("JobSpec.concurrencyLimit"));
+  };
+  refused(decode("user:1", 0));
+  refused(decode("user:1", 1000001));
+  refused(from_json<job_spec>(R"({"type": "t", "concurrencyLimit": 3})"));
+}
+
 TEST_CASE("input over max_bytes is errc::too_large", "[codec]") {
   decode_limits limits;
   auto bytes = to_bytes(samples::record());
@@ -758,6 +782,8 @@ submit_request full_request() {
   x.callback_url = "https://example.com/hook";
   x.rate_limit_key = "s3";
   x.breaker_key = "svc";
+  x.concurrency_key = "user:42";
+  x.concurrency_limit = int64_t{3};
   x.resources = {samples::resource("gpu", 1)};
   x.priority = 2;
   x.run_at = std::string{"2026-12-01T10:00:00Z"};
@@ -932,7 +958,8 @@ TEST_CASE("submit_request JSON is the HTTP API's request body",
           R"("tenant":"acme")", R"("callbackUrl":"https://example.com/hook")",
           R"("resources":[{"name":"gpu","amount":1}])",
           R"("backoff":{"initialDelayMs":"250","maxDelayMs":)",
-          R"("rateLimitKey":"s3")", R"("breakerKey":"svc")"}) {
+          R"("rateLimitKey":"s3")", R"("breakerKey":"svc")",
+          R"("concurrencyKey":"user:42")", R"("concurrencyLimit":"3")"}) {
       INFO("expected " << part << " in " << json);
       CHECK_THAT(json, Catch::Contains(part));
     }

@@ -41,6 +41,8 @@ inline job_spec spec() {
   x.callback_url = "https://example.com/hooks/drover";
   x.rate_limit_key = "s3";
   x.breaker_key = "encoder-svc";
+  x.concurrency_key = "user:42";
+  x.concurrency_limit = 2;
   x.resources = {resource("gpu", 1), resource("cpu", 4)};
   x.backoff = backoff();
   x.run_at_ms = 1700000000000;

@@ -218,6 +218,32 @@ TEST_CASE("every text field must be valid UTF-8 without NUL", "[submit]") {
   REQUIRE(keyed);
   CHECK(keyed->rate_limit_key == "mail-provider");
   CHECK(keyed->breaker_key == "downstream");
+  CHECK(keyed->concurrency_key.empty());
+  CHECK(keyed->concurrency_limit == 0);
+  // A job's own concurrency key: its limit defaults to 1, is checked, and
+  // needs the key.
+  r = req();
+  r.concurrency_key = "user:42";
+  auto own = prepare_spec(r, handlers, {}, now);
+  REQUIRE(own);
+  CHECK(own->concurrency_key == "user:42");
+  CHECK(own->concurrency_limit == 1);
+  r.concurrency_limit = int64_t{7};
+  own = prepare_spec(r, handlers, {}, now);
+  REQUIRE(own);
+  CHECK(own->concurrency_limit == 7);
+  r.concurrency_limit = int64_t{0};
+  expect_invalid(r, "concurrency_limit must be within [1, 1000000], got 0");
+  r.concurrency_limit = int64_t{4294967297};
+  expect_invalid(r, "concurrency_limit must be within [1, 1000000]");
+  r.concurrency_key.clear();
+  r.concurrency_limit = int64_t{2};
+  expect_invalid(r, "concurrency_limit needs a concurrency_key");
+  r = req();
+  r.concurrency_key = "u\x01";
+  expect_invalid(r, "concurrency_key: contains a control character");
+  r.concurrency_key = "\xff";
+  expect_invalid(r, "concurrency_key: not valid UTF-8");
   r = req();
   r.callback_url = "https://example.com/\xc3";
   expect_invalid(r, "callback_url: not valid UTF-8");
