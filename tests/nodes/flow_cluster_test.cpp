@@ -564,3 +564,65 @@ TEST_CASE("flow: jobs taking tokens on a worker node ride out a kill -9 of "
   CHECK(span >= 8000 * 0.95);
   CHECK(elapsed < 60s);
 }
+
+TEST_CASE("concurrency: a job's own key holds across two worker nodes and a "
+          "kill -9 of the coordinator (from the audit log)",
+          "[pg][cluster][process][concurrency]") {
+  cluster c;
+  std::vector<std::string> opts{"--gateway-join-secret", gateway_secret};
+  c.start_coordinator(opts);
+  c.start_worker("w1", {"--slots", "cpu=2"});
+  c.start_worker("w2", {"--slots", "cpu=2"});
+  gateway gw{c};
+  auto client = gw.client();
+  // Three jobs of user:7 (limit 1) and three of user:8 (limit 2), 1.2 s
+  // each: four slots, so only the keys hold them back.
+  auto job = [](const std::string& key, int limit) {
+    return R"({"type":"sleep","input":{"ms":)"
+           + std::to_string(1200 * drover::testing::time_scale())
+           + R"(,"steps":4},"concurrency_key":")" + key
+           + R"(","concurrency_limit":)" + std::to_string(limit) + "}";
+  };
+  std::vector<std::string> items;
+  for (int i = 0; i < 3; ++i)
+    items.push_back(job("user:7", 1));
+  for (int i = 0; i < 3; ++i)
+    items.push_back(job("user:8", 2));
+  auto ids = submit_batch(client, items);
+  // The first of user:7 runs on a worker when the coordinator dies: the
+  // restarted one must count it (recovery) before it lets another start.
+  REQUIRE(c.wait_running(ids[0]));
+  c.coordinator->signal(SIGKILL);
+  REQUIRE(c.coordinator->wait_exit(10s));
+  c.start_coordinator(opts);
+  c.check_all_done_once(ids, 90s);
+  // Each job's [started, completed] from the log; one attempt each.
+  auto conn = must(drover::pg::connection::open(c.url()));
+  auto interval = [&](const std::string& id) {
+    auto res
+        = run(conn, "SELECT min(at_ms) FILTER (WHERE kind = "
+                        + std::to_string(started_kind)
+                        + "), max(at_ms) FILTER (WHERE kind = "
+                        + std::to_string(completed_kind)
+                        + ") FROM drover.events WHERE job_id = '" + id + "'");
+    return std::pair{std::stoll(std::string{res.value(0, 0)}),
+                     std::stoll(std::string{res.value(0, 1)})};
+  };
+  auto most_at_once = [&](size_t from, size_t to) {
+    std::vector<std::pair<int64_t, int>> edges; // ends before starts
+    for (size_t i = from; i < to; ++i) {
+      INFO(ids[i]);
+      CHECK(c.events(ids[i], started_kind) == 1);
+      auto [start, end] = interval(ids[i]);
+      edges.emplace_back(start, 1);
+      edges.emplace_back(end, -1);
+    }
+    std::sort(edges.begin(), edges.end());
+    int now = 0, most = 0;
+    for (auto& e : edges)
+      most = std::max(most, now += e.second);
+    return most;
+  };
+  CHECK(most_at_once(0, 3) == 1);
+  CHECK(most_at_once(3, 6) == 2);
+}
