@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <optional>
 #include <random>
 
 namespace drover {
@@ -54,6 +55,9 @@ struct agent_state {
   worker_agent_config cfg;
   std::map<std::string, std::deque<caf::actor>> idle;
   std::map<caf::actor_addr, std::string> worker_ids;
+  /// The slot class of each worker that said it is ready (for figures:
+  /// a known worker that is not idle is busy).
+  std::map<caf::actor_addr, std::string> worker_class;
   std::map<std::string, run_info> running;
   std::deque<lease> waiting;
   // outbox
@@ -89,8 +93,9 @@ struct agent_state {
   std::minstd_rand rng{std::random_device{}()};
   bool draining = false;
   bool drained = false;
-  uint64_t leases_received = 0;
-  uint64_t batches_received = 0;
+  std::shared_ptr<worker_counters> counters;
+  /// When the coordinator last answered a heartbeat or the join.
+  std::optional<std::chrono::steady_clock::time_point> last_answer;
   /// The node protocol of the connection (2: tokens mid-attempt).
   uint32_t protocol = 0;
   token_relay tokens;
@@ -149,6 +154,9 @@ void start_waiting(agent_actor self) {
     r.worker = worker;
     r.rate_key = i->spec.rate_limit_key;
     st.running[i->job_id] = r;
+    auto started = st.counters->started_by_class.find(cls);
+    if (started != st.counters->started_by_class.end())
+      started->second.fetch_add(1, std::memory_order_relaxed);
     caf::anon_send(worker, run_atom::value, std::move(*i),
                    caf::actor_cast<caf::actor>(self));
     i = st.waiting.erase(i);
@@ -275,6 +283,7 @@ void handshake_failed(agent_actor self, const char* step,
   st.connecting = false;
   if (is(err, errc::forbidden))
     return fatal(self, describe(err));
+  st.counters->connection_failures.fetch_add(1, std::memory_order_relaxed);
   log::warn("worker_agent", std::string{step} + " failed; retrying",
             {{"error", describe(err)}});
   st.endpoint = nullptr;
@@ -298,6 +307,8 @@ void join(agent_actor self, const std::string& challenge, uint64_t gen) {
             st.connecting = false;
             st.reconnect_failures = 0;
             st.link = link;
+            st.last_answer = std::chrono::steady_clock::now();
+            st.counters->joins.fetch_add(1, std::memory_order_relaxed);
             self->monitor(link);
             st.heartbeat_interval = std::chrono::milliseconds{
                 std::max<int64_t>(10, r.heartbeat_interval_ms)};
@@ -325,6 +336,9 @@ void ask_tokens(agent_actor self, std::optional<token_relay::request> req) {
   auto key = req->key;
   auto answer = [self, key](uint32_t granted, int64_t retry_ms,
                             const caf::error& err) {
+    if (!err)
+      self->state.counters->tokens_granted.fetch_add(granted,
+                                                     std::memory_order_relaxed);
     ask_tokens(self, self->state.tokens.answered(key, granted, retry_ms, err));
   };
   if (!st.link || st.protocol < 2) {
@@ -425,6 +439,8 @@ void connect(agent_actor self) {
             if (st.handshake != gen)
               return;
             st.connecting = false;
+            st.counters->connection_failures.fetch_add(
+                1, std::memory_order_relaxed);
             if (st.reconnect_failures == 0)
               log::warn("worker_agent",
                         "cannot reach the coordinator; retrying with backoff",
@@ -498,11 +514,14 @@ void send_heartbeat(agent_actor self) {
         .then(
             [self](coordinator_reply& r) {
               self->state.beat_in_flight = false;
+              self->state.last_answer = std::chrono::steady_clock::now();
               apply_reply(self, r);
               maybe_report(self); // outcomes whose report failed
             },
             [self](caf::error& err) {
               self->state.beat_in_flight = false;
+              self->state.counters->heartbeats_unanswered.fetch_add(
+                  1, std::memory_order_relaxed);
               if (is(err, errc::forbidden)) {
                 // The coordinator no longer takes this agent as the node
                 // (another process joined with its id): join again.
@@ -540,10 +559,56 @@ tree_node describe_agent(agent_actor self) {
   return n;
 }
 
+worker_figures figures_of(agent_actor self) {
+  auto& st = self->state;
+  auto& c = *st.counters;
+  worker_figures f;
+  for (const auto& [cls, n] : st.cfg.slots) {
+    auto& k = f.classes[cls];
+    k.slots = n;
+    auto e = st.cfg.elastic_slots.find(cls);
+    k.elastic = e != st.cfg.elastic_slots.end();
+    k.elastic_min = k.elastic ? e->second : 0;
+    auto started = c.started_by_class.find(cls);
+    if (started != c.started_by_class.end())
+      k.started = started->second.load(std::memory_order_relaxed);
+  }
+  for (const auto& [addr, cls] : st.worker_class)
+    ++f.classes[cls].busy;
+  for (const auto& [cls, idle] : st.idle) {
+    auto& busy = f.classes[cls].busy;
+    busy -= std::min<uint32_t>(busy, static_cast<uint32_t>(idle.size()));
+  }
+  for (const auto& [job_id, r] : st.running)
+    ++f.classes[r.resource_class].running;
+  for (const auto& l : st.waiting)
+    ++f.classes[resource_class_of(l.spec)].buffered;
+  f.unsettled_outcomes = st.completions.size();
+  f.connected = static_cast<bool>(st.link);
+  f.draining = st.draining;
+  if (st.last_answer)
+    f.since_answer_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - *st.last_answer)
+                            .count();
+  f.token_takes_waiting = st.tokens.waiting();
+  auto joins = c.joins.load(std::memory_order_relaxed);
+  f.leases_received = c.leases_received.load(std::memory_order_relaxed);
+  f.attempts_finished = c.attempts_finished.load(std::memory_order_relaxed);
+  f.reconnects = joins > 0 ? joins - 1 : 0;
+  f.connection_failures = c.connection_failures.load(std::memory_order_relaxed);
+  f.heartbeats_unanswered
+      = c.heartbeats_unanswered.load(std::memory_order_relaxed);
+  f.tokens_granted = c.tokens_granted.load(std::memory_order_relaxed);
+  return f;
+}
+
 worker_agent_local::behavior_type agent_impl(agent_actor self,
                                              worker_agent_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
+  st.counters = st.cfg.counters
+                    ? st.cfg.counters
+                    : std::make_shared<worker_counters>(st.cfg.slots);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if ((st.link && dm.source == st.link.address())
@@ -556,6 +621,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
     if (w == st.worker_ids.end())
       return;
     st.worker_ids.erase(w);
+    st.worker_class.erase(dm.source);
     st.stuck.erase(dm.source);
     for (auto& [cls, idle] : st.idle)
       idle.erase(std::remove_if(idle.begin(), idle.end(),
@@ -571,6 +637,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
       c.attempt = i->second.attempt;
       c.outcome = completion_outcome::failed_retryable;
       c.error = {"worker_lost", "the worker running the attempt died", true};
+      st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
       bool superseded = i->second.superseded;
       st.running.erase(i);
       if (!superseded)
@@ -584,8 +651,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
   return {
       [self](lease_atom, lease_batch& batch) {
         auto& st = self->state;
-        ++st.batches_received;
-        st.leases_received += batch.leases.size();
+        st.counters->leases_received.fetch_add(batch.leases.size(),
+                                               std::memory_order_relaxed);
         for (auto& l : batch.leases) {
           auto r = st.running.find(l.job_id);
           if (r != st.running.end()) {
@@ -644,6 +711,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         auto& st = self->state;
         if (st.worker_ids.emplace(worker.address(), worker_id).second)
           self->monitor(worker);
+        st.worker_class[worker.address()] = cls;
         st.stuck.erase(worker.address()); // free again
         st.idle[cls].push_back(std::move(worker));
         start_waiting(self);
@@ -682,6 +750,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         bool superseded = i->second.superseded;
         auto cls = i->second.resource_class;
         st.running.erase(i);
+        st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
         if (!superseded) {
           st.progress.erase(c.job_id); // the outcome says more
           st.checkpoints.erase(c.job_id);
@@ -743,6 +812,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
                   [done](caf::error&) { done(); });
       },
       [self](describe_atom) { return describe_agent(self); },
+      [self](stats_atom) { return figures_of(self); },
       [self](connect_now_atom) { connect(self); },
       [self](beat_atom) { beat(self); },
   };

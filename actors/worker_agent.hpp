@@ -27,11 +27,15 @@
 // - Drain ((stop_atom), on SIGTERM): no new leases; running attempts
 //   finish and their outcomes are settled, then `on_drained`; after
 //   `drain_timeout` the rest are cancelled and left to lapse.
+// - Figures ((stats_atom) -> worker_figures, runtime/worker_figures.hpp):
+//   slots, busy workers and attempts per class, the connection, the
+//   outbox and the counters, for the node's metrics endpoint.
 
 #include "runtime/backoff.hpp"
 #include "runtime/cluster_protocol.hpp"
 #include "runtime/config.hpp"
 #include "runtime/tree.hpp"
+#include "runtime/worker_figures.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
@@ -40,6 +44,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -62,8 +67,9 @@ using worker_agent_local = worker_agent_actor::extend<
     // tokens of a running job's rate limit (runtime/token_relay.hpp)
     caf::replies_to<take_atom, std::string, caf::actor,
                     uint32_t>::with<uint32_t, int64_t>,
-    // the node: drain
+    // the node: drain, and its figures for the metrics endpoint
     caf::reacts_to<stop_atom>, caf::replies_to<describe_atom>::with<tree_node>,
+    caf::replies_to<stats_atom>::with<worker_figures>,
     // timers
     caf::reacts_to<agent_timers::connect_atom>,
     caf::reacts_to<agent_timers::beat_atom>,
@@ -95,6 +101,9 @@ struct worker_agent_config {
   std::chrono::milliseconds drain_timeout{30000};
   std::chrono::milliseconds supersede_grace{5000};
   std::function<int64_t()> clock_ms;
+  /// Counters that outlive a restarted agent (the node owns them); null =
+  /// the agent's own.
+  std::shared_ptr<worker_counters> counters;
   /// The coordinator refused this node for good (wrong secret, protocol).
   std::function<void(const std::string&)> on_fatal;
   /// The drain is over.

@@ -220,6 +220,7 @@ std::shared_ptr<exchange> with_headers(std::shared_ptr<exchange> ex,
 
 caf::expected<browser_policy> browser_policy::make(browser_policy_config cfg) {
   browser_policy p;
+  p.allowed_hosts_option_ = cfg.allowed_hosts_option;
   boost::system::error_code ec;
   auto address = boost::asio::ip::make_address(cfg.listen_host, ec);
   bool loopback_names
@@ -239,7 +240,7 @@ caf::expected<browser_policy> browser_policy::make(browser_policy_config cfg) {
     if (entry.find("://") != std::string::npos
         || !split_authority(entry, h.name, h.port))
       return make_error(errc::bad_config,
-                        "http-allowed-host '" + entry
+                        cfg.allowed_hosts_option.substr(2) + " '" + entry
                             + "': expected a host name or address with an "
                               "optional port (api.example.com, "
                               "10.0.0.5:8080, [2001:db8::1]:8080)");
@@ -284,24 +285,36 @@ bool browser_policy::origin_allowed(const std::string& origin) const {
   return std::find(origins_.begin(), origins_.end(), origin) != origins_.end();
 }
 
-browser_verdict browser_policy::check(const request& req) const {
-  // 1. Host.
+browser_verdict browser_policy::check_host(const request& req) const {
   auto host_field = req[bhttp::field::host];
-  std::string host_name;
-  int host_port = -1;
   if (host_field.empty()) {
     if (req.version() >= 11)
       return refuse(400, "bad_request", "HTTP/1.1 requests need a Host header");
-  } else {
-    std::string_view text{host_field.data(), host_field.size()};
-    if (!split_authority(text, host_name, host_port))
-      return refuse(400, "bad_request", "the Host header is not host[:port]");
-    if (!host_allowed(host_name, host_port))
-      return refuse(421, "misdirected_request",
-                    "this gateway does not serve the host named in the Host "
-                    "header (an operator adds names with "
-                    "--http-allowed-host)");
+    return {};
   }
+  std::string host_name;
+  int host_port = -1;
+  std::string_view text{host_field.data(), host_field.size()};
+  if (!split_authority(text, host_name, host_port))
+    return refuse(400, "bad_request", "the Host header is not host[:port]");
+  if (!host_allowed(host_name, host_port))
+    return refuse(421, "misdirected_request",
+                  "this listener does not serve the host named in the Host "
+                  "header (an operator adds names with "
+                      + allowed_hosts_option_ + ")");
+  return {};
+}
+
+browser_verdict browser_policy::check(const request& req) const {
+  // 1. Host.
+  if (auto v = check_host(req); v.status != 0)
+    return v;
+  auto host_field = req[bhttp::field::host];
+  std::string host_name;
+  int host_port = -1;
+  if (!host_field.empty())
+    split_authority(std::string_view{host_field.data(), host_field.size()},
+                    host_name, host_port);
   // 2. CORS preflight, and the headers an allowed origin gets.
   auto origin_field = req[bhttp::field::origin];
   std::string origin{origin_field.data(), origin_field.size()};

@@ -59,6 +59,8 @@ struct browser_policy_config {
   std::vector<std::string> allowed_hosts;
   /// --http-cors-origin entries: "scheme://host[:port]".
   std::vector<std::string> cors_origins;
+  /// The option that adds Host names, for the 421's message.
+  std::string allowed_hosts_option = "--http-allowed-host";
 };
 
 /// The policy's answer for one request.
@@ -83,6 +85,10 @@ public:
 
   browser_verdict check(const request& req) const;
 
+  /// Rule 1 alone (Host), for a listener that answers no browser-facing
+  /// request besides GET (the metrics endpoint, gateway/metrics_endpoint.hpp).
+  browser_verdict check_host(const request& req) const;
+
   /// The Host values accepted, for the startup line ("127.0.0.1:8080, ...").
   std::string describe_hosts() const;
 
@@ -96,6 +102,7 @@ private:
   bool origin_allowed(const std::string& origin) const;
 
   std::vector<host_entry> hosts_;
+  std::string allowed_hosts_option_;
   std::vector<std::string> origins_;
 };
 

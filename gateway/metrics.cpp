@@ -1,5 +1,7 @@
 #include "gateway/metrics.hpp"
 
+#include "gateway/exposition.hpp"
+
 #include <capnp/compat/json.h>
 #include <capnp/message.h>
 #include <kj/exception.h>
@@ -19,94 +21,10 @@
 
 namespace drover::http {
 
+using detail::exposition;
+using detail::label;
+
 namespace {
-
-constexpr const char* priority_labels[]
-    = {"priority=\"high\"", "priority=\"normal\"", "priority=\"low\""};
-
-/// One metric family: HELP, TYPE and its samples.
-class exposition {
-public:
-  void family(const char* name, const char* type, const char* help) {
-    out_ << "# HELP " << name << ' ' << help << '\n'
-         << "# TYPE " << name << ' ' << type << '\n';
-  }
-
-  void sample(const char* name, uint64_t value, const char* labels = nullptr) {
-    start(name, labels);
-    out_ << value << '\n';
-  }
-
-  /// Milliseconds are the finest unit here: three decimals.
-  void sample(const char* name, double value, const char* labels = nullptr) {
-    sample(name, value, std::string{labels == nullptr ? "" : labels});
-  }
-
-  void sample(const char* name, double value, const std::string& labels) {
-    if (labels.empty()) {
-      start(name, nullptr);
-    } else {
-      start(name, labels.c_str());
-    }
-    char buf[64];
-    std::snprintf(buf, sizeof(buf), "%.3f", value);
-    out_ << buf << '\n';
-  }
-
-  /// A family of one unlabelled sample.
-  template <class T>
-  void one(const char* name, const char* type, const char* help, T value) {
-    family(name, type, help);
-    sample(name, value);
-  }
-
-  /// A family with one sample per priority (label `priority`).
-  template <class T>
-  void per_priority(const char* name, const char* type, const char* help,
-                    const std::array<T, 3>& values) {
-    family(name, type, help);
-    for (size_t i = 0; i < 3; ++i)
-      sample(name, values[i], priority_labels[i]);
-  }
-
-  /// A histogram family in seconds from per-bucket counts of
-  /// latency_bounds_ms (cumulative here, as the format wants).
-  void histogram(const char* name, const char* help,
-                 const latency_histogram& h) {
-    family(name, "histogram", help);
-    std::string base = name;
-    uint64_t cumulative = 0;
-    for (size_t i = 0; i <= latency_bounds_ms.size(); ++i) {
-      auto add = i < h.counts.size() ? h.counts[i] : 0;
-      // Saturating: counts from another node are not trusted to be sane.
-      cumulative
-          = add > UINT64_MAX - cumulative ? UINT64_MAX : cumulative + add;
-      char le[32];
-      if (i < latency_bounds_ms.size())
-        std::snprintf(le, sizeof le, "le=\"%g\"",
-                      static_cast<double>(latency_bounds_ms[i]) / 1000.0);
-      else
-        std::snprintf(le, sizeof le, "le=\"+Inf\"");
-      sample((base + "_bucket").c_str(), cumulative, le);
-    }
-    sample((base + "_sum").c_str(), static_cast<double>(h.sum_ms) / 1000.0);
-    sample((base + "_count").c_str(), h.count());
-  }
-
-  std::string take() {
-    return out_.str();
-  }
-
-private:
-  void start(const char* name, const char* labels) {
-    out_ << name;
-    if (labels != nullptr)
-      out_ << '{' << labels << '}';
-    out_ << ' ';
-  }
-
-  std::ostringstream out_;
-};
 
 uint64_t count_fds() {
   uint64_t n = 0;
@@ -119,22 +37,6 @@ uint64_t count_fds() {
       --n; // the directory stream's own descriptor
   }
   return n;
-}
-
-/// A label value, escaped as the text format wants (\\, \", \n).
-std::string label(const char* name, std::string_view value) {
-  std::string out = name;
-  out += "=\"";
-  for (char c : value) {
-    if (c == '\\' || c == '"')
-      out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out + '"';
 }
 
 using json = capnp::JsonValue::Reader;
@@ -385,6 +287,11 @@ std::string metrics_text(const queue_stats& s, const process_figures& p) {
   e.histogram("drover_job_run_time_seconds",
               "How long attempts ran until their outcome was recorded.",
               s.run_time);
+  return e.take() + process_metrics_text(p);
+}
+
+std::string process_metrics_text(const process_figures& p) {
+  exposition e;
   e.one("process_cpu_seconds_total", "counter",
         "User and system CPU time of the node process.", p.cpu_seconds);
   e.one("process_resident_memory_bytes", "gauge", "Resident memory size.",
@@ -395,6 +302,84 @@ std::string metrics_text(const queue_stats& s, const process_figures& p) {
   e.one("process_start_time_seconds", "gauge", "Unix time the process started.",
         p.start_time_seconds);
   return e.take();
+}
+
+std::string worker_metrics_text(const worker_figures& w,
+                                const process_figures& p) {
+  exposition e;
+  auto per_class = [&](const char* name, const char* type, const char* help,
+                       auto value, bool elastic_only = false) {
+    e.family(name, type, help);
+    for (const auto& [cls, k] : w.classes)
+      if (!elastic_only || k.elastic)
+        e.sample(name, static_cast<uint64_t>(value(k)),
+                 label("resource_class", cls).c_str());
+  };
+  using figures = worker_class_figures;
+  per_class("drover_worker_slots", "gauge",
+            "Worker slots of a resource class on this node (--slots): the "
+            "most attempts of the class it runs at once.",
+            [](const figures& k) { return k.slots; });
+  per_class(
+      "drover_worker_elastic_min_slots", "gauge",
+      "Slots an elastic class (--elastic-slots) offers at least; the "
+      "coordinator grows it up to drover_worker_slots.",
+      [](const figures& k) { return k.elastic_min; }, true);
+  per_class("drover_worker_busy_slots", "gauge",
+            "Slots holding an attempt (running, finishing, or abandoned "
+            "while its handler has not returned).",
+            [](const figures& k) { return k.busy; });
+  per_class("drover_worker_running_attempts", "gauge",
+            "Attempts running on the class's slots.",
+            [](const figures& k) { return k.running; });
+  per_class("drover_worker_buffered_leases", "gauge",
+            "Leases received and waiting for a free slot (prefetch).",
+            [](const figures& k) { return k.buffered; });
+  per_class("drover_worker_attempts_started_total", "counter",
+            "Attempts started since the process started.",
+            [](const figures& k) { return k.started; });
+  e.one("drover_worker_attempts_finished_total", "counter",
+        "Attempts that ended on this node (an outcome, or their worker "
+        "died) since the process started.",
+        w.attempts_finished);
+  e.one("drover_worker_leases_received_total", "counter",
+        "Leases received from the coordinator since the process started.",
+        w.leases_received);
+  e.one("drover_worker_unsettled_outcomes", "gauge",
+        "Outcomes held until the coordinator says they are settled.",
+        w.unsettled_outcomes);
+  e.one("drover_worker_connected", "gauge",
+        "1 while the node is joined to a coordinator, else 0.",
+        uint64_t{w.connected ? 1u : 0u});
+  e.one("drover_worker_draining", "gauge",
+        "1 while the node drains (SIGTERM: no new leases), else 0.",
+        uint64_t{w.draining ? 1u : 0u});
+  e.family("drover_worker_heartbeat_answer_age_seconds", "gauge",
+           "Seconds since the coordinator last answered a heartbeat (or "
+           "the join); no sample before its first answer.");
+  if (w.since_answer_ms >= 0)
+    e.sample("drover_worker_heartbeat_answer_age_seconds",
+             static_cast<double>(w.since_answer_ms) / 1000.0);
+  e.one("drover_worker_reconnects_total", "counter",
+        "Joins to a coordinator after the first since the process started.",
+        w.reconnects);
+  e.one("drover_worker_connection_failures_total", "counter",
+        "Failed connection attempts and handshakes since the process "
+        "started.",
+        w.connection_failures);
+  e.one("drover_worker_heartbeats_unanswered_total", "counter",
+        "Heartbeats the coordinator did not answer since the process "
+        "started.",
+        w.heartbeats_unanswered);
+  e.one("drover_worker_token_takes_waiting", "gauge",
+        "Mid-attempt token takes of running jobs waiting for the "
+        "coordinator's rate limiter.",
+        w.token_takes_waiting);
+  e.one("drover_worker_tokens_granted_total", "counter",
+        "Tokens the coordinator granted to this node's running jobs since "
+        "the process started.",
+        w.tokens_granted);
+  return e.take() + process_metrics_text(p);
 }
 
 } // namespace drover::http

@@ -6,6 +6,7 @@
 // the process) started; durable totals come from the admin API.
 
 #include "runtime/job_api.hpp"
+#include "runtime/worker_figures.hpp"
 
 #include <cstdint>
 #include <string>
@@ -25,6 +26,14 @@ process_figures read_process_figures();
 
 /// The exposition of the queue's figures and the process's.
 std::string metrics_text(const queue_stats& queue, const process_figures& p);
+
+/// The process's families alone (process_*), as every node exports them.
+std::string process_metrics_text(const process_figures& p);
+
+/// A worker node's exposition (drover_worker_*; docs/operations.md,
+/// "Metrics of a worker node"), then the process's.
+std::string worker_metrics_text(const worker_figures& w,
+                                const process_figures& p);
 
 /// The exposition of the rate limiters and circuit breakers, from the
 /// queue's flow JSON (flow_control::to_json); "" if it is not that JSON.

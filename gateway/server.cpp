@@ -317,6 +317,9 @@ public:
       res->erase(bhttp::field::content_length); // none: it has no body
     else
       res->prepare_payload();
+    // HEAD: the length GET would have, and no body.
+    if (req_.method() == bhttp::verb::head)
+      res->body().clear();
     with_conn([res](connection& c) { c.send_response(res); });
   }
 

@@ -32,6 +32,7 @@
 #include "nodes/admin_door.hpp"
 #include "nodes/node_roles.hpp"
 #include "nodes/node_setup.hpp"
+#include "nodes/worker_metrics.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/exec_policy.hpp"
@@ -209,6 +210,12 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     drover::node::tls_errors_linked();
     caf_cfg.load<caf::openssl::manager>();
   }
+  // Read after the switch to --run-as, as the node's user, like the TLS key.
+  auto metrics_token = drover::node::read_metrics_token(cfg);
+  if (!metrics_token) {
+    drover::log::error("node", drover::describe(metrics_token.error()));
+    return 2;
+  }
   drover::apply(cfg, caf_cfg);
   caf::actor_system sys{caf_cfg};
   auto handles = std::make_shared<drover::job_system_handles>();
@@ -224,7 +231,10 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
         roles.coordinator && cfg.cluster_port > 0 ? check_port(
             cfg.cluster_host, static_cast<uint16_t>(cfg.cluster_port),
             "cluster-port")
-                                                  : caf::error{}})
+                                                  : caf::error{},
+        cfg.metrics_port > 0
+            ? check_port(cfg.metrics_host, cfg.metrics_port, "metrics-port")
+            : caf::error{}})
     if (err) {
       drover::log::error("node", drover::describe(err));
       return drover::is(err, drover::errc::bad_config) ? 2 : 1;
@@ -354,6 +364,18 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
                         "and no other gateway accepts them (set "
                         "--stream-token-key to share one).");
   }
+  // A worker node's own GET /metrics (--metrics-port).
+  std::unique_ptr<drover::http::metrics_endpoint> metrics;
+  if (cfg.metrics_port > 0) {
+    auto opened = drover::node::open_worker_metrics(
+        sys, cfg, std::move(*metrics_token), worker);
+    if (!opened) {
+      drover::log::error("node", drover::describe(opened.error()));
+      stop_all();
+      return drover::is(opened.error(), drover::errc::bad_config) ? 2 : 1;
+    }
+    metrics = std::move(*opened);
+  }
   if (cfg.exec_allow.empty() && roles.worker) {
     if (exec_development_mode(cfg))
       drover::log::warn("exec",
@@ -397,6 +419,9 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     if (gateway)
       fields.push_back(
           {"http", cfg.http_host + ':' + std::to_string(gateway->port())});
+    if (metrics)
+      fields.push_back({"metrics", cfg.metrics_host + ':'
+                                       + std::to_string(metrics->port())});
     if (gateway && gateway->development_mode())
       fields.push_back({"development_mode", true});
     drover::log::announce("node", "ready", std::move(fields));
@@ -511,6 +536,8 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     pthread_kill(signal_waiter.native_handle(), SIGTERM);
   }
   signal_waiter.join();
+  if (metrics)
+    metrics->stop();
   if (gateway)
     gateway->stop();
   if (api && roles.coordinator)

@@ -70,6 +70,8 @@ child_spec worker_node_child(const node_config& cfg,
   ac.drain_timeout = cfg.drain_timeout;
   ac.prefetch = cfg.worker_prefetch;
   ac.clock_ms = system_clock_ms;
+  shared->counters = std::make_shared<worker_counters>(cfg.slots);
+  ac.counters = shared->counters;
   ac.on_fatal = [shared](const std::string&) {
     {
       std::lock_guard<std::mutex> guard{shared->mx};

@@ -29,6 +29,9 @@ struct worker_shared {
   bool drained = false;
   /// The coordinator refused this node for good: exit 2.
   bool fatal = false;
+  /// The agent's counters, kept across its restarts (set with the agent's
+  /// spec, before it starts).
+  std::shared_ptr<worker_counters> counters;
 
   worker_agent_local current_agent() {
     std::lock_guard<std::mutex> guard{mx};

@@ -230,6 +230,18 @@ struct node_config {
   /// without work (actors/node_link_slots.cpp). Empty = off.
   std::map<std::string, uint32_t> elastic_slots;
   std::chrono::milliseconds elastic_idle{30000};
+  // -- a worker node's metrics endpoint (gateway/metrics_endpoint.hpp;
+  // docs/operations.md, "Metrics of a worker node") --
+  /// Port of its GET /metrics; 0 = none. Worker nodes that join a
+  /// coordinator only (a coordinator's figures are at its gateway's).
+  uint16_t metrics_port = 0;
+  /// Its interface: outside loopback only with a token file.
+  std::string metrics_host = "127.0.0.1";
+  /// File holding the bearer token scrapers must send; readable by its
+  /// owner (the node's user) only. Read at start, after --run-as.
+  std::string metrics_token_file;
+  /// Extra names the Host header may carry ("name" or "name:port").
+  std::vector<std::string> metrics_allowed_hosts;
 };
 
 /// The node's roles as a set of three flags ("all" sets every one).

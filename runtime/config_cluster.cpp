@@ -33,6 +33,34 @@ caf::error bad(std::string what) {
   return make_error(errc::bad_config, std::move(what));
 }
 
+/// A worker node's metrics endpoint: its own figures, on its own port.
+caf::error validate_metrics(const node_config& cfg) {
+  auto r = roles_of(cfg);
+  const node_config defaults;
+  if (cfg.metrics_port == 0) {
+    if (cfg.metrics_host != defaults.metrics_host
+        || !cfg.metrics_token_file.empty()
+        || !cfg.metrics_allowed_hosts.empty())
+      return bad("--metrics-host, --metrics-token-file and "
+                 "--metrics-allowed-host need --metrics-port");
+    return caf::none;
+  }
+  if (r.coordinator)
+    return bad("--metrics-port is for worker nodes that join a coordinator: "
+               "a coordinator's figures are at GET /metrics of its HTTP "
+               "gateway (roles all or gateway)");
+  if (!r.worker)
+    return bad("--metrics-port is for worker nodes: a gateway node serves "
+               "GET /metrics on its --http-port");
+  if (cfg.metrics_host.empty())
+    return bad("metrics-host must not be empty");
+  if (!loopback(cfg.metrics_host) && cfg.metrics_token_file.empty())
+    return bad("--metrics-host outside loopback needs --metrics-token-file: "
+               "without a token anyone who reaches the port reads the "
+               "node's figures");
+  return caf::none;
+}
+
 } // namespace
 
 std::string coordinator_address::text() const {
@@ -180,7 +208,7 @@ caf::error validate_cluster(const node_config& cfg) {
     if (cfg.standby)
       return bad("--standby is for coordinators");
   }
-  return caf::none;
+  return validate_metrics(cfg);
 }
 
 namespace detail {
@@ -253,6 +281,22 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
       "remote-job-types", po::value(&raw.remote_job_types)->composing(),
       "coordinators: job types only worker nodes run (their own worker "
       "programs); accepted at submit with default options (repeatable or "
+      "comma-separated)")(
+      "metrics-port",
+      po::value(&raw.metrics_port)->default_value(raw.metrics_port),
+      "worker nodes: port of GET /metrics, the node's figures in the "
+      "Prometheus text format (0 = none)")(
+      "metrics-host",
+      po::value(&raw.metrics_host)->default_value(raw.metrics_host),
+      "worker nodes: interface of --metrics-port; outside loopback it needs "
+      "--metrics-token-file")(
+      "metrics-token-file", po::value(&cfg.metrics_token_file),
+      "worker nodes: file holding the bearer token scrapers send "
+      "(Authorization: Bearer); readable by its owner only")(
+      "metrics-allowed-host",
+      po::value(&raw.metrics_allowed_hosts)->composing(),
+      "worker nodes: a name the Host header of a scrape may carry besides "
+      "the listen address (name or name:port; repeatable or "
       "comma-separated)");
   return d;
 }
@@ -358,6 +402,11 @@ caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
   if (raw.elastic_idle_ms < 100 || raw.elastic_idle_ms > 3600000)
     return bad("elastic-idle-ms must be within [100, 3600000]");
   cfg.elastic_idle = std::chrono::milliseconds{raw.elastic_idle_ms};
+  if (raw.metrics_port < 0 || raw.metrics_port > 65535)
+    return bad("metrics-port must be within [0, 65535] (0 = none)");
+  cfg.metrics_port = static_cast<uint16_t>(raw.metrics_port);
+  cfg.metrics_host = raw.metrics_host;
+  cfg.metrics_allowed_hosts = split(raw.metrics_allowed_hosts);
   return caf::none;
 }
 

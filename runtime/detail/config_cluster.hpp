@@ -31,6 +31,9 @@ struct cluster_raw {
   std::string resources;
   std::string elastic_slots;
   int64_t elastic_idle_ms = 30000;
+  int64_t metrics_port = 0;
+  std::string metrics_host = "127.0.0.1";
+  std::vector<std::string> metrics_allowed_hosts;
 };
 
 boost::program_options::options_description cluster_options(cluster_raw& raw,

@@ -7,14 +7,12 @@
 #include "support/gateway_node.hpp"
 #include "support/http_client.hpp"
 #include "support/json_value.hpp"
+#include "support/metrics_text.hpp"
 #include "support/process.hpp"
-#include "support/scratch.hpp"
 
 #include <catch2/catch.hpp>
 
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -23,7 +21,7 @@ using drover::testing::gateway_node;
 using drover::testing::http_client;
 using drover::testing::http_response;
 using drover::testing::json_value;
-using drover::testing::run_to_exit;
+using drover::testing::parse_metrics;
 using drover::testing::sleep_job;
 
 namespace {
@@ -187,41 +185,6 @@ TEST_CASE("admission: past the node's bound on queued work submits get 503 "
   CHECK(small.status == 200);
   CHECK(ca.get("/api/jobs?limit=1").status == 200);
 }
-
-namespace {
-
-/// Parses `text` with the Prometheus client library's parser
-/// (tests/support/parse_metrics.py): sample name -> (labels -> value), and
-/// the type of its family under "#type <sample name>".
-std::map<std::string, std::map<std::string, std::string>>
-parse_metrics(const std::string& text) {
-  drover::testing::scratch_dir dir{"drover-metrics"};
-  auto path = dir.path() + "/metrics.txt";
-  {
-    std::ofstream out{path};
-    out << text;
-  }
-  auto [rc, out] = run_to_exit(
-      {"/usr/bin/python3", DROVER_TEST_SUPPORT_DIR "/parse_metrics.py", path});
-  INFO(out);
-  REQUIRE(rc == 0);
-  std::map<std::string, std::map<std::string, std::string>> found;
-  std::istringstream lines{out};
-  std::string line;
-  while (std::getline(lines, line)) {
-    std::vector<std::string> f;
-    std::istringstream fields{line};
-    std::string x;
-    while (std::getline(fields, x, '\t'))
-      f.push_back(x);
-    REQUIRE(f.size() == 4);
-    found[f[0]][f[2]] = f[3];
-    found["#type " + f[0]][""] = f[1];
-  }
-  return found;
-}
-
-} // namespace
 
 TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
           "parses, with the queue's figures, admin scope only",

@@ -1,0 +1,192 @@
+#include "gateway/metrics_endpoint.hpp"
+
+#include "gateway/browser_policy.hpp"
+#include "gateway/metrics.hpp"
+#include "runtime/errors.hpp"
+
+#include <boost/beast/http/field.hpp>
+#include <boost/beast/http/verb.hpp>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include <array>
+#include <cctype>
+#include <mutex>
+#include <string_view>
+#include <utility>
+
+namespace drover::http {
+
+namespace {
+
+namespace bhttp = boost::beast::http;
+
+using digest = std::array<unsigned char, SHA256_DIGEST_LENGTH>;
+
+digest sha256(std::string_view text) {
+  digest d{};
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(),
+         d.data());
+  return d;
+}
+
+/// What the listener shares with the answers under way: an answer that
+/// arrives after stop() finds `open` false and is dropped, and the server
+/// (its io_context) lives until the last exchange is gone.
+struct core {
+  std::mutex mx;
+  bool open = true;
+  std::unique_ptr<server> srv;
+  browser_policy policy;
+  bool has_token = false;
+  digest token_hash{};
+  metrics_source source;
+};
+
+/// One answer under way. Members go in reverse order: the exchange (its
+/// connection) before the core that owns the io_context.
+struct pending {
+  std::shared_ptr<core> owner;
+  std::shared_ptr<exchange> ex;
+};
+
+void answer(const std::shared_ptr<exchange>& ex, unsigned status,
+            std::string text, header_list headers = {}) {
+  headers.emplace_back("X-Content-Type-Options", "nosniff");
+  ex->respond(status, std::move(text) + '\n', std::move(headers),
+              "text/plain; charset=utf-8");
+}
+
+/// The token of "Authorization: Bearer <token>"; empty if absent or of
+/// another scheme.
+std::string_view bearer_of(const request& req) {
+  auto field = req[bhttp::field::authorization];
+  std::string_view text{field.data(), field.size()};
+  constexpr std::string_view scheme = "bearer ";
+  if (text.size() <= scheme.size())
+    return {};
+  for (size_t i = 0; i < scheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(text[i])) != scheme[i])
+      return {};
+  text.remove_prefix(scheme.size());
+  while (!text.empty() && text.front() == ' ')
+    text.remove_prefix(1);
+  return text;
+}
+
+/// Compares hashes (of equal length whatever was sent) in constant time.
+bool token_matches(const core& c, std::string_view presented) {
+  auto d = sha256(presented);
+  return CRYPTO_memcmp(d.data(), c.token_hash.data(), d.size()) == 0;
+}
+
+void handle(const std::shared_ptr<core>& c, std::shared_ptr<exchange> ex) {
+  const auto& req = ex->req();
+  if (auto v = c->policy.check_host(req); v.status != 0)
+    return answer(ex, v.status, v.message);
+  auto target = req.target();
+  std::string_view path{target.data(), target.size()};
+  path = path.substr(0, path.find('?'));
+  if (path != "/metrics")
+    return answer(ex, 404, "not found: this port serves GET /metrics only");
+  auto method = req.method();
+  if (method != bhttp::verb::get && method != bhttp::verb::head)
+    return answer(ex, 405, "method not allowed: GET or HEAD",
+                  {{"Allow", "GET, HEAD"}});
+  if (c->has_token) {
+    auto token = bearer_of(req);
+    // Hashed whether or not one was sent: no early answer to time.
+    bool ok = token_matches(*c, token) && !token.empty();
+    if (!ok)
+      return answer(ex, 401, "unauthorized: send Authorization: Bearer <token>",
+                    {{"WWW-Authenticate", "Bearer"}});
+  }
+  auto p = std::make_shared<pending>(pending{c, std::move(ex)});
+  c->source([p](caf::expected<std::string> text) {
+    std::lock_guard<std::mutex> guard{p->owner->mx};
+    if (!p->owner->open)
+      return;
+    if (!text)
+      return answer(p->ex, 503,
+                    "the figures are not available now: "
+                        + describe(text.error()),
+                    {{"Retry-After", "1"}});
+    p->ex->respond(200, std::move(*text),
+                   {{"X-Content-Type-Options", "nosniff"}},
+                   metrics_content_type);
+  });
+}
+
+class endpoint_impl : public metrics_endpoint {
+public:
+  explicit endpoint_impl(std::shared_ptr<core> c) : core_(std::move(c)) {
+    // nop
+  }
+
+  uint16_t port() const override {
+    return core_->srv->port();
+  }
+
+  void stop() override {
+    {
+      std::lock_guard<std::mutex> guard{core_->mx};
+      if (!core_->open)
+        return;
+      core_->open = false;
+    }
+    core_->srv->stop();
+  }
+
+  ~endpoint_impl() override {
+    stop();
+  }
+
+private:
+  std::shared_ptr<core> core_;
+};
+
+} // namespace
+
+caf::expected<std::unique_ptr<metrics_endpoint>>
+metrics_endpoint::start(metrics_endpoint_config cfg, metrics_source source) {
+  auto c = std::make_shared<core>();
+  c->source = std::move(source);
+  c->has_token = !cfg.bearer_token.empty();
+  if (c->has_token)
+    c->token_hash = sha256(cfg.bearer_token);
+  server_limits limits;
+  limits.max_body_bytes = 0;
+  limits.max_header_bytes = 8 * 1024;
+  limits.idle_timeout = std::chrono::seconds{10};
+  limits.write_timeout = std::chrono::seconds{10};
+  limits.max_stream_backlog_bytes = 0;
+  limits.max_ws_message_bytes = 0;
+  limits.max_connections = 32;
+  // The server holds the handler and the core holds the server: a weak
+  // reference breaks the cycle (the core outlives the server's threads).
+  std::weak_ptr<core> weak = c;
+  std::string error;
+  c->srv = server::create(
+      cfg.host, cfg.port, limits,
+      [weak](std::shared_ptr<exchange> ex) {
+        if (auto strong = weak.lock())
+          handle(strong, std::move(ex));
+      },
+      error);
+  if (!c->srv)
+    return make_error(errc::bad_config, "metrics: " + error);
+  browser_policy_config bp;
+  bp.listen_host = cfg.host;
+  bp.port = c->srv->port();
+  bp.allowed_hosts = std::move(cfg.allowed_hosts);
+  bp.allowed_hosts_option = cfg.allowed_hosts_option;
+  auto policy = browser_policy::make(std::move(bp));
+  if (!policy)
+    return std::move(policy.error());
+  c->policy = std::move(*policy);
+  c->srv->run(1);
+  return std::unique_ptr<metrics_endpoint>{new endpoint_impl(std::move(c))};
+}
+
+} // namespace drover::http
