@@ -75,8 +75,8 @@ void push_ready(self_ptr self, const job_record& rec, int64_t ready_since_ms) {
   auto& st = self->state;
   push_ready(self, rec.job_id, rec.spec.prio, resource_class_of(rec.spec),
              rec.spec.type, st.admission.tenant(rec.spec.tenant),
-             st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
-             shape_of(st, rec.spec), own_key_for(rec.spec), ready_since_ms);
+             flow_of(st, rec.spec), shape_of(st, rec.spec),
+             own_key_for(rec.spec), ready_since_ms);
 }
 
 /// Calls `visit(key, lane)` for the lanes of the job types `types`
@@ -420,13 +420,11 @@ void dispatch_class(self_ptr self, const std::string& cls) {
       // next jobs of the keys).
       auto wait = st.flow.gate(entry.flow, flow_now(self));
       if (!wait && !woken)
-        for (char kind : {'b', 'r'}) {
-          auto g = st.flow.gate_of(entry.flow, kind);
-          if (!g.empty() && st.flow_parked.count(g) > 0) {
-            wait = flow_wait{g, 0};
+        for (auto& g : st.flow.gates_of(entry.flow))
+          if (st.flow_parked.count(g) > 0) {
+            wait = flow_wait{std::move(g), 0};
             break;
           }
-        }
       if (wait) {
         slots_to_free.emplace_back(keys, entry.holds);
         entry.holds = 0;

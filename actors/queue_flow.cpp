@@ -21,6 +21,11 @@ void release_slots(self_ptr self, const slot_keys& keys, size_t count) {
     release_slot(self, keys.key[i]);
 }
 
+/// The number of the job's rate limits and breaker (flow_control::intern).
+uint32_t flow_of(queue_state& st, const job_spec& spec) {
+  return st.flow.intern(rate_limit_keys_of(spec), spec.breaker_key);
+}
+
 own_key_ref own_key_for(const job_spec& spec) {
   return own_key_of(spec.tenant, spec.concurrency_key, spec.concurrency_limit);
 }
@@ -195,7 +200,9 @@ void record_flow_changes(self_ptr self) {
 void left_gate(self_ptr self, ready_entry& e) {
   if (e.woken_gate == 0)
     return;
-  self->state.flow.unwoke(self->state.flow.gate_of(e.flow, e.woken_gate));
+  auto gates = self->state.flow.gates_of(e.flow);
+  if (e.woken_gate <= gates.size())
+    self->state.flow.unwoke(gates[e.woken_gate - 1]);
   e.woken_gate = 0;
 }
 
@@ -223,7 +230,9 @@ void wake_gate(self_ptr self, const std::string& gate,
     }
     auto pe = std::move(*i);
     i = dq.erase(i);
-    pe.entry.woken_gate = gate[0];
+    auto gates = st.flow.gates_of(pe.entry.flow);
+    pe.entry.woken_gate = static_cast<uint8_t>(
+        std::find(gates.begin(), gates.end(), gate) - gates.begin() + 1);
     back_to_ready(st, std::move(pe), classes);
     ++woken;
   }
@@ -302,17 +311,19 @@ std::string hold_reason(self_ptr self, const job_spec& spec) {
            + std::to_string(limit) + " running; "
            + std::to_string(p->second.size()) + " job(s) wait for one)";
   }
-  size_t at_rate = 0;
-  if (auto g = st.flow_parked.find("r" + spec.rate_limit_key);
-      !spec.rate_limit_key.empty() && g != st.flow_parked.end())
-    at_rate = g->second.size();
-  return st.flow.hold_reason(spec.rate_limit_key, spec.breaker_key, at_rate,
-                             flow_now(self));
+  auto rates = rate_limit_keys_of(spec);
+  std::vector<size_t> at_rate;
+  for (const auto& k : rates) {
+    auto g = st.flow_parked.find("r" + k);
+    at_rate.push_back(g == st.flow_parked.end() ? 0 : g->second.size());
+  }
+  return st.flow.hold_reason(rates, spec.breaker_key, at_rate, flow_now(self));
 }
 
 caf::error check_flow_keys(self_ptr self, const job_spec& spec) {
   auto& st = self->state;
-  auto err = st.flow.check(spec.rate_limit_key, spec.breaker_key, spec.tenant);
+  auto err
+      = st.flow.check(rate_limit_keys_of(spec), spec.breaker_key, spec.tenant);
   if (err && !st.flow_loaded)
     // Perhaps a key set at run time, not read back yet.
     return make_error(errc::unavailable,

@@ -93,7 +93,7 @@ delayed_entry delayed_of(self_ptr self, const job_record& rec, int64_t due_ms) {
           rec.spec.prio,
           rec.spec.type,
           st.admission.tenant(rec.spec.tenant),
-          st.flow.intern(rec.spec.rate_limit_key, rec.spec.breaker_key),
+          flow_of(st, rec.spec),
           shape_of(st, rec.spec),
           own_key_for(rec.spec)};
 }
@@ -499,9 +499,7 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
   st.running.emplace(job_id,
                      running_entry{js, slot, resource_class_of(rec.spec),
                                    now_ms(self), slot_keys_of(st, rec.spec),
-                                   st.flow.intern(rec.spec.rate_limit_key,
-                                                  rec.spec.breaker_key),
-                                   0, rec.spec.type});
+                                   flow_of(st, rec.spec), 0, rec.spec.type});
   // Its amounts, counted since recovery, are the slot's until it lets go.
   hold_pools(self, slot, node_of(rec.worker_id), shape_of(st, rec.spec), true);
   rp.deliver(js);

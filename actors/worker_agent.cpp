@@ -152,7 +152,9 @@ void start_waiting(agent_actor self) {
     r.attempt = i->attempt;
     r.resource_class = cls;
     r.worker = worker;
-    r.rate_key = i->spec.rate_limit_key;
+    // Takes coalesce per set of keys: one request asks for tokens of each.
+    for (const auto& k : rate_limit_keys_of(i->spec))
+      r.rate_key += (r.rate_key.empty() ? "" : "\n") + k;
     st.running[i->job_id] = r;
     auto started = st.counters->started_by_class.find(cls);
     if (started != st.counters->started_by_class.end())

@@ -214,6 +214,21 @@ caf::expected<submit_request> read_submit(json::Reader root,
       text(req.callback_url);
     } else if (name == "rate_limit_key") {
       text(req.rate_limit_key);
+    } else if (name == "rate_limit_keys") {
+      if (value.which() != json::ARRAY
+          || value.getArray().size() > max_rate_limit_keys) {
+        err = bad(path, "expected an array of at most "
+                            + std::to_string(max_rate_limit_keys) + " strings");
+      } else {
+        for (auto k : value.getArray()) {
+          auto x = get_text(path, k);
+          if (!x) {
+            err = x.error();
+            break;
+          }
+          req.rate_limit_keys.push_back(std::move(*x));
+        }
+      }
     } else if (name == "breaker_key") {
       text(req.breaker_key);
     } else if (name == "concurrency_key") {
@@ -414,6 +429,10 @@ void write_spec_fields(writer& w, const job_spec& spec) {
   spec.callback_url.empty() ? w.null() : w.str(spec.callback_url);
   w.key("rate_limit_key");
   spec.rate_limit_key.empty() ? w.null() : w.str(spec.rate_limit_key);
+  w.key("rate_limit_keys").open_array();
+  for (const auto& k : rate_limit_keys_of(spec))
+    w.str(k);
+  w.close_array();
   w.key("breaker_key");
   spec.breaker_key.empty() ? w.null() : w.str(spec.breaker_key);
   w.key("concurrency_key");

@@ -220,7 +220,8 @@ int main(int argc, char** argv) {
                                      "submit: deduplication key")(
       "rate-limit-key", po::value(&rate_key),
       "submit: the rate limiter the job takes a token of (declared on the "
-      "coordinator with --rate-limit)")(
+      "coordinator with --rate-limit); several, comma-separated, for a "
+      "token of each")(
       "breaker-key", po::value(&breaker_key),
       "submit: the circuit breaker the job's attempts count against "
       "(declared with --circuit-breaker)")(
@@ -315,7 +316,17 @@ int main(int argc, char** argv) {
     req.input = input;
     req.tenant = tenant;
     req.idempotency_key = key;
-    req.rate_limit_key = rate_key;
+    if (rate_key.find(',') == std::string::npos) {
+      req.rate_limit_key = rate_key;
+    } else { // several: a token of each
+      for (size_t from = 0;;) {
+        auto comma = rate_key.find(',', from);
+        req.rate_limit_keys.push_back(rate_key.substr(from, comma - from));
+        if (comma == std::string::npos)
+          break;
+        from = comma + 1;
+      }
+    }
     req.breaker_key = breaker_key;
     req.concurrency_key = concurrency_key;
     if (vm.count("concurrency-limit") > 0)

@@ -322,7 +322,7 @@ flow_control::flow_control(flow_limits limits, int64_t now_ms)
     breakers_.emplace(key, circuit_breaker{b});
 }
 
-caf::error flow_control::check(const std::string& rate_key,
+caf::error flow_control::check(const std::vector<std::string>& rate_keys,
                                const std::string& breaker_key,
                                const std::string& tenant) const {
   auto allowed = [&](const std::vector<std::string>& tenants) {
@@ -332,7 +332,7 @@ caf::error flow_control::check(const std::string& rate_key,
   };
   // Undeclared and not allowed read the same: a tenant learns nothing of
   // other tenants' keys.
-  if (!rate_key.empty()) {
+  for (const auto& rate_key : rate_keys) {
     auto i = buckets_.find(rate_key);
     if (i == buckets_.end() || !allowed(i->second.limit().tenants))
       return make_error(errc::invalid_request,
@@ -352,36 +352,48 @@ caf::error flow_control::check(const std::string& rate_key,
   return caf::none;
 }
 
-uint32_t flow_control::intern(const std::string& rate_key,
+uint32_t flow_control::intern(const std::vector<std::string>& rate_keys,
                               const std::string& breaker_key) {
   // A key no longer declared (a recovered job, the configuration changed)
   // limits nothing: said once per key.
-  auto r = buckets_.count(rate_key) > 0 ? rate_key : std::string{};
-  auto b = breakers_.count(breaker_key) > 0 ? breaker_key : std::string{};
-  for (const auto* k : {&rate_key, &breaker_key})
-    if (!k->empty() && (k == &rate_key ? r : b).empty()
-        && undeclared_.size() < 1000 && undeclared_.insert(*k).second)
-      log::warn(
-          "flow",
-          "a queued job names a key no longer declared: it is "
-          "not limited",
-          {{"key", *k}, {"kind", k == &rate_key ? "rate_limit" : "breaker"}});
-  if (r.empty() && b.empty())
+  auto say = [&](const std::string& key, const char* kind) {
+    if (undeclared_.size() < 1000 && undeclared_.insert(key).second)
+      log::warn("flow",
+                "a queued job names a key no longer declared: it is "
+                "not limited",
+                {{"key", key}, {"kind", kind}});
+  };
+  flow_keys k;
+  for (const auto& r : rate_keys) {
+    if (r.empty())
+      continue;
+    if (buckets_.count(r) == 0)
+      say(r, "rate_limit");
+    else if (std::find(k.rates.begin(), k.rates.end(), r) == k.rates.end())
+      k.rates.push_back(r);
+  }
+  if (!breaker_key.empty()) {
+    if (breakers_.count(breaker_key) == 0)
+      say(breaker_key, "breaker");
+    else
+      k.breaker = breaker_key;
+  }
+  if (k.rates.empty() && k.breaker.empty())
     return 0;
-  auto k = std::make_pair(std::move(r), std::move(b));
-  auto i = numbers_.find(k);
+  auto id = std::make_pair(k.rates, k.breaker);
+  auto i = numbers_.find(id);
   if (i != numbers_.end())
     return i->second;
-  pairs_.push_back(k);
-  auto n = static_cast<uint32_t>(pairs_.size());
-  numbers_.emplace(std::move(k), n);
+  flows_.push_back(std::move(k));
+  auto n = static_cast<uint32_t>(flows_.size());
+  numbers_.emplace(std::move(id), n);
   return n;
 }
 
 std::optional<flow_wait> flow_control::gate(uint32_t flow, int64_t now_ms) {
-  if (flow == 0 || flow > pairs_.size())
+  if (flow == 0 || flow > flows_.size())
     return std::nullopt;
-  const auto& [rk, bk] = pairs_[flow - 1];
+  const auto& bk = flows_[flow - 1].breaker;
   if (!bk.empty()) {
     if (breakers_held_)
       return flow_wait{"b" + bk, 0}; // until its state is restored
@@ -393,7 +405,8 @@ std::optional<flow_wait> flow_control::gate(uint32_t flow, int64_t now_ms) {
         && b.probes_running() + pending("b" + bk) >= b.config().probes)
       return flow_wait{"b" + bk, 0};
   }
-  if (!rk.empty()) {
+  // A token of each of its rate limits, in the order it names them.
+  for (const auto& rk : flows_[flow - 1].rates) {
     auto& bucket = buckets_.at(rk);
     // Tokens promised to jobs woken for them are not for this one.
     auto promised = static_cast<double>(pending("r" + rk));
@@ -404,12 +417,12 @@ std::optional<flow_wait> flow_control::gate(uint32_t flow, int64_t now_ms) {
 }
 
 uint64_t flow_control::take(uint32_t flow, int64_t now_ms) {
-  if (flow == 0 || flow > pairs_.size())
+  if (flow == 0 || flow > flows_.size())
     return 0;
-  const auto& [rk, bk] = pairs_[flow - 1];
-  if (!rk.empty())
+  const auto& f = flows_[flow - 1];
+  for (const auto& rk : f.rates)
     buckets_.at(rk).take(now_ms);
-  return bk.empty() ? 0 : breakers_.at(bk).admit();
+  return f.breaker.empty() ? 0 : breakers_.at(f.breaker).admit();
 }
 
 caf::error flow_control::set_rate(const std::string& key, rate_limit r,
@@ -443,43 +456,54 @@ caf::error flow_control::set_breaker(const std::string& key, breaker_config b) {
 
 caf::expected<token_grant>
 flow_control::take_tokens(uint32_t flow, uint32_t wanted, int64_t now_ms) {
-  if (flow == 0 || flow > pairs_.size() || pairs_[flow - 1].first.empty())
+  if (flow == 0 || flow > flows_.size() || flows_[flow - 1].rates.empty())
     return make_error(errc::invalid_request,
                       "the job names no rate limit (rate_limit_key) to take "
                       "tokens of");
-  const auto& key = pairs_[flow - 1].first;
-  auto& bucket = buckets_.at(key);
+  const auto& keys = flows_[flow - 1].rates;
   token_grant g;
   if (now_ms < started_ms_ + token_block_ms) {
     g.retry_ms = started_ms_ + token_block_ms - now_ms;
     return g;
   }
-  auto block = std::max<double>(
-      1.0, std::floor(bucket.limit().per_second * token_block_ms / 1000.0));
-  auto most = static_cast<uint32_t>(
-      std::min(block, static_cast<double>(std::max<uint32_t>(wanted, 1))));
-  // Tokens promised to parked jobs woken for them are theirs: a running
-  // job asking at each next token must not starve dispatch.
-  auto promised = static_cast<double>(pending("r" + key));
-  auto spare = std::max(0.0, std::floor(bucket.tokens(now_ms) - promised));
-  most = static_cast<uint32_t>(std::min(static_cast<double>(most), spare));
-  g.granted = wanted == 0 ? 0 : bucket.take_up_to(most, now_ms);
+  // A token of each of its limits per token taken: as many as the
+  // scarcest allows, at most one block of the slowest.
+  auto most = static_cast<double>(std::max<uint32_t>(wanted, 1));
+  for (const auto& key : keys) {
+    auto& bucket = buckets_.at(key);
+    auto block = std::max<double>(
+        1.0, std::floor(bucket.limit().per_second * token_block_ms / 1000.0));
+    // Tokens promised to parked jobs woken for them are theirs: a running
+    // job asking at each next token must not starve dispatch.
+    auto promised = static_cast<double>(pending("r" + key));
+    auto spare = std::max(0.0, std::floor(bucket.tokens(now_ms) - promised));
+    most = std::min({most, block, spare});
+  }
+  auto n = wanted == 0 ? 0u : static_cast<uint32_t>(most);
+  for (const auto& key : keys)
+    buckets_.at(key).take_up_to(n, now_ms); // each has n spare (above)
+  g.granted = n;
   if (g.granted < wanted) {
-    // When a token beyond the promised ones is there (now, if the block's
-    // cap cut this answer short).
-    auto need = promised + 1.0 - bucket.tokens(now_ms);
-    g.retry_ms
-        = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(
-                                   need * 1000.0 / bucket.limit().per_second)));
+    // When a token beyond the promised ones is there in every bucket
+    // (now, if the block's cap cut this answer short).
+    for (const auto& key : keys) {
+      auto& bucket = buckets_.at(key);
+      auto need = static_cast<double>(pending("r" + key)) + 1.0
+                  - bucket.tokens(now_ms);
+      g.retry_ms = std::max<int64_t>(
+          {g.retry_ms, 1,
+           static_cast<int64_t>(
+               std::ceil(need * 1000.0 / bucket.limit().per_second))});
+    }
   }
   return g;
 }
 
 void flow_control::outcome(uint32_t flow, uint64_t probe, bool success,
                            const std::string& code, int64_t now_ms) {
-  if (flow == 0 || flow > pairs_.size())
+  if (flow == 0 || flow > flows_.size())
     return;
-  const auto& bk = pairs_[flow - 1].second;
+  const auto& bk = flows_[flow - 1].breaker;
   if (bk.empty())
     return;
   auto& b = breakers_.at(bk);
@@ -487,12 +511,16 @@ void flow_control::outcome(uint32_t flow, uint64_t probe, bool success,
   b.outcome(probe, success, counted, now_ms, changes_, bk, code);
 }
 
-std::string flow_control::gate_of(uint32_t flow, char kind) const {
-  if (flow == 0 || flow > pairs_.size())
-    return {};
-  const auto& key
-      = kind == 'r' ? pairs_[flow - 1].first : pairs_[flow - 1].second;
-  return key.empty() ? std::string{} : kind + key;
+std::vector<std::string> flow_control::gates_of(uint32_t flow) const {
+  std::vector<std::string> out;
+  if (flow == 0 || flow > flows_.size())
+    return out;
+  const auto& f = flows_[flow - 1];
+  if (!f.breaker.empty())
+    out.push_back("b" + f.breaker);
+  for (const auto& rk : f.rates)
+    out.push_back("r" + rk);
+  return out;
 }
 
 size_t flow_control::pending(const std::string& gate) const {
@@ -587,10 +615,9 @@ void flow_control::apply_configured(const std::string& kind,
   }
 }
 
-std::string flow_control::hold_reason(const std::string& rate_key,
-                                      const std::string& breaker_key,
-                                      size_t waiting_at_rate,
-                                      int64_t now_ms) const {
+std::string flow_control::hold_reason(
+    const std::vector<std::string>& rate_keys, const std::string& breaker_key,
+    const std::vector<size_t>& waiting_at_rate, int64_t now_ms) const {
   if (auto b = breakers_.find(breaker_key); b != breakers_.end()) {
     const auto& br = b->second;
     if (breakers_held_)
@@ -605,11 +632,12 @@ std::string flow_control::hold_reason(const std::string& rate_key,
       return "its circuit breaker '" + breaker_key
              + "' is half-open: its probe jobs run first";
   }
-  if (auto r = buckets_.find(rate_key);
-      r != buckets_.end() && waiting_at_rate > 0)
-    return "a token of rate limit '" + rate_key + "' ("
-           + format_number(r->second.limit().per_second) + "/s; "
-           + std::to_string(waiting_at_rate) + " job(s) wait for one)";
+  for (size_t i = 0; i < rate_keys.size() && i < waiting_at_rate.size(); ++i)
+    if (auto r = buckets_.find(rate_keys[i]);
+        r != buckets_.end() && waiting_at_rate[i] > 0)
+      return "a token of rate limit '" + rate_keys[i] + "' ("
+             + format_number(r->second.limit().per_second) + "/s; "
+             + std::to_string(waiting_at_rate[i]) + " job(s) wait for one)";
   return {};
 }
 

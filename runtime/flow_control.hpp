@@ -4,9 +4,11 @@
 // "Rate limits and circuit breakers"), as the queue applies them before it
 // hands a job to a worker.
 //
-// A job names at most one rate-limit key and one breaker key
-// (job_spec::rate_limit_key, breaker_key); both must be declared on the
-// coordinators (--rate-limit, --circuit-breaker), or its submit is refused.
+// A job names up to four rate-limit keys and one breaker key
+// (job_spec::rate_limit_key and extra_rate_limit_keys, breaker_key); each
+// must be declared on the coordinators (--rate-limit, --circuit-breaker,
+// or at run time), or its submit is refused. It is dispatched with a token
+// of each of its rate limits, and a token it takes mid-job is one of each.
 //
 // Rate limits are token buckets (rate per second, burst): a job is
 // dispatched only with a token of its key, taken when a worker is free for
@@ -138,10 +140,21 @@ public:
 
   /// Refuses a key that is not declared, or not for `tenant`
   /// (errc::invalid_request).
-  caf::error check(const std::string& rate_key, const std::string& breaker_key,
+  caf::error check(const std::vector<std::string>& rate_keys,
+                   const std::string& breaker_key,
                    const std::string& tenant) const;
-  /// The number of this pair of keys (0 = neither).
-  uint32_t intern(const std::string& rate_key, const std::string& breaker_key);
+  caf::error check(const std::string& rate_key, const std::string& breaker_key,
+                   const std::string& tenant) const {
+    return check(one_key(rate_key), breaker_key, tenant);
+  }
+  /// The number of a job's keys (0 = none): its rate limits, in the order
+  /// it names them (a token of each per dispatch and per token taken), and
+  /// its breaker.
+  uint32_t intern(const std::vector<std::string>& rate_keys,
+                  const std::string& breaker_key);
+  uint32_t intern(const std::string& rate_key, const std::string& breaker_key) {
+    return intern(one_key(rate_key), breaker_key);
+  }
 
   /// Whether a job of `flow` may be dispatched now; if not, where it waits.
   std::optional<flow_wait> gate(uint32_t flow, int64_t now_ms);
@@ -171,8 +184,9 @@ public:
   void outcome(uint32_t flow, uint64_t probe, bool success,
                const std::string& code, int64_t now_ms);
 
-  /// The gate of `flow` of kind 'r' (rate limit) or 'b' (breaker).
-  std::string gate_of(uint32_t flow, char kind) const;
+  /// The gates of `flow`: its breaker's ("b" key) first, then its rate
+  /// limits' ("r" key), in order.
+  std::vector<std::string> gates_of(uint32_t flow) const;
 
   /// How many more jobs parked at `gate` may be woken now: what the gate
   /// lets through less the jobs woken and not yet taken (woke/unwoke).
@@ -226,18 +240,29 @@ public:
   }
   /// Why a job naming these keys may be held back now, for its status
   /// ("" = nothing here holds it): a breaker that is open, half-open with
-  /// its probes out, or not restored yet; a rate limit with jobs waiting
-  /// at it (`waiting_at_rate`, counted by the caller).
-  std::string hold_reason(const std::string& rate_key,
+  /// its probes out, or not restored yet; the first rate limit with jobs
+  /// waiting at it (`waiting_at_rate`, per key, counted by the caller).
+  std::string hold_reason(const std::vector<std::string>& rate_keys,
                           const std::string& breaker_key,
-                          size_t waiting_at_rate, int64_t now_ms) const;
+                          const std::vector<size_t>& waiting_at_rate,
+                          int64_t now_ms) const;
 
 private:
+  static std::vector<std::string> one_key(const std::string& key) {
+    return key.empty() ? std::vector<std::string>{}
+                       : std::vector<std::string>{key};
+  }
+
+  struct flow_keys {
+    std::vector<std::string> rates;
+    std::string breaker;
+  };
+
   std::map<std::string, token_bucket> buckets_;
   std::map<std::string, circuit_breaker> breakers_;
-  /// flow number - 1 -> (rate key, breaker key).
-  std::vector<std::pair<std::string, std::string>> pairs_;
-  std::map<std::pair<std::string, std::string>, uint32_t> numbers_;
+  /// flow number - 1 -> its keys.
+  std::vector<flow_keys> flows_;
+  std::map<std::pair<std::vector<std::string>, std::string>, uint32_t> numbers_;
   std::vector<flow_change> changes_;
   std::map<std::string, size_t> woken_;
   std::set<std::string> undeclared_;

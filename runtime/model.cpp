@@ -168,9 +168,9 @@ auto fields(const resource_request& x) {
 
 auto fields(const job_spec& x) {
   return std::tie(x.type, x.input, x.tenant, x.idempotency_key, x.callback_url,
-                  x.rate_limit_key, x.breaker_key, x.concurrency_key,
-                  x.concurrency_limit, x.resources, x.backoff, x.run_at_ms,
-                  x.timeout_ms, x.max_attempts, x.prio);
+                  x.rate_limit_key, x.extra_rate_limit_keys, x.breaker_key,
+                  x.concurrency_key, x.concurrency_limit, x.resources,
+                  x.backoff, x.run_at_ms, x.timeout_ms, x.max_attempts, x.prio);
 }
 
 auto fields(const stage& x) {

@@ -145,6 +145,9 @@ struct job_spec {
   std::string callback_url;
   /// Empty = not rate limited.
   std::string rate_limit_key;
+  /// More rate limits after rate_limit_key (at most 3, distinct, none
+  /// without it): a token of each as well.
+  std::vector<std::string> extra_rate_limit_keys;
   /// Empty = no circuit breaker.
   std::string breaker_key;
   /// The job's own concurrency key within its tenant; empty = none.

@@ -118,14 +118,26 @@ caf::optional<int64_t> parse_rfc3339_ms(const std::string& t) {
 
 bool operator==(const submit_request& x, const submit_request& y) {
   return std::tie(x.type, x.input, x.tenant, x.idempotency_key, x.callback_url,
-                  x.rate_limit_key, x.breaker_key, x.concurrency_key,
-                  x.concurrency_limit, x.resources, x.priority, x.run_at,
-                  x.delay_ms, x.max_attempts, x.timeout_ms, x.backoff)
+                  x.rate_limit_key, x.rate_limit_keys, x.breaker_key,
+                  x.concurrency_key, x.concurrency_limit, x.resources,
+                  x.priority, x.run_at, x.delay_ms, x.max_attempts,
+                  x.timeout_ms, x.backoff)
          == std::tie(y.type, y.input, y.tenant, y.idempotency_key,
-                     y.callback_url, y.rate_limit_key, y.breaker_key,
-                     y.concurrency_key, y.concurrency_limit, y.resources,
-                     y.priority, y.run_at, y.delay_ms, y.max_attempts,
-                     y.timeout_ms, y.backoff);
+                     y.callback_url, y.rate_limit_key, y.rate_limit_keys,
+                     y.breaker_key, y.concurrency_key, y.concurrency_limit,
+                     y.resources, y.priority, y.run_at, y.delay_ms,
+                     y.max_attempts, y.timeout_ms, y.backoff);
+}
+
+std::vector<std::string> rate_limit_keys_of(const job_spec& spec) {
+  std::vector<std::string> out;
+  if (spec.rate_limit_key.empty())
+    return out;
+  out.reserve(1 + spec.extra_rate_limit_keys.size());
+  out.push_back(spec.rate_limit_key);
+  out.insert(out.end(), spec.extra_rate_limit_keys.begin(),
+             spec.extra_rate_limit_keys.end());
+  return out;
 }
 
 const std::string& resource_class_of(const job_spec& spec) {
@@ -152,6 +164,9 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
       return err;
   if (req.run_at)
     if (auto err = check_text_field(*req.run_at, "run_at"))
+      return err;
+  for (const auto& k : req.rate_limit_keys)
+    if (auto err = check_text_field(k, "rate_limit_keys"))
       return err;
   for (const auto& r : req.resources)
     if (auto err = check_text_field(r.name, "resources"))
@@ -263,6 +278,22 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
     return err;
   if (auto err = check_key(req.rate_limit_key, "rate_limit_key"))
     return err;
+  if (!req.rate_limit_key.empty() && !req.rate_limit_keys.empty())
+    return invalid("give rate_limit_key or rate_limit_keys, not both");
+  if (req.rate_limit_keys.size() > max_rate_limit_keys)
+    return invalid("rate_limit_keys: at most "
+                   + std::to_string(max_rate_limit_keys) + " keys");
+  for (size_t i = 0; i < req.rate_limit_keys.size(); ++i) {
+    const auto& k = req.rate_limit_keys[i];
+    if (k.empty())
+      return invalid("rate_limit_keys: a key is empty");
+    if (auto err = check_key(k, "rate_limit_keys"))
+      return err;
+    for (size_t j = 0; j < i; ++j)
+      if (req.rate_limit_keys[j] == k)
+        return invalid("rate_limit_keys: '" + k.substr(0, 128)
+                       + "' is named twice");
+  }
   if (auto err = check_key(req.breaker_key, "breaker_key"))
     return err;
   if (auto err = check_key(req.concurrency_key, "concurrency_key"))
@@ -287,6 +318,11 @@ caf::expected<job_spec> prepare_spec(const submit_request& req,
   spec.tenant = req.tenant;
   spec.idempotency_key = req.idempotency_key;
   spec.rate_limit_key = req.rate_limit_key;
+  if (!req.rate_limit_keys.empty()) {
+    spec.rate_limit_key = req.rate_limit_keys.front();
+    spec.extra_rate_limit_keys.assign(req.rate_limit_keys.begin() + 1,
+                                      req.rate_limit_keys.end());
+  }
   spec.breaker_key = req.breaker_key;
   spec.concurrency_key = req.concurrency_key;
   if (!spec.concurrency_key.empty())

@@ -40,6 +40,8 @@ struct submit_request {
   std::string idempotency_key;
   std::string callback_url;
   std::string rate_limit_key;
+  /// Instead of rate_limit_key: up to four.
+  std::vector<std::string> rate_limit_keys;
   std::string breaker_key;
   std::string concurrency_key;
   /// With concurrency_key: 1..1,000,000 (absent = 1).
@@ -59,6 +61,12 @@ struct submit_request {
 };
 
 bool operator==(const submit_request& x, const submit_request& y);
+
+/// Most rate limits one job names.
+constexpr size_t max_rate_limit_keys = 4;
+
+/// Every rate limit `spec` names, in order.
+std::vector<std::string> rate_limit_keys_of(const job_spec& spec);
 
 struct submit_limits {
   /// Largest accepted input, in bytes of JSON text.

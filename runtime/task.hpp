@@ -136,7 +136,8 @@ public:
   }
 
   /// Takes `n` tokens of the job's rate limit (its spec's rate_limit_key;
-  /// the token its dispatch took is not one of them), blocking until they
+  /// of each, when it names several; the token its dispatch took is not
+  /// one of them), blocking until they
   /// are all granted, `max_wait` passed or the attempt is cancelled. The
   /// limit is the cluster's (one authority, docs/jobs.md "Rate limits and
   /// circuit breakers"): a job sending 1,000 mails at 14/s takes one token

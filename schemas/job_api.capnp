@@ -146,6 +146,9 @@ struct SubmitRequest {
 
     value @22 :Int64;
   }
+
+  rateLimitKeys @23 :List(Text);
+  # Instead of rateLimitKey: up to four rate limiters, a token of each.
 }
 
 struct JobQuery {

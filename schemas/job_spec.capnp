@@ -114,4 +114,8 @@ struct JobSpec {
 
   concurrencyLimit @14 :UInt32;
   # With concurrencyKey: 1 to 1,000,000. Without it: 0.
+
+  extraRateLimitKeys @15 :List(Text);
+  # Rate limiters after rateLimitKey (at most 3, none repeated): the job
+  # takes a token of each. Empty without rateLimitKey.
 }

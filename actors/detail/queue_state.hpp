@@ -285,6 +285,7 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
                 uint32_t tenant, uint32_t flow, const shape_ref& shape,
                 own_key_ref own, int64_t ready_since_ms = 0);
 own_key_ref own_key_for(const job_spec& spec);
+uint32_t flow_of(queue_state& st, const job_spec& spec);
 slot_keys slot_keys_of(const queue_state& st, const std::string& type,
                        const ready_entry& entry);
 slot_keys slot_keys_of(const queue_state& st, const job_spec& spec);

@@ -48,9 +48,10 @@ struct ready_entry {
   /// (and the ones before it) until it is dispatched, or leaves and gives
   /// them to the next.
   uint8_t holds = 0;
-  /// Woken from behind its rate limit ('r') or breaker ('b'), not taken
-  /// yet (flow_control::woke); 0 = not.
-  char woken_gate = 0;
+  /// Woken from behind a gate of its flow, not taken yet
+  /// (flow_control::woke): the gate's place in flow_control::gates_of, from
+  /// 1; 0 = not.
+  uint8_t woken_gate = 0;
 };
 
 class ready_queue {

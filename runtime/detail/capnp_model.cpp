@@ -46,6 +46,16 @@ caf::error invalid(const char* where, const std::string& what) {
   return make_error(errc::invalid_value, std::string{where} + ": " + what);
 }
 
+/// Writes `texts` into the list `init(n)` makes (nothing when empty).
+template <class Init>
+void write_texts(const std::vector<std::string>& texts, Init init) {
+  if (texts.empty())
+    return;
+  auto list = init(static_cast<unsigned>(texts.size()));
+  for (unsigned i = 0; i < texts.size(); ++i)
+    list.set(i, as_text(texts[i]));
+}
+
 /// Reads an enum, rejecting values the schema does not list (a newer peer
 /// may know more; this node can't act on them). The model enums mirror the
 /// schema enums value for value (tests/runtime/codec_test.cpp checks).
@@ -234,6 +244,8 @@ void write(schema::JobSpec::Builder out, const job_spec& x) {
     out.setConcurrencyKey(as_text(x.concurrency_key));
     out.setConcurrencyLimit(x.concurrency_limit);
   }
+  write_texts(x.extra_rate_limit_keys,
+              [&](unsigned n) { return out.initExtraRateLimitKeys(n); });
 }
 
 caf::error read(schema::JobSpec::Reader in, job_spec& x, read_context& ctx) {
@@ -263,6 +275,13 @@ caf::error read(schema::JobSpec::Reader in, job_spec& x, read_context& ctx) {
                    "must be set (1 to 1000000) exactly when concurrencyKey is");
   if (x.concurrency_limit > 1'000'000)
     return invalid("JobSpec.concurrencyLimit", "is above 1000000");
+  auto extra = in.getExtraRateLimitKeys();
+  if (extra.size() > 0 && x.rate_limit_key.empty())
+    return invalid("JobSpec.extraRateLimitKeys", "without rateLimitKey");
+  if (extra.size() > 3)
+    return invalid("JobSpec.extraRateLimitKeys", "more than 3");
+  for (auto k : extra)
+    x.extra_rate_limit_keys.push_back(to_std(k));
   return {};
 }
 
@@ -875,6 +894,8 @@ void write(schema::SubmitRequest::Builder out, const submit_request& x) {
     out.setConcurrencyKey(as_text(x.concurrency_key));
   if (x.concurrency_limit)
     out.getConcurrencyLimit().setValue(*x.concurrency_limit);
+  write_texts(x.rate_limit_keys,
+              [&](unsigned n) { return out.initRateLimitKeys(n); });
 }
 
 // Types and enum values only: ranges and consistency (max_attempts >= 1,
@@ -915,6 +936,11 @@ caf::error read(schema::SubmitRequest::Reader in, submit_request& x,
   x.concurrency_key = to_std(in.getConcurrencyKey());
   DROVER_TRY(read_optional(in.getConcurrencyLimit(), x.concurrency_limit,
                            "SubmitRequest.concurrencyLimit", plain{}));
+  // Counted here, checked (at most four) by prepare_spec.
+  auto keys = in.getRateLimitKeys();
+  DROVER_TRY(ctx.charge(keys.size(), "SubmitRequest.rateLimitKeys"));
+  for (auto k : keys)
+    x.rate_limit_keys.push_back(to_std(k));
   return {};
 }
 

@@ -332,6 +332,65 @@ TEST_CASE("flow: jobs wait behind a rate limit without a worker, show in "
   CHECK(admin.post("/api/admin/flow", "").status == 405);
 }
 
+TEST_CASE("flow: a job naming two rate limits waits for a token of each",
+          "[gateway][flow]") {
+  api_key a{"a-app", "tenant-a", "submit,read"};
+  api_key ops{"ops", "ops", "read,admin"};
+  auto options = key_options({&a, &ops});
+  // "slow" starts empty and fills one token per 1000 s: nothing passes it.
+  options.insert(options.end(),
+                 {"--slots", "cpu=2", "--rate-limit", "fast:rate=1000",
+                  "--rate-limit", "slow:rate=0.001"});
+  gateway_node node{options};
+  auto ca = node.client(a.secret);
+  auto admin = node.client(ops.secret);
+  auto both = submit(ca, R"({"type":"sleep","input":{"ms":1},)"
+                         R"("rate_limit_keys":["fast","slow"]})");
+  // The fast limit alone lets its job through, on a worker the held job
+  // does not occupy.
+  auto fast = submit(ca, R"({"type":"sleep","input":{"ms":1},)"
+                         R"("rate_limit_key":"fast"})");
+  CHECK(await_end(node, a.secret, fast)["status"].str() == "completed");
+  auto held = body_of(ca.get("/api/jobs/" + both));
+  CHECK(held["status"].str() == "queued");
+  CHECK(held["waiting_for"].str()
+        == "a token of rate limit 'slow' (0.001/s; 1 job(s) wait for one)");
+  CHECK(held["rate_limit_key"].str() == "fast");
+  REQUIRE(held["rate_limit_keys"].size() == 2);
+  CHECK(held["rate_limit_keys"].items()[1].str() == "slow");
+  // The slow limit raised at run time: the job gets its tokens and runs.
+  auto put
+      = admin.call(drover::testing::http_detail::bhttp::verb::put,
+                   "/api/admin/rate-limits/slow", R"({"spec":"rate=1000"})",
+                   {{"Content-Type", "application/json"}});
+  INFO(put.body);
+  REQUIRE(put.status == 200);
+  CHECK(await_end(node, a.secret, both)["status"].str() == "completed");
+  auto flow = body_of(admin.get("/api/admin/flow"));
+  for (auto& r : flow["rate_limits"].items())
+    CHECK(r["granted"].integer() == (r["key"].str() == "fast" ? 2 : 1));
+
+  // Refused at submit, nothing created.
+  auto refused = [&](const std::string& fields, const std::string& says) {
+    auto res = ca.post("/api/jobs",
+                       R"({"type":"sleep","input":{"ms":1},)" + fields + "}");
+    INFO(fields << " -> " << res.body);
+    CHECK(res.status == 400);
+    CHECK(res.body.find(says) != std::string::npos);
+  };
+  refused(R"("rate_limit_key":"fast","rate_limit_keys":["slow"])",
+          "give rate_limit_key or rate_limit_keys, not both");
+  refused(R"("rate_limit_keys":["fast","fast"])", "is named twice");
+  refused(R"("rate_limit_keys":["a","b","c","d","e"])", "at most 4");
+  refused(R"("rate_limit_keys":["fast",""])", "a key is empty");
+  refused(R"("rate_limit_keys":["fast",7])", "rate_limit_keys");
+  refused(R"("rate_limit_keys":"fast")", "expected an array");
+  refused(R"("rate_limit_keys":["fast","nope"])",
+          "rate_limit_key 'nope' is not declared");
+  auto list = body_of(ca.get("/api/jobs"));
+  CHECK(list["data"].size() == 2);
+}
+
 TEST_CASE("flow: bad --rate-limit and --circuit-breaker items stop the node "
           "with exit 2",
           "[gateway][flow]") {

@@ -386,6 +386,63 @@ TEST_CASE("flow: tokens taken mid-job hold a 20/s limit across two worker "
   CHECK(got.find(R"("status":"failed")") != std::string::npos);
 }
 
+TEST_CASE("flow: jobs naming two rate limits take a token of each mid-job "
+          "on worker nodes while jobs naming one are not held by the other",
+          "[pg][cluster][process][flow]") {
+  cluster c;
+  c.start_coordinator({"--gateway-join-secret", gateway_secret, "--rate-limit",
+                       "provider:rate=100,burst=1", "--rate-limit",
+                       "share:rate=10,burst=1"});
+  c.start_worker("w1", {"--slots", "cpu=4"});
+  c.start_worker("w2", {"--slots", "cpu=4"});
+  gateway gw{c};
+  auto client = gw.client();
+  // Four jobs under both limits and four under the provider's only, each
+  // taking 5 tokens: 24 of the share's (10/s: 2.3 s at least) and 48 of
+  // the provider's (100/s: 0.5 s).
+  std::vector<std::string> items;
+  for (int i = 0; i < 4; ++i)
+    items.push_back(R"({"type":"sleep","input":{"ms":0,"tokens":5},)"
+                    R"("rate_limit_keys":["provider","share"]})");
+  for (int i = 0; i < 4; ++i)
+    items.push_back(R"({"type":"sleep","input":{"ms":0,"tokens":5},)"
+                    R"("rate_limit_key":"provider"})");
+  auto ids = submit_batch(client, items);
+  c.check_all_done_once(ids, 60s);
+  // Every token counted once per limit: the takes of jobs with different
+  // limits were never merged on a worker node.
+  auto flow = client.get("/api/admin/flow");
+  INFO(flow.body);
+  REQUIRE(flow.status == 200);
+  CHECK(flow.body.find(R"("key":"provider")") != std::string::npos);
+  auto granted_of = [&](const std::string& key) {
+    auto at = flow.body.find("\"key\":\"" + key + "\"");
+    REQUIRE(at != std::string::npos);
+    auto g = flow.body.find("\"granted\":", at);
+    return std::stoi(flow.body.substr(g + 10));
+  };
+  CHECK(granted_of("provider") == 48);
+  CHECK(granted_of("share") == 24);
+  auto conn = must(drover::pg::connection::open(c.url()));
+  auto span = [&](size_t from, size_t to) {
+    std::string in;
+    for (size_t i = from; i < to; ++i)
+      in += (in.empty() ? "'" : ",'") + ids[i] + "'";
+    return std::stoll(std::string{
+        run(conn, "SELECT max(at_ms) - min(at_ms) FROM drover.events WHERE "
+                  "job_id IN ("
+                      + in + ") AND kind IN (" + std::to_string(started_kind)
+                      + "," + std::to_string(completed_kind) + ")")
+            .value(0, 0)});
+  };
+  auto both_ms = span(0, 4);
+  auto one_ms = span(4, 8);
+  std::cout << "flow_cluster_test: two limits: 24 tokens of 10/s in " << both_ms
+            << " ms; the provider-only jobs in " << one_ms << " ms\n";
+  CHECK(both_ms >= (24 - 2) * 100 * 0.98);
+  CHECK(one_ms < both_ms);
+}
+
 TEST_CASE("flow: a rate limit and a breaker set through the admin API apply "
           "at once, are recorded, and outlive a coordinator's kill -9",
           "[pg][cluster][process][flow]") {

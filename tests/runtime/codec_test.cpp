@@ -364,6 +364,23 @@ TEST_CASE("a job spec's concurrency key and limit come together or not at "
   refused(from_json<job_spec>(R"({"type": "t", "concurrencyLimit": 3})"));
 }
 
+TEST_CASE("a job spec's extra rate limits need its first and are at most 3",
+          "[codec][bytes]") {
+  auto x = samples::spec();
+  x.extra_rate_limit_keys = {"b", "c", "d"};
+  auto back = from_bytes<job_spec>(to_bytes(x));
+  REQUIRE(back);
+  CHECK(back->extra_rate_limit_keys == x.extra_rate_limit_keys);
+  x.extra_rate_limit_keys.push_back("e");
+  auto four = from_bytes<job_spec>(to_bytes(x));
+  REQUIRE_FALSE(four);
+  CHECK_THAT(describe(four.error()), Catch::Contains("more than 3"));
+  auto alone
+      = from_json<job_spec>(R"({"type": "t", "extraRateLimitKeys": ["b"]})");
+  REQUIRE_FALSE(alone);
+  CHECK_THAT(describe(alone.error()), Catch::Contains("without rateLimitKey"));
+}
+
 TEST_CASE("input over max_bytes is errc::too_large", "[codec]") {
   decode_limits limits;
   auto bytes = to_bytes(samples::record());
@@ -781,6 +798,7 @@ submit_request full_request() {
   x.idempotency_key = "k-1";
   x.callback_url = "https://example.com/hook";
   x.rate_limit_key = "s3";
+  x.rate_limit_keys = {"s3", "mail"};
   x.breaker_key = "svc";
   x.concurrency_key = "user:42";
   x.concurrency_limit = int64_t{3};
@@ -959,7 +977,8 @@ TEST_CASE("submit_request JSON is the HTTP API's request body",
           R"("resources":[{"name":"gpu","amount":1}])",
           R"("backoff":{"initialDelayMs":"250","maxDelayMs":)",
           R"("rateLimitKey":"s3")", R"("breakerKey":"svc")",
-          R"("concurrencyKey":"user:42")", R"("concurrencyLimit":"3")"}) {
+          R"("concurrencyKey":"user:42")", R"("concurrencyLimit":"3")",
+          R"("rateLimitKeys":["s3","mail"])"}) {
       INFO("expected " << part << " in " << json);
       CHECK_THAT(json, Catch::Contains(part));
     }

@@ -331,8 +331,8 @@ TEST_CASE("flow: gates park jobs, refuse undeclared keys and other tenants, "
   CHECK(both == f.intern("smtp", "sink"));
   CHECK(f.intern("gone", "") == 0); // recovered with a key no longer declared
   CHECK_FALSE(f.gate(0, 0));
-  CHECK(f.gate_of(both, 'r') == "rsmtp");
-  CHECK(f.gate_of(both, 'b') == "bsink");
+  CHECK(f.gates_of(both) == std::vector<std::string>{"bsink", "rsmtp"});
+  CHECK(f.gates_of(0).empty());
 
   auto w = f.gate(both, 0);
   REQUIRE(w);
@@ -450,4 +450,47 @@ TEST_CASE("flow: a new authority restores each breaker's last state",
   g.restore_breakers({}, false, 100000, 0);
   for (auto& [key, b] : g.breakers())
     CHECK(b.state() == breaker_state::half_open);
+}
+
+TEST_CASE("flow: a job naming several rate limits is dispatched with a token "
+          "of each and takes mid-job tokens of each",
+          "[flow]") {
+  flow_limits limits;
+  limits.rates["provider"] = {10, 2, {}}; // 10/s, burst 2
+  limits.rates["tenant"] = {1, 1, {}};    // 1/s, burst 1
+  flow_control f{limits, 0};
+  auto both = f.intern(std::vector<std::string>{"provider", "tenant"}, "");
+  CHECK(both != f.intern("provider", ""));
+  CHECK(
+      both
+      == f.intern(std::vector<std::string>{"provider", "tenant", "gone"}, ""));
+  CHECK(f.gates_of(both) == std::vector<std::string>{"rprovider", "rtenant"});
+  CHECK(is(f.check(std::vector<std::string>{"provider", "nope"}, "", "a"),
+           errc::invalid_request));
+  CHECK_FALSE(f.check(std::vector<std::string>{"provider", "tenant"}, "", "a"));
+  // Buckets start empty. At 200 ms: provider has 2, tenant 0.2: the job
+  // waits at the tenant's gate, until its token at 1 s.
+  auto w = f.gate(both, 200);
+  REQUIRE(w);
+  CHECK(w->gate == "rtenant");
+  CHECK(w->until_ms == 1000);
+  // At 1 s both have a token: dispatched, one of each taken.
+  CHECK_FALSE(f.gate(both, 1000));
+  f.take(both, 1000);
+  auto alone = f.intern("provider", "");
+  CHECK_FALSE(f.gate(alone, 1000)); // provider: 2 - 1 = 1 left
+  w = f.gate(both, 1000);
+  REQUIRE(w);
+  CHECK(w->gate == "rtenant"); // tenant: none left
+  // Mid-job: as many as the scarcest bucket has (after the first block).
+  auto g = f.take_tokens(both, 5, 3000); // provider 2 (burst), tenant 1
+  REQUIRE(g);
+  CHECK(g->granted == 1);
+  CHECK(g->retry_ms == 1000); // the tenant's next token
+  // Both buckets paid: provider had 2, now 1; tenant none.
+  CHECK_FALSE(f.gate(alone, 3000));
+  f.take(alone, 3000);
+  CHECK(f.gate(alone, 3000)); // provider empty now too
+  CHECK(is(f.take_tokens(f.intern("", ""), 1, 3000).error(),
+           errc::invalid_request));
 }

@@ -40,6 +40,7 @@ inline job_spec spec() {
   x.idempotency_key = "order-4711";
   x.callback_url = "https://example.com/hooks/drover";
   x.rate_limit_key = "s3";
+  x.extra_rate_limit_keys = {"s3-tenant"};
   x.breaker_key = "encoder-svc";
   x.concurrency_key = "user:42";
   x.concurrency_limit = 2;

@@ -220,6 +220,18 @@ TEST_CASE("every text field must be valid UTF-8 without NUL", "[submit]") {
   CHECK(keyed->breaker_key == "downstream");
   CHECK(keyed->concurrency_key.empty());
   CHECK(keyed->concurrency_limit == 0);
+  // Several rate limits: the first is rate_limit_key, the rest follow.
+  r = req();
+  r.rate_limit_keys = {"provider", "tenant-share"};
+  auto several = prepare_spec(r, handlers, {}, now);
+  REQUIRE(several);
+  CHECK(several->rate_limit_key == "provider");
+  CHECK(several->extra_rate_limit_keys
+        == std::vector<std::string>{"tenant-share"});
+  CHECK(rate_limit_keys_of(*several)
+        == std::vector<std::string>{"provider", "tenant-share"});
+  r.rate_limit_keys = {"a\xff"};
+  expect_invalid(r, "rate_limit_keys: not valid UTF-8");
   // A job's own concurrency key: its limit defaults to 1, is checked, and
   // needs the key.
   r = req();

@@ -99,10 +99,12 @@ struct cluster {
                                   "--lease-renew-interval-ms",
                                   "300"};
     // An option of `extra` given above replaces its value; the rest (and
-    // flags) are appended.
+    // flags, and options given twice in `extra`) are appended.
+    auto base = static_cast<std::ptrdiff_t>(args.size());
     for (size_t i = 0; i < extra.size(); ++i) {
-      auto opt = std::find(args.begin(), args.end(), extra[i]);
-      if (opt != args.end() && opt + 1 != args.end() && i + 1 < extra.size()
+      auto end = args.begin() + base;
+      auto opt = std::find(args.begin(), end, extra[i]);
+      if (opt != end && opt + 1 != end && i + 1 < extra.size()
           && extra[i].rfind("--", 0) == 0) {
         *(opt + 1) = extra[++i];
         continue;
