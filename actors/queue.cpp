@@ -282,6 +282,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         s.admission_memory_bytes = st.admission.memory_bytes();
         s.admission_memory_limit_bytes = st.admission.limits().memory_bytes;
         s.admission_refused = st.admission.refused();
+        s.by_partition = figures_by_partition(st);
         return s;
       },
       [self](nodes_atom, const job_spec& spec) -> std::string {

@@ -143,6 +143,24 @@ caf::typed_response_promise<uint32_t> dlq_all(self_ptr self, dlq_op op) {
 /// by_type): what waits, runs and ran. Walks the jobs held back by a limit
 /// and the running attempts (the ready queues and the timer keep counts):
 /// for an admin view or a scrape, not for each job.
+/// Per partition with a job waiting or running, by partition: waiting
+/// from admission control's counts, running from the attempts.
+std::vector<partition_figures> figures_by_partition(const queue_state& st) {
+  std::map<int32_t, partition_figures> by;
+  for (const auto& [partition, n] : st.admission.partitions())
+    if (n > 0)
+      by[partition].waiting = n;
+  for (const auto& kv : st.running)
+    ++by[partition_of_id(kv.first)].running;
+  std::vector<partition_figures> out;
+  out.reserve(by.size());
+  for (auto& [partition, f] : by) {
+    f.partition = partition;
+    out.push_back(f);
+  }
+  return out;
+}
+
 std::vector<type_figures> figures_by_type(self_ptr self) {
   auto& st = self->state;
   auto now = now_ms(self);

@@ -946,6 +946,16 @@ std::string queues_json(const queue_stats& s,
         .key("recommended_slots")
         .num(static_cast<int64_t>(t.recommended_slots))
         .close_object();
+  w.close_array().key("partitions").open_array();
+  for (const auto& p : s.by_partition)
+    w.open_object()
+        .key("partition")
+        .num(static_cast<int64_t>(p.partition))
+        .key("waiting")
+        .num(static_cast<int64_t>(p.waiting))
+        .key("running")
+        .num(static_cast<int64_t>(p.running))
+        .close_object();
   w.close_array().close_object();
   return w.take();
 }

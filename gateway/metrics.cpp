@@ -280,6 +280,20 @@ std::string metrics_text(const queue_stats& s, const process_figures& p) {
            "Worker slots that would keep up with its arrivals and drain "
            "its backlog within a minute.",
            [](const type_figures& t) { return t.recommended_slots; });
+  // Per partition of the job space with a job waiting or running.
+  auto per_partition = [&](const char* name, const char* help, auto value) {
+    e.family(name, "gauge", help);
+    for (const auto& p : s.by_partition)
+      e.sample(name, static_cast<double>(value(p)),
+               label("partition", std::to_string(p.partition)));
+  };
+  per_partition("drover_partition_waiting_jobs",
+                "Jobs of the partition waiting (ready, held back, scheduled, "
+                "retrying) and its submissions in flight.",
+                [](const partition_figures& p) { return p.waiting; });
+  per_partition("drover_partition_running_attempts",
+                "Attempts of the partition's jobs leased to workers.",
+                [](const partition_figures& p) { return p.running; });
   e.histogram("drover_job_start_latency_seconds",
               "How long jobs waited ready (submitted, due, or due for a "
               "retry) before an attempt started.",

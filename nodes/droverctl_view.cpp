@@ -184,6 +184,25 @@ std::string queues_text(const queue_stats& s) {
                        std::to_string(t.recommended_slots)});
     out += table(types);
   }
+  if (!s.by_partition.empty()) {
+    // The busiest first, at most 16 (--json has them all).
+    auto parts = s.by_partition;
+    std::stable_sort(
+        parts.begin(), parts.end(),
+        [](const partition_figures& x, const partition_figures& y) {
+          return x.waiting + x.running > y.waiting + y.running;
+        });
+    std::vector<std::vector<std::string>> rows{
+        {"PARTITION", "WAITING", "RUNNING"}};
+    for (size_t i = 0; i < parts.size() && i < 16; ++i)
+      rows.push_back({std::to_string(parts[i].partition),
+                      std::to_string(parts[i].waiting),
+                      std::to_string(parts[i].running)});
+    out += table(rows);
+    if (parts.size() > 16)
+      out += "(" + std::to_string(parts.size() - 16)
+             + " more partitions with jobs: --json lists them all)\n";
+  }
   if (s.start_latency.count() > 0)
     out += "started after waiting ready "
            + std::to_string(s.start_latency.sum_ms / s.start_latency.count())

@@ -128,6 +128,11 @@ public:
   const admission_limits& limits() const {
     return limits_;
   }
+  /// Waiting entries plus submissions in flight, per partition (entries
+  /// may be 0).
+  const std::unordered_map<int32_t, uint64_t>& partitions() const {
+    return partitions_;
+  }
 
 private:
   struct tenant_count {

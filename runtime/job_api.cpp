@@ -23,7 +23,12 @@ bool operator==(const queue_stats& x, const queue_stats& y) {
                          y.admission_in_flight, y.admission_memory_bytes,
                          y.admission_memory_limit_bytes, y.admission_refused)
          && x.start_latency == y.start_latency && x.run_time == y.run_time
-         && x.by_type == y.by_type;
+         && x.by_type == y.by_type && x.by_partition == y.by_partition;
+}
+
+bool operator==(const partition_figures& x, const partition_figures& y) {
+  return std::tie(x.partition, x.waiting, x.running)
+         == std::tie(y.partition, y.waiting, y.running);
 }
 
 bool operator==(const latency_histogram& x, const latency_histogram& y) {

@@ -67,6 +67,16 @@ struct type_figures {
   uint64_t recommended_slots = 0;
 };
 
+/// Figures of one partition of the job space (runtime/partition.hpp).
+struct partition_figures {
+  int32_t partition = 0;
+  /// Jobs waiting (ready, held back, scheduled, retrying) and submissions
+  /// in flight to the store (admission control's count).
+  uint64_t waiting = 0;
+  /// Attempts leased to workers.
+  uint64_t running = 0;
+};
+
 /// Queue figures (queue: stats_atom). Arrays are indexed by priority:
 /// high, normal, low.
 struct queue_stats {
@@ -102,10 +112,13 @@ struct queue_stats {
   /// Per resource class and job type: every pair with a job waiting or
   /// running, or one dispatched since the queue started.
   std::vector<type_figures> by_type;
+  /// Per partition with a job waiting or running, by partition.
+  std::vector<partition_figures> by_partition;
 };
 
 bool operator==(const latency_histogram& x, const latency_histogram& y);
 bool operator==(const type_figures& x, const type_figures& y);
+bool operator==(const partition_figures& x, const partition_figures& y);
 
 bool operator==(const job_query& x, const job_query& y);
 bool operator==(const queue_stats& x, const queue_stats& y);

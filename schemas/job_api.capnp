@@ -270,6 +270,9 @@ struct QueueStats {
 
   byType @17 :List(TypeFigures);
   # Per resource class and job type (at most 10,000 entries).
+
+  byPartition @18 :List(PartitionFigures);
+  # Per partition with a job waiting or running, by partition.
 }
 
 struct Histogram {
@@ -278,6 +281,13 @@ struct Histogram {
   # latency_bounds_ms and +Inf last; empty = none yet.
   counts @0 :List(UInt64);
   sumMs @1 :UInt64;
+}
+
+struct PartitionFigures {
+  partition @0 :Int32;
+  waiting @1 :UInt64;
+  # Jobs waiting and submissions in flight.
+  running @2 :UInt64;
 }
 
 struct TypeFigures {

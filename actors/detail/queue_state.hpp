@@ -406,5 +406,6 @@ caf::typed_response_promise<ok_atom>
 dlq_one(self_ptr self, const std::string& job_id, dlq_op op);
 caf::typed_response_promise<uint32_t> dlq_all(self_ptr self, dlq_op op);
 std::vector<type_figures> figures_by_type(self_ptr self);
+std::vector<partition_figures> figures_by_partition(const queue_state& st);
 
 } // namespace drover::queue_detail

@@ -1,6 +1,7 @@
 #include "runtime/detail/capnp_model.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/partition.hpp"
 
 #include <capnp/schema.h>
 
@@ -1042,6 +1043,16 @@ void write(schema::QueueStats::Builder out, const queue_stats& x) {
       o.setRecommendedSlots(t.recommended_slots);
     }
   }
+  if (!x.by_partition.empty()) {
+    auto list
+        = out.initByPartition(static_cast<unsigned>(x.by_partition.size()));
+    for (size_t i = 0; i < x.by_partition.size(); ++i) {
+      auto o = list[static_cast<unsigned>(i)];
+      o.setPartition(x.by_partition[i].partition);
+      o.setWaiting(x.by_partition[i].waiting);
+      o.setRunning(x.by_partition[i].running);
+    }
+  }
 }
 
 caf::error read(schema::QueueStats::Reader in, queue_stats& x,
@@ -1113,6 +1124,18 @@ caf::error read(schema::QueueStats::Reader in, queue_stats& x,
     if (f.recommended_slots > 1'000'000)
       return invalid("TypeFigures.recommendedSlots", "more than 1,000,000");
     x.by_type.push_back(std::move(f));
+  }
+  auto parts = in.getByPartition();
+  if (parts.size() > static_cast<unsigned>(max_partitions))
+    return invalid("QueueStats.byPartition", "more entries than partitions");
+  DROVER_TRY(ctx.charge(parts.size(), "QueueStats.byPartition"));
+  x.by_partition.clear();
+  x.by_partition.reserve(parts.size());
+  for (auto p : parts) {
+    if (p.getPartition() < 0 || p.getPartition() >= max_partitions)
+      return invalid("PartitionFigures.partition", "out of range");
+    x.by_partition.push_back(
+        {p.getPartition(), p.getWaiting(), p.getRunning()});
   }
   return {};
 }

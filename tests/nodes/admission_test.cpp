@@ -10,6 +10,8 @@
 #include "support/metrics_text.hpp"
 #include "support/process.hpp"
 
+#include "runtime/partition.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <map>
@@ -197,7 +199,8 @@ TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
   auto ca = node.client(a.secret);
   auto done = submit(ca, sleep_job(50, 1));
   await_end(node, a.secret, done);
-  submit(ca, delayed_job());
+  auto delayed = submit(ca, delayed_job());
+  auto partition = std::to_string(drover::partition_of_id(delayed));
 
   auto res = node.client(ops.secret).get("/metrics");
   INFO(res.body);
@@ -240,11 +243,22 @@ TEST_CASE("metrics: GET /metrics is Prometheus text the client library "
   CHECK(m["drover_job_start_latency_seconds_bucket"]["le=+Inf"] == "1.0");
   CHECK(m["drover_job_run_time_seconds_count"][""] == "1.0");
   CHECK(m["drover_job_run_time_seconds_bucket"].size() == 17);
+  // Per partition: the delayed job waits in its id's partition, and only
+  // partitions with jobs are listed.
+  CHECK(m["#type drover_partition_waiting_jobs"][""] == "gauge");
+  CHECK(m["drover_partition_waiting_jobs"]["partition=" + partition] == "1.0");
+  CHECK(m["drover_partition_waiting_jobs"].size() == 1);
+  CHECK(m["drover_partition_running_attempts"]["partition=" + partition]
+        == "0.0");
   auto queues = body_of(node.client(ops.secret).get("/api/admin/queues"));
   REQUIRE(queues["types"].items().size() == 1);
   CHECK(queues["types"].items()[0]["completed_total"].integer() == 1);
   CHECK(queues["types"].items()[0]["delayed"].integer() == 1);
   CHECK(queues["types"].items()[0]["recommended_slots"].integer() == 1);
+  REQUIRE(queues["partitions"].size() == 1);
+  CHECK(std::to_string(queues["partitions"].items()[0]["partition"].integer())
+        == partition);
+  CHECK(queues["partitions"].items()[0]["waiting"].integer() == 1);
 
   // Not without the admin scope, not without a key, GET only.
   CHECK(ca.get("/metrics").status == 403);
