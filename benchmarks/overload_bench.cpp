@@ -4,7 +4,7 @@
 //
 //   drover_bench_overload --node build/nodes/drover-node --pg-url URL
 //        [--seconds 300] [--bound-mb 4] [--slots 2] [--job-ms 10]
-//        [--factor 2]
+//        [--factor 2] [--cache-jobs N]
 //
 // Two runs, one after the other, each on a fresh database (PostgreSQL
 // store, D2): the reference with admission control's memory bound off
@@ -53,6 +53,8 @@ struct options {
   int slots = 2;
   int job_ms = 10;
   double factor = 2;
+  /// The bounded run's --store-cache-jobs (0 = the store's default).
+  int cache_jobs = 0;
 };
 
 /// VmRSS of process `pid`, bytes (0 if it is gone).
@@ -69,12 +71,28 @@ void run(const options& o, bool bounded) {
   auto name = std::string{"drover_bench_overload_"} + (bounded ? "b" : "r");
   auto db = create_db(o.pg_url, name);
   auto log = "/tmp/" + name + ".log";
-  auto node = spawn_node({o.node, "--node-id", "overload", "--admin-port", "0",
-                          "--http-port", "0", "--store", "postgres", "--pg-url",
-                          db, "--slots", "cpu=" + std::to_string(o.slots),
-                          "--admission-queue-memory-mb",
-                          bounded ? std::to_string(o.bound_mb) : "0"},
-                         log);
+  std::vector<std::string> args{o.node,
+                                "--node-id",
+                                "overload",
+                                "--admin-port",
+                                "0",
+                                "--http-port",
+                                "0",
+                                "--store",
+                                "postgres",
+                                "--pg-url",
+                                db,
+                                "--slots",
+                                "cpu=" + std::to_string(o.slots),
+                                "--admission-queue-memory-mb",
+                                bounded ? std::to_string(o.bound_mb) : "0"};
+  if (bounded && o.cache_jobs > 0) {
+    // The store's cache is the other thing that grows with the jobs that
+    // pass: bounded too in the measured run.
+    args.push_back("--store-cache-jobs");
+    args.push_back(std::to_string(o.cache_jobs));
+  }
+  auto node = spawn_node(args, log);
   auto ready = read_until(node, " node: ready ", log);
   client_options co;
   co.nodes = {"127.0.0.1:" + std::to_string(port_field(ready, "admin"))};
@@ -159,6 +177,7 @@ void run(const options& o, bool bounded) {
       .str("durability", "D2 (PostgreSQL, synchronous commit)")
       .integer("seconds", o.seconds)
       .integer("bound_mb", bounded ? o.bound_mb : 0)
+      .integer("store_cache_jobs", bounded ? o.cache_jobs : 0)
       .num("drain_capacity_per_s", drain_rate)
       .num("offered_per_s", static_cast<double>(per_tick) * 10.0)
       .integer("accepted", static_cast<int64_t>(accepted))
@@ -198,6 +217,8 @@ int main(int argc, char** argv) {
       o.job_ms = std::stoi(v);
     else if (k == "--factor")
       o.factor = std::stod(v);
+    else if (k == "--cache-jobs")
+      o.cache_jobs = std::stoi(v);
     else {
       std::cerr << "drover_bench_overload: unknown option " << k << '\n';
       return 2;
@@ -207,7 +228,7 @@ int main(int argc, char** argv) {
       || o.job_ms < 1 || !(o.factor > 0)) {
     std::cerr << "usage: drover_bench_overload --pg-url URL [--node PATH] "
                  "[--seconds N] [--bound-mb N] [--slots N] [--job-ms N] "
-                 "[--factor X]\n";
+                 "[--factor X] [--cache-jobs N]\n";
     return 2;
   }
   require_d2(o.pg_url);

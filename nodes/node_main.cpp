@@ -166,6 +166,8 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
     drover::pg_store_config pg;
     pg.conninfo = cfg.pg_url;
     pg.retain_finished = std::chrono::hours{24} * cfg.retention_days;
+    if (cfg.store_cache_jobs != 0)
+      pg.max_cached_jobs = static_cast<size_t>(cfg.store_cache_jobs);
     pg.fence = claim.fence;
     pg.member_stale = 2 * cfg.lease_ttl;
     if (claim.keeper)

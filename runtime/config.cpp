@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <limits>
 #include <ostream>
 #include <unistd.h>
 
@@ -130,6 +131,10 @@ caf::error validate(const node_config& cfg) {
                "partition leases of a database");
   if (cfg.retention_days > 36500)
     return bad("retention-days must be at most 36500");
+  if (cfg.store_cache_jobs != 0 && cfg.store != "postgres")
+    return bad("store-cache-jobs is for --store postgres (the memory store "
+               "keeps every job)");
+
   if (cfg.lease_ttl.count() < 500 || cfg.lease_ttl.count() > 600000)
     return bad("lease-ttl-ms must be within [500, 600000]");
   if (cfg.lease_renew_interval.count() < 50
@@ -165,6 +170,10 @@ caf::error validate(const node_config& cfg) {
   return caf::none;
 }
 
+/// An integer option's value before parsing when any value given is
+/// checked (-1 included).
+constexpr int64_t not_given = std::numeric_limits<int64_t>::min();
+
 caf::expected<parse_outcome>
 parse_node_config(int argc, const char* const* argv, std::ostream& out) {
   parse_outcome result;
@@ -189,7 +198,7 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
   int64_t exec_files = static_cast<int64_t>(cfg.exec_open_files);
   int64_t exec_procs = static_cast<int64_t>(cfg.exec_processes);
   int64_t exec_user = cfg.exec_user_id;
-  // -1 = not given.
+  int64_t store_cache = not_given;
   int64_t exec_memory
       = cfg.exec_memory_mb == 0 ? -1 : static_cast<int64_t>(cfg.exec_memory_mb);
   std::vector<std::string> webhook_allow;
@@ -314,6 +323,10 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
                    po::value(&wh_max_response)->default_value(wh_max_response),
                    "webhooks: largest response body read; a larger one fails "
                    "the attempt")(
+          "store-cache-jobs", po::value(&store_cache),
+          "postgres: job records kept in memory for validation and reads "
+          "(finished ones evicted first, read back when needed; default "
+          "200000). The node's memory grows with it: about 1 KiB each")(
           "retention-days", po::value(&cfg.retention_days),
           "postgres: purge finished jobs (and their events) older than this; "
           "0 keeps them forever; live jobs and the DLQ are never purged")(
@@ -470,6 +483,11 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
   if (!in_range(recovery_page, 1, 100000))
     return make_error(errc::bad_config,
                       "recovery-page-jobs must be within [1, 100000]");
+  if (store_cache != not_given && !in_range(store_cache, 1000, 10'000'000))
+    return make_error(errc::bad_config,
+                      "store-cache-jobs must be within [1000, 10000000]");
+  cfg.store_cache_jobs
+      = store_cache == not_given ? 0 : static_cast<uint64_t>(store_cache);
   cfg.recovery_page_jobs = static_cast<uint32_t>(recovery_page);
   cfg.max_input_bytes = static_cast<size_t>(max_input);
   cfg.exec_kill_grace = std::chrono::milliseconds{kill_grace};

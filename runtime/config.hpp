@@ -114,6 +114,9 @@ struct node_config {
   std::string pg_url;
   /// Purge finished jobs older than this many days (0 = keep forever).
   uint32_t retention_days = 0;
+  /// postgres: job records the store keeps in memory (0 = not given: the
+  /// store's default, pg_store_config::max_cached_jobs).
+  uint64_t store_cache_jobs = 0;
   /// postgres: the coordinator's partition leases (runtime/pg_lease.hpp):
   /// how long one lasts by PostgreSQL's clock (a restart after kill -9
   /// waits at most this long) and how often it is renewed (< ttl / 2).

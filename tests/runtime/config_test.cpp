@@ -138,6 +138,18 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad({"--roles", "worker", "--coordinator", "h:99999"},
              "within [1, 65535]");
   expect_bad({"--join-secret", "short"}, "at least 16 characters");
+  // The PostgreSQL store's cache: a range, and not for the memory store.
+  expect_bad({"--store-cache-jobs", "5000"}, "is for --store postgres");
+  for (auto n : {"0", "999", "10000001", "-1"})
+    expect_bad(
+        {"--store", "postgres", "--pg-url", "x", "--store-cache-jobs", n},
+        "store-cache-jobs must be within [1000, 10000000]");
+  {
+    auto ok = parse({"--store", "postgres", "--pg-url", "x",
+                     "--store-cache-jobs", "20000"});
+    REQUIRE(ok);
+    CHECK(ok->config.store_cache_jobs == 20000);
+  }
   // Outside loopback: TLS, or an explicit trusted network.
   expect_bad({"--roles", "worker", "--coordinator", "10.0.0.5:7420"},
              "without TLS");
