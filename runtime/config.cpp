@@ -326,7 +326,7 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
           "store-cache-jobs", po::value(&store_cache),
           "postgres: job records kept in memory for validation and reads "
           "(finished ones evicted first, read back when needed; default "
-          "200000). The node's memory grows with it: about 1 KiB each")(
+          "200000). The node's memory grows with it: 1-2.5 KiB each")(
           "retention-days", po::value(&cfg.retention_days),
           "postgres: purge finished jobs (and their events) older than this; "
           "0 keeps them forever; live jobs and the DLQ are never purged")(
