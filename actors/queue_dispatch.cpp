@@ -206,7 +206,7 @@ void wake_parked(self_ptr self, const std::string& key) {
     if (head.entry.flow != 0) {
       // Its rate limit or breaker would hold it: it waits there instead,
       // without its slots, and the next job of the key is considered.
-      if (auto wait = st.flow.gate(head.entry.flow, flow_now(self))) {
+      if (auto wait = flow_gate(self, head.entry)) {
         auto pe = std::move(head);
         dq.pop_front();
         to_free.emplace_back(keys, pe.entry.holds);
@@ -418,13 +418,23 @@ void dispatch_class(self_ptr self, const std::string& cls) {
       // woken from there): it waits behind that gate, in order, without a
       // worker, and without slots of its concurrency keys (given to the
       // next jobs of the keys).
-      auto wait = st.flow.gate(entry.flow, flow_now(self));
-      if (!wait && !woken)
-        for (auto& g : st.flow.gates_of(entry.flow))
-          if (st.flow_parked.count(g) > 0) {
-            wait = flow_wait{std::move(g), 0};
+      auto wait = flow_gate(self, entry);
+      if (!wait && !woken) {
+        // The gates of its breaker and of the rate limits it holds no
+        // token of yet.
+        auto gates = st.flow.gates_of(entry.flow);
+        auto breaker = gates.size() - st.flow.rate_count(entry.flow);
+        for (size_t g = 0; g < gates.size(); ++g) {
+          size_t rate = g < breaker ? 0 : g - breaker + 1;
+          if (rate != 0 && rate <= entry.rate_taken)
+            continue;
+          if (st.flow_parked.count(gates[g]) > 0) {
+            wait = flow_wait{std::move(gates[g]), 0, rate};
+            keep_tokens_before(self, entry, *wait);
             break;
           }
+        }
+      }
       if (wait) {
         slots_to_free.emplace_back(keys, entry.holds);
         entry.holds = 0;
@@ -462,7 +472,7 @@ void dispatch_class(self_ptr self, const std::string& cls) {
     st.supervisor_jobs.emplace(js.address(), entry.job_id);
     uint64_t probe = 0;
     if (entry.flow != 0)
-      probe = st.flow.take(entry.flow, flow_now(self));
+      probe = st.flow.take(entry.flow, flow_now(self), entry.rate_taken);
     auto now = now_ms(self);
     st.stats.start_latency.observe(
         now - (entry.key - static_cast<int64_t>(prio) * aging_ms(self)));

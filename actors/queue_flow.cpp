@@ -21,6 +21,28 @@ void release_slots(self_ptr self, const slot_keys& keys, size_t count) {
     release_slot(self, keys.key[i]);
 }
 
+/// Where a job of `e` must wait now, if anywhere (flow_control::gate), the
+/// tokens it already holds not asked again. Waiting at a rate limit, it
+/// takes and keeps the tokens of the limits before it, which it passed.
+std::optional<flow_wait> flow_gate(self_ptr self, ready_entry& e) {
+  auto& st = self->state;
+  auto now = flow_now(self);
+  auto wait = st.flow.gate(e.flow, now, e.rate_taken);
+  if (wait)
+    keep_tokens_before(self, e, *wait);
+  return wait;
+}
+
+/// `e` waits at `wait`: the tokens of its rate limits before it are taken
+/// and kept.
+void keep_tokens_before(self_ptr self, ready_entry& e, const flow_wait& wait) {
+  if (wait.rate > static_cast<size_t>(e.rate_taken) + 1) {
+    self->state.flow.take_rates(e.flow, flow_now(self), e.rate_taken,
+                                wait.rate - 1);
+    e.rate_taken = static_cast<uint8_t>(wait.rate - 1);
+  }
+}
+
 /// The number of the job's rate limits and breaker (flow_control::intern).
 uint32_t flow_of(queue_state& st, const job_spec& spec) {
   return st.flow.intern(rate_limit_keys_of(spec), spec.breaker_key);
@@ -41,14 +63,20 @@ slot_keys slot_keys_of(const queue_state& st, const job_spec& spec) {
 }
 
 /// Takes the slots of `keys` that `pe` does not hold yet, in order. If one
-/// has none free (or recovery has not yet counted every attempt that
-/// runs), `pe` waits behind that key, in order, without a worker and with
-/// the slots before it: answers false, and `pe` was moved.
+/// has none free, or jobs already wait behind it (first come, first
+/// served: with jobs of one key naming different limits, a job with a
+/// higher limit must not overtake one with a lower limit for good), or
+/// recovery has not yet counted every attempt that runs, `pe` waits behind
+/// that key, in order, without a worker and with the slots before it:
+/// answers false, and `pe` was moved.
 bool take_slots(self_ptr self, parked_entry& pe, const slot_keys& keys) {
   auto& st = self->state;
   while (pe.entry.holds < keys.size) {
     auto i = pe.entry.holds;
-    if (!st.recovered || !st.concurrency.take(keys.key[i], keys.limit[i])) {
+    auto line = st.parked.find(keys.key[i]);
+    bool queued = line != st.parked.end() && !line->second.empty();
+    if (!st.recovered || queued
+        || !st.concurrency.take(keys.key[i], keys.limit[i])) {
       st.parked[keys.key[i]].push_back(std::move(pe));
       return false;
     }
@@ -312,6 +340,7 @@ std::string hold_reason(self_ptr self, const job_spec& spec) {
            + std::to_string(p->second.size()) + " job(s) wait for one)";
   }
   auto rates = rate_limit_keys_of(spec);
+  std::sort(rates.begin(), rates.end()); // the order they are taken in
   std::vector<size_t> at_rate;
   for (const auto& k : rates) {
     auto g = st.flow_parked.find("r" + k);

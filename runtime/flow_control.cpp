@@ -349,6 +349,17 @@ caf::error flow_control::check(const std::vector<std::string>& rate_keys,
                               "tenant (--circuit-breaker NAME:failures=N or "
                               "NAME:ratio=R,window=S)");
   }
+  if (flows_.size() >= max_flows
+      && (!rate_keys.empty() || !breaker_key.empty())) {
+    auto rates = rate_keys;
+    std::sort(rates.begin(), rates.end());
+    rates.erase(std::unique(rates.begin(), rates.end()), rates.end());
+    if (numbers_.count({rates, breaker_key}) == 0)
+      return make_error(errc::conflict,
+                        "too many distinct sets of rate limits and breakers "
+                        "named by jobs (at most "
+                            + std::to_string(max_flows) + "); name one in use");
+  }
   return caf::none;
 }
 
@@ -369,9 +380,12 @@ uint32_t flow_control::intern(const std::vector<std::string>& rate_keys,
       continue;
     if (buckets_.count(r) == 0)
       say(r, "rate_limit");
-    else if (std::find(k.rates.begin(), k.rates.end(), r) == k.rates.end())
+    else
       k.rates.push_back(r);
   }
+  // One number per set: the order a job names them in changes nothing.
+  std::sort(k.rates.begin(), k.rates.end());
+  k.rates.erase(std::unique(k.rates.begin(), k.rates.end()), k.rates.end());
   if (!breaker_key.empty()) {
     if (breakers_.count(breaker_key) == 0)
       say(breaker_key, "breaker");
@@ -390,7 +404,8 @@ uint32_t flow_control::intern(const std::vector<std::string>& rate_keys,
   return n;
 }
 
-std::optional<flow_wait> flow_control::gate(uint32_t flow, int64_t now_ms) {
+std::optional<flow_wait> flow_control::gate(uint32_t flow, int64_t now_ms,
+                                            size_t taken) {
   if (flow == 0 || flow > flows_.size())
     return std::nullopt;
   const auto& bk = flows_[flow - 1].breaker;
@@ -405,23 +420,36 @@ std::optional<flow_wait> flow_control::gate(uint32_t flow, int64_t now_ms) {
         && b.probes_running() + pending("b" + bk) >= b.config().probes)
       return flow_wait{"b" + bk, 0};
   }
-  // A token of each of its rate limits, in the order it names them.
-  for (const auto& rk : flows_[flow - 1].rates) {
-    auto& bucket = buckets_.at(rk);
+  // A token of each of its rate limits it does not hold yet, in order.
+  const auto& rates = flows_[flow - 1].rates;
+  for (size_t i = taken; i < rates.size(); ++i) {
+    auto& bucket = buckets_.at(rates[i]);
     // Tokens promised to jobs woken for them are not for this one.
-    auto promised = static_cast<double>(pending("r" + rk));
+    auto promised = static_cast<double>(pending("r" + rates[i]));
     if (bucket.tokens(now_ms) - promised < 1.0)
-      return flow_wait{"r" + rk, bucket.next_token_ms(now_ms)};
+      return flow_wait{"r" + rates[i], bucket.next_token_ms(now_ms), i + 1};
   }
   return std::nullopt;
 }
 
-uint64_t flow_control::take(uint32_t flow, int64_t now_ms) {
+void flow_control::take_rates(uint32_t flow, int64_t now_ms, size_t from,
+                              size_t to) {
+  if (flow == 0 || flow > flows_.size())
+    return;
+  const auto& rates = flows_[flow - 1].rates;
+  for (size_t i = from; i < to && i < rates.size(); ++i)
+    buckets_.at(rates[i]).take(now_ms);
+}
+
+size_t flow_control::rate_count(uint32_t flow) const {
+  return flow == 0 || flow > flows_.size() ? 0 : flows_[flow - 1].rates.size();
+}
+
+uint64_t flow_control::take(uint32_t flow, int64_t now_ms, size_t taken) {
   if (flow == 0 || flow > flows_.size())
     return 0;
   const auto& f = flows_[flow - 1];
-  for (const auto& rk : f.rates)
-    buckets_.at(rk).take(now_ms);
+  take_rates(flow, now_ms, taken, f.rates.size());
   return f.breaker.empty() ? 0 : breakers_.at(f.breaker).admit();
 }
 

@@ -129,6 +129,10 @@ struct flow_wait {
   std::string gate;
   /// When to look again (0 = when an outcome says so).
   int64_t until_ms = 0;
+  /// At a rate limit: its place among the job's limits, from 1 (the
+  /// tokens of the limits before it are taken and kept: take_rates); 0 =
+  /// at its breaker.
+  size_t rate = 0;
 };
 
 /// The limiters and breakers of one queue, and the pairs of keys jobs name
@@ -147,9 +151,9 @@ public:
                    const std::string& tenant) const {
     return check(one_key(rate_key), breaker_key, tenant);
   }
-  /// The number of a job's keys (0 = none): its rate limits, in the order
-  /// it names them (a token of each per dispatch and per token taken), and
-  /// its breaker.
+  /// The number of a job's keys (0 = none): its rate limits (a token of
+  /// each per dispatch and per token taken, taken in key order whatever
+  /// the order it names them in) and its breaker.
   uint32_t intern(const std::vector<std::string>& rate_keys,
                   const std::string& breaker_key);
   uint32_t intern(const std::string& rate_key, const std::string& breaker_key) {
@@ -157,10 +161,23 @@ public:
   }
 
   /// Whether a job of `flow` may be dispatched now; if not, where it waits.
-  std::optional<flow_wait> gate(uint32_t flow, int64_t now_ms);
-  /// Takes what `gate` allowed; the breaker probe's period (0 = not a
-  /// probe).
-  uint64_t take(uint32_t flow, int64_t now_ms);
+  /// `taken`: the tokens of its first rate limits it already holds
+  /// (take_rates), not asked again.
+  std::optional<flow_wait> gate(uint32_t flow, int64_t now_ms,
+                                size_t taken = 0);
+  /// Takes what `gate` allowed (but the first `taken` tokens); the breaker
+  /// probe's period (0 = not a probe).
+  uint64_t take(uint32_t flow, int64_t now_ms, size_t taken = 0);
+  /// Takes a token of rate limits [from, to) of `flow`: a job waiting at
+  /// its limit `to` keeps those it passed, so that it passes each limit's
+  /// line once (a job with several limits is not sent back to the end of
+  /// one line each time another has no token).
+  void take_rates(uint32_t flow, int64_t now_ms, size_t from, size_t to);
+  /// How many rate limits `flow` names.
+  size_t rate_count(uint32_t flow) const;
+  /// Most distinct sets of keys (rate limits and breaker) jobs name:
+  /// check() refuses a new one beyond (errc::conflict).
+  static constexpr size_t max_flows = 100000;
   /// Creates or changes rate limit `key` at run time (the admin API, or
   /// restored from the control log when the authority starts): a new key
   /// starts with an empty bucket, a changed one keeps its tokens (at most

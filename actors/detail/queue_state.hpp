@@ -286,6 +286,8 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
                 own_key_ref own, int64_t ready_since_ms = 0);
 own_key_ref own_key_for(const job_spec& spec);
 uint32_t flow_of(queue_state& st, const job_spec& spec);
+std::optional<flow_wait> flow_gate(self_ptr self, ready_entry& e);
+void keep_tokens_before(self_ptr self, ready_entry& e, const flow_wait& wait);
 slot_keys slot_keys_of(const queue_state& st, const std::string& type,
                        const ready_entry& entry);
 slot_keys slot_keys_of(const queue_state& st, const job_spec& spec);

@@ -52,6 +52,9 @@ struct ready_entry {
   /// (flow_control::woke): the gate's place in flow_control::gates_of, from
   /// 1; 0 = not.
   uint8_t woken_gate = 0;
+  /// Tokens of its first rate limits it took and keeps (it waits at a
+  /// later one: flow_control::take_rates).
+  uint8_t rate_taken = 0;
 };
 
 class ready_queue {

@@ -405,6 +405,37 @@ TEST_CASE("flow: a job naming two rate limits waits for a token of each",
   CHECK(list["data"].size() == 2);
 }
 
+TEST_CASE("flow: a job naming two busy rate limits is not overtaken at each "
+          "of them by jobs naming one",
+          "[gateway][flow]") {
+  gateway_node node{{"--slots", "cpu=4", "--rate-limit", "ra:rate=7,burst=1",
+                     "--rate-limit", "rb:rate=5,burst=1"}};
+  auto c = node.client();
+  auto job = [](const std::string& keys) {
+    return R"({"type":"sleep","input":{"ms":1},"rate_limit_keys":)" + keys
+           + "}";
+  };
+  auto both = submit(c, job(R"(["ra","rb"])"));
+  std::vector<std::string> others;
+  for (int i = 0; i < 15; ++i) {
+    others.push_back(submit(c, job(R"(["ra"])")));
+    others.push_back(submit(c, job(R"(["rb"])")));
+  }
+  // Its place: among the first starts, not after the lines at both
+  // limits drained (it keeps the token of the first while it waits at the
+  // second, where its age puts it first).
+  CHECK(await_end(node, "", both)["status"].str() == "completed");
+  auto started = run_interval(c, both).first;
+  int before = 0;
+  for (auto& id : others) {
+    CHECK(await_end(node, "", id)["status"].str() == "completed");
+    if (run_interval(c, id).first < started)
+      ++before;
+  }
+  INFO(before << " of 30 younger jobs started first");
+  CHECK(before <= 4);
+}
+
 TEST_CASE("flow: bad --rate-limit and --circuit-breaker items stop the node "
           "with exit 2",
           "[gateway][flow]") {

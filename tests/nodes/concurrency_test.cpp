@@ -25,40 +25,6 @@ using drover::testing::sleep_job;
 
 namespace {
 
-/// Unix ms of an RFC 3339 UTC time with milliseconds
-/// ("2026-12-02T19:20:04.010Z").
-int64_t unix_ms(const std::string& at) {
-  REQUIRE(at.size() == 24);
-  std::tm tm{};
-  tm.tm_year = std::stoi(at.substr(0, 4)) - 1900;
-  tm.tm_mon = std::stoi(at.substr(5, 2)) - 1;
-  tm.tm_mday = std::stoi(at.substr(8, 2));
-  tm.tm_hour = std::stoi(at.substr(11, 2));
-  tm.tm_min = std::stoi(at.substr(14, 2));
-  tm.tm_sec = std::stoi(at.substr(17, 2));
-  return static_cast<int64_t>(timegm(&tm)) * 1000 + std::stoi(at.substr(20, 3));
-}
-
-/// [started, ended] of the job's only attempt, from its audit log.
-std::pair<int64_t, int64_t> run_interval(const http_client& c,
-                                         const std::string& id) {
-  auto res = c.get("/api/jobs/" + id + "/events");
-  INFO(res.body);
-  REQUIRE(res.status == 200);
-  int64_t started = -1, ended = -1;
-  for (auto& ev : body_of(res)["events"].items()) {
-    if (ev["kind"].str() == "started") {
-      CHECK(started == -1); // one attempt
-      started = unix_ms(ev["at"].str());
-    }
-    if (ev["kind"].str() == "completed")
-      ended = unix_ms(ev["at"].str());
-  }
-  REQUIRE(started >= 0);
-  REQUIRE(ended >= started);
-  return {started, ended};
-}
-
 /// Whether two of `runs` overlap in time.
 bool any_overlap(std::vector<std::pair<int64_t, int64_t>> runs) {
   std::sort(runs.begin(), runs.end());
@@ -141,6 +107,32 @@ TEST_CASE("concurrency: a job's own key holds the jobs naming it to its "
   CHECK(max_overlap(rb) == 1);
   // Keys are per tenant: b's user:1 ran beside a's.
   CHECK(any_overlap({r1[0], rb[0]}));
+}
+
+TEST_CASE("concurrency: jobs of one key with different limits start first "
+          "come first served",
+          "[gateway][concurrency]") {
+  gateway_node node{{"--slots", "cpu=4"}};
+  auto c = node.client();
+  // a1 (limit 2) runs; b (limit 1) must wait until nothing of the key
+  // runs; a2 and a3 (limit 2) could start beside a1 but come after b: they
+  // wait behind it rather than overtake it (for good, under a steady flow
+  // of limit-2 jobs).
+  auto a1 = submit(c, keyed_sleep(800, "k", 2));
+  await_started(node, "", a1);
+  auto b = submit(c, keyed_sleep(300, "k", 1));
+  auto a2 = submit(c, keyed_sleep(300, "k", 2));
+  auto a3 = submit(c, keyed_sleep(300, "k", 2));
+  for (auto& id : {a1, b, a2, a3})
+    CHECK(await_end(node, "", id)["status"].str() == "completed");
+  auto ra1 = run_interval(c, a1);
+  auto rb = run_interval(c, b);
+  auto ra2 = run_interval(c, a2);
+  auto ra3 = run_interval(c, a3);
+  CHECK(rb.first >= ra1.second); // alone, as its limit says
+  CHECK(ra2.first >= rb.first);  // not before b
+  CHECK(ra3.first >= rb.first);
+  CHECK(max_overlap({ra1, rb, ra2, ra3}) <= 2);
 }
 
 TEST_CASE("concurrency: a job under its own key and its type's limit holds "

@@ -465,6 +465,9 @@ TEST_CASE("flow: a job naming several rate limits is dispatched with a token "
       both
       == f.intern(std::vector<std::string>{"provider", "tenant", "gone"}, ""));
   CHECK(f.gates_of(both) == std::vector<std::string>{"rprovider", "rtenant"});
+  // One number per set, whatever the order (taken in key order).
+  CHECK(both == f.intern(std::vector<std::string>{"tenant", "provider"}, ""));
+  CHECK(f.rate_count(both) == 2);
   CHECK(is(f.check(std::vector<std::string>{"provider", "nope"}, "", "a"),
            errc::invalid_request));
   CHECK_FALSE(f.check(std::vector<std::string>{"provider", "tenant"}, "", "a"));
@@ -474,7 +477,7 @@ TEST_CASE("flow: a job naming several rate limits is dispatched with a token "
   REQUIRE(w);
   CHECK(w->gate == "rtenant");
   CHECK(w->until_ms == 1000);
-  // At 1 s both have a token: dispatched, one of each taken.
+  CHECK(w->rate == 2); // after the provider's, which it passed
   CHECK_FALSE(f.gate(both, 1000));
   f.take(both, 1000);
   auto alone = f.intern("provider", "");
@@ -493,4 +496,30 @@ TEST_CASE("flow: a job naming several rate limits is dispatched with a token "
   CHECK(f.gate(alone, 3000)); // provider empty now too
   CHECK(is(f.take_tokens(f.intern("", ""), 1, 3000).error(),
            errc::invalid_request));
+}
+
+TEST_CASE("flow: a job waiting at its second rate limit keeps the token of "
+          "its first and is not asked for it again",
+          "[flow]") {
+  flow_limits limits;
+  limits.rates["a"] = {10, 1, {}}; // 10/s, burst 1
+  limits.rates["b"] = {1, 1, {}};  // 1/s, burst 1
+  flow_control f{limits, 0};
+  auto both = f.intern(std::vector<std::string>{"b", "a"}, "");
+  auto only_a = f.intern("a", "");
+  // At 100 ms: a has its token, b none: the job waits at b, second.
+  auto w = f.gate(both, 100);
+  REQUIRE(w);
+  CHECK(w->gate == "rb");
+  CHECK(w->rate == 2);
+  f.take_rates(both, 100, 0, 1); // kept: a's token is the job's now
+  CHECK(f.gate(only_a, 100));    // nobody else gets it
+  // At 1 s b has one, and a one again: holding a's, it asks for b's only.
+  auto again = f.gate(both, 1000, 1);
+  CHECK_FALSE(again);
+  f.take(both, 1000, 1);
+  CHECK_FALSE(f.gate(only_a, 1000)); // a's token of 1 s is still there
+  CHECK(f.gate(both, 1000));         // b's is gone
+  // Beyond max_flows new sets are refused, known ones still accepted.
+  CHECK(flow_control::max_flows >= 10000);
 }

@@ -13,8 +13,10 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <ctime>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace drover::testing::gateway_api {
@@ -104,6 +106,40 @@ inline std::string submit(const http_client& c, const std::string& body,
   auto id = body_of(res)["job_id"].str();
   REQUIRE(!id.empty());
   return id;
+}
+
+/// Unix ms of an RFC 3339 UTC time with milliseconds
+/// ("2026-12-02T19:20:04.010Z").
+inline int64_t unix_ms(const std::string& at) {
+  REQUIRE(at.size() == 24);
+  std::tm tm{};
+  tm.tm_year = std::stoi(at.substr(0, 4)) - 1900;
+  tm.tm_mon = std::stoi(at.substr(5, 2)) - 1;
+  tm.tm_mday = std::stoi(at.substr(8, 2));
+  tm.tm_hour = std::stoi(at.substr(11, 2));
+  tm.tm_min = std::stoi(at.substr(14, 2));
+  tm.tm_sec = std::stoi(at.substr(17, 2));
+  return static_cast<int64_t>(timegm(&tm)) * 1000 + std::stoi(at.substr(20, 3));
+}
+
+/// [started, ended] of the job's only attempt, from its audit log.
+inline std::pair<int64_t, int64_t> run_interval(const http_client& c,
+                                                const std::string& id) {
+  auto res = c.get("/api/jobs/" + id + "/events");
+  INFO(res.body);
+  REQUIRE(res.status == 200);
+  int64_t started = -1, ended = -1;
+  for (auto& ev : body_of(res)["events"].items()) {
+    if (ev["kind"].str() == "started") {
+      CHECK(started == -1); // one attempt
+      started = unix_ms(ev["at"].str());
+    }
+    if (ev["kind"].str() == "completed")
+      ended = unix_ms(ev["at"].str());
+  }
+  REQUIRE(started >= 0);
+  REQUIRE(ended >= started);
+  return {started, ended};
 }
 
 inline json_value get_job(const http_client& c, const std::string& id) {
