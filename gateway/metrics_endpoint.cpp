@@ -158,11 +158,15 @@ metrics_endpoint::start(metrics_endpoint_config cfg, metrics_source source) {
   server_limits limits;
   limits.max_body_bytes = 0;
   limits.max_header_bytes = 8 * 1024;
-  limits.idle_timeout = std::chrono::seconds{10};
+  // A scraper sends its request at once: 2 s for it (and between
+  // keep-alive requests) keeps idle sockets from filling the connections
+  // for long. The cap is not per peer: a peer that keeps 128 idle sockets
+  // open still blocks scrapes (docs/operations.md: firewall the port).
+  limits.idle_timeout = std::chrono::seconds{2};
   limits.write_timeout = std::chrono::seconds{10};
   limits.max_stream_backlog_bytes = 0;
   limits.max_ws_message_bytes = 0;
-  limits.max_connections = 32;
+  limits.max_connections = 128;
   // The server holds the handler and the core holds the server: a weak
   // reference breaks the cycle (the core outlives the server's threads).
   std::weak_ptr<core> weak = c;

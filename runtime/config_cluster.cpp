@@ -1,11 +1,13 @@
 #include "runtime/detail/config_cluster.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/ip_address.hpp"
 #include "runtime/resources.hpp"
 
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <string_view>
 
 namespace po = boost::program_options;
 
@@ -24,9 +26,20 @@ node_roles roles_of(const node_config& cfg) {
 
 namespace {
 
+/// A loopback address written as one (127.0.0.0/8, ::1, also in brackets
+/// or IPv4-mapped), or "localhost". A name is not taken at its word: the
+/// node resolves it, and "127.evil.example" may resolve anywhere.
 bool loopback(const std::string& host) {
-  return host.rfind("127.", 0) == 0 || host == "::1" || host == "[::1]"
-         || host == "localhost";
+  if (host == "localhost")
+    return true;
+  std::string_view h = host;
+  if (h.size() > 2 && h.front() == '[' && h.back() == ']')
+    h = h.substr(1, h.size() - 2);
+  auto ip = parse_ip_address(h);
+  if (!ip)
+    return false;
+  const char* kind = special_purpose(unmapped(*ip));
+  return kind != nullptr && std::string_view{kind} == "loopback";
 }
 
 caf::error bad(std::string what) {

@@ -182,6 +182,20 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad(
       {"--roles", "worker", "--coordinator", "127.0.0.1:7420,10.0.0.5:7420"},
       "without TLS");
+  // Loopback is an address written as one: a name that looks like it is
+  // resolved, and may resolve anywhere.
+  for (auto host : {"127.evil.example", "127.0.0.1.nip.io", "::2"})
+    expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:7420",
+                "--metrics-port", "9100", "--metrics-host", host},
+               "needs --metrics-token-file");
+  expect_bad({"--roles", "worker", "--coordinator", "127.evil.example:7420"},
+             "without TLS");
+  for (auto host : {"127.0.0.2", "[::1]", "::ffff:127.0.0.1", "localhost"}) {
+    auto ok = parse({"--roles", "worker", "--coordinator", "127.0.0.1:7420",
+                     "--metrics-port", "9100", "--metrics-host", host});
+    INFO(host);
+    CHECK(ok);
+  }
   expect_bad({"--standby"}, "--standby needs --store postgres");
   expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:1", "--store",
               "memory", "--standby"},
