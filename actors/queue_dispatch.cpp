@@ -22,9 +22,16 @@ void note_entry(queue_state& st, const std::string& job_id) {
     st.entered_early.insert(job_id);
 }
 
+/// The estimated bytes of a waiting entry beyond admission_control::
+/// entry_bytes: a key of its own.
+uint64_t extra_bytes(const own_key_ref& own) {
+  return own ? admission_control::keyed_entry_bytes(own->key.size()) : 0;
+}
+
 /// A waiting entry of `job_id` left the queue (admission counts).
-void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id) {
-  st.admission.left(tenant, partition_of_id(job_id));
+void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id,
+                const own_key_ref& own) {
+  st.admission.left(tenant, partition_of_id(job_id), extra_bytes(own));
 }
 
 void push_ready(self_ptr self, std::string job_id, priority prio,
@@ -33,7 +40,7 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
                 own_key_ref own, int64_t ready_since_ms) {
   auto& st = self->state;
   note_entry(st, job_id);
-  st.admission.entered(tenant, partition_of_id(job_id));
+  st.admission.entered(tenant, partition_of_id(job_id), extra_bytes(own));
   auto& q = st.classes[cls];
   auto i = prio_index(prio);
   auto now = now_ms(self);
@@ -452,7 +459,7 @@ void dispatch_class(self_ptr self, const std::string& cls) {
         continue;
       entry = std::move(pe.entry);
     }
-    left_queue(st, entry.tenant, entry.job_id);
+    left_queue(st, entry.tenant, entry.job_id, entry.own);
     if (duplicate) {
       // Its slots given back after this pass. A second entry for a job
       // that runs (recovery raced its submit, or a reconcile raced its

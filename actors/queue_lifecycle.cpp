@@ -26,12 +26,13 @@ void push_delayed(self_ptr self, delayed_entry entry) {
   note_entry(st, entry.job_id);
   auto tenant = entry.tenant;
   auto partition = partition_of_id(entry.job_id);
+  auto extra = extra_bytes(entry.own);
   std::pair<std::string, std::string> type_key{entry.resource_class,
                                                entry.type};
   // The same job at the same time twice (recovery raced its submit) is
   // one entry, counted once.
   if (st.delayed.insert(std::move(entry)).second) {
-    st.admission.entered(tenant, partition);
+    st.admission.entered(tenant, partition, extra);
     ++st.delayed_by_type[type_key];
   }
   arm_timer(self);
@@ -56,7 +57,7 @@ void on_due(self_ptr self) {
   while (!st.delayed.empty() && st.delayed.begin()->due_ms <= now) {
     auto entry = *st.delayed.begin();
     erase_delayed(st, st.delayed.begin());
-    left_queue(st, entry.tenant, entry.job_id);
+    left_queue(st, entry.tenant, entry.job_id, entry.own);
     job_event ev;
     ev.job_id = entry.job_id;
     ev.kind = event_kind::queued;
@@ -123,7 +124,7 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
       for (auto& dq : tq.second) {
         ready_entry e;
         if (dq.erase(job_id, e)) {
-          left_queue(st, e.tenant, e.job_id);
+          left_queue(st, e.tenant, e.job_id, e.own);
           if (e.woken_gate != 0) { // the gate may let another through
             left_gate(self, e);
             rearm_flow(self);
@@ -150,7 +151,7 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
         return e.entry.job_id == job_id;
       });
       if (i != dq.end()) {
-        left_queue(st, i->entry.tenant, job_id);
+        left_queue(st, i->entry.tenant, job_id, i->entry.own);
         auto keys = slot_keys_of(st, i->type, i->entry);
         auto held = i->entry.holds;
         dq.erase(i);
@@ -166,7 +167,7 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
     return true;
   for (auto i = st.delayed.begin(); i != st.delayed.end(); ++i)
     if (i->job_id == job_id) {
-      left_queue(st, i->tenant, i->job_id);
+      left_queue(st, i->tenant, i->job_id, i->own);
       erase_delayed(st, i);
       arm_timer(self);
       return true;

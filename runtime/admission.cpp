@@ -3,6 +3,8 @@
 #include "runtime/errors.hpp"
 #include "runtime/model.hpp"
 
+#include <algorithm>
+
 namespace drover {
 
 admission_control::admission_control(admission_limits limits)
@@ -27,13 +29,16 @@ uint64_t admission_control::cap_of(const std::string& tenant) const {
                                                 : limits_.tenant_waiting;
 }
 
-void admission_control::entered(tenant_ref t, int32_t partition) {
+void admission_control::entered(tenant_ref t, int32_t partition,
+                                uint64_t extra) {
   ++tenants_[t].count;
   ++partition_count(partition);
   ++waiting_;
+  extra_bytes_ += extra;
 }
 
-void admission_control::left(tenant_ref t, int32_t partition) {
+void admission_control::left(tenant_ref t, int32_t partition, uint64_t extra) {
+  extra_bytes_ -= std::min(extra, extra_bytes_);
   auto& tc = tenants_[t].count;
   if (tc > 0)
     --tc;
@@ -48,7 +53,12 @@ uint64_t admission_control::submission_bytes(const job_spec& spec) {
   return event_overhead_bytes + spec.type.size() + spec.input.size()
          + spec.tenant.size() + spec.idempotency_key.size()
          + spec.callback_url.size() + spec.rate_limit_key.size()
-         + spec.breaker_key.size() + spec.concurrency_key.size();
+         + spec.breaker_key.size() + spec.concurrency_key.size()
+         + (spec.concurrency_key.empty()
+                ? 0
+                : keyed_entry_bytes(spec.tenant.size()
+                                    + spec.concurrency_key.size()))
+         + 32 * spec.extra_rate_limit_keys.size();
 }
 
 caf::expected<admission_control::ticket>

@@ -78,8 +78,16 @@ public:
   }
 
   /// A waiting entry of tenant `t` in `partition` entered / left the queue.
-  void entered(tenant_ref t, int32_t partition);
-  void left(tenant_ref t, int32_t partition);
+  /// `extra`: its estimated bytes beyond entry_bytes (a key of its own:
+  /// keyed_entry_bytes), the same on entering and leaving.
+  void entered(tenant_ref t, int32_t partition, uint64_t extra = 0);
+  void left(tenant_ref t, int32_t partition, uint64_t extra = 0);
+  /// The extra bytes of a waiting entry whose job names a concurrency key
+  /// of its own, the key being `key_bytes` long: the key's copy, its
+  /// shared block and a share of a parked line per key.
+  static uint64_t keyed_entry_bytes(size_t key_bytes) {
+    return key_bytes + 640;
+  }
 
   /// Room reserved for one submission until the store answers it.
   struct ticket {
@@ -119,7 +127,7 @@ public:
   }
   /// Estimated bytes of queued work.
   uint64_t memory_bytes() const {
-    return waiting_ * entry_bytes + in_flight_bytes_;
+    return waiting_ * entry_bytes + extra_bytes_ + in_flight_bytes_;
   }
   /// Submissions refused so far (all reasons).
   uint64_t refused() const {
@@ -155,6 +163,8 @@ private:
   /// Waiting entries plus submissions in flight, per partition.
   std::unordered_map<int32_t, uint64_t> partitions_;
   uint64_t waiting_ = 0;
+  /// Waiting entries' bytes beyond entry_bytes.
+  uint64_t extra_bytes_ = 0;
   uint64_t in_flight_ = 0;
   uint64_t in_flight_bytes_ = 0;
   uint64_t refused_ = 0;

@@ -279,7 +279,9 @@ using dlq_op
 // --------------------------------------------------------
 double weight_of(const queue_state& st, uint32_t t);
 void note_entry(queue_state& st, const std::string& job_id);
-void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id);
+uint64_t extra_bytes(const own_key_ref& own);
+void left_queue(queue_state& st, uint32_t tenant, const std::string& job_id,
+                const own_key_ref& own);
 void push_ready(self_ptr self, std::string job_id, priority prio,
                 const std::string& cls, const std::string& type,
                 uint32_t tenant, uint32_t flow, const shape_ref& shape,

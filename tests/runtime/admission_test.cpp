@@ -151,3 +151,25 @@ TEST_CASE("admission: a refused submission naming a new tenant leaves no "
   // Only the admitted tenant was interned: the next new one gets number 1.
   CHECK(ac.tenant("another") == 1);
 }
+
+TEST_CASE("admission: a job with a concurrency key of its own counts its key "
+          "in the memory estimate, waiting and in flight",
+          "[admission]") {
+  admission_control ac{{}};
+  auto t = ac.tenant("acme");
+  ac.entered(t, 0, admission_control::keyed_entry_bytes(40));
+  CHECK(ac.memory_bytes() == admission_control::entry_bytes + 40 + 640);
+  ac.entered(t, 0);
+  ac.left(t, 0, admission_control::keyed_entry_bytes(40));
+  CHECK(ac.memory_bytes() == admission_control::entry_bytes);
+  ac.left(t, 0);
+  CHECK(ac.memory_bytes() == 0);
+  job_spec plain;
+  plain.type = "export";
+  plain.tenant = "acme";
+  auto keyed = plain;
+  keyed.concurrency_key = std::string(200, 'k');
+  keyed.concurrency_limit = 1;
+  CHECK(admission_control::submission_bytes(keyed)
+        >= admission_control::submission_bytes(plain) + 2 * 200 + 640);
+}
