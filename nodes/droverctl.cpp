@@ -403,11 +403,11 @@ int main(int argc, char** argv) {
     return ok;
   }
   if (command == "nodes") {
-    // JSON either way: a list of nodes with nested slots and partitions.
+    // The node's JSON is the HTTP API's (GET /api/admin/nodes).
     auto nodes = s.ask<std::string>(nodes_atom::value);
     if (!nodes)
       return s.code;
-    std::cout << *nodes << '\n';
+    std::cout << (json ? *nodes + '\n' : ctl::nodes_text(*nodes));
     return ok;
   }
   if (command == "queues") {

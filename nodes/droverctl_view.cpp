@@ -2,9 +2,14 @@
 
 #include "gateway/http_api.hpp"
 
+#include <capnp/compat/json.h>
+#include <capnp/message.h>
+#include <kj/exception.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 namespace drover::ctl {
@@ -289,6 +294,126 @@ void progress_view::finish() {
     std::fflush(out_);
   }
   drawn_ = false;
+}
+
+namespace {
+
+using json = capnp::JsonValue::Reader;
+
+/// Member `name` of an object, if it is there.
+std::optional<json> member(json obj, const char* name) {
+  if (obj.which() != capnp::JsonValue::OBJECT)
+    return std::nullopt;
+  for (auto f : obj.getObject())
+    if (f.getName() == name)
+      return f.getValue();
+  return std::nullopt;
+}
+
+/// A scalar as text ("" when not a scalar).
+std::string scalar(json v) {
+  switch (v.which()) {
+    case capnp::JsonValue::STRING: {
+      auto t = v.getString();
+      return std::string{t.begin(), t.size()};
+    }
+    case capnp::JsonValue::NUMBER: {
+      auto n = v.getNumber();
+      if (std::floor(n) == n && std::fabs(n) < 1e15)
+        return std::to_string(static_cast<int64_t>(n));
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%g", n);
+      return buf;
+    }
+    case capnp::JsonValue::BOOLEAN:
+      return v.getBoolean() ? "yes" : "no";
+    default:
+      return {};
+  }
+}
+
+/// A scalar member as text ("" when absent or not a scalar).
+std::string field(json obj, const char* name) {
+  auto v = member(obj, name);
+  return v ? scalar(*v) : std::string{};
+}
+
+/// An object of counts as "cpu=2,gpu=1" ("-" when empty).
+std::string counts(json obj, const char* name) {
+  std::string out;
+  if (auto v = member(obj, name); v && v->which() == capnp::JsonValue::OBJECT)
+    for (auto f : v->getObject()) {
+      auto n = f.getName();
+      out += (out.empty() ? "" : ",") + std::string{n.begin(), n.size()} + "="
+             + scalar(f.getValue());
+    }
+  return out.empty() ? "-" : out;
+}
+
+/// A member in ms as a duration ("" when absent).
+std::string ago(json obj, const char* name) {
+  auto v = member(obj, name);
+  if (!v || v->which() != capnp::JsonValue::NUMBER)
+    return "-";
+  return duration_text(static_cast<int64_t>(v->getNumber())) + " ago";
+}
+
+std::vector<json> items(json obj, const char* name) {
+  std::vector<json> out;
+  if (auto v = member(obj, name); v && v->which() == capnp::JsonValue::ARRAY)
+    for (auto x : v->getArray())
+      out.push_back(x);
+  return out;
+}
+
+} // namespace
+
+std::string nodes_text(const std::string& text) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<capnp::JsonValue>();
+  auto failure = kj::runCatchingExceptions([&] {
+    capnp::JsonCodec codec;
+    codec.decodeRaw(kj::ArrayPtr<const char>{text.data(), text.size()}, root);
+  });
+  if (failure != nullptr)
+    return text + '\n';
+  auto doc = root.asReader();
+  std::string out;
+  std::vector<std::vector<std::string>> rows{{"NODE", "ROLE", "CONNECTED",
+                                              "SLOTS", "RESOURCES", "RUNNING",
+                                              "LEASES", "HEARTBEAT", "JOINED"}};
+  for (auto n : items(doc, "nodes")) {
+    auto role = field(n, "role");
+    bool worker = role == "worker";
+    auto connected = field(n, "connected");
+    if (worker && field(n, "draining") == "yes")
+      connected += " (draining)";
+    rows.push_back({field(n, "node"), role, worker ? connected : "-",
+                    worker ? counts(n, "slots") : "-",
+                    worker ? counts(n, "resources") : "-",
+                    worker ? field(n, "running") : "-",
+                    worker ? field(n, "leases_in_flight") : "-",
+                    worker ? ago(n, "last_heartbeat_ms_ago") : "-",
+                    ago(n, "joined_ms_ago")});
+  }
+  out += rows.size() > 1 ? table(rows) : "no worker or gateway node joined\n";
+  auto coordinators = items(doc, "coordinators");
+  if (!coordinators.empty()) {
+    std::vector<std::vector<std::string>> c{{"COORDINATOR", "STATE",
+                                             "PARTITIONS", "ADDRESS", "HOST",
+                                             "PID", "HEARD", "STARTED"}};
+    for (auto x : coordinators)
+      c.push_back({field(x, "node_id"), field(x, "state"),
+                   field(x, "partitions"), field(x, "cluster_address"),
+                   field(x, "host"), field(x, "pid"), ago(x, "heard_ms_ago"),
+                   field(x, "started_at")});
+    out += '\n' + table(c);
+  }
+  for (auto w : items(doc, "waiting_without_worker"))
+    out += "waiting without a worker: " + field(w, "jobs") + " job(s) of type "
+           + field(w, "job_type") + ", resource class "
+           + field(w, "resource_class") + '\n';
+  return out;
 }
 
 } // namespace drover::ctl

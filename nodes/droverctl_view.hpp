@@ -34,6 +34,11 @@ std::string queues_text(const queue_stats& stats);
 /// The supervision tree, indented.
 std::string tree_text(const tree_node& root);
 
+/// The node list (the JSON of GET /api/admin/nodes) as tables: the nodes
+/// that joined, the coordinators of the database, the jobs no connected
+/// worker runs. JSON it cannot read is printed as it is.
+std::string nodes_text(const std::string& json);
+
 /// How a terminal job ended, for the last line(s) of `watch`: "<id>
 /// completed (attempt 1)" and its result, or the error, or the reason.
 std::string outcome_text(const job_record& job);

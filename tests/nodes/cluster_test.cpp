@@ -108,10 +108,27 @@ TEST_CASE("jobs spread over two worker nodes, and a job type registered by "
   for (auto& j : execs)
     CHECK(node_of(c.worker_of(j)) == "w1");
   // The node list shows both, with what they registered.
-  auto [rc, nodes] = droverctl({"nodes", "--port", c.admin});
+  auto [rc, nodes] = droverctl({"nodes", "--port", c.admin, "--json"});
   REQUIRE(rc == 0);
   CHECK(nodes.find(R"("node":"w1")") != std::string::npos);
   CHECK(nodes.find(R"("job_types":["sleep"])") != std::string::npos);
+  // For people: a table, a row per node, and the coordinators below.
+  auto [hrc, table] = droverctl({"nodes", "--port", c.admin});
+  INFO(table);
+  REQUIRE(hrc == 0);
+  CHECK(table.rfind("NODE", 0) == 0);
+  CHECK(table.find("CONNECTED") != std::string::npos);
+  for (auto node : {"w1", "w2"}) {
+    auto row = table.find(std::string{"\n"} + node + " ");
+    REQUIRE(row != std::string::npos);
+    auto line = table.substr(row + 1, table.find('\n', row + 1) - row - 1);
+    CHECK(line.find("worker") != std::string::npos);
+    CHECK(line.find("yes") != std::string::npos); // connected
+    CHECK(line.find("cpu=") != std::string::npos);
+  }
+  CHECK(table.find("COORDINATOR") != std::string::npos);
+  CHECK(table.find("active") != std::string::npos);
+  CHECK(table.find('{') == std::string::npos); // no JSON
   // The tree spans the worker nodes and their slots.
   auto [trc, tree] = droverctl({"tree", "--port", c.admin});
   REQUIRE(trc == 0);
@@ -212,7 +229,7 @@ TEST_CASE("SIGTERM drains a worker: running attempts finish, no new leases, "
   }
   CHECK(c.events(later, started_kind) == 0);
   // No connected worker runs it: visible in the node list, not parked.
-  auto [nrc, nodes] = droverctl({"nodes", "--port", c.admin});
+  auto [nrc, nodes] = droverctl({"nodes", "--port", c.admin, "--json"});
   REQUIRE(nrc == 0);
   INFO(nodes);
   CHECK(
@@ -284,7 +301,7 @@ TEST_CASE("a worker without the join secret is refused on both sides",
   CHECK(c.wait_log("intruder", "join secret", 1s));
   REQUIRE(c.wait_log("coord", "refused a node", 5s));
   // Nothing was leased to it.
-  auto [rc, nodes] = droverctl({"nodes", "--port", c.admin});
+  auto [rc, nodes] = droverctl({"nodes", "--port", c.admin, "--json"});
   CHECK(nodes.find("intruder") == std::string::npos);
 }
 
@@ -383,7 +400,7 @@ TEST_CASE("mutual TLS on the cluster port: a worker with a certificate from "
   // the coordinator's): refused in the handshake.
   c.start_worker("w3", rogue.args("w3", rogue), false);
   CHECK(c.wait_log("w3", "cannot reach the coordinator", 15s));
-  auto [rc, nodes] = droverctl({"nodes", "--port", c.admin});
+  auto [rc, nodes] = droverctl({"nodes", "--port", c.admin, "--json"});
   REQUIRE(rc == 0);
   CHECK(nodes.find(R"("node":"w1")") != std::string::npos);
   CHECK(nodes.find(R"("node":"w2")") == std::string::npos);
@@ -509,7 +526,7 @@ TEST_CASE("a stopped worker is sent no more leases than its credits, and "
   for (int i = 0; i < 20; ++i)
     jobs.push_back(c.submit(50));
   auto leases = [&] {
-    auto [rc, out] = droverctl({"nodes", "--port", c.admin});
+    auto [rc, out] = droverctl({"nodes", "--port", c.admin, "--json"});
     auto key = std::string{R"("counters":{"leases":)"};
     auto at = out.find(key);
     REQUIRE(at != std::string::npos);

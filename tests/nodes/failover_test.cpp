@@ -43,7 +43,7 @@ TEST_CASE("kill -9 of the active coordinator: the standby takes over, the "
   // coordinators view shows both.
   CHECK(lease_owner(c.db.url()) == "coord@1");
   {
-    auto [rc, out] = droverctl({"nodes", "--port", c.admin});
+    auto [rc, out] = droverctl({"nodes", "--port", c.admin, "--json"});
     INFO(out);
     REQUIRE(rc == 0);
     CHECK(out.find("\"coordinators\":[{\"node_id\" : \"coord\"")
@@ -80,7 +80,7 @@ TEST_CASE("kill -9 of the active coordinator: the standby takes over, the "
   // Now coord-b is the active one; the killed coordinator is gone (not
   // heard from for two lease TTLs) or, just after the kill, still listed
   // as it was last heard.
-  auto [rc, out] = droverctl({"nodes", "--port", c.admin});
+  auto [rc, out] = droverctl({"nodes", "--port", c.admin, "--json"});
   INFO(out);
   REQUIRE(rc == 0);
   CHECK(out.find("\"coordinators\":[{\"node_id\" : \"coord-b\"")

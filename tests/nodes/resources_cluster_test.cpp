@@ -126,7 +126,7 @@ TEST_CASE("resources: jobs needing a gpu and memory run only on the node "
         != std::string::npos);
   CHECK(c.events(never, started_kind) == 0);
   // The node list's "unrunnable" view names its resources.
-  auto [nrc, nodes] = droverctl({"nodes", "--port", c.admin});
+  auto [nrc, nodes] = droverctl({"nodes", "--port", c.admin, "--json"});
   INFO(nodes);
   CHECK(nrc == 0);
   CHECK(nodes.find("memory_gb=16") != std::string::npos);
@@ -152,7 +152,7 @@ TEST_CASE("elastic: a worker node's slots grow under a backlog and shrink "
   c.start_worker("el", {"--slots", "cpu=4", "--elastic-slots", "cpu=1",
                         "--elastic-idle-ms", "300"});
   auto nodes = [&] {
-    auto [rc, out] = droverctl({"nodes", "--port", c.admin});
+    auto [rc, out] = droverctl({"nodes", "--port", c.admin, "--json"});
     REQUIRE(rc == 0);
     return out;
   };
