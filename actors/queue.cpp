@@ -94,7 +94,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
     st.running.erase(r);
     // Its supervisor is gone: the attempt is settled (resolve_orphan) or
     // left to the next start; the slot is free, a probe it was is not.
-    release_slots(self, entry.slots, entry.slots.size);
+    release_slots(self, entry.slots);
     flow_outcome(self, entry, false, "supervisor_lost");
     if (dm.reason == caf::exit_reason::user_shutdown)
       return; // the node stops in order: the next start settles or adopts it
@@ -353,13 +353,13 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
              uint32_t wanted) -> caf::result<uint32_t, int64_t> {
         auto& st = self->state;
         auto r = st.running.find(job_id);
-        if ((r == st.running.end() || r->second.worker != worker)
-            && (!st.recovered || !st.awaiting_adoption.empty()))
+        bool runs_there = r != st.running.end() && r->second.worker == worker;
+        if (!runs_there && (!st.recovered || !st.awaiting_adoption.empty()))
           // Perhaps an attempt this coordinator has yet to adopt.
           return make_error(errc::unavailable,
                             "the coordinator is recovering its jobs; ask "
                             "again");
-        if (r == st.running.end() || r->second.worker != worker)
+        if (!runs_there)
           return make_error(errc::stale_attempt,
                             "job " + job_id
                                 + " does not run on this worker (finished, "
@@ -400,8 +400,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto waiting = std::move(st.awaiting_adoption);
         st.awaiting_adoption.clear();
         for (auto& [job_id, rec] : waiting) {
-          auto keys = slot_keys_of(st, rec.spec);
-          release_slots(self, keys, keys.size);
+          release_slots(self, slot_keys_of(st, rec.spec));
           release_pools(self, node_of(rec.worker_id), shape_of(st, rec.spec));
           settle_interrupted(self, rec,
                              {"worker_lost",
@@ -433,7 +432,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           ++signals.completed;
           signals.completions.add(flow_now(self));
         }
-        release_slots(self, entry.slots, entry.slots.size);
+        release_slots(self, entry.slots);
         // An outcome the supervisor could not record says nothing about
         // the downstream (nor about how long attempts take): not counted.
         bool recorded = status == job_status::completed

@@ -139,10 +139,6 @@ caf::typed_response_promise<uint32_t> dlq_all(self_ptr self, dlq_op op) {
   return rp;
 }
 
-/// The queue's figures per resource class and job type (queue_stats::
-/// by_type): what waits, runs and ran. Walks the jobs held back by a limit
-/// and the running attempts (the ready queues and the timer keep counts):
-/// for an admin view or a scrape, not for each job.
 /// Per partition with a job waiting or running, by partition: waiting
 /// from admission control's counts, running from the attempts.
 std::vector<partition_figures> figures_by_partition(const queue_state& st) {
@@ -161,6 +157,10 @@ std::vector<partition_figures> figures_by_partition(const queue_state& st) {
   return out;
 }
 
+/// The queue's figures per resource class and job type (queue_stats::
+/// by_type): what waits, runs and ran. Walks the jobs held back by a limit
+/// and the running attempts (the ready queues and the timer keep counts):
+/// for an admin view or a scrape, not for each job.
 std::vector<type_figures> figures_by_type(self_ptr self) {
   auto& st = self->state;
   auto now = now_ms(self);

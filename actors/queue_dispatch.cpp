@@ -427,20 +427,12 @@ void dispatch_class(self_ptr self, const std::string& cls) {
       // next jobs of the keys).
       auto wait = flow_gate(self, entry);
       if (!wait && !woken) {
-        // The gates of its breaker and of the rate limits it holds no
-        // token of yet.
-        auto gates = st.flow.gates_of(entry.flow);
-        auto breaker = gates.size() - st.flow.rate_count(entry.flow);
-        for (size_t g = 0; g < gates.size(); ++g) {
-          size_t rate = g < breaker ? 0 : g - breaker + 1;
-          if (rate != 0 && rate <= entry.rate_taken)
-            continue;
-          if (st.flow_parked.count(gates[g]) > 0) {
-            wait = flow_wait{std::move(gates[g]), 0, rate};
-            keep_tokens_before(self, entry, *wait);
-            break;
-          }
-        }
+        wait = st.flow.queued_gate(entry.flow, entry.rate_taken,
+                                   [&st](const std::string& g) {
+                                     return st.flow_parked.count(g) > 0;
+                                   });
+        if (wait)
+          keep_tokens_before(self, entry, *wait);
       }
       if (wait) {
         slots_to_free.emplace_back(keys, entry.holds);

@@ -339,8 +339,7 @@ std::string hold_reason(self_ptr self, const job_spec& spec) {
            + std::to_string(limit) + " running; "
            + std::to_string(p->second.size()) + " job(s) wait for one)";
   }
-  auto rates = rate_limit_keys_of(spec);
-  std::sort(rates.begin(), rates.end()); // the order they are taken in
+  auto rates = flow_control::key_set(rate_limit_keys_of(spec));
   std::vector<size_t> at_rate;
   for (const auto& k : rates) {
     auto g = st.flow_parked.find("r" + k);

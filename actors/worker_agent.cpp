@@ -569,8 +569,7 @@ worker_figures figures_of(agent_actor self) {
     auto& k = f.classes[cls];
     k.slots = n;
     auto e = st.cfg.elastic_slots.find(cls);
-    k.elastic = e != st.cfg.elastic_slots.end();
-    k.elastic_min = k.elastic ? e->second : 0;
+    k.elastic_min = e != st.cfg.elastic_slots.end() ? e->second : 0;
     auto started = c.started_by_class.find(cls);
     if (started != c.started_by_class.end())
       k.started = started->second.load(std::memory_order_relaxed);

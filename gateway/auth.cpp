@@ -12,14 +12,14 @@
 
 namespace drover::http {
 
-namespace {
-
 std::array<uint8_t, 32> sha256(std::string_view text) {
   std::array<uint8_t, 32> out{};
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(),
          out.data());
   return out;
 }
+
+namespace {
 
 int hex_digit(char c) {
   if (c >= '0' && c <= '9')

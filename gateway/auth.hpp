@@ -57,6 +57,9 @@ struct api_key {
 /// Parses one key spec (see above); errc::bad_config naming the problem.
 caf::expected<api_key> parse_api_key(std::string_view spec);
 
+/// SHA-256 of `text`.
+std::array<uint8_t, 32> sha256(std::string_view text);
+
 /// SHA-256 of `text` as 64 lowercase hex digits.
 std::string sha256_hex(std::string_view text);
 

@@ -285,15 +285,18 @@ bool browser_policy::origin_allowed(const std::string& origin) const {
   return std::find(origins_.begin(), origins_.end(), origin) != origins_.end();
 }
 
-browser_verdict browser_policy::check_host(const request& req) const {
+browser_verdict browser_policy::check_host(const request& req,
+                                           std::string* name, int* port) const {
   auto host_field = req[bhttp::field::host];
   if (host_field.empty()) {
     if (req.version() >= 11)
       return refuse(400, "bad_request", "HTTP/1.1 requests need a Host header");
     return {};
   }
-  std::string host_name;
-  int host_port = -1;
+  std::string local_name;
+  int local_port = -1;
+  auto& host_name = name != nullptr ? *name : local_name;
+  auto& host_port = port != nullptr ? *port : local_port;
   std::string_view text{host_field.data(), host_field.size()};
   if (!split_authority(text, host_name, host_port))
     return refuse(400, "bad_request", "the Host header is not host[:port]");
@@ -307,14 +310,10 @@ browser_verdict browser_policy::check_host(const request& req) const {
 
 browser_verdict browser_policy::check(const request& req) const {
   // 1. Host.
-  if (auto v = check_host(req); v.status != 0)
-    return v;
-  auto host_field = req[bhttp::field::host];
   std::string host_name;
   int host_port = -1;
-  if (!host_field.empty())
-    split_authority(std::string_view{host_field.data(), host_field.size()},
-                    host_name, host_port);
+  if (auto v = check_host(req, &host_name, &host_port); v.status != 0)
+    return v;
   // 2. CORS preflight, and the headers an allowed origin gets.
   auto origin_field = req[bhttp::field::origin];
   std::string origin{origin_field.data(), origin_field.size()};

@@ -87,7 +87,10 @@ public:
 
   /// Rule 1 alone (Host), for a listener that answers no browser-facing
   /// request besides GET (the metrics endpoint, gateway/metrics_endpoint.hpp).
-  browser_verdict check_host(const request& req) const;
+  /// `name` and `port` (if given) receive the Host header's parts (empty
+  /// and -1 without one).
+  browser_verdict check_host(const request& req, std::string* name = nullptr,
+                             int* port = nullptr) const;
 
   /// The Host values accepted, for the startup line ("127.0.0.1:8080, ...").
   std::string describe_hosts() const;

@@ -1,10 +1,7 @@
 #include "gateway/metrics.hpp"
 
 #include "gateway/exposition.hpp"
-
-#include <capnp/compat/json.h>
-#include <capnp/message.h>
-#include <kj/exception.h>
+#include "runtime/json_read.hpp"
 
 #include <array>
 #include <cstdint>
@@ -39,59 +36,30 @@ uint64_t count_fds() {
   return n;
 }
 
-using json = capnp::JsonValue::Reader;
-
-/// The member `name` of an object, or null.
-std::optional<json> member(json obj, const char* name) {
-  if (obj.which() != capnp::JsonValue::OBJECT)
-    return std::nullopt;
-  for (auto f : obj.getObject())
-    if (f.getName() == name)
-      return f.getValue();
-  return std::nullopt;
-}
-
-double number(json obj, const char* name) {
-  auto v = member(obj, name);
-  return v && v->which() == capnp::JsonValue::NUMBER ? v->getNumber() : 0;
-}
-
-std::string text(json obj, const char* name) {
-  auto v = member(obj, name);
-  if (!v || v->which() != capnp::JsonValue::STRING)
-    return {};
-  auto s = v->getString();
-  return std::string{s.begin(), s.size()};
-}
+using json = json_reader;
 
 } // namespace
 
 std::string flow_metrics_text(const std::string& flow_json) {
-  capnp::MallocMessageBuilder message;
-  auto root = message.initRoot<capnp::JsonValue>();
-  auto failure = kj::runCatchingExceptions([&] {
-    capnp::JsonCodec codec;
-    codec.decodeRaw(
-        kj::ArrayPtr<const char>{flow_json.data(), flow_json.size()}, root);
-  });
-  if (failure != nullptr)
+  json_doc parsed;
+  if (!parsed.parse(flow_json))
     return {};
-  auto doc = root.asReader();
-  auto rates = member(doc, "rate_limits");
-  auto breakers = member(doc, "breakers");
+  auto doc = parsed.root();
+  auto rates = json_member(doc, "rate_limits");
+  auto breakers = json_member(doc, "breakers");
   if (!rates || !breakers || rates->which() != capnp::JsonValue::ARRAY
       || breakers->which() != capnp::JsonValue::ARRAY)
     return {};
   exposition e;
   auto each = [](json list, auto f) {
     for (auto x : list.getArray())
-      f(x, label("key", text(x, "key")));
+      f(x, label("key", json_string(x, "key")));
   };
   auto family = [&](json list, const char* name, const char* type,
                     const char* help, const char* field) {
     e.family(name, type, help);
     each(list, [&](json x, const std::string& key) {
-      e.sample(name, number(x, field), key);
+      e.sample(name, json_number(x, field), key);
     });
   };
   family(*rates, "drover_rate_limit_tokens_per_second", "gauge",
@@ -108,7 +76,7 @@ std::string flow_metrics_text(const std::string& flow_json) {
            "1 for a circuit breaker's current state (closed, open, "
            "half_open), 0 for the others.");
   each(*breakers, [&](json x, const std::string& key) {
-    auto now = text(x, "state");
+    auto now = json_string(x, "state");
     for (auto s : {"closed", "open", "half_open"})
       e.sample("drover_breaker_state", now == s ? 1.0 : 0.0,
                key + "," + label("state", s));
@@ -130,13 +98,13 @@ std::string flow_metrics_text(const std::string& flow_json) {
     e.family(name, "gauge", help);
     each(*breakers,
          [&, name = name, field = field](json x, const std::string& key) {
-           auto v = member(x, field);
+           auto v = json_member(x, field);
            if (v && v->which() == capnp::JsonValue::NUMBER)
              e.sample(name, v->getNumber(), key);
          });
   }
   // {"node": {"pool": {"total": T, "used": U}}} (runtime/resources.hpp).
-  if (auto pools = member(doc, "resource_pools");
+  if (auto pools = json_member(doc, "resource_pools");
       pools && pools->which() == capnp::JsonValue::OBJECT) {
     for (auto [name, field, help] :
          {std::tuple{"drover_resource_pool_total", "total",
@@ -147,7 +115,7 @@ std::string flow_metrics_text(const std::string& flow_json) {
       for (auto node : pools->getObject())
         if (node.getValue().which() == capnp::JsonValue::OBJECT)
           for (auto pool : node.getValue().getObject())
-            e.sample(name, number(pool.getValue(), field),
+            e.sample(name, json_number(pool.getValue(), field),
                      label("node", node.getName().cStr()) + ","
                          + label("pool", pool.getName().cStr()));
     }
@@ -325,7 +293,7 @@ std::string worker_metrics_text(const worker_figures& w,
                        auto value, bool elastic_only = false) {
     e.family(name, type, help);
     for (const auto& [cls, k] : w.classes)
-      if (!elastic_only || k.elastic)
+      if (!elastic_only || k.elastic_min > 0)
         e.sample(name, static_cast<uint64_t>(value(k)),
                  label("resource_class", cls).c_str());
   };

@@ -1,5 +1,6 @@
 #include "gateway/metrics_endpoint.hpp"
 
+#include "gateway/auth.hpp"
 #include "gateway/browser_policy.hpp"
 #include "gateway/metrics.hpp"
 #include "runtime/errors.hpp"
@@ -7,11 +8,6 @@
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/verb.hpp>
 
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
-
-#include <array>
-#include <cctype>
 #include <mutex>
 #include <string_view>
 #include <utility>
@@ -22,15 +18,6 @@ namespace {
 
 namespace bhttp = boost::beast::http;
 
-using digest = std::array<unsigned char, SHA256_DIGEST_LENGTH>;
-
-digest sha256(std::string_view text) {
-  digest d{};
-  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(),
-         d.data());
-  return d;
-}
-
 /// What the listener shares with the answers under way: an answer that
 /// arrives after stop() finds `open` false and is dropped, and the server
 /// (its io_context) lives until the last exchange is gone.
@@ -39,8 +26,10 @@ struct core {
   bool open = true;
   std::unique_ptr<server> srv;
   browser_policy policy;
-  bool has_token = false;
-  digest token_hash{};
+  /// The scrapers' token as the one key of a ring (key_ring: the bearer
+  /// parse and the constant-time compare of the HTTP API); no key = no
+  /// token asked (loopback).
+  key_ring token{{}};
   metrics_source source;
 };
 
@@ -58,29 +47,6 @@ void answer(const std::shared_ptr<exchange>& ex, unsigned status,
               "text/plain; charset=utf-8");
 }
 
-/// The token of "Authorization: Bearer <token>"; empty if absent or of
-/// another scheme.
-std::string_view bearer_of(const request& req) {
-  auto field = req[bhttp::field::authorization];
-  std::string_view text{field.data(), field.size()};
-  constexpr std::string_view scheme = "bearer ";
-  if (text.size() <= scheme.size())
-    return {};
-  for (size_t i = 0; i < scheme.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(text[i])) != scheme[i])
-      return {};
-  text.remove_prefix(scheme.size());
-  while (!text.empty() && text.front() == ' ')
-    text.remove_prefix(1);
-  return text;
-}
-
-/// Compares hashes (of equal length whatever was sent) in constant time.
-bool token_matches(const core& c, std::string_view presented) {
-  auto d = sha256(presented);
-  return CRYPTO_memcmp(d.data(), c.token_hash.data(), d.size()) == 0;
-}
-
 void handle(const std::shared_ptr<core>& c, std::shared_ptr<exchange> ex) {
   const auto& req = ex->req();
   if (auto v = c->policy.check_host(req); v.status != 0)
@@ -94,14 +60,11 @@ void handle(const std::shared_ptr<core>& c, std::shared_ptr<exchange> ex) {
   if (method != bhttp::verb::get && method != bhttp::verb::head)
     return answer(ex, 405, "method not allowed: GET or HEAD",
                   {{"Allow", "GET, HEAD"}});
-  if (c->has_token) {
-    auto token = bearer_of(req);
-    // Hashed whether or not one was sent: no early answer to time.
-    bool ok = token_matches(*c, token) && !token.empty();
-    if (!ok)
-      return answer(ex, 401, "unauthorized: send Authorization: Bearer <token>",
-                    {{"WWW-Authenticate", "Bearer"}});
-  }
+  auto auth = req[bhttp::field::authorization];
+  if (!c->token.development_mode()
+      && !c->token.authenticate(std::string_view{auth.data(), auth.size()}))
+    return answer(ex, 401, "unauthorized: send Authorization: Bearer <token>",
+                  {{"WWW-Authenticate", "Bearer"}});
   auto p = std::make_shared<pending>(pending{c, std::move(ex)});
   c->source([p](caf::expected<std::string> text) {
     std::lock_guard<std::mutex> guard{p->owner->mx};
@@ -152,9 +115,13 @@ caf::expected<std::unique_ptr<metrics_endpoint>>
 metrics_endpoint::start(metrics_endpoint_config cfg, metrics_source source) {
   auto c = std::make_shared<core>();
   c->source = std::move(source);
-  c->has_token = !cfg.bearer_token.empty();
-  if (c->has_token)
-    c->token_hash = sha256(cfg.bearer_token);
+  if (!cfg.bearer_token.empty()) {
+    api_key k;
+    k.name = "metrics";
+    k.hash = sha256(cfg.bearer_token);
+    k.scopes = scope_read;
+    c->token = key_ring{{k}};
+  }
   server_limits limits;
   limits.max_body_bytes = 0;
   limits.max_header_bytes = 8 * 1024;

@@ -1,10 +1,7 @@
 #include "nodes/droverctl_view.hpp"
 
 #include "gateway/http_api.hpp"
-
-#include <capnp/compat/json.h>
-#include <capnp/message.h>
-#include <kj/exception.h>
+#include "runtime/json_read.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -298,17 +295,7 @@ void progress_view::finish() {
 
 namespace {
 
-using json = capnp::JsonValue::Reader;
-
-/// Member `name` of an object, if it is there.
-std::optional<json> member(json obj, const char* name) {
-  if (obj.which() != capnp::JsonValue::OBJECT)
-    return std::nullopt;
-  for (auto f : obj.getObject())
-    if (f.getName() == name)
-      return f.getValue();
-  return std::nullopt;
-}
+using json = json_reader;
 
 /// A scalar as text ("" when not a scalar).
 std::string scalar(json v) {
@@ -334,14 +321,15 @@ std::string scalar(json v) {
 
 /// A scalar member as text ("" when absent or not a scalar).
 std::string field(json obj, const char* name) {
-  auto v = member(obj, name);
+  auto v = json_member(obj, name);
   return v ? scalar(*v) : std::string{};
 }
 
 /// An object of counts as "cpu=2,gpu=1" ("-" when empty).
 std::string counts(json obj, const char* name) {
   std::string out;
-  if (auto v = member(obj, name); v && v->which() == capnp::JsonValue::OBJECT)
+  if (auto v = json_member(obj, name);
+      v && v->which() == capnp::JsonValue::OBJECT)
     for (auto f : v->getObject()) {
       auto n = f.getName();
       out += (out.empty() ? "" : ",") + std::string{n.begin(), n.size()} + "="
@@ -352,7 +340,7 @@ std::string counts(json obj, const char* name) {
 
 /// A member in ms as a duration ("" when absent).
 std::string ago(json obj, const char* name) {
-  auto v = member(obj, name);
+  auto v = json_member(obj, name);
   if (!v || v->which() != capnp::JsonValue::NUMBER)
     return "-";
   return duration_text(static_cast<int64_t>(v->getNumber())) + " ago";
@@ -360,7 +348,8 @@ std::string ago(json obj, const char* name) {
 
 std::vector<json> items(json obj, const char* name) {
   std::vector<json> out;
-  if (auto v = member(obj, name); v && v->which() == capnp::JsonValue::ARRAY)
+  if (auto v = json_member(obj, name);
+      v && v->which() == capnp::JsonValue::ARRAY)
     for (auto x : v->getArray())
       out.push_back(x);
   return out;
@@ -369,15 +358,10 @@ std::vector<json> items(json obj, const char* name) {
 } // namespace
 
 std::string nodes_text(const std::string& text) {
-  capnp::MallocMessageBuilder message;
-  auto root = message.initRoot<capnp::JsonValue>();
-  auto failure = kj::runCatchingExceptions([&] {
-    capnp::JsonCodec codec;
-    codec.decodeRaw(kj::ArrayPtr<const char>{text.data(), text.size()}, root);
-  });
-  if (failure != nullptr)
+  json_doc parsed;
+  if (!parsed.parse(text))
     return text + '\n';
-  auto doc = root.asReader();
+  auto doc = parsed.root();
   std::string out;
   std::vector<std::vector<std::string>> rows{{"NODE", "ROLE", "CONNECTED",
                                               "SLOTS", "RESOURCES", "RUNNING",

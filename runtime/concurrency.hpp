@@ -68,6 +68,8 @@ own_key_ref own_key_of(const std::string& tenant, const std::string& key,
 /// The slots one attempt takes, in the order it takes them: its own key's,
 /// then its type's. `limit` 0 = the type's configured limit.
 struct slot_keys {
+  /// release_slots' count for every slot.
+  static constexpr size_t all = 2;
   std::array<std::string, 2> key;
   std::array<uint32_t, 2> limit{};
   uint8_t size = 0;

@@ -238,8 +238,9 @@ struct node_config {
   /// Port of its GET /metrics; 0 = none. Worker nodes that join a
   /// coordinator only (a coordinator's figures are at its gateway's).
   uint16_t metrics_port = 0;
-  /// Its interface: outside loopback only with a token file.
-  std::string metrics_host = "127.0.0.1";
+  /// Its interface: outside loopback only with a token file. "" = not
+  /// given: 127.0.0.1 once a port is (the options set it).
+  std::string metrics_host;
   /// File holding the bearer token scrapers must send; readable by its
   /// owner (the node's user) only. Read at start, after --run-as.
   std::string metrics_token_file;

@@ -49,10 +49,8 @@ caf::error bad(std::string what) {
 /// A worker node's metrics endpoint: its own figures, on its own port.
 caf::error validate_metrics(const node_config& cfg) {
   auto r = roles_of(cfg);
-  const node_config defaults;
   if (cfg.metrics_port == 0) {
-    if (cfg.metrics_host != defaults.metrics_host
-        || !cfg.metrics_token_file.empty()
+    if (!cfg.metrics_host.empty() || !cfg.metrics_token_file.empty()
         || !cfg.metrics_allowed_hosts.empty())
       return bad("--metrics-host, --metrics-token-file and "
                  "--metrics-allowed-host need --metrics-port");
@@ -299,10 +297,9 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
       po::value(&raw.metrics_port)->default_value(raw.metrics_port),
       "worker nodes: port of GET /metrics, the node's figures in the "
       "Prometheus text format (0 = none)")(
-      "metrics-host",
-      po::value(&raw.metrics_host)->default_value(raw.metrics_host),
-      "worker nodes: interface of --metrics-port; outside loopback it needs "
-      "--metrics-token-file")(
+      "metrics-host", po::value(&raw.metrics_host),
+      "worker nodes: interface of --metrics-port (default 127.0.0.1); "
+      "outside loopback it needs --metrics-token-file")(
       "metrics-token-file", po::value(&cfg.metrics_token_file),
       "worker nodes: file holding the bearer token scrapers send "
       "(Authorization: Bearer); readable by its owner only")(
@@ -418,7 +415,10 @@ caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
   if (raw.metrics_port < 0 || raw.metrics_port > 65535)
     return bad("metrics-port must be within [0, 65535] (0 = none)");
   cfg.metrics_port = static_cast<uint16_t>(raw.metrics_port);
-  cfg.metrics_host = raw.metrics_host;
+  // Given or not is kept apart: a host without a port is refused.
+  cfg.metrics_host = raw.metrics_host.empty() && cfg.metrics_port != 0
+                         ? std::string{"127.0.0.1"}
+                         : raw.metrics_host;
   cfg.metrics_allowed_hosts = split(raw.metrics_allowed_hosts);
   return caf::none;
 }

@@ -351,10 +351,7 @@ caf::error flow_control::check(const std::vector<std::string>& rate_keys,
   }
   if (flows_.size() >= max_flows
       && (!rate_keys.empty() || !breaker_key.empty())) {
-    auto rates = rate_keys;
-    std::sort(rates.begin(), rates.end());
-    rates.erase(std::unique(rates.begin(), rates.end()), rates.end());
-    if (numbers_.count({rates, breaker_key}) == 0)
+    if (numbers_.count({key_set(rate_keys), breaker_key}) == 0)
       return make_error(errc::conflict,
                         "too many distinct sets of rate limits and breakers "
                         "named by jobs (at most "
@@ -375,17 +372,12 @@ uint32_t flow_control::intern(const std::vector<std::string>& rate_keys,
                 {{"key", key}, {"kind", kind}});
   };
   flow_keys k;
-  for (const auto& r : rate_keys) {
-    if (r.empty())
-      continue;
+  for (const auto& r : key_set(rate_keys)) {
     if (buckets_.count(r) == 0)
       say(r, "rate_limit");
     else
       k.rates.push_back(r);
   }
-  // One number per set: the order a job names them in changes nothing.
-  std::sort(k.rates.begin(), k.rates.end());
-  k.rates.erase(std::unique(k.rates.begin(), k.rates.end()), k.rates.end());
   if (!breaker_key.empty()) {
     if (breakers_.count(breaker_key) == 0)
       say(breaker_key, "breaker");
@@ -441,8 +433,25 @@ void flow_control::take_rates(uint32_t flow, int64_t now_ms, size_t from,
     buckets_.at(rates[i]).take(now_ms);
 }
 
-size_t flow_control::rate_count(uint32_t flow) const {
-  return flow == 0 || flow > flows_.size() ? 0 : flows_[flow - 1].rates.size();
+std::optional<flow_wait> flow_control::queued_gate(
+    uint32_t flow, size_t taken,
+    const std::function<bool(const std::string&)>& has_line) const {
+  if (flow == 0 || flow > flows_.size())
+    return std::nullopt;
+  const auto& f = flows_[flow - 1];
+  if (!f.breaker.empty() && has_line("b" + f.breaker))
+    return flow_wait{"b" + f.breaker, 0};
+  for (size_t i = taken; i < f.rates.size(); ++i)
+    if (has_line("r" + f.rates[i]))
+      return flow_wait{"r" + f.rates[i], 0, i + 1};
+  return std::nullopt;
+}
+
+std::vector<std::string> flow_control::key_set(std::vector<std::string> keys) {
+  keys.erase(std::remove(keys.begin(), keys.end(), std::string{}), keys.end());
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  return keys;
 }
 
 uint64_t flow_control::take(uint32_t flow, int64_t now_ms, size_t taken) {

@@ -32,6 +32,7 @@
 #include <caf/expected.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -173,8 +174,15 @@ public:
   /// line once (a job with several limits is not sent back to the end of
   /// one line each time another has no token).
   void take_rates(uint32_t flow, int64_t now_ms, size_t from, size_t to);
-  /// How many rate limits `flow` names.
-  size_t rate_count(uint32_t flow) const;
+  /// The first gate of `flow` where `has_line` says jobs wait already — its
+  /// breaker's, then those of the rate limits it holds no token of (after
+  /// the first `taken`) — so that a job that could pass goes behind them.
+  std::optional<flow_wait>
+  queued_gate(uint32_t flow, size_t taken,
+              const std::function<bool(const std::string&)>& has_line) const;
+  /// A job's rate-limit keys as one set: sorted, each once, no empty one
+  /// (the order they are taken in; one flow per set).
+  static std::vector<std::string> key_set(std::vector<std::string> keys);
   /// Most distinct sets of keys (rate limits and breaker) jobs name:
   /// check() refuses a new one beyond (errc::conflict).
   static constexpr size_t max_flows = 100000;

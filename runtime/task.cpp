@@ -160,6 +160,11 @@ caf::error task_context::take_tokens(uint32_t n,
     return make_error(code, why + " (" + std::to_string(taken) + " of "
                                 + std::to_string(n) + " tokens taken)");
   };
+  auto too_late = [&] {
+    return short_of(errc::rate_limited, "not granted within "
+                                            + std::to_string(max_wait.count())
+                                            + " ms");
+  };
   while (taken < n) {
     uint64_t seq = 0;
     {
@@ -178,9 +183,7 @@ caf::error task_context::take_tokens(uint32_t n,
     if (cancelled())
       return short_of(errc::unavailable, "the attempt was cancelled");
     if (!answered)
-      return short_of(errc::rate_limited, "not granted within "
-                                              + std::to_string(max_wait.count())
-                                              + " ms");
+      return too_late();
     if (answer_error_)
       return short_of(
           is(answer_error_, errc::invalid_request) ? errc::invalid_request
@@ -195,9 +198,7 @@ caf::error task_context::take_tokens(uint32_t n,
         = std::chrono::steady_clock::now()
           + std::chrono::milliseconds{std::max<int64_t>(1, answer_retry_ms_)};
     if (again > deadline)
-      return short_of(errc::rate_limited, "not granted within "
-                                              + std::to_string(max_wait.count())
-                                              + " ms");
+      return too_late();
     if (cv_.wait_until(guard, again, [this] { return cancelled(); }))
       return short_of(errc::unavailable, "the attempt was cancelled");
   }

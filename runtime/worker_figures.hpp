@@ -22,10 +22,9 @@ namespace drover {
 struct worker_class_figures {
   /// Local workers of the class (--slots): the most attempts it runs.
   uint32_t slots = 0;
-  /// Elastic classes (--elastic-slots): the slots offered at least. The
-  /// coordinator's link decides how many between that and `slots` it
-  /// offers now, so this node does not know it.
-  bool elastic = false;
+  /// Elastic classes (--elastic-slots, at least 1): the slots offered at
+  /// least; 0 = not elastic. The coordinator's link decides how many
+  /// between that and `slots` it offers now, so this node does not know it.
   uint32_t elastic_min = 0;
   /// Workers holding an attempt: running, finishing, or abandoned while
   /// their handler has not returned yet.
@@ -84,8 +83,8 @@ struct worker_figures {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, worker_class_figures& x) {
-  return f(caf::meta::type_name("worker_class_figures"), x.slots, x.elastic,
-           x.elastic_min, x.busy, x.running, x.buffered, x.started);
+  return f(caf::meta::type_name("worker_class_figures"), x.slots, x.elastic_min,
+           x.busy, x.running, x.buffered, x.started);
 }
 
 template <class Inspector>

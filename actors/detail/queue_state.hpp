@@ -329,7 +329,8 @@ bool remote_slot_ready(self_ptr self, const std::string& cls,
 // -- queue_flow.cpp
 // ------------------------------------------------------------
 void release_slot(self_ptr self, const std::string& key);
-void release_slots(self_ptr self, const slot_keys& keys, size_t count);
+void release_slots(self_ptr self, const slot_keys& keys,
+                   size_t count = slot_keys::all);
 bool take_slots(self_ptr self, parked_entry& pe, const slot_keys& keys);
 void hold_pools(self_ptr self, const caf::actor& worker, std::string node,
                 shape_ref shape, bool acquired = false);

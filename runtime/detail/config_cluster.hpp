@@ -32,7 +32,8 @@ struct cluster_raw {
   std::string elastic_slots;
   int64_t elastic_idle_ms = 30000;
   int64_t metrics_port = 0;
-  std::string metrics_host = "127.0.0.1";
+  /// "" = not given.
+  std::string metrics_host;
   std::vector<std::string> metrics_allowed_hosts;
 };
 

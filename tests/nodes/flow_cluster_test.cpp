@@ -101,6 +101,35 @@ std::vector<int64_t> start_times(const std::string& url) {
   return out;
 }
 
+/// Milliseconds from the first to the last event of `kinds` of the jobs
+/// `ids` (every job when empty), from the audit log.
+int64_t span_ms(const std::string& url, const std::vector<std::string>& ids,
+                const std::vector<int>& kinds) {
+  std::string in, of;
+  for (auto& id : ids)
+    in += (in.empty() ? "'" : ",'") + id + "'";
+  for (auto k : kinds)
+    of += (of.empty() ? "" : ",") + std::to_string(k);
+  auto conn = must(drover::pg::connection::open(url));
+  return std::stoll(std::string{
+      run(conn, "SELECT max(at_ms) - min(at_ms) FROM drover.events WHERE "
+                "kind IN ("
+                    + of + ")"
+                    + (in.empty() ? "" : " AND job_id IN (" + in + ")"))
+          .value(0, 0)});
+}
+
+/// A coordinator with `options` (and the gateway's join secret), worker
+/// nodes w1 and w2 with `slots` each, and a gateway node in front.
+std::unique_ptr<gateway> start_two_workers(cluster& c,
+                                           std::vector<std::string> options,
+                                           const std::string& slots) {
+  c.start_coordinator(with({"--gateway-join-secret", gateway_secret}, options));
+  c.start_worker("w1", {"--slots", slots});
+  c.start_worker("w2", {"--slots", slots});
+  return std::make_unique<gateway>(c);
+}
+
 /// The states of the control log for `key`, oldest first.
 std::vector<std::string> control_states(const std::string& url,
                                         const std::string& key) {
@@ -121,12 +150,9 @@ TEST_CASE("flow: a 20/s rate limit holds across two worker nodes, measured "
   cluster c;
   // burst=1: no second's worth saved up while the workers join, so any
   // window of T seconds holds at most 1 + 20 T starts.
-  c.start_coordinator({"--gateway-join-secret", gateway_secret, "--rate-limit",
-                       "mail:rate=20,burst=1"});
-  c.start_worker("w1", {"--slots", "cpu=4"});
-  c.start_worker("w2", {"--slots", "cpu=4"});
-  gateway gw{c};
-  auto client = gw.client();
+  auto gw
+      = start_two_workers(c, {"--rate-limit", "mail:rate=20,burst=1"}, "cpu=4");
+  auto client = gw->client();
   // 8 slots for jobs of 20 ms: without the limit they would start at
   // hundreds per second.
   const int n = 160;
@@ -177,13 +203,9 @@ TEST_CASE("flow: a breaker opens after failures, keeps its jobs queued with "
           "their attempts, probes, opens again, and closes",
           "[pg][cluster][process][flow]") {
   cluster c;
-  c.start_coordinator({"--gateway-join-secret", gateway_secret,
-                       "--circuit-breaker",
-                       "sink:failures=3,cooldown=2,probes=1"});
-  c.start_worker("w1", {"--slots", "cpu=3"});
-  c.start_worker("w2", {"--slots", "cpu=3"});
-  gateway gw{c};
-  auto client = gw.client();
+  auto gw = start_two_workers(
+      c, {"--circuit-breaker", "sink:failures=3,cooldown=2,probes=1"}, "cpu=3");
+  auto client = gw->client();
   // The downstream is up while the file `up` exists (the workers run jobs
   // as another user: the directory is readable by all).
   scratch_dir dir{"drover-flow"};
@@ -320,12 +342,9 @@ TEST_CASE("flow: tokens taken mid-job hold a 20/s limit across two worker "
           "nodes",
           "[pg][cluster][process][flow]") {
   cluster c;
-  c.start_coordinator({"--gateway-join-secret", gateway_secret, "--rate-limit",
-                       "mail:rate=20,burst=1"});
-  c.start_worker("w1", {"--slots", "cpu=4"});
-  c.start_worker("w2", {"--slots", "cpu=4"});
-  gateway gw{c};
-  auto client = gw.client();
+  auto gw
+      = start_two_workers(c, {"--rate-limit", "mail:rate=20,burst=1"}, "cpu=4");
+  auto client = gw->client();
   // Eight jobs at once on eight slots, each taking 15 tokens one at a
   // time (a job sending 15 mails): 8 tokens for their dispatch and 120
   // taken mid-job, all from the one bucket on the coordinator.
@@ -336,20 +355,12 @@ TEST_CASE("flow: tokens taken mid-job hold a 20/s limit across two worker "
          R"("rate_limit_key":"mail"})");
   auto ids = submit_batch(client, items);
   c.check_all_done_once(ids, 60s);
-  auto conn = must(drover::pg::connection::open(c.url()));
-  auto first_start = std::stoll(
-      std::string{run(conn, "SELECT min(at_ms) FROM drover.events WHERE kind = "
-                                + std::to_string(started_kind))
-                      .value(0, 0)});
-  auto last_end = std::stoll(
-      std::string{run(conn, "SELECT max(at_ms) FROM drover.events WHERE kind = "
-                                + std::to_string(completed_kind))
-                      .value(0, 0)});
+  auto span = span_ms(c.url(), {}, {started_kind, completed_kind});
   const int tokens = n * (per_job + 1);
   // The first dispatch took the one token the bucket held; every other
   // token needed 50 ms of refill. The mid-job takes came after the first
   // start, so they took at least (tokens - 2) / 20 s after it.
-  double seconds = static_cast<double>(last_end - first_start) / 1000;
+  double seconds = static_cast<double>(span) / 1000;
   double floor_s = (tokens - 2) / 20.0;
   std::cout << "flow_cluster_test: " << tokens << " tokens (8 dispatches, "
             << n * per_job << " taken mid-job) in " << seconds
@@ -390,13 +401,11 @@ TEST_CASE("flow: jobs naming two rate limits take a token of each mid-job "
           "on worker nodes while jobs naming one are not held by the other",
           "[pg][cluster][process][flow]") {
   cluster c;
-  c.start_coordinator({"--gateway-join-secret", gateway_secret, "--rate-limit",
-                       "provider:rate=100,burst=1", "--rate-limit",
-                       "share:rate=10,burst=1"});
-  c.start_worker("w1", {"--slots", "cpu=4"});
-  c.start_worker("w2", {"--slots", "cpu=4"});
-  gateway gw{c};
-  auto client = gw.client();
+  auto gw = start_two_workers(c,
+                              {"--rate-limit", "provider:rate=100,burst=1",
+                               "--rate-limit", "share:rate=10,burst=1"},
+                              "cpu=4");
+  auto client = gw->client();
   // Four jobs under both limits and four under the provider's only, each
   // taking 5 tokens: 24 of the share's (10/s: 2.3 s at least) and 48 of
   // the provider's (100/s: 0.5 s).
@@ -423,17 +432,9 @@ TEST_CASE("flow: jobs naming two rate limits take a token of each mid-job "
   };
   CHECK(granted_of("provider") == 48);
   CHECK(granted_of("share") == 24);
-  auto conn = must(drover::pg::connection::open(c.url()));
   auto span = [&](size_t from, size_t to) {
-    std::string in;
-    for (size_t i = from; i < to; ++i)
-      in += (in.empty() ? "'" : ",'") + ids[i] + "'";
-    return std::stoll(std::string{
-        run(conn, "SELECT max(at_ms) - min(at_ms) FROM drover.events WHERE "
-                  "job_id IN ("
-                      + in + ") AND kind IN (" + std::to_string(started_kind)
-                      + "," + std::to_string(completed_kind) + ")")
-            .value(0, 0)});
+    return span_ms(c.url(), {ids.begin() + from, ids.begin() + to},
+                   {started_kind, completed_kind});
   };
   auto both_ms = span(0, 4);
   auto one_ms = span(4, 8);
@@ -489,15 +490,7 @@ TEST_CASE("flow: a rate limit and a breaker set through the admin API apply "
   CHECK(control_states(c.url(), "api")
         == std::vector<std::string>{"configured"});
   auto span_of = [&](const std::vector<std::string>& ids) {
-    auto conn = must(drover::pg::connection::open(c.url()));
-    std::string in;
-    for (auto& id : ids)
-      in += (in.empty() ? "'" : ",'") + id + "'";
-    auto res = run(conn, "SELECT max(at_ms) - min(at_ms) FROM drover.events "
-                         "WHERE kind = "
-                             + std::to_string(started_kind) + " AND job_id IN ("
-                             + in + ")");
-    return std::stoll(std::string{res.value(0, 0)});
+    return span_ms(c.url(), ids, {started_kind});
   };
   std::vector<std::string> slow_items(15, limited);
   auto slow = submit_batch(client, slow_items);
@@ -610,11 +603,7 @@ TEST_CASE("flow: jobs taking tokens on a worker node ride out a kill -9 of "
   // start (the old authority's bucket is not handed on; the new one starts
   // empty and waits a block).
   auto elapsed = std::chrono::steady_clock::now() - cut;
-  auto conn = must(drover::pg::connection::open(c.url()));
-  auto span = std::stoll(std::string{
-      run(conn, "SELECT max(at_ms) - min(at_ms) FROM drover.events WHERE "
-                "kind IN (3, 7)")
-          .value(0, 0)});
+  auto span = span_ms(c.url(), {}, {started_kind, completed_kind});
   std::cout << "flow_cluster_test: 4 x 20 tokens at 10/s across a kill -9 of "
                "the coordinator: first start to last completion "
             << span << " ms\n";
@@ -626,12 +615,8 @@ TEST_CASE("concurrency: a job's own key holds across two worker nodes and a "
           "kill -9 of the coordinator (from the audit log)",
           "[pg][cluster][process][concurrency]") {
   cluster c;
-  std::vector<std::string> opts{"--gateway-join-secret", gateway_secret};
-  c.start_coordinator(opts);
-  c.start_worker("w1", {"--slots", "cpu=2"});
-  c.start_worker("w2", {"--slots", "cpu=2"});
-  gateway gw{c};
-  auto client = gw.client();
+  auto gw = start_two_workers(c, {}, "cpu=2");
+  auto client = gw->client();
   // Three jobs of user:7 (limit 1) and three of user:8 (limit 2), 1.2 s
   // each: four slots, so only the keys hold them back.
   auto job = [](const std::string& key, int limit) {
@@ -651,7 +636,7 @@ TEST_CASE("concurrency: a job's own key holds across two worker nodes and a "
   REQUIRE(c.wait_running(ids[0]));
   c.coordinator->signal(SIGKILL);
   REQUIRE(c.coordinator->wait_exit(10s));
-  c.start_coordinator(opts);
+  c.start_coordinator({"--gateway-join-secret", gateway_secret});
   c.check_all_done_once(ids, 90s);
   // Each job's [started, completed] from the log; one attempt each.
   auto conn = must(drover::pg::connection::open(c.url()));

@@ -182,6 +182,10 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad(
       {"--roles", "worker", "--coordinator", "127.0.0.1:7420,10.0.0.5:7420"},
       "without TLS");
+  // The default host given alone still needs a port: not taken and ignored.
+  expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:7420",
+              "--metrics-host", "127.0.0.1"},
+             "need --metrics-port");
   // Loopback is an address written as one: a name that looks like it is
   // resolved, and may resolve anywhere.
   for (auto host : {"127.evil.example", "127.0.0.1.nip.io", "::2"})

@@ -467,7 +467,16 @@ TEST_CASE("flow: a job naming several rate limits is dispatched with a token "
   CHECK(f.gates_of(both) == std::vector<std::string>{"rprovider", "rtenant"});
   // One number per set, whatever the order (taken in key order).
   CHECK(both == f.intern(std::vector<std::string>{"tenant", "provider"}, ""));
-  CHECK(f.rate_count(both) == 2);
+  CHECK(flow_control::key_set({"tenant", "", "provider", "tenant"})
+        == std::vector<std::string>{"provider", "tenant"});
+  // A job that could pass goes behind jobs already waiting at one of its
+  // gates, unless it holds that limit's token.
+  auto line = [](const std::string& g) { return g == "rtenant"; };
+  auto behind = f.queued_gate(both, 0, line);
+  REQUIRE(behind);
+  CHECK(behind->gate == "rtenant");
+  CHECK(behind->rate == 2);
+  CHECK_FALSE(f.queued_gate(both, 2, line));
   CHECK(is(f.check(std::vector<std::string>{"provider", "nope"}, "", "a"),
            errc::invalid_request));
   CHECK_FALSE(f.check(std::vector<std::string>{"provider", "tenant"}, "", "a"));
@@ -520,6 +529,32 @@ TEST_CASE("flow: a job waiting at its second rate limit keeps the token of "
   f.take(both, 1000, 1);
   CHECK_FALSE(f.gate(only_a, 1000)); // a's token of 1 s is still there
   CHECK(f.gate(both, 1000));         // b's is gone
-  // Beyond max_flows new sets are refused, known ones still accepted.
-  CHECK(flow_control::max_flows >= 10000);
+}
+
+TEST_CASE("flow: beyond max_flows sets of keys a submit naming a new set is "
+          "refused and one naming a set in use is not",
+          "[flow]") {
+  flow_limits limits;
+  for (int i = 0; i < 40; ++i)
+    limits.rates["k" + std::to_string(i)] = {1, 1, {}};
+  flow_control f{limits, 0};
+  // Every set of 1 to 4 of the 40 keys, until the table is full.
+  std::vector<std::string> first;
+  size_t made = 0;
+  for (int a = 0; a < 40 && made < flow_control::max_flows; ++a)
+    for (int b = a; b < 40 && made < flow_control::max_flows; ++b)
+      for (int c = b; c < 40 && made < flow_control::max_flows; ++c)
+        for (int d = c; d < 40 && made < flow_control::max_flows; ++d) {
+          std::vector<std::string> keys{
+              "k" + std::to_string(a), "k" + std::to_string(b),
+              "k" + std::to_string(c), "k" + std::to_string(d)};
+          made = std::max<size_t>(made, f.intern(keys, ""));
+          if (first.empty())
+            first = keys;
+        }
+  REQUIRE(made == flow_control::max_flows);
+  auto refused = f.check(std::vector<std::string>{"k38", "k39"}, "", "t");
+  CHECK(is(refused, errc::conflict));
+  CHECK_FALSE(f.check(first, "", "t")); // k0 alone: in use
+  CHECK_FALSE(f.check(std::vector<std::string>{}, "", "t"));
 }
