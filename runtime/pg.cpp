@@ -2,6 +2,7 @@
 
 #include "runtime/detail/pg_fence.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/partition.hpp"
 
 #include <libpq-fe.h>
 
@@ -1522,6 +1523,27 @@ session::live_jobs(const std::string& after, uint32_t limit) {
 }
 
 caf::expected<std::vector<job_record>>
+session::live_jobs_of(int32_t partition, const std::string& after,
+                      uint32_t limit) {
+  if (partition < 0 || partition >= max_partitions)
+    return make_error(errc::invalid_request,
+                      "partition " + std::to_string(partition)
+                          + " is outside [0, " + std::to_string(max_partitions)
+                          + ")");
+  if (limit == 0 || limit > 100000)
+    return make_error(errc::invalid_request,
+                      "limit must be within [1, 100000]");
+  // Expression and predicate repeat jobs_live_partition's, so the index
+  // yields the partition's live jobs in job-id order from `after` on.
+  return query_records("SELECT job_id, record FROM drover.jobs "
+                       "WHERE drover.partition_of(job_id) = $1 "
+                       "AND final_status IS NULL AND job_id > $2 "
+                       "ORDER BY job_id LIMIT $3",
+                       params{}.int32(partition).text(after).int64(limit),
+                       "loading a partition's live jobs");
+}
+
+caf::expected<std::vector<job_record>>
 session::pending_webhooks(const std::string& after, uint32_t limit) {
   if (limit == 0 || limit > 10000)
     return make_error(errc::invalid_request, "limit must be within [1, 10000]");
@@ -1531,6 +1553,26 @@ session::pending_webhooks(const std::string& after, uint32_t limit) {
                        "WHERE webhook_pending AND job_id > $1 "
                        "ORDER BY job_id LIMIT $2",
                        params{}.text(after).int64(limit),
+                       "loading jobs that owe a webhook");
+}
+
+caf::expected<std::vector<job_record>>
+session::pending_webhooks(const std::string& after, uint32_t limit,
+                          const std::vector<int32_t>& partitions) {
+  if (limit == 0 || limit > 10000)
+    return make_error(errc::invalid_request, "limit must be within [1, 10000]");
+  if (partitions.empty())
+    return std::vector<job_record>{};
+  array_param parts{array_param::element::int4, partitions.size()};
+  for (auto p : partitions)
+    parts.int32(p);
+  // jobs_webhook_pending holds few rows (finished jobs whose delivery is
+  // not settled): the partition is a filter on them.
+  return query_records("SELECT job_id, record FROM drover.jobs "
+                       "WHERE webhook_pending AND job_id > $1 "
+                       "AND drover.partition_of(job_id) = ANY($3::int4[]) "
+                       "ORDER BY job_id LIMIT $2",
+                       params{}.text(after).int64(limit).array(parts),
                        "loading jobs that owe a webhook");
 }
 
@@ -1553,15 +1595,32 @@ caf::expected<job_record> session::find_by_key(const std::string& tenant,
 
 caf::expected<uint64_t> session::purge_finished(int64_t before_ms,
                                                 int32_t max_jobs) {
-  if (auto err = begin_fenced("purging finished jobs"))
+  // Fenced: the jobs of the fence's partitions only, their lease rows
+  // checked and locked FOR SHARE like a job write's (a takeover of one of
+  // them waits for the purge). Several coordinators purge their own
+  // partitions side by side.
+  auto fence = fence_;
+  if (fence && fence->partitions.empty())
+    return uint64_t{0};
+  if (auto err = begin_write(fence ? fence->partitions : std::vector<int32_t>{},
+                             "purging finished jobs"))
     return err;
   auto fail = [this](caf::error err) {
     rollback_quietly();
     return err;
   };
-  auto res = conn_.exec("SELECT drover.purge_finished($1, $2)",
+  auto res = [&]() -> caf::expected<result> {
+    if (!fence)
+      return conn_.exec("SELECT drover.purge_finished($1, $2)",
                         params{}.int64(before_ms).int32(max_jobs), false,
                         "purging finished jobs");
+    array_param parts{array_param::element::int4, fence->partitions.size()};
+    for (auto p : fence->partitions)
+      parts.int32(p);
+    return conn_.exec("SELECT drover.purge_finished($1, $2, $3::int4[])",
+                      params{}.int64(before_ms).int32(max_jobs).array(parts),
+                      false, "purging finished jobs");
+  }();
   if (!res)
     return fail(std::move(res.error()));
   uint64_t n = 0;

@@ -393,8 +393,8 @@ struct isolated_write_result {
 /// transaction of a session checks first (runtime/pg_fence.cpp): a job
 /// write locks the lease rows of the partitions it writes FOR SHARE and
 /// compares owner and epoch, so a takeover of one of them waits until the
-/// write has ended; retention, which spans every partition, checks every
-/// held row and locks the lowest. Expiry is by PostgreSQL's clock.
+/// write has ended; retention, which deletes in every partition of the
+/// fence, does so for all of them. Expiry is by PostgreSQL's clock.
 struct write_fence {
   std::string instance;
   /// Ascending.
@@ -471,14 +471,23 @@ public:
   caf::expected<isolated_write_result> write_isolated(const write_batch& batch);
 
   /// Checks `fence` at the start of every later write transaction (write,
-  /// write_isolated, purge_finished); null = no check. A failed check is
+  /// write_isolated, purge_finished, append_control); null = no check. May
+  /// be called between transactions with another fence (a coordinator's
+  /// partitions change): the next transaction checks that one. A failed
+  /// check is
   /// errc::not_owner (superseded: another instance or epoch holds a lease
   /// of a partition the transaction writes; see stale_partitions())
   /// or errc::unavailable with "lease expired" (still ours, not renewed in
   /// time); the transaction writes nothing.
   void set_fence(std::shared_ptr<const write_fence> fence) {
+    if (fence_ != fence)
+      fence_applied_ = false;
     fence_ = std::move(fence);
-    fence_applied_ = false;
+  }
+
+  /// The fence of set_fence() (may be null).
+  const std::shared_ptr<const write_fence>& fence() const {
+    return fence_;
   }
 
   /// After write() failed with errc::not_owner: the partitions of its
@@ -518,20 +527,38 @@ public:
   caf::expected<std::vector<job_record>>
   live_jobs(const std::string& after = {}, uint32_t limit = 0);
 
+  /// The non-terminal jobs of `partition` (drover.partition_of(job_id),
+  /// runtime/partition.hpp) in job-id order after `after`, at most `limit`
+  /// (within [1, 100000]): one partition's recovery, read from the index
+  /// jobs_live_partition (schema version 7), never a scan of every live
+  /// job. A partition outside [0, max_partitions) is `invalid_request`.
+  caf::expected<std::vector<job_record>>
+  live_jobs_of(int32_t partition, const std::string& after, uint32_t limit);
+
   /// Jobs that still owe a webhook (record.webhook_pending_sequence != 0)
   /// in job-id order after `after`, at most `limit` (within [1, 10000],
   /// else `invalid_request`).
   caf::expected<std::vector<job_record>>
   pending_webhooks(const std::string& after, uint32_t limit);
 
+  /// pending_webhooks() among the jobs of `partitions` only (any order;
+  /// none = no job).
+  caf::expected<std::vector<job_record>>
+  pending_webhooks(const std::string& after, uint32_t limit,
+                   const std::vector<int32_t>& partitions);
+
   /// The job holding (tenant, key); `not_found` if none.
   caf::expected<job_record> find_by_key(const std::string& tenant,
                                         const std::string& key);
 
   /// Deletes up to `max_jobs` finished jobs (completed, cancelled, failed
-  /// outside the dead-letter queue) whose completion is older than
-  /// `before_ms`, with their events (drover.purge_finished). Returns how
-  /// many jobs went.
+  /// outside the dead-letter queue, no webhook owed) whose completion is
+  /// older than `before_ms`, with their events (drover.purge_finished).
+  /// Returns how many jobs went. With a fence (set_fence), only jobs of the
+  /// fence's partitions, in a transaction that checks and locks their
+  /// lease rows like a job write (errc::not_owner if one is not ours, and
+  /// nothing is deleted); a fence without partitions purges nothing.
+  /// Without a fence, every partition's.
   caf::expected<uint64_t> purge_finished(int64_t before_ms, int32_t max_jobs);
 
   /// Appends one rate-limiter or breaker state change to drover.control_log
@@ -563,18 +590,12 @@ private:
   caf::expected<job_record> decode_record(std::string_view job_id,
                                           std::string_view bytes) const;
 
-  /// Runs the fence check of every held partition inside the open
-  /// transaction (if fenced).
-  caf::error check_fence();
   /// The fence check of the partitions `touched` (if fenced): sets
   /// stale_partitions_ and fails with not_owner when some are not ours.
   caf::error check_partitions(const std::vector<int32_t>& touched);
   /// Starts a job write transaction that writes the partitions `touched`
   /// and checks them; on failure nothing is left open.
   caf::error begin_write(const std::vector<int32_t>& touched, const char* what);
-  /// Starts a write transaction (after rolling back a stale one) and
-  /// checks the fence in it; on failure nothing is left open.
-  caf::error begin_fenced(const char* what);
   /// Once per connection: the fence's idle limit.
   caf::error apply_fence_settings();
 

@@ -418,6 +418,105 @@ REVOKE UPDATE, DELETE, TRUNCATE ON drover.control_log FROM PUBLIC;
 --   GRANT SELECT, INSERT ON drover.control_log TO drover_app;
 )sql";
 
+// Version 7: coordinators that each own a subset of the partitions
+// (issue 13). A job's partition is part of its id (runtime/partition.hpp);
+// drover.partition_of computes it in SQL exactly as partition_of_id does in
+// C++, so that one partition's live jobs are read from an index (recovery
+// of a partition a coordinator takes over) and retention deletes only in
+// the partitions its coordinator owns.
+const char* const v7_sql = R"sql(
+-- The decimal after the job id's last '-' when it is 1 to 4 digits below
+-- 4096, else 0 (ids from before partitioning): runtime/partition.cpp's
+-- partition_of_id, which is part of the data format. A digit run directly
+-- after the last '-' up to the end is what the pattern finds (a longer run
+-- or anything else after the '-' does not match: 0). One expression, no
+-- subquery, so that PostgreSQL inlines it into queries and into the index
+-- below, where it is computed once per row version.
+CREATE FUNCTION drover.partition_of(job_id text) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE
+           WHEN pg_catalog.substring(job_id, '-([0-9]{1,4})$')::integer < 4096
+           THEN pg_catalog.substring(job_id, '-([0-9]{1,4})$')::integer
+           ELSE 0
+         END
+$$;
+
+COMMENT ON FUNCTION drover.partition_of(text) IS
+  'The partition of a job id (runtime/partition.cpp, partition_of_id).';
+
+-- Recovery of one partition: its live jobs in job-id order (queries must
+-- repeat the expression and jobs_live's predicate). job_id never changes
+-- and final_status only at the terminal transition, so live transitions
+-- stay HOT updates (version 3).
+CREATE INDEX jobs_live_partition
+  ON drover.jobs (drover.partition_of(job_id), job_id)
+  WHERE final_status IS NULL;
+
+-- Version 3's retention policy within the partitions a coordinator owns:
+-- with several coordinators, each purges only its own partitions, fenced
+-- by their leases like its job writes.
+CREATE FUNCTION drover.purge_finished(before_ms bigint, max_jobs integer,
+                                      partitions integer[])
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET drover.retention = 'on'
+AS $$
+DECLARE
+  purged bigint;
+BEGIN
+  IF before_ms IS NULL OR max_jobs IS NULL OR max_jobs <= 0
+     OR partitions IS NULL OR cardinality(partitions) = 0 THEN
+    RETURN 0;
+  END IF;
+  WITH victims AS (
+    SELECT j.job_id
+      FROM drover.jobs j
+     WHERE j.final_status IS NOT NULL AND NOT j.dead_lettered
+       AND NOT j.webhook_pending
+       AND j.completed_at_ms < before_ms
+       AND drover.partition_of(j.job_id) = ANY (partitions)
+     ORDER BY j.completed_at_ms
+     LIMIT max_jobs
+       FOR UPDATE SKIP LOCKED
+  ), gone AS (
+    DELETE FROM drover.jobs j
+     USING victims v
+     WHERE j.job_id = v.job_id
+    RETURNING j.job_id
+  ), gone_events AS (
+    DELETE FROM drover.events e
+     USING gone g
+     WHERE e.job_id = g.job_id
+  )
+  SELECT count(*) INTO purged FROM gone;
+  RETURN purged;
+END
+$$;
+
+REVOKE ALL ON FUNCTION drover.purge_finished(bigint, integer, integer[])
+  FROM PUBLIC;
+
+-- Production privileges (see version 1): a node with a fence purges
+-- through the new function.
+--   GRANT EXECUTE ON FUNCTION
+--     drover.purge_finished(bigint, integer, integer[]) TO drover_app;
+)sql";
+
+// Version 8: coordinators that share the partitions (--share-partitions,
+// runtime/pg_share.hpp) say so: only they are counted when the shares are
+// computed (a --standby coordinator announces itself too and takes none).
+const char* const v8_sql = R"sql(
+ALTER TABLE drover.coordinators
+  ADD COLUMN shares boolean NOT NULL DEFAULT false;
+
+COMMENT ON COLUMN drover.coordinators.shares IS
+  'true for a coordinator that shares the partitions with the others '
+  '(--share-partitions): the shares are computed over these.';
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -431,6 +530,11 @@ const std::vector<migration>& migrations() {
       {4, "partition leases: one coordinator per database", v4_sql},
       {5, "coordinators announce themselves", v5_sql},
       {6, "control log of rate limiters and circuit breakers", v6_sql},
+      {7,
+       "partition_of(job_id), live jobs by partition, retention per "
+       "partition",
+       v7_sql},
+      {8, "coordinators that share the partitions", v8_sql},
   };
   return all;
 }
