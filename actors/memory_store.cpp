@@ -186,6 +186,22 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
               result.push_back(i->second.record);
           return result;
         },
+        [self](recover_atom, int32_t partition, const std::string& after,
+               uint32_t limit) -> caf::result<std::vector<job_record>> {
+          if (auto err = check_recovery_partition(partition))
+            return err;
+          if (auto err = check_recovery_limit(limit))
+            return err;
+          std::vector<job_record> result;
+          // A scan: the memory store is for experiments and tests.
+          const auto& jobs = self->state.jobs;
+          for (auto i = jobs.upper_bound(after);
+               i != jobs.end() && result.size() < limit; ++i)
+            if (!is_terminal(i->second.record.status)
+                && partition_of_id(i->first) == partition)
+              result.push_back(i->second.record);
+          return result;
+        },
         [self](control_atom, int64_t at_ms, std::string& kind, std::string& key,
                std::string& state,
                std::string& detail) -> caf::result<ok_atom> {

@@ -150,6 +150,15 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
           return std::move(r.error());
         return std::move(*r);
       },
+      [self](recover_atom, int32_t partition, const std::string& after,
+             uint32_t limit) -> caf::result<std::vector<job_record>> {
+        auto r = read_db(self, [&](pg::session& db) {
+          return db.live_jobs_of(partition, after, limit);
+        });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
       [self](webhooks_atom, const std::string& after,
              uint32_t limit) -> caf::result<std::vector<job_record>> {
         auto r = read_db(self, [&](pg::session& db) {
@@ -1152,6 +1161,15 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
             return err;
           return ask_reader<std::vector<job_record>>(self, recover_atom::value,
                                                      after, limit);
+        },
+        [self](recover_atom, int32_t partition, const std::string& after,
+               uint32_t limit) -> caf::result<std::vector<job_record>> {
+          if (auto err = check_recovery_partition(partition))
+            return err;
+          if (auto err = check_recovery_limit(limit))
+            return err;
+          return ask_reader<std::vector<job_record>>(self, recover_atom::value,
+                                                     partition, after, limit);
         },
         [self](webhooks_atom, const std::string& after,
                uint32_t limit) -> caf::result<std::vector<job_record>> {

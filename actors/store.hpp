@@ -36,6 +36,13 @@
 //       `after` ("" = from the start), at most `limit` (within [1, 100000],
 //       else errc::invalid_request): the pages a queue rebuilds its ready
 //       queues, timers and running attempts from.
+//   (recover_atom, int32_t partition, after, limit) -> std::vector<job_record>
+//       The same among the jobs of `partition` only (partition_of_id,
+//       runtime/partition.hpp; within [0, max_partitions), else
+//       errc::invalid_request): how a coordinator recovers the partitions
+//       it owns, one after another. Any partition may be read, owned or
+//       not; nothing read is cached. The PostgreSQL store reads it from an
+//       index of the partition's live jobs (schema version 7).
 //   (webhooks_atom, after, limit)                  -> std::vector<job_record>
 //       Jobs that still owe a webhook (record.webhook_pending_sequence !=
 //       0: terminal, with a callback URL, no final delivery outcome
@@ -73,6 +80,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/job_api.hpp"
 #include "runtime/model.hpp"
+#include "runtime/partition.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/error.hpp>
@@ -95,6 +103,8 @@ using store_actor = caf::typed_actor<
     caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
     caf::replies_to<recover_atom, std::string,
                     uint32_t>::with<std::vector<job_record>>,
+    caf::replies_to<recover_atom, int32_t, std::string,
+                    uint32_t>::with<std::vector<job_record>>,
     caf::replies_to<ping_atom>::with<ok_atom>,
     caf::replies_to<webhooks_atom, std::string,
                     uint32_t>::with<std::vector<job_record>>,
@@ -114,6 +124,17 @@ inline caf::error check_recovery_limit(uint32_t limit) {
     return make_error(errc::invalid_request,
                       "recovery page limit must be within [1, "
                           + std::to_string(max_recovery_page) + "]");
+  return caf::none;
+}
+
+/// A recovery page's `partition` as both stores check it: within [0,
+/// max_partitions), else errc::invalid_request.
+inline caf::error check_recovery_partition(int32_t partition) {
+  if (partition < 0 || partition >= max_partitions)
+    return make_error(errc::invalid_request,
+                      "partition " + std::to_string(partition)
+                          + " is outside [0, " + std::to_string(max_partitions)
+                          + ")");
   return caf::none;
 }
 

@@ -137,6 +137,68 @@ TEST_CASE("a store refuses a recovery page without a sane limit",
                 [](caf::error& err) { FAIL(describe(err)); });
 }
 
+TEST_CASE("the memory store serves one partition's live jobs page by page",
+          "[recovery][partition]") {
+  deterministic d;
+  auto& sched = d.sched;
+  auto& self = d.self;
+  auto store = spawn_memory_store(d.sys);
+  // Partitions 1 and 2 interleaved, one job without a partition suffix
+  // (partition 0), one with a 5-digit suffix (partition 0 too); one job of
+  // partition 1 cancelled.
+  std::vector<job_event> evs;
+  for (const char* id : {"a1-1", "a2-2", "a3-1", "a4-1", "a5-2", "a6-1",
+                         "a7-01", "legacy", "a8-10001"}) {
+    job_event ev;
+    ev.job_id = id;
+    ev.kind = event_kind::submitted;
+    ev.at_ms = epoch_ms;
+    ev.spec.type = "noop";
+    evs.push_back(std::move(ev));
+  }
+  self->send(store, submit_atom::value, evs);
+  sched.run();
+  self->receive([](std::vector<job_record>&) {},
+                [](caf::error& err) { FAIL(describe(err)); });
+  job_event cancel;
+  cancel.job_id = "a4-1";
+  cancel.kind = event_kind::cancelled;
+  cancel.at_ms = epoch_ms;
+  self->send(store, append_atom::value, std::vector<job_event>{cancel});
+  sched.run();
+  self->receive([](ok_atom) {}, [](caf::error& err) { FAIL(describe(err)); });
+  auto page = [&](int32_t partition, std::string after, uint32_t limit) {
+    std::vector<std::string> ids;
+    self->send(store, recover_atom::value, partition, std::move(after), limit);
+    sched.run();
+    self->receive(
+        [&](std::vector<job_record>& recs) {
+          for (auto& rec : recs)
+            ids.push_back(rec.job_id);
+        },
+        [](caf::error& err) { FAIL(describe(err)); });
+    return ids;
+  };
+  using ids = std::vector<std::string>;
+  CHECK(page(1, "", 10) == ids{"a1-1", "a3-1", "a6-1", "a7-01"});
+  CHECK(page(1, "", 2) == ids{"a1-1", "a3-1"});
+  CHECK(page(1, "a3-1", 2) == ids{"a6-1", "a7-01"});
+  CHECK(page(2, "", 10) == ids{"a2-2", "a5-2"});
+  CHECK(page(0, "", 10) == ids{"a8-10001", "legacy"});
+  CHECK(page(3, "", 10).empty());
+  for (auto [partition, limit] :
+       std::vector<std::pair<int32_t, uint32_t>>{{-1, 10},
+                                                 {max_partitions, 10},
+                                                 {1, 0},
+                                                 {1, max_recovery_page + 1}}) {
+    self->send(store, recover_atom::value, partition, std::string{}, limit);
+    sched.run();
+    self->receive(
+        [](std::vector<job_record>&) { FAIL("a page was served"); },
+        [](caf::error& err) { CHECK(is(err, errc::invalid_request)); });
+  }
+}
+
 TEST_CASE("self-fencing: a queue that may not dispatch holds its jobs and "
           "dispatches once it may again",
           "[recovery][fence]") {
