@@ -239,6 +239,12 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
                    + control_entry_json(i->first, i->second, 0, 0, "");
           return out + "]";
         },
+        [](partitions_atom, const std::vector<int32_t>&,
+           const std::vector<int64_t>&) -> caf::result<ok_atom> {
+          return make_error(errc::invalid_request,
+                            "the memory store has no partitions: several "
+                            "coordinators need --store postgres");
+        },
         [](nodes_atom) -> caf::result<std::string> {
           return make_error(errc::not_found,
                             "the memory store keeps no coordinators");

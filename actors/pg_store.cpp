@@ -14,6 +14,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <memory>
@@ -22,6 +23,7 @@
 
 // Local-only messages between the store and its I/O threads.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(drover::pg::write_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<const drover::pg::write_fence>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(drover::pg::write_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(drover::pg::isolated_write_result)
 
@@ -34,14 +36,20 @@ using committed_atom = caf::atom_constant<caf::atom("pg_commtd")>;
 using key_atom = caf::atom_constant<caf::atom("pg_key")>;
 using reconnect_atom = caf::atom_constant<caf::atom("pg_reconn")>;
 using retention_atom = caf::atom_constant<caf::atom("pg_retain")>;
+using reopen_atom = caf::atom_constant<caf::atom("pg_reopen")>;
+
+using fence_ptr = std::shared_ptr<const pg::write_fence>;
 
 // -- I/O actor: one connection, blocking calls, its own thread ----------------
 
 struct io_state {
   std::string conninfo;
   bool migrate = false;
-  /// Checked by every write transaction of this connection (writer only).
-  std::shared_ptr<const pg::write_fence> fence;
+  /// Checked by the write transactions of this connection (writer only):
+  /// the fence the last write came with. Every write names the fence it
+  /// was accepted under, so that a partitions change takes effect exactly
+  /// between two writes of the store's pipeline.
+  fence_ptr fence;
   std::unique_ptr<pg::session> db;
 
   static inline const char* name = "drover.pg_io";
@@ -70,6 +78,14 @@ caf::expected<pg::session*> connected(io_ptr self) {
   return st.db.get();
 }
 
+/// The fence the next write transaction checks.
+void use_fence(io_ptr self, const fence_ptr& fence) {
+  auto& st = self->state;
+  st.fence = fence;
+  if (st.db)
+    st.db->set_fence(fence);
+}
+
 template <class F>
 auto with_db(io_ptr self, F f) -> decltype(f(std::declval<pg::session&>())) {
   auto db = connected(self);
@@ -90,15 +106,14 @@ auto read_db(io_ptr self, F f) -> decltype(f(std::declval<pg::session&>())) {
   return r;
 }
 
-caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
-                      std::shared_ptr<const pg::write_fence> fence) {
+caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate) {
   self->state.conninfo = std::move(conninfo);
   self->state.migrate = migrate;
-  self->state.fence = std::move(fence);
   self->set_error_handler([](caf::error&) {});
   return {
-      [self](write_atom, const pg::write_batch& b)
-          -> caf::result<pg::isolated_write_result> {
+      [self](write_atom, const pg::write_batch& b,
+             const fence_ptr& fence) -> caf::result<pg::isolated_write_result> {
+        use_fence(self, fence);
         auto r = with_db(self,
                          [&](pg::session& db) { return db.write_isolated(b); });
         if (!r)
@@ -176,9 +191,11 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
           return std::move(r.error());
         return std::move(*r);
       },
-      [self](control_atom, int64_t at_ms, const std::string& kind,
-             const std::string& key, const std::string& state,
+      [self](control_atom, const fence_ptr& fence, int64_t at_ms,
+             const std::string& kind, const std::string& key,
+             const std::string& state,
              const std::string& detail) -> caf::result<ok_atom> {
+        use_fence(self, fence);
         auto r = with_db(self, [&](pg::session& db) -> caf::expected<ok_atom> {
           if (auto err = db.append_control(at_ms, kind, key, state, detail))
             return err;
@@ -211,8 +228,9 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate,
           return std::move(r.error());
         return std::move(*r);
       },
-      [self](retention_atom, int64_t before_ms,
+      [self](retention_atom, const fence_ptr& fence, int64_t before_ms,
              int32_t max_jobs) -> caf::result<uint64_t> {
+        use_fence(self, fence);
         auto r = with_db(self, [&](pg::session& db) {
           return db.purge_finished(before_ms, max_jobs);
         });
@@ -251,6 +269,10 @@ struct batch {
   /// an operation fails if a job of its own is refused.
   std::vector<std::vector<std::string>> op_jobs;
   uint64_t generation = 0;
+  /// The fence its operations were accepted under, which its transaction
+  /// checks, and that fence's number (pg_store_state::fence_seq).
+  fence_ptr fence;
+  uint64_t fence_seq = 0;
   /// What the batch writes, taken when it was sealed (see
   /// pg_store_state::sealed); null = take it when it leaves.
   std::shared_ptr<pg::write_batch> frozen;
@@ -264,6 +286,13 @@ using load_waiter = std::function<void(const job_record*, const caf::error&)>;
 
 /// Most jobs one read loads.
 constexpr size_t max_load_batch = 1000;
+
+/// A partitions change (partitions_atom) whose answer waits until nothing
+/// accepted under an earlier fence is still being written.
+struct fence_change {
+  uint64_t fence_seq;
+  caf::typed_response_promise<ok_atom> rp;
+};
 
 struct pg_store_state {
   pg_store_config cfg;
@@ -303,6 +332,28 @@ struct pg_store_state {
   bool reconnecting = false;
   /// A write found the partition leases taken over (see deposed()).
   bool deposed = false;
+  /// The partitions this store writes, with their epochs (cfg.fence at
+  /// spawn, then each partitions_atom); null = no fence, every partition.
+  /// New operations are accepted under it: a job of a partition it does
+  /// not hold is refused with not_owner, and never cached.
+  fence_ptr fence;
+  /// Numbers the fences: a batch or direct write carries the number of the
+  /// fence it was accepted under.
+  uint64_t fence_seq = 0;
+  /// Partitions changes applied, oldest first, each answered once no batch
+  /// and no direct write of an earlier fence is left (settle_changes).
+  std::deque<fence_change> changes;
+  /// Direct writes (control log, retention) in flight, by fence number.
+  std::multiset<uint64_t> direct_writes;
+  /// Appends received but not accepted yet (their jobs are being read).
+  /// A partitions change waits for them, so that every write received
+  /// before it is written under the fence it was received under.
+  size_t unaccepted = 0;
+  /// While a change waits for `unaccepted` to drain (the gate is closed):
+  /// that change, and the writes and changes received after it, in order.
+  bool gate_closed = false;
+  std::function<void()> waiting_change;
+  std::deque<std::function<void()>> held;
 
   static inline const char* name = "drover.pg_store";
 };
@@ -400,6 +451,65 @@ void deposed(self_ptr self, const caf::error& err) {
     st.cfg.on_deposed(describe(err));
 }
 
+/// Whether the store writes `partition` (under its current fence).
+bool owns(const pg_store_state& st, int32_t partition) {
+  return !st.fence || st.fence->epoch_of(partition) >= 0;
+}
+
+bool owns_job(const pg_store_state& st, const std::string& job_id) {
+  return owns(st, partition_of_id(job_id));
+}
+
+/// What a write of a partition the store does not hold is told.
+caf::error not_owned(int32_t partition) {
+  return make_error(errc::not_owner,
+                    "partition " + std::to_string(partition)
+                        + " is not coordinated by this node (any more)");
+}
+
+/// A fresh pending batch, under the current fence.
+void open_pending(pg_store_state& st) {
+  st.pending = batch{};
+  st.pending.generation = st.next_generation++;
+  st.pending.fence = st.fence;
+  st.pending.fence_seq = st.fence_seq;
+}
+
+/// Whether `err` (not_owner, from a write of `job_id` checked under
+/// `written_under`) means that this node was deposed: the job's partition
+/// is still ours at the epoch the write was checked with, so another
+/// coordinator took it over. A partition the store has given up since
+/// (partitions_atom) is no deposition.
+bool deposes(const pg_store_state& st, const fence_ptr& written_under,
+             const std::string& job_id) {
+  if (!written_under || !st.fence)
+    return true;
+  auto p = partition_of_id(job_id);
+  auto epoch = written_under->epoch_of(p);
+  return epoch >= 0 && st.fence->epoch_of(p) == epoch;
+}
+
+/// Answers the partitions changes that nothing written under an earlier
+/// fence holds back any more: no batch of it waits or is in flight (its
+/// commit, its failure and an outcome check after a lost connection are
+/// all part of its flight), and no direct write of it is in flight.
+void settle_changes(self_ptr self) {
+  auto& st = self->state;
+  while (!st.changes.empty()) {
+    auto seq = st.changes.front().fence_seq;
+    bool earlier
+        = (st.inflight && st.inflight->fence_seq < seq)
+          || (!st.sealed.empty() && st.sealed.front().fence_seq < seq)
+          || (!st.pending.empty() && st.pending.fence_seq < seq)
+          || (!st.direct_writes.empty() && *st.direct_writes.begin() < seq);
+    if (earlier)
+      return;
+    auto rp = std::move(st.changes.front().rp);
+    st.changes.pop_front();
+    rp.deliver(ok_atom::value);
+  }
+}
+
 /// Keeps the cache within max_cached_jobs: once it is 10 % above, evicts
 /// down to 90 % (so the scans are amortized over many commits), finished
 /// jobs first, then any job without uncommitted events. An evicted job is
@@ -473,8 +583,7 @@ void fail_later(self_ptr self, const caf::error& err) {
   std::deque<batch> later = std::move(st.sealed);
   st.sealed.clear();
   later.push_back(std::move(st.pending));
-  st.pending = batch{};
-  st.pending.generation = st.next_generation++;
+  open_pending(st);
   for (const auto& l : later)
     discard(self, l);
   for (auto& l : later)
@@ -516,10 +625,15 @@ void finish_partial(self_ptr self, std::unique_ptr<batch> b,
   bool lost = false;
   for (const auto& [job, err] : result.failed) {
     lost = lost || pg::failure_class_of(err) == pg::failure_class::connection;
-    if (is(err, errc::not_owner))
-      deposed(self, err);
     // The detail (PostgreSQL's words, the bytes) stays in the log.
     log("job " + job + " not written: " + describe(err));
+    if (is(err, errc::not_owner) && !deposes(st, b->fence, job)) {
+      // A partition this store has given up (partitions_atom): no news.
+      refused.emplace(job, not_owned(partition_of_id(job)));
+      continue;
+    }
+    if (is(err, errc::not_owner))
+      deposed(self, err);
     refused.emplace(job, for_client(err));
   }
   log("a batch of " + std::to_string(b->completions.size()) + " operations: "
@@ -569,8 +683,22 @@ void fail_batch(self_ptr self, std::unique_ptr<batch> b,
                 const caf::error& err) {
   log("a batch of " + std::to_string(b->completions.size())
       + " operations failed: " + describe(err));
-  if (is(err, errc::not_owner))
+  if (is(err, errc::not_owner)) {
+    auto& st = self->state;
+    auto ours
+        = [&](const std::string& job) { return deposes(st, b->fence, job); };
+    if (std::none_of(b->submitted.begin(), b->submitted.end(), ours)
+        && std::none_of(b->touched.begin(), b->touched.end(), ours)) {
+      // Only partitions this store has given up since.
+      auto first = !b->submitted.empty() ? b->submitted.front()
+                   : !b->touched.empty() ? *b->touched.begin()
+                                         : std::string{};
+      finish_batch(self, std::move(b), not_owned(partition_of_id(first)),
+                   nullptr, false);
+      return;
+    }
     deposed(self, err);
+  }
   auto lost = pg::failure_class_of(err) == pg::failure_class::connection;
   finish_batch(self, std::move(b), for_client(err), nullptr, lost);
 }
@@ -594,7 +722,16 @@ std::shared_ptr<pg::write_batch> snapshot(self_ptr self, const batch& b) {
   return wb;
 }
 
+void send_next(self_ptr self);
+
+/// Sends the next batch if none is in flight, then answers the partitions
+/// changes that no longer wait for anything.
 void flush(self_ptr self) {
+  send_next(self);
+  settle_changes(self);
+}
+
+void send_next(self_ptr self) {
   auto& st = self->state;
   if (st.inflight)
     return;
@@ -604,14 +741,15 @@ void flush(self_ptr self) {
     st.sealed.pop_front();
   } else if (!st.pending.empty()) {
     b = std::make_unique<batch>(std::move(st.pending));
-    st.pending = batch{};
-    st.pending.generation = st.next_generation++;
+    open_pending(st);
   } else {
     return;
   }
   auto shared_wb = b->frozen ? std::move(b->frozen) : snapshot(self, *b);
+  auto fence = b->fence;
   st.inflight = std::move(b);
-  self->request(st.writer, st.cfg.io_timeout, write_atom::value, *shared_wb)
+  self->request(st.writer, st.cfg.io_timeout, write_atom::value, *shared_wb,
+                fence)
       .then(
           [self](pg::isolated_write_result& result) {
             auto b = std::move(self->state.inflight);
@@ -676,8 +814,7 @@ void enqueue_op(self_ptr self, std::vector<std::string> jobs,
     // commit into the next transaction, whatever max_batch said.
     st.pending.frozen = snapshot(self, st.pending);
     st.sealed.push_back(std::move(st.pending));
-    st.pending = batch{};
-    st.pending.generation = st.next_generation++;
+    open_pending(st);
   }
   // Idle: commit at once. Busy: the op rides with a later batch, which
   // leaves as soon as the ones ahead of it have committed.
@@ -738,8 +875,10 @@ void loaded(self_ptr self, const std::vector<std::string>& ids,
     const job_record* rec = nullptr;
     if (auto f = found.find(id); f != found.end()) {
       rec = f->second;
-      // Never overwrite newer accepted state.
-      if (st.cache.emplace(id, *rec).second
+      // Never overwrite newer accepted state; never keep a job of a
+      // partition the store does not write (its owner changes it: the
+      // next read must see PostgreSQL).
+      if (owns_job(st, id) && st.cache.emplace(id, *rec).second
           && !rec->spec.idempotency_key.empty())
         st.keys.emplace(
             std::make_pair(rec->spec.tenant, rec->spec.idempotency_key), id);
@@ -834,6 +973,11 @@ void with_loaded(self_ptr self, std::vector<std::string> ids,
 void accept_append(self_ptr self, std::vector<job_event> events,
                    caf::typed_response_promise<ok_atom> rp) {
   auto& st = self->state;
+  for (const auto& ev : events)
+    if (!owns_job(st, ev.job_id)) {
+      rp.deliver(not_owned(partition_of_id(ev.job_id)));
+      return;
+    }
   std::map<std::string, job_record> staged;
   for (auto& ev : events) {
     auto s = staged.find(ev.job_id);
@@ -920,6 +1064,8 @@ void submit_one(self_ptr self, job_event ev, submit_done done) {
   if (ev.kind != event_kind::submitted)
     return done(
         make_error(errc::invalid_value, "submit needs a 'submitted' event"));
+  if (!owns_job(st, ev.job_id))
+    return done(not_owned(partition_of_id(ev.job_id)));
   const auto& spec = ev.spec;
   if (!spec.idempotency_key.empty()) {
     auto k = st.keys.find({spec.tenant, spec.idempotency_key});
@@ -991,17 +1137,239 @@ void submit_one(self_ptr self, job_event ev, submit_done done) {
              });
 }
 
+// -- partitions changes -------------------------------------------------------
+
+/// Runs `write` now or, while a partitions change waits for appends
+/// received before it (the gate is closed), after that change: every write
+/// is accepted under the fence of the moment it was received.
+void admit(self_ptr self, std::function<void()> write) {
+  auto& st = self->state;
+  if (st.gate_closed)
+    st.held.push_back(std::move(write));
+  else
+    write();
+}
+
+/// An append received earlier has been accepted or refused.
+void append_settled(self_ptr self) {
+  auto& st = self->state;
+  --st.unaccepted;
+  // Reopened from the mailbox, not from inside the load that got here.
+  if (st.gate_closed && st.unaccepted == 0)
+    self->send(self, reopen_atom::value);
+}
+
+/// The appends the waiting change waited for are settled: applies it, then
+/// what was held behind it, in order, until a held change must wait again.
+void reopen(self_ptr self) {
+  auto& st = self->state;
+  if (!st.gate_closed || st.unaccepted > 0)
+    return;
+  st.gate_closed = false;
+  auto change = std::move(st.waiting_change);
+  st.waiting_change = nullptr;
+  change();
+  while (!st.gate_closed && !st.held.empty()) {
+    auto next = std::move(st.held.front());
+    st.held.pop_front();
+    next();
+  }
+}
+
+/// partitions_atom's arguments: as many epochs as partitions, partitions
+/// strictly ascending within [0, max_partitions), epochs not negative.
+caf::error check_partition_set(const std::vector<int32_t>& partitions,
+                               const std::vector<int64_t>& epochs) {
+  if (partitions.size() != epochs.size())
+    return make_error(errc::invalid_request,
+                      "partitions and epochs must be of the same length");
+  for (size_t i = 0; i < partitions.size(); ++i) {
+    if (partitions[i] < 0 || partitions[i] >= max_partitions)
+      return make_error(errc::invalid_request,
+                        "partition " + std::to_string(partitions[i])
+                            + " is outside [0, "
+                            + std::to_string(max_partitions) + ")");
+    if (i > 0 && partitions[i] <= partitions[i - 1])
+      return make_error(errc::invalid_request,
+                        "partitions must be strictly ascending");
+    if (epochs[i] < 0)
+      return make_error(errc::invalid_request,
+                        "epoch " + std::to_string(epochs[i]) + " of partition "
+                            + std::to_string(partitions[i]) + " is negative");
+  }
+  return caf::none;
+}
+
+/// Drops the cached records (and idempotency keys) of jobs in partitions
+/// the store no longer writes: their next reader reads PostgreSQL. Batches
+/// in flight or sealed hold their own copies (frozen snapshots).
+void evict_unowned(self_ptr self) {
+  auto& st = self->state;
+  for (auto i = st.cache.begin(); i != st.cache.end();) {
+    if (owns_job(st, i->first)) {
+      ++i;
+      continue;
+    }
+    const auto& spec = i->second.spec;
+    if (!spec.idempotency_key.empty())
+      st.keys.erase({spec.tenant, spec.idempotency_key});
+    i = st.cache.erase(i);
+  }
+}
+
+/// Makes `partitions` at `epochs` the store's fence, answering `rp` once
+/// every write accepted under the previous fences has committed or failed.
+/// Waits first for the appends received before it (the gate).
+void change_partitions(self_ptr self, std::vector<int32_t> partitions,
+                       std::vector<int64_t> epochs,
+                       caf::typed_response_promise<ok_atom> rp) {
+  auto& st = self->state;
+  if (st.unaccepted > 0) {
+    st.gate_closed = true;
+    st.waiting_change = [self, partitions, epochs, rp]() mutable {
+      change_partitions(self, std::move(partitions), std::move(epochs), rp);
+    };
+    return;
+  }
+  // What was accepted until now leaves under the old fence, as one sealed
+  // batch that goes before anything accepted from now on.
+  if (!st.pending.empty()) {
+    st.pending.frozen = snapshot(self, st.pending);
+    st.sealed.push_back(std::move(st.pending));
+  }
+  auto next = std::make_shared<pg::write_fence>(*st.fence);
+  next->partitions = std::move(partitions);
+  next->epochs = std::move(epochs);
+  st.fence = std::move(next);
+  ++st.fence_seq;
+  open_pending(st);
+  evict_unowned(self);
+  st.changes.push_back({st.fence_seq, std::move(rp)});
+  log("now writing " + std::to_string(st.fence->partitions.size())
+          + " partitions",
+      log::level::info);
+  flush(self);
+}
+
+/// A write that goes to the writer without the group-commit pipeline
+/// (control log, retention): sent under the current fence, counted until
+/// answered so that a partitions change waits for it.
+template <class T, class Ok, class Fail, class... Ts>
+void direct_write(self_ptr self, Ok ok, Fail fail, Ts&&... xs) {
+  auto& st = self->state;
+  auto seq = st.fence_seq;
+  st.direct_writes.insert(seq);
+  auto done = [self, seq] {
+    auto& st = self->state;
+    st.direct_writes.erase(st.direct_writes.find(seq));
+    settle_changes(self);
+  };
+  self->request(st.writer, st.cfg.io_timeout, std::forward<Ts>(xs)...)
+      .then(
+          [ok, done](T& x) mutable {
+            ok(x);
+            done();
+          },
+          [fail, done](caf::error& err) mutable {
+            fail(err);
+            done();
+          });
+}
+
+/// Accepts (or refuses) an append once its jobs are loaded.
+void append(self_ptr self, std::vector<job_event> events,
+            caf::typed_response_promise<ok_atom> rp) {
+  auto& st = self->state;
+  if (!st.available) {
+    rp.deliver(unavailable("reconnecting to PostgreSQL"));
+    return;
+  }
+  // Refused before anything is read: a job of a partition the store does
+  // not write is never loaded into its cache.
+  std::vector<std::string> ids;
+  for (const auto& ev : events) {
+    if (!owns_job(st, ev.job_id)) {
+      rp.deliver(not_owned(partition_of_id(ev.job_id)));
+      return;
+    }
+    ids.push_back(ev.job_id);
+  }
+  auto shared = std::make_shared<std::vector<job_event>>(std::move(events));
+  ++st.unaccepted;
+  with_loaded(
+      self, std::move(ids),
+      [self, shared, rp] {
+        accept_append(self, std::move(*shared), rp);
+        append_settled(self);
+      },
+      [self, rp](caf::error err) mutable {
+        rp.deliver(read_error_for_client(err));
+        append_settled(self);
+      });
+}
+
+/// A batch submit: every item in the pending batch, one transaction.
+void submit_many(self_ptr self, std::vector<job_event> evs,
+                 caf::typed_response_promise<std::vector<job_record>> rp) {
+  auto& st = self->state;
+  if (!st.available) {
+    rp.deliver(unavailable("reconnecting to PostgreSQL"));
+    return;
+  }
+  if (evs.empty()) {
+    rp.deliver(std::vector<job_record>{});
+    return;
+  }
+  struct collect {
+    std::vector<job_record> out;
+    size_t pending = 0;
+    caf::error failed;
+  };
+  auto c = std::make_shared<collect>();
+  c->out.resize(evs.size());
+  c->pending = evs.size();
+  // All items join the pending batch without sealing or flushing in
+  // between, so they commit in one transaction.
+  st.hold = true;
+  for (size_t i = 0; i < evs.size(); ++i) {
+    submit_one(self, std::move(evs[i]),
+               [c, i, rp](caf::expected<job_record> r) mutable {
+                 if (r) {
+                   c->out[i] = std::move(*r);
+                 } else if (is(r.error(), errc::unavailable)) {
+                   c->failed = r.error();
+                 } else {
+                   auto& err = r.error();
+                   auto& x = c->out[i];
+                   x.error.code = to_string(static_cast<errc>(err.code()));
+                   x.error.message = describe(err);
+                   if (err.context().match_elements<std::string>())
+                     x.error.message = err.context().get_as<std::string>(0);
+                 }
+                 if (--c->pending == 0) {
+                   if (c->failed)
+                     rp.deliver(c->failed);
+                   else
+                     rp.deliver(std::move(c->out));
+                 }
+               });
+  }
+  st.hold = false;
+  flush(self);
+}
+
 caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
   {
     auto& st = self->state;
     st.cfg = cfg;
-    st.pending.generation = st.next_generation++;
-    st.writer = self->system().spawn<caf::detached>(io_impl, cfg.conninfo, true,
-                                                    cfg.fence);
+    st.fence = cfg.fence;
+    open_pending(st);
+    st.writer
+        = self->system().spawn<caf::detached>(io_impl, cfg.conninfo, true);
     // Both connections migrate (idempotent, under an advisory lock), so a
     // read never races the schema's creation.
-    st.reader = self->system().spawn<caf::detached>(
-        io_impl, cfg.conninfo, true, std::shared_ptr<const pg::write_fence>{});
+    st.reader
+        = self->system().spawn<caf::detached>(io_impl, cfg.conninfo, true);
     // The I/O actors live and die with the store.
     self->link_to(st.writer);
     self->link_to(st.reader);
@@ -1033,82 +1401,31 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
         },
         [self](submit_atom, job_event& ev) -> caf::result<job_record> {
           auto rp = self->make_response_promise<job_record>();
-          submit_one(self, std::move(ev),
-                     [rp](caf::expected<job_record> r) mutable {
-                       if (r)
-                         rp.deliver(std::move(*r));
-                       else
-                         rp.deliver(std::move(r.error()));
-                     });
+          admit(self, [self, ev = std::move(ev), rp]() mutable {
+            submit_one(self, std::move(ev),
+                       [rp](caf::expected<job_record> r) mutable {
+                         if (r)
+                           rp.deliver(std::move(*r));
+                         else
+                           rp.deliver(std::move(r.error()));
+                       });
+          });
           return rp;
         },
         [self](submit_atom, std::vector<job_event>& evs)
             -> caf::result<std::vector<job_record>> {
-          auto& st = self->state;
-          if (!st.available)
-            return unavailable("reconnecting to PostgreSQL");
-          if (evs.empty())
-            return std::vector<job_record>{};
           auto rp = self->make_response_promise<std::vector<job_record>>();
-          struct collect {
-            std::vector<job_record> out;
-            size_t pending = 0;
-            caf::error failed;
-          };
-          auto c = std::make_shared<collect>();
-          c->out.resize(evs.size());
-          c->pending = evs.size();
-          // All items join the pending batch without sealing or flushing in
-          // between, so they commit in one transaction.
-          st.hold = true;
-          for (size_t i = 0; i < evs.size(); ++i) {
-            submit_one(self, std::move(evs[i]),
-                       [c, i, rp](caf::expected<job_record> r) mutable {
-                         if (r) {
-                           c->out[i] = std::move(*r);
-                         } else if (is(r.error(), errc::unavailable)) {
-                           c->failed = r.error();
-                         } else {
-                           auto& err = r.error();
-                           auto& x = c->out[i];
-                           x.error.code
-                               = to_string(static_cast<errc>(err.code()));
-                           x.error.message = describe(err);
-                           if (err.context().match_elements<std::string>())
-                             x.error.message
-                                 = err.context().get_as<std::string>(0);
-                         }
-                         if (--c->pending == 0) {
-                           if (c->failed)
-                             rp.deliver(c->failed);
-                           else
-                             rp.deliver(std::move(c->out));
-                         }
-                       });
-          }
-          st.hold = false;
-          flush(self);
+          admit(self, [self, evs = std::move(evs), rp]() mutable {
+            submit_many(self, std::move(evs), rp);
+          });
           return rp;
         },
         [self](append_atom,
                std::vector<job_event>& events) -> caf::result<ok_atom> {
-          auto& st = self->state;
-          if (!st.available)
-            return unavailable("reconnecting to PostgreSQL");
           auto rp = self->make_response_promise<ok_atom>();
-          std::vector<std::string> ids;
-          for (const auto& ev : events)
-            ids.push_back(ev.job_id);
-          auto shared
-              = std::make_shared<std::vector<job_event>>(std::move(events));
-          with_loaded(
-              self, std::move(ids),
-              [self, shared, rp] {
-                accept_append(self, std::move(*shared), rp);
-              },
-              [rp](caf::error err) mutable {
-                rp.deliver(read_error_for_client(err));
-              });
+          admit(self, [self, events = std::move(events), rp]() mutable {
+            append(self, std::move(events), rp);
+          });
           return rp;
         },
         [self](get_atom, const std::string& id) -> caf::result<job_record> {
@@ -1117,8 +1434,9 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
           if (c != st.cache.end() && st.dirty.count(id) == 0)
             return c->second;
           auto rp = self->make_response_promise<job_record>();
-          if (st.dirty.count(id) > 0) {
+          if (st.dirty.count(id) > 0 || !owns_job(st, id)) {
             // Uncommitted events: answer the committed state, uncached.
+            // Another coordinator's job: it changes it, so always read it.
             self->request(st.reader, st.cfg.io_timeout, get_atom::value, id)
                 .then(
                     [rp](job_record& rec) mutable {
@@ -1179,6 +1497,22 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
           return ask_reader<std::vector<job_record>>(self, webhooks_atom::value,
                                                      after, limit);
         },
+        [self](partitions_atom, std::vector<int32_t>& partitions,
+               std::vector<int64_t>& epochs) -> caf::result<ok_atom> {
+          if (auto err = check_partition_set(partitions, epochs))
+            return err;
+          if (!self->state.fence)
+            return make_error(errc::invalid_request,
+                              "this store writes without partition leases "
+                              "(no fence): it has no partitions to change");
+          auto rp = self->make_response_promise<ok_atom>();
+          admit(self, [self, partitions = std::move(partitions),
+                       epochs = std::move(epochs), rp]() mutable {
+            change_partitions(self, std::move(partitions), std::move(epochs),
+                              rp);
+          });
+          return rp;
+        },
         [self](nodes_atom) -> caf::result<std::string> {
           return ask_reader<std::string>(
               self, nodes_atom::value,
@@ -1188,13 +1522,15 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
                std::string& key, std::string& state,
                std::string& detail) -> caf::result<ok_atom> {
           auto rp = self->make_response_promise<ok_atom>();
-          self->request(self->state.writer, self->state.cfg.io_timeout, a,
-                        at_ms, std::move(kind), std::move(key),
-                        std::move(state), std::move(detail))
-              .then([rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
-                    [rp](caf::error& err) mutable {
-                      rp.deliver(std::move(err));
-                    });
+          admit(self, [self, a, at_ms, kind = std::move(kind),
+                       key = std::move(key), state = std::move(state),
+                       detail = std::move(detail), rp]() mutable {
+            direct_write<ok_atom>(
+                self, [rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
+                [rp](caf::error& err) mutable { rp.deliver(std::move(err)); },
+                a, self->state.fence, at_ms, std::move(kind), std::move(key),
+                std::move(state), std::move(detail));
+          });
           return rp;
         },
         [self](control_atom a,
@@ -1208,22 +1544,25 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
           return ask_reader<std::string>(self, a, limit);
         },
         [self](reconnect_atom) { try_reconnect(self); },
+        [self](reopen_atom) { reopen(self); },
         [self](retention_atom) {
           auto& st = self->state;
           auto now = st.cfg.clock_ms ? st.cfg.clock_ms() : system_clock_ms();
           auto before = now - st.cfg.retain_finished.count();
-          self->request(st.writer, st.cfg.io_timeout, retention_atom::value,
-                        before, st.cfg.retention_batch)
-              .then(
-                  [](uint64_t purged) {
-                    if (purged > 0)
-                      log("retention: purged " + std::to_string(purged)
-                              + " finished jobs",
-                          log::level::info);
-                  },
-                  [](caf::error& err) {
-                    log("retention sweep failed: " + describe(err));
-                  });
+          // Only the jobs of the partitions the store writes, fenced by
+          // their leases (pg::session::purge_finished).
+          direct_write<uint64_t>(
+              self,
+              [](uint64_t purged) {
+                if (purged > 0)
+                  log("retention: purged " + std::to_string(purged)
+                          + " finished jobs",
+                      log::level::info);
+              },
+              [](caf::error& err) {
+                log("retention sweep failed: " + describe(err));
+              },
+              retention_atom::value, st.fence, before, st.cfg.retention_batch);
           self->delayed_send(self, st.cfg.retention_interval,
                              retention_atom::value);
         },

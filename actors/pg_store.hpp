@@ -31,10 +31,15 @@
 // detail goes to the node's log.
 //
 // Fencing: with `fence` set, every write transaction first checks the
-// partition leases (runtime/pg_lease.hpp). A write that finds them taken
-// over commits nothing, fails with errc::unavailable and calls
-// `on_deposed` once; one that finds them expired (not yet renewed) fails
-// with errc::unavailable and changes nothing else.
+// leases of the partitions it writes (runtime/pg_lease.hpp). A write that
+// finds one taken over commits nothing of that partition, fails with
+// errc::unavailable and calls `on_deposed` once; one that finds them
+// expired (not yet renewed) fails with errc::unavailable and changes
+// nothing else. The partitions written change at run time with
+// partitions_atom (actors/store.hpp): the fence follows, in the order of
+// the store's mailbox (each batch carries the fence it was accepted
+// under, the writer checks that one), and a write of a partition given up
+// is refused with errc::not_owner without `on_deposed`.
 
 #include "actors/store.hpp"
 
@@ -69,7 +74,8 @@ struct pg_store_config {
   std::chrono::milliseconds io_timeout{60000};
   /// Retention: finished jobs (completed, cancelled, failed outside the
   /// DLQ) older than this are purged with their events; 0 keeps them
-  /// forever. Live jobs and the DLQ are never touched.
+  /// forever. Live jobs and the DLQ are never touched. With a fence, only
+  /// jobs of its partitions, fenced by their leases.
   std::chrono::milliseconds retain_finished{0};
   /// How often the retention sweep runs, and how many jobs one sweep
   /// deletes at most (one transaction).
@@ -77,14 +83,17 @@ struct pg_store_config {
   int32_t retention_batch = 10000;
   /// Unix ms now; tests may substitute their own clock.
   std::function<int64_t()> clock_ms;
-  /// The partition leases every write transaction checks; null = none
-  /// (tests and tools on a database no coordinator uses).
+  /// The partition leases every write transaction checks (until a
+  /// partitions_atom replaces its partitions and epochs); null = none
+  /// (tests and tools on a database no coordinator uses: every partition,
+  /// and partitions_atom is refused).
   std::shared_ptr<const pg::write_fence> fence;
   /// A coordinator not heard from for this long shows as "gone" in the
   /// coordinators view (nodes_atom); the node sets two lease TTLs.
   std::chrono::milliseconds member_stale{10000};
   /// Called once, on the store's thread, with a one-line reason when a
-  /// write finds the leases taken over; must not block.
+  /// write finds the lease of a partition the store still writes taken
+  /// over; must not block.
   std::function<void(const std::string&)> on_deposed;
 };
 

@@ -49,6 +49,25 @@
 //       recorded), in job-id order after the job id `after` ("" = from
 //       the start), at most `limit` (within [1, 10000], else
 //       errc::invalid_request): what a webhook dispatcher resumes from.
+//   (partitions_atom, partitions, epochs)          -> ok_atom
+//       The partitions this store writes from now on, at the epochs of
+//       their leases (partitions strictly ascending within [0,
+//       max_partitions), epochs parallel and not negative, else
+//       errc::invalid_request); the PostgreSQL store's write fence becomes
+//       that set (same instance). Every write received before this
+//       message is written (or fails) under the previous fence; every
+//       write received after it is checked against the new one: a job of
+//       a partition not in it is refused with errc::not_owner, and nothing
+//       of it is written (the other items of a batch submit are). The
+//       answer comes once nothing received before is still being written
+//       (in flight, waiting to be, or being re-checked after a lost
+//       connection): from then on nothing more is written for the
+//       partitions dropped, and their leases may be released. Records of
+//       jobs of partitions the store does not write are never cached:
+//       reading such a job always reads PostgreSQL. Retention, fenced like
+//       job writes, purges only in the partitions written. A store
+//       spawned without a fence, and the memory store, have no partitions:
+//       errc::invalid_request.
 //   (ping_atom)                                    -> ok_atom
 //       Answers once the store can write: the PostgreSQL store refuses with
 //       `errc::unavailable` while it reconnects and otherwise does a round
@@ -61,8 +80,9 @@
 //       Appends one state change of a rate limiter or circuit breaker to
 //       the control log (runtime/flow_control.hpp; never in a job's
 //       history). The PostgreSQL store fences it by the lease of the key's
-//       partition and records that epoch: a deposed coordinator's change
-//       is refused (errc::not_owner).
+//       partition and records that epoch: a deposed coordinator's change,
+//       or one of a partition the store does not write, is refused
+//       (errc::not_owner).
 //   (control_atom, kind)                           -> vector<string>
 //       The last state of every key of `kind` ("breaker", "rate_limit") in
 //       the control log and, apart from it, its last run-time setting
@@ -106,6 +126,8 @@ using store_actor = caf::typed_actor<
     caf::replies_to<recover_atom, int32_t, std::string,
                     uint32_t>::with<std::vector<job_record>>,
     caf::replies_to<ping_atom>::with<ok_atom>,
+    caf::replies_to<partitions_atom, std::vector<int32_t>,
+                    std::vector<int64_t>>::with<ok_atom>,
     caf::replies_to<webhooks_atom, std::string,
                     uint32_t>::with<std::vector<job_record>>,
     caf::replies_to<nodes_atom>::with<std::string>,

@@ -38,6 +38,9 @@ using recover_atom = caf::atom_constant<caf::atom("recover")>;
 /// Store: terminal jobs that still owe a webhook, for a webhook
 /// dispatcher resuming its deliveries.
 using webhooks_atom = caf::atom_constant<caf::atom("webhooks")>;
+/// The partitions of the job space an actor handles (partition leases,
+/// runtime/pg_lease.hpp): the store's write fence, the queue's jobs.
+using partitions_atom = caf::atom_constant<caf::atom("partitions")>;
 
 // -- progress ---------------------------------------------------------------
 

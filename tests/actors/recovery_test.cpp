@@ -197,6 +197,16 @@ TEST_CASE("the memory store serves one partition's live jobs page by page",
         [](std::vector<job_record>&) { FAIL("a page was served"); },
         [](caf::error& err) { CHECK(is(err, errc::invalid_request)); });
   }
+  // It has no partitions to change: several coordinators need PostgreSQL.
+  self->send(store, partitions_atom::value, std::vector<int32_t>{1},
+             std::vector<int64_t>{1});
+  sched.run();
+  self->receive([](ok_atom) { FAIL("the memory store took partitions"); },
+                [](caf::error& err) {
+                  CHECK(is(err, errc::invalid_request));
+                  CHECK(describe(err).find("--store postgres")
+                        != std::string::npos);
+                });
 }
 
 TEST_CASE("self-fencing: a queue that may not dispatch holds its jobs and "
