@@ -183,6 +183,16 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate) {
           return std::move(r.error());
         return std::move(*r);
       },
+      [self](webhooks_atom, const std::string& after, uint32_t limit,
+             const std::vector<int32_t>& partitions)
+          -> caf::result<std::vector<job_record>> {
+        auto r = read_db(self, [&](pg::session& db) {
+          return db.pending_webhooks(after, limit, partitions);
+        });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
       [self](nodes_atom, int64_t stale_ms) -> caf::result<std::string> {
         auto r = read_db(self, [&](pg::session& db) {
           return pg::members_json(db, std::chrono::milliseconds{stale_ms});
@@ -1494,6 +1504,11 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
           if (limit == 0 || limit > 10000)
             return make_error(errc::invalid_request,
                               "limit must be within [1, 10000]");
+          // With a fence, the webhooks of the jobs of its partitions: the
+          // others' are their own coordinators' to deliver.
+          if (const auto& fence = self->state.fence)
+            return ask_reader<std::vector<job_record>>(
+                self, webhooks_atom::value, after, limit, fence->partitions);
           return ask_reader<std::vector<job_record>>(self, webhooks_atom::value,
                                                      after, limit);
         },

@@ -49,6 +49,8 @@
 //       recorded), in job-id order after the job id `after` ("" = from
 //       the start), at most `limit` (within [1, 10000], else
 //       errc::invalid_request): what a webhook dispatcher resumes from.
+//       A store with partitions (the PostgreSQL store with a fence) lists
+//       the jobs of the partitions it writes only.
 //   (partitions_atom, partitions, epochs)          -> ok_atom
 //       The partitions this store writes from now on, at the epochs of
 //       their leases (partitions strictly ascending within [0,

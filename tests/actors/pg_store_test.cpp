@@ -1066,6 +1066,52 @@ TEST_CASE("recovery by partition through the PostgreSQL store",
   }
 }
 
+TEST_CASE("retention and pending webhooks cover the partitions the store "
+          "owns",
+          "[pg][store][partitions][retention]") {
+  test_db db;
+  fenced_store fs{db, [](pg_store_config& pc) {
+                    // Spawned owning partitions 2 and 3 only.
+                    auto f = std::make_shared<pg::write_fence>(*pc.fence);
+                    f->partitions = {2, 3};
+                    f->epochs = {pc.fence->epoch_of(2), pc.fence->epoch_of(3)};
+                    pc.fence = f;
+                    pc.retain_finished = 1ms;
+                    pc.retention_interval = 20ms;
+                    pc.clock_ms = [] { return int64_t{1'000'000}; };
+                  }};
+  // Finished long ago (by the store's clock), in partitions 1 to 4; and
+  // finished jobs that still owe their webhook, which stay.
+  for (const char* id : {"r1-1", "r2-2", "r3-3", "r4-4"}) {
+    REQUIRE(fs.submit(fs.other, id));
+    REQUIRE_FALSE(fs.cancel(fs.other, id));
+  }
+  for (const char* id : {"w1-1", "w2-2"}) {
+    auto ev = submitted_event(id, "");
+    ev.spec.callback_url = "https://example.com/hook";
+    REQUIRE(fs.ask<job_record>(fs.other, submit_atom::value, ev));
+    REQUIRE_FALSE(fs.cancel(fs.other, id));
+  }
+  auto webhooks = [&fs] {
+    std::vector<std::string> out;
+    auto recs = must(fs.ask<std::vector<job_record>>(
+        fs.store, webhooks_atom::value, std::string{}, uint32_t{100}));
+    for (const auto& r : recs)
+      out.push_back(r.job_id);
+    return out;
+  };
+  CHECK(webhooks() == std::vector<std::string>{"w2-2"});
+  REQUIRE(drover::testing::poll_until(
+      [&db] { return job_ids(db, "r%") == "r1-1,r4-4"; }, 20s));
+  // Partition 1 instead: its turn; 4 is nobody's here.
+  REQUIRE(fs.own({1}));
+  CHECK(webhooks() == std::vector<std::string>{"w1-1"});
+  REQUIRE(drover::testing::poll_until(
+      [&db] { return job_ids(db, "r%") == "r4-4"; }, 20s));
+  CHECK(job_ids(db, "w%") == "w1-1,w2-2");
+  CHECK(fs.deposed.load() == 0);
+}
+
 TEST_CASE("a partitions change waits for the write in flight: committed or "
           "lost with its connection",
           "[pg][store][partitions][outage]") {
