@@ -174,18 +174,6 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
             return not_found(job_id);
           return i->second.history;
         },
-        [self](recover_atom, const std::string& after,
-               uint32_t limit) -> caf::result<std::vector<job_record>> {
-          if (auto err = check_recovery_limit(limit))
-            return err;
-          std::vector<job_record> result;
-          const auto& jobs = self->state.jobs;
-          for (auto i = jobs.upper_bound(after);
-               i != jobs.end() && result.size() < limit; ++i)
-            if (!is_terminal(i->second.record.status))
-              result.push_back(i->second.record);
-          return result;
-        },
         [self](recover_atom, int32_t partition, const std::string& after,
                uint32_t limit) -> caf::result<std::vector<job_record>> {
           if (auto err = check_recovery_partition(partition))

@@ -157,14 +157,6 @@ caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate) {
           return std::move(r.error());
         return std::move(*r);
       },
-      [self](recover_atom, const std::string& after,
-             uint32_t limit) -> caf::result<std::vector<job_record>> {
-        auto r = read_db(
-            self, [&](pg::session& db) { return db.live_jobs(after, limit); });
-        if (!r)
-          return std::move(r.error());
-        return std::move(*r);
-      },
       [self](recover_atom, int32_t partition, const std::string& after,
              uint32_t limit) -> caf::result<std::vector<job_record>> {
         auto r = read_db(self, [&](pg::session& db) {
@@ -1482,13 +1474,6 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
             return make_error(errc::invalid_request,
                               "limit must be within [1, 10000]");
           return ask_reader<std::vector<job_record>>(self, list_atom::value, q);
-        },
-        [self](recover_atom, const std::string& after,
-               uint32_t limit) -> caf::result<std::vector<job_record>> {
-          if (auto err = check_recovery_limit(limit))
-            return err;
-          return ask_reader<std::vector<job_record>>(self, recover_atom::value,
-                                                     after, limit);
         },
         [self](recover_atom, int32_t partition, const std::string& after,
                uint32_t limit) -> caf::result<std::vector<job_record>> {

@@ -31,18 +31,16 @@
 //   (list_atom, job_query)                         -> std::vector<job_record>
 //       Jobs matching the query, in job-id (= submission) order, paged by
 //       `after` and `limit`.
-//   (recover_atom, after, limit)                   -> std::vector<job_record>
-//       Jobs that are not terminal, in job-id order after the job id
-//       `after` ("" = from the start), at most `limit` (within [1, 100000],
-//       else errc::invalid_request): the pages a queue rebuilds its ready
-//       queues, timers and running attempts from.
 //   (recover_atom, int32_t partition, after, limit) -> std::vector<job_record>
-//       The same among the jobs of `partition` only (partition_of_id,
-//       runtime/partition.hpp; within [0, max_partitions), else
-//       errc::invalid_request): how a coordinator recovers the partitions
-//       it owns, one after another. Any partition may be read, owned or
-//       not; nothing read is cached. The PostgreSQL store reads it from an
-//       index of the partition's live jobs (schema version 7).
+//       The jobs of `partition` (partition_of_id, runtime/partition.hpp;
+//       within [0, max_partitions), else errc::invalid_request) that are
+//       not terminal, in job-id order after the job id `after` ("" = from
+//       the start), at most `limit` (within [1, 100000], else
+//       errc::invalid_request): the pages a queue rebuilds its ready
+//       queues, timers and running attempts from, one partition it owns
+//       after another. Any partition may be read, owned or not; nothing
+//       read is cached. The PostgreSQL store reads it from an index of the
+//       partition's live jobs (schema version 7).
 //   (webhooks_atom, after, limit)                  -> std::vector<job_record>
 //       Jobs that still owe a webhook (record.webhook_pending_sequence !=
 //       0: terminal, with a callback URL, no final delivery outcome
@@ -123,8 +121,6 @@ using store_actor = caf::typed_actor<
     caf::replies_to<get_atom, std::string>::with<job_record>,
     caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
     caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
-    caf::replies_to<recover_atom, std::string,
-                    uint32_t>::with<std::vector<job_record>>,
     caf::replies_to<recover_atom, int32_t, std::string,
                     uint32_t>::with<std::vector<job_record>>,
     caf::replies_to<ping_atom>::with<ok_atom>,

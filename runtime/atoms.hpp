@@ -33,7 +33,8 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using flow_atom = caf::atom_constant<caf::atom("flow")>;
 using control_atom = caf::atom_constant<caf::atom("control")>;
 using all_atom = caf::atom_constant<caf::atom("all")>;
-/// Store: every non-terminal job, for a queue rebuilding its state.
+/// Store: a partition's non-terminal jobs, for a queue rebuilding its
+/// state.
 using recover_atom = caf::atom_constant<caf::atom("recover")>;
 /// Store: terminal jobs that still owe a webhook, for a webhook
 /// dispatcher resuming its deliveries.

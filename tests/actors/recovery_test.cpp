@@ -125,13 +125,14 @@ TEST_CASE("a store refuses a recovery page without a sane limit",
   auto& self = d.self;
   auto store = spawn_memory_store(sys);
   for (uint32_t limit : {0u, max_recovery_page + 1}) {
-    self->send(store, recover_atom::value, std::string{}, limit);
+    self->send(store, recover_atom::value, int32_t{0}, std::string{}, limit);
     sched.run();
     self->receive(
         [](std::vector<job_record>&) { FAIL("a page was served"); },
         [](caf::error& err) { CHECK(is(err, errc::invalid_request)); });
   }
-  self->send(store, recover_atom::value, std::string{}, max_recovery_page);
+  self->send(store, recover_atom::value, int32_t{0}, std::string{},
+             max_recovery_page);
   sched.run();
   self->receive([](std::vector<job_record>& page) { CHECK(page.empty()); },
                 [](caf::error& err) { FAIL(describe(err)); });
