@@ -522,6 +522,28 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
               finish(self, job_status::queued);
             });
   return {
+      [self](partitions_atom) {
+        // The job's partition went to another coordinator
+        // (actors/queue_partitions.cpp): stop without a write. A started
+        // attempt is abandoned (its worker stops it; the new owner's
+        // recovery settles or adopts it); a worker not leased yet is given
+        // back. An outcome being written commits before the hand-over or is
+        // refused by the store's fence.
+        auto& st = self->state;
+        if (st.current == phase::loading || st.current == phase::starting)
+          release_worker(self);
+        else if (st.current == phase::running || st.current == phase::stopping)
+          self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
+                     st.attempt);
+        log::info("job_supervisor", log::job{st.cfg.job_id},
+                  "partition handed over; the attempt is left to its new "
+                  "coordinator",
+                  {{"attempt", st.attempt}});
+        self->demonitor(st.cfg.store.address());
+        if (st.cfg.worker)
+          self->demonitor(st.cfg.worker.address());
+        self->quit(caf::exit_reason::user_shutdown);
+      },
       [self](cancel_atom, std::string& reason) {
         auto& st = self->state;
         if (st.cancel_requested)

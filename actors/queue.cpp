@@ -34,7 +34,10 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   auto seed = st.opts.seed != 0 ? st.opts.seed : std::random_device{}();
   st.rng.seed(seed);
   st.ids = job_id_generator{st.rng()};
+  if (st.opts.owned_now)
+    st.opts.partitions = st.opts.owned_now();
   st.partitions = partition_picker{st.opts.partitions, st.opts.partition_count};
+  st.to_recover.assign(st.opts.partitions.begin(), st.opts.partitions.end());
   st.admission = admission_control{st.opts.admission};
   st.concurrency = concurrency_slots{st.opts.concurrency};
   st.flow = flow_control{st.opts.flow, flow_now(self)};
@@ -114,6 +117,8 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           return std::move(shape.error());
         auto partition = st.partitions.of(spec->tenant, spec->idempotency_key,
                                           st.partitions.next_keyless());
+        if (auto err = check_owned(st, partition))
+          return err;
         auto ticket = admit(self, *spec, partition);
         if (!ticket)
           return std::move(ticket.error());
@@ -170,6 +175,9 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           auto partition = spec ? st.partitions.of(
                                spec->tenant, spec->idempotency_key, keyless)
                                 : 0;
+          if (spec)
+            if (auto err = check_owned(st, partition))
+              spec = caf::expected<job_spec>{std::move(err)};
           auto ticket = spec ? admit(self, *spec, partition)
                              : caf::expected<admission_control::ticket>{
                                  std::move(spec.error())};
@@ -397,19 +405,40 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       [self](adopt_atom) {
         // The grace is over: attempts nobody came back for are lost.
         auto& st = self->state;
-        auto waiting = std::move(st.awaiting_adoption);
-        st.awaiting_adoption.clear();
-        for (auto& [job_id, rec] : waiting) {
+        // Those whose grace is over (partitions taken later have theirs).
+        auto now = now_ms(self);
+        std::vector<job_record> waiting;
+        for (auto d = st.adopt_due.begin(); d != st.adopt_due.end();) {
+          if (d->second == 0 || d->second > now) {
+            ++d;
+            continue;
+          }
+          auto a = st.awaiting_adoption.find(d->first);
+          if (a != st.awaiting_adoption.end()) {
+            waiting.push_back(std::move(a->second));
+            st.awaiting_adoption.erase(a);
+          }
+          d = st.adopt_due.erase(d);
+        }
+        for (auto& rec : waiting) {
           release_slots(self, slot_keys_of(st, rec.spec));
           release_pools(self, node_of(rec.worker_id), shape_of(st, rec.spec));
           settle_interrupted(self, rec,
                              {"worker_lost",
                               "no worker reported attempt "
                                   + std::to_string(rec.attempt)
-                                  + " within its lease after the coordinator "
-                                    "restarted",
+                                  + " within its lease after its coordinator "
+                                    "restarted or changed",
                               true});
         }
+        int64_t next = 0;
+        for (const auto& [job_id, due] : st.adopt_due)
+          if (due != 0 && (next == 0 || due < next))
+            next = due;
+        if (next != 0)
+          self->delayed_send(
+              self, std::chrono::milliseconds{std::max<int64_t>(1, next - now)},
+              adopt_atom::value);
       },
       [self](retry_atom, job_record& rec) {
         ++self->state.stats.retried;
@@ -466,6 +495,10 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         }
       },
       [self](recover_atom) { recover(self); },
+      [self](partitions_atom, std::vector<int32_t>& owned) {
+        own_partitions(self, std::move(owned));
+        return ok_atom::value;
+      },
       [self](flow_load_atom) { load_flow(self); },
       [self](reconcile_atom, const std::string& job_id, int64_t failures,
              std::string& code, std::string& message) {

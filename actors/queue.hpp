@@ -141,7 +141,8 @@ using queue_actor = caf::typed_actor<
                     uint32_t>::with<uint32_t, int64_t>,
     caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
                     caf::actor>::with<caf::actor>,
-    caf::reacts_to<adopt_atom>>;
+    caf::reacts_to<adopt_atom>,
+    caf::replies_to<partitions_atom, std::vector<int32_t>>::with<ok_atom>>;
 
 struct queue_options {
   /// See the aging rule above.
@@ -163,6 +164,11 @@ struct queue_options {
   /// default is a store without partitions (memory): everything in 0.
   std::vector<int32_t> partitions{0};
   int32_t partition_count = 1;
+  /// Coordinators that share the partitions (runtime/pg_share.hpp): what
+  /// the coordinator holds at the moment the queue starts, instead of
+  /// `partitions` (a queue started again after a crash). Later changes
+  /// come as partitions_atom.
+  std::function<std::vector<int32_t>()> owned_now;
   /// Live jobs per recovery page (within [1, max_recovery_page]): dispatch
   /// starts after the first page, and the queue reads the next one while
   /// it runs.

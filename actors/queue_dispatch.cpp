@@ -39,6 +39,8 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
                 uint32_t tenant, uint32_t flow, const shape_ref& shape,
                 own_key_ref own, int64_t ready_since_ms) {
   auto& st = self->state;
+  if (!owns(st, job_id))
+    return; // handed over meanwhile: its new owner recovers it
   note_entry(st, job_id);
   st.admission.entered(tenant, partition_of_id(job_id), extra_bytes(own));
   auto& q = st.classes[cls];

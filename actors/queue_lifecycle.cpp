@@ -23,6 +23,8 @@ void arm_timer(self_ptr self) {
 
 void push_delayed(self_ptr self, delayed_entry entry) {
   auto& st = self->state;
+  if (!owns(st, entry.job_id))
+    return; // handed over meanwhile: its new owner recovers it
   note_entry(st, entry.job_id);
   auto tenant = entry.tenant;
   auto partition = partition_of_id(entry.job_id);
@@ -116,6 +118,19 @@ void enqueue(self_ptr self, const job_record& rec) {
   }
 }
 
+/// A ready entry (of `type`) was taken out of its lane without running:
+/// the admission counts, its woken gate and the slots it held let go.
+void forget_ready(self_ptr self, const std::string& type, ready_entry& e) {
+  auto& st = self->state;
+  left_queue(st, e.tenant, e.job_id, e.own);
+  if (e.woken_gate != 0) { // the gate may let another through
+    left_gate(self, e);
+    rearm_flow(self);
+  }
+  // Woken, never ran: the next jobs of its keys get its slots.
+  release_slots(self, slot_keys_of(st, type, e), e.holds);
+}
+
 /// Removes a waiting job from the queue structures; false if not there.
 bool remove_waiting(self_ptr self, const std::string& job_id) {
   auto& st = self->state;
@@ -124,19 +139,13 @@ bool remove_waiting(self_ptr self, const std::string& job_id) {
       for (auto& dq : tq.second) {
         ready_entry e;
         if (dq.erase(job_id, e)) {
-          left_queue(st, e.tenant, e.job_id, e.own);
-          if (e.woken_gate != 0) { // the gate may let another through
-            left_gate(self, e);
-            rearm_flow(self);
-          }
           auto type = type_of_lane(tq.first);
           auto cls = kv.first;
           bool shaped = tq.second.shape != nullptr;
           if (shaped && tq.second[0].empty() && tq.second[1].empty()
               && tq.second[2].empty())
             kv.second.by_type.erase(tq.first);
-          // Woken, never ran: the next jobs of its keys get its slots.
-          release_slots(self, slot_keys_of(st, type, e), e.holds);
+          forget_ready(self, type, e);
           if (shaped) // it may have reserved what another job needs
             dispatch(self, cls);
           return true;
@@ -306,6 +315,8 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
 void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
                error_info why) {
   auto& st = self->state;
+  if (!owns(st, job_id))
+    return; // handed over: its new owner's recovery has it
   self->request(st.deps.store, store_timeout, get_atom::value, job_id)
       .then(
           [self, failures, why](job_record& rec) {
@@ -398,6 +409,7 @@ void recover_job(self_ptr self, job_record& rec) {
         // Ran on a worker node, which may still run it: it gets one grace
         // period to come back and report it.
         st.awaiting_adoption.emplace(rec.job_id, rec);
+        st.adopt_due[rec.job_id] = 0; // set when recovery ends
         // It may still run: it holds its slots and what it draws from its
         // node's pools until adopted or given up.
         auto keys = slot_keys_of(st, rec.spec);
@@ -423,7 +435,15 @@ void end_recovery(self_ptr self) {
   auto& st = self->state;
   st.recovered = true;
   st.entered_early.clear();
-  if (!st.awaiting_adoption.empty())
+  // The grace of the attempts just recovered counts from now.
+  auto due = now_ms(self) + st.opts.adopt_grace.count();
+  bool fresh = false;
+  for (auto& [job_id, when] : st.adopt_due)
+    if (when == 0) {
+      when = due;
+      fresh = true;
+    }
+  if (fresh)
     self->delayed_send(self, st.opts.adopt_grace, adopt_atom::value);
   for (auto& f : st.after_recovery)
     f();
@@ -441,33 +461,52 @@ void end_recovery(self_ptr self) {
                {"interrupted_attempts", st.recovered_interrupted}});
 }
 
-/// Rebuilds the queue from the store's non-terminal jobs (ready queues,
-/// timers, the attempts that were running when the node went down), one
-/// page after another in job-id order, from where the last page ended: a
-/// failed read is retried from there, never from the start.
+/// Rebuilds the queue from the store's non-terminal jobs of the partitions
+/// in `to_recover` (ready queues, timers, the attempts that were running
+/// when their coordinator went down), one partition after another, each a
+/// page after another in job-id order from where the last page ended: a
+/// failed read is retried from there, never from the start. A partition
+/// given up meanwhile (partitions_atom) is left where it was.
 void recover(self_ptr self) {
   auto& st = self->state;
-  self->request(st.deps.store, store_timeout, recover_atom::value,
+  if (st.recover_in_flight || !st.flow_loaded)
+    return;
+  if (st.to_recover.empty()) {
+    if (!st.recovered)
+      end_recovery(self);
+    return;
+  }
+  auto partition = st.to_recover.front();
+  st.recover_in_flight = true;
+  self->request(st.deps.store, store_timeout, recover_atom::value, partition,
                 st.recovered_up_to, st.opts.recovery_page)
       .then(
-          [self](std::vector<job_record>& jobs) {
+          [self, partition](std::vector<job_record>& jobs) {
             auto& st = self->state;
+            st.recover_in_flight = false;
+            if (st.to_recover.empty() || st.to_recover.front() != partition) {
+              st.recovered_up_to.clear(); // given up while it was read
+              recover(self);
+              return;
+            }
             st.queuing_page = true;
             for (auto& rec : jobs)
               if (st.entered_early.count(rec.job_id) == 0)
                 recover_job(self, rec);
             st.queuing_page = false;
             if (jobs.size() < st.opts.recovery_page) {
-              end_recovery(self);
-              return;
+              st.to_recover.pop_front();
+              st.recovered_up_to.clear();
+            } else {
+              st.recovered_up_to = jobs.back().job_id;
             }
-            st.recovered_up_to = jobs.back().job_id;
             recover(self);
           },
           [self](caf::error& err) {
             // Without recovery, acknowledged jobs would sit in the store
             // unseen: keep trying (the store may still be connecting).
             auto& st = self->state;
+            st.recover_in_flight = false;
             log_failure("recovering unfinished jobs (will retry)", err, {},
                         log::level::warn);
             self->delayed_send(self, st.recover_backoff.next(draw(self)),
@@ -494,6 +533,7 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
   }
   auto rec = std::move(i->second);
   st.awaiting_adoption.erase(i);
+  st.adopt_due.erase(job_id);
   auto js = start_supervisor(self, job_id, slot, worker_id, attempt);
   self->monitor(js);
   st.supervisor_jobs.emplace(js.address(), job_id);

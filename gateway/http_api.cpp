@@ -1067,6 +1067,10 @@ error_status classify(const caf::error& err) {
       return {409, "conflict"};
     case errc::unavailable:
       return {503, "unavailable"};
+    case errc::not_owner:
+      // Another coordinator owns the job's partition (--share-partitions):
+      // the request may succeed through that one, or here once it moved.
+      return {503, "not_owner"};
     case errc::stale_attempt:
       return {409, "conflict"};
     case errc::forbidden:

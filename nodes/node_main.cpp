@@ -32,6 +32,7 @@
 #include "nodes/admin_door.hpp"
 #include "nodes/node_roles.hpp"
 #include "nodes/node_setup.hpp"
+#include "nodes/node_share.hpp"
 #include "nodes/worker_metrics.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errors.hpp"
@@ -174,17 +175,35 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
       // Self-fencing: no dispatch once the last renewal is older than
       // three quarters of the TTL on this process's own clock.
       jobs.queue.may_dispatch = claim.keeper->freshness(cfg.lease_ttl / 4);
-    if (claim.fence) {
+    if (claim.share) {
+      // Sharing: the partitions come and go (node_share.hpp); a store or
+      // queue started again (one_for_all) starts with what is held now.
+      auto* share = claim.share.get();
+      jobs.queue.may_dispatch = share->freshness(cfg.lease_ttl / 4);
+      jobs.queue.partitions.clear();
+      jobs.queue.partition_count = claim.partition_count;
+      jobs.queue.owned_now = [share] { return share->held().partitions; };
+      pg.on_deposed = deposed_exit(claim.leaving);
+      jobs.make_store = [pg, share](caf::actor_system& sys) {
+        auto now = pg;
+        now.fence = share->held().fence(
+            pg.fence ? std::chrono::milliseconds{pg.fence->idle_limit_ms}
+                     : std::chrono::milliseconds{});
+        return drover::spawn_pg_store(sys, now);
+      };
+    } else if (claim.fence) {
       // New jobs go into the partitions this coordinator owns: all of them
       // for now (claim_coordinator takes every lease).
       jobs.queue.partitions = claim.fence->partitions;
       jobs.queue.partition_count
           = static_cast<int32_t>(claim.fence->partitions.size());
     }
-    pg.on_deposed = deposed_exit(claim.leaving);
-    jobs.make_store = [pg](caf::actor_system& sys) {
-      return drover::spawn_pg_store(sys, pg);
-    };
+    if (!claim.share) {
+      pg.on_deposed = deposed_exit(claim.leaving);
+      jobs.make_store = [pg](caf::actor_system& sys) {
+        return drover::spawn_pg_store(sys, pg);
+      };
+    }
   }
   if (auto err = drover::validate(jobs))
     return err;
@@ -273,6 +292,9 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
       return 1;
     }
   }
+  if (claim.share)
+    // The job system runs: the share keeper may hand it partitions.
+    claim.share->start(drover::node::share_hooks(sys, handles, cfg.lease_ttl));
   // The node API: a coordinator's own, or (gateway node) its
   // coordinator's; a worker node has none.
   caf::actor api;

@@ -201,6 +201,15 @@ std::variant<pg::lease_grant, int> claim_leases(const node_config& cfg,
 }
 
 void coordinator_claim::release() {
+  if (share) {
+    leaving->store(true);
+    if (auto err = share->stop_and_release())
+      log::warn("node",
+                "could not release the partition leases (they expire by "
+                "themselves)",
+                {{"error", describe(err)}});
+    share.reset();
+  }
   if (!keeper)
     return;
   leaving->store(true);
@@ -225,8 +234,54 @@ deposed_exit(std::shared_ptr<std::atomic<bool>> leaving) {
   };
 }
 
+namespace {
+
+/// --share-partitions: migrates, reads the partition count and prepares the
+/// share keeper; the partitions come once the tree runs (node_share.hpp).
+std::optional<int> share_leases(const node_config& cfg,
+                                coordinator_claim& claim) {
+  auto db = pg::session::open(cfg.pg_url);
+  caf::error err;
+  if (!db)
+    err = std::move(db.error());
+  else
+    err = db->migrate();
+  caf::expected<int32_t> count{caf::error{}};
+  if (!err) {
+    count = pg::partition_count(*db);
+    if (!count)
+      err = std::move(count.error());
+  }
+  if (err) {
+    log::error("node", "cannot prepare the database for sharing partitions",
+               {{"error", describe(err)}});
+    return 1;
+  }
+  auto owner = pg::this_process(cfg.node_id);
+  if (cfg.cluster_port > 0)
+    owner.cluster_address
+        = cfg.cluster_host + ":" + std::to_string(cfg.cluster_port);
+  pg::lease_grant none;
+  none.owner = owner;
+  claim.fence = none.fence(cfg.lease_ttl);
+  claim.partition_count = *count;
+  pg::share_keeper::config kc;
+  kc.conninfo = cfg.pg_url;
+  kc.owner = std::move(owner);
+  kc.ttl = cfg.lease_ttl;
+  kc.interval = cfg.lease_renew_interval;
+  kc.deposed = deposed_exit(claim.leaving);
+  kc.log = [](const std::string& line) { log::info("leases", line); };
+  claim.share = std::make_unique<pg::share_keeper>(std::move(kc));
+  return std::nullopt;
+}
+
+} // namespace
+
 std::optional<int> hold_leases(const node_config& cfg, const sigset_t& signals,
                                coordinator_claim& claim) {
+  if (cfg.share_partitions)
+    return share_leases(cfg, claim);
   auto claimed = claim_leases(cfg, signals);
   if (auto* code = std::get_if<int>(&claimed))
     return *code;

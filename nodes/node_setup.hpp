@@ -8,6 +8,7 @@
 #include "runtime/config.hpp"
 #include "runtime/exec_policy.hpp"
 #include "runtime/pg_lease.hpp"
+#include "runtime/pg_share.hpp"
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
@@ -58,6 +59,10 @@ std::variant<pg::lease_grant, int> claim_leases(const node_config& cfg,
 /// renewal that finds them taken over ends the process (exit 3).
 struct coordinator_claim {
   std::unique_ptr<pg::lease_keeper> keeper;
+  /// --share-partitions: the share keeper instead (started once the tree
+  /// runs, node_share.hpp), and the database's partition count.
+  std::unique_ptr<pg::share_keeper> share;
+  int32_t partition_count = 0;
   std::shared_ptr<const pg::write_fence> fence;
   /// Set while releasing: the store's last writes, refused by the fence
   /// then, are no takeover.

@@ -129,6 +129,13 @@ caf::error validate(const node_config& cfg) {
   if (cfg.standby && cfg.store != "postgres")
     return bad("--standby needs --store postgres: a standby waits for the "
                "partition leases of a database");
+  if (cfg.share_partitions && cfg.store != "postgres")
+    return bad("--share-partitions needs --store postgres: coordinators "
+               "share the partitions of a database");
+  if (cfg.share_partitions && cfg.standby)
+    return bad("--share-partitions and --standby exclude each other: a "
+               "coordinator sharing the partitions takes over a dead one's "
+               "share by itself");
   if (cfg.retention_days > 36500)
     return bad("retention-days must be at most 36500");
   if (cfg.store_cache_jobs != 0 && cfg.store != "postgres")
@@ -340,6 +347,10 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
                   "postgres coordinators: when a live coordinator holds the "
                   "database's leases, wait and take over when it dies "
                   "(instead of exiting 2)")(
+          "share-partitions", po::bool_switch(&cfg.share_partitions),
+          "postgres coordinators: own a share of the partitions, with the "
+          "other coordinators started so (several active coordinators; "
+          "docs/cluster.md)")(
           "http-host", po::value(&cfg.http_host)->default_value(cfg.http_host),
           "gateway: interface of the HTTP API (without API keys: loopback "
           "only)")("http-port", po::value(&http_port)->default_value(http_port),

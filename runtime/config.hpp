@@ -125,6 +125,10 @@ struct node_config {
   /// postgres: when a live coordinator holds the leases, wait for them
   /// (a standby that takes over when the holder dies) instead of exiting.
   bool standby = false;
+  /// postgres: share the partitions with the other coordinators started
+  /// with it (runtime/pg_share.hpp): several active coordinators, each
+  /// owning a share, taking over the share of one that dies.
+  bool share_partitions = false;
   // -- logging (runtime/log.hpp, docs/operations.md) --
   /// Lowest level written: trace, debug, info, warn, error or off.
   std::string log_level = "info";

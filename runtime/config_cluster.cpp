@@ -218,6 +218,8 @@ caf::error validate_cluster(const node_config& cfg) {
       return bad("--recovery-page-jobs is for coordinators");
     if (cfg.standby)
       return bad("--standby is for coordinators");
+    if (cfg.share_partitions)
+      return bad("--share-partitions is for coordinators");
   }
   return validate_metrics(cfg);
 }

@@ -1,5 +1,6 @@
 #include "runtime/partition.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <utility>
 
@@ -37,13 +38,84 @@ int32_t partition_of_key(std::string_view tenant, std::string_view key,
   return static_cast<int32_t>(h % n);
 }
 
+namespace {
+
+/// splitmix64's finalizer: spreads FNV's low-entropy high bits.
+uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return x;
+}
+
+uint64_t fnv1a(std::string_view text) {
+  uint64_t h = 14695981039346656037ull;
+  for (char c : text) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+} // namespace
+
+std::vector<std::vector<int32_t>>
+rendezvous_shares(const std::vector<std::string>& members, int32_t count) {
+  std::vector<std::vector<int32_t>> out(members.size());
+  if (members.empty() || count < 1)
+    return out;
+  std::vector<uint64_t> seeds;
+  for (const auto& m : members)
+    seeds.push_back(fnv1a(m));
+  auto n = static_cast<int32_t>(members.size());
+  // count / n each, and r of them one more: a member may take a partition
+  // while it holds fewer than count / n, or exactly that while fewer than r
+  // hold one more. The capacities add up to count, so someone always may.
+  auto low = static_cast<size_t>(count / n);
+  auto r = static_cast<size_t>(count % n);
+  size_t at_high = 0;
+  for (int32_t p = 0; p < count; ++p) {
+    size_t best = members.size();
+    uint64_t best_w = 0;
+    for (size_t m = 0; m < members.size(); ++m) {
+      auto held = out[m].size();
+      if (held > low || (held == low && at_high >= r))
+        continue;
+      auto w = mix64(seeds[m] ^ mix64(static_cast<uint64_t>(p) + 1));
+      // Ties (practically never) go to the smaller instance id, so that
+      // every coordinator decides alike whatever the members' order.
+      if (best == members.size() || w > best_w
+          || (w == best_w && members[m] < members[best])) {
+        best = m;
+        best_w = w;
+      }
+    }
+    out[best].push_back(p);
+    if (out[best].size() == low + 1)
+      ++at_high;
+  }
+  return out;
+}
+
 partition_picker::partition_picker(std::vector<int32_t> owned, int32_t count)
     : owned_(std::move(owned)), count_(count) {
-  if (count_ < 1 || count_ > max_partitions || owned_.empty())
+  if (count_ < 1 || count_ > max_partitions)
     throw std::invalid_argument{"partition_picker: no partitions"};
 }
 
+bool partition_picker::owns(int32_t partition) const {
+  return std::binary_search(owned_.begin(), owned_.end(), partition);
+}
+
+void partition_picker::set_owned(std::vector<int32_t> owned) {
+  owned_ = std::move(owned);
+}
+
 int32_t partition_picker::next_keyless() {
+  if (owned_.empty())
+    return -1;
   auto p = owned_[turn_ % owned_.size()];
   ++turn_;
   return p;

@@ -13,6 +13,7 @@
 // functions are part of the data format: changing them would move jobs.
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -33,10 +34,23 @@ int32_t partition_of_id(std::string_view job_id);
 int32_t partition_of_key(std::string_view tenant, std::string_view key,
                          int32_t partitions);
 
-/// Where a coordinator puts new jobs: it owns `owned` (ascending, not
-/// empty) of `count` partitions. Keyed submissions go to partition_of_key;
-/// the others take the owned partitions in turn, one per call of
-/// next_keyless(), so a batch submitted in one call shares a partition (its
+/// Which partitions each of `members` (coordinator instance ids, each once)
+/// should own of `count`: rendezvous hashing with bounded load. Partition p
+/// goes to the member with the highest weight(member, p) among those that
+/// may still take one (count / members each, and count % members of them
+/// one more), p taken in ascending order; so every member gets count /
+/// members or one more, and every
+/// coordinator that sees the same members computes the same answer. A
+/// member joining or leaving moves about its share (bounded load moves a
+/// few more than plain rendezvous would). Returns, per member (in the order
+/// given), its partitions ascending; empty members -> empty.
+std::vector<std::vector<int32_t>>
+rendezvous_shares(const std::vector<std::string>& members, int32_t count);
+
+/// Where a coordinator puts new jobs: it owns `owned` (ascending; empty
+/// while it owns none) of `count` partitions. Keyed submissions go to
+/// partition_of_key; the others take the owned partitions in turn, one per call
+/// of next_keyless(), so a batch submitted in one call shares a partition (its
 /// write locks one lease row) and consecutive calls spread evenly.
 class partition_picker {
 public:
@@ -51,7 +65,14 @@ public:
     return owned_;
   }
 
-  /// The partition for the next call's keyless submissions.
+  /// Whether `partition` is owned.
+  bool owns(int32_t partition) const;
+
+  /// The partitions owned from now on (ascending).
+  void set_owned(std::vector<int32_t> owned);
+
+  /// The partition for the next call's keyless submissions; -1 while none
+  /// is owned.
   int32_t next_keyless();
 
   /// The partition of one submission: keyed or `keyless` (from

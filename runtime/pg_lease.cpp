@@ -51,6 +51,27 @@ params grant_params(const lease_grant& g) {
 
 } // namespace
 
+caf::error begin_lease_change(session& db, std::chrono::milliseconds lock_wait,
+                              const char* what) {
+  auto& conn = db.conn();
+  abandon(db);
+  if (auto res = conn.exec("BEGIN", {}, false, what); !res)
+    return std::move(res.error());
+  // A bounded wait for the row locks: a writer of a paused holder keeps
+  // them until PostgreSQL ends its idle transaction, and the caller
+  // decides how long to keep trying.
+  if (auto res = conn.exec(
+          "SELECT set_config('lock_timeout', $1, true)",
+          params{}.text(std::to_string(std::max<int64_t>(1, lock_wait.count()))
+                        + "ms"),
+          false, what);
+      !res) {
+    abandon(db);
+    return std::move(res.error());
+  }
+  return caf::none;
+}
+
 lease_owner this_process(const std::string& node_id) {
   lease_owner o;
   o.node_id = node_id;
@@ -90,24 +111,13 @@ try_acquire_all(session& db, const lease_owner& owner,
                 std::chrono::milliseconds ttl,
                 std::chrono::milliseconds lock_wait) {
   auto& conn = db.conn();
-  abandon(db);
-  if (auto res = conn.exec("BEGIN", {}, false, "taking the partition leases");
-      !res)
-    return std::move(res.error());
   auto fail = [&db](caf::error err) {
     abandon(db);
     return err;
   };
-  // A bounded wait for the row locks: a writer of a paused holder keeps
-  // them until PostgreSQL ends its idle transaction, and the caller
-  // decides how long to keep trying.
-  if (auto res = conn.exec(
-          "SELECT set_config('lock_timeout', $1, true)",
-          params{}.text(std::to_string(std::max<int64_t>(1, lock_wait.count()))
-                        + "ms"),
-          false, "taking the partition leases");
-      !res)
-    return fail(std::move(res.error()));
+  if (auto err
+      = begin_lease_change(db, lock_wait, "taking the partition leases"))
+    return err;
   // Every row locked: a concurrent taker waits, then sees our epochs.
   auto rows = conn.exec(
       "SELECT partition, owner, coalesce(owner_node, ''), "
@@ -224,11 +234,11 @@ acquire_all(session& db, const lease_owner& owner,
 // -- membership
 // -----------------------------------------------------------------
 
-caf::error announce(session& db, const lease_owner& owner) {
+caf::error announce(session& db, const lease_owner& owner, bool shares) {
   auto res = db.conn().exec_prepared(
       "drover_announce",
       "WITH beat AS (INSERT INTO drover.coordinators (instance, node_id, "
-      "host, pid, cluster_address) VALUES ($1, $2, $3, $4, $5) "
+      "host, pid, cluster_address, shares) VALUES ($1, $2, $3, $4, $5, $6) "
       "ON CONFLICT (instance) DO UPDATE SET heartbeat_at = now()) "
       "DELETE FROM drover.coordinators WHERE heartbeat_at < now() - "
       "interval '1 hour' AND instance <> $1",
@@ -237,7 +247,8 @@ caf::error announce(session& db, const lease_owner& owner) {
           .text(owner.node_id)
           .text(owner.host)
           .int64(owner.pid)
-          .text(owner.cluster_address),
+          .text(owner.cluster_address)
+          .boolean(shares),
       false, "announcing the coordinator");
   return res ? caf::none : std::move(res.error());
 }

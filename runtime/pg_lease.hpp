@@ -50,6 +50,12 @@ struct lease_owner {
   std::string cluster_address;
 };
 
+/// Opens a transaction (rolling back one left open) that waits at most
+/// `lock_wait` for a row lock (lock_timeout; SQLSTATE 55P03 after it):
+/// the start of every change of lease rows.
+caf::error begin_lease_change(session& db, std::chrono::milliseconds lock_wait,
+                              const char* what);
+
 /// This process as a lease owner under `node_id`.
 lease_owner this_process(const std::string& node_id);
 
@@ -114,8 +120,9 @@ acquire_all(session& db, const lease_owner& owner,
 
 /// Announces `owner` in drover.coordinators (its row, heard from now) and
 /// prunes the rows of others not heard from for an hour. Whether it is
-/// active follows from the leases it holds (members_json).
-caf::error announce(session& db, const lease_owner& owner);
+/// active follows from the leases it holds (members_json); `shares`: it
+/// shares the partitions with the others (runtime/pg_share.hpp).
+caf::error announce(session& db, const lease_owner& owner, bool shares = false);
 
 /// Removes `owner`'s row: an orderly stop.
 caf::error leave(session& db, const lease_owner& owner);

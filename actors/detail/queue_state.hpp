@@ -162,6 +162,8 @@ struct queue_state {
   /// when their worker comes back (adopt_atom), settled as lost after
   /// opts.adopt_grace.
   std::map<std::string, job_record> awaiting_adoption;
+  /// When each of them is given up (Unix ms; 0 = once its recovery ends).
+  std::map<std::string, int64_t> adopt_due;
   bool recovered = false;
   /// The run-time settings and breaker states were read back (load_flow):
   /// recovery starts after, and settings and unknown keys wait for it.
@@ -169,9 +171,13 @@ struct queue_state {
   /// A dispatch runs; classes to dispatch once it is through.
   bool dispatching = false;
   std::set<std::string> dispatch_pending;
-  /// Recovery reads the store's live jobs a page at a time: the last job id
-  /// of the pages queued so far ("" = none yet), where a retry resumes.
+  /// Recovery reads the store's live jobs a partition at a time, a page at
+  /// a time: the partitions still to read (the first is being read), the
+  /// last job id of its pages queued so far ("" = none yet), where a retry
+  /// resumes, and whether a read is on its way.
+  std::deque<int32_t> to_recover;
   std::string recovered_up_to;
+  bool recover_in_flight = false;
   /// While a page is queued (its jobs are not "entered early").
   bool queuing_page = false;
   /// Jobs that entered the queue by another way (a submit, a DLQ retry)
@@ -391,6 +397,13 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
 void recover_job(self_ptr self, job_record& rec);
 void end_recovery(self_ptr self);
 void recover(self_ptr self);
+void forget_ready(self_ptr self, const std::string& type, ready_entry& e);
+
+// -- queue_partitions.cpp
+// ------------------------------------------------------
+void own_partitions(self_ptr self, std::vector<int32_t> owned);
+bool owns(const queue_state& st, const std::string& job_id);
+caf::error check_owned(const queue_state& st, int32_t partition);
 void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
            const std::string& job_id, uint32_t attempt,
            const std::string& worker_id, caf::actor slot);

@@ -25,6 +25,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "runtime/concurrency.hpp"
 
@@ -138,6 +139,26 @@ public:
       }
     }
     return false;
+  }
+
+  /// Moves every job for which `pred` holds into `out`, in one pass.
+  template <class Pred>
+  void extract_if(Pred pred, std::vector<ready_entry>& out) {
+    for (auto i = tenants_.begin(); i != tenants_.end();) {
+      auto& dq = i->second.jobs;
+      auto keep = std::stable_partition(
+          dq.begin(), dq.end(), [&](const ready_entry& e) { return !pred(e); });
+      for (auto j = keep; j != dq.end(); ++j)
+        out.push_back(std::move(*j));
+      size_ -= static_cast<size_t>(std::distance(keep, dq.end()));
+      dq.erase(keep, dq.end());
+      if (dq.empty()) {
+        order_.erase({i->second.pass, i->first});
+        i = tenants_.erase(i);
+      } else {
+        ++i;
+      }
+    }
   }
 
   /// The smallest key of any job here (not empty()): the oldest.

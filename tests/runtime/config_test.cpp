@@ -204,6 +204,20 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
   expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:1", "--store",
               "memory", "--standby"},
              "--standby");
+  expect_bad({"--share-partitions"},
+             "--share-partitions needs --store postgres");
+  expect_bad({"--store", "postgres", "--pg-url", "postgresql:///x",
+              "--share-partitions", "--standby"},
+             "exclude each other");
+  expect_bad({"--roles", "gateway", "--coordinator", "127.0.0.1:1",
+              "--share-partitions"},
+             "--share-partitions");
+  {
+    auto sharing = parse({"--store", "postgres", "--pg-url", "postgresql:///x",
+                          "--share-partitions"});
+    REQUIRE(sharing);
+    CHECK(sharing->config.share_partitions);
+  }
   expect_bad({"--recovery-page-jobs", "0"}, "within [1, 100000]");
   expect_bad({"--recovery-page-jobs", "100001"}, "within [1, 100000]");
   expect_bad({"--roles", "worker", "--coordinator", "127.0.0.1:1",

@@ -82,6 +82,50 @@ TEST_CASE("keyless submissions take the owned partitions in turn",
   partition_picker none;
   CHECK(none.next_keyless() == 0);
   CHECK(none.of("acme", "order-42", 0) == 0);
-  CHECK_THROWS(partition_picker{{}, 64});
   CHECK_THROWS(partition_picker{{1}, 0});
+  // A coordinator sharing the partitions may own none for a while.
+  partition_picker empty{{}, 64};
+  CHECK(empty.next_keyless() == -1);
+  CHECK_FALSE(empty.owns(0));
+  empty.set_owned({5, 7});
+  CHECK(empty.owns(7));
+  CHECK_FALSE(empty.owns(6));
+  CHECK(empty.next_keyless() == 5);
+}
+
+TEST_CASE("rendezvous shares spread the partitions evenly and move little",
+          "[partition]") {
+  std::vector<std::string> three{"c1@h:1:aa", "c2@h:2:bb", "c3@h:3:cc"};
+  auto shares = rendezvous_shares(three, 64);
+  REQUIRE(shares.size() == 3);
+  std::set<int32_t> all;
+  for (auto& s : shares) {
+    // 64 / 3: 21 or 22 each.
+    CHECK(s.size() >= 21);
+    CHECK(s.size() <= 22);
+    CHECK(std::is_sorted(s.begin(), s.end()));
+    all.insert(s.begin(), s.end());
+  }
+  CHECK(all.size() == 64);
+  CHECK(*all.begin() == 0);
+  CHECK(*all.rbegin() == 63);
+  // The order the members are listed in does not matter.
+  std::vector<std::string> reversed{three[2], three[1], three[0]};
+  auto again = rendezvous_shares(reversed, 64);
+  CHECK(again[0] == shares[2]);
+  CHECK(again[2] == shares[0]);
+  // One leaves: the two survivors keep most of what they had (bounded
+  // load moves some besides the leaver's 21 or 22, far from all 64).
+  auto two = rendezvous_shares({three[0], three[1]}, 64);
+  size_t kept = 0;
+  for (size_t m = 0; m < 2; ++m)
+    for (auto p : shares[m])
+      kept += std::binary_search(two[m].begin(), two[m].end(), p) ? 1 : 0;
+  CHECK(kept >= 30);
+  CHECK(two[0].size() == 32);
+  CHECK(two[1].size() == 32);
+  // Alone, a member owns everything; nobody, nothing.
+  auto one = rendezvous_shares({three[1]}, 64);
+  CHECK(one[0].size() == 64);
+  CHECK(rendezvous_shares({}, 64).empty());
 }

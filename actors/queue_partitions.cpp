@@ -1,0 +1,183 @@
+// Partitions coming and going on a coordinator that shares a database with
+// others (issue 13, docs/cluster.md "Several active coordinators"): the
+// queue holds the jobs of the partitions it owns and no others. A partition
+// that arrives is recovered from the store; one that leaves (handed to
+// another coordinator) takes its waiting jobs, its timers and its running
+// attempts with it — the store has them, and the new owner recovers them.
+// See actors/detail/queue_state.hpp.
+
+#include "actors/detail/queue_state.hpp"
+
+namespace drover::queue_detail {
+
+bool owns(const queue_state& st, const std::string& job_id) {
+  return st.partitions.owns(partition_of_id(job_id));
+}
+
+caf::error check_owned(const queue_state& st, int32_t partition) {
+  if (partition < 0)
+    return make_error(errc::unavailable,
+                      "this coordinator owns no partition at the moment (it "
+                      "shares the database with other coordinators and is "
+                      "taking or handing over its share); try again");
+  if (!st.partitions.owns(partition))
+    return make_error(errc::not_owner,
+                      "partition " + std::to_string(partition)
+                          + " (the partition of this idempotency key) is "
+                            "owned by another coordinator; submit through "
+                            "that one");
+  return caf::none;
+}
+
+namespace {
+
+bool among(const std::vector<int32_t>& sorted, int32_t p) {
+  return std::binary_search(sorted.begin(), sorted.end(), p);
+}
+
+/// Takes every waiting job of `gone` out of the queue: ready lanes, the
+/// lines behind concurrency keys and flow gates, the timer. Entries are
+/// collected first and let go after, since letting go of a slot wakes the
+/// next parked job (which may be of another partition).
+size_t forget_waiting(self_ptr self, const std::vector<int32_t>& gone) {
+  auto& st = self->state;
+  auto leaving = [&gone](const std::string& job_id) {
+    return among(gone, partition_of_id(job_id));
+  };
+  std::vector<std::pair<std::string, ready_entry>> ready;
+  std::set<std::string> shaped_classes;
+  for (auto& [cls, cq] : st.classes)
+    for (auto t = cq.by_type.begin(); t != cq.by_type.end();) {
+      std::vector<ready_entry> out;
+      for (auto& dq : t->second)
+        dq.extract_if([&](const ready_entry& e) { return leaving(e.job_id); },
+                      out);
+      auto type = type_of_lane(t->first);
+      for (auto& e : out)
+        ready.emplace_back(type, std::move(e));
+      bool shaped = t->second.shape != nullptr;
+      if (shaped && !out.empty())
+        shaped_classes.insert(cls);
+      if (shaped && t->second[0].empty() && t->second[1].empty()
+          && t->second[2].empty())
+        t = cq.by_type.erase(t);
+      else
+        ++t;
+    }
+  std::vector<parked_entry> parked;
+  auto unpark = [&](auto& by_key) {
+    for (auto p = by_key.begin(); p != by_key.end();) {
+      auto& dq = p->second;
+      auto keep
+          = std::stable_partition(dq.begin(), dq.end(), [&](const auto& pe) {
+              return !leaving(pe.entry.job_id);
+            });
+      for (auto i = keep; i != dq.end(); ++i)
+        parked.push_back(std::move(*i));
+      dq.erase(keep, dq.end());
+      p = dq.empty() ? by_key.erase(p) : std::next(p);
+    }
+  };
+  unpark(st.parked);
+  unpark(st.flow_parked);
+  size_t n = ready.size() + parked.size();
+  for (auto i = st.delayed.begin(); i != st.delayed.end();) {
+    if (!leaving(i->job_id)) {
+      ++i;
+      continue;
+    }
+    left_queue(st, i->tenant, i->job_id, i->own);
+    auto next = std::next(i);
+    erase_delayed(st, i);
+    i = next;
+    ++n;
+  }
+  arm_timer(self);
+  // Now let go: slots, gates and admission counts.
+  for (auto& [type, e] : ready)
+    forget_ready(self, type, e);
+  for (auto& pe : parked) {
+    left_queue(st, pe.entry.tenant, pe.entry.job_id, pe.entry.own);
+    release_slots(self, slot_keys_of(st, pe.type, pe.entry), pe.entry.holds);
+  }
+  for (const auto& cls : shaped_classes)
+    dispatch(self, cls); // they may have reserved what another job needs
+  return n;
+}
+
+/// The running attempts of `gone` stop here: each job supervisor abandons
+/// its attempt (the worker stops it) and ends without a write; the new
+/// owner's recovery settles the attempt (a retry, not counted) or adopts
+/// it. Attempts recovered for adoption are given up the same way.
+size_t forget_running(self_ptr self, const std::vector<int32_t>& gone) {
+  auto& st = self->state;
+  size_t n = 0;
+  for (auto r = st.running.begin(); r != st.running.end();) {
+    if (!among(gone, partition_of_id(r->first))) {
+      ++r;
+      continue;
+    }
+    auto entry = std::move(r->second);
+    st.supervisor_jobs.erase(entry.job_supervisor.address());
+    r = st.running.erase(r);
+    self->send(entry.job_supervisor, partitions_atom::value);
+    release_slots(self, entry.slots);
+    flow_outcome(self, entry, false, "handed_over");
+    ++n;
+  }
+  for (auto a = st.awaiting_adoption.begin();
+       a != st.awaiting_adoption.end();) {
+    if (!among(gone, partition_of_id(a->first))) {
+      ++a;
+      continue;
+    }
+    release_slots(self, slot_keys_of(st, a->second.spec));
+    release_pools(self, node_of(a->second.worker_id),
+                  shape_of(st, a->second.spec));
+    st.adopt_due.erase(a->first);
+    a = st.awaiting_adoption.erase(a);
+    ++n;
+  }
+  return n;
+}
+
+} // namespace
+
+void own_partitions(self_ptr self, std::vector<int32_t> owned) {
+  auto& st = self->state;
+  std::sort(owned.begin(), owned.end());
+  owned.erase(std::unique(owned.begin(), owned.end()), owned.end());
+  const auto& before = st.partitions.owned();
+  std::vector<int32_t> gone;
+  std::vector<int32_t> added;
+  std::set_difference(before.begin(), before.end(), owned.begin(), owned.end(),
+                      std::back_inserter(gone));
+  std::set_difference(owned.begin(), owned.end(), before.begin(), before.end(),
+                      std::back_inserter(added));
+  st.partitions.set_owned(owned);
+  if (!gone.empty()) {
+    // A partition being recovered stops being read.
+    st.to_recover.erase(
+        std::remove_if(st.to_recover.begin(), st.to_recover.end(),
+                       [&](int32_t p) { return among(gone, p); }),
+        st.to_recover.end());
+    auto waiting = forget_waiting(self, gone);
+    auto running = forget_running(self, gone);
+    log::info("queue", "partitions handed over",
+              {{"partitions", static_cast<int64_t>(gone.size())},
+               {"waiting_jobs", static_cast<int64_t>(waiting)},
+               {"running_attempts", static_cast<int64_t>(running)}});
+  }
+  if (!added.empty()) {
+    // Their attempts may still run uncounted until their recovery ends:
+    // concurrency keys hold their jobs back meanwhile (take_slots).
+    st.recovered = false;
+    for (auto p : added)
+      st.to_recover.push_back(p);
+    log::info("queue", "partitions taken",
+              {{"partitions", static_cast<int64_t>(added.size())}});
+    recover(self);
+  }
+}
+
+} // namespace drover::queue_detail

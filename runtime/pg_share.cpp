@@ -1,0 +1,379 @@
+#include "runtime/pg_share.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/partition.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <iterator>
+
+namespace drover::pg {
+
+namespace {
+
+template <class T>
+T number(std::string_view str) {
+  T out{};
+  std::from_chars(str.data(), str.data() + str.size(), out);
+  return out;
+}
+
+array_param int4_array(const std::vector<int32_t>& xs) {
+  array_param a{array_param::element::int4, xs.size()};
+  for (auto x : xs)
+    a.int32(x);
+  return a;
+}
+
+array_param int8_array(const std::vector<int64_t>& xs) {
+  array_param a{array_param::element::int8, xs.size()};
+  for (auto x : xs)
+    a.int64(x);
+  return a;
+}
+
+void abandon(session& db) {
+  if (db.conn().in_transaction())
+    db.conn().exec("ROLLBACK", {}, false, "rolling back");
+}
+
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string list(const std::vector<int32_t>& ps) {
+  std::string out;
+  size_t n = 0;
+  for (auto p : ps) {
+    if (n++ == 16) {
+      out += ", ...";
+      break;
+    }
+    out += (out.empty() ? "" : ", ") + std::to_string(p);
+  }
+  return out;
+}
+
+} // namespace
+
+caf::expected<int32_t> partition_count(session& db) {
+  auto res = db.conn().exec("SELECT partitions FROM drover.partitioning", {},
+                            false, "reading the partition count");
+  if (!res)
+    return std::move(res.error());
+  if (res->rows() != 1)
+    return make_error(errc::bad_config, "drover.partitioning has no row");
+  return number<int32_t>(res->value(0, 0));
+}
+
+caf::expected<std::vector<std::string>>
+sharing_members(session& db, std::chrono::milliseconds stale) {
+  auto res = db.conn().exec_prepared(
+      "drover_sharing_members",
+      "SELECT instance FROM drover.coordinators WHERE shares AND "
+      "heartbeat_at >= now() - $1 * interval '1 millisecond' "
+      "ORDER BY instance COLLATE \"C\"",
+      params{}.int64(stale.count()), false, "reading the coordinators");
+  if (!res)
+    return std::move(res.error());
+  std::vector<std::string> out;
+  for (int row = 0; row < res->rows(); ++row)
+    out.emplace_back(res->value(row, 0));
+  return out;
+}
+
+caf::expected<lease_grant> take_free(session& db, const lease_owner& owner,
+                                     const std::vector<int32_t>& wanted,
+                                     std::chrono::milliseconds ttl,
+                                     std::chrono::milliseconds lock_wait) {
+  lease_grant g;
+  g.owner = owner;
+  if (wanted.empty())
+    return g;
+  auto& conn = db.conn();
+  auto fail = [&db](caf::error err) {
+    abandon(db);
+    return err;
+  };
+  if (auto err = begin_lease_change(db, lock_wait, "taking partition leases"))
+    return err;
+  // PostgreSQL re-checks the condition on a row it had to wait for (READ
+  // COMMITTED): a row another coordinator took meanwhile is left alone.
+  auto taken = conn.exec(
+      "UPDATE drover.partition_leases SET owner = $1, owner_node = $2, "
+      "owner_host = $3, owner_pid = $4, epoch = epoch + 1, "
+      "expires_at = now() + $5 * interval '1 millisecond', "
+      "acquired_at = now() WHERE partition = ANY($6::int4[]) AND "
+      "(owner IS NULL OR expires_at <= now()) RETURNING partition, epoch",
+      params{}
+          .text(owner.instance)
+          .text(owner.node_id)
+          .text(owner.host)
+          .int64(owner.pid)
+          .int64(ttl.count())
+          .array(int4_array(wanted)),
+      false, "taking partition leases");
+  if (!taken && sqlstate_of(taken.error()) == "55P03") { // lock_not_available
+    abandon(db);
+    return g;
+  }
+  if (!taken)
+    return fail(std::move(taken.error()));
+  std::vector<std::pair<int32_t, int64_t>> held;
+  for (int row = 0; row < taken->rows(); ++row)
+    held.emplace_back(number<int32_t>(taken->value(row, 0)),
+                      number<int64_t>(taken->value(row, 1)));
+  std::sort(held.begin(), held.end());
+  if (auto res = conn.exec("COMMIT", {}, false, "taking partition leases");
+      !res)
+    return fail(std::move(res.error()));
+  for (auto& [partition, epoch] : held) {
+    g.partitions.push_back(partition);
+    g.epochs.push_back(epoch);
+  }
+  return g;
+}
+
+caf::expected<std::vector<int32_t>> renew_each(session& db,
+                                               const lease_grant& grant,
+                                               std::chrono::milliseconds ttl) {
+  std::vector<int32_t> renewed;
+  if (grant.partitions.empty())
+    return renewed;
+  auto res = db.conn().exec_prepared(
+      "drover_renew_each",
+      "UPDATE drover.partition_leases l "
+      "SET expires_at = now() + $4 * interval '1 millisecond' "
+      "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
+      "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch "
+      "RETURNING l.partition",
+      params{}
+          .text(grant.owner.instance)
+          .array(int4_array(grant.partitions))
+          .array(int8_array(grant.epochs))
+          .int64(ttl.count()),
+      false, "renewing the partition leases");
+  if (!res)
+    return std::move(res.error());
+  for (int row = 0; row < res->rows(); ++row)
+    renewed.push_back(number<int32_t>(res->value(row, 0)));
+  std::sort(renewed.begin(), renewed.end());
+  return renewed;
+}
+
+caf::error release_partitions(session& db, const lease_grant& grant,
+                              const std::vector<int32_t>& partitions) {
+  auto part = subset(grant, partitions, true);
+  if (part.partitions.empty())
+    return caf::none;
+  auto res = db.conn().exec(
+      "UPDATE drover.partition_leases l SET owner = NULL, expires_at = now() "
+      "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
+      "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch",
+      params{}
+          .text(part.owner.instance)
+          .array(int4_array(part.partitions))
+          .array(int8_array(part.epochs)),
+      false, "handing over partition leases");
+  return res ? caf::none : std::move(res.error());
+}
+
+lease_grant subset(const lease_grant& grant, const std::vector<int32_t>& which,
+                   bool keep) {
+  lease_grant out;
+  out.owner = grant.owner;
+  for (size_t i = 0; i < grant.partitions.size(); ++i) {
+    bool in
+        = std::binary_search(which.begin(), which.end(), grant.partitions[i]);
+    if (in == keep) {
+      out.partitions.push_back(grant.partitions[i]);
+      out.epochs.push_back(grant.epochs[i]);
+    }
+  }
+  return out;
+}
+
+// -- share_keeper -------------------------------------------------------------
+
+share_keeper::share_keeper(config cfg)
+    : cfg_(std::move(cfg)),
+      renewed_ns_(std::make_shared<std::atomic<int64_t>>(steady_ns())) {
+  held_.owner = cfg_.owner;
+}
+
+share_keeper::~share_keeper() {
+  stop();
+}
+
+void share_keeper::start(hooks h) {
+  hooks_ = std::move(h);
+  thread_ = std::thread{[this] { run(); }};
+}
+
+std::function<bool()>
+share_keeper::freshness(std::chrono::milliseconds margin) const {
+  auto limit
+      = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.ttl - margin)
+            .count();
+  return [renewed = renewed_ns_, limit] {
+    return steady_ns() - renewed->load(std::memory_order_relaxed) < limit;
+  };
+}
+
+lease_grant share_keeper::held() const {
+  std::lock_guard<std::mutex> guard{mx_};
+  return held_;
+}
+
+void share_keeper::stop() {
+  {
+    std::lock_guard<std::mutex> guard{mx_};
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+void share_keeper::run() {
+  std::unique_ptr<session> db;
+  bool healthy = true;
+  for (;;) {
+    round(db, healthy);
+    std::unique_lock<std::mutex> guard{mx_};
+    if (deposed_
+        || cv_.wait_for(guard, cfg_.interval, [this] { return stopping_; }))
+      return;
+  }
+}
+
+void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
+  auto say = [this](const std::string& line) {
+    if (cfg_.log)
+      cfg_.log(line);
+  };
+  auto trouble = [&](const caf::error& err) {
+    if (healthy)
+      say("cannot renew or share the partition leases (retrying every "
+          + std::to_string(cfg_.interval.count())
+          + " ms; writes stop when they expire): " + drover::describe(err));
+    healthy = false;
+    if (db && !db->ok())
+      db.reset();
+  };
+  if (!db) {
+    auto s = session::open(cfg_.conninfo);
+    if (!s)
+      return trouble(s.error());
+    db = std::make_unique<session>(std::move(*s));
+  }
+  if (count_ == 0) {
+    auto n = partition_count(*db);
+    if (!n)
+      return trouble(n.error());
+    count_ = *n;
+  }
+  if (auto err = announce(*db, cfg_.owner, true))
+    return trouble(err);
+  auto held = this->held();
+  auto sent = steady_ns();
+  auto renewed = renew_each(*db, held, cfg_.ttl);
+  if (!renewed)
+    return trouble(renewed.error());
+  if (renewed->size() != held.partitions.size()) {
+    auto lost = subset(held, *renewed, false);
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      deposed_ = true;
+    }
+    if (cfg_.deposed)
+      cfg_.deposed("partition " + list(lost.partitions)
+                   + " was taken over by another coordinator");
+    return;
+  }
+  renewed_ns_->store(sent, std::memory_order_relaxed);
+  if (!healthy)
+    say("partition leases renewed again");
+  healthy = true;
+  auto members = sharing_members(*db, cfg_.ttl);
+  if (!members)
+    return trouble(members.error());
+  auto me = std::find(members->begin(), members->end(), cfg_.owner.instance);
+  if (me == members->end())
+    return; // our announcement is not visible yet: no balancing
+  auto shares = rendezvous_shares(*members, count_);
+  const auto& mine = shares[static_cast<size_t>(me - members->begin())];
+  // Hand over what is no longer ours to hold.
+  auto gone = subset(held, mine, false);
+  if (!gone.partitions.empty()) {
+    auto staying = subset(held, mine, true);
+    if (hooks_.releasing && hooks_.releasing(staying, gone.partitions)) {
+      {
+        std::lock_guard<std::mutex> guard{mx_};
+        held_ = staying;
+      }
+      if (auto err = release_partitions(*db, gone, gone.partitions))
+        say("handing over partitions " + list(gone.partitions)
+            + " failed (they expire by themselves): " + drover::describe(err));
+      else
+        say("handed over partitions " + list(gone.partitions));
+      held = std::move(staying);
+    }
+  }
+  // Take what is ours and free.
+  std::vector<int32_t> wanted;
+  std::set_difference(mine.begin(), mine.end(), held.partitions.begin(),
+                      held.partitions.end(), std::back_inserter(wanted));
+  if (wanted.empty())
+    return;
+  auto got = take_free(*db, cfg_.owner, wanted, cfg_.ttl,
+                       std::chrono::milliseconds{200});
+  if (!got)
+    return trouble(got.error());
+  if (got->partitions.empty())
+    return;
+  lease_grant now_held;
+  now_held.owner = cfg_.owner;
+  {
+    // Merge, ascending.
+    std::vector<std::pair<int32_t, int64_t>> all;
+    for (size_t i = 0; i < held.partitions.size(); ++i)
+      all.emplace_back(held.partitions[i], held.epochs[i]);
+    for (size_t i = 0; i < got->partitions.size(); ++i)
+      all.emplace_back(got->partitions[i], got->epochs[i]);
+    std::sort(all.begin(), all.end());
+    for (auto& [p, e] : all) {
+      now_held.partitions.push_back(p);
+      now_held.epochs.push_back(e);
+    }
+    std::lock_guard<std::mutex> guard{mx_};
+    held_ = now_held;
+  }
+  if (!hooks_.acquired || hooks_.acquired(now_held, got->partitions)) {
+    say("took partitions " + list(got->partitions));
+    return;
+  }
+  // The node could not take them: nobody would serve them. Give them back
+  // (they are ours by the shares: the next round tries again).
+  {
+    std::lock_guard<std::mutex> guard{mx_};
+    held_ = held;
+  }
+  if (hooks_.releasing)
+    hooks_.releasing(held, got->partitions);
+  if (auto err = release_partitions(*db, *got, got->partitions))
+    say("giving back partitions " + list(got->partitions)
+        + " failed (they expire by themselves): " + drover::describe(err));
+}
+
+caf::error share_keeper::stop_and_release() {
+  stop();
+  auto s = session::open(cfg_.conninfo);
+  if (!s)
+    return std::move(s.error());
+  return release(*s, held());
+}
+
+} // namespace drover::pg

@@ -1,0 +1,237 @@
+// A queue whose partitions come and go (actors/queue_partitions.cpp,
+// --share-partitions): handing a partition over takes its waiting jobs,
+// timers and running attempts out of the queue without a write; taking it
+// recovers them from the store. CAF's deterministic test coordinator.
+
+#include "actors/progress_publisher.hpp"
+#include "actors/queue.hpp"
+#include "actors/store.hpp"
+#include "actors/worker.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/partition.hpp"
+#include "runtime/task.hpp"
+#include "runtime/type_ids.hpp"
+#include "support/actor_config.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/after.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <deque>
+#include <functional>
+#include <numeric>
+
+using namespace drover;
+
+namespace {
+
+constexpr int64_t epoch_ms = 1'800'000'000'000;
+
+struct fixture {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{drover::testing::testing_config(cfg)};
+  caf::scheduler::test_coordinator& sched{
+      dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())};
+  caf::scoped_actor self{sys, true};
+  std::shared_ptr<handler_registry> handlers
+      = std::make_shared<handler_registry>();
+  store_actor store = spawn_memory_store(sys);
+  queue_actor queue;
+
+  fixture() {
+    REQUIRE_FALSE(handlers->register_handler(
+        "noop", [](task_context&) { return task_outcome::success(); }));
+    queue_options qo;
+    qo.clock_ms = [] { return epoch_ms; };
+    qo.seed = 5;
+    qo.partitions = {0, 1};
+    qo.partition_count = 2;
+    queue = spawn_queue(sys, {store, spawn_progress_publisher(sys), handlers},
+                        qo);
+    sched.run();
+  }
+
+  ~fixture() {
+    // Timers still pending (delayed jobs) keep the queue alive otherwise,
+    // and the actor system would wait for it.
+    self->send_exit(queue, caf::exit_reason::user_shutdown);
+    self->send_exit(store, caf::exit_reason::user_shutdown);
+    sched.run();
+  }
+
+  caf::expected<job_record> submit(submit_request req) {
+    caf::expected<job_record> out{caf::error{}};
+    self->send(queue, submit_atom::value, std::move(req));
+    sched.run();
+    self->receive([&](job_record& rec) { out = std::move(rec); },
+                  [&](caf::error& err) { out = std::move(err); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("no answer to a submit"); });
+    return out;
+  }
+
+  void own(std::vector<int32_t> partitions) {
+    self->send(queue, partitions_atom::value, std::move(partitions));
+    sched.run();
+    self->receive([](ok_atom) {}, [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("no answer to partitions"); });
+  }
+
+  queue_stats stats() {
+    queue_stats out;
+    self->send(queue, stats_atom::value);
+    sched.run();
+    self->receive([&](queue_stats& st) { out = std::move(st); },
+                  [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("no answer to stats"); });
+    return out;
+  }
+
+  uint64_t waiting() {
+    auto st = stats();
+    return std::accumulate(st.depth.begin(), st.depth.end(), uint64_t{0})
+           + st.delayed;
+  }
+
+  std::vector<job_event> events(const std::string& job_id) {
+    std::vector<job_event> out;
+    self->send(store, events_atom::value, job_id);
+    sched.run();
+    self->receive([&](std::vector<job_event>& evs) { out = std::move(evs); },
+                  [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("no answer to events"); });
+    return out;
+  }
+};
+
+submit_request noop(int64_t delay_ms = 0) {
+  submit_request req;
+  req.type = "noop";
+  if (delay_ms > 0)
+    req.delay_ms = delay_ms;
+  return req;
+}
+
+} // namespace
+
+TEST_CASE("a partition handed over leaves the queue and comes back by "
+          "recovery when taken again",
+          "[queue][partition]") {
+  fixture f;
+  // Keyless submissions take the owned partitions in turn: three ready and
+  // one delayed job in each.
+  std::map<int32_t, int> per;
+  for (int i = 0; i < 6; ++i) {
+    auto rec = f.submit(noop());
+    REQUIRE(rec);
+    ++per[partition_of_id(rec->job_id)];
+  }
+  for (int i = 0; i < 2; ++i)
+    REQUIRE(f.submit(noop(60'000)));
+  CHECK(per[0] == 3);
+  CHECK(per[1] == 3);
+  CHECK(f.waiting() == 8);
+  auto before = f.stats();
+
+  // Partition 1 goes: its four jobs leave, the store keeps them.
+  f.own({0});
+  CHECK(f.waiting() == 4);
+  CHECK(f.stats().delayed == 1);
+  // New keyless jobs go to partition 0 only; a keyed one whose partition
+  // is 1 is refused, naming the partition.
+  for (int i = 0; i < 3; ++i) {
+    auto rec = f.submit(noop());
+    REQUIRE(rec);
+    CHECK(partition_of_id(rec->job_id) == 0);
+  }
+  std::string key;
+  for (int i = 0; key.empty(); ++i)
+    if (partition_of_key("", "k" + std::to_string(i), 2) == 1)
+      key = "k" + std::to_string(i);
+  auto keyed = noop();
+  keyed.idempotency_key = key;
+  auto refused = f.submit(keyed);
+  REQUIRE_FALSE(refused);
+  CHECK(is(refused.error(), errc::not_owner));
+  CHECK(describe(refused.error()).find("partition 1") != std::string::npos);
+
+  // Nothing owned: nothing waits, and a submission is unavailable.
+  f.own({});
+  CHECK(f.waiting() == 0);
+  CHECK(f.stats().admission_memory_bytes == 0);
+  auto none = f.submit(noop());
+  REQUIRE_FALSE(none);
+  CHECK(is(none.error(), errc::unavailable));
+
+  // Both back: recovered from the store, each job once.
+  f.own({0, 1});
+  CHECK(f.waiting() == 11);
+  CHECK(f.stats().delayed == 2);
+  CHECK(f.stats().admission_memory_bytes
+        > before.admission_memory_bytes); // three more jobs than before
+}
+
+TEST_CASE("a running attempt of a partition handed over is abandoned "
+          "without a write and settled by the recovery that takes it back",
+          "[queue][partition]") {
+  fixture f;
+  std::deque<std::function<void()>> bodies;
+  worker_config wc;
+  wc.worker_id = "cpu-0";
+  wc.queue = caf::actor_cast<caf::actor>(f.queue);
+  wc.handlers = f.handlers;
+  wc.clock_ms = [] { return epoch_ms; };
+  wc.executor = [&bodies](std::function<void()> body) {
+    bodies.push_back(std::move(body));
+  };
+  auto worker = spawn_worker(f.sys, wc);
+  f.sched.run();
+  auto rec = f.submit(noop());
+  REQUIRE(rec);
+  auto partition = partition_of_id(rec->job_id);
+  f.sched.run();
+  REQUIRE(f.stats().running == 1);
+  REQUIRE(bodies.size() == 1);
+  auto written = f.events(rec->job_id).size(); // submitted, started
+
+  std::vector<int32_t> rest;
+  for (int32_t p : {0, 1})
+    if (p != partition)
+      rest.push_back(p);
+  f.own(rest);
+  CHECK(f.stats().running == 0);
+  // The handler ends after the hand-over: its outcome is not written.
+  bodies.front()();
+  bodies.pop_front();
+  f.sched.run();
+  CHECK(f.events(rec->job_id).size() == written);
+
+  // Taken back: the attempt nobody runs is settled as lost (a retry) and
+  // the job runs again, to completion, once.
+  f.own({0, 1});
+  f.sched.advance_time(std::chrono::seconds{120});
+  f.sched.run();
+  while (!bodies.empty()) {
+    bodies.front()();
+    bodies.pop_front();
+    f.sched.run();
+    f.sched.advance_time(std::chrono::seconds{120});
+    f.sched.run();
+  }
+  auto evs = f.events(rec->job_id);
+  int lost = 0;
+  int completed = 0;
+  for (const auto& ev : evs) {
+    lost += ev.kind == event_kind::worker_lost ? 1 : 0;
+    completed += ev.kind == event_kind::completed ? 1 : 0;
+  }
+  CHECK(lost == 1);
+  CHECK(completed == 1);
+}

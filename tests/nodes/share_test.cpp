@@ -1,0 +1,215 @@
+// Several active coordinators on one database (--share-partitions,
+// docs/cluster.md "Several active coordinators"): each owns a share of the
+// partitions; a killed one's share is taken over by the survivors, a
+// joining one takes its share by hand-off. Real processes (coordinators
+// with local workers), a real PostgreSQL, a real SIGKILL; what happened is
+// read from the lease rows and the audit log.
+
+#include "support/cluster.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <iostream>
+#include <map>
+#include <string>
+#include <sys/wait.h>
+#include <vector>
+
+using namespace drover::testing;
+using namespace drover::testing::cluster_harness;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Coordinators sharing `c`'s database, each with four local slots.
+struct sharing {
+  cluster& c;
+  std::map<std::string, std::unique_ptr<process>> nodes;
+  std::map<std::string, std::string> admin;
+
+  void start(const std::string& name) {
+    auto log = c.logs.path() + "/" + name + ".log";
+    auto& p = nodes[name];
+    p = std::make_unique<process>(
+        c.coordinator_args(name, free_port(),
+                           {"--roles", "coordinator,worker", "--slots", "cpu=4",
+                            "--share-partitions"}),
+        log);
+    auto ready = p->wait_for_line("ready", 30s);
+    INFO(tail_of(log));
+    REQUIRE(ready);
+    admin[name] = admin_port_of(*ready);
+  }
+
+  /// c1, c2 and c3, once they hold the partitions evenly.
+  void start_three() {
+    for (const auto* name : {"c1", "c2", "c3"})
+      start(name);
+    INFO(logs_of({"c1", "c2", "c3"}));
+    REQUIRE(poll_until([&] { return spread_over({"c1", "c2", "c3"}); }, 20s));
+  }
+
+  /// Unexpired leases per owner node.
+  std::map<std::string, int64_t> shares() {
+    std::map<std::string, int64_t> out;
+    auto conn = must(drover::pg::connection::open(c.url()));
+    auto res = run(conn, "SELECT owner_node, count(*) FROM "
+                         "drover.partition_leases WHERE owner IS NOT NULL "
+                         "AND expires_at > now() GROUP BY owner_node");
+    for (int row = 0; row < res.rows(); ++row)
+      out[std::string{res.value(row, 0)}]
+          = std::stoll(std::string{res.value(row, 1)});
+    return out;
+  }
+
+  /// Every partition held, by exactly `names`, evenly (64 / n or one more).
+  bool spread_over(const std::vector<std::string>& names) {
+    auto s = shares();
+    if (s.size() != names.size())
+      return false;
+    int64_t total = 0;
+    auto n = static_cast<int64_t>(names.size());
+    for (const auto& name : names) {
+      auto i = s.find(name);
+      if (i == s.end() || i->second < 64 / n || i->second > (64 + n - 1) / n)
+        return false;
+      total += i->second;
+    }
+    return total == 64;
+  }
+
+  std::string submit(const std::string& name, int ms) {
+    auto input
+        = "{\"ms\":" + std::to_string(ms * time_scale()) + ",\"steps\":10}";
+    auto [rc, out] = droverctl(
+        {"submit", "sleep", "--port", admin.at(name), "--input", input});
+    INFO(out);
+    REQUIRE(rc == 0);
+    return job_id_of(out);
+  }
+
+  std::string logs_of(const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names)
+      out += "--- " + n + "\n" + tail_of(c.logs.path() + "/" + n + ".log");
+    return out;
+  }
+};
+
+} // namespace
+
+TEST_CASE("coordinators sharing a database spread the partitions and the "
+          "survivors of a kill -9 take its share and finish its jobs once",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  s.start_three();
+  INFO(s.logs_of({"c1", "c2", "c3"}));
+  // Each submits into its own partitions: a job's id names one of them.
+  std::vector<std::string> jobs;
+  std::map<std::string, std::vector<std::string>> by;
+  for (int i = 0; i < 8; ++i)
+    for (const auto* name : {"c1", "c2", "c3"}) {
+      auto id = s.submit(name, 400);
+      jobs.push_back(id);
+      by[name].push_back(id);
+    }
+  {
+    auto conn = must(drover::pg::connection::open(c.url()));
+    for (const auto& [name, ids] : by)
+      for (const auto& id : ids) {
+        auto owner = run(conn, "SELECT owner_node FROM drover.partition_leases "
+                               "WHERE partition = drover.partition_of('"
+                                   + id + "')");
+        INFO(id);
+        CHECK(std::string{owner.value(0, 0)} == name);
+      }
+  }
+  // c1 is killed while some of its jobs run and others wait.
+  REQUIRE(c.wait_running(by["c1"][0], 20s));
+  auto killed = std::chrono::steady_clock::now();
+  s.nodes["c1"]->signal(SIGKILL);
+  REQUIRE(poll_until([&] { return s.spread_over({"c2", "c3"}); }, 30s));
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - killed);
+  std::cout << "share_test: the survivors held c1's partitions " << took.count()
+            << " ms after its kill -9 (lease TTL 2000 ms, renewal 300 ms)\n";
+  CHECK(took < 2000ms + scaled(3s));
+  // Submits keep working on the survivors, and every acknowledged job —
+  // c1's too — completes exactly once.
+  for (int i = 0; i < 4; ++i)
+    jobs.push_back(s.submit(i % 2 == 0 ? "c2" : "c3", 50));
+  c.check_all_done_once(jobs, 90s);
+  // c1's partitions moved with a new epoch each.
+  CHECK(scalar(c.url(), "SELECT count(*) FROM drover.partition_leases WHERE "
+                        "owner_node = 'c1'")
+        == 0);
+}
+
+TEST_CASE("a coordinator that joins takes its share by hand-off without "
+          "losing or repeating a job",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  s.start("c1");
+  s.start("c2");
+  INFO(s.logs_of({"c1", "c2", "c3"}));
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 20s));
+  // A backlog on both: 4 slots each, 60 jobs of 500 ms.
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 30; ++i)
+    for (const auto* name : {"c1", "c2"})
+      jobs.push_back(s.submit(name, 500));
+  auto joined = std::chrono::steady_clock::now();
+  s.start("c3");
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - joined);
+  std::cout << "share_test: a joining coordinator held its share "
+            << took.count()
+            << " ms after it started (hand-off, lease TTL 2000 ms)\n";
+  // The hand-off released the rows: c3 did not wait for them to expire.
+  CHECK(c.wait_log("c1", "handed over partitions", 1s));
+  CHECK(c.wait_log("c2", "handed over partitions", 1s));
+  c.check_all_done_once(jobs, 90s);
+  // Some of the backlog moved: c3 recovered waiting jobs of the
+  // partitions it was handed.
+  CHECK(c.wait_log("c3", "recovered unfinished jobs", 1s));
+}
+
+TEST_CASE("a sharing coordinator paused past its lease neither writes nor "
+          "dispatches when it wakes and steps down",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  s.start_three();
+  INFO(s.logs_of({"c1", "c2", "c3"}));
+  std::vector<std::string> jobs;
+  std::vector<std::string> c1_jobs;
+  for (int i = 0; i < 6; ++i)
+    for (const auto* name : {"c1", "c2", "c3"}) {
+      auto id = s.submit(name, 600);
+      jobs.push_back(id);
+      if (std::string{name} == "c1")
+        c1_jobs.push_back(id);
+    }
+  REQUIRE(c.wait_running(c1_jobs[0], 20s));
+  s.nodes["c1"]->signal(SIGSTOP);
+  REQUIRE(poll_until([&] { return s.spread_over({"c2", "c3"}); }, 30s));
+  // The survivors hold c1's partitions at a newer epoch. Woken, c1's first
+  // renewal or write meets the new epoch: it writes nothing and exits 3.
+  s.nodes["c1"]->signal(SIGCONT);
+  auto st = s.nodes["c1"]->wait_exit(20s);
+  REQUIRE(st);
+  REQUIRE(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 3);
+  CHECK(c.wait_log("c1", "deposed", 1s));
+  c.check_all_done_once(jobs, 90s);
+  // c1's attempts that were running when it paused ended on its local
+  // workers after SIGCONT; had c1 written their outcome, those jobs would
+  // show two completions (check_all_done_once counts exactly one).
+  CHECK(scalar(c.url(), "SELECT count(*) FROM drover.partition_leases WHERE "
+                        "owner_node = 'c1'")
+        == 0);
+}
