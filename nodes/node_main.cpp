@@ -183,7 +183,13 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
       jobs.queue.partitions.clear();
       jobs.queue.partition_count = claim.partition_count;
       jobs.queue.owned_now = [share] { return share->held().partitions; };
-      pg.on_deposed = deposed_exit(claim.leaving);
+      // A write found a partition taken over: the keeper's next round,
+      // now, drops it (the fence refuses its writes meanwhile).
+      pg.on_deposed = [share](const std::string& why) {
+        drover::log::warn("leases", "a write found a partition taken over",
+                          {{"reason", why}});
+        share->poke();
+      };
       jobs.make_store = [pg, share](caf::actor_system& sys) {
         auto now = pg;
         now.fence = share->held().fence(

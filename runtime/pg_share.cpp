@@ -243,10 +243,21 @@ void share_keeper::run() {
   for (;;) {
     round(db, healthy);
     std::unique_lock<std::mutex> guard{mx_};
-    if (deposed_
-        || cv_.wait_for(guard, cfg_.interval, [this] { return stopping_; }))
+    if (deposed_)
       return;
+    cv_.wait_for(guard, cfg_.interval, [this] { return stopping_ || poked_; });
+    if (stopping_)
+      return;
+    poked_ = false;
   }
+}
+
+void share_keeper::poke() {
+  {
+    std::lock_guard<std::mutex> guard{mx_};
+    poked_ = true;
+  }
+  cv_.notify_all();
 }
 
 void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
@@ -283,15 +294,29 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
   if (!renewed)
     return trouble(renewed.error());
   if (renewed->size() != held.partitions.size()) {
+    // Taken over (this process was paused or cut off past the TTL): the
+    // fence already refuses its writes there; the node drops them and
+    // goes on with the rest — and, if it is still a member, gets its
+    // share back by hand-off. Only if it cannot drop them does it stop.
     auto lost = subset(held, *renewed, false);
+    auto staying = subset(held, *renewed, true);
+    auto why = "partition " + list(lost.partitions)
+               + " was taken over by another coordinator";
+    if (!hooks_.releasing || !hooks_.releasing(staying, lost.partitions)) {
+      {
+        std::lock_guard<std::mutex> guard{mx_};
+        deposed_ = true;
+      }
+      if (cfg_.deposed)
+        cfg_.deposed(why);
+      return;
+    }
     {
       std::lock_guard<std::mutex> guard{mx_};
-      deposed_ = true;
+      held_ = staying;
     }
-    if (cfg_.deposed)
-      cfg_.deposed("partition " + list(lost.partitions)
-                   + " was taken over by another coordinator");
-    return;
+    held = std::move(staying);
+    say("deposed: " + why + "; dropped it, nothing more is written there");
   }
   renewed_ns_->store(sent, std::memory_order_relaxed);
   if (!healthy)

@@ -9,8 +9,9 @@
 // drover.coordinators as sharing (shares = true) and runs a share_keeper:
 // every renewal interval, on a thread and connection of its own, it
 //   1. announces itself (its heartbeat) and renews the leases it holds;
-//      a lease found taken over ends it (`deposed`), as for a single
-//      coordinator;
+//      a lease found taken over (this process was paused or cut off past
+//      its TTL) is dropped like a hand-off, without releasing the row
+//      (only if that fails does it end the process, `deposed`);
 //   2. reads the sharing coordinators heard from within one lease TTL and
 //      computes every one's share (rendezvous_shares, runtime/partition.hpp)
 //      — all of them compute the same;
@@ -88,7 +89,9 @@ public:
     lease_owner owner;
     std::chrono::milliseconds ttl{5000};
     std::chrono::milliseconds interval{1000};
-    /// A held lease was taken over: called once, renewals stop.
+    /// A held lease was taken over and the node could not drop it
+    /// (hooks::releasing failed): called once, the rounds stop. (One it
+    /// could drop is dropped, and the rounds go on.)
     std::function<void(const std::string&)> deposed;
     /// One line per change of health, hand-off or take.
     std::function<void(const std::string&)> log;
@@ -127,6 +130,10 @@ public:
   /// taken) less than TTL - margin ago by this process's monotonic clock.
   std::function<bool()> freshness(std::chrono::milliseconds margin) const;
 
+  /// Runs the next round now (a write found a lease taken over: the round
+  /// drops it without waiting for the interval).
+  void poke();
+
   /// What is held now (a copy).
   lease_grant held() const;
 
@@ -143,6 +150,7 @@ private:
   std::condition_variable cv_;
   bool stopping_ = false;
   bool deposed_ = false;
+  bool poked_ = false;
   lease_grant held_;
   std::thread thread_;
 };
