@@ -12,6 +12,7 @@
 #include "actors/pg_store.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/pg.hpp"
+#include "runtime/pg_lease.hpp"
 #include "runtime/submit.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -33,6 +34,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -323,9 +325,14 @@ inline window_result preload(caf::actor_system& sys, const queue_actor& queue,
 /// `db_url` through a job system whose one worker serves another class, so
 /// that every job stays queued; the system stops afterwards. The submits'
 /// windowed result; `first_error` gets the first failure.
+///
+/// `spread`: into every partition of the database in turn, as a node
+/// owning them all puts keyless jobs (it takes the partition leases for the
+/// preload and gives them back after); otherwise all go into partition 0.
 inline window_result preload_noop_jobs(const std::string& db_url, uint64_t n,
                                        uint64_t window,
-                                       std::string& first_error) {
+                                       std::string& first_error,
+                                       bool spread = false) {
   caf::actor_system_config cfg;
   register_types(cfg);
   cfg.set("scheduler.max-threads", size_t{2});
@@ -333,7 +340,19 @@ inline window_result preload_noop_jobs(const std::string& db_url, uint64_t n,
   auto handlers = std::make_shared<handler_registry>();
   handlers->register_handler(
       "sleep", [](task_context&) { return task_outcome::success(); });
-  auto rs = start_system(sys, {{"preload-only", 1}}, handlers, db_url);
+  std::optional<pg::lease_grant> grant;
+  if (spread) {
+    auto g = pg::claim_coordinator(db_url, pg::this_process("bench-preload"),
+                                   std::chrono::hours{1});
+    if (!g) {
+      std::cerr << "cannot take the leases: " << describe(g.error())
+                << std::endl;
+      std::exit(2);
+    }
+    grant = std::move(*g);
+  }
+  auto rs = start_system(sys, {{"preload-only", 1}}, handlers, db_url, nullptr,
+                         grant ? grant->fence() : nullptr);
   {
     caf::scoped_actor self{sys};
     wait_idle_workers(self, rs, 1);
@@ -343,6 +362,13 @@ inline window_result preload_noop_jobs(const std::string& db_url, uint64_t n,
   req.input = R"({"ms":0})";
   auto res = preload(sys, rs.handles->queue(), req, n, window, first_error);
   stop_system(sys, rs);
+  if (grant) {
+    auto db = pg::session::open(db_url);
+    if (!db || pg::release(*db, *grant)) {
+      std::cerr << "cannot give the preload's leases back" << std::endl;
+      std::exit(2);
+    }
+  }
   return res;
 }
 

@@ -6,7 +6,7 @@
 //   drover_bench_recovery --node build/nodes/drover-node --pg-url URL
 //        [--unfinished 100000] [--run-before-kill 10000] [--slots 32]
 //        [--drain-seconds 0] [--recovery-page N] [--standby on|off]
-//        [--lease-ttl-ms MS]
+//        [--lease-ttl-ms MS] [--share on|off]
 //
 // 1. Preload (in this process, PostgreSQL store, D2): U + K jobs of the
 //    node's built-in type `sleep` with input {"ms":0} (a no-op) go into a
@@ -31,6 +31,10 @@
 //    Verified: N jobs exist; completed jobs = completed events; no job has
 //    two `completed` events; after a full drain every job is completed;
 //    every attempt interrupted by the kill got its `worker_lost` event.
+//
+// --share on: three coordinators share the partitions (--share-partitions,
+// each with --slots) instead of one node; the first is killed and the two
+// others take its share (run_share).
 //
 // One JSON line. Exit 4 if a job was lost or completed twice.
 
@@ -67,6 +71,9 @@ struct options {
   /// Failover instead of a restart: a second node started with --standby
   /// before the kill takes over; its times count from the kill.
   bool standby = false;
+  /// Three coordinators sharing the partitions (--share-partitions), each
+  /// with --slots; one is killed, the two others take its share.
+  bool share = false;
   /// The nodes' --lease-ttl-ms (0 = their default, 5,000).
   uint32_t lease_ttl_ms = 0;
 };
@@ -95,7 +102,8 @@ void await_ready(node_proc& n, const std::string& log_path) {
 /// Starts drover-node on the database. A standby (--standby, its own node
 /// id) returns once it stands by; any other once it is ready.
 node_proc start_node(const options& opt, const std::string& db_url,
-                     const std::string& log_path, bool standby = false) {
+                     const std::string& log_path, bool standby = false,
+                     const std::string& share_id = {}) {
   std::vector<std::string> args{opt.node,
                                 "--store",
                                 "postgres",
@@ -108,11 +116,15 @@ node_proc start_node(const options& opt, const std::string& db_url,
                                 "--slots",
                                 "cpu=" + std::to_string(opt.slots),
                                 "--node-id",
-                                standby ? "bench-b5-standby" : "bench-b5",
+                                !share_id.empty() ? share_id
+                                : standby         ? "bench-b5-standby"
+                                                  : "bench-b5",
                                 "--state-dir",
                                 "/tmp/drover-bench-b5"};
   if (standby)
     args.push_back("--standby");
+  if (!share_id.empty())
+    args.push_back("--share-partitions");
   if (opt.lease_ttl_ms > 0) {
     args.push_back("--lease-ttl-ms");
     args.push_back(std::to_string(opt.lease_ttl_ms));
@@ -248,6 +260,103 @@ void usage() {
 
 } // namespace
 
+/// --share on: three coordinators share the partitions; once K jobs
+/// completed, the first is killed and the two others take its share. Times
+/// count from the kill: until the survivors hold every partition, and until
+/// the first `started` in a partition the killed one held ("dispatching
+/// again"). Returns a problem, or nullptr.
+const char* run_share(const options& opt, const std::string& db_url,
+                      const std::string& log_path, uint64_t total, json_line& j,
+                      uint64_t& processing_at_kill) {
+  auto count = [&](const std::string& sql) {
+    return std::stoull("0" + sql_value(db_url, sql));
+  };
+  auto completed = [&] {
+    return count("SELECT count(*) FROM drover.jobs WHERE status = "
+                 + std::to_string(static_cast<int>(job_status::completed)));
+  };
+  auto partitions = count("SELECT partitions FROM drover.partitioning");
+  std::vector<node_proc> nodes;
+  for (const auto* id : {"bench-s1", "bench-s2", "bench-s3"})
+    nodes.push_back(start_node(opt, db_url, log_path, false, id));
+  auto held_by = [&](const std::string& owners) {
+    return count("SELECT count(*) FROM drover.partition_leases WHERE "
+                 "expires_at > now() AND owner_node IN ("
+                 + owners + ")");
+  };
+  auto deadline = steady::now() + 300s;
+  while (held_by("'bench-s1','bench-s2','bench-s3'") < partitions
+         || count("SELECT count(DISTINCT owner_node) FROM "
+                  "drover.partition_leases WHERE expires_at > now()")
+                < 3) {
+    if (steady::now() > deadline)
+      return " the three coordinators never shared the partitions";
+    std::this_thread::sleep_for(20ms);
+  }
+  while (completed() < opt.before_kill) {
+    if (steady::now() > deadline)
+      return " the first run stalled";
+    std::this_thread::sleep_for(20ms);
+  }
+  auto mine = sql_value(db_url, "SELECT string_agg(partition::text, ',') FROM "
+                                "drover.partition_leases WHERE owner_node = "
+                                "'bench-s1'");
+  auto kill_ms = wall_ms();
+  auto kill_at = steady::now();
+  kill_node(nodes[0], SIGKILL);
+  auto done_at_kill = completed();
+  // Attempts of the killed one's partitions only (the survivors' own run
+  // on): each must get its worker_lost.
+  processing_at_kill = count(
+      "SELECT count(*) FROM drover.jobs WHERE status = "
+      + std::to_string(static_cast<int>(job_status::processing))
+      + " AND drover.partition_of(job_id) = ANY('{" + mine + "}'::int[])");
+  j.integer("partitions_of_killed",
+            static_cast<int64_t>(std::count(mine.begin(), mine.end(), ',')
+                                 + (mine.empty() ? 0 : 1)))
+      .integer("completed_before_kill", static_cast<int64_t>(done_at_kill))
+      .integer("unfinished_at_kill", static_cast<int64_t>(total - done_at_kill))
+      .integer("processing_at_kill", static_cast<int64_t>(processing_at_kill));
+  while (held_by("'bench-s2','bench-s3'") < partitions) {
+    if (steady::now() > deadline)
+      return " the survivors never took the killed one's partitions";
+    std::this_thread::sleep_for(5ms);
+  }
+  j.num("kill_to_taken_s", seconds_since(kill_at), 3);
+  auto t0 = steady::now();
+  uint64_t last = 0;
+  auto since = steady::now();
+  for (;;) {
+    auto c = completed();
+    if (c >= total)
+      break;
+    if (opt.drain_seconds > 0 && seconds_since(t0) >= opt.drain_seconds)
+      break;
+    if (c != last) {
+      last = c;
+      since = steady::now();
+    } else if (steady::now() - since > 60s) {
+      return " the survivors stalled";
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  auto again = sql_value(
+      db_url, "SELECT min(at_ms) FROM drover.events WHERE kind = "
+                  + std::to_string(static_cast<int>(event_kind::started))
+                  + " AND at_ms >= " + std::to_string(kill_ms)
+                  + " AND drover.partition_of(job_id) = ANY('{" + mine
+                  + "}'::int[])");
+  if (!again.empty())
+    j.num("kill_to_dispatching_again_s", (std::stoll(again) - kill_ms) / 1000.0,
+          3);
+  for (size_t i = 1; i < nodes.size(); ++i)
+    kill_node(nodes[i], SIGTERM);
+  auto after = timeline_of(db_url, kill_ms, 0);
+  j.num("rate_after_kill_per_s", after.steady_rate)
+      .num("after_kill_full_speed_s", after.full_speed_s, 3);
+  return nullptr;
+}
+
 int main(int argc, char** argv) {
   options opt;
   option_reader args{argc, argv};
@@ -264,6 +373,8 @@ int main(int argc, char** argv) {
       opt.lease_ttl_ms = static_cast<uint32_t>(std::stoul(args.value()));
     else if (args.key() == "--standby")
       opt.standby = args.value() == "on";
+    else if (args.key() == "--share")
+      opt.share = args.value() == "on";
     else if (args.key() == "--recovery-page")
       opt.recovery_page = static_cast<uint32_t>(std::stoul(args.value()));
     else if (args.key() == "--slots")
@@ -298,12 +409,15 @@ int main(int argc, char** argv) {
       .integer("jobs", static_cast<int64_t>(total))
       .integer("slots", opt.slots)
       .integer("recovery_page", opt.recovery_page) // 0: the node default
-      .str("mode", opt.standby ? "failover to a standby" : "restart")
+      .str("mode", opt.share     ? "three sharing coordinators, one killed"
+                   : opt.standby ? "failover to a standby"
+                                 : "restart")
       .integer("lease_ttl_ms", opt.lease_ttl_ms); // 0: the node default
   // 1. Preload.
   {
     std::string first_error;
-    auto sub = preload_noop_jobs(db_url, total, opt.window, first_error);
+    auto sub
+        = preload_noop_jobs(db_url, total, opt.window, first_error, opt.share);
     j.num("preload_submits_per_s", sub.ok / sub.seconds);
     if (sub.errors > 0) {
       std::cerr << sub.errors << " submits failed: " << first_error
@@ -319,86 +433,96 @@ int main(int argc, char** argv) {
                                 + std::to_string(
                                     static_cast<int>(job_status::completed))));
   };
-  // 2. First run (with its standby, if any), then SIGKILL.
-  auto n1 = start_node(opt, db_url, log_path);
-  node_proc n2;
-  if (opt.standby)
-    n2 = start_node(opt, db_url, log_path, true);
-  int64_t kill_ms = 0;
-  steady::time_point kill_at;
-  {
-    auto deadline = steady::now() + 300s;
-    for (;;) {
-      auto c = json_int(http_get(n1.http_port, "/api/admin/queues"),
-                        "completed_total");
-      if (c >= static_cast<int64_t>(opt.before_kill))
-        break;
-      if (steady::now() > deadline) {
-        std::cerr << "the first node run stalled at " << c << std::endl;
-        kill_node(n1, SIGKILL);
-        drop_db(opt.pg_url, db);
-        return 3;
-      }
-      std::this_thread::sleep_for(20ms);
+  uint64_t processing_at_kill = 0;
+  if (opt.share) {
+    if (auto failed
+        = run_share(opt, db_url, log_path, total, j, processing_at_kill)) {
+      ok = false;
+      problem += failed;
     }
-    kill_ms = wall_ms();
-    kill_at = steady::now();
-    kill_node(n1, SIGKILL);
-  }
-  auto done_at_kill = completed_sql();
-  auto processing_at_kill = std::stoull(
-      "0"
-      + sql_value(db_url, "SELECT count(*) FROM drover.jobs WHERE status = "
-                              + std::to_string(
-                                  static_cast<int>(job_status::processing))));
-  auto unfinished = total - done_at_kill;
-  auto before = timeline_of(db_url, n1.exec_ms, kill_ms);
-  j.num("first_start_ready_s", n1.ready_s, 3)
-      .num("first_start_dispatch_s", before.first_start_s, 3)
-      .num("rate_before_kill_per_s", before.steady_rate)
-      .integer("completed_before_kill", static_cast<int64_t>(done_at_kill))
-      .integer("unfinished_at_kill", static_cast<int64_t>(unfinished))
-      .integer("processing_at_kill", static_cast<int64_t>(processing_at_kill));
-  // 3. Restart, or the standby takes over (its times count from the kill).
-  if (opt.standby) {
-    n2.exec_ms = kill_ms;
-    n2.exec_at = kill_at;
-    await_ready(n2, log_path);
   } else {
-    std::this_thread::sleep_for(200ms);
-    n2 = start_node(opt, db_url, log_path);
-  }
-  {
-    auto t0 = steady::now();
-    int64_t last = -1;
-    auto since = steady::now();
-    for (;;) {
-      auto c = json_int(http_get(n2.http_port, "/api/admin/queues"),
-                        "completed_total");
-      if (c >= static_cast<int64_t>(unfinished))
-        break;
-      if (opt.drain_seconds > 0 && seconds_since(t0) >= opt.drain_seconds)
-        break;
-      if (c != last) {
-        last = c;
-        since = steady::now();
-      } else if (steady::now() - since > 60s) {
-        ok = false;
-        problem += " the restarted node stalled at " + std::to_string(c);
-        break;
+    // 2. First run (with its standby, if any), then SIGKILL.
+    auto n1 = start_node(opt, db_url, log_path);
+    node_proc n2;
+    if (opt.standby)
+      n2 = start_node(opt, db_url, log_path, true);
+    int64_t kill_ms = 0;
+    steady::time_point kill_at;
+    {
+      auto deadline = steady::now() + 300s;
+      for (;;) {
+        auto c = json_int(http_get(n1.http_port, "/api/admin/queues"),
+                          "completed_total");
+        if (c >= static_cast<int64_t>(opt.before_kill))
+          break;
+        if (steady::now() > deadline) {
+          std::cerr << "the first node run stalled at " << c << std::endl;
+          kill_node(n1, SIGKILL);
+          drop_db(opt.pg_url, db);
+          return 3;
+        }
+        std::this_thread::sleep_for(20ms);
       }
-      std::this_thread::sleep_for(20ms);
+      kill_ms = wall_ms();
+      kill_at = steady::now();
+      kill_node(n1, SIGKILL);
     }
-    auto stop_at = steady::now();
-    kill_node(n2, SIGTERM);
-    j.num("stop_s", seconds_since(stop_at), 3);
+    auto done_at_kill = completed_sql();
+    processing_at_kill = std::stoull(
+        "0"
+        + sql_value(db_url, "SELECT count(*) FROM drover.jobs WHERE status = "
+                                + std::to_string(
+                                    static_cast<int>(job_status::processing))));
+    auto unfinished = total - done_at_kill;
+    auto before = timeline_of(db_url, n1.exec_ms, kill_ms);
+    j.num("first_start_ready_s", n1.ready_s, 3)
+        .num("first_start_dispatch_s", before.first_start_s, 3)
+        .num("rate_before_kill_per_s", before.steady_rate)
+        .integer("completed_before_kill", static_cast<int64_t>(done_at_kill))
+        .integer("unfinished_at_kill", static_cast<int64_t>(unfinished))
+        .integer("processing_at_kill",
+                 static_cast<int64_t>(processing_at_kill));
+    // 3. Restart, or the standby takes over (its times count from the kill).
+    if (opt.standby) {
+      n2.exec_ms = kill_ms;
+      n2.exec_at = kill_at;
+      await_ready(n2, log_path);
+    } else {
+      std::this_thread::sleep_for(200ms);
+      n2 = start_node(opt, db_url, log_path);
+    }
+    {
+      auto t0 = steady::now();
+      int64_t last = -1;
+      auto since = steady::now();
+      for (;;) {
+        auto c = json_int(http_get(n2.http_port, "/api/admin/queues"),
+                          "completed_total");
+        if (c >= static_cast<int64_t>(unfinished))
+          break;
+        if (opt.drain_seconds > 0 && seconds_since(t0) >= opt.drain_seconds)
+          break;
+        if (c != last) {
+          last = c;
+          since = steady::now();
+        } else if (steady::now() - since > 60s) {
+          ok = false;
+          problem += " the restarted node stalled at " + std::to_string(c);
+          break;
+        }
+        std::this_thread::sleep_for(20ms);
+      }
+      auto stop_at = steady::now();
+      kill_node(n2, SIGTERM);
+      j.num("stop_s", seconds_since(stop_at), 3);
+    }
+    auto after = timeline_of(db_url, n2.exec_ms, 0);
+    j.num("restart_ready_s", n2.ready_s, 3)
+        .num("restart_dispatch_s", after.first_start_s, 3)
+        .num("restart_first_completion_s", after.first_complete_s, 3)
+        .num("restart_full_speed_s", after.full_speed_s, 3)
+        .num("rate_after_restart_per_s", after.steady_rate);
   }
-  auto after = timeline_of(db_url, n2.exec_ms, 0);
-  j.num("restart_ready_s", n2.ready_s, 3)
-      .num("restart_dispatch_s", after.first_start_s, 3)
-      .num("restart_first_completion_s", after.first_complete_s, 3)
-      .num("restart_full_speed_s", after.full_speed_s, 3)
-      .num("rate_after_restart_per_s", after.steady_rate);
   // 4. Verify.
   auto all = std::stoull(
       "0" + sql_value(db_url, "SELECT count(*) FROM drover.jobs"));
