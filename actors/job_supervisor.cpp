@@ -530,7 +530,12 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
         // back. An outcome being written commits before the hand-over or is
         // refused by the store's fence.
         auto& st = self->state;
-        if (st.current == phase::loading || st.current == phase::starting)
+        if (st.current == phase::loading && st.cfg.adopt_attempt != 0)
+          // An attempt a worker node still runs, being adopted: it stops
+          // there (the slot is busy with it, not free).
+          self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
+                     st.cfg.adopt_attempt);
+        else if (st.current == phase::loading || st.current == phase::starting)
           release_worker(self);
         else if (st.current == phase::running || st.current == phase::stopping)
           self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,

@@ -477,16 +477,16 @@ void recover(self_ptr self) {
     return;
   }
   auto partition = st.to_recover.front();
+  auto generation = st.recover_generation;
   st.recover_in_flight = true;
   self->request(st.deps.store, store_timeout, recover_atom::value, partition,
                 st.recovered_up_to, st.opts.recovery_page)
       .then(
-          [self, partition](std::vector<job_record>& jobs) {
+          [self, generation](std::vector<job_record>& jobs) {
             auto& st = self->state;
             st.recover_in_flight = false;
-            if (st.to_recover.empty() || st.to_recover.front() != partition) {
-              st.recovered_up_to.clear(); // given up while it was read
-              recover(self);
+            if (generation != st.recover_generation) {
+              recover(self); // the partitions changed while it was read
               return;
             }
             st.queuing_page = true;

@@ -156,7 +156,12 @@ void own_partitions(self_ptr self, std::vector<int32_t> owned) {
                       std::back_inserter(added));
   st.partitions.set_owned(owned);
   if (!gone.empty()) {
-    // A partition being recovered stops being read.
+    // A partition being recovered stops being read (a page on its way is
+    // not continued); one that comes back later is read from its start.
+    if (!st.to_recover.empty() && among(gone, st.to_recover.front())) {
+      st.recovered_up_to.clear();
+      ++st.recover_generation;
+    }
     st.to_recover.erase(
         std::remove_if(st.to_recover.begin(), st.to_recover.end(),
                        [&](int32_t p) { return among(gone, p); }),

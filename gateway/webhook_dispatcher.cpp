@@ -338,6 +338,15 @@ void record(self_ptr self, job_event ev, uint32_t tries) {
                 forget(self, ev);
                 return;
               }
+              if (is(err, errc::not_owner)) {
+                // The job's partition went to another coordinator
+                // (--share-partitions): the webhook is its to deliver.
+                log::info("webhooks", log::job{ev.job_id},
+                          "leaving the webhook to the job's new coordinator",
+                          {{"webhook", ev.webhook.webhook_id}});
+                forget(self, ev);
+                return;
+              }
               if (tries == 0)
                 log::warn("webhooks", log::job{ev.job_id},
                           "recording a webhook attempt failed, will retry",

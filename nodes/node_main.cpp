@@ -300,7 +300,11 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
   }
   if (claim.share)
     // The job system runs: the share keeper may hand it partitions.
-    claim.share->start(drover::node::share_hooks(sys, handles, cfg.lease_ttl));
+    // Each step of a change waits at most a quarter of the TTL: the
+    // keeper renews between steps, and a slow store (a retention sweep in
+    // flight) must not let the leases lapse.
+    claim.share->start(
+        drover::node::share_hooks(sys, handles, cfg.lease_ttl / 4));
   // The node API: a coordinator's own, or (gateway node) its
   // coordinator's; a worker node has none.
   caf::actor api;

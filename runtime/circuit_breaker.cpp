@@ -42,7 +42,7 @@ bool never_counted(const std::string& code) {
   for (auto x :
        {"cancelled", "cancelled_by_handler", "worker_lost", "supervisor_lost",
         "attempt_lost", "stale_attempt", "lease_expired", "node_restarted",
-        "worker_busy", "unknown_type"})
+        "worker_busy", "unknown_type", "handed_over"})
     if (code == x)
       return true;
   return false;

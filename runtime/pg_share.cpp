@@ -99,14 +99,17 @@ caf::expected<lease_grant> take_free(session& db, const lease_owner& owner,
   };
   if (auto err = begin_lease_change(db, lock_wait, "taking partition leases"))
     return err;
-  // PostgreSQL re-checks the condition on a row it had to wait for (READ
-  // COMMITTED): a row another coordinator took meanwhile is left alone.
+  // Rows locked by another transaction (a paused former owner's writer,
+  // until PostgreSQL ends its idle transaction) are skipped, not waited
+  // for: the others are taken now, those at a later round.
   auto taken = conn.exec(
       "UPDATE drover.partition_leases SET owner = $1, owner_node = $2, "
       "owner_host = $3, owner_pid = $4, epoch = epoch + 1, "
       "expires_at = now() + $5 * interval '1 millisecond', "
-      "acquired_at = now() WHERE partition = ANY($6::int4[]) AND "
-      "(owner IS NULL OR expires_at <= now()) RETURNING partition, epoch",
+      "acquired_at = now() WHERE partition IN (SELECT partition FROM "
+      "drover.partition_leases WHERE partition = ANY($6::int4[]) AND "
+      "(owner IS NULL OR expires_at <= now()) FOR UPDATE SKIP LOCKED) "
+      "RETURNING partition, epoch",
       params{}
           .text(owner.instance)
           .text(owner.node_id)
@@ -260,6 +263,49 @@ void share_keeper::poke() {
   cv_.notify_all();
 }
 
+void share_keeper::set_held(lease_grant g) {
+  std::lock_guard<std::mutex> guard{mx_};
+  held_ = std::move(g);
+}
+
+/// Renews what is held; a lease found taken over is dropped (false: it
+/// could not be, the process must stop).
+bool share_keeper::renew_held(session& db, caf::error& err) {
+  auto held = this->held();
+  auto sent = steady_ns();
+  auto renewed = renew_each(db, held, cfg_.ttl);
+  if (!renewed) {
+    err = std::move(renewed.error());
+    return true;
+  }
+  if (renewed->size() != held.partitions.size()) {
+    // Taken over (this process was paused or cut off past the TTL): the
+    // fence already refuses its writes there; the node drops them and
+    // goes on with the rest -- and, if it is still a member, gets its
+    // share back by hand-off. Only if it cannot drop them does it stop.
+    auto lost = subset(held, *renewed, false);
+    auto staying = subset(held, *renewed, true);
+    auto why = "partition " + list(lost.partitions)
+               + " was taken over by another coordinator";
+    if (!hooks_.releasing || !hooks_.releasing(staying, lost.partitions)) {
+      {
+        std::lock_guard<std::mutex> guard{mx_};
+        deposed_ = true;
+      }
+      if (cfg_.deposed)
+        cfg_.deposed(why);
+      return false;
+    }
+    set_held(std::move(staying));
+    if (cfg_.log)
+      cfg_.log("deposed: " + why
+               + "; dropped it, nothing more is written "
+                 "there");
+  }
+  renewed_ns_->store(sent, std::memory_order_relaxed);
+  return true;
+}
+
 void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
   auto say = [this](const std::string& line) {
     if (cfg_.log)
@@ -286,67 +332,64 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
       return trouble(n.error());
     count_ = *n;
   }
-  if (auto err = announce(*db, cfg_.owner, true))
+  // Renewing comes first: nothing else in the round may keep it back.
+  caf::error err;
+  if (!renew_held(*db, err))
+    return;
+  if (err)
     return trouble(err);
-  auto held = this->held();
-  auto sent = steady_ns();
-  auto renewed = renew_each(*db, held, cfg_.ttl);
-  if (!renewed)
-    return trouble(renewed.error());
-  if (renewed->size() != held.partitions.size()) {
-    // Taken over (this process was paused or cut off past the TTL): the
-    // fence already refuses its writes there; the node drops them and
-    // goes on with the rest — and, if it is still a member, gets its
-    // share back by hand-off. Only if it cannot drop them does it stop.
-    auto lost = subset(held, *renewed, false);
-    auto staying = subset(held, *renewed, true);
-    auto why = "partition " + list(lost.partitions)
-               + " was taken over by another coordinator";
-    if (!hooks_.releasing || !hooks_.releasing(staying, lost.partitions)) {
-      {
-        std::lock_guard<std::mutex> guard{mx_};
-        deposed_ = true;
-      }
-      if (cfg_.deposed)
-        cfg_.deposed(why);
-      return;
-    }
-    {
-      std::lock_guard<std::mutex> guard{mx_};
-      held_ = staying;
-    }
-    held = std::move(staying);
-    say("deposed: " + why + "; dropped it, nothing more is written there");
-  }
-  renewed_ns_->store(sent, std::memory_order_relaxed);
   if (!healthy)
     say("partition leases renewed again");
   healthy = true;
+  auto renewed_at = std::chrono::steady_clock::now();
+  auto renew_if_due = [&] {
+    if (std::chrono::steady_clock::now() - renewed_at < cfg_.interval)
+      return true;
+    caf::error e;
+    if (!renew_held(*db, e))
+      return false;
+    renewed_at = std::chrono::steady_clock::now();
+    return true;
+  };
+  // A change the node did not take in full (a hook failed) is made again:
+  // the store and the queue get what is held.
+  auto held = this->held();
+  if (!in_sync_ && hooks_.acquired)
+    in_sync_ = hooks_.acquired(held, {});
+  // Membership is a second statement: its failure (a lock an operator
+  // holds on drover.coordinators) only skips the balancing.
+  if (auto e = announce(*db, cfg_.owner, true))
+    return trouble(e);
   auto members = sharing_members(*db, cfg_.ttl);
   if (!members)
     return trouble(members.error());
   auto me = std::find(members->begin(), members->end(), cfg_.owner.instance);
-  if (me == members->end())
-    return; // our announcement is not visible yet: no balancing
+  if (me == members->end() || !in_sync_)
+    return; // our announcement is not visible yet, or the node lags
   auto shares = rendezvous_shares(*members, count_);
   const auto& mine = shares[static_cast<size_t>(me - members->begin())];
-  // Hand over what is no longer ours to hold.
+  // Hand over what is no longer ours to hold: the node first, then the
+  // rows. A node that could not drop them all keeps them (held, renewed)
+  // and is brought back in line next round.
   auto gone = subset(held, mine, false);
   if (!gone.partitions.empty()) {
     auto staying = subset(held, mine, true);
     if (hooks_.releasing && hooks_.releasing(staying, gone.partitions)) {
-      {
-        std::lock_guard<std::mutex> guard{mx_};
-        held_ = staying;
-      }
-      if (auto err = release_partitions(*db, gone, gone.partitions))
+      set_held(staying);
+      if (auto e = release_partitions(*db, gone, gone.partitions))
         say("handing over partitions " + list(gone.partitions)
-            + " failed (they expire by themselves): " + drover::describe(err));
+            + " failed (they expire by themselves): " + drover::describe(e));
       else
         say("handed over partitions " + list(gone.partitions));
       held = std::move(staying);
+    } else {
+      in_sync_ = false;
+      return;
     }
   }
+  if (!renew_if_due())
+    return;
+  held = this->held(); // a renewal may have dropped some
   // Take what is ours and free.
   std::vector<int32_t> wanted;
   std::set_difference(mine.begin(), mine.end(), held.partitions.begin(),
@@ -373,24 +416,23 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
       now_held.partitions.push_back(p);
       now_held.epochs.push_back(e);
     }
-    std::lock_guard<std::mutex> guard{mx_};
-    held_ = now_held;
   }
+  set_held(now_held);
   if (!hooks_.acquired || hooks_.acquired(now_held, got->partitions)) {
     say("took partitions " + list(got->partitions));
     return;
   }
   // The node could not take them: nobody would serve them. Give them back
-  // (they are ours by the shares: the next round tries again).
-  {
-    std::lock_guard<std::mutex> guard{mx_};
-    held_ = held;
+  // once the node is sure to hold nothing of them (they are ours by the
+  // shares: a later round tries again); until then they stay held.
+  if (hooks_.releasing && hooks_.releasing(held, got->partitions)) {
+    set_held(held);
+    if (auto e = release_partitions(*db, *got, got->partitions))
+      say("giving back partitions " + list(got->partitions)
+          + " failed (they expire by themselves): " + drover::describe(e));
+  } else {
+    in_sync_ = false;
   }
-  if (hooks_.releasing)
-    hooks_.releasing(held, got->partitions);
-  if (auto err = release_partitions(*db, *got, got->partitions))
-    say("giving back partitions " + list(got->partitions)
-        + " failed (they expire by themselves): " + drover::describe(err));
 }
 
 caf::error share_keeper::stop_and_release() {

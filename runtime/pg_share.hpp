@@ -140,6 +140,8 @@ public:
 private:
   void run();
   void round(std::unique_ptr<session>& db, bool& healthy);
+  bool renew_held(session& db, caf::error& err);
+  void set_held(lease_grant g);
   void stop();
 
   config cfg_;
@@ -151,6 +153,9 @@ private:
   bool stopping_ = false;
   bool deposed_ = false;
   bool poked_ = false;
+  /// Whether the node's store and queue took the last change in full
+  /// (keeper thread only).
+  bool in_sync_ = true;
   lease_grant held_;
   std::thread thread_;
 };

@@ -178,6 +178,9 @@ struct queue_state {
   std::deque<int32_t> to_recover;
   std::string recovered_up_to;
   bool recover_in_flight = false;
+  /// Moves on when the partitions to recover change: a page read before
+  /// is not continued (nor its cursor used for another partition).
+  uint64_t recover_generation = 0;
   /// While a page is queued (its jobs are not "entered early").
   bool queuing_page = false;
   /// Jobs that entered the queue by another way (a submit, a DLQ retry)

@@ -1,12 +1,15 @@
 // A queue whose partitions come and go (actors/queue_partitions.cpp,
 // --share-partitions): handing a partition over takes its waiting jobs,
 // timers and running attempts out of the queue without a write; taking it
-// recovers them from the store. CAF's deterministic test coordinator.
+// recovers them from the store. CAF's deterministic test coordinator. The
+// recovery-retry case and its proxy store came from the review of the
+// change (helper-24), which reproduced the bug with them.
 
 #include "actors/progress_publisher.hpp"
 #include "actors/queue.hpp"
 #include "actors/store.hpp"
 #include "actors/worker.hpp"
+#include "runtime/circuit_breaker.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/partition.hpp"
 #include "runtime/task.hpp"
@@ -18,12 +21,14 @@
 #include <caf/after.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <deque>
 #include <functional>
 #include <numeric>
+#include <tuple>
 
 using namespace drover;
 
@@ -110,6 +115,64 @@ struct fixture {
     return out;
   }
 };
+
+// A store that forwards to `real` but fails recover request number
+// `*fail_at` (1-based) with `unavailable`, and records what it was asked.
+struct proxy_state {
+  int recovers = 0;
+  std::vector<std::tuple<int32_t, std::string>> asked;
+};
+using proxy_ptr = std::shared_ptr<proxy_state>;
+
+store_actor::behavior_type proxy_impl(store_actor::pointer self,
+                                      store_actor real, proxy_ptr ps,
+                                      int fail_at) {
+  return {
+      [=](submit_atom a, job_event& ev) {
+        return self->delegate(real, a, std::move(ev));
+      },
+      [=](submit_atom a, std::vector<job_event>& evs) {
+        return self->delegate(real, a, std::move(evs));
+      },
+      [=](append_atom a, std::vector<job_event>& evs) {
+        return self->delegate(real, a, std::move(evs));
+      },
+      [=](get_atom a, std::string& id) {
+        return self->delegate(real, a, std::move(id));
+      },
+      [=](events_atom a, std::string& id) {
+        return self->delegate(real, a, std::move(id));
+      },
+      [=](list_atom a, job_query& q) {
+        return self->delegate(real, a, std::move(q));
+      },
+      [=](recover_atom a, int32_t p, std::string& after,
+          uint32_t limit) -> caf::result<std::vector<job_record>> {
+        ps->asked.emplace_back(p, after);
+        if (++ps->recovers == fail_at)
+          return make_error(errc::unavailable, "injected recovery failure");
+        return self->delegate(real, a, p, std::move(after), limit);
+      },
+      [=](ping_atom a) { return self->delegate(real, a); },
+      [=](partitions_atom a, std::vector<int32_t>& ps2,
+          std::vector<int64_t>& es) {
+        return self->delegate(real, a, std::move(ps2), std::move(es));
+      },
+      [=](webhooks_atom a, std::string& after, uint32_t limit) {
+        return self->delegate(real, a, std::move(after), limit);
+      },
+      [=](nodes_atom a) { return self->delegate(real, a); },
+      [=](control_atom a, int64_t at, std::string& k, std::string& key,
+          std::string& s, std::string& d) {
+        return self->delegate(real, a, at, std::move(k), std::move(key),
+                              std::move(s), std::move(d));
+      },
+      [=](control_atom a, uint32_t n) { return self->delegate(real, a, n); },
+      [=](control_atom a, std::string& kind) {
+        return self->delegate(real, a, std::move(kind));
+      },
+  };
+}
 
 submit_request noop(int64_t delay_ms = 0) {
   submit_request req;
@@ -234,4 +297,108 @@ TEST_CASE("a running attempt of a partition handed over is abandoned "
   }
   CHECK(lost == 1);
   CHECK(completed == 1);
+}
+
+TEST_CASE("a partition handed over while its recovery waits for a retry "
+          "does not make the next partition skip its older jobs",
+          "[queue][partition]") {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{drover::testing::testing_config(cfg)};
+  auto& sched
+      = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  caf::scoped_actor self{sys, true};
+  auto handlers = std::make_shared<handler_registry>();
+  REQUIRE_FALSE(handlers->register_handler(
+      "noop", [](task_context&) { return task_outcome::success(); }));
+  auto store = spawn_memory_store(sys);
+  auto publisher = spawn_progress_publisher(sys);
+  auto now = std::make_shared<int64_t>(epoch_ms);
+
+  auto own = [&](const queue_actor& q, std::vector<int32_t> ps) {
+    self->send(q, partitions_atom::value, std::move(ps));
+    sched.run();
+    self->receive([](ok_atom) {}, [](caf::error& e) { FAIL(describe(e)); },
+                  caf::after(std::chrono::seconds{1}) >> [] { FAIL("none"); });
+  };
+  auto submit = [&](const queue_actor& q) {
+    submit_request req;
+    req.type = "noop";
+    self->send(q, submit_atom::value, std::move(req));
+    sched.run();
+    std::string id;
+    self->receive([&](job_record& r) { id = r.job_id; },
+                  [](caf::error& e) { FAIL(describe(e)); },
+                  caf::after(std::chrono::seconds{1}) >> [] { FAIL("none"); });
+    return id;
+  };
+
+  // A helper queue writes the jobs: three in partition 1 (older ids), then
+  // four in partition 0 (newer ids).
+  {
+    queue_options qo;
+    qo.clock_ms = [now] { return *now; };
+    qo.seed = 7;
+    qo.partitions = {1};
+    qo.partition_count = 2;
+    auto helper = spawn_queue(sys, {store, publisher, handlers}, qo);
+    sched.run();
+    for (int i = 0; i < 3; ++i) {
+      *now = epoch_ms + 1 + i;
+      CHECK(partition_of_id(submit(helper)) == 1);
+    }
+    own(helper, {0});
+    for (int i = 0; i < 4; ++i) {
+      *now = epoch_ms + 10 + i;
+      CHECK(partition_of_id(submit(helper)) == 0);
+    }
+    self->send_exit(helper, caf::exit_reason::user_shutdown);
+    sched.run();
+  }
+
+  // The queue under test owns {0, 1}, pages of 2; its second recovery read
+  // (partition 0, after the first page) fails once.
+  auto ps = std::make_shared<proxy_state>();
+  auto proxy = sys.spawn(proxy_impl, store, ps, 2);
+  queue_options qo;
+  qo.clock_ms = [now] { return *now; };
+  qo.seed = 9;
+  qo.partitions = {0, 1};
+  qo.partition_count = 2;
+  qo.recovery_page = 2;
+  auto queue = spawn_queue(sys, {proxy, publisher, handlers}, qo);
+  sched.run();
+  REQUIRE(ps->recovers == 2); // page 1 of partition 0, then the failure
+
+  // Partition 0 is handed over while the retry waits.
+  own(queue, {1});
+  // The retry fires.
+  while (sched.trigger_timeouts() > 0)
+    sched.run();
+
+  for (auto& [p, after] : ps->asked)
+    UNSCOPED_INFO("recover(partition " << p << ", after '" << after << "')");
+  // Partition 1 is read from its start, not after partition 0's cursor.
+  REQUIRE(ps->asked.size() >= 3);
+  CHECK(std::get<0>(ps->asked[2]) == 1);
+  CHECK(std::get<1>(ps->asked[2]).empty());
+  self->send(queue, stats_atom::value);
+  sched.run();
+  queue_stats st;
+  self->receive([&](queue_stats& s) { st = s; },
+                caf::after(std::chrono::seconds{1}) >> [] { FAIL("none"); });
+  auto waiting = std::accumulate(st.depth.begin(), st.depth.end(), uint64_t{0})
+                 + st.delayed;
+  // Partition 1 holds three queued jobs; the queue must wait with three.
+  CHECK(waiting == 3);
+
+  self->send_exit(queue, caf::exit_reason::user_shutdown);
+  self->send_exit(proxy, caf::exit_reason::user_shutdown);
+  self->send_exit(store, caf::exit_reason::user_shutdown);
+  sched.run();
+}
+
+TEST_CASE("a hand-over is no failure to a circuit breaker",
+          "[queue][partition]") {
+  circuit_breaker b{breaker_config{}};
+  CHECK_FALSE(b.counts("handed_over"));
 }
