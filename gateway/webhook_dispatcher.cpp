@@ -33,6 +33,7 @@ using connect_atom = caf::atom_constant<caf::atom("wh_connect")>;
 using scan_atom = caf::atom_constant<caf::atom("wh_scan")>;
 using due_atom = caf::atom_constant<caf::atom("wh_due")>;
 using record_atom = caf::atom_constant<caf::atom("wh_record")>;
+using taken_atom = caf::atom_constant<caf::atom("wh_taken")>;
 
 constexpr auto store_timeout = std::chrono::seconds{30};
 constexpr uint32_t scan_page = 200;
@@ -117,6 +118,8 @@ struct dispatcher_state {
   caf::actor_addr dead_publisher;
   /// Bumped per (re)connection; a scan of an older epoch stops.
   uint64_t scan_epoch = 0;
+  /// webhook_dispatcher_config::taken when last scanned for.
+  uint64_t taken_seen = 0;
   /// The current scan page's jobs not resumed yet, and where the next page
   /// starts if there is one.
   std::deque<job_record> resuming;
@@ -547,9 +550,23 @@ caf::behavior dispatcher_impl(self_ptr self, webhook_dispatcher_config cfg) {
     connect(self);
   });
   connect(self);
+  if (st.cfg.taken)
+    self->delayed_send(self, std::chrono::seconds{1}, taken_atom::value);
   return {
       [self](final_atom, const job_record& rec) { admit(self, rec, 0, 0); },
       [self](connect_atom) { connect(self); },
+      [self](taken_atom) {
+        // Partitions were taken: scan again from the start (what is known
+        // already is skipped), unless the publisher is not watched yet
+        // (connecting scans anyway).
+        auto& st = self->state;
+        auto now = st.cfg.taken->load();
+        if (now != st.taken_seen && st.publisher) {
+          st.taken_seen = now;
+          scan(self, ++st.scan_epoch, std::string{}, 0);
+        }
+        self->delayed_send(self, std::chrono::seconds{1}, taken_atom::value);
+      },
       [self](scan_atom, uint64_t epoch, std::string& after, uint32_t failures) {
         scan(self, epoch, std::move(after), failures);
       },

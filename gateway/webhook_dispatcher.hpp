@@ -53,6 +53,7 @@
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -74,6 +75,11 @@ struct webhook_dispatcher_config {
   /// Called with each webhookAttempted event once the store committed it
   /// (tests, metrics). Runs on the dispatcher's thread; must not block.
   std::function<void(const job_event&)> on_recorded;
+  /// A coordinator sharing the partitions (--share-partitions) counts the
+  /// partitions it took here; a change, checked every second, starts a
+  /// scan for the webhooks their jobs owe (their last owner may have left
+  /// them undelivered). Null: never.
+  std::shared_ptr<const std::atomic<uint64_t>> taken;
 };
 
 /// Spawns a dispatcher and its delivery threads (linked: they end with

@@ -219,6 +219,7 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
   drover::webhook_dispatcher_config wh;
   wh.options = std::move(*webhooks);
   wh.handles = handles;
+  wh.taken = claim.taken;
   root.children.push_back(drover::job_system_child(jobs, handles));
   root.children.push_back(drover::webhook_child(std::move(wh)));
   return root;
@@ -303,8 +304,8 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     // Each step of a change waits at most a quarter of the TTL: the
     // keeper renews between steps, and a slow store (a retention sweep in
     // flight) must not let the leases lapse.
-    claim.share->start(
-        drover::node::share_hooks(sys, handles, cfg.lease_ttl / 4));
+    claim.share->start(drover::node::share_hooks(
+        sys, handles, cfg.lease_ttl / 4, claim.taken));
   // The node API: a coordinator's own, or (gateway node) its
   // coordinator's; a worker node has none.
   caf::actor api;

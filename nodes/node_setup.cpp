@@ -273,6 +273,7 @@ std::optional<int> share_leases(const node_config& cfg,
   kc.deposed = deposed_exit(claim.leaving);
   kc.log = [](const std::string& line) { log::info("leases", line); };
   claim.share = std::make_unique<pg::share_keeper>(std::move(kc));
+  claim.taken = std::make_shared<std::atomic<uint64_t>>(0);
   return std::nullopt;
 }
 

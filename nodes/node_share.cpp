@@ -52,15 +52,20 @@ bool tell(caf::actor_system& sys, const job_system_handles& handles,
 
 } // namespace
 
-pg::share_keeper::hooks share_hooks(caf::actor_system& sys,
-                                    std::shared_ptr<job_system_handles> handles,
-                                    std::chrono::milliseconds timeout) {
+pg::share_keeper::hooks
+share_hooks(caf::actor_system& sys, std::shared_ptr<job_system_handles> handles,
+            std::chrono::milliseconds timeout,
+            std::shared_ptr<std::atomic<uint64_t>> taken) {
   pg::share_keeper::hooks h;
-  h.acquired = [&sys, handles, timeout](const pg::lease_grant& held,
-                                        const std::vector<int32_t>&) {
-    return tell(sys, *handles, held, true, timeout,
-                "taking partitions into the job system failed");
-  };
+  h.acquired
+      = [&sys, handles, timeout, taken](const pg::lease_grant& held,
+                                        const std::vector<int32_t>& added) {
+          auto ok = tell(sys, *handles, held, true, timeout,
+                         "taking partitions into the job system failed");
+          if (ok && !added.empty())
+            ++*taken;
+          return ok;
+        };
   h.releasing = [&sys, handles, timeout](const pg::lease_grant& held,
                                          const std::vector<int32_t>&) {
     return tell(sys, *handles, held, false, timeout,

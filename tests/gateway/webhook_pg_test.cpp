@@ -26,6 +26,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 
@@ -53,7 +54,8 @@ struct incarnation {
   progress_actor publisher;
   webhook_dispatcher_actor dispatcher;
 
-  incarnation(const std::string& url, webhook_options opts)
+  incarnation(const std::string& url, webhook_options opts,
+              std::shared_ptr<const std::atomic<uint64_t>> taken = nullptr)
       : sys(real_config(cfg)), self(sys) {
     pg_store_config pc;
     pc.conninfo = url;
@@ -65,6 +67,7 @@ struct incarnation {
     dc.options = std::move(opts);
     dc.handles = handles;
     dc.on_recorded = recorded_log::recorder(log);
+    dc.taken = std::move(taken);
     dispatcher = spawn_webhook_dispatcher(sys, dc);
   }
 
@@ -167,4 +170,60 @@ TEST_CASE("webhook deliveries resume from PostgreSQL after a restart",
   CHECK(node.ask<std::vector<job_record>>(webhooks_atom::value, std::string{},
                                           uint32_t{10})
             .empty());
+}
+
+TEST_CASE("partitions taken make the dispatcher look for the webhooks their "
+          "jobs owe",
+          "[pg][webhook][share]") {
+  // A coordinator sharing the partitions takes one whose job finished
+  // under its last owner and still owes its webhook: nobody publishes the
+  // final here. Job a owes one when the dispatcher starts (its scan at
+  // start delivers it: that scan is then over); job b comes after, as the
+  // jobs of a partition taken later do, and only the take finds it.
+  test_db db;
+  webhook_receiver receiver{{reply{204}, reply{204}}};
+  webhook_options opts;
+  opts.allow = {*parse_ip_network("127.0.0.1/32")};
+  opts.initial_backoff = 20ms;
+  opts.max_backoff = 100ms;
+  opts.retry_period = 60s;
+  opts.timeout = 2000ms;
+  auto owe = [&](incarnation& node, const std::string& job_id) {
+    job_event ev;
+    ev.job_id = job_id;
+    ev.kind = event_kind::submitted;
+    ev.at_ms = 1000;
+    ev.spec.type = "noop";
+    ev.spec.callback_url = receiver.url();
+    node.ask<job_record>(submit_atom::value, ev);
+    ev.spec = {};
+    ev.kind = event_kind::started;
+    ev.attempt = 1;
+    node.ask<ok_atom>(append_atom::value, std::vector<job_event>{ev});
+    ev.kind = event_kind::completed;
+    ev.at_ms = system_clock_ms();
+    node.ask<ok_atom>(append_atom::value, std::vector<job_event>{ev});
+    REQUIRE(
+        node.ask<job_record>(get_atom::value, job_id).webhook_pending_sequence
+        == 3);
+  };
+  {
+    incarnation before{db.url(), opts};
+    before.self->send_exit(before.dispatcher, caf::exit_reason::user_shutdown);
+    owe(before, "j0000000000006");
+  }
+  auto taken = std::make_shared<std::atomic<uint64_t>>(0);
+  incarnation node{db.url(), opts, taken};
+  auto first = node.log->wait_for(1, patience);
+  REQUIRE(first.size() == 1);
+  CHECK(first[0].job_id == "j0000000000006");
+  owe(node, "j0000000000007");
+  CHECK(receiver.requests().size() == 1);
+  ++*taken; // what the share keeper's hook does after a take
+  auto events = node.log->wait_for(2, patience);
+  REQUIRE(events.size() == 2);
+  CHECK(events[1].job_id == "j0000000000007");
+  CHECK(events[1].webhook.outcome == webhook_outcome::delivered);
+  REQUIRE(receiver.requests().size() == 2);
+  CHECK(receiver.requests()[1].webhook_id == webhook_id("j0000000000007", 3));
 }
