@@ -293,10 +293,13 @@ const char* run_share(const options& opt, const std::string& db_url,
       return " the three coordinators never shared the partitions";
     std::this_thread::sleep_for(20ms);
   }
+  // Counting completions is a scan of the jobs: every 250 ms, not more
+  // (with a million jobs it would load PostgreSQL more than the nodes).
+  deadline = steady::now() + 600s;
   while (completed() < opt.before_kill) {
     if (steady::now() > deadline)
       return " the first run stalled";
-    std::this_thread::sleep_for(20ms);
+    std::this_thread::sleep_for(250ms);
   }
   auto mine = sql_value(db_url, "SELECT string_agg(partition::text, ',') FROM "
                                 "drover.partition_leases WHERE owner_node = "
@@ -338,7 +341,7 @@ const char* run_share(const options& opt, const std::string& db_url,
     } else if (steady::now() - since > 60s) {
       return " the survivors stalled";
     }
-    std::this_thread::sleep_for(20ms);
+    std::this_thread::sleep_for(250ms);
   }
   auto again = sql_value(
       db_url, "SELECT min(at_ms) FROM drover.events WHERE kind = "
@@ -349,6 +352,10 @@ const char* run_share(const options& opt, const std::string& db_url,
   if (!again.empty())
     j.num("kill_to_dispatching_again_s", (std::stoll(again) - kill_ms) / 1000.0,
           3);
+  // Both survivors stop together: one stopping alone would hand its
+  // partitions to the other, which would be stopped in the middle of them.
+  for (size_t i = 1; i < nodes.size(); ++i)
+    kill(nodes[i].pid, SIGTERM);
   for (size_t i = 1; i < nodes.size(); ++i)
     kill_node(nodes[i], SIGTERM);
   auto after = timeline_of(db_url, kill_ms, 0);
