@@ -409,7 +409,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         auto now = now_ms(self);
         std::vector<job_record> waiting;
         for (auto d = st.adopt_due.begin(); d != st.adopt_due.end();) {
-          if (d->second == 0 || d->second > now) {
+          if (d->second <= 0 || d->second > now) { // not yet, or not due
             ++d;
             continue;
           }
@@ -433,7 +433,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         }
         int64_t next = 0;
         for (const auto& [job_id, due] : st.adopt_due)
-          if (due != 0 && (next == 0 || due < next))
+          if (due > 0 && (next == 0 || due < next))
             next = due;
         if (next != 0)
           self->delayed_send(

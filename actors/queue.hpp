@@ -159,6 +159,12 @@ struct queue_options {
   /// for its node to report it before it is settled as lost; 0 = at once
   /// (no remote workers).
   std::chrono::milliseconds adopt_grace{0};
+  /// Coordinators sharing the partitions: how long an attempt that ran on
+  /// a local slot of the partition's last owner waits before it is
+  /// settled as lost, time for that owner (alive: it handed the partition
+  /// over, or was deposed) to stop it; 0 = at once (a restart: the
+  /// process that ran it is gone).
+  std::chrono::milliseconds handover_grace{0};
   /// The partitions this coordinator owns (ascending) of
   /// `partition_count` (runtime/partition.hpp): new jobs go into them. The
   /// default is a store without partitions (memory): everything in 0.

@@ -402,14 +402,19 @@ void recover_job(self_ptr self, job_record& rec) {
     case job_status::retrying:
       enqueue(self, rec);
       break;
-    case job_status::processing:
+    case job_status::processing: {
       ++st.recovered_interrupted;
-      if (rec.worker_id.find('/') != std::string::npos
-          && st.opts.adopt_grace.count() > 0) {
+      bool remote = rec.worker_id.find('/') != std::string::npos;
+      if ((remote && st.opts.adopt_grace.count() > 0)
+          || (!remote && st.opts.handover_grace.count() > 0)) {
         // Ran on a worker node, which may still run it: it gets one grace
-        // period to come back and report it.
+        // period to come back and report it. Or ran on the local slot of
+        // a coordinator that handed its partition over and may still be
+        // stopping it: nobody adopts it, and it is settled once that
+        // coordinator had time to stop it (no two runs at once).
         st.awaiting_adoption.emplace(rec.job_id, rec);
-        st.adopt_due[rec.job_id] = 0; // set when recovery ends
+        // Set when recovery ends: 0 = the adoption grace, < 0 = this.
+        st.adopt_due[rec.job_id] = remote ? 0 : -st.opts.handover_grace.count();
         // It may still run: it holds its slots and what it draws from its
         // node's pools until adopted or given up.
         auto keys = slot_keys_of(st, rec.spec);
@@ -424,6 +429,7 @@ void recover_job(self_ptr self, job_record& rec) {
                               + std::to_string(rec.attempt) + " was running",
                           true});
       break;
+    }
     default:
       return;
   }
@@ -436,15 +442,17 @@ void end_recovery(self_ptr self) {
   st.recovered = true;
   st.entered_early.clear();
   // The grace of the attempts just recovered counts from now.
-  auto due = now_ms(self) + st.opts.adopt_grace.count();
-  bool fresh = false;
+  auto now = now_ms(self);
+  int64_t first = 0;
   for (auto& [job_id, when] : st.adopt_due)
-    if (when == 0) {
-      when = due;
-      fresh = true;
+    if (when <= 0) {
+      when = now + (when == 0 ? st.opts.adopt_grace.count() : -when);
+      first = first == 0 ? when : std::min(first, when);
     }
-  if (fresh)
-    self->delayed_send(self, st.opts.adopt_grace, adopt_atom::value);
+  if (first != 0)
+    self->delayed_send(
+        self, std::chrono::milliseconds{std::max<int64_t>(0, first - now)},
+        adopt_atom::value);
   for (auto& f : st.after_recovery)
     f();
   st.after_recovery.clear();

@@ -183,6 +183,7 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
       jobs.queue.partitions.clear();
       jobs.queue.partition_count = claim.partition_count;
       jobs.queue.owned_now = [share] { return share->held().partitions; };
+      jobs.queue.handover_grace = cfg.lease_ttl;
       // A write found a partition taken over: the keeper's next round,
       // now, drops it (the fence refuses its writes meanwhile).
       pg.on_deposed = [share](const std::string& why) {

@@ -162,7 +162,8 @@ struct queue_state {
   /// when their worker comes back (adopt_atom), settled as lost after
   /// opts.adopt_grace.
   std::map<std::string, job_record> awaiting_adoption;
-  /// When each of them is given up (Unix ms; 0 = once its recovery ends).
+  /// When each of them is given up (Unix ms; 0 or less: when its recovery
+  /// ends, after the adoption grace (0) or after -value ms).
   std::map<std::string, int64_t> adopt_due;
   bool recovered = false;
   /// The run-time settings and breaker states were read back (load_flow):

@@ -46,12 +46,15 @@ struct fixture {
       = std::make_shared<handler_registry>();
   store_actor store = spawn_memory_store(sys);
   queue_actor queue;
+  /// The queue's clock (Unix ms), moved on with the scheduler's.
+  std::shared_ptr<int64_t> clock = std::make_shared<int64_t>(epoch_ms);
 
-  fixture() {
+  explicit fixture(std::chrono::milliseconds handover_grace = {}) {
     REQUIRE_FALSE(handlers->register_handler(
         "noop", [](task_context&) { return task_outcome::success(); }));
     queue_options qo;
-    qo.clock_ms = [] { return epoch_ms; };
+    qo.handover_grace = handover_grace;
+    qo.clock_ms = [c = clock] { return *c; };
     qo.seed = 5;
     qo.partitions = {0, 1};
     qo.partition_count = 2;
@@ -401,4 +404,46 @@ TEST_CASE("a hand-over is no failure to a circuit breaker",
           "[queue][partition]") {
   circuit_breaker b{breaker_config{}};
   CHECK_FALSE(b.counts("handed_over"));
+}
+
+TEST_CASE("an attempt of a local slot handed over is settled only after the "
+          "hand-over grace",
+          "[queue][partition]") {
+  // Its last owner is alive and may still be stopping the handler: the new
+  // owner waits before it runs the job again.
+  fixture f{std::chrono::seconds{5}};
+  std::deque<std::function<void()>> bodies;
+  worker_config wc;
+  wc.worker_id = "cpu-0";
+  wc.queue = caf::actor_cast<caf::actor>(f.queue);
+  wc.handlers = f.handlers;
+  wc.clock_ms = [] { return epoch_ms; };
+  wc.executor = [&bodies](std::function<void()> body) {
+    bodies.push_back(std::move(body));
+  };
+  auto worker = spawn_worker(f.sys, wc);
+  f.sched.run();
+  auto rec = f.submit(noop());
+  REQUIRE(rec);
+  f.sched.run();
+  REQUIRE(f.stats().running == 1);
+  auto lost = [&] {
+    int n = 0;
+    for (const auto& ev : f.events(rec->job_id))
+      n += ev.kind == event_kind::worker_lost ? 1 : 0;
+    return n;
+  };
+  f.own({});
+  f.own({0, 1});
+  *f.clock += 4000;
+  f.sched.advance_time(std::chrono::seconds{4});
+  f.sched.run();
+  CHECK(lost() == 0);
+  *f.clock += 2000;
+  f.sched.advance_time(std::chrono::seconds{2});
+  f.sched.run();
+  CHECK(lost() == 1);
+  bodies.clear();
+  f.self->send_exit(worker, caf::exit_reason::user_shutdown);
+  f.sched.run();
 }
