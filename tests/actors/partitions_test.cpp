@@ -63,6 +63,22 @@ struct fixture {
     sched.run();
   }
 
+  /// A local worker whose attempts wait in `bodies` until the test runs
+  /// them.
+  caf::actor worker(std::deque<std::function<void()>>& bodies) {
+    worker_config wc;
+    wc.worker_id = "cpu-0";
+    wc.queue = caf::actor_cast<caf::actor>(queue);
+    wc.handlers = handlers;
+    wc.clock_ms = [c = clock] { return *c; };
+    wc.executor = [&bodies](std::function<void()> body) {
+      bodies.push_back(std::move(body));
+    };
+    auto w = spawn_worker(sys, wc);
+    sched.run();
+    return w;
+  }
+
   ~fixture() {
     // Timers still pending (delayed jobs) keep the queue alive otherwise,
     // and the actor system would wait for it.
@@ -249,16 +265,7 @@ TEST_CASE("a running attempt of a partition handed over is abandoned "
           "[queue][partition]") {
   fixture f;
   std::deque<std::function<void()>> bodies;
-  worker_config wc;
-  wc.worker_id = "cpu-0";
-  wc.queue = caf::actor_cast<caf::actor>(f.queue);
-  wc.handlers = f.handlers;
-  wc.clock_ms = [] { return epoch_ms; };
-  wc.executor = [&bodies](std::function<void()> body) {
-    bodies.push_back(std::move(body));
-  };
-  auto worker = spawn_worker(f.sys, wc);
-  f.sched.run();
+  auto worker = f.worker(bodies);
   auto rec = f.submit(noop());
   REQUIRE(rec);
   auto partition = partition_of_id(rec->job_id);
@@ -413,16 +420,7 @@ TEST_CASE("an attempt of a local slot handed over is settled only after the "
   // owner waits before it runs the job again.
   fixture f{std::chrono::seconds{5}};
   std::deque<std::function<void()>> bodies;
-  worker_config wc;
-  wc.worker_id = "cpu-0";
-  wc.queue = caf::actor_cast<caf::actor>(f.queue);
-  wc.handlers = f.handlers;
-  wc.clock_ms = [] { return epoch_ms; };
-  wc.executor = [&bodies](std::function<void()> body) {
-    bodies.push_back(std::move(body));
-  };
-  auto worker = spawn_worker(f.sys, wc);
-  f.sched.run();
+  auto worker = f.worker(bodies);
   auto rec = f.submit(noop());
   REQUIRE(rec);
   f.sched.run();
