@@ -277,6 +277,15 @@ const char* run_share(const options& opt, const std::string& db_url,
   };
   auto partitions = count("SELECT partitions FROM drover.partitioning");
   std::vector<node_proc> nodes;
+  // Whatever way out: no node outlives the run (kill_node skips stopped
+  // ones).
+  struct stop_all {
+    std::vector<node_proc>& nodes;
+    ~stop_all() {
+      for (auto& n : nodes)
+        kill_node(n, SIGKILL);
+    }
+  } guard{nodes};
   for (const auto* id : {"bench-s1", "bench-s2", "bench-s3"})
     nodes.push_back(start_node(opt, db_url, log_path, false, id));
   auto held_by = [&](const std::string& owners) {
