@@ -260,6 +260,31 @@ void usage() {
 
 } // namespace
 
+/// Polls `completed` every `poll` until it reaches `target` (or for
+/// `drain_seconds` when > 0); -1, or the count it stalled at when it did
+/// not move for 60 s.
+template <class F>
+int64_t drain(F completed, uint64_t target, double drain_seconds,
+              std::chrono::milliseconds poll) {
+  auto t0 = steady::now();
+  int64_t last = -1;
+  auto since = steady::now();
+  for (;;) {
+    auto c = static_cast<int64_t>(completed());
+    if (c >= static_cast<int64_t>(target))
+      return -1;
+    if (drain_seconds > 0 && seconds_since(t0) >= drain_seconds)
+      return -1;
+    if (c != last) {
+      last = c;
+      since = steady::now();
+    } else if (steady::now() - since > 60s) {
+      return c;
+    }
+    std::this_thread::sleep_for(poll);
+  }
+}
+
 /// --share on: three coordinators share the partitions; once K jobs
 /// completed, the first is killed and the two others take its share. Times
 /// count from the kill: until the survivors hold every partition, and until
@@ -335,23 +360,8 @@ const char* run_share(const options& opt, const std::string& db_url,
     std::this_thread::sleep_for(5ms);
   }
   j.num("kill_to_taken_s", seconds_since(kill_at), 3);
-  auto t0 = steady::now();
-  uint64_t last = 0;
-  auto since = steady::now();
-  for (;;) {
-    auto c = completed();
-    if (c >= total)
-      break;
-    if (opt.drain_seconds > 0 && seconds_since(t0) >= opt.drain_seconds)
-      break;
-    if (c != last) {
-      last = c;
-      since = steady::now();
-    } else if (steady::now() - since > 60s) {
-      return " the survivors stalled";
-    }
-    std::this_thread::sleep_for(250ms);
-  }
+  if (auto c = drain(completed, total, opt.drain_seconds, 250ms); c >= 0)
+    return " the survivors stalled";
   auto again = sql_value(
       db_url, "SELECT min(at_ms) FROM drover.events WHERE kind = "
                   + std::to_string(static_cast<int>(event_kind::started))
@@ -508,25 +518,14 @@ int main(int argc, char** argv) {
       n2 = start_node(opt, db_url, log_path);
     }
     {
-      auto t0 = steady::now();
-      int64_t last = -1;
-      auto since = steady::now();
-      for (;;) {
-        auto c = json_int(http_get(n2.http_port, "/api/admin/queues"),
-                          "completed_total");
-        if (c >= static_cast<int64_t>(unfinished))
-          break;
-        if (opt.drain_seconds > 0 && seconds_since(t0) >= opt.drain_seconds)
-          break;
-        if (c != last) {
-          last = c;
-          since = steady::now();
-        } else if (steady::now() - since > 60s) {
-          ok = false;
-          problem += " the restarted node stalled at " + std::to_string(c);
-          break;
-        }
-        std::this_thread::sleep_for(20ms);
+      auto completed = [&] {
+        return json_int(http_get(n2.http_port, "/api/admin/queues"),
+                        "completed_total");
+      };
+      if (auto c = drain(completed, unfinished, opt.drain_seconds, 20ms);
+          c >= 0) {
+        ok = false;
+        problem += " the restarted node stalled at " + std::to_string(c);
       }
       auto stop_at = steady::now();
       kill_node(n2, SIGTERM);

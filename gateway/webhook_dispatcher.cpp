@@ -33,7 +33,6 @@ using connect_atom = caf::atom_constant<caf::atom("wh_connect")>;
 using scan_atom = caf::atom_constant<caf::atom("wh_scan")>;
 using due_atom = caf::atom_constant<caf::atom("wh_due")>;
 using record_atom = caf::atom_constant<caf::atom("wh_record")>;
-using taken_atom = caf::atom_constant<caf::atom("wh_taken")>;
 
 constexpr auto store_timeout = std::chrono::seconds{30};
 constexpr uint32_t scan_page = 200;
@@ -118,8 +117,6 @@ struct dispatcher_state {
   caf::actor_addr dead_publisher;
   /// Bumped per (re)connection; a scan of an older epoch stops.
   uint64_t scan_epoch = 0;
-  /// webhook_dispatcher_config::taken when last scanned for.
-  uint64_t taken_seen = 0;
   /// The current scan page's jobs not resumed yet, and where the next page
   /// starts if there is one.
   std::deque<job_record> resuming;
@@ -550,22 +547,16 @@ caf::behavior dispatcher_impl(self_ptr self, webhook_dispatcher_config cfg) {
     connect(self);
   });
   connect(self);
-  if (st.cfg.taken)
-    self->delayed_send(self, std::chrono::seconds{1}, taken_atom::value);
   return {
       [self](final_atom, const job_record& rec) { admit(self, rec, 0, 0); },
       [self](connect_atom) { connect(self); },
-      [self](taken_atom) {
-        // Partitions were taken: scan again from the start (what is known
-        // already is skipped), unless the publisher is not watched yet
-        // (connecting scans anyway).
+      [self](partitions_atom) {
+        // The node took partitions: scan again from the start (what is
+        // known already is skipped), unless the publisher is not watched
+        // yet (connecting scans anyway).
         auto& st = self->state;
-        auto now = st.cfg.taken->load();
-        if (now != st.taken_seen && st.publisher) {
-          st.taken_seen = now;
+        if (st.publisher)
           scan(self, ++st.scan_epoch, std::string{}, 0);
-        }
-        self->delayed_send(self, std::chrono::seconds{1}, taken_atom::value);
       },
       [self](scan_atom, uint64_t epoch, std::string& after, uint32_t failures) {
         scan(self, epoch, std::move(after), failures);
@@ -588,6 +579,16 @@ caf::behavior dispatcher_impl(self_ptr self, webhook_dispatcher_config cfg) {
 
 } // namespace
 
+void webhook_dispatcher_slot::set(webhook_dispatcher_actor d) {
+  std::lock_guard<std::mutex> guard{mx_};
+  current_ = std::move(d);
+}
+
+webhook_dispatcher_actor webhook_dispatcher_slot::get() const {
+  std::lock_guard<std::mutex> guard{mx_};
+  return current_;
+}
+
 webhook_dispatcher_actor
 spawn_webhook_dispatcher(caf::actor_system& sys,
                          webhook_dispatcher_config cfg) {
@@ -601,7 +602,10 @@ child_spec webhook_child(webhook_dispatcher_config cfg) {
   child_spec spec;
   spec.name = "webhooks";
   spec.start = [shared](caf::actor_system& sys, const caf::actor_addr&) {
-    return caf::actor_cast<caf::actor>(spawn_webhook_dispatcher(sys, *shared));
+    auto d = spawn_webhook_dispatcher(sys, *shared);
+    if (shared->running)
+      shared->running->set(d);
+    return caf::actor_cast<caf::actor>(d);
   };
   return spec;
 }

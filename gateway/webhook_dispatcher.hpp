@@ -53,15 +53,33 @@
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 
 namespace drover {
 
+/// final_atom: a job ended (from the progress publisher). partitions_atom:
+/// the node took partitions (--share-partitions): look again for the
+/// webhooks owed by jobs of this node's partitions (their last owner may
+/// have left them undelivered).
 using webhook_dispatcher_actor
-    = caf::typed_actor<caf::reacts_to<final_atom, job_record>>;
+    = caf::typed_actor<caf::reacts_to<final_atom, job_record>,
+                       caf::reacts_to<partitions_atom>>;
+
+/// The node's running dispatcher (webhook_child sets it at every start),
+/// for whoever must tell it something from outside the tree.
+class webhook_dispatcher_slot {
+public:
+  void set(webhook_dispatcher_actor d);
+  /// Null until the first start.
+  webhook_dispatcher_actor get() const;
+
+private:
+  mutable std::mutex mx_;
+  webhook_dispatcher_actor current_;
+};
 
 struct webhook_dispatcher_config {
   webhook_options options;
@@ -75,11 +93,8 @@ struct webhook_dispatcher_config {
   /// Called with each webhookAttempted event once the store committed it
   /// (tests, metrics). Runs on the dispatcher's thread; must not block.
   std::function<void(const job_event&)> on_recorded;
-  /// A coordinator sharing the partitions (--share-partitions) counts the
-  /// partitions it took here; a change, checked every second, starts a
-  /// scan for the webhooks their jobs owe (their last owner may have left
-  /// them undelivered). Null: never.
-  std::shared_ptr<const std::atomic<uint64_t>> taken;
+  /// webhook_child records each dispatcher it starts here (optional).
+  std::shared_ptr<webhook_dispatcher_slot> running;
 };
 
 /// Spawns a dispatcher and its delivery threads (linked: they end with

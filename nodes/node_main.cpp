@@ -89,7 +89,8 @@ caf::expected<drover::supervisor_spec>
 node_tree(const drover::node_config& cfg, const drover::node_program& program,
           std::shared_ptr<drover::job_system_handles> handles,
           const coordinator_claim& claim,
-          std::shared_ptr<drover::node::worker_shared> worker) {
+          std::shared_ptr<drover::node::worker_shared> worker,
+          std::shared_ptr<drover::webhook_dispatcher_slot> webhooks_running) {
   auto handlers = std::make_shared<drover::handler_registry>();
   drover::builtin_options builtins;
   builtins.exec_kill_grace = cfg.exec_kill_grace;
@@ -191,13 +192,12 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
                           {{"reason", why}});
         share->poke();
       };
-      jobs.make_store = [pg, share](caf::actor_system& sys) {
-        auto now = pg;
-        now.fence = share->held().fence(
-            pg.fence ? std::chrono::milliseconds{pg.fence->idle_limit_ms}
-                     : std::chrono::milliseconds{});
-        return drover::spawn_pg_store(sys, now);
-      };
+      jobs.make_store
+          = [pg, share, ttl = cfg.lease_ttl](caf::actor_system& sys) {
+              auto now = pg;
+              now.fence = share->held().fence(ttl);
+              return drover::spawn_pg_store(sys, now);
+            };
     } else if (claim.fence) {
       // New jobs go into the partitions this coordinator owns: all of them
       // for now (claim_coordinator takes every lease).
@@ -220,7 +220,7 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
   drover::webhook_dispatcher_config wh;
   wh.options = std::move(*webhooks);
   wh.handles = handles;
-  wh.taken = claim.taken;
+  wh.running = std::move(webhooks_running);
   root.children.push_back(drover::job_system_child(jobs, handles));
   root.children.push_back(drover::webhook_child(std::move(wh)));
   return root;
@@ -273,7 +273,8 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     if (auto code = drover::node::hold_leases(cfg, signals, claim))
       return *code;
   auto worker = std::make_shared<drover::node::worker_shared>();
-  auto tree = node_tree(cfg, program, handles, claim, worker);
+  auto webhooks_running = std::make_shared<drover::webhook_dispatcher_slot>();
+  auto tree = node_tree(cfg, program, handles, claim, worker, webhooks_running);
   if (!tree) {
     drover::log::error("node", drover::describe(tree.error()));
     return 2;
@@ -306,7 +307,10 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     // keeper renews between steps, and a slow store (a retention sweep in
     // flight) must not let the leases lapse.
     claim.share->start(drover::node::share_hooks(
-        sys, handles, cfg.lease_ttl / 4, claim.taken));
+        sys, handles, cfg.lease_ttl / 4, [webhooks_running] {
+          if (auto d = webhooks_running->get())
+            caf::anon_send(d, drover::partitions_atom::value);
+        }));
   // The node API: a coordinator's own, or (gateway node) its
   // coordinator's; a worker node has none.
   caf::actor api;

@@ -252,10 +252,26 @@ std::optional<int> share_leases(const node_config& cfg,
     if (!count)
       err = std::move(count.error());
   }
+  std::optional<pg::lease_holder> exclusive;
+  if (!err) {
+    auto holder = pg::exclusive_holder(*db);
+    if (!holder)
+      err = std::move(holder.error());
+    else
+      exclusive = std::move(*holder);
+  }
   if (err) {
     log::error("node", "cannot prepare the database for sharing partitions",
                {{"error", describe(err)}});
     return 1;
+  }
+  if (exclusive) {
+    log::error("node",
+               "a coordinator that does not share the partitions runs on "
+               "this database (started without --share-partitions): stop it "
+               "first, or start this one without the option",
+               {{"holder", pg::describe(*exclusive)}});
+    return 2;
   }
   auto owner = pg::this_process(cfg.node_id);
   if (cfg.cluster_port > 0)
@@ -273,7 +289,6 @@ std::optional<int> share_leases(const node_config& cfg,
   kc.deposed = deposed_exit(claim.leaving);
   kc.log = [](const std::string& line) { log::info("leases", line); };
   claim.share = std::make_unique<pg::share_keeper>(std::move(kc));
-  claim.taken = std::make_shared<std::atomic<uint64_t>>(0);
   return std::nullopt;
 }
 

@@ -63,9 +63,6 @@ struct coordinator_claim {
   /// runs, node_share.hpp), and the database's partition count.
   std::unique_ptr<pg::share_keeper> share;
   int32_t partition_count = 0;
-  /// Takes of partitions that went through (the webhook dispatcher scans
-  /// for what their jobs owe); null without sharing.
-  std::shared_ptr<std::atomic<uint64_t>> taken;
   std::shared_ptr<const pg::write_fence> fence;
   /// Set while releasing: the store's last writes, refused by the fence
   /// then, are no takeover.

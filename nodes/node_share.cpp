@@ -52,10 +52,10 @@ bool tell(caf::actor_system& sys, const job_system_handles& handles,
 
 } // namespace
 
-pg::share_keeper::hooks
-share_hooks(caf::actor_system& sys, std::shared_ptr<job_system_handles> handles,
-            std::chrono::milliseconds timeout,
-            std::shared_ptr<std::atomic<uint64_t>> taken) {
+pg::share_keeper::hooks share_hooks(caf::actor_system& sys,
+                                    std::shared_ptr<job_system_handles> handles,
+                                    std::chrono::milliseconds timeout,
+                                    std::function<void()> taken) {
   pg::share_keeper::hooks h;
   h.acquired
       = [&sys, handles, timeout, taken](const pg::lease_grant& held,
@@ -63,7 +63,7 @@ share_hooks(caf::actor_system& sys, std::shared_ptr<job_system_handles> handles,
           auto ok = tell(sys, *handles, held, true, timeout,
                          "taking partitions into the job system failed");
           if (ok && !added.empty())
-            ++*taken;
+            taken();
           return ok;
         };
   h.releasing = [&sys, handles, timeout](const pg::lease_grant& held,

@@ -10,8 +10,8 @@
 
 #include <caf/fwd.hpp>
 
-#include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 
 namespace drover::node {
@@ -24,11 +24,11 @@ namespace drover::node {
 ///   write accepted before has been committed or refused — only then are
 ///   the leases released.
 /// Each step waits at most `timeout`; a failed step is logged and the
-/// change tried again the next round. `taken` counts the takes that went
-/// through (the webhook dispatcher then looks for webhooks owed).
-pg::share_keeper::hooks
-share_hooks(caf::actor_system& sys, std::shared_ptr<job_system_handles> handles,
-            std::chrono::milliseconds timeout,
-            std::shared_ptr<std::atomic<uint64_t>> taken);
+/// change tried again the next round. `taken` runs after each take that
+/// went through (the webhook dispatcher looks for the webhooks owed).
+pg::share_keeper::hooks share_hooks(caf::actor_system& sys,
+                                    std::shared_ptr<job_system_handles> handles,
+                                    std::chrono::milliseconds timeout,
+                                    std::function<void()> taken);
 
 } // namespace drover::node

@@ -49,8 +49,8 @@ params grant_params(const lease_grant& g) {
   return ps;
 }
 
-} // namespace
-
+/// Opens a transaction (rolling back one left open) that waits at most
+/// `lock_wait` for a row lock (lock_timeout; SQLSTATE 55P03 after it).
 caf::error begin_lease_change(session& db, std::chrono::milliseconds lock_wait,
                               const char* what) {
   auto& conn = db.conn();
@@ -71,6 +71,8 @@ caf::error begin_lease_change(session& db, std::chrono::milliseconds lock_wait,
   }
   return caf::none;
 }
+
+} // namespace
 
 lease_owner this_process(const std::string& node_id) {
   lease_owner o;
@@ -355,8 +357,12 @@ claim_coordinator(const std::string& conninfo, const lease_owner& owner,
   }
 }
 
-caf::error renew(session& db, const lease_grant& grant,
-                 std::chrono::milliseconds ttl) {
+caf::expected<std::vector<int32_t>> renew_each(session& db,
+                                               const lease_grant& grant,
+                                               std::chrono::milliseconds ttl) {
+  std::vector<int32_t> renewed;
+  if (grant.partitions.empty())
+    return renewed;
   auto ps = grant_params(grant);
   ps.int64(ttl.count());
   auto res = db.conn().exec_prepared(
@@ -367,25 +373,32 @@ caf::error renew(session& db, const lease_grant& grant,
       "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch "
       "RETURNING l.partition",
       ps, false, "renewing the partition leases");
-  if (res && res->rows() > 0) {
+  if (!res)
+    return std::move(res.error());
+  for (int row = 0; row < res->rows(); ++row)
+    renewed.push_back(number<int32_t>(res->value(row, 0)));
+  std::sort(renewed.begin(), renewed.end());
+  return renewed;
+}
+
+caf::error renew(session& db, const lease_grant& grant,
+                 std::chrono::milliseconds ttl) {
+  auto renewed = renew_each(db, grant, ttl);
+  if (!renewed)
+    return std::move(renewed.error());
+  if (!renewed->empty()) {
     // Membership is for operators: its own statement, best effort, so that
     // a missing GRANT on drover.coordinators or a lock an operator holds
     // there never stops the renewals.
     announce(db, grant.owner);
   }
-  if (!res)
-    return std::move(res.error());
-  if (static_cast<size_t>(res->rows()) == grant.partitions.size())
+  if (renewed->size() == grant.partitions.size())
     return caf::none;
   // Name the partitions lost (the first few), not only how many.
-  std::vector<int32_t> renewed;
-  for (int row = 0; row < res->rows(); ++row)
-    renewed.push_back(number<int32_t>(res->value(row, 0)));
-  std::sort(renewed.begin(), renewed.end());
   std::string lost;
   size_t n = 0;
   for (auto p : grant.partitions)
-    if (!std::binary_search(renewed.begin(), renewed.end(), p) && n++ < 8)
+    if (!std::binary_search(renewed->begin(), renewed->end(), p) && n++ < 8)
       lost += (lost.empty() ? "" : ", ") + std::to_string(p);
   if (n > 8)
     lost += ", ...";
@@ -397,44 +410,56 @@ caf::error renew(session& db, const lease_grant& grant,
                           "coordinator)");
 }
 
-caf::error release(session& db, const lease_grant& grant) {
+caf::error release_rows(session& db, const lease_grant& grant) {
+  if (grant.partitions.empty())
+    return caf::none;
   auto res = db.conn().exec(
-      "WITH gone AS (DELETE FROM drover.coordinators WHERE instance = $1) "
       "UPDATE drover.partition_leases l SET owner = NULL, expires_at = now() "
       "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
       "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch",
       grant_params(grant), false, "releasing the partition leases");
-  if (!res)
-    return std::move(res.error());
-  return caf::none;
+  return res ? caf::none : std::move(res.error());
+}
+
+caf::error release(session& db, const lease_grant& grant) {
+  if (auto err = release_rows(db, grant))
+    return err;
+  return leave(db, grant.owner);
 }
 
 // -- lease_keeper -------------------------------------------------------------
 
-namespace {
+renewal_clock::renewal_clock()
+    : ns_(std::make_shared<std::atomic<int64_t>>(now_ns())) {}
 
-int64_t steady_ns() {
+int64_t renewal_clock::now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
-} // namespace
+void renewal_clock::renewed(int64_t sent_ns) {
+  ns_->store(sent_ns, std::memory_order_relaxed);
+}
 
-lease_keeper::lease_keeper(config cfg)
-    : cfg_(std::move(cfg)),
-      renewed_ns_(std::make_shared<std::atomic<int64_t>>(steady_ns())) {
+std::function<bool()>
+renewal_clock::freshness(std::chrono::milliseconds ttl,
+                         std::chrono::milliseconds margin) const {
+  auto limit
+      = std::chrono::duration_cast<std::chrono::nanoseconds>(ttl - margin)
+            .count();
+  return [ns = ns_, limit] {
+    return now_ns() - ns->load(std::memory_order_relaxed) < limit;
+  };
+}
+
+lease_keeper::lease_keeper(config cfg) : cfg_(std::move(cfg)) {
   thread_ = std::thread{[this] { run(); }};
 }
 
 std::function<bool()>
 lease_keeper::freshness(std::chrono::milliseconds margin) const {
-  auto limit
-      = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.ttl - margin)
-            .count();
-  return [renewed = renewed_ns_, limit] {
-    return steady_ns() - renewed->load(std::memory_order_relaxed) < limit;
-  };
+  return clock_.freshness(cfg_.ttl, margin);
 }
 
 lease_keeper::~lease_keeper() {
@@ -471,11 +496,11 @@ void lease_keeper::run() {
       else
         err = std::move(s.error());
     }
-    auto sent = steady_ns();
+    auto sent = renewal_clock::now_ns();
     if (!err)
       err = renew(*db, cfg_.grant, cfg_.ttl);
     if (!err)
-      renewed_ns_->store(sent, std::memory_order_relaxed);
+      clock_.renewed(sent);
     guard.lock();
     if (err && is(err, errc::not_owner)) {
       guard.unlock();

@@ -50,12 +50,6 @@ struct lease_owner {
   std::string cluster_address;
 };
 
-/// Opens a transaction (rolling back one left open) that waits at most
-/// `lock_wait` for a row lock (lock_timeout; SQLSTATE 55P03 after it):
-/// the start of every change of lease rows.
-caf::error begin_lease_change(session& db, std::chrono::milliseconds lock_wait,
-                              const char* what);
-
 /// This process as a lease owner under `node_id`.
 lease_owner this_process(const std::string& node_id);
 
@@ -169,10 +163,41 @@ claim_coordinator(const std::string& conninfo, const lease_owner& owner,
 caf::error renew(session& db, const lease_grant& grant,
                  std::chrono::milliseconds ttl);
 
+/// The statement renew() runs: extends the leases of `grant` that are still
+/// ours (owner and epoch) to now() + ttl; the partitions renewed, ascending
+/// (the others were taken over).
+caf::expected<std::vector<int32_t>> renew_each(session& db,
+                                               const lease_grant& grant,
+                                               std::chrono::milliseconds ttl);
+
 /// Gives the leases of `grant` up (owner NULL, expired now; epochs kept) so
 /// the next coordinator need not wait a TTL, and removes the owner's
 /// drover.coordinators row. Leases no longer ours are left alone.
 caf::error release(session& db, const lease_grant& grant);
+
+/// release() without leaving drover.coordinators: a hand-over of some
+/// partitions by a coordinator that goes on (runtime/pg_share.hpp).
+caf::error release_rows(session& db, const lease_grant& grant);
+
+/// When a keeper last renewed its leases, by this process's monotonic
+/// clock (when the renewal was sent), shared with whoever checks it.
+class renewal_clock {
+public:
+  /// Starts as renewed now.
+  renewal_clock();
+  static int64_t now_ns();
+  void renewed(int64_t sent_ns);
+  /// Self-fencing: a test, callable from any thread and after the keeper
+  /// is gone, of whether the leases were renewed (or taken) less than
+  /// `ttl` minus `margin` ago. While it fails the coordinator must not
+  /// hand out work: PostgreSQL may already have let another one take over
+  /// (its clock decides expiry; the margin covers the difference).
+  std::function<bool()> freshness(std::chrono::milliseconds ttl,
+                                  std::chrono::milliseconds margin) const;
+
+private:
+  std::shared_ptr<std::atomic<int64_t>> ns_;
+};
 
 /// Renews a grant every `interval` on its own thread and connection until
 /// stopped. Renewal failures that are not a takeover (PostgreSQL
@@ -203,12 +228,7 @@ public:
   /// under them any more.
   caf::error stop_and_release();
 
-  /// Self-fencing: a test, callable from any thread and after the keeper
-  /// is gone, of whether the leases were renewed (or taken) less than the
-  /// TTL minus `margin` ago by this process's monotonic clock, counted
-  /// from when that renewal was sent. While it fails the coordinator must
-  /// not hand out work: PostgreSQL may already have let another one take
-  /// over (its clock decides expiry; the margin covers the difference).
+  /// renewal_clock::freshness for this keeper's TTL.
   std::function<bool()> freshness(std::chrono::milliseconds margin) const;
 
 private:
@@ -216,8 +236,7 @@ private:
   void stop();
 
   config cfg_;
-  /// Monotonic time (ns) when the last successful renewal was sent.
-  std::shared_ptr<std::atomic<int64_t>> renewed_ns_;
+  renewal_clock clock_;
   std::mutex mx_;
   std::condition_variable cv_;
   bool stopping_ = false;

@@ -18,31 +18,6 @@ T number(std::string_view str) {
   return out;
 }
 
-array_param int4_array(const std::vector<int32_t>& xs) {
-  array_param a{array_param::element::int4, xs.size()};
-  for (auto x : xs)
-    a.int32(x);
-  return a;
-}
-
-array_param int8_array(const std::vector<int64_t>& xs) {
-  array_param a{array_param::element::int8, xs.size()};
-  for (auto x : xs)
-    a.int64(x);
-  return a;
-}
-
-void abandon(session& db) {
-  if (db.conn().in_transaction())
-    db.conn().exec("ROLLBACK", {}, false, "rolling back");
-}
-
-int64_t steady_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string list(const std::vector<int32_t>& ps) {
   std::string out;
   size_t n = 0;
@@ -84,25 +59,49 @@ sharing_members(session& db, std::chrono::milliseconds stale) {
   return out;
 }
 
+caf::expected<std::optional<lease_holder>> exclusive_holder(session& db) {
+  auto res = db.conn().exec(
+      "SELECT l.partition, l.owner, coalesce(l.owner_node, ''), "
+      "coalesce(l.owner_host, ''), coalesce(l.owner_pid, 0), l.epoch, "
+      "to_char(l.expires_at AT TIME ZONE 'UTC', "
+      "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), greatest(0, extract(epoch "
+      "FROM l.expires_at - now()) * 1000)::bigint "
+      "FROM drover.partition_leases l WHERE l.owner IS NOT NULL AND "
+      "l.expires_at > now() AND NOT EXISTS (SELECT 1 FROM "
+      "drover.coordinators c WHERE c.instance = l.owner AND c.shares) "
+      "ORDER BY l.partition LIMIT 1",
+      {}, false, "looking for a coordinator that does not share");
+  if (!res)
+    return std::move(res.error());
+  if (res->rows() == 0)
+    return std::optional<lease_holder>{};
+  lease_holder h;
+  h.partition = number<int32_t>(res->value(0, 0));
+  h.owner.instance = std::string{res->value(0, 1)};
+  h.owner.node_id = std::string{res->value(0, 2)};
+  h.owner.host = std::string{res->value(0, 3)};
+  h.owner.pid = number<int64_t>(res->value(0, 4));
+  h.epoch = number<int64_t>(res->value(0, 5));
+  h.expires_at = std::string{res->value(0, 6)};
+  h.expires_in_ms = number<int64_t>(res->value(0, 7));
+  return std::optional<lease_holder>{std::move(h)};
+}
+
 caf::expected<lease_grant> take_free(session& db, const lease_owner& owner,
                                      const std::vector<int32_t>& wanted,
-                                     std::chrono::milliseconds ttl,
-                                     std::chrono::milliseconds lock_wait) {
+                                     std::chrono::milliseconds ttl) {
   lease_grant g;
   g.owner = owner;
   if (wanted.empty())
     return g;
-  auto& conn = db.conn();
-  auto fail = [&db](caf::error err) {
-    abandon(db);
-    return err;
-  };
-  if (auto err = begin_lease_change(db, lock_wait, "taking partition leases"))
-    return err;
-  // Rows locked by another transaction (a paused former owner's writer,
-  // until PostgreSQL ends its idle transaction) are skipped, not waited
-  // for: the others are taken now, those at a later round.
-  auto taken = conn.exec(
+  array_param parts{array_param::element::int4, wanted.size()};
+  for (auto p : wanted)
+    parts.int32(p);
+  // One statement. Rows locked by another transaction (a paused former
+  // owner's writer, until PostgreSQL ends its idle transaction) are
+  // skipped, not waited for: the others are taken now, those at a later
+  // round; a row is taken only if still free once locked.
+  auto taken = db.conn().exec(
       "UPDATE drover.partition_leases SET owner = $1, owner_node = $2, "
       "owner_host = $3, owner_pid = $4, epoch = epoch + 1, "
       "expires_at = now() + $5 * interval '1 millisecond', "
@@ -116,71 +115,20 @@ caf::expected<lease_grant> take_free(session& db, const lease_owner& owner,
           .text(owner.host)
           .int64(owner.pid)
           .int64(ttl.count())
-          .array(int4_array(wanted)),
+          .array(parts),
       false, "taking partition leases");
-  if (!taken && sqlstate_of(taken.error()) == "55P03") { // lock_not_available
-    abandon(db);
-    return g;
-  }
   if (!taken)
-    return fail(std::move(taken.error()));
+    return std::move(taken.error());
   std::vector<std::pair<int32_t, int64_t>> held;
   for (int row = 0; row < taken->rows(); ++row)
     held.emplace_back(number<int32_t>(taken->value(row, 0)),
                       number<int64_t>(taken->value(row, 1)));
   std::sort(held.begin(), held.end());
-  if (auto res = conn.exec("COMMIT", {}, false, "taking partition leases");
-      !res)
-    return fail(std::move(res.error()));
   for (auto& [partition, epoch] : held) {
     g.partitions.push_back(partition);
     g.epochs.push_back(epoch);
   }
   return g;
-}
-
-caf::expected<std::vector<int32_t>> renew_each(session& db,
-                                               const lease_grant& grant,
-                                               std::chrono::milliseconds ttl) {
-  std::vector<int32_t> renewed;
-  if (grant.partitions.empty())
-    return renewed;
-  auto res = db.conn().exec_prepared(
-      "drover_renew_each",
-      "UPDATE drover.partition_leases l "
-      "SET expires_at = now() + $4 * interval '1 millisecond' "
-      "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
-      "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch "
-      "RETURNING l.partition",
-      params{}
-          .text(grant.owner.instance)
-          .array(int4_array(grant.partitions))
-          .array(int8_array(grant.epochs))
-          .int64(ttl.count()),
-      false, "renewing the partition leases");
-  if (!res)
-    return std::move(res.error());
-  for (int row = 0; row < res->rows(); ++row)
-    renewed.push_back(number<int32_t>(res->value(row, 0)));
-  std::sort(renewed.begin(), renewed.end());
-  return renewed;
-}
-
-caf::error release_partitions(session& db, const lease_grant& grant,
-                              const std::vector<int32_t>& partitions) {
-  auto part = subset(grant, partitions, true);
-  if (part.partitions.empty())
-    return caf::none;
-  auto res = db.conn().exec(
-      "UPDATE drover.partition_leases l SET owner = NULL, expires_at = now() "
-      "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
-      "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch",
-      params{}
-          .text(part.owner.instance)
-          .array(int4_array(part.partitions))
-          .array(int8_array(part.epochs)),
-      false, "handing over partition leases");
-  return res ? caf::none : std::move(res.error());
 }
 
 lease_grant subset(const lease_grant& grant, const std::vector<int32_t>& which,
@@ -200,9 +148,7 @@ lease_grant subset(const lease_grant& grant, const std::vector<int32_t>& which,
 
 // -- share_keeper -------------------------------------------------------------
 
-share_keeper::share_keeper(config cfg)
-    : cfg_(std::move(cfg)),
-      renewed_ns_(std::make_shared<std::atomic<int64_t>>(steady_ns())) {
+share_keeper::share_keeper(config cfg) : cfg_(std::move(cfg)) {
   held_.owner = cfg_.owner;
 }
 
@@ -217,12 +163,7 @@ void share_keeper::start(hooks h) {
 
 std::function<bool()>
 share_keeper::freshness(std::chrono::milliseconds margin) const {
-  auto limit
-      = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.ttl - margin)
-            .count();
-  return [renewed = renewed_ns_, limit] {
-    return steady_ns() - renewed->load(std::memory_order_relaxed) < limit;
-  };
+  return clock_.freshness(cfg_.ttl, margin);
 }
 
 lease_grant share_keeper::held() const {
@@ -272,7 +213,7 @@ void share_keeper::set_held(lease_grant g) {
 /// could not be, the process must stop).
 bool share_keeper::renew_held(session& db, caf::error& err) {
   auto held = this->held();
-  auto sent = steady_ns();
+  auto sent = renewal_clock::now_ns();
   auto renewed = renew_each(db, held, cfg_.ttl);
   if (!renewed) {
     err = std::move(renewed.error());
@@ -302,7 +243,7 @@ bool share_keeper::renew_held(session& db, caf::error& err) {
                + "; dropped it, nothing more is written "
                  "there");
   }
-  renewed_ns_->store(sent, std::memory_order_relaxed);
+  clock_.renewed(sent);
   return true;
 }
 
@@ -376,7 +317,7 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
     auto staying = subset(held, mine, true);
     if (hooks_.releasing && hooks_.releasing(staying, gone.partitions)) {
       set_held(staying);
-      if (auto e = release_partitions(*db, gone, gone.partitions))
+      if (auto e = release_rows(*db, gone))
         say("handing over partitions " + list(gone.partitions)
             + " failed (they expire by themselves): " + drover::describe(e));
       else
@@ -396,8 +337,7 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
                       held.partitions.end(), std::back_inserter(wanted));
   if (wanted.empty())
     return;
-  auto got = take_free(*db, cfg_.owner, wanted, cfg_.ttl,
-                       std::chrono::milliseconds{200});
+  auto got = take_free(*db, cfg_.owner, wanted, cfg_.ttl);
   if (!got)
     return trouble(got.error());
   if (got->partitions.empty())
@@ -427,7 +367,7 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
   // shares: a later round tries again); until then they stay held.
   if (hooks_.releasing && hooks_.releasing(held, got->partitions)) {
     set_held(held);
-    if (auto e = release_partitions(*db, *got, got->partitions))
+    if (auto e = release_rows(*db, *got))
       say("giving back partitions " + list(got->partitions)
           + " failed (they expire by themselves): " + drover::describe(e));
   } else {

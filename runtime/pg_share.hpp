@@ -43,6 +43,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,25 +58,19 @@ caf::expected<int32_t> partition_count(session& db);
 caf::expected<std::vector<std::string>>
 sharing_members(session& db, std::chrono::milliseconds stale);
 
+/// An unexpired lease held by a coordinator that does not share the
+/// partitions (started without --share-partitions: it takes all of them
+/// and hands none over), if any: a sharing coordinator must not start next
+/// to it — it would wait for its share for ever.
+caf::expected<std::optional<lease_holder>> exclusive_holder(session& db);
+
 /// Takes those of `wanted` that nobody holds unexpired, for `ttl`, each
-/// with epoch + 1; the grant of what was taken (possibly nothing). Rows
-/// locked by another transaction for longer than `lock_wait` are left for
-/// the next round (empty grant).
+/// with epoch + 1 (one statement); the grant of what was taken (possibly
+/// nothing). Rows locked by another transaction are skipped (taken at a
+/// later round).
 caf::expected<lease_grant> take_free(session& db, const lease_owner& owner,
                                      const std::vector<int32_t>& wanted,
-                                     std::chrono::milliseconds ttl,
-                                     std::chrono::milliseconds lock_wait);
-
-/// Renews the leases of `grant` that are still ours (owner and epoch) to
-/// now() + ttl; the partitions renewed, ascending.
-caf::expected<std::vector<int32_t>> renew_each(session& db,
-                                               const lease_grant& grant,
-                                               std::chrono::milliseconds ttl);
-
-/// Releases `partitions` of `grant` (owner NULL, expired now, epochs kept)
-/// where they are still ours; membership is left alone.
-caf::error release_partitions(session& db, const lease_grant& grant,
-                              const std::vector<int32_t>& partitions);
+                                     std::chrono::milliseconds ttl);
 
 /// `grant` restricted to (`keep` true) or without (`keep` false) the
 /// partitions in `which` (ascending).
@@ -147,7 +142,7 @@ private:
   config cfg_;
   hooks hooks_;
   int32_t count_ = 0;
-  std::shared_ptr<std::atomic<int64_t>> renewed_ns_;
+  renewal_clock clock_;
   mutable std::mutex mx_;
   std::condition_variable cv_;
   bool stopping_ = false;

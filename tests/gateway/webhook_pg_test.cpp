@@ -26,7 +26,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <atomic>
 #include <condition_variable>
 #include <mutex>
 
@@ -54,8 +53,7 @@ struct incarnation {
   progress_actor publisher;
   webhook_dispatcher_actor dispatcher;
 
-  incarnation(const std::string& url, webhook_options opts,
-              std::shared_ptr<const std::atomic<uint64_t>> taken = nullptr)
+  incarnation(const std::string& url, webhook_options opts)
       : sys(real_config(cfg)), self(sys) {
     pg_store_config pc;
     pc.conninfo = url;
@@ -67,7 +65,6 @@ struct incarnation {
     dc.options = std::move(opts);
     dc.handles = handles;
     dc.on_recorded = recorded_log::recorder(log);
-    dc.taken = std::move(taken);
     dispatcher = spawn_webhook_dispatcher(sys, dc);
   }
 
@@ -212,14 +209,14 @@ TEST_CASE("partitions taken make the dispatcher look for the webhooks their "
     before.self->send_exit(before.dispatcher, caf::exit_reason::user_shutdown);
     owe(before, "j0000000000006");
   }
-  auto taken = std::make_shared<std::atomic<uint64_t>>(0);
-  incarnation node{db.url(), opts, taken};
+  incarnation node{db.url(), opts};
   auto first = node.log->wait_for(1, patience);
   REQUIRE(first.size() == 1);
   CHECK(first[0].job_id == "j0000000000006");
   owe(node, "j0000000000007");
   CHECK(receiver.requests().size() == 1);
-  ++*taken; // what the share keeper's hook does after a take
+  // What the share keeper's hook sends after a take.
+  node.self->send(node.dispatcher, partitions_atom::value);
   auto events = node.log->wait_for(2, patience);
   REQUIRE(events.size() == 2);
   CHECK(events[1].job_id == "j0000000000007");

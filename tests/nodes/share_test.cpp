@@ -212,3 +212,27 @@ TEST_CASE("a sharing coordinator paused past its lease writes nothing "
   // workers after SIGCONT; had c1 written their outcome, those jobs would
   // show two completions (check_all_done_once counts exactly one).
 }
+
+TEST_CASE("a sharing coordinator refuses to start next to one that does not "
+          "share and changes nothing",
+          "[pg][cluster][process][share]") {
+  // It would wait for its share for ever: the other takes every partition
+  // and hands none over.
+  cluster c;
+  c.start_coordinator();
+  auto before = lease_owner(c.url());
+  REQUIRE(before == "coord@1");
+  auto log = c.logs.path() + "/c1.log";
+  process p{c.coordinator_args("c1", free_port(),
+                               {"--roles", "coordinator,worker", "--slots",
+                                "cpu=1", "--share-partitions"}),
+            log};
+  auto st = p.wait_exit(30s);
+  INFO(tail_of(log));
+  REQUIRE(st);
+  REQUIRE(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 2);
+  CHECK(c.wait_log("c1", "does not share the partitions", 1s));
+  CHECK(c.wait_log("c1", "node 'coord'", 1s));
+  CHECK(lease_owner(c.url()) == before);
+}
