@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <iterator>
+#include <limits>
 
 namespace drover::pg {
 
@@ -150,6 +151,8 @@ lease_grant subset(const lease_grant& grant, const std::vector<int32_t>& which,
 
 share_keeper::share_keeper(config cfg) : cfg_(std::move(cfg)) {
   held_.owner = cfg_.owner;
+  stamped_ = renewal_clock::now_ns(); // clock_ starts as renewed (nothing held)
+  taken_since_snapshot_ = std::numeric_limits<stamp_ns>::max();
 }
 
 share_keeper::~share_keeper() {
@@ -159,6 +162,7 @@ share_keeper::~share_keeper() {
 void share_keeper::start(hooks h) {
   hooks_ = std::move(h);
   thread_ = std::thread{[this] { run(); }};
+  renewer_ = std::thread{[this] { renew_loop(); }};
 }
 
 std::function<bool()>
@@ -177,8 +181,11 @@ void share_keeper::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  renew_cv_.notify_all();
   if (thread_.joinable())
     thread_.join();
+  if (renewer_.joinable())
+    renewer_.join();
 }
 
 void share_keeper::run() {
@@ -199,9 +206,9 @@ void share_keeper::run() {
 void share_keeper::poke() {
   {
     std::lock_guard<std::mutex> guard{mx_};
-    poked_ = true;
+    renew_now_ = true;
   }
-  cv_.notify_all();
+  renew_cv_.notify_all();
 }
 
 void share_keeper::set_held(lease_grant g) {
@@ -209,41 +216,175 @@ void share_keeper::set_held(lease_grant g) {
   held_ = std::move(g);
 }
 
-/// Renews what is held; a lease found taken over is dropped (false: it
-/// could not be, the process must stop).
-bool share_keeper::renew_held(session& db, caf::error& err) {
-  auto held = this->held();
-  auto sent = renewal_clock::now_ns();
-  auto renewed = renew_each(db, held, cfg_.ttl);
-  if (!renewed) {
-    err = std::move(renewed.error());
-    return true;
-  }
-  if (renewed->size() != held.partitions.size()) {
-    // Taken over (this process was paused or cut off past the TTL): the
-    // fence already refuses its writes there; the node drops them and
-    // goes on with the rest -- and, if it is still a member, gets its
-    // share back by hand-off. Only if it cannot drop them does it stop.
-    auto lost = subset(held, *renewed, false);
-    auto staying = subset(held, *renewed, true);
-    auto why = "partition " + list(lost.partitions)
-               + " was taken over by another coordinator";
-    if (!hooks_.releasing || !hooks_.releasing(staying, lost.partitions)) {
-      {
-        std::lock_guard<std::mutex> guard{mx_};
-        deposed_ = true;
-      }
-      if (cfg_.deposed)
-        cfg_.deposed(why);
-      return false;
-    }
-    set_held(std::move(staying));
-    if (cfg_.log)
-      cfg_.log("deposed: " + why
-               + "; dropped it, nothing more is written "
-                 "there");
-  }
+void share_keeper::add_held(lease_grant g, stamp_ns take_sent) {
+  std::lock_guard<std::mutex> guard{mx_};
+  held_ = std::move(g);
+  // The leases just taken expire no earlier than take_sent + TTL (the take
+  // ran after take_sent). A renewal whose snapshot came before this add
+  // vouches for them only from take_sent, and so does the clock if it
+  // claims more (a whole renewal may have run while the take was under
+  // way: its sent is then later than take_sent).
+  taken_since_snapshot_ = std::min(taken_since_snapshot_, take_sent);
+  if (take_sent < stamped_)
+    stamp_locked(take_sent);
+}
+
+void share_keeper::stamp_locked(stamp_ns sent) {
+  stamped_ = sent;
   clock_.renewed(sent);
+}
+
+// -- the renewer's thread --
+
+void share_keeper::renew_loop() {
+  std::unique_ptr<session> db;
+  bool healthy = true;
+  auto next = std::chrono::steady_clock::now() + cfg_.interval;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> guard{mx_};
+      renew_cv_.wait_until(
+          guard, next, [this] { return stopping_ || deposed_ || renew_now_; });
+      if (stopping_ || deposed_)
+        return;
+      renew_now_ = false;
+    }
+    // Paced from the start of each renewal: a slow one does not push the
+    // next one back by its own duration.
+    next = std::chrono::steady_clock::now() + cfg_.interval;
+    renew_once(db, healthy);
+  }
+}
+
+void share_keeper::renew_once(std::unique_ptr<session>& db, bool& healthy) {
+  auto trouble = [&](const caf::error& err) {
+    if (healthy && cfg_.log)
+      cfg_.log("cannot renew the partition leases (retrying every "
+               + std::to_string(cfg_.interval.count())
+               + " ms; writes stop when they expire): "
+               + drover::describe(err));
+    healthy = false;
+    if (db && !db->ok())
+      db.reset();
+  };
+  // `sent` before the snapshot: every lease in it is renewed by a statement
+  // that runs after `sent`, so (if renewed) it expires after sent + TTL.
+  auto sent = renewal_clock::now_ns();
+  lease_grant snapshot;
+  {
+    std::lock_guard<std::mutex> guard{mx_};
+    snapshot = held_;
+    taken_since_snapshot_ = std::numeric_limits<stamp_ns>::max();
+  }
+  std::vector<int32_t> renewed;
+  if (!snapshot.partitions.empty()) {
+    if (!db) {
+      auto s = session::open(cfg_.conninfo);
+      if (!s)
+        return trouble(s.error());
+      db = std::make_unique<session>(std::move(*s));
+    }
+    auto res = renew_each(*db, snapshot, cfg_.ttl);
+    if (!res)
+      return trouble(res.error());
+    renewed = std::move(*res);
+  }
+  if (!healthy && cfg_.log)
+    cfg_.log("partition leases renewed again");
+  healthy = true;
+  bool lost_some = false;
+  {
+    std::lock_guard<std::mutex> guard{mx_};
+    // Not renewed: taken over -- unless the keeper let it go (handed over,
+    // given back, dropped) or took it again (a new epoch) meanwhile; only
+    // the keeper changes held_, so what is still held at the same epoch
+    // now is lost for good.
+    for (size_t i = 0; i < snapshot.partitions.size(); ++i) {
+      auto p = snapshot.partitions[i];
+      if (std::binary_search(renewed.begin(), renewed.end(), p))
+        continue;
+      auto at = std::lower_bound(held_.partitions.begin(),
+                                 held_.partitions.end(), p);
+      auto j = static_cast<size_t>(at - held_.partitions.begin());
+      if (at != held_.partitions.end() && *at == p
+          && held_.epochs[j] == snapshot.epochs[i]) {
+        lost_.emplace_back(p, snapshot.epochs[i]);
+        lost_some = true;
+      }
+    }
+    // Freshness is claimed for what is held NOW, and only when every lease
+    // of it is known to expire after the stamp + TTL:
+    // - held now and in the snapshot at the same epoch: renewed by this
+    //   statement (it ran after `sent`), or lost;
+    // - held now and not in the snapshot (or at another epoch): added by
+    //   the keeper after the snapshot (add_held), taken by a statement that
+    //   ran after its take_sent; taken_since_snapshot_ is the earliest such
+    //   take_sent, hence min(sent, taken_since_snapshot_). (A take sent
+    //   after `sent` -- the usual case -- changes nothing.)
+    // - in the snapshot and not held now: not ours to vouch for.
+    // So the stamp holds for all of held_ but the lost ones. While those
+    // are held, no stamp at all: the last one (from an earlier renewal)
+    // stays and ages. The keeper drops them (drop_lost) and asks for a
+    // renewal at once, whose snapshot no longer has them.
+    if (!lost_some)
+      stamp_locked(std::min(sent, taken_since_snapshot_));
+    else {
+      std::sort(lost_.begin(), lost_.end());
+      lost_.erase(std::unique(lost_.begin(), lost_.end()), lost_.end());
+      poked_ = true;
+    }
+  }
+  if (lost_some)
+    cv_.notify_all();
+}
+
+// -- the keeper's thread --
+
+/// Drops the leases the renewer found taken over (false: they could not
+/// be dropped, the process must stop).
+bool share_keeper::drop_lost() {
+  lease_grant held;
+  std::vector<int32_t> gone;
+  {
+    std::lock_guard<std::mutex> guard{mx_};
+    held = held_;
+    for (auto& [p, epoch] : lost_) {
+      auto at
+          = std::lower_bound(held.partitions.begin(), held.partitions.end(), p);
+      if (at != held.partitions.end() && *at == p
+          && held.epochs[static_cast<size_t>(at - held.partitions.begin())]
+                 == epoch)
+        gone.push_back(p);
+    }
+    lost_.clear();
+  }
+  if (gone.empty())
+    return true;
+  // Taken over (this process was paused or cut off past the TTL): the
+  // fence already refuses its writes there; the node drops them and goes
+  // on with the rest -- and, if it is still a member, gets its share back
+  // by hand-off. Only if it cannot drop them does it stop.
+  auto staying = subset(held, gone, false);
+  auto why = "partition " + list(gone) + " was taken over by another "
+             + "coordinator";
+  if (!hooks_.releasing || !hooks_.releasing(staying, gone)) {
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      deposed_ = true;
+    }
+    renew_cv_.notify_all();
+    if (cfg_.deposed)
+      cfg_.deposed(why);
+    return false;
+  }
+  {
+    std::lock_guard<std::mutex> guard{mx_};
+    held_ = std::move(staying);
+    renew_now_ = true; // freshness back without waiting for the interval
+  }
+  renew_cv_.notify_all();
+  if (cfg_.log)
+    cfg_.log("deposed: " + why + "; dropped it, nothing more is written there");
   return true;
 }
 
@@ -254,13 +395,17 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
   };
   auto trouble = [&](const caf::error& err) {
     if (healthy)
-      say("cannot renew or share the partition leases (retrying every "
+      say("cannot share the partition leases (retrying every "
           + std::to_string(cfg_.interval.count())
-          + " ms; writes stop when they expire): " + drover::describe(err));
+          + " ms; the leases held are renewed apart): "
+          + drover::describe(err));
     healthy = false;
     if (db && !db->ok())
       db.reset();
   };
+  // The one home of "drop what was taken over"; it needs no connection.
+  if (!drop_lost())
+    return;
   if (!db) {
     auto s = session::open(cfg_.conninfo);
     if (!s)
@@ -273,25 +418,6 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
       return trouble(n.error());
     count_ = *n;
   }
-  // Renewing comes first: nothing else in the round may keep it back.
-  caf::error err;
-  if (!renew_held(*db, err))
-    return;
-  if (err)
-    return trouble(err);
-  if (!healthy)
-    say("partition leases renewed again");
-  healthy = true;
-  auto renewed_at = std::chrono::steady_clock::now();
-  auto renew_if_due = [&] {
-    if (std::chrono::steady_clock::now() - renewed_at < cfg_.interval)
-      return true;
-    caf::error e;
-    if (!renew_held(*db, e))
-      return false;
-    renewed_at = std::chrono::steady_clock::now();
-    return true;
-  };
   // A change the node did not take in full (a hook failed) is made again:
   // the store and the queue get what is held.
   auto held = this->held();
@@ -304,6 +430,9 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
   auto members = sharing_members(*db, cfg_.ttl);
   if (!members)
     return trouble(members.error());
+  if (!healthy)
+    say("sharing the partition leases again");
+  healthy = true;
   auto me = std::find(members->begin(), members->end(), cfg_.owner.instance);
   if (me == members->end() || !in_sync_)
     return; // our announcement is not visible yet, or the node lags
@@ -328,15 +457,13 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
       return;
     }
   }
-  if (!renew_if_due())
-    return;
-  held = this->held(); // a renewal may have dropped some
   // Take what is ours and free.
   std::vector<int32_t> wanted;
   std::set_difference(mine.begin(), mine.end(), held.partitions.begin(),
                       held.partitions.end(), std::back_inserter(wanted));
   if (wanted.empty())
     return;
+  auto take_sent = renewal_clock::now_ns();
   auto got = take_free(*db, cfg_.owner, wanted, cfg_.ttl);
   if (!got)
     return trouble(got.error());
@@ -357,7 +484,7 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
       now_held.epochs.push_back(e);
     }
   }
-  set_held(now_held);
+  add_held(now_held, take_sent);
   if (!hooks_.acquired || hooks_.acquired(now_held, got->partitions)) {
     say("took partitions " + list(got->partitions));
     return;

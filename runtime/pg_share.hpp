@@ -7,14 +7,24 @@
 //
 // A coordinator started with --share-partitions announces itself in
 // drover.coordinators as sharing (shares = true) and runs a share_keeper:
-// every renewal interval, on a thread and connection of its own, it
-//   1. announces itself (its heartbeat) and renews the leases it holds;
-//      a lease found taken over (this process was paused or cut off past
-//      its TTL) is dropped like a hand-off, without releasing the row
-//      (only if that fails does it end the process, `deposed`);
-//   2. reads the sharing coordinators heard from within one lease TTL and
-//      computes every one's share (rendezvous_shares, runtime/partition.hpp)
-//      — all of them compute the same;
+// two threads, each with a connection of its own.
+//
+// The renewer, every renewal interval, does nothing but renew: it renews
+// the leases held (one statement) and, when all of them were renewed,
+// marks them fresh (freshness(), what the queue consults before it
+// dispatches). A lease it finds taken over (this process was paused or cut
+// off past its TTL) is handed to the keeper to drop. Nothing the keeper
+// does (the node's hooks, several statements on a busy PostgreSQL) can
+// keep a renewal back.
+//
+// The keeper, every renewal interval (or at once when the renewer found a
+// lease taken over):
+//   1. drops the leases taken over like a hand-off, without releasing the
+//      rows (only if that fails does it end the process, `deposed`);
+//   2. announces itself (its heartbeat), reads the sharing coordinators
+//      heard from within one lease TTL and computes every one's share
+//      (rendezvous_shares, runtime/partition.hpp) — all of them compute
+//      the same;
 //   3. hands over what it holds beyond its share: the node first drops the
 //      partitions (`releasing`: the queue lets go of their jobs, the store
 //      writes nothing more for them), then the rows are released (owner
@@ -23,13 +33,14 @@
 //   4. takes what its share holds that nobody holds unexpired (epoch + 1;
 //      a dead coordinator's rows once they expire) and gives them to the
 //      node (`acquired`: the store's fence first, then the queue, which
-//      recovers them).
+//      recovers them); the renewer renews them from its next round on.
 // Partitions whose rendezvous owner is another live member are never
 // taken; ones whose owner died are taken once the owner drops out of the
 // members (its heartbeat older than a TTL) and its rows expire: one TTL
 // and at most a renewal interval after it stopped.
 //
-// Blocking: the keeper's thread only.
+// Blocking: the renewer's and the keeper's threads only; the hooks run on
+// the keeper's.
 
 #include "runtime/pg_lease.hpp"
 
@@ -46,6 +57,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace drover::pg {
@@ -85,10 +97,11 @@ public:
     std::chrono::milliseconds ttl{5000};
     std::chrono::milliseconds interval{1000};
     /// A held lease was taken over and the node could not drop it
-    /// (hooks::releasing failed): called once, the rounds stop. (One it
-    /// could drop is dropped, and the rounds go on.)
+    /// (hooks::releasing failed): called once, on the keeper's thread;
+    /// both threads stop. (One it could drop is dropped, and they go on.)
     std::function<void(const std::string&)> deposed;
-    /// One line per change of health, hand-off or take.
+    /// One line per change of health (each thread its own), hand-off or
+    /// take; called from both threads.
     std::function<void(const std::string&)> log;
   };
 
@@ -109,34 +122,43 @@ public:
   };
 
   explicit share_keeper(config cfg);
-  /// Stops without releasing (the leases expire one TTL later).
+  /// Stops both threads without releasing (the leases expire one TTL
+  /// later).
   ~share_keeper();
   share_keeper(const share_keeper&) = delete;
   share_keeper& operator=(const share_keeper&) = delete;
 
-  /// Starts the rounds (the first at once).
+  /// Starts the keeper's rounds (the first at once) and the renewals (the
+  /// first one interval later: nothing is held before the first round).
   void start(hooks h);
 
-  /// Stops the rounds, releases every lease held and leaves
+  /// Stops both threads, releases every lease held and leaves
   /// drover.coordinators. Call once nothing writes under them any more.
   caf::error stop_and_release();
 
-  /// As lease_keeper::freshness: whether the leases held were renewed (or
-  /// taken) less than TTL - margin ago by this process's monotonic clock.
+  /// As lease_keeper::freshness: whether every lease held now was renewed
+  /// (or taken) less than TTL - margin ago by this process's monotonic
+  /// clock. Never true for a lease found taken over and not dropped yet.
   std::function<bool()> freshness(std::chrono::milliseconds margin) const;
 
-  /// Runs the next round now (a write found a lease taken over: the round
-  /// drops it without waiting for the interval).
+  /// Renews now (a write found a lease taken over: the renewal finds which
+  /// and the keeper drops it at once, without waiting for the interval).
   void poke();
 
   /// What is held now (a copy).
   lease_grant held() const;
 
 private:
+  using stamp_ns = int64_t;
+
   void run();
   void round(std::unique_ptr<session>& db, bool& healthy);
-  bool renew_held(session& db, caf::error& err);
+  bool drop_lost();
+  void renew_loop();
+  void renew_once(std::unique_ptr<session>& db, bool& healthy);
+  void add_held(lease_grant g, stamp_ns take_sent);
   void set_held(lease_grant g);
+  void stamp_locked(stamp_ns sent);
   void stop();
 
   config cfg_;
@@ -144,15 +166,28 @@ private:
   int32_t count_ = 0;
   renewal_clock clock_;
   mutable std::mutex mx_;
+  /// The keeper waits on cv_, the renewer on renew_cv_.
   std::condition_variable cv_;
+  std::condition_variable renew_cv_;
   bool stopping_ = false;
   bool deposed_ = false;
   bool poked_ = false;
+  bool renew_now_ = false;
   /// Whether the node's store and queue took the last change in full
   /// (keeper thread only).
   bool in_sync_ = true;
+  /// Changed by the keeper's thread only (under mx_); read by both.
   lease_grant held_;
+  /// Leases (partition, epoch) the renewer found taken over while still
+  /// held: the keeper's next round drops them.
+  std::vector<std::pair<int32_t, int64_t>> lost_;
+  /// What clock_ was last given (under mx_).
+  stamp_ns stamped_ = 0;
+  /// The earliest send time of a take added to held_ since the renewer
+  /// took its snapshot (under mx_; INT64_MAX: none).
+  stamp_ns taken_since_snapshot_ = 0;
   std::thread thread_;
+  std::thread renewer_;
 };
 
 } // namespace drover::pg

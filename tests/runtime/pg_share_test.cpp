@@ -1,0 +1,393 @@
+// The share keeper (runtime/pg_share) against a real PostgreSQL: its
+// renewals run apart from its balancing, so a hook of the node that blocks
+// (a recovery on a saturated host) keeps no renewal back; a lease taken
+// over is dropped and never reported fresh; a partition handed over while
+// a renewal is under way is not mistaken for one taken over. Takeovers are
+// made with an UPDATE of the lease row; what the keeper does is waited for
+// through its hooks, its log and the rows, each with a deadline.
+
+#include "runtime/pg_share.hpp"
+#include "support/test_db.hpp"
+
+#include "runtime/errors.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <vector>
+
+using namespace drover;
+using namespace std::chrono_literals;
+using drover::testing::must;
+using drover::testing::must_ok;
+using drover::testing::poll_until;
+using drover::testing::run;
+using drover::testing::scaled;
+using drover::testing::test_db;
+
+namespace {
+
+constexpr auto ttl = 1500ms;
+constexpr auto interval = 150ms;
+/// What the node's queue uses (nodes/node_main.cpp).
+constexpr auto margin = ttl / 4;
+
+/// A hook's thread waits in enter() until the test opens the gate (or 60 s
+/// pass: a failed test does not hang).
+class gate {
+public:
+  void enter() {
+    std::unique_lock<std::mutex> guard{mx_};
+    ++entered_;
+    cv_.notify_all();
+    cv_.wait_for(guard, 60s, [this] { return open_; });
+  }
+  bool wait_entered(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> guard{mx_};
+    return cv_.wait_for(guard, scaled(timeout),
+                        [this] { return entered_ > 0; });
+  }
+  void open() {
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+
+private:
+  std::mutex mx_;
+  std::condition_variable cv_;
+  int entered_ = 0;
+  bool open_ = false;
+};
+
+/// The lines a keeper logs, and a wait for one.
+class log_lines {
+public:
+  std::function<void(const std::string&)> sink() {
+    return [this](const std::string& line) {
+      {
+        std::lock_guard<std::mutex> guard{mx_};
+        lines_.push_back(line);
+      }
+      cv_.notify_all();
+    };
+  }
+  bool wait_for(const std::string& part, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> guard{mx_};
+    return cv_.wait_for(guard, scaled(timeout),
+                        [&] { return has_locked(part); });
+  }
+  bool has(const std::string& part) {
+    std::lock_guard<std::mutex> guard{mx_};
+    return has_locked(part);
+  }
+  std::string all() {
+    std::lock_guard<std::mutex> guard{mx_};
+    std::string out;
+    for (const auto& line : lines_)
+      out += line + "\n";
+    return out;
+  }
+
+private:
+  bool has_locked(const std::string& part) const {
+    return std::any_of(lines_.begin(), lines_.end(), [&](const auto& line) {
+      return line.find(part) != std::string::npos;
+    });
+  }
+  std::mutex mx_;
+  std::condition_variable cv_;
+  std::vector<std::string> lines_;
+};
+
+int64_t scalar(pg::connection& conn, const std::string& sql,
+               const pg::params& ps = {}) {
+  auto res = run(conn, sql, ps);
+  REQUIRE(res.rows() == 1);
+  return std::stoll(std::string{res.value(0, 0)});
+}
+
+/// How many of `owner`'s leases are unexpired.
+int64_t unexpired(pg::connection& conn, const pg::lease_owner& owner) {
+  return scalar(conn,
+                "SELECT count(*) FROM drover.partition_leases "
+                "WHERE owner = $1 AND expires_at > now()",
+                pg::params{}.text(owner.instance));
+}
+
+/// The earliest expiry of `owner`'s leases, in ms since the epoch (server
+/// clock).
+int64_t earliest_expiry_ms(pg::connection& conn, const pg::lease_owner& owner) {
+  return scalar(conn,
+                "SELECT (extract(epoch FROM min(expires_at)) * 1000)::bigint "
+                "FROM drover.partition_leases WHERE owner = $1",
+                pg::params{}.text(owner.instance));
+}
+
+pg::share_keeper::config
+keeper_config(const test_db& db, const pg::lease_owner& owner, log_lines& log) {
+  pg::share_keeper::config kc;
+  kc.conninfo = db.url();
+  kc.owner = owner;
+  kc.ttl = ttl;
+  kc.interval = interval;
+  kc.log = log.sink();
+  return kc;
+}
+
+bool holds(const pg::share_keeper& keeper, int32_t p) {
+  auto held = keeper.held().partitions;
+  return std::binary_search(held.begin(), held.end(), p);
+}
+
+} // namespace
+
+TEST_CASE("share_keeper: the leases held stay renewed while a hook of the "
+          "node blocks for longer than the TTL",
+          "[pg][share][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  // Partition 63 is someone else's for now: the keeper takes the other 63.
+  run(admin, "UPDATE drover.partition_leases SET owner = 'other', "
+             "epoch = epoch + 1, expires_at = now() + interval '1 hour' "
+             "WHERE partition = 63");
+  auto me = pg::this_process("share-a");
+  log_lines log;
+  pg::share_keeper keeper{keeper_config(db, me, log)};
+  gate recovering;
+  pg::share_keeper::hooks h;
+  h.acquired = [&](const pg::lease_grant&, const std::vector<int32_t>& added) {
+    if (std::find(added.begin(), added.end(), 63) != added.end())
+      recovering.enter(); // a recovery that takes its time
+    return true;
+  };
+  h.releasing = [](const pg::lease_grant&, const std::vector<int32_t>&) {
+    return true;
+  };
+  keeper.start(h);
+  auto fresh = keeper.freshness(margin);
+  REQUIRE(
+      poll_until([&] { return keeper.held().partitions.size() == 63; }, 10s));
+  // 63 comes free: the keeper's next round takes it and blocks in the hook.
+  run(admin, "UPDATE drover.partition_leases SET owner = NULL, "
+             "expires_at = now() WHERE partition = 63");
+  REQUIRE(recovering.wait_entered(10s));
+  auto blocked_at = earliest_expiry_ms(admin, me);
+  // Three TTLs with the keeper's thread stuck: the renewer goes on, so the
+  // queue may dispatch throughout...
+  CHECK_FALSE(poll_until([&] { return !fresh(); }, 3 * ttl));
+  // ...and every lease, the one being recovered too, was renewed well
+  // after the hook blocked.
+  CHECK(unexpired(admin, me) == 64);
+  CHECK(earliest_expiry_ms(admin, me) - blocked_at >= 2 * ttl.count());
+  recovering.open();
+  must_ok(keeper.stop_and_release());
+  CHECK(unexpired(admin, me) == 0);
+}
+
+TEST_CASE("share_keeper: a lease taken over is dropped through the node's "
+          "hook, and the leases held are not reported fresh until it is",
+          "[pg][share][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto me = pg::this_process("share-a");
+  log_lines log;
+  auto kc = keeper_config(db, me, log);
+  std::mutex mx;
+  std::vector<std::string> deposed;
+  kc.deposed = [&](const std::string& why) {
+    std::lock_guard<std::mutex> guard{mx};
+    deposed.push_back(why);
+  };
+  pg::share_keeper keeper{kc};
+  gate dropping;
+  bool can_drop = true;
+  SECTION("the node drops it: the keeper goes on") {}
+  SECTION("the node cannot drop it: deposed") {
+    can_drop = false;
+  }
+  pg::share_keeper::hooks h;
+  h.acquired = [](const pg::lease_grant&, const std::vector<int32_t>&) {
+    return true;
+  };
+  std::vector<int32_t> dropped;
+  size_t staying_count = 0;
+  // Catch's assertions are for the test's thread: the hook only records.
+  h.releasing
+      = [&](const pg::lease_grant& staying, const std::vector<int32_t>& gone) {
+          {
+            std::lock_guard<std::mutex> guard{mx};
+            dropped = gone;
+            staying_count = staying.partitions.size();
+          }
+          dropping.enter();
+          return can_drop;
+        };
+  keeper.start(h);
+  auto fresh = keeper.freshness(margin);
+  REQUIRE(
+      poll_until([&] { return keeper.held().partitions.size() == 64; }, 10s));
+  REQUIRE(poll_until([&] { return unexpired(admin, me) == 64; }, 10s));
+  CHECK(fresh());
+  // Another coordinator takes partition 5 over behind the keeper's back.
+  run(admin, "UPDATE drover.partition_leases SET owner = 'thief', "
+             "owner_node = 'thief', epoch = epoch + 1, "
+             "expires_at = now() + interval '1 hour' WHERE partition = 5");
+  REQUIRE(dropping.wait_entered(10s));
+  {
+    std::lock_guard<std::mutex> guard{mx};
+    CHECK(dropped == std::vector<int32_t>{5});
+    CHECK(staying_count == 63);
+  }
+  // The node is still dropping it (5 is still held): the other 63 go on
+  // being renewed, but no renewal vouches for what is held now, so the
+  // queue stops dispatching once the last full renewal ages.
+  CHECK(holds(keeper, 5));
+  auto found_at = earliest_expiry_ms(admin, me);
+  CHECK(poll_until([&] { return !fresh(); }, 3 * ttl));
+  CHECK(poll_until(
+      [&] { return earliest_expiry_ms(admin, me) - found_at >= ttl.count(); },
+      3 * ttl));
+  CHECK(holds(keeper, 5));
+  CHECK_FALSE(fresh());
+  dropping.open();
+  if (can_drop) {
+    REQUIRE(log.wait_for("deposed: partition 5 was taken over", 10s));
+    CHECK_FALSE(holds(keeper, 5));
+    CHECK(keeper.held().partitions.size() == 63);
+    // Dropped: the renewal that follows at once vouches for the rest.
+    CHECK(poll_until([&] { return fresh(); }, ttl));
+    std::lock_guard<std::mutex> guard{mx};
+    CHECK(deposed.empty());
+  } else {
+    REQUIRE(poll_until(
+        [&] {
+          std::lock_guard<std::mutex> guard{mx};
+          return !deposed.empty();
+        },
+        10s));
+    std::lock_guard<std::mutex> guard{mx};
+    CHECK(deposed.size() == 1);
+    CHECK(deposed.front().find("partition 5 was taken over")
+          != std::string::npos);
+    CHECK_FALSE(log.has("deposed: "));
+  }
+  must_ok(keeper.stop_and_release());
+  // The row taken over is left to its new owner.
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.partition_leases "
+                      "WHERE partition = 5 AND owner = 'thief'")
+        == 1);
+  CHECK(unexpired(admin, me) == 0);
+}
+
+TEST_CASE("share_keeper: a partition handed over while a renewal is under "
+          "way is not taken for one taken over",
+          "[pg][share][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  // The renewal statement (and only it: a release sets owner too) waits,
+  // before it touches a row, for an advisory lock the test holds.
+  run(admin, R"sql(
+    CREATE FUNCTION drover_test_hold_renewals() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+      IF current_query() LIKE '%SET expires_at = now() + $4%' THEN
+        PERFORM pg_advisory_xact_lock_shared(4242);
+      END IF;
+      RETURN NULL;
+    END $$)sql");
+  run(admin, "CREATE TRIGGER hold_renewals BEFORE UPDATE ON "
+             "drover.partition_leases FOR EACH STATEMENT EXECUTE FUNCTION "
+             "drover_test_hold_renewals()");
+  auto me = pg::this_process("share-a");
+  log_lines log;
+  auto kc = keeper_config(db, me, log);
+  std::mutex mx;
+  std::vector<std::vector<int32_t>> released;
+  bool was_deposed = false;
+  kc.deposed = [&](const std::string&) {
+    std::lock_guard<std::mutex> guard{mx};
+    was_deposed = true;
+  };
+  pg::share_keeper keeper{kc};
+  pg::share_keeper::hooks h;
+  h.acquired = [](const pg::lease_grant&, const std::vector<int32_t>&) {
+    return true;
+  };
+  h.releasing = [&](const pg::lease_grant&, const std::vector<int32_t>& gone) {
+    std::lock_guard<std::mutex> guard{mx};
+    released.push_back(gone);
+    return true;
+  };
+  keeper.start(h);
+  REQUIRE(poll_until([&] { return unexpired(admin, me) == 64; }, 10s));
+  // The next renewal (its snapshot: all 64) waits in PostgreSQL.
+  run(admin, "SELECT pg_advisory_lock(4242)");
+  REQUIRE(poll_until(
+      [&] {
+        return scalar(admin, "SELECT count(*) FROM pg_stat_activity WHERE "
+                             "datname = current_database() AND "
+                             "wait_event_type = 'Lock' AND "
+                             "wait_event = 'advisory'")
+               == 1;
+      },
+      10s));
+  // A second sharing coordinator appears (heard from for the next hour):
+  // the keeper hands it its share meanwhile -- the node drops them, the
+  // rows are released.
+  auto other = pg::this_process("share-b");
+  must_ok(pg::announce(s, other, true));
+  run(admin,
+      "UPDATE drover.coordinators SET heartbeat_at = now() + "
+      "interval '1 hour' WHERE instance = $1",
+      pg::params{}.text(other.instance));
+  REQUIRE(log.wait_for("handed over partitions", 10s));
+  auto kept = keeper.held().partitions;
+  CHECK(kept.size() >= 31);
+  CHECK(kept.size() <= 33);
+  CHECK(scalar(admin, "SELECT count(*) FROM drover.partition_leases "
+                      "WHERE owner IS NULL")
+        == static_cast<int64_t>(64 - kept.size()));
+  // The renewal goes on: it finds the ones handed over no longer ours.
+  // They were let go, not taken over: nothing more is dropped.
+  run(admin, "SELECT pg_advisory_unlock(4242)");
+  auto heartbeat = [&] {
+    return scalar(admin,
+                  "SELECT (extract(epoch FROM heartbeat_at) * 1000000)::bigint "
+                  "FROM drover.coordinators WHERE instance = $1",
+                  pg::params{}.text(me.instance));
+  };
+  // Two more renewals (the first one's answer is handled before the next
+  // one is sent)...
+  auto renewed_at = earliest_expiry_ms(admin, me);
+  REQUIRE(poll_until([&] { return earliest_expiry_ms(admin, me) > renewed_at; },
+                     10s));
+  renewed_at = earliest_expiry_ms(admin, me);
+  REQUIRE(poll_until([&] { return earliest_expiry_ms(admin, me) > renewed_at; },
+                     10s));
+  // ...and two more keeper rounds (the second began after the first one's
+  // announcement) have run.
+  for (int round = 0; round < 2; ++round) {
+    auto before = heartbeat();
+    REQUIRE(poll_until([&] { return heartbeat() > before; }, 10s));
+  }
+  CHECK(keeper.freshness(margin)());
+  CHECK(keeper.held().partitions == kept);
+  CHECK(unexpired(admin, me) == static_cast<int64_t>(kept.size()));
+  CHECK_FALSE(log.has("deposed"));
+  {
+    std::lock_guard<std::mutex> guard{mx};
+    CHECK_FALSE(was_deposed);
+    CHECK(released.size() == 1);
+  }
+  must_ok(keeper.stop_and_release());
+}
