@@ -431,7 +431,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
                                     "restarted or changed",
                               true});
         }
-        int64_t next = 0;
+        auto next = expire_waiting_adoptions(self, now);
         for (const auto& [job_id, due] : st.adopt_due)
           if (due > 0 && (next == 0 || due < next))
             next = due;

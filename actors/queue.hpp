@@ -165,6 +165,13 @@ struct queue_options {
   /// over, or was deposed) to stop it; 0 = at once (a restart: the
   /// process that ran it is gone).
   std::chrono::milliseconds handover_grace{0};
+  /// Coordinators sharing the partitions: how long a worker node's report
+  /// of a running attempt (adopt_atom) in a partition this coordinator
+  /// does not own waits for it: the partition's owner may have died, its
+  /// worker nodes come here first, and this coordinator may be the one to
+  /// take the partition over (then the attempt is adopted once the
+  /// partition is recovered, and runs on). 0 = refused at once.
+  std::chrono::milliseconds adopt_wait{0};
   /// The partitions this coordinator owns (ascending) of
   /// `partition_count` (runtime/partition.hpp): new jobs go into them. The
   /// default is a store without partitions (memory): everything in 0.

@@ -534,9 +534,18 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
   auto i = st.awaiting_adoption.find(job_id);
   if (i == st.awaiting_adoption.end() || i->second.attempt != attempt
       || st.running.count(job_id) > 0) {
-    rp.deliver(make_error(errc::stale_attempt,
-                          "attempt " + std::to_string(attempt) + " of job "
-                              + job_id + " is not waiting to be adopted"));
+    auto refuse = [rp, job_id, attempt]() mutable {
+      rp.deliver(make_error(errc::stale_attempt,
+                            "attempt " + std::to_string(attempt) + " of job "
+                                + job_id + " is not waiting to be adopted"));
+    };
+    // Its partition is another coordinator's (or nobody's yet): it may
+    // become ours, with this attempt waiting to be adopted.
+    auto again = [self, rp, job_id, attempt, worker_id, slot]() mutable {
+      adopt(self, rp, job_id, attempt, worker_id, slot);
+    };
+    if (!wait_for_partition(self, job_id, std::move(again), refuse))
+      refuse();
     return;
   }
   auto rec = std::move(i->second);

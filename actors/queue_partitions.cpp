@@ -29,6 +29,41 @@ caf::error check_owned(const queue_state& st, int32_t partition) {
   return caf::none;
 }
 
+bool wait_for_partition(self_ptr self, const std::string& job_id,
+                        std::function<void()> run,
+                        std::function<void()> refuse) {
+  auto& st = self->state;
+  if (st.opts.adopt_wait.count() <= 0 || owns(st, job_id))
+    return false;
+  auto due = now_ms(self) + st.opts.adopt_wait.count();
+  st.adopt_waiting[partition_of_id(job_id)].push_back(
+      {due, std::move(run), std::move(refuse)});
+  self->delayed_send(self, st.opts.adopt_wait, adopt_atom::value);
+  return true;
+}
+
+int64_t expire_waiting_adoptions(self_ptr self, int64_t now) {
+  auto& st = self->state;
+  int64_t next = 0;
+  std::vector<std::function<void()>> refused;
+  for (auto p = st.adopt_waiting.begin(); p != st.adopt_waiting.end();) {
+    auto& list = p->second;
+    for (auto w = list.begin(); w != list.end();) {
+      if (w->due <= now) {
+        refused.push_back(std::move(w->refuse));
+        w = list.erase(w);
+      } else {
+        next = next == 0 ? w->due : std::min(next, w->due);
+        ++w;
+      }
+    }
+    p = list.empty() ? st.adopt_waiting.erase(p) : std::next(p);
+  }
+  for (auto& f : refused)
+    f();
+  return next;
+}
+
 namespace {
 
 bool among(const std::vector<int32_t>& sorted, int32_t p) {
@@ -177,8 +212,17 @@ void own_partitions(self_ptr self, std::vector<int32_t> owned) {
     // Their attempts may still run uncounted until their recovery ends:
     // concurrency keys hold their jobs back meanwhile (take_slots).
     st.recovered = false;
-    for (auto p : added)
+    for (auto p : added) {
       st.to_recover.push_back(p);
+      // Worker nodes that reported attempts of it before it was ours: they
+      // are adopted once it is recovered (or settled, if nobody ran them).
+      auto w = st.adopt_waiting.find(p);
+      if (w == st.adopt_waiting.end())
+        continue;
+      for (auto& entry : w->second)
+        st.after_recovery.push_back(std::move(entry.run));
+      st.adopt_waiting.erase(w);
+    }
     log::info("queue", "partitions taken",
               {{"partitions", static_cast<int64_t>(added.size())}});
     recover(self);

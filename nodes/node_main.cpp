@@ -185,6 +185,10 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
       jobs.queue.partition_count = claim.partition_count;
       jobs.queue.owned_now = [share] { return share->held().partitions; };
       jobs.queue.handover_grace = cfg.lease_ttl;
+      // A dead coordinator's worker nodes come to a survivor at once; its
+      // partitions are taken about a lease TTL later (and a renewal
+      // interval or two): their attempts wait that long to be adopted.
+      jobs.queue.adopt_wait = 2 * cfg.lease_ttl;
       // A write found a partition taken over: the keeper's next round,
       // now, drops it (the fence refuses its writes meanwhile).
       pg.on_deposed = [share](const std::string& why) {
@@ -478,9 +482,12 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     if (roles.worker && !roles.coordinator) {
       // A worker node drains first: no new leases, running attempts finish
       // and their outcomes are settled (or the drain deadline passes).
+      // (Every agent with --share-partitions: one per coordinator.)
+      auto agents = worker->current_agents();
       std::unique_lock<std::mutex> wg{worker->mx};
-      if (!worker->fatal && worker->agent) {
-        caf::anon_send(worker->agent, drover::stop_atom::value);
+      if (!worker->fatal && !agents.empty()) {
+        for (const auto& agent : agents)
+          caf::anon_send(agent, drover::stop_atom::value);
         worker->cv.wait_for(wg, cfg.drain_timeout + std::chrono::seconds{2},
                             [&] { return worker->drained; });
       }

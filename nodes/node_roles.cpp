@@ -6,6 +6,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/join_proof.hpp"
 #include "runtime/log.hpp"
+#include "runtime/partition.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_cast.hpp>
@@ -54,6 +55,72 @@ caf::error check_tls(const node_config& cfg) {
   return caf::none;
 }
 
+namespace {
+
+/// One agent and its local workers: "worker"'s subtree for one coordinator
+/// (all of them but with share `share` of `shares`, --share-partitions).
+supervisor_spec agent_subtree(std::string name, worker_agent_config ac,
+                              std::shared_ptr<const handler_registry> handlers,
+                              std::shared_ptr<worker_shared> shared,
+                              size_t share) {
+  ac.counters = shared->counters[share];
+  ac.on_fatal = [shared](const std::string&) {
+    {
+      std::lock_guard<std::mutex> guard{shared->mx};
+      shared->fatal = true;
+      shared->drained = true;
+    }
+    shared->cv.notify_all();
+    kill(getpid(), SIGTERM); // wakes the signal thread: orderly exit 2
+  };
+  ac.on_drained = [shared, share] {
+    {
+      std::lock_guard<std::mutex> guard{shared->mx};
+      shared->drained_shares[share] = true;
+      bool all = true;
+      for (size_t i = 0; i < shared->agents.size(); ++i)
+        all = all && (!shared->agents[i] || shared->drained_shares[i]);
+      shared->drained = all;
+    }
+    shared->cv.notify_all();
+  };
+  auto slots = ac.slots;
+  child_spec agent;
+  agent.name = "agent";
+  agent.describable = true;
+  agent.start
+      = [ac, shared, share](caf::actor_system& sys, const caf::actor_addr&) {
+          auto a = spawn_worker_agent(sys, ac);
+          std::lock_guard<std::mutex> guard{shared->mx};
+          shared->agents[share] = a;
+          return caf::actor_cast<caf::actor>(a);
+        };
+  supervisor_spec workers{"workers", {}, {}};
+  workers.flags.strat = strategy::one_for_one;
+  for (const auto& [cls, n] : slots)
+    for (uint32_t i = 0; i < n; ++i) {
+      child_spec w;
+      w.name = cls + "-" + std::to_string(i);
+      w.start = [handlers, shared, share, cls = cls,
+                 id = w.name](caf::actor_system& sys, const caf::actor_addr&) {
+        worker_config wc;
+        wc.worker_id = id;
+        wc.resource_class = cls;
+        wc.queue = caf::actor_cast<caf::actor>(shared->agent_of(share));
+        wc.handlers = handlers;
+        wc.clock_ms = system_clock_ms;
+        return spawn_worker(sys, std::move(wc));
+      };
+      workers.children.push_back(std::move(w));
+    }
+  supervisor_spec node{std::move(name), {}, {}};
+  node.flags.strat = strategy::one_for_all;
+  node.children = {std::move(agent), supervisor_child(std::move(workers))};
+  return node;
+}
+
+} // namespace
+
 child_spec worker_node_child(const node_config& cfg,
                              std::shared_ptr<const handler_registry> handlers,
                              std::shared_ptr<worker_shared> shared) {
@@ -70,54 +137,49 @@ child_spec worker_node_child(const node_config& cfg,
   ac.drain_timeout = cfg.drain_timeout;
   ac.prefetch = cfg.worker_prefetch;
   ac.clock_ms = system_clock_ms;
-  shared->counters = std::make_shared<worker_counters>(cfg.slots);
-  ac.counters = shared->counters;
-  ac.on_fatal = [shared](const std::string&) {
-    {
-      std::lock_guard<std::mutex> guard{shared->mx};
-      shared->fatal = true;
-      shared->drained = true;
-    }
-    shared->cv.notify_all();
-    kill(getpid(), SIGTERM); // wakes the signal thread: orderly exit 2
-  };
-  ac.on_drained = [shared] {
-    {
-      std::lock_guard<std::mutex> guard{shared->mx};
-      shared->drained = true;
-    }
-    shared->cv.notify_all();
-  };
-  child_spec agent;
-  agent.name = "agent";
-  agent.describable = true;
-  agent.start = [ac, shared](caf::actor_system& sys, const caf::actor_addr&) {
-    auto a = spawn_worker_agent(sys, ac);
-    std::lock_guard<std::mutex> guard{shared->mx};
-    shared->agent = a;
-    return caf::actor_cast<caf::actor>(a);
-  };
-  supervisor_spec workers{"workers", {}, {}};
-  workers.flags.strat = strategy::one_for_one;
-  for (const auto& [cls, n] : cfg.slots)
-    for (uint32_t i = 0; i < n; ++i) {
-      child_spec w;
-      w.name = cls + "-" + std::to_string(i);
-      w.start = [handlers, shared, cls = cls,
-                 id = w.name](caf::actor_system& sys, const caf::actor_addr&) {
-        worker_config wc;
-        wc.worker_id = id;
-        wc.resource_class = cls;
-        wc.queue = caf::actor_cast<caf::actor>(shared->current_agent());
-        wc.handlers = handlers;
-        wc.clock_ms = system_clock_ms;
-        return spawn_worker(sys, std::move(wc));
-      };
-      workers.children.push_back(std::move(w));
-    }
+  if (!cfg.share_partitions) {
+    shared->agents.resize(1);
+    shared->drained_shares.assign(1, false);
+    shared->counters = {std::make_shared<worker_counters>(cfg.slots)};
+    return supervisor_child(
+        agent_subtree("worker", std::move(ac), handlers, shared, 0));
+  }
+  // --share-partitions: an agent per coordinator, each with its share of
+  // the slots, joining its own coordinator first and the next ones after a
+  // failure (validate_cluster refused what one connection alone can account
+  // for: resource pools, elastic slots).
+  auto n = cfg.coordinators.size();
+  auto shares = slot_shares(cfg.slots, n, cfg.node_id);
+  shared->agents.resize(n);
+  shared->drained_shares.assign(n, false);
   supervisor_spec node{"worker", {}, {}};
-  node.flags.strat = strategy::one_for_all;
-  node.children = {std::move(agent), supervisor_child(std::move(workers))};
+  node.flags.strat = strategy::one_for_one;
+  for (size_t i = 0; i < n; ++i) {
+    shared->counters.push_back(std::make_shared<worker_counters>(shares[i]));
+    if (shares[i].empty()) {
+      log::warn("worker",
+                "fewer slots than coordinators: no share for "
+                "this coordinator (it runs nothing here)",
+                {{"coordinator", cfg.coordinators[i].text()}});
+      continue;
+    }
+    auto mine = ac;
+    mine.node_id = cfg.node_id + ".c" + std::to_string(i + 1);
+    mine.slots = shares[i];
+    mine.coordinators.clear();
+    for (size_t k = 0; k < n; ++k)
+      mine.coordinators.push_back(cfg.coordinators[(i + k) % n]);
+    std::string slots;
+    for (const auto& [cls, count] : shares[i])
+      slots += (slots.empty() ? "" : ",") + cls + "=" + std::to_string(count);
+    log::info("worker", "a share of the slots joins this coordinator",
+              {{"coordinator", cfg.coordinators[i].text()},
+               {"as", mine.node_id},
+               {"slots", slots}});
+    node.children.push_back(
+        supervisor_child(agent_subtree("share-" + std::to_string(i + 1),
+                                       std::move(mine), handlers, shared, i)));
+  }
   return supervisor_child(std::move(node));
 }
 

@@ -18,24 +18,41 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 namespace drover::node {
 
-/// What the signal thread and the agent share on a worker node.
+/// What the signal thread and the agents share on a worker node: one agent
+/// per coordinator it joins (one, unless --share-partitions), each with its
+/// own share of the slots (slot_shares, runtime/partition.hpp).
 struct worker_shared {
   std::mutex mx;
   std::condition_variable cv;
-  worker_agent_local agent;
+  /// By share; null where the share has no slots or its agent is not
+  /// (yet) running.
+  std::vector<worker_agent_local> agents;
+  /// Which shares' agents finished their drain (as `agents`).
+  std::vector<bool> drained_shares;
+  /// Every agent finished its drain.
   bool drained = false;
-  /// The coordinator refused this node for good: exit 2.
+  /// A coordinator refused this node for good: exit 2.
   bool fatal = false;
-  /// The agent's counters, kept across its restarts (set with the agent's
-  /// spec, before it starts).
-  std::shared_ptr<worker_counters> counters;
+  /// Each agent's counters, kept across its restarts (set with the
+  /// agents' specs, before they start).
+  std::vector<std::shared_ptr<worker_counters>> counters;
 
-  worker_agent_local current_agent() {
+  std::vector<worker_agent_local> current_agents() {
     std::lock_guard<std::mutex> guard{mx};
-    return agent;
+    std::vector<worker_agent_local> out;
+    for (const auto& a : agents)
+      if (a)
+        out.push_back(a);
+    return out;
+  }
+
+  worker_agent_local agent_of(size_t share) {
+    std::lock_guard<std::mutex> guard{mx};
+    return share < agents.size() ? agents[share] : worker_agent_local{};
   }
 };
 
@@ -49,7 +66,12 @@ caf::error check_tls(const node_config& cfg);
 void tls_errors_linked();
 
 /// The worker node's subtree: "worker" (one_for_all) with the agent, then
-/// the local workers (one per slot) that run what it is leased.
+/// the local workers (one per slot) that run what it is leased. With
+/// --share-partitions, "worker" (one_for_one) holds one such subtree per
+/// coordinator ("share-1", ...), each an agent that joins its coordinator
+/// first (the others after a failure: it re-reports its running attempts
+/// to a survivor, which adopts those of the partitions it takes over) as
+/// node "<node-id>.c<n>" with its share of the slots.
 child_spec worker_node_child(const node_config& cfg,
                              std::shared_ptr<const handler_registry> handlers,
                              std::shared_ptr<worker_shared> shared);

@@ -78,27 +78,39 @@ open_worker_metrics(caf::actor_system& sys, const node_config& cfg,
   mc.port = cfg.metrics_port;
   mc.bearer_token = std::move(token);
   mc.allowed_hosts = cfg.metrics_allowed_hosts;
-  // Runs on the endpoint's thread: a short-lived actor asks the agent, so
-  // no thread waits for the answer.
-  auto source = [&sys,
-                 shared](std::function<void(caf::expected<std::string>)> done) {
-    auto agent = shared->current_agent();
-    if (!agent)
-      return done(make_error(errc::unavailable, "no worker agent"));
-    sys.spawn([agent, done](caf::event_based_actor* self) {
-      self->request(agent, std::chrono::seconds{5}, stats_atom::value)
-          .then(
-              [done](worker_figures& f) {
-                done(
-                    http::worker_metrics_text(f, http::read_process_figures()));
-              },
-              [done](caf::error& err) {
-                done(make_error(errc::unavailable,
-                                "the worker agent did not answer: "
-                                    + describe(err)));
-              });
-    });
-  };
+  // Runs on the endpoint's thread: a short-lived actor asks the agents (one
+  // per coordinator with --share-partitions), so no thread waits for the
+  // answers.
+  auto source
+      = [&sys, shared](std::function<void(caf::expected<std::string>)> done) {
+          auto agents = shared->current_agents();
+          if (agents.empty())
+            return done(make_error(errc::unavailable, "no worker agent"));
+          sys.spawn([agents, done](caf::event_based_actor* self) {
+            struct gathering {
+              std::vector<worker_figures> parts;
+              bool failed = false;
+            };
+            auto g = std::make_shared<gathering>();
+            for (const auto& agent : agents)
+              self->request(agent, std::chrono::seconds{5}, stats_atom::value)
+                  .then(
+                      [g, n = agents.size(), done](worker_figures& f) {
+                        g->parts.push_back(std::move(f));
+                        if (!g->failed && g->parts.size() == n)
+                          done(http::worker_metrics_text(
+                              merge(g->parts), http::read_process_figures()));
+                      },
+                      [g, done](caf::error& err) {
+                        if (g->failed)
+                          return;
+                        g->failed = true;
+                        done(make_error(errc::unavailable,
+                                        "the worker agent did not answer: "
+                                            + describe(err)));
+                      });
+          });
+        };
   return http::metrics_endpoint::start(std::move(mc), std::move(source));
 }
 

@@ -129,7 +129,8 @@ caf::error validate(const node_config& cfg) {
   if (cfg.standby && cfg.store != "postgres")
     return bad("--standby needs --store postgres: a standby waits for the "
                "partition leases of a database");
-  if (cfg.share_partitions && cfg.store != "postgres")
+  if (cfg.share_partitions && cfg.store != "postgres"
+      && roles_of(cfg).coordinator)
     return bad("--share-partitions needs --store postgres: coordinators "
                "share the partitions of a database");
   if (cfg.share_partitions && cfg.standby)
@@ -350,7 +351,8 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
           "share-partitions", po::bool_switch(&cfg.share_partitions),
           "postgres coordinators: own a share of the partitions, with the "
           "other coordinators started so (several active coordinators; "
-          "docs/cluster.md)")(
+          "docs/cluster.md); worker nodes: the --coordinator list shares "
+          "the partitions, join each of them with a share of the slots")(
           "http-host", po::value(&cfg.http_host)->default_value(cfg.http_host),
           "gateway: interface of the HTTP API (without API keys: loopback "
           "only)")("http-port", po::value(&http_port)->default_value(http_port),

@@ -218,8 +218,23 @@ caf::error validate_cluster(const node_config& cfg) {
       return bad("--recovery-page-jobs is for coordinators");
     if (cfg.standby)
       return bad("--standby is for coordinators");
-    if (cfg.share_partitions)
-      return bad("--share-partitions is for coordinators");
+    if (cfg.share_partitions && !r.worker)
+      return bad("--share-partitions is for coordinators and worker nodes");
+  }
+  if (cfg.share_partitions && r.worker && !r.coordinator) {
+    // One agent per coordinator, each with a fixed share of the slots
+    // (docs/cluster.md): what only one connection can account for is
+    // refused, not ignored.
+    if (!cfg.resources.empty())
+      return bad("--resources with --share-partitions: a worker node's "
+                 "resource pools cannot be shared between coordinators yet "
+                 "(each would book all of them)");
+    if (!cfg.elastic_slots.empty())
+      return bad("--elastic-slots with --share-partitions: not supported yet "
+                 "(each coordinator gets a fixed share of the slots)");
+    if (cfg.node_id.size() > 120)
+      return bad("--share-partitions: node-id must be at most 120 characters "
+                 "(each coordinator's connection adds a suffix)");
   }
   return validate_metrics(cfg);
 }

@@ -126,4 +126,27 @@ int32_t partition_picker::of(std::string_view tenant, std::string_view key,
   return key.empty() ? keyless : partition_of_key(tenant, key, count_);
 }
 
+std::vector<std::map<std::string, uint32_t>>
+slot_shares(const std::map<std::string, uint32_t>& slots, size_t coordinators,
+            std::string_view node_id) {
+  std::vector<std::map<std::string, uint32_t>> out(coordinators);
+  if (coordinators == 0)
+    return out;
+  // The running offset goes on from class to class: a node with one slot
+  // in each of three classes serves three coordinators, not one.
+  auto start = static_cast<size_t>(mix64(fnv1a(node_id)) % coordinators);
+  for (const auto& [cls, n] : slots) {
+    auto base = n / coordinators;
+    auto extra = n % coordinators;
+    for (size_t i = 0; i < coordinators; ++i) {
+      auto k = (i + coordinators - start) % coordinators;
+      auto share = static_cast<uint32_t>(base + (k < extra ? 1 : 0));
+      if (share > 0)
+        out[i][cls] = share;
+    }
+    start = (start + extra) % coordinators;
+  }
+  return out;
+}
+
 } // namespace drover

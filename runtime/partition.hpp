@@ -13,6 +13,7 @@
 // functions are part of the data format: changing them would move jobs.
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,6 +47,19 @@ int32_t partition_of_key(std::string_view tenant, std::string_view key,
 /// given), its partitions ascending; empty members -> empty.
 std::vector<std::vector<int32_t>>
 rendezvous_shares(const std::vector<std::string>& members, int32_t count);
+
+/// A worker node that joins `coordinators` sharing the partitions
+/// (--share-partitions): its slots split into one share per coordinator,
+/// each slot in exactly one share (no coordinator can book a slot another
+/// holds). Per class, every share gets n / coordinators and n %
+/// coordinators of them one more: the shares that get one more start at
+/// an offset derived from `node_id` (FNV-1a), moved on by each class, so that
+/// worker nodes with few slots do not all serve the first coordinator. Returns
+/// `coordinators` maps (a class whose share is 0 is left out; a share may
+/// be empty).
+std::vector<std::map<std::string, uint32_t>>
+slot_shares(const std::map<std::string, uint32_t>& slots, size_t coordinators,
+            std::string_view node_id);
 
 /// Where a coordinator puts new jobs: it owns `owned` (ascending; empty
 /// while it owns none) of `count` partitions. Keyed submissions go to

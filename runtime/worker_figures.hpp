@@ -11,10 +11,12 @@
 
 #include <caf/meta/type_name.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace drover {
 
@@ -80,6 +82,43 @@ struct worker_figures {
   /// Tokens the coordinator granted to this node's running attempts.
   uint64_t tokens_granted = 0;
 };
+
+/// The figures of a node with several agents (--share-partitions: one per
+/// coordinator, each with its share of the slots) as one: counts and
+/// counters added up; connected only if every agent is, draining if one
+/// is; since_answer_ms the oldest (-1 if one never had an answer).
+inline worker_figures merge(const std::vector<worker_figures>& parts) {
+  worker_figures out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const auto& p = parts[i];
+    for (const auto& [cls, c] : p.classes) {
+      auto& o = out.classes[cls];
+      o.slots += c.slots;
+      o.elastic_min += c.elastic_min;
+      o.busy += c.busy;
+      o.running += c.running;
+      o.buffered += c.buffered;
+      o.started += c.started;
+    }
+    out.unsettled_outcomes += p.unsettled_outcomes;
+    out.connected = (i == 0 || out.connected) && p.connected;
+    out.draining = out.draining || p.draining;
+    if (i == 0)
+      out.since_answer_ms = p.since_answer_ms;
+    else if (out.since_answer_ms < 0 || p.since_answer_ms < 0)
+      out.since_answer_ms = -1;
+    else
+      out.since_answer_ms = std::max(out.since_answer_ms, p.since_answer_ms);
+    out.token_takes_waiting += p.token_takes_waiting;
+    out.leases_received += p.leases_received;
+    out.attempts_finished += p.attempts_finished;
+    out.reconnects += p.reconnects;
+    out.connection_failures += p.connection_failures;
+    out.heartbeats_unanswered += p.heartbeats_unanswered;
+    out.tokens_granted += p.tokens_granted;
+  }
+  return out;
+}
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, worker_class_figures& x) {

@@ -197,6 +197,15 @@ struct queue_state {
   size_t recovered_interrupted = 0;
   /// Adoption requests that came before recovery finished.
   std::vector<std::function<void()>> after_recovery;
+  /// Adoption requests for partitions not owned (opts.adopt_wait), by
+  /// partition: run again once it is taken (after its recovery), refused
+  /// when `due` (Unix ms) passes first.
+  struct waiting_adoption {
+    int64_t due = 0;
+    std::function<void()> run;
+    std::function<void()> refuse;
+  };
+  std::map<int32_t, std::vector<waiting_adoption>> adopt_waiting;
   /// Workers we monitor.
   std::map<caf::actor_addr, worker_info> workers;
   queue_stats stats;
@@ -408,6 +417,13 @@ void forget_ready(self_ptr self, const std::string& type, ready_entry& e);
 void own_partitions(self_ptr self, std::vector<int32_t> owned);
 bool owns(const queue_state& st, const std::string& job_id);
 caf::error check_owned(const queue_state& st, int32_t partition);
+/// Parks an adoption of a job in a partition not owned (opts.adopt_wait):
+/// false if it must be refused now.
+bool wait_for_partition(self_ptr self, const std::string& job_id,
+                        std::function<void()> run,
+                        std::function<void()> refuse);
+/// Refuses parked adoptions whose wait is over; the next due (0 = none).
+int64_t expire_waiting_adoptions(self_ptr self, int64_t now);
 void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
            const std::string& job_id, uint32_t attempt,
            const std::string& worker_id, caf::actor slot);

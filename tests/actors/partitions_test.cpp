@@ -49,11 +49,16 @@ struct fixture {
   /// The queue's clock (Unix ms), moved on with the scheduler's.
   std::shared_ptr<int64_t> clock = std::make_shared<int64_t>(epoch_ms);
 
-  explicit fixture(std::chrono::milliseconds handover_grace = {}) {
+  /// `adopt`: the adoption grace and the wait for a partition not owned
+  /// (queue_options::adopt_grace, adopt_wait).
+  explicit fixture(std::chrono::milliseconds handover_grace = {},
+                   std::chrono::milliseconds adopt = {}) {
     REQUIRE_FALSE(handlers->register_handler(
         "noop", [](task_context&) { return task_outcome::success(); }));
     queue_options qo;
     qo.handover_grace = handover_grace;
+    qo.adopt_grace = adopt;
+    qo.adopt_wait = adopt;
     qo.clock_ms = [c = clock] { return *c; };
     qo.seed = 5;
     qo.partitions = {0, 1};
@@ -443,5 +448,87 @@ TEST_CASE("an attempt of a local slot handed over is settled only after the "
   CHECK(lost() == 1);
   bodies.clear();
   f.self->send_exit(worker, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}
+
+TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
+          "adopted until the partition is taken",
+          "[queue][partition]") {
+  // A sharing coordinator died: its worker nodes report their running
+  // attempts to a survivor before the survivor takes the dead one's
+  // partitions over. The attempt runs on, adopted, instead of being
+  // stopped and run again.
+  fixture f{{}, std::chrono::seconds{10}};
+  auto sink = f.sys.spawn([](caf::event_based_actor* self) {
+    self->set_default_handler(caf::drop);
+    return caf::behavior{[](ok_atom) {}};
+  });
+  const std::string worker_id = "w1.c1/cpu-0"; // a worker node's slot
+  auto rec = f.submit(noop());
+  REQUIRE(rec);
+  auto partition = partition_of_id(rec->job_id);
+  f.self->send(f.queue, ready_atom::value, std::string{"cpu"}, worker_id, sink);
+  f.sched.run();
+  REQUIRE(f.stats().running == 1);
+  std::vector<int32_t> rest;
+  for (int32_t p : {0, 1})
+    if (p != partition)
+      rest.push_back(p);
+  f.own(rest); // "another coordinator" owns it now; the store says running
+  REQUIRE(f.stats().running == 0);
+
+  auto ask_adoption = [&](const std::string& job_id) {
+    f.self->send(f.queue, adopt_atom::value, job_id, uint32_t{1}, worker_id,
+                 sink);
+    f.sched.run();
+  };
+  // Nothing answers while the partition is not ours...
+  ask_adoption(rec->job_id);
+  bool answered = false;
+  f.self->receive([&](caf::actor&) { answered = true; },
+                  [&](caf::error&) { answered = true; },
+                  caf::after(std::chrono::milliseconds{0}) >> [] {});
+  CHECK_FALSE(answered);
+  // ...and once it is taken and recovered, the attempt is adopted: a job
+  // supervisor, no worker_lost, running again on the same slot.
+  f.own({0, 1});
+  f.sched.run();
+  caf::actor js;
+  f.self->receive([&](caf::actor& a) { js = a; },
+                  [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("the adoption was not answered"); });
+  CHECK(js);
+  CHECK(f.stats().running == 1);
+  *f.clock += 20000;
+  f.sched.advance_time(std::chrono::seconds{20});
+  f.sched.run();
+  for (const auto& ev : f.events(rec->job_id))
+    CHECK(ev.kind != event_kind::worker_lost);
+
+  // A partition that does not become ours within the wait: refused then,
+  // not before.
+  f.own(rest);
+  ask_adoption(rec->job_id);
+  *f.clock += 9000;
+  f.sched.advance_time(std::chrono::seconds{9});
+  f.sched.run();
+  answered = false;
+  f.self->receive([&](caf::actor&) { answered = true; },
+                  [&](caf::error&) { answered = true; },
+                  caf::after(std::chrono::milliseconds{0}) >> [] {});
+  CHECK_FALSE(answered);
+  *f.clock += 2000;
+  f.sched.advance_time(std::chrono::seconds{2});
+  f.sched.run();
+  caf::error refused;
+  f.self->receive([](caf::actor&) { FAIL("adopted outside its partition"); },
+                  [&](caf::error& err) { refused = err; },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("the adoption was not refused"); });
+  CHECK(is(refused, errc::stale_attempt));
+  f.self->send_exit(sink, caf::exit_reason::user_shutdown);
+  if (js)
+    f.self->send_exit(js, caf::exit_reason::user_shutdown);
   f.sched.run();
 }

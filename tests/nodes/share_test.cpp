@@ -27,15 +27,18 @@ struct sharing {
   cluster& c;
   std::map<std::string, std::unique_ptr<process>> nodes;
   std::map<std::string, std::string> admin;
+  std::map<std::string, uint16_t> ports;
 
-  void start(const std::string& name) {
+  /// `local`: with four local slots; else only worker nodes run its jobs.
+  void start(const std::string& name, bool local = true) {
     auto log = c.logs.path() + "/" + name + ".log";
     auto& p = nodes[name];
-    p = std::make_unique<process>(
-        c.coordinator_args(name, free_port(),
-                           {"--roles", "coordinator,worker", "--slots", "cpu=4",
-                            "--share-partitions"}),
-        log);
+    auto port = ports[name] = free_port();
+    std::vector<std::string> extra{"--share-partitions"};
+    if (local)
+      extra.insert(extra.end(),
+                   {"--roles", "coordinator,worker", "--slots", "cpu=4"});
+    p = std::make_unique<process>(c.coordinator_args(name, port, extra), log);
     auto ready = p->wait_for_line("ready", 30s);
     INFO(tail_of(log));
     REQUIRE(ready);
@@ -235,4 +238,75 @@ TEST_CASE("a sharing coordinator refuses to start next to one that does not "
   CHECK(c.wait_log("c1", "does not share the partitions", 1s));
   CHECK(c.wait_log("c1", "node 'coord'", 1s));
   CHECK(lease_owner(c.url()) == before);
+}
+
+TEST_CASE("worker nodes serve every sharing coordinator, and a killed one's "
+          "attempts running on them are adopted by the survivor",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  s.start("c1", false);
+  s.start("c2", false);
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 20s));
+  // Two worker nodes, each an agent per coordinator with two of its four
+  // slots.
+  auto list = "127.0.0.1:" + std::to_string(s.ports["c1"])
+              + ",127.0.0.1:" + std::to_string(s.ports["c2"]);
+  for (const auto* w : {"w1", "w2"}) {
+    s.nodes[w] = std::make_unique<process>(
+        std::vector<std::string>{DROVER_NODE_BIN, "--node-id", w, "--roles",
+                                 "worker", "--coordinator", list,
+                                 "--join-secret", secret, "--slots", "cpu=4",
+                                 "--share-partitions"},
+        c.logs.path() + "/" + w + ".log");
+  }
+  INFO(s.logs_of({"c1", "c2", "w1", "w2"}));
+  REQUIRE(poll_until(
+      [&] {
+        for (const auto* w : {"w1", "w2"})
+          for (const auto* name : {"c1", "c2"}) {
+            // Agent "<w>.c1" joins c1, "<w>.c2" c2.
+            auto agent = std::string{w} + "." + name;
+            if (c.log_count(name, "worker node joined node=" + agent + " ")
+                == 0)
+              return false;
+          }
+        return true;
+      },
+      30s));
+  // Four long jobs through each coordinator: each runs on the agents that
+  // joined that coordinator (node "<w>.c1" or "<w>.c2"), all at once.
+  std::map<std::string, std::vector<std::string>> by;
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 4; ++i)
+    for (const auto* name : {"c1", "c2"}) {
+      auto id = s.submit(name, 6000);
+      by[name].push_back(id);
+      jobs.push_back(id);
+    }
+  auto worker_of = [&](const std::string& job, const std::string& via) {
+    return c.worker_of(job, s.admin.at(via));
+  };
+  std::map<std::string, std::string> ran_on;
+  for (const auto& [name, ids] : by)
+    for (const auto& id : ids) {
+      REQUIRE(c.wait_running(id, 30s));
+      auto w = ran_on[id] = worker_of(id, "c2");
+      INFO(id << " ran on " << w);
+      CHECK(w.find("." + name + "/") != std::string::npos);
+    }
+  // c1 dies while its four attempts run on the worker nodes. Their agents
+  // join c2, which adopts the attempts once it has taken c1's partitions:
+  // they run on, once each, where they ran.
+  s.nodes["c1"]->signal(SIGKILL);
+  REQUIRE(poll_until([&] { return s.spread_over({"c2"}); }, 30s));
+  c.check_all_done_once(jobs, 90s);
+  constexpr int worker_lost_kind = 14;
+  for (const auto& id : by["c1"]) {
+    INFO(id);
+    CHECK(c.events(id, worker_lost_kind) == 0);
+    CHECK(c.events(id, started_kind) == 1);
+    CHECK(worker_of(id, "c2") == ran_on[id]);
+  }
+  CHECK(c.log_count("c2", "a running attempt could not be adopted") == 0);
 }

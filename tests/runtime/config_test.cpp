@@ -213,6 +213,27 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
               "--share-partitions"},
              "--share-partitions");
   {
+    // A worker node: join each coordinator listed, with a share of the
+    // slots; what one connection alone accounts for is refused.
+    const std::vector<std::string> worker{
+        "--roles", "worker", "--coordinator",     "127.0.0.1:1,127.0.0.1:2",
+        "--slots", "cpu=4",  "--share-partitions"};
+    auto w = parse(worker);
+    REQUIRE(w);
+    CHECK(w->config.share_partitions);
+    auto with = [&worker](std::vector<std::string> more) {
+      auto args = worker;
+      args.insert(args.end(), more.begin(), more.end());
+      return args;
+    };
+    expect_bad(with({"--resources", "memory_gb=8"}),
+               "--resources with --share-partitions");
+    expect_bad(with({"--elastic-slots", "cpu=1"}),
+               "--elastic-slots with --share-partitions");
+    expect_bad(with({"--node-id", std::string(121, 'w')}),
+               "at most 120 characters");
+  }
+  {
     auto sharing = parse({"--store", "postgres", "--pg-url", "postgresql:///x",
                           "--share-partitions"});
     REQUIRE(sharing);

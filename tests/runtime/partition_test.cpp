@@ -129,3 +129,44 @@ TEST_CASE("rendezvous shares spread the partitions evenly and move little",
   CHECK(one[0].size() == 64);
   CHECK(rendezvous_shares({}, 64).empty());
 }
+
+TEST_CASE("a worker node's slots split over sharing coordinators, each slot "
+          "in one share",
+          "[partition][share]") {
+  std::map<std::string, uint32_t> slots{{"cpu", 7}, {"gpu", 1}, {"io", 3}};
+  for (size_t k : {1u, 2u, 3u, 5u}) {
+    for (const auto* node : {"w1", "w2", "worker-a", "x"}) {
+      auto shares = slot_shares(slots, k, node);
+      REQUIRE(shares.size() == k);
+      for (const auto& [cls, n] : slots) {
+        uint32_t sum = 0, lo = n, hi = 0;
+        for (auto& s : shares) {
+          auto i = s.find(cls);
+          auto got = i == s.end() ? 0u : i->second;
+          CHECK((i == s.end() || i->second > 0)); // no zero entries
+          sum += got;
+          lo = std::min(lo, got);
+          hi = std::max(hi, got);
+        }
+        INFO(cls << " over " << k << " for " << node);
+        CHECK(sum == n);     // every slot once
+        CHECK(hi - lo <= 1); // evenly
+      }
+      CHECK(slot_shares(slots, k, node) == shares); // the same every time
+    }
+  }
+  // Few slots: nodes do not all pick the first coordinator, and one node's
+  // classes spread over the coordinators.
+  std::set<size_t> first;
+  for (int i = 0; i < 40; ++i) {
+    auto shares = slot_shares({{"cpu", 1}}, 3, "node-" + std::to_string(i));
+    for (size_t c = 0; c < shares.size(); ++c)
+      if (!shares[c].empty())
+        first.insert(c);
+  }
+  CHECK(first.size() == 3);
+  auto spread = slot_shares({{"a", 1}, {"b", 1}, {"c", 1}}, 3, "w1");
+  for (auto& s : spread)
+    CHECK(s.size() == 1);
+  CHECK(slot_shares(slots, 0, "w1").empty());
+}

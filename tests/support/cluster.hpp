@@ -243,9 +243,11 @@ struct cluster {
     }
   }
 
-  /// The worker (node/slot) that ran the job's last attempt.
-  std::string worker_of(const std::string& job) {
-    auto [rc, out] = droverctl({"get", job, "--port", admin, "--json"});
+  /// The worker (node/slot) that ran the job's last attempt, as the
+  /// coordinator at admin port `via` (default: this cluster's) reads it.
+  std::string worker_of(const std::string& job, const std::string& via = {}) {
+    auto [rc, out] = droverctl(
+        {"get", job, "--port", via.empty() ? admin : via, "--json"});
     REQUIRE(rc == 0);
     auto key = std::string{"\"worker_id\":\""};
     auto pos = out.find(key);
