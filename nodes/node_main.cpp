@@ -189,8 +189,8 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
       // partitions are taken about a lease TTL later (and a renewal
       // interval or two): their attempts wait that long to be adopted.
       jobs.queue.adopt_wait = 2 * cfg.lease_ttl;
-      // A write found a partition taken over: the keeper's next round,
-      // now, drops it (the fence refuses its writes meanwhile).
+      // A write found a partition taken over: a renewal, now, finds which
+      // and the keeper drops it (the fence refuses its writes meanwhile).
       pg.on_deposed = [share](const std::string& why) {
         drover::log::warn("leases", "a write found a partition taken over",
                           {{"reason", why}});
