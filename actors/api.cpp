@@ -201,6 +201,7 @@ caf::actor spawn_api(caf::actor_system& sys,
         },
         [q](purge_atom a, all_atom b) { return q(a, b); },
         [q](stats_atom a) { return q(a); },
+        [q](partitions_atom a) { return q(a, get_atom::value); },
         [self, handles](flow_atom a, std::string& kind, std::string& key,
                         std::string& spec) {
           // Checked by the queue, with the configuration's parser.

@@ -12,6 +12,9 @@
 //   (redrive_atom, job_id | all_atom)      -> ok_atom | uint32_t queue
 //   (purge_atom, job_id | all_atom)        -> ok_atom | uint32_t queue
 //   (stats_atom)                           -> queue_stats       queue
+//   (partitions_atom)                      -> (string, int32_t) queue: the
+//                                          partitions it owns ("0,5,17")
+//                                          and the database's count
 //   (ping_atom)                            -> ok_atom           store
 //                                          (can it write?)
 //   (get_atom, job_id)                     -> job_record        store, with

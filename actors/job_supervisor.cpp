@@ -347,13 +347,17 @@ void adopt_attempt(self_ptr self) {
   log::info("job_supervisor", log::job{st.cfg.job_id},
             "adopted a running attempt after a restart",
             {{"attempt", st.attempt}, {"worker", st.cfg.worker_id}});
+  // A cancel requested of the coordinator it ran under (recorded) is this
+  // one's too: the handler's `cancelled` was asked for, and one still
+  // running is stopped.
+  st.cancel_requested = st.cancel_requested || st.rec.cancel_requested;
   if (st.early_outcome) {
     auto c = std::move(*st.early_outcome);
     st.early_outcome.reset();
     on_done(self, c);
     return;
   }
-  if (st.cancel_requested || st.rec.cancel_requested)
+  if (st.cancel_requested)
     begin_stop(self);
 }
 

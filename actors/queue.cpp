@@ -193,9 +193,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
               return std::move(err);
             }
             auto& a = (*answers)[i];
-            a.error.code = err.category() == errc_category
-                               ? to_string(static_cast<errc>(err.code()))
-                               : "invalid_request";
+            a.error.code = code_text(err, "invalid_request");
             a.error.message = describe(err);
             if (err.context().match_elements<std::string>())
               a.error.message = err.context().get_as<std::string>(0);
@@ -498,6 +496,14 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
       [self](partitions_atom, std::vector<int32_t>& owned) {
         own_partitions(self, std::move(owned));
         return ok_atom::value;
+      },
+      [self](partitions_atom, get_atom) -> caf::result<std::string, int32_t> {
+        // Text: it crosses nodes, and CAF carries strings as they are.
+        const auto& parts = self->state.partitions;
+        std::string list;
+        for (auto p : parts.owned())
+          list += (list.empty() ? "" : ",") + std::to_string(p);
+        return {std::move(list), parts.count()};
       },
       [self](flow_load_atom) { load_flow(self); },
       [self](reconcile_atom, const std::string& job_id, int64_t failures,

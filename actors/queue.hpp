@@ -87,6 +87,9 @@
 //       errc::stale_attempt if the job does not run on `worker`,
 //       errc::invalid_request if it names no rate limit.
 //   (adopt_atom)                       internal: the adoption grace ended
+//   (partitions_atom, get_atom)        -> (string, int32_t) the partitions
+//       it owns now, as "0,5,17" (ascending; "" = none), and how many
+//       the database has: a sharing gateway's partition map
 //   from job supervisors: see job_supervisor.hpp
 
 #include "actors/progress_publisher.hpp"
@@ -142,7 +145,8 @@ using queue_actor = caf::typed_actor<
     caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
                     caf::actor>::with<caf::actor>,
     caf::reacts_to<adopt_atom>,
-    caf::replies_to<partitions_atom, std::vector<int32_t>>::with<ok_atom>>;
+    caf::replies_to<partitions_atom, std::vector<int32_t>>::with<ok_atom>,
+    caf::replies_to<partitions_atom, get_atom>::with<std::string, int32_t>>;
 
 struct queue_options {
   /// See the aging rule above.

@@ -264,7 +264,16 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
   events.push_back(ev);
   ev.worker_id.clear();
   ev.error = err;
-  if (decision.retry) {
+  // Its cancel was requested (and acknowledged) before the attempt was
+  // lost: the job ends cancelled, it does not run again.
+  bool cancelled = rec.cancel_requested;
+  if (cancelled) {
+    ev.kind = event_kind::cancelled;
+    ev.error = {};
+    ev.reason = "cancelled: its attempt was lost (" + err.message
+                + ") while the cancel was pending";
+    events.push_back(ev);
+  } else if (decision.retry) {
     ev.kind = event_kind::retry_scheduled;
     ev.next_attempt_at_ms = decision.next_attempt_at_ms;
     events.push_back(ev);
@@ -280,13 +289,15 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
   self->request(st.deps.store, store_timeout, append_atom::value,
                 std::move(events))
       .then(
-          [self, rec, retry_at, retry = decision.retry](ok_atom) {
+          [self, rec, retry_at, retry = decision.retry && !cancelled,
+           cancelled](ok_atom) {
             if (retry) {
               ++self->state.stats.retried;
               push_delayed(self, delayed_of(self, rec, retry_at));
               return;
             }
-            ++self->state.stats.failed;
+            ++(cancelled ? self->state.stats.cancelled
+                         : self->state.stats.failed);
             self->request(self->state.deps.store, store_timeout,
                           get_atom::value, rec.job_id)
                 .then(

@@ -1081,6 +1081,10 @@ error_status classify(const caf::error& err) {
       return {429, "rate_limited"};
     case errc::overloaded:
       return {503, "overloaded"};
+    case errc::outcome_unknown:
+      // The node that took the request stopped before it answered (a
+      // sharing gateway's coordinator died): it may or may not be done.
+      return {504, "outcome_unknown"};
     default:
       return {500, "internal"};
   }

@@ -30,6 +30,7 @@
 #include "gateway/stream_token.hpp"
 #include "gateway/webhook_dispatcher.hpp"
 #include "nodes/admin_door.hpp"
+#include "nodes/gateway_router.hpp"
 #include "nodes/node_roles.hpp"
 #include "nodes/node_setup.hpp"
 #include "nodes/node_share.hpp"
@@ -318,6 +319,9 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
   // The node API: a coordinator's own, or (gateway node) its
   // coordinator's; a worker node has none.
   caf::actor api;
+  // A gateway node in front of sharing coordinators: joins all of them and
+  // routes each request to its partition's owner (nodes/gateway_router.hpp).
+  std::optional<drover::node::api_router> router;
   caf::actor cluster;
   uint16_t cluster_port = 0;
   caf::expected<uint16_t> port{uint16_t{0}};
@@ -363,6 +367,15 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     }
     door.emplace(std::move(*opened));
     port = door->port();
+  } else if (roles.gateway && cfg.share_partitions) {
+    router.emplace(sys, cfg);
+    if (auto err = router->start(cfg.connection_timeout)) {
+      drover::log::error("node", "the gateway could not join a coordinator",
+                         {{"error", drover::describe(err)}});
+      stop_all();
+      return drover::is(err, drover::errc::forbidden) ? 2 : 1;
+    }
+    api = router->handle();
   } else if (roles.gateway) {
     auto joined
         = drover::node::join_as_gateway(sys, cfg, cfg.connection_timeout);
@@ -377,7 +390,7 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
   // A gateway node's HTTP gateway talks to its coordinator through a relay,
   // which the node points at the next coordinator after a failover.
   std::optional<drover::node::api_relay> relay;
-  if (roles.gateway && !roles.coordinator) {
+  if (roles.gateway && !roles.coordinator && !router) {
     relay.emplace(sys);
     relay->set(api);
   }
@@ -523,8 +536,9 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
   }};
   caf::scoped_actor self{sys};
   self->monitor(*root);
-  if (api && !roles.coordinator)
-    self->monitor(api); // a gateway node's coordinator
+  if (api && !roles.coordinator && !router)
+    self->monitor(api); // a gateway node's coordinator (the router rejoins
+                        // its own)
   if (cluster)
     self->monitor(cluster);
   if (door)

@@ -183,6 +183,44 @@ child_spec worker_node_child(const node_config& cfg,
   return supervisor_child(std::move(node));
 }
 
+caf::expected<caf::actor> join_gateway_at(caf::actor_system& sys,
+                                          const node_config& cfg,
+                                          const coordinator_address& target) {
+  auto endpoint = cfg.tls_certificate.empty()
+                      ? sys.middleman().remote_actor<cluster_endpoint_actor>(
+                          target.host, target.port)
+                      : caf::openssl::remote_actor<cluster_endpoint_actor>(
+                          sys, target.host, target.port);
+  if (!endpoint)
+    return make_error(errc::unavailable, "cannot reach the coordinator at "
+                                             + target.text() + ": "
+                                             + sys.render(endpoint.error()));
+  caf::scoped_actor self{sys};
+  register_worker reg;
+  reg.node_id = cfg.node_id;
+  reg.role = "gateway";
+  reg.protocol_min = cluster_protocol_min;
+  reg.protocol_max = cluster_protocol_max;
+  caf::expected<caf::actor> result{caf::actor{}};
+  self->request(*endpoint, std::chrono::seconds{10}, hello_atom::value, reg)
+      .receive(
+          [&](coordinator_reply& r) {
+            if (!cfg.join_secret.empty())
+              reg.proof = join_proof(cfg.join_secret, reg.role, reg.node_id,
+                                     r.challenge);
+            self->request(*endpoint, std::chrono::seconds{10}, join_atom::value,
+                          reg)
+                .receive([&](coordinator_reply&,
+                             caf::actor& api) { result = std::move(api); },
+                         [&](caf::error& err) { result = std::move(err); });
+          },
+          [&](caf::error& err) { result = std::move(err); });
+  if (result && !*result)
+    return make_error(errc::unavailable,
+                      "no API from the coordinator at " + target.text());
+  return result;
+}
+
 caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
                                           const node_config& cfg,
                                           std::chrono::milliseconds patience) {
@@ -194,46 +232,11 @@ caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
   // one after a failed attempt.
   for (size_t turn = 0;; ++turn) {
     const auto& target = cfg.coordinators[turn % cfg.coordinators.size()];
-    auto endpoint = cfg.tls_certificate.empty()
-                        ? sys.middleman().remote_actor<cluster_endpoint_actor>(
-                            target.host, target.port)
-                        : caf::openssl::remote_actor<cluster_endpoint_actor>(
-                            sys, target.host, target.port);
-    if (!endpoint) {
-      if (std::chrono::steady_clock::now() >= deadline)
-        return make_error(errc::unavailable,
-                          "cannot reach the coordinator at " + target.text()
-                              + ": " + sys.render(endpoint.error()));
-      std::this_thread::sleep_for(backoff.next());
-      continue;
-    }
-    caf::scoped_actor self{sys};
-    register_worker reg;
-    reg.node_id = cfg.node_id;
-    reg.role = "gateway";
-    reg.protocol_min = cluster_protocol_min;
-    reg.protocol_max = cluster_protocol_max;
-    caf::expected<caf::actor> result{caf::actor{}};
-    self->request(*endpoint, std::chrono::seconds{10}, hello_atom::value, reg)
-        .receive(
-            [&](coordinator_reply& r) {
-              if (!cfg.join_secret.empty())
-                reg.proof = join_proof(cfg.join_secret, reg.role, reg.node_id,
-                                       r.challenge);
-              self->request(*endpoint, std::chrono::seconds{10},
-                            join_atom::value, reg)
-                  .receive([&](coordinator_reply&,
-                               caf::actor& api) { result = std::move(api); },
-                           [&](caf::error& err) { result = std::move(err); });
-            },
-            [&](caf::error& err) { result = std::move(err); });
-    if (result && *result)
-      return result;
-    if (!result && is(result.error(), errc::forbidden))
+    auto result = join_gateway_at(sys, cfg, target);
+    if (result || is(result.error(), errc::forbidden))
       return result;
     if (std::chrono::steady_clock::now() >= deadline)
-      return result ? make_error(errc::unavailable, "no API from coordinator")
-                    : result;
+      return result;
     std::this_thread::sleep_for(backoff.next());
   }
 }

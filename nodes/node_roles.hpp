@@ -76,6 +76,13 @@ child_spec worker_node_child(const node_config& cfg,
                              std::shared_ptr<const handler_registry> handlers,
                              std::shared_ptr<worker_shared> shared);
 
+/// One attempt to join `target` as a gateway: its node API;
+/// errc::forbidden if it refused this node, errc::unavailable (or CAF's
+/// error) if it could not be reached or did not answer.
+caf::expected<caf::actor> join_gateway_at(caf::actor_system& sys,
+                                          const node_config& cfg,
+                                          const coordinator_address& target);
+
 /// Joins a coordinator of cfg.coordinators (in turn) as a gateway and
 /// returns its node API actor. Retries an unreachable coordinator for up to
 /// `patience`; a refusal is errc::forbidden.

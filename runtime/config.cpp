@@ -352,7 +352,10 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
           "postgres coordinators: own a share of the partitions, with the "
           "other coordinators started so (several active coordinators; "
           "docs/cluster.md); worker nodes: the --coordinator list shares "
-          "the partitions, join each of them with a share of the slots")(
+          "the partitions, join each of them with a share of the slots; "
+          "gateway "
+          "nodes: join each of them and send each request to its "
+          "partition's owner")(
           "http-host", po::value(&cfg.http_host)->default_value(cfg.http_host),
           "gateway: interface of the HTTP API (without API keys: loopback "
           "only)")("http-port", po::value(&http_port)->default_value(http_port),

@@ -218,8 +218,9 @@ caf::error validate_cluster(const node_config& cfg) {
       return bad("--recovery-page-jobs is for coordinators");
     if (cfg.standby)
       return bad("--standby is for coordinators");
-    if (cfg.share_partitions && !r.worker)
-      return bad("--share-partitions is for coordinators and worker nodes");
+    if (cfg.share_partitions && !r.worker && !r.gateway)
+      return bad("--share-partitions is for coordinators, worker nodes and "
+                 "gateway nodes");
   }
   if (cfg.share_partitions && r.worker && !r.coordinator) {
     // One agent per coordinator, each with a fixed share of the slots

@@ -5,6 +5,12 @@
 
 namespace drover {
 
+std::string code_text(const caf::error& err, const char* other) {
+  if (err && err.category() == errc_category)
+    return to_string(static_cast<errc>(err.code()));
+  return other;
+}
+
 const char* to_string(errc x) {
   switch (x) {
     case errc::none:

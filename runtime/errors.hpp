@@ -90,6 +90,10 @@ inline bool is(const caf::error& err, errc x) {
          && err.code() == static_cast<uint8_t>(x);
 }
 
+/// The code of a Drover error as the APIs name it (to_string of its errc);
+/// `other` for an error of another category (or none).
+std::string code_text(const caf::error& err, const char* other = "unavailable");
+
 /// Renders any Drover error as "drover: <code> (<context>)" without needing
 /// an actor system; other categories fall back to CAF's to_string.
 std::string describe(const caf::error& err);

@@ -198,6 +198,15 @@ store_actor::behavior_type proxy_impl(store_actor::pointer self,
   };
 }
 
+/// The fixture's partitions (0 and 1) but `p`.
+std::vector<int32_t> all_but(int32_t p) {
+  std::vector<int32_t> rest;
+  for (int32_t q : {0, 1})
+    if (q != p)
+      rest.push_back(q);
+  return rest;
+}
+
 submit_request noop(int64_t delay_ms = 0) {
   submit_request req;
   req.type = "noop";
@@ -279,10 +288,7 @@ TEST_CASE("a running attempt of a partition handed over is abandoned "
   REQUIRE(bodies.size() == 1);
   auto written = f.events(rec->job_id).size(); // submitted, started
 
-  std::vector<int32_t> rest;
-  for (int32_t p : {0, 1})
-    if (p != partition)
-      rest.push_back(p);
+  auto rest = all_but(partition);
   f.own(rest);
   CHECK(f.stats().running == 0);
   // The handler ends after the hand-over: its outcome is not written.
@@ -470,10 +476,7 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   f.self->send(f.queue, ready_atom::value, std::string{"cpu"}, worker_id, sink);
   f.sched.run();
   REQUIRE(f.stats().running == 1);
-  std::vector<int32_t> rest;
-  for (int32_t p : {0, 1})
-    if (p != partition)
-      rest.push_back(p);
+  auto rest = all_but(partition);
   f.own(rest); // "another coordinator" owns it now; the store says running
   REQUIRE(f.stats().running == 0);
 
@@ -530,5 +533,48 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   f.self->send_exit(sink, caf::exit_reason::user_shutdown);
   if (js)
     f.self->send_exit(js, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}
+
+TEST_CASE("a job whose cancel was requested ends cancelled when its attempt "
+          "is lost in a hand-over, and does not run again",
+          "[queue][partition]") {
+  fixture f;
+  std::deque<std::function<void()>> bodies;
+  auto worker = f.worker(bodies);
+  auto rec = f.submit(noop());
+  REQUIRE(rec);
+  auto partition = partition_of_id(rec->job_id);
+  f.sched.run();
+  REQUIRE(f.stats().running == 1);
+  f.self->send(f.queue, cancel_atom::value, rec->job_id,
+               std::string{"user asked"});
+  f.sched.run();
+  f.self->receive([](ok_atom) {}, [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("no answer to the cancel"); });
+  auto rest = all_but(partition);
+  f.own(rest); // handed over before the handler stopped
+  f.own({0, 1});
+  f.sched.advance_time(std::chrono::seconds{120});
+  f.sched.run();
+  while (!bodies.empty()) {
+    bodies.front()();
+    bodies.pop_front();
+    f.sched.run();
+  }
+  std::vector<event_kind> kinds;
+  for (const auto& ev : f.events(rec->job_id))
+    kinds.push_back(ev.kind);
+  INFO("events: " << kinds.size());
+  CHECK(std::count(kinds.begin(), kinds.end(), event_kind::cancel_requested)
+        == 1);
+  CHECK(std::count(kinds.begin(), kinds.end(), event_kind::cancelled) == 1);
+  CHECK(std::count(kinds.begin(), kinds.end(), event_kind::started) == 1);
+  CHECK(std::count(kinds.begin(), kinds.end(), event_kind::retry_scheduled)
+        == 0);
+  CHECK(kinds.back() == event_kind::cancelled);
+  CHECK(f.stats().running == 0);
+  f.self->send_exit(worker, caf::exit_reason::user_shutdown);
   f.sched.run();
 }

@@ -210,8 +210,10 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
               "--share-partitions", "--standby"},
              "exclude each other");
   expect_bad({"--roles", "gateway", "--coordinator", "127.0.0.1:1",
-              "--share-partitions"},
-             "--share-partitions");
+              "--share-partitions", "--standby"},
+             "--standby");
+  CHECK(parse({"--roles", "gateway", "--coordinator", "127.0.0.1:1,127.0.0.1:2",
+               "--share-partitions"}));
   {
     // A worker node: join each coordinator listed, with a share of the
     // slots; what one connection alone accounts for is refused.

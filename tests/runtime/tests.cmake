@@ -10,5 +10,6 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/log_test.cpp
   runtime/backoff_test.cpp
   runtime/partition_test.cpp
+  runtime/partition_map_test.cpp
   runtime/worker_figures_test.cpp
 )

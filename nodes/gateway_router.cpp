@@ -1,0 +1,526 @@
+#include "nodes/gateway_router.hpp"
+
+#include "nodes/node_roles.hpp"
+#include "runtime/backoff.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/log.hpp"
+#include "runtime/partition.hpp"
+#include "runtime/partition_map.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/after.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/make_message.hpp>
+#include <caf/message_view.hpp>
+#include <caf/response_promise.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include <functional>
+#include <map>
+
+namespace drover::node {
+
+namespace {
+
+/// A joiner -> the router: coordinator `index`'s API (null: lost).
+using router_set_atom = caf::atom_constant<caf::atom("rtr_set")>;
+/// The router's own timer: ask for the partition map.
+using router_tick_atom = caf::atom_constant<caf::atom("rtr_tick")>;
+
+constexpr auto request_timeout = std::chrono::seconds{60};
+constexpr auto map_timeout = std::chrono::seconds{5};
+constexpr auto map_interval = std::chrono::seconds{1};
+/// Sends of a write refused `not_owner`, in all.
+constexpr int max_sends = 3;
+
+struct router_state {
+  /// By coordinator (the --coordinator list's order); null while not
+  /// joined.
+  std::vector<caf::actor> apis;
+  /// How many partitions each owns (its last answer).
+  std::vector<size_t> owned;
+  /// By partition: its owner's index, -1 = not known.
+  std::vector<int> owner;
+  int32_t count = 0;
+  size_t turn = 0;
+  bool refreshing = false;
+  std::vector<std::function<void()>> after_refresh;
+  bool warned_bad_map = false;
+  /// By coordinator: what each request in flight there does if the
+  /// coordinator is lost before it answers (a lost remote actor fails no
+  /// pending request by itself).
+  std::vector<std::map<uint64_t, std::function<void()>>> inflight;
+  uint64_t next_request = 0;
+};
+
+using state_ptr = std::shared_ptr<router_state>;
+using self_ptr = caf::event_based_actor*;
+
+caf::error no_coordinator() {
+  return make_error(errc::unavailable,
+                    "the gateway has no coordinator at the moment (it is "
+                    "joining them); retry");
+}
+
+/// Coordinator `i`'s answer to (partitions_atom).
+void apply_map(router_state& st, size_t i, const std::string& list,
+               int32_t count) {
+  if (count < 1 || count > max_partitions)
+    return;
+  auto parts = parse_partition_list(list, count);
+  if (!parts) {
+    if (!st.warned_bad_map)
+      log::warn("gateway",
+                "a coordinator sent a malformed partition list; "
+                "ignored",
+                {{"coordinator", static_cast<int64_t>(i + 1)}});
+    st.warned_bad_map = true;
+    return;
+  }
+  if (count != st.count) {
+    st.count = count;
+    st.owner.assign(static_cast<size_t>(count), -1);
+  }
+  for (auto& o : st.owner)
+    if (o == static_cast<int>(i))
+      o = -1;
+  for (auto p : *parts)
+    st.owner[static_cast<size_t>(p)] = static_cast<int>(i);
+  st.owned[i] = parts->size();
+}
+
+/// Coordinator `i` is gone: nothing more goes there, and what is in flight
+/// there is answered.
+void lose(router_state& st, size_t i) {
+  st.apis[i] = nullptr;
+  st.owned[i] = 0;
+  for (auto& o : st.owner)
+    if (o == static_cast<int>(i))
+      o = -1;
+  auto pending = std::move(st.inflight[i]);
+  st.inflight[i].clear();
+  for (auto& [id, on_lost] : pending)
+    on_lost();
+}
+
+/// Asks every joined coordinator for its partitions; `then` runs once all
+/// answered (or failed).
+void refresh(self_ptr self, const state_ptr& st, std::function<void()> then) {
+  if (then)
+    st->after_refresh.push_back(std::move(then));
+  if (st->refreshing)
+    return;
+  st->refreshing = true;
+  auto finish = [st] {
+    st->refreshing = false;
+    auto waiting = std::move(st->after_refresh);
+    st->after_refresh.clear();
+    for (auto& f : waiting)
+      f();
+  };
+  auto pending = std::make_shared<size_t>(0);
+  for (const auto& api : st->apis)
+    *pending += api ? 1 : 0;
+  if (*pending == 0)
+    return finish();
+  for (size_t i = 0; i < st->apis.size(); ++i) {
+    auto api = st->apis[i];
+    if (!api)
+      continue;
+    self->request(api, map_timeout, partitions_atom::value)
+        .then(
+            [st, i, api, pending, finish](std::string& list, int32_t count) {
+              if (st->apis[i] == api)
+                apply_map(*st, i, list, count);
+              if (--*pending == 0)
+                finish();
+            },
+            [pending, finish](caf::error&) {
+              if (--*pending == 0)
+                finish();
+            });
+  }
+}
+
+/// Sends `msg` to coordinator `i`; exactly one of `on_reply` (with the
+/// reply, through `handler`) and `on_lost` runs: the latter if the
+/// coordinator is lost first.
+template <class... Reply, class Handler, class OnError>
+void send_tracked(self_ptr self, const state_ptr& st, size_t i,
+                  caf::message msg, Handler handler, OnError on_error,
+                  std::function<void()> on_lost) {
+  auto id = st->next_request++;
+  auto settled = std::make_shared<bool>(false);
+  st->inflight[i].emplace(id, [settled, on_lost] {
+    if (!*settled) {
+      *settled = true;
+      on_lost();
+    }
+  });
+  auto forget = [st, i, id, settled] {
+    st->inflight[i].erase(id);
+    bool first = !*settled;
+    *settled = true;
+    return first;
+  };
+  self->request(st->apis[i], request_timeout, std::move(msg))
+      .then(
+          [forget, handler](Reply&... xs) mutable {
+            if (forget())
+              handler(xs...);
+          },
+          [forget, on_error](caf::error& err) mutable {
+            if (forget())
+              on_error(err);
+          });
+}
+
+/// Where a request about partition `p` goes (-1: anywhere): its owner if
+/// known, else the coordinators that own partitions, in turn (any joined
+/// one if none is known to own any).
+int pick(router_state& st, int32_t p) {
+  if (p >= 0 && static_cast<size_t>(p) < st.owner.size()) {
+    auto o = st.owner[static_cast<size_t>(p)];
+    if (o >= 0 && st.apis[static_cast<size_t>(o)])
+      return o;
+  }
+  auto n = st.apis.size();
+  for (bool need_owned : {true, false})
+    for (size_t k = 0; k < n; ++k) {
+      auto i = (st.turn + k) % n;
+      if (st.apis[i] && (!need_owned || st.owned[i] > 0)) {
+        st.turn = i + 1;
+        return static_cast<int>(i);
+      }
+    }
+  return -1;
+}
+
+/// Sends a write to the owner of `p` and answers with its reply; one
+/// refused `not_owner` (nothing was done) goes to the owner the refreshed
+/// map names, up to max_sends in all.
+/// What a request in flight answers when its coordinator is lost first:
+/// a submit may or may not have been created.
+caf::error lost_error(bool submit) {
+  if (submit)
+    return make_error(errc::outcome_unknown,
+                      "the coordinator stopped before it answered this "
+                      "submit: the job may or may not exist (submit again "
+                      "with the same idempotency key to find out)");
+  return make_error(errc::unavailable, "the coordinator stopped before it "
+                                       "answered; retry");
+}
+
+/// Sends a write to the owner of `p` and answers with its reply; one
+/// refused `not_owner` (nothing was done) goes to the owner the refreshed
+/// map names, up to max_sends in all.
+template <class Reply>
+void forward(self_ptr self, state_ptr st, caf::message msg, int32_t p,
+             caf::response_promise rp, int sends_left, bool submit) {
+  auto i = pick(*st, p);
+  if (i < 0) {
+    rp.deliver(no_coordinator());
+    return;
+  }
+  send_tracked<Reply>(
+      self, st, static_cast<size_t>(i), msg,
+      [rp](Reply& reply) mutable { rp.deliver(std::move(reply)); },
+      [self, st, msg, p, rp, sends_left, submit](caf::error& err) mutable {
+        if (!is(err, errc::not_owner) || sends_left <= 1) {
+          rp.deliver(std::move(err));
+          return;
+        }
+        refresh(self, st, [self, st, msg, p, rp, sends_left, submit] {
+          forward<Reply>(self, st, msg, p, rp, sends_left - 1, submit);
+        });
+      },
+      [rp, submit]() mutable { rp.deliver(lost_error(submit)); });
+}
+
+using batch_answers = std::shared_ptr<std::vector<job_record>>;
+
+/// Submits items[k] (answers go to (*answers)[slots[k]]) split by owner:
+/// keyed items to their key's partition's owner, keyless ones together to
+/// one coordinator. Items refused `not_owner` are sent again after a map
+/// refresh while sends are left. `done` runs when every item has an
+/// answer.
+void submit_split(self_ptr self, state_ptr st,
+                  std::vector<submit_request> items, std::vector<size_t> slots,
+                  batch_answers answers, int sends_left,
+                  std::function<void()> done) {
+  std::map<int, std::pair<std::vector<submit_request>, std::vector<size_t>>>
+      groups;
+  auto keyless = -2; // picked once, when the batch has a keyless item
+  for (size_t k = 0; k < items.size(); ++k) {
+    const auto& r = items[k];
+    int target;
+    if (r.idempotency_key.empty() || st->count == 0) {
+      if (keyless == -2)
+        keyless = pick(*st, -1);
+      target = keyless;
+    } else {
+      target
+          = pick(*st, partition_of_key(r.tenant, r.idempotency_key, st->count));
+    }
+    auto& g = groups[target];
+    g.first.push_back(std::move(items[k]));
+    g.second.push_back(slots[k]);
+  }
+  auto pending = std::make_shared<size_t>(groups.size());
+  auto retry = std::make_shared<
+      std::pair<std::vector<submit_request>, std::vector<size_t>>>();
+  auto group_done = [self, st, answers, pending, retry, sends_left, done] {
+    if (--*pending > 0)
+      return;
+    if (retry->first.empty() || sends_left <= 1)
+      return done();
+    refresh(self, st, [self, st, answers, retry, sends_left, done] {
+      submit_split(self, st, std::move(retry->first), std::move(retry->second),
+                   answers, sends_left - 1, done);
+    });
+  };
+  for (auto& [target, g] : groups) {
+    auto group = std::make_shared<
+        std::pair<std::vector<submit_request>, std::vector<size_t>>>(
+        std::move(g));
+    auto fail_all = [answers, group](const caf::error& err) {
+      for (auto slot : group->second) {
+        auto& a = (*answers)[slot];
+        a.error.code = code_text(err);
+        a.error.message = describe(err);
+      }
+    };
+    if (target < 0) {
+      fail_all(no_coordinator());
+      group_done();
+      continue;
+    }
+    send_tracked<std::vector<job_record>>(
+        self, st, static_cast<size_t>(target),
+        caf::make_message(submit_atom::value, group->first),
+        [answers, group, retry, group_done](std::vector<job_record>& got) {
+          for (size_t k = 0; k < got.size() && k < group->second.size(); ++k) {
+            if (got[k].error.code == "not_owner") {
+              retry->first.push_back(group->first[k]);
+              retry->second.push_back(group->second[k]);
+            }
+            (*answers)[group->second[k]] = std::move(got[k]);
+          }
+          group_done();
+        },
+        [fail_all, group_done](caf::error& err) {
+          // This coordinator's part only: the others' items may exist.
+          fail_all(err);
+          group_done();
+        },
+        [fail_all, group_done] {
+          fail_all(lost_error(true));
+          group_done();
+        });
+  }
+}
+
+/// DLQ retry or purge of every job: each coordinator its own partitions'.
+void fan_out_count(self_ptr self, const state_ptr& st, caf::message msg,
+                   caf::response_promise rp) {
+  auto pending = std::make_shared<size_t>(0);
+  auto total = std::make_shared<uint32_t>(0);
+  auto failed = std::make_shared<caf::error>();
+  for (const auto& api : st->apis)
+    *pending += api ? 1 : 0;
+  if (*pending == 0) {
+    rp.deliver(no_coordinator());
+    return;
+  }
+  auto one_done = [pending, total, failed, rp]() mutable {
+    if (--*pending > 0)
+      return;
+    if (*failed)
+      rp.deliver(std::move(*failed));
+    else
+      rp.deliver(*total);
+  };
+  for (size_t i = 0; i < st->apis.size(); ++i)
+    if (st->apis[i])
+      send_tracked<uint32_t>(
+          self, st, i, msg,
+          [total, one_done](uint32_t& n) mutable {
+            *total += n;
+            one_done();
+          },
+          [failed, one_done](caf::error& err) mutable {
+            *failed = std::move(err);
+            one_done();
+          },
+          [failed, one_done]() mutable {
+            *failed = lost_error(false);
+            one_done();
+          });
+}
+
+bool atom_is(const caf::message& msg, caf::atom_value a) {
+  return msg.size() >= 1 && msg.match_element<caf::atom_value>(0)
+         && msg.get_as<caf::atom_value>(0) == a;
+}
+
+caf::result<caf::message> route(self_ptr self, const state_ptr& st,
+                                caf::message msg) {
+  auto p = partition_of_request(msg, st->count);
+  auto rp = self->make_response_promise();
+  if (atom_is(msg, submit_atom::value) && msg.size() == 2) {
+    if (msg.match_element<submit_request>(1)) {
+      forward<job_record>(self, st, std::move(msg), p, rp, max_sends, true);
+      return rp;
+    }
+    if (msg.match_element<std::vector<submit_request>>(1)) {
+      auto items = msg.get_as<std::vector<submit_request>>(1);
+      auto answers = std::make_shared<std::vector<job_record>>(items.size());
+      std::vector<size_t> slots(items.size());
+      for (size_t k = 0; k < slots.size(); ++k)
+        slots[k] = k;
+      submit_split(
+          self, st, std::move(items), std::move(slots), answers, max_sends,
+          [rp, answers]() mutable { rp.deliver(std::move(*answers)); });
+      return rp;
+    }
+  }
+  bool one_job = msg.size() >= 2 && msg.match_element<std::string>(1);
+  if (one_job
+      && (atom_is(msg, cancel_atom::value) || atom_is(msg, redrive_atom::value)
+          || atom_is(msg, purge_atom::value))) {
+    forward<ok_atom>(self, st, std::move(msg), p, rp, max_sends, false);
+    return rp;
+  }
+  if (msg.size() == 2 && msg.match_element<all_atom>(1)
+      && (atom_is(msg, redrive_atom::value)
+          || atom_is(msg, purge_atom::value))) {
+    fan_out_count(self, st, std::move(msg), rp);
+    return rp;
+  }
+  auto i = pick(*st, p);
+  if (i < 0)
+    return no_coordinator();
+  rp.delegate(st->apis[static_cast<size_t>(i)], std::move(msg));
+  return rp;
+}
+
+} // namespace
+
+api_router::api_router(caf::actor_system& sys, const node_config& cfg)
+    : sys_(sys), cfg_(cfg) {
+  auto st = std::make_shared<router_state>();
+  st->apis.resize(cfg.coordinators.size());
+  st->owned.resize(cfg.coordinators.size());
+  st->inflight.resize(cfg.coordinators.size());
+  router_ = sys.spawn([st](caf::event_based_actor* self) -> caf::behavior {
+    self->set_default_handler(
+        [st](caf::scheduled_actor* s,
+             caf::message_view& x) -> caf::result<caf::message> {
+          return route(static_cast<self_ptr>(s), st,
+                       x.move_content_to_message());
+        });
+    // A coordinator's connection lost: its requests in flight are
+    // answered now, not when they would time out.
+    self->set_down_handler([st](caf::down_msg& dm) {
+      for (size_t i = 0; i < st->apis.size(); ++i)
+        if (st->apis[i] && st->apis[i].address() == dm.source)
+          lose(*st, i);
+    });
+    self->send(self, router_tick_atom::value);
+    return {
+        [self, st](router_set_atom, uint64_t index, caf::actor& api) {
+          if (index >= st->apis.size())
+            return;
+          lose(*st, index);
+          st->apis[index] = api;
+          if (api) {
+            self->monitor(api);
+            refresh(self, st, nullptr);
+          }
+        },
+        [self, st](router_tick_atom) {
+          refresh(self, st, nullptr);
+          self->delayed_send(self, map_interval, router_tick_atom::value);
+        },
+    };
+  });
+}
+
+api_router::~api_router() {
+  stopping_->store(true);
+  for (auto& t : joiners_)
+    if (t.joinable())
+      t.join();
+  caf::anon_send_exit(router_, caf::exit_reason::user_shutdown);
+}
+
+void api_router::join_loop(size_t index) {
+  const auto& target = cfg_.coordinators[index];
+  backoff_counter backoff{backoff_schedule{std::chrono::milliseconds{100},
+                                           std::chrono::milliseconds{2000}, 2.0,
+                                           0.5}};
+  bool logged_failure = false;
+  while (!stopping_->load()) {
+    auto api = join_gateway_at(sys_, cfg_, target);
+    if (!api) {
+      if (is(api.error(), errc::forbidden)) {
+        log::error(
+            "node", "a coordinator refused this gateway",
+            {{"coordinator", target.text()}, {"error", describe(api.error())}});
+        refused_->store(true);
+        return;
+      }
+      if (!logged_failure)
+        log::warn(
+            "node", "cannot join a coordinator; retrying with backoff",
+            {{"coordinator", target.text()}, {"error", describe(api.error())}});
+      logged_failure = true;
+      auto wait = backoff.next();
+      for (auto slept = std::chrono::milliseconds{0};
+           slept < wait && !stopping_->load();
+           slept += std::chrono::milliseconds{50})
+        std::this_thread::sleep_for(std::chrono::milliseconds{50});
+      continue;
+    }
+    backoff.reset();
+    logged_failure = false;
+    log::info("node", "the gateway joined a coordinator",
+              {{"coordinator", target.text()}});
+    caf::anon_send(router_, router_set_atom::value, uint64_t{index}, *api);
+    joined_->fetch_add(1);
+    // Until it is lost (or the node stops).
+    caf::scoped_actor watcher{sys_};
+    watcher->monitor(*api);
+    bool lost = false;
+    while (!lost && !stopping_->load())
+      watcher->receive([&](caf::down_msg&) { lost = true; },
+                       caf::after(std::chrono::milliseconds{200}) >> [] {});
+    if (lost) {
+      log::warn("node", "the gateway lost a coordinator; joining it again",
+                {{"coordinator", target.text()}});
+      caf::anon_send(router_, router_set_atom::value, uint64_t{index},
+                     caf::actor{});
+    }
+  }
+}
+
+caf::error api_router::start(std::chrono::milliseconds patience) {
+  for (size_t i = 0; i < cfg_.coordinators.size(); ++i)
+    joiners_.emplace_back([this, i] { join_loop(i); });
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  while (joined_->load() == 0) {
+    if (refused_->load())
+      return make_error(errc::forbidden,
+                        "a coordinator refused this gateway (see the log)");
+    if (std::chrono::steady_clock::now() >= deadline)
+      return make_error(errc::unavailable,
+                        "the gateway could not join any coordinator of "
+                        "--coordinator in time");
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  }
+  return caf::none;
+}
+
+} // namespace drover::node

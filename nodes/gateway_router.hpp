@@ -1,0 +1,81 @@
+#pragma once
+
+// A gateway node in front of coordinators that share the partitions
+// (--share-partitions on a gateway node; docs/cluster.md "Gateways of
+// sharing coordinators"). It joins every coordinator of its --coordinator
+// list (each again after a loss, in the background) and the HTTP gateway
+// talks to one router actor, which sends each request to the coordinator
+// that owns the partition it is about:
+//
+// - a job id's partition (get, events, cancel, DLQ retry and purge of one
+//   job, progress subscriptions), a keyed submit's (partition_of_key of
+//   its tenant and idempotency key): its owner by the partition map;
+// - keyless submits: the coordinators that own partitions, in turn;
+// - a batch: split by owner (its keyless items together), the answers put
+//   back in order;
+// - DLQ retry and purge of all jobs: every coordinator, the counts added;
+// - the rest (lists, which read PostgreSQL; the admin views): the next
+//   coordinator in turn.
+//
+// The partition map comes from the coordinators themselves: each answers
+// (partitions_atom) with what its queue owns. The router asks every second
+// and after a `not_owner` answer; a write refused `not_owner` (nothing was
+// created) is sent again to the owner it then finds, at most three times
+// in all, so a change of owner is a short delay. While a partition has no
+// owner (its coordinator died and the survivors have not taken it yet)
+// its writes are answered `not_owner` or `unavailable` (HTTP 503 with
+// Retry-After); reads are served by any coordinator.
+
+#include "runtime/config.hpp"
+#include "runtime/partition_map.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/error.hpp>
+#include <caf/fwd.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace drover::node {
+
+class api_router {
+public:
+  api_router(caf::actor_system& sys, const node_config& cfg);
+  /// Stops the joiners and the router.
+  ~api_router();
+  api_router(const api_router&) = delete;
+  api_router& operator=(const api_router&) = delete;
+
+  caf::actor handle() const {
+    return router_;
+  }
+
+  /// Starts joining every coordinator (and again after each loss) and
+  /// waits up to `patience` until one of them joined: errc::forbidden if a
+  /// coordinator refused this node (wrong secret), errc::unavailable if
+  /// none could be joined in time.
+  caf::error start(std::chrono::milliseconds patience);
+
+private:
+  void join_loop(size_t index);
+
+  caf::actor_system& sys_;
+  node_config cfg_;
+  caf::actor router_;
+  std::vector<std::thread> joiners_;
+  std::shared_ptr<std::atomic<bool>> stopping_
+      = std::make_shared<std::atomic<bool>>(false);
+  /// Joined at least once / refused for good (for start()).
+  std::shared_ptr<std::atomic<int>> joined_
+      = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<std::atomic<bool>> refused_
+      = std::make_shared<std::atomic<bool>>(false);
+};
+
+} // namespace drover::node

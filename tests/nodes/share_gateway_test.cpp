@@ -1,0 +1,161 @@
+// A gateway node in front of coordinators that share the partitions
+// (--share-partitions on the gateway; nodes/gateway_router.hpp): each
+// request goes to the owner of its job's partition, and a kill -9 of a
+// coordinator shows up as a short delay. Three coordinators, two worker
+// nodes and a gateway as real processes on loopback, a real PostgreSQL.
+
+#include "support/gateway_api.hpp"
+#include "support/gateway_node.hpp"
+#include "support/sharing.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <iostream>
+#include <random>
+#include <set>
+
+using namespace drover::testing;
+using namespace drover::testing::cluster_harness;
+using namespace drover::testing::gateway_api;
+using namespace std::chrono_literals;
+
+TEST_CASE("a sharing gateway sends each request to its partition's owner "
+          "and keeps serving through a kill -9 of a coordinator",
+          "[pg][cluster][process][share]") {
+  const std::string gateway_secret = "share-test-gateway-secret-42";
+  auto seed = std::random_device{}();
+  std::cout << "share_gateway_test: seed " << seed << "\n";
+  std::mt19937 rng{seed};
+  cluster c;
+  sharing s{c};
+  for (const auto* name : {"c1", "c2", "c3"})
+    s.start(name, false, {"--gateway-join-secret", gateway_secret});
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+  auto list = s.coordinator_list({"c1", "c2", "c3"});
+  for (const auto* w : {"w1", "w2"})
+    s.start_worker(w, {"c1", "c2", "c3"}, "cpu=3");
+  process gw{{DROVER_NODE_BIN, "--node-id", "gw", "--roles", "gateway",
+              "--coordinator", list, "--join-secret", gateway_secret,
+              "--http-port", "0", "--share-partitions"},
+             c.logs.path() + "/gw.log"};
+  auto ready = gw.wait_for_line("node: ready", 30s);
+  INFO(s.logs_of({"gw", "c1", "c2", "c3"}));
+  REQUIRE(ready);
+  http_client http{http_port_of(*ready)};
+  // The gateway learns who owns what within its map interval (1 s).
+  REQUIRE(poll_until(
+      [&] {
+        return c.log_count("gw", "the gateway joined a coordinator") >= 3;
+      },
+      20s));
+
+  auto owner_of = [&](const std::string& id) {
+    auto conn = must(drover::pg::connection::open(c.url()));
+    auto res = run(conn, "SELECT owner_node FROM drover.partition_leases "
+                         "WHERE partition = drover.partition_of('"
+                             + id + "')");
+    return std::string{res.value(0, 0)};
+  };
+  auto body = [](int ms, const std::string& key) {
+    auto b = "{\"type\":\"sleep\",\"input\":{\"ms\":"
+             + std::to_string(ms * time_scale()) + ",\"steps\":5}";
+    if (!key.empty())
+      b += ",\"idempotency_key\":\"" + key + "\"";
+    return b + "}";
+  };
+  // Keyed submits land in their key's partition, whoever owns it: every
+  // coordinator gets some, none is refused, and a retry with the same key
+  // finds the same job.
+  std::vector<std::string> jobs;
+  std::set<std::string> owners;
+  std::map<std::string, std::string> by_key;
+  auto run_id = std::to_string(rng());
+  REQUIRE(poll_until(
+      [&] {
+        auto res = http.post("/api/jobs", body(50, "probe-" + run_id));
+        return res.status == 202;
+      },
+      10s, 100ms));
+  for (int i = 0; i < 18; ++i) {
+    auto key = "k" + std::to_string(i) + "-" + run_id;
+    auto id = submit(http, body(300, key));
+    by_key[key] = id;
+    jobs.push_back(id);
+    owners.insert(owner_of(id));
+  }
+  CHECK(owners.size() == 3);
+  for (const auto& [key, id] : by_key)
+    CHECK(submit(http, body(300, key)) == id);
+  // Keyless submits spread over the coordinators too; reads and cancels go
+  // to the owner (no 503 not_owner for another coordinator's job).
+  std::set<std::string> keyless_owners;
+  for (int i = 0; i < 9; ++i) {
+    auto id = submit(http, body(300, ""));
+    jobs.push_back(id);
+    keyless_owners.insert(owner_of(id));
+    CHECK(get_job(http, id)["job_id"].str() == id);
+  }
+  CHECK(keyless_owners.size() >= 2);
+  std::set<std::string> cancelled_at;
+  std::vector<std::string> cancelled;
+  for (int i = 0; i < 6; ++i) {
+    auto id = submit(http, body(20000, "long-" + std::to_string(i) + run_id));
+    auto res = http.post("/api/jobs/" + id + "/cancel", "{}");
+    INFO(id << ": " << res.body);
+    CHECK(res.status < 300);
+    cancelled_at.insert(owner_of(id));
+    cancelled.push_back(id);
+  }
+  CHECK(cancelled_at.size() >= 2);
+
+  // kill -9 of c1 in the middle of the workload: submits through the
+  // gateway succeed again after a short delay, keyed ones included.
+  for (int i = 0; i < 12; ++i)
+    jobs.push_back(submit(http, body(400, "")));
+  s.nodes["c1"]->signal(SIGKILL);
+  auto killed = std::chrono::steady_clock::now();
+  int refused = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto key = "after-" + std::to_string(i) + "-" + run_id;
+    std::string id;
+    REQUIRE(poll_until(
+        [&] {
+          auto res = http.post("/api/jobs", body(100, key));
+          if (res.status == 202) {
+            id = body_of(res)["job_id"].str();
+            return true;
+          }
+          INFO(res.body);
+          // A delay, never another answer: 503 while the partition has no
+          // owner, 504 outcome_unknown for a submit its coordinator took to
+          // its death (the same key finds out).
+          CHECK((res.status == 503 || res.status == 504));
+          ++refused;
+          return false;
+        },
+        30s, 100ms));
+    jobs.push_back(id);
+  }
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - killed);
+  std::cout << "share_gateway_test: 30 keyed submits through the gateway "
+               "after the kill took "
+            << took.count() << " ms (" << refused
+            << " answered 503 and retried; lease TTL 2000 ms)\n";
+  REQUIRE(poll_until([&] { return s.spread_over({"c2", "c3"}); }, 30s));
+  // Every acknowledged job ends exactly once; the cancelled ones were
+  // cancelled, not run to their end.
+  c.check_all_done_once(jobs, 120s);
+  constexpr int cancelled_kind = 11;
+  for (const auto& id : cancelled) {
+    auto conn = must(drover::pg::connection::open(c.url()));
+    auto kinds = run(conn, "SELECT coalesce(string_agg(kind::text || '@' || "
+                           "attempt::text, ',' ORDER BY seq), '') FROM "
+                           "drover.events WHERE job_id = '"
+                               + id + "'");
+    INFO(id << " events (kind@attempt): " << kinds.value(0, 0));
+    CHECK(c.events(id, completed_kind) == 0);
+    CHECK(c.events(id, cancelled_kind) == 1);
+  }
+}

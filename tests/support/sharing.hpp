@@ -1,0 +1,122 @@
+#pragma once
+
+// Coordinators sharing one database (--share-partitions) as real processes,
+// for the multi-process tests (tests/nodes/share_test.cpp,
+// share_gateway_test.cpp).
+
+#include "support/cluster.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace drover::testing::cluster_harness {
+
+using namespace std::chrono_literals;
+
+/// Coordinators sharing `c`'s database, each with four local slots.
+struct sharing {
+  cluster& c;
+  std::map<std::string, std::unique_ptr<process>> nodes;
+  std::map<std::string, std::string> admin;
+  std::map<std::string, uint16_t> ports;
+
+  /// `local`: with four local slots; else only worker nodes run its jobs.
+  /// `extra`: more options.
+  void start(const std::string& name, bool local = true,
+             std::vector<std::string> extra = {}) {
+    auto log = c.logs.path() + "/" + name + ".log";
+    auto& p = nodes[name];
+    auto port = ports[name] = free_port();
+    extra.push_back("--share-partitions");
+    if (local)
+      extra.insert(extra.end(),
+                   {"--roles", "coordinator,worker", "--slots", "cpu=4"});
+    p = std::make_unique<process>(c.coordinator_args(name, port, extra), log);
+    auto ready = p->wait_for_line("ready", 30s);
+    INFO(tail_of(log));
+    REQUIRE(ready);
+    admin[name] = admin_port_of(*ready);
+  }
+
+  /// c1, c2 and c3, once they hold the partitions evenly.
+  void start_three() {
+    for (const auto* name : {"c1", "c2", "c3"})
+      start(name);
+    INFO(logs_of({"c1", "c2", "c3"}));
+    REQUIRE(poll_until([&] { return spread_over({"c1", "c2", "c3"}); }, 20s));
+  }
+
+  /// Unexpired leases per owner node.
+  std::map<std::string, int64_t> shares() {
+    std::map<std::string, int64_t> out;
+    auto conn = must(drover::pg::connection::open(c.url()));
+    auto res = run(conn, "SELECT owner_node, count(*) FROM "
+                         "drover.partition_leases WHERE owner IS NOT NULL "
+                         "AND expires_at > now() GROUP BY owner_node");
+    for (int row = 0; row < res.rows(); ++row)
+      out[std::string{res.value(row, 0)}]
+          = std::stoll(std::string{res.value(row, 1)});
+    return out;
+  }
+
+  /// Every partition held, by exactly `names`, evenly (64 / n or one more).
+  bool spread_over(const std::vector<std::string>& names) {
+    auto s = shares();
+    if (s.size() != names.size())
+      return false;
+    int64_t total = 0;
+    auto n = static_cast<int64_t>(names.size());
+    for (const auto& name : names) {
+      auto i = s.find(name);
+      if (i == s.end() || i->second < 64 / n || i->second > (64 + n - 1) / n)
+        return false;
+      total += i->second;
+    }
+    return total == 64;
+  }
+
+  std::string submit(const std::string& name, int ms) {
+    auto input
+        = "{\"ms\":" + std::to_string(ms * time_scale()) + ",\"steps\":10}";
+    auto [rc, out] = droverctl(
+        {"submit", "sleep", "--port", admin.at(name), "--input", input});
+    INFO(out);
+    REQUIRE(rc == 0);
+    return job_id_of(out);
+  }
+
+  /// The --coordinator list of `names`' cluster ports.
+  std::string coordinator_list(const std::vector<std::string>& names) {
+    std::string list;
+    for (const auto& n : names)
+      list += (list.empty() ? "" : ",") + std::string{"127.0.0.1:"}
+              + std::to_string(ports.at(n));
+    return list;
+  }
+
+  /// A worker node that joins every coordinator of `names`
+  /// (--share-partitions) with `slots`.
+  void start_worker(const std::string& name,
+                    const std::vector<std::string>& names,
+                    const std::string& slots) {
+    nodes[name] = std::make_unique<process>(
+        std::vector<std::string>{
+            DROVER_NODE_BIN, "--node-id", name, "--roles", "worker",
+            "--coordinator", coordinator_list(names), "--join-secret", secret,
+            "--slots", slots, "--share-partitions"},
+        c.logs.path() + "/" + name + ".log");
+  }
+
+  std::string logs_of(const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names)
+      out += "--- " + n + "\n" + tail_of(c.logs.path() + "/" + n + ".log");
+    return out;
+  }
+};
+
+} // namespace drover::testing::cluster_harness
