@@ -16,10 +16,24 @@
 // submitting the next) is still held to its weight; the kept pass is
 // dropped once every other tenant has passed it (no credit for idle time
 // either way). With one tenant it is a FIFO.
+//
+// A tenant's jobs are a multiset ordered by key, not a sorted deque: a
+// coordinator that takes partitions recovers them one at a time in job id
+// order, and the ids of one partition span the whole time range of the
+// others, so recovered jobs arrive out of key order. Inserting those into
+// the middle of a deque moved O(n) entries each (quadratic: minutes for a
+// third of a million jobs, docs/benchmarks.md). A multiset inserts at the
+// upper bound of the equal keys, so jobs with the same key stay in arrival
+// order as before, in O(log n) (amortized O(1) when the key is not smaller
+// than the last, the hint), and takes its first in amortized O(1). The
+// price is a tree node per job (three pointers and a colour) on top of the
+// entry. Sorting a recovered page and merging it once would keep the
+// deque, but still move all of it once a page, and every other out-of-order
+// insert (a job going back from behind a concurrency key or a gate,
+// queue_dispatch.cpp back_to_ready) would stay O(n).
 
 #include <algorithm>
 #include <cstdint>
-#include <deque>
 #include <iterator>
 #include <set>
 #include <string>
@@ -82,18 +96,15 @@ public:
       t.stride = 1.0 / weight;
       order_.emplace(t.pass, e.tenant);
     }
-    auto& dq = t.jobs;
-    if (dq.empty() || dq.back().key <= e.key)
-      dq.push_back(std::move(e));
-    else
-      dq.insert(std::upper_bound(dq.begin(), dq.end(), e, by_key),
-                std::move(e));
+    // Placed as close before end() as the order allows: after every job
+    // with the same key either way.
+    t.jobs.emplace_hint(t.jobs.end(), std::move(e));
     ++size_;
   }
 
   /// The next job (not empty()).
   const ready_entry& front() const {
-    return tenants_.at(order_.begin()->second).jobs.front();
+    return *tenants_.at(order_.begin()->second).jobs.begin();
   }
 
   /// Takes the next job (not empty()).
@@ -101,8 +112,7 @@ public:
     auto first = order_.begin();
     auto tenant = first->second;
     auto& t = tenants_.at(tenant);
-    auto out = std::move(t.jobs.front());
-    t.jobs.pop_front();
+    auto out = std::move(t.jobs.extract(t.jobs.begin()).value());
     --size_;
     pass_ = first->first;
     order_.erase(first);
@@ -128,8 +138,7 @@ public:
       for (auto j = dq.begin(); j != dq.end(); ++j) {
         if (j->job_id != job_id)
           continue;
-        out = std::move(*j);
-        dq.erase(j);
+        out = std::move(dq.extract(j).value());
         --size_;
         if (dq.empty()) {
           order_.erase({i->second.pass, i->first});
@@ -146,12 +155,14 @@ public:
   void extract_if(Pred pred, std::vector<ready_entry>& out) {
     for (auto i = tenants_.begin(); i != tenants_.end();) {
       auto& dq = i->second.jobs;
-      auto keep = std::stable_partition(
-          dq.begin(), dq.end(), [&](const ready_entry& e) { return !pred(e); });
-      for (auto j = keep; j != dq.end(); ++j)
-        out.push_back(std::move(*j));
-      size_ -= static_cast<size_t>(std::distance(keep, dq.end()));
-      dq.erase(keep, dq.end());
+      for (auto j = dq.begin(); j != dq.end();) {
+        if (pred(*j)) {
+          out.push_back(std::move(dq.extract(j++).value()));
+          --size_;
+        } else {
+          ++j;
+        }
+      }
       if (dq.empty()) {
         order_.erase({i->second.pass, i->first});
         i = tenants_.erase(i);
@@ -163,19 +174,22 @@ public:
 
   /// The smallest key of any job here (not empty()): the oldest.
   int64_t oldest_key() const {
-    auto out = tenants_.begin()->second.jobs.front().key;
+    auto out = tenants_.begin()->second.jobs.begin()->key;
     for (const auto& kv : tenants_)
-      out = std::min(out, kv.second.jobs.front().key);
+      out = std::min(out, kv.second.jobs.begin()->key);
     return out;
   }
 
 private:
-  static bool by_key(const ready_entry& x, const ready_entry& y) {
-    return x.key < y.key;
-  }
+  struct by_key {
+    bool operator()(const ready_entry& x, const ready_entry& y) const {
+      return x.key < y.key;
+    }
+  };
 
   struct tenant_jobs {
-    std::deque<ready_entry> jobs;
+    /// Ordered by key, equal keys in arrival order.
+    std::multiset<ready_entry, by_key> jobs;
     double pass = 0;
     double stride = 1;
   };

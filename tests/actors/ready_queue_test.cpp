@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 using drover::detail::ready_entry;
@@ -23,6 +25,44 @@ std::vector<uint32_t> take(ready_queue& q, size_t n) {
   std::vector<uint32_t> out;
   for (size_t i = 0; i < n && !q.empty(); ++i)
     out.push_back(q.pop_front().tenant);
+  return out;
+}
+
+/// $DROVER_TEST_SEED (to replay a run) or a random one; the caller
+/// prints it.
+uint64_t test_seed() {
+  if (const char* env = std::getenv("DROVER_TEST_SEED"); env && *env)
+    return std::strtoull(env, nullptr, 10);
+  return std::random_device{}();
+}
+
+/// `n` jobs of `tenants` tenants, keys with many repeats (jobs submitted in
+/// the same millisecond), numbered in the order they will be inserted: the
+/// id is that number, so equal keys can be told apart.
+std::vector<ready_entry> shuffled_jobs(std::mt19937_64& rng, size_t n,
+                                       uint32_t tenants) {
+  std::uniform_int_distribution<int64_t> key{0, static_cast<int64_t>(n / 4)};
+  std::uniform_int_distribution<uint32_t> tenant{1, tenants};
+  std::vector<ready_entry> out;
+  for (size_t i = 0; i < n; ++i) {
+    ready_entry e;
+    e.job_id = std::to_string(i);
+    e.key = key(rng);
+    e.tenant = tenant(rng);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+/// Ids of `jobs` in the order a FIFO by key takes them: by key, equal keys
+/// in the order they were inserted (their ids count up).
+std::vector<std::string> by_key_then_arrival(std::vector<ready_entry> jobs) {
+  std::stable_sort(
+      jobs.begin(), jobs.end(),
+      [](const ready_entry& x, const ready_entry& y) { return x.key < y.key; });
+  std::vector<std::string> out;
+  for (auto& e : jobs)
+    out.push_back(e.job_id);
   return out;
 }
 
@@ -123,4 +163,77 @@ TEST_CASE("ready queue: a tenant that keeps one job ready at every turn is "
   // One in eleven: 20 of 220, within one.
   CHECK(twos >= 19);
   CHECK(twos <= 21);
+}
+
+TEST_CASE("ready queue: jobs inserted in any key order come out by key, "
+          "equal keys in arrival order",
+          "[ready_queue]") {
+  auto seed = test_seed();
+  INFO("seed " << seed << " (DROVER_TEST_SEED replays it)");
+  std::mt19937_64 rng{seed};
+  // A partition recovered after another: keys all over the range.
+  for (int round = 0; round < 20; ++round) {
+    auto jobs = shuffled_jobs(rng, 5000, 1);
+    auto expected = by_key_then_arrival(jobs);
+    ready_queue q;
+    for (auto& e : jobs)
+      q.insert(e, 1);
+    REQUIRE(q.size() == jobs.size());
+    CHECK(q.oldest_key() == q.front().key);
+    std::vector<std::string> taken;
+    bool heads_agree = true; // front, oldest_key and pop_front
+    while (!q.empty()) {
+      auto head_key = q.front().key;
+      heads_agree = heads_agree && q.oldest_key() == head_key;
+      auto e = q.pop_front();
+      heads_agree = heads_agree && e.key == head_key;
+      taken.push_back(e.job_id);
+    }
+    CHECK(heads_agree);
+    REQUIRE(taken == expected);
+  }
+}
+
+TEST_CASE("ready queue: with several tenants, each tenant's jobs come out by "
+          "key whatever the insert order, and extract_if and erase keep it",
+          "[ready_queue]") {
+  auto seed = test_seed();
+  INFO("seed " << seed << " (DROVER_TEST_SEED replays it)");
+  std::mt19937_64 rng{seed};
+  auto jobs = shuffled_jobs(rng, 20000, 5);
+  ready_queue q;
+  for (auto& e : jobs)
+    q.insert(e, static_cast<double>(e.tenant)); // weights 1 to 5
+  // A partition leaves (every third job), and a few jobs are cancelled.
+  auto leaving
+      = [](const ready_entry& e) { return std::stoul(e.job_id) % 3 == 0; };
+  std::vector<ready_entry> left;
+  q.extract_if(leaving, left);
+  CHECK(left.size() == (jobs.size() + 2) / 3);
+  CHECK(std::all_of(left.begin(), left.end(), leaving));
+  std::vector<ready_entry> stay;
+  for (auto& e : jobs)
+    if (!leaving(e))
+      stay.push_back(e);
+  std::shuffle(stay.begin(), stay.end(), rng);
+  ready_entry out;
+  for (size_t i = 0; i < 100; ++i)
+    REQUIRE(q.erase(stay[i].job_id, out));
+  stay.erase(stay.begin(), stay.begin() + 100);
+  std::sort(stay.begin(), stay.end(), [](const auto& x, const auto& y) {
+    return std::stoul(x.job_id) < std::stoul(y.job_id); // arrival order
+  });
+  REQUIRE(q.size() == stay.size());
+  std::map<uint32_t, std::vector<ready_entry>> expected_of;
+  for (auto& e : stay)
+    expected_of[e.tenant].push_back(e);
+  std::map<uint32_t, std::vector<std::string>> taken;
+  while (!q.empty()) {
+    auto e = q.pop_front();
+    taken[e.tenant].push_back(e.job_id);
+  }
+  for (auto& [tenant, expected] : expected_of) {
+    INFO("tenant " << tenant);
+    CHECK(taken[tenant] == by_key_then_arrival(expected));
+  }
 }
