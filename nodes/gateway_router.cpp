@@ -32,6 +32,7 @@ using router_tick_atom = caf::atom_constant<caf::atom("rtr_tick")>;
 constexpr auto request_timeout = std::chrono::seconds{60};
 constexpr auto map_timeout = std::chrono::seconds{5};
 constexpr auto map_interval = std::chrono::seconds{1};
+constexpr auto join_timeout = std::chrono::seconds{2};
 /// Sends of a write refused `not_owner`, in all.
 constexpr int max_sends = 3;
 
@@ -463,7 +464,9 @@ void api_router::join_loop(size_t index) {
                                            0.5}};
   bool logged_failure = false;
   while (!stopping_->load()) {
-    auto api = join_gateway_at(sys_, cfg_, target);
+    // Short requests: a stopping node waits for this loop to look at its
+    // flag again.
+    auto api = join_gateway_at(sys_, cfg_, target, join_timeout);
     if (!api) {
       if (is(api.error(), errc::forbidden)) {
         log::error(

@@ -185,7 +185,8 @@ child_spec worker_node_child(const node_config& cfg,
 
 caf::expected<caf::actor> join_gateway_at(caf::actor_system& sys,
                                           const node_config& cfg,
-                                          const coordinator_address& target) {
+                                          const coordinator_address& target,
+                                          std::chrono::milliseconds timeout) {
   auto endpoint = cfg.tls_certificate.empty()
                       ? sys.middleman().remote_actor<cluster_endpoint_actor>(
                           target.host, target.port)
@@ -202,7 +203,7 @@ caf::expected<caf::actor> join_gateway_at(caf::actor_system& sys,
   reg.protocol_min = cluster_protocol_min;
   reg.protocol_max = cluster_protocol_max;
   caf::expected<caf::actor> result{caf::actor{}};
-  self->request(*endpoint, std::chrono::seconds{10}, hello_atom::value, reg)
+  self->request(*endpoint, timeout, hello_atom::value, reg)
       .receive(
           [&](coordinator_reply& r) {
             if (!cfg.join_secret.empty())

@@ -78,10 +78,12 @@ child_spec worker_node_child(const node_config& cfg,
 
 /// One attempt to join `target` as a gateway: its node API;
 /// errc::forbidden if it refused this node, errc::unavailable (or CAF's
-/// error) if it could not be reached or did not answer.
-caf::expected<caf::actor> join_gateway_at(caf::actor_system& sys,
-                                          const node_config& cfg,
-                                          const coordinator_address& target);
+/// error) if it could not be reached or did not answer within `timeout`
+/// (each of its two requests).
+caf::expected<caf::actor>
+join_gateway_at(caf::actor_system& sys, const node_config& cfg,
+                const coordinator_address& target,
+                std::chrono::milliseconds timeout = std::chrono::seconds{10});
 
 /// Joins a coordinator of cfg.coordinators (in turn) as a gateway and
 /// returns its node API actor. Retries an unreachable coordinator for up to
