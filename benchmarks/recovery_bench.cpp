@@ -327,6 +327,7 @@ const char* run_share(const options& opt, const std::string& db_url,
       return " the three coordinators never shared the partitions";
     std::this_thread::sleep_for(20ms);
   }
+  auto shared_at = steady::now();
   // Counting completions is a scan of the jobs: every 250 ms, not more
   // (with a million jobs it would load PostgreSQL more than the nodes).
   deadline = steady::now() + 600s;
@@ -341,6 +342,8 @@ const char* run_share(const options& opt, const std::string& db_url,
   auto kill_ms = wall_ms();
   auto kill_at = steady::now();
   kill_node(nodes[0], SIGKILL);
+  j.num("shared_to_kill_s",
+        std::chrono::duration<double>(kill_at - shared_at).count(), 1);
   auto done_at_kill = completed();
   // Attempts of the killed one's partitions only (the survivors' own run
   // on): each must get its worker_lost.
@@ -539,42 +542,45 @@ int main(int argc, char** argv) {
         .num("rate_after_restart_per_s", after.steady_rate);
   }
   // 4. Verify.
-  auto all = std::stoull(
-      "0" + sql_value(db_url, "SELECT count(*) FROM drover.jobs"));
+  auto count = [&](const std::string& sql) {
+    return std::stoull("0" + sql_value(db_url, sql));
+  };
+  auto status_is
+      = [](job_status s) { return std::to_string(static_cast<int>(s)); };
+  auto kind_is
+      = [](event_kind k) { return std::to_string(static_cast<int>(k)); };
+  auto all = count("SELECT count(*) FROM drover.jobs");
   auto completed = completed_sql();
-  auto events = std::stoull(
-      "0"
-      + sql_value(db_url, "SELECT count(*) FROM drover.events WHERE kind = "
-                              + std::to_string(
-                                  static_cast<int>(event_kind::completed))));
-  auto twice = std::stoull(
-      "0"
-      + sql_value(
-          db_url,
-          "SELECT count(*) FROM (SELECT job_id FROM drover.events WHERE kind = "
-              + std::to_string(static_cast<int>(event_kind::completed))
-              + " GROUP BY job_id HAVING count(*) > 1) t"));
-  auto lost_events = std::stoull(
-      "0"
-      + sql_value(db_url, "SELECT count(*) FROM drover.events WHERE kind = "
-                              + std::to_string(
-                                  static_cast<int>(event_kind::worker_lost))));
-  auto not_done = std::stoull(
-      "0"
-      + sql_value(
-          db_url,
-          "SELECT count(*) FROM drover.jobs WHERE status NOT IN ("
-              + std::to_string(static_cast<int>(job_status::completed)) + ","
-              + std::to_string(static_cast<int>(job_status::queued)) + ","
-              + std::to_string(static_cast<int>(job_status::retrying)) + ")"));
+  auto events = count("SELECT count(*) FROM drover.events WHERE kind = "
+                      + kind_is(event_kind::completed));
+  auto twice = count("SELECT count(*) FROM (SELECT job_id FROM drover.events "
+                     "WHERE kind = "
+                     + kind_is(event_kind::completed)
+                     + " GROUP BY job_id HAVING count(*) > 1) t");
+  auto lost_events = count("SELECT count(*) FROM drover.events WHERE kind = "
+                           + kind_is(event_kind::worker_lost));
+  auto not_done = count("SELECT count(*) FROM drover.jobs WHERE status NOT IN ("
+                        + status_is(job_status::completed) + ","
+                        + status_is(job_status::queued) + ","
+                        + status_is(job_status::retrying) + ")");
+  // The SIGTERM that ends a --drain-seconds run is an orderly stop: it
+  // leaves the attempts running on its slots to the next coordinator
+  // (job_supervisor.cpp, user_shutdown), their jobs `processing`, at most
+  // one a slot of the nodes it stopped.
+  auto left_running = count("SELECT count(*) FROM drover.jobs WHERE status = "
+                            + status_is(job_status::processing));
+  auto stopped_slots = uint64_t{opt.slots} * (opt.share ? 2 : 1);
   j.integer("verified_jobs", static_cast<int64_t>(all))
       .integer("verified_completed", static_cast<int64_t>(completed))
       .integer("completed_events", static_cast<int64_t>(events))
       .integer("completed_twice", static_cast<int64_t>(twice))
       .integer("worker_lost_events", static_cast<int64_t>(lost_events))
-      .integer("neither_completed_nor_waiting", static_cast<int64_t>(not_done));
+      .integer("left_running_at_stop", static_cast<int64_t>(left_running))
+      .integer("neither_completed_nor_waiting",
+               static_cast<int64_t>(not_done - left_running));
   bool full = opt.drain_seconds <= 0;
-  if (all != total || events != completed || twice != 0 || not_done != 0
+  if (all != total || events != completed || twice != 0
+      || not_done != left_running || left_running > stopped_slots
       || (full && completed != total) || lost_events < processing_at_kill) {
     ok = false;
     problem += " verification failed";
