@@ -10,13 +10,17 @@
 // the generator's, keys in milliseconds with a few repeats) once in key
 // order and once shuffled, then takes them all (pop_front). The figures
 // are the medians over the rounds; "shuffled_vs_in_order" is the ratio of
-// the two insert rates (1 = an out-of-order insert costs no more). A queue
+// the two insert rates (1 = an out-of-order insert costs no more), and
+// the heap the full queue held per job (glibc mallinfo2; the ids fit the
+// string's small buffer, so that is the structure's own cost). A queue
 // whose out-of-order insert is O(n) shows a ratio that falls as --jobs
 // grows; an O(log n) one stays within a small factor.
 //
 // One JSON line.
 
 #include "actors/detail/ready_queue.hpp"
+
+#include <malloc.h>
 
 #include <algorithm>
 #include <chrono>
@@ -50,13 +54,23 @@ double median(std::vector<double> xs) {
   return n % 2 == 1 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2;
 }
 
-/// Inserts then takes `jobs` in their order: (inserts/s, pops/s).
-std::pair<double, double> fill_and_drain(const std::vector<ready_entry>& jobs) {
+/// Heap in use (glibc, every arena), bytes.
+double heap_bytes() {
+  auto m = mallinfo2();
+  return static_cast<double>(m.uordblks + m.hblkhd);
+}
+
+/// Inserts then takes `jobs` in their order: (inserts/s, pops/s); the heap
+/// the full queue held, per job, into `bytes_per_job`.
+std::pair<double, double> fill_and_drain(const std::vector<ready_entry>& jobs,
+                                         double& bytes_per_job) {
+  auto heap0 = heap_bytes();
   ready_queue q;
   auto t0 = steady::now();
   for (const auto& e : jobs)
     q.insert(e, 1);
   auto insert_s = seconds_since(t0);
+  bytes_per_job = (heap_bytes() - heap0) / static_cast<double>(jobs.size());
   t0 = steady::now();
   size_t taken = 0;
   while (!q.empty()) {
@@ -112,9 +126,11 @@ int main(int argc, char** argv) {
   auto shuffled = in_order;
   std::shuffle(shuffled.begin(), shuffled.end(), rng);
   std::vector<double> ins_in, ins_sh, pop_in, pop_sh;
+  double bytes_in = 0;
+  double bytes_sh = 0;
   for (int r = 0; r < o.rounds; ++r) {
-    auto [i1, p1] = fill_and_drain(in_order);
-    auto [i2, p2] = fill_and_drain(shuffled);
+    auto [i1, p1] = fill_and_drain(in_order, bytes_in);
+    auto [i2, p2] = fill_and_drain(shuffled, bytes_sh);
     ins_in.push_back(i1);
     pop_in.push_back(p1);
     ins_sh.push_back(i2);
@@ -126,8 +142,10 @@ int main(int argc, char** argv) {
               "\"rounds\":%d,\"in_order_inserts_per_s\":%.0f,"
               "\"shuffled_inserts_per_s\":%.0f,"
               "\"shuffled_vs_in_order\":%.3f,"
-              "\"in_order_pops_per_s\":%.0f,\"shuffled_pops_per_s\":%.0f}\n",
+              "\"in_order_pops_per_s\":%.0f,\"shuffled_pops_per_s\":%.0f,"
+              "\"heap_bytes_per_job_in_order\":%.1f,"
+              "\"heap_bytes_per_job_shuffled\":%.1f}\n",
               o.jobs, o.tenants, o.rounds, a, b, b / a, median(pop_in),
-              median(pop_sh));
+              median(pop_sh), bytes_in, bytes_sh);
   return 0;
 }
