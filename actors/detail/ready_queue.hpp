@@ -45,8 +45,9 @@
 
 namespace drover::detail {
 
-/// One ready job: all the queue keeps per queued job (the id fits the
-/// string's small buffer, so no allocation).
+/// One ready job: all the queue keeps per queued job. The generator's ids
+/// (16-17 characters) do not fit libstdc++'s 15-character small buffer: each
+/// costs an allocation of 32 B (docs/benchmarks.md).
 struct ready_entry {
   std::string job_id;
   /// ready-since + priority * aging interval, Unix ms: smaller runs first
