@@ -301,8 +301,19 @@ void submit_split(self_ptr self, state_ptr st,
     send_tracked<std::vector<job_record>>(
         self, st, static_cast<size_t>(target),
         caf::make_message(submit_atom::value, group->first),
-        [answers, group, retry, group_done](std::vector<job_record>& got) {
-          for (size_t k = 0; k < got.size() && k < group->second.size(); ++k) {
+        [answers, group, retry, group_done,
+         fail_all](std::vector<job_record>& got) {
+          if (got.size() != group->second.size()) {
+            // Not one answer per item: none of them can be trusted.
+            fail_all(make_error(errc::unavailable,
+                                "a coordinator answered a batch of "
+                                    + std::to_string(group->second.size())
+                                    + " with " + std::to_string(got.size())
+                                    + " results"));
+            group_done();
+            return;
+          }
+          for (size_t k = 0; k < got.size(); ++k) {
             if (got[k].error.code == "not_owner") {
               retry->first.push_back(group->first[k]);
               retry->second.push_back(group->second[k]);

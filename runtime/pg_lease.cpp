@@ -357,6 +357,18 @@ claim_coordinator(const std::string& conninfo, const lease_owner& owner,
   }
 }
 
+// The rows of `grant` still held ($1 owner, $2 partitions, $3 epochs),
+// locked in partition order — the order in which every job write's fence
+// locks them FOR SHARE (runtime/pg_fence.cpp). An UPDATE joined to the
+// array directly locks them in whatever order its plan visits them, and
+// a renewal then deadlocked with a job write of the same coordinator
+// (SQLSTATE 40P01, seen with a million jobs; docs/benchmarks.md).
+#define LOCK_HELD_IN_ORDER                                                     \
+  "SELECT x.partition FROM drover.partition_leases x "                         \
+  "JOIN unnest($2::int4[], $3::int8[]) AS g(partition, epoch) "                \
+  "ON x.partition = g.partition WHERE x.owner = $1 AND x.epoch = g.epoch "     \
+  "ORDER BY x.partition FOR UPDATE OF x"
+
 caf::expected<std::vector<int32_t>> renew_each(session& db,
                                                const lease_grant& grant,
                                                std::chrono::milliseconds ttl) {
@@ -369,9 +381,8 @@ caf::expected<std::vector<int32_t>> renew_each(session& db,
       "drover_renew_leases",
       "UPDATE drover.partition_leases l "
       "SET expires_at = now() + $4 * interval '1 millisecond' "
-      "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
-      "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch "
-      "RETURNING l.partition",
+      "FROM (" LOCK_HELD_IN_ORDER ") AS h "
+      "WHERE l.partition = h.partition RETURNING l.partition",
       ps, false, "renewing the partition leases");
   if (!res)
     return std::move(res.error());
@@ -415,11 +426,12 @@ caf::error release_rows(session& db, const lease_grant& grant) {
     return caf::none;
   auto res = db.conn().exec(
       "UPDATE drover.partition_leases l SET owner = NULL, expires_at = now() "
-      "FROM unnest($2::int4[], $3::int8[]) AS h(partition, epoch) "
-      "WHERE l.partition = h.partition AND l.owner = $1 AND l.epoch = h.epoch",
+      "FROM (" LOCK_HELD_IN_ORDER ") AS h WHERE l.partition = h.partition",
       grant_params(grant), false, "releasing the partition leases");
   return res ? caf::none : std::move(res.error());
 }
+
+#undef LOCK_HELD_IN_ORDER
 
 caf::error release(session& db, const lease_grant& grant) {
   if (auto err = release_rows(db, grant))

@@ -77,11 +77,12 @@ TEST_CASE("a coordinator that joins takes its share by hand-off without "
   s.start("c2");
   INFO(s.logs_of({"c1", "c2", "c3"}));
   REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 20s));
-  // A backlog on both: 4 slots each, 60 jobs of 500 ms.
+  // A backlog on both: 4 slots each, 60 jobs of 1.5 s (about 11 s of work:
+  // still waiting when c3, started on a loaded machine, takes its share).
   std::vector<std::string> jobs;
   for (int i = 0; i < 30; ++i)
     for (const auto* name : {"c1", "c2"})
-      jobs.push_back(s.submit(name, 500));
+      jobs.push_back(s.submit(name, 1500));
   auto joined = std::chrono::steady_clock::now();
   s.start("c3");
   REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
