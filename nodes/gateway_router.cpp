@@ -433,24 +433,18 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
           return route(static_cast<self_ptr>(s), st,
                        x.move_content_to_message());
         });
-    // A coordinator's connection lost: its requests in flight are
-    // answered now, not when they would time out.
-    self->set_down_handler([st](caf::down_msg& dm) {
-      for (size_t i = 0; i < st->apis.size(); ++i)
-        if (st->apis[i] && st->apis[i].address() == dm.source)
-          lose(*st, i);
-    });
     self->send(self, router_tick_atom::value);
     return {
         [self, st](router_set_atom, uint64_t index, caf::actor& api) {
           if (index >= st->apis.size())
             return;
+          // Only the joiner, which watches the coordinator, says it is
+          // lost (set to null, at once): its messages come in order, where
+          // a down message of an old handle could follow a newer one's set.
           lose(*st, index);
           st->apis[index] = api;
-          if (api) {
-            self->monitor(api);
+          if (api)
             refresh(self, st, nullptr);
-          }
         },
         [self, st](router_tick_atom) {
           refresh(self, st, nullptr);

@@ -54,6 +54,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
 #include <cerrno>
@@ -190,6 +191,16 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
       // partitions are taken about a lease TTL later (and a renewal
       // interval or two): their attempts wait that long to be adopted.
       jobs.queue.adopt_wait = 2 * cfg.lease_ttl;
+      // A dead coordinator's agent may report an attempt to another
+      // survivor, which keeps it waiting that long and then refuses it
+      // (the worker node stops it): a taken partition's attempts are run
+      // again only after that, not after one attempt TTL — no two runs at
+      // once (review of session 16, finding 1).
+      if (jobs.remote_workers)
+        jobs.queue.adopt_grace
+            = std::max(jobs.queue.adopt_grace,
+                       jobs.queue.adopt_wait + cfg.worker_heartbeat_interval
+                           + std::chrono::seconds{1});
       // A write found a partition taken over: a renewal, now, finds which
       // and the keeper drops it (the fence refuses its writes meanwhile).
       pg.on_deposed = [share](const std::string& why) {
