@@ -400,9 +400,11 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           self->state.after_recovery.push_back(std::move(run));
         return rp;
       },
-      [self](adopt_atom) {
+      [self](adopt_atom, uint64_t generation) {
         // The grace is over: attempts nobody came back for are lost.
         auto& st = self->state;
+        if (generation == st.adopt_timer_generation)
+          st.adopt_timer_at = 0; // the armed timer: the next may be armed
         // Those whose grace is over (partitions taken later have theirs).
         auto now = now_ms(self);
         std::vector<job_record> waiting;
@@ -434,9 +436,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
           if (due > 0 && (next == 0 || due < next))
             next = due;
         if (next != 0)
-          self->delayed_send(
-              self, std::chrono::milliseconds{std::max<int64_t>(1, next - now)},
-              adopt_atom::value);
+          arm_adopt_timer(self, next);
       },
       [self](retry_atom, job_record& rec) {
         ++self->state.stats.retried;

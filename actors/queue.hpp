@@ -86,7 +86,8 @@
 //       block); retry_ms says when to ask again if fewer were granted.
 //       errc::stale_attempt if the job does not run on `worker`,
 //       errc::invalid_request if it names no rate limit.
-//   (adopt_atom)                       internal: the adoption grace ended
+//   (adopt_atom, generation)           internal: the adoption timer (an
+//                                      adoption grace or wait ended)
 //   (partitions_atom, get_atom)        -> (string, int32_t) the partitions
 //       it owns now, as "0,5,17" (ascending; "" = none), and how many
 //       the database has: a sharing gateway's partition map
@@ -144,7 +145,7 @@ using queue_actor = caf::typed_actor<
                     uint32_t>::with<uint32_t, int64_t>,
     caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
                     caf::actor>::with<caf::actor>,
-    caf::reacts_to<adopt_atom>,
+    caf::reacts_to<adopt_atom, uint64_t>,
     caf::replies_to<partitions_atom, std::vector<int32_t>>::with<ok_atom>,
     caf::replies_to<partitions_atom, get_atom>::with<std::string, int32_t>>;
 

@@ -461,9 +461,7 @@ void end_recovery(self_ptr self) {
       first = first == 0 ? when : std::min(first, when);
     }
   if (first != 0)
-    self->delayed_send(
-        self, std::chrono::milliseconds{std::max<int64_t>(0, first - now)},
-        adopt_atom::value);
+    arm_adopt_timer(self, first);
   for (auto& f : st.after_recovery)
     f();
   st.after_recovery.clear();

@@ -38,8 +38,18 @@ bool wait_for_partition(self_ptr self, const std::string& job_id,
   auto due = now_ms(self) + st.opts.adopt_wait.count();
   st.adopt_waiting[partition_of_id(job_id)].push_back(
       {due, std::move(run), std::move(refuse)});
-  self->delayed_send(self, st.opts.adopt_wait, adopt_atom::value);
+  arm_adopt_timer(self, due);
   return true;
+}
+
+void arm_adopt_timer(self_ptr self, int64_t due) {
+  auto& st = self->state;
+  if (st.adopt_timer_at != 0 && st.adopt_timer_at <= due)
+    return;
+  st.adopt_timer_at = due;
+  self->delayed_send(
+      self, std::chrono::milliseconds{std::max<int64_t>(1, due - now_ms(self))},
+      adopt_atom::value, ++st.adopt_timer_generation);
 }
 
 int64_t expire_waiting_adoptions(self_ptr self, int64_t now) {

@@ -9,7 +9,6 @@
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_system.hpp>
-#include <caf/after.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/make_message.hpp>
 #include <caf/message_view.hpp>
@@ -17,6 +16,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 
@@ -455,7 +455,16 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
 }
 
 api_router::~api_router() {
-  stopping_->store(true);
+  std::vector<caf::actor> watching;
+  {
+    std::lock_guard<std::mutex> guard{mx_};
+    stopping_ = true;
+    watching = watchers_;
+  }
+  cv_.notify_all();
+  for (const auto& w : watching)
+    if (w)
+      caf::anon_send(w, stop_atom::value);
   for (auto& t : joiners_)
     if (t.joinable())
       t.join();
@@ -467,17 +476,24 @@ void api_router::join_loop(size_t index) {
   backoff_counter backoff{backoff_schedule{std::chrono::milliseconds{100},
                                            std::chrono::milliseconds{2000}, 2.0,
                                            0.5}};
+  auto stopping = [this] {
+    std::lock_guard<std::mutex> guard{mx_};
+    return stopping_;
+  };
   bool logged_failure = false;
-  while (!stopping_->load()) {
-    // Short requests: a stopping node waits for this loop to look at its
-    // flag again.
+  while (!stopping()) {
+    // Short requests: a stopping node waits for this join to end.
     auto api = join_gateway_at(sys_, cfg_, target, join_timeout);
     if (!api) {
       if (is(api.error(), errc::forbidden)) {
         log::error(
             "node", "a coordinator refused this gateway",
             {{"coordinator", target.text()}, {"error", describe(api.error())}});
-        refused_->store(true);
+        {
+          std::lock_guard<std::mutex> guard{mx_};
+          refused_ = true;
+        }
+        cv_.notify_all();
         return;
       }
       if (!logged_failure)
@@ -485,11 +501,8 @@ void api_router::join_loop(size_t index) {
             "node", "cannot join a coordinator; retrying with backoff",
             {{"coordinator", target.text()}, {"error", describe(api.error())}});
       logged_failure = true;
-      auto wait = backoff.next();
-      for (auto slept = std::chrono::milliseconds{0};
-           slept < wait && !stopping_->load();
-           slept += std::chrono::milliseconds{50})
-        std::this_thread::sleep_for(std::chrono::milliseconds{50});
+      std::unique_lock<std::mutex> guard{mx_};
+      cv_.wait_for(guard, backoff.next(), [this] { return stopping_; });
       continue;
     }
     backoff.reset();
@@ -497,14 +510,25 @@ void api_router::join_loop(size_t index) {
     log::info("node", "the gateway joined a coordinator",
               {{"coordinator", target.text()}});
     caf::anon_send(router_, router_set_atom::value, uint64_t{index}, *api);
-    joined_->fetch_add(1);
-    // Until it is lost (or the node stops).
+    // Until it is lost, or the node stops (the destructor's stop_atom).
     caf::scoped_actor watcher{sys_};
     watcher->monitor(*api);
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      ++joined_;
+      if (stopping_)
+        return;
+      watchers_.push_back(caf::actor_cast<caf::actor>(watcher));
+    }
+    cv_.notify_all();
     bool lost = false;
-    while (!lost && !stopping_->load())
-      watcher->receive([&](caf::down_msg&) { lost = true; },
-                       caf::after(std::chrono::milliseconds{200}) >> [] {});
+    watcher->receive([&](caf::down_msg&) { lost = true; }, [](stop_atom) {});
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      auto me = caf::actor_cast<caf::actor>(watcher);
+      watchers_.erase(std::remove(watchers_.begin(), watchers_.end(), me),
+                      watchers_.end());
+    }
     if (lost) {
       log::warn("node", "the gateway lost a coordinator; joining it again",
                 {{"coordinator", target.text()}});
@@ -517,18 +541,16 @@ void api_router::join_loop(size_t index) {
 caf::error api_router::start(std::chrono::milliseconds patience) {
   for (size_t i = 0; i < cfg_.coordinators.size(); ++i)
     joiners_.emplace_back([this, i] { join_loop(i); });
-  auto deadline = std::chrono::steady_clock::now() + patience;
-  while (joined_->load() == 0) {
-    if (refused_->load())
-      return make_error(errc::forbidden,
-                        "a coordinator refused this gateway (see the log)");
-    if (std::chrono::steady_clock::now() >= deadline)
-      return make_error(errc::unavailable,
-                        "the gateway could not join any coordinator of "
-                        "--coordinator in time");
-    std::this_thread::sleep_for(std::chrono::milliseconds{20});
-  }
-  return caf::none;
+  std::unique_lock<std::mutex> guard{mx_};
+  cv_.wait_for(guard, patience, [this] { return joined_ > 0 || refused_; });
+  if (joined_ > 0)
+    return caf::none;
+  if (refused_)
+    return make_error(errc::forbidden,
+                      "a coordinator refused this gateway (see the log)");
+  return make_error(errc::unavailable,
+                    "the gateway could not join any coordinator of "
+                    "--coordinator in time");
 }
 
 } // namespace drover::node

@@ -33,10 +33,11 @@
 #include <caf/error.hpp>
 #include <caf/fwd.hpp>
 
-#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -69,13 +70,15 @@ private:
   node_config cfg_;
   caf::actor router_;
   std::vector<std::thread> joiners_;
-  std::shared_ptr<std::atomic<bool>> stopping_
-      = std::make_shared<std::atomic<bool>>(false);
-  /// Joined at least once / refused for good (for start()).
-  std::shared_ptr<std::atomic<int>> joined_
-      = std::make_shared<std::atomic<int>>(0);
-  std::shared_ptr<std::atomic<bool>> refused_
-      = std::make_shared<std::atomic<bool>>(false);
+  /// What the joiners and start()/the destructor share (mx_): stopping,
+  /// how many joins succeeded, whether one was refused for good, and each
+  /// joiner's watcher (woken by a message when the node stops).
+  std::mutex mx_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  int joined_ = 0;
+  bool refused_ = false;
+  std::vector<caf::actor> watchers_;
 };
 
 } // namespace drover::node

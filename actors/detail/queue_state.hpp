@@ -206,6 +206,11 @@ struct queue_state {
     std::function<void()> refuse;
   };
   std::map<int32_t, std::vector<waiting_adoption>> adopt_waiting;
+  /// The adoption timer (adopt_atom), one for adopt_due and
+  /// adopt_waiting together: when the armed one fires (Unix ms; 0 = none
+  /// armed) and its generation (a firing of an older one is not it).
+  int64_t adopt_timer_at = 0;
+  uint64_t adopt_timer_generation = 0;
   /// Workers we monitor.
   std::map<caf::actor_addr, worker_info> workers;
   queue_stats stats;
@@ -424,6 +429,9 @@ bool wait_for_partition(self_ptr self, const std::string& job_id,
                         std::function<void()> refuse);
 /// Refuses parked adoptions whose wait is over; the next due (0 = none).
 int64_t expire_waiting_adoptions(self_ptr self, int64_t now);
+/// Has adopt_atom delivered at `due` (Unix ms) unless a timer fires
+/// earlier anyway (each firing looks at every due and arms the next).
+void arm_adopt_timer(self_ptr self, int64_t due);
 void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
            const std::string& job_id, uint32_t attempt,
            const std::string& worker_id, caf::actor slot);
