@@ -110,8 +110,14 @@ void request_adoption(link_actor self, const std::string& job_id,
                       uint32_t attempt) {
   auto& st = self->state;
   auto& slot = st.slots[st.attempts[job_id].slot];
-  self->request(st.cfg.handles->queue(), std::chrono::seconds{30},
-                adopt_atom::value, job_id, attempt, slot.worker_id, slot.actor)
+  // The queue answers within the deadline or refuses: past it, this link
+  // has given up and stopped the attempt (a late adoption would leave the
+  // job processing with nobody to end it).
+  constexpr auto wait = std::chrono::seconds{30};
+  auto deadline
+      = now_ms(self) + (wait - std::chrono::seconds{1}).count() * 1000;
+  self->request(st.cfg.handles->queue(), wait, adopt_atom::value, job_id,
+                attempt, slot.worker_id, slot.actor, deadline)
       .then(
           [self, job_id, attempt](caf::actor& js) {
             auto& st = self->state;

@@ -388,11 +388,12 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         return true;
       },
       [self](adopt_atom, std::string& job_id, uint32_t attempt,
-             std::string& worker_id,
-             caf::actor& slot) -> caf::result<caf::actor> {
+             std::string& worker_id, caf::actor& slot,
+             int64_t deadline_ms) -> caf::result<caf::actor> {
         auto rp = self->make_response_promise<caf::actor>();
-        auto run = [self, rp, job_id, attempt, worker_id, slot]() mutable {
-          adopt(self, rp, job_id, attempt, worker_id, slot);
+        auto run = [self, rp, job_id, attempt, worker_id, slot,
+                    deadline_ms]() mutable {
+          adopt(self, rp, job_id, attempt, worker_id, slot, deadline_ms);
         };
         if (self->state.recovered)
           run();

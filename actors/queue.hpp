@@ -77,9 +77,14 @@
 //   (withdraw_atom, worker)            -> bool   forget that idle worker
 //       (it stays known); true if it was idle, false if a job was
 //       already handed to it (or it is unknown)
-//   (adopt_atom, job_id, attempt, worker_id, slot) -> job supervisor
+//   (adopt_atom, job_id, attempt, worker_id, slot, deadline_ms)
+//       -> job supervisor
 //       a worker node still runs an attempt recorded before this
-//       coordinator restarted: take it over (actors/node_link.hpp)
+//       coordinator restarted: take it over (actors/node_link.hpp). Not
+//       after `deadline_ms` (the clock_ms of queue_options; 0 = none): the
+//       asker has stopped waiting by then, and an attempt adopted behind
+//       its back would leave the job processing with nobody to end it
+//       (refused, errc::unavailable).
 //   (take_atom, job_id, worker, wanted) -> (granted, retry_ms)
 //       the running attempt of job_id on `worker` takes up to `wanted`
 //       tokens of its rate limit (flow_control::take_tokens: at most one
@@ -143,8 +148,8 @@ using queue_actor = caf::typed_actor<
     caf::reacts_to<let_go_atom, caf::actor>,
     caf::replies_to<take_atom, std::string, caf::actor,
                     uint32_t>::with<uint32_t, int64_t>,
-    caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
-                    caf::actor>::with<caf::actor>,
+    caf::replies_to<adopt_atom, std::string, uint32_t, std::string, caf::actor,
+                    int64_t>::with<caf::actor>,
     caf::reacts_to<adopt_atom, uint64_t>,
     caf::replies_to<partitions_atom, std::vector<int32_t>>::with<ok_atom>,
     caf::replies_to<partitions_atom, get_atom>::with<std::string, int32_t>>;

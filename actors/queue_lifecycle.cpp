@@ -538,8 +538,19 @@ void recover(self_ptr self) {
 /// attempt, no new `started`), and the caller learns which.
 void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
            const std::string& job_id, uint32_t attempt,
-           const std::string& worker_id, caf::actor slot) {
+           const std::string& worker_id, caf::actor slot, int64_t deadline_ms) {
   auto& st = self->state;
+  if (deadline_ms > 0 && now_ms(self) > deadline_ms) {
+    // The link stopped waiting (it stops the attempt on the node): the
+    // attempt stays waiting for adoption, or is settled lost after its
+    // grace, as if nobody had asked.
+    rp.deliver(make_error(errc::unavailable,
+                          "attempt " + std::to_string(attempt) + " of job "
+                              + job_id
+                              + ": the adoption request came past its "
+                                "deadline"));
+    return;
+  }
   auto i = st.awaiting_adoption.find(job_id);
   if (i == st.awaiting_adoption.end() || i->second.attempt != attempt
       || st.running.count(job_id) > 0) {
@@ -550,9 +561,10 @@ void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
     };
     // Its partition is another coordinator's (or nobody's yet): it may
     // become ours, with this attempt waiting to be adopted.
-    auto again = [self, rp, job_id, attempt, worker_id, slot]() mutable {
-      adopt(self, rp, job_id, attempt, worker_id, slot);
-    };
+    auto again
+        = [self, rp, job_id, attempt, worker_id, slot, deadline_ms]() mutable {
+            adopt(self, rp, job_id, attempt, worker_id, slot, deadline_ms);
+          };
     if (!wait_for_partition(self, job_id, std::move(again), refuse))
       refuse();
     return;

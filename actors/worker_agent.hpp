@@ -30,6 +30,13 @@
 // - Figures ((stats_atom) -> worker_figures, runtime/worker_figures.hpp):
 //   slots, busy workers and attempts per class, the connection, the
 //   outbox and the counters, for the node's metrics endpoint.
+// - Going home (`home_probe`, --share-partitions): an agent that failed
+//   over to another coordinator than its first tries the first every
+//   `home_probe`; once it answers, the agent takes no new leases where it
+//   is (it says it drains), lets the attempts running there finish and
+//   their outcomes settle, and joins its first coordinator again. Its
+//   running attempts are not moved: the coordinator it failed over to owns
+//   their partitions, not the first one.
 
 #include "runtime/backoff.hpp"
 #include "runtime/cluster_protocol.hpp"
@@ -56,6 +63,7 @@ using connect_atom = caf::atom_constant<caf::atom("wa_connect")>;
 using beat_atom = caf::atom_constant<caf::atom("wa_beat")>;
 using force_atom = caf::atom_constant<caf::atom("wa_force")>;
 using deadline_atom = caf::atom_constant<caf::atom("wa_drained")>;
+using home_atom = caf::atom_constant<caf::atom("wa_home")>;
 } // namespace agent_timers
 
 using worker_agent_local = worker_agent_actor::extend<
@@ -74,7 +82,8 @@ using worker_agent_local = worker_agent_actor::extend<
     caf::reacts_to<agent_timers::connect_atom>,
     caf::reacts_to<agent_timers::beat_atom>,
     caf::reacts_to<agent_timers::force_atom, std::string, uint32_t>,
-    caf::reacts_to<agent_timers::deadline_atom>>;
+    caf::reacts_to<agent_timers::deadline_atom>,
+    caf::reacts_to<agent_timers::home_atom>>;
 
 struct worker_agent_config {
   std::string node_id;
@@ -100,6 +109,10 @@ struct worker_agent_config {
   uint32_t protocol_max = cluster_protocol_max;
   std::chrono::milliseconds drain_timeout{30000};
   std::chrono::milliseconds supersede_grace{5000};
+  /// 0 = stay on the coordinator it joined. Else, joined to any but the
+  /// first of `coordinators`, try the first this often and go back to it
+  /// (see "Going home" above).
+  std::chrono::milliseconds home_probe{0};
   std::function<int64_t()> clock_ms;
   /// Counters that outlive a restarted agent (the node owns them); null =
   /// the agent's own.

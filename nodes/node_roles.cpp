@@ -166,6 +166,10 @@ child_spec worker_node_child(const node_config& cfg,
     auto mine = ac;
     mine.node_id = cfg.node_id + ".c" + std::to_string(i + 1);
     mine.slots = shares[i];
+    // After a failover, back to its own coordinator once it is up again:
+    // else a restarted coordinator gets its partitions back but none of
+    // the slots meant for it.
+    mine.home_probe = std::chrono::seconds{2};
     mine.coordinators.clear();
     for (size_t k = 0; k < n; ++k)
       mine.coordinators.push_back(cfg.coordinators[(i + k) % n]);

@@ -434,7 +434,7 @@ int64_t expire_waiting_adoptions(self_ptr self, int64_t now);
 void arm_adopt_timer(self_ptr self, int64_t due);
 void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
            const std::string& job_id, uint32_t attempt,
-           const std::string& worker_id, caf::actor slot);
+           const std::string& worker_id, caf::actor slot, int64_t deadline_ms);
 
 // -- queue_admin.cpp
 // -----------------------------------------------------------

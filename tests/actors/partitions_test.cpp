@@ -482,7 +482,7 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
 
   auto ask_adoption = [&](const std::string& job_id) {
     f.self->send(f.queue, adopt_atom::value, job_id, uint32_t{1}, worker_id,
-                 sink);
+                 sink, *f.clock + 30000);
     f.sched.run();
   };
   // Nothing answers while the partition is not ours...
@@ -533,6 +533,46 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   f.self->send_exit(sink, caf::exit_reason::user_shutdown);
   if (js)
     f.self->send_exit(js, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}
+
+TEST_CASE("an adoption that can only happen past its asker's deadline is "
+          "refused and nothing is adopted",
+          "[queue][partition]") {
+  // The link asking for the adoption gives up after its timeout and stops
+  // the attempt; a queue that adopted it later would leave the job
+  // processing with no attempt to end it.
+  fixture f{{}, std::chrono::seconds{10}};
+  auto sink = f.sys.spawn([](caf::event_based_actor* self) {
+    self->set_default_handler(caf::drop);
+    return caf::behavior{[](ok_atom) {}};
+  });
+  const std::string worker_id = "w1.c1/cpu-0";
+  auto rec = f.submit(noop());
+  REQUIRE(rec);
+  auto partition = partition_of_id(rec->job_id);
+  f.self->send(f.queue, ready_atom::value, std::string{"cpu"}, worker_id, sink);
+  f.sched.run();
+  REQUIRE(f.stats().running == 1);
+  f.own(all_but(partition)); // another coordinator's now
+  REQUIRE(f.stats().running == 0);
+  f.self->send(f.queue, adopt_atom::value, rec->job_id, uint32_t{1}, worker_id,
+               sink, *f.clock + 5000);
+  f.sched.run();
+  // The partition comes back after the deadline (within the wait).
+  *f.clock += 6000;
+  f.sched.advance_time(std::chrono::seconds{6});
+  f.sched.run();
+  f.own({0, 1});
+  f.sched.run();
+  caf::error refused;
+  f.self->receive([](caf::actor&) { FAIL("adopted past the deadline"); },
+                  [&](caf::error& err) { refused = err; },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("the adoption was not answered"); });
+  CHECK(is(refused, errc::unavailable));
+  CHECK(f.stats().running == 0);
+  f.self->send_exit(sink, caf::exit_reason::user_shutdown);
   f.sched.run();
 }
 

@@ -159,8 +159,9 @@ TEST_CASE("a sharing coordinator refuses to start next to one that does not "
   CHECK(lease_owner(c.url()) == before);
 }
 
-TEST_CASE("worker nodes serve every sharing coordinator, and a killed one's "
-          "attempts running on them are adopted by the survivor",
+TEST_CASE("worker nodes serve every sharing coordinator, a killed one's "
+          "attempts running on them are adopted by the survivor, and they "
+          "go back to it when it returns",
           "[pg][cluster][process][share]") {
   cluster c;
   sharing s{c};
@@ -220,4 +221,25 @@ TEST_CASE("worker nodes serve every sharing coordinator, and a killed one's "
     CHECK(worker_of(id, "c2") == ran_on[id]);
   }
   CHECK(c.log_count("c2", "a running attempt could not be adopted") == 0);
+
+  // c1 comes back on its port and takes its share back from c2. The agents
+  // "<w>.c1", idle on c2, go home: c1 runs its jobs on them again (before,
+  // they stayed on c2 and c1's jobs waited for slots that never came).
+  s.start("c1", false);
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 30s));
+  for (const auto* w : {"w1", "w2"}) {
+    INFO(w);
+    CHECK(c.wait_log(w, "joining its first coordinator again", 30s));
+    CHECK(c.wait_log("c1", std::string{"worker node joined node="} + w + ".c1 ",
+                     30s));
+  }
+  std::vector<std::string> again;
+  for (int i = 0; i < 4; ++i)
+    again.push_back(s.submit("c1", 300));
+  c.check_all_done_once(again, 60s);
+  for (const auto& id : again) {
+    auto w = worker_of(id, "c1");
+    INFO(id << " ran on " << w);
+    CHECK(w.find(".c1/") != std::string::npos);
+  }
 }

@@ -25,12 +25,15 @@ struct sharing {
   std::map<std::string, uint16_t> ports;
 
   /// `local`: with four local slots; else only worker nodes run its jobs.
-  /// `extra`: more options.
+  /// `extra`: more options. Started again, `name` keeps its cluster port.
   void start(const std::string& name, bool local = true,
              std::vector<std::string> extra = {}) {
     auto log = c.logs.path() + "/" + name + ".log";
     auto& p = nodes[name];
-    auto port = ports[name] = free_port();
+    // A restarted coordinator keeps its cluster port: worker nodes know it.
+    if (ports.count(name) == 0)
+      ports[name] = free_port();
+    auto port = ports[name];
     extra.push_back("--share-partitions");
     if (local)
       extra.insert(extra.end(),

@@ -1,0 +1,134 @@
+#pragma once
+
+// The worker agent's state and the functions its behaviour
+// (actors/worker_agent.cpp) is made of, spread over
+// actors/worker_agent_link.cpp (connecting, the handshake, failing over
+// and going home) and actors/worker_agent_run.cpp (running leases, the
+// outbox, heartbeats, tokens, figures). Internal: the contract is
+// actors/worker_agent.hpp.
+
+#include "actors/worker_agent.hpp"
+
+#include "runtime/token_relay.hpp"
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+
+namespace drover::agent_detail {
+
+using connect_now_atom = agent_timers::connect_atom;
+using agent_timers::beat_atom;
+using agent_timers::deadline_atom;
+using agent_timers::force_atom;
+using agent_timers::home_atom;
+
+struct run_info {
+  uint32_t attempt = 0;
+  std::string resource_class;
+  caf::actor worker;
+  bool superseded = false;
+  /// The job's rate-limit key ("" = none): what its takes draw on.
+  std::string rate_key;
+};
+
+using attempt_key = std::pair<std::string, uint32_t>;
+
+struct agent_state {
+  worker_agent_config cfg;
+  std::map<std::string, std::deque<caf::actor>> idle;
+  std::map<caf::actor_addr, std::string> worker_ids;
+  /// The slot class of each worker that said it is ready (for figures:
+  /// a known worker that is not idle is busy).
+  std::map<caf::actor_addr, std::string> worker_class;
+  std::map<std::string, run_info> running;
+  std::deque<lease> waiting;
+  // outbox
+  std::map<std::string, progress_update> progress;
+  /// Newest checkpoint per job (only the last one matters for a resume).
+  std::map<std::string, progress_update> checkpoints;
+  std::map<attempt_key, completion> completions;
+  /// The slot class of each outcome in the outbox (listed in a join, so
+  /// that a restarted coordinator can adopt the attempt and take it).
+  std::map<attempt_key, std::string> completion_class;
+  /// Abandoned attempts whose worker is still busy (a handler that ignores
+  /// its cancel): listed in heartbeats so their slots stay taken until the
+  /// worker is free again.
+  std::map<caf::actor_addr, running_attempt> stuck;
+  std::set<attempt_key> sent;
+  bool report_in_flight = false;
+  bool beat_in_flight = false;
+  // connection
+  cluster_endpoint_actor endpoint;
+  node_link_actor link;
+  bool connecting = false;
+  /// Counts handshakes (connect, hello, join); an answer of an older one
+  /// (its coordinator went down mid-handshake and a new one began) is
+  /// ignored.
+  uint64_t handshake = 0;
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds lease_ttl{2000};
+  /// Failed connection attempts in a row.
+  uint32_t reconnect_failures = 0;
+  /// Index (modulo their number) of the coordinator the next connection
+  /// attempt goes to: moves on after a failed attempt.
+  size_t coordinator_turn = 0;
+  /// Index of the coordinator of the connection (0 = the first, its home).
+  size_t joined_index = 0;
+  /// Going home: the first coordinator answered; no new leases here.
+  bool leaving = false;
+  /// A heartbeat saying so was answered: every lease sent before it is here.
+  bool leave_acknowledged = false;
+  /// A home probe is armed or in flight.
+  bool probing = false;
+  std::minstd_rand rng{std::random_device{}()};
+  bool draining = false;
+  bool drained = false;
+  std::shared_ptr<worker_counters> counters;
+  /// When the coordinator last answered a heartbeat or the join.
+  std::optional<std::chrono::steady_clock::time_point> last_answer;
+  /// The node protocol of the connection (2: tokens mid-attempt).
+  uint32_t protocol = 0;
+  token_relay tokens;
+
+  static inline const char* name = "drover.worker_agent";
+};
+
+using agent_actor = worker_agent_local::stateful_pointer<agent_state>;
+
+// actors/worker_agent_link.cpp
+void connect(agent_actor self);
+void on_link_lost(agent_actor self, const std::string& why);
+void fatal(agent_actor self, const std::string& why);
+/// Probes the first coordinator (home_atom timer) while joined elsewhere.
+void probe_home(agent_actor self);
+/// Going home once nothing runs or waits to settle here.
+void check_left(agent_actor self);
+
+// actors/worker_agent_run.cpp
+void check_drained(agent_actor self);
+void start_waiting(agent_actor self);
+void abandon_running(agent_actor self,
+                     std::map<std::string, run_info>::iterator i);
+bool take_waiting(agent_actor self, const std::string& job_id,
+                  uint32_t attempt);
+void apply_reply(agent_actor self, coordinator_reply& r);
+caf::result<uint32_t, int64_t> on_take(agent_actor self,
+                                       const std::string& job_id,
+                                       const caf::actor& worker,
+                                       uint32_t wanted);
+void maybe_report(agent_actor self);
+void send_heartbeat(agent_actor self);
+void beat(agent_actor self);
+tree_node describe_agent(agent_actor self);
+worker_figures figures_of(agent_actor self);
+
+} // namespace drover::agent_detail

@@ -1,0 +1,337 @@
+// The worker agent's connection (actors/worker_agent.hpp): connecting,
+// the hello and join handshake, reconnecting with backoff and failing
+// over to the next coordinator. See actors/detail/agent_state.hpp.
+
+#include "actors/detail/agent_state.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/join_proof.hpp"
+#include "runtime/log.hpp"
+#include "runtime/submit.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
+#include <caf/openssl/manager.hpp>
+#include <caf/send.hpp>
+
+#include <algorithm>
+
+namespace drover::agent_detail {
+
+namespace {
+
+/// Reconnecting to the coordinator: 100 ms doubling, jittered, up to a
+/// quarter of the lease TTL (so a worker is back well within its leases'
+/// lifetime once the coordinator is) and at most 5 s.
+backoff_schedule reconnect_schedule(std::chrono::milliseconds lease_ttl) {
+  auto cap = std::clamp<std::chrono::milliseconds>(
+      lease_ttl / 4, std::chrono::milliseconds{100},
+      std::chrono::milliseconds{5000});
+  return {std::chrono::milliseconds{100}, cap, 2.0, 0.5};
+}
+
+} // namespace
+
+void hello(agent_actor self, uint64_t gen);
+
+void schedule_reconnect(agent_actor self) {
+  auto& st = self->state;
+  std::uniform_real_distribution<double> u{0.0, 1.0};
+  auto delay = reconnect_schedule(st.lease_ttl)
+                   .delay(st.reconnect_failures, u(st.rng));
+  if (st.reconnect_failures < 64)
+    ++st.reconnect_failures;
+  self->delayed_send(self, delay, connect_now_atom::value);
+}
+
+void fatal(agent_actor self, const std::string& why) {
+  log::error("worker_agent", "the coordinator refused this node",
+             {{"reason", why}});
+  if (self->state.cfg.on_fatal)
+    self->state.cfg.on_fatal(why);
+}
+
+void on_link_lost(agent_actor self, const std::string& why) {
+  auto& st = self->state;
+  if (!st.link && !st.endpoint)
+    return;
+  log::warn("worker_agent",
+            "lost the coordinator; attempts keep running, reconnecting",
+            {{"reason", why}, {"running", st.running.size()}});
+  st.link = nullptr;
+  st.endpoint = nullptr;
+  if (st.leaving) {
+    // It was on its way home, and home answered a moment ago.
+    st.leaving = false;
+    st.coordinator_turn = 0;
+  }
+  // A handshake in flight died with its endpoint: begin the next at once
+  // rather than wait for its request to time out (10 s, longer than the
+  // grace a new coordinator gives running attempts to be re-reported).
+  st.connecting = false;
+  ++st.handshake;
+  st.report_in_flight = false;
+  st.beat_in_flight = false;
+  st.sent.clear();
+  schedule_reconnect(self);
+}
+
+register_worker registration(agent_actor self) {
+  auto& st = self->state;
+  register_worker reg;
+  reg.node_id = st.cfg.node_id;
+  reg.worker_id = st.cfg.node_id;
+  reg.role = "worker";
+  reg.protocol_min = st.cfg.protocol_min;
+  reg.protocol_max = st.cfg.protocol_max;
+  for (auto& [cls, n] : st.cfg.slots)
+    reg.capacity.push_back(resource_capacity{cls, n});
+  reg.job_types = st.cfg.job_types;
+  reg.prefetch = st.cfg.prefetch;
+  for (const auto& [pool, amount] : st.cfg.resources)
+    reg.resources.push_back(resource_request{pool, amount});
+  for (const auto& [cls, n] : st.cfg.elastic_slots)
+    reg.elastic.push_back(resource_capacity{cls, n});
+  if (!reg.elastic.empty())
+    reg.elastic_idle_ms = static_cast<uint32_t>(st.cfg.elastic_idle.count());
+  reg.draining = st.draining;
+  for (auto& [job_id, r] : st.running)
+    if (!r.superseded)
+      reg.running.push_back(
+          running_attempt{job_id, r.attempt, r.resource_class});
+  // Buffered leases are held too: their leases must survive a reconnect.
+  for (auto& l : st.waiting)
+    reg.running.push_back(
+        running_attempt{l.job_id, l.attempt, resource_class_of(l.spec)});
+  // So are finished attempts whose outcome is not settled yet: a restarted
+  // coordinator adopts them and takes the outcome.
+  for (auto& [key, cls] : st.completion_class)
+    reg.running.push_back(running_attempt{key.first, key.second, cls});
+  return reg;
+}
+
+/// The hello or the join failed: a refusal is final, anything else is
+/// tried again after the reconnect backoff.
+void handshake_failed(agent_actor self, const char* step,
+                      const caf::error& err) {
+  auto& st = self->state;
+  st.connecting = false;
+  if (is(err, errc::forbidden))
+    return fatal(self, describe(err));
+  st.counters->connection_failures.fetch_add(1, std::memory_order_relaxed);
+  log::warn("worker_agent", std::string{step} + " failed; retrying",
+            {{"error", describe(err)}});
+  st.endpoint = nullptr;
+  ++st.coordinator_turn;
+  schedule_reconnect(self);
+}
+
+void join(agent_actor self, const std::string& challenge, uint64_t gen) {
+  auto& st = self->state;
+  auto reg = registration(self);
+  if (!st.cfg.join_secret.empty())
+    reg.proof
+        = join_proof(st.cfg.join_secret, reg.role, reg.node_id, challenge);
+  self->request(st.endpoint, std::chrono::seconds{10}, join_atom::value, reg,
+                worker_agent_actor{self})
+      .then(
+          [self, gen](coordinator_reply& r, node_link_actor& link) {
+            auto& st = self->state;
+            if (st.handshake != gen)
+              return;
+            st.connecting = false;
+            st.reconnect_failures = 0;
+            st.link = link;
+            st.last_answer = std::chrono::steady_clock::now();
+            st.counters->joins.fetch_add(1, std::memory_order_relaxed);
+            self->monitor(link);
+            st.heartbeat_interval = std::chrono::milliseconds{
+                std::max<int64_t>(10, r.heartbeat_interval_ms)};
+            st.lease_ttl = std::chrono::milliseconds{r.lease_ttl_ms};
+            st.protocol = r.protocol;
+            st.joined_index = st.coordinator_turn % st.cfg.coordinators.size();
+            st.leaving = false;
+            st.leave_acknowledged = false;
+            if (st.joined_index != 0 && st.cfg.home_probe.count() > 0
+                && !st.probing) {
+              st.probing = true;
+              self->delayed_send(self, st.cfg.home_probe, home_atom::value);
+            }
+            log::announce("worker_agent", "joined the coordinator",
+                          {{"coordinator", r.coordinator_id},
+                           {"home", st.joined_index == 0},
+                           {"protocol", r.protocol},
+                           {"running", st.running.size()}});
+            apply_reply(self, r);
+            maybe_report(self);
+          },
+          [self, gen](caf::error& err) {
+            if (self->state.handshake == gen)
+              handshake_failed(self, "join", err);
+          });
+}
+
+void hello(agent_actor self, uint64_t gen) {
+  auto& st = self->state;
+  auto reg = registration(self);
+  reg.running.clear();
+  self->request(st.endpoint, std::chrono::seconds{10}, hello_atom::value, reg)
+      .then(
+          [self, gen](coordinator_reply& r) {
+            if (self->state.handshake == gen)
+              join(self, r.challenge, gen);
+          },
+          [self, gen](caf::error& err) {
+            if (self->state.handshake == gen)
+              handshake_failed(self, "hello", err);
+          });
+}
+
+void connect(agent_actor self) {
+  auto& st = self->state;
+  if (st.connecting || st.link)
+    return;
+  st.connecting = true;
+  auto gen = ++st.handshake;
+  auto mm = st.cfg.tls ? self->system().openssl_manager().actor_handle()
+                       : self->system().middleman().actor_handle();
+  const auto& target
+      = st.cfg.coordinators[st.coordinator_turn % st.cfg.coordinators.size()];
+  self->request(mm, std::chrono::seconds{10}, caf::connect_atom::value,
+                target.host, target.port)
+      .then(
+          [self, target, gen](caf::node_id&, caf::strong_actor_ptr& ptr,
+                              std::set<std::string>& ifs) {
+            auto& st = self->state;
+            if (st.handshake != gen)
+              return;
+            auto expected
+                = self->system().message_types<cluster_endpoint_actor>();
+            if (!ptr || !self->system().assignable(ifs, expected)) {
+              st.connecting = false;
+              return fatal(self, "the peer at " + target.text()
+                                     + " is not a Drover coordinator's cluster "
+                                       "port (its interface differs)");
+            }
+            // What remote_actor<cluster_endpoint_actor> does, without
+            // blocking this actor: the interface was checked above.
+            st.endpoint = caf::actor_cast<cluster_endpoint_actor>(ptr);
+            self->monitor(st.endpoint);
+            hello(self, gen);
+          },
+          [self, target, gen](caf::error& err) {
+            auto& st = self->state;
+            if (st.handshake != gen)
+              return;
+            st.connecting = false;
+            st.counters->connection_failures.fetch_add(
+                1, std::memory_order_relaxed);
+            if (st.reconnect_failures == 0)
+              log::warn("worker_agent",
+                        "cannot reach the coordinator; retrying with backoff",
+                        {{"coordinator", target.text()},
+                         {"error", self->system().render(err)}});
+            ++st.coordinator_turn;
+            schedule_reconnect(self);
+          });
+}
+
+namespace {
+
+/// Joined to another coordinator than its first, and told to go home.
+bool away(const agent_state& st) {
+  return st.link && st.joined_index != 0 && st.cfg.home_probe.count() > 0
+         && !st.draining;
+}
+
+/// Leaves the coordinator it failed over to (nothing runs or waits to
+/// settle there) and joins its first one.
+void go_home(agent_actor self) {
+  auto& st = self->state;
+  log::info("worker_agent",
+            "left the coordinator it had failed over to; joining its "
+            "first coordinator again",
+            {{"home", st.cfg.coordinators.front().text()}});
+  self->demonitor(st.link.address());
+  if (st.endpoint)
+    self->demonitor(st.endpoint.address());
+  st.link = nullptr;
+  st.endpoint = nullptr;
+  st.leaving = false;
+  st.leave_acknowledged = false;
+  st.connecting = false;
+  ++st.handshake;
+  st.report_in_flight = false;
+  st.beat_in_flight = false;
+  st.sent.clear();
+  st.coordinator_turn = 0;
+  st.reconnect_failures = 0;
+  connect(self);
+}
+
+} // namespace
+
+void probe_home(agent_actor self) {
+  auto& st = self->state;
+  st.probing = false;
+  if (!away(st) || st.leaving)
+    return;
+  st.probing = true;
+  auto mm = st.cfg.tls ? self->system().openssl_manager().actor_handle()
+                       : self->system().middleman().actor_handle();
+  const auto& home = st.cfg.coordinators.front();
+  auto gen = st.handshake;
+  auto again = [self] {
+    self->delayed_send(self, self->state.cfg.home_probe, home_atom::value);
+  };
+  self->request(mm,
+                std::max(st.cfg.home_probe, std::chrono::milliseconds{1000}),
+                caf::connect_atom::value, home.host, home.port)
+      .then(
+          [self, gen, again](caf::node_id&, caf::strong_actor_ptr& ptr,
+                             std::set<std::string>& ifs) {
+            auto& st = self->state;
+            if (st.handshake != gen || !away(st) || st.leaving) {
+              st.probing = false;
+              return;
+            }
+            if (!ptr
+                || !self->system().assignable(
+                    ifs,
+                    self->system().message_types<cluster_endpoint_actor>())) {
+              again();
+              return;
+            }
+            st.probing = false;
+            st.leaving = true;
+            st.leave_acknowledged = false;
+            log::info("worker_agent",
+                      "its first coordinator is back: no new leases here; "
+                      "going back once the attempts running here are "
+                      "settled",
+                      {{"home", st.cfg.coordinators.front().text()},
+                       {"running", st.running.size()},
+                       {"buffered", st.waiting.size()}});
+            send_heartbeat(self);
+          },
+          [self, gen, again](caf::error&) {
+            auto& st = self->state;
+            if (st.handshake != gen || !away(st) || st.leaving) {
+              st.probing = false;
+              return;
+            }
+            again();
+          });
+}
+
+void check_left(agent_actor self) {
+  auto& st = self->state;
+  if (st.leaving && st.leave_acknowledged && away(st) && st.running.empty()
+      && st.waiting.empty() && st.completions.empty())
+    go_home(self);
+}
+
+} // namespace drover::agent_detail
