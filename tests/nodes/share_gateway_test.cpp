@@ -159,3 +159,47 @@ TEST_CASE("a sharing gateway sends each request to its partition's owner "
     CHECK(c.events(id, cancelled_kind) == 1);
   }
 }
+
+TEST_CASE("a sharing gateway with a paused coordinator in its list serves the "
+          "others and stops at once",
+          "[pg][cluster][process][share]") {
+  // c3 accepts connections (the kernel does) but never answers CAF's
+  // handshake: joining it must give up at its timeout and try again, and
+  // never hold the gateway's stop.
+  const std::string gateway_secret = "share-test-gateway-secret-42";
+  cluster c;
+  sharing s{c};
+  for (const auto* name : {"c1", "c2", "c3"})
+    s.start(name, false, {"--gateway-join-secret", gateway_secret});
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+  s.nodes["c3"]->signal(SIGSTOP);
+  process gw{{DROVER_NODE_BIN, "--node-id", "gw", "--roles", "gateway",
+              "--coordinator", s.coordinator_list({"c1", "c2", "c3"}),
+              "--join-secret", gateway_secret, "--http-port", "0",
+              "--share-partitions"},
+             c.logs.path() + "/gw.log"};
+  auto ready = gw.wait_for_line("node: ready", 30s);
+  INFO(s.logs_of({"gw", "c1", "c2"}));
+  REQUIRE(ready);
+  REQUIRE(poll_until(
+      [&] {
+        return c.log_count("gw", "the gateway joined a coordinator") >= 2;
+      },
+      20s));
+  // Its join of c3 timed out and is tried again (with backoff).
+  auto c3 = "127.0.0.1:" + std::to_string(s.ports.at("c3"));
+  REQUIRE(poll_until(
+      [&] {
+        return c.log_count("gw", "cannot join a coordinator; retrying with "
+                                 "backoff coordinator="
+                                     + c3)
+               > 0;
+      },
+      30s));
+  gw.signal(SIGTERM);
+  auto st = gw.wait_exit(15s);
+  s.nodes["c3"]->signal(SIGCONT);
+  REQUIRE(st);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 0);
+}
