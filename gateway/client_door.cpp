@@ -441,6 +441,24 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
           return pass<std::string>(self, d, key, http::scope_admin,
                                    nodes_atom::value);
         },
+        [self, d](client_atom, std::string& key, partitions_atom) {
+          auto rp = self->make_response_promise<std::string, int32_t,
+                                                std::string>();
+          auto who = d->admit(key, http::scope_read);
+          if (!who) {
+            rp.deliver(std::move(who.error()));
+            return rp;
+          }
+          auto tenant
+              = d->keys.development_mode() ? std::string{} : who->tenant;
+          self->request(d->api, d->cfg.timeout, partitions_atom::value)
+              .then(
+                  [rp, tenant](std::string& owned, int32_t count) mutable {
+                    rp.deliver(std::move(owned), count, tenant);
+                  },
+                  [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+          return rp;
+        },
     };
   });
 }

@@ -28,6 +28,11 @@
 //   (client_atom, key, stats_atom)                     -> queue_stats (admin)
 //   (client_atom, key, describe_atom)                  -> tree_node (admin)
 //   (client_atom, key, nodes_atom)                     -> string (admin)
+//   (client_atom, key, partitions_atom)                -> (owned, count,
+//       tenant): the partitions this coordinator owns ("0,5,17"), the
+//       database's count and the tenant the key fixes ("" in development
+//       mode: the request's own) — what a client needs to send a write to
+//       its partition's owner among coordinators sharing a database
 //
 // Scopes as over HTTP: submit (exec jobs also need exec), read, admin;
 // cancel, retry and purge of one job need submit. Another tenant's job is
@@ -85,7 +90,9 @@ using client_door_actor = caf::typed_actor<
                    caf::actor>,
     caf::replies_to<client_atom, std::string, stats_atom>::with<queue_stats>,
     caf::replies_to<client_atom, std::string, describe_atom>::with<tree_node>,
-    caf::replies_to<client_atom, std::string, nodes_atom>::with<std::string>>;
+    caf::replies_to<client_atom, std::string, nodes_atom>::with<std::string>,
+    caf::replies_to<client_atom, std::string,
+                    partitions_atom>::with<std::string, int32_t, std::string>>;
 
 /// Connects to the client door at host:port, giving up after `timeout`:
 /// the middleman's connect request with a deadline (middleman::remote_actor

@@ -11,5 +11,6 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/backoff_test.cpp
   runtime/partition_test.cpp
   runtime/partition_map_test.cpp
+  runtime/client_routes_test.cpp
   runtime/worker_figures_test.cpp
 )

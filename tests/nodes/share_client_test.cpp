@@ -1,0 +1,139 @@
+// The client API (include/drover/client.hpp) in front of coordinators that
+// share the partitions (--share-partitions): given every coordinator's
+// admin port, it sends each keyed submission, each cancel and each wait to
+// the owner of the job's partition (client/routes.hpp), splits a batch by
+// owner, and follows a kill -9 of a coordinator by itself: a short delay,
+// never an error, and never a second job for a key. Real processes on
+// loopback, a real PostgreSQL.
+
+#include "drover/client.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/model.hpp"
+#include "support/sharing.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <iostream>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace drover;
+using namespace drover::testing;
+using namespace drover::testing::cluster_harness;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// The owner node of `job`'s partition, from the lease table.
+std::string owner_of(cluster& c, const std::string& job) {
+  auto conn = must(drover::pg::connection::open(c.url()));
+  auto res = run(conn, "SELECT owner_node FROM drover.partition_leases "
+                       "WHERE partition = drover.partition_of('"
+                           + job + "')");
+  return std::string{res.value(0, 0)};
+}
+
+submit_request sleep_job(int ms, const std::string& key) {
+  submit_request r;
+  r.type = "sleep";
+  r.input = "{\"ms\":" + std::to_string(ms * time_scale()) + ",\"steps\":4}";
+  r.idempotency_key = key;
+  return r;
+}
+
+} // namespace
+
+TEST_CASE("client: with sharing coordinators each write goes to its "
+          "partition's owner and a kill -9 is a short delay",
+          "[pg][cluster][process][share][client]") {
+  auto seed = std::random_device{}();
+  std::cout << "share_client_test: seed " << seed << "\n";
+  std::mt19937 rng{seed};
+  auto run_id = std::to_string(rng());
+  cluster c;
+  sharing s{c};
+  s.start_three();
+  client_options o;
+  for (const auto* name : {"c1", "c2", "c3"})
+    o.nodes.push_back("127.0.0.1:" + s.admin.at(name));
+  o.timeout = 30s;
+  o.reconnect_max = 500ms;
+  auto made = client::make(o);
+  REQUIRE(made);
+  auto& cl = *made;
+  INFO(s.logs_of({"c1", "c2", "c3"}));
+
+  // Keyed submissions land in their key's partition, whoever owns it:
+  // each coordinator gets some, none is refused.
+  std::vector<std::string> done_jobs;
+  std::set<std::string> owners;
+  for (int i = 0; i < 24; ++i) {
+    auto sub = cl->submit(sleep_job(50, run_id + "-one-" + std::to_string(i)));
+    INFO((sub ? "" : describe(sub.error())));
+    REQUIRE(sub);
+    done_jobs.push_back(sub->job.job_id);
+    owners.insert(owner_of(c, sub->job.job_id));
+  }
+  CHECK(owners == std::set<std::string>{"c1", "c2", "c3"});
+  // The same key again finds the same job, through whichever owner.
+  auto again = cl->submit(sleep_job(50, run_id + "-one-0"));
+  REQUIRE(again);
+  CHECK(again->job.job_id == done_jobs.front());
+
+  // A batch is split by owner: one record per item, in order, none
+  // refused.
+  std::vector<submit_request> batch;
+  for (int i = 0; i < 30; ++i)
+    batch.push_back(sleep_job(50, run_id + "-batch-" + std::to_string(i)));
+  auto subs = cl->submit(batch);
+  INFO((subs ? "" : describe(subs.error())));
+  REQUIRE(subs);
+  REQUIRE(subs->size() == batch.size());
+  std::set<std::string> batch_owners;
+  for (size_t i = 0; i < subs->size(); ++i) {
+    INFO(i << ": " << (*subs)[i].job.error.code << " "
+           << (*subs)[i].job.error.message);
+    REQUIRE_FALSE((*subs)[i].job.job_id.empty());
+    CHECK((*subs)[i].idempotency_key == batch[i].idempotency_key);
+    batch_owners.insert(owner_of(c, (*subs)[i].job.job_id));
+    done_jobs.push_back((*subs)[i].job.job_id);
+  }
+  CHECK(batch_owners.size() == 3);
+
+  // Cancels go to the owner (another coordinator refuses them).
+  std::vector<std::string> long_jobs;
+  for (int i = 0; i < 6; ++i) {
+    auto sub
+        = cl->submit(sleep_job(60000, run_id + "-long-" + std::to_string(i)));
+    REQUIRE(sub);
+    long_jobs.push_back(sub->job.job_id);
+  }
+  for (const auto& id : long_jobs) {
+    auto r = cl->cancel(id, "share_client_test");
+    INFO(id << ": " << (r ? "" : describe(r.error())));
+    REQUIRE(r);
+    auto end = cl->wait(id, 30s);
+    REQUIRE(end);
+    CHECK(end->status == job_status::cancelled);
+  }
+
+  // c2 dies: its keys' submissions wait for the survivors' takeover
+  // (unavailable, not_owner: retried, then routed again), none fails.
+  s.nodes["c2"]->signal(SIGKILL);
+  for (int i = 0; i < 12; ++i) {
+    auto sub
+        = cl->submit(sleep_job(50, run_id + "-after-" + std::to_string(i)));
+    INFO(i << ": " << (sub ? "" : describe(sub.error())));
+    REQUIRE(sub);
+    done_jobs.push_back(sub->job.job_id);
+  }
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c3"}); }, 30s));
+  c.check_all_done_once(done_jobs, 90s);
+  // One job per key: nothing the client did not see acknowledged.
+  CHECK(scalar(c.url(), "SELECT count(*) FROM drover.jobs")
+        == static_cast<int64_t>(done_jobs.size() + long_jobs.size()));
+}
