@@ -22,18 +22,10 @@ caf::expected<std::unique_ptr<client>> client::make(client_options opts) {
                "reconnect_initial");
   auto p = std::make_unique<impl>();
   for (const auto& n : opts.nodes) {
-    auto colon = n.rfind(':');
-    if (colon == std::string::npos || colon == 0)
-      return bad("client: node address '" + n + "' is not host:port");
-    auto port_text = n.substr(colon + 1);
-    if (port_text.empty() || port_text.size() > 5
-        || port_text.find_first_not_of("0123456789") != std::string::npos
-        || std::stoi(port_text) < 1 || std::stoi(port_text) > 65535)
-      return bad("client: node address '" + n + "' has no port in [1, 65535]");
-    auto host = n.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-      host = host.substr(1, host.size() - 2);
-    p->addresses.push_back({host, static_cast<uint16_t>(std::stoi(port_text))});
+    auto a = parse_address(n, "client: node address");
+    if (!a)
+      return std::move(a.error());
+    p->addresses.push_back({a->host, a->port});
   }
   p->opts = std::move(opts);
   register_types(p->cfg);

@@ -10,6 +10,7 @@
 #include "client/routes.hpp"
 #include "runtime/backoff.hpp"
 #include "runtime/client_protocol.hpp"
+#include "runtime/config.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/type_ids.hpp"

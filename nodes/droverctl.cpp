@@ -25,6 +25,7 @@
 // restarting, or no answer in time).
 
 #include "gateway/http_api.hpp"
+#include "nodes/droverctl_nodes.hpp"
 #include "nodes/droverctl_view.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/client_protocol.hpp"
@@ -193,7 +194,7 @@ int main(int argc, char** argv) {
   int64_t wait_ms = 3600000;
   std::string input, priority_name, run_at, key, tenant, status_name, after;
   std::string type_filter, key_file, rate_key, breaker_key, resources;
-  std::string concurrency_key;
+  std::string concurrency_key, nodes_list;
   int64_t concurrency_limit = 1;
   std::string reason = "cancelled with droverctl";
   int64_t delay_ms = -1, max_attempts = -1, job_timeout_ms = -1;
@@ -205,6 +206,10 @@ int main(int argc, char** argv) {
                                                     "dlq: the job id")(
       "host", po::value(&host)->default_value(host), "node API host")(
       "port", po::value(&port)->default_value(port), "node API port")(
+      "nodes", po::value(&nodes_list),
+      "coordinators sharing a database, host:port,...: a request about a "
+      "job (or a keyed submit) goes to its partition's owner; dlq "
+      "retry/purge --all to each (instead of --host and --port)")(
       "timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
       "give up on one request after this long")(
       "api-key-file", po::value(&key_file),
@@ -292,6 +297,16 @@ int main(int argc, char** argv) {
     return usage_fail("unexpected argument '" + arg2 + "'");
   if (port < 1 || port > 65535)
     return usage_fail("--port must be within [1, 65535]");
+  std::vector<coordinator_address> addresses{
+      {host, static_cast<uint16_t>(port)}};
+  if (!nodes_list.empty()) {
+    if (!vm["host"].defaulted() || !vm["port"].defaulted())
+      return usage_fail("--nodes replaces --host and --port");
+    auto list = parse_address_list(nodes_list, "--nodes");
+    if (!list)
+      return usage_fail(describe(list.error()));
+    addresses = std::move(*list);
+  }
   if (timeout_ms < 1 || wait_ms < 1)
     return usage_fail("--timeout-ms and --wait-ms must be positive");
   if (limit < 1 || limit > 1000)
@@ -384,13 +399,35 @@ int main(int argc, char** argv) {
   caf::actor_system sys{cfg};
   // Connecting counts against --timeout-ms too: a node that accepts and
   // says nothing (stopped) must not hold droverctl forever.
-  auto node = connect_client_door(sys, host, static_cast<uint16_t>(port),
-                                  std::chrono::milliseconds{timeout_ms});
-  if (!node) {
-    std::cerr << "droverctl: " << describe(node.error()) << '\n';
-    return is(node.error(), errc::forbidden) ? failed : unavailable;
+  std::chrono::milliseconds timeout{timeout_ms};
+  client_door_actor node;
+  ctl::door_set all_doors;
+  if (addresses.size() == 1) {
+    auto one
+        = connect_client_door(sys, host, static_cast<uint16_t>(port), timeout);
+    if (!one) {
+      std::cerr << "droverctl: " << describe(one.error()) << '\n';
+      return is(one.error(), errc::forbidden) ? failed : unavailable;
+    }
+    node = *one;
+    all_doors.doors.push_back(node);
+  } else {
+    all_doors = ctl::connect_all(sys, addresses, timeout);
+    if (all_doors.doors.empty()) {
+      std::cerr << "droverctl: no node answered (" << all_doors.failures
+                << ")\n";
+      return unavailable;
+    }
+    client_detail::route_target about;
+    if (command == "submit") {
+      about.key = req.idempotency_key;
+      about.tenant = req.tenant;
+    } else if (!no_arg) {
+      about.job_id = arg;
+    }
+    node = ctl::pick_door(sys, all_doors, about, api_key, timeout);
   }
-  session s{sys, *node, api_key, std::chrono::milliseconds{timeout_ms}};
+  session s{sys, node, api_key, timeout};
   auto show = [&](const job_record& r) {
     std::cout << (json ? http::job_json(r) + '\n' : ctl::job_text(r));
     return ok;
@@ -441,11 +478,28 @@ int main(int argc, char** argv) {
     return ok;
   }
   if (takes_all && all) {
-    auto n = command == "dlq retry"
-                 ? s.ask<uint32_t>(redrive_atom::value, all_atom::value)
-                 : s.ask<uint32_t>(purge_atom::value, all_atom::value);
-    if (!n)
-      return s.code;
+    // Each coordinator acts on its own partitions' dead letters.
+    if (addresses.size() > 1 && all_doors.doors.size() < addresses.size()) {
+      std::cerr << "droverctl: not every node answered (" << all_doors.failures
+                << "); nothing was done\n";
+      return unavailable;
+    }
+    uint32_t sum = 0;
+    for (const auto& d : all_doors.doors) {
+      s.node = d;
+      auto n = command == "dlq retry"
+                   ? s.ask<uint32_t>(redrive_atom::value, all_atom::value)
+                   : s.ask<uint32_t>(purge_atom::value, all_atom::value);
+      if (!n) {
+        if (sum > 0)
+          std::cerr << "droverctl: " << sum << " jobs "
+                    << (command == "dlq retry" ? "retried" : "purged")
+                    << " on the nodes before that one\n";
+        return s.code;
+      }
+      sum += *n;
+    }
+    auto n = &sum;
     auto what = command == "dlq retry" ? "retried" : "purged";
     if (json)
       std::cout << "{\"" << what << "\":" << *n << "}\n";

@@ -30,6 +30,15 @@ struct coordinator_address {
   std::string text() const;
 };
 
+/// Reads "host:port" ("[v6]:port"; port 1 to 65535), or a comma-separated
+/// list of them (each once) — the one reader of addresses on a command
+/// line or in options (--coordinator, droverctl --nodes, the client's
+/// nodes). errc::bad_config naming `what`.
+caf::expected<coordinator_address> parse_address(const std::string& text,
+                                                 const std::string& what);
+caf::expected<std::vector<coordinator_address>>
+parse_address_list(const std::string& text, const std::string& what);
+
 struct node_config {
   /// Stable name of this node in trees, logs and (later) leases.
   std::string node_id;

@@ -330,37 +330,16 @@ po::options_description cluster_options(cluster_raw& raw, node_config& cfg) {
 }
 
 caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
-  std::vector<std::string> addresses;
   for (const auto& item : raw.coordinator) {
-    size_t start = 0;
-    for (;;) {
-      auto comma = item.find(',', start);
-      addresses.push_back(item.substr(start, comma - start));
-      if (comma == std::string::npos)
-        break;
-      start = comma + 1;
+    auto list = parse_address_list(item, "coordinator");
+    if (!list)
+      return std::move(list.error());
+    for (auto& addr : *list) {
+      for (const auto& known : cfg.coordinators)
+        if (known.host == addr.host && known.port == addr.port)
+          return bad("coordinator: " + addr.text() + " is given twice");
+      cfg.coordinators.push_back(std::move(addr));
     }
-  }
-  for (const auto& text : addresses) {
-    auto colon = text.rfind(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
-      return bad("coordinator must be host:port, got '" + text + "'");
-    auto host = text.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-      host = host.substr(1, host.size() - 2);
-    auto port_text = text.substr(colon + 1);
-    if (port_text.size() > 5
-        || !std::all_of(port_text.begin(), port_text.end(),
-                        [](char c) { return c >= '0' && c <= '9'; }))
-      return bad("coordinator: '" + port_text + "' is not a port");
-    auto port = std::stol(port_text);
-    if (port < 1 || port > 65535)
-      return bad("coordinator: port must be within [1, 65535]");
-    coordinator_address addr{host, static_cast<uint16_t>(port)};
-    for (const auto& known : cfg.coordinators)
-      if (known.host == addr.host && known.port == addr.port)
-        return bad("coordinator: " + addr.text() + " is given twice");
-    cfg.coordinators.push_back(std::move(addr));
   }
   if (raw.cluster_port < -1 || raw.cluster_port > 65535)
     return bad("cluster-port must be within [0, 65535]");
@@ -442,5 +421,44 @@ caf::error apply_cluster_options(const cluster_raw& raw, node_config& cfg) {
 }
 
 } // namespace detail
+
+caf::expected<coordinator_address> parse_address(const std::string& text,
+                                                 const std::string& what) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    return bad(what + " must be host:port, got '" + text + "'");
+  auto host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  auto port_text = text.substr(colon + 1);
+  if (port_text.size() > 5
+      || !std::all_of(port_text.begin(), port_text.end(),
+                      [](char c) { return c >= '0' && c <= '9'; }))
+    return bad(what + ": '" + port_text + "' is not a port");
+  auto port = std::stol(port_text);
+  if (port < 1 || port > 65535)
+    return bad(what + ": port must be within [1, 65535]");
+  return coordinator_address{host, static_cast<uint16_t>(port)};
+}
+
+caf::expected<std::vector<coordinator_address>>
+parse_address_list(const std::string& text, const std::string& what) {
+  std::vector<coordinator_address> out;
+  size_t start = 0;
+  for (;;) {
+    auto comma = text.find(',', start);
+    auto addr = parse_address(text.substr(start, comma - start), what);
+    if (!addr)
+      return std::move(addr.error());
+    for (const auto& known : out)
+      if (known.host == addr->host && known.port == addr->port)
+        return bad(what + ": " + addr->text() + " is given twice");
+    out.push_back(std::move(*addr));
+    if (comma == std::string::npos)
+      break;
+    start = comma + 1;
+  }
+  return out;
+}
 
 } // namespace drover

@@ -121,6 +121,36 @@ TEST_CASE("client: with sharing coordinators each write goes to its "
     CHECK(end->status == job_status::cancelled);
   }
 
+  // droverctl --nodes does the same for one command: keyed submits and
+  // cancels reach their owners.
+  std::string nodes;
+  for (const auto* name : {"c1", "c2", "c3"})
+    nodes += (nodes.empty() ? "" : ",") + std::string{"127.0.0.1:"}
+             + s.admin.at(name);
+  std::set<std::string> ctl_owners;
+  for (int i = 0; i < 12; ++i) {
+    auto [rc, out] = droverctl(
+        {"submit", "sleep", "--nodes", nodes, "--input",
+         "{\"ms\":" + std::to_string(60000 * time_scale()) + "}",
+         "--idempotency-key", run_id + "-ctl-" + std::to_string(i)});
+    INFO(out);
+    REQUIRE(rc == 0);
+    auto id = job_id_of(out);
+    ctl_owners.insert(owner_of(c, id));
+    auto [crc, cout_] = droverctl({"cancel", id, "--nodes", nodes, "--json"});
+    INFO(cout_);
+    CHECK(crc == 0);
+    auto end = cl->wait(id, 30s);
+    REQUIRE(end);
+    CHECK(end->status == job_status::cancelled);
+    long_jobs.push_back(id);
+  }
+  CHECK(ctl_owners.size() == 3);
+  {
+    auto [rc, out] = droverctl({"get", "x", "--nodes", nodes, "--port", "1"});
+    CHECK(rc == 2); // --nodes replaces --host and --port
+  }
+
   // c2 dies: its keys' submissions wait for the survivors' takeover
   // (unavailable, not_owner: retried, then routed again), none fails.
   s.nodes["c2"]->signal(SIGKILL);

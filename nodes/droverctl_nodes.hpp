@@ -1,0 +1,41 @@
+#pragma once
+
+// droverctl in front of coordinators that share a database (`--nodes`,
+// docs/client.md): it connects to each, reads which partitions each owns
+// (the client door's partitions request, client/routes.hpp) and sends a
+// request about a job — or a keyed submission — to its partition's owner.
+// A one-shot command reads the map once: a partition that changes owner in
+// between is answered `not_owner`, and running the command again follows.
+
+#include "client/routes.hpp"
+#include "runtime/client_protocol.hpp"
+#include "runtime/config.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace drover::ctl {
+
+struct door_set {
+  /// The doors that answered, in the order of their addresses.
+  std::vector<client_door_actor> doors;
+  /// Why the others did not (for the error when none did).
+  std::string failures;
+};
+
+/// Connects to every address, each within `timeout`.
+door_set connect_all(caf::actor_system& sys,
+                     const std::vector<coordinator_address>& addresses,
+                     std::chrono::milliseconds timeout);
+
+/// The door of the owner of `t`'s partition; the first door when `t` is
+/// about no partition, there is one door, or no door owns it.
+client_door_actor pick_door(caf::actor_system& sys, const door_set& set,
+                            const client_detail::route_target& t,
+                            const std::string& api_key,
+                            std::chrono::milliseconds timeout);
+
+} // namespace drover::ctl
