@@ -315,6 +315,16 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
           });
 }
 
+/// Whether recovery has yet to read `job_id` (its partition is still to be
+/// read, or is being read and its pages have not reached the job).
+bool still_to_recover(const queue_state& st, const std::string& job_id) {
+  auto p = partition_of_id(job_id);
+  for (size_t i = 0; i < st.to_recover.size(); ++i)
+    if (st.to_recover[i] == p)
+      return i > 0 || st.recovered_up_to.empty() || job_id > st.recovered_up_to;
+  return false;
+}
+
 /// The queue lost track of a job: a store call about it failed (PostgreSQL
 /// down, a timeout, an outcome the store refused), so the store may hold it
 /// as queued, scheduled, retrying or processing with nobody to move it on.
@@ -344,6 +354,16 @@ void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
                 enqueue(self, rec);
                 break;
               case job_status::processing:
+                // An attempt with a grace (a worker node may still run it,
+                // or a handed-over local slot may still stop it) is settled
+                // by its grace, and one of a partition still being
+                // recovered by its recovery: settling it here would run
+                // the job again while the old attempt may still run
+                // (found by share_fault_test: a reconcile that fired after
+                // the partition came back).
+                if (st.awaiting_adoption.count(rec.job_id) > 0
+                    || still_to_recover(st, rec.job_id))
+                  break;
                 settle_interrupted(self, rec, why, failures + 1);
                 break;
               default:

@@ -5,6 +5,7 @@
 // recovery-retry case and its proxy store came from the review of the
 // change (helper-24), which reproduced the bug with them.
 
+#include "actors/detail/queue_state.hpp"
 #include "actors/progress_publisher.hpp"
 #include "actors/queue.hpp"
 #include "actors/store.hpp"
@@ -452,6 +453,43 @@ TEST_CASE("an attempt of a local slot handed over is settled only after the "
   f.sched.advance_time(std::chrono::seconds{2});
   f.sched.run();
   CHECK(lost() == 1);
+  bodies.clear();
+  f.self->send_exit(worker, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}
+
+TEST_CASE("a reconcile of a job whose attempt has a grace leaves it to the "
+          "grace",
+          "[queue][partition]") {
+  // A write about the job failed while its coordinator was cut off from
+  // PostgreSQL, so a reconcile is pending; the partition was handed over
+  // and came back (recovered, its attempt waiting out the hand-over grace)
+  // before the reconcile fired. Settling the attempt then would run the job
+  // again while the old attempt may still run (share_fault_test).
+  fixture f{std::chrono::seconds{5}};
+  std::deque<std::function<void()>> bodies;
+  auto worker = f.worker(bodies);
+  auto rec = f.submit(noop());
+  REQUIRE(rec);
+  f.sched.run();
+  REQUIRE(f.stats().running == 1);
+  auto lost = [&] {
+    int n = 0;
+    for (const auto& ev : f.events(rec->job_id))
+      n += ev.kind == event_kind::worker_lost ? 1 : 0;
+    return n;
+  };
+  f.own({});
+  f.own({0, 1});
+  caf::anon_send(caf::actor_cast<caf::actor>(f.queue),
+                 queue_detail::reconcile_atom::value, rec->job_id, int64_t{0},
+                 std::string{"store_failed"}, std::string{"a write failed"});
+  f.sched.run();
+  CHECK(lost() == 0);
+  *f.clock += 6000;
+  f.sched.advance_time(std::chrono::seconds{6});
+  f.sched.run();
+  CHECK(lost() == 1); // by the grace, once
   bodies.clear();
   f.self->send_exit(worker, caf::exit_reason::user_shutdown);
   f.sched.run();
