@@ -8,8 +8,10 @@
 // every connection (what a NAT or firewall timing the connection out does),
 // after which the nodes must connect again. Forwarding writes block: a
 // peer that stops reading stalls the proxy (fine for the few bytes of a
-// test). New connections are accepted
-// and held the same way while cut.
+// test). New connections are accepted and held the same way while cut.
+// Every descriptor is close-on-exec: a node the test starts later must not
+// inherit a proxied connection, or closing (resetting) it here would not
+// end it (the node's copy would keep it open, silently).
 
 #include <catch2/catch.hpp>
 
@@ -17,6 +19,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <fcntl.h>
 #include <mutex>
 #include <netinet/in.h>
 #include <poll.h>
@@ -31,7 +34,7 @@ class tcp_proxy {
 public:
   /// Listens on an ephemeral loopback port; forwards to 127.0.0.1:upstream.
   explicit tcp_proxy(uint16_t upstream) : upstream_(upstream) {
-    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(listen_fd_ >= 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -43,7 +46,7 @@ public:
     REQUIRE(getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len)
             == 0);
     port_ = ntohs(addr.sin_port);
-    REQUIRE(pipe(wake_) == 0);
+    REQUIRE(pipe2(wake_, O_CLOEXEC) == 0);
     thread_ = std::thread{[this] { loop(); }};
   }
 
@@ -100,7 +103,7 @@ private:
   }
 
   static int connect_upstream(uint16_t port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
       return -1;
     sockaddr_in addr{};
@@ -163,7 +166,7 @@ private:
         [[maybe_unused]] auto n = read(wake_[0], drain, sizeof(drain));
       }
       if (fds[1].revents & POLLIN) {
-        int a = accept(listen_fd_, nullptr, nullptr);
+        int a = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
         if (a >= 0) {
           int b = connect_upstream(upstream_);
           if (b < 0) {
