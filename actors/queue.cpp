@@ -41,6 +41,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
   st.admission = admission_control{st.opts.admission};
   st.concurrency = concurrency_slots{st.opts.concurrency};
   st.flow = flow_control{st.opts.flow, flow_now(self)};
+  share_rate_limits(self);
   {
     resource_amounts local;
     for (const auto& kv : st.opts.local_resources)
@@ -116,6 +117,7 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
         if (!shape)
           return std::move(shape.error());
         auto partition = st.partitions.of(spec->tenant, spec->idempotency_key,
+                                          spec->concurrency_key,
                                           st.partitions.next_keyless());
         if (auto err = check_owned(st, partition))
           return err;
@@ -172,9 +174,10 @@ caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
             else if (*shape)
               held->push_back(std::move(*shape));
           }
-          auto partition = spec ? st.partitions.of(
-                               spec->tenant, spec->idempotency_key, keyless)
-                                : 0;
+          auto partition
+              = spec ? st.partitions.of(spec->tenant, spec->idempotency_key,
+                                        spec->concurrency_key, keyless)
+                     : 0;
           if (spec)
             if (auto err = check_owned(st, partition))
               spec = caf::expected<job_spec>{std::move(err)};

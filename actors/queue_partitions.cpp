@@ -23,10 +23,19 @@ caf::error check_owned(const queue_state& st, int32_t partition) {
   if (!st.partitions.owns(partition))
     return make_error(errc::not_owner,
                       "partition " + std::to_string(partition)
-                          + " (the partition of this idempotency key) is "
-                            "owned by another coordinator; submit through "
-                            "that one");
+                          + " (the partition of this job's concurrency key, "
+                            "or else of its idempotency key) is owned by "
+                            "another coordinator; submit through that one");
   return caf::none;
+}
+
+void share_rate_limits(self_ptr self) {
+  auto& st = self->state;
+  auto count = st.partitions.count();
+  st.flow.set_share(
+      count > 0 ? static_cast<double>(st.partitions.owned().size()) / count
+                : 1.0,
+      flow_now(self));
 }
 
 bool wait_for_partition(self_ptr self, const std::string& job_id,
@@ -200,6 +209,7 @@ void own_partitions(self_ptr self, std::vector<int32_t> owned) {
   std::set_difference(owned.begin(), owned.end(), before.begin(), before.end(),
                       std::back_inserter(added));
   st.partitions.set_owned(owned);
+  share_rate_limits(self);
   if (!gone.empty()) {
     // A partition being recovered stops being read (a page on its way is
     // not continued); one that comes back later is read from its start.

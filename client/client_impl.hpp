@@ -298,6 +298,7 @@ struct client::impl {
   static route_target target_of(const submit_request& r) {
     route_target t;
     t.key = r.idempotency_key;
+    t.concurrency_key = r.concurrency_key;
     t.tenant = r.tenant;
     return t;
   }

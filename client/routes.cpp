@@ -42,7 +42,8 @@ std::optional<size_t> routes::owner_of(const route_target& t) const {
   if (!t.job_id.empty()) {
     p = partition_of_id(t.job_id);
   } else {
-    p = partition_of_key(tenant_.empty() ? t.tenant : tenant_, t.key, count_);
+    p = partition_of_submission(tenant_.empty() ? t.tenant : tenant_, t.key,
+                                t.concurrency_key, count_);
   }
   if (p < 0 || p >= count_ || owner_[static_cast<size_t>(p)] < 0)
     return std::nullopt;

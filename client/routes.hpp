@@ -19,10 +19,12 @@ namespace drover::client_detail {
 struct route_target {
   std::string job_id;
   std::string key;
+  /// A submission's concurrency key: it places the job (runtime/partition).
+  std::string concurrency_key;
   /// The submission's own tenant (used when the key does not fix one).
   std::string tenant;
   bool about_anything() const {
-    return job_id.empty() && key.empty();
+    return job_id.empty() && key.empty() && concurrency_key.empty();
   }
 };
 

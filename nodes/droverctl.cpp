@@ -421,6 +421,7 @@ int main(int argc, char** argv) {
     client_detail::route_target about;
     if (command == "submit") {
       about.key = req.idempotency_key;
+      about.concurrency_key = req.concurrency_key;
       about.tenant = req.tenant;
     } else if (!no_arg) {
       about.job_id = arg;

@@ -257,13 +257,14 @@ void submit_split(self_ptr self, state_ptr st,
   for (size_t k = 0; k < items.size(); ++k) {
     const auto& r = items[k];
     int target;
-    if (r.idempotency_key.empty() || st->count == 0) {
+    auto p = partition_of_submission(r.tenant, r.idempotency_key,
+                                     r.concurrency_key, st->count);
+    if (p < 0) {
       if (keyless == -2)
         keyless = pick(*st, -1);
       target = keyless;
     } else {
-      target
-          = pick(*st, partition_of_key(r.tenant, r.idempotency_key, st->count));
+      target = pick(*st, p);
     }
     auto& g = groups[target];
     g.first.push_back(std::move(items[k]));

@@ -263,8 +263,7 @@ token_bucket::token_bucket(rate_limit limit, int64_t now_ms)
 void token_bucket::refill(int64_t now_ms) {
   if (now_ms <= last_ms_)
     return; // the clock stood still or stepped back: no tokens from it
-  tokens_ = std::min(
-      limit_.burst, tokens_ + (now_ms - last_ms_) * limit_.per_second / 1000.0);
+  tokens_ = std::min(cap(), tokens_ + (now_ms - last_ms_) * rate() / 1000.0);
   last_ms_ = now_ms;
 }
 
@@ -289,7 +288,13 @@ uint32_t token_bucket::take_up_to(uint32_t n, int64_t now_ms) {
 void token_bucket::reconfigure(rate_limit limit, int64_t now_ms) {
   refill(now_ms);
   limit_ = std::move(limit);
-  tokens_ = std::min(tokens_, limit_.burst);
+  tokens_ = std::min(tokens_, cap());
+}
+
+void token_bucket::set_share(double share, int64_t now_ms) {
+  refill(now_ms); // what accrued so far, at the old share
+  share_ = std::clamp(share, 0.0, 1.0);
+  tokens_ = std::min(tokens_, cap());
 }
 
 double token_bucket::tokens(int64_t now_ms) {
@@ -301,7 +306,9 @@ int64_t token_bucket::next_token_ms(int64_t now_ms) {
   refill(now_ms);
   if (tokens_ >= 1.0)
     return now_ms;
-  auto ms = (1.0 - tokens_) * 1000.0 / limit_.per_second;
+  if (rate() <= 0)
+    return now_ms + 1000; // no share (no partition): look again later
+  auto ms = (1.0 - tokens_) * 1000.0 / rate();
   return now_ms + static_cast<int64_t>(std::ceil(ms));
 }
 
@@ -462,6 +469,12 @@ uint64_t flow_control::take(uint32_t flow, int64_t now_ms, size_t taken) {
   return f.breaker.empty() ? 0 : breakers_.at(f.breaker).admit();
 }
 
+void flow_control::set_share(double share, int64_t now_ms) {
+  share_ = std::clamp(share, 0.0, 1.0);
+  for (auto& [key, b] : buckets_)
+    b.set_share(share_, now_ms);
+}
+
 caf::error flow_control::set_rate(const std::string& key, rate_limit r,
                                   int64_t now_ms) {
   auto i = buckets_.find(key);
@@ -472,7 +485,8 @@ caf::error flow_control::set_rate(const std::string& key, rate_limit r,
   if (buckets_.size() >= max_keys)
     return make_error(errc::conflict,
                       "at most " + std::to_string(max_keys) + " rate limits");
-  buckets_.emplace(key, token_bucket{std::move(r), now_ms});
+  buckets_.emplace(key, token_bucket{std::move(r), now_ms})
+      .first->second.set_share(share_, now_ms);
   undeclared_.erase(key);
   return caf::none;
 }
@@ -509,7 +523,7 @@ flow_control::take_tokens(uint32_t flow, uint32_t wanted, int64_t now_ms) {
   for (const auto& key : keys) {
     auto& bucket = buckets_.at(key);
     auto block = std::max<double>(
-        1.0, std::floor(bucket.limit().per_second * token_block_ms / 1000.0));
+        1.0, std::floor(bucket.rate() * token_block_ms / 1000.0));
     // Tokens promised to parked jobs woken for them are theirs: a running
     // job asking at each next token must not starve dispatch.
     auto promised = static_cast<double>(pending("r" + key));
@@ -530,7 +544,7 @@ flow_control::take_tokens(uint32_t flow, uint32_t wanted, int64_t now_ms) {
       g.retry_ms = std::max<int64_t>(
           {g.retry_ms, 1,
            static_cast<int64_t>(
-               std::ceil(need * 1000.0 / bucket.limit().per_second))});
+               std::ceil(need * 1000.0 / std::max(bucket.rate(), 0.001)))});
     }
   }
   return g;
@@ -622,9 +636,9 @@ int64_t flow_control::next_check_ms(const std::string& gate, int64_t now_ms) {
     // The token after those the woken jobs will take; none while they hold
     // the whole burst (each one re-arms when it leaves).
     auto need = pending + 1;
-    if (need > b.limit().burst)
+    if (need > b.cap())
       return 0;
-    auto ms = (need - b.tokens(now_ms)) * 1000.0 / b.limit().per_second;
+    auto ms = (need - b.tokens(now_ms)) * 1000.0 / std::max(b.rate(), 0.001);
     return now_ms + std::max<int64_t>(1, static_cast<int64_t>(std::ceil(ms)));
   }
   auto i = breakers_.find(key);
@@ -790,7 +804,10 @@ flow_control::to_json(int64_t now_ms,
     first = false;
     out += "{\"key\":" + json_quote(key)
            + ",\"rate_per_second\":" + format_number(b.limit().per_second)
-           + ",\"burst\":" + format_number(b.limit().burst) + ",\"tokens\":"
+           + ",\"burst\":" + format_number(b.limit().burst) + ",\"share\":"
+           + format_number(std::floor(b.rate() / b.limit().per_second * 1000)
+                           / 1000)
+           + ",\"tokens\":"
            + format_number(std::floor(b.tokens(now_ms) * 100) / 100)
            + ",\"granted\":" + std::to_string(b.granted())
            + ",\"waiting\":" + waiting_at("r" + key) + "}";

@@ -16,7 +16,12 @@
 // worker. The queue that dispatches is the one authority per key; a bucket
 // starts empty when its authority starts (a restart or a takeover), so a
 // move of the authority never lets more than `burst` plus the rate through
-// in any window.
+// in any window. Coordinators that share a database each dispatch the jobs
+// of their own partitions: each one's buckets fill at the rate times its
+// share of the partitions (set_share), so together they never pass more
+// than the rate; each bucket's burst is the burst times that share, at
+// least one token (so, momentarily, up to one token per coordinator more
+// than a burst below their number).
 //
 // Circuit breakers (runtime/circuit_breaker.hpp) count failed attempts of
 // the jobs naming them; `failures` in a row, or a failure `ratio` over a
@@ -31,6 +36,7 @@
 
 #include <caf/expected.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -85,6 +91,16 @@ public:
   void reconfigure(rate_limit limit, int64_t now_ms);
   /// Tokens now (fractional).
   double tokens(int64_t now_ms);
+  /// This bucket's part of the limit (0..1): it fills at the rate times
+  /// `share` and holds the burst times `share`, at least one token.
+  void set_share(double share, int64_t now_ms);
+  /// The rate and the burst it applies (the limit's, times its share).
+  double rate() const {
+    return limit_.per_second * share_;
+  }
+  double cap() const {
+    return std::max(1.0, limit_.burst * share_);
+  }
   /// When the next whole token is there (now if one is).
   int64_t next_token_ms(int64_t now_ms);
 
@@ -100,6 +116,7 @@ private:
   void refill(int64_t now_ms);
 
   rate_limit limit_;
+  double share_ = 1.0;
   double tokens_ = 0;
   int64_t last_ms_;
   uint64_t granted_ = 0;
@@ -197,6 +214,9 @@ public:
   caf::error set_breaker(const std::string& key, breaker_config b);
   /// Most rate limits, and most breakers, one authority holds.
   static constexpr size_t max_keys = 1000;
+  /// This queue's share of every rate limit (0..1): the partitions it owns
+  /// of all of them, when coordinators share a database (see above).
+  void set_share(double share, int64_t now_ms);
 
   /// A running job of `flow` takes up to `wanted` tokens of its rate limit
   /// mid-attempt (task_context::take_tokens): at most one block
@@ -284,6 +304,7 @@ private:
   };
 
   std::map<std::string, token_bucket> buckets_;
+  double share_ = 1.0;
   std::map<std::string, circuit_breaker> breakers_;
   /// flow number - 1 -> its keys.
   std::vector<flow_keys> flows_;

@@ -122,8 +122,28 @@ int32_t partition_picker::next_keyless() {
 }
 
 int32_t partition_picker::of(std::string_view tenant, std::string_view key,
+                             std::string_view concurrency_key,
                              int32_t keyless) const {
-  return key.empty() ? keyless : partition_of_key(tenant, key, count_);
+  auto p = partition_of_submission(tenant, key, concurrency_key, count_);
+  return p < 0 ? keyless : p;
+}
+
+int32_t partition_of_submission(std::string_view tenant,
+                                std::string_view idempotency_key,
+                                std::string_view concurrency_key,
+                                int32_t partitions) {
+  if (partitions < 1)
+    return -1;
+  if (!concurrency_key.empty()) {
+    // A leading byte no idempotency key has (keys refuse control
+    // characters): the two kinds of key hash apart.
+    std::string k{"\x01"};
+    k += concurrency_key;
+    return partition_of_key(tenant, k, partitions);
+  }
+  if (!idempotency_key.empty())
+    return partition_of_key(tenant, idempotency_key, partitions);
+  return -1;
 }
 
 std::vector<std::map<std::string, uint32_t>>

@@ -35,6 +35,16 @@ int32_t partition_of_id(std::string_view job_id);
 int32_t partition_of_key(std::string_view tenant, std::string_view key,
                          int32_t partitions);
 
+/// The partition of a submission whoever receives it: its concurrency
+/// key's when it names one (every job of a concurrency key in one partition,
+/// so that the one coordinator owning it counts all of them running: the
+/// limit holds across coordinators that share a database), else its
+/// idempotency key's (partition_of_key); -1 for neither (any partition).
+int32_t partition_of_submission(std::string_view tenant,
+                                std::string_view idempotency_key,
+                                std::string_view concurrency_key,
+                                int32_t partitions);
+
 /// Which partitions each of `members` (coordinator instance ids, each once)
 /// should own of `count`: rendezvous hashing with bounded load. Partition p
 /// goes to the member with the highest weight(member, p) among those that
@@ -89,10 +99,10 @@ public:
   /// is owned.
   int32_t next_keyless();
 
-  /// The partition of one submission: keyed or `keyless` (from
-  /// next_keyless()).
+  /// The partition of one submission (partition_of_submission), or
+  /// `keyless` (from next_keyless()) for one without keys.
   int32_t of(std::string_view tenant, std::string_view key,
-             int32_t keyless) const;
+             std::string_view concurrency_key, int32_t keyless) const;
 
 private:
   std::vector<int32_t> owned_{0};

@@ -41,9 +41,8 @@ int32_t partition_of_request(const caf::message& msg, int32_t count) {
   auto a = msg.get_as<caf::atom_value>(0);
   if (a == submit_atom::value && msg.match_element<submit_request>(1)) {
     const auto& r = msg.get_as<submit_request>(1);
-    if (r.idempotency_key.empty() || count < 1)
-      return -1;
-    return partition_of_key(r.tenant, r.idempotency_key, count);
+    return partition_of_submission(r.tenant, r.idempotency_key,
+                                   r.concurrency_key, count);
   }
   bool about_a_job = a == get_atom::value || a == events_atom::value
                      || a == cancel_atom::value || a == redrive_atom::value

@@ -422,6 +422,10 @@ void forget_ready(self_ptr self, const std::string& type, ready_entry& e);
 void own_partitions(self_ptr self, std::vector<int32_t> owned);
 bool owns(const queue_state& st, const std::string& job_id);
 caf::error check_owned(const queue_state& st, int32_t partition);
+/// Sets the rate limits' share to the partitions owned of all of them
+/// (runtime/flow_control.hpp: sharing coordinators together keep each
+/// rate).
+void share_rate_limits(self_ptr self);
 /// Parks an adoption of a job in a partition not owned (opts.adopt_wait):
 /// false if it must be refused now.
 bool wait_for_partition(self_ptr self, const std::string& job_id,

@@ -120,6 +120,38 @@ TEST_CASE("flow: a token bucket starts empty, fills at its rate, holds at "
   CHECK(n == 10);
 }
 
+TEST_CASE("flow: coordinators sharing a database each keep their share of "
+          "a rate, and together the rate",
+          "[flow][share]") {
+  // Three coordinators own 22, 21 and 21 of 64 partitions: over ten
+  // seconds at 30/s they grant 300 between them, not 900.
+  flow_limits limits;
+  limits.rates["api"] = rate_limit{30, 30, {}};
+  int total = 0;
+  for (int owned : {22, 21, 21}) {
+    flow_control f{limits, 0};
+    f.set_share(owned / 64.0, 0);
+    auto flow = f.intern(std::string{"api"}, std::string{});
+    for (int64_t t = 0; t <= 10000; ++t)
+      while (!f.gate(flow, t)) {
+        f.take(flow, t);
+        ++total;
+      }
+  }
+  CHECK(total >= 295);
+  CHECK(total <= 300);
+  // A burst below one token per coordinator is one token each; a share of
+  // nothing (no partition owned) grants nothing and says when to look.
+  token_bucket b{{1, 1, {}}, 0};
+  b.set_share(0.25, 0);
+  CHECK(b.cap() == 1.0);
+  CHECK(b.rate() == 0.25);
+  CHECK(b.next_token_ms(0) == 4000);
+  b.set_share(0, 0);
+  CHECK_FALSE(b.take(100000));
+  CHECK(b.next_token_ms(100000) == 101000);
+}
+
 TEST_CASE("flow: a breaker opens after failures in a row, half-opens after "
           "its cooldown, probes, closes or opens again",
           "[flow]") {

@@ -77,11 +77,22 @@ TEST_CASE("keyless submissions take the owned partitions in turn",
   for (int i = 0; i < 6; ++i)
     got.push_back(picker.next_keyless());
   CHECK(got == std::vector<int32_t>{3, 9, 40, 3, 9, 40});
-  CHECK(picker.of("acme", "", 9) == 9);
-  CHECK(picker.of("acme", "order-42", 9) == 44);
+  CHECK(picker.of("acme", "", "", 9) == 9);
+  CHECK(picker.of("acme", "order-42", "", 9) == 44);
   partition_picker none;
   CHECK(none.next_keyless() == 0);
-  CHECK(none.of("acme", "order-42", 0) == 0);
+  CHECK(none.of("acme", "order-42", "", 0) == 0);
+  // A concurrency key places the job, whatever its idempotency key: every
+  // job of the key in one partition, on one coordinator.
+  auto by_key = partition_of_submission("acme", "", "user:42", 64);
+  REQUIRE(by_key >= 0);
+  CHECK(partition_of_submission("acme", "order-1", "user:42", 64) == by_key);
+  CHECK(partition_of_submission("acme", "order-2", "user:42", 64) == by_key);
+  CHECK(picker.of("acme", "order-42", "user:42", 9) == by_key);
+  CHECK(picker.of("acme", "", "user:42", 9) == by_key);
+  CHECK(partition_of_submission("acme", "order-42", "", 64) == 44);
+  CHECK(partition_of_submission("acme", "", "", 64) == -1);
+  CHECK(partition_of_submission("acme", "order-42", "user:42", 0) == -1);
   CHECK_THROWS(partition_picker{{1}, 0});
   // A coordinator sharing the partitions may own none for a while.
   partition_picker empty{{}, 64};
