@@ -91,6 +91,19 @@ caf::error validate(const node_config& cfg) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_'
           || c == '.'))
       return bad("node-id may only contain letters, digits, '-', '_' and '.'");
+  {
+    // "<id>.c<N>" is what a worker node sharing the partitions calls its
+    // agent for its N-th coordinator: a node named so would collide with it.
+    auto dot = cfg.node_id.rfind(".c");
+    if (dot != std::string::npos && dot + 2 < cfg.node_id.size()
+        && std::all_of(cfg.node_id.begin() + static_cast<long>(dot) + 2,
+                       cfg.node_id.end(),
+                       [](char c) { return c >= '0' && c <= '9'; }))
+      return bad("node-id may not end in '.c' and digits ('" + cfg.node_id
+                 + "'): a worker node sharing the partitions names its "
+                   "agents '<node-id>.c1', '.c2', ..., and a node named so "
+                   "would collide with one");
+  }
   if (cfg.roles.empty())
     return bad("roles must name at least one role");
   for (const auto& r : cfg.roles)

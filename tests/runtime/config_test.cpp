@@ -262,6 +262,11 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
       {"--job-types", "sleep", "--roles", "coordinator", "--cluster-port", "0"},
       "--job-types is for worker nodes");
   expect_bad({"--node-id", "a b"}, "node-id");
+  expect_bad({"--node-id", "w.c1"}, "may not end in '.c' and digits");
+  expect_bad({"--node-id", "host.c12"}, "may not end in '.c' and digits");
+  CHECK(parse({"--node-id", "w.c"}));
+  CHECK(parse({"--node-id", "w.c1x"}));
+  CHECK(parse({"--node-id", "web.cluster1"}));
   expect_bad(
       {"--heartbeat-interval-ms", "5000", "--connection-timeout-ms", "1000"},
       "connection-timeout-ms must exceed");
