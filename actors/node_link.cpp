@@ -349,6 +349,15 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
     log::info("node_link", "worker node drains: no new leases",
               {{"node", st.cfg.node_id}});
     withdraw_free_slots(self);
+  } else if (!hb.draining && st.draining) {
+    // It takes leases again: a worker agent that meant to go back to its
+    // own coordinator found it gone again (a SIGTERM drain never ends so).
+    st.draining = false;
+    st.drain_started_ms = 0;
+    log::info("node_link", "worker node takes leases again",
+              {{"node", st.cfg.node_id}});
+    for (uint32_t i = 0; i < st.slots.size(); ++i)
+      offer(self, i);
   }
   return take_reply(self);
 }

@@ -342,8 +342,8 @@ void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
       .then(
           [self, failures, why](job_record& rec) {
             auto& st = self->state;
-            if (st.running.count(rec.job_id) > 0)
-              return;
+            if (!owns(st, rec.job_id) || st.running.count(rec.job_id) > 0)
+              return; // handed over meanwhile, or run by a supervisor
             remove_waiting(self, rec.job_id); // placed once, below
             switch (rec.status) {
               case job_status::queued:

@@ -65,6 +65,14 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
   return {
       [self](lease_atom, lease_batch& batch) {
         auto& st = self->state;
+        if (auto from = self->current_sender();
+            from && st.left_links.count(from->address()) > 0) {
+          log::warn("worker_agent",
+                    "leases from a coordinator this node left came after it "
+                    "left: not taken (they lapse there and run elsewhere)",
+                    {{"leases", batch.leases.size()}});
+          return;
+        }
         st.counters->leases_received.fetch_add(batch.leases.size(),
                                                std::memory_order_relaxed);
         for (auto& l : batch.leases) {

@@ -63,11 +63,11 @@ void on_link_lost(agent_actor self, const std::string& why) {
             {{"reason", why}, {"running", st.running.size()}});
   st.link = nullptr;
   st.endpoint = nullptr;
-  if (st.leaving) {
-    // It was on its way home, and home answered a moment ago.
-    st.leaving = false;
-    st.coordinator_turn = 0;
-  }
+  // On its way home, it still holds this coordinator's attempts or
+  // outcomes: it reconnects here (home could adopt none of them); it goes
+  // home once nothing of this one's is held.
+  st.leaving = false;
+  st.leave_acknowledged = false;
   // A handshake in flight died with its endpoint: begin the next at once
   // rather than wait for its request to time out (10 s, longer than the
   // grace a new coordinator gives running attempts to be re-reported).
@@ -255,6 +255,11 @@ void go_home(agent_actor self) {
             "left the coordinator it had failed over to; joining its "
             "first coordinator again",
             {{"home", st.cfg.coordinators.front().text()}});
+  // A lease this link sends after all (its queue's dispatch crossed the
+  // draining heartbeat) is not taken: it lapses there and runs elsewhere.
+  if (st.left_links.size() >= 16)
+    st.left_links.erase(st.left_links.begin());
+  st.left_links.insert(st.link.address());
   self->demonitor(st.link.address());
   if (st.endpoint)
     self->demonitor(st.endpoint.address());
@@ -277,35 +282,58 @@ void go_home(agent_actor self) {
 void probe_home(agent_actor self) {
   auto& st = self->state;
   st.probing = false;
-  if (!away(st) || st.leaving)
+  if (!away(st))
     return;
   st.probing = true;
   auto mm = st.cfg.tls ? self->system().openssl_manager().actor_handle()
                        : self->system().middleman().actor_handle();
   const auto& home = st.cfg.coordinators.front();
   auto gen = st.handshake;
+  // Every probe after a failed one waits twice as long, up to a minute: a
+  // home host that drops packets makes each connect wait for the system's
+  // TCP timeout in the middleman, which other connects queue behind.
   auto again = [self] {
-    self->delayed_send(self, self->state.cfg.home_probe, home_atom::value);
+    auto& st = self->state;
+    auto delay
+        = st.cfg.home_probe * (1 << std::min<uint32_t>(st.probe_failures, 5));
+    self->delayed_send(
+        self,
+        std::min<std::chrono::milliseconds>(delay, std::chrono::minutes{1}),
+        home_atom::value);
+  };
+  // An answer of a probe begun on another connection: probe again while
+  // away (the join did not arm another: this one was in flight).
+  auto stale = [self, gen, again] {
+    auto& st = self->state;
+    if (st.handshake == gen && away(st))
+      return false;
+    if (away(st))
+      again();
+    else
+      st.probing = false;
+    return true;
   };
   self->request(mm,
                 std::max(st.cfg.home_probe, std::chrono::milliseconds{1000}),
                 caf::connect_atom::value, home.host, home.port)
       .then(
-          [self, gen, again](caf::node_id&, caf::strong_actor_ptr& ptr,
-                             std::set<std::string>& ifs) {
-            auto& st = self->state;
-            if (st.handshake != gen || !away(st) || st.leaving) {
-              st.probing = false;
+          [self, stale, again](caf::node_id&, caf::strong_actor_ptr& ptr,
+                               std::set<std::string>& ifs) {
+            if (stale())
               return;
-            }
+            auto& st = self->state;
             if (!ptr
                 || !self->system().assignable(
                     ifs,
                     self->system().message_types<cluster_endpoint_actor>())) {
+              ++st.probe_failures;
               again();
               return;
             }
-            st.probing = false;
+            st.probe_failures = 0;
+            again(); // keeps probing while it leaves: home may go again
+            if (st.leaving)
+              return;
             st.leaving = true;
             st.leave_acknowledged = false;
             log::info("worker_agent",
@@ -317,13 +345,23 @@ void probe_home(agent_actor self) {
                        {"buffered", st.waiting.size()}});
             send_heartbeat(self);
           },
-          [self, gen, again](caf::error&) {
-            auto& st = self->state;
-            if (st.handshake != gen || !away(st) || st.leaving) {
-              st.probing = false;
+          [self, stale, again](caf::error&) {
+            if (stale())
               return;
-            }
+            auto& st = self->state;
+            ++st.probe_failures;
             again();
+            if (!st.leaving)
+              return;
+            // Home went again before this agent could go: take leases here
+            // again (the link offers its free slots once more).
+            st.leaving = false;
+            st.leave_acknowledged = false;
+            log::info("worker_agent",
+                      "its first coordinator is gone again: taking leases "
+                      "here again",
+                      {{"home", st.cfg.coordinators.front().text()}});
+            send_heartbeat(self);
           });
 }
 

@@ -199,16 +199,22 @@ void maybe_report(agent_actor self) {
   for (auto& k : keys)
     st.sent.insert(k);
   st.report_in_flight = true;
+  // An answer from a connection given up since (lost, or left to go home)
+  // is not this connection's: its flags stay.
+  auto gen = st.handshake;
   self->request(st.link, std::chrono::seconds{10}, report_atom::value,
                 std::move(pb), std::move(cb))
       .then(
-          [self](coordinator_reply& r) {
-            self->state.report_in_flight = false;
+          [self, gen](coordinator_reply& r) {
+            if (self->state.handshake == gen)
+              self->state.report_in_flight = false;
             apply_reply(self, r);
             maybe_report(self);
           },
-          [self, keys](caf::error& err) {
+          [self, keys, gen](caf::error& err) {
             auto& st = self->state;
+            if (st.handshake != gen)
+              return;
             st.report_in_flight = false;
             // Progress of a failed report is stale by the next one; the
             // outcomes stay and go again.
@@ -242,14 +248,18 @@ void send_heartbeat(agent_actor self) {
         .then(
             [self, said_leaving, gen](coordinator_reply& r) {
               auto& st = self->state;
-              st.beat_in_flight = false;
-              st.last_answer = std::chrono::steady_clock::now();
-              if (said_leaving && st.leaving && st.handshake == gen)
-                st.leave_acknowledged = true;
+              if (st.handshake == gen) {
+                st.beat_in_flight = false;
+                st.last_answer = std::chrono::steady_clock::now();
+                if (said_leaving && st.leaving)
+                  st.leave_acknowledged = true;
+              }
               apply_reply(self, r);
               maybe_report(self); // outcomes whose report failed
             },
-            [self](caf::error& err) {
+            [self, gen](caf::error& err) {
+              if (self->state.handshake != gen)
+                return; // a connection given up since
               self->state.beat_in_flight = false;
               self->state.counters->heartbeats_unanswered.fetch_add(
                   1, std::memory_order_relaxed);

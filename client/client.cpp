@@ -63,7 +63,11 @@ client::submit(std::vector<submit_request> reqs) {
       req.idempotency_key = generated_key();
   // Several coordinators sharing a database: each owner gets the items of
   // its partitions; items refused `not_owner` (nothing was made) go again
-  // to their owner after the map was read again.
+  // to their owner after the map was read again. Split, the batch is one
+  // answer per item: when one owner's part is refused outright after
+  // another's was made, its items carry that refusal (nothing of them was
+  // made); only a part that may have been made unanswered makes the whole
+  // answer outcome_unknown.
   auto deadline = clock_type::now() + impl_->opts.timeout;
   impl::attempts info;
   std::vector<job_record> got(reqs.size());
@@ -81,19 +85,28 @@ client::submit(std::vector<submit_request> reqs) {
       auto r = impl_->call<std::vector<job_record>>(
           deadline, &info, impl::target_of(part.front()), submit_atom::value,
           part);
-      if (!r) {
-        if (info.maybe_acted || some_made)
-          return make_error(errc::outcome_unknown,
-                            "the batch was sent but not answered in time; "
-                            "submit it again as it is (its items keep their "
-                            "idempotency keys) to learn which jobs were made");
-        return std::move(r.error());
-      }
-      if (r->size() != part.size())
-        return make_error(errc::malformed,
-                          "the node answered " + std::to_string(r->size())
+      if (!r && info.maybe_acted)
+        return make_error(errc::outcome_unknown,
+                          "the batch was sent but not answered in time; "
+                          "submit it again as it is (its items keep their "
+                          "idempotency keys) to learn which jobs were made");
+      if (r && r->size() != part.size())
+        // It acted, but which records are whose is not known.
+        return make_error(errc::outcome_unknown,
+                          "a node answered " + std::to_string(r->size())
                               + " records for " + std::to_string(part.size())
-                              + " jobs");
+                              + " jobs; submit the batch again as it is to "
+                                "learn which jobs were made");
+      if (!r && !some_made)
+        return std::move(r.error()); // nothing of the batch was made
+      if (!r) {
+        for (auto i : items) {
+          got[i] = job_record{};
+          got[i].error.code = code_text(r.error());
+          got[i].error.message = describe(r.error());
+        }
+        continue;
+      }
       some_made = true;
       for (size_t k = 0; k < items.size(); ++k) {
         got[items[k]] = std::move((*r)[k]);

@@ -9,7 +9,7 @@ void routes::load(const std::vector<std::optional<answer>>& answers) {
   int32_t count = 0;
   std::string tenant;
   for (const auto& a : answers)
-    if (a && a->count >= 1) {
+    if (a && a->count >= 1 && a->count <= max_partitions) {
       if (count == 0) {
         count = a->count;
         tenant = a->tenant;
@@ -21,7 +21,8 @@ void routes::load(const std::vector<std::optional<answer>>& answers) {
     return;
   std::vector<int32_t> owner(static_cast<size_t>(count), -1);
   for (size_t i = 0; i < answers.size(); ++i) {
-    if (!answers[i] || answers[i]->count != count)
+    if (!answers[i] || answers[i]->count != count
+        || answers[i]->owned.size() > 6 * static_cast<size_t>(count))
       continue;
     auto list = parse_partition_list(answers[i]->owned, count);
     if (!list)

@@ -8,6 +8,7 @@
 // on the client door), keeps the answers here, and asks again after a
 // `not_owner` answer. Not thread-safe: the client guards it.
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -55,6 +56,13 @@ public:
 
   int32_t count() const {
     return count_;
+  }
+
+  /// Partitions no answer claimed (all of them before a load).
+  int32_t unowned() const {
+    return loaded_ ? static_cast<int32_t>(
+               std::count(owner_.begin(), owner_.end(), -1))
+                   : count_;
   }
 
 private:

@@ -57,6 +57,7 @@ enum exit_code : int { ok = 0, failed = 1, usage_error = 2, unavailable = 3 };
 /// The exit code of an error from the node or from CAF.
 int code_of(const caf::error& err) {
   if (is(err, errc::unavailable) || is(err, errc::overloaded)
+      || is(err, errc::not_owner) // its partition moved: run it again
       || err.category() == caf::atom("system")
       || err.category()
              == caf::make_error(caf::exit_reason::unreachable).category())
@@ -403,8 +404,8 @@ int main(int argc, char** argv) {
   client_door_actor node;
   ctl::door_set all_doors;
   if (addresses.size() == 1) {
-    auto one
-        = connect_client_door(sys, host, static_cast<uint16_t>(port), timeout);
+    auto one = connect_client_door(sys, addresses[0].host, addresses[0].port,
+                                   timeout);
     if (!one) {
       std::cerr << "droverctl: " << describe(one.error()) << '\n';
       return is(one.error(), errc::forbidden) ? failed : unavailable;
@@ -484,6 +485,19 @@ int main(int argc, char** argv) {
       std::cerr << "droverctl: not every node answered (" << all_doors.failures
                 << "); nothing was done\n";
       return unavailable;
+    }
+    if (addresses.size() > 1) {
+      // Each acts on its own partitions: together they must own them all.
+      auto map = ctl::read_routes(sys, all_doors, api_key, timeout);
+      if (!map.loaded() || map.unowned() > 0) {
+        std::cerr << "droverctl: the nodes given own "
+                  << (map.loaded() ? std::to_string(map.count() - map.unowned())
+                                         + " of " + std::to_string(map.count())
+                                   : std::string{"none of the"})
+                  << " partitions (a node missing from --nodes, or a "
+                     "takeover under way); nothing was done\n";
+        return unavailable;
+      }
     }
     uint32_t sum = 0;
     for (const auto& d : all_doors.doors) {

@@ -5,6 +5,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/scoped_actor.hpp>
 
+#include <iostream>
 #include <optional>
 
 namespace drover::ctl {
@@ -24,12 +25,9 @@ door_set connect_all(caf::actor_system& sys,
   return out;
 }
 
-client_door_actor pick_door(caf::actor_system& sys, const door_set& set,
-                            const client_detail::route_target& t,
-                            const std::string& api_key,
-                            std::chrono::milliseconds timeout) {
-  if (set.doors.size() < 2 || t.about_anything())
-    return set.doors.front();
+client_detail::routes read_routes(caf::actor_system& sys, const door_set& set,
+                                  const std::string& api_key,
+                                  std::chrono::milliseconds timeout) {
   std::vector<std::optional<client_detail::routes::answer>> answers(
       set.doors.size());
   caf::scoped_actor self{sys};
@@ -41,10 +39,22 @@ client_door_actor pick_door(caf::actor_system& sys, const door_set& set,
               answers[i] = client_detail::routes::answer{
                   std::move(owned), count, std::move(tenant)};
             },
-            [](caf::error&) {}); // not this one
+            [&](caf::error& err) {
+              std::cerr << "droverctl: no partition map from node " << i + 1
+                        << ": " << describe(err) << '\n';
+            });
   client_detail::routes map;
   map.load(answers);
-  auto owner = map.owner_of(t);
+  return map;
+}
+
+client_door_actor pick_door(caf::actor_system& sys, const door_set& set,
+                            const client_detail::route_target& t,
+                            const std::string& api_key,
+                            std::chrono::milliseconds timeout) {
+  if (set.doors.size() < 2 || t.about_anything())
+    return set.doors.front();
+  auto owner = read_routes(sys, set, api_key, timeout).owner_of(t);
   return owner ? set.doors[*owner] : set.doors.front();
 }
 

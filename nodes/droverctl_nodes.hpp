@@ -31,6 +31,12 @@ door_set connect_all(caf::actor_system& sys,
                      const std::vector<coordinator_address>& addresses,
                      std::chrono::milliseconds timeout);
 
+/// The map the doors answer (their owned partitions); not loaded when none
+/// answered.
+client_detail::routes read_routes(caf::actor_system& sys, const door_set& set,
+                                  const std::string& api_key,
+                                  std::chrono::milliseconds timeout);
+
 /// The door of the owner of `t`'s partition; the first door when `t` is
 /// about no partition, there is one door, or no door owns it.
 client_door_actor pick_door(caf::actor_system& sys, const door_set& set,

@@ -25,8 +25,10 @@ connect_client_door(caf::actor_system& sys, const std::string& host,
       .receive(
           [&](caf::node_id&, caf::strong_actor_ptr& ptr,
               std::set<std::string>& published) {
-            auto want = sys.message_types(
-                caf::detail::type_list<client_door_actor>{});
+            // An older door (without the partitions request) is taken too:
+            // its partitions request fails, and the client routes nothing.
+            auto want
+                = sys.message_types(caf::detail::type_list<client_door_base>{});
             if (!ptr)
               result = make_error(errc::unavailable, "no actor published");
             else if (!std::includes(published.begin(), published.end(),

@@ -63,7 +63,9 @@ namespace drover {
 
 using client_atom = caf::atom_constant<caf::atom("client")>;
 
-using client_door_actor = caf::typed_actor<
+/// The door as coordinators before the partitions request published it: a
+/// client still connects to those (and routes nothing).
+using client_door_base = caf::typed_actor<
     caf::replies_to<client_atom, std::string, submit_atom,
                     submit_request>::with<job_record>,
     caf::replies_to<client_atom, std::string, submit_atom,
@@ -90,7 +92,9 @@ using client_door_actor = caf::typed_actor<
                    caf::actor>,
     caf::replies_to<client_atom, std::string, stats_atom>::with<queue_stats>,
     caf::replies_to<client_atom, std::string, describe_atom>::with<tree_node>,
-    caf::replies_to<client_atom, std::string, nodes_atom>::with<std::string>,
+    caf::replies_to<client_atom, std::string, nodes_atom>::with<std::string>>;
+
+using client_door_actor = client_door_base::extend<
     caf::replies_to<client_atom, std::string,
                     partitions_atom>::with<std::string, int32_t, std::string>>;
 

@@ -89,6 +89,11 @@ struct agent_state {
   bool leave_acknowledged = false;
   /// A home probe is armed or in flight.
   bool probing = false;
+  /// Home probes that failed in a row (their interval doubles, to 1 min).
+  uint32_t probe_failures = 0;
+  /// Links this agent left to go home: a lease one of them still sends is
+  /// not taken (it lapses there).
+  std::set<caf::actor_addr> left_links;
   std::minstd_rand rng{std::random_device{}()};
   bool draining = false;
   bool drained = false;

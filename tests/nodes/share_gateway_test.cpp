@@ -77,7 +77,9 @@ TEST_CASE("a sharing gateway sends each request to its partition's owner "
         return res.status == 202;
       },
       10s, 100ms));
-  for (int i = 0; i < 18; ++i) {
+  // 18 at least; more while a coordinator got none (18 random keys miss
+  // one of three once in ~500 runs).
+  for (int i = 0; i < 60 && (i < 18 || owners.size() < 3); ++i) {
     auto key = "k" + std::to_string(i) + "-" + run_id;
     auto id = submit(http, body(300, key));
     by_key[key] = id;
@@ -99,7 +101,9 @@ TEST_CASE("a sharing gateway sends each request to its partition's owner "
   CHECK(keyless_owners.size() >= 2);
   std::set<std::string> cancelled_at;
   std::vector<std::string> cancelled;
-  for (int i = 0; i < 6; ++i) {
+  // Six at least, more while they all landed on one owner (six random
+  // keys do once in 243 runs).
+  for (int i = 0; i < 12 && (i < 6 || cancelled_at.size() < 2); ++i) {
     auto id = submit(http, body(20000, "long-" + std::to_string(i) + run_id));
     auto res = http.post("/api/jobs/" + id + "/cancel", "{}");
     INFO(id << ": " << res.body);
