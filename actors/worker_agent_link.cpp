@@ -54,6 +54,25 @@ void fatal(agent_actor self, const std::string& why) {
     self->state.cfg.on_fatal(why);
 }
 
+namespace {
+
+/// The connection is given up (lost, or left to go home): no handshake,
+/// report or heartbeat of it counts any more, and no leave is under way.
+void forget_connection(agent_actor self) {
+  auto& st = self->state;
+  st.link = nullptr;
+  st.endpoint = nullptr;
+  st.leaving = false;
+  st.leave_acknowledged = false;
+  st.connecting = false;
+  ++st.handshake;
+  st.report_in_flight = false;
+  st.beat_in_flight = false;
+  st.sent.clear();
+}
+
+} // namespace
+
 void on_link_lost(agent_actor self, const std::string& why) {
   auto& st = self->state;
   if (!st.link && !st.endpoint)
@@ -61,21 +80,13 @@ void on_link_lost(agent_actor self, const std::string& why) {
   log::warn("worker_agent",
             "lost the coordinator; attempts keep running, reconnecting",
             {{"reason", why}, {"running", st.running.size()}});
-  st.link = nullptr;
-  st.endpoint = nullptr;
   // On its way home, it still holds this coordinator's attempts or
   // outcomes: it reconnects here (home could adopt none of them); it goes
-  // home once nothing of this one's is held.
-  st.leaving = false;
-  st.leave_acknowledged = false;
-  // A handshake in flight died with its endpoint: begin the next at once
-  // rather than wait for its request to time out (10 s, longer than the
-  // grace a new coordinator gives running attempts to be re-reported).
-  st.connecting = false;
-  ++st.handshake;
-  st.report_in_flight = false;
-  st.beat_in_flight = false;
-  st.sent.clear();
+  // home once nothing of this one's is held. A handshake in flight died
+  // with its endpoint: the next begins at once rather than wait for its
+  // request to time out (10 s, longer than the grace a new coordinator
+  // gives running attempts to be re-reported).
+  forget_connection(self);
   schedule_reconnect(self);
 }
 
@@ -263,15 +274,7 @@ void go_home(agent_actor self) {
   self->demonitor(st.link.address());
   if (st.endpoint)
     self->demonitor(st.endpoint.address());
-  st.link = nullptr;
-  st.endpoint = nullptr;
-  st.leaving = false;
-  st.leave_acknowledged = false;
-  st.connecting = false;
-  ++st.handshake;
-  st.report_in_flight = false;
-  st.beat_in_flight = false;
-  st.sent.clear();
+  forget_connection(self);
   st.coordinator_turn = 0;
   st.reconnect_failures = 0;
   connect(self);

@@ -93,6 +93,13 @@ struct address {
 /// after the reconnect backoff, until the call's deadline.
 inline constexpr int not_owner_resends = 3;
 
+/// What connecting to one more address, or reading one's partition map,
+/// may take of a call's time: at most 2 s (the rest is for the request).
+inline std::chrono::milliseconds short_budget(clock_type::time_point deadline) {
+  return std::clamp(left(deadline), std::chrono::milliseconds{1},
+                    std::chrono::milliseconds{2000});
+}
+
 /// The longest one attempt of a call waits for its answer when it has more
 /// time: CAF does not fail a request whose node died just before or while
 /// it was sent (it waits for the timeout), so an attempt that gets no
@@ -199,10 +206,8 @@ struct client::impl {
       if (f != doors_at.end())
         return f->second;
     }
-    auto budget = std::clamp(left(deadline), std::chrono::milliseconds{1},
-                             std::chrono::milliseconds{2000});
     auto d = connect_client_door(*sys, addresses[i].host, addresses[i].port,
-                                 budget);
+                                 short_budget(deadline));
     if (!d)
       return d;
     std::lock_guard<std::mutex> guard{mx};
@@ -225,20 +230,11 @@ struct client::impl {
       auto d = door_at(i, deadline);
       if (!d)
         continue;
-      caf::scoped_actor self{*sys};
-      self->request(*d,
-                    std::clamp(left(deadline), std::chrono::milliseconds{1},
-                               std::chrono::milliseconds{2000}),
-                    client_atom::value, opts.api_key, partitions_atom::value)
-          .receive(
-              [&](std::string& owned, int32_t count, std::string& tenant) {
-                answers[i] = client_detail::routes::answer{
-                    std::move(owned), count, std::move(tenant)};
-              },
-              [&](caf::error& err) {
-                if (transport_failure(err))
-                  drop(*d);
-              });
+      auto a = ask_map(*sys, *d, opts.api_key, short_budget(deadline));
+      if (a)
+        answers[i] = std::move(*a);
+      else if (transport_failure(a.error()))
+        drop(*d);
     }
     std::lock_guard<std::mutex> guard{mx};
     map.load(answers);

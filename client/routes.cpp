@@ -3,6 +3,9 @@
 #include "runtime/partition.hpp"
 #include "runtime/partition_map.hpp"
 
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
+
 namespace drover::client_detail {
 
 void routes::load(const std::vector<std::optional<answer>>& answers) {
@@ -49,6 +52,22 @@ std::optional<size_t> routes::owner_of(const route_target& t) const {
   if (p < 0 || p >= count_ || owner_[static_cast<size_t>(p)] < 0)
     return std::nullopt;
   return static_cast<size_t>(owner_[static_cast<size_t>(p)]);
+}
+
+caf::expected<routes::answer> ask_map(caf::actor_system& sys,
+                                      const client_door_actor& door,
+                                      const std::string& api_key,
+                                      std::chrono::milliseconds timeout) {
+  caf::expected<routes::answer> out{caf::error{}};
+  caf::scoped_actor self{sys};
+  self->request(door, timeout, client_atom::value, api_key,
+                partitions_atom::value)
+      .receive(
+          [&](std::string& owned, int32_t count, std::string& tenant) {
+            out = routes::answer{std::move(owned), count, std::move(tenant)};
+          },
+          [&](caf::error& err) { out = std::move(err); });
+  return out;
 }
 
 } // namespace drover::client_detail

@@ -8,7 +8,13 @@
 // on the client door), keeps the answers here, and asks again after a
 // `not_owner` answer. Not thread-safe: the client guards it.
 
+#include "runtime/client_protocol.hpp"
+
+#include <caf/expected.hpp>
+#include <caf/fwd.hpp>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -72,5 +78,13 @@ private:
   /// Address index per partition; -1 = nobody answered for it.
   std::vector<int32_t> owner_;
 };
+
+/// Asks `door` which partitions it owns (the client door's partitions
+/// request) within `timeout`: the one request both the client and
+/// droverctl --nodes read the map with.
+caf::expected<routes::answer> ask_map(caf::actor_system& sys,
+                                      const client_door_actor& door,
+                                      const std::string& api_key,
+                                      std::chrono::milliseconds timeout);
 
 } // namespace drover::client_detail

@@ -3,7 +3,6 @@
 #include "runtime/errors.hpp"
 
 #include <caf/actor_system.hpp>
-#include <caf/scoped_actor.hpp>
 
 #include <iostream>
 #include <optional>
@@ -30,19 +29,14 @@ client_detail::routes read_routes(caf::actor_system& sys, const door_set& set,
                                   std::chrono::milliseconds timeout) {
   std::vector<std::optional<client_detail::routes::answer>> answers(
       set.doors.size());
-  caf::scoped_actor self{sys};
-  for (size_t i = 0; i < set.doors.size(); ++i)
-    self->request(set.doors[i], timeout, client_atom::value, api_key,
-                  partitions_atom::value)
-        .receive(
-            [&](std::string& owned, int32_t count, std::string& tenant) {
-              answers[i] = client_detail::routes::answer{
-                  std::move(owned), count, std::move(tenant)};
-            },
-            [&](caf::error& err) {
-              std::cerr << "droverctl: no partition map from node " << i + 1
-                        << ": " << describe(err) << '\n';
-            });
+  for (size_t i = 0; i < set.doors.size(); ++i) {
+    auto a = client_detail::ask_map(sys, set.doors[i], api_key, timeout);
+    if (a)
+      answers[i] = std::move(*a);
+    else
+      std::cerr << "droverctl: no partition map from node " << i + 1 << ": "
+                << describe(a.error()) << '\n';
+  }
   client_detail::routes map;
   map.load(answers);
   return map;

@@ -28,15 +28,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// The owner node of `job`'s partition, from the lease table.
-std::string owner_of(cluster& c, const std::string& job) {
-  auto conn = must(drover::pg::connection::open(c.url()));
-  auto res = run(conn, "SELECT owner_node FROM drover.partition_leases "
-                       "WHERE partition = drover.partition_of('"
-                           + job + "')");
-  return std::string{res.value(0, 0)};
-}
-
 submit_request sleep_job(int ms, const std::string& key) {
   submit_request r;
   r.type = "sleep";
@@ -57,14 +48,7 @@ TEST_CASE("client: with sharing coordinators each write goes to its "
   cluster c;
   sharing s{c};
   s.start_three();
-  client_options o;
-  for (const auto* name : {"c1", "c2", "c3"})
-    o.nodes.push_back("127.0.0.1:" + s.admin.at(name));
-  o.timeout = 30s;
-  o.reconnect_max = 500ms;
-  auto made = client::make(o);
-  REQUIRE(made);
-  auto& cl = *made;
+  auto cl = s.client_of({"c1", "c2", "c3"});
   INFO(s.logs_of({"c1", "c2", "c3"}));
 
   // Keyed submissions land in their key's partition, whoever owns it:
@@ -78,7 +62,7 @@ TEST_CASE("client: with sharing coordinators each write goes to its "
     INFO((sub ? "" : describe(sub.error())));
     REQUIRE(sub);
     done_jobs.push_back(sub->job.job_id);
-    owners.insert(owner_of(c, sub->job.job_id));
+    owners.insert(s.owner_of(sub->job.job_id));
   }
   CHECK(owners == std::set<std::string>{"c1", "c2", "c3"});
   // The same key again finds the same job, through whichever owner.
@@ -101,7 +85,7 @@ TEST_CASE("client: with sharing coordinators each write goes to its "
            << (*subs)[i].job.error.message);
     REQUIRE_FALSE((*subs)[i].job.job_id.empty());
     CHECK((*subs)[i].idempotency_key == batch[i].idempotency_key);
-    batch_owners.insert(owner_of(c, (*subs)[i].job.job_id));
+    batch_owners.insert(s.owner_of((*subs)[i].job.job_id));
     done_jobs.push_back((*subs)[i].job.job_id);
   }
   CHECK(batch_owners.size() == 3);
@@ -126,9 +110,8 @@ TEST_CASE("client: with sharing coordinators each write goes to its "
   // droverctl --nodes does the same for one command: keyed submits and
   // cancels reach their owners.
   std::string nodes;
-  for (const auto* name : {"c1", "c2", "c3"})
-    nodes += (nodes.empty() ? "" : ",") + std::string{"127.0.0.1:"}
-             + s.admin.at(name);
+  for (const auto& a : s.admin_addresses({"c1", "c2", "c3"}))
+    nodes += (nodes.empty() ? "" : ",") + a;
   std::set<std::string> ctl_owners;
   for (int i = 0; i < 40 && (i < 6 || ctl_owners.size() < 3); ++i) {
     auto [rc, out] = droverctl(
@@ -138,7 +121,7 @@ TEST_CASE("client: with sharing coordinators each write goes to its "
     INFO(out);
     REQUIRE(rc == 0);
     auto id = job_id_of(out);
-    ctl_owners.insert(owner_of(c, id));
+    ctl_owners.insert(s.owner_of(id));
     auto [crc, cout_] = droverctl({"cancel", id, "--nodes", nodes, "--json"});
     INFO(cout_);
     CHECK(crc == 0);

@@ -31,17 +31,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::unique_ptr<client> client_of(sharing& s) {
-  client_options o;
-  for (const auto* name : {"c1", "c2", "c3"})
-    o.nodes.push_back("127.0.0.1:" + s.admin.at(name));
-  o.timeout = 30s;
-  o.reconnect_max = 500ms;
-  auto made = client::make(o);
-  REQUIRE(made);
-  return std::move(*made);
-}
-
 /// (at_ms, kind) of the started and ended events of `ids`, by time.
 std::vector<std::pair<int64_t, int>>
 starts_and_ends(const std::string& url, const std::vector<std::string>& ids) {
@@ -75,7 +64,7 @@ TEST_CASE("sharing coordinators keep a rate limit and a concurrency limit "
   for (const auto* name : {"c1", "c2", "c3"})
     s.start(name, true, {"--rate-limit", "api:rate=5,burst=1"});
   REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
-  auto cl = client_of(s);
+  auto cl = s.client_of({"c1", "c2", "c3"});
   INFO(s.logs_of({"c1", "c2", "c3"}));
 
   // 30 jobs of one rate limit, spread over every coordinator's partitions.

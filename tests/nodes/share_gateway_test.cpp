@@ -50,13 +50,6 @@ TEST_CASE("a sharing gateway sends each request to its partition's owner "
       },
       20s));
 
-  auto owner_of = [&](const std::string& id) {
-    auto conn = must(drover::pg::connection::open(c.url()));
-    auto res = run(conn, "SELECT owner_node FROM drover.partition_leases "
-                         "WHERE partition = drover.partition_of('"
-                             + id + "')");
-    return std::string{res.value(0, 0)};
-  };
   auto body = [](int ms, const std::string& key) {
     auto b = "{\"type\":\"sleep\",\"input\":{\"ms\":"
              + std::to_string(ms * time_scale()) + ",\"steps\":5}";
@@ -84,7 +77,7 @@ TEST_CASE("a sharing gateway sends each request to its partition's owner "
     auto id = submit(http, body(300, key));
     by_key[key] = id;
     jobs.push_back(id);
-    owners.insert(owner_of(id));
+    owners.insert(s.owner_of(id));
   }
   CHECK(owners.size() == 3);
   for (const auto& [key, id] : by_key)
@@ -95,7 +88,7 @@ TEST_CASE("a sharing gateway sends each request to its partition's owner "
   for (int i = 0; i < 9; ++i) {
     auto id = submit(http, body(300, ""));
     jobs.push_back(id);
-    keyless_owners.insert(owner_of(id));
+    keyless_owners.insert(s.owner_of(id));
     CHECK(get_job(http, id)["job_id"].str() == id);
   }
   CHECK(keyless_owners.size() >= 2);
@@ -108,7 +101,7 @@ TEST_CASE("a sharing gateway sends each request to its partition's owner "
     auto res = http.post("/api/jobs/" + id + "/cancel", "{}");
     INFO(id << ": " << res.body);
     CHECK(res.status < 300);
-    cancelled_at.insert(owner_of(id));
+    cancelled_at.insert(s.owner_of(id));
     cancelled.push_back(id);
   }
   CHECK(cancelled_at.size() >= 2);

@@ -4,6 +4,7 @@
 // for the multi-process tests (tests/nodes/share_test.cpp,
 // share_gateway_test.cpp).
 
+#include "drover/client.hpp"
 #include "support/cluster.hpp"
 
 #include <catch2/catch.hpp>
@@ -112,6 +113,36 @@ struct sharing {
             "--coordinator", coordinator_list(names), "--join-secret", secret,
             "--slots", slots, "--share-partitions"},
         c.logs.path() + "/" + name + ".log");
+  }
+
+  /// The owner node of `job`'s partition, from the lease table.
+  std::string owner_of(const std::string& job) {
+    auto conn = must(drover::pg::connection::open(c.url()));
+    auto res = run(conn, "SELECT owner_node FROM drover.partition_leases "
+                         "WHERE partition = drover.partition_of('"
+                             + job + "')");
+    return std::string{res.value(0, 0)};
+  }
+
+  /// The admin ports of `names`, "127.0.0.1:port" each.
+  std::vector<std::string>
+  admin_addresses(const std::vector<std::string>& names) {
+    std::vector<std::string> out;
+    for (const auto& n : names)
+      out.push_back("127.0.0.1:" + admin.at(n));
+    return out;
+  }
+
+  /// A C++ client given the admin ports of `names` (it routes by itself).
+  std::unique_ptr<drover::client>
+  client_of(const std::vector<std::string>& names) {
+    drover::client_options o;
+    o.nodes = admin_addresses(names);
+    o.timeout = 30s;
+    o.reconnect_max = 500ms;
+    auto made = drover::client::make(o);
+    REQUIRE(made);
+    return std::move(*made);
   }
 
   std::string logs_of(const std::vector<std::string>& names) {
