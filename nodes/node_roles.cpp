@@ -3,6 +3,7 @@
 #include "actors/cluster_endpoint.hpp"
 #include "actors/queue.hpp"
 #include "actors/worker.hpp"
+#include "runtime/connect.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/join_proof.hpp"
 #include "runtime/log.hpp"
@@ -192,49 +193,31 @@ caf::expected<caf::actor> join_gateway_at(caf::actor_system& sys,
                                           const node_config& cfg,
                                           const coordinator_address& target,
                                           std::chrono::milliseconds timeout) {
-  // What remote_actor<cluster_endpoint_actor> does, but within `timeout`:
-  // remote_actor waits for CAF's handshake without a deadline, so a
-  // coordinator that accepts the connection and never answers (SIGSTOP)
-  // held this thread, and the gateway's stop with it.
-  caf::scoped_actor self{sys};
+  // Within `timeout` (runtime/connect.hpp): a coordinator that accepts the
+  // connection and never answers (SIGSTOP) must not hold this thread, and
+  // the gateway's stop with it. Either failure is tried again.
   auto mm = cfg.tls_certificate.empty() ? sys.middleman().actor_handle()
                                         : sys.openssl_manager().actor_handle();
-  cluster_endpoint_actor endpoint;
-  caf::error failed;
-  self->request(mm, timeout, caf::connect_atom::value, target.host, target.port)
-      .receive(
-          [&](caf::node_id&, caf::strong_actor_ptr& ptr,
-              std::set<std::string>& ifs) {
-            if (ptr
-                && sys.assignable(ifs,
-                                  sys.message_types<cluster_endpoint_actor>()))
-              endpoint = caf::actor_cast<cluster_endpoint_actor>(ptr);
-            else
-              failed = make_error(errc::unavailable,
-                                  "the peer at " + target.text()
-                                      + " is not a Drover coordinator's "
-                                        "cluster port (its interface differs)");
-          },
-          [&](caf::error& err) {
-            failed = make_error(errc::unavailable,
-                                "cannot reach the coordinator at "
-                                    + target.text() + ": " + sys.render(err));
-          });
-  if (failed)
-    return failed;
+  auto endpoint = connect_within<cluster_endpoint_actor>(sys, mm, target.host,
+                                                         target.port, timeout);
+  if (!endpoint)
+    return make_error(errc::unavailable, "cannot join the coordinator at "
+                                             + target.text() + ": "
+                                             + describe(endpoint.error()));
+  caf::scoped_actor self{sys};
   register_worker reg;
   reg.node_id = cfg.node_id;
   reg.role = "gateway";
   reg.protocol_min = cluster_protocol_min;
   reg.protocol_max = cluster_protocol_max;
   caf::expected<caf::actor> result{caf::actor{}};
-  self->request(endpoint, timeout, hello_atom::value, reg)
+  self->request(*endpoint, timeout, hello_atom::value, reg)
       .receive(
           [&](coordinator_reply& r) {
             if (!cfg.join_secret.empty())
               reg.proof = join_proof(cfg.join_secret, reg.role, reg.node_id,
                                      r.challenge);
-            self->request(endpoint, timeout, join_atom::value, reg)
+            self->request(*endpoint, timeout, join_atom::value, reg)
                 .receive([&](coordinator_reply&,
                              caf::actor& api) { result = std::move(api); },
                          [&](caf::error& err) { result = std::move(err); });
