@@ -13,6 +13,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <algorithm>
 #include <deque>
@@ -40,6 +41,41 @@ using reopen_atom = caf::atom_constant<caf::atom("pg_reopen")>;
 
 using fence_ptr = std::shared_ptr<const pg::write_fence>;
 
+/// What the store asks its I/O actors (writer and reader alike; only the
+/// writer is sent writes). Local only: the batches and fences are shared
+/// pointers and unsafe message types, never serialized.
+using pg_io_actor = caf::typed_actor<
+    caf::replies_to<write_atom, pg::write_batch,
+                    fence_ptr>::with<pg::isolated_write_result>,
+    caf::replies_to<committed_atom, pg::write_batch>::with<bool>,
+    caf::replies_to<get_atom, std::string>::with<job_record>,
+    caf::replies_to<get_atom,
+                    std::vector<std::string>>::with<std::vector<job_record>>,
+    caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
+    caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
+    caf::replies_to<recover_atom, int32_t, std::string,
+                    uint32_t>::with<std::vector<job_record>>,
+    caf::replies_to<webhooks_atom, std::string,
+                    uint32_t>::with<std::vector<job_record>>,
+    caf::replies_to<webhooks_atom, std::string, uint32_t,
+                    std::vector<int32_t>>::with<std::vector<job_record>>,
+    caf::replies_to<nodes_atom, int64_t>::with<std::string>,
+    caf::replies_to<control_atom, fence_ptr, int64_t, std::string, std::string,
+                    std::string, std::string>::with<ok_atom>,
+    caf::replies_to<control_atom, std::string>::with<std::vector<std::string>>,
+    caf::replies_to<control_atom, uint32_t>::with<std::string>,
+    caf::replies_to<key_atom, std::string, std::string>::with<job_record>,
+    caf::replies_to<retention_atom, fence_ptr, int64_t,
+                    int32_t>::with<uint64_t>,
+    caf::replies_to<ping_atom>::with<ok_atom>>;
+
+/// The store's own interface: the store protocol plus the messages it
+/// sends itself (reconnect timer, reopening the partitions gate, retention
+/// timer). Only spawn_pg_store sees it; everyone else holds a store_actor.
+using pg_store_impl_actor = store_actor::extend<caf::reacts_to<reconnect_atom>,
+                                                caf::reacts_to<reopen_atom>,
+                                                caf::reacts_to<retention_atom>>;
+
 // -- I/O actor: one connection, blocking calls, its own thread ----------------
 
 struct io_state {
@@ -55,7 +91,7 @@ struct io_state {
   static inline const char* name = "drover.pg_io";
 };
 
-using io_ptr = caf::stateful_actor<io_state>*;
+using io_ptr = pg_io_actor::stateful_pointer<io_state>;
 
 /// The session, connected (and migrated, for the writer) — or the error.
 caf::expected<pg::session*> connected(io_ptr self) {
@@ -106,10 +142,16 @@ auto read_db(io_ptr self, F f) -> decltype(f(std::declval<pg::session&>())) {
   return r;
 }
 
-caf::behavior io_impl(io_ptr self, std::string conninfo, bool migrate) {
+pg_io_actor::behavior_type io_impl(io_ptr self, std::string conninfo,
+                                   bool migrate) {
   self->state.conninfo = std::move(conninfo);
   self->state.migrate = migrate;
-  self->set_error_handler([](caf::error&) {});
+  // Only the store talks to an I/O actor, and only by request: an error
+  // message outside a request is unexpected, worth a line, never fatal.
+  self->set_error_handler([](caf::error& err) {
+    log::warn("store", "I/O actor got an unexpected error message",
+              {{"error", describe(err)}});
+  });
   return {
       [self](write_atom, const pg::write_batch& b,
              const fence_ptr& fence) -> caf::result<pg::isolated_write_result> {
@@ -298,8 +340,8 @@ struct fence_change {
 
 struct pg_store_state {
   pg_store_config cfg;
-  caf::actor writer;
-  caf::actor reader;
+  pg_io_actor writer;
+  pg_io_actor reader;
   /// Current record per job as of the accepted (possibly uncommitted)
   /// events: validation works on it.
   std::unordered_map<std::string, job_record> cache;
@@ -360,8 +402,7 @@ struct pg_store_state {
   static inline const char* name = "drover.pg_store";
 };
 
-// Untyped inside (the reconnect timer is private), typed handle outside.
-using self_ptr = caf::stateful_actor<pg_store_state>*;
+using self_ptr = pg_store_impl_actor::stateful_pointer<pg_store_state>;
 
 caf::error unavailable(const std::string& why) {
   return make_error(errc::unavailable, "the job store is unavailable: " + why);
@@ -845,7 +886,11 @@ void try_reconnect(self_ptr self) {
             st.reconnecting = false;
             log("PostgreSQL is back; accepting writes again", log::level::info);
           },
-          [self](caf::error&) {
+          [self](caf::error& err) {
+            // start_reconnect logged the outage at error level; each failed
+            // attempt only at debug, or a long outage floods the log.
+            log("reconnect attempt failed: " + describe(err),
+                log::level::debug);
             self->delayed_send(self, reconnect_wait(self),
                                reconnect_atom::value);
           });
@@ -1360,7 +1405,8 @@ void submit_many(self_ptr self, std::vector<job_event> evs,
   flush(self);
 }
 
-caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
+pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
+                                                 pg_store_config cfg) {
   {
     auto& st = self->state;
     st.cfg = cfg;
@@ -1376,7 +1422,13 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
     self->link_to(st.writer);
     self->link_to(st.reader);
     self->set_default_handler(log_and_drop);
-    self->set_error_handler([](caf::error&) {});
+    // Every error the store expects comes as a request's answer; one sent
+    // on its own is logged, and the store goes on (CAF's default would
+    // kill it).
+    self->set_error_handler([](caf::error& err) {
+      log::warn("store", "unexpected error message",
+                {{"error", describe(err)}});
+    });
     if (st.cfg.retain_finished.count() > 0)
       self->delayed_send(self, st.cfg.retention_interval,
                          retention_atom::value);
@@ -1573,7 +1625,8 @@ caf::behavior pg_store_impl(self_ptr self, pg_store_config cfg) {
 } // namespace
 
 store_actor spawn_pg_store(caf::actor_system& sys, pg_store_config cfg) {
-  return caf::actor_cast<store_actor>(sys.spawn(pg_store_impl, std::move(cfg)));
+  // The private extension converts to its subset: no actor_cast.
+  return sys.spawn(pg_store_impl, std::move(cfg));
 }
 
 } // namespace drover
