@@ -25,7 +25,8 @@ struct tickets_held {
 
 } // namespace
 
-caf::behavior queue_impl(self_ptr self, queue_deps deps, queue_options opts) {
+queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
+                                           queue_options opts) {
   auto& st = self->state;
   st.deps = std::move(deps);
   st.opts = std::move(opts);
@@ -551,8 +552,9 @@ int64_t system_clock_ms() {
 
 queue_actor spawn_queue(caf::actor_system& sys, queue_deps deps,
                         queue_options options) {
-  return caf::actor_cast<queue_actor>(
-      sys.spawn(queue_detail::queue_impl, std::move(deps), std::move(options)));
+  // The private extension converts to its subset: no actor_cast.
+  return sys.spawn(queue_detail::queue_impl, std::move(deps),
+                   std::move(options));
 }
 
 } // namespace drover

@@ -296,7 +296,9 @@ caf::actor start_supervisor(self_ptr self, const std::string& job_id,
   cfg.job_id = job_id;
   cfg.worker = worker;
   cfg.worker_id = worker_id;
-  cfg.queue = caf::actor{self};
+  // The job supervisor still holds its queue untyped (it sends retry_atom
+  // and finished_atom, of the queue's private extension).
+  cfg.queue = caf::actor_cast<caf::actor>(self);
   cfg.store = st.deps.store;
   cfg.publisher = st.deps.publisher;
   cfg.handlers = st.deps.handlers;

@@ -210,6 +210,29 @@ void explain_refusal(self_ptr self, const std::string& job_id,
           });
 }
 
+namespace {
+
+/// Reads `job_id`, whose outcome was just recorded, and hands the record
+/// to the publisher as final (if `terminal_only`, only a terminal one). A
+/// failed read is logged: the outcome stands, and its watchers miss the
+/// final record until they read the job again.
+void publish_final(self_ptr self, const std::string& job_id,
+                   bool terminal_only) {
+  self->request(self->state.deps.store, store_timeout, get_atom::value, job_id)
+      .then(
+          [self, terminal_only](job_record& rec) {
+            if (!terminal_only || is_terminal(rec.status))
+              self->send(self->state.deps.publisher, final_atom::value,
+                         std::move(rec));
+          },
+          [job_id](caf::error& err) {
+            log_failure("reading a job to publish its outcome", err, job_id,
+                        log::level::warn);
+          });
+}
+
+} // namespace
+
 /// Appends one event, then reads the record and publishes it as final.
 caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
   auto& st = self->state;
@@ -221,15 +244,7 @@ caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
           [self, rp, job_id](ok_atom) mutable {
             rp.deliver(ok_atom::value);
             ++self->state.stats.cancelled;
-            self->request(self->state.deps.store, store_timeout,
-                          get_atom::value, job_id)
-                .then(
-                    [self](job_record& rec) {
-                      if (is_terminal(rec.status))
-                        self->send(self->state.deps.publisher,
-                                   final_atom::value, std::move(rec));
-                    },
-                    [](caf::error&) {});
+            publish_final(self, job_id, true);
           },
           [self, rp, job_id](caf::error& err) mutable {
             explain_refusal(self, job_id,
@@ -298,14 +313,7 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
             }
             ++(cancelled ? self->state.stats.cancelled
                          : self->state.stats.failed);
-            self->request(self->state.deps.store, store_timeout,
-                          get_atom::value, rec.job_id)
-                .then(
-                    [self](job_record& final_rec) {
-                      self->send(self->state.deps.publisher, final_atom::value,
-                                 std::move(final_rec));
-                    },
-                    [](caf::error&) {});
+            publish_final(self, rec.job_id, false);
           },
           [self, rec, why, failures](caf::error& err) {
             // Left as it is, the attempt would stay `processing` forever.
@@ -371,8 +379,14 @@ void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
             }
           },
           [self, job_id, failures, why](caf::error& err) {
+            // A job the store does not know (purged since, or its submit
+            // never committed) has nothing left to settle.
             if (is(err, errc::not_found))
               return;
+            // Once per job, not at every retry of a long outage.
+            if (failures == 0)
+              log_failure("re-reading a job to reconcile it (will retry)", err,
+                          job_id, log::level::warn);
             reconcile_later(self, job_id, failures + 1, why);
           });
 }
@@ -403,8 +417,8 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
             }
             if (rec.status != job_status::processing)
               return;
-            self->send(entry.worker, abandon_atom::value, rec.job_id,
-                       rec.attempt);
+            send_untyped(self, entry.worker, abandon_atom::value, rec.job_id,
+                         rec.attempt);
             settle_interrupted(
                 self, rec,
                 {"supervisor_lost",

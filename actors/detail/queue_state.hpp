@@ -20,10 +20,12 @@
 #include "runtime/resources.hpp"
 #include "runtime/retry.hpp"
 #include "runtime/scaling.hpp"
+#include "runtime/send_untyped.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -268,7 +270,20 @@ struct queue_state {
   static inline const char* name = "drover.queue";
 };
 
-using self_ptr = caf::stateful_actor<queue_state>*;
+/// The queue's own interface: the queue protocol (actors/queue.hpp) plus
+/// what its job supervisors (retry_atom, finished_atom; they hold it as a
+/// caf::actor) and its own timers send it. Only spawn_queue sees it;
+/// everyone else holds a queue_actor.
+using queue_impl_actor = queue_actor::extend<
+    caf::reacts_to<retry_atom, job_record>,
+    caf::reacts_to<finished_atom, std::string, job_status, std::string>,
+    caf::reacts_to<recover_atom>, caf::reacts_to<flow_load_atom>,
+    caf::reacts_to<reconcile_atom, std::string, int64_t, std::string,
+                   std::string>,
+    caf::reacts_to<due_atom, uint64_t>,
+    caf::reacts_to<flow_timer_atom, uint64_t>, caf::reacts_to<fence_atom>>;
+
+using self_ptr = queue_impl_actor::stateful_pointer<queue_state>;
 
 inline int64_t now_ms(self_ptr self) {
   return self->state.opts.clock_ms();
