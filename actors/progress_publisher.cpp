@@ -1,12 +1,14 @@
 #include "actors/progress_publisher.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/log.hpp"
+#include "runtime/send_untyped.hpp"
 #include "runtime/type_ids.hpp"
 
-#include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -22,9 +24,15 @@ namespace drover {
 namespace {
 
 // Private timers: only ever sent by the publisher to itself, so they are not
-// part of progress_actor's typed interface.
+// part of progress_actor's typed interface, only of its private extension.
 using flush_atom = caf::atom_constant<caf::atom("pp_flush")>;
 using sweep_atom = caf::atom_constant<caf::atom("pp_sweep")>;
+
+/// The publisher's own interface: progress_actor plus its timers. Only
+/// spawn_progress_publisher sees it.
+using publisher_impl_actor
+    = progress_actor::extend<caf::reacts_to<flush_atom, std::string, uint64_t>,
+                             caf::reacts_to<sweep_atom>>;
 
 using time_point = caf::actor_clock::time_point;
 
@@ -95,7 +103,7 @@ struct publisher_state {
   bool sweep_armed = false;
 };
 
-using self_ptr = caf::stateful_actor<publisher_state>*;
+using self_ptr = publisher_impl_actor::stateful_pointer<publisher_state>;
 
 time_point now(self_ptr self) {
   return self->clock().now();
@@ -108,7 +116,7 @@ void deliver(self_ptr self, job_entry& job) {
     if (sub.seen_seq == job.seq)
       continue;
     sub.seen_seq = job.seq;
-    self->send(sub.who, progress_atom::value, job.latest);
+    send_untyped(self, sub.who, progress_atom::value, job.latest);
   }
   job.sent_seq = job.seq;
   job.window_end = now(self) + self->state.options.coalesce_interval;
@@ -255,14 +263,14 @@ void on_final(self_ptr self, job_record& record) {
     if (job.seq > 0 && job.sent_seq != job.seq)
       deliver(self, job);
     for (auto& [addr, sub] : job.subscribers) {
-      self->send(sub.who, final_atom::value, record);
+      send_untyped(self, sub.who, final_atom::value, record);
       unindex_subscription(self, addr, record.job_id);
     }
     // Releases the job; an armed flush timer finds nothing and is ignored.
     st.jobs.erase(i);
   }
   for (const auto& [addr, watcher] : st.watchers)
-    self->send(watcher, final_atom::value, record);
+    send_untyped(self, watcher, final_atom::value, record);
   retain_final(self, std::move(record));
 }
 
@@ -275,7 +283,7 @@ caf::result<ok_atom> on_subscribe(self_ptr self, const std::string& job_id,
                       "progress subscription needs a subscriber");
   if (auto i = st.finals.find(job_id); i != st.finals.end()) {
     // Finished recently: the final record is the whole story.
-    self->send(who, final_atom::value, i->second.record);
+    send_untyped(self, who, final_atom::value, i->second.record);
     return ok_atom::value;
   }
   auto& job = st.jobs[job_id];
@@ -288,7 +296,7 @@ caf::result<ok_atom> on_subscribe(self_ptr self, const std::string& job_id,
   sub.wants_changes = sub.wants_changes || wants_changes;
   if (job.seq > 0 && sub.seen_seq != job.seq) {
     sub.seen_seq = job.seq;
-    self->send(who, progress_atom::value, job.latest);
+    send_untyped(self, who, progress_atom::value, job.latest);
   }
   return ok_atom::value;
 }
@@ -303,7 +311,7 @@ void on_changed(self_ptr self, const std::string& job_id) {
     return;
   for (auto& [addr, sub] : i->second.subscribers)
     if (sub.wants_changes)
-      self->send(sub.who, changed_atom::value, job_id);
+      send_untyped(self, sub.who, changed_atom::value, job_id);
 }
 
 /// Ends one subscription; a job left without subscribers and without
@@ -349,7 +357,8 @@ void on_down(self_ptr self, const caf::down_msg& dm) {
   subs.erase(i);
 }
 
-caf::behavior publisher_impl(self_ptr self, progress_options options) {
+publisher_impl_actor::behavior_type publisher_impl(self_ptr self,
+                                                   progress_options options) {
   auto& opts = self->state.options;
   opts = options;
   opts.coalesce_interval
@@ -357,8 +366,11 @@ caf::behavior publisher_impl(self_ptr self, progress_options options) {
   self->set_down_handler([self](caf::down_msg& dm) { on_down(self, dm); });
   // We make no requests; this only keeps a stray error message (e.g. a
   // subscriber answering a send with an error) from killing the publisher,
-  // which is CAF's default.
-  self->set_error_handler([](caf::error&) {});
+  // which is CAF's default. Such an error is a subscriber's bug: logged.
+  self->set_error_handler([](caf::error& err) {
+    log::warn("progress", "unexpected error message",
+              {{"error", describe(err)}});
+  });
   return {
       [self](publish_atom, progress_update& update) {
         on_publish(self, update);
@@ -398,8 +410,8 @@ caf::behavior publisher_impl(self_ptr self, progress_options options) {
 
 progress_actor spawn_progress_publisher(caf::actor_system& sys,
                                         progress_options options) {
-  auto handle = sys.spawn(publisher_impl, options);
-  return caf::actor_cast<progress_actor>(handle);
+  // The private extension converts to its subset: no actor_cast.
+  return sys.spawn(publisher_impl, options);
 }
 
 int64_t estimate_eta_ms(double first_percent, int64_t first_at_ms,
