@@ -12,6 +12,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <algorithm>
 #include <deque>
@@ -52,6 +53,18 @@ const backoff_schedule rescan_backoff{
 const backoff_schedule connect_backoff{
     std::chrono::milliseconds{50}, std::chrono::milliseconds{2000}, 2.0, 0.5};
 
+/// A delivery thread: one blocking POST at a time.
+using webhook_sender_actor = caf::typed_actor<
+    caf::replies_to<post_atom, webhook_request>::with<webhook_response>>;
+
+/// The dispatcher's own interface: webhook_dispatcher_actor plus its
+/// timers. Only spawn_webhook_dispatcher sees it.
+using dispatcher_impl_actor = webhook_dispatcher_actor::extend<
+    caf::reacts_to<connect_atom>,
+    caf::reacts_to<scan_atom, uint64_t, std::string, uint32_t>,
+    caf::reacts_to<due_atom, std::string, uint64_t>,
+    caf::reacts_to<record_atom, job_event, uint32_t>>;
+
 // -- delivery threads
 // -----------------------------------------------------------
 
@@ -60,8 +73,9 @@ struct sender_state {
   static inline const char* name = "drover.webhook_sender";
 };
 
-caf::behavior sender_impl(caf::stateful_actor<sender_state>* self,
-                          std::shared_ptr<const webhook_client> client) {
+webhook_sender_actor::behavior_type
+sender_impl(webhook_sender_actor::stateful_pointer<sender_state> self,
+            std::shared_ptr<const webhook_client> client) {
   self->state.client = std::move(client);
   return {
       [self](post_atom, const webhook_request& req) -> webhook_response {
@@ -103,7 +117,7 @@ struct delivery {
 
 struct dispatcher_state {
   webhook_dispatcher_config cfg;
-  std::vector<caf::actor> idle_senders;
+  std::vector<webhook_sender_actor> idle_senders;
   /// Keyed by job id: one delivery per job at a time (a newer terminal
   /// event, after a redrive, replaces an older delivery).
   std::map<std::string, delivery> deliveries;
@@ -111,7 +125,7 @@ struct dispatcher_state {
   std::set<std::string> disabled_urls;
   std::set<std::string> settled;
   std::deque<std::string> settled_order;
-  caf::actor publisher;
+  progress_actor publisher;
   /// The publisher that went down last: its handle may linger in
   /// job_system_handles until the job system restarted.
   caf::actor_addr dead_publisher;
@@ -129,7 +143,7 @@ struct dispatcher_state {
   static inline const char* name = "drover.webhook_dispatcher";
 };
 
-using self_ptr = caf::stateful_actor<dispatcher_state>*;
+using self_ptr = dispatcher_impl_actor::stateful_pointer<dispatcher_state>;
 
 int64_t now_ms(self_ptr self) {
   const auto& clock = self->state.cfg.clock_ms;
@@ -498,11 +512,13 @@ void connect(self_ptr self) {
     self->delayed_send(self, st.connect_retries.next(u(st.rng)),
                        connect_atom::value);
   };
-  auto publisher = caf::actor_cast<caf::actor>(st.cfg.handles->publisher());
+  auto publisher = st.cfg.handles->publisher();
   if (!publisher || publisher.address() == st.dead_publisher) {
     retry();
     return;
   }
+  // The publisher sends finals to any actor, untyped: it checks nothing
+  // there (progress_actor's watch_finals_atom takes a caf::actor).
   self->request(publisher, std::chrono::seconds{5}, watch_finals_atom::value,
                 caf::actor_cast<caf::actor>(self))
       .then(
@@ -514,10 +530,18 @@ void connect(self_ptr self) {
             // Finals published while nobody watched are in the store.
             scan(self, ++st.scan_epoch, std::string{}, 0);
           },
-          [retry](caf::error&) { retry(); });
+          [retry](caf::error& err) {
+            // The publisher is gone or restarting with the job system:
+            // expected while it restarts, so at debug only; retried with
+            // backoff until the next one answers.
+            log::debug("webhooks", "watching the progress publisher failed",
+                       {{"error", describe(err)}});
+            retry();
+          });
 }
 
-caf::behavior dispatcher_impl(self_ptr self, webhook_dispatcher_config cfg) {
+dispatcher_impl_actor::behavior_type
+dispatcher_impl(self_ptr self, webhook_dispatcher_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.rng.seed(st.cfg.seed != 0 ? st.cfg.seed : std::random_device{}());
@@ -534,8 +558,12 @@ caf::behavior dispatcher_impl(self_ptr self, webhook_dispatcher_config cfg) {
     log::warn("webhooks", "no --webhook-secret: webhooks go out unsigned");
   self->set_default_handler(log_and_drop);
   // We only make requests with response handlers; this keeps a stray error
-  // message from killing the dispatcher, which is CAF's default.
-  self->set_error_handler([](caf::error&) {});
+  // message from killing the dispatcher, which is CAF's default, and says
+  // so in the log.
+  self->set_error_handler([](caf::error& err) {
+    log::warn("webhooks", "unexpected error message",
+              {{"error", describe(err)}});
+  });
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source != st.publisher.address())
@@ -592,8 +620,8 @@ webhook_dispatcher_actor webhook_dispatcher_slot::get() const {
 webhook_dispatcher_actor
 spawn_webhook_dispatcher(caf::actor_system& sys,
                          webhook_dispatcher_config cfg) {
-  return caf::actor_cast<webhook_dispatcher_actor>(
-      sys.spawn(dispatcher_impl, std::move(cfg)));
+  // The private extension converts to its subset: no actor_cast.
+  return sys.spawn(dispatcher_impl, std::move(cfg));
 }
 
 child_spec webhook_child(webhook_dispatcher_config cfg) {
