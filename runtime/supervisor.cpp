@@ -2,6 +2,7 @@
 
 #include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/log.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_system.hpp>
@@ -9,6 +10,7 @@
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <algorithm>
 #include <deque>
@@ -23,6 +25,13 @@ namespace {
 using restart_atom = caf::atom_constant<caf::atom("sv_restart")>;
 using restart_all_atom = caf::atom_constant<caf::atom("sv_resall")>;
 using kill_atom = caf::atom_constant<caf::atom("sv_kill")>;
+
+/// The supervisor's own interface: supervisor_actor plus its timers. Only
+/// spawn_supervisor sees it.
+using supervisor_impl_actor = supervisor_actor::extend<
+    caf::reacts_to<restart_atom, std::string, uint64_t>,
+    caf::reacts_to<restart_all_atom, uint64_t>,
+    caf::reacts_to<kill_atom, std::string, uint64_t>>;
 
 using clock_type = caf::actor_clock::clock_type;
 using time_point = caf::actor_clock::time_point;
@@ -83,7 +92,7 @@ struct supervisor_state {
       = std::make_shared<std::set<caf::actor_addr>>();
 };
 
-using self_ptr = caf::stateful_actor<supervisor_state>*;
+using self_ptr = supervisor_impl_actor::stateful_pointer<supervisor_state>;
 
 time_point now(self_ptr self) {
   return self->clock().now();
@@ -360,8 +369,9 @@ caf::typed_response_promise<tree_node> describe(self_ptr self) {
       if (--fan->pending == 0)
         fan->promise.deliver(std::move(fan->result));
     };
-    self->request(caf::actor_cast<supervisor_actor>(c.handle),
-                  st.flags.describe_timeout, describe_atom::value)
+    // Children are of any type (caf::actor): the request is checked when
+    // answered, and a child that does not answer describe_atom shows why.
+    self->request(c.handle, st.flags.describe_timeout, describe_atom::value)
         .then(
             [fan, i, finish](tree_node& sub) {
               // Our view of the child (state, restarts, uptime) wins; the
@@ -381,7 +391,8 @@ caf::typed_response_promise<tree_node> describe(self_ptr self) {
   return rp;
 }
 
-caf::behavior supervisor_impl(self_ptr self, supervisor_spec spec) {
+supervisor_impl_actor::behavior_type supervisor_impl(self_ptr self,
+                                                     supervisor_spec spec) {
   auto& st = self->state;
   st.name = std::move(spec.name);
   st.flags = spec.flags;
@@ -403,8 +414,13 @@ caf::behavior supervisor_impl(self_ptr self, supervisor_spec spec) {
       caf::anon_send_exit(child, caf::exit_reason::kill);
   });
   // Every request we make has its own error continuation; this only keeps a
-  // stray error message from killing the supervisor (CAF's default).
-  self->set_error_handler([](caf::error&) {});
+  // stray error message from killing the supervisor (CAF's default), and
+  // says so in the log.
+  self->set_error_handler([self](caf::error& err) {
+    log::warn("supervisor", "unexpected error message",
+              {{"supervisor", self->state.name},
+               {"error", self->system().render(err)}});
+  });
   // Start children in order; a child that cannot start at boot is a boot
   // failure of the whole supervisor (as in OTP): stop what runs and exit.
   for (auto& c : st.children) {
@@ -503,8 +519,9 @@ caf::expected<supervisor_actor> spawn_supervisor(caf::actor_system& sys,
                                                  supervisor_spec spec) {
   if (auto err = validate(spec))
     return err;
-  auto handle = sys.spawn(supervisor_impl, std::move(spec));
-  return caf::actor_cast<supervisor_actor>(handle);
+  // The private extension converts to its subset: no actor_cast.
+  supervisor_actor handle = sys.spawn(supervisor_impl, std::move(spec));
+  return handle;
 }
 
 child_spec supervisor_child(supervisor_spec spec, restart_type restart,
@@ -519,6 +536,7 @@ child_spec supervisor_child(supervisor_spec spec, restart_type restart,
     auto sup = spawn_supervisor(sys, spec);
     if (!sup)
       return caf::actor{};
+    // Children are held untyped (child_factory): widening, no check lost.
     return caf::actor_cast<caf::actor>(*sup);
   };
   return result;
