@@ -246,6 +246,7 @@ node_link_local new_link(endpoint_actor self, const register_worker& reg) {
   lc.registration = reg;
   lc.registration.proof.clear();
   lc.handles = st.cfg.handles;
+  lc.epochs = st.cfg.epochs;
   lc.lease_ttl = st.cfg.lease_ttl;
   lc.lease_ttl_by_type = st.cfg.lease_ttl_by_type;
   lc.heartbeat_interval = st.cfg.heartbeat_interval;

@@ -18,6 +18,7 @@
 
 #include "actors/job_system.hpp"
 #include "runtime/cluster_protocol.hpp"
+#include "runtime/partition_epochs.hpp"
 #include "runtime/tree.hpp"
 
 #include <caf/actor.hpp>
@@ -44,6 +45,8 @@ struct cluster_endpoint_config {
   /// join.
   std::string gateway_join_secret;
   std::shared_ptr<job_system_handles> handles;
+  /// The partition epochs leases are stamped with; null = none.
+  std::shared_ptr<const partition_epochs> epochs;
   /// What a gateway's join returns (set before the port opens).
   std::shared_ptr<const caf::actor> api;
   std::chrono::milliseconds lease_ttl{2000};

@@ -6,6 +6,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/json_text.hpp"
 #include "runtime/log.hpp"
+#include "runtime/partition.hpp"
 #include "runtime/resources.hpp"
 #include "runtime/submit.hpp"
 #include "runtime/type_ids.hpp"
@@ -494,6 +495,8 @@ void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
   self->monitor(js);
   st.attempts[l.job_id] = a;
   l.lease_expiry_ms = a.expiry_ms;
+  if (st.cfg.epochs)
+    l.partition_epoch = st.cfg.epochs->of(partition_of_id(l.job_id));
   st.pending.push_back(std::move(l));
   arm_flush(self);
   // The class's real slots are all taken: its buffer credits open (for

@@ -31,6 +31,7 @@
 
 #include "actors/job_system.hpp"
 #include "runtime/cluster_protocol.hpp"
+#include "runtime/partition_epochs.hpp"
 #include "runtime/tree.hpp"
 
 #include <caf/fwd.hpp>
@@ -74,6 +75,8 @@ struct node_link_config {
   register_worker registration;
   worker_agent_actor agent;
   std::shared_ptr<job_system_handles> handles;
+  /// The partition epochs leases are stamped with; null = none.
+  std::shared_ptr<const partition_epochs> epochs;
   std::chrono::milliseconds lease_ttl{2000};
   /// Per job type; others use lease_ttl.
   std::map<std::string, std::chrono::milliseconds> lease_ttl_by_type;

@@ -3,6 +3,7 @@
 #include "actors/detail/agent_state.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/log.hpp"
+#include "runtime/partition.hpp"
 #include "runtime/submit.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -16,6 +17,28 @@ namespace {
 
 using namespace agent_detail;
 
+/// Whether `l` may run here: not if a lease of its partition at a newer
+/// epoch came before (its sender was deposed; its successor leases that
+/// partition's jobs). A refused lease is not answered: it lapses at its
+/// sender, whose writes the store refuses.
+bool admit_epoch(agent_actor self, const lease& l) {
+  auto& st = self->state;
+  auto partition = partition_of_id(l.job_id);
+  int64_t newest = 0;
+  if (st.cfg.epochs->admit(partition, l.partition_epoch, newest))
+    return true;
+  st.counters->stale_leases_refused.fetch_add(1, std::memory_order_relaxed);
+  log::warn("worker_agent",
+            "refused a lease from a deposed coordinator: its partition was "
+            "leased here at a newer epoch",
+            {{"job", l.job_id},
+             {"attempt", l.attempt},
+             {"partition", partition},
+             {"epoch", l.partition_epoch},
+             {"newest_epoch", newest}});
+  return false;
+}
+
 worker_agent_local::behavior_type agent_impl(agent_actor self,
                                              worker_agent_config cfg) {
   auto& st = self->state;
@@ -23,6 +46,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
   st.counters = st.cfg.counters
                     ? st.cfg.counters
                     : std::make_shared<worker_counters>(st.cfg.slots);
+  if (!st.cfg.epochs)
+    st.cfg.epochs = std::make_shared<partition_epochs>();
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if ((st.link && dm.source == st.link.address())
@@ -76,6 +101,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         st.counters->leases_received.fetch_add(batch.leases.size(),
                                                std::memory_order_relaxed);
         for (auto& l : batch.leases) {
+          if (!admit_epoch(self, l))
+            continue;
           auto r = st.running.find(l.job_id);
           if (r != st.running.end()) {
             if (r->second.attempt >= l.attempt)

@@ -41,6 +41,7 @@
 #include "runtime/backoff.hpp"
 #include "runtime/cluster_protocol.hpp"
 #include "runtime/config.hpp"
+#include "runtime/partition_epochs.hpp"
 #include "runtime/tree.hpp"
 #include "runtime/worker_figures.hpp"
 
@@ -117,6 +118,9 @@ struct worker_agent_config {
   /// Counters that outlive a restarted agent (the node owns them); null =
   /// the agent's own.
   std::shared_ptr<worker_counters> counters;
+  /// The newest partition epoch each lease was stamped with, shared by the
+  /// node's agents; null = the agent's own.
+  std::shared_ptr<partition_epochs> epochs;
   /// The coordinator refused this node for good (wrong secret, protocol).
   std::function<void(const std::string&)> on_fatal;
   /// The drain is over.

@@ -339,6 +339,8 @@ worker_figures figures_of(agent_actor self) {
   f.heartbeats_unanswered
       = c.heartbeats_unanswered.load(std::memory_order_relaxed);
   f.tokens_granted = c.tokens_granted.load(std::memory_order_relaxed);
+  f.stale_leases_refused
+      = c.stale_leases_refused.load(std::memory_order_relaxed);
   return f;
 }
 

@@ -327,6 +327,10 @@ std::string worker_metrics_text(const worker_figures& w,
   e.one("drover_worker_leases_received_total", "counter",
         "Leases received from the coordinator since the process started.",
         w.leases_received);
+  e.one("drover_worker_stale_leases_refused_total", "counter",
+        "Leases refused because a lease of the same partition with a newer "
+        "epoch came before (sent by a coordinator deposed meanwhile).",
+        w.stale_leases_refused);
   e.one("drover_worker_unsettled_outcomes", "gauge",
         "Outcomes held until the coordinator says they are settled.",
         w.unsettled_outcomes);

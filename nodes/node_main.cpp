@@ -323,7 +323,7 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     // keeper renews between steps, and a slow store (a retention sweep in
     // flight) must not let the leases lapse.
     claim.share->start(drover::node::share_hooks(
-        sys, handles, cfg.lease_ttl / 4, [webhooks_running] {
+        sys, handles, cfg.lease_ttl / 4, claim.epochs, [webhooks_running] {
           if (auto d = webhooks_running->get())
             caf::anon_send(d, drover::partitions_atom::value);
         }));
@@ -349,7 +349,7 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
   if (roles.coordinator) {
     if (cfg.cluster_port >= 0) {
       auto opened = drover::node::open_cluster_port(
-          sys, cfg, handles, [&](caf::actor endpoint) {
+          sys, cfg, handles, claim.epochs, [&](caf::actor endpoint) {
             return drover::spawn_api(sys, handles, *root, endpoint);
           });
       if (!opened) {

@@ -66,6 +66,7 @@ supervisor_spec agent_subtree(std::string name, worker_agent_config ac,
                               std::shared_ptr<worker_shared> shared,
                               size_t share) {
   ac.counters = shared->counters[share];
+  ac.epochs = shared->epochs;
   ac.on_fatal = [shared](const std::string&) {
     {
       std::lock_guard<std::mutex> guard{shared->mx};
@@ -287,6 +288,7 @@ void api_relay::set(caf::actor api) {
 caf::expected<cluster_port>
 open_cluster_port(caf::actor_system& sys, const node_config& cfg,
                   std::shared_ptr<job_system_handles> handles,
+                  std::shared_ptr<const partition_epochs> epochs,
                   const std::function<caf::actor(caf::actor)>& make_api) {
   auto api = std::make_shared<caf::actor>();
   cluster_endpoint_config ec;
@@ -294,6 +296,7 @@ open_cluster_port(caf::actor_system& sys, const node_config& cfg,
   ec.join_secret = cfg.join_secret;
   ec.gateway_join_secret = cfg.gateway_join_secret;
   ec.handles = std::move(handles);
+  ec.epochs = std::move(epochs);
   ec.api = api;
   ec.lease_ttl = cfg.attempt_lease_ttl;
   ec.lease_ttl_by_type = cfg.attempt_lease_ttl_by_type;

@@ -7,6 +7,7 @@
 #include "actors/job_system.hpp"
 #include "actors/worker_agent.hpp"
 #include "runtime/config.hpp"
+#include "runtime/partition_epochs.hpp"
 #include "runtime/supervisor.hpp"
 #include "runtime/task.hpp"
 
@@ -40,6 +41,10 @@ struct worker_shared {
   /// Each agent's counters, kept across its restarts (set with the
   /// agents' specs, before they start).
   std::vector<std::shared_ptr<worker_counters>> counters;
+  /// The newest partition epoch leases came with, over all agents: a
+  /// lease from a deposed coordinator is refused whichever agent gets it.
+  std::shared_ptr<partition_epochs> epochs
+      = std::make_shared<partition_epochs>();
 
   std::vector<worker_agent_local> current_agents() {
     std::lock_guard<std::mutex> guard{mx};
@@ -120,7 +125,8 @@ private:
 };
 
 /// Spawns the cluster endpoint, lets `make_api` spawn the node API with it
-/// (gateways that join get that API), then opens the cluster port.
+/// (gateways that join get that API), then opens the cluster port. Leases
+/// to worker nodes carry the partition epochs from `epochs`.
 struct cluster_port {
   caf::actor endpoint;
   caf::actor api;
@@ -129,6 +135,7 @@ struct cluster_port {
 caf::expected<cluster_port>
 open_cluster_port(caf::actor_system& sys, const node_config& cfg,
                   std::shared_ptr<job_system_handles> handles,
+                  std::shared_ptr<const partition_epochs> epochs,
                   const std::function<caf::actor(caf::actor)>& make_api);
 
 } // namespace drover::node

@@ -303,6 +303,7 @@ std::optional<int> hold_leases(const node_config& cfg, const sigset_t& signals,
     return *code;
   auto grant = std::get<pg::lease_grant>(std::move(claimed));
   claim.fence = grant.fence(cfg.lease_ttl);
+  claim.epochs->hold(grant.partitions, grant.epochs);
   pg::lease_keeper::config kc;
   kc.conninfo = cfg.pg_url;
   kc.grant = std::move(grant);

@@ -7,6 +7,7 @@
 #include "gateway/gateway.hpp"
 #include "runtime/config.hpp"
 #include "runtime/exec_policy.hpp"
+#include "runtime/partition_epochs.hpp"
 #include "runtime/pg_lease.hpp"
 #include "runtime/pg_share.hpp"
 
@@ -64,6 +65,10 @@ struct coordinator_claim {
   std::unique_ptr<pg::share_keeper> share;
   int32_t partition_count = 0;
   std::shared_ptr<const pg::write_fence> fence;
+  /// The epochs of the partitions held (and held before): what leases to
+  /// worker nodes are stamped with (runtime/partition_epochs.hpp).
+  std::shared_ptr<partition_epochs> epochs
+      = std::make_shared<partition_epochs>();
   /// Set while releasing: the store's last writes, refused by the fence
   /// then, are no takeover.
   std::shared_ptr<std::atomic<bool>> leaving

@@ -55,11 +55,14 @@ bool tell(caf::actor_system& sys, const job_system_handles& handles,
 pg::share_keeper::hooks share_hooks(caf::actor_system& sys,
                                     std::shared_ptr<job_system_handles> handles,
                                     std::chrono::milliseconds timeout,
+                                    std::shared_ptr<partition_epochs> epochs,
                                     std::function<void()> taken) {
   pg::share_keeper::hooks h;
   h.acquired
-      = [&sys, handles, timeout, taken](const pg::lease_grant& held,
-                                        const std::vector<int32_t>& added) {
+      = [&sys, handles, timeout, epochs, taken](
+            const pg::lease_grant& held, const std::vector<int32_t>& added) {
+          // Before the queue dispatches any of them.
+          epochs->hold(held.partitions, held.epochs);
           auto ok = tell(sys, *handles, held, true, timeout,
                          "taking partitions into the job system failed");
           if (ok && !added.empty())

@@ -6,6 +6,7 @@
 // every write of a partition before its hand-over.
 
 #include "actors/job_system.hpp"
+#include "runtime/partition_epochs.hpp"
 #include "runtime/pg_share.hpp"
 
 #include <caf/fwd.hpp>
@@ -26,9 +27,12 @@ namespace drover::node {
 /// Each step waits at most `timeout`; a failed step is logged and the
 /// change tried again the next round. `taken` runs after each take that
 /// went through (the webhook dispatcher looks for the webhooks owed).
+/// `epochs` learns the epoch of every partition taken before the queue
+/// does (leases to worker nodes carry it).
 pg::share_keeper::hooks share_hooks(caf::actor_system& sys,
                                     std::shared_ptr<job_system_handles> handles,
                                     std::chrono::milliseconds timeout,
+                                    std::shared_ptr<partition_epochs> epochs,
                                     std::function<void()> taken);
 
 } // namespace drover::node

@@ -34,7 +34,11 @@
 //       per answer); the node asks for the sum of what its attempts of one
 //       key wait for, one request per key at a time.
 //   link -> worker: (lease_atom, lease_batch), (cancel_atom, job, attempt),
-//       (abandon_atom, job, attempt).
+//       (abandon_atom, job, attempt). Each lease carries the epoch at
+//       which the coordinator holds the job's partition (0 = none); a
+//       worker refuses one older than an epoch it was sent before for that
+//       partition (runtime/partition_epochs.hpp). The field is optional in
+//       the schema: no protocol version of its own.
 // Flow control: the link never has more leases outstanding on a worker
 // than the slots it registered (credits come back with completions), and
 // a worker has at most one report and one heartbeat in flight: neither

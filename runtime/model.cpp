@@ -221,7 +221,8 @@ auto fields(const register_worker& x) {
 }
 
 auto fields(const lease& x) {
-  return std::tie(x.job_id, x.spec, x.checkpoint, x.lease_expiry_ms, x.attempt);
+  return std::tie(x.job_id, x.spec, x.checkpoint, x.lease_expiry_ms, x.attempt,
+                  x.partition_epoch);
 }
 
 auto fields(const lease_batch& x) {

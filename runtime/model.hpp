@@ -374,6 +374,9 @@ struct lease {
   int64_t lease_expiry_ms = 0;
   /// Fencing token the worker echoes back.
   uint32_t attempt = 0;
+  /// The epoch at which the sending coordinator holds the job's partition
+  /// (runtime/partition_epochs.hpp); 0 = none.
+  int64_t partition_epoch = 0;
 };
 
 struct lease_batch {

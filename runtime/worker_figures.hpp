@@ -51,6 +51,7 @@ struct worker_counters {
   std::atomic<uint64_t> connection_failures{0};
   std::atomic<uint64_t> heartbeats_unanswered{0};
   std::atomic<uint64_t> tokens_granted{0};
+  std::atomic<uint64_t> stale_leases_refused{0};
   std::map<std::string, std::atomic<uint64_t>> started_by_class;
 
   /// With a key per slot class.
@@ -81,6 +82,9 @@ struct worker_figures {
   uint64_t heartbeats_unanswered = 0;
   /// Tokens the coordinator granted to this node's running attempts.
   uint64_t tokens_granted = 0;
+  /// Leases refused for an epoch older than one seen before for their
+  /// partition (a deposed coordinator's; runtime/partition_epochs.hpp).
+  uint64_t stale_leases_refused = 0;
 };
 
 /// The figures of a node with several agents (--share-partitions: one per
@@ -116,6 +120,7 @@ inline worker_figures merge(const std::vector<worker_figures>& parts) {
     out.connection_failures += p.connection_failures;
     out.heartbeats_unanswered += p.heartbeats_unanswered;
     out.tokens_granted += p.tokens_granted;
+    out.stale_leases_refused += p.stale_leases_refused;
   }
   return out;
 }
@@ -132,7 +137,7 @@ typename Inspector::result_type inspect(Inspector& f, worker_figures& x) {
            x.unsettled_outcomes, x.connected, x.draining, x.since_answer_ms,
            x.token_takes_waiting, x.leases_received, x.attempts_finished,
            x.reconnects, x.connection_failures, x.heartbeats_unanswered,
-           x.tokens_granted);
+           x.tokens_granted, x.stale_leases_refused);
 }
 
 } // namespace drover

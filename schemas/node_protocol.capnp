@@ -89,6 +89,12 @@ struct Lease {
 
   leaseExpiryMs @4 :Int64;
   # When the lease lapses unless a heartbeat renews it, Unix ms.
+
+  partitionEpoch @5 :Int64;
+  # The epoch at which the sending coordinator holds the job's partition
+  # lease; a worker node refuses a lease of a partition older than one it
+  # was sent before (a deposed coordinator's). 0 = none (no partition
+  # leases, or a coordinator from before this field).
 }
 
 struct LeaseBatch {

@@ -689,6 +689,7 @@ void write(schema::Lease::Builder out, const lease& x) {
   if (!x.checkpoint.empty())
     out.setCheckpoint(as_data(x.checkpoint));
   out.setLeaseExpiryMs(x.lease_expiry_ms);
+  out.setPartitionEpoch(x.partition_epoch);
 }
 
 caf::error read(schema::Lease::Reader in, lease& x, read_context& ctx) {
@@ -697,6 +698,7 @@ caf::error read(schema::Lease::Reader in, lease& x, read_context& ctx) {
   DROVER_TRY(read(in.getSpec(), x.spec, ctx));
   x.checkpoint = to_std(in.getCheckpoint());
   x.lease_expiry_ms = in.getLeaseExpiryMs();
+  x.partition_epoch = in.getPartitionEpoch();
   return {};
 }
 

@@ -249,6 +249,7 @@ inline lease make_lease(std::string job_id, uint32_t attempt) {
   x.checkpoint = checkpoint_bytes();
   x.lease_expiry_ms = 1700000060000;
   x.attempt = attempt;
+  x.partition_epoch = 7;
   return x;
 }
 

@@ -1,0 +1,323 @@
+// Epochs on worker leases (docs/cluster.md, "Epochs on leases"). The stamp:
+// a real coordinator, alone or sharing the partitions, stamps a lease with
+// the epoch its partition lease has in PostgreSQL. The check: a
+// real worker node (drover-node --roles worker) joins a coordinator this
+// test plays by hand over CAF, which sends it leases stamped with partition
+// epochs the way a deposed coordinator and its successor would. The worker
+// node must run every lease of the newest epoch it has seen per partition,
+// refuse an older one (and say so in its log and metrics), and treat
+// another partition, or a lease without an epoch, on its own.
+//
+// The coordinator is a stand-in because a real one sends a stale lease only
+// in a race (paused between dispatch and send, woken after its successor
+// leased the partition): here the order is the test's.
+
+#include "runtime/cluster_protocol.hpp"
+#include "runtime/join_proof.hpp"
+#include "runtime/partition.hpp"
+#include "runtime/type_ids.hpp"
+#include "support/cluster.hpp"
+#include "support/http_client.hpp"
+#include "support/metrics_text.hpp"
+#include "support/process.hpp"
+#include "support/test_db.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace drover;
+using namespace std::chrono_literals;
+using drover::testing::droverctl;
+using drover::testing::http_client;
+using drover::testing::job_id_of;
+using drover::testing::parse_metrics;
+using drover::testing::poll_until;
+using drover::testing::scalar;
+using drover::testing::tail_of;
+using namespace drover::testing::cluster_harness;
+
+namespace {
+
+/// What the stand-in coordinator saw of the worker node.
+struct observed {
+  std::mutex mx;
+  std::optional<worker_agent_actor> agent;
+  /// Jobs whose outcome the node reported, in order.
+  std::vector<std::string> completed;
+  /// Jobs the node ever listed as running in a heartbeat.
+  std::set<std::string> running;
+
+  bool has_completed(const std::string& job) {
+    std::lock_guard<std::mutex> guard{mx};
+    return std::find(completed.begin(), completed.end(), job)
+           != completed.end();
+  }
+};
+
+/// The coordinator's side of the node's connection: answers heartbeats,
+/// settles every reported outcome, grants no tokens.
+node_link_actor::behavior_type stand_in_link(std::shared_ptr<observed> seen) {
+  return {
+      [seen](heartbeat_atom, heartbeat& hb) {
+        std::lock_guard<std::mutex> guard{seen->mx};
+        for (auto& r : hb.running)
+          seen->running.insert(r.job_id);
+        coordinator_reply reply;
+        reply.coordinator_id = "stand-in";
+        reply.settled = hb.unacknowledged;
+        reply.lease_ttl_ms = 30000;
+        reply.heartbeat_interval_ms = 200;
+        reply.protocol = cluster_protocol_max;
+        return reply;
+      },
+      [seen](report_atom, progress_batch&, completion_batch& done) {
+        std::lock_guard<std::mutex> guard{seen->mx};
+        coordinator_reply reply;
+        reply.coordinator_id = "stand-in";
+        for (auto& c : done.completions) {
+          seen->completed.push_back(c.job_id);
+          reply.settled.push_back(running_attempt{c.job_id, c.attempt, {}});
+        }
+        reply.protocol = cluster_protocol_max;
+        return reply;
+      },
+      [](take_atom, std::string&, uint32_t,
+         uint32_t) -> caf::result<uint32_t, int64_t> {
+        return {uint32_t{0}, int64_t{1000}};
+      },
+  };
+}
+
+/// The cluster port: a hello gets a challenge, a worker's join a link
+/// (the proof is not checked: the node under test is the worker).
+cluster_endpoint_actor::behavior_type
+stand_in_endpoint(cluster_endpoint_actor::pointer self,
+                  std::shared_ptr<observed> seen) {
+  return {
+      [](hello_atom, register_worker&) {
+        coordinator_reply reply;
+        reply.coordinator_id = "stand-in";
+        reply.challenge = std::string(32, 'c');
+        reply.protocol = cluster_protocol_max;
+        return reply;
+      },
+      [self, seen](join_atom, register_worker&, worker_agent_actor& agent)
+          -> caf::result<coordinator_reply, node_link_actor> {
+        {
+          std::lock_guard<std::mutex> guard{seen->mx};
+          seen->agent = agent;
+        }
+        coordinator_reply reply;
+        reply.coordinator_id = "stand-in";
+        reply.lease_ttl_ms = 30000;
+        reply.heartbeat_interval_ms = 200;
+        reply.protocol = cluster_protocol_max;
+        // Linked: they end with the endpoint (the actor system waits for
+        // every actor when the test ends).
+        return {reply, self->spawn<caf::linked>(stand_in_link, seen)};
+      },
+      [](join_atom,
+         register_worker&) -> caf::result<coordinator_reply, caf::actor> {
+        return make_error(errc::forbidden, "no gateways here");
+      },
+  };
+}
+
+struct stand_in_coordinator {
+  explicit stand_in_coordinator(uint16_t port) : sys{configure(cfg)} {
+    endpoint = sys.spawn(stand_in_endpoint, seen);
+    auto bound = sys.middleman().publish(endpoint, port, "127.0.0.1", true);
+    REQUIRE(bound);
+  }
+
+  ~stand_in_coordinator() {
+    caf::anon_send_exit(endpoint, caf::exit_reason::user_shutdown);
+  }
+
+  static caf::actor_system_config& configure(caf::actor_system_config& c) {
+    register_types(c);
+    c.load<caf::io::middleman>();
+    c.set("scheduler.max-threads", 2);
+    return c;
+  }
+
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+  std::shared_ptr<observed> seen = std::make_shared<observed>();
+  cluster_endpoint_actor endpoint;
+};
+
+/// A 50 ms sleep of partition `partition`, stamped `epoch`.
+lease sleep_lease(const std::string& name, int32_t partition, int64_t epoch) {
+  lease l;
+  l.job_id = name + "-" + std::to_string(partition);
+  l.spec.type = "sleep";
+  l.spec.input = R"({"ms":50})";
+  l.spec.max_attempts = 3;
+  l.attempt = 1;
+  l.lease_expiry_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count()
+                      + 30000;
+  l.partition_epoch = epoch;
+  return l;
+}
+
+} // namespace
+
+TEST_CASE("a worker node refuses a lease stamped with an epoch older than "
+          "one it was sent for the same partition and runs the rest",
+          "[pg][cluster][process]") {
+  cluster c; // its database stays unused: the coordinator is the test's
+  stand_in_coordinator coord{c.cluster_port};
+  auto metrics_port = free_port();
+  c.start_worker("w1", {"--slots", "cpu=1", "--metrics-port",
+                        std::to_string(metrics_port)});
+  REQUIRE(poll_until(
+      [&] {
+        std::lock_guard<std::mutex> guard{coord.seen->mx};
+        return coord.seen->agent.has_value();
+      },
+      10s));
+  auto agent = *coord.seen->agent;
+  // One slot: the node runs its leases in the order they came. The
+  // successor's lease (epoch 6) comes before the deposed owner's (5) of
+  // the same partition; partition 4 and an unstamped lease are their own.
+  lease_batch batch;
+  batch.leases = {sleep_lease("new1", 3, 6), sleep_lease("stale", 3, 5),
+                  sleep_lease("other", 4, 1), sleep_lease("unstamped", 3, 0),
+                  sleep_lease("new2", 3, 6)};
+  caf::anon_send(agent, lease_atom::value, std::move(batch));
+  // Had "stale" been taken, it would have run before "new2".
+  INFO(tail_of(c.logs.path() + "/w1.log"));
+  REQUIRE(poll_until([&] { return coord.seen->has_completed("new2-3"); }, 20s));
+  {
+    std::lock_guard<std::mutex> guard{coord.seen->mx};
+    CHECK(coord.seen->completed
+          == std::vector<std::string>{"new1-3", "other-4", "unstamped-3",
+                                      "new2-3"});
+    CHECK(coord.seen->running.count("stale-3") == 0);
+  }
+  CHECK(c.wait_log("w1", "refused a lease from a deposed coordinator", 5s));
+  CHECK(c.log_count("w1", "partition=3 epoch=5 newest_epoch=6") == 1);
+  // Another batch: the fence holds across messages, and a newer epoch
+  // raises it for the one before.
+  lease_batch later;
+  later.leases = {sleep_lease("stale2", 3, 4), sleep_lease("newer", 3, 7),
+                  sleep_lease("stale3", 3, 6), sleep_lease("last", 4, 1)};
+  caf::anon_send(agent, lease_atom::value, std::move(later));
+  REQUIRE(poll_until([&] { return coord.seen->has_completed("last-4"); }, 20s));
+  {
+    std::lock_guard<std::mutex> guard{coord.seen->mx};
+    CHECK(coord.seen->completed
+          == std::vector<std::string>{"new1-3", "other-4", "unstamped-3",
+                                      "new2-3", "newer-3", "last-4"});
+    CHECK(coord.seen->running.count("stale2-3") == 0);
+    CHECK(coord.seen->running.count("stale3-3") == 0);
+  }
+  CHECK(c.log_count("w1", "refused a lease from a deposed coordinator") == 3);
+  // The node's metrics count them.
+  REQUIRE(c.workers["w1"]->wait_for_line("ready", 10s));
+  http_client client{metrics_port};
+  auto res = client.get("/metrics");
+  REQUIRE(res.status == 200);
+  auto m = parse_metrics(res.body);
+  CHECK(m["drover_worker_stale_leases_refused_total"][""] == "3.0");
+  CHECK(m["drover_worker_leases_received_total"][""] == "9.0");
+}
+
+TEST_CASE("a coordinator stamps each lease with the epoch at which it holds "
+          "the job's partition",
+          "[pg][cluster][process]") {
+  auto share = GENERATE(false, true);
+  INFO("--share-partitions: " << share);
+  cluster c;
+  if (share)
+    c.start_coordinator({"--share-partitions"});
+  else
+    c.start_coordinator();
+  // This test's own worker: joins over CAF with the secret and keeps the
+  // leases it is sent.
+  caf::actor_system_config cfg;
+  caf::actor_system sys{stand_in_coordinator::configure(cfg)};
+  auto endpoint = sys.middleman().remote_actor<cluster_endpoint_actor>(
+      "127.0.0.1", c.cluster_port);
+  REQUIRE(endpoint);
+  auto leases = std::make_shared<std::pair<std::mutex, std::vector<lease>>>();
+  auto agent = sys.spawn([leases]() -> worker_agent_actor::behavior_type {
+    return {
+        [leases](lease_atom, lease_batch& batch) {
+          std::lock_guard<std::mutex> guard{leases->first};
+          for (auto& l : batch.leases)
+            leases->second.push_back(l);
+        },
+        [](cancel_atom, std::string&, uint32_t) {},
+        [](abandon_atom, std::string&, uint32_t) {},
+    };
+  });
+  caf::scoped_actor self{sys};
+  register_worker reg;
+  reg.node_id = "stamp-probe";
+  reg.role = "worker";
+  reg.protocol_min = cluster_protocol_min;
+  reg.protocol_max = cluster_protocol_max;
+  reg.capacity = {resource_capacity{"cpu", 1}};
+  reg.job_types = {"sleep"};
+  std::string challenge;
+  self->request(*endpoint, 10s, hello_atom::value, reg)
+      .receive([&](coordinator_reply& r) { challenge = r.challenge; },
+               [&](caf::error& err) { FAIL(sys.render(err)); });
+  reg.proof = join_proof(secret, "worker", reg.node_id, challenge);
+  bool joined = false;
+  self->request(*endpoint, 10s, join_atom::value, reg, agent)
+      .receive([&](coordinator_reply&, node_link_actor&) { joined = true; },
+               [&](caf::error& err) { FAIL(sys.render(err)); });
+  REQUIRE(joined);
+  // A sharing coordinator owns nothing for a moment after it is ready.
+  std::string job;
+  REQUIRE(poll_until(
+      [&] {
+        auto [rc, out] = droverctl(
+            {"submit", "sleep", "--port", c.admin, "--input", R"({"ms":50})"});
+        if (rc != 0)
+          return false;
+        job = job_id_of(out);
+        return true;
+      },
+      20s, 200ms));
+  REQUIRE(poll_until(
+      [&] {
+        std::lock_guard<std::mutex> guard{leases->first};
+        return !leases->second.empty();
+      },
+      10s));
+  lease got;
+  {
+    std::lock_guard<std::mutex> guard{leases->first};
+    got = leases->second.front();
+  }
+  CHECK(got.job_id == job);
+  auto partition = partition_of_id(job);
+  auto epoch
+      = scalar(c.url(), "SELECT epoch FROM drover.partition_leases WHERE "
+                        "partition = "
+                            + std::to_string(partition));
+  CHECK(epoch > 0);
+  CHECK(got.partition_epoch == epoch);
+  caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
+}
