@@ -45,6 +45,22 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
             [&](caf::error& err) { failure = std::move(err); });
     return failure;
   };
+  // With several addresses: whether `d` no longer owns the job's
+  // partition. A hand-off (a coordinator joined) moves it without a lost
+  // connection, and live progress then comes from the new owner only.
+  // Unknown (no answer) counts as not moved: the next read finds out.
+  auto moved_away = [&](const client_door_actor& d) {
+    if (p.addresses.size() < 2)
+      return false;
+    auto a = ask_map(*p.sys, d, key, short_budget(until));
+    if (!a)
+      return false;
+    routes one;
+    one.load({std::move(*a)});
+    route_target t;
+    t.job_id = job_id;
+    return one.loaded() && !one.owner_of(t).has_value();
+  };
   auto timed_out = [&] {
     return caf::make_error(caf::sec::request_timeout,
                            "job '" + job_id
@@ -71,6 +87,7 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
       return now;
     }
     bool lost = false;
+    bool moved = false;
     caf::expected<job_record> final{caf::error{}};
     // A transient failure means: subscribe again and catch up; any other
     // ends the wait with it.
@@ -84,7 +101,7 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     if (!failure) {
       self->monitor(*d);
       bool done = false;
-      while (!done && !lost && !fatal) {
+      while (!done && !lost && !fatal && !moved) {
         auto budget = left(until);
         if (budget.count() <= 0)
           break;
@@ -130,6 +147,8 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
                     else
                       final = std::move(now);
                     done = true;
+                  } else {
+                    moved = moved_away(*d);
                   }
                 });
       }
@@ -143,6 +162,14 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
         self->send(*d, client_atom::value, key, unsubscribe_atom::value, job_id,
                    caf::actor{self});
         return final;
+      }
+      if (moved) {
+        // To the new owner: subscribe there and catch up (no backoff: the
+        // move was noticed after a quiet second).
+        self->send(*d, client_atom::value, key, unsubscribe_atom::value, job_id,
+                   caf::actor{self});
+        p.read_map(until, true);
+        continue;
       }
       if (!lost) {
         self->send(*d, client_atom::value, key, unsubscribe_atom::value, job_id,

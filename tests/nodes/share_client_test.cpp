@@ -16,6 +16,7 @@
 
 #include <csignal>
 #include <iostream>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -151,4 +152,73 @@ TEST_CASE("client: with sharing coordinators each write goes to its "
   // One job per key: nothing the client did not see acknowledged.
   CHECK(scalar(c.url(), "SELECT count(*) FROM drover.jobs")
         == static_cast<int64_t>(done_jobs.size() + long_jobs.size()));
+}
+
+TEST_CASE("client: a wait follows its job to the coordinator its partition "
+          "is handed to when another joins",
+          "[pg][cluster][process][share][client]") {
+  auto seed = std::random_device{}();
+  std::cout << "share_client_test (hand-off): seed " << seed << "\n";
+  std::mt19937 rng{seed};
+  auto run_id = std::to_string(rng());
+  cluster c;
+  sharing s{c};
+  s.start("c1");
+  s.start("c2");
+  INFO(s.logs_of({"c1", "c2"}));
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 20s));
+  // The client knows c3's address before c3 runs: its map (read at the
+  // first keyed submit) has c1 and c2 own everything.
+  auto c3_admin = free_port();
+  drover::client_options o;
+  o.nodes = s.admin_addresses({"c1", "c2"});
+  o.nodes.push_back("127.0.0.1:" + std::to_string(c3_admin));
+  o.timeout = 30s;
+  o.reconnect_max = 500ms;
+  auto made = drover::client::make(o);
+  REQUIRE(made);
+  auto& cl = *made;
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 24; ++i) {
+    auto req = sleep_job(4000, run_id + "-moved-" + std::to_string(i));
+    req.input
+        = "{\"ms\":" + std::to_string(4000 * time_scale()) + ",\"steps\":20}";
+    auto sub = cl->submit(req);
+    INFO((sub ? "" : describe(sub.error())));
+    REQUIRE(sub);
+    jobs.push_back(sub->job.job_id);
+  }
+  // c3 joins and takes its share by hand-off.
+  s.start("c3", true, {"--admin-port", std::to_string(c3_admin)});
+  INFO(s.logs_of({"c1", "c2", "c3"}));
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+  // A job of c3's share that has not ended: the client's map still names
+  // its old owner. (24 jobs miss c3's third of the partitions once in
+  // ~14,000 runs.)
+  std::string moved;
+  for (const auto& j : jobs)
+    if (s.owner_of(j) == "c3"
+        && scalar(c.url(), "SELECT count(*) FROM drover.jobs WHERE job_id = '"
+                               + j + "' AND final_status IS NULL")
+               == 1) {
+      moved = j;
+      break;
+    }
+  REQUIRE_FALSE(moved.empty());
+  // Its live progress comes from c3 once the wait found the move: the
+  // progress of the attempt that completed there. (c1 or c2 may publish
+  // some of the attempt it abandoned, whose handler runs on a while.)
+  std::map<uint32_t, int> progress; // per attempt
+  auto end = cl->wait(moved, 60s,
+                      [&](const progress_update& u) { ++progress[u.attempt]; });
+  INFO((end ? "" : describe(end.error())));
+  REQUIRE(end);
+  CHECK(end->status == job_status::completed);
+  std::string seen;
+  for (const auto& [attempt, n] : progress)
+    seen += "attempt " + std::to_string(attempt) + ": " + std::to_string(n)
+            + " progress updates; ";
+  INFO(seen << "completed by attempt " << end->attempt);
+  CHECK(progress[end->attempt] > 0);
+  c.check_all_done_once(jobs, 60s);
 }
