@@ -1,7 +1,9 @@
 #pragma once
 
-// The node link's state, shared by its behaviour (actors/node_link.cpp) and
-// its admin views and slot actors (actors/node_link_views.cpp). Internal.
+// The node link's state, shared by its behaviour (actors/node_link.cpp),
+// its joining side (actors/node_link_join.cpp), its slots and leases
+// (actors/node_link_slots.cpp) and its admin views and slot actors
+// (actors/node_link_views.cpp). Internal.
 
 #include "actors/node_link.hpp"
 
@@ -195,6 +197,27 @@ void supersede(link_actor self, const std::string& job_id, uint32_t attempt);
 /// Marks the node suspect after two missed heartbeats, reclaims lapsed
 /// leases, and ends the link once a gone node holds nothing.
 void check_leases(link_actor self);
+
+// -- joining and adoption (actors/node_link_join.cpp) -----------------------
+
+/// A reply with this coordinator's id, protocol, lease TTL and heartbeat
+/// interval.
+coordinator_reply base_reply(link_actor self);
+
+/// base_reply with the settled completions and superseded attempts taken
+/// out of the state: every reply carries them.
+coordinator_reply take_reply(link_actor self);
+
+/// A (re)join of the node: refused if another process with its id is
+/// heartbeating or its slots changed; its running attempts are kept (in
+/// time), adopted (unknown here: this coordinator restarted or took their
+/// partitions) or superseded; its free slots offered.
+caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
+                                       worker_agent_actor& agent);
+
+/// After the queue restarted (one_for_all): offers the slots to the new
+/// queue and has it adopt the attempts whose supervisors died with it.
+void follow_queue(link_actor self);
 
 /// One slot of a worker node as the queue sees it: the link announces it
 /// to the queue (as the worker of (ready_atom, ...)); it hands what the
