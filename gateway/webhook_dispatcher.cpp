@@ -1,69 +1,17 @@
-#include "gateway/webhook_dispatcher.hpp"
+#include "gateway/detail/webhook_dispatcher_state.hpp"
 
 #include "actors/queue.hpp"
-#include "runtime/backoff.hpp"
-#include "runtime/errors.hpp"
-#include "runtime/log.hpp"
 #include "runtime/log_caf.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
-#include <caf/allowed_unsafe_message_type.hpp>
-#include <caf/event_based_actor.hpp>
-#include <caf/stateful_actor.hpp>
-#include <caf/typed_event_based_actor.hpp>
 
 #include <algorithm>
-#include <deque>
-#include <map>
-#include <random>
-#include <set>
-
-// Local-only messages between the dispatcher and its delivery threads.
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(drover::webhook_request)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(drover::webhook_response)
 
 namespace drover {
 
-namespace {
-
-// Private messages: the dispatcher to itself and to its delivery threads.
-using post_atom = caf::atom_constant<caf::atom("wh_post")>;
-using connect_atom = caf::atom_constant<caf::atom("wh_connect")>;
-using scan_atom = caf::atom_constant<caf::atom("wh_scan")>;
-using due_atom = caf::atom_constant<caf::atom("wh_due")>;
-using record_atom = caf::atom_constant<caf::atom("wh_record")>;
-
-constexpr auto store_timeout = std::chrono::seconds{30};
-constexpr uint32_t scan_page = 200;
-/// Webhook ids settled recently, remembered so a resumption scan that read
-/// the store just before the final outcome was committed does not deliver
-/// again.
-constexpr size_t settled_memory = 10000;
-
-/// Retries of recording an attempt in the job's history.
-const backoff_schedule record_backoff{
-    std::chrono::milliseconds{100}, std::chrono::milliseconds{5000}, 2.0, 0.5};
-/// Scans for pending deliveries after a failed one.
-const backoff_schedule rescan_backoff{
-    std::chrono::milliseconds{500}, std::chrono::milliseconds{30000}, 2.0, 0.5};
-/// Registering with the progress publisher (absent while the job system
-/// restarts).
-const backoff_schedule connect_backoff{
-    std::chrono::milliseconds{50}, std::chrono::milliseconds{2000}, 2.0, 0.5};
-
-/// A delivery thread: one blocking POST at a time.
-using webhook_sender_actor = caf::typed_actor<
-    caf::replies_to<post_atom, webhook_request>::with<webhook_response>>;
-
-/// The dispatcher's own interface: webhook_dispatcher_actor plus its
-/// timers. Only spawn_webhook_dispatcher sees it.
-using dispatcher_impl_actor = webhook_dispatcher_actor::extend<
-    caf::reacts_to<connect_atom>,
-    caf::reacts_to<scan_atom, uint64_t, std::string, uint32_t>,
-    caf::reacts_to<due_atom, std::string, uint64_t>,
-    caf::reacts_to<record_atom, job_event, uint32_t>>;
+namespace webhook_detail {
 
 // -- delivery threads
 // -----------------------------------------------------------
@@ -83,67 +31,6 @@ sender_impl(webhook_sender_actor::stateful_pointer<sender_state> self,
       },
   };
 }
-
-// -- the dispatcher
-// ---------------------------------------------------------------
-
-enum class phase : uint8_t {
-  /// Waiting for its timer.
-  waiting,
-  /// In the ready queue.
-  ready,
-  /// An attempt is running on a delivery thread.
-  running,
-  /// Its last attempt is being written to the store.
-  recording,
-};
-
-struct delivery {
-  std::string job_id;
-  std::string url;
-  std::string webhook_id;
-  std::string body;
-  uint64_t terminal_sequence = 0;
-  /// The job's attempt at its terminal event: the events' `attempt`.
-  uint32_t job_attempt = 0;
-  /// After this, no new attempt starts (end of job + retry period).
-  int64_t give_up_at_ms = 0;
-  /// Requests made so far, earlier runs of the node included.
-  uint32_t attempts = 0;
-  /// Bumped whenever a timer is armed; stale timers are ignored.
-  uint64_t generation = 0;
-  phase state = phase::waiting;
-};
-
-struct dispatcher_state {
-  webhook_dispatcher_config cfg;
-  std::vector<webhook_sender_actor> idle_senders;
-  /// Keyed by job id: one delivery per job at a time (a newer terminal
-  /// event, after a redrive, replaces an older delivery).
-  std::map<std::string, delivery> deliveries;
-  std::deque<std::string> ready;
-  std::set<std::string> disabled_urls;
-  std::set<std::string> settled;
-  std::deque<std::string> settled_order;
-  progress_actor publisher;
-  /// The publisher that went down last: its handle may linger in
-  /// job_system_handles until the job system restarted.
-  caf::actor_addr dead_publisher;
-  /// Bumped per (re)connection; a scan of an older epoch stops.
-  uint64_t scan_epoch = 0;
-  /// The current scan page's jobs not resumed yet, and where the next page
-  /// starts if there is one.
-  std::deque<job_record> resuming;
-  std::string scan_next;
-  bool scan_more = false;
-  backoff_counter connect_retries{connect_backoff};
-  uint64_t next_generation = 1;
-  std::mt19937_64 rng;
-
-  static inline const char* name = "drover.webhook_dispatcher";
-};
-
-using self_ptr = dispatcher_impl_actor::stateful_pointer<dispatcher_state>;
 
 int64_t now_ms(self_ptr self) {
   const auto& clock = self->state.cfg.clock_ms;
@@ -370,8 +257,6 @@ void record(self_ptr self, job_event ev, uint32_t tries) {
             });
 }
 
-/// Starts (or continues, with `prior_attempts` made before and the next
-/// one not before `not_before_ms`) the delivery of `rec`'s webhook.
 void admit(self_ptr self, const job_record& rec, uint32_t prior_attempts,
            int64_t not_before_ms) {
   auto& st = self->state;
@@ -401,143 +286,6 @@ void admit(self_ptr self, const job_record& rec, uint32_t prior_attempts,
     return;
   }
   schedule(self, slot, std::max(not_before_ms, now_ms(self)));
-}
-
-void scan(self_ptr self, uint64_t epoch, std::string after, uint32_t failures);
-
-/// Looks again from the start after `delay` (deliveries already known are
-/// skipped then).
-void rescan_later(self_ptr self, uint64_t epoch, uint32_t failures) {
-  std::uniform_real_distribution<double> u{0.0, 1.0};
-  self->delayed_send(self, rescan_backoff.delay(failures, u(self->state.rng)),
-                     scan_atom::value, epoch, std::string{}, failures + 1);
-}
-
-/// Resumes the deliveries of the page the last scan found, one job at a
-/// time (a restart with many of them must not flood the store), then
-/// fetches the next page. Each job's history says how many attempts were
-/// made and when the next one is due.
-void resume_next(self_ptr self, uint64_t epoch) {
-  auto& st = self->state;
-  while (epoch == st.scan_epoch && !st.resuming.empty()) {
-    auto rec = std::move(st.resuming.front());
-    st.resuming.pop_front();
-    auto seq = rec.webhook_pending_sequence;
-    if (seq == 0 || st.settled.count(webhook_id(rec.job_id, seq)) > 0)
-      continue;
-    if (auto i = st.deliveries.find(rec.job_id);
-        i != st.deliveries.end() && i->second.terminal_sequence >= seq)
-      continue; // the live final got there first
-    auto store = st.cfg.handles->store();
-    if (!store) {
-      st.resuming.clear();
-      rescan_later(self, epoch, 0);
-      return;
-    }
-    self->request(store, store_timeout, events_atom::value, rec.job_id)
-        .then(
-            [self, epoch, rec, seq](std::vector<job_event>& events) {
-              uint32_t attempts = 0;
-              int64_t next_at = 0;
-              bool settled = false;
-              for (const auto& ev : events) {
-                if (ev.kind != event_kind::webhook_attempted
-                    || ev.webhook.terminal_sequence != seq)
-                  continue;
-                settled = settled || is_final(ev.webhook.outcome);
-                attempts = std::max(attempts, ev.webhook.attempt_number);
-                next_at = ev.webhook.next_attempt_at_ms;
-              }
-              // Settled after the scan read the record: nothing to do.
-              if (!settled && epoch == self->state.scan_epoch)
-                admit(self, rec, attempts, next_at);
-              resume_next(self, epoch);
-            },
-            [self, epoch, rec](caf::error& err) {
-              auto& st = self->state;
-              if (epoch != st.scan_epoch)
-                return;
-              log::warn("webhooks", log::job{rec.job_id},
-                        "reading the job's history failed; looking again later",
-                        {{"error", describe(err)}});
-              st.resuming.clear();
-              rescan_later(self, epoch, 0);
-            });
-    return;
-  }
-  if (epoch == st.scan_epoch && st.scan_more)
-    scan(self, epoch, st.scan_next, 0);
-}
-
-/// Pages through the store's jobs that owe a webhook.
-void scan(self_ptr self, uint64_t epoch, std::string after, uint32_t failures) {
-  auto& st = self->state;
-  if (epoch != st.scan_epoch)
-    return;
-  auto store = st.cfg.handles->store();
-  if (!store) {
-    rescan_later(self, epoch, failures);
-    return;
-  }
-  self->request(store, store_timeout, webhooks_atom::value, after, scan_page)
-      .then(
-          [self, epoch](std::vector<job_record>& recs) {
-            auto& st = self->state;
-            if (epoch != st.scan_epoch)
-              return;
-            st.scan_more = recs.size() == scan_page;
-            if (!recs.empty())
-              st.scan_next = recs.back().job_id;
-            st.resuming.assign(std::make_move_iterator(recs.begin()),
-                               std::make_move_iterator(recs.end()));
-            resume_next(self, epoch);
-          },
-          [self, epoch, failures](caf::error& err) {
-            if (failures == 0)
-              log::warn("webhooks",
-                        "looking for pending webhooks failed, will retry",
-                        {{"error", describe(err)}});
-            // From the start: simpler than remembering where, and what is
-            // known already is skipped.
-            rescan_later(self, epoch, failures);
-          });
-}
-
-/// Registers with the current progress publisher, then scans the store.
-void connect(self_ptr self) {
-  auto& st = self->state;
-  auto retry = [self] {
-    auto& st = self->state;
-    std::uniform_real_distribution<double> u{0.0, 1.0};
-    self->delayed_send(self, st.connect_retries.next(u(st.rng)),
-                       connect_atom::value);
-  };
-  auto publisher = st.cfg.handles->publisher();
-  if (!publisher || publisher.address() == st.dead_publisher) {
-    retry();
-    return;
-  }
-  // The publisher sends finals to any actor, untyped: it checks nothing
-  // there (progress_actor's watch_finals_atom takes a caf::actor).
-  self->request(publisher, std::chrono::seconds{5}, watch_finals_atom::value,
-                caf::actor_cast<caf::actor>(self))
-      .then(
-          [self, publisher](ok_atom) {
-            auto& st = self->state;
-            st.publisher = publisher;
-            st.connect_retries.reset();
-            self->monitor(publisher);
-            // Finals published while nobody watched are in the store.
-            scan(self, ++st.scan_epoch, std::string{}, 0);
-          },
-          [retry](caf::error& err) {
-            // The publisher is gone or restarting with the job system:
-            // expected while it restarts, so at debug only; retried with
-            // backoff until the next one answers.
-            log::debug("webhooks", "watching the progress publisher failed",
-                       {{"error", describe(err)}});
-            retry();
-          });
 }
 
 dispatcher_impl_actor::behavior_type
@@ -605,7 +353,7 @@ dispatcher_impl(self_ptr self, webhook_dispatcher_config cfg) {
   };
 }
 
-} // namespace
+} // namespace webhook_detail
 
 void webhook_dispatcher_slot::set(webhook_dispatcher_actor d) {
   std::lock_guard<std::mutex> guard{mx_};
@@ -621,7 +369,7 @@ webhook_dispatcher_actor
 spawn_webhook_dispatcher(caf::actor_system& sys,
                          webhook_dispatcher_config cfg) {
   // The private extension converts to its subset: no actor_cast.
-  return sys.spawn(dispatcher_impl, std::move(cfg));
+  return sys.spawn(webhook_detail::dispatcher_impl, std::move(cfg));
 }
 
 child_spec webhook_child(webhook_dispatcher_config cfg) {
