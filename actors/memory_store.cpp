@@ -7,6 +7,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/flow_control.hpp"
 #include "runtime/job_state.hpp"
+#include "runtime/log.hpp"
 #include "runtime/log_caf.hpp"
 
 #include <caf/actor_system.hpp>
@@ -65,7 +66,10 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
     // A stray message or error must not take the store down (CAF's
     // defaults for typed actors quit).
     self->set_default_handler(log_and_drop);
-    self->set_error_handler([](caf::error&) {});
+    self->set_error_handler([](caf::error& err) {
+      log::warn("store", "unexpected error message",
+                {{"error", describe(err)}});
+    });
     // Creates one job; shared by single and batch submits.
     auto submit_one = [self](job_event& ev) -> caf::expected<job_record> {
       auto& st = self->state;
