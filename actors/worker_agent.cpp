@@ -18,24 +18,16 @@ namespace {
 using namespace agent_detail;
 
 /// Whether `l` may run here: not if a lease of its partition at a newer
-/// epoch came before (its sender was deposed; its successor leases that
+/// epoch came lately (its sender was deposed; its successor leases that
 /// partition's jobs). A refused lease is not answered: it lapses at its
 /// sender, whose writes the store refuses.
 bool admit_epoch(agent_actor self, const lease& l) {
   auto& st = self->state;
-  auto partition = partition_of_id(l.job_id);
   int64_t newest = 0;
-  if (st.cfg.epochs->admit(partition, l.partition_epoch, newest))
+  if (st.cfg.epochs->admit(partition_of_id(l.job_id), l.partition_epoch,
+                           std::chrono::steady_clock::now(), newest))
     return true;
-  st.counters->stale_leases_refused.fetch_add(1, std::memory_order_relaxed);
-  log::warn("worker_agent",
-            "refused a lease from a deposed coordinator: its partition was "
-            "leased here at a newer epoch",
-            {{"job", l.job_id},
-             {"attempt", l.attempt},
-             {"partition", partition},
-             {"epoch", l.partition_epoch},
-             {"newest_epoch", newest}});
+  refuse_stale(self, l, newest);
   return false;
 }
 
@@ -90,8 +82,15 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
   return {
       [self](lease_atom, lease_batch& batch) {
         auto& st = self->state;
-        if (auto from = self->current_sender();
-            from && st.left_links.count(from->address()) > 0) {
+        auto from = self->current_sender();
+        if (!from) {
+          // Leases come from a coordinator's node link, never anonymous
+          // (such a message could also raise the partition epochs).
+          log::warn("worker_agent", "anonymous leases: not taken",
+                    {{"leases", batch.leases.size()}});
+          return;
+        }
+        if (st.left_links.count(from->address()) > 0) {
           log::warn("worker_agent",
                     "leases from a coordinator this node left came after it "
                     "left: not taken (they lapse there and run elsewhere)",

@@ -7,6 +7,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/join_proof.hpp"
 #include "runtime/log.hpp"
+#include "runtime/partition.hpp"
 #include "runtime/submit.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -31,9 +32,31 @@ void check_drained(agent_actor self) {
 }
 
 /// Runs waiting leases on idle workers of their class.
+void refuse_stale(agent_actor self, const lease& l, int64_t newest) {
+  auto& st = self->state;
+  st.counters->stale_leases_refused.fetch_add(1, std::memory_order_relaxed);
+  log::warn("worker_agent",
+            "refused a lease from a deposed coordinator: its partition was "
+            "leased here at a newer epoch",
+            {{"job", l.job_id},
+             {"attempt", l.attempt},
+             {"partition", partition_of_id(l.job_id)},
+             {"epoch", l.partition_epoch},
+             {"newest_epoch", newest}});
+}
+
 void start_waiting(agent_actor self) {
   auto& st = self->state;
+  auto now = std::chrono::steady_clock::now();
   for (auto i = st.waiting.begin(); i != st.waiting.end();) {
+    // Buffered before a newer epoch of its partition came: its sender has
+    // been deposed since. Dropped (no longer listed, it lapses there).
+    auto partition = partition_of_id(i->job_id);
+    if (st.cfg.epochs->stale(partition, i->partition_epoch, now)) {
+      refuse_stale(self, *i, st.cfg.epochs->of(partition));
+      i = st.waiting.erase(i);
+      continue;
+    }
     const auto& cls = resource_class_of(i->spec);
     auto& idle = st.idle[cls];
     if (idle.empty()) {

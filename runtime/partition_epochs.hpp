@@ -1,7 +1,7 @@
 #pragma once
 
 // The epochs of partition leases one process knows, shared by its actors
-// and threads (docs/cluster.md, "Epochs on worker leases").
+// and threads (docs/cluster.md, "Epochs on leases").
 //
 // A coordinator records the epoch of every partition it takes (hold()) and
 // its node links stamp each lease they send to a worker node with the
@@ -14,19 +14,31 @@
 // epoch; PostgreSQL's fence (pg::write_fence) and the coordinator's own
 // self-fencing stay the main defence.
 //
+// The worker's fence lapses: an epoch holds for `fence_window` after the
+// last lease that carried it. A database recreated or restored while
+// worker nodes stay up starts its epochs again from 1; without the lapse
+// those nodes would refuse its leases until they restart. A lease of an
+// older epoch arriving after the lapse is admitted and its epoch becomes
+// the partition's newest.
+//
 // Epoch 0 means "no epoch": a coordinator without partition leases (the
-// memory store) or a build from before the stamp. Such leases are
-// admitted and change nothing.
+// memory store) or a build from before the stamp. Such leases (and any
+// epoch below 0) are admitted and change nothing.
 
-#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 namespace drover {
 
 class partition_epochs {
 public:
+  /// How long a worker node holds a partition's newest epoch after the
+  /// last lease that carried it.
+  static constexpr std::chrono::milliseconds fence_window{30000};
+
   partition_epochs();
 
   /// Coordinator: it holds `partitions` at `epochs` (parallel; a grant of
@@ -38,17 +50,25 @@ public:
   /// The newest epoch known for `partition`; 0 = none (or out of range).
   int64_t of(int32_t partition) const;
 
-  /// Worker: a lease of `partition` stamped `epoch` arrived. True (and the
-  /// epoch recorded as the newest) unless a lease of that partition with a
-  /// newer epoch arrived before; then false and `newest` says which. Epoch
-  /// 0 and partitions out of range are admitted without a record.
-  bool admit(int32_t partition, int64_t epoch, int64_t& newest);
+  /// Worker: a lease of `partition` stamped `epoch` arrived at `now`
+  /// (steady clock). True, and the epoch recorded as the partition's
+  /// newest (seen now), unless a newer epoch of it was seen within
+  /// fence_window; then false and `newest` says which.
+  bool admit(int32_t partition, int64_t epoch,
+             std::chrono::steady_clock::time_point now, int64_t& newest);
+
+  /// Worker: whether a lease stamped `epoch` would be refused now (a lease
+  /// buffered before the newer epoch came); changes nothing.
+  bool stale(int32_t partition, int64_t epoch,
+             std::chrono::steady_clock::time_point now) const;
 
 private:
-  /// Raises the partition's epoch to at least `epoch`; the one before.
-  int64_t raise(int32_t partition, int64_t epoch);
+  bool fenced(int32_t partition, int64_t epoch,
+              std::chrono::steady_clock::time_point now) const;
 
-  std::unique_ptr<std::atomic<int64_t>[]> epochs_;
+  mutable std::mutex mx_;
+  std::unique_ptr<int64_t[]> epochs_;
+  std::unique_ptr<std::chrono::steady_clock::time_point[]> seen_;
 };
 
 } // namespace drover

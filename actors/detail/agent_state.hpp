@@ -121,6 +121,10 @@ void check_left(agent_actor self);
 // actors/worker_agent_run.cpp
 void check_drained(agent_actor self);
 void start_waiting(agent_actor self);
+
+/// Logs and counts a lease not run for its stale partition epoch (a lease
+/// of the partition at `newest` came lately: its sender was deposed).
+void refuse_stale(agent_actor self, const lease& l, int64_t newest);
 void abandon_running(agent_actor self,
                      std::map<std::string, run_info>::iterator i);
 bool take_waiting(agent_actor self, const std::string& job_id,

@@ -49,6 +49,7 @@ using drover::testing::parse_metrics;
 using drover::testing::poll_until;
 using drover::testing::scalar;
 using drover::testing::tail_of;
+using drover::testing::time_scale;
 using namespace drover::testing::cluster_harness;
 
 namespace {
@@ -61,22 +62,35 @@ struct observed {
   std::vector<std::string> completed;
   /// Jobs the node ever listed as running in a heartbeat.
   std::set<std::string> running;
+  /// Lease batches the link sends the node at its next heartbeat (leases
+  /// come from the link the node joined: anonymous ones are refused).
+  std::vector<lease_batch> to_send;
 
-  bool has_completed(const std::string& job) {
+  void send(lease_batch b) {
     std::lock_guard<std::mutex> guard{mx};
-    return std::find(completed.begin(), completed.end(), job)
-           != completed.end();
+    to_send.push_back(std::move(b));
+  }
+
+  /// Jobs completed so far (the node reports outcomes in batches, in no
+  /// particular order).
+  std::set<std::string> done() {
+    std::lock_guard<std::mutex> guard{mx};
+    return {completed.begin(), completed.end()};
   }
 };
 
 /// The coordinator's side of the node's connection: answers heartbeats,
 /// settles every reported outcome, grants no tokens.
-node_link_actor::behavior_type stand_in_link(std::shared_ptr<observed> seen) {
+node_link_actor::behavior_type stand_in_link(node_link_actor::pointer self,
+                                             std::shared_ptr<observed> seen) {
   return {
-      [seen](heartbeat_atom, heartbeat& hb) {
+      [self, seen](heartbeat_atom, heartbeat& hb) {
         std::lock_guard<std::mutex> guard{seen->mx};
         for (auto& r : hb.running)
           seen->running.insert(r.job_id);
+        for (auto& b : seen->to_send)
+          self->send(*seen->agent, lease_atom::value, std::move(b));
+        seen->to_send.clear();
         coordinator_reply reply;
         reply.coordinator_id = "stand-in";
         reply.settled = hb.unacknowledged;
@@ -194,7 +208,7 @@ TEST_CASE("a worker node refuses a lease stamped with an epoch older than "
         return coord.seen->agent.has_value();
       },
       10s));
-  auto agent = *coord.seen->agent;
+  auto& seen = *coord.seen;
   // One slot: the node runs its leases in the order they came. The
   // successor's lease (epoch 6) comes before the deposed owner's (5) of
   // the same partition; partition 4 and an unstamped lease are their own.
@@ -202,43 +216,65 @@ TEST_CASE("a worker node refuses a lease stamped with an epoch older than "
   batch.leases = {sleep_lease("new1", 3, 6), sleep_lease("stale", 3, 5),
                   sleep_lease("other", 4, 1), sleep_lease("unstamped", 3, 0),
                   sleep_lease("new2", 3, 6)};
-  caf::anon_send(agent, lease_atom::value, std::move(batch));
+  seen.send(std::move(batch));
+  // Anonymous leases (not from the link) are not taken at all.
+  lease_batch anon;
+  anon.leases = {sleep_lease("anon", 4, 1)};
+  caf::anon_send(*seen.agent, lease_atom::value, std::move(anon));
   // Had "stale" been taken, it would have run before "new2".
+  REQUIRE(poll_until([&] { return seen.done().count("new2-3") == 1; }, 20s));
   INFO(tail_of(c.logs.path() + "/w1.log"));
-  REQUIRE(poll_until([&] { return coord.seen->has_completed("new2-3"); }, 20s));
-  {
-    std::lock_guard<std::mutex> guard{coord.seen->mx};
-    CHECK(coord.seen->completed
-          == std::vector<std::string>{"new1-3", "other-4", "unstamped-3",
-                                      "new2-3"});
-    CHECK(coord.seen->running.count("stale-3") == 0);
-  }
+  CHECK(seen.done()
+        == std::set<std::string>{"new1-3", "other-4", "unstamped-3", "new2-3"});
   CHECK(c.wait_log("w1", "refused a lease from a deposed coordinator", 5s));
   CHECK(c.log_count("w1", "partition=3 epoch=5 newest_epoch=6") == 1);
+  CHECK(c.log_count("w1", "anonymous leases: not taken") == 1);
   // Another batch: the fence holds across messages, and a newer epoch
   // raises it for the one before.
   lease_batch later;
   later.leases = {sleep_lease("stale2", 3, 4), sleep_lease("newer", 3, 7),
                   sleep_lease("stale3", 3, 6), sleep_lease("last", 4, 1)};
-  caf::anon_send(agent, lease_atom::value, std::move(later));
-  REQUIRE(poll_until([&] { return coord.seen->has_completed("last-4"); }, 20s));
+  seen.send(std::move(later));
+  REQUIRE(poll_until([&] { return seen.done().count("last-4") == 1; }, 20s));
+  CHECK(seen.done()
+        == std::set<std::string>{"new1-3", "other-4", "unstamped-3", "new2-3",
+                                 "newer-3", "last-4"});
+  // A lease buffered behind a busy slot is checked again when the slot
+  // frees: the newer epoch came meanwhile.
+  lease_batch busy;
+  busy.leases = {sleep_lease("long", 5, 1), sleep_lease("buffered", 6, 5)};
+  busy.leases[0].spec.input
+      = "{\"ms\":" + std::to_string(1500 * time_scale()) + "}";
+  seen.send(std::move(busy));
+  REQUIRE(poll_until(
+      [&] {
+        std::lock_guard<std::mutex> guard{seen.mx};
+        return seen.running.count("long-5") == 1;
+      },
+      10s));
+  lease_batch successor;
+  successor.leases = {sleep_lease("successor", 6, 6)};
+  seen.send(std::move(successor));
+  REQUIRE(
+      poll_until([&] { return seen.done().count("successor-6") == 1; }, 20s));
+  CHECK(seen.done().count("long-5") == 1);
+  CHECK(seen.done().count("buffered-6") == 0);
+  CHECK(c.log_count("w1", "partition=6 epoch=5 newest_epoch=6") == 1);
   {
-    std::lock_guard<std::mutex> guard{coord.seen->mx};
-    CHECK(coord.seen->completed
-          == std::vector<std::string>{"new1-3", "other-4", "unstamped-3",
-                                      "new2-3", "newer-3", "last-4"});
-    CHECK(coord.seen->running.count("stale2-3") == 0);
-    CHECK(coord.seen->running.count("stale3-3") == 0);
+    std::lock_guard<std::mutex> guard{seen.mx};
+    // (A buffered lease is listed while it waits.)
+    for (const auto* stale : {"stale-3", "stale2-3", "stale3-3", "anon-4"})
+      CHECK(seen.running.count(stale) == 0);
   }
-  CHECK(c.log_count("w1", "refused a lease from a deposed coordinator") == 3);
+  CHECK(c.log_count("w1", "refused a lease from a deposed coordinator") == 4);
   // The node's metrics count them.
   REQUIRE(c.workers["w1"]->wait_for_line("ready", 10s));
   http_client client{metrics_port};
   auto res = client.get("/metrics");
   REQUIRE(res.status == 200);
   auto m = parse_metrics(res.body);
-  CHECK(m["drover_worker_stale_leases_refused_total"][""] == "3.0");
-  CHECK(m["drover_worker_leases_received_total"][""] == "9.0");
+  CHECK(m["drover_worker_stale_leases_refused_total"][""] == "4.0");
+  CHECK(m["drover_worker_leases_received_total"][""] == "12.0");
 }
 
 TEST_CASE("a coordinator stamps each lease with the epoch at which it holds "
