@@ -45,21 +45,40 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
             [&](caf::error& err) { failure = std::move(err); });
     return failure;
   };
-  // With several addresses: whether `d` no longer owns the job's
-  // partition. A hand-off (a coordinator joined) moves it without a lost
-  // connection, and live progress then comes from the new owner only.
-  // Unknown (no answer) counts as not moved: the next read finds out.
+  // With several addresses: whether the job's partition moved from `d`
+  // to another coordinator the client knows. A hand-off (a coordinator
+  // joined) moves it without a lost connection, and live progress then
+  // comes from the new owner only. Asked every third quiet second; a door
+  // that cannot answer the map (an older node) is not asked again; while
+  // no known address owns the partition (a takeover under way, or an owner
+  // the client was not given) the wait stays where it is.
+  route_target about;
+  about.job_id = job_id;
+  bool no_map = false;
+  int quiet = 0;
   auto moved_away = [&](const client_door_actor& d) {
-    if (p.addresses.size() < 2)
+    if (p.addresses.size() < 2 || no_map || ++quiet % 3 != 0)
       return false;
     auto a = ask_map(*p.sys, d, key, short_budget(until));
-    if (!a)
+    if (!a) {
+      no_map = !transient(a.error());
       return false;
+    }
     routes one;
     one.load({std::move(*a)});
-    route_target t;
-    t.job_id = job_id;
-    return one.loaded() && !one.owner_of(t).has_value();
+    if (!one.loaded() || one.owner_of(about).has_value())
+      return false;
+    p.read_map(until, true);
+    if (!p.owner_known(about))
+      return false;
+    auto owner = p.pick(about, until);
+    return owner && *owner != d;
+  };
+  // Progress, changes and final records come from a relay on the node
+  // waited at: anything from another (one waited at before) is stale.
+  auto from_door = [&](const client_door_actor& d) {
+    const auto& from = self->current_sender();
+    return from && from->node() == d->node();
   };
   auto timed_out = [&] {
     return caf::make_error(caf::sec::request_timeout,
@@ -70,9 +89,7 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     if (left(until).count() <= 0)
       return timed_out();
     // At the owner of its partition: live progress comes from there.
-    route_target t;
-    t.job_id = job_id;
-    auto d = p.pick(t, until);
+    auto d = p.pick(about, until);
     if (!d)
       return std::move(d.error());
     caf::expected<job_record> now{unanswered()};
@@ -107,16 +124,16 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
           break;
         self->receive(
             [&](progress_atom, progress_update& u) {
-              if (on_progress && u.job_id == job_id)
+              if (on_progress && u.job_id == job_id && from_door(*d))
                 on_progress(u);
             },
             [&](changed_atom, std::string& id) {
-              if (id == job_id)
+              if (id == job_id && from_door(*d))
                 if (auto err = catch_up(*d))
                   fail(std::move(err));
             },
             [&](final_atom, job_record& r) {
-              if (r.job_id != job_id)
+              if (r.job_id != job_id || !from_door(*d))
                 return;
               // Returned only once its history has been delivered: a
               // catch-up that fails is done again after reconnecting.
@@ -164,11 +181,10 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
         return final;
       }
       if (moved) {
-        // To the new owner: subscribe there and catch up (no backoff: the
-        // move was noticed after a quiet second).
+        // To the new owner (the map was read again): subscribe there and
+        // catch up, without a backoff.
         self->send(*d, client_atom::value, key, unsubscribe_atom::value, job_id,
                    caf::actor{self});
-        p.read_map(until, true);
         continue;
       }
       if (!lost) {

@@ -180,9 +180,11 @@ TEST_CASE("client: a wait follows its job to the coordinator its partition "
   auto& cl = *made;
   std::vector<std::string> jobs;
   for (int i = 0; i < 24; ++i) {
-    auto req = sleep_job(4000, run_id + "-moved-" + std::to_string(i));
+    // Long enough to run on c3 after the wait noticed the move (it asks
+    // every third quiet second).
+    auto req = sleep_job(8000, run_id + "-moved-" + std::to_string(i));
     req.input
-        = "{\"ms\":" + std::to_string(4000 * time_scale()) + ",\"steps\":20}";
+        = "{\"ms\":" + std::to_string(8000 * time_scale()) + ",\"steps\":40}";
     auto sub = cl->submit(req);
     INFO((sub ? "" : describe(sub.error())));
     REQUIRE(sub);
