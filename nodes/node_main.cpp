@@ -25,7 +25,6 @@
 
 #include "actors/api.hpp"
 #include "actors/job_system.hpp"
-#include "actors/pg_store.hpp"
 #include "gateway/gateway.hpp"
 #include "gateway/stream_token.hpp"
 #include "gateway/webhook_dispatcher.hpp"
@@ -78,7 +77,6 @@ namespace {
 
 using drover::node::check_port;
 using drover::node::coordinator_claim;
-using drover::node::deposed_exit;
 using drover::node::exec_development_mode;
 using drover::node::exec_policy_of;
 using drover::node::gateway_config_of;
@@ -166,68 +164,8 @@ node_tree(const drover::node_config& cfg, const drover::node_program& program,
   if (jobs.remote_workers)
     jobs.queue.adopt_grace
         = cfg.attempt_lease_ttl + cfg.worker_heartbeat_interval;
-  if (cfg.store == "postgres") {
-    drover::pg_store_config pg;
-    pg.conninfo = cfg.pg_url;
-    pg.retain_finished = std::chrono::hours{24} * cfg.retention_days;
-    if (cfg.store_cache_jobs != 0)
-      pg.max_cached_jobs = static_cast<size_t>(cfg.store_cache_jobs);
-    pg.fence = claim.fence;
-    pg.member_stale = 2 * cfg.lease_ttl;
-    if (claim.keeper)
-      // Self-fencing: no dispatch once the last renewal is older than
-      // three quarters of the TTL on this process's own clock.
-      jobs.queue.may_dispatch = claim.keeper->freshness(cfg.lease_ttl / 4);
-    if (claim.share) {
-      // Sharing: the partitions come and go (node_share.hpp); a store or
-      // queue started again (one_for_all) starts with what is held now.
-      auto* share = claim.share.get();
-      jobs.queue.may_dispatch = share->freshness(cfg.lease_ttl / 4);
-      jobs.queue.partitions.clear();
-      jobs.queue.partition_count = claim.partition_count;
-      jobs.queue.owned_now = [share] { return share->held().partitions; };
-      jobs.queue.handover_grace = cfg.lease_ttl;
-      // A dead coordinator's worker nodes come to a survivor at once; its
-      // partitions are taken about a lease TTL later (and a renewal
-      // interval or two): their attempts wait that long to be adopted.
-      jobs.queue.adopt_wait = 2 * cfg.lease_ttl;
-      // A dead coordinator's agent may report an attempt to another
-      // survivor, which keeps it waiting that long and then refuses it
-      // (the worker node stops it): a taken partition's attempts are run
-      // again only after that, not after one attempt TTL — no two runs at
-      // once (review of session 16, finding 1).
-      if (jobs.remote_workers)
-        jobs.queue.adopt_grace
-            = std::max(jobs.queue.adopt_grace,
-                       jobs.queue.adopt_wait + cfg.worker_heartbeat_interval
-                           + std::chrono::seconds{1});
-      // A write found a partition taken over: a renewal, now, finds which
-      // and the keeper drops it (the fence refuses its writes meanwhile).
-      pg.on_deposed = [share](const std::string& why) {
-        drover::log::warn("leases", "a write found a partition taken over",
-                          {{"reason", why}});
-        share->poke();
-      };
-      jobs.make_store
-          = [pg, share, ttl = cfg.lease_ttl](caf::actor_system& sys) {
-              auto now = pg;
-              now.fence = share->held().fence(ttl);
-              return drover::spawn_pg_store(sys, now);
-            };
-    } else if (claim.fence) {
-      // New jobs go into the partitions this coordinator owns: all of them
-      // for now (claim_coordinator takes every lease).
-      jobs.queue.partitions = claim.fence->partitions;
-      jobs.queue.partition_count
-          = static_cast<int32_t>(claim.fence->partitions.size());
-    }
-    if (!claim.share) {
-      pg.on_deposed = deposed_exit(claim.leaving);
-      jobs.make_store = [pg](caf::actor_system& sys) {
-        return drover::spawn_pg_store(sys, pg);
-      };
-    }
-  }
+  if (cfg.store == "postgres")
+    drover::node::use_postgres(cfg, claim, jobs);
   if (auto err = drover::validate(jobs))
     return err;
   auto webhooks = drover::webhook_options_from(cfg);

@@ -4,6 +4,7 @@
 // them up: roles, the gateway's settings, exec's policy, and the port check
 // that runs before a coordinator touches its database.
 
+#include "actors/job_system.hpp"
 #include "gateway/gateway.hpp"
 #include "runtime/config.hpp"
 #include "runtime/exec_policy.hpp"
@@ -90,5 +91,11 @@ deposed_exit(std::shared_ptr<std::atomic<bool>> leaving);
 /// the code to exit with if the node must not go on.
 std::optional<int> hold_leases(const node_config& cfg, const sigset_t& signals,
                                coordinator_claim& claim);
+
+/// A coordinator on PostgreSQL: the store's settings and the queue's
+/// partitions and self-fencing from the claim (all partitions held by
+/// `claim.keeper`, or a share that comes and goes with `claim.share`).
+void use_postgres(const node_config& cfg, const coordinator_claim& claim,
+                  job_system_config& jobs);
 
 } // namespace drover::node
