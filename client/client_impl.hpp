@@ -240,6 +240,23 @@ struct client::impl {
     map.load(answers);
   }
 
+  /// The door of `t`'s partition's owner when the map (as loaded now)
+  /// names one and it connects; nullopt otherwise.
+  std::optional<client_door_actor> owner_door(const route_target& t,
+                                              clock_type::time_point deadline) {
+    std::optional<size_t> owner;
+    {
+      std::lock_guard<std::mutex> guard{mx};
+      owner = map.owner_of(t);
+    }
+    if (!owner)
+      return std::nullopt;
+    auto d = door_at(*owner, deadline);
+    if (!d)
+      return std::nullopt;
+    return *d;
+  }
+
   /// The door for a request about `t`: its partition's owner when several
   /// addresses are given and the map knows it, else the current door.
   caf::expected<client_door_actor> pick(const route_target& t,
@@ -252,14 +269,8 @@ struct client::impl {
       }
       if (!loaded)
         read_map(deadline, false);
-      std::optional<size_t> owner;
-      {
-        std::lock_guard<std::mutex> guard{mx};
-        owner = map.owner_of(t);
-      }
-      if (owner)
-        if (auto d = door_at(*owner, deadline))
-          return d;
+      if (auto d = owner_door(t, deadline))
+        return *d;
     }
     return connect(deadline);
   }

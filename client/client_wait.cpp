@@ -69,9 +69,9 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     if (!one.loaded() || one.owner_of(about).has_value())
       return false;
     p.read_map(until, true);
-    if (!p.owner_known(about))
-      return false;
-    auto owner = p.pick(about, until);
+    // Only to the owner itself: not to whichever door pick() falls back
+    // to while the owner is unknown or does not answer.
+    auto owner = p.owner_door(about, until);
     return owner && *owner != d;
   };
   // Progress, changes and final records come from a relay on the node
