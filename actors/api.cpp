@@ -3,12 +3,14 @@
 #include "runtime/errors.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/json_strict.hpp"
+#include "runtime/log.hpp"
+#include "runtime/log_caf.hpp"
 #include "runtime/resources.hpp"
 
 #include <caf/actor_system.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <algorithm>
-#include <caf/event_based_actor.hpp>
 #include <chrono>
 #include <memory>
 
@@ -21,37 +23,53 @@ caf::error unavailable(const char* part) {
                     std::string{"the "} + part + " is restarting; retry");
 }
 
+using api_self = api_actor::pointer;
+
+/// The result type of delegating (xs...) to `Handle`: what the part
+/// answers, checked against its interface.
+template <class Delegated>
+struct result_of_delegated;
+template <class... Rs>
+struct result_of_delegated<caf::delegated<Rs...>> {
+  using type = caf::result<Rs...>;
+};
+
 /// Hands the current request to `dest`, whose answer goes straight back to
 /// the client; fails at once if `dest` is down.
 template <class Handle, class... Ts>
-caf::response_promise forward_to(caf::event_based_actor* self,
-                                 const Handle& dest, const char* part,
-                                 Ts&&... xs) {
-  auto rp = self->make_response_promise();
+auto forward_to(api_self self, const Handle& dest, const char* part,
+                Ts&&... xs) {
+  using result_t = typename result_of_delegated<decltype(self->delegate(
+      dest, std::forward<Ts>(xs)...))>::type;
   if (!dest)
-    rp.deliver(unavailable(part));
-  else
-    rp.delegate(caf::actor_cast<caf::actor>(dest), std::forward<Ts>(xs)...);
-  return rp;
+    return result_t{unavailable(part)};
+  return result_t{self->delegate(dest, std::forward<Ts>(xs)...)};
 }
 
 /// As forward_to, unless `refusal` says the request is bad: then that is
 /// the answer and nothing is forwarded. This actor is the node's boundary
-/// for clients over CAF (droverctl, remote gateways), so what reaches the
-/// store from here is checked here (submissions in prepare_spec).
+/// for clients over CAF (remote gateways), so what reaches the store from
+/// here is checked here (submissions in prepare_spec).
 template <class Handle, class... Ts>
-caf::response_promise checked_forward(caf::event_based_actor* self,
-                                      caf::error refusal, const Handle& dest,
-                                      const char* part, Ts&&... xs) {
-  if (refusal) {
-    auto rp = self->make_response_promise();
-    rp.deliver(std::move(refusal));
-    return rp;
-  }
+auto checked_forward(api_self self, caf::error refusal, const Handle& dest,
+                     const char* part, Ts&&... xs) {
+  using result_t
+      = decltype(forward_to(self, dest, part, std::forward<Ts>(xs)...));
+  if (refusal)
+    return result_t{std::move(refusal)};
   return forward_to(self, dest, part, std::forward<Ts>(xs)...);
 }
 
 caf::error check_id(const std::string& id);
+
+/// An answer given without one of its parts (the queue's reason for
+/// waiting, live progress, the worker nodes, the coordinators view), the
+/// part having failed: said in the log, at debug (the answer still holds
+/// what the store has, and clients can ask as often as they like).
+void answered_without(const char* part, const caf::error& err) {
+  log::debug("api", "answered without a part that failed",
+             {{"part", part}, {"error", describe(err)}});
+}
 
 /// Overlays the publisher's latest update of a running job on its stored
 /// record: the store keeps progress at a bounded rate and has no ETA, the
@@ -75,20 +93,16 @@ void overlay_live_progress(job_record& rec, const progress_update& live) {
 }
 
 /// (get_atom, id): the stored record, with live progress while it runs.
-caf::response_promise
-get_with_live_progress(caf::event_based_actor* self,
+caf::result<job_record>
+get_with_live_progress(api_self self,
                        std::shared_ptr<const job_system_handles> handles,
                        std::string id) {
-  auto rp = self->make_response_promise();
-  if (auto err = check_id(id)) {
-    rp.deliver(std::move(err));
-    return rp;
-  }
+  if (auto err = check_id(id))
+    return err;
   auto store = handles->store();
-  if (!store) {
-    rp.deliver(unavailable("store"));
-    return rp;
-  }
+  if (!store)
+    return unavailable("store");
+  auto rp = self->make_response_promise<job_record>();
   self->request(store, std::chrono::seconds{30}, get_atom::value, id)
       .then(
           [self, handles, rp](job_record& rec) mutable {
@@ -104,7 +118,8 @@ get_with_live_progress(caf::event_based_actor* self,
                         shared->waiting_for = std::move(why);
                         rp.deliver(std::move(*shared));
                       },
-                      [rp, shared](caf::error&) mutable {
+                      [rp, shared](caf::error& err) mutable {
+                        answered_without("waiting_for", err);
                         rp.deliver(std::move(*shared));
                       });
               return;
@@ -122,9 +137,11 @@ get_with_live_progress(caf::event_based_actor* self,
                       overlay_live_progress(*shared, live);
                       rp.deliver(std::move(*shared));
                     },
-                    [rp, shared](caf::error&) mutable {
-                      rp.deliver(
-                          std::move(*shared)); // the stored view still holds
+                    [rp, shared](caf::error& err) mutable {
+                      // The stored view still holds (a job that just ended
+                      // has no live progress).
+                      answered_without("live progress", err);
+                      rp.deliver(std::move(*shared));
                     });
           },
           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
@@ -155,13 +172,18 @@ caf::error check_query(const job_query& x) {
 
 } // namespace
 
-caf::actor spawn_api(caf::actor_system& sys,
-                     std::shared_ptr<const job_system_handles> handles,
-                     supervisor_actor root, caf::actor cluster) {
+api_actor spawn_api(caf::actor_system& sys,
+                    std::shared_ptr<const job_system_handles> handles,
+                    supervisor_actor root, cluster_endpoint_local cluster) {
   return sys.spawn([handles, root,
-                    cluster](caf::event_based_actor* self) -> caf::behavior {
-    // Clients' mistakes must not kill the node's entry point.
-    self->set_error_handler([](caf::error&) {});
+                    cluster](api_self self) -> api_actor::behavior_type {
+    // Clients' mistakes must not kill the node's entry point: a stray
+    // message or error is logged and dropped (CAF's defaults for typed
+    // actors quit).
+    self->set_default_handler(log_and_drop);
+    self->set_error_handler([](caf::error& err) {
+      log::warn("api", "unexpected error message", {{"error", describe(err)}});
+    });
     auto q = [self, handles](auto&&... xs) {
       return forward_to(self, handles->queue(), "queue",
                         std::forward<decltype(xs)>(xs)...);
@@ -290,7 +312,8 @@ caf::actor spawn_api(caf::actor_system& sys,
                               shared->children.push_back(std::move(c));
                               rp.deliver(std::move(*shared));
                             },
-                            [rp, shared](caf::error&) mutable {
+                            [rp, shared](caf::error& err) mutable {
+                              answered_without("the cluster's subtree", err);
                               rp.deliver(std::move(*shared));
                             });
                   },
@@ -327,7 +350,8 @@ caf::actor spawn_api(caf::actor_system& sys,
                                            + ",\"waiting_without_worker\":" + w
                                            + "}");
                               },
-                              [rp, whole](caf::error&) mutable {
+                              [rp, whole](caf::error& err) mutable {
+                                answered_without("waiting_without_worker", err);
                                 rp.deliver(*whole + "}");
                               });
                     };
@@ -343,7 +367,10 @@ caf::actor spawn_api(caf::actor_system& sys,
                               *whole += ",\"coordinators\":" + c;
                               waiting();
                             },
-                            [waiting](caf::error&) mutable { waiting(); });
+                            [waiting](caf::error& err) mutable {
+                              answered_without("coordinators", err);
+                              waiting();
+                            });
                   },
                   [rp](caf::error& err) mutable { rp.deliver(err); });
           return rp;

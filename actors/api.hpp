@@ -1,47 +1,24 @@
 #pragma once
 
-// The node API: one stable actor per node that remote clients (droverctl,
-// later the HTTP gateway on another node) talk to over CAF's network layer.
+// The node API: one stable actor per coordinator that its HTTP gateway and
+// client door, and gateway nodes over CAF's network layer, talk to.
 // It outlives restarts of the job system and forwards each request to the
 // part that currently serves it, so a client's handle never goes stale.
 //
-// Protocol (each forwarded with `delegate`; the answer comes from the part):
-//   (submit_atom, submit_request)          -> job_record        queue
-//   (submit_atom, vector<submit_request>)  -> vector<job_record> queue
-//   (cancel_atom, job_id[, reason])        -> ok_atom           queue
-//   (redrive_atom, job_id | all_atom)      -> ok_atom | uint32_t queue
-//   (purge_atom, job_id | all_atom)        -> ok_atom | uint32_t queue
-//   (stats_atom)                           -> queue_stats       queue
-//   (partitions_atom)                      -> (string, int32_t) queue: the
-//                                          partitions it owns ("0,5,17")
-//                                          and the database's count
-//   (ping_atom)                            -> ok_atom           store
-//                                          (can it write?)
-//   (get_atom, job_id)                     -> job_record        store, with
-//                                          the publisher's live progress
-//                                          (processing) or the queue's
-//                                          waiting_for (queued)
-//   (events_atom, job_id)                  -> vector<job_event> store
-//   (list_atom, job_query)                 -> vector<job_record> store
-//   (subscribe_atom, job_id, subscriber)   -> ok_atom           publisher
-//   (subscribe_atom, job_id, subscriber, changed_atom) -> ok_atom publisher
-//   (unsubscribe_atom, job_id, subscriber)                      publisher
-//   (describe_atom)                        -> tree_node         root (+ the
-//                                          worker nodes, as child "cluster")
-//   (nodes_atom)                           -> string (JSON)     cluster +
-//                                          queue: {"nodes": [...],
-//                                          "waiting_without_worker": [...]}
-//   (flow_atom, n)                         -> string (JSON)     queue +
-//                                          store: {"rate_limits": [...],
-//                                          "breakers": [...],
-//                                          "control_log": [newest n]}
-//                                          (n = 0: no control log)
-//   (flow_atom, kind, key, spec)           -> string (JSON)     queue:
-//                                          creates or changes a rate limit
-//                                          or breaker (queue.hpp)
+// Protocol: runtime/api_protocol.hpp (api_actor). Each request is checked
+// here (ids, reasons, queries; submissions by the queue) and forwarded with
+// `delegate` to the part that serves it (the answer comes from the part):
+// submissions, cancels, the DLQ, stats, partitions and flow control to the
+// queue; ping, events and lists to the store; get to the store, with the
+// publisher's live progress or the queue's reason for waiting; progress
+// subscriptions to the publisher; describe to the supervision tree's root
+// (+ the worker nodes, as child "cluster"); nodes to the cluster endpoint,
+// the store's coordinators view and the queue.
 // While a part is restarting, requests fail with `errc::unavailable`.
 
+#include "actors/cluster_endpoint.hpp"
 #include "actors/job_system.hpp"
+#include "runtime/api_protocol.hpp"
 #include "runtime/supervisor.hpp"
 
 #include <caf/actor.hpp>
@@ -54,8 +31,8 @@ namespace drover {
 /// `cluster`: the coordinator's cluster endpoint (actors/cluster_endpoint.hpp)
 /// when worker nodes may join; the tree then includes every worker node and
 /// (nodes_atom) lists them. Null on an all-in-one node.
-caf::actor spawn_api(caf::actor_system& sys,
-                     std::shared_ptr<const job_system_handles> handles,
-                     supervisor_actor root, caf::actor cluster = {});
+api_actor spawn_api(caf::actor_system& sys,
+                    std::shared_ptr<const job_system_handles> handles,
+                    supervisor_actor root, cluster_endpoint_local cluster = {});
 
 } // namespace drover

@@ -8,6 +8,7 @@
 #include "runtime/resources.hpp"
 #include "runtime/type_ids.hpp"
 
+#include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -335,7 +336,13 @@ on_gateway_join(endpoint_actor self, register_worker& reg) {
   coordinator_reply r;
   r.coordinator_id = st.cfg.coordinator_id;
   r.protocol = cluster_protocol_max;
-  return {std::move(r), st.cfg.api ? *st.cfg.api : caf::actor{}};
+  // The cluster protocol carries handles as plain caf::actor (the joining
+  // gateway types it again on arrival, nodes/node_roles.cpp): a typed
+  // handle is not a message type CAF's network layer knows.
+  caf::actor api;
+  if (st.cfg.api && *st.cfg.api)
+    api = caf::actor_cast<caf::actor>(*st.cfg.api);
+  return {std::move(r), std::move(api)};
 }
 
 /// A gateway (or a worker whose link is gone) in the node list.

@@ -17,6 +17,7 @@
 // the node list.
 
 #include "actors/job_system.hpp"
+#include "runtime/api_protocol.hpp"
 #include "runtime/cluster_protocol.hpp"
 #include "runtime/partition_epochs.hpp"
 #include "runtime/tree.hpp"
@@ -48,7 +49,7 @@ struct cluster_endpoint_config {
   /// The partition epochs leases are stamped with; null = none.
   std::shared_ptr<const partition_epochs> epochs;
   /// What a gateway's join returns (set before the port opens).
-  std::shared_ptr<const caf::actor> api;
+  std::shared_ptr<const api_actor> api;
   std::chrono::milliseconds lease_ttl{2000};
   std::map<std::string, std::chrono::milliseconds> lease_ttl_by_type;
   std::chrono::milliseconds heartbeat_interval{500};

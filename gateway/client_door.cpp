@@ -23,12 +23,12 @@ using http::scope;
 struct door {
   http::key_ring keys;
   http::rate_limiter rates;
-  caf::actor api;
+  api_actor api;
   client_door_config cfg;
   /// One relay per (client's subscriber, job): see spawn_relay.
   std::map<std::pair<caf::actor_addr, std::string>, caf::actor> relays;
 
-  door(client_door_config c, caf::actor a)
+  door(client_door_config c, api_actor a)
       : keys(c.keys),
         rates(c.keys.size(), c.default_rate),
         api(std::move(a)),
@@ -85,11 +85,17 @@ struct door {
 /// forge finals). The relay forwards what local actors send it and nothing
 /// else, and ends with the job's final record, with its client, or when
 /// told (unsubscribe).
-caf::actor spawn_relay(caf::actor_system& sys, caf::actor client,
-                       caf::actor api, std::string job_id) {
+caf::actor spawn_relay(caf::actor_system& sys, caf::actor client, api_actor api,
+                       std::string job_id) {
   return sys.spawn([client, api,
                     job_id](caf::event_based_actor* self) -> caf::behavior {
-    self->set_error_handler([](caf::error&) {}); // a client's, not ours
+    // An error from the client's subscriber is the client's business, not
+    // the relay's: noted (at debug: any client can send them) and dropped.
+    self->set_error_handler([job_id](caf::error& err) {
+      log::debug("admin", log::job{job_id},
+                 "a client's subscriber sent an error",
+                 {{"error", describe(err)}});
+    });
     self->monitor(client);
     auto leave = [self, api, job_id] {
       caf::anon_send(api, unsubscribe_atom::value, job_id, caf::actor{self});
@@ -215,7 +221,7 @@ caf::error own_subscriber(self_ptr self, const caf::actor& subscriber) {
 
 } // namespace
 
-client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
+client_door_actor spawn_client_door(caf::actor_system& sys, api_actor api,
                                     client_door_config cfg) {
   auto d = std::make_shared<door>(std::move(cfg), std::move(api));
   return sys.spawn([d](self_ptr self) -> client_door_actor::behavior_type {
@@ -427,7 +433,13 @@ client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
           if (i != d->relays.end())
             // A request, not anon_send: the relay obeys local senders only.
             self->request(i->second, d->cfg.timeout, stop_atom::value)
-                .then([] {}, [](caf::error&) {});
+                .then([] {},
+                      [id](caf::error& err) {
+                        // Gone already (its client or the job ended it).
+                        log::debug("admin", log::job{id},
+                                   "a progress relay did not stop",
+                                   {{"error", describe(err)}});
+                      });
         },
         [self, d](client_atom, std::string& key, stats_atom) {
           return pass<queue_stats>(self, d, key, http::scope_admin,

@@ -10,6 +10,7 @@
 // over HTTP, and the admin port must stay on loopback.
 
 #include "gateway/auth.hpp"
+#include "runtime/api_protocol.hpp"
 #include "runtime/client_protocol.hpp"
 
 #include <caf/actor.hpp>
@@ -35,7 +36,7 @@ struct client_door_config {
 };
 
 /// A door in front of `api` (the node API actor).
-client_door_actor spawn_client_door(caf::actor_system& sys, caf::actor api,
+client_door_actor spawn_client_door(caf::actor_system& sys, api_actor api,
                                     client_door_config cfg);
 
 } // namespace drover

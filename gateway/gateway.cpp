@@ -9,6 +9,7 @@
 #include "runtime/ids.hpp"
 #include "runtime/json_strict.hpp"
 #include "runtime/json_text.hpp"
+#include "runtime/log.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_system.hpp>
@@ -167,7 +168,7 @@ bool is_final_event(event_kind k) {
 class gateway_impl : public gateway,
                      public std::enable_shared_from_this<gateway_impl> {
 public:
-  gateway_impl(caf::actor_system& sys, caf::actor api, gateway_config cfg)
+  gateway_impl(caf::actor_system& sys, api_actor api, gateway_config cfg)
       : sys_(sys),
         api_(std::move(api)),
         cfg_(std::move(cfg)),
@@ -897,8 +898,12 @@ private:
                             if (--*pending == 0)
                               self->reply(ex, 200, tree_json(*tree, *jobs));
                           },
-                          [=](caf::error&) {
+                          [=](caf::error& err) {
                             // Finished meanwhile: shown without its record.
+                            log::debug("http", log::job{id},
+                                       "the tree shows a job without its "
+                                       "record",
+                                       {{"error", describe(err)}});
                             if (--*pending == 0)
                               self->reply(ex, 200, tree_json(*tree, *jobs));
                           });
@@ -979,7 +984,11 @@ private:
                       self->reply(ex, 200, *text + flow_metrics_text(flow),
                                   {{"Content-Type", metrics_content_type}});
                     },
-                    [=](caf::error&) {
+                    [=](caf::error& err) {
+                      // The queue's figures still hold.
+                      log::debug("http",
+                                 "/metrics without the flow-control figures",
+                                 {{"error", describe(err)}});
                       self->reply(ex, 200, *text,
                                   {{"Content-Type", metrics_content_type}});
                     });
@@ -1409,7 +1418,7 @@ private:
   }
 
   caf::actor_system& sys_;
-  caf::actor api_;
+  api_actor api_;
   gateway_config cfg_;
   key_ring keys_;
   rate_limiter limiter_;
@@ -1439,7 +1448,7 @@ bool is_loopback_host(const std::string& host) {
 }
 
 caf::expected<std::unique_ptr<gateway>>
-gateway::start(caf::actor_system& sys, caf::actor api, gateway_config cfg) {
+gateway::start(caf::actor_system& sys, api_actor api, gateway_config cfg) {
   if (cfg.keys.empty() && !is_loopback_host(cfg.host))
     return make_error(errc::bad_config,
                       "http: no API keys are configured, so the gateway only "

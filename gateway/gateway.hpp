@@ -8,6 +8,7 @@
 
 #include "gateway/auth.hpp"
 #include "gateway/server.hpp"
+#include "runtime/api_protocol.hpp"
 #include "runtime/codec.hpp"
 
 #include <caf/actor.hpp>
@@ -65,7 +66,7 @@ public:
   /// Validates the config (development mode only on loopback: errc::bad_config
   /// otherwise), listens and starts serving.
   static caf::expected<std::unique_ptr<gateway>>
-  start(caf::actor_system& sys, caf::actor api, gateway_config cfg);
+  start(caf::actor_system& sys, api_actor api, gateway_config cfg);
 
   virtual ~gateway() = default;
   virtual uint16_t port() const = 0;

@@ -13,7 +13,7 @@ namespace drover::node {
 
 caf::expected<admin_door> admin_door::open(caf::actor_system& sys,
                                            const node_config& cfg,
-                                           caf::actor api) {
+                                           api_actor api) {
   // The same keys, rates and request limits as the HTTP API.
   auto gw = gateway_config_of(cfg);
   if (!gw)

@@ -23,7 +23,7 @@ public:
   /// Publishes a door in front of `api` on --admin-host:--admin-port.
   /// errc::bad_config for bad keys; errc::unavailable if it cannot listen.
   static caf::expected<admin_door> open(caf::actor_system& sys,
-                                        const node_config& cfg, caf::actor api);
+                                        const node_config& cfg, api_actor api);
 
   uint16_t port() const {
     return port_;
@@ -41,7 +41,7 @@ public:
   void close();
 
 private:
-  admin_door(client_door_config dc, caf::actor api, std::string host)
+  admin_door(client_door_config dc, api_actor api, std::string host)
       : config_(std::move(dc)), api_(std::move(api)), host_(std::move(host)) {
     // nop
   }
@@ -49,7 +49,7 @@ private:
   caf::error publish(caf::actor_system& sys, uint16_t port);
 
   client_door_config config_;
-  caf::actor api_;
+  api_actor api_;
   std::string host_;
   uint16_t port_ = 0;
   client_door_actor door_;

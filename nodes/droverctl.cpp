@@ -180,7 +180,14 @@ std::string tree_json(session& s, const tree_node& tree) {
     self->request(s.node, s.timeout, client_atom::value, s.key, get_atom::value,
                   id)
         .receive([&](job_record& r) { jobs.emplace(id, std::move(r)); },
-                 [](caf::error&) {}); // ended meanwhile: shown without
+                 [&](caf::error& err) {
+                   // Ended meanwhile (not found): shown without its
+                   // record; anything else is worth a word on stderr.
+                   if (!is(err, errc::not_found))
+                     std::cerr << "droverctl: job " << id
+                               << " shown without its record: " << describe(err)
+                               << "\n";
+                 });
   }
   return http::tree_json(tree, jobs);
 }

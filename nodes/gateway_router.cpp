@@ -4,30 +4,27 @@
 #include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/log.hpp"
+#include "runtime/log_caf.hpp"
 #include "runtime/partition.hpp"
 #include "runtime/partition_map.hpp"
 #include "runtime/type_ids.hpp"
+#include "runtime/typed_forward.hpp"
 
 #include <caf/actor_system.hpp>
-#include <caf/event_based_actor.hpp>
-#include <caf/make_message.hpp>
-#include <caf/message_view.hpp>
-#include <caf/response_promise.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
 
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <tuple>
+#include <type_traits>
 
 namespace drover::node {
 
 namespace {
-
-/// A joiner -> the router: coordinator `index`'s API (null: lost).
-using router_set_atom = caf::atom_constant<caf::atom("rtr_set")>;
-/// The router's own timer: ask for the partition map.
-using router_tick_atom = caf::atom_constant<caf::atom("rtr_tick")>;
 
 constexpr auto request_timeout = std::chrono::seconds{60};
 constexpr auto map_timeout = std::chrono::seconds{5};
@@ -39,7 +36,7 @@ constexpr int max_sends = 3;
 struct router_state {
   /// By coordinator (the --coordinator list's order); null while not
   /// joined.
-  std::vector<caf::actor> apis;
+  std::vector<api_actor> apis;
   /// How many partitions each owns (its last answer).
   std::vector<size_t> owned;
   /// By partition: its owner's index, -1 = not known.
@@ -57,7 +54,7 @@ struct router_state {
 };
 
 using state_ptr = std::shared_ptr<router_state>;
-using self_ptr = caf::event_based_actor*;
+using self_ptr = api_router_actor::pointer;
 
 caf::error no_coordinator() {
   return make_error(errc::unavailable,
@@ -145,12 +142,12 @@ void refresh(self_ptr self, const state_ptr& st, std::function<void()> then) {
   }
 }
 
-/// Sends `msg` to coordinator `i`; exactly one of `on_reply` (with the
-/// reply, through `handler`) and `on_lost` runs: the latter if the
-/// coordinator is lost first.
-template <class... Reply, class Handler, class OnError>
+/// Sends a request to coordinator `i` (`send(self, api)` makes it, typed);
+/// exactly one of `on_reply` (with the reply, through `handler`) and
+/// `on_lost` runs: the latter if the coordinator is lost first.
+template <class... Reply, class Send, class Handler, class OnError>
 void send_tracked(self_ptr self, const state_ptr& st, size_t i,
-                  caf::message msg, Handler handler, OnError on_error,
+                  const Send& send, Handler handler, OnError on_error,
                   std::function<void()> on_lost) {
   auto id = st->next_request++;
   auto settled = std::make_shared<bool>(false);
@@ -166,7 +163,7 @@ void send_tracked(self_ptr self, const state_ptr& st, size_t i,
     *settled = true;
     return first;
   };
-  self->request(st->apis[i], request_timeout, std::move(msg))
+  send(self, st->apis[i])
       .then(
           [forget, handler](Reply&... xs) mutable {
             if (forget())
@@ -217,24 +214,25 @@ caf::error lost_error(bool submit) {
 /// Sends a write to the owner of `p` and answers with its reply; one
 /// refused `not_owner` (nothing was done) goes to the owner the refreshed
 /// map names, up to max_sends in all.
-template <class Reply>
-void forward(self_ptr self, state_ptr st, caf::message msg, int32_t p,
-             caf::response_promise rp, int sends_left, bool submit) {
+template <class Reply, class Send>
+void forward(self_ptr self, state_ptr st, Send send, int32_t p,
+             caf::typed_response_promise<Reply> rp, int sends_left,
+             bool submit) {
   auto i = pick(*st, p);
   if (i < 0) {
     rp.deliver(no_coordinator());
     return;
   }
   send_tracked<Reply>(
-      self, st, static_cast<size_t>(i), msg,
+      self, st, static_cast<size_t>(i), send,
       [rp](Reply& reply) mutable { rp.deliver(std::move(reply)); },
-      [self, st, msg, p, rp, sends_left, submit](caf::error& err) mutable {
+      [self, st, send, p, rp, sends_left, submit](caf::error& err) mutable {
         if (!is(err, errc::not_owner) || sends_left <= 1) {
           rp.deliver(std::move(err));
           return;
         }
-        refresh(self, st, [self, st, msg, p, rp, sends_left, submit] {
-          forward<Reply>(self, st, msg, p, rp, sends_left - 1, submit);
+        refresh(self, st, [self, st, send, p, rp, sends_left, submit] {
+          forward<Reply>(self, st, send, p, rp, sends_left - 1, submit);
         });
       },
       [rp, submit]() mutable { rp.deliver(lost_error(submit)); });
@@ -301,7 +299,10 @@ void submit_split(self_ptr self, state_ptr st,
     }
     send_tracked<std::vector<job_record>>(
         self, st, static_cast<size_t>(target),
-        caf::make_message(submit_atom::value, group->first),
+        [group](self_ptr me, const api_actor& api) {
+          return me->request(api, request_timeout, submit_atom::value,
+                             group->first);
+        },
         [answers, group, retry, group_done,
          fail_all](std::vector<job_record>& got) {
           if (got.size() != group->second.size()) {
@@ -336,8 +337,9 @@ void submit_split(self_ptr self, state_ptr st,
 }
 
 /// DLQ retry or purge of every job: each coordinator its own partitions'.
-void fan_out_count(self_ptr self, const state_ptr& st, caf::message msg,
-                   caf::response_promise rp) {
+template <class Send>
+void fan_out_count(self_ptr self, const state_ptr& st, const Send& send,
+                   caf::typed_response_promise<uint32_t> rp) {
   auto pending = std::make_shared<size_t>(0);
   auto total = std::make_shared<uint32_t>(0);
   auto failed = std::make_shared<caf::error>();
@@ -358,7 +360,7 @@ void fan_out_count(self_ptr self, const state_ptr& st, caf::message msg,
   for (size_t i = 0; i < st->apis.size(); ++i)
     if (st->apis[i])
       send_tracked<uint32_t>(
-          self, st, i, msg,
+          self, st, i, send,
           [total, one_done](uint32_t& n) mutable {
             *total += n;
             one_done();
@@ -373,50 +375,81 @@ void fan_out_count(self_ptr self, const state_ptr& st, caf::message msg,
           });
 }
 
-bool atom_is(const caf::message& msg, caf::atom_value a) {
-  return msg.size() >= 1 && msg.match_element<caf::atom_value>(0)
-         && msg.get_as<caf::atom_value>(0) == a;
+/// A request's arguments, kept to be sent (again) to whichever coordinator
+/// the router picks: `send(self, api)` makes the typed request.
+template <class... Ts>
+auto make_send(Ts&... xs) {
+  return [args = std::make_shared<const std::tuple<std::decay_t<Ts>...>>(
+              std::move(xs)...)](self_ptr self, const api_actor& api) {
+    return std::apply(
+        [&](const auto&... a) {
+          return self->request(api, request_timeout, a...);
+        },
+        *args);
+  };
 }
 
-caf::result<caf::message> route(self_ptr self, const state_ptr& st,
-                                caf::message msg) {
-  auto p = partition_of_request(msg, st->count);
-  auto rp = self->make_response_promise();
-  if (atom_is(msg, submit_atom::value) && msg.size() == 2) {
-    if (msg.match_element<submit_request>(1)) {
-      forward<job_record>(self, st, std::move(msg), p, rp, max_sends, true);
-      return rp;
-    }
-    if (msg.match_element<std::vector<submit_request>>(1)) {
-      auto items = msg.get_as<std::vector<submit_request>>(1);
-      auto answers = std::make_shared<std::vector<job_record>>(items.size());
-      std::vector<size_t> slots(items.size());
-      for (size_t k = 0; k < slots.size(); ++k)
-        slots[k] = k;
-      submit_split(
-          self, st, std::move(items), std::move(slots), answers, max_sends,
-          [rp, answers]() mutable { rp.deliver(std::move(*answers)); });
-      return rp;
-    }
-  }
-  bool one_job = msg.size() >= 2 && msg.match_element<std::string>(1);
-  if (one_job
-      && (atom_is(msg, cancel_atom::value) || atom_is(msg, redrive_atom::value)
-          || atom_is(msg, purge_atom::value))) {
-    forward<ok_atom>(self, st, std::move(msg), p, rp, max_sends, false);
+template <class T>
+constexpr bool is_one_job_write_v
+    = std::is_same_v<
+          T,
+          cancel_atom> || std::is_same_v<T, redrive_atom> || std::is_same_v<T, purge_atom>;
+
+/// Whether a request's second element (if any) is a `T`.
+template <class T, class... Ts>
+constexpr bool second_is() {
+  if constexpr (sizeof...(Ts) >= 2)
+    return std::is_same_v<std::tuple_element_t<1, std::tuple<Ts...>>, T>;
+  else
+    return false;
+}
+
+/// One request of the API's interface, routed (see the header): its
+/// types say which way, at compile time.
+template <class... Os, class First, class... Rest>
+caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
+                         First& first, Rest&... rest) {
+  using first_t = std::decay_t<First>;
+  using args_t = std::tuple<first_t, std::decay_t<Rest>...>;
+  constexpr bool batch
+      = std::is_same_v<args_t,
+                       std::tuple<submit_atom, std::vector<submit_request>>>;
+  constexpr bool one_submit
+      = std::is_same_v<args_t, std::tuple<submit_atom, submit_request>>;
+  constexpr bool one_job_write
+      = is_one_job_write_v<
+            first_t> && second_is<std::string, first_t, std::decay_t<Rest>...>();
+  constexpr bool every_job
+      = sizeof...(Rest) == 1
+        && second_is<all_atom, first_t, std::decay_t<Rest>...>();
+  auto p = partition_of_request(st->count, first, rest...);
+  if constexpr (batch) {
+    auto rp = self->template make_response_promise<Os...>();
+    auto& items = std::get<0>(std::tie(rest...));
+    auto answers = std::make_shared<std::vector<job_record>>(items.size());
+    std::vector<size_t> slots(items.size());
+    for (size_t k = 0; k < slots.size(); ++k)
+      slots[k] = k;
+    submit_split(self, st, std::move(items), std::move(slots), answers,
+                 max_sends,
+                 [rp, answers]() mutable { rp.deliver(std::move(*answers)); });
     return rp;
-  }
-  if (msg.size() == 2 && msg.match_element<all_atom>(1)
-      && (atom_is(msg, redrive_atom::value)
-          || atom_is(msg, purge_atom::value))) {
-    fan_out_count(self, st, std::move(msg), rp);
+  } else if constexpr (one_submit || one_job_write) {
+    auto rp = self->template make_response_promise<Os...>();
+    forward<Os...>(self, st, make_send(first, rest...), p, rp, max_sends,
+                   one_submit);
     return rp;
+  } else if constexpr (every_job) {
+    auto rp = self->template make_response_promise<Os...>();
+    fan_out_count(self, st, make_send(first, rest...), rp);
+    return rp;
+  } else {
+    auto i = pick(*st, p);
+    if (i < 0)
+      return no_coordinator();
+    return self->delegate(st->apis[static_cast<size_t>(i)], std::move(first),
+                          std::move(rest)...);
   }
-  auto i = pick(*st, p);
-  if (i < 0)
-    return no_coordinator();
-  rp.delegate(st->apis[static_cast<size_t>(i)], std::move(msg));
-  return rp;
 }
 
 } // namespace
@@ -427,16 +460,17 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
   st->apis.resize(cfg.coordinators.size());
   st->owned.resize(cfg.coordinators.size());
   st->inflight.resize(cfg.coordinators.size());
-  router_ = sys.spawn([st](caf::event_based_actor* self) -> caf::behavior {
-    self->set_default_handler(
-        [st](caf::scheduled_actor* s,
-             caf::message_view& x) -> caf::result<caf::message> {
-          return route(static_cast<self_ptr>(s), st,
-                       x.move_content_to_message());
-        });
+  router_ = sys.spawn([st](self_ptr self) {
+    self->set_default_handler(log_and_drop);
     self->send(self, router_tick_atom::value);
-    return {
-        [self, st](router_set_atom, uint64_t index, caf::actor& api) {
+    // Every message of the API's interface, routed by its types.
+    auto api_handlers
+        = forward_handlers<api_actor>([self, st](auto reply, auto&... xs) ->
+                                      typename decltype(reply)::result {
+                                        return route(self, st, reply, xs...);
+                                      });
+    auto own = std::make_tuple(
+        [self, st](router_set_atom, uint64_t index, api_actor& api) {
           if (index >= st->apis.size())
             return;
           // Only the joiner, which watches the coordinator, says it is
@@ -450,8 +484,9 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
         [self, st](router_tick_atom) {
           refresh(self, st, nullptr);
           self->delayed_send(self, map_interval, router_tick_atom::value);
-        },
-    };
+        });
+    return behavior_of<api_router_actor>(
+        std::tuple_cat(std::move(api_handlers), std::move(own)));
   });
 }
 
@@ -534,7 +569,7 @@ void api_router::join_loop(size_t index) {
       log::warn("node", "the gateway lost a coordinator; joining it again",
                 {{"coordinator", target.text()}});
       caf::anon_send(router_, router_set_atom::value, uint64_t{index},
-                     caf::actor{});
+                     api_actor{});
     }
   }
 }

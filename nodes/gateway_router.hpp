@@ -26,10 +26,12 @@
 // its writes are answered `not_owner` or `unavailable` (HTTP 503 with
 // Retry-After); reads are served by any coordinator.
 
+#include "runtime/api_protocol.hpp"
 #include "runtime/config.hpp"
 #include "runtime/partition_map.hpp"
 
 #include <caf/actor.hpp>
+#include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <caf/fwd.hpp>
 
@@ -45,6 +47,17 @@
 
 namespace drover::node {
 
+/// A joiner -> the router: coordinator `index`'s API (null: lost).
+using router_set_atom = caf::atom_constant<caf::atom("rtr_set")>;
+/// The router's own timer: ask for the partition map.
+using router_tick_atom = caf::atom_constant<caf::atom("rtr_tick")>;
+
+/// The node API's interface, and what the router's joiners and timer tell
+/// it.
+using api_router_actor
+    = api_actor::extend<caf::reacts_to<router_set_atom, uint64_t, api_actor>,
+                        caf::reacts_to<router_tick_atom>>;
+
 class api_router {
 public:
   api_router(caf::actor_system& sys, const node_config& cfg);
@@ -53,7 +66,7 @@ public:
   api_router(const api_router&) = delete;
   api_router& operator=(const api_router&) = delete;
 
-  caf::actor handle() const {
+  api_actor handle() const {
     return router_;
   }
 
@@ -68,7 +81,7 @@ private:
 
   caf::actor_system& sys_;
   node_config cfg_;
-  caf::actor router_;
+  api_router_actor router_;
   std::vector<std::thread> joiners_;
   /// What the joiners and start()/the destructor share (mx_): stopping,
   /// how many joins succeeded, whether one was refused for good, and each

@@ -267,7 +267,7 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
         }));
   // The node API: a coordinator's own, or (gateway node) its
   // coordinator's; a worker node has none.
-  caf::actor api;
+  drover::api_actor api;
   // A gateway node in front of sharing coordinators: joins all of them and
   // routes each request to its partition's owner (nodes/gateway_router.hpp).
   std::optional<drover::node::api_router> router;
@@ -287,7 +287,8 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
   if (roles.coordinator) {
     if (cfg.cluster_port >= 0) {
       auto opened = drover::node::open_cluster_port(
-          sys, cfg, handles, claim.epochs, [&](caf::actor endpoint) {
+          sys, cfg, handles, claim.epochs,
+          [&](drover::cluster_endpoint_local endpoint) {
             return drover::spawn_api(sys, handles, *root, endpoint);
           });
       if (!opened) {
@@ -506,7 +507,7 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
       drover::log::warn("node",
                         "the gateway lost its coordinator; joining the next",
                         {{"reason", sys.render(dm.reason)}});
-      relay->set(nullptr);
+      relay->set({});
       auto joined
           = drover::node::join_as_gateway(sys, cfg, cfg.connection_timeout);
       if (joined) {

@@ -7,8 +7,10 @@
 #include "runtime/errors.hpp"
 #include "runtime/join_proof.hpp"
 #include "runtime/log.hpp"
+#include "runtime/log_caf.hpp"
 #include "runtime/partition.hpp"
 #include "runtime/type_ids.hpp"
+#include "runtime/typed_forward.hpp"
 
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
@@ -20,12 +22,14 @@
 #include <caf/openssl/publish.hpp>
 #include <caf/response_promise.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <openssl/ssl.h>
 
 #include <csignal>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <unistd.h>
 
 namespace drover::node {
@@ -190,10 +194,10 @@ child_spec worker_node_child(const node_config& cfg,
   return supervisor_child(std::move(node));
 }
 
-caf::expected<caf::actor> join_gateway_at(caf::actor_system& sys,
-                                          const node_config& cfg,
-                                          const coordinator_address& target,
-                                          std::chrono::milliseconds timeout) {
+caf::expected<api_actor> join_gateway_at(caf::actor_system& sys,
+                                         const node_config& cfg,
+                                         const coordinator_address& target,
+                                         std::chrono::milliseconds timeout) {
   // Within `timeout` (runtime/connect.hpp): a coordinator that accepts the
   // connection and never answers (SIGSTOP) must not hold this thread, and
   // the gateway's stop with it. Either failure is tried again.
@@ -211,17 +215,22 @@ caf::expected<caf::actor> join_gateway_at(caf::actor_system& sys,
   reg.role = "gateway";
   reg.protocol_min = cluster_protocol_min;
   reg.protocol_max = cluster_protocol_max;
-  caf::expected<caf::actor> result{caf::actor{}};
+  caf::expected<api_actor> result{api_actor{}};
   self->request(*endpoint, timeout, hello_atom::value, reg)
       .receive(
           [&](coordinator_reply& r) {
             if (!cfg.join_secret.empty())
               reg.proof = join_proof(cfg.join_secret, reg.role, reg.node_id,
                                      r.challenge);
+            // The API comes as a plain caf::actor (the cluster protocol's
+            // handles all do): typed here, from the endpoint whose
+            // published interface connect_within checked.
             self->request(*endpoint, timeout, join_atom::value, reg)
-                .receive([&](coordinator_reply&,
-                             caf::actor& api) { result = std::move(api); },
-                         [&](caf::error& err) { result = std::move(err); });
+                .receive(
+                    [&](coordinator_reply&, caf::actor& api) {
+                      result = caf::actor_cast<api_actor>(std::move(api));
+                    },
+                    [&](caf::error& err) { result = std::move(err); });
           },
           [&](caf::error& err) { result = std::move(err); });
   if (result && !*result)
@@ -230,9 +239,9 @@ caf::expected<caf::actor> join_gateway_at(caf::actor_system& sys,
   return result;
 }
 
-caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
-                                          const node_config& cfg,
-                                          std::chrono::milliseconds patience) {
+caf::expected<api_actor> join_as_gateway(caf::actor_system& sys,
+                                         const node_config& cfg,
+                                         std::chrono::milliseconds patience) {
   auto deadline = std::chrono::steady_clock::now() + patience;
   backoff_counter backoff{backoff_schedule{std::chrono::milliseconds{100},
                                            std::chrono::milliseconds{2000}, 2.0,
@@ -250,47 +259,37 @@ caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
   }
 }
 
-namespace {
-
-/// Never sent: only keeps the relay's behaviour non-empty.
-using relay_probe_atom = caf::atom_constant<caf::atom("rlyprobe")>;
-
-} // namespace
-
 api_relay::api_relay(caf::actor_system& sys) {
-  relay_ = sys.spawn([t = target_](caf::event_based_actor* self) {
-    self->set_default_handler([t](caf::scheduled_actor* s, caf::message_view& x)
-                                  -> caf::result<caf::message> {
-      caf::actor api;
-      {
-        std::lock_guard<std::mutex> guard{t->mx};
-        api = t->api;
-      }
-      if (!api)
-        return make_error(errc::unavailable,
-                          "the gateway is joining a coordinator; retry");
-      auto rp
-          = static_cast<caf::event_based_actor*>(s)->make_response_promise();
-      rp.delegate(api, x.move_content_to_message());
-      return rp;
-    });
-    // A behaviour that never matches what the gateway sends (an empty one
-    // would end the actor at once): everything goes to the default handler.
-    return caf::behavior{[](relay_probe_atom) {}};
+  relay_ = sys.spawn([t = target_](api_actor::pointer self) {
+    self->set_default_handler(log_and_drop);
+    // Every message of the API's interface, sent on as it came.
+    auto handlers = forward_handlers<api_actor>(
+        [self, t](auto reply, auto&... xs) -> typename decltype(reply)::result {
+          api_actor api;
+          {
+            std::lock_guard<std::mutex> guard{t->mx};
+            api = t->api;
+          }
+          if (!api)
+            return make_error(errc::unavailable,
+                              "the gateway is joining a coordinator; retry");
+          return self->delegate(api, std::move(xs)...);
+        });
+    return behavior_of<api_actor>(std::move(handlers));
   });
 }
 
-void api_relay::set(caf::actor api) {
+void api_relay::set(api_actor api) {
   std::lock_guard<std::mutex> guard{target_->mx};
   target_->api = std::move(api);
 }
 
-caf::expected<cluster_port>
-open_cluster_port(caf::actor_system& sys, const node_config& cfg,
-                  std::shared_ptr<job_system_handles> handles,
-                  std::shared_ptr<const partition_epochs> epochs,
-                  const std::function<caf::actor(caf::actor)>& make_api) {
-  auto api = std::make_shared<caf::actor>();
+caf::expected<cluster_port> open_cluster_port(
+    caf::actor_system& sys, const node_config& cfg,
+    std::shared_ptr<job_system_handles> handles,
+    std::shared_ptr<const partition_epochs> epochs,
+    const std::function<api_actor(cluster_endpoint_local)>& make_api) {
+  auto api = std::make_shared<api_actor>();
   cluster_endpoint_config ec;
   ec.coordinator_id = cfg.node_id;
   ec.join_secret = cfg.join_secret;
@@ -304,7 +303,7 @@ open_cluster_port(caf::actor_system& sys, const node_config& cfg,
   ec.clock_ms = system_clock_ms;
   auto endpoint = spawn_cluster_endpoint(sys, std::move(ec));
   // Before the port opens: a gateway that joins gets the API.
-  *api = make_api(caf::actor_cast<caf::actor>(endpoint));
+  *api = make_api(endpoint);
   // Published as the frozen joining interface only; with TLS, through
   // CAF's OpenSSL module (peers without a certificate from --tls-ca never
   // get past the handshake).

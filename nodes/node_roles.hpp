@@ -4,8 +4,10 @@
 // the worker node's subtree (its agent and local workers), a gateway
 // node's join, and the coordinator's cluster port.
 
+#include "actors/cluster_endpoint.hpp"
 #include "actors/job_system.hpp"
 #include "actors/worker_agent.hpp"
+#include "runtime/api_protocol.hpp"
 #include "runtime/config.hpp"
 #include "runtime/partition_epochs.hpp"
 #include "runtime/supervisor.hpp"
@@ -85,7 +87,7 @@ child_spec worker_node_child(const node_config& cfg,
 /// errc::forbidden if it refused this node, errc::unavailable (or CAF's
 /// error) if it could not be reached or did not answer within `timeout`
 /// (each of its two requests).
-caf::expected<caf::actor>
+caf::expected<api_actor>
 join_gateway_at(caf::actor_system& sys, const node_config& cfg,
                 const coordinator_address& target,
                 std::chrono::milliseconds timeout = std::chrono::seconds{10});
@@ -93,9 +95,9 @@ join_gateway_at(caf::actor_system& sys, const node_config& cfg,
 /// Joins a coordinator of cfg.coordinators (in turn) as a gateway and
 /// returns its node API actor. Retries an unreachable coordinator for up to
 /// `patience`; a refusal is errc::forbidden.
-caf::expected<caf::actor> join_as_gateway(caf::actor_system& sys,
-                                          const node_config& cfg,
-                                          std::chrono::milliseconds patience);
+caf::expected<api_actor> join_as_gateway(caf::actor_system& sys,
+                                         const node_config& cfg,
+                                         std::chrono::milliseconds patience);
 
 /// A gateway node's stand-in for its coordinator's node API: the HTTP
 /// gateway holds the relay, and the relay forwards each request to the API
@@ -107,21 +109,21 @@ class api_relay {
 public:
   explicit api_relay(caf::actor_system& sys);
 
-  caf::actor handle() const {
+  api_actor handle() const {
     return relay_;
   }
 
   /// The API requests go to from now on; nullptr = none.
-  void set(caf::actor api);
+  void set(api_actor api);
 
   struct target {
     std::mutex mx;
-    caf::actor api;
+    api_actor api;
   };
 
 private:
   std::shared_ptr<target> target_ = std::make_shared<target>();
-  caf::actor relay_;
+  api_actor relay_;
 };
 
 /// Spawns the cluster endpoint, lets `make_api` spawn the node API with it
@@ -129,13 +131,13 @@ private:
 /// to worker nodes carry the partition epochs from `epochs`.
 struct cluster_port {
   caf::actor endpoint;
-  caf::actor api;
+  api_actor api;
   uint16_t port = 0;
 };
-caf::expected<cluster_port>
-open_cluster_port(caf::actor_system& sys, const node_config& cfg,
-                  std::shared_ptr<job_system_handles> handles,
-                  std::shared_ptr<const partition_epochs> epochs,
-                  const std::function<caf::actor(caf::actor)>& make_api);
+caf::expected<cluster_port> open_cluster_port(
+    caf::actor_system& sys, const node_config& cfg,
+    std::shared_ptr<job_system_handles> handles,
+    std::shared_ptr<const partition_epochs> epochs,
+    const std::function<api_actor(cluster_endpoint_local)>& make_api);
 
 } // namespace drover::node

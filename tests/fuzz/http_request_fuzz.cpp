@@ -30,10 +30,12 @@
 #include "runtime/codec.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/type_ids.hpp"
+#include "runtime/typed_forward.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/read.hpp>
@@ -49,6 +51,8 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
 
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
@@ -272,23 +276,29 @@ private:
   std::vector<std::function<void()>> close_hooks_;
 };
 
-caf::behavior stub_api(caf::event_based_actor* self) {
-  self->set_default_handler([](caf::scheduled_actor*, caf::message_view&)
-                                -> caf::result<caf::message> {
-    return make_error(errc::unavailable, "fuzz: no node behind the gateway");
-  });
-  return {
-      [](get_atom, const std::string& id) {
-        job_record job;
-        job.job_id = id;
-        job.spec.type = "sleep";
-        job.status = job_status::completed;
-        job.result = "{\"ok\":true}";
-        job.sequence = 3;
-        return job;
-      },
-      [](events_atom, const std::string&) { return std::vector<job_event>{}; },
-  };
+/// The node API behind the fuzzed gateway: a completed job for any id,
+/// no events, unavailable for everything else.
+api_actor::behavior_type stub_api(api_actor::pointer) {
+  return behavior_of<api_actor>(forward_handlers<api_actor>(
+      [](auto reply, auto&... xs) -> typename decltype(reply)::result {
+        using args_t = std::tuple<std::decay_t<decltype(xs)>...>;
+        if constexpr (std::is_same_v<args_t,
+                                     std::tuple<get_atom, std::string>>) {
+          job_record job;
+          job.job_id = std::get<1>(std::tie(xs...));
+          job.spec.type = "sleep";
+          job.status = job_status::completed;
+          job.result = "{\"ok\":true}";
+          job.sequence = 3;
+          return job;
+        } else if constexpr (std::is_same_v<args_t, std::tuple<events_atom,
+                                                               std::string>>) {
+          return std::vector<job_event>{};
+        } else {
+          return make_error(errc::unavailable,
+                            "fuzz: no node behind the gateway");
+        }
+      }));
 }
 
 /// A gateway and its handler.
@@ -300,7 +310,7 @@ struct fuzz_gateway {
 struct fixture {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
-  caf::actor api;
+  api_actor api;
   fuzz_gateway development;
   fuzz_gateway keyed;
   gateway_config gw_cfg;

@@ -32,34 +32,33 @@ TEST_CASE("a coordinator's partition list is read strictly",
 TEST_CASE("a node-API request names the partition it is about",
           "[partition][share]") {
   const std::string id = "j1k8us06a36h3f-52";
-  CHECK(partition_of_request(caf::make_message(get_atom::value, id), 64) == 52);
-  CHECK(partition_of_request(caf::make_message(events_atom::value, id), 64)
+  CHECK(partition_of_request(64, get_atom::value, id) == 52);
+  CHECK(partition_of_request(64, events_atom::value, id) == 52);
+  CHECK(partition_of_request(64, cancel_atom::value, id, std::string{"why"})
         == 52);
-  CHECK(partition_of_request(
-            caf::make_message(cancel_atom::value, id, std::string{"why"}), 64)
-        == 52);
-  CHECK(partition_of_request(caf::make_message(redrive_atom::value, id), 64)
-        == 52);
-  CHECK(partition_of_request(caf::make_message(purge_atom::value, id), 64)
-        == 52);
+  CHECK(partition_of_request(64, redrive_atom::value, id) == 52);
+  CHECK(partition_of_request(64, purge_atom::value, id) == 52);
   // An id whose partition the database does not have, or an unknown count.
-  CHECK(partition_of_request(caf::make_message(get_atom::value, id), 40) == -1);
-  CHECK(partition_of_request(caf::make_message(get_atom::value, id), 0) == -1);
+  CHECK(partition_of_request(40, get_atom::value, id) == -1);
+  CHECK(partition_of_request(0, get_atom::value, id) == -1);
   // Keyed submits by their key, keyless ones anywhere.
   submit_request keyed;
   keyed.type = "sleep";
   keyed.tenant = "acme";
   keyed.idempotency_key = "order-7";
-  CHECK(partition_of_request(caf::make_message(submit_atom::value, keyed), 64)
+  CHECK(partition_of_request(64, submit_atom::value, keyed)
         == partition_of_key("acme", "order-7", 64));
   submit_request keyless;
   keyless.type = "sleep";
-  CHECK(partition_of_request(caf::make_message(submit_atom::value, keyless), 64)
-        == -1);
+  CHECK(partition_of_request(64, submit_atom::value, keyless) == -1);
   // Everything else, and odd shapes.
-  CHECK(partition_of_request(caf::make_message(stats_atom::value), 64) == -1);
-  CHECK(partition_of_request(caf::make_message(list_atom::value), 64) == -1);
-  CHECK(partition_of_request(caf::make_message(get_atom::value, 52), 64) == -1);
-  CHECK(partition_of_request(caf::make_message(id, get_atom::value), 64) == -1);
-  CHECK(partition_of_request(caf::message{}, 64) == -1);
+  CHECK(partition_of_request(64, stats_atom::value) == -1);
+  CHECK(partition_of_request(64, list_atom::value) == -1);
+  CHECK(partition_of_request(64, get_atom::value, 52) == -1);
+  CHECK(partition_of_request(64, id, get_atom::value) == -1);
+  CHECK(partition_of_request(64) == -1);
+  // A string second that is not a job id (a flow-control kind).
+  CHECK(partition_of_request(64, flow_atom::value, id, std::string{"k"},
+                             std::string{"s"})
+        == -1);
 }

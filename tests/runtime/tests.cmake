@@ -14,4 +14,5 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/partition_epochs_test.cpp
   runtime/client_routes_test.cpp
   runtime/worker_figures_test.cpp
+  runtime/typed_forward_test.cpp
 )
