@@ -20,15 +20,16 @@
 //      preload N no-op jobs through the queue's submit while the workers'
 //      first attempts are held back, release them, measure the drain; once
 //      with a thread per attempt, once with an inline executor (analysis);
-//      and submits through the blocking job_client for comparison;
+//      and submits through the client API in process (local_client) for
+//      comparison;
 //   3. one-at-a-time latency: submit, wait for the final record, repeat;
 //      plus plain request/responses from the same blocking client.
 // The table shows medians over the runs and how busy other processes kept
 // the machine meanwhile. Durability: the memory store (D0, nothing durable).
 
-#include "actors/client.hpp"
 #include "actors/job_system.hpp"
 #include "benchmarks/bench_support.hpp"
+#include "gateway/local_client.hpp"
 
 #include "runtime/errors.hpp"
 #include "runtime/ids.hpp"
@@ -648,27 +649,35 @@ throughput_result drover_throughput(caf::actor_system& sys, const options& opt,
   return res;
 }
 
-/// The alternative submit path: the blocking job_client from `threads`
-/// threads (each call waits for its ack). Jobs of a class without workers,
-/// so only the submit path runs. Acks per second.
+/// The alternative submit path: the client API in process (gateway/
+/// local_client.hpp: client door, key check, node API, a generated
+/// idempotency key per submit), one client shared by `threads` threads,
+/// each call waiting for its ack. Jobs of a class without workers, so only
+/// the submit path runs. Acks per second.
 double client_submit_rate(caf::actor_system& sys, uint64_t n,
                           uint64_t threads) {
   auto run = start_job_system(sys, {{"cpu", 1}}, {});
   auto req = noop_request("parked");
   std::atomic<uint64_t> next{0};
   std::atomic<uint64_t> ok{0};
+  auto client = local_client(sys, run.handles);
+  if (!client) {
+    std::cerr << "local_client: " << describe(client.error()) << std::endl;
+    stop_job_system(sys, run);
+    return 0;
+  }
   auto t0 = steady::now();
   std::vector<std::thread> pool;
   for (uint64_t t = 0; t < threads; ++t)
     pool.emplace_back([&] {
-      job_client client{sys, run.handles};
       while (next.fetch_add(1) < n)
-        if (client.submit(req))
+        if ((*client)->submit(req))
           ++ok;
     });
   for (auto& th : pool)
     th.join();
   auto secs = seconds_since(t0);
+  client->reset();
   stop_job_system(sys, run);
   return static_cast<double>(ok.load()) / secs;
 }
@@ -1085,7 +1094,7 @@ int main(int argc, char** argv) {
         submit_i.push_back(i.submit_rate);
         drain_i.push_back(i.drain_rate);
       }
-      std::cout << "  job_client x4 threads: submit "
+      std::cout << "  client API in process x4 threads: submit "
                 << fmt(client_rates.back()) << "/s" << std::endl;
       std::cout << "  submit " << fmt(t.submit_rate) << "/s, drain "
                 << fmt(t.drain_rate) << "/s; inline: submit "
@@ -1174,7 +1183,7 @@ int main(int argc, char** argv) {
             + " slots, thread per attempt)",
         drain_t);
     row("Drover submit, acks/s, inline-executor run", submit_i);
-    row("Drover submit via blocking job_client, 4 threads, acks/s "
+    row("Drover submit via the client API in process, 4 threads, acks/s "
         "(alternative driver, "
             + std::to_string(std::min<uint64_t>(opt.jobs, 20000)) + " jobs)",
         client_rates);

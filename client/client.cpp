@@ -8,18 +8,32 @@ client::client(std::unique_ptr<impl> p) : impl_(std::move(p)) {
   // nop
 }
 
-client::~client() = default;
+client::~client() {
+  if (impl_ && impl_->on_close)
+    impl_->on_close();
+}
 
-caf::expected<std::unique_ptr<client>> client::make(client_options opts) {
-  auto bad = [](const std::string& what) {
-    return make_error(errc::bad_config, what);
-  };
-  if (opts.nodes.empty())
-    return bad("client: no node address");
+namespace {
+
+caf::error bad_options(const std::string& what) {
+  return make_error(errc::bad_config, what);
+}
+
+caf::error check_timeouts(const client_options& opts) {
   if (opts.timeout.count() <= 0 || opts.reconnect_initial.count() < 0
       || opts.reconnect_max < opts.reconnect_initial)
-    return bad("client: timeouts must be positive, reconnect_max >= "
-               "reconnect_initial");
+    return bad_options("client: timeouts must be positive, reconnect_max >= "
+                       "reconnect_initial");
+  return {};
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<client>> client::make(client_options opts) {
+  if (opts.nodes.empty())
+    return bad_options("client: no node address");
+  if (auto err = check_timeouts(opts))
+    return err;
   auto p = std::make_unique<impl>();
   for (const auto& n : opts.nodes) {
     auto a = parse_address(n, "client: node address");
@@ -31,7 +45,27 @@ caf::expected<std::unique_ptr<client>> client::make(client_options opts) {
   register_types(p->cfg);
   p->cfg.load<caf::io::middleman>();
   p->cfg.set("scheduler.max-threads", size_t{2});
-  p->sys = std::make_unique<caf::actor_system>(p->cfg);
+  p->owned_sys = std::make_unique<caf::actor_system>(p->cfg);
+  p->sys = p->owned_sys.get();
+  return std::unique_ptr<client>{new client{std::move(p)}};
+}
+
+caf::expected<std::unique_ptr<client>>
+client::attach(caf::actor_system& sys, client_door_actor door,
+               client_options opts, std::function<void()> on_close) {
+  if (!opts.nodes.empty())
+    return bad_options("client: a client attached to a door in this process "
+                       "takes no node addresses");
+  if (!door)
+    return bad_options("client: no door to attach to");
+  if (auto err = check_timeouts(opts))
+    return err;
+  auto p = std::make_unique<impl>();
+  p->opts = std::move(opts);
+  p->sys = &sys;
+  p->attached = true;
+  p->door = std::move(door);
+  p->on_close = std::move(on_close);
   return std::unique_ptr<client>{new client{std::move(p)}};
 }
 

@@ -22,6 +22,8 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/sec.hpp>
 
+#include <functional>
+
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -123,7 +125,14 @@ struct client::impl {
   client_options opts;
   std::vector<address> addresses;
   caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
+  /// The client's own actor system (make), or the embedding program's
+  /// (attach: `owned_sys` stays null).
+  std::unique_ptr<caf::actor_system> owned_sys;
+  caf::actor_system* sys = nullptr;
+  /// Attached: the one door, in this process; never dropped, no other.
+  bool attached = false;
+  /// Runs when the client goes (attach's `on_close`).
+  std::function<void()> on_close;
   std::mutex mx;
   client_door_actor door;
   size_t turn = 0;
@@ -150,6 +159,8 @@ struct client::impl {
   /// The door, connecting (the next address after each failure) until
   /// `deadline`.
   caf::expected<client_door_actor> connect(clock_type::time_point deadline) {
+    if (attached)
+      return door;
     backoff_counter bo{schedule()};
     std::string last;
     for (;;) {
@@ -183,6 +194,8 @@ struct client::impl {
   /// Forgets a door whose connection failed; the next call connects to the
   /// next address (and routes with a fresh partition map).
   void drop(const client_door_actor& failed) {
+    if (attached)
+      return; // a local door does not lose its connection
     std::lock_guard<std::mutex> guard{mx};
     if (door == failed) {
       door = nullptr;

@@ -8,8 +8,8 @@
 //
 //   build/examples/job_batch
 
-#include "actors/client.hpp"
 #include "actors/job_system.hpp"
+#include "gateway/local_client.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/type_ids.hpp"
 
@@ -105,29 +105,27 @@ int main() {
     std::cerr << describe(root.error()) << '\n';
     return 1;
   }
-  job_client client{sys, handles};
+  // The client API, in process: the same calls as over the network.
+  auto client = local_client(sys, handles, *root);
+  if (!client) {
+    std::cerr << describe(client.error()) << '\n';
+    return 1;
+  }
 
-  // Submit the batch (the queue may take a moment to start: retry while it
-  // reports itself unavailable).
+  // Submit the batch (while the queue starts, the client retries by
+  // itself).
   std::vector<std::string> ids;
   auto submit = [&](const std::string& type, int prio) {
     submit_request req;
     req.type = type;
     req.priority = prio;
-    for (int tries = 0; tries < 100; ++tries) {
-      auto rec = client.submit(req);
-      if (rec) {
-        ids.push_back(rec->job_id);
-        say("submitted " + type + " as " + rec->job_id);
-        return;
-      }
-      if (!is(rec.error(), errc::unavailable)) {
-        say("submit failed: " + describe(rec.error()));
-        return;
-      }
-      caf::scoped_actor self{sys};
-      self->receive(caf::after(10ms) >> [] {});
+    auto sub = (*client)->submit(req);
+    if (!sub) {
+      say("submit failed: " + describe(sub.error()));
+      return;
     }
+    ids.push_back(sub->job.job_id);
+    say("submitted " + type + " as " + sub->job.job_id);
   };
   for (int i = 0; i < 2; ++i)
     submit("export", 0);
@@ -136,7 +134,7 @@ int main() {
 
   int completed = 0;
   for (const auto& id : ids) {
-    auto rec = client.wait(id, 30s, [&id](const progress_update& u) {
+    auto rec = (*client)->wait(id, 30s, [&id](const progress_update& u) {
       std::string line = "  " + id + " attempt " + std::to_string(u.attempt)
                          + ": " + std::to_string(std::lround(u.percent)) + "%";
       if (!u.stage.empty())

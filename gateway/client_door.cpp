@@ -210,10 +210,15 @@ pass(self_ptr self, door_ptr d, const std::string& key, scope need, Ts... xs) {
 /// A subscriber must be an actor of the client that asks: on the asking
 /// node (no subscribing another process's actors, or this node's own).
 /// Call it before make_response_promise, which takes the sender.
-caf::error own_subscriber(self_ptr self, const caf::actor& subscriber) {
+caf::error own_subscriber(self_ptr self, const door& d,
+                          const caf::actor& subscriber) {
   const auto& from = self->current_sender();
+  // A remote client's subscriber is on its own node, never on the door's
+  // (or it could have the relay message the node's own actors); only a
+  // door made for a client in this process (never published) takes local
+  // ones.
   if (!subscriber || !from || subscriber.node() != from->node()
-      || subscriber.node() == self->node())
+      || (!d.cfg.in_process && subscriber.node() == self->node()))
     return make_error(errc::forbidden,
                       "the subscriber must be an actor of the asking client");
   return {};
@@ -383,7 +388,7 @@ client_door_actor spawn_client_door(caf::actor_system& sys, api_actor api,
         [self, d](client_atom, std::string& key, subscribe_atom,
                   std::string& id, caf::actor& subscriber) {
           // Before the promise: making it takes the sender from the message.
-          auto mine = own_subscriber(self, subscriber);
+          auto mine = own_subscriber(self, *d, subscriber);
           auto rp = self->make_response_promise<job_record>();
           auto who = d->admit(key, http::scope_read);
           caf::error err = who ? std::move(mine) : who.error();
@@ -427,7 +432,7 @@ client_door_actor spawn_client_door(caf::actor_system& sys, api_actor api,
           // Only a subscription of the asking client's own actors, and only
           // one the door made.
           if (!d->admit(key, http::scope_read)
-              || own_subscriber(self, subscriber))
+              || own_subscriber(self, *d, subscriber))
             return;
           auto i = d->relays.find(std::make_pair(subscriber.address(), id));
           if (i != d->relays.end())

@@ -33,6 +33,11 @@ struct client_door_config {
   size_t max_batch_bytes = size_t{8} << 20;
   /// How long the door waits for the node API (--http-request-timeout).
   std::chrono::milliseconds timeout{10000};
+  /// A door for a client in this process (gateway/local_client.hpp), never
+  /// published: progress subscribers are actors of this node. A published
+  /// door refuses those (a remote client could otherwise point the relay
+  /// at the node's own actors).
+  bool in_process = false;
 };
 
 /// A door in front of `api` (the node API actor).

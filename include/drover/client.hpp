@@ -26,7 +26,13 @@
 // spent rate and an overloaded node are retried with jittered backoff (a
 // lost connection on the next address) within the call's time. Thread-safe:
 // calls may come from several threads at once.
+//
+// In-process code (a program that embeds a node's job system: examples,
+// tests, tools) uses the same class: gateway/local_client.hpp makes one
+// attached to a client door of its own in the same actor system, with the
+// same key checks and no network.
 
+#include "runtime/client_protocol.hpp"
 #include "runtime/job_api.hpp"
 #include "runtime/model.hpp"
 #include "runtime/submit.hpp"
@@ -75,6 +81,15 @@ class client {
 public:
   /// Checks the options (errc::bad_config); connects on first use.
   static caf::expected<std::unique_ptr<client>> make(client_options opts);
+
+  /// A client of `door`, a client door in this process and in `sys`
+  /// (gateway/local_client.hpp spawns one): the same calls, no network, no
+  /// other address (`opts.nodes` must be empty; errc::bad_config).
+  /// `on_close` runs when the client is destroyed (it stops the door).
+  static caf::expected<std::unique_ptr<client>>
+  attach(caf::actor_system& sys, client_door_actor door, client_options opts,
+         std::function<void()> on_close = {});
+
   ~client();
   client(const client&) = delete;
   client& operator=(const client&) = delete;

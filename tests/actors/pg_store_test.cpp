@@ -2,7 +2,6 @@
 // system (real threads, real PostgreSQL). Waits are on events with
 // deadlines; each test case has a database of its own.
 
-#include "actors/client.hpp"
 #include "actors/job_system.hpp"
 #include "actors/pg_store.hpp"
 #include "runtime/errors.hpp"
@@ -10,6 +9,7 @@
 #include "runtime/pg_lease.hpp"
 #include "runtime/type_ids.hpp"
 #include "support/actor_config.hpp"
+#include "support/direct_client.hpp"
 #include "support/test_db.hpp"
 
 #include <caf/actor_system.hpp>
@@ -68,7 +68,7 @@ struct pg_node {
   std::shared_ptr<job_system_handles> handles
       = std::make_shared<job_system_handles>();
   supervisor_actor root;
-  job_client client;
+  test::direct_client client;
 
   explicit pg_node(const std::string& url,
                    std::map<std::string, uint32_t> slots = {{"cpu", 2}},
@@ -189,7 +189,7 @@ TEST_CASE("concurrent duplicate submissions create one job",
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
     pool.emplace_back([&, t] {
-      job_client c{node.sys, node.handles, 30s};
+      test::direct_client c{node.sys, node.handles, 30s};
       auto rec = c.submit(req);
       got[static_cast<size_t>(t)] = rec ? rec->job_id : describe(rec.error());
     });
@@ -224,7 +224,7 @@ TEST_CASE("group commit: concurrent submits share transactions",
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
     pool.emplace_back([&] {
-      job_client c{node.sys, node.handles, 30s};
+      test::direct_client c{node.sys, node.handles, 30s};
       auto req = request("sleep", R"({"ms": 0})");
       req.resources = {{"nowhere", 1}};
       for (int i = 0; i < per_thread; ++i)
