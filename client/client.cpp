@@ -34,6 +34,8 @@ caf::expected<std::unique_ptr<client>> client::make(client_options opts) {
     return bad_options("client: no node address");
   if (auto err = check_timeouts(opts))
     return err;
+  if (auto err = check_tls(opts.tls, "client: tls."))
+    return err;
   auto p = std::make_unique<impl>();
   for (const auto& n : opts.nodes) {
     auto a = parse_address(n, "client: node address");
@@ -44,6 +46,7 @@ caf::expected<std::unique_ptr<client>> client::make(client_options opts) {
   p->opts = std::move(opts);
   register_types(p->cfg);
   p->cfg.load<caf::io::middleman>();
+  use_tls(p->opts.tls, p->cfg);
   p->cfg.set("scheduler.max-threads", size_t{2});
   p->owned_sys = std::make_unique<caf::actor_system>(p->cfg);
   p->sys = p->owned_sys.get();
@@ -60,6 +63,9 @@ client::attach(caf::actor_system& sys, client_door_actor door,
     return bad_options("client: no door to attach to");
   if (auto err = check_timeouts(opts))
     return err;
+  if (opts.tls.enabled())
+    return bad_options("client: a client attached to a door in this process "
+                       "takes no TLS settings (nothing crosses a network)");
   auto p = std::make_unique<impl>();
   p->opts = std::move(opts);
   p->sys = &sys;

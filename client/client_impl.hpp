@@ -173,7 +173,8 @@ struct client::impl {
       }
       auto d = connect_client_door(
           *sys, a.host, a.port,
-          std::min(left(deadline), std::chrono::milliseconds{5000}));
+          std::min(left(deadline), std::chrono::milliseconds{5000}),
+          opts.tls.enabled());
       if (d) {
         std::lock_guard<std::mutex> guard{mx};
         if (!door)
@@ -220,7 +221,7 @@ struct client::impl {
         return f->second;
     }
     auto d = connect_client_door(*sys, addresses[i].host, addresses[i].port,
-                                 short_budget(deadline));
+                                 short_budget(deadline), opts.tls.enabled());
     if (!d)
       return d;
     std::lock_guard<std::mutex> guard{mx};

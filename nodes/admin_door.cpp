@@ -7,6 +7,8 @@
 #include <caf/actor_system.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+#include <caf/openssl/publish.hpp>
 #include <caf/send.hpp>
 
 namespace drover::node {
@@ -24,7 +26,8 @@ caf::expected<admin_door> admin_door::open(caf::actor_system& sys,
   dc.max_batch = gw->max_batch;
   dc.max_batch_bytes = gw->limits.max_body_bytes;
   dc.timeout = gw->request_timeout;
-  admin_door d{std::move(dc), std::move(api), cfg.admin_host};
+  admin_door d{std::move(dc), std::move(api), cfg.admin_host,
+               tls_files_of(cfg).enabled()};
   if (auto err = d.publish(sys, cfg.admin_port))
     return err;
   return d;
@@ -32,7 +35,8 @@ caf::expected<admin_door> admin_door::open(caf::actor_system& sys,
 
 caf::error admin_door::publish(caf::actor_system& sys, uint16_t port) {
   door_ = spawn_client_door(sys, api_, config_);
-  auto bound = sys.middleman().publish(door_, port, host_.c_str(), true);
+  auto bound = tls_ ? caf::openssl::publish(door_, port, host_.c_str(), true)
+                    : sys.middleman().publish(door_, port, host_.c_str(), true);
   if (!bound) {
     caf::anon_send_exit(door_, caf::exit_reason::kill);
     return make_error(errc::unavailable, "cannot listen on " + host_ + ':'
@@ -44,7 +48,14 @@ caf::error admin_door::publish(caf::actor_system& sys, uint16_t port) {
 }
 
 caf::error admin_door::reopen(caf::actor_system& sys) {
-  sys.middleman().unpublish(door_, port_);
+  if (tls_)
+    // caf::openssl::unpublish does not compile in CAF 0.17 (it sends the
+    // wrong atom): the same request by hand. Enqueued before publish's
+    // request to the same actor, so it is handled first.
+    caf::anon_send(sys.openssl_manager().actor_handle(),
+                   caf::unpublish_atom::value, door_.address(), port_);
+  else
+    sys.middleman().unpublish(door_, port_);
   auto err = publish(sys, port_);
   if (err)
     log::error("admin",

@@ -20,8 +20,10 @@ namespace drover::node {
 
 class admin_door {
 public:
-  /// Publishes a door in front of `api` on --admin-host:--admin-port.
-  /// errc::bad_config for bad keys; errc::unavailable if it cannot listen.
+  /// Publishes a door in front of `api` on --admin-host:--admin-port,
+  /// with the node's mutual TLS when it has --tls-* (clients then present
+  /// a certificate of the cluster's CA, runtime/tls.hpp). errc::bad_config
+  /// for bad keys; errc::unavailable if it cannot listen.
   static caf::expected<admin_door> open(caf::actor_system& sys,
                                         const node_config& cfg, api_actor api);
 
@@ -41,8 +43,11 @@ public:
   void close();
 
 private:
-  admin_door(client_door_config dc, api_actor api, std::string host)
-      : config_(std::move(dc)), api_(std::move(api)), host_(std::move(host)) {
+  admin_door(client_door_config dc, api_actor api, std::string host, bool tls)
+      : config_(std::move(dc)),
+        api_(std::move(api)),
+        host_(std::move(host)),
+        tls_(tls) {
     // nop
   }
 
@@ -51,6 +56,7 @@ private:
   client_door_config config_;
   api_actor api_;
   std::string host_;
+  bool tls_ = false;
   uint16_t port_ = 0;
   client_door_actor door_;
 };

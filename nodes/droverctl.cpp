@@ -31,6 +31,7 @@
 #include "runtime/client_protocol.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/resources.hpp"
+#include "runtime/tls.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/actor_system.hpp>
@@ -203,6 +204,7 @@ int main(int argc, char** argv) {
   std::string input, priority_name, run_at, key, tenant, status_name, after;
   std::string type_filter, key_file, rate_key, breaker_key, resources;
   std::string concurrency_key, nodes_list;
+  tls_files tls;
   int64_t concurrency_limit = 1;
   std::string reason = "cancelled with droverctl";
   int64_t delay_ms = -1, max_attempts = -1, job_timeout_ms = -1;
@@ -220,8 +222,14 @@ int main(int argc, char** argv) {
       "retry/purge --all to each (instead of --host and --port)")(
       "timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
       "give up on one request after this long")(
-      "api-key-file", po::value(&key_file),
-      "read the API key from this file (default: $DROVER_API_KEY)")(
+      "tls-certificate", po::value(&tls.certificate),
+      "a node with TLS: this client's certificate chain (PEM), signed by "
+      "the cluster's CA")("tls-key", po::value(&tls.key),
+                          "its unencrypted private key (PEM)")(
+      "tls-ca", po::value(&tls.ca),
+      "the cluster's CA (PEM): the node must present a certificate it "
+      "signed")("api-key-file", po::value(&key_file),
+                "read the API key from this file (default: $DROVER_API_KEY)")(
       "json", "print the HTTP API's JSON for the same object")(
       "input", po::value(&input), "submit: job input (JSON)")(
       "priority", po::value(&priority_name), "submit: high, normal or low")(
@@ -400,9 +408,12 @@ int main(int argc, char** argv) {
   } else if (const char* env = std::getenv("DROVER_API_KEY")) {
     api_key = env;
   }
+  if (auto err = check_tls(tls, "--tls-"))
+    return usage_fail(describe(err));
   caf::actor_system_config cfg;
   register_types(cfg);
   cfg.load<caf::io::middleman>();
+  use_tls(tls, cfg);
   cfg.set("scheduler.max-threads", size_t{1});
   caf::actor_system sys{cfg};
   // Connecting counts against --timeout-ms too: a node that accepts and
@@ -412,7 +423,7 @@ int main(int argc, char** argv) {
   ctl::door_set all_doors;
   if (addresses.size() == 1) {
     auto one = connect_client_door(sys, addresses[0].host, addresses[0].port,
-                                   timeout);
+                                   timeout, tls.enabled());
     if (!one) {
       std::cerr << "droverctl: " << describe(one.error()) << '\n';
       return is(one.error(), errc::forbidden) ? failed : unavailable;
@@ -420,7 +431,7 @@ int main(int argc, char** argv) {
     node = *one;
     all_doors.doors.push_back(node);
   } else {
-    all_doors = ctl::connect_all(sys, addresses, timeout);
+    all_doors = ctl::connect_all(sys, addresses, timeout, tls.enabled());
     if (all_doors.doors.empty()) {
       std::cerr << "droverctl: no node answered (" << all_doors.failures
                 << ")\n";

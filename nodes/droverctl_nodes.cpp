@@ -11,10 +11,10 @@ namespace drover::ctl {
 
 door_set connect_all(caf::actor_system& sys,
                      const std::vector<coordinator_address>& addresses,
-                     std::chrono::milliseconds timeout) {
+                     std::chrono::milliseconds timeout, bool tls) {
   door_set out;
   for (const auto& a : addresses) {
-    auto d = connect_client_door(sys, a.host, a.port, timeout);
+    auto d = connect_client_door(sys, a.host, a.port, timeout, tls);
     if (d)
       out.doors.push_back(*d);
     else

@@ -26,10 +26,11 @@ struct door_set {
   std::string failures;
 };
 
-/// Connects to every address, each within `timeout`.
+/// Connects to every address, each within `timeout` (`tls`: through CAF's
+/// OpenSSL module).
 door_set connect_all(caf::actor_system& sys,
                      const std::vector<coordinator_address>& addresses,
-                     std::chrono::milliseconds timeout);
+                     std::chrono::milliseconds timeout, bool tls);
 
 /// The map the doors answer (their owned partitions); not loaded when none
 /// answered.

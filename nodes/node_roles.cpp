@@ -24,8 +24,6 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include <openssl/ssl.h>
-
 #include <csignal>
 #include <set>
 #include <thread>
@@ -35,30 +33,7 @@
 namespace drover::node {
 
 caf::error check_tls(const node_config& cfg) {
-  if (cfg.tls_certificate.empty())
-    return caf::none;
-  auto bad = [](const std::string& what) {
-    return make_error(errc::bad_config, what);
-  };
-  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx{
-      SSL_CTX_new(TLS_method()), SSL_CTX_free};
-  if (!ctx)
-    return bad("TLS: cannot create an OpenSSL context");
-  if (SSL_CTX_use_certificate_chain_file(ctx.get(), cfg.tls_certificate.c_str())
-      != 1)
-    return bad("tls-certificate: cannot load '" + cfg.tls_certificate
-               + "' (PEM certificate chain)");
-  if (SSL_CTX_use_PrivateKey_file(ctx.get(), cfg.tls_key.c_str(),
-                                  SSL_FILETYPE_PEM)
-      != 1)
-    return bad("tls-key: cannot load '" + cfg.tls_key
-               + "' (unencrypted PEM private key)");
-  if (SSL_CTX_check_private_key(ctx.get()) != 1)
-    return bad("tls-key does not belong to tls-certificate");
-  if (SSL_CTX_load_verify_locations(ctx.get(), cfg.tls_ca.c_str(), nullptr)
-      != 1)
-    return bad("tls-ca: cannot load '" + cfg.tls_ca + "' (PEM certificates)");
-  return caf::none;
+  return drover::check_tls(tls_files_of(cfg), "--tls-");
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/io/middleman_actor.hpp>
+#include <caf/openssl/manager.hpp>
 #include <caf/scoped_actor.hpp>
 
 #include <algorithm>
@@ -16,11 +17,13 @@ namespace drover {
 
 caf::expected<client_door_actor>
 connect_client_door(caf::actor_system& sys, const std::string& host,
-                    uint16_t port, std::chrono::milliseconds timeout) {
+                    uint16_t port, std::chrono::milliseconds timeout,
+                    bool tls) {
   // An older door (without the partitions request) is taken too: its
   // partitions request fails, and the client routes nothing.
-  auto door = connect_within<client_door_base>(
-      sys, sys.middleman().actor_handle(), host, port, timeout);
+  auto mm = tls ? sys.openssl_manager().actor_handle()
+                : sys.middleman().actor_handle();
+  auto door = connect_within<client_door_base>(sys, mm, host, port, timeout);
   if (!door && is(door.error(), errc::forbidden))
     return make_error(errc::forbidden, "not a Drover admin port (the "
                                        "published actor speaks another "

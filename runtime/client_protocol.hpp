@@ -104,8 +104,11 @@ using client_door_actor = client_door_base::extend<
 /// one), the published interface checked before the handle is typed, as
 /// remote_actor checks it. errc::unavailable (no answer, refused, nothing
 /// published) or errc::forbidden (another protocol on that port).
+/// `tls`: through CAF's OpenSSL module (the actor system loaded it,
+/// runtime/tls.hpp), for an admin port of a node with TLS.
 caf::expected<client_door_actor>
 connect_client_door(caf::actor_system& sys, const std::string& host,
-                    uint16_t port, std::chrono::milliseconds timeout);
+                    uint16_t port, std::chrono::milliseconds timeout,
+                    bool tls = false);
 
 } // namespace drover

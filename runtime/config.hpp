@@ -11,6 +11,7 @@
 #include "runtime/concurrency.hpp"
 #include "runtime/flow_control.hpp"
 #include "runtime/log.hpp"
+#include "runtime/tls.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -298,5 +299,10 @@ log::options log_options_of(const node_config& cfg);
 
 /// Copies the CAF-relevant settings into an actor system config.
 void apply(const node_config& cfg, caf::actor_system_config& caf_cfg);
+
+/// The node's TLS files (--tls-certificate, --tls-key, --tls-ca).
+inline tls_files tls_files_of(const node_config& cfg) {
+  return {cfg.tls_certificate, cfg.tls_key, cfg.tls_ca};
+}
 
 } // namespace drover

@@ -36,6 +36,7 @@
 #include "runtime/job_api.hpp"
 #include "runtime/model.hpp"
 #include "runtime/submit.hpp"
+#include "runtime/tls.hpp"
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
@@ -61,6 +62,10 @@ struct client_options {
   /// Reconnection backoff: first delay and cap (jittered, runtime/backoff).
   std::chrono::milliseconds reconnect_initial{100};
   std::chrono::milliseconds reconnect_max{5000};
+  /// The cluster's TLS (coordinators started with --tls-*): this client's
+  /// certificate and key, signed by the cluster's CA, and that CA. All
+  /// three or none (none: plain TCP, which a TLS admin port refuses).
+  tls_files tls;
 };
 
 /// What a submission made (or found again: a retry with the same key).

@@ -8,6 +8,7 @@
 // Waits are on events with deadlines: a "ready"/"joined" line, a process
 // exit, or a query re-run until it holds.
 
+#include "drover/client.hpp"
 #include "runtime/join_proof.hpp"
 #include "runtime/pg.hpp"
 #include "runtime/type_ids.hpp"
@@ -378,17 +379,38 @@ struct test_pki {
 
 } // namespace
 
-TEST_CASE("mutual TLS on the cluster port: a worker with a certificate from "
-          "the cluster's CA joins and runs jobs, one without TLS or with "
-          "another CA's certificate never gets in",
+TEST_CASE("mutual TLS on the cluster and admin ports: a worker or client "
+          "with a certificate from the cluster's CA gets in and runs jobs, "
+          "one without TLS or with another CA's certificate never does",
           "[pg][cluster][process][tls]") {
   test_pki pki{"drover-cluster-ca"};
   pki.issue("coord");
   pki.issue("w1");
+  pki.issue("ctl");
   test_pki rogue{"someone-else-ca"};
   rogue.issue("w3");
+  rogue.issue("ctl");
   cluster c;
   c.start_coordinator(pki.args("coord", pki));
+  // The admin port has the node's TLS: droverctl with the cluster's
+  // certificates gets in, without TLS or with another CA's it does not
+  // (exit 3: unavailable, the handshake fails before any message).
+  c.ctl_args = pki.args("ctl", pki);
+  {
+    auto [prc, plain] = droverctl(
+        {"nodes", "--port", c.admin, "--json", "--timeout-ms", "3000"});
+    CHECK(prc == 3);
+    auto [rrc, strange] = droverctl(
+        {"nodes", "--port", c.admin, "--json", "--timeout-ms", "3000",
+         "--tls-certificate", rogue.path("ctl.pem"), "--tls-key",
+         rogue.path("ctl.key"), "--tls-ca", rogue.path("ca.pem")});
+    CHECK(rrc == 3);
+    // Incomplete TLS settings are a usage error.
+    auto [urc, usage] = droverctl(
+        {"nodes", "--port", c.admin, "--tls-certificate", pki.path("ctl.pem")});
+    CHECK(urc == 2);
+    CHECK(usage.find("all three") != std::string::npos);
+  }
   c.start_worker("w1", pki.args("w1", pki));
   auto job = c.submit(100);
   c.check_all_done_once({job}, 20s);
@@ -400,7 +422,7 @@ TEST_CASE("mutual TLS on the cluster port: a worker with a certificate from "
   // the coordinator's): refused in the handshake.
   c.start_worker("w3", rogue.args("w3", rogue), false);
   CHECK(c.wait_log("w3", "cannot reach the coordinator", 15s));
-  auto [rc, nodes] = droverctl({"nodes", "--port", c.admin, "--json"});
+  auto [rc, nodes] = c.ctl({"nodes", "--port", c.admin, "--json"});
   REQUIRE(rc == 0);
   CHECK(nodes.find(R"("node":"w1")") != std::string::npos);
   CHECK(nodes.find(R"("node":"w2")") == std::string::npos);
@@ -414,6 +436,36 @@ TEST_CASE("mutual TLS on the cluster port: a worker with a certificate from "
   CHECK(node_of(c.worker_of(after)) == "w1");
   CHECK(c.log_count("w1", "lost the coordinator") == 0);
   CHECK(c.log_count("coord", "lost the connection to a worker node") == 0);
+  // The client API with the cluster's certificates submits and follows a
+  // job; without them it gets no answer, with half of them it refuses.
+  {
+    client_options opts;
+    opts.nodes = {"127.0.0.1:" + c.admin};
+    opts.tls = {pki.path("ctl.pem"), pki.path("ctl.key"), pki.path("ca.pem")};
+    opts.timeout = 20s;
+    auto tls_client = client::make(opts);
+    REQUIRE(tls_client);
+    submit_request req;
+    req.type = "sleep";
+    req.input = R"({"ms": 10})";
+    auto sub = (*tls_client)->submit(req);
+    INFO((sub ? std::string{} : describe(sub.error())));
+    REQUIRE(sub);
+    auto done = (*tls_client)->wait(sub->job.job_id, 20s);
+    REQUIRE(done);
+    CHECK(done->status == job_status::completed);
+    opts.tls = {};
+    opts.timeout = 3s;
+    auto plain = client::make(opts);
+    REQUIRE(plain);
+    auto refused = (*plain)->get(sub->job.job_id);
+    REQUIRE_FALSE(refused);
+    CHECK(is(refused.error(), errc::unavailable));
+    opts.tls.certificate = pki.path("ctl.pem");
+    auto half = client::make(opts);
+    REQUIRE_FALSE(half);
+    CHECK(is(half.error(), errc::bad_config));
+  }
   // Incomplete TLS settings stop a node at start (exit 2).
   auto [brc, bout] = drover::testing::run_to_exit(
       {DROVER_NODE_BIN, "--roles", "worker", "--coordinator", "127.0.0.1:1",

@@ -62,6 +62,9 @@ struct cluster {
   uint16_t cluster_port = free_port();
   std::unique_ptr<process> coordinator;
   std::string admin;
+  /// Added to every droverctl command the cluster runs (the client's TLS
+  /// settings against coordinators with TLS).
+  std::vector<std::string> ctl_args;
   std::map<std::string, std::unique_ptr<process>> workers;
   std::map<std::string, std::unique_ptr<process>> standbys;
   std::vector<uint16_t> standby_ports;
@@ -204,8 +207,7 @@ struct cluster {
                                         : std::string{})
                            + "}"
                      : std::string{R"({"argv":["true"]})"};
-    auto [rc, out]
-        = droverctl({"submit", type, "--port", admin, "--input", input});
+    auto [rc, out] = ctl({"submit", type, "--port", admin, "--input", input});
     INFO(out);
     REQUIRE(rc == 0);
     return job_id_of(out);
@@ -243,11 +245,17 @@ struct cluster {
     }
   }
 
+  /// droverctl with `args` and ctl_args.
+  std::pair<int, std::string> ctl(std::vector<std::string> args) const {
+    args.insert(args.end(), ctl_args.begin(), ctl_args.end());
+    return droverctl(std::move(args));
+  }
+
   /// The worker (node/slot) that ran the job's last attempt, as the
   /// coordinator at admin port `via` (default: this cluster's) reads it.
   std::string worker_of(const std::string& job, const std::string& via = {}) {
-    auto [rc, out] = droverctl(
-        {"get", job, "--port", via.empty() ? admin : via, "--json"});
+    auto [rc, out]
+        = ctl({"get", job, "--port", via.empty() ? admin : via, "--json"});
     REQUIRE(rc == 0);
     auto key = std::string{"\"worker_id\":\""};
     auto pos = out.find(key);
