@@ -6,6 +6,7 @@
 #include "runtime/detail/config_admission.hpp"
 #include "runtime/detail/config_cluster.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/ip_address.hpp"
 
 #include <kj/encoding.h>
 
