@@ -56,16 +56,23 @@ caf::expected<std::unique_ptr<client>> client::make(client_options opts) {
 caf::expected<std::unique_ptr<client>>
 client::attach(caf::actor_system& sys, client_door_actor door,
                client_options opts, std::function<void()> on_close) {
-  if (!opts.nodes.empty())
-    return bad_options("client: a client attached to a door in this process "
-                       "takes no node addresses");
-  if (!door)
-    return bad_options("client: no door to attach to");
-  if (auto err = check_timeouts(opts))
+  // Refused: `on_close` runs at once (what it stops is not used).
+  auto refuse = [&on_close](caf::error err) {
+    if (on_close)
+      on_close();
     return err;
+  };
+  if (!opts.nodes.empty())
+    return refuse(bad_options("client: a client attached to a door in this "
+                              "process takes no node addresses"));
+  if (!door)
+    return refuse(bad_options("client: no door to attach to"));
+  if (auto err = check_timeouts(opts))
+    return refuse(std::move(err));
   if (opts.tls.enabled())
-    return bad_options("client: a client attached to a door in this process "
-                       "takes no TLS settings (nothing crosses a network)");
+    return refuse(bad_options("client: a client attached to a door in this "
+                              "process takes no TLS settings (nothing "
+                              "crosses a network)"));
   auto p = std::make_unique<impl>();
   p->opts = std::move(opts);
   p->sys = &sys;

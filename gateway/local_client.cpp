@@ -21,10 +21,8 @@ caf::expected<std::unique_ptr<client>> local_client(
     caf::anon_send_exit(d, caf::exit_reason::kill);
     caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
   };
-  auto c = client::attach(sys, d, std::move(opts), stop);
-  if (!c)
-    stop(); // refused options: nothing stays behind
-  return c;
+  // Refused options: attach runs `stop` at once, nothing stays behind.
+  return client::attach(sys, d, std::move(opts), stop);
 }
 
 } // namespace drover

@@ -1,6 +1,7 @@
 #include "nodes/admin_door.hpp"
 
 #include "nodes/node_setup.hpp"
+#include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/log.hpp"
 
@@ -9,7 +10,11 @@
 #include <caf/io/middleman.hpp>
 #include <caf/openssl/manager.hpp>
 #include <caf/openssl/publish.hpp>
+#include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
+
+#include <chrono>
+#include <thread>
 
 namespace drover::node {
 
@@ -47,16 +52,40 @@ caf::error admin_door::publish(caf::actor_system& sys, uint16_t port) {
   return {};
 }
 
+void admin_door::unpublish(caf::actor_system& sys) {
+  if (!tls_) {
+    sys.middleman().unpublish(door_, port_); // blocks until it is done
+    return;
+  }
+  // caf::openssl::unpublish does not compile in CAF 0.17 (it sends the
+  // wrong atom): the same request by hand, waited for like the plain one.
+  // The old listener must be closed before the new door binds the port
+  // (CAF sets SO_REUSEADDR only: a second listener is refused).
+  caf::scoped_actor self{sys};
+  self->request(sys.openssl_manager().actor_handle(), std::chrono::seconds{5},
+                caf::unpublish_atom::value, door_.address(), port_)
+      .receive([] {},
+               [](caf::error& err) {
+                 log::warn("admin",
+                           "unpublishing the stopped door failed; "
+                           "publishing the new one anyway",
+                           {{"error", describe(err)}});
+               });
+}
+
 caf::error admin_door::reopen(caf::actor_system& sys) {
-  if (tls_)
-    // caf::openssl::unpublish does not compile in CAF 0.17 (it sends the
-    // wrong atom): the same request by hand. Enqueued before publish's
-    // request to the same actor, so it is handled first.
-    caf::anon_send(sys.openssl_manager().actor_handle(),
-                   caf::unpublish_atom::value, door_.address(), port_);
-  else
-    sys.middleman().unpublish(door_, port_);
-  auto err = publish(sys, port_);
+  unpublish(sys);
+  // A few tries with backoff: the port may take a moment to be free.
+  backoff_counter backoff{backoff_schedule{std::chrono::milliseconds{50},
+                                           std::chrono::milliseconds{1000}, 2.0,
+                                           0.2}};
+  caf::error err;
+  for (int attempt = 1; attempt <= 5; ++attempt) {
+    err = publish(sys, port_);
+    if (!err)
+      break;
+    std::this_thread::sleep_for(backoff.next());
+  }
   if (err)
     log::error("admin",
                "the admin port's door stopped and could not be "

@@ -53,6 +53,9 @@ private:
 
   caf::error publish(caf::actor_system& sys, uint16_t port);
 
+  /// Closes the stopped door's listener and waits until it is closed.
+  void unpublish(caf::actor_system& sys);
+
   client_door_config config_;
   api_actor api_;
   std::string host_;

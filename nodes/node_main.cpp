@@ -190,7 +190,7 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
       drover::log::error("node", drover::describe(err));
       return 2;
     }
-    drover::node::tls_errors_linked();
+    drover::tls_errors_linked();
     caf_cfg.load<caf::openssl::manager>();
   }
   // Read after the switch to --run-as, as the node's user, like the TLS key.

@@ -68,10 +68,6 @@ struct worker_shared {
 /// naming the file.
 caf::error check_tls(const node_config& cfg);
 
-/// Does nothing; calling it links nodes/tls_errors.cpp (the OpenSSL error
-/// queue fix for CAF's TLS) into the program from the static library.
-void tls_errors_linked();
-
 /// The worker node's subtree: "worker" (one_for_all) with the agent, then
 /// the local workers (one per slot) that run what it is leased. With
 /// --share-partitions, "worker" (one_for_one) holds one such subtree per

@@ -50,6 +50,7 @@ void use_tls(const tls_files& files, caf::actor_system_config& cfg) {
   cfg.openssl_key = files.key;
   cfg.openssl_cafile = files.ca;
   cfg.load<caf::openssl::manager>();
+  tls_errors_linked();
 }
 
 } // namespace drover

@@ -36,7 +36,11 @@ struct tls_files {
 caf::error check_tls(const tls_files& files, const std::string& prefix);
 
 /// Has `cfg` load CAF's OpenSSL module with `files` (enabled ones only;
-/// check_tls first).
+/// check_tls first), with the OpenSSL error-queue fix linked in.
 void use_tls(const tls_files& files, caf::actor_system_config& cfg);
+
+/// Does nothing; calling it links runtime/tls_errors.cpp (the OpenSSL error
+/// queue fix for CAF's TLS) into the program from the static library.
+void tls_errors_linked();
 
 } // namespace drover

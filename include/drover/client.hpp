@@ -89,8 +89,11 @@ public:
 
   /// A client of `door`, a client door in this process and in `sys`
   /// (gateway/local_client.hpp spawns one): the same calls, no network, no
-  /// other address (`opts.nodes` must be empty; errc::bad_config).
-  /// `on_close` runs when the client is destroyed (it stops the door).
+  /// other address (`opts.nodes` and `opts.tls` must be empty;
+  /// errc::bad_config). `on_close` runs when the client is destroyed, or
+  /// at once if attach refuses (it stops the door). Destroy the client
+  /// before `sys`: an actor system waits for its actors, and only
+  /// `on_close` stops these.
   static caf::expected<std::unique_ptr<client>>
   attach(caf::actor_system& sys, client_door_actor door, client_options opts,
          std::function<void()> on_close = {});

@@ -9,8 +9,10 @@
 // exit, or a query re-run until it holds.
 
 #include "drover/client.hpp"
+#include "runtime/client_protocol.hpp"
 #include "runtime/join_proof.hpp"
 #include "runtime/pg.hpp"
+#include "runtime/tls.hpp"
 #include "runtime/type_ids.hpp"
 #include "support/cluster.hpp"
 #include "support/gateway_node.hpp"
@@ -430,7 +432,7 @@ TEST_CASE("mutual TLS on the cluster and admin ports: a worker or client "
   // The strangers' failed handshakes cost the joined worker nothing: it
   // keeps its connection (a failed handshake once left an error in
   // OpenSSL's per-thread queue that failed the next TLS read of another
-  // connection, see nodes/tls_errors.cpp).
+  // connection, see runtime/tls_errors.cpp).
   auto after = c.submit(100);
   c.check_all_done_once({after}, 20s);
   CHECK(node_of(c.worker_of(after)) == "w1");
@@ -465,6 +467,25 @@ TEST_CASE("mutual TLS on the cluster and admin ports: a worker or client "
     auto half = client::make(opts);
     REQUIRE_FALSE(half);
     CHECK(is(half.error(), errc::bad_config));
+  }
+  // Anyone with a certificate can kill the door (CAF lets no actor refuse
+  // exit_reason::kill): the node puts a new one on the same TLS port (the
+  // old listener closed first, or the port would still be taken).
+  {
+    caf::actor_system_config cfg;
+    register_types(cfg);
+    cfg.load<caf::io::middleman>();
+    use_tls({pki.path("ctl.pem"), pki.path("ctl.key"), pki.path("ca.pem")},
+            cfg);
+    caf::actor_system sys{cfg};
+    auto door = connect_client_door(
+        sys, "127.0.0.1", static_cast<uint16_t>(std::stoi(c.admin)), 10s, true);
+    REQUIRE(door);
+    caf::anon_send_exit(*door, caf::exit_reason::kill);
+    CHECK(c.wait_log("coord", "a new one serves the same port", 20s));
+    CHECK(c.log_count("coord", "could not be put back") == 0);
+    auto [grc, got] = c.ctl({"get", after, "--port", c.admin, "--json"});
+    CHECK(grc == 0);
   }
   // Incomplete TLS settings stop a node at start (exit 2).
   auto [brc, bout] = drover::testing::run_to_exit(

@@ -13,10 +13,11 @@
 // worker (tests/nodes/cluster_test.cpp, mutual TLS; found under
 // ThreadSanitizer, where the reconnects showed in the logs).
 //
-// These definitions live in the program (drover-node, or a worker program
-// linking Drover::worker): node_main calls tls_errors_linked(), so the
-// linker takes this file out of the static library into the program even
-// though nothing calls SSL_read here by name. The dynamic linker
+// These definitions live in the program (drover-node, droverctl, a worker
+// program linking Drover::worker, a client program linking Drover::client):
+// use_tls() (runtime/tls.hpp) and node_main call tls_errors_linked(), so
+// the linker takes this file out of the static library into the program
+// even though nothing calls SSL_read here by name. The dynamic linker
 // resolves libcaf_openssl's references to these functions to the
 // executable's definitions first; each clears the queue and calls
 // libssl's. Clearing before each call is what OpenSSL's documentation asks
@@ -27,7 +28,7 @@
 
 #include <dlfcn.h>
 
-#include "nodes/node_roles.hpp"
+#include "runtime/tls.hpp"
 
 namespace {
 
@@ -70,6 +71,6 @@ int SSL_connect(SSL* ssl) {
 
 } // extern "C"
 
-void drover::node::tls_errors_linked() {
+void drover::tls_errors_linked() {
   // nop: see the file comment
 }
