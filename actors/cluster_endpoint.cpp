@@ -380,7 +380,15 @@ void gather(endpoint_actor self,
     };
     self->request(m.link, std::chrono::seconds{5}, Atom::value)
         .then([one](What& n) { one(&n); },
-              [one](caf::error&) { one(nullptr); });
+              [one, node_id](caf::error& err) {
+                // The view goes without this node (it left meanwhile, or
+                // its link is busy).
+                log::debug("cluster",
+                           "a worker node's link did not answer "
+                           "for a view",
+                           {{"node", node_id}, {"error", describe(err)}});
+                one(nullptr);
+              });
   }
 }
 

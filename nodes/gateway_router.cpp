@@ -135,7 +135,14 @@ void refresh(self_ptr self, const state_ptr& st, std::function<void()> then) {
               if (--*pending == 0)
                 finish();
             },
-            [pending, finish](caf::error&) {
+            [i, pending, finish](caf::error& err) {
+              // Its last map stays in use until the next round (a lost
+              // coordinator is forgotten by its joiner, not here).
+              log::debug("gateway",
+                         "a coordinator did not answer for its "
+                         "partitions",
+                         {{"coordinator", static_cast<int64_t>(i + 1)},
+                          {"error", describe(err)}});
               if (--*pending == 0)
                 finish();
             });
