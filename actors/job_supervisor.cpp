@@ -4,12 +4,13 @@
 #include "runtime/codec.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/log.hpp"
+#include "runtime/log_caf.hpp"
 #include "runtime/retry.hpp"
 #include "runtime/submit.hpp"
 
 #include <caf/actor_system.hpp>
-#include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <optional>
 #include <random>
@@ -22,6 +23,14 @@ using timeout_atom = caf::atom_constant<caf::atom("js_timeout")>;
 using grace_atom = caf::atom_constant<caf::atom("js_grace")>;
 using persist_atom = caf::atom_constant<caf::atom("js_persist")>;
 using outcome_atom = caf::atom_constant<caf::atom("js_outcome")>;
+
+/// The job supervisor's own interface: its public one plus its timers.
+/// Only this file sees it.
+using js_impl_actor
+    = job_supervisor_actor::extend<caf::reacts_to<timeout_atom, uint32_t>,
+                                   caf::reacts_to<grace_atom, uint32_t>,
+                                   caf::reacts_to<persist_atom>,
+                                   caf::reacts_to<outcome_atom>>;
 
 // Store requests carry no timeout. The store answers every request: its
 // own I/O has a deadline (pg_store_config::io_timeout) that turns a hung
@@ -75,7 +84,7 @@ struct js_state {
   static inline const char* name = "drover.job_supervisor";
 };
 
-using self_ptr = caf::stateful_actor<js_state>*;
+using self_ptr = js_impl_actor::stateful_pointer<js_state>;
 
 int64_t now_ms(self_ptr self) {
   return self->state.cfg.clock_ms();
@@ -301,7 +310,7 @@ void start_attempt(self_ptr self) {
             l.checkpoint = st.rec.checkpoint;
             l.attempt = st.attempt;
             self->send(st.cfg.worker, run_atom::value, std::move(l),
-                       caf::actor{self});
+                       job_supervisor_actor{self});
             if (st.rec.spec.timeout_ms > 0)
               self->delayed_send(
                   self, std::chrono::milliseconds{st.rec.spec.timeout_ms},
@@ -463,10 +472,14 @@ void on_done(self_ptr self, completion& c) {
   fail_attempt(self, {"cancelled", "cancelled", false}, std::move(events));
 }
 
-caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
+js_impl_actor::behavior_type job_supervisor_impl(self_ptr self,
+                                                 job_supervisor_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.rng.seed(static_cast<std::minstd_rand::result_type>(st.cfg.seed));
+  // A stray message must not end the job's supervision (CAF's default for
+  // typed actors quits).
+  self->set_default_handler(log_and_drop);
   self->set_error_handler([self](caf::error& err) {
     log_failure(self, "unexpected error message", err);
   });
@@ -647,8 +660,9 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
 
 } // namespace
 
-caf::actor spawn_job_supervisor(caf::actor_system& sys,
-                                job_supervisor_config config) {
+job_supervisor_actor spawn_job_supervisor(caf::actor_system& sys,
+                                          job_supervisor_config config) {
+  // The private extension converts to its public subset: no actor_cast.
   return sys.spawn(job_supervisor_impl, std::move(config));
 }
 
