@@ -49,8 +49,8 @@ using flow_load_atom = caf::atom_constant<caf::atom("q_fload")>;
 // Store requests carry no timeout: the store answers every request (its
 // I/O has its own deadline) and the queue monitors the store for the one
 // case that leaves requests unanswered, the store's death (see
-// actors/job_supervisor.cpp). One clock entry per request was the
-// largest part of CAF's clock-thread cost in a drain.
+// actors/detail/job_supervisor_state.hpp). One clock entry per request
+// was the largest part of CAF's clock-thread cost in a drain.
 constexpr auto store_timeout = caf::infinite;
 
 /// Backoff of reconcile() and of recovery while the store can't answer.
