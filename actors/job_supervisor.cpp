@@ -1,85 +1,16 @@
 #include "actors/job_supervisor.hpp"
 
-#include "runtime/backoff.hpp"
-#include "runtime/codec.hpp"
+#include "actors/detail/job_supervisor_state.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/log.hpp"
-#include "runtime/retry.hpp"
+#include "runtime/log_caf.hpp"
 #include "runtime/submit.hpp"
 
 #include <caf/actor_system.hpp>
-#include <caf/event_based_actor.hpp>
-#include <caf/stateful_actor.hpp>
-
-#include <optional>
-#include <random>
 
 namespace drover {
 
-namespace {
-
-using timeout_atom = caf::atom_constant<caf::atom("js_timeout")>;
-using grace_atom = caf::atom_constant<caf::atom("js_grace")>;
-using persist_atom = caf::atom_constant<caf::atom("js_persist")>;
-using outcome_atom = caf::atom_constant<caf::atom("js_outcome")>;
-
-// Store requests carry no timeout. The store answers every request: its
-// own I/O has a deadline (pg_store_config::io_timeout) that turns a hung
-// database into an error reply. What could leave a request unanswered is
-// the store dying with it, and the supervisor monitors the store for that.
-// A timeout per request cost one entry in CAF's clock each (the clock
-// thread took 10 % of the process's CPU in a D2 drain; docs/benchmarks.md),
-// and CAF 0.17 keeps an answered request's entry until its deadline.
-constexpr auto store_timeout = caf::infinite;
-
-/// Writing an attempt's outcome again while the store is unavailable.
-const backoff_schedule outcome_backoff{
-    std::chrono::milliseconds{100}, std::chrono::milliseconds{5000}, 2.0, 0.5};
-
-enum class phase {
-  loading,  ///< reading the record
-  starting, ///< `started` being appended
-  running,  ///< the worker runs the attempt
-  stopping, ///< cancel or timeout signalled; waiting for the end or grace
-  finishing ///< outcome being written; everything else is ignored
-};
-
-struct js_state {
-  job_supervisor_config cfg;
-  job_record rec;
-  const registered_handler* handler = nullptr;
-  uint32_t attempt = 0;
-  phase current = phase::loading;
-  bool cancel_requested = false;
-  /// Who asked and why (from the API); "" = not said.
-  std::string cancel_reason;
-  bool timed_out = false;
-  /// Latest progress not yet persisted, and when progress was last written.
-  bool has_pending_progress = false;
-  progress_update pending_progress;
-  bool persist_armed = false;
-  int64_t last_persist_ms = 0;
-  /// The outcome being written (phase::finishing) and its status, kept to
-  /// write it again while the store is unavailable; the delay before the
-  /// next try.
-  std::vector<job_event> outcome;
-  job_status outcome_status = job_status::queued;
-  backoff_counter outcome_retry{outcome_backoff};
-  std::minstd_rand rng;
-  /// An adopted attempt's outcome that came while the record was still
-  /// loading: the node link forwards an outcome as soon as the queue has
-  /// given it this supervisor, which may be before the record is read.
-  /// Applied once the attempt is adopted.
-  std::optional<completion> early_outcome;
-
-  static inline const char* name = "drover.job_supervisor";
-};
-
-using self_ptr = caf::stateful_actor<js_state>*;
-
-int64_t now_ms(self_ptr self) {
-  return self->state.cfg.clock_ms();
-}
+namespace js_detail {
 
 job_event make_event(self_ptr self, event_kind kind) {
   job_event ev;
@@ -91,10 +22,12 @@ job_event make_event(self_ptr self, event_kind kind) {
 }
 
 void log_failure(self_ptr self, const std::string& what, const caf::error& err,
-                 log::level lv = log::level::error) {
+                 log::level lv) {
   log::write(lv, "job_supervisor", self->state.cfg.job_id, what,
              {{"error", describe(err)}});
 }
+
+namespace {
 
 /// Appends one event whose outcome only matters if it fails. Always a
 /// request: a plain send would get the store's reply as an unexpected
@@ -111,148 +44,6 @@ void release_worker(self_ptr self) {
   auto& st = self->state;
   self->send(st.cfg.queue, ready_atom::value, resource_class_of(st.rec.spec),
              st.cfg.worker_id, st.cfg.worker);
-}
-
-void finish(self_ptr self, job_status status) {
-  auto& st = self->state;
-  // The attempt's error code, for circuit breakers ("" = none).
-  std::string code;
-  if (status == job_status::cancelled)
-    code = "cancelled";
-  else if (status != job_status::completed)
-    for (const auto& ev : st.outcome)
-      if (!ev.error.code.empty())
-        code = ev.error.code;
-  self->send(st.cfg.queue, finished_atom::value, st.cfg.job_id, status,
-             std::move(code));
-  // CAF 0.17 keeps a dead monitor's entry in the monitored actor: remove
-  // them. The worker's matters most: a remote node's slot actor outlives
-  // thousands of attempts, and each entry kept this supervisor's memory
-  // (about 2.4 KB a job, until the node disconnected: found by
-  // drover_bench_workers).
-  self->demonitor(st.cfg.store.address());
-  if (st.cfg.worker)
-    self->demonitor(st.cfg.worker.address());
-  self->quit();
-}
-
-/// True for failures after which writing the same events again may work.
-bool worth_retrying(const caf::error& err) {
-  return is(err, errc::unavailable)
-         || (err.category() == caf::atom("system")
-             && err.code() == static_cast<uint8_t>(caf::sec::request_timeout));
-}
-
-/// Writes st.outcome; on success tells everyone (see conclude).
-void write_outcome(self_ptr self) {
-  auto& st = self->state;
-  self->request(st.cfg.store, store_timeout, append_atom::value, st.outcome)
-      .then(
-          [self](ok_atom) {
-            auto& st = self->state;
-            auto status = st.outcome_status;
-            if (status == job_status::retrying) {
-              self->send(st.cfg.publisher, changed_atom::value, st.cfg.job_id);
-              auto rec = st.rec;
-              rec.status = job_status::retrying;
-              self->send(st.cfg.queue, retry_atom::value, std::move(rec));
-              finish(self, status);
-              return;
-            }
-            // Terminal: publish the record as the store now has it.
-            self->request(st.cfg.store, store_timeout, get_atom::value,
-                          st.cfg.job_id)
-                .then(
-                    [self, status](job_record& rec) {
-                      self->send(self->state.cfg.publisher, final_atom::value,
-                                 std::move(rec));
-                      finish(self, status);
-                    },
-                    [self, status](caf::error& err) {
-                      log_failure(self, "reading the final record", err);
-                      finish(self, status);
-                    });
-          },
-          [self](caf::error& err) {
-            auto& st = self->state;
-            if (worth_retrying(err)) {
-              // The attempt's outcome is real (its side effects happened):
-              // record it once the store is back rather than drop it, which
-              // left the job `processing` with nobody to move it on.
-              if (st.outcome_retry.failures() == 0)
-                log_failure(self, "writing the attempt's outcome (will retry)",
-                            err, log::level::warn);
-              std::uniform_real_distribution<double> u{0.0, 1.0};
-              self->delayed_send(self, st.outcome_retry.next(u(st.rng)),
-                                 outcome_atom::value);
-              return;
-            }
-            // Refused for good (e.g. the outcome's commit was in doubt, did
-            // happen, and the job moved on): the store's record decides. The
-            // queue re-reads a job finished as `processing` and settles it if
-            // it still is.
-            log_failure(self, "writing the attempt's outcome", err);
-            finish(self, job_status::processing);
-          });
-}
-
-/// Appends the terminal or retry events, then tells everyone.
-void conclude(self_ptr self, std::vector<job_event> events, job_status status) {
-  auto& st = self->state;
-  st.current = phase::finishing;
-  st.outcome = std::move(events);
-  st.outcome_status = status;
-  write_outcome(self);
-}
-
-/// A cancel_requested or cancelled event whose reason is the requester's
-/// (when given) after `what` happened ("cancelled while running: user
-/// pressed stop").
-job_event cancel_event(self_ptr self, event_kind kind, const char* what) {
-  auto ev = make_event(self, kind);
-  const auto& why = self->state.cancel_reason;
-  ev.reason = what;
-  if (!why.empty())
-    ev.reason = ev.reason.empty() ? why : ev.reason + ": " + why;
-  return ev;
-}
-
-/// The attempt failed with `error` (or was lost: `lost`, see
-/// decide_retry): retry or fail for good.
-void fail_attempt(self_ptr self, error_info error,
-                  std::vector<job_event> events = {}, bool lost = false) {
-  auto& st = self->state;
-  if (st.cancel_requested) {
-    auto ev
-        = cancel_event(self, event_kind::cancelled, "cancelled while running");
-    events.push_back(std::move(ev));
-    conclude(self, std::move(events), job_status::cancelled);
-    return;
-  }
-  static const std::vector<std::string> no_codes;
-  const auto& non_retryable = st.handler != nullptr
-                                  ? st.handler->options.retry.non_retryable
-                                  : no_codes;
-  std::uniform_real_distribution<double> dist{0.0, 1.0};
-  auto decision = decide_retry(st.rec, error, non_retryable, now_ms(self),
-                               dist(st.rng), lost);
-  if (decision.retry) {
-    auto ev = make_event(self, event_kind::retry_scheduled);
-    ev.error = error;
-    ev.next_attempt_at_ms = decision.next_attempt_at_ms;
-    st.rec.retry_at_ms = decision.next_attempt_at_ms;
-    events.push_back(std::move(ev));
-    conclude(self, std::move(events), job_status::retrying);
-    return;
-  }
-  error.message += " (" + decision.reason + ")";
-  auto failed = make_event(self, event_kind::failed);
-  failed.error = error;
-  events.push_back(std::move(failed));
-  auto dlq = make_event(self, event_kind::dead_lettered);
-  dlq.error = error;
-  events.push_back(std::move(dlq));
-  conclude(self, std::move(events), job_status::failed);
 }
 
 void persist_progress(self_ptr self) {
@@ -301,7 +92,7 @@ void start_attempt(self_ptr self) {
             l.checkpoint = st.rec.checkpoint;
             l.attempt = st.attempt;
             self->send(st.cfg.worker, run_atom::value, std::move(l),
-                       caf::actor{self});
+                       job_supervisor_actor{self});
             if (st.rec.spec.timeout_ms > 0)
               self->delayed_send(
                   self, std::chrono::milliseconds{st.rec.spec.timeout_ms},
@@ -320,8 +111,6 @@ void start_attempt(self_ptr self) {
             finish(self, self->state.rec.status);
           });
 }
-
-void on_done(self_ptr self, completion& c);
 
 /// Takes over an attempt a remote worker still runs after this coordinator
 /// restarted: no new attempt, no `started`; it keeps its number.
@@ -385,88 +174,14 @@ void on_record(self_ptr self, job_record& rec) {
   start_attempt(self);
 }
 
-void on_done(self_ptr self, completion& c) {
-  auto& st = self->state;
-  if (st.current == phase::loading && st.cfg.adopt_attempt != 0
-      && c.attempt == st.cfg.adopt_attempt) {
-    st.early_outcome = std::move(c);
-    return;
-  }
-  if (c.attempt != st.attempt
-      || (st.current != phase::running && st.current != phase::stopping))
-    return; // fenced: a superseded attempt or already concluded
-  std::vector<job_event> events;
-  if (st.has_pending_progress) {
-    // Keep the last reported progress in the history before the outcome.
-    auto ev = make_event(self, event_kind::progressed);
-    ev.progress = std::move(st.pending_progress);
-    ev.progress.checkpoint.clear();
-    st.has_pending_progress = false;
-    events.push_back(std::move(ev));
-  }
-  switch (c.outcome) {
-    case completion_outcome::succeeded: {
-      // Work that finished wins over a late cancel: its effects happened.
-      if (!c.result.empty()) {
-        if (auto err = validate_json(c.result)) {
-          fail_attempt(self,
-                       {"invalid_result",
-                        "the handler returned a result that is not JSON: "
-                            + describe(err),
-                        false},
-                       std::move(events));
-          return;
-        }
-      }
-      auto ev = make_event(self, event_kind::completed);
-      ev.result = c.result.empty() ? "null" : std::move(c.result);
-      events.push_back(std::move(ev));
-      conclude(self, std::move(events), job_status::completed);
-      return;
-    }
-    case completion_outcome::cancelled:
-      if (!st.cancel_requested && !st.timed_out) {
-        fail_attempt(self,
-                     {"cancelled_by_handler",
-                      "the handler reported cancelled, but nobody asked",
-                      false},
-                     std::move(events));
-        return;
-      }
-      break;
-    case completion_outcome::failed_permanent:
-      c.error.retryable = false;
-      if (!st.cancel_requested) {
-        fail_attempt(self, std::move(c.error), std::move(events));
-        return;
-      }
-      break;
-    case completion_outcome::failed_retryable:
-    case completion_outcome::timed_out:
-      if (!st.timed_out) {
-        c.error.retryable = true;
-        fail_attempt(self, std::move(c.error), std::move(events));
-        return;
-      }
-      break;
-  }
-  // Ended because we asked it to stop.
-  if (st.timed_out && !st.cancel_requested) {
-    fail_attempt(self,
-                 {"timeout",
-                  "the attempt exceeded its timeout of "
-                      + std::to_string(st.rec.spec.timeout_ms) + " ms",
-                  true},
-                 std::move(events));
-    return;
-  }
-  fail_attempt(self, {"cancelled", "cancelled", false}, std::move(events));
-}
-
-caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
+js_impl_actor::behavior_type job_supervisor_impl(self_ptr self,
+                                                 job_supervisor_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.rng.seed(static_cast<std::minstd_rand::result_type>(st.cfg.seed));
+  // A stray message must not end the job's supervision (CAF's default for
+  // typed actors quits).
+  self->set_default_handler(log_and_drop);
   self->set_error_handler([self](caf::error& err) {
     log_failure(self, "unexpected error message", err);
   });
@@ -647,9 +362,12 @@ caf::behavior job_supervisor_impl(self_ptr self, job_supervisor_config cfg) {
 
 } // namespace
 
-caf::actor spawn_job_supervisor(caf::actor_system& sys,
-                                job_supervisor_config config) {
-  return sys.spawn(job_supervisor_impl, std::move(config));
+} // namespace js_detail
+
+job_supervisor_actor spawn_job_supervisor(caf::actor_system& sys,
+                                          job_supervisor_config config) {
+  // The private extension converts to its public subset: no actor_cast.
+  return sys.spawn(js_detail::job_supervisor_impl, std::move(config));
 }
 
 } // namespace drover

@@ -20,26 +20,33 @@
 // cancel grace: the worker is told to abandon the attempt, whose late
 // reports are then fenced off.
 //
-// Protocol:
+// Protocol (actors/attempt_protocol.hpp: job_supervisor_actor):
 //   (cancel_atom, reason)                  from the queue: cancel the job
 //                                          (reason: who asked and why, or "")
+//   (partitions_atom)                      from the queue: the job's
+//                                          partition went to another
+//                                          coordinator; stop without a write
 //   (progress_atom, progress_update)       from the worker
 //   (checkpoint_atom, job_id, attempt, bytes) from the worker
 //   (done_atom, completion)                from the worker
 //   (expired_atom, job_id, attempt)        from a remote worker's link: the
 //                                          attempt's lease lapsed (lost,
 //                                          not counted; runs again)
-// To the queue: (retry_atom, job_record), (finished_atom, job_id, status,
-// error code of the attempt or "").
-// To the worker: (run_atom, lease, self), (cancel_atom, job_id, attempt),
-// (abandon_atom, job_id, attempt).
+// To the queue (supervisor_queue_actor): (retry_atom, job_record),
+// (finished_atom, job_id, status, error code of the attempt or ""), and
+// (ready_atom, class, worker_id, worker) for a worker it reserved but never
+// leased.
+// To the worker (worker_actor): (run_atom, lease, self),
+// (cancel_atom, job_id, attempt), (abandon_atom, job_id, attempt).
 
+#include "actors/attempt_protocol.hpp"
 #include "actors/progress_publisher.hpp"
 #include "actors/store.hpp"
 #include "runtime/task.hpp"
 
-#include <caf/actor.hpp>
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <chrono>
 #include <functional>
@@ -48,12 +55,20 @@
 
 namespace drover {
 
+/// The queue as its job supervisors see it (a subset of the queue's own
+/// interface, actors/detail/queue_state.hpp): a worker given back, a retry,
+/// the end of the supervisor's job.
+using supervisor_queue_actor = caf::typed_actor<
+    caf::reacts_to<ready_atom, std::string, std::string, worker_actor>,
+    caf::reacts_to<retry_atom, job_record>,
+    caf::reacts_to<finished_atom, std::string, job_status, std::string>>;
+
 struct job_supervisor_config {
   std::string job_id;
   /// The worker that will run the attempt (idle, reserved by the queue).
-  caf::actor worker;
+  worker_actor worker;
   std::string worker_id;
-  caf::actor queue;
+  supervisor_queue_actor queue;
   store_actor store;
   progress_actor publisher;
   std::shared_ptr<const handler_registry> handlers;
@@ -66,7 +81,7 @@ struct job_supervisor_config {
   uint32_t adopt_attempt = 0;
 };
 
-caf::actor spawn_job_supervisor(caf::actor_system& sys,
-                                job_supervisor_config config);
+job_supervisor_actor spawn_job_supervisor(caf::actor_system& sys,
+                                          job_supervisor_config config);
 
 } // namespace drover

@@ -3,7 +3,6 @@
 #include "actors/worker.hpp"
 #include "runtime/errors.hpp"
 
-#include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 
 namespace drover {
@@ -67,7 +66,9 @@ child_spec job_system_child(job_system_config cfg,
       worker_config wc;
       wc.worker_id = id;
       wc.resource_class = cls;
-      wc.queue = caf::actor_cast<caf::actor>(handles->queue());
+      // The queue is the worker's home (worker_home_actor is a subset of
+      // queue_actor).
+      wc.home = handles->queue();
       wc.handlers = shared->handlers;
       wc.clock_ms
           = shared->queue.clock_ms ? shared->queue.clock_ms : system_clock_ms;
@@ -75,7 +76,7 @@ child_spec job_system_child(job_system_config cfg,
       auto w = spawn_worker(sys, std::move(wc));
       if (shared->on_worker_started)
         shared->on_worker_started(id, w);
-      return w;
+      return child_handle(w);
     };
     return spec;
   };
@@ -94,7 +95,7 @@ child_spec job_system_child(job_system_config cfg,
           auto s = shared->make_store ? shared->make_store(sys)
                                       : spawn_memory_store(sys);
           handles->set_store(s);
-          return caf::actor_cast<caf::actor>(s);
+          return child_handle(s);
         };
   child_spec progress;
   progress.name = "progress";
@@ -102,7 +103,7 @@ child_spec job_system_child(job_system_config cfg,
       = [shared, handles](caf::actor_system& sys, const caf::actor_addr&) {
           auto p = spawn_progress_publisher(sys, shared->progress);
           handles->set_publisher(p);
-          return caf::actor_cast<caf::actor>(p);
+          return child_handle(p);
         };
   child_spec queue;
   queue.name = "queue";
@@ -112,7 +113,7 @@ child_spec job_system_child(job_system_config cfg,
     queue_deps deps{handles->store(), handles->publisher(), shared->handlers};
     auto q = spawn_queue(sys, std::move(deps), shared->queue);
     handles->set_queue(q);
-    return caf::actor_cast<caf::actor>(q);
+    return child_handle(q);
   };
   jobs.children = {std::move(store), std::move(progress), std::move(queue),
                    supervisor_child(std::move(workers))};

@@ -16,6 +16,7 @@
 // store). Workers are restarted one by one by their own supervisor; a new
 // worker announces itself to the queue.
 
+#include "actors/attempt_protocol.hpp"
 #include "actors/progress_publisher.hpp"
 #include "actors/queue.hpp"
 #include "actors/store.hpp"
@@ -47,7 +48,7 @@ struct job_system_config {
   supervisor_flags flags;
   /// Called with each worker incarnation as it starts (observability and
   /// tests); runs on a supervisor's thread and must not block.
-  std::function<void(const std::string& worker_id, const caf::actor&)>
+  std::function<void(const std::string& worker_id, const local_worker_actor&)>
       on_worker_started;
 };
 

@@ -270,7 +270,8 @@ caf::result<uint32_t, int64_t> take_tokens(link_actor self,
   return rp;
 }
 
-void on_run(link_actor self, uint32_t index, lease& l, caf::actor& js) {
+void on_run(link_actor self, uint32_t index, lease& l,
+            job_supervisor_actor& js) {
   auto& st = self->state;
   if (index >= st.slots.size())
     return;
@@ -385,7 +386,7 @@ node_link_local::behavior_type link_impl(link_actor self,
           return make_error(errc::forbidden, "not this node's agent");
         return take_tokens(self, job_id, attempt, wanted);
       },
-      [self](run_atom, uint32_t index, lease& l, caf::actor& js) {
+      [self](run_atom, uint32_t index, lease& l, job_supervisor_actor& js) {
         if (!from_here(self))
           return;
         on_run(self, index, l, js);

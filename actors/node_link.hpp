@@ -5,10 +5,11 @@
 // A node link is created when a worker node joins and lives until the node
 // is gone for good (disconnected and every lease lapsed). To the queue it
 // looks like ordinary workers: one small slot actor per slot the node
-// registered, each announcing itself with (ready_atom, class, worker_id,
-// slot, job_types) and receiving (run_atom, lease, job_supervisor),
-// (cancel_atom, ...), (abandon_atom, ...) exactly as a local worker does, so
-// the job supervisor owns the attempt whether it runs here or elsewhere.
+// registered (a worker_actor, actors/attempt_protocol.hpp), each announced
+// with (ready_atom, class, worker_id, slot, job_types, pools) and receiving
+// (run_atom, lease, job_supervisor), (cancel_atom, ...), (abandon_atom, ...)
+// exactly as a local worker does, so the job supervisor owns the attempt
+// whether it runs here or elsewhere.
 // The link batches what the slots are handed into lease batches to the
 // worker node, relays the node's batched reports to the job supervisors,
 // and keeps every attempt's lease:
@@ -29,6 +30,7 @@
 // worker node, so the link never has more leases outstanding on a node
 // than the node has slots.
 
+#include "actors/attempt_protocol.hpp"
 #include "actors/job_system.hpp"
 #include "runtime/cluster_protocol.hpp"
 #include "runtime/partition_epochs.hpp"
@@ -54,7 +56,7 @@ using flush_atom = caf::atom_constant<caf::atom("nl_flush")>;
 /// node-facing interface.
 using node_link_local = node_link_actor::extend<
     // slot -> link
-    caf::reacts_to<run_atom, uint32_t, lease, caf::actor>,
+    caf::reacts_to<run_atom, uint32_t, lease, job_supervisor_actor>,
     caf::reacts_to<cancel_atom, uint32_t, std::string, uint32_t>,
     caf::reacts_to<abandon_atom, uint32_t, std::string, uint32_t>,
     // endpoint -> link: the node joined (first time or again); running

@@ -63,7 +63,7 @@ void request_adoption(link_actor self, const std::string& job_id,
   self->request(st.cfg.handles->queue(), wait, adopt_atom::value, job_id,
                 attempt, slot.worker_id, slot.actor, deadline)
       .then(
-          [self, job_id, attempt](caf::actor& js) {
+          [self, job_id, attempt](job_supervisor_actor& js) {
             auto& st = self->state;
             auto i = st.attempts.find(job_id);
             if (i == st.attempts.end() || i->second.attempt != attempt)

@@ -62,8 +62,13 @@ void withdraw_slot(link_actor self, uint32_t index,
             s.announced = false;
             withdrawn();
           },
-          [self, index](caf::error&) {
-            self->state.slots[index].withdrawing = false;
+          [self, index](caf::error& err) {
+            auto& st = self->state;
+            st.slots[index].withdrawing = false;
+            log::warn("node_link", "withdrawing a slot from the queue failed",
+                      {{"node", st.cfg.node_id},
+                       {"slot", st.slots[index].worker_id},
+                       {"error", describe(err)}});
           });
 }
 
@@ -104,7 +109,13 @@ void offer(link_actor self, uint32_t index) {
               if (taken && self->state.slots[index].actor == actor)
                 elastic_grow(self, index);
             },
-            [](caf::error&) {});
+            [self, index](caf::error& err) {
+              auto& st = self->state;
+              log::warn("node_link", "offering an elastic slot failed",
+                        {{"node", st.cfg.node_id},
+                         {"slot", st.slots[index].worker_id},
+                         {"error", describe(err)}});
+            });
     return;
   }
   self->send(st.cfg.handles->queue(), ready_atom::value, slot.resource_class,

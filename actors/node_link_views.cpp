@@ -1,6 +1,9 @@
 #include "actors/detail/node_link_state.hpp"
 
+#include "runtime/errors.hpp"
 #include "runtime/json_text.hpp"
+#include "runtime/log.hpp"
+#include "runtime/log_caf.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/send.hpp>
@@ -8,13 +11,20 @@
 namespace drover::detail {
 
 /// One slot of a worker node (see actors/detail/node_link_state.hpp).
-caf::behavior slot_impl(caf::event_based_actor* self, node_link_local link,
-                        uint32_t index) {
+worker_actor::behavior_type slot_impl(worker_actor::pointer self,
+                                      node_link_local link, uint32_t index) {
   self->monitor(link);
   self->set_down_handler(
       [self](caf::down_msg& dm) { self->quit(std::move(dm.reason)); });
+  // A stray message must not end the slot (CAF's default for typed actors
+  // quits): the queue would see a worker die.
+  self->set_default_handler(log_and_drop);
+  self->set_error_handler([index](caf::error& err) {
+    log::warn("node_link", "a slot got an unexpected error message",
+              {{"slot", index}, {"error", describe(err)}});
+  });
   return {
-      [=](run_atom, lease& l, caf::actor& js) {
+      [=](run_atom, lease& l, job_supervisor_actor& js) {
         self->send(link, run_atom::value, index, std::move(l), std::move(js));
       },
       [=](cancel_atom, std::string& job_id, uint32_t attempt) {

@@ -78,7 +78,7 @@ queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
     if (w != st.workers.end()) {
       auto& idle = st.classes[w->second.resource_class].idle_workers;
       idle.erase(std::remove_if(idle.begin(), idle.end(),
-                                [&](const caf::actor& a) {
+                                [&](const worker_actor& a) {
                                   return a.address() == dm.source;
                                 }),
                  idle.end());
@@ -341,25 +341,32 @@ queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
         return n;
       },
       [self](ready_atom, std::string& cls, std::string& worker_id,
-             caf::actor& worker) {
-        worker_ready(self, cls, worker_id, worker, self->state.local_types);
+             local_worker_actor& worker) {
+        worker_ready(self, cls, worker_id, std::move(worker),
+                     self->state.local_types);
       },
       [self](ready_atom, std::string& cls, std::string& worker_id,
-             caf::actor& worker, std::vector<std::string>& types,
+             worker_actor& worker) {
+        // Given back by a job supervisor: a worker the queue knows.
+        worker_ready(self, cls, worker_id, std::move(worker),
+                     self->state.local_types);
+      },
+      [self](ready_atom, std::string& cls, std::string& worker_id,
+             worker_actor& worker, std::vector<std::string>& types,
              std::string& pools) {
         remote_slot_ready(self, cls, worker_id, worker, std::move(types),
                           pools);
       },
       [self](ready_atom, std::string& cls, std::string& worker_id,
-             caf::actor& worker, std::vector<std::string>& types,
+             worker_actor& worker, std::vector<std::string>& types,
              std::string& pools, bool) -> bool {
         return remote_slot_ready(self, cls, worker_id, worker, std::move(types),
                                  pools);
       },
-      [self](let_go_atom, caf::actor& worker) {
+      [self](let_go_atom, worker_actor& worker) {
         let_go_pools(self, worker.address());
       },
-      [self](take_atom, const std::string& job_id, const caf::actor& worker,
+      [self](take_atom, const std::string& job_id, const worker_actor& worker,
              uint32_t wanted) -> caf::result<uint32_t, int64_t> {
         auto& st = self->state;
         auto r = st.running.find(job_id);
@@ -379,7 +386,7 @@ queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
           return std::move(g.error());
         return caf::result<uint32_t, int64_t>(g->granted, g->retry_ms);
       },
-      [self](withdraw_atom, caf::actor& worker) {
+      [self](withdraw_atom, worker_actor& worker) {
         auto& st = self->state;
         auto w = st.workers.find(worker.address());
         if (w == st.workers.end())
@@ -392,9 +399,9 @@ queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
         return true;
       },
       [self](adopt_atom, std::string& job_id, uint32_t attempt,
-             std::string& worker_id, caf::actor& slot,
-             int64_t deadline_ms) -> caf::result<caf::actor> {
-        auto rp = self->make_response_promise<caf::actor>();
+             std::string& worker_id, worker_actor& slot,
+             int64_t deadline_ms) -> caf::result<job_supervisor_actor> {
+        auto rp = self->make_response_promise<job_supervisor_actor>();
         auto run = [self, rp, job_id, attempt, worker_id, slot,
                     deadline_ms]() mutable {
           adopt(self, rp, job_id, attempt, worker_id, slot, deadline_ms);

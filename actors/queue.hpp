@@ -63,8 +63,11 @@
 //       it, errc::conflict past 1,000 keys of its kind; recorded in the control
 //       log (state "configured", outliving restarts and takeovers) before it
 //       applies; answered with the (flow_atom) object
-// Protocol (runtime):
-//   (ready_atom, resource_class, worker_id, worker)   a worker is idle
+// Protocol (runtime; the handles are actors/attempt_protocol.hpp's):
+//   (ready_atom, resource_class, worker_id, local_worker)  a local worker
+//       is idle (worker_home_actor: the queue is its home)
+//   (ready_atom, resource_class, worker_id, worker)   a job supervisor
+//       gives back the worker it reserved but never leased
 //   (ready_atom, resource_class, worker_id, worker, job_types, pools)
 //       a remote slot is idle; it runs only these types, and its node has
 //       these resource pools ("name=amount,...", runtime/resources.hpp)
@@ -78,7 +81,7 @@
 //       (it stays known); true if it was idle, false if a job was
 //       already handed to it (or it is unknown)
 //   (adopt_atom, job_id, attempt, worker_id, slot, deadline_ms)
-//       -> job supervisor
+//       -> job_supervisor_actor
 //       a worker node still runs an attempt recorded before this
 //       coordinator restarted: take it over (actors/node_link.hpp). Not
 //       after `deadline_ms` (the clock_ms of queue_options; 0 = none): the
@@ -86,6 +89,7 @@
 //       its back would leave the job processing with nobody to end it
 //       (refused, errc::unavailable).
 //   (take_atom, job_id, worker, wanted) -> (granted, retry_ms)
+//       (worker_home_actor; a node link asks in its slot's name)
 //       the running attempt of job_id on `worker` takes up to `wanted`
 //       tokens of its rate limit (flow_control::take_tokens: at most one
 //       block); retry_ms says when to ask again if fewer were granted.
@@ -98,6 +102,7 @@
 //       the database has: a sharing gateway's partition map
 //   from job supervisors: see job_supervisor.hpp
 
+#include "actors/attempt_protocol.hpp"
 #include "actors/progress_publisher.hpp"
 #include "actors/store.hpp"
 #include "runtime/admission.hpp"
@@ -109,7 +114,6 @@
 #include "runtime/task.hpp"
 #include "runtime/tree.hpp"
 
-#include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -139,17 +143,18 @@ using queue_actor = caf::typed_actor<
     caf::replies_to<flow_atom>::with<std::string>,
     caf::replies_to<flow_atom, std::string, std::string,
                     std::string>::with<std::string>,
-    caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
-    caf::reacts_to<ready_atom, std::string, std::string, caf::actor,
+    caf::reacts_to<ready_atom, std::string, std::string, local_worker_actor>,
+    caf::reacts_to<ready_atom, std::string, std::string, worker_actor>,
+    caf::reacts_to<ready_atom, std::string, std::string, worker_actor,
                    std::vector<std::string>, std::string>,
-    caf::replies_to<ready_atom, std::string, std::string, caf::actor,
+    caf::replies_to<ready_atom, std::string, std::string, worker_actor,
                     std::vector<std::string>, std::string, bool>::with<bool>,
-    caf::replies_to<withdraw_atom, caf::actor>::with<bool>,
-    caf::reacts_to<let_go_atom, caf::actor>,
-    caf::replies_to<take_atom, std::string, caf::actor,
+    caf::replies_to<withdraw_atom, worker_actor>::with<bool>,
+    caf::reacts_to<let_go_atom, worker_actor>,
+    caf::replies_to<take_atom, std::string, worker_actor,
                     uint32_t>::with<uint32_t, int64_t>,
-    caf::replies_to<adopt_atom, std::string, uint32_t, std::string, caf::actor,
-                    int64_t>::with<caf::actor>,
+    caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
+                    worker_actor, int64_t>::with<job_supervisor_actor>,
     caf::reacts_to<adopt_atom, uint64_t>,
     caf::replies_to<partitions_atom, std::vector<int32_t>>::with<ok_atom>,
     caf::replies_to<partitions_atom, get_atom>::with<std::string, int32_t>>;

@@ -14,8 +14,7 @@ caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
   auto& st = self->state;
   auto r = st.running.find(job_id);
   if (r != st.running.end()) {
-    send_untyped(self, r->second.job_supervisor, cancel_atom::value,
-                 std::move(reason));
+    self->send(r->second.job_supervisor, cancel_atom::value, std::move(reason));
     return ok_atom::value;
   }
   remove_waiting(self, job_id);

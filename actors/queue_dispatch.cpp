@@ -287,18 +287,17 @@ caf::expected<shape_ref> hold_shape(queue_state& st, const job_spec& spec) {
 
 /// Spawns the job supervisor of `job_id` on `worker`; `adopt_attempt` != 0
 /// takes over that running attempt instead of starting one.
-caf::actor start_supervisor(self_ptr self, const std::string& job_id,
-                            const caf::actor& worker,
-                            const std::string& worker_id,
-                            uint32_t adopt_attempt) {
+job_supervisor_actor start_supervisor(self_ptr self, const std::string& job_id,
+                                      const worker_actor& worker,
+                                      const std::string& worker_id,
+                                      uint32_t adopt_attempt) {
   auto& st = self->state;
   job_supervisor_config cfg;
   cfg.job_id = job_id;
   cfg.worker = worker;
   cfg.worker_id = worker_id;
-  // The job supervisor still holds its queue untyped (it sends retry_atom
-  // and finished_atom, of the queue's private extension).
-  cfg.queue = caf::actor_cast<caf::actor>(self);
+  // Its view of the queue is a subset of the queue's private extension.
+  cfg.queue = self;
   cfg.store = st.deps.store;
   cfg.publisher = st.deps.publisher;
   cfg.handlers = st.deps.handlers;
@@ -550,7 +549,7 @@ void declare_pools(self_ptr self, const std::string& node,
 /// A worker (local, or a remote node's slot) is idle; `types` sorted, empty
 /// = it runs every type.
 void worker_ready(self_ptr self, const std::string& cls,
-                  const std::string& worker_id, caf::actor worker,
+                  const std::string& worker_id, worker_actor worker,
                   std::vector<std::string> types) {
   auto& st = self->state;
   // A worker that offers itself holds nothing of its node's pools any more.
@@ -580,7 +579,7 @@ void worker_ready(self_ptr self, const std::string& cls,
 /// A worker node's slot is idle (actors/node_link_slots.cpp): its types
 /// (any order), its node's pools. True if it was handed a job at once.
 bool remote_slot_ready(self_ptr self, const std::string& cls,
-                       const std::string& worker_id, const caf::actor& worker,
+                       const std::string& worker_id, const worker_actor& worker,
                        std::vector<std::string> types,
                        const std::string& pools) {
   std::sort(types.begin(), types.end());

@@ -88,7 +88,7 @@ bool take_slots(self_ptr self, parked_entry& pe, const slot_keys& keys) {
 /// `worker` (of `node`) was leased an attempt drawing `shape`: it holds the
 /// amounts until it lets go (let_go_pools). `acquired`: the books count them
 /// already (an attempt recovered for adoption).
-void hold_pools(self_ptr self, const caf::actor& worker, std::string node,
+void hold_pools(self_ptr self, const worker_actor& worker, std::string node,
                 shape_ref shape, bool acquired) {
   if (!shape)
     return;

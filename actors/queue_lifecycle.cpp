@@ -417,8 +417,8 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
             }
             if (rec.status != job_status::processing)
               return;
-            send_untyped(self, entry.worker, abandon_atom::value, rec.job_id,
-                         rec.attempt);
+            self->send(entry.worker, abandon_atom::value, rec.job_id,
+                       rec.attempt);
             settle_interrupted(
                 self, rec,
                 {"supervisor_lost",
@@ -570,9 +570,10 @@ void recover(self_ptr self) {
 /// A worker node that came back after this coordinator restarted still
 /// runs `attempt` of `job_id`: a job supervisor takes it over (same
 /// attempt, no new `started`), and the caller learns which.
-void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
+void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
            const std::string& job_id, uint32_t attempt,
-           const std::string& worker_id, caf::actor slot, int64_t deadline_ms) {
+           const std::string& worker_id, worker_actor slot,
+           int64_t deadline_ms) {
   auto& st = self->state;
   if (deadline_ms > 0 && now_ms(self) > deadline_ms) {
     // The link stopped waiting (it stops the attempt on the node): the

@@ -174,7 +174,7 @@ size_t forget_running(self_ptr self, const std::vector<int32_t>& gone) {
     auto entry = std::move(r->second);
     st.supervisor_jobs.erase(entry.job_supervisor.address());
     r = st.running.erase(r);
-    send_untyped(self, entry.job_supervisor, partitions_atom::value);
+    self->send(entry.job_supervisor, partitions_atom::value);
     release_slots(self, entry.slots);
     flow_outcome(self, entry, false, "handed_over");
     ++n;

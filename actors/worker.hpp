@@ -4,30 +4,32 @@
 // each on a thread of its own (handlers may block for hours; CAF's
 // scheduler threads never run them), and relays what the handler reports.
 //
-// Protocol:
-//   on start and whenever it is free again: (ready_atom, class, self) to
-//   the queue.
-//   (run_atom, lease, job_supervisor)        run one attempt; reports go to
-//       `job_supervisor`: (progress_atom, progress_update),
+// Protocol (actors/attempt_protocol.hpp: local_worker_actor):
+//   on start and whenever it is free again: (ready_atom, class, worker_id,
+//   self) to its home (the queue, or its node's agent).
+//   (run_atom, lease, owner)                 run one attempt; reports go to
+//       `owner` (a job supervisor, or its node's agent):
+//       (progress_atom, progress_update),
 //       (checkpoint_atom, job_id, attempt, bytes), finally
 //       (done_atom, completion). A handler that throws fails the attempt
 //       (retryable "handler_exception"); an unknown job type fails it for
 //       good ("unknown_type").
-//   (take_atom, job_id, attempt, seq, wanted) from the handler's
-//       task_context::take_tokens: asks its queue (the queue, or its node's
-//       agent) with (take_atom, job_id, self, wanted) -> (granted,
-//       retry_ms) and hands the answer to the context.
 //   (cancel_atom, job_id, attempt)           cooperative cancel: the
 //       handler's `cancelled()` turns true and its cancel callbacks run.
 //   (abandon_atom, job_id, attempt)          forced stop: nothing more from
 //       this attempt is relayed; the worker stays busy until the handler's
 //       thread actually returns, so the slot count never lies.
+// Tokens (task_context::take_tokens): the handler's thread asks its worker,
+// which asks its home with (take_atom, job_id, self, wanted) -> (granted,
+// retry_ms) and hands the answer to the context. The handler's thread
+// reaches its worker through the worker's private interface (worker.cpp),
+// as do its progress, checkpoints and outcome.
 // If the worker actor dies mid-attempt, the attempt is cancelled (exec
-// programs get SIGTERM, then SIGKILL) and its supervisor sees the death.
+// programs get SIGTERM, then SIGKILL) and its owner sees the death.
 
+#include "actors/attempt_protocol.hpp"
 #include "runtime/task.hpp"
 
-#include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
 #include <functional>
@@ -39,7 +41,8 @@ namespace drover {
 struct worker_config {
   std::string worker_id;
   std::string resource_class = "cpu";
-  caf::actor queue;
+  /// Where it says it is idle and asks for tokens (see above).
+  worker_home_actor home;
   std::shared_ptr<const handler_registry> handlers;
   /// Unix ms for progress timestamps.
   std::function<int64_t()> clock_ms;
@@ -50,6 +53,6 @@ struct worker_config {
   std::function<void(std::function<void()>)> executor;
 };
 
-caf::actor spawn_worker(caf::actor_system& sys, worker_config config);
+local_worker_actor spawn_worker(caf::actor_system& sys, worker_config config);
 
 } // namespace drover

@@ -7,7 +7,6 @@
 #include "runtime/submit.hpp"
 #include "runtime/type_ids.hpp"
 
-#include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/send.hpp>
 
@@ -56,7 +55,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
     st.stuck.erase(dm.source);
     for (auto& [cls, idle] : st.idle)
       idle.erase(std::remove_if(idle.begin(), idle.end(),
-                                [&](const caf::actor& a) {
+                                [&](const local_worker_actor& a) {
                                   return a.address() == dm.source;
                                 }),
                  idle.end());
@@ -155,7 +154,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         abandon_running(self, i);
       },
       [self](ready_atom, std::string& cls, std::string& worker_id,
-             caf::actor& worker) {
+             local_worker_actor& worker) {
         auto& st = self->state;
         if (st.worker_ids.emplace(worker.address(), worker_id).second)
           self->monitor(worker);
@@ -188,7 +187,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         st.checkpoints[u.job_id] = std::move(u);
         maybe_report(self);
       },
-      [self](take_atom, const std::string& job_id, const caf::actor& worker,
+      [self](take_atom, const std::string& job_id, const worker_actor& worker,
              uint32_t wanted) { return on_take(self, job_id, worker, wanted); },
       [self](done_atom, completion& c) {
         auto& st = self->state;

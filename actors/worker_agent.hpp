@@ -2,9 +2,11 @@
 
 // The worker node's agent (docs/cluster.md): connects this node to its
 // coordinator, receives lease batches and runs them on the node's local
-// workers (actors/worker.hpp, one per slot, which treat the agent as both
-// their queue and their job supervisor), and sends back, batched, what the
-// attempts report.
+// workers (actors/worker.hpp, one per slot), and sends back, batched, what
+// the attempts report. To its workers the agent is their home
+// (worker_home_actor: they say they are idle and take tokens there) and
+// the owner of the attempts it runs on them (attempt_owner_actor: their
+// reports come here); see actors/attempt_protocol.hpp.
 //
 // - Joining: hello (protocol range) -> challenge -> join with the HMAC
 //   proof, its slots per resource class, its job types and the attempts
@@ -38,6 +40,7 @@
 //   running attempts are not moved: the coordinator it failed over to owns
 //   their partitions, not the first one.
 
+#include "actors/attempt_protocol.hpp"
 #include "runtime/backoff.hpp"
 #include "runtime/cluster_protocol.hpp"
 #include "runtime/config.hpp"
@@ -45,7 +48,6 @@
 #include "runtime/tree.hpp"
 #include "runtime/worker_figures.hpp"
 
-#include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 #include <caf/typed_actor.hpp>
 
@@ -68,13 +70,15 @@ using home_atom = caf::atom_constant<caf::atom("wa_home")>;
 } // namespace agent_timers
 
 using worker_agent_local = worker_agent_actor::extend<
-    // local workers -> agent (their "queue" and "job supervisor")
-    caf::reacts_to<ready_atom, std::string, std::string, caf::actor>,
+    // local workers -> agent: their home (ready; take, tokens of a running
+    // job's rate limit, runtime/token_relay.hpp) and their attempts' owner
+    // (progress, checkpoint, done); worker_home_actor and
+    // attempt_owner_actor are subsets of this interface
+    caf::reacts_to<ready_atom, std::string, std::string, local_worker_actor>,
     caf::reacts_to<progress_atom, progress_update>,
     caf::reacts_to<checkpoint_atom, std::string, uint32_t, std::string>,
     caf::reacts_to<done_atom, completion>,
-    // tokens of a running job's rate limit (runtime/token_relay.hpp)
-    caf::replies_to<take_atom, std::string, caf::actor,
+    caf::replies_to<take_atom, std::string, worker_actor,
                     uint32_t>::with<uint32_t, int64_t>,
     // the node: drain, and its figures for the metrics endpoint
     caf::reacts_to<stop_atom>, caf::replies_to<describe_atom>::with<tree_node>,

@@ -11,7 +11,6 @@
 #include "runtime/submit.hpp"
 #include "runtime/type_ids.hpp"
 
-#include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/send.hpp>
 
@@ -76,8 +75,9 @@ void start_waiting(agent_actor self) {
     auto started = st.counters->started_by_class.find(cls);
     if (started != st.counters->started_by_class.end())
       started->second.fetch_add(1, std::memory_order_relaxed);
+    // The agent owns the attempt on this node: its reports come here.
     caf::anon_send(worker, run_atom::value, std::move(*i),
-                   caf::actor_cast<caf::actor>(self));
+                   attempt_owner_actor{self});
     i = st.waiting.erase(i);
   }
 }
@@ -169,7 +169,7 @@ void ask_tokens(agent_actor self, std::optional<token_relay::request> req) {
 
 caf::result<uint32_t, int64_t> on_take(agent_actor self,
                                        const std::string& job_id,
-                                       const caf::actor& worker,
+                                       const worker_actor& worker,
                                        uint32_t wanted) {
   auto& st = self->state;
   auto i = st.running.find(job_id);

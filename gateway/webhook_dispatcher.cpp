@@ -4,7 +4,6 @@
 #include "runtime/log_caf.hpp"
 #include "runtime/type_ids.hpp"
 
-#include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 
 #include <algorithm>
@@ -381,7 +380,7 @@ child_spec webhook_child(webhook_dispatcher_config cfg) {
     auto d = spawn_webhook_dispatcher(sys, *shared);
     if (shared->running)
       shared->running->set(d);
-    return caf::actor_cast<caf::actor>(d);
+    return child_handle(d);
   };
   return spec;
 }

@@ -75,7 +75,7 @@ supervisor_spec agent_subtree(std::string name, worker_agent_config ac,
           auto a = spawn_worker_agent(sys, ac);
           std::lock_guard<std::mutex> guard{shared->mx};
           shared->agents[share] = a;
-          return caf::actor_cast<caf::actor>(a);
+          return child_handle(a);
         };
   supervisor_spec workers{"workers", {}, {}};
   workers.flags.strat = strategy::one_for_one;
@@ -88,10 +88,12 @@ supervisor_spec agent_subtree(std::string name, worker_agent_config ac,
         worker_config wc;
         wc.worker_id = id;
         wc.resource_class = cls;
-        wc.queue = caf::actor_cast<caf::actor>(shared->agent_of(share));
+        // The node's agent is the worker's home (worker_home_actor is a
+        // subset of worker_agent_local).
+        wc.home = shared->agent_of(share);
         wc.handlers = handlers;
         wc.clock_ms = system_clock_ms;
-        return spawn_worker(sys, std::move(wc));
+        return child_handle(spawn_worker(sys, std::move(wc)));
       };
       workers.children.push_back(std::move(w));
     }

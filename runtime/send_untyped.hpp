@@ -3,13 +3,13 @@
 // Sending from a typed actor to a dynamically typed one (caf::actor).
 //
 // CAF 0.17's send() refuses at compile time when a statically typed actor
-// sends to a caf::actor: it can check nothing about such a receiver. The
-// actors that became typed still talk to untyped ones (job supervisors,
-// workers, subscribers of any kind), so they send through here: the same
-// message send() would enqueue (this actor as the sender, so the receiver
-// may answer or monitor it; this actor's execution context; normal
-// priority), without the check. Not anon_send(): its name promises no
-// sender, which a receiver that answers would then not get.
+// sends to a caf::actor: it can check nothing about such a receiver. Typed
+// actors still talk to untyped ones (a progress subscriber may be any
+// actor), so they send through here: the same message send() would enqueue
+// (this actor as the sender, so the receiver may answer or monitor it;
+// this actor's execution context; normal priority), without the check.
+// Not anon_send(): its name promises no sender, which a receiver that
+// answers would then not get.
 
 #include <caf/abstract_actor.hpp>
 #include <caf/actor.hpp>

@@ -536,8 +536,7 @@ child_spec supervisor_child(supervisor_spec spec, restart_type restart,
     auto sup = spawn_supervisor(sys, spec);
     if (!sup)
       return caf::actor{};
-    // Children are held untyped (child_factory): widening, no check lost.
-    return caf::actor_cast<caf::actor>(*sup);
+    return child_handle(*sup);
   };
   return result;
 }

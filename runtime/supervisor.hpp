@@ -36,6 +36,7 @@
 #include "runtime/tree.hpp"
 
 #include <caf/actor.hpp>
+#include <caf/actor_cast.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
@@ -65,6 +66,17 @@ using supervisor_actor
 /// against the intensity budget).
 using child_factory = std::function<caf::actor(
     caf::actor_system& sys, const caf::actor_addr& supervisor)>;
+
+/// A typed actor as a child_factory returns it. The one bridge from typed
+/// handles to caf::actor in a supervision tree: a supervisor holds children
+/// of every kind and only monitors, stops and describes them (describe_atom
+/// to those marked describable), so it needs no interface of theirs.
+/// Widening only: nothing the compiler checked for the typed handle's
+/// holders is lost, as they keep the typed handle.
+template <class... Sigs>
+caf::actor child_handle(const caf::typed_actor<Sigs...>& child) {
+  return caf::actor_cast<caf::actor>(child);
+}
 
 struct child_spec {
   /// Unique among its siblings; shown in the tree.

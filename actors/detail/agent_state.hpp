@@ -34,7 +34,7 @@ using agent_timers::home_atom;
 struct run_info {
   uint32_t attempt = 0;
   std::string resource_class;
-  caf::actor worker;
+  local_worker_actor worker;
   bool superseded = false;
   /// The job's rate-limit key ("" = none): what its takes draw on.
   std::string rate_key;
@@ -44,7 +44,7 @@ using attempt_key = std::pair<std::string, uint32_t>;
 
 struct agent_state {
   worker_agent_config cfg;
-  std::map<std::string, std::deque<caf::actor>> idle;
+  std::map<std::string, std::deque<local_worker_actor>> idle;
   std::map<caf::actor_addr, std::string> worker_ids;
   /// The slot class of each worker that said it is ready (for figures:
   /// a known worker that is not idle is busy).
@@ -132,7 +132,7 @@ bool take_waiting(agent_actor self, const std::string& job_id,
 void apply_reply(agent_actor self, coordinator_reply& r);
 caf::result<uint32_t, int64_t> on_take(agent_actor self,
                                        const std::string& job_id,
-                                       const caf::actor& worker,
+                                       const worker_actor& worker,
                                        uint32_t wanted);
 void maybe_report(agent_actor self);
 void send_heartbeat(agent_actor self);

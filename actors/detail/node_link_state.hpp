@@ -7,7 +7,6 @@
 
 #include "actors/node_link.hpp"
 
-#include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
@@ -25,7 +24,8 @@ struct slot_info {
   /// Its number within its class (real slots first).
   uint32_t ordinal = 0;
   std::string worker_id;
-  caf::actor actor;
+  /// Its slot actor (slot_impl); null while retired.
+  worker_actor actor;
   /// Job of the attempt that occupies it; empty = free.
   std::string job_id;
   /// Offered to the queue and not yet taken: never offered twice.
@@ -41,7 +41,7 @@ struct slot_info {
 struct attempt_info {
   uint32_t attempt = 0;
   uint32_t slot = 0;
-  caf::actor js;
+  job_supervisor_actor js;
   int64_t expiry_ms = 0;
   /// When its lease went to the node.
   int64_t leased_ms = 0;
@@ -223,8 +223,8 @@ void follow_queue(link_actor self);
 /// to the queue (as the worker of (ready_atom, ...)); it hands what the
 /// queue's job supervisors send it to its link, tagged with its index.
 /// Dies with its link.
-caf::behavior slot_impl(caf::event_based_actor* self, node_link_local link,
-                        uint32_t index);
+worker_actor::behavior_type slot_impl(worker_actor::pointer self,
+                                      node_link_local link, uint32_t index);
 
 /// The node as the node list shows it (JSON object).
 std::string node_json(link_actor self);

@@ -20,7 +20,6 @@
 #include "runtime/resources.hpp"
 #include "runtime/retry.hpp"
 #include "runtime/scaling.hpp"
-#include "runtime/send_untyped.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -50,8 +49,8 @@ using flow_load_atom = caf::atom_constant<caf::atom("q_fload")>;
 // Store requests carry no timeout: the store answers every request (its
 // I/O has its own deadline) and the queue monitors the store for the one
 // case that leaves requests unanswered, the store's death (see
-// actors/job_supervisor.cpp). One clock entry per request was the
-// largest part of CAF's clock-thread cost in a drain.
+// actors/detail/job_supervisor_state.hpp). One clock entry per request
+// was the largest part of CAF's clock-thread cost in a drain.
 constexpr auto store_timeout = caf::infinite;
 
 /// Backoff of reconcile() and of recovery while the store can't answer.
@@ -84,7 +83,7 @@ inline std::string type_of_lane(const std::string& key) {
 /// types and have only some resources), and its idle workers.
 struct class_queues {
   std::map<std::string, lane> by_type;
-  std::deque<caf::actor> idle_workers;
+  std::deque<worker_actor> idle_workers;
 };
 
 /// The node of a worker: remote slots are "node/class-i", local workers
@@ -117,8 +116,8 @@ struct delayed_entry {
 };
 
 struct running_entry {
-  caf::actor job_supervisor;
-  caf::actor worker;
+  job_supervisor_actor job_supervisor;
+  worker_actor worker;
   std::string resource_class;
   int64_t started_ms;
   /// The concurrency slots it holds (its own key's, its type's).
@@ -272,8 +271,8 @@ struct queue_state {
 
 /// The queue's own interface: the queue protocol (actors/queue.hpp) plus
 /// what its job supervisors (retry_atom, finished_atom; they hold it as a
-/// caf::actor) and its own timers send it. Only spawn_queue sees it;
-/// everyone else holds a queue_actor.
+/// supervisor_queue_actor, actors/job_supervisor.hpp) and its own timers
+/// send it. Only spawn_queue sees it; everyone else holds a queue_actor.
 using queue_impl_actor = queue_actor::extend<
     caf::reacts_to<retry_atom, job_record>,
     caf::reacts_to<finished_atom, std::string, job_status, std::string>,
@@ -344,10 +343,10 @@ void wake_parked(self_ptr self, const std::string& key);
 caf::expected<admission_control::ticket>
 admit(self_ptr self, const job_spec& spec, int32_t partition);
 caf::expected<shape_ref> hold_shape(queue_state& st, const job_spec& spec);
-caf::actor start_supervisor(self_ptr self, const std::string& job_id,
-                            const caf::actor& worker,
-                            const std::string& worker_id,
-                            uint32_t adopt_attempt);
+job_supervisor_actor start_supervisor(self_ptr self, const std::string& job_id,
+                                      const worker_actor& worker,
+                                      const std::string& worker_id,
+                                      uint32_t adopt_attempt);
 bool may_dispatch(self_ptr self);
 void dispatch(self_ptr self, const std::string& cls);
 void dispatch_class(self_ptr self, const std::string& cls);
@@ -358,10 +357,10 @@ bool served(const queue_state& st, const std::string& cls,
 void declare_pools(self_ptr self, const std::string& node,
                    const std::string& text);
 void worker_ready(self_ptr self, const std::string& cls,
-                  const std::string& worker_id, caf::actor worker,
+                  const std::string& worker_id, worker_actor worker,
                   std::vector<std::string> types);
 bool remote_slot_ready(self_ptr self, const std::string& cls,
-                       const std::string& worker_id, const caf::actor& worker,
+                       const std::string& worker_id, const worker_actor& worker,
                        std::vector<std::string> types,
                        const std::string& pools);
 
@@ -371,7 +370,7 @@ void release_slot(self_ptr self, const std::string& key);
 void release_slots(self_ptr self, const slot_keys& keys,
                    size_t count = slot_keys::all);
 bool take_slots(self_ptr self, parked_entry& pe, const slot_keys& keys);
-void hold_pools(self_ptr self, const caf::actor& worker, std::string node,
+void hold_pools(self_ptr self, const worker_actor& worker, std::string node,
                 shape_ref shape, bool acquired = false);
 void let_go_pools(self_ptr self, const caf::actor_addr& worker);
 void release_pools(self_ptr self, const std::string& node,
@@ -451,9 +450,10 @@ int64_t expire_waiting_adoptions(self_ptr self, int64_t now);
 /// Has adopt_atom delivered at `due` (Unix ms) unless a timer fires
 /// earlier anyway (each firing looks at every due and arms the next).
 void arm_adopt_timer(self_ptr self, int64_t due);
-void adopt(self_ptr self, caf::typed_response_promise<caf::actor> rp,
+void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
            const std::string& job_id, uint32_t attempt,
-           const std::string& worker_id, caf::actor slot, int64_t deadline_ms);
+           const std::string& worker_id, worker_actor slot,
+           int64_t deadline_ms);
 
 // -- queue_admin.cpp
 // -----------------------------------------------------------

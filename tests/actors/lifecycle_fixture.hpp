@@ -150,7 +150,7 @@ struct fixture {
   std::shared_ptr<job_system_handles> handles
       = std::make_shared<job_system_handles>();
   /// Every worker incarnation, in start order.
-  std::vector<std::pair<std::string, caf::actor>> workers;
+  std::vector<std::pair<std::string, local_worker_actor>> workers;
   supervisor_actor root;
 
   explicit fixture(std::map<std::string, uint32_t> slots = {{"cpu", 1}},
@@ -185,9 +185,10 @@ struct fixture {
       e->bodies.push_back(std::move(body));
     };
     jc.flags.seed = 3;
-    jc.on_worker_started = [this](const std::string& id, const caf::actor& w) {
-      workers.emplace_back(id, w);
-    };
+    jc.on_worker_started
+        = [this](const std::string& id, const local_worker_actor& w) {
+            workers.emplace_back(id, w);
+          };
     supervisor_spec spec{"node:test", {}, {job_system_child(jc, handles)}};
     auto sup = spawn_supervisor(sys, spec);
     REQUIRE(sup);

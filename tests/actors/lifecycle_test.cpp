@@ -598,7 +598,7 @@ TEST_CASE("a queue rebuilds itself from the store's unfinished jobs",
   auto exec = std::make_shared<manual_executor>();
   worker_config wc;
   wc.worker_id = "cpu-0";
-  wc.queue = caf::actor_cast<caf::actor>(queue);
+  wc.home = queue;
   wc.handlers = handlers;
   wc.clock_ms = clock_ms;
   wc.executor = [exec](std::function<void()> body) {
@@ -647,7 +647,8 @@ TEST_CASE("a queue rebuilds itself from the store's unfinished jobs",
   for (auto id : {"a-queued", "b-scheduled", "c-retrying", "d-running"})
     CHECK(get(id).status == job_status::completed);
   stop_actors(self, sched,
-              {caf::actor_cast<caf::actor>(queue), worker,
+              {caf::actor_cast<caf::actor>(queue),
+               caf::actor_cast<caf::actor>(worker),
                caf::actor_cast<caf::actor>(publisher),
                caf::actor_cast<caf::actor>(store)});
 }

@@ -35,6 +35,16 @@ using namespace drover;
 
 namespace {
 
+/// A stand-in for a worker node's slot: takes what a job supervisor sends
+/// a worker and does nothing with it.
+worker_actor spawn_idle_slot(caf::actor_system& sys) {
+  return sys.spawn([]() -> worker_actor::behavior_type {
+    return {[](run_atom, lease&, job_supervisor_actor&) {},
+            [](cancel_atom, std::string&, uint32_t) {},
+            [](abandon_atom, std::string&, uint32_t) {}};
+  });
+}
+
 constexpr int64_t epoch_ms = 1'800'000'000'000;
 
 struct fixture {
@@ -71,10 +81,10 @@ struct fixture {
 
   /// A local worker whose attempts wait in `bodies` until the test runs
   /// them.
-  caf::actor worker(std::deque<std::function<void()>>& bodies) {
+  local_worker_actor worker(std::deque<std::function<void()>>& bodies) {
     worker_config wc;
     wc.worker_id = "cpu-0";
-    wc.queue = caf::actor_cast<caf::actor>(queue);
+    wc.home = queue;
     wc.handlers = handlers;
     wc.clock_ms = [c = clock] { return *c; };
     wc.executor = [&bodies](std::function<void()> body) {
@@ -503,10 +513,7 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   // partitions over. The attempt runs on, adopted, instead of being
   // stopped and run again.
   fixture f{{}, std::chrono::seconds{10}};
-  auto sink = f.sys.spawn([](caf::event_based_actor* self) {
-    self->set_default_handler(caf::drop);
-    return caf::behavior{[](ok_atom) {}};
-  });
+  auto sink = spawn_idle_slot(f.sys);
   const std::string worker_id = "w1.c1/cpu-0"; // a worker node's slot
   auto rec = f.submit(noop());
   REQUIRE(rec);
@@ -526,7 +533,7 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   // Nothing answers while the partition is not ours...
   ask_adoption(rec->job_id);
   bool answered = false;
-  f.self->receive([&](caf::actor&) { answered = true; },
+  f.self->receive([&](job_supervisor_actor&) { answered = true; },
                   [&](caf::error&) { answered = true; },
                   caf::after(std::chrono::milliseconds{0}) >> [] {});
   CHECK_FALSE(answered);
@@ -534,8 +541,8 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   // supervisor, no worker_lost, running again on the same slot.
   f.own({0, 1});
   f.sched.run();
-  caf::actor js;
-  f.self->receive([&](caf::actor& a) { js = a; },
+  job_supervisor_actor js;
+  f.self->receive([&](job_supervisor_actor& a) { js = a; },
                   [](caf::error& err) { FAIL(describe(err)); },
                   caf::after(std::chrono::seconds{1}) >>
                       [] { FAIL("the adoption was not answered"); });
@@ -555,7 +562,7 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   f.sched.advance_time(std::chrono::seconds{9});
   f.sched.run();
   answered = false;
-  f.self->receive([&](caf::actor&) { answered = true; },
+  f.self->receive([&](job_supervisor_actor&) { answered = true; },
                   [&](caf::error&) { answered = true; },
                   caf::after(std::chrono::milliseconds{0}) >> [] {});
   CHECK_FALSE(answered);
@@ -563,10 +570,11 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   f.sched.advance_time(std::chrono::seconds{2});
   f.sched.run();
   caf::error refused;
-  f.self->receive([](caf::actor&) { FAIL("adopted outside its partition"); },
-                  [&](caf::error& err) { refused = err; },
-                  caf::after(std::chrono::seconds{1}) >>
-                      [] { FAIL("the adoption was not refused"); });
+  f.self->receive(
+      [](job_supervisor_actor&) { FAIL("adopted outside its partition"); },
+      [&](caf::error& err) { refused = err; },
+      caf::after(std::chrono::seconds{1}) >>
+          [] { FAIL("the adoption was not refused"); });
   CHECK(is(refused, errc::stale_attempt));
   f.self->send_exit(sink, caf::exit_reason::user_shutdown);
   if (js)
@@ -581,10 +589,7 @@ TEST_CASE("an adoption that can only happen past its asker's deadline is "
   // the attempt; a queue that adopted it later would leave the job
   // processing with no attempt to end it.
   fixture f{{}, std::chrono::seconds{10}};
-  auto sink = f.sys.spawn([](caf::event_based_actor* self) {
-    self->set_default_handler(caf::drop);
-    return caf::behavior{[](ok_atom) {}};
-  });
+  auto sink = spawn_idle_slot(f.sys);
   const std::string worker_id = "w1.c1/cpu-0";
   auto rec = f.submit(noop());
   REQUIRE(rec);
@@ -604,10 +609,11 @@ TEST_CASE("an adoption that can only happen past its asker's deadline is "
   f.own({0, 1});
   f.sched.run();
   caf::error refused;
-  f.self->receive([](caf::actor&) { FAIL("adopted past the deadline"); },
-                  [&](caf::error& err) { refused = err; },
-                  caf::after(std::chrono::seconds{1}) >>
-                      [] { FAIL("the adoption was not answered"); });
+  f.self->receive(
+      [](job_supervisor_actor&) { FAIL("adopted past the deadline"); },
+      [&](caf::error& err) { refused = err; },
+      caf::after(std::chrono::seconds{1}) >>
+          [] { FAIL("the adoption was not answered"); });
   CHECK(is(refused, errc::unavailable));
   CHECK(f.stats().running == 0);
   f.self->send_exit(sink, caf::exit_reason::user_shutdown);

@@ -229,7 +229,7 @@ TEST_CASE("self-fencing: a queue that may not dispatch holds its jobs and "
   std::deque<std::function<void()>> bodies;
   worker_config wc;
   wc.worker_id = "cpu-0";
-  wc.queue = caf::actor_cast<caf::actor>(queue);
+  wc.home = queue;
   wc.handlers = handlers;
   wc.clock_ms = [] { return epoch_ms; };
   wc.executor = [&bodies](std::function<void()> body) {
@@ -276,7 +276,8 @@ TEST_CASE("self-fencing: a queue that may not dispatch holds its jobs and "
   sched.run();
   CHECK(running() == 0);
   drover::testing::stop_actors(self, sched,
-                               {caf::actor_cast<caf::actor>(queue), worker,
+                               {caf::actor_cast<caf::actor>(queue),
+                                caf::actor_cast<caf::actor>(worker),
                                 caf::actor_cast<caf::actor>(publisher),
                                 caf::actor_cast<caf::actor>(store)});
 }
