@@ -418,7 +418,7 @@ queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
         if (generation == st.adopt_timer_generation)
           st.adopt_timer_at = 0; // the armed timer: the next may be armed
         // Those whose grace is over (partitions taken later have theirs).
-        auto now = now_ms(self);
+        auto now = flow_now(self);
         std::vector<job_record> waiting;
         for (auto d = st.adopt_due.begin(); d != st.adopt_due.end();) {
           if (d->second <= 0 || d->second > now) { // not yet, or not due

@@ -486,8 +486,8 @@ void end_recovery(self_ptr self) {
   auto& st = self->state;
   st.recovered = true;
   st.entered_early.clear();
-  // The grace of the attempts just recovered counts from now.
-  auto now = now_ms(self);
+  // The grace of the attempts just recovered counts from now (monotonic).
+  auto now = flow_now(self);
   int64_t first = 0;
   for (auto& [job_id, when] : st.adopt_due)
     if (when <= 0) {

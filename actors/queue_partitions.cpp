@@ -44,7 +44,7 @@ bool wait_for_partition(self_ptr self, const std::string& job_id,
   auto& st = self->state;
   if (st.opts.adopt_wait.count() <= 0 || owns(st, job_id))
     return false;
-  auto due = now_ms(self) + st.opts.adopt_wait.count();
+  auto due = flow_now(self) + st.opts.adopt_wait.count();
   st.adopt_waiting[partition_of_id(job_id)].push_back(
       {due, std::move(run), std::move(refuse)});
   arm_adopt_timer(self, due);
@@ -57,7 +57,8 @@ void arm_adopt_timer(self_ptr self, int64_t due) {
     return;
   st.adopt_timer_at = due;
   self->delayed_send(
-      self, std::chrono::milliseconds{std::max<int64_t>(1, due - now_ms(self))},
+      self,
+      std::chrono::milliseconds{std::max<int64_t>(1, due - flow_now(self))},
       adopt_atom::value, ++st.adopt_timer_generation);
 }
 

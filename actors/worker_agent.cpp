@@ -256,7 +256,14 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         self->request(st.link, std::chrono::seconds{2}, heartbeat_atom::value,
                       std::move(hb))
             .then([done](coordinator_reply&) { done(); },
-                  [done](caf::error&) { done(); });
+                  [done](caf::error& err) {
+                    // Stopping anyway: the coordinator learns of the
+                    // unacknowledged attempts when their leases lapse.
+                    log::debug("worker_agent",
+                               "the last heartbeat of a drain got no answer",
+                               {{"error", describe(err)}});
+                    done();
+                  });
       },
       [self](describe_atom) { return describe_agent(self); },
       [self](stats_atom) { return figures_of(self); },

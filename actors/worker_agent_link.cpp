@@ -348,11 +348,18 @@ void probe_home(agent_actor self) {
                        {"buffered", st.waiting.size()}});
             send_heartbeat(self);
           },
-          [self, stale, again](caf::error&) {
+          [self, stale, again](caf::error& err) {
             if (stale())
               return;
             auto& st = self->state;
             ++st.probe_failures;
+            // Counted and tried again with backoff (figures: probe
+            // failures); the first of a run is worth a line.
+            if (st.probe_failures == 1)
+              log::debug("worker_agent",
+                         "its first coordinator did not "
+                         "answer a probe",
+                         {{"error", describe(err)}});
             again();
             if (!st.leaving)
               return;

@@ -163,8 +163,10 @@ struct queue_state {
   /// when their worker comes back (adopt_atom), settled as lost after
   /// opts.adopt_grace.
   std::map<std::string, job_record> awaiting_adoption;
-  /// When each of them is given up (Unix ms; 0 or less: when its recovery
-  /// ends, after the adoption grace (0) or after -value ms).
+  /// When each of them is given up (flow_now's monotonic ms, so that a step
+  /// of the wall clock neither cuts a grace short nor stretches it; 0 or
+  /// less: when its recovery ends, after the adoption grace (0) or after
+  /// -value ms).
   std::map<std::string, int64_t> adopt_due;
   bool recovered = false;
   /// The run-time settings and breaker states were read back (load_flow):
@@ -200,7 +202,7 @@ struct queue_state {
   std::vector<std::function<void()>> after_recovery;
   /// Adoption requests for partitions not owned (opts.adopt_wait), by
   /// partition: run again once it is taken (after its recovery), refused
-  /// when `due` (Unix ms) passes first.
+  /// when `due` (flow_now's ms) passes first.
   struct waiting_adoption {
     int64_t due = 0;
     std::function<void()> run;
@@ -208,8 +210,8 @@ struct queue_state {
   };
   std::map<int32_t, std::vector<waiting_adoption>> adopt_waiting;
   /// The adoption timer (adopt_atom), one for adopt_due and
-  /// adopt_waiting together: when the armed one fires (Unix ms; 0 = none
-  /// armed) and its generation (a firing of an older one is not it).
+  /// adopt_waiting together: when the armed one fires (flow_now's ms; 0 =
+  /// none armed) and its generation (a firing of an older one is not it).
   int64_t adopt_timer_at = 0;
   uint64_t adopt_timer_generation = 0;
   /// Workers we monitor.
@@ -375,6 +377,7 @@ void hold_pools(self_ptr self, const worker_actor& worker, std::string node,
 void let_go_pools(self_ptr self, const caf::actor_addr& worker);
 void release_pools(self_ptr self, const std::string& node,
                    const shape_ref& shape);
+/// The queue's monotonic clock (ms): flow control and adoption graces.
 int64_t flow_now(self_ptr self);
 void arm_flow_timer(self_ptr self, int64_t at_ms);
 bool runnable(const queue_state& st, const parked_entry& pe);

@@ -59,6 +59,8 @@ struct fixture {
   queue_actor queue;
   /// The queue's clock (Unix ms), moved on with the scheduler's.
   std::shared_ptr<int64_t> clock = std::make_shared<int64_t>(epoch_ms);
+  /// A step of the wall clock (ms) that the monotonic clock does not take.
+  std::shared_ptr<int64_t> wall_step = std::make_shared<int64_t>(0);
 
   /// `adopt`: the adoption grace and the wait for a partition not owned
   /// (queue_options::adopt_grace, adopt_wait).
@@ -70,7 +72,8 @@ struct fixture {
     qo.handover_grace = handover_grace;
     qo.adopt_grace = adopt;
     qo.adopt_wait = adopt;
-    qo.clock_ms = [c = clock] { return *c; };
+    qo.clock_ms = [c = clock, w = wall_step] { return *c + *w; };
+    qo.flow_clock_ms = [c = clock] { return *c; }; // adoption graces
     qo.seed = 5;
     qo.partitions = {0, 1};
     qo.partition_count = 2;
@@ -369,6 +372,7 @@ TEST_CASE("a partition handed over while its recovery waits for a retry "
   {
     queue_options qo;
     qo.clock_ms = [now] { return *now; };
+    qo.flow_clock_ms = qo.clock_ms; // adoption graces
     qo.seed = 7;
     qo.partitions = {1};
     qo.partition_count = 2;
@@ -393,6 +397,7 @@ TEST_CASE("a partition handed over while its recovery waits for a retry "
   auto proxy = sys.spawn(proxy_impl, store, ps, 2);
   queue_options qo;
   qo.clock_ms = [now] { return *now; };
+  qo.flow_clock_ms = qo.clock_ms; // adoption graces
   qo.seed = 9;
   qo.partitions = {0, 1};
   qo.partition_count = 2;
@@ -579,6 +584,38 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   f.self->send_exit(sink, caf::exit_reason::user_shutdown);
   if (js)
     f.self->send_exit(js, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}
+
+TEST_CASE("a wait for adoption runs on the monotonic clock: the wall clock "
+          "stepping back does not stretch it",
+          "[queue][partition]") {
+  fixture f{{}, std::chrono::seconds{10}};
+  auto sink = spawn_idle_slot(f.sys);
+  const std::string worker_id = "w1.c1/cpu-0";
+  auto rec = f.submit(noop());
+  REQUIRE(rec);
+  f.self->send(f.queue, ready_atom::value, std::string{"cpu"}, worker_id, sink);
+  f.sched.run();
+  REQUIRE(f.stats().running == 1);
+  f.own(all_but(partition_of_id(rec->job_id)));
+  f.self->send(f.queue, adopt_atom::value, rec->job_id, uint32_t{1}, worker_id,
+               sink, int64_t{0});
+  f.sched.run();
+  // The wall clock steps back an hour (NTP, an operator) while it waits;
+  // the wait of 10 s still ends after 10 s, not an hour later.
+  *f.wall_step = -3600000;
+  *f.clock += 11000;
+  f.sched.advance_time(std::chrono::seconds{11});
+  f.sched.run();
+  caf::error refused;
+  f.self->receive(
+      [](job_supervisor_actor&) { FAIL("adopted outside its partition"); },
+      [&](caf::error& err) { refused = err; },
+      caf::after(std::chrono::seconds{1}) >>
+          [] { FAIL("the wait outlived its 10 s"); });
+  CHECK(is(refused, errc::stale_attempt));
+  f.self->send_exit(sink, caf::exit_reason::user_shutdown);
   f.sched.run();
 }
 

@@ -89,6 +89,7 @@ TEST_CASE("recovery reads the live jobs page by page and queues each once",
   auto handlers = noop_handlers();
   queue_options qo;
   qo.clock_ms = [] { return epoch_ms; };
+  qo.flow_clock_ms = qo.clock_ms; // adoption graces
   qo.seed = 11;
   auto queue
       = spawn_queue(sys, {store, spawn_progress_publisher(sys), handlers}, qo);
@@ -221,6 +222,7 @@ TEST_CASE("self-fencing: a queue that may not dispatch holds its jobs and "
   auto leases_fresh = std::make_shared<bool>(false);
   queue_options qo;
   qo.clock_ms = [] { return epoch_ms; };
+  qo.flow_clock_ms = qo.clock_ms; // adoption graces
   qo.seed = 3;
   qo.may_dispatch = [leases_fresh] { return *leases_fresh; };
   auto store = spawn_memory_store(sys);
