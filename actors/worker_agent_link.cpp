@@ -4,6 +4,7 @@
 
 #include "actors/detail/agent_state.hpp"
 
+#include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/join_proof.hpp"
 #include "runtime/log.hpp"
@@ -292,17 +293,20 @@ void probe_home(agent_actor self) {
                        : self->system().middleman().actor_handle();
   const auto& home = st.cfg.coordinators.front();
   auto gen = st.handshake;
-  // Every probe after a failed one waits twice as long, up to a minute: a
-  // home host that drops packets makes each connect wait for the system's
-  // TCP timeout in the middleman, which other connects queue behind.
+  // Every probe after a failed one waits about twice as long, up to 32
+  // probe intervals or a minute (runtime/backoff.hpp, a little jitter so
+  // that a fleet's agents do not probe in step): a home host that drops
+  // packets makes each connect wait for the system's TCP timeout in the
+  // middleman, which other connects queue behind.
   auto again = [self] {
     auto& st = self->state;
-    auto delay
-        = st.cfg.home_probe * (1 << std::min<uint32_t>(st.probe_failures, 5));
-    self->delayed_send(
-        self,
-        std::min<std::chrono::milliseconds>(delay, std::chrono::minutes{1}),
-        home_atom::value);
+    backoff_schedule probes{
+        st.cfg.home_probe,
+        std::min<std::chrono::milliseconds>(st.cfg.home_probe * 32,
+                                            std::chrono::minutes{1}),
+        2.0, 0.2};
+    self->delayed_send(self, probes.delay(st.probe_failures, jitter_draw()),
+                       home_atom::value);
   };
   // An answer of a probe begun on another connection: probe again while
   // away (the join did not arm another: this one was in flight).
