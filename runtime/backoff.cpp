@@ -29,10 +29,11 @@ raw_window compute(const backoff_schedule& s, uint32_t failures) {
   auto jitter = std::isnan(s.jitter) ? 0.0 : std::clamp(s.jitter, 0.0, 1.0);
   double base = initial;
   if (initial > 0.0 && multiplier > 1.0) {
-    // multiplier > 1 reaches any double range within 2^11 steps (1.0000001
-    // is an exception that stays finite anyway); beyond that only max
-    // matters. pow may return inf, which min() turns into max.
-    auto n = static_cast<double>(std::min<uint32_t>(failures, 1u << 16));
+    // The whole count: a multiplier close to 1 (1.00003) needs ~10^5
+    // failures to grow ten times, so no cap on the exponent may pin the
+    // window below max (one at 2^16 did). pow may return inf, which min()
+    // turns into max.
+    auto n = static_cast<double>(failures);
     base = std::min(max_d, initial * std::pow(multiplier, n));
   }
   auto width = base * jitter;
