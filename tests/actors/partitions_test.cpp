@@ -125,6 +125,17 @@ struct fixture {
                       [] { FAIL("no answer to partitions"); });
   }
 
+  /// The refusal an adoption request got (within a second); `adopted` and
+  /// `silent` name the failure when it was adopted or not answered.
+  caf::error adoption_refusal(const char* adopted, const char* silent) {
+    caf::error refused;
+    self->receive([adopted](job_supervisor_actor&) { FAIL(adopted); },
+                  [&](caf::error& err) { refused = err; },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [silent] { FAIL(silent); });
+    return refused;
+  }
+
   queue_stats stats() {
     queue_stats out;
     self->send(queue, stats_atom::value);
@@ -574,12 +585,8 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   *f.clock += 2000;
   f.sched.advance_time(std::chrono::seconds{2});
   f.sched.run();
-  caf::error refused;
-  f.self->receive(
-      [](job_supervisor_actor&) { FAIL("adopted outside its partition"); },
-      [&](caf::error& err) { refused = err; },
-      caf::after(std::chrono::seconds{1}) >>
-          [] { FAIL("the adoption was not refused"); });
+  auto refused = f.adoption_refusal("adopted outside its partition",
+                                    "the adoption was not refused");
   CHECK(is(refused, errc::stale_attempt));
   f.self->send_exit(sink, caf::exit_reason::user_shutdown);
   if (js)
@@ -608,12 +615,8 @@ TEST_CASE("a wait for adoption runs on the monotonic clock: the wall clock "
   *f.clock += 11000;
   f.sched.advance_time(std::chrono::seconds{11});
   f.sched.run();
-  caf::error refused;
-  f.self->receive(
-      [](job_supervisor_actor&) { FAIL("adopted outside its partition"); },
-      [&](caf::error& err) { refused = err; },
-      caf::after(std::chrono::seconds{1}) >>
-          [] { FAIL("the wait outlived its 10 s"); });
+  auto refused = f.adoption_refusal("adopted outside its partition",
+                                    "the wait outlived its 10 s");
   CHECK(is(refused, errc::stale_attempt));
   f.self->send_exit(sink, caf::exit_reason::user_shutdown);
   f.sched.run();
@@ -645,12 +648,8 @@ TEST_CASE("an adoption that can only happen past its asker's deadline is "
   f.sched.run();
   f.own({0, 1});
   f.sched.run();
-  caf::error refused;
-  f.self->receive(
-      [](job_supervisor_actor&) { FAIL("adopted past the deadline"); },
-      [&](caf::error& err) { refused = err; },
-      caf::after(std::chrono::seconds{1}) >>
-          [] { FAIL("the adoption was not answered"); });
+  auto refused = f.adoption_refusal("adopted past the deadline",
+                                    "the adoption was not answered");
   CHECK(is(refused, errc::unavailable));
   CHECK(f.stats().running == 0);
   f.self->send_exit(sink, caf::exit_reason::user_shutdown);
