@@ -1118,4 +1118,13 @@ std::string sse_event_name(const job_event& event,
   }
 }
 
+std::string context_of(const caf::error& err) {
+  auto& ctx = err.context();
+  if (ctx.match_elements<std::string>())
+    return ctx.get_as<std::string>(0);
+  return err.category() == errc_category
+             ? std::string{to_string(static_cast<errc>(err.code()))}
+             : std::string{"the node did not answer in time; retry"};
+}
+
 } // namespace drover::http

@@ -122,6 +122,10 @@ struct error_status {
 };
 error_status classify(const caf::error& err);
 
+/// The text an error carries for a client (a Drover error's context; a
+/// generic line for CAF's own errors such as timeouts).
+std::string context_of(const caf::error& err);
+
 /// The SSE event name for an audit-log event: progress, stage, completed,
 /// failed, cancelled, webhook (a delivery attempt, logged after the
 /// terminal event), or status for the other transitions. `previous_stage`

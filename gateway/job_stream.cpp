@@ -32,15 +32,6 @@ bool is_final_event(event_kind k) {
 
 } // namespace
 
-std::string context_of(const caf::error& err) {
-  auto& ctx = err.context();
-  if (ctx.match_elements<std::string>())
-    return ctx.get_as<std::string>(0);
-  return err.category() == errc_category
-             ? std::string{to_string(static_cast<errc>(err.code()))}
-             : std::string{"the node did not answer in time; retry"};
-}
-
 caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
                             std::chrono::milliseconds timeout,
                             std::chrono::milliseconds keepalive, std::string id,

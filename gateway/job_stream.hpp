@@ -29,10 +29,6 @@ struct stream_sink {
   std::function<void()> end;
 };
 
-/// The text a Drover error carries for a client (its context; a generic
-/// line for CAF's own errors such as timeouts).
-std::string context_of(const caf::error& err);
-
 /// Runs one job's event stream into `sink`: the audit log's events after
 /// `after` (each with its sequence as id), then live progress as it
 /// happens (no id: not in the log yet), then the rest of the log up to the
