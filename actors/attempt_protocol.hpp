@@ -52,7 +52,8 @@ using job_supervisor_actor = attempt_owner_actor::extend<
 using worker_actor
     = caf::typed_actor<caf::reacts_to<run_atom, lease, job_supervisor_actor>,
                        caf::reacts_to<cancel_atom, std::string, uint32_t>,
-                       caf::reacts_to<abandon_atom, std::string, uint32_t>>;
+                       caf::reacts_to<abandon_atom, std::string, uint32_t>,
+                       caf::reacts_to<handover_atom, std::string, uint32_t>>;
 
 /// A worker of this process: it also runs an attempt for an owner that only
 /// takes its reports (a worker node's agent, which relays them).

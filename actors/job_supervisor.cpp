@@ -244,20 +244,23 @@ js_impl_actor::behavior_type job_supervisor_impl(self_ptr self,
       [self](partitions_atom) {
         // The job's partition went to another coordinator
         // (actors/queue_partitions.cpp): stop without a write. A started
-        // attempt is abandoned (its worker stops it; the new owner's
-        // recovery settles or adopts it); a worker not leased yet is given
-        // back. An outcome being written commits before the hand-over or is
-        // refused by the store's fence.
+        // attempt is handed over (a worker node keeps running it and
+        // offers it to the new owner, which adopts it; a local worker
+        // stops it and the new owner's recovery settles it); a worker not
+        // leased yet is given back. An outcome being written commits before the
+        // hand-over or is refused by the store's fence.
         auto& st = self->state;
         if (st.current == phase::loading && st.cfg.adopt_attempt != 0)
-          // An attempt a worker node still runs, being adopted: it stops
-          // there (the slot is busy with it, not free).
-          self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
+          // An attempt a worker node still runs, being adopted: it goes on
+          // there for the new owner (the slot is busy with it, not free).
+          self->send(st.cfg.worker, handover_atom::value, st.cfg.job_id,
                      st.cfg.adopt_attempt);
         else if (st.current == phase::loading || st.current == phase::starting)
           release_worker(self);
         else if (st.current == phase::running || st.current == phase::stopping)
-          self->send(st.cfg.worker, abandon_atom::value, st.cfg.job_id,
+          // A worker node's slot keeps it running for the partition's new
+          // owner to adopt; a local worker stops it.
+          self->send(st.cfg.worker, handover_atom::value, st.cfg.job_id,
                      st.attempt);
         log::info("job_supervisor", log::job{st.cfg.job_id},
                   "partition handed over; the attempt is left to its new "

@@ -92,6 +92,8 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
   std::set<std::string> listed;
   for (auto& ra : hb.running) {
     listed.insert(ra.job_id);
+    if (st.lent.count({ra.job_id, ra.attempt}) > 0)
+      continue; // handed over from here; the node has not heard yet
     auto i = st.attempts.find(ra.job_id);
     if (i == st.attempts.end() || i->second.attempt != ra.attempt
         || i->second.expired) {
@@ -120,6 +122,9 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
     held_by_node.emplace(ra.job_id, ra.attempt);
   for (auto& u : hb.unacknowledged)
     held_by_node.emplace(u.job_id, u.attempt);
+  for (auto& l : hb.lent)
+    held_by_node.emplace(l.job_id, l.attempt);
+  on_handover_lists(self, hb, held_by_node);
   for (auto z = st.zombies.begin(); z != st.zombies.end();) {
     if (held_by_node.count(z->first) > 0) {
       ++z;
@@ -173,6 +178,8 @@ coordinator_reply on_report(link_actor self, progress_batch& progress,
   auto& st = self->state;
   ++st.reports;
   for (auto& u : progress.updates) {
+    if (st.lent.count({u.job_id, u.attempt}) > 0)
+      continue; // handed over: its new owner takes it
     auto* a = current(self, u.job_id, u.attempt);
     if (a == nullptr || a->js_gone || a->adopting) {
       if (a == nullptr)
@@ -189,6 +196,8 @@ coordinator_reply on_report(link_actor self, progress_batch& progress,
   }
   for (auto& c : completions.completions) {
     running_attempt key{c.job_id, c.attempt, {}};
+    if (st.lent.count({c.job_id, c.attempt}) > 0)
+      continue; // handed over: the node hands the outcome to the new owner
     auto i = st.attempts.find(c.job_id);
     if (i == st.attempts.end() || i->second.attempt != c.attempt) {
       // Unknown: superseded long ago (or settled and acknowledged late).
@@ -412,6 +421,11 @@ node_link_local::behavior_type link_impl(link_actor self,
         if (st.connected)
           self->send(st.cfg.agent, abandon_atom::value, std::move(job_id),
                      attempt);
+      },
+      [self](handover_atom, uint32_t index, std::string& job_id,
+             uint32_t attempt) {
+        if (from_here(self))
+          hand_over(self, index, job_id, attempt);
       },
       [self](join_atom, register_worker& reg,
              worker_agent_actor& agent) -> caf::result<coordinator_reply> {

@@ -59,6 +59,7 @@ using node_link_local = node_link_actor::extend<
     caf::reacts_to<run_atom, uint32_t, lease, job_supervisor_actor>,
     caf::reacts_to<cancel_atom, uint32_t, std::string, uint32_t>,
     caf::reacts_to<abandon_atom, uint32_t, std::string, uint32_t>,
+    caf::reacts_to<handover_atom, uint32_t, std::string, uint32_t>,
     // endpoint -> link: the node joined (first time or again); running
     // attempts it lists are kept (renewed), adopted from the queue after a
     // coordinator restart, or superseded

@@ -14,6 +14,7 @@
 
 #include <caf/send.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <string>
@@ -34,22 +35,46 @@ coordinator_reply take_reply(link_actor self) {
   auto r = base_reply(self);
   r.settled.swap(self->state.settled);
   r.superseded.swap(self->state.superseded);
+  r.handed_over.swap(self->state.handed_over);
+  r.adopted.swap(self->state.adopted);
   return r;
 }
 
 namespace {
 
-/// A free slot of `cls`, or -1.
+/// A free slot of `cls` (not a borrowed one), or -1.
 int free_slot_of(link_actor self, const std::string& cls) {
   auto& slots = self->state.slots;
   for (size_t i = 0; i < slots.size(); ++i)
-    if (slots[i].job_id.empty() && slots[i].resource_class == cls)
+    if (slots[i].job_id.empty() && slots[i].resource_class == cls
+        && !slots[i].borrowed)
       return static_cast<int>(i);
   return -1;
 }
 
+/// A borrowed slot for an attempt of `cls` that runs on the node for
+/// another coordinator's share (a free one again, or a new one).
+uint32_t borrowed_slot(link_actor self, const std::string& cls) {
+  auto& st = self->state;
+  for (uint32_t i = 0; i < st.slots.size(); ++i)
+    if (st.slots[i].borrowed && st.slots[i].job_id.empty()) {
+      st.slots[i].resource_class = cls;
+      return i;
+    }
+  slot_info s;
+  s.resource_class = cls;
+  s.ordinal = static_cast<uint32_t>(st.slots.size());
+  s.worker_id = st.cfg.node_id + "/borrowed-" + std::to_string(st.slots.size());
+  s.buffer = true;
+  s.borrowed = true;
+  st.slots.push_back(std::move(s));
+  return static_cast<uint32_t>(st.slots.size() - 1);
+}
+
 /// Asks the queue to give attempt `attempt` of `job_id` (in its slot, in
-/// `attempts`, marked adopting) a job supervisor.
+/// `attempts`, marked adopting) a job supervisor. An offered attempt (handed
+/// over by another coordinator) is refused at once unless this coordinator
+/// owns its partition, and a refusal only forgets it here.
 void request_adoption(link_actor self, const std::string& job_id,
                       uint32_t attempt) {
   auto& st = self->state;
@@ -60,8 +85,9 @@ void request_adoption(link_actor self, const std::string& job_id,
   constexpr auto wait = std::chrono::seconds{30};
   auto deadline
       = now_ms(self) + (wait - std::chrono::seconds{1}).count() * 1000;
+  bool offered = st.attempts[job_id].offered;
   self->request(st.cfg.handles->queue(), wait, adopt_atom::value, job_id,
-                attempt, slot.worker_id, slot.actor, deadline)
+                attempt, slot.worker_id, slot.actor, deadline, !offered)
       .then(
           [self, job_id, attempt](job_supervisor_actor& js) {
             auto& st = self->state;
@@ -72,6 +98,13 @@ void request_adoption(link_actor self, const std::string& job_id,
             a.js = js;
             a.adopting = false;
             self->monitor(js);
+            if (a.offered) {
+              log::info("node_link", log::job{job_id},
+                        "took over an attempt another coordinator handed "
+                        "over; it runs on",
+                        {{"node", st.cfg.node_id}, {"attempt", attempt}});
+              st.adopted.push_back(running_attempt{job_id, attempt, {}});
+            }
             if (a.held) {
               // It finished while the adoption was pending.
               a.completing = true;
@@ -81,13 +114,22 @@ void request_adoption(link_actor self, const std::string& job_id,
             }
           },
           [self, job_id, attempt](caf::error& err) {
-            log::info("node_link", log::job{job_id},
-                      "a running attempt could not be adopted; superseded",
-                      {{"attempt", attempt}, {"reason", describe(err)}});
             auto& st = self->state;
             auto i = st.attempts.find(job_id);
             if (i == st.attempts.end() || i->second.attempt != attempt)
               return;
+            if (i->second.offered) {
+              // Not this coordinator's partition (or not yet recovered):
+              // the node offers it again, here and elsewhere.
+              log::debug("node_link", log::job{job_id},
+                         "an attempt offered by the node is not adopted here",
+                         {{"attempt", attempt}, {"reason", describe(err)}});
+              drop_attempt(self, job_id);
+              return;
+            }
+            log::info("node_link", log::job{job_id},
+                      "a running attempt could not be adopted; superseded",
+                      {{"attempt", attempt}, {"reason", describe(err)}});
             i->second.adopting = false;
             if (i->second.held) {
               // Its outcome came but nobody owns the attempt any more.
@@ -138,13 +180,14 @@ namespace {
 
 /// The node lists `ra` as running, but this link does not know it (this
 /// coordinator restarted): ask the queue to adopt it into a slot.
-void adopt(link_actor self, const running_attempt& ra) {
+void adopt(link_actor self, const running_attempt& ra, bool offered = false) {
   auto& st = self->state;
-  int index = free_slot_of(self, ra.resource_class);
-  if (index < 0) {
-    supersede(self, ra.job_id, ra.attempt);
-    return;
-  }
+  // An offered attempt runs on a slot of another coordinator's share; one
+  // listed in a join beyond this share's slots ran on such a slot too (it
+  // was handed over and adopted here before this coordinator restarted).
+  int index = offered ? -1 : free_slot_of(self, ra.resource_class);
+  if (index < 0)
+    index = static_cast<int>(borrowed_slot(self, ra.resource_class));
   auto& slot = st.slots[index];
   slot.job_id = ra.job_id;
   if (!slot.actor)
@@ -157,11 +200,90 @@ void adopt(link_actor self, const running_attempt& ra) {
   a.expiry_ms = now_ms(self) + a.ttl_ms;
   a.leased_ms = now_ms(self); // not measured: it started before
   a.adopting = true;          // no supervisor yet
+  a.offered = offered;
   st.attempts[ra.job_id] = a;
   request_adoption(self, ra.job_id, ra.attempt);
 }
 
 } // namespace
+
+void hand_over(link_actor self, uint32_t index, const std::string& job_id,
+               uint32_t attempt) {
+  auto& st = self->state;
+  auto i = st.attempts.find(job_id);
+  if (i == st.attempts.end() || i->second.attempt != attempt
+      || i->second.slot != index || i->second.completing || i->second.expired
+      || i->second.held) {
+    // Nothing left to hand over (finished, lapsed or being written): as an
+    // abandoned attempt, which the new owner settles or adopts by itself.
+    if (i != st.attempts.end() && i->second.attempt == attempt
+        && !i->second.completing) {
+      i->second.js_gone = true;
+      i->second.abandoned = true;
+    }
+    if (st.connected)
+      self->send(st.cfg.agent, abandon_atom::value, job_id, attempt);
+    return;
+  }
+  if (i->second.js)
+    self->demonitor(i->second.js.address());
+  st.lent.emplace(std::make_pair(job_id, attempt), i->second.slot);
+  st.attempts.erase(i);
+  st.handed_over.push_back(running_attempt{job_id, attempt, {}});
+  log::info("node_link", log::job{job_id},
+            "partition handed over: the node keeps running the attempt for "
+            "its new coordinator",
+            {{"node", st.cfg.node_id}, {"attempt", attempt}});
+}
+
+void on_handover_lists(link_actor self, const heartbeat& hb,
+                       const std::set<std::pair<std::string, uint32_t>>& held) {
+  auto& st = self->state;
+  for (auto l = st.lent.begin(); l != st.lent.end();) {
+    if (held.count(l->first) > 0) {
+      ++l;
+      continue;
+    }
+    auto slot = l->second;
+    l = st.lent.erase(l);
+    free_slot(self, slot);
+  }
+  // A node runs at most its own slots, whatever it offers: borrowed slots
+  // in use are bounded (a node listing made-up attempts gets no more).
+  size_t borrowed = 0;
+  size_t own = 0;
+  for (const auto& s : st.slots) {
+    borrowed += s.borrowed && !s.job_id.empty() ? 1 : 0;
+    own += s.borrowed ? 0 : 1;
+  }
+  auto most = std::max<size_t>(64, 8 * own);
+  for (const auto& ra : hb.offered) {
+    if (st.lent.count({ra.job_id, ra.attempt}) > 0)
+      continue; // handed over from here: not ours
+    auto i = st.attempts.find(ra.job_id);
+    if (i == st.attempts.end()) {
+      if (ra.resource_class.empty())
+        continue;
+      if (borrowed >= most) {
+        log::warn("node_link",
+                  "the node offers more handed-over attempts than it can "
+                  "run: the rest wait",
+                  {{"node", st.cfg.node_id}, {"borrowed", borrowed}});
+        break;
+      }
+      adopt(self, ra, true);
+      ++borrowed;
+      continue;
+    }
+    auto& a = i->second;
+    if (a.attempt != ra.attempt || !a.offered || a.adopting || a.expired)
+      continue;
+    // Adopted here already, and the node has not heard (a reply lost with
+    // its connection): say it again; meanwhile its lease holds.
+    a.expiry_ms = now_ms(self) + std::max(a.ttl_ms, int64_t{1});
+    st.adopted.push_back(running_attempt{ra.job_id, ra.attempt, {}});
+  }
+}
 
 caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
                                        worker_agent_actor& agent) {
@@ -193,6 +315,8 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
   std::set<std::string> listed;
   for (auto& ra : reg.running) {
     listed.insert(ra.job_id);
+    if (st.lent.count({ra.job_id, ra.attempt}) > 0)
+      continue; // handed over from here; the node has not heard yet
     auto i = st.attempts.find(ra.job_id);
     if (i != st.attempts.end() && i->second.attempt == ra.attempt) {
       if (!i->second.expired && !(i->second.js_gone && !i->second.adopting)) {

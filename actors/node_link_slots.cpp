@@ -85,7 +85,7 @@ void offer(link_actor self, uint32_t index) {
   auto& st = self->state;
   auto& slot = st.slots[index];
   if (!slot.job_id.empty() || !st.connected || st.draining || st.suspect
-      || slot.announced || !elastic_active(self, slot))
+      || slot.announced || slot.borrowed || !elastic_active(self, slot))
     return;
   if (slot.buffer
       && (!class_full(self, slot.resource_class)
@@ -217,7 +217,7 @@ void free_slot(link_actor self, uint32_t index) {
   // Not offered again (an inactive elastic slot, a closed buffer credit, a
   // draining or disconnected node): the queue still learns that the slot
   // let go of its attempt, so the pool amounts it held come back.
-  if (!slot.announced && slot.actor)
+  if (!slot.announced && slot.actor && !slot.borrowed)
     self->send(st.cfg.handles->queue(), let_go_atom::value, slot.actor);
 }
 

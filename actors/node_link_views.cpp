@@ -34,6 +34,10 @@ worker_actor::behavior_type slot_impl(worker_actor::pointer self,
         self->send(link, abandon_atom::value, index, std::move(job_id),
                    attempt);
       },
+      [=](handover_atom, std::string& job_id, uint32_t attempt) {
+        self->send(link, handover_atom::value, index, std::move(job_id),
+                   attempt);
+      },
   };
 }
 

@@ -399,12 +399,13 @@ queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
         return true;
       },
       [self](adopt_atom, std::string& job_id, uint32_t attempt,
-             std::string& worker_id, worker_actor& slot,
-             int64_t deadline_ms) -> caf::result<job_supervisor_actor> {
+             std::string& worker_id, worker_actor& slot, int64_t deadline_ms,
+             bool wait_for_owner) -> caf::result<job_supervisor_actor> {
         auto rp = self->make_response_promise<job_supervisor_actor>();
-        auto run = [self, rp, job_id, attempt, worker_id, slot,
-                    deadline_ms]() mutable {
-          adopt(self, rp, job_id, attempt, worker_id, slot, deadline_ms);
+        auto run = [self, rp, job_id, attempt, worker_id, slot, deadline_ms,
+                    wait_for_owner]() mutable {
+          adopt(self, rp, job_id, attempt, worker_id, slot, deadline_ms,
+                wait_for_owner);
         };
         if (self->state.recovered)
           run();

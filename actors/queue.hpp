@@ -80,14 +80,18 @@
 //   (withdraw_atom, worker)            -> bool   forget that idle worker
 //       (it stays known); true if it was idle, false if a job was
 //       already handed to it (or it is unknown)
-//   (adopt_atom, job_id, attempt, worker_id, slot, deadline_ms)
-//       -> job_supervisor_actor
+//   (adopt_atom, job_id, attempt, worker_id, slot, deadline_ms,
+//    wait_for_owner) -> job_supervisor_actor
 //       a worker node still runs an attempt recorded before this
-//       coordinator restarted: take it over (actors/node_link.hpp). Not
-//       after `deadline_ms` (the clock_ms of queue_options; 0 = none): the
-//       asker has stopped waiting by then, and an attempt adopted behind
-//       its back would leave the job processing with nobody to end it
-//       (refused, errc::unavailable).
+//       coordinator restarted (or took its partition): take it over
+//       (actors/node_link.hpp). Not after `deadline_ms` (the clock_ms of
+//       queue_options; 0 = none): the asker has stopped waiting by then,
+//       and an attempt adopted behind its back would leave the job
+//       processing with nobody to end it (refused, errc::unavailable).
+//       An attempt of a partition this coordinator does not own is kept
+//       waiting for it (adopt_wait) if `wait_for_owner`, else refused at
+//       once (an attempt handed over by another coordinator, offered to
+//       every coordinator of its node in each heartbeat).
 //   (take_atom, job_id, worker, wanted) -> (granted, retry_ms)
 //       (worker_home_actor; a node link asks in its slot's name)
 //       the running attempt of job_id on `worker` takes up to `wanted`
@@ -154,7 +158,7 @@ using queue_actor = caf::typed_actor<
     caf::replies_to<take_atom, std::string, worker_actor,
                     uint32_t>::with<uint32_t, int64_t>,
     caf::replies_to<adopt_atom, std::string, uint32_t, std::string,
-                    worker_actor, int64_t>::with<job_supervisor_actor>,
+                    worker_actor, int64_t, bool>::with<job_supervisor_actor>,
     caf::reacts_to<adopt_atom, uint64_t>,
     caf::replies_to<partitions_atom, std::vector<int32_t>>::with<ok_atom>,
     caf::replies_to<partitions_atom, get_atom>::with<std::string, int32_t>>;

@@ -572,8 +572,8 @@ void recover(self_ptr self) {
 /// attempt, no new `started`), and the caller learns which.
 void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
            const std::string& job_id, uint32_t attempt,
-           const std::string& worker_id, worker_actor slot,
-           int64_t deadline_ms) {
+           const std::string& worker_id, worker_actor slot, int64_t deadline_ms,
+           bool wait_for_owner) {
   auto& st = self->state;
   if (deadline_ms > 0 && now_ms(self) > deadline_ms) {
     // The link stopped waiting (it stops the attempt on the node): the
@@ -596,11 +596,12 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
     };
     // Its partition is another coordinator's (or nobody's yet): it may
     // become ours, with this attempt waiting to be adopted.
-    auto again
-        = [self, rp, job_id, attempt, worker_id, slot, deadline_ms]() mutable {
-            adopt(self, rp, job_id, attempt, worker_id, slot, deadline_ms);
-          };
-    if (!wait_for_partition(self, job_id, std::move(again), refuse))
+    auto again = [self, rp, job_id, attempt, worker_id, slot,
+                  deadline_ms]() mutable {
+      adopt(self, rp, job_id, attempt, worker_id, slot, deadline_ms, true);
+    };
+    if (!wait_for_owner
+        || !wait_for_partition(self, job_id, std::move(again), refuse))
       refuse();
     return;
   }

@@ -86,6 +86,16 @@ bool is_current(self_ptr self, const std::string& job_id, uint32_t attempt) {
   return st.busy && st.job_id == job_id && st.attempt == attempt;
 }
 
+/// Forced stop: nothing more from the attempt goes to its owner.
+void abandon(self_ptr self, const std::string& job_id, uint32_t attempt) {
+  auto& st = self->state;
+  if (!is_current(self, job_id, attempt))
+    return;
+  st.owner = nullptr;
+  if (st.ctx)
+    st.ctx->request_cancel();
+}
+
 void announce_ready(self_ptr self) {
   auto& st = self->state;
   self->send(st.cfg.home, ready_atom::value, st.cfg.resource_class,
@@ -233,12 +243,11 @@ worker_impl_actor::behavior_type worker_impl(self_ptr self, worker_config cfg) {
           st.ctx->request_cancel();
       },
       [self](abandon_atom, const std::string& job_id, uint32_t attempt) {
-        auto& st = self->state;
-        if (!is_current(self, job_id, attempt))
-          return;
-        st.owner = nullptr;
-        if (st.ctx)
-          st.ctx->request_cancel();
+        abandon(self, job_id, attempt);
+      },
+      [self](handover_atom, const std::string& job_id, uint32_t attempt) {
+        // A coordinator's own slot cannot go with its partition: stopped.
+        abandon(self, job_id, attempt);
       },
   };
 }

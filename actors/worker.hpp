@@ -19,6 +19,10 @@
 //   (abandon_atom, job_id, attempt)          forced stop: nothing more from
 //       this attempt is relayed; the worker stays busy until the handler's
 //       thread actually returns, so the slot count never lies.
+//   (handover_atom, job_id, attempt)         the job's partition went to
+//       another coordinator: as abandon_atom (a coordinator's own worker
+//       does not go with the partition; a worker node's slot does, see
+//       actors/handover_board.hpp).
 // Tokens (task_context::take_tokens): the handler's thread asks its worker,
 // which asks its home with (take_atom, job_id, self, wanted) -> (granted,
 // retry_ms) and hands the answer to the context. The handler's thread

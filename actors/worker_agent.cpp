@@ -39,6 +39,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
                     : std::make_shared<worker_counters>(st.cfg.slots);
   if (!st.cfg.epochs)
     st.cfg.epochs = std::make_shared<partition_epochs>();
+  if (!st.cfg.handovers)
+    st.cfg.handovers = std::make_shared<handover_board>();
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if ((st.link && dm.source == st.link.address())
@@ -67,6 +69,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
       c.attempt = i->second.attempt;
       c.outcome = completion_outcome::failed_retryable;
       c.error = {"worker_lost", "the worker running the attempt died", true};
+      if (pass_on_done(self, c))
+        break;
       st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
       bool superseded = i->second.superseded;
       st.running.erase(i);
@@ -160,11 +164,14 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
           self->monitor(worker);
         st.worker_class[worker.address()] = cls;
         st.stuck.erase(worker.address()); // free again
+        lent_worker_free(self, worker.address());
         st.idle[cls].push_back(std::move(worker));
         start_waiting(self);
       },
       [self](progress_atom, progress_update& u) {
         auto& st = self->state;
+        if (pass_on_progress(self, u, false))
+          return;
         auto i = st.running.find(u.job_id);
         if (i == st.running.end() || i->second.attempt != u.attempt
             || i->second.superseded)
@@ -184,6 +191,10 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         u.attempt = attempt;
         u.checkpoint = std::move(bytes);
         u.at_ms = st.cfg.clock_ms();
+        if (i->second.lent) {
+          pass_on_progress(self, u, true);
+          return;
+        }
         st.checkpoints[u.job_id] = std::move(u);
         maybe_report(self);
       },
@@ -191,6 +202,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
              uint32_t wanted) { return on_take(self, job_id, worker, wanted); },
       [self](done_atom, completion& c) {
         auto& st = self->state;
+        if (pass_on_done(self, c))
+          return;
         auto i = st.running.find(c.job_id);
         if (i == st.running.end() || i->second.attempt != c.attempt)
           return;
@@ -270,6 +283,13 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
       [self](connect_now_atom) { connect(self); },
       [self](beat_atom) { beat(self); },
       [self](home_atom) { probe_home(self); },
+      [self](lent_atom, std::string& job_id, uint32_t attempt,
+             attempt_owner_actor& owner, worker_home_actor& home) {
+        on_lent(self, job_id, attempt, std::move(owner), std::move(home));
+      },
+      [self](lent_atom, std::string& job_id, uint32_t attempt) {
+        lent_deadline(self, job_id, attempt);
+      },
   };
 }
 

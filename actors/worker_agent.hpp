@@ -39,8 +39,18 @@
 //   their outcomes settle, and joins its first coordinator again. Its
 //   running attempts are not moved: the coordinator it failed over to owns
 //   their partitions, not the first one.
+// - Hand-over (CoordinatorReply.handedOver, --share-partitions): an
+//   attempt whose partition its coordinator handed to another keeps
+//   running; the agent posts it on the node's handover board and holds its
+//   reports; the node's other agents offer it to their coordinators
+//   (Heartbeat.offered) and the one whose coordinator adopts it claims it:
+//   its reports go there from then on, the worker stays on this agent's
+//   slot (listed in Heartbeat.lent until it is free). Nobody claims it
+//   within two lease TTLs: it is stopped (the new owner runs the job
+//   again after its adoption grace).
 
 #include "actors/attempt_protocol.hpp"
+#include "actors/handover_board.hpp"
 #include "runtime/backoff.hpp"
 #include "runtime/cluster_protocol.hpp"
 #include "runtime/config.hpp"
@@ -88,7 +98,13 @@ using worker_agent_local = worker_agent_actor::extend<
     caf::reacts_to<agent_timers::beat_atom>,
     caf::reacts_to<agent_timers::force_atom, std::string, uint32_t>,
     caf::reacts_to<agent_timers::deadline_atom>,
-    caf::reacts_to<agent_timers::home_atom>>;
+    caf::reacts_to<agent_timers::home_atom>,
+    // another agent of the node took over an attempt this one lent (its
+    // coordinator handed the partition over), and the lender's deadline
+    // for it (actors/handover_board.hpp)
+    caf::reacts_to<lent_atom, std::string, uint32_t, attempt_owner_actor,
+                   worker_home_actor>,
+    caf::reacts_to<lent_atom, std::string, uint32_t>>;
 
 struct worker_agent_config {
   std::string node_id;
@@ -125,6 +141,10 @@ struct worker_agent_config {
   /// The newest partition epoch each lease was stamped with, shared by the
   /// node's agents; null = the agent's own.
   std::shared_ptr<partition_epochs> epochs;
+  /// Attempts handed over by one agent's coordinator, offered by the
+  /// others (actors/handover_board.hpp), shared by the node's agents; null
+  /// = the agent's own.
+  std::shared_ptr<handover_board> handovers;
   /// The coordinator refused this node for good (wrong secret, protocol).
   std::function<void(const std::string&)> on_fatal;
   /// The drain is over.

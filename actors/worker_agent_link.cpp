@@ -111,7 +111,7 @@ register_worker registration(agent_actor self) {
     reg.elastic_idle_ms = static_cast<uint32_t>(st.cfg.elastic_idle.count());
   reg.draining = st.draining;
   for (auto& [job_id, r] : st.running)
-    if (!r.superseded)
+    if (!r.superseded && !r.lent)
       reg.running.push_back(
           running_attempt{job_id, r.attempt, r.resource_class});
   // Buffered leases are held too: their leases must survive a reconnect.

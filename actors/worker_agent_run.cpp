@@ -89,8 +89,10 @@ void abandon_running(agent_actor self,
   auto& st = self->state;
   caf::anon_send(i->second.worker, abandon_atom::value, i->first,
                  i->second.attempt);
-  st.stuck[i->second.worker.address()]
-      = running_attempt{i->first, i->second.attempt, {}};
+  // A borrowed attempt's worker is another agent's: it stays taken there.
+  if (!i->second.borrowed)
+    st.stuck[i->second.worker.address()]
+        = running_attempt{i->first, i->second.attempt, {}};
   st.running.erase(i);
   check_drained(self);
 }
@@ -108,9 +110,14 @@ bool take_waiting(agent_actor self, const std::string& job_id,
   return true;
 }
 
-/// Applies the coordinator's settled and superseded lists.
+/// Applies the coordinator's settled, superseded, handed-over and adopted
+/// lists.
 void apply_reply(agent_actor self, coordinator_reply& r) {
   auto& st = self->state;
+  if (!r.handed_over.empty())
+    lend(self, r.handed_over);
+  if (!r.adopted.empty())
+    claim(self, r.adopted);
   for (auto& s : r.settled) {
     st.completions.erase({s.job_id, s.attempt});
     st.completion_class.erase({s.job_id, s.attempt});
@@ -127,7 +134,7 @@ void apply_reply(agent_actor self, coordinator_reply& r) {
       continue;
     auto i = st.running.find(s.job_id);
     if (i == st.running.end() || i->second.attempt != s.attempt
-        || i->second.superseded)
+        || i->second.superseded || i->second.lent)
       continue;
     i->second.superseded = true;
     log::warn("worker_agent", log::job{s.job_id},
@@ -177,6 +184,16 @@ caf::result<uint32_t, int64_t> on_take(agent_actor self,
       || i->second.superseded)
     return make_error(errc::stale_attempt,
                       "job " + job_id + " does not run on this worker");
+  if (i->second.lent) {
+    // Its tokens come from the coordinator that took it over.
+    if (i->second.lent_home)
+      return self->delegate(i->second.lent_home, take_atom::value, job_id,
+                            worker, wanted);
+    return make_error(errc::unavailable,
+                      "attempt of job " + job_id
+                          + " is being handed to another coordinator; ask "
+                            "again");
+  }
   if (i->second.rate_key.empty())
     return make_error(errc::invalid_request,
                       "the job names no rate limit (rate_limit_key) to take "
@@ -257,7 +274,9 @@ void send_heartbeat(agent_actor self) {
     // Going home says "draining" too: no new leases here.
     hb.draining = st.draining || st.leaving;
     for (auto& [job_id, r] : st.running)
-      hb.running.push_back(running_attempt{job_id, r.attempt, {}});
+      (r.lent ? hb.lent : hb.running)
+          .push_back(running_attempt{job_id, r.attempt, {}});
+    hb.offered = st.cfg.handovers->offers(self->address());
     for (auto& l : st.waiting)
       hb.running.push_back(running_attempt{l.job_id, l.attempt, {}});
     for (auto& [addr, ra] : st.stuck)

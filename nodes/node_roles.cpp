@@ -46,6 +46,7 @@ supervisor_spec agent_subtree(std::string name, worker_agent_config ac,
                               size_t share) {
   ac.counters = shared->counters[share];
   ac.epochs = shared->epochs;
+  ac.handovers = shared->handovers;
   ac.on_fatal = [shared](const std::string&) {
     {
       std::lock_guard<std::mutex> guard{shared->mx};

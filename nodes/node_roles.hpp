@@ -47,6 +47,10 @@ struct worker_shared {
   /// lease from a deposed coordinator is refused whichever agent gets it.
   std::shared_ptr<partition_epochs> epochs
       = std::make_shared<partition_epochs>();
+  /// Attempts one agent's coordinator handed over, offered by the others
+  /// (actors/handover_board.hpp).
+  std::shared_ptr<handover_board> handovers
+      = std::make_shared<handover_board>();
 
   std::vector<worker_agent_local> current_agents() {
     std::lock_guard<std::mutex> guard{mx};

@@ -82,6 +82,13 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using finished_atom = caf::atom_constant<caf::atom("finished")>;
 /// Job supervisor -> worker: stop waiting for this attempt (forced stop).
 using abandon_atom = caf::atom_constant<caf::atom("abandon")>;
+/// Job supervisor -> worker: the job's partition went to another
+/// coordinator; a worker node's slot keeps the attempt running for the new
+/// owner to adopt (a local worker stops it, as abandon_atom).
+using handover_atom = caf::atom_constant<caf::atom("handover")>;
+/// Worker node: an agent took over an attempt another agent lent (its
+/// coordinator handed the partition over); the lender's timer for it.
+using lent_atom = caf::atom_constant<caf::atom("lent")>;
 
 // -- cluster (actors/cluster_protocol.hpp) ----------------------------------
 

@@ -234,12 +234,14 @@ auto fields(const running_attempt& x) {
 }
 
 auto fields(const heartbeat& x) {
-  return std::tie(x.node_id, x.at_ms, x.running, x.unacknowledged, x.draining);
+  return std::tie(x.node_id, x.at_ms, x.running, x.unacknowledged, x.lent,
+                  x.offered, x.draining);
 }
 
 auto fields(const coordinator_reply& x) {
   return std::tie(x.coordinator_id, x.challenge, x.superseded, x.settled,
-                  x.lease_ttl_ms, x.heartbeat_interval_ms, x.protocol);
+                  x.handed_over, x.adopted, x.lease_ttl_ms,
+                  x.heartbeat_interval_ms, x.protocol);
 }
 
 auto fields(const progress_batch& x) {

@@ -390,6 +390,11 @@ struct heartbeat {
   std::vector<running_attempt> running;
   /// Completions sent but not yet acknowledged.
   std::vector<running_attempt> unacknowledged;
+  /// Handed over by this coordinator, still running on the node's slots.
+  std::vector<running_attempt> lent;
+  /// Handed over by another coordinator, offered for adoption (with their
+  /// resource class).
+  std::vector<running_attempt> offered;
   bool draining = false;
 };
 
@@ -400,6 +405,11 @@ struct coordinator_reply {
   std::string challenge;
   std::vector<running_attempt> superseded;
   std::vector<running_attempt> settled;
+  /// Attempts of partitions handed to another coordinator: keep running,
+  /// offer them to the node's other coordinators.
+  std::vector<running_attempt> handed_over;
+  /// Offered attempts taken over here: report them here.
+  std::vector<running_attempt> adopted;
   int64_t lease_ttl_ms = 0;
   int64_t heartbeat_interval_ms = 0;
   uint32_t protocol = 0;

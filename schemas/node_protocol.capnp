@@ -135,6 +135,17 @@ struct Heartbeat {
 
   unacknowledged @4 :List(RunningAttempt);
   # Completions still in the worker's outbox (sent, not yet acknowledged).
+
+  lent @5 :List(RunningAttempt);
+  # Attempts this coordinator handed over (CoordinatorReply.handedOver)
+  # that still run on the node's slots: their slots stay taken here until
+  # they are no longer listed.
+
+  offered @6 :List(RunningAttempt);
+  # Attempts another coordinator of the node handed over, still running
+  # here and not yet taken by anyone (with their resource class): the
+  # coordinator that owns their partition adopts them
+  # (CoordinatorReply.adopted); the others ignore them.
 }
 
 struct CoordinatorReply {
@@ -163,6 +174,15 @@ struct CoordinatorReply {
   settled @6 :List(RunningAttempt);
   # Completions whose outcome is committed (or refused for good): the
   # worker drops them from its outbox.
+
+  handedOver @7 :List(RunningAttempt);
+  # Attempts whose partition this coordinator handed to another: the
+  # worker keeps running them, reports nothing more of them here, and
+  # offers them to its other coordinators (Heartbeat.offered).
+
+  adopted @8 :List(RunningAttempt);
+  # Offered attempts this coordinator took over: the worker reports them
+  # here from now on.
 }
 
 struct ProgressBatch {

@@ -38,6 +38,19 @@ struct run_info {
   bool superseded = false;
   /// The job's rate-limit key ("" = none): what its takes draw on.
   std::string rate_key;
+  /// Lent (this agent's coordinator handed the partition over): its
+  /// reports are held until another agent claims it, then go there.
+  bool lent = false;
+  attempt_owner_actor lent_to;
+  worker_home_actor lent_home;
+  std::optional<progress_update> held_progress;
+  std::optional<progress_update> held_checkpoint;
+  std::optional<completion> held_done;
+  /// Claimed from another agent: it runs on that agent's worker, whose
+  /// idle and stuck states stay there.
+  bool borrowed = false;
+  /// The agent it was claimed from (its reports arrive from there).
+  caf::actor_addr borrowed_from;
 };
 
 using attempt_key = std::pair<std::string, uint32_t>;
@@ -117,6 +130,25 @@ void fatal(agent_actor self, const std::string& why);
 void probe_home(agent_actor self);
 /// Going home once nothing runs or waits to settle here.
 void check_left(agent_actor self);
+
+// actors/worker_agent_handover.cpp
+/// The coordinator handed these attempts over: lend them (post them on
+/// the board).
+void lend(agent_actor self, const std::vector<running_attempt>& attempts);
+/// The coordinator adopted these offered attempts: claim them.
+void claim(agent_actor self, const std::vector<running_attempt>& attempts);
+/// Another agent claimed the lent attempt: its reports go there now.
+void on_lent(agent_actor self, const std::string& job_id, uint32_t attempt,
+             attempt_owner_actor owner, worker_home_actor home);
+/// The lent attempt's deadline: stopped if nobody claimed it.
+void lent_deadline(agent_actor self, const std::string& job_id,
+                   uint32_t attempt);
+/// A report of a lent attempt: held or passed on (true), or not lent.
+bool pass_on_progress(agent_actor self, progress_update& u, bool checkpoint);
+/// The outcome of a lent attempt: held or passed on (true), or not lent.
+bool pass_on_done(agent_actor self, completion& c);
+/// `worker` is idle again: a lent attempt it ran is over here.
+void lent_worker_free(agent_actor self, const caf::actor_addr& worker);
 
 // actors/worker_agent_run.cpp
 void check_drained(agent_actor self);

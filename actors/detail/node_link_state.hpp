@@ -36,6 +36,11 @@ struct slot_info {
   bool buffer = false;
   /// Asked the queue to forget it (withdraw_atom), no answer yet.
   bool withdrawing = false;
+  /// Not one of the node's slots for this coordinator: an attempt another
+  /// coordinator handed over runs on it (the node runs it on a slot of
+  /// that coordinator's share). Never offered; also a `buffer` slot, so
+  /// that no count of the class's real slots sees it.
+  bool borrowed = false;
 };
 
 struct attempt_info {
@@ -65,6 +70,9 @@ struct attempt_info {
   /// Waiting for the queue to adopt it (after a coordinator restart); an
   /// outcome that arrives meanwhile is held until then.
   bool adopting = false;
+  /// Offered by the node (another coordinator handed it over): a refused
+  /// adoption only forgets it (the node keeps offering it elsewhere).
+  bool offered = false;
   std::optional<completion> held;
 };
 
@@ -81,6 +89,11 @@ struct link_state {
   /// node, by (job, attempt): their slots stay taken until the node lets go
   /// of them.
   std::map<std::pair<std::string, uint32_t>, uint32_t> zombies;
+  /// Attempts of partitions handed to another coordinator that the node
+  /// still runs, by (job, attempt): their slots stay taken until the node
+  /// no longer lists them (Heartbeat.lent), and nothing of them counts
+  /// here.
+  std::map<std::pair<std::string, uint32_t>, uint32_t> lent;
   /// No heartbeat for two intervals: its free credits are withdrawn, so
   /// that retries go to nodes that answer.
   bool suspect = false;
@@ -97,6 +110,10 @@ struct link_state {
   int64_t disconnected_ms = 0;
   std::vector<running_attempt> settled;
   std::vector<running_attempt> superseded;
+  /// Reply lists: attempts handed over (keep running, offer elsewhere) and
+  /// offered attempts adopted here.
+  std::vector<running_attempt> handed_over;
+  std::vector<running_attempt> adopted;
   /// (job, attempt) whose rejection is recorded already.
   std::set<std::pair<std::string, uint32_t>> recorded;
   uint64_t leases_sent = 0;
@@ -214,6 +231,18 @@ coordinator_reply take_reply(link_actor self);
 /// partitions) or superseded; its free slots offered.
 caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
                                        worker_agent_actor& agent);
+
+/// The job's partition went to another coordinator (its supervisor handed
+/// the attempt over): the node keeps running it and offers it to its other
+/// coordinators; its slot stays taken here while the node lists it as lent.
+void hand_over(link_actor self, uint32_t index, const std::string& job_id,
+               uint32_t attempt);
+
+/// A heartbeat's lists of attempts handed over: the lent ones keep their
+/// slots (freed once no longer listed anywhere in `held`), the offered
+/// ones are adopted if this coordinator owns their partitions.
+void on_handover_lists(link_actor self, const heartbeat& hb,
+                       const std::set<std::pair<std::string, uint32_t>>& held);
 
 /// After the queue restarted (one_for_all): offers the slots to the new
 /// queue and has it adopt the attempts whose supervisors died with it.

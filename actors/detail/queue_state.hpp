@@ -455,8 +455,8 @@ int64_t expire_waiting_adoptions(self_ptr self, int64_t now);
 void arm_adopt_timer(self_ptr self, int64_t due);
 void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
            const std::string& job_id, uint32_t attempt,
-           const std::string& worker_id, worker_actor slot,
-           int64_t deadline_ms);
+           const std::string& worker_id, worker_actor slot, int64_t deadline_ms,
+           bool wait_for_owner);
 
 // -- queue_admin.cpp
 // -----------------------------------------------------------

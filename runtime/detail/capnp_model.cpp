@@ -738,6 +738,10 @@ void write(schema::Heartbeat::Builder out, const heartbeat& x) {
   if (!x.unacknowledged.empty())
     write_list(out.initUnacknowledged(x.unacknowledged.size()),
                x.unacknowledged);
+  if (!x.lent.empty())
+    write_list(out.initLent(x.lent.size()), x.lent);
+  if (!x.offered.empty())
+    write_list(out.initOffered(x.offered.size()), x.offered);
 }
 
 caf::error read(schema::Heartbeat::Reader in, heartbeat& x, read_context& ctx) {
@@ -746,6 +750,8 @@ caf::error read(schema::Heartbeat::Reader in, heartbeat& x, read_context& ctx) {
   x.draining = in.getDraining();
   DROVER_TRY(read_list(in.getUnacknowledged(), x.unacknowledged,
                        "Heartbeat.unacknowledged", ctx));
+  DROVER_TRY(read_list(in.getLent(), x.lent, "Heartbeat.lent", ctx));
+  DROVER_TRY(read_list(in.getOffered(), x.offered, "Heartbeat.offered", ctx));
   return read_list(in.getRunning(), x.running, "Heartbeat.running", ctx);
 }
 
@@ -802,6 +808,10 @@ void write(schema::CoordinatorReply::Builder out, const coordinator_reply& x) {
     write_list(out.initSuperseded(x.superseded.size()), x.superseded);
   if (!x.settled.empty())
     write_list(out.initSettled(x.settled.size()), x.settled);
+  if (!x.handed_over.empty())
+    write_list(out.initHandedOver(x.handed_over.size()), x.handed_over);
+  if (!x.adopted.empty())
+    write_list(out.initAdopted(x.adopted.size()), x.adopted);
 }
 
 caf::error read(schema::CoordinatorReply::Reader in, coordinator_reply& x,
@@ -813,6 +823,10 @@ caf::error read(schema::CoordinatorReply::Reader in, coordinator_reply& x,
   x.heartbeat_interval_ms = in.getHeartbeatIntervalMs();
   DROVER_TRY(read_list(in.getSuperseded(), x.superseded,
                        "CoordinatorReply.superseded", ctx));
+  DROVER_TRY(read_list(in.getHandedOver(), x.handed_over,
+                       "CoordinatorReply.handedOver", ctx));
+  DROVER_TRY(
+      read_list(in.getAdopted(), x.adopted, "CoordinatorReply.adopted", ctx));
   return read_list(in.getSettled(), x.settled, "CoordinatorReply.settled", ctx);
 }
 

@@ -41,7 +41,8 @@ worker_actor spawn_idle_slot(caf::actor_system& sys) {
   return sys.spawn([]() -> worker_actor::behavior_type {
     return {[](run_atom, lease&, job_supervisor_actor&) {},
             [](cancel_atom, std::string&, uint32_t) {},
-            [](abandon_atom, std::string&, uint32_t) {}};
+            [](abandon_atom, std::string&, uint32_t) {},
+            [](handover_atom, std::string&, uint32_t) {}};
   });
 }
 
@@ -543,7 +544,7 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
 
   auto ask_adoption = [&](const std::string& job_id) {
     f.self->send(f.queue, adopt_atom::value, job_id, uint32_t{1}, worker_id,
-                 sink, *f.clock + 30000);
+                 sink, *f.clock + 30000, true);
     f.sched.run();
   };
   // Nothing answers while the partition is not ours...
@@ -607,7 +608,7 @@ TEST_CASE("a wait for adoption runs on the monotonic clock: the wall clock "
   REQUIRE(f.stats().running == 1);
   f.own(all_but(partition_of_id(rec->job_id)));
   f.self->send(f.queue, adopt_atom::value, rec->job_id, uint32_t{1}, worker_id,
-               sink, int64_t{0});
+               sink, int64_t{0}, true);
   f.sched.run();
   // The wall clock steps back an hour (NTP, an operator) while it waits;
   // the wait of 10 s still ends after 10 s, not an hour later.
@@ -640,7 +641,7 @@ TEST_CASE("an adoption that can only happen past its asker's deadline is "
   f.own(all_but(partition)); // another coordinator's now
   REQUIRE(f.stats().running == 0);
   f.self->send(f.queue, adopt_atom::value, rec->job_id, uint32_t{1}, worker_id,
-               sink, *f.clock + 5000);
+               sink, *f.clock + 5000, true);
   f.sched.run();
   // The partition comes back after the deadline (within the wait).
   *f.clock += 6000;

@@ -272,6 +272,9 @@ inline heartbeat beat() {
   x.at_ms = 1700000003000;
   x.running = {running("job-1", 3), running("job-2", 1)};
   x.unacknowledged = {running("job-3", 2)};
+  x.lent = {running("job-4", 1)};
+  x.offered = {running("job-5", 2), running("job-6", 7)};
+  x.offered[0].resource_class = "gpu";
   x.draining = true;
   return x;
 }
@@ -282,6 +285,8 @@ inline coordinator_reply reply() {
   x.challenge = std::string(32, '\x01');
   x.superseded = {running("job-1", 3)};
   x.settled = {running("job-3", 2)};
+  x.handed_over = {running("job-4", 1)};
+  x.adopted = {running("job-5", 2), running("job-6", 7)};
   x.lease_ttl_ms = 2000;
   x.heartbeat_interval_ms = 500;
   x.protocol = 1;

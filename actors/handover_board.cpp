@@ -1,0 +1,62 @@
+#include "actors/handover_board.hpp"
+
+namespace drover {
+
+void handover_board::post(entry e) {
+  std::lock_guard<std::mutex> guard{mx_};
+  auto id = e.job_id;
+  entries_[id] = std::move(e);
+}
+
+bool handover_board::withdraw(const std::string& job_id, uint32_t attempt,
+                              const caf::actor_addr& lender) {
+  std::lock_guard<std::mutex> guard{mx_};
+  auto i = entries_.find(job_id);
+  if (i == entries_.end() || i->second.attempt != attempt
+      || i->second.lender.address() != lender)
+    return false;
+  entries_.erase(i);
+  return true;
+}
+
+bool handover_board::finish(const std::string& job_id, uint32_t attempt,
+                            const caf::actor_addr& lender, completion c) {
+  std::lock_guard<std::mutex> guard{mx_};
+  auto i = entries_.find(job_id);
+  if (i == entries_.end() || i->second.attempt != attempt
+      || i->second.lender.address() != lender)
+    return false;
+  i->second.done = std::move(c);
+  i->second.worker = nullptr;
+  return true;
+}
+
+std::vector<running_attempt>
+handover_board::offers(const caf::actor_addr& agent) const {
+  std::vector<running_attempt> out;
+  std::lock_guard<std::mutex> guard{mx_};
+  for (const auto& [job_id, e] : entries_)
+    if (e.lender.address() != agent)
+      out.push_back(running_attempt{job_id, e.attempt, e.resource_class});
+  return out;
+}
+
+std::optional<handover_board::entry>
+handover_board::claim(const std::string& job_id, uint32_t attempt,
+                      const caf::actor_addr& agent) {
+  std::lock_guard<std::mutex> guard{mx_};
+  auto i = entries_.find(job_id);
+  if (i == entries_.end() || i->second.attempt != attempt
+      || i->second.lender.address() == agent)
+    return std::nullopt;
+  auto e = std::move(i->second);
+  entries_.erase(i);
+  return e;
+}
+
+size_t handover_board::size() const {
+  std::lock_guard<std::mutex> guard{mx_};
+  return entries_.size();
+}
+
+} // namespace drover

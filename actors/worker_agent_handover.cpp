@@ -1,0 +1,255 @@
+// The worker agent's side of a partition hand-over (actors/worker_agent.hpp,
+// "Hand-over"; actors/handover_board.hpp): lending the attempts its
+// coordinator handed over, claiming those another agent lent and its own
+// coordinator adopted, and passing reports on between the two. See
+// actors/detail/agent_state.hpp.
+
+#include "actors/detail/agent_state.hpp"
+
+#include "runtime/errors.hpp"
+#include "runtime/log.hpp"
+#include "runtime/submit.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/send.hpp>
+
+namespace drover::agent_detail {
+
+namespace {
+
+/// How long a lent attempt waits to be claimed: the partition's new owner
+/// takes it at its next round, recovers it and adopts what the node offers
+/// within about a heartbeat, and gives the attempt an adoption grace of at
+/// least twice the lease TTL plus a heartbeat and a second before it runs
+/// the job again — it is stopped before that.
+std::chrono::milliseconds lend_deadline(const agent_state& st) {
+  return 2 * st.lease_ttl;
+}
+
+handover_board::entry entry_of(agent_actor self, const std::string& job_id,
+                               uint32_t attempt, const std::string& cls) {
+  handover_board::entry e;
+  e.job_id = job_id;
+  e.attempt = attempt;
+  e.resource_class = cls;
+  e.lender = lender_actor{self};
+  return e;
+}
+
+} // namespace
+
+void lend(agent_actor self, const std::vector<running_attempt>& attempts) {
+  auto& st = self->state;
+  for (const auto& ra : attempts) {
+    attempt_key key{ra.job_id, ra.attempt};
+    if (take_waiting(self, ra.job_id, ra.attempt)) {
+      // Buffered, not started: nothing runs to hand over. Not listed any
+      // more, it is settled by the new owner (lost, not failed).
+      log::info("worker_agent", log::job{ra.job_id},
+                "a buffered lease's partition was handed over: dropped",
+                {{"attempt", ra.attempt}});
+      continue;
+    }
+    auto c = st.completions.find(key);
+    if (c != st.completions.end()) {
+      // It ended and its outcome was not settled: the outcome goes to the
+      // new owner with the entry.
+      auto e = entry_of(self, ra.job_id, ra.attempt, st.completion_class[key]);
+      e.done = std::move(c->second);
+      st.completions.erase(c);
+      st.completion_class.erase(key);
+      st.sent.erase(key);
+      st.cfg.handovers->post(std::move(e));
+    } else {
+      auto i = st.running.find(ra.job_id);
+      if (i == st.running.end() || i->second.attempt != ra.attempt
+          || i->second.superseded || i->second.lent)
+        continue;
+      auto& r = i->second;
+      r.lent = true;
+      auto p = st.progress.find(ra.job_id);
+      if (p != st.progress.end() && p->second.attempt == ra.attempt) {
+        r.held_progress = std::move(p->second);
+        st.progress.erase(p);
+      }
+      auto k = st.checkpoints.find(ra.job_id);
+      if (k != st.checkpoints.end() && k->second.attempt == ra.attempt) {
+        r.held_checkpoint = std::move(k->second);
+        st.checkpoints.erase(k);
+      }
+      auto e = entry_of(self, ra.job_id, ra.attempt, r.resource_class);
+      e.worker = r.worker;
+      e.rate_key = r.rate_key;
+      st.cfg.handovers->post(std::move(e));
+    }
+    log::info("worker_agent", log::job{ra.job_id},
+              "its coordinator handed the partition over: the attempt runs "
+              "on, offered to the node's other coordinators",
+              {{"attempt", ra.attempt}});
+    self->delayed_send(self, lend_deadline(st), lent_atom::value, ra.job_id,
+                       ra.attempt);
+  }
+}
+
+void claim(agent_actor self, const std::vector<running_attempt>& attempts) {
+  auto& st = self->state;
+  for (const auto& ra : attempts) {
+    auto mine = st.running.find(ra.job_id);
+    // Lent from here and handed on by the agent that took it: back home.
+    bool home = mine != st.running.end() && mine->second.attempt == ra.attempt
+                && mine->second.lent;
+    if (mine != st.running.end() && mine->second.attempt == ra.attempt && !home)
+      continue; // claimed already (the coordinator said it again)
+    auto e = st.cfg.handovers->claim(ra.job_id, ra.attempt, self->address());
+    if (!e) {
+      // Stopped by its lender meanwhile (its deadline passed), or another
+      // agent's coordinator took it: not listed here, its lease lapses.
+      log::warn("worker_agent", log::job{ra.job_id},
+                "the coordinator adopted an attempt that is no longer "
+                "offered here; its lease lapses",
+                {{"attempt", ra.attempt}});
+      continue;
+    }
+    log::info("worker_agent", log::job{ra.job_id},
+              "took over an attempt another coordinator handed over",
+              {{"attempt", ra.attempt}, {"class", e->resource_class}});
+    if (home) {
+      // Lent by this agent, handed on by the one that took it, and back:
+      // its worker reports here again; the other agent lets go of it.
+      auto& r = mine->second;
+      r.lent = false;
+      r.lent_to = nullptr;
+      r.lent_home = nullptr;
+      if (r.held_progress)
+        st.progress[ra.job_id] = std::move(*r.held_progress);
+      if (r.held_checkpoint)
+        st.checkpoints[ra.job_id] = std::move(*r.held_checkpoint);
+      r.held_progress.reset();
+      r.held_checkpoint.reset();
+      caf::anon_send(e->lender, lent_atom::value, ra.job_id, ra.attempt,
+                     attempt_owner_actor{self}, worker_home_actor{self});
+      maybe_report(self);
+      continue;
+    }
+    if (e->done) {
+      st.completion_class[{ra.job_id, ra.attempt}] = e->resource_class;
+      st.completions[{ra.job_id, ra.attempt}] = std::move(*e->done);
+      maybe_report(self);
+      continue;
+    }
+    run_info r;
+    r.attempt = ra.attempt;
+    r.resource_class = e->resource_class;
+    r.worker = e->worker;
+    r.rate_key = e->rate_key;
+    r.borrowed = true;
+    r.borrowed_from = e->lender.address();
+    st.running[ra.job_id] = std::move(r);
+    caf::anon_send(e->lender, lent_atom::value, ra.job_id, ra.attempt,
+                   attempt_owner_actor{self}, worker_home_actor{self});
+  }
+}
+
+void on_lent(agent_actor self, const std::string& job_id, uint32_t attempt,
+             attempt_owner_actor owner, worker_home_actor home) {
+  auto& st = self->state;
+  auto i = st.running.find(job_id);
+  if (i == st.running.end() || i->second.attempt != attempt || !i->second.lent)
+    return;
+  auto& r = i->second;
+  if (r.borrowed && owner.address() == r.borrowed_from) {
+    // Back with the agent whose worker runs it: its reports no longer
+    // pass through here.
+    st.running.erase(i);
+    check_drained(self);
+    return;
+  }
+  r.lent_to = owner;
+  r.lent_home = home;
+  if (r.held_checkpoint)
+    caf::anon_send(owner, checkpoint_atom::value, job_id, attempt,
+                   std::move(r.held_checkpoint->checkpoint));
+  if (r.held_progress)
+    caf::anon_send(owner, progress_atom::value, std::move(*r.held_progress));
+  r.held_checkpoint.reset();
+  r.held_progress.reset();
+  if (r.held_done) {
+    caf::anon_send(owner, done_atom::value, std::move(*r.held_done));
+    st.running.erase(i);
+    check_drained(self);
+  }
+}
+
+void lent_deadline(agent_actor self, const std::string& job_id,
+                   uint32_t attempt) {
+  auto& st = self->state;
+  if (!st.cfg.handovers->withdraw(job_id, attempt, self->address()))
+    return; // claimed
+  log::warn("worker_agent", log::job{job_id},
+            "nobody took over a handed-over attempt in time: stopping it "
+            "(its partition's new owner runs the job again)",
+            {{"attempt", attempt}});
+  auto i = st.running.find(job_id);
+  if (i == st.running.end() || i->second.attempt != attempt || !i->second.lent)
+    return; // it had ended: its outcome is dropped with the entry
+  // Stopped as a superseded attempt: cancel, then abandoned after the grace.
+  i->second.lent = false;
+  i->second.superseded = true;
+  caf::anon_send(i->second.worker, cancel_atom::value, job_id, attempt);
+  self->delayed_send(self, st.cfg.supersede_grace, force_atom::value, job_id,
+                     attempt);
+}
+
+bool pass_on_progress(agent_actor self, progress_update& u, bool checkpoint) {
+  auto& st = self->state;
+  auto i = st.running.find(u.job_id);
+  if (i == st.running.end() || i->second.attempt != u.attempt
+      || !i->second.lent)
+    return false;
+  auto& r = i->second;
+  if (!r.lent_to)
+    (checkpoint ? r.held_checkpoint : r.held_progress) = std::move(u);
+  else if (checkpoint)
+    caf::anon_send(r.lent_to, checkpoint_atom::value, u.job_id, u.attempt,
+                   std::move(u.checkpoint));
+  else
+    caf::anon_send(r.lent_to, progress_atom::value, std::move(u));
+  return true;
+}
+
+bool pass_on_done(agent_actor self, completion& c) {
+  auto& st = self->state;
+  auto i = st.running.find(c.job_id);
+  if (i == st.running.end() || i->second.attempt != c.attempt
+      || !i->second.lent)
+    return false;
+  auto& r = i->second;
+  st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
+  if (r.lent_to) {
+    caf::anon_send(r.lent_to, done_atom::value, std::move(c));
+  } else if (!st.cfg.handovers->finish(c.job_id, c.attempt, self->address(),
+                                       c)) {
+    // Claimed, and the claimant's word is on its way: held until then.
+    r.held_done = std::move(c);
+    r.held_progress.reset();
+    return true;
+  }
+  st.running.erase(i);
+  check_drained(self);
+  return true;
+}
+
+void lent_worker_free(agent_actor self, const caf::actor_addr& worker) {
+  auto& st = self->state;
+  for (auto i = st.running.begin(); i != st.running.end(); ++i)
+    if (i->second.lent && !i->second.held_done
+        && i->second.worker.address() == worker) {
+      // Abandoned where it was claimed (its outcome never comes): over.
+      st.running.erase(i);
+      check_drained(self);
+      return;
+    }
+}
+
+} // namespace drover::agent_detail
