@@ -82,9 +82,13 @@ void request_adoption(link_actor self, const std::string& job_id,
   // The queue answers within the deadline or refuses: past it, this link
   // has given up and stopped the attempt (a late adoption would leave the
   // job processing with nobody to end it).
+  // On the process's monotonic clock, which the queue's flow_now reads
+  // too: a step of the wall clock moves neither side's idea of it.
   constexpr auto wait = std::chrono::seconds{30};
-  auto deadline
-      = now_ms(self) + (wait - std::chrono::seconds{1}).count() * 1000;
+  auto deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch()
+                      + wait - std::chrono::seconds{1})
+                      .count();
   bool offered = st.attempts[job_id].offered;
   self->request(st.cfg.handles->queue(), wait, adopt_atom::value, job_id,
                 attempt, slot.worker_id, slot.actor, deadline, !offered)

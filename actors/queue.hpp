@@ -84,8 +84,9 @@
 //    wait_for_owner) -> job_supervisor_actor
 //       a worker node still runs an attempt recorded before this
 //       coordinator restarted (or took its partition): take it over
-//       (actors/node_link.hpp). Not after `deadline_ms` (the clock_ms of
-//       queue_options; 0 = none): the asker has stopped waiting by then,
+//       (actors/node_link.hpp). Not after `deadline_ms` (the monotonic
+//       clock: the steady clock's ms, or queue_options::flow_clock_ms;
+//       0 = none): the asker has stopped waiting by then,
 //       and an attempt adopted behind its back would leave the job
 //       processing with nobody to end it (refused, errc::unavailable).
 //       An attempt of a partition this coordinator does not own is kept

@@ -575,7 +575,7 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
            const std::string& worker_id, worker_actor slot, int64_t deadline_ms,
            bool wait_for_owner) {
   auto& st = self->state;
-  if (deadline_ms > 0 && now_ms(self) > deadline_ms) {
+  if (deadline_ms > 0 && flow_now(self) > deadline_ms) {
     // The link stopped waiting (it stops the attempt on the node): the
     // attempt stays waiting for adoption, or is settled lost after its
     // grace, as if nobody had asked.
