@@ -4,16 +4,15 @@ namespace drover {
 
 void handover_board::post(entry e) {
   std::lock_guard<std::mutex> guard{mx_};
-  auto id = e.job_id;
-  entries_[id] = std::move(e);
+  auto key = std::make_pair(e.job_id, e.attempt);
+  entries_[key] = std::move(e);
 }
 
 bool handover_board::withdraw(const std::string& job_id, uint32_t attempt,
                               const caf::actor_addr& lender) {
   std::lock_guard<std::mutex> guard{mx_};
-  auto i = entries_.find(job_id);
-  if (i == entries_.end() || i->second.attempt != attempt
-      || i->second.lender.address() != lender)
+  auto i = entries_.find({job_id, attempt});
+  if (i == entries_.end() || i->second.lender.address() != lender)
     return false;
   entries_.erase(i);
   return true;
@@ -22,9 +21,8 @@ bool handover_board::withdraw(const std::string& job_id, uint32_t attempt,
 bool handover_board::finish(const std::string& job_id, uint32_t attempt,
                             const caf::actor_addr& lender, completion c) {
   std::lock_guard<std::mutex> guard{mx_};
-  auto i = entries_.find(job_id);
-  if (i == entries_.end() || i->second.attempt != attempt
-      || i->second.lender.address() != lender)
+  auto i = entries_.find({job_id, attempt});
+  if (i == entries_.end() || i->second.lender.address() != lender)
     return false;
   i->second.done = std::move(c);
   i->second.worker = nullptr;
@@ -35,9 +33,9 @@ std::vector<running_attempt>
 handover_board::offers(const caf::actor_addr& agent) const {
   std::vector<running_attempt> out;
   std::lock_guard<std::mutex> guard{mx_};
-  for (const auto& [job_id, e] : entries_)
+  for (const auto& [key, e] : entries_)
     if (e.lender.address() != agent)
-      out.push_back(running_attempt{job_id, e.attempt, e.resource_class});
+      out.push_back(running_attempt{key.first, key.second, e.resource_class});
   return out;
 }
 
@@ -45,9 +43,8 @@ std::optional<handover_board::entry>
 handover_board::claim(const std::string& job_id, uint32_t attempt,
                       const caf::actor_addr& agent) {
   std::lock_guard<std::mutex> guard{mx_};
-  auto i = entries_.find(job_id);
-  if (i == entries_.end() || i->second.attempt != attempt
-      || i->second.lender.address() == agent)
+  auto i = entries_.find({job_id, attempt});
+  if (i == entries_.end() || i->second.lender.address() == agent)
     return std::nullopt;
   auto e = std::move(i->second);
   entries_.erase(i);

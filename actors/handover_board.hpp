@@ -54,7 +54,7 @@ public:
     lender_actor lender;
   };
 
-  /// The lender posts an attempt (replacing an older attempt of the job).
+  /// The lender posts an attempt.
   void post(entry e);
 
   /// The lender takes back an attempt nobody claimed: true if it was here
@@ -83,7 +83,8 @@ public:
 
 private:
   mutable std::mutex mx_;
-  std::map<std::string, entry> entries_;
+  /// By (job, attempt).
+  std::map<std::pair<std::string, uint32_t>, entry> entries_;
 };
 
 } // namespace drover

@@ -92,8 +92,12 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
   std::set<std::string> listed;
   for (auto& ra : hb.running) {
     listed.insert(ra.job_id);
-    if (st.lent.count({ra.job_id, ra.attempt}) > 0)
-      continue; // handed over from here; the node has not heard yet
+    if (st.lent.count({ra.job_id, ra.attempt}) > 0) {
+      // Handed over from here and the node has not heard (the reply that
+      // said so was lost, or crossed the lease): said again.
+      st.handed_over.push_back(running_attempt{ra.job_id, ra.attempt, {}});
+      continue;
+    }
     auto i = st.attempts.find(ra.job_id);
     if (i == st.attempts.end() || i->second.attempt != ra.attempt
         || i->second.expired) {

@@ -86,8 +86,8 @@ void request_adoption(link_actor self, const std::string& job_id,
   // too: a step of the wall clock moves neither side's idea of it.
   constexpr auto wait = std::chrono::seconds{30};
   auto deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::steady_clock::now().time_since_epoch()
-                      + wait - std::chrono::seconds{1})
+                      std::chrono::steady_clock::now().time_since_epoch() + wait
+                      - std::chrono::seconds{1})
                       .count();
   bool offered = st.attempts[job_id].offered;
   self->request(st.cfg.handles->queue(), wait, adopt_atom::value, job_id,
@@ -184,14 +184,38 @@ namespace {
 
 /// The node lists `ra` as running, but this link does not know it (this
 /// coordinator restarted): ask the queue to adopt it into a slot.
-void adopt(link_actor self, const running_attempt& ra, bool offered = false) {
+/// Whether another borrowed slot may be taken: a node runs at most its own
+/// slots, whatever it lists, so borrowed slots in use are bounded (a node
+/// listing made-up attempts gets no more).
+bool may_borrow(link_actor self) {
+  size_t borrowed = 0;
+  size_t own = 0;
+  for (const auto& s : self->state.slots) {
+    borrowed += s.borrowed && !s.job_id.empty() ? 1 : 0;
+    own += s.borrowed ? 0 : 1;
+  }
+  return borrowed < std::max<size_t>(64, 8 * own);
+}
+
+/// False if no slot was left for it (a listed one is superseded, an
+/// offered one waits).
+bool adopt(link_actor self, const running_attempt& ra, bool offered = false) {
   auto& st = self->state;
   // An offered attempt runs on a slot of another coordinator's share; one
   // listed in a join beyond this share's slots ran on such a slot too (it
   // was handed over and adopted here before this coordinator restarted).
   int index = offered ? -1 : free_slot_of(self, ra.resource_class);
-  if (index < 0)
+  if (index < 0) {
+    if (!may_borrow(self)) {
+      log::warn("node_link",
+                "the node lists more attempts than it can run: not adopted",
+                {{"node", st.cfg.node_id}, {"job", ra.job_id}});
+      if (!offered)
+        supersede(self, ra.job_id, ra.attempt);
+      return false;
+    }
     index = static_cast<int>(borrowed_slot(self, ra.resource_class));
+  }
   auto& slot = st.slots[index];
   slot.job_id = ra.job_id;
   if (!slot.actor)
@@ -207,6 +231,7 @@ void adopt(link_actor self, const running_attempt& ra, bool offered = false) {
   a.offered = offered;
   st.attempts[ra.job_id] = a;
   request_adoption(self, ra.job_id, ra.attempt);
+  return true;
 }
 
 } // namespace
@@ -243,6 +268,12 @@ void hand_over(link_actor self, uint32_t index, const std::string& job_id,
 void on_handover_lists(link_actor self, const heartbeat& hb,
                        const std::set<std::pair<std::string, uint32_t>>& held) {
   auto& st = self->state;
+  // An outcome the node still sends here of an attempt handed over: the
+  // node has not heard (it finished before the word came); said again, and
+  // the node hands the outcome to the new owner.
+  for (const auto& u : hb.unacknowledged)
+    if (st.lent.count({u.job_id, u.attempt}) > 0)
+      st.handed_over.push_back(running_attempt{u.job_id, u.attempt, {}});
   for (auto l = st.lent.begin(); l != st.lent.end();) {
     if (held.count(l->first) > 0) {
       ++l;
@@ -254,29 +285,13 @@ void on_handover_lists(link_actor self, const heartbeat& hb,
   }
   // A node runs at most its own slots, whatever it offers: borrowed slots
   // in use are bounded (a node listing made-up attempts gets no more).
-  size_t borrowed = 0;
-  size_t own = 0;
-  for (const auto& s : st.slots) {
-    borrowed += s.borrowed && !s.job_id.empty() ? 1 : 0;
-    own += s.borrowed ? 0 : 1;
-  }
-  auto most = std::max<size_t>(64, 8 * own);
   for (const auto& ra : hb.offered) {
     if (st.lent.count({ra.job_id, ra.attempt}) > 0)
       continue; // handed over from here: not ours
     auto i = st.attempts.find(ra.job_id);
     if (i == st.attempts.end()) {
-      if (ra.resource_class.empty())
-        continue;
-      if (borrowed >= most) {
-        log::warn("node_link",
-                  "the node offers more handed-over attempts than it can "
-                  "run: the rest wait",
-                  {{"node", st.cfg.node_id}, {"borrowed", borrowed}});
-        break;
-      }
-      adopt(self, ra, true);
-      ++borrowed;
+      if (!ra.resource_class.empty() && !adopt(self, ra, true))
+        break; // the rest wait
       continue;
     }
     auto& a = i->second;
@@ -319,8 +334,11 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
   std::set<std::string> listed;
   for (auto& ra : reg.running) {
     listed.insert(ra.job_id);
-    if (st.lent.count({ra.job_id, ra.attempt}) > 0)
-      continue; // handed over from here; the node has not heard yet
+    if (st.lent.count({ra.job_id, ra.attempt}) > 0) {
+      // Handed over from here; the node has not heard yet: said again.
+      st.handed_over.push_back(running_attempt{ra.job_id, ra.attempt, {}});
+      continue;
+    }
     auto i = st.attempts.find(ra.job_id);
     if (i != st.attempts.end() && i->second.attempt == ra.attempt) {
       if (!i->second.expired && !(i->second.js_gone && !i->second.adopting)) {

@@ -605,6 +605,22 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
       refuse();
     return;
   }
+  if (machine_of(worker_id) != machine_of(i->second.worker_id)
+      || machine_of(worker_id).empty()) {
+    // Another machine than the one it ran on (a node listing attempts it
+    // does not run): not adopted; the real one may still report it.
+    log::warn("queue", log::job{job_id},
+              "refused to adopt an attempt for another machine than the one "
+              "it runs on",
+              {{"attempt", attempt},
+               {"asked_by", worker_id},
+               {"ran_on", i->second.worker_id}});
+    rp.deliver(make_error(errc::stale_attempt,
+                          "attempt " + std::to_string(attempt) + " of job "
+                              + job_id + " does not run on "
+                              + machine_of(worker_id)));
+    return;
+  }
   auto rec = std::move(i->second);
   st.awaiting_adoption.erase(i);
   st.adopt_due.erase(job_id);

@@ -50,8 +50,10 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
     }
     // A local worker died: its attempt ended with it.
     auto w = st.worker_ids.find(dm.source);
-    if (w == st.worker_ids.end())
+    if (w == st.worker_ids.end()) {
+      handover_down(self, dm.source);
       return;
+    }
     st.worker_ids.erase(w);
     st.worker_class.erase(dm.source);
     st.stuck.erase(dm.source);
@@ -64,11 +66,7 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
     for (auto i = st.running.begin(); i != st.running.end(); ++i) {
       if (i->second.worker.address() != dm.source)
         continue;
-      completion c;
-      c.job_id = i->first;
-      c.attempt = i->second.attempt;
-      c.outcome = completion_outcome::failed_retryable;
-      c.error = {"worker_lost", "the worker running the attempt died", true};
+      auto c = worker_lost(i->first, i->second.attempt);
       if (pass_on_done(self, c))
         break;
       st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
@@ -114,8 +112,11 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
             // away). It is stopped; its worker stays taken until it is.
             caf::anon_send(r->second.worker, cancel_atom::value, l.job_id,
                            r->second.attempt);
-            st.stuck[r->second.worker.address()]
-                = running_attempt{l.job_id, r->second.attempt, {}};
+            // A borrowed attempt's worker is another agent's: it stays
+            // taken there.
+            if (!r->second.borrowed)
+              st.stuck[r->second.worker.address()]
+                  = running_attempt{l.job_id, r->second.attempt, {}};
             st.running.erase(r);
           }
           st.waiting.push_back(std::move(l));

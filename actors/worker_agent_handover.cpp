@@ -99,8 +99,16 @@ void claim(agent_actor self, const std::vector<running_attempt>& attempts) {
     // Lent from here and handed on by the agent that took it: back home.
     bool home = mine != st.running.end() && mine->second.attempt == ra.attempt
                 && mine->second.lent;
-    if (mine != st.running.end() && mine->second.attempt == ra.attempt && !home)
-      continue; // claimed already (the coordinator said it again)
+    if (mine != st.running.end() && !home) {
+      // Claimed already (the coordinator said it again), or another
+      // attempt of the job runs here: nothing to take.
+      if (mine->second.attempt != ra.attempt)
+        log::warn("worker_agent", log::job{ra.job_id},
+                  "the coordinator adopted an attempt of a job another "
+                  "attempt of which runs here: not taken",
+                  {{"attempt", ra.attempt}, {"here", mine->second.attempt}});
+      continue;
+    }
     auto e = st.cfg.handovers->claim(ra.job_id, ra.attempt, self->address());
     if (!e) {
       // Stopped by its lender meanwhile (its deadline passed), or another
@@ -145,6 +153,9 @@ void claim(agent_actor self, const std::vector<running_attempt>& attempts) {
     r.rate_key = e->rate_key;
     r.borrowed = true;
     r.borrowed_from = e->lender.address();
+    // Its worker is another agent's: if it dies (with that agent, say) the
+    // attempt ended here too.
+    self->monitor(r.worker);
     st.running[ra.job_id] = std::move(r);
     caf::anon_send(e->lender, lent_atom::value, ra.job_id, ra.attempt,
                    attempt_owner_actor{self}, worker_home_actor{self});
@@ -160,13 +171,22 @@ void on_lent(agent_actor self, const std::string& job_id, uint32_t attempt,
   auto& r = i->second;
   if (r.borrowed && owner.address() == r.borrowed_from) {
     // Back with the agent whose worker runs it: its reports no longer
-    // pass through here.
+    // pass through here; what was held goes there.
+    if (r.held_checkpoint)
+      caf::anon_send(owner, checkpoint_atom::value, job_id, attempt,
+                     std::move(r.held_checkpoint->checkpoint));
+    if (r.held_progress)
+      caf::anon_send(owner, progress_atom::value, std::move(*r.held_progress));
+    if (r.held_done)
+      caf::anon_send(owner, done_atom::value, std::move(*r.held_done));
     st.running.erase(i);
     check_drained(self);
     return;
   }
   r.lent_to = owner;
   r.lent_home = home;
+  // If the claimant goes (its agent restarts), the attempt is offered again.
+  self->monitor(owner);
   if (r.held_checkpoint)
     caf::anon_send(owner, checkpoint_atom::value, job_id, attempt,
                    std::move(r.held_checkpoint->checkpoint));
@@ -238,6 +258,53 @@ bool pass_on_done(agent_actor self, completion& c) {
   st.running.erase(i);
   check_drained(self);
   return true;
+}
+
+bool handover_down(agent_actor self, const caf::actor_addr& who) {
+  auto& st = self->state;
+  bool seen = false;
+  for (auto i = st.running.begin(); i != st.running.end();) {
+    auto& r = i->second;
+    if (r.lent && r.lent_to && r.lent_to.address() == who) {
+      // The agent that took it is gone: offered again (its coordinator
+      // says it adopted it once more, and the new agent takes it).
+      seen = true;
+      r.lent_to = nullptr;
+      r.lent_home = nullptr;
+      auto e = entry_of(self, i->first, r.attempt, r.resource_class);
+      e.worker = r.worker;
+      e.rate_key = r.rate_key;
+      st.cfg.handovers->post(std::move(e));
+      self->delayed_send(self, lend_deadline(st), lent_atom::value, i->first,
+                         r.attempt);
+      log::warn("worker_agent", log::job{i->first},
+                "the agent that took over a lent attempt is gone: offered "
+                "again",
+                {{"attempt", r.attempt}});
+      ++i;
+      continue;
+    }
+    if (r.borrowed && r.worker && r.worker.address() == who) {
+      // The worker (another agent's) died: the attempt ended with it.
+      seen = true;
+      auto c = worker_lost(i->first, r.attempt);
+      st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
+      bool superseded = r.superseded;
+      auto cls = r.resource_class;
+      i = st.running.erase(i);
+      if (!superseded) {
+        st.completion_class[{c.job_id, c.attempt}] = cls;
+        st.completions[{c.job_id, c.attempt}] = std::move(c);
+      }
+      continue;
+    }
+    ++i;
+  }
+  if (seen) {
+    maybe_report(self);
+    check_drained(self);
+  }
+  return seen;
 }
 
 void lent_worker_free(agent_actor self, const caf::actor_addr& worker) {

@@ -131,6 +131,16 @@ void probe_home(agent_actor self);
 /// Going home once nothing runs or waits to settle here.
 void check_left(agent_actor self);
 
+/// The outcome of an attempt whose worker died under it.
+inline completion worker_lost(const std::string& job_id, uint32_t attempt) {
+  completion c;
+  c.job_id = job_id;
+  c.attempt = attempt;
+  c.outcome = completion_outcome::failed_retryable;
+  c.error = {"worker_lost", "the worker running the attempt died", true};
+  return c;
+}
+
 // actors/worker_agent_handover.cpp
 /// The coordinator handed these attempts over: lend them (post them on
 /// the board).
@@ -147,6 +157,10 @@ void lent_deadline(agent_actor self, const std::string& job_id,
 bool pass_on_progress(agent_actor self, progress_update& u, bool checkpoint);
 /// The outcome of a lent attempt: held or passed on (true), or not lent.
 bool pass_on_done(agent_actor self, completion& c);
+/// A monitored actor went down: the agent that took a lent attempt (it is
+/// offered again) or the worker of a borrowed one (it ended). False if
+/// neither.
+bool handover_down(agent_actor self, const caf::actor_addr& who);
 /// `worker` is idle again: a lent attempt it ran is over here.
 void lent_worker_free(agent_actor self, const caf::actor_addr& worker);
 

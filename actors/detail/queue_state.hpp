@@ -94,6 +94,21 @@ inline std::string node_of(const std::string& worker_id) {
                                     : worker_id.substr(0, slash);
 }
 
+/// The machine of a worker: its node without the agent suffix ".c<k>" a
+/// worker node sharing several coordinators gives each agent
+/// (`<node>.c1`, `<node>.c2`, ...): an attempt runs on one machine, whichever
+/// of its agents reports it.
+inline std::string machine_of(const std::string& worker_id) {
+  auto node = node_of(worker_id);
+  auto dot = node.rfind(".c");
+  if (dot == std::string::npos || dot + 2 == node.size())
+    return node;
+  for (auto k = dot + 2; k < node.size(); ++k)
+    if (node[k] < '0' || node[k] > '9')
+      return node;
+  return node.substr(0, dot);
+}
+
 /// A scheduled job or a retry waiting for its time.
 struct delayed_entry {
   int64_t due_ms;

@@ -702,3 +702,53 @@ TEST_CASE("a job whose cancel was requested ends cancelled when its attempt "
   f.self->send_exit(worker, caf::exit_reason::user_shutdown);
   f.sched.run();
 }
+
+TEST_CASE("an attempt handed over by another coordinator is adopted without "
+          "waiting, only for the machine it runs on",
+          "[queue][partition]") {
+  // A worker node offers an attempt its other coordinator handed over
+  // (wait_for_owner false): refused at once while the partition is not
+  // ours; once it is, adopted when asked by any agent of the machine it
+  // ran on, never by another machine.
+  fixture f{{}, std::chrono::seconds{10}};
+  auto sink = spawn_idle_slot(f.sys);
+  auto rec = f.submit(noop());
+  REQUIRE(rec);
+  auto partition = partition_of_id(rec->job_id);
+  f.self->send(f.queue, ready_atom::value, std::string{"cpu"},
+               std::string{"w1.c1/cpu-0"}, sink);
+  f.sched.run();
+  REQUIRE(f.stats().running == 1);
+  f.own(all_but(partition)); // handed to "another coordinator"
+  REQUIRE(f.stats().running == 0);
+  auto offer = [&](const std::string& worker_id) {
+    f.self->send(f.queue, adopt_atom::value, rec->job_id, uint32_t{1},
+                 worker_id, sink, *f.clock + 30000, false);
+    f.sched.run();
+  };
+  offer("w1.c3/borrowed-8");
+  CHECK(is(f.adoption_refusal("adopted outside its partition",
+                              "an offer was not refused at once"),
+           errc::stale_attempt));
+  f.own({0, 1}); // it comes back: recovered, waiting for adoption
+  f.sched.run();
+  offer("w2.c3/borrowed-8"); // another machine
+  CHECK(is(f.adoption_refusal("adopted for another machine",
+                              "the other machine was not refused"),
+           errc::stale_attempt));
+  CHECK(f.stats().running == 0);
+  offer("w1.c3/borrowed-8"); // another agent of the same machine
+  job_supervisor_actor js;
+  f.self->receive([&](job_supervisor_actor& a) { js = a; },
+                  [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("the offer was not adopted"); });
+  CHECK(js);
+  CHECK(f.stats().running == 1);
+  for (const auto& ev : f.events(rec->job_id))
+    CHECK(ev.kind != event_kind::worker_lost);
+  f.self->send_exit(sink, caf::exit_reason::user_shutdown);
+  if (js)
+    f.self->send_exit(js, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}
