@@ -109,6 +109,22 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
     }
     i->second.expiry_ms = now + std::max(i->second.ttl_ms, int64_t{1});
   }
+  // Leases the node refused for their stale partition epoch (this
+  // coordinator was deposed and has not noticed yet): not run there, so
+  // their slots are free now rather than after the TTL.
+  for (auto& r : hb.refused) {
+    auto* a = current(self, r.job_id, r.attempt);
+    if (a == nullptr || a->expired || a->completing || a->adopting)
+      continue;
+    a->expired = true;
+    ++st.expired;
+    log::warn("node_link", log::job{r.job_id},
+              "the node refused the lease: its partition was leased there at "
+              "a newer epoch (this coordinator has been deposed)",
+              {{"node", st.cfg.node_id}, {"attempt", r.attempt}});
+    if (a->js)
+      caf::anon_send(a->js, expired_atom::value, r.job_id, r.attempt);
+  }
   // Superseded attempts the worker has let go of free their slots.
   std::vector<std::string> gone;
   std::set<std::string> unacked;

@@ -3,8 +3,9 @@
 // queue holds the jobs of the partitions it owns and no others. A partition
 // that arrives is recovered from the store; one that leaves (handed to
 // another coordinator) takes its waiting jobs, its timers and its running
-// attempts with it — the store has them, and the new owner recovers them.
-// See actors/detail/queue_state.hpp.
+// attempts with it — the store has them, and the new owner recovers them
+// (and adopts those a worker node still runs: adopt). See
+// actors/detail/queue_state.hpp.
 
 #include "actors/detail/queue_state.hpp"
 
@@ -248,6 +249,75 @@ void own_partitions(self_ptr self, std::vector<int32_t> owned) {
               {{"partitions", static_cast<int64_t>(added.size())}});
     recover(self);
   }
+}
+
+/// A worker node that came back after this coordinator restarted still
+/// runs `attempt` of `job_id`: a job supervisor takes it over (same
+/// attempt, no new `started`), and the caller learns which.
+void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
+           const std::string& job_id, uint32_t attempt,
+           const std::string& worker_id, worker_actor slot, int64_t deadline_ms,
+           bool wait_for_owner) {
+  auto& st = self->state;
+  if (deadline_ms > 0 && flow_now(self) > deadline_ms) {
+    // The link stopped waiting (it stops the attempt on the node): the
+    // attempt stays waiting for adoption, or is settled lost after its
+    // grace, as if nobody had asked.
+    rp.deliver(make_error(errc::unavailable,
+                          "attempt " + std::to_string(attempt) + " of job "
+                              + job_id
+                              + ": the adoption request came past its "
+                                "deadline"));
+    return;
+  }
+  auto i = st.awaiting_adoption.find(job_id);
+  if (i == st.awaiting_adoption.end() || i->second.attempt != attempt
+      || st.running.count(job_id) > 0) {
+    auto refuse = [rp, job_id, attempt]() mutable {
+      rp.deliver(make_error(errc::stale_attempt,
+                            "attempt " + std::to_string(attempt) + " of job "
+                                + job_id + " is not waiting to be adopted"));
+    };
+    // Its partition is another coordinator's (or nobody's yet): it may
+    // become ours, with this attempt waiting to be adopted.
+    auto again = [self, rp, job_id, attempt, worker_id, slot,
+                  deadline_ms]() mutable {
+      adopt(self, rp, job_id, attempt, worker_id, slot, deadline_ms, true);
+    };
+    if (!wait_for_owner
+        || !wait_for_partition(self, job_id, std::move(again), refuse))
+      refuse();
+    return;
+  }
+  if (machine_of(worker_id) != machine_of(i->second.worker_id)
+      || machine_of(worker_id).empty()) {
+    // Another machine than the one it ran on (a node listing attempts it
+    // does not run): not adopted; the real one may still report it.
+    log::warn("queue", log::job{job_id},
+              "refused to adopt an attempt for another machine than the one "
+              "it runs on",
+              {{"attempt", attempt},
+               {"asked_by", worker_id},
+               {"ran_on", i->second.worker_id}});
+    rp.deliver(make_error(errc::stale_attempt,
+                          "attempt " + std::to_string(attempt) + " of job "
+                              + job_id + " does not run on "
+                              + machine_of(worker_id)));
+    return;
+  }
+  auto rec = std::move(i->second);
+  st.awaiting_adoption.erase(i);
+  st.adopt_due.erase(job_id);
+  auto js = start_supervisor(self, job_id, slot, worker_id, attempt);
+  self->monitor(js);
+  st.supervisor_jobs.emplace(js.address(), job_id);
+  st.running.emplace(job_id,
+                     running_entry{js, slot, resource_class_of(rec.spec),
+                                   now_ms(self), slot_keys_of(st, rec.spec),
+                                   flow_of(st, rec.spec), 0, rec.spec.type});
+  // Its amounts, counted since recovery, are the slot's until it lets go.
+  hold_pools(self, slot, node_of(rec.worker_id), shape_of(st, rec.spec), true);
+  rp.deliver(js);
 }
 
 } // namespace drover::queue_detail

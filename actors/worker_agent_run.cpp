@@ -34,6 +34,8 @@ void check_drained(agent_actor self) {
 void refuse_stale(agent_actor self, const lease& l, int64_t newest) {
   auto& st = self->state;
   st.counters->stale_leases_refused.fetch_add(1, std::memory_order_relaxed);
+  if (st.refused.size() < 4096) // told once; the rest lapse at the sender
+    st.refused.push_back(running_attempt{l.job_id, l.attempt, {}});
   log::warn("worker_agent",
             "refused a lease from a deposed coordinator: its partition was "
             "leased here at a newer epoch",
@@ -277,6 +279,7 @@ void send_heartbeat(agent_actor self) {
       (r.lent ? hb.lent : hb.running)
           .push_back(running_attempt{job_id, r.attempt, {}});
     hb.offered = st.cfg.handovers->offers(self->address());
+    hb.refused.swap(st.refused);
     for (auto& l : st.waiting)
       hb.running.push_back(running_attempt{l.job_id, l.attempt, {}});
     for (auto& [addr, ra] : st.stuck)

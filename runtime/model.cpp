@@ -235,7 +235,7 @@ auto fields(const running_attempt& x) {
 
 auto fields(const heartbeat& x) {
   return std::tie(x.node_id, x.at_ms, x.running, x.unacknowledged, x.lent,
-                  x.offered, x.draining);
+                  x.offered, x.refused, x.draining);
 }
 
 auto fields(const coordinator_reply& x) {

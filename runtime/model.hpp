@@ -395,6 +395,8 @@ struct heartbeat {
   /// Handed over by another coordinator, offered for adoption (with their
   /// resource class).
   std::vector<running_attempt> offered;
+  /// Leases refused for their stale partition epoch: not run.
+  std::vector<running_attempt> refused;
   bool draining = false;
 };
 

@@ -146,6 +146,12 @@ struct Heartbeat {
   # here and not yet taken by anyone (with their resource class): the
   # coordinator that owns their partition adopts them
   # (CoordinatorReply.adopted); the others ignore them.
+
+  refused @7 :List(RunningAttempt);
+  # Leases from this coordinator the node refused since its last
+  # heartbeat, for their stale partition epoch (the partition was leased
+  # there at a newer epoch: this coordinator has been deposed). Not run:
+  # their slots are free again and the attempts lost.
 }
 
 struct CoordinatorReply {

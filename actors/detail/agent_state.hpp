@@ -77,6 +77,9 @@ struct agent_state {
   /// worker is free again.
   std::map<caf::actor_addr, running_attempt> stuck;
   std::set<attempt_key> sent;
+  /// Leases refused for their stale partition epoch, told in the next
+  /// heartbeat (their sender frees their slots).
+  std::vector<running_attempt> refused;
   bool report_in_flight = false;
   bool beat_in_flight = false;
   // connection

@@ -742,6 +742,8 @@ void write(schema::Heartbeat::Builder out, const heartbeat& x) {
     write_list(out.initLent(x.lent.size()), x.lent);
   if (!x.offered.empty())
     write_list(out.initOffered(x.offered.size()), x.offered);
+  if (!x.refused.empty())
+    write_list(out.initRefused(x.refused.size()), x.refused);
 }
 
 caf::error read(schema::Heartbeat::Reader in, heartbeat& x, read_context& ctx) {
@@ -752,6 +754,7 @@ caf::error read(schema::Heartbeat::Reader in, heartbeat& x, read_context& ctx) {
                        "Heartbeat.unacknowledged", ctx));
   DROVER_TRY(read_list(in.getLent(), x.lent, "Heartbeat.lent", ctx));
   DROVER_TRY(read_list(in.getOffered(), x.offered, "Heartbeat.offered", ctx));
+  DROVER_TRY(read_list(in.getRefused(), x.refused, "Heartbeat.refused", ctx));
   return read_list(in.getRunning(), x.running, "Heartbeat.running", ctx);
 }
 

@@ -62,6 +62,8 @@ struct observed {
   std::vector<std::string> completed;
   /// Jobs the node ever listed as running in a heartbeat.
   std::set<std::string> running;
+  /// Leases the node said it refused (Heartbeat.refused).
+  std::set<std::string> refused;
   /// Lease batches the link sends the node at its next heartbeat (leases
   /// come from the link the node joined: anonymous ones are refused).
   std::vector<lease_batch> to_send;
@@ -88,6 +90,8 @@ node_link_actor::behavior_type stand_in_link(node_link_actor::pointer self,
         std::lock_guard<std::mutex> guard{seen->mx};
         for (auto& r : hb.running)
           seen->running.insert(r.job_id);
+        for (auto& r : hb.refused)
+          seen->refused.insert(r.job_id);
         for (auto& b : seen->to_send)
           self->send(*seen->agent, lease_atom::value, std::move(b));
         seen->to_send.clear();
@@ -267,6 +271,19 @@ TEST_CASE("a worker node refuses a lease stamped with an epoch older than "
       CHECK(seen.running.count(stale) == 0);
   }
   CHECK(c.log_count("w1", "refused a lease from a deposed coordinator") == 4);
+  // ...and tells their sender, which frees their slots at once.
+  REQUIRE(poll_until(
+      [&] {
+        std::lock_guard<std::mutex> guard{seen.mx};
+        return seen.refused.size() == 4;
+      },
+      10s));
+  {
+    std::lock_guard<std::mutex> guard{seen.mx};
+    CHECK(seen.refused
+          == std::set<std::string>{"stale-3", "stale2-3", "stale3-3",
+                                   "buffered-6"});
+  }
   // The node's metrics count them.
   REQUIRE(c.workers["w1"]->wait_for_line("ready", 10s));
   http_client client{metrics_port};

@@ -275,6 +275,7 @@ inline heartbeat beat() {
   x.lent = {running("job-4", 1)};
   x.offered = {running("job-5", 2), running("job-6", 7)};
   x.offered[0].resource_class = "gpu";
+  x.refused = {running("job-7", 1)};
   x.draining = true;
   return x;
 }
