@@ -67,14 +67,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
       if (i->second.worker.address() != dm.source)
         continue;
       auto c = worker_lost(i->first, i->second.attempt);
-      if (pass_on_done(self, c))
-        break;
-      st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
-      bool superseded = i->second.superseded;
-      st.running.erase(i);
-      if (!superseded)
-        st.completions[{c.job_id, c.attempt}] = std::move(c);
-      maybe_report(self);
+      if (!pass_on_done(self, c))
+        end_attempt(self, i, std::move(c));
       break;
     }
   });
@@ -206,20 +200,8 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
         if (pass_on_done(self, c))
           return;
         auto i = st.running.find(c.job_id);
-        if (i == st.running.end() || i->second.attempt != c.attempt)
-          return;
-        bool superseded = i->second.superseded;
-        auto cls = i->second.resource_class;
-        st.running.erase(i);
-        st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
-        if (!superseded) {
-          st.progress.erase(c.job_id); // the outcome says more
-          st.checkpoints.erase(c.job_id);
-          st.completion_class[{c.job_id, c.attempt}] = cls;
-          st.completions[{c.job_id, c.attempt}] = std::move(c);
-          maybe_report(self);
-        }
-        check_drained(self);
+        if (i != st.running.end() && i->second.attempt == c.attempt)
+          end_attempt(self, i, std::move(c));
       },
       [self](stop_atom) {
         auto& st = self->state;

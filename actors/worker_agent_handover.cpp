@@ -37,6 +37,51 @@ handover_board::entry entry_of(agent_actor self, const std::string& job_id,
   return e;
 }
 
+/// Puts `e` on the board, unclaimed until its deadline.
+void post(agent_actor self, handover_board::entry e) {
+  auto& st = self->state;
+  self->delayed_send(self, lend_deadline(st), lent_atom::value, e.job_id,
+                     e.attempt);
+  st.cfg.handovers->post(std::move(e));
+}
+
+/// Offers running attempt `r` of `job_id` on the board.
+void post_running(agent_actor self, const std::string& job_id,
+                  const run_info& r) {
+  auto e = entry_of(self, job_id, r.attempt, r.resource_class);
+  e.worker = r.worker;
+  e.rate_key = r.rate_key;
+  post(self, std::move(e));
+}
+
+/// The lent attempt `job_id`/`attempt` here, or null.
+run_info* lent_run(agent_actor self, const std::string& job_id,
+                   uint32_t attempt) {
+  auto i = self->state.running.find(job_id);
+  if (i == self->state.running.end() || i->second.attempt != attempt
+      || !i->second.lent)
+    return nullptr;
+  return &i->second;
+}
+
+/// Hands what `r` held (checkpoint, progress, outcome) to `owner`; true
+/// if that included the outcome.
+bool hand_held(run_info& r, const std::string& job_id, uint32_t attempt,
+               const attempt_owner_actor& owner) {
+  if (r.held_checkpoint)
+    caf::anon_send(owner, checkpoint_atom::value, job_id, attempt,
+                   std::move(r.held_checkpoint->checkpoint));
+  if (r.held_progress)
+    caf::anon_send(owner, progress_atom::value, std::move(*r.held_progress));
+  r.held_checkpoint.reset();
+  r.held_progress.reset();
+  if (!r.held_done)
+    return false;
+  caf::anon_send(owner, done_atom::value, std::move(*r.held_done));
+  r.held_done.reset();
+  return true;
+}
+
 } // namespace
 
 void lend(agent_actor self, const std::vector<running_attempt>& attempts) {
@@ -60,7 +105,7 @@ void lend(agent_actor self, const std::vector<running_attempt>& attempts) {
       st.completions.erase(c);
       st.completion_class.erase(key);
       st.sent.erase(key);
-      st.cfg.handovers->post(std::move(e));
+      post(self, std::move(e));
     } else {
       auto i = st.running.find(ra.job_id);
       if (i == st.running.end() || i->second.attempt != ra.attempt
@@ -78,17 +123,12 @@ void lend(agent_actor self, const std::vector<running_attempt>& attempts) {
         r.held_checkpoint = std::move(k->second);
         st.checkpoints.erase(k);
       }
-      auto e = entry_of(self, ra.job_id, ra.attempt, r.resource_class);
-      e.worker = r.worker;
-      e.rate_key = r.rate_key;
-      st.cfg.handovers->post(std::move(e));
+      post_running(self, ra.job_id, r);
     }
     log::info("worker_agent", log::job{ra.job_id},
               "its coordinator handed the partition over: the attempt runs "
               "on, offered to the node's other coordinators",
               {{"attempt", ra.attempt}});
-    self->delayed_send(self, lend_deadline(st), lent_atom::value, ra.job_id,
-                       ra.attempt);
   }
 }
 
@@ -129,15 +169,9 @@ void claim(agent_actor self, const std::vector<running_attempt>& attempts) {
       r.lent = false;
       r.lent_to = nullptr;
       r.lent_home = nullptr;
-      if (r.held_progress)
-        st.progress[ra.job_id] = std::move(*r.held_progress);
-      if (r.held_checkpoint)
-        st.checkpoints[ra.job_id] = std::move(*r.held_checkpoint);
-      r.held_progress.reset();
-      r.held_checkpoint.reset();
+      hand_held(r, ra.job_id, ra.attempt, attempt_owner_actor{self});
       caf::anon_send(e->lender, lent_atom::value, ra.job_id, ra.attempt,
                      attempt_owner_actor{self}, worker_home_actor{self});
-      maybe_report(self);
       continue;
     }
     if (e->done) {
@@ -164,39 +198,21 @@ void claim(agent_actor self, const std::vector<running_attempt>& attempts) {
 
 void on_lent(agent_actor self, const std::string& job_id, uint32_t attempt,
              attempt_owner_actor owner, worker_home_actor home) {
-  auto& st = self->state;
-  auto i = st.running.find(job_id);
-  if (i == st.running.end() || i->second.attempt != attempt || !i->second.lent)
+  auto* r = lent_run(self, job_id, attempt);
+  if (r == nullptr)
     return;
-  auto& r = i->second;
-  if (r.borrowed && owner.address() == r.borrowed_from) {
-    // Back with the agent whose worker runs it: its reports no longer
-    // pass through here; what was held goes there.
-    if (r.held_checkpoint)
-      caf::anon_send(owner, checkpoint_atom::value, job_id, attempt,
-                     std::move(r.held_checkpoint->checkpoint));
-    if (r.held_progress)
-      caf::anon_send(owner, progress_atom::value, std::move(*r.held_progress));
-    if (r.held_done)
-      caf::anon_send(owner, done_atom::value, std::move(*r.held_done));
-    st.running.erase(i);
-    check_drained(self);
-    return;
+  // Back with the agent whose worker runs it (its reports no longer pass
+  // through here), or ended before the claimant's word came: what was held
+  // goes there, and nothing of it stays here.
+  bool home_again = r->borrowed && owner.address() == r->borrowed_from;
+  if (!home_again) {
+    r->lent_to = owner;
+    r->lent_home = home;
+    // If the claimant goes (its agent restarts), it is offered again.
+    self->monitor(owner);
   }
-  r.lent_to = owner;
-  r.lent_home = home;
-  // If the claimant goes (its agent restarts), the attempt is offered again.
-  self->monitor(owner);
-  if (r.held_checkpoint)
-    caf::anon_send(owner, checkpoint_atom::value, job_id, attempt,
-                   std::move(r.held_checkpoint->checkpoint));
-  if (r.held_progress)
-    caf::anon_send(owner, progress_atom::value, std::move(*r.held_progress));
-  r.held_checkpoint.reset();
-  r.held_progress.reset();
-  if (r.held_done) {
-    caf::anon_send(owner, done_atom::value, std::move(*r.held_done));
-    st.running.erase(i);
+  if (hand_held(*r, job_id, attempt, owner) || home_again) {
+    self->state.running.erase(job_id);
     check_drained(self);
   }
 }
@@ -210,24 +226,22 @@ void lent_deadline(agent_actor self, const std::string& job_id,
             "nobody took over a handed-over attempt in time: stopping it "
             "(its partition's new owner runs the job again)",
             {{"attempt", attempt}});
-  auto i = st.running.find(job_id);
-  if (i == st.running.end() || i->second.attempt != attempt || !i->second.lent)
+  auto* r = lent_run(self, job_id, attempt);
+  if (r == nullptr)
     return; // it had ended: its outcome is dropped with the entry
   // Stopped as a superseded attempt: cancel, then abandoned after the grace.
-  i->second.lent = false;
-  i->second.superseded = true;
-  caf::anon_send(i->second.worker, cancel_atom::value, job_id, attempt);
+  r->lent = false;
+  r->superseded = true;
+  caf::anon_send(r->worker, cancel_atom::value, job_id, attempt);
   self->delayed_send(self, st.cfg.supersede_grace, force_atom::value, job_id,
                      attempt);
 }
 
 bool pass_on_progress(agent_actor self, progress_update& u, bool checkpoint) {
-  auto& st = self->state;
-  auto i = st.running.find(u.job_id);
-  if (i == st.running.end() || i->second.attempt != u.attempt
-      || !i->second.lent)
+  auto* found = lent_run(self, u.job_id, u.attempt);
+  if (found == nullptr)
     return false;
-  auto& r = i->second;
+  auto& r = *found;
   if (!r.lent_to)
     (checkpoint ? r.held_checkpoint : r.held_progress) = std::move(u);
   else if (checkpoint)
@@ -240,11 +254,11 @@ bool pass_on_progress(agent_actor self, progress_update& u, bool checkpoint) {
 
 bool pass_on_done(agent_actor self, completion& c) {
   auto& st = self->state;
-  auto i = st.running.find(c.job_id);
-  if (i == st.running.end() || i->second.attempt != c.attempt
-      || !i->second.lent)
+  auto* found = lent_run(self, c.job_id, c.attempt);
+  if (found == nullptr)
     return false;
-  auto& r = i->second;
+  auto& r = *found;
+  auto job_id = c.job_id;
   st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
   if (r.lent_to) {
     caf::anon_send(r.lent_to, done_atom::value, std::move(c));
@@ -255,7 +269,7 @@ bool pass_on_done(agent_actor self, completion& c) {
     r.held_progress.reset();
     return true;
   }
-  st.running.erase(i);
+  st.running.erase(job_id);
   check_drained(self);
   return true;
 }
@@ -271,12 +285,7 @@ bool handover_down(agent_actor self, const caf::actor_addr& who) {
       seen = true;
       r.lent_to = nullptr;
       r.lent_home = nullptr;
-      auto e = entry_of(self, i->first, r.attempt, r.resource_class);
-      e.worker = r.worker;
-      e.rate_key = r.rate_key;
-      st.cfg.handovers->post(std::move(e));
-      self->delayed_send(self, lend_deadline(st), lent_atom::value, i->first,
-                         r.attempt);
+      post_running(self, i->first, r);
       log::warn("worker_agent", log::job{i->first},
                 "the agent that took over a lent attempt is gone: offered "
                 "again",
@@ -287,22 +296,12 @@ bool handover_down(agent_actor self, const caf::actor_addr& who) {
     if (r.borrowed && r.worker && r.worker.address() == who) {
       // The worker (another agent's) died: the attempt ended with it.
       seen = true;
-      auto c = worker_lost(i->first, r.attempt);
-      st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
-      bool superseded = r.superseded;
-      auto cls = r.resource_class;
-      i = st.running.erase(i);
-      if (!superseded) {
-        st.completion_class[{c.job_id, c.attempt}] = cls;
-        st.completions[{c.job_id, c.attempt}] = std::move(c);
-      }
+      auto ended = i++;
+      end_attempt(self, ended,
+                  worker_lost(ended->first, ended->second.attempt));
       continue;
     }
     ++i;
-  }
-  if (seen) {
-    maybe_report(self);
-    check_drained(self);
   }
   return seen;
 }

@@ -99,6 +99,23 @@ void abandon_running(agent_actor self,
   check_drained(self);
 }
 
+void end_attempt(agent_actor self, std::map<std::string, run_info>::iterator i,
+                 completion c) {
+  auto& st = self->state;
+  bool superseded = i->second.superseded;
+  auto cls = i->second.resource_class;
+  st.running.erase(i);
+  st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
+  if (!superseded) {
+    st.progress.erase(c.job_id); // the outcome says more
+    st.checkpoints.erase(c.job_id);
+    st.completion_class[{c.job_id, c.attempt}] = cls;
+    st.completions[{c.job_id, c.attempt}] = std::move(c);
+    maybe_report(self);
+  }
+  check_drained(self);
+}
+
 /// Removes a buffered (not yet started) lease; false if there is none.
 bool take_waiting(agent_actor self, const std::string& job_id,
                   uint32_t attempt) {

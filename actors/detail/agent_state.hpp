@@ -176,6 +176,11 @@ void start_waiting(agent_actor self);
 void refuse_stale(agent_actor self, const lease& l, int64_t newest);
 void abandon_running(agent_actor self,
                      std::map<std::string, run_info>::iterator i);
+/// The attempt at `i` ended with `c` (its worker's outcome, or
+/// worker_lost): it leaves `running` and, unless superseded, its outcome
+/// goes to the outbox in place of its progress.
+void end_attempt(agent_actor self, std::map<std::string, run_info>::iterator i,
+                 completion c);
 bool take_waiting(agent_actor self, const std::string& job_id,
                   uint32_t attempt);
 void apply_reply(agent_actor self, coordinator_reply& r);

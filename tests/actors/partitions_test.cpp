@@ -241,6 +241,21 @@ submit_request noop(int64_t delay_ms = 0) {
   return req;
 }
 
+/// A job running on the worker node slot `worker_id` (stand-in `sink`)
+/// whose partition then goes to "another coordinator": the store says it
+/// runs, the queue holds nothing of it.
+job_record running_then_handed_away(fixture& f, const std::string& worker_id,
+                                    const worker_actor& sink) {
+  auto rec = f.submit(noop());
+  REQUIRE(rec);
+  f.self->send(f.queue, ready_atom::value, std::string{"cpu"}, worker_id, sink);
+  f.sched.run();
+  REQUIRE(f.stats().running == 1);
+  f.own(all_but(partition_of_id(rec->job_id)));
+  REQUIRE(f.stats().running == 0);
+  return *rec;
+}
+
 } // namespace
 
 TEST_CASE("a partition handed over leaves the queue and comes back by "
@@ -532,15 +547,8 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   fixture f{{}, std::chrono::seconds{10}};
   auto sink = spawn_idle_slot(f.sys);
   const std::string worker_id = "w1.c1/cpu-0"; // a worker node's slot
-  auto rec = f.submit(noop());
-  REQUIRE(rec);
-  auto partition = partition_of_id(rec->job_id);
-  f.self->send(f.queue, ready_atom::value, std::string{"cpu"}, worker_id, sink);
-  f.sched.run();
-  REQUIRE(f.stats().running == 1);
-  auto rest = all_but(partition);
-  f.own(rest); // "another coordinator" owns it now; the store says running
-  REQUIRE(f.stats().running == 0);
+  auto rec = running_then_handed_away(f, worker_id, sink);
+  auto rest = all_but(partition_of_id(rec.job_id));
 
   auto ask_adoption = [&](const std::string& job_id) {
     f.self->send(f.queue, adopt_atom::value, job_id, uint32_t{1}, worker_id,
@@ -548,7 +556,7 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
     f.sched.run();
   };
   // Nothing answers while the partition is not ours...
-  ask_adoption(rec->job_id);
+  ask_adoption(rec.job_id);
   bool answered = false;
   f.self->receive([&](job_supervisor_actor&) { answered = true; },
                   [&](caf::error&) { answered = true; },
@@ -568,13 +576,13 @@ TEST_CASE("a worker node's attempt in a partition not owned yet waits to be "
   *f.clock += 20000;
   f.sched.advance_time(std::chrono::seconds{20});
   f.sched.run();
-  for (const auto& ev : f.events(rec->job_id))
+  for (const auto& ev : f.events(rec.job_id))
     CHECK(ev.kind != event_kind::worker_lost);
 
   // A partition that does not become ours within the wait: refused then,
   // not before.
   f.own(rest);
-  ask_adoption(rec->job_id);
+  ask_adoption(rec.job_id);
   *f.clock += 9000;
   f.sched.advance_time(std::chrono::seconds{9});
   f.sched.run();
@@ -601,13 +609,8 @@ TEST_CASE("a wait for adoption runs on the monotonic clock: the wall clock "
   fixture f{{}, std::chrono::seconds{10}};
   auto sink = spawn_idle_slot(f.sys);
   const std::string worker_id = "w1.c1/cpu-0";
-  auto rec = f.submit(noop());
-  REQUIRE(rec);
-  f.self->send(f.queue, ready_atom::value, std::string{"cpu"}, worker_id, sink);
-  f.sched.run();
-  REQUIRE(f.stats().running == 1);
-  f.own(all_but(partition_of_id(rec->job_id)));
-  f.self->send(f.queue, adopt_atom::value, rec->job_id, uint32_t{1}, worker_id,
+  auto rec = running_then_handed_away(f, worker_id, sink);
+  f.self->send(f.queue, adopt_atom::value, rec.job_id, uint32_t{1}, worker_id,
                sink, int64_t{0}, true);
   f.sched.run();
   // The wall clock steps back an hour (NTP, an operator) while it waits;
@@ -632,15 +635,8 @@ TEST_CASE("an adoption that can only happen past its asker's deadline is "
   fixture f{{}, std::chrono::seconds{10}};
   auto sink = spawn_idle_slot(f.sys);
   const std::string worker_id = "w1.c1/cpu-0";
-  auto rec = f.submit(noop());
-  REQUIRE(rec);
-  auto partition = partition_of_id(rec->job_id);
-  f.self->send(f.queue, ready_atom::value, std::string{"cpu"}, worker_id, sink);
-  f.sched.run();
-  REQUIRE(f.stats().running == 1);
-  f.own(all_but(partition)); // another coordinator's now
-  REQUIRE(f.stats().running == 0);
-  f.self->send(f.queue, adopt_atom::value, rec->job_id, uint32_t{1}, worker_id,
+  auto rec = running_then_handed_away(f, worker_id, sink);
+  f.self->send(f.queue, adopt_atom::value, rec.job_id, uint32_t{1}, worker_id,
                sink, *f.clock + 5000, true);
   f.sched.run();
   // The partition comes back after the deadline (within the wait). The
@@ -712,18 +708,10 @@ TEST_CASE("an attempt handed over by another coordinator is adopted without "
   // ran on, never by another machine.
   fixture f{{}, std::chrono::seconds{10}};
   auto sink = spawn_idle_slot(f.sys);
-  auto rec = f.submit(noop());
-  REQUIRE(rec);
-  auto partition = partition_of_id(rec->job_id);
-  f.self->send(f.queue, ready_atom::value, std::string{"cpu"},
-               std::string{"w1.c1/cpu-0"}, sink);
-  f.sched.run();
-  REQUIRE(f.stats().running == 1);
-  f.own(all_but(partition)); // handed to "another coordinator"
-  REQUIRE(f.stats().running == 0);
+  auto rec = running_then_handed_away(f, "w1.c1/cpu-0", sink);
   auto offer = [&](const std::string& worker_id) {
-    f.self->send(f.queue, adopt_atom::value, rec->job_id, uint32_t{1},
-                 worker_id, sink, *f.clock + 30000, false);
+    f.self->send(f.queue, adopt_atom::value, rec.job_id, uint32_t{1}, worker_id,
+                 sink, *f.clock + 30000, false);
     f.sched.run();
   };
   offer("w1.c3/borrowed-8");
@@ -745,7 +733,7 @@ TEST_CASE("an attempt handed over by another coordinator is adopted without "
                       [] { FAIL("the offer was not adopted"); });
   CHECK(js);
   CHECK(f.stats().running == 1);
-  for (const auto& ev : f.events(rec->job_id))
+  for (const auto& ev : f.events(rec.job_id))
     CHECK(ev.kind != event_kind::worker_lost);
   f.self->send_exit(sink, caf::exit_reason::user_shutdown);
   if (js)
