@@ -1,6 +1,7 @@
 #include "nodes/gateway_router.hpp"
 
 #include "nodes/node_roles.hpp"
+#include "nodes/router_subscriptions.hpp"
 #include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/log.hpp"
@@ -51,6 +52,12 @@ struct router_state {
   /// pending request by itself).
   std::vector<std::map<uint64_t, std::function<void()>>> inflight;
   uint64_t next_request = 0;
+  /// Progress subscriptions, each kept at its partition's owner.
+  router_subscriptions subs;
+
+  router_view view() const {
+    return {apis, owner};
+  }
 };
 
 using state_ptr = std::shared_ptr<router_state>;
@@ -97,6 +104,7 @@ void lose(router_state& st, size_t i) {
   for (auto& o : st.owner)
     if (o == static_cast<int>(i))
       o = -1;
+  st.subs.lost(i);
   auto pending = std::move(st.inflight[i]);
   st.inflight[i].clear();
   for (auto& [id, on_lost] : pending)
@@ -111,8 +119,9 @@ void refresh(self_ptr self, const state_ptr& st, std::function<void()> then) {
   if (st->refreshing)
     return;
   st->refreshing = true;
-  auto finish = [st] {
+  auto finish = [self, st] {
     st->refreshing = false;
+    st->subs.follow(self, st->view());
     auto waiting = std::move(st->after_refresh);
     st->after_refresh.clear();
     for (auto& f : waiting)
@@ -429,6 +438,7 @@ caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
   constexpr bool every_job
       = sizeof...(Rest) == 1
         && second_is<all_atom, first_t, std::decay_t<Rest>...>();
+
   auto p = partition_of_request(st->count, first, rest...);
   if constexpr (batch) {
     auto rp = self->template make_response_promise<Os...>();
@@ -450,6 +460,8 @@ caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
     auto rp = self->template make_response_promise<Os...>();
     fan_out_count(self, st, make_send(first, rest...), rp);
     return rp;
+  } else if constexpr (is_subscription_v<first_t>) {
+    return st->subs.on(self, st->view(), first, rest...);
   } else {
     auto i = pick(*st, p);
     if (i < 0)
@@ -469,6 +481,9 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
   st->inflight.resize(cfg.coordinators.size());
   router_ = sys.spawn([st](self_ptr self) {
     self->set_default_handler(log_and_drop);
+    self->set_down_handler([self, st](caf::down_msg& dm) {
+      st->subs.subscriber_down(self, dm.source);
+    });
     self->send(self, router_tick_atom::value);
     // Every message of the API's interface, routed by its types.
     auto api_handlers

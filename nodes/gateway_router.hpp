@@ -8,8 +8,10 @@
 // that owns the partition it is about:
 //
 // - a job id's partition (get, events, cancel, DLQ retry and purge of one
-//   job, progress subscriptions), a keyed submit's (partition_of_key of
-//   its tenant and idempotency key): its owner by the partition map;
+//   job), a keyed submit's (partition_of_key of its tenant and idempotency
+//   key): its owner by the partition map;
+// - progress subscriptions: the owner too, and again at each new owner
+//   when the partition moves (nodes/router_subscriptions.hpp);
 // - keyless submits: the coordinators that own partitions, in turn;
 // - a batch: split by owner (its keyless items together), the answers put
 //   back in order;

@@ -1,4 +1,5 @@
 #include "nodes/node_roles.hpp"
+#include "nodes/router_subscriptions.hpp"
 
 #include "actors/cluster_endpoint.hpp"
 #include "actors/queue.hpp"
@@ -238,28 +239,61 @@ caf::expected<api_actor> join_as_gateway(caf::actor_system& sys,
 }
 
 api_relay::api_relay(caf::actor_system& sys) {
-  relay_ = sys.spawn([t = target_](api_actor::pointer self) {
+  relay_ = sys.spawn([](api_router_actor::pointer self) {
+    struct state {
+      /// The one coordinator relayed to (null: none), as a router's view.
+      std::vector<api_actor> apis{1};
+      std::vector<int> owner;
+      router_subscriptions subs;
+    };
+    auto st = std::make_shared<state>();
     self->set_default_handler(log_and_drop);
-    // Every message of the API's interface, sent on as it came.
+    self->set_down_handler([self, st](caf::down_msg& dm) {
+      st->subs.subscriber_down(self, dm.source);
+    });
+    // Every message of the API's interface, sent on as it came; progress
+    // subscriptions are kept, to be made again at the next coordinator.
     auto handlers = forward_handlers<api_actor>(
-        [self, t](auto reply, auto&... xs) -> typename decltype(reply)::result {
-          api_actor api;
-          {
-            std::lock_guard<std::mutex> guard{t->mx};
-            api = t->api;
+        [self, st](auto reply, auto& first, auto&... xs) ->
+        typename decltype(reply)::result {
+          using first_t = std::decay_t<decltype(first)>;
+          if constexpr (is_subscription_v<first_t>) {
+            return st->subs.on(self, {st->apis, st->owner}, first, xs...);
+          } else {
+            const auto& api = st->apis[0];
+            if (!api)
+              return make_error(errc::unavailable,
+                                "the gateway is joining a coordinator; retry");
+            return self->delegate(api, std::move(first), std::move(xs)...);
           }
-          if (!api)
-            return make_error(errc::unavailable,
-                              "the gateway is joining a coordinator; retry");
-          return self->delegate(api, std::move(xs)...);
         });
-    return behavior_of<api_actor>(std::move(handlers));
+    auto own = std::make_tuple(
+        [self, st](router_set_atom, uint64_t, api_actor& api) {
+          st->subs.lost(0);
+          st->apis[0] = std::move(api);
+          st->subs.follow(self, {st->apis, st->owner});
+        },
+        [self, st](router_tick_atom) {
+          // Subscribes that failed are made again.
+          st->subs.follow(self, {st->apis, st->owner});
+          self->delayed_send(self, std::chrono::seconds{1},
+                             router_tick_atom::value);
+        });
+    self->send(self, router_tick_atom::value);
+    return behavior_of<api_router_actor>(
+        std::tuple_cat(std::move(handlers), std::move(own)));
   });
 }
 
+api_relay::~api_relay() {
+  caf::anon_send_exit(relay_, caf::exit_reason::user_shutdown);
+}
+
 void api_relay::set(api_actor api) {
-  std::lock_guard<std::mutex> guard{target_->mx};
-  target_->api = std::move(api);
+  // Ahead of the requests already waiting: they go to the new API (or are
+  // refused while there is none) rather than to a lost one.
+  caf::anon_send<caf::message_priority::high>(relay_, router_set_atom::value,
+                                              uint64_t{0}, std::move(api));
 }
 
 caf::expected<cluster_port> open_cluster_port(

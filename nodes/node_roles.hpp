@@ -7,6 +7,7 @@
 #include "actors/cluster_endpoint.hpp"
 #include "actors/job_system.hpp"
 #include "actors/worker_agent.hpp"
+#include "nodes/gateway_router.hpp"
 #include "runtime/api_protocol.hpp"
 #include "runtime/config.hpp"
 #include "runtime/partition_epochs.hpp"
@@ -104,26 +105,27 @@ caf::expected<api_actor> join_as_gateway(caf::actor_system& sys,
 /// it was last given (the response goes straight back to the requester).
 /// After a failover the node joins the next coordinator and sets its API
 /// here, so the gateway keeps serving; while there is none, requests fail
-/// with errc::unavailable.
+/// with errc::unavailable. It is a router with one coordinator (the same
+/// interface: set() is its router_set_atom).
 class api_relay {
 public:
   explicit api_relay(caf::actor_system& sys);
+  /// Stops the relay actor (its once-a-second tick would keep it alive).
+  ~api_relay();
+  api_relay(const api_relay&) = delete;
+  api_relay& operator=(const api_relay&) = delete;
 
   api_actor handle() const {
     return relay_;
   }
 
-  /// The API requests go to from now on; nullptr = none.
+  /// The API requests go to from now on; nullptr = none. Progress
+  /// subscriptions made through the relay are made again there (and their
+  /// subscribers told to read the log: router_subscriptions).
   void set(api_actor api);
 
-  struct target {
-    std::mutex mx;
-    api_actor api;
-  };
-
 private:
-  std::shared_ptr<target> target_ = std::make_shared<target>();
-  api_actor relay_;
+  api_router_actor relay_;
 };
 
 /// Spawns the cluster endpoint, lets `make_api` spawn the node API with it

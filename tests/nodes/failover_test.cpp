@@ -5,6 +5,7 @@
 // PostgreSQL, a real SIGKILL; the invariants are read from the audit log.
 
 #include "support/cluster.hpp"
+#include "support/gateway_api.hpp"
 #include "support/gateway_node.hpp"
 #include "support/http_client.hpp"
 
@@ -237,6 +238,21 @@ TEST_CASE("a gateway node follows the failover: it joins the standby and "
   std::vector<std::string> jobs;
   jobs.push_back(submit());
   REQUIRE(!jobs.back().empty());
+  // A long job's progress stream through the gateway, open across the
+  // failover: the relay subscribes again at the standby once it joined it.
+  std::string streamed;
+  {
+    http_client client{port};
+    auto res
+        = client.post("/api/jobs", "{\"type\": \"sleep\", \"input\": {\"ms\": "
+                                       + std::to_string(16000 * time_scale())
+                                       + ", \"steps\": 32}}");
+    REQUIRE(res.status == 202);
+    streamed = parse_json(res.body)["job_id"].str();
+  }
+  jobs.push_back(streamed);
+  gateway_api::stream_across stream{port, streamed};
+  auto before = stream.first(30s);
   c.coordinator->signal(SIGKILL);
   REQUIRE(standby.wait_for_line("node: ready", 30s));
   // The same gateway process accepts submits again once it has joined the
@@ -249,6 +265,15 @@ TEST_CASE("a gateway node follows the failover: it joins the standby and "
       },
       20s, std::chrono::milliseconds{200}));
   jobs.push_back(after);
+  auto rest = stream.rest(60s);
+  INFO("progress " << before << " % before the kill, live up to "
+                   << rest.live_top << " % after it");
+  CHECK(rest.errors == 0);
+  CHECK(rest.last == "completed");
+  // Live progress after the kill, well past what the killed coordinator
+  // could have sent (an update or two past `before`): from the new owner.
+  CHECK(rest.live >= 2);
+  CHECK(rest.live_top >= before + 20);
   c.check_all_done_once(jobs, 30s);
   CHECK(c.wait_log("gw", "joined a coordinator again", 1s));
   CHECK_FALSE(gw.wait_exit(std::chrono::milliseconds{0}));

@@ -20,35 +20,61 @@ using namespace drover::testing::cluster_harness;
 using namespace drover::testing::gateway_api;
 using namespace std::chrono_literals;
 
+namespace {
+
+/// A sharing gateway node in front of the coordinators of `list`.
+std::vector<std::string> gateway_argv(const std::string& list,
+                                      const std::string& secret) {
+  return {DROVER_NODE_BIN, "--node-id",     "gw", "--roles",
+          "gateway",       "--coordinator", list, "--join-secret",
+          secret,          "--http-port",   "0",  "--share-partitions"};
+}
+
+const std::string gateway_secret = "share-test-gateway-secret-42";
+
+/// Three sharing coordinators c1..c3, worker nodes w1 and w2 (cpu=3 each)
+/// and a sharing gateway node that joined all three.
+struct gateway_cluster {
+  cluster c;
+  sharing s{c};
+  std::unique_ptr<process> gw;
+  uint16_t port = 0;
+
+  gateway_cluster() {
+    for (const auto* name : {"c1", "c2", "c3"})
+      s.start(name, false, {"--gateway-join-secret", gateway_secret});
+    REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+    for (const auto* w : {"w1", "w2"})
+      s.start_worker(w, {"c1", "c2", "c3"}, "cpu=3");
+    gw = std::make_unique<process>(
+        gateway_argv(s.coordinator_list({"c1", "c2", "c3"}), gateway_secret),
+        c.logs.path() + "/gw.log");
+    auto ready = gw->wait_for_line("node: ready", 30s);
+    INFO(s.logs_of({"gw", "c1", "c2", "c3"}));
+    REQUIRE(ready);
+    port = http_port_of(*ready);
+    // The gateway learns who owns what within its map interval (1 s).
+    REQUIRE(poll_until(
+        [&] {
+          return c.log_count("gw", "the gateway joined a coordinator") >= 3;
+        },
+        20s));
+  }
+};
+
+} // namespace
+
 TEST_CASE("a sharing gateway sends each request to its partition's owner "
           "and keeps serving through a kill -9 of a coordinator",
           "[pg][cluster][process][share]") {
-  const std::string gateway_secret = "share-test-gateway-secret-42";
   auto seed = std::random_device{}();
   std::cout << "share_gateway_test: seed " << seed << "\n";
   std::mt19937 rng{seed};
-  cluster c;
-  sharing s{c};
-  for (const auto* name : {"c1", "c2", "c3"})
-    s.start(name, false, {"--gateway-join-secret", gateway_secret});
-  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
-  auto list = s.coordinator_list({"c1", "c2", "c3"});
-  for (const auto* w : {"w1", "w2"})
-    s.start_worker(w, {"c1", "c2", "c3"}, "cpu=3");
-  process gw{{DROVER_NODE_BIN, "--node-id", "gw", "--roles", "gateway",
-              "--coordinator", list, "--join-secret", gateway_secret,
-              "--http-port", "0", "--share-partitions"},
-             c.logs.path() + "/gw.log"};
-  auto ready = gw.wait_for_line("node: ready", 30s);
+  gateway_cluster g;
+  auto& c = g.c;
+  auto& s = g.s;
   INFO(s.logs_of({"gw", "c1", "c2", "c3"}));
-  REQUIRE(ready);
-  http_client http{http_port_of(*ready)};
-  // The gateway learns who owns what within its map interval (1 s).
-  REQUIRE(poll_until(
-      [&] {
-        return c.log_count("gw", "the gateway joined a coordinator") >= 3;
-      },
-      20s));
+  http_client http{g.port};
 
   auto body = [](int ms, const std::string& key) {
     auto b = "{\"type\":\"sleep\",\"input\":{\"ms\":"
@@ -163,18 +189,15 @@ TEST_CASE("a sharing gateway with a paused coordinator in its list serves the "
   // c3 accepts connections (the kernel does) but never answers CAF's
   // handshake: joining it must give up at its timeout and try again, and
   // never hold the gateway's stop.
-  const std::string gateway_secret = "share-test-gateway-secret-42";
   cluster c;
   sharing s{c};
   for (const auto* name : {"c1", "c2", "c3"})
     s.start(name, false, {"--gateway-join-secret", gateway_secret});
   REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
   s.nodes["c3"]->signal(SIGSTOP);
-  process gw{{DROVER_NODE_BIN, "--node-id", "gw", "--roles", "gateway",
-              "--coordinator", s.coordinator_list({"c1", "c2", "c3"}),
-              "--join-secret", gateway_secret, "--http-port", "0",
-              "--share-partitions"},
-             c.logs.path() + "/gw.log"};
+  process gw{
+      gateway_argv(s.coordinator_list({"c1", "c2", "c3"}), gateway_secret),
+      c.logs.path() + "/gw.log"};
   auto ready = gw.wait_for_line("node: ready", 30s);
   INFO(s.logs_of({"gw", "c1", "c2"}));
   REQUIRE(ready);
@@ -199,4 +222,62 @@ TEST_CASE("a sharing gateway with a paused coordinator in its list serves the "
   REQUIRE(st);
   CHECK(WIFEXITED(*st));
   CHECK(WEXITSTATUS(*st) == 0);
+}
+
+TEST_CASE("a progress stream through a sharing gateway follows its job to "
+          "its partition's next owner after a kill -9",
+          "[pg][cluster][process][share]") {
+  // The stream is subscribed at the owner's progress publisher; when the
+  // owner dies the router subscribes again at the coordinator that took
+  // the partition and tells the stream to read the log: the progress bar
+  // moves on and the stream ends with the job (it hung before, fed only
+  // keep-alives).
+  auto seed = std::random_device{}();
+  std::cout << "share_gateway_test (stream): seed " << seed << "\n";
+  std::mt19937 rng{seed};
+  gateway_cluster g;
+  auto& c = g.c;
+  auto& s = g.s;
+  INFO(s.logs_of({"gw", "c1", "c2", "c3", "w1", "w2"}));
+  auto port = g.port;
+  http_client http{port};
+
+  // A job in c1's partitions: 16 s in 32 steps of progress.
+  auto run_id = std::to_string(rng());
+  std::string id;
+  for (int i = 0; i < 60 && id.empty(); ++i) {
+    std::string got;
+    auto body = "{\"type\":\"sleep\",\"input\":{\"ms\":"
+                + std::to_string(16000 * time_scale())
+                + ",\"steps\":32},\"idempotency_key\":\"s" + std::to_string(i)
+                + "-" + run_id + "\"}";
+    REQUIRE(poll_until(
+        [&] {
+          auto res = http.post("/api/jobs", body);
+          if (res.status == 202)
+            got = body_of(res)["job_id"].str();
+          return res.status == 202;
+        },
+        10s, 100ms));
+    if (s.owner_of(got) == "c1")
+      id = got;
+  }
+  REQUIRE(!id.empty());
+  INFO("job " << id);
+  stream_across stream{port, id};
+  auto before = stream.first(30s);
+  s.nodes["c1"]->signal(SIGKILL);
+  // After the kill: progress again (from the new owner: c1 sent at most an
+  // update or two past `before` before it died), then the end.
+  auto rest = stream.rest(90s);
+  std::cout << "share_gateway_test (stream): progress " << before
+            << " % before the kill, live up to " << rest.live_top
+            << " % after it\n";
+  CHECK(rest.errors == 0);
+  CHECK(rest.last == "completed");
+  // Live progress after the kill, well past what the killed coordinator
+  // could have sent (an update or two past `before`): from the new owner.
+  CHECK(rest.live >= 2);
+  CHECK(rest.live_top >= before + 20);
+  c.check_all_done_once({id}, 60s);
 }

@@ -176,6 +176,73 @@ stream_to_end(uint16_t port, const std::string& key, const std::string& id,
   return out;
 }
 
+/// A job's SSE stream read across a fault (a coordinator killed while the
+/// job runs): first() reads until the first progress event, rest() from
+/// there to the end.
+class stream_across {
+public:
+  stream_across(uint16_t port, const std::string& id)
+      : s_{port, "/api/jobs/" + id + "/stream"} {
+    INFO(s_.head().body);
+    REQUIRE(s_.head().status == 200);
+  }
+
+  /// The percent of the first progress event (live or from the log),
+  /// within `timeout` (scaled).
+  double first(std::chrono::milliseconds timeout) {
+    auto deadline = clock_type::now() + scaled(timeout);
+    for (;;) {
+      auto ev = s_.next(time_left(deadline));
+      REQUIRE(ev);
+      if (is_progress(*ev))
+        return percent_of(*ev);
+    }
+  }
+
+  /// What the rest of the stream showed.
+  struct rest_of {
+    /// The last event's name ("completed" for a job that ended well).
+    std::string last;
+    /// Live progress events (sent as the worker reports, without an id;
+    /// those from the log carry their sequence) and their highest percent
+    /// (-1 for none).
+    int live = 0;
+    double live_top = -1;
+    /// "error" events.
+    int errors = 0;
+  };
+
+  /// Reads to the end; the stream must end properly within `timeout`
+  /// (scaled).
+  rest_of rest(std::chrono::milliseconds timeout) {
+    rest_of out;
+    auto deadline = clock_type::now() + scaled(timeout);
+    while (auto ev = s_.next(time_left(deadline))) {
+      if (ev->is_comment())
+        continue;
+      out.last = ev->event;
+      out.errors += ev->event == "error";
+      if (is_progress(*ev) && ev->id.empty()) {
+        ++out.live;
+        out.live_top = std::max(out.live_top, percent_of(*ev));
+      }
+    }
+    INFO("last event: " << out.last);
+    CHECK_FALSE(s_.timed_out());
+    CHECK(s_.complete());
+    return out;
+  }
+
+private:
+  static bool is_progress(const sse_event& e) {
+    return e.event == "progress" || e.event == "stage";
+  }
+  static double percent_of(const sse_event& e) {
+    return parse_json(e.data)["percent"].num();
+  }
+  sse_stream s_;
+};
+
 /// `{"type": "exec", "input": {"argv": [...]<more>}<outer>}`.
 inline std::string exec_job(const std::vector<std::string>& argv,
                             const std::string& more = {},
