@@ -2,7 +2,6 @@
 
 #include "nodes/node_roles.hpp"
 #include "nodes/router_subscriptions.hpp"
-#include "runtime/backoff.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/log.hpp"
 #include "runtime/log_caf.hpp"
@@ -12,7 +11,6 @@
 #include "runtime/typed_forward.hpp"
 
 #include <caf/actor_system.hpp>
-#include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <caf/typed_response_promise.hpp>
@@ -20,6 +18,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 
@@ -30,7 +29,6 @@ namespace {
 constexpr auto request_timeout = std::chrono::seconds{60};
 constexpr auto map_timeout = std::chrono::seconds{5};
 constexpr auto map_interval = std::chrono::seconds{1};
-constexpr auto join_timeout = std::chrono::seconds{2};
 /// Sends of a write refused `not_owner`, in all.
 constexpr int max_sends = 3;
 
@@ -54,6 +52,8 @@ struct router_state {
   uint64_t next_request = 0;
   /// Progress subscriptions, each kept at its partition's owner.
   router_subscriptions subs;
+  /// By coordinator: the address it is joined at (--coordinator).
+  std::vector<std::string> addresses;
 
   router_view view() const {
     return {apis, owner};
@@ -352,12 +352,17 @@ void submit_split(self_ptr self, state_ptr st,
   }
 }
 
-/// DLQ retry or purge of every job: each coordinator its own partitions'.
-template <class Send>
-void fan_out_count(self_ptr self, const state_ptr& st, const Send& send,
-                   caf::typed_response_promise<uint32_t> rp) {
+/// A request every joined coordinator answers for its own partitions (DLQ
+/// retry or purge of every job, the queue figures, the tree): the answers
+/// folded into one, `fold(acc, answer, coordinator)` for each after the
+/// first (which is taken as it is, through `first`). Any coordinator's error
+/// is the answer: a figure without one coordinator's part would pass for
+/// the whole.
+template <class T, class Send, class First, class Fold>
+void fan_out(self_ptr self, const state_ptr& st, const Send& send,
+             caf::typed_response_promise<T> rp, First first, Fold fold) {
   auto pending = std::make_shared<size_t>(0);
-  auto total = std::make_shared<uint32_t>(0);
+  auto acc = std::make_shared<std::optional<T>>();
   auto failed = std::make_shared<caf::error>();
   for (const auto& api : st->apis)
     *pending += api ? 1 : 0;
@@ -365,20 +370,23 @@ void fan_out_count(self_ptr self, const state_ptr& st, const Send& send,
     rp.deliver(no_coordinator());
     return;
   }
-  auto one_done = [pending, total, failed, rp]() mutable {
+  auto one_done = [pending, acc, failed, rp]() mutable {
     if (--*pending > 0)
       return;
     if (*failed)
       rp.deliver(std::move(*failed));
     else
-      rp.deliver(*total);
+      rp.deliver(std::move(**acc));
   };
   for (size_t i = 0; i < st->apis.size(); ++i)
     if (st->apis[i])
-      send_tracked<uint32_t>(
+      send_tracked<T>(
           self, st, i, send,
-          [total, one_done](uint32_t& n) mutable {
-            *total += n;
+          [acc, one_done, first, fold, i](T& x) mutable {
+            if (*acc)
+              fold(**acc, x, i);
+            else
+              *acc = first(std::move(x), i);
             one_done();
           },
           [failed, one_done](caf::error& err) mutable {
@@ -458,7 +466,44 @@ caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
     return rp;
   } else if constexpr (every_job) {
     auto rp = self->template make_response_promise<Os...>();
-    fan_out_count(self, st, make_send(first, rest...), rp);
+    fan_out(
+        self, st, make_send(first, rest...), rp,
+        [](uint32_t n, size_t) { return n; },
+        [](uint32_t& total, uint32_t n, size_t) { total += n; });
+    return rp;
+  } else if constexpr (std::is_same_v<args_t, std::tuple<stats_atom>>) {
+    auto rp = self->template make_response_promise<Os...>();
+    fan_out(
+        self, st, make_send(first, rest...), rp,
+        [](queue_stats s, size_t) { return s; },
+        [](queue_stats& all, const queue_stats& s, size_t) {
+          add_figures(all, s);
+        });
+    return rp;
+  } else if constexpr (std::is_same_v<args_t, std::tuple<describe_atom>>) {
+    // One tree: each coordinator's under a root of its own, named by the
+    // address the gateway joined it at.
+    auto rp = self->template make_response_promise<Os...>();
+    auto name = [st](tree_node t, size_t i) {
+      t.name = st->addresses[i] + " " + t.name;
+      return t;
+    };
+    fan_out(
+        self, st, make_send(first, rest...), rp,
+        [name](tree_node t, size_t i) {
+          tree_node root;
+          root.name = "coordinators";
+          root.kind = child_kind::supervisor;
+          root.children.push_back(name(std::move(t), i));
+          return root;
+        },
+        [name](tree_node& root, tree_node& t, size_t i) {
+          root.children.push_back(name(std::move(t), i));
+          std::sort(root.children.begin(), root.children.end(),
+                    [](const tree_node& x, const tree_node& y) {
+                      return x.name < y.name;
+                    });
+        });
     return rp;
   } else if constexpr (is_subscription_v<first_t>) {
     return st->subs.on(self, st->view(), first, rest...);
@@ -479,6 +524,8 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
   st->apis.resize(cfg.coordinators.size());
   st->owned.resize(cfg.coordinators.size());
   st->inflight.resize(cfg.coordinators.size());
+  for (const auto& c : cfg.coordinators)
+    st->addresses.push_back(c.text());
   router_ = sys.spawn([st](self_ptr self) {
     self->set_default_handler(log_and_drop);
     self->set_down_handler([self, st](caf::down_msg& dm) {
@@ -510,105 +557,6 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
     return behavior_of<api_router_actor>(
         std::tuple_cat(std::move(api_handlers), std::move(own)));
   });
-}
-
-api_router::~api_router() {
-  std::vector<caf::actor> watching;
-  {
-    std::lock_guard<std::mutex> guard{mx_};
-    stopping_ = true;
-    watching = watchers_;
-  }
-  cv_.notify_all();
-  for (const auto& w : watching)
-    if (w)
-      caf::anon_send(w, stop_atom::value);
-  for (auto& t : joiners_)
-    if (t.joinable())
-      t.join();
-  caf::anon_send_exit(router_, caf::exit_reason::user_shutdown);
-}
-
-void api_router::join_loop(size_t index) {
-  const auto& target = cfg_.coordinators[index];
-  backoff_counter backoff{backoff_schedule{std::chrono::milliseconds{100},
-                                           std::chrono::milliseconds{2000}, 2.0,
-                                           0.5}};
-  auto stopping = [this] {
-    std::lock_guard<std::mutex> guard{mx_};
-    return stopping_;
-  };
-  bool logged_failure = false;
-  while (!stopping()) {
-    // Short requests: a stopping node waits for this join to end.
-    auto api = join_gateway_at(sys_, cfg_, target, join_timeout);
-    if (!api) {
-      if (is(api.error(), errc::forbidden)) {
-        log::error(
-            "node", "a coordinator refused this gateway",
-            {{"coordinator", target.text()}, {"error", describe(api.error())}});
-        {
-          std::lock_guard<std::mutex> guard{mx_};
-          refused_ = true;
-        }
-        cv_.notify_all();
-        return;
-      }
-      if (!logged_failure)
-        log::warn(
-            "node", "cannot join a coordinator; retrying with backoff",
-            {{"coordinator", target.text()}, {"error", describe(api.error())}});
-      logged_failure = true;
-      std::unique_lock<std::mutex> guard{mx_};
-      cv_.wait_for(guard, backoff.next(), [this] { return stopping_; });
-      continue;
-    }
-    backoff.reset();
-    logged_failure = false;
-    log::info("node", "the gateway joined a coordinator",
-              {{"coordinator", target.text()}});
-    caf::anon_send(router_, router_set_atom::value, uint64_t{index}, *api);
-    // Until it is lost, or the node stops (the destructor's stop_atom).
-    caf::scoped_actor watcher{sys_};
-    watcher->monitor(*api);
-    {
-      std::lock_guard<std::mutex> guard{mx_};
-      ++joined_;
-      if (stopping_)
-        return;
-      watchers_.push_back(caf::actor_cast<caf::actor>(watcher));
-    }
-    cv_.notify_all();
-    bool lost = false;
-    watcher->receive([&](caf::down_msg&) { lost = true; }, [](stop_atom) {});
-    {
-      std::lock_guard<std::mutex> guard{mx_};
-      auto me = caf::actor_cast<caf::actor>(watcher);
-      watchers_.erase(std::remove(watchers_.begin(), watchers_.end(), me),
-                      watchers_.end());
-    }
-    if (lost) {
-      log::warn("node", "the gateway lost a coordinator; joining it again",
-                {{"coordinator", target.text()}});
-      caf::anon_send(router_, router_set_atom::value, uint64_t{index},
-                     api_actor{});
-    }
-  }
-}
-
-caf::error api_router::start(std::chrono::milliseconds patience) {
-  for (size_t i = 0; i < cfg_.coordinators.size(); ++i)
-    joiners_.emplace_back([this, i] { join_loop(i); });
-  std::unique_lock<std::mutex> guard{mx_};
-  cv_.wait_for(guard, patience, [this] { return joined_ > 0 || refused_; });
-  if (joined_ > 0)
-    return caf::none;
-  if (refused_)
-    return make_error(errc::forbidden,
-                      "a coordinator refused this gateway (see the log)");
-  return make_error(errc::unavailable,
-                    "the gateway could not join any coordinator of "
-                    "--coordinator in time");
 }
 
 } // namespace drover::node

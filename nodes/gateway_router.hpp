@@ -16,8 +16,10 @@
 // - a batch: split by owner (its keyless items together), the answers put
 //   back in order;
 // - DLQ retry and purge of all jobs: every coordinator, the counts added;
-// - the rest (lists, which read PostgreSQL; the admin views): the next
-//   coordinator in turn.
+// - the queue figures and the tree: every coordinator, added up (the
+//   figures) or each under one root (the tree); one's error is the answer;
+// - the rest (lists, which read PostgreSQL; the nodes and flow views): the
+//   next coordinator in turn.
 //
 // The partition map comes from the coordinators themselves: each answers
 // (partitions_atom) with what its queue owns. The router asks every second

@@ -57,6 +57,95 @@ void latency_histogram::observe(int64_t ms) {
   sum_ms += static_cast<uint64_t>(ms);
 }
 
+namespace {
+
+void add_histogram(latency_histogram& into, const latency_histogram& other) {
+  if (into.counts.size() < other.counts.size())
+    into.counts.resize(other.counts.size());
+  for (size_t i = 0; i < other.counts.size(); ++i)
+    into.counts[i] += other.counts[i];
+  into.sum_ms += other.sum_ms;
+}
+
+void add_type(type_figures& into, const type_figures& x) {
+  auto done = into.completed + x.completed;
+  if (done > 0)
+    into.mean_run_ms = (into.mean_run_ms * static_cast<double>(into.completed)
+                        + x.mean_run_ms * static_cast<double>(x.completed))
+                       / static_cast<double>(done);
+  else
+    into.mean_run_ms = std::max(into.mean_run_ms, x.mean_run_ms);
+  into.ready += x.ready;
+  into.delayed += x.delayed;
+  into.running += x.running;
+  into.oldest_age_ms = std::max(into.oldest_age_ms, x.oldest_age_ms);
+  into.dispatched += x.dispatched;
+  into.completed = done;
+  into.arrivals_per_second += x.arrivals_per_second;
+  into.completions_per_second += x.completions_per_second;
+  into.recommended_slots += x.recommended_slots;
+}
+
+} // namespace
+
+void add_figures(queue_stats& into, const queue_stats& other) {
+  for (size_t i = 0; i < into.depth.size(); ++i) {
+    into.depth[i] += other.depth[i];
+    into.oldest_age_ms[i]
+        = std::max(into.oldest_age_ms[i], other.oldest_age_ms[i]);
+    into.dispatched[i] += other.dispatched[i];
+  }
+  into.delayed += other.delayed;
+  into.running += other.running;
+  into.idle_workers += other.idle_workers;
+  into.completed += other.completed;
+  into.failed += other.failed;
+  into.cancelled += other.cancelled;
+  into.retried += other.retried;
+  if (other.since_ms > 0
+      && (into.since_ms == 0 || other.since_ms < into.since_ms))
+    into.since_ms = other.since_ms;
+  into.admission_in_flight += other.admission_in_flight;
+  into.admission_memory_bytes += other.admission_memory_bytes;
+  into.admission_memory_limit_bytes += other.admission_memory_limit_bytes;
+  into.admission_refused += other.admission_refused;
+  add_histogram(into.start_latency, other.start_latency);
+  add_histogram(into.run_time, other.run_time);
+  for (const auto& t : other.by_type) {
+    auto i = std::find_if(into.by_type.begin(), into.by_type.end(),
+                          [&](const type_figures& x) {
+                            return x.resource_class == t.resource_class
+                                   && x.job_type == t.job_type;
+                          });
+    if (i == into.by_type.end())
+      into.by_type.push_back(t);
+    else
+      add_type(*i, t);
+  }
+  std::sort(into.by_type.begin(), into.by_type.end(),
+            [](const type_figures& x, const type_figures& y) {
+              return std::tie(x.resource_class, x.job_type)
+                     < std::tie(y.resource_class, y.job_type);
+            });
+  auto by_number = [](const partition_figures& x, const partition_figures& y) {
+    return x.partition < y.partition;
+  };
+  if (!std::is_sorted(into.by_partition.begin(), into.by_partition.end(),
+                      by_number))
+    std::sort(into.by_partition.begin(), into.by_partition.end(), by_number);
+  for (const auto& p : other.by_partition) {
+    auto i = std::lower_bound(
+        into.by_partition.begin(), into.by_partition.end(), p.partition,
+        [](const partition_figures& x, int32_t q) { return x.partition < q; });
+    if (i != into.by_partition.end() && i->partition == p.partition) {
+      i->waiting += p.waiting;
+      i->running += p.running;
+    } else {
+      into.by_partition.insert(i, p);
+    }
+  }
+}
+
 uint64_t latency_histogram::count() const {
   uint64_t n = 0;
   for (auto c : counts)

@@ -116,6 +116,16 @@ struct queue_stats {
   std::vector<partition_figures> by_partition;
 };
 
+/// Adds `other`'s figures to `into`: what a gateway node in front of
+/// several coordinators that share the partitions answers for all of them.
+/// Counts, gauges, rates and histograms are summed (admission's memory
+/// bound too: each coordinator has its own), ages and `since_ms` take the
+/// oldest, per-type figures are merged by class and type (their mean run
+/// time weighted by completions) and per-partition ones put together (a
+/// partition two coordinators both report, for a moment during a hand-off,
+/// is summed).
+void add_figures(queue_stats& into, const queue_stats& other);
+
 bool operator==(const latency_histogram& x, const latency_histogram& y);
 bool operator==(const type_figures& x, const type_figures& y);
 bool operator==(const partition_figures& x, const partition_figures& y);

@@ -170,6 +170,32 @@ TEST_CASE("a sharing gateway sends each request to its partition's owner "
   // Every acknowledged job ends exactly once; the cancelled ones were
   // cancelled, not run to their end.
   c.check_all_done_once(jobs, 120s);
+
+  // The gateway's queue figures are the survivors' added up (not one
+  // coordinator's, in turn), and its tree holds both.
+  auto completed_at = [&](const std::string& name) {
+    auto [rc, out]
+        = droverctl({"queues", "--port", s.admin.at(name), "--json"});
+    INFO(out);
+    REQUIRE(rc == 0);
+    return parse_json(out)["completed_total"].num();
+  };
+  double via_gateway = -1, direct = -2;
+  CHECK(poll_until(
+      [&] {
+        via_gateway
+            = body_of(http.get("/api/admin/queues"))["completed_total"].num();
+        direct = completed_at("c2") + completed_at("c3");
+        return via_gateway == direct;
+      },
+      10s, 200ms));
+  INFO("completed: " << via_gateway << " through the gateway, " << direct
+                     << " at c2 and c3");
+  CHECK(via_gateway == direct);
+  CHECK(direct > 0);
+  auto tree = body_of(http.get("/api/admin/tree"));
+  CHECK(tree["name"].str() == "coordinators");
+  CHECK(tree["children"].size() == 2);
   constexpr int cancelled_kind = 11;
   for (const auto& id : cancelled) {
     auto conn = must(drover::pg::connection::open(c.url()));

@@ -15,4 +15,5 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/client_routes_test.cpp
   runtime/worker_figures_test.cpp
   runtime/typed_forward_test.cpp
+  runtime/queue_figures_test.cpp
 )
