@@ -975,9 +975,13 @@ private:
     auto timeout
         = std::min(cfg_.request_timeout, std::chrono::milliseconds{2000});
     sys_.spawn([=](caf::event_based_actor* a) {
-      a->request(api, timeout, stats_atom::value)
+      // The queue's cheapest answer (its partitions); through a gateway
+      // node's router, one coordinator's in turn (the figures would wait
+      // for all of them: one paused coordinator would make every gateway
+      // unready).
+      a->request(api, timeout, partitions_atom::value)
           .then(
-              [=](queue_stats&) {
+              [=](std::string&, int32_t) {
                 // The store's write path, not just reads: a store that is
                 // reconnecting refuses submits, so it is not ready.
                 a->request(api, timeout, ping_atom::value)
