@@ -116,14 +116,11 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
     auto* a = current(self, r.job_id, r.attempt);
     if (a == nullptr || a->expired || a->completing || a->adopting)
       continue;
-    a->expired = true;
-    ++st.expired;
     log::warn("node_link", log::job{r.job_id},
               "the node refused the lease: its partition was leased there at "
               "a newer epoch (this coordinator has been deposed)",
               {{"node", st.cfg.node_id}, {"attempt", r.attempt}});
-    if (a->js)
-      caf::anon_send(a->js, expired_atom::value, r.job_id, r.attempt);
+    expire(self, r.job_id, *a);
   }
   // Superseded attempts the worker has let go of free their slots.
   std::vector<std::string> gone;
@@ -166,12 +163,10 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
           || a.completing || a.js_gone || a.adopting || st.drain_started_ms == 0
           || a.leased_ms >= st.drain_started_ms)
         continue;
-      a.expired = true;
-      ++st.expired;
       log::info("node_link", log::job{job_id},
                 "a draining node handed the attempt back; it runs again",
                 {{"node", st.cfg.node_id}, {"attempt", a.attempt}});
-      caf::anon_send(a.js, expired_atom::value, job_id, a.attempt);
+      expire(self, job_id, a);
     }
   }
   if (hb.draining && !st.draining) {

@@ -301,6 +301,13 @@ void supersede(link_actor self, const std::string& job_id, uint32_t attempt) {
 }
 
 /// Reclaims lapsed leases.
+void expire(link_actor self, const std::string& job_id, attempt_info& a) {
+  a.expired = true;
+  ++self->state.expired;
+  if (a.js)
+    caf::anon_send(a.js, expired_atom::value, job_id, a.attempt);
+}
+
 void check_leases(link_actor self) {
   auto& st = self->state;
   auto now = now_ms(self);
@@ -325,14 +332,12 @@ void check_leases(link_actor self) {
     if (a.expired || a.completing || a.js_gone || a.adopting
         || a.expiry_ms > now)
       continue;
-    a.expired = true;
-    ++st.expired;
     log::warn("node_link", log::job{job_id},
               "lease expired; the job runs again",
               {{"node", st.cfg.node_id},
                {"attempt", a.attempt},
                {"connected", st.connected}});
-    caf::anon_send(a.js, expired_atom::value, job_id, a.attempt);
+    expire(self, job_id, a);
   }
   if (!st.connected) {
     // Gone: an expired attempt's worker can no longer let go; free it.

@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <functional>
 #include <map>
-#include <optional>
 #include <tuple>
 #include <type_traits>
 
@@ -354,15 +353,14 @@ void submit_split(self_ptr self, state_ptr st,
 
 /// A request every joined coordinator answers for its own partitions (DLQ
 /// retry or purge of every job, the queue figures, the tree): the answers
-/// folded into one, `fold(acc, answer, coordinator)` for each after the
-/// first (which is taken as it is, through `first`). Any coordinator's error
-/// is the answer: a figure without one coordinator's part would pass for
-/// the whole.
-template <class T, class Send, class First, class Fold>
+/// folded into `acc` by `fold(acc, answer, coordinator)`. Any coordinator's
+/// error is the answer: a figure without one coordinator's part would pass
+/// for the whole.
+template <class T, class Send, class Fold>
 void fan_out(self_ptr self, const state_ptr& st, const Send& send,
-             caf::typed_response_promise<T> rp, First first, Fold fold) {
+             caf::typed_response_promise<T> rp, T init, Fold fold) {
   auto pending = std::make_shared<size_t>(0);
-  auto acc = std::make_shared<std::optional<T>>();
+  auto acc = std::make_shared<T>(std::move(init));
   auto failed = std::make_shared<caf::error>();
   for (const auto& api : st->apis)
     *pending += api ? 1 : 0;
@@ -376,17 +374,14 @@ void fan_out(self_ptr self, const state_ptr& st, const Send& send,
     if (*failed)
       rp.deliver(std::move(*failed));
     else
-      rp.deliver(std::move(**acc));
+      rp.deliver(std::move(*acc));
   };
   for (size_t i = 0; i < st->apis.size(); ++i)
     if (st->apis[i])
       send_tracked<T>(
           self, st, i, send,
-          [acc, one_done, first, fold, i](T& x) mutable {
-            if (*acc)
-              fold(**acc, x, i);
-            else
-              *acc = first(std::move(x), i);
+          [acc, one_done, fold, i](T& x) mutable {
+            fold(*acc, x, i);
             one_done();
           },
           [failed, one_done](caf::error& err) mutable {
@@ -466,44 +461,32 @@ caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
     return rp;
   } else if constexpr (every_job) {
     auto rp = self->template make_response_promise<Os...>();
-    fan_out(
-        self, st, make_send(first, rest...), rp,
-        [](uint32_t n, size_t) { return n; },
-        [](uint32_t& total, uint32_t n, size_t) { total += n; });
+    fan_out(self, st, make_send(first, rest...), rp, uint32_t{0},
+            [](uint32_t& total, uint32_t n, size_t) { total += n; });
     return rp;
   } else if constexpr (std::is_same_v<args_t, std::tuple<stats_atom>>) {
     auto rp = self->template make_response_promise<Os...>();
-    fan_out(
-        self, st, make_send(first, rest...), rp,
-        [](queue_stats s, size_t) { return s; },
-        [](queue_stats& all, const queue_stats& s, size_t) {
-          add_figures(all, s);
-        });
+    fan_out(self, st, make_send(first, rest...), rp, queue_stats{},
+            [](queue_stats& all, const queue_stats& s, size_t) {
+              add_figures(all, s);
+            });
     return rp;
   } else if constexpr (std::is_same_v<args_t, std::tuple<describe_atom>>) {
-    // One tree: each coordinator's under a root of its own, named by the
-    // address the gateway joined it at.
+    // One tree: each coordinator's under one root, named by the address
+    // the gateway joined it at (in that order).
     auto rp = self->template make_response_promise<Os...>();
-    auto name = [st](tree_node t, size_t i) {
-      t.name = st->addresses[i] + " " + t.name;
-      return t;
-    };
-    fan_out(
-        self, st, make_send(first, rest...), rp,
-        [name](tree_node t, size_t i) {
-          tree_node root;
-          root.name = "coordinators";
-          root.kind = child_kind::supervisor;
-          root.children.push_back(name(std::move(t), i));
-          return root;
-        },
-        [name](tree_node& root, tree_node& t, size_t i) {
-          root.children.push_back(name(std::move(t), i));
-          std::sort(root.children.begin(), root.children.end(),
-                    [](const tree_node& x, const tree_node& y) {
-                      return x.name < y.name;
-                    });
-        });
+    tree_node root;
+    root.name = "coordinators";
+    root.kind = child_kind::supervisor;
+    fan_out(self, st, make_send(first, rest...), rp, std::move(root),
+            [st](tree_node& root, tree_node& t, size_t i) {
+              t.name = st->addresses[i] + " " + t.name;
+              root.children.push_back(std::move(t));
+              std::sort(root.children.begin(), root.children.end(),
+                        [](const tree_node& x, const tree_node& y) {
+                          return x.name < y.name;
+                        });
+            });
     return rp;
   } else if constexpr (is_subscription_v<first_t>) {
     return st->subs.on(self, st->view(), first, rest...);
@@ -553,7 +536,8 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
         [self, st](router_tick_atom) {
           refresh(self, st, nullptr);
           self->delayed_send(self, map_interval, router_tick_atom::value);
-        });
+        },
+        [self, st](router_retry_atom) { st->subs.retry(self, st->view()); });
     return behavior_of<api_router_actor>(
         std::tuple_cat(std::move(api_handlers), std::move(own)));
   });

@@ -273,13 +273,12 @@ api_relay::api_relay(caf::actor_system& sys) {
           st->apis[0] = std::move(api);
           st->subs.follow(self, {st->apis, st->owner});
         },
-        [self, st](router_tick_atom) {
-          // Subscribes that failed are made again.
-          st->subs.follow(self, {st->apis, st->owner});
-          self->delayed_send(self, std::chrono::seconds{1},
-                             router_tick_atom::value);
+        [](router_tick_atom) {
+          // No partition map to refresh: the one coordinator owns them all.
+        },
+        [self, st](router_retry_atom) {
+          st->subs.retry(self, {st->apis, st->owner});
         });
-    self->send(self, router_tick_atom::value);
     return behavior_of<api_router_actor>(
         std::tuple_cat(std::move(handlers), std::move(own)));
   });

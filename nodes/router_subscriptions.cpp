@@ -105,6 +105,8 @@ void router_subscriptions::move_to(self_ptr self, const router_view& view,
         // Its own subscribe failed: the subscriber hears why.
         forget(self, k);
         rp->deliver(std::move(err));
+      } else {
+        retry_later(self);
       }
       return;
     }
@@ -182,11 +184,20 @@ void router_subscriptions::follow(self_ptr self, const router_view& view) {
       e.candidate = target;
       continue;
     }
-    if (moves++ >= max_moves_per_follow)
-      return; // the rest at the next refresh
+    if (moves++ >= max_moves_per_follow) {
+      retry_later(self); // the rest then, or at the next refresh
+      return;
+    }
     e.candidate = -1;
     move_to(self, view, k, e, target);
   }
+}
+
+void router_subscriptions::retry_later(self_ptr self) {
+  if (retry_armed_)
+    return;
+  retry_armed_ = true;
+  self->delayed_send(self, std::chrono::seconds{1}, router_retry_atom::value);
 }
 
 void router_subscriptions::forget(self_ptr self, const key& k) {

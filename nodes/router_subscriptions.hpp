@@ -85,10 +85,18 @@ public:
   /// After a map refresh (once a second): a subscription not at its
   /// partition's owner moves there — at once if it is subscribed nowhere
   /// (its coordinator was lost, a subscribe failed), else once the map
-  /// named the new owner twice in a row; at most a thousand a call. A
-  /// failed subscribe is tried again here as long as the subscriber
-  /// lives.
+  /// named the new owner twice in a row; at most a thousand a call (the
+  /// rest are made at the next call, or at retry()).
   void follow(self_ptr self, const router_view& view);
+
+  /// (router_retry_atom), which a failed subscribe or a follow() cut short
+  /// arms once, a second later: follow() again. A failed subscribe is so
+  /// tried again every second while its subscriber lives, also where no
+  /// map refresh calls follow() (a relay).
+  void retry(self_ptr self, const router_view& view) {
+    retry_armed_ = false;
+    follow(self, view);
+  }
 
   /// Subscriptions kept (for tests and the node's log).
   size_t size() const {
@@ -126,7 +134,11 @@ private:
   static std::optional<caf::typed_response_promise<ok_atom>>
   take_first(entry& e);
 
+  /// Arms retry() once.
+  void retry_later(self_ptr self);
+
   std::map<key, entry> subs_;
+  bool retry_armed_ = false;
   std::map<caf::actor_addr, std::set<std::string>> by_subscriber_;
 };
 

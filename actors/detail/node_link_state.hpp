@@ -211,6 +211,12 @@ void record_rejection(link_actor self, const std::string& job_id,
 /// Tells the node, in its next reply, to stop the attempt.
 void supersede(link_actor self, const std::string& job_id, uint32_t attempt);
 
+/// The attempt `a` of `job_id` ran out (its lease expired, the node handed
+/// it back or refused it): marked expired, counted, and its job supervisor
+/// told (it settles the attempt lost; the job runs again). The caller logs
+/// why.
+void expire(link_actor self, const std::string& job_id, attempt_info& a);
+
 /// Marks the node suspect after two missed heartbeats, reclaims lapsed
 /// leases, and ends the link once a gone node holds nothing.
 void check_leases(link_actor self);

@@ -240,16 +240,10 @@ TEST_CASE("a gateway node follows the failover: it joins the standby and "
   REQUIRE(!jobs.back().empty());
   // A long job's progress stream through the gateway, open across the
   // failover: the relay subscribes again at the standby once it joined it.
-  std::string streamed;
-  {
-    http_client client{port};
-    auto res
-        = client.post("/api/jobs", "{\"type\": \"sleep\", \"input\": {\"ms\": "
-                                       + std::to_string(16000 * time_scale())
-                                       + ", \"steps\": 32}}");
-    REQUIRE(res.status == 202);
-    streamed = parse_json(res.body)["job_id"].str();
-  }
+  auto streamed = gateway_api::submit(
+      http_client{port}, "{\"type\": \"sleep\", \"input\": {\"ms\": "
+                             + std::to_string(16000 * time_scale())
+                             + ", \"steps\": 32}}");
   jobs.push_back(streamed);
   gateway_api::stream_across stream{port, streamed};
   auto before = stream.first(30s);

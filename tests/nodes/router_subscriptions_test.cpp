@@ -95,12 +95,12 @@ api_actor spawn_coordinator(caf::actor_system& sys,
   });
 }
 
-/// Subscribes `who` to `id` through `relay` as `self` (with changed_atom if
+/// Subscribes `self` to `id` through `relay` (with changed_atom if
 /// `changes`); true if answered ok.
 bool subscribe(caf::scoped_actor& self, const api_actor& relay,
-               const std::string& id, const caf::actor& who,
-               bool changes = false) {
+               const std::string& id, bool changes = false) {
   bool ok = false;
+  auto who = caf::actor_cast<caf::actor>(self);
   auto on_ok = [&](ok_atom) { ok = true; };
   auto on_error = [](caf::error&) {};
   if (changes)
@@ -113,11 +113,12 @@ bool subscribe(caf::scoped_actor& self, const api_actor& relay,
   return ok;
 }
 
-/// Whether `self` receives (changed_atom, id) within 5 s.
-bool told_changed(caf::scoped_actor& self, const std::string& id) {
+/// Whether `self` receives (changed_atom, id) within `timeout`.
+bool told_changed(caf::scoped_actor& self, const std::string& id,
+                  std::chrono::seconds timeout = 5s) {
   bool told = false;
   self->receive([&](changed_atom, const std::string& got) { told = got == id; },
-                caf::after(5s) >> [] {});
+                caf::after(timeout) >> [] {});
   return told;
 }
 
@@ -151,8 +152,7 @@ TEST_CASE("a relay makes a progress subscription again at the next "
   relay_fixture f;
   f.relay.set(f.a);
   caf::scoped_actor stream{f.sys};
-  caf::actor who = caf::actor_cast<caf::actor>(stream);
-  REQUIRE(subscribe(stream, f.relay.handle(), "j1-3", who, true));
+  REQUIRE(subscribe(stream, f.relay.handle(), "j1-3", true));
   CHECK(f.a_rec->saw("sub+ j1-3"));
   // Not moved: nothing to read again.
   CHECK(told_nothing(stream, 200ms));
@@ -164,13 +164,13 @@ TEST_CASE("a relay makes a progress subscription again at the next "
 
   // Unsubscribed through the relay: at b, once, and not again later.
   caf::anon_send(f.relay.handle(), unsubscribe_atom::value, std::string{"j1-3"},
-                 who);
+                 caf::actor_cast<caf::actor>(stream));
   CHECK(f.b_rec->saw("unsub j1-3"));
   f.relay.set(f.a);
   f.relay.set(f.b);
   // A subscribe after the two moves: once b has it, whatever the moves
   // made is made. b heard its first subscribe only: the entry is gone.
-  CHECK(subscribe(stream, f.relay.handle(), "probe-1", who));
+  CHECK(subscribe(stream, f.relay.handle(), "probe-1"));
   CHECK(f.b_rec->saw("sub probe-1"));
   CHECK(f.b_rec->count("sub+ j1-3") == 1);
   CHECK(f.a_rec->count("sub+ j1-3") == 1);
@@ -181,8 +181,7 @@ TEST_CASE("a subscribe through a relay without a coordinator is answered "
           "[router]") {
   relay_fixture f;
   caf::scoped_actor stream{f.sys};
-  caf::actor who = caf::actor_cast<caf::actor>(stream);
-  CHECK(subscribe(stream, f.relay.handle(), "j2-0", who, true));
+  CHECK(subscribe(stream, f.relay.handle(), "j2-0", true));
   f.relay.set(f.a);
   CHECK(f.a_rec->saw("sub+ j2-0"));
   CHECK(told_changed(stream, "j2-0"));
@@ -194,9 +193,8 @@ TEST_CASE("a relay drops the subscriptions of a subscriber that is gone",
   f.relay.set(f.a);
   {
     caf::scoped_actor stream{f.sys};
-    caf::actor who = caf::actor_cast<caf::actor>(stream);
     for (const auto* id : {"j3-1", "j4-1"})
-      CHECK(subscribe(stream, f.relay.handle(), id, who));
+      CHECK(subscribe(stream, f.relay.handle(), id));
     CHECK(f.a_rec->saw("sub j3-1"));
     CHECK(f.a_rec->saw("sub j4-1"));
   } // the subscriber goes
@@ -205,8 +203,7 @@ TEST_CASE("a relay drops the subscriptions of a subscriber that is gone",
   // Nothing is made again at the next coordinator.
   f.relay.set(f.b);
   caf::scoped_actor probe{f.sys};
-  caf::actor probe_who = caf::actor_cast<caf::actor>(probe);
-  CHECK(subscribe(probe, f.relay.handle(), "j5-1", probe_who));
+  CHECK(subscribe(probe, f.relay.handle(), "j5-1"));
   CHECK(f.b_rec->saw("sub j5-1"));
   CHECK(f.b_rec->count("sub j3-1") == 0);
   CHECK(f.b_rec->count("sub j4-1") == 0);
@@ -218,14 +215,10 @@ TEST_CASE("a relay tries a failed subscribe at the next coordinator again "
   relay_fixture f{2}; // b refuses twice
   f.relay.set(f.a);
   caf::scoped_actor stream{f.sys};
-  caf::actor who = caf::actor_cast<caf::actor>(stream);
-  REQUIRE(subscribe(stream, f.relay.handle(), "j6-2", who, true));
+  REQUIRE(subscribe(stream, f.relay.handle(), "j6-2", true));
   f.relay.set(f.b);
   // Refused twice, made the third time (once a second), then told.
-  bool told = false;
-  stream->receive(
-      [&](changed_atom, const std::string& id) { told = id == "j6-2"; },
-      caf::after(10s) >> [] {});
+  auto told = told_changed(stream, "j6-2", 10s);
   INFO("b was asked: " << f.b_rec->all());
   CHECK(told);
   CHECK(f.b_rec->count("sub+ j6-2") == 3);

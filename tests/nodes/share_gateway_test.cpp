@@ -32,6 +32,22 @@ std::vector<std::string> gateway_argv(const std::string& list,
 
 const std::string gateway_secret = "share-test-gateway-secret-42";
 
+/// Submits `body` through the gateway once it serves its partition (503
+/// until its map names the owner, within 10 s); the job id.
+std::string submit_when_served(const http_client& http,
+                               const std::string& body) {
+  std::string id;
+  REQUIRE(poll_until(
+      [&] {
+        auto res = http.post("/api/jobs", body);
+        if (res.status == 202)
+          id = body_of(res)["job_id"].str();
+        return res.status == 202;
+      },
+      10s, 100ms));
+  return id;
+}
+
 /// Three sharing coordinators c1..c3, worker nodes w1 and w2 (cpu=3 each)
 /// and a sharing gateway node that joined all three.
 struct gateway_cluster {
@@ -90,12 +106,7 @@ TEST_CASE("a sharing gateway sends each request to its partition's owner "
   std::set<std::string> owners;
   std::map<std::string, std::string> by_key;
   auto run_id = std::to_string(rng());
-  REQUIRE(poll_until(
-      [&] {
-        auto res = http.post("/api/jobs", body(50, "probe-" + run_id));
-        return res.status == 202;
-      },
-      10s, 100ms));
+  submit_when_served(http, body(50, "probe-" + run_id));
   // 18 at least; more while a coordinator got none (18 random keys miss
   // one of three once in ~500 runs).
   for (int i = 0; i < 60 && (i < 18 || owners.size() < 3); ++i) {
@@ -272,19 +283,11 @@ TEST_CASE("a progress stream through a sharing gateway follows its job to "
   auto run_id = std::to_string(rng());
   std::string id;
   for (int i = 0; i < 60 && id.empty(); ++i) {
-    std::string got;
-    auto body = "{\"type\":\"sleep\",\"input\":{\"ms\":"
-                + std::to_string(16000 * time_scale())
-                + ",\"steps\":32},\"idempotency_key\":\"s" + std::to_string(i)
-                + "-" + run_id + "\"}";
-    REQUIRE(poll_until(
-        [&] {
-          auto res = http.post("/api/jobs", body);
-          if (res.status == 202)
-            got = body_of(res)["job_id"].str();
-          return res.status == 202;
-        },
-        10s, 100ms));
+    auto got = submit_when_served(
+        http, "{\"type\":\"sleep\",\"input\":{\"ms\":"
+                  + std::to_string(16000 * time_scale())
+                  + ",\"steps\":32},\"idempotency_key\":\"s" + std::to_string(i)
+                  + "-" + run_id + "\"}");
     if (s.owner_of(got) == "c1")
       id = got;
   }
