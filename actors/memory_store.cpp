@@ -194,6 +194,13 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
               result.push_back(i->second.record);
           return result;
         },
+        [](permit_atom, const std::string&, uint32_t,
+           const std::vector<std::string>&)
+            -> caf::result<std::vector<std::string>> {
+          return make_error(errc::invalid_request,
+                            "the memory store has no partition leases: "
+                            "permits are counted by one queue");
+        },
         [self](control_atom, int64_t at_ms, std::string& kind, std::string& key,
                std::string& state,
                std::string& detail) -> caf::result<ok_atom> {

@@ -242,6 +242,36 @@ pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
                               "limit must be within [1, 1000]");
           return ask_reader<std::string>(self, a, limit);
         },
+        [self](permit_atom a, std::string& key, uint32_t limit,
+               std::vector<std::string>& job_ids)
+            -> caf::result<std::vector<std::string>> {
+          if (!self->state.fence)
+            return make_error(errc::invalid_request,
+                              "this store writes without partition leases "
+                              "(no fence): it has no permits to grant");
+          // An own key (leading NUL) lives in one partition: never here.
+          auto nul = key.find('\0');
+          if (key.empty() || nul == 0
+              || (nul != std::string::npos
+                  && key.find('\0', nul + 1) != std::string::npos))
+            return make_error(errc::invalid_request,
+                              "permits: not a job type's concurrency key");
+          auto type = key.substr(0, nul);
+          auto tenant
+              = nul == std::string::npos ? std::string{} : key.substr(nul + 1);
+          using ids = std::vector<std::string>;
+          auto rp = self->make_response_promise<ids>();
+          admit(self, [self, a, type = std::move(type),
+                       tenant = std::move(tenant), limit,
+                       job_ids = std::move(job_ids), rp]() mutable {
+            direct_write<ids>(
+                self, [rp](ids& granted) mutable { rp.deliver(granted); },
+                [rp](caf::error& err) mutable { rp.deliver(std::move(err)); },
+                a, self->state.fence, std::move(type), std::move(tenant), limit,
+                std::move(job_ids));
+          });
+          return rp;
+        },
         [self](reconnect_atom) { try_reconnect(self); },
         [self](reopen_atom) { reopen(self); },
         [self](retention_atom) {

@@ -215,6 +215,10 @@ struct queue_options {
   /// Attempts of a job type running at once (runtime/concurrency.hpp);
   /// none by default.
   concurrency_limits concurrency;
+  /// Coordinators sharing the partitions: a type's limit holds across all
+  /// of them (permits from the store, actors/queue_permits.cpp) instead of
+  /// per queue. Needs a store with partition leases.
+  bool cluster_type_limits = false;
   /// Rate limiters and circuit breakers (runtime/flow_control.hpp); none
   /// by default.
   flow_limits flow;

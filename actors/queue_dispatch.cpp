@@ -226,7 +226,8 @@ void wake_parked(self_ptr self, const std::string& key) {
       }
     }
     auto i = head.entry.holds; // it waits behind keys.key[i] == key
-    if (i >= keys.size || !st.concurrency.take(key, keys.limit[i]))
+    if (i >= keys.size
+        || !take_slot(self, key, keys.limit[i], head.entry.job_id))
       break;
     auto pe = std::move(head);
     dq.pop_front();

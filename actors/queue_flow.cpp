@@ -11,6 +11,7 @@ void release_slot(self_ptr self, const std::string& key) {
   if (key.empty())
     return;
   self->state.concurrency.release(key);
+  slot_freed(self, key);
   wake_parked(self, key);
 }
 
@@ -76,7 +77,7 @@ bool take_slots(self_ptr self, parked_entry& pe, const slot_keys& keys) {
     auto line = st.parked.find(keys.key[i]);
     bool queued = line != st.parked.end() && !line->second.empty();
     if (!st.recovered || queued
-        || !st.concurrency.take(keys.key[i], keys.limit[i])) {
+        || !take_slot(self, keys.key[i], keys.limit[i], pe.entry.job_id)) {
       st.parked[keys.key[i]].push_back(std::move(pe));
       return false;
     }
@@ -336,8 +337,11 @@ std::string hold_reason(self_ptr self, const job_spec& spec) {
                     : std::string{"its concurrency limit"};
     return "a free slot of " + what + " ("
            + std::to_string(st.concurrency.running(key)) + " of "
-           + std::to_string(limit) + " running; "
-           + std::to_string(p->second.size()) + " job(s) wait for one)";
+           + std::to_string(limit) + " running"
+           + (needs_permit(st, key) ? " here, more at the other coordinators"
+                                      " sharing the partitions"
+                                    : "")
+           + "; " + std::to_string(p->second.size()) + " job(s) wait for one)";
   }
   auto rates = flow_control::key_set(rate_limit_keys_of(spec));
   std::vector<size_t> at_rate;

@@ -92,6 +92,18 @@
 //       The newest `limit` (within [1, 1000]) control-log entries, newest
 //       first, as a JSON array of {"sequence", "at", "kind", "key",
 //       "state", "detail", "partition", "epoch"}.
+//   (permit_atom, key, limit, job_ids)            -> vector<string>
+//       Permits of a job type's concurrency key (concurrency_slots::key_of:
+//       the type, or the type, a NUL and the tenant) for coordinators
+//       sharing the partitions: grants permits to the first of `job_ids`
+//       (waiting jobs, in the order they wait) while fewer than `limit`
+//       (within [1, 1000000]) count across all coordinators, and answers
+//       the ids that hold one now (granted, or held already). A permit
+//       counts while its job runs, or, not started yet, while the job is
+//       unchanged and its partition's lease at the epoch of the grant
+//       (runtime/pg_permits.cpp). Jobs of partitions the store does not
+//       write get none. The memory store, and a PostgreSQL store without a
+//       fence, have no permits: errc::invalid_request.
 // Reads answer with committed state only: a record is never shown in a
 // state whose events are not durable yet.
 // Unknown job ids fail with `errc::not_found`.
@@ -132,7 +144,9 @@ using store_actor = caf::typed_actor<
     caf::replies_to<control_atom, int64_t, std::string, std::string,
                     std::string, std::string>::with<ok_atom>,
     caf::replies_to<control_atom, uint32_t>::with<std::string>,
-    caf::replies_to<control_atom, std::string>::with<std::vector<std::string>>>;
+    caf::replies_to<control_atom, std::string>::with<std::vector<std::string>>,
+    caf::replies_to<permit_atom, std::string, uint32_t,
+                    std::vector<std::string>>::with<std::vector<std::string>>>;
 
 /// The largest recovery page a store serves.
 constexpr uint32_t max_recovery_page = 100000;

@@ -338,6 +338,7 @@ void use_postgres(const node_config& cfg, const coordinator_claim& claim,
     jobs.queue.partition_count = claim.partition_count;
     jobs.queue.owned_now = [share] { return share->held().partitions; };
     jobs.queue.handover_grace = cfg.lease_ttl;
+    jobs.queue.cluster_type_limits = true;
     // A dead coordinator's worker nodes come to a survivor at once; its
     // partitions are taken about a lease TTL later (and a renewal
     // interval or two): their attempts wait that long to be adopted.

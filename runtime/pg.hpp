@@ -568,6 +568,17 @@ public:
   caf::error append_control(int64_t at_ms, const std::string& kind,
                             const std::string& key, const std::string& state,
                             const std::string& detail);
+  /// Grants permits of the concurrency key (`type`, `tenant`; tenant ""
+  /// for a limit across tenants) to the first of `job_ids` (waiting jobs
+  /// of partitions this session's fence writes, in the order they wait)
+  /// while fewer than `limit` count, in one transaction serialised per key
+  /// (runtime/pg_permits.cpp, schema version 9). Returns the ids that hold
+  /// a permit now: those granted and those that held one already. Ids of
+  /// partitions the fence does not write, and of jobs not waiting (running,
+  /// finished, unknown), are not granted.
+  caf::expected<std::vector<std::string>>
+  grant_permits(const std::string& type, const std::string& tenant,
+                uint32_t limit, const std::vector<std::string>& job_ids);
   /// The last state of every key of `kind` in the control log, and apart
   /// from it its last run-time setting (state "configured"): (key, state,
   /// Unix ms, detail) quadruples, flattened.

@@ -517,6 +517,55 @@ COMMENT ON COLUMN drover.coordinators.shares IS
   '(--share-partitions): the shares are computed over these.';
 )sql";
 
+// Version 9: a job type's concurrency limit across coordinators that share
+// the partitions (--concurrency-limit TYPE=N, runtime/pg_permits.cpp): one
+// row per job holding a permit of its type's key. A row counts while its
+// job runs (status processing), or, granted but not started yet, while the
+// job is unchanged since (seq) and the partition's lease is still at the
+// epoch it was granted under (a dead or deposed owner's grants lapse with
+// its lease). Rows that no longer count are deleted by the next grant of
+// their key.
+const char* const v9_sql = R"sql(
+CREATE TABLE drover.concurrency_permits (
+  type       text COLLATE "C" NOT NULL,
+  -- '' for a limit across tenants; the tenant for a limit per tenant.
+  tenant     text COLLATE "C" NOT NULL,
+  job_id     text COLLATE "C" NOT NULL,
+  seq        bigint  NOT NULL,
+  partition  integer NOT NULL CHECK (partition >= 0),
+  epoch      bigint  NOT NULL CHECK (epoch >= 0),
+  granted_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (type, tenant, job_id)
+);
+
+COMMENT ON TABLE drover.concurrency_permits IS
+  'Permits of job types'' concurrency limits held by jobs, across the '
+  'coordinators sharing the partitions (runtime/pg_permits.cpp).';
+
+-- The first job each coordinator has waiting for a key it was refused a
+-- permit of, refreshed at every ask: a grant leaves room for the waiters
+-- of other coordinators whose job came first (job ids sort by submission),
+-- so one coordinator's stream of jobs does not starve another's. A row not
+-- refreshed for 5 s no longer counts.
+CREATE TABLE drover.concurrency_waiters (
+  type     text COLLATE "C" NOT NULL,
+  tenant   text COLLATE "C" NOT NULL,
+  instance text COLLATE "C" NOT NULL,
+  job_id   text COLLATE "C" NOT NULL,
+  seen_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (type, tenant, instance)
+);
+
+COMMENT ON TABLE drover.concurrency_waiters IS
+  'The first waiting job of each coordinator refused a permit of a job '
+  'type''s concurrency limit (runtime/pg_permits.cpp).';
+
+-- Production privileges (see version 1):
+--   GRANT SELECT, INSERT, DELETE ON drover.concurrency_permits TO drover_app;
+--   GRANT SELECT, INSERT, UPDATE, DELETE ON drover.concurrency_waiters
+--     TO drover_app;
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -535,6 +584,7 @@ const std::vector<migration>& migrations() {
        "partition",
        v7_sql},
       {8, "coordinators that share the partitions", v8_sql},
+      {9, "concurrency permits of job types across coordinators", v9_sql},
   };
   return all;
 }

@@ -155,6 +155,21 @@ struct parked_entry {
   shape_ref shape;
 };
 
+/// Permits of a job type's key asked of the store (coordinators sharing
+/// the partitions, actors/queue_permits.cpp): the parked jobs granted one
+/// and not woken yet, whether a request is on its way or armed, until when
+/// (flow_now's ms) a refused key is not asked again, and the backoff of
+/// failed requests.
+struct permit_line {
+  std::unordered_set<std::string> granted;
+  bool asking = false;
+  bool armed = false;
+  int64_t quiet_until = 0;
+  backoff_counter failures{backoff_schedule{std::chrono::milliseconds{250},
+                                            std::chrono::milliseconds{5000},
+                                            2.0, 0.5}};
+};
+
 struct queue_state {
   queue_deps deps;
   queue_options opts;
@@ -256,6 +271,10 @@ struct queue_state {
   /// key without a free slot (they still count as waiting).
   concurrency_slots concurrency;
   std::unordered_map<std::string, std::deque<parked_entry>> parked;
+  /// Permits of the types' keys across coordinators, by key, and when a
+  /// failure to get them was last logged (Unix ms).
+  std::unordered_map<std::string, permit_line> permits;
+  int64_t permit_failure_logged_ms = 0;
   /// The worker nodes' resource pools and what attempts hold of them, and
   /// the text each node last declared.
   resource_ledger resources;
@@ -297,7 +316,8 @@ using queue_impl_actor = queue_actor::extend<
     caf::reacts_to<reconcile_atom, std::string, int64_t, std::string,
                    std::string>,
     caf::reacts_to<due_atom, uint64_t>,
-    caf::reacts_to<flow_timer_atom, uint64_t>, caf::reacts_to<fence_atom>>;
+    caf::reacts_to<flow_timer_atom, uint64_t>, caf::reacts_to<fence_atom>,
+    caf::reacts_to<permit_atom, std::string>>;
 
 using self_ptr = queue_impl_actor::stateful_pointer<queue_state>;
 
@@ -398,6 +418,21 @@ void arm_flow_timer(self_ptr self, int64_t at_ms);
 bool runnable(const queue_state& st, const parked_entry& pe);
 void rearm_flow(self_ptr self);
 void record_flow_changes(self_ptr self);
+
+// -- queue_permits.cpp
+// ---------------------------------------------------------
+/// Whether `key` (a slot key) needs a permit of the store before its slot.
+bool needs_permit(const queue_state& st, const std::string& key);
+/// Takes a slot of `key` for `job_id`: the permit it was granted first
+/// when the key needs one (none: asks, answers false).
+bool take_slot(self_ptr self, const std::string& key, uint32_t limit,
+               const std::string& job_id);
+/// Jobs wait behind `key` without a permit: asks (after the refused delay).
+void want_permits(self_ptr self, const std::string& key);
+/// One of this queue's attempts of `key` ended (before its jobs are woken).
+void slot_freed(self_ptr self, const std::string& key);
+/// The armed ask of `key` (permit_atom): asks for its first waiting jobs.
+void ask_permits(self_ptr self, const std::string& key);
 void left_gate(self_ptr self, ready_entry& e);
 void wake_gate(self_ptr self, const std::string& gate,
                std::vector<std::string>& classes);

@@ -4,9 +4,10 @@
 // all of them together (each fills its buckets at its share of the
 // partitions), and a concurrency key's jobs all live in the key's
 // partition, so the one coordinator owning it runs at most the limit at
-// once. Three coordinators with local slots, jobs submitted through the
-// C++ client (routed to each partition's owner); the checks read the audit
-// log.
+// once; a job type's limit (--concurrency-limit) holds for all of them
+// through permits in PostgreSQL (runtime/pg_permits.cpp). Three coordinators
+// with local slots, jobs submitted through the C++ client (routed to each
+// partition's owner); the checks read the audit log.
 
 #include "drover/client.hpp"
 
@@ -50,6 +51,43 @@ starts_and_ends(const std::string& url, const std::vector<std::string>& ids) {
   return out;
 }
 
+/// The most of `ids` running at once by their started and ended events.
+int most_at_once(const std::string& url, const std::vector<std::string>& ids) {
+  int running = 0;
+  int most = 0;
+  for (auto& [at, kind] : starts_and_ends(url, ids)) {
+    running += kind == started_kind ? 1 : -1;
+    most = std::max(most, running);
+  }
+  return most;
+}
+
+/// Submits `n` jobs of type sleep running `ms` (rate-limited by `rate_key`
+/// unless empty), keyed `prefix`-i so that they spread over the partitions,
+/// through `cl` in one batch: their ids.
+std::vector<std::string> submit_spread(drover::client& cl, int n,
+                                       const std::string& prefix, int64_t ms,
+                                       const std::string& rate_key = "") {
+  std::vector<submit_request> batch;
+  for (int i = 0; i < n; ++i) {
+    submit_request r;
+    r.type = "sleep";
+    r.input = "{\"ms\":" + std::to_string(ms) + "}";
+    r.rate_limit_key = rate_key;
+    r.idempotency_key = prefix + "-" + std::to_string(i);
+    batch.push_back(r);
+  }
+  auto subs = cl.submit(batch);
+  INFO((subs ? "" : describe(subs.error())));
+  REQUIRE(subs);
+  std::vector<std::string> ids;
+  for (auto& sub : *subs) {
+    REQUIRE_FALSE(sub.job.job_id.empty());
+    ids.push_back(sub.job.job_id);
+  }
+  return ids;
+}
+
 } // namespace
 
 TEST_CASE("sharing coordinators keep a rate limit and a concurrency limit "
@@ -61,9 +99,7 @@ TEST_CASE("sharing coordinators keep a rate limit and a concurrency limit "
   auto run_id = std::to_string(rng());
   cluster c;
   sharing s{c};
-  for (const auto* name : {"c1", "c2", "c3"})
-    s.start(name, true, {"--rate-limit", "api:rate=5,burst=1"});
-  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+  s.start_three({"--rate-limit", "api:rate=5,burst=1"});
   auto cl = s.client_of({"c1", "c2", "c3"});
   INFO(s.logs_of({"c1", "c2", "c3"}));
 
@@ -71,23 +107,7 @@ TEST_CASE("sharing coordinators keep a rate limit and a concurrency limit "
   // At 5/s with a burst of one per coordinator, their starts span at least
   // (30 - 3) / 5 = 5.4 s; three coordinators each keeping the whole rate
   // would start them in about 2 s.
-  std::vector<submit_request> batch;
-  for (int i = 0; i < 30; ++i) {
-    submit_request r;
-    r.type = "sleep";
-    r.input = "{\"ms\":0}";
-    r.rate_limit_key = "api";
-    r.idempotency_key = run_id + "-rate-" + std::to_string(i);
-    batch.push_back(r);
-  }
-  auto subs = cl->submit(batch);
-  INFO((subs ? "" : describe(subs.error())));
-  REQUIRE(subs);
-  std::vector<std::string> rated;
-  for (auto& sub : *subs) {
-    REQUIRE_FALSE(sub.job.job_id.empty());
-    rated.push_back(sub.job.job_id);
-  }
+  auto rated = submit_spread(*cl, 30, run_id + "-rate", 0, "api");
   c.check_all_done_once(rated, 60s);
   std::vector<int64_t> starts;
   for (auto& [at, kind] : starts_and_ends(c.url(), rated))
@@ -127,11 +147,33 @@ TEST_CASE("sharing coordinators keep a rate limit and a concurrency limit "
     partitions.insert(partition_of_id(id));
   CHECK(partitions.size() == 1);
   c.check_all_done_once(keyed, 60s);
-  int running = 0;
-  int most_running = 0;
-  for (auto& [at, kind] : starts_and_ends(c.url(), keyed)) {
-    running += kind == started_kind ? 1 : -1;
-    most_running = std::max(most_running, running);
-  }
-  CHECK(most_running == 1);
+  CHECK(most_at_once(c.url(), keyed) == 1);
+}
+
+TEST_CASE("sharing coordinators keep a job type's concurrency limit together",
+          "[pg][cluster][process][share][flow]") {
+  auto seed = std::random_device{}();
+  std::cout << "share_flow_test: seed " << seed << "\n";
+  std::mt19937 rng{seed};
+  auto run_id = std::to_string(rng());
+  cluster c;
+  sharing s{c};
+  // Each has local slots enough to run 4 at once; the type's limit is 2
+  // for all three together (before: 2 each, 6 at once).
+  s.start_three({"--concurrency-limit", "sleep=2"});
+  auto cl = s.client_of({"c1", "c2", "c3"});
+  INFO(s.logs_of({"c1", "c2", "c3"}));
+
+  auto limited
+      = submit_spread(*cl, 24, run_id + "-type-limit", 200 * time_scale());
+  std::set<int32_t> partitions;
+  for (const auto& id : limited)
+    partitions.insert(partition_of_id(id));
+  CHECK(partitions.size() >= 8); // spread over every coordinator's share
+  c.check_all_done_once(limited, 90s);
+  auto most = most_at_once(c.url(), limited);
+  std::cout << "share_flow_test: at most " << most
+            << " of 24 jobs of a type limited to 2 ran at once on three "
+               "coordinators\n";
+  CHECK(most == 2);
 }

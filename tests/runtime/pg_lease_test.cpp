@@ -5,6 +5,7 @@
 // (PostgreSQL's clock decides), never by sleeping.
 
 #include "runtime/pg_lease.hpp"
+#include "support/pg_batches.hpp"
 #include "support/test_db.hpp"
 
 #include "runtime/errors.hpp"
@@ -22,6 +23,7 @@ using namespace drover;
 using namespace std::chrono_literals;
 using drover::testing::must;
 using drover::testing::must_ok;
+using drover::testing::one_submit;
 using drover::testing::run;
 using drover::testing::test_db;
 
@@ -43,22 +45,6 @@ pg::lease_grant take(pg::session& s, const pg::lease_owner& who) {
 void expire_all(pg::connection& admin) {
   run(admin, "UPDATE drover.partition_leases "
              "SET expires_at = now() - interval '1 second'");
-}
-
-pg::write_batch one_submit(const std::string& id) {
-  job_event ev;
-  ev.job_id = id;
-  ev.kind = event_kind::submitted;
-  ev.sequence = 1;
-  ev.at_ms = 1000;
-  ev.spec.tenant = "t";
-  ev.spec.type = "sleep";
-  job_record rec;
-  REQUIRE_FALSE(apply(rec, ev));
-  pg::write_batch b;
-  b.submits.push_back(rec);
-  b.events.push_back(ev);
-  return b;
 }
 
 } // namespace

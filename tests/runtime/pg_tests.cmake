@@ -2,5 +2,5 @@
 # DROVER_PG_URL (scripts/test starts a private server and sets it) and fail
 # without it.
 set(DROVER_PG_TEST_SOURCES runtime/pg_test.cpp runtime/pg_isolate_test.cpp
-  runtime/pg_lease_test.cpp runtime/pg_share_test.cpp
+  runtime/pg_lease_test.cpp runtime/pg_share_test.cpp runtime/pg_permits_test.cpp
   nodes/lease_process_test.cpp)

@@ -46,10 +46,11 @@ struct sharing {
     admin[name] = admin_port_of(*ready);
   }
 
-  /// c1, c2 and c3, once they hold the partitions evenly.
-  void start_three() {
+  /// c1, c2 and c3 (with local slots and `extra` options), once they hold
+  /// the partitions evenly.
+  void start_three(const std::vector<std::string>& extra = {}) {
     for (const auto* name : {"c1", "c2", "c3"})
-      start(name);
+      start(name, true, extra);
     INFO(logs_of({"c1", "c2", "c3"}));
     REQUIRE(poll_until([&] { return spread_over({"c1", "c2", "c3"}); }, 20s));
   }

@@ -1,0 +1,141 @@
+// Permits of the job types' concurrency limits across coordinators that
+// share the partitions (queue_options::cluster_type_limits; the store's
+// permit_atom, runtime/pg_permits.cpp). See actors/detail/queue_state.hpp.
+//
+// A type's key (--concurrency-limit TYPE=N) counts the attempts this queue
+// runs, as with one coordinator; with several, a job of the type also needs
+// a permit from PostgreSQL before it takes its slot. Jobs wait behind the
+// key as before (parked, in order); the queue asks for permits for the
+// first of them, as many as its own slots leave room for, and wakes those
+// granted. Nothing is given back: a permit stops counting once its job's
+// attempt ended (or its job changed, or the lease it was granted under
+// went) — see runtime/pg_permits.cpp. The queue asks again when one of its
+// own attempts of the key ends, and every quarter second while refused
+// (a permit freed by another coordinator is seen within that).
+
+#include "actors/detail/queue_state.hpp"
+
+namespace drover::queue_detail {
+
+namespace {
+
+/// Asking again while refused (a failed request backs off up to 5 s:
+/// permit_line::failures).
+constexpr int64_t refused_delay_ms = 250;
+
+void arm_ask(self_ptr self, const std::string& key, int64_t delay_ms) {
+  auto& line = self->state.permits[key];
+  if (line.asking || line.armed)
+    return;
+  line.armed = true;
+  if (delay_ms <= 0)
+    self->send(self, permit_atom::value, key);
+  else
+    self->delayed_send(self, std::chrono::milliseconds{delay_ms},
+                       permit_atom::value, key);
+}
+
+} // namespace
+
+bool needs_permit(const queue_state& st, const std::string& key) {
+  // Own keys (a leading NUL) live in one partition: its owner counts them.
+  return st.opts.cluster_type_limits && !key.empty() && key[0] != '\0';
+}
+
+bool take_slot(self_ptr self, const std::string& key, uint32_t limit,
+               const std::string& job_id) {
+  auto& st = self->state;
+  if (!needs_permit(st, key))
+    return st.concurrency.take(key, limit);
+  auto line = st.permits.find(key);
+  if (line == st.permits.end() || line->second.granted.count(job_id) == 0) {
+    want_permits(self, key);
+    return false;
+  }
+  if (!st.concurrency.take(key, limit))
+    return false;
+  line->second.granted.erase(job_id);
+  return true;
+}
+
+void want_permits(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto& line = st.permits[key];
+  auto now = flow_now(self);
+  arm_ask(self, key, line.quiet_until > now ? line.quiet_until - now : 0);
+}
+
+void slot_freed(self_ptr self, const std::string& key) {
+  if (!needs_permit(self->state, key))
+    return;
+  // An attempt of ours ended: its permit counts no more (its outcome is
+  // written). Asked at once, whatever the refused delay.
+  auto l = self->state.permits.find(key);
+  if (l == self->state.permits.end())
+    return;
+  l->second.quiet_until = 0;
+  if (l->second.armed && !l->second.asking)
+    self->send(self, permit_atom::value, key); // sooner than the armed one
+}
+
+void ask_permits(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto& line = st.permits[key];
+  line.armed = false;
+  if (line.asking)
+    return;
+  auto p = st.parked.find(key);
+  if (p == st.parked.end() || p->second.empty()) {
+    st.permits.erase(key); // nobody waits: nothing to keep
+    return;
+  }
+  // Grants of jobs that no longer wait here are dropped (their permits
+  // lapse by themselves when the job changes).
+  std::unordered_set<std::string> waiting;
+  for (const auto& pe : p->second)
+    waiting.insert(pe.entry.job_id);
+  for (auto g = line.granted.begin(); g != line.granted.end();)
+    g = waiting.count(*g) == 0 ? line.granted.erase(g) : std::next(g);
+  auto limit = st.concurrency.limit_of(key);
+  auto running = st.concurrency.running(key);
+  if (running >= limit)
+    return; // our own slots are full: the next end asks again
+  std::vector<std::string> ids;
+  for (const auto& pe : p->second) {
+    if (ids.size() + running >= limit)
+      break;
+    ids.push_back(pe.entry.job_id);
+  }
+  line.asking = true;
+  self->request(st.deps.store, store_timeout, permit_atom::value, key, limit,
+                std::move(ids))
+      .then(
+          [self, key](std::vector<std::string>& granted) {
+            auto& st = self->state;
+            auto& line = st.permits[key];
+            line.asking = false;
+            line.failures.reset();
+            line.quiet_until = flow_now(self) + refused_delay_ms;
+            for (auto& id : granted)
+              line.granted.insert(std::move(id));
+            // Wakes the granted (in order); one not granted asks again,
+            // after the refused delay.
+            wake_parked(self, key);
+          },
+          [self, key](caf::error& err) {
+            auto& st = self->state;
+            auto& line = st.permits[key];
+            line.asking = false;
+            auto delay = line.failures.next(draw(self)).count();
+            line.quiet_until = flow_now(self) + delay;
+            auto now = now_ms(self);
+            if (now - st.permit_failure_logged_ms >= 10000) {
+              st.permit_failure_logged_ms = now;
+              log_failure("asking for concurrency permits", err, {},
+                          log::level::warn);
+            }
+            arm_ask(self, key, delay);
+          });
+}
+
+} // namespace drover::queue_detail

@@ -1,0 +1,204 @@
+// Concurrency permits of job types across the coordinators that share the
+// partitions (runtime/pg.hpp, session::grant_permits; schema version 9;
+// docs/jobs.md, "Concurrency limits").
+//
+// A coordinator's queue counts the attempts of a limited type it runs;
+// with several coordinators each would let N run. So before a job of a
+// limited type takes its slot, its coordinator asks for a permit here. A
+// permit is a row of drover.concurrency_permits and counts:
+//  - while its job is `processing` (an attempt runs, or may: until its
+//    outcome is written, whoever owns the partition then), or
+//  - granted but not started yet, while the job is unchanged since the
+//    grant (jobs.seq) and its partition's lease is at the epoch it was
+//    granted under: a job that started, ended or was cancelled, and the
+//    grants of an owner that died or was deposed, stop counting by
+//    themselves; nothing has to be given back.
+// Rows that stopped counting are deleted by the next grant of their key,
+// under a transaction-scoped advisory lock of the key, so two coordinators
+// granting the same key count each other's grants.
+//
+// Fairness between coordinators: one refused (fully or in part) records
+// the first job it has waiting (drover.concurrency_waiters); a grant to
+// another coordinator leaves one permit free for each such waiter whose
+// job was submitted before the asker's first (job ids sort by submission),
+// so a coordinator that keeps completing and asking again does not starve
+// one that asks a moment later. Waiters not refreshed within 5 s (their
+// coordinator stopped asking) are not counted.
+
+#include "runtime/errors.hpp"
+#include "runtime/partition.hpp"
+#include "runtime/pg.hpp"
+
+#include <algorithm>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+namespace drover::pg {
+
+namespace {
+
+constexpr size_t max_permit_request = 10000;
+
+caf::error check_permit_request(const std::string& type,
+                                const std::string& tenant, uint32_t limit,
+                                const std::vector<std::string>& job_ids) {
+  if (type.empty() || type.size() > 256 || tenant.size() > 256)
+    return make_error(errc::invalid_request,
+                      "permits: type must be 1-256 bytes, tenant at most 256");
+  if (limit == 0 || limit > 1000000)
+    return make_error(errc::invalid_request,
+                      "permits: limit must be within [1, 1000000]");
+  if (job_ids.size() > max_permit_request)
+    return make_error(errc::invalid_request,
+                      "permits: at most " + std::to_string(max_permit_request)
+                          + " jobs per request");
+  for (const auto& id : job_ids)
+    if (id.empty() || id.size() > 64)
+      return make_error(errc::invalid_request,
+                        "permits: a job id must be 1-64 bytes");
+  return caf::none;
+}
+
+} // namespace
+
+caf::expected<std::vector<std::string>>
+session::grant_permits(const std::string& type, const std::string& tenant,
+                       uint32_t limit,
+                       const std::vector<std::string>& job_ids) {
+  if (auto err = check_permit_request(type, tenant, limit, job_ids))
+    return err;
+  if (!fence_)
+    return make_error(errc::invalid_request,
+                      "permits: only a coordinator writing under partition "
+                      "leases asks for permits");
+  // The jobs of partitions this fence writes, in the order asked.
+  std::vector<std::string> asking;
+  std::vector<int32_t> partitions;
+  std::vector<int32_t> touched;
+  for (const auto& id : job_ids) {
+    auto p = partition_of_id(id);
+    if (fence_->epoch_of(p) < 0)
+      continue;
+    asking.push_back(id);
+    partitions.push_back(p);
+    touched.push_back(p);
+  }
+  std::vector<std::string> out;
+  if (asking.empty())
+    return out;
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  const char* what = "granting concurrency permits";
+  if (auto err = begin_write(touched, what))
+    return err;
+  auto fail = [this](caf::error err) {
+    rollback_quietly();
+    return err;
+  };
+  auto key = params{}.text(type).text(tenant);
+  if (auto r = conn_.exec("SELECT pg_advisory_xact_lock(hashtextextended("
+                          "'drover.permit:' || $1 || ':' || $2, 0))",
+                          key, false, what);
+      !r)
+    return fail(std::move(r.error()));
+  if (auto r = conn_.exec(
+          "DELETE FROM drover.concurrency_permits p WHERE p.type = $1 AND "
+          "p.tenant = $2 AND NOT EXISTS (SELECT 1 FROM drover.jobs j WHERE "
+          "j.job_id = p.job_id AND j.final_status IS NULL AND (j.status = 2 "
+          "OR (j.seq = p.seq AND EXISTS (SELECT 1 FROM "
+          "drover.partition_leases l WHERE l.partition = p.partition AND "
+          "l.epoch = p.epoch))))",
+          key, false, what);
+      !r)
+    return fail(std::move(r.error()));
+  auto held = conn_.exec("SELECT job_id FROM drover.concurrency_permits "
+                         "WHERE type = $1 AND tenant = $2",
+                         key, false, what);
+  if (!held)
+    return fail(std::move(held.error()));
+  std::unordered_set<std::string> holding;
+  for (int row = 0; row < held->rows(); ++row)
+    holding.emplace(held->value(row, 0));
+  auto counted = holding.size();
+  // Permits left for other coordinators' earlier waiters.
+  auto ahead = conn_.exec(
+      "SELECT count(*) FROM drover.concurrency_waiters WHERE type = $1 AND "
+      "tenant = $2 AND instance <> $3 AND seen_at > now() - interval '5 s' "
+      "AND job_id < $4",
+      params{}.text(type).text(tenant).text(fence_->instance).text(asking[0]),
+      false, what);
+  if (!ahead)
+    return fail(std::move(ahead.error()));
+  counted += static_cast<size_t>(std::stoll(std::string{ahead->value(0, 0)}));
+  array_param ids{array_param::element::text};
+  array_param parts{array_param::element::int4};
+  array_param epochs{array_param::element::int8};
+  size_t grants = 0;
+  for (size_t i = 0; i < asking.size(); ++i) {
+    if (holding.count(asking[i]) > 0) {
+      out.push_back(asking[i]); // held already (an answer lost, asked again)
+      continue;
+    }
+    if (counted + grants >= limit)
+      continue;
+    ids.text(asking[i]);
+    parts.int32(partitions[i]);
+    epochs.int64(fence_->epoch_of(partitions[i]));
+    ++grants;
+  }
+  if (grants > 0) {
+    // Only jobs that wait (live, not running) get one: the row's seq is
+    // the job's as it is now.
+    auto res = conn_.exec(
+        "INSERT INTO drover.concurrency_permits (type, tenant, job_id, seq, "
+        "partition, epoch) SELECT $1, $2, j.job_id, j.seq, r.partition, "
+        "r.epoch FROM unnest($3::text[], $4::int4[], $5::int8[]) AS "
+        "r(job_id, partition, epoch) JOIN drover.jobs j ON j.job_id = "
+        "r.job_id WHERE j.final_status IS NULL AND j.status <> 2 RETURNING "
+        "job_id",
+        params{}.text(type).text(tenant).array(ids).array(parts).array(epochs),
+        false, what);
+    if (!res)
+      return fail(std::move(res.error()));
+    for (int row = 0; row < res->rows(); ++row)
+      out.emplace_back(res->value(row, 0));
+  }
+  // Still waiting (some not granted): the first of them is this
+  // coordinator's waiter; else it waits no more.
+  const std::string* first_left = nullptr;
+  {
+    std::unordered_set<std::string> got(out.begin(), out.end());
+    for (const auto& id : asking)
+      if (got.count(id) == 0) {
+        first_left = &id;
+        break;
+      }
+  }
+  auto waiter
+      = first_left != nullptr
+            ? conn_.exec(
+                "INSERT INTO drover.concurrency_waiters (type, tenant, "
+                "instance, job_id) VALUES ($1, $2, $3, $4) ON CONFLICT (type, "
+                "tenant, instance) DO UPDATE SET job_id = EXCLUDED.job_id, "
+                "seen_at = now()",
+                params{}
+                    .text(type)
+                    .text(tenant)
+                    .text(fence_->instance)
+                    .text(*first_left),
+                false, what)
+            : conn_.exec(
+                "DELETE FROM drover.concurrency_waiters WHERE type = "
+                "$1 AND tenant = $2 AND (instance = $3 OR seen_at < "
+                "now() - interval '1 hour')",
+                params{}.text(type).text(tenant).text(fence_->instance), false,
+                what);
+  if (!waiter)
+    return fail(std::move(waiter.error()));
+  if (auto done = conn_.exec("COMMIT", {}, false, what); !done)
+    return fail(std::move(done.error()));
+  return out;
+}
+
+} // namespace drover::pg
