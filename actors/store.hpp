@@ -99,8 +99,8 @@
 //       (waiting jobs, in the order they wait) while fewer than `limit`
 //       (within [1, 1000000]) count across all coordinators, and answers
 //       the ids that hold one now (granted, or held already). A permit
-//       counts while its job runs, or, not started yet, while the job is
-//       unchanged and its partition's lease at the epoch of the grant
+//       counts while its job runs, or, not started since the grant, while
+//       its partition's lease is at the epoch of the grant
 //       (runtime/pg_permits.cpp). Jobs of partitions the store does not
 //       write get none. The memory store, and a PostgreSQL store without a
 //       fence, have no permits: errc::invalid_request.

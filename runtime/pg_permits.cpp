@@ -8,11 +8,15 @@
 // permit is a row of drover.concurrency_permits and counts:
 //  - while its job is `processing` (an attempt runs, or may: until its
 //    outcome is written, whoever owns the partition then), or
-//  - granted but not started yet, while the job is unchanged since the
-//    grant (jobs.seq) and its partition's lease is at the epoch it was
-//    granted under: a job that started, ended or was cancelled, and the
-//    grants of an owner that died or was deposed, stop counting by
-//    themselves; nothing has to be given back.
+//  - granted but not started yet: while the job is live, no attempt of it
+//    started after the grant (no `started` event after the job's seq at
+//    the grant) and its partition's lease is at the epoch it was granted
+//    under. A job whose attempt started and ended (it waits for a retry
+//    now), one that finished or was cancelled, and the grants of an owner
+//    that died or was deposed stop counting by themselves; nothing has to
+//    be given back. (Events that leave a waiting job waiting, a zombie's
+//    rejected report or a webhook attempt of a redriven job, do not end
+//    its grant.)
 // Rows that stopped counting are deleted by the next grant of their key,
 // under a transaction-scoped advisory lock of the key, so two coordinators
 // granting the same key count each other's grants.
@@ -106,9 +110,10 @@ session::grant_permits(const std::string& type, const std::string& tenant,
           "DELETE FROM drover.concurrency_permits p WHERE p.type = $1 AND "
           "p.tenant = $2 AND NOT EXISTS (SELECT 1 FROM drover.jobs j WHERE "
           "j.job_id = p.job_id AND j.final_status IS NULL AND (j.status = 2 "
-          "OR (j.seq = p.seq AND EXISTS (SELECT 1 FROM "
-          "drover.partition_leases l WHERE l.partition = p.partition AND "
-          "l.epoch = p.epoch))))",
+          "OR (EXISTS (SELECT 1 FROM drover.partition_leases l WHERE "
+          "l.partition = p.partition AND l.epoch = p.epoch) AND NOT EXISTS "
+          "(SELECT 1 FROM drover.events e WHERE e.job_id = p.job_id AND "
+          "e.seq > p.seq AND e.kind = 3))))",
           key, false, what);
       !r)
     return fail(std::move(r.error()));

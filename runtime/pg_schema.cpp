@@ -520,10 +520,10 @@ COMMENT ON COLUMN drover.coordinators.shares IS
 // Version 9: a job type's concurrency limit across coordinators that share
 // the partitions (--concurrency-limit TYPE=N, runtime/pg_permits.cpp): one
 // row per job holding a permit of its type's key. A row counts while its
-// job runs (status processing), or, granted but not started yet, while the
-// job is unchanged since (seq) and the partition's lease is still at the
-// epoch it was granted under (a dead or deposed owner's grants lapse with
-// its lease). Rows that no longer count are deleted by the next grant of
+// job runs (status processing), or, granted but not started yet, while no
+// attempt of the job started after seq (the job's at the grant) and the
+// partition's lease is still at the epoch it was granted under (a dead or
+// deposed owner's grants lapse with its lease). Rows that no longer count are deleted by the next grant of
 // their key.
 const char* const v9_sql = R"sql(
 CREATE TABLE drover.concurrency_permits (

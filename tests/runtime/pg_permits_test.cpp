@@ -67,29 +67,38 @@ struct two_coordinators {
       must(b.write(one_submit(id, "export")));
   }
 
-  /// The job's attempt starts (processing), ends (completed), or it goes
-  /// back to wait for a retry (changed: seq + 1).
+  /// An event of `kind` (event_kind) appended to job `id`, leaving it in
+  /// `status` (job_status), as the store writes it: the job's seq + 1.
+  void event(const std::string& id, int kind, int status) {
+    auto final_status = status >= 4 ? std::to_string(status) : "NULL";
+    run(admin, "WITH j AS (UPDATE drover.jobs SET status = "
+                   + std::to_string(status) + ", final_status = " + final_status
+                   + ", seq = seq + 1 WHERE job_id = '" + id
+                   + "' RETURNING seq) INSERT INTO drover.events (job_id, seq, "
+                     "attempt, kind, at_ms, payload) SELECT '"
+                   + id + "', j.seq, 1, " + std::to_string(kind)
+                   + ", 0, ''::bytea FROM j");
+  }
+  /// Its attempt starts, completes, fails into a retry; a superseded
+  /// attempt's late report is recorded while it waits.
   void start(const std::string& id) {
-    run(admin, "UPDATE drover.jobs SET status = 2, seq = seq + 1 WHERE "
-               "job_id = '"
-                   + id + "'");
+    event(id, 3, 2);
   }
   void complete(const std::string& id) {
-    run(admin, "UPDATE drover.jobs SET status = 4, final_status = 4, seq = "
-               "seq + 1 WHERE job_id = '"
-                   + id + "'");
+    event(id, 7, 4);
   }
   void retry(const std::string& id) {
-    run(admin, "UPDATE drover.jobs SET status = 3, seq = seq + 1 WHERE "
-               "job_id = '"
-                   + id + "'");
+    event(id, 6, 3);
+  }
+  void rejected_report(const std::string& id) {
+    event(id, 17, 0);
   }
 };
 
 } // namespace
 
 TEST_CASE("permits: a type's limit holds across coordinators; a permit "
-          "counts while its job waits unchanged or runs",
+          "counts while its job waits to start or runs",
           "[pg][permits]") {
   two_coordinators c;
   // A takes both of the limit's permits; B, asking after, gets none.
@@ -99,14 +108,20 @@ TEST_CASE("permits: a type's limit holds across coordinators; a permit "
   // Asked again (an answer lost): held, not a second permit.
   CHECK(must(c.a.grant_permits("export", "", 2, {"ja-1", "je-3"}))
         == ids{"ja-1"});
+  // A record that leaves a waiting job waiting (a zombie's late report)
+  // does not end its grant.
+  c.rejected_report("jc-2");
+  CHECK(must(c.b.grant_permits("export", "", 2, {"jb-33"})).empty());
   // Running, it still counts; once its attempt ended, it does not.
   c.start("ja-1");
   CHECK(must(c.b.grant_permits("export", "", 2, {"jb-33"})).empty());
   c.complete("ja-1");
   CHECK(must(c.b.grant_permits("export", "", 2, {"jb-33", "jd-34"}))
         == ids{"jb-33"});
-  // A granted job that changed (its attempt failed, it waits to retry)
+  // A granted job whose attempt started and failed (it waits to retry)
   // holds nothing any more.
+  c.start("jc-2");
+  CHECK(must(c.b.grant_permits("export", "", 2, {"jd-34"})).empty());
   c.retry("jc-2");
   CHECK(must(c.b.grant_permits("export", "", 2, {"jd-34"})) == ids{"jd-34"});
   CHECK(must(c.a.grant_permits("export", "", 2, {"je-3"})).empty());
