@@ -523,8 +523,8 @@ COMMENT ON COLUMN drover.coordinators.shares IS
 // job runs (status processing), or, granted but not started yet, while no
 // attempt of the job started after seq (the job's at the grant) and the
 // partition's lease is still at the epoch it was granted under (a dead or
-// deposed owner's grants lapse with its lease). Rows that no longer count are deleted by the next grant of
-// their key.
+// deposed owner's grants lapse with its lease). Rows that no longer count are
+// deleted by the next grant of their key.
 const char* const v9_sql = R"sql(
 CREATE TABLE drover.concurrency_permits (
   type       text COLLATE "C" NOT NULL,
