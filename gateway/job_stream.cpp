@@ -51,6 +51,8 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
       bool catching_up = true;
       /// Live updates held back until the log before them is out.
       std::vector<progress_update> early;
+      /// Something came from the publisher since the last keep-alive.
+      bool heard = false;
     };
     auto st = std::make_shared<state>();
     st->last = after;
@@ -130,12 +132,14 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
     // After a final record whose terminal event the log does not end
     // with (a redrive the publisher has not learnt of yet: it forgets the
     // failed run's final once the queue tells it), subscribe again later.
-    auto catch_up = std::make_shared<std::function<void(bool)>>();
+    auto catch_up = std::make_shared<std::function<void(bool, bool)>>();
     // It calls itself again through a weak reference: a strong one would
     // be a cycle keeping every stream's state and sink (the client's
     // exchange or WebSocket) alive forever. The handlers below own it.
-    std::weak_ptr<std::function<void(bool)>> again = catch_up;
-    *catch_up = [=](bool after_final) {
+    std::weak_ptr<std::function<void(bool, bool)>> again = catch_up;
+    // `quietly`: a read of a silent stream (the keep-alive's): a failure
+    // leaves the stream as it was, to be tried again an interval later.
+    *catch_up = [=](bool after_final, bool quietly) {
       st->catching_up = true;
       a->request(api, timeout, events_atom::value, id)
           .then(
@@ -150,23 +154,29 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
                 else if (st->reread && !st->ended) {
                   st->reread = false;
                   if (auto self_again = again.lock())
-                    (*self_again)(false);
+                    (*self_again)(false, false);
                 }
               },
-              fail_stream);
+              [=](caf::error& err) {
+                if (!quietly)
+                  return fail_stream(err);
+                st->catching_up = false;
+                flush_early();
+              });
     };
     // Subscribes (live progress, finals, transition notices), then reads
     // the log: nothing committed in between is missed.
     auto subscribe = [=] {
       a->request(api, timeout, subscribe_atom::value, id,
                  caf::actor_cast<caf::actor>(a), changed_atom::value)
-          .then([=](ok_atom) { (*catch_up)(false); }, fail_stream);
+          .then([=](ok_atom) { (*catch_up)(false, false); }, fail_stream);
     };
     a->set_down_handler([=](caf::down_msg&) { finish(); });
     subscribe();
     a->delayed_send(a, keepalive, keepalive_atom::value);
     return {
         [=](progress_atom, progress_update& u) {
+          st->heard = true;
           if (st->ended)
             return;
           // Transitions come first: the job supervisor announces a new
@@ -180,9 +190,10 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
             finish();
         },
         [=](final_atom, job_record&) {
+          st->heard = true;
           // The terminal event is committed before the final record is
           // published: send the rest of the log, then end.
-          (*catch_up)(true);
+          (*catch_up)(true, false);
         },
         [=](resubscribe_atom) {
           if (!st->ended)
@@ -191,17 +202,28 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
         [=](changed_atom, std::string&) {
           // A transition was committed (started, retry scheduled): send the
           // log's new events now rather than with the next progress report.
+          st->heard = true;
           if (st->ended)
             return;
           if (st->catching_up) {
             st->reread = true; // the read under way may predate it
             return;
           }
-          (*catch_up)(false);
+          (*catch_up)(false, false);
         },
         [=](keepalive_atom) {
           if (!sink.keepalive())
             return finish();
+          // Silent for a whole interval: the log is read again. The
+          // publisher subscribed to may not be the one that gets the job's
+          // updates (a coordinator sharing the partitions serves streams
+          // of jobs in another's partitions, or of a job whose partition
+          // moved away, from its own publisher): the job's transitions, its
+          // stored progress and its end still come, within an interval.
+          // A quiet job costs one read of its (short) log per interval.
+          if (!st->heard && !st->catching_up && !st->ended)
+            (*catch_up)(false, true);
+          st->heard = false;
           a->delayed_send(a, keepalive, keepalive_atom::value);
         },
     };

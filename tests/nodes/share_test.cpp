@@ -5,6 +5,8 @@
 // with local workers), a real PostgreSQL, a real SIGKILL; what happened is
 // read from the lease rows and the audit log.
 
+#include "support/gateway_node.hpp"
+#include "support/http_client.hpp"
 #include "support/sharing.hpp"
 
 #include <catch2/catch.hpp>
@@ -305,4 +307,37 @@ TEST_CASE("a coordinator that takes its share back by hand-off lets the "
         == static_cast<int>(moved.size()));
   for (const auto* w : {"w1", "w2"})
     CHECK(c.log_count(w, "nobody took over a handed-over attempt") == 0);
+}
+
+TEST_CASE("a stream at a sharing coordinator's own HTTP port follows a job "
+          "of another coordinator's partition to its end",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  for (const auto* name : {"c1", "c2", "c3"})
+    s.start(name, false,
+            {"--roles", "coordinator,worker,gateway", "--slots", "cpu=4",
+             "--http-port", "0", "--sse-keepalive-ms", "300"});
+  INFO(s.logs_of({"c1", "c2", "c3"}));
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+  auto id = s.submit("c1", 1500);
+  REQUIRE(s.owner_of(id) == "c1");
+  // c2's publisher never hears of c1's job: the stream reads the job's log
+  // again whenever it was silent for a keep-alive interval, so it still
+  // shows the job's transitions and ends with it (before, it got
+  // keep-alives until the client gave up).
+  sse_stream stream{http_port_of(s.ready_lines.at("c2")),
+                    "/api/jobs/" + id + "/stream"};
+  INFO(stream.head().body);
+  REQUIRE(stream.head().status == 200);
+  std::string last;
+  auto deadline = std::chrono::steady_clock::now() + scaled(30s);
+  while (auto ev = stream.next(time_left(deadline))) {
+    if (ev->is_comment())
+      continue;
+    last = ev->event;
+  }
+  CHECK_FALSE(stream.timed_out());
+  CHECK(stream.complete());
+  CHECK(last == "completed");
 }

@@ -24,6 +24,8 @@ struct sharing {
   std::map<std::string, std::unique_ptr<process>> nodes;
   std::map<std::string, std::string> admin;
   std::map<std::string, uint16_t> ports;
+  /// Each one's last "ready" line (its admin and, if any, HTTP address).
+  std::map<std::string, std::string> ready_lines;
 
   /// `local`: with four local slots; else only worker nodes run its jobs.
   /// `extra`: more options. Started again, `name` keeps its cluster port.
@@ -44,6 +46,7 @@ struct sharing {
     INFO(tail_of(log));
     REQUIRE(ready);
     admin[name] = admin_port_of(*ready);
+    ready_lines[name] = *ready;
   }
 
   /// c1, c2 and c3 (with local slots and `extra` options), once they hold
