@@ -194,7 +194,7 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
               result.push_back(i->second.record);
           return result;
         },
-        [](permit_atom, const std::string&, uint32_t,
+        [](permit_atom, const std::string&, uint32_t, uint32_t,
            const std::vector<std::string>&)
             -> caf::result<std::vector<std::string>> {
           return make_error(errc::invalid_request,

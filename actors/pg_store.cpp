@@ -243,7 +243,7 @@ pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
           return ask_reader<std::string>(self, a, limit);
         },
         [self](permit_atom a, std::string& key, uint32_t limit,
-               std::vector<std::string>& job_ids)
+               uint32_t most_new, std::vector<std::string>& job_ids)
             -> caf::result<std::vector<std::string>> {
           if (!self->state.fence)
             return make_error(errc::invalid_request,
@@ -262,13 +262,13 @@ pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
           using ids = std::vector<std::string>;
           auto rp = self->make_response_promise<ids>();
           admit(self, [self, a, type = std::move(type),
-                       tenant = std::move(tenant), limit,
+                       tenant = std::move(tenant), limit, most_new,
                        job_ids = std::move(job_ids), rp]() mutable {
             direct_write<ids>(
                 self, [rp](ids& granted) mutable { rp.deliver(granted); },
                 [rp](caf::error& err) mutable { rp.deliver(std::move(err)); },
                 a, self->state.fence, std::move(type), std::move(tenant), limit,
-                std::move(job_ids));
+                most_new, std::move(job_ids));
           });
           return rp;
         },

@@ -197,12 +197,12 @@ pg_io_actor::behavior_type io_impl(io_ptr self, std::string conninfo,
         return std::move(*r);
       },
       [self](permit_atom, const fence_ptr& fence, const std::string& type,
-             const std::string& tenant, uint32_t limit,
+             const std::string& tenant, uint32_t limit, uint32_t most_new,
              const std::vector<std::string>& job_ids)
           -> caf::result<std::vector<std::string>> {
         use_fence(self, fence);
         auto r = with_db(self, [&](pg::session& db) {
-          return db.grant_permits(type, tenant, limit, job_ids);
+          return db.grant_permits(type, tenant, limit, most_new, job_ids);
         });
         if (!r)
           return std::move(r.error());

@@ -209,15 +209,25 @@ void wake_parked(self_ptr self, const std::string& key) {
   std::vector<std::string> classes;
   std::vector<std::pair<slot_keys, size_t>> to_free;
   bool flow_moved = false;
-  while (!dq.empty()) {
-    auto& head = dq.front();
+  // A type's key across coordinators: the jobs granted a permit go, in
+  // order, past those refused one (who wait for the next grant).
+  bool permits = needs_permit(st, key);
+  bool refused = false;
+  size_t at = 0;
+  while (at < dq.size()) {
+    auto& head = dq[at];
+    if (permits && !holds_permit(st, key, head.entry.job_id)) {
+      refused = true;
+      ++at;
+      continue;
+    }
     auto keys = slot_keys_of(st, head.type, head.entry);
     if (head.entry.flow != 0) {
       // Its rate limit or breaker would hold it: it waits there instead,
       // without its slots, and the next job of the key is considered.
       if (auto wait = flow_gate(self, head.entry)) {
         auto pe = std::move(head);
-        dq.pop_front();
+        dq.erase(dq.begin() + static_cast<std::ptrdiff_t>(at));
         to_free.emplace_back(keys, pe.entry.holds);
         pe.entry.holds = 0;
         park_at_gate(st, wait->gate, std::move(pe));
@@ -230,11 +240,13 @@ void wake_parked(self_ptr self, const std::string& key) {
         || !take_slot(self, key, keys.limit[i], head.entry.job_id))
       break;
     auto pe = std::move(head);
-    dq.pop_front();
+    dq.erase(dq.begin() + static_cast<std::ptrdiff_t>(at));
     ++pe.entry.holds;
     if (take_slots(self, pe, keys))
       back_to_ready(st, std::move(pe), classes);
   }
+  if (refused)
+    want_permits(self, key);
   if (dq.empty())
     st.parked.erase(key);
   // Slots given back only now: their release wakes other keys' jobs.

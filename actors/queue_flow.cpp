@@ -75,7 +75,10 @@ bool take_slots(self_ptr self, parked_entry& pe, const slot_keys& keys) {
   while (pe.entry.holds < keys.size) {
     auto i = pe.entry.holds;
     auto line = st.parked.find(keys.key[i]);
-    bool queued = line != st.parked.end() && !line->second.empty();
+    // A job granted a permit of a type's key across coordinators does not
+    // wait behind jobs refused one (they cannot run before it anyway).
+    bool queued = line != st.parked.end() && !line->second.empty()
+                  && !holds_permit(st, keys.key[i], pe.entry.job_id);
     if (!st.recovered || queued
         || !take_slot(self, keys.key[i], keys.limit[i], pe.entry.job_id)) {
       st.parked[keys.key[i]].push_back(std::move(pe));

@@ -212,6 +212,8 @@ void own_partitions(self_ptr self, std::vector<int32_t> owned) {
                       std::back_inserter(added));
   st.partitions.set_owned(owned);
   share_rate_limits(self);
+  if (!gone.empty() || !added.empty())
+    forget_grants(self);
   if (!gone.empty()) {
     // A partition being recovered stops being read (a page on its way is
     // not continued); one that comes back later is read from its start.

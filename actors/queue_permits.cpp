@@ -5,13 +5,16 @@
 // A type's key (--concurrency-limit TYPE=N) counts the attempts this queue
 // runs, as with one coordinator; with several, a job of the type also needs
 // a permit from PostgreSQL before it takes its slot. Jobs wait behind the
-// key as before (parked, in order); the queue asks for permits for the
-// first of them, as many as its own slots leave room for, and wakes those
-// granted. Nothing is given back: a permit stops counting once its job's
-// attempt ended (or its job changed, or the lease it was granted under
-// went) — see runtime/pg_permits.cpp. The queue asks again when one of its
-// own attempts of the key ends, and every quarter second while refused
-// (a permit freed by another coordinator is seen within that).
+// key as before (parked, in order); the queue asks for permits for them
+// (new ones for as many as its own slots leave room for, in order) and
+// wakes those granted, in order, past the ones refused: a job that holds a
+// permit from before (it left for a rate limit or a breaker and came back
+// behind others) is found held wherever it waits, and runs. Nothing is given
+// back: a permit stops counting once its job's attempt ended (or its job
+// changed, or the lease it was granted under went) — see
+// runtime/pg_permits.cpp. The queue asks again when one of its own attempts of
+// the key ends, and every quarter second while refused (a permit freed by
+// another coordinator is seen within that).
 
 #include "actors/detail/queue_state.hpp"
 
@@ -22,6 +25,8 @@ namespace {
 /// Asking again while refused (a failed request backs off up to 5 s:
 /// permit_line::failures).
 constexpr int64_t refused_delay_ms = 250;
+/// The most job ids one ask names (the store's limit).
+constexpr size_t most_ids = 10000;
 
 void arm_ask(self_ptr self, const std::string& key, int64_t delay_ms) {
   auto& line = self->state.permits[key];
@@ -40,6 +45,14 @@ void arm_ask(self_ptr self, const std::string& key, int64_t delay_ms) {
 bool needs_permit(const queue_state& st, const std::string& key) {
   // Own keys (a leading NUL) live in one partition: its owner counts them.
   return st.opts.cluster_type_limits && !key.empty() && key[0] != '\0';
+}
+
+bool holds_permit(const queue_state& st, const std::string& key,
+                  const std::string& job_id) {
+  if (!needs_permit(st, key))
+    return false;
+  auto l = st.permits.find(key);
+  return l != st.permits.end() && l->second.granted.count(job_id) > 0;
 }
 
 bool take_slot(self_ptr self, const std::string& key, uint32_t limit,
@@ -78,6 +91,24 @@ void slot_freed(self_ptr self, const std::string& key) {
     self->send(self, permit_atom::value, key); // sooner than the armed one
 }
 
+void forget_idle(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto l = st.permits.find(key);
+  if (l == st.permits.end() || l->second.asking || l->second.armed
+      || !l->second.granted.empty())
+    return;
+  auto p = st.parked.find(key);
+  if (p == st.parked.end() || p->second.empty())
+    st.permits.erase(l);
+}
+
+void forget_grants(self_ptr self) {
+  // A grant is good under the lease it was granted under: after a change
+  // of partitions each is asked again (the store answers held ones held).
+  for (auto& [key, line] : self->state.permits)
+    line.granted.clear();
+}
+
 void ask_permits(self_ptr self, const std::string& key) {
   auto& st = self->state;
   auto& line = st.permits[key];
@@ -97,18 +128,25 @@ void ask_permits(self_ptr self, const std::string& key) {
   for (auto g = line.granted.begin(); g != line.granted.end();)
     g = waiting.count(*g) == 0 ? line.granted.erase(g) : std::next(g);
   auto limit = st.concurrency.limit_of(key);
-  auto running = st.concurrency.running(key);
-  if (running >= limit)
-    return; // our own slots are full: the next end asks again
+  auto taken = st.concurrency.running(key) + line.granted.size();
+  if (taken >= limit)
+    return; // our own slots are full or granted: the next end asks again
+  auto most_new = static_cast<uint32_t>(limit - taken);
+  // Every waiting job (a job may wait twice, a recovery page and its submit
+  // having raced), so that those holding a permit are found wherever they
+  // wait; new permits go to the first.
   std::vector<std::string> ids;
+  std::unordered_set<std::string> named;
   for (const auto& pe : p->second) {
-    if (ids.size() + running >= limit)
+    if (ids.size() >= most_ids)
       break;
-    ids.push_back(pe.entry.job_id);
+    if (line.granted.count(pe.entry.job_id) == 0
+        && named.insert(pe.entry.job_id).second)
+      ids.push_back(pe.entry.job_id);
   }
   line.asking = true;
   self->request(st.deps.store, store_timeout, permit_atom::value, key, limit,
-                std::move(ids))
+                most_new, std::move(ids))
       .then(
           [self, key](std::vector<std::string>& granted) {
             auto& st = self->state;
@@ -121,6 +159,7 @@ void ask_permits(self_ptr self, const std::string& key) {
             // Wakes the granted (in order); one not granted asks again,
             // after the refused delay.
             wake_parked(self, key);
+            forget_idle(self, key);
           },
           [self, key](caf::error& err) {
             auto& st = self->state;

@@ -92,13 +92,15 @@
 //       The newest `limit` (within [1, 1000]) control-log entries, newest
 //       first, as a JSON array of {"sequence", "at", "kind", "key",
 //       "state", "detail", "partition", "epoch"}.
-//   (permit_atom, key, limit, job_ids)            -> vector<string>
+//   (permit_atom, key, limit, most_new, job_ids)  -> vector<string>
 //       Permits of a job type's concurrency key (concurrency_slots::key_of:
 //       the type, or the type, a NUL and the tenant) for coordinators
 //       sharing the partitions: grants permits to the first of `job_ids`
-//       (waiting jobs, in the order they wait) while fewer than `limit`
-//       (within [1, 1000000]) count across all coordinators, and answers
-//       the ids that hold one now (granted, or held already). A permit
+//       (waiting jobs, in the order they wait; at most 10,000), at most
+//       `most_new`, while fewer than `limit` (within [1, 1000000]) count
+//       across all coordinators, and answers the ids that hold one now
+//       (granted, or held already). None while another coordinator is
+//       granting the key. A permit
 //       counts while its job runs, or, not started since the grant, while
 //       its partition's lease is at the epoch of the grant
 //       (runtime/pg_permits.cpp). Jobs of partitions the store does not
@@ -145,7 +147,7 @@ using store_actor = caf::typed_actor<
                     std::string, std::string>::with<ok_atom>,
     caf::replies_to<control_atom, uint32_t>::with<std::string>,
     caf::replies_to<control_atom, std::string>::with<std::vector<std::string>>,
-    caf::replies_to<permit_atom, std::string, uint32_t,
+    caf::replies_to<permit_atom, std::string, uint32_t, uint32_t,
                     std::vector<std::string>>::with<std::vector<std::string>>>;
 
 /// The largest recovery page a store serves.

@@ -570,15 +570,20 @@ public:
                             const std::string& detail);
   /// Grants permits of the concurrency key (`type`, `tenant`; tenant ""
   /// for a limit across tenants) to the first of `job_ids` (waiting jobs
-  /// of partitions this session's fence writes, in the order they wait)
-  /// while fewer than `limit` count, in one transaction serialised per key
-  /// (runtime/pg_permits.cpp, schema version 9). Returns the ids that hold
-  /// a permit now: those granted and those that held one already. Ids of
-  /// partitions the fence does not write, and of jobs not waiting (running,
-  /// finished, unknown), are not granted.
+  /// of partitions this session's fence writes, in the order they wait),
+  /// at most `most_new` of them, while fewer than `limit` count, in one
+  /// transaction serialised per key (runtime/pg_permits.cpp, schema
+  /// version 9). Returns the ids that hold a permit now: those granted and
+  /// those of `job_ids` that held one already (wherever in the list). Ids
+  /// of partitions the fence does not write, and of jobs not waiting
+  /// (running, finished, unknown), are not granted. While another
+  /// transaction grants the key, nothing is granted (the caller asks
+  /// again): a session paused while it holds the key never makes the
+  /// others' writes wait.
   caf::expected<std::vector<std::string>>
   grant_permits(const std::string& type, const std::string& tenant,
-                uint32_t limit, const std::vector<std::string>& job_ids);
+                uint32_t limit, uint32_t most_new,
+                const std::vector<std::string>& job_ids);
   /// The last state of every key of `kind` in the control log, and apart
   /// from it its last run-time setting (state "configured"): (key, state,
   /// Unix ms, detail) quadruples, flattened.

@@ -68,7 +68,7 @@ caf::error check_permit_request(const std::string& type,
 
 caf::expected<std::vector<std::string>>
 session::grant_permits(const std::string& type, const std::string& tenant,
-                       uint32_t limit,
+                       uint32_t limit, uint32_t most_new,
                        const std::vector<std::string>& job_ids) {
   if (auto err = check_permit_request(type, tenant, limit, job_ids))
     return err;
@@ -80,9 +80,10 @@ session::grant_permits(const std::string& type, const std::string& tenant,
   std::vector<std::string> asking;
   std::vector<int32_t> partitions;
   std::vector<int32_t> touched;
+  std::unordered_set<std::string> seen;
   for (const auto& id : job_ids) {
     auto p = partition_of_id(id);
-    if (fence_->epoch_of(p) < 0)
+    if (fence_->epoch_of(p) < 0 || !seen.insert(id).second)
       continue;
     asking.push_back(id);
     partitions.push_back(p);
@@ -101,11 +102,17 @@ session::grant_permits(const std::string& type, const std::string& tenant,
     return err;
   };
   auto key = params{}.text(type).text(tenant);
-  if (auto r = conn_.exec("SELECT pg_advisory_xact_lock(hashtextextended("
-                          "'drover.permit:' || $1 || ':' || $2, 0))",
-                          key, false, what);
-      !r)
-    return fail(std::move(r.error()));
+  // Never waits for the key: a holder that paused (idle in its transaction
+  // until the lease TTL ends it) would hold up this session's writes.
+  auto locked = conn_.exec("SELECT pg_try_advisory_xact_lock(hashtextextended("
+                           "'drover.permit:' || $1 || ':' || $2, 0))",
+                           key, false, what);
+  if (!locked)
+    return fail(std::move(locked.error()));
+  if (locked->value(0, 0) != "t") {
+    rollback_quietly();
+    return out; // busy: asked again later
+  }
   if (auto r = conn_.exec(
           "DELETE FROM drover.concurrency_permits p WHERE p.type = $1 AND "
           "p.tenant = $2 AND NOT EXISTS (SELECT 1 FROM drover.jobs j WHERE "
@@ -145,7 +152,7 @@ session::grant_permits(const std::string& type, const std::string& tenant,
       out.push_back(asking[i]); // held already (an answer lost, asked again)
       continue;
     }
-    if (counted + grants >= limit)
+    if (counted + grants >= limit || grants >= most_new)
       continue;
     ids.text(asking[i]);
     parts.int32(partitions[i]);

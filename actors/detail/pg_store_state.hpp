@@ -73,6 +73,7 @@ using pg_io_actor = caf::typed_actor<
     caf::replies_to<control_atom, std::string>::with<std::vector<std::string>>,
     caf::replies_to<control_atom, uint32_t>::with<std::string>,
     caf::replies_to<permit_atom, fence_ptr, std::string, std::string, uint32_t,
+                    uint32_t,
                     std::vector<std::string>>::with<std::vector<std::string>>,
     caf::replies_to<key_atom, std::string, std::string>::with<job_record>,
     caf::replies_to<retention_atom, fence_ptr, int64_t,

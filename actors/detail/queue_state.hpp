@@ -423,6 +423,9 @@ void record_flow_changes(self_ptr self);
 // ---------------------------------------------------------
 /// Whether `key` (a slot key) needs a permit of the store before its slot.
 bool needs_permit(const queue_state& st, const std::string& key);
+/// Whether `job_id` was granted a permit of `key` and has not taken its slot.
+bool holds_permit(const queue_state& st, const std::string& key,
+                  const std::string& job_id);
 /// Takes a slot of `key` for `job_id`: the permit it was granted first
 /// when the key needs one (none: asks, answers false).
 bool take_slot(self_ptr self, const std::string& key, uint32_t limit,
@@ -431,8 +434,12 @@ bool take_slot(self_ptr self, const std::string& key, uint32_t limit,
 void want_permits(self_ptr self, const std::string& key);
 /// One of this queue's attempts of `key` ended (before its jobs are woken).
 void slot_freed(self_ptr self, const std::string& key);
-/// The armed ask of `key` (permit_atom): asks for its first waiting jobs.
+/// The armed ask of `key` (permit_atom): asks for its waiting jobs.
 void ask_permits(self_ptr self, const std::string& key);
+/// Drops `key`'s line once nothing waits, is granted or asked.
+void forget_idle(self_ptr self, const std::string& key);
+/// The partitions changed: grants are asked again (they may have lapsed).
+void forget_grants(self_ptr self);
 void left_gate(self_ptr self, ready_entry& e);
 void wake_gate(self_ptr self, const std::string& gate,
                std::vector<std::string>& classes);

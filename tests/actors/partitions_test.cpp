@@ -221,9 +221,10 @@ store_actor::behavior_type proxy_impl(store_actor::pointer self,
       [=](control_atom a, std::string& kind) {
         return self->delegate(real, a, std::move(kind));
       },
-      [=](permit_atom a, std::string& key, uint32_t limit,
+      [=](permit_atom a, std::string& key, uint32_t limit, uint32_t most_new,
           std::vector<std::string>& ids) {
-        return self->delegate(real, a, std::move(key), limit, std::move(ids));
+        return self->delegate(real, a, std::move(key), limit, most_new,
+                              std::move(ids));
       },
   };
 }

@@ -253,3 +253,25 @@ TEST_CASE("a job type's limit across sharing coordinators holds through a "
   CHECK(most <= 2);
   CHECK(most == 2); // and the limit was used, not serialised to one
 }
+
+TEST_CASE("a job granted a permit that waits at a rate limit meanwhile "
+          "still runs: the type's other jobs are not stuck behind it",
+          "[pg][cluster][process][share][flow]") {
+  auto seed = std::random_device{}();
+  std::cout << "share_flow_test: seed " << seed << "\n";
+  std::mt19937 rng{seed};
+  cluster c;
+  sharing s{c};
+  // Limit 1 and a rate limit: a job woken with a permit often finds the
+  // rate limit closed, waits there keeping its permit, and comes back
+  // behind jobs refused one (before, nobody asked for it again and the
+  // type stopped on every coordinator).
+  s.start_three(
+      {"--concurrency-limit", "sleep=1", "--rate-limit", "api:rate=4,burst=1"});
+  auto cl = s.client_of({"c1", "c2", "c3"});
+  INFO(s.logs_of({"c1", "c2", "c3"}));
+  auto jobs = submit_spread(*cl, 16, std::to_string(rng()) + "-gated",
+                            50 * time_scale(), "api");
+  c.check_all_done_once(jobs, 90s);
+  CHECK(most_attempts_at_once(c.url(), jobs) == 1);
+}

@@ -102,33 +102,37 @@ TEST_CASE("permits: a type's limit holds across coordinators; a permit "
           "[pg][permits]") {
   two_coordinators c;
   // A takes both of the limit's permits; B, asking after, gets none.
-  CHECK(sorted(must(c.a.grant_permits("export", "", 2, {"ja-1", "jc-2"})))
+  CHECK(sorted(must(c.a.grant_permits("export", "", 2, 100, {"ja-1", "jc-2"})))
         == ids{"ja-1", "jc-2"});
-  CHECK(must(c.b.grant_permits("export", "", 2, {"jb-33", "jd-34"})).empty());
+  CHECK(must(c.b.grant_permits("export", "", 2, 100, {"jb-33", "jd-34"}))
+            .empty());
   // Asked again (an answer lost): held, not a second permit.
-  CHECK(must(c.a.grant_permits("export", "", 2, {"ja-1", "je-3"}))
+  CHECK(must(c.a.grant_permits("export", "", 2, 100, {"ja-1", "je-3"}))
         == ids{"ja-1"});
   // A record that leaves a waiting job waiting (a zombie's late report)
   // does not end its grant.
   c.rejected_report("jc-2");
-  CHECK(must(c.b.grant_permits("export", "", 2, {"jb-33"})).empty());
+  CHECK(must(c.b.grant_permits("export", "", 2, 100, {"jb-33"})).empty());
   // Running, it still counts; once its attempt ended, it does not.
   c.start("ja-1");
-  CHECK(must(c.b.grant_permits("export", "", 2, {"jb-33"})).empty());
+  CHECK(must(c.b.grant_permits("export", "", 2, 100, {"jb-33"})).empty());
   c.complete("ja-1");
-  CHECK(must(c.b.grant_permits("export", "", 2, {"jb-33", "jd-34"}))
+  CHECK(must(c.b.grant_permits("export", "", 2, 100, {"jb-33", "jd-34"}))
         == ids{"jb-33"});
   // A granted job whose attempt started and failed (it waits to retry)
   // holds nothing any more.
   c.start("jc-2");
-  CHECK(must(c.b.grant_permits("export", "", 2, {"jd-34"})).empty());
+  CHECK(must(c.b.grant_permits("export", "", 2, 100, {"jd-34"})).empty());
   c.retry("jc-2");
-  CHECK(must(c.b.grant_permits("export", "", 2, {"jd-34"})) == ids{"jd-34"});
-  CHECK(must(c.a.grant_permits("export", "", 2, {"je-3"})).empty());
+  CHECK(must(c.b.grant_permits("export", "", 2, 100, {"jd-34"}))
+        == ids{"jd-34"});
+  CHECK(must(c.a.grant_permits("export", "", 2, 100, {"je-3"})).empty());
   // Another key (per tenant) counts apart.
-  CHECK(must(c.a.grant_permits("export", "t", 1, {"je-3"})) == ids{"je-3"});
-  CHECK(must(c.a.grant_permits("export", "u", 1, {"jg-4"})) == ids{"jg-4"});
-  CHECK(must(c.a.grant_permits("export", "t", 1, {"jg-4"})).empty());
+  CHECK(must(c.a.grant_permits("export", "t", 1, 100, {"je-3"}))
+        == ids{"je-3"});
+  CHECK(must(c.a.grant_permits("export", "u", 1, 100, {"jg-4"}))
+        == ids{"jg-4"});
+  CHECK(must(c.a.grant_permits("export", "t", 1, 100, {"jg-4"})).empty());
   // What no longer counts is gone from the table.
   auto rows = run(c.admin, "SELECT string_agg(job_id, ',' ORDER BY job_id) "
                            "FROM drover.concurrency_permits WHERE tenant = ''");
@@ -138,45 +142,47 @@ TEST_CASE("permits: a type's limit holds across coordinators; a permit "
 TEST_CASE("permits: the grants of an owner that lost its lease lapse",
           "[pg][permits]") {
   two_coordinators c;
-  CHECK(must(c.a.grant_permits("export", "", 1, {"ja-1"})) == ids{"ja-1"});
-  CHECK(must(c.b.grant_permits("export", "", 1, {"jb-33"})).empty());
+  CHECK(must(c.a.grant_permits("export", "", 1, 100, {"ja-1"})) == ids{"ja-1"});
+  CHECK(must(c.b.grant_permits("export", "", 1, 100, {"jb-33"})).empty());
   // A's partition 1 is taken over (epoch + 1): the job did not start, so
   // its grant lapsed with the lease it was granted under.
   run(c.admin, "UPDATE drover.partition_leases SET epoch = epoch + 1 "
                "WHERE partition = 1");
-  CHECK(must(c.b.grant_permits("export", "", 1, {"jb-33"})) == ids{"jb-33"});
+  CHECK(must(c.b.grant_permits("export", "", 1, 100, {"jb-33"}))
+        == ids{"jb-33"});
   // A running job's permit does not lapse with its lease: its attempt may
   // still run until its outcome is written, whoever writes it.
   c.start("jb-33");
   run(c.admin, "UPDATE drover.partition_leases SET epoch = epoch + 1 "
                "WHERE partition = 33");
-  CHECK(must(c.a.grant_permits("export", "", 1, {"jc-2"})).empty());
+  CHECK(must(c.a.grant_permits("export", "", 1, 100, {"jc-2"})).empty());
 }
 
 TEST_CASE("permits: a coordinator's earlier waiter is served before "
           "another's later job",
           "[pg][permits]") {
   two_coordinators c;
-  CHECK(must(c.a.grant_permits("export", "", 1, {"ja-1"})) == ids{"ja-1"});
+  CHECK(must(c.a.grant_permits("export", "", 1, 100, {"ja-1"})) == ids{"ja-1"});
   // B waits with jb-33 (submitted before A's jc-2, je-3).
-  CHECK(must(c.b.grant_permits("export", "", 1, {"jb-33"})).empty());
+  CHECK(must(c.b.grant_permits("export", "", 1, 100, {"jb-33"})).empty());
   c.start("ja-1");
   c.complete("ja-1");
   // A asks first, but B's waiter came first: A is refused...
-  CHECK(must(c.a.grant_permits("export", "", 1, {"jc-2"})).empty());
+  CHECK(must(c.a.grant_permits("export", "", 1, 100, {"jc-2"})).empty());
   // ...and B gets it at its next ask.
-  CHECK(must(c.b.grant_permits("export", "", 1, {"jb-33"})) == ids{"jb-33"});
+  CHECK(must(c.b.grant_permits("export", "", 1, 100, {"jb-33"}))
+        == ids{"jb-33"});
   c.start("jb-33");
   c.complete("jb-33");
   // A waiter not refreshed for 5 s (its coordinator stopped asking) holds
   // nothing back: B's jd-34 waits, then B goes quiet.
-  CHECK(must(c.a.grant_permits("export", "", 1, {"jc-2"})) == ids{"jc-2"});
-  CHECK(must(c.b.grant_permits("export", "", 1, {"jd-34"})).empty());
+  CHECK(must(c.a.grant_permits("export", "", 1, 100, {"jc-2"})) == ids{"jc-2"});
+  CHECK(must(c.b.grant_permits("export", "", 1, 100, {"jd-34"})).empty());
   c.start("jc-2");
   c.complete("jc-2");
   run(c.admin, "UPDATE drover.concurrency_waiters SET seen_at = now() - "
                "interval '6 s'");
-  CHECK(must(c.a.grant_permits("export", "", 1, {"je-3"})) == ids{"je-3"});
+  CHECK(must(c.a.grant_permits("export", "", 1, 100, {"je-3"})) == ids{"je-3"});
   // A's waiter row is gone once it waits no more.
   auto rows = run(c.admin, "SELECT count(*) FROM drover.concurrency_waiters "
                            "WHERE instance <> 'inst-b'");
@@ -189,19 +195,41 @@ TEST_CASE("permits: only waiting jobs of partitions written get one; bad "
   two_coordinators c;
   // B's job through A, a job that does not exist, one that runs.
   c.start("jc-2");
-  CHECK(must(c.a.grant_permits("export", "", 5, {"jb-33", "jq-1", "jc-2"}))
+  CHECK(must(c.a.grant_permits("export", "", 5, 100, {"jb-33", "jq-1", "jc-2"}))
             .empty());
   auto none = [](caf::expected<ids> r) {
     REQUIRE_FALSE(r);
     return is(r.error(), errc::invalid_request);
   };
-  CHECK(none(c.a.grant_permits("export", "", 0, {"ja-1"})));
-  CHECK(none(c.a.grant_permits("", "", 1, {"ja-1"})));
-  CHECK(none(c.a.grant_permits("export", "", 1, {""})));
-  CHECK(none(c.a.grant_permits("export", "", 1, ids(10001, "ja-1"))));
+  CHECK(none(c.a.grant_permits("export", "", 0, 100, {"ja-1"})));
+  CHECK(none(c.a.grant_permits("", "", 1, 100, {"ja-1"})));
+  CHECK(none(c.a.grant_permits("export", "", 1, 100, {""})));
+  CHECK(none(c.a.grant_permits("export", "", 1, 100, ids(10001, "ja-1"))));
   auto unfenced = c.db.session();
-  CHECK(none(unfenced.grant_permits("export", "", 1, {"ja-1"})));
+  CHECK(none(unfenced.grant_permits("export", "", 1, 100, {"ja-1"})));
   // Nothing was granted by any of them.
   auto rows = run(c.admin, "SELECT count(*) FROM drover.concurrency_permits");
   CHECK(std::string{rows.value(0, 0)} == "0");
+}
+
+TEST_CASE("permits: at most most_new are granted, held ones are found "
+          "anywhere in the list, a key being granted elsewhere grants nothing",
+          "[pg][permits]") {
+  two_coordinators c;
+  CHECK(must(c.a.grant_permits("export", "", 3, 1, {"ja-1", "jc-2"}))
+        == ids{"ja-1"});
+  // ja-1 waits behind jc-2 now (it went to a rate limit and came back):
+  // still held, answered wherever it is; an id twice is asked once.
+  CHECK(sorted(must(
+            c.a.grant_permits("export", "", 3, 1, {"jc-2", "jc-2", "ja-1"})))
+        == ids{"ja-1", "jc-2"});
+  // Another session holds the key's lock (paused in its grant): nothing,
+  // at once, instead of waiting for it.
+  run(c.admin, "BEGIN");
+  run(c.admin, "SELECT pg_advisory_xact_lock(hashtextextended("
+               "'drover.permit:' || 'export' || ':' || '', 0))");
+  CHECK(must(c.b.grant_permits("export", "", 3, 3, {"jb-33"})).empty());
+  run(c.admin, "ROLLBACK");
+  CHECK(must(c.b.grant_permits("export", "", 3, 3, {"jb-33", "jd-34"}))
+        == ids{"jb-33"});
 }
