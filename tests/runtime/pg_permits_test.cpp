@@ -97,7 +97,7 @@ struct two_coordinators {
 
 } // namespace
 
-TEST_CASE("permits: a type's limit holds across coordinators; a permit "
+TEST_CASE("permits: a type's limit holds across coordinators, a permit "
           "counts while its job waits to start or runs",
           "[pg][permits]") {
   two_coordinators c;
@@ -189,7 +189,7 @@ TEST_CASE("permits: a coordinator's earlier waiter is served before "
   CHECK(std::string{rows.value(0, 0)} == "0");
 }
 
-TEST_CASE("permits: only waiting jobs of partitions written get one; bad "
+TEST_CASE("permits: only waiting jobs of partitions written get one, bad "
           "requests are refused",
           "[pg][permits]") {
   two_coordinators c;
