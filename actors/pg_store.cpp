@@ -2,6 +2,7 @@
 
 #include "actors/detail/pg_store_state.hpp"
 #include "actors/queue.hpp"
+#include "runtime/concurrency.hpp"
 #include "runtime/log_caf.hpp"
 
 #include <caf/actor_system.hpp>
@@ -250,15 +251,11 @@ pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
                               "this store writes without partition leases "
                               "(no fence): it has no permits to grant");
           // An own key (leading NUL) lives in one partition: never here.
-          auto nul = key.find('\0');
-          if (key.empty() || nul == 0
-              || (nul != std::string::npos
-                  && key.find('\0', nul + 1) != std::string::npos))
+          std::string type;
+          std::string tenant;
+          if (!split_type_key(key, type, tenant))
             return make_error(errc::invalid_request,
                               "permits: not a job type's concurrency key");
-          auto type = key.substr(0, nul);
-          auto tenant
-              = nul == std::string::npos ? std::string{} : key.substr(nul + 1);
           using ids = std::vector<std::string>;
           auto rp = self->make_response_promise<ids>();
           admit(self, [self, a, type = std::move(type),

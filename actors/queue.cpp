@@ -533,7 +533,9 @@ queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
         if (generation == self->state.flow_generation)
           on_flow_timer(self);
       },
-      [self](permit_atom, const std::string& key) { ask_permits(self, key); },
+      [self](permit_atom, const std::string& key, uint64_t generation) {
+        ask_permits(self, key, generation);
+      },
       [self](flow_atom) -> std::string { return flow_json(self); },
       [self](flow_atom, const std::string& kind, const std::string& key,
              const std::string& spec) -> caf::result<std::string> {

@@ -28,16 +28,20 @@ constexpr int64_t refused_delay_ms = 250;
 /// The most job ids one ask names (the store's limit).
 constexpr size_t most_ids = 10000;
 
-void arm_ask(self_ptr self, const std::string& key, int64_t delay_ms) {
-  auto& line = self->state.permits[key];
-  if (line.asking || line.armed)
+/// Arms an ask of `key` in `delay_ms` (or at once), replacing one armed
+/// (later or sooner) unless `keep` says an armed one stands.
+void arm_ask(self_ptr self, const std::string& key, int64_t delay_ms,
+             bool keep = true) {
+  auto& st = self->state;
+  auto& line = st.permits[key];
+  if (line.asking || (keep && line.armed != 0))
     return;
-  line.armed = true;
+  line.armed = ++st.permit_generation;
   if (delay_ms <= 0)
-    self->send(self, permit_atom::value, key);
+    self->send(self, permit_atom::value, key, line.armed);
   else
     self->delayed_send(self, std::chrono::milliseconds{delay_ms},
-                       permit_atom::value, key);
+                       permit_atom::value, key, line.armed);
 }
 
 } // namespace
@@ -87,14 +91,14 @@ void slot_freed(self_ptr self, const std::string& key) {
   if (l == self->state.permits.end())
     return;
   l->second.quiet_until = 0;
-  if (l->second.armed && !l->second.asking)
-    self->send(self, permit_atom::value, key); // sooner than the armed one
+  if (l->second.armed != 0)
+    arm_ask(self, key, 0, false); // sooner than the armed one, instead of it
 }
 
 void forget_idle(self_ptr self, const std::string& key) {
   auto& st = self->state;
   auto l = st.permits.find(key);
-  if (l == st.permits.end() || l->second.asking || l->second.armed
+  if (l == st.permits.end() || l->second.asking || l->second.armed != 0
       || !l->second.granted.empty())
     return;
   auto p = st.parked.find(key);
@@ -109,15 +113,17 @@ void forget_grants(self_ptr self) {
     line.granted.clear();
 }
 
-void ask_permits(self_ptr self, const std::string& key) {
+void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
   auto& st = self->state;
-  auto& line = st.permits[key];
-  line.armed = false;
-  if (line.asking)
-    return;
+  auto l = st.permits.find(key);
+  if (l == st.permits.end() || l->second.armed != generation)
+    return; // replaced by another ask, or the line was dropped
+  auto& line = l->second;
+  line.armed = 0;
   auto p = st.parked.find(key);
   if (p == st.parked.end() || p->second.empty()) {
-    st.permits.erase(key); // nobody waits: nothing to keep
+    line.granted.clear(); // nobody waits: nothing to keep
+    forget_idle(self, key);
     return;
   }
   // Grants of jobs that no longer wait here are dropped (their permits

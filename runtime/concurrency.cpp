@@ -14,6 +14,18 @@ std::string concurrency_slots::key_of(const std::string& type,
   return i->second.per_tenant ? type + '\0' + tenant : type;
 }
 
+bool split_type_key(const std::string& key, std::string& type,
+                    std::string& tenant) {
+  auto nul = key.find('\0');
+  if (key.empty() || nul == 0
+      || (nul != std::string::npos
+          && key.find('\0', nul + 1) != std::string::npos))
+    return false;
+  type = key.substr(0, nul);
+  tenant = nul == std::string::npos ? std::string{} : key.substr(nul + 1);
+  return true;
+}
+
 own_key_ref own_key_of(const std::string& tenant, const std::string& key,
                        uint32_t limit) {
   if (key.empty())

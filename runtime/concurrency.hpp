@@ -65,6 +65,12 @@ using own_key_ref = std::shared_ptr<const own_concurrency_key>;
 own_key_ref own_key_of(const std::string& tenant, const std::string& key,
                        uint32_t limit);
 
+/// A type's key (concurrency_slots::key_of: the type, or the type, a NUL
+/// and the tenant) as (type, tenant; "" for a limit across tenants); false
+/// for an own key (a leading NUL), an empty key or one with two NULs.
+bool split_type_key(const std::string& key, std::string& type,
+                    std::string& tenant);
+
 /// The slots one attempt takes, in the order it takes them: its own key's,
 /// then its type's. `limit` 0 = the type's configured limit.
 struct slot_keys {

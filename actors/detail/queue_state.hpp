@@ -157,13 +157,14 @@ struct parked_entry {
 
 /// Permits of a job type's key asked of the store (coordinators sharing
 /// the partitions, actors/queue_permits.cpp): the parked jobs granted one
-/// and not woken yet, whether a request is on its way or armed, until when
+/// and not woken yet, whether a request is on its way, the armed ask's
+/// generation (0 = none armed; an older one firing is not it), until when
 /// (flow_now's ms) a refused key is not asked again, and the backoff of
 /// failed requests.
 struct permit_line {
   std::unordered_set<std::string> granted;
   bool asking = false;
-  bool armed = false;
+  uint64_t armed = 0;
   int64_t quiet_until = 0;
   backoff_counter failures{backoff_schedule{std::chrono::milliseconds{250},
                                             std::chrono::milliseconds{5000},
@@ -275,6 +276,9 @@ struct queue_state {
   /// failure to get them was last logged (Unix ms).
   std::unordered_map<std::string, permit_line> permits;
   int64_t permit_failure_logged_ms = 0;
+  /// The last armed ask's generation (permit_line::armed), queue-wide: a
+  /// line dropped and made again never takes an older ask for its own.
+  uint64_t permit_generation = 0;
   /// The worker nodes' resource pools and what attempts hold of them, and
   /// the text each node last declared.
   resource_ledger resources;
@@ -317,7 +321,7 @@ using queue_impl_actor = queue_actor::extend<
                    std::string>,
     caf::reacts_to<due_atom, uint64_t>,
     caf::reacts_to<flow_timer_atom, uint64_t>, caf::reacts_to<fence_atom>,
-    caf::reacts_to<permit_atom, std::string>>;
+    caf::reacts_to<permit_atom, std::string, uint64_t>>;
 
 using self_ptr = queue_impl_actor::stateful_pointer<queue_state>;
 
@@ -434,8 +438,9 @@ bool take_slot(self_ptr self, const std::string& key, uint32_t limit,
 void want_permits(self_ptr self, const std::string& key);
 /// One of this queue's attempts of `key` ended (before its jobs are woken).
 void slot_freed(self_ptr self, const std::string& key);
-/// The armed ask of `key` (permit_atom): asks for its waiting jobs.
-void ask_permits(self_ptr self, const std::string& key);
+/// The armed ask of `key` (permit_atom) of `generation` fired: asks for
+/// its waiting jobs unless another ask was armed since.
+void ask_permits(self_ptr self, const std::string& key, uint64_t generation);
 /// Drops `key`'s line once nothing waits, is granted or asked.
 void forget_idle(self_ptr self, const std::string& key);
 /// The partitions changed: grants are asked again (they may have lapsed).

@@ -100,6 +100,15 @@ int most_attempts_at_once(const std::string& url,
   return most;
 }
 
+/// A run's id from a seed it prints: idempotency keys apart from other
+/// runs' on a shared database.
+std::string seeded_run_id() {
+  auto seed = std::random_device{}();
+  std::cout << "share_flow_test: seed " << seed << "\n";
+  std::mt19937 rng{seed};
+  return std::to_string(rng());
+}
+
 /// Submits `n` jobs of type sleep running `ms` (rate-limited by `rate_key`
 /// unless empty), keyed `prefix`-i so that they spread over the partitions,
 /// through `cl` in one batch: their ids.
@@ -131,10 +140,7 @@ std::vector<std::string> submit_spread(drover::client& cl, int n,
 TEST_CASE("sharing coordinators keep a rate limit and a concurrency limit "
           "together",
           "[pg][cluster][process][share][flow]") {
-  auto seed = std::random_device{}();
-  std::cout << "share_flow_test: seed " << seed << "\n";
-  std::mt19937 rng{seed};
-  auto run_id = std::to_string(rng());
+  auto run_id = seeded_run_id();
   cluster c;
   sharing s{c};
   s.start_three({"--rate-limit", "api:rate=5,burst=1"});
@@ -190,10 +196,7 @@ TEST_CASE("sharing coordinators keep a rate limit and a concurrency limit "
 
 TEST_CASE("sharing coordinators keep a job type's concurrency limit together",
           "[pg][cluster][process][share][flow]") {
-  auto seed = std::random_device{}();
-  std::cout << "share_flow_test: seed " << seed << "\n";
-  std::mt19937 rng{seed};
-  auto run_id = std::to_string(rng());
+  auto run_id = seeded_run_id();
   cluster c;
   sharing s{c};
   // Each has local slots enough to run 4 at once; the type's limit is 2
@@ -257,9 +260,7 @@ TEST_CASE("a job type's limit across sharing coordinators holds through a "
 TEST_CASE("a job granted a permit that waits at a rate limit meanwhile "
           "still runs: the type's other jobs are not stuck behind it",
           "[pg][cluster][process][share][flow]") {
-  auto seed = std::random_device{}();
-  std::cout << "share_flow_test: seed " << seed << "\n";
-  std::mt19937 rng{seed};
+  auto run_id = seeded_run_id();
   cluster c;
   sharing s{c};
   // Limit 1 and a rate limit: a job woken with a permit often finds the
@@ -270,8 +271,8 @@ TEST_CASE("a job granted a permit that waits at a rate limit meanwhile "
       {"--concurrency-limit", "sleep=1", "--rate-limit", "api:rate=4,burst=1"});
   auto cl = s.client_of({"c1", "c2", "c3"});
   INFO(s.logs_of({"c1", "c2", "c3"}));
-  auto jobs = submit_spread(*cl, 16, std::to_string(rng()) + "-gated",
-                            50 * time_scale(), "api");
+  auto jobs
+      = submit_spread(*cl, 16, run_id + "-gated", 50 * time_scale(), "api");
   c.check_all_done_once(jobs, 90s);
   CHECK(most_attempts_at_once(c.url(), jobs) == 1);
 }
