@@ -164,7 +164,9 @@ void on_record(self_ptr self, job_record& rec) {
     finish(self, st.rec.status);
     return;
   }
-  if (st.cancel_requested) {
+  // A cancel requested while an earlier attempt ran unsupervised (recorded,
+  // the attempt lost before it was stopped) holds for every later one.
+  if (st.cancel_requested || st.rec.cancel_requested) {
     release_worker(self);
     auto ev = cancel_event(self, event_kind::cancelled,
                            "cancelled before it started");

@@ -5,17 +5,76 @@
 
 namespace drover::queue_detail {
 
-/// Redrives one DLQ job: `redriven`, then back into the ready queue.
-/// Cancels a job: a running one through its job supervisor (cooperative,
-/// then forced), a waiting one at once. `reason` (who asked and why) goes
-/// into the audit log's event.
-caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
-                                std::string reason) {
+namespace {
+
+using ok_promise = caf::typed_response_promise<ok_atom>;
+
+/// Records the cancel of an attempt that may still run on a worker node
+/// without a job supervisor here (waiting to be adopted after a failover or
+/// a restart, or in a partition still being recovered): `cancel_requested`,
+/// as for a running attempt, not `cancelled` — the job stays `processing`
+/// (its concurrency permit keeps counting) until the attempt is adopted and
+/// stopped, or its grace ends and it is settled `cancelled`
+/// (settle_interrupted). An adoption while the write is in flight hands the
+/// cancel to the new supervisor (queue_state::cancels_in_flight).
+void request_cancel(self_ptr self, const std::string& job_id,
+                    std::string reason, ok_promise rp) {
+  auto& st = self->state;
+  job_event ev;
+  ev.job_id = job_id;
+  ev.kind = event_kind::cancel_requested;
+  ev.at_ms = now_ms(self);
+  ev.reason = reason;
+  st.cancels_in_flight[job_id] = std::move(reason);
+  self->request(st.deps.store, store_timeout, append_atom::value,
+                std::vector<job_event>{std::move(ev)})
+      .then(
+          [self, rp, job_id](ok_atom) mutable {
+            auto& st = self->state;
+            st.cancels_in_flight.erase(job_id);
+            // Settled after its grace as the store now has it: cancelled.
+            auto a = st.awaiting_adoption.find(job_id);
+            if (a != st.awaiting_adoption.end())
+              a->second.cancel_requested = true;
+            self->send(st.deps.publisher, changed_atom::value, job_id);
+            rp.deliver(ok_atom::value);
+          },
+          [self, rp, job_id](caf::error& err) mutable {
+            self->state.cancels_in_flight.erase(job_id);
+            explain_refusal(self, job_id,
+                            "only a job that has not finished can be cancelled",
+                            std::move(err), [rp](caf::error e) mutable {
+                              rp.deliver(std::move(e));
+                            });
+          });
+}
+
+/// Cancels `job_id` into `rp`; `read`: its record, read because its
+/// partition is still being recovered (null: not read).
+void cancel_into(self_ptr self, const std::string& job_id, std::string reason,
+                 ok_promise rp, const job_record* read) {
   auto& st = self->state;
   auto r = st.running.find(job_id);
   if (r != st.running.end()) {
     self->send(r->second.job_supervisor, cancel_atom::value, std::move(reason));
-    return ok_atom::value;
+    rp.deliver(ok_atom::value);
+    return;
+  }
+  if (st.awaiting_adoption.count(job_id) > 0
+      || (read != nullptr && read->status == job_status::processing)) {
+    request_cancel(self, job_id, std::move(reason), rp);
+    return;
+  }
+  if (read == nullptr && still_to_recover(st, job_id)) {
+    // Recovery has yet to read it: an attempt of it may run on a worker
+    // node that will ask for its adoption. Read first.
+    self->request(st.deps.store, store_timeout, get_atom::value, job_id)
+        .then(
+            [self, rp, job_id, reason](job_record& rec) mutable {
+              cancel_into(self, job_id, std::move(reason), rp, &rec);
+            },
+            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+    return;
   }
   remove_waiting(self, job_id);
   // Waiting or not (e.g. between the timer and the ready queue), the
@@ -27,9 +86,23 @@ caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
   ev.reason = "cancelled before it ran";
   if (!reason.empty())
     ev.reason += ": " + reason;
-  return append_and_publish(self, std::move(ev));
+  append_and_publish(self, std::move(ev), rp);
 }
 
+} // namespace
+
+/// Cancels a job: a running one through its job supervisor (cooperative,
+/// then forced), one whose attempt may run unsupervised by its request
+/// (request_cancel), a waiting one at once. `reason` (who asked and why)
+/// goes into the audit log's event.
+caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
+                                std::string reason) {
+  auto rp = self->make_response_promise<ok_atom>();
+  cancel_into(self, job_id, std::move(reason), rp, nullptr);
+  return rp;
+}
+
+/// Redrives one DLQ job: `redriven`, then back into the ready queue.
 void redrive_one(self_ptr self, const std::string& job_id,
                  std::function<void(caf::error)> done) {
   auto& st = self->state;

@@ -234,9 +234,9 @@ void publish_final(self_ptr self, const std::string& job_id,
 } // namespace
 
 /// Appends one event, then reads the record and publishes it as final.
-caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
+void append_and_publish(self_ptr self, job_event ev,
+                        caf::typed_response_promise<ok_atom> rp) {
   auto& st = self->state;
-  auto rp = self->make_response_promise<ok_atom>();
   auto job_id = ev.job_id;
   self->request(st.deps.store, store_timeout, append_atom::value,
                 std::vector<job_event>{std::move(ev)})
@@ -253,7 +253,6 @@ caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev) {
                               rp.deliver(std::move(e));
                             });
           });
-  return rp;
 }
 
 /// Settles an attempt that was running when its owner vanished (its job

@@ -319,6 +319,9 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
                                    flow_of(st, rec.spec), 0, rec.spec.type});
   // Its amounts, counted since recovery, are the slot's until it lets go.
   hold_pools(self, slot, node_of(rec.worker_id), shape_of(st, rec.spec), true);
+  auto c = st.cancels_in_flight.find(job_id);
+  if (c != st.cancels_in_flight.end())
+    self->send(js, cancel_atom::value, c->second);
   rp.deliver(js);
 }
 

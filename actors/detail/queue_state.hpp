@@ -199,6 +199,11 @@ struct queue_state {
   /// less: when its recovery ends, after the adoption grace (0) or after
   /// -value ms).
   std::map<std::string, int64_t> adopt_due;
+  /// Cancels being recorded (`cancel_requested`) of attempts without a job
+  /// supervisor here, and their reasons: an adoption meanwhile hands the
+  /// cancel to its supervisor, which may have read the job before the
+  /// write (actors/queue_admin.cpp, request_cancel).
+  std::unordered_map<std::string, std::string> cancels_in_flight;
   bool recovered = false;
   /// The run-time settings and breaker states were read back (load_flow):
   /// recovery starts after, and settings and unknown keys wait for it.
@@ -482,9 +487,13 @@ bool remove_waiting(self_ptr self, const std::string& job_id);
 void explain_refusal(self_ptr self, const std::string& job_id,
                      std::string needs, caf::error err,
                      std::function<void(caf::error)> done);
-caf::result<ok_atom> append_and_publish(self_ptr self, job_event ev);
+void append_and_publish(self_ptr self, job_event ev,
+                        caf::typed_response_promise<ok_atom> rp);
 void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
                         uint32_t failures = 0);
+/// Whether recovery has yet to read `job_id` (its partition is still to be
+/// read, or is being read and its pages have not reached the job).
+bool still_to_recover(const queue_state& st, const std::string& job_id);
 void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
                error_info why);
 void reconcile_later(self_ptr self, const std::string& job_id,
