@@ -519,6 +519,7 @@ queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
         return {std::move(list), parts.count()};
       },
       [self](flow_load_atom) { load_flow(self); },
+      [self](settings_atom) { follow_settings(self); },
       [self](reconcile_atom, const std::string& job_id, int64_t failures,
              std::string& code, std::string& message) {
         reconcile(self, job_id,

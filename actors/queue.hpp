@@ -222,6 +222,11 @@ struct queue_options {
   /// Rate limiters and circuit breakers (runtime/flow_control.hpp); none
   /// by default.
   flow_limits flow;
+  /// Coordinators sharing the partitions: how often the control log is
+  /// read for run-time settings (PUT /api/admin/rate-limits/{key}, ...)
+  /// made at another coordinator, which then apply here too. 0 = never
+  /// (one coordinator: every setting is made at it).
+  std::chrono::milliseconds settings_poll{0};
   /// Their clock, ms, monotonic (a step of the wall clock must not stop
   /// dispatch or cut a cooldown short). Empty = std::chrono::steady_clock;
   /// tests derive it from the actor clock.

@@ -393,6 +393,7 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
               rp.deliver(std::move(err));
               return;
             }
+            st.applied_settings[kind + '\n' + key] = spec;
             log::info("queue", "flow control: " + kind + " '" + key + "' set",
                       {{"spec", spec}});
             on_flow_timer(self); // a looser limit lets parked jobs go now
@@ -400,6 +401,67 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
           },
           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
   return rp;
+}
+
+namespace {
+
+/// Records the run-time settings in `quads` (the control log's answer) as
+/// applied here; answers those that were not (a new key, another spec).
+std::vector<std::string> note_applied(queue_state& st, const std::string& kind,
+                                      const std::vector<std::string>& quads) {
+  std::vector<std::string> changed;
+  for (size_t i = 0; i + 3 < quads.size(); i += 4) {
+    if (quads[i + 1] != "configured")
+      continue;
+    auto& spec = st.applied_settings[kind + '\n' + quads[i]];
+    if (spec == quads[i + 3])
+      continue;
+    spec = quads[i + 3];
+    changed.insert(changed.end(), quads.begin() + static_cast<ptrdiff_t>(i),
+                   quads.begin() + static_cast<ptrdiff_t>(i + 4));
+  }
+  return changed;
+}
+
+} // namespace
+
+void follow_settings(self_ptr self) {
+  // Settings made at another coordinator sharing the partitions: the
+  // control log is where they are first (set_flow writes before it
+  // applies). A key whose last setting is not the one applied here is
+  // applied now; one applied already is not touched (applying it again
+  // would start a breaker's counts over).
+  auto& st = self->state;
+  auto again = [self] {
+    self->delayed_send(self, self->state.opts.settings_poll,
+                       settings_atom::value);
+  };
+  auto read
+      = [self, again](const std::string& kind, std::function<void()> then) {
+          self->request(self->state.deps.store, store_timeout,
+                        control_atom::value, kind)
+              .then(
+                  [self, kind, then](std::vector<std::string>& quads) {
+                    auto& st = self->state;
+                    auto changed = note_applied(st, kind, quads);
+                    if (!changed.empty()) {
+                      st.flow.apply_configured(kind, changed, flow_now(self));
+                      record_flow_changes(self);
+                      on_flow_timer(self); // a looser limit lets parked jobs go
+                    }
+                    then();
+                  },
+                  [again, kind](caf::error& err) {
+                    log::debug("queue",
+                               "reading the control log's " + kind
+                                   + " settings (will retry)",
+                               {{"error", describe(err)}});
+                    again();
+                  });
+        };
+  if (!st.flow_loaded)
+    return again();
+  read("rate_limit", [read, again] { read("breaker", again); });
 }
 
 void load_flow(self_ptr self) {
@@ -428,6 +490,10 @@ void load_flow(self_ptr self) {
       auto& st = self->state;
       st.flow.apply_configured("rate_limit", *both, flow_now(self));
       st.flow.apply_configured("breaker", quads, flow_now(self));
+      note_applied(st, "rate_limit", *both);
+      note_applied(st, "breaker", quads);
+      if (!st.flow_loaded && st.opts.settings_poll.count() > 0)
+        self->delayed_send(self, st.opts.settings_poll, settings_atom::value);
       st.flow.restore_breakers(quads, true, now_ms(self), flow_now(self));
       st.flow_loaded = true;
       record_flow_changes(self);

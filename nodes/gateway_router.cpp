@@ -438,6 +438,10 @@ caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
   constexpr bool one_job_write
       = is_one_job_write_v<
             first_t> && second_is<std::string, first_t, std::decay_t<Rest>...>();
+  // A rate limit or breaker set at run time: its control-log entry is
+  // written by the owner of its key's partition.
+  constexpr bool flow_write = std::is_same_v<
+      args_t, std::tuple<flow_atom, std::string, std::string, std::string>>;
   constexpr bool every_job
       = sizeof...(Rest) == 1
         && second_is<all_atom, first_t, std::decay_t<Rest>...>();
@@ -454,7 +458,7 @@ caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
                  max_sends,
                  [rp, answers]() mutable { rp.deliver(std::move(*answers)); });
     return rp;
-  } else if constexpr (one_submit || one_job_write) {
+  } else if constexpr (one_submit || one_job_write || flow_write) {
     auto rp = self->template make_response_promise<Os...>();
     forward<Os...>(self, st, make_send(first, rest...), p, rp, max_sends,
                    one_submit);

@@ -339,6 +339,9 @@ void use_postgres(const node_config& cfg, const coordinator_claim& claim,
     jobs.queue.owned_now = [share] { return share->held().partitions; };
     jobs.queue.handover_grace = cfg.lease_ttl;
     jobs.queue.cluster_type_limits = true;
+    // A rate limit or breaker set at run time at another coordinator (or
+    // through a gateway, which sends it to one) applies here within this.
+    jobs.queue.settings_poll = std::chrono::milliseconds{1000};
     // A dead coordinator's worker nodes come to a survivor at once; its
     // partitions are taken about a lease TTL later (and a renewal
     // interval or two): their attempts wait that long to be adopted.

@@ -34,9 +34,11 @@ constexpr bool is_about_a_job_v
           get_atom> || std::is_same_v<T, events_atom> || std::is_same_v<T, cancel_atom> || std::is_same_v<T, redrive_atom> || std::is_same_v<T, purge_atom> || std::is_same_v<T, subscribe_atom> || std::is_same_v<T, unsubscribe_atom>;
 
 /// The partition a request to the node API (runtime/api_protocol.hpp),
-/// given as its elements, is about: its job id's, a keyed submit's key's
-/// among `count`; -1 for everything else (and while `count` is not known).
-/// Decided by the request's types, at compile time.
+/// given as its elements, is about: its job id's, a keyed submit's key's,
+/// a run-time rate-limit or breaker setting's key's (the control log's
+/// writes are fenced by it: runtime/pg_control.cpp) among `count`; -1 for
+/// everything else (and while `count` is not known). Decided by the
+/// request's types, at compile time.
 template <class... Ts>
 int32_t partition_of_request(int32_t count, const Ts&... xs) {
   if constexpr (sizeof...(Ts) < 2) {
@@ -51,6 +53,11 @@ int32_t partition_of_request(int32_t count, const Ts&... xs) {
             first_t, submit_atom> && std::is_same_v<second_t, submit_request>) {
       return partition_of_submission(second.tenant, second.idempotency_key,
                                      second.concurrency_key, count);
+    } else if constexpr (std::is_same_v<std::tuple<std::decay_t<Ts>...>,
+                                        std::tuple<flow_atom, std::string,
+                                                   std::string, std::string>>) {
+      const auto& key = std::get<2>(std::tie(xs...));
+      return count >= 1 ? partition_of_key(second, key, count) : -1;
     } else if constexpr (
         is_about_a_job_v<first_t> && std::is_same_v<second_t, std::string>) {
       auto p = partition_of_id(second);

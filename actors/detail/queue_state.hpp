@@ -45,6 +45,7 @@ using reconcile_atom = caf::atom_constant<caf::atom("q_recon")>;
 using fence_atom = caf::atom_constant<caf::atom("q_fence")>;
 using flow_timer_atom = caf::atom_constant<caf::atom("q_flow")>;
 using flow_load_atom = caf::atom_constant<caf::atom("q_fload")>;
+using settings_atom = caf::atom_constant<caf::atom("q_setng")>;
 
 // Store requests carry no timeout: the store answers every request (its
 // I/O has its own deadline) and the queue monitors the store for the one
@@ -208,6 +209,10 @@ struct queue_state {
   /// The run-time settings and breaker states were read back (load_flow):
   /// recovery starts after, and settings and unknown keys wait for it.
   bool flow_loaded = false;
+  /// The run-time setting applied here of each key ("<kind>\n<key>" ->
+  /// its spec), from the control log or a PUT here: what a poll of the log
+  /// (queue_options::settings_poll) compares with.
+  std::map<std::string, std::string> applied_settings;
   /// A dispatch runs; classes to dispatch once it is through.
   bool dispatching = false;
   std::set<std::string> dispatch_pending;
@@ -322,6 +327,7 @@ using queue_impl_actor = queue_actor::extend<
     caf::reacts_to<retry_atom, job_record>,
     caf::reacts_to<finished_atom, std::string, job_status, std::string>,
     caf::reacts_to<recover_atom>, caf::reacts_to<flow_load_atom>,
+    caf::reacts_to<settings_atom>,
     caf::reacts_to<reconcile_atom, std::string, int64_t, std::string,
                    std::string>,
     caf::reacts_to<due_atom, uint64_t>,
@@ -465,6 +471,9 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
                                   const std::string& spec);
 /// At start, before recovery: the run-time settings and the breakers'
 /// last states from the control log (retried until read), then recovery.
+/// Applies the run-time settings made at other coordinators (read from
+/// the control log every queue_options::settings_poll), then reads again.
+void follow_settings(self_ptr self);
 void load_flow(self_ptr self);
 /// What holds a queued job of `spec` back (concurrency, breaker, rate
 /// limit), for its status; "" = none of them.

@@ -135,12 +135,7 @@ TEST_CASE("a job whose cancel was requested ends cancelled when its attempt "
   auto partition = partition_of_id(rec->job_id);
   f.sched.run();
   REQUIRE(f.stats().running == 1);
-  f.self->send(f.queue, cancel_atom::value, rec->job_id,
-               std::string{"user asked"});
-  f.sched.run();
-  f.self->receive([](ok_atom) {}, [](caf::error& err) { FAIL(describe(err)); },
-                  caf::after(std::chrono::seconds{1}) >>
-                      [] { FAIL("no answer to the cancel"); });
+  cancel(f, rec->job_id);
   auto rest = all_but(partition);
   f.own(rest); // handed over before the handler stopped
   f.own({0, 1});

@@ -288,3 +288,57 @@ TEST_CASE("a reconcile of a job whose attempt has a grace leaves it to the "
   f.self->send_exit(worker, caf::exit_reason::user_shutdown);
   f.sched.run();
 }
+
+TEST_CASE("a rate limit set at run time at one queue applies at another "
+          "sharing the store within its settings poll",
+          "[queue][partition][flow]") {
+  fixture f;
+  queue_options qo;
+  qo.clock_ms = [c = f.clock] { return *c; };
+  qo.flow_clock_ms = qo.clock_ms;
+  qo.seed = 13;
+  qo.partitions = {};
+  qo.partition_count = 2;
+  qo.settings_poll = std::chrono::seconds{1};
+  auto other = spawn_queue(
+      f.sys, {f.store, spawn_progress_publisher(f.sys), f.handlers}, qo);
+  f.sched.run();
+  auto view_of = [&](const queue_actor& q) {
+    std::string out;
+    f.self->send(q, flow_atom::value);
+    f.sched.run();
+    f.self->receive([&](std::string& v) { out = std::move(v); },
+                    [](caf::error& err) { FAIL(describe(err)); },
+                    caf::after(std::chrono::seconds{1}) >>
+                        [] { FAIL("no answer to flow"); });
+    return out;
+  };
+  auto set = [&](const std::string& spec) {
+    f.self->send(f.queue, flow_atom::value, std::string{"rate_limit"},
+                 std::string{"mail"}, spec);
+    f.sched.run();
+    f.self->receive([](std::string&) {},
+                    [](caf::error& err) { FAIL(describe(err)); },
+                    caf::after(std::chrono::seconds{1}) >>
+                        [] { FAIL("no answer to the setting"); });
+  };
+  auto poll = [&] {
+    *f.clock += 1000;
+    f.sched.advance_time(std::chrono::seconds{1});
+    f.sched.run();
+  };
+  set("rate=7,burst=3");
+  CHECK(view_of(other).find("\"key\":\"mail\"") == std::string::npos);
+  poll();
+  CHECK(view_of(other).find("\"key\":\"mail\",\"rate_per_second\":7,")
+        != std::string::npos);
+  set("rate=9,burst=3");
+  poll();
+  CHECK(view_of(other).find("\"key\":\"mail\",\"rate_per_second\":9,")
+        != std::string::npos);
+  // The queue that made the setting keeps it; nothing else changed.
+  CHECK(view_of(f.queue).find("\"key\":\"mail\",\"rate_per_second\":9,")
+        != std::string::npos);
+  f.self->send_exit(other, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}

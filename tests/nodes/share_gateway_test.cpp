@@ -310,3 +310,95 @@ TEST_CASE("a progress stream through a sharing gateway follows its job to "
   CHECK(rest.live_top >= before + 20);
   c.check_all_done_once({id}, 60s);
 }
+
+TEST_CASE("a rate limit or breaker set at run time through a sharing gateway "
+          "applies at every coordinator",
+          "[pg][cluster][process][share][flow]") {
+  // The setting's control-log entry is written by the owner of its key's
+  // partition (the gateway routes it there); the other coordinators read
+  // it from the log (--share-partitions: every second). Before, the
+  // gateway sent it to the next coordinator in turn (refused `not_owner`
+  // unless that one owned the key's partition), and only that coordinator
+  // applied it until the others restarted.
+  cluster c;
+  sharing s{c};
+  std::map<std::string, http_client> own;
+  for (const auto* name : {"c1", "c2", "c3"}) {
+    s.start(name, false,
+            {"--roles", "coordinator,gateway", "--http-port", "0",
+             "--gateway-join-secret", gateway_secret});
+    own.emplace(name, http_client{http_port_of(s.ready_lines.at(name))});
+  }
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+  process gw{
+      gateway_argv(s.coordinator_list({"c1", "c2", "c3"}), gateway_secret),
+      c.logs.path() + "/gw.log"};
+  auto ready = gw.wait_for_line("node: ready", 30s);
+  INFO(s.logs_of({"gw", "c1", "c2", "c3"}));
+  REQUIRE(ready);
+  http_client http{http_port_of(*ready)};
+  REQUIRE(poll_until(
+      [&] {
+        return c.log_count("gw", "the gateway joined a coordinator") >= 3;
+      },
+      20s));
+
+  auto put = [&](const std::string& path, const std::string& spec) {
+    // 503 until the gateway's map names the key's partition's owner.
+    http_response res;
+    CHECK(poll_until(
+        [&] {
+          res = http.call(drover::testing::http_detail::bhttp::verb::put, path,
+                          "{\"spec\":\"" + spec + "\"}",
+                          {{"Content-Type", "application/json"}});
+          return res.status != 503;
+        },
+        10s, 100ms));
+    INFO(path << " -> " << res.body);
+    REQUIRE(res.status == 200);
+  };
+  // `field` of `key`'s entry in `list` of coordinator `name`'s own flow
+  // view (-1: not there).
+  auto seen = [&](const char* name, const std::string& list,
+                  const std::string& key, const std::string& field) {
+    auto res = own.at(name).get("/api/admin/flow");
+    if (res.status != 200)
+      return -1.0;
+    for (const auto& x : body_of(res)[list].items())
+      if (x["key"].str() == key)
+        return x[field].num();
+    return -1.0;
+  };
+  auto everywhere = [&](const std::string& list, const std::string& key,
+                        const std::string& field, double value) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (const auto* name : {"c1", "c2", "c3"}) {
+      INFO(name << ": " << list << " " << key << "." << field << " = "
+                << value);
+      CHECK(poll_until([&] { return seen(name, list, key, field) == value; },
+                       15s));
+    }
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now() - t0)
+        .count();
+  };
+  // Keys in several partitions: a new limiter, changed; a new breaker.
+  int64_t slowest = 0;
+  for (const auto* key : {"mail", "sms", "push", "fax"}) {
+    put(std::string{"/api/admin/rate-limits/"} + key, "rate=7,burst=3");
+    slowest = std::max(slowest,
+                       everywhere("rate_limits", key, "rate_per_second", 7));
+    put(std::string{"/api/admin/rate-limits/"} + key, "rate=11,burst=3");
+    slowest = std::max(slowest,
+                       everywhere("rate_limits", key, "rate_per_second", 11));
+    put(std::string{"/api/admin/breakers/"} + key, "failures=4,cooldown=10");
+    slowest
+        = std::max(slowest, everywhere("breakers", key, "failures_to_open", 4));
+  }
+  std::cout << "share_gateway_test: run-time settings through the gateway "
+               "reached every coordinator within "
+            << slowest << " ms (slowest of 12)\n";
+  for (const auto* name : {"c1", "c2", "c3"})
+    CHECK(c.log_count(name, "a run-time setting in the control log is skipped")
+          == 0);
+}

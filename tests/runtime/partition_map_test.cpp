@@ -57,8 +57,15 @@ TEST_CASE("a node-API request names the partition it is about",
   CHECK(partition_of_request(64, get_atom::value, 52) == -1);
   CHECK(partition_of_request(64, id, get_atom::value) == -1);
   CHECK(partition_of_request(64) == -1);
-  // A string second that is not a job id (a flow-control kind).
-  CHECK(partition_of_request(64, flow_atom::value, id, std::string{"k"},
-                             std::string{"s"})
+  // A run-time rate-limit or breaker setting: its key's partition, where
+  // the control log's entry is fenced (the second is its kind, not a job
+  // id); -1 while the count is not known.
+  const std::string kind = "rate_limit";
+  CHECK(partition_of_request(64, flow_atom::value, kind, std::string{"smtp"},
+                             std::string{"rate=5"})
+        == partition_of_key("rate_limit", "smtp", 64));
+  CHECK(partition_of_request(0, flow_atom::value, kind, std::string{"smtp"},
+                             std::string{"rate=5"})
         == -1);
+  CHECK(partition_of_request(64, flow_atom::value, uint32_t{50}) == -1);
 }

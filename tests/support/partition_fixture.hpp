@@ -304,6 +304,8 @@ inline job_record record_of(fixture& f, const std::string& job_id) {
   return out;
 }
 
+/// Cancels `job_id` through the fixture's queue ("user asked"); fails the
+/// test unless the cancel is acknowledged.
 inline void cancel(fixture& f, const std::string& job_id) {
   f.self->send(f.queue, cancel_atom::value, job_id, std::string{"user asked"});
   f.sched.run();
