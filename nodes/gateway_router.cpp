@@ -9,6 +9,7 @@
 #include "runtime/partition_map.hpp"
 #include "runtime/type_ids.hpp"
 #include "runtime/typed_forward.hpp"
+#include "runtime/view_merge.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/send.hpp>
@@ -352,35 +353,36 @@ void submit_split(self_ptr self, state_ptr st,
 }
 
 /// A request every joined coordinator answers for its own partitions (DLQ
-/// retry or purge of every job, the queue figures, the tree): the answers
-/// folded into `acc` by `fold(acc, answer, coordinator)`. Any coordinator's
-/// error is the answer: a figure without one coordinator's part would pass
-/// for the whole.
-template <class T, class Send, class Fold>
-void fan_out(self_ptr self, const state_ptr& st, const Send& send,
-             caf::typed_response_promise<T> rp, T init, Fold fold) {
+/// retry or purge of every job, the queue figures, the tree, the nodes and
+/// flow views): the `Reply`s folded into `acc` by `fold(acc, answer,
+/// coordinator)`, then `done(acc or error)`. Any coordinator's error is
+/// the answer: a figure without one coordinator's part would pass for the
+/// whole.
+template <class Reply, class Acc, class Send, class Fold, class Done>
+void gather(self_ptr self, const state_ptr& st, const Send& send, Acc init,
+            Fold fold, Done done) {
   auto pending = std::make_shared<size_t>(0);
-  auto acc = std::make_shared<T>(std::move(init));
+  auto acc = std::make_shared<Acc>(std::move(init));
   auto failed = std::make_shared<caf::error>();
   for (const auto& api : st->apis)
     *pending += api ? 1 : 0;
   if (*pending == 0) {
-    rp.deliver(no_coordinator());
+    done(caf::expected<Acc>{no_coordinator()});
     return;
   }
-  auto one_done = [pending, acc, failed, rp]() mutable {
+  auto one_done = [pending, acc, failed, done]() mutable {
     if (--*pending > 0)
       return;
     if (*failed)
-      rp.deliver(std::move(*failed));
+      done(caf::expected<Acc>{std::move(*failed)});
     else
-      rp.deliver(std::move(*acc));
+      done(caf::expected<Acc>{std::move(*acc)});
   };
   for (size_t i = 0; i < st->apis.size(); ++i)
     if (st->apis[i])
-      send_tracked<T>(
+      send_tracked<Reply>(
           self, st, i, send,
-          [acc, one_done, fold, i](T& x) mutable {
+          [acc, one_done, fold, i](Reply& x) mutable {
             fold(*acc, x, i);
             one_done();
           },
@@ -392,6 +394,46 @@ void fan_out(self_ptr self, const state_ptr& st, const Send& send,
             *failed = lost_error(false);
             one_done();
           });
+}
+
+/// gather() of answers of type `T`, folded into a `T` for `rp`.
+template <class T, class Send, class Fold>
+void fan_out(self_ptr self, const state_ptr& st, const Send& send,
+             caf::typed_response_promise<T> rp, T init, Fold fold) {
+  gather<T>(self, st, send, std::move(init), std::move(fold),
+            [rp](caf::expected<T> x) mutable {
+              if (x)
+                rp.deliver(std::move(*x));
+              else
+                rp.deliver(std::move(x.error()));
+            });
+}
+
+/// gather() of a JSON admin view, merged by `merge` (runtime/view_merge.hpp)
+/// in the order of the gateway's coordinator list.
+template <class Send, class Merge>
+void merge_views(self_ptr self, const state_ptr& st, const Send& send,
+                 caf::typed_response_promise<std::string> rp, Merge merge) {
+  gather<std::string>(
+      self, st, send, std::map<size_t, view_part>{},
+      [st](std::map<size_t, view_part>& parts, std::string& json, size_t i) {
+        parts[i] = view_part{st->addresses[i], std::move(json)};
+      },
+      [rp, merge](caf::expected<std::map<size_t, view_part>> x) mutable {
+        if (!x) {
+          rp.deliver(std::move(x.error()));
+          return;
+        }
+        std::vector<view_part> parts;
+        for (auto& [i, part] : *x)
+          parts.push_back(std::move(part));
+        if (auto whole = merge(parts))
+          rp.deliver(std::move(*whole));
+        else
+          rp.deliver(make_error(errc::unavailable,
+                                "a coordinator answered a view the gateway "
+                                "could not read"));
+      });
 }
 
 /// A request's arguments, kept to be sent (again) to whichever coordinator
@@ -491,6 +533,15 @@ caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
                           return x.name < y.name;
                         });
             });
+    return rp;
+  } else if constexpr (std::is_same_v<args_t, std::tuple<nodes_atom>>) {
+    auto rp = self->template make_response_promise<Os...>();
+    merge_views(self, st, make_send(first, rest...), rp, merge_nodes_views);
+    return rp;
+  } else if constexpr (std::is_same_v<args_t,
+                                      std::tuple<flow_atom, uint32_t>>) {
+    auto rp = self->template make_response_promise<Os...>();
+    merge_views(self, st, make_send(first, rest...), rp, merge_flow_views);
     return rp;
   } else if constexpr (is_subscription_v<first_t>) {
     return st->subs.on(self, st->view(), first, rest...);

@@ -16,10 +16,13 @@
 // - a batch: split by owner (its keyless items together), the answers put
 //   back in order;
 // - DLQ retry and purge of all jobs: every coordinator, the counts added;
-// - the queue figures and the tree: every coordinator, added up (the
-//   figures) or each under one root (the tree); one's error is the answer;
-// - the rest (lists, which read PostgreSQL; the nodes and flow views): the
-//   next coordinator in turn.
+// - a rate limit or breaker set at run time: the owner of its key's
+//   partition (which writes it to the control log);
+// - the queue figures, the tree and the nodes and flow views: every
+//   coordinator, added up (the figures), each under one root (the tree) or
+//   merged (the views, runtime/view_merge.hpp); one's error is the answer;
+// - the rest (lists, which read PostgreSQL; readiness probes): the next
+//   coordinator in turn.
 //
 // The partition map comes from the coordinators themselves: each answers
 // (partitions_atom) with what its queue owns. The router asks every second

@@ -207,6 +207,29 @@ TEST_CASE("a sharing gateway sends each request to its partition's owner "
   auto tree = body_of(http.get("/api/admin/tree"));
   CHECK(tree["name"].str() == "coordinators");
   CHECK(tree["children"].size() == 2);
+  // The nodes view: every surviving coordinator's, each node entry naming
+  // its coordinator (before: one coordinator's view in turn).
+  std::map<std::string, std::set<std::string>> workers_at;
+  CHECK(poll_until(
+      [&] {
+        auto res = http.get("/api/admin/nodes");
+        if (res.status != 200)
+          return false;
+        workers_at.clear();
+        for (const auto& n : body_of(res)["nodes"].items())
+          if (n["role"].str() == "worker")
+            workers_at[n["coordinator"].str()].insert(
+                n["node"].str().substr(0, 2));
+        return workers_at.size() == 2;
+      },
+      10s, 200ms));
+  for (const auto* name : {"c2", "c3"})
+    CHECK(workers_at["127.0.0.1:" + std::to_string(s.ports.at(name))]
+          == std::set<std::string>{"w1", "w2"});
+  auto flow = http.get("/api/admin/flow");
+  INFO(flow.body);
+  CHECK(flow.status == 200);
+  CHECK(body_of(flow)["breakers"].is_array());
   constexpr int cancelled_kind = 11;
   for (const auto& id : cancelled) {
     auto conn = must(drover::pg::connection::open(c.url()));

@@ -11,6 +11,7 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/backoff_test.cpp
   runtime/partition_test.cpp
   runtime/partition_map_test.cpp
+  runtime/view_merge_test.cpp
   runtime/partition_epochs_test.cpp
   runtime/client_routes_test.cpp
   runtime/worker_figures_test.cpp
