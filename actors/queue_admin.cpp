@@ -15,8 +15,7 @@ using ok_promise = caf::typed_response_promise<ok_atom>;
 /// as for a running attempt, not `cancelled` — the job stays `processing`
 /// (its concurrency permit keeps counting) until the attempt is adopted and
 /// stopped, or its grace ends and it is settled `cancelled`
-/// (settle_interrupted). An adoption while the write is in flight hands the
-/// cancel to the new supervisor (queue_state::cancels_in_flight).
+/// (settle_interrupted). Kept in queue_state::cancels_requested until then.
 void request_cancel(self_ptr self, const std::string& job_id,
                     std::string reason, ok_promise rp) {
   auto& st = self->state;
@@ -25,22 +24,17 @@ void request_cancel(self_ptr self, const std::string& job_id,
   ev.kind = event_kind::cancel_requested;
   ev.at_ms = now_ms(self);
   ev.reason = reason;
-  st.cancels_in_flight[job_id] = std::move(reason);
+  st.cancels_requested[job_id] = std::move(reason);
   self->request(st.deps.store, store_timeout, append_atom::value,
                 std::vector<job_event>{std::move(ev)})
       .then(
           [self, rp, job_id](ok_atom) mutable {
             auto& st = self->state;
-            st.cancels_in_flight.erase(job_id);
-            // Settled after its grace as the store now has it: cancelled.
-            auto a = st.awaiting_adoption.find(job_id);
-            if (a != st.awaiting_adoption.end())
-              a->second.cancel_requested = true;
             self->send(st.deps.publisher, changed_atom::value, job_id);
             rp.deliver(ok_atom::value);
           },
           [self, rp, job_id](caf::error& err) mutable {
-            self->state.cancels_in_flight.erase(job_id);
+            self->state.cancels_requested.erase(job_id);
             explain_refusal(self, job_id,
                             "only a job that has not finished can be cancelled",
                             std::move(err), [rp](caf::error e) mutable {

@@ -3,6 +3,8 @@
 
 #include "actors/detail/queue_state.hpp"
 
+#include <cstdint>
+
 namespace drover::queue_detail {
 
 /// A slot of `key` is free: an attempt ended (its outcome committed, or it
@@ -394,6 +396,7 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
               return;
             }
             st.applied_settings[kind + '\n' + key] = spec;
+            st.made_here[kind + '\n' + key] = ++st.settings_made;
             log::info("queue", "flow control: " + kind + " '" + key + "' set",
                       {{"spec", spec}});
             on_flow_timer(self); // a looser limit lets parked jobs go now
@@ -405,15 +408,22 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
 
 namespace {
 
-/// Records the run-time settings in `quads` (the control log's answer) as
-/// applied here; answers those that were not (a new key, another spec).
+/// Records the run-time settings in `quads` (the control log's answer,
+/// asked for when queue_state::settings_made was `asked_at`) as applied
+/// here; answers those that were not (a new key, another spec). A key set
+/// here since it was asked is left alone: the answer may predate it.
 std::vector<std::string> note_applied(queue_state& st, const std::string& kind,
-                                      const std::vector<std::string>& quads) {
+                                      const std::vector<std::string>& quads,
+                                      uint64_t asked_at = UINT64_MAX) {
   std::vector<std::string> changed;
   for (size_t i = 0; i + 3 < quads.size(); i += 4) {
     if (quads[i + 1] != "configured")
       continue;
-    auto& spec = st.applied_settings[kind + '\n' + quads[i]];
+    auto name = kind + '\n' + quads[i];
+    if (auto m = st.made_here.find(name);
+        m != st.made_here.end() && m->second > asked_at)
+      continue;
+    auto& spec = st.applied_settings[name];
     if (spec == quads[i + 3])
       continue;
     spec = quads[i + 3];
@@ -436,29 +446,30 @@ void follow_settings(self_ptr self) {
     self->delayed_send(self, self->state.opts.settings_poll,
                        settings_atom::value);
   };
-  auto read
-      = [self, again](const std::string& kind, std::function<void()> then) {
-          self->request(self->state.deps.store, store_timeout,
-                        control_atom::value, kind)
-              .then(
-                  [self, kind, then](std::vector<std::string>& quads) {
-                    auto& st = self->state;
-                    auto changed = note_applied(st, kind, quads);
-                    if (!changed.empty()) {
-                      st.flow.apply_configured(kind, changed, flow_now(self));
-                      record_flow_changes(self);
-                      on_flow_timer(self); // a looser limit lets parked jobs go
-                    }
-                    then();
-                  },
-                  [again, kind](caf::error& err) {
-                    log::debug("queue",
-                               "reading the control log's " + kind
-                                   + " settings (will retry)",
-                               {{"error", describe(err)}});
-                    again();
-                  });
-        };
+  auto read = [self, again](const std::string& kind,
+                            std::function<void()> then) {
+    auto asked_at = self->state.settings_made;
+    self->request(self->state.deps.store, store_timeout, control_atom::value,
+                  kind)
+        .then(
+            [self, kind, then, asked_at](std::vector<std::string>& quads) {
+              auto& st = self->state;
+              auto changed = note_applied(st, kind, quads, asked_at);
+              if (!changed.empty()) {
+                st.flow.apply_configured(kind, changed, flow_now(self));
+                record_flow_changes(self);
+                on_flow_timer(self); // a looser limit lets parked jobs go
+              }
+              then();
+            },
+            [again, kind](caf::error& err) {
+              log::debug("queue",
+                         "reading the control log's " + kind
+                             + " settings (will retry)",
+                         {{"error", describe(err)}});
+              again();
+            });
+  };
   if (!st.flow_loaded)
     return again();
   read("rate_limit", [read, again] { read("breaker", again); });

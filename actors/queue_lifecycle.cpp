@@ -279,8 +279,10 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
   ev.worker_id.clear();
   ev.error = err;
   // Its cancel was requested (and acknowledged) before the attempt was
-  // lost: the job ends cancelled, it does not run again.
-  bool cancelled = rec.cancel_requested;
+  // lost: the job ends cancelled, it does not run again. The record may
+  // predate a request made here (read by recovery before it was written).
+  bool cancelled
+      = rec.cancel_requested || st.cancels_requested.count(rec.job_id) > 0;
   if (cancelled) {
     ev.kind = event_kind::cancelled;
     ev.error = {};
@@ -305,6 +307,7 @@ void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
       .then(
           [self, rec, retry_at, retry = decision.retry && !cancelled,
            cancelled](ok_atom) {
+            self->state.cancels_requested.erase(rec.job_id);
             if (retry) {
               ++self->state.stats.retried;
               push_delayed(self, delayed_of(self, rec, retry_at));

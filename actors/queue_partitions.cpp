@@ -191,6 +191,7 @@ size_t forget_running(self_ptr self, const std::vector<int32_t>& gone) {
     release_pools(self, node_of(a->second.worker_id),
                   shape_of(st, a->second.spec));
     st.adopt_due.erase(a->first);
+    st.cancels_requested.erase(a->first); // its new owner reads the log
     a = st.awaiting_adoption.erase(a);
     ++n;
   }
@@ -319,9 +320,11 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
                                    flow_of(st, rec.spec), 0, rec.spec.type});
   // Its amounts, counted since recovery, are the slot's until it lets go.
   hold_pools(self, slot, node_of(rec.worker_id), shape_of(st, rec.spec), true);
-  auto c = st.cancels_in_flight.find(job_id);
-  if (c != st.cancels_in_flight.end())
+  auto c = st.cancels_requested.find(job_id);
+  if (c != st.cancels_requested.end()) {
     self->send(js, cancel_atom::value, c->second);
+    st.cancels_requested.erase(c);
+  }
   rp.deliver(js);
 }
 

@@ -2,8 +2,12 @@
 
 // Reading JSON text Drover produced itself — the admin views built as text
 // (the flow view, the node list) that /metrics and droverctl turn into
-// other forms — with Cap'n Proto's JSON codec. Not for hostile input: the
-// HTTP API's bodies go through gateway/http_api.cpp's checked readers.
+// other forms — with Cap'n Proto's JSON codec. Not for client input: the
+// HTTP API's bodies go through gateway/http_api.cpp's checked readers. The
+// views other coordinators send a sharing gateway (runtime/view_merge.cpp)
+// are read with it too: that merge checks every shape it reads, refuses
+// numbers JSON cannot hold and catches the codec's exceptions (nesting past
+// its limit).
 
 #include <capnp/compat/json.h>
 #include <capnp/message.h>

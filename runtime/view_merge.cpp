@@ -4,6 +4,7 @@
 #include "runtime/json_text.hpp"
 
 #include <capnp/compat/json.h>
+#include <kj/exception.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,13 +29,15 @@ std::string text_of(capnp::Text::Reader t) {
   return std::string{t.cStr(), t.size()};
 }
 
-/// Whole numbers as such (counters), others with six significant digits.
-std::string number_text(double x) {
+/// Whole numbers as such (counters), others with fifteen significant
+/// digits; `ok` turns false for one JSON cannot hold (a sum that overflowed).
+std::string number_text(double x, bool& ok) {
+  ok = ok && std::isfinite(x);
   char buf[32];
   if (std::isfinite(x) && x == std::floor(x) && std::fabs(x) < 1e15)
     std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(x));
   else
-    std::snprintf(buf, sizeof buf, "%.6g", x);
+    std::snprintf(buf, sizeof buf, "%.15g", x);
   return buf;
 }
 
@@ -100,13 +103,11 @@ int breaker_rank(const std::string& state) {
   return state == "open" ? 2 : state == "half_open" ? 1 : 0;
 }
 
-} // namespace
-
-std::optional<std::string>
-merge_nodes_views(const std::vector<view_part>& parts) {
+std::optional<std::string> nodes_merged(const std::vector<view_part>& parts) {
   auto p = parse_all(parts);
   if (!p)
     return std::nullopt;
+  bool ok = true;
   std::string nodes;
   std::optional<std::string> coordinators;
   // (resource class, job type, resources) -> (first entry, jobs), in the
@@ -145,18 +146,21 @@ merge_nodes_views(const std::vector<view_part>& parts) {
     out += ",\"waiting_without_worker\":[";
     for (size_t k = 0; k < waiting.size(); ++k)
       out += (k > 0 ? "," : "")
-             + object_text(waiting[k].second.first,
-                           {{"jobs", number_text(waiting[k].second.second)}});
+             + object_text(
+                 waiting[k].second.first,
+                 {{"jobs", number_text(waiting[k].second.second, ok)}});
     out += "]";
   }
+  if (!ok)
+    return std::nullopt;
   return out + "}";
 }
 
-std::optional<std::string>
-merge_flow_views(const std::vector<view_part>& parts) {
+std::optional<std::string> flow_merged(const std::vector<view_part>& parts) {
   auto p = parse_all(parts);
   if (!p)
     return std::nullopt;
+  bool ok = true;
   struct rate {
     json_reader first;
     double share = 0, tokens = 0, granted = 0, waiting = 0;
@@ -230,8 +234,8 @@ merge_flow_views(const std::vector<view_part>& parts) {
       }
     }
   }
-  auto optional_number = [](const std::optional<double>& x) {
-    return x ? number_text(*x) : std::string{"null"};
+  auto optional_number = [&ok](const std::optional<double>& x) {
+    return x ? number_text(*x, ok) : std::string{"null"};
   };
   std::string out = "{\"rate_limits\":[";
   bool first = true;
@@ -239,10 +243,10 @@ merge_flow_views(const std::vector<view_part>& parts) {
     out += (first ? "" : ",")
            + object_text(
                r.first,
-               {{"share", number_text(std::round(r.share * 1000) / 1000)},
-                {"tokens", number_text(std::floor(r.tokens * 100) / 100)},
-                {"granted", number_text(r.granted)},
-                {"waiting", number_text(r.waiting)}});
+               {{"share", number_text(std::round(r.share * 1000) / 1000, ok)},
+                {"tokens", number_text(std::floor(r.tokens * 100) / 100, ok)},
+                {"granted", number_text(r.granted, ok)},
+                {"waiting", number_text(r.waiting, ok)}});
     first = false;
   }
   out += "],\"breakers\":[";
@@ -251,12 +255,12 @@ merge_flow_views(const std::vector<view_part>& parts) {
     out += (first ? "" : ",")
            + object_text(b.first,
                          {{"state", json_quote(b.state)},
-                          {"failures_in_row", number_text(b.in_row)},
+                          {"failures_in_row", number_text(b.in_row, ok)},
                           {"window_calls", optional_number(b.calls)},
                           {"window_failures", optional_number(b.failures)},
-                          {"probes_running", number_text(b.probes)},
-                          {"times_opened", number_text(b.opened)},
-                          {"waiting", number_text(b.waiting)},
+                          {"probes_running", number_text(b.probes, ok)},
+                          {"times_opened", number_text(b.opened, ok)},
+                          {"waiting", number_text(b.waiting, ok)},
                           {"states", "{" + b.states + "}"}});
     first = false;
   }
@@ -272,15 +276,41 @@ merge_flow_views(const std::vector<view_part>& parts) {
       bool first_pool = true;
       for (const auto& [pool, figures] : of_node) {
         out += (first_pool ? "" : ",") + json_quote(pool)
-               + ":{\"total\":" + number_text(figures.first)
-               + ",\"used\":" + number_text(figures.second) + "}";
+               + ":{\"total\":" + number_text(figures.first, ok)
+               + ",\"used\":" + number_text(figures.second, ok) + "}";
         first_pool = false;
       }
       out += "}";
     }
     out += "}";
   }
+  if (!ok)
+    return std::nullopt;
   return out + "}";
+}
+
+/// `merge(parts)`, or nullopt if Cap'n Proto's codec threw on a part (a
+/// number it cannot encode again, nesting past its limit).
+std::optional<std::string>
+guarded(std::optional<std::string> (*merge)(const std::vector<view_part>&),
+        const std::vector<view_part>& parts) {
+  std::optional<std::string> out;
+  auto failure = kj::runCatchingExceptions([&] { out = merge(parts); });
+  if (failure != nullptr)
+    return std::nullopt;
+  return out;
+}
+
+} // namespace
+
+std::optional<std::string>
+merge_nodes_views(const std::vector<view_part>& parts) {
+  return guarded(nodes_merged, parts);
+}
+
+std::optional<std::string>
+merge_flow_views(const std::vector<view_part>& parts) {
+  return guarded(flow_merged, parts);
 }
 
 } // namespace drover

@@ -200,11 +200,14 @@ struct queue_state {
   /// less: when its recovery ends, after the adoption grace (0) or after
   /// -value ms).
   std::map<std::string, int64_t> adopt_due;
-  /// Cancels being recorded (`cancel_requested`) of attempts without a job
-  /// supervisor here, and their reasons: an adoption meanwhile hands the
-  /// cancel to its supervisor, which may have read the job before the
-  /// write (actors/queue_admin.cpp, request_cancel).
-  std::unordered_map<std::string, std::string> cancels_in_flight;
+  /// Cancels requested (`cancel_requested`, being written or written) of
+  /// attempts without a job supervisor here, and their reasons, until the
+  /// attempt is adopted or settled: an adoption hands the cancel to its
+  /// supervisor (which may have read the job before the write), and a
+  /// settle ends the job `cancelled` whatever record it holds (one a
+  /// recovery page read before the write) (actors/queue_admin.cpp,
+  /// request_cancel).
+  std::unordered_map<std::string, std::string> cancels_requested;
   bool recovered = false;
   /// The run-time settings and breaker states were read back (load_flow):
   /// recovery starts after, and settings and unknown keys wait for it.
@@ -213,6 +216,11 @@ struct queue_state {
   /// its spec), from the control log or a PUT here: what a poll of the log
   /// (queue_options::settings_poll) compares with.
   std::map<std::string, std::string> applied_settings;
+  /// Settings made here (set_flow), numbered: a poll of the log sent before
+  /// one (its answer may have been read before the write) leaves that key
+  /// alone ("<kind>\n<key>" -> the number of its last setting here).
+  uint64_t settings_made = 0;
+  std::map<std::string, uint64_t> made_here;
   /// A dispatch runs; classes to dispatch once it is through.
   bool dispatching = false;
   std::set<std::string> dispatch_pending;

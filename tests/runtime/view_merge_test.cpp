@@ -113,3 +113,28 @@ TEST_CASE("a sharing gateway's flow view adds up the coordinators' shares "
       {parts[0],
        {"c3:1", R"({"rate_limits":[],"breakers":[],"resource_pools":[]})"}}));
 }
+
+TEST_CASE("a sharing gateway's view merge refuses numbers JSON cannot hold "
+          "and nesting past the codec's limit",
+          "[view_merge]") {
+  auto flow = [](const std::string& granted) {
+    return R"({"rate_limits":[{"key":"k","rate_per_second":1,"burst":1,)"
+           R"("share":0.5,"tokens":0,"granted":)"
+           + granted + R"(,"waiting":0}],"breakers":[]})";
+  };
+  // Two parts near the largest double: their sum overflows.
+  CHECK_FALSE(
+      merge_flow_views({{"a:1", flow("1e308")}, {"b:1", flow("1e308")}}));
+  CHECK_FALSE(merge_flow_views({{"a:1", flow("1e999")}}));
+  auto fine = merge_flow_views({{"a:1", flow("12345.67")}});
+  REQUIRE(fine);
+  auto v = json_value::parse(*fine);
+  CHECK(v["rate_limits"][0]["granted"].num() == Approx(12345.67));
+  std::string deep = R"({"nodes":[{"node":"x","role":"worker","extra":)";
+  for (int i = 0; i < 200; ++i)
+    deep += "[";
+  for (int i = 0; i < 200; ++i)
+    deep += "]";
+  deep += "}]}";
+  CHECK_FALSE(merge_nodes_views({{"a:1", deep}}));
+}
