@@ -226,6 +226,9 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
                                    std::to_string(c->at_ms), c->detail});
           return out;
         },
+        [self](control_atom, get_atom) -> int64_t {
+          return static_cast<int64_t>(self->state.control_sequence);
+        },
         [self](control_atom, uint32_t limit) -> caf::result<std::string> {
           if (limit == 0 || limit > 1000)
             return make_error(errc::invalid_request,

@@ -243,6 +243,9 @@ pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
                               "limit must be within [1, 1000]");
           return ask_reader<std::string>(self, a, limit);
         },
+        [self](control_atom a, get_atom g) -> caf::result<int64_t> {
+          return ask_reader<int64_t>(self, a, g);
+        },
         [self](permit_atom a, std::string& key, uint32_t limit,
                uint32_t most_new, std::vector<std::string>& job_ids)
             -> caf::result<std::vector<std::string>> {

@@ -196,6 +196,13 @@ pg_io_actor::behavior_type io_impl(io_ptr self, std::string conninfo,
           return std::move(r.error());
         return std::move(*r);
       },
+      [self](control_atom, get_atom) -> caf::result<int64_t> {
+        auto r = read_db(
+            self, [&](pg::session& db) { return db.control_sequence(); });
+        if (!r)
+          return std::move(r.error());
+        return *r;
+      },
       [self](permit_atom, const fence_ptr& fence, const std::string& type,
              const std::string& tenant, uint32_t limit, uint32_t most_new,
              const std::vector<std::string>& job_ids)

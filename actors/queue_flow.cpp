@@ -472,7 +472,27 @@ void follow_settings(self_ptr self) {
   };
   if (!st.flow_loaded)
     return again();
-  read("rate_limit", [read, again] { read("breaker", again); });
+  // The log's last sequence first (its primary key's last entry): the
+  // settings are read only when something was written since the last read.
+  self->request(st.deps.store, store_timeout, control_atom::value,
+                get_atom::value)
+      .then(
+          [self, read, again](int64_t last) {
+            if (last == self->state.settings_seen)
+              return again();
+            read("rate_limit", [self, read, again, last] {
+              read("breaker", [self, again, last] {
+                self->state.settings_seen = last;
+                again();
+              });
+            });
+          },
+          [again](caf::error& err) {
+            log::debug("queue",
+                       "reading the control log's last sequence (will retry)",
+                       {{"error", describe(err)}});
+            again();
+          });
 }
 
 void load_flow(self_ptr self) {

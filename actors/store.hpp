@@ -88,6 +88,9 @@
 //       the control log and, apart from it, its last run-time setting
 //       (state "configured", the item in the detail), as (key, state,
 //       Unix ms, detail) quadruples, flattened.
+//   (control_atom, get_atom)                       -> int64_t
+//       The control log's last sequence (0: empty): a poll for settings
+//       made elsewhere reads the log only when it moved.
 //   (control_atom, limit)                          -> std::string
 //       The newest `limit` (within [1, 1000]) control-log entries, newest
 //       first, as a JSON array of {"sequence", "at", "kind", "key",
@@ -147,6 +150,7 @@ using store_actor = caf::typed_actor<
                     std::string, std::string>::with<ok_atom>,
     caf::replies_to<control_atom, uint32_t>::with<std::string>,
     caf::replies_to<control_atom, std::string>::with<std::vector<std::string>>,
+    caf::replies_to<control_atom, get_atom>::with<int64_t>,
     caf::replies_to<permit_atom, std::string, uint32_t, uint32_t,
                     std::vector<std::string>>::with<std::vector<std::string>>>;
 

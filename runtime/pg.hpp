@@ -588,6 +588,9 @@ public:
   /// from it its last run-time setting (state "configured"): (key, state,
   /// Unix ms, detail) quadruples, flattened.
   caf::expected<std::vector<std::string>> control_last(const std::string& kind);
+  /// The control log's last sequence (0: empty), from its primary key: what
+  /// a poll for new settings reads before it reads them.
+  caf::expected<int64_t> control_sequence();
   /// The newest `limit` control-log entries, newest first, as a JSON array.
   caf::expected<std::string> control_json(uint32_t limit);
 

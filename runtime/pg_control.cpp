@@ -6,6 +6,7 @@
 #include "runtime/partition.hpp"
 #include "runtime/pg.hpp"
 
+#include <charconv>
 #include <string>
 
 namespace drover::pg {
@@ -89,6 +90,21 @@ session::control_last(const std::string& kind) {
     for (int col = 0; col < 4; ++col)
       out.emplace_back(res->value(row, col));
   return out;
+}
+
+caf::expected<int64_t> session::control_sequence() {
+  auto res = conn_.exec("SELECT coalesce(max(sequence), 0) FROM "
+                        "drover.control_log",
+                        {}, false, "reading the control log's last sequence");
+  if (!res)
+    return std::move(res.error());
+  auto text = res->value(0, 0);
+  int64_t last = 0;
+  auto [end, ec]
+      = std::from_chars(text.data(), text.data() + text.size(), last);
+  if (ec != std::errc{} || end != text.data() + text.size())
+    return make_error(errc::malformed, "unreadable control-log sequence");
+  return last;
 }
 
 caf::expected<std::string> session::control_json(uint32_t limit) {

@@ -220,6 +220,9 @@ struct queue_state {
   /// one (its answer may have been read before the write) leaves that key
   /// alone ("<kind>\n<key>" -> the number of its last setting here).
   uint64_t settings_made = 0;
+  /// The control log's last sequence when its settings were last read
+  /// through (-1: never).
+  int64_t settings_seen = -1;
   std::map<std::string, uint64_t> made_here;
   /// A dispatch runs; classes to dispatch once it is through.
   bool dispatching = false;

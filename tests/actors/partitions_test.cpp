@@ -339,6 +339,16 @@ TEST_CASE("a rate limit set at run time at one queue applies at another "
   // The queue that made the setting keeps it; nothing else changed.
   CHECK(view_of(f.queue).find("\"key\":\"mail\",\"rate_per_second\":9,")
         != std::string::npos);
+  // A breaker too.
+  f.self->send(f.queue, flow_atom::value, std::string{"breaker"},
+               std::string{"mail"}, std::string{"failures=3,cooldown=10"});
+  f.sched.run();
+  f.self->receive([](std::string&) {},
+                  [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("no answer to the breaker setting"); });
+  poll();
+  CHECK(view_of(other).find("\"failures_to_open\":3,") != std::string::npos);
   f.self->send_exit(other, caf::exit_reason::user_shutdown);
   f.sched.run();
 }

@@ -237,8 +237,13 @@ private:
   static bool is_progress(const sse_event& e) {
     return e.event == "progress" || e.event == "stage";
   }
+  /// A live report's percent, or a logged `progressed` event's (in its
+  /// details: docs/api.md).
   static double percent_of(const sse_event& e) {
-    return parse_json(e.data)["percent"].num();
+    auto data = parse_json(e.data);
+    if (data.has("details"))
+      return data["details"]["percent"].num();
+    return data["percent"].num();
   }
   sse_stream s_;
 };
