@@ -470,9 +470,8 @@ void follow_settings(self_ptr self) {
               again();
             });
   };
-  if (!st.flow_loaded)
-    return again();
-  // The log's last sequence first (its primary key's last entry): the
+  // Armed by load_flow once the settings were read back. The log's last
+  // sequence first (its primary key's last entry): the
   // settings are read only when something was written since the last read.
   self->request(st.deps.store, store_timeout, control_atom::value,
                 get_atom::value)

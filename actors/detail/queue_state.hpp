@@ -220,10 +220,10 @@ struct queue_state {
   /// one (its answer may have been read before the write) leaves that key
   /// alone ("<kind>\n<key>" -> the number of its last setting here).
   uint64_t settings_made = 0;
+  std::map<std::string, uint64_t> made_here;
   /// The control log's last sequence when its settings were last read
   /// through (-1: never).
   int64_t settings_seen = -1;
-  std::map<std::string, uint64_t> made_here;
   /// A dispatch runs; classes to dispatch once it is through.
   bool dispatching = false;
   std::set<std::string> dispatch_pending;
@@ -482,10 +482,10 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
                                   const std::string& spec);
 /// At start, before recovery: the run-time settings and the breakers'
 /// last states from the control log (retried until read), then recovery.
+void load_flow(self_ptr self);
 /// Applies the run-time settings made at other coordinators (read from
 /// the control log every queue_options::settings_poll), then reads again.
 void follow_settings(self_ptr self);
-void load_flow(self_ptr self);
 /// What holds a queued job of `spec` back (concurrency, breaker, rate
 /// limit), for its status; "" = none of them.
 std::string hold_reason(self_ptr self, const job_spec& spec);

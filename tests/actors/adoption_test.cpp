@@ -210,9 +210,7 @@ TEST_CASE("a cancel of an attempt waiting to be adopted is requested: the "
   auto cancels = std::make_shared<int>(0);
   auto sink = spawn_counting_slot(f.sys, cancels);
   const std::string worker_id = "w1.c1/cpu-0";
-  auto rec = running_then_handed_away(f, worker_id, sink);
-  f.own({0, 1}); // taken back: recovered, waiting for adoption
-  f.sched.run();
+  auto rec = waiting_for_adoption(f, worker_id, sink);
   cancel(f, rec.job_id);
   auto kinds = kinds_of(f, rec.job_id);
   CHECK(kinds.back() == event_kind::cancel_requested);
@@ -239,9 +237,7 @@ TEST_CASE("a cancel of an attempt never adopted ends the job cancelled at "
           "[queue][partition]") {
   fixture f{{}, std::chrono::seconds{10}};
   auto sink = spawn_idle_slot(f.sys);
-  auto rec = running_then_handed_away(f, "w1.c1/cpu-0", sink);
-  f.own({0, 1});
-  f.sched.run();
+  auto rec = waiting_for_adoption(f, "w1.c1/cpu-0", sink);
   cancel(f, rec.job_id);
   CHECK(record_of(f, rec.job_id).status == job_status::processing);
   *f.clock += 11000;
@@ -340,9 +336,7 @@ TEST_CASE("a cancel whose write is in flight when the adoption grace ends "
   // record was marked only once the write was answered).
   fixture f{{}, std::chrono::seconds{10}};
   auto sink = spawn_idle_slot(f.sys);
-  auto rec = running_then_handed_away(f, "w1.c1/cpu-0", sink);
-  f.own({0, 1});
-  f.sched.run();
+  auto rec = waiting_for_adoption(f, "w1.c1/cpu-0", sink);
   f.self->send(f.queue, cancel_atom::value, rec.job_id,
                std::string{"user asked"});
   *f.clock += 11000;

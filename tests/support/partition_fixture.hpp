@@ -275,6 +275,16 @@ inline job_record running_then_handed_away(fixture& f,
   return *rec;
 }
 
+/// running_then_handed_away(), then the partition taken back: recovered,
+/// the attempt waits to be adopted (within the fixture's grace).
+inline job_record waiting_for_adoption(fixture& f, const std::string& worker_id,
+                                       const worker_actor& sink) {
+  auto rec = running_then_handed_away(f, worker_id, sink);
+  f.own({0, 1});
+  f.sched.run();
+  return rec;
+}
+
 /// A worker node slot's stand-in that counts the cancels it was sent.
 inline worker_actor spawn_counting_slot(caf::actor_system& sys,
                                         std::shared_ptr<int> cancels) {
