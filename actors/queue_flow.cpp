@@ -214,6 +214,8 @@ void record_flow_changes(self_ptr self) {
   for (auto& c : st.flow.drain_changes()) {
     // The log's time is the wall clock's.
     c.at_ms = c.wall_ms != 0 ? c.wall_ms : now_ms(self);
+    if (c.kind == "breaker")
+      st.breaker_changed_at[c.key] = c.at_ms;
     log::info("queue",
               "flow control: " + c.kind + " '" + c.key + "' " + c.state,
               {{"detail", c.detail}});
@@ -433,6 +435,32 @@ std::vector<std::string> note_applied(queue_state& st, const std::string& kind,
   return changed;
 }
 
+/// Opens the breakers that another coordinator sharing the partitions
+/// opened since their last change here (flow_control::follow_opened), then
+/// `then`; a failed read says so and tries again at the next poll.
+void follow_opened(self_ptr self, std::function<void()> then) {
+  self->request(self->state.deps.store, store_timeout, control_atom::value,
+                opened_atom::value)
+      .then(
+          [self, then](std::vector<std::string>& quads) {
+            auto& st = self->state;
+            if (st.flow.follow_opened(quads, st.breaker_changed_at,
+                                      now_ms(self), flow_now(self))) {
+              record_flow_changes(self);
+              rearm_flow(self); // the cooldown's end
+            }
+            then();
+          },
+          [self](caf::error& err) {
+            log::debug("queue",
+                       "reading the control log's breaker openings (will "
+                       "retry)",
+                       {{"error", describe(err)}});
+            self->delayed_send(self, self->state.opts.settings_poll,
+                               settings_atom::value);
+          });
+}
+
 } // namespace
 
 void follow_settings(self_ptr self) {
@@ -481,8 +509,10 @@ void follow_settings(self_ptr self) {
               return again();
             read("rate_limit", [self, read, again, last] {
               read("breaker", [self, again, last] {
-                self->state.settings_seen = last;
-                again();
+                follow_opened(self, [self, again, last] {
+                  self->state.settings_seen = last;
+                  again();
+                });
               });
             });
           },

@@ -81,8 +81,10 @@
 //       the control log (runtime/flow_control.hpp; never in a job's
 //       history). The PostgreSQL store fences it by the lease of the key's
 //       partition and records that epoch: a deposed coordinator's change,
-//       or one of a partition the store does not write, is refused
-//       (errc::not_owner).
+//       or a setting ("configured") of a partition the store does not
+//       write, is refused (errc::not_owner); a state change of such a key
+//       is fenced by a partition the store writes (pg::session::
+//       append_control).
 //   (control_atom, kind)                           -> vector<string>
 //       The last state of every key of `kind` ("breaker", "rate_limit") in
 //       the control log and, apart from it, its last run-time setting
@@ -91,6 +93,11 @@
 //   (control_atom, get_atom)                       -> int64_t
 //       The control log's last sequence (0: empty): a poll for settings
 //       made elsewhere reads the log only when it moved.
+//   (control_atom, opened_atom)                    -> vector<string>
+//       The last `open` entry of every breaker key in the control log,
+//       whichever coordinator wrote it, as (key, "open", Unix ms, detail)
+//       quadruples, flattened: what a coordinator sharing the partitions
+//       follows (flow_control::follow_opened).
 //   (control_atom, limit)                          -> std::string
 //       The newest `limit` (within [1, 1000]) control-log entries, newest
 //       first, as a JSON array of {"sequence", "at", "kind", "key",
@@ -151,6 +158,7 @@ using store_actor = caf::typed_actor<
     caf::replies_to<control_atom, uint32_t>::with<std::string>,
     caf::replies_to<control_atom, std::string>::with<std::vector<std::string>>,
     caf::replies_to<control_atom, get_atom>::with<int64_t>,
+    caf::replies_to<control_atom, opened_atom>::with<std::vector<std::string>>,
     caf::replies_to<permit_atom, std::string, uint32_t, uint32_t,
                     std::vector<std::string>>::with<std::vector<std::string>>>;
 

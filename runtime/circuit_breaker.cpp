@@ -150,6 +150,18 @@ void circuit_breaker::restore(breaker_state s, int64_t at_ms, int64_t now_ms,
   move_to(s, now_ms, out, key, std::move(detail));
 }
 
+bool circuit_breaker::follow_open(int64_t at_ms, int64_t now_ms,
+                                  std::vector<flow_change>& out,
+                                  const std::string& key, std::string detail) {
+  if (state_ == breaker_state::open) {
+    opened_ms_ = std::max(opened_ms_, at_ms);
+    return false;
+  }
+  ++opened_count_;
+  restore(breaker_state::open, at_ms, now_ms, out, key, std::move(detail));
+  return true;
+}
+
 bool circuit_breaker::counts(const std::string& code) const {
   if (never_counted(code))
     return false;

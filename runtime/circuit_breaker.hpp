@@ -148,6 +148,12 @@ public:
   void restore(breaker_state s, int64_t at_ms, int64_t now_ms,
                std::vector<flow_change>& out, const std::string& key,
                std::string detail);
+  /// Opens it because another coordinator sharing the partitions opened
+  /// its own at `at_ms` (this instance's clock): the cooldown counts from
+  /// then, probes out become ordinary attempts. An open one keeps the
+  /// later of the two openings, unrecorded. Whether its state changed.
+  bool follow_open(int64_t at_ms, int64_t now_ms, std::vector<flow_change>& out,
+                   const std::string& key, std::string detail);
   /// Whether a failure with `code` counts.
   bool counts(const std::string& code) const;
   /// New settings at run time (flow_control::set_breaker): the state stays

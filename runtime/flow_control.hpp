@@ -255,6 +255,17 @@ public:
   }
   void restore_breakers(const std::vector<std::string>& quads, bool ok,
                         int64_t wall_now_ms, int64_t now_ms);
+  /// Coordinators sharing the partitions: opens the breakers another one
+  /// opened. `quads` are the control log's last opening of each key (key,
+  /// "open", wall-clock ms, detail); one later than `changed_at`'s time of
+  /// the key (the wall-clock time of this breaker's last recorded change,
+  /// absent: never) opens this one too (circuit_breaker::follow_open),
+  /// recorded with the time it opened there. An opening recorded here, or
+  /// one before this breaker's last change, is not followed. Whether any
+  /// breaker changed state.
+  bool follow_opened(const std::vector<std::string>& quads,
+                     const std::map<std::string, int64_t>& changed_at,
+                     int64_t wall_now_ms, int64_t now_ms);
   /// Applies the run-time settings (state "configured", the item in the
   /// detail) among `quads` of `kind` ("rate_limit", "breaker"): what the
   /// admin API set outlives a restart or a takeover. Entries that no

@@ -10,8 +10,10 @@
 #include "runtime/log.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 namespace drover {
 
@@ -111,6 +113,53 @@ caf::error flow_control::set_setting(const std::string& kind,
   return rate ? set_rate(key, r->second, now_ms) : set_breaker(key, b->second);
 }
 
+namespace {
+
+/// A control-log entry's time: as recorded (wall-clock Unix ms), and on the
+/// clock whose now is `now_ms` (one from the future is now).
+struct entry_time {
+  int64_t wall = 0;
+  int64_t local = 0;
+};
+
+/// Of the entry's `at`; none if it does not parse.
+std::optional<entry_time> time_of(const std::string& at, int64_t wall_now_ms,
+                                  int64_t now_ms) {
+  entry_time t;
+  auto [end, ec] = std::from_chars(at.data(), at.data() + at.size(), t.wall);
+  if (ec != std::errc{} || end != at.data() + at.size())
+    return std::nullopt;
+  t.local = now_ms - std::max<int64_t>(0, wall_now_ms - t.wall);
+  return t;
+}
+
+} // namespace
+
+bool flow_control::follow_opened(
+    const std::vector<std::string>& quads,
+    const std::map<std::string, int64_t>& changed_at, int64_t wall_now_ms,
+    int64_t now_ms) {
+  static const std::string elsewhere = "opened at another coordinator: ";
+  bool any = false;
+  for (size_t i = 0; i + 3 < quads.size(); i += 4) {
+    auto b = breakers_.find(quads[i]);
+    auto at = time_of(quads[i + 2], wall_now_ms, now_ms);
+    if (b == breakers_.end() || quads[i + 1] != "open" || !at)
+      continue;
+    if (auto c = changed_at.find(b->first);
+        c != changed_at.end() && at->wall <= c->second)
+      continue;
+    const auto& why = quads[i + 3];
+    auto detail = why.rfind(elsewhere, 0) == 0 ? why : elsewhere + why;
+    if (b->second.follow_open(at->local, now_ms, changes_, b->first,
+                              std::move(detail))) {
+      changes_.back().wall_ms = at->wall;
+      any = true;
+    }
+  }
+  return any;
+}
+
 void flow_control::restore_breakers(const std::vector<std::string>& quads,
                                     bool ok, int64_t wall_now_ms,
                                     int64_t now_ms) {
@@ -126,14 +175,11 @@ void flow_control::restore_breakers(const std::vector<std::string>& quads,
     if (b == breakers_.end())
       continue;
     const auto& state = quads[i + 1];
-    int64_t at = 0;
-    try {
-      at = std::stoll(quads[i + 2]);
-    } catch (const std::exception&) {
+    auto t = time_of(quads[i + 2], wall_now_ms, now_ms);
+    if (!t)
       continue;
-    }
-    // Its time on this instance's clock.
-    auto local_at = now_ms - std::max<int64_t>(0, wall_now_ms - at);
+    auto local_at = t->local; // its time on this instance's clock
+    auto at = t->wall;
     auto before = changes_.size();
     if (state == "open")
       b->second.restore(breaker_state::open, local_at, now_ms, changes_,

@@ -564,7 +564,10 @@ public:
   /// Appends one rate-limiter or breaker state change to drover.control_log
   /// (runtime/pg_control.cpp), fenced by the lease of the key's partition
   /// (partition_of_key(kind, key, P)): errc::not_owner once it was taken
-  /// over.
+  /// over. A state change (not "configured") of a key whose partition the
+  /// fence does not hold is fenced by the fence's first partition instead:
+  /// each coordinator sharing the partitions records its own limiters' and
+  /// breakers' changes; one holding none is refused.
   caf::error append_control(int64_t at_ms, const std::string& kind,
                             const std::string& key, const std::string& state,
                             const std::string& detail);
@@ -588,6 +591,9 @@ public:
   /// from it its last run-time setting (state "configured"): (key, state,
   /// Unix ms, detail) quadruples, flattened.
   caf::expected<std::vector<std::string>> control_last(const std::string& kind);
+  /// The last `open` entry of every breaker key in the control log,
+  /// whoever wrote it: (key, "open", Unix ms, detail) quadruples, flattened.
+  caf::expected<std::vector<std::string>> control_opened();
   /// The control log's last sequence (0: empty), from its primary key: what
   /// a poll for new settings reads before it reads them.
   caf::expected<int64_t> control_sequence();

@@ -11,6 +11,19 @@
 
 namespace drover::pg {
 
+namespace {
+
+/// A four-column answer's values, row by row.
+std::vector<std::string> flattened(const result& res) {
+  std::vector<std::string> out;
+  for (int row = 0; row < res.rows(); ++row)
+    for (int col = 0; col < 4; ++col)
+      out.emplace_back(res.value(row, col));
+  return out;
+}
+
+} // namespace
+
 caf::error session::append_control(int64_t at_ms, const std::string& kind,
                                    const std::string& key,
                                    const std::string& state,
@@ -37,6 +50,13 @@ caf::error session::append_control(int64_t at_ms, const std::string& kind,
   if (p_count < 1 || p_count > max_partitions)
     return make_error(errc::malformed, "unreadable partition count");
   auto partition = partition_of_key(kind, key, static_cast<int32_t>(p_count));
+  // A setting is written by the key's partition's owner alone (one order
+  // per key). A state change is the writer's own (each coordinator sharing
+  // the partitions keeps its limiters and breakers): one of a key whose
+  // partition is elsewhere is fenced by a partition the writer holds.
+  if (fence_ && state != "configured" && fence_->epoch_of(partition) < 0
+      && !fence_->partitions.empty())
+    partition = fence_->partitions.front();
   if (auto err = begin_write({partition}, "recording a flow-control change"))
     return err;
   auto fail = [this](caf::error err) {
@@ -85,11 +105,18 @@ session::control_last(const std::string& kind) {
       params{}.text(kind), false, "reading the control log's last states");
   if (!res)
     return std::move(res.error());
-  std::vector<std::string> out;
-  for (int row = 0; row < res->rows(); ++row)
-    for (int col = 0; col < 4; ++col)
-      out.emplace_back(res->value(row, col));
-  return out;
+  return flattened(*res);
+}
+
+caf::expected<std::vector<std::string>> session::control_opened() {
+  auto res = conn_.exec(
+      "SELECT DISTINCT ON (key) key, state, (extract(epoch FROM at) * "
+      "1000)::bigint, detail FROM drover.control_log WHERE kind = 'breaker' "
+      "AND state = 'open' ORDER BY key, sequence DESC",
+      {}, false, "reading the control log's last breaker openings");
+  if (!res)
+    return std::move(res.error());
+  return flattened(*res);
 }
 
 caf::expected<int64_t> session::control_sequence() {

@@ -289,20 +289,34 @@ TEST_CASE("a reconcile of a job whose attempt has a grace leaves it to the "
   f.sched.run();
 }
 
+namespace {
+
+/// A second queue over the fixture's store, as a coordinator sharing the
+/// partitions sees it: it owns none of the two, and reads the control log
+/// every second.
+queue_actor spawn_sharing_queue(fixture& f, uint64_t seed,
+                                flow_limits flow = {}) {
+  queue_options qo;
+  qo.clock_ms = [c = f.clock] { return *c; };
+  qo.flow_clock_ms = qo.clock_ms;
+  qo.seed = seed;
+  qo.partitions = {};
+  qo.partition_count = 2;
+  qo.settings_poll = std::chrono::seconds{1};
+  qo.flow = std::move(flow);
+  auto q = spawn_queue(
+      f.sys, {f.store, spawn_progress_publisher(f.sys), f.handlers}, qo);
+  f.sched.run();
+  return q;
+}
+
+} // namespace
+
 TEST_CASE("a rate limit set at run time at one queue applies at another "
           "sharing the store within its settings poll",
           "[queue][partition][flow]") {
   fixture f;
-  queue_options qo;
-  qo.clock_ms = [c = f.clock] { return *c; };
-  qo.flow_clock_ms = qo.clock_ms;
-  qo.seed = 13;
-  qo.partitions = {};
-  qo.partition_count = 2;
-  qo.settings_poll = std::chrono::seconds{1};
-  auto other = spawn_queue(
-      f.sys, {f.store, spawn_progress_publisher(f.sys), f.handlers}, qo);
-  f.sched.run();
+  auto other = spawn_sharing_queue(f, 13);
   auto view_of = [&](const queue_actor& q) {
     std::string out;
     f.self->send(q, flow_atom::value);
@@ -344,5 +358,65 @@ TEST_CASE("a rate limit set at run time at one queue applies at another "
   poll();
   CHECK(view_of(other).find("\"failures_to_open\":3,") != std::string::npos);
   f.self->send_exit(other, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}
+
+TEST_CASE("a breaker opened at another coordinator sharing the store opens "
+          "here within the settings poll, once",
+          "[queue][partition][flow]") {
+  fixture f;
+  flow_limits flow;
+  flow.breakers["mail"] = {2, 30000, 1, {}, {}};
+  auto q = spawn_sharing_queue(f, 14, flow);
+  auto ask = [&](auto... xs) {
+    std::string out;
+    f.self->send(xs...);
+    f.sched.run();
+    f.self->receive(
+        [&](std::string& v) { out = std::move(v); }, [&](ok_atom) {},
+        [](caf::error& err) { FAIL(describe(err)); },
+        caf::after(std::chrono::seconds{1}) >> [] { FAIL("no answer"); });
+    return out;
+  };
+  auto state = [&] {
+    auto view = ask(q, flow_atom::value);
+    auto at = view.find("\"key\":\"mail\",\"state\":\"");
+    REQUIRE(at != std::string::npos);
+    at += std::string{"\"key\":\"mail\",\"state\":\""}.size();
+    return view.substr(at, view.find('"', at) - at);
+  };
+  auto openings = [&] {
+    auto log = ask(f.store, control_atom::value, uint32_t{100});
+    size_t n = 0;
+    for (auto at = log.find("\"state\":\"open\""); at != std::string::npos;
+         at = log.find("\"state\":\"open\"", at + 1))
+      ++n;
+    return n;
+  };
+  auto poll = [&] {
+    *f.clock += 1000;
+    f.sched.advance_time(std::chrono::seconds{1});
+    f.sched.run();
+  };
+  poll();
+  CHECK(state() == "closed");
+  // Another coordinator's breaker opens (its entry in the shared log).
+  auto opened_at = *f.clock - 500;
+  ask(f.store, control_atom::value, opened_at, std::string{"breaker"},
+      std::string{"mail"}, std::string{"open"},
+      std::string{"2 failure(s) in a row, the last smtp_down"});
+  CHECK(state() == "closed");
+  poll();
+  CHECK(state() == "open");
+  // Recorded here with the time it opened there: the one entry more is not
+  // followed again, and the log gets no echo.
+  CHECK(openings() == 2);
+  poll();
+  poll();
+  CHECK(openings() == 2);
+  CHECK(ask(f.store, control_atom::value, uint32_t{1})
+            .find("opened at another coordinator: 2 failure(s) in a row")
+        != std::string::npos);
+  f.self->send_exit(q, caf::exit_reason::user_shutdown);
   f.sched.run();
 }

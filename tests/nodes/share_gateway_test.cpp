@@ -48,6 +48,21 @@ std::string submit_when_served(const http_client& http,
   return id;
 }
 
+/// Starts sharing coordinators c1..c3 with `extra` and an HTTP port each
+/// (--http-port 0), and waits until the partitions are spread over them:
+/// a client of each one's own port.
+std::map<std::string, http_client>
+start_with_own_ports(sharing& s, std::vector<std::string> extra) {
+  extra.insert(extra.end(), {"--http-port", "0"});
+  std::map<std::string, http_client> own;
+  for (const auto* name : {"c1", "c2", "c3"}) {
+    s.start(name, false, extra);
+    own.emplace(name, http_client{http_port_of(s.ready_lines.at(name))});
+  }
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+  return own;
+}
+
 /// Three sharing coordinators c1..c3, worker nodes w1 and w2 (cpu=3 each)
 /// and a sharing gateway node that joined all three.
 struct gateway_cluster {
@@ -345,14 +360,8 @@ TEST_CASE("a rate limit or breaker set at run time through a sharing gateway "
   // applied it until the others restarted.
   cluster c;
   sharing s{c};
-  std::map<std::string, http_client> own;
-  for (const auto* name : {"c1", "c2", "c3"}) {
-    s.start(name, false,
-            {"--roles", "coordinator,gateway", "--http-port", "0",
-             "--gateway-join-secret", gateway_secret});
-    own.emplace(name, http_client{http_port_of(s.ready_lines.at(name))});
-  }
-  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+  auto own = start_with_own_ports(s, {"--roles", "coordinator,gateway",
+                                      "--gateway-join-secret", gateway_secret});
   process gw{
       gateway_argv(s.coordinator_list({"c1", "c2", "c3"}), gateway_secret),
       c.logs.path() + "/gw.log"};
@@ -431,4 +440,73 @@ TEST_CASE("a rate limit or breaker set at run time through a sharing gateway "
   for (const auto* name : {"c1", "c2", "c3"})
     CHECK(c.log_count(name, "a run-time setting in the control log is skipped")
           == 0);
+}
+
+TEST_CASE("a breaker that opens at one sharing coordinator opens at the "
+          "others within their settings poll",
+          "[pg][cluster][process][share][flow]") {
+  // Each coordinator keeps its own breakers (it dispatches its own
+  // partitions' jobs); one that opens records it in the control log under
+  // a partition it holds, and the others, reading the log every second,
+  // open theirs, their cooldown counting from that opening. Before, the
+  // others stayed closed (and only the owner of the key's partition could
+  // record a change at all).
+  cluster c;
+  sharing s{c};
+  auto own = start_with_own_ports(
+      s, {"--roles", "coordinator,worker,gateway", "--slots", "cpu=2",
+          "--exec-allow", "false", "--exec-allow", "true", "--circuit-breaker",
+          "dl:failures=1,cooldown=300"});
+  INFO(s.logs_of({"c1", "c2", "c3"}));
+  auto state_at = [&](const char* name) {
+    auto res = own.at(name).get("/api/admin/flow");
+    if (res.status == 200)
+      for (const auto& x : body_of(res)["breakers"].items())
+        if (x["key"].str() == "dl")
+          return x["state"].str();
+    return std::string{};
+  };
+  for (const auto* name : {"c1", "c2", "c3"})
+    REQUIRE(poll_until([&] { return state_at(name) == "closed"; }, 10s));
+  // One failing job at c2's own port: it goes into c2's partitions and
+  // runs on its slots.
+  auto job = [](const char* program) {
+    return std::string{R"({"type":"exec","input":{"argv":[")"} + program
+           + R"("]},"breaker_key":"dl","max_attempts":1})";
+  };
+  auto failing = own.at("c2").post("/api/jobs", job("false"));
+  INFO(failing.body);
+  REQUIRE(failing.status == 202);
+  REQUIRE(poll_until([&] { return state_at("c2") == "open"; }, 30s));
+  auto opened = std::chrono::steady_clock::now();
+  for (const auto* name : {"c1", "c3"}) {
+    INFO(name);
+    CHECK(poll_until([&] { return state_at(name) == "open"; }, 10s));
+  }
+  std::cout << "share_gateway_test: a breaker opened at c2 was open at c1 "
+               "and c3 after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - opened)
+                   .count()
+            << " ms\n";
+  // Each one's opening is in the log, fenced by a partition it held.
+  auto conn = must(drover::pg::connection::open(c.url()));
+  auto nodes = run(conn, "SELECT string_agg(DISTINCT owner_node, ',') FROM "
+                         "drover.control_log WHERE kind = 'breaker' AND key "
+                         "= 'dl' AND state = 'open' AND epoch > 0");
+  CHECK(std::string{nodes.value(0, 0)} == "c1,c2,c3");
+  // A job of the breaker submitted at c1 waits behind it there.
+  auto waiting = own.at("c1").post("/api/jobs", job("true"));
+  REQUIRE(waiting.status == 202);
+  auto id = body_of(waiting)["job_id"].str();
+  std::string why;
+  CHECK(poll_until(
+      [&] {
+        why = body_of(own.at("c1").get("/api/jobs/" + id))["waiting_for"].str();
+        return why.rfind("its circuit breaker 'dl' is open", 0) == 0;
+      },
+      10s));
+  INFO(why);
+  CHECK(body_of(own.at("c1").get("/api/jobs/" + id))["status"].str()
+        == "queued");
 }
