@@ -281,6 +281,27 @@ TEST_CASE("a job whose cancel was requested does not start another attempt",
   f.sched.run();
 }
 
+namespace {
+
+/// Another coordinator's queue over `store` that owns `partition` (the
+/// fixture's attempts there wait 10 s to be adopted).
+queue_actor spawn_taker(fixture& f, const store_actor& store, int32_t partition,
+                        uint64_t seed) {
+  queue_options qo;
+  qo.adopt_grace = qo.adopt_wait = std::chrono::seconds{10};
+  qo.clock_ms = [c = f.clock] { return *c; };
+  qo.flow_clock_ms = qo.clock_ms;
+  qo.seed = seed;
+  qo.partitions = {partition};
+  qo.partition_count = 2;
+  auto q = spawn_queue(
+      f.sys, {store, spawn_progress_publisher(f.sys), f.handlers}, qo);
+  f.sched.run();
+  return q;
+}
+
+} // namespace
+
 TEST_CASE("a cancel of a job whose partition is still being recovered reads "
           "it first: an attempt that may run is asked to stop, not ended",
           "[queue][partition]") {
@@ -291,16 +312,7 @@ TEST_CASE("a cancel of a job whose partition is still being recovered reads "
   // so the job is still to be recovered when the cancel comes.
   auto ps = std::make_shared<proxy_state>();
   auto proxy = f.sys.spawn(proxy_impl, f.store, ps, 1);
-  queue_options qo;
-  qo.adopt_grace = qo.adopt_wait = std::chrono::seconds{10};
-  qo.clock_ms = [c = f.clock] { return *c; };
-  qo.flow_clock_ms = qo.clock_ms;
-  qo.seed = 11;
-  qo.partitions = {partition_of_id(rec.job_id)};
-  qo.partition_count = 2;
-  auto other = spawn_queue(
-      f.sys, {proxy, spawn_progress_publisher(f.sys), f.handlers}, qo);
-  f.sched.run();
+  auto other = spawn_taker(f, proxy, partition_of_id(rec.job_id), 11);
   REQUIRE(ps->recovers == 1);
   f.self->send(other, cancel_atom::value, rec.job_id,
                std::string{"user asked"});
@@ -350,5 +362,56 @@ TEST_CASE("a cancel whose write is in flight when the adoption grace ends "
         == 0);
   CHECK(kinds.back() == event_kind::cancelled);
   f.self->send_exit(sink, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}
+
+TEST_CASE("an attempt adopted while the write of its cancel is in flight is "
+          "told to stop by the queue",
+          "[queue][partition]") {
+  // The new job supervisor reads the job before the cancel_requested write
+  // lands, so it cannot learn of the cancel from the store: the queue hands
+  // the request it keeps to the supervisor it starts.
+  fixture f{{}, std::chrono::seconds{10}};
+  auto cancels = std::make_shared<int>(0);
+  auto sink = spawn_counting_slot(f.sys, cancels);
+  const std::string worker_id = "w1.c1/cpu-0";
+  auto rec = running_then_handed_away(f, worker_id, sink);
+  auto ps = std::make_shared<proxy_state>();
+  ps->hold_cancels = true;
+  auto proxy = f.sys.spawn(proxy_impl, f.store, ps, 0);
+  auto other = spawn_taker(f, proxy, partition_of_id(rec.job_id), 12);
+  f.self->send(other, cancel_atom::value, rec.job_id,
+               std::string{"user asked"});
+  f.sched.run();
+  REQUIRE(ps->held.size() == 1);
+  // The worker node reports the attempt: adopted while the write is held.
+  f.self->send(other, adopt_atom::value, rec.job_id, uint32_t{1}, worker_id,
+               sink, *f.clock + 30000, true);
+  f.sched.run();
+  job_supervisor_actor js;
+  f.self->receive([&](job_supervisor_actor& x) { js = x; },
+                  [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("the adoption was not answered"); });
+  CHECK(js);
+  f.sched.run();
+  CHECK_FALSE(record_of(f, rec.job_id).cancel_requested); // not written yet
+  CHECK(*cancels == 1);
+  // The write lands; the cancel is answered, and the slot is not told again.
+  f.self->send(proxy, ping_atom::value);
+  f.sched.run();
+  f.self->receive([](ok_atom) {}, [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("the held write was not released"); });
+  f.self->receive([](ok_atom) {}, [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("no answer to the cancel"); });
+  CHECK(record_of(f, rec.job_id).cancel_requested);
+  CHECK(*cancels == 1);
+  f.self->send_exit(other, caf::exit_reason::user_shutdown);
+  f.self->send_exit(proxy, caf::exit_reason::user_shutdown);
+  f.self->send_exit(sink, caf::exit_reason::user_shutdown);
+  if (js)
+    f.self->send_exit(js, caf::exit_reason::user_shutdown);
   f.sched.run();
 }

@@ -26,6 +26,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <numeric>
@@ -179,10 +180,17 @@ struct fixture {
 };
 
 // A store that forwards to `real` but fails recover request number
-// `*fail_at` (1-based) with `unavailable`, and records what it was asked.
+// `*fail_at` (1-based) with `unavailable`, and records what it was asked;
+// with `hold_cancels`, it holds writes of a cancel_requested event unanswered
+// and unwritten in `held` until it is pinged (then it writes and answers
+// them).
 struct proxy_state {
   int recovers = 0;
   std::vector<std::tuple<int32_t, std::string>> asked;
+  bool hold_cancels = false;
+  std::vector<
+      std::pair<caf::typed_response_promise<ok_atom>, std::vector<job_event>>>
+      held;
 };
 using proxy_ptr = std::shared_ptr<proxy_state>;
 
@@ -196,7 +204,15 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
       [=](submit_atom a, std::vector<job_event>& evs) {
         return self->delegate(real, a, std::move(evs));
       },
-      [=](append_atom a, std::vector<job_event>& evs) {
+      [=](append_atom a, std::vector<job_event>& evs) -> caf::result<ok_atom> {
+        if (ps->hold_cancels
+            && std::any_of(evs.begin(), evs.end(), [](const job_event& ev) {
+                 return ev.kind == event_kind::cancel_requested;
+               })) {
+          ps->held.emplace_back(self->make_response_promise<ok_atom>(),
+                                std::move(evs));
+          return ps->held.back().first;
+        }
         return self->delegate(real, a, std::move(evs));
       },
       [=](get_atom a, std::string& id) {
@@ -215,7 +231,18 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
           return make_error(errc::unavailable, "injected recovery failure");
         return self->delegate(real, a, p, std::move(after), limit);
       },
-      [=](ping_atom a) { return self->delegate(real, a); },
+      [=](ping_atom a) -> caf::result<ok_atom> {
+        if (ps->held.empty())
+          return self->delegate(real, a);
+        for (auto& [rp, evs] : ps->held)
+          self->request(real, caf::infinite, append_atom::value, std::move(evs))
+              .then([rp = rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
+                    [rp = rp](caf::error& err) mutable {
+                      rp.deliver(std::move(err));
+                    });
+        ps->held.clear();
+        return ok_atom::value;
+      },
       [=](partitions_atom a, std::vector<int32_t>& ps2,
           std::vector<int64_t>& es) {
         return self->delegate(real, a, std::move(ps2), std::move(es));
