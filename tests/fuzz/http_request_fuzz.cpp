@@ -1,6 +1,6 @@
 // libFuzzer target: the gateway's HTTP request path in memory, no sockets.
 //
-// What runs is the real gateway (gateway/gateway.cpp: authentication, rate
+// What runs is the real gateway (gateway/gateway*.cpp: authentication, rate
 // limits, routing, body parsing, error rendering, WebSocket commands) in
 // front of a stub node API actor. Only the socket layer (gateway/server.cpp)
 // is replaced: this file defines `server::create`, so that the gateway's
