@@ -3,6 +3,7 @@
 
 #include "actors/detail/queue_state.hpp"
 
+#include <charconv>
 #include <cstdint>
 
 namespace drover::queue_detail {
@@ -214,8 +215,6 @@ void record_flow_changes(self_ptr self) {
   for (auto& c : st.flow.drain_changes()) {
     // The log's time is the wall clock's.
     c.at_ms = c.wall_ms != 0 ? c.wall_ms : now_ms(self);
-    if (c.kind == "breaker")
-      st.breaker_changed_at[c.key] = c.at_ms;
     log::info("queue",
               "flow control: " + c.kind + " '" + c.key + "' " + c.state,
               {{"detail", c.detail}});
@@ -436,20 +435,32 @@ std::vector<std::string> note_applied(queue_state& st, const std::string& kind,
 }
 
 /// Opens the breakers that another coordinator sharing the partitions
-/// opened since their last change here (flow_control::follow_opened), then
-/// `then`; a failed read says so and tries again at the next poll.
-void follow_opened(self_ptr self, std::function<void()> then) {
+/// opened (flow_control::follow_opened): reads the log's openings after
+/// queue_state::opened_after, a page at a time, then `then` with whether
+/// a full page may have more. A failed read says so and tries again at the
+/// next poll.
+void follow_opened(self_ptr self, std::function<void(bool)> then) {
   self->request(self->state.deps.store, store_timeout, control_atom::value,
-                opened_atom::value)
+                opened_atom::value, self->state.opened_after)
       .then(
           [self, then](std::vector<std::string>& quads) {
             auto& st = self->state;
-            if (st.flow.follow_opened(quads, st.breaker_changed_at,
-                                      now_ms(self), flow_now(self))) {
+            if (quads.size() >= 4) {
+              auto last = quads[quads.size() - 4];
+              auto [end, ec] = std::from_chars(
+                  last.data(), last.data() + last.size(), st.opened_after);
+              if (ec != std::errc{} || end != last.data() + last.size()) {
+                log::warn("queue", "the control log's breaker openings are "
+                                   "unreadable (will retry)");
+                return self->delayed_send(self, st.opts.settings_poll,
+                                          settings_atom::value);
+              }
+            }
+            if (st.flow.follow_opened(quads, now_ms(self), flow_now(self))) {
               record_flow_changes(self);
               rearm_flow(self); // the cooldown's end
             }
-            then();
+            then(quads.size() >= 4 * size_t{max_openings_read});
           },
           [self](caf::error& err) {
             log::debug("queue",
@@ -509,8 +520,9 @@ void follow_settings(self_ptr self) {
               return again();
             read("rate_limit", [self, read, again, last] {
               read("breaker", [self, again, last] {
-                follow_opened(self, [self, again, last] {
-                  self->state.settings_seen = last;
+                follow_opened(self, [self, again, last](bool more) {
+                  if (!more) // else the next poll reads on
+                    self->state.settings_seen = last;
                   again();
                 });
               });
@@ -525,42 +537,60 @@ void follow_settings(self_ptr self) {
 }
 
 void load_flow(self_ptr self) {
-  auto read = [self](const std::string& kind,
-                     std::function<void(std::vector<std::string>&)> then) {
-    self->request(self->state.deps.store, store_timeout, control_atom::value,
-                  kind)
-        .then([then](std::vector<std::string>& quads) { then(quads); },
-              [self, kind](caf::error& err) {
-                // Without them a recovered job naming a key set at run
-                // time would run unlimited: keep trying, as recovery does.
-                auto& st = self->state;
-                log_failure("reading the control log's " + kind
-                                + " entries (will retry)",
-                            err, {}, log::level::warn);
-                self->delayed_send(self, st.recover_backoff.next(draw(self)),
-                                   flow_load_atom::value);
-              });
+  // Without them a recovered job naming a key set at run time would run
+  // unlimited: keep trying, as recovery does.
+  auto retry = [self](const std::string& what, const caf::error& err) {
+    auto& st = self->state;
+    log_failure("reading the control log's " + what + " (will retry)", err, {},
+                log::level::warn);
+    self->delayed_send(self, st.recover_backoff.next(draw(self)),
+                       flow_load_atom::value);
   };
+  auto read
+      = [self, retry](const std::string& kind,
+                      std::function<void(std::vector<std::string>&)> then) {
+          self->request(self->state.deps.store, store_timeout,
+                        control_atom::value, kind)
+              .then([then](std::vector<std::string>& quads) { then(quads); },
+                    [retry, kind](caf::error& err) {
+                      retry(kind + " entries", err);
+                    });
+        };
   // Breakers start as the control log last saw them: a restart or a
   // takeover must not close a breaker that was open.
   self->state.flow.hold_breakers();
-  read("rate_limit", [self, read](std::vector<std::string>& rates) {
-    auto both = std::make_shared<std::vector<std::string>>(std::move(rates));
-    read("breaker", [self, both](std::vector<std::string>& quads) {
-      auto& st = self->state;
-      st.flow.apply_configured("rate_limit", *both, flow_now(self));
-      st.flow.apply_configured("breaker", quads, flow_now(self));
-      note_applied(st, "rate_limit", *both);
-      note_applied(st, "breaker", quads);
-      if (!st.flow_loaded && st.opts.settings_poll.count() > 0)
-        self->delayed_send(self, st.opts.settings_poll, settings_atom::value);
-      st.flow.restore_breakers(quads, true, now_ms(self), flow_now(self));
-      st.flow_loaded = true;
-      record_flow_changes(self);
-      rearm_flow(self);
-      recover(self);
+  auto load = [self, read] {
+    read("rate_limit", [self, read](std::vector<std::string>& rates) {
+      auto both = std::make_shared<std::vector<std::string>>(std::move(rates));
+      read("breaker", [self, both](std::vector<std::string>& quads) {
+        auto& st = self->state;
+        st.flow.apply_configured("rate_limit", *both, flow_now(self));
+        st.flow.apply_configured("breaker", quads, flow_now(self));
+        note_applied(st, "rate_limit", *both);
+        note_applied(st, "breaker", quads);
+        if (!st.flow_loaded && st.opts.settings_poll.count() > 0)
+          self->delayed_send(self, st.opts.settings_poll, settings_atom::value);
+        st.flow.restore_breakers(quads, true, now_ms(self), flow_now(self));
+        st.flow_loaded = true;
+        record_flow_changes(self);
+        rearm_flow(self);
+        recover(self);
+      });
     });
-  });
+  };
+  auto& st = self->state;
+  if (st.opts.settings_poll.count() == 0 || st.opened_after >= 0)
+    return load();
+  // Sharing: the breaker openings to follow are those after the states
+  // restored here (follow_settings).
+  self->request(st.deps.store, store_timeout, control_atom::value,
+                get_atom::value)
+      .then(
+          [self, load](int64_t last) {
+            self->state.opened_after = last;
+            load();
+          },
+          [retry](caf::error& err) { retry("last sequence", err); });
 }
 
 } // namespace drover::queue_detail

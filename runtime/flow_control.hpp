@@ -256,16 +256,17 @@ public:
   void restore_breakers(const std::vector<std::string>& quads, bool ok,
                         int64_t wall_now_ms, int64_t now_ms);
   /// Coordinators sharing the partitions: opens the breakers another one
-  /// opened. `quads` are the control log's last opening of each key (key,
-  /// "open", wall-clock ms, detail); one later than `changed_at`'s time of
-  /// the key (the wall-clock time of this breaker's last recorded change,
-  /// absent: never) opens this one too (circuit_breaker::follow_open),
-  /// recorded with the time it opened there. An opening recorded here, or
-  /// one before this breaker's last change, is not followed. Whether any
-  /// breaker changed state.
-  bool follow_opened(const std::vector<std::string>& quads,
-                     const std::map<std::string, int64_t>& changed_at,
-                     int64_t wall_now_ms, int64_t now_ms);
+  /// opened. `quads` are control-log openings (sequence, key, wall-clock
+  /// ms, detail), each passed once (the caller reads the log on from the
+  /// last one). One whose cooldown is not over opens this breaker
+  /// (circuit_breaker::follow_open): its cooldown counts from that opening,
+  /// or from now for one stamped later (a clock ahead must not hold a
+  /// breaker open), and it is recorded with that time. One whose cooldown
+  /// is over is skipped: an echo of this breaker's own opening (which it
+  /// followed or half-opened since), an old one. Whether any breaker
+  /// changed state.
+  bool follow_opened(const std::vector<std::string>& quads, int64_t wall_now_ms,
+                     int64_t now_ms);
   /// Applies the run-time settings (state "configured", the item in the
   /// detail) among `quads` of `kind` ("rate_limit", "breaker"): what the
   /// admin API set outlives a restart or a takeover. Entries that no

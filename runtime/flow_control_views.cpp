@@ -122,12 +122,15 @@ struct entry_time {
   int64_t local = 0;
 };
 
-/// Of the entry's `at`; none if it does not parse.
+/// Of the entry's `at`; none if it does not parse or lies beyond any
+/// clock's reach (|at| > 10^15 ms, some 31,000 years).
 std::optional<entry_time> time_of(const std::string& at, int64_t wall_now_ms,
                                   int64_t now_ms) {
+  constexpr int64_t reach = 1000000000000000;
   entry_time t;
   auto [end, ec] = std::from_chars(at.data(), at.data() + at.size(), t.wall);
-  if (ec != std::errc{} || end != at.data() + at.size())
+  if (ec != std::errc{} || end != at.data() + at.size() || t.wall > reach
+      || t.wall < -reach)
     return std::nullopt;
   t.local = now_ms - std::max<int64_t>(0, wall_now_ms - t.wall);
   return t;
@@ -135,25 +138,23 @@ std::optional<entry_time> time_of(const std::string& at, int64_t wall_now_ms,
 
 } // namespace
 
-bool flow_control::follow_opened(
-    const std::vector<std::string>& quads,
-    const std::map<std::string, int64_t>& changed_at, int64_t wall_now_ms,
-    int64_t now_ms) {
+bool flow_control::follow_opened(const std::vector<std::string>& quads,
+                                 int64_t wall_now_ms, int64_t now_ms) {
   static const std::string elsewhere = "opened at another coordinator: ";
   bool any = false;
   for (size_t i = 0; i + 3 < quads.size(); i += 4) {
-    auto b = breakers_.find(quads[i]);
+    auto b = breakers_.find(quads[i + 1]);
     auto at = time_of(quads[i + 2], wall_now_ms, now_ms);
-    if (b == breakers_.end() || quads[i + 1] != "open" || !at)
+    if (b == breakers_.end() || !at)
       continue;
-    if (auto c = changed_at.find(b->first);
-        c != changed_at.end() && at->wall <= c->second)
+    auto wall = std::min(at->wall, wall_now_ms);
+    if (wall + b->second.config().cooldown_ms <= wall_now_ms)
       continue;
     const auto& why = quads[i + 3];
     auto detail = why.rfind(elsewhere, 0) == 0 ? why : elsewhere + why;
     if (b->second.follow_open(at->local, now_ms, changes_, b->first,
                               std::move(detail))) {
-      changes_.back().wall_ms = at->wall;
+      changes_.back().wall_ms = wall;
       any = true;
     }
   }

@@ -108,12 +108,20 @@ session::control_last(const std::string& kind) {
   return flattened(*res);
 }
 
-caf::expected<std::vector<std::string>> session::control_opened() {
+caf::expected<std::vector<std::string>>
+session::control_opened(int64_t after, uint32_t limit) {
+  if (limit == 0 || limit > 10000)
+    return make_error(errc::invalid_request,
+                      "control log: limit must be within [1, 10000]");
+  // A time PostgreSQL cannot turn into ms (infinity, written by hand) reads
+  // as 0: an opening long over, not a read failing at every poll.
   auto res = conn_.exec(
-      "SELECT DISTINCT ON (key) key, state, (extract(epoch FROM at) * "
-      "1000)::bigint, detail FROM drover.control_log WHERE kind = 'breaker' "
-      "AND state = 'open' ORDER BY key, sequence DESC",
-      {}, false, "reading the control log's last breaker openings");
+      "SELECT sequence, key, CASE WHEN isfinite(at) THEN (extract(epoch FROM "
+      "at) * 1000)::bigint ELSE 0 END, detail FROM drover.control_log WHERE "
+      "sequence > $1 AND kind = 'breaker' AND state = 'open' ORDER BY "
+      "sequence LIMIT $2",
+      params{}.int64(after).int32(static_cast<int32_t>(limit)), false,
+      "reading the control log's breaker openings");
   if (!res)
     return std::move(res.error());
   return flattened(*res);

@@ -374,9 +374,10 @@ COMMENT ON TABLE drover.coordinators IS
 
 // Version 6: the control log of rate limiters and circuit breakers
 // (runtime/flow_control.hpp, docs/jobs.md): every state change, never in a
-// job's history, never changed. A change is written by the coordinator that
-// owns the key's partition, fenced like a job write by that partition's
-// lease (FOR SHARE, epoch compared), and carries the epoch.
+// job's history, never changed. A change is fenced like a job write by a
+// partition's lease (FOR SHARE, epoch compared) and carries the epoch: a
+// setting by the key's partition's, a state change by that one if the
+// writer holds it, else by one it holds (pg::session::append_control).
 const char* const v6_sql = R"sql(
 CREATE TABLE drover.control_log (
   sequence   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -224,10 +224,10 @@ struct queue_state {
   /// The control log's last sequence when its settings were last read
   /// through (-1: never).
   int64_t settings_seen = -1;
-  /// The wall-clock time (Unix ms) of each breaker's last change recorded
-  /// here (record_flow_changes): an opening in the control log after it
-  /// was another coordinator's, and opens this one too (follow_settings).
-  std::map<std::string, int64_t> breaker_changed_at;
+  /// The control log's sequence up to which its breaker openings were
+  /// followed (follow_settings), or were there before the breakers were
+  /// restored (load_flow); -1: not read (a queue without settings_poll).
+  int64_t opened_after = -1;
   /// A dispatch runs; classes to dispatch once it is through.
   bool dispatching = false;
   std::set<std::string> dispatch_pending;

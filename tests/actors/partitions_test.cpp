@@ -367,6 +367,7 @@ TEST_CASE("a breaker opened at another coordinator sharing the store opens "
   fixture f;
   flow_limits flow;
   flow.breakers["mail"] = {2, 30000, 1, {}, {}};
+  flow.breakers["sms"] = {2, 30000, 1, {}, {}};
   auto q = spawn_sharing_queue(f, 14, flow);
   auto ask = [&](auto... xs) {
     std::string out;
@@ -378,11 +379,12 @@ TEST_CASE("a breaker opened at another coordinator sharing the store opens "
         caf::after(std::chrono::seconds{1}) >> [] { FAIL("no answer"); });
     return out;
   };
-  auto state = [&] {
+  auto state = [&](const std::string& key = "mail") {
     auto view = ask(q, flow_atom::value);
-    auto at = view.find("\"key\":\"mail\",\"state\":\"");
+    auto entry = "\"key\":\"" + key + "\",\"state\":\"";
+    auto at = view.find(entry);
     REQUIRE(at != std::string::npos);
-    at += std::string{"\"key\":\"mail\",\"state\":\""}.size();
+    at += entry.size();
     return view.substr(at, view.find('"', at) - at);
   };
   auto openings = [&] {
@@ -417,6 +419,18 @@ TEST_CASE("a breaker opened at another coordinator sharing the store opens "
   CHECK(ask(f.store, control_atom::value, uint32_t{1})
             .find("opened at another coordinator: 2 failure(s) in a row")
         != std::string::npos);
+  // More openings than one read answers: the next poll reads on.
+  auto opening = [&](const std::string& key) {
+    ask(f.store, control_atom::value, *f.clock, std::string{"breaker"}, key,
+        std::string{"open"}, std::string{"down"});
+  };
+  for (uint32_t i = 0; i < max_openings_read; ++i)
+    opening("not-declared-here");
+  opening("sms");
+  poll();
+  CHECK(state("sms") == "closed");
+  poll();
+  CHECK(state("sms") == "open");
   f.self->send_exit(q, caf::exit_reason::user_shutdown);
   f.sched.run();
 }

@@ -592,7 +592,8 @@ TEST_CASE("flow: beyond max_flows sets of keys a submit naming a new set is "
 }
 
 TEST_CASE("flow: a breaker opened at another coordinator opens this one, its "
-          "cooldown counting from then, and nothing recorded here is followed",
+          "cooldown counting from then, and an opening whose cooldown is "
+          "over is not followed",
           "[flow]") {
   flow_limits limits;
   limits.breakers["a"] = {2, 10000, 1, {}, {}};
@@ -602,14 +603,30 @@ TEST_CASE("flow: a breaker opened at another coordinator opens this one, its "
   f.hold_breakers();
   f.restore_breakers({}, true, 100000, 1000);
   f.drain_changes();
-  // Wall clock 100,000 at flow time 1,000. a opened elsewhere 2 s ago; b's
-  // last opening (wall 99,000) is the one recorded here; c is not declared
-  // here as "d" is not; a malformed time is skipped.
-  std::map<std::string, int64_t> changed{{"b", 99000}};
-  CHECK(f.follow_opened({"a", "open", "98000", "3 failure(s) in a row", "b",
-                         "open", "99000", "mine", "d", "open", "99000", "", "c",
-                         "open", "99x", ""},
-                        changed, 100000, 1000));
+  // (sequence, key, wall-clock ms, detail); wall clock 100,000 at flow
+  // time 1,000. a opened elsewhere 2 s ago; c's opening is over; d is not
+  // declared here; malformed or unreachable times are skipped.
+  CHECK(f.follow_opened({"5",
+                         "a",
+                         "98000",
+                         "3 failure(s) in a row", //
+                         "6",
+                         "c",
+                         "90000",
+                         "long ago", //
+                         "7",
+                         "d",
+                         "99000",
+                         "", //
+                         "8",
+                         "b",
+                         "99x",
+                         "", //
+                         "9",
+                         "b",
+                         "100000000000000000",
+                         ""},
+                        100000, 1000));
   CHECK(f.breakers().at("a").state() == breaker_state::open);
   CHECK(f.breakers().at("a").half_open_at() == 1000 - 2000 + 10000);
   CHECK(f.breakers().at("b").state() == breaker_state::closed);
@@ -621,38 +638,46 @@ TEST_CASE("flow: a breaker opened at another coordinator opens this one, its "
   CHECK(log[0].wall_ms == 98000); // recorded with the time it opened there
   CHECK(log[0].detail
         == "opened at another coordinator: 3 failure(s) in a row");
-  // Recorded here now: the same entry (or this one's echo, opened at the
-  // same time) is not followed again. A later opening while open only
-  // moves the cooldown's start.
-  changed["a"] = 98000;
+  // While open: an echo (another's copy, the same time) changes nothing; a
+  // later opening moves the cooldown's start; neither is recorded.
   CHECK_FALSE(f.follow_opened(
-      {"a", "open", "98000", "opened at another coordinator: x"}, changed,
-      100500, 1500));
-  CHECK_FALSE(f.follow_opened({"a", "open", "99500", "a probe failed"}, changed,
-                              100500, 1500));
+      {"10", "a", "98000", "opened at another coordinator: x"}, 100500, 1500));
+  CHECK(f.breakers().at("a").half_open_at() == 9000);
+  CHECK_FALSE(
+      f.follow_opened({"11", "a", "99500", "a probe failed"}, 100500, 1500));
   CHECK(f.breakers().at("a").half_open_at() == 1500 - 1000 + 10000);
   CHECK(f.drain_changes().empty());
-  // b opens here, half-opens and probes; another's later opening opens it
-  // again and its probe becomes an ordinary attempt.
+  // A clock ahead: an opening stamped later than now counts from now, and
+  // is recorded at now.
+  CHECK(f.follow_opened({"12", "c", "400000", "clock ahead"}, 100500, 1500));
+  CHECK(f.breakers().at("c").half_open_at() == 1500 + 10000);
+  log = f.drain_changes();
+  REQUIRE(log.size() == 1);
+  CHECK(log[0].wall_ms == 100500);
+  // b opens here, half-opens and probes; the echo of its own opening comes
+  // back past its cooldown and is skipped; another's later opening opens it
+  // again, and its probe becomes an ordinary attempt.
   auto flow_b = f.intern(std::vector<std::string>{}, "b");
   for (int i = 0; i < 2; ++i)
-    f.outcome(flow_b, 0, false, "e", 2000 + i);
+    f.outcome(flow_b, 0, false, "e", 2000 + i); // wall 101,001
   CHECK(f.breakers().at("b").state() == breaker_state::open);
   CHECK_FALSE(f.gate(flow_b, 12001)); // half-open: may probe
   auto probe = f.take(flow_b, 12001);
   CHECK(probe != 0);
   CHECK(f.breakers().at("b").state() == breaker_state::half_open);
   f.drain_changes();
-  changed["b"] = 111001; // its half-opening, recorded here
-  CHECK(f.follow_opened(
-      {"b", "open", "111500", "opened at another coordinator: a probe failed"},
-      changed, 111600, 12101));
+  CHECK_FALSE(f.follow_opened(
+      {"13", "b", "101001", "opened at another coordinator: mine"}, 111100,
+      12101));
+  CHECK(f.breakers().at("b").state() == breaker_state::half_open);
+  CHECK(
+      f.follow_opened({"14", "b", "111050", "a probe failed"}, 111100, 12101));
   CHECK(f.breakers().at("b").state() == breaker_state::open);
   CHECK(f.breakers().at("b").probes_running() == 0);
-  CHECK(f.breakers().at("b").half_open_at() == 12001 + 10000);
+  CHECK(f.breakers().at("b").half_open_at() == 12051 + 10000);
   f.outcome(flow_b, probe, true, "", 12200);
   CHECK(f.breakers().at("b").state() == breaker_state::open);
-  auto again = f.drain_changes();
-  REQUIRE(again.size() == 1);
-  CHECK(again[0].detail == "opened at another coordinator: a probe failed");
+  log = f.drain_changes();
+  REQUIRE(log.size() == 1);
+  CHECK(log[0].detail == "opened at another coordinator: a probe failed");
 }

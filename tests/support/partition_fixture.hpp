@@ -258,7 +258,9 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
       },
       [=](control_atom a, uint32_t n) { return self->delegate(real, a, n); },
       [=](control_atom a, get_atom g) { return self->delegate(real, a, g); },
-      [=](control_atom a, opened_atom o) { return self->delegate(real, a, o); },
+      [=](control_atom a, opened_atom o, int64_t after) {
+        return self->delegate(real, a, o, after);
+      },
       [=](control_atom a, std::string& kind) {
         return self->delegate(real, a, std::move(kind));
       },
