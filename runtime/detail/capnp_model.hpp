@@ -2,7 +2,10 @@
 
 // Private to runtime/codec.cpp: conversions between the model structs and
 // their Cap'n Proto builders/readers. Including this header pulls in every
-// generated schema header; only the codec should need it.
+// generated schema header; only the codec should need it. Defined in
+// capnp_model.cpp (the job model), capnp_node_protocol.cpp (node protocol)
+// and capnp_api.cpp (tree snapshots, the job API); what those share is in
+// capnp_common.hpp.
 //
 // `write(builder, x)` encodes x as is. Pointer fields whose value is the
 // default (empty text, empty list, all-default sub-struct) are left unset,
