@@ -15,6 +15,12 @@
 // `errc::malformed`; too big or too deep are `too_large` / `too_deep`.
 // Range checks that need the job types (attempt limits, schedule bounds,
 // key lengths) are prepare_spec's, behind the node API.
+//
+// Implemented in gateway/http_api.cpp (request bodies),
+// gateway/http_api_jobs.cpp (job resources, SSE event names),
+// gateway/http_api_admin.cpp (queues, supervision tree) and
+// gateway/http_api_errors.cpp (errors), with the writer of
+// gateway/detail/http_api_writer.hpp.
 
 #include "runtime/codec.hpp"
 #include "runtime/job_api.hpp"
