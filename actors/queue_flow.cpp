@@ -434,29 +434,51 @@ std::vector<std::string> note_applied(queue_state& st, const std::string& kind,
   return changed;
 }
 
+/// How many sequences before the last one read a read of the breaker
+/// openings goes back: an opening's sequence is taken at its INSERT and
+/// seen at its COMMIT, so one committed just after a later one was read
+/// comes in at the next poll (queue_state::openings_read keeps it from
+/// being followed twice).
+constexpr int64_t opened_reread = 100;
+
 /// Opens the breakers that another coordinator sharing the partitions
 /// opened (flow_control::follow_opened): reads the log's openings after
-/// queue_state::opened_after, a page at a time, then `then` with whether
-/// a full page may have more. A failed read says so and tries again at the
-/// next poll.
+/// queue_state::opened_after (less opened_reread), a page at a time, then
+/// `then` with whether a full page may have more. A failed read says so
+/// and tries again at the next poll.
 void follow_opened(self_ptr self, std::function<void(bool)> then) {
-  self->request(self->state.deps.store, store_timeout, control_atom::value,
-                opened_atom::value, self->state.opened_after)
+  auto& st = self->state;
+  auto after = st.opened_after < 0
+                   ? st.opened_after
+                   : std::max<int64_t>(0, st.opened_after - opened_reread);
+  self->request(st.deps.store, store_timeout, control_atom::value,
+                opened_atom::value, after)
       .then(
           [self, then](std::vector<std::string>& quads) {
             auto& st = self->state;
-            if (quads.size() >= 4) {
-              auto last = quads[quads.size() - 4];
-              auto [end, ec] = std::from_chars(
-                  last.data(), last.data() + last.size(), st.opened_after);
-              if (ec != std::errc{} || end != last.data() + last.size()) {
+            std::vector<std::string> fresh;
+            for (size_t i = 0; i + 3 < quads.size(); i += 4) {
+              const auto& text = quads[i];
+              int64_t seq = 0;
+              auto [end, ec] = std::from_chars(text.data(),
+                                               text.data() + text.size(), seq);
+              if (ec != std::errc{} || end != text.data() + text.size()) {
                 log::warn("queue", "the control log's breaker openings are "
                                    "unreadable (will retry)");
                 return self->delayed_send(self, st.opts.settings_poll,
                                           settings_atom::value);
               }
+              if (!st.openings_read.insert(seq).second)
+                continue; // followed already
+              st.opened_after = std::max(st.opened_after, seq);
+              fresh.insert(fresh.end(),
+                           quads.begin() + static_cast<ptrdiff_t>(i),
+                           quads.begin() + static_cast<ptrdiff_t>(i + 4));
             }
-            if (st.flow.follow_opened(quads, now_ms(self), flow_now(self))) {
+            st.openings_read.erase(
+                st.openings_read.begin(),
+                st.openings_read.upper_bound(st.opened_after - opened_reread));
+            if (st.flow.follow_opened(fresh, now_ms(self), flow_now(self))) {
               record_flow_changes(self);
               rearm_flow(self); // the cooldown's end
             }
@@ -516,7 +538,20 @@ void follow_settings(self_ptr self) {
                 get_atom::value)
       .then(
           [self, read, again](int64_t last) {
-            if (last == self->state.settings_seen)
+            auto& st = self->state;
+            if (last < st.opened_after || last < st.settings_seen) {
+              // Rows removed by hand, the sequence restarted: read on from
+              // where the log is now.
+              log::warn("queue",
+                        "the control log's last sequence went "
+                        "back: reading its settings and openings "
+                        "again from there",
+                        {{"last", std::to_string(last)}});
+              st.opened_after = last;
+              st.openings_read.clear();
+              st.settings_seen = -1;
+            }
+            if (last == st.settings_seen)
               return again();
             read("rate_limit", [self, read, again, last] {
               read("breaker", [self, again, last] {

@@ -150,6 +150,10 @@ bool flow_control::follow_opened(const std::vector<std::string>& quads,
     auto wall = std::min(at->wall, wall_now_ms);
     if (wall + b->second.config().cooldown_ms <= wall_now_ms)
       continue;
+    // An open one takes a later opening's time as its cooldown's start, but
+    // not one stamped after now: a clock ahead must not keep it open.
+    if (b->second.state() == breaker_state::open && at->wall > wall_now_ms)
+      continue;
     const auto& why = quads[i + 3];
     auto detail = why.rfind(elsewhere, 0) == 0 ? why : elsewhere + why;
     if (b->second.follow_open(at->local, now_ms, changes_, b->first,

@@ -228,6 +228,9 @@ struct queue_state {
   /// followed (follow_settings), or were there before the breakers were
   /// restored (load_flow); -1: not read (a queue without settings_poll).
   int64_t opened_after = -1;
+  /// The openings read so far among the last opened_reread sequences
+  /// before opened_after: read again, they are not followed again.
+  std::set<int64_t> openings_read;
   /// A dispatch runs; classes to dispatch once it is through.
   bool dispatching = false;
   std::set<std::string> dispatch_pending;

@@ -509,4 +509,9 @@ TEST_CASE("a breaker that opens at one sharing coordinator opens at the "
   INFO(why);
   CHECK(body_of(own.at("c1").get("/api/jobs/" + id))["status"].str()
         == "queued");
+  // By now every coordinator has read the others' copies: none was followed
+  // back (an echo would add openings at every poll).
+  auto count = run(conn, "SELECT count(*) FROM drover.control_log WHERE kind "
+                         "= 'breaker' AND key = 'dl' AND state = 'open'");
+  CHECK(std::string{count.value(0, 0)} == "3");
 }

@@ -654,6 +654,11 @@ TEST_CASE("flow: a breaker opened at another coordinator opens this one, its "
   log = f.drain_changes();
   REQUIRE(log.size() == 1);
   CHECK(log[0].wall_ms == 100500);
+  // Open already, it does not take another opening stamped after now as
+  // its cooldown's start (nor one passed again).
+  CHECK_FALSE(
+      f.follow_opened({"13", "c", "400000", "clock ahead"}, 101000, 2000));
+  CHECK(f.breakers().at("c").half_open_at() == 1500 + 10000);
   // b opens here, half-opens and probes; the echo of its own opening comes
   // back past its cooldown and is skipped; another's later opening opens it
   // again, and its probe becomes an ordinary attempt.
@@ -667,7 +672,7 @@ TEST_CASE("flow: a breaker opened at another coordinator opens this one, its "
   CHECK(f.breakers().at("b").state() == breaker_state::half_open);
   f.drain_changes();
   CHECK_FALSE(f.follow_opened(
-      {"13", "b", "101001", "opened at another coordinator: mine"}, 111100,
+      {"14", "b", "101001", "opened at another coordinator: mine"}, 111100,
       12101));
   CHECK(f.breakers().at("b").state() == breaker_state::half_open);
   CHECK(
