@@ -5,7 +5,7 @@
 // That decoder gets every \uXXXX escape containing a hex letter wrong (it
 // reads a-f/A-F as 0-5, so "\u00e9" becomes "I"; fixed upstream in 2022, PR
 // 1552) and doesn't pair UTF-16 surrogates. Every JsonCodec decode of text
-// from outside (runtime/codec.cpp, runtime/builtin_handlers.cpp) runs the
+// from outside (runtime/codec.cpp, runtime/builtin_input.cpp) runs the
 // text through `fix_unicode_escapes` first.
 //
 // Contract of fix_unicode_escapes(text):
