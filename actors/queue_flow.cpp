@@ -206,6 +206,51 @@ void rearm_flow(self_ptr self) {
   }
 }
 
+namespace {
+
+/// Writes `c` (its at_ms the wall clock's) to the control log. The state
+/// itself is the queue's; a failed entry is lost (a deposed coordinator's
+/// refused write, PostgreSQL down) but for a breaker's opening at a
+/// coordinator sharing the partitions: the others follow it from the log,
+/// so it is kept and written again at the next settings poll
+/// (retry_openings), said once.
+void write_change(self_ptr self, flow_change c, bool again = false) {
+  auto& st = self->state;
+  self->request(st.deps.store, store_timeout, control_atom::value, c.at_ms,
+                c.kind, c.key, c.state, c.detail)
+      .then([](ok_atom) {},
+            [self, c, again](caf::error& err) mutable {
+              auto& st = self->state;
+              bool keep = st.opts.settings_poll.count() > 0
+                          && c.kind == "breaker" && c.state == "open"
+                          && st.unrecorded_openings.size() < 1000;
+              if (!again)
+                log_failure(keep ? "recording a breaker's opening (will retry: "
+                                   "the other coordinators follow it)"
+                                 : "recording a flow-control change",
+                            err, {}, log::level::warn);
+              if (keep)
+                st.unrecorded_openings.push_back(std::move(c));
+            });
+}
+
+/// Writes again the openings whose write failed, but those whose cooldown
+/// is over (nobody follows them any more) or whose breaker is gone.
+void retry_openings(self_ptr self) {
+  auto& st = self->state;
+  auto pending = std::move(st.unrecorded_openings);
+  st.unrecorded_openings.clear();
+  auto now = now_ms(self);
+  for (auto& c : pending) {
+    auto b = st.flow.breakers().find(c.key);
+    if (b != st.flow.breakers().end()
+        && c.at_ms + b->second.config().cooldown_ms > now)
+      write_change(self, std::move(c), true);
+  }
+}
+
+} // namespace
+
 /// Sends the limiters' and breakers' state changes to the control log
 /// (the store's drover.control_log), and logs them.
 void record_flow_changes(self_ptr self) {
@@ -218,15 +263,7 @@ void record_flow_changes(self_ptr self) {
     log::info("queue",
               "flow control: " + c.kind + " '" + c.key + "' " + c.state,
               {{"detail", c.detail}});
-    self->request(st.deps.store, store_timeout, control_atom::value, c.at_ms,
-                  c.kind, c.key, c.state, c.detail)
-        .then([](ok_atom) {},
-              [](caf::error& err) {
-                // The state itself is the queue's; the entry is lost (a
-                // deposed coordinator's refused write, PostgreSQL down).
-                log_failure("recording a flow-control change", err, {},
-                            log::level::warn);
-              });
+    write_change(self, std::move(c));
   }
 }
 
@@ -503,6 +540,7 @@ void follow_settings(self_ptr self) {
   // applied now; one applied already is not touched (applying it again
   // would start a breaker's counts over).
   auto& st = self->state;
+  retry_openings(self);
   auto again = [self] {
     self->delayed_send(self, self->state.opts.settings_poll,
                        settings_atom::value);

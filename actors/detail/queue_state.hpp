@@ -231,6 +231,10 @@ struct queue_state {
   /// The openings read so far among the last opened_reread sequences
   /// before opened_after: read again, they are not followed again.
   std::set<int64_t> openings_read;
+  /// Breaker openings whose control-log write failed, written again at the
+  /// next settings poll while their cooldown is not over (write_change);
+  /// at most 1,000.
+  std::vector<flow_change> unrecorded_openings;
   /// A dispatch runs; classes to dispatch once it is through.
   bool dispatching = false;
   std::set<std::string> dispatch_pending;

@@ -293,9 +293,9 @@ namespace {
 
 /// A second queue over the fixture's store, as a coordinator sharing the
 /// partitions sees it: it owns none of the two, and reads the control log
-/// every second.
+/// every second; over `store` if given.
 queue_actor spawn_sharing_queue(fixture& f, uint64_t seed,
-                                flow_limits flow = {}) {
+                                flow_limits flow = {}, store_actor store = {}) {
   queue_options qo;
   qo.clock_ms = [c = f.clock] { return *c; };
   qo.flow_clock_ms = qo.clock_ms;
@@ -305,7 +305,9 @@ queue_actor spawn_sharing_queue(fixture& f, uint64_t seed,
   qo.settings_poll = std::chrono::seconds{1};
   qo.flow = std::move(flow);
   auto q = spawn_queue(
-      f.sys, {f.store, spawn_progress_publisher(f.sys), f.handlers}, qo);
+      f.sys,
+      {store ? store : f.store, spawn_progress_publisher(f.sys), f.handlers},
+      qo);
   f.sched.run();
   return q;
 }
@@ -366,9 +368,12 @@ TEST_CASE("a breaker opened at another coordinator sharing the store opens "
           "[queue][partition][flow]") {
   fixture f;
   flow_limits flow;
-  flow.breakers["mail"] = {2, 30000, 1, {}, {}};
-  flow.breakers["sms"] = {2, 30000, 1, {}, {}};
-  auto q = spawn_sharing_queue(f, 14, flow);
+  for (const auto* key : {"mail", "sms", "push"})
+    flow.breakers[key] = {2, 30000, 1, {}, {}};
+  // Its own writes of an opening go through a store that refuses some.
+  auto ps = std::make_shared<proxy_state>();
+  auto proxy = f.sys.spawn(proxy_impl, f.store, ps, 0);
+  auto q = spawn_sharing_queue(f, 14, flow, proxy);
   auto ask = [&](auto... xs) {
     std::string out;
     f.self->send(xs...);
@@ -408,10 +413,14 @@ TEST_CASE("a breaker opened at another coordinator sharing the store opens "
       std::string{"mail"}, std::string{"open"},
       std::string{"2 failure(s) in a row, the last smtp_down"});
   CHECK(state() == "closed");
+  ps->fail_openings = 1;
   poll();
   CHECK(state() == "open");
-  // Recorded here with the time it opened there: the one entry more is not
-  // followed again, and the log gets no echo.
+  // Recorded here with the time it opened there — the write refused once,
+  // so at the next poll: the one entry more is not followed again, and the
+  // log gets no echo.
+  CHECK(openings() == 1);
+  poll();
   CHECK(openings() == 2);
   poll();
   poll();
@@ -419,18 +428,32 @@ TEST_CASE("a breaker opened at another coordinator sharing the store opens "
   CHECK(ask(f.store, control_atom::value, uint32_t{1})
             .find("opened at another coordinator: 2 failure(s) in a row")
         != std::string::npos);
-  // More openings than one read answers: the next poll reads on.
   auto opening = [&](const std::string& key) {
     ask(f.store, control_atom::value, *f.clock, std::string{"breaker"}, key,
         std::string{"open"}, std::string{"down"});
   };
-  for (uint32_t i = 0; i < max_openings_read; ++i)
-    opening("not-declared-here");
+  // A refused write of an opening is not written again once its cooldown
+  // is over: nobody would follow it.
   opening("sms");
-  poll();
-  CHECK(state("sms") == "closed");
+  ps->fail_openings = 1000;
   poll();
   CHECK(state("sms") == "open");
+  CHECK(openings() == 3);
+  *f.clock += 30000;
+  f.sched.advance_time(std::chrono::seconds{30});
+  f.sched.run();
+  ps->fail_openings = 0;
+  poll();
+  CHECK(openings() == 3);
+  // More openings than one read answers: the next poll reads on.
+  for (uint32_t i = 0; i < max_openings_read; ++i)
+    opening("not-declared-here");
+  opening("push");
+  poll();
+  CHECK(state("push") == "closed");
+  poll();
+  CHECK(state("push") == "open");
   f.self->send_exit(q, caf::exit_reason::user_shutdown);
+  f.self->send_exit(proxy, caf::exit_reason::user_shutdown);
   f.sched.run();
 }

@@ -183,11 +183,14 @@ struct fixture {
 // `*fail_at` (1-based) with `unavailable`, and records what it was asked;
 // with `hold_cancels`, it holds writes of a cancel_requested event unanswered
 // and unwritten in `held` until it is pinged (then it writes and answers
-// them).
+// them); it refuses the next `fail_openings` control-log writes of a
+// breaker's opening.
 struct proxy_state {
   int recovers = 0;
   std::vector<std::tuple<int32_t, std::string>> asked;
   bool hold_cancels = false;
+  /// Writes of a breaker's opening to the control log still to refuse.
+  int fail_openings = 0;
   std::vector<
       std::pair<caf::typed_response_promise<ok_atom>, std::vector<job_event>>>
       held;
@@ -252,9 +255,13 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
       },
       [=](nodes_atom a) { return self->delegate(real, a); },
       [=](control_atom a, int64_t at, std::string& k, std::string& key,
-          std::string& s, std::string& d) {
+          std::string& st, std::string& d) -> caf::result<ok_atom> {
+        if (st == "open" && ps->fail_openings > 0) {
+          --ps->fail_openings;
+          return make_error(errc::unavailable, "injected control-log failure");
+        }
         return self->delegate(real, a, at, std::move(k), std::move(key),
-                              std::move(s), std::move(d));
+                              std::move(st), std::move(d));
       },
       [=](control_atom a, uint32_t n) { return self->delegate(real, a, n); },
       [=](control_atom a, get_atom g) { return self->delegate(real, a, g); },
