@@ -3,7 +3,9 @@
 // The queue actor's state and the functions its behaviour (actors/queue.cpp)
 // is made of, spread over actors/queue_dispatch.cpp (ready jobs to idle
 // workers, resources), actors/queue_flow.cpp (concurrency keys, rate limits
-// and breakers), actors/queue_lifecycle.cpp (timers, recovery, settling
+// and breakers), actors/queue_control_log.cpp (their control log: state
+// changes, run-time settings, following other coordinators),
+// actors/queue_lifecycle.cpp (timers, recovery, settling
 // attempts, adoption) and actors/queue_admin.cpp (cancel, the dead-letter
 // queue, figures). Internal: the contract is actors/queue.hpp.
 
@@ -454,7 +456,23 @@ int64_t flow_now(self_ptr self);
 void arm_flow_timer(self_ptr self, int64_t at_ms);
 bool runnable(const queue_state& st, const parked_entry& pe);
 void rearm_flow(self_ptr self);
+
+// -- queue_control_log.cpp
+// ---------------------------------------------------
+/// Sends the limiters' and breakers' state changes to the control log.
 void record_flow_changes(self_ptr self);
+/// Creates or changes a rate limit or breaker at run time (the admin
+/// API): validated as the configuration's item, recorded in the control
+/// log ("configured"), then applied; answered with flow_json.
+caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
+                                  const std::string& key,
+                                  const std::string& spec);
+/// At start, before recovery: the run-time settings and the breakers'
+/// last states from the control log (retried until read), then recovery.
+void load_flow(self_ptr self);
+/// Applies the run-time settings made at other coordinators (read from
+/// the control log every queue_options::settings_poll), then reads again.
+void follow_settings(self_ptr self);
 
 // -- queue_permits.cpp
 // ---------------------------------------------------------
@@ -485,18 +503,6 @@ void park_at_gate(queue_state& st, const std::string& gate, parked_entry pe);
 void on_flow_timer(self_ptr self);
 /// The limiters, breakers and pools as (flow_atom) answers them.
 std::string flow_json(self_ptr self);
-/// Creates or changes a rate limit or breaker at run time (the admin
-/// API): validated as the configuration's item, recorded in the control
-/// log ("configured"), then applied; answered with flow_json.
-caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
-                                  const std::string& key,
-                                  const std::string& spec);
-/// At start, before recovery: the run-time settings and the breakers'
-/// last states from the control log (retried until read), then recovery.
-void load_flow(self_ptr self);
-/// Applies the run-time settings made at other coordinators (read from
-/// the control log every queue_options::settings_poll), then reads again.
-void follow_settings(self_ptr self);
 /// What holds a queued job of `spec` back (concurrency, breaker, rate
 /// limit), for its status; "" = none of them.
 std::string hold_reason(self_ptr self, const job_spec& spec);

@@ -1,0 +1,335 @@
+// The queue and the control log of rate limiters and circuit breakers
+// (drover.control_log, docs/jobs.md): recording their state changes, run-time
+// settings, reading both back when the queue starts, and — coordinators
+// sharing the partitions — following the settings and breaker openings made
+// at the others. The gates themselves are in actors/queue_flow.cpp.
+
+#include "actors/detail/queue_state.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+
+namespace drover::queue_detail {
+
+namespace {
+
+/// Writes `c` (its at_ms the wall clock's) to the control log. The state
+/// itself is the queue's; a failed entry is lost (a deposed coordinator's
+/// refused write, PostgreSQL down) but for a breaker's opening at a
+/// coordinator sharing the partitions: the others follow it from the log,
+/// so it is kept and written again at the next settings poll
+/// (retry_openings), said once.
+void write_change(self_ptr self, flow_change c, bool again = false) {
+  auto& st = self->state;
+  self->request(st.deps.store, store_timeout, control_atom::value, c.at_ms,
+                c.kind, c.key, c.state, c.detail)
+      .then([](ok_atom) {},
+            [self, c, again](caf::error& err) mutable {
+              auto& st = self->state;
+              bool keep = st.opts.settings_poll.count() > 0
+                          && c.kind == "breaker" && c.state == "open"
+                          && st.unrecorded_openings.size() < 1000;
+              if (!again)
+                log_failure(keep ? "recording a breaker's opening (will retry: "
+                                   "the other coordinators follow it)"
+                                 : "recording a flow-control change",
+                            err, {}, log::level::warn);
+              if (keep)
+                st.unrecorded_openings.push_back(std::move(c));
+            });
+}
+
+/// Writes again the openings whose write failed, but those whose cooldown
+/// is over (nobody follows them any more) or whose breaker is gone.
+void retry_openings(self_ptr self) {
+  auto& st = self->state;
+  auto pending = std::move(st.unrecorded_openings);
+  st.unrecorded_openings.clear();
+  auto now = now_ms(self);
+  for (auto& c : pending) {
+    auto b = st.flow.breakers().find(c.key);
+    if (b != st.flow.breakers().end()
+        && c.at_ms + b->second.config().cooldown_ms > now)
+      write_change(self, std::move(c), true);
+  }
+}
+
+} // namespace
+
+/// Sends the limiters' and breakers' state changes to the control log
+/// (the store's drover.control_log), and logs them.
+void record_flow_changes(self_ptr self) {
+  auto& st = self->state;
+  if (!st.flow.has_changes())
+    return;
+  for (auto& c : st.flow.drain_changes()) {
+    // The log's time is the wall clock's.
+    c.at_ms = c.wall_ms != 0 ? c.wall_ms : now_ms(self);
+    log::info("queue",
+              "flow control: " + c.kind + " '" + c.key + "' " + c.state,
+              {{"detail", c.detail}});
+    write_change(self, std::move(c));
+  }
+}
+
+caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
+                                  const std::string& key,
+                                  const std::string& spec) {
+  auto& st = self->state;
+  if (!st.flow_loaded)
+    // A setting made now could be overwritten by the older one being read.
+    return make_error(errc::unavailable,
+                      "the coordinator is still reading its rate limits and "
+                      "breakers; retry");
+  if (spec.empty() || spec.size() > 1024)
+    return make_error(errc::invalid_request, "spec: 1-1024 bytes");
+  if (auto err = st.flow.set_setting(kind, key, spec, flow_now(self), true))
+    return err;
+  // Durable first: a setting the log does not hold would be lost by the
+  // next takeover.
+  auto rp = self->make_response_promise<std::string>();
+  self->request(st.deps.store, store_timeout, control_atom::value, now_ms(self),
+                kind, key, std::string{"configured"}, spec)
+      .then(
+          [self, rp, kind, key, spec](ok_atom) mutable {
+            auto& st = self->state;
+            auto err = st.flow.set_setting(kind, key, spec, flow_now(self));
+            if (err) { // room taken by a setting that came in meanwhile
+              rp.deliver(std::move(err));
+              return;
+            }
+            st.applied_settings[kind + '\n' + key] = spec;
+            st.made_here[kind + '\n' + key] = ++st.settings_made;
+            log::info("queue", "flow control: " + kind + " '" + key + "' set",
+                      {{"spec", spec}});
+            on_flow_timer(self); // a looser limit lets parked jobs go now
+            rp.deliver(flow_json(self));
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
+namespace {
+
+/// Records the run-time settings in `quads` (the control log's answer,
+/// asked for when queue_state::settings_made was `asked_at`) as applied
+/// here; answers those that were not (a new key, another spec). A key set
+/// here since it was asked is left alone: the answer may predate it.
+std::vector<std::string> note_applied(queue_state& st, const std::string& kind,
+                                      const std::vector<std::string>& quads,
+                                      uint64_t asked_at = UINT64_MAX) {
+  std::vector<std::string> changed;
+  for (size_t i = 0; i + 3 < quads.size(); i += 4) {
+    if (quads[i + 1] != "configured")
+      continue;
+    auto name = kind + '\n' + quads[i];
+    if (auto m = st.made_here.find(name);
+        m != st.made_here.end() && m->second > asked_at)
+      continue;
+    auto& spec = st.applied_settings[name];
+    if (spec == quads[i + 3])
+      continue;
+    spec = quads[i + 3];
+    changed.insert(changed.end(), quads.begin() + static_cast<ptrdiff_t>(i),
+                   quads.begin() + static_cast<ptrdiff_t>(i + 4));
+  }
+  return changed;
+}
+
+/// How many sequences before the last one read a read of the breaker
+/// openings goes back: an opening's sequence is taken at its INSERT and
+/// seen at its COMMIT, so one committed just after a later one was read
+/// comes in at the next poll (queue_state::openings_read keeps it from
+/// being followed twice).
+constexpr int64_t opened_reread = 100;
+
+/// Opens the breakers that another coordinator sharing the partitions
+/// opened (flow_control::follow_opened): reads the log's openings after
+/// queue_state::opened_after (less opened_reread), a page at a time, then
+/// `then` with whether a full page may have more. A failed read says so
+/// and tries again at the next poll.
+void follow_opened(self_ptr self, std::function<void(bool)> then) {
+  auto& st = self->state;
+  auto after = st.opened_after < 0
+                   ? st.opened_after
+                   : std::max<int64_t>(0, st.opened_after - opened_reread);
+  self->request(st.deps.store, store_timeout, control_atom::value,
+                opened_atom::value, after)
+      .then(
+          [self, then](std::vector<std::string>& quads) {
+            auto& st = self->state;
+            std::vector<std::string> fresh;
+            for (size_t i = 0; i + 3 < quads.size(); i += 4) {
+              const auto& text = quads[i];
+              int64_t seq = 0;
+              auto [end, ec] = std::from_chars(text.data(),
+                                               text.data() + text.size(), seq);
+              if (ec != std::errc{} || end != text.data() + text.size()) {
+                log::warn("queue", "the control log's breaker openings are "
+                                   "unreadable (will retry)");
+                return self->delayed_send(self, st.opts.settings_poll,
+                                          settings_atom::value);
+              }
+              if (!st.openings_read.insert(seq).second)
+                continue; // followed already
+              st.opened_after = std::max(st.opened_after, seq);
+              fresh.insert(fresh.end(),
+                           quads.begin() + static_cast<ptrdiff_t>(i),
+                           quads.begin() + static_cast<ptrdiff_t>(i + 4));
+            }
+            st.openings_read.erase(
+                st.openings_read.begin(),
+                st.openings_read.upper_bound(st.opened_after - opened_reread));
+            if (st.flow.follow_opened(fresh, now_ms(self), flow_now(self))) {
+              record_flow_changes(self);
+              rearm_flow(self); // the cooldown's end
+            }
+            then(quads.size() >= 4 * size_t{max_openings_read});
+          },
+          [self](caf::error& err) {
+            log::debug("queue",
+                       "reading the control log's breaker openings (will "
+                       "retry)",
+                       {{"error", describe(err)}});
+            self->delayed_send(self, self->state.opts.settings_poll,
+                               settings_atom::value);
+          });
+}
+
+} // namespace
+
+void follow_settings(self_ptr self) {
+  // Settings made at another coordinator sharing the partitions: the
+  // control log is where they are first (set_flow writes before it
+  // applies). A key whose last setting is not the one applied here is
+  // applied now; one applied already is not touched (applying it again
+  // would start a breaker's counts over).
+  auto& st = self->state;
+  retry_openings(self);
+  auto again = [self] {
+    self->delayed_send(self, self->state.opts.settings_poll,
+                       settings_atom::value);
+  };
+  auto read = [self, again](const std::string& kind,
+                            std::function<void()> then) {
+    auto asked_at = self->state.settings_made;
+    self->request(self->state.deps.store, store_timeout, control_atom::value,
+                  kind)
+        .then(
+            [self, kind, then, asked_at](std::vector<std::string>& quads) {
+              auto& st = self->state;
+              auto changed = note_applied(st, kind, quads, asked_at);
+              if (!changed.empty()) {
+                st.flow.apply_configured(kind, changed, flow_now(self));
+                record_flow_changes(self);
+                on_flow_timer(self); // a looser limit lets parked jobs go
+              }
+              then();
+            },
+            [again, kind](caf::error& err) {
+              log::debug("queue",
+                         "reading the control log's " + kind
+                             + " settings (will retry)",
+                         {{"error", describe(err)}});
+              again();
+            });
+  };
+  // Armed by load_flow once the settings were read back. The log's last
+  // sequence first (its primary key's last entry): the
+  // settings are read only when something was written since the last read.
+  self->request(st.deps.store, store_timeout, control_atom::value,
+                get_atom::value)
+      .then(
+          [self, read, again](int64_t last) {
+            auto& st = self->state;
+            if (last < st.opened_after || last < st.settings_seen) {
+              // Rows removed by hand, the sequence restarted: read on from
+              // where the log is now.
+              log::warn("queue",
+                        "the control log's last sequence went "
+                        "back: reading its settings and openings "
+                        "again from there",
+                        {{"last", std::to_string(last)}});
+              st.opened_after = last;
+              st.openings_read.clear();
+              st.settings_seen = -1;
+            }
+            if (last == st.settings_seen)
+              return again();
+            read("rate_limit", [self, read, again, last] {
+              read("breaker", [self, again, last] {
+                follow_opened(self, [self, again, last](bool more) {
+                  if (!more) // else the next poll reads on
+                    self->state.settings_seen = last;
+                  again();
+                });
+              });
+            });
+          },
+          [again](caf::error& err) {
+            log::debug("queue",
+                       "reading the control log's last sequence (will retry)",
+                       {{"error", describe(err)}});
+            again();
+          });
+}
+
+void load_flow(self_ptr self) {
+  // Without them a recovered job naming a key set at run time would run
+  // unlimited: keep trying, as recovery does.
+  auto retry = [self](const std::string& what, const caf::error& err) {
+    auto& st = self->state;
+    log_failure("reading the control log's " + what + " (will retry)", err, {},
+                log::level::warn);
+    self->delayed_send(self, st.recover_backoff.next(draw(self)),
+                       flow_load_atom::value);
+  };
+  auto read
+      = [self, retry](const std::string& kind,
+                      std::function<void(std::vector<std::string>&)> then) {
+          self->request(self->state.deps.store, store_timeout,
+                        control_atom::value, kind)
+              .then([then](std::vector<std::string>& quads) { then(quads); },
+                    [retry, kind](caf::error& err) {
+                      retry(kind + " entries", err);
+                    });
+        };
+  // Breakers start as the control log last saw them: a restart or a
+  // takeover must not close a breaker that was open.
+  self->state.flow.hold_breakers();
+  auto load = [self, read] {
+    read("rate_limit", [self, read](std::vector<std::string>& rates) {
+      auto both = std::make_shared<std::vector<std::string>>(std::move(rates));
+      read("breaker", [self, both](std::vector<std::string>& quads) {
+        auto& st = self->state;
+        st.flow.apply_configured("rate_limit", *both, flow_now(self));
+        st.flow.apply_configured("breaker", quads, flow_now(self));
+        note_applied(st, "rate_limit", *both);
+        note_applied(st, "breaker", quads);
+        if (!st.flow_loaded && st.opts.settings_poll.count() > 0)
+          self->delayed_send(self, st.opts.settings_poll, settings_atom::value);
+        st.flow.restore_breakers(quads, true, now_ms(self), flow_now(self));
+        st.flow_loaded = true;
+        record_flow_changes(self);
+        rearm_flow(self);
+        recover(self);
+      });
+    });
+  };
+  auto& st = self->state;
+  if (st.opts.settings_poll.count() == 0 || st.opened_after >= 0)
+    return load();
+  // Sharing: the breaker openings to follow are those after the states
+  // restored here (follow_settings).
+  self->request(st.deps.store, store_timeout, control_atom::value,
+                get_atom::value)
+      .then(
+          [self, load](int64_t last) {
+            self->state.opened_after = last;
+            load();
+          },
+          [retry](caf::error& err) { retry("last sequence", err); });
+}
+
+} // namespace drover::queue_detail
