@@ -1,12 +1,12 @@
 // The control log of rate limiters and circuit breakers (runtime/pg.hpp,
 // session::append_control; schema version 6).
 
+#include "runtime/detail/pg_common.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/json_text.hpp"
 #include "runtime/partition.hpp"
 #include "runtime/pg.hpp"
 
-#include <charconv>
 #include <string>
 
 namespace drover::pg {
@@ -133,11 +133,8 @@ caf::expected<int64_t> session::control_sequence() {
                         {}, false, "reading the control log's last sequence");
   if (!res)
     return std::move(res.error());
-  auto text = res->value(0, 0);
   int64_t last = 0;
-  auto [end, ec]
-      = std::from_chars(text.data(), text.data() + text.size(), last);
-  if (ec != std::errc{} || end != text.data() + text.size())
+  if (!detail::parse_number(res->value(0, 0), last))
     return make_error(errc::malformed, "unreadable control-log sequence");
   return last;
 }
