@@ -173,6 +173,36 @@ TEST_CASE("client: no node answering is unavailable, and bad options are "
   }
 }
 
+TEST_CASE("client: a call made before its node listens is answered once the "
+          "node is up, however short the reconnect delay",
+          "[client]") {
+  // A reconnect delay of 0 ms: the draw full jitter makes about once in a
+  // hundred at the first retry. It once ended the call as "no node
+  // answered" with nearly all of its time left (a wait lost across a
+  // coordinator's restart in CI); only the deadline may end it.
+  auto port = free_port();
+  client_options o;
+  o.nodes = {"127.0.0.1:" + std::to_string(port)};
+  o.timeout = 60s;
+  o.reconnect_initial = 0ms;
+  o.reconnect_max = 0ms;
+  auto made = client::make(o);
+  REQUIRE(made);
+  auto cl = std::move(*made);
+  auto early = std::async(std::launch::async,
+                          [&] { return cl->get("j0000000000000-0"); });
+  process node{{DROVER_NODE_BIN, "--node-id", "late", "--admin-port",
+                std::to_string(port), "--http-port", "0"}};
+  REQUIRE(node.wait_for_line("ready", 30s));
+  REQUIRE(early.wait_for(scaled(60s)) == std::future_status::ready);
+  auto got = early.get();
+  REQUIRE_FALSE(got);
+  INFO(describe(got.error()));
+  CHECK(is(got.error(), errc::not_found)); // answered by the node
+  node.signal(SIGTERM);
+  REQUIRE(node.wait_exit(30s));
+}
+
 TEST_CASE("client: a node over its bound on queued work answers overloaded, "
           "a definite refusal that created nothing, not outcome_unknown",
           "[client]") {
