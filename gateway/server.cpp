@@ -1,4 +1,11 @@
+// The gateway's HTTP/1.1 server (gateway/server.hpp): the listener and the
+// HTTP connections with their exchanges (one response or an event stream);
+// a connection upgraded to a WebSocket is handed to
+// gateway/server_websocket.cpp.
+
 #include "gateway/server.hpp"
+
+#include "gateway/detail/server_connection.hpp"
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
@@ -20,195 +27,9 @@ namespace drover::http {
 
 namespace {
 
-namespace beast = boost::beast;
-namespace bhttp = beast::http;
-namespace websocket = beast::websocket;
-namespace net = boost::asio;
-using tcp = net::ip::tcp;
-using error_code = beast::error_code;
-
-struct shared_state {
-  server_limits limits;
-  handler on_request;
-  std::atomic<size_t> connections{0};
-};
-
-/// Runs the close callbacks once; later registrations run at once.
-class close_hooks {
-public:
-  void add(std::function<void()> fn) {
-    std::unique_lock<std::mutex> guard{mx_};
-    if (closed_) {
-      guard.unlock();
-      fn();
-      return;
-    }
-    fns_.push_back(std::move(fn));
-  }
-  void fire() {
-    std::vector<std::function<void()>> fns;
-    {
-      std::lock_guard<std::mutex> guard{mx_};
-      if (closed_)
-        return;
-      closed_ = true;
-      fns.swap(fns_);
-    }
-    for (auto& fn : fns)
-      fn();
-  }
-  bool closed() const {
-    std::lock_guard<std::mutex> guard{mx_};
-    return closed_;
-  }
-
-private:
-  mutable std::mutex mx_;
-  bool closed_ = false;
-  std::vector<std::function<void()>> fns_;
-};
-
-// -- WebSocket ----------------------------------------------------------------
-
-class ws_connection : public ws_channel,
-                      public std::enable_shared_from_this<ws_connection> {
-public:
-  ws_connection(tcp::socket&& socket, std::shared_ptr<shared_state> st)
-      : ws_(std::move(socket)), st_(std::move(st)) {
-    // nop
-  }
-
-  ~ws_connection() override {
-    hooks_.fire();
-    st_->connections--;
-  }
-
-  void start(request req,
-             std::function<void(std::shared_ptr<ws_channel>)> on_open) {
-    ws_.set_option(
-        websocket::stream_base::timeout::suggested(beast::role_type::server));
-    ws_.read_message_max(st_->limits.max_ws_message_bytes);
-    ws_.set_option(
-        websocket::stream_base::decorator([](websocket::response_type& res) {
-          res.set(bhttp::field::server, "drover");
-        }));
-    auto self = shared_from_this();
-    ws_.async_accept(req, [self, on_open = std::move(on_open)](error_code ec) {
-      if (ec) {
-        self->finish();
-        return;
-      }
-      on_open(self);
-      self->read();
-    });
-  }
-
-  bool send(std::string text) override {
-    if (hooks_.closed())
-      return false;
-    auto self = shared_from_this();
-    net::post(ws_.get_executor(), [self, text = std::move(text)]() mutable {
-      self->enqueue(std::move(text));
-    });
-    return true;
-  }
-
-  void close() override {
-    auto self = shared_from_this();
-    net::post(ws_.get_executor(), [self] { self->shutdown(); });
-  }
-
-  void on_message(std::function<void(std::string)> fn) override {
-    std::lock_guard<std::mutex> guard{mx_};
-    if (hooks_.closed())
-      return; // finish() has run: storing it would form the cycle again
-    on_message_ = std::move(fn);
-  }
-
-  void on_close(std::function<void()> fn) override {
-    hooks_.add(std::move(fn));
-  }
-
-private:
-  /// The socket is done: runs the close hooks and drops the message
-  /// handler. The handler usually holds this channel (the gateway's does),
-  /// so keeping it would keep the connection alive forever — its memory,
-  /// and its slot in `connections`, which would end up refusing everyone.
-  /// Callers hold a reference to this object.
-  void finish() {
-    hooks_.fire();
-    std::function<void(std::string)> fn;
-    {
-      std::lock_guard<std::mutex> guard{mx_};
-      fn.swap(on_message_);
-    }
-  }
-
-  void read() {
-    auto self = shared_from_this();
-    ws_.async_read(in_, [self](error_code ec, size_t) {
-      if (ec) {
-        self->finish();
-        return;
-      }
-      auto text = beast::buffers_to_string(self->in_.data());
-      self->in_.consume(self->in_.size());
-      std::function<void(std::string)> fn;
-      {
-        std::lock_guard<std::mutex> guard{self->mx_};
-        fn = self->on_message_;
-      }
-      if (fn)
-        fn(std::move(text));
-      self->read();
-    });
-  }
-
-  void enqueue(std::string text) {
-    if (hooks_.closed())
-      return;
-    backlog_ += text.size();
-    if (backlog_ > st_->limits.max_stream_backlog_bytes) {
-      shutdown(); // too slow: drop it rather than buffer without bound
-      return;
-    }
-    out_.push_back(std::move(text));
-    if (out_.size() == 1)
-      write();
-  }
-
-  void write() {
-    auto self = shared_from_this();
-    ws_.text(true);
-    ws_.async_write(net::buffer(out_.front()), [self](error_code ec, size_t) {
-      if (ec) {
-        self->finish();
-        return;
-      }
-      self->backlog_ -= self->out_.front().size();
-      self->out_.pop_front();
-      if (!self->out_.empty())
-        self->write();
-    });
-  }
-
-  void shutdown() {
-    if (hooks_.closed())
-      return;
-    finish();
-    auto self = shared_from_this();
-    ws_.async_close(websocket::close_code::normal, [self](error_code) {});
-  }
-
-  websocket::stream<beast::tcp_stream> ws_;
-  std::shared_ptr<shared_state> st_;
-  beast::flat_buffer in_;
-  std::deque<std::string> out_;
-  size_t backlog_ = 0;
-  std::mutex mx_;
-  std::function<void(std::string)> on_message_;
-  close_hooks hooks_;
-};
+// From gateway/detail/server_connection.hpp: the Beast and Asio aliases,
+// shared_state, close_hooks and ws_connection.
+using namespace server_detail;
 
 // -- HTTP ---------------------------------------------------------------------
 
