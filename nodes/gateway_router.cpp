@@ -1,4 +1,12 @@
+// A gateway node's router (nodes/gateway_router.hpp): the router actor,
+// which routes each request of the node API by its types — to one
+// partition's owner, again after a `not_owner` answer, split by owner (a
+// batch), or to every coordinator with the answers added up or merged. Its
+// partition map: nodes/gateway_router_map.cpp.
+
 #include "nodes/gateway_router.hpp"
+
+#include "nodes/gateway_router_state.hpp"
 
 #include "nodes/node_roles.hpp"
 #include "nodes/router_subscriptions.hpp"
@@ -26,136 +34,14 @@ namespace drover::node {
 
 namespace {
 
-constexpr auto request_timeout = std::chrono::seconds{60};
-constexpr auto map_timeout = std::chrono::seconds{5};
-constexpr auto map_interval = std::chrono::seconds{1};
-/// Sends of a write refused `not_owner`, in all.
-constexpr int max_sends = 3;
-
-struct router_state {
-  /// By coordinator (the --coordinator list's order); null while not
-  /// joined.
-  std::vector<api_actor> apis;
-  /// How many partitions each owns (its last answer).
-  std::vector<size_t> owned;
-  /// By partition: its owner's index, -1 = not known.
-  std::vector<int> owner;
-  int32_t count = 0;
-  size_t turn = 0;
-  bool refreshing = false;
-  std::vector<std::function<void()>> after_refresh;
-  bool warned_bad_map = false;
-  /// By coordinator: what each request in flight there does if the
-  /// coordinator is lost before it answers (a lost remote actor fails no
-  /// pending request by itself).
-  std::vector<std::map<uint64_t, std::function<void()>>> inflight;
-  uint64_t next_request = 0;
-  /// Progress subscriptions, each kept at its partition's owner.
-  router_subscriptions subs;
-  /// By coordinator: the address it is joined at (--coordinator).
-  std::vector<std::string> addresses;
-
-  router_view view() const {
-    return {apis, owner};
-  }
-};
-
-using state_ptr = std::shared_ptr<router_state>;
-using self_ptr = api_router_actor::pointer;
+// From nodes/gateway_router_state.hpp: the timeouts, router_state (and
+// state_ptr, self_ptr) and the partition map's lose, refresh and pick.
+using namespace router_detail;
 
 caf::error no_coordinator() {
   return make_error(errc::unavailable,
                     "the gateway has no coordinator at the moment (it is "
                     "joining them); retry");
-}
-
-/// Coordinator `i`'s answer to (partitions_atom).
-void apply_map(router_state& st, size_t i, const std::string& list,
-               int32_t count) {
-  if (count < 1 || count > max_partitions)
-    return;
-  auto parts = parse_partition_list(list, count);
-  if (!parts) {
-    if (!st.warned_bad_map)
-      log::warn("gateway",
-                "a coordinator sent a malformed partition list; "
-                "ignored",
-                {{"coordinator", static_cast<int64_t>(i + 1)}});
-    st.warned_bad_map = true;
-    return;
-  }
-  if (count != st.count) {
-    st.count = count;
-    st.owner.assign(static_cast<size_t>(count), -1);
-  }
-  for (auto& o : st.owner)
-    if (o == static_cast<int>(i))
-      o = -1;
-  for (auto p : *parts)
-    st.owner[static_cast<size_t>(p)] = static_cast<int>(i);
-  st.owned[i] = parts->size();
-}
-
-/// Coordinator `i` is gone: nothing more goes there, and what is in flight
-/// there is answered.
-void lose(router_state& st, size_t i) {
-  st.apis[i] = nullptr;
-  st.owned[i] = 0;
-  for (auto& o : st.owner)
-    if (o == static_cast<int>(i))
-      o = -1;
-  st.subs.lost(i);
-  auto pending = std::move(st.inflight[i]);
-  st.inflight[i].clear();
-  for (auto& [id, on_lost] : pending)
-    on_lost();
-}
-
-/// Asks every joined coordinator for its partitions; `then` runs once all
-/// answered (or failed).
-void refresh(self_ptr self, const state_ptr& st, std::function<void()> then) {
-  if (then)
-    st->after_refresh.push_back(std::move(then));
-  if (st->refreshing)
-    return;
-  st->refreshing = true;
-  auto finish = [self, st] {
-    st->refreshing = false;
-    st->subs.follow(self, st->view());
-    auto waiting = std::move(st->after_refresh);
-    st->after_refresh.clear();
-    for (auto& f : waiting)
-      f();
-  };
-  auto pending = std::make_shared<size_t>(0);
-  for (const auto& api : st->apis)
-    *pending += api ? 1 : 0;
-  if (*pending == 0)
-    return finish();
-  for (size_t i = 0; i < st->apis.size(); ++i) {
-    auto api = st->apis[i];
-    if (!api)
-      continue;
-    self->request(api, map_timeout, partitions_atom::value)
-        .then(
-            [st, i, api, pending, finish](std::string& list, int32_t count) {
-              if (st->apis[i] == api)
-                apply_map(*st, i, list, count);
-              if (--*pending == 0)
-                finish();
-            },
-            [i, pending, finish](caf::error& err) {
-              // Its last map stays in use until the next round (a lost
-              // coordinator is forgotten by its joiner, not here).
-              log::debug("gateway",
-                         "a coordinator did not answer for its "
-                         "partitions",
-                         {{"coordinator", static_cast<int64_t>(i + 1)},
-                          {"error", describe(err)}});
-              if (--*pending == 0)
-                finish();
-            });
-  }
 }
 
 /// Sends a request to coordinator `i` (`send(self, api)` makes it, typed);
@@ -189,27 +75,6 @@ void send_tracked(self_ptr self, const state_ptr& st, size_t i,
             if (forget())
               on_error(err);
           });
-}
-
-/// Where a request about partition `p` goes (-1: anywhere): its owner if
-/// known, else the coordinators that own partitions, in turn (any joined
-/// one if none is known to own any).
-int pick(router_state& st, int32_t p) {
-  if (p >= 0 && static_cast<size_t>(p) < st.owner.size()) {
-    auto o = st.owner[static_cast<size_t>(p)];
-    if (o >= 0 && st.apis[static_cast<size_t>(o)])
-      return o;
-  }
-  auto n = st.apis.size();
-  for (bool need_owned : {true, false})
-    for (size_t k = 0; k < n; ++k) {
-      auto i = (st.turn + k) % n;
-      if (st.apis[i] && (!need_owned || st.owned[i] > 0)) {
-        st.turn = i + 1;
-        return static_cast<int>(i);
-      }
-    }
-  return -1;
 }
 
 /// Sends a write to the owner of `p` and answers with its reply; one
