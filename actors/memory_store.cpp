@@ -226,15 +226,17 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
                                    std::to_string(c->at_ms), c->detail});
           return out;
         },
-        [self](control_atom, opened_atom,
+        [self](control_atom, follow_atom,
                int64_t after) -> std::vector<std::string> {
           std::vector<std::string> out;
           for (const auto& [seq, c] : self->state.control)
-            if (static_cast<int64_t>(seq) > after && c.kind == "breaker"
-                && c.state == "open"
-                && out.size() < 4 * size_t{max_openings_read})
-              out.insert(out.end(), {std::to_string(seq), c.key,
-                                     std::to_string(c.at_ms), c.detail});
+            if (static_cast<int64_t>(seq) > after
+                && (c.state == "configured"
+                    || (c.kind == "breaker" && c.state == "open"))
+                && out.size() < 6 * size_t{max_follow_read})
+              out.insert(out.end(),
+                         {std::to_string(seq), c.kind, c.key, c.state,
+                          std::to_string(c.at_ms), c.detail});
           return out;
         },
         [self](control_atom, get_atom) -> int64_t {

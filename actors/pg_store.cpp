@@ -246,7 +246,7 @@ pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
         [self](control_atom a, get_atom g) -> caf::result<int64_t> {
           return ask_reader<int64_t>(self, a, g);
         },
-        [self](control_atom a, opened_atom o,
+        [self](control_atom a, follow_atom o,
                int64_t after) -> caf::result<std::vector<std::string>> {
           return ask_reader<std::vector<std::string>>(self, a, o, after);
         },

@@ -189,10 +189,10 @@ pg_io_actor::behavior_type io_impl(io_ptr self, std::string conninfo,
           return std::move(r.error());
         return std::move(*r);
       },
-      [self](control_atom, opened_atom,
+      [self](control_atom, follow_atom,
              int64_t after) -> caf::result<std::vector<std::string>> {
         auto r = read_db(self, [&](pg::session& db) {
-          return db.control_opened(after, max_openings_read);
+          return db.control_followed(after, max_follow_read);
         });
         if (!r)
           return std::move(r.error());

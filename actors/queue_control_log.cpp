@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
+#include <map>
+#include <utility>
 
 namespace drover::queue_detail {
 
@@ -137,60 +139,89 @@ std::vector<std::string> note_applied(queue_state& st, const std::string& kind,
   return changed;
 }
 
-/// How many sequences before the last one read a read of the breaker
-/// openings goes back: an opening's sequence is taken at its INSERT and
-/// seen at its COMMIT, so one committed just after a later one was read
-/// comes in at the next poll (queue_state::openings_read keeps it from
-/// being followed twice).
-constexpr int64_t opened_reread = 100;
+/// How many sequences before the last one read a read of the log goes
+/// back: an entry's sequence is taken at its INSERT and seen at its COMMIT,
+/// so one committed just after a later one was read comes in at the next
+/// read (queue_state::openings_read keeps an opening from being followed
+/// twice; a setting read again is applied only if it is not the one
+/// applied).
+constexpr int64_t follow_reread = 100;
 
-/// Opens the breakers that another coordinator sharing the partitions
-/// opened (flow_control::follow_opened): reads the log's openings after
-/// queue_state::opened_after (less opened_reread), a page at a time, then
-/// `then` with whether a full page may have more. A failed read says so
-/// and tries again at the next poll.
-void follow_opened(self_ptr self, std::function<void(bool)> then) {
+/// Follows what another coordinator sharing the partitions wrote to the
+/// control log after queue_state::follow_after (less follow_reread), a
+/// page at a time: the last run-time setting of each key whose spec is not
+/// the one applied here, then the breaker openings
+/// (flow_control::follow_opened). Then `then` with whether a full page may
+/// have more. A failed read says so and tries again at the next poll.
+void follow_log(self_ptr self, std::function<void(bool)> then) {
   auto& st = self->state;
-  auto after = st.opened_after < 0
-                   ? st.opened_after
-                   : std::max<int64_t>(0, st.opened_after - opened_reread);
+  auto after = st.follow_after < 0
+                   ? st.follow_after
+                   : std::max<int64_t>(0, st.follow_after - follow_reread);
+  auto asked_at = st.settings_made;
   self->request(st.deps.store, store_timeout, control_atom::value,
-                opened_atom::value, after)
+                follow_atom::value, after)
       .then(
-          [self, then](std::vector<std::string>& quads) {
+          [self, then, asked_at](std::vector<std::string>& six) {
             auto& st = self->state;
-            std::vector<std::string> fresh;
-            for (size_t i = 0; i + 3 < quads.size(); i += 4) {
-              const auto& text = quads[i];
+            std::vector<int64_t> seqs;
+            for (size_t i = 0; i + 5 < six.size(); i += 6) {
+              const auto& text = six[i];
               int64_t seq = 0;
               auto [end, ec] = std::from_chars(text.data(),
                                                text.data() + text.size(), seq);
               if (ec != std::errc{} || end != text.data() + text.size()) {
-                log::warn("queue", "the control log's breaker openings are "
-                                   "unreadable (will retry)");
+                log::warn("queue", "the control log's settings and openings "
+                                   "are unreadable (will retry)");
                 return self->delayed_send(self, st.opts.settings_poll,
                                           settings_atom::value);
               }
-              if (!st.openings_read.insert(seq).second)
-                continue; // followed already
-              st.opened_after = std::max(st.opened_after, seq);
-              fresh.insert(fresh.end(),
-                           quads.begin() + static_cast<ptrdiff_t>(i),
-                           quads.begin() + static_cast<ptrdiff_t>(i + 4));
+              seqs.push_back(seq);
+            }
+            // The last setting of each key in the page (a re-read one
+            // included: an older one read now must not undo it).
+            std::map<std::pair<std::string, std::string>, size_t> last_set;
+            std::vector<std::string> fresh;
+            for (size_t n = 0; n < seqs.size(); ++n) {
+              auto i = 6 * n;
+              st.follow_after = std::max(st.follow_after, seqs[n]);
+              if (six[i + 3] == "configured")
+                last_set[{six[i + 1], six[i + 2]}] = i;
+              else if (six[i + 1] == "breaker" && six[i + 3] == "open"
+                       && st.openings_read.insert(seqs[n]).second)
+                fresh.insert(fresh.end(),
+                             {six[i], six[i + 2], six[i + 4], six[i + 5]});
             }
             st.openings_read.erase(
                 st.openings_read.begin(),
-                st.openings_read.upper_bound(st.opened_after - opened_reread));
-            if (st.flow.follow_opened(fresh, now_ms(self), flow_now(self))) {
-              record_flow_changes(self);
-              rearm_flow(self); // the cooldown's end
+                st.openings_read.upper_bound(st.follow_after - follow_reread));
+            bool looser = false;
+            for (const auto* kind : {"rate_limit", "breaker"}) {
+              std::vector<std::string> quads;
+              for (const auto& [name, i] : last_set)
+                if (name.first == kind)
+                  quads.insert(quads.end(), {six[i + 2], six[i + 3], six[i + 4],
+                                             six[i + 5]});
+              auto changed = note_applied(st, kind, quads, asked_at);
+              if (!changed.empty()) {
+                st.flow.apply_configured(kind, changed, flow_now(self));
+                looser = true;
+              }
             }
-            then(quads.size() >= 4 * size_t{max_openings_read});
+            bool opened
+                = st.flow.follow_opened(fresh, now_ms(self), flow_now(self));
+            if (looser || opened)
+              record_flow_changes(self);
+            if (looser)
+              on_flow_timer(self); // a looser limit lets parked jobs go
+            else if (opened)
+              rearm_flow(self); // the cooldown's end
+            then(six.size() >= 6 * size_t{max_follow_read});
           },
           [self](caf::error& err) {
             log::debug("queue",
-                       "reading the control log's breaker openings (will "
-                       "retry)",
+                       "reading the control log's settings and openings "
+                       "(will retry)",
                        {{"error", describe(err)}});
             self->delayed_send(self, self->state.opts.settings_poll,
                                settings_atom::value);
@@ -200,50 +231,26 @@ void follow_opened(self_ptr self, std::function<void(bool)> then) {
 } // namespace
 
 void follow_settings(self_ptr self) {
-  // Settings made at another coordinator sharing the partitions: the
-  // control log is where they are first (set_flow writes before it
-  // applies). A key whose last setting is not the one applied here is
-  // applied now; one applied already is not touched (applying it again
-  // would start a breaker's counts over).
+  // Settings made and breakers opened at another coordinator sharing the
+  // partitions: the control log is where they are first (set_flow writes
+  // before it applies). A key whose last setting is not the one applied
+  // here is applied now; one applied already is not touched (applying it
+  // again would start a breaker's counts over).
   auto& st = self->state;
   retry_openings(self);
   auto again = [self] {
     self->delayed_send(self, self->state.opts.settings_poll,
                        settings_atom::value);
   };
-  auto read = [self, again](const std::string& kind,
-                            std::function<void()> then) {
-    auto asked_at = self->state.settings_made;
-    self->request(self->state.deps.store, store_timeout, control_atom::value,
-                  kind)
-        .then(
-            [self, kind, then, asked_at](std::vector<std::string>& quads) {
-              auto& st = self->state;
-              auto changed = note_applied(st, kind, quads, asked_at);
-              if (!changed.empty()) {
-                st.flow.apply_configured(kind, changed, flow_now(self));
-                record_flow_changes(self);
-                on_flow_timer(self); // a looser limit lets parked jobs go
-              }
-              then();
-            },
-            [again, kind](caf::error& err) {
-              log::debug("queue",
-                         "reading the control log's " + kind
-                             + " settings (will retry)",
-                         {{"error", describe(err)}});
-              again();
-            });
-  };
   // Armed by load_flow once the settings were read back. The log's last
-  // sequence first (its primary key's last entry): the
-  // settings are read only when something was written since the last read.
+  // sequence first (its primary key's last entry): the log is read only
+  // when something was written since it was last read through.
   self->request(st.deps.store, store_timeout, control_atom::value,
                 get_atom::value)
       .then(
-          [self, read, again](int64_t last) {
+          [self, again](int64_t last) {
             auto& st = self->state;
-            if (last < st.opened_after || last < st.settings_seen) {
+            if (last < st.follow_after || last < st.follow_last) {
               // Rows removed by hand, the sequence restarted: read on from
               // where the log is now.
               log::warn("queue",
@@ -251,20 +258,20 @@ void follow_settings(self_ptr self) {
                         "back: reading its settings and openings "
                         "again from there",
                         {{"last", std::to_string(last)}});
-              st.opened_after = last;
+              st.follow_after = last;
               st.openings_read.clear();
-              st.settings_seen = -1;
+              st.follow_last = st.follow_seen = -1;
             }
-            if (last == st.settings_seen)
+            if (last == st.follow_seen)
               return again();
-            read("rate_limit", [self, read, again, last] {
-              read("breaker", [self, again, last] {
-                follow_opened(self, [self, again, last](bool more) {
-                  if (!more) // else the next poll reads on
-                    self->state.settings_seen = last;
-                  again();
-                });
-              });
+            follow_log(self, [self, again, last](bool more) {
+              auto& st = self->state;
+              if (!more) { // else the next poll reads on
+                if (last == st.follow_last)
+                  st.follow_seen = last; // read through twice
+                st.follow_last = last;
+              }
+              again();
             });
           },
           [again](caf::error& err) {
@@ -318,15 +325,15 @@ void load_flow(self_ptr self) {
     });
   };
   auto& st = self->state;
-  if (st.opts.settings_poll.count() == 0 || st.opened_after >= 0)
+  if (st.opts.settings_poll.count() == 0 || st.follow_after >= 0)
     return load();
-  // Sharing: the breaker openings to follow are those after the states
-  // restored here (follow_settings).
+  // Sharing: the settings and openings to follow are those after the ones
+  // read back here (follow_settings).
   self->request(st.deps.store, store_timeout, control_atom::value,
                 get_atom::value)
       .then(
           [self, load](int64_t last) {
-            self->state.opened_after = last;
+            self->state.follow_after = last;
             load();
           },
           [retry](caf::error& err) { retry("last sequence", err); });

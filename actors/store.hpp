@@ -93,12 +93,14 @@
 //   (control_atom, get_atom)                       -> int64_t
 //       The control log's last sequence (0: empty): a poll for settings
 //       made elsewhere reads the log only when it moved.
-//   (control_atom, opened_atom, after)             -> vector<string>
-//       The control log's breaker openings (state "open") after sequence
-//       `after`, whoever wrote them, oldest first, at most
-//       max_openings_read: (sequence, key, Unix ms, detail) quadruples,
-//       flattened. What a coordinator sharing the partitions follows
-//       (flow_control::follow_opened).
+//   (control_atom, follow_atom, after)             -> vector<string>
+//       What a coordinator sharing the partitions follows: the control
+//       log's run-time settings (state "configured", of either kind) and
+//       breaker openings (kind "breaker", state "open") after sequence
+//       `after`, whoever wrote them, in sequence order, at most
+//       max_follow_read: (sequence, kind, key, state, Unix ms, detail)
+//       sextuples, flattened. A range of the log's primary key: its cost
+//       grows with what was written since `after`, not with the log.
 //   (control_atom, limit)                          -> std::string
 //       The newest `limit` (within [1, 1000]) control-log entries, newest
 //       first, as a JSON array of {"sequence", "at", "kind", "key",
@@ -159,13 +161,13 @@ using store_actor = caf::typed_actor<
     caf::replies_to<control_atom, uint32_t>::with<std::string>,
     caf::replies_to<control_atom, std::string>::with<std::vector<std::string>>,
     caf::replies_to<control_atom, get_atom>::with<int64_t>,
-    caf::replies_to<control_atom, opened_atom,
+    caf::replies_to<control_atom, follow_atom,
                     int64_t>::with<std::vector<std::string>>,
     caf::replies_to<permit_atom, std::string, uint32_t, uint32_t,
                     std::vector<std::string>>::with<std::vector<std::string>>>;
 
-/// The most breaker openings one (control_atom, opened_atom, after) answers.
-constexpr uint32_t max_openings_read = 1000;
+/// The most entries one (control_atom, follow_atom, after) answers.
+constexpr uint32_t max_follow_read = 1000;
 
 /// The largest recovery page a store serves.
 constexpr uint32_t max_recovery_page = 100000;

@@ -32,8 +32,9 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 /// control log (store).
 using flow_atom = caf::atom_constant<caf::atom("flow")>;
 using control_atom = caf::atom_constant<caf::atom("control")>;
-/// Store: the last opening of each breaker in the control log.
-using opened_atom = caf::atom_constant<caf::atom("opened")>;
+/// Store: the control-log entries a coordinator sharing the partitions
+/// follows (run-time settings, breaker openings), after a sequence.
+using follow_atom = caf::atom_constant<caf::atom("follow")>;
 /// Store: permits of a job type's concurrency limit across coordinators.
 using permit_atom = caf::atom_constant<caf::atom("permit")>;
 using all_atom = caf::atom_constant<caf::atom("all")>;

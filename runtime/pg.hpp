@@ -591,11 +591,12 @@ public:
   /// from it its last run-time setting (state "configured"): (key, state,
   /// Unix ms, detail) quadruples, flattened.
   caf::expected<std::vector<std::string>> control_last(const std::string& kind);
-  /// The control log's breaker openings after sequence `after`, whoever
-  /// wrote them, oldest first, at most `limit`: (sequence, key, Unix ms,
-  /// detail) quadruples, flattened (a range of the primary key).
-  caf::expected<std::vector<std::string>> control_opened(int64_t after,
-                                                         uint32_t limit = 1000);
+  /// The control log's run-time settings (state "configured") and breaker
+  /// openings after sequence `after`, whoever wrote them, in sequence
+  /// order, at most `limit`: (sequence, kind, key, state, Unix ms, detail)
+  /// sextuples, flattened (a range of the primary key).
+  caf::expected<std::vector<std::string>>
+  control_followed(int64_t after, uint32_t limit = 1000);
   /// The control log's last sequence (0: empty), from its primary key: what
   /// a poll for new settings reads before it reads them.
   caf::expected<int64_t> control_sequence();

@@ -13,11 +13,11 @@ namespace drover::pg {
 
 namespace {
 
-/// A four-column answer's values, row by row.
+/// An answer's values, row by row.
 std::vector<std::string> flattened(const result& res) {
   std::vector<std::string> out;
   for (int row = 0; row < res.rows(); ++row)
-    for (int col = 0; col < 4; ++col)
+    for (int col = 0; col < res.columns(); ++col)
       out.emplace_back(res.value(row, col));
   return out;
 }
@@ -109,19 +109,19 @@ session::control_last(const std::string& kind) {
 }
 
 caf::expected<std::vector<std::string>>
-session::control_opened(int64_t after, uint32_t limit) {
+session::control_followed(int64_t after, uint32_t limit) {
   if (limit == 0 || limit > 10000)
     return make_error(errc::invalid_request,
                       "control log: limit must be within [1, 10000]");
   // A time PostgreSQL cannot turn into ms (infinity, written by hand) reads
   // as 0: an opening long over, not a read failing at every poll.
   auto res = conn_.exec(
-      "SELECT sequence, key, CASE WHEN isfinite(at) THEN (extract(epoch FROM "
-      "at) * 1000)::bigint ELSE 0 END, detail FROM drover.control_log WHERE "
-      "sequence > $1 AND kind = 'breaker' AND state = 'open' ORDER BY "
-      "sequence LIMIT $2",
+      "SELECT sequence, kind, key, state, CASE WHEN isfinite(at) THEN "
+      "(extract(epoch FROM at) * 1000)::bigint ELSE 0 END, detail FROM "
+      "drover.control_log WHERE sequence > $1 AND (state = 'configured' OR "
+      "(kind = 'breaker' AND state = 'open')) ORDER BY sequence LIMIT $2",
       params{}.int64(after).int32(static_cast<int32_t>(limit)), false,
-      "reading the control log's breaker openings");
+      "reading the control log's settings and breaker openings");
   if (!res)
     return std::move(res.error());
   return flattened(*res);

@@ -73,7 +73,7 @@ using pg_io_actor = caf::typed_actor<
     caf::replies_to<control_atom, std::string>::with<std::vector<std::string>>,
     caf::replies_to<control_atom, uint32_t>::with<std::string>,
     caf::replies_to<control_atom, get_atom>::with<int64_t>,
-    caf::replies_to<control_atom, opened_atom,
+    caf::replies_to<control_atom, follow_atom,
                     int64_t>::with<std::vector<std::string>>,
     caf::replies_to<permit_atom, fence_ptr, std::string, std::string, uint32_t,
                     uint32_t,

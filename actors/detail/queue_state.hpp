@@ -223,16 +223,21 @@ struct queue_state {
   /// alone ("<kind>\n<key>" -> the number of its last setting here).
   uint64_t settings_made = 0;
   std::map<std::string, uint64_t> made_here;
-  /// The control log's last sequence when its settings were last read
-  /// through (-1: never).
-  int64_t settings_seen = -1;
-  /// The control log's sequence up to which its breaker openings were
-  /// followed (follow_settings), or were there before the breakers were
-  /// restored (load_flow); -1: not read (a queue without settings_poll).
-  int64_t opened_after = -1;
-  /// The openings read so far among the last opened_reread sequences
-  /// before opened_after: read again, they are not followed again.
+  /// The control log's sequence up to which its settings and breaker
+  /// openings were followed (follow_settings), or were there before they
+  /// were read back (load_flow); -1: not read (a queue without
+  /// settings_poll).
+  int64_t follow_after = -1;
+  /// The openings read so far among the last follow_reread sequences
+  /// before follow_after: read again, they are not followed again.
   std::set<int64_t> openings_read;
+  /// The control log's last sequence at the last read through
+  /// (follow_last), and the one read through at two polls in a row
+  /// (follow_seen): the log is read while its last sequence moves, and
+  /// once more after it stopped (an entry whose sequence came before the
+  /// last one read may commit after that read). -1: never.
+  int64_t follow_last = -1;
+  int64_t follow_seen = -1;
   /// Breaker openings whose control-log write failed, written again at the
   /// next settings poll while their cooldown is not over (write_change);
   /// at most 1,000.

@@ -446,13 +446,94 @@ TEST_CASE("a breaker opened at another coordinator sharing the store opens "
   poll();
   CHECK(openings() == 3);
   // More openings than one read answers: the next poll reads on.
-  for (uint32_t i = 0; i < max_openings_read; ++i)
+  for (uint32_t i = 0; i < max_follow_read; ++i)
     opening("not-declared-here");
   opening("push");
   poll();
   CHECK(state("push") == "closed");
   poll();
   CHECK(state("push") == "open");
+  f.self->send_exit(q, caf::exit_reason::user_shutdown);
+  f.self->send_exit(proxy, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}
+
+TEST_CASE("settings and openings committed after a later entry was read are "
+          "followed at the next poll, though the log's last sequence did not "
+          "move, and an older setting read late undoes no newer one",
+          "[queue][partition][flow]") {
+  fixture f;
+  flow_limits flow;
+  flow.breakers["mail"] = {2, 30000, 1, {}, {}};
+  auto ps = std::make_shared<proxy_state>();
+  auto proxy = f.sys.spawn(proxy_impl, f.store, ps, 0);
+  auto q = spawn_sharing_queue(f, 15, flow, proxy);
+  auto answer = [&](auto... xs) {
+    std::string out;
+    int64_t last = -1;
+    f.self->send(xs...);
+    f.sched.run();
+    f.self->receive([&](std::string& v) { out = std::move(v); },
+                    [&](ok_atom) {}, [&](int64_t v) { last = v; },
+                    [](caf::error& err) { FAIL(describe(err)); },
+                    caf::after(std::chrono::seconds{1}) >>
+                        [] { FAIL("no answer"); });
+    return std::make_pair(out, last);
+  };
+  auto view = [&] { return answer(q, flow_atom::value).first; };
+  // Written by another coordinator; its sequence taken, and left out of
+  // follow reads while `late`.
+  auto write = [&](const std::string& kind, const std::string& key,
+                   const std::string& state, const std::string& detail,
+                   bool late = false) {
+    auto seq = answer(f.store, control_atom::value, get_atom::value).second + 1;
+    if (late)
+      ps->uncommitted.insert(std::to_string(seq));
+    answer(f.store, control_atom::value, *f.clock, kind, key, state, detail);
+  };
+  auto poll = [&] {
+    *f.clock += 1000;
+    f.sched.advance_time(std::chrono::seconds{1});
+    f.sched.run();
+  };
+  auto breaker = [&] {
+    auto v = view();
+    auto at = v.find("\"key\":\"mail\",\"state\":\"");
+    REQUIRE(at != std::string::npos);
+    return v.substr(at + 22, v.find('"', at + 22) - at - 22);
+  };
+  poll();
+  write("breaker", "mail", "open", "down", true);
+  write("rate_limit", "sms", "configured", "rate=5,burst=1", true);
+  write("rate_limit", "push", "configured", "rate=5,burst=1", true);
+  write("rate_limit", "push", "configured", "rate=6,burst=1");
+  poll();
+  CHECK(view().find("\"key\":\"push\",\"rate_per_second\":6,")
+        != std::string::npos);
+  CHECK(view().find("\"key\":\"sms\"") == std::string::npos);
+  CHECK(breaker() == "closed");
+  // Committed now; the log's last sequence is where it was.
+  ps->uncommitted.clear();
+  poll();
+  CHECK(breaker() == "open");
+  CHECK(view().find("\"key\":\"sms\",\"rate_per_second\":5,")
+        != std::string::npos);
+  CHECK(view().find("\"key\":\"push\",\"rate_per_second\":6,")
+        != std::string::npos);
+  // Its copy of the opening moved the log: read through at two polls, it
+  // is not read again until it moves.
+  auto reads = ps->follow_reads;
+  poll();
+  poll();
+  CHECK(ps->follow_reads == reads + 2);
+  poll();
+  poll();
+  CHECK(ps->follow_reads == reads + 2);
+  write("rate_limit", "sms", "configured", "rate=8,burst=1");
+  poll();
+  CHECK(ps->follow_reads == reads + 3);
+  CHECK(view().find("\"key\":\"sms\",\"rate_per_second\":8,")
+        != std::string::npos);
   f.self->send_exit(q, caf::exit_reason::user_shutdown);
   f.self->send_exit(proxy, caf::exit_reason::user_shutdown);
   f.sched.run();

@@ -3,4 +3,5 @@
 # without it.
 set(DROVER_PG_TEST_SOURCES runtime/pg_test.cpp runtime/pg_isolate_test.cpp
   runtime/pg_lease_test.cpp runtime/pg_share_test.cpp runtime/pg_permits_test.cpp
+  runtime/pg_control_test.cpp
   nodes/lease_process_test.cpp)

@@ -30,6 +30,8 @@
 #include <deque>
 #include <functional>
 #include <numeric>
+#include <set>
+#include <string>
 #include <tuple>
 
 namespace drover::testing::partitions {
@@ -184,13 +186,18 @@ struct fixture {
 // with `hold_cancels`, it holds writes of a cancel_requested event unanswered
 // and unwritten in `held` until it is pinged (then it writes and answers
 // them); it refuses the next `fail_openings` control-log writes of a
-// breaker's opening.
+// breaker's opening; it leaves the control-log entries whose sequences are
+// in `uncommitted` out of what it answers to a follow read (an entry whose
+// sequence was taken but whose transaction has not committed yet), and
+// counts those reads.
 struct proxy_state {
   int recovers = 0;
   std::vector<std::tuple<int32_t, std::string>> asked;
   bool hold_cancels = false;
   /// Writes of a breaker's opening to the control log still to refuse.
   int fail_openings = 0;
+  std::set<std::string> uncommitted;
+  int follow_reads = 0;
   std::vector<
       std::pair<caf::typed_response_promise<ok_atom>, std::vector<job_event>>>
       held;
@@ -265,8 +272,24 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
       },
       [=](control_atom a, uint32_t n) { return self->delegate(real, a, n); },
       [=](control_atom a, get_atom g) { return self->delegate(real, a, g); },
-      [=](control_atom a, opened_atom o, int64_t after) {
-        return self->delegate(real, a, o, after);
+      [=](control_atom a, follow_atom o,
+          int64_t after) -> caf::result<std::vector<std::string>> {
+        ++ps->follow_reads;
+        if (ps->uncommitted.empty())
+          return self->delegate(real, a, o, after);
+        auto rp = self->make_response_promise<std::vector<std::string>>();
+        self->request(real, caf::infinite, a, o, after)
+            .then(
+                [=](std::vector<std::string>& six) mutable {
+                  std::vector<std::string> seen;
+                  for (size_t i = 0; i + 5 < six.size(); i += 6)
+                    if (ps->uncommitted.count(six[i]) == 0)
+                      seen.insert(seen.end(), six.begin() + i,
+                                  six.begin() + i + 6);
+                  rp.deliver(std::move(seen));
+                },
+                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
       },
       [=](control_atom a, std::string& kind) {
         return self->delegate(real, a, std::move(kind));
