@@ -77,9 +77,6 @@ void send_tracked(self_ptr self, const state_ptr& st, size_t i,
           });
 }
 
-/// Sends a write to the owner of `p` and answers with its reply; one
-/// refused `not_owner` (nothing was done) goes to the owner the refreshed
-/// map names, up to max_sends in all.
 /// What a request in flight answers when its coordinator is lost first:
 /// a submit may or may not have been created.
 caf::error lost_error(bool submit) {
