@@ -82,8 +82,13 @@ std::string flow_metrics_text(const std::string& flow_json) {
                key + "," + label("state", s));
   });
   family(*breakers, "drover_breaker_opened_total", "counter",
-         "Times a circuit breaker opened since the queue started.",
+         "Times a circuit breaker opened on the failures it saw since the "
+         "queue started.",
          "times_opened");
+  family(*breakers, "drover_breaker_followed_total", "counter",
+         "Times a circuit breaker opened because another coordinator "
+         "sharing the partitions opened its own, since the queue started.",
+         "times_followed");
   family(*breakers, "drover_breaker_failures_in_row", "gauge",
          "Counted failures in a row of a closed breaker.", "failures_in_row");
   family(*breakers, "drover_breaker_waiting_jobs", "gauge",

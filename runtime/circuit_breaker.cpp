@@ -157,7 +157,7 @@ bool circuit_breaker::follow_open(int64_t at_ms, int64_t now_ms,
     opened_ms_ = std::max(opened_ms_, at_ms);
     return false;
   }
-  ++opened_count_;
+  ++followed_count_;
   restore(breaker_state::open, at_ms, now_ms, out, key, std::move(detail));
   return true;
 }

@@ -178,8 +178,15 @@ public:
   uint32_t probes_running() const {
     return probes_out_;
   }
+  /// Times it opened on what it saw (failures, a failed probe) since the
+  /// authority started.
   uint64_t opened_count() const {
     return opened_count_;
+  }
+  /// Times it opened because another coordinator's breaker did
+  /// (follow_open).
+  uint64_t followed_count() const {
+    return followed_count_;
   }
 
 private:
@@ -195,6 +202,7 @@ private:
   int64_t opened_ms_ = 0;
   uint32_t probes_out_ = 0;
   uint64_t opened_count_ = 0;
+  uint64_t followed_count_ = 0;
   /// Half-open periods so far (a probe's stamp).
   uint64_t period_ = 0;
 };

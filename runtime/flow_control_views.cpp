@@ -264,6 +264,7 @@ flow_control::to_json(int64_t now_ms,
            + ",\"probes\":" + std::to_string(b.config().probes)
            + ",\"probes_running\":" + std::to_string(b.probes_running())
            + ",\"times_opened\":" + std::to_string(b.opened_count())
+           + ",\"times_followed\":" + std::to_string(b.followed_count())
            + ",\"codes\":" + codes + ",\"waiting\":" + waiting_at("b" + key)
            + "}";
   }

@@ -168,7 +168,7 @@ std::optional<std::string> flow_merged(const std::vector<view_part>& parts) {
   struct breaker {
     json_reader first;
     std::string state;
-    double in_row = 0, probes = 0, opened = 0, waiting = 0;
+    double in_row = 0, probes = 0, opened = 0, followed = 0, waiting = 0;
     std::optional<double> calls, failures;
     std::string states;
   };
@@ -212,6 +212,7 @@ std::optional<std::string> flow_merged(const std::vector<view_part>& parts) {
       b.in_row = std::max(b.in_row, json_number(x, "failures_in_row"));
       b.probes += json_number(x, "probes_running");
       b.opened += json_number(x, "times_opened");
+      b.followed += json_number(x, "times_followed");
       b.waiting += json_number(x, "waiting");
       add_window(b.calls, x, "window_calls");
       add_window(b.failures, x, "window_failures");
@@ -260,6 +261,7 @@ std::optional<std::string> flow_merged(const std::vector<view_part>& parts) {
                           {"window_failures", optional_number(b.failures)},
                           {"probes_running", number_text(b.probes, ok)},
                           {"times_opened", number_text(b.opened, ok)},
+                          {"times_followed", number_text(b.followed, ok)},
                           {"waiting", number_text(b.waiting, ok)},
                           {"states", "{" + b.states + "}"}});
     first = false;

@@ -458,13 +458,17 @@ TEST_CASE("a breaker that opens at one sharing coordinator opens at the "
           "--exec-allow", "false", "--exec-allow", "true", "--circuit-breaker",
           "dl:failures=1,cooldown=300"});
   INFO(s.logs_of({"c1", "c2", "c3"}));
-  auto state_at = [&](const char* name) {
+  auto field_at = [&](const char* name, const char* field) {
     auto res = own.at(name).get("/api/admin/flow");
     if (res.status == 200)
       for (const auto& x : body_of(res)["breakers"].items())
         if (x["key"].str() == "dl")
-          return x["state"].str();
-    return std::string{};
+          return x[field];
+    return json_value{};
+  };
+  auto state_at = [&](const char* name) {
+    auto state = field_at(name, "state");
+    return state.is_string() ? state.str() : std::string{};
   };
   for (const auto* name : {"c1", "c2", "c3"})
     REQUIRE(poll_until([&] { return state_at(name) == "closed"; }, 10s));
@@ -489,6 +493,14 @@ TEST_CASE("a breaker that opens at one sharing coordinator opens at the "
                    std::chrono::steady_clock::now() - opened)
                    .count()
             << " ms\n";
+  // Opened on its own failure at c2, following it at c1 and c3.
+  CHECK(field_at("c2", "times_opened").num() == 1);
+  CHECK(field_at("c2", "times_followed").num() == 0);
+  for (const auto* name : {"c1", "c3"}) {
+    INFO(name);
+    CHECK(field_at(name, "times_opened").num() == 0);
+    CHECK(field_at(name, "times_followed").num() == 1);
+  }
   // Each one's opening is in the log, fenced by a partition it held.
   auto conn = must(drover::pg::connection::open(c.url()));
   auto nodes = run(conn, "SELECT string_agg(DISTINCT owner_node, ',') FROM "

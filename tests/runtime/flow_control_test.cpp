@@ -631,6 +631,11 @@ TEST_CASE("flow: a breaker opened at another coordinator opens this one, its "
   CHECK(f.breakers().at("a").half_open_at() == 1000 - 2000 + 10000);
   CHECK(f.breakers().at("b").state() == breaker_state::closed);
   CHECK(f.breakers().at("c").state() == breaker_state::closed);
+  // Counted apart from the openings on its own failures.
+  CHECK(f.breakers().at("a").followed_count() == 1);
+  CHECK(f.breakers().at("a").opened_count() == 0);
+  CHECK(f.to_json(1000, {}).find("\"times_opened\":0,\"times_followed\":1,")
+        != std::string::npos);
   auto log = f.drain_changes();
   REQUIRE(log.size() == 1);
   CHECK(log[0].key == "a");

@@ -65,7 +65,8 @@ TEST_CASE("a sharing gateway's flow view adds up the coordinators' shares "
            R"("tokens":3.41,"granted":52013,"waiting":812})",
            R"({"key":"smtp","state":"closed","failures_in_row":2,)"
            R"("failures_to_open":5,"window_calls":null,"probes_running":0,)"
-           R"("times_opened":2,"codes":["smtp_down"],"waiting":0})",
+           R"("times_opened":2,"times_followed":1,"codes":["smtp_down"],)"
+           R"("waiting":0})",
            R"(,"control_log":[{"sequence":7}],)"
            R"("resource_pools":{"n1":{"gpu":{"total":4,"used":1}}})"),
       part("c2:1",
@@ -75,7 +76,8 @@ TEST_CASE("a sharing gateway's flow view adds up the coordinators' shares "
            R"("tokens":0,"granted":1,"waiting":0})",
            R"({"key":"smtp","state":"open","failures_in_row":0,)"
            R"("failures_to_open":5,"window_calls":null,"probes_running":1,)"
-           R"("times_opened":3,"codes":["smtp_down"],"waiting":5})",
+           R"("times_opened":3,"times_followed":4,"codes":["smtp_down"],)"
+           R"("waiting":5})",
            R"(,"control_log":[{"sequence":7}],)"
            R"("resource_pools":{"n1":{"gpu":{"total":4,"used":2}}})")};
   auto merged = merge_flow_views(parts);
@@ -98,6 +100,7 @@ TEST_CASE("a sharing gateway's flow view adds up the coordinators' shares "
   CHECK(b["states"]["c2:1"].str() == "open");
   CHECK(b["failures_in_row"].num() == 2);
   CHECK(b["times_opened"].num() == 5);
+  CHECK(b["times_followed"].num() == 5);
   CHECK(b["probes_running"].num() == 1);
   CHECK(b["waiting"].num() == 5);
   CHECK(b["window_calls"].is_null());
