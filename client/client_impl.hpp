@@ -114,6 +114,15 @@ attempt_budget(std::chrono::milliseconds call_timeout) {
   return std::max(std::chrono::milliseconds{5000}, call_timeout / 4);
 }
 
+/// The least time left for which a call sends a request again after a
+/// transient answer (a tenth of the call's timeout, within [10 ms, 500
+/// ms]); with less, the call ends with that answer.
+inline std::chrono::milliseconds
+retry_budget(std::chrono::milliseconds call_timeout) {
+  return std::clamp(call_timeout / 10, std::chrono::milliseconds{10},
+                    std::chrono::milliseconds{500});
+}
+
 } // namespace drover::client_detail
 
 namespace drover {
@@ -146,17 +155,19 @@ struct client::impl {
     return {opts.reconnect_initial, opts.reconnect_max, 2.0, 1.0};
   }
 
-  /// Sleeps the next backoff delay (at least 1 ms) unless the deadline
-  /// comes first; false if no time is left. Only the deadline ends a retry
-  /// loop: the delay is drawn with full jitter, so 0 ms is a delay like
-  /// any other (taking it for "no time left" gave up a reconnect about one
-  /// draw in a hundred, with most of the call's time unspent).
+  /// Sleeps the next backoff delay (at least 10 ms: a client set to 0 ms
+  /// does not send a thousand retries a second to a node answering
+  /// `overloaded`), but not past the deadline; false if no time is left.
+  /// Only the deadline ends a retry loop: the delay is drawn with full
+  /// jitter, so 0 ms is a delay like any other (taking it for "no time
+  /// left" gave up a reconnect about one draw in a hundred, with most of
+  /// the call's time unspent).
   static bool pause(backoff_counter& bo, clock_type::time_point deadline) {
-    if (left(deadline).count() <= 0)
+    auto rest = left(deadline);
+    if (rest.count() <= 0)
       return false;
     auto wait
-        = std::clamp(bo.next(), std::chrono::milliseconds{1},
-                     std::max(left(deadline), std::chrono::milliseconds{1}));
+        = std::min(std::max(bo.next(), std::chrono::milliseconds{10}), rest);
     std::this_thread::sleep_for(wait);
     return clock_type::now() < deadline;
   }
@@ -350,7 +361,10 @@ struct client::impl {
       if (!d)
         return std::move(d.error());
       auto budget = std::min(left(deadline), attempt_budget(opts.timeout));
-      if (budget.count() <= 0)
+      // A resend with too little time to be answered would turn a definite
+      // answer (`overloaded`: nothing was made) into outcome_unknown.
+      if (budget.count() <= 0
+          || (previous && budget < retry_budget(opts.timeout)))
         return previous ? std::move(previous)
                         : make_error(errc::unavailable, "no answer in time");
       caf::expected<T> result{unanswered()};
