@@ -239,6 +239,21 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
                           std::to_string(c.at_ms), c.detail});
           return out;
         },
+        [self](control_atom, configured_atom) -> std::vector<std::string> {
+          std::map<std::pair<std::string, std::string>,
+                   std::pair<uint64_t, const flow_change*>>
+              last;
+          for (const auto& [seq, c] : self->state.control)
+            if (c.state == "configured")
+              last[{c.kind, c.key}] = {seq, &c};
+          std::vector<std::string> out;
+          for (const auto& [name, at] : last)
+            out.insert(out.end(),
+                       {std::to_string(at.first), at.second->kind,
+                        at.second->key, at.second->state,
+                        std::to_string(at.second->at_ms), at.second->detail});
+          return out;
+        },
         [self](control_atom, get_atom) -> int64_t {
           return static_cast<int64_t>(self->state.control_sequence);
         },

@@ -250,6 +250,10 @@ pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
                int64_t after) -> caf::result<std::vector<std::string>> {
           return ask_reader<std::vector<std::string>>(self, a, o, after);
         },
+        [self](control_atom a,
+               configured_atom c) -> caf::result<std::vector<std::string>> {
+          return ask_reader<std::vector<std::string>>(self, a, c);
+        },
         [self](permit_atom a, std::string& key, uint32_t limit,
                uint32_t most_new, std::vector<std::string>& job_ids)
             -> caf::result<std::vector<std::string>> {

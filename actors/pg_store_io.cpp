@@ -198,6 +198,14 @@ pg_io_actor::behavior_type io_impl(io_ptr self, std::string conninfo,
           return std::move(r.error());
         return std::move(*r);
       },
+      [self](control_atom,
+             configured_atom) -> caf::result<std::vector<std::string>> {
+        auto r = read_db(
+            self, [&](pg::session& db) { return db.control_settings(); });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
       [self](control_atom, uint32_t limit) -> caf::result<std::string> {
         auto r = read_db(
             self, [&](pg::session& db) { return db.control_json(limit); });

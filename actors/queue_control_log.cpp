@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <utility>
 
 namespace drover::queue_detail {
@@ -139,92 +140,181 @@ std::vector<std::string> note_applied(queue_state& st, const std::string& kind,
   return changed;
 }
 
-/// How many sequences before the last one read a read of the log goes
-/// back: an entry's sequence is taken at its INSERT and seen at its COMMIT,
-/// so one committed just after a later one was read comes in at the next
-/// read (queue_state::openings_read keeps an opening from being followed
-/// twice; a setting read again is applied only if it is not the one
+/// Polls after the log's last sequence moved that still read it, and how
+/// many polls back a read starts (queue_state::follow_marks): an entry's
+/// sequence is taken at its INSERT and seen at its COMMIT, so one committed
+/// up to that many polls after a later one was read is still followed
+/// (queue_state::openings_read keeps an opening from being followed twice;
+/// a setting read again is applied only if it is newer than the one
 /// applied).
-constexpr int64_t follow_reread = 100;
+constexpr uint32_t follow_window = 5;
+
+/// Polls between two reads of every key's last setting over the whole log:
+/// the net under the incremental reads (an entry committed later than
+/// follow_window polls, rows removed by hand).
+constexpr uint32_t full_read_polls = 300;
+
+/// The sequences of control-log sextuples; nullopt (and a warning) if one
+/// does not read as a number.
+std::optional<std::vector<int64_t>>
+sequences_of(const std::vector<std::string>& six) {
+  std::vector<int64_t> seqs;
+  for (size_t i = 0; i + 5 < six.size(); i += 6) {
+    const auto& text = six[i];
+    int64_t seq = 0;
+    auto [end, ec]
+        = std::from_chars(text.data(), text.data() + text.size(), seq);
+    if (ec != std::errc{} || end != text.data() + text.size()) {
+      log::warn("queue", "the control log's settings and openings are "
+                         "unreadable (will retry)");
+      return std::nullopt;
+    }
+    seqs.push_back(seq);
+  }
+  return seqs;
+}
+
+/// Applies the run-time settings among control-log sextuples `six` (with
+/// their sequences `seqs`), read when queue_state::settings_made was
+/// `asked_at`: each key's last one, if its sequence is above the one
+/// applied here (an older one read late never undoes a newer one) and its
+/// spec is not the one applied (applying it again would start a breaker's
+/// counts over). A key set here since it was asked is left alone. Whether
+/// any applied.
+bool apply_followed(self_ptr self, const std::vector<std::string>& six,
+                    const std::vector<int64_t>& seqs, uint64_t asked_at) {
+  auto& st = self->state;
+  std::map<std::string, size_t> last; // "<kind>\n<key>" -> its row
+  for (size_t n = 0; n < seqs.size(); ++n) {
+    const auto& kind = six[6 * n + 1];
+    if (six[6 * n + 3] != "configured"
+        || (kind != "rate_limit" && kind != "breaker"))
+      continue;
+    auto [at, fresh] = last.try_emplace(kind + '\n' + six[6 * n + 2], n);
+    if (!fresh && seqs[at->second] < seqs[n])
+      at->second = n;
+  }
+  std::map<std::string, std::vector<std::string>> changed; // by kind
+  for (const auto& [name, n] : last) {
+    if (auto m = st.made_here.find(name);
+        m != st.made_here.end() && m->second > asked_at)
+      continue;
+    auto& seq = st.applied_sequence[name];
+    if (seq >= seqs[n])
+      continue;
+    seq = seqs[n];
+    auto i = 6 * n;
+    auto& spec = st.applied_settings[name];
+    if (spec == six[i + 5])
+      continue;
+    spec = six[i + 5];
+    changed[six[i + 1]].insert(
+        changed[six[i + 1]].end(),
+        {six[i + 2], six[i + 3], six[i + 4], six[i + 5]});
+  }
+  for (const auto& [kind, quads] : changed)
+    st.flow.apply_configured(kind, quads, flow_now(self));
+  return !changed.empty();
+}
+
+/// After settings or openings were followed: their changes to the log,
+/// and the gates' timers.
+void after_followed(self_ptr self, bool looser, bool opened) {
+  if (looser || opened)
+    record_flow_changes(self);
+  if (looser)
+    on_flow_timer(self); // a looser limit lets parked jobs go
+  else if (opened)
+    rearm_flow(self); // the cooldown's end
+}
 
 /// Follows what another coordinator sharing the partitions wrote to the
-/// control log after queue_state::follow_after (less follow_reread), a
-/// page at a time: the last run-time setting of each key whose spec is not
-/// the one applied here, then the breaker openings
-/// (flow_control::follow_opened). Then `then` with whether a full page may
-/// have more. A failed read says so and tries again at the next poll.
-void follow_log(self_ptr self, std::function<void(bool)> then) {
+/// control log after sequence `after`, one page: the last run-time setting
+/// of each key (apply_followed), then the breaker openings
+/// (flow_control::follow_opened). Then `then` with the page's last
+/// sequence if it was full (more may follow), else nullopt. A failed read
+/// says so and tries again at the next poll.
+void follow_log(self_ptr self, int64_t after,
+                std::function<void(std::optional<int64_t>)> then) {
   auto& st = self->state;
-  auto after = st.follow_after < 0
-                   ? st.follow_after
-                   : std::max<int64_t>(0, st.follow_after - follow_reread);
   auto asked_at = st.settings_made;
+  auto again = [self] {
+    self->delayed_send(self, self->state.opts.settings_poll,
+                       settings_atom::value);
+  };
   self->request(st.deps.store, store_timeout, control_atom::value,
                 follow_atom::value, after)
       .then(
-          [self, then, asked_at](std::vector<std::string>& six) {
+          [self, then, asked_at, again](std::vector<std::string>& six) {
             auto& st = self->state;
-            std::vector<int64_t> seqs;
-            for (size_t i = 0; i + 5 < six.size(); i += 6) {
-              const auto& text = six[i];
-              int64_t seq = 0;
-              auto [end, ec] = std::from_chars(text.data(),
-                                               text.data() + text.size(), seq);
-              if (ec != std::errc{} || end != text.data() + text.size()) {
-                log::warn("queue", "the control log's settings and openings "
-                                   "are unreadable (will retry)");
-                return self->delayed_send(self, st.opts.settings_poll,
-                                          settings_atom::value);
-              }
-              seqs.push_back(seq);
-            }
-            // The last setting of each key in the page (a re-read one
-            // included: an older one read now must not undo it).
-            std::map<std::pair<std::string, std::string>, size_t> last_set;
+            auto seqs = sequences_of(six);
+            if (!seqs)
+              return again();
             std::vector<std::string> fresh;
-            for (size_t n = 0; n < seqs.size(); ++n) {
+            for (size_t n = 0; n < seqs->size(); ++n) {
               auto i = 6 * n;
-              st.follow_after = std::max(st.follow_after, seqs[n]);
-              if (six[i + 3] == "configured")
-                last_set[{six[i + 1], six[i + 2]}] = i;
-              else if (six[i + 1] == "breaker" && six[i + 3] == "open"
-                       && st.openings_read.insert(seqs[n]).second)
+              auto seq = (*seqs)[n];
+              st.follow_after = std::max(st.follow_after, seq);
+              if (six[i + 1] == "breaker" && six[i + 3] == "open"
+                  && st.openings_read.insert(seq).second)
                 fresh.insert(fresh.end(),
                              {six[i], six[i + 2], six[i + 4], six[i + 5]});
             }
-            st.openings_read.erase(
-                st.openings_read.begin(),
-                st.openings_read.upper_bound(st.follow_after - follow_reread));
-            bool looser = false;
-            for (const auto* kind : {"rate_limit", "breaker"}) {
-              std::vector<std::string> quads;
-              for (const auto& [name, i] : last_set)
-                if (name.first == kind)
-                  quads.insert(quads.end(), {six[i + 2], six[i + 3], six[i + 4],
-                                             six[i + 5]});
-              auto changed = note_applied(st, kind, quads, asked_at);
-              if (!changed.empty()) {
-                st.flow.apply_configured(kind, changed, flow_now(self));
-                looser = true;
-              }
-            }
-            bool opened
+            auto looser = apply_followed(self, six, *seqs, asked_at);
+            auto opened
                 = st.flow.follow_opened(fresh, now_ms(self), flow_now(self));
-            if (looser || opened)
-              record_flow_changes(self);
-            if (looser)
-              on_flow_timer(self); // a looser limit lets parked jobs go
-            else if (opened)
-              rearm_flow(self); // the cooldown's end
-            then(six.size() >= 6 * size_t{max_follow_read});
+            after_followed(self, looser, opened);
+            if (six.size() >= 6 * size_t{max_follow_read})
+              then(seqs->back());
+            else
+              then(std::nullopt);
           },
-          [self](caf::error& err) {
+          [again](caf::error& err) {
             log::debug("queue",
                        "reading the control log's settings and openings "
                        "(will retry)",
                        {{"error", describe(err)}});
-            self->delayed_send(self, self->state.opts.settings_poll,
-                               settings_atom::value);
+            again();
+          });
+}
+
+/// follow_log from `after`, page after page, then `done`.
+void follow_pages(self_ptr self, int64_t after, int64_t last,
+                  std::function<void()> done) {
+  follow_log(self, after, [self, last, done](std::optional<int64_t> more) {
+    if (more)
+      return follow_pages(self, *more, last, done);
+    // Read through `last`: the next read starts there, not at the last
+    // setting or opening (the rows between are not scanned again).
+    auto& st = self->state;
+    st.follow_after = std::max(st.follow_after, last);
+    done();
+  });
+}
+
+/// Every key's last setting over the whole log, applied as a follow read's
+/// (apply_followed); then `then`, read or not (a failure is said and the
+/// next poll reads again).
+void read_all_settings(self_ptr self, std::function<void()> then) {
+  auto& st = self->state;
+  auto asked_at = st.settings_made;
+  self->request(st.deps.store, store_timeout, control_atom::value,
+                configured_atom::value)
+      .then(
+          [self, then, asked_at](std::vector<std::string>& six) {
+            if (auto seqs = sequences_of(six))
+              after_followed(self, apply_followed(self, six, *seqs, asked_at),
+                             false);
+            else
+              self->state.polls_to_full_read = 0;
+            then();
+          },
+          [self, then](caf::error& err) {
+            log::debug("queue",
+                       "reading the control log's settings (will retry)",
+                       {{"error", describe(err)}});
+            self->state.polls_to_full_read = 0;
+            then();
           });
 }
 
@@ -233,9 +323,7 @@ void follow_log(self_ptr self, std::function<void(bool)> then) {
 void follow_settings(self_ptr self) {
   // Settings made and breakers opened at another coordinator sharing the
   // partitions: the control log is where they are first (set_flow writes
-  // before it applies). A key whose last setting is not the one applied
-  // here is applied now; one applied already is not touched (applying it
-  // again would start a breaker's counts over).
+  // before it applies).
   auto& st = self->state;
   retry_openings(self);
   auto again = [self] {
@@ -243,8 +331,8 @@ void follow_settings(self_ptr self) {
                        settings_atom::value);
   };
   // Armed by load_flow once the settings were read back. The log's last
-  // sequence first (its primary key's last entry): the log is read only
-  // when something was written since it was last read through.
+  // sequence first (its primary key's last entry): the log is read while
+  // it moves, and for follow_window polls after.
   self->request(st.deps.store, store_timeout, control_atom::value,
                 get_atom::value)
       .then(
@@ -252,27 +340,44 @@ void follow_settings(self_ptr self) {
             auto& st = self->state;
             if (last < st.follow_after || last < st.follow_last) {
               // Rows removed by hand, the sequence restarted: read on from
-              // where the log is now.
+              // where the log is now, every key's last setting first.
               log::warn("queue",
                         "the control log's last sequence went "
                         "back: reading its settings and openings "
                         "again from there",
                         {{"last", std::to_string(last)}});
               st.follow_after = last;
+              st.follow_marks.clear();
               st.openings_read.clear();
-              st.follow_last = st.follow_seen = -1;
+              st.applied_sequence.clear();
+              st.follow_last = -1;
+              st.polls_to_full_read = 0;
             }
-            if (last == st.follow_seen)
-              return again();
-            follow_log(self, [self, again, last](bool more) {
+            if (last != st.follow_last) {
+              st.follow_last = last;
+              st.follow_quiet = 0;
+            } else if (st.follow_quiet < follow_window) {
+              ++st.follow_quiet;
+            }
+            auto read = [self, again, last] {
               auto& st = self->state;
-              if (!more) { // else the next poll reads on
-                if (last == st.follow_last)
-                  st.follow_seen = last; // read through twice
-                st.follow_last = last;
-              }
-              again();
-            });
+              if (st.follow_quiet >= follow_window)
+                return again();
+              st.follow_marks.push_back(st.follow_after);
+              while (st.follow_marks.size() > follow_window)
+                st.follow_marks.pop_front();
+              auto from = st.follow_marks.front();
+              // Openings at or before the start are not read again.
+              st.openings_read.erase(st.openings_read.begin(),
+                                     st.openings_read.upper_bound(from));
+              follow_pages(self, from, last, again);
+            };
+            if (st.polls_to_full_read > 0) {
+              --st.polls_to_full_read;
+              return read();
+            }
+            st.polls_to_full_read = full_read_polls;
+            read_all_settings(self, read);
           },
           [again](caf::error& err) {
             log::debug("queue",
@@ -318,6 +423,7 @@ void load_flow(self_ptr self) {
           self->delayed_send(self, st.opts.settings_poll, settings_atom::value);
         st.flow.restore_breakers(quads, true, now_ms(self), flow_now(self));
         st.flow_loaded = true;
+        st.polls_to_full_read = full_read_polls; // read just now
         record_flow_changes(self);
         rearm_flow(self);
         recover(self);
@@ -325,10 +431,11 @@ void load_flow(self_ptr self) {
     });
   };
   auto& st = self->state;
-  if (st.opts.settings_poll.count() == 0 || st.follow_after >= 0)
+  if (st.opts.settings_poll.count() == 0)
     return load();
   // Sharing: the settings and openings to follow are those after the ones
-  // read back here (follow_settings).
+  // read back here (follow_settings); read again at each try, so that none
+  // read back is older than the sequence the follow reads start from.
   self->request(st.deps.store, store_timeout, control_atom::value,
                 get_atom::value)
       .then(

@@ -101,6 +101,10 @@
 //       max_follow_read: (sequence, kind, key, state, Unix ms, detail)
 //       sextuples, flattened. A range of the log's primary key: its cost
 //       grows with what was written since `after`, not with the log.
+//   (control_atom, configured_atom)                -> vector<string>
+//       The last run-time setting of every key (either kind) over the
+//       whole log, as the sextuples above, one per key: the net under the
+//       incremental reads (a whole-log scan: every few minutes).
 //   (control_atom, limit)                          -> std::string
 //       The newest `limit` (within [1, 1000]) control-log entries, newest
 //       first, as a JSON array of {"sequence", "at", "kind", "key",
@@ -163,6 +167,8 @@ using store_actor = caf::typed_actor<
     caf::replies_to<control_atom, get_atom>::with<int64_t>,
     caf::replies_to<control_atom, follow_atom,
                     int64_t>::with<std::vector<std::string>>,
+    caf::replies_to<control_atom,
+                    configured_atom>::with<std::vector<std::string>>,
     caf::replies_to<permit_atom, std::string, uint32_t, uint32_t,
                     std::vector<std::string>>::with<std::vector<std::string>>>;
 

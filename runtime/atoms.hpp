@@ -35,6 +35,8 @@ using control_atom = caf::atom_constant<caf::atom("control")>;
 /// Store: the control-log entries a coordinator sharing the partitions
 /// follows (run-time settings, breaker openings), after a sequence.
 using follow_atom = caf::atom_constant<caf::atom("follow")>;
+/// Store: every key's last run-time setting in the control log.
+using configured_atom = caf::atom_constant<caf::atom("configured")>;
 /// Store: permits of a job type's concurrency limit across coordinators.
 using permit_atom = caf::atom_constant<caf::atom("permit")>;
 using all_atom = caf::atom_constant<caf::atom("all")>;

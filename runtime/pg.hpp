@@ -597,6 +597,9 @@ public:
   /// sextuples, flattened (a range of the primary key).
   caf::expected<std::vector<std::string>>
   control_followed(int64_t after, uint32_t limit = 1000);
+  /// The last run-time setting of every key over the whole log, as
+  /// control_followed's sextuples, one per key.
+  caf::expected<std::vector<std::string>> control_settings();
   /// The control log's last sequence (0: empty), from its primary key: what
   /// a poll for new settings reads before it reads them.
   caf::expected<int64_t> control_sequence();

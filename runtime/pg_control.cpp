@@ -22,6 +22,11 @@ std::vector<std::string> flattened(const result& res) {
   return out;
 }
 
+/// An entry's time in Unix ms; 0 for one PostgreSQL cannot turn into ms
+/// (infinity, written by hand).
+const std::string at_ms_sql = "CASE WHEN isfinite(at) THEN (extract(epoch "
+                              "FROM at) * 1000)::bigint ELSE 0 END";
+
 } // namespace
 
 caf::error session::append_control(int64_t at_ms, const std::string& kind,
@@ -97,11 +102,13 @@ caf::error session::append_control(int64_t at_ms, const std::string& kind,
 
 caf::expected<std::vector<std::string>>
 session::control_last(const std::string& kind) {
+  // A time PostgreSQL cannot turn into ms (infinity, written by hand) reads
+  // as 0: a read failing every time would keep the coordinator from ever
+  // recovering its jobs.
   auto res = conn_.exec(
-      "SELECT DISTINCT ON (key, state = 'configured') key, state, "
-      "(extract(epoch FROM at) * 1000)::bigint, detail FROM "
-      "drover.control_log WHERE kind = $1 ORDER BY key, state = "
-      "'configured', sequence DESC",
+      "SELECT DISTINCT ON (key, state = 'configured') key, state, " + at_ms_sql
+          + ", detail FROM drover.control_log WHERE kind = $1 ORDER BY "
+            "key, state = 'configured', sequence DESC",
       params{}.text(kind), false, "reading the control log's last states");
   if (!res)
     return std::move(res.error());
@@ -116,12 +123,23 @@ session::control_followed(int64_t after, uint32_t limit) {
   // A time PostgreSQL cannot turn into ms (infinity, written by hand) reads
   // as 0: an opening long over, not a read failing at every poll.
   auto res = conn_.exec(
-      "SELECT sequence, kind, key, state, CASE WHEN isfinite(at) THEN "
-      "(extract(epoch FROM at) * 1000)::bigint ELSE 0 END, detail FROM "
-      "drover.control_log WHERE sequence > $1 AND (state = 'configured' OR "
-      "(kind = 'breaker' AND state = 'open')) ORDER BY sequence LIMIT $2",
+      "SELECT sequence, kind, key, state, " + at_ms_sql
+          + ", detail FROM drover.control_log WHERE sequence > $1 AND (state = "
+            "'configured' OR (kind = 'breaker' AND state = 'open')) ORDER BY "
+            "sequence LIMIT $2",
       params{}.int64(after).int32(static_cast<int32_t>(limit)), false,
       "reading the control log's settings and breaker openings");
+  if (!res)
+    return std::move(res.error());
+  return flattened(*res);
+}
+
+caf::expected<std::vector<std::string>> session::control_settings() {
+  auto res = conn_.exec(
+      "SELECT DISTINCT ON (kind, key) sequence, kind, key, state, " + at_ms_sql
+          + ", detail FROM drover.control_log WHERE state = 'configured' "
+            "ORDER BY kind, key, sequence DESC",
+      {}, false, "reading the control log's settings");
   if (!res)
     return std::move(res.error());
   return flattened(*res);

@@ -75,6 +75,8 @@ using pg_io_actor = caf::typed_actor<
     caf::replies_to<control_atom, get_atom>::with<int64_t>,
     caf::replies_to<control_atom, follow_atom,
                     int64_t>::with<std::vector<std::string>>,
+    caf::replies_to<control_atom,
+                    configured_atom>::with<std::vector<std::string>>,
     caf::replies_to<permit_atom, fence_ptr, std::string, std::string, uint32_t,
                     uint32_t,
                     std::vector<std::string>>::with<std::vector<std::string>>,

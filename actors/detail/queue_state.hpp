@@ -228,16 +228,26 @@ struct queue_state {
   /// were read back (load_flow); -1: not read (a queue without
   /// settings_poll).
   int64_t follow_after = -1;
-  /// The openings read so far among the last follow_reread sequences
-  /// before follow_after: read again, they are not followed again.
+  /// follow_after at each of the last follow_window polls that read the
+  /// log, oldest first: a read starts after the oldest, so an entry whose
+  /// COMMIT came up to that many polls after a later entry was read is
+  /// still followed, however many sequences were taken meanwhile.
+  std::deque<int64_t> follow_marks;
+  /// The openings read so far after the oldest mark: read again, they are
+  /// not followed again.
   std::set<int64_t> openings_read;
-  /// The control log's last sequence at the last read through
-  /// (follow_last), and the one read through at two polls in a row
-  /// (follow_seen): the log is read while its last sequence moves, and
-  /// once more after it stopped (an entry whose sequence came before the
-  /// last one read may commit after that read). -1: never.
+  /// The control log's last sequence at the last poll, and the polls since
+  /// it last moved: the log is read while it moves and for follow_window
+  /// polls after.
   int64_t follow_last = -1;
-  int64_t follow_seen = -1;
+  uint32_t follow_quiet = 0;
+  /// The sequence of the run-time setting applied here of each key
+  /// ("<kind>\n<key>"; absent: read back at start, or set here): an entry
+  /// with a lower one is older and never undoes it.
+  std::map<std::string, int64_t> applied_sequence;
+  /// Polls until the next read of every key's last setting over the whole
+  /// log (the net under the incremental reads).
+  uint32_t polls_to_full_read = 0;
   /// Breaker openings whose control-log write failed, written again at the
   /// next settings poll while their cooldown is not over (write_change);
   /// at most 1,000.

@@ -312,6 +312,35 @@ queue_actor spawn_sharing_queue(fixture& f, uint64_t seed,
   return q;
 }
 
+/// Asks `to` through the fixture's scoped actor: its answer as text, or as
+/// a number (-1: none); ok answers neither.
+template <class To, class... Ts>
+std::pair<std::string, int64_t> ask_any(fixture& f, const To& to, Ts... xs) {
+  std::string out;
+  int64_t last = -1;
+  f.self->send(to, xs...);
+  f.sched.run();
+  f.self->receive([&](std::string& v) { out = std::move(v); }, [&](ok_atom) {},
+                  [&](int64_t v) { last = v; },
+                  [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("no answer"); });
+  return {out, last};
+}
+
+/// Writes a control-log entry to the fixture's store as another coordinator
+/// would; while `late`, `ps`'s proxy leaves it out of follow reads (its
+/// sequence taken, its transaction not committed yet).
+void write_entry(fixture& f, proxy_state& ps, const std::string& kind,
+                 const std::string& key, const std::string& state,
+                 const std::string& detail, bool late = false) {
+  auto seq
+      = ask_any(f, f.store, control_atom::value, get_atom::value).second + 1;
+  if (late)
+    ps.uncommitted.insert(std::to_string(seq));
+  ask_any(f, f.store, control_atom::value, *f.clock, kind, key, state, detail);
+}
+
 } // namespace
 
 TEST_CASE("a rate limit set at run time at one queue applies at another "
@@ -445,14 +474,14 @@ TEST_CASE("a breaker opened at another coordinator sharing the store opens "
   ps->fail_openings = 0;
   poll();
   CHECK(openings() == 3);
-  // More openings than one read answers: the next poll reads on.
+  // More openings than one read answers: the next page is read at once.
+  auto reads = ps->follow_reads;
   for (uint32_t i = 0; i < max_follow_read; ++i)
     opening("not-declared-here");
   opening("push");
   poll();
-  CHECK(state("push") == "closed");
-  poll();
   CHECK(state("push") == "open");
+  CHECK(ps->follow_reads == reads + 2);
   f.self->send_exit(q, caf::exit_reason::user_shutdown);
   f.self->send_exit(proxy, caf::exit_reason::user_shutdown);
   f.sched.run();
@@ -468,29 +497,7 @@ TEST_CASE("settings and openings committed after a later entry was read are "
   auto ps = std::make_shared<proxy_state>();
   auto proxy = f.sys.spawn(proxy_impl, f.store, ps, 0);
   auto q = spawn_sharing_queue(f, 15, flow, proxy);
-  auto answer = [&](auto... xs) {
-    std::string out;
-    int64_t last = -1;
-    f.self->send(xs...);
-    f.sched.run();
-    f.self->receive([&](std::string& v) { out = std::move(v); },
-                    [&](ok_atom) {}, [&](int64_t v) { last = v; },
-                    [](caf::error& err) { FAIL(describe(err)); },
-                    caf::after(std::chrono::seconds{1}) >>
-                        [] { FAIL("no answer"); });
-    return std::make_pair(out, last);
-  };
-  auto view = [&] { return answer(q, flow_atom::value).first; };
-  // Written by another coordinator; its sequence taken, and left out of
-  // follow reads while `late`.
-  auto write = [&](const std::string& kind, const std::string& key,
-                   const std::string& state, const std::string& detail,
-                   bool late = false) {
-    auto seq = answer(f.store, control_atom::value, get_atom::value).second + 1;
-    if (late)
-      ps->uncommitted.insert(std::to_string(seq));
-    answer(f.store, control_atom::value, *f.clock, kind, key, state, detail);
-  };
+  auto view = [&] { return ask_any(f, q, flow_atom::value).first; };
   auto poll = [&] {
     *f.clock += 1000;
     f.sched.advance_time(std::chrono::seconds{1});
@@ -503,10 +510,12 @@ TEST_CASE("settings and openings committed after a later entry was read are "
     return v.substr(at + 22, v.find('"', at + 22) - at - 22);
   };
   poll();
-  write("breaker", "mail", "open", "down", true);
-  write("rate_limit", "sms", "configured", "rate=5,burst=1", true);
-  write("rate_limit", "push", "configured", "rate=5,burst=1", true);
-  write("rate_limit", "push", "configured", "rate=6,burst=1");
+  write_entry(f, *ps, "breaker", "mail", "open", "down", true);
+  write_entry(f, *ps, "rate_limit", "sms", "configured", "rate=5,burst=1",
+              true);
+  write_entry(f, *ps, "rate_limit", "push", "configured", "rate=5,burst=1",
+              true);
+  write_entry(f, *ps, "rate_limit", "push", "configured", "rate=6,burst=1");
   poll();
   CHECK(view().find("\"key\":\"push\",\"rate_per_second\":6,")
         != std::string::npos);
@@ -520,20 +529,71 @@ TEST_CASE("settings and openings committed after a later entry was read are "
         != std::string::npos);
   CHECK(view().find("\"key\":\"push\",\"rate_per_second\":6,")
         != std::string::npos);
-  // Its copy of the opening moved the log: read through at two polls, it
-  // is not read again until it moves.
+  // Read while the log moves (its copy of the opening moved it) and for
+  // five polls after; then not until it moves again.
+  for (int i = 0; i < 6; ++i)
+    poll();
   auto reads = ps->follow_reads;
   poll();
   poll();
-  CHECK(ps->follow_reads == reads + 2);
+  CHECK(ps->follow_reads == reads);
+  write_entry(f, *ps, "rate_limit", "sms", "configured", "rate=8,burst=1");
   poll();
-  poll();
-  CHECK(ps->follow_reads == reads + 2);
-  write("rate_limit", "sms", "configured", "rate=8,burst=1");
-  poll();
-  CHECK(ps->follow_reads == reads + 3);
+  CHECK(ps->follow_reads == reads + 1);
   CHECK(view().find("\"key\":\"sms\",\"rate_per_second\":8,")
         != std::string::npos);
+  f.self->send_exit(q, caf::exit_reason::user_shutdown);
+  f.self->send_exit(proxy, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}
+
+TEST_CASE("a setting committed 150 sequences after a later entry was read is "
+          "followed, one committed later than the follow window by the "
+          "whole-log read",
+          "[queue][partition][flow]") {
+  fixture f;
+  auto ps = std::make_shared<proxy_state>();
+  auto proxy = f.sys.spawn(proxy_impl, f.store, ps, 0);
+  auto q = spawn_sharing_queue(f, 16, {}, proxy);
+  auto poll = [&] {
+    *f.clock += 1000;
+    f.sched.advance_time(std::chrono::seconds{1});
+    f.sched.run();
+  };
+  auto rate = [&](const std::string& key) {
+    f.self->send(q, flow_atom::value);
+    f.sched.run();
+    std::string view;
+    f.self->receive([&](std::string& v) { view = std::move(v); },
+                    [](caf::error& err) { FAIL(describe(err)); });
+    return view.find("\"key\":\"" + key + "\",\"rate_per_second\":");
+  };
+  poll();
+  auto full = ps->full_reads;
+  // Sequences taken meanwhile by other coordinators' state changes (not
+  // followed): the late setting's is 150 before the last one read.
+  write_entry(f, *ps, "rate_limit", "mail", "configured", "rate=5,burst=1",
+              true);
+  for (int i = 0; i < 150; ++i)
+    write_entry(f, *ps, "breaker", "other-" + std::to_string(i), "closed", "");
+  poll();
+  CHECK(rate("mail") == std::string::npos);
+  ps->uncommitted.clear();
+  poll();
+  CHECK(rate("mail") != std::string::npos);
+  // Committed later than five polls: the next whole-log read has it.
+  write_entry(f, *ps, "rate_limit", "sms", "configured", "rate=5,burst=1",
+              true);
+  for (int i = 0; i < 7; ++i)
+    poll();
+  ps->uncommitted.clear();
+  poll();
+  CHECK(rate("sms") == std::string::npos);
+  CHECK(ps->full_reads == full);
+  for (int i = 0; i < 300 && rate("sms") == std::string::npos; ++i)
+    poll();
+  CHECK(ps->full_reads == full + 1);
+  CHECK(rate("sms") != std::string::npos);
   f.self->send_exit(q, caf::exit_reason::user_shutdown);
   f.self->send_exit(proxy, caf::exit_reason::user_shutdown);
   f.sched.run();

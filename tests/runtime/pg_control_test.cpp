@@ -23,8 +23,8 @@ using drover::testing::run;
 using drover::testing::test_db;
 
 TEST_CASE("control log: a follow read answers the settings and breaker "
-          "openings after a sequence, six columns each, a page at a time; "
-          "the last states read back have four",
+          "openings after a sequence in pages of six columns a row, and the "
+          "last states read back at start have four",
           "[pg][flow]") {
   test_db db;
   auto s = db.session();
@@ -73,6 +73,18 @@ TEST_CASE("control log: a follow read answers the settings and breaker "
   CHECK(is(s.control_followed(0, 0).error(), errc::invalid_request));
   CHECK(is(s.control_followed(0, 10001).error(), errc::invalid_request));
 
+  // Every key's last setting over the whole log, one per key, sextuples.
+  must_ok(s.append_control(at++, "rate_limit", "mail", "configured",
+                           "rate=9,burst=3"));
+  auto settings = must(s.control_settings());
+  REQUIRE(settings.size() == 2 * 6);
+  CHECK(std::vector<std::string>(settings.begin(), settings.begin() + 6)
+        == std::vector<std::string>{"6", "breaker", "sms", "configured",
+                                    "1796451428355", "failures=4,cooldown=10"});
+  CHECK(settings[6] == "8");
+  CHECK(settings[8] == "mail");
+  CHECK(settings[11] == "rate=9,burst=3");
+
   // Read back at start: the last state of each key and, apart, its last
   // setting, four columns a row.
   auto breakers = must(s.control_last("breaker"));
@@ -88,8 +100,14 @@ TEST_CASE("control log: a follow read answers the settings and breaker "
   run(admin, "INSERT INTO drover.control_log (at, kind, key, state, detail, "
              "partition, epoch, owner_node) VALUES ('infinity', 'breaker', "
              "'fax', 'open', 'by hand', 0, 0, '')");
-  auto inf = must(s.control_followed(7));
+  auto inf = must(s.control_followed(8));
   REQUIRE(inf.size() == 6);
   CHECK(inf[2] == "fax");
   CHECK(inf[4] == "0");
+  // So does the read of the last states at start: one such row failed it
+  // every time, and no coordinator could start.
+  auto last = must(s.control_last("breaker"));
+  REQUIRE(last.size() == 4 * 4);
+  CHECK(last[0] == "fax");
+  CHECK(last[2] == "0");
 }

@@ -198,6 +198,7 @@ struct proxy_state {
   int fail_openings = 0;
   std::set<std::string> uncommitted;
   int follow_reads = 0;
+  int full_reads = 0;
   std::vector<
       std::pair<caf::typed_response_promise<ok_atom>, std::vector<job_event>>>
       held;
@@ -290,6 +291,10 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
                 },
                 [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
         return rp;
+      },
+      [=](control_atom a, configured_atom c) {
+        ++ps->full_reads;
+        return self->delegate(real, a, c);
       },
       [=](control_atom a, std::string& kind) {
         return self->delegate(real, a, std::move(kind));
