@@ -115,29 +115,14 @@ caf::result<std::string> set_flow(self_ptr self, const std::string& kind,
 
 namespace {
 
-/// Records the run-time settings in `quads` (the control log's answer,
-/// asked for when queue_state::settings_made was `asked_at`) as applied
-/// here; answers those that were not (a new key, another spec). A key set
-/// here since it was asked is left alone: the answer may predate it.
-std::vector<std::string> note_applied(queue_state& st, const std::string& kind,
-                                      const std::vector<std::string>& quads,
-                                      uint64_t asked_at = UINT64_MAX) {
-  std::vector<std::string> changed;
-  for (size_t i = 0; i + 3 < quads.size(); i += 4) {
-    if (quads[i + 1] != "configured")
-      continue;
-    auto name = kind + '\n' + quads[i];
-    if (auto m = st.made_here.find(name);
-        m != st.made_here.end() && m->second > asked_at)
-      continue;
-    auto& spec = st.applied_settings[name];
-    if (spec == quads[i + 3])
-      continue;
-    spec = quads[i + 3];
-    changed.insert(changed.end(), quads.begin() + static_cast<ptrdiff_t>(i),
-                   quads.begin() + static_cast<ptrdiff_t>(i + 4));
-  }
-  return changed;
+/// Records the run-time settings in `quads` (the last states read back at
+/// start, control_last's answer) as applied here: what the follow reads
+/// compare with (apply_followed).
+void note_applied(queue_state& st, const std::string& kind,
+                  const std::vector<std::string>& quads) {
+  for (size_t i = 0; i + 3 < quads.size(); i += 4)
+    if (quads[i + 1] == "configured")
+      st.applied_settings[kind + '\n' + quads[i]] = quads[i + 3];
 }
 
 /// Polls after the log's last sequence moved that still read it, and how
