@@ -2,7 +2,8 @@
 
 // The queue actor's state and the functions its behaviour (actors/queue.cpp)
 // is made of, spread over actors/queue_dispatch.cpp (ready jobs to idle
-// workers, resources), actors/queue_flow.cpp (concurrency keys, rate limits
+// workers), actors/queue_dispatch_workers.cpp (workers and their nodes'
+// pools), actors/queue_flow.cpp (concurrency keys, rate limits
 // and breakers), actors/queue_control_log.cpp (their control log: state
 // changes, run-time settings, following other coordinators),
 // actors/queue_lifecycle.cpp (timers, recovery, settling
@@ -441,6 +442,10 @@ job_supervisor_actor start_supervisor(self_ptr self, const std::string& job_id,
 bool may_dispatch(self_ptr self);
 void dispatch(self_ptr self, const std::string& cls);
 void dispatch_class(self_ptr self, const std::string& cls);
+
+// -- queue_dispatch_workers.cpp
+// ---------------------------------------------------------------
+
 std::string unserved_reason(const queue_state& st, const std::string& cls,
                             const std::string& type, const shape_ref& shape);
 bool served(const queue_state& st, const std::string& cls,
