@@ -40,10 +40,11 @@ using attempt_owner_actor = caf::typed_actor<
     caf::reacts_to<done_atom, completion>>;
 
 /// A job supervisor: the owner of an attempt, which also takes the queue's
-/// cancel (with its reason) and partition hand-over, and a node link's
+/// cancel (with its reason, and whether the queue recorded the request)
+/// and partition hand-over, and a node link's
 /// report that the attempt's lease lapsed.
 using job_supervisor_actor = attempt_owner_actor::extend<
-    caf::reacts_to<cancel_atom, std::string>,
+    caf::reacts_to<cancel_atom, std::string, bool>,
     caf::reacts_to<expired_atom, std::string, uint32_t>,
     caf::reacts_to<partitions_atom>>;
 

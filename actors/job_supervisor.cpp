@@ -39,6 +39,17 @@ void append_quietly(self_ptr self, job_event ev, const char* what) {
             [self, what](caf::error& err) { log_failure(self, what, err); });
 }
 
+/// Writes the `cancel_requested` event unless it is written already (by
+/// the queue, before it asked, or found in the record).
+void record_cancel(self_ptr self) {
+  auto& st = self->state;
+  if (st.cancel_recorded)
+    return;
+  st.cancel_recorded = true;
+  append_quietly(self, cancel_event(self, event_kind::cancel_requested, ""),
+                 "recording the cancel request");
+}
+
 /// The worker never got the attempt: hand it back to the queue.
 void release_worker(self_ptr self) {
   auto& st = self->state;
@@ -99,9 +110,7 @@ void start_attempt(self_ptr self) {
                   timeout_atom::value, st.attempt);
             if (st.cancel_requested) {
               // A cancel arrived while `started` was being written.
-              append_quietly(
-                  self, cancel_event(self, event_kind::cancel_requested, ""),
-                  "recording the cancel request");
+              record_cancel(self);
               begin_stop(self);
             }
           },
@@ -140,14 +149,20 @@ void adopt_attempt(self_ptr self) {
   // one's too: the handler's `cancelled` was asked for, and one still
   // running is stopped.
   st.cancel_requested = st.cancel_requested || st.rec.cancel_requested;
+  if (st.rec.cancel_requested) {
+    st.cancel_recorded = true;
+    st.cancel_recorded_by_queue = false; // read back: written for sure
+  }
   if (st.early_outcome) {
     auto c = std::move(*st.early_outcome);
     st.early_outcome.reset();
     on_done(self, c);
     return;
   }
-  if (st.cancel_requested)
+  if (st.cancel_requested) {
+    record_cancel(self);
     begin_stop(self);
+  }
 }
 
 void on_record(self_ptr self, job_record& rec) {
@@ -273,16 +288,25 @@ js_impl_actor::behavior_type job_supervisor_impl(self_ptr self,
           self->demonitor(st.cfg.worker.address());
         self->quit(caf::exit_reason::user_shutdown);
       },
-      [self](cancel_atom, std::string& reason) {
+      [self](cancel_atom, std::string& reason, bool recorded) {
         auto& st = self->state;
-        if (st.cancel_requested)
+        if (st.cancel_requested) {
+          // Told again, not recorded: the queue's write of the request
+          // failed after it handed the cancel over (an adoption).
+          if (!recorded && st.cancel_recorded_by_queue) {
+            st.cancel_recorded_by_queue = false;
+            st.cancel_recorded = false;
+            if (st.current == phase::running || st.current == phase::stopping)
+              record_cancel(self);
+          }
           return;
+        }
         st.cancel_reason = std::move(reason);
         st.cancel_requested = true;
+        st.cancel_recorded = recorded;
+        st.cancel_recorded_by_queue = recorded;
         if (st.current == phase::running) {
-          append_quietly(self,
-                         cancel_event(self, event_kind::cancel_requested, ""),
-                         "recording the cancel request");
+          record_cancel(self);
           begin_stop(self);
         }
         // loading/starting: handled once the record / start is in;

@@ -21,8 +21,13 @@
 // reports are then fenced off.
 //
 // Protocol (actors/attempt_protocol.hpp: job_supervisor_actor):
-//   (cancel_atom, reason)                  from the queue: cancel the job
-//                                          (reason: who asked and why, or "")
+//   (cancel_atom, reason, recorded)        from the queue: cancel the job
+//                                          (reason: who asked and why, or "";
+//                                          recorded: the queue wrote the
+//                                          `cancel_requested` event, or it is
+//                                          writing it and tells the
+//                                          supervisor again, not recorded, if
+//                                          that fails)
 //   (partitions_atom)                      from the queue: the job's
 //                                          partition went to another
 //                                          coordinator; stop without a write

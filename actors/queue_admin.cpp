@@ -9,13 +9,16 @@ namespace {
 
 using ok_promise = caf::typed_response_promise<ok_atom>;
 
-/// Records the cancel of an attempt that may still run on a worker node
-/// without a job supervisor here (waiting to be adopted after a failover or
-/// a restart, or in a partition still being recovered): `cancel_requested`,
-/// as for a running attempt, not `cancelled` — the job stays `processing`
-/// (its concurrency permit keeps counting) until the attempt is adopted and
-/// stopped, or its grace ends and it is settled `cancelled`
-/// (settle_interrupted). Kept in queue_state::cancels_requested until then.
+/// Records the cancel of an attempt that runs, under a job supervisor here
+/// or on a worker node without one (waiting to be adopted after a failover
+/// or a restart, or in a partition still being recovered):
+/// `cancel_requested`, not `cancelled` — the job stays `processing` (its
+/// concurrency permit keeps counting) until the attempt stops, is adopted
+/// and stopped, or its grace ends and it is settled `cancelled`
+/// (settle_interrupted). The request is acknowledged once it is recorded
+/// (a coordinator killed after the answer cannot lose it), and only then
+/// is a supervisor here told to stop the attempt. Kept in
+/// queue_state::cancels_requested while the attempt has no supervisor here.
 void request_cancel(self_ptr self, const std::string& job_id,
                     std::string reason, ok_promise rp) {
   auto& st = self->state;
@@ -24,17 +27,45 @@ void request_cancel(self_ptr self, const std::string& job_id,
   ev.kind = event_kind::cancel_requested;
   ev.at_ms = now_ms(self);
   ev.reason = reason;
-  st.cancels_requested[job_id] = std::move(reason);
+  bool supervised = st.running.count(job_id) > 0;
+  if (!supervised)
+    st.cancels_requested[job_id] = reason;
   self->request(st.deps.store, store_timeout, append_atom::value,
                 std::vector<job_event>{std::move(ev)})
       .then(
-          [self, rp, job_id](ok_atom) mutable {
+          [self, rp, job_id, reason](ok_atom) mutable {
             auto& st = self->state;
+            auto r = st.running.find(job_id);
+            if (r != st.running.end()) {
+              // Running here now (an adoption during the write told it
+              // already: a repeat it ignores).
+              self->send(r->second.job_supervisor, cancel_atom::value,
+                         std::move(reason), true);
+              st.cancels_requested.erase(job_id);
+            } else if (st.awaiting_adoption.count(job_id) == 0
+                       && !still_to_recover(st, job_id)) {
+              // Ended or gone meanwhile: no adoption or settle to come.
+              st.cancels_requested.erase(job_id);
+            }
             self->send(st.deps.publisher, changed_atom::value, job_id);
             rp.deliver(ok_atom::value);
           },
-          [self, rp, job_id](caf::error& err) mutable {
-            self->state.cancels_requested.erase(job_id);
+          [self, rp, job_id, reason, supervised](caf::error& err) mutable {
+            auto& st = self->state;
+            st.cancels_requested.erase(job_id);
+            // The attempt was adopted while the write was in flight: the
+            // adoption handed the cancel to its supervisor, which stops it;
+            // told that the request is not recorded, it records it itself,
+            // and the cancel stands, as for a running job. (Also when the
+            // request was dropped with a partition that came back.) One
+            // supervised when asked was told nothing: the error stands.
+            auto r = st.running.find(job_id);
+            if (!supervised && r != st.running.end()) {
+              self->send(r->second.job_supervisor, cancel_atom::value,
+                         std::move(reason), false);
+              rp.deliver(ok_atom::value);
+              return;
+            }
             explain_refusal(self, job_id,
                             "only a job that has not finished can be cancelled",
                             std::move(err), [rp](caf::error e) mutable {
@@ -48,13 +79,7 @@ void request_cancel(self_ptr self, const std::string& job_id,
 void cancel_into(self_ptr self, const std::string& job_id, std::string reason,
                  ok_promise rp, const job_record* read) {
   auto& st = self->state;
-  auto r = st.running.find(job_id);
-  if (r != st.running.end()) {
-    self->send(r->second.job_supervisor, cancel_atom::value, std::move(reason));
-    rp.deliver(ok_atom::value);
-    return;
-  }
-  if (st.awaiting_adoption.count(job_id) > 0
+  if (st.running.count(job_id) > 0 || st.awaiting_adoption.count(job_id) > 0
       || (read != nullptr && read->status == job_status::processing)) {
     request_cancel(self, job_id, std::move(reason), rp);
     return;

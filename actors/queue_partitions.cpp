@@ -322,7 +322,9 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
   hold_pools(self, slot, node_of(rec.worker_id), shape_of(st, rec.spec), true);
   auto c = st.cancels_requested.find(job_id);
   if (c != st.cancels_requested.end()) {
-    self->send(js, cancel_atom::value, c->second);
+    // Recorded, or being written: if that write fails, the supervisor is
+    // told again, not recorded (request_cancel).
+    self->send(js, cancel_atom::value, c->second, true);
     st.cancels_requested.erase(c);
   }
   rp.deliver(js);

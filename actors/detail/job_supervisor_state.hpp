@@ -62,6 +62,11 @@ struct js_state {
   uint32_t attempt = 0;
   phase current = phase::loading;
   bool cancel_requested = false;
+  /// Its `cancel_requested` event is written (or being written, by the
+  /// queue or by this supervisor): not written again.
+  bool cancel_recorded = false;
+  /// The queue said it recorded it (and may yet say it failed to).
+  bool cancel_recorded_by_queue = false;
   /// Who asked and why (from the API); "" = not said.
   std::string cancel_reason;
   bool timed_out = false;

@@ -185,15 +185,16 @@ struct fixture {
 // `*fail_at` (1-based) with `unavailable`, and records what it was asked;
 // with `hold_cancels`, it holds writes of a cancel_requested event unanswered
 // and unwritten in `held` until it is pinged (then it writes and answers
-// them); it refuses the next `fail_openings` control-log writes of a
-// breaker's opening; it leaves the control-log entries whose sequences are
-// in `uncommitted` out of what it answers to a follow read (an entry whose
-// sequence was taken but whose transaction has not committed yet), and
-// counts those reads.
+// them, but fails the first `fail_held` of them unwritten); it refuses the next
+// `fail_openings` control-log writes of a breaker's opening; it leaves the
+// control-log entries whose sequences are in `uncommitted` out of what it
+// answers to a follow read (an entry whose sequence was taken but whose
+// transaction has not committed yet), and counts those reads.
 struct proxy_state {
   int recovers = 0;
   std::vector<std::tuple<int32_t, std::string>> asked;
   bool hold_cancels = false;
+  int fail_held = 0;
   /// Writes of a breaker's opening to the control log still to refuse.
   int fail_openings = 0;
   std::set<std::string> uncommitted;
@@ -245,12 +246,18 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
       [=](ping_atom a) -> caf::result<ok_atom> {
         if (ps->held.empty())
           return self->delegate(real, a);
-        for (auto& [rp, evs] : ps->held)
+        for (auto& [rp, evs] : ps->held) {
+          if (ps->fail_held > 0) {
+            --ps->fail_held;
+            rp.deliver(make_error(errc::unavailable, "injected write failure"));
+            continue;
+          }
           self->request(real, caf::infinite, append_atom::value, std::move(evs))
               .then([rp = rp](ok_atom) mutable { rp.deliver(ok_atom::value); },
                     [rp = rp](caf::error& err) mutable {
                       rp.deliver(std::move(err));
                     });
+        }
         ps->held.clear();
         return ok_atom::value;
       },
