@@ -151,6 +151,20 @@ void write_job(writer& w, const job_record& job) {
   w.close_object();
 }
 
+/// A progress report's fields, the same in an audit-log event's details and
+/// a live update: percent, stage, message, stages, eta_seconds.
+void write_progress_fields(writer& w, const progress_update& p) {
+  w.key("percent").num(p.percent).key("stage");
+  auto st = p.stage.empty() ? running_stage(p.stages) : p.stage;
+  st.empty() ? w.null() : w.str(st);
+  w.key("message");
+  p.message.empty() ? w.null() : w.str(p.message);
+  w.key("stages");
+  write_stages(w, p.stages);
+  w.key("eta_seconds");
+  write_eta(w, p.eta_ms);
+}
+
 void write_event_details(writer& w, const job_event& e) {
   w.open_object();
   switch (e.kind) {
@@ -172,19 +186,9 @@ void write_event_details(writer& w, const job_event& e) {
           .key("lease_expires_at")
           .time(e.lease_expiry_ms);
       break;
-    case event_kind::progressed: {
-      auto& p = e.progress;
-      w.key("percent").num(p.percent).key("stage");
-      auto st = p.stage.empty() ? running_stage(p.stages) : p.stage;
-      st.empty() ? w.null() : w.str(st);
-      w.key("message");
-      p.message.empty() ? w.null() : w.str(p.message);
-      w.key("stages");
-      write_stages(w, p.stages);
-      w.key("eta_seconds");
-      write_eta(w, p.eta_ms);
+    case event_kind::progressed:
+      write_progress_fields(w, e.progress);
       break;
-    }
     case event_kind::checkpointed:
       w.key("checkpoint_bytes").num(static_cast<int64_t>(e.checkpoint.size()));
       break;
@@ -319,22 +323,9 @@ std::string events_json(const std::string& job_id,
 
 std::string progress_json(const progress_update& p) {
   writer w;
-  w.open_object()
-      .key("job_id")
-      .str(p.job_id)
-      .key("attempt")
-      .num(static_cast<int64_t>(p.attempt))
-      .key("percent")
-      .num(p.percent)
-      .key("stage");
-  auto st = p.stage.empty() ? running_stage(p.stages) : p.stage;
-  st.empty() ? w.null() : w.str(st);
-  w.key("message");
-  p.message.empty() ? w.null() : w.str(p.message);
-  w.key("stages");
-  write_stages(w, p.stages);
-  w.key("eta_seconds");
-  write_eta(w, p.eta_ms);
+  w.open_object().key("job_id").str(p.job_id).key("attempt").num(
+      static_cast<int64_t>(p.attempt));
+  write_progress_fields(w, p);
   w.key("at").time(p.at_ms).close_object();
   return w.take();
 }

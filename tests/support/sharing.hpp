@@ -20,6 +20,8 @@ using namespace std::chrono_literals;
 
 /// Coordinators sharing `c`'s database, each with four local slots.
 struct sharing {
+  explicit sharing(cluster& of) : c(of) {}
+
   cluster& c;
   std::map<std::string, std::unique_ptr<process>> nodes;
   std::map<std::string, std::string> admin;
