@@ -279,6 +279,14 @@ api_actor spawn_api(caf::actor_system& sys,
           return checked_forward(self, check_id(id), handles->store(), "store",
                                  a, std::move(id));
         },
+        [self, handles](events_atom a, std::string& id, uint64_t after,
+                        uint32_t limit) {
+          auto err = check_id(id);
+          if (!err)
+            err = check_events_limit(limit);
+          return checked_forward(self, std::move(err), handles->store(),
+                                 "store", a, std::move(id), after, limit);
+        },
         [self, handles](list_atom a, job_query& x) {
           return checked_forward(self, check_query(x), handles->store(),
                                  "store", a, std::move(x));

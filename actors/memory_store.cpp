@@ -14,6 +14,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <set>
@@ -177,6 +178,22 @@ store_actor spawn_memory_store(caf::actor_system& sys) {
           if (i == st.jobs.end())
             return not_found(job_id);
           return i->second.history;
+        },
+        [self](events_atom, const std::string& job_id, uint64_t after,
+               uint32_t limit) -> caf::result<std::vector<job_event>> {
+          if (auto err = check_events_limit(limit))
+            return err;
+          std::vector<job_event> out;
+          auto i = self->state.jobs.find(job_id);
+          if (i == self->state.jobs.end())
+            return out;
+          const auto& h = i->second.history;
+          auto j = std::partition_point(
+              h.begin(), h.end(),
+              [after](const job_event& e) { return e.sequence <= after; });
+          for (; j != h.end() && out.size() < limit; ++j)
+            out.push_back(*j);
+          return out;
         },
         [self](recover_atom, int32_t partition, const std::string& after,
                uint32_t limit) -> caf::result<std::vector<job_record>> {

@@ -168,6 +168,13 @@ pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
           return ask_reader<std::vector<job_event>>(self, events_atom::value,
                                                     id);
         },
+        [self](events_atom, const std::string& id, uint64_t after,
+               uint32_t limit) -> caf::result<std::vector<job_event>> {
+          if (auto err = check_events_limit(limit))
+            return err;
+          return ask_reader<std::vector<job_event>>(self, events_atom::value,
+                                                    id, after, limit);
+        },
         [self](list_atom,
                const job_query& q) -> caf::result<std::vector<job_record>> {
           if (q.limit == 0 || q.limit > 10000)

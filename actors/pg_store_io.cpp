@@ -124,6 +124,15 @@ pg_io_actor::behavior_type io_impl(io_ptr self, std::string conninfo,
           return std::move(r.error());
         return std::move(*r);
       },
+      [self](events_atom, const std::string& id, uint64_t after,
+             uint32_t limit) -> caf::result<std::vector<job_event>> {
+        auto r = read_db(self, [&](pg::session& db) {
+          return db.load_events(id, after, limit);
+        });
+        if (!r)
+          return std::move(r.error());
+        return std::move(*r);
+      },
       [self](list_atom,
              const job_query& q) -> caf::result<std::vector<job_record>> {
         auto r = read_db(self, [&](pg::session& db) { return db.list(q); });

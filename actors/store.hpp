@@ -28,6 +28,10 @@
 //   (get_atom, job_id)                             -> job_record
 //   (events_atom, job_id)                          -> std::vector<job_event>
 //       The job's full history in sequence order.
+//   (events_atom, job_id, after, limit)            -> std::vector<job_event>
+//       Its events with a sequence above `after`, in order, at most `limit`
+//       (within [1, 10000], else invalid_request); none is an empty list,
+//       whether or not the job exists (a stream or wait reading on).
 //   (list_atom, job_query)                         -> std::vector<job_record>
 //       Jobs matching the query, in job-id (= submission) order, paged by
 //       `after` and `limit`.
@@ -151,6 +155,8 @@ using store_actor = caf::typed_actor<
     caf::replies_to<append_atom, std::vector<job_event>>::with<ok_atom>,
     caf::replies_to<get_atom, std::string>::with<job_record>,
     caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
+    caf::replies_to<events_atom, std::string, uint64_t,
+                    uint32_t>::with<std::vector<job_event>>,
     caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
     caf::replies_to<recover_atom, int32_t, std::string,
                     uint32_t>::with<std::vector<job_record>>,
@@ -175,17 +181,31 @@ using store_actor = caf::typed_actor<
 /// The most entries one (control_atom, follow_atom, after) answers.
 constexpr uint32_t max_follow_read = 1000;
 
+/// A page's `limit` as the stores check it: within [1, `most`], else
+/// errc::invalid_request naming `what`.
+inline caf::error check_page_limit(uint32_t limit, uint32_t most,
+                                   const char* what) {
+  if (limit == 0 || limit > most)
+    return make_error(errc::invalid_request, std::string{what}
+                                                 + " limit must be within [1, "
+                                                 + std::to_string(most) + "]");
+  return caf::none;
+}
+
 /// The largest recovery page a store serves.
 constexpr uint32_t max_recovery_page = 100000;
 
-/// A recovery page's `limit` as both stores check it: within [1,
-/// max_recovery_page], else errc::invalid_request.
+/// A recovery page's `limit` as both stores check it.
 inline caf::error check_recovery_limit(uint32_t limit) {
-  if (limit == 0 || limit > max_recovery_page)
-    return make_error(errc::invalid_request,
-                      "recovery page limit must be within [1, "
-                          + std::to_string(max_recovery_page) + "]");
-  return caf::none;
+  return check_page_limit(limit, max_recovery_page, "recovery page");
+}
+
+/// The most events one (events_atom, job_id, after, limit) answers.
+constexpr uint32_t max_events_page = 10000;
+
+/// A page of events' `limit` as both stores (and the node API) check it.
+inline caf::error check_events_limit(uint32_t limit) {
+  return check_page_limit(limit, max_events_page, "events");
 }
 
 /// A recovery page's `partition` as both stores check it: within [0,

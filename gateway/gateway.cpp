@@ -318,7 +318,7 @@ void gateway_impl::route(const ex_ptr& ex, const principal& who,
     if (n == 4 && p[3] == "result")
       return require(ex, who, scope_read) ? result(ex, who, id) : void();
     if (n == 4 && p[3] == "events")
-      return require(ex, who, scope_read) ? events(ex, who, id) : void();
+      return require(ex, who, scope_read) ? events(ex, who, id, t) : void();
     if (n == 4 && p[3] == "stream")
       return require(ex, who, scope_read) ? stream(ex, who, id, t) : void();
   }

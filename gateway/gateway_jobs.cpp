@@ -7,6 +7,9 @@
 #include "runtime/errors.hpp"
 #include "runtime/json_strict.hpp"
 
+#include <cerrno>
+#include <cstdlib>
+
 namespace drover::http::gateway_detail {
 
 // -- exec scope (issue 11 item 3) ---------------------------------------------
@@ -255,15 +258,55 @@ void gateway_impl::result(const ex_ptr& ex, const principal& who,
 }
 
 void gateway_impl::events(const ex_ptr& ex, const principal& who,
-                          const std::string& id) {
+                          const std::string& id, const target& t) {
+  // Without `after` or `limit`: the whole log, as before. With either: a
+  // page of at most `limit` (default 1000) events after sequence `after`.
+  bool paged = false;
+  uint64_t after = 0;
+  uint32_t want = 1000;
+  for (auto& [name, value] : t.query) {
+    char* end = nullptr;
+    errno = 0;
+    auto n = std::strtoull(value.c_str(), &end, 10);
+    bool number = !value.empty() && value[0] >= '0' && value[0] <= '9'
+                  && *end == '\0' && errno == 0;
+    if (name == "after") {
+      if (!number || n > (uint64_t{1} << 62))
+        return fail(ex, 400, "invalid_request",
+                    "after: an event sequence (a non-negative integer)");
+      after = n;
+    } else if (name == "limit") {
+      if (!number || n < 1 || n > 1000)
+        return fail(ex, 400, "invalid_request",
+                    "limit: an integer from 1 to 1000");
+      want = static_cast<uint32_t>(n);
+    } else {
+      return fail(ex, 400, "invalid_request",
+                  name + ": unknown query parameter");
+    }
+    paged = true;
+  }
   auto self = shared_from_this();
-  with_job(ex, who, id, [self, ex, id](job_record&) {
+  with_job(ex, who, id, [self, ex, id, paged, after, want](job_record&) {
+    if (!paged) {
+      self->ask<std::vector<job_event>>(
+          ex,
+          [self, ex, id](std::vector<job_event>& evs) {
+            self->reply(ex, 200, events_json(id, evs));
+          },
+          events_atom::value, id);
+      return;
+    }
+    // One more tells whether there is a next page.
     self->ask<std::vector<job_event>>(
         ex,
-        [self, ex, id](std::vector<job_event>& evs) {
-          self->reply(ex, 200, events_json(id, evs));
+        [self, ex, id, want](std::vector<job_event>& evs) {
+          bool more = evs.size() > want;
+          if (more)
+            evs.resize(want);
+          self->reply(ex, 200, events_page_json(id, evs, more));
         },
-        events_atom::value, id);
+        events_atom::value, id, after, want + 1);
   });
 }
 

@@ -99,6 +99,12 @@ std::string event_json(const job_event& event);
 std::string events_json(const std::string& job_id,
                         const std::vector<job_event>& events);
 
+/// A page of them: `{"job_id", "events", "has_more", "next_after"}` (the
+/// last sequence shown while `has_more`, else null).
+std::string events_page_json(const std::string& job_id,
+                             const std::vector<job_event>& events,
+                             bool has_more);
+
 /// A live progress report (not yet in the audit log).
 std::string progress_json(const progress_update& update);
 

@@ -321,6 +321,22 @@ std::string events_json(const std::string& job_id,
   return w.take();
 }
 
+std::string events_page_json(const std::string& job_id,
+                             const std::vector<job_event>& events,
+                             bool has_more) {
+  writer w;
+  w.open_object().key("job_id").str(job_id).key("events").open_array();
+  for (auto& e : events)
+    write_event(w, e);
+  w.close_array().key("has_more").boolean(has_more).key("next_after");
+  if (has_more && !events.empty())
+    w.num(static_cast<int64_t>(events.back().sequence));
+  else
+    w.null();
+  w.close_object();
+  return w.take();
+}
+
 std::string progress_json(const progress_update& p) {
   writer w;
   w.open_object().key("job_id").str(p.job_id).key("attempt").num(

@@ -24,6 +24,10 @@ using resubscribe_atom = caf::atom_constant<caf::atom("resub")>;
 /// record (see spawn_job_stream).
 constexpr auto resubscribe_delay = std::chrono::milliseconds{200};
 
+/// The most events one read of the log asks for; a full page is followed
+/// by the next at once.
+constexpr uint32_t read_page = 1000;
+
 bool is_final_event(event_kind k) {
   return k == event_kind::completed || k == event_kind::cancelled
          || k == event_kind::failed || k == event_kind::dead_lettered
@@ -39,6 +43,14 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
   return sys.spawn([=](caf::event_based_actor* a) -> caf::behavior {
     struct state {
       uint64_t last = 0;
+      /// The log's events are read up to this sequence: each read asks
+      /// for the ones after it (a long job's log is read once, not again
+      /// at every transition or keep-alive). The first read starts at 0,
+      /// to learn whether the job is final before `after`.
+      uint64_t read_to = 0;
+      /// The events read so far end the job (a terminal one, not followed
+      /// by a redrive).
+      bool final = false;
       std::string stage;
       bool ended = false;
       /// Live progress already shown: attempt and percent.
@@ -75,21 +87,23 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
       st->stage = stage;
       return sink.emit(name, 0, progress_json(u));
     };
-    // Sends the log's events after st->last; true if the job is final
-    // (or the client went away). Every transition is sent exactly once;
-    // a progress snapshot is skipped when a later one follows it directly
-    // or live progress already showed as much (so progress never moves
-    // backwards), which is why progress ids may jump.
+    // Sends the events of a page of the log after st->last; true if the
+    // client went away. Every transition is sent exactly once; a progress
+    // snapshot is skipped when a later one follows it directly or live
+    // progress already showed as much (so progress never moves backwards),
+    // which is why progress ids may jump.
     auto drain = [=](std::vector<job_event>& evs) {
-      bool final = false;
       for (size_t i = 0; i < evs.size(); ++i) {
         auto& e = evs[i];
+        if (e.sequence <= st->read_to)
+          continue; // read before (a store answering more than asked)
+        st->read_to = e.sequence;
         // A redrive revives a failed job; bookkeeping events after a
         // terminal one (webhook deliveries) leave it final.
         if (is_final_event(e.kind))
-          final = true;
+          st->final = true;
         else if (e.kind == event_kind::redriven)
-          final = false;
+          st->final = false;
         if (e.sequence <= st->last)
           continue;
         st->last = e.sequence;
@@ -112,7 +126,7 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
         if (!sink.emit(name, e.sequence, event_json(e)))
           return true;
       }
-      return final;
+      return false;
     };
     // Sends the live updates held back, in order.
     auto flush_early = [=] {
@@ -141,11 +155,18 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
     // leaves the stream as it was, to be tried again an interval later.
     *catch_up = [=](bool after_final, bool quietly) {
       st->catching_up = true;
-      a->request(api, timeout, events_atom::value, id)
+      a->request(api, timeout, events_atom::value, id, st->read_to, read_page)
           .then(
               [=](std::vector<job_event>& evs) {
-                st->catching_up = false;
                 if (drain(evs))
+                  return finish();
+                if (evs.size() >= read_page) { // more to read: at once
+                  if (auto self_again = again.lock())
+                    (*self_again)(after_final, quietly);
+                  return;
+                }
+                st->catching_up = false;
+                if (st->final)
                   return finish();
                 flush_early();
                 if (after_final)
@@ -214,13 +235,14 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
         [=](keepalive_atom) {
           if (!sink.keepalive())
             return finish();
-          // Silent for a whole interval: the log is read again. The
+          // Silent for a whole interval: the log is read on. The
           // publisher subscribed to may not be the one that gets the job's
           // updates (a coordinator sharing the partitions serves streams
           // of jobs in another's partitions, or of a job whose partition
           // moved away, from its own publisher): the job's transitions, its
           // stored progress and its end still come, within an interval.
-          // A quiet job costs one read of its (short) log per interval.
+          // A quiet job costs one read of its new events (an index range,
+          // usually empty) per interval.
           if (!st->heard && !st->catching_up && !st->ended)
             (*catch_up)(false, true);
           st->heard = false;

@@ -21,6 +21,9 @@
 //                                          (processing) or why it waits
 //                                          (queued)
 //   (events_atom, job_id)                  -> vector<job_event>
+//   (events_atom, job_id, after, limit)    -> vector<job_event>: those with
+//                                          a sequence above `after`, at most
+//                                          `limit` ([1, 10000])
 //   (list_atom, job_query)                 -> vector<job_record>
 //   (subscribe_atom, job_id, subscriber[, changed_atom]) -> ok_atom
 //   (unsubscribe_atom, job_id, subscriber)
@@ -68,6 +71,8 @@ using api_actor = caf::typed_actor<
     caf::replies_to<ping_atom>::with<ok_atom>,
     caf::replies_to<get_atom, std::string>::with<job_record>,
     caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
+    caf::replies_to<events_atom, std::string, uint64_t,
+                    uint32_t>::with<std::vector<job_event>>,
     caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
     caf::replies_to<subscribe_atom, std::string, caf::actor>::with<ok_atom>,
     caf::replies_to<subscribe_atom, std::string, caf::actor,

@@ -380,6 +380,11 @@ public:
 
   /// The job's events in sequence order; `not_found` if it has none.
   caf::expected<std::vector<job_event>> load_events(const std::string& job_id);
+  /// Its events with a sequence above `after`, in order, at most `limit`
+  /// (an index range: a long job's log is not read again from its start);
+  /// none is an empty list.
+  caf::expected<std::vector<job_event>>
+  load_events(const std::string& job_id, uint64_t after, uint32_t limit);
 
   /// Jobs matching `q` in job-id order (the memory store's semantics:
   /// status, dead_lettered, tenant and type filters, `after` cursor,

@@ -9,6 +9,8 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -78,13 +80,29 @@ session::load_jobs(const std::vector<std::string>& job_ids) {
 
 caf::expected<std::vector<job_event>>
 session::load_events(const std::string& job_id) {
-  auto res = conn_.exec(
-      "SELECT seq, payload FROM drover.events WHERE job_id = $1 ORDER BY seq",
-      params{}.text(job_id), true, "loading events");
+  auto out = load_events(job_id, 0, 0);
+  if (out && out->empty())
+    return make_error(errc::not_found, "no events of job '" + job_id + "'");
+  return out;
+}
+
+caf::expected<std::vector<job_event>>
+session::load_events(const std::string& job_id, uint64_t after,
+                     uint32_t limit) {
+  // limit 0: all of them (load_events(job_id)).
+  auto from = static_cast<int64_t>(
+      std::min<uint64_t>(after, static_cast<uint64_t>(INT64_MAX)));
+  auto res = limit == 0
+                 ? conn_.exec("SELECT seq, payload FROM drover.events WHERE "
+                              "job_id = $1 AND seq > $2 ORDER BY seq",
+                              params{}.text(job_id).int64(from), true,
+                              "loading events")
+                 : conn_.exec("SELECT seq, payload FROM drover.events WHERE "
+                              "job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                              params{}.text(job_id).int64(from).int64(limit),
+                              true, "loading events");
   if (!res)
     return std::move(res.error());
-  if (res->rows() == 0)
-    return make_error(errc::not_found, "no events of job '" + job_id + "'");
   std::vector<job_event> out;
   out.reserve(static_cast<size_t>(res->rows()));
   for (int row = 0; row < res->rows(); ++row) {

@@ -60,6 +60,8 @@ using pg_io_actor = caf::typed_actor<
     caf::replies_to<get_atom,
                     std::vector<std::string>>::with<std::vector<job_record>>,
     caf::replies_to<events_atom, std::string>::with<std::vector<job_event>>,
+    caf::replies_to<events_atom, std::string, uint64_t,
+                    uint32_t>::with<std::vector<job_event>>,
     caf::replies_to<list_atom, job_query>::with<std::vector<job_record>>,
     caf::replies_to<recover_atom, int32_t, std::string,
                     uint32_t>::with<std::vector<job_record>>,

@@ -173,7 +173,8 @@ private:
 
   void purge_all(const ex_ptr& ex);
   void result(const ex_ptr& ex, const principal& who, const std::string& id);
-  void events(const ex_ptr& ex, const principal& who, const std::string& id);
+  void events(const ex_ptr& ex, const principal& who, const std::string& id,
+              const target& t);
 
   // -- operators (gateway_admin.cpp) ------------------------------------------
 

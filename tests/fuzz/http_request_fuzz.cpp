@@ -279,26 +279,52 @@ private:
 /// The node API behind the fuzzed gateway: a completed job for any id,
 /// no events, unavailable for everything else.
 api_actor::behavior_type stub_api(api_actor::pointer) {
-  return behavior_of<api_actor>(forward_handlers<api_actor>(
-      [](auto reply, auto&... xs) -> typename decltype(reply)::result {
-        using args_t = std::tuple<std::decay_t<decltype(xs)>...>;
-        if constexpr (std::is_same_v<args_t,
-                                     std::tuple<get_atom, std::string>>) {
-          job_record job;
-          job.job_id = std::get<1>(std::tie(xs...));
-          job.spec.type = "sleep";
-          job.status = job_status::completed;
-          job.result = "{\"ok\":true}";
-          job.sequence = 3;
-          return job;
-        } else if constexpr (std::is_same_v<args_t, std::tuple<events_atom,
-                                                               std::string>>) {
-          return std::vector<job_event>{};
-        } else {
-          return make_error(errc::unavailable,
-                            "fuzz: no node behind the gateway");
-        }
-      }));
+  return behavior_of<api_actor>(forward_handlers<api_actor>([](
+                                                                auto reply,
+                                                                auto&... xs) -> typename decltype(reply)::
+                                                                                 result {
+                                                                                   using args_t = std::
+                                                                                       tuple<std::decay_t<
+                                                                                           decltype(xs)>...>;
+                                                                                   if constexpr (
+                                                                                       std::is_same_v<
+                                                                                           args_t,
+                                                                                           std::tuple<
+                                                                                               get_atom,
+                                                                                               std::
+                                                                                                   string>>) {
+                                                                                     job_record
+                                                                                         job;
+                                                                                     job.job_id = std::get<
+                                                                                         1>(std::tie(
+                                                                                         xs...));
+                                                                                     job.spec
+                                                                                         .type
+                                                                                         = "sleep";
+                                                                                     job.status
+                                                                                         = job_status::
+                                                                                             completed;
+                                                                                     job.result
+                                                                                         = "{\"ok\":true}";
+                                                                                     job.sequence
+                                                                                         = 3;
+                                                                                     return job;
+                                                                                   } else if constexpr (
+                                                                                       std::is_same_v<
+                                                                                           args_t,
+                                                                                           std::tuple<
+                                                                                               events_atom,
+                                                                                               std::
+                                                                                                   string>> || std::is_same_v<args_t, std::tuple<events_atom, std::string, uint64_t, uint32_t>>) {
+                                                                                     return std::vector<
+                                                                                         job_event>{};
+                                                                                   } else {
+                                                                                     return make_error(
+                                                                                         errc::
+                                                                                             unavailable,
+                                                                                         "fuzz: no node behind the gateway");
+                                                                                   }
+                                                                                 }));
 }
 
 /// A gateway and its handler.

@@ -433,6 +433,40 @@ TEST_CASE("the events endpoint returns the gapless history", "[gateway]") {
     CHECK(p >= last);
     last = p;
   }
+
+  // Paged with `after` and `limit`: the same events, each once, in order.
+  std::vector<int64_t> paged;
+  std::string after = "0";
+  for (int pages = 0; pages < 100; ++pages) {
+    auto res = c.get("/api/jobs/" + id + "/events?limit=2&after=" + after);
+    INFO(res.body);
+    REQUIRE(res.status == 200);
+    auto page = body_of(res);
+    REQUIRE(page["events"].size() <= 2);
+    for (size_t i = 0; i < page["events"].size(); ++i)
+      paged.push_back(page["events"][i]["sequence"].integer());
+    if (!page["has_more"].boolean()) {
+      CHECK(page["next_after"].is_null());
+      break;
+    }
+    after = std::to_string(page["next_after"].integer());
+    CHECK(page["next_after"].integer() == paged.back());
+  }
+  REQUIRE(paged.size() == evs.size());
+  for (size_t i = 0; i < paged.size(); ++i)
+    CHECK(paged[i] == static_cast<int64_t>(i + 1));
+  auto past = c.get("/api/jobs/" + id + "/events?after=1000000");
+  REQUIRE(past.status == 200);
+  CHECK(body_of(past)["events"].size() == 0);
+  CHECK_FALSE(body_of(past)["has_more"].boolean());
+  for (const char* bad : {"limit=0", "limit=1001", "after=-1", "after=abc",
+                          "after=", "limit=2x", "since=3"}) {
+    INFO(bad);
+    auto res = c.get("/api/jobs/" + id + "/events?" + bad);
+    CHECK(res.status == 400);
+    CHECK(body_of(res)["error"]["code"].str() == "invalid_request");
+  }
+  CHECK(c.get("/api/jobs/j0000000000000/events?limit=5").status == 404);
 }
 
 TEST_CASE("SSE streams a job to completion with increasing ids and "

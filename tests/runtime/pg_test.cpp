@@ -350,7 +350,21 @@ TEST_CASE("events and projections agree and replay to the stored record",
     auto events = value_of(s.load_events(j->id()));
     CHECK(events == j->events());
     CHECK(value_of(replay(events)) == rec);
+    // Read on from a sequence, a page at a time: the same events.
+    std::vector<job_event> paged;
+    for (uint64_t after = 0;;) {
+      auto page = value_of(s.load_events(j->id(), after, 2));
+      REQUIRE(page.size() <= 2);
+      if (page.empty())
+        break;
+      CHECK(page.front().sequence == after + 1);
+      after = page.back().sequence;
+      paged.insert(paged.end(), page.begin(), page.end());
+    }
+    CHECK(paged == events);
   }
+  CHECK(value_of(s.load_events("j-a", 6, 10)).empty());
+  CHECK(value_of(s.load_events("nope", 0, 10)).empty());
   CHECK(ids_of(value_of(s.list(job_query{})))
         == std::vector<std::string>{"j-a", "j-b"});
   auto& conn = s.conn();

@@ -233,6 +233,9 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
       [=](events_atom a, std::string& id) {
         return self->delegate(real, a, std::move(id));
       },
+      [=](events_atom a, std::string& id, uint64_t after, uint32_t limit) {
+        return self->delegate(real, a, std::move(id), after, limit);
+      },
       [=](list_atom a, job_query& q) {
         return self->delegate(real, a, std::move(q));
       },
