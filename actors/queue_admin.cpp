@@ -41,6 +41,7 @@ void request_cancel(self_ptr self, const std::string& job_id,
               // already: a repeat it ignores).
               self->send(r->second.job_supervisor, cancel_atom::value,
                          std::move(reason), true);
+              r->second.cancel_recorded = true;
               st.cancels_requested.erase(job_id);
             } else if (st.awaiting_adoption.count(job_id) == 0
                        && !still_to_recover(st, job_id)) {
@@ -79,7 +80,13 @@ void request_cancel(self_ptr self, const std::string& job_id,
 void cancel_into(self_ptr self, const std::string& job_id, std::string reason,
                  ok_promise rp, const job_record* read) {
   auto& st = self->state;
-  if (st.running.count(job_id) > 0 || st.awaiting_adoption.count(job_id) > 0
+  auto r = st.running.find(job_id);
+  if (r != st.running.end() && r->second.cancel_recorded) {
+    // Asked again (a client retrying): recorded once, its supervisor told.
+    rp.deliver(ok_atom::value);
+    return;
+  }
+  if (r != st.running.end() || st.awaiting_adoption.count(job_id) > 0
       || (read != nullptr && read->status == job_status::processing)) {
     request_cancel(self, job_id, std::move(reason), rp);
     return;

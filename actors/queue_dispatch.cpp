@@ -494,8 +494,9 @@ void dispatch_class(self_ptr self, const std::string& cls) {
         now - (entry.key - static_cast<int64_t>(prio) * aging_ms(self)));
     ++st.type_counts[{cls, type}].dispatched;
     hold_pools(self, worker, node, shape);
-    st.running.emplace(entry.job_id, running_entry{js, worker, cls, now, keys,
-                                                   entry.flow, probe, type});
+    st.running.emplace(entry.job_id,
+                       running_entry{js, worker, cls, now, keys, entry.flow,
+                                     probe, type, false});
     ++st.stats.dispatched[prio];
   }
   for (const auto& [keys, held] : slots_to_free)

@@ -314,10 +314,10 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
   auto js = start_supervisor(self, job_id, slot, worker_id, attempt);
   self->monitor(js);
   st.supervisor_jobs.emplace(js.address(), job_id);
-  st.running.emplace(job_id,
-                     running_entry{js, slot, resource_class_of(rec.spec),
-                                   now_ms(self), slot_keys_of(st, rec.spec),
-                                   flow_of(st, rec.spec), 0, rec.spec.type});
+  st.running.emplace(
+      job_id, running_entry{js, slot, resource_class_of(rec.spec), now_ms(self),
+                            slot_keys_of(st, rec.spec), flow_of(st, rec.spec),
+                            0, rec.spec.type, false});
   // Its amounts, counted since recovery, are the slot's until it lets go.
   hold_pools(self, slot, node_of(rec.worker_id), shape_of(st, rec.spec), true);
   auto c = st.cancels_requested.find(job_id);

@@ -7,9 +7,6 @@
 #include "runtime/errors.hpp"
 #include "runtime/json_strict.hpp"
 
-#include <cerrno>
-#include <cstdlib>
-
 namespace drover::http::gateway_detail {
 
 // -- exec scope (issue 11 item 3) ---------------------------------------------
@@ -265,13 +262,12 @@ void gateway_impl::events(const ex_ptr& ex, const principal& who,
   uint64_t after = 0;
   uint32_t want = 1000;
   for (auto& [name, value] : t.query) {
-    char* end = nullptr;
-    errno = 0;
-    auto n = std::strtoull(value.c_str(), &end, 10);
-    bool number = !value.empty() && value[0] >= '0' && value[0] <= '9'
-                  && *end == '\0' && errno == 0;
+    // Digits only, as Last-Event-ID (parse_event_id); empty is no number.
+    bool number = false;
+    auto n = parse_event_id(value, number);
+    number = number && !value.empty();
     if (name == "after") {
-      if (!number || n > (uint64_t{1} << 62))
+      if (!number)
         return fail(ex, 400, "invalid_request",
                     "after: an event sequence (a non-negative integer)");
       after = n;

@@ -158,9 +158,11 @@ caf::actor spawn_job_stream(caf::actor_system& sys, api_actor api,
       a->request(api, timeout, events_atom::value, id, st->read_to, read_page)
           .then(
               [=](std::vector<job_event>& evs) {
+                auto before = st->read_to;
                 if (drain(evs))
                   return finish();
-                if (evs.size() >= read_page) { // more to read: at once
+                // More to read: at once (if the read moved on at all).
+                if (evs.size() >= read_page && st->read_to > before) {
                   if (auto self_again = again.lock())
                     (*self_again)(after_final, quietly);
                   return;

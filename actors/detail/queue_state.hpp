@@ -147,6 +147,9 @@ struct running_entry {
   uint64_t probe = 0;
   /// Its job type (figures per type).
   std::string type;
+  /// Its `cancel_requested` is committed (request_cancel): a later cancel
+  /// is answered without writing it again.
+  bool cancel_recorded;
 };
 
 /// A ready job held back by its concurrency key (runtime/concurrency.hpp):

@@ -501,6 +501,18 @@ TEST_CASE("a cancel of a running job is acknowledged once its request is "
   CHECK(record_of(f, rec.job_id).cancel_requested);
   CHECK(*cancels == 1);
   CHECK(ps->held.empty()); // the supervisor did not write it again
+  // Asked again (a client retrying): answered without another write.
+  REQUIRE(record_of(f, rec.job_id).status == job_status::processing);
+  f.self->send(q, cancel_atom::value, rec.job_id, std::string{"again"});
+  f.sched.run();
+  CHECK(ps->held.empty());
+  f.self->receive([](ok_atom) {}, [](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{1}) >>
+                      [] { FAIL("the second cancel was not answered"); });
+  auto requested = kinds_of(f, rec.job_id);
+  CHECK(std::count(requested.begin(), requested.end(),
+                   event_kind::cancel_requested)
+        == 1);
 
   // The same with the write failing: the error, and the attempt runs on.
   auto second = run_one();
