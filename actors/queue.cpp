@@ -452,8 +452,14 @@ queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
           arm_adopt_timer(self, next);
       },
       [self](retry_atom, job_record& rec) {
-        ++self->state.stats.retried;
+        auto& st = self->state;
+        ++st.stats.retried;
         enqueue(self, rec);
+        // Its cancel was recorded while the attempt was ending (told to a
+        // supervisor already concluding): the retry does not run.
+        auto r = st.running.find(rec.job_id);
+        if (r != st.running.end() && r->second.cancel_recorded)
+          cancel_retry(self, rec.job_id);
       },
       [self](finished_atom, const std::string& job_id, job_status status,
              const std::string& code) {

@@ -9,18 +9,29 @@ namespace {
 
 using ok_promise = caf::typed_response_promise<ok_atom>;
 
-/// Records the cancel of an attempt that runs, under a job supervisor here
-/// or on a worker node without one (waiting to be adopted after a failover
-/// or a restart, or in a partition still being recovered):
-/// `cancel_requested`, not `cancelled` — the job stays `processing` (its
-/// concurrency permit keeps counting) until the attempt stops, is adopted
-/// and stopped, or its grace ends and it is settled `cancelled`
-/// (settle_interrupted). The request is acknowledged once it is recorded
-/// (a coordinator killed after the answer cannot lose it), and only then
-/// is a supervisor here told to stop the attempt. Kept in
-/// queue_state::cancels_requested while the attempt has no supervisor here.
-void request_cancel(self_ptr self, const std::string& job_id,
-                    std::string reason, ok_promise rp) {
+/// Answers the cancels that waited for `job_id`'s `cancel_requested` write
+/// (queue_state::cancel_writes) with `err` (none: ok).
+void answer_cancels(self_ptr self, const std::string& job_id,
+                    const caf::error& err) {
+  auto& st = self->state;
+  auto w = st.cancel_writes.find(job_id);
+  if (w == st.cancel_writes.end())
+    return;
+  auto waiting = std::move(w->second);
+  st.cancel_writes.erase(w);
+  for (auto& rp : waiting)
+    if (err)
+      rp.deliver(err);
+    else
+      rp.deliver(ok_atom::value);
+}
+
+/// Writes `job_id`'s `cancel_requested` for the cancels in
+/// queue_state::cancel_writes and answers them once it is recorded (see
+/// request_cancel). `again`: the first write failed after the attempt was
+/// adopted here.
+void write_cancel_request(self_ptr self, const std::string& job_id,
+                          std::string reason, bool again) {
   auto& st = self->state;
   job_event ev;
   ev.job_id = job_id;
@@ -33,46 +44,76 @@ void request_cancel(self_ptr self, const std::string& job_id,
   self->request(st.deps.store, store_timeout, append_atom::value,
                 std::vector<job_event>{std::move(ev)})
       .then(
-          [self, rp, job_id, reason](ok_atom) mutable {
+          [self, job_id, reason](ok_atom) mutable {
             auto& st = self->state;
             auto r = st.running.find(job_id);
             if (r != st.running.end()) {
               // Running here now (an adoption during the write told it
-              // already: a repeat it ignores).
+              // already: a repeat it ignores). If its attempt ends in a
+              // retry, the retry is cancelled (retry_atom).
               self->send(r->second.job_supervisor, cancel_atom::value,
                          std::move(reason), true);
               r->second.cancel_recorded = true;
               st.cancels_requested.erase(job_id);
             } else if (st.awaiting_adoption.count(job_id) == 0
                        && !still_to_recover(st, job_id)) {
-              // Ended or gone meanwhile: no adoption or settle to come.
+              // Ended meanwhile, or its attempt ended in a retry whose
+              // `retry_scheduled` committed before the request: the
+              // request stands for every later attempt, and the retry
+              // waiting here ends now, not at its backoff.
               st.cancels_requested.erase(job_id);
+              cancel_retry(self, job_id);
             }
             self->send(st.deps.publisher, changed_atom::value, job_id);
-            rp.deliver(ok_atom::value);
+            answer_cancels(self, job_id, {});
           },
-          [self, rp, job_id, reason, supervised](caf::error& err) mutable {
+          [self, job_id, reason, supervised, again](caf::error& err) mutable {
             auto& st = self->state;
             st.cancels_requested.erase(job_id);
-            // The attempt was adopted while the write was in flight: the
-            // adoption handed the cancel to its supervisor, which stops it;
-            // told that the request is not recorded, it records it itself,
-            // and the cancel stands, as for a running job. (Also when the
-            // request was dropped with a partition that came back.) One
-            // supervised when asked was told nothing: the error stands.
             auto r = st.running.find(job_id);
-            if (!supervised && r != st.running.end()) {
+            if (!again && !supervised && r != st.running.end()
+                && !is(err, errc::invalid_value)) {
+              // Adopted while the write was in flight: the adoption handed
+              // the cancel to its supervisor, which stops the attempt (or,
+              // a request dropped with a partition that came back, it
+              // will be told once the request is recorded). Written again
+              // now that it runs here: acknowledged only once recorded.
+              write_cancel_request(self, job_id, std::move(reason), true);
+              return;
+            }
+            if (again && r != st.running.end()) {
+              // Its supervisor may be stopping the attempt on the handed
+              // request: told that it is not recorded, it records it
+              // itself (a cancel that may still take effect: the error
+              // says it is not recorded, and a retried cancel writes it).
               self->send(r->second.job_supervisor, cancel_atom::value,
                          std::move(reason), false);
-              rp.deliver(ok_atom::value);
-              return;
             }
             explain_refusal(self, job_id,
                             "only a job that has not finished can be cancelled",
-                            std::move(err), [rp](caf::error e) mutable {
-                              rp.deliver(std::move(e));
+                            std::move(err), [self, job_id](caf::error e) {
+                              answer_cancels(self, job_id, e);
                             });
           });
+}
+
+/// Records the cancel of an attempt that runs, under a job supervisor here
+/// or on a worker node without one (waiting to be adopted after a failover
+/// or a restart, or in a partition still being recovered):
+/// `cancel_requested`, not `cancelled` — the job stays `processing` (its
+/// concurrency permit keeps counting) until the attempt stops, is adopted
+/// and stopped, or its grace ends and it is settled `cancelled`
+/// (settle_interrupted). The request is acknowledged once it is recorded
+/// (a coordinator killed after the answer cannot lose it), and only then
+/// is a supervisor here told to stop the attempt. Kept in
+/// queue_state::cancels_requested while the attempt has no supervisor here.
+/// A cancel asked while the write is in flight waits for it.
+void request_cancel(self_ptr self, const std::string& job_id,
+                    std::string reason, ok_promise rp) {
+  auto& waiting = self->state.cancel_writes[job_id];
+  waiting.push_back(rp);
+  if (waiting.size() == 1) // else it joins the write in flight
+    write_cancel_request(self, job_id, std::move(reason), false);
 }
 
 /// Cancels `job_id` into `rp`; `read`: its record, read because its
@@ -87,6 +128,7 @@ void cancel_into(self_ptr self, const std::string& job_id, std::string reason,
     return;
   }
   if (r != st.running.end() || st.awaiting_adoption.count(job_id) > 0
+      || st.cancel_writes.count(job_id) > 0
       || (read != nullptr && read->status == job_status::processing)) {
     request_cancel(self, job_id, std::move(reason), rp);
     return;
@@ -102,17 +144,15 @@ void cancel_into(self_ptr self, const std::string& job_id, std::string reason,
             [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
     return;
   }
-  remove_waiting(self, job_id);
-  // Waiting or not (e.g. between the timer and the ready queue), the
-  // store decides: a finished job refuses `cancelled`.
-  job_event ev;
-  ev.job_id = job_id;
-  ev.kind = event_kind::cancelled;
-  ev.at_ms = now_ms(self);
-  ev.reason = "cancelled before it ran";
+  auto why = std::string{"cancelled before it ran"};
   if (!reason.empty())
-    ev.reason += ": " + reason;
-  append_and_publish(self, std::move(ev), rp);
+    why += ": " + reason;
+  cancel_waiting(self, job_id, std::move(why), [rp](caf::error err) mutable {
+    if (err)
+      rp.deliver(std::move(err));
+    else
+      rp.deliver(ok_atom::value);
+  });
 }
 
 } // namespace
@@ -126,6 +166,65 @@ caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
   auto rp = self->make_response_promise<ok_atom>();
   cancel_into(self, job_id, std::move(reason), rp, nullptr);
   return rp;
+}
+
+namespace {
+
+/// Ends `job_id` `cancelled`; `taken`: it was taken out of the queue's
+/// waiting places first, so no dispatch races the write (an attempt
+/// started meanwhile would run on for a cancelled job). The store decides:
+/// a finished job refuses `cancelled` (conflict). If the write fails
+/// otherwise (the store unavailable, a timeout), a job taken out goes back
+/// where the store says (reconcile): a cancel that failed loses nothing.
+void write_cancelled(self_ptr self, const std::string& job_id, bool taken,
+                     std::string reason, std::function<void(caf::error)> done) {
+  job_event ev;
+  ev.job_id = job_id;
+  ev.kind = event_kind::cancelled;
+  ev.at_ms = now_ms(self);
+  ev.reason = std::move(reason);
+  self->request(self->state.deps.store, store_timeout, append_atom::value,
+                std::vector<job_event>{std::move(ev)})
+      .then(
+          [self, job_id, done](ok_atom) {
+            ++self->state.stats.cancelled;
+            publish_final(self, job_id, true);
+            done({});
+          },
+          [self, job_id, taken, done](caf::error& err) {
+            if (taken && !is(err, errc::invalid_value))
+              reconcile_later(
+                  self, job_id, 0,
+                  {"cancel_failed", "its cancel could not be recorded", true});
+            explain_refusal(self, job_id,
+                            "only a job that has not finished can be cancelled",
+                            std::move(err), done);
+          });
+}
+
+} // namespace
+
+void cancel_waiting(self_ptr self, const std::string& job_id,
+                    std::string reason, std::function<void(caf::error)> done) {
+  // Waiting or not (e.g. between the timer and the ready queue), the
+  // store decides.
+  bool taken = remove_waiting(self, job_id);
+  write_cancelled(self, job_id, taken, std::move(reason), std::move(done));
+}
+
+void cancel_retry(self_ptr self, const std::string& job_id) {
+  if (!remove_waiting(self, job_id))
+    return; // not waiting here: ended, or an attempt of it runs again
+  write_cancelled(self, job_id, true,
+                  "cancelled before its retry: its cancel was requested while "
+                  "the attempt ended",
+                  [self, job_id](const caf::error& err) {
+                    // A failed write leaves the request: the retry's
+                    // attempt reads it and ends the job before it starts.
+                    if (err && !is(err, errc::conflict))
+                      log_failure("cancelling a retry", err, job_id,
+                                  log::level::warn);
+                  });
 }
 
 /// Redrives one DLQ job: `redriven`, then back into the ready queue.

@@ -210,8 +210,6 @@ void explain_refusal(self_ptr self, const std::string& job_id,
           });
 }
 
-namespace {
-
 /// Reads `job_id`, whose outcome was just recorded, and hands the record
 /// to the publisher as final (if `terminal_only`, only a terminal one). A
 /// failed read is logged: the outcome stands, and its watchers miss the
@@ -228,30 +226,6 @@ void publish_final(self_ptr self, const std::string& job_id,
           [job_id](caf::error& err) {
             log_failure("reading a job to publish its outcome", err, job_id,
                         log::level::warn);
-          });
-}
-
-} // namespace
-
-/// Appends one event, then reads the record and publishes it as final.
-void append_and_publish(self_ptr self, job_event ev,
-                        caf::typed_response_promise<ok_atom> rp) {
-  auto& st = self->state;
-  auto job_id = ev.job_id;
-  self->request(st.deps.store, store_timeout, append_atom::value,
-                std::vector<job_event>{std::move(ev)})
-      .then(
-          [self, rp, job_id](ok_atom) mutable {
-            rp.deliver(ok_atom::value);
-            ++self->state.stats.cancelled;
-            publish_final(self, job_id, true);
-          },
-          [self, rp, job_id](caf::error& err) mutable {
-            explain_refusal(self, job_id,
-                            "only a job that has not finished can be cancelled",
-                            std::move(err), [rp](caf::error e) mutable {
-                              rp.deliver(std::move(e));
-                            });
           });
 }
 

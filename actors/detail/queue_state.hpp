@@ -12,6 +12,7 @@
 
 #include "actors/queue.hpp"
 
+#include "actors/detail/queue_entries.hpp"
 #include "actors/detail/ready_queue.hpp"
 #include "actors/job_supervisor.hpp"
 #include "runtime/backoff.hpp"
@@ -61,123 +62,6 @@ constexpr auto store_timeout = caf::infinite;
 const backoff_schedule reconcile_backoff{
     std::chrono::milliseconds{100}, std::chrono::milliseconds{5000}, 2.0, 0.5};
 
-using detail::ready_entry;
-using detail::ready_queue;
-
-/// Ready jobs by priority, each shared fairly between tenants.
-using priority_queues = std::array<ready_queue, 3>;
-
-/// The ready jobs of one job type and one resource shape (what they draw
-/// from the pools of the node that runs them, runtime/resources.hpp).
-struct lane : priority_queues {
-  shape_ref shape;
-};
-
-/// A lane's key: the job type, then for jobs that draw from pools a NUL and
-/// the shape's text (a type holds no NUL: a type's lanes sort together).
-inline std::string lane_key(const std::string& type, const shape_ref& shape) {
-  return shape ? type + '\0' + shape->key : type;
-}
-
-inline std::string type_of_lane(const std::string& key) {
-  return key.substr(0, key.find('\0'));
-}
-
-/// One resource class: ready jobs by lane (a worker node may run only some
-/// types and have only some resources), and its idle workers.
-struct class_queues {
-  std::map<std::string, lane> by_type;
-  std::deque<worker_actor> idle_workers;
-};
-
-/// The node of a worker: remote slots are "node/class-i", local workers
-/// have no '/' (node "").
-inline std::string node_of(const std::string& worker_id) {
-  auto slash = worker_id.find('/');
-  return slash == std::string::npos ? std::string{}
-                                    : worker_id.substr(0, slash);
-}
-
-/// The machine of a worker: its node without the agent suffix ".c<k>" a
-/// worker node sharing several coordinators gives each agent
-/// (`<node>.c1`, `<node>.c2`, ...): an attempt runs on one machine, whichever
-/// of its agents reports it.
-inline std::string machine_of(const std::string& worker_id) {
-  auto node = node_of(worker_id);
-  auto dot = node.rfind(".c");
-  if (dot == std::string::npos || dot + 2 == node.size())
-    return node;
-  for (auto k = dot + 2; k < node.size(); ++k)
-    if (node[k] < '0' || node[k] > '9')
-      return node;
-  return node.substr(0, dot);
-}
-
-/// A scheduled job or a retry waiting for its time.
-struct delayed_entry {
-  int64_t due_ms;
-  std::string job_id;
-  std::string resource_class;
-  priority prio;
-  std::string type;
-  /// Its tenant (admission_control::tenant).
-  uint32_t tenant = 0;
-  /// Its rate-limit and breaker keys (flow_control::intern).
-  uint32_t flow = 0;
-  /// What it draws from pools (null = nothing).
-  shape_ref shape;
-  /// Its own concurrency key (null = none).
-  own_key_ref own;
-
-  bool operator<(const delayed_entry& other) const {
-    return std::tie(due_ms, job_id) < std::tie(other.due_ms, other.job_id);
-  }
-};
-
-struct running_entry {
-  job_supervisor_actor job_supervisor;
-  worker_actor worker;
-  std::string resource_class;
-  int64_t started_ms;
-  /// The concurrency slots it holds (its own key's, its type's).
-  slot_keys slots;
-  /// Its rate-limit and breaker keys, and whether it runs as a probe of a
-  /// half-open breaker.
-  uint32_t flow = 0;
-  uint64_t probe = 0;
-  /// Its job type (figures per type).
-  std::string type;
-  /// Its `cancel_requested` is committed (request_cancel): a later cancel
-  /// is answered without writing it again.
-  bool cancel_recorded;
-};
-
-/// A ready job held back by its concurrency key (runtime/concurrency.hpp):
-/// it waits behind the key, in order, until an attempt of the key ends.
-struct parked_entry {
-  ready_entry entry;
-  std::string resource_class;
-  std::string type;
-  size_t prio;
-  shape_ref shape;
-};
-
-/// Permits of a job type's key asked of the store (coordinators sharing
-/// the partitions, actors/queue_permits.cpp): the parked jobs granted one
-/// and not woken yet, whether a request is on its way, the armed ask's
-/// generation (0 = none armed; an older one firing is not it), until when
-/// (flow_now's ms) a refused key is not asked again, and the backoff of
-/// failed requests.
-struct permit_line {
-  std::unordered_set<std::string> granted;
-  bool asking = false;
-  uint64_t armed = 0;
-  int64_t quiet_until = 0;
-  backoff_counter failures{backoff_schedule{std::chrono::milliseconds{250},
-                                            std::chrono::milliseconds{5000},
-                                            2.0, 0.5}};
-};
-
 struct queue_state {
   queue_deps deps;
   queue_options opts;
@@ -214,6 +98,11 @@ struct queue_state {
   /// recovery page read before the write) (actors/queue_admin.cpp,
   /// request_cancel).
   std::unordered_map<std::string, std::string> cancels_requested;
+  /// A `cancel_requested` write in flight per job, and the cancels waiting
+  /// for it: a cancel asked meanwhile joins it (one write, one outcome).
+  std::unordered_map<std::string,
+                     std::vector<caf::typed_response_promise<ok_atom>>>
+      cancel_writes;
   bool recovered = false;
   /// The run-time settings and breaker states were read back (load_flow):
   /// recovery starts after, and settings and unknown keys wait for it.
@@ -547,8 +436,10 @@ bool remove_waiting(self_ptr self, const std::string& job_id);
 void explain_refusal(self_ptr self, const std::string& job_id,
                      std::string needs, caf::error err,
                      std::function<void(caf::error)> done);
-void append_and_publish(self_ptr self, job_event ev,
-                        caf::typed_response_promise<ok_atom> rp);
+/// Reads `job_id` and hands it to the publisher as final (if
+/// `terminal_only`, only a terminal one).
+void publish_final(self_ptr self, const std::string& job_id,
+                   bool terminal_only);
 void settle_interrupted(self_ptr self, const job_record& rec, error_info err,
                         uint32_t failures = 0);
 /// Whether recovery has yet to read `job_id` (its partition is still to be
@@ -593,6 +484,14 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
 // -----------------------------------------------------------
 caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
                                 std::string reason);
+/// Ends a job that waits (ready, held back, in the timer) `cancelled`;
+/// `done`: the write's outcome (errc::conflict: the job has finished).
+void cancel_waiting(self_ptr self, const std::string& job_id,
+                    std::string reason, std::function<void(caf::error)> done);
+/// A retry of `job_id` waits here although its cancel is recorded (its
+/// attempt ended in a retry while the request was written, or right
+/// before it was told): it ends `cancelled` now, not at its backoff.
+void cancel_retry(self_ptr self, const std::string& job_id);
 void redrive_one(self_ptr self, const std::string& job_id,
                  std::function<void(caf::error)> done);
 void for_all_dead_letters(

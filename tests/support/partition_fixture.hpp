@@ -194,6 +194,10 @@ struct proxy_state {
   int recovers = 0;
   std::vector<std::tuple<int32_t, std::string>> asked;
   bool hold_cancels = false;
+  /// Holds writes of `retry_scheduled` too (an attempt's outcome).
+  bool hold_retries = false;
+  /// Writes of `cancelled` still to refuse (errc::unavailable).
+  int fail_cancelled = 0;
   int fail_held = 0;
   /// Writes of a breaker's opening to the control log still to refuse.
   int fail_openings = 0;
@@ -217,10 +221,17 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
         return self->delegate(real, a, std::move(evs));
       },
       [=](append_atom a, std::vector<job_event>& evs) -> caf::result<ok_atom> {
-        if (ps->hold_cancels
-            && std::any_of(evs.begin(), evs.end(), [](const job_event& ev) {
-                 return ev.kind == event_kind::cancel_requested;
-               })) {
+        auto has = [&](event_kind kind) {
+          return std::any_of(evs.begin(), evs.end(), [&](const job_event& ev) {
+            return ev.kind == kind;
+          });
+        };
+        if (ps->fail_cancelled > 0 && has(event_kind::cancelled)) {
+          --ps->fail_cancelled;
+          return make_error(errc::unavailable, "injected write failure");
+        }
+        if ((ps->hold_cancels && has(event_kind::cancel_requested))
+            || (ps->hold_retries && has(event_kind::retry_scheduled))) {
           ps->held.emplace_back(self->make_response_promise<ok_atom>(),
                                 std::move(evs));
           return ps->held.back().first;
@@ -315,6 +326,23 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
                               std::move(ids));
       },
   };
+}
+
+/// Another coordinator's queue over `store` that owns `partition` (the
+/// fixture's attempts there wait 10 s to be adopted).
+inline queue_actor spawn_taker(fixture& f, const store_actor& store,
+                               int32_t partition, uint64_t seed) {
+  queue_options qo;
+  qo.adopt_grace = qo.adopt_wait = std::chrono::seconds{10};
+  qo.clock_ms = [c = f.clock] { return *c; };
+  qo.flow_clock_ms = qo.clock_ms;
+  qo.seed = seed;
+  qo.partitions = {partition};
+  qo.partition_count = 2;
+  auto q = spawn_queue(
+      f.sys, {store, spawn_progress_publisher(f.sys), f.handlers}, qo);
+  f.sched.run();
+  return q;
 }
 
 /// The fixture's partitions (0 and 1) but `p`.
