@@ -335,7 +335,7 @@ on_gateway_join(endpoint_actor self, register_worker& reg) {
   log::info("cluster", "gateway node joined", {{"node", reg.node_id}});
   coordinator_reply r;
   r.coordinator_id = st.cfg.coordinator_id;
-  r.protocol = cluster_protocol_max;
+  r.protocol = std::min(reg.protocol_max, cluster_protocol_max); // agreed
   // The cluster protocol carries handles as plain caf::actor (the joining
   // gateway types it again on arrival, nodes/node_roles.cpp): a typed
   // handle is not a message type CAF's network layer knows.

@@ -24,7 +24,10 @@ namespace drover::detail {
 coordinator_reply base_reply(link_actor self) {
   coordinator_reply r;
   r.coordinator_id = self->state.cfg.coordinator_id;
-  r.protocol = cluster_protocol_max;
+  // The version agreed at the hello (the node's highest this build
+  // speaks), not this build's own highest.
+  r.protocol = std::min(self->state.cfg.registration.protocol_max,
+                        cluster_protocol_max);
   r.lease_ttl_ms = self->state.cfg.lease_ttl.count();
   r.heartbeat_interval_ms = self->state.cfg.heartbeat_interval.count();
   return r;

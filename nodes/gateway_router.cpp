@@ -8,6 +8,7 @@
 
 #include "nodes/gateway_router_state.hpp"
 
+#include "nodes/events_after.hpp"
 #include "nodes/node_roles.hpp"
 #include "nodes/router_subscriptions.hpp"
 #include "runtime/errors.hpp"
@@ -407,6 +408,12 @@ caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
     return rp;
   } else if constexpr (is_subscription_v<first_t>) {
     return st->subs.on(self, st->view(), first, rest...);
+  } else if constexpr (is_events_page_v<First, Rest...>) {
+    auto i = pick(*st, p);
+    if (i < 0)
+      return no_coordinator();
+    auto k = static_cast<size_t>(i);
+    return read_events_after(self, st->apis[k], st->protocols[k], rest...);
   } else {
     auto i = pick(*st, p);
     if (i < 0)
@@ -422,6 +429,7 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
     : sys_(sys), cfg_(cfg) {
   auto st = std::make_shared<router_state>();
   st->apis.resize(cfg.coordinators.size());
+  st->protocols.resize(cfg.coordinators.size());
   st->owned.resize(cfg.coordinators.size());
   st->inflight.resize(cfg.coordinators.size());
   for (const auto& c : cfg.coordinators)
@@ -439,7 +447,8 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
                                         return route(self, st, reply, xs...);
                                       });
     auto own = std::make_tuple(
-        [self, st](router_set_atom, uint64_t index, api_actor& api) {
+        [self, st](router_set_atom, uint64_t index, api_actor& api,
+                   uint32_t protocol) {
           if (index >= st->apis.size())
             return;
           // Only the joiner, which watches the coordinator, says it is
@@ -447,6 +456,7 @@ api_router::api_router(caf::actor_system& sys, const node_config& cfg)
           // a down message of an old handle could follow a newer one's set.
           lose(*st, index);
           st->apis[index] = api;
+          st->protocols[index] = protocol;
           if (api)
             refresh(self, st, nullptr);
         },

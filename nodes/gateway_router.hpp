@@ -54,7 +54,8 @@
 
 namespace drover::node {
 
-/// A joiner -> the router: coordinator `index`'s API (null: lost).
+/// A joiner -> the router: coordinator `index`'s API (null: lost) and the
+/// node-protocol version it speaks.
 using router_set_atom = caf::atom_constant<caf::atom("rtr_set")>;
 /// The router's own timer: ask for the partition map.
 using router_tick_atom = caf::atom_constant<caf::atom("rtr_tick")>;
@@ -64,10 +65,9 @@ using router_retry_atom = caf::atom_constant<caf::atom("rtr_retry")>;
 
 /// The node API's interface, and what the router's joiners and timer tell
 /// it.
-using api_router_actor
-    = api_actor::extend<caf::reacts_to<router_set_atom, uint64_t, api_actor>,
-                        caf::reacts_to<router_tick_atom>,
-                        caf::reacts_to<router_retry_atom>>;
+using api_router_actor = api_actor::extend<
+    caf::reacts_to<router_set_atom, uint64_t, api_actor, uint32_t>,
+    caf::reacts_to<router_tick_atom>, caf::reacts_to<router_retry_atom>>;
 
 class api_router {
 public:

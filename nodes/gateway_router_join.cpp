@@ -52,12 +52,12 @@ void api_router::join_loop(size_t index) {
   bool logged_failure = false;
   while (!stopping()) {
     // Short requests: a stopping node waits for this join to end.
-    auto api = join_gateway_at(sys_, cfg_, target, join_timeout);
-    if (!api) {
-      if (is(api.error(), errc::forbidden)) {
-        log::error(
-            "node", "a coordinator refused this gateway",
-            {{"coordinator", target.text()}, {"error", describe(api.error())}});
+    auto joined = join_gateway_at(sys_, cfg_, target, join_timeout);
+    if (!joined) {
+      if (is(joined.error(), errc::forbidden)) {
+        log::error("node", "a coordinator refused this gateway",
+                   {{"coordinator", target.text()},
+                    {"error", describe(joined.error())}});
         {
           std::lock_guard<std::mutex> guard{mx_};
           refused_ = true;
@@ -66,9 +66,9 @@ void api_router::join_loop(size_t index) {
         return;
       }
       if (!logged_failure)
-        log::warn(
-            "node", "cannot join a coordinator; retrying with backoff",
-            {{"coordinator", target.text()}, {"error", describe(api.error())}});
+        log::warn("node", "cannot join a coordinator; retrying with backoff",
+                  {{"coordinator", target.text()},
+                   {"error", describe(joined.error())}});
       logged_failure = true;
       std::unique_lock<std::mutex> guard{mx_};
       cv_.wait_for(guard, backoff.next(), [this] { return stopping_; });
@@ -77,11 +77,13 @@ void api_router::join_loop(size_t index) {
     backoff.reset();
     logged_failure = false;
     log::info("node", "the gateway joined a coordinator",
-              {{"coordinator", target.text()}});
-    caf::anon_send(router_, router_set_atom::value, uint64_t{index}, *api);
+              {{"coordinator", target.text()}, {"protocol", joined->protocol}});
+    const auto& api = joined->api;
+    caf::anon_send(router_, router_set_atom::value, uint64_t{index}, api,
+                   joined->protocol);
     // Until it is lost, or the node stops (the destructor's stop_atom).
     caf::scoped_actor watcher{sys_};
-    watcher->monitor(*api);
+    watcher->monitor(api);
     {
       std::lock_guard<std::mutex> guard{mx_};
       ++joined_;
@@ -102,7 +104,7 @@ void api_router::join_loop(size_t index) {
       log::warn("node", "the gateway lost a coordinator; joining it again",
                 {{"coordinator", target.text()}});
       caf::anon_send(router_, router_set_atom::value, uint64_t{index},
-                     api_actor{});
+                     api_actor{}, uint32_t{0});
     }
   }
 }

@@ -33,6 +33,9 @@ struct router_state {
   /// By coordinator (the --coordinator list's order); null while not
   /// joined.
   std::vector<api_actor> apis;
+  /// By coordinator: the node-protocol version it speaks (what its API
+  /// serves: nodes/events_after.hpp).
+  std::vector<uint32_t> protocols;
   /// How many partitions each owns (its last answer).
   std::vector<size_t> owned;
   /// By partition: its owner's index, -1 = not known.

@@ -171,6 +171,9 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
   // The node API: a coordinator's own, or (gateway node) its
   // coordinator's; a worker node has none.
   drover::api_actor api;
+  // A gateway node's coordinator's node-protocol version (what its API
+  // serves), for the relay.
+  uint32_t api_protocol = 0;
   // A gateway node in front of sharing coordinators: joins all of them and
   // routes each request to its partition's owner (nodes/gateway_router.hpp).
   std::optional<drover::node::api_router> router;
@@ -238,14 +241,15 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
       stop_all();
       return drover::is(joined.error(), drover::errc::forbidden) ? 2 : 1;
     }
-    api = std::move(*joined);
+    api = joined->api;
+    api_protocol = joined->protocol;
   }
   // A gateway node's HTTP gateway talks to its coordinator through a relay,
   // which the node points at the next coordinator after a failover.
   std::optional<drover::node::api_relay> relay;
   if (roles.gateway && !roles.coordinator && !router) {
     relay.emplace(sys);
-    relay->set(api);
+    relay->set({api, api_protocol});
   }
   std::unique_ptr<drover::http::gateway> gateway;
   if (roles.gateway) {
@@ -414,8 +418,8 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
       auto joined
           = drover::node::join_as_gateway(sys, cfg, cfg.connection_timeout);
       if (joined) {
-        api = std::move(*joined);
-        relay->set(api);
+        api = joined->api;
+        relay->set(*joined);
         self->monitor(api);
         drover::log::info("node", "the gateway joined a coordinator again");
         return;

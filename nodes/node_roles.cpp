@@ -1,4 +1,5 @@
 #include "nodes/node_roles.hpp"
+#include "nodes/events_after.hpp"
 #include "nodes/router_subscriptions.hpp"
 
 #include "actors/cluster_endpoint.hpp"
@@ -173,10 +174,10 @@ child_spec worker_node_child(const node_config& cfg,
   return supervisor_child(std::move(node));
 }
 
-caf::expected<api_actor> join_gateway_at(caf::actor_system& sys,
-                                         const node_config& cfg,
-                                         const coordinator_address& target,
-                                         std::chrono::milliseconds timeout) {
+caf::expected<joined_coordinator>
+join_gateway_at(caf::actor_system& sys, const node_config& cfg,
+                const coordinator_address& target,
+                std::chrono::milliseconds timeout) {
   // Within `timeout` (runtime/connect.hpp): a coordinator that accepts the
   // connection and never answers (SIGSTOP) must not hold this thread, and
   // the gateway's stop with it. Either failure is tried again.
@@ -194,10 +195,13 @@ caf::expected<api_actor> join_gateway_at(caf::actor_system& sys,
   reg.role = "gateway";
   reg.protocol_min = cluster_protocol_min;
   reg.protocol_max = cluster_protocol_max;
-  caf::expected<api_actor> result{api_actor{}};
+  caf::expected<joined_coordinator> result{joined_coordinator{}};
   self->request(*endpoint, timeout, hello_atom::value, reg)
       .receive(
           [&](coordinator_reply& r) {
+            // The version both speak (the highest): the join's reply
+            // names the coordinator's own highest only.
+            result->protocol = r.protocol;
             if (!cfg.join_secret.empty())
               reg.proof = join_proof(cfg.join_secret, reg.role, reg.node_id,
                                      r.challenge);
@@ -207,20 +211,20 @@ caf::expected<api_actor> join_gateway_at(caf::actor_system& sys,
             self->request(*endpoint, timeout, join_atom::value, reg)
                 .receive(
                     [&](coordinator_reply&, caf::actor& api) {
-                      result = caf::actor_cast<api_actor>(std::move(api));
+                      result->api = caf::actor_cast<api_actor>(std::move(api));
                     },
                     [&](caf::error& err) { result = std::move(err); });
           },
           [&](caf::error& err) { result = std::move(err); });
-  if (result && !*result)
+  if (result && !result->api)
     return make_error(errc::unavailable,
                       "no API from the coordinator at " + target.text());
   return result;
 }
 
-caf::expected<api_actor> join_as_gateway(caf::actor_system& sys,
-                                         const node_config& cfg,
-                                         std::chrono::milliseconds patience) {
+caf::expected<joined_coordinator>
+join_as_gateway(caf::actor_system& sys, const node_config& cfg,
+                std::chrono::milliseconds patience) {
   auto deadline = std::chrono::steady_clock::now() + patience;
   backoff_counter backoff{backoff_schedule{std::chrono::milliseconds{100},
                                            std::chrono::milliseconds{2000}, 2.0,
@@ -243,6 +247,8 @@ api_relay::api_relay(caf::actor_system& sys) {
     struct state {
       /// The one coordinator relayed to (null: none), as a router's view.
       std::vector<api_actor> apis{1};
+      /// The node-protocol version it speaks.
+      uint32_t protocol = 0;
       std::vector<int> owner;
       router_subscriptions subs;
     };
@@ -264,13 +270,18 @@ api_relay::api_relay(caf::actor_system& sys) {
             if (!api)
               return make_error(errc::unavailable,
                                 "the gateway is joining a coordinator; retry");
-            return self->delegate(api, std::move(first), std::move(xs)...);
+            if constexpr (is_events_page_v<first_t, decltype(xs)...>)
+              return read_events_after(self, api, st->protocol, xs...);
+            else
+              return self->delegate(api, std::move(first), std::move(xs)...);
           }
         });
     auto own = std::make_tuple(
-        [self, st](router_set_atom, uint64_t, api_actor& api) {
+        [self, st](router_set_atom, uint64_t, api_actor& api,
+                   uint32_t protocol) {
           st->subs.lost(0);
           st->apis[0] = std::move(api);
+          st->protocol = protocol;
           st->subs.follow(self, {st->apis, st->owner});
         },
         [](router_tick_atom) {
@@ -288,11 +299,12 @@ api_relay::~api_relay() {
   caf::anon_send_exit(relay_, caf::exit_reason::user_shutdown);
 }
 
-void api_relay::set(api_actor api) {
+void api_relay::set(joined_coordinator coordinator) {
   // Ahead of the requests already waiting: they go to the new API (or are
   // refused while there is none) rather than to a lost one.
-  caf::anon_send<caf::message_priority::high>(relay_, router_set_atom::value,
-                                              uint64_t{0}, std::move(api));
+  caf::anon_send<caf::message_priority::high>(
+      relay_, router_set_atom::value, uint64_t{0}, std::move(coordinator.api),
+      coordinator.protocol);
 }
 
 caf::expected<cluster_port> open_cluster_port(

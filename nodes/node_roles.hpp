@@ -84,21 +84,29 @@ child_spec worker_node_child(const node_config& cfg,
                              std::shared_ptr<const handler_registry> handlers,
                              std::shared_ptr<worker_shared> shared);
 
-/// One attempt to join `target` as a gateway: its node API;
+/// A coordinator a gateway node joined: its node API, and the node-protocol
+/// version the hello settled on (runtime/cluster_protocol.hpp), which says
+/// what that API serves (nodes/events_after.hpp). Default: none.
+struct joined_coordinator {
+  api_actor api;
+  uint32_t protocol = 0;
+};
+
+/// One attempt to join `target` as a gateway: its node API and version;
 /// errc::forbidden if it refused this node, errc::unavailable (or CAF's
 /// error) if it could not be reached or did not answer within `timeout`
 /// (each of its two requests).
-caf::expected<api_actor>
+caf::expected<joined_coordinator>
 join_gateway_at(caf::actor_system& sys, const node_config& cfg,
                 const coordinator_address& target,
                 std::chrono::milliseconds timeout = std::chrono::seconds{10});
 
 /// Joins a coordinator of cfg.coordinators (in turn) as a gateway and
-/// returns its node API actor. Retries an unreachable coordinator for up to
-/// `patience`; a refusal is errc::forbidden.
-caf::expected<api_actor> join_as_gateway(caf::actor_system& sys,
-                                         const node_config& cfg,
-                                         std::chrono::milliseconds patience);
+/// returns its node API actor and version. Retries an unreachable
+/// coordinator for up to `patience`; a refusal is errc::forbidden.
+caf::expected<joined_coordinator>
+join_as_gateway(caf::actor_system& sys, const node_config& cfg,
+                std::chrono::milliseconds patience);
 
 /// A gateway node's stand-in for its coordinator's node API: the HTTP
 /// gateway holds the relay, and the relay forwards each request to the API
@@ -119,10 +127,11 @@ public:
     return relay_;
   }
 
-  /// The API requests go to from now on; nullptr = none. Progress
-  /// subscriptions made through the relay are made again there (and their
-  /// subscribers told to read the log: router_subscriptions).
-  void set(api_actor api);
+  /// The API requests go to from now on, and the node-protocol version
+  /// it speaks; a null API = none. Progress subscriptions made through the
+  /// relay are made again there (and their subscribers told to read the
+  /// log: router_subscriptions).
+  void set(joined_coordinator coordinator);
 
 private:
   api_router_actor relay_;

@@ -23,7 +23,10 @@
 //   (events_atom, job_id)                  -> vector<job_event>
 //   (events_atom, job_id, after, limit)    -> vector<job_event>: those with
 //                                          a sequence above `after`, at most
-//                                          `limit` ([1, 10000])
+//                                          `limit` ([1, 10000]); node
+//                                          protocol 3 on (a gateway node
+//                                          asks an older coordinator for
+//                                          the whole log instead)
 //   (list_atom, job_query)                 -> vector<job_record>
 //   (subscribe_atom, job_id, subscriber[, changed_atom]) -> ok_atom
 //   (unsubscribe_atom, job_id, subscriber)

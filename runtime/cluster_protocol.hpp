@@ -13,7 +13,9 @@
 //   2. (join_atom, register_worker{..., proof, capacity, job_types,
 //       running}, worker_agent_actor) -> coordinator_reply, node_link_actor
 //      for a worker; (join_atom, register_worker{..., proof}) ->
-//      coordinator_reply, api actor for a gateway.
+//      coordinator_reply, api actor for a gateway. A gateway keeps the
+//      version the hello settled on per coordinator: which requests of the
+//      API that coordinator serves (runtime/api_protocol.hpp).
 // The endpoint's own interface (cluster_endpoint_actor) is frozen: CAF
 // checks it when a node connects, so it never gains or loses a message;
 // everything that evolves is negotiated through the protocol version and
@@ -58,9 +60,15 @@
 namespace drover {
 
 /// The node-protocol versions this build speaks. 2 added (take_atom) on
-/// the link: tokens of a job's rate limit mid-attempt.
+/// the link: tokens of a job's rate limit mid-attempt. 3 added (events_atom,
+/// job_id, after, limit) on the node API: a job's log a page at a time.
 constexpr uint32_t cluster_protocol_min = 1;
-constexpr uint32_t cluster_protocol_max = 2;
+constexpr uint32_t cluster_protocol_max = 3;
+
+/// The first version whose node API serves (events_atom, job_id, after,
+/// limit): a gateway node reads a page of an older coordinator's log from
+/// the whole log (nodes/events_after.hpp).
+constexpr uint32_t paged_events_protocol = 3;
 
 /// A worker node, as its coordinator sees it.
 using worker_agent_actor

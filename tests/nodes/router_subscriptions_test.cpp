@@ -150,7 +150,7 @@ TEST_CASE("a relay makes a progress subscription again at the next "
           "coordinator and tells the subscriber to read the log",
           "[router]") {
   relay_fixture f;
-  f.relay.set(f.a);
+  f.relay.set({f.a, cluster_protocol_max});
   caf::scoped_actor stream{f.sys};
   REQUIRE(subscribe(stream, f.relay.handle(), "j1-3", true));
   CHECK(f.a_rec->saw("sub+ j1-3"));
@@ -158,7 +158,7 @@ TEST_CASE("a relay makes a progress subscription again at the next "
   CHECK(told_nothing(stream, 200ms));
 
   // The failover: the relay is pointed at b.
-  f.relay.set(f.b);
+  f.relay.set({f.b, cluster_protocol_max});
   CHECK(f.b_rec->saw("sub+ j1-3"));
   CHECK(told_changed(stream, "j1-3"));
 
@@ -166,8 +166,8 @@ TEST_CASE("a relay makes a progress subscription again at the next "
   caf::anon_send(f.relay.handle(), unsubscribe_atom::value, std::string{"j1-3"},
                  caf::actor_cast<caf::actor>(stream));
   CHECK(f.b_rec->saw("unsub j1-3"));
-  f.relay.set(f.a);
-  f.relay.set(f.b);
+  f.relay.set({f.a, cluster_protocol_max});
+  f.relay.set({f.b, cluster_protocol_max});
   // A subscribe after the two moves: once b has it, whatever the moves
   // made is made. b heard its first subscribe only: the entry is gone.
   CHECK(subscribe(stream, f.relay.handle(), "probe-1"));
@@ -182,7 +182,7 @@ TEST_CASE("a subscribe through a relay without a coordinator is answered "
   relay_fixture f;
   caf::scoped_actor stream{f.sys};
   CHECK(subscribe(stream, f.relay.handle(), "j2-0", true));
-  f.relay.set(f.a);
+  f.relay.set({f.a, cluster_protocol_max});
   CHECK(f.a_rec->saw("sub+ j2-0"));
   CHECK(told_changed(stream, "j2-0"));
 }
@@ -190,7 +190,7 @@ TEST_CASE("a subscribe through a relay without a coordinator is answered "
 TEST_CASE("a relay drops the subscriptions of a subscriber that is gone",
           "[router]") {
   relay_fixture f;
-  f.relay.set(f.a);
+  f.relay.set({f.a, cluster_protocol_max});
   {
     caf::scoped_actor stream{f.sys};
     for (const auto* id : {"j3-1", "j4-1"})
@@ -201,7 +201,7 @@ TEST_CASE("a relay drops the subscriptions of a subscriber that is gone",
   CHECK(f.a_rec->saw("unsub j3-1"));
   CHECK(f.a_rec->saw("unsub j4-1"));
   // Nothing is made again at the next coordinator.
-  f.relay.set(f.b);
+  f.relay.set({f.b, cluster_protocol_max});
   caf::scoped_actor probe{f.sys};
   CHECK(subscribe(probe, f.relay.handle(), "j5-1"));
   CHECK(f.b_rec->saw("sub j5-1"));
@@ -213,10 +213,10 @@ TEST_CASE("a relay tries a failed subscribe at the next coordinator again "
           "until it is made",
           "[router]") {
   relay_fixture f{2}; // b refuses twice
-  f.relay.set(f.a);
+  f.relay.set({f.a, cluster_protocol_max});
   caf::scoped_actor stream{f.sys};
   REQUIRE(subscribe(stream, f.relay.handle(), "j6-2", true));
-  f.relay.set(f.b);
+  f.relay.set({f.b, cluster_protocol_max});
   // Refused twice, made the third time (once a second), then told.
   auto told = told_changed(stream, "j6-2", 10s);
   INFO("b was asked: " << f.b_rec->all());
