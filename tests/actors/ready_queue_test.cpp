@@ -16,8 +16,11 @@ using drover::detail::ready_queue;
 namespace {
 
 ready_entry job(uint32_t tenant, int64_t key) {
-  return {"j" + std::to_string(tenant) + "-" + std::to_string(key), key,
-          tenant};
+  ready_entry e;
+  e.job_id = "j" + std::to_string(tenant) + "-" + std::to_string(key);
+  e.key = key;
+  e.tenant = tenant;
+  return e;
 }
 
 /// Tenants of the next `n` jobs taken.
