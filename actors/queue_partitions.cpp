@@ -191,10 +191,16 @@ size_t forget_running(self_ptr self, const std::vector<int32_t>& gone) {
     release_pools(self, node_of(a->second.worker_id),
                   shape_of(st, a->second.spec));
     st.adopt_due.erase(a->first);
-    st.cancels_requested.erase(a->first); // its new owner reads the log
     a = st.awaiting_adoption.erase(a);
     ++n;
   }
+  // Cancels requested of its attempts, adopted or not, and of its jobs
+  // still to be recovered: its new owner reads them from the log. (Kept,
+  // an entry outlived the partition and, were it to come back, could end
+  // a later attempt of the job, redriven meanwhile, `cancelled`.)
+  for (auto c = st.cancels_requested.begin(); c != st.cancels_requested.end();)
+    c = among(gone, partition_of_id(c->first)) ? st.cancels_requested.erase(c)
+                                               : std::next(c);
   return n;
 }
 
