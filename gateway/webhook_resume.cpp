@@ -22,10 +22,76 @@ void rescan_later(self_ptr self, uint64_t epoch, uint32_t failures) {
                      scan_atom::value, epoch, std::string{}, failures + 1);
 }
 
+void resume_next(self_ptr self, uint64_t epoch);
+
+namespace {
+
+/// A read of a job's history during the resumption: a page of its events.
+constexpr uint32_t history_page = 1000;
+
+/// What a job's history says of the webhook owed for its terminal event.
+struct owed_webhook {
+  uint32_t attempts = 0;
+  int64_t next_at = 0;
+  bool settled = false;
+};
+
+/// Reads `rec`'s history after sequence `after`, a page at a time, for
+/// the attempts of the webhook owed for its terminal event `seq` (they all
+/// come after it: the store refuses an attempt naming a later event), then
+/// admits the delivery unless settled and goes on with the next job.
+void read_owed(self_ptr self, uint64_t epoch, job_record rec, uint64_t after,
+               owed_webhook so_far) {
+  auto store = self->state.cfg.handles->store();
+  if (!store) {
+    self->state.resuming.clear();
+    rescan_later(self, epoch, 0);
+    return;
+  }
+  auto seq = rec.webhook_pending_sequence;
+  self->request(store, store_timeout, events_atom::value, rec.job_id, after,
+                history_page)
+      .then(
+          [self, epoch, rec, seq, so_far](std::vector<job_event>& events) {
+            auto owed = so_far;
+            for (const auto& ev : events) {
+              if (ev.kind != event_kind::webhook_attempted
+                  || ev.webhook.terminal_sequence != seq)
+                continue;
+              owed.settled = owed.settled || is_final(ev.webhook.outcome);
+              owed.attempts
+                  = std::max(owed.attempts, ev.webhook.attempt_number);
+              owed.next_at = ev.webhook.next_attempt_at_ms;
+            }
+            if (epoch != self->state.scan_epoch)
+              return;
+            if (events.size() == history_page) { // more: read on
+              read_owed(self, epoch, rec, events.back().sequence, owed);
+              return;
+            }
+            // Settled after the scan read the record: nothing to do.
+            if (!owed.settled)
+              admit(self, rec, owed.attempts, owed.next_at);
+            resume_next(self, epoch);
+          },
+          [self, epoch, rec](caf::error& err) {
+            auto& st = self->state;
+            if (epoch != st.scan_epoch)
+              return;
+            log::warn("webhooks", log::job{rec.job_id},
+                      "reading the job's history failed; looking again later",
+                      {{"error", describe(err)}});
+            st.resuming.clear();
+            rescan_later(self, epoch, 0);
+          });
+}
+
+} // namespace
+
 /// Resumes the deliveries of the page the last scan found, one job at a
 /// time (a restart with many of them must not flood the store), then
-/// fetches the next page. Each job's history says how many attempts were
-/// made and when the next one is due.
+/// fetches the next page. Each job's history after its terminal event says
+/// how many attempts were made and when the next one is due.
 void resume_next(self_ptr self, uint64_t epoch) {
   auto& st = self->state;
   while (epoch == st.scan_epoch && !st.resuming.empty()) {
@@ -37,41 +103,7 @@ void resume_next(self_ptr self, uint64_t epoch) {
     if (auto i = st.deliveries.find(rec.job_id);
         i != st.deliveries.end() && i->second.terminal_sequence >= seq)
       continue; // the live final got there first
-    auto store = st.cfg.handles->store();
-    if (!store) {
-      st.resuming.clear();
-      rescan_later(self, epoch, 0);
-      return;
-    }
-    self->request(store, store_timeout, events_atom::value, rec.job_id)
-        .then(
-            [self, epoch, rec, seq](std::vector<job_event>& events) {
-              uint32_t attempts = 0;
-              int64_t next_at = 0;
-              bool settled = false;
-              for (const auto& ev : events) {
-                if (ev.kind != event_kind::webhook_attempted
-                    || ev.webhook.terminal_sequence != seq)
-                  continue;
-                settled = settled || is_final(ev.webhook.outcome);
-                attempts = std::max(attempts, ev.webhook.attempt_number);
-                next_at = ev.webhook.next_attempt_at_ms;
-              }
-              // Settled after the scan read the record: nothing to do.
-              if (!settled && epoch == self->state.scan_epoch)
-                admit(self, rec, attempts, next_at);
-              resume_next(self, epoch);
-            },
-            [self, epoch, rec](caf::error& err) {
-              auto& st = self->state;
-              if (epoch != st.scan_epoch)
-                return;
-              log::warn("webhooks", log::job{rec.job_id},
-                        "reading the job's history failed; looking again later",
-                        {{"error", describe(err)}});
-              st.resuming.clear();
-              rescan_later(self, epoch, 0);
-            });
+    read_owed(self, epoch, std::move(rec), seq, {});
     return;
   }
   if (epoch == st.scan_epoch && st.scan_more)

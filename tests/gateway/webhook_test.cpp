@@ -3,7 +3,8 @@
 // dispatcher end to end with a memory store: retries with backoff, the same
 // webhook-id every time, every attempt in the job's history, 302 not
 // followed, 410 disabling, stalls and huge bodies, resumption from the
-// store. Real threads and sockets; waits have deadlines, nothing sleeps.
+// store (webhook_resume_test.cpp). Real threads and sockets; waits have
+// deadlines, nothing sleeps.
 
 #include "gateway/webhook.hpp"
 #include "gateway/webhook_dispatcher.hpp"
@@ -15,6 +16,7 @@
 #include "runtime/type_ids.hpp"
 
 #include "support/actor_config.hpp"
+#include "support/webhook_dispatcher_fixture.hpp"
 #include "support/webhook_log.hpp"
 #include "support/webhook_receiver.hpp"
 
@@ -31,6 +33,7 @@
 
 using namespace drover;
 using namespace std::chrono_literals;
+using namespace drover::testing::webhooks;
 using drover::testing::real_config;
 using drover::testing::recorded_log;
 using drover::testing::reply;
@@ -38,24 +41,6 @@ using drover::testing::webhook_receiver;
 using std::chrono::milliseconds;
 
 namespace {
-
-/// Generous: only a failing test waits this long.
-constexpr auto patience = 20s;
-
-std::string key_of(const std::string& secret) {
-  auto key = decode_webhook_secret(secret);
-  REQUIRE(key);
-  return *key;
-}
-
-const std::string test_secret
-    = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-
-ip_network net(const std::string& text) {
-  auto x = parse_ip_network(text);
-  REQUIRE(x);
-  return *x;
-}
 
 webhook_request request_to(const std::string& url) {
   webhook_request req;
@@ -323,128 +308,6 @@ TEST_CASE("https verifies the certificate and sends SNI",
 
 // -- the dispatcher -----------------------------------------------------------
 
-namespace {
-
-struct dispatcher_fixture {
-  caf::actor_system_config cfg;
-  caf::actor_system sys;
-  caf::scoped_actor self;
-  std::shared_ptr<job_system_handles> handles
-      = std::make_shared<job_system_handles>();
-  std::shared_ptr<recorded_log> log = std::make_shared<recorded_log>();
-  store_actor store;
-  progress_actor publisher;
-  webhook_dispatcher_actor dispatcher;
-  uint32_t next_job = 1;
-
-  dispatcher_fixture() : sys(real_config(cfg)), self(sys) {
-    store = spawn_memory_store(sys);
-    publisher = spawn_progress_publisher(sys);
-    handles->set_store(store);
-    handles->set_publisher(publisher);
-  }
-
-  ~dispatcher_fixture() {
-    if (dispatcher)
-      self->send_exit(dispatcher, caf::exit_reason::user_shutdown);
-    self->send_exit(publisher, caf::exit_reason::user_shutdown);
-    self->send_exit(store, caf::exit_reason::user_shutdown);
-  }
-
-  webhook_dispatcher_config config(webhook_options opts) {
-    webhook_dispatcher_config dc;
-    dc.options = std::move(opts);
-    dc.handles = handles;
-    dc.seed = 42;
-    dc.on_recorded = recorded_log::recorder(log);
-    return dc;
-  }
-
-  void start(webhook_options opts) {
-    dispatcher = spawn_webhook_dispatcher(sys, config(std::move(opts)));
-  }
-
-  static webhook_options fast_options() {
-    webhook_options opts;
-    opts.key = key_of(test_secret);
-    opts.allow = {net("127.0.0.1/32")};
-    opts.initial_backoff = 40ms;
-    opts.max_backoff = 400ms;
-    opts.retry_period = 60s;
-    opts.timeout = 2000ms;
-    return opts;
-  }
-
-  template <class T, class... Ts>
-  T ask(const store_actor& who, Ts... xs) {
-    T result;
-    caf::error failure;
-    self->request(who, 10s, xs...)
-        .receive([&](T& x) { result = std::move(x); },
-                 [&](caf::error& err) { failure = std::move(err); });
-    if (failure)
-      FAIL(describe(failure));
-    return result;
-  }
-
-  void append(job_event ev) {
-    ask<ok_atom>(store, append_atom::value, std::vector<job_event>{ev});
-  }
-
-  /// A job that ran once and ended with `status`, with a callback URL.
-  job_record finished_job(const std::string& url,
-                          job_status status = job_status::completed) {
-    job_event ev;
-    ev.job_id = "j" + std::to_string(next_job++);
-    ev.kind = event_kind::submitted;
-    ev.at_ms = 1000;
-    ev.spec.type = "noop";
-    ev.spec.callback_url = url;
-    ask<job_record>(store, submit_atom::value, ev);
-    ev.spec = {};
-    ev.kind = event_kind::started;
-    ev.attempt = 1;
-    ev.sequence = 0;
-    append(ev);
-    if (status == job_status::completed) {
-      ev.kind = event_kind::completed;
-      ev.result = R"({"ok":true})";
-    } else {
-      ev.kind = event_kind::failed;
-      ev.error = {"boom", "it broke", false};
-    }
-    ev.at_ms = system_clock_ms();
-    append(ev);
-    return ask<job_record>(store, get_atom::value, ev.job_id);
-  }
-
-  /// The job ends: the publisher tells its finals watchers.
-  void publish_final(const job_record& rec) {
-    self->send(publisher, final_atom::value, rec);
-  }
-
-  std::vector<job_event> webhook_events(const std::string& job_id) {
-    auto events
-        = ask<std::vector<job_event>>(store, events_atom::value, job_id);
-    std::vector<job_event> result;
-    for (auto& ev : events)
-      if (ev.kind == event_kind::webhook_attempted)
-        result.push_back(ev);
-    return result;
-  }
-
-  /// The history replays to the stored record (invariant 5).
-  void check_replay(const std::string& job_id) {
-    auto events
-        = ask<std::vector<job_event>>(store, events_atom::value, job_id);
-    auto replayed = replay(events);
-    REQUIRE(replayed);
-    CHECK(*replayed == ask<job_record>(store, get_atom::value, job_id));
-  }
-};
-
-} // namespace
-
 TEST_CASE("a failing endpoint is retried with backoff until it accepts",
           "[webhook][dispatcher]") {
   dispatcher_fixture fx;
@@ -603,80 +466,6 @@ TEST_CASE("a refused callback URL fails without a request",
   CHECK(events[0].webhook.attempt_number == 1);
   CHECK_THAT(events[0].webhook.error, Catch::Contains("loopback"));
   CHECK(receiver.requests().empty());
-}
-
-TEST_CASE("pending deliveries resume from the store after a restart",
-          "[webhook][dispatcher][resume]") {
-  dispatcher_fixture fx;
-  webhook_receiver receiver{{reply{200}}};
-  // The previous incarnation made one attempt and scheduled the next.
-  auto rec = fx.finished_job(receiver.url());
-  job_event earlier;
-  earlier.job_id = rec.job_id;
-  earlier.attempt = rec.attempt;
-  earlier.at_ms = system_clock_ms();
-  earlier.kind = event_kind::webhook_attempted;
-  earlier.webhook.url = rec.spec.callback_url;
-  earlier.webhook.webhook_id
-      = webhook_id(rec.job_id, rec.webhook_pending_sequence);
-  earlier.webhook.terminal_sequence = rec.webhook_pending_sequence;
-  earlier.webhook.attempt_number = 1;
-  earlier.webhook.status_code = 503;
-  earlier.webhook.error = "HTTP 503";
-  earlier.webhook.outcome = webhook_outcome::retrying;
-  earlier.webhook.at_ms = earlier.at_ms;
-  earlier.webhook.next_attempt_at_ms = earlier.at_ms + 50;
-  fx.append(earlier);
-  // A job that owes nothing stays untouched.
-  auto settled = fx.finished_job(receiver.url());
-  auto done = earlier;
-  done.job_id = settled.job_id;
-  done.webhook.webhook_id
-      = webhook_id(settled.job_id, settled.webhook_pending_sequence);
-  done.webhook.terminal_sequence = settled.webhook_pending_sequence;
-  done.webhook.outcome = webhook_outcome::delivered;
-  done.webhook.status_code = 200;
-  done.webhook.error.clear();
-  done.webhook.next_attempt_at_ms = 0;
-  fx.append(done);
-  // No final is published: the new dispatcher finds the job in the store.
-  fx.start(dispatcher_fixture::fast_options());
-  auto got = receiver.wait_for(1, patience);
-  REQUIRE(got.size() == 1);
-  CHECK(got[0].webhook_id == earlier.webhook.webhook_id);
-  auto events = fx.log->wait_for(1, patience);
-  REQUIRE(events.size() == 1);
-  CHECK(events[0].job_id == rec.job_id);
-  CHECK(events[0].webhook.attempt_number == 2); // numbering continues
-  CHECK(events[0].webhook.outcome == webhook_outcome::delivered);
-  auto history = fx.webhook_events(rec.job_id);
-  REQUIRE(history.size() == 2);
-  CHECK(history[0].webhook.outcome == webhook_outcome::retrying);
-  CHECK(history[1].webhook.outcome == webhook_outcome::delivered);
-  CHECK(fx.webhook_events(settled.job_id).size() == 1);
-  fx.check_replay(rec.job_id);
-}
-
-TEST_CASE("a restart with more pending deliveries than a page resumes them "
-          "all",
-          "[webhook][dispatcher][resume]") {
-  dispatcher_fixture fx;
-  webhook_receiver receiver{{reply{200}}};
-  constexpr size_t jobs = 450; // more than two pages of 200
-  std::set<std::string> ids;
-  for (size_t i = 0; i < jobs; ++i)
-    ids.insert(fx.finished_job(receiver.url()).job_id);
-  fx.start(dispatcher_fixture::fast_options());
-  auto events = fx.log->wait_for(jobs, patience);
-  REQUIRE(events.size() == jobs);
-  std::set<std::string> delivered;
-  for (const auto& ev : events) {
-    CHECK(ev.webhook.outcome == webhook_outcome::delivered);
-    CHECK(ev.webhook.attempt_number == 1);
-    delivered.insert(ev.job_id);
-  }
-  CHECK(delivered == ids);
-  CHECK(receiver.requests().size() == jobs);
 }
 
 TEST_CASE("after the job system restarts, finals reach the dispatcher again",

@@ -1,7 +1,8 @@
 # Webhook tests (gateway/webhook*.cpp), included by tests/CMakeLists.txt
 # (paths relative to tests/). Their own executable: they need
 # drover_gateway, real sockets and threads.
-add_executable(drover_webhook_tests gateway/webhook_test.cpp)
+add_executable(drover_webhook_tests gateway/webhook_test.cpp
+                                    gateway/webhook_resume_test.cpp)
 target_link_libraries(drover_webhook_tests PRIVATE drover_gateway
                       Catch2::Catch2WithMain)
 target_include_directories(drover_webhook_tests PRIVATE
