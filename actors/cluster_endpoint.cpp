@@ -158,9 +158,10 @@ caf::error check_registration(const register_worker& reg) {
   return caf::none;
 }
 
-caf::expected<coordinator_reply> on_hello(endpoint_actor self,
-                                          register_worker& reg) {
-  auto& st = self->state;
+/// Refuses a node that shares no protocol version with this build (at the
+/// hello, and again at the join: the challenge does not bind the range,
+/// and the link answers with the version agreed from the join's).
+caf::error check_protocols(const register_worker& reg) {
   if (reg.protocol_max < cluster_protocol_min
       || reg.protocol_min > cluster_protocol_max
       || reg.protocol_min > reg.protocol_max)
@@ -169,6 +170,14 @@ caf::expected<coordinator_reply> on_hello(endpoint_actor self,
                       + range_text(reg.protocol_min, reg.protocol_max)
                       + ", this coordinator speaks "
                       + range_text(cluster_protocol_min, cluster_protocol_max));
+  return {};
+}
+
+caf::expected<coordinator_reply> on_hello(endpoint_actor self,
+                                          register_worker& reg) {
+  auto& st = self->state;
+  if (auto err = check_protocols(reg))
+    return err;
   if (auto err = check_registration(reg))
     return refuse(reg.node_id, describe(err));
   auto now = now_ms(self);
@@ -206,6 +215,8 @@ caf::error check_join(endpoint_actor self, const register_worker& reg,
   if (reg.role != role)
     return refuse(reg.node_id,
                   "joined as " + reg.role + " with the " + role + " handshake");
+  if (auto err = check_protocols(reg))
+    return err;
   if (auto err = check_registration(reg))
     return refuse(reg.node_id, describe(err));
   // The challenge travels back as the proof's salt: find it by node id.

@@ -326,6 +326,11 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
     return make_error(errc::conflict, "the node's slots or resources changed");
   if (st.cfg.agent && st.cfg.agent != agent)
     self->demonitor(st.cfg.agent.address());
+  // A node restarted on another build under the same id (a rolling
+  // upgrade) while its link lived on: its replies name the version agreed
+  // now.
+  st.cfg.registration.protocol_min = reg.protocol_min;
+  st.cfg.registration.protocol_max = reg.protocol_max;
   st.cfg.agent = std::move(agent);
   self->monitor(st.cfg.agent);
   st.connected = true;

@@ -55,6 +55,9 @@ void write_cancel_request(self_ptr self, const std::string& job_id,
                          std::move(reason), true);
               r->second.cancel_recorded = true;
               st.cancels_requested.erase(job_id);
+              // Its attempt ended in a retry told here already (retry_atom
+              // comes before the supervisor's finished_atom).
+              cancel_retry(self, job_id);
             } else if (st.awaiting_adoption.count(job_id) == 0
                        && !still_to_recover(st, job_id)) {
               // Ended meanwhile, or its attempt ended in a retry whose
@@ -122,8 +125,12 @@ void cancel_into(self_ptr self, const std::string& job_id, std::string reason,
                  ok_promise rp, const job_record* read) {
   auto& st = self->state;
   auto r = st.running.find(job_id);
-  if (r != st.running.end() && r->second.cancel_recorded) {
-    // Asked again (a client retrying): recorded once, its supervisor told.
+  if ((r != st.running.end() && r->second.cancel_recorded)
+      || (r == st.running.end() && st.cancels_requested.count(job_id) > 0
+          && st.cancel_writes.count(job_id) == 0)) {
+    // Asked again (a client retrying): recorded once, its supervisor told
+    // (or, unsupervised, kept for its adoption or settle; a write that
+    // failed again must not drop it).
     rp.deliver(ok_atom::value);
     return;
   }

@@ -415,6 +415,11 @@ void resolve_orphan(self_ptr self, const std::string& job_id,
 /// Queues one recovered job where its status says.
 void recover_job(self_ptr self, job_record& rec) {
   auto& st = self->state;
+  // A cancel requested while recovery had yet to read it was kept for an
+  // attempt that may run; read as not running, no attempt needs it (the
+  // write's own answer, if still to come, sees to a waiting job).
+  if (rec.status != job_status::processing)
+    st.cancels_requested.erase(rec.job_id);
   switch (rec.status) {
     case job_status::queued:
       push_ready(self, rec, std::max(rec.created_at_ms, rec.spec.run_at_ms));

@@ -351,7 +351,9 @@ TEST_CASE("a sharing coordinator cut off from its worker nodes keeps its "
       if (mode != reset)
         return false;
       for (const auto& o : others_than(cut))
-        if (c.log_count(o, "could not record a refused report job=" + j) > 0)
+        if (c.log_count(o, "could not record a refused report job=" + j
+                               + " error=\"drover: not_owner")
+            > 0)
           return true;
       return false;
     };
