@@ -133,6 +133,7 @@
 
 #include "runtime/atoms.hpp"
 #include "runtime/errors.hpp"
+#include "runtime/events_page.hpp"
 #include "runtime/job_api.hpp"
 #include "runtime/model.hpp"
 #include "runtime/partition.hpp"
@@ -181,31 +182,12 @@ using store_actor = caf::typed_actor<
 /// The most entries one (control_atom, follow_atom, after) answers.
 constexpr uint32_t max_follow_read = 1000;
 
-/// A page's `limit` as the stores check it: within [1, `most`], else
-/// errc::invalid_request naming `what`.
-inline caf::error check_page_limit(uint32_t limit, uint32_t most,
-                                   const char* what) {
-  if (limit == 0 || limit > most)
-    return make_error(errc::invalid_request, std::string{what}
-                                                 + " limit must be within [1, "
-                                                 + std::to_string(most) + "]");
-  return caf::none;
-}
-
 /// The largest recovery page a store serves.
 constexpr uint32_t max_recovery_page = 100000;
 
 /// A recovery page's `limit` as both stores check it.
 inline caf::error check_recovery_limit(uint32_t limit) {
   return check_page_limit(limit, max_recovery_page, "recovery page");
-}
-
-/// The most events one (events_atom, job_id, after, limit) answers.
-constexpr uint32_t max_events_page = 10000;
-
-/// A page of events' `limit` as both stores (and the node API) check it.
-inline caf::error check_events_limit(uint32_t limit) {
-  return check_page_limit(limit, max_events_page, "events");
 }
 
 /// A recovery page's `partition` as both stores check it: within [0,

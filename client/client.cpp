@@ -1,4 +1,5 @@
 #include "client/client_impl.hpp"
+#include "runtime/events_page.hpp"
 
 namespace drover {
 
@@ -200,6 +201,23 @@ client::events(const std::string& job_id) {
   route_target t;
   t.job_id = job_id;
   return impl_->ask<std::vector<job_event>>(t, events_atom::value, job_id);
+}
+
+caf::expected<std::vector<job_event>>
+client::events(const std::string& job_id, uint64_t after, uint32_t limit) {
+  if (auto err = check_events_limit(limit))
+    return err;
+  route_target t;
+  t.job_id = job_id;
+  auto page = impl_->ask<std::vector<job_event>>(t, events_atom::value, job_id,
+                                                 after, limit);
+  if (page || !unknown_request(page.error()))
+    return page;
+  // An older node: the page is cut from the whole log.
+  auto log = impl_->ask<std::vector<job_event>>(t, events_atom::value, job_id);
+  if (!log)
+    return log;
+  return cut_events_page(*log, after, limit);
 }
 
 caf::expected<job_record> client::cancel(const std::string& job_id,

@@ -36,14 +36,22 @@ namespace drover::client_detail {
 
 using clock_type = std::chrono::steady_clock;
 
+/// The node does not know the request: a door older than this client
+/// (CAF's unexpected_message). Definite: sending it again changes nothing.
+inline bool unknown_request(const caf::error& err) {
+  // (CAF 0.17: an empty error has no category to read.)
+  return err && err.category() == caf::atom("system")
+         && err.code() == static_cast<uint8_t>(caf::sec::unexpected_message);
+}
+
 /// A failure of the connection, not an answer: CAF's own errors
-/// ("system": timeouts, lost connections) and exit reasons ("exit": a
-/// request whose receiver became unreachable, e.g. a coordinator killed
-/// while it was pending).
+/// ("system": timeouts, lost connections; not unknown_request) and exit
+/// reasons ("exit": a request whose receiver became unreachable, e.g. a
+/// coordinator killed while it was pending).
 inline bool transport_failure(const caf::error& err) {
   static const auto exit_category
       = caf::make_error(caf::exit_reason::unreachable).category();
-  return err.category() == caf::atom("system")
+  return (err.category() == caf::atom("system") && !unknown_request(err))
          || err.category() == exit_category;
 }
 

@@ -4,6 +4,13 @@ namespace drover {
 
 using namespace client_detail;
 
+namespace {
+
+/// Events a wait's catch-up reads at a time.
+constexpr uint32_t catch_up_page = 1000;
+
+} // namespace
+
 caf::expected<job_record>
 client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
              std::function<void(const progress_update&)> on_progress,
@@ -23,27 +30,46 @@ client::wait(const std::string& job_id, std::chrono::milliseconds deadline,
     return std::clamp(left(until), std::chrono::milliseconds{1},
                       std::chrono::milliseconds{5000});
   };
-  // Audit-log events past `last`, in order, each once.
+  // Audit-log events past `last`, in order, each once: read from `last`
+  // on, a page at a time (a full page is followed at once). A door older
+  // than the paged read answers the whole log, for the rest of this wait.
+  bool paged = true;
   auto catch_up = [&](const client_door_actor& d) -> caf::error {
     if (!on_event)
       return {};
-    caf::error failure = unanswered();
-    self->request(d, request_budget(), client_atom::value, key,
-                  events_atom::value, job_id)
-        .receive(
-            [&](std::vector<job_event>& evs) {
-              failure = caf::none;
-              std::sort(evs.begin(), evs.end(), [](auto& a, auto& b) {
-                return a.sequence < b.sequence;
-              });
-              for (const auto& e : evs)
-                if (e.sequence > last) {
-                  on_event(e);
-                  last = e.sequence;
-                }
-            },
-            [&](caf::error& err) { failure = std::move(err); });
-    return failure;
+    for (;;) {
+      caf::error failure = unanswered();
+      std::vector<job_event> got;
+      auto take = [&](std::vector<job_event>& evs) {
+        failure = caf::none;
+        got = std::move(evs);
+      };
+      auto fail = [&](caf::error& err) { failure = std::move(err); };
+      if (paged)
+        self->request(d, request_budget(), client_atom::value, key,
+                      events_atom::value, job_id, last, catch_up_page)
+            .receive(take, fail);
+      else
+        self->request(d, request_budget(), client_atom::value, key,
+                      events_atom::value, job_id)
+            .receive(take, fail);
+      if (paged && unknown_request(failure)) {
+        paged = false;
+        continue;
+      }
+      if (failure)
+        return failure;
+      std::sort(got.begin(), got.end(),
+                [](auto& a, auto& b) { return a.sequence < b.sequence; });
+      auto before = last;
+      for (const auto& e : got)
+        if (e.sequence > last) {
+          on_event(e);
+          last = e.sequence;
+        }
+      if (!paged || got.size() < catch_up_page || last == before)
+        return {};
+    }
   };
   // With several addresses: whether the job's partition moved from `d`
   // to another coordinator the client knows. A hand-off (a coordinator

@@ -191,6 +191,29 @@ caf::typed_response_promise<job_record> dlq_action(self_ptr self, door_ptr d,
   return rp;
 }
 
+/// Job `id`'s log (or a page of it: `xs...`, the node API's request) for
+/// `key`: read scope, and only a job of its tenant.
+template <class... Ts>
+caf::typed_response_promise<std::vector<job_event>>
+read_events(self_ptr self, door_ptr d, const std::string& key, std::string id,
+            Ts... xs) {
+  auto rp = self->make_response_promise<std::vector<job_event>>();
+  auto who = d->admit(key, http::scope_read);
+  if (!who) {
+    rp.deliver(std::move(who.error()));
+    return rp;
+  }
+  with_job(self, d, rp, *who, id, [self, d, rp, xs...](job_record&) mutable {
+    self->request(d->api, d->cfg.timeout, xs...)
+        .then(
+            [rp](std::vector<job_event>& evs) mutable {
+              rp.deliver(std::move(evs));
+            },
+            [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+  });
+  return rp;
+}
+
 /// Forwards `xs...` to the node API once `key` may do `need`.
 template <class Result, class... Ts>
 caf::typed_response_promise<Result>
@@ -303,24 +326,12 @@ client_door_actor spawn_client_door(caf::actor_system& sys, api_actor api,
           return rp;
         },
         [self, d](client_atom, std::string& key, events_atom, std::string& id) {
-          auto rp = self->make_response_promise<std::vector<job_event>>();
-          auto who = d->admit(key, http::scope_read);
-          if (!who) {
-            rp.deliver(std::move(who.error()));
-            return rp;
-          }
-          with_job(
-              self, d, rp, *who, id, [self, d, rp, id](job_record&) mutable {
-                self->request(d->api, d->cfg.timeout, events_atom::value, id)
-                    .then(
-                        [rp](std::vector<job_event>& evs) mutable {
-                          rp.deliver(evs);
-                        },
-                        [rp](caf::error& e) mutable {
-                          rp.deliver(std::move(e));
-                        });
-              });
-          return rp;
+          return read_events(self, d, key, id, events_atom::value, id);
+        },
+        [self, d](client_atom, std::string& key, events_atom, std::string& id,
+                  uint64_t after, uint32_t limit) {
+          return read_events(self, d, key, id, events_atom::value, id, after,
+                             limit);
         },
         [self, d](client_atom, std::string& key, cancel_atom, std::string& id,
                   std::string& reason) {

@@ -21,17 +21,6 @@ namespace {
 /// never answers (a lost remote actor fails no request by itself).
 constexpr auto whole_log_timeout = std::chrono::seconds{60};
 
-/// The events of `log` (in sequence order) above `after`, at most `limit`.
-std::vector<job_event> cut_page(std::vector<job_event>& log, uint64_t after,
-                                uint32_t limit) {
-  auto first = std::partition_point(
-      log.begin(), log.end(),
-      [after](const job_event& e) { return e.sequence <= after; });
-  auto n = std::min<size_t>(limit, static_cast<size_t>(log.end() - first));
-  return {std::make_move_iterator(first),
-          std::make_move_iterator(first + static_cast<std::ptrdiff_t>(n))};
-}
-
 } // namespace
 
 caf::result<std::vector<job_event>>
@@ -49,7 +38,7 @@ read_events_after(api_router_actor::pointer self, const api_actor& api,
   self->request(api, whole_log_timeout, events_atom::value, std::move(job_id))
       .then(
           [rp, after, limit](std::vector<job_event>& log) mutable {
-            rp.deliver(cut_page(log, after, limit));
+            rp.deliver(cut_events_page(log, after, limit));
           },
           [rp](caf::error& err) mutable {
             // The page of a job without events is empty, not an error.

@@ -14,6 +14,10 @@
 //       and its error (as the queue answers batches)
 //   (client_atom, key, get_atom, job_id)               -> job_record
 //   (client_atom, key, events_atom, job_id)            -> vector<job_event>
+//   (client_atom, key, events_atom, job_id, after, limit)
+//                                                      -> vector<job_event>
+//       the events after sequence `after`, at most `limit` (1 to 10,000);
+//       a door older than this request answers unexpected_message
 //   (client_atom, key, cancel_atom, job_id, reason)    -> job_record (after)
 //   (client_atom, key, list_atom, job_query)           -> vector<job_record>
 //   (client_atom, key, redrive_atom, job_id)           -> job_record (after)
@@ -94,9 +98,15 @@ using client_door_base = caf::typed_actor<
     caf::replies_to<client_atom, std::string, describe_atom>::with<tree_node>,
     caf::replies_to<client_atom, std::string, nodes_atom>::with<std::string>>;
 
+/// The door now: the partitions request (routing among coordinators
+/// sharing a database) and a page of a job's log. A client takes a door
+/// with client_door_base's interface and asks an older one only for what
+/// it has (a request it lacks answers unexpected_message).
 using client_door_actor = client_door_base::extend<
     caf::replies_to<client_atom, std::string,
-                    partitions_atom>::with<std::string, int32_t, std::string>>;
+                    partitions_atom>::with<std::string, int32_t, std::string>,
+    caf::replies_to<client_atom, std::string, events_atom, std::string,
+                    uint64_t, uint32_t>::with<std::vector<job_event>>>;
 
 /// Connects to the client door at host:port, giving up after `timeout`:
 /// the middleman's connect request with a deadline (middleman::remote_actor

@@ -121,6 +121,14 @@ public:
   /// The job's history (audit log), oldest first.
   caf::expected<std::vector<job_event>> events(const std::string& job_id);
 
+  /// A page of the job's history, oldest first: its events after sequence
+  /// `after` (0: from the start), at most `limit` (1 to 10,000; else
+  /// errc::invalid_request). The next page starts after the last event's
+  /// sequence; a page shorter than `limit` is the last one for now. From a
+  /// node older than this request, the page is cut from the whole log.
+  caf::expected<std::vector<job_event>> events(const std::string& job_id,
+                                               uint64_t after, uint32_t limit);
+
   /// Asks for cancellation; the job as it is afterwards (running ones stop
   /// cooperatively, then by force). errc::conflict if it already ended --
   /// unless an earlier attempt of this call may have acted unanswered and

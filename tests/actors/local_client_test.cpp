@@ -4,8 +4,10 @@
 
 #include "gateway/local_client.hpp"
 
+#include "actors/api.hpp"
 #include "actors/job_system.hpp"
 #include "gateway/auth.hpp"
+#include "gateway/client_door.hpp"
 #include "runtime/errors.hpp"
 #include "runtime/task.hpp"
 #include "support/actor_config.hpp"
@@ -14,6 +16,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -188,4 +191,107 @@ TEST_CASE("an in-process client refuses node addresses and a missing job "
   auto without = local_client(n.sys, nullptr, n.root);
   REQUIRE_FALSE(without);
   CHECK(is(without.error(), errc::bad_config));
+}
+
+namespace {
+
+/// A client door as nodes before the paged read of a job's log had it:
+/// every request goes on to `real`, but the paged read is unknown
+/// (unexpected_message, as CAF answers for an older door); counted.
+caf::behavior older_door(caf::event_based_actor* self, caf::actor real,
+                         std::shared_ptr<std::atomic<int>> paged) {
+  self->set_default_handler(
+      [real](caf::scheduled_actor* s,
+             caf::message_view& x) -> caf::result<caf::message> {
+        auto rp
+            = static_cast<caf::event_based_actor*>(s)->make_response_promise();
+        return rp.delegate(real, x.move_content_to_message());
+      });
+  return {[paged](client_atom, std::string&, events_atom, std::string&,
+                  uint64_t, uint32_t) -> caf::result<std::vector<job_event>> {
+    ++*paged;
+    return caf::make_error(caf::sec::unexpected_message);
+  }};
+}
+
+std::vector<uint64_t> sequences(const std::vector<job_event>& evs) {
+  std::vector<uint64_t> out;
+  for (const auto& e : evs)
+    out.push_back(e.sequence);
+  return out;
+}
+
+/// The sequences a wait on `job_id` hands its event callback.
+std::vector<uint64_t> waited_events(client& c, const std::string& job_id) {
+  std::vector<uint64_t> seen;
+  auto done = c.wait(job_id, 30s, {},
+                     [&](const job_event& e) { seen.push_back(e.sequence); });
+  REQUIRE(done);
+  CHECK(done->status == job_status::completed);
+  return seen;
+}
+
+} // namespace
+
+TEST_CASE("a client reads a job's log a page at a time, and from an older "
+          "door cuts the pages from the whole log",
+          "[client][local]") {
+  node n;
+  auto made = local_client(n.sys, n.handles, n.root);
+  REQUIRE(made);
+  auto& c = **made;
+  auto sub = c.submit(request("steps"));
+  REQUIRE(sub);
+  auto id = sub->job.job_id;
+  auto seen = waited_events(c, id); // each event once, in order
+  auto all = c.events(id);
+  REQUIRE(all);
+  REQUIRE(all->size() >= 4);
+  CHECK(seen == sequences(*all));
+  // Pages of two, each after the last one's sequence, walk the whole log.
+  auto walk = [&](client& via) {
+    std::vector<job_event> walked;
+    uint64_t after = 0;
+    for (int reads = 0; reads < 100; ++reads) {
+      auto page = via.events(id, after, 2);
+      REQUIRE(page);
+      walked.insert(walked.end(), page->begin(), page->end());
+      if (page->size() < 2)
+        break;
+      after = page->back().sequence;
+    }
+    return sequences(walked);
+  };
+  CHECK(walk(c) == sequences(*all));
+  for (uint32_t bad : {0u, 10001u}) {
+    auto refused = c.events(id, 0, bad);
+    REQUIRE_FALSE(refused);
+    CHECK(is(refused.error(), errc::invalid_request));
+  }
+  // Through a door older than the paged read: the same pages, cut from
+  // the whole log, and a wait's catch-up reads whole logs once refused.
+  auto api = spawn_api(n.sys, n.handles, n.root);
+  client_door_config dc;
+  dc.in_process = true;
+  auto real = spawn_client_door(n.sys, api, dc);
+  auto paged = std::make_shared<std::atomic<int>>(0);
+  auto old = n.sys.spawn(older_door, caf::actor_cast<caf::actor>(real), paged);
+  auto stop = [old, real, api] {
+    caf::anon_send_exit(old, caf::exit_reason::kill);
+    caf::anon_send_exit(real, caf::exit_reason::kill);
+    caf::anon_send_exit(api, caf::exit_reason::user_shutdown);
+  };
+  auto oc = client::attach(n.sys, caf::actor_cast<client_door_actor>(old), {},
+                           stop);
+  REQUIRE(oc);
+  CHECK(walk(**oc) == sequences(*all));
+  CHECK(*paged > 0);
+  auto asked = paged->load();
+  auto next = (*oc)->submit(request("steps"));
+  REQUIRE(next);
+  auto old_seen = waited_events(**oc, next->job.job_id);
+  auto next_all = c.events(next->job.job_id);
+  REQUIRE(next_all);
+  CHECK(old_seen == sequences(*next_all));
+  CHECK(*paged == asked + 1); // asked once, then the whole log
 }
