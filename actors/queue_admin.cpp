@@ -177,14 +177,23 @@ caf::result<ok_atom> cancel_job(self_ptr self, const std::string& job_id,
 
 namespace {
 
-/// Ends `job_id` `cancelled`; `taken`: it was taken out of the queue's
-/// waiting places first, so no dispatch races the write (an attempt
-/// started meanwhile would run on for a cancelled job). The store decides:
-/// a finished job refuses `cancelled` (conflict). If the write fails
-/// otherwise (the store unavailable, a timeout), a job taken out goes back
-/// where the store says (reconcile): a cancel that failed loses nothing.
-void write_cancelled(self_ptr self, const std::string& job_id, bool taken,
+/// Ends `job_id` `cancelled`, taken out of the queue's waiting places
+/// first, so no dispatch races the write (an attempt started meanwhile
+/// would run on for a cancelled job; recovery and reconcile do not queue
+/// it either while the write is in flight: queue_state::cancelling). The
+/// store decides: a finished job refuses `cancelled` (conflict). If the
+/// write fails otherwise (the store unavailable, a timeout), the job goes
+/// back where the store says (reconcile): a cancel that failed loses
+/// nothing.
+void write_cancelled(self_ptr self, const std::string& job_id,
                      std::string reason, std::function<void(caf::error)> done) {
+  ++self->state.cancelling[job_id];
+  auto written = [self, job_id] {
+    auto& cancelling = self->state.cancelling;
+    auto i = cancelling.find(job_id);
+    if (i != cancelling.end() && --i->second == 0)
+      cancelling.erase(i);
+  };
   job_event ev;
   ev.job_id = job_id;
   ev.kind = event_kind::cancelled;
@@ -193,13 +202,15 @@ void write_cancelled(self_ptr self, const std::string& job_id, bool taken,
   self->request(self->state.deps.store, store_timeout, append_atom::value,
                 std::vector<job_event>{std::move(ev)})
       .then(
-          [self, job_id, done](ok_atom) {
+          [self, job_id, done, written](ok_atom) {
+            written();
             ++self->state.stats.cancelled;
             publish_final(self, job_id, true);
             done({});
           },
-          [self, job_id, taken, done](caf::error& err) {
-            if (taken && !is(err, errc::invalid_value))
+          [self, job_id, done, written](caf::error& err) {
+            written();
+            if (!is(err, errc::invalid_value))
               reconcile_later(
                   self, job_id, 0,
                   {"cancel_failed", "its cancel could not be recorded", true});
@@ -215,14 +226,14 @@ void cancel_waiting(self_ptr self, const std::string& job_id,
                     std::string reason, std::function<void(caf::error)> done) {
   // Waiting or not (e.g. between the timer and the ready queue), the
   // store decides.
-  bool taken = remove_waiting(self, job_id);
-  write_cancelled(self, job_id, taken, std::move(reason), std::move(done));
+  remove_waiting(self, job_id);
+  write_cancelled(self, job_id, std::move(reason), std::move(done));
 }
 
 void cancel_retry(self_ptr self, const std::string& job_id) {
   if (!remove_waiting(self, job_id))
     return; // not waiting here: ended, or an attempt of it runs again
-  write_cancelled(self, job_id, true,
+  write_cancelled(self, job_id,
                   "cancelled before its retry: its cancel was requested while "
                   "the attempt ended",
                   [self, job_id](const caf::error& err) {

@@ -103,6 +103,11 @@ struct queue_state {
   std::unordered_map<std::string,
                      std::vector<caf::typed_response_promise<ok_atom>>>
       cancel_writes;
+  /// Jobs whose `cancelled` write (a waiting job's cancel) is in flight,
+  /// counted: recovery and reconcile do not queue them meanwhile (an
+  /// attempt dispatched before the write commits would run on for a
+  /// cancelled job); a write that fails reconciles the job.
+  std::unordered_map<std::string, uint32_t> cancelling;
   bool recovered = false;
   /// The run-time settings and breaker states were read back (load_flow):
   /// recovery starts after, and settings and unknown keys wait for it.

@@ -187,3 +187,49 @@ TEST_CASE("a cancel of a waiting job whose write fails is an error and "
   CHECK(r.offer_slot(rec.job_id));
   CHECK(record_of(r.f, rec.job_id).status == job_status::processing);
 }
+
+TEST_CASE("a cancel of a queued job still to be recovered is not raced by "
+          "the recovery: no attempt starts before its write is in",
+          "[queue][cancel]") {
+  // Found by review: recovery (or a reconcile) queued the job again while
+  // its `cancelled` write was in flight; a worker took it, `started`
+  // committed first, and the job ended cancelled while its attempt ran on.
+  fixture f{{}, std::chrono::seconds{10}};
+  auto rec = f.submit(noop());
+  REQUIRE(rec);
+  auto p = partition_of_id(rec->job_id);
+  f.own(all_but(p));
+  auto g = std::make_shared<given>();
+  auto slot = spawn_recording_slot(f.sys, g);
+  auto ps = std::make_shared<proxy_state>();
+  auto proxy = f.sys.spawn(proxy_impl, f.store, ps, 1); // 1st read fails
+  auto other = spawn_taker(f, proxy, p, 23);
+  REQUIRE(ps->recovers == 1);
+  ps->hold_cancelled = true;
+  f.self->send(other, cancel_atom::value, rec->job_id,
+               std::string{"user asked"});
+  f.sched.run();
+  REQUIRE(ps->held.size() == 1);
+  // Recovery reads the partition again meanwhile: the job is still queued
+  // in the store.
+  f.sched.advance_time(std::chrono::seconds{10});
+  f.sched.run();
+  REQUIRE(ps->recovers >= 2);
+  f.self->send(other, ready_atom::value, std::string{"cpu"},
+               std::string{"w1.c1/cpu-0"}, slot);
+  f.sched.run();
+  CHECK(g->job_id.empty()); // nothing dispatched
+  f.self->send(proxy, ping_atom::value);
+  f.sched.run();
+  for (int answers = 0; answers < 2; ++answers) // the ping, the cancel
+    f.self->receive(
+        [](ok_atom) {}, [](caf::error& err) { FAIL(describe(err)); },
+        caf::after(std::chrono::seconds{1}) >>
+            [] { FAIL("the ping or the cancel was not answered"); });
+  CHECK(record_of(f, rec->job_id).status == job_status::cancelled);
+  CHECK(count_of(kinds_of(f, rec->job_id), event_kind::started) == 0);
+  f.self->send_exit(other, caf::exit_reason::user_shutdown);
+  f.self->send_exit(proxy, caf::exit_reason::user_shutdown);
+  f.self->send_exit(slot, caf::exit_reason::user_shutdown);
+  f.sched.run();
+}

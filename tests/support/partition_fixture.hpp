@@ -194,8 +194,10 @@ struct proxy_state {
   int recovers = 0;
   std::vector<std::tuple<int32_t, std::string>> asked;
   bool hold_cancels = false;
-  /// Holds writes of `retry_scheduled` too (an attempt's outcome).
+  /// Holds writes of `retry_scheduled` too (an attempt's outcome), and of
+  /// `cancelled` (a waiting job's cancel).
   bool hold_retries = false;
+  bool hold_cancelled = false;
   /// Writes of `cancelled` still to refuse (errc::unavailable).
   int fail_cancelled = 0;
   int fail_held = 0;
@@ -231,7 +233,8 @@ inline store_actor::behavior_type proxy_impl(store_actor::pointer self,
           return make_error(errc::unavailable, "injected write failure");
         }
         if ((ps->hold_cancels && has(event_kind::cancel_requested))
-            || (ps->hold_retries && has(event_kind::retry_scheduled))) {
+            || (ps->hold_retries && has(event_kind::retry_scheduled))
+            || (ps->hold_cancelled && has(event_kind::cancelled))) {
           ps->held.emplace_back(self->make_response_promise<ok_atom>(),
                                 std::move(evs));
           return ps->held.back().first;
