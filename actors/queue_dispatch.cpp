@@ -42,6 +42,8 @@ void push_ready(self_ptr self, std::string job_id, priority prio,
   auto& st = self->state;
   if (!owns(st, job_id))
     return; // handed over meanwhile: its new owner recovers it
+  if (st.cancelling.count(job_id) > 0)
+    return; // its cancel's write decides (a failed one reconciles it)
   note_entry(st, job_id);
   st.admission.entered(tenant, partition_of_id(job_id), extra_bytes(own));
   auto& q = st.classes[cls];

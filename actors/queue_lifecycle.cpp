@@ -25,6 +25,8 @@ void push_delayed(self_ptr self, delayed_entry entry) {
   auto& st = self->state;
   if (!owns(st, entry.job_id))
     return; // handed over meanwhile: its new owner recovers it
+  if (st.cancelling.count(entry.job_id) > 0)
+    return; // its cancel's write decides (a failed one reconciles it)
   note_entry(st, entry.job_id);
   auto tenant = entry.tenant;
   auto partition = partition_of_id(entry.job_id);
@@ -328,8 +330,6 @@ void reconcile(self_ptr self, const std::string& job_id, uint32_t failures,
             auto& st = self->state;
             if (!owns(st, rec.job_id) || st.running.count(rec.job_id) > 0)
               return; // handed over meanwhile, or run by a supervisor
-            if (st.cancelling.count(rec.job_id) > 0)
-              return; // its cancel's write decides (a failed one reconciles)
             remove_waiting(self, rec.job_id); // placed once, below
             switch (rec.status) {
               case job_status::queued:
@@ -420,11 +420,8 @@ void recover_job(self_ptr self, job_record& rec) {
   // A cancel requested while recovery had yet to read it was kept for an
   // attempt that may run; read as not running, no attempt needs it (the
   // write's own answer, if still to come, sees to a waiting job).
-  if (rec.status != job_status::processing) {
+  if (rec.status != job_status::processing)
     st.cancels_requested.erase(rec.job_id);
-    if (st.cancelling.count(rec.job_id) > 0)
-      return; // its cancel's write decides (a failed one reconciles it)
-  }
   switch (rec.status) {
     case job_status::queued:
       push_ready(self, rec, std::max(rec.created_at_ms, rec.spec.run_at_ms));

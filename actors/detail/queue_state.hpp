@@ -104,9 +104,10 @@ struct queue_state {
                      std::vector<caf::typed_response_promise<ok_atom>>>
       cancel_writes;
   /// Jobs whose `cancelled` write (a waiting job's cancel) is in flight,
-  /// counted: recovery and reconcile do not queue them meanwhile (an
-  /// attempt dispatched before the write commits would run on for a
-  /// cancelled job); a write that fails reconciles the job.
+  /// counted: nothing queues them meanwhile (push_ready, push_delayed:
+  /// not a recovery page, a reconcile or a settle's retry; an attempt
+  /// dispatched before the write commits would run on for a cancelled
+  /// job); a write that fails reconciles the job.
   std::unordered_map<std::string, uint32_t> cancelling;
   bool recovered = false;
   /// The run-time settings and breaker states were read back (load_flow):
