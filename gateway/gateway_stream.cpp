@@ -180,16 +180,17 @@ void gateway_impl::stream(const ex_ptr& ex, const principal& who,
     // A finished job whose log holds nothing after the client's last
     // event: 204 tells an EventSource to stop reconnecting (HTML
     // standard); a plain stream would end at once and be retried forever.
+    // One event after `after` says (not the whole log).
     self->ask<std::vector<job_event>>(
         ex,
         [self, ex, who, id, after](std::vector<job_event>& evs) {
-          if (evs.empty() || evs.back().sequence <= after) {
+          if (evs.empty()) {
             self->streams_finished_++;
             return ex->respond(204, {}, {}, {});
           }
           self->open_stream(ex, who, id, after);
         },
-        events_atom::value, id);
+        events_atom::value, id, after, uint32_t{1});
   });
 }
 
