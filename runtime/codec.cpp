@@ -28,7 +28,7 @@ bool contains(const std::string& text, const char* part) {
 /// Turns an exception from Cap'n Proto's reader or JSON codec into a Drover
 /// error. The library reports every problem as a generic FAILED exception,
 /// so the specific code comes from its description (Cap'n Proto 0.9.2
-/// wording; tests/runtime/codec_test.cpp pins each case).
+/// wording; tests/runtime/codec_errors_test.cpp pins each case).
 caf::error to_error(const kj::Exception& e, const char* what) {
   auto desc = e.getDescription();
   std::string text{desc.cStr(), desc.size()};

@@ -52,7 +52,7 @@ void write_texts(const std::vector<std::string>& texts, Init init) {
 
 /// Reads an enum, rejecting values the schema does not list (a newer peer
 /// may know more; this node can't act on them). The model enums mirror the
-/// schema enums value for value (tests/runtime/codec_test.cpp checks).
+/// schema enums value for value (tests/runtime/codec_model_test.cpp checks).
 template <class Model, class Wire>
 caf::error read_enum(Wire in, Model& out, const char* where) {
   static_assert(std::is_enum<Wire>::value, "Wire must be an enum");

@@ -1,7 +1,9 @@
 # Codec and type-ID tests, included by tests/CMakeLists.txt into the unit
 # test executable (paths relative to tests/).
 set(DROVER_RUNTIME_TEST_SOURCES
-  runtime/codec_test.cpp
+  runtime/codec_model_test.cpp
+  runtime/codec_errors_test.cpp
+  runtime/codec_job_api_test.cpp
   runtime/type_ids_test.cpp
   runtime/json_text_test.cpp
   runtime/json_strict_test.cpp
