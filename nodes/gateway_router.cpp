@@ -413,7 +413,8 @@ caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
     if (i < 0)
       return no_coordinator();
     auto k = static_cast<size_t>(i);
-    return read_events_after(self, st->apis[k], st->protocols[k], rest...);
+    return read_events_after(self, st->apis[k], st->protocols[k],
+                             st->whole_logs, rest...);
   } else {
     auto i = pick(*st, p);
     if (i < 0)

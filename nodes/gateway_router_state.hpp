@@ -6,6 +6,7 @@
 // request) and nodes/gateway_router_map.cpp (keeping the map). Internal to
 // those.
 
+#include "nodes/events_after.hpp"
 #include "nodes/gateway_router.hpp"
 
 #include "nodes/router_subscriptions.hpp"
@@ -36,6 +37,9 @@ struct router_state {
   /// By coordinator: the node-protocol version it speaks (what its API
   /// serves: nodes/events_after.hpp).
   std::vector<uint32_t> protocols;
+  /// Whole-log reads in flight towards the older ones.
+  std::shared_ptr<whole_log_reads> whole_logs
+      = std::make_shared<whole_log_reads>();
   /// How many partitions each owns (its last answer).
   std::vector<size_t> owned;
   /// By partition: its owner's index, -1 = not known.

@@ -251,6 +251,8 @@ api_relay::api_relay(caf::actor_system& sys) {
       uint32_t protocol = 0;
       std::vector<int> owner;
       router_subscriptions subs;
+      std::shared_ptr<whole_log_reads> whole_logs
+          = std::make_shared<whole_log_reads>();
     };
     auto st = std::make_shared<state>();
     self->set_default_handler(log_and_drop);
@@ -271,7 +273,8 @@ api_relay::api_relay(caf::actor_system& sys) {
               return make_error(errc::unavailable,
                                 "the gateway is joining a coordinator; retry");
             if constexpr (is_events_page_v<first_t, decltype(xs)...>)
-              return read_events_after(self, api, st->protocol, xs...);
+              return read_events_after(self, api, st->protocol, st->whole_logs,
+                                       xs...);
             else
               return self->delegate(api, std::move(first), std::move(xs)...);
           }

@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -38,15 +37,14 @@ inline caf::error check_events_limit(uint32_t limit) {
 }
 
 /// The events of `log` (in sequence order) after `after`, at most `limit`:
-/// a page cut from a whole log read.
-inline std::vector<job_event> cut_events_page(std::vector<job_event>& log,
+/// a page cut from a whole log read (copied: one log may serve several).
+inline std::vector<job_event> cut_events_page(const std::vector<job_event>& log,
                                               uint64_t after, uint32_t limit) {
   auto first = std::partition_point(
       log.begin(), log.end(),
       [after](const job_event& e) { return e.sequence <= after; });
   auto n = std::min<size_t>(limit, static_cast<size_t>(log.end() - first));
-  return {std::make_move_iterator(first),
-          std::make_move_iterator(first + static_cast<std::ptrdiff_t>(n))};
+  return {first, first + static_cast<std::ptrdiff_t>(n)};
 }
 
 } // namespace drover

@@ -7,6 +7,7 @@
 // from a log the test wrote.
 
 #include "gateway/job_stream.hpp"
+#include "nodes/events_after.hpp"
 #include "nodes/node_roles.hpp"
 #include "runtime/cluster_protocol.hpp"
 #include "runtime/errors.hpp"
@@ -22,9 +23,11 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -123,6 +126,36 @@ api_actor spawn_coordinator(caf::actor_system& sys,
     a = sys.spawn([=](caf::event_based_actor*) -> caf::behavior {
       return {whole, subscribe_changes, subscribe, unsubscribe};
     });
+  return caf::actor_cast<api_actor>(a);
+}
+
+/// An older coordinator's node API (no page request) that holds its
+/// whole-log answers until it is pinged: the log `log` of one job, an
+/// empty one (not_found) for any other; each read recorded.
+api_actor
+spawn_holding_coordinator(caf::actor_system& sys,
+                          std::shared_ptr<const std::vector<job_event>> log,
+                          std::shared_ptr<recorder> rec) {
+  using promise = caf::typed_response_promise<std::vector<job_event>>;
+  auto a = sys.spawn([=](caf::event_based_actor* self) -> caf::behavior {
+    auto held
+        = std::make_shared<std::vector<std::pair<promise, std::string>>>();
+    return {[=](events_atom, const std::string& id) {
+              rec->add("whole " + id);
+              held->emplace_back(
+                  self->make_response_promise<std::vector<job_event>>(), id);
+              return held->back().first;
+            },
+            [=](ping_atom) {
+              for (auto& [rp, id] : *held)
+                if (!log->empty() && log->front().job_id == id)
+                  rp.deliver(*log);
+                else
+                  rp.deliver(make_error(errc::not_found, "no events of " + id));
+              held->clear();
+              return ok_atom::value;
+            }};
+  });
   return caf::actor_cast<api_actor>(a);
 }
 
@@ -256,4 +289,75 @@ TEST_CASE("an event stream through a gateway node reads an older "
   bool each_once_in_order = c.ids == range(4, 2500);
   CHECK(each_once_in_order);
   CHECK(f.rec->count_starting("page ") == 0);
+}
+
+TEST_CASE("a gateway node's pages of an older coordinator's log share one "
+          "whole-log read per job, and such reads are bounded",
+          "[router][events]") {
+  // Found by review: each page was a whole-log read of its own, held in
+  // the gateway's memory; N readers of a long log cost N whole logs.
+  relay_fixture f;
+  auto coordinator = spawn_holding_coordinator(f.sys, f.log, f.rec);
+  f.relay.set({coordinator, before_pages});
+  caf::scoped_actor self{f.sys};
+  auto api = f.relay.handle();
+  for (uint64_t after : {0, 2, 4, 6, 8})
+    self->send(api, events_atom::value, f.id, after, uint32_t{2});
+  // Another job's read, sent last: once the coordinator has it, the relay
+  // has handled the five before it (in order).
+  self->send(api, events_atom::value, std::string{"j2-1"}, uint64_t{0},
+             uint32_t{5});
+  auto asked = [&](const std::string& what, size_t n) {
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (f.rec->count_starting(what) < n) {
+      if (std::chrono::steady_clock::now() > until)
+        return false;
+      std::this_thread::sleep_for(5ms);
+    }
+    return true;
+  };
+  REQUIRE(asked("whole j2-1", 1));
+  CHECK(f.rec->count_starting("whole j1-7") == 1);
+  // At most max_whole_log_reads jobs at once: 2 so far, 30 more fit.
+  for (size_t n = 0; n < node::max_whole_log_reads - 2; ++n)
+    self->send(api, events_atom::value, "j3-" + std::to_string(n), uint64_t{0},
+               uint32_t{5});
+  REQUIRE(asked("whole j3-", node::max_whole_log_reads - 2));
+  auto refused = error_of(self, api, "j4-1", 0, 5);
+  INFO(describe(refused));
+  CHECK(is(refused, errc::unavailable));
+  // The held reads answered: every page cut from the one log.
+  self->send(coordinator, ping_atom::value);
+  std::map<uint64_t, std::vector<uint64_t>> pages;
+  size_t empty = 0;
+  for (size_t n = 0; n < 5 + 1 + node::max_whole_log_reads - 2; ++n)
+    self->receive(
+        [&](std::vector<job_event>& evs) {
+          if (evs.empty())
+            ++empty;
+          else
+            for (const auto& e : evs)
+              pages[evs.front().sequence].push_back(e.sequence);
+        },
+        [](caf::error& err) { FAIL(describe(err)); },
+        caf::after(10s) >> [] { FAIL("a page was not answered"); });
+  self->receive([](ok_atom) {}, caf::after(10s) >> [] { FAIL("no ping"); });
+  CHECK(pages.size() == 5);
+  CHECK(pages[1] == range(1, 2));
+  CHECK(pages[9] == range(9, 10));
+  CHECK(empty == 1 + node::max_whole_log_reads - 2);
+  CHECK(f.rec->count_starting("whole j1-7") == 1);
+  // Nothing in flight now: the next page reads the log again.
+  self->send(api, events_atom::value, f.id, uint64_t{0}, uint32_t{3});
+  REQUIRE(asked("whole j1-7", 2));
+  self->send(coordinator, ping_atom::value);
+  std::vector<uint64_t> again;
+  self->receive(
+      [&](std::vector<job_event>& evs) {
+        for (const auto& e : evs)
+          again.push_back(e.sequence);
+      },
+      [](caf::error& err) { FAIL(describe(err)); },
+      caf::after(10s) >> [] { FAIL("the page was not answered"); });
+  CHECK(again == range(1, 3));
 }
