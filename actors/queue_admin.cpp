@@ -54,16 +54,15 @@ void write_cancel_request(self_ptr self, const std::string& job_id,
               self->send(r->second.job_supervisor, cancel_atom::value,
                          std::move(reason), true);
               r->second.cancel_recorded = true;
-              st.cancels_requested.erase(job_id);
-              // Its attempt ended in a retry told here already (retry_atom
-              // comes before the supervisor's finished_atom).
-              cancel_retry(self, job_id);
-            } else if (st.awaiting_adoption.count(job_id) == 0
-                       && !still_to_recover(st, job_id)) {
-              // Ended meanwhile, or its attempt ended in a retry whose
-              // `retry_scheduled` committed before the request: the
-              // request stands for every later attempt, and the retry
-              // waiting here ends now, not at its backoff.
+            }
+            if (r != st.running.end()
+                || (st.awaiting_adoption.count(job_id) == 0
+                    && !still_to_recover(st, job_id))) {
+              // No adoption or settle to come. If its attempt ended in a
+              // retry meanwhile (told here, as retry_atom, before or
+              // after its supervisor's finished_atom), the request stands
+              // for every later attempt, and the retry waiting here ends
+              // now, not at its backoff.
               st.cancels_requested.erase(job_id);
               cancel_retry(self, job_id);
             }

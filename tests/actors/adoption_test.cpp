@@ -464,13 +464,9 @@ TEST_CASE("a cancel of a running job is acknowledged once its request is "
   f.own({});
   auto q = spawn_taker(f, proxy, 0, 13);
   auto run_one = [&] {
-    f.self->send(q, submit_atom::value, noop());
-    f.sched.run();
-    job_record rec;
-    f.self->receive([&](job_record& r) { rec = std::move(r); },
-                    [](caf::error& err) { FAIL(describe(err)); },
-                    caf::after(std::chrono::seconds{1}) >>
-                        [] { FAIL("no answer to a submit"); });
+    auto made = f.submit_to(q, noop());
+    REQUIRE(made);
+    auto rec = *made;
     f.self->send(q, ready_atom::value, std::string{"cpu"},
                  std::string{"w1.c1/cpu-0"}, slot);
     f.sched.run();

@@ -54,14 +54,9 @@ struct race {
   }
 
   job_record submit() {
-    f.self->send(q, submit_atom::value, noop());
-    f.sched.run();
-    job_record rec;
-    f.self->receive([&](job_record& r) { rec = std::move(r); },
-                    [](caf::error& err) { FAIL(describe(err)); },
-                    caf::after(std::chrono::seconds{1}) >>
-                        [] { FAIL("no answer to a submit"); });
-    return rec;
+    auto made = f.submit_to(q, noop());
+    REQUIRE(made);
+    return *made;
   }
 
   /// The slot offers itself; true if it was given `job_id`.

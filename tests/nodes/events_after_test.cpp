@@ -27,7 +27,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -42,15 +41,28 @@ constexpr uint32_t before_pages = paged_events_protocol - 1;
 /// "page <id> <after> <limit>".
 struct recorder {
   std::mutex mx;
+  std::condition_variable cv;
   std::vector<std::string> calls;
 
   void add(std::string call) {
     std::lock_guard<std::mutex> guard{mx};
     calls.push_back(std::move(call));
+    cv.notify_all();
+  }
+
+  /// Waits (at most 10 s) until `n` calls start with `prefix`.
+  bool wait_for(const std::string& prefix, size_t n) {
+    std::unique_lock<std::mutex> lock{mx};
+    return cv.wait_for(lock, 10s, [&] { return counted(prefix) >= n; });
   }
 
   size_t count_starting(const std::string& prefix) {
     std::lock_guard<std::mutex> guard{mx};
+    return counted(prefix);
+  }
+
+  /// (Under `mx`.)
+  size_t counted(const std::string& prefix) const {
     return static_cast<size_t>(
         std::count_if(calls.begin(), calls.end(), [&](const std::string& c) {
           return c.compare(0, prefix.size(), prefix) == 0;
@@ -307,22 +319,13 @@ TEST_CASE("a gateway node's pages of an older coordinator's log share one "
   // has handled the five before it (in order).
   self->send(api, events_atom::value, std::string{"j2-1"}, uint64_t{0},
              uint32_t{5});
-  auto asked = [&](const std::string& what, size_t n) {
-    auto until = std::chrono::steady_clock::now() + 10s;
-    while (f.rec->count_starting(what) < n) {
-      if (std::chrono::steady_clock::now() > until)
-        return false;
-      std::this_thread::sleep_for(5ms);
-    }
-    return true;
-  };
-  REQUIRE(asked("whole j2-1", 1));
+  REQUIRE(f.rec->wait_for("whole j2-1", 1));
   CHECK(f.rec->count_starting("whole j1-7") == 1);
   // At most max_whole_log_reads jobs at once: 2 so far, 30 more fit.
   for (size_t n = 0; n < node::max_whole_log_reads - 2; ++n)
     self->send(api, events_atom::value, "j3-" + std::to_string(n), uint64_t{0},
                uint32_t{5});
-  REQUIRE(asked("whole j3-", node::max_whole_log_reads - 2));
+  REQUIRE(f.rec->wait_for("whole j3-", node::max_whole_log_reads - 2));
   auto refused = error_of(self, api, "j4-1", 0, 5);
   INFO(describe(refused));
   CHECK(is(refused, errc::unavailable));
@@ -349,7 +352,7 @@ TEST_CASE("a gateway node's pages of an older coordinator's log share one "
   CHECK(f.rec->count_starting("whole j1-7") == 1);
   // Nothing in flight now: the next page reads the log again.
   self->send(api, events_atom::value, f.id, uint64_t{0}, uint32_t{3});
-  REQUIRE(asked("whole j1-7", 2));
+  REQUIRE(f.rec->wait_for("whole j1-7", 2));
   self->send(coordinator, ping_atom::value);
   std::vector<uint64_t> again;
   self->receive(

@@ -112,8 +112,14 @@ struct fixture {
   }
 
   caf::expected<job_record> submit(submit_request req) {
+    return submit_to(queue, std::move(req));
+  }
+
+  /// Submits `req` to `q` (another coordinator's queue, say).
+  caf::expected<job_record> submit_to(const queue_actor& q,
+                                      submit_request req) {
     caf::expected<job_record> out{caf::error{}};
-    self->send(queue, submit_atom::value, std::move(req));
+    self->send(q, submit_atom::value, std::move(req));
     sched.run();
     self->receive([&](job_record& rec) { out = std::move(rec); },
                   [&](caf::error& err) { out = std::move(err); },
