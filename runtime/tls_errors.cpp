@@ -10,7 +10,7 @@
 // without a certificate from the cluster's CA, a port scanner) left its
 // error there, and the next non-blocking read of a healthy connection that
 // merely wanted more data was taken for a failure: CAF dropped a joined
-// worker (tests/nodes/cluster_test.cpp, mutual TLS; found under
+// worker (tests/nodes/cluster_join_test.cpp, mutual TLS; found under
 // ThreadSanitizer, where the reconnects showed in the logs).
 //
 // These definitions live in the program (drover-node, droverctl, a worker

@@ -1,7 +1,8 @@
 // Tests of runtime/exec_policy: resolving programs against the allow-list,
 // reserved environment names, limits a job may only lower, and the
 // environment a program gets. The exec handler's use of them (what really
-// runs, with which limits) is tested in builtin_handlers_test.cpp.
+// runs, with which limits) is tested in builtin_handlers_control_test.cpp
+// and builtin_handlers_exec_test.cpp.
 
 #include "runtime/errors.hpp"
 #include "runtime/exec_policy.hpp"
