@@ -131,6 +131,15 @@ void request_adoption(link_actor self, const std::string& job_id,
               log::debug("node_link", log::job{job_id},
                          "an attempt offered by the node is not adopted here",
                          {{"attempt", attempt}, {"reason", describe(err)}});
+              if (i->second.lent_back && !i->second.held) {
+                // Still running on this share's slot, for another.
+                st.lent.emplace(std::make_pair(job_id, attempt),
+                                i->second.slot);
+                if (i->second.js)
+                  self->demonitor(i->second.js.address());
+                st.attempts.erase(i);
+                return;
+              }
               drop_attempt(self, job_id);
               return;
             }
@@ -151,6 +160,28 @@ void request_adoption(link_actor self, const std::string& job_id,
             i->second.expired = true;
             supersede(self, job_id, attempt);
           });
+}
+
+/// An attempt this coordinator handed over (in `lent`, on slot `index`)
+/// offered back by the node: asked to be adopted on that slot. A refusal
+/// (the partition is another's) puts it back in `lent`.
+void adopt_back(link_actor self, const running_attempt& ra, uint32_t index) {
+  auto& st = self->state;
+  st.lent.erase({ra.job_id, ra.attempt});
+  auto& slot = st.slots[index];
+  if (!slot.actor) // taken at a join, never offered
+    slot.actor = self->spawn(slot_impl, node_link_local{self}, index);
+  attempt_info a;
+  a.attempt = ra.attempt;
+  a.slot = index;
+  a.ttl_ms = st.cfg.lease_ttl.count();
+  a.expiry_ms = now_ms(self) + a.ttl_ms;
+  a.leased_ms = now_ms(self);
+  a.adopting = true;
+  a.offered = true;
+  a.lent_back = true;
+  st.attempts[ra.job_id] = a;
+  request_adoption(self, ra.job_id, ra.attempt);
 }
 
 } // namespace
@@ -237,6 +268,48 @@ bool adopt(link_actor self, const running_attempt& ra, bool offered = false) {
   return true;
 }
 
+/// Attempts this coordinator handed over that the node still runs on its
+/// share's workers, listed in a join (RegisterWorker.lent): unknown here
+/// when this coordinator restarted since (or its link was made again).
+/// Each takes a free real slot of its class, never offered, which stays
+/// taken until the node no longer lists it (on_handover_lists). Before, the
+/// restarted coordinator offered that slot, and the jobs it booked onto it
+/// waited in the node's buffer behind the handed-over attempt, however
+/// long it ran, while other nodes idled. Listing more attempts than there
+/// are free slots only idles the node's own slots.
+void keep_lent_slots(link_actor self,
+                     const std::vector<running_attempt>& lent) {
+  auto& st = self->state;
+  for (const auto& ra : lent) {
+    auto key = std::make_pair(ra.job_id, ra.attempt);
+    auto known = st.attempts.find(ra.job_id);
+    if (st.lent.count(key) > 0
+        || (known != st.attempts.end() && known->second.attempt == ra.attempt))
+      continue; // handed over through this link, or running here
+    auto free = std::find_if(st.slots.begin(), st.slots.end(), [&](auto& s) {
+      return s.job_id.empty() && s.resource_class == ra.resource_class
+             && !s.buffer && !s.borrowed && !s.announced && !s.withdrawing;
+    });
+    if (free == st.slots.end()) {
+      log::warn("node_link", log::job{ra.job_id},
+                "the node lists an attempt handed over from here on a slot "
+                "this coordinator does not have free: ignored",
+                {{"node", st.cfg.node_id},
+                 {"attempt", ra.attempt},
+                 {"class", ra.resource_class}});
+      continue;
+    }
+    free->job_id = ra.job_id;
+    st.lent.emplace(key, static_cast<uint32_t>(free - st.slots.begin()));
+    log::info("node_link", log::job{ra.job_id},
+              "the node still runs an attempt handed over from here: its "
+              "slot stays taken until it ends",
+              {{"node", st.cfg.node_id},
+               {"attempt", ra.attempt},
+               {"slot", free->worker_id}});
+  }
+}
+
 } // namespace
 
 void hand_over(link_actor self, uint32_t index, const std::string& job_id,
@@ -289,8 +362,15 @@ void on_handover_lists(link_actor self, const heartbeat& hb,
   // A node runs at most its own slots, whatever it offers: borrowed slots
   // in use are bounded (a node listing made-up attempts gets no more).
   for (const auto& ra : hb.offered) {
-    if (st.lent.count({ra.job_id, ra.attempt}) > 0)
-      continue; // handed over from here: not ours
+    auto lent = st.lent.find({ra.job_id, ra.attempt});
+    if (lent != st.lent.end()) {
+      // Handed over from here, and handed on by the coordinator that took
+      // it: back home if its partition is ours again, on the slot it never
+      // left (the node's agent for this coordinator is its lender).
+      if (st.attempts.count(ra.job_id) == 0)
+        adopt_back(self, ra, lent->second);
+      continue;
+    }
     auto i = st.attempts.find(ra.job_id);
     if (i == st.attempts.end()) {
       if (!ra.resource_class.empty() && !adopt(self, ra, true))
@@ -339,6 +419,8 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
   st.draining = reg.draining;
   st.joined_ms = now_ms(self);
   st.last_heartbeat_ms = st.joined_ms;
+  // First: each of these runs on one of this share's workers.
+  keep_lent_slots(self, reg.lent);
   std::set<std::string> listed;
   for (auto& ra : reg.running) {
     listed.insert(ra.job_id);

@@ -73,6 +73,7 @@ std::string node_json(link_actor self) {
   out += "],\"connected\":" + flag(st.connected) + ",\"draining\":"
          + flag(st.draining) + ",\"running\":" + std::to_string(running)
          + ",\"leases_in_flight\":" + std::to_string(st.attempts.size())
+         + ",\"lent\":" + std::to_string(st.lent.size())
          + ",\"last_heartbeat_ms_ago\":"
          + std::to_string(now - st.last_heartbeat_ms)
          + ",\"joined_ms_ago\":" + std::to_string(now - st.joined_ms)
@@ -114,6 +115,10 @@ tree_node describe_node(link_actor self) {
       if (i != st.attempts.end())
         job.last_exit = "attempt " + std::to_string(i->second.attempt)
                         + (i->second.expired ? " (lease lapsed)" : "");
+      for (const auto& [key, index] : st.lent)
+        if (key.first == slot.job_id && &st.slots[index] == &slot)
+          job.last_exit = "attempt " + std::to_string(key.second)
+                          + " (handed over: runs for another coordinator)";
       s.children.push_back(std::move(job));
     }
     n.children.push_back(std::move(s));

@@ -268,6 +268,14 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
            const std::string& worker_id, worker_actor slot, int64_t deadline_ms,
            bool wait_for_owner) {
   auto& st = self->state;
+  if (!slot) {
+    // Never from a link (each adopts onto a slot actor): a job supervisor
+    // on no worker would crash at its first send.
+    rp.deliver(make_error(errc::invalid_request,
+                          "attempt " + std::to_string(attempt) + " of job "
+                              + job_id + ": no slot to adopt it onto"));
+    return;
+  }
   if (deadline_ms > 0 && flow_now(self) > deadline_ms) {
     // The link stopped waiting (it stops the attempt on the node): the
     // attempt stays waiting for adoption, or is settled lost after its

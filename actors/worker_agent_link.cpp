@@ -114,6 +114,11 @@ register_worker registration(agent_actor self) {
     if (!r.superseded && !r.lent)
       reg.running.push_back(
           running_attempt{job_id, r.attempt, r.resource_class});
+    else if (r.lent && !r.superseded && !r.borrowed)
+      // Handed over by this coordinator and running on a worker of its
+      // share: a coordinator that restarted meanwhile must not book that
+      // slot. (A borrowed one lent on runs on another share's worker.)
+      reg.lent.push_back(running_attempt{job_id, r.attempt, r.resource_class});
   // Buffered leases are held too: their leases must survive a reconnect.
   for (auto& l : st.waiting)
     reg.running.push_back(

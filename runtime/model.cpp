@@ -217,7 +217,7 @@ auto fields(const register_worker& x) {
   return std::tie(x.node_id, x.worker_id, x.capacity, x.job_types, x.role,
                   x.proof, x.running, x.protocol_min, x.protocol_max,
                   x.prefetch, x.draining, x.resources, x.elastic,
-                  x.elastic_idle_ms);
+                  x.elastic_idle_ms, x.lent);
 }
 
 auto fields(const lease& x) {

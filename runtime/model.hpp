@@ -363,6 +363,10 @@ struct register_worker {
   /// and how long an unused slot stays; empty = off.
   std::vector<resource_capacity> elastic;
   uint32_t elastic_idle_ms = 0;
+  /// Attempts of this coordinator's share handed over to another one that
+  /// still run on the node's slots (with their class): their slots stay
+  /// taken (Heartbeat.lent keeps them so).
+  std::vector<running_attempt> lent;
 };
 
 /// One attempt handed to a worker.

@@ -70,6 +70,13 @@ struct RegisterWorker {
 
   elasticIdleMs @13 :UInt32;
   # How long an elastic slot stays unused before it is withdrawn.
+
+  lent @14 :List(RunningAttempt);
+  # Attempts this coordinator handed over (CoordinatorReply.handedOver)
+  # that still run on the node's slots of its share, with their resource
+  # class (as in Heartbeat.lent): a coordinator that restarted meanwhile
+  # keeps those slots taken until they are no longer listed, instead of
+  # booking jobs onto them.
 }
 
 struct Lease {

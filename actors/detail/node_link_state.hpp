@@ -73,6 +73,9 @@ struct attempt_info {
   /// Offered by the node (another coordinator handed it over): a refused
   /// adoption only forgets it (the node keeps offering it elsewhere).
   bool offered = false;
+  /// ...and it was handed over from here (in `lent`, on its own slot): a
+  /// refused adoption puts it back there, its slot still taken.
+  bool lent_back = false;
   std::optional<completion> held;
 };
 

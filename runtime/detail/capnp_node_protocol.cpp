@@ -53,6 +53,8 @@ void write(schema::RegisterWorker::Builder out, const register_worker& x) {
   if (!x.elastic.empty())
     write_list(out.initElastic(x.elastic.size()), x.elastic);
   out.setElasticIdleMs(x.elastic_idle_ms);
+  if (!x.lent.empty())
+    write_list(out.initLent(x.lent.size()), x.lent);
 }
 
 caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
@@ -77,6 +79,7 @@ caf::error read(schema::RegisterWorker::Reader in, register_worker& x,
   DROVER_TRY(
       read_list(in.getElastic(), x.elastic, "RegisterWorker.elastic", ctx));
   x.elastic_idle_ms = in.getElasticIdleMs();
+  DROVER_TRY(read_list(in.getLent(), x.lent, "RegisterWorker.lent", ctx));
   return read_list(in.getRunning(), x.running, "RegisterWorker.running", ctx);
 }
 

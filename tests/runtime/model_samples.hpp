@@ -239,6 +239,7 @@ inline register_worker registration() {
   x.resources = {{"memory_gb", 64}, {"scratch_gb", 500}};
   x.elastic = {capacity("cpu", 2)};
   x.elastic_idle_ms = 30000;
+  x.lent = {running_attempt{"job-2", 1, "cpu"}};
   return x;
 }
 
