@@ -121,6 +121,20 @@ caf::error check_registration(const register_worker& reg) {
   }
   if (total > 4096)
     return bad("at most 4096 slots per worker node");
+  // Lent attempts each hold one of the node's own slots of their class, so
+  // a node lists at most one per slot, each a job once.
+  if (reg.lent.size() > total)
+    return bad("more lent attempts than slots");
+  std::set<std::string> lent_jobs;
+  for (auto& ra : reg.lent) {
+    if (!plausible_name(ra.job_id, 128) || !lent_jobs.insert(ra.job_id).second)
+      return bad("lent attempts name distinct job ids");
+    bool known = false;
+    for (auto& cap : reg.capacity)
+      known = known || cap.resource_class == ra.resource_class;
+    if (!known)
+      return bad("a lent attempt's class is not one of the node's");
+  }
   if (reg.prefetch > 1024)
     return bad("prefetch must be at most 1024 per class");
   total += uint64_t{reg.prefetch} * reg.capacity.size();

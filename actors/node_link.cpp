@@ -108,6 +108,15 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
       continue;
     }
     i->second.expiry_ms = now + std::max(i->second.ttl_ms, int64_t{1});
+    if (!i->second.adopting) {
+      // Adopted from an offer and claimed by the node (it runs here now):
+      // from here on like any attempt of this link, so a refused
+      // re-adoption (the queue restarted) supersedes it rather than
+      // forgetting it while it runs, and an adopted-back one no longer
+      // goes back to the lent ones.
+      i->second.offered = false;
+      i->second.lent_back = false;
+    }
   }
   // Leases the node refused for their stale partition epoch (this
   // coordinator was deposed and has not noticed yet): not run there, so

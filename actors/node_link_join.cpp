@@ -280,10 +280,11 @@ bool adopt(link_actor self, const running_attempt& ra, bool offered = false) {
 void keep_lent_slots(link_actor self,
                      const std::vector<running_attempt>& lent) {
   auto& st = self->state;
+  size_t ignored = 0;
   for (const auto& ra : lent) {
     auto key = std::make_pair(ra.job_id, ra.attempt);
     auto known = st.attempts.find(ra.job_id);
-    if (st.lent.count(key) > 0
+    if (ra.job_id.empty() || st.lent.count(key) > 0
         || (known != st.attempts.end() && known->second.attempt == ra.attempt))
       continue; // handed over through this link, or running here
     auto free = std::find_if(st.slots.begin(), st.slots.end(), [&](auto& s) {
@@ -291,12 +292,7 @@ void keep_lent_slots(link_actor self,
              && !s.buffer && !s.borrowed && !s.announced && !s.withdrawing;
     });
     if (free == st.slots.end()) {
-      log::warn("node_link", log::job{ra.job_id},
-                "the node lists an attempt handed over from here on a slot "
-                "this coordinator does not have free: ignored",
-                {{"node", st.cfg.node_id},
-                 {"attempt", ra.attempt},
-                 {"class", ra.resource_class}});
+      ++ignored;
       continue;
     }
     free->job_id = ra.job_id;
@@ -308,6 +304,11 @@ void keep_lent_slots(link_actor self,
                {"attempt", ra.attempt},
                {"slot", free->worker_id}});
   }
+  if (ignored > 0)
+    log::warn("node_link",
+              "the node lists attempts handed over from here on slots this "
+              "coordinator does not have free: ignored",
+              {{"node", st.cfg.node_id}, {"attempts", ignored}});
 }
 
 } // namespace

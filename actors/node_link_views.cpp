@@ -8,6 +8,8 @@
 
 #include <caf/send.hpp>
 
+#include <map>
+
 namespace drover::detail {
 
 /// One slot of a worker node (see actors/detail/node_link_state.hpp).
@@ -101,6 +103,9 @@ tree_node describe_node(link_actor self) {
   n.last_exit = "last heartbeat " + std::to_string(now - st.last_heartbeat_ms)
                 + " ms ago, " + std::to_string(st.attempts.size())
                 + " leases in flight" + (st.connected ? "" : ", disconnected");
+  std::map<uint32_t, uint32_t> lent_on; // slot -> attempt handed over
+  for (const auto& [key, index] : st.lent)
+    lent_on.emplace(index, key.second);
   for (auto& slot : st.slots) {
     tree_node s;
     s.name = slot.worker_id;
@@ -115,10 +120,10 @@ tree_node describe_node(link_actor self) {
       if (i != st.attempts.end())
         job.last_exit = "attempt " + std::to_string(i->second.attempt)
                         + (i->second.expired ? " (lease lapsed)" : "");
-      for (const auto& [key, index] : st.lent)
-        if (key.first == slot.job_id && &st.slots[index] == &slot)
-          job.last_exit = "attempt " + std::to_string(key.second)
-                          + " (handed over: runs for another coordinator)";
+      auto l = lent_on.find(static_cast<uint32_t>(&slot - st.slots.data()));
+      if (l != lent_on.end())
+        job.last_exit = "attempt " + std::to_string(l->second)
+                        + " (handed over: runs for another coordinator)";
       s.children.push_back(std::move(job));
     }
     n.children.push_back(std::move(s));

@@ -195,6 +195,7 @@ void hello(agent_actor self, uint64_t gen) {
   auto& st = self->state;
   auto reg = registration(self);
   reg.running.clear();
+  reg.lent.clear();
   self->request(st.endpoint, std::chrono::seconds{10}, hello_atom::value, reg)
       .then(
           [self, gen](coordinator_reply& r) {

@@ -14,16 +14,23 @@
 //   partition is that coordinator's again, it adopts the attempt on the
 //   slot it runs on; if not, the slot stays taken.
 //
-// The coordinator is real (drover-node on the test's PostgreSQL). The
-// worker node is played by this test over CAF: a join listing a lent
-// attempt, or a heartbeat offering it back, is what a real node sends only
-// after hand-offs and restarts timed around a running attempt.
+// The node side: a real worker node (drover-node --roles worker) whose
+// coordinator, played by this test (support/stand_in_coordinator.hpp),
+// hands its running attempt over and restarts, lists the attempt in its
+// next join.
+//
+// The coordinator side: the coordinator is real (drover-node on the test's
+// PostgreSQL), and the worker node is played by this test over CAF: a join
+// listing a lent attempt, or a heartbeat offering it back, is what a real node
+// sends only after hand-offs and restarts timed around a running attempt.
 
 #include "runtime/cluster_protocol.hpp"
 #include "runtime/join_proof.hpp"
 #include "runtime/type_ids.hpp"
 #include "support/cluster.hpp"
 #include "support/process.hpp"
+#include "support/stand_in_coordinator.hpp"
+#include "support/time_scale.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -49,6 +56,7 @@ using namespace drover;
 using namespace std::chrono_literals;
 using drover::testing::droverctl;
 using drover::testing::poll_until;
+using drover::testing::time_scale;
 using namespace drover::testing::cluster_harness;
 
 namespace {
@@ -257,6 +265,35 @@ std::string nodes_view(cluster& c) {
   return out;
 }
 
+/// Whether the node's view shows `needle` within a few seconds (a
+/// heartbeat's offer makes a moment in which it does not).
+bool view_shows(cluster& c, const std::string& needle) {
+  std::string last;
+  bool shown = poll_until(
+      [&] {
+        last = nodes_view(c);
+        return last.find(needle) != std::string::npos;
+      },
+      5s, 50ms);
+  INFO(last);
+  return shown;
+}
+
+/// What the coordinator answers a hello of `reg` (the join is refused for
+/// the same reasons): an error, or none.
+std::string hello_refusal(caf::actor_system& sys, uint16_t port,
+                          const register_worker& reg) {
+  auto endpoint
+      = sys.middleman().remote_actor<cluster_endpoint_actor>("127.0.0.1", port);
+  REQUIRE(endpoint);
+  caf::scoped_actor self{sys};
+  std::string refusal;
+  self->request(*endpoint, 10s, hello_atom::value, reg)
+      .receive([](coordinator_reply&) {},
+               [&](caf::error& err) { refusal = sys.render(err); });
+  return refusal;
+}
+
 std::string job_json(cluster& c, const std::string& job) {
   auto [rc, out] = droverctl({"get", job, "--port", c.admin, "--json"});
   REQUIRE(rc == 0);
@@ -275,15 +312,33 @@ TEST_CASE("a coordinator keeps the slot of an attempt it handed over, listed "
   // restarted; the node offers it back too, and the coordinator refuses it
   // (the job is not this coordinator's to adopt): the slot stays taken.
   const running_attempt handed_over{"handed-over-job", 4, "cpu"};
+  // A node cannot list what holds no slot of its own: an empty job id (a
+  // slot taken by it stays free, and each such entry would free it again),
+  // a class it does not have, more than its slots.
+  {
+    register_worker bad;
+    bad.node_id = "lent-probe";
+    bad.role = "worker";
+    bad.protocol_min = cluster_protocol_min;
+    bad.protocol_max = cluster_protocol_max;
+    bad.capacity = {resource_capacity{"cpu", 1}};
+    bad.job_types = {"sleep"};
+    for (auto lent :
+         {std::vector<running_attempt>{{"", 1, "cpu"}},
+          std::vector<running_attempt>{{"j", 1, "gpu"}},
+          std::vector<running_attempt>{{"j", 1, "cpu"}, {"k", 1, "cpu"}}}) {
+      bad.lent = lent;
+      auto refusal = hello_refusal(f.sys, c.cluster_port, bad);
+      INFO(refusal);
+      CHECK(refusal.find("invalid_request") != std::string::npos);
+    }
+  }
   node.side->says({}, {handed_over}, {handed_over});
   node.join(c.cluster_port, {handed_over});
-  // Each heartbeat's offer is refused at once (the queue answers before the
-  // next beat), and the attempt goes back to the lent ones.
-  node.beats(2);
-  auto view = nodes_view(c);
-  INFO(view);
-  CHECK(view.find(R"("running":1,"leases_in_flight":0,"lent":1)")
-        != std::string::npos);
+  // Each heartbeat's offer is asked of the queue and refused (the attempt
+  // shows as a lease in flight meanwhile), and the attempt goes back to the
+  // lent ones.
+  CHECK(view_shows(c, R"("running":1,"leases_in_flight":0,"lent":1)"));
 
   auto job = c.submit(50);
   // Four heartbeats answered after the submit, each listing the attempt:
@@ -293,8 +348,7 @@ TEST_CASE("a coordinator keeps the slot of an attempt it handed over, listed "
   node.beats(4);
   CHECK(node.side->received().empty());
   CHECK(job_json(c, job).find(R"("status":"queued")") != std::string::npos);
-  view = nodes_view(c);
-  CHECK(view.find(R"("leases_in_flight":0,"lent":1)") != std::string::npos);
+  CHECK(view_shows(c, R"("leases_in_flight":0,"lent":1)"));
 
   // The attempt ended on the node: no longer listed, its slot is free
   // again and takes the job.
@@ -303,8 +357,7 @@ TEST_CASE("a coordinator keeps the slot of an attempt it handed over, listed "
   auto got = node.side->received();
   REQUIRE(got.size() == 1);
   CHECK(got.front().job_id == job);
-  view = nodes_view(c);
-  CHECK(view.find(R"("leases_in_flight":1,"lent":0)") != std::string::npos);
+  CHECK(view_shows(c, R"("leases_in_flight":1,"lent":0)"));
 }
 
 TEST_CASE("an attempt a coordinator handed over comes back to it on its own "
@@ -371,4 +424,61 @@ TEST_CASE("an attempt a coordinator handed over comes back to it on its own "
   CHECK(out.find(R"("attempt":)" + std::to_string(attempt.attempt))
         != std::string::npos);
   CHECK(out.find(R"("lost_count":0)") != std::string::npos);
+}
+
+TEST_CASE("a worker node lists the attempts its coordinator handed over in "
+          "its next join",
+          "[pg][cluster][process]") {
+  cluster c; // its database stays unused: the coordinator is the test's
+  drover::testing::stand_in::stand_in_coordinator coord{c.cluster_port};
+  c.start_worker("w1", {"--slots", "cpu=1"});
+  auto& seen = *coord.seen;
+  REQUIRE(poll_until(
+      [&] {
+        std::lock_guard<std::mutex> guard{seen.mx};
+        return seen.joins.size() == 1;
+      },
+      10s));
+  auto long_run = drover::testing::stand_in::sleep_lease("long", 2, 1);
+  long_run.spec.input = "{\"ms\":" + std::to_string(60000 * time_scale()) + "}";
+  lease_batch batch;
+  batch.leases = {long_run};
+  seen.send(std::move(batch));
+  REQUIRE(poll_until(
+      [&] {
+        std::lock_guard<std::mutex> guard{seen.mx};
+        return seen.running.count(long_run.job_id) == 1;
+      },
+      10s));
+  // Its partition goes to another coordinator: the node runs it on, lent.
+  {
+    std::lock_guard<std::mutex> guard{seen.mx};
+    seen.hand_over.push_back(running_attempt{long_run.job_id, 1, {}});
+  }
+  REQUIRE(poll_until(
+      [&] {
+        std::lock_guard<std::mutex> guard{seen.mx};
+        return seen.lent.count(long_run.job_id) == 1;
+      },
+      10s));
+  // The coordinator restarts (its link ends): the node joins again and
+  // lists the attempt as lent, with its class, not as running.
+  {
+    std::lock_guard<std::mutex> guard{seen.mx};
+    seen.drop_link = true;
+  }
+  REQUIRE(poll_until(
+      [&] {
+        std::lock_guard<std::mutex> guard{seen.mx};
+        return seen.joins.size() == 2;
+      },
+      20s));
+  std::lock_guard<std::mutex> guard{seen.mx};
+  auto& again = seen.joins.back();
+  INFO(drover::testing::tail_of(c.logs.path() + "/w1.log"));
+  CHECK(again.lent
+        == std::vector<running_attempt>{
+            running_attempt{long_run.job_id, 1, "cpu"}});
+  for (const auto& ra : again.running)
+    CHECK(ra.job_id != long_run.job_id);
 }
