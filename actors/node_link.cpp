@@ -166,11 +166,12 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
     // TTL. Only leases sent before the node said it drains: it had them
     // before any later heartbeat (one connection, in order), while a lease
     // sent at the same moment may still be on its way and is left to the
-    // TTL.
+    // TTL. An attempt adopted from an offer and not claimed yet is listed
+    // as offered or lent, not as running: not handed back.
     for (auto& [job_id, a] : st.attempts) {
       if (listed.count(job_id) > 0 || unacked.count(job_id) > 0 || a.expired
-          || a.completing || a.js_gone || a.adopting || st.drain_started_ms == 0
-          || a.leased_ms >= st.drain_started_ms)
+          || a.completing || a.js_gone || a.adopting || a.offered
+          || st.drain_started_ms == 0 || a.leased_ms >= st.drain_started_ms)
         continue;
       log::info("node_link", log::job{job_id},
                 "a draining node handed the attempt back; it runs again",
