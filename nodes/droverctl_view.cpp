@@ -363,13 +363,14 @@ std::string nodes_text(const std::string& text) {
     return text + '\n';
   auto doc = parsed.root();
   std::string out;
-  std::vector<std::vector<std::string>> rows{{"NODE", "ROLE", "CONNECTED",
-                                              "SLOTS", "RESOURCES", "RUNNING",
-                                              "LEASES", "HEARTBEAT", "JOINED"}};
+  std::vector<std::vector<std::string>> rows{
+      {"NODE", "ROLE", "CONNECTED", "SLOTS", "RESOURCES", "RUNNING", "LEASES",
+       "LENT", "HEARTBEAT", "JOINED"}};
   for (auto n : items(doc, "nodes")) {
     auto role = field(n, "role");
     bool worker = role == "worker";
     auto connected = field(n, "connected");
+    auto lent = field(n, "lent"); // none from an older coordinator
     if (worker && field(n, "draining") == "yes")
       connected += " (draining)";
     rows.push_back({field(n, "node"), role, worker ? connected : "-",
@@ -377,6 +378,7 @@ std::string nodes_text(const std::string& text) {
                     worker ? counts(n, "resources") : "-",
                     worker ? field(n, "running") : "-",
                     worker ? field(n, "leases_in_flight") : "-",
+                    worker && !lent.empty() ? lent : "-",
                     worker ? ago(n, "last_heartbeat_ms_ago") : "-",
                     ago(n, "joined_ms_ago")});
   }

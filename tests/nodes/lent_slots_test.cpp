@@ -342,6 +342,12 @@ TEST_CASE("a coordinator keeps the slot of an attempt it handed over, listed "
   // shows as a lease in flight meanwhile), and the attempt goes back to the
   // lent ones.
   CHECK(view_shows(c, R"("running":1,"leases_in_flight":0,"lent":1)"));
+  {
+    auto [rc, table] = droverctl({"nodes", "--port", c.admin});
+    INFO(table);
+    CHECK(rc == 0);
+    CHECK(table.find(" LENT ") != std::string::npos);
+  }
 
   auto job = c.submit(50);
   // Four heartbeats answered after the submit, each listing the attempt:
