@@ -282,16 +282,20 @@ void merge_views(self_ptr self, const state_ptr& st, const Send& send,
       [st](std::map<size_t, view_part>& parts, std::string& json, size_t i) {
         parts[i] = view_part{st->addresses[i], std::move(json)};
       },
-      [rp, merge](caf::expected<std::map<size_t, view_part>> x) mutable {
+      [st, rp, merge](caf::expected<std::map<size_t, view_part>> x) mutable {
         if (!x) {
           rp.deliver(std::move(x.error()));
           return;
         }
         std::vector<view_part> parts;
+        std::vector<std::string> unreached;
+        for (size_t i = 0; i < st->addresses.size(); ++i)
+          if (x->count(i) == 0)
+            unreached.push_back(st->addresses[i]);
         for (auto& [i, part] : *x)
           parts.push_back(std::move(part));
         if (auto whole = merge(parts))
-          rp.deliver(std::move(*whole));
+          rp.deliver(with_unreached(std::move(*whole), unreached));
         else
           rp.deliver(make_error(errc::unavailable,
                                 "a coordinator answered a view the gateway "

@@ -305,6 +305,18 @@ guarded(std::optional<std::string> (*merge)(const std::vector<view_part>&),
 
 } // namespace
 
+std::string with_unreached(std::string merged,
+                           const std::vector<std::string>& unreached) {
+  if (merged.size() < 2 || merged.back() != '}')
+    return merged; // not an object: left as it is
+  merged.pop_back();
+  merged += std::string{merged.size() > 1 ? "," : ""}
+            + "\"unreached_coordinators\":[";
+  for (size_t i = 0; i < unreached.size(); ++i)
+    merged += (i > 0 ? "," : "") + json_quote(unreached[i]);
+  return merged + "]}";
+}
+
 std::optional<std::string>
 merge_nodes_views(const std::vector<view_part>& parts) {
   return guarded(nodes_merged, parts);

@@ -45,4 +45,11 @@ merge_nodes_views(const std::vector<view_part>& parts);
 std::optional<std::string>
 merge_flow_views(const std::vector<view_part>& parts);
 
+/// `merged` (a merged view's JSON object) with an "unreached_coordinators"
+/// member: the addresses of the gateway's coordinators that are in none of
+/// its parts (not joined at the moment), so that a view missing some is
+/// never taken for the whole (empty when none is missing).
+std::string with_unreached(std::string merged,
+                           const std::vector<std::string>& unreached);
+
 } // namespace drover

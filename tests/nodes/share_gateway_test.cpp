@@ -291,6 +291,17 @@ TEST_CASE("a sharing gateway with a paused coordinator in its list serves the "
                > 0;
       },
       30s));
+  // Its merged views say they lack c3's part (before: the same answer as
+  // a whole view).
+  http_client http{http_port_of(*ready)};
+  for (const auto* view : {"/api/admin/nodes", "/api/admin/flow"}) {
+    auto res = http.get(view);
+    INFO(view << ": " << res.body);
+    REQUIRE(res.status == 200);
+    auto unreached = body_of(res)["unreached_coordinators"];
+    REQUIRE(unreached.size() == 1);
+    CHECK(unreached[0].str() == c3);
+  }
   gw.signal(SIGTERM);
   auto st = gw.wait_exit(15s);
   s.nodes["c3"]->signal(SIGCONT);

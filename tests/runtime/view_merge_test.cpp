@@ -141,3 +141,21 @@ TEST_CASE("a sharing gateway's view merge refuses numbers JSON cannot hold "
   deep += "}]}";
   CHECK_FALSE(merge_nodes_views({{"a:1", deep}}));
 }
+
+TEST_CASE("a sharing gateway's merged view names the coordinators it has no "
+          "part from",
+          "[view_merge]") {
+  auto merged = merge_nodes_views({{"a:1", R"({"nodes":[]})"}});
+  REQUIRE(merged);
+  auto some = with_unreached(*merged, {"10.0.0.7:7420", "b\"c:1"});
+  auto v = json_value::parse(some);
+  CHECK(v["nodes"].size() == 0);
+  REQUIRE(v["unreached_coordinators"].size() == 2);
+  CHECK(v["unreached_coordinators"][0].str() == "10.0.0.7:7420");
+  CHECK(v["unreached_coordinators"][1].str() == "b\"c:1");
+  // None missing: the member is there, empty (a reader can rely on it).
+  CHECK(with_unreached(*merged, {})
+        == R"({"nodes":[],"unreached_coordinators":[]})");
+  CHECK(with_unreached("{}", {"a:1"})
+        == R"({"unreached_coordinators":["a:1"]})");
+}
