@@ -6,7 +6,8 @@
 // runs, as with one coordinator; with several, a job of the type also needs
 // a permit from PostgreSQL before it takes its slot. Jobs wait behind the
 // key as before (parked, in order); the queue asks for permits for them
-// (new ones for as many as its own slots leave room for, in order) and
+// (new ones for as many as its own slots leave room for, and no more than
+// it has workers for them, busy or idle, less those taken, in order) and
 // wakes those granted, in order, past the ones refused: a job that holds a
 // permit from before (it left for a rate limit or a breaker and came back
 // behind others) is found held wherever it waits, and runs. Nothing is given
@@ -42,6 +43,26 @@ void arm_ask(self_ptr self, const std::string& key, int64_t delay_ms,
   else
     self->delayed_send(self, std::chrono::milliseconds{delay_ms},
                        permit_atom::value, key, line.armed);
+}
+
+/// The workers (slots) of this coordinator, busy or idle, that could run
+/// one of `waiting`: of its resource class, taking its type.
+size_t capable_workers(const queue_state& st,
+                       const std::deque<parked_entry>& waiting) {
+  std::set<std::pair<std::string, std::string>> wanted; // (class, type)
+  for (const auto& pe : waiting)
+    wanted.emplace(pe.resource_class, pe.type);
+  size_t n = 0;
+  for (const auto& [addr, w] : st.workers) {
+    for (const auto& [cls, type] : wanted)
+      if (cls == w.resource_class
+          && (w.types.empty()
+              || std::binary_search(w.types.begin(), w.types.end(), type))) {
+        ++n;
+        break;
+      }
+  }
+  return n;
 }
 
 } // namespace
@@ -137,7 +158,18 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
   auto taken = st.concurrency.running(key) + line.granted.size();
   if (taken >= limit)
     return; // our own slots are full or granted: the next end asks again
-  auto most_new = static_cast<uint32_t>(limit - taken);
+  // No more new permits than this coordinator has workers for the waiting
+  // jobs (busy or idle): one with no worker that can run them asks for none
+  // and is no waiter, so that it never holds permits the others' workers
+  // could use (with a limit of N, N jobs waiting where nothing runs them
+  // would stop the type everywhere). Asked again while they wait.
+  auto capable = capable_workers(st, p->second);
+  if (capable == 0) {
+    arm_ask(self, key, refused_delay_ms);
+    return;
+  }
+  auto most_new = static_cast<uint32_t>(
+      std::min<size_t>(limit - taken, capable > taken ? capable - taken : 0));
   // Every waiting job (a job may wait twice, a recovery page and its submit
   // having raced), so that those holding a permit are found wherever they
   // wait; new permits go to the first.

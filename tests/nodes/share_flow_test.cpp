@@ -276,3 +276,59 @@ TEST_CASE("a job granted a permit that waits at a rate limit meanwhile "
   c.check_all_done_once(jobs, 90s);
   CHECK(most_attempts_at_once(c.url(), jobs) == 1);
 }
+
+TEST_CASE("a sharing coordinator asks for no more permits of a limited "
+          "type than it has workers for its jobs",
+          "[pg][cluster][process][share][flow]") {
+  cluster c;
+  sharing s{c};
+  // The type's limit is 4 for both together. c1 has four local slots; c2
+  // runs its jobs on one worker node with one slot.
+  s.start("c1", true, {"--concurrency-limit", "sleep=4"});
+  s.start("c2", false, {"--concurrency-limit", "sleep=4"});
+  INFO(s.logs_of({"c1", "c2", "w2"}));
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 20s));
+  auto quoted = [](const std::vector<std::string>& ids) {
+    std::string in;
+    for (const auto& id : ids)
+      in += (in.empty() ? "'" : ",'") + id + "'";
+    return in;
+  };
+  auto held_by = [&](const std::vector<std::string>& ids) {
+    return scalar(c.url(), "SELECT count(*) FROM drover.concurrency_permits "
+                           "WHERE job_id IN ("
+                               + quoted(ids) + ")");
+  };
+  auto finished = [&](const std::vector<std::string>& ids) {
+    return scalar(c.url(), "SELECT count(*) FROM drover.jobs WHERE job_id IN ("
+                               + quoted(ids)
+                               + ") AND final_status IS NOT NULL");
+  };
+  // c2's jobs come first, and wait for its worker node: when its one slot
+  // comes, every one of them is tried on it and waits behind the type's
+  // key. Before, c2 then took four permits at once (one to run, three to
+  // wait for its one slot), and c1's jobs waited for c2 to run its jobs
+  // one by one.
+  std::vector<std::string> of_c2;
+  for (int i = 0; i < 6; ++i)
+    of_c2.push_back(s.submit("c2", 1500));
+  s.start_worker("w2", {"c2"}, "cpu=1");
+  REQUIRE(s.nodes.at("w2")->wait_for_line("joined the coordinator", 20s));
+  REQUIRE(poll_until([&] { return held_by(of_c2) > 0; }, 20s));
+  std::vector<std::string> of_c1;
+  for (int i = 0; i < 3; ++i)
+    of_c1.push_back(s.submit("c1", 200));
+  int64_t most_held = 0;
+  REQUIRE(poll_until(
+      [&] {
+        most_held = std::max(most_held, held_by(of_c2));
+        return finished(of_c1) == 3;
+      },
+      60s));
+  INFO("c2's jobs finished meanwhile: " << finished(of_c2));
+  CHECK(most_held == 1);
+  // c1's ran while c2's were still going (c2 runs one at a time).
+  CHECK(finished(of_c2) < 6);
+  for (const auto& id : of_c1)
+    CHECK(c.events(id, started_kind) == 1);
+}
