@@ -284,7 +284,7 @@ phase_result run_phase(const options& opt, const std::string& tag,
     std::cerr << "  " << tag << ": " << stats->joined << " nodes joined in "
               << res.join_s << " s" << std::endl;
     if (jobs == 0) {
-      auto nodes = ctl(opt, coord->admin_port, "nodes");
+      auto nodes = ctl(opt, coord->admin_port, "nodes --json");
       res.admin_connected = count_of(nodes, "\"connected\":true");
       if (res.admin_connected != workers)
         fail("the admin node list shows " + std::to_string(res.admin_connected)
