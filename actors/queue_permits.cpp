@@ -19,6 +19,9 @@
 
 #include "actors/detail/queue_state.hpp"
 
+#include <map>
+#include <set>
+
 namespace drover::queue_detail {
 
 namespace {
@@ -45,24 +48,47 @@ void arm_ask(self_ptr self, const std::string& key, int64_t delay_ms,
                        permit_atom::value, key, line.armed);
 }
 
-/// The workers (slots) of this coordinator, busy or idle, that could run
-/// one of `waiting`: of its resource class, taking its type.
-size_t capable_workers(const queue_state& st,
-                       const std::deque<parked_entry>& waiting) {
+/// Per resource class of the jobs waiting behind `key`, how many more of
+/// them this coordinator could run now or as soon as its workers free: its
+/// workers (slots, busy or idle) of the class that take the jobs' type, less
+/// its attempts of the key running on those workers and its grants of the
+/// class not started yet. Attempts on slots the queue was never offered
+/// (adopted after a restart) are not subtracted: their slots are not
+/// counted either.
+std::map<std::string, size_t>
+worker_budget(const queue_state& st, const std::string& key,
+              const std::deque<parked_entry>& line,
+              const permit_line& permits) {
+  std::map<std::string, size_t> budget; // class -> workers, then budget
   std::set<std::pair<std::string, std::string>> wanted; // (class, type)
-  for (const auto& pe : waiting)
+  for (const auto& pe : line)
     wanted.emplace(pe.resource_class, pe.type);
-  size_t n = 0;
-  for (const auto& [addr, w] : st.workers) {
+  std::set<caf::actor_addr> capable;
+  for (const auto& [addr, w] : st.workers)
     for (const auto& [cls, type] : wanted)
       if (cls == w.resource_class
           && (w.types.empty()
               || std::binary_search(w.types.begin(), w.types.end(), type))) {
-        ++n;
+        ++budget[cls];
+        capable.insert(addr);
         break;
       }
+  auto spend = [&budget](const std::string& cls) {
+    auto b = budget.find(cls);
+    if (b != budget.end() && b->second > 0)
+      --b->second;
+  };
+  for (const auto& [job_id, r] : st.running) {
+    bool of_key = false;
+    for (size_t i = 0; i < r.slots.size; ++i)
+      of_key = of_key || r.slots.key[i] == key;
+    if (of_key && capable.count(r.worker.address()) > 0)
+      spend(r.resource_class);
   }
-  return n;
+  for (const auto& pe : line)
+    if (permits.granted.count(pe.entry.job_id) > 0)
+      spend(pe.resource_class);
+  return budget;
 }
 
 } // namespace
@@ -158,30 +184,39 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
   auto taken = st.concurrency.running(key) + line.granted.size();
   if (taken >= limit)
     return; // our own slots are full or granted: the next end asks again
-  // No more new permits than this coordinator has workers for the waiting
-  // jobs (busy or idle): one with no worker that can run them asks for none
-  // and is no waiter, so that it never holds permits the others' workers
-  // could use (with a limit of N, N jobs waiting where nothing runs them
-  // would stop the type everywhere). Asked again while they wait.
-  auto capable = capable_workers(st, p->second);
-  if (capable == 0) {
+  // New permits only for jobs this coordinator has workers for (busy or
+  // idle, less those its running and granted jobs of the key use), first
+  // come first: one that has none asks for none and is no waiter, so that
+  // it never holds permits the others' idle workers could use. Asked again
+  // while they wait (an attempt of the key ending here asks at once).
+  auto budget = worker_budget(st, key, p->second, line);
+  // The jobs given new permits first, in order, then every other waiting
+  // job (a job may wait twice, a recovery page and its submit having
+  // raced), so that those holding a permit are found wherever they wait.
+  std::vector<std::string> ids;
+  std::vector<std::string> rest;
+  std::unordered_set<std::string> named;
+  for (const auto& pe : p->second) {
+    if (ids.size() + rest.size() >= most_ids)
+      break;
+    if (line.granted.count(pe.entry.job_id) > 0
+        || !named.insert(pe.entry.job_id).second)
+      continue;
+    auto b = budget.find(pe.resource_class);
+    if (b != budget.end() && b->second > 0) {
+      --b->second;
+      ids.push_back(pe.entry.job_id);
+    } else {
+      rest.push_back(pe.entry.job_id);
+    }
+  }
+  auto most_new
+      = static_cast<uint32_t>(std::min<size_t>(limit - taken, ids.size()));
+  if (most_new == 0) {
     arm_ask(self, key, refused_delay_ms);
     return;
   }
-  auto most_new = static_cast<uint32_t>(
-      std::min<size_t>(limit - taken, capable > taken ? capable - taken : 0));
-  // Every waiting job (a job may wait twice, a recovery page and its submit
-  // having raced), so that those holding a permit are found wherever they
-  // wait; new permits go to the first.
-  std::vector<std::string> ids;
-  std::unordered_set<std::string> named;
-  for (const auto& pe : p->second) {
-    if (ids.size() >= most_ids)
-      break;
-    if (line.granted.count(pe.entry.job_id) == 0
-        && named.insert(pe.entry.job_id).second)
-      ids.push_back(pe.entry.job_id);
-  }
+  ids.insert(ids.end(), rest.begin(), rest.end());
   line.asking = true;
   self->request(st.deps.store, store_timeout, permit_atom::value, key, limit,
                 most_new, std::move(ids))

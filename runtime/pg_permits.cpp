@@ -21,8 +21,9 @@
 // under a transaction-scoped advisory lock of the key, so two coordinators
 // granting the same key count each other's grants.
 //
-// Fairness between coordinators: one refused (fully or in part) records
-// the first job it has waiting (drover.concurrency_waiters); a grant to
+// Fairness between coordinators: one refused a permit it asked for (within
+// `most_new`: the jobs it has workers for) records the first such job
+// (drover.concurrency_waiters); a grant to
 // another coordinator leaves one permit free for each such waiter whose
 // job was submitted before the asker's first (job ids sort by submission),
 // so a coordinator that keeps completing and asking again does not starve
@@ -147,13 +148,22 @@ session::grant_permits(const std::string& type, const std::string& tenant,
   array_param parts{array_param::element::int4};
   array_param epochs{array_param::element::int8};
   size_t grants = 0;
+  // The first job refused a permit it asked for because the limit is used
+  // up: this coordinator's waiter. Jobs beyond `most_new` (named only so
+  // that held ones are found) wait for nothing from the others.
+  const std::string* first_refused = nullptr;
   for (size_t i = 0; i < asking.size(); ++i) {
     if (holding.count(asking[i]) > 0) {
       out.push_back(asking[i]); // held already (an answer lost, asked again)
       continue;
     }
-    if (counted + grants >= limit || grants >= most_new)
+    if (grants >= most_new)
       continue;
+    if (counted + grants >= limit) {
+      if (first_refused == nullptr)
+        first_refused = &asking[i];
+      continue;
+    }
     ids.text(asking[i]);
     parts.int32(partitions[i]);
     epochs.int64(fence_->epoch_of(partitions[i]));
@@ -176,17 +186,9 @@ session::grant_permits(const std::string& type, const std::string& tenant,
     for (int row = 0; row < res->rows(); ++row)
       out.emplace_back(res->value(row, 0));
   }
-  // Still waiting (some not granted): the first of them is this
-  // coordinator's waiter; else it waits no more.
-  const std::string* first_left = nullptr;
-  {
-    std::unordered_set<std::string> got(out.begin(), out.end());
-    for (const auto& id : asking)
-      if (got.count(id) == 0) {
-        first_left = &id;
-        break;
-      }
-  }
+  // Refused one it asked for: this coordinator waits (its first refused
+  // job is its waiter); else it waits no more.
+  const std::string* first_left = first_refused;
   auto waiter
       = first_left != nullptr
             ? conn_.exec(
