@@ -125,6 +125,14 @@ std::string flow_metrics_text(const std::string& flow_json) {
                          + label("pool", pool.getName().cStr()));
     }
   }
+  // Through a sharing gateway: coordinators of its list whose part the
+  // sums above lack (runtime/view_merge.hpp).
+  if (auto unreached = json_member(doc, "unreached_coordinators");
+      unreached && unreached->which() == capnp::JsonValue::ARRAY)
+    e.one("drover_gateway_unreached_coordinators", "gauge",
+          "Coordinators of the gateway's list it is not joined to: the "
+          "flow figures above lack their part.",
+          static_cast<uint64_t>(unreached->getArray().size()));
   return e.take();
 }
 

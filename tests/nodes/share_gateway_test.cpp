@@ -302,6 +302,10 @@ TEST_CASE("a sharing gateway with a paused coordinator in its list serves the "
     REQUIRE(unreached.size() == 1);
     CHECK(unreached[0].str() == c3);
   }
+  auto metrics = http.get("/metrics");
+  INFO(metrics.body);
+  CHECK(metrics.body.find("\ndrover_gateway_unreached_coordinators 1\n")
+        != std::string::npos);
   gw.signal(SIGTERM);
   auto st = gw.wait_exit(15s);
   s.nodes["c3"]->signal(SIGCONT);
