@@ -6,7 +6,7 @@
 //        [--jobs 20000] [--coordinators 1,2,3] [--workers 2]
 //        [--slots-per-worker 6] [--batch 1] [--connections 8]
 //        [--connections-per-coordinator C] [--settle-seconds 12]
-//        [--background-seconds 4] [--keep-logs on]
+//        [--background-seconds 4] [--type-limit L] [--keep-logs on]
 //        [--coordinator-arg ARG]... [--gateway-arg ARG]...
 //        [--worker-arg ARG]...
 //
@@ -59,8 +59,16 @@
 //
 // Output: one JSON line per N, then one summary line with the ratios to the
 // first N (N=2/N=1, N=3/N=1) and a table.
+//
+// --type-limit L: each N runs twice, each on a fresh database: as above
+// (no limit, the reference), then with --concurrency-limit sleep=L on
+// every coordinator, so that each job needs a permit from PostgreSQL
+// before it takes its slot; then one more summary line (the limited
+// drain's ratios to the reference of the same N) and a table
+// (benchmarks/share_permits.hpp). With L above the slots in all, the
+// difference is what asking for permits costs.
 
-#include "benchmarks/share_probe.hpp"
+#include "benchmarks/share_permits.hpp"
 
 using namespace drover;
 using namespace drover::bench;
@@ -87,6 +95,8 @@ struct options {
   double settle_seconds = 12;
   /// After the first settling: the coordinators' commits without work.
   double background_seconds = 4;
+  /// If not 0: every N also with --concurrency-limit sleep=L.
+  uint32_t type_limit = 0;
   bool keep_logs = false;
   /// Diagnostics: more options for every coordinator, gateway or worker
   /// node (e.g. --gateway-arg --scheduler-policy=sharing).
@@ -98,19 +108,22 @@ const std::string gateway_secret = "bench-share-gateway-secret-0123456";
 
 struct config_result {
   uint32_t n = 0;
+  uint32_t limit = 0; // the jobs' type's concurrency limit (0: none)
   bool ok = false;
   std::string problem;
   double submit_per_s = 0;
   double drain_per_s = 0;
   phase_cpu submit, drain;
   double idle_coord_ms_per_s = 0;
+  int64_t jobs = 0;
+  permit_counts permits;
 };
 
 /// Starts `n` coordinators and waits until they hold the 64 partitions
 /// evenly; their cluster addresses go to `list`. The problem, "" if none.
 std::string start_coordinators(const options& opt, fleet& f, uint32_t n,
-                               const std::string& url, pg::connection& db,
-                               std::string& list) {
+                               uint32_t limit, const std::string& url,
+                               pg::connection& db, std::string& list) {
   for (uint32_t i = 1; i <= n; ++i) {
     auto id = "c" + std::to_string(i);
     std::vector<std::string> args{opt.node,
@@ -133,6 +146,10 @@ std::string start_coordinators(const options& opt, fleet& f, uint32_t n,
                                   "--scheduler-policy",
                                   "sharing",
                                   "--share-partitions"};
+    if (limit > 0) {
+      args.emplace_back("--concurrency-limit");
+      args.push_back(share_job_type + "=" + std::to_string(limit));
+    }
     args.insert(args.end(), opt.coordinator_args.begin(),
                 opt.coordinator_args.end());
     std::string ready;
@@ -156,16 +173,19 @@ std::string start_coordinators(const options& opt, fleet& f, uint32_t n,
   return even ? "" : "the coordinators did not share the 64 partitions evenly";
 }
 
-/// One configuration: N coordinators, the gateway, the worker nodes.
-config_result run_config(const options& opt, uint32_t n, json_line& j) {
+/// One configuration: N coordinators (the jobs' type limited to `limit`
+/// if not 0), the gateway, the worker nodes.
+config_result run_config(const options& opt, uint32_t n, uint32_t limit,
+                         json_line& j) {
   config_result out;
   out.n = n;
+  out.limit = limit;
   auto fail = [&](const std::string& why) {
     out.problem = why;
     return out;
   };
   auto name = "drover_bench_share_" + std::to_string(getpid()) + "_"
-              + std::to_string(n);
+              + std::to_string(n) + (limit > 0 ? "_limited" : "");
   auto url = create_db(opt.pg_url, name);
   require_d2(url);
   struct drop_guard {
@@ -180,6 +200,7 @@ config_result run_config(const options& opt, uint32_t n, json_line& j) {
     return fail("cannot connect: " + describe(db.error()));
   fleet f{"/tmp/" + name};
   j.integer("coordinators", n)
+      .integer("type_limit", limit)
       .integer("worker_nodes", opt.workers)
       .integer("slots_total", opt.workers * opt.slots_per_worker)
       .num("slots_per_coordinator",
@@ -187,7 +208,7 @@ config_result run_config(const options& opt, uint32_t n, json_line& j) {
       .load("loadavg_at_start");
   // 1. Coordinators, then the gateway.
   std::string list;
-  if (auto problem = start_coordinators(opt, f, n, url, *db, list);
+  if (auto problem = start_coordinators(opt, f, n, limit, url, *db, list);
       !problem.empty())
     return fail(problem);
   std::vector<std::string> gw_args{opt.node,
@@ -379,11 +400,14 @@ config_result run_config(const options& opt, uint32_t n, json_line& j) {
       commits1, commits2,
       std::chrono::duration<double>(stop_at - commits1_at).count(), polls + 9,
       stored);
+  out.permits = read_permit_counts(*db);
+  out.jobs = stored;
   j.num("drain_first_to_last_completion_s", span, 3)
       .num("drain_first_start_to_last_completion_s",
            static_cast<double>(last - first_start) / 1000.0, 3)
       .num("drain_jobs_per_s", out.drain_per_s);
   out.drain.add_to(j, "drain");
+  add_permits_to(j, out.permits, stored);
   auto count = [&](const std::string& sql) { return query_int(*db, sql); };
   auto jobs = count("SELECT count(*) FROM drover.jobs");
   auto completed = count("SELECT count(*) FROM drover.jobs WHERE status = "
@@ -422,7 +446,8 @@ void usage() {
                "         [--slots-per-worker 6] [--batch 1] [--connections 8]\n"
                "         [--connections-per-coordinator C]\n"
                "         [--settle-seconds 12] [--background-seconds 4]\n"
-               "         [--keep-logs on] [--coordinator-arg ARG]...\n"
+               "         [--type-limit L] [--keep-logs on] [--coordinator-arg "
+               "ARG]...\n"
                "         [--gateway-arg ARG]... [--worker-arg ARG]...\n";
 }
 
@@ -460,6 +485,8 @@ int main(int argc, char** argv) {
       opt.settle_seconds = std::stod(args.value());
     else if (k == "--background-seconds")
       opt.background_seconds = std::stod(args.value());
+    else if (k == "--type-limit")
+      opt.type_limit = static_cast<uint32_t>(std::stoul(args.value()));
     else if (k == "--coordinator-arg")
       opt.coordinator_args.push_back(args.value());
     else if (k == "--gateway-arg")
@@ -483,19 +510,27 @@ int main(int argc, char** argv) {
   require_d2(opt.pg_url);
   std::vector<config_result> results;
   bool ok = true;
-  for (auto n : opt.coordinators) {
-    json_line j;
-    j.str("system", "drover")
-        .str("workload", "issue 13: sharing coordinators, submit and drain")
-        .str("durability", "D2 (fsync=on, synchronous_commit=on, checked)");
-    auto r = run_config(opt, n, j);
-    j.boolean("ok", r.ok);
-    if (!r.ok)
-      j.str("problem", r.problem);
-    j.print();
-    ok = ok && r.ok;
-    results.push_back(r);
-  }
+  std::vector<permit_row> permit_rows;
+  std::vector<uint32_t> limits{0};
+  if (opt.type_limit > 0)
+    limits.push_back(opt.type_limit);
+  for (auto n : opt.coordinators)
+    for (auto limit : limits) {
+      json_line j;
+      j.str("system", "drover")
+          .str("workload", "issue 13: sharing coordinators, submit and drain")
+          .str("durability", "D2 (fsync=on, synchronous_commit=on, checked)");
+      auto r = run_config(opt, n, limit, j);
+      j.boolean("ok", r.ok);
+      if (!r.ok)
+        j.str("problem", r.problem);
+      j.print();
+      ok = ok && r.ok;
+      permit_rows.push_back(
+          {n, limit, r.ok, r.jobs, r.drain_per_s, r.drain, r.permits});
+      if (limit == 0)
+        results.push_back(r);
+    }
   // Ratios to the first configuration (N=1 by default), per phase.
   const auto& ref = results.front();
   json_line sum;
@@ -531,5 +566,7 @@ int main(int argc, char** argv) {
               "backends of the run's database; idle: the coordinators "
               "together, CPU ms per second)\n");
   std::fflush(stdout);
+  if (opt.type_limit > 0)
+    print_permit_summary(permit_rows, opt.type_limit);
   return ok ? 0 : 4;
 }
