@@ -216,14 +216,25 @@ void wake_parked(self_ptr self, const std::string& key) {
   // order, past those refused one (who wait for the next grant).
   bool permits = needs_permit(st, key);
   bool refused = false;
+  // Granted jobs not met yet: once none is left, the rest of the line is
+  // refused ones, not walked (a line of thousands waiting for permits was
+  // walked whole at every wake: most of a limited drain's CPU).
+  size_t to_meet = 0;
+  if (permits)
+    if (auto l = st.permits.find(key); l != st.permits.end())
+      to_meet = l->second.granted.size();
   size_t at = 0;
   while (at < dq.size()) {
     auto& head = dq[at];
     if (permits && !holds_permit(st, key, head.entry.job_id)) {
       refused = true;
+      if (to_meet == 0)
+        break;
       ++at;
       continue;
     }
+    if (permits && to_meet > 0)
+      --to_meet;
     auto keys = slot_keys_of(st, head.type, head.entry);
     if (head.entry.flow != 0) {
       // Its rate limit or breaker would hold it: it waits there instead,

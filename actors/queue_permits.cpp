@@ -21,6 +21,7 @@
 
 #include <map>
 #include <set>
+#include <string_view>
 
 namespace drover::queue_detail {
 
@@ -174,12 +175,16 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
     return;
   }
   // Grants of jobs that no longer wait here are dropped (their permits
-  // lapse by themselves when the job changes).
-  std::unordered_set<std::string> waiting;
-  for (const auto& pe : p->second)
-    waiting.insert(pe.entry.job_id);
-  for (auto g = line.granted.begin(); g != line.granted.end();)
-    g = waiting.count(*g) == 0 ? line.granted.erase(g) : std::next(g);
+  // lapse by themselves when the job changes). (A set of the few granted
+  // ones met, not of every waiting job: no copy of thousands of ids.)
+  if (!line.granted.empty()) {
+    std::unordered_set<std::string_view> met;
+    for (const auto& pe : p->second)
+      if (line.granted.count(pe.entry.job_id) > 0)
+        met.insert(pe.entry.job_id);
+    for (auto g = line.granted.begin(); g != line.granted.end();)
+      g = met.count(*g) == 0 ? line.granted.erase(g) : std::next(g);
+  }
   auto limit = st.concurrency.limit_of(key);
   auto taken = st.concurrency.running(key) + line.granted.size();
   if (taken >= limit)
@@ -195,7 +200,7 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
   // raced), so that those holding a permit are found wherever they wait.
   std::vector<std::string> ids;
   std::vector<std::string> rest;
-  std::unordered_set<std::string> named;
+  std::unordered_set<std::string_view> named;
   for (const auto& pe : p->second) {
     if (ids.size() + rest.size() >= most_ids)
       break;
