@@ -112,10 +112,8 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
       // Adopted from an offer and claimed by the node (it runs here now):
       // from here on like any attempt of this link, so a refused
       // re-adoption (the queue restarted) supersedes it rather than
-      // forgetting it while it runs, and an adopted-back one no longer
-      // goes back to the lent ones.
+      // forgetting it while it runs, or lending it again.
       i->second.offered = false;
-      i->second.lent_back = false;
     }
   }
   // Leases the node refused for their stale partition epoch (this

@@ -131,12 +131,11 @@ void request_adoption(link_actor self, const std::string& job_id,
               log::debug("node_link", log::job{job_id},
                          "an attempt offered by the node is not adopted here",
                          {{"attempt", attempt}, {"reason", describe(err)}});
-              if (i->second.lent_back && !i->second.held) {
-                // Still running on this share's slot, for another.
+              if (!st.slots[i->second.slot].borrowed && !i->second.held) {
+                // Offered back on its own slot (adopt_back): it still runs
+                // there, for another coordinator.
                 st.lent.emplace(std::make_pair(job_id, attempt),
                                 i->second.slot);
-                if (i->second.js)
-                  self->demonitor(i->second.js.address());
                 st.attempts.erase(i);
                 return;
               }
@@ -160,28 +159,6 @@ void request_adoption(link_actor self, const std::string& job_id,
             i->second.expired = true;
             supersede(self, job_id, attempt);
           });
-}
-
-/// An attempt this coordinator handed over (in `lent`, on slot `index`)
-/// offered back by the node: asked to be adopted on that slot. A refusal
-/// (the partition is another's) puts it back in `lent`.
-void adopt_back(link_actor self, const running_attempt& ra, uint32_t index) {
-  auto& st = self->state;
-  st.lent.erase({ra.job_id, ra.attempt});
-  auto& slot = st.slots[index];
-  if (!slot.actor) // taken at a join, never offered
-    slot.actor = self->spawn(slot_impl, node_link_local{self}, index);
-  attempt_info a;
-  a.attempt = ra.attempt;
-  a.slot = index;
-  a.ttl_ms = st.cfg.lease_ttl.count();
-  a.expiry_ms = now_ms(self) + a.ttl_ms;
-  a.leased_ms = now_ms(self);
-  a.adopting = true;
-  a.offered = true;
-  a.lent_back = true;
-  st.attempts[ra.job_id] = a;
-  request_adoption(self, ra.job_id, ra.attempt);
 }
 
 } // namespace
@@ -231,6 +208,27 @@ bool may_borrow(link_actor self) {
   return borrowed < std::max<size_t>(64, 8 * own);
 }
 
+/// Puts `ra` on slot `index` (its slot actor made if it has none: a slot
+/// never offered) as waiting for the queue to adopt it, and asks.
+void adopt_on(link_actor self, const running_attempt& ra, uint32_t index,
+              bool offered) {
+  auto& st = self->state;
+  auto& slot = st.slots[index];
+  slot.job_id = ra.job_id;
+  if (!slot.actor)
+    slot.actor = self->spawn(slot_impl, node_link_local{self}, index);
+  attempt_info a;
+  a.attempt = ra.attempt;
+  a.slot = index;
+  a.ttl_ms = st.cfg.lease_ttl.count(); // its type is not known here
+  a.expiry_ms = now_ms(self) + a.ttl_ms;
+  a.leased_ms = now_ms(self); // not measured: it started before
+  a.adopting = true;          // no supervisor yet
+  a.offered = offered;
+  st.attempts[ra.job_id] = a;
+  request_adoption(self, ra.job_id, ra.attempt);
+}
+
 /// False if no slot was left for it (a listed one is superseded, an
 /// offered one waits).
 bool adopt(link_actor self, const running_attempt& ra, bool offered = false) {
@@ -250,22 +248,16 @@ bool adopt(link_actor self, const running_attempt& ra, bool offered = false) {
     }
     index = static_cast<int>(borrowed_slot(self, ra.resource_class));
   }
-  auto& slot = st.slots[index];
-  slot.job_id = ra.job_id;
-  if (!slot.actor)
-    slot.actor = self->spawn(slot_impl, node_link_local{self},
-                             static_cast<uint32_t>(index));
-  attempt_info a;
-  a.attempt = ra.attempt;
-  a.slot = static_cast<uint32_t>(index);
-  a.ttl_ms = st.cfg.lease_ttl.count(); // its type is not known here
-  a.expiry_ms = now_ms(self) + a.ttl_ms;
-  a.leased_ms = now_ms(self); // not measured: it started before
-  a.adopting = true;          // no supervisor yet
-  a.offered = offered;
-  st.attempts[ra.job_id] = a;
-  request_adoption(self, ra.job_id, ra.attempt);
+  adopt_on(self, ra, static_cast<uint32_t>(index), offered);
   return true;
+}
+
+/// An attempt this coordinator handed over (in `lent`, on slot `index`)
+/// offered back by the node: asked to be adopted on that slot. A refusal
+/// (the partition is another's) puts it back in `lent` (request_adoption).
+void adopt_back(link_actor self, const running_attempt& ra, uint32_t index) {
+  self->state.lent.erase({ra.job_id, ra.attempt});
+  adopt_on(self, ra, index, true);
 }
 
 /// Attempts this coordinator handed over that the node still runs on its

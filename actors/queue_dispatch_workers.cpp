@@ -12,9 +12,7 @@ std::string unserved_reason(const queue_state& st, const std::string& cls,
                             const std::string& type, const shape_ref& shape) {
   std::map<std::string, std::string> short_nodes;
   for (const auto& [addr, w] : st.workers)
-    if (w.resource_class == cls
-        && (w.types.empty()
-            || std::binary_search(w.types.begin(), w.types.end(), type))) {
+    if (w.runs(cls, type)) {
       auto why = st.resources.never_reason(w.node, shape);
       if (why.empty())
         return {};

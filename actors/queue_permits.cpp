@@ -67,9 +67,7 @@ worker_budget(const queue_state& st, const std::string& key,
   std::set<caf::actor_addr> capable;
   for (const auto& [addr, w] : st.workers)
     for (const auto& [cls, type] : wanted)
-      if (cls == w.resource_class
-          && (w.types.empty()
-              || std::binary_search(w.types.begin(), w.types.end(), type))) {
+      if (w.runs(cls, type)) {
         ++budget[cls];
         capable.insert(addr);
         break;

@@ -71,11 +71,11 @@ struct attempt_info {
   /// outcome that arrives meanwhile is held until then.
   bool adopting = false;
   /// Offered by the node (another coordinator handed it over): a refused
-  /// adoption only forgets it (the node keeps offering it elsewhere).
+  /// adoption only forgets it (the node keeps offering it elsewhere), or,
+  /// on one of this share's slots (handed over from here and offered
+  /// back), puts it back in `lent`, its slot still taken. Cleared once the
+  /// node claims it (lists it as running).
   bool offered = false;
-  /// ...and it was handed over from here (in `lent`, on its own slot): a
-  /// refused adoption puts it back there, its slot still taken.
-  bool lent_back = false;
   std::optional<completion> held;
 };
 

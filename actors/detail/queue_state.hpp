@@ -80,6 +80,13 @@ struct queue_state {
     std::vector<std::string> types;
     /// Its node (node_of).
     std::string node;
+
+    /// Whether it can run a job of class `cls` and type `type`.
+    bool runs(const std::string& cls, const std::string& type) const {
+      return resource_class == cls
+             && (types.empty()
+                 || std::binary_search(types.begin(), types.end(), type));
+    }
   };
   /// Attempts remote workers ran when this coordinator started: adopted
   /// when their worker comes back (adopt_atom), settled as lost after

@@ -34,6 +34,7 @@
 using namespace std::chrono_literals;
 using namespace drover::testing::gateway_api;
 using drover::testing::clock_type;
+using drover::testing::exits_within;
 using drover::testing::gateway_node;
 using drover::testing::http_client;
 using drover::testing::json_value;
@@ -70,18 +71,6 @@ std::vector<uid_t> uids_of(pid_t pid) {
       return out;
     }
   return {};
-}
-
-/// True once `pid` no longer runs (a zombie counts as gone), waiting at
-/// most `timeout` on a pidfd.
-bool exits_within(pid_t pid, std::chrono::milliseconds timeout) {
-  int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0)
-    return errno == ESRCH;
-  pollfd pfd{fd, POLLIN, 0};
-  int ready = poll(&pfd, 1, static_cast<int>(timeout.count()));
-  close(fd);
-  return ready == 1;
 }
 
 /// A job whose shell starts a grandchild that ignores SIGTERM, reports

@@ -248,16 +248,10 @@ struct lent_fixture {
     c.start_coordinator();
   }
 
-  static caf::actor_system_config& configure(caf::actor_system_config& cfg) {
-    register_types(cfg);
-    cfg.load<caf::io::middleman>();
-    cfg.set("scheduler.max-threads", 2);
-    return cfg;
-  }
-
   cluster c;
   caf::actor_system_config cfg;
-  caf::actor_system sys{configure(cfg)};
+  caf::actor_system sys{
+      drover::testing::stand_in::stand_in_coordinator::configure(cfg)};
   probe_node node{sys};
 };
 

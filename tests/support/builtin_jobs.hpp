@@ -9,6 +9,7 @@
 #include "runtime/errors.hpp"
 #include "runtime/json_text.hpp"
 #include "runtime/task.hpp"
+#include "support/process.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -222,17 +223,7 @@ inline script_pids parse_pids(const std::string& stage) {
   return pids;
 }
 
-/// True once `pid` no longer runs (exited, maybe not yet reaped by its
-/// parent), waiting at most `timeout` on a pidfd.
-inline bool exits_within(pid_t pid, milliseconds timeout) {
-  int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0)
-    return errno == ESRCH;
-  pollfd pfd{fd, POLLIN, 0};
-  int ready = poll(&pfd, 1, static_cast<int>(timeout.count()));
-  close(fd);
-  return ready == 1;
-}
+using drover::testing::exits_within;
 
 /// Gone entirely: not even a zombie (which would still answer kill 0).
 inline bool reaped(pid_t pid) {

@@ -297,4 +297,16 @@ inline std::pair<int, std::string> droverctl(std::vector<std::string> args) {
 }
 #endif
 
+/// True once `pid` no longer runs (exited; a zombie not yet reaped by its
+/// parent counts as gone), waiting at most `timeout` on a pidfd.
+inline bool exits_within(pid_t pid, std::chrono::milliseconds timeout) {
+  int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0)
+    return errno == ESRCH;
+  pollfd pfd{fd, POLLIN, 0};
+  int ready = poll(&pfd, 1, static_cast<int>(timeout.count()));
+  close(fd);
+  return ready == 1;
+}
+
 } // namespace drover::testing
