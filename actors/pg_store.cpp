@@ -30,11 +30,13 @@ caf::result<T> ask_reader(self_ptr self, Ts... xs) {
   return rp;
 }
 
-/// A write that goes to the writer without the group-commit pipeline
-/// (control log, retention): sent under the current fence, counted until
-/// answered so that a partitions change waits for it.
+/// A write that goes to `io` (the writer, or the permits' connection)
+/// without the group-commit pipeline (control log, retention, permits):
+/// sent under the current fence, counted until answered so that a
+/// partitions change waits for it.
 template <class T, class Ok, class Fail, class... Ts>
-void direct_write(self_ptr self, Ok ok, Fail fail, Ts&&... xs) {
+void direct_write_on(self_ptr self, const pg_io_actor& io, Ok ok, Fail fail,
+                     Ts&&... xs) {
   auto& st = self->state;
   auto seq = st.fence_seq;
   st.direct_writes.insert(seq);
@@ -43,7 +45,7 @@ void direct_write(self_ptr self, Ok ok, Fail fail, Ts&&... xs) {
     st.direct_writes.erase(st.direct_writes.find(seq));
     settle_changes(self);
   };
-  self->request(st.writer, st.cfg.io_timeout, std::forward<Ts>(xs)...)
+  self->request(io, st.cfg.io_timeout, std::forward<Ts>(xs)...)
       .then(
           [ok, done](T& x) mutable {
             ok(x);
@@ -53,6 +55,12 @@ void direct_write(self_ptr self, Ok ok, Fail fail, Ts&&... xs) {
             fail(err);
             done();
           });
+}
+
+template <class T, class Ok, class Fail, class... Ts>
+void direct_write(self_ptr self, Ok ok, Fail fail, Ts&&... xs) {
+  direct_write_on<T>(self, self->state.writer, std::move(ok), std::move(fail),
+                     std::forward<Ts>(xs)...);
 }
 
 pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
@@ -279,8 +287,14 @@ pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
           admit(self, [self, a, type = std::move(type),
                        tenant = std::move(tenant), limit, most_new,
                        job_ids = std::move(job_ids), rp]() mutable {
-            direct_write<ids>(
-                self, [rp](ids& granted) mutable { rp.deliver(granted); },
+            auto& st = self->state;
+            if (!st.permits) {
+              st.permits = spawn_pg_io(self->system(), st.cfg.conninfo, true);
+              self->link_to(st.permits);
+            }
+            direct_write_on<ids>(
+                self, st.permits,
+                [rp](ids& granted) mutable { rp.deliver(granted); },
                 [rp](caf::error& err) mutable { rp.deliver(std::move(err)); },
                 a, self->state.fence, std::move(type), std::move(tenant), limit,
                 most_new, std::move(job_ids));

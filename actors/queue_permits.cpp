@@ -19,6 +19,7 @@
 
 #include "actors/detail/queue_state.hpp"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string_view>
@@ -53,22 +54,35 @@ void arm_ask(self_ptr self, const std::string& key, int64_t delay_ms,
 /// them this coordinator could run now or as soon as its workers free: its
 /// workers (slots, busy or idle) of the class that take the jobs' type, less
 /// its attempts of the key running on those workers and its grants of the
-/// class not started yet. Attempts on slots the queue was never offered
-/// (adopted after a restart) are not subtracted: their slots are not
-/// counted either.
+/// class not started yet (`granted`: the waiting jobs it holds a permit
+/// for). Attempts on slots the queue was never offered (adopted after a
+/// restart) are not subtracted: their slots are not counted either.
 std::map<std::string, size_t>
 worker_budget(const queue_state& st, const std::string& key,
               const std::deque<parked_entry>& line,
-              const permit_line& permits) {
+              const std::vector<const parked_entry*>& granted) {
+  // The line's (class, type) pairs: a few, in long runs, so an entry costs
+  // a comparison with the one before it (a set insert per entry was a
+  // good part of an ask's cost with thousands waiting).
+  std::vector<const parked_entry*> wanted;
+  const parked_entry* last = nullptr;
+  for (const auto& pe : line) {
+    if (last != nullptr && pe.resource_class == last->resource_class
+        && pe.type == last->type)
+      continue;
+    last = &pe;
+    auto same = [&pe](const parked_entry* w) {
+      return w->resource_class == pe.resource_class && w->type == pe.type;
+    };
+    if (std::none_of(wanted.begin(), wanted.end(), same))
+      wanted.push_back(&pe);
+  }
   std::map<std::string, size_t> budget; // class -> workers, then budget
-  std::set<std::pair<std::string, std::string>> wanted; // (class, type)
-  for (const auto& pe : line)
-    wanted.emplace(pe.resource_class, pe.type);
   std::set<caf::actor_addr> capable;
   for (const auto& [addr, w] : st.workers)
-    for (const auto& [cls, type] : wanted)
-      if (w.runs(cls, type)) {
-        ++budget[cls];
+    for (const auto* pe : wanted)
+      if (w.runs(pe->resource_class, pe->type)) {
+        ++budget[pe->resource_class];
         capable.insert(addr);
         break;
       }
@@ -84,9 +98,8 @@ worker_budget(const queue_state& st, const std::string& key,
     if (of_key && capable.count(r.worker.address()) > 0)
       spend(r.resource_class);
   }
-  for (const auto& pe : line)
-    if (permits.granted.count(pe.entry.job_id) > 0)
-      spend(pe.resource_class);
+  for (const auto* pe : granted)
+    spend(pe->resource_class);
   return budget;
 }
 
@@ -155,8 +168,10 @@ void forget_idle(self_ptr self, const std::string& key) {
 void forget_grants(self_ptr self) {
   // A grant is good under the lease it was granted under: after a change
   // of partitions each is asked again (the store answers held ones held).
-  for (auto& [key, line] : self->state.permits)
+  for (auto& [key, line] : self->state.permits) {
     line.granted.clear();
+    line.sweep = true;
+  }
 }
 
 void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
@@ -173,15 +188,24 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
     return;
   }
   // Grants of jobs that no longer wait here are dropped (their permits
-  // lapse by themselves when the job changes). (A set of the few granted
-  // ones met, not of every waiting job: no copy of thousands of ids.)
+  // lapse by themselves when the job changes). The granted jobs wait at
+  // the head of the line (they go as soon as a worker is free): the walk
+  // ends once all are met, not at the end of a line of thousands.
+  std::vector<const parked_entry*> granted_waiting;
   if (!line.granted.empty()) {
     std::unordered_set<std::string_view> met;
-    for (const auto& pe : p->second)
-      if (line.granted.count(pe.entry.job_id) > 0)
-        met.insert(pe.entry.job_id);
-    for (auto g = line.granted.begin(); g != line.granted.end();)
-      g = met.count(*g) == 0 ? line.granted.erase(g) : std::next(g);
+    for (const auto& pe : p->second) {
+      if (met.size() == line.granted.size())
+        break;
+      if (line.granted.count(pe.entry.job_id) > 0
+          && met.insert(pe.entry.job_id).second)
+        granted_waiting.push_back(&pe);
+    }
+    if (met.size() < line.granted.size()) {
+      for (auto g = line.granted.begin(); g != line.granted.end();)
+        g = met.count(*g) == 0 ? line.granted.erase(g) : std::next(g);
+      line.sweep = true; // it may be back later, deeper in the line
+    }
   }
   auto limit = st.concurrency.limit_of(key);
   auto taken = st.concurrency.running(key) + line.granted.size();
@@ -192,15 +216,22 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
   // come first: one that has none asks for none and is no waiter, so that
   // it never holds permits the others' idle workers could use. Asked again
   // while they wait (an attempt of the key ending here asks at once).
-  auto budget = worker_budget(st, key, p->second, line);
-  // The jobs given new permits first, in order, then every other waiting
-  // job (a job may wait twice, a recovery page and its submit having
-  // raced), so that those holding a permit are found wherever they wait.
+  auto budget = worker_budget(st, key, p->second, granted_waiting);
+  size_t budgeted = 0;
+  for (const auto& [cls, n] : budget)
+    budgeted += n;
+  auto room = std::min<size_t>(limit - taken, budgeted);
+  // The jobs given new permits first, in order; then, on a sweep, every
+  // other waiting job (a job may wait twice, a recovery page and its submit
+  // having raced), so that those holding a permit this line does not know
+  // of are found wherever they wait. Otherwise the walk ends once `room`
+  // jobs are named: an ask costs the jobs it can start, not the line.
+  bool sweep = line.sweep;
   std::vector<std::string> ids;
   std::vector<std::string> rest;
   std::unordered_set<std::string_view> named;
   for (const auto& pe : p->second) {
-    if (ids.size() + rest.size() >= most_ids)
+    if (ids.size() + rest.size() >= most_ids || (!sweep && ids.size() >= room))
       break;
     if (line.granted.count(pe.entry.job_id) > 0
         || !named.insert(pe.entry.job_id).second)
@@ -219,12 +250,17 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
     arm_ask(self, key, refused_delay_ms);
     return;
   }
+  // Those the store should grant (the first most_new not held): if one is
+  // not granted, the limit is used up, perhaps by a job of ours this line
+  // does not know holds a permit; the next ask sweeps.
+  std::vector<std::string> first(ids.begin(), ids.begin() + most_new);
   ids.insert(ids.end(), rest.begin(), rest.end());
   line.asking = true;
+  line.sweep = false;
   self->request(st.deps.store, store_timeout, permit_atom::value, key, limit,
                 most_new, std::move(ids))
       .then(
-          [self, key](std::vector<std::string>& granted) {
+          [self, key, first](std::vector<std::string>& granted) {
             auto& st = self->state;
             auto& line = st.permits[key];
             line.asking = false;
@@ -232,6 +268,9 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
             line.quiet_until = flow_now(self) + refused_delay_ms;
             for (auto& id : granted)
               line.granted.insert(std::move(id));
+            for (const auto& id : first)
+              if (line.granted.count(id) == 0)
+                line.sweep = true;
             // Wakes the granted (in order); one not granted asks again,
             // after the refused delay.
             wake_parked(self, key);
@@ -241,6 +280,7 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
             auto& st = self->state;
             auto& line = st.permits[key];
             line.asking = false;
+            line.sweep = true; // granted perhaps, the answer lost
             auto delay = line.failures.next(draw(self)).count();
             line.quiet_until = flow_now(self) + delay;
             auto now = now_ms(self);

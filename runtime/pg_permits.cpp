@@ -105,45 +105,65 @@ session::grant_permits(const std::string& type, const std::string& tenant,
   auto key = params{}.text(type).text(tenant);
   // Never waits for the key: a holder that paused (idle in its transaction
   // until the lease TTL ends it) would hold up this session's writes.
-  auto locked = conn_.exec("SELECT pg_try_advisory_xact_lock(hashtextextended("
-                           "'drover.permit:' || $1 || ':' || $2, 0))",
-                           key, false, what);
+  //
+  // The transaction commits without waiting for its WAL to be flushed
+  // (synchronous_commit off for it alone): a grant needs no durability of
+  // its own. A permit matters once its job's attempt starts, and the job's
+  // `started` event is committed after the grant, synchronously, which
+  // flushes the WAL (one sequence for all sessions) up to it, this grant
+  // included; a grant lost with PostgreSQL before that is one whose job
+  // never started, and its coordinator asks again. Other coordinators see
+  // the grant at once either way (visibility does not wait for the flush).
+  // Before, each ask waited for an fsync of its own on the write
+  // connection, between the job writes: half the commits of a limited
+  // drain.
+  auto locked = conn_.exec_prepared(
+      "drover_permit_lock",
+      "SELECT pg_try_advisory_xact_lock(hashtextextended('drover.permit:' || "
+      "$1 || ':' || $2, 0)), set_config('synchronous_commit', 'off', true)",
+      key, false, what);
   if (!locked)
     return fail(std::move(locked.error()));
   if (locked->value(0, 0) != "t") {
     rollback_quietly();
     return out; // busy: asked again later
   }
-  if (auto r = conn_.exec(
-          "DELETE FROM drover.concurrency_permits p WHERE p.type = $1 AND "
-          "p.tenant = $2 AND NOT EXISTS (SELECT 1 FROM drover.jobs j WHERE "
-          "j.job_id = p.job_id AND j.final_status IS NULL AND (j.status = 2 "
-          "OR (EXISTS (SELECT 1 FROM drover.partition_leases l WHERE "
-          "l.partition = p.partition AND l.epoch = p.epoch) AND NOT EXISTS "
-          "(SELECT 1 FROM drover.events e WHERE e.job_id = p.job_id AND "
-          "e.seq > p.seq AND e.kind = 3))))",
-          key, false, what);
-      !r)
-    return fail(std::move(r.error()));
-  auto held = conn_.exec("SELECT job_id FROM drover.concurrency_permits "
-                         "WHERE type = $1 AND tenant = $2",
-                         key, false, what);
-  if (!held)
-    return fail(std::move(held.error()));
-  std::unordered_set<std::string> holding;
-  for (int row = 0; row < held->rows(); ++row)
-    holding.emplace(held->value(row, 0));
-  auto counted = holding.size();
-  // Permits left for other coordinators' earlier waiters.
-  auto ahead = conn_.exec(
-      "SELECT count(*) FROM drover.concurrency_waiters WHERE type = $1 AND "
-      "tenant = $2 AND instance <> $3 AND seen_at > now() - interval '5 s' "
-      "AND job_id < $4",
+  // In one statement: the permits that stopped counting are deleted; the
+  // rest are read (the snapshot is the one before the delete: those
+  // deleted are left out), and with them, on every row (one row with no
+  // job when no permit counts), the other coordinators' waiters whose job
+  // came before this ask's first.
+  auto held = conn_.exec_prepared(
+      "drover_permit_held",
+      "WITH gone AS (DELETE FROM drover.concurrency_permits p WHERE p.type = "
+      "$1 AND p.tenant = $2 AND NOT EXISTS (SELECT 1 FROM drover.jobs j "
+      "WHERE j.job_id = p.job_id AND j.final_status IS NULL AND (j.status = "
+      "2 OR (EXISTS (SELECT 1 FROM drover.partition_leases l WHERE "
+      "l.partition = p.partition AND l.epoch = p.epoch) AND NOT EXISTS "
+      "(SELECT 1 FROM drover.events e WHERE e.job_id = p.job_id AND e.seq > "
+      "p.seq AND e.kind = 3)))) RETURNING p.job_id), w AS (SELECT count(*) AS "
+      "before FROM drover.concurrency_waiters WHERE type = $1 AND tenant = "
+      "$2 AND "
+      "instance <> $3 AND seen_at > now() - interval '5 s' AND job_id < $4) "
+      "SELECT w.before, k.job_id FROM w LEFT JOIN (SELECT p.job_id FROM "
+      "drover.concurrency_permits p WHERE p.type = $1 AND p.tenant = $2 AND "
+      "NOT EXISTS (SELECT 1 FROM gone g WHERE g.job_id = p.job_id)) k ON "
+      "true",
       params{}.text(type).text(tenant).text(fence_->instance).text(asking[0]),
       false, what);
-  if (!ahead)
-    return fail(std::move(ahead.error()));
-  counted += static_cast<size_t>(std::stoll(std::string{ahead->value(0, 0)}));
+  if (!held)
+    return fail(std::move(held.error()));
+  if (held->rows() < 1)
+    return fail(make_error(errc::unavailable,
+                           std::string{what} + ": no row read back"));
+  std::unordered_set<std::string> holding;
+  for (int row = 0; row < held->rows(); ++row)
+    if (!held->is_null(row, 1))
+      holding.emplace(held->value(row, 1));
+  // And permits left for other coordinators' earlier waiters.
+  auto counted
+      = holding.size()
+        + static_cast<size_t>(std::stoll(std::string{held->value(0, 0)}));
   array_param ids{array_param::element::text};
   array_param parts{array_param::element::int4};
   array_param epochs{array_param::element::int8};
@@ -169,47 +189,41 @@ session::grant_permits(const std::string& type, const std::string& tenant,
     epochs.int64(fence_->epoch_of(partitions[i]));
     ++grants;
   }
-  if (grants > 0) {
-    // Only jobs that wait (live, not running) get one: the row's seq is
-    // the job's as it is now.
-    auto res = conn_.exec(
-        "INSERT INTO drover.concurrency_permits (type, tenant, job_id, seq, "
+  // Only jobs that wait (live, not running) get one: the row's seq is the
+  // job's as it is now. In the same statement: refused one it asked for,
+  // this coordinator waits (its first refused job is its waiter); else it
+  // waits no more.
+  static const std::string insert_permits
+      = "INSERT INTO drover.concurrency_permits (type, tenant, job_id, seq, "
         "partition, epoch) SELECT $1, $2, j.job_id, j.seq, r.partition, "
         "r.epoch FROM unnest($3::text[], $4::int4[], $5::int8[]) AS "
         "r(job_id, partition, epoch) JOIN drover.jobs j ON j.job_id = "
         "r.job_id WHERE j.final_status IS NULL AND j.status <> 2 RETURNING "
-        "job_id",
-        params{}.text(type).text(tenant).array(ids).array(parts).array(epochs),
-        false, what);
-    if (!res)
-      return fail(std::move(res.error()));
-    for (int row = 0; row < res->rows(); ++row)
-      out.emplace_back(res->value(row, 0));
-  }
-  // Refused one it asked for: this coordinator waits (its first refused
-  // job is its waiter); else it waits no more.
-  const std::string* first_left = first_refused;
-  auto waiter
-      = first_left != nullptr
-            ? conn_.exec(
-                "INSERT INTO drover.concurrency_waiters (type, tenant, "
-                "instance, job_id) VALUES ($1, $2, $3, $4) ON CONFLICT (type, "
-                "tenant, instance) DO UPDATE SET job_id = EXCLUDED.job_id, "
-                "seen_at = now()",
-                params{}
-                    .text(type)
-                    .text(tenant)
-                    .text(fence_->instance)
-                    .text(*first_left),
-                false, what)
-            : conn_.exec(
-                "DELETE FROM drover.concurrency_waiters WHERE type = "
-                "$1 AND tenant = $2 AND (instance = $3 OR seen_at < "
-                "now() - interval '1 hour')",
-                params{}.text(type).text(tenant).text(fence_->instance), false,
-                what);
-  if (!waiter)
-    return fail(std::move(waiter.error()));
+        "job_id";
+  auto ps
+      = params{}.text(type).text(tenant).array(ids).array(parts).array(epochs);
+  ps.text(fence_->instance);
+  auto res
+      = first_refused != nullptr
+            ? conn_.exec_prepared(
+                "drover_permit_grant_wait",
+                "WITH w AS (INSERT INTO drover.concurrency_waiters (type, "
+                "tenant, instance, job_id) VALUES ($1, $2, $6, $7) ON "
+                "CONFLICT (type, tenant, instance) DO UPDATE SET job_id = "
+                "EXCLUDED.job_id, seen_at = now()) "
+                    + insert_permits,
+                ps.text(*first_refused), false, what)
+            : conn_.exec_prepared(
+                "drover_permit_grant",
+                "WITH w AS (DELETE FROM drover.concurrency_waiters WHERE type "
+                "= $1 AND tenant = $2 AND (instance = $6 OR seen_at < now() - "
+                "interval '1 hour')) "
+                    + insert_permits,
+                ps, false, what);
+  if (!res)
+    return fail(std::move(res.error()));
+  for (int row = 0; row < res->rows(); ++row)
+    out.emplace_back(res->value(row, 0));
   if (auto done = conn_.exec("COMMIT", {}, false, what); !done)
     return fail(std::move(done.error()));
   return out;

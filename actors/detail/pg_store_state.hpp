@@ -137,6 +137,10 @@ struct pg_store_state {
   pg_store_config cfg;
   pg_io_actor writer;
   pg_io_actor reader;
+  /// Permit grants (permit_atom) have a connection of their own, opened at
+  /// the first: on the writer each waited behind the group commit in
+  /// flight, and the jobs granted waited with it.
+  pg_io_actor permits;
   /// Current record per job as of the accepted (possibly uncommitted)
   /// events: validation works on it.
   std::unordered_map<std::string, job_record> cache;
