@@ -430,6 +430,7 @@ int main(int argc, char** argv) {
     }
     node = *one;
     all_doors.doors.push_back(node);
+    all_doors.names.push_back(addresses[0].text());
   } else {
     all_doors = ctl::connect_all(sys, addresses, timeout, tls.enabled());
     if (all_doors.doors.empty()) {
@@ -460,8 +461,20 @@ int main(int argc, char** argv) {
     return ok;
   }
   if (command == "nodes") {
-    // The node's JSON is the HTTP API's (GET /api/admin/nodes).
-    auto nodes = s.ask<std::string>(nodes_atom::value);
+    // The node's JSON is the HTTP API's (GET /api/admin/nodes); with
+    // several coordinators, all of theirs merged (each knows only the nodes
+    // joined to it), naming those that did not answer.
+    caf::optional<std::string> nodes;
+    if (addresses.size() > 1) {
+      auto merged = ctl::merged_nodes(sys, all_doors, api_key, timeout);
+      if (!merged) {
+        std::cerr << "droverctl: " << describe(merged.error()) << '\n';
+        return code_of(merged.error());
+      }
+      nodes = std::move(*merged);
+    } else {
+      nodes = s.ask<std::string>(nodes_atom::value);
+    }
     if (!nodes)
       return s.code;
     std::cout << (json ? *nodes + '\n' : ctl::nodes_text(*nodes));

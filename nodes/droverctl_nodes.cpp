@@ -1,8 +1,11 @@
 #include "nodes/droverctl_nodes.hpp"
 
 #include "runtime/errors.hpp"
+#include "runtime/type_ids.hpp"
+#include "runtime/view_merge.hpp"
 
 #include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
 
 #include <iostream>
 #include <optional>
@@ -15,11 +18,14 @@ door_set connect_all(caf::actor_system& sys,
   door_set out;
   for (const auto& a : addresses) {
     auto d = connect_client_door(sys, a.host, a.port, timeout, tls);
-    if (d)
+    if (d) {
       out.doors.push_back(*d);
-    else
+      out.names.push_back(a.text());
+    } else {
+      out.missing.push_back(a.text());
       out.failures += (out.failures.empty() ? "" : "; ") + a.text() + ": "
                       + describe(d.error());
+    }
   }
   return out;
 }
@@ -40,6 +46,36 @@ client_detail::routes read_routes(caf::actor_system& sys, const door_set& set,
   client_detail::routes map;
   map.load(answers);
   return map;
+}
+
+caf::expected<std::string> merged_nodes(caf::actor_system& sys,
+                                        const door_set& set,
+                                        const std::string& api_key,
+                                        std::chrono::milliseconds timeout) {
+  std::vector<view_part> parts;
+  auto unreached = set.missing;
+  std::string failures = set.failures;
+  caf::scoped_actor self{sys};
+  for (size_t i = 0; i < set.doors.size(); ++i)
+    self->request(set.doors[i], timeout, client_atom::value, api_key,
+                  nodes_atom::value)
+        .receive(
+            [&](std::string& json) {
+              parts.push_back(view_part{set.names[i], std::move(json)});
+            },
+            [&](caf::error& err) {
+              unreached.push_back(set.names[i]);
+              failures += (failures.empty() ? "" : "; ") + set.names[i] + ": "
+                          + describe(err);
+            });
+  if (parts.empty())
+    return make_error(errc::unavailable, "no node answered (" + failures + ")");
+  auto whole = merge_nodes_views(parts);
+  if (!whole)
+    return make_error(errc::unavailable,
+                      "the nodes' views could not be merged (a node of "
+                      "another version?)");
+  return with_unreached(std::move(*whole), unreached);
 }
 
 client_door_actor pick_door(caf::actor_system& sys, const door_set& set,

@@ -22,7 +22,11 @@ namespace drover::ctl {
 struct door_set {
   /// The doors that answered, in the order of their addresses.
   std::vector<client_door_actor> doors;
-  /// Why the others did not (for the error when none did).
+  /// Their addresses ("host:port"), one per door.
+  std::vector<std::string> names;
+  /// The addresses that did not answer.
+  std::vector<std::string> missing;
+  /// Why they did not (for the error when none did).
   std::string failures;
 };
 
@@ -37,6 +41,16 @@ door_set connect_all(caf::actor_system& sys,
 client_detail::routes read_routes(caf::actor_system& sys, const door_set& set,
                                   const std::string& api_key,
                                   std::chrono::milliseconds timeout);
+
+/// The nodes view (GET /api/admin/nodes) of every door merged, as a
+/// sharing gateway merges it (runtime/view_merge.hpp): each coordinator
+/// lists only the worker and gateway nodes joined to it. The addresses of
+/// `set` that did not connect or answer are its "unreached_coordinators";
+/// unavailable when none answered.
+caf::expected<std::string> merged_nodes(caf::actor_system& sys,
+                                        const door_set& set,
+                                        const std::string& api_key,
+                                        std::chrono::milliseconds timeout);
 
 /// The door of the owner of `t`'s partition; the first door when `t` is
 /// about no partition, there is one door, or no door owns it.

@@ -383,12 +383,13 @@ std::string nodes_text(const std::string& text) {
                     ago(n, "joined_ms_ago")});
   }
   out += rows.size() > 1 ? table(rows) : "no worker or gateway node joined\n";
-  // Through a sharing gateway: coordinators whose nodes are missing above.
+  // With --nodes, coordinators that did not answer: their nodes are
+  // missing above.
   std::string unreached;
   for (auto x : items(doc, "unreached_coordinators"))
     unreached += (unreached.empty() ? "" : ", ") + scalar(x);
   if (!unreached.empty())
-    out += "not joined by the gateway (their nodes are missing above): "
+    out += "coordinators not reached (their nodes are missing above): "
            + unreached + '\n';
   auto coordinators = items(doc, "coordinators");
   if (!coordinators.empty()) {

@@ -306,6 +306,25 @@ TEST_CASE("a sharing gateway with a paused coordinator in its list serves the "
   INFO(metrics.body);
   CHECK(metrics.body.find("\ndrover_gateway_unreached_coordinators 1\n")
         != std::string::npos);
+  // droverctl in front of the three coordinators merges their nodes views
+  // as the gateway does, and names the paused one (it accepts the
+  // connection and never answers) under its table.
+  std::string list;
+  for (const auto& a : s.admin_addresses({"c1", "c2", "c3"}))
+    list += (list.empty() ? "" : ",") + a;
+  auto [ctl_rc, table]
+      = droverctl({"nodes", "--nodes", list, "--timeout-ms", "2000"});
+  INFO(table);
+  CHECK(ctl_rc == 0);
+  size_t gw_rows = 0;
+  for (auto at = table.find("\ngw "); at != std::string::npos;
+       at = table.find("\ngw ", at + 1))
+    ++gw_rows;
+  CHECK(gw_rows == 2); // the gateway, joined to c1 and to c2
+  CHECK(table.find("\ncoordinators not reached (their nodes are missing "
+                   "above): 127.0.0.1:"
+                   + s.admin.at("c3") + "\n")
+        != std::string::npos);
   gw.signal(SIGTERM);
   auto st = gw.wait_exit(15s);
   s.nodes["c3"]->signal(SIGCONT);
