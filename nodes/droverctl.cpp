@@ -33,6 +33,7 @@
 #include "runtime/resources.hpp"
 #include "runtime/tls.hpp"
 #include "runtime/type_ids.hpp"
+#include "runtime/view_merge.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -481,6 +482,25 @@ int main(int argc, char** argv) {
     return ok;
   }
   if (command == "queues") {
+    if (addresses.size() > 1) {
+      // Every coordinator's figures added up (each counts its own
+      // partitions' jobs), naming those that did not answer.
+      auto all = ctl::merged_queues(sys, all_doors, api_key, timeout);
+      if (!all) {
+        std::cerr << "droverctl: " << describe(all.error()) << '\n';
+        return code_of(all.error());
+      }
+      auto& [figures, unreached] = *all;
+      if (json) {
+        std::cout << with_unreached(http::queues_json(figures, {-1, -1, -1}),
+                                    unreached)
+                  << '\n';
+      } else {
+        std::cout << ctl::queues_text(figures);
+        std::cout << ctl::unreached_text(unreached, "figures");
+      }
+      return ok;
+    }
     auto st = s.ask<queue_stats>(stats_atom::value);
     if (!st)
       return s.code;

@@ -1,11 +1,8 @@
 #include "nodes/droverctl_nodes.hpp"
 
-#include "runtime/errors.hpp"
-#include "runtime/type_ids.hpp"
 #include "runtime/view_merge.hpp"
 
 #include <caf/actor_system.hpp>
-#include <caf/scoped_actor.hpp>
 
 #include <iostream>
 #include <optional>
@@ -52,30 +49,34 @@ caf::expected<std::string> merged_nodes(caf::actor_system& sys,
                                         const door_set& set,
                                         const std::string& api_key,
                                         std::chrono::milliseconds timeout) {
+  auto all
+      = ask_each<std::string>(sys, set, api_key, timeout, nodes_atom::value);
+  if (all.got.empty())
+    return make_error(errc::unavailable,
+                      "no node answered (" + all.failures + ")");
   std::vector<view_part> parts;
-  auto unreached = set.missing;
-  std::string failures = set.failures;
-  caf::scoped_actor self{sys};
-  for (size_t i = 0; i < set.doors.size(); ++i)
-    self->request(set.doors[i], timeout, client_atom::value, api_key,
-                  nodes_atom::value)
-        .receive(
-            [&](std::string& json) {
-              parts.push_back(view_part{set.names[i], std::move(json)});
-            },
-            [&](caf::error& err) {
-              unreached.push_back(set.names[i]);
-              failures += (failures.empty() ? "" : "; ") + set.names[i] + ": "
-                          + describe(err);
-            });
-  if (parts.empty())
-    return make_error(errc::unavailable, "no node answered (" + failures + ")");
+  for (auto& [name, json] : all.got)
+    parts.push_back(view_part{name, std::move(json)});
   auto whole = merge_nodes_views(parts);
   if (!whole)
     return make_error(errc::unavailable,
                       "the nodes' views could not be merged (a node of "
                       "another version?)");
-  return with_unreached(std::move(*whole), unreached);
+  return with_unreached(std::move(*whole), all.unreached);
+}
+
+caf::expected<std::pair<queue_stats, std::vector<std::string>>>
+merged_queues(caf::actor_system& sys, const door_set& set,
+              const std::string& api_key, std::chrono::milliseconds timeout) {
+  auto all
+      = ask_each<queue_stats>(sys, set, api_key, timeout, stats_atom::value);
+  if (all.got.empty())
+    return make_error(errc::unavailable,
+                      "no node answered (" + all.failures + ")");
+  queue_stats sum;
+  for (const auto& [name, figures] : all.got)
+    add_figures(sum, figures);
+  return std::make_pair(std::move(sum), std::move(all.unreached));
 }
 
 client_door_actor pick_door(caf::actor_system& sys, const door_set& set,

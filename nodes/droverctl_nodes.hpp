@@ -11,10 +11,15 @@
 #include "runtime/client_protocol.hpp"
 #include "runtime/config.hpp"
 
-#include <caf/fwd.hpp>
+#include "runtime/errors.hpp"
+#include "runtime/job_api.hpp"
+#include "runtime/type_ids.hpp"
+
+#include <caf/scoped_actor.hpp>
 
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace drover::ctl {
@@ -42,6 +47,39 @@ client_detail::routes read_routes(caf::actor_system& sys, const door_set& set,
                                   const std::string& api_key,
                                   std::chrono::milliseconds timeout);
 
+/// What every door of a set answered to one request, and which did not.
+template <class T>
+struct answers {
+  /// (address, answer) of each door that answered, in order.
+  std::vector<std::pair<std::string, T>> got;
+  /// The addresses that did not connect or answer.
+  std::vector<std::string> unreached;
+  /// Why not.
+  std::string failures;
+};
+
+/// Asks every door of `set` `(client_atom, api_key, xs...)`, each within
+/// `timeout`.
+template <class T, class... Ts>
+answers<T> ask_each(caf::actor_system& sys, const door_set& set,
+                    const std::string& api_key,
+                    std::chrono::milliseconds timeout, const Ts&... xs) {
+  answers<T> out;
+  out.unreached = set.missing;
+  out.failures = set.failures;
+  caf::scoped_actor self{sys};
+  for (size_t i = 0; i < set.doors.size(); ++i)
+    self->request(set.doors[i], timeout, client_atom::value, api_key, xs...)
+        .receive(
+            [&](T& x) { out.got.emplace_back(set.names[i], std::move(x)); },
+            [&](caf::error& err) {
+              out.unreached.push_back(set.names[i]);
+              out.failures += (out.failures.empty() ? "" : "; ") + set.names[i]
+                              + ": " + describe(err);
+            });
+  return out;
+}
+
 /// The nodes view (GET /api/admin/nodes) of every door merged, as a
 /// sharing gateway merges it (runtime/view_merge.hpp): each coordinator
 /// lists only the worker and gateway nodes joined to it. The addresses of
@@ -51,6 +89,13 @@ caf::expected<std::string> merged_nodes(caf::actor_system& sys,
                                         const door_set& set,
                                         const std::string& api_key,
                                         std::chrono::milliseconds timeout);
+
+/// The queue figures of every door added up as a sharing gateway adds them
+/// (add_figures), with the addresses that did not connect or answer;
+/// unavailable when none answered.
+caf::expected<std::pair<queue_stats, std::vector<std::string>>>
+merged_queues(caf::actor_system& sys, const door_set& set,
+              const std::string& api_key, std::chrono::milliseconds timeout);
 
 /// The door of the owner of `t`'s partition; the first door when `t` is
 /// about no partition, there is one door, or no door owns it.

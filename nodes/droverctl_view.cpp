@@ -357,6 +357,17 @@ std::vector<json> items(json obj, const char* name) {
 
 } // namespace
 
+std::string unreached_text(const std::vector<std::string>& unreached,
+                           const std::string& what) {
+  if (unreached.empty())
+    return {};
+  std::string out
+      = "coordinators not reached (their " + what + " are missing above): ";
+  for (size_t i = 0; i < unreached.size(); ++i)
+    out += (i == 0 ? "" : ", ") + unreached[i];
+  return out + '\n';
+}
+
 std::string nodes_text(const std::string& text) {
   json_doc parsed;
   if (!parsed.parse(text))
@@ -385,12 +396,10 @@ std::string nodes_text(const std::string& text) {
   out += rows.size() > 1 ? table(rows) : "no worker or gateway node joined\n";
   // With --nodes, coordinators that did not answer: their nodes are
   // missing above.
-  std::string unreached;
+  std::vector<std::string> unreached;
   for (auto x : items(doc, "unreached_coordinators"))
-    unreached += (unreached.empty() ? "" : ", ") + scalar(x);
-  if (!unreached.empty())
-    out += "coordinators not reached (their nodes are missing above): "
-           + unreached + '\n';
+    unreached.push_back(scalar(x));
+  out += unreached_text(unreached, "nodes");
   auto coordinators = items(doc, "coordinators");
   if (!coordinators.empty()) {
     std::vector<std::vector<std::string>> c{{"COORDINATOR", "STATE",

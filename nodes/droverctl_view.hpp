@@ -39,6 +39,11 @@ std::string tree_text(const tree_node& root);
 /// worker runs. JSON it cannot read is printed as it is.
 std::string nodes_text(const std::string& json);
 
+/// "coordinators not reached (their `what` are missing above): a, b\n", or
+/// "" when `unreached` is empty (droverctl --nodes).
+std::string unreached_text(const std::vector<std::string>& unreached,
+                           const std::string& what);
+
 /// How a terminal job ended, for the last line(s) of `watch`: "<id>
 /// completed (attempt 1)" and its result, or the error, or the reason.
 std::string outcome_text(const job_record& job);

@@ -325,6 +325,34 @@ TEST_CASE("a sharing gateway with a paused coordinator in its list serves the "
                    "above): 127.0.0.1:"
                    + s.admin.at("c3") + "\n")
         != std::string::npos);
+  // So does `queues`: the figures of c1 and c2 added up (each coordinator
+  // has its own admission bound: the sum is the two), c3 named.
+  auto [q_rc, q_text]
+      = droverctl({"queues", "--nodes", list, "--timeout-ms", "2000"});
+  INFO(q_text);
+  CHECK(q_rc == 0);
+  CHECK(q_text.find("\ncoordinators not reached (their figures are missing "
+                    "above): 127.0.0.1:"
+                    + s.admin.at("c3") + "\n")
+        != std::string::npos);
+  auto bound = [](const std::string& json) {
+    return parse_json(json)["admission"]["queued_memory_limit_bytes"];
+  };
+  auto [q1_rc, q1]
+      = droverctl({"queues", "--port", s.admin.at("c1"), "--json"});
+  auto [q2_rc, q2]
+      = droverctl({"queues", "--port", s.admin.at("c2"), "--json"});
+  auto [qa_rc, qa] = droverctl(
+      {"queues", "--nodes", list, "--timeout-ms", "2000", "--json"});
+  INFO(q1 << q2 << qa);
+  REQUIRE(q1_rc == 0);
+  REQUIRE(q2_rc == 0);
+  REQUIRE(qa_rc == 0);
+  REQUIRE(bound(q1).is_number());
+  CHECK(bound(qa).integer() == bound(q1).integer() + bound(q2).integer());
+  auto missing = parse_json(qa)["unreached_coordinators"];
+  REQUIRE(missing.size() == 1);
+  CHECK(missing[0].str() == "127.0.0.1:" + s.admin.at("c3"));
   gw.signal(SIGTERM);
   auto st = gw.wait_exit(15s);
   s.nodes["c3"]->signal(SIGCONT);
