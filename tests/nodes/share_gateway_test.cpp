@@ -353,6 +353,18 @@ TEST_CASE("a sharing gateway with a paused coordinator in its list serves the "
   auto missing = parse_json(qa)["unreached_coordinators"];
   REQUIRE(missing.size() == 1);
   CHECK(missing[0].str() == "127.0.0.1:" + s.admin.at("c3"));
+  // And `tree`: c1's and c2's trees under one root, c3 named.
+  auto [t_rc, tree]
+      = droverctl({"tree", "--nodes", list, "--timeout-ms", "2000"});
+  INFO(tree);
+  CHECK(t_rc == 0);
+  for (const auto* name : {"c1", "c2"})
+    CHECK(tree.find("127.0.0.1:" + s.admin.at(name) + " ")
+          != std::string::npos);
+  CHECK(tree.find("\ncoordinators not reached (their trees are missing "
+                  "above): 127.0.0.1:"
+                  + s.admin.at("c3") + "\n")
+        != std::string::npos);
   gw.signal(SIGTERM);
   auto st = gw.wait_exit(15s);
   s.nodes["c3"]->signal(SIGCONT);
