@@ -289,7 +289,8 @@ pg_store_impl_actor::behavior_type pg_store_impl(self_ptr self,
                        job_ids = std::move(job_ids), rp]() mutable {
             auto& st = self->state;
             if (!st.permits) {
-              st.permits = spawn_pg_io(self->system(), st.cfg.conninfo, true);
+              // The writer migrated the schema before any ask could come.
+              st.permits = spawn_pg_io(self->system(), st.cfg.conninfo, false);
               self->link_to(st.permits);
             }
             direct_write_on<ids>(

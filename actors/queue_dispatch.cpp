@@ -226,7 +226,7 @@ void wake_parked(self_ptr self, const std::string& key) {
   size_t at = 0;
   while (at < dq.size()) {
     auto& head = dq[at];
-    if (permits && !holds_permit(st, key, head.entry.job_id)) {
+    if (permits && !holds_permit(st, key, head.entry, head.entry.holds)) {
       refused = true;
       if (to_meet == 0)
         break;
@@ -242,6 +242,7 @@ void wake_parked(self_ptr self, const std::string& key) {
       if (auto wait = flow_gate(self, head.entry)) {
         auto pe = std::move(head);
         dq.erase(dq.begin() + static_cast<std::ptrdiff_t>(at));
+        keep_permit(st, key, pe.entry, pe.entry.holds);
         to_free.emplace_back(keys, pe.entry.holds);
         pe.entry.holds = 0;
         park_at_gate(st, wait->gate, std::move(pe));
@@ -250,8 +251,7 @@ void wake_parked(self_ptr self, const std::string& key) {
       }
     }
     auto i = head.entry.holds; // it waits behind keys.key[i] == key
-    if (i >= keys.size
-        || !take_slot(self, key, keys.limit[i], head.entry.job_id))
+    if (i >= keys.size || !take_slot(self, key, keys.limit[i], head.entry, i))
       break;
     auto pe = std::move(head);
     dq.erase(dq.begin() + static_cast<std::ptrdiff_t>(at));

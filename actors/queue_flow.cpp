@@ -80,9 +80,9 @@ bool take_slots(self_ptr self, parked_entry& pe, const slot_keys& keys) {
     // A job granted a permit of a type's key across coordinators does not
     // wait behind jobs refused one (they cannot run before it anyway).
     bool queued = line != st.parked.end() && !line->second.empty()
-                  && !holds_permit(st, keys.key[i], pe.entry.job_id);
+                  && !holds_permit(st, keys.key[i], pe.entry, i);
     if (!st.recovered || queued
-        || !take_slot(self, keys.key[i], keys.limit[i], pe.entry.job_id)) {
+        || !take_slot(self, keys.key[i], keys.limit[i], pe.entry, i)) {
       st.parked[keys.key[i]].push_back(std::move(pe));
       return false;
     }

@@ -8,9 +8,13 @@
 // key as before (parked, in order); the queue asks for permits for them
 // (new ones for as many as its own slots leave room for, and no more than
 // it has workers for them, busy or idle, less those taken, in order) and
-// wakes those granted, in order, past the ones refused: a job that holds a
-// permit from before (it left for a rate limit or a breaker and came back
-// behind others) is found held wherever it waits, and runs. Nothing is given
+// wakes those granted, in order, past the ones refused. An ask names only
+// the jobs it could start (its walk of the line ends there); a job that
+// left with its permit for a rate limit or a breaker keeps it in its entry
+// (ready_entry::permits, of the partitions' generation) and takes its slot
+// again when it comes back, without asking or waiting behind the line; a
+// grant whose answer was lost, or one from before a change of partitions,
+// is answered held when its job is named again. Nothing is given
 // back: a permit stops counting once its job's attempt ended (or its job
 // changed, or the lease it was granted under went) — see
 // runtime/pg_permits.cpp. The queue asks again when one of its own attempts of
@@ -110,27 +114,66 @@ bool needs_permit(const queue_state& st, const std::string& key) {
   return st.opts.cluster_type_limits && !key.empty() && key[0] != '\0';
 }
 
+namespace {
+
+/// Whether `e` keeps a permit of its keys_of()[i] of this generation.
+bool kept(const queue_state& st, const ready_entry& e, size_t i) {
+  return i < 8 && (e.permits >> i & 1U) != 0
+         && e.permit_gen == st.grants_generation;
+}
+
+void keep(queue_state& st, ready_entry& e, size_t i) {
+  if (i >= 8)
+    return;
+  if (e.permit_gen != st.grants_generation) {
+    e.permits = 0;
+    e.permit_gen = st.grants_generation;
+  }
+  e.permits = static_cast<uint8_t>(e.permits | (1U << i));
+}
+
+} // namespace
+
 bool holds_permit(const queue_state& st, const std::string& key,
-                  const std::string& job_id) {
+                  const ready_entry& e, size_t i) {
   if (!needs_permit(st, key))
     return false;
+  if (kept(st, e, i))
+    return true;
   auto l = st.permits.find(key);
-  return l != st.permits.end() && l->second.granted.count(job_id) > 0;
+  return l != st.permits.end() && l->second.granted.count(e.job_id) > 0;
+}
+
+void keep_permit(queue_state& st, const std::string& key, ready_entry& e,
+                 size_t i) {
+  if (!needs_permit(st, key))
+    return;
+  auto l = st.permits.find(key);
+  if (l == st.permits.end() || l->second.granted.erase(e.job_id) == 0)
+    return;
+  keep(st, e, i);
 }
 
 bool take_slot(self_ptr self, const std::string& key, uint32_t limit,
-               const std::string& job_id) {
+               ready_entry& e, size_t i) {
   auto& st = self->state;
   if (!needs_permit(st, key))
     return st.concurrency.take(key, limit);
   auto line = st.permits.find(key);
-  if (line == st.permits.end() || line->second.granted.count(job_id) == 0) {
+  bool granted
+      = line != st.permits.end() && line->second.granted.count(e.job_id) > 0;
+  if (!granted && !kept(st, e, i)) {
     want_permits(self, key);
     return false;
   }
   if (!st.concurrency.take(key, limit))
     return false;
-  line->second.granted.erase(job_id);
+  if (granted)
+    line->second.granted.erase(e.job_id);
+  // Kept with the entry: if it gives the slot back before it starts (a
+  // rate limit without a token, a breaker), the permit still counts, and
+  // it takes the slot again without asking or waiting behind the line.
+  keep(st, e, i);
   return true;
 }
 
@@ -167,11 +210,12 @@ void forget_idle(self_ptr self, const std::string& key) {
 
 void forget_grants(self_ptr self) {
   // A grant is good under the lease it was granted under: after a change
-  // of partitions each is asked again (the store answers held ones held).
-  for (auto& [key, line] : self->state.permits) {
+  // of partitions each is asked again (the store answers held ones held),
+  // and the permits entries keep are of an older generation.
+  auto& st = self->state;
+  for (auto& [key, line] : st.permits)
     line.granted.clear();
-    line.sweep = true;
-  }
+  ++st.grants_generation;
 }
 
 void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
@@ -201,11 +245,9 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
           && met.insert(pe.entry.job_id).second)
         granted_waiting.push_back(&pe);
     }
-    if (met.size() < line.granted.size()) {
+    if (met.size() < line.granted.size())
       for (auto g = line.granted.begin(); g != line.granted.end();)
         g = met.count(*g) == 0 ? line.granted.erase(g) : std::next(g);
-      line.sweep = true; // it may be back later, deeper in the line
-    }
   }
   auto limit = st.concurrency.limit_of(key);
   auto taken = st.concurrency.running(key) + line.granted.size();
@@ -221,17 +263,16 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
   for (const auto& [cls, n] : budget)
     budgeted += n;
   auto room = std::min<size_t>(limit - taken, budgeted);
-  // The jobs given new permits first, in order; then, on a sweep, every
-  // other waiting job (a job may wait twice, a recovery page and its submit
-  // having raced), so that those holding a permit this line does not know
-  // of are found wherever they wait. Otherwise the walk ends once `room`
-  // jobs are named: an ask costs the jobs it can start, not the line.
-  bool sweep = line.sweep;
+  // The jobs given new permits, in order: the walk ends once `room` are
+  // named, so an ask costs the jobs it can start, not the line. Those
+  // that hold a permit this line does not know of (an answer lost, a
+  // change of partitions, a granted job that left for a rate limit and
+  // came back behind others) need no naming: the store answers every
+  // grant of ours not started yet (runtime/pg_permits.cpp).
   std::vector<std::string> ids;
-  std::vector<std::string> rest;
-  std::unordered_set<std::string_view> named;
+  std::unordered_set<std::string_view> named; // a job may wait twice
   for (const auto& pe : p->second) {
-    if (ids.size() + rest.size() >= most_ids || (!sweep && ids.size() >= room))
+    if (ids.size() >= room)
       break;
     if (line.granted.count(pe.entry.job_id) > 0
         || !named.insert(pe.entry.job_id).second)
@@ -240,27 +281,18 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
     if (b != budget.end() && b->second > 0) {
       --b->second;
       ids.push_back(pe.entry.job_id);
-    } else {
-      rest.push_back(pe.entry.job_id);
     }
   }
-  auto most_new
-      = static_cast<uint32_t>(std::min<size_t>(limit - taken, ids.size()));
+  auto most_new = static_cast<uint32_t>(ids.size());
   if (most_new == 0) {
     arm_ask(self, key, refused_delay_ms);
     return;
   }
-  // Those the store should grant (the first most_new not held): if one is
-  // not granted, the limit is used up, perhaps by a job of ours this line
-  // does not know holds a permit; the next ask sweeps.
-  std::vector<std::string> first(ids.begin(), ids.begin() + most_new);
-  ids.insert(ids.end(), rest.begin(), rest.end());
   line.asking = true;
-  line.sweep = false;
   self->request(st.deps.store, store_timeout, permit_atom::value, key, limit,
                 most_new, std::move(ids))
       .then(
-          [self, key, first](std::vector<std::string>& granted) {
+          [self, key](std::vector<std::string>& granted) {
             auto& st = self->state;
             auto& line = st.permits[key];
             line.asking = false;
@@ -268,9 +300,6 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
             line.quiet_until = flow_now(self) + refused_delay_ms;
             for (auto& id : granted)
               line.granted.insert(std::move(id));
-            for (const auto& id : first)
-              if (line.granted.count(id) == 0)
-                line.sweep = true;
             // Wakes the granted (in order); one not granted asks again,
             // after the refused delay.
             wake_parked(self, key);
@@ -280,7 +309,6 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
             auto& st = self->state;
             auto& line = st.permits[key];
             line.asking = false;
-            line.sweep = true; // granted perhaps, the answer lost
             auto delay = line.failures.next(draw(self)).count();
             line.quiet_until = flow_now(self) + delay;
             auto now = now_ms(self);

@@ -130,12 +130,6 @@ struct parked_entry {
 /// failed requests.
 struct permit_line {
   std::unordered_set<std::string> granted;
-  /// The next ask names every waiting job, not only those it has workers
-  /// for: set when this line may not know every permit its jobs hold (a
-  /// new line, a change of partitions, an ask whose answer was lost, a
-  /// grant dropped, an ask refused for want of permits), so that a job
-  /// holding one is found wherever it waits.
-  bool sweep = true;
   bool asking = false;
   uint64_t armed = 0;
   int64_t quiet_until = 0;

@@ -234,6 +234,9 @@ struct queue_state {
   /// The last armed ask's generation (permit_line::armed), queue-wide: a
   /// line dropped and made again never takes an older ask for its own.
   uint64_t permit_generation = 0;
+  /// Changes with the partitions (forget_grants): a permit a ready entry
+  /// keeps (ready_entry::permits) of an older generation may have lapsed.
+  uint32_t grants_generation = 1;
   /// The worker nodes' resource pools and what attempts hold of them, and
   /// the text each node last declared.
   resource_ledger resources;
@@ -403,13 +406,18 @@ void follow_settings(self_ptr self);
 // ---------------------------------------------------------
 /// Whether `key` (a slot key) needs a permit of the store before its slot.
 bool needs_permit(const queue_state& st, const std::string& key);
-/// Whether `job_id` was granted a permit of `key` and has not taken its slot.
+/// Whether `e` holds a permit of `key` (its keys_of()[i]) it has not
+/// started under: granted and not taken yet, or taken and given back.
 bool holds_permit(const queue_state& st, const std::string& key,
-                  const std::string& job_id);
-/// Takes a slot of `key` for `job_id`: the permit it was granted first
+                  const ready_entry& e, size_t i);
+/// `e` leaves `key`'s line (keys_of()[i]) for a gate: a permit it was
+/// granted goes with it.
+void keep_permit(queue_state& st, const std::string& key, ready_entry& e,
+                 size_t i);
+/// Takes a slot of `key` (keys_of()[i]) for `e`: the permit it holds first
 /// when the key needs one (none: asks, answers false).
 bool take_slot(self_ptr self, const std::string& key, uint32_t limit,
-               const std::string& job_id);
+               ready_entry& e, size_t i);
 /// Jobs wait behind `key` without a permit: asks (after the refused delay).
 void want_permits(self_ptr self, const std::string& key);
 /// One of this queue's attempts of `key` ended (before its jobs are woken).

@@ -71,6 +71,13 @@ struct ready_entry {
   /// Tokens of its first rate limits it took and keeps (it waits at a
   /// later one: flow_control::take_rates).
   uint8_t rate_taken = 0;
+  /// Its concurrency keys (a bit per place in keys_of) whose permit across
+  /// coordinators it was granted and has not started under (it took the
+  /// slot, or left its line, and then waited at a rate limit or breaker),
+  /// as of the queue's grants generation `permit_gen`: it takes the slot
+  /// again without asking (the permit counts until it starts).
+  uint8_t permits = 0;
+  uint32_t permit_gen = 0;
 };
 
 class ready_queue {

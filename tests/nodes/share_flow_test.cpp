@@ -260,21 +260,25 @@ TEST_CASE("a job type's limit across sharing coordinators holds through a "
 TEST_CASE("a job granted a permit that waits at a rate limit meanwhile "
           "still runs: the type's other jobs are not stuck behind it",
           "[pg][cluster][process][share][flow]") {
+  // A rate limit: a job woken with a permit often finds the rate limit
+  // closed, waits there keeping its permit (in its entry), and comes back
+  // behind jobs refused one; it takes its slot again without asking
+  // (before, nobody asked for it again and the type stopped on every
+  // coordinator with limit 1; with limit 2 its permit was lost to the
+  // others until the line drained down to it). The permits it keeps must
+  // never let more than the limit run.
+  auto limit = GENERATE(1, 2);
   auto run_id = seeded_run_id();
   cluster c;
   sharing s{c};
-  // Limit 1 and a rate limit: a job woken with a permit often finds the
-  // rate limit closed, waits there keeping its permit, and comes back
-  // behind jobs refused one (before, nobody asked for it again and the
-  // type stopped on every coordinator).
-  s.start_three(
-      {"--concurrency-limit", "sleep=1", "--rate-limit", "api:rate=4,burst=1"});
+  s.start_three({"--concurrency-limit", "sleep=" + std::to_string(limit),
+                 "--rate-limit", "api:rate=4,burst=1"});
   auto cl = s.client_of({"c1", "c2", "c3"});
-  INFO(s.logs_of({"c1", "c2", "c3"}));
+  INFO("limit " << limit << "\n" << s.logs_of({"c1", "c2", "c3"}));
   auto jobs
       = submit_spread(*cl, 16, run_id + "-gated", 50 * time_scale(), "api");
   c.check_all_done_once(jobs, 90s);
-  CHECK(most_attempts_at_once(c.url(), jobs) == 1);
+  CHECK(most_attempts_at_once(c.url(), jobs) <= limit);
 }
 
 TEST_CASE("a sharing coordinator asks for no more permits of a limited "
