@@ -83,6 +83,7 @@ bool take_slots(self_ptr self, parked_entry& pe, const slot_keys& keys) {
                   && !holds_permit(st, keys.key[i], pe.entry, i);
     if (!st.recovered || queued
         || !take_slot(self, keys.key[i], keys.limit[i], pe.entry, i)) {
+      note_parked(st, keys.key[i], pe);
       st.parked[keys.key[i]].push_back(std::move(pe));
       return false;
     }

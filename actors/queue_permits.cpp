@@ -54,39 +54,35 @@ void arm_ask(self_ptr self, const std::string& key, int64_t delay_ms,
                        permit_atom::value, key, line.armed);
 }
 
+/// Notes `pe`'s (class, type) in `line` (unless there).
+void add_pair(permit_line& line, const parked_entry& pe) {
+  for (const auto& [cls, type] : line.pairs)
+    if (cls == pe.resource_class && type == pe.type)
+      return;
+  line.pairs.emplace_back(pe.resource_class, pe.type);
+}
+
 /// Per resource class of the jobs waiting behind `key`, how many more of
 /// them this coordinator could run now or as soon as its workers free: its
 /// workers (slots, busy or idle) of the class that take the jobs' type, less
 /// its attempts of the key running on those workers and its grants of the
 /// class not started yet (`granted`: the waiting jobs it holds a permit
-/// for). Attempts on slots the queue was never offered (adopted after a
-/// restart) are not subtracted: their slots are not counted either.
+/// for). The (class, type) pairs are those parked behind the key since its
+/// line was made (permit_line::pairs: a few, kept as jobs park, instead of
+/// a walk of the line at every ask; one that waits no more only counts
+/// workers no job of the line is named for). Attempts on slots the queue
+/// was never offered (adopted after a restart) are not subtracted: their
+/// slots are not counted either.
 std::map<std::string, size_t>
 worker_budget(const queue_state& st, const std::string& key,
-              const std::deque<parked_entry>& line,
+              const permit_line& line,
               const std::vector<const parked_entry*>& granted) {
-  // The line's (class, type) pairs: a few, in long runs, so an entry costs
-  // a comparison with the one before it (a set insert per entry was a
-  // good part of an ask's cost with thousands waiting).
-  std::vector<const parked_entry*> wanted;
-  const parked_entry* last = nullptr;
-  for (const auto& pe : line) {
-    if (last != nullptr && pe.resource_class == last->resource_class
-        && pe.type == last->type)
-      continue;
-    last = &pe;
-    auto same = [&pe](const parked_entry* w) {
-      return w->resource_class == pe.resource_class && w->type == pe.type;
-    };
-    if (std::none_of(wanted.begin(), wanted.end(), same))
-      wanted.push_back(&pe);
-  }
   std::map<std::string, size_t> budget; // class -> workers, then budget
   std::set<caf::actor_addr> capable;
   for (const auto& [addr, w] : st.workers)
-    for (const auto* pe : wanted)
-      if (w.runs(pe->resource_class, pe->type)) {
-        ++budget[pe->resource_class];
+    for (const auto& [cls, type] : line.pairs)
+      if (w.runs(cls, type)) {
+        ++budget[cls];
         capable.insert(addr);
         break;
       }
@@ -177,6 +173,12 @@ bool take_slot(self_ptr self, const std::string& key, uint32_t limit,
   return true;
 }
 
+void note_parked(queue_state& st, const std::string& key,
+                 const parked_entry& pe) {
+  if (needs_permit(st, key))
+    add_pair(st.permits[key], pe);
+}
+
 void want_permits(self_ptr self, const std::string& key) {
   auto& st = self->state;
   auto& line = st.permits[key];
@@ -258,7 +260,7 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
   // come first: one that has none asks for none and is no waiter, so that
   // it never holds permits the others' idle workers could use. Asked again
   // while they wait (an attempt of the key ending here asks at once).
-  auto budget = worker_budget(st, key, p->second, granted_waiting);
+  auto budget = worker_budget(st, key, line, granted_waiting);
   size_t budgeted = 0;
   for (const auto& [cls, n] : budget)
     budgeted += n;
@@ -271,9 +273,12 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
   // grant of ours not started yet (runtime/pg_permits.cpp).
   std::vector<std::string> ids;
   std::unordered_set<std::string_view> named; // a job may wait twice
+  bool walked_all = true;
   for (const auto& pe : p->second) {
-    if (ids.size() >= room)
+    if (ids.size() >= room) {
+      walked_all = false;
       break;
+    }
     if (line.granted.count(pe.entry.job_id) > 0
         || !named.insert(pe.entry.job_id).second)
       continue;
@@ -282,6 +287,14 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
       --b->second;
       ids.push_back(pe.entry.job_id);
     }
+  }
+  if (walked_all) {
+    // Fewer named than the budget: perhaps for a (class, type) that waits
+    // no more. The pairs are made again from the line (so the next asks
+    // stop where they should, not at its end).
+    line.pairs.clear();
+    for (const auto& pe : p->second)
+      add_pair(line, pe);
   }
   auto most_new = static_cast<uint32_t>(ids.size());
   if (most_new == 0) {

@@ -127,9 +127,12 @@ struct parked_entry {
 /// and not woken yet, whether a request is on its way, the armed ask's
 /// generation (0 = none armed; an older one firing is not it), until when
 /// (flow_now's ms) a refused key is not asked again, and the backoff of
-/// failed requests.
+/// failed requests; and the (resource class, job type) pairs of the jobs
+/// parked behind the key since the line was made (a few: an ask counts the
+/// workers for them without walking the line).
 struct permit_line {
   std::unordered_set<std::string> granted;
+  std::vector<std::pair<std::string, std::string>> pairs;
   bool asking = false;
   uint64_t armed = 0;
   int64_t quiet_until = 0;

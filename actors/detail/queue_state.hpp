@@ -418,6 +418,10 @@ void keep_permit(queue_state& st, const std::string& key, ready_entry& e,
 /// when the key needs one (none: asks, answers false).
 bool take_slot(self_ptr self, const std::string& key, uint32_t limit,
                ready_entry& e, size_t i);
+/// `pe` is parked behind `key`: its (class, type) is one the key's asks
+/// count workers for.
+void note_parked(queue_state& st, const std::string& key,
+                 const parked_entry& pe);
 /// Jobs wait behind `key` without a permit: asks (after the refused delay).
 void want_permits(self_ptr self, const std::string& key);
 /// One of this queue's attempts of `key` ended (before its jobs are woken).
