@@ -230,10 +230,18 @@ inline void give_to_node_user(const std::string& dir) {
 inline std::pair<int, std::string> run_to_exit(std::vector<std::string> argv,
                                                std::chrono::milliseconds timeout
                                                = std::chrono::seconds{30}) {
+  auto command = argv.empty() ? std::string{} : argv.front();
   process p{std::move(argv)};
   auto st = p.wait_exit(timeout);
   REQUIRE(st);
-  REQUIRE(WIFEXITED(*st));
+  if (!WIFEXITED(*st)) {
+    // Which program, which signal, and what it said: a crash seen once in
+    // CI is worth its evidence.
+    INFO(command << " ended by signal "
+                 << (WIFSIGNALED(*st) ? WTERMSIG(*st) : -1) << ":\n"
+                 << p.drain_all());
+    REQUIRE(WIFEXITED(*st));
+  }
   return {WEXITSTATUS(*st), p.drain_all()};
 }
 
