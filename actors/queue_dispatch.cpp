@@ -219,10 +219,11 @@ void wake_parked(self_ptr self, const std::string& key) {
   // Granted jobs not met yet: once none is left, the rest of the line is
   // refused ones, not walked (a line of thousands waiting for permits was
   // walked whole at every wake: most of a limited drain's CPU).
-  size_t to_meet = 0;
+  const permit_line* grants = nullptr;
   if (permits)
     if (auto l = st.permits.find(key); l != st.permits.end())
-      to_meet = l->second.granted.size();
+      grants = &l->second;
+  size_t to_meet = grants != nullptr ? grants->granted.size() : 0;
   size_t at = 0;
   while (at < dq.size()) {
     auto& head = dq[at];
@@ -233,7 +234,8 @@ void wake_parked(self_ptr self, const std::string& key) {
       ++at;
       continue;
     }
-    if (permits && to_meet > 0)
+    // (One that holds a permit kept in its entry is not one of them.)
+    if (to_meet > 0 && grants->granted.count(head.entry.job_id) > 0)
       --to_meet;
     auto keys = slot_keys_of(st, head.type, head.entry);
     if (head.entry.flow != 0) {

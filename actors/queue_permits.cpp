@@ -35,7 +35,8 @@ namespace {
 /// Asking again while refused (a failed request backs off up to 5 s:
 /// permit_line::failures).
 constexpr int64_t refused_delay_ms = 250;
-/// The most job ids one ask names (the store's limit).
+/// The most job ids one ask names (the store's limit; a coordinator with
+/// more workers than that asks for that many at a time).
 constexpr size_t most_ids = 10000;
 
 /// Arms an ask of `key` in `delay_ms` (or at once), replacing one armed
@@ -264,13 +265,13 @@ void ask_permits(self_ptr self, const std::string& key, uint64_t generation) {
   size_t budgeted = 0;
   for (const auto& [cls, n] : budget)
     budgeted += n;
-  auto room = std::min<size_t>(limit - taken, budgeted);
+  auto room = std::min({limit - taken, budgeted, most_ids});
   // The jobs given new permits, in order: the walk ends once `room` are
-  // named, so an ask costs the jobs it can start, not the line. Those
-  // that hold a permit this line does not know of (an answer lost, a
-  // change of partitions, a granted job that left for a rate limit and
-  // came back behind others) need no naming: the store answers every
-  // grant of ours not started yet (runtime/pg_permits.cpp).
+  // named, so an ask costs the jobs it can start, not the line. A job
+  // granted one whose answer was lost, or one from before a change of
+  // partitions, waits near the head, where asks name: the store answers it
+  // held. One that left for a rate limit or a breaker keeps its permit in
+  // its entry (keep_permit).
   std::vector<std::string> ids;
   std::unordered_set<std::string_view> named; // a job may wait twice
   bool walked_all = true;

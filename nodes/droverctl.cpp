@@ -457,24 +457,17 @@ int main(int argc, char** argv) {
   if (command == "tree" && addresses.size() > 1) {
     // One tree, as a sharing gateway shows it: each coordinator's under one
     // root, named by its address, and those that did not answer named.
-    auto all = ctl::ask_each<tree_node>(sys, all_doors, api_key, timeout,
-                                        describe_atom::value);
-    if (all.got.empty()) {
-      std::cerr << "droverctl: no node answered (" << all.failures << ")\n";
-      return unavailable;
+    auto all = ctl::merged_tree(sys, all_doors, api_key, timeout);
+    if (!all) {
+      std::cerr << "droverctl: " << describe(all.error()) << '\n';
+      return code_of(all.error());
     }
-    tree_node root;
-    root.name = "coordinators";
-    root.kind = child_kind::supervisor;
-    for (auto& [name, t] : all.got) {
-      t.name = name + " " + t.name;
-      root.children.push_back(std::move(t));
-    }
+    auto& [root, unreached] = *all;
     if (json)
-      std::cout << with_unreached(tree_json(s, root), all.unreached) << '\n';
+      std::cout << with_unreached(tree_json(s, root), unreached) << '\n';
     else
       std::cout << ctl::tree_text(root)
-                << ctl::unreached_text(all.unreached, "trees");
+                << ctl::unreached_text(unreached, "trees");
     return ok;
   }
   if (command == "tree") {

@@ -79,6 +79,20 @@ merged_queues(caf::actor_system& sys, const door_set& set,
   return std::make_pair(std::move(sum), std::move(all.unreached));
 }
 
+caf::expected<std::pair<tree_node, std::vector<std::string>>>
+merged_tree(caf::actor_system& sys, const door_set& set,
+            const std::string& api_key, std::chrono::milliseconds timeout) {
+  auto all
+      = ask_each<tree_node>(sys, set, api_key, timeout, describe_atom::value);
+  if (all.got.empty())
+    return make_error(errc::unavailable,
+                      "no node answered (" + all.failures + ")");
+  auto root = coordinators_root();
+  for (auto& [name, tree] : all.got)
+    add_coordinator_tree(root, name, std::move(tree));
+  return std::make_pair(std::move(root), std::move(all.unreached));
+}
+
 client_door_actor pick_door(caf::actor_system& sys, const door_set& set,
                             const client_detail::route_target& t,
                             const std::string& api_key,

@@ -13,6 +13,7 @@
 
 #include "runtime/errors.hpp"
 #include "runtime/job_api.hpp"
+#include "runtime/tree.hpp"
 #include "runtime/type_ids.hpp"
 
 #include <caf/scoped_actor.hpp>
@@ -96,6 +97,13 @@ caf::expected<std::string> merged_nodes(caf::actor_system& sys,
 caf::expected<std::pair<queue_stats, std::vector<std::string>>>
 merged_queues(caf::actor_system& sys, const door_set& set,
               const std::string& api_key, std::chrono::milliseconds timeout);
+
+/// Every door's supervision tree under one root, as a sharing gateway
+/// shows it (add_coordinator_tree), with the addresses that did not
+/// connect or answer; unavailable when none answered.
+caf::expected<std::pair<tree_node, std::vector<std::string>>>
+merged_tree(caf::actor_system& sys, const door_set& set,
+            const std::string& api_key, std::chrono::milliseconds timeout);
 
 /// The door of the owner of `t`'s partition; the first door when `t` is
 /// about no partition, there is one door, or no door owns it.

@@ -388,17 +388,9 @@ caf::result<Os...> route(self_ptr self, const state_ptr& st, reply_tag<Os...>,
     // One tree: each coordinator's under one root, named by the address
     // the gateway joined it at (in that order).
     auto rp = self->template make_response_promise<Os...>();
-    tree_node root;
-    root.name = "coordinators";
-    root.kind = child_kind::supervisor;
-    fan_out(self, st, make_send(first, rest...), rp, std::move(root),
+    fan_out(self, st, make_send(first, rest...), rp, coordinators_root(),
             [st](tree_node& root, tree_node& t, size_t i) {
-              t.name = st->addresses[i] + " " + t.name;
-              root.children.push_back(std::move(t));
-              std::sort(root.children.begin(), root.children.end(),
-                        [](const tree_node& x, const tree_node& y) {
-                          return x.name < y.name;
-                        });
+              add_coordinator_tree(root, st->addresses[i], std::move(t));
             });
     return rp;
   } else if constexpr (std::is_same_v<args_t, std::tuple<nodes_atom>>) {

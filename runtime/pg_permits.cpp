@@ -138,8 +138,8 @@ session::grant_permits(const std::string& type, const std::string& tenant,
       "(SELECT 1 FROM drover.events e WHERE e.job_id = p.job_id AND e.seq > "
       "p.seq AND e.kind = 3)))) RETURNING p.job_id), w AS (SELECT count(*) AS "
       "before FROM drover.concurrency_waiters WHERE type = $1 AND tenant = "
-      "$2 AND "
-      "instance <> $3 AND seen_at > now() - interval '5 s' AND job_id < $4) "
+      "$2 AND instance <> $3 AND seen_at > now() - interval '5 s' AND job_id "
+      "< $4) "
       "SELECT w.before, k.job_id FROM w LEFT JOIN (SELECT p.job_id FROM "
       "drover.concurrency_permits p WHERE p.type = $1 AND p.tenant = $2 AND "
       "NOT EXISTS (SELECT 1 FROM gone g WHERE g.job_id = p.job_id)) k ON "
@@ -195,26 +195,32 @@ session::grant_permits(const std::string& type, const std::string& tenant,
         "r(job_id, partition, epoch) JOIN drover.jobs j ON j.job_id = "
         "r.job_id WHERE j.final_status IS NULL AND j.status <> 2 RETURNING "
         "job_id";
-  auto ps
-      = params{}.text(type).text(tenant).array(ids).array(parts).array(epochs);
-  ps.text(fence_->instance);
-  auto res
-      = first_refused != nullptr
-            ? conn_.exec_prepared(
-                "drover_permit_grant_wait",
-                "WITH w AS (INSERT INTO drover.concurrency_waiters (type, "
-                "tenant, instance, job_id) VALUES ($1, $2, $6, $7) ON "
-                "CONFLICT (type, tenant, instance) DO UPDATE SET job_id = "
-                "EXCLUDED.job_id, seen_at = now()) "
-                    + insert_permits,
-                ps.text(*first_refused), false, what)
-            : conn_.exec_prepared(
-                "drover_permit_grant",
-                "WITH w AS (DELETE FROM drover.concurrency_waiters WHERE type "
-                "= $1 AND tenant = $2 AND (instance = $6 OR seen_at < now() - "
-                "interval '1 hour')) "
-                    + insert_permits,
-                ps, false, what);
+  auto ps = params{}
+                .text(type)
+                .text(tenant)
+                .array(ids)
+                .array(parts)
+                .array(epochs)
+                .text(fence_->instance);
+  auto grant = [&]() {
+    if (first_refused != nullptr)
+      return conn_.exec_prepared(
+          "drover_permit_grant_wait",
+          "WITH w AS (INSERT INTO drover.concurrency_waiters (type, tenant, "
+          "instance, job_id) VALUES ($1, $2, $6, $7) ON CONFLICT (type, "
+          "tenant, instance) DO UPDATE SET job_id = EXCLUDED.job_id, seen_at "
+          "= now()) "
+              + insert_permits,
+          ps.text(*first_refused), false, what);
+    return conn_.exec_prepared(
+        "drover_permit_grant",
+        "WITH w AS (DELETE FROM drover.concurrency_waiters WHERE type = $1 "
+        "AND tenant = $2 AND (instance = $6 OR seen_at < now() - interval '1 "
+        "hour')) "
+            + insert_permits,
+        ps, false, what);
+  };
+  auto res = grant();
   if (!res)
     return fail(std::move(res.error()));
   for (int row = 0; row < res->rows(); ++row)

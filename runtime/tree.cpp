@@ -1,5 +1,6 @@
 #include "runtime/tree.hpp"
 
+#include <algorithm>
 #include <tuple>
 
 namespace drover {
@@ -47,6 +48,24 @@ const char* to_string(restart_type x) {
 
 const char* to_string(strategy x) {
   return x == strategy::one_for_all ? "one_for_all" : "one_for_one";
+}
+
+tree_node coordinators_root() {
+  tree_node root;
+  root.name = "coordinators";
+  root.kind = child_kind::supervisor;
+  return root;
+}
+
+void add_coordinator_tree(tree_node& root, const std::string& address,
+                          tree_node tree) {
+  tree.name = address + " " + tree.name;
+  auto at
+      = std::upper_bound(root.children.begin(), root.children.end(), tree.name,
+                         [](const std::string& name, const tree_node& x) {
+                           return name < x.name;
+                         });
+  root.children.insert(at, std::move(tree));
 }
 
 } // namespace drover

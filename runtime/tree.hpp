@@ -57,6 +57,15 @@ inline bool operator!=(const tree_node& x, const tree_node& y) {
   return !(x == y);
 }
 
+/// The root of several coordinators' trees shown as one (a sharing
+/// gateway's GET /api/admin/tree, droverctl tree --nodes).
+tree_node coordinators_root();
+
+/// Adds coordinator `address`'s tree under `root` (coordinators_root),
+/// named "<address> <its root>", the children kept in name order.
+void add_coordinator_tree(tree_node& root, const std::string& address,
+                          tree_node tree);
+
 const char* to_string(child_kind x);
 const char* to_string(child_state x);
 const char* to_string(restart_type x);
