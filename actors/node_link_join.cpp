@@ -39,6 +39,7 @@ coordinator_reply take_reply(link_actor self) {
   r.settled.swap(self->state.settled);
   r.superseded.swap(self->state.superseded);
   r.handed_over.swap(self->state.handed_over);
+  r.owned_elsewhere.swap(self->state.owned_elsewhere);
   r.adopted.swap(self->state.adopted);
   return r;
 }
@@ -72,6 +73,34 @@ uint32_t borrowed_slot(link_actor self, const std::string& cls) {
   s.borrowed = true;
   st.slots.push_back(std::move(s));
   return static_cast<uint32_t>(st.slots.size() - 1);
+}
+
+/// The node keeps running attempt `i` for another coordinator: its slot
+/// stays taken while the node lists it (`lent`), and the reply list `said`
+/// tells the node.
+void lend_out(link_actor self, decltype(link_state::attempts)::iterator i,
+              std::vector<running_attempt>& said, const char* what) {
+  auto& st = self->state;
+  auto job_id = i->first;
+  auto attempt = i->second.attempt;
+  st.lent.emplace(std::make_pair(job_id, attempt), i->second.slot);
+  st.attempts.erase(i);
+  said.push_back(running_attempt{job_id, attempt, {}});
+  log::info("node_link", log::job{job_id}, what,
+            {{"node", st.cfg.node_id}, {"attempt", attempt}});
+}
+
+/// Attempt `attempt` of `job_id`, re-reported here, is another
+/// coordinator's (the queue waited for its partition in vain): its slot
+/// stays taken while the node runs it (`lent`), and the node offers it to
+/// its other coordinators (CoordinatorReply.ownedElsewhere). An outcome
+/// held here goes with it: the node still has it (until it is settled)
+/// and posts it; the slot is free once the node lists the attempt no more.
+void pass_on(link_actor self, const std::string& job_id, uint32_t attempt) {
+  auto& st = self->state;
+  lend_out(self, st.attempts.find(job_id), st.owned_elsewhere,
+           "a running attempt reported here is another coordinator's: the "
+           "node offers it there");
 }
 
 /// Asks the queue to give attempt `attempt` of `job_id` (in its slot, in
@@ -142,10 +171,19 @@ void request_adoption(link_actor self, const std::string& job_id,
               drop_attempt(self, job_id);
               return;
             }
+            i->second.adopting = false;
+            if (is(err, errc::not_owner)) {
+              // Reported here after its coordinator died, and another
+              // coordinator took its partition (waiting for it to be
+              // re-reported): the node offers it there, as after a
+              // hand-off, instead of stopping it (before, the job ran again
+              // from the start).
+              pass_on(self, job_id, attempt);
+              return;
+            }
             log::info("node_link", log::job{job_id},
                       "a running attempt could not be adopted; superseded",
                       {{"attempt", attempt}, {"reason", describe(err)}});
-            i->second.adopting = false;
             if (i->second.held) {
               // Its outcome came but nobody owns the attempt any more.
               record_rejection(self, job_id, attempt, "an outcome");
@@ -325,13 +363,9 @@ void hand_over(link_actor self, uint32_t index, const std::string& job_id,
   }
   if (i->second.js)
     self->demonitor(i->second.js.address());
-  st.lent.emplace(std::make_pair(job_id, attempt), i->second.slot);
-  st.attempts.erase(i);
-  st.handed_over.push_back(running_attempt{job_id, attempt, {}});
-  log::info("node_link", log::job{job_id},
-            "partition handed over: the node keeps running the attempt for "
-            "its new coordinator",
-            {{"node", st.cfg.node_id}, {"attempt", attempt}});
+  lend_out(self, i, st.handed_over,
+           "partition handed over: the node keeps running the attempt for "
+           "its new coordinator");
 }
 
 void on_handover_lists(link_actor self, const heartbeat& hb,

@@ -301,8 +301,20 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
                   deadline_ms]() mutable {
       adopt(self, rp, job_id, attempt, worker_id, slot, deadline_ms, true);
     };
+    // The wait ended and the partition did not become ours: another
+    // coordinator took it (or nobody has yet). Not a superseded attempt:
+    // the link hands it to the node's other coordinators
+    // (CoordinatorReply.ownedElsewhere) instead of stopping it.
+    auto elsewhere = [rp, job_id, attempt]() mutable {
+      rp.deliver(make_error(errc::not_owner,
+                            "attempt " + std::to_string(attempt) + " of job "
+                                + job_id + ": partition "
+                                + std::to_string(partition_of_id(job_id))
+                                + " is not owned here"));
+    };
     if (!wait_for_owner
-        || !wait_for_partition(self, job_id, std::move(again), refuse))
+        || !wait_for_partition(self, job_id, std::move(again),
+                               std::move(elsewhere)))
       refuse();
     return;
   }

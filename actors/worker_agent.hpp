@@ -47,7 +47,10 @@
 //   its reports go there from then on, the worker stays on this agent's
 //   slot (listed in Heartbeat.lent until it is free). Nobody claims it
 //   within two lease TTLs: it is stopped (the new owner runs the job
-//   again after its adoption grace).
+//   again after its adoption grace). An attempt re-reported after a
+//   failover whose partition another survivor took
+//   (CoordinatorReply.ownedElsewhere) is offered the same way, for three
+//   heartbeats and a second.
 
 #include "actors/attempt_protocol.hpp"
 #include "actors/handover_board.hpp"

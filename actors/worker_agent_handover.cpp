@@ -27,6 +27,18 @@ std::chrono::milliseconds lend_deadline(const agent_state& st) {
   return 2 * st.lease_ttl;
 }
 
+/// How long an attempt re-reported after a failover and refused there
+/// (CoordinatorReply.ownedElsewhere) waits to be claimed: its partition's
+/// new owner has been waiting for it since it took the partition, and
+/// adopts it from another agent's next heartbeat (said in the reply to the
+/// one after); past its adoption grace it runs the job again, so the
+/// attempt must be stopped well before — the refusal came an adoption wait
+/// after the report, the grace ends an adoption wait, a heartbeat and a
+/// second after the take, which is a lease TTL after the death.
+std::chrono::milliseconds elsewhere_deadline(const agent_state& st) {
+  return 3 * st.heartbeat_interval + std::chrono::seconds{1};
+}
+
 handover_board::entry entry_of(agent_actor self, const std::string& job_id,
                                uint32_t attempt, const std::string& cls) {
   handover_board::entry e;
@@ -37,21 +49,21 @@ handover_board::entry entry_of(agent_actor self, const std::string& job_id,
   return e;
 }
 
-/// Puts `e` on the board, unclaimed until its deadline.
-void post(agent_actor self, handover_board::entry e) {
+/// Puts `e` on the board, unclaimed until `deadline` from now.
+void post(agent_actor self, handover_board::entry e,
+          std::chrono::milliseconds deadline) {
   auto& st = self->state;
-  self->delayed_send(self, lend_deadline(st), lent_atom::value, e.job_id,
-                     e.attempt);
+  self->delayed_send(self, deadline, lent_atom::value, e.job_id, e.attempt);
   st.cfg.handovers->post(std::move(e));
 }
 
 /// Offers running attempt `r` of `job_id` on the board.
 void post_running(agent_actor self, const std::string& job_id,
-                  const run_info& r) {
+                  const run_info& r, std::chrono::milliseconds deadline) {
   auto e = entry_of(self, job_id, r.attempt, r.resource_class);
   e.worker = r.worker;
   e.rate_key = r.rate_key;
-  post(self, std::move(e));
+  post(self, std::move(e), deadline);
 }
 
 /// The lent attempt `job_id`/`attempt` here, or null.
@@ -84,8 +96,10 @@ bool hand_held(run_info& r, const std::string& job_id, uint32_t attempt,
 
 } // namespace
 
-void lend(agent_actor self, const std::vector<running_attempt>& attempts) {
+void lend(agent_actor self, const std::vector<running_attempt>& attempts,
+          bool owned_elsewhere) {
   auto& st = self->state;
+  auto deadline = owned_elsewhere ? elsewhere_deadline(st) : lend_deadline(st);
   for (const auto& ra : attempts) {
     attempt_key key{ra.job_id, ra.attempt};
     if (take_waiting(self, ra.job_id, ra.attempt)) {
@@ -105,7 +119,7 @@ void lend(agent_actor self, const std::vector<running_attempt>& attempts) {
       st.completions.erase(c);
       st.completion_class.erase(key);
       st.sent.erase(key);
-      post(self, std::move(e));
+      post(self, std::move(e), deadline);
     } else {
       auto i = st.running.find(ra.job_id);
       if (i == st.running.end() || i->second.attempt != ra.attempt
@@ -123,12 +137,19 @@ void lend(agent_actor self, const std::vector<running_attempt>& attempts) {
         r.held_checkpoint = std::move(k->second);
         st.checkpoints.erase(k);
       }
-      post_running(self, ra.job_id, r);
+      post_running(self, ra.job_id, r, deadline);
     }
-    log::info("worker_agent", log::job{ra.job_id},
-              "its coordinator handed the partition over: the attempt runs "
-              "on, offered to the node's other coordinators",
-              {{"attempt", ra.attempt}});
+    if (owned_elsewhere)
+      log::info("worker_agent", log::job{ra.job_id},
+                "another coordinator took the partition of an attempt this "
+                "one could not adopt: the attempt runs on, offered to the "
+                "node's other coordinators",
+                {{"attempt", ra.attempt}});
+    else
+      log::info("worker_agent", log::job{ra.job_id},
+                "its coordinator handed the partition over: the attempt runs "
+                "on, offered to the node's other coordinators",
+                {{"attempt", ra.attempt}});
   }
 }
 
@@ -285,7 +306,7 @@ bool handover_down(agent_actor self, const caf::actor_addr& who) {
       seen = true;
       r.lent_to = nullptr;
       r.lent_home = nullptr;
-      post_running(self, i->first, r);
+      post_running(self, i->first, r, lend_deadline(st));
       log::warn("worker_agent", log::job{i->first},
                 "the agent that took over a lent attempt is gone: offered "
                 "again",

@@ -135,6 +135,8 @@ void apply_reply(agent_actor self, coordinator_reply& r) {
   auto& st = self->state;
   if (!r.handed_over.empty())
     lend(self, r.handed_over);
+  if (!r.owned_elsewhere.empty())
+    lend(self, r.owned_elsewhere, true);
   if (!r.adopted.empty())
     claim(self, r.adopted);
   for (auto& s : r.settled) {

@@ -240,7 +240,7 @@ auto fields(const heartbeat& x) {
 
 auto fields(const coordinator_reply& x) {
   return std::tie(x.coordinator_id, x.challenge, x.superseded, x.settled,
-                  x.handed_over, x.adopted, x.lease_ttl_ms,
+                  x.handed_over, x.adopted, x.owned_elsewhere, x.lease_ttl_ms,
                   x.heartbeat_interval_ms, x.protocol);
 }
 

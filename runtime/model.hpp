@@ -416,6 +416,9 @@ struct coordinator_reply {
   std::vector<running_attempt> handed_over;
   /// Offered attempts taken over here: report them here.
   std::vector<running_attempt> adopted;
+  /// Attempts re-reported here whose partition another coordinator took:
+  /// as handed_over, with a shorter time to be claimed.
+  std::vector<running_attempt> owned_elsewhere;
   int64_t lease_ttl_ms = 0;
   int64_t heartbeat_interval_ms = 0;
   uint32_t protocol = 0;

@@ -196,6 +196,13 @@ struct CoordinatorReply {
   adopted @8 :List(RunningAttempt);
   # Offered attempts this coordinator took over: the worker reports them
   # here from now on.
+
+  ownedElsewhere @9 :List(RunningAttempt);
+  # Running attempts the worker reported here after its coordinator died
+  # whose partitions another coordinator took: like handedOver (kept
+  # running, offered to the worker's other coordinators), but stopped if
+  # nobody claims them within a few heartbeats, because their new owner
+  # has been waiting for them since it took the partition.
 }
 
 struct ProgressBatch {

@@ -145,9 +145,11 @@ inline completion worker_lost(const std::string& job_id, uint32_t attempt) {
 }
 
 // actors/worker_agent_handover.cpp
-/// The coordinator handed these attempts over: lend them (post them on
-/// the board).
-void lend(agent_actor self, const std::vector<running_attempt>& attempts);
+/// The coordinator handed these attempts over (or, `owned_elsewhere`,
+/// could not adopt them after a failover because another coordinator took
+/// their partitions): lend them (post them on the board).
+void lend(agent_actor self, const std::vector<running_attempt>& attempts,
+          bool owned_elsewhere = false);
 /// The coordinator adopted these offered attempts: claim them.
 void claim(agent_actor self, const std::vector<running_attempt>& attempts);
 /// Another agent claimed the lent attempt: its reports go there now.

@@ -116,6 +116,9 @@ struct link_state {
   /// Reply lists: attempts handed over (keep running, offer elsewhere) and
   /// offered attempts adopted here.
   std::vector<running_attempt> handed_over;
+  /// Attempts re-reported here that another coordinator owns now
+  /// (CoordinatorReply.ownedElsewhere).
+  std::vector<running_attempt> owned_elsewhere;
   std::vector<running_attempt> adopted;
   /// (job, attempt) whose rejection is recorded already.
   std::set<std::pair<std::string, uint32_t>> recorded;

@@ -217,6 +217,9 @@ void write(schema::CoordinatorReply::Builder out, const coordinator_reply& x) {
     write_list(out.initHandedOver(x.handed_over.size()), x.handed_over);
   if (!x.adopted.empty())
     write_list(out.initAdopted(x.adopted.size()), x.adopted);
+  if (!x.owned_elsewhere.empty())
+    write_list(out.initOwnedElsewhere(x.owned_elsewhere.size()),
+               x.owned_elsewhere);
 }
 
 caf::error read(schema::CoordinatorReply::Reader in, coordinator_reply& x,
@@ -232,6 +235,8 @@ caf::error read(schema::CoordinatorReply::Reader in, coordinator_reply& x,
                        "CoordinatorReply.handedOver", ctx));
   DROVER_TRY(
       read_list(in.getAdopted(), x.adopted, "CoordinatorReply.adopted", ctx));
+  DROVER_TRY(read_list(in.getOwnedElsewhere(), x.owned_elsewhere,
+                       "CoordinatorReply.ownedElsewhere", ctx));
   return read_list(in.getSettled(), x.settled, "CoordinatorReply.settled", ctx);
 }
 

@@ -369,12 +369,15 @@ TEST_CASE("a sharing coordinator cut off from its worker nodes keeps its "
     // The cut-off agents give it up, try it again (through the cut: no
     // answer) and join another coordinator, which does not own the lapsed
     // attempts' partitions: it keeps their reports waiting for the
-    // partition (which never comes) and refuses them; the agents stop the
-    // attempts and drop their outcomes.
+    // partition (which never comes) and then says they are another
+    // coordinator's; the node offers them to its other coordinators, which
+    // do not own them either, and stops them three heartbeats later (their
+    // jobs ran again on the other worker node meanwhile, above).
     auto refused = [&] {
       int n = 0;
       for (const auto& o : others_than(cut))
-        n += c.log_count(o, "a running attempt could not be adopted");
+        n += c.log_count(o, "a running attempt reported here is another "
+                            "coordinator's");
       return n;
     };
     REQUIRE(logs(poll_until(

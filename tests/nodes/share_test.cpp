@@ -252,24 +252,9 @@ TEST_CASE("a coordinator that takes its share back by hand-off lets the "
           "[pg][cluster][process][share]") {
   cluster c;
   sharing s{c};
-  for (const auto* name : {"c1", "c2", "c3"})
-    s.start(name, false);
-  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
   // Two worker nodes with an agent for each coordinator, four slots each.
-  for (const auto* w : {"w1", "w2"})
-    s.start_worker(w, {"c1", "c2", "c3"}, "cpu=12");
+  s.start_three_with_workers("cpu=12");
   INFO(s.logs_of({"c1", "c2", "c3", "w1", "w2"}));
-  REQUIRE(poll_until(
-      [&] {
-        for (const auto* w : {"w1", "w2"})
-          for (const auto* name : {"c1", "c2", "c3"})
-            if (c.log_count(name, "worker node joined node=" + std::string{w}
-                                      + "." + name + " ")
-                == 0)
-              return false;
-        return true;
-      },
-      30s));
   // c3 pauses past its lease: c1 and c2 take its partitions (its agents
   // stay connected to it, unanswered).
   s.nodes["c3"]->signal(SIGSTOP);
@@ -305,6 +290,79 @@ TEST_CASE("a coordinator that takes its share back by hand-off lets the "
   CHECK(c.log_count("c3", "took over an attempt another coordinator handed "
                           "over")
         == static_cast<int>(moved.size()));
+  for (const auto* w : {"w1", "w2"})
+    CHECK(c.log_count(w, "nobody took over a handed-over attempt") == 0);
+}
+
+TEST_CASE("a killed coordinator's attempts on worker nodes run on, once, "
+          "whichever survivor takes their partitions",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  // Two worker nodes with an agent for each coordinator, six slots each.
+  s.start_three_with_workers("cpu=18");
+  INFO(s.logs_of({"c1", "c2", "c3", "w1", "w2"}));
+  // Twelve long jobs through c3, in twelve of its partitions (keyless
+  // submissions take its partitions in turn), all running on its agents.
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 12; ++i)
+    jobs.push_back(s.submit("c3", 12000));
+  std::map<std::string, std::string> machine;
+  for (const auto& id : jobs) {
+    REQUIRE(c.wait_running(id, 30s));
+    auto w = c.worker_of(id, s.admin.at("c3"));
+    INFO(id << " ran on " << w);
+    REQUIRE(w.find(".c3/") != std::string::npos);
+    machine[id] = w.substr(0, w.find(".c3/"));
+  }
+  // c3 dies. Its agents join a survivor (the next of their list), and the
+  // two survivors take its partitions, each up to 32: with the three at 21
+  // or 22 at the kill, neither takes more than 11 of c3's, so some of the
+  // twelve attempts are in partitions of a survivor an agent did not join.
+  // Before, that survivor ran them again from the start (the other refused
+  // them after its adoption wait).
+  REQUIRE(s.spread_over({"c1", "c2", "c3"}));
+  for (const auto& id : jobs)
+    REQUIRE(s.owner_of(id) == "c3");
+  s.nodes["c3"]->signal(SIGKILL);
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 30s));
+  std::map<std::string, std::string> joined_at;
+  REQUIRE(poll_until(
+      [&] {
+        for (const auto* w : {"w1", "w2"})
+          for (const auto* name : {"c1", "c2"})
+            if (s.joined(name, std::string{w} + ".c3"))
+              joined_at[w] = name;
+        return joined_at.size() == 2;
+      },
+      30s));
+  c.check_all_done_once(jobs, 120s);
+  constexpr int worker_lost_kind = 14;
+  std::map<std::string, int> by_board;
+  std::map<std::string, std::string> by_owner;
+  for (const auto& id : jobs) {
+    auto owner = s.owner_of(id);
+    by_owner[owner] += " " + id.substr(id.rfind('-') + 1);
+    if (owner != joined_at[machine[id]])
+      ++by_board[owner];
+    INFO(id << " on " << machine[id] << " (joined " << joined_at[machine[id]]
+            << "), partition now " << owner << "'s");
+    CHECK(c.events(id, started_kind) == 1);
+    CHECK(c.events(id, worker_lost_kind) == 0);
+  }
+  std::cout << "share_test: the partitions of c3's 12 attempts went to c1:"
+            << by_owner["c1"] << "; c2:" << by_owner["c2"] << " ("
+            << by_board["c1"] + by_board["c2"]
+            << " to a survivor its agent had not joined)\n";
+  REQUIRE(by_board["c1"] + by_board["c2"] > 0);
+  // Those came by the board: the survivor that owns them adopted them
+  // from the node's offer.
+  for (const auto* name : {"c1", "c2"}) {
+    INFO(name);
+    CHECK(c.log_count(name, "took over an attempt another coordinator "
+                            "handed over")
+          == by_board[name]);
+  }
   for (const auto* w : {"w1", "w2"})
     CHECK(c.log_count(w, "nobody took over a handed-over attempt") == 0);
 }

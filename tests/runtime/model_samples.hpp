@@ -289,6 +289,7 @@ inline coordinator_reply reply() {
   x.settled = {running("job-3", 2)};
   x.handed_over = {running("job-4", 1)};
   x.adopted = {running("job-5", 2), running("job-6", 7)};
+  x.owned_elsewhere = {running("job-8", 4)};
   x.lease_ttl_ms = 2000;
   x.heartbeat_interval_ms = 500;
   x.protocol = 1;

@@ -121,6 +121,34 @@ struct sharing {
         c.logs.path() + "/" + name + ".log");
   }
 
+  /// True once `coordinator` logged that `agent` joined it.
+  bool joined(const std::string& coordinator, const std::string& agent) {
+    return c.log_count(coordinator, "worker node joined node=" + agent + " ")
+           > 0;
+  }
+
+  /// c1, c2 and c3 without local slots, once they hold the partitions
+  /// evenly, and worker nodes w1 and w2 with `slots`, once each has an
+  /// agent joined to each coordinator ("w1.c1", "w1.c2", ...).
+  void start_three_with_workers(const std::string& slots) {
+    const std::vector<std::string> names{"c1", "c2", "c3"};
+    for (const auto& name : names)
+      start(name, false);
+    REQUIRE(poll_until([&] { return spread_over(names); }, 20s));
+    for (const auto* w : {"w1", "w2"})
+      start_worker(w, names, slots);
+    INFO(logs_of({"c1", "c2", "c3", "w1", "w2"}));
+    REQUIRE(poll_until(
+        [&] {
+          for (const auto* w : {"w1", "w2"})
+            for (const auto& name : names)
+              if (!joined(name, std::string{w} + "." + name))
+                return false;
+          return true;
+        },
+        30s));
+  }
+
   /// The owner node of `job`'s partition, from the lease table.
   std::string owner_of(const std::string& job) {
     auto conn = must(drover::pg::connection::open(c.url()));
