@@ -95,7 +95,7 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
     if (st.lent.count({ra.job_id, ra.attempt}) > 0) {
       // Handed over from here and the node has not heard (the reply that
       // said so was lost, or crossed the lease): said again.
-      st.handed_over.push_back(running_attempt{ra.job_id, ra.attempt, {}});
+      say_lent_again(self, ra.job_id, ra.attempt);
       continue;
     }
     auto i = st.attempts.find(ra.job_id);

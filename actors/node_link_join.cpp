@@ -98,6 +98,7 @@ void lend_out(link_actor self, decltype(link_state::attempts)::iterator i,
 /// and posts it; the slot is free once the node lists the attempt no more.
 void pass_on(link_actor self, const std::string& job_id, uint32_t attempt) {
   auto& st = self->state;
+  st.lent_elsewhere.insert({job_id, attempt});
   lend_out(self, st.attempts.find(job_id), st.owned_elsewhere,
            "a running attempt reported here is another coordinator's: the "
            "node offers it there");
@@ -295,6 +296,7 @@ bool adopt(link_actor self, const running_attempt& ra, bool offered = false) {
 /// (the partition is another's) puts it back in `lent` (request_adoption).
 void adopt_back(link_actor self, const running_attempt& ra, uint32_t index) {
   self->state.lent.erase({ra.job_id, ra.attempt});
+  self->state.lent_elsewhere.erase({ra.job_id, ra.attempt});
   adopt_on(self, ra, index, true);
 }
 
@@ -368,6 +370,15 @@ void hand_over(link_actor self, uint32_t index, const std::string& job_id,
            "its new coordinator");
 }
 
+void say_lent_again(link_actor self, const std::string& job_id,
+                    uint32_t attempt) {
+  auto& st = self->state;
+  auto& list = st.lent_elsewhere.count({job_id, attempt}) > 0
+                   ? st.owned_elsewhere
+                   : st.handed_over;
+  list.push_back(running_attempt{job_id, attempt, {}});
+}
+
 void on_handover_lists(link_actor self, const heartbeat& hb,
                        const std::set<std::pair<std::string, uint32_t>>& held) {
   auto& st = self->state;
@@ -376,13 +387,14 @@ void on_handover_lists(link_actor self, const heartbeat& hb,
   // the node hands the outcome to the new owner.
   for (const auto& u : hb.unacknowledged)
     if (st.lent.count({u.job_id, u.attempt}) > 0)
-      st.handed_over.push_back(running_attempt{u.job_id, u.attempt, {}});
+      say_lent_again(self, u.job_id, u.attempt);
   for (auto l = st.lent.begin(); l != st.lent.end();) {
     if (held.count(l->first) > 0) {
       ++l;
       continue;
     }
     auto slot = l->second;
+    st.lent_elsewhere.erase(l->first);
     l = st.lent.erase(l);
     free_slot(self, slot);
   }
@@ -453,7 +465,7 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
     listed.insert(ra.job_id);
     if (st.lent.count({ra.job_id, ra.attempt}) > 0) {
       // Handed over from here; the node has not heard yet: said again.
-      st.handed_over.push_back(running_attempt{ra.job_id, ra.attempt, {}});
+      say_lent_again(self, ra.job_id, ra.attempt);
       continue;
     }
     auto i = st.attempts.find(ra.job_id);

@@ -160,6 +160,8 @@ void claim(agent_actor self, const std::vector<running_attempt>& attempts) {
     // Lent from here and handed on by the agent that took it: back home.
     bool home = mine != st.running.end() && mine->second.attempt == ra.attempt
                 && mine->second.lent;
+    if (st.completions.count({ra.job_id, ra.attempt}) > 0)
+      continue; // claimed already with its outcome (said twice)
     if (mine != st.running.end() && !home) {
       // Claimed already (the coordinator said it again), or another
       // attempt of the job runs here: nothing to take.

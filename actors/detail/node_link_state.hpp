@@ -97,6 +97,9 @@ struct link_state {
   /// no longer lists them (Heartbeat.lent), and nothing of them counts
   /// here.
   std::map<std::pair<std::string, uint32_t>, uint32_t> lent;
+  /// Those of `lent` that were re-reported here and are another
+  /// coordinator's (said as ownedElsewhere, not handedOver).
+  std::set<std::pair<std::string, uint32_t>> lent_elsewhere;
   /// No heartbeat for two intervals: its free credits are withdrawn, so
   /// that retries go to nodes that answer.
   bool suspect = false;
@@ -253,6 +256,11 @@ void hand_over(link_actor self, uint32_t index, const std::string& job_id,
 /// A heartbeat's lists of attempts handed over: the lent ones keep their
 /// slots (freed once no longer listed anywhere in `held`), the offered
 /// ones are adopted if this coordinator owns their partitions.
+/// A lent attempt the node still reports as its own (it has not heard):
+/// said again, in the reply list it was first said in.
+void say_lent_again(link_actor self, const std::string& job_id,
+                    uint32_t attempt);
+
 void on_handover_lists(link_actor self, const heartbeat& hb,
                        const std::set<std::pair<std::string, uint32_t>>& held);
 
