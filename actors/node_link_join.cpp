@@ -21,13 +21,16 @@
 
 namespace drover::detail {
 
+uint32_t agreed_protocol(const link_state& st) {
+  return std::min(st.cfg.registration.protocol_max, cluster_protocol_max);
+}
+
 coordinator_reply base_reply(link_actor self) {
   coordinator_reply r;
   r.coordinator_id = self->state.cfg.coordinator_id;
   // The version agreed at the hello (the node's highest this build
   // speaks), not this build's own highest.
-  r.protocol = std::min(self->state.cfg.registration.protocol_max,
-                        cluster_protocol_max);
+  r.protocol = agreed_protocol(self->state);
   r.lease_ttl_ms = self->state.cfg.lease_ttl.count();
   r.heartbeat_interval_ms = self->state.cfg.heartbeat_interval.count();
   return r;
@@ -173,12 +176,14 @@ void request_adoption(link_actor self, const std::string& job_id,
               return;
             }
             i->second.adopting = false;
-            if (is(err, errc::not_owner)) {
+            if (is(err, errc::not_owner)
+                && agreed_protocol(st) >= lending_protocol) {
               // Reported here after its coordinator died, and another
               // coordinator took its partition (waiting for it to be
               // re-reported): the node offers it there, as after a
               // hand-off, instead of stopping it (before, the job ran again
-              // from the start).
+              // from the start). An older node would ignore the word and
+              // run it on unowned: superseded, as before.
               pass_on(self, job_id, attempt);
               return;
             }
@@ -351,9 +356,11 @@ void hand_over(link_actor self, uint32_t index, const std::string& job_id,
   auto i = st.attempts.find(job_id);
   if (i == st.attempts.end() || i->second.attempt != attempt
       || i->second.slot != index || i->second.completing || i->second.expired
-      || i->second.held) {
-    // Nothing left to hand over (finished, lapsed or being written): as an
-    // abandoned attempt, which the new owner settles or adopts by itself.
+      || i->second.held || agreed_protocol(st) < lending_protocol) {
+    // Nothing left to hand over (finished, lapsed or being written), or a
+    // node that would not hear it (cluster_protocol.hpp, lending_protocol):
+    // as an abandoned attempt, which the new owner settles or adopts by
+    // itself.
     if (i != st.attempts.end() && i->second.attempt == attempt
         && !i->second.completing) {
       i->second.js_gone = true;

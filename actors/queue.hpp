@@ -90,9 +90,12 @@
 //       and an attempt adopted behind its back would leave the job
 //       processing with nobody to end it (refused, errc::unavailable).
 //       An attempt of a partition this coordinator does not own is kept
-//       waiting for it (adopt_wait) if `wait_for_owner`, else refused at
-//       once (an attempt handed over by another coordinator, offered to
-//       every coordinator of its node in each heartbeat).
+//       waiting for it (adopt_wait) if `wait_for_owner` — refused
+//       errc::not_owner if the wait ends without it (the link has the node
+//       offer it to its other coordinators) — else refused at once
+//       (errc::stale_attempt: an attempt handed over by another
+//       coordinator, offered to every coordinator of its node in each
+//       heartbeat). One not waiting to be adopted here: stale_attempt.
 //   (take_atom, job_id, worker, wanted) -> (granted, retry_ms)
 //       (worker_home_actor; a node link asks in its slot's name)
 //       the running attempt of job_id on `worker` takes up to `wanted`

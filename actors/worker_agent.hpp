@@ -48,9 +48,11 @@
 //   slot (listed in Heartbeat.lent until it is free). Nobody claims it
 //   within two lease TTLs: it is stopped (the new owner runs the job
 //   again after its adoption grace). An attempt re-reported after a
-//   failover whose partition another survivor took
-//   (CoordinatorReply.ownedElsewhere) is offered the same way, for three
-//   heartbeats and a second.
+//   failover to a coordinator that waited for its partition in vain
+//   (another survivor took it, or nobody has yet;
+//   CoordinatorReply.ownedElsewhere) is offered the same way, for three
+//   heartbeats and a second. A failed-over agent whose first coordinator
+//   is back goes home past lent attempts another agent claimed.
 
 #include "actors/attempt_protocol.hpp"
 #include "actors/handover_board.hpp"

@@ -21,8 +21,8 @@ namespace {
 /// How long a lent attempt waits to be claimed: the partition's new owner
 /// takes it at its next round, recovers it and adopts what the node offers
 /// within about a heartbeat, and gives the attempt an adoption grace of at
-/// least twice the lease TTL plus a heartbeat and a second before it runs
-/// the job again — it is stopped before that.
+/// least twice the lease TTL plus five heartbeats and two seconds before it
+/// runs the job again — it is stopped before that.
 std::chrono::milliseconds lend_deadline(const agent_state& st) {
   return 2 * st.lease_ttl;
 }
@@ -33,8 +33,9 @@ std::chrono::milliseconds lend_deadline(const agent_state& st) {
 /// adopts it from another agent's next heartbeat (said in the reply to the
 /// one after); past its adoption grace it runs the job again, so the
 /// attempt must be stopped well before — the refusal came an adoption wait
-/// after the report, the grace ends an adoption wait, a heartbeat and a
-/// second after the take, which is a lease TTL after the death.
+/// after the report (and reaches the node with its next reply), the grace
+/// ends an adoption wait, five heartbeats and two seconds after the take
+/// (nodes/node_setup.cpp), which is about a lease TTL after the death.
 std::chrono::milliseconds elsewhere_deadline(const agent_state& st) {
   return 3 * st.heartbeat_interval + std::chrono::seconds{1};
 }
@@ -234,10 +235,10 @@ void on_lent(agent_actor self, const std::string& job_id, uint32_t attempt,
     // If the claimant goes (its agent restarts), it is offered again.
     self->monitor(owner);
   }
-  if (hand_held(*r, job_id, attempt, owner) || home_again) {
+  if (hand_held(*r, job_id, attempt, owner) || home_again)
     self->state.running.erase(job_id);
-    check_drained(self);
-  }
+  // Claimed: it no longer keeps a failed-over agent from going home.
+  check_drained(self);
 }
 
 void lent_deadline(agent_actor self, const std::string& job_id,

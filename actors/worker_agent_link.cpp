@@ -38,6 +38,37 @@ backoff_schedule reconnect_schedule(std::chrono::milliseconds lease_ttl) {
 
 void hello(agent_actor self, uint64_t gen);
 
+namespace {
+
+/// A connection attempt failed: the next goes to the next coordinator —
+/// unless this one is its first coordinator (--share-partitions), lost less
+/// than half an attempt lease TTL ago. Its partitions cannot be taken by
+/// another coordinator before their lease TTL anyway, and a coordinator a
+/// supervisor restarts at once is back by then: its agents rejoin it and
+/// it adopts their attempts. Before, an agent failed over at the first
+/// refused connect (about 100 ms) and stayed there until its attempts
+/// ended, so the restarted coordinator found none of its agents home and
+/// the attempts in its partitions ran again.
+void next_turn(agent_state& st) {
+  if (st.cfg.home_probe.count() > 0 && st.home_lost_at
+      && st.coordinator_turn % st.cfg.coordinators.size() == 0
+      && std::chrono::steady_clock::now() - *st.home_lost_at
+             < st.lease_ttl / 2) {
+    if (!st.home_wait_told) {
+      st.home_wait_told = true;
+      log::info("worker_agent",
+                "its first coordinator does not answer: trying it alone a "
+                "while before failing over",
+                {{"home", st.cfg.coordinators.front().text()},
+                 {"for_ms", (st.lease_ttl / 2).count()}});
+    }
+    return;
+  }
+  ++st.coordinator_turn;
+}
+
+} // namespace
+
 void schedule_reconnect(agent_actor self) {
   auto& st = self->state;
   std::uniform_real_distribution<double> u{0.0, 1.0};
@@ -87,6 +118,10 @@ void on_link_lost(agent_actor self, const std::string& why) {
   // with its endpoint: the next begins at once rather than wait for its
   // request to time out (10 s, longer than the grace a new coordinator
   // gives running attempts to be re-reported).
+  if (st.link && st.joined_index == 0) {
+    st.home_lost_at = std::chrono::steady_clock::now();
+    st.home_wait_told = false;
+  }
   forget_connection(self);
   schedule_reconnect(self);
 }
@@ -142,7 +177,7 @@ void handshake_failed(agent_actor self, const char* step,
   log::warn("worker_agent", std::string{step} + " failed; retrying",
             {{"error", describe(err)}});
   st.endpoint = nullptr;
-  ++st.coordinator_turn;
+  next_turn(st);
   schedule_reconnect(self);
 }
 
@@ -252,7 +287,7 @@ void connect(agent_actor self) {
                         "cannot reach the coordinator; retrying with backoff",
                         {{"coordinator", target.text()},
                          {"error", self->system().render(err)}});
-            ++st.coordinator_turn;
+            next_turn(st);
             schedule_reconnect(self);
           });
 }
@@ -387,7 +422,16 @@ void probe_home(agent_actor self) {
 
 void check_left(agent_actor self) {
   auto& st = self->state;
-  if (st.leaving && st.leave_acknowledged && away(st) && st.running.empty()
+  // An attempt lent out and claimed by another agent is that agent's
+  // coordinator's now, not this one's: it runs on (its reports pass
+  // through here to the claimant) and the home join lists it as lent, so
+  // its slot stays taken there. Before, it kept the agent away as long as
+  // it ran (hours, for a long job passed on after a failover).
+  bool held_here
+      = std::any_of(st.running.begin(), st.running.end(), [](const auto& r) {
+          return !(r.second.lent && r.second.lent_to);
+        });
+  if (st.leaving && st.leave_acknowledged && away(st) && !held_here
       && st.waiting.empty() && st.completions.empty())
     go_home(self);
 }

@@ -347,15 +347,22 @@ void use_postgres(const node_config& cfg, const coordinator_claim& claim,
     // interval or two): their attempts wait that long to be adopted.
     jobs.queue.adopt_wait = 2 * cfg.lease_ttl;
     // A dead coordinator's agent may report an attempt to another
-    // survivor, which keeps it waiting that long and then refuses it
-    // (the worker node stops it): a taken partition's attempts are run
-    // again only after that, not after one attempt TTL — no two runs at
-    // once (review of session 16, finding 1).
+    // survivor, which keeps it waiting that long and then says it is
+    // another coordinator's (CoordinatorReply.ownedElsewhere, in its next
+    // reply: a heartbeat); the worker node offers it here and stops it if
+    // nobody claims it within three heartbeats and a second
+    // (actors/worker_agent_handover.cpp): a taken partition's attempts are
+    // run again only after all that, not after one attempt TTL — no two
+    // runs at once (review of session 16, finding 1; of session 30: the
+    // claim window). The agent reports at least half an attempt TTL after
+    // the death (it tries its own coordinator alone that long), the take
+    // comes a lease TTL after it (less a renewal interval): a second more
+    // covers the rest.
     if (jobs.remote_workers)
       jobs.queue.adopt_grace
-          = std::max(jobs.queue.adopt_grace, jobs.queue.adopt_wait
-                                                 + cfg.worker_heartbeat_interval
-                                                 + std::chrono::seconds{1});
+          = std::max(jobs.queue.adopt_grace,
+                     jobs.queue.adopt_wait + 5 * cfg.worker_heartbeat_interval
+                         + std::chrono::seconds{2});
     // A write found a partition taken over: a renewal, now, finds which
     // and the keeper drops it (the fence refuses its writes meanwhile).
     pg.on_deposed = [share](const std::string& why) {

@@ -61,14 +61,27 @@ namespace drover {
 
 /// The node-protocol versions this build speaks. 2 added (take_atom) on
 /// the link: tokens of a job's rate limit mid-attempt. 3 added (events_atom,
-/// job_id, after, limit) on the node API: a job's log a page at a time.
+/// job_id, after, limit) on the node API: a job's log a page at a time. 4
+/// marks worker nodes that take CoordinatorReply.handedOver and
+/// ownedElsewhere (lending_protocol).
 constexpr uint32_t cluster_protocol_min = 1;
-constexpr uint32_t cluster_protocol_max = 3;
+constexpr uint32_t cluster_protocol_max = 4;
 
 /// The first version whose node API serves (events_atom, job_id, after,
 /// limit): a gateway node reads a page of an older coordinator's log from
 /// the whole log (nodes/events_after.hpp).
 constexpr uint32_t paged_events_protocol = 3;
+
+/// The first version whose worker nodes take CoordinatorReply.handedOver
+/// and ownedElsewhere (actors/node_link_join.cpp, hand_over and pass_on):
+/// an attempt whose partition is another coordinator's runs on and is
+/// offered to the node's other coordinators. A node that ignored them would
+/// run it on unowned, its outcome never settled, while the partition's
+/// owner ran the job again; so an older node's attempt is abandoned (a
+/// hand-over) or superseded (a refused re-report) as before these fields.
+/// (handedOver came without a version of its own: a version-3 node may or
+/// may not know it, and nothing in its hello says which.)
+constexpr uint32_t lending_protocol = 4;
 
 /// A worker node, as its coordinator sees it.
 using worker_agent_actor

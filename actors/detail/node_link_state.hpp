@@ -236,6 +236,9 @@ void check_leases(link_actor self);
 /// interval.
 coordinator_reply base_reply(link_actor self);
 
+/// The node-protocol version this link and its node agreed on.
+uint32_t agreed_protocol(const link_state& st);
+
 /// base_reply with the settled completions and superseded attempts taken
 /// out of the state: every reply carries them.
 coordinator_reply take_reply(link_actor self);
@@ -250,17 +253,18 @@ caf::result<coordinator_reply> on_join(link_actor self, register_worker& reg,
 /// The job's partition went to another coordinator (its supervisor handed
 /// the attempt over): the node keeps running it and offers it to its other
 /// coordinators; its slot stays taken here while the node lists it as lent.
+/// A node older than lending_protocol is not told: abandoned.
 void hand_over(link_actor self, uint32_t index, const std::string& job_id,
                uint32_t attempt);
 
-/// A heartbeat's lists of attempts handed over: the lent ones keep their
-/// slots (freed once no longer listed anywhere in `held`), the offered
-/// ones are adopted if this coordinator owns their partitions.
 /// A lent attempt the node still reports as its own (it has not heard):
 /// said again, in the reply list it was first said in.
 void say_lent_again(link_actor self, const std::string& job_id,
                     uint32_t attempt);
 
+/// A heartbeat's lists of attempts handed over: the lent ones keep their
+/// slots (freed once no longer listed anywhere in `held`), the offered
+/// ones are adopted if this coordinator owns their partitions.
 void on_handover_lists(link_actor self, const heartbeat& hb,
                        const std::set<std::pair<std::string, uint32_t>>& held);
 

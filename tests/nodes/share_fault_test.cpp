@@ -371,8 +371,9 @@ TEST_CASE("a sharing coordinator cut off from its worker nodes keeps its "
     // attempts' partitions: it keeps their reports waiting for the
     // partition (which never comes) and then says they are another
     // coordinator's; the node offers them to its other coordinators, which
-    // do not own them either, and stops them three heartbeats later (their
-    // jobs ran again on the other worker node meanwhile, above).
+    // do not own them either, and stops them three heartbeats and a second
+    // later (their jobs ran again on the other worker node meanwhile,
+    // above).
     auto refused = [&] {
       int n = 0;
       for (const auto& o : others_than(cut))

@@ -304,9 +304,9 @@ TEST_CASE("a killed coordinator's attempts on worker nodes run on, once, "
   INFO(s.logs_of({"c1", "c2", "c3", "w1", "w2"}));
   // Twelve jobs through c3, in twelve of its partitions (keyless
   // submissions take its partitions in turn), all running on its agents.
-  // 12 s: they run on past the hand-on; 4 s: they end between the kill and
+  // 12 s: they run on past the hand-on; 5 s: they end between the kill and
   // the survivor's refusal, so their outcomes go with the offer.
-  auto ms = GENERATE(12000, 4000);
+  auto ms = GENERATE(12000, 5000);
   std::vector<std::string> jobs;
   for (int i = 0; i < 12; ++i)
     jobs.push_back(s.submit("c3", ms));
@@ -325,8 +325,11 @@ TEST_CASE("a killed coordinator's attempts on worker nodes run on, once, "
   // Before, that survivor ran them again from the start (the other refused
   // them after its adoption wait).
   REQUIRE(s.spread_over({"c1", "c2", "c3"}));
-  for (const auto& id : jobs)
+  for (const auto& id : jobs) {
     REQUIRE(s.owner_of(id) == "c3");
+    // None ended before the kill (each is counted below as passed on).
+    REQUIRE(c.events(id, completed_kind) == 0);
+  }
   s.nodes["c3"]->signal(SIGKILL);
   REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 30s));
   std::map<std::string, std::string> joined_at;
@@ -386,19 +389,30 @@ TEST_CASE("a coordinator killed and restarted at once gets its agents back "
   cluster c;
   sharing s{c};
   // Two worker nodes with an agent for each coordinator, two slots each.
-  s.start_three_with_workers("cpu=6");
+  // An attempt lease TTL of 6 s: an agent tries its own coordinator alone
+  // for half of it (3 s) before it fails over, time enough for c3 to start
+  // again on a busy machine.
+  const std::vector<std::string> ttl{"--attempt-lease-ttl-ms", "6000"};
+  s.start_three_with_workers("cpu=6", ttl);
   INFO(s.logs_of({"c1", "c2", "c3", "w1", "w2"}));
   std::vector<std::string> jobs;
   for (int i = 0; i < 4; ++i)
     jobs.push_back(s.submit("c3", 10000));
   for (const auto& id : jobs)
     REQUIRE(c.wait_running(id, 30s));
-  // c3 dies and is started again at once (a supervisor restarting it): its
-  // agents wait for it rather than fail over, and it adopts its attempts
+  // c3 dies and is started again at once (a supervisor restarting it),
+  // after its agents found its port closed: they wait for it rather than
+  // fail over at once (as they did before), and it adopts their attempts
   // once it holds its partitions again.
   s.nodes["c3"]->signal(SIGKILL);
   REQUIRE(s.nodes["c3"]->wait_exit(10s));
-  s.start("c3", false);
+  for (const auto* w : {"w1", "w2"})
+    REQUIRE(c.wait_log(w,
+                       "its first coordinator does not answer: trying it "
+                       "alone a while before failing over home=127.0.0.1:"
+                           + std::to_string(s.ports.at("c3")),
+                       10s));
+  s.start("c3", false, ttl);
   REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 30s));
   c.check_all_done_once(jobs, 90s);
   constexpr int worker_lost_kind = 14;

@@ -127,13 +127,15 @@ struct sharing {
            > 0;
   }
 
-  /// c1, c2 and c3 without local slots, once they hold the partitions
-  /// evenly, and worker nodes w1 and w2 with `slots`, once each has an
-  /// agent joined to each coordinator ("w1.c1", "w1.c2", ...).
-  void start_three_with_workers(const std::string& slots) {
+  /// c1, c2 and c3 without local slots (with `extra` options), once they
+  /// hold the partitions evenly, and worker nodes w1 and w2 with `slots`,
+  /// once each has an agent joined to each coordinator ("w1.c1", "w1.c2",
+  /// ...).
+  void start_three_with_workers(const std::string& slots,
+                                const std::vector<std::string>& extra = {}) {
     const std::vector<std::string> names{"c1", "c2", "c3"};
     for (const auto& name : names)
-      start(name, false);
+      start(name, false, extra);
     REQUIRE(poll_until([&] { return spread_over(names); }, 20s));
     for (const auto* w : {"w1", "w2"})
       start_worker(w, names, slots);
