@@ -332,16 +332,7 @@ TEST_CASE("a killed coordinator's attempts on worker nodes run on, once, "
   }
   s.nodes["c3"]->signal(SIGKILL);
   REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 30s));
-  std::map<std::string, std::string> joined_at;
-  REQUIRE(poll_until(
-      [&] {
-        for (const auto* w : {"w1", "w2"})
-          for (const auto* name : {"c1", "c2"})
-            if (s.joined(name, std::string{w} + ".c3"))
-              joined_at[w] = name;
-        return joined_at.size() == 2;
-      },
-      30s));
+  auto joined_at = s.failed_over("c3", {"c1", "c2"});
   c.check_all_done_once(jobs, 120s);
   constexpr int worker_lost_kind = 14;
   std::map<std::string, int> by_board;
@@ -438,6 +429,100 @@ TEST_CASE("a coordinator killed and restarted at once gets its agents back "
     CHECK_FALSE(s.joined("c1", std::string{w} + ".c3"));
     CHECK_FALSE(s.joined("c2", std::string{w} + ".c3"));
   }
+}
+
+TEST_CASE("an agent that failed over goes home when its coordinator is back "
+          "although attempts it passed on still run, and they come home too",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  // Two worker nodes with an agent for each coordinator, six slots each.
+  s.start_three_with_workers("cpu=18");
+  INFO(s.logs_of({"c1", "c2", "c3", "w1", "w2"}));
+  // Twelve 40 s jobs through c3, on its agents, in twelve of its
+  // partitions.
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 12; ++i)
+    jobs.push_back(s.submit("c3", 40000));
+  std::map<std::string, std::string> machine;
+  for (const auto& id : jobs) {
+    REQUIRE(c.wait_running(id, 30s));
+    auto w = c.worker_of(id, s.admin.at("c3"));
+    REQUIRE(w.find(".c3/") != std::string::npos);
+    machine[id] = w.substr(0, w.find(".c3/"));
+  }
+  REQUIRE(s.spread_over({"c1", "c2", "c3"}));
+  s.nodes["c3"]->signal(SIGKILL);
+  REQUIRE(s.nodes["c3"]->wait_exit(10s));
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 30s));
+  auto joined_at = s.failed_over("c3", {"c1", "c2"});
+  // Each attempt is adopted where its agent went, or passed on through the
+  // node to the survivor that owns its partition (some are: see above).
+  std::vector<std::string> passed_on, kept;
+  for (const auto& id : jobs) {
+    auto owner = s.owner_of(id);
+    (owner == joined_at[machine[id]] ? kept : passed_on).push_back(id);
+  }
+  REQUIRE(!passed_on.empty());
+  REQUIRE(poll_until(
+      [&] {
+        for (const auto& id : passed_on)
+          if (c.log_count(s.owner_of(id), "took over an attempt another "
+                                          "coordinator handed over; it runs "
+                                          "on job="
+                                              + id)
+              == 0)
+            return false;
+        return true;
+      },
+      30s));
+  // Those kept where the agents went end now (cancelled there): all the
+  // agents still run for the survivors they joined are passed-on ones.
+  constexpr int cancelled_kind = 11;
+  for (const auto& id : kept) {
+    auto [rc, out]
+        = c.ctl({"cancel", id, "--port", s.admin.at(s.owner_of(id))});
+    INFO(out);
+    REQUIRE(rc == 0);
+  }
+  for (const auto& id : kept)
+    REQUIRE(poll_until([&] { return c.events(id, cancelled_kind) == 1; }, 30s));
+  // c3 comes back: its agents go home at once, not 40 s later, with the
+  // passed-on attempts still running (before, those kept them away).
+  s.start("c3", false);
+  for (const auto& [w, at] : joined_at) {
+    INFO(w);
+    CHECK(c.wait_log(w, "left the coordinator it had failed over to", 20s));
+  }
+  for (const auto& id : passed_on) {
+    INFO(id);
+    CHECK(c.events(id, completed_kind) == 0);
+  }
+  // Every passed-on attempt ends once, where it began.
+  c.check_all_done_once(passed_on, 90s);
+  constexpr int worker_lost_kind = 14;
+  // Those whose partitions c3 took back came home too: c2 handed them
+  // over, the agent at c2 lent them on, the agent home at c3 offered them,
+  // and c3 adopted each on the slot its join had kept for it.
+  int home = 0;
+  for (const auto& id : passed_on) {
+    auto owner = s.owner_of(id);
+    INFO(id << " (partition now " << owner << "'s)");
+    CHECK(c.events(id, started_kind) == 1);
+    CHECK(c.events(id, worker_lost_kind) == 0);
+    if (owner == "c3") {
+      ++home;
+      CHECK(c.log_count("c3", "took over an attempt another coordinator "
+                              "handed over; it runs on job="
+                                  + id)
+            == 1);
+    }
+  }
+  for (const auto* w : {"w1", "w2"})
+    CHECK(c.log_count(w, "nobody took over a handed-over attempt") == 0);
+  std::cout << "share_test: " << passed_on.size() << " of 12 attempts were "
+            << "passed on and ran on while their agents went home; " << home
+            << " of them came home with their partitions\n";
 }
 
 TEST_CASE("a stream at a sharing coordinator's own HTTP port follows a job "

@@ -127,6 +127,24 @@ struct sharing {
            > 0;
   }
 
+  /// Where the agents of w1 and w2 for `dead` joined among `survivors`
+  /// (worker node -> coordinator), once both have.
+  std::map<std::string, std::string>
+  failed_over(const std::string& dead,
+              const std::vector<std::string>& survivors) {
+    std::map<std::string, std::string> at;
+    REQUIRE(poll_until(
+        [&] {
+          for (const auto* w : {"w1", "w2"})
+            for (const auto& name : survivors)
+              if (joined(name, std::string{w} + "." + dead))
+                at[w] = name;
+          return at.size() == 2;
+        },
+        30s));
+    return at;
+  }
+
   /// c1, c2 and c3 without local slots (with `extra` options), once they
   /// hold the partitions evenly, and worker nodes w1 and w2 with `slots`,
   /// once each has an agent joined to each coordinator ("w1.c1", "w1.c2",
