@@ -100,7 +100,8 @@ struct agent_state {
   /// Index of the coordinator of the connection (0 = the first, its home).
   size_t joined_index = 0;
   /// When the connection to its first coordinator was lost (going home,
-  /// --share-partitions): it is tried alone for a while (stays_home).
+  /// --share-partitions): it is tried alone for a while (next_turn,
+  /// actors/worker_agent_link.cpp).
   std::optional<std::chrono::steady_clock::time_point> home_lost_at;
   bool home_wait_told = false;
   /// Going home: the first coordinator answered; no new leases here.
