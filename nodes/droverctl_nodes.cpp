@@ -51,18 +51,17 @@ caf::expected<std::string> merged_nodes(caf::actor_system& sys,
                                         std::chrono::milliseconds timeout) {
   auto all
       = ask_each<std::string>(sys, set, api_key, timeout, nodes_atom::value);
-  if (all.got.empty())
-    return make_error(errc::unavailable,
-                      "no node answered (" + all.failures + ")");
+  if (!all)
+    return std::move(all.error());
   std::vector<view_part> parts;
-  for (auto& [name, json] : all.got)
+  for (auto& [name, json] : all->got)
     parts.push_back(view_part{name, std::move(json)});
   auto whole = merge_nodes_views(parts);
   if (!whole)
     return make_error(errc::unavailable,
                       "the nodes' views could not be merged (a node of "
                       "another version?)");
-  return with_unreached(std::move(*whole), all.unreached);
+  return with_unreached(std::move(*whole), all->unreached);
 }
 
 caf::expected<std::pair<queue_stats, std::vector<std::string>>>
@@ -70,13 +69,12 @@ merged_queues(caf::actor_system& sys, const door_set& set,
               const std::string& api_key, std::chrono::milliseconds timeout) {
   auto all
       = ask_each<queue_stats>(sys, set, api_key, timeout, stats_atom::value);
-  if (all.got.empty())
-    return make_error(errc::unavailable,
-                      "no node answered (" + all.failures + ")");
+  if (!all)
+    return std::move(all.error());
   queue_stats sum;
-  for (const auto& [name, figures] : all.got)
+  for (const auto& [name, figures] : all->got)
     add_figures(sum, figures);
-  return std::make_pair(std::move(sum), std::move(all.unreached));
+  return std::make_pair(std::move(sum), std::move(all->unreached));
 }
 
 caf::expected<std::pair<tree_node, std::vector<std::string>>>
@@ -84,13 +82,12 @@ merged_tree(caf::actor_system& sys, const door_set& set,
             const std::string& api_key, std::chrono::milliseconds timeout) {
   auto all
       = ask_each<tree_node>(sys, set, api_key, timeout, describe_atom::value);
-  if (all.got.empty())
-    return make_error(errc::unavailable,
-                      "no node answered (" + all.failures + ")");
+  if (!all)
+    return std::move(all.error());
   auto root = coordinators_root();
-  for (auto& [name, tree] : all.got)
+  for (auto& [name, tree] : all->got)
     add_coordinator_tree(root, name, std::move(tree));
-  return std::make_pair(std::move(root), std::move(all.unreached));
+  return std::make_pair(std::move(root), std::move(all->unreached));
 }
 
 client_door_actor pick_door(caf::actor_system& sys, const door_set& set,

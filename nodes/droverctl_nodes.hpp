@@ -60,11 +60,12 @@ struct answers {
 };
 
 /// Asks every door of `set` `(client_atom, api_key, xs...)`, each within
-/// `timeout`.
+/// `timeout`; unavailable, naming each failure, when none answered.
 template <class T, class... Ts>
-answers<T> ask_each(caf::actor_system& sys, const door_set& set,
-                    const std::string& api_key,
-                    std::chrono::milliseconds timeout, const Ts&... xs) {
+caf::expected<answers<T>> ask_each(caf::actor_system& sys, const door_set& set,
+                                   const std::string& api_key,
+                                   std::chrono::milliseconds timeout,
+                                   const Ts&... xs) {
   answers<T> out;
   out.unreached = set.missing;
   out.failures = set.failures;
@@ -78,6 +79,9 @@ answers<T> ask_each(caf::actor_system& sys, const door_set& set,
               out.failures += (out.failures.empty() ? "" : "; ") + set.names[i]
                               + ": " + describe(err);
             });
+  if (out.got.empty())
+    return make_error(errc::unavailable,
+                      "no node answered (" + out.failures + ")");
   return out;
 }
 
