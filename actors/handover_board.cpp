@@ -8,15 +8,27 @@ void handover_board::post(entry e) {
   entries_[key] = std::move(e);
 }
 
-bool handover_board::withdraw(const std::string& job_id, uint32_t attempt,
-                              const caf::actor_addr& lender) {
+std::optional<handover_board::entry>
+handover_board::withdraw(const std::string& job_id, uint32_t attempt,
+                         const caf::actor_addr& lender) {
   std::lock_guard<std::mutex> guard{mx_};
   auto i = entries_.find({job_id, attempt});
   if (i == entries_.end() || i->second.lender.address() != lender)
-    return false;
+    return std::nullopt;
+  auto e = std::move(i->second);
   entries_.erase(i);
-  return true;
+  return e;
 }
+
+namespace {
+
+/// `agent`, on `link`, may offer (and claim) `e`.
+bool offerable(const handover_board::entry& e, const caf::actor_addr& agent,
+               const caf::actor_addr& link) {
+  return e.lender.address() != agent || (link && e.link != link);
+}
+
+} // namespace
 
 bool handover_board::finish(const std::string& job_id, uint32_t attempt,
                             const caf::actor_addr& lender, completion c) {
@@ -30,21 +42,23 @@ bool handover_board::finish(const std::string& job_id, uint32_t attempt,
 }
 
 std::vector<running_attempt>
-handover_board::offers(const caf::actor_addr& agent) const {
+handover_board::offers(const caf::actor_addr& agent,
+                       const caf::actor_addr& link) const {
   std::vector<running_attempt> out;
   std::lock_guard<std::mutex> guard{mx_};
   for (const auto& [key, e] : entries_)
-    if (e.lender.address() != agent)
+    if (offerable(e, agent, link))
       out.push_back(running_attempt{key.first, key.second, e.resource_class});
   return out;
 }
 
 std::optional<handover_board::entry>
 handover_board::claim(const std::string& job_id, uint32_t attempt,
-                      const caf::actor_addr& agent) {
+                      const caf::actor_addr& agent,
+                      const caf::actor_addr& link) {
   std::lock_guard<std::mutex> guard{mx_};
   auto i = entries_.find({job_id, attempt});
-  if (i == entries_.end() || i->second.lender.address() == agent)
+  if (i == entries_.end() || !offerable(i->second, agent, link))
     return std::nullopt;
   auto e = std::move(i->second);
   entries_.erase(i);

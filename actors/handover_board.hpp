@@ -16,6 +16,12 @@
 // stops it: the partition's new owner runs the job again after its
 // adoption grace.
 //
+// An agent going home (actors/worker_agent.hpp) posts the attempts that
+// still report to the coordinator it failed over to as moves: the node's
+// agent joined there claims them and relays their reports; a move nobody
+// claims runs on where it ran. An agent offers its own entries too once it
+// is joined to another coordinator than the one it lent them from.
+//
 // Thread-safe: agents run on any of the scheduler's threads.
 
 #include "actors/attempt_protocol.hpp"
@@ -52,16 +58,26 @@ public:
     std::optional<completion> done;
     /// The agent that lent it (its worker reports there).
     lender_actor lender;
+    /// The lender's coordinator link when it posted the entry: the lender
+    /// itself offers it to another coordinator it joins later (an agent
+    /// failed over and gone home again).
+    caf::actor_addr link;
+    /// Posted by an agent going home for the coordinator it reports to
+    /// (that coordinator owns the partition): an agent of the node joined
+    /// there takes its reports over, and nobody taking it means it runs on
+    /// where it ran (actors/worker_agent.hpp, "Going home").
+    bool move = false;
   };
 
   /// The lender posts an attempt.
   void post(entry e);
 
-  /// The lender takes back an attempt nobody claimed: true if it was here
-  /// unclaimed, posted by `lender` (which stops it), false if it was
-  /// claimed (or unknown, or posted again by the agent that claimed it).
-  bool withdraw(const std::string& job_id, uint32_t attempt,
-                const caf::actor_addr& lender);
+  /// The lender takes back an attempt nobody claimed: the entry if it was
+  /// here unclaimed, posted by `lender` (which stops it, or for a move
+  /// takes its reports back), none if it was claimed (or unknown, or posted
+  /// again by the agent that claimed it).
+  std::optional<entry> withdraw(const std::string& job_id, uint32_t attempt,
+                                const caf::actor_addr& lender);
 
   /// The lender's attempt ended before anybody claimed it: its outcome goes
   /// with the entry. False if it was claimed meanwhile (the lender hands
@@ -69,14 +85,18 @@ public:
   bool finish(const std::string& job_id, uint32_t attempt,
               const caf::actor_addr& lender, completion c);
 
-  /// The attempts posted by other agents than `agent`, unclaimed, with
+  /// The attempts posted by other agents than `agent`, and by `agent`
+  /// itself on another link than `link` (its current one), unclaimed, with
   /// their resource classes: what `agent` offers its coordinator.
-  std::vector<running_attempt> offers(const caf::actor_addr& agent) const;
+  std::vector<running_attempt> offers(const caf::actor_addr& agent,
+                                      const caf::actor_addr& link) const;
 
-  /// An agent whose coordinator adopted the attempt takes it: the entry if
-  /// it was here unclaimed and not posted by `agent` itself (it is removed).
+  /// An agent whose coordinator (through `link`) adopted the attempt takes
+  /// it: the entry if it was here unclaimed and `agent` may offer it (see
+  /// offers; it is removed).
   std::optional<entry> claim(const std::string& job_id, uint32_t attempt,
-                             const caf::actor_addr& agent);
+                             const caf::actor_addr& agent,
+                             const caf::actor_addr& link);
 
   /// How many attempts wait to be claimed.
   size_t size() const;

@@ -288,6 +288,32 @@ js_impl_actor::behavior_type job_supervisor_impl(self_ptr self,
           self->demonitor(st.cfg.worker.address());
         self->quit(caf::exit_reason::user_shutdown);
       },
+      [self](adopt_atom, uint32_t attempt, std::string& worker_id,
+             worker_actor& slot) -> bool {
+        // From the queue: another slot of the machine the attempt runs on
+        // takes its reports (a worker node's agent going home passed it to
+        // the node's agent joined here, actors/queue_partitions.cpp). The
+        // old slot is told it was handed over: its link keeps the worker's
+        // place taken while the node runs the attempt, and expects nothing
+        // more of it.
+        auto& st = self->state;
+        if (attempt != st.attempt || !slot || slot == st.cfg.worker
+            || (st.current != phase::running && st.current != phase::stopping))
+          return false;
+        self->send(st.cfg.worker, handover_atom::value, st.cfg.job_id,
+                   st.attempt);
+        self->demonitor(st.cfg.worker.address());
+        log::info("job_supervisor", log::job{st.cfg.job_id},
+                  "the attempt's reports come through another slot of its "
+                  "machine now",
+                  {{"attempt", st.attempt},
+                   {"from", st.cfg.worker_id},
+                   {"to", worker_id}});
+        st.cfg.worker = std::move(slot);
+        st.cfg.worker_id = std::move(worker_id);
+        self->monitor(st.cfg.worker);
+        return true;
+      },
       [self](cancel_atom, std::string& reason, bool recorded) {
         auto& st = self->state;
         if (st.cancel_requested) {
@@ -393,8 +419,8 @@ js_impl_actor::behavior_type job_supervisor_impl(self_ptr self,
 
 } // namespace js_detail
 
-job_supervisor_actor spawn_job_supervisor(caf::actor_system& sys,
-                                          job_supervisor_config config) {
+queued_job_actor spawn_job_supervisor(caf::actor_system& sys,
+                                      job_supervisor_config config) {
   // The private extension converts to its public subset: no actor_cast.
   return sys.spawn(js_detail::job_supervisor_impl, std::move(config));
 }

@@ -31,6 +31,12 @@
 //   (partitions_atom)                      from the queue: the job's
 //                                          partition went to another
 //                                          coordinator; stop without a write
+//   (adopt_atom, attempt, worker_id, slot) -> bool
+//                                          from the queue: the running
+//                                          attempt's reports come through
+//                                          another slot of its machine (the
+//                                          old one is told `handover`);
+//                                          false if it runs no more
 //   (progress_atom, progress_update)       from the worker
 //   (checkpoint_atom, job_id, attempt, bytes) from the worker
 //   (done_atom, completion)                from the worker
@@ -86,7 +92,13 @@ struct job_supervisor_config {
   uint32_t adopt_attempt = 0;
 };
 
-job_supervisor_actor spawn_job_supervisor(caf::actor_system& sys,
-                                          job_supervisor_config config);
+/// The queue's handle on a job supervisor: job_supervisor_actor and what
+/// only the queue asks — that another slot of the attempt's machine takes
+/// its reports (see the protocol above).
+using queued_job_actor = job_supervisor_actor::extend<caf::replies_to<
+    adopt_atom, uint32_t, std::string, worker_actor>::with<bool>>;
+
+queued_job_actor spawn_job_supervisor(caf::actor_system& sys,
+                                      job_supervisor_config config);
 
 } // namespace drover

@@ -316,10 +316,10 @@ caf::expected<shape_ref> hold_shape(queue_state& st, const job_spec& spec) {
 
 /// Spawns the job supervisor of `job_id` on `worker`; `adopt_attempt` != 0
 /// takes over that running attempt instead of starting one.
-job_supervisor_actor start_supervisor(self_ptr self, const std::string& job_id,
-                                      const worker_actor& worker,
-                                      const std::string& worker_id,
-                                      uint32_t adopt_attempt) {
+queued_job_actor start_supervisor(self_ptr self, const std::string& job_id,
+                                  const worker_actor& worker,
+                                  const std::string& worker_id,
+                                  uint32_t adopt_attempt) {
   auto& st = self->state;
   job_supervisor_config cfg;
   cfg.job_id = job_id;
@@ -496,9 +496,8 @@ void dispatch_class(self_ptr self, const std::string& cls) {
     auto worker = std::move(q.idle_workers[w]);
     q.idle_workers.erase(q.idle_workers.begin()
                          + static_cast<std::ptrdiff_t>(w));
-    auto js = start_supervisor(
-        self, entry.job_id, worker,
-        wi != st.workers.end() ? wi->second.worker_id : "worker", 0);
+    auto worker_id = wi != st.workers.end() ? wi->second.worker_id : "worker";
+    auto js = start_supervisor(self, entry.job_id, worker, worker_id, 0);
     self->monitor(js);
     st.supervisor_jobs.emplace(js.address(), entry.job_id);
     uint64_t probe = 0;
@@ -511,7 +510,7 @@ void dispatch_class(self_ptr self, const std::string& cls) {
     hold_pools(self, worker, node, shape);
     st.running.emplace(entry.job_id,
                        running_entry{js, worker, cls, now, keys, entry.flow,
-                                     probe, type, false});
+                                     probe, type, false, worker_id});
     ++st.stats.dispatched[prio];
   }
   for (const auto& [keys, held] : slots_to_free)

@@ -260,9 +260,60 @@ void own_partitions(self_ptr self, std::vector<int32_t> owned) {
   }
 }
 
+namespace {
+
+/// Attempt `attempt` of `job_id` runs here and another agent of the machine
+/// it runs on offers it (its own agent, failed over to this coordinator,
+/// goes home: actors/worker_agent.hpp, "Going home"): its supervisor takes
+/// its reports through `slot` from now on, and the caller learns which. The
+/// job goes on as it was — same supervisor, permits, rate and breaker
+/// state — and only the slot it answers to changes.
+void move_running(self_ptr self,
+                  caf::typed_response_promise<job_supervisor_actor> rp,
+                  const std::string& job_id, uint32_t attempt,
+                  const std::string& worker_id, const worker_actor& slot) {
+  auto& st = self->state;
+  auto refuse = [rp, job_id, attempt]() mutable {
+    rp.deliver(make_error(errc::stale_attempt,
+                          "attempt " + std::to_string(attempt) + " of job "
+                              + job_id + " does not run here on that machine"));
+  };
+  const auto& r = st.running.at(job_id);
+  if (machine_of(worker_id).empty()
+      || machine_of(worker_id) != machine_of(r.worker_id) || r.worker == slot)
+    return refuse();
+  auto js = r.job_supervisor;
+  self->request(js, std::chrono::seconds{5}, adopt_atom::value, attempt,
+                worker_id, slot)
+      .then(
+          [self, rp, job_id, worker_id, slot, js, refuse](bool moved) mutable {
+            auto& st = self->state;
+            auto i = st.running.find(job_id);
+            if (!moved || i == st.running.end()
+                || i->second.job_supervisor != js)
+              return refuse();
+            // What the old slot held of the node's pools goes with it.
+            auto h = st.pool_holds.find(i->second.worker.address());
+            if (h != st.pool_holds.end()) {
+              auto hold = std::move(h->second);
+              st.pool_holds.erase(h);
+              if (st.workers.count(slot.address()) == 0)
+                self->monitor(slot); // its death lets go
+              st.pool_holds[slot.address()] = std::move(hold);
+            }
+            i->second.worker = slot;
+            i->second.worker_id = worker_id;
+            rp.deliver(job_supervisor_actor{js});
+          },
+          [refuse](caf::error&) mutable { refuse(); });
+}
+
+} // namespace
+
 /// A worker node that came back after this coordinator restarted still
 /// runs `attempt` of `job_id`: a job supervisor takes it over (same
-/// attempt, no new `started`), and the caller learns which.
+/// attempt, no new `started`), and the caller learns which. Offered by
+/// another agent of its machine while it runs here: move_running.
 void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
            const std::string& job_id, uint32_t attempt,
            const std::string& worker_id, worker_actor slot, int64_t deadline_ms,
@@ -287,6 +338,8 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
                                 "deadline"));
     return;
   }
+  if (!wait_for_owner && st.running.count(job_id) > 0)
+    return move_running(self, rp, job_id, attempt, worker_id, slot);
   auto i = st.awaiting_adoption.find(job_id);
   if (i == st.awaiting_adoption.end() || i->second.attempt != attempt
       || st.running.count(job_id) > 0) {
@@ -343,7 +396,7 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
   st.running.emplace(
       job_id, running_entry{js, slot, resource_class_of(rec.spec), now_ms(self),
                             slot_keys_of(st, rec.spec), flow_of(st, rec.spec),
-                            0, rec.spec.type, false});
+                            0, rec.spec.type, false, worker_id});
   // Its amounts, counted since recovery, are the slot's until it lets go.
   hold_pools(self, slot, node_of(rec.worker_id), shape_of(st, rec.spec), true);
   auto c = st.cancels_requested.find(job_id);
@@ -353,7 +406,7 @@ void adopt(self_ptr self, caf::typed_response_promise<job_supervisor_actor> rp,
     self->send(js, cancel_atom::value, c->second, true);
     st.cancels_requested.erase(c);
   }
-  rp.deliver(js);
+  rp.deliver(job_supervisor_actor{js});
 }
 
 } // namespace drover::queue_detail

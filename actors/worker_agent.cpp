@@ -265,7 +265,10 @@ worker_agent_local::behavior_type agent_impl(agent_actor self,
       [self](stats_atom) { return figures_of(self); },
       [self](connect_now_atom) { connect(self); },
       [self](beat_atom) { beat(self); },
-      [self](home_atom) { probe_home(self); },
+      [self](home_atom, uint64_t timer) {
+        if (timer == self->state.probe_timer)
+          probe_home(self);
+      },
       [self](lent_atom, std::string& job_id, uint32_t attempt,
              attempt_owner_actor& owner, worker_home_actor& home) {
         on_lent(self, job_id, attempt, std::move(owner), std::move(home));

@@ -35,10 +35,15 @@
 // - Going home (`home_probe`, --share-partitions): an agent that failed
 //   over to another coordinator than its first tries the first every
 //   `home_probe`; once it answers, the agent takes no new leases where it
-//   is (it says it drains), lets the attempts running there finish and
-//   their outcomes settle, and joins its first coordinator again. Its
-//   running attempts are not moved: the coordinator it failed over to owns
-//   their partitions, not the first one.
+//   is (it says it drains) and offers each attempt still reporting there
+//   to the node's agent joined to that coordinator (a move: the
+//   coordinator, which owns their partitions, points the attempt's job
+//   supervisor at that agent's slot; actors/queue_partitions.cpp); once
+//   nothing reports through it and its outcomes are settled, it joins its
+//   first coordinator again. A move nobody takes within lend_deadline is
+//   taken back (it reports where it did). Attempts handed over while it
+//   is away make it probe at once; from home it offers those nobody
+//   claimed to its first coordinator (handover_board::offers).
 // - Hand-over (CoordinatorReply.handedOver, --share-partitions): an
 //   attempt whose partition its coordinator handed to another keeps
 //   running; the agent posts it on the node's handover board and holds its
@@ -46,9 +51,9 @@
 //   (Heartbeat.offered) and the one whose coordinator adopts it claims it:
 //   its reports go there from then on, the worker stays on this agent's
 //   slot (listed in Heartbeat.lent until it is free). Nobody claims it
-//   within two lease TTLs: it is stopped (the new owner runs the job
-//   again after its adoption grace). An attempt re-reported after a
-//   failover to a coordinator that waited for its partition in vain
+//   within two lease TTLs, four heartbeats and a second: it is stopped (the new
+//   owner runs the job again after its adoption grace). An attempt re-reported
+//   after a failover to a coordinator that waited for its partition in vain
 //   (another survivor took it, or nobody has yet;
 //   CoordinatorReply.ownedElsewhere) is offered the same way, for three
 //   heartbeats and a second. A failed-over agent whose first coordinator
@@ -103,7 +108,7 @@ using worker_agent_local = worker_agent_actor::extend<
     caf::reacts_to<agent_timers::beat_atom>,
     caf::reacts_to<agent_timers::force_atom, std::string, uint32_t>,
     caf::reacts_to<agent_timers::deadline_atom>,
-    caf::reacts_to<agent_timers::home_atom>,
+    caf::reacts_to<agent_timers::home_atom, uint64_t>,
     // another agent of the node took over an attempt this one lent (its
     // coordinator handed the partition over), and the lender's deadline
     // for it (actors/handover_board.hpp)

@@ -22,9 +22,11 @@ namespace {
 /// takes it at its next round, recovers it and adopts what the node offers
 /// within about a heartbeat, and gives the attempt an adoption grace of at
 /// least twice the lease TTL plus five heartbeats and two seconds before it
-/// runs the job again — it is stopped before that.
+/// runs the job again — it is stopped a heartbeat and a second before that.
+/// (Twice the lease TTL alone was too short for an agent that failed over
+/// and goes home to offer it there: nodes/node_setup.cpp.)
 std::chrono::milliseconds lend_deadline(const agent_state& st) {
-  return 2 * st.lease_ttl;
+  return 2 * st.lease_ttl + 4 * st.heartbeat_interval + std::chrono::seconds{1};
 }
 
 /// How long an attempt re-reported after a failover and refused there
@@ -47,6 +49,7 @@ handover_board::entry entry_of(agent_actor self, const std::string& job_id,
   e.attempt = attempt;
   e.resource_class = cls;
   e.lender = lender_actor{self};
+  e.link = self->state.link.address();
   return e;
 }
 
@@ -58,12 +61,15 @@ void post(agent_actor self, handover_board::entry e,
   st.cfg.handovers->post(std::move(e));
 }
 
-/// Offers running attempt `r` of `job_id` on the board.
-void post_running(agent_actor self, const std::string& job_id,
-                  const run_info& r, std::chrono::milliseconds deadline) {
+/// Offers running attempt `r` of `job_id` on the board (`move`: see
+/// handover_board::entry).
+void post_running(agent_actor self, const std::string& job_id, run_info& r,
+                  std::chrono::milliseconds deadline, bool move = false) {
   auto e = entry_of(self, job_id, r.attempt, r.resource_class);
   e.worker = r.worker;
   e.rate_key = r.rate_key;
+  e.move = move;
+  r.lend_until = std::chrono::steady_clock::now() + deadline;
   post(self, std::move(e), deadline);
 }
 
@@ -97,10 +103,30 @@ bool hand_held(run_info& r, const std::string& job_id, uint32_t attempt,
 
 } // namespace
 
+void hold_reports(agent_actor self, const std::string& job_id, run_info& r) {
+  auto& st = self->state;
+  r.lent = true;
+  auto p = st.progress.find(job_id);
+  if (p != st.progress.end() && p->second.attempt == r.attempt) {
+    r.held_progress = std::move(p->second);
+    st.progress.erase(p);
+  }
+  auto k = st.checkpoints.find(job_id);
+  if (k != st.checkpoints.end() && k->second.attempt == r.attempt) {
+    r.held_checkpoint = std::move(k->second);
+    st.checkpoints.erase(k);
+  }
+}
+
 void lend(agent_actor self, const std::vector<running_attempt>& attempts,
           bool owned_elsewhere) {
   auto& st = self->state;
   auto deadline = owned_elsewhere ? elsewhere_deadline(st) : lend_deadline(st);
+  if (!owned_elsewhere && !attempts.empty())
+    // Handed over by the coordinator it failed over to: most likely to its
+    // first one, back again (it takes its share back); the agent offers
+    // them from there once home.
+    look_home_now(self);
   for (const auto& ra : attempts) {
     attempt_key key{ra.job_id, ra.attempt};
     if (take_waiting(self, ra.job_id, ra.attempt)) {
@@ -124,21 +150,22 @@ void lend(agent_actor self, const std::vector<running_attempt>& attempts,
     } else {
       auto i = st.running.find(ra.job_id);
       if (i == st.running.end() || i->second.attempt != ra.attempt
-          || i->second.superseded || i->second.lent)
+          || i->second.superseded)
         continue;
-      auto& r = i->second;
-      r.lent = true;
-      auto p = st.progress.find(ra.job_id);
-      if (p != st.progress.end() && p->second.attempt == ra.attempt) {
-        r.held_progress = std::move(p->second);
-        st.progress.erase(p);
+      if (i->second.moving) {
+        // Offered on the way home, and its coordinator handed the
+        // partition on meanwhile: no agent joined there will take it now;
+        // it is a hand-over like any other (claimed already: it is the
+        // claimant's to say).
+        if (!st.cfg.handovers->withdraw(ra.job_id, ra.attempt, self->address()))
+          continue;
+        i->second.moving = false;
+      } else if (i->second.lent) {
+        continue;
+      } else {
+        hold_reports(self, ra.job_id, i->second);
       }
-      auto k = st.checkpoints.find(ra.job_id);
-      if (k != st.checkpoints.end() && k->second.attempt == ra.attempt) {
-        r.held_checkpoint = std::move(k->second);
-        st.checkpoints.erase(k);
-      }
-      post_running(self, ra.job_id, r, deadline);
+      post_running(self, ra.job_id, i->second, deadline);
     }
     if (owned_elsewhere)
       log::info("worker_agent", log::job{ra.job_id},
@@ -173,7 +200,8 @@ void claim(agent_actor self, const std::vector<running_attempt>& attempts) {
                   {{"attempt", ra.attempt}, {"here", mine->second.attempt}});
       continue;
     }
-    auto e = st.cfg.handovers->claim(ra.job_id, ra.attempt, self->address());
+    auto e = st.cfg.handovers->claim(ra.job_id, ra.attempt, self->address(),
+                                     st.link.address());
     if (!e) {
       // Stopped by its lender meanwhile (its deadline passed), or another
       // agent's coordinator took it: not listed here, its lease lapses.
@@ -183,9 +211,28 @@ void claim(agent_actor self, const std::vector<running_attempt>& attempts) {
                 {{"attempt", ra.attempt}});
       continue;
     }
+    bool own = e->lender.address() == self->address();
     log::info("worker_agent", log::job{ra.job_id},
-              "took over an attempt another coordinator handed over",
+              own       ? "took back an attempt it had lent: its coordinator "
+                          "now adopted it"
+              : e->move ? "took over the reports of an attempt the node's "
+                          "agent going home ran for this coordinator"
+                        : "took over an attempt another coordinator handed "
+                          "over",
               {{"attempt", ra.attempt}, {"class", e->resource_class}});
+    if (own && !home && !e->done) {
+      // Its worker let go of it meanwhile (abandoned): nothing runs.
+      continue;
+    }
+    if (home && own) {
+      // Lent from another coordinator before it went home, and adopted
+      // here: it reports here again.
+      auto& r = mine->second;
+      r.lent = false;
+      r.moving = false;
+      hand_held(r, ra.job_id, ra.attempt, attempt_owner_actor{self});
+      continue;
+    }
     if (home) {
       // Lent by this agent, handed on by the one that took it, and back:
       // its worker reports here again; the other agent lets go of it.
@@ -225,6 +272,7 @@ void on_lent(agent_actor self, const std::string& job_id, uint32_t attempt,
   auto* r = lent_run(self, job_id, attempt);
   if (r == nullptr)
     return;
+  r->moving = false; // moved: listed as lent from now on
   // Back with the agent whose worker runs it (its reports no longer pass
   // through here), or ended before the claimant's word came: what was held
   // goes there, and nothing of it stays here.
@@ -244,8 +292,36 @@ void on_lent(agent_actor self, const std::string& job_id, uint32_t attempt,
 void lent_deadline(agent_actor self, const std::string& job_id,
                    uint32_t attempt) {
   auto& st = self->state;
-  if (!st.cfg.handovers->withdraw(job_id, attempt, self->address()))
+  auto now = std::chrono::steady_clock::now();
+  if (auto* r = lent_run(self, job_id, attempt); r && now < r->lend_until) {
+    // Posted again since this timer was armed: its own timer is later.
+    self->delayed_send(self,
+                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                           r->lend_until - now),
+                       lent_atom::value, job_id, attempt);
+    return;
+  }
+  auto e = st.cfg.handovers->withdraw(job_id, attempt, self->address());
+  if (!e)
     return; // claimed
+  if (e->move) {
+    // Nobody took its reports over: it goes on reporting here, and the
+    // agent goes home once it ends (or at its next try).
+    log::info("worker_agent", log::job{job_id},
+              "no agent of the node took over an attempt it offered on its "
+              "way home: it reports here still",
+              {{"attempt", attempt}});
+    if (auto* r = lent_run(self, job_id, attempt)) {
+      r->lent = false;
+      r->moving = false;
+      hand_held(*r, job_id, attempt, attempt_owner_actor{self});
+    } else if (e->done) {
+      st.completion_class[{job_id, attempt}] = e->resource_class;
+      st.completions[{job_id, attempt}] = std::move(*e->done);
+      maybe_report(self);
+    }
+    return;
+  }
   log::warn("worker_agent", log::job{job_id},
             "nobody took over a handed-over attempt in time: stopping it "
             "(its partition's new owner runs the job again)",
@@ -282,6 +358,20 @@ bool pass_on_done(agent_actor self, completion& c) {
   if (found == nullptr)
     return false;
   auto& r = *found;
+  if (r.moving && !r.lent_to) {
+    // Ended while offered on the way home: unclaimed, it reports here as
+    // before (the coordinator it reports to still lists it running here);
+    // claimed, the outcome waits for the claimant's word.
+    if (st.cfg.handovers->withdraw(c.job_id, c.attempt, self->address())) {
+      r.lent = false;
+      r.moving = false;
+      hand_held(r, c.job_id, c.attempt, attempt_owner_actor{self});
+      return false;
+    }
+    r.held_done = std::move(c);
+    r.held_progress.reset();
+    return true;
+  }
   auto job_id = c.job_id;
   st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
   if (r.lent_to) {
@@ -340,6 +430,23 @@ void lent_worker_free(agent_actor self, const caf::actor_addr& worker) {
       check_drained(self);
       return;
     }
+}
+
+void move_held(agent_actor self) {
+  auto& st = self->state;
+  for (auto& [job_id, r] : st.running) {
+    // A borrowed one runs on another agent's worker, which it would have
+    // to lend on: it ends here.
+    if (r.lent || r.superseded || r.borrowed || !r.worker)
+      continue;
+    hold_reports(self, job_id, r);
+    r.moving = true;
+    post_running(self, job_id, r, lend_deadline(st), true);
+    log::info("worker_agent", log::job{job_id},
+              "going home: a running attempt is offered to the node's agent "
+              "joined to the coordinator it reports to",
+              {{"attempt", r.attempt}});
+  }
 }
 
 } // namespace drover::agent_detail

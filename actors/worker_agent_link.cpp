@@ -146,7 +146,7 @@ register_worker registration(agent_actor self) {
     reg.elastic_idle_ms = static_cast<uint32_t>(st.cfg.elastic_idle.count());
   reg.draining = st.draining;
   for (auto& [job_id, r] : st.running)
-    if (!r.superseded && !r.lent)
+    if (!r.superseded && (!r.lent || r.moving))
       reg.running.push_back(
           running_attempt{job_id, r.attempt, r.resource_class});
     else if (r.lent && !r.superseded && !r.borrowed)
@@ -210,7 +210,7 @@ void join(agent_actor self, const std::string& challenge, uint64_t gen) {
             if (st.joined_index != 0 && st.cfg.home_probe.count() > 0
                 && !st.probing) {
               st.probing = true;
-              self->delayed_send(self, st.cfg.home_probe, home_atom::value);
+              arm_probe(self, st.cfg.home_probe);
             }
             log::announce("worker_agent", "joined the coordinator",
                           {{"coordinator", r.coordinator_id},
@@ -324,6 +324,19 @@ void go_home(agent_actor self) {
 
 } // namespace
 
+void arm_probe(agent_actor self, std::chrono::milliseconds delay) {
+  self->delayed_send(self, delay, home_atom::value, ++self->state.probe_timer);
+}
+
+void look_home_now(agent_actor self) {
+  auto& st = self->state;
+  if (!away(st) || st.leaving)
+    return;
+  st.probe_failures = 0;
+  st.probing = true;
+  arm_probe(self, std::chrono::milliseconds{0});
+}
+
 void probe_home(agent_actor self) {
   auto& st = self->state;
   st.probing = false;
@@ -346,8 +359,7 @@ void probe_home(agent_actor self) {
         std::min<std::chrono::milliseconds>(st.cfg.home_probe * 32,
                                             std::chrono::minutes{1}),
         2.0, 0.2};
-    self->delayed_send(self, probes.delay(st.probe_failures, jitter_draw()),
-                       home_atom::value);
+    arm_probe(self, probes.delay(st.probe_failures, jitter_draw()));
   };
   // An answer of a probe begun on another connection: probe again while
   // away (the join did not arm another: this one was in flight).
@@ -422,17 +434,24 @@ void probe_home(agent_actor self) {
 
 void check_left(agent_actor self) {
   auto& st = self->state;
-  // An attempt lent out and claimed by another agent is that agent's
-  // coordinator's now, not this one's: it runs on (its reports pass
-  // through here to the claimant) and the home join lists it as lent, so
-  // its slot stays taken there. Before, it kept the agent away as long as
-  // it ran (hours, for a long job passed on after a failover).
+  if (!st.leaving || !st.leave_acknowledged || !away(st))
+    return;
+  // What still reports to the coordinator it failed over to is offered to
+  // the node's agent joined there, which takes its reports over (a move);
+  // nothing waits for those attempts to end (hours, for a long job).
+  move_held(self);
+  // A lent attempt is not this coordinator's: claimed by another agent, its
+  // reports pass through here to the claimant wherever this agent is
+  // joined; unclaimed (handed over, its partition perhaps going home with
+  // the agent), the agent offers it from home too (handover_board::offers).
+  // The home join lists either as lent, so its slot stays taken there.
+  // Before, each kept the agent away as long as it ran, and one handed over
+  // to the coordinator the agent was going home to was stopped unclaimed.
   bool held_here
       = std::any_of(st.running.begin(), st.running.end(), [](const auto& r) {
-          return !(r.second.lent && r.second.lent_to);
+          return !r.second.lent || r.second.moving;
         });
-  if (st.leaving && st.leave_acknowledged && away(st) && !held_here
-      && st.waiting.empty() && st.completions.empty())
+  if (!held_here && st.waiting.empty() && st.completions.empty())
     go_home(self);
 }
 

@@ -155,8 +155,13 @@ void apply_reply(agent_actor self, coordinator_reply& r) {
       continue;
     auto i = st.running.find(s.job_id);
     if (i == st.running.end() || i->second.attempt != s.attempt
-        || i->second.superseded || i->second.lent)
+        || i->second.superseded || (i->second.lent && !i->second.moving))
       continue;
+    if (i->second.moving
+        && !st.cfg.handovers->withdraw(s.job_id, s.attempt, self->address()))
+      continue; // taken over meanwhile: its new coordinator decides
+    i->second.moving = false;
+    i->second.lent = false;
     i->second.superseded = true;
     log::warn("worker_agent", log::job{s.job_id},
               "attempt superseded (its lease lapsed): stopping it",
@@ -295,9 +300,21 @@ void send_heartbeat(agent_actor self) {
     // Going home says "draining" too: no new leases here.
     hb.draining = st.draining || st.leaving;
     for (auto& [job_id, r] : st.running)
-      (r.lent ? hb.lent : hb.running)
+      (r.lent && !r.moving ? hb.lent : hb.running)
           .push_back(running_attempt{job_id, r.attempt, {}});
-    hb.offered = st.cfg.handovers->offers(self->address());
+    hb.offered = st.cfg.handovers->offers(self->address(), st.link.address());
+    std::set<attempt_key> offers;
+    bool new_offer = false;
+    for (const auto& o : hb.offered) {
+      offers.emplace(o.job_id, o.attempt);
+      new_offer = new_offer || st.offers_seen.count({o.job_id, o.attempt}) == 0;
+    }
+    st.offers_seen.swap(offers);
+    if (new_offer)
+      // Another agent of the node lends an attempt: perhaps to this agent's
+      // first coordinator, back again. It needs this agent home to be
+      // offered there.
+      look_home_now(self);
     hb.refused.swap(st.refused);
     for (auto& l : st.waiting)
       hb.running.push_back(running_attempt{l.job_id, l.attempt, {}});

@@ -51,6 +51,14 @@ struct run_info {
   bool borrowed = false;
   /// The agent it was claimed from (its reports arrive from there).
   caf::actor_addr borrowed_from;
+  /// Lent by this agent going home, for the coordinator it reports to (the
+  /// owner of the partition): listed as running there until an agent of
+  /// the node joined to that coordinator claims it; nobody does: it runs
+  /// on here (lent_deadline).
+  bool moving = false;
+  /// Lent: when its board entry's deadline is (an older timer of an entry
+  /// posted again is not it).
+  std::chrono::steady_clock::time_point lend_until{};
 };
 
 using attempt_key = std::pair<std::string, uint32_t>;
@@ -110,6 +118,11 @@ struct agent_state {
   bool leave_acknowledged = false;
   /// A home probe is armed or in flight.
   bool probing = false;
+  /// The armed home probe timer's number (an older one is ignored).
+  uint64_t probe_timer = 0;
+  /// The node's board offers of the last heartbeat (a new one while away
+  /// makes it look home: look_home_now).
+  std::set<attempt_key> offers_seen;
   /// Home probes that failed in a row (their interval doubles, to 1 min).
   uint32_t probe_failures = 0;
   /// Links this agent left to go home: a lease one of them still sends is
@@ -160,9 +173,22 @@ void claim(agent_actor self, const std::vector<running_attempt>& attempts);
 /// Another agent claimed the lent attempt: its reports go there now.
 void on_lent(agent_actor self, const std::string& job_id, uint32_t attempt,
              attempt_owner_actor owner, worker_home_actor home);
-/// The lent attempt's deadline: stopped if nobody claimed it.
+/// The lent attempt's deadline: stopped if nobody claimed it (a move runs
+/// on here).
 void lent_deadline(agent_actor self, const std::string& job_id,
                    uint32_t attempt);
+/// Going home: lends the attempts still reporting to the coordinator it
+/// failed over to, to the node's agent joined there (a move).
+void move_held(agent_actor self);
+/// Lends out the running attempt `r` of `job_id`: its progress and
+/// checkpoint not sent yet are held with it.
+void hold_reports(agent_actor self, const std::string& job_id, run_info& r);
+/// Arms the next home probe in `delay` (the one armed before is void).
+void arm_probe(agent_actor self, std::chrono::milliseconds delay);
+/// Away from its first coordinator and not leaving: probes it now, its
+/// backoff reset (a hand-over on the node suggests it is back; probes may
+/// be a minute apart after a long outage).
+void look_home_now(agent_actor self);
 /// A report of a lent attempt: held or passed on (true), or not lent.
 bool pass_on_progress(agent_actor self, progress_update& u, bool checkpoint);
 /// The outcome of a lent attempt: held or passed on (true), or not lent.

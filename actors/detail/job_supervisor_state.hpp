@@ -27,12 +27,13 @@ using persist_atom = caf::atom_constant<caf::atom("js_persist")>;
 using outcome_atom = caf::atom_constant<caf::atom("js_outcome")>;
 
 /// The job supervisor's own interface: its public one plus its timers.
-/// Only its own files see it; everyone else holds a job_supervisor_actor.
+/// Only its own files see it; everyone else holds a job_supervisor_actor
+/// (the queue a queued_job_actor).
 using js_impl_actor
-    = job_supervisor_actor::extend<caf::reacts_to<timeout_atom, uint32_t>,
-                                   caf::reacts_to<grace_atom, uint32_t>,
-                                   caf::reacts_to<persist_atom>,
-                                   caf::reacts_to<outcome_atom>>;
+    = queued_job_actor::extend<caf::reacts_to<timeout_atom, uint32_t>,
+                               caf::reacts_to<grace_atom, uint32_t>,
+                               caf::reacts_to<persist_atom>,
+                               caf::reacts_to<outcome_atom>>;
 
 // Store requests carry no timeout. The store answers every request: its
 // own I/O has a deadline (pg_store_config::io_timeout) that turns a hung

@@ -95,7 +95,7 @@ struct delayed_entry {
 };
 
 struct running_entry {
-  job_supervisor_actor job_supervisor;
+  queued_job_actor job_supervisor;
   worker_actor worker;
   std::string resource_class;
   int64_t started_ms;
@@ -110,6 +110,8 @@ struct running_entry {
   /// Its `cancel_requested` is committed (request_cancel): a later cancel
   /// is answered without writing it again.
   bool cancel_recorded;
+  /// The worker's id (`<node>/<slot>`): its machine.
+  std::string worker_id;
 };
 
 /// A ready job held back by its concurrency key (runtime/concurrency.hpp):

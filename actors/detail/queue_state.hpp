@@ -343,10 +343,10 @@ void wake_parked(self_ptr self, const std::string& key);
 caf::expected<admission_control::ticket>
 admit(self_ptr self, const job_spec& spec, int32_t partition);
 caf::expected<shape_ref> hold_shape(queue_state& st, const job_spec& spec);
-job_supervisor_actor start_supervisor(self_ptr self, const std::string& job_id,
-                                      const worker_actor& worker,
-                                      const std::string& worker_id,
-                                      uint32_t adopt_attempt);
+queued_job_actor start_supervisor(self_ptr self, const std::string& job_id,
+                                  const worker_actor& worker,
+                                  const std::string& worker_id,
+                                  uint32_t adopt_attempt);
 bool may_dispatch(self_ptr self);
 void dispatch(self_ptr self, const std::string& cls);
 void dispatch_class(self_ptr self, const std::string& cls);

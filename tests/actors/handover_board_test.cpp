@@ -54,24 +54,24 @@ TEST_CASE("a lent attempt is offered by the other agents and claimed once",
   board.post(entry_of("job-1", 3, a));
   CHECK(board.size() == 1);
   // The lender does not offer its own attempt; the others do.
-  CHECK(board.offers(a.address()).empty());
-  auto offered = board.offers(b.address());
+  CHECK(board.offers(a.address(), {}).empty());
+  auto offered = board.offers(b.address(), {});
   REQUIRE(offered.size() == 1);
   CHECK(offered[0].job_id == "job-1");
   CHECK(offered[0].attempt == 3);
   CHECK(offered[0].resource_class == "cpu");
   // Neither the lender nor another attempt number claims it.
-  CHECK(!board.claim("job-1", 3, a.address()));
-  CHECK(!board.claim("job-1", 2, b.address()));
-  auto claimed = board.claim("job-1", 3, b.address());
+  CHECK(!board.claim("job-1", 3, a.address(), {}));
+  CHECK(!board.claim("job-1", 2, b.address(), {}));
+  auto claimed = board.claim("job-1", 3, b.address(), {});
   REQUIRE(claimed);
   CHECK(claimed->lender == a);
   CHECK(claimed->rate_key == "mail");
   CHECK(!claimed->done);
   // Once claimed: no second claim, no offer, and the lender can neither
   // withdraw it nor leave its outcome there.
-  CHECK(!board.claim("job-1", 3, c.address()));
-  CHECK(board.offers(c.address()).empty());
+  CHECK(!board.claim("job-1", 3, c.address(), {}));
+  CHECK(board.offers(c.address(), {}).empty());
   CHECK(!board.withdraw("job-1", 3, a.address()));
   CHECK(!board.finish("job-1", 3, a.address(), completion{}));
   CHECK(board.size() == 0);
@@ -85,7 +85,7 @@ TEST_CASE("only its lender withdraws a lent attempt or leaves its outcome",
   board.post(entry_of("job-1", 1, a));
   // Posted again by the agent that claimed it (its coordinator handed the
   // partition on): the first lender's deadline must not take it.
-  REQUIRE(board.claim("job-1", 1, b.address()));
+  REQUIRE(board.claim("job-1", 1, b.address(), {}));
   board.post(entry_of("job-1", 1, b));
   CHECK(!board.withdraw("job-1", 1, a.address()));
   completion done;
@@ -95,7 +95,7 @@ TEST_CASE("only its lender withdraws a lent attempt or leaves its outcome",
   CHECK(!board.finish("job-1", 1, a.address(), done));
   CHECK(board.finish("job-1", 1, b.address(), done));
   // The outcome goes with the entry to whoever claims it.
-  auto claimed = board.claim("job-1", 1, a.address());
+  auto claimed = board.claim("job-1", 1, a.address(), {});
   REQUIRE(claimed);
   REQUIRE(claimed->done);
   CHECK(claimed->done->result == "{\"ok\":true}");
@@ -103,6 +103,45 @@ TEST_CASE("only its lender withdraws a lent attempt or leaves its outcome",
   // Withdrawn by its lender: gone.
   board.post(entry_of("job-2", 4, a));
   CHECK(board.withdraw("job-2", 4, a.address()));
-  CHECK(!board.claim("job-2", 4, b.address()));
+  CHECK(!board.claim("job-2", 4, b.address(), {}));
   CHECK(board.size() == 0);
+}
+
+TEST_CASE("an agent offers and takes back its own attempt only from another "
+          "coordinator than the one it lent it from",
+          "[handover]") {
+  agents f;
+  auto& [a, b, c] = f.lenders;
+  auto& board = f.board;
+  // a lent it while joined through link 1 (here b's address stands for
+  // it), and later joined another coordinator through link 2 (c's).
+  auto link1 = b.address();
+  auto link2 = c.address();
+  auto e = entry_of("job-1", 2, a);
+  e.link = link1;
+  board.post(std::move(e));
+  CHECK(board.offers(a.address(), link1).empty());
+  CHECK(!board.claim("job-1", 2, a.address(), link1));
+  CHECK(board.offers(a.address(), {}).empty()); // not joined anywhere
+  auto offered = board.offers(a.address(), link2);
+  REQUIRE(offered.size() == 1);
+  CHECK(offered[0].job_id == "job-1");
+  auto taken = board.claim("job-1", 2, a.address(), link2);
+  REQUIRE(taken);
+  CHECK(taken->lender == a);
+  CHECK(board.size() == 0);
+  // A withdrawn entry comes back whole: a move's outcome is not lost.
+  auto moved = entry_of("job-2", 1, a);
+  moved.move = true;
+  board.post(std::move(moved));
+  completion done;
+  done.job_id = "job-2";
+  done.attempt = 1;
+  done.result = "{}";
+  REQUIRE(board.finish("job-2", 1, a.address(), done));
+  auto back = board.withdraw("job-2", 1, a.address());
+  REQUIRE(back);
+  CHECK(back->move);
+  REQUIRE(back->done);
+  CHECK(back->done->result == "{}");
 }

@@ -440,21 +440,10 @@ TEST_CASE("an agent that failed over goes home when its coordinator is back "
   s.start_three_with_workers("cpu=18");
   INFO(s.logs_of({"c1", "c2", "c3", "w1", "w2"}));
   // Twelve 40 s jobs through c3, on its agents, in twelve of its
-  // partitions.
-  std::vector<std::string> jobs;
-  for (int i = 0; i < 12; ++i)
-    jobs.push_back(s.submit("c3", 40000));
-  std::map<std::string, std::string> machine;
-  for (const auto& id : jobs) {
-    REQUIRE(c.wait_running(id, 30s));
-    auto w = c.worker_of(id, s.admin.at("c3"));
-    REQUIRE(w.find(".c3/") != std::string::npos);
-    machine[id] = w.substr(0, w.find(".c3/"));
-  }
-  REQUIRE(s.spread_over({"c1", "c2", "c3"}));
-  s.nodes["c3"]->signal(SIGKILL);
-  REQUIRE(s.nodes["c3"]->wait_exit(10s));
-  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 30s));
+  // partitions; c3 killed.
+  auto run = s.run_on_c3_agents_then_kill(12, 40000);
+  auto& jobs = run.jobs;
+  auto& machine = run.machine;
   auto joined_at = s.failed_over("c3", {"c1", "c2"});
   // Each attempt is adopted where its agent went, or passed on through the
   // node to the survivor that owns its partition (some are: see above).
@@ -489,15 +478,7 @@ TEST_CASE("an agent that failed over goes home when its coordinator is back "
     REQUIRE(poll_until([&] { return c.events(id, cancelled_kind) == 1; }, 30s));
   // c3 comes back: its agents go home at once, not 40 s later, with the
   // passed-on attempts still running (before, those kept them away).
-  s.start("c3", false);
-  for (const auto& [w, at] : joined_at) {
-    INFO(w);
-    CHECK(c.wait_log(w, "left the coordinator it had failed over to", 20s));
-  }
-  for (const auto& id : passed_on) {
-    INFO(id);
-    CHECK(c.events(id, completed_kind) == 0);
-  }
+  s.restart_c3_agents_home(joined_at, passed_on, 20s);
   // Every passed-on attempt ends once, where it began.
   c.check_all_done_once(passed_on, 90s);
   constexpr int worker_lost_kind = 14;

@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <csignal>
 #include <map>
 #include <memory>
 #include <string>
@@ -167,6 +168,51 @@ struct sharing {
           return true;
         },
         30s));
+  }
+
+  /// Jobs running on c3's agents, and the machine each runs on.
+  struct on_agents {
+    std::vector<std::string> jobs;
+    std::map<std::string, std::string> machine;
+  };
+
+  /// `count` jobs of `ms` through c3 (start_three_with_workers), each
+  /// running on one of its agents, then c3 killed (SIGKILL) once c1 and c2
+  /// hold every partition between them.
+  on_agents run_on_c3_agents_then_kill(int count, int ms) {
+    on_agents out;
+    for (int i = 0; i < count; ++i)
+      out.jobs.push_back(submit("c3", ms));
+    for (const auto& id : out.jobs) {
+      REQUIRE(c.wait_running(id, 30s));
+      auto w = c.worker_of(id, admin.at("c3"));
+      REQUIRE(w.find(".c3/") != std::string::npos);
+      out.machine[id] = w.substr(0, w.find(".c3/"));
+    }
+    REQUIRE(spread_over({"c1", "c2", "c3"}));
+    nodes["c3"]->signal(SIGKILL);
+    REQUIRE(nodes["c3"]->wait_exit(10s));
+    REQUIRE(poll_until([&] { return spread_over({"c1", "c2"}); }, 30s));
+    return out;
+  }
+
+  /// c3 started again (run_on_c3_agents_then_kill): each agent of
+  /// `joined_at` (failed_over) goes home within `within`, while every job
+  /// of `running` still runs.
+  void
+  restart_c3_agents_home(const std::map<std::string, std::string>& joined_at,
+                         const std::vector<std::string>& running,
+                         std::chrono::seconds within) {
+    start("c3", false);
+    for (const auto& [w, at] : joined_at) {
+      INFO(w);
+      CHECK(
+          c.wait_log(w, "left the coordinator it had failed over to", within));
+    }
+    for (const auto& id : running) {
+      INFO(id);
+      CHECK(c.events(id, completed_kind) == 0);
+    }
   }
 
   /// The owner node of `job`'s partition, from the lease table.
