@@ -30,6 +30,27 @@ bool offerable(const handover_board::entry& e, const caf::actor_addr& agent,
 
 } // namespace
 
+bool handover_board::stop_offering(const std::string& job_id, uint32_t attempt,
+                                   const caf::actor_addr& lender) {
+  std::lock_guard<std::mutex> guard{mx_};
+  auto i = entries_.find({job_id, attempt});
+  if (i == entries_.end() || i->second.lender.address() != lender)
+    return false;
+  i->second.offered = false;
+  return true;
+}
+
+bool handover_board::as_hand_over(const std::string& job_id, uint32_t attempt,
+                                  const caf::actor_addr& lender) {
+  std::lock_guard<std::mutex> guard{mx_};
+  auto i = entries_.find({job_id, attempt});
+  if (i == entries_.end() || i->second.lender.address() != lender)
+    return false;
+  i->second.move = false;
+  i->second.offered = true;
+  return true;
+}
+
 bool handover_board::finish(const std::string& job_id, uint32_t attempt,
                             const caf::actor_addr& lender, completion c) {
   std::lock_guard<std::mutex> guard{mx_};
@@ -47,7 +68,7 @@ handover_board::offers(const caf::actor_addr& agent,
   std::vector<running_attempt> out;
   std::lock_guard<std::mutex> guard{mx_};
   for (const auto& [key, e] : entries_)
-    if (offerable(e, agent, link))
+    if (e.offered && offerable(e, agent, link))
       out.push_back(running_attempt{key.first, key.second, e.resource_class});
   return out;
 }

@@ -67,6 +67,10 @@ public:
     /// there takes its reports over, and nobody taking it means it runs on
     /// where it ran (actors/worker_agent.hpp, "Going home").
     bool move = false;
+    /// Offered by the node's other agents (a move its lender took back is
+    /// not, but stays claimable: the coordinator may have moved it just
+    /// then).
+    bool offered = true;
   };
 
   /// The lender posts an attempt.
@@ -78,6 +82,17 @@ public:
   /// again by the agent that claimed it).
   std::optional<entry> withdraw(const std::string& job_id, uint32_t attempt,
                                 const caf::actor_addr& lender);
+
+  /// The lender takes back a move nobody claimed: no agent offers it any
+  /// more, but one whose coordinator moved it meanwhile still claims it.
+  /// False if it was claimed (or unknown).
+  bool stop_offering(const std::string& job_id, uint32_t attempt,
+                     const caf::actor_addr& lender);
+
+  /// The lender's move (entry.move) becomes a hand-over: nobody claiming
+  /// it means it is stopped. False if it was claimed (or unknown).
+  bool as_hand_over(const std::string& job_id, uint32_t attempt,
+                    const caf::actor_addr& lender);
 
   /// The lender's attempt ended before anybody claimed it: its outcome goes
   /// with the entry. False if it was claimed meanwhile (the lender hands

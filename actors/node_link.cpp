@@ -79,6 +79,15 @@ void arm_flush(link_actor self) {
   self->delayed_send(self, lease_batch_window, flush_atom::value);
 }
 
+/// Tells the queue whether the node lets attempt `attempt` (0 = none) of
+/// `job_id`, on slot `index`, go to another of its agents.
+void tell_let_go(link_actor self, const std::string& job_id, uint32_t attempt,
+                 uint32_t index) {
+  auto& st = self->state;
+  self->send(st.cfg.handles->queue(), let_go_atom::value, job_id, attempt,
+             st.slots[index].actor);
+}
+
 coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
   auto& st = self->state;
   auto now = now_ms(self);
@@ -108,6 +117,11 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
       continue;
     }
     i->second.expiry_ms = now + std::max(i->second.ttl_ms, int64_t{1});
+    if (i->second.let_go) {
+      // Taken back (nobody took it over): it moves no more.
+      i->second.let_go = false;
+      tell_let_go(self, ra.job_id, 0, i->second.slot);
+    }
     if (!i->second.adopting) {
       // Adopted from an offer and claimed by the node (it runs here now):
       // from here on like any attempt of this link, so a refused
@@ -116,6 +130,24 @@ coordinator_reply on_heartbeat(link_actor self, heartbeat& hb) {
       i->second.offered = false;
     }
   }
+  // Listed as lent while it still reports here: the node lets its reports
+  // go to another of its agents (an agent going home; moving_protocol). Its
+  // lease holds meanwhile, and the queue may move it to the slot an offer
+  // of it comes through (actors/queue_partitions.cpp, move_running).
+  if (agreed_protocol(st) >= moving_protocol)
+    for (auto& l : hb.lent) {
+      auto i = st.attempts.find(l.job_id);
+      if (i == st.attempts.end() || i->second.attempt != l.attempt
+          || i->second.expired || i->second.completing || i->second.adopting
+          || !i->second.js)
+        continue;
+      listed.insert(l.job_id);
+      i->second.expiry_ms = now + std::max(i->second.ttl_ms, int64_t{1});
+      if (!i->second.let_go) {
+        i->second.let_go = true;
+        tell_let_go(self, l.job_id, l.attempt, i->second.slot);
+      }
+    }
   // Leases the node refused for their stale partition epoch (this
   // coordinator was deposed and has not noticed yet): not run there, so
   // their slots are free now rather than after the TTL.

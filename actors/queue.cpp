@@ -366,6 +366,12 @@ queue_impl_actor::behavior_type queue_impl(self_ptr self, queue_deps deps,
       [self](let_go_atom, worker_actor& worker) {
         let_go_pools(self, worker.address());
       },
+      [self](let_go_atom, std::string& job_id, uint32_t attempt,
+             worker_actor& worker) {
+        auto r = self->state.running.find(job_id);
+        if (r != self->state.running.end() && r->second.worker == worker)
+          r->second.movable = attempt;
+      },
       [self](take_atom, const std::string& job_id, const worker_actor& worker,
              uint32_t wanted) -> caf::result<uint32_t, int64_t> {
         auto& st = self->state;

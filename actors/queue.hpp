@@ -77,6 +77,10 @@
 //   (let_go_atom, worker)              a remote slot let go of its attempt
 //       but is not offered again (inactive, a closed buffer, draining):
 //       the pool amounts it held come back
+//   (let_go_atom, job_id, attempt, worker)
+//       the worker node running the attempt on `worker` lets its reports
+//       go to another agent of its machine (an agent going home): an offer
+//       of it from there moves it (adopt)
 //   (withdraw_atom, worker)            -> bool   forget that idle worker
 //       (it stays known); true if it was idle, false if a job was
 //       already handed to it (or it is unknown)
@@ -159,6 +163,7 @@ using queue_actor = caf::typed_actor<
                     std::vector<std::string>, std::string, bool>::with<bool>,
     caf::replies_to<withdraw_atom, worker_actor>::with<bool>,
     caf::reacts_to<let_go_atom, worker_actor>,
+    caf::reacts_to<let_go_atom, std::string, uint32_t, worker_actor>,
     caf::replies_to<take_atom, std::string, worker_actor,
                     uint32_t>::with<uint32_t, int64_t>,
     caf::replies_to<adopt_atom, std::string, uint32_t, std::string,

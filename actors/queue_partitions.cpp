@@ -279,7 +279,10 @@ void move_running(self_ptr self,
                               + job_id + " does not run here on that machine"));
   };
   const auto& r = st.running.at(job_id);
-  if (machine_of(worker_id).empty()
+  // Only when the node running it let it go (the agent going home listed
+  // it as lent where it runs): another agent's word alone — a node that
+  // names itself after another machine's agent — moves nothing.
+  if (r.movable != attempt || machine_of(worker_id).empty()
       || machine_of(worker_id) != machine_of(r.worker_id) || r.worker == slot)
     return refuse();
   auto js = r.job_supervisor;
@@ -297,12 +300,15 @@ void move_running(self_ptr self,
             if (h != st.pool_holds.end()) {
               auto hold = std::move(h->second);
               st.pool_holds.erase(h);
+              let_go_pools(self, slot.address()); // never two holds of one
+
               if (st.workers.count(slot.address()) == 0)
                 self->monitor(slot); // its death lets go
               st.pool_holds[slot.address()] = std::move(hold);
             }
             i->second.worker = slot;
             i->second.worker_id = worker_id;
+            i->second.movable = 0; // moved once; the new slot's node decides
             rp.deliver(job_supervisor_actor{js});
           },
           [refuse](caf::error&) mutable { refuse(); });

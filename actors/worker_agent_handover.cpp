@@ -153,18 +153,18 @@ void lend(agent_actor self, const std::vector<running_attempt>& attempts,
           || i->second.superseded)
         continue;
       if (i->second.moving) {
-        // Offered on the way home, and its coordinator handed the
-        // partition on meanwhile: no agent joined there will take it now;
-        // it is a hand-over like any other (claimed already: it is the
-        // claimant's to say).
-        if (!st.cfg.handovers->withdraw(ra.job_id, ra.attempt, self->address()))
-          continue;
+        // Offered on the way home and moved (the old slot was told it was
+        // handed over, and its link says so), or its coordinator handed
+        // the partition on meanwhile: unclaimed, it is a hand-over like
+        // any other from now on (stopped at the deadline if nobody takes
+        // it); claimed, the claimant's word is on its way.
         i->second.moving = false;
-      } else if (i->second.lent) {
+        st.cfg.handovers->as_hand_over(ra.job_id, ra.attempt, self->address());
         continue;
-      } else {
-        hold_reports(self, ra.job_id, i->second);
       }
+      if (i->second.lent)
+        continue;
+      hold_reports(self, ra.job_id, i->second);
       post_running(self, ra.job_id, i->second, deadline);
     }
     if (owned_elsewhere)
@@ -269,6 +269,12 @@ void claim(agent_actor self, const std::vector<running_attempt>& attempts) {
 
 void on_lent(agent_actor self, const std::string& job_id, uint32_t attempt,
              attempt_owner_actor owner, worker_home_actor home) {
+  auto i = self->state.running.find(job_id);
+  if (i != self->state.running.end() && i->second.attempt == attempt
+      && !i->second.lent && !i->second.superseded && !i->second.borrowed)
+    // A move it took back, claimed after all (its coordinator moved it
+    // late): its reports go to the claimant from now on.
+    hold_reports(self, job_id, i->second);
   auto* r = lent_run(self, job_id, attempt);
   if (r == nullptr)
     return;
@@ -301,27 +307,25 @@ void lent_deadline(agent_actor self, const std::string& job_id,
                        lent_atom::value, job_id, attempt);
     return;
   }
-  auto e = st.cfg.handovers->withdraw(job_id, attempt, self->address());
-  if (!e)
-    return; // claimed
-  if (e->move) {
+  if (auto* r = lent_run(self, job_id, attempt); r && r->moving) {
     // Nobody took its reports over: it goes on reporting here, and the
-    // agent goes home once it ends (or at its next try).
+    // agent goes home once it ends (or at its next try). The entry stays
+    // claimable, unoffered: the coordinator may be moving it just now
+    // (its queue was recovering, say), and then the claimant's word comes.
+    if (!st.cfg.handovers->stop_offering(job_id, attempt, self->address()))
+      return; // claimed
     log::info("worker_agent", log::job{job_id},
               "no agent of the node took over an attempt it offered on its "
               "way home: it reports here still",
               {{"attempt", attempt}});
-    if (auto* r = lent_run(self, job_id, attempt)) {
-      r->lent = false;
-      r->moving = false;
-      hand_held(*r, job_id, attempt, attempt_owner_actor{self});
-    } else if (e->done) {
-      st.completion_class[{job_id, attempt}] = e->resource_class;
-      st.completions[{job_id, attempt}] = std::move(*e->done);
-      maybe_report(self);
-    }
+    r->lent = false;
+    r->moving = false;
+    hand_held(*r, job_id, attempt, attempt_owner_actor{self});
     return;
   }
+  auto e = st.cfg.handovers->withdraw(job_id, attempt, self->address());
+  if (!e)
+    return; // claimed
   log::warn("worker_agent", log::job{job_id},
             "nobody took over a handed-over attempt in time: stopping it "
             "(its partition's new owner runs the job again)",
@@ -359,10 +363,13 @@ bool pass_on_done(agent_actor self, completion& c) {
     return false;
   auto& r = *found;
   if (r.moving && !r.lent_to) {
+    st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
     // Ended while offered on the way home: unclaimed, it reports here as
     // before (the coordinator it reports to still lists it running here);
     // claimed, the outcome waits for the claimant's word.
     if (st.cfg.handovers->withdraw(c.job_id, c.attempt, self->address())) {
+      // Counted where it ends, as any attempt of this agent.
+      st.counters->attempts_finished.fetch_sub(1, std::memory_order_relaxed);
       r.lent = false;
       r.moving = false;
       hand_held(r, c.job_id, c.attempt, attempt_owner_actor{self});
@@ -434,6 +441,8 @@ void lent_worker_free(agent_actor self, const caf::actor_addr& worker) {
 
 void move_held(agent_actor self) {
   auto& st = self->state;
+  if (st.protocol < moving_protocol)
+    return; // an older coordinator would let the lease lapse: it ends here
   for (auto& [job_id, r] : st.running) {
     // A borrowed one runs on another agent's worker, which it would have
     // to lend on: it ends here.

@@ -330,8 +330,12 @@ void arm_probe(agent_actor self, std::chrono::milliseconds delay) {
 
 void look_home_now(agent_actor self) {
   auto& st = self->state;
-  if (!away(st) || st.leaving)
+  auto now = std::chrono::steady_clock::now();
+  // At most once a probe interval: a hand-over does not undo the backoff
+  // for a home host that drops packets (connects queue in the middleman).
+  if (!away(st) || st.leaving || now - st.looked_home < st.cfg.home_probe)
     return;
+  st.looked_home = now;
   st.probe_failures = 0;
   st.probing = true;
   arm_probe(self, std::chrono::milliseconds{0});

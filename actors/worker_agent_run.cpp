@@ -105,6 +105,8 @@ void end_attempt(agent_actor self, std::map<std::string, run_info>::iterator i,
   bool superseded = i->second.superseded;
   auto cls = i->second.resource_class;
   st.running.erase(i);
+  // A move it took back stays claimable on the board until it ends.
+  st.cfg.handovers->withdraw(c.job_id, c.attempt, self->address());
   st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
   if (!superseded) {
     st.progress.erase(c.job_id); // the outcome says more
@@ -157,11 +159,15 @@ void apply_reply(agent_actor self, coordinator_reply& r) {
     if (i == st.running.end() || i->second.attempt != s.attempt
         || i->second.superseded || (i->second.lent && !i->second.moving))
       continue;
-    if (i->second.moving
-        && !st.cfg.handovers->withdraw(s.job_id, s.attempt, self->address()))
-      continue; // taken over meanwhile: its new coordinator decides
-    i->second.moving = false;
-    i->second.lent = false;
+    if (i->second.moving) {
+      // Refused where it was offered to move from (say, an adoption there
+      // lost the race to the offer): if the node's agent joined there
+      // takes it, it runs on there; if nobody does, it is stopped at the
+      // deadline like any hand-over.
+      i->second.moving = false;
+      st.cfg.handovers->as_hand_over(s.job_id, s.attempt, self->address());
+      continue;
+    }
     i->second.superseded = true;
     log::warn("worker_agent", log::job{s.job_id},
               "attempt superseded (its lease lapsed): stopping it",
@@ -300,7 +306,9 @@ void send_heartbeat(agent_actor self) {
     // Going home says "draining" too: no new leases here.
     hb.draining = st.draining || st.leaving;
     for (auto& [job_id, r] : st.running)
-      (r.lent && !r.moving ? hb.lent : hb.running)
+      // A moving one is listed as lent where it still reports: that link
+      // keeps its lease and lets it move (moving_protocol).
+      (r.lent ? hb.lent : hb.running)
           .push_back(running_attempt{job_id, r.attempt, {}});
     hb.offered = st.cfg.handovers->offers(self->address(), st.link.address());
     std::set<attempt_key> offers;

@@ -358,11 +358,17 @@ void use_postgres(const node_config& cfg, const coordinator_claim& claim,
     // the death (it tries its own coordinator alone that long), the take
     // comes a lease TTL after it (less a renewal interval): a second more
     // covers the rest.
+    // A worker node also waits for a hand-over to be claimed two attempt
+    // lease TTLs, four heartbeats and a second before it stops the attempt
+    // (lend_deadline): the grace covers that too, whichever lease TTL is
+    // longer.
     if (jobs.remote_workers)
-      jobs.queue.adopt_grace
-          = std::max(jobs.queue.adopt_grace,
-                     jobs.queue.adopt_wait + 5 * cfg.worker_heartbeat_interval
-                         + std::chrono::seconds{2});
+      jobs.queue.adopt_grace = std::max(
+          {jobs.queue.adopt_grace,
+           jobs.queue.adopt_wait + 5 * cfg.worker_heartbeat_interval
+               + std::chrono::seconds{2},
+           2 * cfg.attempt_lease_ttl + 5 * cfg.worker_heartbeat_interval
+               + std::chrono::seconds{2}});
     // A write found a partition taken over: a renewal, now, finds which
     // and the keeper drops it (the fence refuses its writes meanwhile).
     pg.on_deposed = [share](const std::string& why) {

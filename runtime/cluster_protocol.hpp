@@ -63,9 +63,11 @@ namespace drover {
 /// the link: tokens of a job's rate limit mid-attempt. 3 added (events_atom,
 /// job_id, after, limit) on the node API: a job's log a page at a time. 4
 /// marks worker nodes that take CoordinatorReply.handedOver and
-/// ownedElsewhere (lending_protocol).
+/// ownedElsewhere (lending_protocol). 5 marks coordinators that move a
+/// running attempt's reports to another agent of its machine when the
+/// agent running it lets it go (moving_protocol).
 constexpr uint32_t cluster_protocol_min = 1;
-constexpr uint32_t cluster_protocol_max = 4;
+constexpr uint32_t cluster_protocol_max = 5;
 
 /// The first version whose node API serves (events_atom, job_id, after,
 /// limit): a gateway node reads a page of an older coordinator's log from
@@ -82,6 +84,16 @@ constexpr uint32_t paged_events_protocol = 3;
 /// (handedOver came without a version of its own: a version-3 node may or
 /// may not know it, and nothing in its hello says which.)
 constexpr uint32_t lending_protocol = 4;
+
+/// The first version whose coordinators take Heartbeat.lent listing an
+/// attempt that still reports to them as the node letting its reports go
+/// (an agent going home: actors/worker_agent.hpp): the lease holds, and the
+/// node's agent joined there may take the attempt over
+/// (actors/queue_partitions.cpp, move_running). An older coordinator would
+/// let that lease lapse, so an agent moves attempts only at version 5; and
+/// a coordinator moves only attempts the node running them let go, never
+/// on another agent's word alone.
+constexpr uint32_t moving_protocol = 5;
 
 /// A worker node, as its coordinator sees it.
 using worker_agent_actor

@@ -120,6 +120,8 @@ struct agent_state {
   bool probing = false;
   /// The armed home probe timer's number (an older one is ignored).
   uint64_t probe_timer = 0;
+  /// When a hand-over last made it probe home at once (look_home_now).
+  std::chrono::steady_clock::time_point looked_home{};
   /// The node's board offers of the last heartbeat (a new one while away
   /// makes it look home: look_home_now).
   std::set<attempt_key> offers_seen;

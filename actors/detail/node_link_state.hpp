@@ -76,6 +76,9 @@ struct attempt_info {
   /// back), puts it back in `lent`, its slot still taken. Cleared once the
   /// node claims it (lists it as running).
   bool offered = false;
+  /// The node lists it as lent while it reports here: it lets its reports
+  /// go to another of its agents (the queue was told: tell_let_go).
+  bool let_go = false;
   std::optional<completion> held;
 };
 

@@ -112,6 +112,9 @@ struct running_entry {
   bool cancel_recorded;
   /// The worker's id (`<node>/<slot>`): its machine.
   std::string worker_id;
+  /// The attempt the worker node running it on `worker` lets go to another
+  /// agent of its machine (0 = none): only then does an offer move it.
+  uint32_t movable = 0;
 };
 
 /// A ready job held back by its concurrency key (runtime/concurrency.hpp):

@@ -26,9 +26,9 @@ worker_actor spawn_slot(caf::actor_system& sys, std::shared_ptr<int> cancels,
 
 } // namespace
 
-TEST_CASE("a running attempt offered by another agent of its machine moves "
-          "its reports there: same supervisor, no new start, another machine "
-          "refused",
+TEST_CASE("a running attempt its node lets go moves its reports to another "
+          "agent of its machine that offers it: same supervisor, no new "
+          "start, and no move without the let-go, to another machine or twice",
           "[queue][partition]") {
   fixture f;
   auto old_cancels = std::make_shared<int>(0);
@@ -50,6 +50,23 @@ TEST_CASE("a running attempt offered by another agent of its machine moves "
                  new_slot, *f.clock + 30000, false);
     f.sched.run();
   };
+  // Before the node running it lets it go, no agent's offer moves it (a
+  // node naming itself after w1's agent for c1 included); nor does a
+  // let-go from another slot than the one it runs on.
+  offer("w1.c1/borrowed-0", 1);
+  CHECK(is(f.adoption_refusal("moved on another agent's word",
+                              "an offer before the let-go was not refused"),
+           errc::stale_attempt));
+  f.self->send(f.queue, let_go_atom::value, job_id, uint32_t{1}, new_slot);
+  f.sched.run();
+  offer("w1.c1/borrowed-0", 1);
+  CHECK(is(f.adoption_refusal("moved on another slot's let-go",
+                              "an offer after a stranger's let-go was not "
+                              "refused"),
+           errc::stale_attempt));
+  // w1's agent for c3 (going home) lets it go where it runs.
+  f.self->send(f.queue, let_go_atom::value, job_id, uint32_t{1}, old_slot);
+  f.sched.run();
   // Another machine's agent, or another attempt: refused, nothing moves.
   offer("w2.c1/borrowed-0", 1);
   CHECK(is(f.adoption_refusal("moved to another machine",
@@ -68,9 +85,16 @@ TEST_CASE("a running attempt offered by another agent of its machine moves "
   REQUIRE(js);
   CHECK(*old_handovers == 1);
   CHECK(f.stats().running == 1);
-  // Offered again through the same slot: nothing to move.
+  // Offered again (through the same slot, or another agent's): it moved
+  // once; only a let-go by the node on its new slot would move it again.
   offer("w1.c1/borrowed-0", 1);
   CHECK(is(f.adoption_refusal("moved twice", "a second move was not refused"),
+           errc::stale_attempt));
+  f.self->send(f.queue, adopt_atom::value, job_id, uint32_t{1},
+               std::string{"w1.c2/borrowed-0"}, old_slot, *f.clock + 30000,
+               false);
+  f.sched.run();
+  CHECK(is(f.adoption_refusal("moved back", "a move back was not refused"),
            errc::stale_attempt));
   // What the supervisor sends the worker goes to the new slot: a cancel.
   f.self->send(f.queue, cancel_atom::value, job_id, std::string{"user asked"});

@@ -145,3 +145,31 @@ TEST_CASE("an agent offers and takes back its own attempt only from another "
   REQUIRE(back->done);
   CHECK(back->done->result == "{}");
 }
+
+TEST_CASE("a move its lender took back is offered no more but still claimed "
+          "by the agent whose coordinator moved it",
+          "[handover]") {
+  agents f;
+  auto& [a, b, c] = f.lenders;
+  auto& board = f.board;
+  auto e = entry_of("job-1", 1, a);
+  e.move = true;
+  board.post(std::move(e));
+  CHECK(board.offers(b.address(), {}).size() == 1);
+  CHECK(!board.stop_offering("job-1", 1, b.address())); // not b's
+  CHECK(board.stop_offering("job-1", 1, a.address()));
+  CHECK(board.offers(b.address(), {}).empty());
+  CHECK(board.offers(c.address(), {}).empty());
+  auto late = board.claim("job-1", 1, b.address(), {});
+  REQUIRE(late);
+  CHECK(late->move);
+  CHECK(!board.stop_offering("job-1", 1, a.address())); // claimed
+  // Made a hand-over (its coordinator handed the partition on): offered
+  // again.
+  auto again = entry_of("job-2", 1, a);
+  again.move = true;
+  board.post(std::move(again));
+  REQUIRE(board.stop_offering("job-2", 1, a.address()));
+  REQUIRE(board.as_hand_over("job-2", 1, a.address()));
+  CHECK(board.offers(b.address(), {}).size() == 1);
+}

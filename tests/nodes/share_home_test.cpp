@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <map>
@@ -45,14 +46,20 @@ TEST_CASE("agents that failed over go home when their coordinator is back "
       kept.push_back(id);
   REQUIRE(!kept.empty());
   // More 50 s jobs through each survivor an agent joined, in its own
-  // partitions: beyond the slots of its own agents they run on the failed-
-  // over agents' free slots.
-  std::set<std::string> survivors;
-  for (const auto& [w, at] : joined_at)
-    survivors.insert(at);
+  // partitions: as many as the slots of its own agents (ten on each node)
+  // and up to four free slots of the failed-over agents there, so that
+  // every one runs at once and at least one runs on those agents (eight
+  // of their twenty slots are free between the survivors).
+  std::map<std::string, int> free_there;
+  for (const auto& [w, at] : joined_at) {
+    int busy = 0;
+    for (const auto& id : jobs)
+      busy += machine[id] == w;
+    free_there[at] += 10 - busy;
+  }
   std::vector<std::string> extra, extra_on_c3;
-  for (const auto& at : survivors)
-    for (int i = 0; i < 24; ++i)
+  for (const auto& [at, free] : free_there)
+    for (int i = 0; i < 20 + std::min(free, 4); ++i)
       extra.push_back(s.submit(at, 50000));
   for (const auto& id : extra) {
     auto owner = s.owner_of(id);
