@@ -6,6 +6,7 @@ void handover_board::post(entry e) {
   std::lock_guard<std::mutex> guard{mx_};
   auto key = std::make_pair(e.job_id, e.attempt);
   entries_[key] = std::move(e);
+  ++posts_;
 }
 
 std::optional<handover_board::entry>
@@ -30,36 +31,37 @@ bool offerable(const handover_board::entry& e, const caf::actor_addr& agent,
 
 } // namespace
 
-bool handover_board::stop_offering(const std::string& job_id, uint32_t attempt,
-                                   const caf::actor_addr& lender) {
+bool handover_board::change_lent(const std::string& job_id, uint32_t attempt,
+                                 const caf::actor_addr& lender,
+                                 const std::function<void(entry&)>& change) {
   std::lock_guard<std::mutex> guard{mx_};
   auto i = entries_.find({job_id, attempt});
   if (i == entries_.end() || i->second.lender.address() != lender)
     return false;
-  i->second.offered = false;
+  change(i->second);
   return true;
+}
+
+bool handover_board::stop_offering(const std::string& job_id, uint32_t attempt,
+                                   const caf::actor_addr& lender) {
+  return change_lent(job_id, attempt, lender,
+                     [](entry& e) { e.offered = false; });
 }
 
 bool handover_board::as_hand_over(const std::string& job_id, uint32_t attempt,
                                   const caf::actor_addr& lender) {
-  std::lock_guard<std::mutex> guard{mx_};
-  auto i = entries_.find({job_id, attempt});
-  if (i == entries_.end() || i->second.lender.address() != lender)
-    return false;
-  i->second.move = false;
-  i->second.offered = true;
-  return true;
+  return change_lent(job_id, attempt, lender, [](entry& e) {
+    e.move = false;
+    e.offered = true;
+  });
 }
 
 bool handover_board::finish(const std::string& job_id, uint32_t attempt,
                             const caf::actor_addr& lender, completion c) {
-  std::lock_guard<std::mutex> guard{mx_};
-  auto i = entries_.find({job_id, attempt});
-  if (i == entries_.end() || i->second.lender.address() != lender)
-    return false;
-  i->second.done = std::move(c);
-  i->second.worker = nullptr;
-  return true;
+  return change_lent(job_id, attempt, lender, [&c](entry& e) {
+    e.done = std::move(c);
+    e.worker = nullptr;
+  });
 }
 
 std::vector<running_attempt>
@@ -84,6 +86,11 @@ handover_board::claim(const std::string& job_id, uint32_t attempt,
   auto e = std::move(i->second);
   entries_.erase(i);
   return e;
+}
+
+uint64_t handover_board::posts() const {
+  std::lock_guard<std::mutex> guard{mx_};
+  return posts_;
 }
 
 size_t handover_board::size() const {

@@ -29,6 +29,7 @@
 #include <caf/actor_addr.hpp>
 #include <caf/typed_actor.hpp>
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -116,10 +117,21 @@ public:
   /// How many attempts wait to be claimed.
   size_t size() const;
 
+  /// How many entries were ever posted: an agent that sees it grow knows
+  /// the node lends something (an away agent then looks home).
+  uint64_t posts() const;
+
 private:
+  /// Applies `change` to the unclaimed entry of `job_id`/`attempt` posted
+  /// by `lender`, under the lock: false if there is none.
+  bool change_lent(const std::string& job_id, uint32_t attempt,
+                   const caf::actor_addr& lender,
+                   const std::function<void(entry&)>& change);
+
   mutable std::mutex mx_;
   /// By (job, attempt).
   std::map<std::pair<std::string, uint32_t>, entry> entries_;
+  uint64_t posts_ = 0;
 };
 
 } // namespace drover

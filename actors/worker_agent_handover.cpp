@@ -299,7 +299,8 @@ void lent_deadline(agent_actor self, const std::string& job_id,
                    uint32_t attempt) {
   auto& st = self->state;
   auto now = std::chrono::steady_clock::now();
-  if (auto* r = lent_run(self, job_id, attempt); r && now < r->lend_until) {
+  auto* r = lent_run(self, job_id, attempt);
+  if (r != nullptr && now < r->lend_until) {
     // Posted again since this timer was armed: its own timer is later.
     self->delayed_send(self,
                        std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -307,7 +308,7 @@ void lent_deadline(agent_actor self, const std::string& job_id,
                        lent_atom::value, job_id, attempt);
     return;
   }
-  if (auto* r = lent_run(self, job_id, attempt); r && r->moving) {
+  if (r != nullptr && r->moving) {
     // Nobody took its reports over: it goes on reporting here, and the
     // agent goes home once it ends (or at its next try). The entry stays
     // claimable, unoffered: the coordinator may be moving it just now
@@ -330,7 +331,6 @@ void lent_deadline(agent_actor self, const std::string& job_id,
             "nobody took over a handed-over attempt in time: stopping it "
             "(its partition's new owner runs the job again)",
             {{"attempt", attempt}});
-  auto* r = lent_run(self, job_id, attempt);
   if (r == nullptr)
     return; // it had ended: its outcome is dropped with the entry
   // Stopped as a superseded attempt: cancel, then abandoned after the grace.
@@ -363,18 +363,17 @@ bool pass_on_done(agent_actor self, completion& c) {
     return false;
   auto& r = *found;
   if (r.moving && !r.lent_to) {
-    st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
     // Ended while offered on the way home: unclaimed, it reports here as
-    // before (the coordinator it reports to still lists it running here);
-    // claimed, the outcome waits for the claimant's word.
+    // before (the coordinator it reports to still lists it running here;
+    // end_attempt counts it); claimed, the outcome waits for the
+    // claimant's word.
     if (st.cfg.handovers->withdraw(c.job_id, c.attempt, self->address())) {
-      // Counted where it ends, as any attempt of this agent.
-      st.counters->attempts_finished.fetch_sub(1, std::memory_order_relaxed);
       r.lent = false;
       r.moving = false;
       hand_held(r, c.job_id, c.attempt, attempt_owner_actor{self});
       return false;
     }
+    st.counters->attempts_finished.fetch_add(1, std::memory_order_relaxed);
     r.held_done = std::move(c);
     r.held_progress.reset();
     return true;

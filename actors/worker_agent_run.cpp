@@ -311,18 +311,14 @@ void send_heartbeat(agent_actor self) {
       (r.lent ? hb.lent : hb.running)
           .push_back(running_attempt{job_id, r.attempt, {}});
     hb.offered = st.cfg.handovers->offers(self->address(), st.link.address());
-    std::set<attempt_key> offers;
-    bool new_offer = false;
-    for (const auto& o : hb.offered) {
-      offers.emplace(o.job_id, o.attempt);
-      new_offer = new_offer || st.offers_seen.count({o.job_id, o.attempt}) == 0;
-    }
-    st.offers_seen.swap(offers);
-    if (new_offer)
-      // Another agent of the node lends an attempt: perhaps to this agent's
+    auto posts = st.cfg.handovers->posts();
+    if (posts != st.posts_seen) {
+      // An agent of the node lends an attempt: perhaps to this agent's
       // first coordinator, back again. It needs this agent home to be
       // offered there.
+      st.posts_seen = posts;
       look_home_now(self);
+    }
     hb.refused.swap(st.refused);
     for (auto& l : st.waiting)
       hb.running.push_back(running_attempt{l.job_id, l.attempt, {}});

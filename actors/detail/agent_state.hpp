@@ -122,9 +122,9 @@ struct agent_state {
   uint64_t probe_timer = 0;
   /// When a hand-over last made it probe home at once (look_home_now).
   std::chrono::steady_clock::time_point looked_home{};
-  /// The node's board offers of the last heartbeat (a new one while away
-  /// makes it look home: look_home_now).
-  std::set<attempt_key> offers_seen;
+  /// The board's posts() at the last heartbeat (more while away make it
+  /// look home: look_home_now).
+  uint64_t posts_seen = 0;
   /// Home probes that failed in a row (their interval doubles, to 1 min).
   uint32_t probe_failures = 0;
   /// Links this agent left to go home: a lease one of them still sends is

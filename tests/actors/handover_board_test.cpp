@@ -35,6 +35,14 @@ handover_board::entry entry_of(const std::string& job, uint32_t attempt,
   return e;
 }
 
+/// `entry_of`, posted by an agent going home (a move).
+handover_board::entry move_of(const std::string& job, uint32_t attempt,
+                              lender_actor lender) {
+  auto e = entry_of(job, attempt, std::move(lender));
+  e.move = true;
+  return e;
+}
+
 /// Three agents of one node and their board.
 struct agents {
   caf::actor_system_config cfg;
@@ -51,8 +59,10 @@ TEST_CASE("a lent attempt is offered by the other agents and claimed once",
   agents f;
   auto& [a, b, c] = f.lenders;
   auto& board = f.board;
+  CHECK(board.posts() == 0);
   board.post(entry_of("job-1", 3, a));
   CHECK(board.size() == 1);
+  CHECK(board.posts() == 1); // what tells an away agent to look home
   // The lender does not offer its own attempt; the others do.
   CHECK(board.offers(a.address(), {}).empty());
   auto offered = board.offers(b.address(), {});
@@ -131,9 +141,7 @@ TEST_CASE("an agent offers and takes back its own attempt only from another "
   CHECK(taken->lender == a);
   CHECK(board.size() == 0);
   // A withdrawn entry comes back whole: a move's outcome is not lost.
-  auto moved = entry_of("job-2", 1, a);
-  moved.move = true;
-  board.post(std::move(moved));
+  board.post(move_of("job-2", 1, a));
   completion done;
   done.job_id = "job-2";
   done.attempt = 1;
@@ -152,9 +160,7 @@ TEST_CASE("a move its lender took back is offered no more but still claimed "
   agents f;
   auto& [a, b, c] = f.lenders;
   auto& board = f.board;
-  auto e = entry_of("job-1", 1, a);
-  e.move = true;
-  board.post(std::move(e));
+  board.post(move_of("job-1", 1, a));
   CHECK(board.offers(b.address(), {}).size() == 1);
   CHECK(!board.stop_offering("job-1", 1, b.address())); // not b's
   CHECK(board.stop_offering("job-1", 1, a.address()));
@@ -166,9 +172,7 @@ TEST_CASE("a move its lender took back is offered no more but still claimed "
   CHECK(!board.stop_offering("job-1", 1, a.address())); // claimed
   // Made a hand-over (its coordinator handed the partition on): offered
   // again.
-  auto again = entry_of("job-2", 1, a);
-  again.move = true;
-  board.post(std::move(again));
+  board.post(move_of("job-2", 1, a));
   REQUIRE(board.stop_offering("job-2", 1, a.address()));
   REQUIRE(board.as_hand_over("job-2", 1, a.address()));
   CHECK(board.offers(b.address(), {}).size() == 1);
