@@ -288,6 +288,16 @@ std::optional<int> share_leases(const node_config& cfg,
   kc.ttl = cfg.lease_ttl;
   kc.interval = cfg.lease_renew_interval;
   kc.deposed = deposed_exit(claim.leaving);
+  kc.replaced = [](const std::string& why) {
+    // Everything held is handed over already: an orderly stop, as on
+    // SIGTERM (exit 0, so a unit that restarts on failure does not start a
+    // twin again), which lets the worker nodes go.
+    log::error("node",
+               "replaced: a newer coordinator runs under this node id; "
+               "stopping",
+               {{"reason", why}});
+    ::kill(::getpid(), SIGTERM);
+  };
   kc.log = [](const std::string& line) { log::info("leases", line); };
   claim.share = std::make_unique<pg::share_keeper>(std::move(kc));
   return std::nullopt;

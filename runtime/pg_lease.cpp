@@ -240,7 +240,8 @@ caf::error announce(session& db, const lease_owner& owner, bool shares) {
   auto res = db.conn().exec_prepared(
       "drover_announce",
       "WITH beat AS (INSERT INTO drover.coordinators (instance, node_id, "
-      "host, pid, cluster_address, shares) VALUES ($1, $2, $3, $4, $5, $6) "
+      "host, pid, cluster_address, shares, share_key) VALUES ($1, $2, $3, "
+      "$4, $5, $6, CASE WHEN $6 THEN $2 END) "
       "ON CONFLICT (instance) DO UPDATE SET heartbeat_at = now()) "
       "DELETE FROM drover.coordinators WHERE heartbeat_at < now() - "
       "interval '1 hour' AND instance <> $1",

@@ -567,6 +567,19 @@ COMMENT ON TABLE drover.concurrency_waiters IS
 --     TO drover_app;
 )sql";
 
+// Version 10: a sharing coordinator announces the key its share is computed
+// over (its node id, runtime/pg_share.hpp share_keys), so that one restarted
+// under its node id takes its predecessor's place. NULL: a binary before
+// this version (it computes the shares over instance ids; while one is a
+// member, every coordinator does).
+const char* const v10_sql = R"sql(
+ALTER TABLE drover.coordinators ADD COLUMN share_key text;
+
+COMMENT ON COLUMN drover.coordinators.share_key IS
+  'What the shares are computed over (the node id) for a sharing '
+  'coordinator of schema version 10 or later; NULL for older ones.';
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -586,6 +599,7 @@ const std::vector<migration>& migrations() {
        v7_sql},
       {8, "coordinators that share the partitions", v8_sql},
       {9, "concurrency permits of job types across coordinators", v9_sql},
+      {10, "sharing coordinators keyed by node id", v10_sql},
   };
   return all;
 }

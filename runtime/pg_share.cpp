@@ -44,22 +44,6 @@ caf::expected<int32_t> partition_count(session& db) {
   return number<int32_t>(res->value(0, 0));
 }
 
-caf::expected<std::vector<std::string>>
-sharing_members(session& db, std::chrono::milliseconds stale) {
-  auto res = db.conn().exec_prepared(
-      "drover_sharing_members",
-      "SELECT instance FROM drover.coordinators WHERE shares AND "
-      "heartbeat_at >= now() - $1 * interval '1 millisecond' "
-      "ORDER BY instance COLLATE \"C\"",
-      params{}.int64(stale.count()), false, "reading the coordinators");
-  if (!res)
-    return std::move(res.error());
-  std::vector<std::string> out;
-  for (int row = 0; row < res->rows(); ++row)
-    out.emplace_back(res->value(row, 0));
-  return out;
-}
-
 caf::expected<std::optional<lease_holder>> exclusive_holder(session& db) {
   auto res = db.conn().exec(
       "SELECT l.partition, l.owner, coalesce(l.owner_node, ''), "
@@ -406,6 +390,8 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
   // The one home of "drop what was taken over"; it needs no connection.
   if (!drop_lost())
     return;
+  if (replaced_)
+    return; // stopping: it takes nothing more, whoever else runs
   if (!db) {
     auto s = session::open(cfg_.conninfo);
     if (!s)
@@ -433,11 +419,13 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
   if (!healthy)
     say("sharing the partition leases again");
   healthy = true;
-  auto me = std::find(members->begin(), members->end(), cfg_.owner.instance);
-  if (me == members->end() || !in_sync_)
+  auto view = share_keys(*members, cfg_.owner);
+  if (view.newer_twin)
+    return step_down(*db, *view.newer_twin);
+  if (!view.mine || !in_sync_)
     return; // our announcement is not visible yet, or the node lags
-  auto shares = rendezvous_shares(*members, count_);
-  const auto& mine = shares[static_cast<size_t>(me - members->begin())];
+  auto shares = rendezvous_shares(view.keys, count_);
+  const auto& mine = shares[*view.mine];
   // Hand over what is no longer ours to hold: the node first, then the
   // rows. A node that could not drop them all keeps them (held, renewed)
   // and is brought back in line next round.
@@ -500,6 +488,34 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
   } else {
     in_sync_ = false;
   }
+}
+
+void share_keeper::step_down(session& db, const sharing_member& twin) {
+  auto held = this->held();
+  if (!held.partitions.empty()) {
+    // As a hand-off: the node first, then the rows, so the newer instance
+    // takes them at its next round.
+    lease_grant none;
+    none.owner = held.owner;
+    if (!hooks_.releasing || !hooks_.releasing(none, held.partitions)) {
+      in_sync_ = false;
+      return; // kept (renewed); tried again next round
+    }
+    set_held(none);
+    if (auto e = release_rows(db, held))
+      if (cfg_.log)
+        cfg_.log("handing over partitions " + list(held.partitions)
+                 + " failed (they expire by themselves): "
+                 + drover::describe(e));
+  }
+  replaced_ = true;
+  auto why = "a newer coordinator runs as node '" + twin.node_id
+             + "' (instance " + twin.instance + "); handed over "
+             + std::to_string(held.partitions.size()) + " partitions";
+  if (cfg_.log)
+    cfg_.log("replaced: " + why);
+  if (cfg_.replaced)
+    cfg_.replaced(why);
 }
 
 caf::error share_keeper::stop_and_release() {

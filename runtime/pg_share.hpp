@@ -39,6 +39,13 @@
 // members (its heartbeat older than a TTL) and its rows expire: one TTL
 // and at most a renewal interval after it stopped.
 //
+// Members are node ids (share_keys): a coordinator restarted under its node
+// id while its dead predecessor's heartbeat is still fresh is the same
+// member, so nobody else's share changes; it takes its predecessor's rows
+// as they expire. An instance that sees a newer one of its node id (it was
+// paused and replaced meanwhile, or a second process runs under its node
+// id) hands over everything it holds and stops taking (`replaced`).
+//
 // Blocking: the renewer's and the keeper's threads only; the hooks run on
 // the keeper's.
 
@@ -65,10 +72,41 @@ namespace drover::pg {
 /// The number of partitions of this database (drover.partitioning).
 caf::expected<int32_t> partition_count(session& db);
 
-/// The instance ids of the sharing coordinators heard from within `stale`
-/// (server clock), ascending.
-caf::expected<std::vector<std::string>>
+/// A sharing coordinator heard from within the stale window.
+struct sharing_member {
+  std::string instance;
+  std::string node_id;
+  /// It announced its node id as its share key (schema version 10 and
+  /// later binaries); false: an older binary, which computes the shares
+  /// over instance ids.
+  bool keyed = false;
+  /// When its row was first announced (server clock, microseconds).
+  int64_t started_us = 0;
+};
+
+/// The sharing coordinators heard from within `stale` (server clock).
+caf::expected<std::vector<sharing_member>>
 sharing_members(session& db, std::chrono::milliseconds stale);
+
+/// What `me` computes its share over, from `members` (sharing_members).
+struct share_view {
+  /// The keys the shares are computed over (rendezvous_shares), ascending,
+  /// each once: the members' node ids, so that a coordinator restarted
+  /// under its node id takes its predecessor's place (the others' shares do
+  /// not change while the dead instance's heartbeat is still fresh); the
+  /// instance ids instead while an older binary (not keyed) is a member, so
+  /// that every member computes the same.
+  std::vector<std::string> keys;
+  /// Where `me`'s key is in `keys`; none while its own announcement is not
+  /// among the members (not visible yet).
+  std::optional<size_t> mine;
+  /// A member started after `me` under the same node id (ties broken by the
+  /// instance id): `me` was replaced and must hand over what it holds.
+  std::optional<sharing_member> newer_twin;
+};
+
+share_view share_keys(const std::vector<sharing_member>& members,
+                      const lease_owner& me);
 
 /// An unexpired lease held by a coordinator that does not share the
 /// partitions (started without --share-partitions: it takes all of them
@@ -100,6 +138,11 @@ public:
     /// (hooks::releasing failed): called once, on the keeper's thread;
     /// both threads stop. (One it could drop is dropped, and they go on.)
     std::function<void(const std::string&)> deposed;
+    /// A newer coordinator started under the same node id (a restart while
+    /// this process was paused or cut off, or a second process given the
+    /// same --node-id): everything held was handed over; called once, on
+    /// the keeper's thread, and the keeper takes nothing more.
+    std::function<void(const std::string&)> replaced;
     /// One line per change of health (each thread its own), hand-off or
     /// take; called from both threads.
     std::function<void(const std::string&)> log;
@@ -154,6 +197,7 @@ private:
   void run();
   void round(std::unique_ptr<session>& db, bool& healthy);
   bool drop_lost();
+  void step_down(session& db, const sharing_member& twin);
   void renew_loop();
   void renew_once(std::unique_ptr<session>& db, bool& healthy);
   void add_held(lease_grant g, stamp_ns take_sent);
@@ -171,6 +215,8 @@ private:
   std::condition_variable renew_cv_;
   bool stopping_ = false;
   bool deposed_ = false;
+  /// A newer instance of this node id was seen (keeper thread only).
+  bool replaced_ = false;
   bool poked_ = false;
   bool renew_now_ = false;
   /// Whether the node's store and queue took the last change in full

@@ -141,6 +141,15 @@ keeper_config(const test_db& db, const pg::lease_owner& owner, log_lines& log) {
   return kc;
 }
 
+/// `owner`'s row in drover.coordinators counts as heard from for the next
+/// hour (a member that takes nothing, or a dead one still fresh).
+void heard_for_an_hour(pg::connection& admin, const pg::lease_owner& owner) {
+  run(admin,
+      "UPDATE drover.coordinators SET heartbeat_at = now() + "
+      "interval '1 hour' WHERE instance = $1",
+      pg::params{}.text(owner.instance));
+}
+
 bool holds(const pg::share_keeper& keeper, int32_t p) {
   auto held = keeper.held().partitions;
   return std::binary_search(held.begin(), held.end(), p);
@@ -346,10 +355,7 @@ TEST_CASE("share_keeper: a partition handed over while a renewal is under "
   // rows are released.
   auto other = pg::this_process("share-b");
   must_ok(pg::announce(s, other, true));
-  run(admin,
-      "UPDATE drover.coordinators SET heartbeat_at = now() + "
-      "interval '1 hour' WHERE instance = $1",
-      pg::params{}.text(other.instance));
+  heard_for_an_hour(admin, other);
   REQUIRE(log.wait_for("handed over partitions", 10s));
   auto kept = keeper.held().partitions;
   CHECK(kept.size() >= 31);
@@ -388,6 +394,139 @@ TEST_CASE("share_keeper: a partition handed over while a renewal is under "
     std::lock_guard<std::mutex> guard{mx};
     CHECK_FALSE(was_deposed);
     CHECK(released.size() == 1);
+  }
+  must_ok(keeper.stop_and_release());
+}
+
+namespace {
+
+/// Hooks that accept every change and record what was released.
+struct recording_hooks {
+  std::mutex mx;
+  std::vector<int32_t> released;
+  pg::share_keeper::hooks make() {
+    pg::share_keeper::hooks h;
+    h.acquired = [](const pg::lease_grant&, const std::vector<int32_t>&) {
+      return true;
+    };
+    h.releasing
+        = [this](const pg::lease_grant&, const std::vector<int32_t>& gone) {
+            std::lock_guard<std::mutex> guard{mx};
+            released.insert(released.end(), gone.begin(), gone.end());
+            return true;
+          };
+    return h;
+  }
+};
+
+bool subset_of(const std::vector<int32_t>& some,
+               const std::vector<int32_t>& all) {
+  return std::includes(all.begin(), all.end(), some.begin(), some.end());
+}
+
+} // namespace
+
+TEST_CASE("share_keeper: a coordinator restarted under its node id takes "
+          "exactly its dead predecessor's share",
+          "[pg][share][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  // Another sharing coordinator (heard from for the next hour; it takes
+  // nothing here).
+  auto other = pg::this_process("share-b");
+  must_ok(pg::announce(s, other, true));
+  heard_for_an_hour(admin, other);
+  auto first = pg::this_process("share-a");
+  log_lines log;
+  recording_hooks first_hooks;
+  auto keeper
+      = std::make_unique<pg::share_keeper>(keeper_config(db, first, log));
+  keeper->start(first_hooks.make());
+  REQUIRE(poll_until(
+      [&] { return log.has("took partitions") && unexpired(admin, first) > 0; },
+      10s));
+  auto share = keeper->held().partitions;
+  CHECK(share.size() == 32);
+  // It dies (no release; its leases expire one TTL later) while its
+  // heartbeat is still fresh -- kept fresh here, so that the restart is
+  // "at once" however slow this machine is.
+  keeper.reset();
+  heard_for_an_hour(admin, first);
+  auto second = pg::this_process("share-a");
+  REQUIRE(second.instance != first.instance);
+  log_lines log2;
+  recording_hooks second_hooks;
+  pg::share_keeper restarted{keeper_config(db, second, log2)};
+  restarted.start(second_hooks.make());
+  // It takes the predecessor's rows as they expire: that share, no other
+  // (as a third member its share would be 21 or 22 partitions, and some of
+  // them the other's).
+  std::vector<int32_t> seen;
+  REQUIRE(poll_until(
+      [&] {
+        seen = restarted.held().partitions;
+        REQUIRE(subset_of(seen, share));
+        return seen == share;
+      },
+      10s));
+  CHECK(unexpired(admin, second) == 32);
+  CHECK_FALSE(log2.has("replaced"));
+  must_ok(restarted.stop_and_release());
+}
+
+TEST_CASE("share_keeper: an instance that sees a newer one of its node id "
+          "hands everything over and takes nothing more",
+          "[pg][share][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto older = pg::this_process("share-a");
+  log_lines log;
+  recording_hooks older_hooks;
+  auto kc = keeper_config(db, older, log);
+  std::mutex mx;
+  std::vector<std::string> replaced;
+  kc.replaced = [&](const std::string& why) {
+    std::lock_guard<std::mutex> guard{mx};
+    replaced.push_back(why);
+  };
+  pg::share_keeper keeper{kc};
+  keeper.start(older_hooks.make());
+  REQUIRE(poll_until([&] { return unexpired(admin, older) == 64; }, 10s));
+  // A second process under the same node id (paused and replaced, or
+  // given the same --node-id by mistake): the newer one wins, by hand-off
+  // (the rows released), not by waiting for them to expire.
+  auto newer = pg::this_process("share-a");
+  log_lines log2;
+  recording_hooks newer_hooks;
+  pg::share_keeper twin{keeper_config(db, newer, log2)};
+  twin.start(newer_hooks.make());
+  REQUIRE(log.wait_for("replaced: a newer coordinator runs as node 'share-a'",
+                       10s));
+  REQUIRE(poll_until([&] { return unexpired(admin, newer) == 64; }, 10s));
+  CHECK(keeper.held().partitions.empty());
+  {
+    std::lock_guard<std::mutex> guard{older_hooks.mx};
+    CHECK(older_hooks.released.size() == 64);
+  }
+  {
+    std::lock_guard<std::mutex> guard{mx};
+    REQUIRE(replaced.size() == 1);
+    CHECK(replaced[0].find(newer.instance) != std::string::npos);
+  }
+  CHECK_FALSE(log.has("deposed"));
+  CHECK_FALSE(log2.has("replaced"));
+  // Replaced, it takes nothing more even once the newer one is gone (its
+  // process is stopping): the twin leaves, its rows are free, and two of
+  // the twin's renewal intervals later the older one still holds nothing.
+  must_ok(twin.stop_and_release());
+  CHECK_FALSE(poll_until([&] { return !keeper.held().partitions.empty(); },
+                         4 * interval));
+  CHECK(unexpired(admin, older) == 0);
+  {
+    std::lock_guard<std::mutex> guard{mx};
+    CHECK(replaced.size() == 1);
   }
   must_ok(keeper.stop_and_release());
 }

@@ -12,6 +12,7 @@ set(DROVER_RUNTIME_TEST_SOURCES
   runtime/log_test.cpp
   runtime/backoff_test.cpp
   runtime/partition_test.cpp
+  runtime/share_keys_test.cpp
   runtime/partition_map_test.cpp
   runtime/view_merge_test.cpp
   runtime/partition_epochs_test.cpp

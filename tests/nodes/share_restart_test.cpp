@@ -1,0 +1,140 @@
+// A coordinator restarted under its node id (docs/cluster.md, "Several
+// active coordinators"): it is the same member as its dead predecessor, so
+// it takes back exactly its predecessor's share and its agents come home to
+// it; an older instance that finds a newer one under its node id hands
+// everything over and stops. Real processes, a real PostgreSQL, a real
+// SIGKILL; what happened is read from the lease rows, the audit log and the
+// nodes' logs.
+
+#include "support/sharing.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <iostream>
+#include <map>
+#include <string>
+#include <sys/wait.h>
+#include <vector>
+
+using namespace drover::testing;
+using namespace drover::testing::cluster_harness;
+using namespace std::chrono_literals;
+
+TEST_CASE("a coordinator killed and restarted at once gets its agents back "
+          "and its attempts on worker nodes run on, once",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  // Two worker nodes with an agent for each coordinator, two slots each.
+  // An attempt lease TTL of 6 s: an agent tries its own coordinator alone
+  // for half of it (3 s) before it fails over, time enough for c3 to start
+  // again on a busy machine. A partition lease TTL of 5 s: c3 is back well
+  // before its dead instance's heartbeat is stale (one lease TTL).
+  const std::vector<std::string> ttl{"--attempt-lease-ttl-ms", "6000",
+                                     "--lease-ttl-ms", "5000"};
+  s.start_three_with_workers("cpu=6", ttl);
+  INFO(s.logs_of({"c1", "c2", "c3", "w1", "w2"}));
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 4; ++i)
+    jobs.push_back(s.submit("c3", 10000));
+  for (const auto& id : jobs)
+    REQUIRE(c.wait_running(id, 30s));
+  // c3 dies and is started again at once (a supervisor restarting it),
+  // after its agents found its port closed: they wait for it rather than
+  // fail over at once (as they did before), and it adopts their attempts
+  // once it holds its partitions again.
+  std::map<std::string, int> takes;
+  for (const auto* name : {"c1", "c2"})
+    takes[name] = c.log_count(name, "took partitions");
+  s.nodes["c3"]->signal(SIGKILL);
+  REQUIRE(s.nodes["c3"]->wait_exit(10s));
+  for (const auto* w : {"w1", "w2"})
+    REQUIRE(c.wait_log(w,
+                       "its first coordinator does not answer: trying it "
+                       "alone a while before failing over home=127.0.0.1:"
+                           + std::to_string(s.ports.at("c3")),
+                       10s));
+  s.start("c3", false, ttl);
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 30s));
+  c.check_all_done_once(jobs, 90s);
+  constexpr int worker_lost_kind = 14;
+  int moved = 0;
+  for (const auto& id : jobs)
+    moved += s.owner_of(id) == "c3" ? 0 : 1;
+  // The restarted c3 is the same member as the dead one (its node id): the
+  // others' shares never changed, so it took back every partition of its
+  // predecessor, and c1 and c2 took none. (As a new member, the shares
+  // were split four ways until the dead one's heartbeat was stale, and c1
+  // and c2 took some of its old partitions: 1 to 3 of the 4 attempts.)
+  std::cout << "share_test: " << moved
+            << " of 4 attempts are in partitions c3 did not take back\n";
+  CHECK(moved == 0);
+  for (const auto* name : {"c1", "c2"}) {
+    INFO(name);
+    CHECK(c.log_count(name, "took partitions") == takes[name]);
+  }
+  for (const auto& id : jobs) {
+    INFO(id << " (partition now " << s.owner_of(id) << "'s)");
+    CHECK(c.events(id, started_kind) == 1);
+    CHECK(c.events(id, worker_lost_kind) == 0);
+  }
+  for (const auto* w : {"w1", "w2"}) {
+    INFO(w);
+    // Its log goes on after the restart: the second join is the new one's.
+    CHECK(
+        c.log_count("c3", "worker node joined node=" + std::string{w} + ".c3 ")
+        == 2);
+    CHECK_FALSE(s.joined("c1", std::string{w} + ".c3"));
+    CHECK_FALSE(s.joined("c2", std::string{w} + ".c3"));
+  }
+}
+
+TEST_CASE("a coordinator that finds a newer one under its node id hands its "
+          "share over and stops, losing and repeating no job",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  s.start_three();
+  INFO(s.logs_of({"c1", "c2", "c3", "c3b"}));
+  std::map<std::string, int> takes;
+  for (const auto* name : {"c1", "c2"})
+    takes[name] = c.log_count(name, "took partitions");
+  // A backlog on all three (4 local slots each, 36 jobs of 1 s): c3's share
+  // still has waiting jobs when its twin arrives.
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 12; ++i)
+    for (const auto* name : {"c1", "c2", "c3"})
+      jobs.push_back(s.submit(name, 1000));
+  // A second process under the node id c3 (another port): a restart while
+  // the first one was cut off or paused, or the same --node-id given
+  // twice. The newer one wins, by hand-off.
+  auto started = std::chrono::steady_clock::now();
+  s.start("c3b", true, {"--node-id", "c3"});
+  REQUIRE(c.wait_log("c3",
+                     "replaced: a newer coordinator runs under this node id; "
+                     "stopping",
+                     20s));
+  auto st = s.nodes["c3"]->wait_exit(30s);
+  REQUIRE(st);
+  // An orderly stop (exit 0: a unit that restarts on failure does not
+  // start the twin again).
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 0);
+  // The twin holds c3's share: the shares of c1 and c2 never changed.
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  std::cout << "share_restart_test: a twin under c3's node id held its share "
+            << took.count()
+            << " ms after it was started (hand-off, lease TTL 2000 ms)\n";
+  CHECK(c.log_count("c3b", "took partitions") > 0);
+  for (const auto* name : {"c1", "c2"}) {
+    INFO(name);
+    CHECK(c.log_count(name, "took partitions") == takes[name]);
+  }
+  c.check_all_done_once(jobs, 90s);
+  // And it serves: a job submitted to it completes.
+  auto again = s.submit("c3b", 50);
+  c.check_all_done_once({again}, 30s);
+}
