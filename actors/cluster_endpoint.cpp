@@ -276,6 +276,8 @@ node_link_local new_link(endpoint_actor self, const register_worker& reg) {
   lc.lease_ttl = st.cfg.lease_ttl;
   lc.lease_ttl_by_type = st.cfg.lease_ttl_by_type;
   lc.heartbeat_interval = st.cfg.heartbeat_interval;
+  lc.adoption_wait = std::max(std::chrono::milliseconds{30000},
+                              st.cfg.adopt_wait + std::chrono::seconds{5});
   lc.clock_ms = st.cfg.clock_ms;
   auto link = spawn_node_link(self->system(), std::move(lc));
   self->monitor(link);

@@ -53,6 +53,10 @@ struct cluster_endpoint_config {
   std::chrono::milliseconds lease_ttl{2000};
   std::map<std::string, std::chrono::milliseconds> lease_ttl_by_type;
   std::chrono::milliseconds heartbeat_interval{500};
+  /// How long the queue may keep an adoption waiting for its partition
+  /// (queue_options::adopt_wait): a link asks for adoptions at least that
+  /// long (node_link_config::adoption_wait).
+  std::chrono::milliseconds adopt_wait{0};
   std::function<int64_t()> clock_ms;
 };
 

@@ -84,6 +84,10 @@ struct node_link_config {
   /// Per job type; others use lease_ttl.
   std::map<std::string, std::chrono::milliseconds> lease_ttl_by_type;
   std::chrono::milliseconds heartbeat_interval{500};
+  /// How long it waits for the queue to adopt an attempt a node reports
+  /// before it gives up and stops the attempt: 30 s, or longer than the
+  /// queue may keep the adoption waiting for its partition.
+  std::chrono::milliseconds adoption_wait{30000};
   std::function<int64_t()> clock_ms;
 };
 

@@ -120,7 +120,7 @@ void request_adoption(link_actor self, const std::string& job_id,
   // job processing with nobody to end it).
   // On the process's monotonic clock, which the queue's flow_now reads
   // too: a step of the wall clock moves neither side's idea of it.
-  constexpr auto wait = std::chrono::seconds{30};
+  auto wait = st.cfg.adoption_wait;
   auto deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now().time_since_epoch() + wait
                       - std::chrono::seconds{1})

@@ -1,5 +1,6 @@
 #include "nodes/node_roles.hpp"
 #include "nodes/events_after.hpp"
+#include "nodes/node_setup.hpp"
 #include "nodes/router_subscriptions.hpp"
 
 #include "actors/cluster_endpoint.hpp"
@@ -326,6 +327,7 @@ caf::expected<cluster_port> open_cluster_port(
   ec.lease_ttl = cfg.attempt_lease_ttl;
   ec.lease_ttl_by_type = cfg.attempt_lease_ttl_by_type;
   ec.heartbeat_interval = cfg.worker_heartbeat_interval;
+  ec.adopt_wait = adopt_wait_of(cfg);
   ec.clock_ms = system_clock_ms;
   auto endpoint = spawn_cluster_endpoint(sys, std::move(ec));
   // Before the port opens: a gateway that joins gets the API.

@@ -222,6 +222,11 @@ void coordinator_claim::release() {
   keeper.reset();
 }
 
+std::chrono::milliseconds adopt_wait_of(const node_config& cfg) {
+  return cfg.share_partitions ? 2 * cfg.lease_ttl
+                              : std::chrono::milliseconds{0};
+}
+
 std::function<void(const std::string&)>
 deposed_exit(std::shared_ptr<std::atomic<bool>> leaving) {
   return [leaving](const std::string& why) {
@@ -352,10 +357,9 @@ void use_postgres(const node_config& cfg, const coordinator_claim& claim,
     // A rate limit or breaker set at run time at another coordinator (or
     // through a gateway, which sends it to one) applies here within this.
     jobs.queue.settings_poll = std::chrono::milliseconds{1000};
-    // A dead coordinator's worker nodes come to a survivor at once; its
-    // partitions are taken about a lease TTL later (and a renewal
-    // interval or two): their attempts wait that long to be adopted.
-    jobs.queue.adopt_wait = 2 * cfg.lease_ttl;
+    // A dead coordinator's worker nodes come to a survivor at once: their
+    // attempts wait for their partitions to be taken.
+    jobs.queue.adopt_wait = adopt_wait_of(cfg);
     // A dead coordinator's agent may report an attempt to another
     // survivor, which keeps it waiting that long and then says it is
     // another coordinator's (CoordinatorReply.ownedElsewhere, in its next

@@ -29,6 +29,13 @@ namespace drover::node {
 /// Whether the node plays `role` ("coordinator", "worker" or "gateway").
 bool has_role(const node_config& cfg, const std::string& role);
 
+/// How long a sharing coordinator keeps a worker node's report of an
+/// attempt in a partition it does not own (yet) waiting before it refuses
+/// it (queue_options::adopt_wait): a dead coordinator's partitions are
+/// taken about a lease TTL after its death, and a renewal interval or two.
+/// Zero without --share-partitions (nothing waits).
+std::chrono::milliseconds adopt_wait_of(const node_config& cfg);
+
 /// The gateway's settings from the node config; bad API keys are
 /// errc::bad_config.
 caf::expected<http::gateway_config> gateway_config_of(const node_config& cfg);

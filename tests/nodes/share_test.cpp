@@ -374,6 +374,49 @@ TEST_CASE("a killed coordinator's attempts on worker nodes run on, once, "
   CHECK(passed_on == by_board["c1"] + by_board["c2"]);
 }
 
+TEST_CASE("with a partition lease longer than 30 s, a killed coordinator's "
+          "attempts wait for their partitions and run on, once",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  // A 40 s partition lease: the survivor takes the dead one's partitions
+  // about 40 s after its last renewal, and keeps the attempts its agent
+  // re-reports meanwhile waiting for them (twice the lease TTL). Before,
+  // the link gave up on such an adoption after 30 s whatever the lease
+  // TTL, so they ran again.
+  const std::vector<std::string> long_lease{"--lease-ttl-ms", "40000"};
+  for (const auto* name : {"c1", "c2"})
+    s.start(name, false, long_lease);
+  INFO(s.logs_of({"c1", "c2", "w1"}));
+  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2"}); }, 20s));
+  s.start_worker("w1", {"c1", "c2"}, "cpu=4");
+  REQUIRE(poll_until(
+      [&] { return s.joined("c1", "w1.c1") && s.joined("c2", "w1.c2"); }, 30s));
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 2; ++i)
+    jobs.push_back(s.submit("c2", 5000));
+  for (const auto& id : jobs)
+    REQUIRE(c.wait_running(id, 30s));
+  auto killed = std::chrono::steady_clock::now();
+  s.nodes["c2"]->signal(SIGKILL);
+  REQUIRE(s.nodes["c2"]->wait_exit(10s));
+  REQUIRE(poll_until([&] { return s.joined("c1", "w1.c2"); }, 30s));
+  c.check_all_done_once(jobs, 120s);
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - killed);
+  std::cout << "share_test: attempts re-reported to a survivor with a 40 s "
+               "partition lease were adopted and ended "
+            << took.count() << " ms after the kill\n";
+  // The case at hand: the partitions came more than 30 s after the kill.
+  CHECK(took >= 35s);
+  constexpr int worker_lost_kind = 14;
+  for (const auto& id : jobs) {
+    INFO(id);
+    CHECK(c.events(id, started_kind) == 1);
+    CHECK(c.events(id, worker_lost_kind) == 0);
+  }
+}
+
 TEST_CASE("an agent that failed over goes home when its coordinator is back "
           "although attempts it passed on still run, and they come home too",
           "[pg][cluster][process][share]") {
