@@ -283,6 +283,22 @@ std::optional<int> share_leases(const node_config& cfg,
   if (cfg.cluster_port > 0)
     owner.cluster_address
         = cfg.cluster_host + ":" + std::to_string(cfg.cluster_port);
+  // Another process under this node id that still beats: refused (a
+  // predecessor that crashed or is paused is replaced).
+  auto twin
+      = pg::live_twin(*db, owner, cfg.lease_ttl, 3 * cfg.lease_renew_interval);
+  if (!twin) {
+    log::error("node", "cannot prepare the database for sharing partitions",
+               {{"error", describe(twin.error())}});
+    return 1;
+  }
+  if (*twin) {
+    log::error("node",
+               "another coordinator runs under this node id: give each "
+               "coordinator its own --node-id",
+               {{"node", cfg.node_id}, {"instance", (*twin)->instance}});
+    return 2;
+  }
   pg::lease_grant none;
   none.owner = owner;
   claim.fence = none.fence(cfg.lease_ttl);

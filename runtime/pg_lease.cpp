@@ -236,23 +236,40 @@ acquire_all(session& db, const lease_owner& owner,
 // -- membership
 // -----------------------------------------------------------------
 
-caf::error announce(session& db, const lease_owner& owner, bool shares) {
+caf::expected<int64_t> announce_row(session& db, const lease_owner& owner,
+                                    bool shares, int64_t started_us) {
   auto res = db.conn().exec_prepared(
       "drover_announce",
       "WITH beat AS (INSERT INTO drover.coordinators (instance, node_id, "
-      "host, pid, cluster_address, shares, share_key) VALUES ($1, $2, $3, "
-      "$4, $5, $6, CASE WHEN $6 THEN $2 END) "
-      "ON CONFLICT (instance) DO UPDATE SET heartbeat_at = now()) "
-      "DELETE FROM drover.coordinators WHERE heartbeat_at < now() - "
-      "interval '1 hour' AND instance <> $1",
+      "host, pid, cluster_address, shares, share_key, started_at) VALUES "
+      "($1, $2, $3, $4, $5, $6, CASE WHEN $6 THEN $2 END, CASE WHEN "
+      "$7::bigint > 0 THEN to_timestamp($7::bigint / 1000000.0) ELSE now() "
+      "END) ON CONFLICT (instance) DO UPDATE SET heartbeat_at = now() "
+      "RETURNING started_at), "
+      "pruned AS (DELETE FROM drover.coordinators WHERE heartbeat_at < now() "
+      "- interval '1 hour' AND instance <> $1) "
+      "SELECT (extract(epoch FROM started_at) * 1000000)::bigint FROM beat",
       params{}
           .text(owner.instance)
           .text(owner.node_id)
           .text(owner.host)
           .int64(owner.pid)
           .text(owner.cluster_address)
-          .boolean(shares),
+          .boolean(shares)
+          .int64(started_us),
       false, "announcing the coordinator");
+  if (!res)
+    return std::move(res.error());
+  if (res->rows() != 1)
+    return make_error(errc::unavailable, "announcing the coordinator: no row");
+  int64_t out = 0;
+  auto v = res->value(0, 0);
+  std::from_chars(v.data(), v.data() + v.size(), out);
+  return out;
+}
+
+caf::error announce(session& db, const lease_owner& owner, bool shares) {
+  auto res = announce_row(db, owner, shares, 0);
   return res ? caf::none : std::move(res.error());
 }
 

@@ -118,6 +118,15 @@ acquire_all(session& db, const lease_owner& owner,
 /// shares the partitions with the others (runtime/pg_share.hpp).
 caf::error announce(session& db, const lease_owner& owner, bool shares = false);
 
+/// As announce, and returns the row's started_at (server clock,
+/// microseconds). A sharing coordinator's row (`shares`) is keyed by its
+/// node id (share_key, runtime/pg_share.hpp share_keys). `started_us` (if
+/// not 0: what an earlier call returned) is its started_at should the row
+/// have to be inserted again (pruned after an hour unheard: it stays the
+/// older of two instances of its node id).
+caf::expected<int64_t> announce_row(session& db, const lease_owner& owner,
+                                    bool shares, int64_t started_us);
+
 /// Removes `owner`'s row: an orderly stop.
 caf::error leave(session& db, const lease_owner& owner);
 

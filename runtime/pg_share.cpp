@@ -411,8 +411,10 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
     in_sync_ = hooks_.acquired(held, {});
   // Membership is a second statement: its failure (a lock an operator
   // holds on drover.coordinators) only skips the balancing.
-  if (auto e = announce(*db, cfg_.owner, true))
-    return trouble(e);
+  auto started = announce_row(*db, cfg_.owner, true, started_us_);
+  if (!started)
+    return trouble(started.error());
+  started_us_ = *started;
   auto members = sharing_members(*db, cfg_.ttl);
   if (!members)
     return trouble(members.error());
@@ -498,8 +500,13 @@ void share_keeper::step_down(session& db, const sharing_member& twin) {
     lease_grant none;
     none.owner = held.owner;
     if (!hooks_.releasing || !hooks_.releasing(none, held.partitions)) {
+      if (in_sync_ && cfg_.log)
+        cfg_.log("a newer coordinator runs as node '" + twin.node_id
+                 + "', but the node could not drop partitions "
+                 + list(held.partitions)
+                 + " yet: they are kept (renewed), tried again every round");
       in_sync_ = false;
-      return; // kept (renewed); tried again next round
+      return;
     }
     set_held(none);
     if (auto e = release_rows(db, held))

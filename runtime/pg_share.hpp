@@ -82,7 +82,19 @@ struct sharing_member {
   bool keyed = false;
   /// When its row was first announced (server clock, microseconds).
   int64_t started_us = 0;
+  /// What it shares by (share_key): its node id; empty if not keyed.
+  std::string key;
 };
+
+/// Another process that runs as a sharing coordinator under `me`'s node id,
+/// if any: an instance of it heard from within `ttl` whose heartbeat moves
+/// on within `patience` (three renewal intervals). Rows of processes that
+/// stopped -- a pid gone on this host, or no heartbeat for `patience` (a
+/// crash, or a pause: a paused one that wakes finds this one newer and
+/// stands down) -- do not count. Blocks up to `patience`.
+caf::expected<std::optional<sharing_member>>
+live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
+          std::chrono::milliseconds patience);
 
 /// The sharing coordinators heard from within `stale` (server clock).
 caf::expected<std::vector<sharing_member>>
@@ -217,6 +229,8 @@ private:
   bool deposed_ = false;
   /// A newer instance of this node id was seen (keeper thread only).
   bool replaced_ = false;
+  /// This instance's started_at (announce_row; keeper thread only).
+  int64_t started_us_ = 0;
   bool poked_ = false;
   bool renew_now_ = false;
   /// Whether the node's store and queue took the last change in full

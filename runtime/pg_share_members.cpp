@@ -3,17 +3,34 @@
 
 #include "runtime/pg_share.hpp"
 
+#include "runtime/errors.hpp"
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <map>
+#include <signal.h>
+#include <thread>
 #include <tuple>
 
 namespace drover::pg {
+
+namespace {
+
+int64_t number(std::string_view str) {
+  int64_t out = 0;
+  std::from_chars(str.data(), str.data() + str.size(), out);
+  return out;
+}
+
+} // namespace
 
 caf::expected<std::vector<sharing_member>>
 sharing_members(session& db, std::chrono::milliseconds stale) {
   auto res = db.conn().exec_prepared(
       "drover_sharing_members",
-      "SELECT instance, node_id, share_key IS NOT NULL, "
+      "SELECT instance, node_id, coalesce(share_key, ''), "
+      "share_key IS NOT NULL, "
       "(extract(epoch FROM started_at) * 1000000)::bigint "
       "FROM drover.coordinators WHERE shares AND "
       "heartbeat_at >= now() - $1 * interval '1 millisecond' "
@@ -26,10 +43,9 @@ sharing_members(session& db, std::chrono::milliseconds stale) {
     sharing_member m;
     m.instance = std::string{res->value(row, 0)};
     m.node_id = std::string{res->value(row, 1)};
-    m.keyed = res->value(row, 2) == "t";
-    auto started = res->value(row, 3);
-    std::from_chars(started.data(), started.data() + started.size(),
-                    m.started_us);
+    m.key = std::string{res->value(row, 2)};
+    m.keyed = res->value(row, 3) == "t";
+    m.started_us = number(res->value(row, 4));
     out.push_back(std::move(m));
   }
   return out;
@@ -45,7 +61,7 @@ share_view share_keys(const std::vector<sharing_member>& members,
   bool all_keyed = std::all_of(members.begin(), members.end(),
                                [](const auto& m) { return m.keyed; });
   for (const auto& m : members)
-    view.keys.push_back(all_keyed ? m.node_id : m.instance);
+    view.keys.push_back(all_keyed ? m.key : m.instance);
   std::sort(view.keys.begin(), view.keys.end());
   view.keys.erase(std::unique(view.keys.begin(), view.keys.end()),
                   view.keys.end());
@@ -61,10 +77,55 @@ share_view share_keys(const std::vector<sharing_member>& members,
                    view.newer_twin->started_us, view.newer_twin->instance)))
       view.newer_twin = m;
   }
-  auto key = all_keyed ? self->node_id : self->instance;
+  auto key = all_keyed ? self->key : self->instance;
   auto at = std::lower_bound(view.keys.begin(), view.keys.end(), key);
   view.mine = static_cast<size_t>(at - view.keys.begin());
   return view;
+}
+
+caf::expected<std::optional<sharing_member>>
+live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
+          std::chrono::milliseconds patience) {
+  using clock = std::chrono::steady_clock;
+  auto give_up = clock::now() + patience;
+  // Each instance's first heartbeat seen (server clock, microseconds).
+  std::map<std::string, int64_t> first_seen;
+  for (;;) {
+    auto res = db.conn().exec(
+        "SELECT instance, host, pid, "
+        "(extract(epoch FROM heartbeat_at) * 1000000)::bigint, "
+        "(extract(epoch FROM now() - heartbeat_at) * 1000)::bigint, "
+        "(extract(epoch FROM started_at) * 1000000)::bigint "
+        "FROM drover.coordinators WHERE shares AND node_id = $1 AND "
+        "instance <> $2 AND heartbeat_at >= now() - $3 * interval "
+        "'1 millisecond'",
+        params{}.text(me.node_id).text(me.instance).int64(ttl.count()), false,
+        "looking for another coordinator under this node id");
+    if (!res)
+      return std::move(res.error());
+    bool waiting = false;
+    for (int row = 0; row < res->rows(); ++row) {
+      sharing_member m;
+      m.instance = std::string{res->value(row, 0)};
+      m.node_id = me.node_id;
+      m.keyed = true;
+      m.started_us = number(res->value(row, 5));
+      auto host = res->value(row, 1);
+      auto pid = number(res->value(row, 2));
+      if (host == me.host && pid > 0 && pid != me.pid
+          && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+        continue; // it ran here and is gone
+      auto beat = number(res->value(row, 3));
+      auto [seen, fresh] = first_seen.emplace(m.instance, beat);
+      if (!fresh && beat > seen->second)
+        return std::optional<sharing_member>{std::move(m)}; // it beats
+      if (number(res->value(row, 4)) < patience.count())
+        waiting = true; // heard from lately: wait for its next beat
+    }
+    if (!waiting || clock::now() >= give_up)
+      return std::optional<sharing_member>{};
+    std::this_thread::sleep_for(std::chrono::milliseconds{100});
+  }
 }
 
 } // namespace drover::pg

@@ -2,7 +2,8 @@
 // active coordinators"): it is the same member as its dead predecessor, so
 // it takes back exactly its predecessor's share and its agents come home to
 // it; an older instance that finds a newer one under its node id hands
-// everything over and stops. Real processes, a real PostgreSQL, a real
+// everything over and stops; a process started under the node id of one
+// that runs is refused. Real processes, a real PostgreSQL, a real
 // SIGKILL; what happened is read from the lease rows, the audit log and the
 // nodes' logs.
 
@@ -29,10 +30,11 @@ TEST_CASE("a coordinator killed and restarted at once gets its agents back "
   // Two worker nodes with an agent for each coordinator, two slots each.
   // An attempt lease TTL of 6 s: an agent tries its own coordinator alone
   // for half of it (3 s) before it fails over, time enough for c3 to start
-  // again on a busy machine. A partition lease TTL of 5 s: c3 is back well
-  // before its dead instance's heartbeat is stale (one lease TTL).
+  // again on a busy machine. A partition lease TTL of 10 s: c3 is back well
+  // before its dead instance's heartbeat is stale (one lease TTL; checked
+  // below).
   const std::vector<std::string> ttl{"--attempt-lease-ttl-ms", "6000",
-                                     "--lease-ttl-ms", "5000"};
+                                     "--lease-ttl-ms", "10000"};
   s.start_three_with_workers("cpu=6", ttl);
   INFO(s.logs_of({"c1", "c2", "c3", "w1", "w2"}));
   std::vector<std::string> jobs;
@@ -56,6 +58,14 @@ TEST_CASE("a coordinator killed and restarted at once gets its agents back "
                            + std::to_string(s.ports.at("c3")),
                        10s));
   s.start("c3", false, ttl);
+  // The case at hand: the new c3 announced itself while the dead one's
+  // heartbeat was fresh (else c1 and c2 rightly take its partitions).
+  auto gap_ms = scalar(c.url(), "SELECT (extract(epoch FROM max(started_at) - "
+                                "min(heartbeat_at)) * 1000)::bigint FROM "
+                                "drover.coordinators WHERE node_id = 'c3'");
+  INFO("the new c3 announced itself " << gap_ms
+                                      << " ms after the dead one's last beat");
+  REQUIRE(gap_ms < 10000);
   REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 30s));
   c.check_all_done_once(jobs, 90s);
   constexpr int worker_lost_kind = 14;
@@ -90,8 +100,8 @@ TEST_CASE("a coordinator killed and restarted at once gets its agents back "
   }
 }
 
-TEST_CASE("a coordinator that finds a newer one under its node id hands its "
-          "share over and stops, losing and repeating no job",
+TEST_CASE("a coordinator paused and replaced under its node id hands over "
+          "and stops when it wakes, losing and repeating no job",
           "[pg][cluster][process][share]") {
   cluster c;
   sharing s{c};
@@ -101,40 +111,74 @@ TEST_CASE("a coordinator that finds a newer one under its node id hands its "
   for (const auto* name : {"c1", "c2"})
     takes[name] = c.log_count(name, "took partitions");
   // A backlog on all three (4 local slots each, 36 jobs of 1 s): c3's share
-  // still has waiting jobs when its twin arrives.
+  // still has waiting jobs when it is paused.
   std::vector<std::string> jobs;
   for (int i = 0; i < 12; ++i)
     for (const auto* name : {"c1", "c2", "c3"})
       jobs.push_back(s.submit(name, 1000));
-  // A second process under the node id c3 (another port): a restart while
-  // the first one was cut off or paused, or the same --node-id given
-  // twice. The newer one wins, by hand-off.
+  // c3 stops answering (paused); its supervisor starts another process
+  // under its node id (here on another port). The paused one's row stops
+  // beating: the new one starts (a live one would be refused) and takes
+  // c3's partitions as their leases expire -- the same member, so c1 and
+  // c2 take none.
+  s.nodes["c3"]->signal(SIGSTOP);
   auto started = std::chrono::steady_clock::now();
   s.start("c3b", true, {"--node-id", "c3"});
+  REQUIRE(poll_until(
+      [&] {
+        return s.spread_over({"c1", "c2", "c3"})
+               && c.log_count("c3b", "took partitions") > 0;
+      },
+      20s));
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  std::cout << "share_restart_test: a process started under a paused c3's "
+               "node id held its share "
+            << took.count() << " ms after it was started (lease TTL 2000 ms)\n";
+  // Woken, the old c3 finds its leases taken over (its writes are refused
+  // by the epoch), and a newer instance of its node id: it stops, orderly.
+  s.nodes["c3"]->signal(SIGCONT);
   REQUIRE(c.wait_log("c3",
                      "replaced: a newer coordinator runs under this node id; "
                      "stopping",
                      20s));
   auto st = s.nodes["c3"]->wait_exit(30s);
   REQUIRE(st);
-  // An orderly stop (exit 0: a unit that restarts on failure does not
-  // start the twin again).
+  // Exit 0: a unit that restarts on failure does not start it again.
   CHECK(WIFEXITED(*st));
   CHECK(WEXITSTATUS(*st) == 0);
-  // The twin holds c3's share: the shares of c1 and c2 never changed.
-  REQUIRE(poll_until([&] { return s.spread_over({"c1", "c2", "c3"}); }, 20s));
-  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - started);
-  std::cout << "share_restart_test: a twin under c3's node id held its share "
-            << took.count()
-            << " ms after it was started (hand-off, lease TTL 2000 ms)\n";
-  CHECK(c.log_count("c3b", "took partitions") > 0);
+  CHECK(s.spread_over({"c1", "c2", "c3"}));
   for (const auto* name : {"c1", "c2"}) {
     INFO(name);
     CHECK(c.log_count(name, "took partitions") == takes[name]);
   }
   c.check_all_done_once(jobs, 90s);
-  // And it serves: a job submitted to it completes.
+  // And the new one serves: a job submitted to it completes.
   auto again = s.submit("c3b", 50);
   c.check_all_done_once({again}, 30s);
+}
+
+TEST_CASE("a coordinator started under the node id of one that runs is "
+          "refused, and the running one goes on",
+          "[pg][cluster][process][share]") {
+  cluster c;
+  sharing s{c};
+  s.start_three();
+  auto log = c.logs.path() + "/c3b.log";
+  process twin{c.coordinator_args("c3b", free_port(),
+                                  {"--node-id", "c3", "--share-partitions"}),
+               log};
+  auto st = twin.wait_exit(30s);
+  INFO(tail_of(log));
+  REQUIRE(st);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 2);
+  CHECK(c.log_count("c3b", "another coordinator runs under this node id: "
+                           "give each coordinator its own --node-id")
+        == 1);
+  CHECK_FALSE(s.nodes["c3"]->wait_exit(1ms));
+  CHECK(s.spread_over({"c1", "c2", "c3"}));
+  CHECK(c.log_count("c3", "replaced") == 0);
+  auto id = s.submit("c3", 50);
+  c.check_all_done_once({id}, 30s);
 }

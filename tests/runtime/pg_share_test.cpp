@@ -18,6 +18,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <vector>
 
 using namespace drover;
@@ -518,8 +520,9 @@ TEST_CASE("share_keeper: an instance that sees a newer one of its node id "
   CHECK_FALSE(log.has("deposed"));
   CHECK_FALSE(log2.has("replaced"));
   // Replaced, it takes nothing more even once the newer one is gone (its
-  // process is stopping): the twin leaves, its rows are free, and two of
-  // the twin's renewal intervals later the older one still holds nothing.
+  // process is stopping): the twin leaves, its rows are free, and four
+  // renewal intervals later (a round each) the older one still holds
+  // nothing.
   must_ok(twin.stop_and_release());
   CHECK_FALSE(poll_until([&] { return !keeper.held().partitions.empty(); },
                          4 * interval));
@@ -529,4 +532,63 @@ TEST_CASE("share_keeper: an instance that sees a newer one of its node id "
     CHECK(replaced.size() == 1);
   }
   must_ok(keeper.stop_and_release());
+}
+
+TEST_CASE("live_twin: another process under the node id counts while it "
+          "beats, not once it stopped or its pid is gone",
+          "[pg][share][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto running = pg::this_process("share-a");
+  log_lines log;
+  recording_hooks hooks;
+  auto keeper
+      = std::make_unique<pg::share_keeper>(keeper_config(db, running, log));
+  keeper->start(hooks.make());
+  REQUIRE(poll_until([&] { return unexpired(admin, running) == 64; }, 10s));
+  auto newcomer = pg::this_process("share-a");
+  // It beats (every renewal interval): a live twin.
+  auto twin = must(pg::live_twin(s, newcomer, ttl, 3 * interval));
+  REQUIRE(twin);
+  CHECK(twin->instance == running.instance);
+  // Another node id is nobody's twin.
+  CHECK_FALSE(
+      must(pg::live_twin(s, pg::this_process("share-b"), ttl, 3 * interval)));
+  // It stops beating (crashed or paused) with its row still fresh: not a
+  // live twin once it was silent for the patience given.
+  keeper.reset();
+  heard_for_an_hour(admin, running);
+  CHECK_FALSE(must(pg::live_twin(s, newcomer, ttl, 3 * interval)));
+  // A row of a process of this host that is gone counts at once, however
+  // long the patience (it was heard from just now).
+  auto child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0)
+    _exit(0);
+  REQUIRE(waitpid(child, nullptr, 0) == child);
+  auto gone = pg::this_process("share-c");
+  gone.pid = child;
+  must(pg::announce_row(s, gone, true, 0));
+  auto asked = std::chrono::steady_clock::now();
+  CHECK_FALSE(must(pg::live_twin(s, pg::this_process("share-c"), ttl, 20s)));
+  CHECK(std::chrono::steady_clock::now() - asked < 10s);
+}
+
+TEST_CASE("announce_row: an instance announced again after its row was "
+          "pruned keeps its started_at, so it stays the older one",
+          "[pg][share][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto me = pg::this_process("share-a");
+  auto started = must(pg::announce_row(s, me, true, 0));
+  CHECK(must(pg::announce_row(s, me, true, started)) == started);
+  // Pruned (unheard for an hour), then heard again.
+  run(admin, "DELETE FROM drover.coordinators WHERE instance = $1",
+      pg::params{}.text(me.instance));
+  CHECK(must(pg::announce_row(s, me, true, started)) == started);
+  // A first announcement takes the server's now().
+  auto other = pg::this_process("share-a");
+  CHECK(must(pg::announce_row(s, other, true, 0)) > started);
 }

@@ -21,6 +21,8 @@ pg::sharing_member member(const std::string& node, const std::string& tag,
   m.node_id = node;
   m.instance = node + "@h:1:" + tag;
   m.keyed = keyed;
+  if (keyed)
+    m.key = node;
   m.started_us = started_us;
   return m;
 }
