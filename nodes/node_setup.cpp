@@ -285,8 +285,9 @@ std::optional<int> share_leases(const node_config& cfg,
         = cfg.cluster_host + ":" + std::to_string(cfg.cluster_port);
   // Another process under this node id that still beats: refused (a
   // predecessor that crashed or is paused is replaced).
-  auto twin
-      = pg::live_twin(*db, owner, cfg.lease_ttl, 3 * cfg.lease_renew_interval);
+  auto twin = pg::live_twin(
+      *db, owner, cfg.lease_ttl,
+      std::max(3 * cfg.lease_renew_interval, cfg.lease_ttl / 2));
   if (!twin) {
     log::error("node", "cannot prepare the database for sharing partitions",
                {{"error", describe(twin.error())}});

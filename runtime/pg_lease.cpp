@@ -28,6 +28,25 @@ std::string host_name() {
   return buf;
 }
 
+/// Where this process's pid means something: the kernel's boot id and the
+/// pid namespace ("<boot id>/pid:[<inode>]"); empty if either is unknown.
+std::string process_space() {
+  std::string boot;
+  if (auto* f = std::fopen("/proc/sys/kernel/random/boot_id", "r")) {
+    char buf[64] = {};
+    if (std::fgets(buf, sizeof(buf), f) != nullptr)
+      boot = buf;
+    std::fclose(f);
+  }
+  while (!boot.empty() && (boot.back() == '\n' || boot.back() == ' '))
+    boot.pop_back();
+  char ns[64] = {};
+  auto n = readlink("/proc/self/ns/pid", ns, sizeof(ns) - 1);
+  if (boot.empty() || n <= 0)
+    return {};
+  return boot + "/" + std::string{ns, static_cast<size_t>(n)};
+}
+
 /// Rolls back whatever transaction is open, ignoring errors: the caller
 /// already has the error to report.
 void abandon(session& db) {
@@ -78,6 +97,7 @@ lease_owner this_process(const std::string& node_id) {
   lease_owner o;
   o.node_id = node_id;
   o.host = host_name();
+  o.process_space = process_space();
   o.pid = static_cast<int64_t>(getpid());
   std::random_device rd;
   char random[17];
@@ -241,10 +261,11 @@ caf::expected<int64_t> announce_row(session& db, const lease_owner& owner,
   auto res = db.conn().exec_prepared(
       "drover_announce",
       "WITH beat AS (INSERT INTO drover.coordinators (instance, node_id, "
-      "host, pid, cluster_address, shares, share_key, started_at) VALUES "
-      "($1, $2, $3, $4, $5, $6, CASE WHEN $6 THEN $2 END, CASE WHEN "
-      "$7::bigint > 0 THEN to_timestamp($7::bigint / 1000000.0) ELSE now() "
-      "END) ON CONFLICT (instance) DO UPDATE SET heartbeat_at = now() "
+      "host, pid, cluster_address, shares, share_key, started_at, "
+      "process_space) VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $6 THEN $2 "
+      "END, CASE WHEN $7::bigint > 0 THEN timestamptz 'epoch' + $7::bigint * "
+      "interval '1 microsecond' ELSE now() END, nullif($8, '')) ON CONFLICT "
+      "(instance) DO UPDATE SET heartbeat_at = now() "
       "RETURNING started_at), "
       "pruned AS (DELETE FROM drover.coordinators WHERE heartbeat_at < now() "
       "- interval '1 hour' AND instance <> $1) "
@@ -256,7 +277,8 @@ caf::expected<int64_t> announce_row(session& db, const lease_owner& owner,
           .int64(owner.pid)
           .text(owner.cluster_address)
           .boolean(shares)
-          .int64(started_us),
+          .int64(started_us)
+          .text(owner.process_space),
       false, "announcing the coordinator");
   if (!res)
     return std::move(res.error());

@@ -48,6 +48,10 @@ struct lease_owner {
   /// What drover.coordinators shows of it (its --cluster-host:port); may
   /// be empty.
   std::string cluster_address;
+  /// Where its pid means something (boot id and pid namespace; empty if
+  /// unknown): another process of the same space can tell whether it is
+  /// gone (pg::live_twin).
+  std::string process_space;
 };
 
 /// This process as a lease owner under `node_id`.

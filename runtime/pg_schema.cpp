@@ -567,17 +567,23 @@ COMMENT ON TABLE drover.concurrency_waiters IS
 --     TO drover_app;
 )sql";
 
-// Version 10: a sharing coordinator announces the key its share is computed
+// Version 10 (with process_space: where its pid means something, so that a
+// coordinator restarted on the same host sees at once that its predecessor
+// is gone): a sharing coordinator announces the key its share is computed
 // over (its node id, runtime/pg_share.hpp share_keys), so that one restarted
 // under its node id takes its predecessor's place. NULL: a binary before
 // this version (it computes the shares over instance ids; while one is a
 // member, every coordinator does).
 const char* const v10_sql = R"sql(
 ALTER TABLE drover.coordinators ADD COLUMN share_key text;
+ALTER TABLE drover.coordinators ADD COLUMN process_space text;
 
 COMMENT ON COLUMN drover.coordinators.share_key IS
   'What the shares are computed over (the node id) for a sharing '
   'coordinator of schema version 10 or later; NULL for older ones.';
+COMMENT ON COLUMN drover.coordinators.process_space IS
+  'Where its pid means something (boot id and pid namespace): a process '
+  'of the same space can tell whether it is gone.';
 )sql";
 
 } // namespace

@@ -88,10 +88,11 @@ struct sharing_member {
 
 /// Another process that runs as a sharing coordinator under `me`'s node id,
 /// if any: an instance of it heard from within `ttl` whose heartbeat moves
-/// on within `patience` (three renewal intervals). Rows of processes that
-/// stopped -- a pid gone on this host, or no heartbeat for `patience` (a
-/// crash, or a pause: a paused one that wakes finds this one newer and
-/// stands down) -- do not count. Blocks up to `patience`.
+/// on within `patience`. A row not heard from for `patience` (a crash, or
+/// a pause: a paused one that wakes finds this one newer and stands down)
+/// does not count, nor one whose pid is gone in this process's space (same
+/// boot id and pid namespace: lease_owner::process_space). Blocks up to
+/// `patience`.
 caf::expected<std::optional<sharing_member>>
 live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
           std::chrono::milliseconds patience);

@@ -92,7 +92,7 @@ live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
   std::map<std::string, int64_t> first_seen;
   for (;;) {
     auto res = db.conn().exec(
-        "SELECT instance, host, pid, "
+        "SELECT instance, coalesce(process_space, ''), pid, "
         "(extract(epoch FROM heartbeat_at) * 1000000)::bigint, "
         "(extract(epoch FROM now() - heartbeat_at) * 1000)::bigint, "
         "(extract(epoch FROM started_at) * 1000000)::bigint "
@@ -110,11 +110,11 @@ live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
       m.node_id = me.node_id;
       m.keyed = true;
       m.started_us = number(res->value(row, 5));
-      auto host = res->value(row, 1);
       auto pid = number(res->value(row, 2));
-      if (host == me.host && pid > 0 && pid != me.pid
-          && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
-        continue; // it ran here and is gone
+      if (!me.process_space.empty() && res->value(row, 1) == me.process_space
+          && pid > 0 && pid != me.pid && ::kill(static_cast<pid_t>(pid), 0) != 0
+          && errno == ESRCH)
+        continue; // it ran where this one runs, and is gone
       auto beat = number(res->value(row, 3));
       auto [seen, fresh] = first_seen.emplace(m.instance, beat);
       if (!fresh && beat > seen->second)

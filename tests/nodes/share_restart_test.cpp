@@ -60,9 +60,19 @@ TEST_CASE("a coordinator killed and restarted at once gets its agents back "
   s.start("c3", false, ttl);
   // The case at hand: the new c3 announced itself while the dead one's
   // heartbeat was fresh (else c1 and c2 rightly take its partitions).
-  auto gap_ms = scalar(c.url(), "SELECT (extract(epoch FROM max(started_at) - "
-                                "min(heartbeat_at)) * 1000)::bigint FROM "
-                                "drover.coordinators WHERE node_id = 'c3'");
+  // (Its row may come a round after its "ready".)
+  const std::string gap_sql
+      = "SELECT (extract(epoch FROM n.started_at - o.heartbeat_at) * "
+        "1000)::bigint FROM drover.coordinators n, drover.coordinators o "
+        "WHERE n.node_id = 'c3' AND o.node_id = 'c3' AND n.started_at > "
+        "o.started_at";
+  REQUIRE(poll_until(
+      [&] {
+        auto conn = must(drover::pg::connection::open(c.url()));
+        return run(conn, gap_sql).rows() == 1;
+      },
+      10s));
+  auto gap_ms = scalar(c.url(), gap_sql);
   INFO("the new c3 announced itself " << gap_ms
                                       << " ms after the dead one's last beat");
   REQUIRE(gap_ms < 10000);
@@ -165,8 +175,11 @@ TEST_CASE("a coordinator started under the node id of one that runs is "
   sharing s{c};
   s.start_three();
   auto log = c.logs.path() + "/c3b.log";
+  // (A longer lease TTL than the others' for it alone -- it never joins:
+  // it waits up to half of it, 2 s, for c3 to beat.)
   process twin{c.coordinator_args("c3b", free_port(),
-                                  {"--node-id", "c3", "--share-partitions"}),
+                                  {"--node-id", "c3", "--share-partitions",
+                                   "--lease-ttl-ms", "4000"}),
                log};
   auto st = twin.wait_exit(30s);
   INFO(tail_of(log));

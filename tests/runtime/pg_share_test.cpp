@@ -535,7 +535,7 @@ TEST_CASE("share_keeper: an instance that sees a newer one of its node id "
 }
 
 TEST_CASE("live_twin: another process under the node id counts while it "
-          "beats, not once it stopped or its pid is gone",
+          "beats, not once it is silent",
           "[pg][share][lease]") {
   test_db db;
   auto s = db.session();
@@ -547,21 +547,22 @@ TEST_CASE("live_twin: another process under the node id counts while it "
       = std::make_unique<pg::share_keeper>(keeper_config(db, running, log));
   keeper->start(hooks.make());
   REQUIRE(poll_until([&] { return unexpired(admin, running) == 64; }, 10s));
+  // A patience of a lease TTL: ten of the keeper's rounds.
   auto newcomer = pg::this_process("share-a");
   // It beats (every renewal interval): a live twin.
-  auto twin = must(pg::live_twin(s, newcomer, ttl, 3 * interval));
+  auto twin = must(pg::live_twin(s, newcomer, ttl, ttl));
   REQUIRE(twin);
   CHECK(twin->instance == running.instance);
   // Another node id is nobody's twin.
-  CHECK_FALSE(
-      must(pg::live_twin(s, pg::this_process("share-b"), ttl, 3 * interval)));
+  CHECK_FALSE(must(pg::live_twin(s, pg::this_process("share-b"), ttl, ttl)));
   // It stops beating (crashed or paused) with its row still fresh: not a
   // live twin once it was silent for the patience given.
   keeper.reset();
-  heard_for_an_hour(admin, running);
-  CHECK_FALSE(must(pg::live_twin(s, newcomer, ttl, 3 * interval)));
-  // A row of a process of this host that is gone counts at once, however
-  // long the patience (it was heard from just now).
+  CHECK_FALSE(must(pg::live_twin(s, newcomer, ttl, ttl)));
+  // A row of a process gone from this process's space (boot and pid
+  // namespace) does not count, at once however long the patience (it was
+  // heard from just now)...
+  REQUIRE_FALSE(newcomer.process_space.empty());
   auto child = fork();
   REQUIRE(child >= 0);
   if (child == 0)
@@ -571,8 +572,17 @@ TEST_CASE("live_twin: another process under the node id counts while it "
   gone.pid = child;
   must(pg::announce_row(s, gone, true, 0));
   auto asked = std::chrono::steady_clock::now();
-  CHECK_FALSE(must(pg::live_twin(s, pg::this_process("share-c"), ttl, 20s)));
-  CHECK(std::chrono::steady_clock::now() - asked < 10s);
+  CHECK_FALSE(must(pg::live_twin(s, pg::this_process("share-c"), 60s, 30s)));
+  CHECK(std::chrono::steady_clock::now() - asked < 15s);
+  // ...but its pid says nothing in another space (a container of the same
+  // host name): it is watched for the patience.
+  auto elsewhere = pg::this_process("share-d");
+  elsewhere.pid = child;
+  elsewhere.process_space = "another-boot/pid:[1]";
+  must(pg::announce_row(s, elsewhere, true, 0));
+  asked = std::chrono::steady_clock::now();
+  CHECK_FALSE(must(pg::live_twin(s, pg::this_process("share-d"), 60s, 600ms)));
+  CHECK(std::chrono::steady_clock::now() - asked >= 600ms);
 }
 
 TEST_CASE("announce_row: an instance announced again after its row was "
