@@ -257,15 +257,18 @@ acquire_all(session& db, const lease_owner& owner,
 // -----------------------------------------------------------------
 
 caf::expected<int64_t> announce_row(session& db, const lease_owner& owner,
-                                    bool shares, int64_t started_us) {
+                                    bool shares, int64_t started_us,
+                                    std::chrono::milliseconds ttl) {
   auto res = db.conn().exec_prepared(
       "drover_announce",
       "WITH beat AS (INSERT INTO drover.coordinators (instance, node_id, "
       "host, pid, cluster_address, shares, share_key, started_at, "
-      "process_space) VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $6 THEN $2 "
-      "END, CASE WHEN $7::bigint > 0 THEN timestamptz 'epoch' + $7::bigint * "
-      "interval '1 microsecond' ELSE now() END, nullif($8, '')) ON CONFLICT "
-      "(instance) DO UPDATE SET heartbeat_at = now() "
+      "process_space, lease_ttl_ms) VALUES ($1, $2, $3, $4, $5, $6, CASE "
+      "WHEN $6 THEN $2 END, CASE WHEN $7::bigint > 0 THEN timestamptz "
+      "'epoch' + $7::bigint * interval '1 microsecond' ELSE now() END, "
+      "nullif($8, ''), nullif($9::bigint, 0)) ON CONFLICT "
+      "(instance) DO UPDATE SET heartbeat_at = now(), lease_ttl_ms = "
+      "EXCLUDED.lease_ttl_ms "
       "RETURNING started_at), "
       "pruned AS (DELETE FROM drover.coordinators WHERE heartbeat_at < now() "
       "- interval '1 hour' AND instance <> $1) "
@@ -278,7 +281,8 @@ caf::expected<int64_t> announce_row(session& db, const lease_owner& owner,
           .text(owner.cluster_address)
           .boolean(shares)
           .int64(started_us)
-          .text(owner.process_space),
+          .text(owner.process_space)
+          .int64(ttl.count()),
       false, "announcing the coordinator");
   if (!res)
     return std::move(res.error());

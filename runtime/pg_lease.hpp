@@ -128,8 +128,11 @@ caf::error announce(session& db, const lease_owner& owner, bool shares = false);
 /// not 0: what an earlier call returned) is its started_at should the row
 /// have to be inserted again (pruned after an hour unheard: it stays the
 /// older of two instances of its node id).
+/// `ttl` (if not 0: a sharing coordinator's lease TTL) is how long it
+/// counts as a member after each heartbeat, whatever the reader's own TTL.
 caf::expected<int64_t> announce_row(session& db, const lease_owner& owner,
-                                    bool shares, int64_t started_us);
+                                    bool shares, int64_t started_us,
+                                    std::chrono::milliseconds ttl = {});
 
 /// Removes `owner`'s row: an orderly stop.
 caf::error leave(session& db, const lease_owner& owner);

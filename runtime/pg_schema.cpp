@@ -569,7 +569,9 @@ COMMENT ON TABLE drover.concurrency_waiters IS
 
 // Version 10 (with process_space: where its pid means something, so that a
 // coordinator restarted on the same host sees at once that its predecessor
-// is gone): a sharing coordinator announces the key its share is computed
+// is gone; and lease_ttl_ms: each member is judged by its own lease TTL, so
+// coordinators with different TTLs do not see each other come and go): a
+// sharing coordinator announces the key its share is computed
 // over (its node id, runtime/pg_share.hpp share_keys), so that one restarted
 // under its node id takes its predecessor's place. NULL: a binary before
 // this version (it computes the shares over instance ids; while one is a
@@ -577,6 +579,7 @@ COMMENT ON TABLE drover.concurrency_waiters IS
 const char* const v10_sql = R"sql(
 ALTER TABLE drover.coordinators ADD COLUMN share_key text;
 ALTER TABLE drover.coordinators ADD COLUMN process_space text;
+ALTER TABLE drover.coordinators ADD COLUMN lease_ttl_ms bigint;
 
 COMMENT ON COLUMN drover.coordinators.share_key IS
   'What the shares are computed over (the node id) for a sharing '
@@ -584,6 +587,9 @@ COMMENT ON COLUMN drover.coordinators.share_key IS
 COMMENT ON COLUMN drover.coordinators.process_space IS
   'Where its pid means something (boot id and pid namespace): a process '
   'of the same space can tell whether it is gone.';
+COMMENT ON COLUMN drover.coordinators.lease_ttl_ms IS
+  'A sharing coordinator''s lease TTL: it counts as a member that long '
+  'after each heartbeat (NULL: the reader''s own TTL).';
 )sql";
 
 } // namespace

@@ -411,7 +411,7 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
     in_sync_ = hooks_.acquired(held, {});
   // Membership is a second statement: its failure (a lock an operator
   // holds on drover.coordinators) only skips the balancing.
-  auto started = announce_row(*db, cfg_.owner, true, started_us_);
+  auto started = announce_row(*db, cfg_.owner, true, started_us_, cfg_.ttl);
   if (!started)
     return trouble(started.error());
   started_us_ = *started;

@@ -97,7 +97,9 @@ caf::expected<std::optional<sharing_member>>
 live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
           std::chrono::milliseconds patience);
 
-/// The sharing coordinators heard from within `stale` (server clock).
+/// The sharing coordinators heard from within their own lease TTL (as
+/// announced; `stale` for a row without one: an older binary's), by the
+/// server's clock.
 caf::expected<std::vector<sharing_member>>
 sharing_members(session& db, std::chrono::milliseconds stale);
 

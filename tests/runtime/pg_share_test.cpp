@@ -602,3 +602,36 @@ TEST_CASE("announce_row: an instance announced again after its row was "
   auto other = pg::this_process("share-a");
   CHECK(must(pg::announce_row(s, other, true, 0)) > started);
 }
+
+TEST_CASE("share_keeper: a member is judged by its own lease TTL, not the "
+          "reader's",
+          "[pg][share][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto me = pg::this_process("share-a");
+  log_lines log;
+  recording_hooks hooks;
+  pg::share_keeper keeper{keeper_config(db, me, log)};
+  keeper.start(hooks.make());
+  REQUIRE(poll_until([&] { return unexpired(admin, me) == 64; }, 10s));
+  // Another coordinator with a 60 s lease TTL, last heard from 5 s ago
+  // (more than this keeper's 1.5 s TTL): still a member, so this keeper
+  // hands it its share.
+  auto slow = pg::this_process("share-b");
+  must(pg::announce_row(s, slow, true, 0, 60s));
+  run(admin,
+      "UPDATE drover.coordinators SET heartbeat_at = now() - interval "
+      "'5 seconds' WHERE instance = $1",
+      pg::params{}.text(slow.instance));
+  REQUIRE(log.wait_for("handed over partitions", 10s));
+  CHECK(keeper.held().partitions.size() == 32);
+  // Without a TTL of its own (an older binary's row), the reader's holds:
+  // silent for 5 s, it is not a member, and the share comes back.
+  run(admin,
+      "UPDATE drover.coordinators SET lease_ttl_ms = NULL WHERE instance = "
+      "$1",
+      pg::params{}.text(slow.instance));
+  REQUIRE(poll_until([&] { return unexpired(admin, me) == 64; }, 10s));
+  must_ok(keeper.stop_and_release());
+}
