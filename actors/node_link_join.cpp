@@ -126,15 +126,13 @@ void request_adoption(link_actor self, const std::string& job_id,
                       - std::chrono::seconds{1})
                       .count();
   bool offered = st.attempts[job_id].offered;
-  auto request = ++st.attempts[job_id].adoption_request;
   self->request(st.cfg.handles->queue(), wait, adopt_atom::value, job_id,
                 attempt, slot.worker_id, slot.actor, deadline, !offered)
       .then(
-          [self, job_id, attempt, request](job_supervisor_actor& js) {
+          [self, job_id, attempt](job_supervisor_actor& js) {
             auto& st = self->state;
             auto i = st.attempts.find(job_id);
-            if (i == st.attempts.end() || i->second.attempt != attempt
-                || i->second.adoption_request != request)
+            if (i == st.attempts.end() || i->second.attempt != attempt)
               return;
             auto& a = i->second;
             a.js = js;
@@ -155,11 +153,10 @@ void request_adoption(link_actor self, const std::string& job_id,
               free_slot(self, a.slot);
             }
           },
-          [self, job_id, attempt, request](caf::error& err) {
+          [self, job_id, attempt](caf::error& err) {
             auto& st = self->state;
             auto i = st.attempts.find(job_id);
-            if (i == st.attempts.end() || i->second.attempt != attempt
-                || i->second.adoption_request != request)
+            if (i == st.attempts.end() || i->second.attempt != attempt)
               return;
             if (i->second.offered) {
               // Not this coordinator's partition (or not yet recovered):
@@ -228,13 +225,8 @@ void follow_queue(link_actor self) {
   for (auto& slot : st.slots)
     slot.announced = false;
   for (auto& [job_id, a] : st.attempts)
-    if (a.adopting && !a.expired && !a.completing) {
-      // Asked of the old queue, which will not answer any more (a parked
-      // adoption dies with it, unanswered): asked again here, before the
-      // new queue's grace for unreported attempts runs out.
-      request_adoption(self, job_id, a.attempt);
-    } else if (a.js_gone && !a.abandoned && !a.adopting && !a.expired
-               && !a.completing) {
+    if (a.js_gone && !a.abandoned && !a.adopting && !a.expired
+        && !a.completing) {
       a.js_gone = false;
       a.adopting = true;
       request_adoption(self, job_id, a.attempt);

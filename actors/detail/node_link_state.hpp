@@ -70,10 +70,6 @@ struct attempt_info {
   /// Waiting for the queue to adopt it (after a coordinator restart); an
   /// outcome that arrives meanwhile is held until then.
   bool adopting = false;
-  /// Which adoption request is the current one (the queue restarted: the
-  /// request to the old one is asked again of the new one; a late answer
-  /// of the old one is ignored).
-  uint32_t adoption_request = 0;
   /// Offered by the node (another coordinator handed it over): a refused
   /// adoption only forgets it (the node keeps offering it elsewhere), or,
   /// on one of this share's slots (handed over from here and offered
