@@ -98,8 +98,8 @@ live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
           std::chrono::milliseconds patience);
 
 /// The sharing coordinators heard from within their own lease TTL (as
-/// announced; `stale` for a row without one: an older binary's), by the
-/// server's clock.
+/// announced, held to --lease-ttl-ms's range [500 ms, 600 s]; `stale` for a
+/// row without one: an older binary's), by the server's clock.
 caf::expected<std::vector<sharing_member>>
 sharing_members(session& db, std::chrono::milliseconds stale);
 

@@ -33,8 +33,9 @@ sharing_members(session& db, std::chrono::milliseconds stale) {
       "share_key IS NOT NULL, "
       "(extract(epoch FROM started_at) * 1000000)::bigint "
       "FROM drover.coordinators WHERE shares AND "
-      "heartbeat_at >= now() - coalesce(lease_ttl_ms, $1) * "
-      "interval '1 millisecond' ORDER BY instance COLLATE \"C\"",
+      "heartbeat_at >= now() - least(greatest(coalesce(lease_ttl_ms, $1), "
+      "500), 600000) * interval '1 millisecond' "
+      "ORDER BY instance COLLATE \"C\"",
       params{}.int64(stale.count()), false, "reading the coordinators");
   if (!res)
     return std::move(res.error());
@@ -97,8 +98,9 @@ live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
         "(extract(epoch FROM now() - heartbeat_at) * 1000)::bigint, "
         "(extract(epoch FROM started_at) * 1000000)::bigint "
         "FROM drover.coordinators WHERE shares AND node_id = $1 AND "
-        "instance <> $2 AND heartbeat_at >= now() - coalesce(lease_ttl_ms, "
-        "$3) * interval '1 millisecond'",
+        "instance <> $2 AND heartbeat_at >= now() - "
+        "least(greatest(coalesce(lease_ttl_ms, $3), 500), 600000) * "
+        "interval '1 millisecond'",
         params{}.text(me.node_id).text(me.instance).int64(ttl.count()), false,
         "looking for another coordinator under this node id");
     if (!res)

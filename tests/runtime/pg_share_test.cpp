@@ -556,9 +556,14 @@ TEST_CASE("live_twin: another process under the node id counts while it "
   // Another node id is nobody's twin.
   CHECK_FALSE(must(pg::live_twin(s, pg::this_process("share-b"), ttl, ttl)));
   // It stops beating (crashed or paused) with its row still fresh: not a
-  // live twin once it was silent for the patience given.
+  // live twin once it was silent for the patience given (its row still a
+  // member for a minute: silent, not stale).
   keeper.reset();
-  CHECK_FALSE(must(pg::live_twin(s, newcomer, ttl, ttl)));
+  run(admin,
+      "UPDATE drover.coordinators SET lease_ttl_ms = 60000 WHERE instance = "
+      "$1",
+      pg::params{}.text(running.instance));
+  CHECK_FALSE(must(pg::live_twin(s, newcomer, 60s, ttl)));
   // A row of a process gone from this process's space (boot and pid
   // namespace) does not count, at once however long the patience (it was
   // heard from just now)...
@@ -616,16 +621,23 @@ TEST_CASE("share_keeper: a member is judged by its own lease TTL, not the "
   keeper.start(hooks.make());
   REQUIRE(poll_until([&] { return unexpired(admin, me) == 64; }, 10s));
   // Another coordinator with a 60 s lease TTL, last heard from 5 s ago
-  // (more than this keeper's 1.5 s TTL): still a member, so this keeper
-  // hands it its share.
+  // (more than this keeper's 1.5 s TTL; its row written so in one
+  // statement): still a member, so this keeper hands it its share, and
+  // keeps the rest.
   auto slow = pg::this_process("share-b");
-  must(pg::announce_row(s, slow, true, 0, 60s));
   run(admin,
-      "UPDATE drover.coordinators SET heartbeat_at = now() - interval "
-      "'5 seconds' WHERE instance = $1",
-      pg::params{}.text(slow.instance));
+      "INSERT INTO drover.coordinators (instance, node_id, host, pid, "
+      "shares, share_key, lease_ttl_ms, heartbeat_at) VALUES ($1, $2, $3, "
+      "$4, true, $2, 60000, now() - interval '5 seconds')",
+      pg::params{}
+          .text(slow.instance)
+          .text(slow.node_id)
+          .text(slow.host)
+          .int64(slow.pid));
   REQUIRE(log.wait_for("handed over partitions", 10s));
   CHECK(keeper.held().partitions.size() == 32);
+  CHECK_FALSE(poll_until([&] { return keeper.held().partitions.size() != 32; },
+                         2 * ttl));
   // Without a TTL of its own (an older binary's row), the reader's holds:
   // silent for 5 s, it is not a member, and the share comes back.
   run(admin,
