@@ -140,7 +140,9 @@ caf::error leave(session& db, const lease_owner& owner);
 /// The coordinators of this database as a JSON array, those holding the
 /// most partitions first: node id, host, pid, cluster address, state
 /// ("active" while it holds unexpired leases, else "standby"; "gone" when
-/// not heard from for `stale`), the partitions whose unexpired leases it
+/// not heard from for `stale`, or for twice its own lease TTL if it
+/// announced one: a sharing coordinator), the partitions whose unexpired
+/// leases it
 /// holds, when it started and how long ago it was last heard from (server
 /// clock, ms).
 caf::expected<std::string> members_json(session& db,

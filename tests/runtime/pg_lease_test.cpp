@@ -342,6 +342,18 @@ TEST_CASE("membership: the holder is active with each renewal, a standby "
   run(admin, "UPDATE drover.coordinators SET heartbeat_at = now() - "
              "interval '1 minute' WHERE node_id = 'coord-b'");
   CHECK(list().find("\"state\" : \"gone\"") != std::string::npos);
+  // A sharing coordinator is judged by its own lease TTL (twice it): one
+  // with a minute's TTL heard from a minute ago is not gone.
+  auto sharing = pg::this_process("coord-c");
+  must(pg::announce_row(t, sharing, true, 0, 60000ms));
+  run(admin, "UPDATE drover.coordinators SET heartbeat_at = now() - "
+             "interval '1 minute' WHERE node_id = 'coord-c'");
+  auto with_c = list();
+  INFO(with_c);
+  auto at_c = with_c.find("\"node_id\" : \"coord-c\"");
+  REQUIRE(at_c != std::string::npos);
+  CHECK(with_c.find("\"state\" : \"standby\"", at_c) < with_c.find('}', at_c));
+  must_ok(pg::leave(t, sharing));
   must_ok(pg::leave(t, b));
   CHECK(list().find("coord-b") == std::string::npos);
   // An hour of silence is pruned by the next renewal (never the renewing
