@@ -288,10 +288,7 @@ caf::expected<int64_t> announce_row(session& db, const lease_owner& owner,
     return std::move(res.error());
   if (res->rows() != 1)
     return make_error(errc::unavailable, "announcing the coordinator: no row");
-  int64_t out = 0;
-  auto v = res->value(0, 0);
-  std::from_chars(v.data(), v.data() + v.size(), out);
-  return out;
+  return number<int64_t>(res->value(0, 0));
 }
 
 caf::error announce(session& db, const lease_owner& owner, bool shares) {

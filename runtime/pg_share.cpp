@@ -431,21 +431,11 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
   // Hand over what is no longer ours to hold: the node first, then the
   // rows. A node that could not drop them all keeps them (held, renewed)
   // and is brought back in line next round.
-  auto gone = subset(held, mine, false);
-  if (!gone.partitions.empty()) {
-    auto staying = subset(held, mine, true);
-    if (hooks_.releasing && hooks_.releasing(staying, gone.partitions)) {
-      set_held(staying);
-      if (auto e = release_rows(*db, gone))
-        say("handing over partitions " + list(gone.partitions)
-            + " failed (they expire by themselves): " + drover::describe(e));
-      else
-        say("handed over partitions " + list(gone.partitions));
-      held = std::move(staying);
-    } else {
-      in_sync_ = false;
+  auto gone = subset(held, mine, false).partitions;
+  if (!gone.empty()) {
+    if (!hand_over(*db, held, gone, true))
       return;
-    }
+    held = subset(held, gone, false);
   }
   // Take what is ours and free.
   std::vector<int32_t> wanted;
@@ -482,38 +472,39 @@ void share_keeper::round(std::unique_ptr<session>& db, bool& healthy) {
   // The node could not take them: nobody would serve them. Give them back
   // once the node is sure to hold nothing of them (they are ours by the
   // shares: a later round tries again); until then they stay held.
-  if (hooks_.releasing && hooks_.releasing(held, got->partitions)) {
-    set_held(held);
-    if (auto e = release_rows(*db, *got))
-      say("giving back partitions " + list(got->partitions)
-          + " failed (they expire by themselves): " + drover::describe(e));
-  } else {
-    in_sync_ = false;
+  hand_over(*db, now_held, got->partitions, false);
+}
+
+bool share_keeper::hand_over(session& db, const lease_grant& held,
+                             const std::vector<int32_t>& which, bool say_done) {
+  auto staying = subset(held, which, false);
+  if (!hooks_.releasing || !hooks_.releasing(staying, which)) {
+    in_sync_ = false; // kept (renewed); the next round tries again
+    return false;
   }
+  set_held(staying);
+  auto gone = subset(held, which, true);
+  auto e = release_rows(db, gone);
+  if (cfg_.log && e)
+    cfg_.log("handing over partitions " + list(which)
+             + " failed (they expire by themselves): " + drover::describe(e));
+  else if (cfg_.log && say_done)
+    cfg_.log("handed over partitions " + list(which));
+  return true;
 }
 
 void share_keeper::step_down(session& db, const sharing_member& twin) {
   auto held = this->held();
-  if (!held.partitions.empty()) {
-    // As a hand-off: the node first, then the rows, so the newer instance
-    // takes them at its next round.
-    lease_grant none;
-    none.owner = held.owner;
-    if (!hooks_.releasing || !hooks_.releasing(none, held.partitions)) {
-      if (in_sync_ && cfg_.log)
-        cfg_.log("a newer coordinator runs as node '" + twin.node_id
-                 + "', but the node could not drop partitions "
-                 + list(held.partitions)
-                 + " yet: they are kept (renewed), tried again every round");
-      in_sync_ = false;
-      return;
-    }
-    set_held(none);
-    if (auto e = release_rows(db, held))
-      if (cfg_.log)
-        cfg_.log("handing over partitions " + list(held.partitions)
-                 + " failed (they expire by themselves): "
-                 + drover::describe(e));
+  // As a hand-off, so the newer instance takes them at its next round.
+  bool was_in_sync = in_sync_;
+  if (!held.partitions.empty()
+      && !hand_over(db, held, held.partitions, false)) {
+    if (was_in_sync && cfg_.log)
+      cfg_.log("a newer coordinator runs as node '" + twin.node_id
+               + "', but the node could not drop partitions "
+               + list(held.partitions)
+               + " yet: they are kept (renewed), tried again every round");
+    return;
   }
   replaced_ = true;
   auto why = "a newer coordinator runs as node '" + twin.node_id

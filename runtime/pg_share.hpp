@@ -213,6 +213,12 @@ private:
   void round(std::unique_ptr<session>& db, bool& healthy);
   bool drop_lost();
   void step_down(session& db, const sharing_member& twin);
+  /// Drops `which` (of `held`): the node first (hooks::releasing), then the
+  /// rows are released so their next owner takes them without a TTL's
+  /// wait. False (nothing changed, in_sync_ cleared) if the node could not
+  /// drop them. `say_done`: log the hand-off.
+  bool hand_over(session& db, const lease_grant& held,
+                 const std::vector<int32_t>& which, bool say_done);
   void renew_loop();
   void renew_once(std::unique_ptr<session>& db, bool& healthy);
   void add_held(lease_grant g, stamp_ns take_sent);

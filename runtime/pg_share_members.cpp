@@ -3,11 +3,11 @@
 
 #include "runtime/pg_share.hpp"
 
+#include "runtime/detail/pg_common.hpp"
 #include "runtime/errors.hpp"
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <map>
 #include <signal.h>
 #include <thread>
@@ -17,10 +17,11 @@ namespace drover::pg {
 
 namespace {
 
+/// A bigint column of a row read here (PostgreSQL's text; 0 if it is not
+/// one, which no query here produces).
 int64_t number(std::string_view str) {
   int64_t out = 0;
-  std::from_chars(str.data(), str.data() + str.size(), out);
-  return out;
+  return detail::parse_number(str, out) ? out : 0;
 }
 
 } // namespace

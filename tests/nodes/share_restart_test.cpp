@@ -174,18 +174,13 @@ TEST_CASE("a coordinator started under the node id of one that runs is "
   cluster c;
   sharing s{c};
   s.start_three();
-  auto log = c.logs.path() + "/c3b.log";
   // (A longer lease TTL than the others' for it alone -- it never joins:
   // it waits up to half of it, 2 s, for c3 to beat.)
-  process twin{c.coordinator_args("c3b", free_port(),
-                                  {"--node-id", "c3", "--share-partitions",
-                                   "--lease-ttl-ms", "4000"}),
-               log};
-  auto st = twin.wait_exit(30s);
-  INFO(tail_of(log));
-  REQUIRE(st);
-  CHECK(WIFEXITED(*st));
-  CHECK(WEXITSTATUS(*st) == 2);
+  auto code = c.exit_code_of(
+      "c3b", free_port(),
+      {"--node-id", "c3", "--share-partitions", "--lease-ttl-ms", "4000"});
+  INFO(tail_of(c.logs.path() + "/c3b.log"));
+  CHECK(code == 2);
   CHECK(c.log_count("c3b", "another coordinator runs under this node id: "
                            "give each coordinator its own --node-id")
         == 1);

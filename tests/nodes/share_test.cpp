@@ -146,16 +146,11 @@ TEST_CASE("a sharing coordinator refuses to start next to one that does not "
   c.start_coordinator();
   auto before = lease_owner(c.url());
   REQUIRE(before == "coord@1");
-  auto log = c.logs.path() + "/c1.log";
-  process p{c.coordinator_args("c1", free_port(),
-                               {"--roles", "coordinator,worker", "--slots",
-                                "cpu=1", "--share-partitions"}),
-            log};
-  auto st = p.wait_exit(30s);
-  INFO(tail_of(log));
-  REQUIRE(st);
-  REQUIRE(WIFEXITED(*st));
-  CHECK(WEXITSTATUS(*st) == 2);
+  auto code = c.exit_code_of("c1", free_port(),
+                             {"--roles", "coordinator,worker", "--slots",
+                              "cpu=1", "--share-partitions"});
+  INFO(tail_of(c.logs.path() + "/c1.log"));
+  CHECK(code == 2);
   CHECK(c.wait_log("c1", "does not share the partitions", 1s));
   CHECK(c.wait_log("c1", "node 'coord'", 1s));
   CHECK(lease_owner(c.url()) == before);

@@ -89,6 +89,10 @@ public:
     std::lock_guard<std::mutex> guard{mx_};
     return has_locked(part);
   }
+  size_t size() {
+    std::lock_guard<std::mutex> guard{mx_};
+    return lines_.size();
+  }
   std::string all() {
     std::lock_guard<std::mutex> guard{mx_};
     std::string out;
@@ -487,12 +491,8 @@ TEST_CASE("share_keeper: an instance that sees a newer one of its node id "
   log_lines log;
   recording_hooks older_hooks;
   auto kc = keeper_config(db, older, log);
-  std::mutex mx;
-  std::vector<std::string> replaced;
-  kc.replaced = [&](const std::string& why) {
-    std::lock_guard<std::mutex> guard{mx};
-    replaced.push_back(why);
-  };
+  log_lines replaced;
+  kc.replaced = replaced.sink();
   pg::share_keeper keeper{kc};
   keeper.start(older_hooks.make());
   REQUIRE(poll_until([&] { return unexpired(admin, older) == 64; }, 10s));
@@ -512,11 +512,8 @@ TEST_CASE("share_keeper: an instance that sees a newer one of its node id "
     std::lock_guard<std::mutex> guard{older_hooks.mx};
     CHECK(older_hooks.released.size() == 64);
   }
-  {
-    std::lock_guard<std::mutex> guard{mx};
-    REQUIRE(replaced.size() == 1);
-    CHECK(replaced[0].find(newer.instance) != std::string::npos);
-  }
+  REQUIRE(replaced.size() == 1);
+  CHECK(replaced.has(newer.instance));
   CHECK_FALSE(log.has("deposed"));
   CHECK_FALSE(log2.has("replaced"));
   // Replaced, it takes nothing more even once the newer one is gone (its
@@ -527,10 +524,7 @@ TEST_CASE("share_keeper: an instance that sees a newer one of its node id "
   CHECK_FALSE(poll_until([&] { return !keeper.held().partitions.empty(); },
                          4 * interval));
   CHECK(unexpired(admin, older) == 0);
-  {
-    std::lock_guard<std::mutex> guard{mx};
-    CHECK(replaced.size() == 1);
-  }
+  CHECK(replaced.size() == 1);
   must_ok(keeper.stop_and_release());
 }
 

@@ -74,6 +74,18 @@ struct cluster {
     return pg_url.empty() ? db.url() : pg_url;
   }
 
+  /// Starts coordinator `name` (cluster port `port`, `extra` options) that
+  /// must stop by itself, and waits up to 30 s for it: its exit code, or
+  /// -1 if it did not stop or was killed by a signal. Its log is
+  /// logs/<name>.log.
+  int exit_code_of(const std::string& name, uint16_t port,
+                   std::vector<std::string> extra) {
+    process p{coordinator_args(name, port, std::move(extra)),
+              logs.path() + "/" + name + ".log"};
+    auto st = p.wait_exit(std::chrono::seconds{30});
+    return st && WIFEXITED(*st) ? WEXITSTATUS(*st) : -1;
+  }
+
   /// The arguments of a coordinator on this cluster's database.
   std::vector<std::string> coordinator_args(const std::string& name,
                                             uint16_t port,
