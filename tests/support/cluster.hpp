@@ -244,17 +244,41 @@ struct cluster {
   void check_all_done_once(const std::vector<std::string>& jobs,
                            std::chrono::milliseconds timeout) {
     INFO(tail_of(logs.path() + "/coord.log"));
-    REQUIRE(poll_until(
+    bool done = poll_until(
         [&] {
           return scalar(url(), "SELECT count(*) FROM drover.jobs WHERE "
                                "final_status IS NULL")
                  == 0;
         },
-        timeout));
+        timeout);
+    if (!done) {
+      INFO("not finished: " << unfinished());
+      REQUIRE(done);
+    }
     for (auto& j : jobs) {
       INFO(j);
       CHECK(events(j, completed_kind) == 1);
     }
+  }
+
+  /// Each job not yet finished: its status, its partition's owner and its
+  /// events as attempt:kind@ms since the first (to read a failure).
+  std::string unfinished() {
+    auto conn = must(drover::pg::connection::open(url()));
+    auto res = run(
+        conn,
+        "SELECT j.job_id || ' status ' || j.status || ' owner ' || "
+        "coalesce((SELECT owner_node || '@' || epoch FROM "
+        "drover.partition_leases WHERE partition = "
+        "drover.partition_of(j.job_id)), '-') || ' events ' || "
+        "coalesce((SELECT string_agg(e.attempt || ':' || e.kind || '@' || "
+        "(e.at_ms - j.created_at_ms), ' ' ORDER BY e.seq) FROM drover.events "
+        "e WHERE e.job_id = j.job_id), '') FROM drover.jobs j WHERE "
+        "j.final_status IS NULL ORDER BY j.job_id LIMIT 20");
+    std::string out;
+    for (int i = 0; i < res.rows(); ++i)
+      out += "\n  " + std::string{res.value(i, 0)};
+    return out;
   }
 
   /// droverctl with `args` and ctl_args.
