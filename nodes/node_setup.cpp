@@ -202,6 +202,18 @@ std::variant<pg::lease_grant, int> claim_leases(const node_config& cfg,
 }
 
 void coordinator_claim::release() {
+  if (share && keep_share) {
+    // --keep-share-on-stop: as after a crash, the rows expire and the
+    // membership lapses by themselves; a restart under this node id within
+    // a lease TTL is the same member and takes the share back.
+    leaving->store(true);
+    auto ttl = share->ttl();
+    share.reset(); // stops renewing; releases nothing
+    log::info("node",
+              "kept this node id's share: a restart under it takes it back; "
+              "otherwise the others take it once its leases expire",
+              {{"lease_ttl_ms", ttl.count()}});
+  }
   if (share) {
     leaving->store(true);
     if (auto err = share->stop_and_release())
@@ -322,6 +334,7 @@ std::optional<int> share_leases(const node_config& cfg,
   };
   kc.log = [](const std::string& line) { log::info("leases", line); };
   claim.share = std::make_unique<pg::share_keeper>(std::move(kc));
+  claim.keep_share = cfg.keep_share_on_stop;
   return std::nullopt;
 }
 

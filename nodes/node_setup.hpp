@@ -72,6 +72,9 @@ struct coordinator_claim {
   /// runs, node_share.hpp), and the database's partition count.
   std::unique_ptr<pg::share_keeper> share;
   int32_t partition_count = 0;
+  /// --keep-share-on-stop: release() stops the share keeper without
+  /// releasing its rows or leaving the members.
+  bool keep_share = false;
   std::shared_ptr<const pg::write_fence> fence;
   /// The epochs of the partitions held (and held before): what leases to
   /// worker nodes are stamped with (runtime/partition_epochs.hpp).
@@ -82,7 +85,8 @@ struct coordinator_claim {
   std::shared_ptr<std::atomic<bool>> leaving
       = std::make_shared<std::atomic<bool>>(false);
 
-  /// Stops renewing and releases the leases; logs a failure.
+  /// Stops renewing and releases the leases (a kept share: only stops);
+  /// logs a failure.
   void release();
   ~coordinator_claim() {
     release();

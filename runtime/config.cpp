@@ -231,6 +231,11 @@ parse_node_config(int argc, const char* const* argv, std::ostream& out) {
           "gateway "
           "nodes: join each of them and send each request to its "
           "partition's owner")(
+          "keep-share-on-stop", po::bool_switch(&cfg.keep_share_on_stop),
+          "postgres coordinators with --share-partitions: SIGTERM keeps this "
+          "node id's share (its leases expire, nobody else takes it for a "
+          "lease TTL) so a restart under the same --node-id takes it back "
+          "without moving it away and back; default: hand it over at once")(
           "http-host", po::value(&cfg.http_host)->default_value(cfg.http_host),
           "gateway: interface of the HTTP API (without API keys: loopback "
           "only)")("http-port", po::value(&http_port)->default_value(http_port),

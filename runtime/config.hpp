@@ -139,6 +139,10 @@ struct node_config {
   /// with it (runtime/pg_share.hpp): several active coordinators, each
   /// owning a share, taking over the share of one that dies.
   bool share_partitions = false;
+  /// postgres, with share_partitions: an orderly stop keeps the node id's
+  /// share (as a crash does) instead of handing it over, so a restart
+  /// under the same node id takes it back (docs/cluster.md).
+  bool keep_share_on_stop = false;
   // -- logging (runtime/log.hpp, docs/operations.md) --
   /// Lowest level written: trace, debug, info, warn, error or off.
   std::string log_level = "info";

@@ -118,6 +118,10 @@ caf::error validate(const node_config& cfg) {
     return bad("--share-partitions and --standby exclude each other: a "
                "coordinator sharing the partitions takes over a dead one's "
                "share by itself");
+  if (cfg.keep_share_on_stop
+      && (!cfg.share_partitions || !roles_of(cfg).coordinator))
+    return bad("--keep-share-on-stop is for coordinators started with "
+               "--share-partitions: only they have a share to keep");
   if (cfg.retention_days > 36500)
     return bad("retention-days must be at most 36500");
   if (cfg.store_cache_jobs != 0 && cfg.store != "postgres")

@@ -190,6 +190,11 @@ public:
   /// first one interval later: nothing is held before the first round).
   void start(hooks h);
 
+  /// The lease TTL it takes and renews with.
+  std::chrono::milliseconds ttl() const {
+    return cfg_.ttl;
+  }
+
   /// Stops both threads, releases every lease held and leaves
   /// drover.coordinators. Call once nothing writes under them any more.
   caf::error stop_and_release();

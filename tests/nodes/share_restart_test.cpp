@@ -3,9 +3,10 @@
 // it takes back exactly its predecessor's share and its agents come home to
 // it; an older instance that finds a newer one under its node id hands
 // everything over and stops; a process started under the node id of one
-// that runs is refused. Real processes, a real PostgreSQL, a real
-// SIGKILL; what happened is read from the lease rows, the audit log and the
-// nodes' logs.
+// that runs is refused. A coordinator stopped with --keep-share-on-stop
+// restarts as a crashed one does. Real processes, a real PostgreSQL, a real
+// SIGKILL or SIGTERM; what happened is read from the lease rows, the audit log
+// and the nodes' logs.
 
 #include "support/sharing.hpp"
 
@@ -22,9 +23,13 @@ using namespace drover::testing;
 using namespace drover::testing::cluster_harness;
 using namespace std::chrono_literals;
 
-TEST_CASE("a coordinator killed and restarted at once gets its agents back "
-          "and its attempts on worker nodes run on, once",
-          "[pg][cluster][process][share]") {
+namespace {
+
+/// c3 of three sharing coordinators, with four attempts running on its
+/// worker nodes' agents, is stopped by `sig` and started again at once
+/// under its node id (`extra`: more options for all three): it takes back
+/// exactly its share, the attempts run on and each job completes once.
+void stop_and_restart_at_once(int sig, const std::vector<std::string>& extra) {
   cluster c;
   sharing s{c};
   // Two worker nodes with an agent for each coordinator, two slots each.
@@ -33,8 +38,9 @@ TEST_CASE("a coordinator killed and restarted at once gets its agents back "
   // again on a busy machine. A partition lease TTL of 10 s: c3 is back well
   // before its dead instance's heartbeat is stale (one lease TTL; checked
   // below).
-  const std::vector<std::string> ttl{"--attempt-lease-ttl-ms", "6000",
-                                     "--lease-ttl-ms", "10000"};
+  std::vector<std::string> ttl{"--attempt-lease-ttl-ms", "6000",
+                               "--lease-ttl-ms", "10000"};
+  ttl.insert(ttl.end(), extra.begin(), extra.end());
   s.start_three_with_workers("cpu=6", ttl);
   INFO(s.logs_of({"c1", "c2", "c3", "w1", "w2"}));
   std::vector<std::string> jobs;
@@ -42,15 +48,23 @@ TEST_CASE("a coordinator killed and restarted at once gets its agents back "
     jobs.push_back(s.submit("c3", 10000));
   for (const auto& id : jobs)
     REQUIRE(c.wait_running(id, 30s));
-  // c3 dies and is started again at once (a supervisor restarting it),
+  // c3 dies (or stops) and is started again at once (a supervisor
+  // restarting it),
   // after its agents found its port closed: they wait for it rather than
   // fail over at once (as they did before), and it adopts their attempts
   // once it holds its partitions again.
   std::map<std::string, int> takes;
   for (const auto* name : {"c1", "c2"})
     takes[name] = c.log_count(name, "took partitions");
-  s.nodes["c3"]->signal(SIGKILL);
-  REQUIRE(s.nodes["c3"]->wait_exit(10s));
+  s.nodes["c3"]->signal(sig);
+  auto st = s.nodes["c3"]->wait_exit(30s);
+  REQUIRE(st);
+  if (sig == SIGTERM) {
+    // An orderly stop (exit 0) that kept the share.
+    CHECK(WIFEXITED(*st));
+    CHECK(WEXITSTATUS(*st) == 0);
+    CHECK(c.log_count("c3", "kept this node id's share") == 1);
+  }
   for (const auto* w : {"w1", "w2"})
     REQUIRE(c.wait_log(w,
                        "its first coordinator does not answer: trying it "
@@ -108,6 +122,23 @@ TEST_CASE("a coordinator killed and restarted at once gets its agents back "
     CHECK_FALSE(s.joined("c1", std::string{w} + ".c3"));
     CHECK_FALSE(s.joined("c2", std::string{w} + ".c3"));
   }
+}
+
+} // namespace
+
+TEST_CASE("a coordinator killed and restarted at once gets its agents back "
+          "and its attempts on worker nodes run on, once",
+          "[pg][cluster][process][share]") {
+  stop_and_restart_at_once(SIGKILL, {});
+}
+
+TEST_CASE("a coordinator stopped with --keep-share-on-stop and restarted at "
+          "once keeps its share, and its attempts run on, once",
+          "[pg][cluster][process][share]") {
+  // SIGTERM without the option hands the share over at once and leaves
+  // the members: c1 and c2 take c3's partitions and hand them back when
+  // it returns. With it, a stop is a restart's first half, as a crash is.
+  stop_and_restart_at_once(SIGTERM, {"--keep-share-on-stop"});
 }
 
 TEST_CASE("a coordinator paused and replaced under its node id hands over "

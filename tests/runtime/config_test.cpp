@@ -214,6 +214,16 @@ TEST_CASE("bad configuration gets a specific error", "[config]") {
              "--standby");
   CHECK(parse({"--roles", "gateway", "--coordinator", "127.0.0.1:1,127.0.0.1:2",
                "--share-partitions"}));
+  // Only a sharing coordinator has a share to keep.
+  expect_bad({"--store", "postgres", "--pg-url", "postgresql:///x",
+              "--keep-share-on-stop"},
+             "--keep-share-on-stop is for coordinators started with "
+             "--share-partitions");
+  expect_bad({"--roles", "gateway", "--coordinator", "127.0.0.1:1,127.0.0.1:2",
+              "--share-partitions", "--keep-share-on-stop"},
+             "--keep-share-on-stop");
+  CHECK(parse({"--store", "postgres", "--pg-url", "postgresql:///x",
+               "--share-partitions", "--keep-share-on-stop"}));
   {
     // A worker node: join each coordinator listed, with a share of the
     // slots; what one connection alone accounts for is refused.
