@@ -12,6 +12,7 @@
 #include "runtime/log.hpp"
 #include "runtime/type_ids.hpp"
 
+#include <caf/sec.hpp>
 #include <caf/send.hpp>
 
 #include <algorithm>
@@ -126,15 +127,29 @@ void request_adoption(link_actor self, const std::string& job_id,
                       - std::chrono::seconds{1})
                       .count();
   bool offered = st.attempts[job_id].offered;
-  self->request(st.cfg.handles->queue(), wait, adopt_atom::value, job_id,
-                attempt, slot.worker_id, slot.actor, deadline, !offered)
+  auto queue = st.cfg.handles->queue();
+  auto asked = queue.address();
+  st.attempts[job_id].asked = asked;
+  // The reply of the queue asked last counts: one of a queue that died
+  // meanwhile (and was asked again: follow_queue) is stale.
+  auto current = [self, job_id, attempt, asked] {
+    auto& st = self->state;
+    auto i = st.attempts.find(job_id);
+    return i != st.attempts.end() && i->second.attempt == attempt
+                   && i->second.asked == asked
+               ? i
+               : st.attempts.end();
+  };
+  self->request(queue, wait, adopt_atom::value, job_id, attempt, slot.worker_id,
+                slot.actor, deadline, !offered)
       .then(
-          [self, job_id, attempt](job_supervisor_actor& js) {
+          [self, job_id, attempt, current](job_supervisor_actor& js) {
             auto& st = self->state;
-            auto i = st.attempts.find(job_id);
-            if (i == st.attempts.end() || i->second.attempt != attempt)
+            auto i = current();
+            if (i == st.attempts.end())
               return;
             auto& a = i->second;
+            a.asked = {};
             a.js = js;
             a.adopting = false;
             self->monitor(js);
@@ -153,11 +168,24 @@ void request_adoption(link_actor self, const std::string& job_id,
               free_slot(self, a.slot);
             }
           },
-          [self, job_id, attempt](caf::error& err) {
+          [self, job_id, attempt, current](caf::error& err) {
             auto& st = self->state;
-            auto i = st.attempts.find(job_id);
-            if (i == st.attempts.end() || i->second.attempt != attempt)
+            auto i = current();
+            if (i == st.attempts.end())
               return;
+            if (err.category() == caf::atom("system")
+                && err.code()
+                       == static_cast<uint8_t>(
+                           caf::sec::request_receiver_down)) {
+              // The queue died with the request (the job system restarts):
+              // asked again once the new queue is up (follow_queue).
+              log::info("node_link", log::job{job_id},
+                        "the queue asked to adopt a running attempt stopped: "
+                        "the next one is asked",
+                        {{"attempt", attempt}});
+              return;
+            }
+            i->second.asked = {};
             if (i->second.offered) {
               // Not this coordinator's partition (or not yet recovered):
               // the node offers it again, here and elsewhere.
@@ -229,6 +257,11 @@ void follow_queue(link_actor self) {
         && !a.completing) {
       a.js_gone = false;
       a.adopting = true;
+      request_adoption(self, job_id, a.attempt);
+    } else if (a.adopting && a.asked && a.asked != st.watched_queue) {
+      // Its adoption was asked of the queue that stopped (parked there
+      // waiting for its partition or the recovery, it never gets an
+      // answer): asked of this one, which recovered it as waiting.
       request_adoption(self, job_id, a.attempt);
     }
   for (uint32_t i = 0; i < st.slots.size(); ++i)

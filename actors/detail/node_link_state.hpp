@@ -70,6 +70,10 @@ struct attempt_info {
   /// Waiting for the queue to adopt it (after a coordinator restart); an
   /// outcome that arrives meanwhile is held until then.
   bool adopting = false;
+  /// The queue the pending adoption was asked of: a reply from another
+  /// (a queue that restarted meanwhile, asked again) is stale, and a queue
+  /// that restarts is asked again (follow_queue).
+  caf::actor_addr asked;
   /// Offered by the node (another coordinator handed it over): a refused
   /// adoption only forgets it (the node keeps offering it elsewhere), or,
   /// on one of this share's slots (handed over from here and offered
