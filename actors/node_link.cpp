@@ -355,6 +355,7 @@ void on_run(link_actor self, uint32_t index, lease& l,
   a.attempt = l.attempt;
   a.slot = index;
   a.js = js;
+  a.queue = st.watched_queue;
   auto t = st.cfg.lease_ttl_by_type.find(l.spec.type);
   a.ttl_ms
       = (t != st.cfg.lease_ttl_by_type.end() ? t->second : st.cfg.lease_ttl)
@@ -426,6 +427,12 @@ node_link_local::behavior_type link_impl(link_actor self,
         return;
       }
       a.js_gone = true;
+      if (a.queue && a.queue != st.watched_queue) {
+        // Its queue restarted and this link already follows the new one
+        // (follow_queue asked it for the attempts gone before): ask now.
+        auto id = job_id;
+        adopt_again(self, id);
+      }
       return;
     }
   });

@@ -149,6 +149,7 @@ void request_adoption(link_actor self, const std::string& job_id,
             if (i == st.attempts.end())
               return;
             auto& a = i->second;
+            a.queue = a.asked;
             a.asked = {};
             a.js = js;
             a.adopting = false;
@@ -173,7 +174,7 @@ void request_adoption(link_actor self, const std::string& job_id,
             auto i = current();
             if (i == st.attempts.end())
               return;
-            if (err.category() == caf::atom("system")
+            if (err && err.category() == caf::atom("system")
                 && err.code()
                        == static_cast<uint8_t>(
                            caf::sec::request_receiver_down)) {
@@ -235,6 +236,20 @@ void request_adoption(link_actor self, const std::string& job_id,
 
 } // namespace
 
+bool adopt_again(link_actor self, const std::string& job_id) {
+  auto& st = self->state;
+  auto i = st.attempts.find(job_id);
+  if (i == st.attempts.end())
+    return false;
+  auto& a = i->second;
+  if (!a.js_gone || a.abandoned || a.adopting || a.expired || a.completing)
+    return false;
+  a.js_gone = false;
+  a.adopting = true;
+  request_adoption(self, job_id, a.attempt);
+  return true;
+}
+
 /// The queue restarts with the job system (one_for_all): its idle lists
 /// and the job supervisors die with it, and the new queue recovers this
 /// node's running attempts as waiting for adoption. Offer the free slots to
@@ -253,12 +268,8 @@ void follow_queue(link_actor self) {
   for (auto& slot : st.slots)
     slot.announced = false;
   for (auto& [job_id, a] : st.attempts)
-    if (a.js_gone && !a.abandoned && !a.adopting && !a.expired
-        && !a.completing) {
-      a.js_gone = false;
-      a.adopting = true;
-      request_adoption(self, job_id, a.attempt);
-    } else if (a.adopting && a.asked && a.asked != st.watched_queue) {
+    if (!adopt_again(self, job_id) && a.adopting && a.asked
+        && a.asked != st.watched_queue) {
       // Its adoption was asked of the queue that stopped (parked there
       // waiting for its partition or the recovery, it never gets an
       // answer): asked of this one, which recovered it as waiting.

@@ -469,8 +469,10 @@ int run(const drover::node_config& cfg, const drover::node_program& program,
     return 2;
   }
   // The tree (the store with it) has stopped: nothing writes any more.
-  claim.release();
-  if (asked_to_stop && (!reason || reason == caf::exit_reason::user_shutdown)) {
+  bool orderly
+      = asked_to_stop && (!reason || reason == caf::exit_reason::user_shutdown);
+  claim.release(orderly);
+  if (orderly) {
     drover::log::announce("node", "stopped", {{"node", cfg.node_id}});
     return 0;
   }

@@ -201,18 +201,20 @@ std::variant<pg::lease_grant, int> claim_leases(const node_config& cfg,
   return std::move(*grant);
 }
 
-void coordinator_claim::release() {
-  if (share && keep_share) {
+void coordinator_claim::release(bool orderly) {
+  if (share && keep_share && orderly) {
     // --keep-share-on-stop: as after a crash, the rows expire and the
     // membership lapses by themselves; a restart under this node id within
     // a lease TTL is the same member and takes the share back.
     leaving->store(true);
     auto ttl = share->ttl();
+    auto held = share->held().partitions.size();
     share.reset(); // stops renewing; releases nothing
-    log::info("node",
-              "kept this node id's share: a restart under it takes it back; "
-              "otherwise the others take it once its leases expire",
-              {{"lease_ttl_ms", ttl.count()}});
+    if (held > 0)
+      log::info("node",
+                "kept this node id's share: a restart under it takes it "
+                "back; otherwise the others take it once its leases expire",
+                {{"partitions", held}, {"lease_ttl_ms", ttl.count()}});
   }
   if (share) {
     leaving->store(true);

@@ -72,8 +72,8 @@ struct coordinator_claim {
   /// runs, node_share.hpp), and the database's partition count.
   std::unique_ptr<pg::share_keeper> share;
   int32_t partition_count = 0;
-  /// --keep-share-on-stop: release() stops the share keeper without
-  /// releasing its rows or leaving the members.
+  /// --keep-share-on-stop: release(true) (an orderly stop) stops the
+  /// share keeper without releasing its rows or leaving the members.
   bool keep_share = false;
   std::shared_ptr<const pg::write_fence> fence;
   /// The epochs of the partitions held (and held before): what leases to
@@ -85,9 +85,11 @@ struct coordinator_claim {
   std::shared_ptr<std::atomic<bool>> leaving
       = std::make_shared<std::atomic<bool>>(false);
 
-  /// Stops renewing and releases the leases (a kept share: only stops);
-  /// logs a failure.
-  void release();
+  /// Stops renewing and releases the leases (a share kept on an orderly
+  /// stop: only stops; any other exit releases it, so a node failing at
+  /// start or crashing out of its tree holds nothing nobody serves); logs
+  /// a failure.
+  void release(bool orderly = false);
   ~coordinator_claim() {
     release();
   }

@@ -74,6 +74,10 @@ struct attempt_info {
   /// (a queue that restarted meanwhile, asked again) is stale, and a queue
   /// that restarts is asked again (follow_queue).
   caf::actor_addr asked;
+  /// The queue whose job supervisor has it (the one watched when it was
+  /// leased, the one that adopted it): its supervisor dying after the link
+  /// moved on to a new queue is asked of that one at once (adopt_again).
+  caf::actor_addr queue;
   /// Offered by the node (another coordinator handed it over): a refused
   /// adoption only forgets it (the node keeps offering it elsewhere), or,
   /// on one of this share's slots (handed over from here and offered
@@ -278,6 +282,9 @@ void on_handover_lists(link_actor self, const heartbeat& hb,
 /// After the queue restarted (one_for_all): offers the slots to the new
 /// queue and has it adopt the attempts whose supervisors died with it.
 void follow_queue(link_actor self);
+/// Asks the queue to adopt `job_id`'s attempt again if its job supervisor
+/// died without abandoning it (the queue restarted); true if asked.
+bool adopt_again(link_actor self, const std::string& job_id);
 
 /// One slot of a worker node as the queue sees it: the link announces it
 /// to the queue (as the worker of (ready_atom, ...)); it hands what the

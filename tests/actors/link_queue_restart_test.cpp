@@ -72,10 +72,11 @@ int64_t steady_ms() {
       .count();
 }
 
-/// A coordinator's queue over the fixture's store owning `partitions`; its
-/// adoption waits and graces run on the process's monotonic clock (as the
-/// link's deadlines do) moved on by `offset` with the scheduler.
-queue_actor spawn_queue_on(fixture& f, std::vector<int32_t> partitions,
+/// A coordinator's queue over `store` owning `partitions`; its adoption
+/// waits and graces run on the process's monotonic clock (as the link's
+/// deadlines do) moved on by `offset` with the scheduler.
+queue_actor spawn_queue_on(fixture& f, const store_actor& store,
+                           std::vector<int32_t> partitions,
                            std::shared_ptr<int64_t> offset, uint64_t seed) {
   queue_options qo;
   qo.adopt_grace = qo.adopt_wait = 10s;
@@ -85,7 +86,7 @@ queue_actor spawn_queue_on(fixture& f, std::vector<int32_t> partitions,
   qo.partitions = std::move(partitions);
   qo.partition_count = 2;
   auto q = spawn_queue(
-      f.sys, {f.store, spawn_progress_publisher(f.sys), f.handlers}, qo);
+      f.sys, {store, spawn_progress_publisher(f.sys), f.handlers}, qo);
   f.sched.run();
   return q;
 }
@@ -100,93 +101,148 @@ queue_stats stats_of(fixture& f, const queue_actor& q) {
   return out;
 }
 
-} // namespace
-
-TEST_CASE("an adoption waiting in a queue that restarts is asked of the new "
-          "queue: the attempt runs on, adopted once, and is not stopped",
-          "[queue][partition][link]") {
+/// Attempt 1 of a job runs on slot w1.c1/cpu-0 of a worker node whose
+/// partition is nobody's for now (its coordinator died, say); the real
+/// link of that node at a coordinator whose queue is `first(p)` (p: the
+/// job's partition), and the test's agent heartbeating it.
+struct rig {
   fixture f{{}, 10s};
-  auto sink = spawn_idle_slot(f.sys);
-  // Attempt 1 runs on slot w1.c1/cpu-0 of a worker node; its partition is
-  // nobody's for now (its coordinator died, say).
-  auto rec = running_then_handed_away(f, "w1.c1/cpu-0", sink);
-  auto p = partition_of_id(rec.job_id);
-  const running_attempt ra{rec.job_id, 1, "cpu"};
-  auto offset = std::make_shared<int64_t>(0);
+  worker_actor sink = spawn_idle_slot(f.sys);
+  job_record rec = running_then_handed_away(f, "w1.c1/cpu-0", sink);
+  int32_t p = partition_of_id(rec.job_id);
+  running_attempt ra{rec.job_id, 1, "cpu"};
+  std::shared_ptr<int64_t> offset = std::make_shared<int64_t>(0);
+  std::shared_ptr<job_system_handles> handles
+      = std::make_shared<job_system_handles>();
+  std::shared_ptr<agent_log> log = std::make_shared<agent_log>();
+  probe_agent_actor agent = spawn_probe_agent(f.sys, log);
+  node_link_local link;
 
-  // This coordinator's queue does not own the partition yet: it keeps an
-  // adoption asked of it waiting (up to 10 s) for the partition.
-  auto old_queue = spawn_queue_on(f, all_but(p), offset, 7);
-  auto handles = std::make_shared<job_system_handles>();
-  handles->set_queue(old_queue);
-  auto log = std::make_shared<agent_log>();
-  auto agent = spawn_probe_agent(f.sys, log);
-  node_link_config lc;
-  lc.node_id = "w1.c1";
-  lc.coordinator_id = "c1";
-  lc.registration.node_id = "w1.c1";
-  lc.registration.role = "worker";
-  lc.registration.capacity = {resource_capacity{"cpu", 1}};
-  lc.registration.job_types = {"noop"};
-  lc.agent = agent;
-  lc.handles = handles;
-  lc.lease_ttl = 5s;
-  lc.heartbeat_interval = 500ms;
-  lc.adoption_wait = 15s;
-  lc.clock_ms = [c = f.clock] { return *c; };
-  auto link = spawn_node_link(f.sys, lc);
-  f.sched.run();
-  auto advance = [&](std::chrono::milliseconds d) {
+  explicit rig(const std::function<queue_actor(rig&)>& first) {
+    handles->set_queue(first(*this));
+    node_link_config lc;
+    lc.node_id = "w1.c1";
+    lc.coordinator_id = "c1";
+    lc.registration.node_id = "w1.c1";
+    lc.registration.role = "worker";
+    lc.registration.capacity = {resource_capacity{"cpu", 1}};
+    lc.registration.job_types = {"noop"};
+    lc.agent = agent;
+    lc.handles = handles;
+    lc.lease_ttl = 5s;
+    lc.heartbeat_interval = 500ms;
+    lc.adoption_wait = 15s;
+    lc.clock_ms = [c = f.clock] { return *c; };
+    link = spawn_node_link(f.sys, lc);
+    f.sched.run();
+    // The node joins, listing the attempt: the link asks the queue to
+    // adopt it.
+    auto reg = lc.registration;
+    reg.running = {ra};
+    f.self->send(link, join_atom::value, reg, worker_agent_actor{agent});
+    f.sched.run();
+    f.self->receive([](coordinator_reply&) {},
+                    [](caf::error& err) { FAIL(describe(err)); },
+                    caf::after(1s) >> [] { FAIL("no answer to the join"); });
+  }
+
+  /// A heartbeat of the node, then `d` on every clock.
+  void advance(std::chrono::milliseconds d = 500ms) {
     f.self->send(agent, beat_atom::value, node_link_actor{link}, *f.clock, ra);
     f.sched.run();
     *f.clock += d.count();
     *offset += d.count();
     f.sched.advance_time(d);
     f.sched.run();
-  };
+  }
 
-  // The node joins, listing the attempt: the link asks the queue to adopt
-  // it, and the queue keeps the request waiting for the partition.
-  auto reg = lc.registration;
-  reg.running = {ra};
-  f.self->send(link, join_atom::value, reg, worker_agent_actor{agent});
-  f.sched.run();
-  f.self->receive([](coordinator_reply&) {},
-                  [](caf::error& err) { FAIL(describe(err)); },
-                  caf::after(1s) >> [] { FAIL("no answer to the join"); });
-  advance(500ms);
-  CHECK(stats_of(f, old_queue).running == 0);
+  /// Past the new queue's grace (10 s) and the link's wait for an answer
+  /// (15 s): the attempt runs on at `q`, adopted once, never stopped.
+  void check_runs_on(const queue_actor& q) {
+    for (int i = 0; i < 40; ++i)
+      advance();
+    CHECK(log->beats >= 40);
+    CHECK(log->stopped == 0);
+    CHECK(log->cancels == 0);
+    CHECK(log->abandons == 0);
+    CHECK(stats_of(f, q).running == 1);
+    int started = 0;
+    for (const auto& ev : f.events(rec.job_id)) {
+      CHECK(ev.kind != event_kind::worker_lost);
+      started += ev.kind == event_kind::started ? 1 : 0;
+    }
+    CHECK(started == 1);
+  }
 
+  ~rig() {
+    f.self->send_exit(link, caf::exit_reason::user_shutdown);
+    f.self->send_exit(agent, caf::exit_reason::user_shutdown);
+    f.self->send_exit(sink, caf::exit_reason::user_shutdown);
+    f.sched.run();
+  }
+};
+
+} // namespace
+
+TEST_CASE("an adoption waiting in a queue that restarts is asked of the new "
+          "queue: the attempt runs on, adopted once, and is not stopped",
+          "[queue][partition][link]") {
+  // This coordinator's queue does not own the partition yet: it keeps the
+  // adoption waiting (up to 10 s) for the partition.
+  queue_actor old_queue;
+  rig r{[&](rig& x) {
+    return old_queue
+           = spawn_queue_on(x.f, x.f.store, all_but(x.p), x.offset, 7);
+  }};
+  r.advance();
+  CHECK(stats_of(r.f, old_queue).running == 0);
   // The job system restarts: the new queue takes the partition and
   // recovers the attempt as waiting to be adopted; the old queue dies with
   // the request parked in it.
-  auto new_queue = spawn_queue_on(f, {p}, offset, 8);
-  handles->set_queue(new_queue);
-  f.self->send_exit(old_queue, caf::exit_reason::kill);
-  f.sched.run();
+  auto new_queue = spawn_queue_on(r.f, r.f.store, {r.p}, r.offset, 8);
+  r.handles->set_queue(new_queue);
+  r.f.self->send_exit(old_queue, caf::exit_reason::kill);
+  r.f.sched.run();
   // Within a tick of the link, the new queue adopts it.
   for (int i = 0; i < 2; ++i)
-    advance(500ms);
-  CHECK(stats_of(f, new_queue).running == 1);
-  // Past the new queue's grace (10 s) and the link's wait for the old
-  // queue's answer (15 s): nothing stops it, nothing runs it again.
-  for (int i = 0; i < 40; ++i)
-    advance(500ms);
-  CHECK(log->beats >= 40);
-  CHECK(log->stopped == 0);
-  CHECK(log->cancels == 0);
-  CHECK(log->abandons == 0);
-  CHECK(stats_of(f, new_queue).running == 1);
-  int started = 0;
-  for (const auto& ev : f.events(rec.job_id)) {
-    CHECK(ev.kind != event_kind::worker_lost);
-    started += ev.kind == event_kind::started ? 1 : 0;
-  }
-  CHECK(started == 1);
+    r.advance();
+  CHECK(stats_of(r.f, new_queue).running == 1);
+  r.check_runs_on(new_queue);
+  r.f.self->send_exit(new_queue, caf::exit_reason::user_shutdown);
+}
 
-  f.self->send_exit(link, caf::exit_reason::user_shutdown);
-  f.self->send_exit(new_queue, caf::exit_reason::user_shutdown);
-  f.self->send_exit(agent, caf::exit_reason::user_shutdown);
-  f.self->send_exit(sink, caf::exit_reason::user_shutdown);
-  f.sched.run();
+TEST_CASE("an attempt whose job supervisor dies after the link follows a "
+          "restarted queue is asked of the new queue at once",
+          "[queue][partition][link]") {
+  // The old queue owns the partition and adopts the attempt; its job
+  // supervisor watches the old store (a proxy of the test's, so that it
+  // can die alone).
+  auto ps = std::make_shared<proxy_state>();
+  store_actor old_store;
+  queue_actor old_queue;
+  rig r{[&](rig& x) {
+    old_store = x.f.sys.spawn(proxy_impl, x.f.store, ps, 0);
+    return old_queue = spawn_queue_on(x.f, old_store, {x.p}, x.offset, 7);
+  }};
+  r.advance();
+  CHECK(stats_of(r.f, old_queue).running == 1);
+  // The new queue is up and the link follows it (a tick) before the old
+  // job supervisor's end reaches the link: nothing of the attempt is
+  // asked then (its supervisor lives).
+  auto new_queue = spawn_queue_on(r.f, r.f.store, {r.p}, r.offset, 8);
+  r.handles->set_queue(new_queue);
+  for (int i = 0; i < 2; ++i)
+    r.advance();
+  CHECK(stats_of(r.f, new_queue).running == 0);
+  // Then the old store dies, and with it the old job supervisor: the link
+  // asks the new queue at once (before, follow_queue had passed already
+  // and the attempt stayed without a supervisor while the new queue
+  // settled it lost after its grace and ran the job again).
+  r.f.self->send_exit(old_store, caf::exit_reason::kill);
+  r.f.self->send_exit(old_queue, caf::exit_reason::kill);
+  r.f.sched.run();
+  r.advance();
+  CHECK(stats_of(r.f, new_queue).running == 1);
+  r.check_runs_on(new_queue);
+  r.f.self->send_exit(new_queue, caf::exit_reason::user_shutdown);
 }

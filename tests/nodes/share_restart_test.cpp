@@ -29,16 +29,19 @@ namespace {
 /// worker nodes' agents, is stopped by `sig` and started again at once
 /// under its node id (`extra`: more options for all three): it takes back
 /// exactly its share, the attempts run on and each job completes once.
-void stop_and_restart_at_once(int sig, const std::vector<std::string>& extra) {
+/// `attempt_ttl_ms`: the agents try their own coordinator alone for half
+/// of it before they fail over, from when its port closes.
+void stop_and_restart_at_once(int sig, const std::vector<std::string>& extra,
+                              const std::string& attempt_ttl_ms) {
   cluster c;
   sharing s{c};
   // Two worker nodes with an agent for each coordinator, two slots each.
-  // An attempt lease TTL of 6 s: an agent tries its own coordinator alone
-  // for half of it (3 s) before it fails over, time enough for c3 to start
-  // again on a busy machine. A partition lease TTL of 10 s: c3 is back well
-  // before its dead instance's heartbeat is stale (one lease TTL; checked
-  // below).
-  std::vector<std::string> ttl{"--attempt-lease-ttl-ms", "6000",
+  // An attempt lease TTL of 6 s (after a kill): an agent tries its own
+  // coordinator alone for half of it (3 s) before it fails over, time
+  // enough for c3 to start again on a busy machine. A partition lease TTL of 10
+  // s: c3 is back well before its dead instance's heartbeat is stale (one lease
+  // TTL; checked below).
+  std::vector<std::string> ttl{"--attempt-lease-ttl-ms", attempt_ttl_ms,
                                "--lease-ttl-ms", "10000"};
   ttl.insert(ttl.end(), extra.begin(), extra.end());
   s.start_three_with_workers("cpu=6", ttl);
@@ -129,7 +132,7 @@ void stop_and_restart_at_once(int sig, const std::vector<std::string>& extra) {
 TEST_CASE("a coordinator killed and restarted at once gets its agents back "
           "and its attempts on worker nodes run on, once",
           "[pg][cluster][process][share]") {
-  stop_and_restart_at_once(SIGKILL, {});
+  stop_and_restart_at_once(SIGKILL, {}, "6000");
 }
 
 TEST_CASE("a coordinator stopped with --keep-share-on-stop and restarted at "
@@ -138,7 +141,10 @@ TEST_CASE("a coordinator stopped with --keep-share-on-stop and restarted at "
   // SIGTERM without the option hands the share over at once and leaves
   // the members: c1 and c2 take c3's partitions and hand them back when
   // it returns. With it, a stop is a restart's first half, as a crash is.
-  stop_and_restart_at_once(SIGTERM, {"--keep-share-on-stop"});
+  // The agents lose c3 when its orderly stop begins (it lets its worker
+  // nodes go first, up to 2 s): an attempt lease TTL of 12 s gives them 6 s
+  // alone with it, for the stop and the start.
+  stop_and_restart_at_once(SIGTERM, {"--keep-share-on-stop"}, "12000");
 }
 
 TEST_CASE("a coordinator paused and replaced under its node id hands over "
