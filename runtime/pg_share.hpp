@@ -87,12 +87,14 @@ struct sharing_member {
 };
 
 /// Another process that runs as a sharing coordinator under `me`'s node id,
-/// if any: an instance of it heard from within `ttl` whose heartbeat moves
-/// on within `patience`. A row not heard from for `patience` (a crash, or
-/// a pause: a paused one that wakes finds this one newer and stands down)
-/// does not count, nor one whose pid is gone in this process's space (same
-/// boot id and pid namespace: lease_owner::process_space). Blocks up to
-/// `patience`.
+/// if any: an instance of it heard from within its own lease TTL (`ttl` if
+/// it announced none) whose heartbeat moves on within `patience`, or half
+/// its own lease TTL if that is longer (it renews more often than that). A
+/// row not heard from for that long (a crash, or a pause: a paused one that
+/// wakes finds this one newer and stands down) does not count, nor one
+/// whose pid is gone in this process's space (same boot id and pid
+/// namespace: lease_owner::process_space). Blocks up to the longest of
+/// those patiences.
 caf::expected<std::optional<sharing_member>>
 live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
           std::chrono::milliseconds patience);

@@ -89,7 +89,8 @@ caf::expected<std::optional<sharing_member>>
 live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
           std::chrono::milliseconds patience) {
   using clock = std::chrono::steady_clock;
-  auto give_up = clock::now() + patience;
+  auto asked = clock::now();
+  auto give_up = asked + patience;
   // Each instance's first heartbeat seen (server clock, microseconds).
   std::map<std::string, int64_t> first_seen;
   for (;;) {
@@ -97,7 +98,8 @@ live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
         "SELECT instance, coalesce(process_space, ''), pid, "
         "(extract(epoch FROM heartbeat_at) * 1000000)::bigint, "
         "(extract(epoch FROM now() - heartbeat_at) * 1000)::bigint, "
-        "(extract(epoch FROM started_at) * 1000000)::bigint "
+        "(extract(epoch FROM started_at) * 1000000)::bigint, "
+        "least(greatest(coalesce(lease_ttl_ms, $3), 500), 600000) "
         "FROM drover.coordinators WHERE shares AND node_id = $1 AND "
         "instance <> $2 AND heartbeat_at >= now() - "
         "least(greatest(coalesce(lease_ttl_ms, $3), 500), 600000) * "
@@ -122,7 +124,14 @@ live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
       auto [seen, fresh] = first_seen.emplace(m.instance, beat);
       if (!fresh && beat > seen->second)
         return std::optional<sharing_member>{std::move(m)}; // it beats
-      if (number(res->value(row, 4)) < patience.count())
+      // It renews more often than every half of its own TTL (checked at
+      // its start): a twin with a longer TTL than ours is waited for that
+      // long.
+      auto its_patience
+          = std::max<int64_t>(patience.count(), number(res->value(row, 6)) / 2);
+      give_up
+          = std::max(give_up, asked + std::chrono::milliseconds{its_patience});
+      if (number(res->value(row, 4)) < its_patience)
         waiting = true; // heard from lately: wait for its next beat
     }
     if (!waiting || clock::now() >= give_up)

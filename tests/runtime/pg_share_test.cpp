@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -550,14 +551,15 @@ TEST_CASE("live_twin: another process under the node id counts while it "
   // Another node id is nobody's twin.
   CHECK_FALSE(must(pg::live_twin(s, pg::this_process("share-b"), ttl, ttl)));
   // It stops beating (crashed or paused) with its row still fresh: not a
-  // live twin once it was silent for the patience given (its row still a
-  // member for a minute: silent, not stale).
+  // live twin once it was silent for the patience, half its own TTL here
+  // (its row still a member for 4 TTLs: silent, not stale).
   keeper.reset();
   run(admin,
-      "UPDATE drover.coordinators SET lease_ttl_ms = 60000 WHERE instance = "
-      "$1",
-      pg::params{}.text(running.instance));
+      "UPDATE drover.coordinators SET lease_ttl_ms = $2 WHERE instance = $1",
+      pg::params{}.text(running.instance).int64((4 * ttl).count()));
+  auto asked_at = std::chrono::steady_clock::now();
   CHECK_FALSE(must(pg::live_twin(s, newcomer, 60s, ttl)));
+  CHECK(std::chrono::steady_clock::now() - asked_at >= 2 * ttl);
   // A row of a process gone from this process's space (boot and pid
   // namespace) does not count, at once however long the patience (it was
   // heard from just now)...
@@ -582,6 +584,38 @@ TEST_CASE("live_twin: another process under the node id counts while it "
   asked = std::chrono::steady_clock::now();
   CHECK_FALSE(must(pg::live_twin(s, pg::this_process("share-d"), 60s, 600ms)));
   CHECK(std::chrono::steady_clock::now() - asked >= 600ms);
+}
+
+TEST_CASE("live_twin: a twin with a longer lease TTL than the newcomer's is "
+          "waited for half its own TTL between its beats",
+          "[pg][share][lease]") {
+  // A process under the node id announced a 20 s lease TTL (it renews,
+  // say, every 3 s) and last beat 2 s ago; the newcomer's own patience is
+  // 1.5 s. Judged by that alone it would pass for dead (and start, and
+  // displace a live coordinator as its newer twin); it beats again 2.5 s
+  // later and is found.
+  test_db db;
+  auto s = db.session();
+  auto twin = pg::this_process("share-a");
+  twin.process_space = "another-boot/pid:[1]"; // its pid says nothing here
+  must(pg::announce_row(s, twin, true, 0, 20s));
+  auto admin = db.connect();
+  run(admin,
+      "UPDATE drover.coordinators SET heartbeat_at = now() - interval '2 s' "
+      "WHERE instance = $1",
+      pg::params{}.text(twin.instance));
+  std::thread beat{[&] {
+    std::this_thread::sleep_for(2500ms);
+    auto other = db.session();
+    must(pg::announce_row(other, twin, true, 0, 20s));
+  }};
+  auto asked = std::chrono::steady_clock::now();
+  auto found = must(pg::live_twin(s, pg::this_process("share-a"), ttl, ttl));
+  auto took = std::chrono::steady_clock::now() - asked;
+  beat.join();
+  REQUIRE(found);
+  CHECK(found->instance == twin.instance);
+  CHECK(took >= 2s);
 }
 
 TEST_CASE("announce_row: an instance announced again after its row was "
