@@ -6,7 +6,9 @@
 // recovered the attempt as waiting to be adopted, and the attempt runs on.
 // Before, the link waited out its whole request (at least 30 s) and then
 // stopped the attempt, while the new queue had settled it lost after its
-// grace and run the job again beside it.
+// grace and run the job again beside it. Also: a job supervisor of the old
+// queue that dies after the link follows the new one, and a request the
+// dead queue bounces (request_receiver_down) before the next one is up.
 //
 // The real link (actors/node_link.cpp) and real queues over a memory store
 // on CAF's deterministic test coordinator; the worker node is played by the
@@ -242,6 +244,32 @@ TEST_CASE("an attempt whose job supervisor dies after the link follows a "
   r.f.self->send_exit(old_queue, caf::exit_reason::kill);
   r.f.sched.run();
   r.advance();
+  CHECK(stats_of(r.f, new_queue).running == 1);
+  r.check_runs_on(new_queue);
+  r.f.self->send_exit(new_queue, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("an adoption request bounced by a queue that died is asked of the "
+          "next queue, not taken for a refusal",
+          "[queue][partition][link]") {
+  // The queue has died and the job system has not started the next one:
+  // the link's request is bounced (request_receiver_down). The attempt
+  // waits for the next queue (before, the bounce was a refusal and the
+  // attempt was stopped).
+  queue_actor old_queue;
+  rig r{[&](rig& x) {
+    old_queue = spawn_queue_on(x.f, x.f.store, all_but(x.p), x.offset, 7);
+    x.f.self->send_exit(old_queue, caf::exit_reason::kill);
+    x.f.sched.run();
+    return old_queue;
+  }};
+  for (int i = 0; i < 2; ++i)
+    r.advance();
+  CHECK(r.log->stopped == 0);
+  auto new_queue = spawn_queue_on(r.f, r.f.store, {r.p}, r.offset, 8);
+  r.handles->set_queue(new_queue);
+  for (int i = 0; i < 2; ++i)
+    r.advance();
   CHECK(stats_of(r.f, new_queue).running == 1);
   r.check_runs_on(new_queue);
   r.f.self->send_exit(new_queue, caf::exit_reason::user_shutdown);
