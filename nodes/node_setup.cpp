@@ -314,6 +314,15 @@ std::optional<int> share_leases(const node_config& cfg,
                {{"node", cfg.node_id}, {"instance", (*twin)->instance}});
     return 2;
   }
+  // Mixed lease TTLs work, but a survivor with a shorter one gives up on a
+  // dead coordinator's re-reported attempts (twice its own TTL) before it
+  // can take their partitions (the node then offers them on).
+  if (auto others = pg::other_lease_ttls(*db, owner, cfg.lease_ttl);
+      others && !others->empty())
+    log::warn("node",
+              "sharing coordinators run with another --lease-ttl-ms than "
+              "this one: give all of them the same",
+              {{"lease_ttl_ms", cfg.lease_ttl.count()}, {"others", *others}});
   pg::lease_grant none;
   none.owner = owner;
   claim.fence = none.fence(cfg.lease_ttl);

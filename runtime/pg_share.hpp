@@ -105,6 +105,13 @@ live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
 caf::expected<std::vector<sharing_member>>
 sharing_members(session& db, std::chrono::milliseconds stale);
 
+/// The sharing coordinators heard from (within their own lease TTL) whose
+/// announced lease TTL is not `ttl`, as "node-id=ms, ..." (empty if none):
+/// what a coordinator starting with `ttl` warns of (docs/operations.md:
+/// the same --lease-ttl-ms on all of them).
+caf::expected<std::string> other_lease_ttls(session& db, const lease_owner& me,
+                                            std::chrono::milliseconds ttl);
+
 /// What `me` computes its share over, from `members` (sharing_members).
 struct share_view {
   /// The keys the shares are computed over (rendezvous_shares), ascending,

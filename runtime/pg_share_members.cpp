@@ -85,6 +85,28 @@ share_view share_keys(const std::vector<sharing_member>& members,
   return view;
 }
 
+caf::expected<std::string> other_lease_ttls(session& db, const lease_owner& me,
+                                            std::chrono::milliseconds ttl) {
+  auto res = db.conn().exec(
+      "SELECT node_id, lease_ttl_ms FROM drover.coordinators WHERE shares "
+      "AND instance <> $1 AND lease_ttl_ms IS NOT NULL AND lease_ttl_ms <> "
+      "$2 AND heartbeat_at >= now() - least(greatest(lease_ttl_ms, 500), "
+      "600000) * interval '1 millisecond' ORDER BY node_id COLLATE \"C\", "
+      "instance COLLATE \"C\" LIMIT 16",
+      params{}.text(me.instance).int64(ttl.count()), false,
+      "reading the coordinators' lease TTLs");
+  if (!res)
+    return std::move(res.error());
+  std::string out;
+  for (int row = 0; row < res->rows(); ++row) {
+    if (!out.empty())
+      out += ", ";
+    out += std::string{res->value(row, 0)} + "="
+           + std::to_string(number(res->value(row, 1)));
+  }
+  return out;
+}
+
 caf::expected<std::optional<sharing_member>>
 live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
           std::chrono::milliseconds patience) {

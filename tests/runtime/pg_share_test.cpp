@@ -618,6 +618,28 @@ TEST_CASE("live_twin: a twin with a longer lease TTL than the newcomer's is "
   CHECK(took >= 2s);
 }
 
+TEST_CASE("other_lease_ttls names the live sharing coordinators announcing "
+          "another lease TTL",
+          "[pg][share][lease]") {
+  test_db db;
+  auto s = db.session();
+  auto admin = db.connect();
+  auto me = pg::this_process("share-a");
+  auto same = pg::this_process("share-b");
+  auto longer = pg::this_process("share-c");
+  auto silent = pg::this_process("share-d");
+  must(pg::announce_row(s, same, true, 0, 2s));
+  must(pg::announce_row(s, longer, true, 0, 10s));
+  must(pg::announce_row(s, silent, true, 0, 4s));
+  // Not heard from within its own TTL: no member, nothing to say.
+  run(admin,
+      "UPDATE drover.coordinators SET heartbeat_at = now() - interval '5 s' "
+      "WHERE instance = $1",
+      pg::params{}.text(silent.instance));
+  CHECK(must(pg::other_lease_ttls(s, me, 2s)) == "share-c=10000");
+  CHECK(must(pg::other_lease_ttls(s, me, 10s)) == "share-b=2000");
+}
+
 TEST_CASE("announce_row: an instance announced again after its row was "
           "pruned keeps its started_at, so it stays the older one",
           "[pg][share][lease]") {
