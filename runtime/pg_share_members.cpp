@@ -121,7 +121,7 @@ live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
         "(extract(epoch FROM heartbeat_at) * 1000000)::bigint, "
         "(extract(epoch FROM now() - heartbeat_at) * 1000)::bigint, "
         "(extract(epoch FROM started_at) * 1000000)::bigint, "
-        "least(greatest(coalesce(lease_ttl_ms, $3), 500), 600000) "
+        "coalesce(least(greatest(lease_ttl_ms, 500), 600000), 0) "
         "FROM drover.coordinators WHERE shares AND node_id = $1 AND "
         "instance <> $2 AND heartbeat_at >= now() - "
         "least(greatest(coalesce(lease_ttl_ms, $3), 500), 600000) * "
@@ -147,8 +147,8 @@ live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
       if (!fresh && beat > seen->second)
         return std::optional<sharing_member>{std::move(m)}; // it beats
       // It renews more often than every half of its own TTL (checked at
-      // its start): a twin with a longer TTL than ours is waited for that
-      // long.
+      // its start): a twin that announced a longer TTL than ours is waited
+      // for that long (one that announced none: `patience`).
       auto its_patience
           = std::max<int64_t>(patience.count(), number(res->value(row, 6)) / 2);
       give_up
