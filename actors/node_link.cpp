@@ -430,8 +430,7 @@ node_link_local::behavior_type link_impl(link_actor self,
       if (a.queue && a.queue != st.watched_queue) {
         // Its queue restarted and this link already follows the new one
         // (follow_queue asked it for the attempts gone before): ask now.
-        auto id = job_id;
-        adopt_again(self, id);
+        adopt_again(self, job_id);
       }
       return;
     }

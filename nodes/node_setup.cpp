@@ -202,28 +202,26 @@ std::variant<pg::lease_grant, int> claim_leases(const node_config& cfg,
 }
 
 void coordinator_claim::release(bool orderly) {
-  if (share && keep_share && orderly) {
-    // --keep-share-on-stop: as after a crash, the rows expire and the
-    // membership lapses by themselves; a restart under this node id within
-    // a lease TTL is the same member and takes the share back.
-    leaving->store(true);
-    auto ttl = share->ttl();
-    auto held = share->held().partitions.size();
-    share.reset(); // stops renewing; releases nothing
-    if (held > 0)
-      log::info("node",
-                "kept this node id's share: a restart under it takes it "
-                "back; otherwise the others take it once its leases expire",
-                {{"partitions", held}, {"lease_ttl_ms", ttl.count()}});
-  }
   if (share) {
     leaving->store(true);
-    if (auto err = share->stop_and_release())
+    if (keep_share && orderly) {
+      // --keep-share-on-stop: as after a crash, the rows expire and the
+      // membership lapses by themselves; a restart under this node id
+      // within a lease TTL is the same member and takes the share back.
+      auto held = share->held().partitions.size();
+      if (held > 0)
+        log::info(
+            "node",
+            "kept this node id's share: a restart under it takes it "
+            "back; otherwise the others take it once its leases expire",
+            {{"partitions", held}, {"lease_ttl_ms", share->ttl().count()}});
+    } else if (auto err = share->stop_and_release()) {
       log::warn("node",
                 "could not release the partition leases (they expire by "
                 "themselves)",
                 {{"error", describe(err)}});
-    share.reset();
+    }
+    share.reset(); // stops renewing (if still running)
   }
   if (!keeper)
     return;

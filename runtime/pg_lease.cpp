@@ -304,26 +304,35 @@ caf::error leave(session& db, const lease_owner& owner) {
   return res ? caf::none : std::move(res.error());
 }
 
+std::string announced_ttl_sql(const std::string& column,
+                              const std::string& fallback) {
+  return "least(greatest(coalesce(" + column + ", " + fallback
+         + "), 500), 600000)";
+}
+
 caf::expected<std::string> members_json(session& db,
                                         std::chrono::milliseconds stale) {
   // Built by PostgreSQL: the rows are few and json_build_object escapes.
+  // Gone after twice its own TTL; a row without one after `stale`.
   auto res = db.conn().exec(
       "SELECT coalesce(json_agg(json_build_object("
       "'node_id', c.node_id, 'host', c.host, 'pid', c.pid, "
       "'cluster_address', c.cluster_address, "
-      "'state', CASE WHEN c.heartbeat_at < now() - coalesce(2 * "
-      "least(greatest(c.lease_ttl_ms, 500), 600000), $1) * interval "
-      "'1 millisecond' THEN 'gone' WHEN p.held > 0 THEN 'active' "
-      "ELSE 'standby' END, "
-      "'partitions', p.held, "
-      "'started_at', to_char(c.started_at AT TIME ZONE 'UTC', "
-      "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
-      "'heard_ms_ago', greatest(0, (extract(epoch FROM now() - "
-      "c.heartbeat_at) * 1000)::bigint)) "
-      "ORDER BY p.held DESC, c.heartbeat_at DESC), '[]')::text "
-      "FROM drover.coordinators c CROSS JOIN LATERAL (SELECT count(*) AS held "
-      "FROM drover.partition_leases l WHERE l.owner = c.instance AND "
-      "l.expires_at > now()) p",
+      "'state', CASE WHEN c.heartbeat_at < now() - 2 * "
+          + announced_ttl_sql("c.lease_ttl_ms", "$1 / 2")
+          + " * interval "
+            "'1 millisecond' THEN 'gone' WHEN p.held > 0 THEN 'active' "
+            "ELSE 'standby' END, "
+            "'partitions', p.held, "
+            "'started_at', to_char(c.started_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+            "'heard_ms_ago', greatest(0, (extract(epoch FROM now() - "
+            "c.heartbeat_at) * 1000)::bigint)) "
+            "ORDER BY p.held DESC, c.heartbeat_at DESC), '[]')::text "
+            "FROM drover.coordinators c CROSS JOIN LATERAL (SELECT count(*) AS "
+            "held "
+            "FROM drover.partition_leases l WHERE l.owner = c.instance AND "
+            "l.expires_at > now()) p",
       params{}.int64(stale.count()), false, "listing the coordinators");
   if (!res)
     return std::move(res.error());

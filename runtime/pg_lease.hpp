@@ -116,6 +116,15 @@ acquire_all(session& db, const lease_owner& owner,
 
 // -- membership (drover.coordinators) ----------------------------------------
 
+/// A drover.coordinators row's lease TTL as SQL (ms): `column`, or
+/// `fallback` for a row that announced none (a binary before schema 10),
+/// held to --lease-ttl-ms's range [500 ms, 600 s] (runtime/config_validate
+/// .cpp), so a row written with any value cannot overflow a reader's
+/// interval. The one home of that rule for every query that judges a row
+/// by its own TTL.
+std::string announced_ttl_sql(const std::string& column,
+                              const std::string& fallback);
+
 /// Announces `owner` in drover.coordinators (its row, heard from now) and
 /// prunes the rows of others not heard from for an hour. Whether it is
 /// active follows from the leases it holds (members_json); `shares`: it

@@ -33,10 +33,9 @@ sharing_members(session& db, std::chrono::milliseconds stale) {
       "SELECT instance, node_id, coalesce(share_key, ''), "
       "share_key IS NOT NULL, "
       "(extract(epoch FROM started_at) * 1000000)::bigint "
-      "FROM drover.coordinators WHERE shares AND "
-      "heartbeat_at >= now() - least(greatest(coalesce(lease_ttl_ms, $1), "
-      "500), 600000) * interval '1 millisecond' "
-      "ORDER BY instance COLLATE \"C\"",
+      "FROM drover.coordinators WHERE shares AND heartbeat_at >= now() - "
+          + announced_ttl_sql("lease_ttl_ms", "$1")
+          + " * interval '1 millisecond' ORDER BY instance COLLATE \"C\"",
       params{}.int64(stale.count()), false, "reading the coordinators");
   if (!res)
     return std::move(res.error());
@@ -90,9 +89,10 @@ caf::expected<std::string> other_lease_ttls(session& db, const lease_owner& me,
   auto res = db.conn().exec(
       "SELECT node_id, lease_ttl_ms FROM drover.coordinators WHERE shares "
       "AND instance <> $1 AND lease_ttl_ms IS NOT NULL AND lease_ttl_ms <> "
-      "$2 AND heartbeat_at >= now() - least(greatest(lease_ttl_ms, 500), "
-      "600000) * interval '1 millisecond' ORDER BY node_id COLLATE \"C\", "
-      "instance COLLATE \"C\" LIMIT 16",
+      "$2 AND heartbeat_at >= now() - "
+          + announced_ttl_sql("lease_ttl_ms", "$2")
+          + " * interval '1 millisecond' ORDER BY node_id COLLATE \"C\", "
+            "instance COLLATE \"C\" LIMIT 16",
       params{}.text(me.instance).int64(ttl.count()), false,
       "reading the coordinators' lease TTLs");
   if (!res)
@@ -121,11 +121,12 @@ live_twin(session& db, const lease_owner& me, std::chrono::milliseconds ttl,
         "(extract(epoch FROM heartbeat_at) * 1000000)::bigint, "
         "(extract(epoch FROM now() - heartbeat_at) * 1000)::bigint, "
         "(extract(epoch FROM started_at) * 1000000)::bigint, "
-        "coalesce(least(greatest(lease_ttl_ms, 500), 600000), 0) "
-        "FROM drover.coordinators WHERE shares AND node_id = $1 AND "
-        "instance <> $2 AND heartbeat_at >= now() - "
-        "least(greatest(coalesce(lease_ttl_ms, $3), 500), 600000) * "
-        "interval '1 millisecond'",
+            // None announced: the least there is, under any patience.
+            + announced_ttl_sql("lease_ttl_ms", "0")
+            + " FROM drover.coordinators WHERE shares AND node_id = $1 AND "
+              "instance <> $2 AND heartbeat_at >= now() - "
+            + announced_ttl_sql("lease_ttl_ms", "$3")
+            + " * interval '1 millisecond'",
         params{}.text(me.node_id).text(me.instance).int64(ttl.count()), false,
         "looking for another coordinator under this node id");
     if (!res)

@@ -338,6 +338,12 @@ TEST_CASE("membership: the holder is active with each renewal, a standby "
         != std::string::npos);
   CHECK(both.find("\"state\" : \"standby\", \"partitions\" : 0")
         != std::string::npos);
+  // A row without a lease TTL of its own (a standby, or a binary before
+  // schema 10) is judged by `stale`: heard from 5 s ago, not gone (it was,
+  // after 1 s, while a missing TTL read as the range's least).
+  run(admin, "UPDATE drover.coordinators SET heartbeat_at = now() - "
+             "interval '5 s' WHERE node_id = 'coord-b'");
+  CHECK(list().find("\"state\" : \"gone\"") == std::string::npos);
   // Not heard from for longer than `stale`: gone.
   run(admin, "UPDATE drover.coordinators SET heartbeat_at = now() - "
              "interval '1 minute' WHERE node_id = 'coord-b'");
